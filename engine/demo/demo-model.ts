@@ -1,0 +1,139 @@
+import {writeGgufFile} from '../gguf/gguf-writer.js';
+import {GgmlType, LlamaFileType, type GgufMetadata, type GgufTensorSpec} from '../gguf/gguf-types.js';
+import {Prng} from './prng.js';
+import {buildDemoVocab, DEMO_CHAT_TEMPLATE} from './demo-vocab.js';
+
+export interface DemoModelOptions {
+    /** Transformer blocks. */
+    layers?: number,
+    /** Hidden size (n_embd). */
+    width?: number,
+    headCount?: number,
+    /** Key/value heads; fewer than headCount gives grouped-query attention. */
+    headCountKv?: number,
+    feedForwardLength?: number,
+    contextLength?: number,
+    seed?: number,
+    name?: string
+}
+
+export const demoModelDefaults: Required<DemoModelOptions> = {
+    layers: 8,
+    width: 256,
+    headCount: 8,
+    headCountKv: 8,
+    feedForwardLength: 512,
+    contextLength: 4096,
+    seed: 42,
+    name: 'strongdoge-demo'
+};
+
+/** FNV-1a: a stable per-tensor seed, so each tensor's values do not depend on write order. */
+/** Damps each block's contribution to the residual stream: an undamped random network is chaotic, so
+ * the last-bit rounding differences of batched decoding would quickly change greedy output. */
+const RESIDUAL_GAIN = 0.25;
+
+function tensorSeed(seed: number, name: string) {
+    let hash = 0x811c9dc5 ^ seed;
+    for (let i = 0; i < name.length; i++)
+        hash = Math.imul(hash ^ name.charCodeAt(i), 0x01000193);
+    return hash >>> 0;
+}
+
+function normalTensor(name: string, dims: number[], std: number, seed: number): GgufTensorSpec {
+    return {
+        name, dims, type: GgmlType.F16,
+        fill(values) {
+            const prng = new Prng(tensorSeed(seed, name));
+            for (let i = 0; i < values.length; i++)
+                values[i] = prng.normal() * std;
+        }
+    };
+}
+
+function onesTensor(name: string, width: number): GgufTensorSpec {
+    return {name, dims: [width], type: GgmlType.F32, fill: (values) => values.fill(1)};
+}
+
+export function validateDemoModelOptions(options: Required<DemoModelOptions>) {
+    const positive = ['layers', 'width', 'headCount', 'headCountKv', 'feedForwardLength', 'contextLength'] as const;
+    for (const key of positive)
+        if (!Number.isInteger(options[key]) || options[key] < 1)
+            throw new RangeError(`${key} must be a positive integer, got ${options[key]}`);
+    if (options.width % options.headCount !== 0)
+        throw new RangeError(`width (${options.width}) must be divisible by headCount (${options.headCount})`);
+    if (options.headCount % options.headCountKv !== 0)
+        throw new RangeError(`headCount (${options.headCount}) must be divisible by headCountKv (${options.headCountKv})`);
+    if ((options.width / options.headCount) % 2 !== 0)
+        throw new RangeError('width / headCount must be even for rotary embeddings');
+}
+
+/**
+ * Builds the tensors and metadata of a llama-architecture model with deterministic random weights.
+ * It generates text (nonsense) through the real llama.cpp code paths, so tests and demos need no download.
+ */
+export function describeDemoModel(options: DemoModelOptions = {}) {
+    const config = {...demoModelDefaults, ...options};
+    validateDemoModelOptions(config);
+    const {layers, width, headCount, headCountKv, feedForwardLength, seed} = config;
+    const vocab = buildDemoVocab();
+    const vocabSize = vocab.tokens.length;
+    const headDim = width / headCount;
+    const kvWidth = headDim * headCountKv;
+
+    const metadata: GgufMetadata = {
+        'general.architecture': {type: 'string', value: 'llama'},
+        'general.name': {type: 'string', value: config.name},
+        'general.file_type': {type: 'uint32', value: LlamaFileType.mostlyF16},
+        'llama.context_length': {type: 'uint32', value: config.contextLength},
+        'llama.embedding_length': {type: 'uint32', value: width},
+        'llama.block_count': {type: 'uint32', value: layers},
+        'llama.feed_forward_length': {type: 'uint32', value: feedForwardLength},
+        'llama.attention.head_count': {type: 'uint32', value: headCount},
+        'llama.attention.head_count_kv': {type: 'uint32', value: headCountKv},
+        'llama.attention.layer_norm_rms_epsilon': {type: 'float32', value: 1e-5},
+        'llama.rope.dimension_count': {type: 'uint32', value: headDim},
+        'llama.rope.freq_base': {type: 'float32', value: 10000},
+        'llama.vocab_size': {type: 'uint32', value: vocabSize},
+        'tokenizer.ggml.model': {type: 'string', value: 'llama'},
+        'tokenizer.ggml.tokens': {type: 'string[]', value: vocab.tokens},
+        'tokenizer.ggml.scores': {type: 'float32[]', value: vocab.scores},
+        'tokenizer.ggml.token_type': {type: 'int32[]', value: vocab.tokenTypes},
+        'tokenizer.ggml.bos_token_id': {type: 'uint32', value: vocab.bosId},
+        'tokenizer.ggml.eos_token_id': {type: 'uint32', value: vocab.imEndId},
+        'tokenizer.ggml.unknown_token_id': {type: 'uint32', value: vocab.unknownId},
+        'tokenizer.ggml.add_bos_token': {type: 'bool', value: true},
+        'tokenizer.ggml.add_eos_token': {type: 'bool', value: false},
+        'tokenizer.chat_template': {type: 'string', value: DEMO_CHAT_TEMPLATE}
+    };
+
+    // std 1/sqrt(fan_in) keeps activations near unit scale; a wider output layer spreads logits
+    // so greedy decoding wanders through the vocabulary instead of repeating one token.
+    const projection = 1 / Math.sqrt(width);
+    const tensors: GgufTensorSpec[] = [
+        normalTensor('token_embd.weight', [width, vocabSize], 1, seed),
+        onesTensor('output_norm.weight', width),
+        normalTensor('output.weight', [width, vocabSize], 4 * projection, seed)
+    ];
+    for (let layer = 0; layer < layers; layer++) {
+        const block = `blk.${layer}`;
+        tensors.push(
+            onesTensor(`${block}.attn_norm.weight`, width),
+            normalTensor(`${block}.attn_q.weight`, [width, width], projection, seed),
+            normalTensor(`${block}.attn_k.weight`, [width, kvWidth], projection, seed),
+            normalTensor(`${block}.attn_v.weight`, [width, kvWidth], projection, seed),
+            normalTensor(`${block}.attn_output.weight`, [width, width], RESIDUAL_GAIN * projection, seed),
+            onesTensor(`${block}.ffn_norm.weight`, width),
+            normalTensor(`${block}.ffn_gate.weight`, [width, feedForwardLength], projection, seed),
+            normalTensor(`${block}.ffn_up.weight`, [width, feedForwardLength], projection, seed),
+            normalTensor(`${block}.ffn_down.weight`, [feedForwardLength, width], RESIDUAL_GAIN / Math.sqrt(feedForwardLength), seed)
+        );
+    }
+    return {config, metadata, tensors, vocab};
+}
+
+export async function writeDemoModel(path: string, options: DemoModelOptions = {}) {
+    const {config, metadata, tensors} = describeDemoModel(options);
+    await writeGgufFile(path, {metadata, tensors});
+    return config;
+}

@@ -1,0 +1,334 @@
+import {fork, type ChildProcess} from 'node:child_process';
+import {EventEmitter} from 'node:events';
+import {createInterface} from 'node:readline';
+import {fileURLToPath} from 'node:url';
+import {AdmissionQueue} from './admission-queue.js';
+import {EngineError} from './engine-error.js';
+import {RestartBackoff} from './restart-backoff.js';
+import type {
+    DeviceInfo, EmbeddingResult, GenerationRequest, GenerationResult, LoadedModelInfo
+} from './inference-types.js';
+import type {SupervisorMessage, WorkerMessage, WorkerSettings} from './worker/engine-messages.js';
+
+export type EngineState = 'starting' | 'loading' | 'ready' | 'restarting' | 'failed' | 'stopped';
+
+export interface EngineSupervisorOptions extends WorkerSettings {
+    /** Requests allowed to wait for a free sequence before new ones get `queue_full`. */
+    maxQueue?: number,
+    /** How often the worker is pinged, and how long it may take to answer before it is killed. */
+    pingIntervalMs?: number,
+    pingTimeoutMs?: number,
+    /** A generation with no new text for this long means the engine hangs: it is killed and restarted. */
+    tokenStallMs?: number
+}
+
+export const engineSupervisorDefaults = {
+    maxQueue: 64,
+    pingIntervalMs: 2_000,
+    pingTimeoutMs: 10_000,
+    tokenStallMs: 120_000
+};
+
+export interface EngineStatus {
+    state: EngineState,
+    pid: number | undefined,
+    restarts: number,
+    device: DeviceInfo | undefined,
+    models: LoadedModelInfo[],
+    loadProgress: Record<string, number>,
+    running: number,
+    queued: number,
+    lastError: string | undefined
+}
+
+export interface EngineEvents {
+    state: [state: EngineState],
+    loadProgress: [model: string, progress: number],
+    workerExit: [code: number | null, signal: NodeJS.Signals | null],
+    workerLog: [line: string]
+}
+
+interface PendingJob {
+    kind: 'generate' | 'embed',
+    lastActivityAt: number,
+    onText?: (text: string) => void,
+    resolve: (result: never) => void,
+    reject: (error: Error) => void
+}
+
+/** Where the worker entry is: next to this file, as .js when built or .ts when run through tsx. */
+function workerEntry() {
+    const self = fileURLToPath(import.meta.url);
+    const extension = self.endsWith('.ts') ? '.ts' : '.js';
+    return {
+        path: fileURLToPath(new URL(`./worker/engine-worker${extension}`, import.meta.url)),
+        execArgv: extension === '.ts' ? ['--import', 'tsx'] : []
+    };
+}
+
+/**
+ * Runs node-llama-cpp in a child process and keeps it alive: a crash or a hang fails only the jobs
+ * in flight, with a clean error, and a new worker takes over with the same models.
+ */
+export class EngineSupervisor extends EventEmitter<EngineEvents> {
+    private readonly options: Required<EngineSupervisorOptions>;
+    private readonly queue: AdmissionQueue;
+    private readonly backoff = new RestartBackoff();
+    private readonly jobs = new Map<number, PendingJob>();
+    private child: ChildProcess | undefined;
+    private nextJobId = 1;
+    private pingNonce = 0;
+    private lastPongAt = 0;
+    private watchdog: NodeJS.Timeout | undefined;
+    private restartTimer: NodeJS.Timeout | undefined;
+    private readyWaiters: {resolve: () => void, reject: (error: Error) => void}[] = [];
+    private status: EngineStatus = {
+        state: 'starting', pid: undefined, restarts: 0, device: undefined, models: [], loadProgress: {},
+        running: 0, queued: 0, lastError: undefined
+    };
+
+    constructor(options: EngineSupervisorOptions) {
+        super();
+        this.options = {...engineSupervisorDefaults, ...options};
+        this.queue = new AdmissionQueue({
+            slotsPerKey: options.parallelSequences,
+            maxWaiting: this.options.maxQueue,
+            retryAfterSeconds: 1
+        });
+    }
+
+    get state() {
+        return this.status.state;
+    }
+
+    getStatus(): EngineStatus {
+        return {...this.status, running: this.queue.runningCount, queued: this.queue.waitingCount};
+    }
+
+    hasModel(id: string) {
+        return this.options.models.some((model) => model.id === id);
+    }
+
+    /** Starts the worker and resolves once every model is loaded; rejects if they cannot be. */
+    start(): Promise<void> {
+        this.spawn();
+        this.watchdog = setInterval(() => this.checkHealth(), this.options.pingIntervalMs);
+        this.watchdog.unref();
+        return this.whenReady();
+    }
+
+    async generate(request: GenerationRequest, {onText, signal}: {onText?: (text: string) => void, signal?: AbortSignal} = {}) {
+        return this.run<GenerationResult>(request.model, 'generate', signal, (jobId) => ({type: 'generate', jobId, request}), onText);
+    }
+
+    async embed(model: string, inputs: string[], {signal}: {signal?: AbortSignal} = {}) {
+        return this.run<EmbeddingResult>(`${model}#embeddings`, 'embed', signal, (jobId) => ({type: 'embed', jobId, model, inputs}));
+    }
+
+    /** Kills the worker (tests, and the operator's escape hatch); it is restarted like after a crash. */
+    killWorker(signal: NodeJS.Signals = 'SIGKILL') {
+        this.child?.kill(signal);
+    }
+
+    async dispose() {
+        this.setState('stopped');
+        clearInterval(this.watchdog);
+        clearTimeout(this.restartTimer);
+        this.failReadyWaiters(new EngineError('engine_unavailable', 'engine stopped'));
+        const child = this.child;
+        this.child = undefined;
+        this.failJobs(new EngineError('engine_unavailable', 'engine stopped'));
+        if (child !== undefined && child.exitCode === null && child.signalCode === null) {
+            const exited = new Promise((resolve) => child.once('exit', resolve));
+            child.kill('SIGTERM');
+            const forceKill = setTimeout(() => child.kill('SIGKILL'), 3_000);
+            await exited;
+            clearTimeout(forceKill);
+        }
+    }
+
+    private async run<T>(
+        slotKey: string, kind: PendingJob['kind'], signal: AbortSignal | undefined,
+        message: (jobId: number) => SupervisorMessage, onText?: (text: string) => void
+    ): Promise<T> {
+        if (this.state === 'stopped' || this.state === 'failed')
+            throw new EngineError('engine_unavailable', `engine is ${this.state}${this.status.lastError ? `: ${this.status.lastError}` : ''}`);
+        const release = await this.queue.acquire(slotKey, signal);
+        try {
+            await this.whenReady(signal);
+            const jobId = this.nextJobId++;
+            return await new Promise<T>((resolve, reject) => {
+                const onAbort = () => {
+                    this.jobs.delete(jobId);
+                    this.send({type: 'cancel', jobId});
+                    reject(new EngineError('cancelled', 'request cancelled'));
+                };
+                signal?.addEventListener('abort', onAbort, {once: true});
+                const settle = <A extends unknown[]>(fn: (...args: A) => void) => (...args: A) => {
+                    signal?.removeEventListener('abort', onAbort);
+                    fn(...args);
+                };
+                this.jobs.set(jobId, {
+                    kind, onText, lastActivityAt: Date.now(),
+                    resolve: settle(resolve) as (result: never) => void,
+                    reject: settle(reject)
+                });
+                this.send(message(jobId));
+            });
+        } finally {
+            release();
+        }
+    }
+
+    private whenReady(signal?: AbortSignal): Promise<void> {
+        if (this.state === 'ready')
+            return Promise.resolve();
+        if (this.state === 'stopped' || this.state === 'failed')
+            return Promise.reject(new EngineError('engine_unavailable', `engine is ${this.state}`));
+        return new Promise((resolve, reject) => {
+            const waiter = {resolve, reject};
+            this.readyWaiters.push(waiter);
+            signal?.addEventListener('abort', () => {
+                this.readyWaiters = this.readyWaiters.filter((other) => other !== waiter);
+                reject(new EngineError('cancelled', 'request cancelled while the engine was loading'));
+            }, {once: true});
+        });
+    }
+
+    private spawn() {
+        const entry = workerEntry();
+        const child = fork(entry.path, [], {
+            execArgv: entry.execArgv,
+            stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+            serialization: 'advanced'
+        });
+        this.child = child;
+        this.status.pid = child.pid;
+        this.status.loadProgress = {};
+        this.lastPongAt = Date.now();
+        this.setState(this.status.restarts === 0 ? 'starting' : 'restarting');
+
+        for (const stream of [child.stdout, child.stderr])
+            if (stream)
+                createInterface({input: stream}).on('line', (line) => this.emit('workerLog', line));
+        child.on('message', (message: WorkerMessage) => {
+            if (this.child === child)
+                this.handleMessage(message);
+        });
+        child.on('error', (error) => this.emit('workerLog', `engine worker error: ${error.message}`));
+        child.on('exit', (code, signal) => this.handleExit(child, code, signal));
+
+        this.setState('loading');
+        this.send({type: 'load', settings: {
+            models: this.options.models,
+            threads: this.options.threads,
+            parallelSequences: this.options.parallelSequences,
+            contextSize: this.options.contextSize,
+            gpu: this.options.gpu
+        }});
+    }
+
+    private handleMessage(message: WorkerMessage) {
+        switch (message.type) {
+            case 'device':
+                this.status.device = message.device;
+                return;
+            case 'loadProgress':
+                this.status.loadProgress[message.model] = message.progress;
+                this.emit('loadProgress', message.model, message.progress);
+                return;
+            case 'loaded':
+                this.status.models = message.models;
+                this.status.lastError = undefined;
+                this.backoff.markStarted();
+                this.setState('ready');
+                for (const waiter of this.readyWaiters.splice(0))
+                    waiter.resolve();
+                return;
+            case 'loadFailed':
+                this.status.lastError = message.message;
+                if (this.status.restarts === 0) {
+                    // Models that never loaded will not load on retry: the configuration is wrong.
+                    this.setState('failed');
+                    this.failReadyWaiters(new EngineError('engine_unavailable', `cannot load models: ${message.message}`));
+                    this.child?.kill('SIGKILL');
+                } else {
+                    this.child?.kill('SIGKILL'); // retried with backoff from the exit handler
+                }
+                return;
+            case 'pong':
+                this.lastPongAt = Date.now();
+                return;
+            case 'text': {
+                const job = this.jobs.get(message.jobId);
+                if (job) {
+                    job.lastActivityAt = Date.now();
+                    job.onText?.(message.text);
+                }
+                return;
+            }
+            case 'generated':
+            case 'embedded':
+                this.jobs.get(message.jobId)?.resolve(message.result as never);
+                this.jobs.delete(message.jobId);
+                return;
+            case 'jobFailed':
+                this.jobs.get(message.jobId)?.reject(new EngineError(message.code, message.message));
+                this.jobs.delete(message.jobId);
+                return;
+        }
+    }
+
+    private handleExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null) {
+        this.emit('workerExit', code, signal);
+        if (this.child !== child)
+            return;
+        this.child = undefined;
+        this.status.pid = undefined;
+        this.failJobs(new EngineError('engine_crashed',
+            `the engine process ${signal ? `was killed (${signal})` : `exited with code ${code}`} during the request; it is restarting, retry`));
+        if (this.state === 'stopped' || this.state === 'failed')
+            return;
+        this.setState('restarting');
+        this.status.restarts++;
+        this.restartTimer = setTimeout(() => this.spawn(), this.backoff.nextDelay());
+    }
+
+    private checkHealth() {
+        if (this.child === undefined)
+            return;
+        const now = Date.now();
+        const stalled = [...this.jobs.values()].some((job) =>
+            job.kind === 'generate' && now - job.lastActivityAt > this.options.tokenStallMs);
+        if (now - this.lastPongAt > this.options.pingTimeoutMs || stalled) {
+            this.status.lastError = stalled ? 'a generation stalled' : 'the engine stopped answering';
+            this.emit('workerLog', `engine watchdog: ${this.status.lastError}; killing pid ${this.child.pid}`);
+            this.child.kill('SIGKILL');
+            return;
+        }
+        this.send({type: 'ping', nonce: ++this.pingNonce});
+    }
+
+    private send(message: SupervisorMessage) {
+        if (this.child?.connected)
+            this.child.send(message);
+    }
+
+    private failJobs(error: EngineError) {
+        for (const job of this.jobs.values())
+            job.reject(error);
+        this.jobs.clear();
+    }
+
+    private failReadyWaiters(error: EngineError) {
+        for (const waiter of this.readyWaiters.splice(0))
+            waiter.reject(error);
+    }
+
+    private setState(state: EngineState) {
+        if (this.status.state === state)
+            return;
+        this.status.state = state;
+        this.emit('state', state);
+    }
+}

@@ -1,0 +1,63 @@
+/** GGUF on-disk enums (ggml/include/gguf.h, ggml.h). Only the values strongdoge writes. */
+
+export const GGUF_MAGIC = 'GGUF';
+export const GGUF_VERSION = 3;
+export const GGUF_DEFAULT_ALIGNMENT = 32;
+
+export const GgufValueType = {
+    uint32: 4,
+    int32: 5,
+    float32: 6,
+    bool: 7,
+    string: 8,
+    array: 9,
+    uint64: 10
+} as const;
+
+/** ggml tensor element types the writer can encode. */
+export const GgmlType = {
+    F32: 0,
+    F16: 1
+} as const;
+export type GgmlType = typeof GgmlType[keyof typeof GgmlType];
+
+export const ggmlTypeByteSize: Record<GgmlType, number> = {
+    [GgmlType.F32]: 4,
+    [GgmlType.F16]: 2
+};
+
+/** llama.cpp's `llama_ftype`: what `general.file_type` reports. */
+export const LlamaFileType = {
+    allF32: 0,
+    mostlyF16: 1
+} as const;
+
+/** llama.cpp's `llama_token_type`. */
+export const TokenType = {
+    normal: 1,
+    unknown: 2,
+    control: 3,
+    byte: 6
+} as const;
+
+export type GgufMetadataValue =
+    | {type: 'string', value: string}
+    | {type: 'uint32', value: number}
+    | {type: 'int32', value: number}
+    | {type: 'float32', value: number}
+    | {type: 'bool', value: boolean}
+    | {type: 'uint64', value: bigint}
+    | {type: 'string[]', value: readonly string[]}
+    | {type: 'float32[]', value: readonly number[]}
+    | {type: 'int32[]', value: readonly number[]};
+
+export type GgufMetadata = Record<string, GgufMetadataValue>;
+
+export interface GgufTensorSpec {
+    name: string,
+    /** ggml order: dims[0] is the innermost (contiguous) dimension. */
+    dims: readonly number[],
+    type: GgmlType,
+    /** Fills the tensor's values in ggml order; called once, while writing. */
+    fill(values: Float32Array): void
+}

@@ -1,0 +1,41 @@
+import type {
+    DeviceInfo, EmbeddingResult, GenerationRequest, GenerationResult, LoadedModelInfo
+} from '../inference-types.js';
+
+/** IPC between the supervisor (main process) and the engine worker (child process). */
+
+export interface ModelLoadSpec {
+    id: string,
+    path: string
+}
+
+export interface WorkerSettings {
+    models: ModelLoadSpec[],
+    threads: number,
+    /** Sequences per context: how many requests decode together in one batch. */
+    parallelSequences: number,
+    /** Total context tokens, split across the sequences. */
+    contextSize: number,
+    /** 'auto' offloads to a GPU when node-llama-cpp finds one. */
+    gpu: 'auto' | false
+}
+
+export type SupervisorMessage =
+    | {type: 'load', settings: WorkerSettings}
+    | {type: 'generate', jobId: number, request: GenerationRequest}
+    | {type: 'embed', jobId: number, model: string, inputs: string[]}
+    | {type: 'cancel', jobId: number}
+    | {type: 'ping', nonce: number};
+
+export type JobErrorCode = 'invalid_request' | 'model_not_found' | 'context_length_exceeded' | 'engine_error';
+
+export type WorkerMessage =
+    | {type: 'device', device: DeviceInfo}
+    | {type: 'loadProgress', model: string, progress: number}
+    | {type: 'loaded', models: LoadedModelInfo[]}
+    | {type: 'loadFailed', message: string}
+    | {type: 'text', jobId: number, text: string}
+    | {type: 'generated', jobId: number, result: GenerationResult}
+    | {type: 'embedded', jobId: number, result: EmbeddingResult}
+    | {type: 'jobFailed', jobId: number, code: JobErrorCode, message: string}
+    | {type: 'pong', nonce: number};

@@ -1,0 +1,218 @@
+import {stat} from 'node:fs/promises';
+import {
+    LlamaChat, LlamaCompletion, TokenBias,
+    type ChatHistoryItem, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaEmbeddingContext,
+    type LlamaGrammar, type LlamaModel, type Token
+} from 'node-llama-cpp';
+import type {
+    ChatMessage, EmbeddingResult, GenerationRequest, GenerationResult, LoadedModelInfo, ResponseFormat
+} from '../inference-types.js';
+import type {ModelLoadSpec, WorkerSettings} from './engine-messages.js';
+import {toLlamaSamplingOptions} from './sampling-options.js';
+import {JobError} from './job-error.js';
+
+export interface GenerateCallbacks {
+    onText(text: string): void,
+    signal: AbortSignal
+}
+
+/** Upper bound for the embedding context: long enough for documents, small enough for RAM. */
+const MAX_EMBEDDING_CONTEXT = 2048;
+
+/** One loaded model: its context with a pool of sequences (one per concurrent request) and an embedding context. */
+export class ModelRuntime {
+    private readonly freeSequences: LlamaContextSequence[];
+    private embeddingContext: Promise<LlamaEmbeddingContext> | undefined;
+    private embeddingQueue: Promise<unknown> = Promise.resolve();
+
+    private constructor(
+        private readonly llama: Llama,
+        private readonly model: LlamaModel,
+        private readonly context: LlamaContext,
+        private readonly settings: WorkerSettings,
+        readonly info: LoadedModelInfo
+    ) {
+        this.freeSequences = Array.from({length: settings.parallelSequences}, () => context.getSequence());
+    }
+
+    static async load(llama: Llama, spec: ModelLoadSpec, settings: WorkerSettings, onProgress: (progress: number) => void) {
+        const model = await llama.loadModel({
+            modelPath: spec.path,
+            gpuLayers: settings.gpu === false || llama.gpu === false ? 0 : 'auto',
+            onLoadProgress: onProgress
+        });
+        try {
+            const context = await model.createContext({
+                sequences: settings.parallelSequences,
+                contextSize: Math.min(settings.contextSize, model.trainContextSize),
+                threads: settings.threads
+            });
+            const info: LoadedModelInfo = {
+                id: spec.id,
+                path: spec.path,
+                sizeBytes: (await stat(spec.path)).size,
+                layers: model.fileInsights.totalLayers - 1, // totalLayers counts the output layer
+                gpuLayers: model.gpuLayers,
+                contextSize: context.contextSize,
+                parallelSequences: settings.parallelSequences,
+                trainContextSize: model.trainContextSize,
+                embeddingLength: model.embeddingVectorSize
+            };
+            return new ModelRuntime(llama, model, context, settings, info);
+        } catch (error) {
+            await model.dispose();
+            throw error;
+        }
+    }
+
+    async generate(request: GenerationRequest, {onText, signal}: GenerateCallbacks): Promise<GenerationResult> {
+        const sequence = this.freeSequences.pop();
+        if (sequence === undefined)
+            throw new JobError('engine_error', `no free sequence for ${this.info.id}: the supervisor sent more jobs than sequences`);
+
+        const startedAt = performance.now();
+        let firstTokenAt: number | undefined;
+        let completionTokens = 0;
+        const options = {
+            ...toLlamaSamplingOptions(request.sampling),
+            ...await this.constraintsFor(request),
+            signal,
+            stopOnAbortSignal: true,
+            onTextChunk: onText,
+            onToken: (tokens: Token[]) => {
+                firstTokenAt ??= performance.now();
+                completionTokens += tokens.length;
+            }
+        };
+
+        try {
+            let text: string;
+            let stopReason: string;
+            let promptTokens: number;
+            if (request.kind === 'chat') {
+                const chat = new LlamaChat({contextSequence: sequence});
+                try {
+                    const history = toChatHistory(request.messages);
+                    promptTokens = chat.chatWrapper.generateContextState({chatHistory: history})
+                        .contextText.tokenize(this.model.tokenizer).length;
+                    this.assertFitsContext(promptTokens);
+                    const response = await chat.generateResponse(history, options);
+                    text = response.response;
+                    stopReason = response.metadata.stopReason;
+                } finally {
+                    chat.dispose({disposeSequence: false});
+                }
+            } else {
+                const tokens = this.model.tokenize(request.prompt);
+                promptTokens = tokens.length + (this.model.tokens.shouldPrependBosToken ? 1 : 0);
+                this.assertFitsContext(promptTokens);
+                const completion = new LlamaCompletion({contextSequence: sequence});
+                try {
+                    const response = await completion.generateCompletionWithMeta(request.prompt, options);
+                    text = response.response;
+                    stopReason = response.metadata.stopReason;
+                } finally {
+                    completion.dispose({disposeSequence: false});
+                }
+            }
+
+            const finishedAt = performance.now();
+            const promptMs = (firstTokenAt ?? finishedAt) - startedAt;
+            const generationMs = firstTokenAt === undefined ? 0 : finishedAt - firstTokenAt;
+            return {
+                text,
+                finishReason: stopReason === 'maxTokens' ? 'length' : 'stop',
+                usage: {promptTokens, completionTokens},
+                timings: {
+                    promptMs,
+                    generationMs,
+                    promptTokensPerSecond: promptMs > 0 ? promptTokens / (promptMs / 1000) : 0,
+                    // The first token's time belongs to prompt processing.
+                    generationTokensPerSecond: generationMs > 0 ? (completionTokens - 1) / (generationMs / 1000) : 0
+                }
+            };
+        } finally {
+            this.freeSequences.push(sequence);
+        }
+    }
+
+    async embed(inputs: string[], signal: AbortSignal): Promise<EmbeddingResult> {
+        // One embedding context serves requests one at a time.
+        const run = this.embeddingQueue.then(async () => {
+            this.embeddingContext ??= this.model.createEmbeddingContext({
+                contextSize: Math.min(MAX_EMBEDDING_CONTEXT, this.model.trainContextSize),
+                threads: this.settings.threads
+            });
+            const context = await this.embeddingContext;
+            const vectors: number[][] = [];
+            let promptTokens = 0;
+            for (const input of inputs) {
+                if (signal.aborted)
+                    throw new JobError('engine_error', 'cancelled');
+                const tokens = this.model.tokenize(input);
+                if (tokens.length >= context.model.trainContextSize || tokens.length > MAX_EMBEDDING_CONTEXT)
+                    throw new JobError('context_length_exceeded',
+                        `input of ${tokens.length} tokens exceeds the embedding context of ${MAX_EMBEDDING_CONTEXT}`);
+                promptTokens += tokens.length;
+                const embedding = await context.getEmbeddingFor(tokens);
+                vectors.push([...embedding.vector]);
+            }
+            return {vectors, promptTokens};
+        });
+        this.embeddingQueue = run.catch(() => undefined);
+        return run;
+    }
+
+    async dispose() {
+        await (await this.embeddingContext?.catch(() => undefined))?.dispose();
+        await this.context.dispose();
+        await this.model.dispose();
+    }
+
+    private assertFitsContext(promptTokens: number) {
+        if (promptTokens >= this.info.contextSize)
+            throw new JobError('context_length_exceeded',
+                `prompt of ${promptTokens} tokens does not fit the context of ${this.info.contextSize} tokens`);
+    }
+
+    private async constraintsFor(request: GenerationRequest): Promise<{grammar?: LlamaGrammar, tokenBias?: TokenBias}> {
+        const grammar = await this.grammarFor(request.sampling.responseFormat);
+        const logitBias = Object.entries(request.sampling.logitBias ?? {});
+        if (logitBias.length === 0)
+            return grammar === undefined ? {} : {grammar};
+
+        const tokenBias = new TokenBias(this.model.tokenizer);
+        const vocabularySize = this.model.fileInfo.metadata.tokenizer?.ggml?.tokens?.length ?? Infinity;
+        for (const [token, bias] of logitBias) {
+            const id = Number(token);
+            if (!Number.isInteger(id) || id < 0 || id >= vocabularySize)
+                throw new JobError('invalid_request', `logit_bias names token ${token}, which is not in the vocabulary`);
+            tokenBias.set(id as Token, bias <= -100 ? 'never' : {logit: bias});
+        }
+        return {...(grammar !== undefined && {grammar}), tokenBias};
+    }
+
+    private async grammarFor(format: ResponseFormat): Promise<LlamaGrammar | undefined> {
+        if (format.type === 'json_object')
+            return this.llama.getGrammarFor('json');
+        if (format.type !== 'json_schema')
+            return undefined;
+        try {
+            return await this.llama.createGrammarForJsonSchema(format.schema as never);
+        } catch (error) {
+            throw new JobError('invalid_request', `response_format.json_schema is not supported: ${(error as Error).message}`);
+        }
+    }
+}
+
+function toChatHistory(messages: ChatMessage[]): ChatHistoryItem[] {
+    const history: ChatHistoryItem[] = messages.map((message) => {
+        if (message.role === 'assistant')
+            return {type: 'model', response: [message.content]};
+        return message.role === 'system'
+            ? {type: 'system', text: message.content}
+            : {type: 'user', text: message.content};
+    });
+    history.push({type: 'model', response: []});
+    return history;
+}

@@ -1,0 +1,42 @@
+import type {LLamaContextualRepeatPenalty} from 'node-llama-cpp';
+import type {SamplingOptions} from '../inference-types.js';
+
+/** The node-llama-cpp generation options that follow directly from OpenAI-style sampling settings. */
+export interface LlamaSamplingOptions {
+    temperature: number,
+    topP?: number,
+    topK?: number,
+    minP?: number,
+    seed?: number,
+    maxTokens?: number,
+    customStopTriggers?: string[],
+    repeatPenalty: false | LLamaContextualRepeatPenalty
+}
+
+/** Penalised window, as in llama.cpp's `--repeat-last-n` default. */
+export const PENALTY_LAST_TOKENS = 64;
+
+/**
+ * OpenAI has no repeat penalty by default, while node-llama-cpp applies 1.1 unless told otherwise;
+ * presence/frequency penalties map onto node-llama-cpp's with the multiplicative penalty disabled.
+ */
+export function toLlamaSamplingOptions(sampling: SamplingOptions): LlamaSamplingOptions {
+    const penalised = (sampling.presencePenalty ?? 0) !== 0 || (sampling.frequencyPenalty ?? 0) !== 0;
+    return {
+        temperature: sampling.temperature,
+        ...(sampling.topP !== undefined && {topP: sampling.topP}),
+        ...(sampling.topK !== undefined && {topK: sampling.topK}),
+        ...(sampling.minP !== undefined && {minP: sampling.minP}),
+        ...(sampling.seed !== undefined && {seed: sampling.seed}),
+        ...(sampling.maxTokens !== undefined && {maxTokens: sampling.maxTokens}),
+        ...(sampling.stop.length > 0 && {customStopTriggers: sampling.stop}),
+        repeatPenalty: penalised
+            ? {
+                penalty: 1,
+                lastTokens: PENALTY_LAST_TOKENS,
+                presencePenalty: sampling.presencePenalty ?? 0,
+                frequencyPenalty: sampling.frequencyPenalty ?? 0
+            }
+            : false
+    };
+}
