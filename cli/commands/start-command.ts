@@ -1,0 +1,79 @@
+import {Command, Option} from 'commander';
+import {readConfigFile} from '../config/config-file.js';
+import {nodeSettingDefaults, resolveNodeSettings, envNameFor} from '../config/node-config.js';
+import {ensureDataDir, resolveDataDir} from '../data-dir.js';
+import {createLogger} from '../logger.js';
+import {resolveModelRefs} from '../model-refs.js';
+import {StrongdogeNode} from '../strongdoge-node.js';
+import {addDataDirOption} from './shared-options.js';
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+/** A graceful stop may take this long before the process exits anyway. */
+const SHUTDOWN_TIMEOUT_MS = 15_000;
+
+function settingOption(flags: string, description: string, key: string) {
+    const defaults = nodeSettingDefaults() as Record<string, unknown>;
+    const fallback = defaults[key];
+    const shown = fallback === undefined || (Array.isArray(fallback) && fallback.length === 0) || fallback === false ? '' : ` (default: ${fallback})`;
+    return new Option(flags, `${description}${shown} [env ${envNameFor(key)}]`);
+}
+
+export function startCommand() {
+    const command = new Command('start')
+        .description('run a node: load models and serve the OpenAI-compatible API (the default command)')
+        .addOption(settingOption('-m, --model <path|hf:ref|url>', 'model to serve; repeat for several', 'model').argParser(collect))
+        .addOption(settingOption('-p, --port <n>', 'API port', 'port'))
+        .addOption(settingOption('--host <address>', 'API address; anything but loopback exposes your node', 'host'))
+        .addOption(settingOption('-t, --threads <n>', 'CPU threads for inference', 'threads'))
+        .addOption(settingOption('-d, --daemon', 'run headless: JSON-lines logs on stdout', 'daemon'))
+        .addOption(settingOption('--api-key <key>', 'require this bearer token from API clients', 'apiKey'))
+        .addOption(settingOption('--parallel <n>', 'requests decoded together per model', 'parallel'))
+        .addOption(settingOption('--context-size <n>', 'context tokens per request', 'contextSize'))
+        .addOption(settingOption('--max-queue <n>', 'requests that may wait before new ones get 429', 'maxQueue'))
+        .addOption(settingOption('--gpu <auto|off>', 'GPU offload', 'gpu'))
+        .addOption(settingOption('--log-level <level>', 'trace, debug, info, warn, error', 'logLevel'));
+    addDataDirOption(command);
+    return command.action(async (flags: Record<string, unknown> & {dataDir?: string}) => {
+        const dataDir = resolveDataDir(flags.dataDir);
+        const {dataDir: _ignored, ...settingFlags} = flags;
+        const settings = resolveNodeSettings(dataDir, {flags: settingFlags, env: process.env, file: await readConfigFile(dataDir)});
+        await ensureDataDir(dataDir);
+        const logger = createLogger({level: settings.logLevel, format: settings.daemon ? 'json' : 'human'});
+        logger.info({dataDir, version: command.parent?.version()}, 'strongdoge starting');
+
+        const models = await resolveModelRefs(settings.model, dataDir, {logger, showProgressBar: !settings.daemon && process.stderr.isTTY});
+        const node = new StrongdogeNode(settings, models, logger);
+
+        let stopping = false;
+        const stop = (signal: NodeJS.Signals) => {
+            if (stopping) {
+                logger.warn({signal}, 'second signal: exiting now');
+                process.exit(1);
+            }
+            stopping = true;
+            logger.info({signal}, 'shutting down');
+            setTimeout(() => {
+                logger.error('shutdown took too long: exiting');
+                process.exit(1);
+            }, SHUTDOWN_TIMEOUT_MS).unref();
+            node.stop().then(() => {
+                logger.info('stopped');
+                process.exit(0);
+            }, (error: Error) => {
+                logger.error({err: error}, 'error while stopping');
+                process.exit(1);
+            });
+        };
+        process.on('SIGINT', stop);
+        process.on('SIGTERM', stop);
+
+        try {
+            await node.start();
+        } catch (error) {
+            logger.fatal({err: error}, `cannot start: ${(error as Error).message}`);
+            await node.stop().catch(() => undefined);
+            process.exit(1);
+        }
+    });
+}

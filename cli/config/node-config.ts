@@ -1,0 +1,106 @@
+import {availableParallelism} from 'node:os';
+import {z} from 'zod';
+import {ConfigError} from './config-error.js';
+
+/** The port strongdoge listens on; clear of Ollama (11434), LM Studio (1234), llama-server (8080) and exo (52415). */
+export const DEFAULT_PORT = 9337;
+export const ENV_PREFIX = 'STRONGDOGE_';
+
+/**
+ * llama.cpp threads: all cores but one, which stays free for the proxy and the network.
+ * Oversubscribing cores collapses llama.cpp's throughput (DESIGN.md §1).
+ */
+export function defaultThreads() {
+    return Math.max(1, availableParallelism() - 1);
+}
+
+const booleanText = z.union([
+    z.boolean(),
+    z.enum(['true', '1', 'yes', 'on']).transform(() => true),
+    z.enum(['false', '0', 'no', 'off']).transform(() => false)
+]);
+
+const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+const modelList = z.union([
+    z.array(z.string().min(1)),
+    // env and single values: comma-separated
+    z.string().transform((text) => text.split(',').map((item) => item.trim()).filter(Boolean))
+]);
+
+/** Every setting of `strongdoge start`: read from flags, env `STRONGDOGE_*`, then `config.json` in the data dir. */
+export const nodeSettingSchemas = {
+    model: modelList,
+    port: integer(0, 65535),
+    host: z.string().min(1),
+    threads: integer(1, 1024),
+    daemon: booleanText,
+    apiKey: z.string().min(1).optional(),
+    parallel: integer(1, 64),
+    contextSize: integer(64, 1 << 20),
+    maxQueue: integer(0, 100_000),
+    gpu: z.enum(['auto', 'off']),
+    logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal'])
+};
+
+export type NodeSettingKey = keyof typeof nodeSettingSchemas;
+export type NodeSettings = {[K in NodeSettingKey]: z.output<typeof nodeSettingSchemas[K]>} & {dataDir: string};
+
+export function nodeSettingDefaults(): Omit<NodeSettings, 'dataDir' | 'apiKey'> {
+    return {
+        model: [],
+        port: DEFAULT_PORT,
+        host: '127.0.0.1',
+        threads: defaultThreads(),
+        daemon: false,
+        parallel: 4,
+        contextSize: 4096,
+        maxQueue: 64,
+        gpu: 'auto',
+        logLevel: 'info'
+    };
+}
+
+/** `contextSize` → `STRONGDOGE_CONTEXT_SIZE`. */
+export function envNameFor(key: string) {
+    return ENV_PREFIX + key.replace(/[A-Z]/g, (letter) => `_${letter}`).toUpperCase();
+}
+
+export interface SettingSources {
+    /** From command-line flags: only those the user gave. */
+    flags: Partial<Record<string, unknown>>,
+    env: NodeJS.ProcessEnv,
+    /** Parsed `config.json`, and where it is (for messages). */
+    file?: {path: string, values: Record<string, unknown>}
+}
+
+function describe(value: unknown) {
+    const text = JSON.stringify(value);
+    return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
+/** Flags win over env, env over the config file, the file over defaults. */
+export function resolveNodeSettings(dataDir: string, {flags, env, file}: SettingSources): NodeSettings {
+    if (file !== undefined) {
+        const unknown = Object.keys(file.values).filter((key) => !(key in nodeSettingSchemas));
+        if (unknown.length > 0)
+            throw new ConfigError(`${file.path}: unknown key "${unknown[0]}" (known: ${Object.keys(nodeSettingSchemas).join(', ')})`);
+    }
+
+    const settings: Record<string, unknown> = {...nodeSettingDefaults(), dataDir};
+    for (const [key, schema] of Object.entries(nodeSettingSchemas)) {
+        const envName = envNameFor(key);
+        const [value, source] =
+            flags[key] !== undefined ? [flags[key], `option --${key.replace(/[A-Z]/g, (l) => `-${l.toLowerCase()}`)}`]
+                : env[envName] !== undefined && env[envName] !== '' ? [env[envName], `environment variable ${envName}`]
+                    : file?.values[key] !== undefined ? [file.values[key], `${file.path} key "${key}"`]
+                        : [undefined, undefined];
+        if (source === undefined)
+            continue;
+        const parsed = schema.safeParse(value);
+        if (!parsed.success)
+            throw new ConfigError(`invalid ${source}: ${parsed.error.issues[0]!.message} (got ${describe(value)})`);
+        settings[key] = parsed.data;
+    }
+    return settings as NodeSettings;
+}

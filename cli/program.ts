@@ -1,0 +1,44 @@
+import {Command, CommanderError} from 'commander';
+import {modelsCommand} from './commands/models-command.js';
+import {startCommand} from './commands/start-command.js';
+import {ConfigError} from './config/config-error.js';
+import {packageInfo} from './package-info.js';
+
+/** Usage errors exit with 2, like the config errors they resemble. */
+const USAGE_ERROR_EXIT_CODE = 2;
+
+/** addCommand() does not pass settings down, so they are applied to the whole tree. */
+function applyToAll(command: Command, apply: (command: Command) => void) {
+    apply(command);
+    for (const child of command.commands)
+        applyToAll(child, apply);
+}
+
+export function createProgram() {
+    const program = new Command('strongdoge')
+        .description('Pool GPUs with peers over Hyperswarm and serve LLMs through a local OpenAI-compatible API.')
+        .version(packageInfo.version, '-v, --version');
+    program.addCommand(startCommand(), {isDefault: true});
+    program.addCommand(modelsCommand());
+    applyToAll(program, (command) => command.exitOverride().showHelpAfterError('(add --help for usage)'));
+    return program;
+}
+
+export async function runCli(argv: string[]) {
+    try {
+        await createProgram().parseAsync(argv);
+    } catch (error) {
+        if (error instanceof CommanderError) {
+            // commander has already printed the message (or the help/version).
+            process.exitCode = error.exitCode === 0 ? 0 : USAGE_ERROR_EXIT_CODE;
+            return;
+        }
+        if (error instanceof ConfigError) {
+            process.stderr.write(`strongdoge: error: ${error.message}\n`);
+            process.exitCode = error.exitCode;
+            return;
+        }
+        process.stderr.write(`strongdoge: error: ${(error as Error).message}\n`);
+        process.exitCode = 1;
+    }
+}

@@ -1,0 +1,89 @@
+import {createHash} from 'node:crypto';
+import {createReadStream} from 'node:fs';
+import {readdir, stat} from 'node:fs/promises';
+import {basename, join, resolve} from 'node:path';
+import {GgufFileType, readGgufFileInfo} from 'node-llama-cpp';
+
+/** Local GGUF files: naming, listing and checking them. */
+
+export const MODEL_EXTENSION = '.gguf';
+
+/** A model's id is its file name without `.gguf`: what clients put in `model`. */
+export function modelIdFromPath(path: string) {
+    const name = basename(path);
+    return name.toLowerCase().endsWith(MODEL_EXTENSION) ? name.slice(0, -MODEL_EXTENSION.length) : name;
+}
+
+export function isRemoteModelRef(ref: string) {
+    return /^(hf:|huggingface:|https?:\/\/)/i.test(ref);
+}
+
+export interface ModelFileSummary {
+    id: string,
+    path: string,
+    sizeBytes: number,
+    architecture: string,
+    layers: number,
+    quantization: string,
+    contextLength: number
+}
+
+export async function describeModelFile(path: string): Promise<ModelFileSummary> {
+    const info = await readGgufFileInfo(path, {readTensorInfo: false});
+    const architecture = info.metadata.general.architecture;
+    const archMetadata = info.architectureMetadata as {block_count?: number, context_length?: number};
+    const fileType = info.metadata.general.file_type;
+    return {
+        id: modelIdFromPath(path),
+        path,
+        sizeBytes: (await stat(path)).size,
+        architecture: String(architecture),
+        layers: archMetadata.block_count ?? 0,
+        quantization: fileType === undefined ? 'unknown' : GgufFileType[fileType] ?? `type ${fileType}`,
+        contextLength: archMetadata.context_length ?? 0
+    };
+}
+
+/** Every GGUF file directly in `dir` (absent dir = none); unreadable files are reported, not fatal. */
+export async function listModelFiles(dir: string) {
+    let names: string[];
+    try {
+        names = await readdir(dir);
+    } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT')
+            return {models: [], failures: []};
+        throw error;
+    }
+    const models: ModelFileSummary[] = [];
+    const failures: {path: string, message: string}[] = [];
+    for (const name of names.filter((file) => file.toLowerCase().endsWith(MODEL_EXTENSION)).sort()) {
+        const path = join(dir, name);
+        try {
+            models.push(await describeModelFile(path));
+        } catch (error) {
+            failures.push({path, message: (error as Error).message});
+        }
+    }
+    return {models, failures};
+}
+
+/**
+ * A `--model` value that is neither remote nor an existing path may name a model in the models dir:
+ * `--model demo` finds `<data dir>/models/demo.gguf`.
+ */
+export async function findLocalModel(ref: string, modelsDirectory: string): Promise<string | undefined> {
+    const candidates = [resolve(ref), join(modelsDirectory, ref), join(modelsDirectory, ref + MODEL_EXTENSION)];
+    for (const candidate of candidates) {
+        const stats = await stat(candidate).catch(() => undefined);
+        if (stats?.isFile())
+            return candidate;
+    }
+    return undefined;
+}
+
+export async function sha256OfFile(path: string) {
+    const hash = createHash('sha256');
+    for await (const chunk of createReadStream(path))
+        hash.update(chunk as Buffer);
+    return hash.digest('hex');
+}

@@ -1,0 +1,118 @@
+import {randomBytes, timingSafeEqual} from 'node:crypto';
+import express, {type ErrorRequestHandler, type NextFunction, type Request, type Response} from 'express';
+import {ApiError, toApiError} from './api-error.js';
+import type {InferenceService} from './inference-service.js';
+import type {RequestStats} from './request-stats.js';
+import {embeddingsHandler} from './routes/embedding-routes.js';
+import {chatCompletionsHandler, completionsHandler} from './routes/generation-routes.js';
+import {getModelHandler, listModelsHandler} from './routes/model-routes.js';
+import type {ResponseLocals} from './routes/route-helpers.js';
+import {healthHandler, nodeInfoHandler} from './routes/status-routes.js';
+
+export interface ProxyAppOptions {
+    inference: InferenceService,
+    stats: RequestStats,
+    describeNode: () => Record<string, unknown>,
+    /** When set, /v1 and /api require `Authorization: Bearer <apiKey>`. */
+    apiKey?: string,
+    /** Largest accepted request body. */
+    maxBodyBytes?: number
+}
+
+export const proxyAppDefaults = {
+    maxBodyBytes: 4 * 1024 * 1024
+};
+
+function requireApiKey(apiKey: string) {
+    const expected = Buffer.from(apiKey);
+    return (req: Request, _res: Response, next: NextFunction) => {
+        const header = req.get('authorization') ?? '';
+        const presented = Buffer.from(header.replace(/^Bearer\s+/i, ''));
+        if (presented.length !== expected.length || !timingSafeEqual(presented, expected))
+            throw new ApiError(401, 'Missing or incorrect API key: send "Authorization: Bearer <key>" with the key given to --api-key.',
+                'authentication_error', null, 'invalid_api_key');
+        next();
+    };
+}
+
+function recordStats(stats: RequestStats) {
+    return (req: Request, res: Response<unknown, ResponseLocals>, next: NextFunction) => {
+        const startedAt = performance.now();
+        res.locals.requestId = randomBytes(12).toString('hex');
+        stats.started();
+        res.once('close', () => {
+            const result = res.locals.result;
+            stats.finished({
+                id: res.locals.requestId ?? '',
+                endpoint: req.path,
+                model: res.locals.model,
+                status: res.locals.failedStatus ?? (res.writableFinished ? res.statusCode : 499),
+                stream: res.locals.stream ?? false,
+                promptTokens: result?.usage.promptTokens ?? res.locals.promptTokens ?? 0,
+                completionTokens: result?.usage.completionTokens ?? 0,
+                durationMs: performance.now() - startedAt,
+                generationTokensPerSecond: result?.timings.generationTokensPerSecond ?? 0,
+                finishedAt: Date.now()
+            });
+        });
+        next();
+    };
+}
+
+const errorHandler: ErrorRequestHandler = (error, _req, res, _next) => {
+    const apiError = bodyParserError(error) ?? toApiError(error);
+    if (res.headersSent) {
+        res.end();
+        return;
+    }
+    if (apiError.retryAfterSeconds !== undefined)
+        res.setHeader('Retry-After', String(apiError.retryAfterSeconds));
+    res.status(apiError.status).json(apiError.toBody());
+};
+
+/** body-parser reports malformed and oversized bodies with a `type`. */
+function bodyParserError(error: {type?: string, limit?: number}) {
+    switch (error?.type) {
+        case 'entity.parse.failed':
+            return ApiError.invalid('The request body is not valid JSON.', null, 'invalid_json');
+        case 'entity.too.large':
+            return new ApiError(413, `The request body is larger than the ${error.limit} bytes allowed.`,
+                'invalid_request_error', null, 'request_too_large');
+        case 'encoding.unsupported':
+        case 'charset.unsupported':
+            return new ApiError(415, 'The request body must be UTF-8 JSON.', 'invalid_request_error', null, 'unsupported_media_type');
+        case 'request.aborted':
+            return ApiError.invalid('The request body was not received completely.', null, 'request_aborted');
+        default:
+            return undefined;
+    }
+}
+
+export function createProxyApp(options: ProxyAppOptions) {
+    const {inference, stats, describeNode, apiKey, maxBodyBytes} = {...proxyAppDefaults, ...options};
+    const app = express();
+    app.disable('x-powered-by');
+    app.set('etag', false);
+
+    // Any content type is read as JSON: `curl -d '{…}'` sends form encoding by default.
+    const json = express.json({limit: maxBodyBytes, type: () => true, strict: false});
+
+    app.get('/health', healthHandler(inference));
+
+    const api = express.Router();
+    if (apiKey)
+        api.use(requireApiKey(apiKey));
+    api.get('/api/node', nodeInfoHandler(describeNode));
+    api.get('/v1/models', listModelsHandler(inference));
+    api.get('/v1/models/:id', getModelHandler(inference));
+    api.post('/v1/chat/completions', recordStats(stats), json, chatCompletionsHandler(inference));
+    api.post('/v1/completions', recordStats(stats), json, completionsHandler(inference));
+    api.post('/v1/embeddings', recordStats(stats), json, embeddingsHandler(inference));
+    app.use(api);
+
+    app.use((req, _res) => {
+        throw new ApiError(404, `Unknown endpoint: ${req.method} ${req.path}`, 'invalid_request_error', null, 'unknown_url');
+    });
+    app.use(errorHandler);
+    return app;
+}

@@ -1,0 +1,51 @@
+import {EventEmitter} from 'node:events';
+
+export interface RequestRecord {
+    id: string,
+    endpoint: string,
+    model: string | undefined,
+    status: number,
+    stream: boolean,
+    promptTokens: number,
+    completionTokens: number,
+    durationMs: number,
+    generationTokensPerSecond: number,
+    finishedAt: number
+}
+
+/** How many finished requests are kept for the dashboard and /api/node. */
+const RECENT_REQUESTS = 50;
+
+/** Counters and recent requests of the proxy; emits `request` as each one finishes. */
+export class RequestStats extends EventEmitter<{request: [record: RequestRecord]}> {
+    total = 0;
+    active = 0;
+    succeeded = 0;
+    failed = 0;
+    completionTokens = 0;
+    readonly recent: RequestRecord[] = [];
+
+    started() {
+        this.total++;
+        this.active++;
+    }
+
+    finished(record: RequestRecord) {
+        this.active--;
+        if (record.status < 400)
+            this.succeeded++;
+        else
+            this.failed++;
+        this.completionTokens += record.completionTokens;
+        this.recent.unshift(record);
+        this.recent.length = Math.min(this.recent.length, RECENT_REQUESTS);
+        this.emit('request', record);
+    }
+
+    snapshot() {
+        return {
+            total: this.total, active: this.active, succeeded: this.succeeded, failed: this.failed,
+            completionTokens: this.completionTokens
+        };
+    }
+}

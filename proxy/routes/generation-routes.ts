@@ -1,0 +1,139 @@
+import type {Request, RequestHandler, Response} from 'express';
+import type {FinishReason, GenerationRequest, GenerationResult} from '../../engine/inference-types.js';
+import {toApiError} from '../api-error.js';
+import type {InferenceService} from '../inference-service.js';
+import {
+    chatCompletionSchema, completionSchema, parseBody, toChatRequest, toCompletionRequest
+} from '../request-schemas.js';
+import {SseWriter} from '../sse-writer.js';
+import {assertModelServed, cancelOnClientClose, type ResponseLocals} from './route-helpers.js';
+
+/** How chat and text completions differ on the wire; everything else they share. */
+interface CompletionFlavor {
+    idPrefix: string,
+    object: string,
+    chunkObject: string,
+    parse(body: unknown): {request: GenerationRequest, stream: boolean, includeUsage: boolean},
+    deltaChoice(text: string, first: boolean): object,
+    finalDeltaChoice(finishReason: FinishReason): object,
+    fullChoice(result: GenerationResult): object
+}
+
+const chatFlavor: CompletionFlavor = {
+    idPrefix: 'chatcmpl',
+    object: 'chat.completion',
+    chunkObject: 'chat.completion.chunk',
+    parse(body) {
+        const parsed = parseBody(chatCompletionSchema, body);
+        return {request: toChatRequest(parsed), stream: parsed.stream ?? false, includeUsage: parsed.stream_options?.include_usage ?? false};
+    },
+    deltaChoice: (text, first) => ({
+        index: 0, delta: first ? {role: 'assistant', content: text} : {content: text}, logprobs: null, finish_reason: null
+    }),
+    finalDeltaChoice: (finishReason) => ({index: 0, delta: {}, logprobs: null, finish_reason: finishReason}),
+    fullChoice: (result) => ({
+        index: 0,
+        message: {role: 'assistant', content: result.text, refusal: null},
+        logprobs: null,
+        finish_reason: result.finishReason
+    })
+};
+
+const textFlavor: CompletionFlavor = {
+    idPrefix: 'cmpl',
+    object: 'text_completion',
+    chunkObject: 'text_completion',
+    parse(body) {
+        const parsed = parseBody(completionSchema, body);
+        return {request: toCompletionRequest(parsed), stream: parsed.stream ?? false, includeUsage: parsed.stream_options?.include_usage ?? false};
+    },
+    deltaChoice: (text) => ({index: 0, text, logprobs: null, finish_reason: null}),
+    finalDeltaChoice: (finishReason) => ({index: 0, text: '', logprobs: null, finish_reason: finishReason}),
+    fullChoice: (result) => ({index: 0, text: result.text, logprobs: null, finish_reason: result.finishReason})
+};
+
+function usageOf(result: GenerationResult) {
+    return {
+        prompt_tokens: result.usage.promptTokens,
+        completion_tokens: result.usage.completionTokens,
+        total_tokens: result.usage.promptTokens + result.usage.completionTokens
+    };
+}
+
+/** Per-request speed, named as llama.cpp's llama-server names it. */
+function timingsOf(result: GenerationResult) {
+    return {
+        prompt_n: result.usage.promptTokens,
+        prompt_ms: result.timings.promptMs,
+        prompt_per_second: result.timings.promptTokensPerSecond,
+        predicted_n: result.usage.completionTokens,
+        predicted_ms: result.timings.generationMs,
+        predicted_per_second: result.timings.generationTokensPerSecond
+    };
+}
+
+function generationHandler(flavor: CompletionFlavor, inference: InferenceService): RequestHandler {
+    return async (req: Request, res: Response<unknown, ResponseLocals>) => {
+        const {request, stream, includeUsage} = flavor.parse(req.body);
+        res.locals.model = request.model;
+        res.locals.stream = stream;
+        assertModelServed(inference, request.model);
+
+        const signal = cancelOnClientClose(res);
+        const base = {
+            id: `${flavor.idPrefix}-${res.locals.requestId}`,
+            created: Math.floor(Date.now() / 1000),
+            model: request.model,
+            system_fingerprint: null
+        };
+        const record = (result: GenerationResult) => {
+            res.locals.result = result;
+            return result;
+        };
+
+        if (!stream) {
+            const result = record(await inference.generate(request, {signal}));
+            res.json({
+                ...base, object: flavor.object, choices: [flavor.fullChoice(result)],
+                usage: usageOf(result), timings: timingsOf(result)
+            });
+            return;
+        }
+
+        const sse = new SseWriter(res);
+        sse.open();
+        let first = true;
+        try {
+            const result = record(await inference.generate(request, {
+                signal,
+                onText: (text) => {
+                    sse.send({...base, object: flavor.chunkObject, choices: [flavor.deltaChoice(text, first)]});
+                    first = false;
+                }
+            }));
+            sse.send({
+                ...base, object: flavor.chunkObject, choices: [flavor.finalDeltaChoice(result.finishReason)],
+                timings: timingsOf(result)
+            });
+            if (includeUsage)
+                sse.send({...base, object: flavor.chunkObject, choices: [], usage: usageOf(result)});
+            sse.done();
+        } catch (error) {
+            if (signal.aborted)
+                return;
+            // Headers are gone: the error travels in the stream, as OpenAI sends it.
+            const apiError = toApiError(error);
+            res.locals.failedStatus = apiError.status;
+            sse.send(apiError.toBody());
+            sse.done();
+        }
+    };
+}
+
+export function chatCompletionsHandler(inference: InferenceService) {
+    return generationHandler(chatFlavor, inference);
+}
+
+export function completionsHandler(inference: InferenceService) {
+    return generationHandler(textFlavor, inference);
+}
