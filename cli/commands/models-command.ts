@@ -82,7 +82,7 @@ function makeDemoCommand() {
         }
         try {
             await writeDemoModel(path, {
-                layers: options.layers, width: options.width, headCount: options.heads, headCountKv: options.heads,
+                layers: options.layers, width: options.width, headCount: options.heads,
                 feedForwardLength: options.ff, seed: options.seed
             });
         } catch (error) {

@@ -9,7 +9,7 @@ export interface DemoModelOptions {
     /** Hidden size (n_embd). */
     width?: number,
     headCount?: number,
-    /** Key/value heads; fewer than headCount gives grouped-query attention. */
+    /** Key/value heads (default: headCount); fewer than headCount gives grouped-query attention. */
     headCountKv?: number,
     feedForwardLength?: number,
     contextLength?: number,
@@ -73,7 +73,8 @@ export function validateDemoModelOptions(options: Required<DemoModelOptions>) {
  * It generates text (nonsense) through the real llama.cpp code paths, so tests and demos need no download.
  */
 export function describeDemoModel(options: DemoModelOptions = {}) {
-    const config = {...demoModelDefaults, ...options};
+    // Without an explicit headCountKv, every head has its own key/value (no grouping).
+    const config = {...demoModelDefaults, ...options, headCountKv: options.headCountKv ?? options.headCount ?? demoModelDefaults.headCountKv};
     validateDemoModelOptions(config);
     const {layers, width, headCount, headCountKv, feedForwardLength, seed} = config;
     const vocab = buildDemoVocab();

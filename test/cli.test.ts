@@ -1,0 +1,112 @@
+import {mkdtemp, readFile, rm, stat, writeFile} from 'node:fs/promises';
+import {tmpdir} from 'node:os';
+import {join} from 'node:path';
+import test from 'ava';
+import {runCli} from './helpers/cli-process.js';
+
+async function tempDataDir(t: {teardown(fn: () => Promise<void>): void}) {
+    const dir = await mkdtemp(join(tmpdir(), 'strongdoge-cli-'));
+    t.teardown(() => rm(dir, {recursive: true, force: true}));
+    return dir;
+}
+
+const commands = [[], ['start'], ['models'], ['models', 'list'], ['models', 'pull'], ['models', 'make-demo']];
+for (const command of commands) {
+    test(`--help works for: strongdoge ${command.join(' ')}`, async (t) => {
+        const result = await runCli([...command, '--help']);
+        t.is(result.code, 0, result.stderr);
+        t.regex(result.stdout, /^Usage: strongdoge/m);
+    });
+}
+
+test('--help of start documents every option with its env variable', async (t) => {
+    const {stdout} = await runCli(['start', '--help']);
+    for (const option of ['--model', '--port', '--host', '--data-dir', '--threads', '--daemon', '--api-key'])
+        t.true(stdout.includes(option), option);
+    t.regex(stdout, /default: 9337/);
+    t.regex(stdout, /STRONGDOGE_PORT/);
+});
+
+test('--version prints the package version', async (t) => {
+    const pkg = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8'));
+    const result = await runCli(['--version']);
+    t.is(result.code, 0);
+    t.is(result.stdout.trim(), pkg.version);
+});
+
+test('unknown options and commands exit 2 with a message', async (t) => {
+    for (const args of [['--bogus'], ['start', '--nope'], ['models', 'frobnicate'], ['start', '--port']]) {
+        const result = await runCli(args);
+        t.is(result.code, 2, args.join(' '));
+        t.regex(result.stderr, /error/i);
+    }
+});
+
+test('a bad option value exits 2 with one line naming it', async (t) => {
+    const dataDir = await tempDataDir(t);
+    const result = await runCli(['start', '--port', 'abc', '--data-dir', dataDir]);
+    t.is(result.code, 2);
+    t.regex(result.stderr, /^strongdoge: error: invalid option --port/);
+    t.is(result.stderr.trim().split('\n').length, 1);
+});
+
+test('a bad env value exits 2 naming the variable', async (t) => {
+    const dataDir = await tempDataDir(t);
+    const result = await runCli(['start'], {STRONGDOGE_HOME: dataDir, STRONGDOGE_THREADS: '-4'});
+    t.is(result.code, 2);
+    t.regex(result.stderr, /STRONGDOGE_THREADS/);
+});
+
+test('a corrupt config file exits 2 naming the file and is left untouched', async (t) => {
+    const dataDir = await tempDataDir(t);
+    const configPath = join(dataDir, 'config.json');
+    const corrupt = '{"port": 9400,, "threads": }';
+    await writeFile(configPath, corrupt);
+    const result = await runCli(['start', '--data-dir', dataDir]);
+    t.is(result.code, 2);
+    t.regex(result.stderr, /config\.json: not valid JSON/);
+    t.is(await readFile(configPath, 'utf8'), corrupt);
+});
+
+test('a config value of the wrong type exits 2 naming the key', async (t) => {
+    const dataDir = await tempDataDir(t);
+    await writeFile(join(dataDir, 'config.json'), JSON.stringify({port: 'nine'}));
+    const result = await runCli(['start', '--data-dir', dataDir]);
+    t.is(result.code, 2);
+    t.regex(result.stderr, /key "port"/);
+});
+
+test('a model that does not exist exits 2 with guidance', async (t) => {
+    const dataDir = await tempDataDir(t);
+    const result = await runCli(['start', '--data-dir', dataDir, '--model', 'nothing-here']);
+    t.is(result.code, 2);
+    t.regex(result.stderr, /model "nothing-here" not found/);
+});
+
+test('models make-demo then models list shows size, layers and quantization', async (t) => {
+    const dataDir = await tempDataDir(t);
+    const made = await runCli(['models', 'make-demo', '--data-dir', dataDir, '--layers', '4', '--width', '128', '--heads', '4', '--ff', '256']);
+    t.is(made.code, 0, made.stderr);
+    t.true((await stat(join(dataDir, 'models', 'demo.gguf'))).size > 0);
+    const listed = await runCli(['models', 'list', '--data-dir', dataDir]);
+    t.regex(listed.stdout, /demo\s+[\d.]+ MB\s+4\s+MOSTLY_F16\s+llama/);
+    const json = JSON.parse((await runCli(['models', 'list', '--json', '--data-dir', dataDir])).stdout);
+    t.like(json.models[0], {id: 'demo', layers: 4, quantization: 'MOSTLY_F16'});
+});
+
+test('models make-demo rejects an impossible shape with exit 2', async (t) => {
+    const dataDir = await tempDataDir(t);
+    const result = await runCli(['models', 'make-demo', join(dataDir, 'x.gguf'), '--width', '100', '--heads', '8']);
+    t.is(result.code, 2);
+    t.regex(result.stderr, /divisible/);
+});
+
+test('models list warns about unreadable files without failing', async (t) => {
+    const dataDir = await tempDataDir(t);
+    await runCli(['models', 'make-demo', '--data-dir', dataDir]);
+    await writeFile(join(dataDir, 'models', 'broken.gguf'), 'not a gguf');
+    const result = await runCli(['models', 'list', '--data-dir', dataDir]);
+    t.is(result.code, 0);
+    t.regex(result.stdout, /^demo/m);
+    t.regex(result.stderr, /broken\.gguf: not a readable GGUF/);
+});

@@ -1,0 +1,93 @@
+import {spawn, type ChildProcess} from 'node:child_process';
+import {once} from 'node:events';
+import {createInterface} from 'node:readline';
+import {fileURLToPath} from 'node:url';
+
+/** The built CLI, as users run it (`npm test` builds first). */
+export const CLI_PATH = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
+
+export interface CliResult {
+    code: number | null,
+    stdout: string,
+    stderr: string
+}
+
+/** Runs the CLI to completion. */
+export async function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+    const child = spawn(process.execPath, [CLI_PATH, ...args], {env: {...process.env, ...env}, stdio: ['ignore', 'pipe', 'pipe']});
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk) => stdout += chunk);
+    child.stderr.on('data', (chunk) => stderr += chunk);
+    const [code] = await once(child, 'exit') as [number | null];
+    return {code, stdout, stderr};
+}
+
+export interface DaemonHandle {
+    process: ChildProcess,
+    /** http://127.0.0.1:PORT */
+    origin: string,
+    /** origin + /v1, for OpenAI clients */
+    baseUrl: string,
+    /** Parsed JSON log lines so far. */
+    logs: Record<string, unknown>[],
+    stop(signal?: NodeJS.Signals): Promise<number | null>
+}
+
+/**
+ * Starts `strongdoge start --daemon --port 0` and waits until its API answers /health with 200.
+ * The port is read from the daemon's own "listening" log line.
+ */
+export async function startDaemon(args: string[], {env = {}, readyTimeoutMs = 60_000} = {}): Promise<DaemonHandle> {
+    const child = spawn(process.execPath, [CLI_PATH, 'start', '--daemon', '--port', '0', ...args], {
+        env: {...process.env, ...env},
+        stdio: ['ignore', 'pipe', 'pipe']
+    });
+    const logs: Record<string, unknown>[] = [];
+    let stderr = '';
+    child.stderr.on('data', (chunk) => stderr += chunk);
+    const origin = await new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`daemon did not start listening; stderr: ${stderr}`)), readyTimeoutMs);
+        createInterface({input: child.stdout}).on('line', (line) => {
+            const record = JSON.parse(line) as Record<string, unknown>;
+            logs.push(record);
+            if (typeof record.url === 'string') {
+                clearTimeout(timer);
+                resolve(record.url.replace(/\/v1$/, ''));
+            }
+        });
+        child.once('exit', (code) => {
+            clearTimeout(timer);
+            reject(new Error(`daemon exited with ${code}; stderr: ${stderr}; logs: ${JSON.stringify(logs)}`));
+        });
+    });
+    await waitFor(async () => (await fetch(`${origin}/health`)).status === 200, readyTimeoutMs);
+    return {
+        process: child,
+        origin,
+        baseUrl: `${origin}/v1`,
+        logs,
+        async stop(signal: NodeJS.Signals = 'SIGTERM') {
+            if (child.exitCode !== null || child.signalCode !== null)
+                return child.exitCode;
+            const exited = once(child, 'exit') as Promise<[number | null]>;
+            child.kill(signal);
+            return (await exited)[0];
+        }
+    };
+}
+
+export async function waitFor(condition: () => Promise<boolean> | boolean, timeoutMs = 30_000, intervalMs = 50) {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+        try {
+            if (await condition())
+                return;
+        } catch {
+            // not yet
+        }
+        if (Date.now() > deadline)
+            throw new Error(`condition not met within ${timeoutMs} ms`);
+        await new Promise((resolve) => setTimeout(resolve, intervalMs));
+    }
+}

@@ -1,0 +1,61 @@
+import test from 'ava';
+import {ConfigError} from '../cli/config/config-error.js';
+import {DEFAULT_PORT, envNameFor, resolveNodeSettings} from '../cli/config/node-config.js';
+
+const file = (values: Record<string, unknown>) => ({path: '/data/config.json', values});
+
+test('defaults: loopback, the documented port, no models', (t) => {
+    const settings = resolveNodeSettings('/data', {flags: {}, env: {}});
+    t.is(settings.host, '127.0.0.1');
+    t.is(settings.port, DEFAULT_PORT);
+    t.false([11434, 1234, 8080, 52415].includes(settings.port));
+    t.deepEqual(settings.model, []);
+    t.false(settings.daemon);
+    t.is(settings.dataDir, '/data');
+    t.true(settings.threads >= 1);
+});
+
+test('flags beat env, env beats the config file, the file beats defaults', (t) => {
+    const settings = resolveNodeSettings('/data', {
+        flags: {port: '1111'},
+        env: {STRONGDOGE_PORT: '2222', STRONGDOGE_THREADS: '3'},
+        file: file({port: 3333, threads: 5, parallel: 2})
+    });
+    t.is(settings.port, 1111);
+    t.is(settings.threads, 3);
+    t.is(settings.parallel, 2);
+});
+
+test('env values are parsed: booleans, comma-separated models, camelCase names', (t) => {
+    const settings = resolveNodeSettings('/data', {
+        flags: {},
+        env: {STRONGDOGE_DAEMON: 'true', STRONGDOGE_MODEL: 'a.gguf, hf:x/y/z.gguf', STRONGDOGE_CONTEXT_SIZE: '2048'}
+    });
+    t.true(settings.daemon);
+    t.deepEqual(settings.model, ['a.gguf', 'hf:x/y/z.gguf']);
+    t.is(settings.contextSize, 2048);
+    t.is(envNameFor('maxQueue'), 'STRONGDOGE_MAX_QUEUE');
+});
+
+test('repeated --model flags arrive as a list', (t) => {
+    t.deepEqual(resolveNodeSettings('/data', {flags: {model: ['a', 'b']}, env: {}}).model, ['a', 'b']);
+});
+
+const badValues: [string, Parameters<typeof resolveNodeSettings>[1], RegExp][] = [
+    ['port out of range', {flags: {port: '70000'}, env: {}}, /option --port/],
+    ['port not a number', {flags: {}, env: {STRONGDOGE_PORT: 'abc'}}, /STRONGDOGE_PORT/],
+    ['zero threads', {flags: {}, env: {}, file: file({threads: 0})}, /key "threads"/],
+    ['gpu value', {flags: {gpu: 'maybe'}, env: {}}, /option --gpu/],
+    ['daemon value', {flags: {}, env: {STRONGDOGE_DAEMON: 'perhaps'}}, /STRONGDOGE_DAEMON/],
+    ['unknown key', {flags: {}, env: {}, file: file({prot: 1})}, /unknown key "prot"/],
+    ['context size', {flags: {contextSize: '1.5'}, env: {}}, /option --context-size/],
+    ['model type', {flags: {}, env: {}, file: file({model: 5})}, /key "model"/]
+];
+
+for (const [name, sources, message] of badValues) {
+    test(`bad value is a ConfigError naming its source: ${name}`, (t) => {
+        const error = t.throws(() => resolveNodeSettings('/data', sources), {instanceOf: ConfigError, message});
+        t.is(error?.exitCode, 2);
+        t.false(error!.message.includes('\n'), 'one line');
+    });
+}
