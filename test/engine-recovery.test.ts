@@ -1,0 +1,135 @@
+import test from 'ava';
+import OpenAI from 'openai';
+import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
+import {startDaemon, waitFor, type DaemonHandle} from './helpers/cli-process.js';
+
+let daemon: DaemonHandle;
+let client: OpenAI;
+let cleanupDataDir: () => Promise<void>;
+
+test.before(async () => {
+    const fixture = await createDataDirWithDemoModel();
+    cleanupDataDir = fixture.cleanup;
+    daemon = await startDaemon(['--model', 'demo', '--data-dir', fixture.dataDir, '--threads', '1', '--parallel', '4']);
+    client = new OpenAI({baseURL: daemon.baseUrl, apiKey: 'unused', maxRetries: 0});
+});
+
+test.after.always(async () => {
+    await daemon?.stop();
+    await cleanupDataDir?.();
+});
+
+async function nodeInfo() {
+    return await (await fetch(`${daemon.origin}/api/node`)).json() as {
+        engine: {state: string, pid: number | null, restarts: number, running: number},
+        requests: {active: number}
+    };
+}
+
+async function streamText(prompt: string, maxTokens: number) {
+    let text = '';
+    for await (const chunk of await client.completions.create({model: 'demo', prompt, max_tokens: maxTokens, temperature: 0, stream: true}))
+        text += chunk.choices[0]?.text ?? '';
+    return text;
+}
+
+test.serial('4 concurrent streaming clients all complete with the outputs they get alone', async (t) => {
+    const prompts = ['Such wow', 'The doge said', 'Many peers', 'Layers and tokens'];
+    const alone: string[] = [];
+    for (const prompt of prompts)
+        alone.push(await streamText(prompt, 8));
+    const together = await Promise.all(prompts.map((prompt) => streamText(prompt, 8)));
+    t.deepEqual(together, alone);
+    t.true(alone.every((text) => text.length > 0));
+});
+
+test.serial('a client that disconnects cancels its generation', async (t) => {
+    const controller = new AbortController();
+    const stream = await client.completions.create(
+        {model: 'demo', prompt: 'a very long story', max_tokens: 3800, temperature: 0, stream: true},
+        {signal: controller.signal}
+    );
+    let chunks = 0;
+    try {
+        for await (const _chunk of stream) {
+            if (++chunks === 3)
+                controller.abort();
+        }
+    } catch {
+        // the openai client may or may not throw on its own abort
+    }
+    t.true(chunks < 50);
+    // 3800 tokens take seconds at this model's speed; a cancelled job frees its sequence at once.
+    await waitFor(async () => (await nodeInfo()).engine.running === 0, 1_500);
+    t.is((await nodeInfo()).requests.active, 0);
+    t.is(await streamText('still fine', 4) === '' ? 'empty' : 'ok', 'ok');
+});
+
+test.serial('a killed engine fails in-flight requests cleanly, restarts, and the next request works', async (t) => {
+    const before = await nodeInfo();
+    const expected = await streamText('after the crash', 6);
+
+    const streamed = fetch(`${daemon.baseUrl}/completions`, {
+        method: 'POST', headers: {'content-type': 'application/json'},
+        body: JSON.stringify({model: 'demo', prompt: 'long one', max_tokens: 3800, temperature: 0, stream: true})
+    });
+    const whole = client.completions.create({model: 'demo', prompt: 'another long one', max_tokens: 3800, temperature: 0});
+    const response = await streamed;
+    t.is(response.status, 200);
+    const reader = response.body!.getReader();
+    await reader.read(); // the stream has started
+    process.kill(before.engine.pid!, 'SIGKILL');
+
+    let text = '';
+    for (;;) {
+        const {done, value} = await reader.read();
+        if (done)
+            break;
+        text += Buffer.from(value).toString('utf8');
+    }
+    t.regex(text, /data: \{"error":\{"message":"the engine process was killed \(SIGKILL\)/);
+    t.true(text.trimEnd().endsWith('data: [DONE]'));
+    const error = await t.throwsAsync(whole, {instanceOf: OpenAI.APIError});
+    t.is(error?.status, 503);
+
+    t.is(await streamText('after the crash', 6), expected, 'the restarted engine answers as before');
+    const after = await nodeInfo();
+    t.is(after.engine.restarts, before.engine.restarts + 1);
+    t.not(after.engine.pid, before.engine.pid);
+    t.is(daemon.process.exitCode, null, 'the node itself never went down');
+});
+
+test.serial('a frozen engine is detected by the watchdog and replaced', async (t) => {
+    const before = await nodeInfo();
+    process.kill(before.engine.pid!, 'SIGSTOP');
+    const started = Date.now();
+    // Queued behind the frozen engine, this request fails once the watchdog kills it, or is served by the new one.
+    const attempt = client.completions.create({model: 'demo', prompt: 'hello', max_tokens: 4, temperature: 0})
+        .then(() => 'served', (error: OpenAI.APIError) => `error ${error.status}`);
+    await waitFor(async () => (await nodeInfo()).engine.restarts === before.engine.restarts + 1, 30_000, 200);
+    t.true(['served', 'error 503'].includes(await attempt));
+    t.true(Date.now() - started < 30_000);
+    const ok = await client.completions.create({model: 'demo', prompt: 'hello', max_tokens: 4, temperature: 0});
+    t.is(ok.usage?.completion_tokens, 4);
+});
+
+test('a full queue answers 429 with Retry-After', async (t) => {
+    const fixture = await createDataDirWithDemoModel();
+    const small = await startDaemon(['--model', 'demo', '--data-dir', fixture.dataDir, '--threads', '1', '--parallel', '1', '--max-queue', '1']);
+    t.teardown(async () => {
+        await small.stop();
+        await fixture.cleanup();
+    });
+    const body = JSON.stringify({model: 'demo', prompt: 'busy', max_tokens: 600, temperature: 0});
+    const post = () => fetch(`${small.baseUrl}/completions`, {method: 'POST', headers: {'content-type': 'application/json'}, body});
+    const running = post();
+    await waitFor(async () => (await (await fetch(`${small.origin}/api/node`)).json() as any).engine.running === 1, 5_000, 10);
+    const queued = post();
+    await waitFor(async () => (await (await fetch(`${small.origin}/api/node`)).json() as any).engine.queued === 1, 5_000, 10);
+    const refused = await post();
+    t.is(refused.status, 429);
+    t.is(refused.headers.get('retry-after'), '1');
+    t.like(await refused.json(), {error: {type: 'rate_limit_error', code: 'queue_full'}});
+    t.is((await running).status, 200);
+    t.is((await queued).status, 200);
+});
