@@ -15,7 +15,7 @@ export async function resolveModelRefs(refs: string[], dataDir: string, {logger,
         let path: string | undefined;
         if (isRemoteModelRef(ref)) {
             let nextLog = 0;
-            path = await downloadModel(ref, {
+            ({path} = await downloadModel(ref, {
                 directory: modelsDir(dataDir),
                 showProgressBar,
                 onProgress: (fraction, downloadedBytes, totalBytes) => {
@@ -24,7 +24,7 @@ export async function resolveModelRefs(refs: string[], dataDir: string, {logger,
                     nextLog = fraction + PROGRESS_LOG_STEP;
                     logger.info({model: ref, progress: Number(fraction.toFixed(3)), downloadedBytes, totalBytes}, 'downloading model');
                 }
-            });
+            }));
         } else {
             path = await findLocalModel(ref, modelsDir(dataDir));
             if (path === undefined)

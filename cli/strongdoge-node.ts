@@ -8,6 +8,10 @@ import {LocalInference} from './local-inference.js';
 import type {Logger} from './logger.js';
 import {packageInfo} from './package-info.js';
 
+function isLoopback(host: string) {
+    return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
 /** Placeholder until the node has a swarm identity. */
 const LOCAL_NODE_ID = 'local';
 
@@ -50,6 +54,8 @@ export class StrongdogeNode {
         this.proxy = await listenProxy(app, this.settings.host, this.settings.port);
         this.logger.info({url: this.proxy.baseUrl, host: this.settings.host, port: this.proxy.port,
             auth: this.settings.apiKey ? 'api key required' : 'none'}, 'OpenAI-compatible API listening');
+        if (!isLoopback(this.settings.host))
+            this.logger.warn({host: this.settings.host}, 'the API listens beyond this machine: anyone who can reach it can use your models; consider --api-key');
         if (this.models.length === 0)
             this.logger.warn('no model configured: try `strongdoge models make-demo` and `strongdoge --model demo`');
         await this.engine.start();

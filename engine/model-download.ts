@@ -8,7 +8,7 @@ export interface DownloadModelOptions {
     showProgressBar: boolean,
     /** Called with the fraction downloaded, for logs and dashboards. */
     onProgress?: (fraction: number, downloadedBytes: number, totalBytes: number) => void,
-    /** Expected SHA-256 (hex) of the file; a mismatch deletes the file and fails. */
+    /** Expected SHA-256 (hex) of the file, else the one the server publishes; a mismatch deletes the file and fails. */
     sha256?: string,
     signal?: AbortSignal
 }
@@ -20,11 +20,42 @@ export class ChecksumMismatchError extends Error {
     }
 }
 
+/** How long the server may take to answer the first request. */
+const PREFLIGHT_TIMEOUT_MS = 15_000;
+
+export class DownloadError extends Error {
+    constructor(message: string) {
+        super(message);
+        this.name = 'DownloadError';
+    }
+}
+
+/**
+ * Asks a URL's server for the file before downloading: an unreachable server or a missing file fails at once
+ * (the downloader itself retries for minutes), and Hugging Face's `x-linked-etag` gives the file's SHA-256.
+ */
+async function preflight(url: string, signal?: AbortSignal): Promise<{sha256?: string}> {
+    let response: Response;
+    try {
+        const timeout = AbortSignal.timeout(PREFLIGHT_TIMEOUT_MS);
+        response = await fetch(url, {method: 'HEAD', redirect: 'follow', signal: signal ? AbortSignal.any([signal, timeout]) : timeout});
+    } catch (error) {
+        const cause = (error as {cause?: {code?: string, message?: string}}).cause;
+        throw new DownloadError(`cannot reach ${new URL(url).host}: ${cause?.code ?? cause?.message ?? (error as Error).message}`);
+    }
+    if (!response.ok)
+        throw new DownloadError(`${url}: the server answered ${response.status} ${response.statusText}`);
+    const etag = response.headers.get('x-linked-etag')?.replace(/"/g, '');
+    return etag !== undefined && /^[0-9a-f]{64}$/i.test(etag) ? {sha256: etag} : {};
+}
+
 /**
  * Downloads `hf:` references and URLs into `directory` (reusing a complete file, resuming a partial one)
  * and verifies the file's size against the server and, when known, its SHA-256.
  */
-export async function downloadModel(ref: string, options: DownloadModelOptions): Promise<string> {
+export async function downloadModel(ref: string, options: DownloadModelOptions): Promise<{path: string, verifiedSha256?: string}> {
+    const published = /^https?:\/\//i.test(ref) ? await preflight(ref, options.signal) : {};
+    const expectedSha256 = options.sha256 ?? published.sha256;
     const path = await resolveModelFile(ref, {
         directory: options.directory,
         download: 'auto',
@@ -37,13 +68,14 @@ export async function downloadModel(ref: string, options: DownloadModelOptions):
                 options.onProgress!(totalSize > 0 ? downloadedSize / totalSize : 0, downloadedSize, totalSize)
         })
     });
-    if (options.sha256 !== undefined) {
-        const expected = options.sha256.toLowerCase();
+    if (expectedSha256 !== undefined) {
+        const expected = expectedSha256.toLowerCase();
         const actual = await sha256OfFile(path);
         if (actual !== expected) {
             await unlink(path);
             throw new ChecksumMismatchError(path, expected, actual);
         }
+        return {path, verifiedSha256: actual};
     }
-    return path;
+    return {path};
 }

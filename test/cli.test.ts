@@ -2,7 +2,8 @@ import {mkdtemp, readFile, rm, stat, writeFile} from 'node:fs/promises';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import test from 'ava';
-import {runCli} from './helpers/cli-process.js';
+import {runCli, startDaemon} from './helpers/cli-process.js';
+import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
 
 async function tempDataDir(t: {teardown(fn: () => Promise<void>): void}) {
     const dir = await mkdtemp(join(tmpdir(), 'strongdoge-cli-'));
@@ -109,4 +110,25 @@ test('models list warns about unreadable files without failing', async (t) => {
     t.is(result.code, 0);
     t.regex(result.stdout, /^demo/m);
     t.regex(result.stderr, /broken\.gguf: not a readable GGUF/);
+});
+
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    test(`the daemon shuts down gracefully on ${signal} with exit code 0`, async (t) => {
+        const fixture = await createDataDirWithDemoModel({layers: 1, width: 64, headCount: 4, feedForwardLength: 64});
+        t.teardown(fixture.cleanup);
+        const daemon = await startDaemon(['--model', 'demo', '--data-dir', fixture.dataDir, '--threads', '1']);
+        const node = await (await fetch(`${daemon.origin}/api/node`)).json() as {engine: {pid: number}};
+        t.is(await daemon.stop(signal), 0);
+        t.true(daemon.logs.some((record) => record.msg === 'stopped'));
+        t.throws(() => process.kill(node.engine.pid, 0), undefined, 'the engine process is gone too');
+    });
+}
+
+test('a node with no model starts, lists none and says how to get one', async (t) => {
+    const dataDir = await tempDataDir(t);
+    const daemon = await startDaemon(['--data-dir', dataDir]);
+    t.teardown(() => daemon.stop().then(() => undefined));
+    const models = await (await fetch(`${daemon.baseUrl}/models`)).json() as {data: unknown[]};
+    t.deepEqual(models.data, []);
+    t.true(daemon.logs.some((record) => String(record.msg).includes('make-demo')));
 });

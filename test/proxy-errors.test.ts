@@ -5,11 +5,12 @@ import {startDaemon, type DaemonHandle} from './helpers/cli-process.js';
 let daemon: DaemonHandle;
 let cleanupDataDir: () => Promise<void>;
 const MAX_BODY = 4 * 1024 * 1024;
+const CONTEXT_SIZE = 512;
 
 test.before(async () => {
     const fixture = await createDataDirWithDemoModel({layers: 2, width: 64, headCount: 4, feedForwardLength: 64});
     cleanupDataDir = fixture.cleanup;
-    daemon = await startDaemon(['--model', 'demo', '--data-dir', fixture.dataDir, '--threads', '1']);
+    daemon = await startDaemon(['--model', 'demo', '--data-dir', fixture.dataDir, '--threads', '1', '--context-size', String(CONTEXT_SIZE)]);
 });
 
 test.after.always(async () => {
@@ -163,4 +164,17 @@ test('with --api-key, requests need the bearer token', async (t) => {
     t.is(right.status, 200);
     t.is((await fetch(`${secured.origin}/health`)).status, 200, 'health stays open for monitors');
     t.false(JSON.stringify(secured.logs).includes('sekrit-key-123'), 'the key is never logged');
+});
+
+test('without max_tokens a reply stops when the context is full', async (t) => {
+    const response = await fetch(`${daemon.origin}${COMPLETIONS}`, {
+        method: 'POST', headers: {'content-type': 'application/json'},
+        body: JSON.stringify({model: 'demo', prompt: 'go on forever', temperature: 0})
+    });
+    const body = await response.json() as {choices: {finish_reason: string}[], usage: {total_tokens: number}};
+    t.is(response.status, 200);
+    if (body.choices[0]!.finish_reason === 'length')
+        t.is(body.usage.total_tokens, CONTEXT_SIZE);
+    else
+        t.true(body.usage.total_tokens < CONTEXT_SIZE);
 });

@@ -51,13 +51,13 @@ function pullCommand() {
             command.error(`error: --sha256 must be 64 hex digits, got "${sha256}"`, {exitCode: 2});
         const root = resolveDataDir(dataDir);
         await ensureDataDir(root);
-        const path = await downloadModel(ref, {
+        const {path, verifiedSha256} = await downloadModel(ref, {
             directory: modelsDir(root),
             showProgressBar: process.stderr.isTTY,
             ...(sha256 !== undefined && {sha256})
         });
         const model = await describeModelFile(path);
-        process.stdout.write(`pulled ${model.id}: ${formatBytes(model.sizeBytes)}, ${model.layers} layers, ${model.quantization}${sha256 ? ', sha256 verified' : ''}\n${path}\n`);
+        process.stdout.write(`pulled ${model.id}: ${formatBytes(model.sizeBytes)}, ${model.layers} layers, ${model.quantization}${verifiedSha256 ? `, sha256 ${verifiedSha256} verified` : ', no checksum published (pass --sha256 to verify)'}\n${path}\n`);
     });
 }
 

@@ -95,8 +95,7 @@ export class ModelRuntime {
                     const history = toChatHistory(request.messages);
                     promptTokens = chat.chatWrapper.generateContextState({chatHistory: history})
                         .contextText.tokenize(this.model.tokenizer).length;
-                    this.assertFitsContext(promptTokens);
-                    const response = await chat.generateResponse(history, options);
+                    const response = await chat.generateResponse(history, {...options, maxTokens: this.generationBudget(promptTokens, options.maxTokens)});
                     text = response.response;
                     stopReason = response.metadata.stopReason;
                 } finally {
@@ -105,10 +104,10 @@ export class ModelRuntime {
             } else {
                 const tokens = this.model.tokenize(request.prompt);
                 promptTokens = tokens.length + (this.model.tokens.shouldPrependBosToken ? 1 : 0);
-                this.assertFitsContext(promptTokens);
+                const maxTokens = this.generationBudget(promptTokens, options.maxTokens);
                 const completion = new LlamaCompletion({contextSequence: sequence});
                 try {
-                    const response = await completion.generateCompletionWithMeta(request.prompt, options);
+                    const response = await completion.generateCompletionWithMeta(request.prompt, {...options, maxTokens});
                     text = response.response;
                     stopReason = response.metadata.stopReason;
                 } finally {
@@ -169,10 +168,16 @@ export class ModelRuntime {
         await this.model.dispose();
     }
 
-    private assertFitsContext(promptTokens: number) {
-        if (promptTokens >= this.info.contextSize)
+    /**
+     * Tokens the reply may use: what was asked, capped by the context left after the prompt. Without the cap,
+     * a model that never emits end-of-generation would shift its context and generate forever.
+     */
+    private generationBudget(promptTokens: number, requested: number | undefined) {
+        const room = this.info.contextSize - promptTokens;
+        if (room <= 0)
             throw new JobError('context_length_exceeded',
                 `prompt of ${promptTokens} tokens does not fit the context of ${this.info.contextSize} tokens`);
+        return Math.min(requested ?? room, room);
     }
 
     private async constraintsFor(request: GenerationRequest): Promise<{grammar?: LlamaGrammar, tokenBias?: TokenBias}> {
