@@ -105,7 +105,7 @@ test.serial('a frozen engine is detected by the watchdog and replaced', async (t
     const started = Date.now();
     // Queued behind the frozen engine, this request fails once the watchdog kills it, or is served by the new one.
     const attempt = client.completions.create({model: 'demo', prompt: 'hello', max_tokens: 4, temperature: 0})
-        .then(() => 'served', (error: OpenAI.APIError) => `error ${error.status}`);
+        .then(() => 'served', (error: InstanceType<typeof OpenAI.APIError>) => `error ${error.status}`);
     await waitFor(async () => (await nodeInfo()).engine.restarts === before.engine.restarts + 1, 30_000, 200);
     t.true(['served', 'error 503'].includes(await attempt));
     t.true(Date.now() - started < 30_000);

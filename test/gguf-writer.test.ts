@@ -39,7 +39,7 @@ test('the demo model is a llama GGUF that node-llama-cpp reads with the requeste
     const {modelPath, cleanup} = await createDataDirWithDemoModel({layers: 3, width: 64, headCount: 4, headCountKv: 2, feedForwardLength: 96});
     t.teardown(cleanup);
     const info = await readGgufFileInfo(modelPath);
-    t.is(info.metadata.general.architecture, 'llama');
+    t.is(String(info.metadata.general.architecture), 'llama');
     const arch = info.architectureMetadata as Record<string, any>;
     t.is(arch.block_count, 3);
     t.is(arch.embedding_length, 64);

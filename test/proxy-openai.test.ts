@@ -63,7 +63,7 @@ test.serial('chat: the stream carries the same text as the non-streamed answer, 
         usage = chunk.usage ?? usage;
     }
     t.true(chunks > 2, 'streamed in pieces');
-    t.is(text, whole.choices[0]!.message.content);
+    t.is(text, whole.choices[0]!.message.content ?? '');
     t.is(finishReason, 'length');
     t.is(usage?.completion_tokens, 16);
 });

@@ -1,0 +1,46 @@
+import {spawn} from 'node:child_process';
+import {once} from 'node:events';
+import {existsSync} from 'node:fs';
+import {createServer} from 'node:net';
+import {fileURLToPath} from 'node:url';
+import {waitFor} from '../../test/helpers/cli-process.js';
+
+/** Built by scripts/build-llama-server.sh from node-llama-cpp's bundled llama.cpp source. */
+export const LLAMA_SERVER_PATH = fileURLToPath(new URL('../../.llama-build/bin/llama-server', import.meta.url));
+
+async function freePort() {
+    const server = createServer().listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const {port} = server.address() as {port: number};
+    await new Promise((resolve) => server.close(resolve));
+    return port;
+}
+
+export function llamaServerAvailable() {
+    return existsSync(LLAMA_SERVER_PATH);
+}
+
+/** llama-server with the same model, threads, slots and per-request context as the strongdoge node. */
+export async function startLlamaServer(modelPath: string, {threads, parallel, contextPerSlot}: {threads: number, parallel: number, contextPerSlot: number}) {
+    const port = await freePort();
+    const child = spawn(LLAMA_SERVER_PATH, [
+        '-m', modelPath, '--host', '127.0.0.1', '--port', String(port),
+        '-t', String(threads), '-tb', String(threads), '-np', String(parallel), '-c', String(contextPerSlot * parallel),
+        '-ngl', '0', '--no-webui'
+    ], {stdio: ['ignore', 'ignore', 'pipe']});
+    let stderr = '';
+    child.stderr.on('data', (chunk) => stderr = (stderr + chunk).slice(-4000));
+    const origin = `http://127.0.0.1:${port}`;
+    await waitFor(async () => {
+        if (child.exitCode !== null)
+            throw new Error(`llama-server exited: ${stderr}`);
+        return (await fetch(`${origin}/health`)).status === 200;
+    }, 60_000, 100);
+    return {
+        baseUrl: `${origin}/v1`,
+        async stop() {
+            child.kill('SIGTERM');
+            await once(child, 'exit');
+        }
+    };
+}

@@ -1,0 +1,53 @@
+import OpenAI from 'openai';
+
+/** One streamed generation as a client sees it. */
+export interface StreamMeasurement {
+    /** Request sent → first text chunk received. */
+    ttftMs: number,
+    completionTokens: number,
+    /** Tokens after the first, over the time between the first and the last chunk. */
+    generationTokensPerSecond: number,
+    wallMs: number
+}
+
+export interface CompletionLoad {
+    model: string,
+    prompt: string,
+    maxTokens: number,
+    logitBias: Record<string, number>
+}
+
+export async function measureStreamedCompletion(client: OpenAI, load: CompletionLoad): Promise<StreamMeasurement> {
+    const startedAt = performance.now();
+    let firstAt: number | undefined;
+    let lastAt = startedAt;
+    let completionTokens = 0;
+    const stream = await client.completions.create({
+        model: load.model, prompt: load.prompt, max_tokens: load.maxTokens, temperature: 0,
+        logit_bias: load.logitBias, stream: true, stream_options: {include_usage: true}
+    });
+    for await (const chunk of stream) {
+        if (chunk.choices[0]?.text) {
+            firstAt ??= performance.now();
+            lastAt = performance.now();
+        }
+        completionTokens = chunk.usage?.completion_tokens ?? completionTokens;
+    }
+    const first = firstAt ?? lastAt;
+    return {
+        ttftMs: first - startedAt,
+        completionTokens,
+        generationTokensPerSecond: lastAt > first ? (completionTokens - 1) / ((lastAt - first) / 1000) : 0,
+        wallMs: performance.now() - startedAt
+    };
+}
+
+/** N clients at once; aggregate tokens/s = all completion tokens over the wall time of the whole batch. */
+export async function measureConcurrentClients(client: OpenAI, load: CompletionLoad, clients: number) {
+    const startedAt = performance.now();
+    const runs = await Promise.all(Array.from({length: clients}, (_, index) =>
+        measureStreamedCompletion(client, {...load, prompt: `${load.prompt} (${index})`})));
+    const wallMs = performance.now() - startedAt;
+    const tokens = runs.reduce((sum, run) => sum + run.completionTokens, 0);
+    return {aggregateTokensPerSecond: tokens / (wallMs / 1000), tokens, wallMs, ttftMs: Math.max(...runs.map((run) => run.ttftMs))};
+}
