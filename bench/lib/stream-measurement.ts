@@ -17,29 +17,41 @@ export interface CompletionLoad {
     logitBias: Record<string, number>
 }
 
+/** Times one generation from the request to each piece of text that arrives. */
+export class StreamTimer {
+    private readonly startedAt = performance.now();
+    private firstAt: number | undefined;
+    private lastAt = this.startedAt;
+
+    textArrived() {
+        this.firstAt ??= performance.now();
+        this.lastAt = performance.now();
+    }
+
+    finish(completionTokens: number): StreamMeasurement {
+        const first = this.firstAt ?? this.lastAt;
+        return {
+            ttftMs: first - this.startedAt,
+            completionTokens,
+            generationTokensPerSecond: this.lastAt > first ? (completionTokens - 1) / ((this.lastAt - first) / 1000) : 0,
+            wallMs: performance.now() - this.startedAt
+        };
+    }
+}
+
 export async function measureStreamedCompletion(client: OpenAI, load: CompletionLoad): Promise<StreamMeasurement> {
-    const startedAt = performance.now();
-    let firstAt: number | undefined;
-    let lastAt = startedAt;
+    const timer = new StreamTimer();
     let completionTokens = 0;
     const stream = await client.completions.create({
         model: load.model, prompt: load.prompt, max_tokens: load.maxTokens, temperature: 0,
         logit_bias: load.logitBias, stream: true, stream_options: {include_usage: true}
     });
     for await (const chunk of stream) {
-        if (chunk.choices[0]?.text) {
-            firstAt ??= performance.now();
-            lastAt = performance.now();
-        }
+        if (chunk.choices[0]?.text)
+            timer.textArrived();
         completionTokens = chunk.usage?.completion_tokens ?? completionTokens;
     }
-    const first = firstAt ?? lastAt;
-    return {
-        ttftMs: first - startedAt,
-        completionTokens,
-        generationTokensPerSecond: lastAt > first ? (completionTokens - 1) / ((lastAt - first) / 1000) : 0,
-        wallMs: performance.now() - startedAt
-    };
+    return timer.finish(completionTokens);
 }
 
 /** N clients at once; aggregate tokens/s = all completion tokens over the wall time of the whole batch. */

@@ -1,4 +1,5 @@
 import type {Request, RequestHandler, Response} from 'express';
+import type {z} from 'zod';
 import type {FinishReason, GenerationRequest, GenerationResult} from '../../engine/inference-types.js';
 import {toApiError} from '../api-error.js';
 import type {InferenceService} from '../inference-service.js';
@@ -19,14 +20,23 @@ interface CompletionFlavor {
     fullChoice(result: GenerationResult): object
 }
 
+interface StreamingFields {
+    stream?: boolean | null,
+    stream_options?: {include_usage?: boolean} | null
+}
+
+function generationParser<B extends StreamingFields>(schema: z.ZodType<B>, toRequest: (body: B) => GenerationRequest): CompletionFlavor['parse'] {
+    return (body) => {
+        const parsed = parseBody(schema, body);
+        return {request: toRequest(parsed), stream: parsed.stream ?? false, includeUsage: parsed.stream_options?.include_usage ?? false};
+    };
+}
+
 const chatFlavor: CompletionFlavor = {
     idPrefix: 'chatcmpl',
     object: 'chat.completion',
     chunkObject: 'chat.completion.chunk',
-    parse(body) {
-        const parsed = parseBody(chatCompletionSchema, body);
-        return {request: toChatRequest(parsed), stream: parsed.stream ?? false, includeUsage: parsed.stream_options?.include_usage ?? false};
-    },
+    parse: generationParser(chatCompletionSchema, toChatRequest),
     deltaChoice: (text, first) => ({
         index: 0, delta: first ? {role: 'assistant', content: text} : {content: text}, logprobs: null, finish_reason: null
     }),
@@ -43,10 +53,7 @@ const textFlavor: CompletionFlavor = {
     idPrefix: 'cmpl',
     object: 'text_completion',
     chunkObject: 'text_completion',
-    parse(body) {
-        const parsed = parseBody(completionSchema, body);
-        return {request: toCompletionRequest(parsed), stream: parsed.stream ?? false, includeUsage: parsed.stream_options?.include_usage ?? false};
-    },
+    parse: generationParser(completionSchema, toCompletionRequest),
     deltaChoice: (text) => ({index: 0, text, logprobs: null, finish_reason: null}),
     finalDeltaChoice: (finishReason) => ({index: 0, text: '', logprobs: null, finish_reason: finishReason}),
     fullChoice: (result) => ({index: 0, text: result.text, logprobs: null, finish_reason: result.finishReason})
