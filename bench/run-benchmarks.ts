@@ -86,7 +86,7 @@ async function benchmarkModel(dir: string, name: string, options: DemoModelOptio
 
     process.stderr.write(`[${name}] strongdoge proxy\n`);
     const daemon = await startDaemon(['--model', 'bench', '--data-dir', dataDir, '--threads', String(THREADS),
-        '--parallel', String(PARALLEL), '--context-size', String(CONTEXT), '--log-level', 'warn']);
+        '--parallel', String(PARALLEL), '--context-size', String(CONTEXT)]);
     const proxyClient = new OpenAI({baseURL: daemon.baseUrl, apiKey: 'bench', maxRetries: 0});
     const proxyResult = await repeat(() => measureStreamedCompletion(proxyClient, load));
     const proxyConcurrency = await concurrencySweep(proxyClient, load);

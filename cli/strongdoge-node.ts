@@ -3,26 +3,35 @@ import type {ModelLoadSpec} from '../engine/worker/engine-messages.js';
 import {createProxyApp} from '../proxy/proxy-app.js';
 import {listenProxy, type ListeningProxy} from '../proxy/proxy-server.js';
 import {RequestStats} from '../proxy/request-stats.js';
+import {buildNetworkModelTable} from '../swarm/network-models.js';
+import type {NodeIdentity} from '../swarm/node-identity.js';
+import {SwarmNode} from '../swarm/swarm-node.js';
 import type {NodeSettings} from './config/node-config.js';
 import {LocalInference} from './local-inference.js';
 import type {Logger} from './logger.js';
+import {NetworkInference} from './network-inference.js';
+import {NodeCapabilities} from './node-capabilities.js';
 import {packageInfo} from './package-info.js';
 
 function isLoopback(host: string) {
     return host === 'localhost' || host === '::1' || /^127\./.test(host);
 }
 
-/** Placeholder until the node has a swarm identity. */
-const LOCAL_NODE_ID = 'local';
-
-/** One running node: the engine, and the proxy in front of it. */
+/** One running node: the engine, the swarm and the proxy in front of them. */
 export class StrongdogeNode {
     readonly stats = new RequestStats();
     readonly engine: EngineSupervisor;
+    readonly capabilities: NodeCapabilities;
+    readonly swarm: SwarmNode | undefined;
     private proxy: ListeningProxy | undefined;
     private readonly startedAt = Date.now();
 
-    constructor(private readonly settings: NodeSettings, private readonly models: ModelLoadSpec[], private readonly logger: Logger) {
+    constructor(
+        private readonly settings: NodeSettings,
+        private readonly models: ModelLoadSpec[],
+        private readonly identity: NodeIdentity,
+        private readonly logger: Logger
+    ) {
         this.engine = new EngineSupervisor({
             models,
             threads: settings.threads,
@@ -31,11 +40,16 @@ export class StrongdogeNode {
             gpu: settings.gpu === 'off' ? false : 'auto',
             maxQueue: settings.maxQueue
         });
-        this.observeEngine();
-        this.stats.on('request', (record) => {
-            // Sizes and timings only: prompts and outputs are never logged.
-            logger.info({request: record}, 'request');
-        });
+        this.capabilities = new NodeCapabilities(this.engine, models, settings.dataDir, settings.price);
+        if (!settings.offline)
+            this.swarm = new SwarmNode({
+                identity,
+                network: {name: settings.network, ...(settings.networkSecret && {secret: settings.networkSecret})},
+                software: packageInfo.version,
+                ...(settings.bootstrap && {bootstrap: settings.bootstrap}),
+                capabilities: () => this.capabilities.current()
+            });
+        this.observe();
     }
 
     get baseUrl() {
@@ -44,11 +58,15 @@ export class StrongdogeNode {
 
     /** Listens first, so /health answers 503 while the models load, then loads them. */
     async start() {
-        const inference = new LocalInference(this.engine, this.models.map((model) => model.id));
+        const local = new LocalInference(this.engine, this.models.map((model) => model.id));
         const app = createProxyApp({
-            inference,
+            inference: new NetworkInference(local, this.swarm),
             stats: this.stats,
-            describeNode: () => this.describe(),
+            status: {
+                node: () => this.describe(),
+                peers: () => ({peers: this.swarm?.peers().map((peer) => peer.toJSON()) ?? []}),
+                networkModels: () => ({models: this.networkModels()})
+            },
             ...(this.settings.apiKey && {apiKey: this.settings.apiKey})
         });
         this.proxy = await listenProxy(app, this.settings.host, this.settings.port);
@@ -58,6 +76,9 @@ export class StrongdogeNode {
             this.logger.warn({host: this.settings.host}, 'the API listens beyond this machine: anyone who can reach it can use your models; consider --api-key');
         if (this.models.length === 0)
             this.logger.warn('no model configured: try `strongdoge models make-demo` and `strongdoge --model demo`');
+
+        await this.capabilities.prepare((model, error) => this.logger.warn({model, err: error}, 'cannot describe model file for peers'));
+        this.startSwarm();
         await this.engine.start();
         const status = this.engine.getStatus();
         this.logger.info({
@@ -69,7 +90,10 @@ export class StrongdogeNode {
     describe() {
         const engine = this.engine.getStatus();
         return {
-            id: LOCAL_NODE_ID,
+            id: this.identity.id,
+            shortId: this.identity.shortId,
+            network: this.settings.offline ? null : this.settings.network,
+            privateNetwork: this.settings.networkSecret !== undefined,
             version: packageInfo.version,
             uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
             proxyUrl: this.proxy?.baseUrl,
@@ -77,16 +101,39 @@ export class StrongdogeNode {
             engine: {state: engine.state, pid: engine.pid ?? null, restarts: engine.restarts, lastError: engine.lastError ?? null,
                 running: engine.running, queued: engine.queued},
             models: engine.models,
+            peers: this.swarm?.peers().length ?? 0,
+            bannedPeers: this.swarm?.bans.active().length ?? 0,
             requests: this.stats.snapshot()
         };
     }
 
+    networkModels() {
+        return buildNetworkModelTable([
+            {id: this.identity.id, self: true, capabilities: this.capabilities.current()},
+            ...(this.swarm?.peers() ?? []).map((peer) => ({id: peer.id, self: false, capabilities: peer.capabilities}))
+        ]);
+    }
+
     async stop() {
         await this.proxy?.close();
+        await this.swarm?.stop();
         await this.engine.dispose();
     }
 
-    private observeEngine() {
+    /** Joining the DHT can take a while (or never finish offline): the node serves meanwhile. */
+    private startSwarm() {
+        const swarm = this.swarm;
+        if (swarm === undefined)
+            return;
+        this.logger.info({nodeId: this.identity.shortId, network: this.settings.network, private: this.settings.networkSecret !== undefined,
+            bootstrap: this.settings.bootstrap ?? 'public'}, 'joining the swarm');
+        swarm.start().then(
+            () => this.logger.info({network: this.settings.network}, 'announced on the swarm'),
+            (error: Error) => this.logger.error({err: error}, 'cannot join the swarm')
+        );
+    }
+
+    private observe() {
         let lastLoggedProgress = -1;
         this.engine.on('loadProgress', (model, progress) => {
             if (progress === 1 || progress - lastLoggedProgress >= 0.25) {
@@ -94,11 +141,29 @@ export class StrongdogeNode {
                 this.logger.info({model, progress: Number(progress.toFixed(2))}, 'loading model');
             }
         });
-        this.engine.on('state', (state) => this.logger.debug({state}, 'engine state'));
+        this.engine.on('state', (state) => {
+            this.logger.debug({state}, 'engine state');
+            this.swarm?.capabilitiesChanged();
+        });
         this.engine.on('workerExit', (code, signal) => {
             if (this.engine.state !== 'stopped')
                 this.logger.error({code, signal, restarts: this.engine.getStatus().restarts}, 'engine process exited; restarting');
         });
         this.engine.on('workerLog', (line) => this.logger.warn({source: 'engine'}, line));
+        this.stats.on('request', (record) => {
+            // Sizes and timings only: prompts and outputs are never logged.
+            this.logger.info({request: record}, 'request');
+            this.swarm?.capabilitiesChanged();
+        });
+        this.capabilities.on('changed', () => this.swarm?.capabilitiesChanged());
+        const swarm = this.swarm;
+        if (swarm === undefined)
+            return;
+        swarm.on('peerJoined', (peer) => this.logger.info({peer: peer.id.slice(0, 16), software: peer.software,
+            models: peer.capabilities.models.map((model) => model.id)}, 'peer connected'));
+        swarm.on('peerLeft', (peerId, reason) => this.logger.info({peer: peerId.slice(0, 16), reason: reason.message}, 'peer disconnected'));
+        swarm.on('peerBanned', (peerId, reason, until) => this.logger.warn({peer: peerId.slice(0, 16), reason,
+            until: new Date(until).toISOString()}, 'peer banned'));
+        swarm.on('peerIncompatible', (peerId, message) => this.logger.warn({peer: peerId.slice(0, 16)}, `incompatible peer: ${message}`));
     }
 }

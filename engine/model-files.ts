@@ -87,3 +87,23 @@ export async function sha256OfFile(path: string) {
         hash.update(chunk as Buffer);
     return hash.digest('hex');
 }
+
+/**
+ * Bytes of each transformer block's weights, from the GGUF tensor table (tensor data is laid out by offset,
+ * so each tensor's size is the distance to the next). What a layer shard costs in memory and transfer.
+ */
+export async function layerBytesOf(path: string): Promise<number[]> {
+    const info = await readGgufFileInfo(path, {readTensorInfo: true});
+    const fileSize = (await stat(path)).size;
+    const tensors = [...(info.fullTensorInfo ?? [])].sort((a, b) => Number(a.fileOffset) - Number(b.fileOffset));
+    const layers: number[] = [];
+    tensors.forEach((tensor, index) => {
+        const block = /^blk\.(\d+)\./.exec(tensor.name);
+        if (block === null)
+            return;
+        const end = index + 1 < tensors.length ? Number(tensors[index + 1]!.fileOffset) : fileSize;
+        const layer = Number(block[1]);
+        layers[layer] = (layers[layer] ?? 0) + end - Number(tensor.fileOffset);
+    });
+    return Array.from(layers, (value) => value ?? 0);
+}

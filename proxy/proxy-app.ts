@@ -7,12 +7,13 @@ import {embeddingsHandler} from './routes/embedding-routes.js';
 import {chatCompletionsHandler, completionsHandler} from './routes/generation-routes.js';
 import {getModelHandler, listModelsHandler} from './routes/model-routes.js';
 import type {ResponseLocals} from './routes/route-helpers.js';
-import {healthHandler, nodeInfoHandler} from './routes/status-routes.js';
+import {healthHandler, jsonHandler, type StatusSources} from './routes/status-routes.js';
 
 export interface ProxyAppOptions {
     inference: InferenceService,
     stats: RequestStats,
-    describeNode: () => Record<string, unknown>,
+    /** JSON documents of /api: the node, its peers, the models of the network. */
+    status: StatusSources,
     /** When set, /v1 and /api require `Authorization: Bearer <apiKey>`. */
     apiKey?: string,
     /** Largest accepted request body. */
@@ -89,7 +90,7 @@ function bodyParserError(error: {type?: string, limit?: number}) {
 }
 
 export function createProxyApp(options: ProxyAppOptions) {
-    const {inference, stats, describeNode, apiKey, maxBodyBytes} = {...proxyAppDefaults, ...options};
+    const {inference, stats, status, apiKey, maxBodyBytes} = {...proxyAppDefaults, ...options};
     const app = express();
     app.disable('x-powered-by');
     app.set('etag', false);
@@ -102,7 +103,9 @@ export function createProxyApp(options: ProxyAppOptions) {
     const api = express.Router();
     if (apiKey)
         api.use(requireApiKey(apiKey));
-    api.get('/api/node', nodeInfoHandler(describeNode));
+    api.get('/api/node', jsonHandler(status.node));
+    api.get('/api/peers', jsonHandler(status.peers));
+    api.get('/api/network/models', jsonHandler(status.networkModels));
     api.get('/v1/models', listModelsHandler(inference));
     api.get('/v1/models/:id', getModelHandler(inference));
     api.post('/v1/chat/completions', recordStats(stats), json, chatCompletionsHandler(inference));

@@ -1,4 +1,4 @@
-import {mkdtemp, readFile, rm, stat, writeFile} from 'node:fs/promises';
+import {chmod, mkdtemp, readFile, rm, stat, writeFile} from 'node:fs/promises';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import test from 'ava';
@@ -131,4 +131,32 @@ test('a node with no model starts, lists none and says how to get one', async (t
     const models = await (await fetch(`${daemon.baseUrl}/models`)).json() as {data: unknown[]};
     t.deepEqual(models.data, []);
     t.true(daemon.logs.some((record) => String(record.msg).includes('make-demo')));
+});
+
+test('the node identity is created once, kept 0600, and reused', async (t) => {
+    const dataDir = await tempDataDir(t);
+    const idOf = async () => {
+        const daemon = await startDaemon(['--data-dir', dataDir]);
+        const node = await (await fetch(`${daemon.origin}/api/node`)).json() as {id: string};
+        await daemon.stop();
+        return node.id;
+    };
+    const first = await idOf();
+    const identityPath = join(dataDir, 'identity.json');
+    t.is((await stat(identityPath)).mode & 0o777, 0o600);
+    const stored = JSON.parse(await readFile(identityPath, 'utf8'));
+    t.is(stored.publicKey, first);
+    await chmod(identityPath, 0o644);
+    t.is(await idOf(), first);
+    t.is((await stat(identityPath)).mode & 0o777, 0o600, 'loose permissions are tightened');
+});
+
+test('a damaged identity file stops the node with exit 2 and is not replaced', async (t) => {
+    const dataDir = await tempDataDir(t);
+    const identityPath = join(dataDir, 'identity.json');
+    await writeFile(identityPath, '{"publicKey": "abc"}', {mode: 0o600});
+    const result = await runCli(['start', '--offline', '--data-dir', dataDir]);
+    t.is(result.code, 2);
+    t.regex(result.stderr, /identity\.json: missing or malformed keys/);
+    t.is(await readFile(identityPath, 'utf8'), '{"publicKey": "abc"}');
 });

@@ -182,7 +182,8 @@ test.serial('/health is 200 when ready and /api/node describes the node', async 
     const health = await fetch(`${daemon.origin}/health`);
     t.is(health.status, 200);
     const node = await (await fetch(`${daemon.origin}/api/node`)).json() as Record<string, any>;
-    t.is(node.id, 'local');
+    t.regex(node.id, /^[0-9a-f]{64}$/);
+    t.is(node.network, null, 'offline');
     t.regex(node.version, /^\d+\.\d+\.\d+/);
     t.is(node.engine.state, 'ready');
     t.is(node.device.backend, false);

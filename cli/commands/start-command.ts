@@ -1,4 +1,6 @@
 import {Command, Option} from 'commander';
+import {loadOrCreateIdentity} from '../../swarm/node-identity.js';
+import {ConfigError} from '../config/config-error.js';
 import {readConfigFile} from '../config/config-file.js';
 import {nodeSettingDefaults, resolveNodeSettings, envNameFor} from '../config/node-config.js';
 import {ensureDataDir, resolveDataDir} from '../data-dir.js';
@@ -32,7 +34,12 @@ export function startCommand() {
         .addOption(settingOption('--context-size <n>', 'context tokens per request', 'contextSize'))
         .addOption(settingOption('--max-queue <n>', 'requests that may wait before new ones get 429', 'maxQueue'))
         .addOption(settingOption('--gpu <auto|off>', 'GPU offload', 'gpu'))
-        .addOption(settingOption('--log-level <level>', 'trace, debug, info, warn, error', 'logLevel'));
+        .addOption(settingOption('--log-level <level>', 'trace, debug, info, warn, error', 'logLevel'))
+        .addOption(settingOption('--network <name>', 'swarm network to join', 'network'))
+        .addOption(settingOption('--network-secret <secret>', 'private network: only peers with this secret are kept', 'networkSecret'))
+        .addOption(settingOption('--bootstrap <host:port,...>', 'DHT bootstrap nodes instead of the public ones', 'bootstrap'))
+        .addOption(settingOption('--offline', 'do not join the swarm: local models only', 'offline'))
+        .addOption(settingOption('--price <n>', 'price per million tokens asked from peers (0 = free)', 'price'));
     addDataDirOption(command);
     return command.action(async (flags: Record<string, unknown> & {dataDir?: string}) => {
         const dataDir = resolveDataDir(flags.dataDir);
@@ -42,8 +49,15 @@ export function startCommand() {
         const logger = createLogger({level: settings.logLevel, format: settings.daemon ? 'json' : 'human'});
         logger.info({dataDir, version: command.parent?.version()}, 'strongdoge starting');
 
+        const {identity, created, permissionsFixed} = await loadOrCreateIdentity(dataDir).catch((error: Error) => {
+            throw new ConfigError(error.message);
+        });
+        if (created)
+            logger.info({nodeId: identity.shortId}, 'created a new node identity');
+        if (permissionsFixed)
+            logger.warn('the identity file was readable by others: its mode is now 0600');
         const models = await resolveModelRefs(settings.model, dataDir, {logger, showProgressBar: !settings.daemon && process.stderr.isTTY});
-        const node = new StrongdogeNode(settings, models, logger);
+        const node = new StrongdogeNode(settings, models, identity, logger);
 
         let stopping = false;
         const stop = (signal: NodeJS.Signals) => {

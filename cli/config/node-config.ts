@@ -1,5 +1,6 @@
 import {availableParallelism} from 'node:os';
 import {z} from 'zod';
+import {PUBLIC_NETWORK} from '../../swarm/network-topic.js';
 import {ConfigError} from './config-error.js';
 
 /** The port strongdoge listens on; clear of Ollama (11434), LM Studio (1234), llama-server (8080) and exo (52415). */
@@ -22,6 +23,15 @@ const booleanText = z.union([
 
 const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 
+const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$/, 'expected host:port');
+const bootstrapList = z.union([
+    z.array(hostPort),
+    z.string().transform((text) => text.split(',').map((item) => item.trim()).filter(Boolean)).pipe(z.array(hostPort))
+]).transform((items) => items.map((item) => {
+    const index = item.lastIndexOf(':');
+    return {host: item.slice(0, index), port: Number(item.slice(index + 1))};
+}));
+
 const modelList = z.union([
     z.array(z.string().min(1)),
     // env and single values: comma-separated
@@ -40,13 +50,18 @@ export const nodeSettingSchemas = {
     contextSize: integer(64, 1 << 20),
     maxQueue: integer(0, 100_000),
     gpu: z.enum(['auto', 'off']),
-    logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal'])
+    logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']),
+    network: z.string().min(1).max(128).regex(/^[\w.-]+$/, 'letters, digits, ".", "-" and "_" only'),
+    networkSecret: z.string().min(8, 'at least 8 characters').optional(),
+    bootstrap: bootstrapList.optional(),
+    offline: booleanText,
+    price: z.coerce.number().nonnegative().optional()
 };
 
 export type NodeSettingKey = keyof typeof nodeSettingSchemas;
 export type NodeSettings = {[K in NodeSettingKey]: z.output<typeof nodeSettingSchemas[K]>} & {dataDir: string};
 
-export function nodeSettingDefaults(): Omit<NodeSettings, 'dataDir' | 'apiKey'> {
+export function nodeSettingDefaults(): Omit<NodeSettings, 'dataDir' | 'apiKey' | 'networkSecret' | 'bootstrap' | 'price'> {
     return {
         model: [],
         port: DEFAULT_PORT,
@@ -57,7 +72,9 @@ export function nodeSettingDefaults(): Omit<NodeSettings, 'dataDir' | 'apiKey'> 
         contextSize: 4096,
         maxQueue: 64,
         gpu: 'auto',
-        logLevel: 'info'
+        logLevel: 'info',
+        network: PUBLIC_NETWORK,
+        offline: false
     };
 }
 

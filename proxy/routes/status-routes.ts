@@ -13,8 +13,14 @@ export function healthHandler(inference: InferenceService): RequestHandler {
     };
 }
 
-export function nodeInfoHandler(describeNode: () => Record<string, unknown>): RequestHandler {
+export interface StatusSources {
+    node: () => object,
+    peers: () => object,
+    networkModels: () => object
+}
+
+export function jsonHandler(describe: () => object): RequestHandler {
     return (_req, res) => {
-        res.json(describeNode());
+        res.json(describe());
     };
 }

@@ -36,10 +36,12 @@ export interface DaemonHandle {
 
 /**
  * Starts `strongdoge start --daemon --port 0` and waits until its API answers /health with 200.
- * The port is read from the daemon's own "listening" log line.
+ * The port is read from the daemon's own "listening" log line. Without `--bootstrap` (a loopback testnet)
+ * the daemon runs `--offline`: tests never reach the public DHT.
  */
 export async function startDaemon(args: string[], {env = {}, readyTimeoutMs = 60_000} = {}): Promise<DaemonHandle> {
-    const child = spawn(process.execPath, [CLI_PATH, 'start', '--daemon', '--port', '0', ...args], {
+    const network = args.includes('--bootstrap') ? [] : ['--offline'];
+    const child = spawn(process.execPath, [CLI_PATH, 'start', '--daemon', '--port', '0', ...network, ...args], {
         env: {...process.env, ...env},
         stdio: ['ignore', 'pipe', 'pipe']
     });

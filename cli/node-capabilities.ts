@@ -1,0 +1,93 @@
+import {EventEmitter} from 'node:events';
+import {freemem} from 'node:os';
+import {join} from 'node:path';
+import type {EngineSupervisor} from '../engine/engine-supervisor.js';
+import {ModelHashCache} from '../engine/model-hash-cache.js';
+import {describeModelFile, layerBytesOf} from '../engine/model-files.js';
+import type {ModelLoadSpec} from '../engine/worker/engine-messages.js';
+import type {Capabilities, ModelOffer} from '../swarm/capabilities.js';
+import {packageInfo} from './package-info.js';
+
+export interface ComputeMeasurement {
+    measuredTflops: number | null,
+    lookupTflops: number | null,
+    generationTokensPerSecond: number | null,
+    memoryBandwidthGBs: number | null
+}
+
+/** Free RAM is announced coarsely: exact bytes change constantly and would make every update differ. */
+const RAM_GRANULARITY_BYTES = 64 * 1024 * 1024;
+const roundDown = (value: number, step: number) => Math.floor(value / step) * step;
+
+const NO_MEASUREMENT: ComputeMeasurement = {measuredTflops: null, lookupTflops: null, generationTokensPerSecond: null, memoryBandwidthGBs: null};
+
+/**
+ * What this node announces: device and load from the engine, model offers from the files (layer sizes at once,
+ * hashes when the background hashing finishes), compute from `strongdoge bench`. Emits `changed`.
+ */
+export class NodeCapabilities extends EventEmitter<{changed: []}> {
+    private offers: ModelOffer[] = [];
+    private compute = NO_MEASUREMENT;
+
+    constructor(
+        private readonly engine: EngineSupervisor,
+        private readonly models: ModelLoadSpec[],
+        private readonly dataDir: string,
+        private readonly price: number | undefined
+    ) {
+        super();
+    }
+
+    /** Reads the model files' tables now; hashes them in the background. */
+    async prepare(onError: (model: string, error: Error) => void) {
+        const hashes = new ModelHashCache(join(this.dataDir, 'cache', 'model-hashes.json'));
+        for (const spec of this.models) {
+            try {
+                const summary = await describeModelFile(spec.path);
+                this.offers.push({
+                    id: spec.id, sha256: await hashes.cached(spec.path) ?? null, sizeBytes: summary.sizeBytes,
+                    quantization: summary.quantization, layers: summary.layers, layerBytes: await layerBytesOf(spec.path), loaded: false
+                });
+            } catch (error) {
+                onError(spec.id, error as Error);
+            }
+        }
+        void (async () => {
+            for (const offer of this.offers.filter((candidate) => candidate.sha256 === null)) {
+                const spec = this.models.find((model) => model.id === offer.id)!;
+                try {
+                    offer.sha256 = await hashes.hash(spec.path);
+                    this.emit('changed');
+                } catch (error) {
+                    onError(spec.id, error as Error);
+                }
+            }
+        })();
+    }
+
+    setCompute(compute: ComputeMeasurement) {
+        this.compute = compute;
+        this.emit('changed');
+    }
+
+    current(): Capabilities {
+        const status = this.engine.getStatus();
+        const loaded = new Set(status.models.map((model) => model.id));
+        return {
+            software: packageInfo.version,
+            device: {
+                backend: status.device?.backend ?? false,
+                gpuNames: status.device?.gpuNames ?? [],
+                vramTotalBytes: status.device?.vramTotalBytes ?? 0,
+                vramFreeBytes: status.device?.vramFreeBytes ?? 0,
+                ramFreeBytes: roundDown(freemem(), RAM_GRANULARITY_BYTES),
+                cpuThreads: status.device?.cpuThreads ?? 0
+            },
+            compute: this.compute,
+            models: this.offers.map((offer) => ({...offer, loaded: loaded.has(offer.id)})),
+            shards: [],
+            load: {active: status.running, queued: status.queued},
+            pricePerMillionTokens: this.price ?? null
+        };
+    }
+}

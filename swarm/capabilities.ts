@@ -1,0 +1,48 @@
+import {z} from 'zod';
+
+/** What a node tells its peers it can do. Peers' copies are validated: they are untrusted input. */
+
+const count = z.number().int().nonnegative();
+const bytes = z.number().nonnegative().max(2 ** 60);
+const shortText = z.string().max(128);
+
+export const modelOfferSchema = z.object({
+    id: shortText,
+    /** SHA-256 of the GGUF file, once hashed (large files take a while). */
+    sha256: z.string().regex(/^[0-9a-f]{64}$/).nullable(),
+    sizeBytes: bytes,
+    quantization: shortText,
+    layers: count.max(4096),
+    /** Bytes of each transformer block's weights, from the GGUF tensor table. */
+    layerBytes: z.array(bytes).max(4096),
+    loaded: z.boolean()
+});
+
+export const capabilitiesSchema = z.object({
+    software: z.string().max(32),
+    device: z.object({
+        backend: z.union([z.literal(false), z.enum(['cuda', 'vulkan', 'metal'])]),
+        gpuNames: z.array(shortText).max(16),
+        vramTotalBytes: bytes,
+        vramFreeBytes: bytes,
+        ramFreeBytes: bytes,
+        cpuThreads: count.max(4096)
+    }),
+    compute: z.object({
+        /** Measured effective compute (prompt processing), TFLOP/s. */
+        measuredTflops: z.number().nonnegative().nullable(),
+        /** From the GPU lookup table by device name. */
+        lookupTflops: z.number().nonnegative().nullable(),
+        generationTokensPerSecond: z.number().nonnegative().nullable(),
+        memoryBandwidthGBs: z.number().nonnegative().nullable()
+    }),
+    models: z.array(modelOfferSchema).max(256),
+    /** Layer ranges already held for sharding. */
+    shards: z.array(z.object({model: shortText, firstLayer: count, lastLayer: count})).max(1024),
+    load: z.object({active: count, queued: count}),
+    /** Asking price per million generated tokens; null = free. */
+    pricePerMillionTokens: z.number().nonnegative().nullable()
+});
+
+export type ModelOffer = z.infer<typeof modelOfferSchema>;
+export type Capabilities = z.infer<typeof capabilitiesSchema>;

@@ -1,0 +1,50 @@
+import type {Capabilities} from './capabilities.js';
+import {RttEstimator} from './rtt-estimator.js';
+
+/** One connected peer as this node sees it: what it said it can do, and how it has behaved. */
+export class PeerState {
+    readonly rtt = new RttEstimator();
+    readonly connectedAt = Date.now();
+    lastSeenAt = Date.now();
+    bytesIn = 0;
+    bytesOut = 0;
+    requestsSent = 0;
+    requestsSucceeded = 0;
+
+    constructor(
+        readonly id: string,
+        public software: string,
+        public capabilities: Capabilities
+    ) {}
+
+    seen(bytes: number) {
+        this.lastSeenAt = Date.now();
+        this.bytesIn += bytes;
+    }
+
+    /** Outcome of a request sent to this peer: weights it for routing (whitepaper §2.3). */
+    recordRequest(succeeded: boolean) {
+        this.requestsSent++;
+        if (succeeded)
+            this.requestsSucceeded++;
+    }
+
+    /** Laplace-smoothed, so a new peer starts at 1/2 rather than at an unearned 0 or 1. */
+    get successRate() {
+        return (this.requestsSucceeded + 1) / (this.requestsSent + 2);
+    }
+
+    toJSON() {
+        return {
+            id: this.id,
+            software: this.software,
+            rttMs: this.rtt.smoothedMs ?? null,
+            lastSeen: new Date(this.lastSeenAt).toISOString(),
+            connectedSeconds: Math.round((Date.now() - this.connectedAt) / 1000),
+            bytesIn: this.bytesIn,
+            bytesOut: this.bytesOut,
+            requests: {sent: this.requestsSent, succeeded: this.requestsSucceeded, successRate: this.successRate},
+            capabilities: this.capabilities
+        };
+    }
+}

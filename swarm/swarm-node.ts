@@ -1,0 +1,166 @@
+import {EventEmitter} from 'node:events';
+import Hyperswarm, {type NoiseSecretStream, type PeerDiscovery} from 'hyperswarm';
+import {BanList} from './ban-list.js';
+import type {Capabilities} from './capabilities.js';
+import {networkTopic, secretProof, type NetworkSpec} from './network-topic.js';
+import type {NodeIdentity} from './node-identity.js';
+import {PeerConnection, type CloseReason} from './peer-connection.js';
+import type {PeerState} from './peer-state.js';
+import {PROTOCOL_VERSION, type Hello} from './protocol/control-messages.js';
+
+/** How often peers are pinged (RTT, liveness). */
+const PING_INTERVAL_MS = 5_000;
+/** A peer silent this long is dropped; Hyperswarm reconnects when it is back. */
+const PEER_SILENCE_TIMEOUT_MS = 30_000;
+/** Capability updates are sent at most this often. */
+const CAPABILITY_UPDATE_MIN_INTERVAL_MS = 2_000;
+/** Re-announce and look up again this often, so late joiners and restarted peers are found quickly. */
+const DISCOVERY_REFRESH_MS = 30_000;
+
+export interface SwarmNodeOptions {
+    identity: NodeIdentity,
+    network: NetworkSpec,
+    software: string,
+    /** DHT bootstrap nodes; undefined = Hyperswarm's public bootstrap. */
+    bootstrap?: {host: string, port: number}[],
+    capabilities: () => Capabilities
+}
+
+export interface SwarmNodeEvents {
+    peerJoined: [peer: PeerState],
+    peerLeft: [peerId: string, reason: CloseReason],
+    peerBanned: [peerId: string, reason: string, until: number],
+    peerIncompatible: [peerId: string, message: string],
+    capabilities: [peer: PeerState]
+}
+
+/** This node in the swarm: joins its network's topic, keeps one control connection per peer, bans misbehaviour. */
+export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
+    readonly bans = new BanList();
+    private readonly connections = new Map<string, PeerConnection>();
+    private swarm: Hyperswarm | undefined;
+    private discovery: PeerDiscovery | undefined;
+    private timers: NodeJS.Timeout[] = [];
+    private lastCapabilities = '';
+    private capabilityTimer: NodeJS.Timeout | undefined;
+    private lastCapabilitySentAt = 0;
+
+    constructor(private readonly options: SwarmNodeOptions) {
+        super();
+    }
+
+    get id() {
+        return this.options.identity.id;
+    }
+
+    get network() {
+        return this.options.network.name;
+    }
+
+    /** Peers that completed the hello handshake. */
+    peers(): PeerState[] {
+        return [...this.connections.values()].flatMap((connection) => connection.ready ? [connection.state!] : []);
+    }
+
+    async start() {
+        const {identity, bootstrap} = this.options;
+        this.swarm = new Hyperswarm({
+            keyPair: {publicKey: identity.publicKey, secretKey: identity.secretKey},
+            ...(bootstrap && {bootstrap}),
+            // Banned peers are refused before the Noise handshake completes.
+            firewall: (remotePublicKey) => this.bans.isBanned(remotePublicKey.toString('hex'))
+        });
+        this.swarm.on('connection', (stream) => this.accept(stream));
+        this.discovery = this.swarm.join(networkTopic(this.options.network), {server: true, client: true});
+        await this.discovery.flushed();
+        // Announced: look up again so peers that joined at the same instant find each other (DESIGN.md §2).
+        void this.discovery.refresh({server: false, client: true}).catch(() => undefined);
+        this.timers.push(setInterval(() => this.tick(), PING_INTERVAL_MS));
+        this.timers.push(setInterval(() => void this.discovery?.refresh({client: true, server: true}).catch(() => undefined), DISCOVERY_REFRESH_MS));
+        for (const timer of this.timers)
+            timer.unref();
+    }
+
+    /** Sends our capabilities to every peer if they changed, at most once per interval. */
+    capabilitiesChanged() {
+        const capabilities = this.options.capabilities();
+        const serialized = JSON.stringify(capabilities);
+        if (serialized === this.lastCapabilities || this.capabilityTimer !== undefined)
+            return;
+        const wait = this.lastCapabilitySentAt + CAPABILITY_UPDATE_MIN_INTERVAL_MS - Date.now();
+        if (wait > 0) {
+            this.capabilityTimer = setTimeout(() => {
+                this.capabilityTimer = undefined;
+                this.capabilitiesChanged();
+            }, wait);
+            return;
+        }
+        this.lastCapabilities = serialized;
+        this.lastCapabilitySentAt = Date.now();
+        for (const connection of this.connections.values())
+            connection.sendCapabilities(capabilities);
+    }
+
+    async stop() {
+        for (const timer of this.timers)
+            clearInterval(timer);
+        clearTimeout(this.capabilityTimer);
+        for (const connection of this.connections.values())
+            connection.close({kind: 'local', message: 'node stopping'});
+        await this.swarm?.destroy();
+    }
+
+    private hello(stream: NoiseSecretStream): Hello {
+        const {network, software, identity} = this.options;
+        const capabilities = this.options.capabilities();
+        this.lastCapabilities = JSON.stringify(capabilities);
+        return {
+            protocol: PROTOCOL_VERSION,
+            software,
+            network: network.name,
+            proof: network.secret === undefined ? null : secretProof(network.secret, stream.handshakeHash, identity.publicKey).toString('hex'),
+            capabilities
+        };
+    }
+
+    private accept(stream: NoiseSecretStream) {
+        const peerId = stream.remotePublicKey.toString('hex');
+        if (this.bans.isBanned(peerId)) {
+            stream.destroy();
+            return;
+        }
+        // Hyperswarm keeps one connection per peer; a newer one replaces the old.
+        this.connections.get(peerId)?.close({kind: 'local', message: 'replaced by a newer connection'});
+        stream.on('error', () => undefined); // PeerConnection reports errors; this keeps a reset from crashing the process
+        const connection = new PeerConnection(stream, {
+            network: this.options.network,
+            expectProof: this.options.network.secret !== undefined,
+            hello: () => this.hello(stream)
+        });
+        this.connections.set(peerId, connection);
+        connection.on('ready', () => this.emit('peerJoined', connection.state!));
+        connection.on('capabilities', () => this.emit('capabilities', connection.state!));
+        connection.on('closed', (reason) => {
+            if (this.connections.get(peerId) === connection)
+                this.connections.delete(peerId);
+            if (reason.kind === 'violation') {
+                const record = this.bans.ban(peerId, reason.message);
+                this.emit('peerBanned', peerId, reason.message, record.until);
+            } else if (reason.kind === 'incompatible') {
+                this.emit('peerIncompatible', peerId, reason.message);
+            }
+            if (connection.state !== undefined)
+                this.emit('peerLeft', peerId, reason);
+        });
+    }
+
+    private tick() {
+        const now = Date.now();
+        for (const connection of this.connections.values()) {
+            if (connection.state !== undefined && now - connection.state.lastSeenAt > PEER_SILENCE_TIMEOUT_MS)
+                connection.close({kind: 'network', message: `silent for ${PEER_SILENCE_TIMEOUT_MS / 1000} s`});
+            else
+                connection.ping();
+        }
+    }
+}

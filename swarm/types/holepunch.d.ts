@@ -1,0 +1,117 @@
+/** Holepunch modules ship no TypeScript types: the parts strongdoge uses. */
+
+declare module 'hypercore-crypto' {
+    export function keyPair(seed?: Buffer): {publicKey: Buffer, secretKey: Buffer};
+    export function randomBytes(size: number): Buffer;
+    const crypto: {keyPair: typeof keyPair, randomBytes: typeof randomBytes};
+    export default crypto;
+}
+
+declare module 'z32' {
+    export function encode(buffer: Uint8Array): string;
+    export function decode(text: string): Buffer;
+    const z32: {encode: typeof encode, decode: typeof decode};
+    export default z32;
+}
+
+declare module 'compact-encoding' {
+    export interface Encoding<T> {
+        preencode(state: unknown, value: T): void,
+        encode(state: unknown, value: T): void,
+        decode(state: unknown): T
+    }
+    export const buffer: Encoding<Buffer | null>;
+    export const raw: Encoding<Buffer>;
+    export const string: Encoding<string>;
+    export const uint: Encoding<number>;
+    const c: {buffer: typeof buffer, raw: typeof raw, string: typeof string, uint: typeof uint};
+    export default c;
+}
+
+declare module 'protomux' {
+    import type {Duplex} from 'node:stream';
+    import type {Encoding} from 'compact-encoding';
+
+    export interface ProtomuxMessage<T> {
+        send(value: T): boolean
+    }
+
+    export interface ProtomuxChannel {
+        readonly opened: boolean,
+        readonly closed: boolean,
+        open(handshake?: unknown): void,
+        close(): void,
+        addMessage<T>(options: {encoding: Encoding<T>, onmessage?: (message: T) => void | Promise<void>}): ProtomuxMessage<T>
+    }
+
+    export default class Protomux {
+        static from(stream: Duplex): Protomux;
+        createChannel(options: {
+            protocol: string,
+            id?: Buffer | null,
+            handshake?: Encoding<unknown>,
+            unique?: boolean,
+            onopen?: (handshake: unknown) => void | Promise<void>,
+            onclose?: () => void | Promise<void>
+        }): ProtomuxChannel | null;
+        pair(options: {protocol: string, id?: Buffer | null}, callback: (id: Buffer | null) => void): void;
+        unpair(options: {protocol: string, id?: Buffer | null}): void;
+    }
+}
+
+declare module 'hyperswarm' {
+    import {EventEmitter} from 'node:events';
+    import type {Duplex} from 'node:stream';
+
+    export interface NoiseSecretStream extends Duplex {
+        remotePublicKey: Buffer,
+        publicKey: Buffer,
+        handshakeHash: Buffer,
+        isInitiator: boolean,
+        rawStream?: {remoteHost?: string, remotePort?: number} | null
+    }
+
+    export interface PeerInfo {
+        publicKey: Buffer,
+        topics: Buffer[],
+        ban(banStatus?: boolean): void
+    }
+
+    export interface PeerDiscovery {
+        flushed(): Promise<void>,
+        refresh(options?: {client?: boolean, server?: boolean}): Promise<void>,
+        destroy(): Promise<void>
+    }
+
+    export default class Hyperswarm extends EventEmitter {
+        constructor(options?: {
+            keyPair?: {publicKey: Buffer, secretKey: Buffer},
+            bootstrap?: {host: string, port: number}[] | string[],
+            maxPeers?: number,
+            firewall?: (remotePublicKey: Buffer) => boolean,
+            dht?: unknown
+        });
+        readonly keyPair: {publicKey: Buffer, secretKey: Buffer};
+        readonly connections: Set<NoiseSecretStream>;
+        readonly connecting: number;
+        readonly dht: {destroyed: boolean};
+        join(topic: Buffer, options?: {server?: boolean, client?: boolean}): PeerDiscovery;
+        leave(topic: Buffer): Promise<void>;
+        joinPeer(publicKey: Buffer): void;
+        leavePeer(publicKey: Buffer): void;
+        flush(): Promise<void>;
+        listen(): Promise<void>;
+        destroy(): Promise<void>;
+        on(event: 'connection', listener: (connection: NoiseSecretStream, peerInfo: PeerInfo) => void): this;
+        on(event: string, listener: (...args: any[]) => void): this;
+    }
+}
+
+declare module 'hyperdht/testnet.js' {
+    export interface Testnet {
+        bootstrap: {host: string, port: number}[],
+        nodes: unknown[],
+        destroy(): Promise<void>
+    }
+    export default function createTestnet(size?: number, options?: {host?: string, port?: number, teardown?: unknown}): Promise<Testnet>;
+}
