@@ -64,7 +64,11 @@ export class StrongdogeNode {
             stats: this.stats,
             status: {
                 node: () => this.describe(),
-                peers: () => ({peers: this.swarm?.peers().map((peer) => peer.toJSON()) ?? []}),
+                peers: () => ({
+                    peers: this.swarm?.peers().map((peer) => peer.toJSON()) ?? [],
+                    banned: this.swarm?.bans.active().map(({peerId, reason, offences, until}) =>
+                        ({peerId, reason, offences, until: new Date(until).toISOString()})) ?? []
+                }),
                 networkModels: () => ({models: this.networkModels()})
             },
             ...(this.settings.apiKey && {apiKey: this.settings.apiKey})
@@ -164,6 +168,7 @@ export class StrongdogeNode {
         swarm.on('peerLeft', (peerId, reason) => this.logger.info({peer: peerId.slice(0, 16), reason: reason.message}, 'peer disconnected'));
         swarm.on('peerBanned', (peerId, reason, until) => this.logger.warn({peer: peerId.slice(0, 16), reason,
             until: new Date(until).toISOString()}, 'peer banned'));
+        swarm.on('connectionFailed', (peerId, reason) => this.logger.debug({peer: peerId.slice(0, 16), reason: reason.message}, 'peer connection failed before hello'));
         swarm.on('peerIncompatible', (peerId, message) => this.logger.warn({peer: peerId.slice(0, 16)}, `incompatible peer: ${message}`));
     }
 }

@@ -56,6 +56,7 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
     private nextNonce = 1;
     private closeReason: CloseReason | undefined;
     private readonly helloTimer: NodeJS.Timeout;
+    private helloBytes = 0;
 
     constructor(readonly stream: NoiseSecretStream, private readonly options: PeerConnectionOptions) {
         super();
@@ -76,6 +77,7 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
             throw new Error('duplicate control channel');
         this.message = channel.addMessage({encoding: c.raw, onmessage: (frame) => this.guard(() => this.receive(frame))});
         const hello = encodeFrame(options.hello());
+        this.helloBytes = hello.length;
         channel.open(hello);
         this.helloTimer = setTimeout(() => this.close({kind: 'network', message: 'no hello in time'}), HELLO_TIMEOUT_MS);
     }
@@ -144,7 +146,9 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
         clearTimeout(this.helloTimer);
         this.state = new PeerState(this.peerId, hello.software, hello.capabilities);
         this.state.seen(frame.length);
+        this.state.bytesOut += this.helloBytes;
         this.emit('ready');
+        this.ping(); // an RTT right away, not at the next ping round
     }
 
     private receive(frame: Buffer) {

@@ -1,4 +1,5 @@
 import {EventEmitter} from 'node:events';
+import HyperDHT from 'hyperdht';
 import Hyperswarm, {type NoiseSecretStream, type PeerDiscovery} from 'hyperswarm';
 import {BanList} from './ban-list.js';
 import type {Capabilities} from './capabilities.js';
@@ -17,6 +18,10 @@ const CAPABILITY_UPDATE_MIN_INTERVAL_MS = 2_000;
 /** Re-announce and look up again this often, so late joiners and restarted peers are found quickly. */
 const DISCOVERY_REFRESH_MS = 30_000;
 
+function isLoopbackTestnet(bootstrap: {host: string}[]) {
+    return bootstrap.every(({host}) => host === 'localhost' || host === '::1' || /^127\./.test(host));
+}
+
 export interface SwarmNodeOptions {
     identity: NodeIdentity,
     network: NetworkSpec,
@@ -31,7 +36,9 @@ export interface SwarmNodeEvents {
     peerLeft: [peerId: string, reason: CloseReason],
     peerBanned: [peerId: string, reason: string, until: number],
     peerIncompatible: [peerId: string, message: string],
-    capabilities: [peer: PeerState]
+    capabilities: [peer: PeerState],
+    /** A connection that closed before its hello completed. */
+    connectionFailed: [peerId: string, reason: CloseReason]
 }
 
 /** This node in the swarm: joins its network's topic, keeps one control connection per peer, bans misbehaviour. */
@@ -66,7 +73,11 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         const {identity, bootstrap} = this.options;
         this.swarm = new Hyperswarm({
             keyPair: {publicKey: identity.publicKey, secretKey: identity.secretKey},
-            ...(bootstrap && {bootstrap}),
+            ...(bootstrap && (isLoopbackTestnet(bootstrap)
+                // On a loopback testnet every node is directly reachable; left to NAT detection, loopback nodes stay
+                // "firewalled" and incoming connections never reach the server side (DESIGN.md §2).
+                ? {dht: new HyperDHT({bootstrap, firewalled: false})}
+                : {bootstrap})),
             // Banned peers are refused before the Noise handshake completes.
             firewall: (remotePublicKey) => this.bans.isBanned(remotePublicKey.toString('hex'))
         });
@@ -74,9 +85,10 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         this.discovery = this.swarm.join(networkTopic(this.options.network), {server: true, client: true});
         await this.discovery.flushed();
         // Announced: look up again so peers that joined at the same instant find each other (DESIGN.md §2).
-        void this.discovery.refresh({server: false, client: true}).catch(() => undefined);
+        // (refresh() without options: options would change the session's client/server mode.)
+        this.refreshDiscovery();
         this.timers.push(setInterval(() => this.tick(), PING_INTERVAL_MS));
-        this.timers.push(setInterval(() => void this.discovery?.refresh({client: true, server: true}).catch(() => undefined), DISCOVERY_REFRESH_MS));
+        this.timers.push(setInterval(() => this.refreshDiscovery(), DISCOVERY_REFRESH_MS));
         for (const timer of this.timers)
             timer.unref();
     }
@@ -151,7 +163,13 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
             }
             if (connection.state !== undefined)
                 this.emit('peerLeft', peerId, reason);
+            else
+                this.emit('connectionFailed', peerId, reason);
         });
+    }
+
+    private refreshDiscovery() {
+        this.discovery?.refresh().catch(() => undefined);
     }
 
     private tick() {

@@ -89,7 +89,7 @@ declare module 'hyperswarm' {
             bootstrap?: {host: string, port: number}[] | string[],
             maxPeers?: number,
             firewall?: (remotePublicKey: Buffer) => boolean,
-            dht?: unknown
+            dht?: import('hyperdht').default
         });
         readonly keyPair: {publicKey: Buffer, secretKey: Buffer};
         readonly connections: Set<NoiseSecretStream>;
@@ -114,4 +114,11 @@ declare module 'hyperdht/testnet.js' {
         destroy(): Promise<void>
     }
     export default function createTestnet(size?: number, options?: {host?: string, port?: number, teardown?: unknown}): Promise<Testnet>;
+}
+
+declare module 'hyperdht' {
+    export default class HyperDHT {
+        constructor(options?: {bootstrap?: {host: string, port: number}[], firewalled?: boolean, port?: number, host?: string});
+        destroy(): Promise<void>;
+    }
 }
