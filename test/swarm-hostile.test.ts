@@ -1,0 +1,141 @@
+import {randomBytes} from 'node:crypto';
+import {mkdtemp, rm} from 'node:fs/promises';
+import {tmpdir} from 'node:os';
+import {join} from 'node:path';
+import test from 'ava';
+import c from 'compact-encoding';
+import HyperDHT from 'hyperdht';
+import type {Testnet} from 'hyperdht/testnet.js';
+import Hyperswarm, {type NoiseSecretStream} from 'hyperswarm';
+import Protomux from 'protomux';
+import {networkTopic} from '../swarm/network-topic.js';
+import {CONTROL_PROTOCOL, encodeFrame, MAX_FRAME_BYTES, PROTOCOL_VERSION} from '../swarm/protocol/control-messages.js';
+import {capabilitiesFixture} from './helpers/capabilities-fixture.js';
+import {waitFor, type DaemonHandle} from './helpers/cli-process.js';
+import {nodeIdOf, peersOf, startSwarmDaemon, startTestnet, waitForPeers} from './helpers/swarm-fixture.js';
+
+let testnet: Testnet;
+let bootstrap: string;
+let target: DaemonHandle;
+let witness: DaemonHandle;
+let targetId: string;
+let witnessId: string;
+const cleanups: (() => Promise<unknown>)[] = [];
+
+async function daemon(extra: string[] = []) {
+    const dataDir = await mkdtemp(join(tmpdir(), 'strongdoge-hostile-'));
+    const handle = await startSwarmDaemon(bootstrap, dataDir, extra);
+    cleanups.push(async () => {
+        await handle.stop();
+        await rm(dataDir, {recursive: true, force: true});
+    });
+    return handle;
+}
+
+test.before(async () => {
+    ({testnet, bootstrap} = await startTestnet());
+    target = await daemon();
+    witness = await daemon();
+    targetId = await nodeIdOf(target);
+    witnessId = await nodeIdOf(witness);
+    await waitForPeers(target, [witnessId]);
+});
+
+test.after.always(async () => {
+    for (const cleanup of cleanups.reverse())
+        await cleanup().catch(() => undefined);
+    await testnet?.destroy();
+});
+
+/** A raw Hyperswarm peer in the test process that connects to the target and then does `attack` to it. */
+async function hostilePeer(topic: Buffer, attack: (stream: NoiseSecretStream) => void) {
+    const swarm = new Hyperswarm({dht: new HyperDHT({bootstrap: testnet.bootstrap, firewalled: false})});
+    cleanups.push(() => swarm.destroy());
+    const connections: NoiseSecretStream[] = [];
+    swarm.on('connection', (stream) => {
+        stream.on('error', () => undefined);
+        if (stream.remotePublicKey.toString('hex') !== targetId) {
+            stream.destroy();
+            return;
+        }
+        connections.push(stream);
+        attack(stream);
+    });
+    swarm.join(topic, {server: false, client: true});
+    await waitFor(() => connections.length > 0, 20_000);
+    return {id: swarm.keyPair.publicKey.toString('hex'), connections};
+}
+
+function openControlChannel(stream: NoiseSecretStream, onOpen: (send: (frame: Buffer) => void) => void, hello = encodeFrame({
+    protocol: PROTOCOL_VERSION, software: '0.1.0', network: 'public', proof: null, capabilities: capabilitiesFixture()
+})) {
+    const channel = Protomux.from(stream).createChannel({protocol: CONTROL_PROTOCOL, handshake: c.raw, onopen: () => onOpen((frame) => message.send(frame))})!;
+    const message = channel.addMessage({encoding: c.raw});
+    channel.open(hello);
+}
+
+async function expectBanned(t: {is: Function, true: Function, false: Function}, attackerId: string, reason: RegExp) {
+    await waitFor(async () => (await peersOf(target)).banned.some((ban) => ban.peerId === attackerId), 20_000);
+    const {peers, banned} = await peersOf(target);
+    t.false(peers.some((peer) => peer.id === attackerId), 'the attacker is not a peer');
+    t.true(reason.test(banned.find((ban) => ban.peerId === attackerId)!.reason), banned.find((ban) => ban.peerId === attackerId)!.reason);
+    t.true(peers.some((peer) => peer.id === witnessId), 'the honest peer stays connected');
+    t.is((await fetch(`${target.origin}/health`)).status, 200);
+    t.is(target.process.exitCode, null);
+}
+
+test.serial('thousands of random, truncated and oversized frames get the sender banned', async (t) => {
+    const attacker = await hostilePeer(networkTopic({name: 'public'}), (stream) => openControlChannel(stream, (send) => {
+        for (let i = 0; i < 3000; i++) {
+            const kind = i % 3;
+            send(kind === 0 ? randomBytes(1 + (i % 200)) : kind === 1 ? encodeFrame({type: 'ping', nonce: i}).subarray(0, 7) : Buffer.alloc(MAX_FRAME_BYTES + 10, 0x7b));
+        }
+    }));
+    await expectBanned(t, attacker.id, /not JSON|malformed|exceeds|flood/);
+    await waitFor(() => attacker.connections.every((stream) => stream.destroyed), 10_000);
+});
+
+test.serial('a flood of valid pings gets the sender banned', async (t) => {
+    const attacker = await hostilePeer(networkTopic({name: 'public'}), (stream) => openControlChannel(stream, (send) => {
+        for (let i = 0; i < 2000; i++)
+            send(encodeFrame({type: 'ping', nonce: i}));
+    }));
+    await expectBanned(t, attacker.id, /flood/);
+});
+
+test.serial('raw bytes that are not protomux at all get the sender banned', async (t) => {
+    const attacker = await hostilePeer(networkTopic({name: 'public'}), (stream) => {
+        for (let i = 0; i < 200; i++)
+            stream.write(randomBytes(512));
+    });
+    await expectBanned(t, attacker.id, /stream error|not JSON|malformed/);
+});
+
+test.serial('a peer on a private network topic without the secret is banned, never listed', async (t) => {
+    const secret = 'members only please';
+    const privateNode = await daemon(['--network', 'club', '--network-secret', secret]);
+    const privateId = await nodeIdOf(privateNode);
+    const previousTarget = targetId;
+    targetId = privateId;
+    t.teardown(() => {
+        targetId = previousTarget;
+    });
+    // It found the topic (say, the secret's hash leaked) but cannot prove the secret.
+    const attacker = await hostilePeer(networkTopic({name: 'club', secret}), (stream) => openControlChannel(stream, () => undefined, encodeFrame({
+        protocol: PROTOCOL_VERSION, software: '0.1.0', network: 'club', proof: 'ab'.repeat(32), capabilities: capabilitiesFixture()
+    })));
+    await waitFor(async () => (await peersOf(privateNode)).banned.some((ban) => ban.peerId === attacker.id), 20_000);
+    const {peers, banned} = await peersOf(privateNode);
+    t.deepEqual(peers, []);
+    t.regex(banned[0]!.reason, /does not know the network secret/);
+});
+
+test.serial('a peer speaking another protocol version is disconnected with a clear log line, not banned', async (t) => {
+    const attacker = await hostilePeer(networkTopic({name: 'public'}), (stream) => openControlChannel(stream, () => undefined, encodeFrame({
+        protocol: PROTOCOL_VERSION + 1, software: '9.0.0', network: 'public', proof: null, capabilities: capabilitiesFixture()
+    })));
+    await waitFor(() => target.logs.some((record) => String(record.msg).includes(`incompatible peer: peer speaks protocol ${PROTOCOL_VERSION + 1}`)), 20_000);
+    const {peers, banned} = await peersOf(target);
+    t.false(peers.some((peer) => peer.id === attacker.id));
+    t.false(banned.some((ban) => ban.peerId === attacker.id));
+});
