@@ -1,6 +1,7 @@
 import {Command, CommanderError} from 'commander';
 import {modelsCommand} from './commands/models-command.js';
 import {startCommand} from './commands/start-command.js';
+import {statusCommands} from './commands/status-commands.js';
 import {ConfigError} from './config/config-error.js';
 import {packageInfo} from './package-info.js';
 
@@ -20,6 +21,8 @@ export function createProgram() {
         .version(packageInfo.version, '-v, --version');
     program.addCommand(startCommand(), {isDefault: true});
     program.addCommand(modelsCommand());
+    for (const command of statusCommands())
+        program.addCommand(command);
     applyToAll(program, (command) => command.exitOverride().showHelpAfterError('(add --help for usage)'));
     return program;
 }

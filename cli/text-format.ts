@@ -17,3 +17,14 @@ export function formatTable(headers: string[], rows: string[][]) {
         .map((row) => row.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd())
         .join('\n');
 }
+
+export function formatDuration(seconds: number) {
+    const days = Math.floor(seconds / 86_400);
+    const hours = Math.floor((seconds % 86_400) / 3_600);
+    const minutes = Math.floor((seconds % 3_600) / 60);
+    if (days > 0)
+        return `${days}d ${hours}h`;
+    if (hours > 0)
+        return `${hours}h ${minutes}m`;
+    return minutes > 0 ? `${minutes}m ${seconds % 60}s` : `${seconds}s`;
+}

@@ -11,7 +11,7 @@ async function tempDataDir(t: {teardown(fn: () => Promise<void>): void}) {
     return dir;
 }
 
-const commands = [[], ['start'], ['models'], ['models', 'list'], ['models', 'pull'], ['models', 'make-demo']];
+const commands = [[], ['start'], ['models'], ['models', 'list'], ['models', 'pull'], ['models', 'make-demo'], ['peers'], ['status']];
 for (const command of commands) {
     test(`--help works for: strongdoge ${command.join(' ')}`, async (t) => {
         const result = await runCli([...command, '--help']);
@@ -159,4 +159,13 @@ test('a damaged identity file stops the node with exit 2 and is not replaced', a
     t.is(result.code, 2);
     t.regex(result.stderr, /identity\.json: missing or malformed keys/);
     t.is(await readFile(identityPath, 'utf8'), '{"publicKey": "abc"}');
+});
+
+test('peers and status without a running node say so and exit 1', async (t) => {
+    const dataDir = await tempDataDir(t);
+    for (const command of ['peers', 'status']) {
+        const result = await runCli([command, '--port', '9', '--data-dir', dataDir]);
+        t.is(result.code, 1);
+        t.regex(result.stderr, /no strongdoge node answers at http:\/\/127\.0\.0\.1:9/);
+    }
 });

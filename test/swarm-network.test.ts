@@ -3,7 +3,7 @@ import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import test from 'ava';
 import type {Testnet} from 'hyperdht/testnet.js';
-import type {DaemonHandle} from './helpers/cli-process.js';
+import {runCli} from './helpers/cli-process.js';
 import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
 import {nodeIdOf, peersOf, startSwarmDaemon, startTestnet, waitForPeers} from './helpers/swarm-fixture.js';
 
@@ -73,6 +73,19 @@ test.serial('nodes on a loopback testnet discover each other with capabilities a
     });
     t.is(refused.status, 503);
     t.like(await refused.json(), {error: {code: 'model_only_on_peers'}});
+
+    // The CLI talks to the running node.
+    const port = new URL(plain!.daemon.origin).port;
+    const peersText = await runCli(['peers', '--port', port, '--data-dir', plain!.dataDir]);
+    t.is(peersText.code, 0, peersText.stderr);
+    for (const other of others(nodes, plain!))
+        t.true(peersText.stdout.includes(other.slice(0, 16)));
+    t.regex(peersText.stdout, /demo/);
+    const peersJson = JSON.parse((await runCli(['peers', '--json', '--port', port, '--data-dir', plain!.dataDir])).stdout);
+    t.is(peersJson.peers.length, 3);
+    const status = await runCli(['status', '--port', port, '--data-dir', plain!.dataDir]);
+    t.regex(status.stdout, new RegExp(`network  public, 3 peers`));
+    t.true(status.stdout.includes(plain!.id));
 
     // SIGKILL: no goodbye. The others drop it when it falls silent.
     const victim = nodes[3]!;

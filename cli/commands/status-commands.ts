@@ -1,0 +1,99 @@
+import {Command} from 'commander';
+import type {Capabilities} from '../../swarm/capabilities.js';
+import {fetchNodeJson, type NodeAddressFlags} from '../node-client.js';
+import {formatBytes, formatDuration, formatTable} from '../text-format.js';
+import {addDataDirOption} from './shared-options.js';
+
+interface PeerJson {
+    id: string,
+    software: string,
+    rttMs: number | null,
+    lastSeen: string,
+    requests: {sent: number, successRate: number},
+    capabilities: Capabilities
+}
+
+function withNodeAddress(command: Command) {
+    command
+        .option('-p, --port <n>', 'the node\'s API port [env STRONGDOGE_PORT]')
+        .option('--host <address>', 'the node\'s API address [env STRONGDOGE_HOST]')
+        .option('--api-key <key>', 'the node\'s API key, if it has one [env STRONGDOGE_API_KEY]')
+        .option('--json', 'print JSON');
+    return addDataDirOption(command);
+}
+
+function deviceText(capabilities: Capabilities) {
+    const {device, compute} = capabilities;
+    const gpu = device.backend ? `${device.backend} ${device.gpuNames[0] ?? ''}`.trim() : 'CPU';
+    const vram = device.backend ? ` ${formatBytes(device.vramFreeBytes)}/${formatBytes(device.vramTotalBytes)} free` : '';
+    const tflops = compute.measuredTflops ?? compute.lookupTflops;
+    return `${gpu}${vram}${tflops === null ? '' : `, ${tflops.toFixed(2)} TFLOPS`}`;
+}
+
+function peersCommand() {
+    return withNodeAddress(new Command('peers').description('list the peers of the running node'))
+        .action(async (flags: NodeAddressFlags & {json?: boolean}) => {
+            const {peers, banned} = await fetchNodeJson<{peers: PeerJson[], banned: {peerId: string, reason: string, until: string}[]}>(flags, '/api/peers');
+            if (flags.json) {
+                process.stdout.write(JSON.stringify({peers, banned}, null, 2) + '\n');
+                return;
+            }
+            if (peers.length === 0)
+                process.stdout.write('no peers connected\n');
+            else
+                process.stdout.write(formatTable(['PEER', 'RTT', 'DEVICE', 'MODELS', 'LOAD', 'SUCCESS', 'VERSION'], peers.map((peer) => [
+                    peer.id.slice(0, 16),
+                    peer.rttMs === null ? '-' : `${peer.rttMs.toFixed(1)} ms`,
+                    deviceText(peer.capabilities),
+                    peer.capabilities.models.map((model) => model.loaded ? model.id : `${model.id} (on disk)`).join(', ') || '-',
+                    `${peer.capabilities.load.active}+${peer.capabilities.load.queued}`,
+                    `${Math.round(peer.requests.successRate * 100)}% of ${peer.requests.sent}`,
+                    peer.software
+                ])) + '\n');
+            if (banned.length > 0)
+                process.stdout.write(`\n${banned.length} banned: ${banned.map((ban) => `${ban.peerId.slice(0, 16)} (${ban.reason})`).join('; ')}\n`);
+        });
+}
+
+interface NodeJson {
+    id: string,
+    shortId: string,
+    network: string | null,
+    privateNetwork: boolean,
+    version: string,
+    uptimeSeconds: number,
+    proxyUrl: string,
+    device: {backend: string | false, gpuNames: string[], cpuThreads: number} | null,
+    engine: {state: string, restarts: number, running: number, queued: number},
+    models: {id: string, layers: number, gpuLayers: number}[],
+    peers: number,
+    requests: {total: number, failed: number, completionTokens: number}
+}
+
+function statusCommand() {
+    return withNodeAddress(new Command('status').description('show the running node: identity, network, device, models, traffic'))
+        .action(async (flags: NodeAddressFlags & {json?: boolean}) => {
+            const node = await fetchNodeJson<NodeJson>(flags, '/api/node');
+            if (flags.json) {
+                process.stdout.write(JSON.stringify(node, null, 2) + '\n');
+                return;
+            }
+            const device = node.device?.backend ? `${node.device.backend} (${node.device.gpuNames.join(', ')})` : `CPU, ${node.device?.cpuThreads ?? '?'} threads`;
+            const lines = [
+                ['node', `${node.shortId}  (${node.id})`],
+                ['version', node.version],
+                ['up', formatDuration(node.uptimeSeconds)],
+                ['API', `${node.proxyUrl}`],
+                ['network', node.network === null ? 'offline' : `${node.network}${node.privateNetwork ? ' (private)' : ''}, ${node.peers} peers`],
+                ['device', device],
+                ['engine', `${node.engine.state}, ${node.engine.running} running, ${node.engine.queued} queued, ${node.engine.restarts} restarts`],
+                ['models', node.models.map((model) => `${model.id} (${model.layers} layers, ${model.gpuLayers} on GPU)`).join(', ') || 'none'],
+                ['requests', `${node.requests.total} (${node.requests.failed} failed), ${node.requests.completionTokens} tokens generated`]
+            ];
+            process.stdout.write(lines.map(([key, value]) => `${key!.padEnd(9)}${value}`).join('\n') + '\n');
+        });
+}
+
+export function statusCommands() {
+    return [statusCommand(), peersCommand()];
+}
