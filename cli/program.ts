@@ -1,4 +1,5 @@
 import {Command, CommanderError} from 'commander';
+import {benchCommand} from './commands/bench-command.js';
 import {modelsCommand} from './commands/models-command.js';
 import {startCommand} from './commands/start-command.js';
 import {statusCommands} from './commands/status-commands.js';
@@ -21,6 +22,7 @@ export function createProgram() {
         .version(packageInfo.version, '-v, --version');
     program.addCommand(startCommand(), {isDefault: true});
     program.addCommand(modelsCommand());
+    program.addCommand(benchCommand());
     for (const command of statusCommands())
         program.addCommand(command);
     applyToAll(program, (command) => command.exitOverride().showHelpAfterError('(add --help for usage)'));

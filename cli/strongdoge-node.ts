@@ -1,3 +1,6 @@
+import {BenchmarkCache, benchmarkCachePath} from '../engine/device-benchmark/benchmark-cache.js';
+import {deviceKey} from '../engine/device-benchmark/device-benchmark.js';
+import {lookupGpuTflops} from '../engine/device-benchmark/gpu-lookup-table.js';
 import {EngineSupervisor} from '../engine/engine-supervisor.js';
 import type {ModelLoadSpec} from '../engine/worker/engine-messages.js';
 import {createProxyApp} from '../proxy/proxy-app.js';
@@ -85,10 +88,28 @@ export class StrongdogeNode {
         this.startSwarm();
         await this.engine.start();
         const status = this.engine.getStatus();
+        await this.loadComputeMeasurement();
         this.logger.info({
             device: status.device,
             models: status.models.map(({id, layers, gpuLayers, contextSize}) => ({id, layers, gpuLayers, contextSize}))
         }, status.device?.backend ? `ready: ${status.device.backend} GPU offload` : 'ready: CPU only');
+    }
+
+    /** Announces what `strongdoge bench` measured on this device, or the datasheet value alone. */
+    private async loadComputeMeasurement() {
+        const device = this.engine.getStatus().device;
+        if (device === undefined)
+            return;
+        const measured = await new BenchmarkCache(benchmarkCachePath(this.settings.dataDir)).latest(deviceKey(device.backend, device.gpuNames));
+        const lookupTflops = device.gpuNames.map(lookupGpuTflops).find((value) => value !== null) ?? null;
+        this.capabilities.setCompute({
+            measuredTflops: measured?.measuredTflops ?? null,
+            lookupTflops: measured?.lookupTflops ?? lookupTflops,
+            generationTokensPerSecond: measured?.generationTokensPerSecond ?? null,
+            memoryBandwidthGBs: measured?.memoryBandwidthGBs ?? null
+        });
+        if (measured === undefined)
+            this.logger.info('this device has not been measured: run `strongdoge bench` so peers can weigh it by speed');
     }
 
     describe() {
@@ -102,6 +123,7 @@ export class StrongdogeNode {
             uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
             proxyUrl: this.proxy?.baseUrl,
             device: engine.device ?? null,
+            compute: this.capabilities.current().compute,
             engine: {state: engine.state, pid: engine.pid ?? null, restarts: engine.restarts, lastError: engine.lastError ?? null,
                 running: engine.running, queued: engine.queued},
             models: engine.models,
