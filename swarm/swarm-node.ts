@@ -17,6 +17,11 @@ const PEER_SILENCE_TIMEOUT_MS = 30_000;
 const CAPABILITY_UPDATE_MIN_INTERVAL_MS = 2_000;
 /** Re-announce and look up again this often, so late joiners and restarted peers are found quickly. */
 const DISCOVERY_REFRESH_MS = 30_000;
+/**
+ * Extra look-ups soon after joining: nodes that join together each announce while the others look up,
+ * so some pairs only meet at a later look-up (DESIGN.md §2).
+ */
+const EARLY_REFRESHES_MS = [1_000, 3_000, 7_000, 15_000];
 
 function isLoopbackTestnet(bootstrap: {host: string}[]) {
     return bootstrap.every(({host}) => host === 'localhost' || host === '::1' || /^127\./.test(host));
@@ -89,6 +94,8 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         this.refreshDiscovery();
         this.timers.push(setInterval(() => this.tick(), PING_INTERVAL_MS));
         this.timers.push(setInterval(() => this.refreshDiscovery(), DISCOVERY_REFRESH_MS));
+        for (const delay of EARLY_REFRESHES_MS)
+            this.timers.push(setTimeout(() => this.refreshDiscovery(), delay));
         for (const timer of this.timers)
             timer.unref();
     }
@@ -115,7 +122,7 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
 
     async stop() {
         for (const timer of this.timers)
-            clearInterval(timer);
+            clearTimeout(timer);
         clearTimeout(this.capabilityTimer);
         for (const connection of this.connections.values())
             connection.close({kind: 'local', message: 'node stopping'});
