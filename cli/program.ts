@@ -3,6 +3,7 @@ import {benchCommand} from './commands/bench-command.js';
 import {modelsCommand} from './commands/models-command.js';
 import {startCommand} from './commands/start-command.js';
 import {statusCommands} from './commands/status-commands.js';
+import {testnetCommand} from './commands/testnet-command.js';
 import {ConfigError} from './config/config-error.js';
 import {packageInfo} from './package-info.js';
 
@@ -23,6 +24,7 @@ export function createProgram() {
     program.addCommand(startCommand(), {isDefault: true});
     program.addCommand(modelsCommand());
     program.addCommand(benchCommand());
+    program.addCommand(testnetCommand());
     for (const command of statusCommands())
         program.addCommand(command);
     applyToAll(program, (command) => command.exitOverride().showHelpAfterError('(add --help for usage)'));
