@@ -48,10 +48,13 @@ export interface EngineEvents {
     workerLog: [line: string]
 }
 
+/** Streamed text, with the tokens it came from (what a resumed generation continues after). */
+export type TextListener = (text: string, tokens: number[]) => void;
+
 interface PendingJob {
     kind: 'generate' | 'embed',
     lastActivityAt: number,
-    onText?: (text: string) => void,
+    onText?: TextListener,
     resolve: (result: never) => void,
     reject: (error: Error) => void
 }
@@ -117,7 +120,7 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
         return this.whenReady();
     }
 
-    async generate(request: GenerationRequest, {onText, signal}: {onText?: (text: string) => void, signal?: AbortSignal} = {}) {
+    async generate(request: GenerationRequest, {onText, signal}: {onText?: TextListener, signal?: AbortSignal} = {}) {
         return this.run<GenerationResult>(request.model, 'generate', signal, (jobId) => ({type: 'generate', jobId, request}), onText);
     }
 
@@ -149,7 +152,7 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
 
     private async run<T>(
         slotKey: string, kind: PendingJob['kind'], signal: AbortSignal | undefined,
-        message: (jobId: number) => SupervisorMessage, onText?: (text: string) => void
+        message: (jobId: number) => SupervisorMessage, onText?: TextListener
     ): Promise<T> {
         if (this.state === 'stopped' || this.state === 'failed')
             throw new EngineError('engine_unavailable', `engine is ${this.state}${this.status.lastError ? `: ${this.status.lastError}` : ''}`);
@@ -263,7 +266,7 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
                 const job = this.jobs.get(message.jobId);
                 if (job) {
                     job.lastActivityAt = Date.now();
-                    job.onText?.(message.text);
+                    job.onText?.(message.text, message.tokens);
                 }
                 return;
             }

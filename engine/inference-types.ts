@@ -28,14 +28,20 @@ export interface ChatMessage {
     content: string
 }
 
+/** Tokens already generated for this request elsewhere: generation resumes after them. */
+export interface Continuation {
+    tokens: number[]
+}
+
 export type GenerationRequest =
-    | {kind: 'chat', model: string, messages: ChatMessage[], sampling: SamplingOptions}
-    | {kind: 'completion', model: string, prompt: string, sampling: SamplingOptions};
+    | {kind: 'chat', model: string, messages: ChatMessage[], sampling: SamplingOptions, continuation?: Continuation}
+    | {kind: 'completion', model: string, prompt: string, sampling: SamplingOptions, continuation?: Continuation};
 
 export type FinishReason = 'stop' | 'length';
 
 export interface TokenUsage {
     promptTokens: number,
+    /** Tokens this run generated (a continuation's own tokens not included). */
     completionTokens: number
 }
 

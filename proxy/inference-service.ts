@@ -19,6 +19,6 @@ export interface Readiness {
 export interface InferenceService {
     listModels(): ServedModel[],
     readiness(): Readiness,
-    generate(request: GenerationRequest, options: {onText?: (text: string) => void, signal?: AbortSignal}): Promise<GenerationResult>,
+    generate(request: GenerationRequest, options: {onText?: (text: string, tokens: number[]) => void, signal?: AbortSignal}): Promise<GenerationResult>,
     embed(model: string, inputs: string[], options: {signal?: AbortSignal}): Promise<EmbeddingResult>
 }

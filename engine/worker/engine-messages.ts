@@ -34,7 +34,7 @@ export type WorkerMessage =
     | {type: 'loadProgress', model: string, progress: number}
     | {type: 'loaded', models: LoadedModelInfo[]}
     | {type: 'loadFailed', message: string}
-    | {type: 'text', jobId: number, text: string}
+    | {type: 'text', jobId: number, text: string, tokens: number[]}
     | {type: 'generated', jobId: number, result: GenerationResult}
     | {type: 'embedded', jobId: number, result: EmbeddingResult}
     | {type: 'jobFailed', jobId: number, code: JobErrorCode, message: string}

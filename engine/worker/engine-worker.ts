@@ -80,7 +80,7 @@ function handle(message: SupervisorMessage) {
                 jobId,
                 result: await runtimeFor(request.model).generate(request, {
                     signal,
-                    onText: (text) => send({type: 'text', jobId, text})
+                    onText: (text, tokens) => send({type: 'text', jobId, text, tokens})
                 })
             }));
             return;

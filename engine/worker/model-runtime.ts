@@ -1,8 +1,8 @@
 import {stat} from 'node:fs/promises';
 import {
-    LlamaChat, LlamaCompletion, TokenBias,
-    type ChatHistoryItem, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaEmbeddingContext,
-    type LlamaGrammar, type LlamaModel, type Token
+    LlamaCompletion, resolveChatWrapper, TokenBias,
+    type ChatHistoryItem, type ChatWrapper, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaEmbeddingContext,
+    type LlamaGrammar, type LlamaModel, type LlamaText, type Token
 } from 'node-llama-cpp';
 import type {
     ChatMessage, EmbeddingResult, GenerationRequest, GenerationResult, LoadedModelInfo, ResponseFormat
@@ -11,8 +11,11 @@ import type {ModelLoadSpec, WorkerSettings} from './engine-messages.js';
 import {toLlamaSamplingOptions} from './sampling-options.js';
 import {JobError} from './job-error.js';
 
+/** Tokens of context for detokenizing a new chunk (leading spaces, multi-byte characters). */
+const DETOKENIZE_CONTEXT_TOKENS = 16;
+
 export interface GenerateCallbacks {
-    onText(text: string): void,
+    onText(text: string, tokens: number[]): void,
     signal: AbortSignal
 }
 
@@ -24,6 +27,7 @@ export class ModelRuntime {
     private readonly freeSequences: LlamaContextSequence[];
     private embeddingContext: Promise<LlamaEmbeddingContext> | undefined;
     private embeddingQueue: Promise<unknown> = Promise.resolve();
+    private chatWrapper: ChatWrapper | undefined;
 
     private constructor(
         private readonly llama: Llama,
@@ -65,6 +69,11 @@ export class ModelRuntime {
         }
     }
 
+    /**
+     * One path for chat and completion: the prompt becomes tokens (chat through the model's own template),
+     * LlamaCompletion generates from them. A continuation (tokens another node already generated for this
+     * request) is appended to the prompt, so a resumed generation picks up exactly where the other stopped.
+     */
     async generate(request: GenerationRequest, {onText, signal}: GenerateCallbacks): Promise<GenerationResult> {
         const sequence = this.freeSequences.pop();
         if (sequence === undefined)
@@ -72,60 +81,55 @@ export class ModelRuntime {
 
         const startedAt = performance.now();
         let firstTokenAt: number | undefined;
-        let completionTokens = 0;
-        const options = {
-            ...toLlamaSamplingOptions(request.sampling),
-            ...await this.constraintsFor(request),
-            signal,
-            stopOnAbortSignal: true,
-            onTextChunk: onText,
-            onToken: (tokens: Token[]) => {
-                firstTokenAt ??= performance.now();
-                completionTokens += tokens.length;
-            }
-        };
-
+        const continuation = (request.continuation?.tokens ?? []) as Token[];
+        const generated: Token[] = [...continuation];
+        let text = '';
         try {
-            let text: string;
+            const {tokens: promptTokens, stopTriggers} = this.promptFor(request);
+            const promptCount = promptTokens.length + (this.model.tokens.shouldPrependBosToken ? 1 : 0);
+            const sampling = toLlamaSamplingOptions(request.sampling);
+            const remaining = sampling.maxTokens === undefined ? undefined : sampling.maxTokens - continuation.length;
+            const maxTokens = this.generationBudget(promptCount + continuation.length, remaining);
+            const completion = new LlamaCompletion({contextSequence: sequence});
             let stopReason: string;
-            let promptTokens: number;
-            if (request.kind === 'chat') {
-                const chat = new LlamaChat({contextSequence: sequence});
-                try {
-                    const history = toChatHistory(request.messages);
-                    promptTokens = chat.chatWrapper.generateContextState({chatHistory: history})
-                        .contextText.tokenize(this.model.tokenizer).length;
-                    const response = await chat.generateResponse(history, {...options, maxTokens: this.generationBudget(promptTokens, options.maxTokens)});
-                    text = response.response;
-                    stopReason = response.metadata.stopReason;
-                } finally {
-                    chat.dispose({disposeSequence: false});
-                }
-            } else {
-                const tokens = this.model.tokenize(request.prompt);
-                promptTokens = tokens.length + (this.model.tokens.shouldPrependBosToken ? 1 : 0);
-                const maxTokens = this.generationBudget(promptTokens, options.maxTokens);
-                const completion = new LlamaCompletion({contextSequence: sequence});
-                try {
-                    const response = await completion.generateCompletionWithMeta(request.prompt, {...options, maxTokens});
-                    text = response.response;
-                    stopReason = response.metadata.stopReason;
-                } finally {
-                    completion.dispose({disposeSequence: false});
-                }
+            try {
+                const stops = [...(sampling.customStopTriggers ?? []), ...stopTriggers];
+                const response = await completion.generateCompletionWithMeta([...promptTokens, ...continuation], {
+                    ...sampling,
+                    ...await this.constraintsFor(request),
+                    ...(stops.length > 0 && {customStopTriggers: stops}),
+                    maxTokens,
+                    signal,
+                    stopOnAbortSignal: true,
+                    // node-llama-cpp releases tokens once their text is final (not part of a possible stop
+                    // trigger): detokenized against what came before, continuation included.
+                    onToken: (tokens) => {
+                        firstTokenAt ??= performance.now();
+                        const chunk = this.model.detokenize(tokens, false, generated.slice(-DETOKENIZE_CONTEXT_TOKENS));
+                        generated.push(...tokens);
+                        text += chunk;
+                        onText(chunk, tokens);
+                    }
+                });
+                stopReason = response.metadata.stopReason;
+            } finally {
+                completion.dispose({disposeSequence: false});
             }
 
+            // A budget that ran out was used up, also by final tokens whose text was still incomplete (never released).
+            const released = generated.length - continuation.length;
+            const completionTokens = stopReason === 'maxTokens' ? Math.max(maxTokens, released) : released;
             const finishedAt = performance.now();
             const promptMs = (firstTokenAt ?? finishedAt) - startedAt;
             const generationMs = firstTokenAt === undefined ? 0 : finishedAt - firstTokenAt;
             return {
-                text,
+                text: stopReason === 'customStopTrigger' ? cutAtStop(text, request.sampling.stop) : text,
                 finishReason: stopReason === 'maxTokens' ? 'length' : 'stop',
-                usage: {promptTokens, completionTokens},
+                usage: {promptTokens: promptCount, completionTokens},
                 timings: {
                     promptMs,
                     generationMs,
-                    promptTokensPerSecond: promptMs > 0 ? promptTokens / (promptMs / 1000) : 0,
+                    promptTokensPerSecond: promptMs > 0 ? promptCount / (promptMs / 1000) : 0,
                     // The first token's time belongs to prompt processing.
                     generationTokensPerSecond: generationMs > 0 ? (completionTokens - 1) / (generationMs / 1000) : 0
                 }
@@ -133,6 +137,21 @@ export class ModelRuntime {
         } finally {
             this.freeSequences.push(sequence);
         }
+    }
+
+    /** Prompt tokens without the BOS token, which LlamaCompletion prepends itself. */
+    private promptFor(request: GenerationRequest): {tokens: Token[], stopTriggers: LlamaText[]} {
+        if (request.kind === 'completion')
+            // As LlamaCompletion tokenizes a string prompt: no SentencePiece space prefix after the BOS token.
+            return {tokens: this.model.tokenize(request.prompt, false, this.model.tokens.shouldPrependBosToken ? 'trimLeadingSpace' : undefined), stopTriggers: []};
+        const chatWrapper = this.chatWrapper ??= resolveChatWrapper(this.model);
+        const state = chatWrapper.generateContextState({chatHistory: toChatHistory(request.messages)});
+        const tokens = state.contextText.tokenize(this.model.tokenizer);
+        const bos = this.model.tokens.bos;
+        return {
+            tokens: bos !== null && tokens[0] === bos ? tokens.slice(1) : tokens,
+            stopTriggers: state.stopGenerationTriggers
+        };
     }
 
     async embed(inputs: string[], signal: AbortSignal): Promise<EmbeddingResult> {
@@ -208,6 +227,12 @@ export class ModelRuntime {
             throw new JobError('invalid_request', `response_format.json_schema is not supported: ${(error as Error).message}`);
         }
     }
+}
+
+/** OpenAI semantics: the text ends before the first stop sequence. */
+function cutAtStop(text: string, stops: string[]) {
+    const cut = Math.min(...stops.map((stop) => text.indexOf(stop)).filter((index) => index >= 0));
+    return Number.isFinite(cut) ? text.slice(0, cut) : text;
 }
 
 function toChatHistory(messages: ChatMessage[]): ChatHistoryItem[] {
