@@ -66,7 +66,7 @@ test.serial('4 concurrent streaming clients all complete, decoded together, with
     // Batched decoding may round differently in the last bits (see README), so concurrent outputs are not
     // compared with solo ones; a request on its own afterwards must be exactly as before.
     for (const [index, prompt] of prompts.entries())
-        t.is(await streamText(prompt, 24), alone[index]);
+        t.is(await streamText(prompt, 24), alone[index]!);
 });
 
 test.serial('a client that disconnects cancels its generation', async (t) => {
