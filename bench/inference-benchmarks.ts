@@ -24,8 +24,9 @@ const CONCURRENCY = [1, 2, 4];
 const PROMPT = 'The swarm of doges gathered to share their GPUs and';
 
 const MODELS: {name: string, options: DemoModelOptions}[] = [
-    {name: 'tiny (8 layers, width 256, ~1M params)', options: {}},
-    {name: 'medium (12 layers, width 768, ~86M params)', options: {layers: 12, width: 768, headCount: 12, feedForwardLength: 2048}}
+    // Models that never end by themselves: every contestant generates all MAX_TOKENS.
+    {name: 'tiny (8 layers, width 256, ~5M params)', options: {endsText: false}},
+    {name: 'medium (12 layers, width 768, ~86M params)', options: {layers: 12, width: 768, headCount: 12, feedForwardLength: 2048, endsText: false}}
 ];
 
 /** Random weights emit byte tokens that llama-server refuses to stream (DESIGN.md §1): ban them for every contestant. */

@@ -1,15 +1,34 @@
+import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../engine/inference-types.js';
+import {EngineError} from '../engine/engine-error.js';
 import {ApiError} from '../proxy/api-error.js';
-import type {InferenceService, ServedModel} from '../proxy/inference-service.js';
+import type {GenerateOptions, InferenceService, ServedModel} from '../proxy/inference-service.js';
+import {RemoteJobError, type JobRequester, type RemoteJobDeadlines} from '../swarm/job-requester.js';
+import {explainNoPeer, rankPeers, type PeerCandidate} from '../swarm/peer-selection.js';
 import type {SwarmNode} from '../swarm/swarm-node.js';
 import type {LocalInference} from './local-inference.js';
 
+export interface RoutingSettings {
+    /** `local`: serve from this node's engine when it holds the model; `remote`: prefer peers. */
+    prefer: 'local' | 'remote',
+    /** Default budget per million tokens; a request may lower or raise it (header). */
+    maxPrice?: number,
+    deadlines: RemoteJobDeadlines,
+    /** Peers tried for one request before it fails. */
+    maxAttempts: number
+}
+
 /**
- * The proxy's view of the network: this node's models, plus those its peers hold (listed with `owned_by`
- * naming them). Requests are served locally; models only peers hold are refused clearly until remote
- * inference lands.
+ * The proxy's view of the network: this node's models plus its peers'. A request for a model this node
+ * cannot serve goes to the best peer; if that peer stalls or vanishes mid-generation, the request resumes
+ * on another from the tokens already streamed, so the client sees one uninterrupted answer.
  */
 export class NetworkInference implements InferenceService {
-    constructor(private readonly local: LocalInference, private readonly swarm: SwarmNode | undefined) {}
+    constructor(
+        private readonly local: LocalInference,
+        private readonly swarm: SwarmNode | undefined,
+        private readonly requester: JobRequester | undefined,
+        private readonly settings: RoutingSettings
+    ) {}
 
     listModels(): ServedModel[] {
         const local = this.local.listModels();
@@ -29,19 +48,126 @@ export class NetworkInference implements InferenceService {
         return this.local.readiness();
     }
 
-    generate(...args: Parameters<InferenceService['generate']>) {
-        this.assertLocal(args[0].model);
-        return this.local.generate(...args);
+    async generate(request: GenerationRequest, options: GenerateOptions): Promise<GenerationResult> {
+        if (!this.routesRemotely(request.model))
+            return this.local.generate(request, options);
+
+        const maxPrice = options.maxPrice ?? this.settings.maxPrice;
+        const tried = new Set<string>();
+        const tokens: number[] = [...request.continuation?.tokens ?? []];
+        let streamed = '';
+        const initialTokens = tokens.length;
+        let first: GenerationResult | undefined;
+        let generationMs = 0;
+        const failures: string[] = [];
+
+        for (let attempt = 0; attempt < this.settings.maxAttempts; attempt++) {
+            const peer = rankPeers(this.candidates(), {model: request.model, ...(maxPrice !== undefined && {maxPrice}), exclude: tried})[0];
+            if (peer === undefined)
+                break;
+            tried.add(peer.id);
+            const before = streamed;
+            const tokensBefore = tokens.length;
+            try {
+                const result = await this.requester!.generate(peer.id, {...request, ...(tokens.length > 0 && {continuation: {tokens: [...tokens]}})}, {
+                    signal: options.signal,
+                    deadlines: this.settings.deadlines,
+                    onText: (text, chunkTokens) => {
+                        streamed += text;
+                        tokens.push(...chunkTokens);
+                        options.onText?.(text, chunkTokens);
+                    }
+                });
+                this.swarm?.peer(peer.id)?.recordRequest(true);
+                options.onRoute?.({peers: [...tried], failovers: tried.size - 1});
+                first ??= result;
+                // Tokens earlier peers streamed before failing count too.
+                const completionTokens = tokensBefore - initialTokens + result.usage.completionTokens;
+                generationMs += result.timings.generationMs;
+                return {
+                    text: before + result.text,
+                    finishReason: result.finishReason,
+                    usage: {promptTokens: first.usage.promptTokens, completionTokens},
+                    timings: {
+                        promptMs: first.timings.promptMs,
+                        generationMs,
+                        promptTokensPerSecond: first.timings.promptTokensPerSecond,
+                        generationTokensPerSecond: generationMs > 0 ? (completionTokens - 1) / (generationMs / 1000) : 0
+                    }
+                };
+            } catch (error) {
+                if (!(error instanceof RemoteJobError))
+                    throw error;
+                if (error.failure.kind === 'cancelled')
+                    throw new EngineError('cancelled', 'request cancelled');
+                this.recordFailure(peer.id, error, failures);
+            }
+        }
+        if (failures.length === 0)
+            throw this.noPeerError(request.model, maxPrice);
+        throw new ApiError(503, `no peer could complete the request for '${request.model}' after ${failures.length} attempt(s): ${failures.join('; ')}`,
+            'server_error', null, 'peers_failed', 1);
     }
 
-    embed(...args: Parameters<InferenceService['embed']>) {
-        this.assertLocal(args[0]);
-        return this.local.embed(...args);
+    async embed(model: string, inputs: string[], options: Parameters<InferenceService['embed']>[2]): Promise<EmbeddingResult> {
+        if (!this.routesRemotely(model))
+            return this.local.embed(model, inputs, options);
+        const maxPrice = options.maxPrice ?? this.settings.maxPrice;
+        const tried = new Set<string>();
+        const failures: string[] = [];
+        for (let attempt = 0; attempt < this.settings.maxAttempts; attempt++) {
+            const peer = rankPeers(this.candidates(), {model, ...(maxPrice !== undefined && {maxPrice}), exclude: tried})[0];
+            if (peer === undefined)
+                break;
+            tried.add(peer.id);
+            try {
+                const result = await this.requester!.embed(peer.id, model, inputs, {signal: options.signal, deadlines: this.settings.deadlines});
+                this.swarm?.peer(peer.id)?.recordRequest(true);
+                options.onRoute?.({peers: [...tried], failovers: tried.size - 1});
+                return result;
+            } catch (error) {
+                if (!(error instanceof RemoteJobError))
+                    throw error;
+                if (error.failure.kind === 'cancelled')
+                    throw new EngineError('cancelled', 'request cancelled');
+                this.recordFailure(peer.id, error, failures);
+            }
+        }
+        if (failures.length === 0)
+            throw this.noPeerError(model, maxPrice);
+        throw new ApiError(503, `no peer could embed with '${model}': ${failures.join('; ')}`, 'server_error', null, 'peers_failed', 1);
     }
 
-    private assertLocal(model: string) {
-        if (!this.local.listModels().some((served) => served.id === model))
-            throw new ApiError(503, `The model '${model}' is held by peers, not by this node, and this version cannot route requests to peers yet.`,
-                'server_error', 'model', 'model_only_on_peers');
+    /** A polite refusal says nothing about a peer's reliability; a stall or a vanished peer does. */
+    private recordFailure(peerId: string, error: RemoteJobError, failures: string[]) {
+        failures.push(`${peerId.slice(0, 16)}: ${error.failure.kind} (${error.message})`);
+        if (error.failure.kind === 'refused')
+            return;
+        this.swarm?.peer(peerId)?.recordRequest(false);
+        if (error.failure.kind === 'stalled')
+            this.swarm?.probe(peerId, this.settings.deadlines.tokenMs);
+    }
+
+    private candidates(): PeerCandidate[] {
+        return (this.swarm?.peers() ?? []).map((peer) => ({
+            id: peer.id, successRate: peer.successRate, rttMs: peer.rtt.smoothedMs ?? null, capabilities: peer.capabilities
+        }));
+    }
+
+    /** Local unless the model is only on peers, or peers are preferred and one can serve it. */
+    private routesRemotely(model: string) {
+        const local = this.local.listModels().some((served) => served.id === model);
+        if (this.requester === undefined)
+            return false;
+        if (!local)
+            return true;
+        return this.settings.prefer === 'remote' && rankPeers(this.candidates(), {model}).length > 0;
+    }
+
+    private noPeerError(model: string, maxPrice: number | undefined) {
+        const {code, message} = explainNoPeer(this.candidates(), {model, ...(maxPrice !== undefined && {maxPrice})});
+        return code === 'over_budget'
+            ? new ApiError(402, message, 'invalid_request_error', 'model', 'over_budget')
+            : new ApiError(503, message, 'server_error', 'model', 'no_peer_available', 1);
     }
 }

@@ -6,6 +6,9 @@ import type {ModelLoadSpec} from '../engine/worker/engine-messages.js';
 import {createProxyApp} from '../proxy/proxy-app.js';
 import {listenProxy, type ListeningProxy} from '../proxy/proxy-server.js';
 import {RequestStats} from '../proxy/request-stats.js';
+import type {Receipt} from '../ledger/receipt.js';
+import {JobProvider, jobProviderDefaults, type JobExecutor} from '../swarm/job-provider.js';
+import {JobRequester} from '../swarm/job-requester.js';
 import {buildNetworkModelTable} from '../swarm/network-models.js';
 import type {NodeIdentity} from '../swarm/node-identity.js';
 import {SwarmNode} from '../swarm/swarm-node.js';
@@ -15,6 +18,12 @@ import type {Logger} from './logger.js';
 import {NetworkInference} from './network-inference.js';
 import {NodeCapabilities} from './node-capabilities.js';
 import {packageInfo} from './package-info.js';
+
+/** Time a peer gets for prompt processing before its first token. */
+const FIRST_TOKEN_DEADLINE_MS = 60_000;
+/** Peers tried for one request before it fails. */
+const MAX_PEER_ATTEMPTS = 3;
+const MAX_RECEIPTS_IN_MEMORY = 10_000;
 
 function isLoopback(host: string) {
     return host === 'localhost' || host === '::1' || /^127\./.test(host);
@@ -26,7 +35,12 @@ export class StrongdogeNode {
     readonly engine: EngineSupervisor;
     readonly capabilities: NodeCapabilities;
     readonly swarm: SwarmNode | undefined;
+    readonly requester: JobRequester | undefined;
+    readonly provider: JobProvider | undefined;
+    /** Receipts of remote jobs, both ways, until the ledger stores them. */
+    readonly receipts: Receipt[] = [];
     private proxy: ListeningProxy | undefined;
+    private servedPeerJobs = 0;
     private readonly startedAt = Date.now();
 
     constructor(
@@ -44,7 +58,7 @@ export class StrongdogeNode {
             maxQueue: settings.maxQueue
         });
         this.capabilities = new NodeCapabilities(this.engine, models, settings.dataDir, settings.price);
-        if (!settings.offline)
+        if (!settings.offline) {
             this.swarm = new SwarmNode({
                 identity,
                 network: {name: settings.network, ...(settings.networkSecret && {secret: settings.networkSecret})},
@@ -52,6 +66,14 @@ export class StrongdogeNode {
                 ...(settings.bootstrap && {bootstrap: settings.bootstrap}),
                 capabilities: () => this.capabilities.current()
             });
+            this.requester = new JobRequester(this.swarm, identity);
+            this.provider = new JobProvider(this.swarm, identity, this.localExecutor(), {
+                enabled: settings.servePeers,
+                maxConcurrentJobs: settings.maxPeerJobs,
+                maxTokensPerJob: settings.maxJobTokens,
+                maxPromptBytes: jobProviderDefaults.maxPromptBytes
+            });
+        }
         this.observe();
     }
 
@@ -63,7 +85,12 @@ export class StrongdogeNode {
     async start() {
         const local = new LocalInference(this.engine, this.models.map((model) => model.id));
         const app = createProxyApp({
-            inference: new NetworkInference(local, this.swarm),
+            inference: new NetworkInference(local, this.swarm, this.requester, {
+                prefer: this.settings.prefer,
+                ...(this.settings.maxPrice !== undefined && {maxPrice: this.settings.maxPrice}),
+                deadlines: {firstTokenMs: Math.max(FIRST_TOKEN_DEADLINE_MS, this.settings.peerTimeout * 1000), tokenMs: this.settings.peerTimeout * 1000},
+                maxAttempts: MAX_PEER_ATTEMPTS
+            }),
             stats: this.stats,
             status: {
                 node: () => this.describe(),
@@ -93,6 +120,23 @@ export class StrongdogeNode {
             device: status.device,
             models: status.models.map(({id, layers, gpuLayers, contextSize}) => ({id, layers, gpuLayers, contextSize}))
         }, status.device?.backend ? `ready: ${status.device.backend} GPU offload` : 'ready: CPU only');
+    }
+
+    /** This node's engine, as it serves peers: only models it has loaded, only while ready. */
+    private localExecutor(): JobExecutor {
+        return {
+            canServe: (model) => this.engine.state === 'ready' && this.engine.getStatus().models.some((loaded) => loaded.id === model),
+            generate: (request, options) => this.engine.generate(request, options),
+            embed: (model, inputs, options) => this.engine.embed(model, inputs, options)
+        };
+    }
+
+    private keepReceipt(receipt: Receipt) {
+        this.receipts.push(receipt);
+        if (this.receipts.length > MAX_RECEIPTS_IN_MEMORY)
+            this.receipts.shift();
+        this.logger.info({jobId: receipt.body.jobId, role: receipt.body.provider === this.identity.id ? 'provider' : 'requester',
+            model: receipt.body.model, completionTokens: receipt.body.completionTokens}, 'receipt countersigned');
     }
 
     /** Announces what `strongdoge bench` measured on this device, or the datasheet value alone. */
@@ -128,6 +172,8 @@ export class StrongdogeNode {
                 running: engine.running, queued: engine.queued},
             models: engine.models,
             peers: this.swarm?.peers().length ?? 0,
+            peerJobs: {active: this.provider?.activeJobs ?? 0, served: this.servedPeerJobs},
+            receipts: this.receipts.length,
             bannedPeers: this.swarm?.bans.active().length ?? 0,
             requests: this.stats.snapshot()
         };
@@ -190,6 +236,16 @@ export class StrongdogeNode {
         swarm.on('peerLeft', (peerId, reason) => this.logger.info({peer: peerId.slice(0, 16), reason: reason.message}, 'peer disconnected'));
         swarm.on('peerBanned', (peerId, reason, until) => this.logger.warn({peer: peerId.slice(0, 16), reason,
             until: new Date(until).toISOString()}, 'peer banned'));
+        this.provider?.on('served', (job) => {
+            this.servedPeerJobs++;
+            // Sizes and timings only: a serving node never logs a peer's prompt or output.
+            this.logger.info({peerJob: {peer: job.peerId.slice(0, 16), kind: job.kind, model: job.model, promptTokens: job.promptTokens,
+                completionTokens: job.completionTokens, durationMs: Math.round(job.durationMs), outcome: job.outcome}}, 'served a peer job');
+            this.swarm?.capabilitiesChanged();
+        });
+        this.provider?.on('refused', (peerId, code) => this.logger.info({peer: peerId.slice(0, 16), code}, 'refused a peer job'));
+        this.provider?.on('receipt', (receipt) => this.keepReceipt(receipt));
+        this.requester?.on('receipt', (receipt) => this.keepReceipt(receipt));
         swarm.on('connectionFailed', (peerId, reason) => this.logger.debug({peer: peerId.slice(0, 16), reason: reason.message}, 'peer connection failed before hello'));
         swarm.on('peerIncompatible', (peerId, message) => this.logger.warn({peer: peerId.slice(0, 16)}, `incompatible peer: ${message}`));
     }

@@ -16,9 +16,24 @@ export interface Readiness {
     loadProgress?: Record<string, number>
 }
 
+export interface RouteInfo {
+    /** Peers that served (the last one finished it). */
+    peers: string[],
+    failovers: number
+}
+
+export interface GenerateOptions {
+    onText?: (text: string, tokens: number[]) => void,
+    signal?: AbortSignal,
+    /** Per-request budget per million tokens for peers (header `x-strongdoge-max-price`). */
+    maxPrice?: number,
+    /** Told where a request was served when peers served it. */
+    onRoute?: (route: RouteInfo) => void
+}
+
 export interface InferenceService {
     listModels(): ServedModel[],
     readiness(): Readiness,
-    generate(request: GenerationRequest, options: {onText?: (text: string, tokens: number[]) => void, signal?: AbortSignal}): Promise<GenerationResult>,
-    embed(model: string, inputs: string[], options: {signal?: AbortSignal}): Promise<EmbeddingResult>
+    generate(request: GenerationRequest, options: GenerateOptions): Promise<GenerationResult>,
+    embed(model: string, inputs: string[], options: Omit<GenerateOptions, 'onText'>): Promise<EmbeddingResult>
 }

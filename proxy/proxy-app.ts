@@ -49,6 +49,7 @@ function recordStats(stats: RequestStats) {
                 model: res.locals.model,
                 status: res.locals.failedStatus ?? (res.writableFinished ? res.statusCode : 499),
                 stream: res.locals.stream ?? false,
+                route: res.locals.servedBy ? `peers:${res.locals.servedBy.map((peer) => peer.slice(0, 16)).join(',')}` : 'local',
                 promptTokens: result?.usage.promptTokens ?? res.locals.promptTokens ?? 0,
                 completionTokens: result?.usage.completionTokens ?? 0,
                 durationMs: performance.now() - startedAt,

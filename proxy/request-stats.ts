@@ -6,6 +6,8 @@ export interface RequestRecord {
     model: string | undefined,
     status: number,
     stream: boolean,
+    /** `local`, or the peers (short ids) that served it. */
+    route: string,
     promptTokens: number,
     completionTokens: number,
     durationMs: number,

@@ -7,7 +7,9 @@ import {networkTopic, secretProof, type NetworkSpec} from './network-topic.js';
 import type {NodeIdentity} from './node-identity.js';
 import {PeerConnection, type CloseReason} from './peer-connection.js';
 import type {PeerState} from './peer-state.js';
+import {JobChannel} from './job-channel.js';
 import {PROTOCOL_VERSION, type Hello} from './protocol/control-messages.js';
+import type {JobMessage} from './protocol/job-messages.js';
 
 /** How often peers are pinged (RTT, liveness). */
 const PING_INTERVAL_MS = 5_000;
@@ -43,13 +45,15 @@ export interface SwarmNodeEvents {
     peerIncompatible: [peerId: string, message: string],
     capabilities: [peer: PeerState],
     /** A connection that closed before its hello completed. */
-    connectionFailed: [peerId: string, reason: CloseReason]
+    connectionFailed: [peerId: string, reason: CloseReason],
+    jobMessage: [peerId: string, message: JobMessage]
 }
 
 /** This node in the swarm: joins its network's topic, keeps one control connection per peer, bans misbehaviour. */
 export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
     readonly bans = new BanList();
     private readonly connections = new Map<string, PeerConnection>();
+    private readonly jobChannels = new Map<string, JobChannel>();
     private swarm: Hyperswarm | undefined;
     private discovery: PeerDiscovery | undefined;
     private timers: NodeJS.Timeout[] = [];
@@ -72,6 +76,35 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
     /** Peers that completed the hello handshake. */
     peers(): PeerState[] {
         return [...this.connections.values()].flatMap((connection) => connection.ready ? [connection.state!] : []);
+    }
+
+    peer(peerId: string): PeerState | undefined {
+        const connection = this.connections.get(peerId);
+        return connection?.ready ? connection.state : undefined;
+    }
+
+    /**
+     * A peer that let a job stall may be gone without a goodbye (killed, frozen, unplugged): ping it, and drop
+     * the connection unless it answers within `timeoutMs`, so it can reconnect cleanly when it is back.
+     */
+    probe(peerId: string, timeoutMs: number) {
+        const connection = this.connections.get(peerId);
+        if (connection?.state === undefined)
+            return;
+        const probedAt = Date.now();
+        connection.ping();
+        setTimeout(() => {
+            if (connection.state!.lastSeenAt < probedAt)
+                connection.close({kind: 'network', message: `no answer within ${timeoutMs} ms after a stalled job`});
+        }, timeoutMs).unref();
+    }
+
+    /** Sends on a peer's jobs channel once it is open; false if the peer is gone. */
+    async sendJobMessage(peerId: string, message: JobMessage) {
+        const channel = this.jobChannels.get(peerId);
+        if (channel === undefined || !await channel.whenOpen())
+            return false;
+        return channel.send(message);
     }
 
     async start() {
@@ -157,11 +190,16 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
             hello: () => this.hello(stream)
         });
         this.connections.set(peerId, connection);
-        connection.on('ready', () => this.emit('peerJoined', connection.state!));
+        connection.on('ready', () => {
+            this.jobChannels.set(peerId, new JobChannel(connection, (message) => this.emit('jobMessage', peerId, message)));
+            this.emit('peerJoined', connection.state!);
+        });
         connection.on('capabilities', () => this.emit('capabilities', connection.state!));
         connection.on('closed', (reason) => {
-            if (this.connections.get(peerId) === connection)
+            if (this.connections.get(peerId) === connection) {
                 this.connections.delete(peerId);
+                this.jobChannels.delete(peerId);
+            }
             if (reason.kind === 'violation') {
                 const record = this.bans.ban(peerId, reason.message);
                 this.emit('peerBanned', peerId, reason.message, record.until);

@@ -39,7 +39,13 @@ export function startCommand() {
         .addOption(settingOption('--network-secret <secret>', 'private network: only peers with this secret are kept', 'networkSecret'))
         .addOption(settingOption('--bootstrap <host:port,...>', 'DHT bootstrap nodes instead of the public ones', 'bootstrap'))
         .addOption(settingOption('--offline', 'do not join the swarm: local models only', 'offline'))
-        .addOption(settingOption('--price <n>', 'price per million tokens asked from peers (0 = free)', 'price'));
+        .addOption(settingOption('--price <n>', 'price per million tokens asked from peers (0 = free)', 'price'))
+        .addOption(settingOption('--serve-peers <on|off>', 'serve other nodes\' requests', 'servePeers'))
+        .addOption(settingOption('--max-peer-jobs <n>', 'peers\' requests served at once', 'maxPeerJobs'))
+        .addOption(settingOption('--max-job-tokens <n>', 'most tokens generated for one peer request', 'maxJobTokens'))
+        .addOption(settingOption('--max-price <n>', 'most to pay a peer per million tokens', 'maxPrice'))
+        .addOption(settingOption('--prefer <local|remote>', 'serve from this node or from peers when both can', 'prefer'))
+        .addOption(settingOption('--peer-timeout <seconds>', 'a serving peer silent this long is replaced mid-generation', 'peerTimeout'));
     addDataDirOption(command);
     return command.action(async (flags: Record<string, unknown> & {dataDir?: string}) => {
         const dataDir = resolveDataDir(flags.dataDir);

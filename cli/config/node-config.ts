@@ -55,13 +55,19 @@ export const nodeSettingSchemas = {
     networkSecret: z.string().min(8, 'at least 8 characters').optional(),
     bootstrap: bootstrapList.optional(),
     offline: booleanText,
-    price: z.coerce.number().nonnegative().optional()
+    price: z.coerce.number().nonnegative().optional(),
+    servePeers: booleanText,
+    maxPeerJobs: integer(0, 1024),
+    maxJobTokens: integer(1, 1 << 20),
+    maxPrice: z.coerce.number().nonnegative().optional(),
+    prefer: z.enum(['local', 'remote']),
+    peerTimeout: z.coerce.number().positive().max(3600)
 };
 
 export type NodeSettingKey = keyof typeof nodeSettingSchemas;
 export type NodeSettings = {[K in NodeSettingKey]: z.output<typeof nodeSettingSchemas[K]>} & {dataDir: string};
 
-export function nodeSettingDefaults(): Omit<NodeSettings, 'dataDir' | 'apiKey' | 'networkSecret' | 'bootstrap' | 'price'> {
+export function nodeSettingDefaults(): Omit<NodeSettings, 'dataDir' | 'apiKey' | 'networkSecret' | 'bootstrap' | 'price' | 'maxPrice'> {
     return {
         model: [],
         port: DEFAULT_PORT,
@@ -74,7 +80,12 @@ export function nodeSettingDefaults(): Omit<NodeSettings, 'dataDir' | 'apiKey' |
         gpu: 'auto',
         logLevel: 'info',
         network: PUBLIC_NETWORK,
-        offline: false
+        offline: false,
+        servePeers: true,
+        maxPeerJobs: 4,
+        maxJobTokens: 4096,
+        prefer: 'local',
+        peerTimeout: 15
     };
 }
 

@@ -1,5 +1,5 @@
 import {writeGgufFile} from '../gguf/gguf-writer.js';
-import {GgmlType, LlamaFileType, type GgufMetadata, type GgufTensorSpec} from '../gguf/gguf-types.js';
+import {GgmlType, LlamaFileType, TokenType, type GgufMetadata, type GgufTensorSpec} from '../gguf/gguf-types.js';
 import {Prng} from './prng.js';
 import {buildDemoVocab, DEMO_CHAT_TEMPLATE} from './demo-vocab.js';
 
@@ -14,7 +14,12 @@ export interface DemoModelOptions {
     feedForwardLength?: number,
     contextLength?: number,
     seed?: number,
-    name?: string
+    name?: string,
+    /**
+     * False: the output weights of control tokens are zero, so their logit is 0 while the best word's is far
+     * above: greedy generation never ends by itself. For tests and benchmarks that need long generations.
+     */
+    endsText?: boolean
 }
 
 export const demoModelDefaults: Required<DemoModelOptions> = {
@@ -25,7 +30,8 @@ export const demoModelDefaults: Required<DemoModelOptions> = {
     feedForwardLength: 512,
     contextLength: 4096,
     seed: 42,
-    name: 'strongdoge-demo'
+    name: 'strongdoge-demo',
+    endsText: true
 };
 
 /** FNV-1a: a stable per-tensor seed, so each tensor's values do not depend on write order. */
@@ -47,6 +53,18 @@ function normalTensor(name: string, dims: number[], std: number, seed: number): 
             const prng = new Prng(tensorSeed(seed, name));
             for (let i = 0; i < values.length; i++)
                 values[i] = prng.normal() * std;
+        }
+    };
+}
+
+/** Zeroes the rows (ggml dims[0]-contiguous) of the given tokens. */
+function withZeroRows(tensor: GgufTensorSpec, rowLength: number, rows: number[]): GgufTensorSpec {
+    return {
+        ...tensor,
+        fill(values) {
+            tensor.fill(values);
+            for (const row of rows)
+                values.fill(0, row * rowLength, (row + 1) * rowLength);
         }
     };
 }
@@ -114,7 +132,10 @@ export function describeDemoModel(options: DemoModelOptions = {}) {
     const tensors: GgufTensorSpec[] = [
         normalTensor('token_embd.weight', [width, vocabSize], 1, seed),
         onesTensor('output_norm.weight', width),
-        normalTensor('output.weight', [width, vocabSize], 4 * projection, seed)
+        config.endsText
+            ? normalTensor('output.weight', [width, vocabSize], 4 * projection, seed)
+            : withZeroRows(normalTensor('output.weight', [width, vocabSize], 4 * projection, seed), width,
+                vocab.tokenTypes.flatMap((type, id) => type === TokenType.control ? [id] : []))
     ];
     for (let layer = 0; layer < layers; layer++) {
         const block = `blk.${layer}`;

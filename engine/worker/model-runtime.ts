@@ -91,6 +91,7 @@ export class ModelRuntime {
             const remaining = sampling.maxTokens === undefined ? undefined : sampling.maxTokens - continuation.length;
             const maxTokens = this.generationBudget(promptCount + continuation.length, remaining);
             const completion = new LlamaCompletion({contextSequence: sequence});
+            const budgetSpent = new AbortController();
             let stopReason: string;
             try {
                 const stops = [...(sampling.customStopTriggers ?? []), ...stopTriggers];
@@ -99,26 +100,30 @@ export class ModelRuntime {
                     ...await this.constraintsFor(request),
                     ...(stops.length > 0 && {customStopTriggers: stops}),
                     maxTokens,
-                    signal,
+                    signal: AbortSignal.any([signal, budgetSpent.signal]),
                     stopOnAbortSignal: true,
                     // node-llama-cpp releases tokens once their text is final (not part of a possible stop
                     // trigger): detokenized against what came before, continuation included.
-                    onToken: (tokens) => {
+                    onToken: (released) => {
                         firstTokenAt ??= performance.now();
+                        // Held-back tokens can be released past the budget: max_tokens is a hard limit.
+                        const tokens = released.slice(0, continuation.length + maxTokens - generated.length);
                         const chunk = this.model.detokenize(tokens, false, generated.slice(-DETOKENIZE_CONTEXT_TOKENS));
                         generated.push(...tokens);
                         text += chunk;
-                        onText(chunk, tokens);
+                        if (tokens.length > 0)
+                            onText(chunk, tokens);
+                        if (generated.length - continuation.length >= maxTokens)
+                            budgetSpent.abort();
                     }
                 });
-                stopReason = response.metadata.stopReason;
+                stopReason = budgetSpent.signal.aborted ? 'maxTokens' : response.metadata.stopReason;
             } finally {
                 completion.dispose({disposeSequence: false});
             }
 
             // A budget that ran out was used up, also by final tokens whose text was still incomplete (never released).
-            const released = generated.length - continuation.length;
-            const completionTokens = stopReason === 'maxTokens' ? Math.max(maxTokens, released) : released;
+            const completionTokens = stopReason === 'maxTokens' ? maxTokens : generated.length - continuation.length;
             const finishedAt = performance.now();
             const promptMs = (firstTokenAt ?? finishedAt) - startedAt;
             const generationMs = firstTokenAt === undefined ? 0 : finishedAt - firstTokenAt;

@@ -2,12 +2,12 @@ import type {Request, RequestHandler, Response} from 'express';
 import type {z} from 'zod';
 import type {FinishReason, GenerationRequest, GenerationResult} from '../../engine/inference-types.js';
 import {toApiError} from '../api-error.js';
-import type {InferenceService} from '../inference-service.js';
+import type {InferenceService, RouteInfo} from '../inference-service.js';
 import {
     chatCompletionSchema, completionSchema, parseBody, toChatRequest, toCompletionRequest
 } from '../request-schemas.js';
 import {SseWriter} from '../sse-writer.js';
-import {assertModelServed, cancelOnClientClose, type ResponseLocals} from './route-helpers.js';
+import {assertModelServed, cancelOnClientClose, maxPriceFrom, type ResponseLocals} from './route-helpers.js';
 
 /** How chat and text completions differ on the wire; everything else they share. */
 interface CompletionFlavor {
@@ -87,6 +87,10 @@ function generationHandler(flavor: CompletionFlavor, inference: InferenceService
         assertModelServed(inference, request.model);
 
         const signal = cancelOnClientClose(res);
+        const routing = {
+            ...maxPriceFrom(req),
+            onRoute: (route: RouteInfo) => res.locals.servedBy = route.peers
+        };
         const base = {
             id: `${flavor.idPrefix}-${res.locals.requestId}`,
             created: Math.floor(Date.now() / 1000),
@@ -99,7 +103,7 @@ function generationHandler(flavor: CompletionFlavor, inference: InferenceService
         };
 
         if (!stream) {
-            const result = record(await inference.generate(request, {signal}));
+            const result = record(await inference.generate(request, {signal, ...routing}));
             res.json({
                 ...base, object: flavor.object, choices: [flavor.fullChoice(result)],
                 usage: usageOf(result), timings: timingsOf(result)
@@ -113,6 +117,7 @@ function generationHandler(flavor: CompletionFlavor, inference: InferenceService
         try {
             const result = record(await inference.generate(request, {
                 signal,
+                ...routing,
                 onText: (text) => {
                     sse.send({...base, object: flavor.chunkObject, choices: [flavor.deltaChoice(text, first)]});
                     first = false;

@@ -1,4 +1,4 @@
-import type {Response} from 'express';
+import type {Request, Response} from 'express';
 import type {GenerationResult} from '../../engine/inference-types.js';
 import {ApiError} from '../api-error.js';
 import type {InferenceService} from '../inference-service.js';
@@ -11,7 +11,22 @@ export interface ResponseLocals {
     result?: GenerationResult,
     promptTokens?: number,
     /** Set when a stream failed after its 200 status was sent. */
-    failedStatus?: number
+    failedStatus?: number,
+    /** Peers that served the request, when it was not served locally. */
+    servedBy?: string[]
+}
+
+/** The client's budget for peers, per million tokens: `x-strongdoge-max-price`. */
+export const MAX_PRICE_HEADER = 'x-strongdoge-max-price';
+
+export function maxPriceFrom(req: Request): {maxPrice?: number} {
+    const header = req.get(MAX_PRICE_HEADER);
+    if (header === undefined)
+        return {};
+    const maxPrice = Number(header);
+    if (header.trim() === '' || !Number.isFinite(maxPrice) || maxPrice < 0)
+        throw ApiError.invalid(`The ${MAX_PRICE_HEADER} header must be a non-negative number, got "${header}".`, MAX_PRICE_HEADER, 'invalid_value');
+    return {maxPrice};
 }
 
 export function assertModelServed(inference: InferenceService, model: string) {

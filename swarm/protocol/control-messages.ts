@@ -35,13 +35,13 @@ export class ProtocolViolation extends Error {
     }
 }
 
-export function encodeFrame(value: Hello | ControlMessage): Buffer {
+export function encodeFrame(value: object): Buffer {
     return Buffer.from(JSON.stringify(value), 'utf8');
 }
 
-export function decodeFrame<T>(frame: Buffer, schema: z.ZodType<T>, what: string): T {
-    if (frame.length > MAX_FRAME_BYTES)
-        throw new ProtocolViolation(`${what} of ${frame.length} bytes exceeds ${MAX_FRAME_BYTES}`);
+export function decodeFrame<T>(frame: Buffer, schema: z.ZodType<T>, what: string, maxBytes = MAX_FRAME_BYTES): T {
+    if (frame.length > maxBytes)
+        throw new ProtocolViolation(`${what} of ${frame.length} bytes exceeds ${maxBytes}`);
     let json: unknown;
     try {
         json = JSON.parse(frame.toString('utf8'));

@@ -3,7 +3,9 @@
 declare module 'hypercore-crypto' {
     export function keyPair(seed?: Buffer): {publicKey: Buffer, secretKey: Buffer};
     export function randomBytes(size: number): Buffer;
-    const crypto: {keyPair: typeof keyPair, randomBytes: typeof randomBytes};
+    export function sign(message: Buffer, secretKey: Buffer): Buffer;
+    export function verify(message: Buffer, signature: Buffer, publicKey: Buffer): boolean;
+    const crypto: {keyPair: typeof keyPair, randomBytes: typeof randomBytes, sign: typeof sign, verify: typeof verify};
     export default crypto;
 }
 

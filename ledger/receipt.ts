@@ -1,0 +1,82 @@
+import crypto from 'hypercore-crypto';
+import {z} from 'zod';
+
+/**
+ * A receipt for one remote job: what was served, by whom, for whom, signed by both. The requester signs
+ * what it received; the provider countersigns the same bytes. Versioned so the ledger can read old ones.
+ */
+export const RECEIPT_VERSION = 1;
+
+const hexKey = z.string().regex(/^[0-9a-f]{64}$/);
+const hexSignature = z.string().regex(/^[0-9a-f]{128}$/);
+const count = z.number().int().nonnegative().max(10_000_000);
+const millis = z.number().nonnegative().max(7 * 24 * 3600 * 1000);
+
+export const receiptBodySchema = z.object({
+    version: z.literal(RECEIPT_VERSION),
+    jobId: z.string().regex(/^[0-9a-f]{32}$/),
+    model: z.string().min(1).max(128),
+    promptTokens: count,
+    completionTokens: count,
+    promptMs: millis,
+    generationMs: millis,
+    provider: hexKey,
+    requester: hexKey,
+    completedAt: z.iso.datetime()
+}).strict();
+
+export const receiptSchema = z.object({
+    body: receiptBodySchema,
+    requesterSignature: hexSignature,
+    providerSignature: hexSignature.nullable()
+}).strict();
+
+export type ReceiptBody = z.infer<typeof receiptBodySchema>;
+export type Receipt = z.infer<typeof receiptSchema>;
+
+const SIGNING_NAMESPACE = 'strongdoge/receipt/v1\n';
+
+/** The exact bytes both parties sign: the fields in a fixed order, so equal bodies sign equally. */
+export function receiptSigningBytes(body: ReceiptBody): Buffer {
+    const ordered = receiptBodySchema.keyof().options.map((key) => [key, body[key]]);
+    return Buffer.from(SIGNING_NAMESPACE + JSON.stringify(ordered), 'utf8');
+}
+
+export function signReceiptBody(body: ReceiptBody, secretKey: Buffer): string {
+    return crypto.sign(receiptSigningBytes(body), secretKey).toString('hex');
+}
+
+export class ReceiptError extends Error {
+    constructor(message: string) {
+        super(message);
+        this.name = 'ReceiptError';
+    }
+}
+
+function checkSignature(body: ReceiptBody, signature: string, publicKey: string, who: string) {
+    if (!crypto.verify(receiptSigningBytes(body), Buffer.from(signature, 'hex'), Buffer.from(publicKey, 'hex')))
+        throw new ReceiptError(`the ${who}'s signature does not match the receipt`);
+}
+
+/**
+ * Checks a receipt's shape, numbers and signatures; `countersigned` also requires the provider's.
+ * Throws ReceiptError saying what is wrong.
+ */
+export function verifyReceipt(candidate: unknown, {countersigned = true}: {countersigned?: boolean} = {}): Receipt {
+    const parsed = receiptSchema.safeParse(candidate);
+    if (!parsed.success) {
+        const issue = parsed.error.issues[0]!;
+        throw new ReceiptError(`malformed receipt at ${issue.path.join('.') || 'top level'}: ${issue.message}`);
+    }
+    const receipt = parsed.data;
+    if (receipt.body.provider === receipt.body.requester)
+        throw new ReceiptError('a node cannot serve itself a receipt');
+    checkSignature(receipt.body, receipt.requesterSignature, receipt.body.requester, 'requester');
+    if (receipt.providerSignature === null) {
+        if (countersigned)
+            throw new ReceiptError('the provider has not countersigned the receipt');
+    } else {
+        checkSignature(receipt.body, receipt.providerSignature, receipt.body.provider, 'provider');
+    }
+    return receipt;
+}

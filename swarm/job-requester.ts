@@ -1,0 +1,159 @@
+import {randomBytes} from 'node:crypto';
+import {EventEmitter} from 'node:events';
+import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../engine/inference-types.js';
+import {RECEIPT_VERSION, signReceiptBody, verifyReceipt, type Receipt, type ReceiptBody} from '../ledger/receipt.js';
+import type {NodeIdentity} from './node-identity.js';
+import type {JobMessage, RefusalCode} from './protocol/job-messages.js';
+import type {SwarmNode} from './swarm-node.js';
+
+/** How long a receipt may wait for the provider's countersignature. */
+const COUNTERSIGN_TIMEOUT_MS = 10_000;
+
+export type RemoteJobFailure =
+    | {kind: 'refused', code: RefusalCode, message: string}
+    | {kind: 'failed', code: string, message: string}
+    | {kind: 'stalled', message: string}
+    | {kind: 'disconnected', message: string}
+    | {kind: 'cancelled', message: string};
+
+export class RemoteJobError extends Error {
+    constructor(readonly failure: RemoteJobFailure) {
+        super(failure.message);
+        this.name = 'RemoteJobError';
+    }
+}
+
+export interface RemoteJobDeadlines {
+    /** Until the first token: covers the peer's prompt processing. */
+    firstTokenMs: number,
+    /** Between tokens: a peer silent this long is stalled (frozen, or gone without a goodbye). */
+    tokenMs: number
+}
+
+interface PendingJob {
+    peerId: string,
+    model: string,
+    onMessage: (message: JobMessage) => void,
+    fail: (failure: RemoteJobFailure) => void
+}
+
+/** Sends jobs to peers and follows them: streamed text, deadlines, cancellation, receipts. */
+export class JobRequester extends EventEmitter<{receipt: [receipt: Receipt]}> {
+    private readonly pending = new Map<string, PendingJob>();
+    private readonly receipts = new Map<string, {body: ReceiptBody, requesterSignature: string, timer: NodeJS.Timeout}>();
+
+    constructor(private readonly swarm: SwarmNode, private readonly identity: NodeIdentity) {
+        super();
+        swarm.on('jobMessage', (peerId, message) => {
+            if (message.type === 'countersigned')
+                this.completeReceipt(peerId, message.jobId, message.signature);
+            const job = this.pending.get(message.jobId);
+            if (job?.peerId === peerId)
+                job.onMessage(message);
+        });
+        swarm.on('peerLeft', (peerId, reason) => {
+            for (const job of this.pending.values())
+                if (job.peerId === peerId)
+                    job.fail({kind: 'disconnected', message: `peer disconnected: ${reason.message}`});
+        });
+    }
+
+    generate(peerId: string, request: GenerationRequest, options: {onText: (text: string, tokens: number[]) => void, signal?: AbortSignal, deadlines: RemoteJobDeadlines}) {
+        return this.run<GenerationResult>(peerId, request.model, (jobId) => ({type: 'generate', jobId, request}), options.deadlines, options.signal,
+            (message, resolve, touch) => {
+                if (message.type === 'text') {
+                    touch();
+                    options.onText(message.text, message.tokens);
+                } else if (message.type === 'generated') {
+                    resolve(message.result);
+                    this.requestReceipt(peerId, message.jobId, request.model, message.result);
+                }
+            });
+    }
+
+    embed(peerId: string, model: string, inputs: string[], options: {signal?: AbortSignal, deadlines: RemoteJobDeadlines}) {
+        return this.run<EmbeddingResult>(peerId, model, (jobId) => ({type: 'embed', jobId, model, inputs}), options.deadlines, options.signal,
+            (message, resolve) => {
+                if (message.type === 'embedded')
+                    resolve(message.result);
+            });
+    }
+
+    private run<T>(
+        peerId: string, model: string, submit: (jobId: string) => JobMessage, deadlines: RemoteJobDeadlines, signal: AbortSignal | undefined,
+        onResult: (message: JobMessage, resolve: (value: T) => void, touch: () => void) => void
+    ): Promise<T> {
+        const jobId = randomBytes(16).toString('hex');
+        return new Promise<T>((resolve, reject) => {
+            let timer: NodeJS.Timeout | undefined;
+            const settle = () => {
+                clearTimeout(timer);
+                this.pending.delete(jobId);
+                signal?.removeEventListener('abort', onAbort);
+            };
+            const fail = (failure: RemoteJobFailure) => {
+                settle();
+                if (failure.kind === 'stalled' || failure.kind === 'cancelled')
+                    void this.swarm.sendJobMessage(peerId, {type: 'cancel', jobId});
+                reject(new RemoteJobError(failure));
+            };
+            const arm = (ms: number) => {
+                clearTimeout(timer);
+                timer = setTimeout(() => fail({kind: 'stalled', message: `peer sent nothing for ${ms} ms`}), ms);
+            };
+            const onAbort = () => fail({kind: 'cancelled', message: 'cancelled by the client'});
+            if (signal?.aborted) {
+                reject(new RemoteJobError({kind: 'cancelled', message: 'cancelled by the client'}));
+                return;
+            }
+            signal?.addEventListener('abort', onAbort, {once: true});
+            this.pending.set(jobId, {
+                peerId, model, fail,
+                onMessage: (message) => {
+                    if (message.type === 'refused')
+                        fail({kind: 'refused', code: message.code, message: message.message});
+                    else if (message.type === 'failed')
+                        fail({kind: 'failed', code: message.code, message: message.message});
+                    else
+                        onResult(message, (value) => {
+                            settle();
+                            resolve(value);
+                        }, () => arm(deadlines.tokenMs));
+                }
+            });
+            arm(deadlines.firstTokenMs);
+            void this.swarm.sendJobMessage(peerId, submit(jobId)).then((sent) => {
+                if (!sent)
+                    fail({kind: 'disconnected', message: 'peer is not connected'});
+            });
+        });
+    }
+
+    /** Signs what was received and asks the provider to countersign. */
+    private requestReceipt(peerId: string, jobId: string, model: string, result: GenerationResult) {
+        const body: ReceiptBody = {
+            version: RECEIPT_VERSION, jobId, model,
+            promptTokens: result.usage.promptTokens, completionTokens: result.usage.completionTokens,
+            promptMs: result.timings.promptMs, generationMs: result.timings.generationMs,
+            provider: peerId, requester: this.identity.id, completedAt: new Date().toISOString()
+        };
+        const requesterSignature = signReceiptBody(body, this.identity.secretKey);
+        const timer = setTimeout(() => this.receipts.delete(jobId), COUNTERSIGN_TIMEOUT_MS);
+        timer.unref();
+        this.receipts.set(jobId, {body, requesterSignature, timer});
+        void this.swarm.sendJobMessage(peerId, {type: 'receipt', jobId, receipt: {body, requesterSignature, providerSignature: null}});
+    }
+
+    private completeReceipt(peerId: string, jobId: string, providerSignature: string) {
+        const pending = this.receipts.get(jobId);
+        if (pending === undefined || pending.body.provider !== peerId)
+            return;
+        this.receipts.delete(jobId);
+        clearTimeout(pending.timer);
+        try {
+            this.emit('receipt', verifyReceipt({body: pending.body, requesterSignature: pending.requesterSignature, providerSignature}));
+        } catch {
+            // a countersignature that does not verify leaves the job unreceipted
+        }
+    }
+}

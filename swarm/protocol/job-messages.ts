@@ -1,0 +1,70 @@
+import {z} from 'zod';
+import {receiptSchema} from '../../ledger/receipt.js';
+
+/** The jobs channel: whole requests served by a peer, their streamed tokens, results and receipts. */
+
+export const JOBS_PROTOCOL = 'strongdoge/jobs';
+/** Prompts travel in these frames: bounded like the HTTP API's bodies. */
+export const MAX_JOB_FRAME_BYTES = 4 * 1024 * 1024;
+
+const jobId = z.string().regex(/^[0-9a-f]{32}$/);
+const shortText = z.string().max(128);
+const tokenList = z.array(z.number().int().nonnegative().max(2 ** 31)).max(1_000_000);
+
+const samplingSchema = z.object({
+    temperature: z.number().min(0).max(2),
+    topP: z.number().min(0).max(1).optional(),
+    topK: z.number().int().min(0).optional(),
+    minP: z.number().min(0).max(1).optional(),
+    seed: z.number().int().optional(),
+    stop: z.array(z.string().min(1).max(512)).max(16),
+    maxTokens: z.number().int().min(1).optional(),
+    presencePenalty: z.number().min(-2).max(2).optional(),
+    frequencyPenalty: z.number().min(-2).max(2).optional(),
+    logitBias: z.record(z.string().regex(/^\d+$/), z.number().min(-100).max(100)).optional(),
+    responseFormat: z.discriminatedUnion('type', [
+        z.object({type: z.literal('text')}),
+        z.object({type: z.literal('json_object')}),
+        z.object({type: z.literal('json_schema'), schema: z.record(z.string(), z.unknown()), name: z.string().optional()})
+    ])
+});
+
+const continuationSchema = z.object({tokens: tokenList}).optional();
+
+export const generationRequestSchema = z.discriminatedUnion('kind', [
+    z.object({
+        kind: z.literal('chat'), model: shortText, sampling: samplingSchema, continuation: continuationSchema,
+        messages: z.array(z.object({role: z.enum(['system', 'user', 'assistant']), content: z.string()})).min(1).max(10_000)
+    }),
+    z.object({kind: z.literal('completion'), model: shortText, sampling: samplingSchema, continuation: continuationSchema, prompt: z.string()})
+]);
+
+const resultSchema = z.object({
+    text: z.string(),
+    finishReason: z.enum(['stop', 'length']),
+    usage: z.object({promptTokens: z.number().int().nonnegative(), completionTokens: z.number().int().nonnegative()}),
+    timings: z.object({
+        promptMs: z.number().nonnegative(), generationMs: z.number().nonnegative(),
+        promptTokensPerSecond: z.number().nonnegative(), generationTokensPerSecond: z.number().nonnegative()
+    })
+});
+
+export const refusalCodes = ['busy', 'limit', 'model_unavailable', 'disabled'] as const;
+export type RefusalCode = typeof refusalCodes[number];
+
+export const jobMessageSchema = z.discriminatedUnion('type', [
+    // requester → provider
+    z.object({type: z.literal('generate'), jobId, request: generationRequestSchema}),
+    z.object({type: z.literal('embed'), jobId, model: shortText, inputs: z.array(z.string()).min(1).max(2048)}),
+    z.object({type: z.literal('cancel'), jobId}),
+    z.object({type: z.literal('receipt'), jobId, receipt: receiptSchema}),
+    // provider → requester
+    z.object({type: z.literal('refused'), jobId, code: z.enum(refusalCodes), message: z.string().max(1000)}),
+    z.object({type: z.literal('text'), jobId, text: z.string(), tokens: tokenList}),
+    z.object({type: z.literal('generated'), jobId, result: resultSchema}),
+    z.object({type: z.literal('embedded'), jobId, result: z.object({vectors: z.array(z.array(z.number())).max(2048), promptTokens: z.number().int().nonnegative()})}),
+    z.object({type: z.literal('failed'), jobId, code: z.string().max(64), message: z.string().max(1000)}),
+    z.object({type: z.literal('countersigned'), jobId, signature: z.string().regex(/^[0-9a-f]{128}$/)})
+]);
+
+export type JobMessage = z.infer<typeof jobMessageSchema>;

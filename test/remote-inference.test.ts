@@ -1,0 +1,219 @@
+import test from 'ava';
+import type {Testnet} from 'hyperdht/testnet.js';
+import OpenAI from 'openai';
+import {waitFor, type DaemonHandle} from './helpers/cli-process.js';
+import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
+import {nodeIdOf, startSwarmDaemon, startTestnet, waitForPeers} from './helpers/swarm-fixture.js';
+
+/** A serving peer silent this long is replaced: short, so freezing tests stay quick. */
+const PEER_TIMEOUT_S = 2;
+const PRICE = 5;
+const MAX_JOB_TOKENS = 3000;
+const SECRET_PROMPT = 'walrus-confidential-prompt';
+
+interface Node {
+    daemon: DaemonHandle,
+    id: string,
+    dataDir: string,
+    client: OpenAI
+}
+
+let testnet: Testnet;
+let bootstrap: string;
+let requester: Node;
+const providers: Node[] = [];
+const cleanups: (() => Promise<unknown>)[] = [];
+
+async function startNode(dataDir: string, serving: boolean): Promise<Node> {
+    const daemon = await startSwarmDaemon(bootstrap, dataDir, [
+        '--peer-timeout', String(PEER_TIMEOUT_S),
+        ...(serving ? ['--model', 'demo', '--price', String(PRICE), '--max-job-tokens', String(MAX_JOB_TOKENS)] : [])
+    ]);
+    cleanups.push(() => daemon.stop());
+    return {daemon, dataDir, id: await nodeIdOf(daemon), client: new OpenAI({baseURL: daemon.baseUrl, apiKey: 'x', maxRetries: 0})};
+}
+
+async function servingDataDir() {
+    // A model that never ends by itself and is wide enough to stream for seconds: generations to interrupt.
+    const fixture = await createDataDirWithDemoModel({width: 512, feedForwardLength: 1024, endsText: false});
+    cleanups.push(fixture.cleanup);
+    return fixture.dataDir;
+}
+
+/** The requester sees every provider with the model loaded. */
+async function providersReady() {
+    await waitForPeers(requester.daemon, providers.map((provider) => provider.id), 30_000,
+        (peers) => peers.every((peer) => peer.capabilities.models.some((model) => model.id === 'demo' && model.loaded)));
+}
+
+async function node(daemon: DaemonHandle) {
+    return await (await fetch(`${daemon.origin}/api/node`)).json() as {peerJobs: {active: number, served: number}, receipts: number};
+}
+
+async function servingProvider() {
+    let serving: Node | undefined;
+    await waitFor(async () => {
+        for (const provider of providers)
+            if ((await node(provider.daemon)).peerJobs.active > 0)
+                serving = provider;
+        return serving !== undefined;
+    }, 10_000, 5);
+    return serving!;
+}
+
+test.before(async () => {
+    ({testnet, bootstrap} = await startTestnet());
+    const empty = await createDataDirWithDemoModel({layers: 1, width: 64, headCount: 4, feedForwardLength: 64});
+    cleanups.push(empty.cleanup);
+    requester = await startNode(empty.dataDir, false);
+    providers.push(...await Promise.all([servingDataDir().then((dir) => startNode(dir, true)), servingDataDir().then((dir) => startNode(dir, true))]));
+    await providersReady();
+});
+
+test.after.always(async () => {
+    for (const cleanup of cleanups.reverse())
+        await cleanup().catch(() => undefined);
+    await testnet?.destroy();
+});
+
+const chatRequest = {model: 'demo', messages: [{role: 'user' as const, content: `${SECRET_PROMPT}: what is a swarm?`}], max_tokens: 40, temperature: 0};
+
+test.serial('a node without the model serves chats through a peer; text equals a local run there', async (t) => {
+    const local = await providers[0]!.client.chat.completions.create(chatRequest);
+    const remote = await requester.client.chat.completions.create(chatRequest);
+    t.is(remote.choices[0]!.message.content, local.choices[0]!.message.content);
+    t.is(remote.usage!.completion_tokens, 40, JSON.stringify([remote.usage, local.usage]));
+    t.is(remote.usage!.prompt_tokens, local.usage!.prompt_tokens);
+
+    let streamed = '';
+    let chunks = 0;
+    for await (const chunk of await requester.client.chat.completions.create({...chatRequest, stream: true})) {
+        streamed += chunk.choices[0]?.delta.content ?? '';
+        chunks++;
+    }
+    t.true(chunks > 5);
+    t.is(streamed, local.choices[0]!.message.content);
+
+    const completion = await requester.client.completions.create({model: 'demo', prompt: 'Such wow', max_tokens: 20, temperature: 0});
+    const localCompletion = await providers[1]!.client.completions.create({model: 'demo', prompt: 'Such wow', max_tokens: 20, temperature: 0});
+    t.is(completion.choices[0]!.text, localCompletion.choices[0]!.text);
+
+    const embedding = await requester.client.embeddings.create({model: 'demo', input: 'remote vectors', encoding_format: 'float'});
+    const localEmbedding = await providers[0]!.client.embeddings.create({model: 'demo', input: 'remote vectors', encoding_format: 'float'});
+    t.deepEqual(embedding.data[0]!.embedding, localEmbedding.data[0]!.embedding);
+
+    const requestLog = requester.daemon.logs.filter((record) => record.msg === 'request').map((record) => (record.request as {route: string}).route);
+    t.true(requestLog.every((route) => route.startsWith('peers:')), requestLog.join());
+    // Receipts: both sides end up with countersigned receipts.
+    await waitFor(async () => (await node(requester.daemon)).receipts >= 3, 10_000);
+    const providerReceipts = (await Promise.all(providers.map((provider) => node(provider.daemon)))).reduce((sum, info) => sum + info.receipts, 0);
+    t.true(providerReceipts >= 3);
+});
+
+async function streamThroughRequester(prompt: string, maxTokens: number, onChunk: (chunks: number) => void) {
+    let text = '';
+    let chunks = 0;
+    let finishReason: string | null = null;
+    let usage: OpenAI.CompletionUsage | null | undefined;
+    for await (const chunk of await requester.client.completions.create({
+        model: 'demo', prompt, max_tokens: maxTokens, temperature: 0, stream: true, stream_options: {include_usage: true}
+    })) {
+        text += chunk.choices[0]?.text ?? '';
+        finishReason = chunk.choices[0]?.finish_reason ?? finishReason;
+        usage = chunk.usage ?? usage;
+        onChunk(++chunks);
+    }
+    return {text, finishReason, usage};
+}
+
+for (const signal of ['SIGKILL', 'SIGSTOP'] as const) {
+    test.serial(`a serving peer that gets ${signal} mid-stream is replaced: the client's text is whole, nothing repeated or missing`, async (t) => {
+        const prompt = `The long tale number ${signal}`;
+        const maxTokens = 1500;
+        const expected = await providers[0]!.client.completions.create({model: 'demo', prompt, max_tokens: maxTokens, temperature: 0});
+
+        let victim: Promise<Node | undefined> | undefined;
+        try {
+            const result = await streamThroughRequester(prompt, maxTokens, (chunks) => {
+                if (chunks === 40)
+                    victim = servingProvider().then((serving) => {
+                        serving.daemon.process.kill(signal);
+                        return serving;
+                    }, () => undefined);
+            });
+            const interrupted = await victim;
+            t.truthy(interrupted, 'a provider was serving, and was interrupted');
+            t.is(result.text, expected.choices[0]!.text);
+            t.is(result.finishReason, 'length');
+            t.is(result.usage?.completion_tokens, maxTokens);
+            const survivor = providers.find((provider) => provider !== interrupted)!;
+            t.true((await node(survivor.daemon)).peerJobs.served > 0);
+        } finally {
+            // Bring the victim back for the tests that follow.
+            const interrupted = await victim;
+            if (interrupted !== undefined) {
+                if (signal === 'SIGSTOP') {
+                    interrupted.daemon.process.kill('SIGCONT');
+                } else {
+                    await interrupted.daemon.stop('SIGKILL');
+                    providers[providers.indexOf(interrupted)] = await startNode(interrupted.dataDir, true);
+                }
+                await providersReady();
+            }
+        }
+    });
+}
+
+test.serial('a job over the peers\' limits is refused politely by each, then fails clearly', async (t) => {
+    const error = await t.throwsAsync(requester.client.completions.create({model: 'demo', prompt: 'too much', max_tokens: MAX_JOB_TOKENS + 1, temperature: 0}),
+        {instanceOf: OpenAI.APIError});
+    t.is(error!.status, 503);
+    t.regex(error!.message, /refused.*exceeds this node's 3000/);
+    // Refusals are no failures: the peers' success rates did not drop.
+    const peers = await (await fetch(`${requester.daemon.origin}/api/peers`)).json() as {peers: {requests: {sent: number, succeeded: number}}[]};
+    t.true(peers.peers.every((peer) => peer.requests.sent === peer.requests.succeeded));
+});
+
+test.serial('a budget below every peer\'s price is refused with 402; a larger one is served', async (t) => {
+    const post = (maxPrice: string) => fetch(`${requester.daemon.baseUrl}/completions`, {
+        method: 'POST', headers: {'content-type': 'application/json', 'x-strongdoge-max-price': maxPrice},
+        body: JSON.stringify({model: 'demo', prompt: 'budget', max_tokens: 4, temperature: 0})
+    });
+    const tooLow = await post(String(PRICE - 1));
+    t.is(tooLow.status, 402);
+    t.like(await tooLow.json(), {error: {code: 'over_budget'}});
+    t.is((await post(String(PRICE))).status, 200);
+    t.is((await post('cheap')).status, 400);
+});
+
+test.serial('a model no peer holds is a clear 404', async (t) => {
+    const error = await t.throwsAsync(requester.client.chat.completions.create({...chatRequest, model: 'nobody-has-this'}), {instanceOf: OpenAI.NotFoundError});
+    t.regex(error!.message, /nobody-has-this/);
+});
+
+test.serial('a client that disconnects cancels the remote job', async (t) => {
+    const controller = new AbortController();
+    const stream = await requester.client.completions.create(
+        {model: 'demo', prompt: 'cancel me', max_tokens: MAX_JOB_TOKENS, temperature: 0, stream: true}, {signal: controller.signal});
+    let chunks = 0;
+    try {
+        for await (const _chunk of stream)
+            if (++chunks === 5)
+                controller.abort();
+    } catch {
+        // the client's own abort
+    }
+    await waitFor(async () => (await Promise.all(providers.map((provider) => node(provider.daemon)))).every((info) => info.peerJobs.active === 0), 3_000);
+    t.pass();
+});
+
+test.serial('serving nodes never log prompt or output text', async (t) => {
+    const output = (await providers[0]!.client.chat.completions.create(chatRequest)).choices[0]!.message.content!;
+    const snippet = output.slice(5, 25);
+    for (const provider of providers) {
+        const logs = JSON.stringify(provider.daemon.logs);
+        t.false(logs.includes(SECRET_PROMPT));
+        t.true(snippet.length < 10 || !logs.includes(snippet));
+    }
+    t.true(providers.some((provider) => provider.daemon.logs.some((record) => record.msg === 'served a peer job')));
+});
