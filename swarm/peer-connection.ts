@@ -18,6 +18,8 @@ const MESSAGES_PER_SECOND = 20;
 const MESSAGE_BURST = 100;
 /** Pings awaiting their pong; an unknown pong is out of order. */
 const MAX_OUTSTANDING_PINGS = 16;
+/** Hyperswarm's own reasons for closing a connection (it sets no code): not the peer's fault. */
+const SWARM_ERROR_MESSAGES = new Set(['Duplicate connection', 'Swarm has been destroyed', 'Peer is firewalled']);
 /** Errors of the network, not of the peer: no ban for these. */
 const NETWORK_ERROR_CODES = new Set(['ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ECONNREFUSED', 'ERR_STREAM_PREMATURE_CLOSE',
     'CHANNEL_CLOSED', 'CHANNEL_DESTROYED', 'STREAM_DESTROYED', 'HOLEPUNCH_ABORTED', 'PEER_NOT_FOUND']);
@@ -62,7 +64,7 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
         super();
         this.peerId = stream.remotePublicKey.toString('hex');
         stream.on('error', (error: Error & {code?: string}) => {
-            const network = error.code !== undefined && NETWORK_ERROR_CODES.has(error.code);
+            const network = (error.code !== undefined && NETWORK_ERROR_CODES.has(error.code)) || SWARM_ERROR_MESSAGES.has(error.message);
             this.close(network ? {kind: 'network', message: error.message} : {kind: 'violation', message: `stream error: ${error.message}`});
         });
         stream.on('close', () => this.close({kind: 'network', message: 'connection closed'}));
