@@ -17,8 +17,8 @@ export interface SelectionCriteria {
     exclude?: ReadonlySet<string>
 }
 
-/** RTT that halves a peer's score: latency matters per token, but less than speed and reliability. */
-const RTT_HALF_SCORE_MS = 50;
+/** RTT that halves a peer's score: a whole request pays it about once (first token), so it weighs lightly. */
+const RTT_HALF_SCORE_MS = 250;
 
 export function priceOf(peer: PeerCandidate) {
     return peer.capabilities.pricePerMillionTokens ?? 0;

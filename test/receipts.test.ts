@@ -1,0 +1,64 @@
+import test from 'ava';
+import crypto from 'hypercore-crypto';
+import {RECEIPT_VERSION, ReceiptError, signReceiptBody, verifyReceipt, type ReceiptBody} from '../ledger/receipt.js';
+
+const provider = crypto.keyPair();
+const requester = crypto.keyPair();
+const stranger = crypto.keyPair();
+
+const body: ReceiptBody = {
+    version: RECEIPT_VERSION,
+    jobId: 'ab'.repeat(16),
+    model: 'demo',
+    promptTokens: 31,
+    completionTokens: 40,
+    promptMs: 12.5,
+    generationMs: 80.25,
+    provider: provider.publicKey.toString('hex'),
+    requester: requester.publicKey.toString('hex'),
+    completedAt: '2026-11-25T10:00:00.000Z'
+};
+
+function signed(overrides: Partial<ReceiptBody> = {}) {
+    const signedBody = {...body, ...overrides};
+    return {
+        body: signedBody,
+        requesterSignature: signReceiptBody(signedBody, requester.secretKey),
+        providerSignature: signReceiptBody(signedBody, provider.secretKey)
+    };
+}
+
+test('a receipt signed by both parties verifies', (t) => {
+    t.deepEqual(verifyReceipt(signed()), signed());
+});
+
+test('a receipt the provider has not countersigned verifies only when that is allowed', (t) => {
+    const receipt = {...signed(), providerSignature: null};
+    t.throws(() => verifyReceipt(receipt), {instanceOf: ReceiptError, message: /not countersigned/});
+    t.notThrows(() => verifyReceipt(receipt, {countersigned: false}));
+});
+
+const altered: [string, (receipt: ReturnType<typeof signed>) => unknown][] = [
+    ['more completion tokens', (receipt) => ({...receipt, body: {...receipt.body, completionTokens: 4000}})],
+    ['fewer prompt tokens', (receipt) => ({...receipt, body: {...receipt.body, promptTokens: 1}})],
+    ['another model', (receipt) => ({...receipt, body: {...receipt.body, model: 'llama-70b'}})],
+    ['another provider', (receipt) => ({...receipt, body: {...receipt.body, provider: stranger.publicKey.toString('hex')}})],
+    ['a provider signature by a stranger', (receipt) => ({...receipt, providerSignature: signReceiptBody(receipt.body, stranger.secretKey)})],
+    ['a requester signature by the provider', (receipt) => ({...receipt, requesterSignature: signReceiptBody(receipt.body, provider.secretKey)})],
+    ['signatures swapped', (receipt) => ({...receipt, requesterSignature: receipt.providerSignature, providerSignature: receipt.requesterSignature})],
+    ['a flipped signature bit', (receipt) => ({...receipt, providerSignature: (receipt.providerSignature[0] === 'a' ? 'b' : 'a') + receipt.providerSignature.slice(1)})],
+    ['negative tokens', () => signed({completionTokens: -1})],
+    ['fractional tokens', () => signed({promptTokens: 1.5})],
+    ['an unknown version', () => signed({version: 2 as 1})],
+    ['self-dealing', () => signed({provider: requester.publicKey.toString('hex')})],
+    ['an extra field', (receipt) => ({...receipt, body: {...receipt.body, bonus: 1}})],
+    ['a malformed job id', () => signed({jobId: 'nope'})],
+    ['not an object', () => 'receipt'],
+    ['a truncated signature', (receipt) => ({...receipt, requesterSignature: receipt.requesterSignature.slice(0, 64)})]
+];
+
+for (const [name, alter] of altered) {
+    test(`a forged or altered receipt is rejected: ${name}`, (t) => {
+        t.throws(() => verifyReceipt(alter(signed())), {instanceOf: ReceiptError});
+    });
+}
