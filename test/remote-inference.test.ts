@@ -97,7 +97,7 @@ test.serial('a node without the model serves chats through a peer; text equals a
         chunks++;
     }
     t.true(chunks > 5);
-    t.is(streamed, local.choices[0]!.message.content);
+    t.is(streamed, local.choices[0]!.message.content ?? '');
 
     const completion = await requester.client.completions.create({model: 'demo', prompt: 'Such wow', max_tokens: 20, temperature: 0});
     const localCompletion = await providers[1]!.client.completions.create({model: 'demo', prompt: 'Such wow', max_tokens: 20, temperature: 0});
