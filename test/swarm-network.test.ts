@@ -67,12 +67,11 @@ test.serial('nodes on a loopback testnet discover each other with capabilities a
     const models = await (await fetch(`${plain!.daemon.baseUrl}/models`)).json() as {data: {id: string, owned_by: string}[]};
     t.is(models.data.length, 1);
     t.regex(models.data[0]!.owned_by, /^peer:[0-9a-f]{16}$/);
-    const refused = await fetch(`${plain!.daemon.baseUrl}/chat/completions`, {
+    const served = await fetch(`${plain!.daemon.baseUrl}/chat/completions`, {
         method: 'POST', headers: {'content-type': 'application/json'},
-        body: JSON.stringify({model: 'demo', messages: [{role: 'user', content: 'hi'}]})
+        body: JSON.stringify({model: 'demo', messages: [{role: 'user', content: 'hi'}], max_tokens: 5})
     });
-    t.is(refused.status, 503);
-    t.like(await refused.json(), {error: {code: 'model_only_on_peers'}});
+    t.is(served.status, 200, 'the model-less node has a peer serve it');
 
     // The CLI talks to the running node.
     const port = new URL(plain!.daemon.origin).port;
