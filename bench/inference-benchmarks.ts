@@ -98,11 +98,16 @@ async function benchmarkModel(dir: string, name: string, options: DemoModelOptio
         process.stderr.write(`[${name}] llama-server\n`);
         const server = await startLlamaServer(modelPath, {threads: THREADS, parallel: PARALLEL, contextPerSlot: CONTEXT});
         const serverClient = new OpenAI({baseURL: server.baseUrl, apiKey: 'bench', maxRetries: 0});
-        llamaServer = {
-            single: await repeat(() => measureStreamedCompletion(serverClient, load)),
-            concurrency: await concurrencySweep(serverClient, load)
-        };
-        await server.stop();
+        try {
+            llamaServer = {
+                single: await repeat(() => measureStreamedCompletion(serverClient, load)),
+                concurrency: await concurrencySweep(serverClient, load)
+            };
+        } catch (error) {
+            // Reported, not fatal: the comparison is missing, the other measurements stand.
+            llamaServer = {skipped: `llama-server failed (${(error as Error).message}, exit ${server.exitCode()}): ${server.logTail()}`};
+        }
+        await server.stop().catch(() => undefined);
     } else {
         llamaServer = {skipped: 'llama-server not built: run scripts/build-llama-server.sh'};
     }

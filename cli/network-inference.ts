@@ -52,76 +52,51 @@ export class NetworkInference implements InferenceService {
         if (!this.routesRemotely(request.model))
             return this.local.generate(request, options);
 
-        const maxPrice = options.maxPrice ?? this.settings.maxPrice;
-        const tried = new Set<string>();
+        // Tokens streamed so far, over every attempt: the next peer continues after them.
         const tokens: number[] = [...request.continuation?.tokens ?? []];
-        let streamed = '';
         const initialTokens = tokens.length;
-        let first: GenerationResult | undefined;
-        let generationMs = 0;
-        const failures: string[] = [];
-
-        for (let attempt = 0; attempt < this.settings.maxAttempts; attempt++) {
-            const peer = rankPeers(this.candidates(), {model: request.model, ...(maxPrice !== undefined && {maxPrice}), exclude: tried})[0];
-            if (peer === undefined)
-                break;
-            tried.add(peer.id);
+        let streamed = '';
+        return this.withPeers(request.model, options, async (peerId) => {
             const before = streamed;
             const tokensBefore = tokens.length;
-            try {
-                const result = await this.requester!.generate(peer.id, {...request, ...(tokens.length > 0 && {continuation: {tokens: [...tokens]}})}, {
-                    signal: options.signal,
-                    deadlines: this.settings.deadlines,
-                    onText: (text, chunkTokens) => {
-                        streamed += text;
-                        tokens.push(...chunkTokens);
-                        options.onText?.(text, chunkTokens);
-                    }
-                });
-                this.swarm?.peer(peer.id)?.recordRequest(true);
-                options.onRoute?.({peers: [...tried], failovers: tried.size - 1});
-                first ??= result;
-                // Tokens earlier peers streamed before failing count too.
-                const completionTokens = tokensBefore - initialTokens + result.usage.completionTokens;
-                generationMs += result.timings.generationMs;
-                return {
-                    text: before + result.text,
-                    finishReason: result.finishReason,
-                    usage: {promptTokens: first.usage.promptTokens, completionTokens},
-                    timings: {
-                        promptMs: first.timings.promptMs,
-                        generationMs,
-                        promptTokensPerSecond: first.timings.promptTokensPerSecond,
-                        generationTokensPerSecond: generationMs > 0 ? (completionTokens - 1) / (generationMs / 1000) : 0
-                    }
-                };
-            } catch (error) {
-                if (!(error instanceof RemoteJobError))
-                    throw error;
-                if (error.failure.kind === 'cancelled')
-                    throw new EngineError('cancelled', 'request cancelled');
-                this.recordFailure(peer.id, error, failures);
-            }
-        }
-        if (failures.length === 0)
-            throw this.noPeerError(request.model, maxPrice);
-        throw new ApiError(503, `no peer could complete the request for '${request.model}' after ${failures.length} attempt(s): ${failures.join('; ')}`,
-            'server_error', null, 'peers_failed', 1);
+            const result = await this.requester!.generate(peerId, {...request, ...(tokens.length > 0 && {continuation: {tokens: [...tokens]}})}, {
+                signal: options.signal,
+                deadlines: this.settings.deadlines,
+                onText: (text, chunkTokens) => {
+                    streamed += text;
+                    tokens.push(...chunkTokens);
+                    options.onText?.(text, chunkTokens);
+                }
+            });
+            // Tokens earlier peers streamed before failing count too.
+            const completionTokens = tokensBefore - initialTokens + result.usage.completionTokens;
+            return {
+                ...result,
+                text: before + result.text,
+                usage: {promptTokens: result.usage.promptTokens, completionTokens}
+            };
+        });
     }
 
     async embed(model: string, inputs: string[], options: Parameters<InferenceService['embed']>[2]): Promise<EmbeddingResult> {
         if (!this.routesRemotely(model))
             return this.local.embed(model, inputs, options);
+        return this.withPeers(model, options, (peerId) =>
+            this.requester!.embed(peerId, model, inputs, {signal: options.signal, deadlines: this.settings.deadlines}));
+    }
+
+    /** Tries the best peers in turn, at most `maxAttempts`, and says clearly why none could serve. */
+    private async withPeers<T>(model: string, options: Omit<GenerateOptions, 'onText'>, attempt: (peerId: string) => Promise<T>): Promise<T> {
         const maxPrice = options.maxPrice ?? this.settings.maxPrice;
         const tried = new Set<string>();
         const failures: string[] = [];
-        for (let attempt = 0; attempt < this.settings.maxAttempts; attempt++) {
+        for (let attempts = 0; attempts < this.settings.maxAttempts; attempts++) {
             const peer = rankPeers(this.candidates(), {model, ...(maxPrice !== undefined && {maxPrice}), exclude: tried})[0];
             if (peer === undefined)
                 break;
             tried.add(peer.id);
             try {
-                const result = await this.requester!.embed(peer.id, model, inputs, {signal: options.signal, deadlines: this.settings.deadlines});
+                const result = await attempt(peer.id);
                 this.swarm?.peer(peer.id)?.recordRequest(true);
                 options.onRoute?.({peers: [...tried], failovers: tried.size - 1});
                 return result;
@@ -135,7 +110,8 @@ export class NetworkInference implements InferenceService {
         }
         if (failures.length === 0)
             throw this.noPeerError(model, maxPrice);
-        throw new ApiError(503, `no peer could embed with '${model}': ${failures.join('; ')}`, 'server_error', null, 'peers_failed', 1);
+        throw new ApiError(503, `no peer could complete the request for '${model}' after ${failures.length} attempt(s): ${failures.join('; ')}`,
+            'server_error', null, 'peers_failed', 1);
     }
 
     /** A polite refusal says nothing about a peer's reliability; a stall or a vanished peer does. */

@@ -38,9 +38,15 @@ export async function startLlamaServer(modelPath: string, {threads, parallel, co
     }, 60_000, 100);
     return {
         baseUrl: `${origin}/v1`,
+        /** The end of its log, to explain a crash. */
+        logTail: () => stderr.slice(-1500),
+        exitCode: () => child.exitCode ?? child.signalCode,
         async stop() {
+            if (child.exitCode !== null || child.signalCode !== null)
+                return;
+            const exited = once(child, 'exit');
             child.kill('SIGTERM');
-            await once(child, 'exit');
+            await exited;
         }
     };
 }
