@@ -10,7 +10,7 @@ const LEVEL_NAMES: Record<number, string> = {10: 'trace', 20: 'debug', 30: 'info
 const OMITTED_KEYS = new Set(['level', 'time', 'pid', 'hostname', 'msg']);
 
 /** One readable line per record for people at a terminal: `09:14:02 info  message key=value`. */
-function humanLines(output: NodeJS.WritableStream) {
+function humanLines(output: {write(line: string): unknown}) {
     return new Writable({
         write(chunk: Buffer, _encoding, callback) {
             for (const line of chunk.toString('utf8').split('\n').filter(Boolean)) {
@@ -32,7 +32,7 @@ export interface LoggerOptions {
     level: string,
     /** JSON lines (daemons, log collectors) or readable lines (a person at a terminal). */
     format: 'json' | 'human',
-    output?: NodeJS.WritableStream
+    output?: {write(line: string): unknown}
 }
 
 export function createLogger({level, format, output = process.stdout}: LoggerOptions): Logger {

@@ -1,7 +1,9 @@
 import {BenchmarkCache, benchmarkCachePath} from '../engine/device-benchmark/benchmark-cache.js';
 import {deviceKey} from '../engine/device-benchmark/device-benchmark.js';
 import {lookupGpuTflops} from '../engine/device-benchmark/gpu-lookup-table.js';
+import {EventEmitter} from 'node:events';
 import {EngineSupervisor} from '../engine/engine-supervisor.js';
+import type {InferenceService} from '../proxy/inference-service.js';
 import type {ModelLoadSpec} from '../engine/worker/engine-messages.js';
 import {createProxyApp} from '../proxy/proxy-app.js';
 import {listenProxy, type ListeningProxy} from '../proxy/proxy-server.js';
@@ -39,6 +41,8 @@ export class StrongdogeNode {
     readonly provider: JobProvider | undefined;
     /** Receipts of remote jobs, both ways, until the ledger stores them. */
     readonly receipts: Receipt[] = [];
+    /** Tokens as they stream: to this node's clients (`local`), or generated for peers (`forPeers`). */
+    readonly tokens = new EventEmitter<{tokens: [kind: 'local' | 'forPeers', count: number]}>();
     private proxy: ListeningProxy | undefined;
     private servedPeerJobs = 0;
     private readonly startedAt = Date.now();
@@ -85,12 +89,12 @@ export class StrongdogeNode {
     async start() {
         const local = new LocalInference(this.engine, this.models.map((model) => model.id));
         const app = createProxyApp({
-            inference: new NetworkInference(local, this.swarm, this.requester, {
+            inference: this.countingClientTokens(new NetworkInference(local, this.swarm, this.requester, {
                 prefer: this.settings.prefer,
                 ...(this.settings.maxPrice !== undefined && {maxPrice: this.settings.maxPrice}),
                 deadlines: {firstTokenMs: Math.max(FIRST_TOKEN_DEADLINE_MS, this.settings.peerTimeout * 1000), tokenMs: this.settings.peerTimeout * 1000},
                 maxAttempts: MAX_PEER_ATTEMPTS
-            }),
+            })),
             stats: this.stats,
             status: {
                 node: () => this.describe(),
@@ -122,11 +126,33 @@ export class StrongdogeNode {
         }, status.device?.backend ? `ready: ${status.device.backend} GPU offload` : 'ready: CPU only');
     }
 
+    /** The proxy's inference service, counting the tokens streamed to this node's clients. */
+    private countingClientTokens(inference: InferenceService): InferenceService {
+        return {
+            listModels: () => inference.listModels(),
+            readiness: () => inference.readiness(),
+            embed: (...args) => inference.embed(...args),
+            generate: (request, options) => inference.generate(request, {
+                ...options,
+                onText: (text, tokens) => {
+                    this.tokens.emit('tokens', 'local', tokens.length);
+                    options.onText?.(text, tokens);
+                }
+            })
+        };
+    }
+
     /** This node's engine, as it serves peers: only models it has loaded, only while ready. */
     private localExecutor(): JobExecutor {
         return {
             canServe: (model) => this.engine.state === 'ready' && this.engine.getStatus().models.some((loaded) => loaded.id === model),
-            generate: (request, options) => this.engine.generate(request, options),
+            generate: (request, options) => this.engine.generate(request, {
+                ...options,
+                onText: (text, tokens) => {
+                    this.tokens.emit('tokens', 'forPeers', tokens.length);
+                    options.onText(text, tokens);
+                }
+            }),
             embed: (model, inputs, options) => this.engine.embed(model, inputs, options)
         };
     }

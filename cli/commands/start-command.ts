@@ -7,6 +7,9 @@ import {ensureDataDir, resolveDataDir} from '../data-dir.js';
 import {createLogger} from '../logger.js';
 import {resolveModelRefs} from '../model-refs.js';
 import {StrongdogeNode} from '../strongdoge-node.js';
+import {DashboardStore} from '../../tui/dashboard-store.js';
+import {renderDashboard} from '../../tui/dashboard-app.js';
+import {dashboardLogSink, feedDashboard} from '../dashboard-feed.js';
 import {addDataDirOption} from './shared-options.js';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
@@ -52,7 +55,13 @@ export function startCommand() {
         const {dataDir: _ignored, ...settingFlags} = flags;
         const settings = resolveNodeSettings(dataDir, {flags: settingFlags, env: process.env, file: await readConfigFile(dataDir)});
         await ensureDataDir(dataDir);
-        const logger = createLogger({level: settings.logLevel, format: settings.daemon ? 'json' : 'human'});
+        // A person at a terminal gets the dashboard (logs feed its error line); pipes and daemons get log lines.
+        const store = !settings.daemon && process.stdout.isTTY && process.stdin.isTTY ? new DashboardStore() : undefined;
+        const logger = createLogger({
+            level: settings.logLevel,
+            format: settings.daemon || store ? 'json' : 'human',
+            ...(store && {output: dashboardLogSink(store)})
+        });
         logger.info({dataDir, version: command.parent?.version()}, 'strongdoge starting');
 
         const {identity, created, permissionsFixed} = await loadOrCreateIdentity(dataDir).catch((error: Error) => {
@@ -64,34 +73,50 @@ export function startCommand() {
             logger.warn('the identity file was readable by others: its mode is now 0600');
         const models = await resolveModelRefs(settings.model, dataDir, {logger, showProgressBar: !settings.daemon && process.stderr.isTTY});
         const node = new StrongdogeNode(settings, models, identity, logger);
+        let dashboard: {unmount(): void} | undefined;
+        const stopFeed = store && feedDashboard(node, store, settings.apiKey !== undefined);
+        const leaveDashboard = () => {
+            stopFeed?.();
+            dashboard?.unmount();
+            dashboard = undefined;
+        };
 
         let stopping = false;
-        const stop = (signal: NodeJS.Signals) => {
+        const stop = (signal: NodeJS.Signals | 'q') => {
             if (stopping) {
                 logger.warn({signal}, 'second signal: exiting now');
+                leaveDashboard();
                 process.exit(1);
             }
             stopping = true;
             logger.info({signal}, 'shutting down');
             setTimeout(() => {
                 logger.error('shutdown took too long: exiting');
+                leaveDashboard();
                 process.exit(1);
             }, SHUTDOWN_TIMEOUT_MS).unref();
             node.stop().then(() => {
                 logger.info('stopped');
+                leaveDashboard();
                 process.exit(0);
             }, (error: Error) => {
                 logger.error({err: error}, 'error while stopping');
+                leaveDashboard();
                 process.exit(1);
             });
         };
         process.on('SIGINT', stop);
         process.on('SIGTERM', stop);
 
+        if (store)
+            dashboard = renderDashboard(store, () => stop('q'));
         try {
             await node.start();
         } catch (error) {
             logger.fatal({err: error}, `cannot start: ${(error as Error).message}`);
+            leaveDashboard();
+            if (store)
+                process.stderr.write(`strongdoge: cannot start: ${(error as Error).message}\n`);
             await node.stop().catch(() => undefined);
             process.exit(1);
         }

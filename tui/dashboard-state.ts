@@ -1,0 +1,89 @@
+/** Everything the dashboard shows: one typed state, fed by the node, rendered by pure panels. */
+
+export interface DeviceView {
+    backend: string | false,
+    gpuNames: string[],
+    vramTotalBytes: number,
+    vramFreeBytes: number,
+    cpuThreads: number,
+    measuredTflops: number | null,
+    lookupTflops: number | null,
+    generationTokensPerSecond: number | null
+}
+
+export interface PeerView {
+    id: string,
+    rttMs: number | null,
+    tflops: number | null,
+    backend: string | false,
+    vramTotalBytes: number,
+    models: string[],
+    successRate: number,
+    requestsSent: number
+}
+
+export interface PipelineStageView {
+    nodeId: string,
+    firstLayer: number,
+    lastLayer: number,
+    latencyMs: number | null
+}
+
+export interface RequestView {
+    id: string,
+    model: string,
+    /** local, remote (peer ids) or sharded. */
+    route: string,
+    tokens: number,
+    tokensPerSecond: number,
+    status: number,
+    finishedAt: number
+}
+
+export interface ProgressView {
+    label: string,
+    /** 0..1 */
+    fraction: number
+}
+
+export interface DashboardState {
+    node: {
+        id: string,
+        shortId: string,
+        network: string | null,
+        privateNetwork: boolean,
+        version: string,
+        proxyUrl: string | null,
+        apiKeyRequired: boolean
+    },
+    device: DeviceView | null,
+    engine: {state: string, restarts: number, running: number, queued: number, models: string[]},
+    progress: ProgressView[],
+    peers: PeerView[],
+    pipeline: {model: string, stages: PipelineStageView[]} | null,
+    /** Generated tokens per second, one sample per second, oldest first. */
+    throughput: {local: number[], forPeers: number[]},
+    requests: RequestView[],
+    ledger: {records: number, points: number | null, lastAnchor: {tx: string, block: number} | null, nextAnchorAt: string | null},
+    errors: {at: number, message: string}[]
+}
+
+/** Samples kept for the sparkline: the last five minutes. */
+export const THROUGHPUT_SAMPLES = 300;
+export const RECENT_REQUESTS_SHOWN = 50;
+export const RECENT_ERRORS_KEPT = 20;
+
+export function emptyDashboardState(): DashboardState {
+    return {
+        node: {id: '', shortId: '', network: null, privateNetwork: false, version: '', proxyUrl: null, apiKeyRequired: false},
+        device: null,
+        engine: {state: 'starting', restarts: 0, running: 0, queued: 0, models: []},
+        progress: [],
+        peers: [],
+        pipeline: null,
+        throughput: {local: [], forPeers: []},
+        requests: [],
+        ledger: {records: 0, points: null, lastAnchor: null, nextAnchorAt: null},
+        errors: []
+    };
+}

@@ -1,0 +1,59 @@
+import {Box, Text} from 'ink';
+import type {DashboardState} from './dashboard-state.js';
+import {DevicePanel} from './panels/device-panel.js';
+import {HeaderPanel} from './panels/header-panel.js';
+import {LedgerPanel} from './panels/ledger-panel.js';
+import {PeersPanel} from './panels/peers-panel.js';
+import {PipelinePanel} from './panels/pipeline-panel.js';
+import {RequestsPanel} from './panels/requests-panel.js';
+import {ThroughputPanel} from './panels/throughput-panel.js';
+
+export const FOCUSABLE_PANELS = ['device', 'peers', 'pipeline', 'throughput', 'requests', 'ledger'] as const;
+export type FocusablePanel = typeof FOCUSABLE_PANELS[number];
+
+/** Below this width the panels stack in one column. */
+const TWO_COLUMNS_MIN_WIDTH = 100;
+
+export interface DashboardViewProps {
+    state: DashboardState,
+    columns: number,
+    focus: FocusablePanel,
+    showHelp: boolean
+}
+
+/** The whole screen as a pure function of the state and the terminal size. */
+export function DashboardView({state, columns, focus, showHelp}: DashboardViewProps) {
+    const twoColumns = columns >= TWO_COLUMNS_MIN_WIDTH;
+    const chartWidth = Math.max(10, Math.min(60, (twoColumns ? Math.floor(columns / 2) : columns) - 22));
+    const lastError = state.errors.at(-1);
+    const left = (
+        <>
+            <DevicePanel device={state.device} engine={state.engine} progress={state.progress} focused={focus === 'device'}/>
+            <PeersPanel peers={state.peers} focused={focus === 'peers'}/>
+            <PipelinePanel pipeline={state.pipeline} focused={focus === 'pipeline'} width={chartWidth}/>
+        </>
+    );
+    const right = (
+        <>
+            <ThroughputPanel throughput={state.throughput} focused={focus === 'throughput'} width={chartWidth}/>
+            <RequestsPanel requests={state.requests} focused={focus === 'requests'} rows={twoColumns ? 6 : 3}/>
+            <LedgerPanel ledger={state.ledger} focused={focus === 'ledger'}/>
+        </>
+    );
+    return (
+        <Box flexDirection="column" width={columns}>
+            <HeaderPanel node={state.node} engine={state.engine}/>
+            {twoColumns
+                ? <Box><Box flexDirection="column" width="50%">{left}</Box><Box flexDirection="column" width="50%">{right}</Box></Box>
+                : <Box flexDirection="column">{left}{right}</Box>}
+            {lastError && <Text color="red" wrap="truncate-end">! {lastError.message}</Text>}
+            {showHelp
+                ? <Box flexDirection="column" borderStyle="single" paddingX={1}>
+                    <Text bold>Keys</Text>
+                    <Text>q quit (stops the node gracefully)   tab / arrows move focus   ? this help</Text>
+                    <Text>Headless: strongdoge --daemon; from another terminal: strongdoge status, strongdoge peers</Text>
+                </Box>
+                : <Text dimColor>q quit · tab/arrows focus · ? help</Text>}
+        </Box>
+    );
+}

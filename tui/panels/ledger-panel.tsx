@@ -1,0 +1,13 @@
+import {Text} from 'ink';
+import type {DashboardState} from '../dashboard-state.js';
+import {Panel} from './panel.js';
+
+export function LedgerPanel({ledger, focused}: Pick<DashboardState, 'ledger'> & {focused?: boolean}) {
+    return (
+        <Panel title="Ledger" focused={focused}>
+            <Text>receipts {ledger.records}  points {ledger.points ?? '-'}</Text>
+            <Text>last anchor {ledger.lastAnchor === null ? 'none yet' : `block ${ledger.lastAnchor.block} tx ${ledger.lastAnchor.tx.slice(0, 12)}…`}</Text>
+            <Text dimColor>next anchor {ledger.nextAnchorAt ?? 'not scheduled (anchoring not configured)'}</Text>
+        </Panel>
+    );
+}

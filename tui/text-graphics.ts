@@ -1,0 +1,33 @@
+/** Character graphics for panels: pure functions, so they are tested without a terminal. */
+
+const SPARK_LEVELS = '▁▂▃▄▅▆▇█';
+
+/** The last `width` values as a sparkline scaled to their maximum; empty positions are blank. */
+export function sparkline(values: number[], width: number): string {
+    const shown = values.slice(-width);
+    const max = Math.max(0, ...shown);
+    const line = shown.map((value) => max === 0 ? SPARK_LEVELS[0]! : SPARK_LEVELS[Math.min(SPARK_LEVELS.length - 1, Math.floor((value / max) * (SPARK_LEVELS.length - 1) + 0.5))]!).join('');
+    return line.padStart(width, ' ');
+}
+
+export function progressBar(fraction: number, width: number): string {
+    const clamped = Math.min(1, Math.max(0, fraction));
+    const filled = Math.round(clamped * width);
+    return `${'█'.repeat(filled)}${'░'.repeat(width - filled)} ${String(Math.round(clamped * 100)).padStart(3)}%`;
+}
+
+/** Layer ranges as one bar of `width` cells, a letter per stage (A, B, …). */
+export function layerBar(stages: {firstLayer: number, lastLayer: number}[], totalLayers: number, width: number): string {
+    if (totalLayers <= 0)
+        return '';
+    const cells = Array.from({length: width}, (_, cell) => {
+        const layer = Math.floor((cell / width) * totalLayers);
+        const stage = stages.findIndex((candidate) => layer >= candidate.firstLayer && layer <= candidate.lastLayer);
+        return stage < 0 ? '·' : String.fromCharCode(65 + (stage % 26));
+    });
+    return cells.join('');
+}
+
+export function formatRate(tokensPerSecond: number) {
+    return tokensPerSecond >= 100 ? tokensPerSecond.toFixed(0) : tokensPerSecond.toFixed(1);
+}
