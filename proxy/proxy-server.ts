@@ -27,7 +27,7 @@ export async function listenProxy(app: Express, host: string, port: number): Pro
         server,
         port: address.port,
         baseUrl: `http://${urlHost}:${address.port}/v1`,
-        async close(graceMs = 10_000) {
+        async close(graceMs = 5_000) {
             const closed = new Promise<void>((resolve) => server.close(() => resolve()));
             server.closeIdleConnections();
             const timer = setTimeout(() => server.closeAllConnections(), graceMs);

@@ -1,0 +1,82 @@
+import {execFile} from 'node:child_process';
+import {once} from 'node:events';
+import {readFile, rm} from 'node:fs/promises';
+import {createServer} from 'node:net';
+import {join} from 'node:path';
+import {promisify} from 'node:util';
+import test from 'ava';
+import {CLI_PATH, startDaemon, waitFor} from './helpers/cli-process.js';
+import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
+
+const run = promisify(execFile);
+
+async function freePort() {
+    const server = createServer().listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const {port} = server.address() as {port: number};
+    await new Promise((resolve) => server.close(resolve));
+    return port;
+}
+
+test('in a real terminal (tmux) the dashboard shows the panels and the API URL, lists a request, and q exits 0 within 5 s', async (t) => {
+    await run('tmux', ['-V']).catch(() => t.fail('tmux is needed for this test (apt-get install tmux)'));
+    const fixture = await createDataDirWithDemoModel();
+    const port = await freePort();
+    const session = `strongdoge-test-${process.pid}`;
+    const exitFile = join(fixture.dataDir, 'exit-code');
+    t.teardown(async () => {
+        await run('tmux', ['kill-session', '-t', session]).catch(() => undefined);
+        await fixture.cleanup();
+    });
+    const command = `${process.execPath} ${CLI_PATH} start --model demo --offline --threads 1 --port ${port} --data-dir ${fixture.dataDir}; echo $? > ${exitFile}; sleep 60`;
+    await run('tmux', ['new-session', '-d', '-s', session, '-x', '100', '-y', '40', command]);
+    const screen = async () => (await run('tmux', ['capture-pane', '-p', '-t', session])).stdout;
+
+    await waitFor(async () => (await screen()).includes('engine ready'), 30_000, 200);
+    const ready = await screen();
+    t.true(ready.includes(`API http://127.0.0.1:${port}/v1`), ready);
+    for (const panel of ['This device', 'Peers (0)', 'Pipeline', 'Throughput (tokens/s)', 'Recent requests', 'Ledger'])
+        t.true(ready.includes(panel), panel);
+
+    const response = await fetch(`http://127.0.0.1:${port}/v1/completions`, {
+        method: 'POST', headers: {'content-type': 'application/json'},
+        body: JSON.stringify({model: 'demo', prompt: 'hello dashboard', max_tokens: 17, temperature: 0})
+    });
+    t.is(response.status, 200);
+    await waitFor(async () => /demo local 17 tok [\d.]+ tok\/s 200/.test(await screen()), 5_000, 100);
+
+    await run('tmux', ['send-keys', '-t', session, 'q']);
+    const pressedAt = Date.now();
+    await waitFor(async () => (await readFile(exitFile, 'utf8').catch(() => '')).trim() !== '', 5_000, 50);
+    t.true(Date.now() - pressedAt < 5_000);
+    t.is((await readFile(exitFile, 'utf8')).trim(), '0');
+    await rm(exitFile);
+});
+
+test('a daemon stopped with SIGTERM during a streaming request ends the stream and exits 0', async (t) => {
+    const fixture = await createDataDirWithDemoModel({endsText: false});
+    t.teardown(fixture.cleanup);
+    const daemon = await startDaemon(['--model', 'demo', '--data-dir', fixture.dataDir, '--threads', '1']);
+    const response = await fetch(`${daemon.baseUrl}/completions`, {
+        method: 'POST', headers: {'content-type': 'application/json'},
+        body: JSON.stringify({model: 'demo', prompt: 'a long goodbye', max_tokens: 3800, temperature: 0, stream: true})
+    });
+    const reader = response.body!.getReader();
+    await reader.read();
+    const exited = daemon.stop('SIGTERM');
+    // The stream ends (finished, or cut at the shutdown deadline), it does not hang.
+    const drained = (async () => {
+        try {
+            for (;;)
+                if ((await reader.read()).done)
+                    return 'ended';
+        } catch {
+            return 'cut';
+        }
+    })();
+    t.true(['ended', 'cut'].includes(await drained));
+    t.is(await exited, 0);
+    t.true(daemon.logs.some((record) => record.msg === 'shutting down'));
+    t.true(daemon.logs.some((record) => record.msg === 'stopped'));
+    t.true(daemon.logs.every((record) => typeof record.level === 'number' && typeof record.time === 'string'));
+});

@@ -1,0 +1,29 @@
+import {emptyDashboardState, type DashboardState} from '../../tui/dashboard-state.js';
+
+export function busyDashboardState(): DashboardState {
+    const base = emptyDashboardState();
+    return {
+        ...base,
+        node: {id: 'ab'.repeat(32), shortId: 'q3xk8ume', network: 'public', privateNetwork: false, version: '0.1.0',
+            proxyUrl: 'http://127.0.0.1:9337/v1', apiKeyRequired: true},
+        device: {backend: 'cuda', gpuNames: ['NVIDIA GeForce RTX 4090'], vramTotalBytes: 24e9, vramFreeBytes: 20e9, cpuThreads: 15,
+            measuredTflops: 120.5, lookupTflops: 165, generationTokensPerSecond: 140},
+        engine: {state: 'ready', restarts: 1, running: 2, queued: 1, models: ['llama-3.1-8b']},
+        progress: [{label: 'loading qwen-7b', fraction: 0.42}],
+        peers: [
+            {id: 'c0ffee'.repeat(10) + 'c0ff', rttMs: 23.4, tflops: 60.1, backend: 'cuda', vramTotalBytes: 12e9, models: ['llama-3.1-8b'], successRate: 0.97, requestsSent: 31},
+            {id: 'deadbeef'.repeat(8), rttMs: null, tflops: null, backend: false, vramTotalBytes: 0, models: [], successRate: 0.5, requestsSent: 0}
+        ],
+        pipeline: {model: 'llama-3.1-70b', stages: [
+            {nodeId: 'ab'.repeat(32), firstLayer: 0, lastLayer: 39, latencyMs: null},
+            {nodeId: 'c0ffee'.repeat(10) + 'c0ff', firstLayer: 40, lastLayer: 79, latencyMs: 12.5}
+        ]},
+        throughput: {local: [0, 10, 50, 120, 80, 140], forPeers: [0, 0, 30, 30, 0, 60]},
+        requests: [
+            {id: 'r2', model: 'llama-3.1-8b', route: 'peers:c0ffeec0ffeec0ff', tokens: 128, tokensPerSecond: 88.2, status: 200, finishedAt: Date.parse('2026-11-25T10:00:05Z')},
+            {id: 'r1', model: 'llama-3.1-8b', route: 'local', tokens: 12, tokensPerSecond: 140, status: 503, finishedAt: Date.parse('2026-11-25T10:00:01Z')}
+        ],
+        ledger: {records: 42, points: 1234, lastAnchor: {tx: '0x9f86d081884c7d659a2feaa0c55ad015', block: 123456}, nextAnchorAt: '10:30'},
+        errors: [{at: 0, message: 'peer banned: flood: too many messages'}]
+    };
+}
