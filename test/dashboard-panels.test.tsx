@@ -38,15 +38,14 @@ test('empty state: every panel says what is missing', (t) => {
     t.regex(frame(<PeersPanel peers={[]}/>), /Peers \(0\)[\s\S]*no peers yet/);
     t.regex(frame(<PipelinePanel pipeline={null}/>), /requests are served whole/);
     t.regex(frame(<RequestsPanel requests={[]}/>), /none yet: point a chat client/);
-    t.regex(frame(<LedgerPanel ledger={state.ledger}/>), /receipts 0[\s\S]*none yet/);
+    t.regex(frame(<LedgerPanel ledger={state.ledger}/>), /receipts 0[\s\S]*anchor none yet · next not scheduled/);
     t.regex(frame(<ThroughputPanel throughput={state.throughput} width={8}/>), /local\s+0\.0/);
 });
 
 test('busy state: devices, peers, pipeline, throughput, requests and ledger', (t) => {
     const state = busyDashboardState();
     const device = frame(<DevicePanel device={state.device} engine={state.engine} progress={state.progress}/>);
-    t.regex(device, /cuda NVIDIA GeForce RTX 4090/);
-    t.regex(device, /VRAM 20\.0 GB free of 24\.0 GB/);
+    t.regex(device, /cuda NVIDIA GeForce RTX 4090, VRAM 20\.0 GB free of 24\.0 GB/);
     t.regex(device, /compute 120\.500 TFLOPS/);
     t.regex(device, /loading qwen-7b ███████░░░░░░░░░  42%/);
     const peers = frame(<PeersPanel peers={state.peers}/>);
@@ -57,9 +56,9 @@ test('busy state: devices, peers, pipeline, throughput, requests and ledger', (t
     t.regex(pipeline, /B c0ffeec0 layers 40-79 hop 12\.5ms/);
     t.regex(frame(<ThroughputPanel throughput={state.throughput} width={6}/>), /local\s+▁▂▄▇▅█ 140[\s\S]*for peers\s+▁▁▅▅▁█ 60\.0/);
     const requests = frame(<RequestsPanel requests={state.requests}/>);
-    t.regex(requests, /llama-3\.1-8b peers:c0ffeec0ffeec0ff 128 tok 88\.2 tok\/s 200/);
-    t.regex(requests, /local 12 tok 140 tok\/s 503/);
-    t.regex(frame(<LedgerPanel ledger={state.ledger}/>), /receipts 42\s+points 1234[\s\S]*block 123456 tx 0x9f86d08188/);
+    t.regex(requests, /200 llama-3\.1-8b peers:c0ffeec0ffeec0ff 128t 88\.2t\/s/);
+    t.regex(requests, /503 llama-3\.1-8b local 12t 140t\/s/);
+    t.regex(frame(<LedgerPanel ledger={state.ledger}/>), /receipts 42\s+points 1234[\s\S]*anchor block 123456 tx 0x9f86d08188… · next 10:30/);
 });
 
 test('the whole view shows the header, the proxy URL, errors and help', (t) => {
@@ -71,15 +70,23 @@ test('the whole view shows the header, the proxy URL, errors and help', (t) => {
     t.regex(view, /tab \/ arrows move focus/);
 });
 
-test('a narrow 80-column terminal stacks panels within its width', (t) => {
-    const view = frame(<DashboardView state={busyDashboardState()} columns={80} focus="requests" showHelp={false}/>);
+test('a narrow 64-column terminal stacks panels within its width', (t) => {
+    const view = frame(<DashboardView state={busyDashboardState()} columns={64} focus="requests" showHelp={false}/>);
     const lines = view.split('\n');
-    t.true(lines.every((line) => [...line].length <= 80), `widest line: ${Math.max(...lines.map((line) => [...line].length))}`);
+    t.true(lines.every((line) => [...line].length <= 64), `widest line: ${Math.max(...lines.map((line) => [...line].length))}`);
     for (const title of ['This device', 'Peers (2)', 'Pipeline', 'Throughput', 'Recent requests', 'Ledger'])
         t.true(view.includes(title), title);
     // one column: device above ledger, not beside it
     t.true(lines.findIndex((line) => line.includes('This device')) < lines.findIndex((line) => line.includes('Ledger')));
     t.false(lines.some((line) => line.includes('This device') && line.includes('Throughput')));
+});
+
+test('an 80×24 terminal fits the whole busy dashboard in two columns', (t) => {
+    const view = frame(<DashboardView state={busyDashboardState()} columns={80} focus="requests" showHelp={false}/>);
+    const lines = view.split('\n');
+    t.true(lines.length <= 24, `${lines.length} lines`);
+    t.true(lines.every((line) => [...line].length <= 80));
+    t.true(lines.some((line) => line.includes('This device') && line.includes('Throughput')));
 });
 
 test('the store keeps bounded history and one-second throughput samples', (t) => {

@@ -29,7 +29,7 @@ test('in a real terminal (tmux) the dashboard shows the panels and the API URL, 
         await fixture.cleanup();
     });
     const command = `${process.execPath} ${CLI_PATH} start --model demo --offline --threads 1 --port ${port} --data-dir ${fixture.dataDir}; echo $? > ${exitFile}; sleep 60`;
-    await run('tmux', ['new-session', '-d', '-s', session, '-x', '100', '-y', '40', command]);
+    await run('tmux', ['new-session', '-d', '-s', session, '-x', '80', '-y', '24', command]);
     const screen = async () => (await run('tmux', ['capture-pane', '-p', '-t', session])).stdout;
 
     await waitFor(async () => (await screen()).includes('engine ready'), 30_000, 200);
@@ -37,13 +37,14 @@ test('in a real terminal (tmux) the dashboard shows the panels and the API URL, 
     t.true(ready.includes(`API http://127.0.0.1:${port}/v1`), ready);
     for (const panel of ['This device', 'Peers (0)', 'Pipeline', 'Throughput (tokens/s)', 'Recent requests', 'Ledger'])
         t.true(ready.includes(panel), panel);
+    t.true(ready.split('\n')[0]!.includes('strongdoge'), 'the header is on the first line: nothing scrolled off at 80×24');
 
     const response = await fetch(`http://127.0.0.1:${port}/v1/completions`, {
         method: 'POST', headers: {'content-type': 'application/json'},
         body: JSON.stringify({model: 'demo', prompt: 'hello dashboard', max_tokens: 17, temperature: 0})
     });
     t.is(response.status, 200);
-    await waitFor(async () => /demo local 17 tok [\d.]+ tok\/s 200/.test(await screen()), 5_000, 100);
+    await waitFor(async () => /200 demo local 17t [\d.]+t\/s/.test(await screen()), 5_000, 100);
 
     await run('tmux', ['send-keys', '-t', session, 'q']);
     const pressedAt = Date.now();

@@ -12,7 +12,7 @@ export const FOCUSABLE_PANELS = ['device', 'peers', 'pipeline', 'throughput', 'r
 export type FocusablePanel = typeof FOCUSABLE_PANELS[number];
 
 /** Below this width the panels stack in one column. */
-const TWO_COLUMNS_MIN_WIDTH = 100;
+const TWO_COLUMNS_MIN_WIDTH = 80;
 
 export interface DashboardViewProps {
     state: DashboardState,

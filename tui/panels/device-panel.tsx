@@ -11,8 +11,9 @@ export function DevicePanel({device, engine, progress, focused}: Pick<DashboardS
             {device === null
                 ? <Text dimColor>detecting…</Text>
                 : <>
-                    <Text>{device.backend ? `${device.backend} ${device.gpuNames.join(', ')}` : `CPU, ${device.cpuThreads} threads`}</Text>
-                    {device.backend && <Text>VRAM {formatBytes(device.vramFreeBytes)} free of {formatBytes(device.vramTotalBytes)}</Text>}
+                    <Text wrap="truncate-end">{device.backend
+                        ? `${device.backend} ${device.gpuNames.join(', ')}, VRAM ${formatBytes(device.vramFreeBytes)} free of ${formatBytes(device.vramTotalBytes)}`
+                        : `CPU, ${device.cpuThreads} threads`}</Text>
                     <Text>compute {tflops == null ? 'not measured (strongdoge bench)' : `${tflops.toFixed(3)} TFLOPS${device.measuredTflops == null ? ' (datasheet)' : ''}`}</Text>
                 </>}
             <Text>models {engine.models.join(', ') || 'none'}  ({engine.running} running, {engine.queued} queued)</Text>

@@ -6,8 +6,7 @@ export function LedgerPanel({ledger, focused}: Pick<DashboardState, 'ledger'> & 
     return (
         <Panel title="Ledger" focused={focused}>
             <Text>receipts {ledger.records}  points {ledger.points ?? '-'}</Text>
-            <Text>last anchor {ledger.lastAnchor === null ? 'none yet' : `block ${ledger.lastAnchor.block} tx ${ledger.lastAnchor.tx.slice(0, 12)}…`}</Text>
-            <Text dimColor>next anchor {ledger.nextAnchorAt ?? 'not scheduled (anchoring not configured)'}</Text>
+            <Text wrap="truncate-end">anchor {ledger.lastAnchor === null ? 'none yet' : `block ${ledger.lastAnchor.block} tx ${ledger.lastAnchor.tx.slice(0, 12)}…`} · next {ledger.nextAnchorAt ?? 'not scheduled'}</Text>
         </Panel>
     );
 }
