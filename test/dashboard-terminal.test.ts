@@ -1,22 +1,14 @@
 import {execFile} from 'node:child_process';
-import {once} from 'node:events';
 import {readFile, rm} from 'node:fs/promises';
-import {createServer} from 'node:net';
 import {join} from 'node:path';
 import {promisify} from 'node:util';
 import test from 'ava';
 import {CLI_PATH, startDaemon, waitFor} from './helpers/cli-process.js';
 import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
+import {freePort} from './helpers/free-port.js';
 
 const run = promisify(execFile);
 
-async function freePort() {
-    const server = createServer().listen(0, '127.0.0.1');
-    await once(server, 'listening');
-    const {port} = server.address() as {port: number};
-    await new Promise((resolve) => server.close(resolve));
-    return port;
-}
 
 test('in a real terminal (tmux) the dashboard shows the panels and the API URL, lists a request, and q exits 0 within 5 s', async (t) => {
     await run('tmux', ['-V']).catch(() => t.fail('tmux is needed for this test (apt-get install tmux)'));

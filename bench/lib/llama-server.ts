@@ -1,20 +1,12 @@
 import {spawn} from 'node:child_process';
 import {once} from 'node:events';
 import {existsSync} from 'node:fs';
-import {createServer} from 'node:net';
 import {fileURLToPath} from 'node:url';
 import {waitFor} from '../../test/helpers/cli-process.js';
+import {freePort} from '../../test/helpers/free-port.js';
 
 /** Built by scripts/build-llama-server.sh from node-llama-cpp's bundled llama.cpp source. */
 export const LLAMA_SERVER_PATH = fileURLToPath(new URL('../../.llama-build/bin/llama-server', import.meta.url));
-
-async function freePort() {
-    const server = createServer().listen(0, '127.0.0.1');
-    await once(server, 'listening');
-    const {port} = server.address() as {port: number};
-    await new Promise((resolve) => server.close(resolve));
-    return port;
-}
 
 export function llamaServerAvailable() {
     return existsSync(LLAMA_SERVER_PATH);
