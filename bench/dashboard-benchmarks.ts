@@ -36,7 +36,7 @@ async function idleCpu() {
     const session = `strongdoge-bench-${process.pid}`;
     try {
         await run('tmux', ['new-session', '-d', '-s', session, '-x', '120', '-y', '40',
-            `${process.execPath} ${CLI_PATH} start --model demo --offline --threads 1 --port 0 --data-dir ${fixture.dataDir}`]);
+            `env -u CI ${process.execPath} ${CLI_PATH} start --model demo --offline --threads 1 --port 0 --data-dir ${fixture.dataDir}`]);
         await waitFor(async () => (await run('tmux', ['capture-pane', '-p', '-t', session])).stdout.includes('engine ready'), 30_000, 200);
         const shell = Number((await run('tmux', ['list-panes', '-t', session, '-F', '#{pane_pid}'])).stdout.trim());
         await new Promise((resolve) => setTimeout(resolve, 3_000)); // settle after start-up

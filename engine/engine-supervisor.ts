@@ -108,10 +108,6 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
         return {...this.status, running: this.queue.runningCount, queued: this.queue.waitingCount};
     }
 
-    hasModel(id: string) {
-        return this.options.models.some((model) => model.id === id);
-    }
-
     /** Starts the worker and resolves once every model is loaded; rejects if they cannot be. */
     start(): Promise<void> {
         this.spawn();

@@ -32,7 +32,6 @@ export interface RemoteJobDeadlines {
 
 interface PendingJob {
     peerId: string,
-    model: string,
     onMessage: (message: JobMessage) => void,
     fail: (failure: RemoteJobFailure) => void
 }
@@ -59,7 +58,7 @@ export class JobRequester extends EventEmitter<{receipt: [receipt: Receipt]}> {
     }
 
     generate(peerId: string, request: GenerationRequest, options: {onText: (text: string, tokens: number[]) => void, signal?: AbortSignal, deadlines: RemoteJobDeadlines}) {
-        return this.run<GenerationResult>(peerId, request.model, (jobId) => ({type: 'generate', jobId, request}), options.deadlines, options.signal,
+        return this.run<GenerationResult>(peerId, (jobId) => ({type: 'generate', jobId, request}), options.deadlines, options.signal,
             (message, resolve, touch) => {
                 if (message.type === 'text') {
                     touch();
@@ -72,7 +71,7 @@ export class JobRequester extends EventEmitter<{receipt: [receipt: Receipt]}> {
     }
 
     embed(peerId: string, model: string, inputs: string[], options: {signal?: AbortSignal, deadlines: RemoteJobDeadlines}) {
-        return this.run<EmbeddingResult>(peerId, model, (jobId) => ({type: 'embed', jobId, model, inputs}), options.deadlines, options.signal,
+        return this.run<EmbeddingResult>(peerId, (jobId) => ({type: 'embed', jobId, model, inputs}), options.deadlines, options.signal,
             (message, resolve) => {
                 if (message.type === 'embedded')
                     resolve(message.result);
@@ -80,7 +79,7 @@ export class JobRequester extends EventEmitter<{receipt: [receipt: Receipt]}> {
     }
 
     private run<T>(
-        peerId: string, model: string, submit: (jobId: string) => JobMessage, deadlines: RemoteJobDeadlines, signal: AbortSignal | undefined,
+        peerId: string, submit: (jobId: string) => JobMessage, deadlines: RemoteJobDeadlines, signal: AbortSignal | undefined,
         onResult: (message: JobMessage, resolve: (value: T) => void, touch: () => void) => void
     ): Promise<T> {
         const jobId = randomBytes(16).toString('hex');
@@ -108,7 +107,7 @@ export class JobRequester extends EventEmitter<{receipt: [receipt: Receipt]}> {
             }
             signal?.addEventListener('abort', onAbort, {once: true});
             this.pending.set(jobId, {
-                peerId, model, fail,
+                peerId, fail,
                 onMessage: (message) => {
                     if (message.type === 'refused')
                         fail({kind: 'refused', code: message.code, message: message.message});

@@ -10,7 +10,7 @@ import {freePort} from './helpers/free-port.js';
 const run = promisify(execFile);
 
 
-test('in a real terminal (tmux) the dashboard shows the panels and the API URL, lists a request, and q exits 0 within 5 s', async (t) => {
+test('in a real terminal (tmux) the dashboard shows the panels and the API URL, lists a request, follows a resize, and q exits 0 within 5 s', async (t) => {
     await run('tmux', ['-V']).catch(() => t.fail('tmux is needed for this test (apt-get install tmux)'));
     const fixture = await createDataDirWithDemoModel();
     const port = await freePort();
@@ -20,7 +20,8 @@ test('in a real terminal (tmux) the dashboard shows the panels and the API URL, 
         await run('tmux', ['kill-session', '-t', session]).catch(() => undefined);
         await fixture.cleanup();
     });
-    const command = `${process.execPath} ${CLI_PATH} start --model demo --offline --threads 1 --port ${port} --data-dir ${fixture.dataDir}; echo $? > ${exitFile}; sleep 60`;
+    // Ink draws only a final frame when it sees CI=true: a person's terminal has no such variable.
+    const command = `env -u CI ${process.execPath} ${CLI_PATH} start --model demo --offline --threads 1 --port ${port} --data-dir ${fixture.dataDir}; echo $? > ${exitFile}; sleep 60`;
     await run('tmux', ['new-session', '-d', '-s', session, '-x', '80', '-y', '24', command]);
     const screen = async () => (await run('tmux', ['capture-pane', '-p', '-t', session])).stdout;
 
@@ -37,6 +38,15 @@ test('in a real terminal (tmux) the dashboard shows the panels and the API URL, 
     });
     t.is(response.status, 200);
     await waitFor(async () => /200 demo local 17t [\d.]+t\/s/.test(await screen()), 5_000, 100);
+
+    // A narrower terminal: the panels stack in one column.
+    await run('tmux', ['resize-window', '-t', session, '-x', '60', '-y', '60']);
+    await waitFor(async () => {
+        const lines = (await screen()).split('\n');
+        const device = lines.findIndex((line) => line.includes('This device'));
+        const throughput = lines.findIndex((line) => line.includes('Throughput'));
+        return device >= 0 && throughput > device && lines.every((line) => [...line.trimEnd()].length <= 60);
+    }, 5_000, 100);
 
     await run('tmux', ['send-keys', '-t', session, 'q']);
     const pressedAt = Date.now();

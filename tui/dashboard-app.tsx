@@ -11,7 +11,11 @@ function useTerminalColumns() {
     const {stdout} = useStdout();
     const [columns, setColumns] = useState(stdout.columns || 80);
     useEffect(() => {
-        const onResize = () => setColumns(stdout.columns || 80);
+        const onResize = () => {
+            // The terminal reflows the old frame on resize; Ink would erase too few lines: start clean.
+            stdout.write('\x1b[2J\x1b[3J\x1b[H');
+            setColumns(stdout.columns || 80);
+        };
         stdout.on('resize', onResize);
         return () => {
             stdout.off('resize', onResize);
