@@ -2,6 +2,7 @@ import {EventEmitter} from 'node:events';
 import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../engine/inference-types.js';
 import {signReceiptBody, verifyReceipt, ReceiptError, type Receipt} from '../ledger/receipt.js';
 import type {NodeIdentity} from './node-identity.js';
+import {jobRefusal, submissionModel, type JobProviderLimits, type JobSubmission} from './job-admission.js';
 import type {JobMessage, RefusalCode} from './protocol/job-messages.js';
 import type {SwarmNode} from './swarm-node.js';
 
@@ -11,21 +12,6 @@ export interface JobExecutor {
     generate(request: GenerationRequest, options: {onText: (text: string, tokens: number[]) => void, signal: AbortSignal}): Promise<GenerationResult>,
     embed(model: string, inputs: string[], options: {signal: AbortSignal}): Promise<EmbeddingResult>
 }
-
-export interface JobProviderLimits {
-    /** `--serve-peers`: serve other nodes' jobs at all. */
-    enabled: boolean,
-    maxConcurrentJobs: number,
-    maxTokensPerJob: number,
-    maxPromptBytes: number
-}
-
-export const jobProviderDefaults: JobProviderLimits = {
-    enabled: true,
-    maxConcurrentJobs: 4,
-    maxTokensPerJob: 4096,
-    maxPromptBytes: 1024 * 1024
-};
 
 /** A job served for a peer: sizes and timings only, never its text. */
 export interface ServedJob {
@@ -97,29 +83,8 @@ export class JobProvider extends EventEmitter<{served: [job: ServedJob], refused
         }
     }
 
-    private refusal(message: Extract<JobMessage, {type: 'generate' | 'embed'}>): [RefusalCode, string] | undefined {
-        const model = message.type === 'generate' ? message.request.model : message.model;
-        if (!this.limits.enabled)
-            return ['disabled', 'this node does not serve peers'];
-        if (this.active.has(message.jobId))
-            return ['limit', 'duplicate job id'];
-        if (!this.executor.canServe(model))
-            return ['model_unavailable', `model ${model} is not loaded here`];
-        if (this.active.size >= this.limits.maxConcurrentJobs)
-            return ['busy', `serving ${this.active.size} peer jobs already`];
-        const promptBytes = message.type === 'generate'
-            ? Buffer.byteLength(message.request.kind === 'chat' ? message.request.messages.map((item) => item.content).join('') : message.request.prompt)
-            : message.inputs.reduce((sum, input) => sum + Buffer.byteLength(input), 0);
-        if (promptBytes > this.limits.maxPromptBytes)
-            return ['limit', `prompt of ${promptBytes} bytes exceeds this node's ${this.limits.maxPromptBytes}`];
-        const maxTokens = message.type === 'generate' ? message.request.sampling.maxTokens : undefined;
-        if (maxTokens !== undefined && maxTokens > this.limits.maxTokensPerJob)
-            return ['limit', `max_tokens ${maxTokens} exceeds this node's ${this.limits.maxTokensPerJob}`];
-        return undefined;
-    }
-
-    private accept(peerId: string, message: Extract<JobMessage, {type: 'generate' | 'embed'}>) {
-        const refusal = this.refusal(message);
+    private accept(peerId: string, message: JobSubmission) {
+        const refusal = jobRefusal(message, this.limits, {activeJobIds: new Set(this.active.keys()), canServe: (model) => this.executor.canServe(model)});
         if (refusal !== undefined) {
             void this.swarm.sendJobMessage(peerId, {type: 'refused', jobId: message.jobId, code: refusal[0], message: refusal[1]});
             this.emit('refused', peerId, refusal[0]);
@@ -129,7 +94,7 @@ export class JobProvider extends EventEmitter<{served: [job: ServedJob], refused
         const controller = new AbortController();
         this.active.set(jobId, {peerId, controller});
         const startedAt = performance.now();
-        const model = message.type === 'generate' ? message.request.model : message.model;
+        const model = submissionModel(message);
         const record = (outcome: ServedJob['outcome'], promptTokens = 0, completionTokens = 0) => this.emit('served', {
             jobId, peerId, kind: message.type, model, promptTokens, completionTokens, durationMs: performance.now() - startedAt, outcome
         });

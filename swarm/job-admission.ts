@@ -1,0 +1,56 @@
+import type {JobMessage, RefusalCode} from './protocol/job-messages.js';
+
+/** Whether a peer's job is taken: pure, so every limit is tested without a network. */
+
+export interface JobProviderLimits {
+    /** `--serve-peers`: serve other nodes' jobs at all. */
+    enabled: boolean,
+    maxConcurrentJobs: number,
+    maxTokensPerJob: number,
+    maxPromptBytes: number
+}
+
+export const jobProviderDefaults: JobProviderLimits = {
+    enabled: true,
+    maxConcurrentJobs: 4,
+    maxTokensPerJob: 4096,
+    maxPromptBytes: 1024 * 1024
+};
+
+export type JobSubmission = Extract<JobMessage, {type: 'generate' | 'embed'}>;
+
+export interface ProviderSituation {
+    activeJobIds: ReadonlySet<string>,
+    canServe: (model: string) => boolean
+}
+
+export function submissionModel(message: JobSubmission) {
+    return message.type === 'generate' ? message.request.model : message.model;
+}
+
+function promptBytes(message: JobSubmission) {
+    if (message.type === 'embed')
+        return message.inputs.reduce((sum, input) => sum + Buffer.byteLength(input), 0);
+    const {request} = message;
+    return Buffer.byteLength(request.kind === 'chat' ? request.messages.map((item) => item.content).join('') : request.prompt);
+}
+
+/** The refusal a job gets, or undefined when it is accepted. */
+export function jobRefusal(message: JobSubmission, limits: JobProviderLimits, situation: ProviderSituation): [RefusalCode, string] | undefined {
+    const model = submissionModel(message);
+    if (!limits.enabled)
+        return ['disabled', 'this node does not serve peers'];
+    if (situation.activeJobIds.has(message.jobId))
+        return ['limit', 'duplicate job id'];
+    if (!situation.canServe(model))
+        return ['model_unavailable', `model ${model} is not loaded here`];
+    if (situation.activeJobIds.size >= limits.maxConcurrentJobs)
+        return ['busy', `serving ${situation.activeJobIds.size} peer jobs already`];
+    const bytes = promptBytes(message);
+    if (bytes > limits.maxPromptBytes)
+        return ['limit', `prompt of ${bytes} bytes exceeds this node's ${limits.maxPromptBytes}`];
+    const maxTokens = message.type === 'generate' ? message.request.sampling.maxTokens : undefined;
+    if (maxTokens !== undefined && maxTokens > limits.maxTokensPerJob)
+        return ['limit', `max_tokens ${maxTokens} exceeds this node's ${limits.maxTokensPerJob}`];
+    return undefined;
+}
