@@ -115,6 +115,22 @@ test.serial('a node without the model serves chats through a peer; text equals a
     t.true(providerReceipts >= 3);
 });
 
+test.serial('with --prefer remote, a node that holds the model still has a peer serve it', async (t) => {
+    const daemon = await startSwarmDaemon(bootstrap, await servingDataDir(), ['--model', 'demo', '--prefer', 'remote']);
+    t.teardown(async () => {
+        await daemon.stop();
+        await providersReady(); // the requester sees exactly the two providers again
+    });
+    await waitForPeers(daemon, [requester.id, ...providers.map((provider) => provider.id)], 30_000,
+        (peers) => peers.filter((peer) => peer.capabilities.models.some((model) => model.loaded)).length === 2);
+    const client = new OpenAI({baseURL: daemon.baseUrl, apiKey: 'x', maxRetries: 0});
+    const viaPeer = await client.completions.create({model: 'demo', prompt: 'prefer others', max_tokens: 12, temperature: 0});
+    const local = await providers[0]!.client.completions.create({model: 'demo', prompt: 'prefer others', max_tokens: 12, temperature: 0});
+    t.is(viaPeer.choices[0]!.text, local.choices[0]!.text);
+    const routes = daemon.logs.filter((record) => record.msg === 'request').map((record) => (record.request as {route: string}).route);
+    t.deepEqual(routes.map((route) => route.startsWith('peers:')), [true]);
+});
+
 async function streamThroughRequester(prompt: string, maxTokens: number, onChunk: (chunks: number) => void) {
     let text = '';
     let chunks = 0;
