@@ -1,23 +1,18 @@
 import test from 'ava';
 import OpenAI from 'openai';
-import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
-import {startDaemon, waitFor, type DaemonHandle} from './helpers/cli-process.js';
+import {waitFor, type DaemonHandle} from './helpers/cli-process.js';
+import {startDemoDaemon, type DemoDaemon} from './helpers/demo-daemon.js';
 
+let demo: DemoDaemon;
 let daemon: DaemonHandle;
 let client: OpenAI;
-let cleanupDataDir: () => Promise<void>;
 
 test.before(async () => {
-    const fixture = await createDataDirWithDemoModel();
-    cleanupDataDir = fixture.cleanup;
-    daemon = await startDaemon(['--model', 'demo', '--data-dir', fixture.dataDir, '--threads', '1', '--parallel', '4']);
-    client = new OpenAI({baseURL: daemon.baseUrl, apiKey: 'unused', maxRetries: 0});
+    demo = await startDemoDaemon(['--parallel', '4']);
+    ({daemon, client} = demo);
 });
 
-test.after.always(async () => {
-    await daemon?.stop();
-    await cleanupDataDir?.();
-});
+test.after.always(() => demo?.stop());
 
 async function nodeInfo() {
     return await (await fetch(`${daemon.origin}/api/node`)).json() as {
@@ -140,12 +135,9 @@ test.serial('a frozen engine is detected by the watchdog and replaced', async (t
 });
 
 test('a full queue answers 429 with Retry-After', async (t) => {
-    const fixture = await createDataDirWithDemoModel();
-    const small = await startDaemon(['--model', 'demo', '--data-dir', fixture.dataDir, '--threads', '1', '--parallel', '1', '--max-queue', '1']);
-    t.teardown(async () => {
-        await small.stop();
-        await fixture.cleanup();
-    });
+    const smallDemo = await startDemoDaemon(['--parallel', '1', '--max-queue', '1']);
+    t.teardown(() => smallDemo.stop());
+    const small = smallDemo.daemon;
     const body = JSON.stringify({model: 'demo', prompt: 'busy', max_tokens: 600, temperature: 0});
     const post = () => fetch(`${small.baseUrl}/completions`, {method: 'POST', headers: {'content-type': 'application/json'}, body});
     const running = post();

@@ -1,26 +1,20 @@
 import test from 'ava';
 import {getLlama, LlamaChat, LlamaCompletion} from 'node-llama-cpp';
 import OpenAI from 'openai';
-import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
-import {startDaemon, type DaemonHandle} from './helpers/cli-process.js';
+import type {DaemonHandle} from './helpers/cli-process.js';
+import {startDemoDaemon, type DemoDaemon} from './helpers/demo-daemon.js';
 
+let demo: DemoDaemon;
 let daemon: DaemonHandle;
 let client: OpenAI;
 let modelPath: string;
-let cleanupDataDir: () => Promise<void>;
 
 test.before(async () => {
-    const fixture = await createDataDirWithDemoModel();
-    modelPath = fixture.modelPath;
-    cleanupDataDir = fixture.cleanup;
-    daemon = await startDaemon(['--model', 'demo', '--data-dir', fixture.dataDir, '--threads', '1']);
-    client = new OpenAI({baseURL: daemon.baseUrl, apiKey: 'unused', maxRetries: 0});
+    demo = await startDemoDaemon();
+    ({daemon, client, modelPath} = demo);
 });
 
-test.after.always(async () => {
-    await daemon?.stop();
-    await cleanupDataDir?.();
-});
+test.after.always(() => demo?.stop());
 
 test.serial('models: list and retrieve', async (t) => {
     const models = await client.models.list();

@@ -1,0 +1,29 @@
+import OpenAI from 'openai';
+import type {DemoModelOptions} from '../../engine/demo/demo-model.js';
+import {startDaemon, type DaemonHandle} from './cli-process.js';
+import {createDataDirWithDemoModel} from './demo-model-fixture.js';
+
+export interface DemoDaemon {
+    daemon: DaemonHandle,
+    /** The official openai client pointed at the daemon. */
+    client: OpenAI,
+    dataDir: string,
+    modelPath: string,
+    stop(): Promise<void>
+}
+
+/** An offline daemon serving a fresh demo model as `demo`, one llama.cpp thread, plus `extraArgs`. */
+export async function startDemoDaemon(extraArgs: string[] = [], modelOptions: DemoModelOptions = {}): Promise<DemoDaemon> {
+    const fixture = await createDataDirWithDemoModel(modelOptions);
+    const daemon = await startDaemon(['--model', 'demo', '--data-dir', fixture.dataDir, '--threads', '1', ...extraArgs]);
+    return {
+        daemon,
+        client: new OpenAI({baseURL: daemon.baseUrl, apiKey: 'unused', maxRetries: 0}),
+        dataDir: fixture.dataDir,
+        modelPath: fixture.modelPath,
+        async stop() {
+            await daemon.stop();
+            await fixture.cleanup();
+        }
+    };
+}
