@@ -49,12 +49,33 @@ async function preflight(url: string, signal?: AbortSignal): Promise<{sha256?: s
     return etag !== undefined && /^[0-9a-f]{64}$/i.test(etag) ? {sha256: etag} : {};
 }
 
+/** Hugging Face's endpoint: `HF_ENDPOINT` (or `MODEL_ENDPOINT`) when set, as node-llama-cpp and llama.cpp honour it. */
+function huggingFaceEndpoint() {
+    const endpoint = process.env.MODEL_ENDPOINT || process.env.HF_ENDPOINT || 'https://huggingface.co/';
+    return endpoint.endsWith('/') ? endpoint : `${endpoint}/`;
+}
+
+/**
+ * The URL a reference downloads from, when it can be known up front: URLs, and `hf:user/repo/path/file.gguf[#branch]`.
+ * Tag forms (`hf:user/repo:Q4_K_M`) resolve through Hugging Face's manifest inside node-llama-cpp.
+ */
+export function downloadUrlOf(ref: string): string | undefined {
+    if (/^https?:\/\//i.test(ref))
+        return ref;
+    const file = /^hf:(?:\/\/)?([^/:#\s]+)\/([^/:#\s]+)\/([^:#\s]+\.gguf)(?:#([^\s]+))?$/i.exec(ref);
+    if (file === null)
+        return undefined;
+    const [, user, repo, path, branch = 'main'] = file;
+    return `${huggingFaceEndpoint()}${encodeURIComponent(user!)}/${encodeURIComponent(repo!)}/resolve/${encodeURIComponent(branch)}/${path!.split('/').map(encodeURIComponent).join('/')}`;
+}
+
 /**
  * Downloads `hf:` references and URLs into `directory` (reusing a complete file, resuming a partial one)
  * and verifies the file's size against the server and, when known, its SHA-256.
  */
 export async function downloadModel(ref: string, options: DownloadModelOptions): Promise<{path: string, verifiedSha256?: string}> {
-    const published = /^https?:\/\//i.test(ref) ? await preflight(ref, options.signal) : {};
+    const url = downloadUrlOf(ref);
+    const published = url === undefined ? {} : await preflight(url, options.signal);
     const expectedSha256 = options.sha256 ?? published.sha256;
     const path = await resolveModelFile(ref, {
         directory: options.directory,

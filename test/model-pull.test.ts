@@ -60,6 +60,24 @@ test('the checksum a server publishes (Hugging Face x-linked-etag) is verified w
     t.regex(refused.stderr, /checksum mismatch/);
 });
 
+test('hf: references download from Hugging Face (HF_ENDPOINT stands in for it here) with its checksum verified', async (t) => {
+    const {content, sha256, dataDir} = await fixtures(t);
+    const hub = await serveFile('doge-lab/tiny-GGUF/resolve/main/tiny-q8.gguf', content, {'x-linked-etag': `"${sha256}"`});
+    t.teardown(hub.close);
+    const result = await runCli(['models', 'pull', 'hf:doge-lab/tiny-GGUF/tiny-q8.gguf', '--data-dir', dataDir], {HF_ENDPOINT: hub.origin});
+    t.is(result.code, 0, result.stderr);
+    t.regex(result.stdout, new RegExp(`pulled .*tiny-q8.*sha256 ${sha256} verified`));
+    t.true(hub.requests.some((request) => request.method === 'HEAD'), 'the published checksum was asked for');
+
+    const otherDir = await mkdtemp(join(tmpdir(), 'strongdoge-pull-'));
+    t.teardown(() => rm(otherDir, {recursive: true, force: true}));
+    const lying = await serveFile('doge-lab/tiny-GGUF/resolve/main/tiny-q8.gguf', content, {'x-linked-etag': `"${'cd'.repeat(32)}"`});
+    t.teardown(lying.close);
+    const refused = await runCli(['models', 'pull', 'hf:doge-lab/tiny-GGUF/tiny-q8.gguf', '--data-dir', otherDir], {HF_ENDPOINT: lying.origin});
+    t.is(refused.code, 1);
+    t.regex(refused.stderr, /checksum mismatch/);
+});
+
 test('a malformed --sha256 is a usage error', async (t) => {
     const {dataDir} = await fixtures(t);
     const result = await runCli(['models', 'pull', 'http://127.0.0.1:1/x.gguf', '--sha256', 'xyz', '--data-dir', dataDir]);

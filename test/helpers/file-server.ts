@@ -2,7 +2,10 @@ import {once} from 'node:events';
 import {createServer, type ServerResponse} from 'node:http';
 import type {AddressInfo} from 'node:net';
 
-/** A loopback HTTP server for one file, with Range support like a CDN: what `models pull` downloads from. */
+/**
+ * A loopback HTTP server for one file at path `/<name>`, with Range support like a CDN: what `models pull`
+ * downloads from. `name` may hold slashes (`user/repo/resolve/main/file.gguf` stands in for Hugging Face).
+ */
 export async function serveFile(name: string, content: Buffer, extraHeaders: Record<string, string> = {}) {
     const requests: {method: string, range: string | undefined}[] = [];
     const stalled: ServerResponse[] = [];
@@ -12,7 +15,7 @@ export async function serveFile(name: string, content: Buffer, extraHeaders: Rec
 
     const server = createServer((req, res) => {
         requests.push({method: req.method ?? '', range: req.headers.range});
-        if (req.url !== `/${name}`) {
+        if (new URL(req.url ?? '/', 'http://127.0.0.1').pathname !== `/${name}`) {
             res.writeHead(404).end();
             return;
         }
@@ -43,6 +46,7 @@ export async function serveFile(name: string, content: Buffer, extraHeaders: Rec
     await once(server, 'listening');
     const {port} = server.address() as AddressInfo;
     return {
+        origin: `http://127.0.0.1:${port}`,
         url: `http://127.0.0.1:${port}/${name}`,
         requests,
         bytesSent: () => bytesSent,
