@@ -1,21 +1,17 @@
 import {existsSync} from 'node:fs';
 import {join} from 'node:path';
 import {Command, Option} from 'commander';
-import {getLlama} from 'node-llama-cpp';
 import {writeDemoModel} from '../../engine/demo/demo-model.js';
 import {BenchmarkCache, benchmarkCachePath} from '../../engine/device-benchmark/benchmark-cache.js';
-import {deviceKey, runDeviceBenchmark, type DeviceBenchmarkResult} from '../../engine/device-benchmark/device-benchmark.js';
-import {MODEL_EXTENSION, sha256OfFile} from '../../engine/model-files.js';
+import type {DeviceBenchmarkResult} from '../../engine/device-benchmark/device-benchmark.js';
 import {readConfigFile} from '../config/config-file.js';
 import {resolveNodeSettings} from '../config/node-config.js';
 import {ensureDataDir, modelsDir, resolveDataDir} from '../data-dir.js';
-import {resolveModelRefs} from '../model-refs.js';
-import {createLogger} from '../logger.js';
 import {formatBytes} from '../text-format.js';
 import {addDataDirOption} from './shared-options.js';
 
 /** The model benchmarked when none is given: big enough for matrix work to dominate (~86M parameters). */
-const BENCHMARK_MODEL = {name: `bench-86m${MODEL_EXTENSION}`, options: {layers: 12, width: 768, headCount: 12, feedForwardLength: 2048, seed: 7}};
+const BENCHMARK_MODEL = {name: 'bench-86m.gguf', options: {layers: 12, width: 768, headCount: 12, feedForwardLength: 2048, seed: 7}};
 
 function report(result: DeviceBenchmarkResult, cached: boolean) {
     const lines = [
@@ -39,6 +35,11 @@ export function benchCommand() {
         .option('--json', 'print JSON');
     addDataDirOption(command);
     return command.action(async (flags: {model?: string, threads?: string, gpu?: string, force?: boolean, json?: boolean, dataDir?: string}) => {
+        // node-llama-cpp and the model tools load only when the command runs.
+        const [{getLlama}, {deviceKey, runDeviceBenchmark}, {sha256OfFile}, {resolveModelRefs}, {createLogger}] = await Promise.all([
+            import('node-llama-cpp'), import('../../engine/device-benchmark/device-benchmark.js'), import('../../engine/model-files.js'),
+            import('../model-refs.js'), import('../logger.js')
+        ]);
         const dataDir = resolveDataDir(flags.dataDir);
         const settings = resolveNodeSettings(dataDir, {
             flags: {threads: flags.threads, gpu: flags.gpu}, env: process.env, file: await readConfigFile(dataDir)

@@ -1,11 +1,11 @@
 import {join, resolve} from 'node:path';
 import {Command, Option} from 'commander';
 import {demoModelDefaults, writeDemoModel} from '../../engine/demo/demo-model.js';
-import {downloadModel} from '../../engine/model-download.js';
-import {describeModelFile, listModelFiles, MODEL_EXTENSION} from '../../engine/model-files.js';
 import {ensureDataDir, modelsDir, resolveDataDir} from '../data-dir.js';
 import {formatBytes, formatTable} from '../text-format.js';
 import {addDataDirOption} from './shared-options.js';
+
+const DEMO_FILE = 'demo.gguf';
 
 const positiveInteger = (name: string) => (value: string) => {
     const number = Number(value);
@@ -22,6 +22,7 @@ function listCommand() {
     addDataDirOption(command);
     return command.action(async ({json, dataDir}: {json?: boolean, dataDir?: string}) => {
         const dir = modelsDir(resolveDataDir(dataDir));
+        const {listModelFiles} = await import('../../engine/model-files.js'); // node-llama-cpp loads only when needed
         const {models, failures} = await listModelFiles(dir);
         if (json) {
             process.stdout.write(JSON.stringify({directory: dir, models, failures}, null, 2) + '\n');
@@ -51,6 +52,7 @@ function pullCommand() {
             command.error(`error: --sha256 must be 64 hex digits, got "${sha256}"`, {exitCode: 2});
         const root = resolveDataDir(dataDir);
         await ensureDataDir(root);
+        const [{downloadModel}, {describeModelFile}] = await Promise.all([import('../../engine/model-download.js'), import('../../engine/model-files.js')]);
         const {path, verifiedSha256} = await downloadModel(ref, {
             directory: modelsDir(root),
             showProgressBar: process.stderr.isTTY,
@@ -64,7 +66,7 @@ function pullCommand() {
 function makeDemoCommand() {
     const command = new Command('make-demo')
         .description('write a small random-weight llama model for trying strongdoge offline (it talks nonsense)')
-        .argument('[file]', `output file (default: <data dir>/models/demo${MODEL_EXTENSION})`)
+        .argument('[file]', `output file (default: <data dir>/models/${DEMO_FILE})`)
         .addOption(new Option('--layers <n>', 'transformer blocks').default(demoModelDefaults.layers).argParser(positiveInteger('layers')))
         .addOption(new Option('--width <n>', 'hidden size').default(demoModelDefaults.width).argParser(positiveInteger('width')))
         .addOption(new Option('--heads <n>', 'attention heads').default(demoModelDefaults.headCount).argParser(positiveInteger('heads')))
@@ -76,7 +78,7 @@ function makeDemoCommand() {
         if (file === undefined) {
             const root = resolveDataDir(options.dataDir);
             await ensureDataDir(root);
-            path = join(modelsDir(root), `demo${MODEL_EXTENSION}`);
+            path = join(modelsDir(root), DEMO_FILE);
         } else {
             path = resolve(file);
         }
@@ -90,6 +92,7 @@ function makeDemoCommand() {
                 command.error(`error: ${error.message}`, {exitCode: 2});
             throw error;
         }
+        const {describeModelFile} = await import('../../engine/model-files.js');
         const model = await describeModelFile(path);
         process.stdout.write(`wrote ${path}: ${formatBytes(model.sizeBytes)}, ${model.layers} layers\n`);
     });

@@ -1,21 +1,8 @@
 import {Command, Option} from 'commander';
-import {loadOrCreateIdentity} from '../../swarm/node-identity.js';
-import {ConfigError} from '../config/config-error.js';
-import {readConfigFile} from '../config/config-file.js';
-import {nodeSettingDefaults, resolveNodeSettings, envNameFor} from '../config/node-config.js';
-import {ensureDataDir, resolveDataDir} from '../data-dir.js';
-import {createLogger} from '../logger.js';
-import {resolveModelRefs} from '../model-refs.js';
-import {StrongdogeNode} from '../strongdoge-node.js';
-import {DashboardStore} from '../../tui/dashboard-store.js';
-import {renderDashboard} from '../../tui/dashboard-app.js';
-import {dashboardLogSink, feedDashboard} from '../dashboard-feed.js';
+import {envNameFor, nodeSettingDefaults} from '../config/node-config.js';
 import {addDataDirOption} from './shared-options.js';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
-
-/** A graceful stop may take this long before the process exits anyway. */
-const SHUTDOWN_TIMEOUT_MS = 15_000;
 
 function settingOption(flags: string, description: string, key: string) {
     const defaults = nodeSettingDefaults() as Record<string, unknown>;
@@ -51,74 +38,7 @@ export function startCommand() {
         .addOption(settingOption('--peer-timeout <seconds>', 'a serving peer silent this long is replaced mid-generation', 'peerTimeout'));
     addDataDirOption(command);
     return command.action(async (flags: Record<string, unknown> & {dataDir?: string}) => {
-        const dataDir = resolveDataDir(flags.dataDir);
-        const {dataDir: _ignored, ...settingFlags} = flags;
-        const settings = resolveNodeSettings(dataDir, {flags: settingFlags, env: process.env, file: await readConfigFile(dataDir)});
-        await ensureDataDir(dataDir);
-        // A person at a terminal gets the dashboard (logs feed its error line); pipes and daemons get log lines.
-        const store = !settings.daemon && process.stdout.isTTY && process.stdin.isTTY ? new DashboardStore() : undefined;
-        const logger = createLogger({
-            level: settings.logLevel,
-            format: settings.daemon || store ? 'json' : 'human',
-            ...(store && {output: dashboardLogSink(store)})
-        });
-        logger.info({dataDir, version: command.parent?.version()}, 'strongdoge starting');
-
-        const {identity, created, permissionsFixed} = await loadOrCreateIdentity(dataDir).catch((error: Error) => {
-            throw new ConfigError(error.message);
-        });
-        if (created)
-            logger.info({nodeId: identity.shortId}, 'created a new node identity');
-        if (permissionsFixed)
-            logger.warn('the identity file was readable by others: its mode is now 0600');
-        const models = await resolveModelRefs(settings.model, dataDir, {logger, showProgressBar: !settings.daemon && process.stderr.isTTY});
-        const node = new StrongdogeNode(settings, models, identity, logger);
-        let dashboard: {unmount(): void} | undefined;
-        const stopFeed = store && feedDashboard(node, store, settings.apiKey !== undefined);
-        const leaveDashboard = () => {
-            stopFeed?.();
-            dashboard?.unmount();
-            dashboard = undefined;
-        };
-
-        let stopping = false;
-        const stop = (signal: NodeJS.Signals | 'q') => {
-            if (stopping) {
-                logger.warn({signal}, 'second signal: exiting now');
-                leaveDashboard();
-                process.exit(1);
-            }
-            stopping = true;
-            logger.info({signal}, 'shutting down');
-            setTimeout(() => {
-                logger.error('shutdown took too long: exiting');
-                leaveDashboard();
-                process.exit(1);
-            }, SHUTDOWN_TIMEOUT_MS).unref();
-            node.stop().then(() => {
-                logger.info('stopped');
-                leaveDashboard();
-                process.exit(0);
-            }, (error: Error) => {
-                logger.error({err: error}, 'error while stopping');
-                leaveDashboard();
-                process.exit(1);
-            });
-        };
-        process.on('SIGINT', stop);
-        process.on('SIGTERM', stop);
-
-        if (store)
-            dashboard = renderDashboard(store, () => stop('q'));
-        try {
-            await node.start();
-        } catch (error) {
-            logger.fatal({err: error}, `cannot start: ${(error as Error).message}`);
-            leaveDashboard();
-            if (store)
-                process.stderr.write(`strongdoge: cannot start: ${(error as Error).message}\n`);
-            await node.stop().catch(() => undefined);
-            process.exit(1);
-        }
+        const {runStart} = await import('./start-action.js');
+        await runStart(flags);
     });
 }

@@ -1,5 +1,4 @@
 import {Command} from 'commander';
-import createTestnet from 'hyperdht/testnet.js';
 
 /** A private DHT on this machine, for trying a swarm of nodes without the internet. */
 export function testnetCommand() {
@@ -10,6 +9,7 @@ export function testnetCommand() {
             const size = Number(nodes);
             if (!Number.isInteger(size) || size < 1 || size > 50)
                 throw new Error(`--nodes must be 1 to 50, got "${nodes}"`);
+            const {default: createTestnet} = await import('hyperdht/testnet.js');
             const testnet = await createTestnet(size, {host: '127.0.0.1'});
             const bootstrap = testnet.bootstrap.map(({host, port}) => `${host}:${port}`).join(',');
             process.stdout.write(`loopback DHT with ${size} nodes; start nodes with:\n  strongdoge --bootstrap ${bootstrap} --data-dir <dir> --port <port>\n`);

@@ -1,0 +1,88 @@
+import {loadOrCreateIdentity} from '../../swarm/node-identity.js';
+import {DashboardStore} from '../../tui/dashboard-store.js';
+import {renderDashboard} from '../../tui/dashboard-app.js';
+import {ConfigError} from '../config/config-error.js';
+import {readConfigFile} from '../config/config-file.js';
+import {resolveNodeSettings} from '../config/node-config.js';
+import {dashboardLogSink, feedDashboard} from '../dashboard-feed.js';
+import {ensureDataDir, resolveDataDir} from '../data-dir.js';
+import {createLogger} from '../logger.js';
+import {resolveModelRefs} from '../model-refs.js';
+import {packageInfo} from '../package-info.js';
+import {StrongdogeNode} from '../strongdoge-node.js';
+
+/** A graceful stop may take this long before the process exits anyway. */
+const SHUTDOWN_TIMEOUT_MS = 15_000;
+
+/** `strongdoge start`: loaded only when the command runs, so `--help` and `status` start fast. */
+export async function runStart(flags: Record<string, unknown> & {dataDir?: string}) {
+    const dataDir = resolveDataDir(flags.dataDir);
+    const {dataDir: _ignored, ...settingFlags} = flags;
+    const settings = resolveNodeSettings(dataDir, {flags: settingFlags, env: process.env, file: await readConfigFile(dataDir)});
+    await ensureDataDir(dataDir);
+    // A person at a terminal gets the dashboard (logs feed its error line); pipes and daemons get log lines.
+    const store = !settings.daemon && process.stdout.isTTY && process.stdin.isTTY ? new DashboardStore() : undefined;
+    const logger = createLogger({
+        level: settings.logLevel,
+        format: settings.daemon || store ? 'json' : 'human',
+        ...(store && {output: dashboardLogSink(store)})
+    });
+    logger.info({dataDir, version: packageInfo.version}, 'strongdoge starting');
+
+    const {identity, created, permissionsFixed} = await loadOrCreateIdentity(dataDir).catch((error: Error) => {
+        throw new ConfigError(error.message);
+    });
+    if (created)
+        logger.info({nodeId: identity.shortId}, 'created a new node identity');
+    if (permissionsFixed)
+        logger.warn('the identity file was readable by others: its mode is now 0600');
+    const models = await resolveModelRefs(settings.model, dataDir, {logger, showProgressBar: !settings.daemon && process.stderr.isTTY});
+    const node = new StrongdogeNode(settings, models, identity, logger);
+    let dashboard: {unmount(): void} | undefined;
+    const stopFeed = store && feedDashboard(node, store, settings.apiKey !== undefined);
+    const leaveDashboard = () => {
+        stopFeed?.();
+        dashboard?.unmount();
+        dashboard = undefined;
+    };
+
+    let stopping = false;
+    const stop = (signal: NodeJS.Signals | 'q') => {
+        if (stopping) {
+            logger.warn({signal}, 'second signal: exiting now');
+            leaveDashboard();
+            process.exit(1);
+        }
+        stopping = true;
+        logger.info({signal}, 'shutting down');
+        setTimeout(() => {
+            logger.error('shutdown took too long: exiting');
+            leaveDashboard();
+            process.exit(1);
+        }, SHUTDOWN_TIMEOUT_MS).unref();
+        node.stop().then(() => {
+            logger.info('stopped');
+            leaveDashboard();
+            process.exit(0);
+        }, (error: Error) => {
+            logger.error({err: error}, 'error while stopping');
+            leaveDashboard();
+            process.exit(1);
+        });
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+
+    if (store)
+        dashboard = renderDashboard(store, () => stop('q'));
+    try {
+        await node.start();
+    } catch (error) {
+        logger.fatal({err: error}, `cannot start: ${(error as Error).message}`);
+        leaveDashboard();
+        if (store)
+            process.stderr.write(`strongdoge: cannot start: ${(error as Error).message}\n`);
+        await node.stop().catch(() => undefined);
+        process.exit(1);
+    }
+}
