@@ -9,6 +9,7 @@ import {join} from 'node:path';
 import OpenAI from 'openai';
 import {writeDemoModel, type DemoModelOptions} from '../engine/demo/demo-model.js';
 import {buildDemoVocab} from '../engine/demo/demo-vocab.js';
+import {TokenType} from '../engine/gguf/gguf-types.js';
 import {startDaemon} from '../test/helpers/cli-process.js';
 import {openDirectLlama} from './lib/direct-llama.js';
 import {llamaServerAvailable, startLlamaServer} from './lib/llama-server.js';
@@ -34,7 +35,7 @@ function byteTokenBan() {
     const vocab = buildDemoVocab();
     const bias: Record<string, number> = {};
     vocab.tokenTypes.forEach((type, id) => {
-        if (type === 6)
+        if (type === TokenType.byte)
             bias[String(id)] = -100;
     });
     return bias;

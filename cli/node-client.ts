@@ -1,6 +1,4 @@
-import {readConfigFile} from './config/config-file.js';
-import {resolveNodeSettings} from './config/node-config.js';
-import {resolveDataDir} from './data-dir.js';
+import {loadNodeSettings} from './config/load-node-settings.js';
 
 export class NodeUnreachableError extends Error {
     constructor(readonly origin: string, cause: string) {
@@ -18,9 +16,7 @@ export interface NodeAddressFlags {
 
 /** Talks to the running node's API, found the way `start` finds its settings (flags, env, config file). */
 export async function fetchNodeJson<T>(flags: NodeAddressFlags, path: string): Promise<T> {
-    const dataDir = resolveDataDir(flags.dataDir);
-    const {dataDir: _ignored, ...settingFlags} = flags;
-    const settings = resolveNodeSettings(dataDir, {flags: settingFlags, env: process.env, file: await readConfigFile(dataDir)});
+    const settings = await loadNodeSettings({...flags});
     const host = settings.host === '0.0.0.0' ? '127.0.0.1' : settings.host === '::' ? '::1' : settings.host;
     const origin = `http://${host.includes(':') ? `[${host}]` : host}:${settings.port}`;
     let response: Response;

@@ -12,6 +12,7 @@ import type {Receipt} from '../ledger/receipt.js';
 import {jobProviderDefaults} from '../swarm/job-admission.js';
 import {JobProvider, type JobExecutor} from '../swarm/job-provider.js';
 import {JobRequester} from '../swarm/job-requester.js';
+import {isLoopbackHost} from '../swarm/loopback.js';
 import {buildNetworkModelTable} from '../swarm/network-models.js';
 import type {NodeIdentity} from '../swarm/node-identity.js';
 import {SwarmNode} from '../swarm/swarm-node.js';
@@ -27,10 +28,6 @@ const FIRST_TOKEN_DEADLINE_MS = 60_000;
 /** Peers tried for one request before it fails. */
 const MAX_PEER_ATTEMPTS = 3;
 const MAX_RECEIPTS_IN_MEMORY = 10_000;
-
-function isLoopback(host: string) {
-    return host === 'localhost' || host === '::1' || /^127\./.test(host);
-}
 
 /** One running node: the engine, the swarm and the proxy in front of them. */
 export class StrongdogeNode {
@@ -111,7 +108,7 @@ export class StrongdogeNode {
         this.proxy = await listenProxy(app, this.settings.host, this.settings.port);
         this.logger.info({url: this.proxy.baseUrl, host: this.settings.host, port: this.proxy.port,
             auth: this.settings.apiKey ? 'api key required' : 'none'}, 'OpenAI-compatible API listening');
-        if (!isLoopback(this.settings.host))
+        if (!isLoopbackHost(this.settings.host))
             this.logger.warn({host: this.settings.host}, 'the API listens beyond this machine: anyone who can reach it can use your models; consider --api-key');
         if (this.models.length === 0)
             this.logger.warn('no model configured: try `strongdoge models make-demo` and `strongdoge --model demo`');
@@ -127,19 +124,21 @@ export class StrongdogeNode {
         }, status.device?.backend ? `ready: ${status.device.backend} GPU offload` : 'ready: CPU only');
     }
 
+    /** A text listener that also counts the streamed tokens for the dashboard. */
+    private countTokens(kind: 'local' | 'forPeers', onText?: (text: string, tokens: number[]) => void) {
+        return (text: string, tokens: number[]) => {
+            this.tokens.emit('tokens', kind, tokens.length);
+            onText?.(text, tokens);
+        };
+    }
+
     /** The proxy's inference service, counting the tokens streamed to this node's clients. */
     private countingClientTokens(inference: InferenceService): InferenceService {
         return {
             listModels: () => inference.listModels(),
             readiness: () => inference.readiness(),
             embed: (...args) => inference.embed(...args),
-            generate: (request, options) => inference.generate(request, {
-                ...options,
-                onText: (text, tokens) => {
-                    this.tokens.emit('tokens', 'local', tokens.length);
-                    options.onText?.(text, tokens);
-                }
-            })
+            generate: (request, options) => inference.generate(request, {...options, onText: this.countTokens('local', options.onText)})
         };
     }
 
@@ -147,13 +146,7 @@ export class StrongdogeNode {
     private localExecutor(): JobExecutor {
         return {
             canServe: (model) => this.engine.state === 'ready' && this.engine.getStatus().models.some((loaded) => loaded.id === model),
-            generate: (request, options) => this.engine.generate(request, {
-                ...options,
-                onText: (text, tokens) => {
-                    this.tokens.emit('tokens', 'forPeers', tokens.length);
-                    options.onText(text, tokens);
-                }
-            }),
+            generate: (request, options) => this.engine.generate(request, {...options, onText: this.countTokens('forPeers', options.onText)}),
             embed: (model, inputs, options) => this.engine.embed(model, inputs, options)
         };
     }

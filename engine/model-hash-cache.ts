@@ -20,22 +20,26 @@ export class ModelHashCache {
 
     /** The cached hash if the file is unchanged, else undefined. */
     async cached(path: string): Promise<string | undefined> {
-        const entries = await this.load();
-        const stats = await stat(path);
-        const entry = entries[path];
-        return entry && entry.size === stats.size && entry.mtimeMs === stats.mtimeMs ? entry.sha256 : undefined;
+        return (await this.lookup(path)).sha256;
     }
 
     async hash(path: string): Promise<string> {
-        const known = await this.cached(path);
+        const {sha256: known, size, mtimeMs} = await this.lookup(path);
         if (known !== undefined)
             return known;
-        const stats = await stat(path);
         const sha256 = await sha256OfFile(path);
-        (await this.load())[path] = {size: stats.size, mtimeMs: stats.mtimeMs, sha256};
+        (await this.load())[path] = {size, mtimeMs, sha256};
         this.writing = this.writing.then(() => this.save()).catch(() => undefined);
         await this.writing;
         return sha256;
+    }
+
+    /** The file's size and time now, and its hash if the cache holds one for exactly that file. */
+    private async lookup(path: string) {
+        const entry = (await this.load())[path];
+        const {size, mtimeMs} = await stat(path);
+        const sha256 = entry && entry.size === size && entry.mtimeMs === mtimeMs ? entry.sha256 : undefined;
+        return {size, mtimeMs, sha256};
     }
 
     private async load() {

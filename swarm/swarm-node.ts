@@ -8,6 +8,7 @@ import type {NodeIdentity} from './node-identity.js';
 import {PeerConnection, type CloseReason} from './peer-connection.js';
 import type {PeerState} from './peer-state.js';
 import {JobChannel} from './job-channel.js';
+import {isLoopbackHost} from './loopback.js';
 import {PROTOCOL_VERSION, type Hello} from './protocol/control-messages.js';
 import type {JobMessage} from './protocol/job-messages.js';
 
@@ -26,7 +27,7 @@ const DISCOVERY_REFRESH_MS = 30_000;
 const EARLY_REFRESHES_MS = [1_000, 3_000, 7_000, 15_000];
 
 function isLoopbackTestnet(bootstrap: {host: string}[]) {
-    return bootstrap.every(({host}) => host === 'localhost' || host === '::1' || /^127\./.test(host));
+    return bootstrap.every(({host}) => isLoopbackHost(host));
 }
 
 export interface SwarmNodeOptions {

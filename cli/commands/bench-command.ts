@@ -4,9 +4,8 @@ import {Command, Option} from 'commander';
 import {writeDemoModel} from '../../engine/demo/demo-model.js';
 import {BenchmarkCache, benchmarkCachePath} from '../../engine/device-benchmark/benchmark-cache.js';
 import type {DeviceBenchmarkResult} from '../../engine/device-benchmark/device-benchmark.js';
-import {readConfigFile} from '../config/config-file.js';
-import {resolveNodeSettings} from '../config/node-config.js';
-import {ensureDataDir, modelsDir, resolveDataDir} from '../data-dir.js';
+import {loadNodeSettings} from '../config/load-node-settings.js';
+import {ensureDataDir, modelsDir} from '../data-dir.js';
 import {formatBytes} from '../text-format.js';
 import {addDataDirOption} from './shared-options.js';
 
@@ -40,10 +39,8 @@ export function benchCommand() {
             import('node-llama-cpp'), import('../../engine/device-benchmark/device-benchmark.js'), import('../../engine/model-files.js'),
             import('../model-refs.js'), import('../logger.js')
         ]);
-        const dataDir = resolveDataDir(flags.dataDir);
-        const settings = resolveNodeSettings(dataDir, {
-            flags: {threads: flags.threads, gpu: flags.gpu}, env: process.env, file: await readConfigFile(dataDir)
-        });
+        const settings = await loadNodeSettings({threads: flags.threads, gpu: flags.gpu, dataDir: flags.dataDir});
+        const {dataDir} = settings;
         await ensureDataDir(dataDir);
         const progress = (phase: string) => {
             if (!flags.json)

@@ -2,10 +2,9 @@ import {loadOrCreateIdentity} from '../../swarm/node-identity.js';
 import {DashboardStore} from '../../tui/dashboard-store.js';
 import {renderDashboard} from '../../tui/dashboard-app.js';
 import {ConfigError} from '../config/config-error.js';
-import {readConfigFile} from '../config/config-file.js';
-import {resolveNodeSettings} from '../config/node-config.js';
+import {loadNodeSettings} from '../config/load-node-settings.js';
 import {dashboardLogSink, feedDashboard} from '../dashboard-feed.js';
-import {ensureDataDir, resolveDataDir} from '../data-dir.js';
+import {ensureDataDir} from '../data-dir.js';
 import {createLogger} from '../logger.js';
 import {resolveModelRefs} from '../model-refs.js';
 import {packageInfo} from '../package-info.js';
@@ -16,9 +15,8 @@ const SHUTDOWN_TIMEOUT_MS = 15_000;
 
 /** `strongdoge start`: loaded only when the command runs, so `--help` and `status` start fast. */
 export async function runStart(flags: Record<string, unknown> & {dataDir?: string}) {
-    const dataDir = resolveDataDir(flags.dataDir);
-    const {dataDir: _ignored, ...settingFlags} = flags;
-    const settings = resolveNodeSettings(dataDir, {flags: settingFlags, env: process.env, file: await readConfigFile(dataDir)});
+    const settings = await loadNodeSettings(flags);
+    const {dataDir} = settings;
     await ensureDataDir(dataDir);
     // A person at a terminal gets the dashboard (logs feed its error line); pipes and daemons get log lines.
     const store = !settings.daemon && process.stdout.isTTY && process.stdin.isTTY ? new DashboardStore() : undefined;

@@ -129,13 +129,12 @@ export function describeDemoModel(options: DemoModelOptions = {}) {
     // std 1/sqrt(fan_in) keeps activations near unit scale; a wider output layer spreads logits
     // so greedy decoding wanders through the vocabulary instead of repeating one token.
     const projection = 1 / Math.sqrt(width);
+    const output = normalTensor('output.weight', [width, vocabSize], 4 * projection, seed);
+    const controlTokens = vocab.tokenTypes.flatMap((type, id) => type === TokenType.control ? [id] : []);
     const tensors: GgufTensorSpec[] = [
         normalTensor('token_embd.weight', [width, vocabSize], 1, seed),
         onesTensor('output_norm.weight', width),
-        config.endsText
-            ? normalTensor('output.weight', [width, vocabSize], 4 * projection, seed)
-            : withZeroRows(normalTensor('output.weight', [width, vocabSize], 4 * projection, seed), width,
-                vocab.tokenTypes.flatMap((type, id) => type === TokenType.control ? [id] : []))
+        config.endsText ? output : withZeroRows(output, width, controlTokens)
     ];
     for (let layer = 0; layer < layers; layer++) {
         const block = `blk.${layer}`;
