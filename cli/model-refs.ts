@@ -3,7 +3,7 @@ import {findLocalModel, isRemoteModelRef, modelIdFromPath} from '../engine/model
 import type {ModelLoadSpec} from '../engine/worker/engine-messages.js';
 import {ConfigError} from './config/config-error.js';
 import {modelsDir} from './data-dir.js';
-import type {Logger} from './logger.js';
+import type {Logger} from '../node/logger.js';
 
 /** How often download progress is logged when no progress bar is shown. */
 const PROGRESS_LOG_STEP = 0.05;

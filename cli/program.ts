@@ -5,7 +5,7 @@ import {startCommand} from './commands/start-command.js';
 import {statusCommands} from './commands/status-commands.js';
 import {testnetCommand} from './commands/testnet-command.js';
 import {ConfigError} from './config/config-error.js';
-import {packageInfo} from './package-info.js';
+import {packageInfo} from '../node/package-info.js';
 
 /** Usage errors exit with 2, like the config errors they resemble. */
 const USAGE_ERROR_EXIT_CODE = 2;

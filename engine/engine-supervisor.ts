@@ -7,7 +7,7 @@ import {EngineError} from './engine-error.js';
 import {RestartBackoff} from './restart-backoff.js';
 import type {
     DeviceInfo, EmbeddingResult, GenerationRequest, GenerationResult, LoadedModelInfo
-} from './inference-types.js';
+} from '../inference/inference-types.js';
 import type {SupervisorMessage, WorkerMessage, WorkerSettings} from './worker/engine-messages.js';
 
 export type EngineState = 'starting' | 'loading' | 'ready' | 'restarting' | 'failed' | 'stopped';

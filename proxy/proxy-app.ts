@@ -1,7 +1,7 @@
 import {randomBytes, timingSafeEqual} from 'node:crypto';
 import express, {type ErrorRequestHandler, type NextFunction, type Request, type Response} from 'express';
 import {ApiError, toApiError} from './api-error.js';
-import type {InferenceService} from './inference-service.js';
+import type {InferenceService} from '../inference/inference-service.js';
 import type {RequestStats} from './request-stats.js';
 import {embeddingsHandler} from './routes/embedding-routes.js';
 import {chatCompletionsHandler, completionsHandler} from './routes/generation-routes.js';

@@ -1,5 +1,5 @@
 import {z} from 'zod';
-import type {ChatMessage, GenerationRequest, ResponseFormat, SamplingOptions} from '../engine/inference-types.js';
+import type {ChatMessage, GenerationRequest, ResponseFormat, SamplingOptions} from '../inference/inference-types.js';
 import {ApiError} from './api-error.js';
 
 /** OpenAI's request bodies. Unknown fields are ignored, as OpenAI-compatible servers do; known ones are checked. */

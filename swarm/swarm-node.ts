@@ -7,10 +7,10 @@ import {networkTopic, secretProof, type NetworkSpec} from './network-topic.js';
 import type {NodeIdentity} from './node-identity.js';
 import {PeerConnection, type CloseReason} from './peer-connection.js';
 import type {PeerState} from './peer-state.js';
-import {JobChannel} from './job-channel.js';
+import {JobChannel} from '../inference/remote/jobs/job-channel.js';
 import {isLoopbackHost} from './loopback.js';
 import {PROTOCOL_VERSION, type Hello} from './protocol/control-messages.js';
-import type {JobMessage} from './protocol/job-messages.js';
+import type {JobMessage} from '../inference/remote/jobs/job-messages.js';
 
 /** How often peers are pinged (RTT, liveness). */
 const PING_INTERVAL_MS = 5_000;

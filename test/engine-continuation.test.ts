@@ -1,6 +1,6 @@
 import test from 'ava';
 import {EngineSupervisor} from '../engine/engine-supervisor.js';
-import type {GenerationRequest} from '../engine/inference-types.js';
+import type {GenerationRequest} from '../inference/inference-types.js';
 import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
 
 let engine: EngineSupervisor;

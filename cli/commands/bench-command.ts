@@ -6,7 +6,7 @@ import {BenchmarkCache, benchmarkCachePath} from '../../engine/device-benchmark/
 import type {DeviceBenchmarkResult} from '../../engine/device-benchmark/device-benchmark.js';
 import {loadNodeSettings} from '../config/load-node-settings.js';
 import {ensureDataDir, modelsDir} from '../data-dir.js';
-import {formatBytes} from '../text-format.js';
+import {formatBytes} from '../../tui/text-format.js';
 import {addDataDirOption} from './shared-options.js';
 
 /** The model benchmarked when none is given: big enough for matrix work to dominate (~86M parameters). */
@@ -37,7 +37,7 @@ export function benchCommand() {
         // node-llama-cpp and the model tools load only when the command runs.
         const [{getLlama}, {deviceKey, runDeviceBenchmark}, {sha256OfFile}, {resolveModelRefs}, {createLogger}] = await Promise.all([
             import('node-llama-cpp'), import('../../engine/device-benchmark/device-benchmark.js'), import('../../engine/model-files.js'),
-            import('../model-refs.js'), import('../logger.js')
+            import('../model-refs.js'), import('../../node/logger.js')
         ]);
         const settings = await loadNodeSettings({threads: flags.threads, gpu: flags.gpu, dataDir: flags.dataDir});
         const {dataDir} = settings;

@@ -3,12 +3,12 @@ import {DashboardStore} from '../../tui/dashboard-store.js';
 import {renderDashboard} from '../../tui/dashboard-app.js';
 import {ConfigError} from '../config/config-error.js';
 import {loadNodeSettings} from '../config/load-node-settings.js';
-import {dashboardLogSink, feedDashboard} from '../dashboard-feed.js';
+import {dashboardLogSink, feedDashboard} from '../../node/dashboard-feed.js';
 import {ensureDataDir} from '../data-dir.js';
-import {createLogger} from '../logger.js';
+import {createLogger} from '../../node/logger.js';
 import {resolveModelRefs} from '../model-refs.js';
-import {packageInfo} from '../package-info.js';
-import {StrongdogeNode} from '../strongdoge-node.js';
+import {packageInfo} from '../../node/package-info.js';
+import {StrongdogeNode} from '../../node/strongdoge-node.js';
 
 /** A graceful stop may take this long before the process exits anyway. */
 const SHUTDOWN_TIMEOUT_MS = 15_000;

@@ -1,7 +1,7 @@
 import {Command} from 'commander';
 import type {Capabilities} from '../../swarm/capabilities.js';
 import {fetchNodeJson, type NodeAddressFlags} from '../node-client.js';
-import {formatBytes, formatDuration, formatTable} from '../text-format.js';
+import {formatBytes, formatDuration, formatTable} from '../../tui/text-format.js';
 import {addDataDirOption} from './shared-options.js';
 
 interface PeerJson {

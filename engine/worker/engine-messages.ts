@@ -1,6 +1,6 @@
 import type {
     DeviceInfo, EmbeddingResult, GenerationRequest, GenerationResult, LoadedModelInfo
-} from '../inference-types.js';
+} from '../../inference/inference-types.js';
 
 /** IPC between the supervisor (main process) and the engine worker (child process). */
 

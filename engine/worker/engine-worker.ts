@@ -3,7 +3,7 @@
  * main process because llama.cpp aborts the whole process on some failures (and on any ggml-rpc error).
  */
 import {getLlama, LlamaLogLevel, type Llama} from 'node-llama-cpp';
-import type {DeviceInfo} from '../inference-types.js';
+import type {DeviceInfo} from '../../inference/inference-types.js';
 import type {SupervisorMessage, WorkerMessage, WorkerSettings} from './engine-messages.js';
 import {JobError} from './job-error.js';
 import {ModelRuntime} from './model-runtime.js';

@@ -6,7 +6,7 @@ import {
 } from 'node-llama-cpp';
 import type {
     ChatMessage, EmbeddingResult, GenerationRequest, GenerationResult, LoadedModelInfo, ResponseFormat
-} from '../inference-types.js';
+} from '../../inference/inference-types.js';
 import type {ModelLoadSpec, WorkerSettings} from './engine-messages.js';
 import {toLlamaSamplingOptions} from './sampling-options.js';
 import {JobError} from './job-error.js';

@@ -1,5 +1,5 @@
 import type {LLamaContextualRepeatPenalty} from 'node-llama-cpp';
-import type {SamplingOptions} from '../inference-types.js';
+import type {SamplingOptions} from '../../inference/inference-types.js';
 
 /** The node-llama-cpp generation options that follow directly from OpenAI-style sampling settings. */
 export interface LlamaSamplingOptions {

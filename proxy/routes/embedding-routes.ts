@@ -1,6 +1,6 @@
 import type {Request, RequestHandler, Response} from 'express';
 import {ApiError} from '../api-error.js';
-import type {InferenceService} from '../inference-service.js';
+import type {InferenceService} from '../../inference/inference-service.js';
 import {embeddingSchema, parseBody} from '../request-schemas.js';
 import {assertModelServed, cancelOnClientClose, maxPriceFrom, type ResponseLocals} from './route-helpers.js';
 

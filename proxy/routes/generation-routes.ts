@@ -1,8 +1,8 @@
 import type {Request, RequestHandler, Response} from 'express';
 import type {z} from 'zod';
-import type {FinishReason, GenerationRequest, GenerationResult} from '../../engine/inference-types.js';
+import type {FinishReason, GenerationRequest, GenerationResult} from '../../inference/inference-types.js';
 import {toApiError} from '../api-error.js';
-import type {InferenceService, RouteInfo} from '../inference-service.js';
+import type {InferenceService, RouteInfo} from '../../inference/inference-service.js';
 import {
     chatCompletionSchema, completionSchema, parseBody, toChatRequest, toCompletionRequest
 } from '../request-schemas.js';

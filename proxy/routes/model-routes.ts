@@ -1,5 +1,5 @@
 import type {RequestHandler} from 'express';
-import type {InferenceService, ServedModel} from '../inference-service.js';
+import type {InferenceService, ServedModel} from '../../inference/inference-service.js';
 import {assertModelServed} from './route-helpers.js';
 
 function toModelObject(model: ServedModel) {

@@ -1,7 +1,7 @@
 import type {Request, Response} from 'express';
-import type {GenerationResult} from '../../engine/inference-types.js';
+import type {GenerationResult} from '../../inference/inference-types.js';
 import {ApiError} from '../api-error.js';
-import type {InferenceService} from '../inference-service.js';
+import type {InferenceService} from '../../inference/inference-service.js';
 
 /** What handlers leave on `res.locals` for the request log and counters. */
 export interface ResponseLocals {

@@ -1,5 +1,5 @@
 import type {RequestHandler} from 'express';
-import type {InferenceService} from '../inference-service.js';
+import type {InferenceService} from '../../inference/inference-service.js';
 
 /** 503 while models load, 200 once requests can be served: what load balancers and scripts poll. */
 export function healthHandler(inference: InferenceService): RequestHandler {

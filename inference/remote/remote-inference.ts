@@ -1,11 +1,11 @@
-import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../engine/inference-types.js';
-import {EngineError} from '../engine/engine-error.js';
-import {ApiError} from '../proxy/api-error.js';
-import type {GenerateOptions, InferenceService, ServedModel} from '../proxy/inference-service.js';
-import {RemoteJobError, type JobRequester, type RemoteJobDeadlines} from '../swarm/job-requester.js';
-import {explainNoPeer, rankPeers, type PeerCandidate} from '../swarm/peer-selection.js';
-import type {SwarmNode} from '../swarm/swarm-node.js';
-import type {LocalInference} from './local-inference.js';
+import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../inference-types.js';
+import {EngineError} from '../../engine/engine-error.js';
+import {ApiError} from '../../proxy/api-error.js';
+import type {GenerateOptions, InferenceService, ServedModel} from '../inference-service.js';
+import {RemoteJobError, type JobRequester, type RemoteJobDeadlines} from './jobs/job-requester.js';
+import {explainNoPeer, rankPeers, type PeerCandidate} from './peer-ranking.js';
+import type {SwarmNode} from '../../swarm/swarm-node.js';
+import type {LocalInference} from '../local/local-inference.js';
 
 export interface RoutingSettings {
     /** `local`: serve from this node's engine when it holds the model; `remote`: prefer peers. */

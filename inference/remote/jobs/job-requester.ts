@@ -1,10 +1,10 @@
 import {randomBytes} from 'node:crypto';
 import {EventEmitter} from 'node:events';
-import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../engine/inference-types.js';
-import {RECEIPT_VERSION, signReceiptBody, verifyReceipt, type Receipt, type ReceiptBody} from '../ledger/receipt.js';
-import type {NodeIdentity} from './node-identity.js';
-import type {JobMessage, RefusalCode} from './protocol/job-messages.js';
-import type {SwarmNode} from './swarm-node.js';
+import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../../inference-types.js';
+import {RECEIPT_VERSION, signReceiptBody, verifyReceipt, type Receipt, type ReceiptBody} from '../../../ledger/receipt.js';
+import type {NodeIdentity} from '../../../swarm/node-identity.js';
+import type {JobMessage, RefusalCode} from './job-messages.js';
+import type {SwarmNode} from '../../../swarm/swarm-node.js';
 
 /** How long a receipt may wait for the provider's countersignature. */
 const COUNTERSIGN_TIMEOUT_MS = 10_000;

@@ -1,5 +1,5 @@
 import test from 'ava';
-import {explainNoPeer, peerScore, rankPeers, type PeerCandidate} from '../swarm/peer-selection.js';
+import {explainNoPeer, peerScore, rankPeers, type PeerCandidate} from '../inference/remote/peer-ranking.js';
 import {capabilitiesFixture} from './helpers/capabilities-fixture.js';
 
 const offer = (loaded = true) => ({id: 'demo', sha256: null, sizeBytes: 1, quantization: 'F16', layers: 8, layerBytes: [], loaded});

@@ -1,5 +1,5 @@
-import type {EngineSupervisor} from '../engine/engine-supervisor.js';
-import type {InferenceService, ServedModel} from '../proxy/inference-service.js';
+import type {EngineSupervisor} from '../../engine/engine-supervisor.js';
+import type {InferenceService, ServedModel} from '../inference-service.js';
 
 /** The proxy's view of this node's own engine. */
 export class LocalInference implements InferenceService {

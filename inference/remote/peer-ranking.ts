@@ -1,4 +1,4 @@
-import type {Capabilities} from './capabilities.js';
+import type {Capabilities} from '../../swarm/capabilities.js';
 
 /** Choosing which peer serves a request: pure, so every rule can be tested. */
 

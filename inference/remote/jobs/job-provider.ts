@@ -1,10 +1,10 @@
 import {EventEmitter} from 'node:events';
-import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../engine/inference-types.js';
-import {signReceiptBody, verifyReceipt, ReceiptError, type Receipt} from '../ledger/receipt.js';
-import type {NodeIdentity} from './node-identity.js';
+import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../../inference-types.js';
+import {signReceiptBody, verifyReceipt, ReceiptError, type Receipt} from '../../../ledger/receipt.js';
+import type {NodeIdentity} from '../../../swarm/node-identity.js';
 import {jobRefusal, submissionModel, type JobProviderLimits, type JobSubmission} from './job-admission.js';
-import type {JobMessage, RefusalCode} from './protocol/job-messages.js';
-import type {SwarmNode} from './swarm-node.js';
+import type {JobMessage, RefusalCode} from './job-messages.js';
+import type {SwarmNode} from '../../../swarm/swarm-node.js';
 
 /** What serves peers' jobs: this node's engine. */
 export interface JobExecutor {

@@ -1,9 +1,9 @@
 import c from 'compact-encoding';
 import Protomux, {type ProtomuxChannel, type ProtomuxMessage} from 'protomux';
-import {MessageRateLimiter} from './message-rate-limiter.js';
-import type {PeerConnection} from './peer-connection.js';
-import {decodeFrame, encodeFrame, ProtocolViolation} from './protocol/control-messages.js';
-import {JOBS_PROTOCOL, jobMessageSchema, MAX_JOB_FRAME_BYTES, type JobMessage} from './protocol/job-messages.js';
+import {MessageRateLimiter} from '../../../swarm/message-rate-limiter.js';
+import type {PeerConnection} from '../../../swarm/peer-connection.js';
+import {decodeFrame, encodeFrame, ProtocolViolation} from '../../../swarm/protocol/control-messages.js';
+import {JOBS_PROTOCOL, jobMessageSchema, MAX_JOB_FRAME_BYTES, type JobMessage} from './job-messages.js';
 
 /** New jobs a peer may submit per second (and in a burst); streamed tokens are not limited. */
 const JOB_SUBMISSIONS_PER_SECOND = 20;

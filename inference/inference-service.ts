@@ -1,4 +1,4 @@
-import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../engine/inference-types.js';
+import type {EmbeddingResult, GenerationRequest, GenerationResult} from './inference-types.js';
 
 /** What the proxy needs from whatever serves models: the local engine today, peers later. */
 

@@ -1,4 +1,4 @@
-import type {JobMessage, RefusalCode} from './protocol/job-messages.js';
+import type {JobMessage, RefusalCode} from './job-messages.js';
 
 /** Whether a peer's job is taken: pure, so every limit is tested without a network. */
 

@@ -1,5 +1,5 @@
 import {z} from 'zod';
-import {receiptSchema} from '../../ledger/receipt.js';
+import {receiptSchema} from '../../../ledger/receipt.js';
 
 /** The jobs channel: whole requests served by a peer, their streamed tokens, results and receipts. */
 
