@@ -1,3 +1,4 @@
+import {statusDocuments, type StatusDocument, type StatusPath} from '../node/node-status.js';
 import {loadNodeSettings} from './config/load-node-settings.js';
 
 export class NodeUnreachableError extends Error {
@@ -14,8 +15,11 @@ export interface NodeAddressFlags {
     dataDir?: string
 }
 
-/** Talks to the running node's API, found the way `start` finds its settings (flags, env, config file). */
-export async function fetchNodeJson<T>(flags: NodeAddressFlags, path: string): Promise<T> {
+/**
+ * Reads one status document of the running node's API, found the way `start` finds its settings (flags, env,
+ * config file), and checks it against the status contract.
+ */
+export async function fetchNodeStatus<P extends StatusPath>(flags: NodeAddressFlags, path: P): Promise<StatusDocument<P>> {
     const settings = await loadNodeSettings({...flags});
     const host = settings.host === '0.0.0.0' ? '127.0.0.1' : settings.host === '::' ? '::1' : settings.host;
     const origin = `http://${host.includes(':') ? `[${host}]` : host}:${settings.port}`;
@@ -29,8 +33,11 @@ export async function fetchNodeJson<T>(flags: NodeAddressFlags, path: string): P
         const cause = (error as {cause?: {code?: string}}).cause?.code ?? (error as Error).message;
         throw new NodeUnreachableError(origin, cause);
     }
-    const body = await response.json().catch(() => undefined) as T & {error?: {message: string}};
+    const body = await response.json().catch(() => undefined) as {error?: {message: string}} | undefined;
     if (!response.ok)
         throw new Error(`${origin}${path}: ${response.status} ${body?.error?.message ?? response.statusText}`);
-    return body;
+    const parsed = statusDocuments[path].safeParse(body);
+    if (!parsed.success)
+        throw new Error(`${origin}${path} answered a document this version does not understand (${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message}); is it another strongdoge version?`);
+    return parsed.data as StatusDocument<P>;
 }

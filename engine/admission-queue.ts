@@ -1,4 +1,4 @@
-import {EngineError} from './engine-error.js';
+import {InferenceError} from '../inference/inference-error.js';
 
 export interface AdmissionQueueOptions {
     /** Jobs that may run at once for one key (a model's sequences). */
@@ -39,11 +39,11 @@ export class AdmissionQueue {
 
     acquire(key: string, signal?: AbortSignal): Promise<ReleaseSlot> {
         if (signal?.aborted)
-            return Promise.reject(new EngineError('cancelled', 'request cancelled'));
+            return Promise.reject(InferenceError.cancelled());
         if ((this.running.get(key) ?? 0) < this.options.slotsPerKey && !this.waiting.some((waiter) => waiter.key === key))
             return Promise.resolve(this.take(key));
         if (this.waiting.length >= this.options.maxWaiting)
-            return Promise.reject(new EngineError('queue_full',
+            return Promise.reject(InferenceError.queueFull(
                 `server busy: ${this.waiting.length} requests already waiting`, this.options.retryAfterSeconds));
 
         return new Promise<ReleaseSlot>((resolve, reject) => {
@@ -56,7 +56,7 @@ export class AdmissionQueue {
             };
             const onAbort = () => {
                 this.waiting.splice(this.waiting.indexOf(waiter), 1);
-                reject(new EngineError('cancelled', 'request cancelled while queued'));
+                reject(InferenceError.cancelled('request cancelled while queued'));
             };
             signal?.addEventListener('abort', onAbort, {once: true});
             this.waiting.push(waiter);

@@ -1,10 +1,9 @@
-import {fork, type ChildProcess} from 'node:child_process';
+import {fork} from 'node:child_process';
 import {EventEmitter} from 'node:events';
-import {createInterface} from 'node:readline';
 import {fileURLToPath} from 'node:url';
+import {InferenceError} from '../inference/inference-error.js';
 import {AdmissionQueue} from './admission-queue.js';
-import {EngineError} from './engine-error.js';
-import {RestartBackoff} from './restart-backoff.js';
+import {ProcessSupervisor} from './process-supervisor.js';
 import type {
     DeviceInfo, EmbeddingResult, GenerationRequest, GenerationResult, LoadedModelInfo
 } from '../inference/inference-types.js';
@@ -13,12 +12,13 @@ import type {SupervisorMessage, WorkerMessage, WorkerSettings} from './worker/en
 export type EngineState = 'starting' | 'loading' | 'ready' | 'restarting' | 'failed' | 'stopped';
 
 export interface EngineSupervisorOptions extends WorkerSettings {
-    /** Requests allowed to wait for a free sequence before new ones get `queue_full`. */
+    /** Requests allowed to wait for a free sequence before new ones get `queue_full`; defaults to 64. */
     maxQueue?: number,
-    /** How often the worker is pinged, and how long it may take to answer before it is killed. */
+    /** How often the worker is pinged; defaults to 2 s. */
     pingIntervalMs?: number,
+    /** How long the worker may take to answer a ping before it is killed; defaults to 10 s. */
     pingTimeoutMs?: number,
-    /** A generation with no new text for this long means the engine hangs: it is killed and restarted. */
+    /** A generation with no new text for this long means the engine hangs: it is killed and restarted. Defaults to 2 min. */
     tokenStallMs?: number
 }
 
@@ -76,14 +76,11 @@ function workerEntry() {
 export class EngineSupervisor extends EventEmitter<EngineEvents> {
     private readonly options: Required<EngineSupervisorOptions>;
     private readonly queue: AdmissionQueue;
-    private readonly backoff = new RestartBackoff();
+    private readonly process: ProcessSupervisor<WorkerMessage, SupervisorMessage>;
     private readonly jobs = new Map<number, PendingJob>();
-    private child: ChildProcess | undefined;
     private nextJobId = 1;
     private pingNonce = 0;
     private lastPongAt = 0;
-    private watchdog: NodeJS.Timeout | undefined;
-    private restartTimer: NodeJS.Timeout | undefined;
     private readyWaiters: {resolve: () => void, reject: (error: Error) => void}[] = [];
     private status: EngineStatus = {
         state: 'starting', pid: undefined, restarts: 0, device: undefined, models: [], loadProgress: {},
@@ -98,6 +95,19 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
             maxWaiting: this.options.maxQueue,
             retryAfterSeconds: 1
         });
+        this.process = new ProcessSupervisor<WorkerMessage, SupervisorMessage>({
+            name: 'engine',
+            spawn: () => {
+                const entry = workerEntry();
+                return fork(entry.path, [], {execArgv: entry.execArgv, stdio: ['ignore', 'pipe', 'pipe', 'ipc'], serialization: 'advanced'});
+            },
+            healthCheck: () => this.healthCheck(),
+            checkIntervalMs: this.options.pingIntervalMs
+        });
+        this.process.on('spawn', () => this.spawned());
+        this.process.on('message', (message) => this.handleMessage(message));
+        this.process.on('log', (line) => this.emit('workerLog', line));
+        this.process.on('exit', (code, signal) => this.handleExit(code, signal));
     }
 
     get state() {
@@ -105,14 +115,12 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
     }
 
     getStatus(): EngineStatus {
-        return {...this.status, running: this.queue.runningCount, queued: this.queue.waitingCount};
+        return {...this.status, pid: this.process.pid, restarts: this.process.restarts, running: this.queue.runningCount, queued: this.queue.waitingCount};
     }
 
     /** Starts the worker and resolves once every model is loaded; rejects if they cannot be. */
     start(): Promise<void> {
-        this.spawn();
-        this.watchdog = setInterval(() => this.checkHealth(), this.options.pingIntervalMs);
-        this.watchdog.unref();
+        this.process.start();
         return this.whenReady();
     }
 
@@ -126,24 +134,14 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
 
     /** Kills the worker (tests, and the operator's escape hatch); it is restarted like after a crash. */
     killWorker(signal: NodeJS.Signals = 'SIGKILL') {
-        this.child?.kill(signal);
+        this.process.kill(signal);
     }
 
     async dispose() {
         this.setState('stopped');
-        clearInterval(this.watchdog);
-        clearTimeout(this.restartTimer);
-        this.failReadyWaiters(new EngineError('engine_unavailable', 'engine stopped'));
-        const child = this.child;
-        this.child = undefined;
-        this.failJobs(new EngineError('engine_unavailable', 'engine stopped'));
-        if (child !== undefined && child.exitCode === null && child.signalCode === null) {
-            const exited = new Promise((resolve) => child.once('exit', resolve));
-            child.kill('SIGTERM');
-            const forceKill = setTimeout(() => child.kill('SIGKILL'), 3_000);
-            await exited;
-            clearTimeout(forceKill);
-        }
+        this.failReadyWaiters(InferenceError.engineUnavailable('engine stopped'));
+        this.failJobs(InferenceError.engineUnavailable('engine stopped'));
+        await this.process.stop();
     }
 
     private async run<T>(
@@ -151,7 +149,7 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
         message: (jobId: number) => SupervisorMessage, onText?: TextListener
     ): Promise<T> {
         if (this.state === 'stopped' || this.state === 'failed')
-            throw new EngineError('engine_unavailable', `engine is ${this.state}${this.status.lastError ? `: ${this.status.lastError}` : ''}`);
+            throw InferenceError.engineUnavailable(`engine is ${this.state}${this.status.lastError ? `: ${this.status.lastError}` : ''}`);
         const release = await this.queue.acquire(slotKey, signal);
         try {
             await this.whenReady(signal);
@@ -160,7 +158,7 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
                 const onAbort = () => {
                     this.jobs.delete(jobId);
                     this.send({type: 'cancel', jobId});
-                    reject(new EngineError('cancelled', 'request cancelled'));
+                    reject(InferenceError.cancelled('request cancelled'));
                 };
                 signal?.addEventListener('abort', onAbort, {once: true});
                 const settle = <A extends unknown[]>(fn: (...args: A) => void) => (...args: A) => {
@@ -183,40 +181,21 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
         if (this.state === 'ready')
             return Promise.resolve();
         if (this.state === 'stopped' || this.state === 'failed')
-            return Promise.reject(new EngineError('engine_unavailable', `engine is ${this.state}`));
+            return Promise.reject(InferenceError.engineUnavailable(`engine is ${this.state}`));
         return new Promise((resolve, reject) => {
             const waiter = {resolve, reject};
             this.readyWaiters.push(waiter);
             signal?.addEventListener('abort', () => {
                 this.readyWaiters = this.readyWaiters.filter((other) => other !== waiter);
-                reject(new EngineError('cancelled', 'request cancelled while the engine was loading'));
+                reject(InferenceError.cancelled('request cancelled while the engine was loading'));
             }, {once: true});
         });
     }
 
-    private spawn() {
-        const entry = workerEntry();
-        const child = fork(entry.path, [], {
-            execArgv: entry.execArgv,
-            stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-            serialization: 'advanced'
-        });
-        this.child = child;
-        this.status.pid = child.pid;
+    /** A new worker: it loads the models, and requests wait until it has. */
+    private spawned() {
         this.status.loadProgress = {};
         this.lastPongAt = Date.now();
-        this.setState(this.status.restarts === 0 ? 'starting' : 'restarting');
-
-        for (const stream of [child.stdout, child.stderr])
-            if (stream)
-                createInterface({input: stream}).on('line', (line) => this.emit('workerLog', line));
-        child.on('message', (message: WorkerMessage) => {
-            if (this.child === child)
-                this.handleMessage(message);
-        });
-        child.on('error', (error) => this.emit('workerLog', `engine worker error: ${error.message}`));
-        child.on('exit', (code, signal) => this.handleExit(child, code, signal));
-
         this.setState('loading');
         this.send({type: 'load', settings: {
             models: this.options.models,
@@ -239,20 +218,20 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
             case 'loaded':
                 this.status.models = message.models;
                 this.status.lastError = undefined;
-                this.backoff.markStarted();
+                this.process.markStarted();
                 this.setState('ready');
                 for (const waiter of this.readyWaiters.splice(0))
                     waiter.resolve();
                 return;
             case 'loadFailed':
                 this.status.lastError = message.message;
-                if (this.status.restarts === 0) {
+                if (this.process.restarts === 0) {
                     // Models that never loaded will not load on retry: the configuration is wrong.
                     this.setState('failed');
-                    this.failReadyWaiters(new EngineError('engine_unavailable', `cannot load models: ${message.message}`));
-                    this.child?.kill('SIGKILL');
+                    this.failReadyWaiters(InferenceError.engineUnavailable(`cannot load models: ${message.message}`));
+                    void this.process.stop();
                 } else {
-                    this.child?.kill('SIGKILL'); // retried with backoff from the exit handler
+                    this.process.kill(); // retried with backoff
                 }
                 return;
             case 'pong':
@@ -272,54 +251,44 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
                 this.jobs.delete(message.jobId);
                 return;
             case 'jobFailed':
-                this.jobs.get(message.jobId)?.reject(new EngineError(message.code, message.message));
+                this.jobs.get(message.jobId)?.reject(InferenceError.from(message.error));
                 this.jobs.delete(message.jobId);
                 return;
         }
     }
 
-    private handleExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null) {
+    private handleExit(code: number | null, signal: NodeJS.Signals | null) {
         this.emit('workerExit', code, signal);
-        if (this.child !== child)
-            return;
-        this.child = undefined;
-        this.status.pid = undefined;
-        this.failJobs(new EngineError('engine_crashed',
+        this.failJobs(InferenceError.engineRestarting(
             `the engine process ${signal ? `was killed (${signal})` : `exited with code ${code}`} during the request; it is restarting, retry`));
-        if (this.state === 'stopped' || this.state === 'failed')
-            return;
-        this.setState('restarting');
-        this.status.restarts++;
-        this.restartTimer = setTimeout(() => this.spawn(), this.backoff.nextDelay());
+        if (this.state !== 'stopped' && this.state !== 'failed')
+            this.setState('restarting');
     }
 
-    private checkHealth() {
-        if (this.child === undefined)
-            return;
+    /** The worker hangs when it stops answering pings, or when a generation makes no progress. */
+    private healthCheck() {
         const now = Date.now();
         const stalled = [...this.jobs.values()].some((job) =>
             job.kind === 'generate' && now - job.lastActivityAt > this.options.tokenStallMs);
         if (now - this.lastPongAt > this.options.pingTimeoutMs || stalled) {
             this.status.lastError = stalled ? 'a generation stalled' : 'the engine stopped answering';
-            this.emit('workerLog', `engine watchdog: ${this.status.lastError}; killing pid ${this.child.pid}`);
-            this.child.kill('SIGKILL');
-            return;
+            return this.status.lastError;
         }
         this.send({type: 'ping', nonce: ++this.pingNonce});
+        return undefined;
     }
 
     private send(message: SupervisorMessage) {
-        if (this.child?.connected)
-            this.child.send(message);
+        this.process.send(message);
     }
 
-    private failJobs(error: EngineError) {
+    private failJobs(error: InferenceError) {
         for (const job of this.jobs.values())
             job.reject(error);
         this.jobs.clear();
     }
 
-    private failReadyWaiters(error: EngineError) {
+    private failReadyWaiters(error: InferenceError) {
         for (const waiter of this.readyWaiters.splice(0))
             waiter.reject(error);
     }

@@ -1,6 +1,6 @@
 import type {EmbeddingResult, GenerationRequest, GenerationResult} from './inference-types.js';
 
-/** What the proxy needs from whatever serves models: the local engine today, peers later. */
+/** What the proxy needs from whatever serves models, and what every inference strategy implements. */
 
 export interface ServedModel {
     id: string,
@@ -31,9 +31,17 @@ export interface GenerateOptions {
     onRoute?: (route: RouteInfo) => void
 }
 
-export interface InferenceService {
+export type EmbedOptions = Omit<GenerateOptions, 'onText'>;
+
+/** One way of serving a request: this node's engine, a peer, (next) a pipeline of peers' layer shards. */
+export interface InferenceStrategy {
+    /** The models this strategy can serve now. */
     listModels(): ServedModel[],
-    readiness(): Readiness,
     generate(request: GenerationRequest, options: GenerateOptions): Promise<GenerationResult>,
-    embed(model: string, inputs: string[], options: Omit<GenerateOptions, 'onText'>): Promise<EmbeddingResult>
+    embed(model: string, inputs: string[], options: EmbedOptions): Promise<EmbeddingResult>
+}
+
+/** What the proxy talks to: the strategies together, and whether this node is ready. */
+export interface InferenceService extends InferenceStrategy {
+    readiness(): Readiness
 }

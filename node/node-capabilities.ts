@@ -21,6 +21,15 @@ const roundDown = (value: number, step: number) => Math.floor(value / step) * st
 
 const NO_MEASUREMENT: ComputeMeasurement = {measuredTflops: null, lookupTflops: null, generationTokensPerSecond: null, memoryBandwidthGBs: null};
 
+export interface NodeCapabilitiesOptions {
+    engine: EngineSupervisor,
+    /** The models this node's engine loads. */
+    models: ModelLoadSpec[],
+    dataDir: string,
+    /** Per million tokens, for peers; defaults to free. */
+    price?: number
+}
+
 /**
  * What this node announces: device and load from the engine, model offers from the files (layer sizes at once,
  * hashes when the background hashing finishes), compute from `strongdoge bench`. Emits `changed`.
@@ -29,13 +38,14 @@ export class NodeCapabilities extends EventEmitter<{changed: []}> {
     private offers: ModelOffer[] = [];
     private compute = NO_MEASUREMENT;
 
-    constructor(
-        private readonly engine: EngineSupervisor,
-        private readonly models: ModelLoadSpec[],
-        private readonly dataDir: string,
-        private readonly price: number | undefined
-    ) {
+    private readonly engine: EngineSupervisor;
+    private readonly models: ModelLoadSpec[];
+    private readonly dataDir: string;
+    private readonly price: number | undefined;
+
+    constructor(options: NodeCapabilitiesOptions) {
         super();
+        ({engine: this.engine, models: this.models, dataDir: this.dataDir, price: this.price} = options);
     }
 
     /** Reads the model files' tables now; hashes them in the background. */

@@ -10,16 +10,19 @@ import {listenProxy, type ListeningProxy} from '../proxy/proxy-server.js';
 import {RequestStats} from '../proxy/request-stats.js';
 import type {Receipt} from '../ledger/receipt.js';
 import {jobProviderDefaults} from '../inference/remote/jobs/job-admission.js';
+import {InferenceRouter} from '../inference/inference-router.js';
+import {LocalInference} from '../inference/local/local-inference.js';
 import {JobProvider, type JobExecutor} from '../inference/remote/jobs/job-provider.js';
 import {JobRequester} from '../inference/remote/jobs/job-requester.js';
+import {JobsProtocol} from '../inference/remote/jobs/jobs-protocol.js';
+import {RemoteInference} from '../inference/remote/remote-inference.js';
 import {isLoopbackHost} from '../swarm/loopback.js';
 import {buildNetworkModelTable} from '../swarm/network-models.js';
 import type {NodeIdentity} from '../swarm/node-identity.js';
 import {SwarmNode} from '../swarm/swarm-node.js';
 import type {NodeSettings} from '../cli/config/node-config.js';
-import {LocalInference} from '../inference/local/local-inference.js';
 import type {Logger} from './logger.js';
-import {NetworkInference} from '../inference/remote/remote-inference.js';
+import type {NetworkModelsStatus, NodeStatus, PeersStatus} from './node-status.js';
 import {NodeCapabilities} from './node-capabilities.js';
 import {packageInfo} from './package-info.js';
 
@@ -29,7 +32,15 @@ const FIRST_TOKEN_DEADLINE_MS = 60_000;
 const MAX_PEER_ATTEMPTS = 3;
 const MAX_RECEIPTS_IN_MEMORY = 10_000;
 
-/** One running node: the engine, the swarm and the proxy in front of them. */
+export interface StrongdogeNodeOptions {
+    settings: NodeSettings,
+    /** The models this node's engine loads. */
+    models: ModelLoadSpec[],
+    identity: NodeIdentity,
+    logger: Logger
+}
+
+/** One running node: the engine, the swarm and the proxy in front of them (docs/architecture.md). */
 export class StrongdogeNode {
     readonly stats = new RequestStats();
     readonly engine: EngineSupervisor;
@@ -45,12 +56,14 @@ export class StrongdogeNode {
     private servedPeerJobs = 0;
     private readonly startedAt = Date.now();
 
-    constructor(
-        private readonly settings: NodeSettings,
-        private readonly models: ModelLoadSpec[],
-        private readonly identity: NodeIdentity,
-        private readonly logger: Logger
-    ) {
+    private readonly settings: NodeSettings;
+    private readonly models: ModelLoadSpec[];
+    private readonly identity: NodeIdentity;
+    private readonly logger: Logger;
+
+    constructor(options: StrongdogeNodeOptions) {
+        ({settings: this.settings, models: this.models, identity: this.identity, logger: this.logger} = options);
+        const {settings, models, identity} = options;
         this.engine = new EngineSupervisor({
             models,
             threads: settings.threads,
@@ -59,7 +72,7 @@ export class StrongdogeNode {
             gpu: settings.gpu === 'off' ? false : 'auto',
             maxQueue: settings.maxQueue
         });
-        this.capabilities = new NodeCapabilities(this.engine, models, settings.dataDir, settings.price);
+        this.capabilities = new NodeCapabilities({engine: this.engine, models, dataDir: settings.dataDir, price: settings.price});
         if (!settings.offline) {
             this.swarm = new SwarmNode({
                 identity,
@@ -68,13 +81,15 @@ export class StrongdogeNode {
                 ...(settings.bootstrap && {bootstrap: settings.bootstrap}),
                 capabilities: () => this.capabilities.current()
             });
-            this.requester = new JobRequester(this.swarm, identity);
-            this.provider = new JobProvider(this.swarm, identity, this.localExecutor(), {
+            const jobs = new JobsProtocol();
+            this.swarm.use(jobs);
+            this.requester = new JobRequester({jobs, identity});
+            this.provider = new JobProvider({jobs, identity, executor: this.localExecutor(), limits: {
                 enabled: settings.servePeers,
                 maxConcurrentJobs: settings.maxPeerJobs,
                 maxTokensPerJob: settings.maxJobTokens,
                 maxPromptBytes: jobProviderDefaults.maxPromptBytes
-            });
+            }});
         }
         this.observe();
     }
@@ -85,23 +100,13 @@ export class StrongdogeNode {
 
     /** Listens first, so /health answers 503 while the models load, then loads them. */
     async start() {
-        const local = new LocalInference(this.engine, this.models.map((model) => model.id));
         const app = createProxyApp({
-            inference: this.countingClientTokens(new NetworkInference(local, this.swarm, this.requester, {
-                prefer: this.settings.prefer,
-                ...(this.settings.maxPrice !== undefined && {maxPrice: this.settings.maxPrice}),
-                deadlines: {firstTokenMs: Math.max(FIRST_TOKEN_DEADLINE_MS, this.settings.peerTimeout * 1000), tokenMs: this.settings.peerTimeout * 1000},
-                maxAttempts: MAX_PEER_ATTEMPTS
-            })),
+            inference: this.countingClientTokens(this.inference()),
             stats: this.stats,
             status: {
                 node: () => this.describe(),
-                peers: () => ({
-                    peers: this.swarm?.peers().map((peer) => peer.toJSON()) ?? [],
-                    banned: this.swarm?.bans.active().map(({peerId, reason, offences, until}) =>
-                        ({peerId, reason, offences, until: new Date(until).toISOString()})) ?? []
-                }),
-                networkModels: () => ({models: this.networkModels()})
+                peers: () => this.describePeers(),
+                networkModels: (): NetworkModelsStatus => ({models: this.networkModels()})
             },
             ...(this.settings.apiKey && {apiKey: this.settings.apiKey})
         });
@@ -122,6 +127,18 @@ export class StrongdogeNode {
             device: status.device,
             models: status.models.map(({id, layers, gpuLayers, contextSize}) => ({id, layers, gpuLayers, contextSize}))
         }, status.device?.backend ? `ready: ${status.device.backend} GPU offload` : 'ready: CPU only');
+    }
+
+    /** Requests go to this node's engine or to peers, as chooseStrategy decides. */
+    private inference() {
+        const {settings} = this;
+        const local = new LocalInference({engine: this.engine, modelIds: this.models.map((model) => model.id)});
+        const remote = this.swarm && this.requester && new RemoteInference({swarm: this.swarm, requester: this.requester, routing: {
+            ...(settings.maxPrice !== undefined && {maxPrice: settings.maxPrice}),
+            deadlines: {firstTokenMs: Math.max(FIRST_TOKEN_DEADLINE_MS, settings.peerTimeout * 1000), tokenMs: settings.peerTimeout * 1000},
+            maxAttempts: MAX_PEER_ATTEMPTS
+        }});
+        return new InferenceRouter({local, ...(remote && {remote}), prefer: settings.prefer});
     }
 
     /** A text listener that also counts the streamed tokens for the dashboard. */
@@ -176,7 +193,15 @@ export class StrongdogeNode {
             this.logger.info('this device has not been measured: run `strongdoge bench` so peers can weigh it by speed');
     }
 
-    describe() {
+    describePeers(): PeersStatus {
+        return {
+            peers: this.swarm?.peers().map((peer) => peer.toJSON()) ?? [],
+            banned: this.swarm?.bans.active().map(({peerId, reason, offences, until}) =>
+                ({peerId, reason, offences, until: new Date(until).toISOString()})) ?? []
+        };
+    }
+
+    describe(): NodeStatus {
         const engine = this.engine.getStatus();
         return {
             id: this.identity.id,
@@ -185,7 +210,7 @@ export class StrongdogeNode {
             privateNetwork: this.settings.networkSecret !== undefined,
             version: packageInfo.version,
             uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
-            proxyUrl: this.proxy?.baseUrl,
+            proxyUrl: this.proxy?.baseUrl ?? null,
             device: engine.device ?? null,
             compute: this.capabilities.current().compute,
             engine: {state: engine.state, pid: engine.pid ?? null, restarts: engine.restarts, lastError: engine.lastError ?? null,
@@ -266,6 +291,9 @@ export class StrongdogeNode {
         this.provider?.on('refused', (peerId, code) => this.logger.info({peer: peerId.slice(0, 16), code}, 'refused a peer job'));
         this.provider?.on('receipt', (receipt) => this.keepReceipt(receipt));
         this.requester?.on('receipt', (receipt) => this.keepReceipt(receipt));
+        for (const side of [this.provider, this.requester])
+            side?.on('receiptRejected', (peerId, jobId, reason) =>
+                this.logger.warn({peer: peerId.slice(0, 16), jobId, reason}, 'rejected a receipt'));
         swarm.on('connectionFailed', (peerId, reason) => this.logger.debug({peer: peerId.slice(0, 16), reason: reason.message}, 'peer connection failed before hello'));
         swarm.on('peerIncompatible', (peerId, message) => this.logger.warn({peer: peerId.slice(0, 16)}, `incompatible peer: ${message}`));
     }

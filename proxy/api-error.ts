@@ -1,4 +1,4 @@
-import {EngineError, type EngineErrorCode} from '../engine/engine-error.js';
+import {InferenceError, type InferenceErrorCode} from '../inference/inference-error.js';
 
 export type ApiErrorType =
     | 'invalid_request_error'
@@ -39,24 +39,34 @@ export class ApiError extends Error {
     }
 }
 
-const engineErrorStatus: Record<Exclude<EngineErrorCode, 'cancelled'>, [number, ApiErrorType, string | null]> = {
-    invalid_request: [400, 'invalid_request_error', null],
-    context_length_exceeded: [400, 'invalid_request_error', 'context_length_exceeded'],
-    model_not_found: [404, 'invalid_request_error', 'model_not_found'],
-    queue_full: [429, 'rate_limit_error', 'queue_full'],
-    engine_crashed: [503, 'server_error', 'engine_restarting'],
-    engine_unavailable: [503, 'server_error', 'engine_unavailable'],
-    engine_error: [500, 'server_error', 'engine_error']
+/** The HTTP status and OpenAI error type of each inference error code: the only place they are chosen. */
+const inferenceErrorStatus: Record<Exclude<InferenceErrorCode, 'cancelled'>, [number, ApiErrorType]> = {
+    invalid_request: [400, 'invalid_request_error'],
+    context_length_exceeded: [400, 'invalid_request_error'],
+    model_not_found: [404, 'invalid_request_error'],
+    over_budget: [402, 'invalid_request_error'],
+    queue_full: [429, 'rate_limit_error'],
+    busy: [503, 'server_error'],
+    limit: [503, 'server_error'],
+    model_unavailable: [503, 'server_error'],
+    disabled: [503, 'server_error'],
+    no_peer_available: [503, 'server_error'],
+    engine_restarting: [503, 'server_error'],
+    engine_unavailable: [503, 'server_error'],
+    engine_error: [500, 'server_error'],
+    peer_stalled: [503, 'server_error'],
+    peer_disconnected: [503, 'server_error'],
+    peers_failed: [503, 'server_error']
 };
 
 /** Maps anything thrown while serving a request to the error the client sees. */
 export function toApiError(error: unknown): ApiError {
     if (error instanceof ApiError)
         return error;
-    if (error instanceof EngineError && error.code !== 'cancelled') {
-        const [status, type, code] = engineErrorStatus[error.code];
+    if (error instanceof InferenceError && error.code !== 'cancelled') {
+        const [status, type] = inferenceErrorStatus[error.code];
         const retryAfter = error.retryAfterSeconds ?? (status === 503 ? 1 : undefined);
-        return new ApiError(status, error.message, type, null, code ?? error.code, retryAfter);
+        return new ApiError(status, error.message, type, error.param, error.code, retryAfter);
     }
     return new ApiError(500, 'internal error while serving the request', 'server_error', null, 'internal_error');
 }

@@ -11,8 +11,6 @@ import {
     type ControlMessage, type Hello
 } from './protocol/control-messages.js';
 
-/** A peer that connects but never says hello is dropped (and Hyperswarm retries): DESIGN.md §2. */
-const HELLO_TIMEOUT_MS = 5_000;
 /** Sustained control messages per second a peer may send, and its burst. */
 const MESSAGES_PER_SECOND = 20;
 const MESSAGE_BURST = 100;
@@ -41,7 +39,12 @@ export interface PeerConnectionOptions {
     /** Our hello, built when the channel opens (capabilities change over time). */
     hello: () => Hello,
     /** Proof for a private network, bound to this session. */
-    expectProof: boolean
+    expectProof: boolean,
+    /**
+     * A peer that connects but never says hello is dropped, and Hyperswarm retries: some connections between
+     * processes on one host open on one side only (docs/architecture.md, "Swarm").
+     */
+    helloTimeoutMs: number
 }
 
 /**
@@ -51,8 +54,10 @@ export interface PeerConnectionOptions {
  */
 export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
     readonly peerId: string;
+    /** The connection's channel multiplexer, where protocols attach their channels. */
+    readonly mux: Protomux;
     state: PeerState | undefined;
-    private readonly message: ProtomuxMessage<Buffer>;
+    private readonly message: ProtomuxMessage<Uint8Array>;
     private readonly limiter = new MessageRateLimiter(MESSAGES_PER_SECOND, MESSAGE_BURST);
     private readonly pings = new Map<number, number>();
     private nextNonce = 1;
@@ -69,10 +74,11 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
         });
         stream.on('close', () => this.close({kind: 'network', message: 'connection closed'}));
 
-        const channel = Protomux.from(stream).createChannel({
+        this.mux = Protomux.from(stream);
+        const channel = this.mux.createChannel({
             protocol: CONTROL_PROTOCOL,
             handshake: c.raw,
-            onopen: (handshake) => this.guard(() => this.receiveHello(handshake as Buffer)),
+            onopen: (handshake) => this.guard(() => this.receiveHello(handshake as Uint8Array)),
             onclose: () => this.close({kind: 'network', message: 'control channel closed'})
         });
         if (channel === null)
@@ -81,7 +87,12 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
         const hello = encodeFrame(options.hello());
         this.helloBytes = hello.length;
         channel.open(hello);
-        this.helloTimer = setTimeout(() => this.close({kind: 'network', message: 'no hello in time'}), HELLO_TIMEOUT_MS);
+        this.helloTimer = setTimeout(() => this.close({kind: 'network', message: 'no hello in time'}), options.helloTimeoutMs);
+    }
+
+    /** Bytes queued for this peer that the network has not taken yet: grows while the peer reads slowly or not at all. */
+    get backlogBytes() {
+        return this.stream._writableState.buffered;
     }
 
     get ready() {
@@ -129,7 +140,7 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
         }
     }
 
-    private receiveHello(frame: Buffer) {
+    private receiveHello(frame: Uint8Array) {
         if (!this.limiter.take())
             throw new ProtocolViolation('flood');
         const hello = decodeFrame(frame, helloSchema, 'hello');
@@ -153,7 +164,7 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
         this.ping(); // an RTT right away, not at the next ping round
     }
 
-    private receive(frame: Buffer) {
+    private receive(frame: Uint8Array) {
         if (!this.limiter.take())
             throw new ProtocolViolation('flood: too many messages');
         if (this.state === undefined)

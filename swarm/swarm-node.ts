@@ -1,42 +1,64 @@
 import {EventEmitter} from 'node:events';
 import HyperDHT from 'hyperdht';
 import Hyperswarm, {type NoiseSecretStream, type PeerDiscovery} from 'hyperswarm';
-import {BanList} from './ban-list.js';
+import {BanList, type BanListOptions} from './ban-list.js';
 import type {Capabilities} from './capabilities.js';
+import {isLoopbackHost} from './loopback.js';
 import {networkTopic, secretProof, type NetworkSpec} from './network-topic.js';
 import type {NodeIdentity} from './node-identity.js';
 import {PeerConnection, type CloseReason} from './peer-connection.js';
+import type {PeerProtocol} from './peer-protocol.js';
 import type {PeerState} from './peer-state.js';
-import {JobChannel} from '../inference/remote/jobs/job-channel.js';
-import {isLoopbackHost} from './loopback.js';
 import {PROTOCOL_VERSION, type Hello} from './protocol/control-messages.js';
-import type {JobMessage} from '../inference/remote/jobs/job-messages.js';
-
-/** How often peers are pinged (RTT, liveness). */
-const PING_INTERVAL_MS = 5_000;
-/** A peer silent this long is dropped; Hyperswarm reconnects when it is back. */
-const PEER_SILENCE_TIMEOUT_MS = 30_000;
-/** Capability updates are sent at most this often. */
-const CAPABILITY_UPDATE_MIN_INTERVAL_MS = 2_000;
-/** Re-announce and look up again this often, so late joiners and restarted peers are found quickly. */
-const DISCOVERY_REFRESH_MS = 30_000;
-/**
- * Extra look-ups soon after joining: nodes that join together each announce while the others look up,
- * so some pairs only meet at a later look-up (DESIGN.md §2).
- */
-const EARLY_REFRESHES_MS = [1_000, 3_000, 7_000, 15_000];
 
 function isLoopbackTestnet(bootstrap: {host: string}[]) {
     return bootstrap.every(({host}) => isLoopbackHost(host));
 }
 
+export interface SwarmTimings {
+    /** How often peers are pinged (RTT, liveness); defaults to 5 s. */
+    pingIntervalMs: number,
+    /** A peer silent this long is dropped, and Hyperswarm reconnects when it is back; defaults to 30 s. */
+    peerSilenceTimeoutMs: number,
+    /** A connection whose hello has not arrived by then is dropped (and retried); defaults to 5 s. */
+    helloTimeoutMs: number,
+    /** Capability updates are sent at most this often; defaults to 2 s. */
+    capabilityUpdateMinIntervalMs: number,
+    /** Announce and look up again this often, so late joiners and restarted peers are found; defaults to 30 s. */
+    discoveryRefreshMs: number,
+    /**
+     * Extra look-ups soon after joining: nodes that join together each announce while the others look up, so some
+     * pairs only meet at a later look-up (docs/architecture.md, "Swarm"); defaults to 1, 3, 7 and 15 s.
+     */
+    earlyRefreshesMs: number[],
+    /**
+     * Leaving the swarm waits for the DHT, which can take seconds when the bootstrap nodes are unreachable: stop()
+     * returns after this long whatever the DHT does, so quitting stays prompt; defaults to 1 s.
+     */
+    leaveTimeoutMs: number
+}
+
+export const swarmTimingDefaults: SwarmTimings = {
+    pingIntervalMs: 5_000,
+    peerSilenceTimeoutMs: 30_000,
+    helloTimeoutMs: 5_000,
+    capabilityUpdateMinIntervalMs: 2_000,
+    discoveryRefreshMs: 30_000,
+    earlyRefreshesMs: [1_000, 3_000, 7_000, 15_000],
+    leaveTimeoutMs: 1_000
+};
+
 export interface SwarmNodeOptions {
     identity: NodeIdentity,
     network: NetworkSpec,
     software: string,
-    /** DHT bootstrap nodes; undefined = Hyperswarm's public bootstrap. */
+    /** DHT bootstrap nodes; defaults to Hyperswarm's public bootstrap. */
     bootstrap?: {host: string, port: number}[],
-    capabilities: () => Capabilities
+    capabilities: () => Capabilities,
+    /** Timings; each defaults to `swarmTimingDefaults`. */
+    timings?: Partial<SwarmTimings>,
+    /** Ban durations; default to `banListDefaults`. */
+    bans?: Partial<BanListOptions>
 }
 
 export interface SwarmNodeEvents {
@@ -46,15 +68,15 @@ export interface SwarmNodeEvents {
     peerIncompatible: [peerId: string, message: string],
     capabilities: [peer: PeerState],
     /** A connection that closed before its hello completed. */
-    connectionFailed: [peerId: string, reason: CloseReason],
-    jobMessage: [peerId: string, message: JobMessage]
+    connectionFailed: [peerId: string, reason: CloseReason]
 }
 
 /** This node in the swarm: joins its network's topic, keeps one control connection per peer, bans misbehaviour. */
 export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
-    readonly bans = new BanList();
+    readonly bans: BanList;
+    private readonly timings: SwarmTimings;
     private readonly connections = new Map<string, PeerConnection>();
-    private readonly jobChannels = new Map<string, JobChannel>();
+    private readonly protocols: PeerProtocol[] = [];
     private swarm: Hyperswarm | undefined;
     private discovery: PeerDiscovery | undefined;
     private timers: NodeJS.Timeout[] = [];
@@ -64,6 +86,16 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
 
     constructor(private readonly options: SwarmNodeOptions) {
         super();
+        this.timings = {...swarmTimingDefaults, ...options.timings};
+        this.bans = new BanList(options.bans);
+    }
+
+    /** Attaches a protocol to every peer connection, present and future. */
+    use(protocol: PeerProtocol) {
+        this.protocols.push(protocol);
+        for (const connection of this.connections.values())
+            if (connection.ready)
+                protocol.attach(connection);
     }
 
     get id() {
@@ -100,14 +132,6 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         }, timeoutMs).unref();
     }
 
-    /** Sends on a peer's jobs channel once it is open; false if the peer is gone. */
-    async sendJobMessage(peerId: string, message: JobMessage) {
-        const channel = this.jobChannels.get(peerId);
-        if (channel === undefined || !await channel.whenOpen())
-            return false;
-        return channel.send(message);
-    }
-
     async start() {
         const {identity, bootstrap} = this.options;
         this.swarm = new Hyperswarm({
@@ -126,9 +150,9 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         // Announced: look up again so peers that joined at the same instant find each other (DESIGN.md §2).
         // (refresh() without options: options would change the session's client/server mode.)
         this.refreshDiscovery();
-        this.timers.push(setInterval(() => this.tick(), PING_INTERVAL_MS));
-        this.timers.push(setInterval(() => this.refreshDiscovery(), DISCOVERY_REFRESH_MS));
-        for (const delay of EARLY_REFRESHES_MS)
+        this.timers.push(setInterval(() => this.tick(), this.timings.pingIntervalMs));
+        this.timers.push(setInterval(() => this.refreshDiscovery(), this.timings.discoveryRefreshMs));
+        for (const delay of this.timings.earlyRefreshesMs)
             this.timers.push(setTimeout(() => this.refreshDiscovery(), delay));
         for (const timer of this.timers)
             timer.unref();
@@ -140,7 +164,7 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         const serialized = JSON.stringify(capabilities);
         if (serialized === this.lastCapabilities || this.capabilityTimer !== undefined)
             return;
-        const wait = this.lastCapabilitySentAt + CAPABILITY_UPDATE_MIN_INTERVAL_MS - Date.now();
+        const wait = this.lastCapabilitySentAt + this.timings.capabilityUpdateMinIntervalMs - Date.now();
         if (wait > 0) {
             this.capabilityTimer = setTimeout(() => {
                 this.capabilityTimer = undefined;
@@ -160,7 +184,13 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         clearTimeout(this.capabilityTimer);
         for (const connection of this.connections.values())
             connection.close({kind: 'local', message: 'node stopping'});
-        await this.swarm?.destroy();
+        if (this.swarm === undefined)
+            return;
+        // The DHT says goodbye in the background past the timeout: nothing waits on it after that.
+        const destroyed = this.swarm.destroy().catch(() => undefined);
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([destroyed, new Promise((resolve) => timer = setTimeout(resolve, this.timings.leaveTimeoutMs).unref())]);
+        clearTimeout(timer);
     }
 
     private hello(stream: NoiseSecretStream): Hello {
@@ -188,19 +218,19 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         const connection = new PeerConnection(stream, {
             network: this.options.network,
             expectProof: this.options.network.secret !== undefined,
-            hello: () => this.hello(stream)
+            hello: () => this.hello(stream),
+            helloTimeoutMs: this.timings.helloTimeoutMs
         });
         this.connections.set(peerId, connection);
         connection.on('ready', () => {
-            this.jobChannels.set(peerId, new JobChannel(connection, (message) => this.emit('jobMessage', peerId, message)));
+            for (const protocol of this.protocols)
+                protocol.attach(connection);
             this.emit('peerJoined', connection.state!);
         });
         connection.on('capabilities', () => this.emit('capabilities', connection.state!));
         connection.on('closed', (reason) => {
-            if (this.connections.get(peerId) === connection) {
+            if (this.connections.get(peerId) === connection)
                 this.connections.delete(peerId);
-                this.jobChannels.delete(peerId);
-            }
             if (reason.kind === 'violation') {
                 const record = this.bans.ban(peerId, reason.message);
                 this.emit('peerBanned', peerId, reason.message, record.until);
@@ -221,8 +251,8 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
     private tick() {
         const now = Date.now();
         for (const connection of this.connections.values()) {
-            if (connection.state !== undefined && now - connection.state.lastSeenAt > PEER_SILENCE_TIMEOUT_MS)
-                connection.close({kind: 'network', message: `silent for ${PEER_SILENCE_TIMEOUT_MS / 1000} s`});
+            if (connection.state !== undefined && now - connection.state.lastSeenAt > this.timings.peerSilenceTimeoutMs)
+                connection.close({kind: 'network', message: `silent for ${this.timings.peerSilenceTimeoutMs / 1000} s`});
             else
                 connection.ping();
         }

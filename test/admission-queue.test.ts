@@ -1,6 +1,6 @@
 import test from 'ava';
 import {AdmissionQueue} from '../engine/admission-queue.js';
-import {EngineError} from '../engine/engine-error.js';
+import {InferenceError} from '../inference/inference-error.js';
 
 const tick = () => new Promise((resolve) => setImmediate(resolve));
 
@@ -38,7 +38,7 @@ test('refuses with queue_full once maxWaiting jobs wait', async (t) => {
     const queue = new AdmissionQueue({slotsPerKey: 1, maxWaiting: 1, retryAfterSeconds: 3});
     await queue.acquire('m');
     void queue.acquire('m');
-    const error = await t.throwsAsync(queue.acquire('m'), {instanceOf: EngineError});
+    const error = await t.throwsAsync(queue.acquire('m'), {instanceOf: InferenceError});
     t.is(error?.code, 'queue_full');
     t.is(error?.retryAfterSeconds, 3);
 });
@@ -49,7 +49,7 @@ test('an aborted waiter leaves the queue without taking a slot', async (t) => {
     const controller = new AbortController();
     const waiting = queue.acquire('m', controller.signal);
     controller.abort();
-    const error = await t.throwsAsync(waiting, {instanceOf: EngineError});
+    const error = await t.throwsAsync(waiting, {instanceOf: InferenceError});
     t.is(error?.code, 'cancelled');
     t.is(queue.waitingCount, 0);
     release();

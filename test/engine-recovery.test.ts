@@ -2,6 +2,7 @@ import test from 'ava';
 import OpenAI from 'openai';
 import {waitFor, type DaemonHandle} from './helpers/cli-process.js';
 import {startDemoDaemon, type DemoDaemon} from './helpers/demo-daemon.js';
+import {fetchStatus} from './helpers/node-status.js';
 
 let demo: DemoDaemon;
 let daemon: DaemonHandle;
@@ -14,11 +15,8 @@ test.before(async () => {
 
 test.after.always(() => demo?.stop());
 
-async function nodeInfo() {
-    return await (await fetch(`${daemon.origin}/api/node`)).json() as {
-        engine: {state: string, pid: number | null, restarts: number, running: number},
-        requests: {active: number}
-    };
+function nodeInfo() {
+    return fetchStatus(daemon, '/api/node');
 }
 
 async function streamText(prompt: string, maxTokens: number) {

@@ -3,6 +3,7 @@ import {getLlama, LlamaChat, LlamaCompletion} from 'node-llama-cpp';
 import OpenAI from 'openai';
 import type {DaemonHandle} from './helpers/cli-process.js';
 import {startDemoDaemon, type DemoDaemon} from './helpers/demo-daemon.js';
+import {fetchStatus} from './helpers/node-status.js';
 
 let demo: DemoDaemon;
 let daemon: DaemonHandle;
@@ -175,14 +176,14 @@ test.serial('at temperature 0 the proxy says exactly what node-llama-cpp says in
 test.serial('/health is 200 when ready and /api/node describes the node', async (t) => {
     const health = await fetch(`${daemon.origin}/health`);
     t.is(health.status, 200);
-    const node = await (await fetch(`${daemon.origin}/api/node`)).json() as Record<string, any>;
+    const node = await fetchStatus(daemon, '/api/node'); // the status contract holds
     t.regex(node.id, /^[0-9a-f]{64}$/);
     t.is(node.network, null, 'offline');
     t.regex(node.version, /^\d+\.\d+\.\d+/);
     t.is(node.engine.state, 'ready');
-    t.is(node.device.backend, false);
-    t.is(node.models[0].id, 'demo');
-    t.is(node.models[0].layers, 8);
+    t.is(node.device?.backend, false);
+    t.is(node.models[0]!.id, 'demo');
+    t.is(node.models[0]!.layers, 8);
     t.true(node.requests.total >= 0);
     t.true(node.uptimeSeconds >= 0);
 });

@@ -3,7 +3,8 @@ import type {Testnet} from 'hyperdht/testnet.js';
 import OpenAI from 'openai';
 import {waitFor, type DaemonHandle} from './helpers/cli-process.js';
 import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
-import {nodeIdOf, startSwarmDaemon, startTestnet, waitForPeers} from './helpers/swarm-fixture.js';
+import {fetchStatus} from './helpers/node-status.js';
+import {nodeIdOf, peersOf, startSwarmDaemon, startTestnet, waitForPeers} from './helpers/swarm-fixture.js';
 
 /** A serving peer silent this long is replaced: short, so freezing tests stay quick. */
 const PEER_TIMEOUT_S = 2;
@@ -46,13 +47,13 @@ async function providersReady() {
         await waitForPeers(requester.daemon, providers.map((provider) => provider.id), 30_000,
             (peers) => peers.every((peer) => peer.capabilities.models.some((model) => model.id === 'demo' && model.loaded)));
     } catch (error) {
-        const {peers} = await (await fetch(`${requester.daemon.origin}/api/peers`)).json() as {peers: {id: string, capabilities: unknown}[]};
+        const {peers} = await peersOf(requester.daemon);
         throw new Error(`${(error as Error).message}: expected ${providers.map((p) => p.id.slice(0, 8))}, requester sees ${JSON.stringify(peers.map((p) => [p.id.slice(0, 8), JSON.stringify(p.capabilities).slice(0, 300)]))}; logs ${JSON.stringify(requester.daemon.logs.filter((r) => String(r.msg).includes('peer')).slice(-8))}`);
     }
 }
 
-async function node(daemon: DaemonHandle) {
-    return await (await fetch(`${daemon.origin}/api/node`)).json() as {peerJobs: {active: number, served: number}, receipts: number};
+function node(daemon: DaemonHandle) {
+    return fetchStatus(daemon, '/api/node');
 }
 
 async function servingProvider() {
@@ -187,7 +188,7 @@ for (const signal of ['SIGKILL', 'SIGSTOP'] as const) {
 
 test.serial('a job over the peers\' limits is refused politely by each, then fails clearly', async (t) => {
     const requestCounts = async () => {
-        const {peers} = await (await fetch(`${requester.daemon.origin}/api/peers`)).json() as {peers: {id: string, requests: {sent: number}}[]};
+        const {peers} = await peersOf(requester.daemon);
         return Object.fromEntries(peers.map((peer) => [peer.id, peer.requests.sent]));
     };
     const before = await requestCounts();
@@ -197,6 +198,38 @@ test.serial('a job over the peers\' limits is refused politely by each, then fai
     t.regex(error!.message, /refused.*exceeds this node's 3000/);
     // Refusals are no failures: nothing was counted against the peers.
     t.deepEqual(await requestCounts(), before);
+});
+
+test.serial('a request that fails through its own fault gets the answer a local model gives: one peer tried, no failover, no penalty', async (t) => {
+    const peerRequests = async () => {
+        const {peers} = await peersOf(requester.daemon);
+        return Object.fromEntries(peers.map((peer) => [peer.id, peer.requests]));
+    };
+    const peerJobsServed = async () => (await Promise.all(providers.map((provider) => node(provider.daemon)))).reduce((sum, info) => sum + info.peerJobs.served, 0);
+    const post = async (origin: string, path: string, body: object) => {
+        const response = await fetch(`${origin}/v1/${path}`, {method: 'POST', headers: {'content-type': 'application/json'}, body: JSON.stringify(body)});
+        return {status: response.status, error: ((await response.json()) as {error: {type: string, param: string | null, code: string | null}}).error};
+    };
+    const cases: [string, string, object][] = [
+        ['a prompt longer than the context', 'completions', {model: 'demo', prompt: 'wow such '.repeat(3000), max_tokens: 4, temperature: 0}],
+        ['a JSON schema the grammar cannot build', 'chat/completions', {...chatRequest, max_tokens: 4, response_format: {type: 'json_schema', json_schema: {
+            name: 'loop', schema: {$defs: {node: {$ref: '#/$defs/node'}}, $ref: '#/$defs/node'}
+        }}}]
+    ];
+    const before = await peerRequests();
+    const servedBefore = await peerJobsServed();
+    for (const [name, path, body] of cases) {
+        const local = await post(providers[0]!.daemon.origin, path, body);
+        const remote = await post(requester.daemon.origin, path, body);
+        t.is(local.status, 400, name);
+        t.is(remote.status, local.status, name);
+        t.deepEqual({type: remote.error.type, param: remote.error.param, code: remote.error.code},
+            {type: local.error.type, param: local.error.param, code: local.error.code}, name);
+    }
+    // Each request reached exactly one peer, and no peer's record changed.
+    await waitFor(async () => await peerJobsServed() === servedBefore + cases.length, 5_000);
+    t.is(await peerJobsServed(), servedBefore + cases.length);
+    t.deepEqual(await peerRequests(), before);
 });
 
 test.serial('a budget below every peer\'s price is refused with 402; a larger one is served', async (t) => {

@@ -5,6 +5,7 @@ import test from 'ava';
 import type {Testnet} from 'hyperdht/testnet.js';
 import {runCli} from './helpers/cli-process.js';
 import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
+import {fetchStatus} from './helpers/node-status.js';
 import {nodeIdOf, peersOf, startSwarmDaemon, startTestnet, waitForPeers} from './helpers/swarm-fixture.js';
 
 const TINY = {layers: 2, width: 64, headCount: 4, feedForwardLength: 64};
@@ -57,7 +58,7 @@ test.serial('nodes on a loopback testnet discover each other with capabilities a
     t.deepEqual(priced.capabilities.models, []);
     t.is((priced.capabilities as unknown as {pricePerMillionTokens: number}).pricePerMillionTokens, 0.5);
 
-    const table = await (await fetch(`${plain!.daemon.origin}/api/network/models`)).json() as {models: {id: string, layers: number, holders: {nodeId: string}[], resources: {perLayerBytes: number[]}}[]};
+    const table = await fetchStatus(plain!.daemon, '/api/network/models');
     t.is(table.models.length, 1);
     t.is(table.models[0]!.id, 'demo');
     t.is(table.models[0]!.layers, 2);
@@ -114,7 +115,7 @@ test.serial('private networks: nodes with different secrets never see each other
     t.deepEqual((await peersOf(first.daemon)).peers.map((peer) => peer.id), [second.id]);
     t.deepEqual((await peersOf(outsider.daemon)).peers, []);
     t.deepEqual((await peersOf(open.daemon)).peers, []);
-    const info = await (await fetch(`${first.daemon.origin}/api/node`)).json() as {network: string, privateNetwork: boolean};
+    const info = await fetchStatus(first.daemon, '/api/node');
     t.like(info, {network: 'club', privateNetwork: true});
     t.false(JSON.stringify(first.daemon.logs).includes('correct horse'), 'the secret is never logged');
 });

@@ -35,7 +35,7 @@ export async function runStart(flags: Record<string, unknown> & {dataDir?: strin
     if (permissionsFixed)
         logger.warn('the identity file was readable by others: its mode is now 0600');
     const models = await resolveModelRefs(settings.model, dataDir, {logger, showProgressBar: !settings.daemon && process.stderr.isTTY});
-    const node = new StrongdogeNode(settings, models, identity, logger);
+    const node = new StrongdogeNode({settings, models, identity, logger});
     let dashboard: {unmount(): void} | undefined;
     const stopFeed = store && feedDashboard(node, store, settings.apiKey !== undefined);
     const leaveDashboard = () => {

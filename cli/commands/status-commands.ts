@@ -1,17 +1,8 @@
 import {Command} from 'commander';
 import type {Capabilities} from '../../swarm/capabilities.js';
-import {fetchNodeJson, type NodeAddressFlags} from '../node-client.js';
+import {fetchNodeStatus, type NodeAddressFlags} from '../node-client.js';
 import {formatBytes, formatDuration, formatTable} from '../../tui/text-format.js';
 import {addDataDirOption} from './shared-options.js';
-
-interface PeerJson {
-    id: string,
-    software: string,
-    rttMs: number | null,
-    lastSeen: string,
-    requests: {sent: number, successRate: number},
-    capabilities: Capabilities
-}
 
 function withNodeAddress(command: Command) {
     command
@@ -33,7 +24,7 @@ function deviceText(capabilities: Capabilities) {
 function peersCommand() {
     return withNodeAddress(new Command('peers').description('list the peers of the running node'))
         .action(async (flags: NodeAddressFlags & {json?: boolean}) => {
-            const {peers, banned} = await fetchNodeJson<{peers: PeerJson[], banned: {peerId: string, reason: string, until: string}[]}>(flags, '/api/peers');
+            const {peers, banned} = await fetchNodeStatus(flags, '/api/peers');
             if (flags.json) {
                 process.stdout.write(JSON.stringify({peers, banned}, null, 2) + '\n');
                 return;
@@ -55,25 +46,10 @@ function peersCommand() {
         });
 }
 
-interface NodeJson {
-    id: string,
-    shortId: string,
-    network: string | null,
-    privateNetwork: boolean,
-    version: string,
-    uptimeSeconds: number,
-    proxyUrl: string,
-    device: {backend: string | false, gpuNames: string[], cpuThreads: number} | null,
-    engine: {state: string, restarts: number, running: number, queued: number},
-    models: {id: string, layers: number, gpuLayers: number}[],
-    peers: number,
-    requests: {total: number, failed: number, completionTokens: number}
-}
-
 function statusCommand() {
     return withNodeAddress(new Command('status').description('show the running node: identity, network, device, models, traffic'))
         .action(async (flags: NodeAddressFlags & {json?: boolean}) => {
-            const node = await fetchNodeJson<NodeJson>(flags, '/api/node');
+            const node = await fetchNodeStatus(flags, '/api/node');
             if (flags.json) {
                 process.stdout.write(JSON.stringify(node, null, 2) + '\n');
                 return;

@@ -1,3 +1,4 @@
+import type {InferenceErrorJson} from '../../inference/inference-error.js';
 import type {
     DeviceInfo, EmbeddingResult, GenerationRequest, GenerationResult, LoadedModelInfo
 } from '../../inference/inference-types.js';
@@ -27,8 +28,6 @@ export type SupervisorMessage =
     | {type: 'cancel', jobId: number}
     | {type: 'ping', nonce: number};
 
-export type JobErrorCode = 'invalid_request' | 'model_not_found' | 'context_length_exceeded' | 'engine_error';
-
 export type WorkerMessage =
     | {type: 'device', device: DeviceInfo}
     | {type: 'loadProgress', model: string, progress: number}
@@ -37,5 +36,5 @@ export type WorkerMessage =
     | {type: 'text', jobId: number, text: string, tokens: number[]}
     | {type: 'generated', jobId: number, result: GenerationResult}
     | {type: 'embedded', jobId: number, result: EmbeddingResult}
-    | {type: 'jobFailed', jobId: number, code: JobErrorCode, message: string}
+    | {type: 'jobFailed', jobId: number, error: InferenceErrorJson}
     | {type: 'pong', nonce: number};

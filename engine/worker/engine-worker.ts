@@ -5,7 +5,7 @@
 import {getLlama, LlamaLogLevel, type Llama} from 'node-llama-cpp';
 import type {DeviceInfo} from '../../inference/inference-types.js';
 import type {SupervisorMessage, WorkerMessage, WorkerSettings} from './engine-messages.js';
-import {JobError} from './job-error.js';
+import {InferenceError} from '../../inference/inference-error.js';
 import {ModelRuntime} from './model-runtime.js';
 
 const runtimes = new Map<string, ModelRuntime>();
@@ -51,7 +51,7 @@ async function load(settings: WorkerSettings) {
 function runtimeFor(model: string) {
     const runtime = runtimes.get(model);
     if (runtime === undefined)
-        throw new JobError('model_not_found', `model ${model} is not loaded`);
+        throw InferenceError.modelNotFound(model);
     return runtime;
 }
 
@@ -61,8 +61,8 @@ async function runJob(jobId: number, work: (signal: AbortSignal) => Promise<Work
     try {
         send(await work(controller.signal));
     } catch (error) {
-        const code = error instanceof JobError ? error.code : 'engine_error';
-        send({type: 'jobFailed', jobId, code, message: (error as Error).message});
+        const failure = error instanceof InferenceError ? error : InferenceError.engineError((error as Error).message);
+        send({type: 'jobFailed', jobId, error: failure.toJSON()});
     } finally {
         activeJobs.delete(jobId);
     }

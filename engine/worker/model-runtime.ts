@@ -7,9 +7,9 @@ import {
 import type {
     ChatMessage, EmbeddingResult, GenerationRequest, GenerationResult, LoadedModelInfo, ResponseFormat
 } from '../../inference/inference-types.js';
+import {InferenceError} from '../../inference/inference-error.js';
 import type {ModelLoadSpec, WorkerSettings} from './engine-messages.js';
 import {toLlamaSamplingOptions} from './sampling-options.js';
-import {JobError} from './job-error.js';
 
 /** Tokens of context for detokenizing a new chunk (leading spaces, multi-byte characters). */
 const DETOKENIZE_CONTEXT_TOKENS = 16;
@@ -77,7 +77,7 @@ export class ModelRuntime {
     async generate(request: GenerationRequest, {onText, signal}: GenerateCallbacks): Promise<GenerationResult> {
         const sequence = this.freeSequences.pop();
         if (sequence === undefined)
-            throw new JobError('engine_error', `no free sequence for ${this.info.id}: the supervisor sent more jobs than sequences`);
+            throw InferenceError.engineError(`no free sequence for ${this.info.id}: the supervisor sent more jobs than sequences`);
 
         const startedAt = performance.now();
         let firstTokenAt: number | undefined;
@@ -171,10 +171,10 @@ export class ModelRuntime {
             let promptTokens = 0;
             for (const input of inputs) {
                 if (signal.aborted)
-                    throw new JobError('engine_error', 'cancelled');
+                    throw InferenceError.cancelled();
                 const tokens = this.model.tokenize(input);
                 if (tokens.length >= context.model.trainContextSize || tokens.length > MAX_EMBEDDING_CONTEXT)
-                    throw new JobError('context_length_exceeded',
+                    throw InferenceError.contextLengthExceeded(
                         `input of ${tokens.length} tokens exceeds the embedding context of ${MAX_EMBEDDING_CONTEXT}`);
                 promptTokens += tokens.length;
                 const embedding = await context.getEmbeddingFor(tokens);
@@ -199,7 +199,7 @@ export class ModelRuntime {
     private generationBudget(promptTokens: number, requested: number | undefined) {
         const room = this.info.contextSize - promptTokens;
         if (room <= 0)
-            throw new JobError('context_length_exceeded',
+            throw InferenceError.contextLengthExceeded(
                 `prompt of ${promptTokens} tokens does not fit the context of ${this.info.contextSize} tokens`);
         return Math.min(requested ?? room, room);
     }
@@ -215,7 +215,7 @@ export class ModelRuntime {
         for (const [token, bias] of logitBias) {
             const id = Number(token);
             if (!Number.isInteger(id) || id < 0 || id >= vocabularySize)
-                throw new JobError('invalid_request', `logit_bias names token ${token}, which is not in the vocabulary`);
+                throw InferenceError.invalidRequest(`logit_bias names token ${token}, which is not in the vocabulary`, 'logit_bias');
             tokenBias.set(id as Token, bias <= -100 ? 'never' : {logit: bias});
         }
         return {...(grammar !== undefined && {grammar}), tokenBias};
@@ -229,7 +229,7 @@ export class ModelRuntime {
         try {
             return await this.llama.createGrammarForJsonSchema(format.schema as never);
         } catch (error) {
-            throw new JobError('invalid_request', `response_format.json_schema is not supported: ${(error as Error).message}`);
+            throw InferenceError.invalidRequest(`response_format.json_schema is not supported: ${(error as Error).message}`, 'response_format');
         }
     }
 }

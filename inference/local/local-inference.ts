@@ -1,17 +1,28 @@
 import type {EngineSupervisor} from '../../engine/engine-supervisor.js';
-import type {InferenceService, ServedModel} from '../inference-service.js';
+import type {EmbedOptions, GenerateOptions, InferenceStrategy, Readiness, ServedModel} from '../inference-service.js';
+import type {GenerationRequest} from '../inference-types.js';
 
-/** The proxy's view of this node's own engine. */
-export class LocalInference implements InferenceService {
+export interface LocalInferenceOptions {
+    engine: EngineSupervisor,
+    /** The models this node's engine loads. */
+    modelIds: string[]
+}
+
+/** Requests served by this node's own engine. */
+export class LocalInference implements InferenceStrategy {
     private readonly created = Math.floor(Date.now() / 1000);
+    private readonly engine: EngineSupervisor;
+    private readonly modelIds: string[];
 
-    constructor(private readonly engine: EngineSupervisor, private readonly modelIds: string[]) {}
+    constructor(options: LocalInferenceOptions) {
+        ({engine: this.engine, modelIds: this.modelIds} = options);
+    }
 
     listModels(): ServedModel[] {
         return this.modelIds.map((id) => ({id, created: this.created, ownedBy: 'strongdoge'}));
     }
 
-    readiness() {
+    readiness(): Readiness {
         const status = this.engine.getStatus();
         return {
             ready: status.state === 'ready',
@@ -20,11 +31,11 @@ export class LocalInference implements InferenceService {
         };
     }
 
-    generate(...args: Parameters<EngineSupervisor['generate']>) {
-        return this.engine.generate(...args);
+    generate(request: GenerationRequest, {onText, signal}: GenerateOptions) {
+        return this.engine.generate(request, {...(onText && {onText}), ...(signal && {signal})});
     }
 
-    embed(...args: Parameters<EngineSupervisor['embed']>) {
-        return this.engine.embed(...args);
+    embed(model: string, inputs: string[], {signal}: EmbedOptions) {
+        return this.engine.embed(model, inputs, {...(signal && {signal})});
     }
 }

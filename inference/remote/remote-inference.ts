@@ -1,57 +1,55 @@
-import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../inference-types.js';
-import {EngineError} from '../../engine/engine-error.js';
-import {ApiError} from '../../proxy/api-error.js';
-import type {GenerateOptions, InferenceService, ServedModel} from '../inference-service.js';
-import {RemoteJobError, type JobRequester, type RemoteJobDeadlines} from './jobs/job-requester.js';
-import {explainNoPeer, rankPeers, type PeerCandidate} from './peer-ranking.js';
 import type {SwarmNode} from '../../swarm/swarm-node.js';
-import type {LocalInference} from '../local/local-inference.js';
+import {InferenceError} from '../inference-error.js';
+import type {EmbedOptions, GenerateOptions, InferenceStrategy, ServedModel} from '../inference-service.js';
+import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../inference-types.js';
+import type {JobRequester, RemoteJobDeadlines} from './jobs/job-requester.js';
+import {explainNoPeer, rankPeers, type PeerCandidate} from './peer-ranking.js';
 
 export interface RoutingSettings {
-    /** `local`: serve from this node's engine when it holds the model; `remote`: prefer peers. */
-    prefer: 'local' | 'remote',
-    /** Default budget per million tokens; a request may lower or raise it (header). */
+    /** Default budget per million tokens; a request may lower or raise it (header). Defaults to any price. */
     maxPrice?: number,
     deadlines: RemoteJobDeadlines,
     /** Peers tried for one request before it fails. */
     maxAttempts: number
 }
 
-/**
- * The proxy's view of the network: this node's models plus its peers'. A request for a model this node
- * cannot serve goes to the best peer; if that peer stalls or vanishes mid-generation, the request resumes
- * on another from the tokens already streamed, so the client sees one uninterrupted answer.
- */
-export class NetworkInference implements InferenceService {
-    constructor(
-        private readonly local: LocalInference,
-        private readonly swarm: SwarmNode | undefined,
-        private readonly requester: JobRequester | undefined,
-        private readonly settings: RoutingSettings
-    ) {}
+export interface RemoteInferenceOptions {
+    swarm: SwarmNode,
+    requester: JobRequester,
+    routing: RoutingSettings
+}
 
-    listModels(): ServedModel[] {
-        const local = this.local.listModels();
-        const localIds = new Set(local.map((model) => model.id));
-        const remote = new Map<string, ServedModel>();
-        for (const peer of this.swarm?.peers() ?? []) {
-            for (const offer of peer.capabilities.models) {
-                if (localIds.has(offer.id) || remote.has(offer.id))
-                    continue;
-                remote.set(offer.id, {id: offer.id, created: Math.floor(peer.connectedAt / 1000), ownedBy: `peer:${peer.id.slice(0, 16)}`});
-            }
-        }
-        return [...local, ...remote.values()];
+/**
+ * Whole requests served by peers: the best peer that has the model loaded serves it; if that peer stalls, vanishes
+ * or fails mid-generation, the request resumes on another from the tokens already streamed, so the client sees one
+ * uninterrupted answer. A failure that is the request's own fault is the client's answer at once, as it would be
+ * from this node's engine: no other peer is tried and none is penalised.
+ */
+export class RemoteInference implements InferenceStrategy {
+    private readonly swarm: SwarmNode;
+    private readonly requester: JobRequester;
+    private readonly routing: RoutingSettings;
+
+    constructor(options: RemoteInferenceOptions) {
+        ({swarm: this.swarm, requester: this.requester, routing: this.routing} = options);
     }
 
-    readiness() {
-        return this.local.readiness();
+    /** The models peers announce, the first peer to announce each naming it. */
+    listModels(): ServedModel[] {
+        const models = new Map<string, ServedModel>();
+        for (const peer of this.swarm.peers())
+            for (const offer of peer.capabilities.models)
+                if (!models.has(offer.id))
+                    models.set(offer.id, {id: offer.id, created: Math.floor(peer.connectedAt / 1000), ownedBy: `peer:${peer.id.slice(0, 16)}`});
+        return [...models.values()];
+    }
+
+    /** Whether a connected peer can take a request for the model now. */
+    canServe(model: string) {
+        return rankPeers(this.candidates(), {model}).length > 0;
     }
 
     async generate(request: GenerationRequest, options: GenerateOptions): Promise<GenerationResult> {
-        if (!this.routesRemotely(request.model))
-            return this.local.generate(request, options);
-
         // Tokens streamed so far, over every attempt: the next peer continues after them.
         const tokens: number[] = [...request.continuation?.tokens ?? []];
         const initialTokens = tokens.length;
@@ -59,9 +57,9 @@ export class NetworkInference implements InferenceService {
         return this.withPeers(request.model, options, async (peerId) => {
             const before = streamed;
             const tokensBefore = tokens.length;
-            const result = await this.requester!.generate(peerId, {...request, ...(tokens.length > 0 && {continuation: {tokens: [...tokens]}})}, {
+            const result = await this.requester.generate(peerId, {...request, ...(tokens.length > 0 && {continuation: {tokens: [...tokens]}})}, {
                 signal: options.signal,
-                deadlines: this.settings.deadlines,
+                deadlines: this.routing.deadlines,
                 onText: (text, chunkTokens) => {
                     streamed += text;
                     tokens.push(...chunkTokens);
@@ -78,72 +76,60 @@ export class NetworkInference implements InferenceService {
         });
     }
 
-    async embed(model: string, inputs: string[], options: Parameters<InferenceService['embed']>[2]): Promise<EmbeddingResult> {
-        if (!this.routesRemotely(model))
-            return this.local.embed(model, inputs, options);
+    async embed(model: string, inputs: string[], options: EmbedOptions): Promise<EmbeddingResult> {
         return this.withPeers(model, options, (peerId) =>
-            this.requester!.embed(peerId, model, inputs, {signal: options.signal, deadlines: this.settings.deadlines}));
+            this.requester.embed(peerId, model, inputs, {signal: options.signal, deadlines: this.routing.deadlines}));
     }
 
     /** Tries the best peers in turn, at most `maxAttempts`, and says clearly why none could serve. */
-    private async withPeers<T>(model: string, options: Omit<GenerateOptions, 'onText'>, attempt: (peerId: string) => Promise<T>): Promise<T> {
-        const maxPrice = options.maxPrice ?? this.settings.maxPrice;
+    private async withPeers<T>(model: string, options: EmbedOptions, attempt: (peerId: string) => Promise<T>): Promise<T> {
+        const maxPrice = options.maxPrice ?? this.routing.maxPrice;
         const tried = new Set<string>();
         const failures: string[] = [];
-        for (let attempts = 0; attempts < this.settings.maxAttempts; attempts++) {
+        for (let attempts = 0; attempts < this.routing.maxAttempts; attempts++) {
             const peer = rankPeers(this.candidates(), {model, ...(maxPrice !== undefined && {maxPrice}), exclude: tried})[0];
             if (peer === undefined)
                 break;
             tried.add(peer.id);
             try {
                 const result = await attempt(peer.id);
-                this.swarm?.peer(peer.id)?.recordRequest(true);
+                this.swarm.peer(peer.id)?.recordRequest(true);
                 options.onRoute?.({peers: [...tried], failovers: tried.size - 1});
                 return result;
             } catch (error) {
-                if (!(error instanceof RemoteJobError))
+                if (!(error instanceof InferenceError))
                     throw error;
-                if (error.failure.kind === 'cancelled')
-                    throw new EngineError('cancelled', 'request cancelled');
+                if (options.signal?.aborted)
+                    throw InferenceError.cancelled();
+                if (error.fault === 'client')
+                    throw error;
                 this.recordFailure(peer.id, error, failures);
             }
         }
         if (failures.length === 0)
             throw this.noPeerError(model, maxPrice);
-        throw new ApiError(503, `no peer could complete the request for '${model}' after ${failures.length} attempt(s): ${failures.join('; ')}`,
-            'server_error', null, 'peers_failed', 1);
+        throw InferenceError.peersFailed(`no peer could complete the request for '${model}' after ${failures.length} attempt(s): ${failures.join('; ')}`);
     }
 
-    /** A polite refusal says nothing about a peer's reliability; a stall or a vanished peer does. */
-    private recordFailure(peerId: string, error: RemoteJobError, failures: string[]) {
-        failures.push(`${peerId.slice(0, 16)}: ${error.failure.kind} (${error.message})`);
-        if (error.failure.kind === 'refused')
+    /** A refusal says nothing about a peer's reliability; a failure, a stall or a vanished peer does. */
+    private recordFailure(peerId: string, error: InferenceError, failures: string[]) {
+        const refused = error.fault === 'refusal';
+        failures.push(`${peerId.slice(0, 16)}: ${refused ? 'refused' : error.code} (${error.message})`);
+        if (refused)
             return;
-        this.swarm?.peer(peerId)?.recordRequest(false);
-        if (error.failure.kind === 'stalled')
-            this.swarm?.probe(peerId, this.settings.deadlines.tokenMs);
+        this.swarm.peer(peerId)?.recordRequest(false);
+        if (error.code === 'peer_stalled')
+            this.swarm.probe(peerId, this.routing.deadlines.tokenMs);
     }
 
     private candidates(): PeerCandidate[] {
-        return (this.swarm?.peers() ?? []).map((peer) => ({
+        return this.swarm.peers().map((peer) => ({
             id: peer.id, successRate: peer.successRate, rttMs: peer.rtt.smoothedMs ?? null, capabilities: peer.capabilities
         }));
     }
 
-    /** Local unless the model is only on peers, or peers are preferred and one can serve it. */
-    private routesRemotely(model: string) {
-        const local = this.local.listModels().some((served) => served.id === model);
-        if (this.requester === undefined)
-            return false;
-        if (!local)
-            return true;
-        return this.settings.prefer === 'remote' && rankPeers(this.candidates(), {model}).length > 0;
-    }
-
     private noPeerError(model: string, maxPrice: number | undefined) {
         const {code, message} = explainNoPeer(this.candidates(), {model, ...(maxPrice !== undefined && {maxPrice})});
-        return code === 'over_budget'
-            ? new ApiError(402, message, 'invalid_request_error', 'model', 'over_budget')
-            : new ApiError(503, message, 'server_error', 'model', 'no_peer_available', 1);
+        return code === 'over_budget' ? InferenceError.overBudget(message) : InferenceError.noPeerAvailable(message);
     }
 }

@@ -5,7 +5,7 @@ import {capabilitiesSchema} from '../capabilities.js';
 
 export const CONTROL_PROTOCOL = 'strongdoge/control';
 /** Bumped on incompatible changes; peers with another major version are disconnected. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 /** No control frame is larger: bigger is hostile. */
 export const MAX_FRAME_BYTES = 256 * 1024;
 
@@ -39,12 +39,12 @@ export function encodeFrame(value: object): Buffer {
     return Buffer.from(JSON.stringify(value), 'utf8');
 }
 
-export function decodeFrame<T>(frame: Buffer, schema: z.ZodType<T>, what: string, maxBytes = MAX_FRAME_BYTES): T {
+export function decodeFrame<T>(frame: Uint8Array, schema: z.ZodType<T>, what: string, maxBytes = MAX_FRAME_BYTES): T {
     if (frame.length > maxBytes)
         throw new ProtocolViolation(`${what} of ${frame.length} bytes exceeds ${maxBytes}`);
     let json: unknown;
     try {
-        json = JSON.parse(frame.toString('utf8'));
+        json = JSON.parse(Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength).toString('utf8'));
     } catch {
         throw new ProtocolViolation(`${what} is not JSON`);
     }

@@ -16,23 +16,9 @@ declare module 'z32' {
     export default z32;
 }
 
-declare module 'compact-encoding' {
-    export interface Encoding<T> {
-        preencode(state: unknown, value: T): void,
-        encode(state: unknown, value: T): void,
-        decode(state: unknown): T
-    }
-    export const buffer: Encoding<Buffer | null>;
-    export const raw: Encoding<Buffer>;
-    export const string: Encoding<string>;
-    export const uint: Encoding<number>;
-    const c: {buffer: typeof buffer, raw: typeof raw, string: typeof string, uint: typeof uint};
-    export default c;
-}
-
 declare module 'protomux' {
     import type {Duplex} from 'node:stream';
-    import type {Encoding} from 'compact-encoding';
+    import type {Encoder} from 'compact-encoding';
 
     export interface ProtomuxMessage<T> {
         send(value: T): boolean
@@ -43,7 +29,7 @@ declare module 'protomux' {
         readonly closed: boolean,
         open(handshake?: unknown): void,
         close(): void,
-        addMessage<T>(options: {encoding: Encoding<T>, onmessage?: (message: T) => void | Promise<void>}): ProtomuxMessage<T>
+        addMessage<T>(options: {encoding: Encoder<T>, onmessage?: (message: T) => void | Promise<void>}): ProtomuxMessage<T>
     }
 
     export default class Protomux {
@@ -51,7 +37,7 @@ declare module 'protomux' {
         createChannel(options: {
             protocol: string,
             id?: Buffer | null,
-            handshake?: Encoding<unknown>,
+            handshake?: Encoder<unknown>,
             unique?: boolean,
             onopen?: (handshake: unknown) => void | Promise<void>,
             onclose?: () => void | Promise<void>
@@ -70,7 +56,9 @@ declare module 'hyperswarm' {
         publicKey: Buffer,
         handshakeHash: Buffer,
         isInitiator: boolean,
-        rawStream?: {remoteHost?: string, remotePort?: number} | null
+        rawStream?: {remoteHost?: string, remotePort?: number} | null,
+        /** streamx's write state: bytes written but not yet passed on to the network. */
+        readonly _writableState: {buffered: number}
     }
 
     export interface PeerInfo {

@@ -1,5 +1,7 @@
 import createTestnet, {type Testnet} from 'hyperdht/testnet.js';
+import type {PeerStatus} from '../../node/node-status.js';
 import {startDaemon, waitFor, type DaemonHandle} from './cli-process.js';
+import {fetchStatus} from './node-status.js';
 
 /** A loopback HyperDHT testnet: bootstrap nodes inside the test process, nothing leaves 127.0.0.1. */
 export async function startTestnet(): Promise<{testnet: Testnet, bootstrap: string}> {
@@ -7,18 +9,12 @@ export async function startTestnet(): Promise<{testnet: Testnet, bootstrap: stri
     return {testnet, bootstrap: testnet.bootstrap.map(({host, port}) => `${host}:${port}`).join(',')};
 }
 
-export interface PeerView {
-    id: string,
-    rttMs: number | null,
-    capabilities: {software: string, models: {id: string, loaded: boolean, sha256: string | null}[], device: {cpuThreads: number}}
-}
-
-export async function peersOf(daemon: DaemonHandle) {
-    return await (await fetch(`${daemon.origin}/api/peers`)).json() as {peers: PeerView[], banned: {peerId: string, reason: string}[]};
+export function peersOf(daemon: DaemonHandle) {
+    return fetchStatus(daemon, '/api/peers');
 }
 
 export async function nodeIdOf(daemon: DaemonHandle) {
-    return (await (await fetch(`${daemon.origin}/api/node`)).json() as {id: string}).id;
+    return (await fetchStatus(daemon, '/api/node')).id;
 }
 
 export function startSwarmDaemon(bootstrap: string, dataDir: string, extra: string[] = []) {
@@ -26,7 +22,7 @@ export function startSwarmDaemon(bootstrap: string, dataDir: string, extra: stri
 }
 
 /** Waits until `daemon` lists exactly the peers in `expectedIds` (and satisfies `also`, if given). */
-export async function waitForPeers(daemon: DaemonHandle, expectedIds: string[], timeoutMs = 30_000, also?: (peers: PeerView[]) => boolean) {
+export async function waitForPeers(daemon: DaemonHandle, expectedIds: string[], timeoutMs = 30_000, also?: (peers: PeerStatus[]) => boolean) {
     const expected = [...expectedIds].sort().join(',');
     await waitFor(async () => {
         const {peers} = await peersOf(daemon);

@@ -1,4 +1,5 @@
-import type {JobMessage, RefusalCode} from './job-messages.js';
+import type {RefusalCode} from '../../inference-error.js';
+import type {JobMessage} from './job-messages.js';
 
 /** Whether a peer's job is taken: pure, so every limit is tested without a network. */
 

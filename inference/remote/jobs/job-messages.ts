@@ -1,7 +1,8 @@
 import {z} from 'zod';
 import {receiptSchema} from '../../../ledger/receipt.js';
+import {inferenceErrorCodes} from '../../inference-error.js';
 
-/** The jobs channel: whole requests served by a peer, their streamed tokens, results and receipts. */
+/** The jobs channel: whole requests served by a peer, their streamed tokens, results and receipts (docs/peer-protocol.md). */
 
 export const JOBS_PROTOCOL = 'strongdoge/jobs';
 /** Prompts travel in these frames: bounded like the HTTP API's bodies. */
@@ -49,9 +50,6 @@ const resultSchema = z.object({
     })
 });
 
-export const refusalCodes = ['busy', 'limit', 'model_unavailable', 'disabled'] as const;
-export type RefusalCode = typeof refusalCodes[number];
-
 export const jobMessageSchema = z.discriminatedUnion('type', [
     // requester → provider
     z.object({type: z.literal('generate'), jobId, request: generationRequestSchema}),
@@ -59,11 +57,13 @@ export const jobMessageSchema = z.discriminatedUnion('type', [
     z.object({type: z.literal('cancel'), jobId}),
     z.object({type: z.literal('receipt'), jobId, receipt: receiptSchema}),
     // provider → requester
-    z.object({type: z.literal('refused'), jobId, code: z.enum(refusalCodes), message: z.string().max(1000)}),
     z.object({type: z.literal('text'), jobId, text: z.string(), tokens: tokenList}),
     z.object({type: z.literal('generated'), jobId, result: resultSchema}),
     z.object({type: z.literal('embedded'), jobId, result: z.object({vectors: z.array(z.array(z.number())).max(2048), promptTokens: z.number().int().nonnegative()})}),
-    z.object({type: z.literal('failed'), jobId, code: z.string().max(64), message: z.string().max(1000)}),
+    // A refusal before any work, or a failure during it: the code says whose fault it is.
+    z.object({type: z.literal('failed'), jobId, error: z.object({
+        code: z.enum(inferenceErrorCodes), message: z.string().max(1000), param: z.string().max(128).nullable()
+    })}),
     z.object({type: z.literal('countersigned'), jobId, signature: z.string().regex(/^[0-9a-f]{128}$/)})
 ]);
 

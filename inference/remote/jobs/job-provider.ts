@@ -1,10 +1,11 @@
 import {EventEmitter} from 'node:events';
-import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../../inference-types.js';
 import {signReceiptBody, verifyReceipt, ReceiptError, type Receipt} from '../../../ledger/receipt.js';
 import type {NodeIdentity} from '../../../swarm/node-identity.js';
+import {InferenceError, type InferenceErrorCode} from '../../inference-error.js';
+import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../../inference-types.js';
 import {jobRefusal, submissionModel, type JobProviderLimits, type JobSubmission} from './job-admission.js';
-import type {JobMessage, RefusalCode} from './job-messages.js';
-import type {SwarmNode} from '../../../swarm/swarm-node.js';
+import type {JobMessage} from './job-messages.js';
+import type {JobsProtocol} from './jobs-protocol.js';
 
 /** What serves peers' jobs: this node's engine. */
 export interface JobExecutor {
@@ -22,7 +23,24 @@ export interface ServedJob {
     promptTokens: number,
     completionTokens: number,
     durationMs: number,
-    outcome: 'completed' | 'failed' | 'cancelled'
+    outcome: 'completed' | 'failed' | 'cancelled',
+    /** Why it failed, when it did. */
+    error?: InferenceErrorCode | 'requester_backlogged'
+}
+
+export interface JobProviderOptions {
+    jobs: JobsProtocol,
+    identity: NodeIdentity,
+    executor: JobExecutor,
+    limits: JobProviderLimits
+}
+
+export interface JobProviderEvents {
+    served: [job: ServedJob],
+    refused: [peerId: string, code: InferenceErrorCode],
+    receipt: [receipt: Receipt],
+    /** A peer asked for a countersignature on a receipt that does not describe the job served. */
+    receiptRejected: [peerId: string, jobId: string, reason: string]
 }
 
 interface ActiveJob {
@@ -40,19 +58,19 @@ interface CompletedJob {
 const RECEIPT_WINDOW = 256;
 
 /** Serves other nodes' jobs within limits, streams their tokens back, and countersigns their receipts. */
-export class JobProvider extends EventEmitter<{served: [job: ServedJob], refused: [peerId: string, code: RefusalCode], receipt: [receipt: Receipt]}> {
+export class JobProvider extends EventEmitter<JobProviderEvents> {
     private readonly active = new Map<string, ActiveJob>();
     private readonly awaitingReceipt = new Map<string, CompletedJob>();
+    private readonly jobs: JobsProtocol;
+    private readonly identity: NodeIdentity;
+    private readonly executor: JobExecutor;
+    private readonly limits: JobProviderLimits;
 
-    constructor(
-        private readonly swarm: SwarmNode,
-        private readonly identity: NodeIdentity,
-        private readonly executor: JobExecutor,
-        private readonly limits: JobProviderLimits
-    ) {
+    constructor(options: JobProviderOptions) {
         super();
-        swarm.on('jobMessage', (peerId, message) => this.handle(peerId, message));
-        swarm.on('peerLeft', (peerId) => {
+        ({jobs: this.jobs, identity: this.identity, executor: this.executor, limits: this.limits} = options);
+        this.jobs.on('message', (peerId, message) => this.handle(peerId, message));
+        this.jobs.on('peerLeft', (peerId) => {
             for (const job of this.active.values())
                 if (job.peerId === peerId)
                     job.controller.abort();
@@ -83,10 +101,14 @@ export class JobProvider extends EventEmitter<{served: [job: ServedJob], refused
         }
     }
 
+    private fail(peerId: string, jobId: string, error: InferenceError) {
+        void this.jobs.send(peerId, {type: 'failed', jobId, error: {...error.toJSON(), message: error.message.slice(0, 1000)}});
+    }
+
     private accept(peerId: string, message: JobSubmission) {
         const refusal = jobRefusal(message, this.limits, {activeJobIds: new Set(this.active.keys()), canServe: (model) => this.executor.canServe(model)});
         if (refusal !== undefined) {
-            void this.swarm.sendJobMessage(peerId, {type: 'refused', jobId: message.jobId, code: refusal[0], message: refusal[1]});
+            this.fail(peerId, message.jobId, InferenceError.refused(...refusal));
             this.emit('refused', peerId, refusal[0]);
             return;
         }
@@ -95,8 +117,17 @@ export class JobProvider extends EventEmitter<{served: [job: ServedJob], refused
         this.active.set(jobId, {peerId, controller});
         const startedAt = performance.now();
         const model = submissionModel(message);
-        const record = (outcome: ServedJob['outcome'], promptTokens = 0, completionTokens = 0) => this.emit('served', {
-            jobId, peerId, kind: message.type, model, promptTokens, completionTokens, durationMs: performance.now() - startedAt, outcome
+        let backlogged = false;
+        const record = (outcome: ServedJob['outcome'], promptTokens = 0, completionTokens = 0, error?: ServedJob['error']) => this.emit('served', {
+            jobId, peerId, kind: message.type, model, promptTokens, completionTokens, durationMs: performance.now() - startedAt, outcome,
+            ...(error !== undefined && {error})
+        });
+        // A requester that reads too slowly (or not at all) loses its job rather than filling this node's memory.
+        const send = (reply: JobMessage) => void this.jobs.send(peerId, reply).then((outcome) => {
+            if (outcome === 'backlogged') {
+                backlogged = true;
+                controller.abort();
+            }
         });
 
         const work = message.type === 'generate'
@@ -106,19 +137,26 @@ export class JobProvider extends EventEmitter<{served: [job: ServedJob], refused
                 sampling: {...message.request.sampling, maxTokens: message.request.sampling.maxTokens ?? this.limits.maxTokensPerJob}
             }, {
                 signal: controller.signal,
-                onText: (text, tokens) => void this.swarm.sendJobMessage(peerId, {type: 'text', jobId, text, tokens})
+                onText: (text, tokens) => send({type: 'text', jobId, text, tokens})
             }).then((result) => {
+                if (backlogged)
+                    throw InferenceError.cancelled('requester backlogged');
                 this.remember(jobId, {peerId, model, result});
                 record(controller.signal.aborted ? 'cancelled' : 'completed', result.usage.promptTokens, result.usage.completionTokens);
-                return this.swarm.sendJobMessage(peerId, {type: 'generated', jobId, result});
+                send({type: 'generated', jobId, result});
             })
             : this.executor.embed(message.model, message.inputs, {signal: controller.signal}).then((result) => {
                 record('completed', result.promptTokens);
-                return this.swarm.sendJobMessage(peerId, {type: 'embedded', jobId, result});
+                send({type: 'embedded', jobId, result});
             });
-        work.catch((error: Error & {code?: string}) => {
-            record(controller.signal.aborted ? 'cancelled' : 'failed');
-            void this.swarm.sendJobMessage(peerId, {type: 'failed', jobId, code: error.code ?? 'engine_error', message: error.message.slice(0, 1000)});
+        work.catch((error: Error) => {
+            if (backlogged) {
+                record('failed', 0, 0, 'requester_backlogged');
+                return;
+            }
+            const failure = asPeerFailure(error);
+            record(controller.signal.aborted ? 'cancelled' : 'failed', 0, 0, failure.code);
+            this.fail(peerId, jobId, failure);
         }).finally(() => this.active.delete(jobId));
     }
 
@@ -131,8 +169,10 @@ export class JobProvider extends EventEmitter<{served: [job: ServedJob], refused
     /** Countersigns a receipt only if it describes, exactly, a job this node served for that peer. */
     private countersign(peerId: string, jobId: string, candidate: Receipt) {
         const job = this.awaitingReceipt.get(jobId);
-        if (job === undefined || job.peerId !== peerId)
+        if (job === undefined || job.peerId !== peerId) {
+            this.emit('receiptRejected', peerId, jobId, 'no job served for this peer awaits a receipt under that id');
             return;
+        }
         try {
             const receipt = verifyReceipt(candidate, {countersigned: false});
             const {body} = receipt;
@@ -143,10 +183,22 @@ export class JobProvider extends EventEmitter<{served: [job: ServedJob], refused
                 throw new ReceiptError('the receipt does not match the job served');
             this.awaitingReceipt.delete(jobId);
             const signature = signReceiptBody(body, this.identity.secretKey);
-            void this.swarm.sendJobMessage(peerId, {type: 'countersigned', jobId, signature});
+            void this.jobs.send(peerId, {type: 'countersigned', jobId, signature});
             this.emit('receipt', {...receipt, providerSignature: signature});
-        } catch {
+        } catch (error) {
             // An altered or forged receipt is not countersigned; the job stays unreceipted.
+            this.emit('receiptRejected', peerId, jobId, (error as Error).message);
         }
     }
+}
+
+/**
+ * The error a requester gets for a job that failed here. The engine's own codes pass unchanged, so a request's
+ * fault (a prompt too long, a bad schema) reaches the client as it would locally; a model that went away between
+ * admission and the engine is a refusal, not the client's fault.
+ */
+function asPeerFailure(error: Error): InferenceError {
+    if (!(error instanceof InferenceError))
+        return InferenceError.engineError(error.message);
+    return error.code === 'model_not_found' ? InferenceError.refused('model_unavailable', error.message) : error;
 }

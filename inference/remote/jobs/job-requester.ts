@@ -1,27 +1,14 @@
 import {randomBytes} from 'node:crypto';
 import {EventEmitter} from 'node:events';
-import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../../inference-types.js';
 import {RECEIPT_VERSION, signReceiptBody, verifyReceipt, type Receipt, type ReceiptBody} from '../../../ledger/receipt.js';
 import type {NodeIdentity} from '../../../swarm/node-identity.js';
-import type {JobMessage, RefusalCode} from './job-messages.js';
-import type {SwarmNode} from '../../../swarm/swarm-node.js';
+import {InferenceError} from '../../inference-error.js';
+import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../../inference-types.js';
+import type {JobMessage} from './job-messages.js';
+import type {JobsProtocol} from './jobs-protocol.js';
 
 /** How long a receipt may wait for the provider's countersignature. */
 const COUNTERSIGN_TIMEOUT_MS = 10_000;
-
-export type RemoteJobFailure =
-    | {kind: 'refused', code: RefusalCode, message: string}
-    | {kind: 'failed', code: string, message: string}
-    | {kind: 'stalled', message: string}
-    | {kind: 'disconnected', message: string}
-    | {kind: 'cancelled', message: string};
-
-export class RemoteJobError extends Error {
-    constructor(readonly failure: RemoteJobFailure) {
-        super(failure.message);
-        this.name = 'RemoteJobError';
-    }
-}
 
 export interface RemoteJobDeadlines {
     /** Until the first token: covers the peer's prompt processing. */
@@ -33,27 +20,45 @@ export interface RemoteJobDeadlines {
 interface PendingJob {
     peerId: string,
     onMessage: (message: JobMessage) => void,
-    fail: (failure: RemoteJobFailure) => void
+    fail: (error: InferenceError) => void
 }
 
-/** Sends jobs to peers and follows them: streamed text, deadlines, cancellation, receipts. */
-export class JobRequester extends EventEmitter<{receipt: [receipt: Receipt]}> {
+export interface JobRequesterOptions {
+    jobs: JobsProtocol,
+    identity: NodeIdentity
+}
+
+export interface JobRequesterEvents {
+    receipt: [receipt: Receipt],
+    /** A provider's countersignature did not verify: the job stays unreceipted. */
+    receiptRejected: [peerId: string, jobId: string, reason: string]
+}
+
+/**
+ * Sends jobs to peers and follows them: streamed text, deadlines, cancellation, receipts. Every failure is an
+ * InferenceError whose code says whose fault it was: the peer's own codes as it sent them, `peer_stalled` and
+ * `peer_disconnected` for a peer that went quiet or away.
+ */
+export class JobRequester extends EventEmitter<JobRequesterEvents> {
     private readonly pending = new Map<string, PendingJob>();
     private readonly receipts = new Map<string, {body: ReceiptBody, requesterSignature: string, timer: NodeJS.Timeout}>();
+    private readonly jobs: JobsProtocol;
+    private readonly identity: NodeIdentity;
 
-    constructor(private readonly swarm: SwarmNode, private readonly identity: NodeIdentity) {
+    constructor(options: JobRequesterOptions) {
         super();
-        swarm.on('jobMessage', (peerId, message) => {
+        ({jobs: this.jobs, identity: this.identity} = options);
+        this.jobs.on('message', (peerId, message) => {
             if (message.type === 'countersigned')
                 this.completeReceipt(peerId, message.jobId, message.signature);
             const job = this.pending.get(message.jobId);
             if (job?.peerId === peerId)
                 job.onMessage(message);
         });
-        swarm.on('peerLeft', (peerId, reason) => {
+        this.jobs.on('peerLeft', (peerId, reason) => {
             for (const job of this.pending.values())
                 if (job.peerId === peerId)
-                    job.fail({kind: 'disconnected', message: `peer disconnected: ${reason.message}`});
+                    job.fail(InferenceError.peerDisconnected(`peer disconnected: ${reason.message}`));
         });
     }
 
@@ -90,29 +95,27 @@ export class JobRequester extends EventEmitter<{receipt: [receipt: Receipt]}> {
                 this.pending.delete(jobId);
                 signal?.removeEventListener('abort', onAbort);
             };
-            const fail = (failure: RemoteJobFailure) => {
+            const fail = (error: InferenceError) => {
                 settle();
-                if (failure.kind === 'stalled' || failure.kind === 'cancelled')
-                    void this.swarm.sendJobMessage(peerId, {type: 'cancel', jobId});
-                reject(new RemoteJobError(failure));
+                if (error.code === 'peer_stalled' || error.code === 'cancelled')
+                    void this.jobs.send(peerId, {type: 'cancel', jobId});
+                reject(error);
             };
             const arm = (ms: number) => {
                 clearTimeout(timer);
-                timer = setTimeout(() => fail({kind: 'stalled', message: `peer sent nothing for ${ms} ms`}), ms);
+                timer = setTimeout(() => fail(InferenceError.peerStalled(`peer sent nothing for ${ms} ms`)), ms);
             };
-            const onAbort = () => fail({kind: 'cancelled', message: 'cancelled by the client'});
+            const onAbort = () => fail(InferenceError.cancelled('cancelled by the client'));
             if (signal?.aborted) {
-                reject(new RemoteJobError({kind: 'cancelled', message: 'cancelled by the client'}));
+                reject(InferenceError.cancelled('cancelled by the client'));
                 return;
             }
             signal?.addEventListener('abort', onAbort, {once: true});
             this.pending.set(jobId, {
                 peerId, fail,
                 onMessage: (message) => {
-                    if (message.type === 'refused')
-                        fail({kind: 'refused', code: message.code, message: message.message});
-                    else if (message.type === 'failed')
-                        fail({kind: 'failed', code: message.code, message: message.message});
+                    if (message.type === 'failed')
+                        fail(InferenceError.from(message.error));
                     else
                         onResult(message, (value) => {
                             settle();
@@ -121,9 +124,9 @@ export class JobRequester extends EventEmitter<{receipt: [receipt: Receipt]}> {
                 }
             });
             arm(deadlines.firstTokenMs);
-            void this.swarm.sendJobMessage(peerId, submit(jobId)).then((sent) => {
-                if (!sent)
-                    fail({kind: 'disconnected', message: 'peer is not connected'});
+            void this.jobs.send(peerId, submit(jobId)).then((outcome) => {
+                if (outcome !== 'sent')
+                    fail(InferenceError.peerDisconnected(outcome === 'backlogged' ? 'the connection to the peer is backlogged' : 'peer is not connected'));
             });
         });
     }
@@ -140,7 +143,7 @@ export class JobRequester extends EventEmitter<{receipt: [receipt: Receipt]}> {
         const timer = setTimeout(() => this.receipts.delete(jobId), COUNTERSIGN_TIMEOUT_MS);
         timer.unref();
         this.receipts.set(jobId, {body, requesterSignature, timer});
-        void this.swarm.sendJobMessage(peerId, {type: 'receipt', jobId, receipt: {body, requesterSignature, providerSignature: null}});
+        void this.jobs.send(peerId, {type: 'receipt', jobId, receipt: {body, requesterSignature, providerSignature: null}});
     }
 
     private completeReceipt(peerId: string, jobId: string, providerSignature: string) {
@@ -151,8 +154,8 @@ export class JobRequester extends EventEmitter<{receipt: [receipt: Receipt]}> {
         clearTimeout(pending.timer);
         try {
             this.emit('receipt', verifyReceipt({body: pending.body, requesterSignature: pending.requesterSignature, providerSignature}));
-        } catch {
-            // a countersignature that does not verify leaves the job unreceipted
+        } catch (error) {
+            this.emit('receiptRejected', peerId, jobId, (error as Error).message);
         }
     }
 }

@@ -1,0 +1,58 @@
+import {chooseStrategy} from './choose-strategy.js';
+import type {EmbedOptions, GenerateOptions, InferenceService, ServedModel} from './inference-service.js';
+import type {EmbeddingResult, GenerationRequest, GenerationResult} from './inference-types.js';
+import type {LocalInference} from './local/local-inference.js';
+import type {RemoteInference} from './remote/remote-inference.js';
+
+export interface InferenceRouterOptions {
+    local: LocalInference,
+    /** Peers, unless the node is offline. */
+    remote?: RemoteInference,
+    /** `--prefer`: defaults to `local`. */
+    prefer?: 'local' | 'remote'
+}
+
+/** The proxy's view of the network: this node's models plus its peers', each request sent to the strategy that serves it. */
+export class InferenceRouter implements InferenceService {
+    private readonly local: LocalInference;
+    private readonly remote: RemoteInference | undefined;
+    private readonly prefer: 'local' | 'remote';
+
+    constructor(options: InferenceRouterOptions) {
+        this.local = options.local;
+        this.remote = options.remote;
+        this.prefer = options.prefer ?? 'local';
+    }
+
+    /** This node's models first; a model peers also serve is listed once, as this node's. */
+    listModels(): ServedModel[] {
+        const local = this.local.listModels();
+        const localIds = new Set(local.map((model) => model.id));
+        return [...local, ...(this.remote?.listModels() ?? []).filter((model) => !localIds.has(model.id))];
+    }
+
+    readiness() {
+        return this.local.readiness();
+    }
+
+    generate(request: GenerationRequest, options: GenerateOptions): Promise<GenerationResult> {
+        return this.strategyFor(request.model).generate(request, options);
+    }
+
+    embed(model: string, inputs: string[], options: EmbedOptions): Promise<EmbeddingResult> {
+        return this.strategyFor(model).embed(model, inputs, options);
+    }
+
+    private strategyFor(model: string) {
+        const remote = this.remote;
+        const local = this.local.listModels().some((served) => served.id === model);
+        const strategy = chooseStrategy({
+            local,
+            networked: remote !== undefined,
+            // Ranking peers is only worth it when the answer can change the choice.
+            peerCanServe: local && this.prefer === 'remote' && remote !== undefined && remote.canServe(model),
+            prefer: this.prefer
+        });
+        return strategy === 'remote' && remote !== undefined ? remote : this.local;
+    }
+}

@@ -1,0 +1,121 @@
+import {EventEmitter} from 'node:events';
+import c from 'compact-encoding';
+import type {ProtomuxChannel, ProtomuxMessage} from 'protomux';
+import {MessageRateLimiter} from '../../../swarm/message-rate-limiter.js';
+import type {CloseReason, PeerConnection} from '../../../swarm/peer-connection.js';
+import type {PeerProtocol} from '../../../swarm/peer-protocol.js';
+import {decodeFrame, encodeFrame, ProtocolViolation} from '../../../swarm/protocol/control-messages.js';
+import {JOBS_PROTOCOL, jobMessageSchema, MAX_JOB_FRAME_BYTES, type JobMessage} from './job-messages.js';
+
+const SUBMISSIONS = new Set<JobMessage['type']>(['generate', 'embed', 'receipt']);
+
+export interface JobsProtocolOptions {
+    /** New jobs a peer may submit per second; defaults to 20. Streamed tokens are not limited. */
+    submissionsPerSecond?: number,
+    /** …and in a burst; defaults to 100. */
+    submissionBurst?: number,
+    /**
+     * Bytes that may wait to be sent to one peer before sends to it fail: a slow or stalled peer must not make
+     * this node buffer without bound. Defaults to 4 MiB (one largest frame).
+     */
+    maxSendBacklogBytes?: number
+}
+
+export const jobsProtocolDefaults = {
+    submissionsPerSecond: 20,
+    submissionBurst: 100,
+    maxSendBacklogBytes: MAX_JOB_FRAME_BYTES
+};
+
+/** Why a frame was not sent. */
+export type SendOutcome = 'sent' | 'disconnected' | 'backlogged';
+
+export interface JobsProtocolEvents {
+    message: [peerId: string, message: JobMessage],
+    /** A peer's jobs channel closed (its connection went away). */
+    peerLeft: [peerId: string, reason: CloseReason]
+}
+
+/** The jobs channel of one peer connection. */
+class JobChannel {
+    private readonly channel: ProtomuxChannel;
+    private readonly message: ProtomuxMessage<Uint8Array>;
+    private readonly limiter: MessageRateLimiter;
+    readonly opened: Promise<boolean>;
+
+    constructor(private readonly peer: PeerConnection, private readonly options: Required<JobsProtocolOptions>, onMessage: (message: JobMessage) => void) {
+        this.limiter = new MessageRateLimiter(options.submissionsPerSecond, options.submissionBurst);
+        let markOpened: (opened: boolean) => void = () => undefined;
+        this.opened = new Promise((resolve) => markOpened = resolve);
+        const channel = peer.mux.createChannel({
+            protocol: JOBS_PROTOCOL,
+            onopen: () => markOpened(true),
+            onclose: () => markOpened(false)
+        });
+        if (channel === null)
+            throw new Error('duplicate jobs channel');
+        this.channel = channel;
+        this.message = channel.addMessage({
+            encoding: c.raw,
+            onmessage: (frame) => {
+                try {
+                    const message = decodeFrame(frame, jobMessageSchema, 'job message', MAX_JOB_FRAME_BYTES);
+                    if (SUBMISSIONS.has(message.type) && !this.limiter.take())
+                        throw new ProtocolViolation('flood: too many jobs');
+                    peer.state?.seen(frame.length);
+                    onMessage(message);
+                } catch (error) {
+                    peer.close(error instanceof ProtocolViolation
+                        ? {kind: 'violation', message: error.message}
+                        : {kind: 'local', message: (error as Error).message});
+                }
+            }
+        });
+        channel.open();
+    }
+
+    send(message: JobMessage): SendOutcome {
+        if (this.channel.closed)
+            return 'disconnected';
+        if (this.peer.backlogBytes > this.options.maxSendBacklogBytes)
+            return 'backlogged';
+        const frame = encodeFrame(message);
+        if (this.peer.state)
+            this.peer.state.bytesOut += frame.length;
+        this.message.send(frame); // false only means "buffered": still sent
+        return 'sent';
+    }
+}
+
+/**
+ * Whole requests served by peers (docs/peer-protocol.md, "jobs"): attaches a jobs channel to every peer
+ * connection; the requester and the provider send and receive through it.
+ */
+export class JobsProtocol extends EventEmitter<JobsProtocolEvents> implements PeerProtocol {
+    private readonly channels = new Map<string, JobChannel>();
+    private readonly options: Required<JobsProtocolOptions>;
+
+    constructor(options: JobsProtocolOptions = {}) {
+        super();
+        this.options = {...jobsProtocolDefaults, ...options};
+    }
+
+    attach(peer: PeerConnection) {
+        const {peerId} = peer;
+        const channel = new JobChannel(peer, this.options, (message) => this.emit('message', peerId, message));
+        this.channels.set(peerId, channel);
+        peer.once('closed', (reason) => {
+            if (this.channels.get(peerId) === channel)
+                this.channels.delete(peerId);
+            this.emit('peerLeft', peerId, reason);
+        });
+    }
+
+    /** Sends once the peer's side of the channel is open. */
+    async send(peerId: string, message: JobMessage): Promise<SendOutcome> {
+        const channel = this.channels.get(peerId);
+        if (channel === undefined || !await channel.opened)
+            return 'disconnected';
+        return channel.send(message);
+    }
+}

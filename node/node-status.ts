@@ -1,0 +1,108 @@
+import {z} from 'zod';
+import {capabilitiesSchema} from '../swarm/capabilities.js';
+
+/**
+ * The status API's documents, described once: the node builds them to these types, `strongdoge status|peers` and
+ * the tests parse what the API answers with these schemas (docs/architecture.md, "Status API").
+ */
+
+const count = z.number().int().nonnegative();
+const nodeId = z.string().regex(/^[0-9a-f]{64}$/);
+
+/** `GET /api/node` */
+export const nodeStatusSchema = z.object({
+    id: nodeId,
+    shortId: z.string(),
+    /** null when offline. */
+    network: z.string().nullable(),
+    privateNetwork: z.boolean(),
+    version: z.string(),
+    uptimeSeconds: count,
+    proxyUrl: z.string().nullable(),
+    device: z.object({
+        backend: capabilitiesSchema.shape.device.shape.backend,
+        gpuNames: z.array(z.string()),
+        vramTotalBytes: z.number().nonnegative(),
+        vramFreeBytes: z.number().nonnegative(),
+        cpuThreads: count
+    }).nullable(),
+    compute: capabilitiesSchema.shape.compute,
+    engine: z.object({
+        state: z.enum(['starting', 'loading', 'ready', 'restarting', 'failed', 'stopped']),
+        pid: count.nullable(),
+        restarts: count,
+        lastError: z.string().nullable(),
+        running: count,
+        queued: count
+    }),
+    models: z.array(z.object({
+        id: z.string(),
+        path: z.string(),
+        sizeBytes: count,
+        layers: count,
+        gpuLayers: count,
+        contextSize: count,
+        parallelSequences: count,
+        trainContextSize: count,
+        embeddingLength: count
+    })),
+    peers: count,
+    peerJobs: z.object({active: count, served: count}),
+    receipts: count,
+    bannedPeers: count,
+    requests: z.object({total: count, active: count, succeeded: count, failed: count, completionTokens: count})
+});
+
+/** One entry of `GET /api/peers`. */
+export const peerStatusSchema = z.object({
+    id: nodeId,
+    software: z.string(),
+    rttMs: z.number().nonnegative().nullable(),
+    lastSeen: z.iso.datetime(),
+    connectedSeconds: count,
+    bytesIn: count,
+    bytesOut: count,
+    requests: z.object({sent: count, succeeded: count, successRate: z.number().min(0).max(1)}),
+    capabilities: capabilitiesSchema
+});
+
+/** `GET /api/peers` */
+export const peersStatusSchema = z.object({
+    peers: z.array(peerStatusSchema),
+    banned: z.array(z.object({peerId: nodeId, reason: z.string(), offences: count, until: z.iso.datetime()}))
+});
+
+/** `GET /api/network/models` */
+export const networkModelsStatusSchema = z.object({
+    models: z.array(z.object({
+        id: z.string(),
+        sha256: z.string().nullable(),
+        sizeBytes: count,
+        layers: count,
+        quantization: z.string(),
+        resources: z.object({wholeModelBytes: count, perLayerBytes: z.array(count)}),
+        holders: z.array(z.object({
+            nodeId,
+            self: z.boolean(),
+            whole: z.boolean(),
+            loaded: z.boolean(),
+            layers: z.array(z.object({first: count, last: count})),
+            pricePerMillionTokens: z.number().nonnegative().nullable()
+        }))
+    }))
+});
+
+export type NodeStatus = z.infer<typeof nodeStatusSchema>;
+export type PeerStatus = z.infer<typeof peerStatusSchema>;
+export type PeersStatus = z.infer<typeof peersStatusSchema>;
+export type NetworkModelsStatus = z.infer<typeof networkModelsStatusSchema>;
+
+/** Each status document, by its path. */
+export const statusDocuments = {
+    '/api/node': nodeStatusSchema,
+    '/api/peers': peersStatusSchema,
+    '/api/network/models': networkModelsStatusSchema
+} as const;
+
+export type StatusPath = keyof typeof statusDocuments;
+export type StatusDocument<P extends StatusPath> = z.infer<typeof statusDocuments[P]>;

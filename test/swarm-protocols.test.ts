@@ -1,0 +1,128 @@
+import {once} from 'node:events';
+import test from 'ava';
+import crypto from 'hypercore-crypto';
+import type {Testnet} from 'hyperdht/testnet.js';
+import {InferenceError} from '../inference/inference-error.js';
+import {JobProvider, type JobExecutor, type ServedJob} from '../inference/remote/jobs/job-provider.js';
+import {JobRequester} from '../inference/remote/jobs/job-requester.js';
+import {JobsProtocol} from '../inference/remote/jobs/jobs-protocol.js';
+import {shortNodeId} from '../swarm/node-identity.js';
+import type {PeerConnection} from '../swarm/peer-connection.js';
+import {SwarmNode, type SwarmNodeOptions} from '../swarm/swarm-node.js';
+import {capabilitiesFixture} from './helpers/capabilities-fixture.js';
+import {waitFor} from './helpers/cli-process.js';
+import {startTestnet} from './helpers/swarm-fixture.js';
+
+let testnet: Testnet;
+const nodes: SwarmNode[] = [];
+
+test.before(async () => {
+    ({testnet} = await startTestnet());
+});
+
+test.after.always(async () => {
+    await Promise.all(nodes.map((node) => node.stop()));
+    await testnet?.destroy();
+});
+
+function identity() {
+    const keyPair = crypto.keyPair();
+    return {...keyPair, id: keyPair.publicKey.toString('hex'), shortId: shortNodeId(keyPair.publicKey)};
+}
+
+function swarmNode(network: string, extra: Partial<SwarmNodeOptions> = {}) {
+    const node = new SwarmNode({
+        identity: identity(), network: {name: network}, software: '0.1.0', bootstrap: testnet.bootstrap,
+        capabilities: () => capabilitiesFixture(), ...extra
+    });
+    nodes.push(node);
+    return node;
+}
+
+/** Records every connection a protocol is attached to. */
+class RecordingProtocol {
+    readonly peers: PeerConnection[] = [];
+    attach(peer: PeerConnection) {
+        this.peers.push(peer);
+    }
+}
+
+test('a protocol gets every peer once its hello completes, whether attached before or after', async (t) => {
+    const early = new RecordingProtocol();
+    const late = new RecordingProtocol();
+    const a = swarmNode('attach');
+    const b = swarmNode('attach');
+    a.use(early);
+    const joined = once(a, 'peerJoined');
+    await Promise.all([a.start(), b.start()]);
+    await joined;
+    t.is(early.peers.length, 1);
+    t.is(early.peers[0]!.peerId, b.id);
+    t.true(early.peers[0]!.ready);
+    a.use(late);
+    t.deepEqual(late.peers, early.peers, 'a protocol attached later gets the peers already there');
+});
+
+test('leaving the swarm is bounded even when the DHT cannot say goodbye', async (t) => {
+    // Nothing listens on the discard port: the DHT's own destroy() waits seconds for its bootstrap nodes.
+    const node = new SwarmNode({
+        identity: identity(), network: {name: 'lonely'}, software: '0.1.0', bootstrap: [{host: '127.0.0.1', port: 9}],
+        capabilities: () => capabilitiesFixture(), timings: {leaveTimeoutMs: 300}
+    });
+    await node.start();
+    const startedAt = performance.now();
+    await node.stop();
+    t.true(performance.now() - startedAt < 3_000, `stop took ${Math.round(performance.now() - startedAt)} ms`);
+});
+
+test('a requester that stops reading loses its job; the provider never buffers more than its bound for it', async (t) => {
+    const maxSendBacklogBytes = 256 * 1024;
+    const chunk = 'x'.repeat(32 * 1024);
+    const providerJobs = new JobsProtocol({maxSendBacklogBytes});
+    const requesterJobs = new JobsProtocol();
+    let providerSide: PeerConnection | undefined;
+    let requesterSide: PeerConnection | undefined;
+    const providerNode = swarmNode('backlog');
+    const requesterNode = swarmNode('backlog');
+    providerNode.use(providerJobs);
+    providerNode.use({attach: (peer) => providerSide = peer});
+    requesterNode.use(requesterJobs);
+    requesterNode.use({attach: (peer) => requesterSide = peer});
+    // An engine that streams as fast as it can until it is stopped: the provider must not outrun a requester.
+    let largestBacklog = 0;
+    const executor: JobExecutor = {
+        canServe: () => true,
+        embed: () => Promise.reject(new Error('unused')),
+        generate: async (_request, {onText, signal}) => {
+            while (!signal.aborted) {
+                largestBacklog = Math.max(largestBacklog, providerSide?.backlogBytes ?? 0);
+                onText(chunk, [1]);
+                await new Promise((resolve) => setImmediate(resolve));
+            }
+            throw InferenceError.cancelled();
+        }
+    };
+    const provider = new JobProvider({jobs: providerJobs, identity: identity(), executor, limits: {enabled: true, maxConcurrentJobs: 1, maxTokensPerJob: 1_000_000, maxPromptBytes: 1024}});
+    const requester = new JobRequester({jobs: requesterJobs, identity: identity()});
+    const joined = once(requesterNode, 'peerJoined');
+    await Promise.all([providerNode.start(), requesterNode.start()]);
+    await joined;
+    await waitFor(() => providerSide !== undefined && requesterSide !== undefined, 10_000);
+
+    const served = once(provider, 'served') as Promise<[ServedJob]>;
+    let received = 0;
+    const job = requester.generate(providerNode.id, {kind: 'completion', model: 'm', prompt: 'go', sampling: {temperature: 0, stop: [], responseFormat: {type: 'text'}}}, {
+        deadlines: {firstTokenMs: 30_000, tokenMs: 30_000},
+        onText: () => {
+            // The requester's process stops reading from the network after the first chunk (frozen, or swamped).
+            if (++received === 1)
+                requesterSide!.stream.pause();
+        }
+    });
+    job.catch(() => undefined);
+    const [record] = await served;
+    t.is(record.outcome, 'failed');
+    t.is(record.error, 'requester_backlogged');
+    t.true(largestBacklog <= maxSendBacklogBytes + 2 * chunk.length, `backlog reached ${largestBacklog} bytes`);
+    t.is(provider.activeJobs, 0);
+});
