@@ -30,7 +30,7 @@ const MODELS: {name: string, options: DemoModelOptions}[] = [
     {name: 'medium (12 layers, width 768, ~86M params)', options: {layers: 12, width: 768, headCount: 12, feedForwardLength: 2048, endsText: false}}
 ];
 
-/** Random weights emit byte tokens that llama-server refuses to stream (DESIGN.md §1): ban them for every contestant. */
+/** Random weights emit byte tokens that llama-server refuses to stream (docs/architecture.md, "Benchmarks"): ban them for every contestant. */
 function byteTokenBan() {
     const vocab = buildDemoVocab();
     const bias: Record<string, number> = {};

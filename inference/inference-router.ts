@@ -50,7 +50,7 @@ export class InferenceRouter implements InferenceService {
             local,
             networked: remote !== undefined,
             // Ranking peers is only worth it when the answer can change the choice.
-            peerCanServe: local && this.prefer === 'remote' && remote !== undefined && remote.canServe(model),
+            peerCanServe: local && this.prefer === 'remote' && remote?.canServe(model) === true,
             prefer: this.prefer
         });
         return strategy === 'remote' && remote !== undefined ? remote : this.local;

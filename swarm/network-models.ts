@@ -1,6 +1,6 @@
 import type {Capabilities} from './capabilities.js';
 
-/** The whitepaper's network table: every model in the network, who holds it, and what running it takes. */
+/** The network's model table: every model in the network, who holds it, and what running it takes (docs/architecture.md, "Network model table"). */
 
 export interface NodeCapabilities {
     /** Node id (hex public key). */

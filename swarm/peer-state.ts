@@ -22,7 +22,7 @@ export class PeerState {
         this.bytesIn += bytes;
     }
 
-    /** Outcome of a request sent to this peer: weights it for routing (whitepaper §2.3). */
+    /** Outcome of a request sent to this peer: weights it for routing (docs/architecture.md, "Peer ranking"). */
     recordRequest(succeeded: boolean) {
         this.requestsSent++;
         if (succeeded)

@@ -138,7 +138,7 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
             keyPair: {publicKey: identity.publicKey, secretKey: identity.secretKey},
             ...(bootstrap && (isLoopbackTestnet(bootstrap)
                 // On a loopback testnet every node is directly reachable; left to NAT detection, loopback nodes stay
-                // "firewalled" and incoming connections never reach the server side (DESIGN.md §2).
+                // "firewalled" and incoming connections never reach the server side (docs/architecture.md, "Swarm").
                 ? {dht: new HyperDHT({bootstrap, firewalled: false})}
                 : {bootstrap})),
             // Banned peers are refused before the Noise handshake completes.
@@ -147,7 +147,7 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         this.swarm.on('connection', (stream) => this.accept(stream));
         this.discovery = this.swarm.join(networkTopic(this.options.network), {server: true, client: true});
         await this.discovery.flushed();
-        // Announced: look up again so peers that joined at the same instant find each other (DESIGN.md §2).
+        // Announced: look up again so peers that joined at the same instant find each other (docs/architecture.md, "Swarm").
         // (refresh() without options: options would change the session's client/server mode.)
         this.refreshDiscovery();
         this.timers.push(setInterval(() => this.tick(), this.timings.pingIntervalMs));

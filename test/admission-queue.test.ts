@@ -9,8 +9,14 @@ test('runs up to slotsPerKey jobs per key and queues the rest in order', async (
     const first = await queue.acquire('m');
     const second = await queue.acquire('m');
     const order: number[] = [];
-    const third = queue.acquire('m').then((release) => (order.push(3), release));
-    const fourth = queue.acquire('m').then((release) => (order.push(4), release));
+    const third = queue.acquire('m').then((release) => {
+        order.push(3);
+        return release;
+    });
+    const fourth = queue.acquire('m').then((release) => {
+        order.push(4);
+        return release;
+    });
     await tick();
     t.deepEqual(order, []);
     t.is(queue.runningCount, 2);

@@ -47,7 +47,7 @@ test('busy state: devices, peers, pipeline, throughput, requests and ledger', (t
     const device = frame(<DevicePanel device={state.device} engine={state.engine} progress={state.progress}/>);
     t.regex(device, /cuda NVIDIA GeForce RTX 4090, VRAM 20\.0 GB free of 24\.0 GB/);
     t.regex(device, /compute 120\.500 TFLOPS/);
-    t.regex(device, /loading qwen-7b ███████░░░░░░░░░  42%/);
+    t.regex(device, /loading qwen-7b ███████░░░░░░░░░ {2}42%/);
     const peers = frame(<PeersPanel peers={state.peers}/>);
     t.regex(peers, /c0ffeec0\s+23ms 60\.10TF cuda 12\.0 GB 97% llama-3\.1-8b/);
     t.regex(peers, /deadbeef\s+-\s+\? cpu 50% -/);

@@ -139,9 +139,9 @@ test('a full queue answers 429 with Retry-After', async (t) => {
     const body = JSON.stringify({model: 'demo', prompt: 'busy', max_tokens: 600, temperature: 0});
     const post = () => fetch(`${small.baseUrl}/completions`, {method: 'POST', headers: {'content-type': 'application/json'}, body});
     const running = post();
-    await waitFor(async () => (await (await fetch(`${small.origin}/api/node`)).json() as any).engine.running === 1, 5_000, 10);
+    await waitFor(async () => (await fetchStatus(small, '/api/node')).engine.running === 1, 5_000, 10);
     const queued = post();
-    await waitFor(async () => (await (await fetch(`${small.origin}/api/node`)).json() as any).engine.queued === 1, 5_000, 10);
+    await waitFor(async () => (await fetchStatus(small, '/api/node')).engine.queued === 1, 5_000, 10);
     const refused = await post();
     t.is(refused.status, 429);
     t.is(refused.headers.get('retry-after'), '1');

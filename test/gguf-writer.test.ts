@@ -40,7 +40,7 @@ test('the demo model is a llama GGUF that node-llama-cpp reads with the requeste
     t.teardown(cleanup);
     const info = await readGgufFileInfo(modelPath);
     t.is(String(info.metadata.general.architecture), 'llama');
-    const arch = info.architectureMetadata as Record<string, any>;
+    const arch = info.architectureMetadata as {block_count: number, embedding_length: number, attention: {head_count: number, head_count_kv: number}};
     t.is(arch.block_count, 3);
     t.is(arch.embedding_length, 64);
     t.is(arch.attention.head_count, 4);

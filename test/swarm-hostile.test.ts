@@ -2,7 +2,7 @@ import {randomBytes} from 'node:crypto';
 import {mkdtemp, rm} from 'node:fs/promises';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
-import test from 'ava';
+import test, {type ExecutionContext} from 'ava';
 import c from 'compact-encoding';
 import HyperDHT from 'hyperdht';
 import type {Testnet} from 'hyperdht/testnet.js';
@@ -74,7 +74,7 @@ function openControlChannel(stream: NoiseSecretStream, onOpen: (send: (frame: Bu
     channel.open(hello);
 }
 
-async function expectBanned(t: {is: Function, true: Function, false: Function}, attackerId: string, reason: RegExp) {
+async function expectBanned(t: ExecutionContext, attackerId: string, reason: RegExp) {
     await waitFor(async () => (await peersOf(target)).banned.some((ban) => ban.peerId === attackerId), 20_000);
     const {peers, banned} = await peersOf(target);
     t.false(peers.some((peer) => peer.id === attackerId), 'the attacker is not a peer');

@@ -6,11 +6,12 @@ import {InferenceError} from '../inference/inference-error.js';
 import {JobProvider, type JobExecutor, type ServedJob} from '../inference/remote/jobs/job-provider.js';
 import {JobRequester} from '../inference/remote/jobs/job-requester.js';
 import {JobsProtocol} from '../inference/remote/jobs/jobs-protocol.js';
+import {RECEIPT_VERSION, signReceiptBody, type ReceiptBody} from '../ledger/receipt.js';
 import {shortNodeId} from '../swarm/node-identity.js';
 import type {PeerConnection} from '../swarm/peer-connection.js';
+import type {PeerProtocol} from '../swarm/peer-protocol.js';
 import {SwarmNode, type SwarmNodeOptions} from '../swarm/swarm-node.js';
 import {capabilitiesFixture} from './helpers/capabilities-fixture.js';
-import {waitFor} from './helpers/cli-process.js';
 import {startTestnet} from './helpers/swarm-fixture.js';
 
 let testnet: Testnet;
@@ -39,6 +40,20 @@ function swarmNode(network: string, extra: Partial<SwarmNodeOptions> = {}) {
     return node;
 }
 
+/** Two nodes of one network, each with its protocols attached before it starts, connected to each other. */
+async function connectedPair(network: string, protocolsA: PeerProtocol[], protocolsB: PeerProtocol[]) {
+    const a = swarmNode(network);
+    const b = swarmNode(network);
+    for (const protocol of protocolsA)
+        a.use(protocol);
+    for (const protocol of protocolsB)
+        b.use(protocol);
+    const joined = Promise.all([once(a, 'peerJoined'), once(b, 'peerJoined')]);
+    await Promise.all([a.start(), b.start()]);
+    await joined;
+    return [a, b] as const;
+}
+
 /** Records every connection a protocol is attached to. */
 class RecordingProtocol {
     readonly peers: PeerConnection[] = [];
@@ -50,12 +65,7 @@ class RecordingProtocol {
 test('a protocol gets every peer once its hello completes, whether attached before or after', async (t) => {
     const early = new RecordingProtocol();
     const late = new RecordingProtocol();
-    const a = swarmNode('attach');
-    const b = swarmNode('attach');
-    a.use(early);
-    const joined = once(a, 'peerJoined');
-    await Promise.all([a.start(), b.start()]);
-    await joined;
+    const [a, b] = await connectedPair('attach', [early], []);
     t.is(early.peers.length, 1);
     t.is(early.peers[0]!.peerId, b.id);
     t.true(early.peers[0]!.ready);
@@ -82,12 +92,6 @@ test('a requester that stops reading loses its job; the provider never buffers m
     const requesterJobs = new JobsProtocol();
     let providerSide: PeerConnection | undefined;
     let requesterSide: PeerConnection | undefined;
-    const providerNode = swarmNode('backlog');
-    const requesterNode = swarmNode('backlog');
-    providerNode.use(providerJobs);
-    providerNode.use({attach: (peer) => providerSide = peer});
-    requesterNode.use(requesterJobs);
-    requesterNode.use({attach: (peer) => requesterSide = peer});
     // An engine that streams as fast as it can until it is stopped: the provider must not outrun a requester.
     let largestBacklog = 0;
     const executor: JobExecutor = {
@@ -104,10 +108,8 @@ test('a requester that stops reading loses its job; the provider never buffers m
     };
     const provider = new JobProvider({jobs: providerJobs, identity: identity(), executor, limits: {enabled: true, maxConcurrentJobs: 1, maxTokensPerJob: 1_000_000, maxPromptBytes: 1024}});
     const requester = new JobRequester({jobs: requesterJobs, identity: identity()});
-    const joined = once(requesterNode, 'peerJoined');
-    await Promise.all([providerNode.start(), requesterNode.start()]);
-    await joined;
-    await waitFor(() => providerSide !== undefined && requesterSide !== undefined, 10_000);
+    const [providerNode] = await connectedPair('backlog',
+        [providerJobs, {attach: (peer) => providerSide = peer}], [requesterJobs, {attach: (peer) => requesterSide = peer}]);
 
     const served = once(provider, 'served') as Promise<[ServedJob]>;
     let received = 0;
@@ -125,4 +127,28 @@ test('a requester that stops reading loses its job; the provider never buffers m
     t.is(record.error, 'requester_backlogged');
     t.true(largestBacklog <= maxSendBacklogBytes + 2 * chunk.length, `backlog reached ${largestBacklog} bytes`);
     t.is(provider.activeJobs, 0);
+});
+
+test('a receipt for a job that was never served is rejected with an event, not swallowed', async (t) => {
+    const providerJobs = new JobsProtocol();
+    const requesterJobs = new JobsProtocol();
+    const requesterIdentity = identity();
+    const provider = new JobProvider({
+        jobs: providerJobs, identity: identity(), limits: {enabled: true, maxConcurrentJobs: 1, maxTokensPerJob: 10, maxPromptBytes: 10},
+        executor: {canServe: () => false, generate: () => Promise.reject(new Error('unused')), embed: () => Promise.reject(new Error('unused'))}
+    });
+    const [providerNode, requesterNode] = await connectedPair('receipts', [providerJobs], [requesterJobs]);
+    const jobId = 'e'.repeat(32);
+    const body: ReceiptBody = {
+        version: RECEIPT_VERSION, jobId, model: 'm', promptTokens: 1, completionTokens: 1_000_000, promptMs: 1, generationMs: 1,
+        provider: providerNode.id, requester: requesterIdentity.id, completedAt: new Date().toISOString()
+    };
+    const rejected = once(provider, 'receiptRejected') as Promise<[string, string, string]>;
+    t.is(await requesterJobs.send(providerNode.id, {type: 'receipt', jobId, receipt: {
+        body, requesterSignature: signReceiptBody(body, requesterIdentity.secretKey), providerSignature: null
+    }}), 'sent');
+    const [peerId, rejectedJobId, reason] = await rejected;
+    t.is(peerId, requesterNode.id);
+    t.is(rejectedJobId, jobId);
+    t.regex(reason, /no job served/);
 });

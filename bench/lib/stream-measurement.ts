@@ -1,4 +1,4 @@
-import OpenAI from 'openai';
+import type OpenAI from 'openai';
 
 /** One streamed generation as a client sees it. */
 export interface StreamMeasurement {

@@ -9,7 +9,7 @@ export const ENV_PREFIX = 'STRONGDOGE_';
 
 /**
  * llama.cpp threads: all cores but one, which stays free for the proxy and the network.
- * Oversubscribing cores collapses llama.cpp's throughput (DESIGN.md §1).
+ * Oversubscribing cores collapses llama.cpp's throughput (docs/architecture.md, "Engine").
  */
 export function defaultThreads() {
     return Math.max(1, availableParallelism() - 1);

@@ -2,7 +2,7 @@ import {cpus} from 'node:os';
 import {getLlama, LlamaCompletion, readGgufFileInfo, type Token} from 'node-llama-cpp';
 import {lookupGpuTflops} from './gpu-lookup-table.js';
 
-/** The whitepaper's §2.2.1, measured with what node-llama-cpp can run. */
+/** A device's effective compute, measured with what node-llama-cpp can run (docs/architecture.md, "Device benchmark"). */
 export interface DeviceBenchmarkResult {
     device: string,
     backend: string | false,

@@ -1,6 +1,6 @@
 /**
- * The whitepaper's Method 1: a device's compute from its datasheet, by name. Dense FP16 tensor TFLOP/s
- * (no sparsity), the figure LLM inference leans on. A lookup is a prior; the measured value (Method 2) wins.
+ * A device's compute from its datasheet, by name (docs/architecture.md, "Device benchmark"). Dense FP16 tensor
+ * TFLOP/s (no sparsity), the figure LLM inference leans on. A lookup is a prior; the measured value wins.
  */
 const GPU_FP16_TFLOPS: [pattern: RegExp, tflops: number][] = [
     [/\bH200\b/i, 989],

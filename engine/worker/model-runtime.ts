@@ -149,7 +149,8 @@ export class ModelRuntime {
         if (request.kind === 'completion')
             // As LlamaCompletion tokenizes a string prompt: no SentencePiece space prefix after the BOS token.
             return {tokens: this.model.tokenize(request.prompt, false, this.model.tokens.shouldPrependBosToken ? 'trimLeadingSpace' : undefined), stopTriggers: []};
-        const chatWrapper = this.chatWrapper ??= resolveChatWrapper(this.model);
+        this.chatWrapper ??= resolveChatWrapper(this.model);
+        const chatWrapper = this.chatWrapper;
         const state = chatWrapper.generateContextState({chatHistory: toChatHistory(request.messages)});
         const tokens = state.contextText.tokenize(this.model.tokenizer);
         const bos = this.model.tokens.bos;

@@ -93,7 +93,7 @@ declare module 'hyperswarm' {
         listen(): Promise<void>;
         destroy(): Promise<void>;
         on(event: 'connection', listener: (connection: NoiseSecretStream, peerInfo: PeerInfo) => void): this;
-        on(event: string, listener: (...args: any[]) => void): this;
+        on(event: string, listener: (...args: unknown[]) => void): this;
     }
 }
 

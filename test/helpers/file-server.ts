@@ -21,7 +21,7 @@ export async function serveFile(name: string, content: Buffer, extraHeaders: Rec
         }
         const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
         const start = range ? Number(range[1]) : 0;
-        const end = range && range[2] ? Math.min(Number(range[2]), content.length - 1) : content.length - 1;
+        const end = range?.[2] ? Math.min(Number(range[2]), content.length - 1) : content.length - 1;
         res.writeHead(range ? 206 : 200, {
             'content-type': 'application/octet-stream',
             'accept-ranges': 'bytes',

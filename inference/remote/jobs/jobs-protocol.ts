@@ -88,7 +88,7 @@ class JobChannel {
 }
 
 /**
- * Whole requests served by peers (docs/peer-protocol.md, "jobs"): attaches a jobs channel to every peer
+ * Whole requests served by peers (docs/peer-protocol.md, "Jobs channel"): attaches a jobs channel to every peer
  * connection; the requester and the provider send and receive through it.
  */
 export class JobsProtocol extends EventEmitter<JobsProtocolEvents> implements PeerProtocol {
