@@ -56,7 +56,11 @@ interface PendingJob {
     lastActivityAt: number,
     onText?: TextListener,
     resolve: (result: never) => void,
-    reject: (error: Error) => void
+    reject: (error: Error) => void,
+    /** Frees the job's admission slot: only once the worker has let go of the job (it answered, or it is gone). */
+    release: () => void,
+    /** The caller went away: the worker was told to cancel, and its answer only frees the slot. */
+    cancelled: boolean
 }
 
 /** Where the worker entry is: next to this file, as .js when built or .ts when run through tsx. */
@@ -153,28 +157,49 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
         const release = await this.queue.acquire(slotKey, signal);
         try {
             await this.whenReady(signal);
-            const jobId = this.nextJobId++;
-            return await new Promise<T>((resolve, reject) => {
-                const onAbort = () => {
-                    this.jobs.delete(jobId);
-                    this.send({type: 'cancel', jobId});
-                    reject(InferenceError.cancelled('request cancelled'));
-                };
-                signal?.addEventListener('abort', onAbort, {once: true});
-                const settle = <A extends unknown[]>(fn: (...args: A) => void) => (...args: A) => {
-                    signal?.removeEventListener('abort', onAbort);
-                    fn(...args);
-                };
-                this.jobs.set(jobId, {
-                    kind, onText, lastActivityAt: Date.now(),
-                    resolve: settle(resolve) as (result: never) => void,
-                    reject: settle(reject)
-                });
-                this.send(message(jobId));
-            });
-        } finally {
+        } catch (error) {
             release();
+            throw error;
         }
+        const jobId = this.nextJobId++;
+        return new Promise<T>((resolve, reject) => {
+            const onAbort = () => {
+                const job = this.jobs.get(jobId);
+                if (job === undefined)
+                    return;
+                // The client is gone now; the slot stays taken until the worker has released the sequence.
+                job.cancelled = true;
+                this.send({type: 'cancel', jobId});
+                reject(InferenceError.cancelled('request cancelled'));
+            };
+            signal?.addEventListener('abort', onAbort, {once: true});
+            const settle = <A extends unknown[]>(fn: (...args: A) => void) => (...args: A) => {
+                signal?.removeEventListener('abort', onAbort);
+                fn(...args);
+            };
+            this.jobs.set(jobId, {
+                kind, onText, lastActivityAt: Date.now(), cancelled: false, release,
+                resolve: settle(resolve) as (result: never) => void,
+                reject: settle(reject)
+            });
+            try {
+                if (!this.process.send(message(jobId)))
+                    this.finishJob(jobId)?.reject(InferenceError.engineRestarting('the engine process is restarting; retry'));
+            } catch (error) {
+                // The job could not be handed over (the IPC refused it): it never started, so it ends here.
+                this.finishJob(jobId)?.reject(InferenceError.engineError(`cannot pass the request to the engine: ${(error as Error).message}`));
+            }
+        });
+    }
+
+    /** Forgets a job the worker is done with and frees its slot; the job, unless its caller already left. */
+    private finishJob(jobId: number): PendingJob | undefined {
+        const job = this.jobs.get(jobId);
+        if (job === undefined)
+            return undefined;
+        this.jobs.delete(jobId);
+        job.release();
+        return job.cancelled ? undefined : job;
     }
 
     private whenReady(signal?: AbortSignal): Promise<void> {
@@ -241,18 +266,17 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
                 const job = this.jobs.get(message.jobId);
                 if (job) {
                     job.lastActivityAt = Date.now();
-                    job.onText?.(message.text, message.tokens);
+                    if (!job.cancelled)
+                        job.onText?.(message.text, message.tokens);
                 }
                 return;
             }
             case 'generated':
             case 'embedded':
-                this.jobs.get(message.jobId)?.resolve(message.result as never);
-                this.jobs.delete(message.jobId);
+                this.finishJob(message.jobId)?.resolve(message.result as never);
                 return;
             case 'jobFailed':
-                this.jobs.get(message.jobId)?.reject(InferenceError.from(message.error));
-                this.jobs.delete(message.jobId);
+                this.finishJob(message.jobId)?.reject(InferenceError.from(message.error));
                 return;
         }
     }
@@ -283,9 +307,8 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
     }
 
     private failJobs(error: InferenceError) {
-        for (const job of this.jobs.values())
-            job.reject(error);
-        this.jobs.clear();
+        for (const jobId of [...this.jobs.keys()])
+            this.finishJob(jobId)?.reject(error);
     }
 
     private failReadyWaiters(error: InferenceError) {

@@ -7,6 +7,14 @@ export type ApiErrorType =
     | 'rate_limit_error'
     | 'server_error';
 
+/** Longest piece of client input (a model name, a path, a header) echoed in an error or a log line. */
+export const MAX_ECHO_CHARS = 64;
+
+/** Client input as it may be echoed: a hostile 1 MB model name must not travel back, or into the logs, whole. */
+export function clip(text: string, max = MAX_ECHO_CHARS) {
+    return text.length > max ? `${text.slice(0, max)}…` : text;
+}
+
 /** An error answered as OpenAI does: `{error: {message, type, param, code}}` with an HTTP status. */
 export class ApiError extends Error {
     constructor(
@@ -34,7 +42,7 @@ export class ApiError extends Error {
     }
 
     static modelNotFound(model: string) {
-        return new ApiError(404, `The model '${model}' does not exist or is not served by this node. GET /v1/models lists the models.`,
+        return new ApiError(404, `The model '${clip(model)}' does not exist or is not served by this node. GET /v1/models lists the models.`,
             'invalid_request_error', 'model', 'model_not_found');
     }
 }

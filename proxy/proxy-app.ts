@@ -1,6 +1,6 @@
 import {randomBytes, timingSafeEqual} from 'node:crypto';
 import express, {type ErrorRequestHandler, type NextFunction, type Request, type Response} from 'express';
-import {ApiError, toApiError} from './api-error.js';
+import {ApiError, clip, toApiError} from './api-error.js';
 import type {InferenceService} from '../inference/inference-service.js';
 import type {RequestStats} from './request-stats.js';
 import {embeddingsHandler} from './routes/embedding-routes.js';
@@ -46,7 +46,7 @@ function recordStats(stats: RequestStats) {
             stats.finished({
                 id: res.locals.requestId ?? '',
                 endpoint: req.path,
-                model: res.locals.model,
+                model: res.locals.model === undefined ? undefined : clip(res.locals.model),
                 status: res.locals.failedStatus ?? (res.writableFinished ? res.statusCode : 499),
                 stream: res.locals.stream ?? false,
                 route: res.locals.servedBy ? `peers:${res.locals.servedBy.map((peer) => peer.slice(0, 16)).join(',')}` : 'local',
@@ -72,8 +72,14 @@ const errorHandler: ErrorRequestHandler = (error, _req, res, _next) => {
     res.status(apiError.status).json(apiError.toBody());
 };
 
-/** body-parser reports malformed and oversized bodies with a `type`. */
-function bodyParserError(error: {type?: string, limit?: number}) {
+/**
+ * body-parser reports malformed and oversized bodies with a `type`; body-parser and the router report other
+ * client mistakes (a body that is not in its declared content-encoding, a path that is not valid percent-encoding)
+ * as http-errors with a 4xx `status`.
+ */
+function bodyParserError(error: {type?: string, limit?: number, status?: unknown}) {
+    if (error instanceof ApiError)
+        return undefined;
     switch (error?.type) {
         case 'entity.parse.failed':
             return ApiError.invalid('The request body is not valid JSON.', null, 'invalid_json');
@@ -85,9 +91,11 @@ function bodyParserError(error: {type?: string, limit?: number}) {
             return new ApiError(415, 'The request body must be UTF-8 JSON.', 'invalid_request_error', null, 'unsupported_media_type');
         case 'request.aborted':
             return ApiError.invalid('The request body was not received completely.', null, 'request_aborted');
-        default:
-            return undefined;
     }
+    if (typeof error?.status === 'number' && error.status >= 400 && error.status < 500)
+        return new ApiError(400, 'The request could not be read: its body is not in its declared content-encoding, or its path is not valid percent-encoding.',
+            'invalid_request_error', null, 'malformed_request');
+    return undefined;
 }
 
 export function createProxyApp(options: ProxyAppOptions) {
@@ -115,7 +123,7 @@ export function createProxyApp(options: ProxyAppOptions) {
     app.use(api);
 
     app.use((req, _res) => {
-        throw new ApiError(404, `Unknown endpoint: ${req.method} ${req.path}`, 'invalid_request_error', null, 'unknown_url');
+        throw new ApiError(404, `Unknown endpoint: ${clip(req.method)} ${clip(req.path)}`, 'invalid_request_error', null, 'unknown_url');
     });
     app.use(errorHandler);
     return app;

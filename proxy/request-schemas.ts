@@ -1,6 +1,6 @@
 import {z} from 'zod';
 import type {ChatMessage, GenerationRequest, ResponseFormat, SamplingOptions} from '../inference/inference-types.js';
-import {ApiError} from './api-error.js';
+import {ApiError, clip} from './api-error.js';
 
 /** OpenAI's request bodies. Unknown fields are ignored, as OpenAI-compatible servers do; known ones are checked. */
 
@@ -87,7 +87,7 @@ export function parseBody<T extends z.ZodType>(schema: T, body: unknown): z.infe
     if (result.success)
         return result.data;
     const issue = result.error.issues[0]!;
-    const param = issue.path.map(String).join('.') || null;
+    const param = clip(issue.path.map(String).join('.')) || null;
     throw ApiError.invalid(`Invalid value for '${param ?? 'body'}': ${issue.message}`, param, 'invalid_value');
 }
 

@@ -1,6 +1,10 @@
 import type {Response} from 'express';
 
-/** Server-sent events as OpenAI streams them: `data: <json>` frames, then `data: [DONE]`. */
+/**
+ * Server-sent events as OpenAI streams them: `data: <json>` frames, then `data: [DONE]`. The 200 goes out with
+ * the first frame, so a request refused before it produced anything (a full queue, a prompt too long) still gets
+ * its real status.
+ */
 export class SseWriter {
     private opened = false;
 
@@ -10,7 +14,7 @@ export class SseWriter {
         return this.opened;
     }
 
-    open() {
+    private open() {
         this.res.status(200);
         this.res.setHeader('Content-Type', 'text/event-stream; charset=utf-8');
         this.res.setHeader('Cache-Control', 'no-cache');
@@ -22,11 +26,16 @@ export class SseWriter {
     }
 
     send(data: unknown) {
-        if (!this.res.writableEnded)
-            this.res.write(`data: ${JSON.stringify(data)}\n\n`);
+        if (this.res.writableEnded)
+            return;
+        if (!this.opened)
+            this.open();
+        this.res.write(`data: ${JSON.stringify(data)}\n\n`);
     }
 
     done() {
+        if (!this.opened)
+            this.open();
         if (!this.res.writableEnded)
             this.res.end('data: [DONE]\n\n');
     }

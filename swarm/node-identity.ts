@@ -49,13 +49,15 @@ export async function loadOrCreateIdentity(dataDir: string): Promise<{identity: 
         return {identity: toIdentity(publicKey, secretKey), created: true, permissionsFixed: false};
     }
 
-    let stored: {publicKey?: unknown, secretKey?: unknown};
+    let stored: unknown;
     try {
         stored = JSON.parse(text);
     } catch {
         throw new IdentityError(`${path}: not valid JSON; move it away to create a new identity`);
     }
-    if (typeof stored.publicKey !== 'string' || !/^[0-9a-f]{64}$/.test(stored.publicKey)
+    if (stored === null || typeof stored !== 'object' || Array.isArray(stored))
+        throw new IdentityError(`${path}: must hold a JSON object with "publicKey" and "secretKey"; move it away to create a new identity`);
+    if (!('publicKey' in stored) || !('secretKey' in stored) || typeof stored.publicKey !== 'string' || !/^[0-9a-f]{64}$/.test(stored.publicKey)
         || typeof stored.secretKey !== 'string' || !/^[0-9a-f]{128}$/.test(stored.secretKey))
         throw new IdentityError(`${path}: missing or malformed keys; move it away to create a new identity`);
     const publicKey = Buffer.from(stored.publicKey, 'hex');

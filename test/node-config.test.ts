@@ -1,6 +1,10 @@
+import {chmod, mkdtemp, rm, writeFile} from 'node:fs/promises';
+import {tmpdir} from 'node:os';
+import {join} from 'node:path';
 import test from 'ava';
 import {ConfigError} from '../cli/config/config-error.js';
-import {DEFAULT_PORT, envNameFor, resolveNodeSettings} from '../cli/config/node-config.js';
+import {DEFAULT_PORT, envNameFor, resolveNodeSettings, SECRET_SETTINGS} from '../cli/config/node-config.js';
+import {dataDirPermissionWarnings} from '../cli/data-dir.js';
 
 const file = (values: Record<string, unknown>) => ({path: '/data/config.json', values});
 
@@ -49,7 +53,10 @@ const badValues: [string, Parameters<typeof resolveNodeSettings>[1], RegExp][] =
     ['daemon value', {flags: {}, env: {STRONGDOGE_DAEMON: 'perhaps'}}, /STRONGDOGE_DAEMON/],
     ['unknown key', {flags: {}, env: {}, file: file({prot: 1})}, /unknown key "prot"/],
     ['context size', {flags: {contextSize: '1.5'}, env: {}}, /option --context-size/],
-    ['model type', {flags: {}, env: {}, file: file({model: 5})}, /key "model"/]
+    ['model type', {flags: {}, env: {}, file: file({model: 5})}, /key "model"/],
+    // Keys every object inherits are not settings.
+    ...['__proto__', 'constructor', 'toString', 'hasOwnProperty'].map((key): [string, Parameters<typeof resolveNodeSettings>[1], RegExp] =>
+        [`inherited key ${key}`, {flags: {}, env: {}, file: {path: '/data/config.json', values: JSON.parse(`{"${key}": 1}`)}}, new RegExp(`unknown key "${key}"`)])
 ];
 
 for (const [name, sources, message] of badValues) {
@@ -59,3 +66,33 @@ for (const [name, sources, message] of badValues) {
         t.false(error!.message.includes('\n'), 'one line');
     });
 }
+
+test('a bad secret is never echoed: not the network secret, not the API key', (t) => {
+    const networkSecret = 'short';
+    const secretError = t.throws(() => resolveNodeSettings('/data', {flags: {networkSecret}, env: {}}), {instanceOf: ConfigError});
+    t.regex(secretError!.message, /option --network-secret: at least 8 characters/);
+    t.false(secretError!.message.includes(networkSecret));
+    const apiKeyError = t.throws(() => resolveNodeSettings('/data', {flags: {}, env: {}, file: file({apiKey: ['key-in-a-list']})}), {instanceOf: ConfigError});
+    t.false(apiKeyError!.message.includes('key-in-a-list'));
+    // Other values are echoed, to help.
+    t.throws(() => resolveNodeSettings('/data', {flags: {port: 'abc'}, env: {}}), {message: /got "abc"/});
+});
+
+test('a data dir open to others, and a config.json with a secret others can read, are warned about', async (t) => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'strongdoge-perms-'));
+    t.teardown(() => rm(dataDir, {recursive: true, force: true}));
+    await chmod(dataDir, 0o700);
+    await writeFile(join(dataDir, 'config.json'), JSON.stringify({port: 1234}), {mode: 0o644});
+    t.deepEqual(await dataDirPermissionWarnings(dataDir, SECRET_SETTINGS), [], 'no secret in a readable file, a private dir');
+    await writeFile(join(dataDir, 'config.json'), JSON.stringify({apiKey: 'sekrit-value'}), {mode: 0o644});
+    await chmod(join(dataDir, 'config.json'), 0o644);
+    await chmod(dataDir, 0o755);
+    const warnings = await dataDirPermissionWarnings(dataDir, SECRET_SETTINGS);
+    t.is(warnings.length, 2);
+    t.regex(warnings[0]!, /open to other users \(mode 755\): run chmod 700/);
+    t.regex(warnings[1]!, /holds apiKey and other users can read it \(mode 644\): run chmod 600/);
+    t.false(warnings.join().includes('sekrit-value'));
+    await chmod(join(dataDir, 'config.json'), 0o600);
+    await chmod(dataDir, 0o700);
+    t.deepEqual(await dataDirPermissionWarnings(dataDir, SECRET_SETTINGS), []);
+});

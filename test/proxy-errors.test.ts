@@ -1,3 +1,5 @@
+import {once} from 'node:events';
+import {connect} from 'node:net';
 import test from 'ava';
 import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
 import {startDaemon, type DaemonHandle} from './helpers/cli-process.js';
@@ -86,8 +88,25 @@ const cases: Case[] = [
     {name: 'GET on a POST endpoint', method: 'GET', path: CHAT, status: 404},
     {name: 'retrieve an unknown model', method: 'GET', path: '/v1/models/nope', status: 404, code: 'model_not_found'},
     {name: 'unsupported charset', path: CHAT, raw: JSON.stringify(chat({})), headers: {'content-type': 'application/json; charset=koi8-r'}, status: 415},
-    {name: 'binary garbage', path: CHAT, raw: Buffer.from([0xff, 0xfe, 0x00, 0x81, 0x7b]), status: 400}
+    {name: 'binary garbage', path: CHAT, raw: Buffer.from([0xff, 0xfe, 0x00, 0x81, 0x7b]), status: 400},
+    ...['gzip', 'deflate', 'br'].map((encoding): Case => ({
+        name: `a body that is not ${encoding}`, path: CHAT, raw: JSON.stringify(chat({})), headers: {'content-encoding': encoding}, status: 400, code: 'malformed_request'
+    })),
+    {name: 'a path that is not percent-encoding', method: 'GET', path: '/v1/models/%E0%A4%A', status: 400, code: 'malformed_request'},
+    ...[65, 1_000, 10_000].map((depth): Case => ({
+        name: `a json_schema nested ${depth} deep`, path: CHAT, status: 400, param: 'response_format', code: 'request_too_complex',
+        raw: JSON.stringify(chat({response_format: {type: 'json_schema', json_schema: {name: 'deep', schema: '@'}}})).replace('"@"', nestedSchema(depth))
+    })),
+    {name: 'a json_schema over 256 KiB', path: CHAT, status: 400, param: 'response_format', code: 'request_too_complex',
+        body: chat({response_format: {type: 'json_schema', json_schema: {name: 'wide', schema: {type: 'object', properties: Object.fromEntries(
+            Array.from({length: 12_000}, (_, index) => [`property_${index}`, {type: 'string'}]))}}}})}
 ];
+
+/** `{"type": "string"}` wrapped `depth` times in objects that require it, as JSON text (too deep for JSON.stringify). */
+function nestedSchema(depth: number) {
+    const wrappers = depth - 1;
+    return '{"type":"object","required":["a"],"properties":{"a":'.repeat(wrappers) + '{"type":"string"}' + '}}'.repeat(wrappers);
+}
 
 async function send(testCase: Case) {
     const body = testCase.raw ?? (testCase.body === undefined ? undefined : JSON.stringify(testCase.body));
@@ -137,16 +156,48 @@ test('after every bad request the server still answers correctly, and a stream e
     const body = await response.json() as {choices: {text: string}[], usage: {completion_tokens: number}};
     t.is(body.usage.completion_tokens, 4);
 
+    // A stream that fails before its first token gets the error's own status, not a 200 with an error event.
     const stream = await fetch(`${daemon.origin}${COMPLETIONS}`, {
         method: 'POST', headers: {'content-type': 'application/json'},
         body: JSON.stringify(completion({prompt: 'wow such '.repeat(3000), stream: true}))
     });
-    t.is(stream.status, 200);
-    const text = await stream.text();
-    t.regex(text, /^data: \{"error":\{"message":"prompt of \d+ tokens does not fit/m);
-    t.true(text.trimEnd().endsWith('data: [DONE]'));
+    t.is(stream.status, 400);
+    t.like(await stream.json(), {error: {code: 'context_length_exceeded'}});
     t.is((await fetch(`${daemon.origin}/health`)).status, 200);
 });
+
+test('a 1 MB model name is echoed neither whole in the error nor in the log', async (t) => {
+    const name = `hostile-${'n'.repeat(1024 * 1024)}`;
+    const response = await send({name: 'long name', path: CHAT, body: chat({model: name}), status: 404});
+    t.is(response.status, 404);
+    const body = await response.text();
+    t.true(body.length < 1_000, `${body.length} characters`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    t.false(JSON.stringify(daemon.logs).includes('n'.repeat(100)));
+});
+
+/** Sends raw bytes on a fresh connection and returns everything the server answers before it closes. */
+async function rawExchange(bytes: string) {
+    const socket = connect(Number(new URL(daemon.origin).port), '127.0.0.1');
+    await once(socket, 'connect');
+    socket.write(bytes);
+    let answer = '';
+    socket.on('data', (chunk) => answer += chunk);
+    await once(socket, 'close');
+    return answer;
+}
+
+for (const [name, bytes, status] of [
+    ['broken chunked encoding', 'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n', 400],
+    ['a header line without a colon', 'GET /v1/models HTTP/1.1\r\nHost: x\r\nthis is not a header\r\n\r\n', 400],
+    ['headers over the size limit', `GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: ${'b'.repeat(20_000)}\r\n\r\n`, 431]
+] as const)
+    test(`a request Node's HTTP parser rejects (${name}) still gets a JSON error object`, async (t) => {
+        const answer = await rawExchange(bytes);
+        t.regex(answer, new RegExp(`^HTTP/1.1 ${status} `));
+        const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as {error: {type: string, code: string}};
+        t.like(body, {error: {type: 'invalid_request_error', code: 'malformed_request'}});
+    });
 
 test('with --api-key, requests need the bearer token', async (t) => {
     const fixture = await createDataDirWithDemoModel({layers: 1, width: 64, headCount: 4, feedForwardLength: 64});

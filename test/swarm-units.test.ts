@@ -142,4 +142,8 @@ test('identity: a damaged file is an error, never replaced', async (t) => {
     await t.throwsAsync(loadOrCreateIdentity(dir), {instanceOf: IdentityError, message: /does not belong/});
     await writeFile(join(dir, 'identity.json'), '{{');
     await t.throwsAsync(loadOrCreateIdentity(dir), {instanceOf: IdentityError, message: /not valid JSON/});
+    for (const json of ['null', '[]', '7', '"keys"', '{}']) {
+        await writeFile(join(dir, 'identity.json'), json);
+        await t.throwsAsync(loadOrCreateIdentity(dir), {instanceOf: IdentityError, message: /identity\.json: (must hold a JSON object|missing or malformed keys)/}, json);
+    }
 });

@@ -4,7 +4,8 @@ import {renderDashboard} from '../../tui/dashboard-app.js';
 import {ConfigError} from '../config/config-error.js';
 import {loadNodeSettings} from '../config/load-node-settings.js';
 import {dashboardLogSink, feedDashboard} from '../../node/dashboard-feed.js';
-import {ensureDataDir} from '../data-dir.js';
+import {SECRET_SETTINGS} from '../config/node-config.js';
+import {dataDirPermissionWarnings, ensureDataDir} from '../data-dir.js';
 import {createLogger} from '../../node/logger.js';
 import {resolveModelRefs} from '../model-refs.js';
 import {packageInfo} from '../../node/package-info.js';
@@ -34,6 +35,8 @@ export async function runStart(flags: Record<string, unknown> & {dataDir?: strin
         logger.info({nodeId: identity.shortId}, 'created a new node identity');
     if (permissionsFixed)
         logger.warn('the identity file was readable by others: its mode is now 0600');
+    for (const warning of await dataDirPermissionWarnings(dataDir, SECRET_SETTINGS))
+        logger.warn(warning);
     const models = await resolveModelRefs(settings.model, dataDir, {logger, showProgressBar: !settings.daemon && process.stderr.isTTY});
     const node = new StrongdogeNode({settings, models, identity, logger});
     let dashboard: {unmount(): void} | undefined;

@@ -19,7 +19,7 @@ export function startCommand() {
         .addOption(settingOption('--host <address>', 'API address; anything but loopback exposes your node', 'host'))
         .addOption(settingOption('-t, --threads <n>', 'CPU threads for inference', 'threads'))
         .addOption(settingOption('-d, --daemon', 'run headless: JSON-lines logs on stdout', 'daemon'))
-        .addOption(settingOption('--api-key <key>', 'require this bearer token from API clients', 'apiKey'))
+        .addOption(settingOption('--api-key <key>', 'require this bearer token from API clients (visible to other users in `ps`: prefer STRONGDOGE_API_KEY or config.json)', 'apiKey'))
         .addOption(settingOption('--parallel <n>', 'requests decoded together per model', 'parallel'))
         .addOption(settingOption('--context-size <n>', 'context tokens per request', 'contextSize'))
         .addOption(settingOption('--max-queue <n>', 'requests that may wait before new ones get 429', 'maxQueue'))

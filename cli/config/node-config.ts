@@ -102,6 +102,9 @@ export interface SettingSources {
     file?: {path: string, values: Record<string, unknown>}
 }
 
+/** Settings whose values are secrets: never echoed in messages. */
+export const SECRET_SETTINGS = new Set(['apiKey', 'networkSecret']);
+
 function describe(value: unknown) {
     const text = JSON.stringify(value);
     return text.length > 60 ? `${text.slice(0, 57)}...` : text;
@@ -110,7 +113,7 @@ function describe(value: unknown) {
 /** Flags win over env, env over the config file, the file over defaults. */
 export function resolveNodeSettings(dataDir: string, {flags, env, file}: SettingSources): NodeSettings {
     if (file !== undefined) {
-        const unknown = Object.keys(file.values).filter((key) => !(key in nodeSettingSchemas));
+        const unknown = Object.keys(file.values).filter((key) => !Object.hasOwn(nodeSettingSchemas, key));
         if (unknown.length > 0)
             throw new ConfigError(`${file.path}: unknown key "${unknown[0]}" (known: ${Object.keys(nodeSettingSchemas).join(', ')})`);
     }
@@ -127,7 +130,8 @@ export function resolveNodeSettings(dataDir: string, {flags, env, file}: Setting
             continue;
         const parsed = schema.safeParse(value);
         if (!parsed.success)
-            throw new ConfigError(`invalid ${source}: ${parsed.error.issues[0]!.message} (got ${describe(value)})`);
+            // A secret is never echoed, not even a wrong one: it may be a real secret given to the wrong setting.
+            throw new ConfigError(`invalid ${source}: ${parsed.error.issues[0]!.message}${SECRET_SETTINGS.has(key) ? '' : ` (got ${describe(value)})`}`);
         settings[key] = parsed.data;
     }
     return settings as NodeSettings;

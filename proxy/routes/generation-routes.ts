@@ -1,7 +1,8 @@
 import type {Request, RequestHandler, Response} from 'express';
 import type {z} from 'zod';
 import type {FinishReason, GenerationRequest, GenerationResult} from '../../inference/inference-types.js';
-import {toApiError} from '../api-error.js';
+import {requestLimitViolation} from '../../inference/request-limits.js';
+import {ApiError, toApiError} from '../api-error.js';
 import type {InferenceService, RouteInfo} from '../../inference/inference-service.js';
 import {
     chatCompletionSchema, completionSchema, parseBody, toChatRequest, toCompletionRequest
@@ -28,7 +29,11 @@ interface StreamingFields {
 function generationParser<B extends StreamingFields>(schema: z.ZodType<B>, toRequest: (body: B) => GenerationRequest): CompletionFlavor['parse'] {
     return (body) => {
         const parsed = parseBody(schema, body);
-        return {request: toRequest(parsed), stream: parsed.stream ?? false, includeUsage: parsed.stream_options?.include_usage ?? false};
+        const request = toRequest(parsed);
+        const violation = requestLimitViolation(request);
+        if (violation !== undefined)
+            throw ApiError.invalid(violation.message, violation.param, 'request_too_complex');
+        return {request, stream: parsed.stream ?? false, includeUsage: parsed.stream_options?.include_usage ?? false};
     };
 }
 
@@ -112,7 +117,6 @@ function generationHandler(flavor: CompletionFlavor, inference: InferenceService
         }
 
         const sse = new SseWriter(res);
-        sse.open();
         let first = true;
         try {
             const result = record(await inference.generate(request, {
@@ -133,6 +137,8 @@ function generationHandler(flavor: CompletionFlavor, inference: InferenceService
         } catch (error) {
             if (signal.aborted)
                 return;
+            if (!sse.isOpen)
+                throw error; // nothing was streamed yet: the client gets the error's own status
             // Headers are gone: the error travels in the stream, as OpenAI sends it.
             const apiError = toApiError(error);
             res.locals.failedStatus = apiError.status;

@@ -1,6 +1,6 @@
 import type {Request, Response} from 'express';
 import type {GenerationResult} from '../../inference/inference-types.js';
-import {ApiError} from '../api-error.js';
+import {ApiError, clip} from '../api-error.js';
 import type {InferenceService} from '../../inference/inference-service.js';
 
 /** What handlers leave on `res.locals` for the request log and counters. */
@@ -25,7 +25,7 @@ export function maxPriceFrom(req: Request): {maxPrice?: number} {
         return {};
     const maxPrice = Number(header);
     if (header.trim() === '' || !Number.isFinite(maxPrice) || maxPrice < 0)
-        throw ApiError.invalid(`The ${MAX_PRICE_HEADER} header must be a non-negative number, got "${header}".`, MAX_PRICE_HEADER, 'invalid_value');
+        throw ApiError.invalid(`The ${MAX_PRICE_HEADER} header must be a non-negative number, got "${clip(header)}".`, MAX_PRICE_HEADER, 'invalid_value');
     return {maxPrice};
 }
 

@@ -1,4 +1,5 @@
 import type {RefusalCode} from '../../inference-error.js';
+import {requestLimitViolation} from '../../request-limits.js';
 import type {JobMessage} from './job-messages.js';
 
 /** Whether a peer's job is taken: pure, so every limit is tested without a network. */
@@ -50,6 +51,11 @@ export function jobRefusal(message: JobSubmission, limits: JobProviderLimits, si
     const bytes = promptBytes(message);
     if (bytes > limits.maxPromptBytes)
         return ['limit', `prompt of ${bytes} bytes exceeds this node's ${limits.maxPromptBytes}`];
+    if (message.type === 'generate') {
+        const violation = requestLimitViolation(message.request);
+        if (violation !== undefined)
+            return ['limit', violation.message];
+    }
     const maxTokens = message.type === 'generate' ? message.request.sampling.maxTokens : undefined;
     if (maxTokens !== undefined && maxTokens > limits.maxTokensPerJob)
         return ['limit', `max_tokens ${maxTokens} exceeds this node's ${limits.maxTokensPerJob}`];
