@@ -7,7 +7,7 @@ import {ProcessSupervisor} from './process-supervisor.js';
 import type {
     DeviceInfo, EmbeddingResult, GenerationRequest, GenerationResult, LoadedModelInfo
 } from '../inference/inference-types.js';
-import type {SupervisorMessage, WorkerMessage, WorkerSettings} from './worker/engine-messages.js';
+import {MAX_EMBEDDING_TOKENS, type SupervisorMessage, type WorkerMessage, type WorkerSettings} from './worker/engine-messages.js';
 
 export type EngineState = 'starting' | 'loading' | 'ready' | 'restarting' | 'failed' | 'stopped';
 
@@ -132,8 +132,9 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
         return this.run<GenerationResult>(request.model, 'generate', signal, (jobId) => ({type: 'generate', jobId, request}), onText);
     }
 
-    async embed(model: string, inputs: string[], {signal}: {signal?: AbortSignal} = {}) {
-        return this.run<EmbeddingResult>(`${model}#embeddings`, 'embed', signal, (jobId) => ({type: 'embed', jobId, model, inputs}));
+    /** Embeds `inputs`, together at most `maxTokens` tokens (defaults to `MAX_EMBEDDING_TOKENS`) or a client error. */
+    async embed(model: string, inputs: string[], {signal, maxTokens = MAX_EMBEDDING_TOKENS}: {signal?: AbortSignal, maxTokens?: number} = {}) {
+        return this.run<EmbeddingResult>(`${model}#embeddings`, 'embed', signal, (jobId) => ({type: 'embed', jobId, model, inputs, maxTokens}));
     }
 
     /** Kills the worker (tests, and the operator's escape hatch); it is restarted like after a crash. */

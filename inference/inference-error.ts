@@ -46,6 +46,8 @@ const FAULTS = {
     peer_stalled: 'server',
     /** A serving peer's connection closed, or there was none. */
     peer_disconnected: 'server',
+    /** A serving peer broke the request's limits (more tokens than asked, oversized text): dropped and banned. */
+    peer_violation: 'server',
     /** Every peer tried failed. */
     peers_failed: 'server',
     /** The client cancelled (disconnected). */
@@ -140,6 +142,10 @@ export class InferenceError extends Error {
 
     static peerDisconnected(message: string) {
         return new InferenceError('peer_disconnected', message);
+    }
+
+    static peerViolation(message: string) {
+        return new InferenceError('peer_violation', message);
     }
 
     static peersFailed(message: string) {

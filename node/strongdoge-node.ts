@@ -85,10 +85,10 @@ export class StrongdogeNode {
             this.swarm.use(jobs);
             this.requester = new JobRequester({jobs, identity});
             this.provider = new JobProvider({jobs, identity, executor: this.localExecutor(), limits: {
+                ...jobProviderDefaults,
                 enabled: settings.servePeers,
                 maxConcurrentJobs: settings.maxPeerJobs,
-                maxTokensPerJob: settings.maxJobTokens,
-                maxPromptBytes: jobProviderDefaults.maxPromptBytes
+                maxTokensPerJob: settings.maxJobTokens
             }});
         }
         this.observe();

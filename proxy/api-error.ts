@@ -64,6 +64,7 @@ const inferenceErrorStatus: Record<Exclude<InferenceErrorCode, 'cancelled'>, [nu
     engine_error: [500, 'server_error'],
     peer_stalled: [503, 'server_error'],
     peer_disconnected: [503, 'server_error'],
+    peer_violation: [503, 'server_error'],
     peers_failed: [503, 'server_error']
 };
 

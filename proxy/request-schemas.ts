@@ -5,6 +5,8 @@ import {ApiError, clip} from './api-error.js';
 /** OpenAI's request bodies. Unknown fields are ignored, as OpenAI-compatible servers do; known ones are checked. */
 
 const MAX_STOP_SEQUENCES = 16;
+/** OpenAI's own limit of inputs per embeddings request. */
+const MAX_EMBEDDING_INPUTS = 2048;
 
 const stop = z.union([z.string().min(1), z.array(z.string().min(1)).max(MAX_STOP_SEQUENCES)]).nullish();
 
@@ -69,7 +71,7 @@ export const completionSchema = z.object({
 
 export const embeddingSchema = z.object({
     model: z.string().min(1),
-    input: z.union([z.string(), z.array(z.string()).min(1)]),
+    input: z.union([z.string(), z.array(z.string()).min(1).max(MAX_EMBEDDING_INPUTS)]),
     encoding_format: z.enum(['float', 'base64']).nullish(),
     dimensions: z.number().int().min(1).nullish(),
     user: z.string().nullish()

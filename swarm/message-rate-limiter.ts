@@ -1,4 +1,4 @@
-/** A token bucket: a peer may burst, but not sustain more than `perSecond` messages. */
+/** A token bucket: a peer may burst, but not sustain more than `perSecond` (messages, or bytes). */
 export class MessageRateLimiter {
     private tokens: number;
     private updatedAt: number;
@@ -8,13 +8,13 @@ export class MessageRateLimiter {
         this.updatedAt = now;
     }
 
-    /** False when the message exceeds the rate: a flood. */
-    take(now = Date.now()) {
+    /** False when taking `cost` (one message, or a frame's bytes) exceeds the rate: a flood. */
+    take(cost = 1, now = Date.now()) {
         this.tokens = Math.min(this.burst, this.tokens + ((now - this.updatedAt) / 1000) * this.perSecond);
         this.updatedAt = now;
-        if (this.tokens < 1)
+        if (this.tokens < cost)
             return false;
-        this.tokens -= 1;
+        this.tokens -= cost;
         return true;
     }
 }

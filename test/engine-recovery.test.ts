@@ -149,3 +149,47 @@ test('a full queue answers 429 with Retry-After', async (t) => {
     t.is((await running).status, 200);
     t.is((await queued).status, 200);
 });
+
+test.serial('clients that disconnect mid-stream leave their sequences free for the next requests', async (t) => {
+    const before = await nodeInfo();
+    // As many streams as there are sequences, each dropped by its client a moment after it started.
+    await Promise.all(Array.from({length: 4}, async (_, index) => {
+        const controller = new AbortController();
+        const response = await fetch(`${daemon.baseUrl}/completions`, {
+            method: 'POST', headers: {'content-type': 'application/json'}, signal: controller.signal,
+            body: JSON.stringify({model: 'demo', prompt: `walk away ${index}`, max_tokens: 2000, temperature: 0, stream: true})
+        });
+        const reader = response.body!.getReader();
+        await reader.read();
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        controller.abort();
+        await reader.read().catch(() => undefined);
+    }));
+    // Right away, a full set of new requests: every one must find a sequence.
+    const statuses = await Promise.all(Array.from({length: 4}, (_, index) => fetch(`${daemon.baseUrl}/completions`, {
+        method: 'POST', headers: {'content-type': 'application/json'},
+        body: JSON.stringify({model: 'demo', prompt: `next ${index}`, max_tokens: 8, temperature: 0})
+    }).then(async (response) => `${response.status} ${response.status === 200 ? '' : await response.text()}`)));
+    t.deepEqual(statuses, ['200 ', '200 ', '200 ', '200 ']);
+    t.is((await nodeInfo()).engine.pid, before.engine.pid);
+});
+
+test('streams beyond the queue are refused with 429 before any stream opens', async (t) => {
+    const smallDemo = await startDemoDaemon(['--parallel', '1', '--max-queue', '4']);
+    t.teardown(() => smallDemo.stop());
+    const body = JSON.stringify({model: 'demo', prompt: 'crowd', max_tokens: 64, temperature: 0, stream: true});
+    const responses = await Promise.all(Array.from({length: 200}, () =>
+        fetch(`${smallDemo.daemon.baseUrl}/completions`, {method: 'POST', headers: {'content-type': 'application/json'}, body})
+            .then(async (response) => ({status: response.status, retryAfter: response.headers.get('retry-after'), body: await response.text()}))));
+    const refused = responses.filter((response) => response.status === 429);
+    const served = responses.filter((response) => response.status === 200);
+    t.is(refused.length + served.length, 200, JSON.stringify(responses.find((response) => ![200, 429].includes(response.status))));
+    t.true(served.length >= 5, `${served.length} served`);
+    t.true(refused.length >= 150, `${refused.length} refused`);
+    for (const response of refused) {
+        t.is(response.retryAfter, '1');
+        t.like(JSON.parse(response.body), {error: {code: 'queue_full'}});
+    }
+    for (const response of served)
+        t.true(response.body.trimEnd().endsWith('data: [DONE]') && !response.body.includes('"error"'));
+});

@@ -92,6 +92,10 @@ const cases: Case[] = [
     ...['gzip', 'deflate', 'br'].map((encoding): Case => ({
         name: `a body that is not ${encoding}`, path: CHAT, raw: JSON.stringify(chat({})), headers: {'content-encoding': encoding}, status: 400, code: 'malformed_request'
     })),
+    {name: 'more embedding inputs than OpenAI allows', path: EMBEDDINGS, body: {model: 'demo', input: Array.from({length: 2049}, () => 'x')}, status: 400, param: 'input'},
+    // Each input fits the context; together they would hold the embedding engine for long.
+    {name: 'embedding inputs of too many tokens in all', path: EMBEDDINGS, status: 400, param: 'input', code: 'invalid_request',
+        body: {model: 'demo', input: Array.from({length: 48}, () => 'wow such '.repeat(150))}},
     {name: 'a path that is not percent-encoding', method: 'GET', path: '/v1/models/%E0%A4%A', status: 400, code: 'malformed_request'},
     ...[65, 1_000, 10_000].map((depth): Case => ({
         name: `a json_schema nested ${depth} deep`, path: CHAT, status: 400, param: 'response_format', code: 'request_too_complex',

@@ -8,6 +8,7 @@ import HyperDHT from 'hyperdht';
 import type {Testnet} from 'hyperdht/testnet.js';
 import Hyperswarm, {type NoiseSecretStream} from 'hyperswarm';
 import Protomux from 'protomux';
+import {JOBS_PROTOCOL, type JobMessage} from '../inference/remote/jobs/job-messages.js';
 import {networkTopic} from '../swarm/network-topic.js';
 import {CONTROL_PROTOCOL, encodeFrame, MAX_FRAME_BYTES, PROTOCOL_VERSION} from '../swarm/protocol/control-messages.js';
 import {capabilitiesFixture} from './helpers/capabilities-fixture.js';
@@ -138,4 +139,80 @@ test.serial('a peer speaking another protocol version is disconnected with a cle
     const {peers, banned} = await peersOf(target);
     t.false(peers.some((peer) => peer.id === attacker.id));
     t.false(banned.some((ban) => ban.peerId === attacker.id));
+});
+
+/** A hostile peer that announces `model` as loaded and answers jobs on the jobs channel with `reply`. */
+function hostileProvider(model: string, reply: (message: JobMessage, send: (message: JobMessage) => void) => void) {
+    return (stream: NoiseSecretStream) => {
+        openControlChannel(stream, () => undefined, encodeFrame({
+            protocol: PROTOCOL_VERSION, software: '0.1.0', network: 'public', proof: null, capabilities: capabilitiesFixture({
+                models: [{id: model, sha256: null, sizeBytes: 1000, quantization: 'F16', layers: 1, layerBytes: [1000], loaded: true}]
+            })
+        }));
+        const channel = Protomux.from(stream).createChannel({protocol: JOBS_PROTOCOL})!;
+        const message = channel.addMessage({encoding: c.raw, onmessage: (frame) => reply(JSON.parse(Buffer.from(frame).toString('utf8')) as JobMessage,
+            (answer) => message.send(encodeFrame(answer)))});
+        channel.open();
+    };
+}
+
+async function untilPeer(attackerId: string) {
+    await waitFor(async () => (await peersOf(target)).peers.some((peer) => peer.id === attackerId), 20_000);
+}
+
+test.serial('a serving peer that streams far more than max_tokens is cut off at the limit, dropped and banned', async (t) => {
+    const attacker = await hostilePeer(networkTopic({name: 'public'}), hostileProvider('shady', (message, send) => {
+        if (message.type !== 'generate')
+            return;
+        for (let chunk = 0; chunk < 3001; chunk++)
+            send({type: 'text', jobId: message.jobId, text: `chunk ${chunk} ${'x'.repeat(200)}`, tokens: [chunk % 500]});
+    }));
+    await untilPeer(attacker.id);
+    const response = await fetch(`${target.baseUrl}/completions`, {
+        method: 'POST', headers: {'content-type': 'application/json'},
+        body: JSON.stringify({model: 'shady', prompt: 'hello', max_tokens: 4, stream: true})
+    });
+    const body = await response.text();
+    const chunks = body.split('\n\n').filter((event) => event.startsWith('data: {"id"'));
+    t.true(chunks.length <= 4, `${chunks.length} chunks relayed`);
+    t.true(body.length < 10_000, `${body.length} bytes relayed`);
+    t.regex(body, /"error":\{"message":"no peer could complete the request/);
+    await expectBanned(t, attacker.id, /more than the 4 token/);
+});
+
+test.serial('frames for jobs a peer does not have get it banned: no flood of cancels or stray tokens', async (t) => {
+    for (const [name, frame] of [
+        ['cancel', {type: 'cancel', jobId: 'f'.repeat(32)}],
+        ['text', {type: 'text', jobId: 'e'.repeat(32), text: 'stray', tokens: [1]}],
+        ['generated', {type: 'generated', jobId: 'd'.repeat(32), result: {text: '', finishReason: 'stop', usage: {promptTokens: 1, completionTokens: 1},
+            timings: {promptMs: 1, generationMs: 1, promptTokensPerSecond: 1, generationTokensPerSecond: 1}}}]
+    ] as const) {
+        const attacker = await hostilePeer(networkTopic({name: 'public'}), (stream) => {
+            openControlChannel(stream, () => undefined);
+            const channel = Protomux.from(stream).createChannel({protocol: JOBS_PROTOCOL, onopen: () => {
+                for (let i = 0; i < 10_000; i++)
+                    message.send(encodeFrame(frame));
+            }})!;
+            const message = channel.addMessage({encoding: c.raw});
+            channel.open();
+        });
+        await expectBanned(t, attacker.id, /for a job (that does not exist|it never submitted)/);
+        t.log(name, 'banned');
+    }
+});
+
+test.serial('megabytes of job frames per second get the sender banned for flooding', async (t) => {
+    const attacker = await hostilePeer(networkTopic({name: 'public'}), (stream) => {
+        openControlChannel(stream, () => undefined);
+        const channel = Protomux.from(stream).createChannel({protocol: JOBS_PROTOCOL, onopen: () => {
+            const prompt = 'p'.repeat(3_900_000);
+            for (let i = 0; i < 138; i++)
+                message.send(encodeFrame({type: 'generate', jobId: i.toString(16).padStart(32, '0'), request: {
+                    kind: 'completion', model: 'none', prompt, sampling: {temperature: 0, stop: [], responseFormat: {type: 'text'}}
+                }}));
+        }})!;
+        const message = channel.addMessage({encoding: c.raw});
+        channel.open();
+    });
+    await expectBanned(t, attacker.id, /flood/);
 });

@@ -3,6 +3,7 @@ import test from 'ava';
 import crypto from 'hypercore-crypto';
 import type {Testnet} from 'hyperdht/testnet.js';
 import {InferenceError} from '../inference/inference-error.js';
+import {jobProviderDefaults} from '../inference/remote/jobs/job-admission.js';
 import {JobProvider, type JobExecutor, type ServedJob} from '../inference/remote/jobs/job-provider.js';
 import {JobRequester} from '../inference/remote/jobs/job-requester.js';
 import {JobsProtocol} from '../inference/remote/jobs/jobs-protocol.js';
@@ -106,7 +107,7 @@ test('a requester that stops reading loses its job; the provider never buffers m
             throw InferenceError.cancelled();
         }
     };
-    const provider = new JobProvider({jobs: providerJobs, identity: identity(), executor, limits: {enabled: true, maxConcurrentJobs: 1, maxTokensPerJob: 1_000_000, maxPromptBytes: 1024}});
+    const provider = new JobProvider({jobs: providerJobs, identity: identity(), executor, limits: {...jobProviderDefaults, maxConcurrentJobs: 1}});
     const requester = new JobRequester({jobs: requesterJobs, identity: identity()});
     const [providerNode] = await connectedPair('backlog',
         [providerJobs, {attach: (peer) => providerSide = peer}], [requesterJobs, {attach: (peer) => requesterSide = peer}]);
@@ -134,7 +135,7 @@ test('a receipt for a job that was never served is rejected with an event, not s
     const requesterJobs = new JobsProtocol();
     const requesterIdentity = identity();
     const provider = new JobProvider({
-        jobs: providerJobs, identity: identity(), limits: {enabled: true, maxConcurrentJobs: 1, maxTokensPerJob: 10, maxPromptBytes: 10},
+        jobs: providerJobs, identity: identity(), limits: jobProviderDefaults,
         executor: {canServe: () => false, generate: () => Promise.reject(new Error('unused')), embed: () => Promise.reject(new Error('unused'))}
     });
     const [providerNode, requesterNode] = await connectedPair('receipts', [providerJobs], [requesterJobs]);

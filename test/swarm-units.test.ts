@@ -28,10 +28,10 @@ test('bans grow with repeat offences and expire', (t) => {
 
 test('the rate limiter allows a burst, then the sustained rate', (t) => {
     const limiter = new MessageRateLimiter(10, 5, 0);
-    t.is([...Array(8)].filter(() => limiter.take(0)).length, 5);
-    t.false(limiter.take(50));
-    t.true(limiter.take(100)); // 100 ms at 10/s earns one message
-    t.false(limiter.take(100));
+    t.is([...Array(8)].filter(() => limiter.take(1, 0)).length, 5);
+    t.false(limiter.take(1, 50));
+    t.true(limiter.take(1, 100)); // 100 ms at 10/s earns one message
+    t.false(limiter.take(1, 100));
 });
 
 test('RTT is smoothed', (t) => {

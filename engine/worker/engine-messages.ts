@@ -21,10 +21,16 @@ export interface WorkerSettings {
     gpu: 'auto' | false
 }
 
+/**
+ * Tokens one embedding request may hold in all: one request must not hold the embedding context (which serves
+ * requests one at a time) for minutes.
+ */
+export const MAX_EMBEDDING_TOKENS = 16_384;
+
 export type SupervisorMessage =
     | {type: 'load', settings: WorkerSettings}
     | {type: 'generate', jobId: number, request: GenerationRequest}
-    | {type: 'embed', jobId: number, model: string, inputs: string[]}
+    | {type: 'embed', jobId: number, model: string, inputs: string[], maxTokens: number}
     | {type: 'cancel', jobId: number}
     | {type: 'ping', nonce: number};
 

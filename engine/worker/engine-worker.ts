@@ -86,9 +86,9 @@ function handle(message: SupervisorMessage) {
             return;
         }
         case 'embed': {
-            const {jobId, model, inputs} = message;
+            const {jobId, model, inputs, maxTokens} = message;
             void runJob(jobId, async (signal) => ({
-                type: 'embedded', jobId, result: await runtimeFor(model).embed(inputs, signal)
+                type: 'embedded', jobId, result: await runtimeFor(model).embed(inputs, maxTokens, signal)
             }));
             return;
         }

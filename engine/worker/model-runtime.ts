@@ -160,7 +160,15 @@ export class ModelRuntime {
         };
     }
 
-    async embed(inputs: string[], signal: AbortSignal): Promise<EmbeddingResult> {
+    /** Embeds each input; all of them together may hold at most `maxTokens` tokens, checked before any work. */
+    async embed(inputs: string[], maxTokens: number, signal: AbortSignal): Promise<EmbeddingResult> {
+        const tokenized = inputs.map((input) => this.model.tokenize(input));
+        const promptTokens = tokenized.reduce((sum, tokens) => sum + tokens.length, 0);
+        if (promptTokens > maxTokens)
+            throw InferenceError.invalidRequest(`the inputs hold ${promptTokens} tokens in all, over the ${maxTokens} embedded per request`, 'input');
+        const tooLong = tokenized.find((tokens) => tokens.length >= this.model.trainContextSize || tokens.length > MAX_EMBEDDING_CONTEXT);
+        if (tooLong !== undefined)
+            throw InferenceError.contextLengthExceeded(`input of ${tooLong.length} tokens exceeds the embedding context of ${MAX_EMBEDDING_CONTEXT}`);
         // One embedding context serves requests one at a time.
         const run = this.embeddingQueue.then(async () => {
             this.embeddingContext ??= this.model.createEmbeddingContext({
@@ -169,15 +177,9 @@ export class ModelRuntime {
             });
             const context = await this.embeddingContext;
             const vectors: number[][] = [];
-            let promptTokens = 0;
-            for (const input of inputs) {
+            for (const tokens of tokenized) {
                 if (signal.aborted)
                     throw InferenceError.cancelled();
-                const tokens = this.model.tokenize(input);
-                if (tokens.length >= context.model.trainContextSize || tokens.length > MAX_EMBEDDING_CONTEXT)
-                    throw InferenceError.contextLengthExceeded(
-                        `input of ${tokens.length} tokens exceeds the embedding context of ${MAX_EMBEDDING_CONTEXT}`);
-                promptTokens += tokens.length;
                 const embedding = await context.getEmbeddingFor(tokens);
                 vectors.push([...embedding.vector]);
             }

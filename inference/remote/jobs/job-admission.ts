@@ -9,14 +9,20 @@ export interface JobProviderLimits {
     enabled: boolean,
     maxConcurrentJobs: number,
     maxTokensPerJob: number,
-    maxPromptBytes: number
+    maxPromptBytes: number,
+    /** Inputs one embedding job may carry. */
+    maxEmbeddingInputs: number,
+    /** Tokens one embedding job may hold in all (checked by the engine, which tokenizes). */
+    maxEmbeddingTokens: number
 }
 
 export const jobProviderDefaults: JobProviderLimits = {
     enabled: true,
     maxConcurrentJobs: 4,
     maxTokensPerJob: 4096,
-    maxPromptBytes: 1024 * 1024
+    maxPromptBytes: 1024 * 1024,
+    maxEmbeddingInputs: 64,
+    maxEmbeddingTokens: 4096
 };
 
 export type JobSubmission = Extract<JobMessage, {type: 'generate' | 'embed'}>;
@@ -48,6 +54,8 @@ export function jobRefusal(message: JobSubmission, limits: JobProviderLimits, si
         return ['model_unavailable', `model ${model} is not loaded here`];
     if (situation.activeJobIds.size >= limits.maxConcurrentJobs)
         return ['busy', `serving ${situation.activeJobIds.size} peer jobs already`];
+    if (message.type === 'embed' && message.inputs.length > limits.maxEmbeddingInputs)
+        return ['limit', `${message.inputs.length} embedding inputs exceed this node's ${limits.maxEmbeddingInputs}`];
     const bytes = promptBytes(message);
     if (bytes > limits.maxPromptBytes)
         return ['limit', `prompt of ${bytes} bytes exceeds this node's ${limits.maxPromptBytes}`];

@@ -10,7 +10,11 @@ export const MAX_JOB_FRAME_BYTES = 4 * 1024 * 1024;
 
 const jobId = z.string().regex(/^[0-9a-f]{32}$/);
 const shortText = z.string().max(128);
-const tokenList = z.array(z.number().int().nonnegative().max(2 ** 31)).max(1_000_000);
+const tokenId = z.number().int().nonnegative().max(2 ** 31);
+const tokenList = z.array(tokenId).max(1_000_000);
+/** Text streamed in one frame: a few tokens' worth (the provider sends each batch of tokens as it is released). */
+export const MAX_TEXT_FRAME_TOKENS = 4096;
+export const MAX_TEXT_FRAME_CHARS = 64 * 1024;
 
 const samplingSchema = z.object({
     temperature: z.number().min(0).max(2),
@@ -57,7 +61,7 @@ export const jobMessageSchema = z.discriminatedUnion('type', [
     z.object({type: z.literal('cancel'), jobId}),
     z.object({type: z.literal('receipt'), jobId, receipt: receiptSchema}),
     // provider → requester
-    z.object({type: z.literal('text'), jobId, text: z.string(), tokens: tokenList}),
+    z.object({type: z.literal('text'), jobId, text: z.string().max(MAX_TEXT_FRAME_CHARS), tokens: z.array(tokenId).min(1).max(MAX_TEXT_FRAME_TOKENS)}),
     z.object({type: z.literal('generated'), jobId, result: resultSchema}),
     z.object({type: z.literal('embedded'), jobId, result: z.object({vectors: z.array(z.array(z.number())).max(2048), promptTokens: z.number().int().nonnegative()})}),
     // A refusal before any work, or a failure during it: the code says whose fault it is.

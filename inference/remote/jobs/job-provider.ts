@@ -6,12 +6,13 @@ import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../../i
 import {jobRefusal, submissionModel, type JobProviderLimits, type JobSubmission} from './job-admission.js';
 import type {JobMessage} from './job-messages.js';
 import type {JobsProtocol} from './jobs-protocol.js';
+import {RecentJobIds} from './recent-job-ids.js';
 
 /** What serves peers' jobs: this node's engine. */
 export interface JobExecutor {
     canServe(model: string): boolean,
     generate(request: GenerationRequest, options: {onText: (text: string, tokens: number[]) => void, signal: AbortSignal}): Promise<GenerationResult>,
-    embed(model: string, inputs: string[], options: {signal: AbortSignal}): Promise<EmbeddingResult>
+    embed(model: string, inputs: string[], options: {signal: AbortSignal, maxTokens: number}): Promise<EmbeddingResult>
 }
 
 /** A job served for a peer: sizes and timings only, never its text. */
@@ -61,6 +62,8 @@ const RECEIPT_WINDOW = 256;
 export class JobProvider extends EventEmitter<JobProviderEvents> {
     private readonly active = new Map<string, ActiveJob>();
     private readonly awaitingReceipt = new Map<string, CompletedJob>();
+    /** Jobs refused or finished lately: a cancel for one of them crossed our reply on the wire. */
+    private readonly ended = new RecentJobIds();
     private readonly jobs: JobsProtocol;
     private readonly identity: NodeIdentity;
     private readonly executor: JobExecutor;
@@ -91,6 +94,8 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
                 const job = this.active.get(message.jobId);
                 if (job?.peerId === peerId)
                     job.controller.abort();
+                else if (!this.ended.has(message.jobId))
+                    this.jobs.violation(peerId, 'cancel for a job it never submitted');
                 return;
             }
             case 'receipt':
@@ -108,6 +113,7 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
     private accept(peerId: string, message: JobSubmission) {
         const refusal = jobRefusal(message, this.limits, {activeJobIds: new Set(this.active.keys()), canServe: (model) => this.executor.canServe(model)});
         if (refusal !== undefined) {
+            this.ended.add(message.jobId);
             this.fail(peerId, message.jobId, InferenceError.refused(...refusal));
             this.emit('refused', peerId, refusal[0]);
             return;
@@ -145,7 +151,7 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
                 record(controller.signal.aborted ? 'cancelled' : 'completed', result.usage.promptTokens, result.usage.completionTokens);
                 send({type: 'generated', jobId, result});
             })
-            : this.executor.embed(message.model, message.inputs, {signal: controller.signal}).then((result) => {
+            : this.executor.embed(message.model, message.inputs, {signal: controller.signal, maxTokens: this.limits.maxEmbeddingTokens}).then((result) => {
                 record('completed', result.promptTokens);
                 send({type: 'embedded', jobId, result});
             });
@@ -157,7 +163,10 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
             const failure = asPeerFailure(error);
             record(controller.signal.aborted ? 'cancelled' : 'failed', 0, 0, failure.code);
             this.fail(peerId, jobId, failure);
-        }).finally(() => this.active.delete(jobId));
+        }).finally(() => {
+            this.active.delete(jobId);
+            this.ended.add(jobId);
+        });
     }
 
     private remember(jobId: string, job: CompletedJob) {

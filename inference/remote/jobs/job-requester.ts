@@ -6,6 +6,7 @@ import {InferenceError} from '../../inference-error.js';
 import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../../inference-types.js';
 import type {JobMessage} from './job-messages.js';
 import type {JobsProtocol} from './jobs-protocol.js';
+import {RecentJobIds} from './recent-job-ids.js';
 
 /** How long a receipt may wait for the provider's countersignature. */
 const COUNTERSIGN_TIMEOUT_MS = 10_000;
@@ -15,6 +16,24 @@ export interface RemoteJobDeadlines {
     firstTokenMs: number,
     /** Between tokens: a peer silent this long is stalled (frozen, or gone without a goodbye). */
     tokenMs: number
+}
+
+/**
+ * Most bytes of text a token may stand for: vocabulary pieces are short, so a reply far beyond this is not text
+ * a model produced, and is not relayed.
+ */
+const MAX_BYTES_PER_TOKEN = 256;
+
+/** Frames a provider sends to a requester; the others are the provider's business. */
+const REQUESTER_BOUND = new Set<JobMessage['type']>(['text', 'generated', 'embedded', 'failed', 'countersigned']);
+
+/** What a job's frame handler may do. */
+interface JobControl<T> {
+    resolve(value: T): void,
+    /** Tokens are flowing: the token deadline starts again. */
+    touch(): void,
+    /** The peer broke the request's limits: the job fails over, the peer is dropped and banned. */
+    violate(reason: string): void
 }
 
 interface PendingJob {
@@ -42,6 +61,7 @@ export interface JobRequesterEvents {
 export class JobRequester extends EventEmitter<JobRequesterEvents> {
     private readonly pending = new Map<string, PendingJob>();
     private readonly receipts = new Map<string, {body: ReceiptBody, requesterSignature: string, timer: NodeJS.Timeout}>();
+    private readonly ended = new RecentJobIds();
     private readonly jobs: JobsProtocol;
     private readonly identity: NodeIdentity;
 
@@ -49,11 +69,15 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
         super();
         ({jobs: this.jobs, identity: this.identity} = options);
         this.jobs.on('message', (peerId, message) => {
+            if (!REQUESTER_BOUND.has(message.type))
+                return;
+            const job = this.pending.get(message.jobId);
             if (message.type === 'countersigned')
                 this.completeReceipt(peerId, message.jobId, message.signature);
-            const job = this.pending.get(message.jobId);
-            if (job?.peerId === peerId)
+            else if (job?.peerId === peerId)
                 job.onMessage(message);
+            else if (!this.ended.has(message.jobId))
+                this.jobs.violation(peerId, `${message.type} frame for a job that does not exist`);
         });
         this.jobs.on('peerLeft', (peerId, reason) => {
             for (const job of this.pending.values())
@@ -62,30 +86,50 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
         });
     }
 
+    /**
+     * Streams a peer's generation. What the peer sends is held to the request's own limits (tokens asked for, text
+     * per token): a peer that exceeds them is dropped, and nothing beyond them reaches `onText`.
+     */
     generate(peerId: string, request: GenerationRequest, options: {onText: (text: string, tokens: number[]) => void, signal?: AbortSignal, deadlines: RemoteJobDeadlines}) {
+        const {maxTokens} = request.sampling;
+        const budget = maxTokens === undefined ? undefined : maxTokens - (request.continuation?.tokens.length ?? 0);
+        let relayed = 0;
         return this.run<GenerationResult>(peerId, (jobId) => ({type: 'generate', jobId, request}), options.deadlines, options.signal,
-            (message, resolve, touch) => {
+            (message, job) => {
                 if (message.type === 'text') {
-                    touch();
+                    const bytes = Buffer.byteLength(message.text);
+                    if (bytes > MAX_BYTES_PER_TOKEN * message.tokens.length)
+                        return job.violate(`sent ${bytes} bytes of text for ${message.tokens.length} token(s)`);
+                    if (budget !== undefined && relayed + message.tokens.length > budget)
+                        return job.violate(`sent more than the ${budget} token(s) asked for`);
+                    relayed += message.tokens.length;
+                    job.touch();
                     options.onText(message.text, message.tokens);
                 } else if (message.type === 'generated') {
-                    resolve(message.result);
+                    if (budget !== undefined && message.result.usage.completionTokens > budget)
+                        return job.violate(`reported ${message.result.usage.completionTokens} tokens for the ${budget} asked for`);
+                    job.resolve(message.result);
                     this.requestReceipt(peerId, message.jobId, request.model, message.result);
+                } else {
+                    job.violate(`${message.type} frame for a generation`);
                 }
             });
     }
 
     embed(peerId: string, model: string, inputs: string[], options: {signal?: AbortSignal, deadlines: RemoteJobDeadlines}) {
         return this.run<EmbeddingResult>(peerId, (jobId) => ({type: 'embed', jobId, model, inputs}), options.deadlines, options.signal,
-            (message, resolve) => {
-                if (message.type === 'embedded')
-                    resolve(message.result);
+            (message, job) => {
+                if (message.type !== 'embedded')
+                    return job.violate(`${message.type} frame for an embedding`);
+                if (message.result.vectors.length !== inputs.length)
+                    return job.violate(`${message.result.vectors.length} vectors for ${inputs.length} inputs`);
+                job.resolve(message.result);
             });
     }
 
     private run<T>(
         peerId: string, submit: (jobId: string) => JobMessage, deadlines: RemoteJobDeadlines, signal: AbortSignal | undefined,
-        onResult: (message: JobMessage, resolve: (value: T) => void, touch: () => void) => void
+        onResult: (message: JobMessage, job: JobControl<T>) => void
     ): Promise<T> {
         const jobId = randomBytes(16).toString('hex');
         return new Promise<T>((resolve, reject) => {
@@ -93,6 +137,7 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
             const settle = () => {
                 clearTimeout(timer);
                 this.pending.delete(jobId);
+                this.ended.add(jobId);
                 signal?.removeEventListener('abort', onAbort);
             };
             const fail = (error: InferenceError) => {
@@ -117,10 +162,17 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
                     if (message.type === 'failed')
                         fail(InferenceError.from(message.error));
                     else
-                        onResult(message, (value) => {
-                            settle();
-                            resolve(value);
-                        }, () => arm(deadlines.tokenMs));
+                        onResult(message, {
+                            resolve: (value) => {
+                                settle();
+                                resolve(value);
+                            },
+                            touch: () => arm(deadlines.tokenMs),
+                            violate: (reason) => {
+                                fail(InferenceError.peerViolation(`peer ${reason}`));
+                                this.jobs.violation(peerId, reason);
+                            }
+                        });
                 }
             });
             arm(deadlines.firstTokenMs);

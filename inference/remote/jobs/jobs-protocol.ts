@@ -10,10 +10,18 @@ import {JOBS_PROTOCOL, jobMessageSchema, MAX_JOB_FRAME_BYTES, type JobMessage} f
 const SUBMISSIONS = new Set<JobMessage['type']>(['generate', 'embed', 'receipt']);
 
 export interface JobsProtocolOptions {
-    /** New jobs a peer may submit per second; defaults to 20. Streamed tokens are not limited. */
+    /** New jobs a peer may submit per second; defaults to 20. */
     submissionsPerSecond?: number,
     /** …and in a burst; defaults to 100. */
     submissionBurst?: number,
+    /** Frames of any kind a peer may send per second, streamed tokens included; defaults to 5,000. */
+    framesPerSecond?: number,
+    /** …and in a burst; defaults to 10,000. */
+    frameBurst?: number,
+    /** Bytes a peer may send per second on this channel; defaults to 8 MiB. */
+    bytesPerSecond?: number,
+    /** …and in a burst; defaults to 16 MiB (a few of the largest frames). */
+    byteBurst?: number,
     /**
      * Bytes that may wait to be sent to one peer before sends to it fail: a slow or stalled peer must not make
      * this node buffer without bound. Defaults to 4 MiB (one largest frame).
@@ -24,6 +32,10 @@ export interface JobsProtocolOptions {
 export const jobsProtocolDefaults = {
     submissionsPerSecond: 20,
     submissionBurst: 100,
+    framesPerSecond: 5_000,
+    frameBurst: 10_000,
+    bytesPerSecond: 8 * 1024 * 1024,
+    byteBurst: 16 * 1024 * 1024,
     maxSendBacklogBytes: MAX_JOB_FRAME_BYTES
 };
 
@@ -40,11 +52,15 @@ export interface JobsProtocolEvents {
 class JobChannel {
     private readonly channel: ProtomuxChannel;
     private readonly message: ProtomuxMessage<Uint8Array>;
-    private readonly limiter: MessageRateLimiter;
+    private readonly submissions: MessageRateLimiter;
+    private readonly frames: MessageRateLimiter;
+    private readonly bytes: MessageRateLimiter;
     readonly opened: Promise<boolean>;
 
-    constructor(private readonly peer: PeerConnection, private readonly options: Required<JobsProtocolOptions>, onMessage: (message: JobMessage) => void) {
-        this.limiter = new MessageRateLimiter(options.submissionsPerSecond, options.submissionBurst);
+    constructor(readonly peer: PeerConnection, private readonly options: Required<JobsProtocolOptions>, onMessage: (message: JobMessage) => void) {
+        this.submissions = new MessageRateLimiter(options.submissionsPerSecond, options.submissionBurst);
+        this.frames = new MessageRateLimiter(options.framesPerSecond, options.frameBurst);
+        this.bytes = new MessageRateLimiter(options.bytesPerSecond, options.byteBurst);
         let markOpened: (opened: boolean) => void = () => undefined;
         this.opened = new Promise((resolve) => markOpened = resolve);
         const channel = peer.mux.createChannel({
@@ -59,8 +75,10 @@ class JobChannel {
             encoding: c.raw,
             onmessage: (frame) => {
                 try {
+                    if (!this.frames.take() || !this.bytes.take(frame.byteLength))
+                        throw new ProtocolViolation('flood: too many job frames or bytes');
                     const message = decodeFrame(frame, jobMessageSchema, 'job message', MAX_JOB_FRAME_BYTES);
-                    if (SUBMISSIONS.has(message.type) && !this.limiter.take())
+                    if (SUBMISSIONS.has(message.type) && !this.submissions.take())
                         throw new ProtocolViolation('flood: too many jobs');
                     peer.state?.seen(frame.length);
                     onMessage(message);
@@ -109,6 +127,14 @@ export class JobsProtocol extends EventEmitter<JobsProtocolEvents> implements Pe
                 this.channels.delete(peerId);
             this.emit('peerLeft', peerId, reason);
         });
+    }
+
+    /**
+     * A peer broke the jobs protocol in a way only the requester or the provider can see (a frame for a job it does
+     * not have, a reply beyond the request's limits): it is disconnected and banned like any other violation.
+     */
+    violation(peerId: string, reason: string) {
+        this.channels.get(peerId)?.peer.close({kind: 'violation', message: reason});
     }
 
     /** Sends once the peer's side of the channel is open. */
