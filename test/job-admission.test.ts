@@ -23,6 +23,9 @@ const refusals: [string, JobSubmission, Partial<typeof jobProviderDefaults>, typ
     ['the prompt is too large', generate({prompt: 'x'.repeat(2000)}), {maxPromptBytes: 1000}, idle, 'limit', /prompt of 2000 bytes exceeds this node's 1000/],
     ['too many tokens asked', generate({maxTokens: 5000}), {}, idle, 'limit', /max_tokens 5000 exceeds this node's 4096/],
     ['a job id already running', generate({jobId: 'c'.repeat(32)}), {}, {...idle, activeJobIds: new Set(['c'.repeat(32)])}, 'limit', /duplicate/],
+    ['a json_schema nested too deep', {type: 'generate', jobId: 'f'.repeat(32), request: {kind: 'completion', model: 'demo', prompt: 'hi', sampling: {
+        ...sampling, responseFormat: {type: 'json_schema', schema: JSON.parse('{"type":"object","properties":{"a":'.repeat(70) + '{"type":"string"}' + '}}'.repeat(70))}
+    }}}, {}, idle, 'limit', /nests deeper than the 64 levels/],
     ['too many embedding inputs', {type: 'embed', jobId: 'e'.repeat(32), model: 'demo', inputs: Array.from({length: 2048}, () => 'x')}, {}, idle, 'limit', /2048 embedding inputs exceed this node's 64/],
     ['embedding inputs too large', {type: 'embed', jobId: 'd'.repeat(32), model: 'demo', inputs: ['x'.repeat(600), 'y'.repeat(600)]}, {maxPromptBytes: 1000}, idle, 'limit', /1200 bytes/]
 ];

@@ -217,6 +217,8 @@ test('with --api-key, requests need the bearer token', async (t) => {
     t.is(wrong.status, 401);
     const right = await fetch(`${secured.baseUrl}/models`, {headers: {authorization: 'Bearer sekrit-key-123'}});
     t.is(right.status, 200);
+    const bare = await fetch(`${secured.baseUrl}/models`, {headers: {authorization: 'sekrit-key-123'}});
+    t.is(bare.status, 200, 'a bare key in the header is accepted too');
     t.is((await fetch(`${secured.origin}/health`)).status, 200, 'health stays open for monitors');
     t.false(JSON.stringify(secured.logs).includes('sekrit-key-123'), 'the key is never logged');
 });

@@ -85,6 +85,10 @@ export class ModelRuntime {
         const generated: Token[] = [...continuation];
         let text = '';
         try {
+            // Another node's tokens: ids outside this vocabulary would reach llama.cpp unchecked.
+            const foreign = continuation.find((id) => !this.inVocabulary(id));
+            if (foreign !== undefined)
+                throw InferenceError.invalidRequest(`continuation names token ${foreign}, which is not in the vocabulary`, 'continuation');
             const {tokens: promptTokens, stopTriggers} = this.promptFor(request);
             const promptCount = promptTokens.length + (this.model.tokens.shouldPrependBosToken ? 1 : 0);
             const sampling = toLlamaSamplingOptions(request.sampling);
@@ -214,14 +218,18 @@ export class ModelRuntime {
             return grammar === undefined ? {} : {grammar};
 
         const tokenBias = new TokenBias(this.model.tokenizer);
-        const vocabularySize = this.model.fileInfo.metadata.tokenizer?.ggml?.tokens?.length ?? Infinity;
         for (const [token, bias] of logitBias) {
             const id = Number(token);
-            if (!Number.isInteger(id) || id < 0 || id >= vocabularySize)
+            if (!this.inVocabulary(id))
                 throw InferenceError.invalidRequest(`logit_bias names token ${token}, which is not in the vocabulary`, 'logit_bias');
             tokenBias.set(id as Token, bias <= -100 ? 'never' : {logit: bias});
         }
         return {...(grammar !== undefined && {grammar}), tokenBias};
+    }
+
+    private inVocabulary(id: number) {
+        const vocabularySize = this.model.fileInfo.metadata.tokenizer?.ggml?.tokens?.length ?? Infinity;
+        return Number.isInteger(id) && id >= 0 && id < vocabularySize;
     }
 
     private async grammarFor(format: ResponseFormat): Promise<LlamaGrammar | undefined> {
