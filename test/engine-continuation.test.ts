@@ -43,3 +43,17 @@ for (const [name, request] of requests) {
         }
     });
 }
+
+test.serial('a request the engine process cannot even receive fails alone and gives its slot back', async (t) => {
+    // Past the proxy's bounds (a caller inside the node could still build one): too deep for the IPC's structured clone.
+    let schema: Record<string, unknown> = {type: 'string'};
+    for (let level = 0; level < 20_000; level++)
+        schema = {type: 'object', properties: {a: schema}};
+    const pid = engine.getStatus().pid;
+    const error = await t.throwsAsync(engine.generate({kind: 'completion', model: 'demo', prompt: 'x', sampling: {...sampling, responseFormat: {type: 'json_schema', schema}}}));
+    t.regex(error!.message, /cannot pass the request to the engine/);
+    t.is(engine.getStatus().running, 0, 'the slot is free again');
+    const after = await engine.generate(requests[0]![1]);
+    t.is(after.usage.completionTokens, 60);
+    t.is(engine.getStatus().pid, pid, 'the engine process was never disturbed');
+});

@@ -89,6 +89,8 @@ test('leaving the swarm is bounded even when the DHT cannot say goodbye', async 
 test('a requester that stops reading loses its job; the provider never buffers more than its bound for it', async (t) => {
     const maxSendBacklogBytes = 256 * 1024;
     const chunk = 'x'.repeat(32 * 1024);
+    // As many tokens as such a chunk of text can honestly stand for.
+    const chunkTokens = Array.from({length: 128}, () => 1);
     const providerJobs = new JobsProtocol({maxSendBacklogBytes});
     const requesterJobs = new JobsProtocol();
     let providerSide: PeerConnection | undefined;
@@ -101,7 +103,7 @@ test('a requester that stops reading loses its job; the provider never buffers m
         generate: async (_request, {onText, signal}) => {
             while (!signal.aborted) {
                 largestBacklog = Math.max(largestBacklog, providerSide?.backlogBytes ?? 0);
-                onText(chunk, [1]);
+                onText(chunk, chunkTokens);
                 await new Promise((resolve) => setImmediate(resolve));
             }
             throw InferenceError.cancelled();
