@@ -19,15 +19,17 @@ export interface NodeAddressFlags {
  * Reads one status document of the running node's API, found the way `start` finds its settings (flags, env,
  * config file), and checks it against the status contract.
  */
-export async function fetchNodeStatus<P extends StatusPath>(flags: NodeAddressFlags, path: P): Promise<StatusDocument<P>> {
+export async function fetchNodeStatus<P extends StatusPath>(flags: NodeAddressFlags, path: P, post?: object): Promise<StatusDocument<P>> {
     const settings = await loadNodeSettings({...flags});
     const host = settings.host === '0.0.0.0' ? '127.0.0.1' : settings.host === '::' ? '::1' : settings.host;
     const origin = `http://${host.includes(':') ? `[${host}]` : host}:${settings.port}`;
     let response: Response;
     try {
         response = await fetch(origin + path, {
-            headers: settings.apiKey ? {authorization: `Bearer ${settings.apiKey}`} : {},
-            signal: AbortSignal.timeout(10_000)
+            headers: {...(settings.apiKey && {authorization: `Bearer ${settings.apiKey}`}), ...(post && {'content-type': 'application/json'})},
+            ...(post && {method: 'POST', body: JSON.stringify(post)}),
+            // Anchoring and verifying wait on the chain: longer than a status read.
+            signal: AbortSignal.timeout(post ? 300_000 : 10_000)
         });
     } catch (error) {
         const cause = (error as {cause?: {code?: string}}).cause?.code ?? (error as Error).message;

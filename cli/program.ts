@@ -1,5 +1,6 @@
 import {Command, CommanderError} from 'commander';
 import {benchCommand} from './commands/bench-command.js';
+import {ledgerCommand} from './commands/ledger-command.js';
 import {modelsCommand} from './commands/models-command.js';
 import {startCommand} from './commands/start-command.js';
 import {statusCommands} from './commands/status-commands.js';
@@ -25,6 +26,7 @@ export function createProgram() {
     program.addCommand(modelsCommand());
     program.addCommand(benchCommand());
     program.addCommand(testnetCommand());
+    program.addCommand(ledgerCommand());
     for (const command of statusCommands())
         program.addCommand(command);
     applyToAll(program, (command) => command.exitOverride().showHelpAfterError('(add --help for usage)'));

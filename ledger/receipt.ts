@@ -5,7 +5,7 @@ import {z} from 'zod';
  * A receipt for one remote job: what was served, by whom, for whom, signed by both. The requester signs
  * what it received; the provider countersigns the same bytes. Versioned so the ledger can read old ones.
  */
-export const RECEIPT_VERSION = 1;
+export const RECEIPT_VERSION = 2;
 
 const hexKey = z.string().regex(/^[0-9a-f]{64}$/);
 const hexSignature = z.string().regex(/^[0-9a-f]{128}$/);
@@ -16,6 +16,8 @@ export const receiptBodySchema = z.object({
     version: z.literal(RECEIPT_VERSION),
     jobId: z.string().regex(/^[0-9a-f]{32}$/),
     model: z.string().min(1).max(128),
+    /** Size of the model's GGUF file: the provider countersigns it only if it is its own file's size. */
+    modelBytes: z.number().int().nonnegative().max(2 ** 50),
     promptTokens: count,
     completionTokens: count,
     promptMs: millis,
@@ -34,7 +36,7 @@ export const receiptSchema = z.object({
 export type ReceiptBody = z.infer<typeof receiptBodySchema>;
 export type Receipt = z.infer<typeof receiptSchema>;
 
-const SIGNING_NAMESPACE = 'strongdoge/receipt/v1\n';
+const SIGNING_NAMESPACE = 'strongdoge/receipt/v2\n';
 
 /** The exact bytes both parties sign: the fields in a fixed order, so equal bodies sign equally. */
 export function receiptSigningBytes(body: ReceiptBody): Buffer {

@@ -24,7 +24,17 @@ export function feedDashboard(node: StrongdogeNode, store: DashboardStore, apiKe
             backend: peer.capabilities.device.backend, vramTotalBytes: peer.capabilities.device.vramTotalBytes,
             models: peer.capabilities.models.map((model) => model.id), successRate: peer.successRate, requestsSent: peer.requestsSent
         })));
-        store.set('ledger', {...store.state.ledger, records: node.receipts.length});
+        const ledger = node.ledger?.describe();
+        if (ledger !== undefined) {
+            const {anchoring} = ledger;
+            store.set('ledger', {
+                records: ledger.length, points: ledger.points, pendingRecords: ledger.pendingRecords,
+                pendingAnchor: anchoring.pending && {logLength: anchoring.pending.logLength, tx: anchoring.pending.txHash},
+                lastAnchor: anchoring.lastAnchor && {tx: anchoring.lastAnchor.txHash, block: anchoring.lastAnchor.blockNumber,
+                    logLength: anchoring.lastAnchor.logLength, at: anchoring.lastAnchor.at},
+                nextAnchorAt: anchoring.nextAttemptAt, anchoringOff: anchoring.offReason
+            });
+        }
         store.tickThroughput();
     };
 

@@ -37,6 +37,7 @@ export interface NodeCapabilitiesOptions {
 export class NodeCapabilities extends EventEmitter<{changed: []}> {
     private offers: ModelOffer[] = [];
     private compute = NO_MEASUREMENT;
+    private ledgerCore: string | null = null;
 
     private readonly engine: EngineSupervisor;
     private readonly models: ModelLoadSpec[];
@@ -75,6 +76,12 @@ export class NodeCapabilities extends EventEmitter<{changed: []}> {
         })();
     }
 
+    /** This node's contribution log, announced so peers can replicate and audit it. */
+    setLedgerCore(core: string) {
+        this.ledgerCore = core;
+        this.emit('changed');
+    }
+
     setCompute(compute: ComputeMeasurement) {
         this.compute = compute;
         this.emit('changed');
@@ -97,7 +104,8 @@ export class NodeCapabilities extends EventEmitter<{changed: []}> {
             models: this.offers.map((offer) => ({...offer, loaded: loaded.has(offer.id)})),
             shards: [],
             load: {active: status.running, queued: status.queued},
-            pricePerMillionTokens: this.price ?? null
+            pricePerMillionTokens: this.price ?? null,
+            ledgerCore: this.ledgerCore
         };
     }
 }

@@ -1,4 +1,5 @@
 import {z} from 'zod';
+import {anchorRecordSchema, ledgerRecordSchema} from '../ledger/records.js';
 import {capabilitiesSchema} from '../swarm/capabilities.js';
 
 /**
@@ -49,6 +50,8 @@ export const nodeStatusSchema = z.object({
     peers: count,
     peerJobs: z.object({active: count, served: count}),
     receipts: count,
+    /** null while the log opens. */
+    ledger: z.object({core: z.string().regex(/^[0-9a-f]{64}$/), length: count, points: z.number().nonnegative(), anchoring: z.boolean()}).nullable(),
     bannedPeers: count,
     requests: z.object({total: count, active: count, succeeded: count, failed: count, completionTokens: count})
 });
@@ -92,7 +95,53 @@ export const networkModelsStatusSchema = z.object({
     }))
 });
 
+const tallySchema = z.object({
+    points: z.number().nonnegative(), servedJobs: count, servedTokens: count, shardSessions: count, shardTokens: count,
+    consumedJobs: count, consumedTokens: count, anchors: count,
+    ignored: z.object({selfDealt: count, duplicate: count, notOwner: count})
+});
+
+/** `GET /api/ledger` */
+export const ledgerStatusSchema = z.object({
+    core: z.string().regex(/^[0-9a-f]{64}$/),
+    length: count,
+    pendingRecords: count,
+    points: z.number().nonnegative(),
+    tally: tallySchema,
+    recent: z.array(ledgerRecordSchema),
+    anchors: z.array(anchorRecordSchema),
+    anchoring: z.object({
+        enabled: z.boolean(),
+        offReason: z.string().nullable(),
+        chainId: count,
+        contract: z.string().nullable(),
+        pending: z.object({logLength: count, txHash: z.string()}).nullable(),
+        lastAnchor: anchorRecordSchema.nullable(),
+        lastError: z.string().nullable(),
+        nextAttemptAt: z.iso.datetime().nullable()
+    })
+});
+
+/** `POST /api/ledger/anchor` */
+export const anchorOutcomeSchema = z.discriminatedUnion('status', [
+    z.object({status: z.literal('anchored'), record: anchorRecordSchema}),
+    z.object({status: z.literal('up-to-date'), logLength: count})
+]);
+
+/** `POST /api/ledger/verify` */
+export const verifyReportSchema = z.object({
+    core: z.string(),
+    owner: z.string().nullable(),
+    length: count,
+    tally: tallySchema.nullable(),
+    anchorsChecked: count,
+    problems: z.array(z.string())
+});
+
 export type NodeStatus = z.infer<typeof nodeStatusSchema>;
+export type LedgerStatus = z.infer<typeof ledgerStatusSchema>;
+export type AnchorOutcomeStatus = z.infer<typeof anchorOutcomeSchema>;
+export type VerifyReportStatus = z.infer<typeof verifyReportSchema>;
 export type PeerStatus = z.infer<typeof peerStatusSchema>;
 export type PeersStatus = z.infer<typeof peersStatusSchema>;
 export type NetworkModelsStatus = z.infer<typeof networkModelsStatusSchema>;
@@ -101,7 +150,10 @@ export type NetworkModelsStatus = z.infer<typeof networkModelsStatusSchema>;
 export const statusDocuments = {
     '/api/node': nodeStatusSchema,
     '/api/peers': peersStatusSchema,
-    '/api/network/models': networkModelsStatusSchema
+    '/api/network/models': networkModelsStatusSchema,
+    '/api/ledger': ledgerStatusSchema,
+    '/api/ledger/anchor': anchorOutcomeSchema,
+    '/api/ledger/verify': verifyReportSchema
 } as const;
 
 export type StatusPath = keyof typeof statusDocuments;

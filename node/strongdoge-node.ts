@@ -21,7 +21,9 @@ import {buildNetworkModelTable} from '../swarm/network-models.js';
 import type {NodeIdentity} from '../swarm/node-identity.js';
 import {SwarmNode} from '../swarm/swarm-node.js';
 import type {NodeSettings} from '../cli/config/node-config.js';
+import {LedgerError} from '../ledger/ledger-error.js';
 import type {Logger} from './logger.js';
+import {NodeLedger} from './node-ledger.js';
 import type {NetworkModelsStatus, NodeStatus, PeersStatus} from './node-status.js';
 import {NodeCapabilities} from './node-capabilities.js';
 import {packageInfo} from './package-info.js';
@@ -30,7 +32,6 @@ import {packageInfo} from './package-info.js';
 const FIRST_TOKEN_DEADLINE_MS = 60_000;
 /** Peers tried for one request before it fails. */
 const MAX_PEER_ATTEMPTS = 3;
-const MAX_RECEIPTS_IN_MEMORY = 10_000;
 
 export interface StrongdogeNodeOptions {
     settings: NodeSettings,
@@ -48,8 +49,8 @@ export class StrongdogeNode {
     readonly swarm: SwarmNode | undefined;
     readonly requester: JobRequester | undefined;
     readonly provider: JobProvider | undefined;
-    /** Receipts of remote jobs, both ways, until the ledger stores them. */
-    readonly receipts: Receipt[] = [];
+    /** The contribution log and its anchoring: open once `start()` has opened it. */
+    ledger: NodeLedger | undefined;
     /** Tokens as they stream: to this node's clients (`local`), or generated for peers (`forPeers`). */
     readonly tokens = new EventEmitter<{tokens: [kind: 'local' | 'forPeers', count: number]}>();
     private proxy: ListeningProxy | undefined;
@@ -106,7 +107,10 @@ export class StrongdogeNode {
             status: {
                 node: () => this.describe(),
                 peers: () => this.describePeers(),
-                networkModels: (): NetworkModelsStatus => ({models: this.networkModels()})
+                networkModels: (): NetworkModelsStatus => ({models: this.networkModels()}),
+                ledger: () => this.openLedger().describe(),
+                anchorLedger: () => this.openLedger().anchorNow(),
+                verifyLedger: (core) => this.openLedger().verify(core)
             },
             ...(this.settings.apiKey && {apiKey: this.settings.apiKey})
         });
@@ -118,6 +122,10 @@ export class StrongdogeNode {
         if (this.models.length === 0)
             this.logger.warn('no model configured: try `strongdoge models make-demo` and `strongdoge --model demo`');
 
+        this.ledger = await NodeLedger.open({settings: this.settings, identity: this.identity,
+            onNotice: (level, message, fields) => this.logger[level](fields ?? {}, message)});
+        this.capabilities.setLedgerCore(this.ledger.log.key);
+        this.swarm?.use(this.ledger);
         await this.capabilities.prepare((model, error) => this.logger.warn({model, err: error}, 'cannot describe model file for peers'));
         this.startSwarm();
         await this.engine.start();
@@ -163,17 +171,23 @@ export class StrongdogeNode {
     private localExecutor(): JobExecutor {
         return {
             canServe: (model) => this.engine.state === 'ready' && this.engine.getStatus().models.some((loaded) => loaded.id === model),
+            modelBytes: (model) => this.engine.getStatus().models.find((loaded) => loaded.id === model)?.sizeBytes ?? 0,
             generate: (request, options) => this.engine.generate(request, {...options, onText: this.countTokens('forPeers', options.onText)}),
             embed: (model, inputs, options) => this.engine.embed(model, inputs, options)
         };
     }
 
     private keepReceipt(receipt: Receipt) {
-        this.receipts.push(receipt);
-        if (this.receipts.length > MAX_RECEIPTS_IN_MEMORY)
-            this.receipts.shift();
-        this.logger.info({jobId: receipt.body.jobId, role: receipt.body.provider === this.identity.id ? 'provider' : 'requester',
-            model: receipt.body.model, completionTokens: receipt.body.completionTokens}, 'receipt countersigned');
+        const role = receipt.body.provider === this.identity.id ? 'served' : 'consumed';
+        this.ledger?.recordReceipt(receipt, role);
+        this.logger.info({jobId: receipt.body.jobId, role, model: receipt.body.model, completionTokens: receipt.body.completionTokens},
+            'receipt countersigned');
+    }
+
+    private openLedger() {
+        if (this.ledger === undefined)
+            throw LedgerError.notConfigured('the contribution log is not open yet');
+        return this.ledger;
     }
 
     /** Announces what `strongdoge bench` measured on this device, or the datasheet value alone. */
@@ -218,7 +232,9 @@ export class StrongdogeNode {
             models: engine.models,
             peers: this.swarm?.peers().length ?? 0,
             peerJobs: {active: this.provider?.activeJobs ?? 0, served: this.servedPeerJobs},
-            receipts: this.receipts.length,
+            receipts: (this.ledger?.log.tally.servedJobs ?? 0) + (this.ledger?.log.tally.consumedJobs ?? 0),
+            ledger: this.ledger === undefined ? null : {core: this.ledger.log.key, length: this.ledger.log.length, points: this.ledger.log.tally.points,
+                anchoring: this.ledger.anchorer !== undefined},
             bannedPeers: this.swarm?.bans.active().length ?? 0,
             requests: this.stats.snapshot()
         };
@@ -234,6 +250,7 @@ export class StrongdogeNode {
     async stop() {
         await this.proxy?.close();
         await this.swarm?.stop();
+        await this.ledger?.close();
         await this.engine.dispose();
     }
 

@@ -1,4 +1,5 @@
 import {InferenceError, type InferenceErrorCode} from '../inference/inference-error.js';
+import {LedgerError, type LedgerErrorCode} from '../ledger/ledger-error.js';
 
 export type ApiErrorType =
     | 'invalid_request_error'
@@ -68,10 +69,26 @@ const inferenceErrorStatus: Record<Exclude<InferenceErrorCode, 'cancelled'>, [nu
     peers_failed: [503, 'server_error']
 };
 
+/** The ledger's errors as the status API answers them. */
+const ledgerErrorStatus: Record<LedgerErrorCode, [number, ApiErrorType]> = {
+    INVALID_RECORD: [400, 'invalid_request_error'],
+    NOT_CONFIGURED: [409, 'invalid_request_error'],
+    WRONG_CHAIN: [409, 'invalid_request_error'],
+    FEE_TOO_HIGH: [503, 'server_error'],
+    CHAIN_UNAVAILABLE: [503, 'server_error'],
+    REVERTED: [502, 'server_error'],
+    VERIFY_FAILED: [422, 'invalid_request_error'],
+    STORAGE: [500, 'server_error']
+};
+
 /** Maps anything thrown while serving a request to the error the client sees. */
 export function toApiError(error: unknown): ApiError {
     if (error instanceof ApiError)
         return error;
+    if (error instanceof LedgerError) {
+        const [status, type] = ledgerErrorStatus[error.code];
+        return new ApiError(status, error.message, type, null, error.code.toLowerCase());
+    }
     if (error instanceof InferenceError && error.code !== 'cancelled') {
         const [status, type] = inferenceErrorStatus[error.code];
         const retryAfter = error.retryAfterSeconds ?? (status === 503 ? 1 : undefined);

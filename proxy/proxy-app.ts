@@ -7,7 +7,7 @@ import {embeddingsHandler} from './routes/embedding-routes.js';
 import {chatCompletionsHandler, completionsHandler} from './routes/generation-routes.js';
 import {getModelHandler, listModelsHandler} from './routes/model-routes.js';
 import type {ResponseLocals} from './routes/route-helpers.js';
-import {healthHandler, jsonHandler, type StatusSources} from './routes/status-routes.js';
+import {actionHandler, healthHandler, jsonHandler, verifyLedgerHandler, type StatusSources} from './routes/status-routes.js';
 
 export interface ProxyAppOptions {
     inference: InferenceService,
@@ -115,6 +115,9 @@ export function createProxyApp(options: ProxyAppOptions) {
     api.get('/api/node', jsonHandler(status.node));
     api.get('/api/peers', jsonHandler(status.peers));
     api.get('/api/network/models', jsonHandler(status.networkModels));
+    api.get('/api/ledger', jsonHandler(status.ledger));
+    api.post('/api/ledger/anchor', actionHandler(status.anchorLedger));
+    api.post('/api/ledger/verify', json, verifyLedgerHandler(status.verifyLedger));
     api.get('/v1/models', listModelsHandler(inference));
     api.get('/v1/models/:id', getModelHandler(inference));
     api.post('/v1/chat/completions', recordStats(stats), json, chatCompletionsHandler(inference));

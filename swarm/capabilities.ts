@@ -41,7 +41,9 @@ export const capabilitiesSchema = z.object({
     shards: z.array(z.object({model: shortText, firstLayer: count, lastLayer: count})).max(1024),
     load: z.object({active: count, queued: count}),
     /** Asking price per million generated tokens; null = free. */
-    pricePerMillionTokens: z.number().nonnegative().nullable()
+    pricePerMillionTokens: z.number().nonnegative().nullable(),
+    /** The key of this node's contribution log, which peers may replicate to audit it. */
+    ledgerCore: z.string().regex(/^[0-9a-f]{64}$/).nullable().optional()
 });
 
 export type ModelOffer = z.infer<typeof modelOfferSchema>;

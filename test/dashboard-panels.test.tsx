@@ -38,7 +38,8 @@ test('empty state: every panel says what is missing', (t) => {
     t.regex(frame(<PeersPanel peers={[]}/>), /Peers \(0\)[\s\S]*no peers yet/);
     t.regex(frame(<PipelinePanel pipeline={null}/>), /requests are served whole/);
     t.regex(frame(<RequestsPanel requests={[]}/>), /none yet: point a chat client/);
-    t.regex(frame(<LedgerPanel ledger={state.ledger}/>), /receipts 0[\s\S]*anchor none yet · next not scheduled/);
+    t.regex(frame(<LedgerPanel ledger={state.ledger}/>), /points -\s+log 0 records[\s\S]*anchor none yet · next not scheduled/);
+    t.regex(frame(<LedgerPanel ledger={{...state.ledger, anchoringOff: 'no wallet'}}/>), /anchoring off: no wallet/);
     t.regex(frame(<ThroughputPanel throughput={state.throughput} width={8}/>), /local\s+0\.0/);
 });
 
@@ -58,7 +59,7 @@ test('busy state: devices, peers, pipeline, throughput, requests and ledger', (t
     const requests = frame(<RequestsPanel requests={state.requests}/>);
     t.regex(requests, /200 llama-3\.1-8b peers:c0ffeec0ffeec0ff 128t 88\.2t\/s/);
     t.regex(requests, /503 llama-3\.1-8b local 12t 140t\/s/);
-    t.regex(frame(<LedgerPanel ledger={state.ledger}/>), /receipts 42\s+points 1234[\s\S]*anchor block 123456 tx 0x9f86d08188… · next 10:30/);
+    t.regex(frame(<LedgerPanel ledger={state.ledger}/>), /points 1234\s+log 42 records[\s\S]*anchor block 123456 \(5m \d+s ago, 40 records\) · next in 5[45]m/);
 });
 
 test('the whole view shows the header, the proxy URL, errors and help', (t) => {

@@ -99,6 +99,7 @@ test('a requester that stops reading loses its job; the provider never buffers m
     let largestBacklog = 0;
     const executor: JobExecutor = {
         canServe: () => true,
+        modelBytes: () => 1000,
         embed: () => Promise.reject(new Error('unused')),
         generate: async (_request, {onText, signal}) => {
             while (!signal.aborted) {
@@ -117,7 +118,7 @@ test('a requester that stops reading loses its job; the provider never buffers m
     const served = once(provider, 'served') as Promise<[ServedJob]>;
     let received = 0;
     const job = requester.generate(providerNode.id, {kind: 'completion', model: 'm', prompt: 'go', sampling: {temperature: 0, stop: [], responseFormat: {type: 'text'}}}, {
-        deadlines: {firstTokenMs: 30_000, tokenMs: 30_000},
+        deadlines: {firstTokenMs: 30_000, tokenMs: 30_000}, modelBytes: 1000,
         onText: () => {
             // The requester's process stops reading from the network after the first chunk (frozen, or swamped).
             if (++received === 1)
@@ -138,12 +139,12 @@ test('a receipt for a job that was never served is rejected with an event, not s
     const requesterIdentity = identity();
     const provider = new JobProvider({
         jobs: providerJobs, identity: identity(), limits: jobProviderDefaults,
-        executor: {canServe: () => false, generate: () => Promise.reject(new Error('unused')), embed: () => Promise.reject(new Error('unused'))}
+        executor: {canServe: () => false, modelBytes: () => 0, generate: () => Promise.reject(new Error('unused')), embed: () => Promise.reject(new Error('unused'))}
     });
     const [providerNode, requesterNode] = await connectedPair('receipts', [providerJobs], [requesterJobs]);
     const jobId = 'e'.repeat(32);
     const body: ReceiptBody = {
-        version: RECEIPT_VERSION, jobId, model: 'm', promptTokens: 1, completionTokens: 1_000_000, promptMs: 1, generationMs: 1,
+        version: RECEIPT_VERSION, jobId, model: 'm', modelBytes: 1000, promptTokens: 1, completionTokens: 1_000_000, promptMs: 1, generationMs: 1,
         provider: providerNode.id, requester: requesterIdentity.id, completedAt: new Date().toISOString()
     };
     const rejected = once(provider, 'receiptRejected') as Promise<[string, string, string]>;

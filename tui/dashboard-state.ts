@@ -64,7 +64,18 @@ export interface DashboardState {
     /** Generated tokens per second, one sample per second, oldest first. */
     throughput: {local: number[], forPeers: number[]},
     requests: RequestView[],
-    ledger: {records: number, points: number | null, lastAnchor: {tx: string, block: number} | null, nextAnchorAt: string | null},
+    ledger: {
+        /** Records in the contribution log. */
+        records: number,
+        points: number | null,
+        /** Records and an anchoring transaction not yet done. */
+        pendingRecords: number,
+        pendingAnchor: {logLength: number, tx: string} | null,
+        lastAnchor: {tx: string, block: number, logLength: number, at: string} | null,
+        nextAnchorAt: string | null,
+        /** Why anchoring is off, when it is. */
+        anchoringOff: string | null
+    },
     errors: {at: number, message: string}[]
 }
 
@@ -83,7 +94,7 @@ export function emptyDashboardState(): DashboardState {
         pipeline: null,
         throughput: {local: [], forPeers: []},
         requests: [],
-        ledger: {records: 0, points: null, lastAnchor: null, nextAnchorAt: null},
+        ledger: {records: 0, points: null, pendingRecords: 0, pendingAnchor: null, lastAnchor: null, nextAnchorAt: null, anchoringOff: null},
         errors: []
     };
 }

@@ -4,11 +4,22 @@ import {addDataDirOption} from './shared-options.js';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
-function settingOption(flags: string, description: string, key: string) {
+export function settingOption(flags: string, description: string, key: string) {
     const defaults = nodeSettingDefaults() as Record<string, unknown>;
     const fallback = defaults[key];
     const shown = fallback === undefined || (Array.isArray(fallback) && fallback.length === 0) || fallback === false ? '' : ` (default: ${fallback})`;
     return new Option(flags, `${description}${shown} [env ${envNameFor(key)}]`);
+}
+
+/** Where and how the contribution log is anchored: `start` and `ledger` take the same options. */
+export function addLedgerOptions(command: Command) {
+    return command
+        .addOption(settingOption('--chain-rpc <url>', 'JSON-RPC endpoint of the chain logs are anchored on', 'chainRpc'))
+        .addOption(settingOption('--chain-id <n>', 'that chain\'s id (Dogechain: 2000), checked before anything is sent', 'chainId'))
+        .addOption(settingOption('--anchor-contract <address>', 'the anchoring contract (default: the one `ledger deploy` stored)', 'anchorContract'))
+        .addOption(settingOption('--anchor-interval <seconds>', 'anchor this often when the log grew', 'anchorInterval'))
+        .addOption(settingOption('--max-fee-gwei <n>', 'most an anchor may pay per gas', 'maxFeeGwei'))
+        .addOption(settingOption('--wallet <keystore.json>', 'encrypted JSON keystore paying for anchors, password in STRONGDOGE_WALLET_PASSWORD (or a key in STRONGDOGE_WALLET_KEY)', 'wallet'));
 }
 
 export function startCommand() {
@@ -36,6 +47,7 @@ export function startCommand() {
         .addOption(settingOption('--max-price <n>', 'most to pay a peer per million tokens', 'maxPrice'))
         .addOption(settingOption('--prefer <local|remote>', 'serve from this node or from peers when both can', 'prefer'))
         .addOption(settingOption('--peer-timeout <seconds>', 'a serving peer silent this long is replaced mid-generation', 'peerTimeout'));
+    addLedgerOptions(command);
     addDataDirOption(command);
     return command.action(async (flags: Record<string, unknown> & {dataDir?: string}) => {
         const {runStart} = await import('./start-action.js');

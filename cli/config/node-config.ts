@@ -6,6 +6,9 @@ import {ConfigError} from './config-error.js';
 /** The port strongdoge listens on; clear of Ollama (11434), LM Studio (1234), llama-server (8080) and exo (52415). */
 export const DEFAULT_PORT = 9337;
 export const ENV_PREFIX = 'STRONGDOGE_';
+/** Dogechain mainnet, where contribution logs are anchored unless told otherwise. */
+export const DOGECHAIN_RPC = 'https://rpc.dogechain.dog';
+export const DOGECHAIN_CHAIN_ID = 2000;
 
 /**
  * llama.cpp threads: all cores but one, which stays free for the proxy and the network.
@@ -61,13 +64,19 @@ export const nodeSettingSchemas = {
     maxJobTokens: integer(1, 1 << 20),
     maxPrice: z.coerce.number().nonnegative().optional(),
     prefer: z.enum(['local', 'remote']),
-    peerTimeout: z.coerce.number().positive().max(3600)
+    peerTimeout: z.coerce.number().positive().max(3600),
+    chainRpc: z.url({protocol: /^https?$/}),
+    chainId: integer(1, 2 ** 31),
+    anchorContract: z.string().regex(/^0x[0-9a-fA-F]{40}$/, 'expected a 0x address').optional(),
+    anchorInterval: integer(60, 7 * 24 * 3600),
+    maxFeeGwei: z.coerce.number().positive().max(1_000_000),
+    wallet: z.string().min(1).optional()
 };
 
 export type NodeSettingKey = keyof typeof nodeSettingSchemas;
 export type NodeSettings = {[K in NodeSettingKey]: z.output<typeof nodeSettingSchemas[K]>} & {dataDir: string};
 
-export function nodeSettingDefaults(): Omit<NodeSettings, 'dataDir' | 'apiKey' | 'networkSecret' | 'bootstrap' | 'price' | 'maxPrice'> {
+export function nodeSettingDefaults(): Omit<NodeSettings, 'dataDir' | 'apiKey' | 'networkSecret' | 'bootstrap' | 'price' | 'maxPrice' | 'anchorContract' | 'wallet'> {
     return {
         model: [],
         port: DEFAULT_PORT,
@@ -85,7 +94,11 @@ export function nodeSettingDefaults(): Omit<NodeSettings, 'dataDir' | 'apiKey' |
         maxPeerJobs: 4,
         maxJobTokens: 4096,
         prefer: 'local',
-        peerTimeout: 15
+        peerTimeout: 15,
+        chainRpc: DOGECHAIN_RPC,
+        chainId: DOGECHAIN_CHAIN_ID,
+        anchorInterval: 3600,
+        maxFeeGwei: 500
     };
 }
 

@@ -60,6 +60,8 @@ export class RemoteInference implements InferenceStrategy {
             const result = await this.requester.generate(peerId, {...request, ...(tokens.length > 0 && {continuation: {tokens: [...tokens]}})}, {
                 signal: options.signal,
                 deadlines: this.routing.deadlines,
+                // What the peer announced: it countersigns the receipt only if that is its file's size.
+                modelBytes: this.swarm.peer(peerId)?.capabilities.models.find((offer) => offer.id === request.model)?.sizeBytes ?? 0,
                 onText: (text, chunkTokens) => {
                     streamed += text;
                     tokens.push(...chunkTokens);

@@ -1,4 +1,5 @@
 import type {RequestHandler} from 'express';
+import {ApiError} from '../api-error.js';
 import type {InferenceService} from '../../inference/inference-service.js';
 
 /** 503 while models load, 200 once requests can be served: what load balancers and scripts poll. */
@@ -16,7 +17,32 @@ export function healthHandler(inference: InferenceService): RequestHandler {
 export interface StatusSources {
     node: () => object,
     peers: () => object,
-    networkModels: () => object
+    networkModels: () => object,
+    /** The contribution log: length, points, recent records, anchors. */
+    ledger: () => object,
+    /** Anchors the log now. */
+    anchorLedger: () => Promise<object>,
+    /** Verifies this node's log, or the log `core` of another node. */
+    verifyLedger: (core?: string) => Promise<object>
+}
+
+const LEDGER_CORE = /^[0-9a-f]{64}$/;
+
+/** `POST /api/ledger/verify` with an optional `{"core": "<hex key>"}`: another node's log, replicated from a peer. */
+export function verifyLedgerHandler(verify: StatusSources['verifyLedger']): RequestHandler {
+    return async (req, res) => {
+        const core = (req.body as {core?: unknown} | undefined)?.core;
+        if (core !== undefined && (typeof core !== 'string' || !LEDGER_CORE.test(core)))
+            throw ApiError.invalid('core must be a log\'s key: 64 hex digits.', 'core', 'invalid_value');
+        res.json(await verify(core));
+    };
+}
+
+/** `POST /api/ledger/anchor`. */
+export function actionHandler(run: () => Promise<object>): RequestHandler {
+    return async (_req, res) => {
+        res.json(await run());
+    };
 }
 
 export function jsonHandler(describe: () => object): RequestHandler {

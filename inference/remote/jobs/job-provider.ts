@@ -11,6 +11,8 @@ import {RecentJobIds} from './recent-job-ids.js';
 /** What serves peers' jobs: this node's engine. */
 export interface JobExecutor {
     canServe(model: string): boolean,
+    /** The size of the model's file, as receipts state it. */
+    modelBytes(model: string): number,
     generate(request: GenerationRequest, options: {onText: (text: string, tokens: number[]) => void, signal: AbortSignal}): Promise<GenerationResult>,
     embed(model: string, inputs: string[], options: {signal: AbortSignal, maxTokens: number}): Promise<EmbeddingResult>
 }
@@ -186,7 +188,7 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
             const receipt = verifyReceipt(candidate, {countersigned: false});
             const {body} = receipt;
             const matches = body.jobId === jobId && body.provider === this.identity.id && body.requester === peerId
-                && body.model === job.model && body.promptTokens === job.result.usage.promptTokens
+                && body.model === job.model && body.modelBytes === this.executor.modelBytes(job.model) && body.promptTokens === job.result.usage.promptTokens
                 && body.completionTokens === job.result.usage.completionTokens;
             if (!matches)
                 throw new ReceiptError('the receipt does not match the job served');

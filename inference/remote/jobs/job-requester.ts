@@ -90,7 +90,7 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
      * Streams a peer's generation. What the peer sends is held to the request's own limits (tokens asked for, text
      * per token): a peer that exceeds them is dropped, and nothing beyond them reaches `onText`.
      */
-    generate(peerId: string, request: GenerationRequest, options: {onText: (text: string, tokens: number[]) => void, signal?: AbortSignal, deadlines: RemoteJobDeadlines}) {
+    generate(peerId: string, request: GenerationRequest, options: {onText: (text: string, tokens: number[]) => void, signal?: AbortSignal, deadlines: RemoteJobDeadlines, modelBytes: number}) {
         const {maxTokens} = request.sampling;
         const budget = maxTokens === undefined ? undefined : maxTokens - (request.continuation?.tokens.length ?? 0);
         let relayed = 0;
@@ -109,7 +109,7 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
                     if (budget !== undefined && message.result.usage.completionTokens > budget)
                         return job.violate(`reported ${message.result.usage.completionTokens} tokens for the ${budget} asked for`);
                     job.resolve(message.result);
-                    this.requestReceipt(peerId, message.jobId, request.model, message.result);
+                    this.requestReceipt(peerId, message.jobId, request.model, options.modelBytes, message.result);
                 } else {
                     job.violate(`${message.type} frame for a generation`);
                 }
@@ -184,9 +184,9 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
     }
 
     /** Signs what was received and asks the provider to countersign. */
-    private requestReceipt(peerId: string, jobId: string, model: string, result: GenerationResult) {
+    private requestReceipt(peerId: string, jobId: string, model: string, modelBytes: number, result: GenerationResult) {
         const body: ReceiptBody = {
-            version: RECEIPT_VERSION, jobId, model,
+            version: RECEIPT_VERSION, jobId, model, modelBytes,
             promptTokens: result.usage.promptTokens, completionTokens: result.usage.completionTokens,
             promptMs: result.timings.promptMs, generationMs: result.timings.generationMs,
             provider: peerId, requester: this.identity.id, completedAt: new Date().toISOString()

@@ -1,0 +1,113 @@
+import {Command} from 'commander';
+import type {AnchorOutcomeStatus, LedgerStatus, VerifyReportStatus} from '../../node/node-status.js';
+import {loadNodeSettings} from '../config/load-node-settings.js';
+import {fetchNodeStatus, NodeUnreachableError, type NodeAddressFlags} from '../node-client.js';
+import {addDataDirOption} from './shared-options.js';
+import {addLedgerOptions} from './start-command.js';
+
+type LedgerFlags = NodeAddressFlags & Record<string, unknown> & {json?: boolean, core?: string};
+
+/** Exit code of a log that does not verify. */
+const VERIFY_FAILED_EXIT_CODE = 1;
+
+function ledgerSubcommand(name: string, description: string) {
+    const command = new Command(name).description(description)
+        .option('-p, --port <n>', 'the running node\'s API port [env STRONGDOGE_PORT]')
+        .option('--host <address>', 'the running node\'s API address [env STRONGDOGE_HOST]')
+        .option('--api-key <key>', 'the running node\'s API key, if it has one [env STRONGDOGE_API_KEY]')
+        .option('--json', 'print JSON');
+    return addDataDirOption(addLedgerOptions(command));
+}
+
+/**
+ * Asks the running node; when none answers, works on the data dir itself (a stopped node's), loading the ledger
+ * code only then.
+ */
+async function throughNodeOrDataDir<T>(viaNode: () => Promise<T>, viaDataDir: (offline: typeof import('./ledger-offline.js')) => Promise<T>) {
+    try {
+        return await viaNode();
+    } catch (error) {
+        if (!(error instanceof NodeUnreachableError))
+            throw error;
+    }
+    return viaDataDir(await import('./ledger-offline.js'));
+}
+
+function print(flags: LedgerFlags, value: unknown, text: string) {
+    process.stdout.write(flags.json ? JSON.stringify(value, null, 2) + '\n' : text + '\n');
+}
+
+function recordLine(record: LedgerStatus['recent'][number]): string {
+    switch (record.type) {
+        case 'served':
+        case 'consumed':
+            return `  ${record.at}  ${record.type.padEnd(8)} ${record.receipt.body.model} ${record.receipt.body.completionTokens} tokens, job ${record.receipt.body.jobId.slice(0, 8)}`;
+        case 'shard':
+            return `  ${record.at}  shard    ${record.receipt.body.model} layers ${record.receipt.body.firstLayer}-${record.receipt.body.lastLayer}, ${record.receipt.body.tokens} tokens`;
+        case 'anchor':
+            return `  ${record.at}  anchor   ${record.logLength} records, block ${record.blockNumber}`;
+        case 'header':
+            return `  ${record.at}  header   owner ${record.owner.slice(0, 16)}`;
+    }
+}
+
+function showText(ledger: LedgerStatus) {
+    const {tally, anchoring} = ledger;
+    const last = anchoring.lastAnchor;
+    const lines = [
+        ['log', `${ledger.core}  (${ledger.length} records${ledger.pendingRecords > 0 ? `, ${ledger.pendingRecords} being written` : ''})`],
+        ['points', `${tally.points}  (served ${tally.servedJobs} jobs, ${tally.servedTokens} tokens; ${tally.shardSessions} shard sessions; consumed ${tally.consumedJobs} jobs)`],
+        ['anchors', `${tally.anchors}${last ? `, last: ${last.logLength} records in block ${last.blockNumber}, tx ${last.txHash}` : ''}`],
+        ['anchoring', anchoring.enabled
+            ? `on, chain ${anchoring.chainId}, contract ${anchoring.contract}${anchoring.pending ? `; pending tx ${anchoring.pending.txHash}` : ''}${anchoring.lastError ? `; last error: ${anchoring.lastError}` : ''}`
+            : `off: ${anchoring.offReason}`]
+    ];
+    const recent = ledger.recent.slice(0, 10).map(recordLine);
+    return [...lines.map(([key, value]) => `${key!.padEnd(10)}${value}`), ...(recent.length > 0 ? ['recent:', ...recent] : [])].join('\n');
+}
+
+function verifyText(report: VerifyReportStatus) {
+    if (report.problems.length === 0)
+        return `OK: log ${report.core} of ${report.owner}: ${report.length} records, ${report.anchorsChecked} anchors match, ${report.tally?.points ?? 0} points`;
+    return [`FAILED: log ${report.core}: ${report.problems[0]}`, ...report.problems.slice(1).map((problem) => `  also: ${problem}`)].join('\n');
+}
+
+function anchorText(outcome: AnchorOutcomeStatus) {
+    return outcome.status === 'anchored'
+        ? `anchored ${outcome.record.logLength} records in block ${outcome.record.blockNumber}, tx ${outcome.record.txHash}`
+        : `nothing to anchor: the log has not grown since its anchor of ${outcome.logLength} records`;
+}
+
+export function ledgerCommand() {
+    const ledger = new Command('ledger').description('the contribution log: show it, verify it, anchor it on the chain');
+    ledger.addCommand(ledgerSubcommand('show', 'records, points and anchors of this node\'s log')
+        .action(async (flags: LedgerFlags) => {
+            const status = await throughNodeOrDataDir(() => fetchNodeStatus(flags, '/api/ledger'),
+                async (offline) => offline.withOfflineLedger(await loadNodeSettings(flags), async (node) => node.describe()));
+            print(flags, status, showText(status));
+        }));
+    ledger.addCommand(ledgerSubcommand('verify', 'check a log against its anchors on the chain, its receipts and its points')
+        .option('--core <key>', 'another node\'s log (replicated from a peer) instead of this node\'s')
+        .action(async (flags: LedgerFlags) => {
+            const core = flags.core;
+            const report = await throughNodeOrDataDir(() => fetchNodeStatus(flags, '/api/ledger/verify', core === undefined ? {} : {core}),
+                async (offline) => offline.withOfflineLedger(await loadNodeSettings(flags), (node) => node.verify(core)));
+            print(flags, report, verifyText(report));
+            if (report.problems.length > 0)
+                process.exitCode = VERIFY_FAILED_EXIT_CODE;
+        }));
+    ledger.addCommand(ledgerSubcommand('anchor', 'anchor the log on the chain now')
+        .action(async (flags: LedgerFlags) => {
+            const outcome = await throughNodeOrDataDir(() => fetchNodeStatus(flags, '/api/ledger/anchor', {}),
+                async (offline) => offline.withOfflineLedger(await loadNodeSettings(flags), (node) => node.anchorNow()));
+            print(flags, outcome, anchorText(outcome));
+        }));
+    ledger.addCommand(ledgerSubcommand('deploy', 'deploy the anchoring contract on the chain and remember its address')
+        .action(async (flags: LedgerFlags) => {
+            const {deployContract} = await import('./ledger-offline.js');
+            const deployed = await deployContract(await loadNodeSettings(flags));
+            print(flags, deployed, `deployed the anchoring contract at ${deployed.address} on chain ${deployed.chainId} (tx ${deployed.txHash}); `
+                + 'nodes using this data dir anchor there from their next start');
+        }));
+    return ledger;
+}

@@ -1,0 +1,38 @@
+import {stat} from 'node:fs/promises';
+import {join} from 'node:path';
+import {deployAnchorContract} from '../../ledger/anchorer.js';
+import {LedgerError} from '../../ledger/ledger-error.js';
+import {NodeLedger, storeAnchorContract, walletFromSettings} from '../../node/node-ledger.js';
+import {IDENTITY_FILE, loadOrCreateIdentity} from '../../swarm/node-identity.js';
+import type {NodeSettings} from '../config/node-config.js';
+import {ConfigError} from '../config/config-error.js';
+import {ensureDataDir} from '../data-dir.js';
+
+/** `strongdoge ledger …` on the data dir of a node that is not running: loaded only then. */
+
+export async function withOfflineLedger<T>(settings: NodeSettings, use: (ledger: NodeLedger) => Promise<T>): Promise<T> {
+    if (await stat(join(settings.dataDir, IDENTITY_FILE)).catch(() => undefined) === undefined)
+        throw new ConfigError(`no node has run with the data dir ${settings.dataDir}, and no node answers on its port: nothing to show`);
+    const {identity} = await loadOrCreateIdentity(settings.dataDir).catch((error: Error) => {
+        throw new ConfigError(error.message);
+    });
+    const ledger = await NodeLedger.open({settings, identity, onNotice: (level, message) => {
+        if (level === 'warn')
+            process.stderr.write(`strongdoge: ${message}\n`);
+    }});
+    try {
+        return await use(ledger);
+    } finally {
+        await ledger.close();
+    }
+}
+
+export async function deployContract(settings: NodeSettings) {
+    const wallet = await walletFromSettings(settings);
+    if (wallet === undefined)
+        throw LedgerError.notConfigured('no wallet to pay for the deployment: set STRONGDOGE_WALLET_KEY, or --wallet with STRONGDOGE_WALLET_PASSWORD');
+    await ensureDataDir(settings.dataDir);
+    const {address, txHash} = await deployAnchorContract({rpcUrl: settings.chainRpc, chainId: settings.chainId}, wallet);
+    await storeAnchorContract(settings.dataDir, settings.chainId, address, txHash);
+    return {chainId: settings.chainId, address, txHash};
+}

@@ -1,0 +1,205 @@
+import {EventEmitter} from 'node:events';
+import Corestore from 'corestore';
+import type Hypercore from 'hypercore';
+import {LedgerError} from './ledger-error.js';
+import {PointsCounter, type PointsTally} from './points.js';
+import {checkRecord, signLogHeader, workKey} from './record-check.js';
+import {LEDGER_RECORD_VERSION, ledgerRecordSchema, type AnchorRecord, type LedgerRecord} from './records.js';
+
+/** The name of this node's own log in its corestore. */
+const CORE_NAME = 'contributions';
+/** Records kept in memory for `recent()`. */
+const RECENT_RECORDS = 50;
+
+export interface ContributionLogOptions {
+    /** The corestore's folder, in the data dir. */
+    directory: string,
+    /** The node's key pair: its public key (hex) owns the log, its secret key signs the log's header. */
+    identity: {publicKey: Buffer, secretKey: Buffer},
+    /** A record waits at most this long to be appended with others; defaults to 20 ms. */
+    flushIntervalMs?: number,
+    /** …or until this many wait; defaults to 1,000. */
+    maxBatch?: number
+}
+
+export const contributionLogDefaults = {
+    flushIntervalMs: 20,
+    maxBatch: 1_000
+};
+
+export interface ContributionLogEvents {
+    /** Records now on disk. */
+    appended: [records: LedgerRecord[]],
+    /** A record that was refused, never appended, and why. */
+    rejected: [reason: string]
+}
+
+/**
+ * This node's append-only log of contributions: a Hypercore in a corestore in the data dir (docs/architecture.md,
+ * "Ledger"). Appends are batched, so a burst of receipts costs the token stream nothing; every record is checked
+ * before it is queued, and one that does not verify is never appended.
+ */
+export class ContributionLog extends EventEmitter<ContributionLogEvents> {
+    readonly owner: string;
+    private readonly options: Required<Omit<ContributionLogOptions, 'identity' | 'directory'>>;
+    private readonly counter: PointsCounter;
+    private readonly work = new Set<string>();
+    private readonly anchorRecords: AnchorRecord[] = [];
+    private readonly recentRecords: LedgerRecord[] = [];
+    private queue: LedgerRecord[] = [];
+    private flushTimer: NodeJS.Timeout | undefined;
+    private flushing: Promise<void> = Promise.resolve();
+
+    private constructor(private readonly store: Corestore, private readonly core: Hypercore<unknown>, owner: string, options: ContributionLogOptions) {
+        super();
+        this.owner = owner;
+        this.options = {...contributionLogDefaults, ...options};
+        this.counter = new PointsCounter(owner);
+    }
+
+    /** Opens the log (creating it, with its signed header, the first time) and replays it for points. */
+    static async open(options: ContributionLogOptions): Promise<ContributionLog> {
+        const store = new Corestore(options.directory);
+        try {
+            const core = store.get({name: CORE_NAME, valueEncoding: 'json'});
+            await core.ready();
+            const owner = options.identity.publicKey.toString('hex');
+            const log = new ContributionLog(store, core, owner, options);
+            if (core.length === 0) {
+                const coreKey = core.key!.toString('hex');
+                await core.append({version: LEDGER_RECORD_VERSION, type: 'header', at: new Date().toISOString(), owner, core: coreKey,
+                    signature: signLogHeader(coreKey, options.identity.secretKey)} satisfies LedgerRecord);
+            } else {
+                await log.replay();
+            }
+            return log;
+        } catch (error) {
+            await store.close().catch(() => undefined);
+            throw error instanceof LedgerError ? error : LedgerError.storage(`cannot open the contribution log in ${options.directory}: ${(error as Error).message}`);
+        }
+    }
+
+    /** The log's public key (hex): what peers replicate and what anchors name. */
+    get key() {
+        return this.core.key!.toString('hex');
+    }
+
+    /** Records on disk. */
+    get length() {
+        return this.core.length;
+    }
+
+    /** Records waiting to be appended. */
+    get pending() {
+        return this.queue.length;
+    }
+
+    get tally(): PointsTally {
+        return this.counter.tally;
+    }
+
+    get anchors(): readonly AnchorRecord[] {
+        return this.anchorRecords;
+    }
+
+    /** The latest records, newest first. */
+    recent(): readonly LedgerRecord[] {
+        return this.recentRecords;
+    }
+
+    /**
+     * Queues a record for the next batch. A record that does not verify, or repeats work already recorded, is refused
+     * (and reported with `rejected`): returns whether it was queued.
+     */
+    append(record: LedgerRecord): boolean {
+        try {
+            const checked = checkRecord(record, {owner: this.owner, coreKey: this.key, index: this.length + this.queue.length});
+            const key = workKey(checked);
+            if (key !== undefined) {
+                if (this.work.has(key))
+                    throw LedgerError.invalidRecord(`${key} is in the log already`);
+                this.work.add(key);
+            }
+            this.queue.push(checked);
+        } catch (error) {
+            this.emit('rejected', (error as Error).message);
+            return false;
+        }
+        if (this.queue.length >= this.options.maxBatch)
+            void this.flush();
+        else
+            this.flushTimer ??= setTimeout(() => void this.flush(), this.options.flushIntervalMs);
+        return true;
+    }
+
+    /** Appends what waits, in one batch; resolves once it is on disk. */
+    flush(): Promise<void> {
+        clearTimeout(this.flushTimer);
+        this.flushTimer = undefined;
+        this.flushing = this.flushing.then(async () => {
+            const batch = this.queue;
+            if (batch.length === 0)
+                return;
+            this.queue = [];
+            await this.core.append(batch);
+            for (const record of batch)
+                this.count(record);
+            this.emit('appended', batch);
+        });
+        return this.flushing;
+    }
+
+    /** The log's Merkle tree hash at `length` records (hex): what an anchor commits to. */
+    async treeHash(length = this.length) {
+        return (await this.core.treeHash(length)).toString('hex');
+    }
+
+    /** Lets a peer replicate this node's corestore (read-only for it) over its connection's protomux. */
+    replicate(stream: unknown) {
+        this.store.replicate(stream);
+    }
+
+    /** The corestore, for reading other nodes' replicated logs beside this one. */
+    get corestore() {
+        return this.store;
+    }
+
+    /** The log's Hypercore, for verification. */
+    get hypercore() {
+        return this.core;
+    }
+
+    async close() {
+        await this.flush();
+        await this.store.close();
+    }
+
+    /**
+     * Counts what is on disk. Records were checked when they were appended, so only their shape is checked here (a
+     * million signature checks would delay every start by minutes); `ledger verify` checks everything.
+     */
+    private async replay() {
+        let index = 0;
+        for await (const block of this.core.createReadStream()) {
+            const parsed = ledgerRecordSchema.safeParse(block);
+            if (!parsed.success)
+                throw LedgerError.storage(`record ${index} of the contribution log is damaged; run \`strongdoge ledger verify\``);
+            const record = parsed.data;
+            if (index === 0 && (record.type !== 'header' || record.owner !== this.owner))
+                throw LedgerError.storage('the contribution log in this data dir belongs to another node');
+            const key = workKey(record);
+            if (key !== undefined)
+                this.work.add(key);
+            this.count(record);
+            index++;
+        }
+    }
+
+    private count(record: LedgerRecord) {
+        this.counter.add(record);
+        if (record.type === 'anchor')
+            this.anchorRecords.push(record);
+        this.recentRecords.unshift(record);
+        this.recentRecords.length = Math.min(this.recentRecords.length, RECENT_RECORDS);
+    }
+}

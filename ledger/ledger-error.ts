@@ -1,0 +1,58 @@
+/** The ledger's one error type: a code for each way the log, its anchoring or its verification can fail. */
+
+export type LedgerErrorCode =
+    /** A record that does not fit the schema, or whose receipt does not verify: never appended. */
+    | 'INVALID_RECORD'
+    /** The log on disk cannot be opened or read. */
+    | 'STORAGE'
+    /** No wallet, no contract, or a setting that cannot work. */
+    | 'NOT_CONFIGURED'
+    /** The chain RPC answers a chain id other than the one configured: nothing is sent. */
+    | 'WRONG_CHAIN'
+    /** The chain's fee is above `--max-fee-gwei`. */
+    | 'FEE_TOO_HIGH'
+    /** The chain RPC cannot be reached, or did not answer in time. */
+    | 'CHAIN_UNAVAILABLE'
+    /** The anchoring transaction was mined but reverted. */
+    | 'REVERTED'
+    /** The log does not match what was anchored, or a record in it does not verify. */
+    | 'VERIFY_FAILED';
+
+export class LedgerError extends Error {
+    constructor(readonly code: LedgerErrorCode, message: string) {
+        super(message);
+        this.name = 'LedgerError';
+    }
+
+    static invalidRecord(message: string) {
+        return new LedgerError('INVALID_RECORD', message);
+    }
+
+    static storage(message: string) {
+        return new LedgerError('STORAGE', message);
+    }
+
+    static notConfigured(message: string) {
+        return new LedgerError('NOT_CONFIGURED', message);
+    }
+
+    static wrongChain(message: string) {
+        return new LedgerError('WRONG_CHAIN', message);
+    }
+
+    static feeTooHigh(message: string) {
+        return new LedgerError('FEE_TOO_HIGH', message);
+    }
+
+    static chainUnavailable(message: string) {
+        return new LedgerError('CHAIN_UNAVAILABLE', message);
+    }
+
+    static reverted(message: string) {
+        return new LedgerError('REVERTED', message);
+    }
+
+    static verifyFailed(message: string) {
+        return new LedgerError('VERIFY_FAILED', message);
+    }
+}

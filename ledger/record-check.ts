@@ -1,0 +1,74 @@
+import crypto from 'hypercore-crypto';
+import {LedgerError} from './ledger-error.js';
+import {verifyReceipt} from './receipt.js';
+import {ledgerRecordSchema, type LedgerRecord} from './records.js';
+import {verifyShardReceipt} from './shard-receipt.js';
+
+/** What makes a record acceptable in a given node's log: checked before every append, and again by `verify`. */
+
+const HEADER_NAMESPACE = 'strongdoge/ledger/v1\n';
+
+/** The bytes an owner signs to claim a log: the log's key. */
+function headerSigningBytes(coreKey: string) {
+    return Buffer.from(HEADER_NAMESPACE + coreKey, 'utf8');
+}
+
+export function signLogHeader(coreKey: string, secretKey: Buffer) {
+    return crypto.sign(headerSigningBytes(coreKey), secretKey).toString('hex');
+}
+
+/**
+ * Parses and checks one record of the log `coreKey` owned by `owner` at `index`: the header comes first and
+ * only first, and is the owner's; every receipt verifies and names the owner in the role the record claims.
+ * Throws LedgerError INVALID_RECORD saying what is wrong.
+ */
+export function checkRecord(candidate: unknown, {owner, coreKey, index}: {owner: string, coreKey: string, index: number}): LedgerRecord {
+    const parsed = ledgerRecordSchema.safeParse(candidate);
+    if (!parsed.success) {
+        const issue = parsed.error.issues[0]!;
+        throw LedgerError.invalidRecord(`malformed record at ${issue.path.join('.') || 'top level'}: ${issue.message}`);
+    }
+    const record = parsed.data;
+    if ((record.type === 'header') !== (index === 0))
+        throw LedgerError.invalidRecord(index === 0 ? 'the first record is not the log\'s header' : 'a header after the first record');
+    try {
+        switch (record.type) {
+            case 'header':
+                if (record.owner !== owner || record.core !== coreKey)
+                    throw LedgerError.invalidRecord('the header names another owner or another log');
+                if (!crypto.verify(headerSigningBytes(coreKey), Buffer.from(record.signature, 'hex'), Buffer.from(owner, 'hex')))
+                    throw LedgerError.invalidRecord('the header is not signed by its owner');
+                break;
+            case 'served':
+                if (verifyReceipt(record.receipt).body.provider !== owner)
+                    throw LedgerError.invalidRecord('a served receipt whose provider is not this log\'s owner');
+                break;
+            case 'consumed':
+                if (verifyReceipt(record.receipt).body.requester !== owner)
+                    throw LedgerError.invalidRecord('a consumed receipt whose requester is not this log\'s owner');
+                break;
+            case 'shard':
+                if (verifyShardReceipt(record.receipt).body.host !== owner)
+                    throw LedgerError.invalidRecord('a shard receipt whose host is not this log\'s owner');
+                break;
+            case 'anchor':
+                break;
+        }
+    } catch (error) {
+        throw error instanceof LedgerError ? error : LedgerError.invalidRecord((error as Error).message);
+    }
+    return record;
+}
+
+/** What makes two records the same piece of work: a job (by id and side), or a shard of a session. */
+export function workKey(record: LedgerRecord): string | undefined {
+    switch (record.type) {
+        case 'served':
+        case 'consumed':
+            return `${record.type}:${record.receipt.body.jobId}`;
+        case 'shard':
+            return `shard:${record.receipt.body.session}:${record.receipt.body.firstLayer}-${record.receipt.body.lastLayer}`;
+        default:
+            return undefined;
+    }
+}

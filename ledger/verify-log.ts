@@ -1,0 +1,61 @@
+import type Hypercore from 'hypercore';
+import type {AnchorEvent} from './anchorer.js';
+import {PointsCounter, type PointsTally} from './points.js';
+import {checkRecord} from './record-check.js';
+import {ledgerRecordSchema} from './records.js';
+
+/** What `ledger verify` found: a log passes only with no problem at all. */
+export interface VerifyReport {
+    core: string,
+    owner: string | null,
+    length: number,
+    tally: PointsTally | null,
+    anchorsChecked: number,
+    /** Every problem, the first one first; empty when the log verifies. */
+    problems: string[]
+}
+
+/** Problems listed at most: past this, the log is plainly broken and the first ones say why. */
+const MAX_PROBLEMS = 20;
+
+/**
+ * Checks a contribution log, anyone's, without trusting its owner (docs/architecture.md, "Ledger"): every anchor on
+ * the chain for this log must match the log's Merkle tree at the anchored length (a rewritten, truncated or forked
+ * log does not), the header must be signed by the owner, every receipt must verify and name the owner in its role;
+ * the points are recomputed from the records.
+ */
+export async function verifyLog(core: Hypercore<unknown>, anchors: AnchorEvent[]): Promise<VerifyReport> {
+    const coreKey = core.key!.toString('hex');
+    const problems: string[] = [];
+    const report = (problem: string) => {
+        if (problems.length < MAX_PROBLEMS)
+            problems.push(problem);
+    };
+
+    const sorted = [...anchors].sort((a, b) => a.blockNumber - b.blockNumber || a.logLength - b.logLength);
+    for (const anchor of sorted) {
+        const where = `anchor of length ${anchor.logLength} in block ${anchor.blockNumber} (transaction ${anchor.txHash}, sent by ${anchor.sender})`;
+        if (anchor.logLength > core.length)
+            report(`${where}: the log has only ${core.length} records (truncated?)`);
+        else if ((await core.treeHash(anchor.logLength)).toString('hex') !== anchor.treeHash)
+            report(`${where}: the log's first ${anchor.logLength} records differ from what was anchored (rewritten or forked)`);
+    }
+
+    const header = ledgerRecordSchema.safeParse(core.length > 0 ? await core.get(0) : null);
+    const owner = header.success && header.data.type === 'header' ? header.data.owner : null;
+    if (owner === null) {
+        report('record 0 is not a log header: whose log this is cannot be known');
+        return {core: coreKey, owner, length: core.length, tally: null, anchorsChecked: sorted.length, problems};
+    }
+    const counter = new PointsCounter(owner);
+    let index = 0;
+    for await (const block of core.createReadStream()) {
+        try {
+            counter.add(checkRecord(block, {owner, coreKey, index}));
+        } catch (error) {
+            report(`record ${index}: ${(error as Error).message}`);
+        }
+        index++;
+    }
+    return {core: coreKey, owner, length: core.length, tally: counter.tally, anchorsChecked: sorted.length, problems};
+}
