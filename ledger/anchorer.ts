@@ -9,8 +9,10 @@ import {LEDGER_RECORD_VERSION, type AnchorRecord} from './records.js';
 
 /** How long one chain RPC call may take before the chain counts as unavailable. */
 const RPC_TIMEOUT_MS = 15_000;
-/** How long a sent anchoring transaction may take to be mined before the attempt is retried (same transaction). */
+/** How long a sent anchoring transaction may take to be mined before the attempt is retried (the same transaction). */
 const MINING_TIMEOUT_MS = 120_000;
+/** How often a sent transaction is looked for on the chain. */
+const RECEIPT_POLL_MS = 500;
 /** Gas estimates are raised by this much: a transaction that runs out of gas still costs its fee. */
 const GAS_MARGIN = 1.2;
 /** Retries after a failed attempt: quickly at first, then at most every interval. */
@@ -20,13 +22,15 @@ export interface ChainSettings {
     /** JSON-RPC endpoint. */
     rpcUrl: string,
     /** The chain's id: 2000 for Dogechain, checked before anything is sent. */
-    chainId: number
+    chainId: number,
+    /** How long one RPC call may take before the chain counts as unavailable; defaults to 15 s. */
+    rpcTimeoutMs?: number
 }
 
 /** A JSON-RPC provider that never asks the chain for its id again, never caches, and gives up on a silent chain. */
-export function chainProvider({rpcUrl, chainId}: ChainSettings) {
+export function chainProvider({rpcUrl, chainId, rpcTimeoutMs = RPC_TIMEOUT_MS}: ChainSettings) {
     const request = new FetchRequest(rpcUrl);
-    request.timeout = RPC_TIMEOUT_MS;
+    request.timeout = rpcTimeoutMs;
     // ethers' result cache returns stale nonces against fast chains ("nonce too low"): off.
     return new JsonRpcProvider(request, Network.from(chainId), {staticNetwork: Network.from(chainId), cacheTimeout: -1});
 }
@@ -99,7 +103,9 @@ export interface AnchorerOptions extends ChainSettings {
     /** Most a transaction may pay per gas, in gwei. */
     maxFeeGwei: number,
     /** How often the log is anchored when it grew; defaults to an hour. */
-    intervalMs?: number
+    intervalMs?: number,
+    /** How long a sent transaction may take to be mined before the attempt fails (and the same one is awaited again); defaults to 2 min. */
+    miningTimeoutMs?: number
 }
 
 /** A transaction signed and (maybe) sent, not yet known to be mined. */
@@ -140,7 +146,7 @@ export class Anchorer extends EventEmitter<{anchored: [record: AnchorRecord], fa
 
     constructor(options: AnchorerOptions) {
         super();
-        this.options = {intervalMs: 3_600_000, ...options};
+        this.options = {intervalMs: 3_600_000, miningTimeoutMs: MINING_TIMEOUT_MS, rpcTimeoutMs: RPC_TIMEOUT_MS, ...options};
     }
 
     /** Loads what a previous run left pending and anchors on the interval (at once, if a transaction is pending). */
@@ -245,11 +251,12 @@ export class Anchorer extends EventEmitter<{anchored: [record: AnchorRecord], fa
             try {
                 await provider.broadcastTransaction(pending.rawTx);
             } catch (error) {
-                // Sent before (by an attempt that failed later): the chain knows it already.
-                if (!/already known|already imported|nonce too low|known transaction/i.test(shortReason(error)))
+                // Sent before by an attempt that failed later: the chain refuses it again (each chain in its own words)
+                // but knows it. Anything else is a failure to send.
+                if (await provider.getTransaction(pending.txHash).catch(() => null) === null)
                     throw LedgerError.chainUnavailable(`cannot send the anchoring transaction: ${shortReason(error)}`);
             }
-            receipt = await provider.waitForTransaction(pending.txHash, 1, MINING_TIMEOUT_MS);
+            receipt = await waitForReceipt(provider, pending.txHash, this.options.miningTimeoutMs);
         }
         if (receipt === null)
             throw LedgerError.chainUnavailable(`transaction ${pending.txHash} is not mined yet; it will be awaited again`);
@@ -282,6 +289,20 @@ export class Anchorer extends EventEmitter<{anchored: [record: AnchorRecord], fa
         const temporary = `${this.options.statePath}.tmp`;
         await writeFile(temporary, JSON.stringify({pending}) + '\n', {mode: 0o600, flush: true});
         await rename(temporary, this.options.statePath);
+    }
+}
+
+/**
+ * The transaction's receipt once it is mined, or null after `timeoutMs`. (ethers' own waitForTransaction prints RPC
+ * errors to stdout, which would break a daemon's JSON log lines.)
+ */
+async function waitForReceipt(provider: JsonRpcProvider, txHash: string, timeoutMs: number) {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+        const receipt = await provider.getTransactionReceipt(txHash).catch(() => null);
+        if (receipt !== null || Date.now() >= deadline)
+            return receipt;
+        await new Promise((resolve) => setTimeout(resolve, Math.min(RECEIPT_POLL_MS, Math.max(0, deadline - Date.now()))));
     }
 }
 

@@ -17,8 +17,8 @@ export async function nodeIdOf(daemon: DaemonHandle) {
     return (await fetchStatus(daemon, '/api/node')).id;
 }
 
-export function startSwarmDaemon(bootstrap: string, dataDir: string, extra: string[] = []) {
-    return startDaemon(['--bootstrap', bootstrap, '--data-dir', dataDir, '--threads', '1', ...extra]);
+export function startSwarmDaemon(bootstrap: string, dataDir: string, extra: string[] = [], options: Parameters<typeof startDaemon>[1] = {}) {
+    return startDaemon(['--bootstrap', bootstrap, '--data-dir', dataDir, '--threads', '1', ...extra], options);
 }
 
 /** Waits until `daemon` lists exactly the peers in `expectedIds` (and satisfies `also`, if given). */

@@ -1,0 +1,125 @@
+import {rename} from 'node:fs/promises';
+import {join} from 'node:path';
+import test from 'ava';
+import type {Testnet} from 'hyperdht/testnet.js';
+import {runCli, waitFor, type DaemonHandle} from './helpers/cli-process.js';
+import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
+import {type EvmNode, startEvmNode} from './helpers/evm-node.js';
+import {fetchStatus} from './helpers/node-status.js';
+import {nodeIdOf, startSwarmDaemon, startTestnet, waitForPeers} from './helpers/swarm-fixture.js';
+
+/**
+ * Two daemons that serve each other's requests log what they served and consumed, anchor their logs on a local
+ * Dogechain-id EVM node, and each verifies its own log and the other's (replicated over their connection).
+ */
+
+let testnet: Testnet;
+let evm: EvmNode;
+const cleanups: (() => Promise<unknown>)[] = [];
+interface Node {
+    daemon: DaemonHandle,
+    dataDir: string,
+    env: Record<string, string>,
+    model: string
+}
+let a: Node;
+let b: Node;
+
+const chainFlags = () => ['--chain-rpc', evm.url, '--chain-id', String(evm.chainId)];
+const portOf = (node: Node) => new URL(node.daemon.origin).port;
+const cli = (node: Node, args: string[]) => runCli([...args, '--data-dir', node.dataDir, '--port', portOf(node), ...chainFlags()], node.env);
+
+/** The anchoring contract the network uses: deployed once, by the first node's operator. */
+let contract: string;
+
+async function startNode(model: string, walletKey: string): Promise<Node> {
+    const fixture = await createDataDirWithDemoModel({layers: 2, width: 64, headCount: 4, feedForwardLength: 64});
+    cleanups.push(fixture.cleanup);
+    await rename(fixture.modelPath, join(fixture.dataDir, 'models', `${model}.gguf`));
+    const env = {STRONGDOGE_WALLET_KEY: walletKey};
+    const deploysHere = contract === undefined;
+    if (deploysHere) {
+        // `ledger deploy` remembers the address in the data dir: this node needs no --anchor-contract.
+        const deployed = await runCli(['ledger', 'deploy', '--json', '--data-dir', fixture.dataDir, ...chainFlags()], env);
+        if (deployed.code !== 0)
+            throw new Error(`deploy failed: ${deployed.stderr}`);
+        contract = (JSON.parse(deployed.stdout) as {address: string}).address;
+    }
+    const daemon = await startSwarmDaemon(testnet.bootstrap.map(({host, port}) => `${host}:${port}`).join(','), fixture.dataDir,
+        ['--model', model, ...chainFlags(), ...(deploysHere ? [] : ['--anchor-contract', contract])], {env});
+    cleanups.push(() => daemon.stop());
+    return {daemon, dataDir: fixture.dataDir, env, model};
+}
+
+test.before(async () => {
+    ({testnet} = await startTestnet());
+    evm = await startEvmNode();
+    a = await startNode('alpha', evm.accounts[0]!);
+    b = await startNode('beta', evm.accounts[1]!);
+    const [aId, bId] = await Promise.all([nodeIdOf(a.daemon), nodeIdOf(b.daemon)]);
+    await waitForPeers(a.daemon, [bId], 30_000, (peers) => peers.every((peer) => peer.capabilities.models.some((model) => model.loaded)));
+    await waitForPeers(b.daemon, [aId], 30_000, (peers) => peers.every((peer) => peer.capabilities.models.some((model) => model.loaded)));
+});
+
+test.after.always(async () => {
+    for (const cleanup of cleanups.reverse())
+        await cleanup().catch(() => undefined);
+    await evm?.stop();
+    await testnet?.destroy();
+});
+
+async function complete(client: Node, model: string) {
+    const response = await fetch(`${client.daemon.baseUrl}/completions`, {
+        method: 'POST', headers: {'content-type': 'application/json'},
+        body: JSON.stringify({model, prompt: 'ledger me', max_tokens: 12, temperature: 0})
+    });
+    if (response.status !== 200)
+        throw new Error(`${response.status} ${await response.text()}`);
+}
+
+test.serial('jobs served both ways are logged on both sides, anchored, and verify; each node verifies the other\'s log too', async (t) => {
+    for (let round = 0; round < 3; round++) {
+        await complete(a, b.model); // b serves a
+        await complete(b, a.model); // a serves b
+    }
+    // Each side: a header, 3 served and 3 consumed records, once the receipts are countersigned.
+    for (const node of [a, b])
+        await waitFor(async () => (await fetchStatus(node.daemon, '/api/ledger')).length === 7, 15_000);
+    const ledgerA = await fetchStatus(a.daemon, '/api/ledger');
+    t.like(ledgerA.tally, {servedJobs: 3, consumedJobs: 3, servedTokens: 36});
+    t.is(ledgerA.points, 36, 'a small model counts as 1 GB: one point per token served');
+    t.true(ledgerA.anchoring.enabled);
+    t.is((await fetchStatus(a.daemon, '/api/node')).ledger?.core, ledgerA.core);
+    // The requester's consumed records match the provider's served ones, job by job.
+    const served = (await fetchStatus(b.daemon, '/api/ledger')).recent.flatMap((record) => record.type === 'served' ? [record.receipt.body.jobId] : []);
+    const consumed = ledgerA.recent.flatMap((record) => record.type === 'consumed' ? [record.receipt.body.jobId] : []);
+    t.deepEqual([...consumed].sort(), [...served].sort());
+
+    for (const node of [a, b]) {
+        const anchored = await cli(node, ['ledger', 'anchor']);
+        t.is(anchored.code, 0, anchored.stderr);
+        t.regex(anchored.stdout, /anchored 7 records in block \d+, tx 0x[0-9a-f]{64}/);
+    }
+    const verified = await cli(a, ['ledger', 'verify']);
+    t.is(verified.code, 0, verified.stdout + verified.stderr);
+    t.regex(verified.stdout, /^OK: log [0-9a-f]{64} of [0-9a-f]{64}: 8 records, 1 anchors match, 36 points/);
+
+    // a audits b: b's log reaches a over their connection, read-only, and is checked against b's anchors.
+    const coreB = (await fetchStatus(b.daemon, '/api/ledger')).core;
+    const audit = await cli(a, ['ledger', 'verify', '--core', coreB, '--json']);
+    t.is(audit.code, 0, audit.stdout + audit.stderr);
+    t.like(JSON.parse(audit.stdout), {core: coreB, owner: await nodeIdOf(b.daemon), length: 8, anchorsChecked: 1, problems: []});
+});
+
+test.serial('ledger show works through the running node and on the data dir of a stopped one, with the same numbers', async (t) => {
+    const live = await cli(a, ['ledger', 'show', '--json']);
+    t.is(live.code, 0, live.stderr);
+    const liveLedger = JSON.parse(live.stdout) as {core: string, length: number, points: number};
+    await a.daemon.stop();
+    const offline = await runCli(['ledger', 'show', '--json', '--data-dir', a.dataDir, '--port', '9', ...chainFlags()], a.env);
+    t.is(offline.code, 0, offline.stderr);
+    t.like(JSON.parse(offline.stdout), {core: liveLedger.core, length: liveLedger.length, points: liveLedger.points});
+    const verified = await runCli(['ledger', 'verify', '--data-dir', a.dataDir, '--port', '9', ...chainFlags()], a.env);
+    t.is(verified.code, 0, verified.stdout + verified.stderr);
+    t.regex(verified.stdout, /^OK: .*8 records, 1 anchors match/);
+});

@@ -1,0 +1,141 @@
+import {spawn} from 'node:child_process';
+import {mkdtemp, rm} from 'node:fs/promises';
+import {tmpdir} from 'node:os';
+import {join} from 'node:path';
+import {createInterface} from 'node:readline';
+import test from 'ava';
+import Corestore from 'corestore';
+import {ContributionLog} from '../ledger/contribution-log.js';
+import {modelFactor, tallyPoints} from '../ledger/points.js';
+import {LEDGER_RECORD_VERSION, type LedgerRecord} from '../ledger/records.js';
+import {signShardReceipt} from '../ledger/shard-receipt.js';
+import {verifyLog} from '../ledger/verify-log.js';
+import {consumedRecord, countersignedReceipt, keyPair, servedRecord} from './helpers/ledger-fixture.js';
+
+const owner = keyPair();
+const peer = keyPair();
+const stranger = keyPair();
+
+async function temporaryDir(t: {teardown(fn: () => Promise<void>): void}) {
+    const dir = await mkdtemp(join(tmpdir(), 'strongdoge-ledger-'));
+    t.teardown(() => rm(dir, {recursive: true, force: true}));
+    return dir;
+}
+
+async function openLog(t: Parameters<typeof temporaryDir>[0], dir?: string) {
+    const directory = dir ?? await temporaryDir(t);
+    const log = await ContributionLog.open({directory, identity: owner});
+    return {log, directory};
+}
+
+test('points: tokens × layer share × model size in GB, only for the owner\'s own work, once', (t) => {
+    const served = servedRecord(countersignedReceipt(owner, peer, {completionTokens: 100, modelBytes: 7e9}));
+    const small = servedRecord(countersignedReceipt(owner, peer, {completionTokens: 100, modelBytes: 1e8}));
+    const shard = {version: LEDGER_RECORD_VERSION, type: 'shard', at: new Date().toISOString(), receipt: signShardReceipt({
+        version: 1, session: 'a'.repeat(64), model: 'big', modelBytes: 40e9, layerCount: 32, firstLayer: 8, lastLayer: 15, tokens: 200,
+        computeMs: 900, host: owner.id, coordinator: peer.id, completedAt: new Date().toISOString()
+    }, peer.secretKey)} satisfies LedgerRecord;
+    const tally = tallyPoints(owner.id, [
+        served, small, shard,
+        served, // the same job again
+        servedRecord(countersignedReceipt(peer, stranger)), // another node's work
+        consumedRecord(countersignedReceipt(peer, owner, {completionTokens: 999})) // what the owner used
+    ]);
+    t.is(modelFactor(7e9), 7);
+    t.is(modelFactor(1e8), 1, 'small models count as 1 GB');
+    t.is(tally.points, 100 * 7 + 100 * 1 + 200 * (8 / 32) * 40);
+    t.like(tally, {servedJobs: 2, servedTokens: 200, shardSessions: 1, shardTokens: 200, consumedJobs: 1, consumedTokens: 999,
+        ignored: {selfDealt: 0, duplicate: 1, notOwner: 1}});
+    // The same records in any order give the same points.
+    t.is(tallyPoints(owner.id, [shard, consumedRecord(countersignedReceipt(peer, owner)), small, served]).points, tally.points);
+});
+
+test('forged, altered and self-issued receipts never reach the log; good ones do, once', async (t) => {
+    const {log} = await openLog(t);
+    t.teardown(() => log.close());
+    const rejected: string[] = [];
+    log.on('rejected', (reason) => rejected.push(reason));
+    const good = countersignedReceipt(owner, peer);
+    const altered = {...good, body: {...good.body, completionTokens: good.body.completionTokens * 10}};
+    const strangersSignature = {...countersignedReceipt(owner, peer), providerSignature: countersignedReceipt(stranger, peer).providerSignature};
+    const notCountersigned = {...countersignedReceipt(owner, peer), providerSignature: null};
+    const selfIssued = countersignedReceipt(owner, owner);
+    const someoneElses = countersignedReceipt(stranger, peer);
+    t.true(log.append(servedRecord(good)));
+    for (const receipt of [altered, strangersSignature, notCountersigned, selfIssued, someoneElses, good])
+        t.false(log.append(servedRecord(receipt)));
+    t.false(log.append(consumedRecord(countersignedReceipt(peer, stranger))), 'consumed by someone else');
+    t.true(log.append(consumedRecord(countersignedReceipt(peer, owner))));
+    await log.flush();
+    t.is(log.length, 3, 'the header, the served and the consumed record');
+    t.is(rejected.length, 7);
+    t.regex(rejected.join('\n'), /signature does not match[\s\S]*not countersigned[\s\S]*cannot serve itself[\s\S]*provider is not this log's owner[\s\S]*in the log already/);
+    t.is(log.tally.points, 40 * 2);
+});
+
+test('a burst of 10,000 records is written in batches, and a reopened log replays to the same points', async (t) => {
+    const {log, directory} = await openLog(t);
+    let batches = 0;
+    log.on('appended', () => batches++);
+    for (let index = 0; index < 10_000; index++)
+        t.true(log.append(servedRecord(countersignedReceipt(owner, peer, {completionTokens: index % 7}))) || t.fail());
+    await log.flush();
+    t.is(log.length, 10_001);
+    t.true(batches <= 20, `${batches} batches`);
+    const {points} = log.tally;
+    const key = log.key;
+    await log.close();
+    const reopened = await ContributionLog.open({directory, identity: owner});
+    t.teardown(() => reopened.close());
+    t.is(reopened.key, key);
+    t.is(reopened.length, 10_001);
+    t.is(reopened.tally.points, points);
+});
+
+test('SIGKILL during a burst: the reopened log has a consistent length, every record reads back, points equal a replay', async (t) => {
+    const directory = await temporaryDir(t);
+    const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'helpers', 'ledger-burst.ts'), directory,
+        owner.secretKey.toString('hex'), '10000'], {stdio: ['ignore', 'pipe', 'inherit']});
+    // Killed once a few thousand records are on disk and more are being written.
+    await new Promise<void>((resolve, reject) => {
+        createInterface({input: child.stdout}).on('line', (line) => {
+            if (Number(line) >= 3000) {
+                child.kill('SIGKILL');
+                resolve();
+            }
+        });
+        child.once('exit', () => reject(new Error('the burst ended before it could be killed')));
+    });
+    await new Promise((resolve) => child.once('exit', resolve));
+    const log = await ContributionLog.open({directory, identity: owner});
+    t.teardown(() => log.close());
+    t.true(log.length >= 3000 && log.length <= 10_001, `length ${log.length}`);
+    const report = await verifyLog(log.hypercore, []);
+    t.deepEqual(report.problems, []);
+    t.is(report.length, log.length);
+    t.is(report.tally!.servedJobs, log.length - 1, 'every record reads back and verifies');
+    t.is(report.tally!.points, log.tally.points);
+});
+
+test('a log replicated over a stream verifies on the other side, read-only', async (t) => {
+    const {log} = await openLog(t);
+    t.teardown(() => log.close());
+    for (let index = 0; index < 50; index++)
+        log.append(servedRecord(countersignedReceipt(owner, peer)));
+    await log.flush();
+    const auditorStore = new Corestore(await temporaryDir(t));
+    t.teardown(() => auditorStore.close());
+    const ours = log.corestore.replicate(true) as NodeJS.ReadWriteStream;
+    const theirs = auditorStore.replicate(false) as NodeJS.ReadWriteStream;
+    ours.pipe(theirs).pipe(ours);
+    const copy = auditorStore.get({key: Buffer.from(log.key, 'hex'), valueEncoding: 'json'});
+    await copy.ready();
+    await copy.update({wait: true});
+    await copy.download({start: 0, end: copy.length}).done();
+    t.false(copy.writable);
+    const report = await verifyLog(copy, []);
+    t.deepEqual(report.problems, []);
+    t.is(report.owner, owner.id);
+    t.is(report.length, 51);
+    t.is(report.tally!.points, log.tally.points);
+});
