@@ -28,7 +28,7 @@ export function feedDashboard(node: StrongdogeNode, store: DashboardStore, apiKe
         if (ledger !== undefined) {
             const {anchoring} = ledger;
             store.set('ledger', {
-                records: ledger.length, points: ledger.points, pendingRecords: ledger.pendingRecords,
+                core: ledger.core, records: ledger.length, points: ledger.points, pendingRecords: ledger.pendingRecords,
                 pendingAnchor: anchoring.pending && {logLength: anchoring.pending.logLength, tx: anchoring.pending.txHash},
                 lastAnchor: anchoring.lastAnchor && {tx: anchoring.lastAnchor.txHash, block: anchoring.lastAnchor.blockNumber,
                     logLength: anchoring.lastAnchor.logLength, at: anchoring.lastAnchor.at},

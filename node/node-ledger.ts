@@ -123,8 +123,11 @@ export class NodeLedger implements PeerProtocol {
         return this.anchorer.anchorNow();
     }
 
-    /** Verifies this node's log, or the log `core` of another node (replicated from a peer that has it). */
-    async verify(core?: string): Promise<VerifyReport> {
+    /**
+     * Verifies this node's log, or the log `core` of another node: replicated from a peer that has it while the node
+     * runs, or as far as it was replicated before when it does not (`online` false).
+     */
+    async verify(core?: string, {online = true}: {online?: boolean} = {}): Promise<VerifyReport> {
         if (this.chain.contract === undefined)
             throw LedgerError.notConfigured(`no anchoring contract for chain ${this.chain.chainId}: pass --anchor-contract`);
         await this.log.flush();
@@ -134,8 +137,12 @@ export class NodeLedger implements PeerProtocol {
             return verifyLog(this.log.hypercore, anchors);
         const remote = this.log.corestore.get({key: Buffer.from(key, 'hex'), valueEncoding: 'json'});
         await remote.ready();
-        await Promise.race([remote.update({wait: true}), new Promise((resolve) => setTimeout(resolve, REPLICATION_TIMEOUT_MS).unref())]);
-        await remote.download({start: 0, end: remote.length}).done();
+        if (online) {
+            await Promise.race([remote.update({wait: true}), new Promise((resolve) => setTimeout(resolve, REPLICATION_TIMEOUT_MS).unref())]);
+            await remote.download({start: 0, end: remote.length}).done();
+        } else if (remote.length === 0 || remote.contiguousLength < remote.length) {
+            throw LedgerError.notConfigured(`the log ${key} is not (fully) replicated in this data dir: verify it while the node runs and a peer has it`);
+        }
         return verifyLog(remote, anchors);
     }
 

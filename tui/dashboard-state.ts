@@ -65,7 +65,8 @@ export interface DashboardState {
     throughput: {local: number[], forPeers: number[]},
     requests: RequestView[],
     ledger: {
-        /** Records in the contribution log. */
+        /** The contribution log's key, and its records. */
+        core: string | null,
         records: number,
         points: number | null,
         /** Records and an anchoring transaction not yet done. */
@@ -94,7 +95,7 @@ export function emptyDashboardState(): DashboardState {
         pipeline: null,
         throughput: {local: [], forPeers: []},
         requests: [],
-        ledger: {records: 0, points: null, pendingRecords: 0, pendingAnchor: null, lastAnchor: null, nextAnchorAt: null, anchoringOff: null},
+        ledger: {core: null, records: 0, points: null, pendingRecords: 0, pendingAnchor: null, lastAnchor: null, nextAnchorAt: null, anchoringOff: null},
         errors: []
     };
 }

@@ -91,7 +91,7 @@ export function ledgerCommand() {
         .action(async (flags: LedgerFlags) => {
             const core = flags.core;
             const report = await throughNodeOrDataDir(() => fetchNodeStatus(flags, '/api/ledger/verify', core === undefined ? {} : {core}),
-                async (offline) => offline.withOfflineLedger(await loadNodeSettings(flags), (node) => node.verify(core)));
+                async (offline) => offline.withOfflineLedger(await loadNodeSettings(flags), (node) => node.verify(core, {online: false})));
             print(flags, report, verifyText(report));
             if (report.problems.length > 0)
                 process.exitCode = VERIFY_FAILED_EXIT_CODE;

@@ -64,7 +64,8 @@ function statusCommand() {
                 ['device', device],
                 ['engine', `${node.engine.state}, ${node.engine.running} running, ${node.engine.queued} queued, ${node.engine.restarts} restarts`],
                 ['models', node.models.map((model) => `${model.id} (${model.layers} layers, ${model.gpuLayers} on GPU)`).join(', ') || 'none'],
-                ['requests', `${node.requests.total} (${node.requests.failed} failed), ${node.requests.completionTokens} tokens generated`]
+                ['requests', `${node.requests.total} (${node.requests.failed} failed), ${node.requests.completionTokens} tokens generated`],
+                ['ledger', node.ledger === null ? 'opening' : `${node.ledger.points} points, ${node.ledger.length} records in log ${node.ledger.core.slice(0, 16)}…, anchoring ${node.ledger.anchoring ? 'on' : 'off'}`]
             ];
             process.stdout.write(lines.map(([key, value]) => `${key!.padEnd(9)}${value}`).join('\n') + '\n');
         });

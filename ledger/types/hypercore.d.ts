@@ -8,6 +8,8 @@ declare module 'hypercore' {
         readonly key: Buffer | null;
         readonly discoveryKey: Buffer | null;
         readonly length: number;
+        /** Blocks held locally from the start, without a gap. */
+        readonly contiguousLength: number;
         readonly writable: boolean;
         readonly closed: boolean;
         ready(): Promise<void>;

@@ -23,7 +23,7 @@ export function busyDashboardState(): DashboardState {
             {id: 'r2', model: 'llama-3.1-8b', route: 'peers:c0ffeec0ffeec0ff', tokens: 128, tokensPerSecond: 88.2, status: 200, finishedAt: Date.parse('2026-11-25T10:00:05Z')},
             {id: 'r1', model: 'llama-3.1-8b', route: 'local', tokens: 12, tokensPerSecond: 140, status: 503, finishedAt: Date.parse('2026-11-25T10:00:01Z')}
         ],
-        ledger: {records: 42, points: 1234, pendingRecords: 3, pendingAnchor: null, lastAnchor: {tx: '0x9f86d081884c7d659a2feaa0c55ad015', block: 123456, logLength: 40, at: new Date(Date.now() - 5 * 60_000).toISOString()}, nextAnchorAt: new Date(Date.now() + 55 * 60_000).toISOString(), anchoringOff: null},
+        ledger: {core: 'c061f56bb76bad5f851292c6733d11961f59a9e6d4f014ce509aa2aca8373a73', records: 42, points: 1234, pendingRecords: 3, pendingAnchor: null, lastAnchor: {tx: '0x9f86d081884c7d659a2feaa0c55ad015', block: 123456, logLength: 40, at: new Date(Date.now() - 5 * 60_000).toISOString()}, nextAnchorAt: new Date(Date.now() + 55 * 60_000).toISOString(), anchoringOff: null},
         errors: [{at: 0, message: 'peer banned: flood: too many messages'}]
     };
 }

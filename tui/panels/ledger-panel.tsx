@@ -17,7 +17,7 @@ export function LedgerPanel({ledger, focused, now = Date.now()}: Pick<DashboardS
     const next = ledger.nextAnchorAt === null ? 'not scheduled' : `in ${ago(Date.parse(ledger.nextAnchorAt) - now)}`;
     return (
         <Panel title="Ledger" focused={focused}>
-            <Text>points {ledger.points ?? '-'}  log {ledger.records} records</Text>
+            <Text wrap="truncate-end">points {ledger.points ?? '-'}  log {ledger.records} records{ledger.core && ` ${ledger.core.slice(0, 16)}…`}</Text>
             {ledger.anchoringOff === null
                 ? <Text wrap="truncate-end">{anchor} · next {next}{pending && ` · pending ${pending}`}</Text>
                 : <Text wrap="truncate-end" dimColor>anchoring off: {ledger.anchoringOff}</Text>}

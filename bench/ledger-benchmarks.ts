@@ -1,0 +1,160 @@
+/**
+ * The contribution log's costs: appends per second (checked and batched, as the node appends), the time to verify
+ * a log of a million records, gas per anchor on a local EVM node, and whether a burst of ledger writes slows the
+ * tokens a node streams. Writes bench/results/ledger.json. `LEDGER_BENCH_RECORDS` sets the verified log's size.
+ */
+import {mkdir, mkdtemp, rm, writeFile} from 'node:fs/promises';
+import {cpus, tmpdir} from 'node:os';
+import {join} from 'node:path';
+import {Wallet} from 'ethers';
+import {EngineSupervisor} from '../engine/engine-supervisor.js';
+import {writeDemoModel} from '../engine/demo/demo-model.js';
+import {Anchorer, chainProvider, deployAnchorContract} from '../ledger/anchorer.js';
+import {ContributionLog} from '../ledger/contribution-log.js';
+import {verifyLog} from '../ledger/verify-log.js';
+import {startEvmNode} from '../test/helpers/evm-node.js';
+import {countersignedReceipt, keyPair, servedRecord} from '../test/helpers/ledger-fixture.js';
+import {median, round} from './lib/statistics.js';
+
+const APPEND_RECORDS = 50_000;
+const VERIFY_RECORDS = Number(process.env.LEDGER_BENCH_RECORDS ?? 1_000_000);
+const STREAM_TOKENS = 400;
+const STREAM_REPEATS = 5;
+/** Records appended during each stream in the "with ledger writes" runs. */
+const BURST_RECORDS = 20_000;
+
+const owner = keyPair();
+const peer = keyPair();
+const dir = await mkdtemp(join(tmpdir(), 'strongdoge-ledger-bench-'));
+const log = (message: string) => process.stderr.write(`${message}\n`);
+
+async function appendRate() {
+    const records = Array.from({length: APPEND_RECORDS}, () => servedRecord(countersignedReceipt(owner, peer)));
+    const ledger = await ContributionLog.open({directory: join(dir, 'append'), identity: owner});
+    const started = performance.now();
+    for (const record of records)
+        ledger.append(record);
+    await ledger.flush();
+    const seconds = (performance.now() - started) / 1000;
+    await ledger.close();
+    return {records: APPEND_RECORDS, seconds: round(seconds), recordsPerSecond: round(APPEND_RECORDS / seconds, 0), target: 20_000};
+}
+
+async function verifyTime() {
+    const ledger = await ContributionLog.open({directory: join(dir, 'verify'), identity: owner});
+    const batch = 10_000;
+    for (let written = 0; written < VERIFY_RECORDS; written += batch) {
+        for (let index = 0; index < Math.min(batch, VERIFY_RECORDS - written); index++)
+            ledger.append(servedRecord(countersignedReceipt(owner, peer, {completionTokens: 1 + (index % 90)})));
+        await ledger.flush();
+        log(`verify: ${ledger.length - 1} of ${VERIFY_RECORDS} records written`);
+    }
+    const started = performance.now();
+    const report = await verifyLog(ledger.hypercore, []);
+    const seconds = (performance.now() - started) / 1000;
+    await ledger.close();
+    if (report.problems.length > 0)
+        throw new Error(`the benchmark log does not verify: ${report.problems[0]}`);
+    return {records: report.length, seconds: round(seconds), recordsPerSecond: round(report.length / seconds, 0)};
+}
+
+async function gasPerAnchor() {
+    const evm = await startEvmNode();
+    try {
+        const wallet = new Wallet(evm.accounts[0]!);
+        const {address: contract} = await deployAnchorContract({rpcUrl: evm.url, chainId: evm.chainId}, wallet);
+        const ledger = await ContributionLog.open({directory: join(dir, 'anchor'), identity: owner});
+        const anchorer = new Anchorer({log: ledger, wallet, contract, rpcUrl: evm.url, chainId: evm.chainId,
+            statePath: join(dir, 'anchor', 'state.json'), maxFeeGwei: 1000});
+        const provider = chainProvider({rpcUrl: evm.url, chainId: evm.chainId});
+        const gas: number[] = [];
+        const seconds: number[] = [];
+        for (let round = 0; round < 5; round++) {
+            for (let index = 0; index < 100; index++)
+                ledger.append(servedRecord(countersignedReceipt(owner, peer)));
+            const started = performance.now();
+            const outcome = await anchorer.anchorNow();
+            seconds.push((performance.now() - started) / 1000);
+            if (outcome.status === 'anchored')
+                gas.push(Number((await provider.getTransactionReceipt(outcome.record.txHash))!.gasUsed));
+        }
+        provider.destroy();
+        await ledger.close();
+        return {chain: 'hardhat 2 node, chain id 2000, automining', gasPerAnchor: median(gas), secondsPerAnchor: round(median(seconds), 3)};
+    } finally {
+        await evm.stop();
+    }
+}
+
+/** Tokens/s the node relays from its engine, alone and while its ledger takes bursts of receipts (the anchor). */
+async function streamingUnderLedgerWrites() {
+    const modelPath = join(dir, 'model.gguf');
+    await writeDemoModel(modelPath, {endsText: false});
+    const engine = new EngineSupervisor({models: [{id: 'demo', path: modelPath}], threads: 1, parallelSequences: 1, contextSize: 2048, gpu: false});
+    await engine.start();
+    const ledger = await ContributionLog.open({directory: join(dir, 'stream'), identity: owner});
+    const receipts = Array.from({length: BURST_RECORDS * STREAM_REPEATS}, () => servedRecord(countersignedReceipt(owner, peer)));
+    const stream = async (withWrites: boolean) => {
+        let first: number | undefined;
+        let tokens = 0;
+        let next = 0;
+        const writer = withWrites ? setInterval(() => {
+            // A burst in every tick, as receipts arrive from many peers at once.
+            for (let index = 0; index < 500 && next < BURST_RECORDS * STREAM_REPEATS; index++)
+                ledger.append(receipts[next++]!);
+        }, 5) : undefined;
+        const result = await engine.generate({kind: 'completion', model: 'demo', prompt: 'measure me', sampling: {temperature: 0, stop: [], maxTokens: STREAM_TOKENS, responseFormat: {type: 'text'}}}, {
+            onText: (_text, chunk) => {
+                first ??= performance.now();
+                tokens += chunk.length;
+            }
+        });
+        clearInterval(writer);
+        return (tokens - 1) / ((performance.now() - first!) / 1000) || result.timings.generationTokensPerSecond;
+    };
+    await stream(false);
+    const alone: number[] = [];
+    const withWrites: number[] = [];
+    for (let run = 0; run < STREAM_REPEATS; run++) {
+        alone.push(await stream(false));
+        withWrites.push(await stream(true));
+    }
+    await ledger.close();
+    await engine.dispose();
+    const anchor = median(alone);
+    return {
+        tokensPerRequest: STREAM_TOKENS,
+        aloneTokensPerSecond: round(anchor),
+        withLedgerWritesTokensPerSecond: round(median(withWrites)),
+        ratio: round(median(withWrites) / anchor, 3),
+        recordsAppendedPerStream: BURST_RECORDS
+    };
+}
+
+try {
+    log('appends…');
+    const appends = await appendRate();
+    log(JSON.stringify(appends));
+    log('gas…');
+    const anchoring = await gasPerAnchor();
+    log(JSON.stringify(anchoring));
+    log('streaming with ledger writes…');
+    const streaming = await streamingUnderLedgerWrites();
+    log(JSON.stringify(streaming));
+    log(`verify ${VERIFY_RECORDS} records…`);
+    const verify = await verifyTime();
+    log(JSON.stringify(verify));
+    const results = {
+        machine: {cpu: cpus()[0]?.model, cores: cpus().length, node: process.version},
+        measuredAt: new Date().toISOString(),
+        appends,
+        verify,
+        anchoring,
+        streaming
+    };
+    await mkdir(new URL('./results/', import.meta.url), {recursive: true});
+    await writeFile(new URL('./results/ledger.json', import.meta.url), JSON.stringify(results, null, 2) + '\n');
+    process.stdout.write(JSON.stringify(results, null, 2) + '\n');
+} finally {
+    await rm(dir, {recursive: true, force: true});
+}
