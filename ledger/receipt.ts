@@ -61,10 +61,30 @@ function checkSignature(body: ReceiptBody, signature: string, publicKey: string,
 }
 
 /**
+ * Receipts this process verified (or countersigned after verifying), frozen so they cannot change afterwards: the
+ * ledger appends them without checking their signatures again, which would otherwise cost it two signature checks
+ * a record (docs/architecture.md, "Ledger").
+ */
+const verified = new WeakSet<Receipt>();
+
+function freezeVerified(receipt: Receipt): Receipt {
+    Object.freeze(receipt.body);
+    verified.add(Object.freeze(receipt));
+    return receipt;
+}
+
+/** Whether this process verified exactly this (frozen) receipt, both signatures included. */
+export function isVerifiedCountersigned(receipt: Receipt) {
+    return verified.has(receipt) && receipt.providerSignature !== null;
+}
+
+/**
  * Checks a receipt's shape, numbers and signatures; `countersigned` also requires the provider's.
  * Throws ReceiptError saying what is wrong.
  */
 export function verifyReceipt(candidate: unknown, {countersigned = true}: {countersigned?: boolean} = {}): Receipt {
+    if (verified.has(candidate as Receipt) && (!countersigned || (candidate as Receipt).providerSignature !== null))
+        return candidate as Receipt;
     const parsed = receiptSchema.safeParse(candidate);
     if (!parsed.success) {
         const issue = parsed.error.issues[0]!;
@@ -80,5 +100,12 @@ export function verifyReceipt(candidate: unknown, {countersigned = true}: {count
     } else {
         checkSignature(receipt.body, receipt.providerSignature, receipt.body.provider, 'provider');
     }
-    return receipt;
+    return freezeVerified(receipt);
+}
+
+/** The provider's countersignature on a receipt it verified: the whole receipt, verified. */
+export function countersignReceipt(receipt: Receipt, providerSecretKey: Buffer): Receipt {
+    if (!verified.has(receipt))
+        throw new ReceiptError('only a verified receipt can be countersigned');
+    return freezeVerified({...receipt, providerSignature: signReceiptBody(receipt.body, providerSecretKey)});
 }

@@ -39,12 +39,13 @@ export function checkRecord(candidate: unknown, {owner, coreKey, index}: {owner:
                 if (!crypto.verify(headerSigningBytes(coreKey), Buffer.from(record.signature, 'hex'), Buffer.from(owner, 'hex')))
                     throw LedgerError.invalidRecord('the header is not signed by its owner');
                 break;
+            // The candidate's own receipt object: one this process verified already is not checked again.
             case 'served':
-                if (verifyReceipt(record.receipt).body.provider !== owner)
+                if (verifyReceipt((candidate as typeof record).receipt).body.provider !== owner)
                     throw LedgerError.invalidRecord('a served receipt whose provider is not this log\'s owner');
                 break;
             case 'consumed':
-                if (verifyReceipt(record.receipt).body.requester !== owner)
+                if (verifyReceipt((candidate as typeof record).receipt).body.requester !== owner)
                     throw LedgerError.invalidRecord('a consumed receipt whose requester is not this log\'s owner');
                 break;
             case 'shard':

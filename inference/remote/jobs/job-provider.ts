@@ -1,5 +1,5 @@
 import {EventEmitter} from 'node:events';
-import {signReceiptBody, verifyReceipt, ReceiptError, type Receipt} from '../../../ledger/receipt.js';
+import {countersignReceipt, verifyReceipt, ReceiptError, type Receipt} from '../../../ledger/receipt.js';
 import type {NodeIdentity} from '../../../swarm/node-identity.js';
 import {InferenceError, type InferenceErrorCode} from '../../inference-error.js';
 import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../../inference-types.js';
@@ -193,9 +193,9 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
             if (!matches)
                 throw new ReceiptError('the receipt does not match the job served');
             this.awaitingReceipt.delete(jobId);
-            const signature = signReceiptBody(body, this.identity.secretKey);
-            void this.jobs.send(peerId, {type: 'countersigned', jobId, signature});
-            this.emit('receipt', {...receipt, providerSignature: signature});
+            const countersigned = countersignReceipt(receipt, this.identity.secretKey);
+            void this.jobs.send(peerId, {type: 'countersigned', jobId, signature: countersigned.providerSignature!});
+            this.emit('receipt', countersigned);
         } catch (error) {
             // An altered or forged receipt is not countersigned; the job stays unreceipted.
             this.emit('receiptRejected', peerId, jobId, (error as Error).message);
