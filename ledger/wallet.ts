@@ -24,7 +24,7 @@ export async function loadWallet({privateKey, keystorePath, password}: WalletSou
     if (keystorePath === undefined)
         return undefined;
     if (password === undefined)
-        throw LedgerError.notConfigured(`the keystore ${keystorePath} needs its password: set STRONGDOGE_WALLET_PASSWORD`);
+        throw LedgerError.notConfigured(`the keystore ${keystorePath} needs its password: set STRONGDOGE_WALLET_PASSWORD (or run in a terminal to be asked)`);
     let json: string;
     try {
         json = await readFile(keystorePath, 'utf8');

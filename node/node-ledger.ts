@@ -42,18 +42,20 @@ export async function storeAnchorContract(dataDir: string, chainId: number, addr
     await writeFile(ledgerPaths(dataDir).deployedContract, JSON.stringify({chainId, address, txHash}, null, 2) + '\n', {mode: 0o600});
 }
 
-/** The wallet from the environment or the configured keystore. */
-export function walletFromSettings(settings: Pick<NodeSettings, 'wallet'>, env: NodeJS.ProcessEnv = process.env) {
+/** The wallet from STRONGDOGE_WALLET_KEY, or the configured keystore opened with `password`. */
+export function walletFromSettings(settings: Pick<NodeSettings, 'wallet'>, password: string | undefined, env: NodeJS.ProcessEnv = process.env) {
     return loadWallet({
         ...(env.STRONGDOGE_WALLET_KEY !== undefined && {privateKey: env.STRONGDOGE_WALLET_KEY}),
         ...(settings.wallet !== undefined && {keystorePath: settings.wallet}),
-        ...(env.STRONGDOGE_WALLET_PASSWORD !== undefined && {password: env.STRONGDOGE_WALLET_PASSWORD})
+        ...(password !== undefined && {password})
     });
 }
 
 export interface NodeLedgerOptions {
     settings: NodeSettings,
     identity: NodeIdentity,
+    /** The keystore's password, when `--wallet` names one; defaults to none. */
+    walletPassword?: string,
     /** Told once why anchoring is off, and of every anchor and failure. */
     onNotice: (level: 'info' | 'warn', message: string, fields?: object) => void
 }
@@ -71,7 +73,7 @@ export class NodeLedger implements PeerProtocol {
         readonly anchoringOff: string | undefined
     ) {}
 
-    static async open({settings, identity, onNotice}: NodeLedgerOptions): Promise<NodeLedger> {
+    static async open({settings, identity, walletPassword, onNotice}: NodeLedgerOptions): Promise<NodeLedger> {
         const paths = ledgerPaths(settings.dataDir);
         await mkdir(paths.directory, {recursive: true, mode: 0o700});
         const log = await ContributionLog.open({directory: paths.corestore, identity});
@@ -81,7 +83,7 @@ export class NodeLedger implements PeerProtocol {
         let wallet: Wallet | undefined;
         let anchoringOff: string | undefined;
         try {
-            wallet = await walletFromSettings(settings);
+            wallet = await walletFromSettings(settings, walletPassword);
         } catch (error) {
             anchoringOff = (error as Error).message;
         }

@@ -35,6 +35,8 @@ const MAX_PEER_ATTEMPTS = 3;
 
 export interface StrongdogeNodeOptions {
     settings: NodeSettings,
+    /** The wallet keystore's password (`--wallet`), asked for before the node starts; defaults to none. */
+    walletPassword?: string,
     /** The models this node's engine loads. */
     models: ModelLoadSpec[],
     identity: NodeIdentity,
@@ -61,8 +63,10 @@ export class StrongdogeNode {
     private readonly models: ModelLoadSpec[];
     private readonly identity: NodeIdentity;
     private readonly logger: Logger;
+    private readonly walletPassword: string | undefined;
 
     constructor(options: StrongdogeNodeOptions) {
+        this.walletPassword = options.walletPassword;
         ({settings: this.settings, models: this.models, identity: this.identity, logger: this.logger} = options);
         const {settings, models, identity} = options;
         this.engine = new EngineSupervisor({
@@ -123,6 +127,7 @@ export class StrongdogeNode {
             this.logger.warn('no model configured: try `strongdoge models make-demo` and `strongdoge --model demo`');
 
         this.ledger = await NodeLedger.open({settings: this.settings, identity: this.identity,
+            ...(this.walletPassword !== undefined && {walletPassword: this.walletPassword}),
             onNotice: (level, message, fields) => this.logger[level](fields ?? {}, message)});
         this.capabilities.setLedgerCore(this.ledger.log.key);
         this.swarm?.use(this.ledger);

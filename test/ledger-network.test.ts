@@ -1,6 +1,7 @@
 import {rename} from 'node:fs/promises';
 import {join} from 'node:path';
 import test from 'ava';
+import Corestore from 'corestore';
 import type {Testnet} from 'hyperdht/testnet.js';
 import {runCli, waitFor, type DaemonHandle} from './helpers/cli-process.js';
 import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
@@ -119,7 +120,22 @@ test.serial('ledger show works through the running node and on the data dir of a
     const offline = await runCli(['ledger', 'show', '--json', '--data-dir', a.dataDir, '--port', '9', ...chainFlags()], a.env);
     t.is(offline.code, 0, offline.stderr);
     t.like(JSON.parse(offline.stdout), {core: liveLedger.core, length: liveLedger.length, points: liveLedger.points});
-    const verified = await runCli(['ledger', 'verify', '--data-dir', a.dataDir, '--port', '9', ...chainFlags()], a.env);
+    const verify = () => runCli(['ledger', 'verify', '--data-dir', a.dataDir, '--port', '9', ...chainFlags()], a.env);
+    const verified = await verify();
     t.is(verified.code, 0, verified.stdout + verified.stderr);
     t.regex(verified.stdout, /^OK: .*8 records, 1 anchors match/);
+
+    // The operator rewrites history on disk: the last records replaced by others.
+    const store = new Corestore(join(a.dataDir, 'ledger', 'corestore'));
+    const core = store.get<unknown>({name: 'contributions', valueEncoding: 'json'});
+    await core.ready();
+    const kept = [];
+    for (let index = 0; index < 4; index++)
+        kept.push(await core.get(index));
+    await core.truncate(4);
+    await core.append([kept[1], kept[2], kept[3], kept[1]]);
+    await store.close();
+    const tampered = await verify();
+    t.is(tampered.code, 1);
+    t.regex(tampered.stdout, /^FAILED: log [0-9a-f]{64}: anchor of length 7 in block \d+ \(transaction 0x[0-9a-f]{64}, sent by 0x[0-9a-fA-F]{40}\): the log's first 7 records differ/);
 });

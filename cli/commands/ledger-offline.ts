@@ -7,6 +7,7 @@ import {IDENTITY_FILE, loadOrCreateIdentity} from '../../swarm/node-identity.js'
 import type {NodeSettings} from '../config/node-config.js';
 import {ConfigError} from '../config/config-error.js';
 import {ensureDataDir} from '../data-dir.js';
+import {walletPassword} from '../prompt.js';
 
 /** `strongdoge ledger …` on the data dir of a node that is not running: loaded only then. */
 
@@ -16,7 +17,8 @@ export async function withOfflineLedger<T>(settings: NodeSettings, use: (ledger:
     const {identity} = await loadOrCreateIdentity(settings.dataDir).catch((error: Error) => {
         throw new ConfigError(error.message);
     });
-    const ledger = await NodeLedger.open({settings, identity, onNotice: (level, message) => {
+    const password = await walletPassword(settings);
+    const ledger = await NodeLedger.open({settings, identity, ...(password !== undefined && {walletPassword: password}), onNotice: (level, message) => {
         if (level === 'warn')
             process.stderr.write(`strongdoge: ${message}\n`);
     }});
@@ -28,7 +30,7 @@ export async function withOfflineLedger<T>(settings: NodeSettings, use: (ledger:
 }
 
 export async function deployContract(settings: NodeSettings) {
-    const wallet = await walletFromSettings(settings);
+    const wallet = await walletFromSettings(settings, await walletPassword(settings));
     if (wallet === undefined)
         throw LedgerError.notConfigured('no wallet to pay for the deployment: set STRONGDOGE_WALLET_KEY, or --wallet with STRONGDOGE_WALLET_PASSWORD');
     await ensureDataDir(settings.dataDir);

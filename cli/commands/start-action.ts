@@ -8,6 +8,7 @@ import {SECRET_SETTINGS} from '../config/node-config.js';
 import {dataDirPermissionWarnings, ensureDataDir} from '../data-dir.js';
 import {createLogger} from '../../node/logger.js';
 import {resolveModelRefs} from '../model-refs.js';
+import {walletPassword} from '../prompt.js';
 import {packageInfo} from '../../node/package-info.js';
 import {StrongdogeNode} from '../../node/strongdoge-node.js';
 
@@ -38,7 +39,9 @@ export async function runStart(flags: Record<string, unknown> & {dataDir?: strin
     for (const warning of await dataDirPermissionWarnings(dataDir, SECRET_SETTINGS))
         logger.warn(warning);
     const models = await resolveModelRefs(settings.model, dataDir, {logger, showProgressBar: !settings.daemon && process.stderr.isTTY});
-    const node = new StrongdogeNode({settings, models, identity, logger});
+    // Asked before the dashboard takes the terminal; a daemon reads STRONGDOGE_WALLET_PASSWORD.
+    const password = settings.daemon ? process.env.STRONGDOGE_WALLET_PASSWORD : await walletPassword(settings);
+    const node = new StrongdogeNode({settings, models, identity, logger, ...(password !== undefined && {walletPassword: password})});
     let dashboard: {unmount(): void} | undefined;
     const stopFeed = store && feedDashboard(node, store, settings.apiKey !== undefined);
     const leaveDashboard = () => {
