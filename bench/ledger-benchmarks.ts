@@ -131,11 +131,12 @@ async function streamingUnderLedgerWrites() {
         return {tokensPerSecond: (tokens - 1) / seconds || result.timings.generationTokensPerSecond, recordsPerSecond: appended / seconds};
     };
     await stream();
-    const runs: Record<string, {tokensPerSecond: number, recordsPerSecond: number}[]> = {alone: []};
+    const runs: Record<string, {tokensPerSecond: number, recordsPerSecond: number}[]> =
+        Object.fromEntries(['alone', ...Object.keys(WRITE_LOADS)].map((name) => [name, []]));
     for (let run = 0; run < STREAM_REPEATS; run++) {
         runs.alone!.push(await stream());
         for (const [name, load] of Object.entries(WRITE_LOADS))
-            (runs[name] ??= []).push(await stream(load));
+            runs[name]!.push(await stream(load));
     }
     await ledger.close();
     await engine.dispose();
