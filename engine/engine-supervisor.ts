@@ -86,9 +86,9 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
     private pingNonce = 0;
     private lastPongAt = 0;
     private readyWaiters: {resolve: () => void, reject: (error: Error) => void}[] = [];
-    private status: EngineStatus = {
-        state: 'starting', pid: undefined, restarts: 0, device: undefined, models: [], loadProgress: {},
-        running: 0, queued: 0, lastError: undefined
+    /** What the engine said of itself; the process and queue counts are read where they live. */
+    private status: Omit<EngineStatus, 'pid' | 'restarts' | 'running' | 'queued'> = {
+        state: 'starting', device: undefined, models: [], loadProgress: {}, lastError: undefined
     };
 
     constructor(options: EngineSupervisorOptions) {
