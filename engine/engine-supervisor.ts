@@ -63,6 +63,16 @@ interface PendingJob {
     cancelled: boolean
 }
 
+/** Variables the engine process has no use for and must not hold: the wallet's key and password. */
+const WITHHELD_VARIABLES = ['STRONGDOGE_WALLET_KEY', 'STRONGDOGE_WALLET_PASSWORD', 'STRONGDOGE_API_KEY', 'STRONGDOGE_NETWORK_SECRET'];
+
+function engineEnvironment() {
+    const env = {...process.env};
+    for (const name of WITHHELD_VARIABLES)
+        delete env[name];
+    return env;
+}
+
 /** Where the worker entry is: next to this file, as .js when built or .ts when run through tsx. */
 function workerEntry() {
     const self = fileURLToPath(import.meta.url);
@@ -103,7 +113,7 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
             name: 'engine',
             spawn: () => {
                 const entry = workerEntry();
-                return fork(entry.path, [], {execArgv: entry.execArgv, stdio: ['ignore', 'pipe', 'pipe', 'ipc'], serialization: 'advanced'});
+                return fork(entry.path, [], {execArgv: entry.execArgv, env: engineEnvironment(), stdio: ['ignore', 'pipe', 'pipe', 'ipc'], serialization: 'advanced'});
             },
             healthCheck: () => this.healthCheck(),
             checkIntervalMs: this.options.pingIntervalMs
@@ -158,6 +168,8 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
         const release = await this.queue.acquire(slotKey, signal);
         try {
             await this.whenReady(signal);
+            if (signal?.aborted)
+                throw InferenceError.cancelled();
         } catch (error) {
             release();
             throw error;
@@ -170,6 +182,7 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
                     return;
                 // The client is gone now; the slot stays taken until the worker has released the sequence.
                 job.cancelled = true;
+                job.lastActivityAt = Date.now();
                 this.send({type: 'cancel', jobId});
                 reject(InferenceError.cancelled('request cancelled'));
             };
@@ -293,8 +306,9 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
     /** The worker hangs when it stops answering pings, or when a generation makes no progress. */
     private healthCheck() {
         const now = Date.now();
+        // A generation that makes no progress, or any job the worker was told to cancel and never let go of.
         const stalled = [...this.jobs.values()].some((job) =>
-            job.kind === 'generate' && now - job.lastActivityAt > this.options.tokenStallMs);
+            (job.kind === 'generate' || job.cancelled) && now - job.lastActivityAt > this.options.tokenStallMs);
         if (now - this.lastPongAt > this.options.pingTimeoutMs || stalled) {
             this.status.lastError = stalled ? 'a generation stalled' : 'the engine stopped answering';
             return this.status.lastError;

@@ -3,7 +3,7 @@ import Corestore from 'corestore';
 import type Hypercore from 'hypercore';
 import {LedgerError} from './ledger-error.js';
 import {PointsCounter, type PointsTally} from './points.js';
-import {checkRecord, signLogHeader, workKey} from './record-check.js';
+import {checkRecord, signAnchorAuthorization, signLogHeader, workKey} from './record-check.js';
 import {LEDGER_RECORD_VERSION, ledgerRecordSchema, type AnchorRecord, type LedgerRecord} from './records.js';
 
 /** The name of this node's own log in its corestore. */
@@ -31,7 +31,9 @@ export interface ContributionLogEvents {
     /** Records now on disk. */
     appended: [records: LedgerRecord[]],
     /** A record that was refused, never appended, and why. */
-    rejected: [reason: string]
+    rejected: [reason: string],
+    /** Writing a batch failed; its records stay queued. */
+    writeFailed: [reason: string]
 }
 
 /**
@@ -50,9 +52,12 @@ export class ContributionLog extends EventEmitter<ContributionLogEvents> {
     private flushTimer: NodeJS.Timeout | undefined;
     private flushing: Promise<void> = Promise.resolve();
 
+    private readonly secretKey: Buffer;
+
     private constructor(private readonly store: Corestore, private readonly core: Hypercore<unknown>, owner: string, options: ContributionLogOptions) {
         super();
         this.owner = owner;
+        this.secretKey = options.identity.secretKey;
         this.options = {...contributionLogDefaults, ...options};
         this.counter = new PointsCounter(owner);
     }
@@ -113,7 +118,8 @@ export class ContributionLog extends EventEmitter<ContributionLogEvents> {
      */
     append(record: LedgerRecord): boolean {
         try {
-            const checked = checkRecord(record, {owner: this.owner, coreKey: this.key, index: this.length + this.queue.length});
+            // Only the header is ever at index 0, and it is written when the log is created: any later record is past it.
+            const checked = checkRecord(record, {owner: this.owner, coreKey: this.key, index: Math.max(1, this.length + this.queue.length)});
             const key = workKey(checked);
             if (key !== undefined) {
                 if (this.work.has(key))
@@ -125,33 +131,48 @@ export class ContributionLog extends EventEmitter<ContributionLogEvents> {
             this.emit('rejected', (error as Error).message);
             return false;
         }
-        if (this.queue.length >= this.options.maxBatch)
-            void this.flush();
+        if (this.queue.length === this.options.maxBatch)
+            this.flush().catch(() => undefined); // reported with `writeFailed`; the records wait for the next flush
         else
-            this.flushTimer ??= setTimeout(() => void this.flush(), this.options.flushIntervalMs);
+            this.flushTimer ??= setTimeout(() => this.flush().catch(() => undefined), this.options.flushIntervalMs);
         return true;
     }
 
-    /** Appends what waits, in one batch; resolves once it is on disk. */
+    /**
+     * Appends what waits, in one batch; resolves once it is on disk. A write that fails keeps its records queued,
+     * first in line for the next flush, and rejects this call only.
+     */
     flush(): Promise<void> {
         clearTimeout(this.flushTimer);
         this.flushTimer = undefined;
-        this.flushing = this.flushing.then(async () => {
+        const run = this.flushing.then(async () => {
             const batch = this.queue;
             if (batch.length === 0)
                 return;
             this.queue = [];
-            await this.core.append(batch);
+            try {
+                await this.core.append(batch);
+            } catch (error) {
+                this.queue = [...batch, ...this.queue];
+                this.emit('writeFailed', (error as Error).message);
+                throw LedgerError.storage(`cannot write to the contribution log: ${(error as Error).message}`);
+            }
             for (const record of batch)
                 this.count(record);
             this.emit('appended', batch);
         });
-        return this.flushing;
+        this.flushing = run.catch(() => undefined);
+        return run;
     }
 
     /** The log's Merkle tree hash at `length` records (hex): what an anchor commits to. */
     async treeHash(length = this.length) {
         return (await this.core.treeHash(length)).toString('hex');
+    }
+
+    /** The owner's permission (hex signature) for the wallet `sender` to anchor this log on a contract. */
+    authorizeAnchoring(sender: string, chainId: number, contract: string) {
+        return signAnchorAuthorization({core: this.key, sender, chainId, contract}, this.secretKey);
     }
 
     /** Lets a peer replicate this node's corestore (read-only for it) over its connection's protomux. */

@@ -14,9 +14,7 @@ export type LedgerErrorCode =
     /** The chain RPC cannot be reached, or did not answer in time. */
     | 'CHAIN_UNAVAILABLE'
     /** The anchoring transaction was mined but reverted. */
-    | 'REVERTED'
-    /** The log does not match what was anchored, or a record in it does not verify. */
-    | 'VERIFY_FAILED';
+    | 'REVERTED';
 
 export class LedgerError extends Error {
     constructor(readonly code: LedgerErrorCode, message: string) {
@@ -50,9 +48,5 @@ export class LedgerError extends Error {
 
     static reverted(message: string) {
         return new LedgerError('REVERTED', message);
-    }
-
-    static verifyFailed(message: string) {
-        return new LedgerError('VERIFY_FAILED', message);
     }
 }

@@ -1,3 +1,4 @@
+import {workKey} from './record-check.js';
 import type {LedgerRecord} from './records.js';
 
 /**
@@ -51,7 +52,7 @@ export class PointsCounter {
         switch (record.type) {
             case 'served': {
                 const {body} = record.receipt;
-                const earned = this.earn(`job:${body.jobId}`, body.provider, body.requester, body.completionTokens * modelFactor(body.modelBytes));
+                const earned = this.earn(workKey(record)!, body.provider, body.requester, body.completionTokens * modelFactor(body.modelBytes));
                 if (earned !== undefined) {
                     this.counts.servedJobs++;
                     this.counts.servedTokens += body.completionTokens;
@@ -61,8 +62,7 @@ export class PointsCounter {
             case 'shard': {
                 const {body} = record.receipt;
                 const share = (body.lastLayer - body.firstLayer + 1) / body.layerCount;
-                const key = `shard:${body.session}:${body.firstLayer}-${body.lastLayer}`;
-                const earned = this.earn(key, body.host, body.coordinator, body.tokens * share * modelFactor(body.modelBytes));
+                const earned = this.earn(workKey(record)!, body.host, body.coordinator, body.tokens * share * modelFactor(body.modelBytes));
                 if (earned !== undefined) {
                     this.counts.shardSessions++;
                     this.counts.shardTokens += body.tokens;

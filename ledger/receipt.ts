@@ -73,11 +73,6 @@ function freezeVerified(receipt: Receipt): Receipt {
     return receipt;
 }
 
-/** Whether this process verified exactly this (frozen) receipt, both signatures included. */
-export function isVerifiedCountersigned(receipt: Receipt) {
-    return verified.has(receipt) && receipt.providerSignature !== null;
-}
-
 /**
  * Checks a receipt's shape, numbers and signatures; `countersigned` also requires the provider's.
  * Throws ReceiptError saying what is wrong.

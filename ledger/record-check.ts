@@ -17,6 +17,30 @@ export function signLogHeader(coreKey: string, secretKey: Buffer) {
     return crypto.sign(headerSigningBytes(coreKey), secretKey).toString('hex');
 }
 
+/** Where an owner lets a wallet anchor its log: the log, the wallet, the chain and the contract. */
+export interface AnchorAuthorization {
+    core: string,
+    sender: string,
+    chainId: number,
+    contract: string
+}
+
+const AUTHORIZATION_NAMESPACE = 'strongdoge/anchor-authorization/v1\n';
+
+function authorizationBytes({core, sender, chainId, contract}: AnchorAuthorization) {
+    return Buffer.from(AUTHORIZATION_NAMESPACE + JSON.stringify([core, sender.toLowerCase(), chainId, contract.toLowerCase()]), 'utf8');
+}
+
+/** The owner's permission for `sender` to anchor its log: published on chain with `authorize()`. */
+export function signAnchorAuthorization(authorization: AnchorAuthorization, ownerSecretKey: Buffer) {
+    return crypto.sign(authorizationBytes(authorization), ownerSecretKey).toString('hex');
+}
+
+export function verifyAnchorAuthorization(authorization: AnchorAuthorization, owner: string, signature: string) {
+    return /^[0-9a-f]{128}$/.test(signature)
+        && crypto.verify(authorizationBytes(authorization), Buffer.from(signature, 'hex'), Buffer.from(owner, 'hex'));
+}
+
 /**
  * Parses and checks one record of the log `coreKey` owned by `owner` at `index`: the header comes first and
  * only first, and is the owner's; every receipt verifies and names the owner in the role the record claims.

@@ -64,4 +64,3 @@ export const ledgerRecordSchema = z.discriminatedUnion('type', [
 export type LedgerRecord = z.infer<typeof ledgerRecordSchema>;
 export type ShardReceipt = z.infer<typeof shardReceiptSchema>;
 export type AnchorRecord = Extract<LedgerRecord, {type: 'anchor'}>;
-export type HeaderRecord = Extract<LedgerRecord, {type: 'header'}>;

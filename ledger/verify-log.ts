@@ -1,7 +1,7 @@
 import type Hypercore from 'hypercore';
-import type {AnchorEvent} from './anchorer.js';
+import type {ChainAnchors} from './anchorer.js';
 import {PointsCounter, type PointsTally} from './points.js';
-import {checkRecord} from './record-check.js';
+import {checkRecord, verifyAnchorAuthorization} from './record-check.js';
 import {ledgerRecordSchema} from './records.js';
 
 /** What `ledger verify` found: a log passes only with no problem at all. */
@@ -11,6 +11,8 @@ export interface VerifyReport {
     length: number,
     tally: PointsTally | null,
     anchorsChecked: number,
+    /** Anchors for this log by wallets its owner never authorized: anyone can send those, so they prove nothing. */
+    anchorsIgnored: number,
     /** Every problem, the first one first; empty when the log verifies. */
     problems: string[]
 }
@@ -20,11 +22,11 @@ const MAX_PROBLEMS = 20;
 
 /**
  * Checks a contribution log, anyone's, without trusting its owner (docs/architecture.md, "Ledger"): every anchor on
- * the chain for this log must match the log's Merkle tree at the anchored length (a rewritten, truncated or forked
- * log does not), the header must be signed by the owner, every receipt must verify and name the owner in its role;
- * the points are recomputed from the records.
+ * the chain for this log by a wallet the owner authorized must match the log's Merkle tree at the anchored length
+ * (a rewritten, truncated or forked log does not), the header must be signed by the owner, every receipt must
+ * verify and name the owner in its role; the points are recomputed from the records.
  */
-export async function verifyLog(core: Hypercore<unknown>, anchors: AnchorEvent[]): Promise<VerifyReport> {
+export async function verifyLog(core: Hypercore<unknown>, chain: Omit<ChainAnchors, 'chainId' | 'contract'> & Partial<ChainAnchors>): Promise<VerifyReport> {
     const coreKey = core.key!.toString('hex');
     const problems: string[] = [];
     const report = (problem: string) => {
@@ -32,7 +34,14 @@ export async function verifyLog(core: Hypercore<unknown>, anchors: AnchorEvent[]
             problems.push(problem);
     };
 
-    const sorted = [...anchors].sort((a, b) => a.blockNumber - b.blockNumber || a.logLength - b.logLength);
+    const header = ledgerRecordSchema.safeParse(core.length > 0 ? await core.get(0) : null);
+    const owner = header.success && header.data.type === 'header' ? header.data.owner : null;
+    const authorized = new Set(owner === null || chain.chainId === undefined || chain.contract === undefined ? [] : chain.authorizations
+        .filter((authorization) => verifyAnchorAuthorization({core: coreKey, sender: authorization.sender, chainId: chain.chainId!,
+            contract: chain.contract!}, owner, authorization.ownerSignature))
+        .map((authorization) => authorization.sender.toLowerCase()));
+    const attributed = chain.anchors.filter((anchor) => authorized.has(anchor.sender.toLowerCase()));
+    const sorted = attributed.sort((a, b) => a.blockNumber - b.blockNumber || a.logLength - b.logLength);
     for (const anchor of sorted) {
         const where = `anchor of length ${anchor.logLength} in block ${anchor.blockNumber} (transaction ${anchor.txHash}, sent by ${anchor.sender})`;
         if (anchor.logLength > core.length)
@@ -41,11 +50,10 @@ export async function verifyLog(core: Hypercore<unknown>, anchors: AnchorEvent[]
             report(`${where}: the log's first ${anchor.logLength} records differ from what was anchored (rewritten or forked)`);
     }
 
-    const header = ledgerRecordSchema.safeParse(core.length > 0 ? await core.get(0) : null);
-    const owner = header.success && header.data.type === 'header' ? header.data.owner : null;
+    const anchorsIgnored = chain.anchors.length - attributed.length;
     if (owner === null) {
         report('record 0 is not a log header: whose log this is cannot be known');
-        return {core: coreKey, owner, length: core.length, tally: null, anchorsChecked: sorted.length, problems};
+        return {core: coreKey, owner, length: core.length, tally: null, anchorsChecked: sorted.length, anchorsIgnored, problems};
     }
     const counter = new PointsCounter(owner);
     let index = 0;
@@ -57,5 +65,5 @@ export async function verifyLog(core: Hypercore<unknown>, anchors: AnchorEvent[]
         }
         index++;
     }
-    return {core: coreKey, owner, length: core.length, tally: counter.tally, anchorsChecked: sorted.length, problems};
+    return {core: coreKey, owner, length: core.length, tally: counter.tally, anchorsChecked: sorted.length, anchorsIgnored, problems};
 }

@@ -27,7 +27,9 @@ export interface NodeCapabilitiesOptions {
     models: ModelLoadSpec[],
     dataDir: string,
     /** Per million tokens, for peers; defaults to free. */
-    price?: number
+    price?: number,
+    /** Most tokens generated for one peer request, announced so requesters can hold this node to it. */
+    maxJobTokens: number
 }
 
 /**
@@ -43,10 +45,11 @@ export class NodeCapabilities extends EventEmitter<{changed: []}> {
     private readonly models: ModelLoadSpec[];
     private readonly dataDir: string;
     private readonly price: number | undefined;
+    private readonly maxJobTokens: number;
 
     constructor(options: NodeCapabilitiesOptions) {
         super();
-        ({engine: this.engine, models: this.models, dataDir: this.dataDir, price: this.price} = options);
+        ({engine: this.engine, models: this.models, dataDir: this.dataDir, price: this.price, maxJobTokens: this.maxJobTokens} = options);
     }
 
     /** Reads the model files' tables now; hashes them in the background. */
@@ -105,6 +108,7 @@ export class NodeCapabilities extends EventEmitter<{changed: []}> {
             shards: [],
             load: {active: status.running, queued: status.queued},
             pricePerMillionTokens: this.price ?? null,
+            maxJobTokens: this.maxJobTokens,
             ledgerCore: this.ledgerCore
         };
     }

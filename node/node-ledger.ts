@@ -78,6 +78,7 @@ export class NodeLedger implements PeerProtocol {
         await mkdir(paths.directory, {recursive: true, mode: 0o700});
         const log = await ContributionLog.open({directory: paths.corestore, identity});
         log.on('rejected', (reason) => onNotice('warn', 'a record was refused by the contribution log', {reason}));
+        log.on('writeFailed', (reason) => onNotice('warn', 'cannot write to the contribution log; retrying with the next records', {reason}));
         const contract = settings.anchorContract ?? await storedAnchorContract(settings.dataDir, settings.chainId);
         const chain = {rpcUrl: settings.chainRpc, chainId: settings.chainId, contract};
         let wallet: Wallet | undefined;
@@ -138,14 +139,21 @@ export class NodeLedger implements PeerProtocol {
         if (key === this.log.key)
             return verifyLog(this.log.hypercore, anchors);
         const remote = this.log.corestore.get({key: Buffer.from(key, 'hex'), valueEncoding: 'json'});
-        await remote.ready();
-        if (online) {
-            await Promise.race([remote.update({wait: true}), new Promise((resolve) => setTimeout(resolve, REPLICATION_TIMEOUT_MS).unref())]);
-            await remote.download({start: 0, end: remote.length}).done();
-        } else if (remote.length === 0 || remote.contiguousLength < remote.length) {
-            throw LedgerError.notConfigured(`the log ${key} is not (fully) replicated in this data dir: verify it while the node runs and a peer has it`);
+        try {
+            await remote.ready();
+            if (online) {
+                const timeout = new Promise((resolve) => setTimeout(resolve, REPLICATION_TIMEOUT_MS).unref());
+                await Promise.race([remote.update({wait: true}), timeout]);
+                const download = remote.download({start: 0, end: remote.length});
+                await Promise.race([download.done(), timeout]);
+                download.destroy();
+            }
+            if (remote.length === 0 || remote.contiguousLength < remote.length)
+                throw LedgerError.notConfigured(`the log ${key} is not (fully) replicated here: no connected peer has it${online ? '' : '; verify it while the node runs'}`);
+            return await verifyLog(remote, anchors);
+        } finally {
+            await remote.close();
         }
-        return verifyLog(remote, anchors);
     }
 
     describe() {

@@ -135,6 +135,7 @@ export const verifyReportSchema = z.object({
     length: count,
     tally: tallySchema.nullable(),
     anchorsChecked: count,
+    anchorsIgnored: count,
     problems: z.array(z.string())
 });
 

@@ -77,7 +77,7 @@ export class StrongdogeNode {
             gpu: settings.gpu === 'off' ? false : 'auto',
             maxQueue: settings.maxQueue
         });
-        this.capabilities = new NodeCapabilities({engine: this.engine, models, dataDir: settings.dataDir, price: settings.price});
+        this.capabilities = new NodeCapabilities({engine: this.engine, models, dataDir: settings.dataDir, price: settings.price, maxJobTokens: settings.maxJobTokens});
         if (!settings.offline) {
             this.swarm = new SwarmNode({
                 identity,

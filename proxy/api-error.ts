@@ -71,13 +71,13 @@ const inferenceErrorStatus: Record<Exclude<InferenceErrorCode, 'cancelled'>, [nu
 
 /** The ledger's errors as the status API answers them. */
 const ledgerErrorStatus: Record<LedgerErrorCode, [number, ApiErrorType]> = {
-    INVALID_RECORD: [400, 'invalid_request_error'],
+    // Only the node's own records reach the log through the API (an anchor record): a refusal is the node's fault.
+    INVALID_RECORD: [500, 'server_error'],
     NOT_CONFIGURED: [409, 'invalid_request_error'],
     WRONG_CHAIN: [409, 'invalid_request_error'],
     FEE_TOO_HIGH: [503, 'server_error'],
     CHAIN_UNAVAILABLE: [503, 'server_error'],
     REVERTED: [502, 'server_error'],
-    VERIFY_FAILED: [422, 'invalid_request_error'],
     STORAGE: [500, 'server_error']
 };
 

@@ -34,9 +34,10 @@ export class SseWriter {
     }
 
     done() {
+        if (this.res.writableEnded)
+            return;
         if (!this.opened)
             this.open();
-        if (!this.res.writableEnded)
-            this.res.end('data: [DONE]\n\n');
+        this.res.end('data: [DONE]\n\n');
     }
 }

@@ -42,6 +42,8 @@ export const capabilitiesSchema = z.object({
     load: z.object({active: count, queued: count}),
     /** Asking price per million generated tokens; null = free. */
     pricePerMillionTokens: z.number().nonnegative().nullable(),
+    /** Most tokens this node generates for one peer request (`--max-job-tokens`). */
+    maxJobTokens: count.max(2 ** 20).optional(),
     /** The key of this node's contribution log, which peers may replicate to audit it. */
     ledgerCore: z.string().regex(/^[0-9a-f]{64}$/).nullable().optional()
 });

@@ -1,11 +1,12 @@
-import {mkdtemp, readFile, rm} from 'node:fs/promises';
+import {mkdtemp, readFile, rm, writeFile} from 'node:fs/promises';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import test from 'ava';
-import {Wallet} from 'ethers';
+import {Contract, Transaction, Wallet} from 'ethers';
 import Corestore from 'corestore';
 import {Anchorer, chainProvider, deployAnchorContract, readAnchorEvents, type AnchorerOptions} from '../ledger/anchorer.js';
 import {ContributionLog} from '../ledger/contribution-log.js';
+import {contributionAnchorAbi} from '../ledger/generated/contribution-anchor.js';
 import {LedgerError} from '../ledger/ledger-error.js';
 import {verifyLog} from '../ledger/verify-log.js';
 import {type EvmNode, startEvmNode} from './helpers/evm-node.js';
@@ -69,8 +70,9 @@ test.serial('anchor, then verify: the chain\'s anchors match the log; a rewritte
     t.like(log.anchors.at(-1), {txHash: outcome.record.txHash, logLength: 21});
     t.deepEqual((await anchorer(log, directory).anchorNow()).status, 'up-to-date', 'nothing new: no transaction');
     const anchors = await events(log);
-    t.is(anchors.length, 1);
-    t.like(anchors[0], {logLength: 21, treeHash: await log.treeHash(21), sender: wallet.address, blockNumber: outcome.record.blockNumber});
+    t.is(anchors.anchors.length, 1);
+    t.like(anchors.anchors[0], {logLength: 21, treeHash: await log.treeHash(21), sender: wallet.address, blockNumber: outcome.record.blockNumber});
+    t.is(anchors.authorizations.length, 1, 'the wallet published the owner\'s permission once');
     const report = await verifyLog(log.hypercore, anchors);
     t.deepEqual(report.problems, []);
     t.is(report.anchorsChecked, 1);
@@ -106,21 +108,25 @@ test.serial('a chain that stops answering: the attempt fails clearly, the next o
     t.true(failure instanceof LedgerError && failure.code === 'CHAIN_UNAVAILABLE', String(failure));
     const outcome = await anchorer(log, directory).anchorNow();
     t.is(outcome.status, 'anchored');
-    t.is((await events(log)).length, 1);
-    t.is(await nonceOf(), before + 1, 'one transaction in all');
+    t.is((await events(log)).anchors.length, 1);
+    t.is(await nonceOf(), before + 2, 'the wallet\'s authorization and one anchor, nothing more');
     t.is(log.anchors.length, 1);
 });
 
 test.serial('a transaction not mined before a restart is sent again, the same one: one anchor, never two', async (t) => {
     const {log, directory} = await freshLog();
     const rpc = chainProvider({rpcUrl: evm.url, chainId: evm.chainId});
+    t.is((await anchorer(log, directory).anchorNow()).status, 'anchored', 'a first anchor (and the wallet\'s authorization)');
+    for (let index = 0; index < 5; index++)
+        log.append(servedRecord(countersignedReceipt(owner, peer)));
+    await log.flush();
     const before = await nonceOf();
     await rpc.send('evm_setAutomine', [false]);
     try {
         const first = anchorer(log, directory, {miningTimeoutMs: 1_000});
         await t.throwsAsync(first.anchorNow(), {instanceOf: LedgerError, message: /not mined yet/});
         const state = JSON.parse(await readFile(join(directory, 'anchor-state.json'), 'utf8')) as {pending: {txHash: string, logLength: number}};
-        t.is(state.pending.logLength, 21);
+        t.is(state.pending.logLength, 27);
         // The node restarts: a new anchorer finds the pending transaction and waits for it rather than sending another.
         const second = anchorer(log, directory, {miningTimeoutMs: 30_000});
         await second.start();
@@ -135,10 +141,44 @@ test.serial('a transaction not mined before a restart is sent again, the same on
         await rpc.send('evm_setAutomine', [true]);
         rpc.destroy();
     }
-    t.is((await events(log)).length, 1);
-    t.is(await nonceOf(), before + 1);
-    t.is(log.anchors.length, 1);
-    t.deepEqual(JSON.parse(await readFile(join(directory, 'anchor-state.json'), 'utf8')), {pending: null});
+    t.is((await events(log)).anchors.length, 2);
+    t.is(await nonceOf(), before + 1, 'one transaction for the second anchor');
+    t.is(log.anchors.length, 2);
+    t.like(JSON.parse(await readFile(join(directory, 'anchor-state.json'), 'utf8')), {pending: null});
+});
+
+test.serial('a run that stopped after recording an anchor but before forgetting its transaction records it once', async (t) => {
+    const {log, directory} = await freshLog();
+    const outcome = await anchorer(log, directory).anchorNow();
+    if (outcome.status !== 'anchored')
+        return t.fail();
+    // As the state file was just before the record's transaction was forgotten.
+    const statePath = join(directory, 'anchor-state.json');
+    const state = JSON.parse(await readFile(statePath, 'utf8')) as {pending: unknown, authorized: string[]};
+    const sent = await chainProvider({rpcUrl: evm.url, chainId: evm.chainId}).getTransaction(outcome.record.txHash);
+    await writeFile(statePath, JSON.stringify({...state, pending: {rawTx: Transaction.from(sent!).serialized, txHash: outcome.record.txHash,
+        nonce: sent!.nonce, logLength: outcome.record.logLength, treeHash: outcome.record.treeHash, chainId: evm.chainId, contract, wallet: wallet.address}}));
+    const restarted = anchorer(log, directory);
+    await restarted.start();
+    restarted.stop();
+    const again = await restarted.anchorNow();
+    t.is(again.status === 'anchored' && again.record.txHash, outcome.record.txHash);
+    t.is(log.anchors.length, 1, 'no second anchor record');
+    t.is((await events(log)).anchors.length, 1);
+});
+
+test.serial('an anchor sent by a wallet the owner never authorized proves nothing and fails nothing', async (t) => {
+    const {log, directory} = await freshLog();
+    t.is((await anchorer(log, directory).anchorNow()).status, 'anchored');
+    // A stranger anchors a bogus tree hash for this log, and even publishes a permission it forged.
+    const stranger = new Wallet(evm.accounts[2]!, chainProvider({rpcUrl: evm.url, chainId: evm.chainId}));
+    const bogus = new Contract(contract, contributionAnchorAbi, stranger);
+    await (await bogus.getFunction('authorize')(`0x${log.key}`, `0x${'ab'.repeat(64)}`)).wait();
+    await (await bogus.getFunction('anchor')(`0x${log.key}`, 5, `0x${'00'.repeat(32)}`)).wait();
+    const report = await verifyLog(log.hypercore, await events(log));
+    t.deepEqual(report.problems, []);
+    t.is(report.anchorsChecked, 1);
+    t.is(report.anchorsIgnored, 1);
 });
 
 test.serial('a chain with another id is refused before anything is signed or sent', async (t) => {

@@ -110,7 +110,7 @@ test('SIGKILL during a burst: the reopened log has a consistent length, every re
     const log = await ContributionLog.open({directory, identity: owner});
     t.teardown(() => log.close());
     t.true(log.length >= 3000 && log.length <= 10_001, `length ${log.length}`);
-    const report = await verifyLog(log.hypercore, []);
+    const report = await verifyLog(log.hypercore, {anchors: [], authorizations: []});
     t.deepEqual(report.problems, []);
     t.is(report.length, log.length);
     t.is(report.tally!.servedJobs, log.length - 1, 'every record reads back and verifies');
@@ -133,7 +133,7 @@ test('a log replicated over a stream verifies on the other side, read-only', asy
     await copy.update({wait: true});
     await copy.download({start: 0, end: copy.length}).done();
     t.false(copy.writable);
-    const report = await verifyLog(copy, []);
+    const report = await verifyLog(copy, {anchors: [], authorizations: []});
     t.deepEqual(report.problems, []);
     t.is(report.owner, owner.id);
     t.is(report.length, 51);

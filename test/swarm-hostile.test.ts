@@ -180,6 +180,21 @@ test.serial('a serving peer that streams far more than max_tokens is cut off at 
     await expectBanned(t, attacker.id, /more than the 4 token/);
 });
 
+test.serial('a serving peer whose result holds far more text than its tokens can stand for is dropped and banned', async (t) => {
+    const attacker = await hostilePeer(networkTopic({name: 'public'}), hostileProvider('padded', (message, send) => {
+        if (message.type === 'generate')
+            send({type: 'generated', jobId: message.jobId, result: {text: 'x'.repeat(100_000), finishReason: 'stop', usage: {promptTokens: 2, completionTokens: 1},
+                timings: {promptMs: 1, generationMs: 1, promptTokensPerSecond: 1, generationTokensPerSecond: 1}}});
+    }));
+    await untilPeer(attacker.id);
+    const response = await fetch(`${target.baseUrl}/completions`, {
+        method: 'POST', headers: {'content-type': 'application/json'}, body: JSON.stringify({model: 'padded', prompt: 'hello', max_tokens: 4})
+    });
+    t.is(response.status, 503);
+    t.false((await response.text()).includes('xxxxxxxxxx'));
+    await expectBanned(t, attacker.id, /result of 100000 bytes of text for 1 token/);
+});
+
 test.serial('frames for jobs a peer does not have get it banned: no flood of cancels or stray tokens', async (t) => {
     for (const [name, frame] of [
         ['cancel', {type: 'cancel', jobId: 'f'.repeat(32)}],

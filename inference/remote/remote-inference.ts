@@ -1,9 +1,17 @@
 import type {SwarmNode} from '../../swarm/swarm-node.js';
-import {InferenceError} from '../inference-error.js';
+import {InferenceError, type InferenceErrorCode} from '../inference-error.js';
 import type {EmbedOptions, GenerateOptions, InferenceStrategy, ServedModel} from '../inference-service.js';
 import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../inference-types.js';
 import type {JobRequester, RemoteJobDeadlines} from './jobs/job-requester.js';
 import {explainNoPeer, rankPeers, type PeerCandidate} from './peer-ranking.js';
+
+/**
+ * The failures a serving peer may blame on the request: those its engine finds in the request itself. Any other
+ * client code from a peer (a model it announced but "does not have", a budget it cannot know) is its own failure.
+ */
+const PEER_CLIENT_FAULTS = new Set<InferenceErrorCode>(['invalid_request', 'context_length_exceeded']);
+/** The most tokens a peer that announces no cap may send for a request without `max_tokens` (the cap's own limit). */
+const MAX_TOKENS_WITHOUT_CAP = 2 ** 20;
 
 export interface RoutingSettings {
     /** Default budget per million tokens; a request may lower or raise it (header). Defaults to any price. */
@@ -54,7 +62,9 @@ export class RemoteInference implements InferenceStrategy {
         const tokens: number[] = [...request.continuation?.tokens ?? []];
         const initialTokens = tokens.length;
         let streamed = '';
-        return this.withPeers(request.model, options, async (peerId) => {
+        // A failure on a resumed attempt may come from the tokens another peer streamed: never the client's fault.
+        const resumed = () => tokens.length > initialTokens;
+        return this.withPeers(request.model, options, resumed, async (peerId) => {
             const before = streamed;
             const tokensBefore = tokens.length;
             const result = await this.requester.generate(peerId, {...request, ...(tokens.length > 0 && {continuation: {tokens: [...tokens]}})}, {
@@ -62,6 +72,8 @@ export class RemoteInference implements InferenceStrategy {
                 deadlines: this.routing.deadlines,
                 // What the peer announced: it countersigns the receipt only if that is its file's size.
                 modelBytes: this.swarm.peer(peerId)?.capabilities.models.find((offer) => offer.id === request.model)?.sizeBytes ?? 0,
+                // What the peer generates when the client set no limit: its announced cap, held to by the requester.
+                tokenCap: this.swarm.peer(peerId)?.capabilities.maxJobTokens ?? MAX_TOKENS_WITHOUT_CAP,
                 onText: (text, chunkTokens) => {
                     streamed += text;
                     tokens.push(...chunkTokens);
@@ -79,12 +91,12 @@ export class RemoteInference implements InferenceStrategy {
     }
 
     async embed(model: string, inputs: string[], options: EmbedOptions): Promise<EmbeddingResult> {
-        return this.withPeers(model, options, (peerId) =>
+        return this.withPeers(model, options, () => false, (peerId) =>
             this.requester.embed(peerId, model, inputs, {signal: options.signal, deadlines: this.routing.deadlines}));
     }
 
     /** Tries the best peers in turn, at most `maxAttempts`, and says clearly why none could serve. */
-    private async withPeers<T>(model: string, options: EmbedOptions, attempt: (peerId: string) => Promise<T>): Promise<T> {
+    private async withPeers<T>(model: string, options: EmbedOptions, resumed: () => boolean, attempt: (peerId: string) => Promise<T>): Promise<T> {
         const maxPrice = options.maxPrice ?? this.routing.maxPrice;
         const tried = new Set<string>();
         const failures: string[] = [];
@@ -103,7 +115,7 @@ export class RemoteInference implements InferenceStrategy {
                     throw error;
                 if (options.signal?.aborted)
                     throw InferenceError.cancelled();
-                if (error.fault === 'client')
+                if (error.fault === 'client' && PEER_CLIENT_FAULTS.has(error.code) && !resumed())
                     throw error;
                 this.recordFailure(peer.id, error, failures);
             }

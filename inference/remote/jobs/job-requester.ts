@@ -90,9 +90,12 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
      * Streams a peer's generation. What the peer sends is held to the request's own limits (tokens asked for, text
      * per token): a peer that exceeds them is dropped, and nothing beyond them reaches `onText`.
      */
-    generate(peerId: string, request: GenerationRequest, options: {onText: (text: string, tokens: number[]) => void, signal?: AbortSignal, deadlines: RemoteJobDeadlines, modelBytes: number}) {
-        const {maxTokens} = request.sampling;
-        const budget = maxTokens === undefined ? undefined : maxTokens - (request.continuation?.tokens.length ?? 0);
+    generate(peerId: string, request: GenerationRequest, options: {
+        onText: (text: string, tokens: number[]) => void, signal?: AbortSignal, deadlines: RemoteJobDeadlines, modelBytes: number,
+        /** Tokens the peer may generate when the request sets no `max_tokens`: the cap it announced. */
+        tokenCap: number
+    }) {
+        const budget = (request.sampling.maxTokens ?? options.tokenCap) - (request.continuation?.tokens.length ?? 0);
         let relayed = 0;
         return this.run<GenerationResult>(peerId, (jobId) => ({type: 'generate', jobId, request}), options.deadlines, options.signal,
             (message, job) => {
@@ -100,14 +103,17 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
                     const bytes = Buffer.byteLength(message.text);
                     if (bytes > MAX_BYTES_PER_TOKEN * message.tokens.length)
                         return job.violate(`sent ${bytes} bytes of text for ${message.tokens.length} token(s)`);
-                    if (budget !== undefined && relayed + message.tokens.length > budget)
+                    if (relayed + message.tokens.length > budget)
                         return job.violate(`sent more than the ${budget} token(s) asked for`);
                     relayed += message.tokens.length;
                     job.touch();
                     options.onText(message.text, message.tokens);
                 } else if (message.type === 'generated') {
-                    if (budget !== undefined && message.result.usage.completionTokens > budget)
-                        return job.violate(`reported ${message.result.usage.completionTokens} tokens for the ${budget} asked for`);
+                    const {usage, text} = message.result;
+                    if (usage.completionTokens > budget)
+                        return job.violate(`reported ${usage.completionTokens} tokens for the ${budget} asked for`);
+                    if (Buffer.byteLength(text) > MAX_BYTES_PER_TOKEN * Math.max(relayed, usage.completionTokens))
+                        return job.violate(`sent a result of ${Buffer.byteLength(text)} bytes of text for ${usage.completionTokens} token(s)`);
                     job.resolve(message.result);
                     this.requestReceipt(peerId, message.jobId, request.model, options.modelBytes, message.result);
                 } else {

@@ -14,9 +14,9 @@ export interface JobsProtocolOptions {
     submissionsPerSecond?: number,
     /** …and in a burst; defaults to 100. */
     submissionBurst?: number,
-    /** Frames of any kind a peer may send per second, streamed tokens included; defaults to 5,000. */
+    /** Frames of any kind a peer may send per second, streamed tokens included; defaults to 20,000 (a fast GPU streaming several jobs sends a frame per token of each). */
     framesPerSecond?: number,
-    /** …and in a burst; defaults to 10,000. */
+    /** …and in a burst; defaults to 40,000. */
     frameBurst?: number,
     /** Bytes a peer may send per second on this channel; defaults to 8 MiB. */
     bytesPerSecond?: number,
@@ -32,8 +32,8 @@ export interface JobsProtocolOptions {
 export const jobsProtocolDefaults = {
     submissionsPerSecond: 20,
     submissionBurst: 100,
-    framesPerSecond: 5_000,
-    frameBurst: 10_000,
+    framesPerSecond: 20_000,
+    frameBurst: 40_000,
     bytesPerSecond: 8 * 1024 * 1024,
     byteBurst: 16 * 1024 * 1024,
     maxSendBacklogBytes: MAX_JOB_FRAME_BYTES
