@@ -73,6 +73,14 @@ function engineEnvironment() {
     return env;
 }
 
+/** Wraps a promise's settle functions so that settling also stops listening for the caller's abort. */
+function detachingOnSettle(signal: AbortSignal | undefined, onAbort: () => void) {
+    return <A extends unknown[]>(settle: (...args: A) => void) => (...args: A) => {
+        signal?.removeEventListener('abort', onAbort);
+        settle(...args);
+    };
+}
+
 /** Where the worker entry is: next to this file, as .js when built or .ts when run through tsx. */
 function workerEntry() {
     const self = fileURLToPath(import.meta.url);
@@ -187,10 +195,7 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
                 reject(InferenceError.cancelled('request cancelled'));
             };
             signal?.addEventListener('abort', onAbort, {once: true});
-            const settle = <A extends unknown[]>(fn: (...args: A) => void) => (...args: A) => {
-                signal?.removeEventListener('abort', onAbort);
-                fn(...args);
-            };
+            const settle = detachingOnSettle(signal, onAbort);
             this.jobs.set(jobId, {
                 kind, onText, lastActivityAt: Date.now(), cancelled: false, release,
                 resolve: settle(resolve) as (result: never) => void,
@@ -222,12 +227,14 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
         if (this.state === 'stopped' || this.state === 'failed')
             return Promise.reject(InferenceError.engineUnavailable(`engine is ${this.state}`));
         return new Promise((resolve, reject) => {
-            const waiter = {resolve, reject};
-            this.readyWaiters.push(waiter);
-            signal?.addEventListener('abort', () => {
+            const onAbort = () => {
                 this.readyWaiters = this.readyWaiters.filter((other) => other !== waiter);
                 reject(InferenceError.cancelled('request cancelled while the engine was loading'));
-            }, {once: true});
+            };
+            const settle = detachingOnSettle(signal, onAbort);
+            const waiter = {resolve: settle(resolve), reject: settle(reject)};
+            this.readyWaiters.push(waiter);
+            signal?.addEventListener('abort', onAbort, {once: true});
         });
     }
 
