@@ -310,14 +310,14 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
             this.setState('restarting');
     }
 
-    /** The worker hangs when it stops answering pings, or when a generation makes no progress. */
+    /** The worker hangs when it stops answering pings, when a generation makes no progress, or when it never lets go of a cancelled job. */
     private healthCheck() {
         const now = Date.now();
         // A generation that makes no progress, or any job the worker was told to cancel and never let go of.
         const stalled = [...this.jobs.values()].some((job) =>
             (job.kind === 'generate' || job.cancelled) && now - job.lastActivityAt > this.options.tokenStallMs);
         if (now - this.lastPongAt > this.options.pingTimeoutMs || stalled) {
-            this.status.lastError = stalled ? 'a generation stalled' : 'the engine stopped answering';
+            this.status.lastError = stalled ? 'a job stalled' : 'the engine stopped answering';
             return this.status.lastError;
         }
         this.send({type: 'ping', nonce: ++this.pingNonce});

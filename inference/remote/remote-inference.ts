@@ -67,13 +67,14 @@ export class RemoteInference implements InferenceStrategy {
         return this.withPeers(request.model, options, resumed, async (peerId) => {
             const before = streamed;
             const tokensBefore = tokens.length;
+            const announced = this.swarm.peer(peerId)?.capabilities;
             const result = await this.requester.generate(peerId, {...request, ...(tokens.length > 0 && {continuation: {tokens: [...tokens]}})}, {
                 signal: options.signal,
                 deadlines: this.routing.deadlines,
                 // What the peer announced: it countersigns the receipt only if that is its file's size.
-                modelBytes: this.swarm.peer(peerId)?.capabilities.models.find((offer) => offer.id === request.model)?.sizeBytes ?? 0,
+                modelBytes: announced?.models.find((offer) => offer.id === request.model)?.sizeBytes ?? 0,
                 // What the peer generates when the client set no limit: its announced cap, held to by the requester.
-                tokenCap: this.swarm.peer(peerId)?.capabilities.maxJobTokens ?? MAX_TOKENS_WITHOUT_CAP,
+                tokenCap: announced?.maxJobTokens ?? MAX_TOKENS_WITHOUT_CAP,
                 onText: (text, chunkTokens) => {
                     streamed += text;
                     tokens.push(...chunkTokens);
