@@ -58,6 +58,8 @@ export class StrongdogeNode {
     private proxy: ListeningProxy | undefined;
     private servedPeerJobs = 0;
     private readonly startedAt = Date.now();
+    /** `start()` finished: the engine loaded once and what this node announces (its measured compute) is known. */
+    private started = false;
 
     private readonly settings: NodeSettings;
     private readonly models: ModelLoadSpec[];
@@ -140,6 +142,7 @@ export class StrongdogeNode {
             device: status.device,
             models: status.models.map(({id, layers, gpuLayers, contextSize}) => ({id, layers, gpuLayers, contextSize}))
         }, status.device?.backend ? `ready: ${status.device.backend} GPU offload` : 'ready: CPU only');
+        this.started = true;
     }
 
     /** Requests go to this node's engine or to peers, as chooseStrategy decides. */
@@ -166,7 +169,11 @@ export class StrongdogeNode {
     private countingClientTokens(inference: InferenceService): InferenceService {
         return {
             listModels: () => inference.listModels(),
-            readiness: () => inference.readiness(),
+            // Ready once the node has started, not merely its engine: until then peers and /api/node lack its compute.
+            readiness: () => {
+                const readiness = inference.readiness();
+                return readiness.ready && !this.started ? {ready: false, state: 'starting'} : readiness;
+            },
             embed: (...args) => inference.embed(...args),
             generate: (request, options) => inference.generate(request, {...options, onText: this.countTokens('local', options.onText)})
         };
