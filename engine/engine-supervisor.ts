@@ -19,7 +19,13 @@ export interface EngineSupervisorOptions extends WorkerSettings {
     /** How long the worker may take to answer a ping before it is killed; defaults to 10 s. */
     pingTimeoutMs?: number,
     /** A generation with no new text for this long means the engine hangs: it is killed and restarted. Defaults to 2 min. */
-    tokenStallMs?: number
+    tokenStallMs?: number,
+    /**
+     * Asked before every load (the first and each restart) for what this load uses: a sharded engine's stages
+     * change after a failure. While it runs the engine is `loading`; if it rejects, the worker is restarted with
+     * backoff and asked again. Defaults to loading the same settings every time.
+     */
+    prepareLoad?: () => Promise<Pick<WorkerSettings, 'shard'>>
 }
 
 export const engineSupervisorDefaults = {
@@ -36,6 +42,8 @@ export interface EngineStatus {
     device: DeviceInfo | undefined,
     models: LoadedModelInfo[],
     loadProgress: Record<string, number>,
+    /** Sharded models: where llama.cpp put each layer (a device name per layer, the output layer last). */
+    placement: Record<string, string[]>,
     running: number,
     queued: number,
     lastError: string | undefined
@@ -96,7 +104,7 @@ function workerEntry() {
  * in flight, with a clean error, and a new worker takes over with the same models.
  */
 export class EngineSupervisor extends EventEmitter<EngineEvents> {
-    private readonly options: Required<EngineSupervisorOptions>;
+    private readonly options: Required<Omit<EngineSupervisorOptions, 'shard' | 'prepareLoad'>> & Pick<EngineSupervisorOptions, 'shard' | 'prepareLoad'>;
     private readonly queue: AdmissionQueue;
     private readonly process: ProcessSupervisor<WorkerMessage, SupervisorMessage>;
     private readonly jobs = new Map<number, PendingJob>();
@@ -106,7 +114,7 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
     private readyWaiters: {resolve: () => void, reject: (error: Error) => void}[] = [];
     /** What the engine said of itself; the process and queue counts are read where they live. */
     private status: Omit<EngineStatus, 'pid' | 'restarts' | 'running' | 'queued'> = {
-        state: 'starting', device: undefined, models: [], loadProgress: {}, lastError: undefined
+        state: 'starting', device: undefined, models: [], loadProgress: {}, placement: {}, lastError: undefined
     };
 
     constructor(options: EngineSupervisorOptions) {
@@ -241,15 +249,29 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
     /** A new worker: it loads the models, and requests wait until it has. */
     private spawned() {
         this.status.loadProgress = {};
+        this.status.placement = {};
         this.lastPongAt = Date.now();
         this.setState('loading');
-        this.send({type: 'load', settings: {
+        const settings: WorkerSettings = {
             models: this.options.models,
             threads: this.options.threads,
             parallelSequences: this.options.parallelSequences,
             contextSize: this.options.contextSize,
-            gpu: this.options.gpu
-        }});
+            gpu: this.options.gpu,
+            ...(this.options.shard && {shard: this.options.shard})
+        };
+        const pid = this.process.pid;
+        const prepared = this.options.prepareLoad?.() ?? Promise.resolve({});
+        prepared.then((prepare) => {
+            if (this.process.pid === pid) // still the same worker
+                this.send({type: 'load', settings: {...settings, ...prepare}});
+        }, (error: Error) => {
+            if (this.process.pid !== pid || this.state === 'stopped')
+                return;
+            this.status.lastError = error.message;
+            this.emit('workerLog', `cannot prepare the load: ${error.message}`);
+            this.process.kill(); // asked again after the restart's backoff
+        });
     }
 
     private handleMessage(message: WorkerMessage) {
@@ -260,6 +282,9 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
             case 'loadProgress':
                 this.status.loadProgress[message.model] = message.progress;
                 this.emit('loadProgress', message.model, message.progress);
+                return;
+            case 'placement':
+                this.status.placement[message.model] = message.devices;
                 return;
             case 'loaded':
                 this.status.models = message.models;

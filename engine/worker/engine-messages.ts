@@ -18,7 +18,18 @@ export interface WorkerSettings {
     /** Total context tokens, split across the sequences. */
     contextSize: number,
     /** 'auto' offloads to a GPU when node-llama-cpp finds one. */
-    gpu: 'auto' | false
+    gpu: 'auto' | false,
+    /** Layers on remote devices: this engine coordinates a pipeline of stages (docs/architecture.md, "Sharding"). */
+    shard?: ShardLoadSettings
+}
+
+export interface ShardLoadSettings {
+    /** `libggml-rpc.so`, built from the llama.cpp source node-llama-cpp ships (engine/rpc/). */
+    rpcLibraryPath: string,
+    /** One `host:port` per remote stage, in stage order: the loopback ends of the tunnels. */
+    endpoints: string[],
+    /** Layers on the remote stages, the output layer included: llama.cpp offloads the last ones. */
+    gpuLayers: number
 }
 
 /**
@@ -38,6 +49,8 @@ export type WorkerMessage =
     | {type: 'device', device: DeviceInfo}
     | {type: 'loadProgress', model: string, progress: number}
     | {type: 'loaded', models: LoadedModelInfo[]}
+    /** Where llama.cpp put each layer of a sharded model (the output layer last): a device name per layer. */
+    | {type: 'placement', model: string, devices: string[]}
     | {type: 'loadFailed', message: string}
     | {type: 'text', jobId: number, text: string, tokens: number[]}
     | {type: 'generated', jobId: number, result: GenerationResult}

@@ -7,6 +7,7 @@ import type {DeviceInfo} from '../../inference/inference-types.js';
 import type {SupervisorMessage, WorkerMessage, WorkerSettings} from './engine-messages.js';
 import {InferenceError} from '../../inference/inference-error.js';
 import {ModelRuntime} from './model-runtime.js';
+import {PlacementReport, registerRpcDevices} from './rpc-devices.js';
 
 const runtimes = new Map<string, ModelRuntime>();
 const activeJobs = new Map<number, AbortController>();
@@ -27,21 +28,37 @@ async function describeDevice(llama: Llama, threads: number): Promise<DeviceInfo
     };
 }
 
+/** Levels worth the operator's attention; a sharded load asks llama.cpp for debug lines to read the placement. */
+const REPORTED_LEVELS = new Set<LlamaLogLevel>([LlamaLogLevel.fatal, LlamaLogLevel.error, LlamaLogLevel.warn]);
+
 async function load(settings: WorkerSettings) {
     try {
+        let placement: PlacementReport | undefined;
+        const {shard} = settings;
         llama = await getLlama({
-            gpu: settings.gpu,
+            // A sharded engine keeps its own layers on the CPU: a local GPU would join the RPC devices at the
+            // end of llama.cpp's device list, out of the plan's order (docs/architecture.md, "Sharding").
+            gpu: shard === undefined ? settings.gpu : false,
             build: 'never', // a source build takes minutes: never start one behind the user's back
             maxThreads: settings.threads,
-            logLevel: LlamaLogLevel.warn,
-            logger: (level, message) => process.stderr.write(`[llama.cpp ${level}] ${message.trimEnd()}\n`)
+            logLevel: shard === undefined ? LlamaLogLevel.warn : LlamaLogLevel.debug,
+            logger: (level, message) => {
+                if (placement?.read(message) !== true && REPORTED_LEVELS.has(level))
+                    process.stderr.write(`[llama.cpp ${level}] ${message.trimEnd()}\n`);
+            }
         });
+        if (shard !== undefined)
+            registerRpcDevices(llama, shard.rpcLibraryPath, shard.endpoints);
         send({type: 'device', device: await describeDevice(llama, settings.threads)});
         for (const spec of settings.models) {
+            placement = shard === undefined ? undefined : new PlacementReport();
             const runtime = await ModelRuntime.load(llama, spec, settings, (progress) =>
                 send({type: 'loadProgress', model: spec.id, progress}));
             runtimes.set(spec.id, runtime);
+            if (placement !== undefined)
+                send({type: 'placement', model: spec.id, devices: placement.devices});
         }
+        placement = undefined;
         send({type: 'loaded', models: [...runtimes.values()].map((runtime) => runtime.info)});
     } catch (error) {
         send({type: 'loadFailed', message: (error as Error).message});

@@ -42,7 +42,9 @@ export class ModelRuntime {
     static async load(llama: Llama, spec: ModelLoadSpec, settings: WorkerSettings, onProgress: (progress: number) => void) {
         const model = await llama.loadModel({
             modelPath: spec.path,
-            gpuLayers: settings.gpu === false || llama.gpu === false ? 0 : 'auto',
+            gpuLayers: settings.shard?.gpuLayers ?? (settings.gpu === false || llama.gpu === false ? 0 : 'auto'),
+            // Remote stages' memory was checked by the planner; node-llama-cpp knows only local devices.
+            ignoreMemorySafetyChecks: settings.shard !== undefined,
             onLoadProgress: onProgress
         });
         try {

@@ -40,7 +40,9 @@ declare module 'protomux' {
             handshake?: Encoder<unknown>,
             unique?: boolean,
             onopen?: (handshake: unknown) => void | Promise<void>,
-            onclose?: () => void | Promise<void>
+            onclose?: () => void | Promise<void>,
+            /** The connection's write buffer emptied after a send returned false. */
+            ondrain?: () => void
         }): ProtomuxChannel | null;
         pair(options: {protocol: string, id?: Buffer | null}, callback: (id: Buffer | null) => void): void;
         unpair(options: {protocol: string, id?: Buffer | null}): void;

@@ -1,0 +1,56 @@
+import {z} from 'zod';
+import {ProtocolViolation} from '../../../swarm/protocol/control-messages.js';
+
+/** The shard tunnel's channel on a peer's mux (docs/peer-protocol.md, "Shard channel"). */
+export const SHARD_PROTOCOL = 'strongdoge/shard/1';
+
+/** Control frames are small JSON objects. */
+export const MAX_SHARD_CONTROL_BYTES = 4 * 1024;
+/** Stream data frames carry at most this many bytes each: big writes are cut so other channels keep flowing. */
+export const MAX_SHARD_DATA_BYTES = 256 * 1024;
+/** A data frame: a 4-byte stream id, then the bytes. */
+export const DATA_HEADER_BYTES = 4;
+
+const id = z.number().int().min(1).max(0xffff_ffff);
+const sha256 = z.string().regex(/^[0-9a-f]{64}$/);
+
+/**
+ * Control frames. The coordinator opens a session (one rpc server on the host, for this coordinator only), then
+ * streams in it (one TCP connection to that server each); either side ends them. Frame types say who sends them,
+ * so that two nodes can each coordinate and host on the same channel without their ids meeting.
+ */
+export const shardControlSchema = z.discriminatedUnion('type', [
+    z.object({
+        type: z.literal('open'),
+        session: id,
+        /** The model the layers come from, so the host can seed its tensor cache from its own copy. */
+        model: z.object({id: z.string().min(1).max(256), sha256: sha256.nullable()}),
+        layers: z.tuple([z.number().int().min(0), z.number().int().min(0)]),
+        /** Weights and cache the stage will hold: checked against what the host offers. */
+        bytes: z.number().int().min(0)
+    }).strict(),
+    z.object({type: z.literal('end'), session: id, reason: z.string().max(512)}).strict(),
+    z.object({type: z.literal('connect'), session: id, stream: id}).strict(),
+    z.object({type: z.literal('close'), stream: id, reason: z.string().max(512)}).strict(),
+    // from the host
+    z.object({type: z.literal('ready'), session: id}).strict(),
+    z.object({type: z.literal('refused'), session: id, reason: z.string().max(512)}).strict(),
+    z.object({type: z.literal('ended'), session: id, reason: z.string().max(512)}).strict(),
+    z.object({type: z.literal('closed'), stream: id, reason: z.string().max(512)}).strict()
+]);
+
+export type ShardControl = z.infer<typeof shardControlSchema>;
+
+export function encodeData(stream: number, bytes: Uint8Array) {
+    const frame = Buffer.allocUnsafe(DATA_HEADER_BYTES + bytes.byteLength);
+    frame.writeUInt32BE(stream, 0);
+    frame.set(bytes, DATA_HEADER_BYTES);
+    return frame;
+}
+
+export function decodeData(frame: Uint8Array) {
+    if (frame.byteLength <= DATA_HEADER_BYTES || frame.byteLength > DATA_HEADER_BYTES + MAX_SHARD_DATA_BYTES)
+        throw new ProtocolViolation(`shard data frame of ${frame.byteLength} bytes`);
+    const buffer = Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength);
+    return {stream: buffer.readUInt32BE(0), bytes: buffer.subarray(DATA_HEADER_BYTES)};
+}

@@ -1,0 +1,378 @@
+import {EventEmitter} from 'node:events';
+import c from 'compact-encoding';
+import type {ProtomuxChannel, ProtomuxMessage} from 'protomux';
+import {MessageRateLimiter} from '../../../swarm/message-rate-limiter.js';
+import type {PeerConnection} from '../../../swarm/peer-connection.js';
+import type {PeerProtocol} from '../../../swarm/peer-protocol.js';
+import {decodeFrame, encodeFrame, ProtocolViolation} from '../../../swarm/protocol/control-messages.js';
+import {
+    decodeData, encodeData, MAX_SHARD_CONTROL_BYTES, MAX_SHARD_DATA_BYTES, SHARD_PROTOCOL, shardControlSchema, type ShardControl
+} from './shard-messages.js';
+
+/** What a coordinator asks of a host when it opens a session. */
+export type SessionRequest = Omit<Extract<ShardControl, {type: 'open'}>, 'type' | 'session'>;
+
+/** One end of a byte stream through the tunnel. */
+export interface TunnelStream {
+    /** Queues bytes for the other end; false when the peer connection is congested (wait for `drain`). */
+    write(bytes: Uint8Array): boolean,
+    close(reason: string): void,
+    readonly closed: boolean,
+    on(event: 'data', listener: (bytes: Buffer) => void): this,
+    on(event: 'drain', listener: () => void): this,
+    on(event: 'close', listener: (reason: string) => void): this
+}
+
+/** A session this node hosts: the host decides what serves it (an rpc server) and is told when it ends. */
+export interface HostedSession {
+    /** Opens the byte stream a new tunnel stream is joined to (a TCP connection to the session's rpc server). */
+    connect(stream: TunnelStream): void,
+    /** The coordinator ended the session or left: stop serving it. */
+    end(reason: string): void
+}
+
+export interface ShardHostHandler {
+    /** A peer asks this node to host layers: resolve with the session, or reject with the reason for refusing. */
+    open(peerId: string, request: SessionRequest, session: {end(reason: string): void}): Promise<HostedSession>
+}
+
+export interface ShardProtocolOptions {
+    /** Serves sessions for peers; defaults to none (every request is refused). */
+    host?: ShardHostHandler,
+    /** How long a host may take to make a session ready (start an rpc server); defaults to 30 s. */
+    openTimeoutMs?: number,
+    /** Sessions one peer may have open on this host at once; defaults to 2. */
+    maxSessionsPerPeer?: number,
+    /** Streams one session may have open at once; defaults to 8 (ggml-rpc keeps one per device). */
+    maxStreamsPerSession?: number,
+    /** Control frames per second from one peer; defaults to 200, bursts of 1,000. */
+    controlFramesPerSecond?: number
+}
+
+export const shardProtocolDefaults = {
+    openTimeoutMs: 30_000,
+    maxSessionsPerPeer: 2,
+    maxStreamsPerSession: 8,
+    controlFramesPerSecond: 200
+};
+
+export class ShardSessionError extends Error {
+    constructor(readonly code: 'refused' | 'disconnected' | 'timeout' | 'ended', message: string) {
+        super(message);
+        this.name = 'ShardSessionError';
+    }
+}
+
+/** The end of a stream on this node, for either role; bytes go out on the channel's data message for its direction. */
+class ChannelStream extends EventEmitter implements TunnelStream {
+    closed = false;
+
+    constructor(readonly id: number, private readonly channel: ShardChannel, private readonly outgoing: ProtomuxMessage<Uint8Array>,
+        private readonly onClosed: (reason: string, sendClose: boolean) => void) {
+        super();
+    }
+
+    write(bytes: Uint8Array) {
+        if (this.closed)
+            return false;
+        let drained = true;
+        for (let offset = 0; offset < bytes.byteLength; offset += MAX_SHARD_DATA_BYTES)
+            drained = this.outgoing.send(encodeData(this.id, bytes.subarray(offset, offset + MAX_SHARD_DATA_BYTES)));
+        this.channel.countOut(bytes.byteLength);
+        return drained;
+    }
+
+    close(reason: string) {
+        this.finish(reason, true);
+    }
+
+    /** Ends this end: tells the other side unless it was the one that closed. */
+    finish(reason: string, sendClose: boolean) {
+        if (this.closed)
+            return;
+        this.closed = true;
+        this.onClosed(reason, sendClose);
+        this.emit('close', reason);
+    }
+}
+
+/** A session this node coordinates, on a host peer. */
+export class CoordinatorSession extends EventEmitter<{ended: [reason: string]}> {
+    ended = false;
+
+    constructor(readonly peerId: string, readonly id: number, private readonly channel: ShardChannel) {
+        super();
+    }
+
+    /** A new byte stream to the session's rpc server. */
+    connect(): TunnelStream {
+        if (this.ended)
+            throw new ShardSessionError('ended', 'the shard session has ended');
+        return this.channel.openStream(this);
+    }
+
+    /** Ends the session: the host stops its rpc server. */
+    end(reason: string) {
+        this.channel.endOutgoing(this.id, reason, true);
+    }
+}
+
+interface HostedState {
+    session: HostedSession | undefined,
+    streams: Set<ChannelStream>,
+    ended: boolean
+}
+
+/** The shard channel of one peer connection: this node's sessions on the peer and the peer's sessions here. */
+class ShardChannel {
+    private readonly channel: ProtomuxChannel;
+    private readonly control: ProtomuxMessage<Uint8Array>;
+    /** Data for streams the receiver hosts, and for streams the receiver opened as coordinator. */
+    private readonly toHost: ProtomuxMessage<Uint8Array>;
+    private readonly toCoordinator: ProtomuxMessage<Uint8Array>;
+    private readonly limiter: MessageRateLimiter;
+    readonly opened: Promise<boolean>;
+    private readonly outgoing = new Map<number, {session: CoordinatorSession, ready: (error?: Error) => void, streams: Map<number, ChannelStream>}>();
+    private readonly outgoingStreams = new Map<number, ChannelStream>();
+    private readonly hosted = new Map<number, HostedState>();
+    private readonly hostedStreams = new Map<number, ChannelStream>();
+    private nextSessionId = 1;
+    private nextStreamId = 1;
+    closed = false;
+
+    constructor(readonly peer: PeerConnection, private readonly options: Required<Omit<ShardProtocolOptions, 'host'>> & Pick<ShardProtocolOptions, 'host'>) {
+        this.limiter = new MessageRateLimiter(options.controlFramesPerSecond, options.controlFramesPerSecond * 5);
+        let markOpened: (opened: boolean) => void = () => undefined;
+        this.opened = new Promise((resolve) => markOpened = resolve);
+        const channel = peer.mux.createChannel({
+            protocol: SHARD_PROTOCOL,
+            onopen: () => markOpened(true),
+            onclose: () => {
+                markOpened(false);
+                this.shutDown('the peer connection closed');
+            },
+            ondrain: () => {
+                for (const stream of [...this.outgoingStreams.values(), ...this.hostedStreams.values()])
+                    stream.emit('drain');
+            }
+        });
+        if (channel === null)
+            throw new Error('duplicate shard channel');
+        this.channel = channel;
+        this.control = channel.addMessage({encoding: c.raw, onmessage: (frame) => this.guard(() => this.receiveControl(frame))});
+        this.toHost = channel.addMessage({encoding: c.raw, onmessage: (frame) => this.guard(() => this.receiveData(frame, this.hostedStreams))});
+        this.toCoordinator = channel.addMessage({encoding: c.raw, onmessage: (frame) => this.guard(() => this.receiveData(frame, this.outgoingStreams))});
+        channel.open();
+    }
+
+    countOut(bytes: number) {
+        if (this.peer.state)
+            this.peer.state.bytesOut += bytes;
+    }
+
+    async openSession(request: SessionRequest): Promise<CoordinatorSession> {
+        if (!await this.opened || this.closed)
+            throw new ShardSessionError('disconnected', 'the peer has no shard channel open');
+        const session = new CoordinatorSession(this.peer.peerId, this.nextSessionId++, this);
+        const ready = new Promise<void>((resolve, reject) => {
+            this.outgoing.set(session.id, {session, streams: new Map(), ready: (error) => error ? reject(error) : resolve()});
+        });
+        this.send({type: 'open', session: session.id, ...request});
+        const timer = setTimeout(() => this.endOutgoing(session.id, 'no answer to the session request in time', true,
+            new ShardSessionError('timeout', `the host did not open the session within ${this.options.openTimeoutMs} ms`)), this.options.openTimeoutMs);
+        try {
+            await ready;
+        } finally {
+            clearTimeout(timer);
+        }
+        return session;
+    }
+
+    openStream(session: CoordinatorSession): TunnelStream {
+        const entry = this.outgoing.get(session.id);
+        if (entry === undefined || this.closed)
+            throw new ShardSessionError('ended', 'the shard session has ended');
+        const id = this.nextStreamId++;
+        const stream: ChannelStream = new ChannelStream(id, this, this.toHost, (reason, sendClose) => {
+            this.outgoingStreams.delete(id);
+            entry.streams.delete(id);
+            if (sendClose && !this.closed)
+                this.send({type: 'close', stream: id, reason});
+        });
+        this.outgoingStreams.set(id, stream);
+        entry.streams.set(id, stream);
+        this.send({type: 'connect', session: session.id, stream: id});
+        return stream;
+    }
+
+    /** Ends a session this node coordinates: its streams close, and the host is told unless it ended it. */
+    endOutgoing(sessionId: number, reason: string, tell: boolean, error?: Error) {
+        const entry = this.outgoing.get(sessionId);
+        if (entry === undefined)
+            return;
+        this.outgoing.delete(sessionId);
+        for (const stream of entry.streams.values())
+            stream.finish(reason, false);
+        if (tell && !this.closed)
+            this.send({type: 'end', session: sessionId, reason});
+        entry.ready(error ?? new ShardSessionError('ended', reason));
+        entry.session.ended = true;
+        entry.session.emit('ended', reason);
+    }
+
+    private endHosted(sessionId: number, reason: string, tell: boolean) {
+        const state = this.hosted.get(sessionId);
+        if (state === undefined || state.ended)
+            return;
+        state.ended = true;
+        this.hosted.delete(sessionId);
+        for (const stream of state.streams)
+            stream.finish(reason, false);
+        state.session?.end(reason);
+        if (tell && !this.closed)
+            this.send({type: 'ended', session: sessionId, reason});
+    }
+
+    private receiveControl(frame: Uint8Array) {
+        if (!this.limiter.take())
+            throw new ProtocolViolation('flood: too many shard control frames');
+        const message = decodeFrame(frame, shardControlSchema, 'shard control frame', MAX_SHARD_CONTROL_BYTES);
+        this.peer.state?.seen(frame.length);
+        switch (message.type) {
+            case 'open':
+                this.openHosted(message);
+                return;
+            case 'end':
+                this.endHosted(message.session, `the coordinator ended the session: ${message.reason}`, false);
+                return;
+            case 'connect':
+                this.connectHosted(message.session, message.stream);
+                return;
+            case 'close':
+                this.hostedStreams.get(message.stream)?.finish(message.reason, false);
+                return;
+            case 'ready':
+                this.outgoing.get(message.session)?.ready();
+                return;
+            case 'refused':
+                this.endOutgoing(message.session, message.reason, false, new ShardSessionError('refused', message.reason));
+                return;
+            case 'ended':
+                this.endOutgoing(message.session, message.reason, false);
+                return;
+            case 'closed':
+                this.outgoingStreams.get(message.stream)?.finish(message.reason, false);
+                return;
+        }
+    }
+
+    private openHosted(message: Extract<ShardControl, {type: 'open'}>) {
+        if (this.hosted.has(message.session))
+            throw new ProtocolViolation(`shard session ${message.session} opened twice`);
+        const host = this.options.host;
+        const refuse = (reason: string) => this.send({type: 'refused', session: message.session, reason});
+        if (host === undefined)
+            return refuse('this node does not host layers');
+        if (this.hosted.size >= this.options.maxSessionsPerPeer)
+            return refuse(`at most ${this.options.maxSessionsPerPeer} sessions per peer`);
+        const state: HostedState = {session: undefined, streams: new Set(), ended: false};
+        this.hosted.set(message.session, state);
+        const {type: _type, session: sessionId, ...request} = message;
+        host.open(this.peer.peerId, request, {end: (reason) => this.endHosted(sessionId, reason, true)}).then((session) => {
+            state.session = session;
+            if (state.ended)
+                session.end('the session ended while it opened');
+            else
+                this.send({type: 'ready', session: sessionId});
+        }, (error: Error) => {
+            if (state.ended)
+                return;
+            state.ended = true;
+            this.hosted.delete(sessionId);
+            refuse(error.message.slice(0, 512));
+        });
+    }
+
+    private connectHosted(sessionId: number, streamId: number) {
+        const state = this.hosted.get(sessionId);
+        if (this.hostedStreams.has(streamId))
+            throw new ProtocolViolation(`shard stream ${streamId} opened twice`);
+        if (state?.session === undefined) // ended, or not ready: nothing serves it
+            return this.send({type: 'closed', stream: streamId, reason: 'no such session'});
+        if (state.streams.size >= this.options.maxStreamsPerSession)
+            return this.send({type: 'closed', stream: streamId, reason: `at most ${this.options.maxStreamsPerSession} streams per session`});
+        const stream: ChannelStream = new ChannelStream(streamId, this, this.toCoordinator, (reason, sendClose) => {
+            this.hostedStreams.delete(streamId);
+            state.streams.delete(stream);
+            if (sendClose && !this.closed)
+                this.send({type: 'closed', stream: streamId, reason});
+        });
+        this.hostedStreams.set(streamId, stream);
+        state.streams.add(stream);
+        state.session.connect(stream);
+    }
+
+    private receiveData(frame: Uint8Array, streams: Map<number, ChannelStream>) {
+        const {stream: id, bytes} = decodeData(frame);
+        this.peer.state?.seen(frame.length);
+        // Data for a stream that just closed is in flight, not an offence.
+        streams.get(id)?.emit('data', bytes);
+    }
+
+    private send(message: ShardControl) {
+        if (!this.channel.closed)
+            this.control.send(encodeFrame(message));
+    }
+
+    private guard(handle: () => void) {
+        try {
+            handle();
+        } catch (error) {
+            this.peer.close(error instanceof ProtocolViolation
+                ? {kind: 'violation', message: error.message}
+                : {kind: 'local', message: (error as Error).message});
+        }
+    }
+
+    private shutDown(reason: string) {
+        if (this.closed)
+            return;
+        this.closed = true;
+        for (const id of [...this.outgoing.keys()])
+            this.endOutgoing(id, reason, false, new ShardSessionError('disconnected', reason));
+        for (const id of [...this.hosted.keys()])
+            this.endHosted(id, reason, false);
+    }
+}
+
+/**
+ * Layer shards' byte tunnels (docs/peer-protocol.md, "Shard channel"): attaches a shard channel to every peer
+ * connection. A coordinator opens sessions on hosts and streams in them; a host serves each session with what its
+ * handler gives (an rpc server bound to loopback), reachable only through that session's streams, so only from
+ * the peer that opened it.
+ */
+export class ShardProtocol implements PeerProtocol {
+    private readonly channels = new Map<string, ShardChannel>();
+    private readonly options: Required<Omit<ShardProtocolOptions, 'host'>> & Pick<ShardProtocolOptions, 'host'>;
+
+    constructor(options: ShardProtocolOptions = {}) {
+        this.options = {...shardProtocolDefaults, ...options};
+    }
+
+    attach(peer: PeerConnection) {
+        const channel = new ShardChannel(peer, this.options);
+        this.channels.set(peer.peerId, channel);
+        peer.once('closed', () => {
+            if (this.channels.get(peer.peerId) === channel)
+                this.channels.delete(peer.peerId);
+        });
+    }
+
+    /** Asks a peer to host a stage; resolves once its rpc server is ready. */
+    openSession(peerId: string, request: SessionRequest): Promise<CoordinatorSession> {
+        const channel = this.channels.get(peerId);
+        if (channel === undefined)
+            return Promise.reject(new ShardSessionError('disconnected', `peer ${peerId.slice(0, 16)} is not connected`));
+        return channel.openSession(request);
+    }
+}
