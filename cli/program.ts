@@ -1,5 +1,6 @@
 import {Command, CommanderError} from 'commander';
 import {benchCommand} from './commands/bench-command.js';
+import {doctorCommand} from './commands/doctor-command.js';
 import {ledgerCommand} from './commands/ledger-command.js';
 import {modelsCommand} from './commands/models-command.js';
 import {startCommand} from './commands/start-command.js';
@@ -25,6 +26,7 @@ export function createProgram() {
     program.addCommand(startCommand(), {isDefault: true});
     program.addCommand(modelsCommand());
     program.addCommand(benchCommand());
+    program.addCommand(doctorCommand());
     program.addCommand(testnetCommand());
     program.addCommand(ledgerCommand());
     for (const command of statusCommands())

@@ -1,0 +1,140 @@
+import {constants} from 'node:fs';
+import {access, stat} from 'node:fs/promises';
+import {createServer} from 'node:net';
+import {availableParallelism, cpus, freemem, totalmem} from 'node:os';
+import {dirname, join} from 'node:path';
+import {Command} from 'commander';
+import type {RpcTool, RpcToolchain} from '../../engine/rpc/rpc-build.js';
+import {loadNodeSettings} from '../config/load-node-settings.js';
+import {formatBytes} from '../../tui/text-format.js';
+import {addDataDirOption} from './shared-options.js';
+
+export interface DoctorReport {
+    node: {version: string, platform: string},
+    /** What node-llama-cpp runs on here: its prebuilt binaries only (a source build is never started). */
+    engine: {gpu: string | false, devices: string[], vramTotalBytes: number, vramFreeBytes: number} | {error: string},
+    cpu: {model: string, threads: number, llamaThreads: number},
+    memory: {totalBytes: number, freeBytes: number},
+    sharding: {
+        /** This node can host and use layer shards (built, or buildable on start). */
+        available: boolean,
+        /** Why not, or what happens on start. */
+        detail: string,
+        rpcServer: {dir: string, built: boolean, release?: string, serverPath?: string},
+        toolchain: RpcToolchain
+    },
+    api: {host: string, port: number, free: boolean, error?: string},
+    dataDir: {path: string, exists: boolean, writable: boolean, error?: string}
+}
+
+async function engineReport(gpuSetting: 'auto' | 'off'): Promise<DoctorReport['engine']> {
+    try {
+        const {getLlama, LlamaLogLevel} = await import('node-llama-cpp'); // loads only when the command runs
+        const llama = await getLlama({gpu: gpuSetting === 'off' ? false : 'auto', build: 'never', logLevel: LlamaLogLevel.error,
+            logger: (_level, message) => process.stderr.write(`[llama.cpp] ${message.trimEnd()}\n`)});
+        try {
+            const devices = llama.gpu === false ? [] : await llama.getGpuDeviceNames();
+            const vram = llama.gpu === false ? {total: 0, free: 0} : await llama.getVramState();
+            return {gpu: llama.gpu, devices, vramTotalBytes: vram.total, vramFreeBytes: vram.free};
+        } finally {
+            await llama.dispose();
+        }
+    } catch (error) {
+        return {error: (error as Error).message};
+    }
+}
+
+/** Whether the API could listen there now. */
+function portReport(host: string, port: number) {
+    return new Promise<DoctorReport['api']>((resolve) => {
+        const server = createServer();
+        server.once('error', (error: NodeJS.ErrnoException) =>
+            resolve({host, port, free: false, ...(error.code !== 'EADDRINUSE' && {error: error.message})}));
+        server.listen(port, host, () => server.close(() => resolve({host, port, free: true})));
+    });
+}
+
+/** The data dir, or the nearest directory above it that exists (it is created on start): writable? */
+async function dataDirReport(path: string): Promise<DoctorReport['dataDir']> {
+    const exists = await stat(path).then((info) => info.isDirectory(), () => false);
+    let probe = path;
+    while (!exists && dirname(probe) !== probe && !(await stat(probe).then(() => true, () => false)))
+        probe = dirname(probe);
+    try {
+        await access(probe, constants.W_OK);
+        return {path, exists, writable: true};
+    } catch (error) {
+        return {path, exists, writable: false, error: (error as Error).message};
+    }
+}
+
+async function shardingReport(dataDir: string): Promise<DoctorReport['sharding']> {
+    const {detectRpcToolchain, findRpcBinaries} = await import('../../engine/rpc/rpc-build.js');
+    // where the node builds it (node/strongdoge-node.ts)
+    const dir = join(dataDir, 'rpc');
+    const [binaries, toolchain] = await Promise.all([findRpcBinaries(dir).catch(() => undefined), detectRpcToolchain()]);
+    const rpcServer = binaries === undefined ? {dir, built: false} : {dir, built: true, release: binaries.release, serverPath: binaries.serverPath};
+    if (process.platform !== 'linux')
+        return {available: false, detail: `sharding runs the rpc-server on Linux only so far, not ${process.platform}`, rpcServer, toolchain};
+    if (binaries !== undefined)
+        return {available: true, detail: `RPC server built (llama.cpp ${binaries.release})`, rpcServer, toolchain};
+    if (toolchain.missing.length > 0)
+        return {available: false, detail: `${toolchain.missing.join(', ')} not found: the RPC server cannot be built`, rpcServer, toolchain};
+    return {available: true, detail: 'RPC server not built yet: the node builds it on start (about a minute)', rpcServer, toolchain};
+}
+
+export async function diagnose(settings: {dataDir: string, host: string, port: number, threads: number, gpu: 'auto' | 'off'}): Promise<DoctorReport> {
+    const [engine, sharding, api, dataDir] = await Promise.all([
+        engineReport(settings.gpu), shardingReport(settings.dataDir), portReport(settings.host, settings.port), dataDirReport(settings.dataDir)
+    ]);
+    return {
+        node: {version: process.version, platform: `${process.platform}-${process.arch}`},
+        engine,
+        cpu: {model: cpus()[0]?.model.trim() ?? 'unknown', threads: availableParallelism(), llamaThreads: settings.threads},
+        memory: {totalBytes: totalmem(), freeBytes: freemem()},
+        sharding,
+        api,
+        dataDir
+    };
+}
+
+const toolText = (tool: RpcTool | undefined) => tool === undefined ? 'not found' : `${tool.version ?? 'version unknown'} (${tool.path})`;
+
+function reportText(report: DoctorReport) {
+    const {engine, sharding, api, dataDir} = report;
+    const gpu = 'error' in engine ? `unavailable: ${engine.error}`
+        : engine.gpu === false ? 'none: llama.cpp runs on the CPU'
+            : `${engine.gpu}, ${formatBytes(engine.vramFreeBytes)} free of ${formatBytes(engine.vramTotalBytes)}`;
+    const rows: [string, string][] = [
+        ['node', `${report.node.version} ${report.node.platform}`],
+        ['GPU', gpu],
+        ...('error' in engine ? [] : engine.devices.map((device, index): [string, string] => [`device ${index}`, device])),
+        ['CPU', `${report.cpu.threads} threads (${report.cpu.model}); llama.cpp uses ${report.cpu.llamaThreads}`],
+        ['memory', `${formatBytes(report.memory.freeBytes)} free of ${formatBytes(report.memory.totalBytes)}`],
+        ['sharding', `${sharding.available ? 'available' : 'unavailable'}: ${sharding.detail}`],
+        ['RPC server', sharding.rpcServer.built ? sharding.rpcServer.serverPath! : `not built (${sharding.rpcServer.dir})`],
+        ['cmake', toolText(sharding.toolchain.cmake)],
+        ['C++ compiler', toolText(sharding.toolchain.cxxCompiler)],
+        ['C compiler', toolText(sharding.toolchain.cCompiler)],
+        ['build tool', toolText(sharding.toolchain.buildTool)],
+        ['git', toolText(sharding.toolchain.git)],
+        ['API port', `${api.host}:${api.port} ${api.free ? 'free' : api.error === undefined ? 'in use' : `unusable: ${api.error}`}`],
+        ['data dir', `${dataDir.path} ${dataDir.writable ? (dataDir.exists ? 'writable' : 'will be created') : `not writable: ${dataDir.error}`}`]
+    ];
+    const width = Math.max(...rows.map(([label]) => label.length));
+    return rows.map(([label, value]) => `${label.padEnd(width)}  ${value}`).join('\n') + '\n';
+}
+
+export function doctorCommand() {
+    const command = new Command('doctor')
+        .description('check what this machine can do: GPU backend and devices, CPU, sharding (RPC server, cmake, compiler), API port, data dir')
+        .option('-p, --port <n>', 'the API port to check [env STRONGDOGE_PORT]')
+        .option('--host <address>', 'the API address to check [env STRONGDOGE_HOST]')
+        .option('--json', 'print JSON');
+    addDataDirOption(command);
+    return command.action(async (flags: {port?: string, host?: string, json?: boolean, dataDir?: string}) => {
+        const settings = await loadNodeSettings({port: flags.port, host: flags.host, dataDir: flags.dataDir});
+        const report = await diagnose(settings);
+        process.stdout.write(flags.json ? JSON.stringify(report, null, 2) + '\n' : reportText(report));
+    });
+}

@@ -1,0 +1,277 @@
+/**
+ * One llama.cpp `ggml-rpc-server` per layer-hosting session (docs/architecture.md, "Sharding"), supervised like
+ * the engine. The server has no authentication: it binds 127.0.0.1 only and is reached through the session's
+ * tunnel. Its tensor cache (`-c`) lives in `<cacheDir>/rpc/`: the server puts it under `$LLAMA_CACHE`
+ * (tools/rpc/rpc-server.cpp in llama.cpp) and never evicts anything, hence `pruneTensorCache`.
+ */
+import {spawn} from 'node:child_process';
+import {EventEmitter, once} from 'node:events';
+import {readdir, readFile, readlink, stat, unlink} from 'node:fs/promises';
+import {connect, createServer} from 'node:net';
+import {dirname, join} from 'node:path';
+import {ProcessSupervisor} from '../process-supervisor.js';
+import type {RpcBinaries} from './rpc-build.js';
+
+export const RPC_HOST = '127.0.0.1';
+/** The server's subdirectory of `$LLAMA_CACHE`, and its file names: the FNV-1a hash of the tensor data, in hex. */
+export const TENSOR_CACHE_SUBDIR = 'rpc';
+const TENSOR_CACHE_FILE = /^[0-9a-f]{16}$/;
+/** What the server says, on stderr, when it cannot bind its port (ggml/src/ggml-rpc/ggml-rpc.cpp), then exits 0. */
+const BIND_FAILURE_LINE = 'Failed to create server socket';
+const READY_POLL_MS = 50;
+const CONNECT_TIMEOUT_MS = 1_000;
+
+export interface RpcServerHostOptions {
+    /** The server to run: `ensureRpcBinaries`' result, or `prepareRpcServerDir`'s to use node-llama-cpp's GPU backend. */
+    binaries: Pick<RpcBinaries, 'serverPath'>,
+    /** Threads for the CPU device (`-t`); defaults to 1. */
+    threads?: number,
+    /** Enables the tensor cache (`-c`) in `<cacheDir>/rpc/`; defaults to no cache. */
+    cacheDir?: string,
+    /** Devices to serve (`-d`, names such as `CUDA0`); defaults to the server's choice: every GPU, else the CPU. */
+    devices?: string[],
+    /**
+     * Restarts the server (on the same port) after it exits. Defaults to false: the server holds a session's
+     * weights and state, which a restart loses, so an exit ends the session and the owner decides what follows.
+     */
+    restart?: boolean,
+    /** How long `start()` waits for the server to listen; defaults to 30 s (GPU backends initialise slowly). */
+    readyTimeoutMs?: number,
+    /** Ports tried when the free port picked is taken before the server binds it; defaults to 5. */
+    portAttempts?: number,
+    /** How long `stop()` waits after SIGTERM before SIGKILL; defaults to 3 s. */
+    stopGraceMs?: number
+}
+
+export const rpcServerHostDefaults = {
+    threads: 1,
+    restart: false,
+    readyTimeoutMs: 30_000,
+    portAttempts: 5,
+    stopGraceMs: 3_000
+};
+
+export interface RpcServerHostEvents {
+    /** A line the server wrote (stdout is block-buffered by the server: its lines come late). */
+    log: [line: string],
+    /** The server listens on `port` (after `start()`, and after each restart). */
+    ready: [port: number],
+    /** The server exited after it was ready; `restarting` says whether another follows. Not emitted after `stop()`. */
+    exit: [code: number | null, signal: NodeJS.Signals | null, restarting: boolean]
+}
+
+/** A loopback port free right now: the server cannot be asked for an ephemeral one (it rejects `-p 0`). */
+async function freeLoopbackPort() {
+    const server = createServer().listen(0, RPC_HOST);
+    await once(server, 'listening');
+    const {port} = server.address() as {port: number};
+    await new Promise((resolve) => server.close(resolve));
+    return port;
+}
+
+function hexToAddress(hex: string) {
+    if (hex.length === 8) // IPv4, in host (little-endian) byte order
+        return [6, 4, 2, 0].map((index) => parseInt(hex.slice(index, index + 2), 16)).join('.');
+    // IPv6: four 32-bit words, each little-endian
+    const bytes = hex.match(/.{8}/g)!.flatMap((word) => word.match(/../g)!.reverse());
+    return bytes.join('').match(/.{4}/g)!.map((group) => group.replace(/^0{1,3}/, '')).join(':');
+}
+
+/**
+ * The TCP addresses a process listens on, from /proc (Linux): its socket inodes matched against
+ * /proc/net/tcp and tcp6. Empty when the process is gone.
+ */
+export async function listeningAddresses(pid: number): Promise<{address: string, port: number}[]> {
+    const fdDir = `/proc/${pid}/fd`;
+    const inodes = new Set<string>();
+    for (const fd of await readdir(fdDir).catch(() => [])) {
+        const target = await readlink(join(fdDir, fd)).catch(() => '');
+        const match = /^socket:\[(\d+)\]$/.exec(target);
+        if (match !== null)
+            inodes.add(match[1]!);
+    }
+    const addresses: {address: string, port: number}[] = [];
+    for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+        const text = await readFile(table, 'utf8').catch(() => '');
+        for (const line of text.split('\n').slice(1)) {
+            const fields = line.trim().split(/\s+/);
+            // local_address is field 1, st (0A = LISTEN) field 3, inode field 9
+            if (fields.length < 10 || fields[3] !== '0A' || !inodes.has(fields[9]!))
+                continue;
+            const [address, port] = fields[1]!.split(':');
+            addresses.push({address: hexToAddress(address!), port: parseInt(port!, 16)});
+        }
+    }
+    return addresses;
+}
+
+function acceptsConnection(port: number) {
+    return new Promise<boolean>((resolve) => {
+        const socket = connect({host: RPC_HOST, port});
+        const done = (accepted: boolean) => {
+            socket.destroy();
+            resolve(accepted);
+        };
+        socket.setTimeout(CONNECT_TIMEOUT_MS, () => done(false));
+        socket.once('connect', () => done(true));
+        socket.once('error', () => done(false));
+    });
+}
+
+/**
+ * Runs one `ggml-rpc-server` on 127.0.0.1 and a free port. `start()` resolves once that server (not another
+ * process that took the port) listens and accepts a connection. An exit after that is reported by `exit`;
+ * without `restart` it is final.
+ */
+export class RpcServerHost extends EventEmitter<RpcServerHostEvents> {
+    private readonly options: typeof rpcServerHostDefaults & RpcServerHostOptions;
+    private supervisor: ProcessSupervisor | undefined;
+    private stopped = false;
+    /** The port the server listens on, once started. */
+    port: number | undefined;
+
+    constructor(options: RpcServerHostOptions) {
+        super();
+        this.options = {...rpcServerHostDefaults, ...options};
+    }
+
+    /** `127.0.0.1:PORT`, once started. */
+    get endpoint() {
+        return this.port === undefined ? undefined : `${RPC_HOST}:${this.port}`;
+    }
+
+    get pid() {
+        return this.supervisor?.pid;
+    }
+
+    /** Starts the server; resolves with its port once it accepts connections. Rejects if it exits or hangs first. */
+    async start() {
+        for (let attempt = 1; ; attempt++) {
+            const port = await freeLoopbackPort();
+            const outcome = await this.launch(port);
+            if (outcome === 'ready') {
+                this.port = port;
+                return port;
+            }
+            if (attempt >= this.options.portAttempts)
+                throw new Error(`rpc-server could not bind a port after ${attempt} attempts`);
+        }
+    }
+
+    /** Stops the server for good: SIGTERM, then SIGKILL after `stopGraceMs`. */
+    async stop() {
+        this.stopped = true;
+        await this.supervisor?.stop();
+    }
+
+    private args(port: number) {
+        const args = ['-H', RPC_HOST, '-p', String(port), '-t', String(this.options.threads)];
+        if (this.options.devices !== undefined)
+            args.push('-d', this.options.devices.join(','));
+        if (this.options.cacheDir !== undefined)
+            args.push('-c');
+        return args;
+    }
+
+    private spawnServer(port: number) {
+        const {serverPath} = this.options.binaries;
+        const env = {...process.env};
+        // ggml would load this extra backend library from anywhere
+        delete env.GGML_BACKEND_PATH;
+        if (this.options.cacheDir !== undefined)
+            env.LLAMA_CACHE = this.options.cacheDir;
+        // ggml also looks for backends in the working directory: only the server's own directory will do
+        return spawn(serverPath, this.args(port), {cwd: dirname(serverPath), env, stdio: ['ignore', 'pipe', 'pipe']});
+    }
+
+    /** Runs the server on `port` until it listens ('ready'), or it exits because the port was taken. */
+    private launch(port: number) {
+        return new Promise<'ready' | 'port_taken'>((resolve, reject) => {
+            const supervisor = new ProcessSupervisor({name: 'rpc-server', spawn: () => this.spawnServer(port), stopGraceMs: this.options.stopGraceMs});
+            this.supervisor = supervisor;
+            let ready = false;
+            let portTaken = false;
+            const tail: string[] = [];
+            const timer = setTimeout(() => {
+                void supervisor.stop();
+                reject(new Error(`rpc-server did not listen within ${this.options.readyTimeoutMs} ms: ${tail.join(' | ')}`));
+            }, this.options.readyTimeoutMs);
+            supervisor.on('log', (line) => {
+                portTaken ||= line.includes(BIND_FAILURE_LINE);
+                tail.push(line);
+                if (tail.length > 10)
+                    tail.shift();
+                this.emit('log', line);
+            });
+            supervisor.on('spawn', (child) => void this.waitListening(child.pid, port, () => supervisor.pid === child.pid && !this.stopped).then((listening) => {
+                if (!listening)
+                    return;
+                supervisor.markStarted();
+                this.emit('ready', port);
+                if (!ready) {
+                    ready = true;
+                    clearTimeout(timer);
+                    resolve('ready');
+                }
+            }));
+            supervisor.on('exit', (code, signal) => {
+                if (!ready) {
+                    clearTimeout(timer);
+                    void supervisor.stop();
+                    if (portTaken && !this.stopped)
+                        resolve('port_taken');
+                    else
+                        reject(new Error(this.stopped ? 'rpc-server stopped while starting' : `rpc-server exited (${signal ?? `code ${code}`}) before listening: ${tail.join(' | ')}`));
+                    return;
+                }
+                if (this.stopped)
+                    return;
+                if (!this.options.restart)
+                    void supervisor.stop();
+                this.emit('exit', code, signal, this.options.restart);
+            });
+            supervisor.start();
+        });
+    }
+
+    /** Polls until the child itself listens on 127.0.0.1:port and accepts a connection; false once `current()` is not. */
+    private async waitListening(pid: number | undefined, port: number, current: () => boolean) {
+        if (pid === undefined)
+            return false;
+        while (current()) {
+            const owns = process.platform !== 'linux' ||
+                (await listeningAddresses(pid)).some((socket) => socket.address === RPC_HOST && socket.port === port);
+            if (owns && await acceptsConnection(port))
+                return current();
+            await new Promise((resolve) => setTimeout(resolve, READY_POLL_MS));
+        }
+        return false;
+    }
+}
+
+/**
+ * Keeps the tensor cache in `<cacheDir>/rpc/` within `maxBytes`: evicts the least recently used files first (by
+ * access or modification time, whichever is later). Call it before a server starts on that cache: the server
+ * reads a file it found a moment earlier without checking again. Returns what it removed and what is left.
+ */
+export async function pruneTensorCache(cacheDir: string, maxBytes: number) {
+    const dir = join(cacheDir, TENSOR_CACHE_SUBDIR);
+    const names = (await readdir(dir).catch(() => [])).filter((name) => TENSOR_CACHE_FILE.test(name));
+    const files = (await Promise.all(names.map(async (name) => {
+        const info = await stat(join(dir, name)).catch(() => undefined);
+        return info === undefined ? undefined : {path: join(dir, name), bytes: info.size, usedMs: Math.max(info.atimeMs, info.mtimeMs)};
+    }))).filter((file) => file !== undefined);
+    files.sort((a, b) => a.usedMs - b.usedMs);
+    let totalBytes = files.reduce((sum, file) => sum + file.bytes, 0);
+    let removedFiles = 0;
+    let removedBytes = 0;
+    for (const file of files) {
+        if (totalBytes <= maxBytes)
+            break;
+        await unlink(file.path).catch(() => undefined);
+        totalBytes -= file.bytes;
+        removedFiles++;
+        removedBytes += file.bytes;
+    }
+    return {removedFiles, removedBytes, keptBytes: totalBytes};
+}

@@ -1,0 +1,57 @@
+import {once} from 'node:events';
+import {mkdtemp, rm, symlink} from 'node:fs/promises';
+import {createServer} from 'node:net';
+import {availableParallelism, tmpdir} from 'node:os';
+import {join} from 'node:path';
+import test from 'ava';
+import type {DoctorReport} from '../cli/commands/doctor-command.js';
+import {runCli} from './helpers/cli-process.js';
+import {freePort} from './helpers/free-port.js';
+
+async function tempDir(t: {teardown(fn: () => Promise<void>): void}) {
+    const dir = await mkdtemp(join(tmpdir(), 'strongdoge-doctor-'));
+    t.teardown(() => rm(dir, {recursive: true, force: true}));
+    return dir;
+}
+
+test('doctor --json reports the engine, CPU, sharding, the API port and the data dir', async (t) => {
+    const dataDir = join(await tempDir(t), 'home');
+    const busy = createServer().listen(0, '127.0.0.1');
+    await once(busy, 'listening');
+    t.teardown(() => busy.close());
+    const busyPort = (busy.address() as {port: number}).port;
+
+    const result = await runCli(['doctor', '--json', '--data-dir', dataDir, '--port', String(busyPort)]);
+    t.is(result.code, 0, result.stderr);
+    const report = JSON.parse(result.stdout) as DoctorReport;
+    t.false('error' in report.engine, JSON.stringify(report.engine));
+    if (!('error' in report.engine) && report.engine.gpu === false)
+        t.deepEqual(report.engine.devices, []);
+    t.is(report.cpu.threads, availableParallelism());
+    t.true(report.memory.totalBytes > 0);
+    t.deepEqual(report.api, {host: '127.0.0.1', port: busyPort, free: false});
+    t.deepEqual(report.dataDir, {path: dataDir, exists: false, writable: true});
+    // a fresh data dir has no RPC server yet: it can be built when the tools are there
+    t.false(report.sharding.rpcServer.built);
+    t.is(report.sharding.rpcServer.dir, join(dataDir, 'rpc'));
+    t.is(report.sharding.available, report.sharding.toolchain.missing.length === 0);
+
+    const port = await freePort();
+    const text = await runCli(['doctor', '--data-dir', dataDir, '--port', String(port)]);
+    t.is(text.code, 0, text.stderr);
+    t.regex(text.stdout, new RegExp(`^API port +127\\.0\\.0\\.1:${port} free$`, 'm'));
+    t.regex(text.stdout, /^sharding +(available|unavailable): /m);
+    t.regex(text.stdout, /^data dir .* will be created$/m);
+});
+
+test('doctor says why sharding is unavailable when cmake is missing', async (t) => {
+    const bin = await tempDir(t);
+    // node itself, and nothing else: no cmake, compiler or git
+    await symlink(process.execPath, join(bin, 'node'));
+    const result = await runCli(['doctor', '--json', '--data-dir', join(await tempDir(t), 'home'), '--port', String(await freePort())], {PATH: bin});
+    t.is(result.code, 0, result.stderr);
+    const {sharding} = JSON.parse(result.stdout) as DoctorReport;
+    t.false(sharding.available);
+    t.true(sharding.toolchain.missing.includes('cmake'));
+    t.regex(sharding.detail, /^cmake, .* not found: the RPC server cannot be built$/);
+});
