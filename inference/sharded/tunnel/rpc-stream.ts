@@ -1,0 +1,439 @@
+/**
+ * The RPC-aware codec of a shard tunnel (docs/architecture.md, "Sharding"): it sits between llama.cpp's RPC client
+ * (the coordinator) and a stage's `rpc-server`, follows ggml-rpc protocol v6 in both directions as the bytes arrive,
+ * in chunks of any size, and forwards them with three rewrites: the device memory a stage reports (so that
+ * llama.cpp's layer split follows the plan, `inference/sharded/layer-split.ts`), the device count (one per stage)
+ * and the HELLO transport capabilities (so that the bytes stay in the tunnel). Anything else the protocol does not
+ * allow ends the session. Large payloads (weights, activations) pass through as views of the incoming chunks, never
+ * buffered.
+ *
+ * Wire format (ggml-rpc v6.0.0, little-endian, structs packed):
+ * request `| command (1 byte) | size (u64) | payload (size bytes) |`, reply `| size (u64) | payload (size bytes) |`.
+ * Only some commands have a reply; llama.cpp's client sends one command at a time and waits for its reply, if any.
+ */
+
+/** ggml-rpc's protocol version this codec follows; a server of another major version is refused. */
+export const RPC_PROTO_MAJOR_VERSION = 6;
+
+/** ggml-rpc's command bytes (`enum rpc_cmd`). `NONE` is the client's internal no-op and never sent. */
+export const RpcCommand = {
+    ALLOC_BUFFER: 0,
+    GET_ALIGNMENT: 1,
+    GET_MAX_SIZE: 2,
+    BUFFER_GET_BASE: 3,
+    FREE_BUFFER: 4,
+    BUFFER_CLEAR: 5,
+    SET_TENSOR: 6,
+    SET_TENSOR_HASH: 7,
+    GET_TENSOR: 8,
+    COPY_TENSOR: 9,
+    GRAPH_COMPUTE: 10,
+    GET_DEVICE_MEMORY: 11,
+    INIT_TENSOR: 12,
+    GET_ALLOC_SIZE: 13,
+    HELLO: 14,
+    DEVICE_COUNT: 15,
+    GRAPH_RECOMPUTE: 16,
+    MEMSET_TENSOR: 17,
+    NONE: 18,
+    COUNT: 19
+} as const;
+
+/** The commands that travel on the wire. */
+export type RpcCommandName = Exclude<keyof typeof RpcCommand, 'NONE' | 'COUNT'>;
+
+/** Bytes of a serialized `rpc_tensor` (ids, type, shape, strides, op and its params, sources, view, data, name). */
+export const RPC_TENSOR_BYTES = 296;
+/** Bytes of the transport capabilities in HELLO (`RPC_CONN_CAPS_SIZE`); all zero means plain TCP. */
+export const RPC_CONN_CAPS_BYTES = 24;
+/** A request's header: command byte and payload size. */
+const REQUEST_HEADER_BYTES = 1 + 8;
+/** A reply's header: payload size. */
+const REPLY_HEADER_BYTES = 8;
+/** Bytes before the caps in the HELLO reply: major, minor, patch, padding. */
+const HELLO_VERSION_BYTES = 4;
+const DEVICE_INDEX_BYTES = 4;
+/** Offset of GET_TENSOR's requested size: after the tensor and the offset. */
+const GET_TENSOR_SIZE_OFFSET = RPC_TENSOR_BYTES + 8;
+const U64_LIMIT = 2n ** 64n;
+
+/**
+ * Devices a stage exposes. The plan gives each stage one contiguous layer range and one reported memory
+ * (`inference/sharded/layer-split.ts`); a server with several devices would show up as several RPC devices, each
+ * taking a share of the layers in proportion to memory the plan never assigned. So DEVICE_COUNT replies are clamped
+ * to one and requests naming another device are refused: the stage's `rpc-server` serves its first device.
+ */
+const STAGE_DEVICES = 1;
+
+/**
+ * Replies that may be outstanding. llama.cpp's client waits for each reply before its next command (one dispatcher
+ * thread), so it never has more than one; a long backlog means a misbehaving peer. The bound keeps the queue small.
+ */
+const MAX_PENDING_REPLIES = 32;
+
+/**
+ * Default largest payload: 4 GiB. A SET_TENSOR carries a whole tensor (the token embeddings of a large model run to a
+ * few GiB) and GET_TENSOR replies read one back; nothing else comes close.
+ */
+export const DEFAULT_MAX_PAYLOAD_BYTES = 4 * 2 ** 30;
+
+interface CommandSpec {
+    /** The request's payload size: exact, or the least when `variable`. */
+    requestBytes: number,
+    variable?: true,
+    /** The reply's payload size; null: no reply; 'requested': the size the request asks for (GET_TENSOR). */
+    replyBytes: number | null | 'requested',
+    /** The request names a device in its first 4 bytes. */
+    device?: true
+}
+
+/** Request and reply layouts of each command, from ggml-rpc's `rpc_msg_*` structs and its server loop. */
+const COMMAND_SPECS: Record<RpcCommandName, CommandSpec> = {
+    ALLOC_BUFFER: {requestBytes: 4 + 8, replyBytes: 16, device: true},
+    GET_ALIGNMENT: {requestBytes: 4, replyBytes: 8, device: true},
+    GET_MAX_SIZE: {requestBytes: 4, replyBytes: 8, device: true},
+    BUFFER_GET_BASE: {requestBytes: 8, replyBytes: 8},
+    FREE_BUFFER: {requestBytes: 8, replyBytes: null},
+    BUFFER_CLEAR: {requestBytes: 8 + 1, replyBytes: null},
+    // | tensor | offset (u64) | data |
+    SET_TENSOR: {requestBytes: RPC_TENSOR_BYTES + 8, variable: true, replyBytes: null},
+    SET_TENSOR_HASH: {requestBytes: RPC_TENSOR_BYTES + 8 + 8, replyBytes: 1},
+    GET_TENSOR: {requestBytes: RPC_TENSOR_BYTES + 8 + 8, replyBytes: 'requested'},
+    COPY_TENSOR: {requestBytes: 2 * RPC_TENSOR_BYTES, replyBytes: 1},
+    // | device (u32) | n_nodes (u32) | nodes (n_nodes × u64) | n_tensors (u32) | tensors |
+    GRAPH_COMPUTE: {requestBytes: 4 + 4 + 4, variable: true, replyBytes: null, device: true},
+    GET_DEVICE_MEMORY: {requestBytes: 4, replyBytes: 16, device: true},
+    INIT_TENSOR: {requestBytes: RPC_TENSOR_BYTES, replyBytes: null},
+    // | device (u32) | tensor | its GGML_MAX_SRC (10) sources |
+    GET_ALLOC_SIZE: {requestBytes: 4 + 11 * RPC_TENSOR_BYTES, replyBytes: 8, device: true},
+    HELLO: {requestBytes: RPC_CONN_CAPS_BYTES, replyBytes: HELLO_VERSION_BYTES + RPC_CONN_CAPS_BYTES},
+    DEVICE_COUNT: {requestBytes: 0, replyBytes: 4},
+    GRAPH_RECOMPUTE: {requestBytes: 4, replyBytes: null, device: true},
+    // | tensor | offset (u64) | size (u64) | value (u8) |
+    MEMSET_TENSOR: {requestBytes: RPC_TENSOR_BYTES + 8 + 8 + 1, replyBytes: null}
+};
+
+/** Command names by command byte; undefined for bytes that are no command on the wire. */
+const COMMAND_NAMES: (RpcCommandName | undefined)[] = [];
+for (const name of Object.keys(COMMAND_SPECS) as RpcCommandName[])
+    COMMAND_NAMES[RpcCommand[name]] = name;
+
+/** Leading request payload bytes the codec must read or rewrite before forwarding anything of the command. */
+function requestInspectBytes(command: number, spec: CommandSpec): number {
+    if (command === RpcCommand.HELLO || command === RpcCommand.GET_TENSOR)
+        return spec.requestBytes;
+    return spec.device ? DEVICE_INDEX_BYTES : 0;
+}
+
+/** Memory a device reports, in bytes (u64). */
+export interface DeviceMemory {
+    free: bigint,
+    total: bigint
+}
+
+export interface RpcSessionOptions {
+    /**
+     * What GET_DEVICE_MEMORY replies report instead of the server's own figures: fixed, or asked for each reply
+     * (called with the device index, always 0). Leave out to forward the server's figures.
+     */
+    reportMemory?: DeviceMemory | ((device: number) => DeviceMemory),
+    /** Largest payload of any request or reply; defaults to `DEFAULT_MAX_PAYLOAD_BYTES`. */
+    maxPayloadBytes?: number
+}
+
+export type RpcViolationCode =
+    /** A command byte outside the protocol, or the client-internal NONE. */
+    | 'unknown-command'
+    /** The first command is not HELLO. */
+    | 'hello-expected'
+    /** HELLO after the first command (the server would hang up). */
+    | 'repeated-hello'
+    /** A payload of another size than its command's layout (HELLO included), or shorter than its least. */
+    | 'bad-size'
+    /** A payload (or a requested tensor read) larger than `maxPayloadBytes`. */
+    | 'too-large'
+    /** A request for a device other than the stage's one. */
+    | 'bad-device'
+    /** More than `MAX_PENDING_REPLIES` replies outstanding. */
+    | 'reply-backlog'
+    /** Reply bytes while no reply is expected. */
+    | 'unexpected-reply'
+    /** A reply of another size than its command's. */
+    | 'bad-reply-size'
+    /** A HELLO reply from a server of another major protocol version. */
+    | 'version';
+
+/**
+ * The RPC stream broke the protocol: the session ends (and only it). `side` says who sent the offending bytes, so
+ * that the caller blames the right party: the local llama.cpp or `rpc-server`, or the peer at the tunnel's far end.
+ */
+export class RpcViolation extends Error {
+    constructor(readonly code: RpcViolationCode, readonly side: 'client' | 'server', message: string) {
+        super(`RPC ${side} ${message}`);
+        this.name = 'RpcViolation';
+    }
+}
+
+/** Traffic of one session, for metrics. */
+export interface RpcCounters {
+    bytesFromClient: number,
+    bytesFromServer: number,
+    /** Commands forwarded, by name. */
+    commands: Record<RpcCommandName, number>,
+    /** GRAPH_COMPUTE and GRAPH_RECOMPUTE (a reused graph): about one per token and stage. */
+    graphComputes: number
+}
+
+interface FrameHandler {
+    /** Sees a frame's first byte, so that bytes no frame may start with are refused at once, not after a header. */
+    begin(firstByte: number): void,
+    /** Validates a complete header; returns the frame's payload size and how many of its first bytes to inspect. */
+    header(head: Buffer): {payloadBytes: number, inspectBytes: number},
+    /** Validates, and may rewrite in place, the inspected payload prefix; nothing of the frame is forwarded before. */
+    inspect(prefix: Buffer): void
+}
+
+/**
+ * Splits one direction into frames: holds each frame's header and inspected prefix (a few hundred bytes at most)
+ * until complete, forwards them (rewritten) as a copy, then the rest of the payload as views of the input chunks.
+ * Forwarded bytes are always as many as received: rewrites keep sizes.
+ */
+class FrameSplitter {
+    private readonly head: Buffer;
+    private held = 0;
+    private wanted: number;
+    private inHeader = true;
+    private payloadBytes = 0;
+    /** Payload bytes still to pass through untouched. */
+    private streaming = 0;
+
+    constructor(private readonly headerBytes: number, maxInspectBytes: number, private readonly handler: FrameHandler) {
+        this.head = Buffer.alloc(headerBytes + maxInspectBytes);
+        this.wanted = headerBytes;
+    }
+
+    get heldBytes() {
+        return this.held;
+    }
+
+    push(chunk: Uint8Array): Uint8Array[] {
+        const out: Uint8Array[] = [];
+        let at = 0;
+        while (at < chunk.length) {
+            if (this.streaming > 0) {
+                const end = Math.min(chunk.length, at + this.streaming);
+                out.push(chunk.subarray(at, end));
+                this.streaming -= end - at;
+                at = end;
+                continue;
+            }
+            if (this.held === 0)
+                this.handler.begin(chunk[at]!);
+            const end = Math.min(chunk.length, at + this.wanted - this.held);
+            this.head.set(chunk.subarray(at, end), this.held);
+            this.held += end - at;
+            at = end;
+            if (this.held < this.wanted)
+                break;
+            if (this.inHeader) {
+                const {payloadBytes, inspectBytes} = this.handler.header(this.head);
+                this.payloadBytes = payloadBytes;
+                this.inHeader = false;
+                this.wanted += inspectBytes;
+                if (inspectBytes > 0)
+                    continue;
+            }
+            this.handler.inspect(this.head.subarray(this.headerBytes, this.wanted));
+            out.push(Buffer.from(this.head.subarray(0, this.wanted)));
+            this.streaming = this.payloadBytes - (this.wanted - this.headerBytes);
+            this.held = 0;
+            this.wanted = this.headerBytes;
+            this.inHeader = true;
+        }
+        return out;
+    }
+}
+
+interface ExpectedReply {
+    command: number,
+    bytes: number,
+    device: number
+}
+
+/**
+ * One RPC connection through a tunnel. Feed each direction's bytes as they arrive; each call returns the bytes to
+ * forward (views of the input where unchanged) or throws: an `RpcViolation` for a protocol breach, a `RangeError`
+ * for a bad `reportMemory` figure. After a throw the session is dead and every later call throws the same error.
+ * Pure and synchronous: no sockets, no timers.
+ */
+export class RpcSession {
+    private readonly maxPayloadBytes: number;
+    private readonly maxPayload: bigint;
+    private readonly reportMemory: RpcSessionOptions['reportMemory'];
+    private readonly requests: FrameSplitter;
+    private readonly replies: FrameSplitter;
+    private readonly expected: ExpectedReply[] = [];
+    private readonly stats: RpcCounters = {
+        bytesFromClient: 0,
+        bytesFromServer: 0,
+        commands: Object.fromEntries(Object.keys(COMMAND_SPECS).map((name) => [name, 0])) as Record<RpcCommandName, number>,
+        graphComputes: 0
+    };
+    private helloSeen = false;
+    private command = 0;
+    private failure: Error | undefined;
+
+    constructor(options: RpcSessionOptions = {}) {
+        this.maxPayloadBytes = options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES;
+        if (!Number.isSafeInteger(this.maxPayloadBytes) || this.maxPayloadBytes < 0)
+            throw new RangeError(`maxPayloadBytes must be a safe non-negative integer, not ${this.maxPayloadBytes}`);
+        if (options.reportMemory !== undefined && typeof options.reportMemory !== 'function')
+            checkMemory(options.reportMemory);
+        this.maxPayload = BigInt(this.maxPayloadBytes);
+        this.reportMemory = options.reportMemory;
+        const maxRequestInspect = Math.max(...(Object.keys(COMMAND_SPECS) as RpcCommandName[])
+            .map((name) => requestInspectBytes(RpcCommand[name], COMMAND_SPECS[name])));
+        this.requests = new FrameSplitter(REQUEST_HEADER_BYTES, maxRequestInspect, {
+            begin: (command) => this.beginRequest(command),
+            header: (head) => this.requestHeader(head),
+            inspect: (prefix) => this.inspectRequest(prefix)
+        });
+        this.replies = new FrameSplitter(REPLY_HEADER_BYTES, COMMAND_SPECS.HELLO.replyBytes as number, {
+            begin: () => this.beginReply(),
+            header: (head) => this.replyHeader(head),
+            inspect: (prefix) => this.inspectReply(prefix)
+        });
+    }
+
+    /** Bytes from llama.cpp's RPC client, on their way to the server. */
+    fromClient(chunk: Uint8Array): Uint8Array[] {
+        this.stats.bytesFromClient += chunk.length;
+        return this.guard(() => this.requests.push(chunk));
+    }
+
+    /** Bytes from the `rpc-server`, on their way to the client. */
+    fromServer(chunk: Uint8Array): Uint8Array[] {
+        this.stats.bytesFromServer += chunk.length;
+        return this.guard(() => this.replies.push(chunk));
+    }
+
+    /** A snapshot of the traffic so far. */
+    get counters(): RpcCounters {
+        return {...this.stats, commands: {...this.stats.commands}};
+    }
+
+    /** Bytes held back while waiting for the rest of a header (both directions): bounded by a few hundred. */
+    get bufferedBytes() {
+        return this.requests.heldBytes + this.replies.heldBytes;
+    }
+
+    private guard(work: () => Uint8Array[]): Uint8Array[] {
+        if (this.failure)
+            throw this.failure;
+        try {
+            return work();
+        } catch (error) {
+            this.failure = error as Error;
+            throw error;
+        }
+    }
+
+    private payloadSize(head: Buffer, offset: number, side: 'client' | 'server', what: string): number {
+        const size = head.readBigUInt64LE(offset);
+        if (size > this.maxPayload)
+            throw new RpcViolation('too-large', side, `${what} of ${size} bytes exceeds ${this.maxPayloadBytes}`);
+        return Number(size);
+    }
+
+    private beginRequest(command: number) {
+        const name = COMMAND_NAMES[command];
+        if (name === undefined)
+            throw new RpcViolation('unknown-command', 'client', `sent unknown command ${command}`);
+        if (!this.helloSeen && command !== RpcCommand.HELLO)
+            throw new RpcViolation('hello-expected', 'client', `sent ${name} before HELLO`);
+        if (this.helloSeen && command === RpcCommand.HELLO)
+            throw new RpcViolation('repeated-hello', 'client', 'sent HELLO again');
+        this.command = command;
+    }
+
+    private requestHeader(head: Buffer) {
+        const name = COMMAND_NAMES[this.command]!;
+        const spec = COMMAND_SPECS[name];
+        const payloadBytes = this.payloadSize(head, 1, 'client', `${name} payload`);
+        if (spec.variable ? payloadBytes < spec.requestBytes : payloadBytes !== spec.requestBytes) {
+            const wanted = spec.variable ? `at least ${spec.requestBytes}` : `${spec.requestBytes}`;
+            throw new RpcViolation('bad-size', 'client', `sent ${name} with ${payloadBytes} payload bytes, not ${wanted}`);
+        }
+        return {payloadBytes, inspectBytes: requestInspectBytes(this.command, spec)};
+    }
+
+    private inspectRequest(prefix: Buffer) {
+        const name = COMMAND_NAMES[this.command]!;
+        const spec = COMMAND_SPECS[name];
+        const device = spec.device ? prefix.readUInt32LE(0) : 0;
+        if (device >= STAGE_DEVICES)
+            throw new RpcViolation('bad-device', 'client', `sent ${name} for device ${device}; the stage has ${STAGE_DEVICES}`);
+        if (this.command === RpcCommand.HELLO) {
+            // Caps would upgrade the connection (RDMA) past the tunnel: all zero keeps both ends on the stream.
+            prefix.fill(0);
+            this.helloSeen = true;
+        }
+        if (spec.replyBytes !== null) {
+            if (this.expected.length >= MAX_PENDING_REPLIES)
+                throw new RpcViolation('reply-backlog', 'client', `sent ${name} with ${MAX_PENDING_REPLIES} replies outstanding`);
+            const bytes = spec.replyBytes === 'requested'
+                ? this.payloadSize(prefix, GET_TENSOR_SIZE_OFFSET, 'client', `${name} requested size`)
+                : spec.replyBytes;
+            this.expected.push({command: this.command, bytes, device});
+        }
+        this.stats.commands[name]++;
+        if (this.command === RpcCommand.GRAPH_COMPUTE || this.command === RpcCommand.GRAPH_RECOMPUTE)
+            this.stats.graphComputes++;
+    }
+
+    private beginReply() {
+        if (this.expected.length === 0)
+            throw new RpcViolation('unexpected-reply', 'server', 'replied while no reply is expected');
+    }
+
+    private replyHeader(head: Buffer) {
+        const expected = this.expected[0]!;
+        const name = COMMAND_NAMES[expected.command]!;
+        const payloadBytes = this.payloadSize(head, 0, 'server', `${name} reply`);
+        if (payloadBytes !== expected.bytes)
+            throw new RpcViolation('bad-reply-size', 'server', `replied to ${name} with ${payloadBytes} bytes, not ${expected.bytes}`);
+        const rewritten = expected.command === RpcCommand.HELLO || expected.command === RpcCommand.DEVICE_COUNT
+            || expected.command === RpcCommand.GET_DEVICE_MEMORY;
+        return {payloadBytes, inspectBytes: rewritten ? payloadBytes : 0};
+    }
+
+    private inspectReply(prefix: Buffer) {
+        const expected = this.expected.shift()!;
+        switch (expected.command) {
+            case RpcCommand.HELLO:
+                if (prefix[0] !== RPC_PROTO_MAJOR_VERSION)
+                    throw new RpcViolation('version', 'server', `speaks protocol ${prefix[0]}.${prefix[1]}.${prefix[2]}, not ${RPC_PROTO_MAJOR_VERSION}.x`);
+                prefix.fill(0, HELLO_VERSION_BYTES);
+                break;
+            case RpcCommand.DEVICE_COUNT:
+                if (prefix.readUInt32LE(0) > STAGE_DEVICES)
+                    prefix.writeUInt32LE(STAGE_DEVICES, 0);
+                break;
+            case RpcCommand.GET_DEVICE_MEMORY: {
+                if (this.reportMemory === undefined)
+                    break;
+                const memory = typeof this.reportMemory === 'function' ? this.reportMemory(expected.device) : this.reportMemory;
+                checkMemory(memory);
+                prefix.writeBigUInt64LE(memory.free, 0);
+                prefix.writeBigUInt64LE(memory.total, 8);
+                break;
+            }
+        }
+    }
+}
+
+function checkMemory(memory: DeviceMemory) {
+    for (const value of [memory.free, memory.total])
+        if (typeof value !== 'bigint' || value < 0n || value >= U64_LIMIT)
+            throw new RangeError(`reported memory must be a u64 bigint, not ${value}`);
+}
