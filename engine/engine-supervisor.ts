@@ -25,14 +25,20 @@ export interface EngineSupervisorOptions extends WorkerSettings {
      * change after a failure. While it runs the engine is `loading`; if it rejects, the worker is restarted with
      * backoff and asked again. Defaults to loading the same settings every time.
      */
-    prepareLoad?: () => Promise<Pick<WorkerSettings, 'shard'>>
+    prepareLoad?: () => Promise<Pick<WorkerSettings, 'shard'>>,
+    /**
+     * Whether models that fail to load on the first start stop the engine for good (the configuration is wrong);
+     * defaults to true. A sharded engine retries: its load fails when a stage does.
+     */
+    stopOnFirstLoadFailure?: boolean
 }
 
 export const engineSupervisorDefaults = {
     maxQueue: 64,
     pingIntervalMs: 2_000,
     pingTimeoutMs: 10_000,
-    tokenStallMs: 120_000
+    tokenStallMs: 120_000,
+    stopOnFirstLoadFailure: true
 };
 
 export interface EngineStatus {
@@ -296,12 +302,13 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
                 return;
             case 'loadFailed':
                 this.status.lastError = message.message;
-                if (this.process.restarts === 0) {
+                if (this.process.restarts === 0 && this.options.stopOnFirstLoadFailure) {
                     // Models that never loaded will not load on retry: the configuration is wrong.
                     this.setState('failed');
                     this.failReadyWaiters(InferenceError.engineUnavailable(`cannot load models: ${message.message}`));
                     void this.process.stop();
                 } else {
+                    this.emit('workerLog', `cannot load models: ${message.message}; retrying`);
                     this.process.kill(); // retried with backoff
                 }
                 return;

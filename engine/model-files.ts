@@ -88,22 +88,50 @@ export async function sha256OfFile(path: string) {
     return hash.digest('hex');
 }
 
+/** What the shard planner needs to know of a model, from its GGUF header and tensor table. */
+export interface ModelLayout {
+    /** Bytes of each transformer block's weights. */
+    layerBytes: number[],
+    /** Token embeddings: they stay with the coordinator. */
+    inputBytes: number,
+    /** The output layer (norm and projection): it goes with the last stage. */
+    outputBytes: number,
+    /** KV cache bytes one token of context costs in one layer (F16 keys and values). */
+    kvBytesPerTokenPerLayer: number
+}
+
 /**
- * Bytes of each transformer block's weights, from the GGUF tensor table (tensor data is laid out by offset,
- * so each tensor's size is the distance to the next). What a layer shard costs in memory and transfer.
+ * Reads the tensor table: tensor data is laid out by offset, so each tensor's size is the distance to the next.
+ * What a layer shard costs in memory and transfer.
  */
-export async function layerBytesOf(path: string): Promise<number[]> {
+export async function modelLayoutOf(path: string): Promise<ModelLayout> {
     const info = await readGgufFileInfo(path, {readTensorInfo: true});
     const fileSize = (await stat(path)).size;
     const tensors = [...(info.fullTensorInfo ?? [])].sort((a, b) => Number(a.fileOffset) - Number(b.fileOffset));
     const layers: number[] = [];
+    let inputBytes = 0;
+    let outputBytes = 0;
     tensors.forEach((tensor, index) => {
+        const size = (index + 1 < tensors.length ? Number(tensors[index + 1]!.fileOffset) : fileSize) - Number(tensor.fileOffset);
         const block = /^blk\.(\d+)\./.exec(tensor.name);
-        if (block === null)
-            return;
-        const end = index + 1 < tensors.length ? Number(tensors[index + 1]!.fileOffset) : fileSize;
-        const layer = Number(block[1]);
-        layers[layer] = (layers[layer] ?? 0) + end - Number(tensor.fileOffset);
+        if (block !== null) {
+            const layer = Number(block[1]);
+            layers[layer] = (layers[layer] ?? 0) + size;
+        } else if (tensor.name.startsWith('token_embd.'))
+            inputBytes += size;
+        else if (tensor.name.startsWith('output'))
+            outputBytes += size;
     });
-    return Array.from(layers, (value) => value ?? 0);
+    const architecture = info.architectureMetadata as {embedding_length?: number, attention?: {head_count?: number, head_count_kv?: number, key_length?: number, value_length?: number}};
+    const heads = architecture.attention?.head_count ?? 1;
+    const headDimension = (architecture.embedding_length ?? 0) / heads;
+    const kvHeads = architecture.attention?.head_count_kv ?? heads;
+    const F16_BYTES = 2;
+    return {
+        layerBytes: Array.from(layers, (value) => value ?? 0),
+        inputBytes,
+        // Tied embeddings: the output projection is the embedding matrix, copied to the last stage.
+        outputBytes: tensors.some((tensor) => tensor.name === 'output.weight') ? outputBytes : outputBytes + inputBytes,
+        kvBytesPerTokenPerLayer: kvHeads * ((architecture.attention?.key_length ?? headDimension) + (architecture.attention?.value_length ?? headDimension)) * F16_BYTES
+    };
 }

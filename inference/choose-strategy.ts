@@ -1,8 +1,10 @@
 /** Which strategy serves a request: pure, so every rule is tested without a network (test/choose-strategy.test.ts). */
 
-export type StrategyName = 'local' | 'remote';
+export type StrategyName = 'local' | 'remote' | 'sharded';
 
 export interface StrategySituation {
+    /** This node coordinates a pipeline of peers' layer shards for the model. */
+    sharded?: boolean,
     /** This node's engine has the model. */
     local: boolean,
     /** This node is on the swarm (not `--offline`). */
@@ -13,7 +15,10 @@ export interface StrategySituation {
     prefer: 'local' | 'remote'
 }
 
-export function chooseStrategy({local, networked, peerCanServe, prefer}: StrategySituation): StrategyName {
+export function chooseStrategy({sharded = false, local, networked, peerCanServe, prefer}: StrategySituation): StrategyName {
+    // The pipeline is this node's way of serving a model too big for it alone: nothing else here has it.
+    if (sharded && networked)
+        return 'sharded';
     if (!networked)
         return 'local';
     if (!local)

@@ -3,13 +3,16 @@ import type {EmbedOptions, GenerateOptions, InferenceService, ServedModel} from 
 import type {EmbeddingResult, GenerationRequest, GenerationResult} from './inference-types.js';
 import type {LocalInference} from './local/local-inference.js';
 import type {RemoteInference} from './remote/remote-inference.js';
+import type {ShardedInference} from './sharded/sharded-inference.js';
 
 export interface InferenceRouterOptions {
     local: LocalInference,
     /** Peers, unless the node is offline. */
     remote?: RemoteInference,
     /** `--prefer`: defaults to `local`. */
-    prefer?: 'local' | 'remote'
+    prefer?: 'local' | 'remote',
+    /** The pipelines this node coordinates; defaults to none. */
+    sharded?: ShardedInference[]
 }
 
 /** The proxy's view of the network: this node's models plus its peers', each request sent to the strategy that serves it. */
@@ -17,16 +20,18 @@ export class InferenceRouter implements InferenceService {
     private readonly local: LocalInference;
     private readonly remote: RemoteInference | undefined;
     private readonly prefer: 'local' | 'remote';
+    private readonly sharded: ShardedInference[];
 
     constructor(options: InferenceRouterOptions) {
         this.local = options.local;
         this.remote = options.remote;
         this.prefer = options.prefer ?? 'local';
+        this.sharded = options.sharded ?? [];
     }
 
     /** This node's models first; a model peers also serve is listed once, as this node's. */
     listModels(): ServedModel[] {
-        const local = this.local.listModels();
+        const local = [...this.local.listModels(), ...this.sharded.flatMap((pipeline) => pipeline.listModels())];
         const localIds = new Set(local.map((model) => model.id));
         return [...local, ...(this.remote?.listModels() ?? []).filter((model) => !localIds.has(model.id))];
     }
@@ -46,13 +51,17 @@ export class InferenceRouter implements InferenceService {
     private strategyFor(model: string) {
         const remote = this.remote;
         const local = this.local.listModels().some((served) => served.id === model);
+        const pipeline = this.sharded.find((candidate) => candidate.serves(model));
         const strategy = chooseStrategy({
+            sharded: pipeline !== undefined,
             local,
             networked: remote !== undefined,
             // Ranking peers is only worth it when the answer can change the choice.
             peerCanServe: local && this.prefer === 'remote' && remote?.canServe(model) === true,
             prefer: this.prefer
         });
+        if (strategy === 'sharded' && pipeline !== undefined)
+            return pipeline;
         return strategy === 'remote' && remote !== undefined ? remote : this.local;
     }
 }

@@ -3,7 +3,7 @@ import {freemem} from 'node:os';
 import {join} from 'node:path';
 import type {EngineSupervisor} from '../engine/engine-supervisor.js';
 import {ModelHashCache} from '../engine/model-hash-cache.js';
-import {describeModelFile, layerBytesOf} from '../engine/model-files.js';
+import {describeModelFile, modelLayoutOf} from '../engine/model-files.js';
 import type {ModelLoadSpec} from '../engine/worker/engine-messages.js';
 import type {Capabilities, ModelOffer} from '../swarm/capabilities.js';
 import {packageInfo} from './package-info.js';
@@ -29,7 +29,11 @@ export interface NodeCapabilitiesOptions {
     /** Per million tokens, for peers; defaults to free. */
     price?: number,
     /** Most tokens generated for one peer request, announced so requesters can hold this node to it. */
-    maxJobTokens: number
+    maxJobTokens: number,
+    /** What this node offers to host peers' layer shards; defaults to nothing. */
+    shardHost?: () => Capabilities['shardHost'],
+    /** Models served by pipelines this node coordinates that are ready now; defaults to none. */
+    readyPipelines?: () => string[]
 }
 
 /**
@@ -46,10 +50,14 @@ export class NodeCapabilities extends EventEmitter<{changed: []}> {
     private readonly dataDir: string;
     private readonly price: number | undefined;
     private readonly maxJobTokens: number;
+    private readonly shardHost: () => Capabilities['shardHost'];
+    private readonly readyPipelines: () => string[];
 
     constructor(options: NodeCapabilitiesOptions) {
         super();
         ({engine: this.engine, models: this.models, dataDir: this.dataDir, price: this.price, maxJobTokens: this.maxJobTokens} = options);
+        this.shardHost = options.shardHost ?? (() => null);
+        this.readyPipelines = options.readyPipelines ?? (() => []);
     }
 
     /** Reads the model files' tables now; hashes them in the background. */
@@ -60,7 +68,7 @@ export class NodeCapabilities extends EventEmitter<{changed: []}> {
                 const summary = await describeModelFile(spec.path);
                 this.offers.push({
                     id: spec.id, sha256: await hashes.cached(spec.path) ?? null, sizeBytes: summary.sizeBytes,
-                    quantization: summary.quantization, layers: summary.layers, layerBytes: await layerBytesOf(spec.path), loaded: false
+                    quantization: summary.quantization, layers: summary.layers, layerBytes: (await modelLayoutOf(spec.path)).layerBytes, loaded: false
                 });
             } catch (error) {
                 onError(spec.id, error as Error);
@@ -92,7 +100,7 @@ export class NodeCapabilities extends EventEmitter<{changed: []}> {
 
     current(): Capabilities {
         const status = this.engine.getStatus();
-        const loaded = new Set(status.models.map((model) => model.id));
+        const loaded = new Set([...status.models.map((model) => model.id), ...this.readyPipelines()]);
         return {
             software: packageInfo.version,
             device: {
@@ -105,6 +113,7 @@ export class NodeCapabilities extends EventEmitter<{changed: []}> {
             },
             compute: this.compute,
             models: this.offers.map((offer) => ({...offer, loaded: loaded.has(offer.id)})),
+            shardHost: this.shardHost(),
             shards: [],
             load: {active: status.running, queued: status.queued},
             pricePerMillionTokens: this.price ?? null,

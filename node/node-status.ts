@@ -139,6 +139,42 @@ export const verifyReportSchema = z.object({
     problems: z.array(z.string())
 });
 
+/** One pipeline this node coordinates (docs/architecture.md, "Sharding"). */
+export const pipelineStatusSchema = z.object({
+    model: z.string(),
+    state: z.enum(['waiting', 'forming', 'loading', 'ready', 'stopped']),
+    /** Why no pipeline can be formed, while waiting. */
+    reason: z.string().nullable(),
+    stages: z.array(z.object({
+        peer: nodeId,
+        self: z.boolean(),
+        /** First and last layer, 0-based, inclusive; null for a coordinator that keeps none. */
+        layers: z.tuple([count, count]).nullable(),
+        bytes: count,
+        transferBytes: count,
+        /** The stage's share of the model's layers. */
+        loadRatio: z.number().min(0).max(1),
+        /** Median time the stage takes to answer, ms; null before its first answer or for this node. */
+        hopMs: z.number().nonnegative().nullable(),
+        successRate: z.number().min(0).max(1).nullable(),
+        bytesSent: count,
+        bytesReceived: count
+    })),
+    plan: z.object({reason: z.string(), estimatedMsPerToken: z.number().nonnegative()}).nullable(),
+    /** Whether llama.cpp's own load report put every layer where the plan did; null until loaded. */
+    placementMatches: z.boolean().nullable(),
+    failovers: count,
+    failures: z.array(z.object({peer: z.string(), reason: z.string(), at: z.iso.datetime()}))
+});
+
+/** `GET /api/cluster` */
+export const clusterStatusSchema = z.object({
+    pipelines: z.array(pipelineStatusSchema),
+    /** Layers this node hosts for peers. */
+    hosting: z.object({available: z.boolean(), reason: z.string().nullable(), sessions: count, freeBytes: count})
+});
+
+export type ClusterStatus = z.infer<typeof clusterStatusSchema>;
 export type NodeStatus = z.infer<typeof nodeStatusSchema>;
 export type LedgerStatus = z.infer<typeof ledgerStatusSchema>;
 export type AnchorOutcomeStatus = z.infer<typeof anchorOutcomeSchema>;
@@ -152,6 +188,7 @@ export const statusDocuments = {
     '/api/node': nodeStatusSchema,
     '/api/peers': peersStatusSchema,
     '/api/network/models': networkModelsStatusSchema,
+    '/api/cluster': clusterStatusSchema,
     '/api/ledger': ledgerStatusSchema,
     '/api/ledger/anchor': anchorOutcomeSchema,
     '/api/ledger/verify': verifyReportSchema

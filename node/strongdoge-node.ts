@@ -2,6 +2,15 @@ import {BenchmarkCache, benchmarkCachePath} from '../engine/device-benchmark/ben
 import {deviceKey} from '../engine/device-benchmark/device-benchmark.js';
 import {lookupGpuTflops} from '../engine/device-benchmark/gpu-lookup-table.js';
 import {EventEmitter} from 'node:events';
+import {statSync} from 'node:fs';
+import {freemem} from 'node:os';
+import {join} from 'node:path';
+import {modelLayoutOf} from '../engine/model-files.js';
+import {ensureRpcBinaries, prepareRpcServerDir, type RpcServerFiles} from '../engine/rpc/rpc-build.js';
+import {ClusterCoordinator} from '../inference/sharded/cluster-coordinator.js';
+import {ShardedInference} from '../inference/sharded/sharded-inference.js';
+import {ShardHost} from '../inference/sharded/shard-host.js';
+import {ShardProtocol} from '../inference/sharded/tunnel/shard-protocol.js';
 import {EngineSupervisor} from '../engine/engine-supervisor.js';
 import type {InferenceService} from '../inference/inference-service.js';
 import type {ModelLoadSpec} from '../engine/worker/engine-messages.js';
@@ -24,7 +33,7 @@ import type {NodeSettings} from '../cli/config/node-config.js';
 import {LedgerError} from '../ledger/ledger-error.js';
 import type {Logger} from './logger.js';
 import {NodeLedger} from './node-ledger.js';
-import type {NetworkModelsStatus, NodeStatus, PeersStatus} from './node-status.js';
+import type {ClusterStatus, NetworkModelsStatus, NodeStatus, PeersStatus} from './node-status.js';
 import {NodeCapabilities} from './node-capabilities.js';
 import {packageInfo} from './package-info.js';
 
@@ -32,6 +41,21 @@ import {packageInfo} from './package-info.js';
 const FIRST_TOKEN_DEADLINE_MS = 60_000;
 /** Peers tried for one request before it fails. */
 const MAX_PEER_ATTEMPTS = 3;
+/** Without `--max-shard-memory`, peers may use this share of the memory free at start for their layers. */
+const DEFAULT_SHARD_MEMORY_SHARE = 0.5;
+/** Tensor cache of the rpc servers hosting peers' layers, oldest evicted beyond this. */
+const TENSOR_CACHE_BYTES = 8 * 2 ** 30;
+
+/**
+ * Which models this node runs as a pipeline over peers (`--shard`): `auto` only those whose weights do not fit
+ * the memory this node uses (`--memory-limit`, else what is free); never offline.
+ */
+export function shardedModelIds(settings: Pick<NodeSettings, 'shard' | 'offline' | 'memoryLimit'>, models: {id: string, sizeBytes: number}[], freeBytes: number) {
+    if (settings.offline || settings.shard === 'never')
+        return new Set<string>();
+    const memory = settings.memoryLimit ?? freeBytes;
+    return new Set(models.filter((model) => settings.shard === 'always' || model.sizeBytes > memory).map((model) => model.id));
+}
 
 export interface StrongdogeNodeOptions {
     settings: NodeSettings,
@@ -51,6 +75,15 @@ export class StrongdogeNode {
     readonly swarm: SwarmNode | undefined;
     readonly requester: JobRequester | undefined;
     readonly provider: JobProvider | undefined;
+    /** Pipelines of peers' layer shards this node coordinates. */
+    readonly clusters: ClusterCoordinator[] = [];
+    readonly shardHost: ShardHost | undefined;
+    private readonly shards: ShardProtocol | undefined;
+    private readonly shardedModels: ModelLoadSpec[];
+    /** The rpc server with this node's GPU backend (for hosting), and the RPC backend for the pipeline engine (CPU). */
+    private rpcFiles: {host: RpcServerFiles, coordinator: RpcServerFiles} | undefined;
+    /** Why this node can neither host nor coordinate layers, when it cannot. */
+    private shardingUnavailable: string | null = 'the RPC server is not built yet';
     /** The contribution log and its anchoring: open once `start()` has opened it. */
     ledger: NodeLedger | undefined;
     /** Tokens as they stream: to this node's clients (`local`), or generated for peers (`forPeers`). */
@@ -71,15 +104,19 @@ export class StrongdogeNode {
         this.walletPassword = options.walletPassword;
         ({settings: this.settings, models: this.models, identity: this.identity, logger: this.logger} = options);
         const {settings, models, identity} = options;
+        const sharded = shardedModelIds(settings, models.map((model) => ({id: model.id, sizeBytes: statSync(model.path).size})), freemem());
+        this.shardedModels = models.filter((model) => sharded.has(model.id));
         this.engine = new EngineSupervisor({
-            models,
+            models: models.filter((model) => !sharded.has(model.id)),
             threads: settings.threads,
             parallelSequences: settings.parallel,
             contextSize: settings.contextSize,
             gpu: settings.gpu === 'off' ? false : 'auto',
             maxQueue: settings.maxQueue
         });
-        this.capabilities = new NodeCapabilities({engine: this.engine, models, dataDir: settings.dataDir, price: settings.price, maxJobTokens: settings.maxJobTokens});
+        this.capabilities = new NodeCapabilities({engine: this.engine, models, dataDir: settings.dataDir, price: settings.price, maxJobTokens: settings.maxJobTokens,
+            shardHost: () => this.shardHost?.available ? {freeBytes: this.shardHost.freeBytes} : null,
+            readyPipelines: () => this.clusters.filter((cluster) => cluster.currentState === 'ready').map((cluster) => cluster.modelId)});
         if (!settings.offline) {
             this.swarm = new SwarmNode({
                 identity,
@@ -90,6 +127,18 @@ export class StrongdogeNode {
             });
             const jobs = new JobsProtocol();
             this.swarm.use(jobs);
+            if (settings.servePeers)
+                this.shardHost = new ShardHost({
+                    binaries: () => this.rpcFiles?.host,
+                    enabled: () => true,
+                    maxBytes: settings.maxShardMemory ?? Math.floor(freemem() * DEFAULT_SHARD_MEMORY_SHARE),
+                    threads: settings.threads,
+                    cacheDir: join(settings.dataDir, 'cache', 'rpc-tensors'),
+                    cacheMaxBytes: TENSOR_CACHE_BYTES,
+                    onLog: (message, fields) => this.logger.info(fields, message)
+                });
+            this.shards = new ShardProtocol({...(this.shardHost && {host: this.shardHost})});
+            this.swarm.use(this.shards);
             this.requester = new JobRequester({jobs, identity});
             this.provider = new JobProvider({jobs, identity, executor: this.localExecutor(), limits: {
                 ...jobProviderDefaults,
@@ -107,6 +156,7 @@ export class StrongdogeNode {
 
     /** Listens first, so /health answers 503 while the models load, then loads them. */
     async start() {
+        await this.createClusters();
         const app = createProxyApp({
             inference: this.countingClientTokens(this.inference()),
             stats: this.stats,
@@ -114,6 +164,7 @@ export class StrongdogeNode {
                 node: () => this.describe(),
                 peers: () => this.describePeers(),
                 networkModels: (): NetworkModelsStatus => ({models: this.networkModels()}),
+                cluster: () => this.describeCluster(),
                 ledger: () => this.openLedger().describe(),
                 anchorLedger: () => this.openLedger().anchorNow(),
                 verifyLedger: (core) => this.openLedger().verify(core)
@@ -136,6 +187,7 @@ export class StrongdogeNode {
         await this.capabilities.prepare((model, error) => this.logger.warn({model, err: error}, 'cannot describe model file for peers'));
         this.startSwarm();
         await this.engine.start();
+        void this.prepareSharding();
         const status = this.engine.getStatus();
         await this.loadComputeMeasurement();
         this.logger.info({
@@ -154,7 +206,74 @@ export class StrongdogeNode {
             deadlines: {firstTokenMs: Math.max(FIRST_TOKEN_DEADLINE_MS, settings.peerTimeout * 1000), tokenMs: settings.peerTimeout * 1000},
             maxAttempts: MAX_PEER_ATTEMPTS
         }});
-        return new InferenceRouter({local, ...(remote && {remote}), prefer: settings.prefer});
+        const sharded = this.clusters.map((cluster) => new ShardedInference({cluster}));
+        return new InferenceRouter({local, ...(remote && {remote}), prefer: settings.prefer, sharded});
+    }
+
+    /** A pipeline coordinator per sharded model; they form once the RPC backend is built and peers are there. */
+    private async createClusters() {
+        const {swarm, shards, settings} = this;
+        if (swarm === undefined || shards === undefined)
+            return;
+        for (const spec of this.shardedModels) {
+            const layout = await modelLayoutOf(spec.path);
+            const cluster = new ClusterCoordinator({
+                model: {id: spec.id, path: spec.path, sha256: null, shape: {...layout, contextTokens: settings.contextSize}},
+                swarm, shards,
+                rpcLibraryPath: () => this.rpcFiles?.coordinator.libraryPath,
+                self: {id: this.identity.id, freeMemoryBytes: settings.memoryLimit ?? freemem(), tflops: () => this.capabilities.current().compute.measuredTflops},
+                maxStages: settings.maxStages,
+                forceSplit: settings.shard === 'always',
+                engine: {threads: settings.threads, parallelSequences: settings.parallel, contextSize: settings.contextSize, maxQueue: settings.maxQueue}
+            });
+            cluster.on('log', (level, message, fields) => this.logger[level](fields, message));
+            cluster.on('state', (state) => {
+                this.logger.info({model: spec.id, state, reason: cluster.reason}, 'pipeline');
+                this.swarm?.capabilitiesChanged();
+            });
+            cluster.engine.on('workerLog', (line) => this.logger.warn({source: 'pipeline engine'}, line));
+            cluster.engine.on('workerExit', (code, signal) => this.logger.warn({model: spec.id, code, signal}, 'pipeline engine exited; the pipeline is formed again'));
+            this.clusters.push(cluster);
+        }
+    }
+
+    /**
+     * Builds llama.cpp's RPC server and backend once (about a minute on two cores, then reused), then offers to host
+     * layers and starts the pipelines. Without a compiler or cmake the node runs on and says why it cannot shard.
+     */
+    private async prepareSharding() {
+        if (this.shardHost === undefined && this.clusters.length === 0)
+            return;
+        try {
+            const binaries = await ensureRpcBinaries({
+                dir: this.settings.rpcDir ?? join(this.settings.dataDir, 'rpc'),
+                onProgress: (line) => this.logger.info(line)
+            });
+            // Hosted layers run on the GPU backend node-llama-cpp uses here; the pipeline engine keeps its own on the CPU.
+            const gpu = this.engine.getStatus().device?.backend ?? false;
+            const coordinator = await prepareRpcServerDir(binaries);
+            this.rpcFiles = {coordinator, host: gpu === false ? coordinator : await prepareRpcServerDir(binaries, {gpu})};
+            this.shardingUnavailable = null;
+            this.swarm?.capabilitiesChanged();
+        } catch (error) {
+            this.shardingUnavailable = (error as Error).message;
+            this.logger.warn({reason: this.shardingUnavailable}, 'layer sharding is unavailable');
+            return;
+        }
+        for (const cluster of this.clusters)
+            cluster.start().catch((error: Error) => this.logger.error({err: error, model: cluster.modelId}, 'the pipeline stopped'));
+    }
+
+    describeCluster(): ClusterStatus {
+        return {
+            pipelines: this.clusters.map((cluster) => cluster.describe()),
+            hosting: {
+                available: this.shardHost?.available ?? false,
+                reason: this.shardHost === undefined ? (this.settings.offline ? 'offline' : 'this node does not serve peers (--serve-peers off)') : this.shardingUnavailable,
+                sessions: this.shardHost?.sessionCount ?? 0,
+                freeBytes: this.shardHost?.freeBytes ?? 0
+            }
+        };
     }
 
     /** A text listener that also counts the streamed tokens for the dashboard. */
@@ -179,13 +298,20 @@ export class StrongdogeNode {
         };
     }
 
-    /** This node's engine, as it serves peers: only models it has loaded, only while ready. */
+    /** This node's engine, or a pipeline it coordinates, as it serves peers: only models loaded, only while ready. */
     private localExecutor(): JobExecutor {
+        const engineFor = (model: string) => {
+            const cluster = this.clusters.find((candidate) => candidate.modelId === model);
+            return cluster === undefined ? this.engine : cluster.engine;
+        };
         return {
-            canServe: (model) => this.engine.state === 'ready' && this.engine.getStatus().models.some((loaded) => loaded.id === model),
-            modelBytes: (model) => this.engine.getStatus().models.find((loaded) => loaded.id === model)?.sizeBytes ?? 0,
-            generate: (request, options) => this.engine.generate(request, {...options, onText: this.countTokens('forPeers', options.onText)}),
-            embed: (model, inputs, options) => this.engine.embed(model, inputs, options)
+            canServe: (model) => {
+                const engine = engineFor(model);
+                return engine.state === 'ready' && engine.getStatus().models.some((loaded) => loaded.id === model);
+            },
+            modelBytes: (model) => engineFor(model).getStatus().models.find((loaded) => loaded.id === model)?.sizeBytes ?? 0,
+            generate: (request, options) => engineFor(request.model).generate(request, {...options, onText: this.countTokens('forPeers', options.onText)}),
+            embed: (model, inputs, options) => engineFor(model).embed(model, inputs, options)
         };
     }
 
@@ -261,6 +387,8 @@ export class StrongdogeNode {
 
     async stop() {
         await this.proxy?.close();
+        await Promise.all(this.clusters.map((cluster) => cluster.stop()));
+        await this.shardHost?.stop();
         await this.swarm?.stop();
         await this.ledger?.close();
         await this.engine.dispose();

@@ -115,6 +115,7 @@ export function createProxyApp(options: ProxyAppOptions) {
     api.get('/api/node', jsonHandler(status.node));
     api.get('/api/peers', jsonHandler(status.peers));
     api.get('/api/network/models', jsonHandler(status.networkModels));
+    api.get('/api/cluster', jsonHandler(status.cluster));
     api.get('/api/ledger', jsonHandler(status.ledger));
     api.post('/api/ledger/anchor', actionHandler(status.anchorLedger));
     api.post('/api/ledger/verify', json, verifyLedgerHandler(status.verifyLedger));

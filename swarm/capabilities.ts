@@ -37,6 +37,8 @@ export const capabilitiesSchema = z.object({
         memoryBandwidthGBs: z.number().nonnegative().nullable()
     }),
     models: z.array(modelOfferSchema).max(256),
+    /** What this node offers to host layer shards for peers; null or absent when it hosts none. */
+    shardHost: z.object({freeBytes: bytes}).nullable().optional(),
     /** Layer ranges already held for sharding. */
     shards: z.array(z.object({model: shortText, firstLayer: count, lastLayer: count})).max(1024),
     load: z.object({active: count, queued: count}),

@@ -28,3 +28,14 @@ for (const [local, networked, peerCanServe, prefer, expected] of table)
     test(`local ${local}, networked ${networked}, peer can serve ${peerCanServe}, prefer ${prefer} → ${expected}`, (t) => {
         t.is(chooseStrategy({local, networked, peerCanServe, prefer}), expected);
     });
+
+test('a model this node coordinates as a pipeline goes to the pipeline whatever else holds', (t) => {
+    for (const local of [false, true])
+        for (const peerCanServe of [false, true])
+            for (const prefer of ['local', 'remote'] as const)
+                t.is(chooseStrategy({sharded: true, local, networked: true, peerCanServe, prefer}), 'sharded');
+});
+
+test('offline there is no pipeline: the local engine answers', (t) => {
+    t.is(chooseStrategy({sharded: true, local: false, networked: false, peerCanServe: false, prefer: 'local'}), 'local');
+});

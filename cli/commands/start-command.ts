@@ -46,7 +46,12 @@ export function startCommand() {
         .addOption(settingOption('--max-job-tokens <n>', 'most tokens generated for one peer request', 'maxJobTokens'))
         .addOption(settingOption('--max-price <n>', 'most to pay a peer per million tokens', 'maxPrice'))
         .addOption(settingOption('--prefer <local|remote>', 'serve from this node or from peers when both can', 'prefer'))
-        .addOption(settingOption('--peer-timeout <seconds>', 'a serving peer silent this long is replaced mid-generation', 'peerTimeout'));
+        .addOption(settingOption('--peer-timeout <seconds>', 'a serving peer silent this long is replaced mid-generation', 'peerTimeout'))
+        .addOption(settingOption('--shard <auto|never|always>', 'split a model over peers\' layer shards: auto when it does not fit this node', 'shard'))
+        .addOption(settingOption('--max-stages <n>', 'most stages in a pipeline, this node included', 'maxStages'))
+        .addOption(settingOption('--memory-limit <bytes>', 'memory this node uses for models, e.g. 8G (default: what is free)', 'memoryLimit'))
+        .addOption(settingOption('--max-shard-memory <bytes>', 'memory offered to peers for their layer shards, e.g. 4G (default: half of what is free)', 'maxShardMemory'))
+        .addOption(settingOption('--rpc-dir <path>', 'where llama.cpp\'s RPC server is built (default: <data dir>/rpc)', 'rpcDir'));
     addLedgerOptions(command);
     addDataDirOption(command);
     return command.action(async (flags: Record<string, unknown> & {dataDir?: string}) => {

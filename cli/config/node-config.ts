@@ -35,6 +35,17 @@ const bootstrapList = z.union([
     return {host: item.slice(0, index), port: Number(item.slice(index + 1))};
 }));
 
+const BYTE_UNITS: Record<string, number> = {'': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40};
+
+/** Bytes, also as `512M`, `8G`, `1.5GiB` (binary units). */
+const byteSize = z.union([
+    z.number().int().nonnegative(),
+    z.string().trim().regex(/^\d+(\.\d+)?\s*([kmgt](i?b)?)?$/i, 'expected bytes, e.g. 8G or 512M').transform((text) => {
+        const [, amount, unit] = /^([\d.]+)\s*([kmgt]?)/i.exec(text)!;
+        return Math.floor(Number(amount) * BYTE_UNITS[unit!.toLowerCase()]!);
+    })
+]);
+
 const modelList = z.union([
     z.array(z.string().min(1)),
     // env and single values: comma-separated
@@ -70,13 +81,18 @@ export const nodeSettingSchemas = {
     anchorContract: z.string().regex(/^0x[0-9a-fA-F]{40}$/, 'expected a 0x address').optional(),
     anchorInterval: integer(60, 7 * 24 * 3600),
     maxFeeGwei: z.coerce.number().positive().max(1_000_000),
-    wallet: z.string().min(1).optional()
+    wallet: z.string().min(1).optional(),
+    shard: z.enum(['auto', 'never', 'always']),
+    maxStages: integer(2, 16),
+    memoryLimit: byteSize.optional(),
+    maxShardMemory: byteSize.optional(),
+    rpcDir: z.string().min(1).optional()
 };
 
 export type NodeSettingKey = keyof typeof nodeSettingSchemas;
 export type NodeSettings = {[K in NodeSettingKey]: z.output<typeof nodeSettingSchemas[K]>} & {dataDir: string};
 
-export function nodeSettingDefaults(): Omit<NodeSettings, 'dataDir' | 'apiKey' | 'networkSecret' | 'bootstrap' | 'price' | 'maxPrice' | 'anchorContract' | 'wallet'> {
+export function nodeSettingDefaults(): Omit<NodeSettings, 'dataDir' | 'apiKey' | 'networkSecret' | 'bootstrap' | 'price' | 'maxPrice' | 'anchorContract' | 'wallet' | 'memoryLimit' | 'maxShardMemory' | 'rpcDir'> {
     return {
         model: [],
         port: DEFAULT_PORT,
@@ -98,7 +114,9 @@ export function nodeSettingDefaults(): Omit<NodeSettings, 'dataDir' | 'apiKey' |
         chainRpc: DOGECHAIN_RPC,
         chainId: DOGECHAIN_CHAIN_ID,
         anchorInterval: 3600,
-        maxFeeGwei: 500
+        maxFeeGwei: 500,
+        shard: 'auto',
+        maxStages: 4
     };
 }
 

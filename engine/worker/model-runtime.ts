@@ -51,7 +51,8 @@ export class ModelRuntime {
             const context = await model.createContext({
                 sequences: settings.parallelSequences,
                 contextSize: Math.min(settings.contextSize, model.trainContextSize),
-                threads: settings.threads
+                threads: settings.threads,
+                ignoreMemorySafetyChecks: settings.shard !== undefined
             });
             const info: LoadedModelInfo = {
                 id: spec.id,

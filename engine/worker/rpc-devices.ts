@@ -34,14 +34,14 @@ export function registerRpcDevices(llama: Llama, libraryPath: string, endpoints:
     const rpcRegistry = backendLoad(libraryPath);
     if (rpcRegistry === null)
         throw new Error(`cannot load the RPC backend ${libraryPath}`);
-    const addServer = koffi.proto('void *ggml_rpc_add_server(const char *endpoint)');
-    const init = koffi.proto('void *ggml_rpc_init(const char *endpoint, uint32_t device)');
     const addServerAddress = procAddress(rpcRegistry, 'ggml_backend_rpc_add_server');
-    const initAddress = procAddress(rpcRegistry, 'ggml_backend_rpc_init');
-    if (addServerAddress === null || initAddress === null)
+    if (addServerAddress === null)
         throw new Error(`${libraryPath} is not a ggml RPC backend`);
+    const addServer = koffi.proto('void *ggml_rpc_add_server(const char *endpoint)');
+    // Not offered through the registry: the library is open already (above), so this finds the same copy.
+    const init = koffi.load(libraryPath).func('void *ggml_backend_rpc_init(const char *endpoint, uint32_t device)');
     for (const endpoint of endpoints) {
-        if (koffi.call(initAddress, init, endpoint, 0) === null)
+        if (init(endpoint, 0) === null)
             throw new Error(`cannot connect to the stage at ${endpoint}`);
         register(koffi.call(addServerAddress, addServer, endpoint));
     }

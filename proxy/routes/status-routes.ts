@@ -18,6 +18,8 @@ export interface StatusSources {
     node: () => object,
     peers: () => object,
     networkModels: () => object,
+    /** Pipelines this node coordinates and layers it hosts. */
+    cluster: () => object,
     /** The contribution log: length, points, recent records, anchors. */
     ledger: () => object,
     /** Anchors the log now. */

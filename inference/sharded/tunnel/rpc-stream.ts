@@ -322,6 +322,11 @@ export class RpcSession {
         return {...this.stats, commands: {...this.stats.commands}};
     }
 
+    /** Requests forwarded whose replies have not come back whole yet: a stage that keeps some waiting may be gone. */
+    get awaitingReplies() {
+        return this.expected.length;
+    }
+
     /** Bytes held back while waiting for the rest of a header (both directions): bounded by a few hundred. */
     get bufferedBytes() {
         return this.requests.heldBytes + this.replies.heldBytes;

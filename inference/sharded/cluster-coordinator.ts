@@ -1,0 +1,362 @@
+import {EventEmitter} from 'node:events';
+import {EngineSupervisor, type EngineSupervisorOptions} from '../../engine/engine-supervisor.js';
+import type {ShardLoadSettings} from '../../engine/worker/engine-messages.js';
+import type {SwarmNode} from '../../swarm/swarm-node.js';
+import {layerSplit} from './layer-split.js';
+import {planShards, type ModelShape, type ShardCandidate, type ShardPlan} from './shard-planner.js';
+import {coordinatorFilter} from './tunnel/rpc-filters.js';
+import type {CoordinatorSession, ShardProtocol} from './tunnel/shard-protocol.js';
+import {TunnelEndpoint} from './tunnel/tunnel-endpoint.js';
+
+export type ClusterState = 'waiting' | 'forming' | 'loading' | 'ready' | 'stopped';
+
+export interface ClusterModel {
+    id: string,
+    path: string,
+    sha256: string | null,
+    shape: ModelShape
+}
+
+export interface ClusterCoordinatorOptions {
+    model: ClusterModel,
+    swarm: SwarmNode,
+    shards: ShardProtocol,
+    /** `libggml-rpc.so` for the engine child, once built. */
+    rpcLibraryPath: () => string | undefined,
+    /** This node as a stage: what it offers for its own layers. */
+    self: {id: string, freeMemoryBytes: number, tflops: () => number | null},
+    /** Most stages in a plan, this node included; defaults to 4. */
+    maxStages?: number,
+    /** Split even when the model fits this node (`--shard always`); defaults to false. */
+    forceSplit?: boolean,
+    /** The engine child's settings (threads, sequences, context, queue). */
+    engine: Omit<EngineSupervisorOptions, 'models' | 'gpu' | 'prepareLoad' | 'shard' | 'stopOnFirstLoadFailure'>,
+    /** How long a failed peer is left out of plans; defaults to 60 s. */
+    failureCooldownMs?: number,
+    /** How often the watchdog looks at the stages; defaults to 100 ms. */
+    watchIntervalMs?: number
+}
+
+export const clusterCoordinatorDefaults = {
+    maxStages: 4,
+    forceSplit: false,
+    failureCooldownMs: 60_000,
+    watchIntervalMs: 100
+};
+
+export interface StageFailure {
+    peer: string,
+    reason: string,
+    at: string
+}
+
+interface ActiveStage {
+    peerId: string,
+    firstLayer: number,
+    lastLayer: number,
+    bytes: number,
+    transferBytes: number,
+    session: CoordinatorSession,
+    endpoint: TunnelEndpoint
+}
+
+interface Formation {
+    /** Bumped for every new formation, so that the old one's closing streams blame nobody. */
+    generation: number,
+    plan: ShardPlan,
+    stages: ActiveStage[]
+}
+
+export interface ClusterEvents {
+    state: [state: ClusterState],
+    /** A stage failed: the engine is being restarted on a new plan. */
+    stageFailed: [failure: StageFailure],
+    log: [level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>]
+}
+
+/**
+ * Coordinates a pipeline of layer shards for one model (docs/architecture.md, "Sharding"): plans the stages over
+ * this node and its peers, opens a shard session on each host, joins the engine child's RPC devices to them
+ * through loopback tunnel endpoints, and watches them. When a stage dies or stalls, it kills the engine child;
+ * the engine restarts, asks for a new plan without that peer and reloads, and the sharded strategy resumes the
+ * requests in flight.
+ */
+export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
+    readonly engine: EngineSupervisor;
+    failovers = 0;
+    readonly failures: StageFailure[] = [];
+    private readonly options: Required<ClusterCoordinatorOptions>;
+    private readonly excluded = new Map<string, number>();
+    private formation: Formation | undefined;
+    private generation = 0;
+    private state: ClusterState = 'waiting';
+    private waitingReason = 'not started';
+    private stopped = false;
+    private placementMatches: boolean | null = null;
+    private watchTimer: NodeJS.Timeout | undefined;
+    private wakeUp: (() => void) | undefined;
+    /** Requests whose current attempt has streamed no token yet: their stages may take a prompt's time. */
+    private prefilling = 0;
+
+    constructor(options: ClusterCoordinatorOptions) {
+        super();
+        this.options = {...clusterCoordinatorDefaults, ...options};
+        this.engine = new EngineSupervisor({
+            ...options.engine,
+            models: [{id: options.model.id, path: options.model.path}],
+            gpu: false,
+            prepareLoad: () => this.form(),
+            stopOnFirstLoadFailure: false
+        });
+        this.engine.on('state', (state) => {
+            if (state === 'ready')
+                this.checkPlacement();
+            this.setState(state === 'ready' ? 'ready' : this.formation === undefined ? this.state : 'loading');
+        });
+        this.options.swarm.on('peerJoined', () => this.wakeUp?.());
+        this.options.swarm.on('capabilities', () => this.wakeUp?.());
+        this.options.swarm.on('peerLeft', (peerId, reason) => {
+            if (this.formation?.stages.some((stage) => stage.peerId === peerId))
+                this.failStage(peerId, `the peer disconnected: ${reason.message}`);
+        });
+    }
+
+    start() {
+        this.watchTimer = setInterval(() => this.watch(), this.options.watchIntervalMs);
+        this.watchTimer.unref();
+        return this.engine.start();
+    }
+
+    async stop() {
+        this.stopped = true;
+        clearInterval(this.watchTimer);
+        this.wakeUp?.();
+        this.setState('stopped');
+        await this.engine.dispose();
+        await this.teardown('the coordinator stopped');
+    }
+
+    get modelId() {
+        return this.options.model.id;
+    }
+
+    /** Why the pipeline is not ready, when it is not. */
+    get reason() {
+        return this.state === 'waiting' ? this.waitingReason : undefined;
+    }
+
+    get currentState() {
+        return this.state;
+    }
+
+    /** A request's attempt begins (true) or streams its first token / ends (false). */
+    prefill(started: boolean) {
+        this.prefilling += started ? 1 : -1;
+    }
+
+    describe() {
+        const formation = this.formation;
+        const totalLayers = this.options.model.shape.layerBytes.length;
+        const stages = formation?.plan.stages.map((planned) => {
+            const active = formation.stages.find((stage) => stage.peerId === planned.peerId);
+            const peer = planned.self ? undefined : this.options.swarm.peer(planned.peerId);
+            const layers = planned.lastLayer === undefined || planned.firstLayer === undefined ? null : [planned.firstLayer, planned.lastLayer] as [number, number];
+            return {
+                peer: planned.peerId,
+                self: planned.self,
+                layers,
+                bytes: planned.bytes,
+                transferBytes: planned.transferBytes,
+                loadRatio: layers === null ? 0 : (layers[1] - layers[0] + 1) / totalLayers,
+                hopMs: active === undefined ? null : active.endpoint.stall.medianMs,
+                successRate: peer?.successRate ?? null,
+                bytesSent: active?.endpoint.bytesToStage ?? 0,
+                bytesReceived: active?.endpoint.bytesFromStage ?? 0
+            };
+        }) ?? [];
+        return {
+            model: this.options.model.id,
+            state: this.state,
+            reason: this.reason ?? null,
+            stages,
+            plan: formation === undefined ? null : {reason: formation.plan.reason, estimatedMsPerToken: formation.plan.estimatedMsPerToken},
+            placementMatches: this.placementMatches,
+            failovers: this.failovers,
+            failures: this.failures.slice(-10)
+        };
+    }
+
+    /** The engine child is about to load: plan, open every stage's session and tunnel, and say where they are. */
+    private async form(): Promise<{shard: ShardLoadSettings}> {
+        await this.teardown('a new plan replaces this one');
+        while (!this.stopped) {
+            const plan = this.plan();
+            if (!plan.ok) {
+                this.waitingReason = plan.reason;
+                this.setState('waiting');
+                await this.peersChanged(2_000);
+                continue;
+            }
+            this.setState('forming');
+            const generation = ++this.generation;
+            const remote = plan.plan.stages.filter((stage) => !stage.self);
+            const coordinatorLayers = plan.plan.stages.filter((stage) => stage.self)
+                .reduce((sum, stage) => sum + (stage.lastLayer === undefined ? 0 : stage.lastLayer - stage.firstLayer! + 1), 0);
+            const split = layerSplit(coordinatorLayers, remote.map((stage) => stage.lastLayer! - stage.firstLayer! + 1));
+            const opened = await Promise.allSettled(remote.map((stage, index) => this.openStage(stage, split.reportedBytes[index]!, generation)));
+            const stages = opened.flatMap((result) => result.status === 'fulfilled' ? [result.value] : []);
+            const failed = opened.flatMap((result, index) => result.status === 'rejected' ? [{peer: remote[index]!.peerId, error: result.reason as Error}] : []);
+            if (failed.length > 0) {
+                for (const {peer, error} of failed)
+                    this.recordFailure(peer, `cannot open a shard session: ${error.message}`);
+                await Promise.all(stages.map((stage) => this.closeStage(stage, 'the plan failed to form')));
+                continue;
+            }
+            this.formation = {generation, plan: plan.plan, stages};
+            this.placementMatches = null;
+            this.setState('loading');
+            this.emit('log', 'info', 'pipeline formed', {model: this.options.model.id, plan: plan.plan.reason});
+            const rpcLibraryPath = this.options.rpcLibraryPath();
+            if (rpcLibraryPath === undefined)
+                throw new Error('the RPC backend is not built');
+            return {shard: {rpcLibraryPath, endpoints: stages.map((stage) => stage.endpoint.address), gpuLayers: split.gpuLayers}};
+        }
+        throw new Error('the coordinator stopped');
+    }
+
+    private plan(): {ok: true, plan: ShardPlan} | {ok: false, reason: string} {
+        const now = Date.now();
+        for (const [peerId, until] of this.excluded)
+            if (until <= now)
+                this.excluded.delete(peerId);
+        const {self, model} = this.options;
+        const candidates: ShardCandidate[] = [{
+            peerId: self.id, self: true, freeMemoryBytes: self.freeMemoryBytes, tflops: self.tflops(), rttMs: 0, successRate: 1,
+            heldLayers: [[0, model.shape.layerBytes.length - 1]]
+        }];
+        for (const peer of this.options.swarm.peers()) {
+            const host = peer.capabilities.shardHost;
+            if (host === undefined || host === null || this.excluded.has(peer.id))
+                continue;
+            const holds = model.sha256 !== null && peer.capabilities.models.some((offer) => offer.sha256 === model.sha256);
+            candidates.push({
+                peerId: peer.id, self: false, freeMemoryBytes: host.freeBytes,
+                tflops: peer.capabilities.compute.measuredTflops ?? peer.capabilities.compute.lookupTflops,
+                rttMs: peer.rtt.smoothedMs ?? null, successRate: peer.successRate,
+                heldLayers: holds ? [[0, model.shape.layerBytes.length - 1]] : []
+            });
+        }
+        return planShards(model.shape, candidates, {maxStages: this.options.maxStages, minStages: this.options.forceSplit ? 2 : 1});
+    }
+
+    private async openStage(stage: ShardPlan['stages'][number], reportedBytes: bigint, generation: number): Promise<ActiveStage> {
+        const {model} = this.options;
+        const session = await this.options.shards.openSession(stage.peerId, {
+            model: {id: model.id, sha256: model.sha256}, layers: [stage.firstLayer!, stage.lastLayer!], bytes: stage.bytes
+        });
+        const endpoint = await TunnelEndpoint.listen({
+            session,
+            createFilter: () => coordinatorFilter({reportMemory: {free: reportedBytes, total: reportedBytes}})
+        }, (reason) => {
+            if (this.formation?.generation === generation)
+                this.failStage(stage.peerId, `the stage closed its stream: ${reason}`);
+        });
+        session.on('ended', (reason) => {
+            if (this.formation?.generation === generation)
+                this.failStage(stage.peerId, `the host ended the session: ${reason}`);
+        });
+        return {peerId: stage.peerId, firstLayer: stage.firstLayer!, lastLayer: stage.lastLayer!, bytes: stage.bytes, transferBytes: stage.transferBytes, session, endpoint};
+    }
+
+    private async closeStage(stage: ActiveStage, reason: string) {
+        stage.session.end(reason);
+        await stage.endpoint.close(reason);
+    }
+
+    private async teardown(reason: string) {
+        const formation = this.formation;
+        this.formation = undefined;
+        if (formation !== undefined)
+            await Promise.all(formation.stages.map((stage) => this.closeStage(stage, reason)));
+    }
+
+    /** A stage is gone: leave its peer out for a while and restart the engine on a new plan. */
+    private failStage(peerId: string, reason: string) {
+        const formation = this.formation;
+        if (formation === undefined || this.stopped)
+            return;
+        this.formation = {...formation, generation: -1}; // its stages' closing streams are expected now
+        this.failovers++;
+        const failure = this.recordFailure(peerId, reason);
+        this.emit('stageFailed', failure);
+        this.engine.killWorker();
+    }
+
+    private recordFailure(peerId: string, reason: string) {
+        const failure = {peer: peerId, reason, at: new Date().toISOString()};
+        this.failures.push(failure);
+        if (this.failures.length > 100)
+            this.failures.shift();
+        this.excluded.set(peerId, Date.now() + this.options.failureCooldownMs);
+        this.options.swarm.peer(peerId)?.recordRequest(false);
+        this.emit('log', 'warn', 'pipeline stage failed', {peer: peerId.slice(0, 16), reason});
+        return failure;
+    }
+
+    /** A stage that keeps the coordinator waiting past its deadline, while work is in flight, is gone. */
+    private watch() {
+        const formation = this.formation;
+        if (formation === undefined || formation.generation === -1)
+            return;
+        const busy = this.engine.state === 'loading' || this.engine.getStatus().running > 0;
+        if (!busy)
+            return;
+        const prefilling = this.engine.state === 'loading' || this.prefilling > 0;
+        const now = performance.now();
+        for (const stage of formation.stages) {
+            const waiting = stage.endpoint.waitingMs(now);
+            if (stage.endpoint.stall.stalled(waiting, prefilling)) {
+                this.failStage(stage.peerId, `no answer for ${Math.round(waiting)} ms (deadline ${Math.round(stage.endpoint.stall.deadlineMs(prefilling))} ms)`);
+                return;
+            }
+        }
+    }
+
+    /** llama.cpp's own report of where the layers went, against the plan. */
+    private checkPlacement() {
+        const formation = this.formation;
+        const devices = this.engine.getStatus().placement[this.options.model.id];
+        if (formation === undefined || devices === undefined)
+            return;
+        const expected: string[] = [];
+        for (const stage of formation.plan.stages) {
+            if (stage.firstLayer === undefined || stage.lastLayer === undefined)
+                continue;
+            const device = stage.self ? 'CPU' : `RPC${formation.stages.findIndex((active) => active.peerId === stage.peerId)}`;
+            for (let layer = stage.firstLayer; layer <= stage.lastLayer; layer++)
+                expected.push(device);
+        }
+        expected.push(expected.at(-1)!); // the output layer, with the last stage
+        this.placementMatches = expected.length === devices.length && expected.every((device, layer) => devices[layer] === device);
+        if (!this.placementMatches)
+            this.emit('log', 'error', 'llama.cpp placed the layers differently from the plan', {expected: expected.join(','), actual: devices.join(',')});
+    }
+
+    private peersChanged(timeoutMs: number) {
+        return new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, timeoutMs);
+            this.wakeUp = () => {
+                clearTimeout(timer);
+                this.wakeUp = undefined;
+                resolve();
+            };
+        });
+    }
+
+    private setState(state: ClusterState) {
+        if (this.state === state || (this.state === 'stopped'))
+            return;
+        this.state = state;
+        this.emit('state', state);
+    }
+}

@@ -1,0 +1,95 @@
+import {connect} from 'node:net';
+import {pruneTensorCache, RpcServerHost} from '../../engine/rpc/rpc-server-host.js';
+import type {RpcServerFiles} from '../../engine/rpc/rpc-build.js';
+import {hostFilter} from './tunnel/rpc-filters.js';
+import type {HostedSession, SessionRequest, ShardHostHandler, TunnelStream} from './tunnel/shard-protocol.js';
+import {pipeSocket} from './tunnel/socket-pipe.js';
+
+export interface ShardHostOptions {
+    /** The built rpc server; undefined while it builds or when it cannot be built (then every session is refused). */
+    binaries: () => RpcServerFiles | undefined,
+    /** Whether this node hosts layers now (`--serve-peers`). */
+    enabled: () => boolean,
+    /** Most bytes of weights and cache this node holds for peers, all sessions together (`--max-shard-memory`). */
+    maxBytes: number,
+    /** Threads of each rpc server. */
+    threads: number,
+    /** The rpc servers' tensor cache (weights a coordinator sent before are not sent again). */
+    cacheDir: string,
+    /** The cache's size limit; the least recently used tensors are evicted at each session start. */
+    cacheMaxBytes: number,
+    onLog?: (message: string, fields: Record<string, unknown>) => void
+}
+
+/**
+ * Hosts layer shards for peers (docs/architecture.md, "Sharding"): each session a coordinator opens gets its own
+ * rpc server, bound to 127.0.0.1 and reached only through that session's tunnel streams. The server is
+ * unauthenticated native code: every byte from the coordinator passes the RPC codec first, and a stream that
+ * breaks the protocol is cut without reaching it.
+ */
+export class ShardHost implements ShardHostHandler {
+    private readonly sessions = new Set<{bytes: number, server: RpcServerHost}>();
+
+    constructor(private readonly options: ShardHostOptions) {}
+
+    /** Bytes still offered to peers. */
+    get freeBytes() {
+        return Math.max(0, this.options.maxBytes - [...this.sessions].reduce((sum, session) => sum + session.bytes, 0));
+    }
+
+    get sessionCount() {
+        return this.sessions.size;
+    }
+
+    get available() {
+        return this.options.enabled() && this.options.binaries() !== undefined;
+    }
+
+    async open(peerId: string, request: SessionRequest, control: {end(reason: string): void}): Promise<HostedSession> {
+        const binaries = this.options.binaries();
+        if (!this.options.enabled())
+            throw new Error('this node does not serve peers');
+        if (binaries === undefined)
+            throw new Error('this node cannot host layers: the rpc server is not built');
+        if (request.bytes > this.freeBytes)
+            throw new Error(`the stage needs ${request.bytes} bytes; this node offers ${this.freeBytes}`);
+        await pruneTensorCache(this.options.cacheDir, this.options.cacheMaxBytes);
+        const server = new RpcServerHost({binaries, threads: this.options.threads, cacheDir: this.options.cacheDir});
+        const entry = {bytes: request.bytes, server};
+        this.sessions.add(entry);
+        let ended = false;
+        server.on('exit', (code, signal) => {
+            if (!ended)
+                control.end(`the rpc server exited (${signal ?? code})`);
+        });
+        try {
+            await server.start();
+        } catch (error) {
+            this.sessions.delete(entry);
+            await server.stop();
+            throw error;
+        }
+        this.options.onLog?.('hosting layers for a peer', {peer: peerId.slice(0, 16), model: request.model.id, layers: request.layers, bytes: request.bytes});
+        return {
+            connect: (stream: TunnelStream) => {
+                const socket = connect({host: '127.0.0.1', port: server.port!});
+                // The coordinator's bytes are checked before the server sees them; its replies pass unchanged.
+                pipeSocket(socket, stream, hostFilter(), (reason) => {
+                    if (reason !== 'the socket closed')
+                        this.options.onLog?.('shard stream closed', {peer: peerId.slice(0, 16), reason});
+                });
+            },
+            end: (reason: string) => {
+                ended = true;
+                this.sessions.delete(entry);
+                void server.stop();
+                this.options.onLog?.('stopped hosting layers for a peer', {peer: peerId.slice(0, 16), reason});
+            }
+        };
+    }
+
+    async stop() {
+        await Promise.all([...this.sessions].map(({server}) => server.stop()));
+        this.sessions.clear();
+    }
+}

@@ -1,0 +1,122 @@
+import {InferenceError} from '../inference-error.js';
+import type {EmbedOptions, GenerateOptions, InferenceStrategy, Readiness, ServedModel} from '../inference-service.js';
+import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../inference-types.js';
+import type {ClusterCoordinator} from './cluster-coordinator.js';
+
+export interface ShardedInferenceOptions {
+    cluster: ClusterCoordinator,
+    /** Attempts per request before it fails (each after a stage failure and a new plan); defaults to 3. */
+    maxAttempts?: number,
+    /** How long a request waits for a pipeline that cannot be formed (too few peers) before it fails; defaults to 30 s. */
+    formationWaitMs?: number
+}
+
+export const shardedInferenceDefaults = {
+    maxAttempts: 3,
+    formationWaitMs: 30_000
+};
+
+/**
+ * Requests for a model this node runs as a pipeline of peers' layer shards (docs/architecture.md, "Sharding").
+ * When a stage fails mid-answer the coordinator restarts the engine on a new plan; the request then resumes from
+ * its prompt and the tokens already streamed, so the client sees one answer. Failures that are the request's own
+ * fault, and refusals such as a full queue, reach the client as they are.
+ */
+export class ShardedInference implements InferenceStrategy {
+    private readonly created = Math.floor(Date.now() / 1000);
+    private readonly cluster: ClusterCoordinator;
+    private readonly options: Required<Omit<ShardedInferenceOptions, 'cluster'>>;
+
+    constructor(options: ShardedInferenceOptions) {
+        this.cluster = options.cluster;
+        this.options = {...shardedInferenceDefaults, ...options};
+    }
+
+    serves(model: string) {
+        return model === this.cluster.modelId;
+    }
+
+    listModels(): ServedModel[] {
+        return [{id: this.cluster.modelId, created: this.created, ownedBy: 'strongdoge:pipeline'}];
+    }
+
+    readiness(): Readiness {
+        const state = this.cluster.currentState;
+        return {ready: state === 'ready', state: `pipeline ${state}`};
+    }
+
+    async generate(request: GenerationRequest, options: GenerateOptions): Promise<GenerationResult> {
+        const tokens: number[] = [...request.continuation?.tokens ?? []];
+        const initialTokens = tokens.length;
+        let streamed = '';
+        return this.withAttempts(options.signal, async (signal) => {
+            const before = streamed;
+            const tokensBefore = tokens.length;
+            let prefilling = true;
+            this.cluster.prefill(true);
+            const donePrefilling = () => {
+                if (prefilling) {
+                    prefilling = false;
+                    this.cluster.prefill(false);
+                }
+            };
+            try {
+                const result = await this.cluster.engine.generate({...request, ...(tokens.length > 0 && {continuation: {tokens: [...tokens]}})}, {
+                    signal,
+                    onText: (text, chunkTokens) => {
+                        donePrefilling();
+                        streamed += text;
+                        tokens.push(...chunkTokens);
+                        options.onText?.(text, chunkTokens);
+                    }
+                });
+                return {
+                    ...result,
+                    text: before + result.text,
+                    // Tokens streamed before a failure count too.
+                    usage: {promptTokens: result.usage.promptTokens, completionTokens: tokensBefore - initialTokens + result.usage.completionTokens}
+                };
+            } finally {
+                donePrefilling();
+            }
+        });
+    }
+
+    embed(model: string, inputs: string[], options: EmbedOptions): Promise<EmbeddingResult> {
+        return this.withAttempts(options.signal, (signal) => this.cluster.engine.embed(model, inputs, {signal}));
+    }
+
+    /** Runs an attempt per pipeline, at most `maxAttempts`; says what failed each time when none succeeds. */
+    private async withAttempts<T>(signal: AbortSignal | undefined, attempt: (signal: AbortSignal | undefined) => Promise<T>): Promise<T> {
+        const failures: string[] = [];
+        for (let attempts = 0; attempts < this.options.maxAttempts; attempts++) {
+            const failuresBefore = this.cluster.failures.length;
+            try {
+                await this.whenFormed(signal);
+                return await attempt(signal);
+            } catch (error) {
+                if (!(error instanceof InferenceError))
+                    throw error;
+                if (signal?.aborted)
+                    throw InferenceError.cancelled();
+                if (error.fault !== 'server')
+                    throw error;
+                const stageFailures = this.cluster.failures.slice(failuresBefore).map((failure) => `stage ${failure.peer.slice(0, 16)}: ${failure.reason}`);
+                failures.push(stageFailures.length > 0 ? stageFailures.join(', ') : `${error.code} (${error.message})`);
+            }
+        }
+        throw InferenceError.peersFailed(`the pipeline for '${this.cluster.modelId}' failed ${failures.length} time(s): ${failures.join('; ')}`);
+    }
+
+    /** Fails at once, or after `formationWaitMs`, when no plan can be made (too few peers with room). */
+    private async whenFormed(signal: AbortSignal | undefined) {
+        const deadline = Date.now() + this.options.formationWaitMs;
+        while (this.cluster.currentState === 'waiting') {
+            if (signal?.aborted)
+                throw InferenceError.cancelled();
+            if (Date.now() >= deadline)
+                throw InferenceError.noPeerAvailable(`the pipeline for '${this.cluster.modelId}' cannot be formed: ${this.cluster.reason}`);
+            await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+    }
+}

@@ -1,0 +1,57 @@
+/**
+ * When silence means a stage is gone (docs/architecture.md, "Failover"). Connections run over UDP: a killed or
+ * frozen peer sends nothing, so its death shows only as a reply that does not come. The deadline follows what
+ * this stage usually takes to answer (the median of recent answers, so one slow answer does not stretch it), many
+ * times over, with a floor so that scheduling noise on a busy machine is never taken for a death. Prompt
+ * processing sends whole batches in one answer and gets a floor of its own.
+ */
+
+export interface StallDetectorOptions {
+    /** The shortest deadline while tokens are generated; defaults to 1.5 s. */
+    floorMs?: number,
+    /** The shortest deadline while a prompt is processed; defaults to 30 s. */
+    prefillFloorMs?: number,
+    /** The deadline is this many times the median recent answer; defaults to 20. */
+    factor?: number,
+    /** Answers remembered; defaults to 64. */
+    window?: number
+}
+
+export const stallDetectorDefaults = {
+    floorMs: 1_500,
+    prefillFloorMs: 30_000,
+    factor: 20,
+    window: 64
+};
+
+export class StallDetector {
+    private readonly options: Required<StallDetectorOptions>;
+    private readonly recent: number[] = [];
+
+    constructor(options: StallDetectorOptions = {}) {
+        this.options = {...stallDetectorDefaults, ...options};
+    }
+
+    /** An answer came after `ms`. */
+    record(ms: number) {
+        this.recent.push(ms);
+        if (this.recent.length > this.options.window)
+            this.recent.shift();
+    }
+
+    /** The median recent answer, null before the first. */
+    get medianMs() {
+        const sorted = [...this.recent].sort((a, b) => a - b);
+        return sorted.length === 0 ? null : sorted[Math.floor(sorted.length / 2)]!;
+    }
+
+    /** How long an answer may take now. */
+    deadlineMs(prefilling: boolean) {
+        return Math.max(prefilling ? this.options.prefillFloorMs : this.options.floorMs, this.options.factor * (this.medianMs ?? 0));
+    }
+
+    /** Whether waiting `waitingMs` for an answer means the other side is gone. */
+    stalled(waitingMs: number, prefilling: boolean) {
+        return waitingMs > this.deadlineMs(prefilling);
+    }
+}

@@ -1,0 +1,60 @@
+import type {Socket} from 'node:net';
+import type {TunnelStream} from './shard-protocol.js';
+
+/**
+ * Looks at the bytes crossing a tunnel and may change them (the RPC-aware codec): returns what to forward, or
+ * throws to end the stream (a protocol violation).
+ */
+export interface StreamFilter {
+    /** Bytes read from the local socket, on their way into the tunnel. */
+    fromSocket(chunk: Uint8Array): Uint8Array[],
+    /** Bytes from the tunnel, on their way to the local socket. */
+    fromTunnel(chunk: Uint8Array): Uint8Array[]
+}
+
+/**
+ * Joins a local TCP socket to a tunnel stream, both ways, with backpressure from the peer connection (the socket
+ * pauses while the tunnel is congested). Either side closing, or the filter refusing bytes, closes both;
+ * `onClose` is told why once.
+ */
+export function pipeSocket(socket: Socket, stream: TunnelStream, filter: StreamFilter, onClose: (reason: string) => void) {
+    let closed = false;
+    const close = (reason: string) => {
+        if (closed)
+            return;
+        closed = true;
+        socket.destroy();
+        stream.close(reason);
+        onClose(reason);
+    };
+    const forward = (chunks: () => Uint8Array[], write: (chunk: Uint8Array) => boolean) => {
+        try {
+            let drained = true;
+            for (const chunk of chunks())
+                drained = write(chunk) && drained;
+            return drained;
+        } catch (error) {
+            close((error as Error).message);
+            return true;
+        }
+    };
+    socket.setNoDelay(true);
+    socket.on('data', (chunk) => {
+        if (!forward(() => filter.fromSocket(chunk), (bytes) => stream.write(bytes)))
+            socket.pause();
+    });
+    stream.on('drain', () => socket.resume());
+    stream.on('data', (chunk) => forward(() => filter.fromTunnel(chunk), (bytes) => socket.write(bytes)));
+    socket.on('error', (error) => close(`socket error: ${error.message}`));
+    socket.on('close', () => close('the socket closed'));
+    stream.on('close', (reason) => {
+        if (!closed) {
+            closed = true;
+            socket.destroy();
+            onClose(reason);
+        }
+    });
+}
+
+/** Passes every byte unchanged. */
+export const passThrough: StreamFilter = {fromSocket: (chunk) => [chunk], fromTunnel: (chunk) => [chunk]};

@@ -1,0 +1,82 @@
+import test from 'ava';
+import {layerSplit} from '../inference/sharded/layer-split.js';
+import {StallDetector} from '../inference/sharded/stall-detector.js';
+
+/**
+ * Where llama.cpp puts each layer for the memory the stages report, computed as llama.cpp does (float cumulative
+ * shares, `upper_bound`; llama-model.cpp): -1 for the coordinator's CPU, else the RPC device; the output layer last.
+ */
+function llamaPlacement(totalLayers: number, gpuLayers: number, reportedBytes: bigint[]): number[] {
+    const shares = new Float32Array(reportedBytes.length);
+    let sum = 0;
+    reportedBytes.forEach((bytes, index) => {
+        sum = Math.fround(sum + Number(bytes));
+        shares[index] = sum;
+    });
+    for (let index = 0; index < shares.length; index++)
+        shares[index] = Math.fround(shares[index]! / sum);
+    const firstOffloaded = Math.max(totalLayers + 1 - gpuLayers, 0);
+    const offloaded = Math.min(gpuLayers, totalLayers + 1);
+    return Array.from({length: totalLayers + 1}, (_, layer) => {
+        if (layer < firstOffloaded)
+            return -1;
+        const position = Math.fround((layer - firstOffloaded) / offloaded);
+        const device = shares.findIndex((share) => share > position);
+        return device === -1 ? shares.length : device; // llama.cpp would index past its devices
+    });
+}
+
+function expectedPlacement(coordinatorLayers: number, remoteLayers: number[]) {
+    const placement = Array.from({length: coordinatorLayers}, () => -1);
+    remoteLayers.forEach((count, device) => placement.push(...Array.from({length: count}, () => device)));
+    placement.push(remoteLayers.length - 1); // the output layer
+    return placement;
+}
+
+test('every split of up to 200 layers over up to 6 remote stages lands exactly as planned', (t) => {
+    let checked = 0;
+    for (let seed = 1; seed <= 4000; seed++) {
+        // A deterministic spread of shapes: lopsided, even, single-layer stages, many layers.
+        const stages = 1 + (seed % 6);
+        const coordinatorLayers = (seed * 7) % 11;
+        const remoteLayers = Array.from({length: stages}, (_, index) => 1 + ((seed * (index + 3) * 13) % (seed % 2 === 0 ? 5 : 37)));
+        const total = coordinatorLayers + remoteLayers.reduce((sum, count) => sum + count, 0);
+        if (total > 200)
+            continue;
+        const split = layerSplit(coordinatorLayers, remoteLayers);
+        t.is(split.gpuLayers, total - coordinatorLayers + 1);
+        t.deepEqual(llamaPlacement(total, split.gpuLayers, split.reportedBytes), expectedPlacement(coordinatorLayers, remoteLayers),
+            `coordinator ${coordinatorLayers}, remote ${remoteLayers.join(',')}`);
+        checked++;
+    }
+    t.true(checked > 1000);
+});
+
+test('a split needs at least one remote stage, each with a layer', (t) => {
+    t.throws(() => layerSplit(4, []), {instanceOf: RangeError});
+    t.throws(() => layerSplit(4, [2, 0]), {instanceOf: RangeError});
+    t.throws(() => layerSplit(-1, [2]), {instanceOf: RangeError});
+    t.throws(() => layerSplit(1.5, [2]), {instanceOf: RangeError});
+});
+
+test('the stall deadline follows the median answer, with a floor, and a higher floor while a prompt is processed', (t) => {
+    const stall = new StallDetector({floorMs: 1000, prefillFloorMs: 20_000, factor: 10, window: 5});
+    t.is(stall.medianMs, null);
+    t.is(stall.deadlineMs(false), 1000);
+    t.is(stall.deadlineMs(true), 20_000);
+    t.false(stall.stalled(1000, false));
+    t.true(stall.stalled(1001, false));
+    for (const ms of [200, 300, 250])
+        stall.record(ms);
+    t.is(stall.medianMs, 250);
+    t.is(stall.deadlineMs(false), 2500);
+    // One slow answer does not stretch the deadline: the median does not move much.
+    stall.record(10_000);
+    t.is(stall.deadlineMs(false), 3000);
+    // Only the last `window` answers count.
+    for (const ms of [5, 5, 5, 5, 5])
+        stall.record(ms);
+    t.is(stall.medianMs, 5);
+    t.is(stall.deadlineMs(false), 1000);
+    t.is(stall.deadlineMs(true), 20_000);
+});

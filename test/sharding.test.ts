@@ -1,0 +1,103 @@
+import test from 'ava';
+import type {Testnet} from 'hyperdht/testnet.js';
+import OpenAI from 'openai';
+import {startDaemon, waitFor, type DaemonHandle} from './helpers/cli-process.js';
+import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
+import {fetchStatus} from './helpers/node-status.js';
+import {TEST_RPC_DIR, testRpcBinaries} from './helpers/rpc-binaries.js';
+import {nodeIdOf, startSwarmDaemon, startTestnet, waitForPeers} from './helpers/swarm-fixture.js';
+
+/**
+ * Layer shards over real peers: separate daemons on a loopback testnet, real rpc servers, llama.cpp's RPC backend
+ * in the coordinator's engine child, tunnels over Hyperswarm (docs/architecture.md, "Sharding").
+ */
+
+const MiB = 2 ** 20;
+/** A model that never ends by itself and streams for a while: generations to interrupt. */
+const MODEL = {layers: 8, width: 256, feedForwardLength: 512, endsText: false};
+const CONTEXT = 512;
+const PROMPT = 'Once upon a time';
+const TOKENS = 400;
+
+interface Node {
+    daemon: DaemonHandle,
+    id: string,
+    client: OpenAI
+}
+
+let testnet: Testnet;
+let bootstrap: string;
+let rpcDir: string;
+let expectedText: string;
+const cleanups: (() => Promise<unknown>)[] = [];
+
+async function startNode(extra: string[], withModel: boolean): Promise<Node> {
+    const fixture = await createDataDirWithDemoModel(MODEL);
+    cleanups.push(fixture.cleanup);
+    const daemon = await startSwarmDaemon(bootstrap, fixture.dataDir, [
+        '--rpc-dir', rpcDir, '--context-size', String(CONTEXT), '--parallel', '2', ...(withModel ? ['--model', 'demo'] : []), ...extra
+    ]);
+    cleanups.push(() => daemon.stop('SIGKILL'));
+    return {daemon, id: await nodeIdOf(daemon), client: new OpenAI({baseURL: daemon.baseUrl, apiKey: 'x', maxRetries: 0})};
+}
+
+function cluster(node: Node) {
+    return fetchStatus(node.daemon, '/api/cluster');
+}
+
+async function pipelineReady(node: Node, timeoutMs = 90_000) {
+    await waitFor(async () => (await cluster(node)).pipelines[0]?.state === 'ready', timeoutMs, 200).catch(async (error: Error) => {
+        throw new Error(`${error.message}: ${JSON.stringify(await cluster(node))}; logs ${JSON.stringify(node.daemon.logs.filter((line) => Number(line.level) >= 40 || String(line.msg).includes("pipeline")).slice(-25))}`);
+    });
+    return (await cluster(node)).pipelines[0]!;
+}
+
+function complete(node: Node, maxTokens = TOKENS) {
+    return node.client.completions.create({model: 'demo', prompt: PROMPT, max_tokens: maxTokens, temperature: 0});
+}
+
+test.before(async () => {
+    await testRpcBinaries();
+    rpcDir = TEST_RPC_DIR;
+    ({testnet, bootstrap} = await startTestnet());
+    // The same model whole, in one process: what every split must reproduce token for token.
+    const fixture = await createDataDirWithDemoModel(MODEL);
+    cleanups.push(fixture.cleanup);
+    const single = await startDaemon(['--model', 'demo', '--data-dir', fixture.dataDir, '--threads', '1', '--context-size', String(CONTEXT)]);
+    const reply = await new OpenAI({baseURL: single.baseUrl, apiKey: 'x', maxRetries: 0}).completions.create({model: 'demo', prompt: PROMPT, max_tokens: TOKENS, temperature: 0});
+    expectedText = reply.choices[0]!.text;
+    await single.stop();
+});
+
+test.after.always(async () => {
+    for (const cleanup of cleanups.reverse())
+        await cleanup().catch(() => undefined);
+    await testnet?.destroy();
+});
+
+test.serial('a model split over three nodes is placed as planned and answers token for token as one process does', async (t) => {
+    // Room for about three layers each: the plan needs all three nodes.
+    const hosts = await Promise.all([0, 1].map(() => startNode(['--max-shard-memory', String(6 * MiB)], false)));
+    const coordinator = await startNode(['--shard', 'always', '--max-stages', '3', '--memory-limit', String(6 * MiB), '--serve-peers', 'off'], true);
+    await waitForPeers(coordinator.daemon, hosts.map((host) => host.id), 30_000);
+    const pipeline = await pipelineReady(coordinator);
+
+    t.is(pipeline.stages.length, 3);
+    t.deepEqual(pipeline.stages.map((stage) => stage.self), [true, false, false]);
+    t.deepEqual(pipeline.stages.slice(1).map((stage) => stage.peer).sort(), hosts.map((host) => host.id).sort());
+    // Contiguous ranges covering every layer, in order, as llama.cpp's own load report confirms.
+    const ranges = pipeline.stages.map((stage) => stage.layers!);
+    t.is(ranges[0]![0], 0);
+    t.is(ranges.at(-1)![1], MODEL.layers - 1);
+    for (let index = 1; index < ranges.length; index++)
+        t.is(ranges[index]![0], ranges[index - 1]![1] + 1);
+    t.true(pipeline.placementMatches, 'llama.cpp placed the layers as planned');
+
+    const reply = await complete(coordinator);
+    t.is(reply.choices[0]!.text, expectedText);
+    const after = (await cluster(coordinator)).pipelines[0]!;
+    // Activations crossed every remote stage's tunnel both ways.
+    for (const stage of after.stages.slice(1))
+        t.true(stage.bytesSent > 0 && stage.bytesReceived > 0, JSON.stringify(stage));
+    t.is(after.failovers, 0);
+});
