@@ -28,7 +28,9 @@ function llamaPlacement(totalLayers: number, gpuLayers: number, reportedBytes: b
 
 function expectedPlacement(coordinatorLayers: number, remoteLayers: number[]) {
     const placement = Array.from({length: coordinatorLayers}, () => -1);
-    remoteLayers.forEach((count, device) => placement.push(...Array.from({length: count}, () => device)));
+    remoteLayers.forEach((count, device) => {
+        placement.push(...Array.from({length: count}, () => device));
+    });
     placement.push(remoteLayers.length - 1); // the output layer
     return placement;
 }
