@@ -31,11 +31,14 @@ let rpcDir: string;
 let expectedText: string;
 const cleanups: (() => Promise<unknown>)[] = [];
 
+/** Each test's nodes meet on a network of their own on the shared testnet. */
+let network = 'sharding-0';
+
 async function startNode(extra: string[], withModel: boolean): Promise<Node> {
     const fixture = await createDataDirWithDemoModel(MODEL);
     cleanups.push(fixture.cleanup);
     const daemon = await startSwarmDaemon(bootstrap, fixture.dataDir, [
-        '--rpc-dir', rpcDir, '--context-size', String(CONTEXT), '--parallel', '2', ...(withModel ? ['--model', 'demo'] : []), ...extra
+        '--network', network, '--rpc-dir', rpcDir, '--context-size', String(CONTEXT), '--parallel', '2', ...(withModel ? ['--model', 'demo'] : []), ...extra
     ]);
     cleanups.push(() => daemon.stop('SIGKILL'));
     return {daemon, id: await nodeIdOf(daemon), client: new OpenAI({baseURL: daemon.baseUrl, apiKey: 'x', maxRetries: 0})};
@@ -101,3 +104,64 @@ test.serial('a model split over three nodes is placed as planned and answers tok
         t.true(stage.bytesSent > 0 && stage.bytesReceived > 0, JSON.stringify(stage));
     t.is(after.failovers, 0);
 });
+
+/** Starts `count` hosts and a coordinator whose plan needs three stages, with spare hosts to replace a failed one. */
+async function pipelineWithSpare(hostCount: number, name: string) {
+    network = name;
+    const hosts = await Promise.all(Array.from({length: hostCount}, () => startNode(['--max-shard-memory', String(6 * MiB)], false)));
+    const coordinator = await startNode(['--shard', 'always', '--max-stages', '3', '--memory-limit', String(6 * MiB), '--serve-peers', 'off'], true);
+    await waitForPeers(coordinator.daemon, hosts.map((host) => host.id), 30_000);
+    const pipeline = await pipelineReady(coordinator);
+    return {hosts, coordinator, pipeline};
+}
+
+/** Streams a completion, calling `onTokens` with the text so far after each chunk. */
+async function streamCompletion(node: Node, onText: (text: string) => void) {
+    const stream = await node.client.completions.create({model: 'demo', prompt: PROMPT, max_tokens: TOKENS, temperature: 0, stream: true});
+    let text = '';
+    for await (const chunk of stream) {
+        text += chunk.choices[0]?.text ?? '';
+        onText(text);
+    }
+    return text;
+}
+
+for (const signal of ['SIGKILL', 'SIGSTOP'] as const)
+    test.serial(`a stage's peer ${signal === 'SIGKILL' ? 'killed' : 'frozen'} mid-answer: both requests in flight complete with an exact seam`, async (t) => {
+        const {hosts, coordinator, pipeline} = await pipelineWithSpare(3, `sharding-${signal}`);
+        const victim = hosts.find((host) => host.id === pipeline.stages[1]!.peer)!;
+        let failedAt: number | undefined;
+        let seamText = '';
+        const started = Date.now();
+        const failure = new Promise<void>((resolve) => {
+            const watch = (text: string) => {
+                // Fail the stage once a good part of the answer has streamed.
+                if (failedAt === undefined && text.length > expectedText.length / 4) {
+                    failedAt = Date.now();
+                    seamText = text;
+                    victim.daemon.process.kill(signal);
+                    resolve();
+                }
+            };
+            t.context = watch;
+        });
+        const [first, second] = await Promise.all([
+            streamCompletion(coordinator, (text) => (t.context as (text: string) => void)(text)),
+            streamCompletion(coordinator, () => undefined)
+        ]);
+        await failure;
+        // One answer each, no error, identical to the uninterrupted single-process run across the seam.
+        t.true(first.startsWith(seamText));
+        t.is(first, expectedText);
+        t.is(second, expectedText);
+        const after = (await cluster(coordinator)).pipelines[0]!;
+        t.is(after.failovers, 1, JSON.stringify(after.failures));
+        t.is(after.failures[0]!.peer, victim.id);
+        t.false(after.stages.some((stage) => stage.peer === victim.id));
+        t.is(after.state, 'ready');
+        t.log(`${signal}: ${TOKENS} tokens in ${Date.now() - started} ms, failure after ${failedAt! - started} ms; ${after.failures[0]!.reason}`);
+        // The coordinator never died.
+        t.is(coordinator.daemon.process.exitCode, null);
+        if (signal === 'SIGSTOP')
+            victim.daemon.process.kill('SIGKILL');
+    });
