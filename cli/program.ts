@@ -1,5 +1,6 @@
 import {Command, CommanderError} from 'commander';
 import {benchCommand} from './commands/bench-command.js';
+import {demoCommand} from './commands/demo-command.js';
 import {doctorCommand} from './commands/doctor-command.js';
 import {ledgerCommand} from './commands/ledger-command.js';
 import {modelsCommand} from './commands/models-command.js';
@@ -24,6 +25,7 @@ export function createProgram() {
         .description('Pool GPUs with peers over Hyperswarm and serve LLMs through a local OpenAI-compatible API.')
         .version(packageInfo.version, '-v, --version');
     program.addCommand(startCommand(), {isDefault: true});
+    program.addCommand(demoCommand());
     program.addCommand(modelsCommand());
     program.addCommand(benchCommand());
     program.addCommand(doctorCommand());

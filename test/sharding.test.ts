@@ -1,3 +1,4 @@
+import {execFileSync} from 'node:child_process';
 import test from 'ava';
 import type {Testnet} from 'hyperdht/testnet.js';
 import OpenAI from 'openai';
@@ -130,6 +131,8 @@ for (const signal of ['SIGKILL', 'SIGSTOP'] as const)
     test.serial(`a stage's peer ${signal === 'SIGKILL' ? 'killed' : 'frozen'} mid-answer: both requests in flight complete with an exact seam`, async (t) => {
         const {hosts, coordinator, pipeline} = await pipelineWithSpare(3, `sharding-${signal}`);
         const victim = hosts.find((host) => host.id === pipeline.stages[1]!.peer)!;
+        const victimServers = childrenOf(victim.daemon.process.pid!).filter((pid) => commandOf(pid).includes('ggml-rpc-server'));
+        t.is(victimServers.length, 1, 'the host runs one rpc server for the session');
         let failedAt: number | undefined;
         let seamText = '';
         const started = Date.now();
@@ -164,4 +167,23 @@ for (const signal of ['SIGKILL', 'SIGSTOP'] as const)
         t.is(coordinator.daemon.process.exitCode, null);
         if (signal === 'SIGSTOP')
             victim.daemon.process.kill('SIGKILL');
+        // A host killed outright takes its rpc server with it: nothing stays listening.
+        await waitFor(async () => victimServers.every((pid) => commandOf(pid) === ''), 5_000, 50);
     });
+
+function childrenOf(pid: number) {
+    try {
+        return execFileSync('pgrep', ['-P', String(pid)], {encoding: 'utf8'}).split('\n').filter(Boolean).map(Number);
+    } catch {
+        return [];
+    }
+}
+
+/** The process's command line, '' once it is gone. */
+function commandOf(pid: number) {
+    try {
+        return execFileSync('ps', ['-o', 'args=', '-p', String(pid)], {encoding: 'utf8'}).trim();
+    } catch {
+        return '';
+    }
+}

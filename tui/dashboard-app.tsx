@@ -1,6 +1,6 @@
 import {render, useInput, useStdout} from 'ink';
 import {useEffect, useState} from 'react';
-import {DashboardView, FOCUSABLE_PANELS, type FocusablePanel} from './dashboard-view.js';
+import {DashboardView, focusablePanels, type FocusablePanel} from './dashboard-view.js';
 import type {DashboardStore} from './dashboard-store.js';
 import {useStoreState} from './use-store-state.js';
 
@@ -40,8 +40,9 @@ export function DashboardApp({store, onQuit}: {store: DashboardStore, onQuit: ()
             return;
         }
         const step = key.tab && !key.shift || key.rightArrow || key.downArrow ? 1 : key.shift && key.tab || key.leftArrow || key.upArrow ? -1 : 0;
+        const panels = focusablePanels(state);
         if (step !== 0)
-            setFocus((current) => FOCUSABLE_PANELS[(FOCUSABLE_PANELS.indexOf(current) + step + FOCUSABLE_PANELS.length) % FOCUSABLE_PANELS.length]!);
+            setFocus((current) => panels[(panels.indexOf(current) + step + panels.length) % panels.length]!);
     });
 
     return <DashboardView state={state} columns={columns} focus={focus} showHelp={showHelp}/>;

@@ -23,10 +23,39 @@ export interface PeerView {
 }
 
 export interface PipelineStageView {
-    nodeId: string,
-    firstLayer: number,
-    lastLayer: number,
-    latencyMs: number | null
+    peer: string,
+    self: boolean,
+    /** First and last layer, 0-based, inclusive; null for a coordinator that keeps none. */
+    layers: [number, number] | null,
+    bytes: number,
+    /** Weights to send to the stage while loading; `bytesSent` grows toward it. */
+    transferBytes: number,
+    /** The stage's share of the model's layers, 0..1. */
+    loadRatio: number,
+    hopMs: number | null,
+    successRate: number | null,
+    bytesSent: number,
+    bytesReceived: number
+}
+
+/** A pipeline this node coordinates: the shape of `GET /api/cluster`'s entries, so the node passes them as they are. */
+export interface PipelineView {
+    model: string,
+    state: string,
+    /** Why no pipeline can be formed, while waiting. */
+    reason: string | null,
+    stages: PipelineStageView[],
+    plan: {reason: string, estimatedMsPerToken: number} | null,
+    placementMatches: boolean | null,
+    failovers: number,
+    /** Oldest first. */
+    failures: {peer: string, reason: string, at: string}[]
+}
+
+export interface ClusterView {
+    pipelines: PipelineView[],
+    /** Layers this node hosts for peers. */
+    hosting: {available: boolean, reason: string | null, sessions: number, freeBytes: number}
 }
 
 export interface RequestView {
@@ -60,7 +89,7 @@ export interface DashboardState {
     engine: {state: string, restarts: number, running: number, queued: number, models: string[]},
     progress: ProgressView[],
     peers: PeerView[],
-    pipeline: {model: string, stages: PipelineStageView[]} | null,
+    cluster: ClusterView,
     /** Generated tokens per second, one sample per second, oldest first. */
     throughput: {local: number[], forPeers: number[]},
     requests: RequestView[],
@@ -80,6 +109,11 @@ export interface DashboardState {
     errors: {at: number, message: string}[]
 }
 
+/** Whether there is anything to show about sharding: a pipeline this node coordinates, or layers it hosts or offers to. */
+export function clusterActive(cluster: ClusterView) {
+    return cluster.pipelines.length > 0 || cluster.hosting.available || cluster.hosting.sessions > 0;
+}
+
 /** Samples kept for the sparkline: the last five minutes. */
 export const THROUGHPUT_SAMPLES = 300;
 export const RECENT_REQUESTS_SHOWN = 50;
@@ -92,7 +126,7 @@ export function emptyDashboardState(): DashboardState {
         engine: {state: 'starting', restarts: 0, running: 0, queued: 0, models: []},
         progress: [],
         peers: [],
-        pipeline: null,
+        cluster: {pipelines: [], hosting: {available: false, reason: null, sessions: 0, freeBytes: 0}},
         throughput: {local: [], forPeers: []},
         requests: [],
         ledger: {core: null, records: 0, points: null, pendingRecords: 0, pendingAnchor: null, lastAnchor: null, nextAnchorAt: null, anchoringOff: null},

@@ -1,5 +1,5 @@
 import {Box, Text} from 'ink';
-import type {DashboardState} from './dashboard-state.js';
+import {clusterActive, type DashboardState} from './dashboard-state.js';
 import {DevicePanel} from './panels/device-panel.js';
 import {HeaderPanel} from './panels/header-panel.js';
 import {LedgerPanel} from './panels/ledger-panel.js';
@@ -10,6 +10,11 @@ import {ThroughputPanel} from './panels/throughput-panel.js';
 
 export const FOCUSABLE_PANELS = ['device', 'peers', 'pipeline', 'throughput', 'requests', 'ledger'] as const;
 export type FocusablePanel = typeof FOCUSABLE_PANELS[number];
+
+/** The panels shown now, in focus order: the pipeline panel only while there is sharding to show. */
+export function focusablePanels(state: DashboardState): FocusablePanel[] {
+    return FOCUSABLE_PANELS.filter((panel) => panel !== 'pipeline' || clusterActive(state.cluster));
+}
 
 /** Below this width the panels stack in one column. */
 const TWO_COLUMNS_MIN_WIDTH = 80;
@@ -26,11 +31,13 @@ export function DashboardView({state, columns, focus, showHelp}: DashboardViewPr
     const twoColumns = columns >= TWO_COLUMNS_MIN_WIDTH;
     const chartWidth = Math.max(10, Math.min(60, (twoColumns ? Math.floor(columns / 2) : columns) - 22));
     const lastError = state.errors.at(-1);
+    // Stage rows need the terminal's whole width: below both columns, or in the one column after the peers.
+    const pipeline = <PipelinePanel cluster={state.cluster} focused={focus === 'pipeline'} width={Math.min(20, chartWidth)}/>;
     const left = (
         <>
             <DevicePanel device={state.device} engine={state.engine} progress={state.progress} focused={focus === 'device'}/>
             <PeersPanel peers={state.peers} focused={focus === 'peers'}/>
-            <PipelinePanel pipeline={state.pipeline} focused={focus === 'pipeline'} width={chartWidth}/>
+            {!twoColumns && pipeline}
         </>
     );
     const right = (
@@ -44,7 +51,7 @@ export function DashboardView({state, columns, focus, showHelp}: DashboardViewPr
         <Box flexDirection="column" width={columns}>
             <HeaderPanel node={state.node} engine={state.engine}/>
             {twoColumns
-                ? <Box><Box flexDirection="column" width="50%">{left}</Box><Box flexDirection="column" width="50%">{right}</Box></Box>
+                ? <><Box><Box flexDirection="column" width="50%">{left}</Box><Box flexDirection="column" width="50%">{right}</Box></Box>{pipeline}</>
                 : <Box flexDirection="column">{left}{right}</Box>}
             {lastError && <Text color="red" wrap="truncate-end">! {lastError.message}</Text>}
             {showHelp

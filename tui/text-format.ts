@@ -10,12 +10,38 @@ export function formatBytes(bytes: number) {
     return `${value.toFixed(unit === 0 ? 0 : 1)} ${UNITS[unit]}`;
 }
 
+/** Rows of left-aligned columns separated by two spaces; a row may have fewer cells than the others. */
+export function alignColumns(rows: string[][]) {
+    const widths: number[] = [];
+    for (const row of rows)
+        row.forEach((cell, column) => {
+            widths[column] = Math.max(widths[column] ?? 0, cell.length);
+        });
+    return rows.map((row) => row.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd());
+}
+
 /** Left-aligned columns separated by two spaces, like `docker ps`. */
 export function formatTable(headers: string[], rows: string[][]) {
-    const widths = headers.map((header, column) => Math.max(header.length, ...rows.map((row) => row[column]?.length ?? 0)));
-    return [headers, ...rows]
-        .map((row) => row.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd())
-        .join('\n');
+    return alignColumns([headers, ...rows]).join('\n');
+}
+
+/** A layer range, 0-based and inclusive, as `first-last`. */
+export function formatLayers(layers: [number, number] | null) {
+    return layers === null ? 'none' : `${layers[0]}-${layers[1]}`;
+}
+
+/** Weights sent to a stage while it loads: the bytes sent can exceed the weights (requests share the tunnel). */
+export function formatTransfer(sentBytes: number, transferBytes: number) {
+    const fraction = transferBytes === 0 ? 1 : Math.min(1, sentBytes / transferBytes);
+    return `${formatBytes(Math.min(sentBytes, transferBytes))} / ${formatBytes(transferBytes)} ${Math.round(fraction * 100)}%`;
+}
+
+/** Layers this node hosts for peers, in a few words. */
+export function formatHosting(hosting: {available: boolean, reason: string | null, sessions: number, freeBytes: number}) {
+    const sessions = `${hosting.sessions} session${hosting.sessions === 1 ? '' : 's'}`;
+    if (hosting.available)
+        return `${sessions}, ${formatBytes(hosting.freeBytes)} offered`;
+    return `not offered${hosting.reason === null ? '' : ` (${hosting.reason})`}${hosting.sessions > 0 ? `, ${sessions}` : ''}`;
 }
 
 export function formatDuration(seconds: number) {

@@ -16,14 +16,19 @@ export function progressBar(fraction: number, width: number): string {
     return `${'█'.repeat(filled)}${'░'.repeat(width - filled)} ${String(Math.round(clamped * 100)).padStart(3)}%`;
 }
 
-/** Layer ranges as one bar of `width` cells, a letter per stage (A, B, …). */
-export function layerBar(stages: {firstLayer: number, lastLayer: number}[], totalLayers: number, width: number): string {
+/** A stage's letter: A, B, …, as in the layer bar. */
+export function stageLetter(index: number) {
+    return String.fromCharCode(65 + (index % 26));
+}
+
+/** Stages' layer ranges (first, last; null for none) as one bar of `width` cells, a letter per stage. */
+export function layerBar(ranges: ([number, number] | null)[], totalLayers: number, width: number): string {
     if (totalLayers <= 0)
         return '';
     const cells = Array.from({length: width}, (_, cell) => {
         const layer = Math.floor((cell / width) * totalLayers);
-        const stage = stages.findIndex((candidate) => layer >= candidate.firstLayer && layer <= candidate.lastLayer);
-        return stage < 0 ? '·' : String.fromCharCode(65 + (stage % 26));
+        const stage = ranges.findIndex((range) => range !== null && layer >= range[0] && layer <= range[1]);
+        return stage < 0 ? '·' : stageLetter(stage);
     });
     return cells.join('');
 }

@@ -4,7 +4,8 @@
  * tunnel. Its tensor cache (`-c`) lives in `<cacheDir>/rpc/`: the server puts it under `$LLAMA_CACHE`
  * (tools/rpc/rpc-server.cpp in llama.cpp) and never evicts anything, hence `pruneTensorCache`.
  */
-import {spawn} from 'node:child_process';
+import {spawn, type SpawnOptionsWithStdioTuple} from 'node:child_process';
+import {existsSync} from 'node:fs';
 import {EventEmitter, once} from 'node:events';
 import {readdir, readFile, readlink, stat, unlink} from 'node:fs/promises';
 import {connect, createServer} from 'node:net';
@@ -19,6 +20,8 @@ const TENSOR_CACHE_FILE = /^[0-9a-f]{16}$/;
 /** What the server says, on stderr, when it cannot bind its port (ggml/src/ggml-rpc/ggml-rpc.cpp), then exits 0. */
 const BIND_FAILURE_LINE = 'Failed to create server socket';
 const READY_POLL_MS = 50;
+/** util-linux's `setpriv`, which execs the server (same pid) with a parent-death signal; undefined where absent. */
+const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((path) => existsSync(path));
 const CONNECT_TIMEOUT_MS = 1_000;
 
 export interface RpcServerHostOptions {
@@ -181,7 +184,12 @@ export class RpcServerHost extends EventEmitter<RpcServerHostEvents> {
         if (this.options.cacheDir !== undefined)
             env.LLAMA_CACHE = this.options.cacheDir;
         // ggml also looks for backends in the working directory: only the server's own directory will do
-        return spawn(serverPath, this.args(port), {cwd: dirname(serverPath), env, stdio: ['ignore', 'pipe', 'pipe']});
+        const options: SpawnOptionsWithStdioTuple<'ignore', 'pipe', 'pipe'> = {cwd: dirname(serverPath), env, stdio: ['ignore', 'pipe', 'pipe']};
+        // A node killed outright (SIGKILL, OOM) cannot stop its servers: setpriv makes the kernel kill each one
+        // with its parent, so no server outlives the node that guards it (util-linux, on every Linux we run on).
+        return SETPRIV === undefined
+            ? spawn(serverPath, this.args(port), options)
+            : spawn(SETPRIV, ['--pdeathsig', 'KILL', '--', serverPath, ...this.args(port)], options);
     }
 
     /** Runs the server on `port` until it listens ('ready'), or it exits because the port was taken. */

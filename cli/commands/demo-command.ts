@@ -1,0 +1,254 @@
+import {spawn, type ChildProcess} from 'node:child_process';
+import {openSync, writeSync} from 'node:fs';
+import {access} from 'node:fs/promises';
+import {join} from 'node:path';
+import {createInterface} from 'node:readline';
+import {fileURLToPath} from 'node:url';
+import {Command} from 'commander';
+import type {Level} from 'pino';
+import type {Logger} from '../../node/logger.js';
+import {DEFAULT_PORT, ENV_PREFIX} from '../config/node-config.js';
+import {ensureDataDir, modelsDir, resolveDataDir} from '../data-dir.js';
+import {addDataDirOption} from './shared-options.js';
+
+/** This CLI's own entry point: each demo node is a `strongdoge start` of the same version. */
+const CLI_ENTRY = fileURLToPath(new URL('../main.js', import.meta.url));
+const MODEL = 'demo';
+/**
+ * Room for about three of the demo model's eight layers with a 512-token context: the plan needs all three nodes
+ * (the same split as test/sharding.test.ts).
+ */
+const NODE_MEMORY = 6 * 2 ** 20;
+const CONTEXT_SIZE = 512;
+const HOSTS = ['host-1', 'host-2'];
+const HOST_START_TIMEOUT_MS = 60_000;
+/** A node's graceful stop (cli/commands/start-action.ts gives itself 15 s) may take this long before it is killed. */
+const STOP_TIMEOUT_MS = 20_000;
+const POLL_MS = 250;
+
+interface DemoFlags {
+    daemon?: boolean,
+    port: string,
+    rpcDir?: string,
+    dataDir?: string
+}
+
+interface DemoNode {
+    name: string,
+    child: ChildProcess,
+    /** The API's base URL once the node logs it; undefined if it exits first or its output is not read. */
+    listening: Promise<string | undefined>,
+    exited: Promise<void>
+}
+
+/** The demo's nodes take only the settings given here, not the user's `STRONGDOGE_*` environment (a model, a port). */
+function nodeEnv() {
+    return Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith(ENV_PREFIX)));
+}
+
+/**
+ * Runs `strongdoge start` as a child. Separate processes are the real thing (each node has its own swarm identity,
+ * engine and rpc servers, as on three machines), and a llama.cpp abort in one node cannot take the others down.
+ * With `terminal` the node shows its dashboard here and stays in this process group, so it reads Ctrl-C itself
+ * (a key to its dashboard); the others get their own group, so a terminal's Ctrl-C reaches only this process,
+ * which stops them in order. Their JSON log lines go to `output`, tagged with the node's name.
+ */
+function spawnNode(name: string, args: string[], output: Logger | 'terminal'): DemoNode {
+    const terminal = output === 'terminal';
+    const child = spawn(process.execPath, [CLI_ENTRY, 'start', ...args], {
+        env: nodeEnv(),
+        stdio: terminal ? 'inherit' : ['ignore', 'pipe', 'pipe'],
+        detached: !terminal
+    });
+    const exited = new Promise<void>((resolve) => {
+        child.once('exit', () => resolve());
+        child.once('error', () => resolve());
+    });
+    if (terminal)
+        return {name, child, listening: Promise.resolve(undefined), exited};
+    const log = output.child({node: name});
+    createInterface({input: child.stderr!}).on('line', (line) => log.warn(line));
+    const listening = new Promise<string | undefined>((resolve) => {
+        createInterface({input: child.stdout!}).on('line', (line) => {
+            let record: Record<string, unknown>;
+            try {
+                record = JSON.parse(line) as Record<string, unknown>;
+            } catch {
+                log.info(line);
+                return;
+            }
+            const {level, time: _time, msg, ...fields} = record;
+            const method = (log.levels.labels[Number(level)] ?? 'info') as Level;
+            log[method](fields, String(msg ?? ''));
+            if (typeof fields.url === 'string')
+                resolve(fields.url);
+        });
+        void exited.then(() => resolve(undefined));
+    });
+    return {name, child, listening, exited};
+}
+
+/** Sends `signal` (none: the node was already told) and waits for the exit, killing it after `STOP_TIMEOUT_MS`. */
+async function stopNode(node: DemoNode, signal: NodeJS.Signals | undefined) {
+    if (node.child.exitCode !== null || node.child.signalCode !== null)
+        return;
+    if (signal !== undefined)
+        node.child.kill(signal);
+    const timer = setTimeout(() => node.child.kill('SIGKILL'), STOP_TIMEOUT_MS);
+    await node.exited;
+    clearTimeout(timer);
+}
+
+function examples(url: string) {
+    return [
+        `  curl ${url}/chat/completions -H 'content-type: application/json' \\`,
+        `    -d '{"model": "${MODEL}", "messages": [{"role": "user", "content": "Hello"}]}'`,
+        '',
+        '  import OpenAI from \'openai\';',
+        `  const client = new OpenAI({baseURL: '${url}', apiKey: 'strongdoge'});`,
+        `  const reply = await client.chat.completions.create({model: '${MODEL}', messages: [{role: 'user', content: 'Hello'}]});`
+    ].join('\n');
+}
+
+function parsePort(value: string) {
+    const port = Number(value);
+    if (!Number.isInteger(port) || port < 0 || port > 65_535)
+        throw new Error(`--port must be 0 to 65535, got "${value}"`);
+    return port;
+}
+
+async function runDemo(flags: DemoFlags) {
+    const port = parsePort(flags.port);
+    // As `start` decides: a person at a terminal gets the coordinator's dashboard, anything else log lines.
+    const interactive = !flags.daemon && process.stdout.isTTY && process.stdin.isTTY;
+    if (interactive && port === 0)
+        throw new Error('--port 0 needs --daemon: the dashboard hides the port it gets');
+    const [{createLogger}, {default: createTestnet}, {ensureRpcBinaries, findRpcBinaries, RpcToolchainError}, {writeDemoModel}] = await Promise.all([
+        import('../../node/logger.js'), import('hyperdht/testnet.js'), import('../../engine/rpc/rpc-build.js'), import('../../engine/demo/demo-model.js')
+    ]);
+    const dataDir = resolveDataDir(flags.dataDir);
+    const root = join(dataDir, 'demo');
+    const nodeDir = (name: string) => join(root, name);
+    const rpcDir = flags.rpcDir ?? join(dataDir, 'rpc');
+    await ensureDataDir(nodeDir('coordinator'));
+    const logger = createLogger({level: 'info', format: flags.daemon ? 'json' : 'human'});
+    const nodesLogPath = join(root, 'nodes.log');
+    // Under the dashboard the hosts' lines would garble the screen: they go to a file, written at once so none is lost on exit.
+    const nodesLog = interactive && openSync(nodesLogPath, 'w');
+    const nodeLogger = nodesLog === false ? logger : createLogger({level: 'trace', format: 'json', output: {write: (line: string) => writeSync(nodesLog, line)}});
+
+    const hosts: DemoNode[] = [];
+    let coordinator: DemoNode | undefined;
+    let testnet: Awaited<ReturnType<typeof createTestnet>> | undefined;
+    const aborted = new AbortController();
+    let stopping: Promise<void> | undefined;
+    const stopAll = (signal?: NodeJS.Signals) => stopping ??= (async () => {
+        aborted.abort();
+        if (hosts.length > 0)
+            logger.info({signal}, 'stopping the demo nodes');
+        // The coordinator first, so that it does not take the hosts' leaving for failures to recover from. In a
+        // terminal it shares this process group: a Ctrl-C has reached it as well.
+        if (coordinator !== undefined)
+            await stopNode(coordinator, interactive && signal === 'SIGINT' ? undefined : 'SIGTERM');
+        await Promise.all(hosts.map((host) => stopNode(host, 'SIGTERM')));
+        await testnet?.destroy();
+    })();
+    const onSignal = (signal: NodeJS.Signals) => {
+        if (stopping === undefined) {
+            void stopAll(signal).then(() => process.exit(0));
+            return;
+        }
+        logger.warn({signal}, 'second signal: killing the demo nodes');
+        for (const node of [coordinator, ...hosts])
+            node?.child.kill('SIGKILL');
+        process.exit(1);
+    };
+    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const)
+        process.on(signal, onSignal);
+
+    try {
+        if (await findRpcBinaries(rpcDir).catch(() => undefined) === undefined)
+            logger.info({rpcDir}, 'building llama.cpp\'s RPC server, once (about a minute on 2 cores)');
+        await ensureRpcBinaries({dir: rpcDir, onProgress: (line) => logger.info(line), signal: aborted.signal}).catch((error: Error) => {
+            throw error instanceof RpcToolchainError ? new Error(`${error.message}; the demo needs it to split the model (see \`strongdoge doctor\`)`) : error;
+        });
+        const modelPath = join(modelsDir(nodeDir('coordinator')), `${MODEL}.gguf`);
+        if (await access(modelPath).then(() => false, () => true)) {
+            await writeDemoModel(modelPath);
+            logger.info({modelPath}, 'wrote the demo model');
+        }
+        aborted.signal.throwIfAborted();
+        testnet = await createTestnet(3, {host: '127.0.0.1'});
+        const bootstrap = testnet.bootstrap.map(({host, port: dhtPort}) => `${host}:${dhtPort}`).join(',');
+        logger.info({bootstrap}, 'started a loopback DHT: the demo nodes reach nothing beyond this machine');
+
+        // One llama.cpp thread each: three processes share this machine, and oversubscribed threads collapse speed.
+        const common = (name: string) => ['--data-dir', nodeDir(name), '--bootstrap', bootstrap, '--host', '127.0.0.1', '--threads', '1',
+            '--context-size', String(CONTEXT_SIZE), '--rpc-dir', rpcDir];
+        for (const name of HOSTS)
+            hosts.push(spawnNode(name, [...common(name), '--daemon', '--port', '0', '--max-shard-memory', String(NODE_MEMORY)], nodeLogger));
+        const timeout = new Promise<undefined[]>((resolve) => setTimeout(() => resolve([undefined]), HOST_START_TIMEOUT_MS).unref());
+        const hostUrls = await Promise.race([Promise.all(hosts.map((host) => host.listening)), timeout]);
+        aborted.signal.throwIfAborted();
+        if (hostUrls.includes(undefined))
+            throw new Error(`a demo host did not start${nodesLog === false ? '' : `: see ${nodesLogPath}`}`);
+        logger.info('two hosts offer memory for layers; starting the coordinator');
+
+        const explanation = `three nodes on a private loopback network: the coordinator serves the API and splits the ${MODEL} model's layers `
+            + 'over itself and the two hosts (llama.cpp\'s RPC backend, over Hyperswarm); every token passes through all three';
+        if (interactive) {
+            const url = `http://127.0.0.1:${port}/v1`;
+            process.stdout.write(`\n${explanation}.\nAPI: ${url}, model "${MODEL}" (random weights: fluent nonsense), once the dashboard shows the pipeline ready:\n\n${examples(url)}\n\nThe hosts log to ${nodesLogPath}. q or Ctrl-C stops all three.\n\n`);
+        }
+        // The coordinator only coordinates: it hosts no peer's layers.
+        coordinator = spawnNode('coordinator', [...common('coordinator'), '--port', String(port), '--model', MODEL, '--shard', 'always',
+            '--max-stages', '3', '--memory-limit', String(NODE_MEMORY), '--serve-peers', 'off', ...(interactive ? [] : ['--daemon'])],
+        interactive ? 'terminal' : nodeLogger);
+        const origin = (await coordinator.listening)?.replace(/\/v1$/, '');
+        if (origin !== undefined)
+            await announceWhenReady(origin, logger, explanation, aborted.signal);
+        await coordinator.exited;
+    } catch (error) {
+        if (!aborted.signal.aborted) {
+            await stopAll();
+            throw error;
+        }
+    }
+    if (aborted.signal.aborted)
+        return; // a signal is stopping everything, and exits
+    // The coordinator ended by itself: q in its dashboard, or a failure.
+    const code = coordinator?.child.exitCode ?? 1;
+    await stopAll();
+    process.exit(code);
+}
+
+/** Waits until the coordinator's pipeline serves, then says where and how to use it. */
+async function announceWhenReady(origin: string, logger: Logger, explanation: string, signal: AbortSignal) {
+    const {clusterStatusSchema} = await import('../../node/node-status.js');
+    for (;;) {
+        if (signal.aborted)
+            return;
+        const cluster = await fetch(`${origin}/api/cluster`, {signal: AbortSignal.timeout(5_000)})
+            .then(async (response) => clusterStatusSchema.parse(await response.json()), () => undefined);
+        const pipeline = cluster?.pipelines[0];
+        if (pipeline?.state === 'ready') {
+            const url = `${origin}/v1`;
+            const stages = pipeline.stages.map((stage) => ({node: stage.self ? 'coordinator' : stage.peer.slice(0, 8), layers: stage.layers}));
+            logger.info({url, model: MODEL, stages, curl: examples(url).split('\n').slice(0, 2).map((line) => line.trim()).join(' ')},
+                `the demo is ready: ${explanation}`);
+            return;
+        }
+        await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    }
+}
+
+/** `strongdoge demo`: a layer-sharded pipeline over three local nodes, in one command and offline. */
+export function demoCommand() {
+    const command = new Command('demo')
+        .description('run three nodes on this machine that serve a generated demo model through a real 3-stage layer pipeline, offline')
+        .option('-d, --daemon', 'run headless: JSON-lines logs of every node on stdout')
+        .option('-p, --port <n>', 'API port of the coordinator', String(DEFAULT_PORT))
+        .option('--rpc-dir <path>', 'where llama.cpp\'s RPC server is built (default: <data dir>/rpc, shared with `start`)');
+    addDataDirOption(command);
+    return command.action((flags: DemoFlags) => runDemo(flags));
+}
