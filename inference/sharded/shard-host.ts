@@ -74,8 +74,12 @@ export class ShardHost implements ShardHostHandler {
             connect: (stream: TunnelStream) => {
                 const socket = connect({host: '127.0.0.1', port: server.port!});
                 // The coordinator's bytes are checked before the server sees them; its replies pass unchanged.
-                pipeSocket(socket, stream, hostFilter(), (reason) => {
-                    if (reason !== 'the socket closed')
+                pipeSocket(socket, stream, hostFilter(), (reason, refused) => {
+                    if (refused !== undefined) {
+                        // Bytes that break the RPC protocol: the server never saw them, and the session ends here.
+                        this.options.onLog?.('a peer broke the RPC protocol: its shard session ends', {peer: peerId.slice(0, 16), reason});
+                        control.end(`the RPC stream broke the protocol: ${reason}`);
+                    } else if (reason !== 'the socket closed')
                         this.options.onLog?.('shard stream closed', {peer: peerId.slice(0, 16), reason});
                 });
             },

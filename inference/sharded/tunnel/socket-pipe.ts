@@ -15,17 +15,17 @@ export interface StreamFilter {
 /**
  * Joins a local TCP socket to a tunnel stream, both ways, with backpressure from the peer connection (the socket
  * pauses while the tunnel is congested). Either side closing, or the filter refusing bytes, closes both;
- * `onClose` is told why once.
+ * `onClose` is told why once, with the filter's error when it refused bytes.
  */
-export function pipeSocket(socket: Socket, stream: TunnelStream, filter: StreamFilter, onClose: (reason: string) => void) {
+export function pipeSocket(socket: Socket, stream: TunnelStream, filter: StreamFilter, onClose: (reason: string, refused?: Error) => void) {
     let closed = false;
-    const close = (reason: string) => {
+    const close = (reason: string, refused?: Error) => {
         if (closed)
             return;
         closed = true;
         socket.destroy();
         stream.close(reason);
-        onClose(reason);
+        onClose(reason, refused);
     };
     const forward = (chunks: () => Uint8Array[], write: (chunk: Uint8Array) => boolean) => {
         try {
@@ -34,7 +34,7 @@ export function pipeSocket(socket: Socket, stream: TunnelStream, filter: StreamF
                 drained = write(chunk) && drained;
             return drained;
         } catch (error) {
-            close((error as Error).message);
+            close((error as Error).message, error as Error);
             return true;
         }
     };

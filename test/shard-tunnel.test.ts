@@ -1,0 +1,178 @@
+import {once} from 'node:events';
+import {mkdtemp, rm} from 'node:fs/promises';
+import {tmpdir} from 'node:os';
+import {join} from 'node:path';
+import test from 'ava';
+import c from 'compact-encoding';
+import crypto from 'hypercore-crypto';
+import type {Testnet} from 'hyperdht/testnet.js';
+import type {ProtomuxMessage} from 'protomux';
+import {prepareRpcServerDir} from '../engine/rpc/rpc-build.js';
+import {ShardHost} from '../inference/sharded/shard-host.js';
+import {RpcCommand} from '../inference/sharded/tunnel/rpc-stream.js';
+import {encodeData, SHARD_PROTOCOL, shardControlSchema, type ShardControl} from '../inference/sharded/tunnel/shard-messages.js';
+import {ShardProtocol, type CoordinatorSession} from '../inference/sharded/tunnel/shard-protocol.js';
+import {shortNodeId} from '../swarm/node-identity.js';
+import type {PeerConnection} from '../swarm/peer-connection.js';
+import type {PeerProtocol} from '../swarm/peer-protocol.js';
+import {SwarmNode} from '../swarm/swarm-node.js';
+import {capabilitiesFixture} from './helpers/capabilities-fixture.js';
+import {waitFor} from './helpers/cli-process.js';
+import {testRpcBinaries} from './helpers/rpc-binaries.js';
+import {startTestnet} from './helpers/swarm-fixture.js';
+
+/**
+ * The shard tunnel between real swarm nodes and a real rpc server (docs/peer-protocol.md, "Shard channel"): what a
+ * peer outside a session, or a hostile coordinator, can and cannot do to a host.
+ */
+
+let testnet: Testnet;
+let host: ShardHost;
+let cacheDir: string;
+const nodes: SwarmNode[] = [];
+
+test.before(async () => {
+    ({testnet} = await startTestnet());
+    const files = await prepareRpcServerDir(await testRpcBinaries());
+    cacheDir = await mkdtemp(join(tmpdir(), 'strongdoge-tensors-'));
+    host = new ShardHost({binaries: () => files, enabled: () => true, maxBytes: 64 * 2 ** 20, threads: 1, cacheDir, cacheMaxBytes: 2 ** 30});
+});
+
+test.after.always(async () => {
+    await host?.stop();
+    await Promise.all(nodes.map((node) => node.stop()));
+    await testnet?.destroy();
+    await rm(cacheDir, {recursive: true, force: true});
+});
+
+function swarmNode(network: string, protocol: PeerProtocol) {
+    const keyPair = crypto.keyPair();
+    const node = new SwarmNode({
+        identity: {...keyPair, id: keyPair.publicKey.toString('hex'), shortId: shortNodeId(keyPair.publicKey)},
+        network: {name: network}, software: '0.1.0', bootstrap: testnet.bootstrap, capabilities: () => capabilitiesFixture()
+    });
+    node.use(protocol);
+    nodes.push(node);
+    return node;
+}
+
+/** A peer that speaks the shard channel by hand: it can send any frame, well-formed or not. */
+class RawShardPeer implements PeerProtocol {
+    readonly received: ShardControl[] = [];
+    readonly data: Buffer[] = [];
+    control: ProtomuxMessage<Uint8Array> | undefined;
+    toHost: ProtomuxMessage<Uint8Array> | undefined;
+
+    attach(peer: PeerConnection) {
+        const channel = peer.mux.createChannel({protocol: SHARD_PROTOCOL})!;
+        this.control = channel.addMessage({encoding: c.raw, onmessage: (frame) => this.received.push(shardControlSchema.parse(JSON.parse(Buffer.from(frame).toString())))});
+        this.toHost = channel.addMessage({encoding: c.raw});
+        channel.addMessage({encoding: c.raw, onmessage: (frame) => this.data.push(Buffer.from(frame))});
+        channel.open();
+    }
+
+    send(message: ShardControl) {
+        this.control!.send(Buffer.from(JSON.stringify(message)));
+    }
+}
+
+/** ggml-rpc's HELLO: command 14, an 8-byte size, then 24 bytes of transport capabilities. */
+function hello() {
+    const frame = Buffer.alloc(1 + 8 + 24);
+    frame[0] = RpcCommand.HELLO;
+    frame.writeBigUInt64LE(24n, 1);
+    return frame;
+}
+
+/** Sends a HELLO through a coordinator's session and resolves with the server's reply (8-byte size, then 28 bytes). */
+async function helloThrough(session: CoordinatorSession) {
+    const stream = session.connect();
+    const reply: Buffer[] = [];
+    const complete = new Promise<Buffer>((resolve, reject) => {
+        stream.on('data', (bytes) => {
+            reply.push(bytes);
+            const all = Buffer.concat(reply);
+            if (all.length >= 8 + 28)
+                resolve(all);
+        });
+        stream.on('close', (reason) => reject(new Error(`stream closed: ${reason}`)));
+    });
+    stream.write(hello());
+    const bytes = await complete;
+    stream.close('done');
+    return bytes;
+}
+
+async function connected(network: string, hosting: PeerProtocol, ...others: PeerProtocol[]) {
+    const hostNode = swarmNode(network, hosting);
+    const peers = others.map((protocol) => swarmNode(network, protocol));
+    const joined = Promise.all(peers.map((peer) => once(peer, 'peerJoined')));
+    await Promise.all([hostNode, ...peers].map((node) => node.start()));
+    await joined;
+    await waitFor(async () => hostNode.peers().length === peers.length, 10_000, 20);
+    return {hostNode, peers};
+}
+
+test.serial('a coordinator reaches its session\'s rpc server through the tunnel; a peer outside the session cannot', async (t) => {
+    const outsider = new RawShardPeer();
+    const coordinatorProtocol = new ShardProtocol();
+    const {hostNode, peers: [coordinatorNode]} = await connected('tunnel-outsider', new ShardProtocol({host}), coordinatorProtocol, outsider);
+    const session = await coordinatorProtocol.openSession(hostNode.id, {model: {id: 'demo', sha256: null}, layers: [0, 3], bytes: 1024});
+    t.is(host.sessionCount, 1);
+
+    const reply = await helloThrough(session);
+    t.is(reply.readBigUInt64LE(0), 28n, 'a HELLO reply of 28 bytes');
+    t.is(reply[8], 6, 'protocol major version 6');
+
+    // The outsider names the coordinator's session and stream ids on its own channel: nothing serves them.
+    await waitFor(async () => outsider.control !== undefined, 5_000, 20);
+    outsider.send({type: 'connect', session: session.id, stream: 1});
+    outsider.toHost!.send(encodeData(1, hello()));
+    await waitFor(async () => outsider.received.length > 0, 5_000, 20);
+    t.deepEqual(outsider.received[0], {type: 'closed', stream: 1, reason: 'no such session'});
+    t.is(outsider.data.length, 0, 'no byte of the rpc server reached the outsider');
+
+    // The coordinator's session is untouched.
+    t.is((await helloThrough(session))[8], 6);
+    t.truthy(coordinatorNode);
+    session.end('done');
+    await waitFor(async () => host.sessionCount === 0, 5_000, 20);
+});
+
+test.serial('a hostile coordinator sending garbage ends only its own session; the host and other sessions carry on', async (t) => {
+    const hostile = new RawShardPeer();
+    const honestProtocol = new ShardProtocol();
+    const {hostNode} = await connected('tunnel-hostile', new ShardProtocol({host}), honestProtocol, hostile);
+    const honest = await honestProtocol.openSession(hostNode.id, {model: {id: 'demo', sha256: null}, layers: [0, 1], bytes: 1024});
+
+    await waitFor(async () => hostile.control !== undefined, 5_000, 20);
+    hostile.send({type: 'open', session: 7, model: {id: 'demo', sha256: null}, layers: [0, 1], bytes: 1024});
+    await waitFor(async () => hostile.received.some((message) => message.type === 'ready'), 10_000, 20);
+    t.is(host.sessionCount, 2);
+    hostile.send({type: 'connect', session: 7, stream: 1});
+    // Not a HELLO: an unknown command byte, then junk.
+    hostile.toHost!.send(encodeData(1, Buffer.from([0xee, ...Buffer.alloc(64, 0x41)])));
+    await waitFor(async () => hostile.received.some((message) => message.type === 'ended'), 10_000, 20);
+    const ended = hostile.received.find((message) => message.type === 'ended') as Extract<ShardControl, {type: 'ended'}>;
+    t.is(ended.session, 7);
+    t.regex(ended.reason, /RPC stream broke the protocol/);
+    await waitFor(async () => host.sessionCount === 1, 5_000, 20);
+
+    // The honest session, and the host, carry on.
+    t.is((await helloThrough(honest))[8], 6);
+    honest.end('done');
+});
+
+test.serial('a host that does not host layers refuses sessions with its reason', async (t) => {
+    const coordinatorProtocol = new ShardProtocol();
+    const {hostNode} = await connected('tunnel-refusing', new ShardProtocol(), coordinatorProtocol);
+    const error = await t.throwsAsync(coordinatorProtocol.openSession(hostNode.id, {model: {id: 'demo', sha256: null}, layers: [0, 1], bytes: 1}));
+    t.regex(error.message, /does not host layers/);
+});
+
+test.serial('a session asking more memory than the host offers is refused', async (t) => {
+    const coordinatorProtocol = new ShardProtocol();
+    const {hostNode} = await connected('tunnel-too-big', new ShardProtocol({host}), coordinatorProtocol);
+    const error = await t.throwsAsync(coordinatorProtocol.openSession(hostNode.id, {model: {id: 'demo', sha256: null}, layers: [0, 1], bytes: 2 ** 40}));
+    t.regex(error.message, /offers/);
+});
