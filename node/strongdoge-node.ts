@@ -220,7 +220,7 @@ export class StrongdogeNode {
             const cluster = new ClusterCoordinator({
                 model: {id: spec.id, path: spec.path, sha256: null, shape: {...layout, contextTokens: settings.contextSize}},
                 swarm, shards,
-                rpcLibraryPath: () => this.rpcFiles?.coordinator.libraryPath,
+                rpcFiles: () => this.rpcFiles?.coordinator,
                 self: {id: this.identity.id, freeMemoryBytes: settings.memoryLimit ?? freemem(), tflops: () => this.capabilities.current().compute.measuredTflops},
                 maxStages: settings.maxStages,
                 forceSplit: settings.shard === 'always',

@@ -54,9 +54,20 @@ test('every split of up to 200 layers over up to 6 remote stages lands exactly a
     t.true(checked > 1000);
 });
 
-test('a split needs at least one remote stage, each with a layer', (t) => {
+test('the last device may take the output layer alone: the coordinator keeps the logits', (t) => {
+    for (const [coordinatorLayers, remote] of [[0, [8]], [3, [2, 3]], [1, [1, 1, 1, 1, 1, 1, 1]], [0, [40, 41, 39]]] as const) {
+        const devices = [...remote, 0];
+        const total = coordinatorLayers + remote.reduce((sum, count) => sum + count, 0);
+        const split = layerSplit(coordinatorLayers, devices);
+        t.deepEqual(llamaPlacement(total, split.gpuLayers, split.reportedBytes), expectedPlacement(coordinatorLayers, devices));
+        t.is(llamaPlacement(total, split.gpuLayers, split.reportedBytes).at(-1), remote.length, 'the output layer is on the last device');
+    }
+});
+
+test('a split needs at least one device, each but the last with a layer', (t) => {
     t.throws(() => layerSplit(4, []), {instanceOf: RangeError});
-    t.throws(() => layerSplit(4, [2, 0]), {instanceOf: RangeError});
+    t.throws(() => layerSplit(4, [0, 2]), {instanceOf: RangeError});
+    t.throws(() => layerSplit(4, [2, -1]), {instanceOf: RangeError});
     t.throws(() => layerSplit(-1, [2]), {instanceOf: RangeError});
     t.throws(() => layerSplit(1.5, [2]), {instanceOf: RangeError});
 });

@@ -65,9 +65,13 @@ class RawShardPeer implements PeerProtocol {
 
     attach(peer: PeerConnection) {
         const channel = peer.mux.createChannel({protocol: SHARD_PROTOCOL})!;
-        this.control = channel.addMessage({encoding: c.raw, onmessage: (frame) => this.received.push(shardControlSchema.parse(JSON.parse(Buffer.from(frame).toString())))});
+        this.control = channel.addMessage({encoding: c.raw, onmessage: (frame) => {
+            this.received.push(shardControlSchema.parse(JSON.parse(Buffer.from(frame).toString())));
+        }});
         this.toHost = channel.addMessage({encoding: c.raw});
-        channel.addMessage({encoding: c.raw, onmessage: (frame) => this.data.push(Buffer.from(frame))});
+        channel.addMessage({encoding: c.raw, onmessage: (frame) => {
+            this.data.push(Buffer.from(frame));
+        }});
         channel.open();
     }
 

@@ -1,11 +1,14 @@
 import {EventEmitter} from 'node:events';
 import {EngineSupervisor, type EngineSupervisorOptions} from '../../engine/engine-supervisor.js';
+import type {RpcServerFiles} from '../../engine/rpc/rpc-build.js';
+import {RpcServerHost} from '../../engine/rpc/rpc-server-host.js';
 import type {ShardLoadSettings} from '../../engine/worker/engine-messages.js';
 import type {SwarmNode} from '../../swarm/swarm-node.js';
 import {layerSplit} from './layer-split.js';
 import {planShards, type ModelShape, type ShardCandidate, type ShardPlan} from './shard-planner.js';
 import {coordinatorFilter} from './tunnel/rpc-filters.js';
 import type {CoordinatorSession, ShardProtocol} from './tunnel/shard-protocol.js';
+import {SocketStream} from './tunnel/socket-pipe.js';
 import {TunnelEndpoint} from './tunnel/tunnel-endpoint.js';
 
 export type ClusterState = 'waiting' | 'forming' | 'loading' | 'ready' | 'stopped';
@@ -21,8 +24,8 @@ export interface ClusterCoordinatorOptions {
     model: ClusterModel,
     swarm: SwarmNode,
     shards: ShardProtocol,
-    /** `libggml-rpc.so` for the engine child, once built. */
-    rpcLibraryPath: () => string | undefined,
+    /** The RPC backend for the engine child and the rpc server for this node's output device, once built. */
+    rpcFiles: () => Pick<RpcServerFiles, 'libraryPath' | 'serverPath'> | undefined,
     /** This node as a stage: what it offers for its own layers. */
     self: {id: string, freeMemoryBytes: number, tflops: () => number | null},
     /** Most stages in a plan, this node included; defaults to 4. */
@@ -64,7 +67,9 @@ interface Formation {
     /** Bumped for every new formation, so that the old one's closing streams blame nobody. */
     generation: number,
     plan: ShardPlan,
-    stages: ActiveStage[]
+    stages: ActiveStage[],
+    /** This node's own device for the output layer, last in the pipeline: the logits never leave this node. */
+    output: TunnelEndpoint
 }
 
 export interface ClusterEvents {
@@ -95,6 +100,8 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
     private placementMatches: boolean | null = null;
     private watchTimer: NodeJS.Timeout | undefined;
     private wakeUp: (() => void) | undefined;
+    /** The rpc server of this node's output device; kept across formations, started again if it dies. */
+    private outputServer: RpcServerHost | undefined;
     /** Requests whose current attempt has streamed no token yet: their stages may take a prompt's time. */
     private prefilling = 0;
 
@@ -134,6 +141,7 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
         this.setState('stopped');
         await this.engine.dispose();
         await this.teardown('the coordinator stopped');
+        await this.outputServer?.stop();
     }
 
     get modelId() {
@@ -189,6 +197,9 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
     /** The engine child is about to load: plan, open every stage's session and tunnel, and say where they are. */
     private async form(): Promise<{shard: ShardLoadSettings}> {
         await this.teardown('a new plan replaces this one');
+        const files = this.options.rpcFiles();
+        if (files === undefined)
+            throw new Error('the RPC backend is not built');
         while (!this.stopped) {
             const plan = this.plan();
             if (!plan.ok) {
@@ -202,7 +213,8 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
             const remote = plan.plan.stages.filter((stage) => !stage.self);
             const coordinatorLayers = plan.plan.stages.filter((stage) => stage.self)
                 .reduce((sum, stage) => sum + (stage.lastLayer === undefined ? 0 : stage.lastLayer - stage.firstLayer! + 1), 0);
-            const split = layerSplit(coordinatorLayers, remote.map((stage) => stage.lastLayer! - stage.firstLayer! + 1));
+            // The last device is this node's own, with the output layer alone.
+            const split = layerSplit(coordinatorLayers, [...remote.map((stage) => stage.lastLayer! - stage.firstLayer! + 1), 0]);
             const opened = await Promise.allSettled(remote.map((stage, index) => this.openStage(stage, split.reportedBytes[index]!, generation)));
             const stages = opened.flatMap((result) => result.status === 'fulfilled' ? [result.value] : []);
             const failed = opened.flatMap((result, index) => result.status === 'rejected' ? [{peer: remote[index]!.peerId, error: result.reason as Error}] : []);
@@ -212,14 +224,12 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
                 await Promise.all(stages.map((stage) => this.closeStage(stage, 'the plan failed to form')));
                 continue;
             }
-            this.formation = {generation, plan: plan.plan, stages};
+            const output = await this.openOutputDevice(files, split.reportedBytes.at(-1)!, generation);
+            this.formation = {generation, plan: plan.plan, stages, output};
             this.placementMatches = null;
             this.setState('loading');
             this.emit('log', 'info', 'pipeline formed', {model: this.options.model.id, plan: plan.plan.reason});
-            const rpcLibraryPath = this.options.rpcLibraryPath();
-            if (rpcLibraryPath === undefined)
-                throw new Error('the RPC backend is not built');
-            return {shard: {rpcLibraryPath, endpoints: stages.map((stage) => stage.endpoint.address), gpuLayers: split.gpuLayers}};
+            return {shard: {rpcLibraryPath: files.libraryPath, endpoints: [...stages.map((stage) => stage.endpoint.address), output.address], gpuLayers: split.gpuLayers}};
         }
         throw new Error('the coordinator stopped');
     }
@@ -246,7 +256,9 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
                 heldLayers: holds ? [[0, model.shape.layerBytes.length - 1]] : []
             });
         }
-        return planShards(model.shape, candidates, {maxStages: this.options.maxStages, minStages: this.options.forceSplit ? 2 : 1});
+        // The output layer stays on this node (its own output device), with the input embeddings.
+        const shape = {...model.shape, inputBytes: model.shape.inputBytes + model.shape.outputBytes, outputBytes: 0};
+        return planShards(shape, candidates, {maxStages: this.options.maxStages, minStages: this.options.forceSplit ? 2 : 1});
     }
 
     private async openStage(stage: ShardPlan['stages'][number], reportedBytes: bigint, generation: number): Promise<ActiveStage> {
@@ -255,7 +267,7 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
             model: {id: model.id, sha256: model.sha256}, layers: [stage.firstLayer!, stage.lastLayer!], bytes: stage.bytes
         });
         const endpoint = await TunnelEndpoint.listen({
-            session,
+            connect: () => session.connect(),
             createFilter: () => coordinatorFilter({reportMemory: {free: reportedBytes, total: reportedBytes}})
         }, (reason) => {
             if (this.formation?.generation === generation)
@@ -268,6 +280,29 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
         return {peerId: stage.peerId, firstLayer: stage.firstLayer!, lastLayer: stage.lastLayer!, bytes: stage.bytes, transferBytes: stage.transferBytes, session, endpoint};
     }
 
+    /** This node's output device: a local rpc server behind a loopback endpoint that reports its planned share. */
+    private async openOutputDevice(files: Pick<RpcServerFiles, 'serverPath'>, reportedBytes: bigint, generation: number) {
+        if (this.outputServer === undefined) {
+            const server = new RpcServerHost({binaries: files, threads: this.options.engine.threads});
+            server.on('exit', (code, signal) => {
+                this.outputServer = undefined;
+                // The server outlives formations: whichever is current has lost its output device.
+                if (this.formation !== undefined && this.formation.generation !== -1)
+                    this.failLocally(`this node's output device exited (${signal ?? code})`);
+            });
+            await server.start();
+            this.outputServer = server;
+        }
+        const port = this.outputServer.port!;
+        return TunnelEndpoint.listen({
+            connect: () => new SocketStream(port),
+            createFilter: () => coordinatorFilter({reportMemory: {free: reportedBytes, total: reportedBytes}})
+        }, (reason) => {
+            if (this.formation?.generation === generation)
+                this.failLocally(`this node's output device closed its connection: ${reason}`);
+        });
+    }
+
     private async closeStage(stage: ActiveStage, reason: string) {
         stage.session.end(reason);
         await stage.endpoint.close(reason);
@@ -277,7 +312,7 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
         const formation = this.formation;
         this.formation = undefined;
         if (formation !== undefined)
-            await Promise.all(formation.stages.map((stage) => this.closeStage(stage, reason)));
+            await Promise.all([...formation.stages.map((stage) => this.closeStage(stage, reason)), formation.output.close(reason)]);
     }
 
     /** A stage is gone: leave its peer out for a while and restart the engine on a new plan. */
@@ -288,6 +323,20 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
         this.formation = {...formation, generation: -1}; // its stages' closing streams are expected now
         this.failovers++;
         const failure = this.recordFailure(peerId, reason);
+        this.emit('stageFailed', failure);
+        this.engine.killWorker();
+    }
+
+    /** This node's own part failed: form the pipeline again, leaving no peer out. */
+    private failLocally(reason: string) {
+        const formation = this.formation;
+        if (formation === undefined || this.stopped)
+            return;
+        this.formation = {...formation, generation: -1};
+        this.failovers++;
+        const failure = {peer: this.options.self.id, reason, at: new Date().toISOString()};
+        this.failures.push(failure);
+        this.emit('log', 'warn', 'pipeline stage failed', {peer: 'self', reason});
         this.emit('stageFailed', failure);
         this.engine.killWorker();
     }
@@ -313,7 +362,7 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
             return;
         const prefilling = this.engine.state === 'loading' || this.prefilling > 0;
         const now = performance.now();
-        for (const stage of formation.stages) {
+        for (const stage of formation.stages) { // this node's own output device is not watched: it does not vanish silently
             const waiting = stage.endpoint.waitingMs(now);
             if (stage.endpoint.stall.stalled(waiting, prefilling)) {
                 this.failStage(stage.peerId, `no answer for ${Math.round(waiting)} ms (deadline ${Math.round(stage.endpoint.stall.deadlineMs(prefilling))} ms)`);
@@ -336,7 +385,7 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
             for (let layer = stage.firstLayer; layer <= stage.lastLayer; layer++)
                 expected.push(device);
         }
-        expected.push(expected.at(-1)!); // the output layer, with the last stage
+        expected.push(`RPC${formation.stages.length}`); // the output layer, on this node's own output device
         this.placementMatches = expected.length === devices.length && expected.every((device, layer) => devices[layer] === device);
         if (!this.placementMatches)
             this.emit('log', 'error', 'llama.cpp placed the layers differently from the plan', {expected: expected.join(','), actual: devices.join(',')});

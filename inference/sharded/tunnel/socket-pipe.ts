@@ -1,4 +1,5 @@
-import type {Socket} from 'node:net';
+import {EventEmitter} from 'node:events';
+import {connect, type Socket} from 'node:net';
 import type {TunnelStream} from './shard-protocol.js';
 
 /**
@@ -58,3 +59,30 @@ export function pipeSocket(socket: Socket, stream: TunnelStream, filter: StreamF
 
 /** Passes every byte unchanged. */
 export const passThrough: StreamFilter = {fromSocket: (chunk) => [chunk], fromTunnel: (chunk) => [chunk]};
+
+/** A TCP connection to a server on this machine, as a tunnel stream: a stage without a tunnel (the coordinator's own). */
+export class SocketStream extends EventEmitter implements TunnelStream {
+    closed = false;
+    private readonly socket: Socket;
+
+    constructor(port: number) {
+        super();
+        this.socket = connect({host: '127.0.0.1', port, noDelay: true});
+        this.socket.on('data', (bytes) => this.emit('data', bytes));
+        this.socket.on('drain', () => this.emit('drain'));
+        this.socket.on('error', (error) => this.close(`socket error: ${error.message}`));
+        this.socket.on('close', () => this.close('the server closed the connection'));
+    }
+
+    write(bytes: Uint8Array) {
+        return !this.closed && this.socket.write(bytes);
+    }
+
+    close(reason: string) {
+        if (this.closed)
+            return;
+        this.closed = true;
+        this.socket.destroy();
+        this.emit('close', reason);
+    }
+}

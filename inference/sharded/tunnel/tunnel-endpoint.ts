@@ -1,11 +1,12 @@
 import {createServer, type Server, type Socket} from 'node:net';
 import {StallDetector, type StallDetectorOptions} from '../stall-detector.js';
 import type {RpcConnectionFilter} from './rpc-filters.js';
-import type {CoordinatorSession, TunnelStream} from './shard-protocol.js';
+import type {TunnelStream} from './shard-protocol.js';
 import {pipeSocket, type StreamFilter} from './socket-pipe.js';
 
 export interface TunnelEndpointOptions {
-    session: CoordinatorSession,
+    /** Opens the stage's side of a new connection: a stream of its shard session, or a socket to a local server. */
+    connect: () => TunnelStream,
     /** The RPC-aware codec for each connection llama.cpp opens (it reports this stage's planned memory). */
     createFilter: () => RpcConnectionFilter,
     stall?: StallDetectorOptions
@@ -63,7 +64,7 @@ export class TunnelEndpoint {
     }
 
     private accept(socket: Socket) {
-        if (this.closedReason !== undefined || this.options.session.ended) {
+        if (this.closedReason !== undefined) {
             socket.destroy();
             return;
         }
@@ -91,7 +92,7 @@ export class TunnelEndpoint {
         };
         let stream: TunnelStream;
         try {
-            stream = this.options.session.connect();
+            stream = this.options.connect();
         } catch (error) {
             socket.destroy();
             this.sockets.delete(socket);
