@@ -8,6 +8,14 @@ export class NodeUnreachableError extends Error {
     }
 }
 
+/** The node answered, with an error status. */
+class NodeStatusError extends Error {
+    constructor(readonly status: number, message: string) {
+        super(message);
+        this.name = 'NodeStatusError';
+    }
+}
+
 export interface NodeAddressFlags {
     host?: string,
     port?: string,
@@ -37,9 +45,20 @@ export async function fetchNodeStatus<P extends StatusPath>(flags: NodeAddressFl
     }
     const body = await response.json().catch(() => undefined) as {error?: {message: string}} | undefined;
     if (!response.ok)
-        throw new Error(`${origin}${path}: ${response.status} ${body?.error?.message ?? response.statusText}`);
+        throw new NodeStatusError(response.status, `${origin}${path}: ${response.status} ${body?.error?.message ?? response.statusText}`);
     const parsed = statusDocuments[path].safeParse(body);
     if (!parsed.success)
         throw new Error(`${origin}${path} answered a document this version does not understand (${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message}); is it another strongdoge version?`);
     return parsed.data as StatusDocument<P>;
+}
+
+/** A status document an older node does not have: null where it answers 404. */
+export async function fetchNodeStatusIfKnown<P extends StatusPath>(flags: NodeAddressFlags, path: P): Promise<StatusDocument<P> | null> {
+    try {
+        return await fetchNodeStatus(flags, path);
+    } catch (error) {
+        if (error instanceof NodeStatusError && error.status === 404)
+            return null;
+        throw error;
+    }
 }

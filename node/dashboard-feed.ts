@@ -24,6 +24,8 @@ export function feedDashboard(node: StrongdogeNode, store: DashboardStore, apiKe
             backend: peer.capabilities.device.backend, vramTotalBytes: peer.capabilities.device.vramTotalBytes,
             models: peer.capabilities.models.map((model) => model.id), successRate: peer.successRate, requestsSent: peer.requestsSent
         })));
+        // The status API's own document: the weights sent while a pipeline loads advance once a second with it.
+        store.set('cluster', node.describeCluster());
         const ledger = node.ledger?.describe();
         if (ledger !== undefined) {
             const {anchoring} = ledger;

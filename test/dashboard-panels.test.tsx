@@ -4,7 +4,7 @@ import test from 'ava';
 import {render} from 'ink-testing-library';
 import {emptyDashboardState} from '../tui/dashboard-state.js';
 import {DashboardStore} from '../tui/dashboard-store.js';
-import {DashboardView} from '../tui/dashboard-view.js';
+import {DashboardView, focusablePanels} from '../tui/dashboard-view.js';
 import {DevicePanel} from '../tui/panels/device-panel.js';
 import {LedgerPanel} from '../tui/panels/ledger-panel.js';
 import {PeersPanel} from '../tui/panels/peers-panel.js';
@@ -28,15 +28,16 @@ test('sparkline, progress and layer bars', (t) => {
     t.is(sparkline([1, 2, 3, 4, 5, 6], 3), '▆▇█');
     t.is(progressBar(0.5, 10), '█████░░░░░  50%');
     t.is(progressBar(2, 4), '████ 100%');
-    t.is(layerBar([{firstLayer: 0, lastLayer: 3}, {firstLayer: 4, lastLayer: 7}], 8, 8), 'AAAABBBB');
-    t.is(layerBar([{firstLayer: 0, lastLayer: 1}], 4, 4), 'AA··');
+    t.is(layerBar([[0, 3], [4, 7]], 8, 8), 'AAAABBBB');
+    t.is(layerBar([[0, 1]], 4, 4), 'AA··');
+    t.is(layerBar([null, [0, 3]], 4, 4), 'BBBB', 'a stage without layers keeps its letter');
 });
 
 test('empty state: every panel says what is missing', (t) => {
     const state = emptyDashboardState();
     t.regex(frame(<DevicePanel device={state.device} engine={state.engine} progress={state.progress}/>), /detecting…[\s\S]*models none/);
     t.regex(frame(<PeersPanel peers={[]}/>), /Peers \(0\)[\s\S]*no peers yet/);
-    t.regex(frame(<PipelinePanel pipeline={null}/>), /requests are served whole/);
+    t.is(frame(<PipelinePanel cluster={state.cluster}/>), '', 'no pipelines and no hosting: no panel');
     t.regex(frame(<RequestsPanel requests={[]}/>), /none yet: point a chat client/);
     t.regex(frame(<LedgerPanel ledger={state.ledger}/>), /points -\s+log 0 records[\s\S]*anchor none yet · next not scheduled/);
     t.regex(frame(<LedgerPanel ledger={{...state.ledger, anchoringOff: 'no wallet'}}/>), /anchoring off: no wallet/);
@@ -52,14 +53,41 @@ test('busy state: devices, peers, pipeline, throughput, requests and ledger', (t
     const peers = frame(<PeersPanel peers={state.peers}/>);
     t.regex(peers, /c0ffeec0\s+23ms 60\.10TF cuda 12\.0 GB 97% llama-3\.1-8b/);
     t.regex(peers, /deadbeef\s+-\s+\? cpu 50% -/);
-    const pipeline = frame(<PipelinePanel pipeline={state.pipeline} width={20}/>);
-    t.regex(pipeline, /AAAAAAAAAABBBBBBBBBB/);
-    t.regex(pipeline, /B c0ffeec0 layers 40-79 hop 12\.5ms/);
+    const pipeline = frame(<PipelinePanel cluster={state.cluster} width={20}/>);
+    t.regex(pipeline, /Sharding · hosting 1 session, 12\.0 GB offered/);
+    t.regex(pipeline, /llama-3\.1-70b ready · ~38\.3 ms\/token/);
+    t.regex(pipeline, /AAAAAAAAAABBBBBBBBBB 2 stages: the fewest that fit/);
+    t.regex(pipeline, /A {2}this node {2}layers 0-39 {3}50% {2}21\.0 GB\s*│/, 'no hop or traffic for this node\'s own layers');
+    t.regex(pipeline, /B {2}c0ffeec0 {3}layers 40-79 {2}50% {2}21\.0 GB {2}hop 12\.5ms {2}ok 97% {2}↑21\.3 GB ↓3\.4 MB/);
+    t.notRegex(pipeline, /failover|last failure/);
     t.regex(frame(<ThroughputPanel throughput={state.throughput} width={6}/>), /local\s+▁▂▄▇▅█ 140[\s\S]*for peers\s+▁▁▅▅▁█ 60\.0/);
     const requests = frame(<RequestsPanel requests={state.requests}/>);
     t.regex(requests, /200 llama-3\.1-8b peers:c0ffeec0ffeec0ff 128t 88\.2t\/s/);
     t.regex(requests, /503 llama-3\.1-8b local 12t 140t\/s/);
     t.regex(frame(<LedgerPanel ledger={state.ledger}/>), /points 1234\s+log 42 records[\s\S]*anchor block 123456 \(5m \d+s ago, 40 records\) · next in 5[45]m/);
+});
+
+test('pipelines while waiting and loading: the reason, the weights sent per stage, failovers and the last failure', (t) => {
+    const {cluster} = busyDashboardState();
+    const [ready] = cluster.pipelines;
+    const peer = ready!.stages[1]!;
+    const loading = {
+        ...ready!, model: 'mixtral-8x22b', state: 'loading', placementMatches: null, failovers: 2,
+        stages: [ready!.stages[0]!, {...peer, hopMs: null, successRate: null, bytesSent: 8.4e9, bytesReceived: 1e3}, {...peer, peer: 'deadbeef'.repeat(8), bytesSent: 0}],
+        failures: [{peer: 'f00d'.repeat(16), reason: 'the stage stalled', at: '2026-11-25T10:00:01Z'}, {peer: 'beef'.repeat(16), reason: 'the tunnel closed', at: '2026-11-25T10:00:03Z'}]
+    };
+    const waiting = {...ready!, model: 'qwen-72b', state: 'waiting', reason: 'qwen-72b is to be split over at least 2 stages, and there are 0', stages: [], plan: null, placementMatches: null};
+    const view = frame(<PipelinePanel cluster={{pipelines: [loading, waiting], hosting: {available: false, reason: 'offline', sessions: 0, freeBytes: 0}}}/>);
+    t.regex(view, /Sharding · hosting not offered \(offline\)/);
+    t.regex(view, /mixtral-8x22b loading · ~38\.3 ms\/token · 2 failovers/);
+    t.regex(view, /B {2}c0ffeec0 {3}layers 40-79 {2}50% {2}21\.0 GB {2}weights 40% \(8\.4 GB \/ 21\.0 GB\)/);
+    t.regex(view, /C {2}deadbeef {3}layers 40-79 {2}50% {2}21\.0 GB {2}weights 0% \(0 B \/ 21\.0 GB\)/);
+    t.regex(view, /last failure \d\d:\d\d:\d\d beefbeef: the tunnel closed/);
+    t.notRegex(view, /f00d/, 'only the last failure');
+    t.regex(view, /qwen-72b waiting\s*│\n│ qwen-72b is to be split over at least 2 stages, and there are 0/);
+    t.regex(frame(<PipelinePanel cluster={{pipelines: [{...ready!, placementMatches: false}], hosting: cluster.hosting}}/>), /ready · ~38\.3 ms\/token · llama\.cpp placed layers off the plan/);
+    t.regex(frame(<PipelinePanel cluster={{pipelines: [], hosting: {available: false, reason: 'the RPC server is not built yet', sessions: 2, freeBytes: 0}}}/>),
+        /Sharding · hosting not offered \(the RPC server is not built yet\), 2 sessions/, 'sessions still open are shown');
 });
 
 test('the whole view shows the header, the proxy URL, errors and help', (t) => {
@@ -75,19 +103,36 @@ test('a narrow 64-column terminal stacks panels within its width', (t) => {
     const view = frame(<DashboardView state={busyDashboardState()} columns={64} focus="requests" showHelp={false}/>);
     const lines = view.split('\n');
     t.true(lines.every((line) => [...line].length <= 64), `widest line: ${Math.max(...lines.map((line) => [...line].length))}`);
-    for (const title of ['This device', 'Peers (2)', 'Pipeline', 'Throughput', 'Recent requests', 'Ledger'])
+    for (const title of ['This device', 'Peers (2)', 'Sharding', 'Throughput', 'Recent requests', 'Ledger'])
         t.true(view.includes(title), title);
-    // one column: device above ledger, not beside it
+    // one column: device above ledger, not beside it; sharding after the peers
     t.true(lines.findIndex((line) => line.includes('This device')) < lines.findIndex((line) => line.includes('Ledger')));
+    t.true(lines.findIndex((line) => line.includes('Sharding')) < lines.findIndex((line) => line.includes('Throughput')));
     t.false(lines.some((line) => line.includes('This device') && line.includes('Throughput')));
 });
 
-test('an 80×24 terminal fits the whole busy dashboard in two columns', (t) => {
-    const view = frame(<DashboardView state={busyDashboardState()} columns={80} focus="requests" showHelp={false}/>);
+test('an 80×24 terminal fits the whole busy dashboard of a node that does not shard in two columns', (t) => {
+    const view = frame(<DashboardView state={{...busyDashboardState(), cluster: emptyDashboardState().cluster}} columns={80} focus="requests" showHelp={false}/>);
     const lines = view.split('\n');
     t.true(lines.length <= 24, `${lines.length} lines`);
     t.true(lines.every((line) => [...line].length <= 80));
     t.true(lines.some((line) => line.includes('This device') && line.includes('Throughput')));
+    t.false(view.includes('Sharding'));
+});
+
+test('in two columns the sharding panel spans the width below both, within 80 columns', (t) => {
+    const view = frame(<DashboardView state={busyDashboardState()} columns={80} focus="pipeline" showHelp={false}/>);
+    const lines = view.split('\n');
+    t.true(lines.every((line) => [...line].length <= 80));
+    const title = lines.findIndex((line) => line.includes('Sharding'));
+    t.true(title > lines.findIndex((line) => line.includes('Ledger')) && title > lines.findIndex((line) => line.includes('Peers')));
+    t.regex(lines.find((line) => line.includes('c0ffeec0   layers'))!, /hop 12\.5ms {2}ok 97%/);
+});
+
+test('the focus order skips the sharding panel while it is hidden', (t) => {
+    const state = busyDashboardState();
+    t.deepEqual(focusablePanels(state), ['device', 'peers', 'pipeline', 'throughput', 'requests', 'ledger']);
+    t.deepEqual(focusablePanels({...state, cluster: emptyDashboardState().cluster}), ['device', 'peers', 'throughput', 'requests', 'ledger']);
 });
 
 test('the store keeps bounded history and one-second throughput samples', (t) => {

@@ -28,8 +28,9 @@ test('in a real terminal (tmux) the dashboard shows the panels and the API URL, 
     await waitFor(async () => (await screen()).includes('engine ready'), 30_000, 200);
     const ready = await screen();
     t.true(ready.includes(`API http://127.0.0.1:${port}/v1`), ready);
-    for (const panel of ['This device', 'Peers (0)', 'Pipeline', 'Throughput (tokens/s)', 'Recent requests', 'Ledger'])
+    for (const panel of ['This device', 'Peers (0)', 'Throughput (tokens/s)', 'Recent requests', 'Ledger'])
         t.true(ready.includes(panel), panel);
+    t.false(ready.includes('Sharding'), 'an offline node coordinates no pipeline and hosts no layers: no sharding panel');
     t.true(ready.split('\n')[0]!.includes('strongdoge'), 'the header is on the first line: nothing scrolled off at 80×24');
 
     const response = await fetch(`http://127.0.0.1:${port}/v1/completions`, {

@@ -8,7 +8,7 @@ import {PipelinePanel} from './panels/pipeline-panel.js';
 import {RequestsPanel} from './panels/requests-panel.js';
 import {ThroughputPanel} from './panels/throughput-panel.js';
 
-export const FOCUSABLE_PANELS = ['device', 'peers', 'pipeline', 'throughput', 'requests', 'ledger'] as const;
+const FOCUSABLE_PANELS = ['device', 'peers', 'pipeline', 'throughput', 'requests', 'ledger'] as const;
 export type FocusablePanel = typeof FOCUSABLE_PANELS[number];
 
 /** The panels shown now, in focus order: the pipeline panel only while there is sharding to show. */

@@ -30,10 +30,10 @@ export function formatLayers(layers: [number, number] | null) {
     return layers === null ? 'none' : `${layers[0]}-${layers[1]}`;
 }
 
-/** Weights sent to a stage while it loads: the bytes sent can exceed the weights (requests share the tunnel). */
+/** Weights sent to a stage while it loads, the share first (it survives truncation); the tunnel carries more than weights. */
 export function formatTransfer(sentBytes: number, transferBytes: number) {
     const fraction = transferBytes === 0 ? 1 : Math.min(1, sentBytes / transferBytes);
-    return `${formatBytes(Math.min(sentBytes, transferBytes))} / ${formatBytes(transferBytes)} ${Math.round(fraction * 100)}%`;
+    return `${Math.round(fraction * 100)}% (${formatBytes(Math.min(sentBytes, transferBytes))} / ${formatBytes(transferBytes)})`;
 }
 
 /** Layers this node hosts for peers, in a few words. */

@@ -1,7 +1,9 @@
 import {Command} from 'commander';
 import type {Capabilities} from '../../swarm/capabilities.js';
-import {fetchNodeStatus, type NodeAddressFlags} from '../node-client.js';
-import {formatBytes, formatDuration, formatTable} from '../../tui/text-format.js';
+import type {ClusterStatus} from '../../node/node-status.js';
+import {fetchNodeStatus, fetchNodeStatusIfKnown, type NodeAddressFlags} from '../node-client.js';
+import {clusterActive} from '../../tui/dashboard-state.js';
+import {formatBytes, formatDuration, formatHosting, formatLayers, formatTable, formatTransfer} from '../../tui/text-format.js';
 import {addDataDirOption} from './shared-options.js';
 
 function withNodeAddress(command: Command) {
@@ -46,8 +48,39 @@ function peersCommand() {
         });
 }
 
+/** Pipelines this node coordinates, each with its stages, and the layers it hosts: lines under `status`'s keys. */
+function clusterLines(cluster: ClusterStatus) {
+    const indent = (text: string) => text.split('\n').map((line) => `${' '.repeat(9)}${line}`).join('\n');
+    const lines = [`hosting  ${formatHosting(cluster.hosting)}`];
+    for (const pipeline of cluster.pipelines) {
+        const failures = `${pipeline.failovers} failover${pipeline.failovers === 1 ? '' : 's'}`;
+        lines.push(`pipeline ${pipeline.model}: ${pipeline.state}${pipeline.plan ? `, ~${pipeline.plan.estimatedMsPerToken.toFixed(1)} ms/token` : ''}, ${failures}`
+            + `${pipeline.placementMatches === false ? ', llama.cpp placed layers off the plan' : ''}`);
+        if (pipeline.reason !== null)
+            lines.push(indent(`waiting: ${pipeline.reason}`));
+        if (pipeline.plan)
+            lines.push(indent(`plan: ${pipeline.plan.reason}`));
+        const last = pipeline.failures.at(-1);
+        if (last)
+            lines.push(indent(`last failure ${last.at} ${last.peer.slice(0, 16)}: ${last.reason}`));
+        if (pipeline.stages.length > 0)
+            lines.push(indent(formatTable(['PEER', 'LAYERS', 'SHARE', 'BYTES', 'WEIGHTS SENT', 'HOP', 'SUCCESS', 'SENT', 'RECEIVED'], pipeline.stages.map((stage) => [
+                stage.self ? 'this node' : stage.peer.slice(0, 16),
+                formatLayers(stage.layers),
+                `${Math.round(stage.loadRatio * 100)}%`,
+                formatBytes(stage.bytes),
+                stage.self ? '-' : stage.transferBytes === 0 ? 'held' : formatTransfer(stage.bytesSent, stage.transferBytes),
+                stage.hopMs === null ? '-' : `${stage.hopMs.toFixed(1)} ms`,
+                stage.successRate === null ? '-' : `${Math.round(stage.successRate * 100)}%`,
+                stage.self ? '-' : formatBytes(stage.bytesSent),
+                stage.self ? '-' : formatBytes(stage.bytesReceived)
+            ]))));
+    }
+    return lines;
+}
+
 function statusCommand() {
-    return withNodeAddress(new Command('status').description('show the running node: identity, network, device, models, traffic'))
+    return withNodeAddress(new Command('status').description('show the running node: identity, network, device, models, traffic, and its pipelines and hosted layers'))
         .action(async (flags: NodeAddressFlags & {json?: boolean}) => {
             const node = await fetchNodeStatus(flags, '/api/node');
             if (flags.json) {
@@ -67,7 +100,10 @@ function statusCommand() {
                 ['requests', `${node.requests.total} (${node.requests.failed} failed), ${node.requests.completionTokens} tokens generated`],
                 ['ledger', node.ledger === null ? 'opening' : `${node.ledger.points} points, ${node.ledger.length} records in log ${node.ledger.core.slice(0, 16)}…, anchoring ${node.ledger.anchoring ? 'on' : 'off'}`]
             ];
-            process.stdout.write(lines.map(([key, value]) => `${key!.padEnd(9)}${value}`).join('\n') + '\n');
+            // A node older than /api/cluster answers 404: it has no cluster to show.
+            const cluster = await fetchNodeStatusIfKnown(flags, '/api/cluster');
+            const shown = [...lines.map(([key, value]) => `${key!.padEnd(9)}${value}`), ...(cluster && clusterActive(cluster) ? clusterLines(cluster) : [])];
+            process.stdout.write(shown.join('\n') + '\n');
         });
 }
 

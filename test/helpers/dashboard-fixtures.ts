@@ -14,10 +14,18 @@ export function busyDashboardState(): DashboardState {
             {id: 'c0ffee'.repeat(10) + 'c0ff', rttMs: 23.4, tflops: 60.1, backend: 'cuda', vramTotalBytes: 12e9, models: ['llama-3.1-8b'], successRate: 0.97, requestsSent: 31},
             {id: 'deadbeef'.repeat(8), rttMs: null, tflops: null, backend: false, vramTotalBytes: 0, models: [], successRate: 0.5, requestsSent: 0}
         ],
-        pipeline: {model: 'llama-3.1-70b', stages: [
-            {nodeId: 'ab'.repeat(32), firstLayer: 0, lastLayer: 39, latencyMs: null},
-            {nodeId: 'c0ffee'.repeat(10) + 'c0ff', firstLayer: 40, lastLayer: 79, latencyMs: 12.5}
-        ]},
+        cluster: {
+            pipelines: [{
+                model: 'llama-3.1-70b', state: 'ready', reason: null,
+                stages: [
+                    {peer: 'ab'.repeat(32), self: true, layers: [0, 39], bytes: 21e9, transferBytes: 0, loadRatio: 0.5, hopMs: null, successRate: null, bytesSent: 0, bytesReceived: 0},
+                    {peer: 'c0ffee'.repeat(10) + 'c0ff', self: false, layers: [40, 79], bytes: 21e9, transferBytes: 21e9, loadRatio: 0.5, hopMs: 12.5, successRate: 0.97, bytesSent: 21.3e9, bytesReceived: 3.4e6}
+                ],
+                plan: {reason: '2 stages: the fewest that fit', estimatedMsPerToken: 38.25},
+                placementMatches: true, failovers: 0, failures: []
+            }],
+            hosting: {available: true, reason: null, sessions: 1, freeBytes: 12e9}
+        },
         throughput: {local: [0, 10, 50, 120, 80, 140], forPeers: [0, 0, 30, 30, 0, 60]},
         requests: [
             {id: 'r2', model: 'llama-3.1-8b', route: 'peers:c0ffeec0ffeec0ff', tokens: 128, tokensPerSecond: 88.2, status: 200, finishedAt: Date.parse('2026-11-25T10:00:05Z')},

@@ -24,14 +24,16 @@ function PipelineLines({pipeline, width}: {pipeline: PipelineView, width: number
     const totalLayers = Math.max(-1, ...pipeline.stages.map((stage) => stage.layers?.[1] ?? -1)) + 1;
     const lastFailure = pipeline.failures.at(-1);
     const summary = [
-        pipeline.state === 'waiting' && pipeline.reason !== null ? `waiting: ${pipeline.reason}` : pipeline.state,
+        pipeline.state,
         pipeline.plan && `~${pipeline.plan.estimatedMsPerToken.toFixed(1)} ms/token`,
         pipeline.failovers > 0 && `${pipeline.failovers} failover${pipeline.failovers === 1 ? '' : 's'}`
     ].filter(Boolean).join(' · ');
     return (
         <>
             <Text wrap="truncate-end"><Text bold>{pipeline.model}</Text> {summary}{pipeline.placementMatches === false && <Text color="yellow"> · llama.cpp placed layers off the plan</Text>}</Text>
-            {pipeline.plan && <Text wrap="truncate-end">{layerBar(pipeline.stages.map((stage) => stage.layers), totalLayers, width)} <Text dimColor>{pipeline.plan.reason}</Text></Text>}
+            {pipeline.plan
+                ? <Text wrap="truncate-end">{layerBar(pipeline.stages.map((stage) => stage.layers), totalLayers, width)} <Text dimColor>{pipeline.plan.reason}</Text></Text>
+                : pipeline.reason !== null && <Text wrap="truncate-end" dimColor>{pipeline.reason}</Text>}
             {stageRows(pipeline).map((row, index) => <Text key={pipeline.stages[index]!.peer} wrap="truncate-end">{row}</Text>)}
             {lastFailure && <Text wrap="truncate-end" color="yellow">last failure {new Date(lastFailure.at).toTimeString().slice(0, 8)} {lastFailure.peer.slice(0, 8)}: {lastFailure.reason}</Text>}
         </>

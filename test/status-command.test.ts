@@ -1,0 +1,77 @@
+import {once} from 'node:events';
+import {mkdtemp, rm} from 'node:fs/promises';
+import {createServer} from 'node:http';
+import {tmpdir} from 'node:os';
+import {join} from 'node:path';
+import test from 'ava';
+import type {ClusterStatus, NodeStatus} from '../node/node-status.js';
+import {runCli} from './helpers/cli-process.js';
+
+const nodeStatus: NodeStatus = {
+    id: 'ab'.repeat(32), shortId: 'q3xk8ume', network: 'public', privateNetwork: false, version: '0.1.0', uptimeSeconds: 65,
+    proxyUrl: 'http://127.0.0.1:9337/v1',
+    device: {backend: false, gpuNames: [], vramTotalBytes: 0, vramFreeBytes: 0, cpuThreads: 4},
+    compute: {measuredTflops: null, lookupTflops: null, generationTokensPerSecond: null, memoryBandwidthGBs: null},
+    engine: {state: 'ready', pid: 42, restarts: 0, lastError: null, running: 0, queued: 0},
+    models: [], peers: 2, peerJobs: {active: 0, served: 0}, receipts: 0, ledger: null, bannedPeers: 0,
+    requests: {total: 3, active: 0, succeeded: 3, failed: 0, completionTokens: 30}
+};
+
+const peer = 'c0ffee'.repeat(10) + 'c0ff';
+const cluster: ClusterStatus = {
+    pipelines: [{
+        model: 'llama-3.1-70b', state: 'loading', reason: null,
+        stages: [
+            {peer: 'ab'.repeat(32), self: true, layers: [0, 39], bytes: 21e9, transferBytes: 0, loadRatio: 0.5, hopMs: null, successRate: null, bytesSent: 0, bytesReceived: 0},
+            {peer, self: false, layers: [40, 79], bytes: 21e9, transferBytes: 21e9, loadRatio: 0.5, hopMs: 12.5, successRate: 0.97, bytesSent: 8.4e9, bytesReceived: 3.4e6}
+        ],
+        plan: {reason: '2 stages: self 0–39, c0ffeec0 40–79 (must receive 21.0 GB); ~38.3 ms/token', estimatedMsPerToken: 38.25},
+        placementMatches: null, failovers: 1,
+        failures: [{peer: 'beef'.repeat(16), reason: 'the tunnel closed', at: '2026-11-25T10:00:03.000Z'}]
+    }, {
+        model: 'qwen-72b', state: 'waiting', reason: 'qwen-72b is to be split over at least 2 stages, and there are 0', stages: [], plan: null,
+        placementMatches: null, failovers: 0, failures: []
+    }],
+    hosting: {available: true, reason: null, sessions: 1, freeBytes: 12e9}
+};
+
+/** A node API answering /api/node, and /api/cluster with `cluster` (404 when undefined, as a node older than it). */
+async function fakeNode(t: {teardown(fn: () => Promise<void>): void}, clusterDocument: ClusterStatus | undefined) {
+    const server = createServer((request, response) => {
+        const body = request.url === '/api/node' ? nodeStatus : request.url === '/api/cluster' ? clusterDocument : undefined;
+        response.writeHead(body === undefined ? 404 : 200, {'content-type': 'application/json'});
+        response.end(JSON.stringify(body ?? {error: {message: `Unknown endpoint: GET ${request.url}`}}));
+    }).listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const dataDir = await mkdtemp(join(tmpdir(), 'strongdoge-status-'));
+    t.teardown(async () => {
+        server.close();
+        await rm(dataDir, {recursive: true, force: true});
+    });
+    return ['--port', String((server.address() as {port: number}).port), '--data-dir', dataDir];
+}
+
+test('status prints the pipelines this node coordinates, their stages, and the layers it hosts', async (t) => {
+    const result = await runCli(['status', ...await fakeNode(t, cluster)]);
+    t.is(result.code, 0, result.stderr);
+    const {stdout} = result;
+    t.regex(stdout, /^node {5}q3xk8ume/m);
+    t.regex(stdout, /^hosting {2}1 session, 12\.0 GB offered$/m);
+    t.regex(stdout, /^pipeline llama-3\.1-70b: loading, ~38\.3 ms\/token, 1 failover$/m);
+    t.regex(stdout, /^ {9}plan: 2 stages: self 0–39, c0ffeec0 40–79 \(must receive 21\.0 GB\); ~38\.3 ms\/token$/m);
+    t.regex(stdout, /^ {9}last failure 2026-11-25T10:00:03\.000Z beefbeefbeefbeef: the tunnel closed$/m);
+    t.regex(stdout, /^ {9}PEER {14}LAYERS {2}SHARE {2}BYTES {4}WEIGHTS SENT {12}HOP {6}SUCCESS {2}SENT {4}RECEIVED$/m);
+    t.regex(stdout, /^ {9}this node {9}0-39 {4}50% {4}21\.0 GB {2}- {23}- {8}- {8}- {7}-$/m);
+    t.regex(stdout, /^ {9}c0ffeec0ffeec0ff {2}40-79 {3}50% {4}21\.0 GB {2}40% \(8\.4 GB \/ 21\.0 GB\) {2}12\.5 ms {2}97% {6}8\.4 GB {2}3\.4 MB$/m);
+    t.regex(stdout, /^pipeline qwen-72b: waiting, 0 failovers\n {9}waiting: qwen-72b is to be split over at least 2 stages, and there are 0$/m);
+});
+
+test('status shows no cluster for a node that neither shards nor hosts, nor for an older node without /api/cluster', async (t) => {
+    const idle: ClusterStatus = {pipelines: [], hosting: {available: false, reason: 'offline', sessions: 0, freeBytes: 0}};
+    for (const document of [idle, undefined]) {
+        const result = await runCli(['status', ...await fakeNode(t, document)]);
+        t.is(result.code, 0, result.stderr);
+        t.regex(result.stdout, /^requests 3 \(0 failed\), 30 tokens generated$/m);
+        t.notRegex(result.stdout, /hosting|pipeline/);
+    }
+});
