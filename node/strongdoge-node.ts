@@ -77,6 +77,8 @@ export class StrongdogeNode {
     readonly provider: JobProvider | undefined;
     /** Pipelines of peers' layer shards this node coordinates. */
     readonly clusters: ClusterCoordinator[] = [];
+    /** The strategy serving each pipeline, to this node's clients and to peers. */
+    private readonly pipelines: ShardedInference[] = [];
     readonly shardHost: ShardHost | undefined;
     private readonly shards: ShardProtocol | undefined;
     private readonly shardedModels: ModelLoadSpec[];
@@ -206,8 +208,7 @@ export class StrongdogeNode {
             deadlines: {firstTokenMs: Math.max(FIRST_TOKEN_DEADLINE_MS, settings.peerTimeout * 1000), tokenMs: settings.peerTimeout * 1000},
             maxAttempts: MAX_PEER_ATTEMPTS
         }});
-        const sharded = this.clusters.map((cluster) => new ShardedInference({cluster}));
-        return new InferenceRouter({local, ...(remote && {remote}), prefer: settings.prefer, sharded});
+        return new InferenceRouter({local, ...(remote && {remote}), prefer: settings.prefer, sharded: this.pipelines});
     }
 
     /** A pipeline coordinator per sharded model; they form once the RPC backend is built and peers are there. */
@@ -234,6 +235,7 @@ export class StrongdogeNode {
             cluster.engine.on('workerLog', (line) => this.logger.warn({source: 'pipeline engine'}, line));
             cluster.engine.on('workerExit', (code, signal) => this.logger.warn({model: spec.id, code, signal}, 'pipeline engine exited; the pipeline is formed again'));
             this.clusters.push(cluster);
+            this.pipelines.push(new ShardedInference({cluster}));
         }
     }
 
@@ -298,19 +300,20 @@ export class StrongdogeNode {
         };
     }
 
-    /** This node's engine, or a pipeline it coordinates, as it serves peers: only models loaded, only while ready. */
+    /**
+     * This node's engine, or a pipeline it coordinates (which resumes a peer's job after a stage failure, as it does
+     * a client's), as it serves peers: only models loaded, only while ready.
+     */
     private localExecutor(): JobExecutor {
-        const engineFor = (model: string) => {
-            const cluster = this.clusters.find((candidate) => candidate.modelId === model);
-            return cluster === undefined ? this.engine : cluster.engine;
-        };
+        const pipelineFor = (model: string) => this.pipelines.find((pipeline) => pipeline.serves(model));
+        const engineFor = (model: string) => this.clusters.find((cluster) => cluster.modelId === model)?.engine ?? this.engine;
         return {
             canServe: (model) => {
                 const engine = engineFor(model);
                 return engine.state === 'ready' && engine.getStatus().models.some((loaded) => loaded.id === model);
             },
             modelBytes: (model) => engineFor(model).getStatus().models.find((loaded) => loaded.id === model)?.sizeBytes ?? 0,
-            generate: (request, options) => engineFor(request.model).generate(request, {...options, onText: this.countTokens('forPeers', options.onText)}),
+            generate: (request, options) => (pipelineFor(request.model) ?? this.engine).generate(request, {...options, onText: this.countTokens('forPeers', options.onText)}),
             embed: (model, inputs, options) => engineFor(model).embed(model, inputs, options)
         };
     }

@@ -5,7 +5,7 @@ import OpenAI from 'openai';
 import {startDaemon, waitFor, type DaemonHandle} from './helpers/cli-process.js';
 import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
 import {fetchStatus} from './helpers/node-status.js';
-import {TEST_RPC_DIR, testRpcBinaries} from './helpers/rpc-binaries.js';
+import {testRpcBinaries} from './helpers/rpc-binaries.js';
 import {nodeIdOf, startSwarmDaemon, startTestnet, waitForPeers} from './helpers/swarm-fixture.js';
 
 /**
@@ -28,7 +28,6 @@ interface Node {
 
 let testnet: Testnet;
 let bootstrap: string;
-let rpcDir: string;
 let expectedText: string;
 const cleanups: (() => Promise<unknown>)[] = [];
 
@@ -39,7 +38,7 @@ async function startNode(extra: string[], withModel: boolean): Promise<Node> {
     const fixture = await createDataDirWithDemoModel(MODEL);
     cleanups.push(fixture.cleanup);
     const daemon = await startSwarmDaemon(bootstrap, fixture.dataDir, [
-        '--network', network, '--rpc-dir', rpcDir, '--context-size', String(CONTEXT), '--parallel', '2', ...(withModel ? ['--model', 'demo'] : []), ...extra
+        '--network', network, '--context-size', String(CONTEXT), '--parallel', '2', ...(withModel ? ['--model', 'demo'] : []), ...extra
     ]);
     cleanups.push(() => daemon.stop('SIGKILL'));
     return {daemon, id: await nodeIdOf(daemon), client: new OpenAI({baseURL: daemon.baseUrl, apiKey: 'x', maxRetries: 0})};
@@ -61,8 +60,7 @@ function complete(node: Node, maxTokens = TOKENS) {
 }
 
 test.before(async () => {
-    await testRpcBinaries();
-    rpcDir = TEST_RPC_DIR;
+    await testRpcBinaries(); // every daemon uses this build (test/helpers/cli-process.ts)
     ({testnet, bootstrap} = await startTestnet());
     // The same model whole, in one process: what every split must reproduce token for token.
     const fixture = await createDataDirWithDemoModel(MODEL);

@@ -2,6 +2,7 @@ import {spawn, type ChildProcess} from 'node:child_process';
 import {once} from 'node:events';
 import {createInterface} from 'node:readline';
 import {fileURLToPath} from 'node:url';
+import {TEST_RPC_DIR} from './rpc-binaries.js';
 
 /** The built CLI, as users run it (`npm test` builds first). */
 export const CLI_PATH = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
@@ -42,7 +43,8 @@ export interface DaemonHandle {
 export async function startDaemon(args: string[], {env = {}, readyTimeoutMs = 60_000} = {}): Promise<DaemonHandle> {
     const network = args.includes('--bootstrap') ? [] : ['--offline'];
     const child = spawn(process.execPath, [CLI_PATH, 'start', '--daemon', '--port', '0', ...network, ...args], {
-        env: {...process.env, ...env},
+        // Every daemon that hosts or coordinates layers shares one build of the RPC server (about a minute).
+        env: {STRONGDOGE_RPC_DIR: TEST_RPC_DIR, ...process.env, ...env},
         stdio: ['ignore', 'pipe', 'pipe']
     });
     const logs: Record<string, unknown>[] = [];
