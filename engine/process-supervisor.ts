@@ -114,7 +114,8 @@ export class ProcessSupervisor<Incoming = unknown, Outgoing = unknown> extends E
                 this.emit('message', message);
         });
         child.on('error', (error) => this.emit('log', `${this.options.name} process error: ${error.message}`));
-        child.on('exit', (code, signal) => this.handleExit(child, code, signal));
+        // 'close', not 'exit': it comes after the child's last output line, which often says why it exited.
+        child.on('close', (code, signal) => this.handleExit(child, code, signal));
         this.emit('spawn', child);
     }
 

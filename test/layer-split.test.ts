@@ -1,6 +1,6 @@
 import test from 'ava';
 import {layerSplit} from '../inference/sharded/layer-split.js';
-import {StallDetector} from '../inference/sharded/stall-detector.js';
+import {StallDetector} from '../inference/stall-detector.js';
 
 /**
  * Where llama.cpp puts each layer for the memory the stages report, computed as llama.cpp does (float cumulative

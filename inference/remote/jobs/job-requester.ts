@@ -3,6 +3,7 @@ import {EventEmitter} from 'node:events';
 import {RECEIPT_VERSION, signReceiptBody, verifyReceipt, type Receipt, type ReceiptBody} from '../../../ledger/receipt.js';
 import type {NodeIdentity} from '../../../swarm/node-identity.js';
 import {InferenceError} from '../../inference-error.js';
+import {StallDetector, type StallDetectorOptions} from '../../stall-detector.js';
 import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../../inference-types.js';
 import type {JobMessage} from './job-messages.js';
 import type {JobsProtocol} from './jobs-protocol.js';
@@ -14,8 +15,13 @@ const COUNTERSIGN_TIMEOUT_MS = 10_000;
 export interface RemoteJobDeadlines {
     /** Until the first token: covers the peer's prompt processing. */
     firstTokenMs: number,
-    /** Between tokens: a peer silent this long is stalled (frozen, or gone without a goodbye). */
-    tokenMs: number
+    /**
+     * Between tokens, at most: a peer silent this long is stalled (frozen, or gone without a goodbye). Once tokens
+     * flow, the deadline follows their pace (`stall`), so a dead peer is replaced in about the floor's time.
+     */
+    tokenMs: number,
+    /** How the deadline follows the token pace; defaults to `stallDetectorDefaults`. */
+    stall?: StallDetectorOptions
 }
 
 /**
@@ -140,6 +146,8 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
         const jobId = randomBytes(16).toString('hex');
         return new Promise<T>((resolve, reject) => {
             let timer: NodeJS.Timeout | undefined;
+            const pace = new StallDetector(deadlines.stall);
+            let lastFrameAt: number | undefined;
             const settle = () => {
                 clearTimeout(timer);
                 this.pending.delete(jobId);
@@ -173,7 +181,13 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
                                 settle();
                                 resolve(value);
                             },
-                            touch: () => arm(deadlines.tokenMs),
+                            touch: () => {
+                                const now = performance.now();
+                                if (lastFrameAt !== undefined)
+                                    pace.record(now - lastFrameAt);
+                                lastFrameAt = now;
+                                arm(Math.min(deadlines.tokenMs, pace.deadlineMs(false)));
+                            },
                             violate: (reason) => {
                                 fail(InferenceError.peerViolation(`peer ${reason}`));
                                 this.jobs.violation(peerId, reason);

@@ -1,5 +1,5 @@
 import {createServer, type Server, type Socket} from 'node:net';
-import {StallDetector, type StallDetectorOptions} from '../stall-detector.js';
+import {StallDetector, type StallDetectorOptions} from '../../stall-detector.js';
 import type {RpcConnectionFilter} from './rpc-filters.js';
 import type {TunnelStream} from './shard-protocol.js';
 import {pipeSocket, type StreamFilter} from './socket-pipe.js';
