@@ -96,3 +96,30 @@ test('a data dir open to others, and a config.json with a secret others can read
     await chmod(dataDir, 0o700);
     t.deepEqual(await dataDirPermissionWarnings(dataDir, SECRET_SETTINGS), []);
 });
+
+test('sharding settings: auto by default, memory sizes in bytes or with binary units, bad values named', (t) => {
+    const defaults = resolveNodeSettings('/data', {flags: {}, env: {}});
+    t.is(defaults.shard, 'auto');
+    t.is(defaults.maxStages, 4);
+    t.is(defaults.memoryLimit, undefined);
+    t.is(defaults.maxShardMemory, undefined);
+    const settings = resolveNodeSettings('/data', {
+        flags: {memoryLimit: '8G', shard: 'always'},
+        env: {STRONGDOGE_MAX_SHARD_MEMORY: '1.5GiB', STRONGDOGE_MAX_STAGES: '3'},
+        file: file({rpcDir: '/shared/rpc'})
+    });
+    t.is(settings.memoryLimit, 8 * 2 ** 30);
+    t.is(settings.maxShardMemory, 1.5 * 2 ** 30);
+    t.is(settings.maxStages, 3);
+    t.is(settings.shard, 'always');
+    t.is(settings.rpcDir, '/shared/rpc');
+    for (const [value, bytes] of [['512M', 512 * 2 ** 20], ['512mb', 512 * 2 ** 20], ['64k', 65_536], ['1000', 1000], [4096, 4096]] as const)
+        t.is(resolveNodeSettings('/data', {flags: {memoryLimit: value}, env: {}}).memoryLimit, bytes, String(value));
+    for (const [flags, pattern] of [
+        [{memoryLimit: 'lots'}, /--memory-limit: expected bytes/],
+        [{memoryLimit: '-1G'}, /--memory-limit/],
+        [{shard: 'sometimes'}, /--shard/],
+        [{maxStages: '1'}, /--max-stages/]
+    ] as const)
+        t.throws(() => resolveNodeSettings('/data', {flags, env: {}}), {instanceOf: ConfigError, message: pattern});
+});

@@ -44,7 +44,7 @@ const byteSize = z.union([
         const [, amount, unit] = /^([\d.]+)\s*([kmgt]?)/i.exec(text)!;
         return Math.floor(Number(amount) * BYTE_UNITS[unit!.toLowerCase()]!);
     })
-]);
+], {error: 'expected bytes, e.g. 8G or 512M'});
 
 const modelList = z.union([
     z.array(z.string().min(1)),
