@@ -1,7 +1,7 @@
 import {spawn, type ChildProcess} from 'node:child_process';
 import {openSync, writeSync} from 'node:fs';
 import {access} from 'node:fs/promises';
-import {join} from 'node:path';
+import {join, resolve} from 'node:path';
 import {createInterface} from 'node:readline';
 import {fileURLToPath} from 'node:url';
 import {Command} from 'commander';
@@ -14,6 +14,8 @@ import {addDataDirOption} from './shared-options.js';
 /** This CLI's own entry point: each demo node is a `strongdoge start` of the same version. */
 const CLI_ENTRY = fileURLToPath(new URL('../main.js', import.meta.url));
 const MODEL = 'demo';
+/** The network name the nodes show (their dashboards would say "public", yet they reach no one else). */
+const NETWORK = 'demo';
 /**
  * Room for about three of the demo model's eight layers with a 512-token context: the plan needs all three nodes
  * (the same split as test/sharding.test.ts).
@@ -25,6 +27,8 @@ const HOST_START_TIMEOUT_MS = 60_000;
 /** A node's graceful stop (cli/commands/start-action.ts gives itself 15 s) may take this long before it is killed. */
 const STOP_TIMEOUT_MS = 20_000;
 const POLL_MS = 250;
+const OUTPUT_DRAIN_MS = 1_000;
+const STATUS_TIMEOUT_MS = 5_000;
 
 interface DemoFlags {
     daemon?: boolean,
@@ -60,8 +64,10 @@ function spawnNode(name: string, args: string[], output: Logger | 'terminal'): D
         stdio: terminal ? 'inherit' : ['ignore', 'pipe', 'pipe'],
         detached: !terminal
     });
+    // 'close' comes once the node's last log lines are read; a process that inherited the pipe must not hold it up.
     const exited = new Promise<void>((resolve) => {
-        child.once('exit', () => resolve());
+        child.once('close', () => resolve());
+        child.once('exit', () => setTimeout(resolve, OUTPUT_DRAIN_MS));
         child.once('error', () => resolve());
     });
     if (terminal)
@@ -88,9 +94,13 @@ function spawnNode(name: string, args: string[], output: Logger | 'terminal'): D
     return {name, child, listening, exited};
 }
 
+function hasExited(node: DemoNode) {
+    return node.child.exitCode !== null || node.child.signalCode !== null;
+}
+
 /** Sends `signal` (none: the node was already told) and waits for the exit, killing it after `STOP_TIMEOUT_MS`. */
 async function stopNode(node: DemoNode, signal: NodeJS.Signals | undefined) {
-    if (node.child.exitCode !== null || node.child.signalCode !== null)
+    if (hasExited(node))
         return;
     if (signal !== undefined)
         node.child.kill(signal);
@@ -99,14 +109,27 @@ async function stopNode(node: DemoNode, signal: NodeJS.Signals | undefined) {
     clearTimeout(timer);
 }
 
-function examples(url: string) {
+function curlExample(url: string) {
+    return `curl ${url}/chat/completions -H 'content-type: application/json' -d '{"model": "${MODEL}", "messages": [{"role": "user", "content": "Hello"}]}'`;
+}
+
+const EXPLANATION = `three nodes on a private loopback network: the coordinator serves the API and splits the ${MODEL} model's layers `
+    + 'over itself and the two hosts (llama.cpp\'s RPC backend, over Hyperswarm); every token passes through all three';
+
+/** What a person reads: where the API is, and how to call it. */
+function banner(url: string, when: string) {
     return [
-        `  curl ${url}/chat/completions -H 'content-type: application/json' \\`,
-        `    -d '{"model": "${MODEL}", "messages": [{"role": "user", "content": "Hello"}]}'`,
+        '',
+        `${EXPLANATION}.`,
+        `API: ${url}, model "${MODEL}" (random weights: it answers in fluent nonsense)${when}:`,
+        '',
+        `  ${curlExample(url)}`,
         '',
         '  import OpenAI from \'openai\';',
         `  const client = new OpenAI({baseURL: '${url}', apiKey: 'strongdoge'});`,
-        `  const reply = await client.chat.completions.create({model: '${MODEL}', messages: [{role: 'user', content: 'Hello'}]});`
+        `  const reply = await client.chat.completions.create({model: '${MODEL}', messages: [{role: 'user', content: 'Hello'}]});`,
+        '',
+        ''
     ].join('\n');
 }
 
@@ -120,7 +143,7 @@ function parsePort(value: string) {
 async function runDemo(flags: DemoFlags) {
     const port = parsePort(flags.port);
     // As `start` decides: a person at a terminal gets the coordinator's dashboard, anything else log lines.
-    const interactive = !flags.daemon && process.stdout.isTTY && process.stdin.isTTY;
+    const interactive = !flags.daemon && process.stdout.isTTY === true && process.stdin.isTTY === true;
     if (interactive && port === 0)
         throw new Error('--port 0 needs --daemon: the dashboard hides the port it gets');
     const [{createLogger}, {default: createTestnet}, {ensureRpcBinaries, findRpcBinaries, RpcToolchainError}, {writeDemoModel}] = await Promise.all([
@@ -129,13 +152,14 @@ async function runDemo(flags: DemoFlags) {
     const dataDir = resolveDataDir(flags.dataDir);
     const root = join(dataDir, 'demo');
     const nodeDir = (name: string) => join(root, name);
-    const rpcDir = flags.rpcDir ?? join(dataDir, 'rpc');
+    // Absolute: the nodes run the rpc server from another working directory.
+    const rpcDir = resolve(flags.rpcDir ?? join(dataDir, 'rpc'));
     await ensureDataDir(nodeDir('coordinator'));
     const logger = createLogger({level: 'info', format: flags.daemon ? 'json' : 'human'});
     const nodesLogPath = join(root, 'nodes.log');
     // Under the dashboard the hosts' lines would garble the screen: they go to a file, written at once so none is lost on exit.
-    const nodesLog = interactive && openSync(nodesLogPath, 'w');
-    const nodeLogger = nodesLog === false ? logger : createLogger({level: 'trace', format: 'json', output: {write: (line: string) => writeSync(nodesLog, line)}});
+    const nodesLog = interactive ? openSync(nodesLogPath, 'w') : undefined;
+    const nodeLogger = nodesLog === undefined ? logger : createLogger({level: 'trace', format: 'json', output: {write: (line: string) => writeSync(nodesLog, line)}});
 
     const hosts: DemoNode[] = [];
     let coordinator: DemoNode | undefined;
@@ -154,8 +178,9 @@ async function runDemo(flags: DemoFlags) {
         await testnet?.destroy();
     })();
     const onSignal = (signal: NodeJS.Signals) => {
+        // The steps below end when they see the abort; then the demo exits.
         if (stopping === undefined) {
-            void stopAll(signal).then(() => process.exit(0));
+            void stopAll(signal);
             return;
         }
         logger.warn({signal}, 'second signal: killing the demo nodes');
@@ -165,6 +190,12 @@ async function runDemo(flags: DemoFlags) {
     };
     for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const)
         process.on(signal, onSignal);
+    // Should this process end any other way (a bug), its nodes, in their own process groups, must not outlive it.
+    process.on('exit', () => {
+        for (const node of [coordinator, ...hosts])
+            if (node !== undefined && !hasExited(node))
+                node.child.kill('SIGTERM');
+    });
 
     try {
         if (await findRpcBinaries(rpcDir).catch(() => undefined) === undefined)
@@ -183,30 +214,35 @@ async function runDemo(flags: DemoFlags) {
         logger.info({bootstrap}, 'started a loopback DHT: the demo nodes reach nothing beyond this machine');
 
         // One llama.cpp thread each: three processes share this machine, and oversubscribed threads collapse speed.
-        const common = (name: string) => ['--data-dir', nodeDir(name), '--bootstrap', bootstrap, '--host', '127.0.0.1', '--threads', '1',
-            '--context-size', String(CONTEXT_SIZE), '--rpc-dir', rpcDir];
+        const common = (name: string) => ['--data-dir', nodeDir(name), '--bootstrap', bootstrap, '--network', NETWORK, '--host', '127.0.0.1',
+            '--threads', '1', '--context-size', String(CONTEXT_SIZE), '--rpc-dir', rpcDir];
         for (const name of HOSTS)
             hosts.push(spawnNode(name, [...common(name), '--daemon', '--port', '0', '--max-shard-memory', String(NODE_MEMORY)], nodeLogger));
         const timeout = new Promise<undefined[]>((resolve) => setTimeout(() => resolve([undefined]), HOST_START_TIMEOUT_MS).unref());
         const hostUrls = await Promise.race([Promise.all(hosts.map((host) => host.listening)), timeout]);
         aborted.signal.throwIfAborted();
         if (hostUrls.includes(undefined))
-            throw new Error(`a demo host did not start${nodesLog === false ? '' : `: see ${nodesLogPath}`}`);
+            throw new Error(`a demo host did not start${nodesLog === undefined ? '' : `: see ${nodesLogPath}`}`);
         logger.info('two hosts offer memory for layers; starting the coordinator');
 
-        const explanation = `three nodes on a private loopback network: the coordinator serves the API and splits the ${MODEL} model's layers `
-            + 'over itself and the two hosts (llama.cpp\'s RPC backend, over Hyperswarm); every token passes through all three';
-        if (interactive) {
-            const url = `http://127.0.0.1:${port}/v1`;
-            process.stdout.write(`\n${explanation}.\nAPI: ${url}, model "${MODEL}" (random weights: fluent nonsense), once the dashboard shows the pipeline ready:\n\n${examples(url)}\n\nThe hosts log to ${nodesLogPath}. q or Ctrl-C stops all three.\n\n`);
-        }
+        if (interactive)
+            process.stdout.write(banner(`http://127.0.0.1:${port}/v1`, ', once the dashboard shows the pipeline ready')
+                + `The hosts log to ${nodesLogPath}. q or Ctrl-C stops all three.\n\n`);
         // The coordinator only coordinates: it hosts no peer's layers.
         coordinator = spawnNode('coordinator', [...common('coordinator'), '--port', String(port), '--model', MODEL, '--shard', 'always',
             '--max-stages', '3', '--memory-limit', String(NODE_MEMORY), '--serve-peers', 'off', ...(interactive ? [] : ['--daemon'])],
         interactive ? 'terminal' : nodeLogger);
         const origin = (await coordinator.listening)?.replace(/\/v1$/, '');
-        if (origin !== undefined)
-            await announceWhenReady(origin, logger, explanation, aborted.signal);
+        const pipeline = origin === undefined ? undefined : await pipelineReady(origin, () => aborted.signal.aborted || hasExited(coordinator!));
+        if (pipeline !== undefined) {
+            const url = `${origin}/v1`;
+            // Host names rather than node ids, which say nothing here.
+            const names = new Map(await Promise.all(hosts.map(async (host, index) => [await nodeIdOf(hostUrls[index]!), host.name] as const)));
+            const stages = pipeline.stages.map((stage) => ({node: stage.self ? 'coordinator' : names.get(stage.peer) ?? stage.peer, layers: stage.layers}));
+            logger.info({url, model: MODEL, stages, ...(flags.daemon && {curl: curlExample(url)})}, `the demo is ready: ${flags.daemon ? EXPLANATION : 'see below'}`);
+            if (!flags.daemon)
+                process.stdout.write(banner(url, ''));
+        }
         await coordinator.exited;
     } catch (error) {
         if (!aborted.signal.aborted) {
@@ -214,32 +250,30 @@ async function runDemo(flags: DemoFlags) {
             throw error;
         }
     }
-    if (aborted.signal.aborted)
-        return; // a signal is stopping everything, and exits
-    // The coordinator ended by itself: q in its dashboard, or a failure.
-    const code = coordinator?.child.exitCode ?? 1;
+    // A signal stopped the demo, or the coordinator ended by itself (q in its dashboard, or a failure).
+    const code = aborted.signal.aborted ? 0 : coordinator?.child.exitCode ?? 1;
     await stopAll();
     process.exit(code);
 }
 
-/** Waits until the coordinator's pipeline serves, then says where and how to use it. */
-async function announceWhenReady(origin: string, logger: Logger, explanation: string, signal: AbortSignal) {
+/** The coordinator's pipeline once it serves; undefined if `givenUp` first. */
+async function pipelineReady(origin: string, givenUp: () => boolean) {
     const {clusterStatusSchema} = await import('../../node/node-status.js');
-    for (;;) {
-        if (signal.aborted)
-            return;
-        const cluster = await fetch(`${origin}/api/cluster`, {signal: AbortSignal.timeout(5_000)})
+    while (!givenUp()) {
+        const cluster = await fetch(`${origin}/api/cluster`, {signal: AbortSignal.timeout(STATUS_TIMEOUT_MS)})
             .then(async (response) => clusterStatusSchema.parse(await response.json()), () => undefined);
         const pipeline = cluster?.pipelines[0];
-        if (pipeline?.state === 'ready') {
-            const url = `${origin}/v1`;
-            const stages = pipeline.stages.map((stage) => ({node: stage.self ? 'coordinator' : stage.peer.slice(0, 8), layers: stage.layers}));
-            logger.info({url, model: MODEL, stages, curl: examples(url).split('\n').slice(0, 2).map((line) => line.trim()).join(' ')},
-                `the demo is ready: ${explanation}`);
-            return;
-        }
+        if (pipeline?.state === 'ready')
+            return pipeline;
         await new Promise((resolve) => setTimeout(resolve, POLL_MS));
     }
+    return undefined;
+}
+
+async function nodeIdOf(url: string) {
+    const {nodeStatusSchema} = await import('../../node/node-status.js');
+    const response = await fetch(url.replace(/\/v1$/, '/api/node'), {signal: AbortSignal.timeout(STATUS_TIMEOUT_MS)});
+    return nodeStatusSchema.parse(await response.json()).id;
 }
 
 /** `strongdoge demo`: a layer-sharded pipeline over three local nodes, in one command and offline. */
