@@ -50,7 +50,7 @@ const TENSOR_CACHE_BYTES = 8 * 2 ** 30;
  * Which models this node runs as a pipeline over peers (`--shard`): `auto` only those whose weights do not fit
  * the memory this node uses (`--memory-limit`, else what is free); never offline.
  */
-export function shardedModelIds(settings: Pick<NodeSettings, 'shard' | 'offline' | 'memoryLimit'>, models: {id: string, sizeBytes: number}[], freeBytes: number) {
+export function shardedModelIds(settings: Pick<NodeSettings, 'shard' | 'offline'> & {memoryLimit?: number | undefined}, models: {id: string, sizeBytes: number}[], freeBytes: number) {
     if (settings.offline || settings.shard === 'never')
         return new Set<string>();
     const memory = settings.memoryLimit ?? freeBytes;

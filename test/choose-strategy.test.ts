@@ -1,5 +1,6 @@
 import test from 'ava';
 import {chooseStrategy, type StrategyName} from '../inference/choose-strategy.js';
+import {shardedModelIds} from '../node/strongdoge-node.js';
 
 // Every situation: local model, on the swarm, a peer can serve, preference → strategy.
 const table: [boolean, boolean, boolean, 'local' | 'remote', StrategyName][] = [
@@ -38,4 +39,18 @@ test('a model this node coordinates as a pipeline goes to the pipeline whatever 
 
 test('offline there is no pipeline: the local engine answers', (t) => {
     t.is(chooseStrategy({sharded: true, local: false, networked: false, peerCanServe: false, prefer: 'local'}), 'local');
+});
+
+test('which models a node shards: auto only those larger than its memory, always all, never none, offline none', (t) => {
+    const models = [{id: 'small', sizeBytes: 4 * 2 ** 20}, {id: 'large', sizeBytes: 40 * 2 ** 20}];
+    const free = 16 * 2 ** 20;
+    const ids = (settings: Parameters<typeof shardedModelIds>[0], freeBytes = free) => [...shardedModelIds(settings, models, freeBytes)].sort();
+    t.deepEqual(ids({shard: 'auto', offline: false}), ['large']);
+    t.deepEqual(ids({shard: 'auto', offline: false}, 2 ** 40), []);
+    // --memory-limit pretends this node has less memory than is free
+    t.deepEqual(ids({shard: 'auto', offline: false, memoryLimit: 2 ** 20}), ['large', 'small']);
+    t.deepEqual(ids({shard: 'auto', offline: false, memoryLimit: 4 * 2 ** 20}), ['large'], 'a model exactly as large as the memory fits');
+    t.deepEqual(ids({shard: 'always', offline: false}, 2 ** 40), ['large', 'small']);
+    t.deepEqual(ids({shard: 'never', offline: false}, 0), []);
+    t.deepEqual(ids({shard: 'always', offline: true}), []);
 });

@@ -13,6 +13,9 @@ import {TunnelEndpoint} from './tunnel/tunnel-endpoint.js';
 
 export type ClusterState = 'waiting' | 'forming' | 'loading' | 'ready' | 'stopped';
 
+/** How often weight-transfer progress is logged while a pipeline loads. */
+const TRANSFER_REPORT_INTERVAL_MS = 2_000;
+
 export interface ClusterModel {
     id: string,
     path: string,
@@ -102,6 +105,7 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
     private wakeUp: (() => void) | undefined;
     /** The rpc server of this node's output device; kept across formations, started again if it dies. */
     private outputServer: RpcServerHost | undefined;
+    private lastTransferReportAt = 0;
     /** Requests whose current attempt has streamed no token yet: their stages may take a prompt's time. */
     private prefilling = 0;
 
@@ -357,6 +361,8 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
         const formation = this.formation;
         if (formation === undefined || formation.generation === -1)
             return;
+        if (this.engine.state === 'loading')
+            this.reportTransfer(formation);
         const busy = this.engine.state === 'loading' || this.engine.getStatus().running > 0;
         if (!busy)
             return;
@@ -369,6 +375,19 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
                 return;
             }
         }
+    }
+
+    /** Weights sent to the stages while the model loads: a log line every few seconds (the dashboard shows it live). */
+    private reportTransfer(formation: Formation) {
+        const now = Date.now();
+        if (now - this.lastTransferReportAt < TRANSFER_REPORT_INTERVAL_MS)
+            return;
+        this.lastTransferReportAt = now;
+        const stages = formation.stages.map((stage) => ({
+            peer: stage.peerId.slice(0, 16), sentBytes: stage.endpoint.bytesToStage, transferBytes: stage.transferBytes
+        }));
+        if (stages.some((stage) => stage.sentBytes > 0))
+            this.emit('log', 'info', 'sending weights to the stages', {model: this.options.model.id, stages});
     }
 
     /** llama.cpp's own report of where the layers went, against the plan. */
