@@ -4,7 +4,7 @@ import {lookupGpuTflops} from '../engine/device-benchmark/gpu-lookup-table.js';
 import {EventEmitter} from 'node:events';
 import {statSync} from 'node:fs';
 import {freemem} from 'node:os';
-import {join} from 'node:path';
+import {join, resolve} from 'node:path';
 import {modelLayoutOf} from '../engine/model-files.js';
 import {ensureRpcBinaries, prepareRpcServerDir, type RpcServerFiles} from '../engine/rpc/rpc-build.js';
 import {ClusterCoordinator} from '../inference/sharded/cluster-coordinator.js';
@@ -178,8 +178,10 @@ export class StrongdogeNode {
             auth: this.settings.apiKey ? 'api key required' : 'none'}, 'OpenAI-compatible API listening');
         if (!isLoopbackHost(this.settings.host))
             this.logger.warn({host: this.settings.host}, 'the API listens beyond this machine: anyone who can reach it can use your models; consider --api-key');
-        if (this.models.length === 0)
+        if (this.models.length === 0 && this.shardHost === undefined)
             this.logger.warn('no model configured: try `strongdoge models make-demo` and `strongdoge --model demo`');
+        else if (this.models.length === 0)
+            this.logger.info('no model configured: this node lends memory and compute to peers\' pipelines (layer shards)');
 
         this.ledger = await NodeLedger.open({settings: this.settings, identity: this.identity,
             ...(this.walletPassword !== undefined && {walletPassword: this.walletPassword}),
@@ -248,7 +250,8 @@ export class StrongdogeNode {
             return;
         try {
             const binaries = await ensureRpcBinaries({
-                dir: this.settings.rpcDir ?? join(this.settings.dataDir, 'rpc'),
+                // Absolute: the rpc servers run from their own directory.
+                dir: resolve(this.settings.rpcDir ?? join(this.settings.dataDir, 'rpc')),
                 onProgress: (line) => this.logger.info(line)
             });
             // Hosted layers run on the GPU backend node-llama-cpp uses here; the pipeline engine keeps its own on the CPU.

@@ -5,7 +5,7 @@ import {RpcServerHost} from '../../engine/rpc/rpc-server-host.js';
 import type {ShardLoadSettings} from '../../engine/worker/engine-messages.js';
 import type {SwarmNode} from '../../swarm/swarm-node.js';
 import {layerSplit} from './layer-split.js';
-import {planShards, type ModelShape, type ShardCandidate, type ShardPlan} from './shard-planner.js';
+import {planShards, replanAfterFailure, type ModelShape, type ShardCandidate, type ShardPlan} from './shard-planner.js';
 import {coordinatorFilter} from './tunnel/rpc-filters.js';
 import type {CoordinatorSession, ShardProtocol} from './tunnel/shard-protocol.js';
 import {SocketStream} from './tunnel/socket-pipe.js';
@@ -106,6 +106,8 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
     /** The rpc server of this node's output device; kept across formations, started again if it dies. */
     private outputServer: RpcServerHost | undefined;
     private lastTransferReportAt = 0;
+    /** The plan that last ran, and the peer whose failure ended it. */
+    private previous: {plan: ShardPlan, failedPeer: string} | undefined;
     /** Requests whose current attempt has streamed no token yet: their stages may take a prompt's time. */
     private prefilling = 0;
 
@@ -230,6 +232,7 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
             }
             const output = await this.openOutputDevice(files, split.reportedBytes.at(-1)!, generation);
             this.formation = {generation, plan: plan.plan, stages, output};
+            this.previous = undefined;
             this.placementMatches = null;
             this.setState('loading');
             this.emit('log', 'info', 'pipeline formed', {model: this.options.model.id, plan: plan.plan.reason});
@@ -262,7 +265,15 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
         }
         // The output layer stays on this node (its own output device), with the input embeddings.
         const shape = {...model.shape, inputBytes: model.shape.inputBytes + model.shape.outputBytes, outputBytes: 0};
-        return planShards(shape, candidates, {maxStages: this.options.maxStages, minStages: this.options.forceSplit ? 2 : 1});
+        const options = {maxStages: this.options.maxStages, minStages: this.options.forceSplit ? 2 : 1};
+        // After a stage failed, the other stages keep their layers when they can (the planner's repair rules).
+        const {previous} = this;
+        if (previous !== undefined && previous.plan.stages.some((stage) => stage.peerId === previous.failedPeer && !stage.self)) {
+            const repaired = replanAfterFailure(shape, previous.plan, previous.failedPeer, candidates, options);
+            if (repaired.ok)
+                return repaired;
+        }
+        return planShards(shape, candidates, options);
     }
 
     private async openStage(stage: ShardPlan['stages'][number], reportedBytes: bigint, generation: number): Promise<ActiveStage> {
@@ -325,6 +336,7 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
         if (formation === undefined || this.stopped)
             return;
         this.formation = {...formation, generation: -1}; // its stages' closing streams are expected now
+        this.previous = {plan: formation.plan, failedPeer: peerId};
         this.failovers++;
         const failure = this.recordFailure(peerId, reason);
         this.emit('stageFailed', failure);
