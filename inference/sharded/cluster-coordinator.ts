@@ -268,7 +268,7 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
         const options = {maxStages: this.options.maxStages, minStages: this.options.forceSplit ? 2 : 1};
         // After a stage failed, the other stages keep their layers when they can (the planner's repair rules).
         const {previous} = this;
-        if (previous !== undefined && previous.plan.stages.some((stage) => stage.peerId === previous.failedPeer && !stage.self)) {
+        if (previous?.plan.stages.some((stage) => stage.peerId === previous.failedPeer && !stage.self)) {
             const repaired = replanAfterFailure(shape, previous.plan, previous.failedPeer, candidates, options);
             if (repaired.ok)
                 return repaired;
