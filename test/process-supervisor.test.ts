@@ -3,17 +3,10 @@ import {once} from 'node:events';
 import test from 'ava';
 import {ProcessSupervisor} from '../engine/process-supervisor.js';
 import {waitFor} from './helpers/cli-process.js';
+import {isAlive} from './helpers/processes.js';
 
 /** A real child process running `script` under Node. */
 const node = (script: string) => () => spawn(process.execPath, ['-e', script], {stdio: ['ignore', 'pipe', 'pipe']});
-const isAlive = (pid: number) => {
-    try {
-        process.kill(pid, 0);
-        return true;
-    } catch {
-        return false;
-    }
-};
 
 test('a child that crashes is restarted, its output forwarded line by line', async (t) => {
     const supervisor = new ProcessSupervisor({name: 'crasher', spawn: node('console.log("up"); console.error("oops"); setTimeout(() => process.exit(3), 50)')});

@@ -12,6 +12,7 @@ import {
 import {listeningAddresses, pruneTensorCache, RpcServerHost} from '../engine/rpc/rpc-server-host.js';
 import {waitFor} from './helpers/cli-process.js';
 import {TEST_RPC_DIR, testRpcBinaries} from './helpers/rpc-binaries.js';
+import {isAlive} from './helpers/processes.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -21,14 +22,6 @@ async function tempDir(t: {teardown(fn: () => Promise<void>): void}) {
     return dir;
 }
 
-const isAlive = (pid: number) => {
-    try {
-        process.kill(pid, 0);
-        return true;
-    } catch {
-        return false;
-    }
-};
 
 /** The directory of `ensureRpcBinaries`' build for this release, as `dir/<name>`. */
 async function releaseDirName() {

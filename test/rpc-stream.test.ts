@@ -1,4 +1,5 @@
 import test, {type ExecutionContext} from 'ava';
+import {Prng} from '../engine/demo/prng.js';
 import {
     DEFAULT_MAX_PAYLOAD_BYTES, type DeviceMemory, RPC_CONN_CAPS_BYTES, RPC_PROTO_MAJOR_VERSION, RPC_TENSOR_BYTES, RpcCommand,
     type RpcCommandName, RpcSession, type RpcSessionOptions, RpcViolation, type RpcViolationCode
@@ -41,14 +42,8 @@ class Struct {
 
 /** Seeded PRNG (mulberry32): the same chunkings on every run. */
 function prng(seed: number) {
-    let state = seed >>> 0;
-    return () => {
-        state = (state + 0x6d2b79f5) >>> 0;
-        let t = state;
-        t = Math.imul(t ^ (t >>> 15), t | 1);
-        t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-        return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-    };
+    const generator = new Prng(seed);
+    return () => generator.next();
 }
 
 function patterned(length: number, seed: number) {

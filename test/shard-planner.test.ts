@@ -1,4 +1,5 @@
 import test, {type ExecutionContext} from 'ava';
+import {Prng} from '../engine/demo/prng.js';
 import {
     planShards, replanAfterFailure, shardPlannerDefaults,
     type LayerRange, type ModelShape, type ShardCandidate, type ShardPlan, type ShardPlanOptions, type ShardPlanResult
@@ -504,14 +505,8 @@ test('a large swarm is planned quickly, from the best of it', (t) => {
 // Invariants over random inputs, checked against a brute-force search for the fewest stages that fit.
 
 function random(seed: number) {
-    let state = seed >>> 0;
-    return () => {
-        state = (state + 0x6d2b79f5) >>> 0;
-        let value = state;
-        value = Math.imul(value ^ (value >>> 15), value | 1);
-        value ^= value + Math.imul(value ^ (value >>> 7), value | 61);
-        return ((value ^ (value >>> 14)) >>> 0) / 2 ** 32;
-    };
+    const generator = new Prng(seed);
+    return () => generator.next();
 }
 
 interface Instance {
