@@ -1,0 +1,611 @@
+/**
+ * Layer sharding (docs/architecture.md, "Sharding"): one generated model, whole on one node against split over
+ * three stages through Hyperswarm (coordinator + 2 hosts, real nodes on a loopback testnet) against the same split
+ * over direct TCP (the same engine child, tunnel endpoints and RPC codec, in front of real rpc servers, no
+ * Hyperswarm); round trips per token per remote stage with 10 ms RTT (rpc servers in network namespaces behind
+ * netem); failover after a host's SIGKILL and where resumed text parts from an uninterrupted run; bytes per
+ * token per stage. Writes bench/results/shard.json. Targets are reported, never asserted.
+ */
+import {execFileSync, spawn, type ChildProcess} from 'node:child_process';
+import {EventEmitter} from 'node:events';
+import {mkdir, mkdtemp, rm, writeFile} from 'node:fs/promises';
+import {connect, type Socket} from 'node:net';
+import {cpus, tmpdir} from 'node:os';
+import {dirname, join} from 'node:path';
+import OpenAI from 'openai';
+import {writeDemoModel, type DemoModelOptions} from '../engine/demo/demo-model.js';
+import {buildDemoVocab} from '../engine/demo/demo-vocab.js';
+import {EngineSupervisor} from '../engine/engine-supervisor.js';
+import {TokenType} from '../engine/gguf/gguf-types.js';
+import {modelLayoutOf} from '../engine/model-files.js';
+import {prepareRpcServerDir, type RpcServerFiles} from '../engine/rpc/rpc-build.js';
+import {RpcServerHost} from '../engine/rpc/rpc-server-host.js';
+import type {GenerationRequest} from '../inference/inference-types.js';
+import {layerSplit} from '../inference/sharded/layer-split.js';
+import {coordinatorFilter} from '../inference/sharded/tunnel/rpc-filters.js';
+import type {TunnelStream} from '../inference/sharded/tunnel/shard-protocol.js';
+import {TunnelEndpoint} from '../inference/sharded/tunnel/tunnel-endpoint.js';
+import {startDaemon, waitFor, type DaemonHandle} from '../test/helpers/cli-process.js';
+import {fetchStatus} from '../test/helpers/node-status.js';
+import {TEST_RPC_DIR, testRpcBinaries} from '../test/helpers/rpc-binaries.js';
+import {nodeIdOf, peersOf, startSwarmDaemon, startTestnet} from '../test/helpers/swarm-fixture.js';
+import {median, round} from './lib/statistics.js';
+import {StreamTimer, type StreamMeasurement} from './lib/stream-measurement.js';
+
+const MiB = 2 ** 20;
+const THREADS = 1;
+const CONTEXT = 1024;
+const MAX_TOKENS = 256;
+const REPEATS = 5;
+const PROMPT = 'The swarm of doges gathered to share their GPUs and';
+const MODEL_NAME = 'medium (12 layers, width 768, ~86M params, F16)';
+const MODEL: DemoModelOptions = {layers: 12, width: 768, headCount: 12, feedForwardLength: 2048, endsText: false};
+/**
+ * Room for four layers (13.5 MiB of weights and 3 MiB of KV cache at 1,024 tokens each) on every node, the
+ * coordinator's input and output layers included, and not five: the plan needs all three stages.
+ */
+const STAGE_MEMORY = 70 * MiB;
+/** Tokens streamed before the host is killed, one failover trial each: different points of the answer. */
+const KILL_AT = [16, 64, 112, 160, 208];
+/** A resumed stream's first token follows the largest silence after the kill; tokens come every few ms otherwise. */
+const RTT_MS = 10;
+const NETNS_REPEATS = 3;
+/** Namespaces and veth links this benchmark creates, and only these; private addresses that exist only on them. */
+const NAMESPACES = [1, 2].map((index) => ({
+    name: `sdbench${index}`, outer: `sdbench${index}a`, inner: `sdbench${index}b`,
+    outerAddress: `10.231.${index}.1`, innerAddress: `10.231.${index}.2`, port: 50_100 + index
+}));
+
+interface Chunk {
+    text: string,
+    at: number
+}
+
+interface Run {
+    measurement: StreamMeasurement,
+    text: string,
+    chunks: Chunk[]
+}
+
+/** Random weights emit byte tokens that break UTF-8 streams (docs/architecture.md, "Benchmarks"): banned everywhere. */
+function byteTokenBan() {
+    const bias: Record<string, number> = {};
+    buildDemoVocab().tokenTypes.forEach((type, id) => {
+        if (type === TokenType.byte)
+            bias[String(id)] = -100;
+    });
+    return bias;
+}
+
+const logitBias = byteTokenBan();
+
+/** One streamed completion through a node's API, every chunk timed (`onChunk` may act on the stream as it goes). */
+async function stream(client: OpenAI, onChunk?: (chunks: Chunk[]) => void): Promise<Run> {
+    const timer = new StreamTimer();
+    const chunks: Chunk[] = [];
+    let completionTokens = 0;
+    const response = await client.completions.create({
+        model: 'bench', prompt: PROMPT, max_tokens: MAX_TOKENS, temperature: 0, logit_bias: logitBias, stream: true,
+        stream_options: {include_usage: true}
+    });
+    for await (const chunk of response) {
+        const text = chunk.choices[0]?.text;
+        if (text) {
+            timer.textArrived();
+            chunks.push({text, at: performance.now()});
+            onChunk?.(chunks);
+        }
+        completionTokens = chunk.usage?.completion_tokens ?? completionTokens;
+    }
+    return {measurement: timer.finish(completionTokens), text: chunks.map((chunk) => chunk.text).join(''), chunks};
+}
+
+/** The same generation through an engine child in this process (the direct-TCP pipeline). */
+async function generate(engine: EngineSupervisor): Promise<Run> {
+    const request: GenerationRequest = {
+        kind: 'completion', model: 'bench', prompt: PROMPT,
+        sampling: {temperature: 0, stop: [], maxTokens: MAX_TOKENS, logitBias, responseFormat: {type: 'text'}}
+    };
+    const timer = new StreamTimer();
+    const chunks: Chunk[] = [];
+    const result = await engine.generate(request, {
+        onText: (text) => {
+            if (text) {
+                timer.textArrived();
+                chunks.push({text, at: performance.now()});
+            }
+        }
+    });
+    return {measurement: timer.finish(result.usage.completionTokens), text: chunks.map((chunk) => chunk.text).join(''), chunks};
+}
+
+function summarize(runs: Run[]) {
+    const tokensPerSecond = median(runs.map((run) => run.measurement.generationTokensPerSecond));
+    return {
+        generationTokensPerSecond: round(tokensPerSecond),
+        msPerToken: round(1000 / tokensPerSecond, 3),
+        ttftMs: round(median(runs.map((run) => run.measurement.ttftMs))),
+        completionTokens: median(runs.map((run) => run.measurement.completionTokens)),
+        runs: runs.length,
+        tokensPerSecondEachRun: runs.map((run) => round(run.measurement.generationTokensPerSecond))
+    };
+}
+
+async function repeat(count: number, measure: () => Promise<Run>) {
+    const warmUp = await measure();
+    const runs: Run[] = [];
+    for (let i = 0; i < count; i++)
+        runs.push(await measure());
+    return {runs, warmUp};
+}
+
+/** A TCP connection to an rpc server at any address, as a tunnel stream (SocketStream knows 127.0.0.1 only). */
+class AddressStream extends EventEmitter implements TunnelStream {
+    closed = false;
+    private readonly socket: Socket;
+
+    constructor(host: string, port: number) {
+        super();
+        this.socket = connect({host, port, noDelay: true});
+        this.socket.on('data', (bytes) => this.emit('data', bytes));
+        this.socket.on('drain', () => this.emit('drain'));
+        this.socket.on('error', (error) => this.close(`socket error: ${error.message}`));
+        this.socket.on('close', () => this.close('the server closed the connection'));
+    }
+
+    write(bytes: Uint8Array) {
+        return !this.closed && this.socket.write(bytes);
+    }
+
+    close(reason: string) {
+        if (this.closed)
+            return;
+        this.closed = true;
+        this.socket.destroy();
+        this.emit('close', reason);
+    }
+}
+
+/**
+ * Where the kernel has no netem (this machine's does not): the same delay in user space, on the tunnel stream of
+ * each remote stage, `delayMs()` each way, order kept. The delays actually applied are recorded, since timers fire
+ * late by a fraction of a millisecond, and the estimate divides by the measured round trip.
+ */
+class DelayedStream extends EventEmitter implements TunnelStream {
+    static readonly applied: number[] = [];
+
+    constructor(private readonly inner: TunnelStream, private readonly delayMs: () => number) {
+        super();
+        inner.on('data', (bytes) => this.later(() => this.emit('data', bytes)));
+        inner.on('drain', () => this.emit('drain'));
+        inner.on('close', (reason) => this.emit('close', reason));
+    }
+
+    get closed() {
+        return this.inner.closed;
+    }
+
+    write(bytes: Uint8Array) {
+        this.later(() => this.inner.write(bytes));
+        return !this.inner.closed;
+    }
+
+    close(reason: string) {
+        this.inner.close(reason);
+    }
+
+    private later(action: () => void) {
+        const delay = this.delayMs();
+        if (delay <= 0) {
+            action();
+            return;
+        }
+        const queuedAt = performance.now();
+        setTimeout(() => {
+            DelayedStream.applied.push(performance.now() - queuedAt);
+            action();
+        }, delay);
+    }
+}
+
+/**
+ * The anchor: the coordinator's engine child, tunnel endpoints and RPC codec (the memory rewrite gives the same
+ * split), each endpoint joined by plain TCP to an rpc server; no Hyperswarm, no node.
+ */
+async function startDirectPipeline(modelPath: string, files: RpcServerFiles, coordinatorLayers: number, stageLayers: number[],
+    servers: {host: string, port: number}[], delayMs?: () => number) {
+    const split = layerSplit(coordinatorLayers, [...stageLayers, 0]);
+    const failures: string[] = [];
+    const endpoints = await Promise.all(servers.map((server, index) => TunnelEndpoint.listen({
+        connect: () => delayMs === undefined || index >= stageLayers.length
+            ? new AddressStream(server.host, server.port)
+            : new DelayedStream(new AddressStream(server.host, server.port), delayMs),
+        createFilter: () => coordinatorFilter({reportMemory: {free: split.reportedBytes[index]!, total: split.reportedBytes[index]!}})
+    }, (reason) => failures.push(reason))));
+    const engine = new EngineSupervisor({
+        models: [{id: 'bench', path: modelPath}], threads: THREADS, parallelSequences: 1, contextSize: CONTEXT, gpu: false,
+        prepareLoad: async () => ({shard: {rpcLibraryPath: files.libraryPath, endpoints: endpoints.map((endpoint) => endpoint.address), gpuLayers: split.gpuLayers}})
+    });
+    const logs: string[] = [];
+    engine.on('workerLog', (line) => logs.push(line));
+    await engine.start().catch((error: Error) => {
+        throw new Error(`the direct pipeline did not load: ${error.message}; ${logs.slice(-10).join(' | ')}`);
+    });
+    const expected = [...Array<string>(coordinatorLayers).fill('CPU'), ...stageLayers.flatMap((count, index) => Array<string>(count).fill(`RPC${index}`)), `RPC${stageLayers.length}`];
+    const placement = engine.getStatus().placement.bench ?? [];
+    return {
+        engine, endpoints, failures,
+        placementMatches: placement.length === expected.length && placement.every((device, layer) => device === expected[layer]),
+        async stop() {
+            await engine.dispose();
+            await Promise.all(endpoints.map((endpoint) => endpoint.close('done')));
+        }
+    };
+}
+
+async function startRpcServers(files: RpcServerFiles, count: number, cacheDir?: string) {
+    return Promise.all(Array.from({length: count}, async () => {
+        const server = new RpcServerHost({binaries: files, threads: THREADS, ...(cacheDir !== undefined && {cacheDir})});
+        await server.start();
+        return server;
+    }));
+}
+
+function cluster(daemon: DaemonHandle) {
+    return fetchStatus(daemon, '/api/cluster');
+}
+
+async function pipeline(daemon: DaemonHandle) {
+    const status = await cluster(daemon);
+    const found = status.pipelines[0];
+    if (found === undefined)
+        throw new Error(`no pipeline: ${JSON.stringify(status)}`);
+    return found;
+}
+
+/** Milliseconds from `killedAt` to the first token after the resume: the token that follows the longest silence after the kill. */
+function resumeAfter(chunks: Chunk[], killedIndex: number, killedAt: number) {
+    let resume = -1;
+    let longestGap = -1;
+    for (let index = killedIndex; index < chunks.length; index++) {
+        const gap = chunks[index]!.at - Math.max(killedAt, chunks[index - 1]?.at ?? killedAt);
+        if (gap > longestGap) {
+            longestGap = gap;
+            resume = index;
+        }
+    }
+    return {resumeIndex: resume, ms: resume < 0 ? null : chunks[resume]!.at - killedAt};
+}
+
+/** Where `text` parts from `reference` (streamed as `referenceChunks`, one token each), in tokens after `seamTokens`. */
+function partingAfterSeam(text: string, reference: string, referenceChunks: Chunk[], seamTokens: number) {
+    if (text === reference)
+        return null;
+    let differs = 0;
+    while (differs < text.length && differs < reference.length && text[differs] === reference[differs])
+        differs++;
+    let offset = 0;
+    let token = 0;
+    for (; token < referenceChunks.length; token++) {
+        offset += referenceChunks[token]!.text.length;
+        if (offset > differs)
+            break;
+    }
+    return token - seamTokens;
+}
+
+// --- network namespaces ---------------------------------------------------------------------------------------
+
+function command(file: string, args: string[]) {
+    execFileSync(file, args, {stdio: ['ignore', 'ignore', 'pipe']});
+}
+
+function tryCommand(file: string, args: string[]) {
+    try {
+        command(file, args);
+    } catch {
+        // already gone
+    }
+}
+
+function netToolsAvailable() {
+    try {
+        execFileSync('ip', ['-V'], {stdio: 'ignore'});
+        execFileSync('tc', ['-V'], {stdio: 'ignore'});
+        return true;
+    } catch {
+        return false;
+    }
+}
+
+/** Removes what `createNamespaces` made; safe to call any number of times, at exit too. */
+function removeNamespaces() {
+    for (const ns of NAMESPACES) {
+        tryCommand('ip', ['netns', 'del', ns.name]);
+        tryCommand('ip', ['link', 'del', ns.outer]); // gone with the namespace's end, unless that failed half-way
+    }
+}
+
+function createNamespaces() {
+    removeNamespaces(); // leftovers of an earlier run killed outright
+    for (const ns of NAMESPACES) {
+        command('ip', ['netns', 'add', ns.name]);
+        command('ip', ['link', 'add', ns.outer, 'type', 'veth', 'peer', 'name', ns.inner]);
+        command('ip', ['link', 'set', ns.inner, 'netns', ns.name]);
+        command('ip', ['addr', 'add', `${ns.outerAddress}/30`, 'dev', ns.outer]);
+        command('ip', ['link', 'set', ns.outer, 'up']);
+        command('ip', ['netns', 'exec', ns.name, 'ip', 'link', 'set', 'lo', 'up']);
+        command('ip', ['netns', 'exec', ns.name, 'ip', 'addr', 'add', `${ns.innerAddress}/30`, 'dev', ns.inner]);
+        command('ip', ['netns', 'exec', ns.name, 'ip', 'link', 'set', ns.inner, 'up']);
+    }
+}
+
+/** Whether this kernel has netem (a container's kernel may lack sch_netem). */
+function netemAvailable() {
+    const ns = NAMESPACES[0]!;
+    try {
+        command('tc', ['qdisc', 'replace', 'dev', ns.outer, 'root', 'netem', 'delay', '0ms']);
+        command('tc', ['qdisc', 'del', 'dev', ns.outer, 'root']);
+        return true;
+    } catch {
+        return false;
+    }
+}
+
+/** netem on both ends of every link: `delayMs` each way, so the round trip is twice that. */
+function setDelay(delayMs: number) {
+    for (const ns of NAMESPACES) {
+        command('tc', ['qdisc', 'replace', 'dev', ns.outer, 'root', 'netem', 'delay', `${delayMs}ms`]);
+        command('ip', ['netns', 'exec', ns.name, 'tc', 'qdisc', 'replace', 'dev', ns.inner, 'root', 'netem', 'delay', `${delayMs}ms`]);
+    }
+}
+
+/** An rpc server inside a namespace, as the node runs it (setpriv ties it to this process), on the namespace's address. */
+async function startNamespacedServer(files: RpcServerFiles, ns: typeof NAMESPACES[number]): Promise<ChildProcess> {
+    const env = {...process.env};
+    delete env.GGML_BACKEND_PATH;
+    const child = spawn('ip', ['netns', 'exec', ns.name, 'setpriv', '--pdeathsig', 'KILL', '--', files.serverPath,
+        '-H', ns.innerAddress, '-p', String(ns.port), '-t', String(THREADS)], {cwd: dirname(files.serverPath), env, stdio: 'ignore'});
+    await waitFor(() => new Promise<boolean>((resolve) => {
+        const socket = connect({host: ns.innerAddress, port: ns.port});
+        socket.once('connect', () => {
+            socket.destroy();
+            resolve(true);
+        });
+        socket.once('error', () => resolve(false));
+    }), 30_000, 100);
+    return child;
+}
+
+async function roundTripsWithDelay(modelPath: string, files: RpcServerFiles, coordinatorLayers: number, stageLayers: number[]) {
+    if (process.platform !== 'linux' || !netToolsAvailable())
+        return {skipped: 'skipped: no ip/tc (iproute2) on this machine'};
+    const children: ChildProcess[] = [];
+    let output: RpcServerHost[] = [];
+    let direct: Awaited<ReturnType<typeof startDirectPipeline>> | undefined;
+    try {
+        createNamespaces();
+        for (const ns of NAMESPACES)
+            children.push(await startNamespacedServer(files, ns));
+        output = await startRpcServers(files, 1);
+        const netem = netemAvailable();
+        let userDelayMs = 0;
+        direct = await startDirectPipeline(modelPath, files, coordinatorLayers, stageLayers,
+            [...NAMESPACES.map((ns) => ({host: ns.innerAddress, port: ns.port})), {host: '127.0.0.1', port: output[0]!.port!}],
+            netem ? undefined : () => userDelayMs);
+        const started = direct;
+        process.stderr.write(`[netns] no added delay (${netem ? 'netem' : 'no netem in this kernel: delay in user space'})\n`);
+        const without = summarize((await repeat(NETNS_REPEATS, () => generate(started.engine))).runs);
+        if (netem)
+            setDelay(RTT_MS / 2);
+        else
+            userDelayMs = RTT_MS / 2;
+        DelayedStream.applied.length = 0;
+        process.stderr.write(`[netns] ${RTT_MS} ms RTT\n`);
+        const withDelay = summarize((await repeat(NETNS_REPEATS, () => generate(started.engine))).runs);
+        const remoteStages = stageLayers.length;
+        // User-space timers fire late: divide by the round trip actually applied.
+        const rttMs = netem ? RTT_MS : 2 * DelayedStream.applied.reduce((sum, ms) => sum + ms, 0) / Math.max(1, DelayedStream.applied.length);
+        return {
+            setup: netem
+                ? `direct-TCP pipeline (no Hyperswarm): each remote stage's rpc server in its own network namespace behind a veth link with netem ${RTT_MS / 2} ms each way; the output device on loopback`
+                : `direct-TCP pipeline (no Hyperswarm): each remote stage's rpc server in its own network namespace behind a veth link; this kernel has no netem (tc: "Specified qdisc kind is unknown"), so ${RTT_MS / 2} ms each way is added in user space on each remote stage's tunnel stream in the bench process (order kept); the output device on loopback, undelayed`,
+            delay: netem ? 'netem' : 'user space', rttMs: round(rttMs, 3), nominalRttMs: RTT_MS, remoteStages, placementMatches: direct.placementMatches,
+            withoutDelay: without, withDelay,
+            roundTripsPerTokenPerRemoteStage: round((withDelay.msPerToken - without.msPerToken) / rttMs / remoteStages, 3),
+            roundTripsPerTokenPerRemoteStageAtNominalRtt: round((withDelay.msPerToken - without.msPerToken) / RTT_MS / remoteStages, 3),
+            addedTtftMs: round(withDelay.ttftMs - without.ttftMs),
+            target: '<= 1.2'
+        };
+    } finally {
+        await direct?.stop().catch(() => undefined);
+        await Promise.all(output.map((server) => server.stop()));
+        for (const child of children)
+            child.kill('SIGKILL');
+        removeNamespaces();
+    }
+}
+
+// --- the benchmark --------------------------------------------------------------------------------------------
+
+process.on('exit', removeNamespaces);
+for (const signal of ['SIGINT', 'SIGTERM'] as const)
+    process.once(signal, () => process.exit(130));
+
+const dir = await mkdtemp(join(tmpdir(), 'strongdoge-shard-bench-'));
+const {testnet, bootstrap} = await startTestnet();
+const daemons: DaemonHandle[] = [];
+const hostDirs: string[] = [];
+try {
+    process.stderr.write('rpc binaries (built once, about a minute the first time)\n');
+    const files = await prepareRpcServerDir(await testRpcBinaries((line) => process.stderr.write(`  ${line}\n`)));
+    const coordinatorDir = join(dir, 'coordinator');
+    await mkdir(join(coordinatorDir, 'models'), {recursive: true});
+    const modelPath = join(coordinatorDir, 'models', 'bench.gguf');
+    await writeDemoModel(modelPath, MODEL);
+    const layout = await modelLayoutOf(modelPath);
+
+    // (a) the whole model on one node
+    process.stderr.write(`[${MODEL_NAME}] local\n`);
+    const single = await startDaemon(['--model', 'bench', '--data-dir', coordinatorDir, '--threads', String(THREADS), '--parallel', '1', '--context-size', String(CONTEXT)]);
+    const singleClient = new OpenAI({baseURL: single.baseUrl, apiKey: 'x', maxRetries: 0});
+    const localRuns = await repeat(REPEATS, () => stream(singleClient));
+    await single.stop();
+    const reference = localRuns.runs[0]!;
+
+    // (b) split over Hyperswarm: coordinator and hosts as separate nodes; a third host stands by for failovers
+    const swarmArgs = ['--network', 'shard-bench', '--rpc-dir', TEST_RPC_DIR, '--context-size', String(CONTEXT), '--parallel', '1'];
+    async function startHost() {
+        const hostDir = join(dir, `host-${hostDirs.length}`);
+        hostDirs.push(hostDir);
+        await mkdir(hostDir, {recursive: true});
+        const daemon = await startSwarmDaemon(bootstrap, hostDir, [...swarmArgs, '--max-shard-memory', String(STAGE_MEMORY)]);
+        daemons.push(daemon);
+        return {daemon, id: await nodeIdOf(daemon)};
+    }
+    const hosts = await Promise.all([0, 1, 2].map(() => startHost()));
+    const coordinator = await startSwarmDaemon(bootstrap, coordinatorDir, [...swarmArgs, '--model', 'bench', '--shard', 'always', '--max-stages', '3',
+        '--memory-limit', String(STAGE_MEMORY), '--serve-peers', 'off']);
+    daemons.push(coordinator);
+    process.stderr.write(`[${MODEL_NAME}] forming the pipeline\n`);
+    await waitFor(async () => (await pipeline(coordinator)).state === 'ready', 180_000, 200).catch(async (error: Error) => {
+        throw new Error(`${error.message}: ${JSON.stringify(await cluster(coordinator))}`);
+    });
+    const formed = await pipeline(coordinator);
+    const remoteStages = formed.stages.filter((stage) => !stage.self);
+    const coordinatorLayers = formed.stages.filter((stage) => stage.self).reduce((sum, stage) => sum + (stage.layers === null ? 0 : stage.layers[1] - stage.layers[0] + 1), 0);
+    const stageLayers = remoteStages.map((stage) => stage.layers![1] - stage.layers![0] + 1);
+
+    // (c) the anchor first, while the nodes idle: the same split over direct TCP to the same kind of rpc servers
+    process.stderr.write(`[${MODEL_NAME}] direct TCP (${coordinatorLayers} + ${stageLayers.join(' + ')} layers)\n`);
+    const stageServers = await startRpcServers(files, stageLayers.length, join(dir, 'direct-cache'));
+    const outputServer = await startRpcServers(files, 1);
+    const direct = await startDirectPipeline(modelPath, files, coordinatorLayers, stageLayers,
+        [...stageServers, ...outputServer].map((server) => ({host: '127.0.0.1', port: server.port!})));
+    const directRuns = await repeat(REPEATS, () => generate(direct.engine));
+    const directPlacement = direct.placementMatches;
+    await direct.stop();
+    await Promise.all([...stageServers, ...outputServer].map((server) => server.stop()));
+
+    process.stderr.write(`[${MODEL_NAME}] over Hyperswarm\n`);
+    const coordinatorClient = new OpenAI({baseURL: coordinator.baseUrl, apiKey: 'x', maxRetries: 0});
+    const swarmWarmUp = await stream(coordinatorClient);
+    const bytesBefore = await pipeline(coordinator);
+    const swarmRuns: Run[] = [];
+    for (let i = 0; i < REPEATS; i++)
+        swarmRuns.push(await stream(coordinatorClient));
+    const bytesAfter = await pipeline(coordinator);
+    const generated = swarmRuns.reduce((sum, run) => sum + run.measurement.completionTokens, 0);
+    const bytesPerToken = bytesAfter.stages.filter((stage) => !stage.self).map((stage, index) => {
+        const before = bytesBefore.stages.find((other) => other.peer === stage.peer)!;
+        return {
+            stage: index + 1, layers: stage.layers,
+            upBytesPerToken: round((stage.bytesSent - before.bytesSent) / generated, 1),
+            downBytesPerToken: round((stage.bytesReceived - before.bytesReceived) / generated, 1),
+            hopMs: stage.hopMs
+        };
+    });
+    const swarmReference = swarmRuns[0]!;
+
+    // failover: SIGKILL a stage's host at different points of an answer; the standby host takes its place
+    const trials = [];
+    for (const [trial, killAt] of KILL_AT.entries()) {
+        const before = await pipeline(coordinator);
+        const stageIndex = before.stages.findIndex((stage) => !stage.self) + (trial % 2);
+        const victimId = before.stages[stageIndex]!.peer;
+        const victim = hosts.find((host) => host.id === victimId)!;
+        process.stderr.write(`[failover ${trial + 1}/${KILL_AT.length}] killing stage ${stageIndex} at token ${killAt}\n`);
+        let killedAt = 0;
+        let killedWallMs = 0;
+        const run = await stream(coordinatorClient, (chunks) => {
+            if (chunks.length === killAt && killedAt === 0) {
+                killedAt = performance.now();
+                killedWallMs = Date.now();
+                victim.daemon.process.kill('SIGKILL');
+            }
+        });
+        const {resumeIndex, ms} = resumeAfter(run.chunks, killAt, killedAt);
+        await waitFor(async () => (await pipeline(coordinator)).state === 'ready', 60_000, 200);
+        const after = await pipeline(coordinator);
+        const failure = after.failures.at(-1);
+        const seamChars = run.chunks.slice(0, resumeIndex).reduce((sum, chunk) => sum + chunk.text.length, 0);
+        trials.push({
+            killedAtToken: killAt, stage: stageIndex, msToNextToken: ms === null ? null : round(ms),
+            tokensStreamedAfterKillBeforeResume: resumeIndex - killAt,
+            detectedAfterMs: failure === undefined ? null : Date.parse(failure.at) - killedWallMs,
+            reason: failure?.reason ?? null, failovers: after.failovers - before.failovers,
+            completionTokens: run.measurement.completionTokens,
+            identical: run.text === swarmReference.text,
+            seamAtChar: seamChars,
+            partsTokensAfterSeam: partingAfterSeam(run.text, swarmReference.text, swarmReference.chunks, resumeIndex)
+        });
+        hosts.splice(hosts.indexOf(victim), 1);
+        // A new standby for the next trial
+        const standby = await startHost();
+        hosts.push(standby);
+        await waitFor(async () => (await peersOf(coordinator)).peers.some((peer) => peer.id === standby.id && peer.capabilities.shardHost != null), 60_000, 200);
+    }
+    const failoverMs = trials.flatMap((trial) => trial.msToNextToken === null ? [] : [trial.msToNextToken]);
+
+    for (const daemon of daemons.splice(0))
+        await daemon.stop('SIGKILL');
+
+    // round trips per token per remote stage, with 10 ms RTT
+    process.stderr.write(`[${MODEL_NAME}] round trips with ${RTT_MS} ms RTT\n`);
+    const roundTrips = await roundTripsWithDelay(modelPath, files, coordinatorLayers, stageLayers).catch((error: Error) => ({skipped: `failed: ${error.message}`}));
+
+    const local = summarize(localRuns.runs);
+    const overSwarm = summarize(swarmRuns);
+    const overDirect = summarize(directRuns.runs);
+    const identical = (runs: Run[]) => runs.every((run) => run.text === reference.text);
+    const report = {
+        benchmark: 'layer sharding: local vs 3-stage split over Hyperswarm vs the same split over direct TCP; round trips at 10 ms RTT; failover',
+        date: new Date().toISOString(),
+        machine: {cpu: cpus()[0]?.model, cores: cpus().length, node: process.version},
+        model: {
+            name: MODEL_NAME,
+            why: 'the ~86M-parameter bench model of inference-benchmarks: a 3-stage split of it is practical here (4 layers a stage, 56.6 MB of weights to each host, loaded in seconds over loopback)',
+            layerBytes: layout.layerBytes[0], inputBytes: layout.inputBytes, outputBytes: layout.outputBytes
+        },
+        settings: {maxTokens: MAX_TOKENS, repeats: REPEATS, temperature: 0, byteTokensBanned: true, threads: THREADS, parallel: 1, contextSize: CONTEXT,
+            stageMemoryBytes: STAGE_MEMORY, split: {coordinatorLayers, stageLayers, outputLayer: 'on the coordinator\'s own rpc server'}},
+        targets: {hyperswarmOverDirectTokensPerSecond: '>= 0.9', roundTripsPerTokenPerRemoteStage: '<= 1.2', failoverMsToNextToken: '< 10000'},
+        results: {
+            local: {...local, how: 'one node, the whole model (strongdoge daemon, offline), through its API'},
+            hyperswarm: {...overSwarm, how: 'coordinator + 2 hosts, separate daemons on a loopback HyperDHT testnet, through the coordinator\'s API',
+                plan: formed.plan, placementMatches: formed.placementMatches},
+            direct: {...overDirect, how: 'the anchor: an EngineSupervisor engine child in the bench process, TunnelEndpoints with the RPC codec (same memory rewrite, same split) joined by TCP to 3 local ggml-rpc-server processes (RpcServerHost); no HTTP in front',
+                placementMatches: directPlacement},
+            ratios: {
+                hyperswarmOverDirectTokensPerSecond: round(overSwarm.generationTokensPerSecond / overDirect.generationTokensPerSecond, 3),
+                hyperswarmOverLocalTokensPerSecond: round(overSwarm.generationTokensPerSecond / local.generationTokensPerSecond, 3),
+                directOverLocalTokensPerSecond: round(overDirect.generationTokensPerSecond / local.generationTokensPerSecond, 3),
+                hyperswarmMinusDirectTtftMs: round(overSwarm.ttftMs - overDirect.ttftMs),
+                hyperswarmMinusLocalTtftMs: round(overSwarm.ttftMs - local.ttftMs)
+            },
+            sameText: {directAsLocal: identical(directRuns.runs), hyperswarmAsLocal: identical(swarmRuns) && swarmWarmUp.text === reference.text},
+            bytesPerToken: {perRemoteStage: bytesPerToken, note: '/api/cluster bytesSent (up, to the stage) and bytesReceived deltas over the measured runs, over the tokens generated (prompt processing included)'},
+            roundTrips,
+            failover: {
+                trials: trials.length,
+                medianMsToNextToken: failoverMs.length > 0 ? round(median(failoverMs)) : null,
+                maxMsToNextToken: failoverMs.length > 0 ? round(Math.max(...failoverMs)) : null,
+                fractionIdentical: round(trials.filter((trial) => trial.identical).length / trials.length, 3),
+                partsTokensAfterSeam: trials.flatMap((trial) => trial.partsTokensAfterSeam === null ? [] : [trial.partsTokensAfterSeam]),
+                how: 'a stage\'s host SIGKILLed after N streamed tokens; time to the first token after the resume (the one after the longest silence); a standby host takes the stage and receives its weights again (no tensor of this model exceeds the rpc tensor cache\'s 10 MiB threshold, so the cache is never used: warm means warm processes and page cache); each full text compared with an uninterrupted run over the same pipeline',
+                trialsDetail: trials
+            }
+        }
+    };
+    await mkdir(new URL('./results/', import.meta.url), {recursive: true});
+    const out = new URL('./results/shard.json', import.meta.url);
+    await writeFile(out, JSON.stringify(report, null, 2) + '\n');
+    process.stdout.write(JSON.stringify({ratios: report.results.ratios, roundTrips, failover: {...report.results.failover, trialsDetail: undefined}, bytesPerToken}, null, 2) + '\n');
+    process.stderr.write(`wrote ${out.pathname}\n`);
+} finally {
+    for (const daemon of daemons)
+        await daemon.stop('SIGKILL').catch(() => undefined);
+    removeNamespaces();
+    await testnet.destroy();
+    await rm(dir, {recursive: true, force: true});
+}
