@@ -9,7 +9,7 @@
 import {execFileSync, spawn, type ChildProcess} from 'node:child_process';
 import {EventEmitter} from 'node:events';
 import {mkdir, mkdtemp, rm, writeFile} from 'node:fs/promises';
-import {connect, type Socket} from 'node:net';
+import {connect} from 'node:net';
 import {cpus, tmpdir} from 'node:os';
 import {dirname, join} from 'node:path';
 import OpenAI from 'openai';
@@ -24,6 +24,7 @@ import type {GenerationRequest} from '../inference/inference-types.js';
 import {layerSplit} from '../inference/sharded/layer-split.js';
 import {coordinatorFilter} from '../inference/sharded/tunnel/rpc-filters.js';
 import type {TunnelStream} from '../inference/sharded/tunnel/shard-protocol.js';
+import {SocketStream} from '../inference/sharded/tunnel/socket-pipe.js';
 import {TunnelEndpoint} from '../inference/sharded/tunnel/tunnel-endpoint.js';
 import {startDaemon, waitFor, type DaemonHandle} from '../test/helpers/cli-process.js';
 import {fetchStatus} from '../test/helpers/node-status.js';
@@ -139,33 +140,6 @@ async function repeat(count: number, measure: () => Promise<Run>) {
     return {runs, warmUp};
 }
 
-/** A TCP connection to an rpc server at any address, as a tunnel stream (SocketStream knows 127.0.0.1 only). */
-class AddressStream extends EventEmitter implements TunnelStream {
-    closed = false;
-    private readonly socket: Socket;
-
-    constructor(host: string, port: number) {
-        super();
-        this.socket = connect({host, port, noDelay: true});
-        this.socket.on('data', (bytes) => this.emit('data', bytes));
-        this.socket.on('drain', () => this.emit('drain'));
-        this.socket.on('error', (error) => this.close(`socket error: ${error.message}`));
-        this.socket.on('close', () => this.close('the server closed the connection'));
-    }
-
-    write(bytes: Uint8Array) {
-        return !this.closed && this.socket.write(bytes);
-    }
-
-    close(reason: string) {
-        if (this.closed)
-            return;
-        this.closed = true;
-        this.socket.destroy();
-        this.emit('close', reason);
-    }
-}
-
 /**
  * Where the kernel has no netem (this machine's does not): the same delay in user space, on the tunnel stream of
  * each remote stage, `delayMs()` each way, order kept. The delays actually applied are recorded, since timers fire
@@ -218,8 +192,8 @@ async function startDirectPipeline(modelPath: string, files: RpcServerFiles, coo
     const failures: string[] = [];
     const endpoints = await Promise.all(servers.map((server, index) => TunnelEndpoint.listen({
         connect: () => delayMs === undefined || index >= stageLayers.length
-            ? new AddressStream(server.host, server.port)
-            : new DelayedStream(new AddressStream(server.host, server.port), delayMs),
+            ? new SocketStream(server.port, server.host)
+            : new DelayedStream(new SocketStream(server.port, server.host), delayMs),
         createFilter: () => coordinatorFilter({reportMemory: {free: split.reportedBytes[index]!, total: split.reportedBytes[index]!}})
     }, (reason) => failures.push(reason))));
     const engine = new EngineSupervisor({

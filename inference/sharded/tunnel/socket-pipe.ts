@@ -41,7 +41,9 @@ export function pipeSocket(socket: Socket, stream: TunnelStream, filter: StreamF
     };
     socket.setNoDelay(true);
     socket.on('data', (chunk) => {
-        if (!forward(() => filter.fromSocket(chunk), (bytes) => stream.write(bytes)))
+        // One tunnel message per read, not one per frame part the codec returns: each message is a Noise frame and
+        // a packet, and per token the RPC client writes a few small frames at once.
+        if (!forward(() => joined(filter.fromSocket(chunk)), (bytes) => stream.write(bytes)))
             socket.pause();
     });
     stream.on('drain', () => socket.resume());
@@ -57,17 +59,18 @@ export function pipeSocket(socket: Socket, stream: TunnelStream, filter: StreamF
     });
 }
 
-/** Passes every byte unchanged. */
-export const passThrough: StreamFilter = {fromSocket: (chunk) => [chunk], fromTunnel: (chunk) => [chunk]};
+function joined(chunks: Uint8Array[]) {
+    return chunks.length <= 1 ? chunks : [Buffer.concat(chunks)];
+}
 
-/** A TCP connection to a server on this machine, as a tunnel stream: a stage without a tunnel (the coordinator's own). */
+/** A TCP connection as a tunnel stream: a stage without a tunnel (the coordinator's own, and the benchmarks' direct anchor). */
 export class SocketStream extends EventEmitter implements TunnelStream {
     closed = false;
     private readonly socket: Socket;
 
-    constructor(port: number) {
+    constructor(port: number, host = '127.0.0.1') {
         super();
-        this.socket = connect({host: '127.0.0.1', port, noDelay: true});
+        this.socket = connect({host, port, noDelay: true});
         this.socket.on('data', (bytes) => this.emit('data', bytes));
         this.socket.on('drain', () => this.emit('drain'));
         this.socket.on('error', (error) => this.close(`socket error: ${error.message}`));
