@@ -14,8 +14,8 @@ const count = z.number().int().nonnegative().max(2 ** 50);
 const at = z.iso.datetime();
 
 /**
- * The coordinator's signed statement that a peer hosted layers of a cluster session: what a `shard` record carries.
- * Ready for the sharding protocol, which does not exist yet.
+ * The coordinator's signed statement that a peer hosted layers of a pipeline for a request: what a `shard` record
+ * carries. The coordinator sends one to each remote stage's host after each request (docs/peer-protocol.md).
  */
 export const shardReceiptSchema = z.object({
     body: z.object({

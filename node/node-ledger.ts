@@ -6,7 +6,7 @@ import {Anchorer, readAnchorEvents, type AnchorOutcome, type ChainSettings} from
 import {ContributionLog} from '../ledger/contribution-log.js';
 import {LedgerError} from '../ledger/ledger-error.js';
 import type {Receipt} from '../ledger/receipt.js';
-import {LEDGER_RECORD_VERSION} from '../ledger/records.js';
+import {LEDGER_RECORD_VERSION, type ShardReceipt} from '../ledger/records.js';
 import {verifyLog, type VerifyReport} from '../ledger/verify-log.js';
 import {loadWallet} from '../ledger/wallet.js';
 import type {NodeIdentity} from '../swarm/node-identity.js';
@@ -113,6 +113,11 @@ export class NodeLedger implements PeerProtocol {
     /** A job served for a peer, or served to this node by one. */
     recordReceipt(receipt: Receipt, role: 'served' | 'consumed') {
         this.log.append({version: LEDGER_RECORD_VERSION, type: role, at: new Date().toISOString(), receipt});
+    }
+
+    /** Layers this node hosted for a coordinator, as its signed receipt says. */
+    recordShard(receipt: ShardReceipt) {
+        this.log.append({version: LEDGER_RECORD_VERSION, type: 'shard', at: new Date().toISOString(), receipt});
     }
 
     /** Peers may replicate this node's log (and it theirs) over their connection's mux, read-only. */

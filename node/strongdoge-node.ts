@@ -10,7 +10,9 @@ import {ensureRpcBinaries, prepareRpcServerDir, type RpcServerFiles} from '../en
 import {ClusterCoordinator} from '../inference/sharded/cluster-coordinator.js';
 import {ShardedInference} from '../inference/sharded/sharded-inference.js';
 import {ShardHost} from '../inference/sharded/shard-host.js';
-import {ShardProtocol} from '../inference/sharded/tunnel/shard-protocol.js';
+import {ShardProtocol, type SessionRequest} from '../inference/sharded/tunnel/shard-protocol.js';
+import type {ShardReceipt} from '../ledger/records.js';
+import {signShardReceipt, verifyShardReceipt} from '../ledger/shard-receipt.js';
 import {EngineSupervisor} from '../engine/engine-supervisor.js';
 import type {InferenceService} from '../inference/inference-service.js';
 import type {ModelLoadSpec} from '../engine/worker/engine-messages.js';
@@ -139,7 +141,10 @@ export class StrongdogeNode {
                     cacheMaxBytes: TENSOR_CACHE_BYTES,
                     onLog: (message, fields) => this.logger.info(fields, message)
                 });
-            this.shards = new ShardProtocol({...(this.shardHost && {host: this.shardHost})});
+            this.shards = new ShardProtocol({
+                ...(this.shardHost && {host: this.shardHost}),
+                onReceipt: (peerId, session, receipt) => this.keepShardReceipt(peerId, session, receipt)
+            });
             this.swarm.use(this.shards);
             this.requester = new JobRequester({jobs, identity});
             this.provider = new JobProvider({jobs, identity, executor: this.localExecutor(), limits: {
@@ -221,12 +226,13 @@ export class StrongdogeNode {
         for (const spec of this.shardedModels) {
             const layout = await modelLayoutOf(spec.path);
             const cluster = new ClusterCoordinator({
-                model: {id: spec.id, path: spec.path, sha256: null, shape: {...layout, contextTokens: settings.contextSize}},
+                model: {id: spec.id, path: spec.path, sizeBytes: statSync(spec.path).size, sha256: null, shape: {...layout, contextTokens: settings.contextSize}},
                 swarm, shards,
                 rpcFiles: () => this.rpcFiles?.coordinator,
                 self: {id: this.identity.id, freeMemoryBytes: settings.memoryLimit ?? freemem(), tflops: () => this.capabilities.current().compute.measuredTflops},
                 maxStages: settings.maxStages,
                 forceSplit: settings.shard === 'always',
+                signReceipt: (body) => signShardReceipt(body, this.identity.secretKey),
                 engine: {threads: settings.threads, parallelSequences: settings.parallel, contextSize: settings.contextSize, maxQueue: settings.maxQueue}
             });
             cluster.on('log', (level, message, fields) => this.logger[level](fields, message));
@@ -326,6 +332,22 @@ export class StrongdogeNode {
         this.ledger?.recordReceipt(receipt, role);
         this.logger.info({jobId: receipt.body.jobId, role, model: receipt.body.model, completionTokens: receipt.body.completionTokens},
             'receipt countersigned');
+    }
+
+    /** A coordinator's receipt for layers this node hosted: checked against the session, then kept in the log. */
+    private keepShardReceipt(peerId: string, session: SessionRequest, receipt: ShardReceipt) {
+        try {
+            const {body} = verifyShardReceipt(receipt);
+            const problem = body.coordinator !== peerId ? 'it names another coordinator'
+                : body.host !== this.identity.id ? 'it names another host'
+                    : body.model !== session.model.id || body.firstLayer !== session.layers[0] || body.lastLayer !== session.layers[1]
+                        ? 'it names other layers than the session hosts' : undefined;
+            if (problem !== undefined)
+                throw new Error(problem);
+            this.ledger?.recordShard(receipt);
+        } catch (error) {
+            this.logger.warn({peer: peerId.slice(0, 16), reason: (error as Error).message}, 'rejected a shard receipt');
+        }
     }
 
     private openLedger() {

@@ -102,6 +102,18 @@ test.serial('a model split over three nodes is placed as planned and answers tok
     for (const stage of after.stages.slice(1))
         t.true(stage.bytesSent > 0 && stage.bytesReceived > 0, JSON.stringify(stage));
     t.is(after.failovers, 0);
+    // Each host keeps the coordinator's signed receipt for the tokens its layers helped generate.
+    for (const host of hosts) {
+        await waitFor(async () => (await fetchStatus(host.daemon, '/api/ledger')).tally.shardTokens > 0, 10_000, 100);
+        const ledger = await fetchStatus(host.daemon, '/api/ledger');
+        const stage = after.stages.find((candidate) => candidate.peer === host.id)!;
+        t.is(ledger.tally.shardSessions, 1);
+        t.is(ledger.tally.shardTokens, TOKENS);
+        t.true(ledger.points > 0);
+        const record = ledger.recent.find((entry) => entry.type === 'shard');
+        t.true(record?.type === 'shard' && record.receipt.body.coordinator === coordinator.id
+            && record.receipt.body.firstLayer === stage.layers![0] && record.receipt.body.lastLayer === stage.layers![1]);
+    }
 });
 
 /** Starts `count` hosts and a coordinator whose plan needs three stages, with spare hosts to replace a failed one. */

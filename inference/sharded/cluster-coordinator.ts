@@ -1,8 +1,10 @@
+import {randomBytes} from 'node:crypto';
 import {EventEmitter} from 'node:events';
 import {EngineSupervisor, type EngineSupervisorOptions} from '../../engine/engine-supervisor.js';
 import type {RpcServerFiles} from '../../engine/rpc/rpc-build.js';
 import {RpcServerHost} from '../../engine/rpc/rpc-server-host.js';
 import type {ShardLoadSettings} from '../../engine/worker/engine-messages.js';
+import type {ShardReceipt} from '../../ledger/records.js';
 import type {SwarmNode} from '../../swarm/swarm-node.js';
 import {layerSplit} from './layer-split.js';
 import {planShards, replanAfterFailure, type ModelShape, type ShardCandidate, type ShardPlan} from './shard-planner.js';
@@ -19,6 +21,8 @@ const TRANSFER_REPORT_INTERVAL_MS = 2_000;
 export interface ClusterModel {
     id: string,
     path: string,
+    /** The file's size: receipts carry it, and points weigh by it. */
+    sizeBytes: number,
     sha256: string | null,
     shape: ModelShape
 }
@@ -40,7 +44,9 @@ export interface ClusterCoordinatorOptions {
     /** How long a failed peer is left out of plans; defaults to 60 s. */
     failureCooldownMs?: number,
     /** How often the watchdog looks at the stages; defaults to 100 ms. */
-    watchIntervalMs?: number
+    watchIntervalMs?: number,
+    /** Signs a receipt for the hosts' work (the node's identity key); defaults to issuing none. */
+    signReceipt?: (body: ShardReceipt['body']) => ShardReceipt
 }
 
 export const clusterCoordinatorDefaults = {
@@ -93,7 +99,7 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
     readonly engine: EngineSupervisor;
     failovers = 0;
     readonly failures: StageFailure[] = [];
-    private readonly options: Required<ClusterCoordinatorOptions>;
+    private readonly options: Required<Omit<ClusterCoordinatorOptions, 'signReceipt'>> & Pick<ClusterCoordinatorOptions, 'signReceipt'>;
     private readonly excluded = new Map<string, number>();
     private formation: Formation | undefined;
     private generation = 0;
@@ -198,6 +204,33 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
             failovers: this.failovers,
             failures: this.failures.slice(-10)
         };
+    }
+
+    /**
+     * A request's attempt generated `tokens` through the current pipeline: each remote stage gets a signed receipt for
+     * them, which its host keeps in its contribution log (a `shard` record; ledger/points.ts).
+     */
+    creditStages(tokens: number) {
+        const {formation} = this;
+        const sign = this.options.signReceipt;
+        if (formation === undefined || formation.generation === -1 || tokens === 0 || sign === undefined)
+            return;
+        const {model, self} = this.options;
+        for (const stage of formation.stages)
+            stage.session.sendReceipt(sign({
+                version: 1,
+                session: randomBytes(32).toString('hex'),
+                model: model.id,
+                modelBytes: model.sizeBytes,
+                layerCount: model.shape.layerBytes.length,
+                firstLayer: stage.firstLayer,
+                lastLayer: stage.lastLayer,
+                tokens,
+                computeMs: Math.round(stage.endpoint.takeBusyMs()),
+                host: stage.peerId,
+                coordinator: self.id,
+                completedAt: new Date().toISOString()
+            }));
     }
 
     /** The engine child is about to load: plan, open every stage's session and tunnel, and say where they are. */

@@ -70,6 +70,7 @@ export class ShardedInference implements InferenceStrategy {
                         options.onText?.(text, chunkTokens);
                     }
                 });
+                this.cluster.creditStages(result.usage.completionTokens);
                 return {
                     ...result,
                     text: before + result.text,

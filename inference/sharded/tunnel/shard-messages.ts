@@ -1,4 +1,5 @@
 import {z} from 'zod';
+import {shardReceiptSchema} from '../../../ledger/records.js';
 import {ProtocolViolation} from '../../../swarm/protocol/control-messages.js';
 
 /** The shard tunnel's channel on a peer's mux (docs/peer-protocol.md, "Shard channel"). */
@@ -32,6 +33,8 @@ export const shardControlSchema = z.discriminatedUnion('type', [
     z.object({type: z.literal('end'), session: id, reason: z.string().max(512)}).strict(),
     z.object({type: z.literal('connect'), session: id, stream: id}).strict(),
     z.object({type: z.literal('close'), stream: id, reason: z.string().max(512)}).strict(),
+    /** The coordinator's signed statement of the work the session's layers did for a request (ledger/shard-receipt.ts). */
+    z.object({type: z.literal('receipt'), session: id, receipt: shardReceiptSchema}).strict(),
     // from the host
     z.object({type: z.literal('ready'), session: id}).strict(),
     z.object({type: z.literal('refused'), session: id, reason: z.string().max(512)}).strict(),

@@ -1,6 +1,7 @@
 import {EventEmitter} from 'node:events';
 import c from 'compact-encoding';
 import type {ProtomuxChannel, ProtomuxMessage} from 'protomux';
+import type {ShardReceipt} from '../../../ledger/records.js';
 import {MessageRateLimiter} from '../../../swarm/message-rate-limiter.js';
 import type {PeerConnection} from '../../../swarm/peer-connection.js';
 import type {PeerProtocol} from '../../../swarm/peer-protocol.js';
@@ -39,6 +40,8 @@ export interface ShardHostHandler {
 export interface ShardProtocolOptions {
     /** Serves sessions for peers; defaults to none (every request is refused). */
     host?: ShardHostHandler,
+    /** A coordinator sent a receipt for work a session hosted here did (what the session was opened for, to check it). */
+    onReceipt?: (peerId: string, session: SessionRequest, receipt: ShardReceipt) => void,
     /** How long a host may take to make a session ready (start an rpc server); defaults to 30 s. */
     openTimeoutMs?: number,
     /** Sessions one peer may have open on this host at once; defaults to 2. */
@@ -55,6 +58,8 @@ export const shardProtocolDefaults = {
     maxStreamsPerSession: 8,
     controlFramesPerSecond: 200
 };
+
+type ResolvedOptions = Required<Omit<ShardProtocolOptions, 'host' | 'onReceipt'>> & Pick<ShardProtocolOptions, 'host' | 'onReceipt'>;
 
 export class ShardSessionError extends Error {
     constructor(readonly code: 'refused' | 'disconnected' | 'timeout' | 'ended', message: string) {
@@ -115,9 +120,16 @@ export class CoordinatorSession extends EventEmitter<{ended: [reason: string]}> 
     end(reason: string) {
         this.channel.endOutgoing(this.id, reason, true);
     }
+
+    /** Gives the host a signed receipt for the work its layers did. */
+    sendReceipt(receipt: ShardReceipt) {
+        if (!this.ended)
+            this.channel.sendControl({type: 'receipt', session: this.id, receipt});
+    }
 }
 
 interface HostedState {
+    request: SessionRequest,
     session: HostedSession | undefined,
     streams: Set<ChannelStream>,
     ended: boolean
@@ -140,7 +152,7 @@ class ShardChannel {
     private nextStreamId = 1;
     closed = false;
 
-    constructor(readonly peer: PeerConnection, private readonly options: Required<Omit<ShardProtocolOptions, 'host'>> & Pick<ShardProtocolOptions, 'host'>) {
+    constructor(readonly peer: PeerConnection, private readonly options: ResolvedOptions) {
         this.limiter = new MessageRateLimiter(options.controlFramesPerSecond, options.controlFramesPerSecond * 5);
         let markOpened: (opened: boolean) => void = () => undefined;
         this.opened = new Promise((resolve) => markOpened = resolve);
@@ -177,7 +189,7 @@ class ShardChannel {
         const ready = new Promise<void>((resolve, reject) => {
             this.outgoing.set(session.id, {session, streams: new Map(), ready: (error) => error ? reject(error) : resolve()});
         });
-        this.send({type: 'open', session: session.id, ...request});
+        this.sendControl({type: 'open', session: session.id, ...request});
         const timer = setTimeout(() => this.endOutgoing(session.id, 'no answer to the session request in time', true,
             new ShardSessionError('timeout', `the host did not open the session within ${this.options.openTimeoutMs} ms`)), this.options.openTimeoutMs);
         try {
@@ -197,11 +209,11 @@ class ShardChannel {
             this.outgoingStreams.delete(id);
             entry.streams.delete(id);
             if (sendClose && !this.closed)
-                this.send({type: 'close', stream: id, reason});
+                this.sendControl({type: 'close', stream: id, reason});
         });
         this.outgoingStreams.set(id, stream);
         entry.streams.set(id, stream);
-        this.send({type: 'connect', session: session.id, stream: id});
+        this.sendControl({type: 'connect', session: session.id, stream: id});
         return stream;
     }
 
@@ -214,7 +226,7 @@ class ShardChannel {
         for (const stream of entry.streams.values())
             stream.finish(reason, false);
         if (tell && !this.closed)
-            this.send({type: 'end', session: sessionId, reason});
+            this.sendControl({type: 'end', session: sessionId, reason});
         entry.ready(error ?? new ShardSessionError('ended', reason));
         entry.session.ended = true;
         entry.session.emit('ended', reason);
@@ -230,7 +242,7 @@ class ShardChannel {
             stream.finish(reason, false);
         state.session?.end(reason);
         if (tell && !this.closed)
-            this.send({type: 'ended', session: sessionId, reason});
+            this.sendControl({type: 'ended', session: sessionId, reason});
     }
 
     private receiveControl(frame: Uint8Array) {
@@ -251,6 +263,12 @@ class ShardChannel {
             case 'close':
                 this.hostedStreams.get(message.stream)?.finish(message.reason, false);
                 return;
+            case 'receipt': {
+                const state = this.hosted.get(message.session);
+                if (state?.session !== undefined) // a receipt for a session that ended meanwhile is the coordinator's loss
+                    this.options.onReceipt?.(this.peer.peerId, state.request, message.receipt);
+                return;
+            }
             case 'ready':
                 this.outgoing.get(message.session)?.ready();
                 return;
@@ -270,20 +288,20 @@ class ShardChannel {
         if (this.hosted.has(message.session))
             throw new ProtocolViolation(`shard session ${message.session} opened twice`);
         const host = this.options.host;
-        const refuse = (reason: string) => this.send({type: 'refused', session: message.session, reason});
+        const refuse = (reason: string) => this.sendControl({type: 'refused', session: message.session, reason});
         if (host === undefined)
             return refuse('this node does not host layers');
         if (this.hosted.size >= this.options.maxSessionsPerPeer)
             return refuse(`at most ${this.options.maxSessionsPerPeer} sessions per peer`);
-        const state: HostedState = {session: undefined, streams: new Set(), ended: false};
-        this.hosted.set(message.session, state);
         const {type: _type, session: sessionId, ...request} = message;
+        const state: HostedState = {request, session: undefined, streams: new Set(), ended: false};
+        this.hosted.set(message.session, state);
         host.open(this.peer.peerId, request, {end: (reason) => this.endHosted(sessionId, reason, true)}).then((session) => {
             state.session = session;
             if (state.ended)
                 session.end('the session ended while it opened');
             else
-                this.send({type: 'ready', session: sessionId});
+                this.sendControl({type: 'ready', session: sessionId});
         }, (error: Error) => {
             if (state.ended)
                 return;
@@ -298,14 +316,14 @@ class ShardChannel {
         if (this.hostedStreams.has(streamId))
             throw new ProtocolViolation(`shard stream ${streamId} opened twice`);
         if (state?.session === undefined) // ended, or not ready: nothing serves it
-            return this.send({type: 'closed', stream: streamId, reason: 'no such session'});
+            return this.sendControl({type: 'closed', stream: streamId, reason: 'no such session'});
         if (state.streams.size >= this.options.maxStreamsPerSession)
-            return this.send({type: 'closed', stream: streamId, reason: `at most ${this.options.maxStreamsPerSession} streams per session`});
+            return this.sendControl({type: 'closed', stream: streamId, reason: `at most ${this.options.maxStreamsPerSession} streams per session`});
         const stream: ChannelStream = new ChannelStream(streamId, this, this.toCoordinator, (reason, sendClose) => {
             this.hostedStreams.delete(streamId);
             state.streams.delete(stream);
             if (sendClose && !this.closed)
-                this.send({type: 'closed', stream: streamId, reason});
+                this.sendControl({type: 'closed', stream: streamId, reason});
         });
         this.hostedStreams.set(streamId, stream);
         state.streams.add(stream);
@@ -319,7 +337,7 @@ class ShardChannel {
         streams.get(id)?.emit('data', bytes);
     }
 
-    private send(message: ShardControl) {
+    sendControl(message: ShardControl) {
         if (!this.channel.closed)
             this.control.send(encodeFrame(message));
     }
@@ -353,7 +371,7 @@ class ShardChannel {
  */
 export class ShardProtocol implements PeerProtocol {
     private readonly channels = new Map<string, ShardChannel>();
-    private readonly options: Required<Omit<ShardProtocolOptions, 'host'>> & Pick<ShardProtocolOptions, 'host'>;
+    private readonly options: ResolvedOptions;
 
     constructor(options: ShardProtocolOptions = {}) {
         this.options = {...shardProtocolDefaults, ...options};

@@ -22,6 +22,8 @@ export class TunnelEndpoint {
     bytesToStage = 0;
     bytesFromStage = 0;
     readonly stall: StallDetector;
+    /** Time spent waiting for the stage's replies since `takeBusyMs` last asked: its share of the work, roughly. */
+    private busyMs = 0;
     /** When the oldest unanswered request of any connection was sent; undefined when nothing is awaited. */
     private awaitingSince: number | undefined;
     private readonly sockets = new Set<Socket>();
@@ -56,6 +58,12 @@ export class TunnelEndpoint {
         return this.awaitingSince === undefined ? 0 : now - this.awaitingSince;
     }
 
+    takeBusyMs() {
+        const busy = this.busyMs;
+        this.busyMs = 0;
+        return busy;
+    }
+
     async close(reason: string) {
         this.closedReason ??= reason;
         for (const socket of this.sockets)
@@ -85,6 +93,7 @@ export class TunnelEndpoint {
                 if (filter.awaitingReplies < before && this.awaitingSince !== undefined) {
                     const now = performance.now();
                     this.stall.record(now - this.awaitingSince);
+                    this.busyMs += now - this.awaitingSince;
                     this.awaitingSince = filter.awaitingReplies > 0 ? now : undefined;
                 }
                 return forward;
