@@ -181,7 +181,7 @@ test('without room next door, another peer takes the failed range: a holder firs
     const withHolder = planned(replanAfterFailure(shapeOf(16), previous, 'p2', scenario({p5: {tflops: 4}}), SCENARIO_OPTIONS), t);
     t.like(withHolder, {repair: 'others'});
     t.deepEqual(layout(withHolder), ['self -', 'p1 0–3', 'p5 4–7', 'p3 8–11', 'p4 12–15']);
-    t.regex(withHolder.reason, /^p2 failed, another peer takes 4–7; /);
+    t.regex(withHolder.reason, /^p2 failed, another peer and its neighbours take 4–7; /);
     const candidates = scenario({}, ['p5']);
     const receiving = planned(replanAfterFailure(shapeOf(16), previous, 'p2', candidates, SCENARIO_OPTIONS), t);
     t.like(receiving, {repair: 'others'});

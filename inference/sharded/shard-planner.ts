@@ -246,7 +246,7 @@ export function replanAfterFailure(shape: ModelShape, previous: ShardPlan, faile
     for (let newStages = Math.max(1, fewestNew); newStages <= mostNew && newStages <= pool.length; newStages++) {
         const others = searchSegment(context, {...segment, pool, newStages}, compose);
         if (others !== null)
-            return done(others, 'others', newStages === 1 ? 'another peer takes' : `${newStages} other peers take`);
+            return done(others, 'others', newStages === 1 ? 'another peer and its neighbours take' : `${newStages} other peers and its neighbours take`);
     }
     return fresh();
 }
