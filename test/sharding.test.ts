@@ -94,6 +94,12 @@ test.serial('a model split over three nodes is placed as planned and answers tok
     for (let index = 1; index < ranges.length; index++)
         t.is(ranges[index]![0], ranges[index - 1]![1] + 1);
     t.true(pipeline.placementMatches, 'llama.cpp placed the layers as planned');
+    // --serve-peers off hosts nothing; each host serves one session (one rpc server) for the coordinator.
+    const hosting = (await cluster(coordinator)).hosting;
+    t.false(hosting.available);
+    t.regex(hosting.reason ?? '', /--serve-peers off/);
+    for (const host of hosts)
+        t.like((await cluster(host)).hosting, {available: true, sessions: 1});
 
     const reply = await complete(coordinator);
     t.is(reply.choices[0]!.text, expectedText);
