@@ -62,11 +62,11 @@ export interface StageFailure {
     at: string
 }
 
+/** A remote stage of the running plan (its layers, which a remote stage always has), with its session and endpoint. */
 interface ActiveStage {
     peerId: string,
     firstLayer: number,
     lastLayer: number,
-    bytes: number,
     transferBytes: number,
     session: CoordinatorSession,
     endpoint: TunnelEndpoint
@@ -325,7 +325,7 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
             if (this.formation?.generation === generation)
                 this.failStage(stage.peerId, `the host ended the session: ${reason}`);
         });
-        return {peerId: stage.peerId, firstLayer: stage.firstLayer!, lastLayer: stage.lastLayer!, bytes: stage.bytes, transferBytes: stage.transferBytes, session, endpoint};
+        return {peerId: stage.peerId, firstLayer: stage.firstLayer!, lastLayer: stage.lastLayer!, transferBytes: stage.transferBytes, session, endpoint};
     }
 
     /** This node's output device: a local rpc server behind a loopback endpoint that reports its planned share. */
