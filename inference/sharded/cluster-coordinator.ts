@@ -104,7 +104,7 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
     private formation: Formation | undefined;
     private generation = 0;
     private state: ClusterState = 'waiting';
-    private waitingReason = 'not started';
+    private waitingReason = 'not started yet: llama.cpp\'s RPC server may still be building';
     private stopped = false;
     private placementMatches: boolean | null = null;
     private watchTimer: NodeJS.Timeout | undefined;
