@@ -2,7 +2,7 @@ import {constants} from 'node:fs';
 import {access, stat} from 'node:fs/promises';
 import {createServer} from 'node:net';
 import {availableParallelism, cpus, freemem, totalmem} from 'node:os';
-import {dirname, join} from 'node:path';
+import {dirname, join, resolve} from 'node:path';
 import {Command} from 'commander';
 import type {RpcTool, RpcToolchain} from '../../engine/rpc/rpc-build.js';
 import {loadNodeSettings} from '../config/load-node-settings.js';
@@ -68,10 +68,10 @@ async function dataDirReport(path: string): Promise<DoctorReport['dataDir']> {
     }
 }
 
-async function shardingReport(dataDir: string): Promise<DoctorReport['sharding']> {
+async function shardingReport(dataDir: string, rpcDir: string | undefined): Promise<DoctorReport['sharding']> {
     const {detectRpcToolchain, findRpcBinaries} = await import('../../engine/rpc/rpc-build.js');
     // where the node builds it (node/strongdoge-node.ts)
-    const dir = join(dataDir, 'rpc');
+    const dir = resolve(rpcDir ?? join(dataDir, 'rpc'));
     const [binaries, toolchain] = await Promise.all([findRpcBinaries(dir).catch(() => undefined), detectRpcToolchain()]);
     const rpcServer = binaries === undefined ? {dir, built: false} : {dir, built: true, release: binaries.release, serverPath: binaries.serverPath};
     if (process.platform !== 'linux')
@@ -83,9 +83,9 @@ async function shardingReport(dataDir: string): Promise<DoctorReport['sharding']
     return {available: true, detail: 'RPC server not built yet: the node builds it on start (about a minute)', rpcServer, toolchain};
 }
 
-export async function diagnose(settings: {dataDir: string, host: string, port: number, threads: number, gpu: 'auto' | 'off'}): Promise<DoctorReport> {
+export async function diagnose(settings: {dataDir: string, rpcDir?: string | undefined, host: string, port: number, threads: number, gpu: 'auto' | 'off'}): Promise<DoctorReport> {
     const [engine, sharding, api, dataDir] = await Promise.all([
-        engineReport(settings.gpu), shardingReport(settings.dataDir), portReport(settings.host, settings.port), dataDirReport(settings.dataDir)
+        engineReport(settings.gpu), shardingReport(settings.dataDir, settings.rpcDir), portReport(settings.host, settings.port), dataDirReport(settings.dataDir)
     ]);
     return {
         node: {version: process.version, platform: `${process.platform}-${process.arch}`},
@@ -130,10 +130,11 @@ export function doctorCommand() {
         .description('check what this machine can do: GPU backend and devices, CPU, sharding (RPC server, cmake, compiler), API port, data dir')
         .option('-p, --port <n>', 'the API port to check [env STRONGDOGE_PORT]')
         .option('--host <address>', 'the API address to check [env STRONGDOGE_HOST]')
+        .option('--rpc-dir <path>', 'where the node builds llama.cpp\'s RPC server [env STRONGDOGE_RPC_DIR]')
         .option('--json', 'print JSON');
     addDataDirOption(command);
-    return command.action(async (flags: {port?: string, host?: string, json?: boolean, dataDir?: string}) => {
-        const settings = await loadNodeSettings({port: flags.port, host: flags.host, dataDir: flags.dataDir});
+    return command.action(async (flags: {port?: string, host?: string, rpcDir?: string, json?: boolean, dataDir?: string}) => {
+        const settings = await loadNodeSettings({port: flags.port, host: flags.host, rpcDir: flags.rpcDir, dataDir: flags.dataDir});
         const report = await diagnose(settings);
         process.stdout.write(flags.json ? JSON.stringify(report, null, 2) + '\n' : reportText(report));
     });
