@@ -450,24 +450,26 @@ try {
     const coordinatorLayers = formed.stages.filter((stage) => stage.self).reduce((sum, stage) => sum + (stage.layers === null ? 0 : stage.layers[1] - stage.layers[0] + 1), 0);
     const stageLayers = remoteStages.map((stage) => stage.layers![1] - stage.layers![0] + 1);
 
-    // (c) the anchor first, while the nodes idle: the same split over direct TCP to the same kind of rpc servers
-    process.stderr.write(`[${MODEL_NAME}] direct TCP (${coordinatorLayers} + ${stageLayers.join(' + ')} layers)\n`);
+    // (c) the anchor: the same split over direct TCP to the same kind of rpc servers. Its runs alternate with (b)'s,
+    // so that whatever else the machine does weighs on both alike.
+    process.stderr.write(`[${MODEL_NAME}] direct TCP (${coordinatorLayers} + ${stageLayers.join(' + ')} layers) and over Hyperswarm, alternating\n`);
     const stageServers = await startRpcServers(files, stageLayers.length, join(dir, 'direct-cache'));
     const outputServer = await startRpcServers(files, 1);
     const direct = await startDirectPipeline(modelPath, files, coordinatorLayers, stageLayers,
         [...stageServers, ...outputServer].map((server) => ({host: '127.0.0.1', port: server.port!})));
-    const directRuns = await repeat(REPEATS, () => generate(direct.engine));
+    const coordinatorClient = new OpenAI({baseURL: coordinator.baseUrl, apiKey: 'x', maxRetries: 0});
+    await generate(direct.engine); // warm-up
+    const swarmWarmUp = await stream(coordinatorClient);
+    const bytesBefore = await pipeline(coordinator);
+    const directRuns: Run[] = [];
+    const swarmRuns: Run[] = [];
+    for (let i = 0; i < REPEATS; i++) {
+        directRuns.push(await generate(direct.engine));
+        swarmRuns.push(await stream(coordinatorClient));
+    }
     const directPlacement = direct.placementMatches;
     await direct.stop();
     await Promise.all([...stageServers, ...outputServer].map((server) => server.stop()));
-
-    process.stderr.write(`[${MODEL_NAME}] over Hyperswarm\n`);
-    const coordinatorClient = new OpenAI({baseURL: coordinator.baseUrl, apiKey: 'x', maxRetries: 0});
-    const swarmWarmUp = await stream(coordinatorClient);
-    const bytesBefore = await pipeline(coordinator);
-    const swarmRuns: Run[] = [];
-    for (let i = 0; i < REPEATS; i++)
-        swarmRuns.push(await stream(coordinatorClient));
     const bytesAfter = await pipeline(coordinator);
     const generated = swarmRuns.reduce((sum, run) => sum + run.measurement.completionTokens, 0);
     const bytesPerToken = bytesAfter.stages.filter((stage) => !stage.self).map((stage, index) => {
@@ -530,7 +532,7 @@ try {
 
     const local = summarize(localRuns.runs);
     const overSwarm = summarize(swarmRuns);
-    const overDirect = summarize(directRuns.runs);
+    const overDirect = summarize(directRuns);
     const identical = (runs: Run[]) => runs.every((run) => run.text === reference.text);
     const report = {
         benchmark: 'layer sharding: local vs 3-stage split over Hyperswarm vs the same split over direct TCP; round trips at 10 ms RTT; failover',
@@ -557,7 +559,7 @@ try {
                 hyperswarmMinusDirectTtftMs: round(overSwarm.ttftMs - overDirect.ttftMs),
                 hyperswarmMinusLocalTtftMs: round(overSwarm.ttftMs - local.ttftMs)
             },
-            sameText: {directAsLocal: identical(directRuns.runs), hyperswarmAsLocal: identical(swarmRuns) && swarmWarmUp.text === reference.text},
+            sameText: {directAsLocal: identical(directRuns), hyperswarmAsLocal: identical(swarmRuns) && swarmWarmUp.text === reference.text},
             bytesPerToken: {perRemoteStage: bytesPerToken, note: '/api/cluster bytesSent (up, to the stage) and bytesReceived deltas over the measured runs, over the tokens generated (prompt processing included)'},
             roundTrips,
             failover: {
