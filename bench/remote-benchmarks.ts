@@ -1,17 +1,23 @@
 /**
  * Remote inference on loopback: a client streaming through node A, which has no model, served by peer B,
- * against the same client streaming from B directly. Writes bench/results/remote.json.
+ * against the same client streaming from B directly; and the gap a client sees when the serving peer is killed
+ * mid-answer (the token deadline follows the pace, docs/architecture.md "Swarm"). Writes bench/results/remote.json.
  */
 import {mkdir, mkdtemp, rm, writeFile} from 'node:fs/promises';
 import {cpus, tmpdir} from 'node:os';
 import {join} from 'node:path';
 import OpenAI from 'openai';
 import {writeDemoModel} from '../engine/demo/demo-model.js';
+import type {DaemonHandle} from '../test/helpers/cli-process.js';
+import {fetchStatus} from '../test/helpers/node-status.js';
 import {nodeIdOf, startSwarmDaemon, startTestnet, waitForPeers} from '../test/helpers/swarm-fixture.js';
 import {median, round} from './lib/statistics.js';
 import {measureStreamedCompletion, type CompletionLoad, type StreamMeasurement} from './lib/stream-measurement.js';
 
 const REPEATS = 7;
+const FAILOVER_TRIALS = 3;
+/** Streamed chunks before the serving peer is killed. */
+const KILL_AFTER_CHUNKS = 100;
 const MODELS = [
     {name: 'tiny (8 layers, width 256)', options: {endsText: false}},
     {name: 'medium (12 layers, width 768)', options: {layers: 12, width: 768, headCount: 12, feedForwardLength: 2048, endsText: false}}
@@ -28,6 +34,64 @@ async function measure(client: OpenAI, load: CompletionLoad) {
     return {
         generationTokensPerSecond: round(median(runs.map((run) => run.generationTokensPerSecond))),
         ttftMs: round(median(runs.map((run) => run.ttftMs)))
+    };
+}
+
+async function startProvider(network: string, index: number) {
+    const providerDir = join(dir, `${network}-provider-${index}`);
+    await mkdir(join(providerDir, 'models'), {recursive: true});
+    await writeDemoModel(join(providerDir, 'models', 'bench.gguf'), MODELS[0]!.options);
+    return startSwarmDaemon(bootstrap, providerDir, ['--model', 'bench', '--network', network]);
+}
+
+/**
+ * A client streams 400 tokens through a requester; after 100 chunks the peer serving it gets SIGKILL, and a spare
+ * provider takes over. Reported: the longest silence the client saw, against the longest in an uninterrupted run.
+ */
+async function failoverGaps() {
+    const network = 'bench-failover';
+    const requesterDir = join(dir, `${network}-requester`);
+    await mkdir(requesterDir, {recursive: true});
+    const requester = await startSwarmDaemon(bootstrap, requesterDir, ['--network', network]);
+    const client = new OpenAI({baseURL: requester.baseUrl, apiKey: 'x', maxRetries: 0});
+    const providers: DaemonHandle[] = [];
+    const trials = [];
+    try {
+        for (let trial = 0; trial <= FAILOVER_TRIALS; trial++) {
+            while (providers.length < 2)
+                providers.push(await startProvider(network, trial * 2 + providers.length));
+            await waitForPeers(requester, await Promise.all(providers.map((provider) => nodeIdOf(provider))), 30_000,
+                (peers) => peers.every((peer) => peer.capabilities.models.some((model) => model.loaded)));
+            const stream = await client.completions.create({model: 'bench', prompt: 'The swarm of doges', max_tokens: 400, temperature: 0, stream: true});
+            let last = performance.now();
+            let longestGapMs = 0;
+            let chunks = 0;
+            let killedAt: number | undefined;
+            for await (const _chunk of stream) {
+                const now = performance.now();
+                longestGapMs = Math.max(longestGapMs, now - last);
+                last = now;
+                // Trial 0 runs uninterrupted: the anchor.
+                if (++chunks === KILL_AFTER_CHUNKS && trial > 0) {
+                    const serving = (await Promise.all(providers.map(async (provider) =>
+                        (await fetchStatus(provider, '/api/node')).peerJobs.active > 0 ? provider : undefined))).find(Boolean)!;
+                    killedAt = performance.now();
+                    serving.process.kill('SIGKILL');
+                    providers.splice(providers.indexOf(serving), 1);
+                }
+            }
+            trials.push({killed: killedAt !== undefined, chunks, longestGapMs: round(longestGapMs)});
+        }
+    } finally {
+        await Promise.all([requester, ...providers].map((daemon) => daemon.stop('SIGKILL')));
+    }
+    const killed = trials.filter((trial) => trial.killed);
+    return {
+        how: `400 tokens streamed through a requester; after ${KILL_AFTER_CHUNKS} chunks the serving peer gets SIGKILL and a spare takes over; the longest silence the client saw`,
+        uninterruptedLongestGapMs: trials[0]!.longestGapMs,
+        killedLongestGapMs: killed.map((trial) => trial.longestGapMs),
+        medianKilledLongestGapMs: round(median(killed.map((trial) => trial.longestGapMs))),
+        target: 'next token within 2 s of the peer\'s death'
     };
 }
 
@@ -57,13 +121,16 @@ try {
         await requester.stop();
         await provider.stop();
     }
+    process.stderr.write('[failover] a serving peer killed mid-answer\n');
+    const failover = await failoverGaps();
     const report = {
-        benchmark: 'remote inference: client → A → peer B, against client → B, loopback testnet',
+        benchmark: 'remote inference: client → A → peer B, against client → B, loopback testnet; failover gap',
         date: new Date().toISOString(),
         machine: {cpu: cpus()[0]?.model, cores: cpus().length, node: process.version},
         settings: {maxTokens: 256, repeats: REPEATS, temperature: 0, threads: 1},
-        targets: {tokensPerSecond: '>= 0.9 of direct', addedTtftMs: '< 50'},
-        results
+        targets: {tokensPerSecond: '>= 0.9 of direct', addedTtftMs: '< 50', failoverGapMs: '< 2000'},
+        results,
+        failover
     };
     await mkdir(new URL('./results/', import.meta.url), {recursive: true});
     await writeFile(new URL('./results/remote.json', import.meta.url), JSON.stringify(report, null, 2) + '\n');
