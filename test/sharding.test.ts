@@ -80,7 +80,8 @@ test.after.always(async () => {
 test.serial('a model split over three nodes is placed as planned and answers token for token as one process does', async (t) => {
     // Room for about three layers each: the plan needs all three nodes.
     const hosts = await Promise.all([0, 1].map(() => startNode(['--max-shard-memory', String(6 * MiB)], false)));
-    const coordinator = await startNode(['--shard', 'always', '--max-stages', '3', '--memory-limit', String(6 * MiB), '--serve-peers', 'off'], true);
+    // It serves peers (the pipeline's model, below) but offers them no memory for layers.
+    const coordinator = await startNode(['--shard', 'always', '--max-stages', '3', '--memory-limit', String(6 * MiB), '--max-shard-memory', '0'], true);
     await waitForPeers(coordinator.daemon, hosts.map((host) => host.id), 30_000);
     const pipeline = await pipelineReady(coordinator);
 
@@ -94,10 +95,8 @@ test.serial('a model split over three nodes is placed as planned and answers tok
     for (let index = 1; index < ranges.length; index++)
         t.is(ranges[index]![0], ranges[index - 1]![1] + 1);
     t.true(pipeline.placementMatches, 'llama.cpp placed the layers as planned');
-    // --serve-peers off hosts nothing; each host serves one session (one rpc server) for the coordinator.
-    const hosting = (await cluster(coordinator)).hosting;
-    t.false(hosting.available);
-    t.regex(hosting.reason ?? '', /--serve-peers off/);
+    // Each host serves one session (one rpc server) for the coordinator.
+    t.like((await cluster(coordinator)).hosting, {available: true, sessions: 0, freeBytes: 0});
     for (const host of hosts)
         t.like((await cluster(host)).hosting, {available: true, sessions: 1});
 
@@ -108,13 +107,21 @@ test.serial('a model split over three nodes is placed as planned and answers tok
     for (const stage of after.stages.slice(1))
         t.true(stage.bytesSent > 0 && stage.bytesReceived > 0, JSON.stringify(stage));
     t.is(after.failovers, 0);
+    // A node without the model reaches the pipeline through the coordinator, like any peer's model.
+    const requester = await startNode(['--serve-peers', 'off'], false);
+    const hosting = (await cluster(requester)).hosting;
+    t.false(hosting.available, '--serve-peers off hosts no layers');
+    t.regex(hosting.reason ?? '', /--serve-peers off/);
+    await waitForPeers(requester.daemon, [coordinator.id, ...hosts.map((host) => host.id)], 30_000,
+        (peers) => peers.some((peer) => peer.capabilities.models.some((model) => model.id === 'demo' && model.loaded)));
+    const routed = await complete(requester);
+    t.is(routed.choices[0]!.text, expectedText);
     // Each host keeps the coordinator's signed receipt for the tokens its layers helped generate.
     for (const host of hosts) {
-        await waitFor(async () => (await fetchStatus(host.daemon, '/api/ledger')).tally.shardTokens > 0, 10_000, 100);
-        const ledger = await fetchStatus(host.daemon, '/api/ledger');
         const stage = after.stages.find((candidate) => candidate.peer === host.id)!;
-        t.is(ledger.tally.shardSessions, 1);
-        t.is(ledger.tally.shardTokens, TOKENS);
+        await waitFor(async () => (await fetchStatus(host.daemon, '/api/ledger')).tally.shardSessions === 2, 10_000, 100);
+        const ledger = await fetchStatus(host.daemon, '/api/ledger');
+        t.is(ledger.tally.shardTokens, 2 * TOKENS, 'one receipt per request: the client\'s and the peer\'s');
         t.true(ledger.points > 0);
         const record = ledger.recent.find((entry) => entry.type === 'shard');
         t.true(record?.type === 'shard' && record.receipt.body.coordinator === coordinator.id
