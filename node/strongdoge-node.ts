@@ -139,6 +139,7 @@ export class StrongdogeNode {
                     threads: settings.threads,
                     cacheDir: join(settings.dataDir, 'cache', 'rpc-tensors'),
                     cacheMaxBytes: TENSOR_CACHE_BYTES,
+                    modelFile: (sha256) => this.models.find((model) => this.modelSha256(model.id) === sha256)?.path,
                     onLog: (message, fields) => this.logger.info(fields, message)
                 });
             this.shards = new ShardProtocol({
@@ -226,7 +227,8 @@ export class StrongdogeNode {
         for (const spec of this.shardedModels) {
             const layout = await modelLayoutOf(spec.path);
             const cluster = new ClusterCoordinator({
-                model: {id: spec.id, path: spec.path, sizeBytes: statSync(spec.path).size, sha256: null, shape: {...layout, contextTokens: settings.contextSize}},
+                model: {id: spec.id, path: spec.path, sizeBytes: statSync(spec.path).size, sha256: () => this.modelSha256(spec.id),
+                    shape: {...layout, contextTokens: settings.contextSize}},
                 swarm, shards,
                 rpcFiles: () => this.rpcFiles?.coordinator,
                 self: {id: this.identity.id, freeMemoryBytes: settings.memoryLimit ?? freemem(), tflops: () => this.capabilities.current().compute.measuredTflops},
@@ -332,6 +334,11 @@ export class StrongdogeNode {
         this.ledger?.recordReceipt(receipt, role);
         this.logger.info({jobId: receipt.body.jobId, role, model: receipt.body.model, completionTokens: receipt.body.completionTokens},
             'receipt countersigned');
+    }
+
+    /** A model file's SHA-256, once this node has hashed it (in the background after start). */
+    private modelSha256(model: string) {
+        return this.capabilities.current().models.find((offer) => offer.id === model)?.sha256 ?? null;
     }
 
     /** A coordinator's receipt for layers this node hosted: checked against the session, then kept in the log. */

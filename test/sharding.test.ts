@@ -213,3 +213,33 @@ function commandOf(pid: number) {
         return '';
     }
 }
+
+test.serial('a host that holds the model seeds its tensor cache from its own copy: its big tensors are not sent', async (t) => {
+    network = 'sharding-holder';
+    // Feed-forward matrices of 2048 × 2816 F16 (11.5 MB) are over ggml-rpc's 10 MiB hash threshold; attention ones are not.
+    const wide = {layers: 2, width: 2048, headCount: 16, feedForwardLength: 2816};
+    const start = async (extra: string[]) => {
+        const fixture = await createDataDirWithDemoModel(wide);
+        cleanups.push(fixture.cleanup);
+        const daemon = await startSwarmDaemon(bootstrap, fixture.dataDir, ['--network', network, '--context-size', String(CONTEXT), '--model', 'demo', ...extra]);
+        cleanups.push(() => daemon.stop('SIGKILL'));
+        return {daemon, id: await nodeIdOf(daemon), client: new OpenAI({baseURL: daemon.baseUrl, apiKey: 'x', maxRetries: 0})};
+    };
+    const host = await start(['--max-shard-memory', String(400 * MiB)]);
+    // The host announces the model's hash once it has read the file: only then is it known to hold it.
+    await waitFor(async () => (await fetchStatus(host.daemon, '/api/network/models')).models.some((model) => model.sha256 !== null), 60_000, 100);
+    // Room for the embeddings and the output layer only: every layer goes to the host.
+    const coordinator = await start(['--shard', 'always', '--max-stages', '2', '--memory-limit', String(12 * MiB), '--max-shard-memory', '0']);
+    const pipeline = await pipelineReady(coordinator);
+    const stage = pipeline.stages.find((candidate) => !candidate.self)!;
+    t.is(stage.peer, host.id);
+    t.deepEqual(stage.layers, [0, wide.layers - 1]);
+    t.is(stage.transferBytes, 0, 'the planner knows the host holds the layers');
+    const layerBytes = (await fetchStatus(coordinator.daemon, '/api/network/models')).models[0]!.resources.perLayerBytes.reduce((sum, bytes) => sum + bytes, 0);
+    // Only the attention matrices and small tensors crossed the tunnel: about half of the layers' bytes.
+    t.true(stage.bytesSent < 0.6 * layerBytes, `${stage.bytesSent} bytes sent for ${layerBytes} bytes of layers`);
+    t.true(stage.bytesSent > 0.3 * layerBytes, 'the tensors under the threshold were sent');
+    t.log(`${stage.bytesSent} bytes sent to the host for ${layerBytes} bytes of layers`);
+    const reply = await coordinator.client.completions.create({model: 'demo', prompt: PROMPT, max_tokens: 16, temperature: 0});
+    t.is(reply.usage?.completion_tokens, 16);
+});

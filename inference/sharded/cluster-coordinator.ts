@@ -15,6 +15,8 @@ import {TunnelEndpoint} from './tunnel/tunnel-endpoint.js';
 
 export type ClusterState = 'waiting' | 'forming' | 'loading' | 'ready' | 'stopped';
 
+/** How long a first formation waits for the model file's hash (a large file takes minutes; later starts read it from a cache). */
+const HASH_WAIT_MS = 5 * 60_000;
 /** How often weight-transfer progress is logged while a pipeline loads. */
 const TRANSFER_REPORT_INTERVAL_MS = 2_000;
 
@@ -23,7 +25,8 @@ export interface ClusterModel {
     path: string,
     /** The file's size: receipts carry it, and points weigh by it. */
     sizeBytes: number,
-    sha256: string | null,
+    /** The file's SHA-256 once hashed (large files take a while), so hosts that hold it are preferred and seed their caches. */
+    sha256: () => string | null,
     shape: ModelShape
 }
 
@@ -239,6 +242,7 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
         const files = this.options.rpcFiles();
         if (files === undefined)
             throw new Error('the RPC backend is not built');
+        await this.modelHashed();
         while (!this.stopped) {
             const plan = this.plan();
             if (!plan.ok) {
@@ -288,7 +292,8 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
             const host = peer.capabilities.shardHost;
             if (host === undefined || host === null || this.excluded.has(peer.id))
                 continue;
-            const holds = model.sha256 !== null && peer.capabilities.models.some((offer) => offer.sha256 === model.sha256);
+            const sha256 = model.sha256();
+            const holds = sha256 !== null && peer.capabilities.models.some((offer) => offer.sha256 === sha256);
             candidates.push({
                 peerId: peer.id, self: false, freeMemoryBytes: host.freeBytes,
                 tflops: peer.capabilities.compute.measuredTflops ?? peer.capabilities.compute.lookupTflops,
@@ -312,7 +317,7 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
     private async openStage(stage: ShardPlan['stages'][number], reportedBytes: bigint, generation: number): Promise<ActiveStage> {
         const {model} = this.options;
         const session = await this.options.shards.openSession(stage.peerId, {
-            model: {id: model.id, sha256: model.sha256}, layers: [stage.firstLayer!, stage.lastLayer!], bytes: stage.bytes
+            model: {id: model.id, sha256: model.sha256()}, layers: [stage.firstLayer!, stage.lastLayer!], bytes: stage.bytes
         });
         const endpoint = await TunnelEndpoint.listen({
             connect: () => session.connect(),
@@ -453,6 +458,18 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
         this.placementMatches = expected.length === devices.length && expected.every((device, layer) => devices[layer] === device);
         if (!this.placementMatches)
             this.emit('log', 'error', 'llama.cpp placed the layers differently from the plan', {expected: expected.join(','), actual: devices.join(',')});
+    }
+
+    /**
+     * Waits (at most `HASH_WAIT_MS`) for the model file's hash, which the node computes in the background at start:
+     * with it, hosts that hold the model are preferred and send themselves their weights from their own copy.
+     */
+    private async modelHashed() {
+        const deadline = Date.now() + HASH_WAIT_MS;
+        if (this.options.model.sha256() === null)
+            this.waitingReason = 'hashing the model file';
+        while (this.options.model.sha256() === null && Date.now() < deadline && !this.stopped)
+            await new Promise((resolve) => setTimeout(resolve, 250));
     }
 
     private peersChanged(timeoutMs: number) {

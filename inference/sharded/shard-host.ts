@@ -1,5 +1,7 @@
 import {connect} from 'node:net';
-import {pruneTensorCache, RpcServerHost} from '../../engine/rpc/rpc-server-host.js';
+import {join} from 'node:path';
+import {pruneTensorCache, RpcServerHost, TENSOR_CACHE_SUBDIR} from '../../engine/rpc/rpc-server-host.js';
+import {seedTensorCache} from '../../engine/rpc/tensor-cache-seed.js';
 import type {RpcServerFiles} from '../../engine/rpc/rpc-build.js';
 import {hostFilter} from './tunnel/rpc-filters.js';
 import type {HostedSession, SessionRequest, ShardHostHandler, TunnelStream} from './tunnel/shard-protocol.js';
@@ -18,6 +20,8 @@ export interface ShardHostOptions {
     cacheDir: string,
     /** The cache's size limit; the least recently used tensors are evicted at each session start. */
     cacheMaxBytes: number,
+    /** This node's own copy of a model, by the SHA-256 of its file, to seed the cache from; defaults to none. */
+    modelFile?: (sha256: string) => string | undefined,
     onLog?: (message: string, fields: Record<string, unknown>) => void
 }
 
@@ -54,6 +58,12 @@ export class ShardHost implements ShardHostHandler {
         if (request.bytes > this.freeBytes)
             throw new Error(`the stage needs ${request.bytes} bytes; this node offers ${this.freeBytes}`);
         await pruneTensorCache(this.options.cacheDir, this.options.cacheMaxBytes);
+        const ownCopy = request.model.sha256 === null ? undefined : this.options.modelFile?.(request.model.sha256);
+        if (ownCopy !== undefined) {
+            // This node holds the model: its big tensors go into the cache from its own file, not over the network.
+            const seeded = await seedTensorCache(ownCopy, join(this.options.cacheDir, TENSOR_CACHE_SUBDIR));
+            this.options.onLog?.('seeded the tensor cache from this node\'s copy of the model', {model: request.model.id, ...seeded});
+        }
         const server = new RpcServerHost({binaries, threads: this.options.threads, cacheDir: this.options.cacheDir});
         const entry = {bytes: request.bytes, server};
         this.sessions.add(entry);
