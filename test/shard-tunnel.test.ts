@@ -180,3 +180,22 @@ test.serial('a session asking more memory than the host offers is refused', asyn
     const error = await t.throwsAsync(coordinatorProtocol.openSession(hostNode.id, {model: {id: 'demo', sha256: null}, layers: [0, 1], bytes: 2 ** 40}));
     t.regex(error.message, /offers/);
 });
+
+test.serial('a message larger than the session said it would hold ends the session before the server reads it', async (t) => {
+    const hostile = new RawShardPeer();
+    const {hostNode} = await connected('tunnel-oversized', new ShardProtocol({host}), hostile);
+    await waitFor(async () => hostile.control !== undefined, 5_000, 20);
+    hostile.send({type: 'open', session: 3, model: {id: 'demo', sha256: null}, layers: [0, 1], bytes: 1024});
+    await waitFor(async () => hostile.received.some((message) => message.type === 'ready'), 10_000, 20);
+    hostile.send({type: 'connect', session: 3, stream: 1});
+    // A SET_TENSOR announcing 1 GiB: the server would allocate it all before reading a byte of it.
+    const header = Buffer.alloc(9);
+    header[0] = RpcCommand.SET_TENSOR;
+    header.writeBigUInt64LE(2n ** 30n, 1);
+    hostile.toHost!.send(encodeData(1, Buffer.concat([hello(), header])));
+    await waitFor(async () => hostile.received.some((message) => message.type === 'ended'), 10_000, 20);
+    const ended = hostile.received.find((message) => message.type === 'ended') as Extract<ShardControl, {type: 'ended'}>;
+    t.regex(ended.reason, /RPC stream broke the protocol/);
+    t.true(hostNode.peers().length === 1, 'the peer stays connected: only its session ended');
+    await waitFor(async () => host.sessionCount === 0, 5_000, 20);
+});

@@ -7,6 +7,13 @@ import {hostFilter} from './tunnel/rpc-filters.js';
 import type {HostedSession, SessionRequest, ShardHostHandler, TunnelStream} from './tunnel/shard-protocol.js';
 import {pipeSocket} from './tunnel/socket-pipe.js';
 
+/**
+ * What one RPC message may carry beyond the bytes the session said it would hold: the server reads a whole message
+ * into memory before it looks at it, so a message larger than any tensor of the stage is refused before it arrives.
+ * The slack covers a graph's description and llama.cpp's compute buffers.
+ */
+const PAYLOAD_SLACK_BYTES = 64 * 1024 * 1024;
+
 export interface ShardHostOptions {
     /** The built rpc server; undefined while it builds or when it cannot be built (then every session is refused). */
     binaries: () => RpcServerFiles | undefined,
@@ -84,7 +91,7 @@ export class ShardHost implements ShardHostHandler {
             connect: (stream: TunnelStream) => {
                 const socket = connect({host: '127.0.0.1', port: server.port!});
                 // The coordinator's bytes are checked before the server sees them; its replies pass unchanged.
-                pipeSocket(socket, stream, hostFilter(), (reason, refused) => {
+                pipeSocket(socket, stream, hostFilter({maxPayloadBytes: request.bytes + PAYLOAD_SLACK_BYTES}), (reason, refused) => {
                     if (refused !== undefined) {
                         // Bytes that break the RPC protocol: the server never saw them, and the session ends here.
                         this.options.onLog?.('a peer broke the RPC protocol: its shard session ends', {peer: peerId.slice(0, 16), reason});
