@@ -230,7 +230,7 @@ export class StrongdogeNode {
                 model: {id: spec.id, path: spec.path, sizeBytes: statSync(spec.path).size, sha256: () => this.modelSha256(spec.id),
                     shape: {...layout, contextTokens: settings.contextSize}},
                 swarm, shards,
-                rpcFiles: () => this.rpcFiles?.coordinator,
+                rpcFiles: () => this.rpcFiles && {libraryPath: this.rpcFiles.coordinator.libraryPath, serverPath: this.rpcFiles.host.serverPath},
                 self: {id: this.identity.id, freeMemoryBytes: settings.memoryLimit ?? freemem(), tflops: () => this.capabilities.current().compute.measuredTflops},
                 maxStages: settings.maxStages,
                 forceSplit: settings.shard === 'always',

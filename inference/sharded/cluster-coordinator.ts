@@ -34,7 +34,10 @@ export interface ClusterCoordinatorOptions {
     model: ClusterModel,
     swarm: SwarmNode,
     shards: ShardProtocol,
-    /** The RPC backend for the engine child and the rpc server for this node's output device, once built. */
+    /**
+     * The RPC backend for the engine child (beside the CPU ggml it loads), and the rpc server for this node's own
+     * devices (with its GPU backend), once built.
+     */
     rpcFiles: () => Pick<RpcServerFiles, 'libraryPath' | 'serverPath'> | undefined,
     /** This node as a stage: what it offers for its own layers. */
     self: {id: string, freeMemoryBytes: number, tflops: () => number | null},
@@ -80,9 +83,14 @@ interface Formation {
     generation: number,
     plan: ShardPlan,
     stages: ActiveStage[],
+    /** This node's own device for its layers, first in the pipeline; none when it keeps no layer. */
+    first: TunnelEndpoint | undefined,
     /** This node's own device for the output layer, last in the pipeline: the logits never leave this node. */
     output: TunnelEndpoint
 }
+
+/** This node's own devices: its layers (first) and the output layer (last), each a local rpc server. */
+type LocalDevice = 'first' | 'output';
 
 export interface ClusterEvents {
     state: [state: ClusterState],
@@ -112,8 +120,8 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
     private placementMatches: boolean | null = null;
     private watchTimer: NodeJS.Timeout | undefined;
     private wakeUp: (() => void) | undefined;
-    /** The rpc server of this node's output device; kept across formations, started again if it dies. */
-    private outputServer: RpcServerHost | undefined;
+    /** The rpc servers of this node's own devices; kept across formations, started again if one dies. */
+    private readonly localServers = new Map<LocalDevice, RpcServerHost>();
     private lastTransferReportAt = 0;
     /** The plan that last ran, and the peer whose failure ended it. */
     private previous: {plan: ShardPlan, failedPeer: string} | undefined;
@@ -156,7 +164,7 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
         this.setState('stopped');
         await this.engine.dispose();
         await this.teardown('the coordinator stopped');
-        await this.outputServer?.stop();
+        await Promise.all([...this.localServers.values()].map((server) => server.stop()));
     }
 
     get modelId() {
@@ -256,9 +264,11 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
             const remote = plan.plan.stages.filter((stage) => !stage.self);
             const coordinatorLayers = plan.plan.stages.filter((stage) => stage.self)
                 .reduce((sum, stage) => sum + (stage.lastLayer === undefined ? 0 : stage.lastLayer - stage.firstLayer! + 1), 0);
-            // The last device is this node's own, with the output layer alone.
-            const split = layerSplit(coordinatorLayers, [...remote.map((stage) => stage.lastLayer! - stage.firstLayer! + 1), 0]);
-            const opened = await Promise.allSettled(remote.map((stage, index) => this.openStage(stage, split.reportedBytes[index]!, generation)));
+            // This node's layers run on its own first device (its GPU backend when it has one), the output layer alone
+            // on its own last device; llama.cpp's CPU keeps only the embeddings.
+            const first = coordinatorLayers > 0 ? 1 : 0;
+            const split = layerSplit(0, [...(first ? [coordinatorLayers] : []), ...remote.map((stage) => stage.lastLayer! - stage.firstLayer! + 1), 0]);
+            const opened = await Promise.allSettled(remote.map((stage, index) => this.openStage(stage, split.reportedBytes[first + index]!, generation)));
             const stages = opened.flatMap((result) => result.status === 'fulfilled' ? [result.value] : []);
             const failed = opened.flatMap((result, index) => result.status === 'rejected' ? [{peer: remote[index]!.peerId, error: result.reason as Error}] : []);
             if (failed.length > 0) {
@@ -267,13 +277,15 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
                 await Promise.all(stages.map((stage) => this.closeStage(stage, 'the plan failed to form')));
                 continue;
             }
-            const output = await this.openOutputDevice(files, split.reportedBytes.at(-1)!, generation);
-            this.formation = {generation, plan: plan.plan, stages, output};
+            const firstDevice = first ? await this.openLocalDevice('first', files, split.reportedBytes[0]!, generation) : undefined;
+            const output = await this.openLocalDevice('output', files, split.reportedBytes.at(-1)!, generation);
+            this.formation = {generation, plan: plan.plan, stages, first: firstDevice, output};
             this.previous = undefined;
             this.placementMatches = null;
             this.setState('loading');
             this.emit('log', 'info', 'pipeline formed', {model: this.options.model.id, plan: plan.plan.reason});
-            return {shard: {rpcLibraryPath: files.libraryPath, endpoints: [...stages.map((stage) => stage.endpoint.address), output.address], gpuLayers: split.gpuLayers}};
+            const endpoints = [...(firstDevice ? [firstDevice.address] : []), ...stages.map((stage) => stage.endpoint.address), output.address];
+            return {shard: {rpcLibraryPath: files.libraryPath, endpoints, gpuLayers: split.gpuLayers}};
         }
         throw new Error('the coordinator stopped');
     }
@@ -333,26 +345,27 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
         return {peerId: stage.peerId, firstLayer: stage.firstLayer!, lastLayer: stage.lastLayer!, transferBytes: stage.transferBytes, session, endpoint};
     }
 
-    /** This node's output device: a local rpc server behind a loopback endpoint that reports its planned share. */
-    private async openOutputDevice(files: Pick<RpcServerFiles, 'serverPath'>, reportedBytes: bigint, generation: number) {
-        if (this.outputServer === undefined) {
-            const server = new RpcServerHost({binaries: files, threads: this.options.engine.threads});
+    /** One of this node's own devices: a local rpc server behind a loopback endpoint that reports its planned share. */
+    private async openLocalDevice(device: LocalDevice, files: Pick<RpcServerFiles, 'serverPath'>, reportedBytes: bigint, generation: number) {
+        let server = this.localServers.get(device);
+        if (server === undefined) {
+            server = new RpcServerHost({binaries: files, threads: this.options.engine.threads});
             server.on('exit', (code, signal) => {
-                this.outputServer = undefined;
-                // The server outlives formations: whichever is current has lost its output device.
+                this.localServers.delete(device);
+                // The server outlives formations: whichever is current has lost the device.
                 if (this.formation !== undefined && this.formation.generation !== -1)
-                    this.failLocally(`this node's output device exited (${signal ?? code})`);
+                    this.failLocally(`this node's ${device} device exited (${signal ?? code})`);
             });
             await server.start();
-            this.outputServer = server;
+            this.localServers.set(device, server);
         }
-        const port = this.outputServer.port!;
+        const port = server.port!;
         return TunnelEndpoint.listen({
             connect: () => new SocketStream(port),
             createFilter: () => coordinatorFilter({reportMemory: {free: reportedBytes, total: reportedBytes}})
         }, (reason) => {
             if (this.formation?.generation === generation)
-                this.failLocally(`this node's output device closed its connection: ${reason}`);
+                this.failLocally(`this node's ${device} device closed its connection: ${reason}`);
         });
     }
 
@@ -365,7 +378,7 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
         const formation = this.formation;
         this.formation = undefined;
         if (formation !== undefined)
-            await Promise.all([...formation.stages.map((stage) => this.closeStage(stage, reason)), formation.output.close(reason)]);
+            await Promise.all([...formation.stages.map((stage) => this.closeStage(stage, reason)), formation.first?.close(reason), formation.output.close(reason)]);
     }
 
     /** A stage is gone: leave its peer out for a while and restart the engine on a new plan. */
@@ -446,15 +459,17 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
         const devices = this.engine.getStatus().placement[this.options.model.id];
         if (formation === undefined || devices === undefined)
             return;
+        // RPC devices in order: this node's first device (when it keeps layers), the remote stages, its output device.
+        const ownFirst = formation.first === undefined ? 0 : 1;
         const expected: string[] = [];
         for (const stage of formation.plan.stages) {
             if (stage.firstLayer === undefined || stage.lastLayer === undefined)
                 continue;
-            const device = stage.self ? 'CPU' : `RPC${formation.stages.findIndex((active) => active.peerId === stage.peerId)}`;
+            const device = `RPC${stage.self ? 0 : ownFirst + formation.stages.findIndex((active) => active.peerId === stage.peerId)}`;
             for (let layer = stage.firstLayer; layer <= stage.lastLayer; layer++)
                 expected.push(device);
         }
-        expected.push(`RPC${formation.stages.length}`); // the output layer, on this node's own output device
+        expected.push(`RPC${ownFirst + formation.stages.length}`); // the output layer, on this node's own output device
         this.placementMatches = expected.length === devices.length && expected.every((device, layer) => devices[layer] === device);
         if (!this.placementMatches)
             this.emit('log', 'error', 'llama.cpp placed the layers differently from the plan', {expected: expected.join(','), actual: devices.join(',')});
