@@ -187,11 +187,15 @@ class DelayedStream extends EventEmitter implements TunnelStream {
  * split), each endpoint joined by plain TCP to an rpc server; no Hyperswarm, no node.
  */
 async function startDirectPipeline(modelPath: string, files: RpcServerFiles, coordinatorLayers: number, stageLayers: number[],
-    servers: {host: string, port: number}[], delayMs?: () => number) {
-    const split = layerSplit(coordinatorLayers, [...stageLayers, 0]);
+    stageServers: {host: string, port: number}[], own: {first: {host: string, port: number}, output: {host: string, port: number}},
+    delayMs?: () => number) {
+    // As the coordinator does: its layers on its own first device, the remote stages, the output layer on its own last device.
+    const first = coordinatorLayers > 0 ? [own.first] : [];
+    const servers = [...first, ...stageServers, own.output];
+    const split = layerSplit(0, [...(first.length > 0 ? [coordinatorLayers] : []), ...stageLayers, 0]);
     const failures: string[] = [];
     const endpoints = await Promise.all(servers.map((server, index) => TunnelEndpoint.listen({
-        connect: () => delayMs === undefined || index >= stageLayers.length
+        connect: () => delayMs === undefined || index < first.length || index >= first.length + stageLayers.length
             ? new SocketStream(server.port, server.host)
             : new DelayedStream(new SocketStream(server.port, server.host), delayMs),
         createFilter: () => coordinatorFilter({reportMemory: {free: split.reportedBytes[index]!, total: split.reportedBytes[index]!}})
@@ -205,7 +209,8 @@ async function startDirectPipeline(modelPath: string, files: RpcServerFiles, coo
     await engine.start().catch((error: Error) => {
         throw new Error(`the direct pipeline did not load: ${error.message}; ${logs.slice(-10).join(' | ')}`);
     });
-    const expected = [...Array<string>(coordinatorLayers).fill('CPU'), ...stageLayers.flatMap((count, index) => Array<string>(count).fill(`RPC${index}`)), `RPC${stageLayers.length}`];
+    const devices = [...(first.length > 0 ? [coordinatorLayers] : []), ...stageLayers];
+    const expected = [...devices.flatMap((count, index) => Array<string>(count).fill(`RPC${index}`)), `RPC${devices.length}`];
     const placement = engine.getStatus().placement.bench ?? [];
     return {
         engine, endpoints, failures,
@@ -215,6 +220,11 @@ async function startDirectPipeline(modelPath: string, files: RpcServerFiles, coo
             await Promise.all(endpoints.map((endpoint) => endpoint.close('done')));
         }
     };
+}
+
+/** The coordinator's own two devices, on loopback. */
+function ownDevices([first, output]: RpcServerHost[]) {
+    return {first: {host: '127.0.0.1', port: first!.port!}, output: {host: '127.0.0.1', port: output!.port!}};
 }
 
 async function startRpcServers(files: RpcServerFiles, count: number, cacheDir?: string) {
@@ -361,11 +371,11 @@ async function roundTripsWithDelay(modelPath: string, files: RpcServerFiles, coo
         createNamespaces();
         for (const ns of NAMESPACES)
             children.push(await startNamespacedServer(files, ns));
-        output = await startRpcServers(files, 1);
+        output = await startRpcServers(files, 2);
         const netem = netemAvailable();
         let userDelayMs = 0;
         direct = await startDirectPipeline(modelPath, files, coordinatorLayers, stageLayers,
-            [...NAMESPACES.map((ns) => ({host: ns.innerAddress, port: ns.port})), {host: '127.0.0.1', port: output[0]!.port!}],
+            NAMESPACES.map((ns) => ({host: ns.innerAddress, port: ns.port})), ownDevices(output),
             netem ? undefined : () => userDelayMs);
         const started = direct;
         process.stderr.write(`[netns] no added delay (${netem ? 'netem' : 'no netem in this kernel: delay in user space'})\n`);
@@ -382,8 +392,8 @@ async function roundTripsWithDelay(modelPath: string, files: RpcServerFiles, coo
         const rttMs = netem ? RTT_MS : 2 * DelayedStream.applied.reduce((sum, ms) => sum + ms, 0) / Math.max(1, DelayedStream.applied.length);
         return {
             setup: netem
-                ? `direct-TCP pipeline (no Hyperswarm): each remote stage's rpc server in its own network namespace behind a veth link with netem ${RTT_MS / 2} ms each way; the output device on loopback`
-                : `direct-TCP pipeline (no Hyperswarm): each remote stage's rpc server in its own network namespace behind a veth link; this kernel has no netem (tc: "Specified qdisc kind is unknown"), so ${RTT_MS / 2} ms each way is added in user space on each remote stage's tunnel stream in the bench process (order kept); the output device on loopback, undelayed`,
+                ? `direct-TCP pipeline (no Hyperswarm): each remote stage's rpc server in its own network namespace behind a veth link with netem ${RTT_MS / 2} ms each way; this node's own devices on loopback`
+                : `direct-TCP pipeline (no Hyperswarm): each remote stage's rpc server in its own network namespace behind a veth link; this kernel has no netem (tc: "Specified qdisc kind is unknown"), so ${RTT_MS / 2} ms each way is added in user space on each remote stage's tunnel stream in the bench process (order kept); this node's own devices on loopback, undelayed`,
             delay: netem ? 'netem' : 'user space', rttMs: round(rttMs, 3), nominalRttMs: RTT_MS, remoteStages, placementMatches: direct.placementMatches,
             withoutDelay: without, withDelay,
             roundTripsPerTokenPerRemoteStage: round((withDelay.msPerToken - without.msPerToken) / rttMs / remoteStages, 3),
@@ -454,9 +464,9 @@ try {
     // so that whatever else the machine does weighs on both alike.
     process.stderr.write(`[${MODEL_NAME}] direct TCP (${coordinatorLayers} + ${stageLayers.join(' + ')} layers) and over Hyperswarm, alternating\n`);
     const stageServers = await startRpcServers(files, stageLayers.length, join(dir, 'direct-cache'));
-    const outputServer = await startRpcServers(files, 1);
+    const ownServers = await startRpcServers(files, 2);
     const direct = await startDirectPipeline(modelPath, files, coordinatorLayers, stageLayers,
-        [...stageServers, ...outputServer].map((server) => ({host: '127.0.0.1', port: server.port!})));
+        stageServers.map((server) => ({host: '127.0.0.1', port: server.port!})), ownDevices(ownServers));
     const coordinatorClient = new OpenAI({baseURL: coordinator.baseUrl, apiKey: 'x', maxRetries: 0});
     await generate(direct.engine); // warm-up
     const swarmWarmUp = await stream(coordinatorClient);
@@ -469,7 +479,7 @@ try {
     }
     const directPlacement = direct.placementMatches;
     await direct.stop();
-    await Promise.all([...stageServers, ...outputServer].map((server) => server.stop()));
+    await Promise.all([...stageServers, ...ownServers].map((server) => server.stop()));
     const bytesAfter = await pipeline(coordinator);
     const generated = swarmRuns.reduce((sum, run) => sum + run.measurement.completionTokens, 0);
     const bytesPerToken = bytesAfter.stages.filter((stage) => !stage.self).map((stage, index) => {
@@ -544,7 +554,7 @@ try {
             layerBytes: layout.layerBytes[0], inputBytes: layout.inputBytes, outputBytes: layout.outputBytes
         },
         settings: {maxTokens: MAX_TOKENS, repeats: REPEATS, temperature: 0, byteTokensBanned: true, threads: THREADS, parallel: 1, contextSize: CONTEXT,
-            stageMemoryBytes: STAGE_MEMORY, split: {coordinatorLayers, stageLayers, outputLayer: 'on the coordinator\'s own rpc server'}},
+            stageMemoryBytes: STAGE_MEMORY, split: {coordinatorLayers, stageLayers, coordinatorDevices: 'its layers on its own first rpc server, the output layer on its own last one'}},
         targets: {hyperswarmOverDirectTokensPerSecond: '>= 0.9', roundTripsPerTokenPerRemoteStage: '<= 1.2', failoverMsToNextToken: '< 10000'},
         results: {
             local: {...local, how: 'one node, the whole model (strongdoge daemon, offline), through its API'},

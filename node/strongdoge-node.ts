@@ -134,7 +134,6 @@ export class StrongdogeNode {
             if (settings.servePeers)
                 this.shardHost = new ShardHost({
                     binaries: () => this.rpcFiles?.host,
-                    enabled: () => true,
                     maxBytes: settings.maxShardMemory ?? Math.floor(freemem() * DEFAULT_SHARD_MEMORY_SHARE),
                     threads: settings.threads,
                     cacheDir: join(settings.dataDir, 'cache', 'rpc-tensors'),

@@ -35,7 +35,7 @@ test.before(async () => {
     ({testnet} = await startTestnet());
     const files = await prepareRpcServerDir(await testRpcBinaries());
     cacheDir = await mkdtemp(join(tmpdir(), 'strongdoge-tensors-'));
-    host = new ShardHost({binaries: () => files, enabled: () => true, maxBytes: 64 * 2 ** 20, threads: 1, cacheDir, cacheMaxBytes: 2 ** 30});
+    host = new ShardHost({binaries: () => files, maxBytes: 64 * 2 ** 20, threads: 1, cacheDir, cacheMaxBytes: 2 ** 30});
 });
 
 test.after.always(async () => {

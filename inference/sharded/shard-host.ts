@@ -17,8 +17,6 @@ const PAYLOAD_SLACK_BYTES = 64 * 1024 * 1024;
 export interface ShardHostOptions {
     /** The built rpc server; undefined while it builds or when it cannot be built (then every session is refused). */
     binaries: () => RpcServerFiles | undefined,
-    /** Whether this node hosts layers now (`--serve-peers`). */
-    enabled: () => boolean,
     /** Most bytes of weights and cache this node holds for peers, all sessions together (`--max-shard-memory`). */
     maxBytes: number,
     /** Threads of each rpc server. */
@@ -53,24 +51,16 @@ export class ShardHost implements ShardHostHandler {
     }
 
     get available() {
-        return this.options.enabled() && this.options.binaries() !== undefined;
+        return this.options.binaries() !== undefined;
     }
 
     async open(peerId: string, request: SessionRequest, control: {end(reason: string): void}): Promise<HostedSession> {
         const binaries = this.options.binaries();
-        if (!this.options.enabled())
-            throw new Error('this node does not serve peers');
         if (binaries === undefined)
             throw new Error('this node cannot host layers: the rpc server is not built');
         if (request.bytes > this.freeBytes)
             throw new Error(`the stage needs ${request.bytes} bytes; this node offers ${this.freeBytes}`);
-        await pruneTensorCache(this.options.cacheDir, this.options.cacheMaxBytes);
-        const ownCopy = request.model.sha256 === null ? undefined : this.options.modelFile?.(request.model.sha256);
-        if (ownCopy !== undefined) {
-            // This node holds the model: its big tensors go into the cache from its own file, not over the network.
-            const seeded = await seedTensorCache(ownCopy, join(this.options.cacheDir, TENSOR_CACHE_SUBDIR));
-            this.options.onLog?.('seeded the tensor cache from this node\'s copy of the model', {model: request.model.id, ...seeded});
-        }
+        // Counted at once, so that sessions opening together cannot share the same free bytes.
         const server = new RpcServerHost({binaries, threads: this.options.threads, cacheDir: this.options.cacheDir});
         const entry = {bytes: request.bytes, server};
         this.sessions.add(entry);
@@ -80,6 +70,13 @@ export class ShardHost implements ShardHostHandler {
                 control.end(`the rpc server exited (${signal ?? code})`);
         });
         try {
+            await pruneTensorCache(this.options.cacheDir, this.options.cacheMaxBytes);
+            const ownCopy = request.model.sha256 === null ? undefined : this.options.modelFile?.(request.model.sha256);
+            if (ownCopy !== undefined) {
+                // This node holds the model: its big tensors go into the cache from its own file, not over the network.
+                const seeded = await seedTensorCache(ownCopy, join(this.options.cacheDir, TENSOR_CACHE_SUBDIR));
+                this.options.onLog?.('seeded the tensor cache from this node\'s copy of the model', {model: request.model.id, ...seeded});
+            }
             await server.start();
         } catch (error) {
             this.sessions.delete(entry);
