@@ -216,3 +216,13 @@ test('pruneTensorCache evicts the least recently used files beyond the limit', a
     t.deepEqual(await pruneTensorCache(cacheDir, 0), {removedFiles: 2, removedBytes: 2000, keptBytes: 0});
     t.deepEqual(await pruneTensorCache(join(cacheDir, 'absent'), 0), {removedFiles: 0, removedBytes: 0, keptBytes: 0});
 });
+
+test('servers sharing a fresh tensor cache dir all start when started together', async (t) => {
+    const binaries = await testRpcBinaries();
+    const cacheDir = join(await tempDir(t), 'not-yet');
+    const hosts = Array.from({length: 3}, () => new RpcServerHost({binaries, threads: 1, cacheDir}));
+    t.teardown(() => Promise.all(hosts.map((host) => host.stop())));
+    const ports = await Promise.all(hosts.map((host) => host.start()));
+    t.is(new Set(ports).size, 3);
+    t.true((await stat(join(cacheDir, 'rpc'))).isDirectory());
+});

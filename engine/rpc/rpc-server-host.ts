@@ -7,7 +7,7 @@
 import {spawn, type SpawnOptionsWithStdioTuple} from 'node:child_process';
 import {existsSync} from 'node:fs';
 import {EventEmitter, once} from 'node:events';
-import {readdir, readFile, readlink, stat, unlink} from 'node:fs/promises';
+import {mkdir, readdir, readFile, readlink, stat, unlink} from 'node:fs/promises';
 import {connect, createServer} from 'node:net';
 import {dirname, join} from 'node:path';
 import {ProcessSupervisor} from '../process-supervisor.js';
@@ -149,6 +149,9 @@ export class RpcServerHost extends EventEmitter<RpcServerHostEvents> {
 
     /** Starts the server; resolves with its port once it accepts connections. Rejects if it exits or hangs first. */
     async start() {
+        // The server creates its cache dir itself, but two servers starting at once race there and one gives up.
+        if (this.options.cacheDir !== undefined)
+            await mkdir(join(this.options.cacheDir, TENSOR_CACHE_SUBDIR), {recursive: true});
         for (let attempt = 1; ; attempt++) {
             const port = await freeLoopbackPort();
             const outcome = await this.launch(port);
