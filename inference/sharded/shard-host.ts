@@ -13,6 +13,8 @@ import {pipeSocket} from './tunnel/socket-pipe.js';
  * The slack covers a graph's description and llama.cpp's compute buffers.
  */
 const PAYLOAD_SLACK_BYTES = 64 * 1024 * 1024;
+/** How long an open waits for the tensor cache's seeding, within the coordinator's 30 s open timeout. */
+const SEED_WAIT_MS = 20_000;
 
 export interface ShardHostOptions {
     /** The built rpc server; undefined while it builds or when it cannot be built (then every session is refused). */
@@ -27,6 +29,8 @@ export interface ShardHostOptions {
     cacheMaxBytes: number,
     /** This node's own copy of a model, by the SHA-256 of its file, to seed the cache from; defaults to none. */
     modelFile?: (sha256: string) => string | undefined,
+    /** How long an open waits for the seeding; defaults to `SEED_WAIT_MS`. */
+    seedWaitMs?: number,
     onLog?: (message: string, fields: Record<string, unknown>) => void
 }
 
@@ -71,12 +75,7 @@ export class ShardHost implements ShardHostHandler {
         });
         try {
             await pruneTensorCache(this.options.cacheDir, this.options.cacheMaxBytes);
-            const ownCopy = request.model.sha256 === null ? undefined : this.options.modelFile?.(request.model.sha256);
-            if (ownCopy !== undefined) {
-                // This node holds the model: its big tensors go into the cache from its own file, not over the network.
-                const seeded = await seedTensorCache(ownCopy, join(this.options.cacheDir, TENSOR_CACHE_SUBDIR));
-                this.options.onLog?.('seeded the tensor cache from this node\'s copy of the model', {model: request.model.id, ...seeded});
-            }
+            await this.seedFromOwnCopy(request);
             await server.start();
         } catch (error) {
             this.sessions.delete(entry);
@@ -104,6 +103,33 @@ export class ShardHost implements ShardHostHandler {
                 this.options.onLog?.('stopped hosting layers for a peer', {peer: peerId.slice(0, 16), reason});
             }
         };
+    }
+
+    /**
+     * When this node holds the model, the stage's big tensors go into the cache from its own file, not over the
+     * network. Waits at most `SEED_WAIT_MS` (the coordinator gives up on an open after 30 s): the rest is seeded in
+     * the background, for the tensors the coordinator has not offered yet and for the next load.
+     */
+    private async seedFromOwnCopy(request: SessionRequest) {
+        const {sha256} = request.model;
+        const ownCopy = sha256 === null ? undefined : this.options.modelFile?.(sha256);
+        if (sha256 === null || ownCopy === undefined)
+            return;
+        const fields = {model: request.model.id, layers: request.layers};
+        const seeding = seedTensorCache(ownCopy, join(this.options.cacheDir, TENSOR_CACHE_SUBDIR),
+            {layers: request.layers, sha256, maxBytes: this.options.cacheMaxBytes}).then(
+            (outcome) => this.options.onLog?.('seeded the tensor cache from this node\'s copy of the model', {...fields, ...outcome}),
+            (error: Error) => this.options.onLog?.('could not seed the tensor cache from this node\'s copy of the model', {...fields, error: error.message}));
+        let timer: NodeJS.Timeout | undefined;
+        const waited = await Promise.race([
+            seeding.then(() => true),
+            new Promise<false>((resolve) => {
+                timer = setTimeout(() => resolve(false), this.options.seedWaitMs ?? SEED_WAIT_MS);
+            })
+        ]);
+        clearTimeout(timer);
+        if (!waited)
+            this.options.onLog?.('still seeding the tensor cache; the session starts meanwhile (the tensors not seeded yet are sent)', fields);
     }
 
     async stop() {
