@@ -237,7 +237,8 @@ async function ensureUnshared(options: EnsureRpcBinariesOptions): Promise<RpcBin
     }
 }
 
-function processAlive(pid: number) {
+/** Whether a process with this pid exists (one of another user's counts too). */
+export function processAlive(pid: number) {
     try {
         process.kill(pid, 0);
         return true;

@@ -12,6 +12,7 @@ import {createReadStream} from 'node:fs';
 import {mkdir, open, readdir, readFile, rename, stat, unlink, writeFile} from 'node:fs/promises';
 import {join, resolve} from 'node:path';
 import {readGgufFileInfo} from 'node-llama-cpp';
+import {processAlive} from './rpc-build.js';
 
 /** Tensors over this size are offered by hash (ggml-rpc's HASH_THRESHOLD). */
 export const HASH_THRESHOLD_BYTES = 10 * 1024 * 1024;
@@ -238,15 +239,6 @@ async function removeAbandonedFiles(cacheDir: string) {
         const pid = Number(/^\.seed-(\d+)-/.exec(name)?.[1]);
         if (Number.isInteger(pid) && pid !== process.pid && !processAlive(pid))
             await unlink(join(cacheDir, name)).catch(() => undefined);
-    }
-}
-
-function processAlive(pid: number) {
-    try {
-        process.kill(pid, 0);
-        return true;
-    } catch (error) {
-        return (error as NodeJS.ErrnoException).code === 'EPERM';
     }
 }
 
