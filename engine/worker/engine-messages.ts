@@ -26,9 +26,9 @@ export interface WorkerSettings {
 export interface ShardLoadSettings {
     /** `libggml-rpc.so`, built from the llama.cpp source node-llama-cpp ships (engine/rpc/). */
     rpcLibraryPath: string,
-    /** One `host:port` per remote stage, in stage order: the loopback ends of the tunnels. */
+    /** One `host:port` per RPC device, in order: this node's own first device, the tunnels' loopback ends, its output device. */
     endpoints: string[],
-    /** Layers on the remote stages, the output layer included: llama.cpp offloads the last ones. */
+    /** Layers on the RPC devices, the output layer included: llama.cpp offloads the last ones. */
     gpuLayers: number
 }
 

@@ -36,8 +36,9 @@ async function load(settings: WorkerSettings) {
         let placement: PlacementReport | undefined;
         const {shard} = settings;
         llama = await getLlama({
-            // A sharded engine keeps its own layers on the CPU: a local GPU would join the RPC devices at the
-            // end of llama.cpp's device list, out of the plan's order (docs/architecture.md, "Sharding").
+            // A sharded engine puts every layer on its RPC devices (this node's own among them) and keeps only the
+            // embeddings: a local GPU would join llama.cpp's device list after them, out of the plan's order
+            // (docs/architecture.md, "Sharding").
             gpu: shard === undefined ? settings.gpu : false,
             build: 'never', // a source build takes minutes: never start one behind the user's back
             maxThreads: settings.threads,

@@ -20,8 +20,8 @@ function loadedGgmlPath() {
 }
 
 /**
- * Registers each endpoint (`host:port`, the tunnels' loopback ends) as an RPC device, in order: llama.cpp puts
- * RPC devices first, in registration order, so stage i of the plan is device `RPC<i>`. Each endpoint gets a
+ * Registers each endpoint (`host:port`, loopback ends of the tunnels and of this node's own rpc servers) as an RPC
+ * device, in order: llama.cpp puts RPC devices first, in registration order, so endpoint i is device `RPC<i>`. Each endpoint gets a
  * backend that stays open for the life of the process: without it ggml-rpc opens a new connection for almost
  * every call, and every connection is a tunnel stream to set up. Blocks on the network: the tunnel must run in
  * another process.
@@ -53,7 +53,7 @@ const PLACEMENT_LINE = /load_tensors: layer\s+(\d+) assigned to device (\S+?),/;
 
 /**
  * Collects llama.cpp's own report of where each layer went (debug log lines, one per layer; the output layer is
- * numbered after the last repeating layer). Returns the device per layer index.
+ * numbered after the last repeating layer): the device per layer index.
  */
 export class PlacementReport {
     readonly devices: string[] = [];
@@ -67,16 +67,4 @@ export class PlacementReport {
         return true;
     }
 
-    /** Contiguous ranges per device, in layer order: [{device, first, last}]. */
-    ranges() {
-        const ranges: {device: string, first: number, last: number}[] = [];
-        this.devices.forEach((device, layer) => {
-            const last = ranges.at(-1);
-            if (last !== undefined && last.device === device && last.last === layer - 1)
-                last.last = layer;
-            else
-                ranges.push({device, first: layer, last: layer});
-        });
-        return ranges;
-    }
 }

@@ -1,5 +1,5 @@
 import {InferenceError} from '../inference-error.js';
-import type {EmbedOptions, GenerateOptions, InferenceStrategy, Readiness, ServedModel} from '../inference-service.js';
+import type {EmbedOptions, GenerateOptions, InferenceStrategy, ServedModel} from '../inference-service.js';
 import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../inference-types.js';
 import type {ClusterCoordinator} from './cluster-coordinator.js';
 
@@ -38,11 +38,6 @@ export class ShardedInference implements InferenceStrategy {
 
     listModels(): ServedModel[] {
         return [{id: this.cluster.modelId, created: this.created, ownedBy: 'strongdoge:pipeline'}];
-    }
-
-    readiness(): Readiness {
-        const state = this.cluster.currentState;
-        return {ready: state === 'ready', state: `pipeline ${state}`};
     }
 
     async generate(request: GenerationRequest, options: GenerateOptions): Promise<GenerationResult> {
