@@ -2,6 +2,7 @@ import type {SwarmNode} from '../../swarm/swarm-node.js';
 import {InferenceError, type InferenceErrorCode} from '../inference-error.js';
 import type {EmbedOptions, GenerateOptions, InferenceStrategy, ServedModel} from '../inference-service.js';
 import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../inference-types.js';
+import {ResumableAnswer} from '../resumable-answer.js';
 import type {JobRequester, RemoteJobDeadlines} from './jobs/job-requester.js';
 import {explainNoPeer, rankPeers, type PeerCandidate} from './peer-ranking.js';
 
@@ -58,36 +59,20 @@ export class RemoteInference implements InferenceStrategy {
     }
 
     async generate(request: GenerationRequest, options: GenerateOptions): Promise<GenerationResult> {
-        // Tokens streamed so far, over every attempt: the next peer continues after them.
-        const tokens: number[] = [...request.continuation?.tokens ?? []];
-        const initialTokens = tokens.length;
-        let streamed = '';
-        // A failure on a resumed attempt may come from the tokens another peer streamed: never the client's fault.
-        const resumed = () => tokens.length > initialTokens;
-        return this.withPeers(request.model, options, resumed, async (peerId) => {
-            const before = streamed;
-            const tokensBefore = tokens.length;
+        const answer = new ResumableAnswer(request, options.onText);
+        return this.withPeers(request.model, options, () => answer.resumed, async (peerId) => {
+            const attempt = answer.attempt();
             const announced = this.swarm.peer(peerId)?.capabilities;
-            const result = await this.requester.generate(peerId, {...request, ...(tokens.length > 0 && {continuation: {tokens: [...tokens]}})}, {
+            const result = await this.requester.generate(peerId, attempt.request, {
                 signal: options.signal,
                 deadlines: this.routing.deadlines,
                 // What the peer announced: it countersigns the receipt only if that is its file's size.
                 modelBytes: announced?.models.find((offer) => offer.id === request.model)?.sizeBytes ?? 0,
                 // What the peer generates when the client set no limit: its announced cap, held to by the requester.
                 tokenCap: announced?.maxJobTokens ?? MAX_TOKENS_WITHOUT_CAP,
-                onText: (text, chunkTokens) => {
-                    streamed += text;
-                    tokens.push(...chunkTokens);
-                    options.onText?.(text, chunkTokens);
-                }
+                onText: attempt.onText
             });
-            // Tokens earlier peers streamed before failing count too.
-            const completionTokens = tokensBefore - initialTokens + result.usage.completionTokens;
-            return {
-                ...result,
-                text: before + result.text,
-                usage: {promptTokens: result.usage.promptTokens, completionTokens}
-            };
+            return attempt.finish(result);
         });
     }
 

@@ -1,6 +1,7 @@
 import {InferenceError} from '../inference-error.js';
 import type {EmbedOptions, GenerateOptions, InferenceStrategy, ServedModel} from '../inference-service.js';
 import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../inference-types.js';
+import {ResumableAnswer} from '../resumable-answer.js';
 import type {ClusterCoordinator} from './cluster-coordinator.js';
 
 export interface ShardedInferenceOptions {
@@ -41,12 +42,9 @@ export class ShardedInference implements InferenceStrategy {
     }
 
     async generate(request: GenerationRequest, options: GenerateOptions): Promise<GenerationResult> {
-        const tokens: number[] = [...request.continuation?.tokens ?? []];
-        const initialTokens = tokens.length;
-        let streamed = '';
+        const answer = new ResumableAnswer(request, options.onText);
         return this.withAttempts(options.signal, async (signal) => {
-            const before = streamed;
-            const tokensBefore = tokens.length;
+            const attempt = answer.attempt();
             let prefilling = true;
             this.cluster.prefill(true);
             const donePrefilling = () => {
@@ -56,22 +54,15 @@ export class ShardedInference implements InferenceStrategy {
                 }
             };
             try {
-                const result = await this.cluster.engine.generate({...request, ...(tokens.length > 0 && {continuation: {tokens: [...tokens]}})}, {
+                const result = await this.cluster.engine.generate(attempt.request, {
                     signal,
-                    onText: (text, chunkTokens) => {
+                    onText: (text, tokens) => {
                         donePrefilling();
-                        streamed += text;
-                        tokens.push(...chunkTokens);
-                        options.onText?.(text, chunkTokens);
+                        attempt.onText(text, tokens);
                     }
                 });
                 this.cluster.creditStages(result.usage.completionTokens);
-                return {
-                    ...result,
-                    text: before + result.text,
-                    // Tokens streamed before a failure count too.
-                    usage: {promptTokens: result.usage.promptTokens, completionTokens: tokensBefore - initialTokens + result.usage.completionTokens}
-                };
+                return attempt.finish(result);
             } finally {
                 donePrefilling();
             }

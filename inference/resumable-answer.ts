@@ -1,0 +1,43 @@
+import type {GenerateOptions} from './inference-service.js';
+import type {GenerationRequest, GenerationResult} from './inference-types.js';
+
+/**
+ * One answer over several attempts (another peer, a new pipeline): what has streamed so far, the request that
+ * continues after it, and the attempt's result merged with what came before, so the client sees one answer
+ * (docs/architecture.md, "The path of a request").
+ */
+export class ResumableAnswer {
+    private readonly tokens: number[];
+    private readonly initialTokens: number;
+    private streamed = '';
+
+    constructor(private readonly request: GenerationRequest, private readonly onText: GenerateOptions['onText']) {
+        this.tokens = [...request.continuation?.tokens ?? []];
+        this.initialTokens = this.tokens.length;
+    }
+
+    /** Tokens streamed by an earlier attempt of this answer: a failure now may come from them, not from the client. */
+    get resumed() {
+        return this.tokens.length > this.initialTokens;
+    }
+
+    /** Starts an attempt: the request to send, its text listener, and how to merge its result. */
+    attempt() {
+        const before = this.streamed;
+        const tokensBefore = this.tokens.length;
+        return {
+            request: {...this.request, ...(this.tokens.length > 0 && {continuation: {tokens: [...this.tokens]}})},
+            onText: (text: string, tokens: number[]) => {
+                this.streamed += text;
+                this.tokens.push(...tokens);
+                this.onText?.(text, tokens);
+            },
+            /** The whole answer: earlier attempts' text and tokens count too. */
+            finish: (result: GenerationResult): GenerationResult => ({
+                ...result,
+                text: before + result.text,
+                usage: {promptTokens: result.usage.promptTokens, completionTokens: tokensBefore - this.initialTokens + result.usage.completionTokens}
+            })
+        };
+    }
+}
