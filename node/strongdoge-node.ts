@@ -83,7 +83,7 @@ export class StrongdogeNode {
     private readonly pipelines: ShardedInference[] = [];
     readonly shardHost: ShardHost | undefined;
     private readonly shards: ShardProtocol | undefined;
-    private readonly shardedModels: ModelLoadSpec[];
+    private readonly shardedModels: (ModelLoadSpec & {sizeBytes: number})[];
     /** The rpc server with this node's GPU backend (for hosting), and the RPC backend for the pipeline engine (CPU). */
     private rpcFiles: {host: RpcServerFiles, coordinator: RpcServerFiles} | undefined;
     /** Why this node can neither host nor coordinate layers, when it cannot. */
@@ -108,8 +108,9 @@ export class StrongdogeNode {
         this.walletPassword = options.walletPassword;
         ({settings: this.settings, models: this.models, identity: this.identity, logger: this.logger} = options);
         const {settings, models, identity} = options;
-        const sharded = shardedModelIds(settings, models.map((model) => ({id: model.id, sizeBytes: statSync(model.path).size})), freemem());
-        this.shardedModels = models.filter((model) => sharded.has(model.id));
+        const sized = models.map((model) => ({...model, sizeBytes: statSync(model.path).size}));
+        const sharded = shardedModelIds(settings, sized, freemem());
+        this.shardedModels = sized.filter((model) => sharded.has(model.id));
         this.engine = new EngineSupervisor({
             models: models.filter((model) => !sharded.has(model.id)),
             threads: settings.threads,
@@ -226,7 +227,7 @@ export class StrongdogeNode {
         for (const spec of this.shardedModels) {
             const layout = await modelLayoutOf(spec.path);
             const cluster = new ClusterCoordinator({
-                model: {id: spec.id, path: spec.path, sizeBytes: statSync(spec.path).size, sha256: () => this.modelSha256(spec.id),
+                model: {id: spec.id, path: spec.path, sizeBytes: spec.sizeBytes, sha256: () => this.modelSha256(spec.id),
                     shape: {...layout, contextTokens: settings.contextSize}},
                 swarm, shards,
                 rpcFiles: () => this.rpcFiles && {libraryPath: this.rpcFiles.coordinator.libraryPath, serverPath: this.rpcFiles.host.serverPath},
@@ -261,7 +262,8 @@ export class StrongdogeNode {
                 dir: resolve(this.settings.rpcDir ?? join(this.settings.dataDir, 'rpc')),
                 onProgress: (line) => this.logger.info(line)
             });
-            // Hosted layers run on the GPU backend node-llama-cpp uses here; the pipeline engine keeps its own on the CPU.
+            // Rpc servers (hosted layers, a pipeline's own devices) run on the GPU backend node-llama-cpp uses here; the
+            // pipeline engine's RPC backend sits beside the CPU ggml it loads.
             const gpu = this.engine.getStatus().device?.backend ?? false;
             const coordinator = await prepareRpcServerDir(binaries);
             this.rpcFiles = {coordinator, host: gpu === false ? coordinator : await prepareRpcServerDir(binaries, {gpu})};
