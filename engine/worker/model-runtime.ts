@@ -1,6 +1,6 @@
 import {stat} from 'node:fs/promises';
 import {
-    LlamaCompletion, resolveChatWrapper, TokenBias,
+    isLlamaText, resolveChatWrapper, TokenBias,
     type ChatHistoryItem, type ChatWrapper, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaEmbeddingContext,
     type LlamaGrammar, type LlamaModel, type LlamaText, type Token
 } from 'node-llama-cpp';
@@ -9,14 +9,19 @@ import type {
 } from '../../inference/inference-types.js';
 import {InferenceError} from '../../inference/inference-error.js';
 import type {ModelLoadSpec, WorkerSettings} from './engine-messages.js';
+import {DecodeLoop} from './decode-loop.js';
+import {Generation} from './generation.js';
 import {toLlamaSamplingOptions} from './sampling-options.js';
-
-/** Tokens of context for detokenizing a new chunk (leading spaces, multi-byte characters). */
-const DETOKENIZE_CONTEXT_TOKENS = 16;
+import {TokenRelease} from './token-release.js';
 
 export interface GenerateCallbacks {
     onText(text: string, tokens: number[]): void,
     signal: AbortSignal
+}
+
+interface SequenceSlot {
+    id: number,
+    sequence: LlamaContextSequence
 }
 
 /** Upper bound for the embedding context: long enough for documents, small enough for RAM. */
@@ -24,7 +29,9 @@ const MAX_EMBEDDING_CONTEXT = 2048;
 
 /** One loaded model: its context with a pool of sequences (one per concurrent request) and an embedding context. */
 export class ModelRuntime {
-    private readonly freeSequences: LlamaContextSequence[];
+    /** Free sequences, lowest id first: a new request takes the lowest, so active ids stay consecutive (DecodeLoop). */
+    private readonly freeSlots: SequenceSlot[];
+    private readonly decodeLoop = new DecodeLoop<Generation>();
     private embeddingContext: Promise<LlamaEmbeddingContext> | undefined;
     private embeddingQueue: Promise<unknown> = Promise.resolve();
     private chatWrapper: ChatWrapper | undefined;
@@ -36,7 +43,8 @@ export class ModelRuntime {
         private readonly settings: WorkerSettings,
         readonly info: LoadedModelInfo
     ) {
-        this.freeSequences = Array.from({length: settings.parallelSequences}, () => context.getSequence());
+        // A fresh context hands out sequence ids 0, 1, 2, … in the order its sequences are created.
+        this.freeSlots = Array.from({length: settings.parallelSequences}, (_, id) => ({id, sequence: context.getSequence()}));
     }
 
     static async load(llama: Llama, spec: ModelLoadSpec, settings: WorkerSettings, onProgress: (progress: number) => void) {
@@ -73,88 +81,107 @@ export class ModelRuntime {
     }
 
     /**
-     * One path for chat and completion: the prompt becomes tokens (chat through the model's own template),
-     * LlamaCompletion generates from them. A continuation (tokens another node already generated for this
-     * request) is appended to the prompt, so a resumed generation picks up exactly where the other stopped.
+     * One path for chat and completion: the prompt becomes tokens (chat through the model's own template), and the
+     * request's Generation joins this model's DecodeLoop, which advances every active request together. A
+     * continuation (tokens another node already generated for this request) is appended to the prompt, so a
+     * resumed generation picks up exactly where the other stopped.
      */
     async generate(request: GenerationRequest, {onText, signal}: GenerateCallbacks): Promise<GenerationResult> {
-        const sequence = this.freeSequences.pop();
-        if (sequence === undefined)
+        const slot = this.freeSlots.shift();
+        if (slot === undefined)
             throw InferenceError.engineError(`no free sequence for ${this.info.id}: the supervisor sent more jobs than sequences`);
 
         const startedAt = performance.now();
-        let firstTokenAt: number | undefined;
         const continuation = (request.continuation?.tokens ?? []) as Token[];
-        const generated: Token[] = [...continuation];
-        let text = '';
         try {
             // Another node's tokens: ids outside this vocabulary would reach llama.cpp unchecked.
             const foreign = continuation.find((id) => !this.inVocabulary(id));
             if (foreign !== undefined)
                 throw InferenceError.invalidRequest(`continuation names token ${foreign}, which is not in the vocabulary`, 'continuation');
             const {tokens: promptTokens, stopTriggers} = this.promptFor(request);
-            const promptCount = promptTokens.length + (this.model.tokens.shouldPrependBosToken ? 1 : 0);
+            const bos = this.model.tokens.shouldPrependBosToken ? this.model.tokens.bos : null;
+            const prompt = bos === null ? promptTokens : [bos, ...promptTokens];
             const sampling = toLlamaSamplingOptions(request.sampling);
             const remaining = sampling.maxTokens === undefined ? undefined : sampling.maxTokens - continuation.length;
-            const maxTokens = this.generationBudget(promptCount + continuation.length, remaining);
-            const completion = new LlamaCompletion({contextSequence: sequence});
-            const budgetSpent = new AbortController();
-            let stopReason: string;
-            try {
-                const stops = [...(sampling.customStopTriggers ?? []), ...stopTriggers];
-                const response = await completion.generateCompletionWithMeta([...promptTokens, ...continuation], {
-                    ...sampling,
-                    ...await this.constraintsFor(request),
-                    ...(stops.length > 0 && {customStopTriggers: stops}),
-                    maxTokens,
-                    signal: AbortSignal.any([signal, budgetSpent.signal]),
-                    stopOnAbortSignal: true,
-                    // node-llama-cpp releases tokens once their text is final (not part of a possible stop
-                    // trigger): detokenized against what came before, continuation included.
-                    onToken: (released) => {
-                        firstTokenAt ??= performance.now();
-                        // Held-back tokens can be released past the budget: max_tokens is a hard limit.
-                        const tokens = released.slice(0, continuation.length + maxTokens - generated.length);
-                        const chunk = this.model.detokenize(tokens, false, generated.slice(-DETOKENIZE_CONTEXT_TOKENS));
-                        generated.push(...tokens);
-                        text += chunk;
-                        if (tokens.length > 0)
-                            onText(chunk, tokens);
-                        if (generated.length - continuation.length >= maxTokens)
-                            budgetSpent.abort();
-                    }
-                });
-                stopReason = budgetSpent.signal.aborted ? 'maxTokens' : response.metadata.stopReason;
-            } finally {
-                completion.dispose({disposeSequence: false});
-            }
+            const budget = this.generationBudget(prompt.length + continuation.length, remaining);
+            const {grammar, tokenBias} = await this.constraintsFor(request);
+            const release = new TokenRelease({
+                detokenize: (tokens, context) => this.model.detokenize(tokens as Token[], false, context as Token[]),
+                ...this.resolveStops([...request.sampling.stop, ...(grammar?.stopGenerationTriggers ?? []), ...stopTriggers]),
+                trimWhitespaceSuffix: grammar?.trimWhitespaceSuffix ?? false,
+                precedingTokens: continuation
+            });
+            const generation = await Generation.start({
+                sequence: slot.sequence,
+                sequenceId: slot.id,
+                input: [...prompt, ...continuation],
+                continuation,
+                sampling,
+                ...(grammar !== undefined && {grammar}),
+                ...(tokenBias !== undefined && {tokenBias}),
+                budget,
+                release,
+                signal,
+                onText
+            });
+            await this.decodeLoop.run(generation);
 
-            // A budget that ran out was used up, also by final tokens whose text was still incomplete (never released).
-            const completionTokens = stopReason === 'maxTokens' ? maxTokens : generated.length - continuation.length;
+            const completionTokens = generation.generated.length;
+            const {firstTokenAt} = generation;
             const finishedAt = performance.now();
             const promptMs = (firstTokenAt ?? finishedAt) - startedAt;
             const generationMs = firstTokenAt === undefined ? 0 : finishedAt - firstTokenAt;
             return {
-                text: stopReason === 'customStopTrigger' ? cutAtStop(text, request.sampling.stop) : text,
-                finishReason: stopReason === 'maxTokens' ? 'length' : 'stop',
-                usage: {promptTokens: promptCount, completionTokens},
+                text: generation.text,
+                finishReason: generation.end === 'length' ? 'length' : 'stop',
+                usage: {promptTokens: prompt.length, completionTokens},
                 timings: {
                     promptMs,
                     generationMs,
-                    promptTokensPerSecond: promptMs > 0 ? promptCount / (promptMs / 1000) : 0,
+                    promptTokensPerSecond: promptMs > 0 ? prompt.length / (promptMs / 1000) : 0,
                     // The first token's time belongs to prompt processing.
                     generationTokensPerSecond: generationMs > 0 ? (completionTokens - 1) / (generationMs / 1000) : 0
                 }
             };
         } finally {
-            this.freeSequences.push(sequence);
+            this.releaseSlot(slot);
         }
     }
 
-    /** Prompt tokens without the BOS token, which LlamaCompletion prepends itself. */
+    /** Steps the decode loop took and tokens it decoded in them (tokens per step: how well requests batch). */
+    get batching() {
+        return this.decodeLoop.stats;
+    }
+
+    private releaseSlot(slot: SequenceSlot) {
+        const index = this.freeSlots.findIndex((free) => free.id > slot.id);
+        this.freeSlots.splice(index < 0 ? this.freeSlots.length : index, 0, slot);
+    }
+
+    /**
+     * Plain-text triggers are matched on text; a trigger with special tokens (a template's end of turn) on tokens,
+     * as the model emits them.
+     */
+    private resolveStops(triggers: readonly (string | LlamaText | readonly (string | Token)[])[]): {stopTexts: string[], stopTokens: Token[][]} {
+        const stopTexts: string[] = [];
+        const stopTokens: Token[][] = [];
+        for (const trigger of triggers) {
+            const values: readonly unknown[] = typeof trigger === 'string' ? [trigger] : isLlamaText(trigger) ? trigger.values : trigger;
+            if (values.every((value) => typeof value === 'string'))
+                stopTexts.push(values.join(''));
+            else if (isLlamaText(trigger))
+                stopTokens.push(trigger.tokenize(this.model.tokenizer, 'trimLeadingSpace'));
+            else
+                stopTokens.push((trigger as readonly (string | Token)[]).flatMap((value) =>
+                    typeof value === 'string' ? this.model.tokenize(value, false, 'trimLeadingSpace') : [value]));
+        }
+        return {stopTexts, stopTokens};
+    }
+
+    /** Prompt tokens without the BOS token. */
     private promptFor(request: GenerationRequest): {tokens: Token[], stopTriggers: LlamaText[]} {
         if (request.kind === 'completion')
-            // As LlamaCompletion tokenizes a string prompt: no SentencePiece space prefix after the BOS token.
+            // No SentencePiece space prefix after the BOS token, as llama-server tokenizes a prompt.
             return {tokens: this.model.tokenize(request.prompt, false, this.model.tokens.shouldPrependBosToken ? 'trimLeadingSpace' : undefined), stopTriggers: []};
         this.chatWrapper ??= resolveChatWrapper(this.model);
         const chatWrapper = this.chatWrapper;
@@ -246,12 +273,6 @@ export class ModelRuntime {
             throw InferenceError.invalidRequest(`response_format.json_schema is not supported: ${(error as Error).message}`, 'response_format');
         }
     }
-}
-
-/** OpenAI semantics: the text ends before the first stop sequence. */
-function cutAtStop(text: string, stops: string[]) {
-    const cut = Math.min(...stops.map((stop) => text.indexOf(stop)).filter((index) => index >= 0));
-    return Number.isFinite(cut) ? text.slice(0, cut) : text;
 }
 
 function toChatHistory(messages: ChatMessage[]): ChatHistoryItem[] {

@@ -1,7 +1,7 @@
 import type {LLamaContextualRepeatPenalty} from 'node-llama-cpp';
 import type {SamplingOptions} from '../../inference/inference-types.js';
 
-/** The node-llama-cpp generation options that follow directly from OpenAI-style sampling settings. */
+/** The node-llama-cpp sampling options that follow directly from OpenAI-style sampling settings (stops: TokenRelease). */
 export interface LlamaSamplingOptions {
     temperature: number,
     topP?: number,
@@ -9,7 +9,6 @@ export interface LlamaSamplingOptions {
     minP?: number,
     seed?: number,
     maxTokens?: number,
-    customStopTriggers?: string[],
     repeatPenalty: false | LLamaContextualRepeatPenalty
 }
 
@@ -29,7 +28,6 @@ export function toLlamaSamplingOptions(sampling: SamplingOptions): LlamaSampling
         ...(sampling.minP !== undefined && {minP: sampling.minP}),
         ...(sampling.seed !== undefined && {seed: sampling.seed}),
         ...(sampling.maxTokens !== undefined && {maxTokens: sampling.maxTokens}),
-        ...(sampling.stop.length > 0 && {customStopTriggers: sampling.stop}),
         repeatPenalty: penalised
             ? {
                 penalty: 1,

@@ -1,0 +1,165 @@
+/** Text of the given tokens, detokenized after `context` (the tokens before them: leading spaces, multi-byte characters). */
+export type Detokenize = (tokens: readonly number[], context: readonly number[]) => string;
+
+export interface TokenReleaseOptions {
+    detokenize: Detokenize,
+    /** Text that ends the reply and is never shown (a client's `stop`, a template's plain-text turn marker). Defaults to none. */
+    stopTexts?: readonly string[],
+    /** Token sequences that end the reply (a template's special tokens). Defaults to none. */
+    stopTokens?: readonly (readonly number[])[],
+    /** Holds whitespace at the end until more text follows, and drops it when the reply ends (JSON grammars). Defaults to `false`. */
+    trimWhitespaceSuffix?: boolean,
+    /** Tokens already in the reply before this generation (a continuation). Defaults to none. */
+    precedingTokens?: readonly number[]
+}
+
+/** Tokens and their text, shown together: a resumed generation continues after exactly these tokens. */
+export interface Release {
+    text: string,
+    tokens: number[]
+}
+
+/** Tokens of context for detokenizing a new piece. */
+const DETOKENIZE_CONTEXT_TOKENS = 16;
+/** A UTF-8 character spans at most 4 bytes, so at most 4 byte tokens: a longer run of U+FFFD is the model's own text. */
+const MAX_INCOMPLETE_CHARACTER_TOKENS = 4;
+const REPLACEMENT_CHARACTER = '\uFFFD';
+const NOTHING: Release = Object.freeze({text: '', tokens: []}) as Release;
+
+/**
+ * Decides which generated tokens a client may see. Text is released a whole token at a time, so the tokens sent
+ * always spell exactly the text sent; a token is held back while its text could still be the start of a stop
+ * sequence, an incomplete UTF-8 character, or (with `trimWhitespaceSuffix`) trailing whitespace.
+ */
+export class TokenRelease {
+    private readonly stopTexts: readonly string[];
+    private readonly stopTokens: readonly (readonly number[])[];
+    private pending: number[] = [];
+    private context: number[];
+    private stoppedAt = false;
+
+    constructor(private readonly options: TokenReleaseOptions) {
+        this.stopTexts = (options.stopTexts ?? []).filter((stop) => stop.length > 0);
+        this.stopTokens = (options.stopTokens ?? []).filter((stop) => stop.length > 0);
+        this.context = (options.precedingTokens ?? []).slice(-DETOKENIZE_CONTEXT_TOKENS);
+    }
+
+    /** A stop sequence was generated: the reply is over. */
+    get stopped() {
+        return this.stoppedAt;
+    }
+
+    /** Takes the next generated token; returns what may be shown now (possibly nothing). */
+    push(token: number): Release {
+        if (this.stoppedAt)
+            throw new Error('TokenRelease: a token after the stop');
+        this.pending.push(token);
+
+        const tokenStop = this.stopTokens.find((stop) => endsWith(this.pending, stop));
+        if (tokenStop !== undefined) {
+            this.stoppedAt = true;
+            return this.releaseAll(this.pending.slice(0, -tokenStop.length));
+        }
+
+        const text = this.detokenize(this.pending);
+        const stopIndex = firstIndexOfAny(text, this.stopTexts);
+        if (stopIndex !== undefined) {
+            this.stoppedAt = true;
+            // Every pending token went into the stop; the text ends before it.
+            const tokens = this.pending;
+            this.pending = [];
+            return {text: this.trimmed(text.slice(0, stopIndex)), tokens};
+        }
+
+        let safeLength = text.length - longestStopPrefixSuffix(text, this.stopTexts);
+        if (text.endsWith(REPLACEMENT_CHARACTER) && this.pending.length < MAX_INCOMPLETE_CHARACTER_TOKENS)
+            safeLength = Math.min(safeLength, text.length - trailingRunLength(text, REPLACEMENT_CHARACTER));
+        if (this.options.trimWhitespaceSuffix === true) // whitespace before held text may end the reply too
+            safeLength = text.slice(0, safeLength).trimEnd().length;
+        const heldTokens = longestTokenStopPrefixSuffix(this.pending, this.stopTokens);
+        const releasable = this.pending.length - heldTokens;
+        if (safeLength === text.length && releasable === this.pending.length)
+            return this.take(this.pending.length, text);
+        for (let count = releasable; count > 0; count--) {
+            const prefix = this.detokenize(this.pending.slice(0, count));
+            if (prefix.length <= safeLength && text.startsWith(prefix))
+                return this.take(count, prefix);
+        }
+        return NOTHING;
+    }
+
+    /** The reply ended (end of generation, budget, abort): everything held is shown, trailing whitespace dropped if asked. */
+    finish(): Release {
+        if (this.stoppedAt || this.pending.length === 0)
+            return NOTHING;
+        return this.releaseAll(this.pending);
+    }
+
+    private releaseAll(tokens: number[]): Release {
+        this.pending = [];
+        return {text: this.trimmed(tokens.length === 0 ? '' : this.detokenize(tokens)), tokens};
+    }
+
+    private trimmed(text: string) {
+        return this.options.trimWhitespaceSuffix === true ? text.trimEnd() : text;
+    }
+
+    private take(count: number, text: string): Release {
+        const tokens = this.pending.slice(0, count);
+        this.pending = this.pending.slice(count);
+        this.context = [...this.context, ...tokens].slice(-DETOKENIZE_CONTEXT_TOKENS);
+        return {text, tokens};
+    }
+
+    private detokenize(tokens: readonly number[]) {
+        return this.options.detokenize(tokens, this.context);
+    }
+}
+
+function endsWith(tokens: readonly number[], suffix: readonly number[]) {
+    if (suffix.length > tokens.length)
+        return false;
+    const offset = tokens.length - suffix.length;
+    return suffix.every((token, index) => tokens[offset + index] === token);
+}
+
+function firstIndexOfAny(text: string, needles: readonly string[]) {
+    let first: number | undefined;
+    for (const needle of needles) {
+        const index = text.indexOf(needle);
+        if (index >= 0 && (first === undefined || index < first))
+            first = index;
+    }
+    return first;
+}
+
+/** Length of the longest end of `text` that is the start of some stop (the stop may still complete). */
+export function longestStopPrefixSuffix(text: string, stops: readonly string[]) {
+    let longest = 0;
+    for (const stop of stops)
+        for (let length = Math.min(stop.length - 1, text.length); length > longest; length--)
+            if (text.endsWith(stop.slice(0, length))) {
+                longest = length;
+                break;
+            }
+    return longest;
+}
+
+/** Tokens at the end of `tokens` that are the start of some token stop. */
+function longestTokenStopPrefixSuffix(tokens: readonly number[], stops: readonly (readonly number[])[]) {
+    let longest = 0;
+    for (const stop of stops)
+        for (let length = Math.min(stop.length - 1, tokens.length); length > longest; length--)
+            if (endsWith(tokens, stop.slice(0, length))) {
+                longest = length;
+                break;
+            }
+    return longest;
+}
+
+function trailingRunLength(text: string, character: string) {
+    let length = 0;
+    while (length < text.length && text[text.length - 1 - length] === character)
+        length++;
+    return length;
+}
