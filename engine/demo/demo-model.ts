@@ -15,6 +15,8 @@ export interface DemoModelOptions {
     contextLength?: number,
     seed?: number,
     name?: string,
+    /** How the weight matrices are stored; norms stay F32. Q8_0 and Q4_0 need widths that are multiples of 32. Defaults to F16. */
+    weightType?: 'F16' | 'Q8_0' | 'Q4_0',
     /**
      * False: the output weights of control tokens are zero, so their logit is 0 while the best word's is far
      * above: greedy generation never ends by itself. For tests and benchmarks that need long generations.
@@ -31,6 +33,7 @@ export const demoModelDefaults: Required<DemoModelOptions> = {
     contextLength: 4096,
     seed: 42,
     name: 'strongdoge-demo',
+    weightType: 'F16',
     endsText: true
 };
 
@@ -46,9 +49,11 @@ function tensorSeed(seed: number, name: string) {
     return hash >>> 0;
 }
 
-function normalTensor(name: string, dims: number[], std: number, seed: number): GgufTensorSpec {
+const FILE_TYPES = {F16: LlamaFileType.mostlyF16, Q8_0: LlamaFileType.mostlyQ8_0, Q4_0: LlamaFileType.mostlyQ4_0} as const;
+
+function normalTensor(name: string, dims: number[], std: number, seed: number, type: GgmlType): GgufTensorSpec {
     return {
-        name, dims, type: GgmlType.F16,
+        name, dims, type,
         fill(values) {
             const prng = new Prng(tensorSeed(seed, name));
             for (let i = 0; i < values.length; i++)
@@ -84,6 +89,8 @@ export function validateDemoModelOptions(options: Required<DemoModelOptions>) {
         throw new RangeError(`headCount (${options.headCount}) must be divisible by headCountKv (${options.headCountKv})`);
     if ((options.width / options.headCount) % 2 !== 0)
         throw new RangeError('width / headCount must be even for rotary embeddings');
+    if (options.weightType !== 'F16' && (options.width % 32 !== 0 || options.feedForwardLength % 32 !== 0))
+        throw new RangeError(`${options.weightType} weights need width and feedForwardLength in multiples of 32 (its blocks)`);
 }
 
 /**
@@ -103,7 +110,7 @@ export function describeDemoModel(options: DemoModelOptions = {}) {
     const metadata: GgufMetadata = {
         'general.architecture': {type: 'string', value: 'llama'},
         'general.name': {type: 'string', value: config.name},
-        'general.file_type': {type: 'uint32', value: LlamaFileType.mostlyF16},
+        'general.file_type': {type: 'uint32', value: FILE_TYPES[config.weightType]},
         'llama.context_length': {type: 'uint32', value: config.contextLength},
         'llama.embedding_length': {type: 'uint32', value: width},
         'llama.block_count': {type: 'uint32', value: layers},
@@ -128,11 +135,12 @@ export function describeDemoModel(options: DemoModelOptions = {}) {
 
     // std 1/sqrt(fan_in) keeps activations near unit scale; a wider output layer spreads logits
     // so greedy decoding wanders through the vocabulary instead of repeating one token.
+    const type = GgmlType[config.weightType];
     const projection = 1 / Math.sqrt(width);
-    const output = normalTensor('output.weight', [width, vocabSize], 4 * projection, seed);
+    const output = normalTensor('output.weight', [width, vocabSize], 4 * projection, seed, type);
     const controlTokens = vocab.tokenTypes.flatMap((type, id) => type === TokenType.control ? [id] : []);
     const tensors: GgufTensorSpec[] = [
-        normalTensor('token_embd.weight', [width, vocabSize], 1, seed),
+        normalTensor('token_embd.weight', [width, vocabSize], 1, seed, type),
         onesTensor('output_norm.weight', width),
         config.endsText ? output : withZeroRows(output, width, controlTokens)
     ];
@@ -140,14 +148,14 @@ export function describeDemoModel(options: DemoModelOptions = {}) {
         const block = `blk.${layer}`;
         tensors.push(
             onesTensor(`${block}.attn_norm.weight`, width),
-            normalTensor(`${block}.attn_q.weight`, [width, width], projection, seed),
-            normalTensor(`${block}.attn_k.weight`, [width, kvWidth], projection, seed),
-            normalTensor(`${block}.attn_v.weight`, [width, kvWidth], projection, seed),
-            normalTensor(`${block}.attn_output.weight`, [width, width], RESIDUAL_GAIN * projection, seed),
+            normalTensor(`${block}.attn_q.weight`, [width, width], projection, seed, type),
+            normalTensor(`${block}.attn_k.weight`, [width, kvWidth], projection, seed, type),
+            normalTensor(`${block}.attn_v.weight`, [width, kvWidth], projection, seed, type),
+            normalTensor(`${block}.attn_output.weight`, [width, width], RESIDUAL_GAIN * projection, seed, type),
             onesTensor(`${block}.ffn_norm.weight`, width),
-            normalTensor(`${block}.ffn_gate.weight`, [width, feedForwardLength], projection, seed),
-            normalTensor(`${block}.ffn_up.weight`, [width, feedForwardLength], projection, seed),
-            normalTensor(`${block}.ffn_down.weight`, [feedForwardLength, width], RESIDUAL_GAIN / Math.sqrt(feedForwardLength), seed)
+            normalTensor(`${block}.ffn_gate.weight`, [width, feedForwardLength], projection, seed, type),
+            normalTensor(`${block}.ffn_up.weight`, [width, feedForwardLength], projection, seed, type),
+            normalTensor(`${block}.ffn_down.weight`, [feedForwardLength, width], RESIDUAL_GAIN / Math.sqrt(feedForwardLength), seed, type)
         );
     }
     return {config, metadata, tensors, vocab};

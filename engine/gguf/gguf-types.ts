@@ -17,19 +17,26 @@ export const GgufValueType = {
 /** ggml tensor element types the writer can encode. */
 export const GgmlType = {
     F32: 0,
-    F16: 1
+    F16: 1,
+    Q4_0: 2,
+    Q8_0: 8
 } as const;
 export type GgmlType = typeof GgmlType[keyof typeof GgmlType];
 
-export const ggmlTypeByteSize: Record<GgmlType, number> = {
-    [GgmlType.F32]: 4,
-    [GgmlType.F16]: 2
+/** Elements per block and bytes per block (ggml's `type_traits`): a quantized type stores 32 values with one scale. */
+export const ggmlTypeLayout: Record<GgmlType, {blockSize: number, blockBytes: number}> = {
+    [GgmlType.F32]: {blockSize: 1, blockBytes: 4},
+    [GgmlType.F16]: {blockSize: 1, blockBytes: 2},
+    [GgmlType.Q4_0]: {blockSize: 32, blockBytes: 18},
+    [GgmlType.Q8_0]: {blockSize: 32, blockBytes: 34}
 };
 
 /** llama.cpp's `llama_ftype`: what `general.file_type` reports. */
 export const LlamaFileType = {
     allF32: 0,
-    mostlyF16: 1
+    mostlyF16: 1,
+    mostlyQ4_0: 2,
+    mostlyQ8_0: 7
 } as const;
 
 /** llama.cpp's `llama_token_type`. */

@@ -1,7 +1,8 @@
 import {open} from 'node:fs/promises';
 import {float32ToFloat16Bits} from './float16.js';
+import {quantizeQ4_0, quantizeQ8_0} from './quantize.js';
 import {
-    GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION, GgmlType, ggmlTypeByteSize, GgufValueType,
+    GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION, GgmlType, ggmlTypeLayout, GgufValueType,
     type GgufMetadata, type GgufMetadataValue, type GgufTensorSpec
 } from './gguf-types.js';
 
@@ -67,7 +68,10 @@ export function alignedSize(size: number, alignment: number) {
 }
 
 export function tensorByteSize(tensor: Pick<GgufTensorSpec, 'dims' | 'type'>) {
-    return tensor.dims.reduce((product, dim) => product * dim, 1) * ggmlTypeByteSize[tensor.type];
+    const {blockSize, blockBytes} = ggmlTypeLayout[tensor.type];
+    if (tensor.dims[0]! % blockSize !== 0)
+        throw new RangeError(`rows of a type ${tensor.type} tensor hold whole blocks of ${blockSize}, got ${tensor.dims[0]}`);
+    return tensor.dims.reduce((product, dim) => product * dim, 1) / blockSize * blockBytes;
 }
 
 function writeMetadataValue(sink: ByteSink, entry: GgufMetadataValue) {
@@ -98,6 +102,10 @@ function encodeTensorData(tensor: GgufTensorSpec): Buffer {
     tensor.fill(values);
     if (tensor.type === GgmlType.F32)
         return Buffer.from(values.buffer, values.byteOffset, values.byteLength);
+    if (tensor.type === GgmlType.Q8_0)
+        return quantizeQ8_0(values);
+    if (tensor.type === GgmlType.Q4_0)
+        return quantizeQ4_0(values);
 
     const halves = new Uint16Array(count);
     for (let i = 0; i < count; i++)
