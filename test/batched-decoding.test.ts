@@ -1,0 +1,100 @@
+import test from 'ava';
+import {getLlama, LlamaCompletion, type Llama} from 'node-llama-cpp';
+import type {GenerationRequest, GenerationResult} from '../inference/inference-types.js';
+import {ModelRuntime} from '../engine/worker/model-runtime.js';
+import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
+
+/** The engine's model runtime in this process, with the real node-llama-cpp and the demo model (never ends by itself). */
+let llama: Llama;
+let runtime: ModelRuntime;
+let modelPath: string;
+let cleanup: () => Promise<void>;
+
+test.before(async () => {
+    ({modelPath, cleanup} = await createDataDirWithDemoModel({endsText: false}));
+    llama = await getLlama({gpu: false, build: 'never'});
+    runtime = await ModelRuntime.load(llama, {id: 'demo', path: modelPath},
+        {models: [], threads: 1, parallelSequences: 4, contextSize: 4 * 1024, gpu: false}, () => undefined);
+});
+
+test.after.always(async () => {
+    await runtime?.dispose();
+    await cleanup?.();
+});
+
+function completion(prompt: string, maxTokens: number, extra: Partial<GenerationRequest['sampling']> = {}): GenerationRequest {
+    return {kind: 'completion', model: 'demo', prompt, sampling: {temperature: 0, stop: [], maxTokens, responseFormat: {type: 'text'}, ...extra}};
+}
+
+async function generate(request: GenerationRequest, signal = new AbortController().signal) {
+    const chunks: {text: string, tokens: number[]}[] = [];
+    const result: GenerationResult = await runtime.generate(request, {signal, onText: (text, tokens) => chunks.push({text, tokens})});
+    return {result, chunks};
+}
+
+const PROMPTS = ['Such wow', 'The doge said', 'Many peers make light work', 'Layers and tokens'];
+
+test.serial('concurrent requests are decoded together: about one step per token for all of them', async (t) => {
+    const before = runtime.batching;
+    const results = await Promise.all(PROMPTS.map((prompt) => generate(completion(prompt, 48))));
+    const steps = runtime.batching.steps - before.steps;
+    const tokens = runtime.batching.tokens - before.tokens;
+    for (const {result} of results) {
+        t.is(result.usage.completionTokens, 48);
+        t.is(result.finishReason, 'length');
+    }
+    t.is(tokens, 4 * 47, 'each request decodes 47 tokens after its prompt (the 48th is sampled, never decoded)');
+    // Four requests in lockstep: 47 steps, plus a few while requests that arrived a decode apart catch up;
+    // one request at a time would take 188.
+    t.true(steps <= 60, `${steps} steps for ${tokens} tokens`);
+});
+
+test.serial('a request alone says exactly what node-llama-cpp\'s own LlamaCompletion says, before and after concurrent work', async (t) => {
+    const model = await llama.loadModel({modelPath});
+    t.teardown(() => model.dispose());
+    const context = await model.createContext({contextSize: 1024, threads: 1});
+    const sequence = context.getSequence();
+    for (const prompt of PROMPTS) {
+        const direct = await new LlamaCompletion({contextSequence: sequence})
+            .generateCompletion(prompt, {temperature: 0, maxTokens: 40, repeatPenalty: false});
+        t.is((await generate(completion(prompt, 40))).result.text, direct, prompt);
+    }
+    await Promise.all(PROMPTS.map((prompt) => generate(completion(`${prompt}!`, 30))));
+    const direct = await new LlamaCompletion({contextSequence: sequence})
+        .generateCompletion(PROMPTS[0]!, {temperature: 0, maxTokens: 40, repeatPenalty: false});
+    t.is((await generate(completion(PROMPTS[0]!, 40))).result.text, direct);
+});
+
+test.serial('concurrent answers equal the same requests alone (no sequence sees another\'s tokens)', async (t) => {
+    const alone = [];
+    for (const prompt of PROMPTS)
+        alone.push((await generate(completion(prompt, 32))).result.text);
+    const together = await Promise.all(PROMPTS.map((prompt) => generate(completion(prompt, 32))));
+    // The demo model damps its residual stream so that batched rounding does not change greedy picks (engine/demo).
+    t.deepEqual(together.map(({result}) => result.text), alone);
+});
+
+test.serial('the streamed chunks spell the answer, and their tokens are the answer\'s tokens', async (t) => {
+    const {result, chunks} = await generate(completion('Such wow', 40, {stop: ['e']}));
+    t.is(chunks.map((chunk) => chunk.text).join(''), result.text);
+    t.false(result.text.includes('e'));
+    t.is(result.finishReason, 'stop');
+    t.true(result.usage.completionTokens >= chunks.flatMap((chunk) => chunk.tokens).length);
+});
+
+test.serial('a cancelled request ends at once; the others keep their tokens and their text', async (t) => {
+    const controller = new AbortController();
+    const alone = (await generate(completion(PROMPTS[1]!, 40))).result.text;
+    const cancelled = generate(completion(PROMPTS[0]!, 2000), controller.signal);
+    const kept = generate(completion(PROMPTS[1]!, 40));
+    setTimeout(() => controller.abort(), 50);
+    const [cancelledResult, keptResult] = await Promise.all([cancelled, kept]);
+    t.true(cancelledResult.result.usage.completionTokens < 2000);
+    t.is(keptResult.result.text, alone);
+});
+
+test.serial('a budget of zero tokens left (a continuation that used it up) generates nothing', async (t) => {
+    const {result} = await generate({...completion('Such wow', 3), continuation: {tokens: [300, 301, 302]}});
+    t.is(result.usage.completionTokens, 0);
+    t.is(result.finishReason, 'length');
+});
