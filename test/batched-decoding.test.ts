@@ -98,3 +98,29 @@ test.serial('a budget of zero tokens left (a continuation that used it up) gener
     t.is(result.usage.completionTokens, 0);
     t.is(result.finishReason, 'length');
 });
+
+test.serial('a long prompt is evaluated in chunks between the running streams\' tokens, not all at once', async (t) => {
+    let runningTokens = 0;
+    let atLongFirstToken: number | undefined;
+    const controller = new AbortController();
+    const running = generate(completion(PROMPTS[0]!, 3000), controller.signal);
+    // A second running stream, whose tokens are counted.
+    const counted = runtime.generate(completion(PROMPTS[1]!, 3000), {
+        signal: controller.signal,
+        onText: (_text, tokens) => runningTokens += tokens.length
+    });
+    while (runningTokens < 8)
+        await new Promise((resolve) => setTimeout(resolve, 1));
+    const longPrompt = Array.from({length: 150}, () => 'such doge said wow.').join(' ');
+    const atLongStart = runningTokens;
+    const long = await runtime.generate(completion(longPrompt, 2), {
+        signal: new AbortController().signal,
+        onText: () => atLongFirstToken ??= runningTokens
+    });
+    controller.abort();
+    await Promise.all([running, counted]);
+    const chunks = Math.ceil(long.usage.promptTokens / 128);
+    t.true(long.usage.promptTokens > 1500, `${long.usage.promptTokens} prompt tokens`);
+    // One token per chunk (a few may be held back a step as incomplete UTF-8); all at once would give one or two.
+    t.true(atLongFirstToken! - atLongStart >= chunks - 4, `${atLongFirstToken! - atLongStart} tokens during ${chunks} chunks`);
+});

@@ -33,16 +33,35 @@ class FakeContext {
 }
 
 class FakeGeneration implements SteppedGeneration {
-    prefilling = true;
     tokens = 0;
+    private chunksLeft: number;
 
+    /** `promptChunks`: steps its prompt takes; `failAt`: the token whose decode fails. */
     constructor(readonly sequenceId: number, private readonly context: FakeContext, private readonly length: number,
-        private readonly prefill: () => Promise<void> = () => context.decode(sequenceId), private readonly failAt?: number) {}
+        {promptChunks = 1, failAt}: {promptChunks?: number, failAt?: number} = {}) {
+        this.chunksLeft = promptChunks;
+        this.failAt = failAt;
+    }
 
-    advance(): Promise<boolean> {
-        const decoded = this.prefilling ? this.prefill() : this.context.decode(this.sequenceId);
+    private readonly failAt: number | undefined;
+
+    get prefilling() {
+        return this.chunksLeft > 0;
+    }
+
+    /** Steps in which it was advanced with company. */
+    sharedSteps = 0;
+
+    advance(shared: boolean): Promise<boolean> {
+        if (shared)
+            this.sharedSteps++;
+        const decoded = this.context.decode(this.sequenceId);
+        if (this.chunksLeft > 1) {
+            this.chunksLeft--;
+            return decoded.then(() => true);
+        }
         return decoded.then(() => {
-            this.prefilling = false;
+            this.chunksLeft = 0;
             this.tokens++;
             if (this.tokens === this.failAt)
                 throw new Error(`sequence ${this.sequenceId} failed`);
@@ -58,14 +77,9 @@ test('every step decodes all running sequences in one batch, in ascending sequen
     const loop = new DecodeLoop<FakeGeneration>();
     const generations = [3, 0, 2, 1].map((id) => new FakeGeneration(id, context, 20));
     await Promise.all(generations.map((generation) => loop.run(generation)));
-    t.deepEqual(context.batches[0], [0, 1, 2, 3], 'the prompts, queued together in order');
-    t.true(context.batches.every(isAscending), JSON.stringify(context.batches));
-    // Prompts end at different moments, so the first step after them may be partial; from then on, lockstep.
-    const full = context.batches.filter((batch) => batch.length === 4).length;
-    t.true(full >= 17, JSON.stringify(context.batches));
+    t.deepEqual(context.batches, Array.from({length: 20}, () => [0, 1, 2, 3]), 'the prompts, then 19 steps of all four, in order');
     t.deepEqual(generations.map((generation) => generation.tokens), [20, 20, 20, 20]);
-    t.is(loop.stats.tokens, 76);
-    t.true(loop.stats.tokens / loop.stats.steps > 3.5);
+    t.deepEqual(loop.stats, {steps: 19, tokens: 76}, 'the first step evaluated the prompts');
 });
 
 test('a generation that arrives mid-step joins at the next step, in its place by id; finished ones leave', async (t) => {
@@ -81,30 +95,29 @@ test('a generation that arrives mid-step joins at the next step, in its place by
     t.is(context.batches.at(-1)!.join(), '2');
 });
 
-test('a long prompt does not hold back the others\' steps', async (t) => {
+test('a long prompt is taken a chunk per step: the running sequences get a token in every one of those steps', async (t) => {
     const context = new FakeContext();
     const loop = new DecodeLoop<FakeGeneration>();
     const running = new FakeGeneration(0, context, 40);
     const runningDone = loop.run(running);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-    let prefilled: () => void = () => undefined;
-    const slowPrompt = new FakeGeneration(1, context, 3, () => new Promise<void>((resolve) => prefilled = resolve));
-    const slowDone = loop.run(slowPrompt);
-    const tokensBefore = running.tokens;
-    // Were the steps waiting for the prompt, this would never end (ava's timeout fails the test).
-    while (running.tokens < tokensBefore + 5)
+    while (running.tokens < 5)
         await new Promise((resolve) => setTimeout(resolve, 1));
-    t.true(slowPrompt.prefilling, 'the running sequence kept stepping while the prompt was evaluated');
-    prefilled();
-    await Promise.all([runningDone, slowDone]);
-    t.is(slowPrompt.tokens, 3);
-    t.true(context.batches.some((batch) => batch.join() === '0,1'), 'it joined the steps once its prompt was in');
+    const longPrompt = new FakeGeneration(1, context, 3, {promptChunks: 10});
+    const tokensBefore = running.tokens;
+    const batchesBefore = context.batches.length;
+    await Promise.all([runningDone, loop.run(longPrompt)]);
+    t.is(longPrompt.tokens, 3);
+    const shared = context.batches.slice(batchesBefore).filter((batch) => batch.join() === '0,1');
+    t.true(shared.length >= 12, '10 prompt chunks and 3 tokens, each in a step with sequence 0');
+    t.is(running.tokens, 40);
+    t.true(running.tokens - tokensBefore >= 13);
+    t.is(longPrompt.sharedSteps, 12, 'each of its chunks and tokens was advanced with sequence 0');
 });
 
 test('a generation that fails ends alone; the others finish', async (t) => {
     const context = new FakeContext();
     const loop = new DecodeLoop<FakeGeneration>();
-    const failing = loop.run(new FakeGeneration(1, context, 10, undefined, 4));
+    const failing = loop.run(new FakeGeneration(1, context, 10, {failAt: 4}));
     const fine = [0, 2].map((id) => new FakeGeneration(id, context, 10));
     const finished = fine.map((generation) => loop.run(generation));
     await t.throwsAsync(failing, {message: 'sequence 1 failed'});

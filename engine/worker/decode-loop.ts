@@ -2,13 +2,15 @@
 export interface SteppedGeneration {
     /** llama.cpp's sequence id: the loop starts the sequences' decodes in ascending order. */
     readonly sequenceId: number,
-    /** True until the prompt has been evaluated: prompt processing does not hold back the other sequences' steps. */
+    /** True until the first token is sampled: the step evaluates (part of) the prompt, not a token. */
     readonly prefilling: boolean,
     /**
      * Starts this generation's next decode synchronously (so that every sequence of a step is queued in the same
-     * tick, in order) and resolves once its token is handled: false when the generation has finished.
+     * tick, in order) and resolves once it is done: false when the generation has finished. One advance must
+     * stay short (a token, or a bounded chunk of prompt): the whole step waits for it. `shared`: other
+     * generations are in this step.
      */
-    advance(): Promise<boolean>
+    advance(shared: boolean): Promise<boolean>
 }
 
 /**
@@ -19,14 +21,12 @@ export interface SteppedGeneration {
  * ascending order; otherwise it splits the batch and reads every weight again per pass. node-llama-cpp decodes
  * whatever sequences have queued when the previous batch ends, in the order their sampling finished: mostly not
  * all of them, in no particular order. A step starts all decodes in one tick, in order, so they share one pass.
+ * A new request's prompt is evaluated a chunk per step (Generation), so running streams pause a chunk at a time.
  */
 export class DecodeLoop<T extends SteppedGeneration> {
     private readonly active = new Set<T>();
-    private readonly prefilling = new Set<T>();
     private readonly finished = new Map<T, {resolve: () => void, reject: (error: unknown) => void}>();
     private running = false;
-    private wake: (() => void) | undefined;
-    private signalled = false;
     private stepCount = 0;
     private decodedTokens = 0;
 
@@ -40,57 +40,32 @@ export class DecodeLoop<T extends SteppedGeneration> {
         return new Promise<void>((resolve, reject) => {
             this.finished.set(generation, {resolve, reject});
             this.active.add(generation);
-            this.notify();
             if (!this.running) {
                 this.running = true;
                 // From a microtask: generations added in the same tick start together.
-                queueMicrotask(() => void this.loop().finally(() => this.running = false));
+                queueMicrotask(() => void this.loop());
             }
         });
     }
 
     private async loop() {
         while (this.active.size > 0) {
-            this.signalled = false;
-            const ready = [...this.active].filter((generation) => !this.prefilling.has(generation))
-                .sort((a, b) => a.sequenceId - b.sequenceId);
-            if (ready.length === 0) {
-                // Only prompts are being evaluated: wait until one ends or a generation arrives.
-                if (!this.signalled)
-                    await new Promise<void>((resolve) => this.wake = resolve);
-                this.wake = undefined;
-                continue;
-            }
-            const stepped: Promise<void>[] = [];
-            for (const generation of ready) {
-                if (generation.prefilling) {
-                    this.prefilling.add(generation);
-                    void this.settle(generation).then(() => {
-                        this.prefilling.delete(generation);
-                        this.notify();
-                    });
-                } else {
-                    stepped.push(this.settle(generation));
-                }
-            }
-            if (stepped.length > 0) {
+            const step = [...this.active].sort((a, b) => a.sequenceId - b.sequenceId);
+            const tokens = step.filter((generation) => !generation.prefilling).length;
+            if (tokens > 0) {
                 this.stepCount++;
-                this.decodedTokens += stepped.length;
+                this.decodedTokens += tokens;
             }
-            await Promise.all(stepped);
+            await Promise.all(step.map((generation) => this.settle(generation, step.length > 1)));
         }
-    }
-
-    private notify() {
-        this.signalled = true;
-        this.wake?.();
+        this.running = false; // in the tick that saw no generation left: a later run() starts a new loop
     }
 
     /** One advance of one generation; its failure ends only that generation. */
-    private async settle(generation: T) {
+    private async settle(generation: T, shared: boolean) {
         let more: boolean;
         try {
-            more = await generation.advance();
+            more = await generation.advance(shared);
         } catch (error) {
             this.end(generation)?.reject(error);
             return;

@@ -15,7 +15,7 @@ export interface WorkerSettings {
     threads: number,
     /** Sequences per context: how many requests decode together in one batch. */
     parallelSequences: number,
-    /** Total context tokens, split across the sequences. */
+    /** Context tokens of each sequence: what one request may hold, prompt and answer. */
     contextSize: number,
     /** 'auto' offloads to a GPU when node-llama-cpp finds one. */
     gpu: 'auto' | false,
