@@ -14,20 +14,39 @@ import {startDaemon} from '../test/helpers/cli-process.js';
 import {openDirectLlama} from './lib/direct-llama.js';
 import {llamaServerAvailable, startLlamaServer} from './lib/llama-server.js';
 import {median, round} from './lib/statistics.js';
-import {measureConcurrentClients, measureStreamedCompletion, type CompletionLoad, type StreamMeasurement} from './lib/stream-measurement.js';
+import {
+    measureConcurrentClients, measurePromptInterference, measureStreamedCompletion, type CompletionLoad, type StreamMeasurement
+} from './lib/stream-measurement.js';
 
 const THREADS = 1;
-const PARALLEL = 4;
+/** Sequences of the node and slots of llama-server: enough for the largest concurrency measured. */
+const PARALLEL = 8;
 const CONTEXT = 4096;
-const MAX_TOKENS = 256;
-const REPEATS = 5;
-const CONCURRENCY = [1, 2, 4];
 const PROMPT = 'The swarm of doges gathered to share their GPUs and';
+/** The prompt that arrives while streams run (measurePromptInterference): about 2,000 tokens, new each try (no prompt cache). */
+const longPrompt = (attempt: number) => `${attempt}: ${Array.from({length: 150}, () => 'such doge said wow.').join(' ')}`;
 
-const MODELS: {name: string, options: DemoModelOptions}[] = [
-    // Models that never end by themselves: every contestant generates all MAX_TOKENS.
-    {name: 'tiny (8 layers, width 256, ~5M params)', options: {endsText: false}},
-    {name: 'medium (12 layers, width 768, ~86M params)', options: {layers: 12, width: 768, headCount: 12, feedForwardLength: 2048, endsText: false}}
+interface BenchModel {
+    name: string,
+    options: DemoModelOptions,
+    maxTokens: number,
+    repeats: number,
+    concurrency: number[],
+    /** Also measure how a long prompt stalls running streams. */
+    promptInterference: boolean
+}
+
+const MODELS: BenchModel[] = [
+    // Models that never end by themselves: every contestant generates all maxTokens.
+    {name: 'tiny (8 layers, width 256, ~5M params)', options: {endsText: false},
+        maxTokens: 256, repeats: 5, concurrency: [1, 2, 4, 8], promptInterference: false},
+    {name: 'medium (12 layers, width 768, ~86M params)', options: {layers: 12, width: 768, headCount: 12, feedForwardLength: 2048, endsText: false},
+        maxTokens: 256, repeats: 5, concurrency: [1, 2, 4, 8], promptInterference: true},
+    // TinyLlama's shape (grouped-query attention, 1.0B parameters) in Q4_0, as users run models: weights cost
+    // memory bandwidth and compute per token, so per-token overhead and batching show as users feel them.
+    {name: 'realistic (22 layers, width 2048, GQA 32/4, ~1.0B params, Q4_0)',
+        options: {layers: 22, width: 2048, headCount: 32, headCountKv: 4, feedForwardLength: 5632, weightType: 'Q4_0', endsText: false},
+        maxTokens: 64, repeats: 3, concurrency: [1, 4], promptInterference: false}
 ];
 
 /** Random weights emit byte tokens that llama-server refuses to stream (docs/architecture.md, "Benchmarks"): ban them for every contestant. */
@@ -50,17 +69,17 @@ function summarize(runs: StreamMeasurement[]) {
     };
 }
 
-async function repeat(measure: () => Promise<StreamMeasurement>) {
+async function repeat(repeats: number, measure: () => Promise<StreamMeasurement>) {
     await measure(); // warm-up: caches, first-token allocations
     const runs: StreamMeasurement[] = [];
-    for (let i = 0; i < REPEATS; i++)
+    for (let i = 0; i < repeats; i++)
         runs.push(await measure());
     return summarize(runs);
 }
 
-async function concurrencySweep(client: OpenAI, load: CompletionLoad) {
+async function concurrencySweep(client: OpenAI, load: CompletionLoad, concurrency: number[]) {
     const results: Record<string, {aggregateTokensPerSecond: number, worstTtftMs: number}> = {};
-    for (const clients of CONCURRENCY) {
+    for (const clients of concurrency) {
         const samples = [];
         for (let i = 0; i < 3; i++)
             samples.push(await measureConcurrentClients(client, load, clients));
@@ -72,38 +91,56 @@ async function concurrencySweep(client: OpenAI, load: CompletionLoad) {
     return results;
 }
 
-async function benchmarkModel(dir: string, name: string, options: DemoModelOptions) {
+/** 3 streams running, then the long prompt; the median of 3 tries (each try's worst gap). */
+async function promptInterference(client: OpenAI, load: CompletionLoad) {
+    const tries = [];
+    for (let i = 0; i < 3; i++)
+        tries.push(await measurePromptInterference(client, {...load, maxTokens: 1024}, 3, longPrompt(i)));
+    return {
+        runningStreams: 3,
+        promptTokens: tries[0]!.promptTokens,
+        promptMs: round(median(tries.map((run) => run.promptMs))),
+        worstGapMs: round(median(tries.map((run) => run.worstGapMs))),
+        medianGapMsBefore: round(median(tries.map((run) => run.medianGapMsBefore)))
+    };
+}
+
+/** One server's measurements: a stream alone, concurrent streams, and (if asked) a long prompt among running streams. */
+async function measureServer(client: OpenAI, load: CompletionLoad, bench: BenchModel) {
+    return {
+        single: await repeat(bench.repeats, () => measureStreamedCompletion(client, load)),
+        concurrency: await concurrencySweep(client, load, bench.concurrency),
+        ...(bench.promptInterference && {promptInterference: await promptInterference(client, load)})
+    };
+}
+
+async function benchmarkModel(dir: string, bench: BenchModel) {
+    const {name, options} = bench;
     const dataDir = join(dir, name.split(' ')[0]!);
     await mkdir(join(dataDir, 'models'), {recursive: true});
     const modelPath = join(dataDir, 'models', 'bench.gguf');
     process.stderr.write(`\n[${name}] writing model\n`);
     await writeDemoModel(modelPath, options);
     const logitBias = byteTokenBan();
-    const load: CompletionLoad = {model: 'bench', prompt: PROMPT, maxTokens: MAX_TOKENS, logitBias};
+    const load: CompletionLoad = {model: 'bench', prompt: PROMPT, maxTokens: bench.maxTokens, logitBias};
 
     process.stderr.write(`[${name}] node-llama-cpp in-process\n`);
     const direct = await openDirectLlama(modelPath, THREADS);
-    const directResult = await repeat(() => direct.measure(PROMPT, MAX_TOKENS, logitBias));
+    const directResult = await repeat(bench.repeats, () => direct.measure(PROMPT, bench.maxTokens, logitBias));
     await direct.dispose();
 
     process.stderr.write(`[${name}] strongdoge proxy\n`);
     const daemon = await startDaemon(['--model', 'bench', '--data-dir', dataDir, '--threads', String(THREADS),
         '--parallel', String(PARALLEL), '--context-size', String(CONTEXT)]);
-    const proxyClient = new OpenAI({baseURL: daemon.baseUrl, apiKey: 'bench', maxRetries: 0});
-    const proxyResult = await repeat(() => measureStreamedCompletion(proxyClient, load));
-    const proxyConcurrency = await concurrencySweep(proxyClient, load);
+    const proxy = await measureServer(new OpenAI({baseURL: daemon.baseUrl, apiKey: 'bench', maxRetries: 0}), load, bench);
     await daemon.stop();
 
-    let llamaServer: {single: ReturnType<typeof summarize>, concurrency: Awaited<ReturnType<typeof concurrencySweep>>} | {skipped: string};
+    let llamaServer: Awaited<ReturnType<typeof measureServer>> | {skipped: string};
     if (llamaServerAvailable()) {
         process.stderr.write(`[${name}] llama-server\n`);
         const server = await startLlamaServer(modelPath, {threads: THREADS, parallel: PARALLEL, contextPerSlot: CONTEXT});
-        const serverClient = new OpenAI({baseURL: server.baseUrl, apiKey: 'bench', maxRetries: 0});
         try {
-            llamaServer = {
-                single: await repeat(() => measureStreamedCompletion(serverClient, load)),
-                concurrency: await concurrencySweep(serverClient, load)
-            };
+            llamaServer = await measureServer(new OpenAI({baseURL: server.baseUrl, apiKey: 'bench', maxRetries: 0}), load, bench);
         } catch (error) {
             // Reported, not fatal: the comparison is missing, the other measurements stand.
             llamaServer = {skipped: `llama-server failed (${(error as Error).message}, exit ${server.exitCode()}): ${server.logTail()}`};
@@ -113,23 +150,29 @@ async function benchmarkModel(dir: string, name: string, options: DemoModelOptio
         llamaServer = {skipped: 'llama-server not built: run scripts/build-llama-server.sh'};
     }
 
+    const aggregate = (server: typeof proxy, clients: number) => server.concurrency[clients]!.aggregateTokensPerSecond;
     const vsServer = 'single' in llamaServer
         ? {
-            singleStreamTokensPerSecond: round(proxyResult.generationTokensPerSecond / llamaServer.single.generationTokensPerSecond, 3),
-            singleStreamTtftMsDifference: round(proxyResult.ttftMs - llamaServer.single.ttftMs),
-            concurrentAggregateTokensPerSecond: Object.fromEntries(CONCURRENCY.map((clients) => [clients,
-                round(proxyConcurrency[clients]!.aggregateTokensPerSecond / llamaServer.concurrency[clients]!.aggregateTokensPerSecond, 3)]))
+            singleStreamTokensPerSecond: round(proxy.single.generationTokensPerSecond / llamaServer.single.generationTokensPerSecond, 3),
+            singleStreamTtftMsDifference: round(proxy.single.ttftMs - llamaServer.single.ttftMs),
+            concurrentAggregateTokensPerSecond: Object.fromEntries(bench.concurrency.map((clients) => [clients,
+                round(aggregate(proxy, clients) / aggregate(llamaServer as typeof proxy, clients), 3)])),
+            ...(proxy.promptInterference && llamaServer.promptInterference && {
+                worstGapDuringLongPrompt: round(proxy.promptInterference.worstGapMs / llamaServer.promptInterference.worstGapMs, 3)
+            })
         }
         : undefined;
 
     return {
         model: name,
         direct: directResult,
-        proxy: {single: proxyResult, concurrency: proxyConcurrency},
+        proxy,
         llamaServer,
         ratios: {
-            proxyOverDirectTokensPerSecond: round(proxyResult.generationTokensPerSecond / directResult.generationTokensPerSecond, 3),
-            proxyMinusDirectTtftMs: round(proxyResult.ttftMs - directResult.ttftMs),
+            proxyOverDirectTokensPerSecond: round(proxy.single.generationTokensPerSecond / directResult.generationTokensPerSecond, 3),
+            proxyMinusDirectTtftMs: round(proxy.single.ttftMs - directResult.ttftMs),
+            proxyConcurrentOverOneStream: Object.fromEntries(bench.concurrency.filter((clients) => clients > 1).map((clients) => [clients,
+                round(aggregate(proxy, clients) / aggregate(proxy, 1), 3)])),
             ...(vsServer && {proxyOverLlamaServer: vsServer})
         }
     };
@@ -138,15 +181,23 @@ async function benchmarkModel(dir: string, name: string, options: DemoModelOptio
 const dir = await mkdtemp(join(tmpdir(), 'strongdoge-bench-'));
 try {
     const results = [];
-    for (const {name, options} of MODELS)
-        results.push(await benchmarkModel(dir, name, options));
+    const only = process.env.BENCH_MODELS?.split(',');
+    for (const bench of MODELS.filter((model) => only === undefined || only.includes(model.name.split(' ')[0]!)))
+        results.push(await benchmarkModel(dir, bench));
     const report = {
         benchmark: 'inference: proxy vs node-llama-cpp in-process vs llama-server',
         date: new Date().toISOString(),
         machine: {cpu: cpus()[0]?.model, cores: cpus().length, node: process.version},
-        settings: {threads: THREADS, parallelSequences: PARALLEL, contextPerSequence: CONTEXT, maxTokens: MAX_TOKENS, repeats: REPEATS,
-            temperature: 0, byteTokensBanned: true},
-        targets: {proxyOverDirectTokensPerSecond: '>= 0.95', proxyOverLlamaServerTokensPerSecond: '>= 0.95', ttftVsLlamaServer: 'no worse'},
+        settings: {threads: THREADS, parallelSequences: PARALLEL, contextPerSequence: CONTEXT, temperature: 0, byteTokensBanned: true,
+            perModel: Object.fromEntries(MODELS.map(({name, maxTokens, repeats, concurrency}) => [name, {maxTokens, repeats, concurrency}]))},
+        targets: {
+            proxyOverDirectTokensPerSecond: '>= 0.95',
+            proxyOverLlamaServerSingleStream: '>= 0.95 (medium model)',
+            proxyFourStreamsOverOneStream: '>= 1.5 (medium model)',
+            proxyOverLlamaServerFourStreams: '>= 0.9 (medium model)',
+            worstGapDuringLongPrompt: 'no worse than llama-server (ratio <= 1)',
+            ttftVsLlamaServer: 'no worse'
+        },
         results
     };
     await mkdir(new URL('./results/', import.meta.url), {recursive: true});

@@ -1,4 +1,6 @@
 import type OpenAI from 'openai';
+import {waitFor} from '../../test/helpers/cli-process.js';
+import {median} from './statistics.js';
 
 /** One streamed generation as a client sees it. */
 export interface StreamMeasurement {
@@ -62,4 +64,42 @@ export async function measureConcurrentClients(client: OpenAI, load: CompletionL
     const wallMs = performance.now() - startedAt;
     const tokens = runs.reduce((sum, run) => sum + run.completionTokens, 0);
     return {aggregateTokensPerSecond: tokens / (wallMs / 1000), tokens, wallMs, ttftMs: Math.max(...runs.map((run) => run.ttftMs))};
+}
+
+/** Chunks to wait for on every running stream before the long prompt is sent (they are decoding steadily by then). */
+const STEADY_CHUNKS = 16;
+
+/**
+ * How much a long prompt arriving stalls the streams already running: `running` streams decode, then a request with
+ * `longPrompt` arrives; the worst gap between two chunks of a running stream while that prompt is processed
+ * (request sent → its answer) is what their users see as a freeze.
+ */
+export async function measurePromptInterference(client: OpenAI, load: CompletionLoad, running: number, longPrompt: string) {
+    const arrivals: number[][] = Array.from({length: running}, () => []);
+    const streams = arrivals.map(async (times, index) => {
+        const stream = await client.completions.create({
+            model: load.model, prompt: `${load.prompt} (${index})`, max_tokens: load.maxTokens, temperature: 0,
+            logit_bias: load.logitBias, stream: true
+        });
+        for await (const chunk of stream)
+            if (chunk.choices[0]?.text)
+                times.push(performance.now());
+    });
+    await waitFor(() => arrivals.every((times) => times.length >= STEADY_CHUNKS), 120_000, 5);
+    const sentAt = performance.now();
+    const long = await client.completions.create({model: load.model, prompt: longPrompt, max_tokens: 4, temperature: 0, logit_bias: load.logitBias});
+    const answeredAt = performance.now();
+    await Promise.all(streams);
+    const gaps = (times: number[], inWindow: (from: number, to: number) => boolean) =>
+        times.slice(1).flatMap((time, index) => inWindow(times[index]!, time) ? [time - times[index]!] : []);
+    const during = arrivals.flatMap((times) => gaps(times, (from, to) => to > sentAt && from < answeredAt));
+    const before = arrivals.flatMap((times) => gaps(times, (_from, to) => to <= sentAt));
+    if (arrivals.some((times) => times.at(-1)! < answeredAt))
+        throw new Error('a running stream ended before the long prompt was answered: raise maxTokens');
+    return {
+        promptTokens: long.usage?.prompt_tokens ?? 0,
+        promptMs: answeredAt - sentAt,
+        worstGapMs: Math.max(...during),
+        medianGapMsBefore: median(before)
+    };
 }
