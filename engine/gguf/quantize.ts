@@ -5,21 +5,16 @@ export const QUANT_BLOCK = 32;
 
 /** Q8_0: scale = max|x| / 127, each value rounded to an int8 (as ggml's reference quantize_row_q8_0). */
 export function quantizeQ8_0(values: Float32Array): Buffer {
-    const blocks = checkedBlocks(values);
-    const out = Buffer.alloc(blocks * 34);
-    for (let block = 0; block < blocks; block++) {
-        const base = block * QUANT_BLOCK;
+    return quantizeBlocks(values, 34, (block, out, at) => {
         let amax = 0;
-        for (let i = 0; i < QUANT_BLOCK; i++)
-            amax = Math.max(amax, Math.abs(values[base + i]!));
+        for (const value of block)
+            amax = Math.max(amax, Math.abs(value));
         const scale = amax / 127;
         const inverse = scale === 0 ? 0 : 1 / scale;
-        const at = block * 34;
         out.writeUInt16LE(float32ToFloat16Bits(scale), at);
         for (let i = 0; i < QUANT_BLOCK; i++)
-            out.writeInt8(roundHalfAway(values[base + i]! * inverse), at + 2 + i);
-    }
-    return out;
+            out.writeInt8(roundHalfAway(block[i]! * inverse), at + 2 + i);
+    });
 }
 
 /**
@@ -27,22 +22,28 @@ export function quantizeQ8_0(values: Float32Array): Buffer {
  * value i and value i + 16 of a block share byte i (as ggml's reference quantize_row_q4_0).
  */
 export function quantizeQ4_0(values: Float32Array): Buffer {
-    const blocks = checkedBlocks(values);
-    const out = Buffer.alloc(blocks * 18);
-    for (let block = 0; block < blocks; block++) {
-        const base = block * QUANT_BLOCK;
+    return quantizeBlocks(values, 18, (block, out, at) => {
         let extreme = 0;
-        for (let i = 0; i < QUANT_BLOCK; i++)
-            if (Math.abs(values[base + i]!) > Math.abs(extreme))
-                extreme = values[base + i]!;
+        for (const value of block)
+            if (Math.abs(value) > Math.abs(extreme))
+                extreme = value;
         const scale = extreme / -8;
         const inverse = scale === 0 ? 0 : 1 / scale;
-        const at = block * 18;
         out.writeUInt16LE(float32ToFloat16Bits(scale), at);
         const nibble = (x: number) => Math.min(15, Math.trunc(x * inverse + 8.5));
         for (let i = 0; i < QUANT_BLOCK / 2; i++)
-            out[at + 2 + i] = nibble(values[base + i]!) | (nibble(values[base + i + 16]!) << 4);
-    }
+            out[at + 2 + i] = nibble(block[i]!) | (nibble(block[i + 16]!) << 4);
+    });
+}
+
+/** Encodes each block of 32 values into `blockBytes` bytes at `at`. */
+function quantizeBlocks(values: Float32Array, blockBytes: number, encode: (block: Float32Array, out: Buffer, at: number) => void) {
+    if (values.length % QUANT_BLOCK !== 0)
+        throw new RangeError(`a quantized tensor holds whole blocks of ${QUANT_BLOCK} values, got ${values.length}`);
+    const blocks = values.length / QUANT_BLOCK;
+    const out = Buffer.alloc(blocks * blockBytes);
+    for (let block = 0; block < blocks; block++)
+        encode(values.subarray(block * QUANT_BLOCK, (block + 1) * QUANT_BLOCK), out, block * blockBytes);
     return out;
 }
 
@@ -67,10 +68,4 @@ export function dequantize(type: 'Q8_0' | 'Q4_0', data: Buffer): Float32Array {
 /** C's roundf: halves away from zero (Math.round takes -2.5 to -2). */
 function roundHalfAway(x: number) {
     return Math.sign(x) * Math.round(Math.abs(x));
-}
-
-function checkedBlocks(values: Float32Array) {
-    if (values.length % QUANT_BLOCK !== 0)
-        throw new RangeError(`a quantized tensor holds whole blocks of ${QUANT_BLOCK} values, got ${values.length}`);
-    return values.length / QUANT_BLOCK;
 }
