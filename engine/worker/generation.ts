@@ -37,8 +37,9 @@ export const SHARED_PROMPT_CHUNK_TOKENS = 128;
 export const ALONE_PROMPT_CHUNK_TOKENS = 512;
 
 /**
- * One request's generation on one context sequence, advanced a token at a time by the DecodeLoop: sampling
- * options, grammar state, repeat penalties, the budget, cancellation, and what the client is shown (TokenRelease).
+ * One request's generation on one context sequence, advanced a step at a time (a prompt chunk, then a token) by
+ * the DecodeLoop: sampling options, grammar state, repeat penalties, the budget, cancellation, and what the client
+ * is shown (TokenRelease).
  */
 export class Generation implements SteppedGeneration {
     readonly sequenceId: number;
