@@ -126,6 +126,7 @@ async function benchmarkModel(dir: string, bench: BenchModel) {
 
     process.stderr.write(`[${name}] node-llama-cpp in-process\n`);
     const direct = await openDirectLlama(modelPath, THREADS);
+    engineBuild = direct.buildType;
     const directResult = await repeat(bench.repeats, () => direct.measure(PROMPT, bench.maxTokens, logitBias));
     await direct.dispose();
 
@@ -178,6 +179,9 @@ async function benchmarkModel(dir: string, bench: BenchModel) {
     };
 }
 
+/** Which node-llama-cpp binaries ran: a local build (`node-llama-cpp source build`, for this CPU) is used when present. */
+let engineBuild = 'prebuilt';
+
 const dir = await mkdtemp(join(tmpdir(), 'strongdoge-bench-'));
 try {
     const results = [];
@@ -188,6 +192,7 @@ try {
         benchmark: 'inference: proxy vs node-llama-cpp in-process vs llama-server',
         date: new Date().toISOString(),
         machine: {cpu: cpus()[0]?.model, cores: cpus().length, node: process.version},
+        engineBuild,
         settings: {threads: THREADS, parallelSequences: PARALLEL, contextPerSequence: CONTEXT, temperature: 0, byteTokensBanned: true,
             perModel: Object.fromEntries(MODELS.map(({name, maxTokens, repeats, concurrency}) => [name, {maxTokens, repeats, concurrency}]))},
         targets: {
@@ -201,7 +206,8 @@ try {
         results
     };
     await mkdir(new URL('./results/', import.meta.url), {recursive: true});
-    const out = new URL('./results/inference.json', import.meta.url);
+    // Results with an engine built for this CPU go beside the ones with node-llama-cpp's shipped binaries.
+    const out = new URL(engineBuild === 'prebuilt' ? './results/inference.json' : './results/inference-local-build.json', import.meta.url);
     await writeFile(out, JSON.stringify(report, null, 2) + '\n');
     process.stdout.write(JSON.stringify(results.map((result) => ({model: result.model, ...result.ratios})), null, 2) + '\n');
     process.stderr.write(`wrote ${out.pathname}\n`);

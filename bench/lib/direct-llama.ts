@@ -7,6 +7,8 @@ export async function openDirectLlama(modelPath: string, threads: number) {
     const model = await llama.loadModel({modelPath});
     const context = await model.createContext({contextSize: 4096, threads});
     return {
+        /** 'prebuilt' (node-llama-cpp's shipped binaries) or 'localBuild' (built here by `node-llama-cpp source build`). */
+        buildType: llama.buildType,
         async measure(prompt: string, maxTokens: number, logitBias: Record<string, number>): Promise<StreamMeasurement> {
             const tokenBias = new TokenBias(model.tokenizer);
             for (const [token, bias] of Object.entries(logitBias))
