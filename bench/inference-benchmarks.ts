@@ -3,7 +3,7 @@
  * same model, prompt, threads and client load. Writes bench/results/inference.json. Targets are reported,
  * never asserted: benchmarks measure, tests check behaviour.
  */
-import {mkdir, mkdtemp, rm, writeFile} from 'node:fs/promises';
+import {mkdir, mkdtemp, readFile, rm, writeFile} from 'node:fs/promises';
 import {cpus, tmpdir} from 'node:os';
 import {join} from 'node:path';
 import OpenAI from 'openai';
@@ -42,6 +42,10 @@ const MODELS: BenchModel[] = [
         maxTokens: 256, repeats: 5, concurrency: [1, 2, 4, 8], promptInterference: false},
     {name: 'medium (12 layers, width 768, ~86M params)', options: {layers: 12, width: 768, headCount: 12, feedForwardLength: 2048, endsText: false},
         maxTokens: 256, repeats: 5, concurrency: [1, 2, 4, 8], promptInterference: true},
+    // The same shape in Q8_0: node-llama-cpp's shipped CPU backend is slow on F16 weights, not on quantized ones.
+    {name: 'medium-q8 (the medium model in Q8_0)',
+        options: {layers: 12, width: 768, headCount: 12, feedForwardLength: 2048, weightType: 'Q8_0', endsText: false},
+        maxTokens: 256, repeats: 5, concurrency: [1, 4], promptInterference: false},
     // TinyLlama's shape (grouped-query attention, 1.0B parameters) in Q4_0, as users run models: weights cost
     // memory bandwidth and compute per token, so per-token overhead and batching show as users feel them.
     {name: 'realistic (22 layers, width 2048, GQA 32/4, ~1.0B params, Q4_0)',
@@ -184,10 +188,10 @@ let engineBuild = 'prebuilt';
 
 const dir = await mkdtemp(join(tmpdir(), 'strongdoge-bench-'));
 try {
-    const results = [];
+    const results: (Awaited<ReturnType<typeof benchmarkModel>> & {date?: string})[] = [];
     const only = process.env.BENCH_MODELS?.split(',');
     for (const bench of MODELS.filter((model) => only === undefined || only.includes(model.name.split(' ')[0]!)))
-        results.push(await benchmarkModel(dir, bench));
+        results.push({...await benchmarkModel(dir, bench), date: new Date().toISOString()});
     const report = {
         benchmark: 'inference: proxy vs node-llama-cpp in-process vs llama-server',
         date: new Date().toISOString(),
@@ -208,6 +212,14 @@ try {
     await mkdir(new URL('./results/', import.meta.url), {recursive: true});
     // Results with an engine built for this CPU go beside the ones with node-llama-cpp's shipped binaries.
     const out = new URL(engineBuild === 'prebuilt' ? './results/inference.json' : './results/inference-local-build.json', import.meta.url);
+    if (only !== undefined) {
+        // Some models only: the others keep their earlier results (their own dates).
+        const earlier = JSON.parse(await readFile(out, 'utf8').catch(() => '{"results": []}')) as {date?: string, results: {model: string, date?: string}[]};
+        const measured = new Set(results.map((result) => result.model));
+        report.results = [...earlier.results.filter((result) => !measured.has(result.model))
+            .map((result) => ({...result, date: result.date ?? earlier.date})), ...results] as typeof results;
+        report.results.sort((a, b) => MODELS.findIndex((model) => model.name === a.model) - MODELS.findIndex((model) => model.name === b.model));
+    }
     await writeFile(out, JSON.stringify(report, null, 2) + '\n');
     process.stdout.write(JSON.stringify(results.map((result) => ({model: result.model, ...result.ratios})), null, 2) + '\n');
     process.stderr.write(`wrote ${out.pathname}\n`);
