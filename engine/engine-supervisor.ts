@@ -18,7 +18,10 @@ export interface EngineSupervisorOptions extends WorkerSettings {
     pingIntervalMs?: number,
     /** How long the worker may take to answer a ping before it is killed; defaults to 10 s. */
     pingTimeoutMs?: number,
-    /** A generation with no new text for this long means the engine hangs: it is killed and restarted. Defaults to 2 min. */
+    /**
+     * A generation with no new text (and no prompt chunk evaluated) for this long means the engine hangs: it is killed
+     * and restarted. Defaults to 2 min.
+     */
     tokenStallMs?: number,
     /**
      * Asked before every load (the first and each restart) for what this load uses: a sharded engine's stages
@@ -322,6 +325,12 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
                     if (!job.cancelled)
                         job.onText?.(message.text, message.tokens);
                 }
+                return;
+            }
+            case 'promptProgress': {
+                const job = this.jobs.get(message.jobId);
+                if (job)
+                    job.lastActivityAt = Date.now(); // a long prompt: no text yet, but not stalled
                 return;
             }
             case 'generated':

@@ -53,6 +53,8 @@ export type WorkerMessage =
     | {type: 'placement', model: string, devices: string[]}
     | {type: 'loadFailed', message: string}
     | {type: 'text', jobId: number, text: string, tokens: number[]}
+    /** A chunk of the job's prompt was evaluated: the job is alive though it has no text yet (the stall watchdog). */
+    | {type: 'promptProgress', jobId: number, evaluated: number, total: number}
     | {type: 'generated', jobId: number, result: GenerationResult}
     | {type: 'embedded', jobId: number, result: EmbeddingResult}
     | {type: 'jobFailed', jobId: number, error: InferenceErrorJson}

@@ -98,7 +98,8 @@ function handle(message: SupervisorMessage) {
                 jobId,
                 result: await runtimeFor(request.model).generate(request, {
                     signal,
-                    onText: (text, tokens) => send({type: 'text', jobId, text, tokens})
+                    onText: (text, tokens) => send({type: 'text', jobId, text, tokens}),
+                    onPromptProgress: (evaluated, total) => send({type: 'promptProgress', jobId, evaluated, total})
                 })
             }));
             return;

@@ -22,7 +22,9 @@ export interface GenerationOptions {
     budget: number,
     release: TokenRelease,
     signal: AbortSignal,
-    onText(text: string, tokens: number[]): void
+    onText(text: string, tokens: number[]): void,
+    /** After each chunk of the prompt but the last (which ends with the first token): tokens evaluated of `total`. */
+    onPromptProgress?(evaluated: number, total: number): void
 }
 
 export type GenerationEnd = 'eog' | 'stop' | 'length' | 'abort';
@@ -52,8 +54,11 @@ export class Generation implements SteppedGeneration {
     private iterator: AsyncGenerator<Token, void, Token | Token[] | undefined> | undefined;
     private readonly evaluateOptions: SequenceEvaluateOptions;
 
+    private readonly promptTokens: number;
+
     private constructor(private readonly options: GenerationOptions, private readonly promptLeft: Token[]) {
         this.sequenceId = options.sequenceId;
+        this.promptTokens = promptLeft.length;
         const {sampling, grammar, tokenBias, continuation} = options;
         const penalty = sampling.repeatPenalty;
         let repeatPenalty: LlamaContextSequenceRepeatPenalty | undefined;
@@ -104,7 +109,10 @@ export class Generation implements SteppedGeneration {
         // Every chunk but the last is evaluated without sampling; the last one starts the token iterator.
         const chunk = shared ? SHARED_PROMPT_CHUNK_TOKENS : ALONE_PROMPT_CHUNK_TOKENS;
         if (this.promptLeft.length > chunk)
-            return sequence.evaluateWithoutGeneratingNewTokens(this.promptLeft.splice(0, chunk)).then(() => true);
+            return sequence.evaluateWithoutGeneratingNewTokens(this.promptLeft.splice(0, chunk)).then(() => {
+                this.options.onPromptProgress?.(this.promptTokens - this.promptLeft.length, this.promptTokens);
+                return true;
+            });
         this.iterator ??= sequence.evaluate(this.promptLeft.splice(0), this.evaluateOptions);
         return this.iterator.next().then(({value, done}) => {
             this.firstTokenAt ??= performance.now();

@@ -16,6 +16,8 @@ import {TokenRelease} from './token-release.js';
 
 export interface GenerateCallbacks {
     onText(text: string, tokens: number[]): void,
+    /** A chunk of a long prompt was evaluated (tokens evaluated of those to evaluate). */
+    onPromptProgress?(evaluated: number, total: number): void,
     signal: AbortSignal
 }
 
@@ -86,7 +88,7 @@ export class ModelRuntime {
      * continuation (tokens another node already generated for this request) is appended to the prompt, so a
      * resumed generation picks up exactly where the other stopped.
      */
-    async generate(request: GenerationRequest, {onText, signal}: GenerateCallbacks): Promise<GenerationResult> {
+    async generate(request: GenerationRequest, {onText, onPromptProgress, signal}: GenerateCallbacks): Promise<GenerationResult> {
         const slot = this.freeSlots.shift();
         if (slot === undefined)
             throw InferenceError.engineError(`no free sequence for ${this.info.id}: the supervisor sent more jobs than sequences`);
@@ -122,7 +124,8 @@ export class ModelRuntime {
                 budget,
                 release,
                 signal,
-                onText
+                onText,
+                ...(onPromptProgress !== undefined && {onPromptProgress})
             });
             await this.decodeLoop.run(generation);
 
