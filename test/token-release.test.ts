@@ -11,6 +11,7 @@ const VOCAB = new Map<number, Buffer>([
     [6, Buffer.from(' ')], [7, Buffer.from('\n')], [8, Buffer.from('}')], [9, Buffer.from('abXYcd')], [10, Buffer.from('X')],
     [11, Buffer.from('Y')], [12, Buffer.from('a')], [13, Buffer.from('b')],
     [200, Buffer.from([0xc3])], [201, Buffer.from([0xa9])], [202, Buffer.from([0xff])],
+    [210, Buffer.from([0xf0])], [211, Buffer.from([0x9f])], [212, Buffer.from([0x98])], [213, Buffer.from([0x80])], // 😀
     [98, Buffer.alloc(0)], [99, Buffer.alloc(0)] // special tokens: no text
 ]);
 
@@ -94,6 +95,14 @@ test('an incomplete UTF-8 character is held until its last byte arrives', (t) =>
     t.deepEqual(steps.map((step) => step.text), ['a', '', 'é', 'b']);
     t.deepEqual(steps[2]!.tokens, [200, 201]);
     t.is(text, 'aéb');
+});
+
+test('a 4-byte character after held whitespace is held whole: only its own byte tokens count toward the limit', (t) => {
+    const {steps, text} = run([12, 6, 210, 211, 212, 213, 8], {trimWhitespaceSuffix: true});
+    t.deepEqual(steps.slice(1, 6).map((step) => step.tokens), [[], [], [], [], [6, 210, 211, 212, 213]]);
+    t.is(steps[5]!.text, ' \u{1F600}');
+    t.is(text, 'a \u{1F600}}');
+    t.false(text.includes('\uFFFD'));
 });
 
 test('bytes that never form a character are shown after 4 tokens, not held forever', (t) => {

@@ -126,6 +126,10 @@ export class Generation implements SteppedGeneration {
             if (this.generated.length >= this.options.budget)
                 return this.finish('length');
             return true;
+        }).catch(async (error: unknown) => {
+            // The iterator may still be suspended (a callback threw): close it, so its sampler is freed.
+            await this.iterator?.return().catch(() => undefined);
+            throw error;
         });
     }
 

@@ -21,7 +21,7 @@ export interface Release {
 
 /** Tokens of context for detokenizing a new piece. */
 const DETOKENIZE_CONTEXT_TOKENS = 16;
-/** A UTF-8 character spans at most 4 bytes, so at most 4 byte tokens: a longer run of U+FFFD is the model's own text. */
+/** A UTF-8 character spans at most 4 bytes, so at most 4 byte tokens: a longer run of them is not one character. */
 const MAX_INCOMPLETE_CHARACTER_TOKENS = 4;
 const REPLACEMENT_CHARACTER = '\uFFFD';
 const NOTHING: Release = Object.freeze({text: '', tokens: []}) as Release;
@@ -72,7 +72,7 @@ export class TokenRelease {
         }
 
         let safeLength = text.length - longestStopPrefixSuffix(text, this.stopTexts);
-        if (text.endsWith(REPLACEMENT_CHARACTER) && this.pending.length < MAX_INCOMPLETE_CHARACTER_TOKENS)
+        if (text.endsWith(REPLACEMENT_CHARACTER) && this.trailingByteTokens() < MAX_INCOMPLETE_CHARACTER_TOKENS)
             safeLength = Math.min(safeLength, text.length - trailingRunLength(text, REPLACEMENT_CHARACTER));
         if (this.options.trimWhitespaceSuffix === true) // whitespace before held text may end the reply too
             safeLength = text.slice(0, safeLength).trimEnd().length;
@@ -109,6 +109,14 @@ export class TokenRelease {
         this.pending = this.pending.slice(count);
         this.context = [...this.context, ...tokens].slice(-DETOKENIZE_CONTEXT_TOKENS);
         return {text, tokens};
+    }
+
+    /** Pending tokens at the end that are no character by themselves (bytes of one): other held tokens do not count. */
+    private trailingByteTokens() {
+        let count = 0;
+        while (count < this.pending.length && this.options.detokenize([this.pending[this.pending.length - 1 - count]!], []) === REPLACEMENT_CHARACTER)
+            count++;
+        return count;
     }
 
     private detokenize(tokens: readonly number[]) {
