@@ -11,6 +11,7 @@ import {writeDemoModel, type DemoModelOptions} from '../engine/demo/demo-model.j
 import {buildDemoVocab} from '../engine/demo/demo-vocab.js';
 import {TokenType} from '../engine/gguf/gguf-types.js';
 import {startDaemon} from '../test/helpers/cli-process.js';
+import {repeatedPrompt} from '../test/helpers/generation-requests.js';
 import {openDirectLlama} from './lib/direct-llama.js';
 import {llamaServerAvailable, startLlamaServer} from './lib/llama-server.js';
 import {median, round} from './lib/statistics.js';
@@ -24,7 +25,7 @@ const PARALLEL = 8;
 const CONTEXT = 4096;
 const PROMPT = 'The swarm of doges gathered to share their GPUs and';
 /** The prompt that arrives while streams run (measurePromptInterference): about 2,000 tokens, new each try (no prompt cache). */
-const longPrompt = (attempt: number) => `${attempt}: ${Array.from({length: 150}, () => 'such doge said wow.').join(' ')}`;
+const longPrompt = (attempt: number) => `${attempt}: ${repeatedPrompt(150)}`;
 
 interface BenchModel {
     name: string,

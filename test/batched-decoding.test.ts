@@ -3,6 +3,7 @@ import {getLlama, LlamaCompletion, type Llama} from 'node-llama-cpp';
 import type {GenerationRequest, GenerationResult} from '../inference/inference-types.js';
 import {ModelRuntime} from '../engine/worker/model-runtime.js';
 import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
+import {greedyCompletion, repeatedPrompt} from './helpers/generation-requests.js';
 
 /** The engine's model runtime in this process, with the real node-llama-cpp and the demo model (never ends by itself). */
 let llama: Llama;
@@ -22,10 +23,6 @@ test.after.always(async () => {
     await cleanup?.();
 });
 
-function completion(prompt: string, maxTokens: number, extra: Partial<GenerationRequest['sampling']> = {}): GenerationRequest {
-    return {kind: 'completion', model: 'demo', prompt, sampling: {temperature: 0, stop: [], maxTokens, responseFormat: {type: 'text'}, ...extra}};
-}
-
 async function generate(request: GenerationRequest, signal = new AbortController().signal) {
     const chunks: {text: string, tokens: number[]}[] = [];
     const result: GenerationResult = await runtime.generate(request, {signal, onText: (text, tokens) => chunks.push({text, tokens})});
@@ -36,7 +33,7 @@ const PROMPTS = ['Such wow', 'The doge said', 'Many peers make light work', 'Lay
 
 test.serial('concurrent requests are decoded together: about one step per token for all of them', async (t) => {
     const before = runtime.batching;
-    const results = await Promise.all(PROMPTS.map((prompt) => generate(completion(prompt, 48))));
+    const results = await Promise.all(PROMPTS.map((prompt) => generate(greedyCompletion(prompt, 48))));
     const steps = runtime.batching.steps - before.steps;
     const tokens = runtime.batching.tokens - before.tokens;
     for (const {result} of results) {
@@ -57,25 +54,25 @@ test.serial('a request alone says exactly what node-llama-cpp\'s own LlamaComple
     for (const prompt of PROMPTS) {
         const direct = await new LlamaCompletion({contextSequence: sequence})
             .generateCompletion(prompt, {temperature: 0, maxTokens: 40, repeatPenalty: false});
-        t.is((await generate(completion(prompt, 40))).result.text, direct, prompt);
+        t.is((await generate(greedyCompletion(prompt, 40))).result.text, direct, prompt);
     }
-    await Promise.all(PROMPTS.map((prompt) => generate(completion(`${prompt}!`, 30))));
+    await Promise.all(PROMPTS.map((prompt) => generate(greedyCompletion(`${prompt}!`, 30))));
     const direct = await new LlamaCompletion({contextSequence: sequence})
         .generateCompletion(PROMPTS[0]!, {temperature: 0, maxTokens: 40, repeatPenalty: false});
-    t.is((await generate(completion(PROMPTS[0]!, 40))).result.text, direct);
+    t.is((await generate(greedyCompletion(PROMPTS[0]!, 40))).result.text, direct);
 });
 
 test.serial('concurrent answers equal the same requests alone (no sequence sees another\'s tokens)', async (t) => {
     const alone = [];
     for (const prompt of PROMPTS)
-        alone.push((await generate(completion(prompt, 32))).result.text);
-    const together = await Promise.all(PROMPTS.map((prompt) => generate(completion(prompt, 32))));
+        alone.push((await generate(greedyCompletion(prompt, 32))).result.text);
+    const together = await Promise.all(PROMPTS.map((prompt) => generate(greedyCompletion(prompt, 32))));
     // The demo model damps its residual stream so that batched rounding does not change greedy picks (engine/demo).
     t.deepEqual(together.map(({result}) => result.text), alone);
 });
 
 test.serial('the streamed chunks spell the answer, and their tokens are the answer\'s tokens', async (t) => {
-    const {result, chunks} = await generate(completion('Such wow', 40, {stop: ['e']}));
+    const {result, chunks} = await generate(greedyCompletion('Such wow', 40, {stop: ['e']}));
     t.is(chunks.map((chunk) => chunk.text).join(''), result.text);
     t.false(result.text.includes('e'));
     t.is(result.finishReason, 'stop');
@@ -84,9 +81,9 @@ test.serial('the streamed chunks spell the answer, and their tokens are the answ
 
 test.serial('a cancelled request ends at once; the others keep their tokens and their text', async (t) => {
     const controller = new AbortController();
-    const alone = (await generate(completion(PROMPTS[1]!, 40))).result.text;
-    const cancelled = generate(completion(PROMPTS[0]!, 2000), controller.signal);
-    const kept = generate(completion(PROMPTS[1]!, 40));
+    const alone = (await generate(greedyCompletion(PROMPTS[1]!, 40))).result.text;
+    const cancelled = generate(greedyCompletion(PROMPTS[0]!, 2000), controller.signal);
+    const kept = generate(greedyCompletion(PROMPTS[1]!, 40));
     setTimeout(() => controller.abort(), 50);
     const [cancelledResult, keptResult] = await Promise.all([cancelled, kept]);
     t.true(cancelledResult.result.usage.completionTokens < 2000);
@@ -94,7 +91,7 @@ test.serial('a cancelled request ends at once; the others keep their tokens and 
 });
 
 test.serial('a budget of zero tokens left (a continuation that used it up) generates nothing', async (t) => {
-    const {result} = await generate({...completion('Such wow', 3), continuation: {tokens: [300, 301, 302]}});
+    const {result} = await generate({...greedyCompletion('Such wow', 3), continuation: {tokens: [300, 301, 302]}});
     t.is(result.usage.completionTokens, 0);
     t.is(result.finishReason, 'length');
 });
@@ -103,17 +100,17 @@ test.serial('a long prompt is evaluated in chunks between the running streams\' 
     let runningTokens = 0;
     let atLongFirstToken: number | undefined;
     const controller = new AbortController();
-    const running = generate(completion(PROMPTS[0]!, 3000), controller.signal);
+    const running = generate(greedyCompletion(PROMPTS[0]!, 3000), controller.signal);
     // A second running stream, whose tokens are counted.
-    const counted = runtime.generate(completion(PROMPTS[1]!, 3000), {
+    const counted = runtime.generate(greedyCompletion(PROMPTS[1]!, 3000), {
         signal: controller.signal,
         onText: (_text, tokens) => runningTokens += tokens.length
     });
     while (runningTokens < 8)
         await new Promise((resolve) => setTimeout(resolve, 1));
-    const longPrompt = Array.from({length: 150}, () => 'such doge said wow.').join(' ');
+    const longPrompt = repeatedPrompt(150);
     const atLongStart = runningTokens;
-    const long = await runtime.generate(completion(longPrompt, 2), {
+    const long = await runtime.generate(greedyCompletion(longPrompt, 2), {
         signal: new AbortController().signal,
         onText: () => atLongFirstToken ??= runningTokens
     });

@@ -1,14 +1,10 @@
 import test from 'ava';
 import {EngineSupervisor} from '../engine/engine-supervisor.js';
-import type {GenerationRequest} from '../inference/inference-types.js';
 import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
+import {greedyCompletion, repeatedPrompt} from './helpers/generation-requests.js';
 
 /** Well above a 128-token chunk's time even on a loaded machine, well below the whole prompt's. */
 const STALL_MS = 2500;
-
-function completion(prompt: string, maxTokens: number): GenerationRequest {
-    return {kind: 'completion', model: 'demo', prompt, sampling: {temperature: 0, stop: [], maxTokens, responseFormat: {type: 'text'}}};
-}
 
 test('a prompt that takes longer than the stall limit is not a stall: each evaluated chunk shows the job alive', async (t) => {
     // Wider than the default demo model, so that a long prompt takes seconds on one thread, in 128-token chunks.
@@ -24,9 +20,9 @@ test('a prompt that takes longer than the stall limit is not a stall: each evalu
 
     // Another stream runs meanwhile, so the prompt goes in shared 128-token chunks.
     const controller = new AbortController();
-    const running = engine.generate(completion('Such wow', 3000), {signal: controller.signal, onText: () => undefined}).catch(() => undefined);
-    const longPrompt = Array.from({length: 270}, () => 'such doge said wow.').join(' ');
-    const long = await engine.generate(completion(longPrompt, 2), {onText: () => undefined});
+    const running = engine.generate(greedyCompletion('Such wow', 3000), {signal: controller.signal, onText: () => undefined}).catch(() => undefined);
+    const longPrompt = repeatedPrompt(270);
+    const long = await engine.generate(greedyCompletion(longPrompt, 2), {onText: () => undefined});
     controller.abort();
     await running;
 

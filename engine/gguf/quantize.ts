@@ -55,12 +55,15 @@ export function dequantize(type: 'Q8_0' | 'Q4_0', data: Buffer): Float32Array {
         const at = block * blockBytes;
         const scale = float16BitsToFloat32(data.readUInt16LE(at));
         const base = block * QUANT_BLOCK;
-        for (let i = 0; i < QUANT_BLOCK / 2 && type === 'Q4_0'; i++) {
+        if (type === 'Q8_0') {
+            for (let i = 0; i < QUANT_BLOCK; i++)
+                values[base + i] = data.readInt8(at + 2 + i) * scale;
+            continue;
+        }
+        for (let i = 0; i < QUANT_BLOCK / 2; i++) {
             values[base + i] = ((data[at + 2 + i]! & 0x0f) - 8) * scale;
             values[base + i + 16] = ((data[at + 2 + i]! >> 4) - 8) * scale;
         }
-        for (let i = 0; i < QUANT_BLOCK && type === 'Q8_0'; i++)
-            values[base + i] = data.readInt8(at + 2 + i) * scale;
     }
     return values;
 }

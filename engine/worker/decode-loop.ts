@@ -24,8 +24,8 @@ export interface SteppedGeneration {
  * A new request's prompt is evaluated a chunk per step (Generation), so running streams pause a chunk at a time.
  */
 export class DecodeLoop<T extends SteppedGeneration> {
-    private readonly active = new Set<T>();
-    private readonly finished = new Map<T, {resolve: () => void, reject: (error: unknown) => void}>();
+    /** The generations running, each with how to settle its run(). */
+    private readonly active = new Map<T, {resolve: () => void, reject: (error: unknown) => void}>();
     private running = false;
     private stepCount = 0;
     private decodedTokens = 0;
@@ -38,8 +38,7 @@ export class DecodeLoop<T extends SteppedGeneration> {
     /** Adds a generation; it joins at the next step. Resolves when it has finished, rejects with its error. */
     run(generation: T): Promise<void> {
         return new Promise<void>((resolve, reject) => {
-            this.finished.set(generation, {resolve, reject});
-            this.active.add(generation);
+            this.active.set(generation, {resolve, reject});
             if (!this.running) {
                 this.running = true;
                 // From a microtask: generations added in the same tick start together.
@@ -50,7 +49,7 @@ export class DecodeLoop<T extends SteppedGeneration> {
 
     private async loop() {
         while (this.active.size > 0) {
-            const step = [...this.active].sort((a, b) => a.sequenceId - b.sequenceId);
+            const step = [...this.active.keys()].sort((a, b) => a.sequenceId - b.sequenceId);
             const tokens = step.filter((generation) => !generation.prefilling).length;
             if (tokens > 0) {
                 this.stepCount++;
@@ -75,8 +74,7 @@ export class DecodeLoop<T extends SteppedGeneration> {
     }
 
     private end(generation: T) {
-        const callbacks = this.finished.get(generation);
-        this.finished.delete(generation);
+        const callbacks = this.active.get(generation);
         this.active.delete(generation);
         return callbacks;
     }
