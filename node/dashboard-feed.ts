@@ -11,7 +11,9 @@ export function feedDashboard(node: StrongdogeNode, store: DashboardStore, apiKe
         const info = node.describe();
         store.set('node', {
             id: info.id, shortId: info.shortId, network: info.network, privateNetwork: info.privateNetwork,
-            version: info.version, proxyUrl: info.proxyUrl ?? null, apiKeyRequired
+            version: info.version, proxyUrl: info.proxyUrl ?? null, apiKeyRequired,
+            nat: info.nat && {type: info.nat.type, reachable: info.nat.reachable},
+            relayPairs: info.relay?.offering ? info.relay.pairs : null
         });
         store.set('engine', {state: info.engine.state, restarts: info.engine.restarts, running: info.engine.running,
             queued: info.engine.queued, models: info.models.map((model) => model.id)});
@@ -22,7 +24,8 @@ export function feedDashboard(node: StrongdogeNode, store: DashboardStore, apiKe
             id: peer.id, rttMs: peer.rtt.smoothedMs ?? null,
             tflops: peer.capabilities.compute.measuredTflops ?? peer.capabilities.compute.lookupTflops,
             backend: peer.capabilities.device.backend, vramTotalBytes: peer.capabilities.device.vramTotalBytes,
-            models: peer.capabilities.models.map((model) => model.id), successRate: peer.successRate, requestsSent: peer.requestsSent
+            models: peer.capabilities.models.map((model) => model.id), successRate: peer.successRate, requestsSent: peer.requestsSent,
+            relayed: node.swarm!.route(peer.id).kind === 'relayed'
         })));
         // The status API's own document: the weights sent while a pipeline loads advance once a second with it.
         store.set('cluster', node.describeCluster());

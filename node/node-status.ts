@@ -48,6 +48,25 @@ export const nodeStatusSchema = z.object({
         embeddingLength: count
     })),
     peers: count,
+    /** How the DHT sees this node's NAT (docs/architecture.md, "Relays"); null when offline or before joining. */
+    nat: z.object({
+        type: z.enum(['open', 'consistent', 'random', 'unknown']),
+        reachable: z.boolean(),
+        host: z.string().nullable(),
+        port: count.nullable()
+    }).nullable(),
+    /** Relaying for peers; null when offline. */
+    relay: z.object({
+        mode: z.enum(['auto', 'on', 'off']),
+        offering: z.boolean(),
+        key: z.string().regex(/^[0-9a-f]{64}$/),
+        through: z.array(nodeId),
+        clients: count,
+        pairs: count,
+        bytesRelayed: count,
+        mbps: z.number().nonnegative(),
+        maxMbps: z.number().positive().nullable()
+    }).nullable(),
     peerJobs: z.object({active: count, served: count}),
     receipts: count,
     /** null while the log opens. */
@@ -66,13 +85,18 @@ export const peerStatusSchema = z.object({
     bytesIn: count,
     bytesOut: count,
     requests: z.object({sent: count, succeeded: count, successRate: z.number().min(0).max(1)}),
-    capabilities: capabilitiesSchema
+    capabilities: capabilitiesSchema,
+    /** Direct, or through a relay: the relay's node id when a connected peer announced its key. */
+    route: z.object({kind: z.enum(['direct', 'relayed']), relay: nodeId.nullable(), relayKey: z.string().nullable()})
 });
 
 /** `GET /api/peers` */
 export const peersStatusSchema = z.object({
     peers: z.array(peerStatusSchema),
-    banned: z.array(z.object({peerId: nodeId, reason: z.string(), offences: count, until: z.iso.datetime()}))
+    banned: z.array(z.object({peerId: nodeId, reason: z.string(), offences: count, until: z.iso.datetime()})),
+    /** Peers found on the DHT whose last connection attempt failed, with HyperDHT's reason. */
+    unreachable: z.array(z.object({peerId: nodeId, code: z.string(), message: z.string(), relay: nodeId.nullable(), attempts: count,
+        at: z.iso.datetime()}))
 });
 
 /** `GET /api/network/models` */

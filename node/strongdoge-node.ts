@@ -128,6 +128,8 @@ export class StrongdogeNode {
                 network: {name: settings.network, ...(settings.networkSecret && {secret: settings.networkSecret})},
                 software: packageInfo.version,
                 ...(settings.bootstrap && {bootstrap: settings.bootstrap}),
+                relay: {mode: settings.relay, through: settings.relayThrough,
+                    ...(settings.relayMaxMbps !== undefined && {maxMbps: settings.relayMaxMbps})},
                 capabilities: () => this.capabilities.current()
             });
             const jobs = new JobsProtocol();
@@ -383,9 +385,10 @@ export class StrongdogeNode {
 
     describePeers(): PeersStatus {
         return {
-            peers: this.swarm?.peers().map((peer) => peer.toJSON()) ?? [],
+            peers: this.swarm?.peers().map((peer) => ({...peer.toJSON(), route: this.swarm!.route(peer.id)})) ?? [],
             banned: this.swarm?.bans.active().map(({peerId, reason, offences, until}) =>
-                ({peerId, reason, offences, until: new Date(until).toISOString()})) ?? []
+                ({peerId, reason, offences, until: new Date(until).toISOString()})) ?? [],
+            unreachable: this.swarm?.connectionFailures().map((failure) => ({...failure, at: new Date(failure.at).toISOString()})) ?? []
         };
     }
 
@@ -405,6 +408,8 @@ export class StrongdogeNode {
                 running: engine.running, queued: engine.queued},
             models: engine.models,
             peers: this.swarm?.peers().length ?? 0,
+            nat: this.swarm?.natStatus() ?? null,
+            relay: this.swarm?.relayStatus() ?? null,
             peerJobs: {active: this.provider?.activeJobs ?? 0, served: this.servedPeerJobs},
             receipts: (this.ledger?.log.tally.servedJobs ?? 0) + (this.ledger?.log.tally.consumedJobs ?? 0),
             ledger: this.ledger === undefined ? null : {core: this.ledger.log.key, length: this.ledger.log.length, points: this.ledger.log.tally.points,
@@ -487,6 +492,14 @@ export class StrongdogeNode {
         for (const side of [this.provider, this.requester])
             side?.on('receiptRejected', (peerId, jobId, reason) =>
                 this.logger.warn({peer: peerId.slice(0, 16), jobId, reason}, 'rejected a receipt'));
+        swarm.on('connectAttemptFailed', ({peerId, code, message, relay, attempts}) => this.logger.debug({peer: peerId.slice(0, 16), code,
+            ...(relay !== null && {relay: relay.slice(0, 16)}), attempts, reason: message}, 'could not connect to a peer'));
+        swarm.on('isolated', (nat, failures) => this.logger.warn({nat: nat.type, reachable: nat.reachable,
+            failedAttempts: failures.map(({peerId, code}) => ({peer: peerId.slice(0, 16), code}))},
+        failures.some((failure) => failure.code.includes('HOLEPUNCH'))
+            ? 'no peer reached yet: hole punching failed and no relay was usable; a reachable node with --relay on, or --relay-through <node id>, would carry the connection'
+            : 'no peer reached yet'));
+        swarm.on('relayOffer', (offering) => this.logger.info({relay: offering, ...swarm.relayStatus()}, offering ? 'relaying for peers' : 'stopped relaying for peers'));
         swarm.on('connectionFailed', (peerId, reason) => this.logger.debug({peer: peerId.slice(0, 16), reason: reason.message}, 'peer connection failed before hello'));
         swarm.on('peerIncompatible', (peerId, message) => this.logger.warn({peer: peerId.slice(0, 16)}, `incompatible peer: ${message}`));
     }

@@ -46,6 +46,8 @@ export const capabilitiesSchema = z.object({
     pricePerMillionTokens: z.number().nonnegative().nullable(),
     /** Most tokens this node generates for one peer request (`--max-job-tokens`). */
     maxJobTokens: count.max(2 ** 20).optional(),
+    /** The key this node's blind relay listens on, while it relays for peers (docs/architecture.md, "Relays"). */
+    relay: z.object({key: z.string().regex(/^[0-9a-f]{64}$/)}).nullable().optional(),
     /** The key of this node's contribution log, which peers may replicate to audit it. */
     ledgerCore: z.string().regex(/^[0-9a-f]{64}$/).nullable().optional()
 });

@@ -1,5 +1,4 @@
 import {EventEmitter} from 'node:events';
-import HyperDHT from 'hyperdht';
 import Hyperswarm, {type NoiseSecretStream, type PeerDiscovery} from 'hyperswarm';
 import {BanList, type BanListOptions} from './ban-list.js';
 import type {Capabilities} from './capabilities.js';
@@ -10,6 +9,12 @@ import {PeerConnection, type CloseReason} from './peer-connection.js';
 import type {PeerProtocol} from './peer-protocol.js';
 import type {PeerState} from './peer-state.js';
 import {PROTOCOL_VERSION, type Hello} from './protocol/control-messages.js';
+import {natStatus, offersRelay, pickRelay, wantsRelay, type NatStatus, type RelayCandidate, type RelayMode} from './relay-policy.js';
+import {relayKeyPair, RelayServer} from './relay-server.js';
+import {SwarmDHT, type ConnectionFailure} from './swarm-dht.js';
+
+/** Relay keys remembered (a peer may announce a new one with every capabilities update). */
+const MAX_KNOWN_RELAYS = 1024;
 
 function isLoopbackTestnet(bootstrap: {host: string}[]) {
     return bootstrap.every(({host}) => isLoopbackHost(host));
@@ -35,7 +40,9 @@ export interface SwarmTimings {
      * Leaving the swarm waits for the DHT, which can take seconds when the bootstrap nodes are unreachable: stop()
      * returns after this long whatever the DHT does, so quitting stays prompt; defaults to 1 s.
      */
-    leaveTimeoutMs: number
+    leaveTimeoutMs: number,
+    /** With no peer this long after starting (or after the last one left), a warning says why; defaults to 60 s. */
+    isolationWarningMs: number
 }
 
 export const swarmTimingDefaults: SwarmTimings = {
@@ -45,8 +52,28 @@ export const swarmTimingDefaults: SwarmTimings = {
     capabilityUpdateMinIntervalMs: 2_000,
     discoveryRefreshMs: 30_000,
     earlyRefreshesMs: [1_000, 3_000, 7_000, 15_000],
-    leaveTimeoutMs: 1_000
+    leaveTimeoutMs: 1_000,
+    isolationWarningMs: 60_000
 };
+
+export interface SwarmRelayOptions {
+    /** Whether this node relays for peers: `auto` once the DHT finds it reachable, `on` regardless; defaults to `auto`. */
+    mode: RelayMode,
+    /** Relayed traffic above which new relay clients are refused, in megabits per second; defaults to no cap. */
+    maxMbps?: number,
+    /** Node ids of relays to go through first (`--relay-through`); they are joined as peers. */
+    through: string[]
+}
+
+export const swarmRelayDefaults: SwarmRelayOptions = {mode: 'auto', through: []};
+
+/** How this node reaches a peer. */
+export interface PeerRoute {
+    kind: 'direct' | 'relayed',
+    /** The relay's node id, when a connected peer announced it. */
+    relay: string | null,
+    relayKey: string | null
+}
 
 export interface SwarmNodeOptions {
     identity: NodeIdentity,
@@ -58,7 +85,9 @@ export interface SwarmNodeOptions {
     /** Timings; each defaults to `swarmTimingDefaults`. */
     timings?: Partial<SwarmTimings>,
     /** Ban durations; default to `banListDefaults`. */
-    bans?: Partial<BanListOptions>
+    bans?: Partial<BanListOptions>,
+    /** Relaying for peers, and relays to use; each defaults to `swarmRelayDefaults`. */
+    relay?: Partial<SwarmRelayOptions>
 }
 
 export interface SwarmNodeEvents {
@@ -68,13 +97,27 @@ export interface SwarmNodeEvents {
     peerIncompatible: [peerId: string, message: string],
     capabilities: [peer: PeerState],
     /** A connection that closed before its hello completed. */
-    connectionFailed: [peerId: string, reason: CloseReason]
+    connectionFailed: [peerId: string, reason: CloseReason],
+    /** HyperDHT could not open a connection to a peer (hole punch failed, relay unreachable, …). */
+    connectAttemptFailed: [failure: ConnectionFailure],
+    /** No peer for `isolationWarningMs`: what the DHT sees of this node, and the last failures. */
+    isolated: [nat: NatStatus, failures: ConnectionFailure[]],
+    /** This node started or stopped offering to relay for peers. */
+    relayOffer: [offering: boolean]
 }
 
 /** This node in the swarm: joins its network's topic, keeps one control connection per peer, bans misbehaviour. */
 export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
     readonly bans: BanList;
     private readonly timings: SwarmTimings;
+    private readonly relayOptions: SwarmRelayOptions;
+    private readonly relayKeys;
+    /** Every relay key a peer has announced: connections to them are relay sockets. */
+    private readonly knownRelayKeys = new Set<string>();
+    private relayServer: RelayServer | undefined;
+    private offeringRelay = false;
+    private dht: SwarmDHT | undefined;
+    private alone = {since: Date.now(), warned: false};
     private readonly connections = new Map<string, PeerConnection>();
     private readonly protocols: PeerProtocol[] = [];
     private swarm: Hyperswarm | undefined;
@@ -88,6 +131,8 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         super();
         this.timings = {...swarmTimingDefaults, ...options.timings};
         this.bans = new BanList(options.bans);
+        this.relayOptions = {...swarmRelayDefaults, ...options.relay};
+        this.relayKeys = relayKeyPair(options.identity.secretKey);
     }
 
     /** Attaches a protocol to every peer connection, present and future. */
@@ -132,19 +177,70 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         }, timeoutMs).unref();
     }
 
+    /** How the DHT sees this node's NAT; null before the swarm starts. */
+    natStatus(): NatStatus | null {
+        return this.dht === undefined ? null : natStatus(this.dht);
+    }
+
+    /** Whether this node relays for peers, and how much. */
+    relayStatus() {
+        return {
+            mode: this.relayOptions.mode,
+            offering: this.offeringRelay,
+            key: this.relayKeys.publicKey.toString('hex'),
+            through: this.relayOptions.through,
+            ...(this.relayServer?.stats() ?? {clients: 0, pairs: 0, bytesRelayed: 0, mbps: 0, maxMbps: this.relayOptions.maxMbps ?? null})
+        };
+    }
+
+    /** Direct, or through which relay. */
+    route(peerId: string): PeerRoute {
+        const connection = this.connections.get(peerId);
+        const relayKey = connection === undefined ? null : this.dht?.relayKeyOf(connection.stream) ?? null;
+        // The relay node's own connection comes from the relay's address too, and is direct.
+        if (relayKey === null || connection?.state?.capabilities.relay?.key === relayKey)
+            return {kind: 'direct', relay: null, relayKey: null};
+        const relay = this.peers().find((peer) => peer.capabilities.relay?.key === relayKey);
+        return {kind: 'relayed', relay: relay?.id ?? null, relayKey};
+    }
+
+    /** The last failed attempt to each peer that is not connected. */
+    connectionFailures(): ConnectionFailure[] {
+        return (this.dht?.connectionFailures() ?? []).filter((failure) => !this.connections.get(failure.peerId)?.ready);
+    }
+
     async start() {
         const {identity, bootstrap} = this.options;
+        this.dht = new SwarmDHT({
+            ...(bootstrap && {bootstrap}),
+            // On a loopback testnet every node is directly reachable; left to NAT detection, loopback nodes stay
+            // "firewalled" and incoming connections never reach the server side (docs/architecture.md, "Swarm").
+            ...(bootstrap && isLoopbackTestnet(bootstrap) && {firewalled: false}),
+            relays: {
+                isRelayKey: (key) => this.knownRelayKeys.has(key),
+                pick: (target) => pickRelay(this.relayCandidates(), target)
+            },
+            onConnectFailed: (failure) => this.emit('connectAttemptFailed', failure)
+        });
         this.swarm = new Hyperswarm({
             keyPair: {publicKey: identity.publicKey, secretKey: identity.secretKey},
-            ...(bootstrap && (isLoopbackTestnet(bootstrap)
-                // On a loopback testnet every node is directly reachable; left to NAT detection, loopback nodes stay
-                // "firewalled" and incoming connections never reach the server side (docs/architecture.md, "Swarm").
-                ? {dht: new HyperDHT({bootstrap, firewalled: false})}
-                : {bootstrap})),
+            dht: this.dht,
+            // Asked for incoming connections too (a random NAT relays both ways); outgoing ones are decided again
+            // per peer by SwarmDHT.connect.
+            relayThrough: (force) => {
+                const relay = wantsRelay({forced: force === true, randomized: this.dht!.randomized, failedBefore: false})
+                    ? pickRelay(this.relayCandidates(), '')
+                    : null;
+                return relay === null ? null : Buffer.from(relay.relayKey, 'hex');
+            },
             // Banned peers are refused before the Noise handshake completes.
             firewall: (remotePublicKey) => this.bans.isBanned(remotePublicKey.toString('hex'))
         });
         this.swarm.on('connection', (stream) => this.accept(stream));
+        for (const event of ['persistent', 'network-update', 'nat-update'])
+            this.dht.on(event, () => this.updateRelayOffer());
+        for (const relay of this.relayOptions.through)
+            this.swarm.joinPeer(Buffer.from(relay, 'hex'));
         this.discovery = this.swarm.join(networkTopic(this.options.network), {server: true, client: true});
         await this.discovery.flushed();
         // Announced: look up again so peers that joined at the same instant find each other (docs/architecture.md, "Swarm").
@@ -156,11 +252,54 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
             this.timers.push(setTimeout(() => this.refreshDiscovery(), delay));
         for (const timer of this.timers)
             timer.unref();
+        this.alone = {since: Date.now(), warned: false};
+        this.updateRelayOffer();
+    }
+
+    private relayCandidates(): RelayCandidate[] {
+        return this.peers().flatMap((peer) => peer.capabilities.relay ? [{
+            nodeId: peer.id,
+            relayKey: peer.capabilities.relay.key,
+            explicit: this.relayOptions.through.includes(peer.id),
+            rttMs: peer.rtt.smoothedMs ?? null
+        }] : []);
+    }
+
+    /** Starts offering to relay when the mode and the DHT's view of this node allow it, and stops past the cap. */
+    private updateRelayOffer() {
+        const nat = this.natStatus();
+        if (nat === null || this.swarm === undefined)
+            return;
+        const offering = offersRelay(this.relayOptions.mode, nat.reachable, this.relayServer?.overCap ?? false);
+        if (offering && this.relayServer === undefined) {
+            const server = new RelayServer({dht: this.dht!, keyPair: this.relayKeys,
+                ...(this.relayOptions.maxMbps !== undefined && {maxMbps: this.relayOptions.maxMbps})});
+            this.relayServer = server;
+            server.on('capped', () => this.updateRelayOffer());
+            // Announced once it listens: a peer that tries it earlier would fail its attempt.
+            server.start().then(() => this.updateRelayOffer(), () => {
+                if (this.relayServer === server)
+                    this.relayServer = undefined;
+            });
+            return;
+        }
+        if (offering && this.relayServer?.listening !== true)
+            return;
+        if (offering !== this.offeringRelay) {
+            this.offeringRelay = offering;
+            this.emit('relayOffer', offering);
+            this.capabilitiesChanged();
+        }
+    }
+
+    /** What this node announces: the node's capabilities and, in the swarm's hands, its relay. */
+    private currentCapabilities(): Capabilities {
+        return {...this.options.capabilities(), relay: this.offeringRelay ? {key: this.relayKeys.publicKey.toString('hex')} : null};
     }
 
     /** Sends our capabilities to every peer if they changed, at most once per interval. */
     capabilitiesChanged() {
-        const capabilities = this.options.capabilities();
+        const capabilities = this.currentCapabilities();
         const serialized = JSON.stringify(capabilities);
         if (serialized === this.lastCapabilities || this.capabilityTimer !== undefined)
             return;
@@ -184,6 +323,7 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         clearTimeout(this.capabilityTimer);
         for (const connection of this.connections.values())
             connection.close({kind: 'local', message: 'node stopping'});
+        await this.relayServer?.stop();
         if (this.swarm === undefined)
             return;
         // The DHT says goodbye in the background past the timeout: nothing waits on it after that.
@@ -195,7 +335,7 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
 
     private hello(stream: NoiseSecretStream): Hello {
         const {network, software, identity} = this.options;
-        const capabilities = this.options.capabilities();
+        const capabilities = this.currentCapabilities();
         this.lastCapabilities = JSON.stringify(capabilities);
         return {
             protocol: PROTOCOL_VERSION,
@@ -223,11 +363,16 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         });
         this.connections.set(peerId, connection);
         connection.on('ready', () => {
+            this.noteRelay(connection.state!);
             for (const protocol of this.protocols)
                 protocol.attach(connection);
+            this.alone.warned = false;
             this.emit('peerJoined', connection.state!);
         });
-        connection.on('capabilities', () => this.emit('capabilities', connection.state!));
+        connection.on('capabilities', () => {
+            this.noteRelay(connection.state!);
+            this.emit('capabilities', connection.state!);
+        });
         connection.on('closed', (reason) => {
             if (this.connections.get(peerId) === connection)
                 this.connections.delete(peerId);
@@ -237,11 +382,23 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
             } else if (reason.kind === 'incompatible') {
                 this.emit('peerIncompatible', peerId, reason.message);
             }
-            if (connection.state !== undefined)
+            if (connection.state !== undefined) {
+                if (this.peers().length === 0)
+                    this.alone = {since: Date.now(), warned: false};
                 this.emit('peerLeft', peerId, reason);
+            }
             else
                 this.emit('connectionFailed', peerId, reason);
         });
+    }
+
+    private noteRelay(peer: PeerState) {
+        const key = peer.capabilities.relay?.key;
+        if (key === undefined || this.knownRelayKeys.has(key))
+            return;
+        if (this.knownRelayKeys.size >= MAX_KNOWN_RELAYS)
+            this.knownRelayKeys.delete(this.knownRelayKeys.values().next().value!);
+        this.knownRelayKeys.add(key);
     }
 
     private refreshDiscovery() {
@@ -250,6 +407,11 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
 
     private tick() {
         const now = Date.now();
+        this.updateRelayOffer();
+        if (this.peers().length === 0 && !this.alone.warned && now - this.alone.since >= this.timings.isolationWarningMs) {
+            this.alone.warned = true;
+            this.emit('isolated', this.natStatus()!, this.connectionFailures());
+        }
         for (const connection of this.connections.values()) {
             if (connection.state !== undefined && now - connection.state.lastSeenAt > this.timings.peerSilenceTimeoutMs)
                 connection.close({kind: 'network', message: `silent for ${this.timings.peerSilenceTimeoutMs / 1000} s`});

@@ -52,7 +52,7 @@ test('busy state: devices, peers, pipeline, throughput, requests and ledger', (t
     t.regex(device, /loading qwen-7b ███████░░░░░░░░░ {2}42%/);
     const peers = frame(<PeersPanel peers={state.peers}/>);
     t.regex(peers, /c0ffeec0\s+23ms 60\.10TF cuda 12\.0 GB 97% llama-3\.1-8b/);
-    t.regex(peers, /deadbeef\s+-\s+\? cpu 50% -/);
+    t.regex(peers, /deadbeef\s+-\s+\? cpu 50% relayed -/);
     const pipeline = frame(<PipelinePanel cluster={state.cluster} width={20}/>);
     t.regex(pipeline, /Sharding · hosting 1 session, 12\.0 GB offered/);
     t.regex(pipeline, /llama-3\.1-70b ready · ~38\.3 ms\/token/);
@@ -93,7 +93,9 @@ test('pipelines while waiting and loading: the reason, the weights sent per stag
 test('the whole view shows the header, the proxy URL, errors and help', (t) => {
     const state = busyDashboardState();
     const view = frame(<DashboardView state={state} columns={120} focus="peers" showHelp={true}/>);
-    t.regex(view, /strongdoge 0\.1\.0\s+node q3xk8ume\s+network public\s+engine ready/);
+    t.regex(view, /strongdoge 0\.1\.0\s+node q3xk8ume\s+network public\s+engine ready\s+NAT random, unreachable/);
+    const relaying = frame(<DashboardView state={{...state, node: {...state.node, nat: {type: 'open', reachable: true}, relayPairs: 2}}} columns={120} focus="peers" showHelp={false}/>);
+    t.regex(relaying, /NAT open, reachable, relaying 2 pairs/);
     t.regex(view, /API http:\/\/127\.0\.0\.1:9337\/v1\s+key: the one given to --api-key/);
     t.regex(view, /! peer banned: flood: too many messages/);
     t.regex(view, /tab \/ arrows move focus/);

@@ -7,6 +7,7 @@ import test from 'ava';
 import type {DoctorReport} from '../cli/commands/doctor-command.js';
 import {runCli} from './helpers/cli-process.js';
 import {freePort} from './helpers/free-port.js';
+import {startTestnet} from './helpers/swarm-fixture.js';
 
 async function tempDir(t: {teardown(fn: () => Promise<void>): void}) {
     const dir = await mkdtemp(join(tmpdir(), 'strongdoge-doctor-'));
@@ -14,14 +15,16 @@ async function tempDir(t: {teardown(fn: () => Promise<void>): void}) {
     return dir;
 }
 
-test('doctor --json reports the engine, CPU, sharding, the API port and the data dir', async (t) => {
+test('doctor --json reports the engine, CPU, sharding, the NAT, the API port and the data dir', async (t) => {
     const dataDir = join(await tempDir(t), 'home');
+    const {testnet, bootstrap} = await startTestnet();
+    t.teardown(() => testnet.destroy());
     const busy = createServer().listen(0, '127.0.0.1');
     await once(busy, 'listening');
     t.teardown(() => busy.close());
     const busyPort = (busy.address() as {port: number}).port;
 
-    const result = await runCli(['doctor', '--json', '--data-dir', dataDir, '--port', String(busyPort)]);
+    const result = await runCli(['doctor', '--json', '--data-dir', dataDir, '--port', String(busyPort), '--bootstrap', bootstrap]);
     t.is(result.code, 0, result.stderr);
     const report = JSON.parse(result.stdout) as DoctorReport;
     t.false('error' in report.engine, JSON.stringify(report.engine));
@@ -31,24 +34,30 @@ test('doctor --json reports the engine, CPU, sharding, the API port and the data
     t.true(report.memory.totalBytes > 0);
     t.deepEqual(report.api, {host: '127.0.0.1', port: busyPort, free: false});
     t.deepEqual(report.dataDir, {path: dataDir, exists: false, writable: true});
+    // on a loopback testnet every node is reachable, and a reachable node relays by default
+    t.true(report.network?.bootstrapped);
+    t.like(report.network, {nat: {type: 'open', reachable: true, host: '127.0.0.1'}, relay: 'auto'});
     // a fresh data dir has no RPC server yet: it can be built when the tools are there
     t.false(report.sharding.rpcServer.built);
     t.is(report.sharding.rpcServer.dir, join(dataDir, 'rpc'));
     t.is(report.sharding.available, report.sharding.toolchain.missing.length === 0);
 
     const port = await freePort();
-    const text = await runCli(['doctor', '--data-dir', dataDir, '--port', String(port)]);
+    const text = await runCli(['doctor', '--data-dir', dataDir, '--port', String(port), '--bootstrap', bootstrap]);
     t.is(text.code, 0, text.stderr);
     t.regex(text.stdout, new RegExp(`^API port +127\\.0\\.0\\.1:${port} free$`, 'm'));
     t.regex(text.stdout, /^sharding +(available|unavailable): /m);
     t.regex(text.stdout, /^data dir .* will be created$/m);
+    t.regex(text.stdout, /^network +NAT open at 127\.0\.0\.1:\d+, reachable by peers; relays for peers that cannot punch holes/m);
+    const offline = await runCli(['doctor', '--data-dir', dataDir, '--port', String(port), '--offline']);
+    t.regex(offline.stdout, /^network +offline \(--offline\)$/m);
 });
 
 test('doctor says why sharding is unavailable when cmake is missing', async (t) => {
     const bin = await tempDir(t);
     // node itself, and nothing else: no cmake, compiler or git
     await symlink(process.execPath, join(bin, 'node'));
-    const result = await runCli(['doctor', '--json', '--data-dir', join(await tempDir(t), 'home'), '--port', String(await freePort())], {PATH: bin});
+    const result = await runCli(['doctor', '--json', '--offline', '--data-dir', join(await tempDir(t), 'home'), '--port', String(await freePort())], {PATH: bin});
     t.is(result.code, 0, result.stderr);
     const {sharding} = JSON.parse(result.stdout) as DoctorReport;
     t.false(sharding.available);

@@ -13,7 +13,10 @@ const nodeStatus: NodeStatus = {
     device: {backend: false, gpuNames: [], vramTotalBytes: 0, vramFreeBytes: 0, cpuThreads: 4},
     compute: {measuredTflops: null, lookupTflops: null, generationTokensPerSecond: null, memoryBandwidthGBs: null},
     engine: {state: 'ready', pid: 42, restarts: 0, lastError: null, running: 0, queued: 0},
-    models: [], peers: 2, peerJobs: {active: 0, served: 0}, receipts: 0, ledger: null, bannedPeers: 0,
+    models: [], peers: 2,
+    nat: {type: 'consistent', reachable: false, host: '100.64.7.2', port: 40123},
+    relay: {mode: 'auto', offering: false, key: 'cd'.repeat(32), through: [], clients: 0, pairs: 0, bytesRelayed: 0, mbps: 0, maxMbps: null},
+    peerJobs: {active: 0, served: 0}, receipts: 0, ledger: null, bannedPeers: 0,
     requests: {total: 3, active: 0, succeeded: 3, failed: 0, completionTokens: 30}
 };
 
@@ -57,6 +60,8 @@ test('status prints the pipelines this node coordinates, their stages, and the l
     const {stdout} = result;
     t.regex(stdout, /^node {5}q3xk8ume/m);
     t.regex(stdout, /^hosting {2}1 session, 12\.0 GB offered$/m);
+    t.regex(stdout, /^NAT {6}consistent at 100\.64\.7\.2:40123, not reachable: peers punch holes or relay$/m);
+    t.regex(stdout, /^relay {4}auto, not offered$/m);
     t.regex(stdout, /^pipeline llama-3\.1-70b: loading, ~38\.3 ms\/token, 1 failover$/m);
     t.regex(stdout, /^ {9}plan: 2 stages: self 0–39, c0ffeec0 40–79 \(must receive 21\.0 GB\); ~38\.3 ms\/token$/m);
     t.regex(stdout, /^ {9}last failure 2026-11-25T10:00:03\.000Z beefbeefbeefbeef: the tunnel closed$/m);

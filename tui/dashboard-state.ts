@@ -19,7 +19,9 @@ export interface PeerView {
     vramTotalBytes: number,
     models: string[],
     successRate: number,
-    requestsSent: number
+    requestsSent: number,
+    /** Reached through a relay rather than directly. */
+    relayed: boolean
 }
 
 export interface PipelineStageView {
@@ -83,7 +85,11 @@ export interface DashboardState {
         privateNetwork: boolean,
         version: string,
         proxyUrl: string | null,
-        apiKeyRequired: boolean
+        apiKeyRequired: boolean,
+        /** How the DHT sees this node's NAT; null offline or before joining. */
+        nat: {type: string, reachable: boolean} | null,
+        /** Pairs of peers this node relays for, while it offers to; null when it does not. */
+        relayPairs: number | null
     },
     device: DeviceView | null,
     engine: {state: string, restarts: number, running: number, queued: number, models: string[]},
@@ -121,7 +127,7 @@ export const RECENT_ERRORS_KEPT = 20;
 
 export function emptyDashboardState(): DashboardState {
     return {
-        node: {id: '', shortId: '', network: null, privateNetwork: false, version: '', proxyUrl: null, apiKeyRequired: false},
+        node: {id: '', shortId: '', network: null, privateNetwork: false, version: '', proxyUrl: null, apiKeyRequired: false, nat: null, relayPairs: null},
         device: null,
         engine: {state: 'starting', restarts: 0, running: 0, queued: 0, models: []},
         progress: [],

@@ -54,3 +54,9 @@ export function formatDuration(seconds: number) {
         return `${hours}h ${minutes}m`;
     return minutes > 0 ? `${minutes}m ${seconds % 60}s` : `${seconds}s`;
 }
+
+/** `random, unreachable` / `open, reachable, relaying 2 pairs`: how peers can reach this node. */
+export function formatNat(nat: {type: string, reachable: boolean}, relayPairs: number | null) {
+    const relaying = relayPairs === null ? '' : `, relaying ${relayPairs} pair${relayPairs === 1 ? '' : 's'}`;
+    return `${nat.type}, ${nat.reachable ? 'reachable' : 'unreachable'}${relaying}`;
+}

@@ -6,7 +6,9 @@ import {dirname, join, resolve} from 'node:path';
 import {Command} from 'commander';
 import type {RpcTool, RpcToolchain} from '../../engine/rpc/rpc-build.js';
 import {loadNodeSettings} from '../config/load-node-settings.js';
+import type {NodeSettings} from '../config/node-config.js';
 import {formatBytes} from '../../tui/text-format.js';
+import type {NatStatus, RelayMode} from '../../swarm/relay-policy.js';
 import {addDataDirOption} from './shared-options.js';
 
 export interface DoctorReport {
@@ -24,6 +26,8 @@ export interface DoctorReport {
         toolchain: RpcToolchain
     },
     api: {host: string, port: number, free: boolean, error?: string},
+    /** How peers will reach this machine, as the DHT sees it; null with --offline. */
+    network: {bootstrapped: boolean, nat: NatStatus, relay: RelayMode} | null,
     dataDir: {path: string, exists: boolean, writable: boolean, error?: string}
 }
 
@@ -83,9 +87,19 @@ async function shardingReport(dataDir: string, rpcDir: string | undefined): Prom
     return {available: true, detail: 'RPC server not built yet: the node builds it on start (about a minute)', rpcServer, toolchain};
 }
 
-export async function diagnose(settings: {dataDir: string, rpcDir?: string | undefined, host: string, port: number, threads: number, gpu: 'auto' | 'off'}): Promise<DoctorReport> {
-    const [engine, sharding, api, dataDir] = await Promise.all([
-        engineReport(settings.gpu), shardingReport(settings.dataDir, settings.rpcDir), portReport(settings.host, settings.port), dataDirReport(settings.dataDir)
+async function networkReport(settings: DiagnoseSettings): Promise<DoctorReport['network']> {
+    if (settings.offline)
+        return null;
+    const {probeNat} = await import('../../swarm/nat-probe.js');
+    return {...await probeNat(settings.bootstrap ? {bootstrap: settings.bootstrap} : {}), relay: settings.relay};
+}
+
+type DiagnoseSettings = Pick<NodeSettings, 'dataDir' | 'rpcDir' | 'host' | 'port' | 'threads' | 'gpu' | 'offline' | 'bootstrap' | 'relay'>;
+
+export async function diagnose(settings: DiagnoseSettings): Promise<DoctorReport> {
+    const [engine, sharding, api, dataDir, network] = await Promise.all([
+        engineReport(settings.gpu), shardingReport(settings.dataDir, settings.rpcDir), portReport(settings.host, settings.port), dataDirReport(settings.dataDir),
+        networkReport(settings)
     ]);
     return {
         node: {version: process.version, platform: `${process.platform}-${process.arch}`},
@@ -94,8 +108,24 @@ export async function diagnose(settings: {dataDir: string, rpcDir?: string | und
         memory: {totalBytes: totalmem(), freeBytes: freemem()},
         sharding,
         api,
+        network,
         dataDir
     };
+}
+
+function networkText(network: DoctorReport['network']): string {
+    if (network === null)
+        return 'offline (--offline)';
+    if (!network.bootstrapped)
+        return 'the DHT did not answer: no peers can be found (check the connection, or --bootstrap)';
+    const {nat, relay} = network;
+    const address = nat.host === null ? '' : ` at ${nat.host}${nat.port === null ? '' : `:${nat.port}`}`;
+    const reach = nat.reachable
+        ? `reachable by peers${relay === 'off' ? '' : '; relays for peers that cannot punch holes (--relay off to stop)'}`
+        : nat.type === 'random'
+            ? 'not reachable, and this NAT changes ports per peer: peers with a random NAT too are reached through a relay'
+            : 'not reachable: peers punch holes to it; a relay carries what punching cannot';
+    return `NAT ${nat.type}${address}, ${reach}`;
 }
 
 const toolText = (tool: RpcTool | undefined) => tool === undefined ? 'not found' : `${tool.version ?? 'version unknown'} (${tool.path})`;
@@ -118,6 +148,7 @@ function reportText(report: DoctorReport) {
         ['C compiler', toolText(sharding.toolchain.cCompiler)],
         ['build tool', toolText(sharding.toolchain.buildTool)],
         ['git', toolText(sharding.toolchain.git)],
+        ['network', networkText(report.network)],
         ['API port', `${api.host}:${api.port} ${api.free ? 'free' : api.error === undefined ? 'in use' : `unusable: ${api.error}`}`],
         ['data dir', `${dataDir.path} ${dataDir.writable ? (dataDir.exists ? 'writable' : 'will be created') : `not writable: ${dataDir.error}`}`]
     ];
@@ -127,14 +158,17 @@ function reportText(report: DoctorReport) {
 
 export function doctorCommand() {
     const command = new Command('doctor')
-        .description('check what this machine can do: GPU backend and devices, CPU, sharding (RPC server, cmake, compiler), API port, data dir')
+        .description('check what this machine can do: GPU backend and devices, CPU, sharding (RPC server, cmake, compiler), NAT, API port, data dir')
         .option('-p, --port <n>', 'the API port to check [env STRONGDOGE_PORT]')
         .option('--host <address>', 'the API address to check [env STRONGDOGE_HOST]')
         .option('--rpc-dir <path>', 'where the node builds llama.cpp\'s RPC server [env STRONGDOGE_RPC_DIR]')
+        .option('--bootstrap <host:port,...>', 'DHT bootstrap nodes to probe the NAT with [env STRONGDOGE_BOOTSTRAP]')
+        .option('--offline', 'skip the network check [env STRONGDOGE_OFFLINE]')
         .option('--json', 'print JSON');
     addDataDirOption(command);
-    return command.action(async (flags: {port?: string, host?: string, rpcDir?: string, json?: boolean, dataDir?: string}) => {
-        const settings = await loadNodeSettings({port: flags.port, host: flags.host, rpcDir: flags.rpcDir, dataDir: flags.dataDir});
+    return command.action(async (flags: {port?: string, host?: string, rpcDir?: string, bootstrap?: string, offline?: boolean, json?: boolean, dataDir?: string}) => {
+        const settings = await loadNodeSettings({port: flags.port, host: flags.host, rpcDir: flags.rpcDir, bootstrap: flags.bootstrap,
+            offline: flags.offline, dataDir: flags.dataDir});
         const report = await diagnose(settings);
         process.stdout.write(flags.json ? JSON.stringify(report, null, 2) + '\n' : reportText(report));
     });

@@ -1,6 +1,6 @@
 import {Command} from 'commander';
 import type {Capabilities} from '../../swarm/capabilities.js';
-import type {ClusterStatus} from '../../node/node-status.js';
+import type {ClusterStatus, NodeStatus, PeerStatus} from '../../node/node-status.js';
 import {fetchNodeStatus, fetchNodeStatusIfKnown, type NodeAddressFlags} from '../node-client.js';
 import {clusterActive} from '../../tui/dashboard-state.js';
 import {formatBytes, formatDuration, formatHosting, formatLayers, formatTable, formatTransfer} from '../../tui/text-format.js';
@@ -23,26 +23,50 @@ function deviceText(capabilities: Capabilities) {
     return `${gpu}${vram}${tflops === null ? '' : `, ${tflops.toFixed(2)} TFLOPS`}`;
 }
 
+function routeText(route: PeerStatus['route']) {
+    if (route.kind !== 'relayed')
+        return 'direct';
+    return `via ${route.relay?.slice(0, 8) ?? route.relayKey?.slice(0, 8) ?? 'relay'}`;
+}
+
+function natText(nat: NonNullable<NodeStatus['nat']>) {
+    const address = nat.host === null ? '' : ` at ${nat.host}${nat.port === null ? '' : `:${nat.port}`}`;
+    return `${nat.type}${address}, ${nat.reachable ? 'reachable by peers' : 'not reachable: peers punch holes or relay'}`;
+}
+
+function relayText(relay: NonNullable<NodeStatus['relay']>) {
+    const through = relay.through.length > 0 ? `; through ${relay.through.map((id) => id.slice(0, 16)).join(', ')} first` : '';
+    if (!relay.offering)
+        return `${relay.mode}, not offered${through}`;
+    const cap = relay.maxMbps === null ? '' : ` (cap ${relay.maxMbps} Mbit/s)`;
+    return `${relay.mode}, offered: ${relay.clients} clients, ${relay.pairs} pairs, ${formatBytes(relay.bytesRelayed)} relayed, ${relay.mbps.toFixed(2)} Mbit/s${cap}${through}`;
+}
+
 function peersCommand() {
     return withNodeAddress(new Command('peers').description('list the peers of the running node'))
         .action(async (flags: NodeAddressFlags & {json?: boolean}) => {
-            const {peers, banned} = await fetchNodeStatus(flags, '/api/peers');
+            const document = await fetchNodeStatus(flags, '/api/peers');
+            const {peers, banned, unreachable} = document;
             if (flags.json) {
-                process.stdout.write(JSON.stringify({peers, banned}, null, 2) + '\n');
+                process.stdout.write(JSON.stringify(document, null, 2) + '\n');
                 return;
             }
             if (peers.length === 0)
                 process.stdout.write('no peers connected\n');
             else
-                process.stdout.write(formatTable(['PEER', 'RTT', 'DEVICE', 'MODELS', 'LOAD', 'SUCCESS', 'VERSION'], peers.map((peer) => [
+                process.stdout.write(formatTable(['PEER', 'RTT', 'ROUTE', 'DEVICE', 'MODELS', 'LOAD', 'SUCCESS', 'VERSION'], peers.map((peer) => [
                     peer.id.slice(0, 16),
                     peer.rttMs === null ? '-' : `${peer.rttMs.toFixed(1)} ms`,
+                    routeText(peer.route),
                     deviceText(peer.capabilities),
                     peer.capabilities.models.map((model) => model.loaded ? model.id : `${model.id} (on disk)`).join(', ') || '-',
                     `${peer.capabilities.load.active}+${peer.capabilities.load.queued}`,
                     `${Math.round(peer.requests.successRate * 100)}% of ${peer.requests.sent}`,
                     peer.software
                 ])) + '\n');
+            if (unreachable.length > 0)
+                process.stdout.write(`\n${unreachable.length} unreachable: ${unreachable.map((failure) =>
+                    `${failure.peerId.slice(0, 16)} (${failure.code}${failure.relay ? ` via relay ${failure.relay.slice(0, 16)}` : ''}, ${failure.attempts} attempt${failure.attempts === 1 ? '' : 's'})`).join('; ')}\n`);
             if (banned.length > 0)
                 process.stdout.write(`\n${banned.length} banned: ${banned.map((ban) => `${ban.peerId.slice(0, 16)} (${ban.reason})`).join('; ')}\n`);
         });
@@ -94,6 +118,8 @@ function statusCommand() {
                 ['up', formatDuration(node.uptimeSeconds)],
                 ['API', `${node.proxyUrl}`],
                 ['network', node.network === null ? 'offline' : `${node.network}${node.privateNetwork ? ' (private)' : ''}, ${node.peers} peers`],
+                ...(node.nat ? [['NAT', natText(node.nat)]] : []),
+                ...(node.relay ? [['relay', relayText(node.relay)]] : []),
                 ['device', device],
                 ['engine', `${node.engine.state}, ${node.engine.running} running, ${node.engine.queued} queued, ${node.engine.restarts} restarts`],
                 ['models', node.models.map((model) => `${model.id} (${model.layers} layers, ${model.gpuLayers} on GPU)`).join(', ') || 'none'],

@@ -68,6 +68,10 @@ export const nodeSettingSchemas = {
     network: z.string().min(1).max(128).regex(/^[\w.-]+$/, 'letters, digits, ".", "-" and "_" only'),
     networkSecret: z.string().min(8, 'at least 8 characters').optional(),
     bootstrap: bootstrapList.optional(),
+    relay: z.enum(['auto', 'on', 'off']),
+    relayMaxMbps: z.coerce.number().positive().max(1_000_000).optional(),
+    relayThrough: z.union([z.array(z.string()), z.string().transform((text) => text.split(',').map((item) => item.trim()).filter(Boolean))])
+        .pipe(z.array(z.string().regex(/^[0-9a-f]{64}$/, 'expected node ids (64 hex characters)')).max(16)),
     offline: booleanText,
     price: z.coerce.number().nonnegative().optional(),
     servePeers: booleanText,
@@ -92,7 +96,7 @@ export const nodeSettingSchemas = {
 export type NodeSettingKey = keyof typeof nodeSettingSchemas;
 export type NodeSettings = {[K in NodeSettingKey]: z.output<typeof nodeSettingSchemas[K]>} & {dataDir: string};
 
-export function nodeSettingDefaults(): Omit<NodeSettings, 'dataDir' | 'apiKey' | 'networkSecret' | 'bootstrap' | 'price' | 'maxPrice' | 'anchorContract' | 'wallet' | 'memoryLimit' | 'maxShardMemory' | 'rpcDir'> {
+export function nodeSettingDefaults(): Omit<NodeSettings, 'dataDir' | 'apiKey' | 'networkSecret' | 'bootstrap' | 'relayMaxMbps' | 'price' | 'maxPrice' | 'anchorContract' | 'wallet' | 'memoryLimit' | 'maxShardMemory' | 'rpcDir'> {
     return {
         model: [],
         port: DEFAULT_PORT,
@@ -105,6 +109,8 @@ export function nodeSettingDefaults(): Omit<NodeSettings, 'dataDir' | 'apiKey' |
         gpu: 'auto',
         logLevel: 'info',
         network: PUBLIC_NETWORK,
+        relay: 'auto',
+        relayThrough: [],
         offline: false,
         servePeers: true,
         maxPeerJobs: 4,

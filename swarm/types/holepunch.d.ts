@@ -81,7 +81,9 @@ declare module 'hyperswarm' {
             bootstrap?: {host: string, port: number}[] | string[],
             maxPeers?: number,
             firewall?: (remotePublicKey: Buffer) => boolean,
-            dht?: import('hyperdht').default
+            dht?: import('hyperdht').default,
+            /** Called with `force` after a punch failure hyperswarm knows, and without for incoming connections. */
+            relayThrough?: (force?: boolean) => Buffer | null
         });
         readonly keyPair: {publicKey: Buffer, secretKey: Buffer};
         readonly connections: Set<NoiseSecretStream>;
@@ -109,8 +111,57 @@ declare module 'hyperdht/testnet.js' {
 }
 
 declare module 'hyperdht' {
-    export default class HyperDHT {
-        constructor(options?: {bootstrap?: {host: string, port: number}[], firewalled?: boolean, port?: number, host?: string});
+    import {EventEmitter} from 'node:events';
+    import type {NoiseSecretStream} from 'hyperswarm';
+
+    export interface KeyPair {publicKey: Buffer, secretKey: Buffer}
+
+    export interface ConnectOptions {
+        keyPair?: KeyPair,
+        relayAddresses?: unknown,
+        /** A blind relay's public key: the connection goes through it. */
+        relayThrough?: Buffer | null
+    }
+
+    export interface HyperDHTServer extends EventEmitter {
+        listen(keyPair: KeyPair): Promise<void>;
+        close(): Promise<void>;
+    }
+
+    /** A UDX stream (udx-native), as blind-relay creates them. */
+    export interface RawStream extends EventEmitter {
+        readonly bytesReceived: number,
+        readonly bytesTransmitted: number
+    }
+
+    export default class HyperDHT extends EventEmitter {
+        constructor(options?: {bootstrap?: {host: string, port: number}[], firewalled?: boolean, port?: number, host?: string, keyPair?: KeyPair});
+        static keyPair(seed?: Buffer): KeyPair;
+        /** Whether the DHT found this node unreachable from outside (a NAT or firewall in the way). */
+        readonly firewalled: boolean;
+        /** Whether this node's NAT maps each destination to a different port (a "symmetric" NAT). */
+        readonly randomized: boolean;
+        /** This node's address as the DHT sees it; null / 0 until sampled. */
+        readonly host: string | null;
+        readonly port: number;
+        readonly destroyed: boolean;
+        fullyBootstrapped(): Promise<void>;
+        connect(publicKey: Buffer, options?: ConnectOptions): NoiseSecretStream;
+        createServer(options: {firewall?: (remotePublicKey: Buffer) => boolean}, onconnection: (socket: NoiseSecretStream) => void): HyperDHTServer;
+        createRawStream(options?: object): RawStream;
         destroy(): Promise<void>;
+    }
+}
+
+declare module 'blind-relay' {
+    import {EventEmitter} from 'node:events';
+    import type {Duplex} from 'node:stream';
+    import type {RawStream} from 'hyperdht';
+
+    export class Server extends EventEmitter {
+        constructor(options: {createStream: (options: object) => RawStream});
+        readonly stats: {sessions: {accepted: number, opened: number, closed: number}, pairings: {active: number, matched: number}};
+        accept(stream: Duplex, options: {id: Buffer}): EventEmitter;
+        close(): Promise<void>;
     }
 }

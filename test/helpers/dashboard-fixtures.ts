@@ -5,14 +5,14 @@ export function busyDashboardState(): DashboardState {
     return {
         ...base,
         node: {id: 'ab'.repeat(32), shortId: 'q3xk8ume', network: 'public', privateNetwork: false, version: '0.1.0',
-            proxyUrl: 'http://127.0.0.1:9337/v1', apiKeyRequired: true},
+            proxyUrl: 'http://127.0.0.1:9337/v1', apiKeyRequired: true, nat: {type: 'random', reachable: false}, relayPairs: null},
         device: {backend: 'cuda', gpuNames: ['NVIDIA GeForce RTX 4090'], vramTotalBytes: 24e9, vramFreeBytes: 20e9, cpuThreads: 15,
             measuredTflops: 120.5, lookupTflops: 165, generationTokensPerSecond: 140},
         engine: {state: 'ready', restarts: 1, running: 2, queued: 1, models: ['llama-3.1-8b']},
         progress: [{label: 'loading qwen-7b', fraction: 0.42}],
         peers: [
-            {id: 'c0ffee'.repeat(10) + 'c0ff', rttMs: 23.4, tflops: 60.1, backend: 'cuda', vramTotalBytes: 12e9, models: ['llama-3.1-8b'], successRate: 0.97, requestsSent: 31},
-            {id: 'deadbeef'.repeat(8), rttMs: null, tflops: null, backend: false, vramTotalBytes: 0, models: [], successRate: 0.5, requestsSent: 0}
+            {id: 'c0ffee'.repeat(10) + 'c0ff', rttMs: 23.4, tflops: 60.1, backend: 'cuda', vramTotalBytes: 12e9, models: ['llama-3.1-8b'], successRate: 0.97, requestsSent: 31, relayed: false},
+            {id: 'deadbeef'.repeat(8), rttMs: null, tflops: null, backend: false, vramTotalBytes: 0, models: [], successRate: 0.5, requestsSent: 0, relayed: true}
         ],
         cluster: {
             pipelines: [{

@@ -1,0 +1,34 @@
+import HyperDHT from 'hyperdht';
+import {isLoopbackHost} from './loopback.js';
+import {natStatus, type NatStatus} from './relay-policy.js';
+
+export interface NatProbeOptions {
+    /** DHT bootstrap nodes; defaults to Hyperswarm's public bootstrap. */
+    bootstrap?: {host: string, port: number}[],
+    /** Longest wait for the DHT; defaults to 15 s. */
+    timeoutMs?: number
+}
+
+export const natProbeDefaults = {timeoutMs: 15_000};
+
+/**
+ * Joins the DHT briefly to see this machine's NAT as peers will (`strongdoge doctor`): bootstrapping samples this
+ * node's address from several DHT nodes and asks them to ping it back, which tells reachable from firewalled.
+ */
+export async function probeNat(options: NatProbeOptions = {}): Promise<{bootstrapped: boolean, nat: NatStatus}> {
+    const {bootstrap, timeoutMs} = {...natProbeDefaults, ...options};
+    // As in SwarmNode: on a loopback testnet NAT detection does not apply.
+    const loopback = bootstrap !== undefined && bootstrap.every(({host}) => isLoopbackHost(host));
+    const dht = new HyperDHT({...(bootstrap && {bootstrap}), ...(loopback && {firewalled: false})});
+    let timer: NodeJS.Timeout | undefined;
+    try {
+        const bootstrapped = await Promise.race([
+            dht.fullyBootstrapped().then(() => true),
+            new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), timeoutMs))
+        ]);
+        return {bootstrapped, nat: natStatus(dht)};
+    } finally {
+        clearTimeout(timer);
+        await dht.destroy().catch(() => undefined);
+    }
+}

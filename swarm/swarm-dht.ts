@@ -1,0 +1,107 @@
+import HyperDHT, {type ConnectOptions, type KeyPair} from 'hyperdht';
+import type {NoiseSecretStream} from 'hyperswarm';
+import {wantsRelay, type RelayCandidate} from './relay-policy.js';
+
+/** Connection attempts remembered for peers that are not connected, for `/api/peers`. */
+const MAX_REMEMBERED_FAILURES = 256;
+
+export interface ConnectionFailure {
+    peerId: string,
+    /** HyperDHT's error code, e.g. HOLEPUNCH_ABORTED; `UNKNOWN` when it gave none. */
+    code: string,
+    message: string,
+    /** The relay the attempt went through (its node id), or null for a direct attempt. */
+    relay: string | null,
+    attempts: number,
+    at: number
+}
+
+export interface RelayDirectory {
+    /** Whether `key` (hex) is a relay's key: connections to it are relay sockets, never themselves relayed. */
+    isRelayKey(key: string): boolean,
+    /** The relay for a connection to `target` (a node id), or null when none is known. */
+    pick(target: string): RelayCandidate | null
+}
+
+export interface SwarmDHTOptions {
+    bootstrap?: {host: string, port: number}[],
+    /** Set on a loopback testnet, where the DHT's NAT detection would wrongly find every node firewalled. */
+    firewalled?: boolean,
+    relays: RelayDirectory,
+    onConnectFailed?: (failure: ConnectionFailure) => void
+}
+
+function addressOf(stream: NoiseSecretStream) {
+    const raw = stream.rawStream;
+    return raw?.remoteHost ? `${raw.remoteHost}:${raw.remotePort}` : undefined;
+}
+
+/**
+ * HyperDHT with eyes on every outgoing connection: it records why attempts fail (hyperswarm drops the reason),
+ * sends an attempt through a relay when the last one to that peer failed, and remembers where relay sockets go,
+ * so a peer stream that arrives from a relay's address is known to be relayed (docs/architecture.md, "Relays").
+ */
+export class SwarmDHT extends HyperDHT {
+    private readonly failures = new Map<string, ConnectionFailure>();
+    /** `host:port` of the relay sockets open → the relay's key, and how many sockets go there. */
+    private readonly relayAddresses = new Map<string, {key: string, sockets: number}>();
+
+    constructor(private readonly swarmOptions: SwarmDHTOptions) {
+        const {bootstrap, firewalled} = swarmOptions;
+        super({...(bootstrap && {bootstrap}), ...(firewalled !== undefined && {firewalled})});
+    }
+
+    override connect(publicKey: Buffer, options: ConnectOptions & {keyPair?: KeyPair} = {}): NoiseSecretStream {
+        const key = publicKey.toString('hex');
+        const {relays} = this.swarmOptions;
+        if (relays.isRelayKey(key)) {
+            const socket = super.connect(publicKey, options);
+            socket.once('open', () => {
+                const address = addressOf(socket);
+                if (address === undefined)
+                    return;
+                const entry = this.relayAddresses.get(address) ?? {key, sockets: 0};
+                entry.sockets++;
+                this.relayAddresses.set(address, entry);
+                socket.once('close', () => {
+                    if (--entry.sockets === 0)
+                        this.relayAddresses.delete(address);
+                });
+            });
+            return socket;
+        }
+        const previous = this.failures.get(key);
+        const relay = wantsRelay({forced: options.relayThrough != null, randomized: this.randomized, failedBefore: previous !== undefined})
+            ? relays.pick(key)
+            : null;
+        const socket = super.connect(publicKey, {...options, relayThrough: relay === null ? null : Buffer.from(relay.relayKey, 'hex')});
+        let opened = false;
+        socket.once('open', () => {
+            opened = true;
+            this.failures.delete(key);
+        });
+        socket.on('error', (error: Error & {code?: string}) => {
+            if (opened)
+                return;
+            this.failures.delete(key);
+            if (this.failures.size >= MAX_REMEMBERED_FAILURES)
+                this.failures.delete(this.failures.keys().next().value!);
+            const failure = {peerId: key, code: error.code ?? 'UNKNOWN', message: error.message, relay: relay?.nodeId ?? null,
+                attempts: (previous?.attempts ?? 0) + 1, at: Date.now()};
+            this.failures.set(key, failure);
+            this.swarmOptions.onConnectFailed?.(failure);
+        });
+        return socket;
+    }
+
+    /** The key of the relay a peer stream came through, or null if it is direct. */
+    relayKeyOf(stream: NoiseSecretStream): string | null {
+        const address = addressOf(stream);
+        return address === undefined ? null : this.relayAddresses.get(address)?.key ?? null;
+    }
+
+    /** The last failed attempt to each peer whose last attempt failed, oldest first. */
+    connectionFailures(): ConnectionFailure[] {
+        return [...this.failures.values()];
+    }
+}
