@@ -123,3 +123,26 @@ test('sharding settings: auto by default, memory sizes in bytes or with binary u
     ] as const)
         t.throws(() => resolveNodeSettings('/data', {flags, env: {}}), {instanceOf: ConfigError, message: pattern});
 });
+
+test('relay settings: auto by default, ids to relay through as a list, bad values named', (t) => {
+    const defaults = resolveNodeSettings('/data', {flags: {}, env: {}});
+    t.is(defaults.relay, 'auto');
+    t.deepEqual(defaults.relayThrough, []);
+    t.is(defaults.relayMaxMbps, undefined);
+    const [a, b] = ['ab'.repeat(32), 'cd'.repeat(32)];
+    const settings = resolveNodeSettings('/data', {
+        flags: {relay: 'on'},
+        env: {STRONGDOGE_RELAY_THROUGH: `${a}, ${b}`, STRONGDOGE_RELAY_MAX_MBPS: '2.5'},
+        file: file({relay: 'off'})
+    });
+    t.is(settings.relay, 'on');
+    t.deepEqual(settings.relayThrough, [a, b]);
+    t.is(settings.relayMaxMbps, 2.5);
+    t.deepEqual(resolveNodeSettings('/data', {flags: {}, env: {}, file: file({relayThrough: [a]})}).relayThrough, [a]);
+    for (const [flags, pattern] of [
+        [{relay: 'sometimes'}, /--relay/],
+        [{relayThrough: 'not-a-key'}, /--relay-through: expected node ids/],
+        [{relayMaxMbps: '0'}, /--relay-max-mbps/]
+    ] as const)
+        t.throws(() => resolveNodeSettings('/data', {flags, env: {}}), {instanceOf: ConfigError, message: pattern});
+});
