@@ -1,5 +1,5 @@
 import HyperDHT from 'hyperdht';
-import {isLoopbackHost} from './loopback.js';
+import {loopbackTestnetOptions} from './loopback.js';
 import {natStatus, type NatStatus} from './relay-policy.js';
 
 export interface NatProbeOptions {
@@ -17,9 +17,7 @@ export const natProbeDefaults = {timeoutMs: 15_000};
  */
 export async function probeNat(options: NatProbeOptions = {}): Promise<{bootstrapped: boolean, nat: NatStatus}> {
     const {bootstrap, timeoutMs} = {...natProbeDefaults, ...options};
-    // As in SwarmNode: on a loopback testnet NAT detection does not apply.
-    const loopback = bootstrap !== undefined && bootstrap.every(({host}) => isLoopbackHost(host));
-    const dht = new HyperDHT({...(bootstrap && {bootstrap}), ...(loopback && {firewalled: false})});
+    const dht = new HyperDHT({...(bootstrap && {bootstrap}), ...loopbackTestnetOptions(bootstrap)});
     let timer: NodeJS.Timeout | undefined;
     try {
         const bootstrapped = await Promise.race([

@@ -53,7 +53,8 @@ export class RelayServer extends EventEmitter<RelayServerEvents> {
         this.meter = new RelayMeter(meterWindowMs);
         this.relay = new BlindRelayServer({
             createStream: (streamOptions) => {
-                const stream = dht.createRawStream(streamOptions);
+                // Framed as hyperdht's own relayed streams are.
+                const stream = dht.createRawStream({...streamOptions, framed: true});
                 this.streams.add(stream);
                 stream.once('close', () => {
                     this.streams.delete(stream);
@@ -79,7 +80,8 @@ export class RelayServer extends EventEmitter<RelayServerEvents> {
     async start() {
         const {dht, keyPair, meterIntervalMs} = {...relayServerDefaults, ...this.options};
         // Over the cap, new clients are refused before the handshake; pairs already relayed go on.
-        this.server = dht.createServer({firewall: () => this.capped}, (socket) => {
+        // A relay is reached at its public address: its LAN addresses would only send clients on a detour.
+        this.server = dht.createServer({firewall: () => this.capped, shareLocalAddress: false}, (socket) => {
             this.clients++;
             socket.on('error', () => undefined);
             socket.once('close', () => this.clients--);

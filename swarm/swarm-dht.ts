@@ -16,24 +16,22 @@ export interface ConnectionFailure {
     at: number
 }
 
-export interface RelayDirectory {
-    /** Whether `key` (hex) is a relay's key: connections to it are relay sockets, never themselves relayed. */
-    isRelayKey(key: string): boolean,
-    /** The relay for a connection to `target` (a node id), or null when none is known. */
-    pick(target: string): RelayCandidate | null
-}
 
 export interface SwarmDHTOptions {
     bootstrap?: {host: string, port: number}[],
     /** Set on a loopback testnet, where the DHT's NAT detection would wrongly find every node firewalled. */
     firewalled?: boolean,
-    relays: RelayDirectory,
+    /** The relay for a connection to `target` (a node id), or null when none is known. */
+    pickRelay: (target: string) => RelayCandidate | null,
     onConnectFailed?: (failure: ConnectionFailure) => void
 }
 
-function addressOf(stream: NoiseSecretStream) {
-    const raw = stream.rawStream;
-    return raw?.remoteHost ? `${raw.remoteHost}:${raw.remotePort}` : undefined;
+/**
+ * The remote host of a stream's UDX transport: for a relayed stream, the relay's. Hosts, not ports: a relay may
+ * answer a pair from another of its sockets than the one its clients connected to.
+ */
+function hostOf(stream: NoiseSecretStream) {
+    return stream.rawStream?.remoteHost ?? undefined;
 }
 
 /**
@@ -43,7 +41,7 @@ function addressOf(stream: NoiseSecretStream) {
  */
 export class SwarmDHT extends HyperDHT {
     private readonly failures = new Map<string, ConnectionFailure>();
-    /** `host:port` of the relay sockets open → the relay's key, and how many sockets go there. */
+    /** The host of each relay socket open → the relay's key, and how many sockets go there. */
     private readonly relayAddresses = new Map<string, {key: string, sockets: number}>();
 
     constructor(private readonly swarmOptions: SwarmDHTOptions) {
@@ -53,11 +51,12 @@ export class SwarmDHT extends HyperDHT {
 
     override connect(publicKey: Buffer, options: ConnectOptions & {keyPair?: KeyPair} = {}): NoiseSecretStream {
         const key = publicKey.toString('hex');
-        const {relays} = this.swarmOptions;
-        if (relays.isRelayKey(key)) {
+        // Hyperswarm always connects with its key pair; hyperdht opens relay sockets without one, also to relays
+        // this node has not heard of (the other side of a pair chose them).
+        if (options.keyPair === undefined) {
             const socket = super.connect(publicKey, options);
             socket.once('open', () => {
-                const address = addressOf(socket);
+                const address = hostOf(socket);
                 if (address === undefined)
                     return;
                 const entry = this.relayAddresses.get(address) ?? {key, sockets: 0};
@@ -72,7 +71,7 @@ export class SwarmDHT extends HyperDHT {
         }
         const previous = this.failures.get(key);
         const relay = wantsRelay({forced: options.relayThrough != null, randomized: this.randomized, failedBefore: previous !== undefined})
-            ? relays.pick(key)
+            ? this.swarmOptions.pickRelay(key)
             : null;
         const socket = super.connect(publicKey, {...options, relayThrough: relay === null ? null : Buffer.from(relay.relayKey, 'hex')});
         let opened = false;
@@ -96,7 +95,7 @@ export class SwarmDHT extends HyperDHT {
 
     /** The key of the relay a peer stream came through, or null if it is direct. */
     relayKeyOf(stream: NoiseSecretStream): string | null {
-        const address = addressOf(stream);
+        const address = hostOf(stream);
         return address === undefined ? null : this.relayAddresses.get(address)?.key ?? null;
     }
 

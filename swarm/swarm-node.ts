@@ -2,7 +2,7 @@ import {EventEmitter} from 'node:events';
 import Hyperswarm, {type NoiseSecretStream, type PeerDiscovery} from 'hyperswarm';
 import {BanList, type BanListOptions} from './ban-list.js';
 import type {Capabilities} from './capabilities.js';
-import {isLoopbackHost} from './loopback.js';
+import {loopbackTestnetOptions} from './loopback.js';
 import {networkTopic, secretProof, type NetworkSpec} from './network-topic.js';
 import type {NodeIdentity} from './node-identity.js';
 import {PeerConnection, type CloseReason} from './peer-connection.js';
@@ -12,13 +12,6 @@ import {PROTOCOL_VERSION, type Hello} from './protocol/control-messages.js';
 import {natStatus, offersRelay, pickRelay, wantsRelay, type NatStatus, type RelayCandidate, type RelayMode} from './relay-policy.js';
 import {relayKeyPair, RelayServer} from './relay-server.js';
 import {SwarmDHT, type ConnectionFailure} from './swarm-dht.js';
-
-/** Relay keys remembered (a peer may announce a new one with every capabilities update). */
-const MAX_KNOWN_RELAYS = 1024;
-
-function isLoopbackTestnet(bootstrap: {host: string}[]) {
-    return bootstrap.every(({host}) => isLoopbackHost(host));
-}
 
 export interface SwarmTimings {
     /** How often peers are pinged (RTT, liveness); defaults to 5 s. */
@@ -112,8 +105,6 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
     private readonly timings: SwarmTimings;
     private readonly relayOptions: SwarmRelayOptions;
     private readonly relayKeys;
-    /** Every relay key a peer has announced: connections to them are relay sockets. */
-    private readonly knownRelayKeys = new Set<string>();
     private relayServer: RelayServer | undefined;
     private offeringRelay = false;
     private dht: SwarmDHT | undefined;
@@ -213,13 +204,8 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         const {identity, bootstrap} = this.options;
         this.dht = new SwarmDHT({
             ...(bootstrap && {bootstrap}),
-            // On a loopback testnet every node is directly reachable; left to NAT detection, loopback nodes stay
-            // "firewalled" and incoming connections never reach the server side (docs/architecture.md, "Swarm").
-            ...(bootstrap && isLoopbackTestnet(bootstrap) && {firewalled: false}),
-            relays: {
-                isRelayKey: (key) => this.knownRelayKeys.has(key),
-                pick: (target) => pickRelay(this.relayCandidates(), target)
-            },
+            ...loopbackTestnetOptions(bootstrap),
+            pickRelay: (target) => pickRelay(this.relayCandidates(), target),
             onConnectFailed: (failure) => this.emit('connectAttemptFailed', failure)
         });
         this.swarm = new Hyperswarm({
@@ -363,16 +349,12 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         });
         this.connections.set(peerId, connection);
         connection.on('ready', () => {
-            this.noteRelay(connection.state!);
             for (const protocol of this.protocols)
                 protocol.attach(connection);
             this.alone.warned = false;
             this.emit('peerJoined', connection.state!);
         });
-        connection.on('capabilities', () => {
-            this.noteRelay(connection.state!);
-            this.emit('capabilities', connection.state!);
-        });
+        connection.on('capabilities', () => this.emit('capabilities', connection.state!));
         connection.on('closed', (reason) => {
             if (this.connections.get(peerId) === connection)
                 this.connections.delete(peerId);
@@ -390,15 +372,6 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
             else
                 this.emit('connectionFailed', peerId, reason);
         });
-    }
-
-    private noteRelay(peer: PeerState) {
-        const key = peer.capabilities.relay?.key;
-        if (key === undefined || this.knownRelayKeys.has(key))
-            return;
-        if (this.knownRelayKeys.size >= MAX_KNOWN_RELAYS)
-            this.knownRelayKeys.delete(this.knownRelayKeys.values().next().value!);
-        this.knownRelayKeys.add(key);
     }
 
     private refreshDiscovery() {

@@ -147,7 +147,7 @@ declare module 'hyperdht' {
         readonly destroyed: boolean;
         fullyBootstrapped(): Promise<void>;
         connect(publicKey: Buffer, options?: ConnectOptions): NoiseSecretStream;
-        createServer(options: {firewall?: (remotePublicKey: Buffer) => boolean}, onconnection: (socket: NoiseSecretStream) => void): HyperDHTServer;
+        createServer(options: {firewall?: (remotePublicKey: Buffer) => boolean, shareLocalAddress?: boolean}, onconnection: (socket: NoiseSecretStream) => void): HyperDHTServer;
         createRawStream(options?: object): RawStream;
         destroy(): Promise<void>;
     }

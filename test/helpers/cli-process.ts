@@ -1,4 +1,4 @@
-import {spawn, type ChildProcess} from 'node:child_process';
+import {spawn, type ChildProcess, type SpawnOptions} from 'node:child_process';
 import {once} from 'node:events';
 import {createInterface} from 'node:readline';
 import {fileURLToPath} from 'node:url';
@@ -19,7 +19,7 @@ export async function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promi
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk) => stdout += chunk);
-    child.stderr.on('data', (chunk) => stderr += chunk);
+    child.stderr!.on('data', (chunk) => stderr += chunk);
     const [code] = await once(child, 'exit') as [number | null];
     return {code, stdout, stderr};
 }
@@ -40,19 +40,28 @@ export interface DaemonHandle {
  * The port is read from the daemon's own "listening" log line. Without `--bootstrap` (a loopback testnet)
  * the daemon runs `--offline`: tests never reach the public DHT.
  */
-export async function startDaemon(args: string[], {env = {}, readyTimeoutMs = 60_000} = {}): Promise<DaemonHandle> {
+export interface StartDaemonOptions {
+    env?: NodeJS.ProcessEnv,
+    readyTimeoutMs?: number,
+    /** Starts the process; defaults to node's spawn (a network lab runs it inside a namespace). */
+    launch?: (command: string, args: string[], options: SpawnOptions) => ChildProcess,
+    /** Turns the origin the daemon logged into one this process can reach; defaults to itself. */
+    reach?: (origin: string) => Promise<string>
+}
+
+export async function startDaemon(args: string[], {env = {}, readyTimeoutMs = 60_000, launch = spawn, reach = async (origin) => origin}: StartDaemonOptions = {}): Promise<DaemonHandle> {
     const network = args.includes('--bootstrap') ? [] : ['--offline'];
-    const child = spawn(process.execPath, [CLI_PATH, 'start', '--daemon', '--port', '0', ...network, ...args], {
+    const child = launch(process.execPath, [CLI_PATH, 'start', '--daemon', '--port', '0', ...network, ...args], {
         // Every daemon that hosts or coordinates layers shares one build of the RPC server (about a minute).
         env: {STRONGDOGE_RPC_DIR: TEST_RPC_DIR, ...process.env, ...env},
         stdio: ['ignore', 'pipe', 'pipe']
     });
     const logs: Record<string, unknown>[] = [];
     let stderr = '';
-    child.stderr.on('data', (chunk) => stderr += chunk);
-    const origin = await new Promise<string>((resolve, reject) => {
+    child.stderr!.on('data', (chunk) => stderr += chunk);
+    const logged = await new Promise<string>((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`daemon did not start listening; stderr: ${stderr}`)), readyTimeoutMs);
-        createInterface({input: child.stdout}).on('line', (line) => {
+        createInterface({input: child.stdout!}).on('line', (line) => {
             const record = JSON.parse(line) as Record<string, unknown>;
             logs.push(record);
             if (typeof record.url === 'string') {
@@ -65,6 +74,7 @@ export async function startDaemon(args: string[], {env = {}, readyTimeoutMs = 60
             reject(new Error(`daemon exited with ${code}; stderr: ${stderr}; logs: ${JSON.stringify(logs)}`));
         });
     });
+    const origin = await reach(logged);
     await waitFor(async () => (await fetch(`${origin}/health`)).status === 200, readyTimeoutMs);
     return {
         process: child,
