@@ -7,6 +7,7 @@ import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
 import {startLabDaemon} from './helpers/lab-daemon.js';
 import {createLab, labSupported, type Lab, type LabHost, type NatKind} from './helpers/netns-lab.js';
 import {fetchStatus} from './helpers/node-status.js';
+import type {NodeStatus} from '../node/node-status.js';
 
 /**
  * Nodes behind NATs in a lab of network namespaces (test/helpers/netns-lab.ts): a private HyperDHT on the lab's
@@ -77,9 +78,10 @@ async function waitForRoute(from: LabNode, to: LabNode, kind: 'direct' | 'relaye
     }
 }
 
-labTest('two nodes behind random NATs connect through a strongdoge relay and serve a completion', async (t) => {
+labTest('two nodes behind random NATs connect through a strongdoge relay and serve completions; over its cap the relay stops offering', async (t) => {
     const lab = await startLab(t, [{name: 'relay', nat: 'none'}, {name: 'a', nat: 'random'}, {name: 'b', nat: 'random'}]);
-    const relay = await startNode(t, lab, lab.hosts.relay!, []);
+    // A pair's control traffic stays far below 0.02 Mbit/s; a long answer streamed through takes it above.
+    const relay = await startNode(t, lab, lab.hosts.relay!, ['--relay-max-mbps', '0.02']);
     const b = await startNode(t, lab, lab.hosts.b!, [], {tokensPerSecond: 100});
     const a = await startNode(t, lab, lab.hosts.a!, []);
 
@@ -103,6 +105,35 @@ labTest('two nodes behind random NATs connect through a strongdoge relay and ser
     const relayed = (await fetchStatus(relay.daemon, '/api/node')).relay!;
     t.true(relayed.pairs >= 1, JSON.stringify(relayed));
     t.true(relayed.bytesRelayed > 0, JSON.stringify(relayed));
+
+    // Over the cap (measured over 10 s) the relay stops offering, while the pair it carries goes on unthrottled.
+    let overCap: NonNullable<NodeStatus['relay']> | undefined;
+    const watching = waitFor(async () => {
+        const status = (await fetchStatus(relay.daemon, '/api/node')).relay!;
+        if (!status.offering && status.mbps > 0.02)
+            overCap = status;
+        return overCap !== undefined;
+    }, 60_000, 200);
+    const long = await client.completions.create({model: 'demo', prompt: 'A long answer through the relay', max_tokens: 1500, temperature: 0});
+    t.is(long.usage?.completion_tokens, 1500);
+    await watching;
+    t.true(overCap!.bytesRelayed > relayed.bytesRelayed);
+    await waitFor(async () => (await fetchStatus(relay.daemon, '/api/node')).relay!.offering, 60_000, 500);
+});
+
+labTest('a port-preserving NAT and a random one connect: by punching, or through the relay as soon as a punch fails', async (t) => {
+    const lab = await startLab(t, [{name: 'relay', nat: 'none'}, {name: 'a', nat: 'consistent'}, {name: 'b', nat: 'random'}]);
+    const relay = await startNode(t, lab, lab.hosts.relay!, []);
+    await waitFor(async () => (await fetchStatus(relay.daemon, '/api/node')).relay?.offering === true, CONNECT_TIMEOUT_MS, 500);
+    const b = await startNode(t, lab, lab.hosts.b!, [], {tokensPerSecond: 100});
+    const a = await startNode(t, lab, lab.hosts.a!, []);
+    await waitFor(async () => (await peers(a)).peers.some((peer) => peer.id === b.id && peer.capabilities.models.every((model) => model.loaded)),
+        CONNECT_TIMEOUT_MS, 500);
+    t.like((await fetchStatus(a.daemon, '/api/node')).nat, {type: 'consistent', reachable: false});
+    t.log('route', (await peers(a)).peers.find((peer) => peer.id === b.id)!.route.kind);
+    const completion = await new OpenAI({baseURL: a.daemon.baseUrl, apiKey: 'x', maxRetries: 0})
+        .completions.create({model: 'demo', prompt: 'Half punched', max_tokens: 16, temperature: 0});
+    t.is(completion.usage?.completion_tokens, 16);
 });
 
 labTest('without a relay, two random NATs never connect, and each says why', async (t) => {
