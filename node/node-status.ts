@@ -85,6 +85,8 @@ export const peerStatusSchema = z.object({
     bytesIn: count,
     bytesOut: count,
     requests: z.object({sent: count, succeeded: count, successRate: z.number().min(0).max(1)}),
+    /** Tokens per second received from the peer's answers, over the route in use; null before the first. */
+    deliveredTokensPerSecond: z.number().nonnegative().nullable(),
     capabilities: capabilitiesSchema,
     /** Direct, or through a relay: the relay's node id when a connected peer announced its key. */
     route: z.object({kind: z.enum(['direct', 'relayed']), relay: nodeId.nullable(), relayKey: z.string().nullable()})

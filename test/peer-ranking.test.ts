@@ -1,4 +1,5 @@
 import test from 'ava';
+import {DeliveryPace, MIN_TOKENS_FOR_PACE} from '../inference/remote/delivery-pace.js';
 import {explainNoPeer, peerScore, rankPeers, type PeerCandidate} from '../inference/remote/peer-ranking.js';
 import {capabilitiesFixture} from './helpers/capabilities-fixture.js';
 
@@ -47,4 +48,28 @@ test('the reason no peer qualifies names the model and the cause', (t) => {
     t.is(notLoaded.code, 'no_peer');
     t.regex(notLoaded.message, /none has it loaded/);
     t.regex(explainNoPeer([], {model: 'demo'}).message, /no connected peer can serve model 'demo'/);
+});
+
+test('what a peer\'s answers delivered here outranks what it announces: a relayed or slow route counts', (t) => {
+    const announcedFast = {...peer('relayed', {speed: 100}), deliveredTokensPerSecond: 20};
+    const plain = {...peer('direct', {speed: 60}), deliveredTokensPerSecond: 55};
+    t.deepEqual(rankPeers([announcedFast, plain], {model: 'demo'}).map((candidate) => candidate.id), ['direct', 'relayed']);
+    t.is(peerScore({...peer('x', {speed: 100}), deliveredTokensPerSecond: null}), peerScore(peer('x', {speed: 100})), 'nothing delivered yet: the announced speed');
+});
+
+test('the delivered pace counts tokens after the first over the time since it, and needs a few to tell', (t) => {
+    const pace = new DeliveryPace();
+    t.is(pace.tokensPerSecond(), null);
+    pace.received(1, 1_000); // the first token, after the prompt: not counted
+    for (let i = 1; i <= 10; i++)
+        pace.received(2, 1_000 + i * 100);
+    t.is(pace.tokensPerSecond(), 20);
+    const short = new DeliveryPace();
+    for (let i = 0; i <= MIN_TOKENS_FOR_PACE - 1; i++)
+        short.received(1, i * 10);
+    t.is(short.tokensPerSecond(), null, 'too few tokens');
+    const burst = new DeliveryPace();
+    burst.received(1, 5);
+    burst.received(50, 5);
+    t.is(burst.tokensPerSecond(), null, 'no time elapsed');
 });

@@ -102,6 +102,8 @@ labTest('two nodes behind random NATs connect through a strongdoge relay and ser
     const completion = await client.completions.create({model: 'demo', prompt: 'Across the NATs', max_tokens: 24, temperature: 0});
     t.is(completion.usage?.completion_tokens, 24);
     t.deepEqual(await requestRoutes(a, 1), [`peers:${b.id.slice(0, 16)}`]);
+    const delivered = (await peers(a)).peers.find((peer) => peer.id === b.id)!.deliveredTokensPerSecond;
+    t.true(delivered !== null && delivered > 0, 'the pace through the relay counts in ranking');
     const relayed = (await fetchStatus(relay.daemon, '/api/node')).relay!;
     t.true(relayed.pairs >= 1, JSON.stringify(relayed));
     t.true(relayed.bytesRelayed > 0, JSON.stringify(relayed));

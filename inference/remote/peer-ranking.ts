@@ -6,6 +6,8 @@ export interface PeerCandidate {
     id: string,
     successRate: number,
     rttMs: number | null,
+    /** Tokens per second this node received from the peer's answers; null before the first. */
+    deliveredTokensPerSecond?: number | null,
     capabilities: Capabilities
 }
 
@@ -29,11 +31,12 @@ export function servesModel(peer: PeerCandidate, model: string) {
 }
 
 /**
- * Higher is better: reliability × speed, divided by how busy and how far the peer is.
- * A peer that never measured its speed counts as average (1).
+ * Higher is better: reliability × speed, divided by how busy and how far the peer is. Speed is what this node
+ * received from the peer's answers when it has any (the route counts: a relay, a slow link), else what the peer
+ * announces; a peer that never measured its speed counts as average (1).
  */
 export function peerScore(peer: PeerCandidate) {
-    const speed = peer.capabilities.compute.generationTokensPerSecond ?? 1;
+    const speed = peer.deliveredTokensPerSecond ?? peer.capabilities.compute.generationTokensPerSecond ?? 1;
     const load = 1 + peer.capabilities.load.active + peer.capabilities.load.queued;
     const distance = 1 + (peer.rttMs ?? RTT_HALF_SCORE_MS) / RTT_HALF_SCORE_MS;
     return (peer.successRate * Math.max(speed, 1e-6)) / (load * distance);

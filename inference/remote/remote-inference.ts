@@ -3,6 +3,7 @@ import {InferenceError, type InferenceErrorCode} from '../inference-error.js';
 import type {EmbedOptions, GenerateOptions, InferenceStrategy, ServedModel} from '../inference-service.js';
 import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../inference-types.js';
 import {ResumableAnswer} from '../resumable-answer.js';
+import {DeliveryPace} from './delivery-pace.js';
 import type {JobRequester, RemoteJobDeadlines} from './jobs/job-requester.js';
 import {explainNoPeer, rankPeers, type PeerCandidate} from './peer-ranking.js';
 
@@ -63,6 +64,7 @@ export class RemoteInference implements InferenceStrategy {
         return this.withPeers(request.model, options, () => answer.resumed, async (peerId) => {
             const attempt = answer.attempt();
             const announced = this.swarm.peer(peerId)?.capabilities;
+            const pace = new DeliveryPace();
             const result = await this.requester.generate(peerId, attempt.request, {
                 signal: options.signal,
                 deadlines: this.routing.deadlines,
@@ -70,8 +72,14 @@ export class RemoteInference implements InferenceStrategy {
                 modelBytes: announced?.models.find((offer) => offer.id === request.model)?.sizeBytes ?? 0,
                 // What the peer generates when the client set no limit: its announced cap, held to by the requester.
                 tokenCap: announced?.maxJobTokens ?? MAX_TOKENS_WITHOUT_CAP,
-                onText: attempt.onText
+                onText: (text, tokens) => {
+                    pace.received(tokens.length);
+                    attempt.onText(text, tokens);
+                }
             });
+            const tokensPerSecond = pace.tokensPerSecond();
+            if (tokensPerSecond !== null)
+                this.swarm.peer(peerId)?.recordDelivery(tokensPerSecond);
             return attempt.finish(result);
         });
     }
@@ -124,7 +132,8 @@ export class RemoteInference implements InferenceStrategy {
 
     private candidates(): PeerCandidate[] {
         return this.swarm.peers().map((peer) => ({
-            id: peer.id, successRate: peer.successRate, rttMs: peer.rtt.smoothedMs ?? null, capabilities: peer.capabilities
+            id: peer.id, successRate: peer.successRate, rttMs: peer.rtt.smoothedMs ?? null,
+            deliveredTokensPerSecond: peer.deliveredTokensPerSecond, capabilities: peer.capabilities
         }));
     }
 
