@@ -309,11 +309,10 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         clearTimeout(this.capabilityTimer);
         for (const connection of this.connections.values())
             connection.close({kind: 'local', message: 'node stopping'});
-        await this.relayServer?.stop();
         if (this.swarm === undefined)
             return;
         // The DHT says goodbye in the background past the timeout: nothing waits on it after that.
-        const destroyed = this.swarm.destroy().catch(() => undefined);
+        const destroyed = Promise.all([this.relayServer?.stop(), this.swarm.destroy()]).catch(() => undefined);
         let timer: NodeJS.Timeout | undefined;
         await Promise.race([destroyed, new Promise((resolve) => timer = setTimeout(resolve, this.timings.leaveTimeoutMs).unref())]);
         clearTimeout(timer);

@@ -13,6 +13,7 @@ import type {PeerConnection} from '../swarm/peer-connection.js';
 import type {PeerProtocol} from '../swarm/peer-protocol.js';
 import {SwarmNode, type SwarmNodeOptions} from '../swarm/swarm-node.js';
 import {capabilitiesFixture} from './helpers/capabilities-fixture.js';
+import {waitFor} from './helpers/cli-process.js';
 import {startTestnet} from './helpers/swarm-fixture.js';
 
 let testnet: Testnet;
@@ -155,4 +156,25 @@ test('a receipt for a job that was never served is rejected with an event, not s
     t.is(peerId, requesterNode.id);
     t.is(rejectedJobId, jobId);
     t.regex(reason, /no job served/);
+});
+
+test('a node alone warns with its NAT; a reachable node announces its relay to peers (auto), one with --relay off does not', async (t) => {
+    const lonely = swarmNode('isolated', {timings: {pingIntervalMs: 100, isolationWarningMs: 300}});
+    const isolated = once(lonely, 'isolated');
+    await lonely.start();
+    const [nat, failures] = await isolated;
+    t.like(nat, {type: 'open', reachable: true}, 'every node of a loopback testnet is reachable');
+    t.deepEqual(failures, []);
+
+    const relaying = swarmNode('relays', {timings: {pingIntervalMs: 100}});
+    const quiet = swarmNode('relays', {relay: {mode: 'off'}, timings: {pingIntervalMs: 100}});
+    const offered = once(relaying, 'relayOffer');
+    await Promise.all([relaying.start(), quiet.start()]);
+    t.deepEqual(await offered, [true]);
+    const key = relaying.relayStatus().key;
+    await waitFor(() => quiet.peer(relaying.id)?.capabilities.relay?.key === key, 30_000);
+    await waitFor(() => relaying.peer(quiet.id) !== undefined, 30_000);
+    t.is(relaying.peer(quiet.id)!.capabilities.relay, null);
+    t.like(quiet.relayStatus(), {mode: 'off', offering: false});
+    t.deepEqual(quiet.route(relaying.id), {kind: 'direct', relay: null, relayKey: null});
 });
