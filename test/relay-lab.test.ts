@@ -159,9 +159,11 @@ labTest('a relay that dies mid-stream is a peer failure like any other: the answ
     // b measured itself faster, so a sends to b (through the relay) first
     const b = await startNode(t, lab, lab.hosts.b!, ['--relay', 'off'], {tokensPerSecond: 1000});
     const c = await startNode(t, lab, lab.hosts.c!, ['--relay', 'off'], {tokensPerSecond: 1});
-    const a = await startNode(t, lab, lab.hosts.a!, []);
+    const a = await startNode(t, lab, lab.hosts.a!, ['--relay-through', relay.id]);
     await waitForRoute(a, b, 'relayed');
     await waitForRoute(a, c, 'direct');
+    t.deepEqual((await fetchStatus(a.daemon, '/api/node')).relay!.through, [relay.id]);
+    t.is((await peers(a)).peers.find((peer) => peer.id === b.id)!.route.relay, relay.id);
 
     const client = new OpenAI({baseURL: a.daemon.baseUrl, apiKey: 'x', maxRetries: 0});
     const prompt = 'A long tale told through a relay';
