@@ -8,8 +8,7 @@ import {cpus, tmpdir} from 'node:os';
 import {join} from 'node:path';
 import OpenAI from 'openai';
 import {writeDemoModel, type DemoModelOptions} from '../engine/demo/demo-model.js';
-import {buildDemoVocab} from '../engine/demo/demo-vocab.js';
-import {TokenType} from '../engine/gguf/gguf-types.js';
+import {byteTokenBan} from '../test/helpers/byte-token-ban.js';
 import {startDaemon} from '../test/helpers/cli-process.js';
 import {repeatedPrompt} from '../test/helpers/generation-requests.js';
 import {openDirectLlama} from './lib/direct-llama.js';
@@ -54,16 +53,6 @@ const MODELS: BenchModel[] = [
         maxTokens: 64, repeats: 3, concurrency: [1, 4], promptInterference: false}
 ];
 
-/** Random weights emit byte tokens that llama-server refuses to stream (docs/architecture.md, "Benchmarks"): ban them for every contestant. */
-function byteTokenBan() {
-    const vocab = buildDemoVocab();
-    const bias: Record<string, number> = {};
-    vocab.tokenTypes.forEach((type, id) => {
-        if (type === TokenType.byte)
-            bias[String(id)] = -100;
-    });
-    return bias;
-}
 
 function summarize(runs: StreamMeasurement[]) {
     return {

@@ -14,9 +14,8 @@ import {cpus, tmpdir} from 'node:os';
 import {dirname, join} from 'node:path';
 import OpenAI from 'openai';
 import {writeDemoModel, type DemoModelOptions} from '../engine/demo/demo-model.js';
-import {buildDemoVocab} from '../engine/demo/demo-vocab.js';
 import {EngineSupervisor} from '../engine/engine-supervisor.js';
-import {TokenType} from '../engine/gguf/gguf-types.js';
+import {byteTokenBan} from '../test/helpers/byte-token-ban.js';
 import {modelLayoutOf} from '../engine/model-files.js';
 import {prepareRpcServerDir, type RpcServerFiles} from '../engine/rpc/rpc-build.js';
 import {RpcServerHost} from '../engine/rpc/rpc-server-host.js';
@@ -68,15 +67,6 @@ interface Run {
     chunks: Chunk[]
 }
 
-/** Random weights emit byte tokens that break UTF-8 streams (docs/architecture.md, "Benchmarks"): banned everywhere. */
-function byteTokenBan() {
-    const bias: Record<string, number> = {};
-    buildDemoVocab().tokenTypes.forEach((type, id) => {
-        if (type === TokenType.byte)
-            bias[String(id)] = -100;
-    });
-    return bias;
-}
 
 const logitBias = byteTokenBan();
 

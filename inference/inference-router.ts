@@ -1,4 +1,6 @@
 import {chooseStrategy} from './choose-strategy.js';
+import {InferenceError} from './inference-error.js';
+import {replyProblem} from './json-schema/structured-output.js';
 import type {EmbedOptions, GenerateOptions, InferenceService, ServedModel} from './inference-service.js';
 import type {EmbeddingResult, GenerationRequest, GenerationResult} from './inference-types.js';
 import type {LocalInference} from './local/local-inference.js';
@@ -40,8 +42,17 @@ export class InferenceRouter implements InferenceService {
         return this.local.readiness();
     }
 
-    generate(request: GenerationRequest, options: GenerateOptions): Promise<GenerationResult> {
-        return this.strategyFor(request.model).generate(request, options);
+    async generate(request: GenerationRequest, options: GenerateOptions): Promise<GenerationResult> {
+        const result = await this.strategyFor(request.model).generate(request, options);
+        const format = request.sampling.responseFormat;
+        // The grammar writes only instances of the schema; this holds whoever served the request to it. A reply cut
+        // short by max_tokens is incomplete by the client's own choice.
+        if (format.type === 'json_schema' && result.finishReason === 'stop') {
+            const problem = replyProblem(format.schema, result.text);
+            if (problem !== undefined)
+                throw InferenceError.engineError(`structured output failed: ${problem}`);
+        }
+        return result;
     }
 
     embed(model: string, inputs: string[], options: EmbedOptions): Promise<EmbeddingResult> {

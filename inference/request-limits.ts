@@ -1,4 +1,5 @@
 import type {GenerationRequest} from './inference-types.js';
+import {schemaProblem} from './json-schema/structured-output.js';
 
 /**
  * Bounds on what a request may carry before it reaches an engine, checked where a request enters (the HTTP API, a
@@ -35,7 +36,7 @@ export interface LimitViolation {
     message: string
 }
 
-/** The first limit a request breaks, or undefined. */
+/** The first limit a request breaks, or undefined; a JSON schema must also be one the grammar can hold to. */
 export function requestLimitViolation(request: GenerationRequest): LimitViolation | undefined {
     const format = request.sampling.responseFormat;
     if (format.type !== 'json_schema')
@@ -46,5 +47,6 @@ export function requestLimitViolation(request: GenerationRequest): LimitViolatio
     const bytes = Buffer.byteLength(JSON.stringify(format.schema));
     if (bytes > MAX_SCHEMA_BYTES)
         return {param: 'response_format', message: `response_format.json_schema is ${bytes} bytes, over the ${MAX_SCHEMA_BYTES} allowed`};
-    return undefined;
+    const problem = schemaProblem(format.schema);
+    return problem === undefined ? undefined : {param: 'response_format', message: problem};
 }

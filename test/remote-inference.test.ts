@@ -212,8 +212,9 @@ test.serial('a request that fails through its own fault gets the answer a local 
     };
     const cases: [string, string, object][] = [
         ['a prompt longer than the context', 'completions', {model: 'demo', prompt: 'wow such '.repeat(3000), max_tokens: 4, temperature: 0}],
+        // Valid JSON Schema, but its grammar is left-recursive: only llama.cpp's parser, on the serving node, finds out.
         ['a JSON schema the grammar cannot build', 'chat/completions', {...chatRequest, max_tokens: 4, response_format: {type: 'json_schema', json_schema: {
-            name: 'loop', schema: {$defs: {node: {$ref: '#/$defs/node'}}, $ref: '#/$defs/node'}
+            name: 'loop', schema: {anyOf: [{$ref: '#'}, {type: 'null'}]}
         }}}]
     ];
     const before = await peerRequests();

@@ -1,13 +1,14 @@
 import {stat} from 'node:fs/promises';
 import {
-    isLlamaText, resolveChatWrapper, TokenBias,
+    isLlamaText, LlamaText, resolveChatWrapper, TokenBias,
     type ChatHistoryItem, type ChatWrapper, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaEmbeddingContext,
-    type LlamaGrammar, type LlamaModel, type LlamaText, type Token
+    type LlamaGrammar, type LlamaModel, type Token
 } from 'node-llama-cpp';
 import type {
     ChatMessage, EmbeddingResult, GenerationRequest, GenerationResult, LoadedModelInfo, ResponseFormat
 } from '../../inference/inference-types.js';
 import {InferenceError} from '../../inference/inference-error.js';
+import {schemaToGbnf} from '../../inference/json-schema/schema-grammar.js';
 import type {ModelLoadSpec, WorkerSettings} from './engine-messages.js';
 import {DecodeLoop} from './decode-loop.js';
 import {Generation} from './generation.js';
@@ -271,8 +272,11 @@ export class ModelRuntime {
         if (format.type !== 'json_schema')
             return undefined;
         try {
-            return await this.llama.createGrammarForJsonSchema(format.schema as never);
+            // As node-llama-cpp's JSON schema grammars: whitespace after the value is dropped.
+            return await this.llama.createGrammar({grammar: schemaToGbnf(format.schema), stopGenerationTriggers: [LlamaText('\n'.repeat(4))],
+                trimWhitespaceSuffix: true});
         } catch (error) {
+            // A schema the grammar refuses, or one llama.cpp's parser does (a reference that loops before any value).
             throw InferenceError.invalidRequest(`response_format.json_schema is not supported: ${(error as Error).message}`, 'response_format');
         }
     }

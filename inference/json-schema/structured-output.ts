@@ -1,0 +1,76 @@
+import Ajv2020Module, {type ValidateFunction} from 'ajv/dist/2020.js';
+import {schemaGrammarRules, SchemaGrammarError} from './schema-grammar.js';
+
+/**
+ * A client's JSON schema, checked before any work and held to after it (docs/architecture.md, "Structured output"):
+ * the schema must be a valid JSON Schema (ajv, draft 2020-12, which reads draft-07 schemas too) and one the grammar
+ * can hold to; a finished reply must validate against it.
+ */
+
+// ajv is CommonJS: its default export arrives as the module object under NodeNext.
+const Ajv2020 = (Ajv2020Module as unknown as {default: typeof Ajv2020Module.default}).default;
+// `format` is an annotation, as JSON Schema 2020-12 says by default; `strict: false` accepts keywords of other
+// vocabularies (OpenAI's `strict`, draft-07's `definitions`).
+const ajv = new Ajv2020({strict: false, validateFormats: false, allErrors: false});
+
+/** Compiled validators by schema text: clients send the same schema with every request. */
+const MAX_CACHED_SCHEMAS = 64;
+const validators = new Map<string, ValidateFunction>();
+
+function withoutDialect(schema: Record<string, unknown>) {
+    // Every dialect is read as 2020-12: a `$schema` naming draft-07 would make ajv look for that meta-schema.
+    const {$schema: _dialect, ...rest} = schema;
+    return rest;
+}
+
+function validatorFor(schema: Record<string, unknown>): ValidateFunction {
+    const key = JSON.stringify(schema);
+    const cached = validators.get(key);
+    if (cached !== undefined)
+        return cached;
+    const validate = ajv.compile(withoutDialect(schema));
+    // Compiled schemas stay in ajv's own cache otherwise: this map decides what is kept.
+    ajv.removeSchema(validate.schema as object);
+    if (validators.size >= MAX_CACHED_SCHEMAS)
+        validators.delete(validators.keys().next().value!);
+    validators.set(key, validate);
+    return validate;
+}
+
+/** Why a schema cannot be used for structured output, naming the keyword when one is at fault; undefined when it can. */
+export function schemaProblem(schema: Record<string, unknown>): string | undefined {
+    const grammarProblem = () => {
+        try {
+            schemaGrammarRules(schema);
+            return undefined;
+        } catch (error) {
+            if (error instanceof SchemaGrammarError)
+                return `response_format.json_schema: ${error.message}`;
+            throw error;
+        }
+    };
+    try {
+        validatorFor(schema);
+    } catch (error) {
+        // ajv recurses through references that lead only to references; the grammar names the loop.
+        if (error instanceof RangeError)
+            return grammarProblem() ?? `response_format.json_schema cannot be compiled: ${error.message}`;
+        return `response_format.json_schema is not a valid JSON Schema: ${(error as Error).message.replace(/^schema is invalid: /, '')}`;
+    }
+    return grammarProblem();
+}
+
+/** Why `text` is not an instance of the schema; undefined when it is. */
+export function replyProblem(schema: Record<string, unknown>, text: string): string | undefined {
+    let value: unknown;
+    try {
+        value = JSON.parse(text);
+    } catch {
+        return 'the reply is not JSON';
+    }
+    const validate = validatorFor(schema);
+    if (validate(value))
+        return undefined;
+    const [first] = validate.errors ?? [];
+    return `the reply does not match the schema: ${first ? `${first.instancePath || '/'} ${first.message}` : 'invalid'}`;
+}
