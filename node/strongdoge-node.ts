@@ -179,6 +179,11 @@ export class StrongdogeNode {
                 anchorLedger: () => this.openLedger().anchorNow(),
                 verifyLedger: (core) => this.openLedger().verify(core)
             },
+            catalog: {
+                version: packageInfo.version,
+                models: () => this.networkModels().map(({id, sizeBytes, sha256, quantization, layers}) => ({id, sizeBytes, sha256, quantization, layers})),
+                loaded: () => this.engine.getStatus().models.map(({id, contextSize}) => ({id, contextSize}))
+            },
             ...(this.settings.apiKey && {apiKey: this.settings.apiKey})
         });
         this.proxy = await listenProxy(app, this.settings.host, this.settings.port);

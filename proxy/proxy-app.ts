@@ -3,6 +3,7 @@ import express, {type ErrorRequestHandler, type NextFunction, type Request, type
 import {ApiError, clip, toApiError} from './api-error.js';
 import type {InferenceService} from '../inference/inference-service.js';
 import type {RequestStats} from './request-stats.js';
+import {createOllamaRouter, OLLAMA_PATHS, type ModelCatalog} from './ollama/ollama-routes.js';
 import {embeddingsHandler} from './routes/embedding-routes.js';
 import {chatCompletionsHandler, completionsHandler} from './routes/generation-routes.js';
 import {getModelHandler, listModelsHandler} from './routes/model-routes.js';
@@ -14,6 +15,8 @@ export interface ProxyAppOptions {
     stats: RequestStats,
     /** JSON documents of /api: the node, its peers, the models of the network. */
     status: StatusSources,
+    /** The models Ollama's endpoints describe. */
+    catalog: ModelCatalog,
     /** When set, /v1 and /api require `Authorization: Bearer <apiKey>`. */
     apiKey?: string,
     /** Largest accepted request body. */
@@ -61,7 +64,7 @@ function recordStats(stats: RequestStats) {
     };
 }
 
-const errorHandler: ErrorRequestHandler = (error, _req, res, _next) => {
+const errorHandler: ErrorRequestHandler = (error, req, res, _next) => {
     const apiError = bodyParserError(error) ?? toApiError(error);
     if (res.headersSent) {
         res.end();
@@ -69,7 +72,8 @@ const errorHandler: ErrorRequestHandler = (error, _req, res, _next) => {
     }
     if (apiError.retryAfterSeconds !== undefined)
         res.setHeader('Retry-After', String(apiError.retryAfterSeconds));
-    res.status(apiError.status).json(apiError.toBody());
+    // Ollama's clients read `{"error": "<message>"}`; OpenAI's read an error object.
+    res.status(apiError.status).json(OLLAMA_PATHS.has(req.path) ? {error: apiError.message} : apiError.toBody());
 };
 
 /**
@@ -99,7 +103,7 @@ function bodyParserError(error: {type?: string, limit?: number, status?: unknown
 }
 
 export function createProxyApp(options: ProxyAppOptions) {
-    const {inference, stats, status, apiKey, maxBodyBytes} = {...proxyAppDefaults, ...options};
+    const {inference, stats, status, catalog, apiKey, maxBodyBytes} = {...proxyAppDefaults, ...options};
     const app = express();
     app.disable('x-powered-by');
     app.set('etag', false);
@@ -124,6 +128,7 @@ export function createProxyApp(options: ProxyAppOptions) {
     api.post('/v1/chat/completions', recordStats(stats), json, chatCompletionsHandler(inference));
     api.post('/v1/completions', recordStats(stats), json, completionsHandler(inference));
     api.post('/v1/embeddings', recordStats(stats), json, embeddingsHandler(inference));
+    api.use(createOllamaRouter({inference, catalog, recordStats: recordStats(stats), json}));
     app.use(api);
 
     app.use((req, _res) => {
