@@ -72,7 +72,8 @@ export const nodeStatusSchema = z.object({
     /** null while the log opens. */
     ledger: z.object({core: z.string().regex(/^[0-9a-f]{64}$/), length: count, points: z.number().nonnegative(), anchoring: z.boolean()}).nullable(),
     bannedPeers: count,
-    requests: z.object({total: count, active: count, succeeded: count, failed: count, completionTokens: count})
+    /** Requests of this node's clients; `cancelled`: the client left before the answer was complete. */
+    requests: z.object({total: count, active: count, succeeded: count, failed: count, cancelled: count, completionTokens: count})
 });
 
 /** One entry of `GET /api/peers`. */

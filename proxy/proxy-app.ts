@@ -2,7 +2,7 @@ import {randomBytes, timingSafeEqual} from 'node:crypto';
 import express, {type ErrorRequestHandler, type NextFunction, type Request, type Response} from 'express';
 import {ApiError, clip, toApiError} from './api-error.js';
 import type {InferenceService} from '../inference/inference-service.js';
-import type {RequestStats} from './request-stats.js';
+import {CLIENT_CLOSED_STATUS, type RequestStats} from './request-stats.js';
 import {createOllamaRouter, OLLAMA_PATHS, type ModelCatalog} from './ollama/ollama-routes.js';
 import {embeddingsHandler} from './routes/embedding-routes.js';
 import {chatCompletionsHandler, completionsHandler} from './routes/generation-routes.js';
@@ -50,11 +50,12 @@ function recordStats(stats: RequestStats) {
                 id: res.locals.requestId ?? '',
                 endpoint: req.path,
                 model: res.locals.model === undefined ? undefined : clip(res.locals.model),
-                status: res.locals.failedStatus ?? (res.writableFinished ? res.statusCode : 499),
+                status: res.locals.failedStatus ?? (res.writableFinished ? res.statusCode : CLIENT_CLOSED_STATUS),
                 stream: res.locals.stream ?? false,
                 route: res.locals.servedBy ? `peers:${res.locals.servedBy.map((peer) => peer.slice(0, 16)).join(',')}` : 'local',
                 promptTokens: result?.usage.promptTokens ?? res.locals.promptTokens ?? 0,
-                completionTokens: result?.usage.completionTokens ?? 0,
+                // A client that left was still sent tokens: they were generated for it.
+                completionTokens: result?.usage.completionTokens ?? res.locals.sentTokens ?? 0,
                 durationMs: performance.now() - startedAt,
                 generationTokensPerSecond: result?.timings.generationTokensPerSecond ?? 0,
                 finishedAt: Date.now()

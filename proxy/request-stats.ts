@@ -15,6 +15,9 @@ export interface RequestRecord {
     finishedAt: number
 }
 
+/** The status a request gets when its client left before the response was complete (nginx's "client closed request"). */
+export const CLIENT_CLOSED_STATUS = 499;
+
 /** How many finished requests are kept for the dashboard and /api/node. */
 const RECENT_REQUESTS = 50;
 
@@ -24,6 +27,8 @@ export class RequestStats extends EventEmitter<{request: [record: RequestRecord]
     active = 0;
     succeeded = 0;
     failed = 0;
+    /** Clients that left before their answer was complete: their choice, not a failure. */
+    cancelled = 0;
     completionTokens = 0;
     readonly recent: RequestRecord[] = [];
 
@@ -34,7 +39,9 @@ export class RequestStats extends EventEmitter<{request: [record: RequestRecord]
 
     finished(record: RequestRecord) {
         this.active--;
-        if (record.status < 400)
+        if (record.status === CLIENT_CLOSED_STATUS)
+            this.cancelled++;
+        else if (record.status < 400)
             this.succeeded++;
         else
             this.failed++;
@@ -46,7 +53,7 @@ export class RequestStats extends EventEmitter<{request: [record: RequestRecord]
 
     snapshot() {
         return {
-            total: this.total, active: this.active, succeeded: this.succeeded, failed: this.failed,
+            total: this.total, active: this.active, succeeded: this.succeeded, failed: this.failed, cancelled: this.cancelled,
             completionTokens: this.completionTokens
         };
     }

@@ -62,7 +62,8 @@ test.serial('4 concurrent streaming clients all complete, decoded together, with
         t.is(await streamText(prompt, 24), alone[index]!);
 });
 
-test.serial('a client that disconnects cancels its generation', async (t) => {
+test.serial('a client that disconnects cancels its generation; it counts as cancelled, with the tokens it was sent', async (t) => {
+    const before = (await nodeInfo()).requests;
     const controller = new AbortController();
     const stream = await client.completions.create(
         {model: 'demo', prompt: 'a very long story', max_tokens: 3800, temperature: 0, stream: true},
@@ -80,7 +81,11 @@ test.serial('a client that disconnects cancels its generation', async (t) => {
     t.true(chunks < 50);
     // 3800 tokens take seconds at this model's speed; a cancelled job frees its sequence at once.
     await waitFor(async () => (await nodeInfo()).engine.running === 0, 1_500);
-    t.is((await nodeInfo()).requests.active, 0);
+    const after = (await nodeInfo()).requests;
+    t.is(after.active, 0);
+    t.is(after.cancelled, before.cancelled + 1);
+    t.is(after.failed, before.failed, 'a client leaving is not a failure');
+    t.true(after.completionTokens - before.completionTokens >= chunks, `${after.completionTokens - before.completionTokens} tokens counted, ${chunks} chunks read`);
     t.is(await streamText('still fine', 4) === '' ? 'empty' : 'ok', 'ok');
 });
 

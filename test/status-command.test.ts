@@ -17,7 +17,7 @@ const nodeStatus: NodeStatus = {
     nat: {type: 'consistent', reachable: false, host: '100.64.7.2', port: 40123},
     relay: {mode: 'auto', offering: false, key: 'cd'.repeat(32), through: [], clients: 0, pairs: 0, bytesRelayed: 0, mbps: 0, maxMbps: null},
     peerJobs: {active: 0, served: 0}, receipts: 0, ledger: null, bannedPeers: 0,
-    requests: {total: 3, active: 0, succeeded: 3, failed: 0, completionTokens: 30}
+    requests: {total: 3, active: 0, succeeded: 3, failed: 0, cancelled: 0, completionTokens: 30}
 };
 
 const peer = 'c0ffee'.repeat(10) + 'c0ff';
@@ -76,7 +76,7 @@ test('status shows no cluster for a node that neither shards nor hosts, nor for 
     for (const document of [idle, undefined]) {
         const result = await runCli(['status', ...await fakeNode(t, document)]);
         t.is(result.code, 0, result.stderr);
-        t.regex(result.stdout, /^requests 3 \(0 failed\), 30 tokens generated$/m);
+        t.regex(result.stdout, /^requests 3 \(0 failed, 0 cancelled\), 30 tokens generated$/m);
         t.notRegex(result.stdout, /hosting|pipeline/);
     }
 });

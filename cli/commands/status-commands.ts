@@ -123,7 +123,7 @@ function statusCommand() {
                 ['device', device],
                 ['engine', `${node.engine.state}, ${node.engine.running} running, ${node.engine.queued} queued, ${node.engine.restarts} restarts`],
                 ['models', node.models.map((model) => `${model.id} (${model.layers} layers, ${model.gpuLayers} on GPU)`).join(', ') || 'none'],
-                ['requests', `${node.requests.total} (${node.requests.failed} failed), ${node.requests.completionTokens} tokens generated`],
+                ['requests', `${node.requests.total} (${node.requests.failed} failed, ${node.requests.cancelled} cancelled), ${node.requests.completionTokens} tokens generated`],
                 ['ledger', node.ledger === null ? 'opening' : `${node.ledger.points} points, ${node.ledger.length} records in log ${node.ledger.core.slice(0, 16)}…, anchoring ${node.ledger.anchoring ? 'on' : 'off'}`]
             ];
             // A node older than /api/cluster answers 404: it has no cluster to show.

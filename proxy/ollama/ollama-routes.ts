@@ -4,7 +4,7 @@ import type {GenerationRequest, GenerationResult} from '../../inference/inferenc
 import {requestLimitViolation} from '../../inference/request-limits.js';
 import {ApiError, toApiError} from '../api-error.js';
 import {parseBody} from '../request-schemas.js';
-import {assertModelServed, cancelOnClientClose, maxPriceFrom, type ResponseLocals} from '../routes/route-helpers.js';
+import {assertModelServed, cancelOnClientClose, countingSentTokens, maxPriceFrom, type ResponseLocals} from '../routes/route-helpers.js';
 import {
     chatRequestOf, generateRequestOf, modelIdOf, ollamaChatSchema, ollamaEmbeddingsSchema, ollamaEmbedSchema, ollamaGenerateSchema,
     ollamaNameOf, ollamaShowSchema
@@ -152,7 +152,7 @@ function generationHandler(flavor: OllamaFlavor, inference: InferenceService): R
         try {
             const result = await inference.generate(request, {
                 signal, ...routing,
-                onText: (text) => writer.send({...base(), ...flavor.text(text), done: false})
+                onText: countingSentTokens(res, (text) => writer.send({...base(), ...flavor.text(text), done: false}))
             });
             res.locals.result = result;
             writer.send({...base(), ...flavor.text(''), done: true, ...durations(result, startedAt)});

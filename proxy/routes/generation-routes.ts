@@ -8,7 +8,7 @@ import {
     chatCompletionSchema, completionSchema, parseBody, toChatRequest, toCompletionRequest
 } from '../request-schemas.js';
 import {SseWriter} from '../sse-writer.js';
-import {assertModelServed, cancelOnClientClose, maxPriceFrom, type ResponseLocals} from './route-helpers.js';
+import {assertModelServed, cancelOnClientClose, countingSentTokens, maxPriceFrom, type ResponseLocals} from './route-helpers.js';
 
 /** How chat and text completions differ on the wire; everything else they share. */
 interface CompletionFlavor {
@@ -122,10 +122,10 @@ function generationHandler(flavor: CompletionFlavor, inference: InferenceService
             const result = record(await inference.generate(request, {
                 signal,
                 ...routing,
-                onText: (text) => {
+                onText: countingSentTokens(res, (text) => {
                     sse.send({...base, object: flavor.chunkObject, choices: [flavor.deltaChoice(text, first)]});
                     first = false;
-                }
+                })
             }));
             sse.send({
                 ...base, object: flavor.chunkObject, choices: [flavor.finalDeltaChoice(result.finishReason)],

@@ -10,6 +10,8 @@ export interface ResponseLocals {
     stream?: boolean,
     result?: GenerationResult,
     promptTokens?: number,
+    /** Tokens streamed to the client so far (what it was sent, if it leaves before the end). */
+    sentTokens?: number,
     /** Set when a stream failed after its 200 status was sent. */
     failedStatus?: number,
     /** Peers that served the request, when it was not served locally. */
@@ -32,6 +34,14 @@ export function maxPriceFrom(req: Request): {maxPrice?: number} {
 export function assertModelServed(inference: InferenceService, model: string) {
     if (!inference.listModels().some((served) => served.id === model))
         throw ApiError.modelNotFound(model);
+}
+
+/** A text listener that counts the tokens sent to the client (`sentTokens`), then passes them on. */
+export function countingSentTokens(res: Response<unknown, ResponseLocals>, onText: (text: string) => void) {
+    return (text: string, tokens: number[]) => {
+        res.locals.sentTokens = (res.locals.sentTokens ?? 0) + tokens.length;
+        onText(text);
+    };
 }
 
 /** An AbortSignal that fires when the client goes away before the response is complete. */
