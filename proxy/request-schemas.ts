@@ -5,6 +5,8 @@ import {ApiError, clip} from './api-error.js';
 /** OpenAI's request bodies. Unknown fields are ignored, as OpenAI-compatible servers do; known ones are checked. */
 
 const MAX_STOP_SEQUENCES = 16;
+/** Most choices per request (`n`): each takes a sequence of the engine. */
+export const MAX_CHOICES = 16;
 /** OpenAI's own limit of inputs per embeddings request. */
 const MAX_EMBEDDING_INPUTS = 2048;
 
@@ -37,7 +39,7 @@ const samplingFields = {
     presence_penalty: z.number().min(-2).max(2).nullish(),
     frequency_penalty: z.number().min(-2).max(2).nullish(),
     logit_bias: z.record(z.string().regex(/^\d+$/, 'keys must be token ids'), z.number().min(-100).max(100)).nullish(),
-    n: z.number().int().min(1).nullish(),
+    n: z.number().int().min(1).max(MAX_CHOICES).nullish(),
     user: z.string().nullish()
 };
 
@@ -96,8 +98,6 @@ export function parseBody<T extends z.ZodType>(schema: T, body: unknown): z.infe
 type SamplingBody = Pick<ChatCompletionBody, keyof typeof samplingFields>;
 
 function toSampling(body: SamplingBody, maxTokens: number | null | undefined, format: ResponseFormat): SamplingOptions {
-    if ((body.n ?? 1) > 1)
-        throw ApiError.unsupported('n', 'n > 1 is not supported: send one request per completion.');
     const stopSequences = body.stop == null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop;
     return {
         // OpenAI's default temperature is 1.

@@ -62,7 +62,7 @@ const cases: Case[] = [
     {name: 'top_p above 1', path: CHAT, body: chat({top_p: 1.5}), status: 400, param: 'top_p'},
     {name: 'max_tokens zero', path: CHAT, body: chat({max_tokens: 0}), status: 400, param: 'max_tokens'},
     {name: 'max_tokens fractional', path: CHAT, body: chat({max_tokens: 2.5}), status: 400, param: 'max_tokens'},
-    {name: 'n = 2', path: CHAT, body: chat({n: 2}), status: 400, param: 'n', code: 'unsupported_parameter'},
+    {name: 'n = 17', path: CHAT, body: chat({n: 17}), status: 400, param: 'n', code: 'invalid_value'},
     {name: 'stream not boolean', path: CHAT, body: chat({stream: 'yes'}), status: 400, param: 'stream'},
     {name: 'stop list too long', path: CHAT, body: chat({stop: Array.from({length: 40}, (_, i) => `s${i}`)}), status: 400, param: 'stop'},
     {name: 'presence_penalty out of range', path: CHAT, body: chat({presence_penalty: 9}), status: 400, param: 'presence_penalty'},

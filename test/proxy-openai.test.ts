@@ -197,3 +197,30 @@ test.serial('daemon logs are JSON lines and never contain prompt text', async (t
     t.false(JSON.stringify(daemon.logs).includes(secret));
     t.true(daemon.logs.some((record) => record.msg === 'request'));
 });
+
+test.serial('n choices: generated together, each indexed, seeded choices differ, usage counts the prompt once', async (t) => {
+    const request = {model: 'demo', messages: [{role: 'user' as const, content: 'Three wishes'}], temperature: 1, seed: 42, max_tokens: 12};
+    const completion = await client.chat.completions.create({...request, n: 3});
+    t.deepEqual(completion.choices.map((choice) => choice.index), [0, 1, 2]);
+    const single = await client.chat.completions.create(request);
+    t.is(completion.usage!.prompt_tokens, single.usage!.prompt_tokens);
+    // every choice's tokens are counted: more than one choice's, at most three choices' budgets
+    t.true(completion.usage!.completion_tokens > single.usage!.completion_tokens && completion.usage!.completion_tokens <= 36);
+    t.true(new Set(completion.choices.map((choice) => choice.message.content)).size > 1, 'seed, seed + 1 and seed + 2 give different choices');
+
+    const texts = ['', '', ''];
+    const finished: number[] = [];
+    let usage: OpenAI.CompletionUsage | null | undefined;
+    for await (const chunk of await client.completions.create({model: 'demo', prompt: 'Three tales', n: 3, max_tokens: 10, temperature: 1, seed: 7,
+        stream: true, stream_options: {include_usage: true}})) {
+        for (const choice of chunk.choices) {
+            texts[choice.index] += choice.text;
+            if (choice.finish_reason !== null)
+                finished.push(choice.index);
+        }
+        usage = chunk.usage ?? usage;
+    }
+    t.deepEqual(finished.sort(), [0, 1, 2]);
+    t.true(texts.every((text) => text.length > 0), JSON.stringify(texts));
+    t.is(usage!.completion_tokens, 30);
+});

@@ -48,7 +48,7 @@ test('completion: a one-element prompt array is accepted', (t) => {
 });
 
 const rejected: [string, () => unknown, string | null][] = [
-    ['n > 1', () => chat({n: 2}), 'n'],
+    ['n > 16', () => chat({n: 17}), 'n'],
     ['tools', () => chat({tools: [{type: 'function'}]}), 'tools'],
     ['image part', () => chat({messages: [{role: 'user', content: [{type: 'image_url', image_url: {url: 'x'}}]}]}), 'messages.0.content.0'],
     ['tool role', () => chat({messages: [{role: 'tool', content: 'x'}]}), 'messages.0.role'],

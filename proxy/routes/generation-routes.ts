@@ -15,13 +15,14 @@ interface CompletionFlavor {
     idPrefix: string,
     object: string,
     chunkObject: string,
-    parse(body: unknown): {request: GenerationRequest, stream: boolean, includeUsage: boolean},
-    deltaChoice(text: string, first: boolean): object,
-    finalDeltaChoice(finishReason: FinishReason): object,
-    fullChoice(result: GenerationResult): object
+    parse(body: unknown): {request: GenerationRequest, stream: boolean, includeUsage: boolean, choices: number},
+    deltaChoice(index: number, text: string, first: boolean): object,
+    finalDeltaChoice(index: number, finishReason: FinishReason): object,
+    fullChoice(index: number, result: GenerationResult): object
 }
 
 interface StreamingFields {
+    n?: number | null,
     stream?: boolean | null,
     stream_options?: {include_usage?: boolean} | null
 }
@@ -33,7 +34,7 @@ function generationParser<B extends StreamingFields>(schema: z.ZodType<B>, toReq
         const violation = requestLimitViolation(request);
         if (violation !== undefined)
             throw ApiError.invalid(violation.message, violation.param, 'request_too_complex');
-        return {request, stream: parsed.stream ?? false, includeUsage: parsed.stream_options?.include_usage ?? false};
+        return {request, stream: parsed.stream ?? false, includeUsage: parsed.stream_options?.include_usage ?? false, choices: parsed.n ?? 1};
     };
 }
 
@@ -42,12 +43,12 @@ const chatFlavor: CompletionFlavor = {
     object: 'chat.completion',
     chunkObject: 'chat.completion.chunk',
     parse: generationParser(chatCompletionSchema, toChatRequest),
-    deltaChoice: (text, first) => ({
-        index: 0, delta: first ? {role: 'assistant', content: text} : {content: text}, logprobs: null, finish_reason: null
+    deltaChoice: (index, text, first) => ({
+        index, delta: first ? {role: 'assistant', content: text} : {content: text}, logprobs: null, finish_reason: null
     }),
-    finalDeltaChoice: (finishReason) => ({index: 0, delta: {}, logprobs: null, finish_reason: finishReason}),
-    fullChoice: (result) => ({
-        index: 0,
+    finalDeltaChoice: (index, finishReason) => ({index, delta: {}, logprobs: null, finish_reason: finishReason}),
+    fullChoice: (index, result) => ({
+        index,
         message: {role: 'assistant', content: result.text, refusal: null},
         logprobs: null,
         finish_reason: result.finishReason
@@ -59,17 +60,31 @@ const textFlavor: CompletionFlavor = {
     object: 'text_completion',
     chunkObject: 'text_completion',
     parse: generationParser(completionSchema, toCompletionRequest),
-    deltaChoice: (text) => ({index: 0, text, logprobs: null, finish_reason: null}),
-    finalDeltaChoice: (finishReason) => ({index: 0, text: '', logprobs: null, finish_reason: finishReason}),
-    fullChoice: (result) => ({index: 0, text: result.text, logprobs: null, finish_reason: result.finishReason})
+    deltaChoice: (index, text) => ({index, text, logprobs: null, finish_reason: null}),
+    finalDeltaChoice: (index, finishReason) => ({index, text: '', logprobs: null, finish_reason: finishReason}),
+    fullChoice: (index, result) => ({index, text: result.text, logprobs: null, finish_reason: result.finishReason})
 };
 
-function usageOf(result: GenerationResult) {
-    return {
-        prompt_tokens: result.usage.promptTokens,
-        completion_tokens: result.usage.completionTokens,
-        total_tokens: result.usage.promptTokens + result.usage.completionTokens
-    };
+/** The prompt is counted once, the choices' tokens together, as OpenAI counts them. */
+function usageOf(results: GenerationResult[]) {
+    const completionTokens = results.reduce((sum, result) => sum + result.usage.completionTokens, 0);
+    const promptTokens = results[0]!.usage.promptTokens;
+    return {prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens};
+}
+
+/**
+ * Choice `index` of `n`: the same request, with the seed moved on by the index so that seeded choices differ and
+ * each can be reproduced alone. The choices run at once, so the engine decodes them in one batch.
+ */
+function choiceRequest(request: GenerationRequest, index: number): GenerationRequest {
+    const {seed} = request.sampling;
+    return index === 0 || seed === undefined ? request : {...request, sampling: {...request.sampling, seed: seed + index}};
+}
+
+/** One result for the request log and counters: the choices' tokens together, the first choice's timings. */
+function combined(results: GenerationResult[]): GenerationResult {
+    const usage = usageOf(results);
+    return {...results[0]!, usage: {promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens}};
 }
 
 /** Per-request speed, named as llama.cpp's llama-server names it. */
@@ -86,12 +101,23 @@ function timingsOf(result: GenerationResult) {
 
 function generationHandler(flavor: CompletionFlavor, inference: InferenceService): RequestHandler {
     return async (req: Request, res: Response<unknown, ResponseLocals>) => {
-        const {request, stream, includeUsage} = flavor.parse(req.body);
+        const {request, stream, includeUsage, choices} = flavor.parse(req.body);
         res.locals.model = request.model;
         res.locals.stream = stream;
         assertModelServed(inference, request.model);
 
-        const signal = cancelOnClientClose(res);
+        // One choice failing fails the request: the others are stopped.
+        const controller = new AbortController();
+        const clientGone = cancelOnClientClose(res);
+        clientGone.addEventListener('abort', () => controller.abort(), {once: true});
+        const {signal} = controller;
+        const generateAll = (onText?: (index: number) => (text: string, tokens: number[]) => void) => Promise.all(
+            Array.from({length: choices}, (_, index) => inference.generate(choiceRequest(request, index), {
+                signal, ...routing, ...(onText && {onText: onText(index)})
+            }))).catch((error: unknown) => {
+            controller.abort();
+            throw error;
+        });
         const routing = {
             ...maxPriceFrom(req),
             onRoute: (route: RouteInfo) => res.locals.servedBy = route.peers
@@ -102,40 +128,37 @@ function generationHandler(flavor: CompletionFlavor, inference: InferenceService
             model: request.model,
             system_fingerprint: null
         };
-        const record = (result: GenerationResult) => {
-            res.locals.result = result;
-            return result;
+        const record = (results: GenerationResult[]) => {
+            res.locals.result = combined(results);
+            return results;
         };
 
         if (!stream) {
-            const result = record(await inference.generate(request, {signal, ...routing}));
+            const results = record(await generateAll());
             res.json({
-                ...base, object: flavor.object, choices: [flavor.fullChoice(result)],
-                usage: usageOf(result), timings: timingsOf(result)
+                ...base, object: flavor.object, choices: results.map((result, index) => flavor.fullChoice(index, result)),
+                usage: usageOf(results), timings: timingsOf(results[0]!)
             });
             return;
         }
 
         const sse = new SseWriter(res);
-        let first = true;
+        const started = new Set<number>();
         try {
-            const result = record(await inference.generate(request, {
-                signal,
-                ...routing,
-                onText: countingSentTokens(res, (text) => {
-                    sse.send({...base, object: flavor.chunkObject, choices: [flavor.deltaChoice(text, first)]});
-                    first = false;
-                })
-            }));
-            sse.send({
-                ...base, object: flavor.chunkObject, choices: [flavor.finalDeltaChoice(result.finishReason)],
-                timings: timingsOf(result)
-            });
+            const results = record(await generateAll((index) => countingSentTokens(res, (text) => {
+                sse.send({...base, object: flavor.chunkObject, choices: [flavor.deltaChoice(index, text, !started.has(index))]});
+                started.add(index);
+            })));
+            for (const [index, result] of results.entries())
+                sse.send({
+                    ...base, object: flavor.chunkObject, choices: [flavor.finalDeltaChoice(index, result.finishReason)],
+                    timings: timingsOf(result)
+                });
             if (includeUsage)
-                sse.send({...base, object: flavor.chunkObject, choices: [], usage: usageOf(result)});
+                sse.send({...base, object: flavor.chunkObject, choices: [], usage: usageOf(results)});
             sse.done();
         } catch (error) {
-            if (signal.aborted)
+            if (clientGone.aborted)
                 return;
             if (!sse.isOpen)
                 throw error; // nothing was streamed yet: the client gets the error's own status
