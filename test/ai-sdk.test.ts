@@ -1,0 +1,54 @@
+import {createOpenAICompatible} from '@ai-sdk/openai-compatible';
+import test from 'ava';
+import {generateObject, generateText, streamText} from 'ai';
+import {z} from 'zod';
+import {byteTokenBan} from './helpers/byte-token-ban.js';
+import {startDemoDaemon, type DemoDaemon} from './helpers/demo-daemon.js';
+
+/** Vercel's AI SDK against the proxy, as an app would use it (@ai-sdk/openai-compatible). */
+
+let demo: DemoDaemon;
+let strongdoge: ReturnType<typeof createOpenAICompatible>;
+
+test.before(async () => {
+    demo = await startDemoDaemon();
+    strongdoge = createOpenAICompatible({name: 'strongdoge', baseURL: demo.daemon.baseUrl, supportsStructuredOutputs: true});
+});
+
+test.after.always(() => demo?.stop());
+
+test('generateObject with a zod schema gets an object the SDK accepts: bounds and lengths hold', async (t) => {
+    const schema = z.object({
+        count: z.number().int().min(0).max(9),
+        label: z.string().max(12),
+        mood: z.enum(['happy', 'sad']),
+        tags: z.array(z.string().max(5)).max(2)
+    });
+    let parsed = 0;
+    for (const seed of [1, 2, 3]) {
+        try {
+            const {object} = await generateObject({
+                model: strongdoge('demo'), schema, prompt: 'Describe a dog', temperature: 1, seed, maxOutputTokens: 300,
+                providerOptions: {strongdoge: {logit_bias: byteTokenBan()}}
+            });
+            t.true(object.count >= 0 && object.count <= 9 && Number.isInteger(object.count));
+            t.true([...object.label].length <= 12);
+            parsed++;
+        } catch (error) {
+            // A reply cut by the token budget is not an object; any other failure is.
+            t.regex((error as Error).message, /could not parse|No object generated/i, (error as Error).message);
+        }
+    }
+    t.true(parsed > 0, 'at least one object came back whole');
+});
+
+test('generateText and streamText get the text, the finish reason and usage', async (t) => {
+    const whole = await generateText({model: strongdoge('demo'), prompt: 'Such wow', temperature: 0, maxOutputTokens: 12});
+    t.is(whole.finishReason, 'length');
+    t.is(whole.usage.outputTokens, 12);
+    const streamed = streamText({model: strongdoge('demo'), prompt: 'Such wow', temperature: 0, maxOutputTokens: 12});
+    let text = '';
+    for await (const part of streamed.textStream)
+        text += part;
+    t.is(text, whole.text);
+});
