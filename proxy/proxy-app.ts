@@ -7,6 +7,7 @@ import {createOllamaRouter, OLLAMA_PATHS, type ModelCatalog} from './ollama/olla
 import {embeddingsHandler} from './routes/embedding-routes.js';
 import {chatCompletionsHandler, completionsHandler} from './routes/generation-routes.js';
 import {getModelHandler, listModelsHandler} from './routes/model-routes.js';
+import {responsesHandler} from './routes/responses-routes.js';
 import type {ResponseLocals} from './routes/route-helpers.js';
 import {actionHandler, healthHandler, jsonHandler, verifyLedgerHandler, type StatusSources} from './routes/status-routes.js';
 
@@ -129,6 +130,7 @@ export function createProxyApp(options: ProxyAppOptions) {
     api.post('/v1/chat/completions', recordStats(stats), json, chatCompletionsHandler(inference));
     api.post('/v1/completions', recordStats(stats), json, completionsHandler(inference));
     api.post('/v1/embeddings', recordStats(stats), json, embeddingsHandler(inference));
+    api.post('/v1/responses', recordStats(stats), json, responsesHandler(inference));
     api.use(createOllamaRouter({inference, catalog, recordStats: recordStats(stats), json}));
     app.use(api);
 
