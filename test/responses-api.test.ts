@@ -1,42 +1,35 @@
 import test from 'ava';
 import OpenAI from 'openai';
-import {startDemoDaemon, type DemoDaemon} from './helpers/demo-daemon.js';
+import {demoDaemonForFile} from './helpers/demo-daemon.js';
 
 /** OpenAI's Responses API through the official openai client (docs/architecture.md, "Responses API"). */
 
-let demo: DemoDaemon;
-let client: OpenAI;
-
-test.before(async () => {
-    demo = await startDemoDaemon();
-    ({client} = demo);
-});
-
-test.after.always(() => demo?.stop());
+const demo = demoDaemonForFile();
+const client = () => demo().client;
 
 const input = 'What is a swarm of dogs called?';
 
 test('a response says what chat completions say for the same conversation, with usage and an incomplete status at the budget', async (t) => {
-    const chat = await client.chat.completions.create({model: 'demo', messages: [{role: 'system', content: 'Be brief.'}, {role: 'user', content: input}],
+    const chat = await client().chat.completions.create({model: 'demo', messages: [{role: 'system', content: 'Be brief.'}, {role: 'user', content: input}],
         temperature: 0, max_tokens: 20});
-    const response = await client.responses.create({model: 'demo', instructions: 'Be brief.', input, temperature: 0, max_output_tokens: 20});
+    const response = await client().responses.create({model: 'demo', instructions: 'Be brief.', input, temperature: 0, max_output_tokens: 20});
     t.is(response.object, 'response');
     t.is(response.output_text, chat.choices[0]!.message.content!);
     t.is(response.status, 'incomplete');
     t.deepEqual(response.incomplete_details, {reason: 'max_output_tokens'});
     t.is(response.usage!.output_tokens, 20);
     t.is(response.usage!.input_tokens, chat.usage!.prompt_tokens);
-    const asMessages = await client.responses.create({model: 'demo', input: [{role: 'developer', content: 'Be brief.'},
+    const asMessages = await client().responses.create({model: 'demo', input: [{role: 'developer', content: 'Be brief.'},
         {role: 'user', content: [{type: 'input_text', text: input}]}], temperature: 0, max_output_tokens: 20});
     t.is(asMessages.output_text, response.output_text);
 });
 
 test('streamed, the typed events arrive in order and the deltas spell the text', async (t) => {
-    const whole = await client.responses.create({model: 'demo', input, temperature: 0, max_output_tokens: 16});
+    const whole = await client().responses.create({model: 'demo', input, temperature: 0, max_output_tokens: 16});
     const types: string[] = [];
     let text = '';
     let final: OpenAI.Responses.Response | undefined;
-    for await (const event of await client.responses.create({model: 'demo', input, temperature: 0, max_output_tokens: 16, stream: true})) {
+    for await (const event of await client().responses.create({model: 'demo', input, temperature: 0, max_output_tokens: 16, stream: true})) {
         types.push(event.type);
         if (event.type === 'response.output_text.delta')
             text += event.delta;
@@ -52,7 +45,7 @@ test('streamed, the typed events arrive in order and the deltas spell the text',
 test('text.format json_schema holds; tools and stored conversations are a 400 naming them', async (t) => {
     const schema = {type: 'object', properties: {verdict: {enum: ['yes', 'no']}, score: {type: 'integer', minimum: 1, maximum: 3}}, required: ['verdict', 'score'],
         additionalProperties: false};
-    const response = await client.responses.create({model: 'demo', input: 'judge', temperature: 0, max_output_tokens: 100,
+    const response = await client().responses.create({model: 'demo', input: 'judge', temperature: 0, max_output_tokens: 100,
         text: {format: {type: 'json_schema', name: 'verdict', schema, strict: true}}});
     if (response.status === 'completed') {
         const value = JSON.parse(response.output_text) as {verdict: string, score: number};
@@ -62,7 +55,7 @@ test('text.format json_schema holds; tools and stored conversations are a 400 na
         [{tools: [{type: 'function', name: 'f', parameters: {type: 'object', properties: {}}, strict: true}]}, 'tools'],
         [{previous_response_id: 'resp_x'}, 'previous_response_id']
     ] as const) {
-        const error = await t.throwsAsync(client.responses.create({model: 'demo', input, ...body} as OpenAI.Responses.ResponseCreateParamsNonStreaming),
+        const error = await t.throwsAsync(client().responses.create({model: 'demo', input, ...body} as OpenAI.Responses.ResponseCreateParamsNonStreaming),
             {instanceOf: OpenAI.BadRequestError});
         t.is((error as InstanceType<typeof OpenAI.BadRequestError>).param, param);
     }

@@ -2,7 +2,7 @@ import test from 'ava';
 import Ajv2020Module from 'ajv/dist/2020.js';
 import OpenAI from 'openai';
 import {byteTokenBan} from './helpers/byte-token-ban.js';
-import {startDemoDaemon, type DemoDaemon} from './helpers/demo-daemon.js';
+import {demoDaemonForFile} from './helpers/demo-daemon.js';
 
 /**
  * Structured output against a real model through the real openai client: every reply that finishes validates
@@ -15,15 +15,8 @@ const logit_bias = byteTokenBan();
 const Ajv2020 = (Ajv2020Module as unknown as {default: typeof Ajv2020Module.default}).default;
 const ajv = new Ajv2020({strict: false, validateFormats: false});
 
-let demo: DemoDaemon;
-let client: OpenAI;
-
-test.before(async () => {
-    demo = await startDemoDaemon();
-    ({client} = demo);
-});
-
-test.after.always(() => demo?.stop());
+const demo = demoDaemonForFile();
+const client = () => demo().client;
 
 const corpus: [string, Record<string, unknown>][] = [
     ['a bounded integer', {type: 'object', properties: {count: {type: 'integer', minimum: 0, maximum: 9}}, required: ['count'], additionalProperties: false}],
@@ -54,7 +47,7 @@ for (const [name, schema] of corpus)
         const validate = ajv.compile(Object.fromEntries(Object.entries(schema).filter(([key]) => key !== '$schema')));
         let finished = 0;
         for (const seed of [1, 2, 3, 4]) {
-            const completion = await client.chat.completions.create({
+            const completion = await client().chat.completions.create({
                 model: 'demo', messages: [{role: 'user', content: `Fill in ${name}`}], temperature: 1, seed, max_tokens: 300, logit_bias,
                 response_format: {type: 'json_schema', json_schema: {name: 'corpus', schema}}
             });
@@ -72,7 +65,7 @@ test('the example that broke clients: an integer 0..9 is never -25999999999999e9
     const schema = {type: 'object', properties: {count: {type: 'integer', minimum: 0, maximum: 9}, label: {type: 'string', maxLength: 12}},
         required: ['count', 'label'], additionalProperties: false};
     for (const seed of [11, 12, 13, 14, 15]) {
-        const completion = await client.chat.completions.create({
+        const completion = await client().chat.completions.create({
             model: 'demo', messages: [{role: 'user', content: 'count'}], temperature: 1.5, seed, max_tokens: 200, logit_bias,
             response_format: {type: 'json_schema', json_schema: {name: 'count', schema}}
         });
@@ -95,7 +88,7 @@ test('a schema that is not JSON Schema, or that uses what the grammar cannot hol
         [{$defs: {loop: {$ref: '#/$defs/loop'}}, $ref: '#/$defs/loop'}, /leads back to itself/]
     ];
     for (const [schema, message] of cases) {
-        const error = await t.throwsAsync(client.chat.completions.create({
+        const error = await t.throwsAsync(client().chat.completions.create({
             model: 'demo', messages: [{role: 'user', content: 'x'}], max_tokens: 8,
             response_format: {type: 'json_schema', json_schema: {name: 'bad', schema}}
         }), {instanceOf: OpenAI.BadRequestError}, JSON.stringify(schema));

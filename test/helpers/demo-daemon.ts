@@ -1,3 +1,4 @@
+import test from 'ava';
 import OpenAI from 'openai';
 import type {DemoModelOptions} from '../../engine/demo/demo-model.js';
 import {startDaemon, type DaemonHandle} from './cli-process.js';
@@ -26,4 +27,17 @@ export async function startDemoDaemon(extraArgs: string[] = [], modelOptions: De
             await fixture.cleanup();
         }
     };
+}
+
+/**
+ * A demo daemon for a whole test file: started before its tests, stopped after them. Returns a getter, since the
+ * daemon exists only once `test.before` has run.
+ */
+export function demoDaemonForFile(extraArgs: string[] = [], modelOptions: DemoModelOptions = {}): () => DemoDaemon {
+    let demo: DemoDaemon | undefined;
+    test.before(async () => {
+        demo = await startDemoDaemon(extraArgs, modelOptions);
+    });
+    test.after.always(() => demo?.stop());
+    return () => demo!;
 }
