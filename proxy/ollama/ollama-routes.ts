@@ -1,10 +1,10 @@
 import {Router, type Request, type RequestHandler, type Response} from 'express';
 import type {InferenceService} from '../../inference/inference-service.js';
 import type {GenerationRequest, GenerationResult} from '../../inference/inference-types.js';
-import {requestLimitViolation} from '../../inference/request-limits.js';
-import {ApiError, toApiError} from '../api-error.js';
+import {ApiError} from '../api-error.js';
 import {parseBody} from '../request-schemas.js';
-import {assertModelServed, cancelOnClientClose, countingSentTokens, maxPriceFrom, type ResponseLocals} from '../routes/route-helpers.js';
+import {assertModelServed, assertWithinLimits, cancelOnClientClose, countingSentTokens, routingFor, streamFailure, type ResponseLocals} from '../routes/route-helpers.js';
+import {NdjsonWriter} from '../stream-writers.js';
 import {
     chatRequestOf, generateRequestOf, modelIdOf, ollamaChatSchema, ollamaEmbeddingsSchema, ollamaEmbedSchema, ollamaGenerateSchema,
     ollamaNameOf, ollamaShowSchema
@@ -21,36 +21,6 @@ export const OLLAMA_PATHS = new Set(['/api/tags', '/api/show', '/api/ps', '/api/
 /** Far in the future: strongdoge keeps its models loaded while it runs (Ollama's `expires_at`). */
 const LOADED_UNTIL = '2100-01-01T00:00:00Z';
 const NS_PER_MS = 1e6;
-
-/** One JSON object per line, the 200 going out with the first line (as the SSE writer does for OpenAI). */
-class NdjsonWriter {
-    private opened = false;
-
-    constructor(private readonly res: Response) {}
-
-    get isOpen() {
-        return this.opened;
-    }
-
-    send(data: unknown) {
-        if (this.res.writableEnded)
-            return;
-        if (!this.opened) {
-            this.res.status(200);
-            this.res.setHeader('Content-Type', 'application/x-ndjson');
-            this.res.setHeader('Cache-Control', 'no-cache');
-            this.res.setHeader('X-Accel-Buffering', 'no');
-            this.res.flushHeaders();
-            this.res.socket?.setNoDelay(true);
-            this.opened = true;
-        }
-        this.res.write(`${JSON.stringify(data)}\n`);
-    }
-
-    end() {
-        this.res.end();
-    }
-}
 
 /** What Ollama's model endpoints describe, from the node. */
 export interface ModelCatalog {
@@ -128,9 +98,7 @@ function generationHandler(flavor: OllamaFlavor, inference: InferenceService): R
     return async (req: Request, res: Response<unknown, ResponseLocals>) => {
         const startedAt = performance.now();
         const {request, stream, empty} = flavor.parse(req.body);
-        const violation = requestLimitViolation(request);
-        if (violation !== undefined)
-            throw ApiError.invalid(violation.message, violation.param, 'request_too_complex');
+        assertWithinLimits(request);
         res.locals.model = request.model;
         res.locals.stream = stream;
         assertModelServed(inference, request.model);
@@ -141,7 +109,7 @@ function generationHandler(flavor: OllamaFlavor, inference: InferenceService): R
             return;
         }
         const signal = cancelOnClientClose(res);
-        const routing = {...maxPriceFrom(req), onRoute: (route: {peers: string[]}) => res.locals.servedBy = route.peers};
+        const routing = routingFor(req, res);
         if (!stream) {
             const result = await inference.generate(request, {signal, ...routing});
             res.locals.result = result;
@@ -156,17 +124,13 @@ function generationHandler(flavor: OllamaFlavor, inference: InferenceService): R
             });
             res.locals.result = result;
             writer.send({...base(), ...flavor.text(''), done: true, ...durations(result, startedAt)});
-            writer.end();
+            writer.done();
         } catch (error) {
             if (signal.aborted)
                 return;
-            if (!writer.isOpen)
-                throw error;
             // Past the 200, Ollama reports a failure as an error line in the stream.
-            const apiError = toApiError(error);
-            res.locals.failedStatus = apiError.status;
-            writer.send({error: apiError.message});
-            writer.end();
+            writer.send({error: streamFailure(res, error, writer.isOpen).message});
+            writer.done();
         }
     };
 }
@@ -211,7 +175,7 @@ export function createOllamaRouter({inference, catalog, recordStats, json}: Olla
         const model = served(body.model);
         res.locals.model = model.id;
         const inputs = typeof body.input === 'string' ? [body.input] : body.input;
-        const result = await inference.embed(model.id, inputs, {signal: cancelOnClientClose(res), ...maxPriceFrom(req)});
+        const result = await inference.embed(model.id, inputs, {signal: cancelOnClientClose(res), ...routingFor(req, res)});
         if (body.dimensions != null && body.dimensions !== result.vectors[0]?.length)
             throw ApiError.unsupported('dimensions', `This model's embeddings have ${result.vectors[0]?.length ?? 0} dimensions; other sizes are not supported.`);
         res.locals.promptTokens = result.promptTokens;
@@ -222,7 +186,7 @@ export function createOllamaRouter({inference, catalog, recordStats, json}: Olla
         const body = parseBody(ollamaEmbeddingsSchema, req.body);
         const model = served(body.model);
         res.locals.model = model.id;
-        const result = await inference.embed(model.id, [body.prompt], {signal: cancelOnClientClose(res), ...maxPriceFrom(req)});
+        const result = await inference.embed(model.id, [body.prompt], {signal: cancelOnClientClose(res), ...routingFor(req, res)});
         res.locals.promptTokens = result.promptTokens;
         res.json({embedding: result.vectors[0]});
     });

@@ -2,7 +2,7 @@ import type {Request, RequestHandler, Response} from 'express';
 import {ApiError} from '../api-error.js';
 import type {InferenceService} from '../../inference/inference-service.js';
 import {embeddingSchema, parseBody} from '../request-schemas.js';
-import {assertModelServed, cancelOnClientClose, maxPriceFrom, type ResponseLocals} from './route-helpers.js';
+import {assertModelServed, cancelOnClientClose, routingFor, type ResponseLocals} from './route-helpers.js';
 
 /** OpenAI's base64 encoding: the little-endian float32 bytes of the vector. */
 function toBase64(vector: number[]) {
@@ -16,9 +16,7 @@ export function embeddingsHandler(inference: InferenceService): RequestHandler {
         res.locals.model = body.model;
         assertModelServed(inference, body.model);
         const inputs = typeof body.input === 'string' ? [body.input] : body.input;
-        const result = await inference.embed(body.model, inputs, {
-            signal: cancelOnClientClose(res), ...maxPriceFrom(req), onRoute: (route) => res.locals.servedBy = route.peers
-        });
+        const result = await inference.embed(body.model, inputs, {signal: cancelOnClientClose(res), ...routingFor(req, res)});
         const dimensions = result.vectors[0]?.length ?? 0;
         if (body.dimensions != null && body.dimensions !== dimensions)
             throw ApiError.unsupported('dimensions', `This model's embeddings have ${dimensions} dimensions; other sizes are not supported.`);

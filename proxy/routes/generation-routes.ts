@@ -1,14 +1,12 @@
 import type {Request, RequestHandler, Response} from 'express';
 import type {z} from 'zod';
 import type {FinishReason, GenerationRequest, GenerationResult} from '../../inference/inference-types.js';
-import {requestLimitViolation} from '../../inference/request-limits.js';
-import {ApiError, toApiError} from '../api-error.js';
-import type {InferenceService, RouteInfo} from '../../inference/inference-service.js';
+import type {InferenceService} from '../../inference/inference-service.js';
 import {
     chatCompletionSchema, completionSchema, parseBody, toChatRequest, toCompletionRequest
 } from '../request-schemas.js';
-import {SseWriter} from '../sse-writer.js';
-import {assertModelServed, cancelOnClientClose, countingSentTokens, maxPriceFrom, type ResponseLocals} from './route-helpers.js';
+import {SseWriter} from '../stream-writers.js';
+import {assertModelServed, assertWithinLimits, cancelOnClientClose, countingSentTokens, routingFor, streamFailure, type ResponseLocals} from './route-helpers.js';
 
 /** How chat and text completions differ on the wire; everything else they share. */
 interface CompletionFlavor {
@@ -31,9 +29,7 @@ function generationParser<B extends StreamingFields>(schema: z.ZodType<B>, toReq
     return (body) => {
         const parsed = parseBody(schema, body);
         const request = toRequest(parsed);
-        const violation = requestLimitViolation(request);
-        if (violation !== undefined)
-            throw ApiError.invalid(violation.message, violation.param, 'request_too_complex');
+        assertWithinLimits(request);
         return {request, stream: parsed.stream ?? false, includeUsage: parsed.stream_options?.include_usage ?? false, choices: parsed.n ?? 1};
     };
 }
@@ -118,10 +114,7 @@ function generationHandler(flavor: CompletionFlavor, inference: InferenceService
             controller.abort();
             throw error;
         });
-        const routing = {
-            ...maxPriceFrom(req),
-            onRoute: (route: RouteInfo) => res.locals.servedBy = route.peers
-        };
+        const routing = routingFor(req, res);
         const base = {
             id: `${flavor.idPrefix}-${res.locals.requestId}`,
             created: Math.floor(Date.now() / 1000),
@@ -160,12 +153,8 @@ function generationHandler(flavor: CompletionFlavor, inference: InferenceService
         } catch (error) {
             if (clientGone.aborted)
                 return;
-            if (!sse.isOpen)
-                throw error; // nothing was streamed yet: the client gets the error's own status
             // Headers are gone: the error travels in the stream, as OpenAI sends it.
-            const apiError = toApiError(error);
-            res.locals.failedStatus = apiError.status;
-            sse.send(apiError.toBody());
+            sse.send(streamFailure(res, error, sse.isOpen).toBody());
             sse.done();
         }
     };

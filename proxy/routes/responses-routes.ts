@@ -2,11 +2,10 @@ import type {Request, RequestHandler, Response} from 'express';
 import {z} from 'zod';
 import type {InferenceService} from '../../inference/inference-service.js';
 import type {ChatMessage, GenerationRequest, GenerationResult, ResponseFormat} from '../../inference/inference-types.js';
-import {requestLimitViolation} from '../../inference/request-limits.js';
-import {ApiError, toApiError} from '../api-error.js';
+import {ApiError} from '../api-error.js';
 import {parseBody} from '../request-schemas.js';
-import {SseWriter} from '../sse-writer.js';
-import {assertModelServed, cancelOnClientClose, countingSentTokens, maxPriceFrom, type ResponseLocals} from './route-helpers.js';
+import {SseWriter} from '../stream-writers.js';
+import {assertModelServed, assertWithinLimits, cancelOnClientClose, countingSentTokens, routingFor, streamFailure, type ResponseLocals} from './route-helpers.js';
 
 /**
  * OpenAI's Responses API (`POST /v1/responses`), which newer SDKs and agent frameworks call by default: text and
@@ -90,14 +89,12 @@ export function responsesHandler(inference: InferenceService): RequestHandler {
     return async (req: Request, res: Response<unknown, ResponseLocals>) => {
         const body = parseBody(responsesSchema, req.body);
         const request = toResponsesRequest(body);
-        const violation = requestLimitViolation(request);
-        if (violation !== undefined)
-            throw ApiError.invalid(violation.message, violation.param, 'request_too_complex');
+        assertWithinLimits(request);
         res.locals.model = request.model;
         res.locals.stream = body.stream ?? false;
         assertModelServed(inference, request.model);
         const signal = cancelOnClientClose(res);
-        const routing = {...maxPriceFrom(req), onRoute: (route: {peers: string[]}) => res.locals.servedBy = route.peers};
+        const routing = routingFor(req, res);
         const id = `resp_${res.locals.requestId}`;
         const messageId = `msg_${res.locals.requestId}`;
         const createdAt = Math.floor(Date.now() / 1000);
@@ -164,10 +161,7 @@ export function responsesHandler(inference: InferenceService): RequestHandler {
         } catch (error) {
             if (signal.aborted)
                 return;
-            if (!sse.isOpen)
-                throw error;
-            const apiError = toApiError(error);
-            res.locals.failedStatus = apiError.status;
+            const apiError = streamFailure(res, error, sse.isOpen);
             send('error', {code: apiError.code, message: apiError.message, param: apiError.param});
             sse.done();
         }

@@ -1,7 +1,8 @@
 import type {Request, Response} from 'express';
-import type {GenerationResult} from '../../inference/inference-types.js';
-import {ApiError, clip} from '../api-error.js';
-import type {InferenceService} from '../../inference/inference-service.js';
+import type {GenerationRequest, GenerationResult} from '../../inference/inference-types.js';
+import {requestLimitViolation} from '../../inference/request-limits.js';
+import {ApiError, clip, toApiError} from '../api-error.js';
+import type {InferenceService, RouteInfo} from '../../inference/inference-service.js';
 
 /** What handlers leave on `res.locals` for the request log and counters. */
 export interface ResponseLocals {
@@ -34,6 +35,30 @@ export function maxPriceFrom(req: Request): {maxPrice?: number} {
 export function assertModelServed(inference: InferenceService, model: string) {
     if (!inference.listModels().some((served) => served.id === model))
         throw ApiError.modelNotFound(model);
+}
+
+/** Refuses a request over the bounds of `inference/request-limits.ts` (a JSON schema too deep, or one the grammar cannot hold to). */
+export function assertWithinLimits(request: GenerationRequest) {
+    const violation = requestLimitViolation(request);
+    if (violation !== undefined)
+        throw ApiError.invalid(violation.message, violation.param, 'request_too_complex');
+}
+
+/** The client's budget for peers, and where the peers that served the request are noted for the request log. */
+export function routingFor(req: Request, res: Response<unknown, ResponseLocals>) {
+    return {...maxPriceFrom(req), onRoute: (route: RouteInfo) => res.locals.servedBy = route.peers};
+}
+
+/**
+ * A streamed request that failed. Before its 200 went out the error is thrown again, so the client gets its real
+ * status; after, it is noted for the request log and returned, to be told in the stream's own shape.
+ */
+export function streamFailure(res: Response<unknown, ResponseLocals>, error: unknown, streamOpen: boolean): ApiError {
+    if (!streamOpen)
+        throw error;
+    const apiError = toApiError(error);
+    res.locals.failedStatus = apiError.status;
+    return apiError;
 }
 
 /** A text listener that counts the tokens sent to the client (`sentTokens`), then passes them on. */
