@@ -55,6 +55,11 @@ export function formatDuration(seconds: number) {
     return minutes > 0 ? `${minutes}m ${seconds % 60}s` : `${seconds}s`;
 }
 
+/** `consistent at 203.0.113.7:40123`: the NAT type and the public address the DHT saw, when it saw one. */
+export function formatNatAddress(nat: {type: string, host: string | null, port: number | null}) {
+    return nat.host === null ? nat.type : `${nat.type} at ${nat.host}${nat.port === null ? '' : `:${nat.port}`}`;
+}
+
 /** `random, unreachable` / `open, reachable, relaying 2 pairs`: how peers can reach this node. */
 export function formatNat(nat: {type: string, reachable: boolean}, relayPairs: number | null) {
     const relaying = relayPairs === null ? '' : `, relaying ${relayPairs} pair${relayPairs === 1 ? '' : 's'}`;

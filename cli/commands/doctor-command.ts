@@ -7,7 +7,7 @@ import {Command} from 'commander';
 import type {RpcTool, RpcToolchain} from '../../engine/rpc/rpc-build.js';
 import {loadNodeSettings} from '../config/load-node-settings.js';
 import type {NodeSettings} from '../config/node-config.js';
-import {formatBytes} from '../../tui/text-format.js';
+import {formatBytes, formatNatAddress} from '../../tui/text-format.js';
 import type {NatStatus, RelayMode} from '../../swarm/relay-policy.js';
 import {addDataDirOption} from './shared-options.js';
 
@@ -119,13 +119,12 @@ function networkText(network: DoctorReport['network']): string {
     if (!network.bootstrapped)
         return 'the DHT did not answer: no peers can be found (check the connection, or --bootstrap)';
     const {nat, relay} = network;
-    const address = nat.host === null ? '' : ` at ${nat.host}${nat.port === null ? '' : `:${nat.port}`}`;
     const reach = nat.reachable
         ? `reachable by peers${relay === 'off' ? '' : '; relays for peers that cannot punch holes (--relay off to stop)'}`
         : nat.type === 'random'
             ? 'not reachable, and this NAT changes ports per peer: peers with a random NAT too are reached through a relay'
             : 'not reachable: peers punch holes to it; a relay carries what punching cannot';
-    return `NAT ${nat.type}${address}, ${reach}`;
+    return `NAT ${formatNatAddress(nat)}, ${reach}`;
 }
 
 const toolText = (tool: RpcTool | undefined) => tool === undefined ? 'not found' : `${tool.version ?? 'version unknown'} (${tool.path})`;

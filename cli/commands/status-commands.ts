@@ -3,7 +3,7 @@ import type {Capabilities} from '../../swarm/capabilities.js';
 import type {ClusterStatus, NodeStatus, PeerStatus} from '../../node/node-status.js';
 import {fetchNodeStatus, fetchNodeStatusIfKnown, type NodeAddressFlags} from '../node-client.js';
 import {clusterActive} from '../../tui/dashboard-state.js';
-import {formatBytes, formatDuration, formatHosting, formatLayers, formatTable, formatTransfer} from '../../tui/text-format.js';
+import {formatBytes, formatDuration, formatHosting, formatLayers, formatNatAddress, formatTable, formatTransfer} from '../../tui/text-format.js';
 import {addDataDirOption} from './shared-options.js';
 
 function withNodeAddress(command: Command) {
@@ -30,8 +30,7 @@ function routeText(route: PeerStatus['route']) {
 }
 
 function natText(nat: NonNullable<NodeStatus['nat']>) {
-    const address = nat.host === null ? '' : ` at ${nat.host}${nat.port === null ? '' : `:${nat.port}`}`;
-    return `${nat.type}${address}, ${nat.reachable ? 'reachable by peers' : 'not reachable: peers punch holes or relay'}`;
+    return `${formatNatAddress(nat)}, ${nat.reachable ? 'reachable by peers' : 'not reachable: peers punch holes or relay'}`;
 }
 
 function relayText(relay: NonNullable<NodeStatus['relay']>) {
