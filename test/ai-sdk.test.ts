@@ -3,19 +3,13 @@ import test from 'ava';
 import {generateObject, generateText, streamText} from 'ai';
 import {z} from 'zod';
 import {byteTokenBan} from './helpers/byte-token-ban.js';
-import {startDemoDaemon, type DemoDaemon} from './helpers/demo-daemon.js';
+import {demoDaemonForFile} from './helpers/demo-daemon.js';
 
 /** Vercel's AI SDK against the proxy, as an app would use it (@ai-sdk/openai-compatible). */
 
-let demo: DemoDaemon;
-let strongdoge: ReturnType<typeof createOpenAICompatible>;
-
-test.before(async () => {
-    demo = await startDemoDaemon();
-    strongdoge = createOpenAICompatible({name: 'strongdoge', baseURL: demo.daemon.baseUrl, supportsStructuredOutputs: true});
-});
-
-test.after.always(() => demo?.stop());
+const demo = demoDaemonForFile();
+const strongdoge = (model: string) =>
+    createOpenAICompatible({name: 'strongdoge', baseURL: demo().daemon.baseUrl, supportsStructuredOutputs: true})(model);
 
 test('generateObject with a zod schema gets an object the SDK accepts: bounds and lengths hold', async (t) => {
     const schema = z.object({

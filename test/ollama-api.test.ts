@@ -1,45 +1,34 @@
 import test from 'ava';
-import Ajv2020Module from 'ajv/dist/2020.js';
 import {Ollama} from 'ollama';
-import type OpenAI from 'openai';
-import {startDemoDaemon, type DemoDaemon} from './helpers/demo-daemon.js';
+import {schemaValidator} from './helpers/ajv-validator.js';
+import {demoDaemonForFile} from './helpers/demo-daemon.js';
 
 /** The Ollama API on strongdoge's port, through the official `ollama` JavaScript library (docs/architecture.md, "Ollama API"). */
 
-const Ajv2020 = (Ajv2020Module as unknown as {default: typeof Ajv2020Module.default}).default;
-
-let demo: DemoDaemon;
-let openai: OpenAI;
-let ollama: Ollama;
-
-test.before(async () => {
-    demo = await startDemoDaemon();
-    openai = demo.client;
-    ollama = new Ollama({host: demo.daemon.origin});
-});
-
-test.after.always(() => demo?.stop());
+const demo = demoDaemonForFile();
+const openai = () => demo().client;
+const ollama = () => new Ollama({host: demo().daemon.origin});
 
 const messages = [{role: 'user' as const, content: 'What is a swarm of dogs called?'}];
 
 test('tags, show, ps and version describe the served model as Ollama names it', async (t) => {
-    const {models} = await ollama.list();
+    const {models} = await ollama().list();
     t.deepEqual(models.map((model) => model.name), ['demo:latest']);
     t.true(models[0]!.size > 0);
     t.is(models[0]!.details.format, 'gguf');
     for (const name of ['demo', 'demo:latest']) {
-        const shown = await ollama.show({model: name});
+        const shown = await ollama().show({model: name});
         t.is(shown.details.format, 'gguf');
         t.true(shown.capabilities.includes('completion'));
     }
-    const running = await ollama.ps();
+    const running = await ollama().ps();
     t.deepEqual(running.models.map((model) => model.name), ['demo:latest']);
-    t.regex((await ollama.version()).version, /^\d+\.\d+\.\d+/);
+    t.regex((await ollama().version()).version, /^\d+\.\d+\.\d+/);
 });
 
 test('chat, streamed and not, says what the OpenAI API says for the same request', async (t) => {
-    const expected = await openai.chat.completions.create({model: 'demo', messages, temperature: 0, max_tokens: 24});
-    const whole = await ollama.chat({model: 'demo:latest', messages, stream: false, options: {temperature: 0, num_predict: 24}});
+    const expected = await openai().chat.completions.create({model: 'demo', messages, temperature: 0, max_tokens: 24});
+    const whole = await ollama().chat({model: 'demo:latest', messages, stream: false, options: {temperature: 0, num_predict: 24}});
     t.is(whole.message.content, expected.choices[0]!.message.content!);
     t.is(whole.message.role, 'assistant');
     t.true(whole.done);
@@ -51,7 +40,7 @@ test('chat, streamed and not, says what the OpenAI API says for the same request
     let streamed = '';
     let chunks = 0;
     let last: {done: boolean, eval_count?: number} | undefined;
-    for await (const part of await ollama.chat({model: 'demo', messages, stream: true, options: {temperature: 0, num_predict: 24}})) {
+    for await (const part of await ollama().chat({model: 'demo', messages, stream: true, options: {temperature: 0, num_predict: 24}})) {
         streamed += part.message.content;
         chunks++;
         last = part;
@@ -62,29 +51,29 @@ test('chat, streamed and not, says what the OpenAI API says for the same request
 });
 
 test('generate applies the chat template unless raw; raw generate is a plain completion', async (t) => {
-    const templated = await ollama.generate({model: 'demo', prompt: messages[0]!.content, stream: false, options: {temperature: 0, num_predict: 16}});
-    const chat = await ollama.chat({model: 'demo', messages, stream: false, options: {temperature: 0, num_predict: 16}});
+    const templated = await ollama().generate({model: 'demo', prompt: messages[0]!.content, stream: false, options: {temperature: 0, num_predict: 16}});
+    const chat = await ollama().chat({model: 'demo', messages, stream: false, options: {temperature: 0, num_predict: 16}});
     t.is(templated.response, chat.message.content);
-    const raw = await ollama.generate({model: 'demo', prompt: 'Once upon a time', raw: true, stream: false, options: {temperature: 0, num_predict: 16, stop: ['\n\n']}});
-    const completion = await openai.completions.create({model: 'demo', prompt: 'Once upon a time', temperature: 0, max_tokens: 16, stop: ['\n\n']});
+    const raw = await ollama().generate({model: 'demo', prompt: 'Once upon a time', raw: true, stream: false, options: {temperature: 0, num_predict: 16, stop: ['\n\n']}});
+    const completion = await openai().completions.create({model: 'demo', prompt: 'Once upon a time', temperature: 0, max_tokens: 16, stop: ['\n\n']});
     t.is(raw.response, completion.choices[0]!.text);
     let streamed = '';
-    for await (const part of await ollama.generate({model: 'demo', prompt: 'Once upon a time', raw: true, stream: true, options: {temperature: 0, num_predict: 16, stop: ['\n\n']}}))
+    for await (const part of await ollama().generate({model: 'demo', prompt: 'Once upon a time', raw: true, stream: true, options: {temperature: 0, num_predict: 16, stop: ['\n\n']}}))
         streamed += part.response;
     t.is(streamed, raw.response!);
-    const loaded = await ollama.generate({model: 'demo', prompt: '', stream: false});
+    const loaded = await ollama().generate({model: 'demo', prompt: '', stream: false});
     t.like(loaded, {done: true, done_reason: 'load', response: ''});
 });
 
 test('format: json gives JSON, a schema gives an instance of it', async (t) => {
     const schema = {type: 'object', properties: {mood: {enum: ['happy', 'sad']}, level: {type: 'integer', minimum: 1, maximum: 5}}, required: ['mood', 'level']};
-    const validate = new Ajv2020({strict: false}).compile(schema);
+    const validate = schemaValidator(schema);
     for (const seed of [1, 2, 3]) {
-        const reply = await ollama.chat({model: 'demo', messages, stream: false, format: schema, options: {temperature: 1, seed, num_predict: 200}});
+        const reply = await ollama().chat({model: 'demo', messages, stream: false, format: schema, options: {temperature: 1, seed, num_predict: 200}});
         if (reply.done_reason === 'stop')
             t.true(validate(JSON.parse(reply.message.content)), reply.message.content);
     }
-    const json = await ollama.generate({model: 'demo', prompt: 'json', format: 'json', stream: false, options: {temperature: 0, num_predict: 300}});
+    const json = await ollama().generate({model: 'demo', prompt: 'json', format: 'json', stream: false, options: {temperature: 0, num_predict: 300}});
     if (json.done_reason === 'stop')
         t.is(typeof JSON.parse(json.response!), 'object');
     else
@@ -92,21 +81,21 @@ test('format: json gives JSON, a schema gives an instance of it', async (t) => {
 });
 
 test('embed and embeddings give the vectors the OpenAI API gives', async (t) => {
-    const expected = await openai.embeddings.create({model: 'demo', input: ['such embedding', 'very vector'], encoding_format: 'float'});
-    const embedded = await ollama.embed({model: 'demo', input: ['such embedding', 'very vector']});
+    const expected = await openai().embeddings.create({model: 'demo', input: ['such embedding', 'very vector'], encoding_format: 'float'});
+    const embedded = await ollama().embed({model: 'demo', input: ['such embedding', 'very vector']});
     t.deepEqual(embedded.embeddings, expected.data.map((item) => item.embedding));
     t.true(embedded.prompt_eval_count! > 0);
-    const single = await ollama.embeddings({model: 'demo:latest', prompt: 'such embedding'});
+    const single = await ollama().embeddings({model: 'demo:latest', prompt: 'such embedding'});
     t.deepEqual(single.embedding, expected.data[0]!.embedding);
 });
 
 test('errors take Ollama\'s shape and status: an unknown model is a 404, what is not supported a 400', async (t) => {
-    const missing = await t.throwsAsync(ollama.chat({model: 'llama3:8b', messages, stream: false}));
+    const missing = await t.throwsAsync(ollama().chat({model: 'llama3:8b', messages, stream: false}));
     t.is((missing as Error & {status_code?: number}).status_code, 404);
     t.regex(missing!.message, /llama3:8b/);
-    const tools = await t.throwsAsync(ollama.chat({model: 'demo', messages, stream: false, tools: [{type: 'function', function: {name: 'f', description: 'd', parameters: {type: 'object', properties: {}}}}]}));
+    const tools = await t.throwsAsync(ollama().chat({model: 'demo', messages, stream: false, tools: [{type: 'function', function: {name: 'f', description: 'd', parameters: {type: 'object', properties: {}}}}]}));
     t.is((tools as Error & {status_code?: number}).status_code, 400);
-    const response = await fetch(`${demo.daemon.origin}/api/chat`, {method: 'POST', body: '{"model": '});
+    const response = await fetch(`${demo().daemon.origin}/api/chat`, {method: 'POST', body: '{"model": '});
     t.is(response.status, 400);
     t.deepEqual(Object.keys(await response.json() as object), ['error']);
 });

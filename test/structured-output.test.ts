@@ -1,6 +1,6 @@
 import test from 'ava';
-import Ajv2020Module from 'ajv/dist/2020.js';
 import OpenAI from 'openai';
+import {schemaValidator} from './helpers/ajv-validator.js';
 import {byteTokenBan} from './helpers/byte-token-ban.js';
 import {demoDaemonForFile} from './helpers/demo-daemon.js';
 
@@ -11,9 +11,6 @@ import {demoDaemonForFile} from './helpers/demo-daemon.js';
  */
 
 const logit_bias = byteTokenBan();
-
-const Ajv2020 = (Ajv2020Module as unknown as {default: typeof Ajv2020Module.default}).default;
-const ajv = new Ajv2020({strict: false, validateFormats: false});
 
 const demo = demoDaemonForFile();
 const client = () => demo().client;
@@ -44,7 +41,7 @@ const corpus: [string, Record<string, unknown>][] = [
 
 for (const [name, schema] of corpus)
     test(`every reply validates against its schema: ${name}`, async (t) => {
-        const validate = ajv.compile(Object.fromEntries(Object.entries(schema).filter(([key]) => key !== '$schema')));
+        const validate = schemaValidator(schema);
         let finished = 0;
         for (const seed of [1, 2, 3, 4]) {
             const completion = await client().chat.completions.create({

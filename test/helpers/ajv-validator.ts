@@ -1,0 +1,14 @@
+import Ajv2020Module, {type ValidateFunction} from 'ajv/dist/2020.js';
+
+// ajv is CommonJS: its default export arrives as the module object under NodeNext.
+const Ajv2020 = (Ajv2020Module as unknown as {default: typeof Ajv2020Module.default}).default;
+const ajv = new Ajv2020({strict: false, validateFormats: false});
+
+/**
+ * A validator for a client's schema from ajv, independent of the proxy's own: what the tests check replies with.
+ * `$schema` is dropped so a draft-07 schema compiles as 2020-12, as the proxy reads it.
+ */
+export function schemaValidator(schema: Record<string, unknown>): ValidateFunction {
+    const {$schema: _dialect, ...rest} = schema;
+    return ajv.compile(rest);
+}
