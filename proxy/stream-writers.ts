@@ -33,11 +33,9 @@ abstract class StreamWriter {
     }
 
     protected finish(lastFrame: string) {
-        if (this.res.writableEnded)
-            return;
-        if (!this.opened)
-            this.open();
-        this.res.end(lastFrame);
+        this.write(lastFrame);
+        if (!this.res.writableEnded)
+            this.res.end();
     }
 }
 
