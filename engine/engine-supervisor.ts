@@ -5,7 +5,7 @@ import {InferenceError} from '../inference/inference-error.js';
 import {AdmissionQueue} from './admission-queue.js';
 import {ProcessSupervisor} from './process-supervisor.js';
 import type {
-    DeviceInfo, EmbeddingResult, GenerationRequest, GenerationResult, LoadedModelInfo
+    DeviceInfo, EmbeddingResult, GenerationRequest, GenerationResult, LoadedModelInfo, TextListener
 } from '../inference/inference-types.js';
 import {MAX_EMBEDDING_TOKENS, type SupervisorMessage, type WorkerMessage, type WorkerSettings} from './worker/engine-messages.js';
 
@@ -66,7 +66,6 @@ export interface EngineEvents {
 }
 
 /** Streamed text, with the tokens it came from (what a resumed generation continues after). */
-export type TextListener = (text: string, tokens: number[]) => void;
 
 interface PendingJob {
     kind: 'generate' | 'embed',
@@ -323,7 +322,7 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
                 if (job) {
                     job.lastActivityAt = Date.now();
                     if (!job.cancelled)
-                        job.onText?.(message.text, message.tokens);
+                        job.onText?.(message.text, message.tokens, message.toolCall);
                 }
                 return;
             }

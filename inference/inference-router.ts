@@ -1,6 +1,7 @@
 import {chooseStrategy} from './choose-strategy.js';
 import {InferenceError} from './inference-error.js';
 import {replyProblem} from './json-schema/structured-output.js';
+import {toolCallProblem} from './tool-calls/tool-call-syntax.js';
 import type {EmbedOptions, GenerateOptions, InferenceService, ServedModel} from './inference-service.js';
 import type {EmbeddingResult, GenerationRequest, GenerationResult} from './inference-types.js';
 import type {LocalInference} from './local/local-inference.js';
@@ -51,6 +52,13 @@ export class InferenceRouter implements InferenceService {
             const problem = replyProblem(format.schema, result.text);
             if (problem !== undefined)
                 throw InferenceError.engineError(`structured output failed: ${problem}`);
+        }
+        // Calls are held to their functions' schemas the same way.
+        const tools = request.kind === 'chat' ? request.tools?.tools ?? [] : [];
+        for (const call of result.toolCalls ?? []) {
+            const problem = toolCallProblem(tools, call);
+            if (problem !== undefined)
+                throw InferenceError.engineError(`tool call failed: ${problem}`);
         }
         return result;
     }

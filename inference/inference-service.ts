@@ -1,4 +1,4 @@
-import type {EmbeddingResult, GenerationRequest, GenerationResult} from './inference-types.js';
+import type {EmbeddingResult, GenerationRequest, GenerationResult, TextListener} from './inference-types.js';
 
 /** What the proxy needs from whatever serves models, and what every inference strategy implements. */
 
@@ -23,7 +23,7 @@ export interface RouteInfo {
 }
 
 export interface GenerateOptions {
-    onText?: (text: string, tokens: number[]) => void,
+    onText?: TextListener,
     signal?: AbortSignal,
     /** Per-request budget per million tokens for peers (header `x-strongdoge-max-price`). */
     maxPrice?: number,

@@ -21,12 +21,46 @@ export interface SamplingOptions {
     responseFormat: ResponseFormat
 }
 
-export type ChatRole = 'system' | 'user' | 'assistant';
+export type ChatRole = 'system' | 'user' | 'assistant' | 'tool';
+
+/** A function the model may call (docs/architecture.md, "Tool calling"). */
+export interface ToolDefinition {
+    name: string,
+    description?: string,
+    /** JSON Schema of the arguments (an object); none: the function takes no arguments. */
+    parameters?: Record<string, unknown>
+}
+
+/** `auto`: the model decides; `required`: at least one call; a name: one call of that function; `none`: no calls. */
+export type ToolChoice = 'auto' | 'none' | 'required' | {name: string};
+
+export interface ToolCalling {
+    tools: ToolDefinition[],
+    choice: ToolChoice,
+    /** More than one call in a turn. */
+    parallel: boolean
+}
+
+/** A call the model made: `arguments` is JSON text, an instance of the function's parameter schema. */
+export interface ToolCall {
+    name: string,
+    arguments: string
+}
 
 export interface ChatMessage {
     role: ChatRole,
-    content: string
+    content: string,
+    /** An assistant turn's calls, with the ids the client knows them by. */
+    toolCalls?: (ToolCall & {id: string})[],
+    /** A tool message: the call it answers. */
+    toolCallId?: string
 }
+
+/**
+ * A reply as it streams: text with the tokens that spell it, or a whole tool call (text '') with the tokens that
+ * wrote it. A resumed answer continues after exactly the tokens streamed.
+ */
+export type TextListener = (text: string, tokens: number[], toolCall?: ToolCall) => void;
 
 /** Tokens already generated for this request elsewhere: generation resumes after them. */
 export interface Continuation {
@@ -34,10 +68,10 @@ export interface Continuation {
 }
 
 export type GenerationRequest =
-    | {kind: 'chat', model: string, messages: ChatMessage[], sampling: SamplingOptions, continuation?: Continuation}
+    | {kind: 'chat', model: string, messages: ChatMessage[], sampling: SamplingOptions, tools?: ToolCalling, continuation?: Continuation}
     | {kind: 'completion', model: string, prompt: string, sampling: SamplingOptions, continuation?: Continuation};
 
-export type FinishReason = 'stop' | 'length';
+export type FinishReason = 'stop' | 'length' | 'tool_calls';
 
 export interface TokenUsage {
     promptTokens: number,
@@ -56,6 +90,8 @@ export interface GenerationTimings {
 
 export interface GenerationResult {
     text: string,
+    /** Calls the model made, after `text`. */
+    toolCalls?: ToolCall[],
     finishReason: FinishReason,
     usage: TokenUsage,
     timings: GenerationTimings

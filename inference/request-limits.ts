@@ -36,17 +36,54 @@ export interface LimitViolation {
     message: string
 }
 
-/** The first limit a request breaks, or undefined; a JSON schema must also be one the grammar can hold to. */
+/** Most tools per request, as OpenAI allows. */
+export const MAX_TOOLS = 128;
+
+/** Why a schema the client sent cannot be used, or undefined; `label` names it as the client does. */
+function schemaViolation(schema: Record<string, unknown>, param: string, label: string): LimitViolation | undefined {
+    const depth = nestingDepth(schema, MAX_SCHEMA_DEPTH);
+    if (depth > MAX_SCHEMA_DEPTH)
+        return {param, message: `${label} nests deeper than the ${MAX_SCHEMA_DEPTH} levels allowed`};
+    const bytes = Buffer.byteLength(JSON.stringify(schema));
+    if (bytes > MAX_SCHEMA_BYTES)
+        return {param, message: `${label} is ${bytes} bytes, over the ${MAX_SCHEMA_BYTES} allowed`};
+    const problem = schemaProblem(schema, label);
+    return problem === undefined ? undefined : {param, message: problem};
+}
+
+/**
+ * The first limit a request breaks, or undefined. A JSON schema (the response format's, a tool's parameters) must
+ * also be one the grammar can hold to; tools must have names of their own, and a chosen tool must be offered.
+ */
 export function requestLimitViolation(request: GenerationRequest): LimitViolation | undefined {
     const format = request.sampling.responseFormat;
-    if (format.type !== 'json_schema')
+    if (format.type === 'json_schema') {
+        const violation = schemaViolation(format.schema, 'response_format', 'response_format.json_schema');
+        if (violation !== undefined)
+            return violation;
+    }
+    const calling = request.kind === 'chat' ? request.tools : undefined;
+    if (calling === undefined)
         return undefined;
-    const depth = nestingDepth(format.schema, MAX_SCHEMA_DEPTH);
-    if (depth > MAX_SCHEMA_DEPTH)
-        return {param: 'response_format', message: `response_format.json_schema nests deeper than the ${MAX_SCHEMA_DEPTH} levels allowed`};
-    const bytes = Buffer.byteLength(JSON.stringify(format.schema));
-    if (bytes > MAX_SCHEMA_BYTES)
-        return {param: 'response_format', message: `response_format.json_schema is ${bytes} bytes, over the ${MAX_SCHEMA_BYTES} allowed`};
-    const problem = schemaProblem(format.schema);
-    return problem === undefined ? undefined : {param: 'response_format', message: problem};
+    if (calling.tools.length > MAX_TOOLS)
+        return {param: 'tools', message: `${calling.tools.length} tools, over the ${MAX_TOOLS} allowed`};
+    const names = new Set<string>();
+    for (const [index, tool] of calling.tools.entries()) {
+        if (names.has(tool.name))
+            return {param: `tools.${index}.function.name`, message: `two tools are named '${tool.name}'`};
+        names.add(tool.name);
+        if (tool.parameters === undefined)
+            continue;
+        const param = `tools.${index}.function.parameters`;
+        // Arguments are an object, as OpenAI defines them.
+        if (tool.parameters.type !== 'object')
+            return {param, message: `${param} must be a schema of type 'object'`};
+        const violation = schemaViolation(tool.parameters, param, param);
+        if (violation !== undefined)
+            return violation;
+    }
+    const {choice} = calling;
+    if (typeof choice === 'object' && !names.has(choice.name))
+        return {param: 'tool_choice', message: `tool_choice names the function '${choice.name}', which is not among the tools`};
+    return undefined;
 }

@@ -1,5 +1,5 @@
 import type {GenerateOptions} from './inference-service.js';
-import type {GenerationRequest, GenerationResult} from './inference-types.js';
+import type {GenerationRequest, GenerationResult, ToolCall} from './inference-types.js';
 
 /**
  * One answer over several attempts (another peer, a new pipeline): what has streamed so far, the request that
@@ -10,6 +10,7 @@ export class ResumableAnswer {
     private readonly tokens: number[];
     private readonly initialTokens: number;
     private streamed = '';
+    private readonly toolCalls: ToolCall[] = [];
 
     constructor(private readonly request: GenerationRequest, private readonly onText: GenerateOptions['onText']) {
         this.tokens = [...request.continuation?.tokens ?? []];
@@ -25,17 +26,21 @@ export class ResumableAnswer {
     attempt() {
         const before = this.streamed;
         const tokensBefore = this.tokens.length;
+        const callsBefore = [...this.toolCalls];
         return {
             request: {...this.request, ...(this.tokens.length > 0 && {continuation: {tokens: [...this.tokens]}})},
-            onText: (text: string, tokens: number[]) => {
+            onText: (text: string, tokens: number[], toolCall?: ToolCall) => {
                 this.streamed += text;
                 this.tokens.push(...tokens);
-                this.onText?.(text, tokens);
+                if (toolCall !== undefined)
+                    this.toolCalls.push(toolCall);
+                this.onText?.(text, tokens, toolCall);
             },
             /** The whole answer: earlier attempts' text and tokens count too. */
             finish: (result: GenerationResult): GenerationResult => ({
                 ...result,
                 text: before + result.text,
+                ...(callsBefore.length + (result.toolCalls?.length ?? 0) > 0 && {toolCalls: [...callsBefore, ...result.toolCalls ?? []]}),
                 usage: {promptTokens: result.usage.promptTokens, completionTokens: tokensBefore - this.initialTokens + result.usage.completionTokens}
             })
         };

@@ -15,6 +15,7 @@ import type {ShardReceipt} from '../ledger/records.js';
 import {signShardReceipt, verifyShardReceipt} from '../ledger/shard-receipt.js';
 import {EngineSupervisor} from '../engine/engine-supervisor.js';
 import type {InferenceService} from '../inference/inference-service.js';
+import type {TextListener} from '../inference/inference-types.js';
 import type {ModelLoadSpec} from '../engine/worker/engine-messages.js';
 import {createProxyApp} from '../proxy/proxy-app.js';
 import {listenProxy, type ListeningProxy} from '../proxy/proxy-server.js';
@@ -298,10 +299,10 @@ export class StrongdogeNode {
     }
 
     /** A text listener that also counts the streamed tokens for the dashboard. */
-    private countTokens(kind: 'local' | 'forPeers', onText?: (text: string, tokens: number[]) => void) {
-        return (text: string, tokens: number[]) => {
+    private countTokens(kind: 'local' | 'forPeers', onText?: TextListener): TextListener {
+        return (text, tokens, toolCall) => {
             this.tokens.emit('tokens', kind, tokens.length);
-            onText?.(text, tokens);
+            onText?.(text, tokens, toolCall);
         };
     }
 

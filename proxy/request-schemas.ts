@@ -1,5 +1,5 @@
 import {z} from 'zod';
-import type {ChatMessage, GenerationRequest, ResponseFormat, SamplingOptions} from '../inference/inference-types.js';
+import type {ChatMessage, GenerationRequest, ResponseFormat, SamplingOptions, ToolCalling} from '../inference/inference-types.js';
 import {ApiError, clip} from './api-error.js';
 
 /** OpenAI's request bodies. Unknown fields are ignored, as OpenAI-compatible servers do; known ones are checked. */
@@ -46,11 +46,36 @@ const samplingFields = {
 const textPart = z.object({type: z.literal('text'), text: z.string()});
 const contentPart = z.object({type: z.string()}).passthrough();
 
+/** Function names as OpenAI allows them. */
+export const FUNCTION_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
+const functionName = z.string().regex(FUNCTION_NAME, 'function names are 1 to 64 letters, digits, underscores and dashes');
+
 const chatMessage = z.object({
     role: z.enum(['system', 'developer', 'user', 'assistant', 'tool', 'function']),
     content: z.union([z.string(), z.array(contentPart), z.null()]).optional(),
-    name: z.string().optional()
+    name: z.string().optional(),
+    tool_calls: z.array(z.object({
+        id: z.string().min(1).max(128),
+        type: z.literal('function'),
+        function: z.object({name: functionName, arguments: z.string()})
+    })).nullish(),
+    tool_call_id: z.string().max(128).optional()
 });
+
+const tool = z.object({
+    type: z.literal('function'),
+    function: z.object({
+        name: functionName,
+        description: z.string().nullish(),
+        parameters: z.record(z.string(), z.unknown()).nullish(),
+        strict: z.boolean().nullish()
+    })
+});
+
+const toolChoice = z.union([
+    z.enum(['none', 'auto', 'required']),
+    z.object({type: z.literal('function'), function: z.object({name: z.string()})})
+]);
 
 export const chatCompletionSchema = z.object({
     ...samplingFields,
@@ -58,7 +83,9 @@ export const chatCompletionSchema = z.object({
     max_completion_tokens: z.number().int().min(1).nullish(),
     response_format: responseFormat.nullish(),
     logprobs: z.boolean().nullish(),
-    tools: z.array(z.unknown()).nullish(),
+    tools: z.array(tool).nullish(),
+    tool_choice: toolChoice.nullish(),
+    parallel_tool_calls: z.boolean().nullish(),
     functions: z.array(z.unknown()).nullish()
 });
 
@@ -129,20 +156,63 @@ function messageText(message: z.infer<typeof chatMessage>, index: number): strin
     }).join('');
 }
 
+/** The tools offered, as the engine takes them; undefined when none are. */
+export function toToolCalling(tools: z.infer<typeof tool>[] | null | undefined, choice: z.infer<typeof toolChoice> | null | undefined,
+    parallel: boolean | null | undefined): ToolCalling | undefined {
+    if (tools == null || tools.length === 0) {
+        if (choice === 'required' || typeof choice === 'object')
+            throw ApiError.invalid('tool_choice asks for a tool call, but no tools were given.', 'tool_choice');
+        return undefined;
+    }
+    return {
+        tools: tools.map(({function: definition}) => ({
+            name: definition.name,
+            ...(definition.description != null && {description: definition.description}),
+            ...(definition.parameters != null && {parameters: definition.parameters})
+        })),
+        choice: typeof choice === 'object' && choice !== null ? {name: choice.function.name} : choice ?? 'auto',
+        parallel: parallel ?? true
+    };
+}
+
+/** A chat's messages; a tool message must answer a call an assistant message made before it. */
+function toMessages(body: ChatCompletionBody): ChatMessage[] {
+    const callIds = new Set<string>();
+    return body.messages.map((message, index): ChatMessage => {
+        if (message.role === 'function')
+            throw ApiError.unsupported(`messages.${index}.role`, "Messages with role 'function' are not supported; use tools and 'tool' messages.");
+        const content = messageText(message, index);
+        if (message.role === 'tool') {
+            if (message.tool_call_id === undefined || !callIds.has(message.tool_call_id))
+                throw ApiError.invalid(`messages.${index}: a 'tool' message must answer a tool call of an earlier assistant message (tool_call_id).`,
+                    `messages.${index}.tool_call_id`);
+            return {role: 'tool', content, toolCallId: message.tool_call_id};
+        }
+        if (message.role === 'assistant' && message.tool_calls != null && message.tool_calls.length > 0) {
+            const toolCalls = message.tool_calls.map((call, callIndex) => {
+                try {
+                    JSON.parse(call.function.arguments);
+                } catch {
+                    throw ApiError.invalid(`messages.${index}.tool_calls.${callIndex}.function.arguments is not JSON.`,
+                        `messages.${index}.tool_calls.${callIndex}.function.arguments`);
+                }
+                callIds.add(call.id);
+                return {id: call.id, name: call.function.name, arguments: call.function.arguments};
+            });
+            return {role: 'assistant', content, toolCalls};
+        }
+        return {role: message.role === 'developer' ? 'system' : message.role, content};
+    });
+}
+
 export function toChatRequest(body: ChatCompletionBody): GenerationRequest {
-    if (body.tools != null && body.tools.length > 0)
-        throw ApiError.unsupported('tools', 'Tool calling is not supported yet.');
     if (body.functions != null && body.functions.length > 0)
-        throw ApiError.unsupported('functions', 'Function calling is not supported yet.');
+        throw ApiError.unsupported('functions', "'functions' is deprecated and not supported; use 'tools'.");
     if (body.logprobs)
         throw ApiError.unsupported('logprobs', 'logprobs are not supported.');
 
-    const messages: ChatMessage[] = body.messages.map((message, index) => {
-        if (message.role === 'tool' || message.role === 'function')
-            throw ApiError.unsupported(`messages.${index}.role`, `Messages with role '${message.role}' need tool calling, which is not supported yet.`);
-        const role = message.role === 'developer' ? 'system' : message.role;
-        return {role, content: messageText(message, index)};
-    });
+    const messages = toMessages(body);
+    const tools = toToolCalling(body.tools, body.tool_choice, body.parallel_tool_calls);
 
     const format = body.response_format;
     const responseFormat: ResponseFormat = format == null || format.type === 'text'
@@ -155,7 +225,8 @@ export function toChatRequest(body: ChatCompletionBody): GenerationRequest {
         kind: 'chat',
         model: body.model,
         messages,
-        sampling: toSampling(body, body.max_completion_tokens ?? body.max_tokens, responseFormat)
+        sampling: toSampling(body, body.max_completion_tokens ?? body.max_tokens, responseFormat),
+        ...(tools !== undefined && {tools})
     };
 }
 

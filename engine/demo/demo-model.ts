@@ -139,10 +139,12 @@ export function describeDemoModel(options: DemoModelOptions = {}) {
     const projection = 1 / Math.sqrt(width);
     const output = normalTensor('output.weight', [width, vocabSize], 4 * projection, seed, type);
     const controlTokens = vocab.tokenTypes.flatMap((type, id) => type === TokenType.control ? [id] : []);
+    // Nor does it write a template's tool tags by itself: tests ask for calls (tool_choice, logit_bias).
+    const toolTokens = vocab.tokenTypes.flatMap((type, id) => type === TokenType.userDefined ? [id] : []);
     const tensors: GgufTensorSpec[] = [
         normalTensor('token_embd.weight', [width, vocabSize], 1, seed, type),
         onesTensor('output_norm.weight', width),
-        config.endsText ? output : withZeroRows(output, width, controlTokens)
+        withZeroRows(output, width, config.endsText ? toolTokens : [...controlTokens, ...toolTokens])
     ];
     for (let layer = 0; layer < layers; layer++) {
         const block = `blk.${layer}`;

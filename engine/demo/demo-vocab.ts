@@ -11,10 +11,42 @@ export const DEMO_SPECIAL_TOKENS = {
     imEnd: '<|im_end|>'
 } as const;
 
-/** ChatML: a template node-llama-cpp recognises, so chat goes through the model's own template. */
-export const DEMO_CHAT_TEMPLATE =
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}" +
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+/** Tags a tool-calling template writes around calls and results; text tokens, as in Qwen 2.5 and Hermes models. */
+export const DEMO_TOOL_TOKENS = ['<tool_call>', '</tool_call>', '<tool_response>', '</tool_response>'] as const;
+
+/**
+ * ChatML with Qwen 2.5's tool calling (the format Hermes and Qwen models share): tools are listed in the system
+ * turn, calls are JSON objects between `<tool_call>` tags, results are user turns between `<tool_response>` tags.
+ */
+export const DEMO_CHAT_TEMPLATE = [
+    '{%- if tools %}',
+    "{{- '<|im_start|>system\\n' }}",
+    "{%- if messages[0]['role'] == 'system' %}{{- messages[0]['content'] + '\\n\\n' }}{%- endif %}",
+    '{{- "# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\nYou are provided with function signatures within <tools></tools> XML tags:\\n<tools>" }}',
+    '{%- for tool in tools %}{{- "\\n" }}{{- tool | tojson }}{%- endfor %}',
+    '{{- "\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\\"name\\": <function-name>, \\"arguments\\": <args-json-object>}\\n</tool_call><|im_end|>\\n" }}',
+    "{%- elif messages[0]['role'] == 'system' %}",
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}",
+    '{%- endif %}',
+    '{%- for message in messages %}',
+    '{%- if (message.role == "user") or (message.role == "system" and not loop.first) or (message.role == "assistant" and not message.tool_calls) %}',
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}",
+    '{%- elif message.role == "assistant" %}',
+    "{{- '<|im_start|>' + message.role }}",
+    "{%- if message.content %}{{- '\\n' + message.content }}{%- endif %}",
+    '{%- for tool_call in message.tool_calls %}',
+    '{%- if tool_call.function is defined %}{%- set tool_call = tool_call.function %}{%- endif %}',
+    '{{- \'\\n<tool_call>\\n{"name": "\' }}{{- tool_call.name }}{{- \'", "arguments": \' }}{{- tool_call.arguments | tojson }}{{- \'}\\n</tool_call>\' }}',
+    '{%- endfor %}',
+    "{{- '<|im_end|>\\n' }}",
+    '{%- elif message.role == "tool" %}',
+    '{%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != "tool") %}{{- \'<|im_start|>user\' }}{%- endif %}',
+    "{{- '\\n<tool_response>\\n' }}{{- message.content }}{{- '\\n</tool_response>' }}",
+    '{%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}{{- \'<|im_end|>\\n\' }}{%- endif %}',
+    '{%- endif %}',
+    '{%- endfor %}',
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+].join('');
 
 const COMMON_WORDS = (
     'the of and to in is that for it as was with be by on not he this are or his from at which but have an they you ' +
@@ -77,6 +109,9 @@ export function buildDemoVocab(): DemoVocab {
     ];
     for (const piece of pieces)
         add(piece, TokenType.normal, -1 / piece.length);
+    // Last, so that adding them left every other token's id as it was.
+    for (const tag of DEMO_TOOL_TOKENS)
+        add(tag, TokenType.userDefined, 0);
 
     return {
         tokens, scores, tokenTypes,

@@ -44,6 +44,8 @@ export const TokenType = {
     normal: 1,
     unknown: 2,
     control: 3,
+    /** Added tokens that are text (a template's tool-call tags): matched whole, shown as their text. */
+    userDefined: 4,
     byte: 6
 } as const;
 

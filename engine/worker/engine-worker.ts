@@ -98,7 +98,7 @@ function handle(message: SupervisorMessage) {
                 jobId,
                 result: await runtimeFor(request.model).generate(request, {
                     signal,
-                    onText: (text, tokens) => send({type: 'text', jobId, text, tokens}),
+                    onText: (text, tokens, toolCall) => send({type: 'text', jobId, text, tokens, ...(toolCall && {toolCall})}),
                     onPromptProgress: (evaluated, total) => send({type: 'promptProgress', jobId, evaluated, total})
                 })
             }));

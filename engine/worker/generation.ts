@@ -3,6 +3,8 @@ import {
     type LlamaContextSequence, type LlamaContextSequenceRepeatPenalty, type LlamaGrammar, type SequenceEvaluateOptions, type Token,
     type TokenBias
 } from 'node-llama-cpp';
+import type {ToolCall} from '../../inference/inference-types.js';
+import {parseToolCalls, type ToolCallSyntax} from '../../inference/tool-calls/tool-call-syntax.js';
 import type {SteppedGeneration} from './decode-loop.js';
 import type {LlamaSamplingOptions} from './sampling-options.js';
 import type {Release, TokenRelease} from './token-release.js';
@@ -21,13 +23,47 @@ export interface GenerationOptions {
     /** New tokens at most. */
     budget: number,
     release: TokenRelease,
+    /** The request offers tools: how calls are written and held to. Defaults to none. */
+    toolCalls?: ToolCallRules,
     signal: AbortSignal,
-    onText(text: string, tokens: number[]): void,
+    onText(text: string, tokens: number[], toolCall?: ToolCall): void,
     /** After each chunk of the prompt but the last (which ends with the first token): tokens evaluated of `total`. */
     onPromptProgress?(evaluated: number, total: number): void
 }
 
 export type GenerationEnd = 'eog' | 'stop' | 'length' | 'abort';
+
+/** How a request's tool calls are written (docs/architecture.md, "Tool calling"). */
+export interface ToolCallRules {
+    syntax: ToolCallSyntax,
+    /** The functions offered. */
+    names: string[],
+    /** Tokens of `syntax.open`, written by the engine once a call starts. */
+    openTokens: Token[],
+    /** Holds what follows `open` to the calls' syntax and each function's parameter schema. */
+    grammar: LlamaGrammar,
+    /** A call starts at once (`tool_choice` required or a function), not when the model writes `release`'s call text. */
+    forced: boolean,
+    /**
+     * The continuation already holds whole calls: only further calls may follow, held to this grammar; undefined
+     * with `resumedAfterCalls`: the answer is complete.
+     */
+    resumedAfterCalls?: {grammar: LlamaGrammar | undefined},
+    /** Detokenizes a call's tokens after the tokens before them. */
+    detokenize(tokens: readonly Token[], context: readonly Token[]): string,
+    /** Tokens for text the reply had before a call started inside a token. */
+    tokenize(text: string): Token[]
+}
+
+/** The calls being written: tokens after `open` (or after the continuation), and what was already sent. */
+interface CallSection {
+    tokens: Token[],
+    /** Tokens written for calls and not yet sent with a whole call. */
+    unsent: Token[],
+    sent: number,
+    /** The continuation's calls come before these. */
+    continuing: boolean
+}
 
 /**
  * Prompt tokens evaluated per step while other requests are generating: a long prompt is taken a chunk at a time,
@@ -40,21 +76,27 @@ export const ALONE_PROMPT_CHUNK_TOKENS = 512;
 
 /**
  * One request's generation on one context sequence, advanced a step at a time (a prompt chunk, then a token) by
- * the DecodeLoop: sampling options, grammar state, repeat penalties, the budget, cancellation, and what the client
- * is shown (TokenRelease).
+ * the DecodeLoop: sampling options, grammar state, repeat penalties, the budget, cancellation, what the client is
+ * shown (TokenRelease), and tool calls (each sent whole once its grammar has written it).
  */
 export class Generation implements SteppedGeneration {
     readonly sequenceId: number;
-    /** New tokens sampled so far (the end-of-generation token not included). */
+    /** The reply's tokens so far as the sequence holds them (the end-of-generation token not included). */
     readonly generated: Token[] = [];
     text = '';
+    readonly toolCalls: ToolCall[] = [];
     end: GenerationEnd | undefined;
     /** When the first new token was sampled (performance.now()). */
     firstTokenAt: number | undefined;
     private iterator: AsyncGenerator<Token, void, Token | Token[] | undefined> | undefined;
-    private readonly evaluateOptions: SequenceEvaluateOptions;
-
+    private evaluateOptions: SequenceEvaluateOptions;
     private readonly promptTokens: number;
+    /** Set once calls are being written: from then on tokens go to the calls, not to TokenRelease. */
+    private calls: CallSection | undefined;
+    /** Tokens of the reply sent as text so far. */
+    private shownTokens = 0;
+    /** The reply already ended when it started: a continuation holding a whole call, where no other may follow. */
+    private complete = false;
 
     private constructor(private readonly options: GenerationOptions, private readonly promptLeft: Token[]) {
         this.sequenceId = options.sequenceId;
@@ -79,11 +121,24 @@ export class Generation implements SteppedGeneration {
             ...(sampling.topP !== undefined && {topP: sampling.topP}),
             ...(sampling.topK !== undefined && {topK: sampling.topK}),
             ...(sampling.minP !== undefined && {minP: sampling.minP}),
-            ...(sampling.seed !== undefined && {seed: sampling.seed}),
-            ...(grammar !== undefined && {grammarEvaluationState: new LlamaGrammarEvaluationState({model: options.sequence.model, grammar})}),
+            seed: sampling.seed,
+            ...(grammar !== undefined && {grammarEvaluationState: this.grammarState(grammar)}),
             ...(repeatPenalty !== undefined && {repeatPenalty}),
             ...(tokenBias !== undefined && {tokenBias})
         };
+        const rules = options.toolCalls;
+        if (rules?.resumedAfterCalls !== undefined) {
+            const after = rules.resumedAfterCalls.grammar;
+            this.complete = after === undefined;
+            this.calls = {tokens: [], unsent: [], sent: 0, continuing: true};
+            if (after !== undefined)
+                this.evaluateOptions = {...this.evaluateOptions, grammarEvaluationState: this.grammarState(after)};
+        } else if (rules?.forced === true) {
+            promptLeft.push(...rules.openTokens);
+            this.generated.push(...rules.openTokens);
+            this.calls = {tokens: [], unsent: [...rules.openTokens], sent: 0, continuing: false};
+            this.evaluateOptions = {...this.evaluateOptions, grammarEvaluationState: this.grammarState(rules.grammar)};
+        }
     }
 
     /**
@@ -103,6 +158,8 @@ export class Generation implements SteppedGeneration {
     advance(shared: boolean): Promise<boolean> {
         if (this.options.signal.aborted)
             return this.finish('abort');
+        if (this.complete)
+            return this.finish('eog');
         if (this.generated.length >= this.options.budget)
             return this.finish('length');
         const {sequence} = this.options;
@@ -114,15 +171,21 @@ export class Generation implements SteppedGeneration {
                 return true;
             });
         this.iterator ??= sequence.evaluate(this.promptLeft.splice(0), this.evaluateOptions);
-        return this.iterator.next().then(({value, done}) => {
+        return this.iterator.next().then(async ({value, done}) => {
             this.firstTokenAt ??= performance.now();
             if (done === true)
                 return this.finish('eog');
             this.generated.push(value);
-            const {release} = this.options;
-            this.show(release.push(value));
-            if (release.stopped)
-                return this.finish('stop');
+            if (this.calls !== undefined)
+                this.writeCall(this.calls, value);
+            else {
+                const {release} = this.options;
+                this.show(release.push(value));
+                if (release.stopped)
+                    return this.finish('stop');
+                if (release.call !== undefined)
+                    await this.startCalls(release.call.remainder);
+            }
             if (this.generated.length >= this.options.budget)
                 return this.finish('length');
             return true;
@@ -133,15 +196,54 @@ export class Generation implements SteppedGeneration {
         });
     }
 
+    /**
+     * The model started a call: the reply's text ends where it did, and the engine writes `open` itself, so the
+     * grammar holds the call from the function's name on. The sequence drops the tokens after the reply's text.
+     */
+    private async startCalls(remainder: string) {
+        const rules = this.options.toolCalls!;
+        await this.iterator?.return();
+        const remainderTokens = remainder === '' ? [] : rules.tokenize(remainder);
+        this.generated.splice(this.shownTokens, Infinity, ...remainderTokens, ...rules.openTokens);
+        if (remainderTokens.length > 0)
+            this.show({text: remainder, tokens: remainderTokens});
+        this.calls = {tokens: [], unsent: [...rules.openTokens], sent: 0, continuing: false};
+        const history = [...this.options.input, ...this.generated];
+        const {sequence} = this.options;
+        await sequence.adaptStateToTokens(history, false);
+        this.iterator = sequence.evaluate(history.slice(sequence.nextTokenIndex),
+            {...this.evaluateOptions, grammarEvaluationState: this.grammarState(rules.grammar)});
+    }
+
+    /** A token of the calls: each call is sent once whole, with every token written since the last one sent. */
+    private writeCall(calls: CallSection, token: Token) {
+        const rules = this.options.toolCalls!;
+        calls.tokens.push(token);
+        calls.unsent.push(token);
+        const text = rules.detokenize(calls.tokens, calls.continuing ? this.options.input : rules.openTokens);
+        const parsed = parseToolCalls(text, rules.syntax, rules.names, {continuing: calls.continuing});
+        for (const call of parsed.calls.slice(calls.sent)) {
+            this.toolCalls.push(call);
+            this.options.onText('', calls.unsent.splice(0), call);
+        }
+        calls.sent = parsed.calls.length;
+    }
+
+    private grammarState(grammar: LlamaGrammar) {
+        return new LlamaGrammarEvaluationState({model: this.options.sequence.model, grammar});
+    }
+
     private async finish(end: GenerationEnd): Promise<false> {
         this.end = end;
-        this.show(this.options.release.finish());
+        if (this.calls === undefined)
+            this.show(this.options.release.finish());
         await this.iterator?.return();
         return false;
     }
 
     private show({text, tokens}: Release) {
         this.text += text;
+        this.shownTokens += tokens.length;
         if (tokens.length > 0)
             this.options.onText(text, tokens);
     }

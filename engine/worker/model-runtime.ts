@@ -1,11 +1,11 @@
 import {stat} from 'node:fs/promises';
 import {
     isLlamaText, LlamaText, resolveChatWrapper, TokenBias,
-    type ChatHistoryItem, type ChatWrapper, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaEmbeddingContext,
+    type ChatWrapper, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaEmbeddingContext,
     type LlamaGrammar, type LlamaModel, type Token
 } from 'node-llama-cpp';
 import type {
-    ChatMessage, EmbeddingResult, GenerationRequest, GenerationResult, LoadedModelInfo, ResponseFormat
+    EmbeddingResult, GenerationRequest, GenerationResult, LoadedModelInfo, ResponseFormat, TextListener
 } from '../../inference/inference-types.js';
 import {InferenceError} from '../../inference/inference-error.js';
 import {schemaToGbnf} from '../../inference/json-schema/schema-grammar.js';
@@ -14,9 +14,10 @@ import {DecodeLoop} from './decode-loop.js';
 import {Generation} from './generation.js';
 import {toLlamaSamplingOptions} from './sampling-options.js';
 import {TokenRelease} from './token-release.js';
+import {availableFunctions, toChatHistory, toolCallSetup} from './tool-calling.js';
 
 export interface GenerateCallbacks {
-    onText(text: string, tokens: number[]): void,
+    onText: TextListener,
     /** A chunk of a long prompt was evaluated (tokens evaluated of those to evaluate). */
     onPromptProgress?(evaluated: number, total: number): void,
     signal: AbortSignal
@@ -108,11 +109,13 @@ export class ModelRuntime {
             const remaining = sampling.maxTokens === undefined ? undefined : sampling.maxTokens - continuation.length;
             const budget = this.generationBudget(prompt.length + continuation.length, remaining);
             const {grammar, tokenBias} = await this.constraintsFor(request);
+            const tools = request.kind === 'chat' ? await toolCallSetup(this.llama, this.model, this.chatWrapperFor(), request.tools, continuation) : undefined;
             const release = new TokenRelease({
                 detokenize: (tokens, context) => this.model.detokenize(tokens as Token[], false, context as Token[]),
                 ...this.resolveStops([...request.sampling.stop, ...(grammar?.stopGenerationTriggers ?? []), ...stopTriggers]),
                 trimWhitespaceSuffix: grammar?.trimWhitespaceSuffix ?? false,
-                precedingTokens: continuation
+                precedingTokens: continuation,
+                ...(tools !== undefined && {callTexts: tools.callTexts, callTokens: tools.callTokens})
             });
             const generation = await Generation.start({
                 sequence: slot.sequence,
@@ -124,6 +127,7 @@ export class ModelRuntime {
                 ...(tokenBias !== undefined && {tokenBias}),
                 budget,
                 release,
+                ...(tools !== undefined && {toolCalls: tools.rules}),
                 signal,
                 onText,
                 ...(onPromptProgress !== undefined && {onPromptProgress})
@@ -135,9 +139,11 @@ export class ModelRuntime {
             const finishedAt = performance.now();
             const promptMs = (firstTokenAt ?? finishedAt) - startedAt;
             const generationMs = firstTokenAt === undefined ? 0 : finishedAt - firstTokenAt;
+            const called = generation.toolCalls.length > 0 || tools?.rules.resumedAfterCalls !== undefined;
             return {
                 text: generation.text,
-                finishReason: generation.end === 'length' ? 'length' : 'stop',
+                ...(generation.toolCalls.length > 0 && {toolCalls: generation.toolCalls}),
+                finishReason: generation.end === 'length' ? 'length' : called ? 'tool_calls' : 'stop',
                 usage: {promptTokens: prompt.length, completionTokens},
                 timings: {
                     promptMs,
@@ -187,15 +193,22 @@ export class ModelRuntime {
         if (request.kind === 'completion')
             // No SentencePiece space prefix after the BOS token, as llama-server tokenizes a prompt.
             return {tokens: this.model.tokenize(request.prompt, false, this.model.tokens.shouldPrependBosToken ? 'trimLeadingSpace' : undefined), stopTriggers: []};
-        this.chatWrapper ??= resolveChatWrapper(this.model);
-        const chatWrapper = this.chatWrapper;
-        const state = chatWrapper.generateContextState({chatHistory: toChatHistory(request.messages)});
+        const functions = availableFunctions(request.tools);
+        const state = this.chatWrapperFor().generateContextState({
+            chatHistory: toChatHistory(request.messages),
+            ...(functions !== undefined && {availableFunctions: functions, documentFunctionParams: true})
+        });
         const tokens = state.contextText.tokenize(this.model.tokenizer);
         const bos = this.model.tokens.bos;
         return {
             tokens: bos !== null && tokens[0] === bos ? tokens.slice(1) : tokens,
             stopTriggers: state.stopGenerationTriggers
         };
+    }
+
+    private chatWrapperFor() {
+        this.chatWrapper ??= resolveChatWrapper(this.model);
+        return this.chatWrapper;
     }
 
     /** Embeds each input; all of them together may hold at most `maxTokens` tokens, checked before any work. */
@@ -256,7 +269,10 @@ export class ModelRuntime {
             const id = Number(token);
             if (!this.inVocabulary(id))
                 throw InferenceError.invalidRequest(`logit_bias names token ${token}, which is not in the vocabulary`, 'logit_bias');
-            tokenBias.set(id as Token, bias <= -100 ? 'never' : {logit: bias});
+            // -100 is a ban in practice (e^-100), yet finite: where a grammar allows only tokens the client banned,
+            // one of them is still sampled (with no token left, llama.cpp's grammar fails and node-llama-cpp throws
+            // where nothing can catch it, ending the engine process).
+            tokenBias.set(id as Token, {logit: bias});
         }
         return {...(grammar !== undefined && {grammar}), tokenBias};
     }
@@ -280,16 +296,4 @@ export class ModelRuntime {
             throw InferenceError.invalidRequest(`response_format.json_schema is not supported: ${(error as Error).message}`, 'response_format');
         }
     }
-}
-
-function toChatHistory(messages: ChatMessage[]): ChatHistoryItem[] {
-    const history: ChatHistoryItem[] = messages.map((message) => {
-        if (message.role === 'assistant')
-            return {type: 'model', response: [message.content]};
-        return message.role === 'system'
-            ? {type: 'system', text: message.content}
-            : {type: 'user', text: message.content};
-    });
-    history.push({type: 'model', response: []});
-    return history;
 }

@@ -1,3 +1,4 @@
+import {randomInt} from 'node:crypto';
 import type {LLamaContextualRepeatPenalty} from 'node-llama-cpp';
 import type {SamplingOptions} from '../../inference/inference-types.js';
 
@@ -7,7 +8,7 @@ export interface LlamaSamplingOptions {
     topP?: number,
     topK?: number,
     minP?: number,
-    seed?: number,
+    seed: number,
     maxTokens?: number,
     repeatPenalty: false | LLamaContextualRepeatPenalty
 }
@@ -26,7 +27,9 @@ export function toLlamaSamplingOptions(sampling: SamplingOptions): LlamaSampling
         ...(sampling.topP !== undefined && {topP: sampling.topP}),
         ...(sampling.topK !== undefined && {topK: sampling.topK}),
         ...(sampling.minP !== undefined && {minP: sampling.minP}),
-        ...(sampling.seed !== undefined && {seed: sampling.seed}),
+        // Without a seed node-llama-cpp samples with the same one every time: a client that sets none expects
+        // different answers (and n > 1 different choices), as OpenAI gives.
+        seed: sampling.seed ?? randomInt(2 ** 32),
         ...(sampling.maxTokens !== undefined && {maxTokens: sampling.maxTokens}),
         repeatPenalty: penalised
             ? {

@@ -10,7 +10,14 @@ export interface TokenReleaseOptions {
     /** Holds whitespace at the end until more text follows, and drops it when the reply ends (JSON grammars). Defaults to `false`. */
     trimWhitespaceSuffix?: boolean,
     /** Tokens already in the reply before this generation (a continuation). Defaults to none. */
-    precedingTokens?: readonly number[]
+    precedingTokens?: readonly number[],
+    /**
+     * Text that starts a tool call (held like a stop; what precedes it is the reply's text). Defaults to none.
+     * A call is looked for only after the stops: a stop that starts first ends the reply.
+     */
+    callTexts?: readonly string[],
+    /** Token sequences that start a tool call (a template's special token). Defaults to none. */
+    callTokens?: readonly (readonly number[])[]
 }
 
 /** Tokens and their text, shown together: a resumed generation continues after exactly these tokens. */
@@ -34,13 +41,23 @@ const NOTHING: Release = Object.freeze({text: '', tokens: []}) as Release;
 export class TokenRelease {
     private readonly stopTexts: readonly string[];
     private readonly stopTokens: readonly (readonly number[])[];
+    private readonly callTexts: readonly string[];
+    private readonly callTokens: readonly (readonly number[])[];
+    /** Texts and token sequences that are held while they may be starting. */
+    private readonly heldTexts: readonly string[];
+    private readonly heldTokens: readonly (readonly number[])[];
     private pending: number[] = [];
     private context: number[];
     private stoppedAt = false;
+    private callStart: {remainder: string} | undefined;
 
     constructor(private readonly options: TokenReleaseOptions) {
         this.stopTexts = (options.stopTexts ?? []).filter((stop) => stop.length > 0);
         this.stopTokens = (options.stopTokens ?? []).filter((stop) => stop.length > 0);
+        this.callTexts = (options.callTexts ?? []).filter((call) => call.length > 0);
+        this.callTokens = (options.callTokens ?? []).filter((call) => call.length > 0);
+        this.heldTexts = [...this.stopTexts, ...this.callTexts];
+        this.heldTokens = [...this.stopTokens, ...this.callTokens];
         this.context = (options.precedingTokens ?? []).slice(-DETOKENIZE_CONTEXT_TOKENS);
     }
 
@@ -49,9 +66,17 @@ export class TokenRelease {
         return this.stoppedAt;
     }
 
+    /**
+     * A tool call started: the reply's text ended where it starts. `remainder` is text before the call that no
+     * whole token spells (the call started inside a token): the caller gives it tokens of its own.
+     */
+    get call() {
+        return this.callStart;
+    }
+
     /** Takes the next generated token; returns what may be shown now (possibly nothing). */
     push(token: number): Release {
-        if (this.stoppedAt)
+        if (this.stoppedAt || this.callStart !== undefined)
             throw new Error('TokenRelease: a token after the stop');
         this.pending.push(token);
 
@@ -60,9 +85,17 @@ export class TokenRelease {
             this.stoppedAt = true;
             return this.releaseAll(this.pending.slice(0, -tokenStop.length));
         }
+        const tokenCall = this.callTokens.find((call) => endsWith(this.pending, call));
+        if (tokenCall !== undefined) {
+            this.callStart = {remainder: ''};
+            return this.releaseAll(this.pending.slice(0, -tokenCall.length));
+        }
 
         const text = this.detokenize(this.pending);
         const stopIndex = firstIndexOfAny(text, this.stopTexts);
+        const callIndex = firstIndexOfAny(text, this.callTexts);
+        if (callIndex !== undefined && (stopIndex === undefined || callIndex < stopIndex))
+            return this.startCall(text.slice(0, callIndex));
         if (stopIndex !== undefined) {
             this.stoppedAt = true;
             // Every pending token went into the stop; the text ends before it.
@@ -71,12 +104,12 @@ export class TokenRelease {
             return {text: this.trimmed(text.slice(0, stopIndex)), tokens};
         }
 
-        let safeLength = text.length - longestStopPrefixSuffix(text, this.stopTexts);
+        let safeLength = text.length - longestStopPrefixSuffix(text, this.heldTexts);
         if (text.endsWith(REPLACEMENT_CHARACTER) && this.trailingByteTokens() < MAX_INCOMPLETE_CHARACTER_TOKENS)
             safeLength = Math.min(safeLength, text.length - trailingRunLength(text, REPLACEMENT_CHARACTER));
         if (this.options.trimWhitespaceSuffix === true) // whitespace before held text may end the reply too
             safeLength = text.slice(0, safeLength).trimEnd().length;
-        const heldTokens = longestTokenStopPrefixSuffix(this.pending, this.stopTokens);
+        const heldTokens = longestTokenStopPrefixSuffix(this.pending, this.heldTokens);
         const releasable = this.pending.length - heldTokens;
         if (safeLength === text.length && releasable === this.pending.length)
             return this.take(this.pending.length, text);
@@ -90,9 +123,23 @@ export class TokenRelease {
 
     /** The reply ended (end of generation, budget, abort): everything held is shown, trailing whitespace dropped if asked. */
     finish(): Release {
-        if (this.stoppedAt || this.pending.length === 0)
+        if (this.stoppedAt || this.callStart !== undefined || this.pending.length === 0)
             return NOTHING;
         return this.releaseAll(this.pending);
+    }
+
+    /** The whole tokens that spell the start of `text` are released; the rest of it is the call's remainder. */
+    private startCall(text: string): Release {
+        for (let count = this.pending.length; count > 0; count--) {
+            const prefix = this.detokenize(this.pending.slice(0, count));
+            if (text.startsWith(prefix)) {
+                this.callStart = {remainder: text.slice(prefix.length)};
+                return this.releaseAll(this.pending.slice(0, count));
+            }
+        }
+        this.callStart = {remainder: text};
+        this.pending = [];
+        return NOTHING;
     }
 
     private releaseAll(tokens: number[]): Release {

@@ -68,3 +68,27 @@ export function toGbnf(node: GrammarNode): string {
         }
     }
 }
+
+/** `node` with every rule reference renamed by `rename` (to put several grammars' rules in one grammar). */
+export function renameRules(node: GrammarNode, rename: (name: string) => string): GrammarNode {
+    switch (node.kind) {
+        case 'rule':
+            return rule(rename(node.name));
+        case 'sequence':
+            return {kind: 'sequence', items: node.items.map((item) => renameRules(item, rename))};
+        case 'choice':
+            return {kind: 'choice', options: node.options.map((option) => renameRules(option, rename))};
+        case 'repeat':
+            return {...node, item: renameRules(node.item, rename)};
+        default:
+            return node;
+    }
+}
+
+/** Rules as a GBNF grammar, `root` first. */
+export function rulesToGbnf(rules: ReadonlyMap<string, GrammarNode>): string {
+    const root = rules.get('root');
+    if (root === undefined)
+        throw new Error('a grammar needs a root rule');
+    return [`root ::= ${toGbnf(root)}`, ...[...rules].filter(([name]) => name !== 'root').map(([name, node]) => `${name} ::= ${toGbnf(node)}`)].join('\n');
+}

@@ -1,4 +1,4 @@
-import {charClass, choice, literal, optional, repeat, rule, sequence, toGbnf, type GrammarNode} from './grammar-node.js';
+import {charClass, choice, literal, optional, repeat, rule, rulesToGbnf, sequence, type GrammarNode} from './grammar-node.js';
 import {integerBounds, integerRange, numberGrammar, type NumberBounds} from './number-ranges.js';
 
 /**
@@ -279,7 +279,5 @@ export function schemaGrammarRules(schema: unknown): Map<string, GrammarNode> {
 
 /** The grammar in GBNF, as llama.cpp (`LlamaGrammar`) takes it. */
 export function schemaToGbnf(schema: unknown): string {
-    const rules = schemaGrammarRules(schema);
-    const root = rules.get('root')!;
-    return [`root ::= ${toGbnf(root)}`, ...[...rules].filter(([name]) => name !== 'root').map(([name, node]) => `${name} ::= ${toGbnf(node)}`)].join('\n');
+    return rulesToGbnf(schemaGrammarRules(schema));
 }

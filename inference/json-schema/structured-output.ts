@@ -37,15 +37,18 @@ function validatorFor(schema: Record<string, unknown>): ValidateFunction {
     return validate;
 }
 
-/** Why a schema cannot be used for structured output, naming the keyword when one is at fault; undefined when it can. */
-export function schemaProblem(schema: Record<string, unknown>): string | undefined {
+/**
+ * Why a schema cannot be used for structured output, naming the keyword when one is at fault; undefined when it
+ * can. `label`: where the client put the schema. Defaults to `response_format.json_schema`.
+ */
+export function schemaProblem(schema: Record<string, unknown>, label = 'response_format.json_schema'): string | undefined {
     const grammarProblem = () => {
         try {
             schemaGrammarRules(schema);
             return undefined;
         } catch (error) {
             if (error instanceof SchemaGrammarError)
-                return `response_format.json_schema: ${error.message}`;
+                return `${label}: ${error.message}`;
             throw error;
         }
     };
@@ -54,8 +57,8 @@ export function schemaProblem(schema: Record<string, unknown>): string | undefin
     } catch (error) {
         // ajv recurses through references that lead only to references; the grammar names the loop.
         if (error instanceof RangeError)
-            return grammarProblem() ?? `response_format.json_schema cannot be compiled: ${error.message}`;
-        return `response_format.json_schema is not a valid JSON Schema: ${(error as Error).message.replace(/^schema is invalid: /, '')}`;
+            return grammarProblem() ?? `${label} cannot be compiled: ${error.message}`;
+        return `${label} is not a valid JSON Schema: ${(error as Error).message.replace(/^schema is invalid: /, '')}`;
     }
     return grammarProblem();
 }

@@ -56,9 +56,9 @@ export class ShardedInference implements InferenceStrategy {
             try {
                 const result = await this.cluster.engine.generate(attempt.request, {
                     signal,
-                    onText: (text, tokens) => {
+                    onText: (text, tokens, toolCall) => {
                         donePrefilling();
-                        attempt.onText(text, tokens);
+                        attempt.onText(text, tokens, toolCall);
                     }
                 });
                 this.cluster.creditStages(result.usage.completionTokens);

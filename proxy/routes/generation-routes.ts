@@ -1,12 +1,14 @@
 import type {Request, RequestHandler, Response} from 'express';
 import type {z} from 'zod';
-import type {FinishReason, GenerationRequest, GenerationResult} from '../../inference/inference-types.js';
+import type {FinishReason, GenerationRequest, GenerationResult, ToolCall} from '../../inference/inference-types.js';
 import type {InferenceService} from '../../inference/inference-service.js';
 import {
     chatCompletionSchema, completionSchema, parseBody, toChatRequest, toCompletionRequest
 } from '../request-schemas.js';
 import {SseWriter} from '../stream-writers.js';
-import {assertModelServed, assertWithinLimits, cancelOnClientClose, countingSentTokens, routingFor, streamFailure, type ResponseLocals} from './route-helpers.js';
+import {
+    assertModelServed, assertWithinLimits, cancelOnClientClose, countingSentTokens, routingFor, streamFailure, toolCallId, type ResponseLocals
+} from './route-helpers.js';
 
 /** How chat and text completions differ on the wire; everything else they share. */
 interface CompletionFlavor {
@@ -15,6 +17,8 @@ interface CompletionFlavor {
     chunkObject: string,
     parse(body: unknown): {request: GenerationRequest, stream: boolean, includeUsage: boolean, choices: number},
     deltaChoice(index: number, text: string, first: boolean): object,
+    /** A whole tool call as a delta: its `callIndex` among the choice's calls (chat only). */
+    toolCallDeltaChoice?(index: number, call: ToolCall & {id: string, callIndex: number}, first: boolean): object,
     finalDeltaChoice(index: number, finishReason: FinishReason): object,
     fullChoice(index: number, result: GenerationResult): object
 }
@@ -42,14 +46,33 @@ const chatFlavor: CompletionFlavor = {
     deltaChoice: (index, text, first) => ({
         index, delta: first ? {role: 'assistant', content: text} : {content: text}, logprobs: null, finish_reason: null
     }),
-    finalDeltaChoice: (index, finishReason) => ({index, delta: {}, logprobs: null, finish_reason: finishReason}),
-    fullChoice: (index, result) => ({
+    toolCallDeltaChoice: (index, {callIndex, id, name, arguments: args}, first) => ({
         index,
-        message: {role: 'assistant', content: result.text, refusal: null},
+        delta: {...first && {role: 'assistant', content: null}, tool_calls: [{index: callIndex, id, type: 'function', function: {name, arguments: args}}]},
         logprobs: null,
-        finish_reason: result.finishReason
-    })
+        finish_reason: null
+    }),
+    finalDeltaChoice: (index, finishReason) => ({index, delta: {}, logprobs: null, finish_reason: finishReason}),
+    fullChoice: (index, result) => {
+        const calls = result.toolCalls ?? [];
+        return {
+            index,
+            message: {
+                role: 'assistant',
+                // Only whitespace before the calls: no text, as OpenAI writes a reply that is only calls.
+                content: calls.length > 0 && result.text.trim() === '' ? null : result.text,
+                refusal: null,
+                ...(calls.length > 0 && {tool_calls: calls.map(toOpenAiToolCall)})
+            },
+            logprobs: null,
+            finish_reason: result.finishReason
+        };
+    }
 };
+
+function toOpenAiToolCall({name, arguments: args}: ToolCall) {
+    return {id: toolCallId(), type: 'function', function: {name, arguments: args}};
+}
 
 const textFlavor: CompletionFlavor = {
     idPrefix: 'cmpl',
@@ -137,10 +160,18 @@ function generationHandler(flavor: CompletionFlavor, inference: InferenceService
 
         const sse = new SseWriter(res);
         const started = new Set<number>();
+        const callsSent = new Map<number, number>();
         try {
-            const results = record(await generateAll((index) => countingSentTokens(res, (text) => {
-                sse.send({...base, object: flavor.chunkObject, choices: [flavor.deltaChoice(index, text, !started.has(index))]});
+            const results = record(await generateAll((index) => countingSentTokens(res, (text, toolCall) => {
+                const first = !started.has(index);
                 started.add(index);
+                if (toolCall === undefined) {
+                    sse.send({...base, object: flavor.chunkObject, choices: [flavor.deltaChoice(index, text, first)]});
+                    return;
+                }
+                const callIndex = callsSent.get(index) ?? 0;
+                callsSent.set(index, callIndex + 1);
+                sse.send({...base, object: flavor.chunkObject, choices: [flavor.toolCallDeltaChoice!(index, {...toolCall, id: toolCallId(), callIndex}, first)]});
             })));
             for (const [index, result] of results.entries())
                 sse.send({

@@ -1,5 +1,6 @@
+import {randomBytes} from 'node:crypto';
 import type {Request, Response} from 'express';
-import type {GenerationRequest, GenerationResult} from '../../inference/inference-types.js';
+import type {GenerationRequest, GenerationResult, TextListener, ToolCall} from '../../inference/inference-types.js';
 import {requestLimitViolation} from '../../inference/request-limits.js';
 import {ApiError, clip, toApiError} from '../api-error.js';
 import type {InferenceService, RouteInfo} from '../../inference/inference-service.js';
@@ -62,11 +63,16 @@ export function streamFailure(res: Response<unknown, ResponseLocals>, error: unk
 }
 
 /** A text listener that counts the tokens sent to the client (`sentTokens`), then passes them on. */
-export function countingSentTokens(res: Response<unknown, ResponseLocals>, onText: (text: string) => void) {
-    return (text: string, tokens: number[]) => {
+export function countingSentTokens(res: Response<unknown, ResponseLocals>, onText: (text: string, toolCall?: ToolCall) => void): TextListener {
+    return (text, tokens, toolCall) => {
         res.locals.sentTokens = (res.locals.sentTokens ?? 0) + tokens.length;
-        onText(text);
+        onText(text, toolCall);
     };
+}
+
+/** An id for a tool call, as OpenAI writes them: the client answers the call by it. */
+export function toolCallId() {
+    return `call_${randomBytes(12).toString('hex')}`;
 }
 
 /** An AbortSignal that fires when the client goes away before the response is complete. */

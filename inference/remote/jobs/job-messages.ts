@@ -36,17 +36,35 @@ const samplingSchema = z.object({
 
 const continuationSchema = z.object({tokens: tokenList}).optional();
 
+const functionName = z.string().regex(/^[a-zA-Z0-9_-]{1,64}$/);
+/** A call's arguments: JSON text, bounded like a prompt's part. */
+const toolCallSchema = z.object({name: functionName, arguments: z.string().max(MAX_TEXT_FRAME_CHARS)});
+const toolsSchema = z.object({
+    tools: z.array(z.object({
+        name: functionName, description: z.string().max(4096).optional(), parameters: z.record(z.string(), z.unknown()).optional()
+    })).min(1).max(128),
+    choice: z.union([z.enum(['auto', 'none', 'required']), z.object({name: functionName})]),
+    parallel: z.boolean()
+}).optional();
+const chatMessageSchema = z.object({
+    role: z.enum(['system', 'user', 'assistant', 'tool']),
+    content: z.string(),
+    toolCalls: z.array(toolCallSchema.extend({id: shortText})).max(128).optional(),
+    toolCallId: shortText.optional()
+});
+
 export const generationRequestSchema = z.discriminatedUnion('kind', [
     z.object({
         kind: z.literal('chat'), model: shortText, sampling: samplingSchema, continuation: continuationSchema,
-        messages: z.array(z.object({role: z.enum(['system', 'user', 'assistant']), content: z.string()})).min(1).max(10_000)
+        messages: z.array(chatMessageSchema).min(1).max(10_000), tools: toolsSchema
     }),
     z.object({kind: z.literal('completion'), model: shortText, sampling: samplingSchema, continuation: continuationSchema, prompt: z.string()})
 ]);
 
 const resultSchema = z.object({
     text: z.string(),
-    finishReason: z.enum(['stop', 'length']),
+    toolCalls: z.array(toolCallSchema).max(128).optional(),
+    finishReason: z.enum(['stop', 'length', 'tool_calls']),
     usage: z.object({promptTokens: z.number().int().nonnegative(), completionTokens: z.number().int().nonnegative()}),
     timings: z.object({
         promptMs: z.number().nonnegative(), generationMs: z.number().nonnegative(),
@@ -61,7 +79,11 @@ export const jobMessageSchema = z.discriminatedUnion('type', [
     z.object({type: z.literal('cancel'), jobId}),
     z.object({type: z.literal('receipt'), jobId, receipt: receiptSchema}),
     // provider → requester
-    z.object({type: z.literal('text'), jobId, text: z.string().max(MAX_TEXT_FRAME_CHARS), tokens: z.array(tokenId).min(1).max(MAX_TEXT_FRAME_TOKENS)}),
+    // A tool call travels whole, with the tokens that wrote it (docs/peer-protocol.md).
+    z.object({
+        type: z.literal('text'), jobId, text: z.string().max(MAX_TEXT_FRAME_CHARS), tokens: z.array(tokenId).min(1).max(MAX_TEXT_FRAME_TOKENS),
+        toolCall: toolCallSchema.optional()
+    }),
     z.object({type: z.literal('generated'), jobId, result: resultSchema}),
     z.object({type: z.literal('embedded'), jobId, result: z.object({vectors: z.array(z.array(z.number())).max(2048), promptTokens: z.number().int().nonnegative()})}),
     // A refusal before any work, or a failure during it: the code says whose fault it is.

@@ -2,7 +2,7 @@ import {EventEmitter} from 'node:events';
 import {countersignReceipt, verifyReceipt, ReceiptError, type Receipt} from '../../../ledger/receipt.js';
 import type {NodeIdentity} from '../../../swarm/node-identity.js';
 import {InferenceError, type InferenceErrorCode} from '../../inference-error.js';
-import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../../inference-types.js';
+import type {EmbeddingResult, GenerationRequest, GenerationResult, TextListener} from '../../inference-types.js';
 import {jobRefusal, submissionModel, type JobProviderLimits, type JobSubmission} from './job-admission.js';
 import type {JobMessage} from './job-messages.js';
 import type {JobsProtocol} from './jobs-protocol.js';
@@ -13,7 +13,7 @@ export interface JobExecutor {
     canServe(model: string): boolean,
     /** The size of the model's file, as receipts state it. */
     modelBytes(model: string): number,
-    generate(request: GenerationRequest, options: {onText: (text: string, tokens: number[]) => void, signal: AbortSignal}): Promise<GenerationResult>,
+    generate(request: GenerationRequest, options: {onText: TextListener, signal: AbortSignal}): Promise<GenerationResult>,
     embed(model: string, inputs: string[], options: {signal: AbortSignal, maxTokens: number}): Promise<EmbeddingResult>
 }
 
@@ -145,7 +145,7 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
                 sampling: {...message.request.sampling, maxTokens: message.request.sampling.maxTokens ?? this.limits.maxTokensPerJob}
             }, {
                 signal: controller.signal,
-                onText: (text, tokens) => send({type: 'text', jobId, text, tokens})
+                onText: (text, tokens, toolCall) => send({type: 'text', jobId, text, tokens, ...(toolCall && {toolCall})})
             }).then((result) => {
                 if (backlogged)
                     throw InferenceError.cancelled('requester backlogged');

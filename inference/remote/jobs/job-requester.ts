@@ -4,7 +4,8 @@ import {RECEIPT_VERSION, signReceiptBody, verifyReceipt, type Receipt, type Rece
 import type {NodeIdentity} from '../../../swarm/node-identity.js';
 import {InferenceError} from '../../inference-error.js';
 import {StallDetector, type StallDetectorOptions} from '../../stall-detector.js';
-import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../../inference-types.js';
+import type {EmbeddingResult, GenerationRequest, GenerationResult, TextListener} from '../../inference-types.js';
+import {toolCallProblem} from '../../tool-calls/tool-call-syntax.js';
 import type {JobMessage} from './job-messages.js';
 import type {JobsProtocol} from './jobs-protocol.js';
 import {RecentJobIds} from './recent-job-ids.js';
@@ -97,7 +98,7 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
      * per token): a peer that exceeds them is dropped, and nothing beyond them reaches `onText`.
      */
     generate(peerId: string, request: GenerationRequest, options: {
-        onText: (text: string, tokens: number[]) => void, signal?: AbortSignal, deadlines: RemoteJobDeadlines, modelBytes: number,
+        onText: TextListener, signal?: AbortSignal, deadlines: RemoteJobDeadlines, modelBytes: number,
         /** Tokens the peer may generate when the request sets no `max_tokens`: the cap it announced. */
         tokenCap: number
     }) {
@@ -111,9 +112,12 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
                         return job.violate(`sent ${bytes} bytes of text for ${message.tokens.length} token(s)`);
                     if (relayed + message.tokens.length > budget)
                         return job.violate(`sent more than the ${budget} token(s) asked for`);
+                    const callProblem = message.toolCall && toolCallProblem(request.kind === 'chat' ? request.tools?.tools ?? [] : [], message.toolCall);
+                    if (callProblem !== undefined)
+                        return job.violate(`sent ${callProblem}`);
                     relayed += message.tokens.length;
                     job.touch();
-                    options.onText(message.text, message.tokens);
+                    options.onText(message.text, message.tokens, message.toolCall);
                 } else if (message.type === 'generated') {
                     const {usage, text} = message.result;
                     if (usage.completionTokens > budget)
