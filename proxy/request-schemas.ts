@@ -48,7 +48,7 @@ const contentPart = z.object({type: z.string()}).passthrough();
 
 /** Function names as OpenAI allows them. */
 export const FUNCTION_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
-const functionName = z.string().regex(FUNCTION_NAME, 'function names are 1 to 64 letters, digits, underscores and dashes');
+export const functionName = z.string().regex(FUNCTION_NAME, 'function names are 1 to 64 letters, digits, underscores and dashes');
 
 const chatMessage = z.object({
     role: z.enum(['system', 'developer', 'user', 'assistant', 'tool', 'function']),
@@ -62,7 +62,7 @@ const chatMessage = z.object({
     tool_call_id: z.string().max(128).optional()
 });
 
-const tool = z.object({
+export const tool = z.object({
     type: z.literal('function'),
     function: z.object({
         name: functionName,

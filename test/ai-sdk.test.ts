@@ -1,6 +1,6 @@
 import {createOpenAICompatible} from '@ai-sdk/openai-compatible';
 import test from 'ava';
-import {generateObject, generateText, streamText} from 'ai';
+import {generateObject, generateText, streamText, tool} from 'ai';
 import {z} from 'zod';
 import {byteTokenBan} from './helpers/byte-token-ban.js';
 import {demoDaemonForFile} from './helpers/demo-daemon.js';
@@ -45,4 +45,27 @@ test('generateText and streamText get the text, the finish reason and usage', as
     for await (const part of streamed.textStream)
         text += part;
     t.is(text, whole.text);
+});
+
+test('tools: generateText and streamText get the same call, its input parsed by the tool\'s zod schema', async (t) => {
+    const getWeather = tool({
+        description: 'The weather in a city',
+        inputSchema: z.object({city: z.string().max(12), days: z.number().int().min(1).max(7)})
+    });
+    const options = {
+        model: strongdoge('demo'), prompt: 'What is the weather in Paris?', tools: {get_weather: getWeather}, toolChoice: 'required' as const,
+        temperature: 0, maxOutputTokens: 200, providerOptions: {strongdoge: {logit_bias: byteTokenBan(), parallel_tool_calls: false}}
+    };
+    const whole = await generateText(options);
+    t.is(whole.finishReason, 'tool-calls');
+    t.is(whole.toolCalls.length, 1);
+    const [call] = whole.toolCalls;
+    t.is(call!.toolName, 'get_weather');
+    const input = call!.input as {city: string, days: number};
+    t.true([...input.city].length <= 12 && Number.isInteger(input.days) && input.days >= 1 && input.days <= 7, JSON.stringify(input));
+
+    const streamed = streamText(options);
+    const calls = await streamed.toolCalls;
+    t.deepEqual(calls.map(({toolName, input: streamedInput}) => ({toolName, input: streamedInput})), [{toolName: call!.toolName, input: call!.input}]);
+    t.is(await streamed.finishReason, 'tool-calls');
 });

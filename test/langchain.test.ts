@@ -135,3 +135,33 @@ test.serial('an AbortSignal mid-stream ends the stream with an abort error, canc
     t.is(next.usage_metadata?.output_tokens, 4);
     t.is(next.response_metadata.finish_reason, 'length');
 });
+
+const weather = {
+    type: 'object',
+    properties: {city: {type: 'string', maxLength: 12}, days: {type: 'integer', minimum: 1, maximum: 7}},
+    required: ['city', 'days'],
+    additionalProperties: false
+};
+const weatherTool = {type: 'function' as const, function: {name: 'get_weather', description: 'The weather in a city', parameters: weather}};
+
+test('bindTools: invoke and stream give the same tool calls, their args instances of the schema; a ToolMessage answers them', async (t) => {
+    const model = chat({temperature: 0, maxTokens: 200, logitBias: byteTokenBan()}).bindTools([weatherTool], {tool_choice: 'required', parallel_tool_calls: false});
+    const reply = await model.invoke(messages);
+    t.is(reply.tool_calls?.length, 1);
+    const [call] = reply.tool_calls!;
+    t.is(call!.name, 'get_weather');
+    t.true(schemaValidator(weather)(call!.args), JSON.stringify(call!.args));
+    t.is(reply.response_metadata.finish_reason, 'tool_calls');
+
+    let streamed: AIMessageChunk | undefined;
+    for await (const chunk of await model.stream(messages))
+        streamed = streamed ? streamed.concat(chunk) : chunk;
+    t.deepEqual(streamed?.tool_calls?.map(({name, args}) => ({name, args})), [{name: call!.name, args: call!.args}]);
+
+    const {ToolMessage} = await import('@langchain/core/messages');
+    const answer = await chat({temperature: 0, maxTokens: 8}).bindTools([weatherTool])
+        .invoke([...messages, reply, new ToolMessage({tool_call_id: call!.id!, content: '{"sky": "clear"}'})]);
+    t.is(answer.tool_calls?.length ?? 0, 0);
+    t.true(answer.text.length > 0);
+    t.true(answer.usage_metadata!.input_tokens > reply.usage_metadata!.input_tokens);
+});

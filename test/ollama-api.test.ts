@@ -1,6 +1,8 @@
 import test from 'ava';
 import {Ollama} from 'ollama';
+import {buildDemoVocab} from '../engine/demo/demo-vocab.js';
 import {schemaValidator} from './helpers/ajv-validator.js';
+import {byteTokenBan} from './helpers/byte-token-ban.js';
 import {demoDaemonForFile} from './helpers/demo-daemon.js';
 
 /** The Ollama API on strongdoge's port, through the official `ollama` JavaScript library (docs/architecture.md, "Ollama API"). */
@@ -93,9 +95,52 @@ test('errors take Ollama\'s shape and status: an unknown model is a 404, what is
     const missing = await t.throwsAsync(ollama().chat({model: 'llama3:8b', messages, stream: false}));
     t.is((missing as Error & {status_code?: number}).status_code, 404);
     t.regex(missing!.message, /llama3:8b/);
-    const tools = await t.throwsAsync(ollama().chat({model: 'demo', messages, stream: false, tools: [{type: 'function', function: {name: 'f', description: 'd', parameters: {type: 'object', properties: {}}}}]}));
-    t.is((tools as Error & {status_code?: number}).status_code, 400);
+    const images = await t.throwsAsync(ollama().chat({model: 'demo', messages: [{...messages[0]!, images: ['aGk=']}], stream: false}));
+    t.is((images as Error & {status_code?: number}).status_code, 400);
+    const badSchema = await t.throwsAsync(ollama().chat({model: 'demo', messages, stream: false,
+        tools: [{type: 'function', function: {name: 'f', description: 'd', parameters: {type: 'object', properties: {a: {type: 'string', pattern: 'x'} as {type: string}}}}}]}));
+    t.is((badSchema as Error & {status_code?: number}).status_code, 400);
+    t.regex(badSchema!.message, /pattern/);
     const response = await fetch(`${demo().daemon.origin}/api/chat`, {method: 'POST', body: '{"model": '});
     t.is(response.status, 400);
     t.deepEqual(Object.keys(await response.json() as object), ['error']);
+});
+
+const weather = {
+    type: 'function',
+    function: {
+        name: 'get_weather',
+        description: 'The weather in a city',
+        parameters: {type: 'object', properties: {city: {type: 'string', maxLength: 12}, days: {type: 'integer', minimum: 1, maximum: 7}}, required: ['city', 'days']}
+    }
+};
+/** The demo model never starts a call by itself; this bias (a strongdoge option, as llama-server has it) makes it. */
+const startCall = {logit_bias: {...byteTokenBan(), [buildDemoVocab().tokens.indexOf('<tool_call>')]: 30}, temperature: 0, num_predict: 200};
+
+test('tools: calls come back as Ollama writes them (arguments an object), streamed and not; a tool message answers them', async (t) => {
+    const whole = await ollama().chat({model: 'demo', messages, tools: [weather], options: startCall, stream: false});
+    const calls = whole.message.tool_calls ?? [];
+    t.true(calls.length >= 1);
+    const validate = schemaValidator(weather.function.parameters);
+    for (const call of calls) {
+        t.is(call.function.name, 'get_weather');
+        t.is(typeof call.function.arguments, 'object');
+        t.true(validate(call.function.arguments), JSON.stringify(call.function.arguments));
+    }
+    t.is(whole.done_reason, 'stop');
+
+    const streamed = [];
+    for await (const part of await ollama().chat({model: 'demo', messages, tools: [weather], options: startCall, stream: true}))
+        streamed.push(...part.message.tool_calls ?? []);
+    t.deepEqual(streamed, calls);
+
+    // The call and its result go back: the model answers in text, with both in its prompt.
+    const history = [...messages, {role: 'assistant', content: '', tool_calls: calls}, {role: 'tool', content: '{"sky": "clear"}', tool_name: 'get_weather'}];
+    const answer = await ollama().chat({model: 'demo', messages: history, tools: [weather], options: {temperature: 0, num_predict: 8}, stream: false});
+    t.is(answer.message.tool_calls, undefined);
+    t.true(answer.message.content.length > 0);
+    t.true(answer.prompt_eval_count > whole.prompt_eval_count);
+    // A result with no call to answer is the client's mistake.
+    const orphan = await t.throwsAsync(ollama().chat({model: 'demo', messages: [...messages, {role: 'tool', content: '1'}], stream: false}));
+    t.is((orphan as Error & {status_code?: number}).status_code, 400);
 });

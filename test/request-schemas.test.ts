@@ -49,9 +49,11 @@ test('completion: a one-element prompt array is accepted', (t) => {
 
 const rejected: [string, () => unknown, string | null][] = [
     ['n > 16', () => chat({n: 17}), 'n'],
-    ['tools', () => chat({tools: [{type: 'function'}]}), 'tools'],
+    ['a tool without a function', () => chat({tools: [{type: 'function'}]}), 'tools.0.function'],
+    ['legacy functions', () => chat({functions: [{name: 'f'}]}), 'functions'],
     ['image part', () => chat({messages: [{role: 'user', content: [{type: 'image_url', image_url: {url: 'x'}}]}]}), 'messages.0.content.0'],
-    ['tool role', () => chat({messages: [{role: 'tool', content: 'x'}]}), 'messages.0.role'],
+    ['a tool message answering no call', () => chat({messages: [{role: 'tool', content: 'x', tool_call_id: 'c'}]}), 'messages.0.tool_call_id'],
+    ['function role', () => chat({messages: [{role: 'function', content: 'x', name: 'f'}]}), 'messages.0.role'],
     ['temperature > 2', () => chat({temperature: 3}), 'temperature'],
     ['stop type', () => chat({stop: 5}), 'stop'],
     ['not an object', () => parseBody(chatCompletionSchema, [1, 2]), null],

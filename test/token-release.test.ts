@@ -158,3 +158,53 @@ test('randomized: shown text is the generation cut at its first stop, and shown 
         }
     }
 });
+
+/** Feeds tokens until a call starts; what was shown, and the call's remainder. */
+function runToCall(tokens: number[], options: Omit<TokenReleaseOptions, 'detokenize'>) {
+    const release = new TokenRelease({detokenize, ...options});
+    const steps: Release[] = [];
+    for (const token of tokens) {
+        steps.push(release.push(token));
+        if (release.stopped || release.call !== undefined)
+            break;
+    }
+    return {text: steps.map((step) => step.text).join(''), tokens: steps.flatMap((step) => step.tokens), call: release.call, stopped: release.stopped,
+        finish: release.finish()};
+}
+
+test('a tool call\'s start is held like a stop; the text before it is shown, whole tokens only', (t) => {
+    // 'XY' starts a call: held while it may be starting, then the text before it is the reply's.
+    const atBoundary = runToCall([1, 2, 10, 11, 12], {callTexts: ['XY']});
+    t.is(atBoundary.text, 'Hello');
+    t.deepEqual(atBoundary.tokens, [1, 2]);
+    t.deepEqual(atBoundary.call, {remainder: ''});
+    t.false(atBoundary.stopped);
+    t.deepEqual(atBoundary.finish, {text: '', tokens: []}, 'nothing held is shown after the call starts');
+
+    // Inside a token: 'ab' no whole token spells; it is the remainder, for the caller to give tokens of its own.
+    const inside = runToCall([1, 9], {callTexts: ['XY']});
+    t.is(inside.text, 'Hel');
+    t.deepEqual(inside.call, {remainder: 'ab'});
+
+    // A special token that starts calls is matched as a token.
+    const special = runToCall([1, 2, 98, 12], {callTokens: [[98]]});
+    t.is(special.text, 'Hello');
+    t.deepEqual(special.tokens, [1, 2]);
+    t.deepEqual(special.call, {remainder: ''});
+});
+
+test('a stop that starts before a call ends the reply; a call that starts first wins over a later stop', (t) => {
+    const stopFirst = runToCall([1, 2, 10, 11], {callTexts: ['XY'], stopTexts: ['lo']});
+    t.true(stopFirst.stopped);
+    t.is(stopFirst.call, undefined);
+    t.is(stopFirst.text, 'Hel');
+    const callFirst = runToCall([9], {callTexts: ['XY'], stopTexts: ['cd']});
+    t.false(callFirst.stopped);
+    t.deepEqual(callFirst.call, {remainder: 'ab'});
+});
+
+test('text that only begins like a call is shown once it parts from it', (t) => {
+    const {text, call} = runToCall([10, 12, 13], {callTexts: ['XY']});
+    t.is(call, undefined);
+    t.is(text, 'Xab');
+});

@@ -15,10 +15,12 @@ export const DEMO_SPECIAL_TOKENS = {
 export const DEMO_TOOL_TOKENS = ['<tool_call>', '</tool_call>', '<tool_response>', '</tool_response>'] as const;
 
 /**
- * ChatML with Qwen 2.5's tool calling (the format Hermes and Qwen models share): tools are listed in the system
- * turn, calls are JSON objects between `<tool_call>` tags, results are user turns between `<tool_response>` tags.
+ * ChatML with Qwen 2.5's tool calling (the format Hermes and Qwen models share; as Hermes 3 on Llama writes it,
+ * after the BOS token): tools are listed in the system turn, calls are JSON objects between `<tool_call>` tags, results are user turns between `<tool_response>` tags.
  */
 export const DEMO_CHAT_TEMPLATE = [
+    // The model's BOS token first, as Llama-based Hermes templates write it (node-llama-cpp adds none of its own).
+    '{{- bos_token }}',
     '{%- if tools %}',
     "{{- '<|im_start|>system\\n' }}",
     "{%- if messages[0]['role'] == 'system' %}{{- messages[0]['content'] + '\\n\\n' }}{%- endif %}",

@@ -38,11 +38,12 @@ export interface ToolCallGrammarOptions {
 }
 
 /**
- * GBNF for what follows `open`: a function's name, its arguments (an instance of its parameter schema) and the
- * suffix, then more calls when parallel. Undefined when nothing may follow (a single call already made). The
- * schemas were checked (`toolsProblem`), so building their grammars does not throw.
+ * The grammar of what follows `open`: a function's name, its arguments (an instance of its parameter schema) and
+ * the suffix, then more calls when parallel; its rules, `root` first. Undefined when nothing may follow (a single
+ * call already made). The schemas were checked (`requestLimitViolation`), so building their grammars does not throw.
  */
-export function toolCallGrammar(syntax: ToolCallSyntax, tools: readonly ToolDefinition[], options: ToolCallGrammarOptions = {}): string | undefined {
+export function toolCallGrammarRules(syntax: ToolCallSyntax, tools: readonly ToolDefinition[], options: ToolCallGrammarOptions = {}):
+    Map<string, GrammarNode> | undefined {
     const parallel = options.parallel === true && syntax.next !== undefined;
     if (options.afterCalls === true && !parallel)
         return undefined;
@@ -62,7 +63,13 @@ export function toolCallGrammar(syntax: ToolCallSyntax, tools: readonly ToolDefi
         rules.set('root', repeat(next, 0, null));
     else
         rules.set('root', parallel ? sequence(rule('call'), repeat(next, 0, null)) : rule('call'));
-    return rulesToGbnf(rules);
+    return rules;
+}
+
+/** `toolCallGrammarRules` in GBNF, as llama.cpp takes it. */
+export function toolCallGrammar(syntax: ToolCallSyntax, tools: readonly ToolDefinition[], options: ToolCallGrammarOptions = {}): string | undefined {
+    const rules = toolCallGrammarRules(syntax, tools, options);
+    return rules === undefined ? undefined : rulesToGbnf(rules);
 }
 
 export interface ParsedToolCalls {

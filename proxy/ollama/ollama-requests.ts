@@ -1,6 +1,7 @@
 import {z} from 'zod';
 import type {ChatMessage, GenerationRequest, ResponseFormat, SamplingOptions} from '../../inference/inference-types.js';
 import {ApiError} from '../api-error.js';
+import {functionName, tool, toToolCalling} from '../request-schemas.js';
 
 /**
  * Ollama's request bodies (its API reference, /api/chat, /api/generate, /api/embed): unknown fields and options
@@ -20,7 +21,9 @@ const options = z.object({
     seed: z.number().int().nullish(),
     stop: z.union([z.string(), z.array(z.string())]).nullish(),
     presence_penalty: z.number().min(-2).max(2).nullish(),
-    frequency_penalty: z.number().min(-2).max(2).nullish()
+    frequency_penalty: z.number().min(-2).max(2).nullish(),
+    /** Not Ollama's: llama-server's and OpenAI's token bias, for clients that know strongdoge. */
+    logit_bias: z.record(z.string().regex(/^\d+$/, 'keys must be token ids'), z.number().min(-100).max(100)).nullish()
 }).passthrough();
 
 const format = z.union([z.literal(''), z.literal('json'), z.record(z.string(), z.unknown())]).nullish();
@@ -32,7 +35,7 @@ const common = {
     options: options.nullish(),
     /** How long Ollama keeps the model loaded: strongdoge keeps its models loaded while it runs. */
     keep_alive: z.union([z.string(), z.number()]).nullish(),
-    tools: z.array(z.unknown()).nullish(),
+    tools: z.array(tool).nullish(),
     think: z.union([z.boolean(), z.string()]).nullish()
 };
 
@@ -40,7 +43,10 @@ const message = z.object({
     role: z.enum(['system', 'user', 'assistant', 'tool']),
     content: z.string().nullish(),
     images: z.array(z.string()).nullish(),
-    tool_calls: z.array(z.unknown()).nullish()
+    /** Ollama writes a call's arguments as an object, not as JSON text. */
+    tool_calls: z.array(z.object({function: z.object({name: functionName, arguments: z.record(z.string(), z.unknown())})})).nullish(),
+    /** The function a tool message answers (Ollama has no call ids: results answer calls in order). */
+    tool_name: z.string().nullish()
 });
 
 export const ollamaChatSchema = z.object({...common, messages: z.array(message).default([])});
@@ -111,31 +117,53 @@ function sampling(body: OllamaChatBody | OllamaGenerateBody): SamplingOptions {
         ...(maxTokens !== undefined && {maxTokens}),
         ...(given.presence_penalty != null && {presencePenalty: given.presence_penalty}),
         ...(given.frequency_penalty != null && {frequencyPenalty: given.frequency_penalty}),
+        ...(given.logit_bias != null && {logitBias: given.logit_bias}),
         responseFormat: responseFormat(body.format)
     };
 }
 
-function refuseUnsupported(body: {tools?: unknown[] | null, images?: string[] | null}) {
-    if (body.tools != null && body.tools.length > 0)
-        throw ApiError.unsupported('tools', 'Tool calling is not supported yet.');
+function refuseImages(body: {images?: string[] | null}) {
     if (body.images != null && body.images.length > 0)
         throw ApiError.unsupported('images', 'Images are not supported: the models served are text-only.');
 }
 
-export function chatRequestOf(body: OllamaChatBody): GenerationRequest {
-    refuseUnsupported(body);
-    const messages: ChatMessage[] = body.messages.map((item, index) => {
-        refuseUnsupported(item);
-        if (item.role === 'tool' || (item.tool_calls != null && item.tool_calls.length > 0))
-            throw ApiError.unsupported(`messages.${index}.role`, 'Tool messages need tool calling, which is not supported yet.');
-        return {role: item.role, content: item.content ?? ''};
+/**
+ * Ollama's chat as strongdoge's: calls get ids, and each tool message answers the earliest unanswered call (of its
+ * `tool_name` when it names one), as Ollama pairs them.
+ */
+function chatMessages(body: OllamaChatBody): ChatMessage[] {
+    const unanswered: {id: string, name: string}[] = [];
+    return body.messages.map((item, index): ChatMessage => {
+        refuseImages(item);
+        const content = item.content ?? '';
+        if (item.role === 'tool') {
+            const answered = unanswered.findIndex((call) => item.tool_name == null || call.name === item.tool_name);
+            if (answered < 0)
+                throw ApiError.invalid(`messages.${index}: a 'tool' message must answer a tool call of an earlier assistant message.`, `messages.${index}`);
+            const [call] = unanswered.splice(answered, 1);
+            return {role: 'tool', content, toolCallId: call!.id};
+        }
+        if (item.role === 'assistant' && item.tool_calls != null && item.tool_calls.length > 0) {
+            const toolCalls = item.tool_calls.map((call, callIndex) => ({
+                id: `${index}-${callIndex}`, name: call.function.name, arguments: JSON.stringify(call.function.arguments)
+            }));
+            unanswered.push(...toolCalls);
+            return {role: 'assistant', content, toolCalls};
+        }
+        return {role: item.role, content};
     });
-    return {kind: 'chat', model: modelIdOf(body.model), messages, sampling: sampling(body)};
+}
+
+export function chatRequestOf(body: OllamaChatBody): GenerationRequest {
+    const tools = toToolCalling(body.tools, 'auto', true);
+    return {kind: 'chat', model: modelIdOf(body.model), messages: chatMessages(body), sampling: sampling(body), ...(tools !== undefined && {tools})};
 }
 
 /** `/api/generate` applies the model's chat template to the prompt, as Ollama does, unless `raw`. */
 export function generateRequestOf(body: OllamaGenerateBody): GenerationRequest {
-    refuseUnsupported(body);
+    refuseImages(body);
+    if (body.tools != null && body.tools.length > 0)
+        throw ApiError.unsupported('tools', 'Tools are for /api/chat, as in Ollama.');
     if (body.suffix != null && body.suffix !== '')
         throw ApiError.unsupported('suffix', 'suffix (fill-in-the-middle) is not supported.');
     if (body.template != null && body.template !== '')

@@ -1,6 +1,6 @@
 import {Router, type Request, type RequestHandler, type Response} from 'express';
 import type {InferenceService} from '../../inference/inference-service.js';
-import type {GenerationRequest, GenerationResult} from '../../inference/inference-types.js';
+import type {GenerationRequest, GenerationResult, ToolCall} from '../../inference/inference-types.js';
 import {ApiError} from '../api-error.js';
 import {parseBody} from '../request-schemas.js';
 import {assertModelServed, assertWithinLimits, cancelOnClientClose, countingSentTokens, routingFor, streamFailure, type ResponseLocals} from '../routes/route-helpers.js';
@@ -62,7 +62,8 @@ function modelEntry(id: string, facts: ModelFacts | undefined, created: number) 
 
 function durations(result: GenerationResult, startedAt: number) {
     return {
-        done_reason: result.finishReason,
+        // Ollama ends a turn of calls with 'stop'.
+        done_reason: result.finishReason === 'tool_calls' ? 'stop' : result.finishReason,
         total_duration: Math.round((performance.now() - startedAt) * NS_PER_MS),
         load_duration: 0,
         prompt_eval_count: result.usage.promptTokens,
@@ -75,7 +76,13 @@ function durations(result: GenerationResult, startedAt: number) {
 /** `/api/chat` and `/api/generate` differ in their body and in where the text goes. */
 interface OllamaFlavor {
     parse(body: unknown): {request: GenerationRequest, stream: boolean, empty: boolean},
-    text(text: string): object
+    /** The reply's text, or its calls (chat only). */
+    text(text: string, toolCalls?: ToolCall[]): object
+}
+
+/** A call as Ollama writes it: the arguments as an object. */
+function ollamaToolCall({name, arguments: args}: ToolCall) {
+    return {function: {name, arguments: JSON.parse(args) as unknown}};
 }
 
 const chatFlavor: OllamaFlavor = {
@@ -83,7 +90,7 @@ const chatFlavor: OllamaFlavor = {
         const parsed = parseBody(ollamaChatSchema, body);
         return {request: chatRequestOf(parsed), stream: parsed.stream ?? true, empty: parsed.messages.length === 0};
     },
-    text: (text) => ({message: {role: 'assistant', content: text}})
+    text: (text, toolCalls = []) => ({message: {role: 'assistant', content: text, ...(toolCalls.length > 0 && {tool_calls: toolCalls.map(ollamaToolCall)})}})
 };
 
 const generateFlavor: OllamaFlavor = {
@@ -113,14 +120,14 @@ function generationHandler(flavor: OllamaFlavor, inference: InferenceService): R
         if (!stream) {
             const result = await inference.generate(request, {signal, ...routing});
             res.locals.result = result;
-            res.json({...base(), ...flavor.text(result.text), done: true, ...durations(result, startedAt)});
+            res.json({...base(), ...flavor.text(result.text, result.toolCalls), done: true, ...durations(result, startedAt)});
             return;
         }
         const writer = new NdjsonWriter(res);
         try {
             const result = await inference.generate(request, {
                 signal, ...routing,
-                onText: countingSentTokens(res, (text) => writer.send({...base(), ...flavor.text(text), done: false}))
+                onText: countingSentTokens(res, (text, toolCall) => writer.send({...base(), ...flavor.text(text, toolCall && [toolCall]), done: false}))
             });
             res.locals.result = result;
             writer.send({...base(), ...flavor.text(''), done: true, ...durations(result, startedAt)});
