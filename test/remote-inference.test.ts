@@ -2,7 +2,9 @@ import test from 'ava';
 import type {Testnet} from 'hyperdht/testnet.js';
 import OpenAI from 'openai';
 import {waitFor, type DaemonHandle} from './helpers/cli-process.js';
+import {schemaValidator} from './helpers/ajv-validator.js';
 import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
+import {moreCallsBias, weatherParameters} from './helpers/demo-tool-calls.js';
 import {fetchStatus} from './helpers/node-status.js';
 import {nodeIdOf, peersOf, startSwarmDaemon, startTestnet, waitForPeers} from './helpers/swarm-fixture.js';
 
@@ -185,6 +187,57 @@ for (const signal of ['SIGKILL', 'SIGSTOP'] as const) {
         }
     });
 }
+
+const weatherTool = {type: 'function' as const, function: {name: 'get_weather', parameters: weatherParameters}};
+const validWeather = schemaValidator(weatherParameters);
+const callsOf = (completion: OpenAI.ChatCompletion) =>
+    (completion.choices[0]!.message.tool_calls ?? []).flatMap((call) => call.type === 'function' ? [{name: call.function.name, arguments: call.function.arguments}] : []);
+
+test.serial('tool calls through a peer are a local run\'s; a peer killed between calls is replaced, and the turn goes on after the calls sent', async (t) => {
+    const body = {
+        model: 'demo', messages: chatRequest.messages, tools: [weatherTool], tool_choice: 'required' as const, temperature: 0, max_tokens: 600,
+        logit_bias: moreCallsBias()
+    };
+    const local = callsOf(await providers[0]!.client.chat.completions.create(body));
+    t.true(local.length >= 3, `${local.length} calls`);
+    t.deepEqual(callsOf(await requester.client.chat.completions.create(body)), local);
+
+    let victim: Promise<Node | undefined> | undefined;
+    try {
+        const streamed: {name: string, arguments: string}[] = [];
+        let finishReason: string | null = null;
+        let usage: OpenAI.CompletionUsage | null | undefined;
+        for await (const chunk of await requester.client.chat.completions.create({...body, stream: true, stream_options: {include_usage: true}})) {
+            for (const delta of chunk.choices[0]?.delta.tool_calls ?? []) {
+                t.is(delta.index, streamed.length);
+                streamed.push({name: delta.function!.name!, arguments: delta.function!.arguments!});
+                if (streamed.length === 2)
+                    victim = servingProvider().then((serving) => {
+                        serving.daemon.process.kill('SIGKILL');
+                        return serving;
+                    }, () => undefined);
+            }
+            finishReason = chunk.choices[0]?.finish_reason ?? finishReason;
+            usage = chunk.usage ?? usage;
+        }
+        t.truthy(await victim, 'a provider was serving, and was killed');
+        // Calls are sent whole: the two before the failure are the uninterrupted run's, and every call is whole and valid.
+        t.deepEqual(streamed.slice(0, 2), local.slice(0, 2));
+        t.true(streamed.length >= 3);
+        for (const call of streamed)
+            t.true(validWeather(JSON.parse(call.arguments)), call.arguments);
+        t.is(finishReason, 'length');
+        t.is(usage?.completion_tokens, 600);
+        t.log(JSON.stringify(streamed.slice(2)) === JSON.stringify(local.slice(2, streamed.length)) ? 'identical to the uninterrupted run' : 'parted after the seam');
+    } finally {
+        const interrupted = await victim;
+        if (interrupted !== undefined) {
+            await interrupted.daemon.stop('SIGKILL');
+            providers[providers.indexOf(interrupted)] = await startNode(interrupted.dataDir, true);
+            await providersReady();
+        }
+    }
+});
 
 test.serial('a job over the peers\' limits is refused politely by each, then fails clearly', async (t) => {
     const requestCounts = async () => {

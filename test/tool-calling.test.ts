@@ -1,10 +1,10 @@
 import test from 'ava';
 import OpenAI from 'openai';
 import type {ChatCompletionCreateParamsNonStreaming, ChatCompletionMessageParam, ChatCompletionTool} from 'openai/resources/chat/completions';
-import {buildDemoVocab, DEMO_SPECIAL_TOKENS} from '../engine/demo/demo-vocab.js';
 import {schemaValidator} from './helpers/ajv-validator.js';
 import {byteTokenBan} from './helpers/byte-token-ban.js';
 import {demoDaemonForFile} from './helpers/demo-daemon.js';
+import {moreCallsBias, startCallBias, weatherParameters} from './helpers/demo-tool-calls.js';
 
 /**
  * Tool calling through the OpenAI API with the official client, on the demo model's Qwen-style template: calls are
@@ -14,24 +14,6 @@ import {demoDaemonForFile} from './helpers/demo-daemon.js';
 const demo = demoDaemonForFile();
 const client = () => demo().client;
 
-const vocab = buildDemoVocab();
-/** The demo model never starts a call by itself: this bias makes it, as a trained model would when it wants to. */
-const startCall = {[vocab.tokens.indexOf('<tool_call>')]: 30};
-/** Without an end of turn, and keen on the newline that separates calls (a byte token here), the model goes on to another call after each one. */
-const noEndOfTurn = {
-    [vocab.tokens.indexOf(DEMO_SPECIAL_TOKENS.imEnd)]: -100, [vocab.tokens.indexOf(DEMO_SPECIAL_TOKENS.eos)]: -100, [vocab.tokens.indexOf('<0x0A>')]: 20
-};
-
-const weatherParameters = {
-    type: 'object',
-    properties: {
-        city: {type: 'string', minLength: 1, maxLength: 12},
-        days: {type: 'integer', minimum: 1, maximum: 7},
-        unit: {enum: ['celsius', 'fahrenheit']}
-    },
-    required: ['city', 'days'],
-    additionalProperties: false
-};
 const tools: ChatCompletionTool[] = [
     {type: 'function', function: {name: 'get_weather', description: 'The weather in a city', parameters: weatherParameters}},
     {type: 'function', function: {name: 'get_time', description: 'The time now'}}
@@ -84,7 +66,7 @@ test('tool_choice auto: the model answers in text until it starts a call itself'
     t.true((text.choices[0]!.message.content ?? '').length > 0);
     t.not(text.choices[0]!.finish_reason, 'tool_calls');
 
-    const called = await client().chat.completions.create(request({logit_bias: {...byteTokenBan(), ...startCall}}));
+    const called = await client().chat.completions.create(request({logit_bias: startCallBias()}));
     t.is(called.choices[0]!.finish_reason, 'tool_calls');
     const calls = called.choices[0]!.message.tool_calls ?? [];
     t.true(calls.length >= 1);
@@ -94,7 +76,7 @@ test('tool_choice auto: the model answers in text until it starts a call itself'
 });
 
 test('tool_choice none: no call, whatever the model would do', async (t) => {
-    const completion = await client().chat.completions.create(request({tool_choice: 'none', logit_bias: {...byteTokenBan(), ...startCall}, max_tokens: 30}));
+    const completion = await client().chat.completions.create(request({tool_choice: 'none', logit_bias: startCallBias(), max_tokens: 30}));
     t.is(completion.choices[0]!.message.tool_calls, undefined);
     t.not(completion.choices[0]!.finish_reason, 'tool_calls');
 });
@@ -106,7 +88,7 @@ test('the tools are in the prompt, as the template lists them', async (t) => {
 });
 
 test('parallel calls: several whole calls in one turn, streamed one delta each, as the non-streamed reply has them', async (t) => {
-    const body = request({tool_choice: 'required', logit_bias: {...byteTokenBan(), ...noEndOfTurn}, max_tokens: 400});
+    const body = request({tool_choice: 'required', logit_bias: moreCallsBias(), max_tokens: 400});
     const whole = await client().chat.completions.create(body);
     const wholeCalls = (whole.choices[0]!.message.tool_calls ?? []).flatMap((call) => call.type === 'function' ? [call.function] : []);
     t.true(wholeCalls.length >= 2, `${wholeCalls.length} calls`);
