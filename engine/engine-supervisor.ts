@@ -322,7 +322,7 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
                 if (job) {
                     job.lastActivityAt = Date.now();
                     if (!job.cancelled)
-                        job.onText?.(message.text, message.tokens, message.toolCall);
+                        job.onText?.(message.text, message.tokens, message.extras);
                 }
                 return;
             }

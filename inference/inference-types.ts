@@ -18,6 +18,8 @@ export interface SamplingOptions {
     frequencyPenalty?: number,
     /** Token id → additive logit bias; -100 bans a token. */
     logitBias?: Record<string, number>,
+    /** Log probabilities of the tokens, with this many likeliest alternatives (0..20); none when undefined. */
+    logprobs?: number,
     responseFormat: ResponseFormat
 }
 
@@ -56,11 +58,28 @@ export interface ChatMessage {
     toolCallId?: string
 }
 
+/** One token's log probability, with the likeliest alternatives (OpenAI's `logprobs`). */
+export interface TokenLogprob {
+    /** The token's text; `bytes` are its UTF-8 bytes (a byte token's own byte, where the text cannot hold it). */
+    token: string,
+    bytes: number[],
+    logprob: number,
+    top: {token: string, bytes: number[], logprob: number}[]
+}
+
+/** What else a streamed chunk carries. */
+export interface ChunkExtras {
+    /** A whole tool call: the chunk's tokens wrote it, its text is ''. */
+    toolCall?: ToolCall,
+    /** One per token of the chunk, when the request asked for logprobs. */
+    logprobs?: TokenLogprob[]
+}
+
 /**
  * A reply as it streams: text with the tokens that spell it, or a whole tool call (text '') with the tokens that
  * wrote it. A resumed answer continues after exactly the tokens streamed.
  */
-export type TextListener = (text: string, tokens: number[], toolCall?: ToolCall) => void;
+export type TextListener = (text: string, tokens: number[], extras?: ChunkExtras) => void;
 
 /** Tokens already generated for this request elsewhere: generation resumes after them. */
 export interface Continuation {
@@ -92,6 +111,8 @@ export interface GenerationResult {
     text: string,
     /** Calls the model made, after `text`. */
     toolCalls?: ToolCall[],
+    /** One per token of `text`, when the request asked for logprobs. */
+    logprobs?: TokenLogprob[],
     finishReason: FinishReason,
     usage: TokenUsage,
     timings: GenerationTimings

@@ -36,6 +36,8 @@ export interface LimitViolation {
     message: string
 }
 
+/** Most alternatives per token (`top_logprobs`, completions' `logprobs`), as OpenAI's chat allows. */
+export const MAX_TOP_LOGPROBS = 20;
 /** Most tools per request, as OpenAI allows. */
 export const MAX_TOOLS = 128;
 

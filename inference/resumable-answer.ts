@@ -1,5 +1,5 @@
 import type {GenerateOptions} from './inference-service.js';
-import type {GenerationRequest, GenerationResult, ToolCall} from './inference-types.js';
+import type {ChunkExtras, GenerationRequest, GenerationResult, TokenLogprob, ToolCall} from './inference-types.js';
 
 /**
  * One answer over several attempts (another peer, a new pipeline): what has streamed so far, the request that
@@ -11,6 +11,7 @@ export class ResumableAnswer {
     private readonly initialTokens: number;
     private streamed = '';
     private readonly toolCalls: ToolCall[] = [];
+    private readonly logprobs: TokenLogprob[] = [];
 
     constructor(private readonly request: GenerationRequest, private readonly onText: GenerateOptions['onText']) {
         this.tokens = [...request.continuation?.tokens ?? []];
@@ -27,20 +28,23 @@ export class ResumableAnswer {
         const before = this.streamed;
         const tokensBefore = this.tokens.length;
         const callsBefore = [...this.toolCalls];
+        const logprobsBefore = [...this.logprobs];
         return {
             request: {...this.request, ...(this.tokens.length > 0 && {continuation: {tokens: [...this.tokens]}})},
-            onText: (text: string, tokens: number[], toolCall?: ToolCall) => {
+            onText: (text: string, tokens: number[], extras?: ChunkExtras) => {
                 this.streamed += text;
                 this.tokens.push(...tokens);
-                if (toolCall !== undefined)
-                    this.toolCalls.push(toolCall);
-                this.onText?.(text, tokens, toolCall);
+                if (extras?.toolCall !== undefined)
+                    this.toolCalls.push(extras.toolCall);
+                this.logprobs.push(...extras?.logprobs ?? []);
+                this.onText?.(text, tokens, extras);
             },
             /** The whole answer: earlier attempts' text and tokens count too. */
             finish: (result: GenerationResult): GenerationResult => ({
                 ...result,
                 text: before + result.text,
                 ...(callsBefore.length + (result.toolCalls?.length ?? 0) > 0 && {toolCalls: [...callsBefore, ...result.toolCalls ?? []]}),
+                ...(result.logprobs !== undefined && {logprobs: [...logprobsBefore, ...result.logprobs]}),
                 usage: {promptTokens: result.usage.promptTokens, completionTokens: tokensBefore - this.initialTokens + result.usage.completionTokens}
             })
         };

@@ -300,9 +300,9 @@ export class StrongdogeNode {
 
     /** A text listener that also counts the streamed tokens for the dashboard. */
     private countTokens(kind: 'local' | 'forPeers', onText?: TextListener): TextListener {
-        return (text, tokens, toolCall) => {
+        return (text, tokens, extras) => {
             this.tokens.emit('tokens', kind, tokens.length);
-            onText?.(text, tokens, toolCall);
+            onText?.(text, tokens, extras);
         };
     }
 

@@ -1,5 +1,6 @@
 import {z} from 'zod';
 import type {ChatMessage, GenerationRequest, ResponseFormat, SamplingOptions, ToolCalling} from '../inference/inference-types.js';
+import {MAX_TOP_LOGPROBS} from '../inference/request-limits.js';
 import {ApiError, clip} from './api-error.js';
 
 /** OpenAI's request bodies. Unknown fields are ignored, as OpenAI-compatible servers do; known ones are checked. */
@@ -83,6 +84,7 @@ export const chatCompletionSchema = z.object({
     max_completion_tokens: z.number().int().min(1).nullish(),
     response_format: responseFormat.nullish(),
     logprobs: z.boolean().nullish(),
+    top_logprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).nullish(),
     tools: z.array(tool).nullish(),
     tool_choice: toolChoice.nullish(),
     parallel_tool_calls: z.boolean().nullish(),
@@ -95,7 +97,7 @@ export const completionSchema = z.object({
     echo: z.boolean().nullish(),
     suffix: z.string().nullish(),
     best_of: z.number().int().min(1).nullish(),
-    logprobs: z.number().int().min(0).nullish()
+    logprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).nullish()
 });
 
 export const embeddingSchema = z.object({
@@ -208,8 +210,8 @@ function toMessages(body: ChatCompletionBody): ChatMessage[] {
 export function toChatRequest(body: ChatCompletionBody): GenerationRequest {
     if (body.functions != null && body.functions.length > 0)
         throw ApiError.unsupported('functions', "'functions' is deprecated and not supported; use 'tools'.");
-    if (body.logprobs)
-        throw ApiError.unsupported('logprobs', 'logprobs are not supported.');
+    if (body.top_logprobs != null && body.logprobs !== true)
+        throw ApiError.invalid('top_logprobs needs logprobs: true.', 'top_logprobs');
 
     const messages = toMessages(body);
     const tools = toToolCalling(body.tools, body.tool_choice, body.parallel_tool_calls);
@@ -225,7 +227,10 @@ export function toChatRequest(body: ChatCompletionBody): GenerationRequest {
         kind: 'chat',
         model: body.model,
         messages,
-        sampling: toSampling(body, body.max_completion_tokens ?? body.max_tokens, responseFormat),
+        sampling: {
+            ...toSampling(body, body.max_completion_tokens ?? body.max_tokens, responseFormat),
+            ...(body.logprobs === true && {logprobs: body.top_logprobs ?? 0})
+        },
         ...(tools !== undefined && {tools})
     };
 }
@@ -239,8 +244,7 @@ export function toCompletionRequest(body: CompletionBody): GenerationRequest {
         throw ApiError.unsupported('suffix', 'suffix (fill-in-the-middle) is not supported.');
     if ((body.best_of ?? 1) > 1)
         throw ApiError.unsupported('best_of', 'best_of > 1 is not supported.');
-    if (body.logprobs != null)
-        throw ApiError.unsupported('logprobs', 'logprobs are not supported.');
     const prompt = Array.isArray(body.prompt) ? body.prompt[0]! : body.prompt;
-    return {kind: 'completion', model: body.model, prompt, sampling: toSampling(body, body.max_tokens, {type: 'text'})};
+    const sampling = toSampling(body, body.max_tokens, {type: 'text'});
+    return {kind: 'completion', model: body.model, prompt, sampling: {...sampling, ...(body.logprobs != null && {logprobs: body.logprobs})}};
 }

@@ -118,6 +118,20 @@ test.serial('a node without the model serves chats through a peer; text equals a
     t.true(providerReceipts >= 3);
 });
 
+test.serial('logprobs come through a peer: the tokens and alternatives a local run gives', async (t) => {
+    const body = {...chatRequest, max_tokens: 12, logprobs: true, top_logprobs: 2};
+    const entries = (completion: OpenAI.ChatCompletion) =>
+        completion.choices[0]!.logprobs!.content!.map((entry) => ({token: entry.token, top: entry.top_logprobs.map((top) => top.token)}));
+    const local = await providers[0]!.client.chat.completions.create(body);
+    const remote = await requester.client.chat.completions.create(body);
+    t.is(entries(remote).length, 12);
+    t.deepEqual(entries(remote), entries(local));
+    let streamed = 0;
+    for await (const chunk of await requester.client.chat.completions.create({...body, stream: true}))
+        streamed += chunk.choices[0]?.logprobs?.content?.length ?? 0;
+    t.is(streamed, 12);
+});
+
 test.serial('with --prefer remote, a node that holds the model still has a peer serve it', async (t) => {
     const daemon = await startSwarmDaemon(bootstrap, await servingDataDir(), ['--model', 'demo', '--prefer', 'remote']);
     t.teardown(async () => {

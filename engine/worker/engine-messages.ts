@@ -1,6 +1,6 @@
 import type {InferenceErrorJson} from '../../inference/inference-error.js';
 import type {
-    DeviceInfo, EmbeddingResult, GenerationRequest, GenerationResult, LoadedModelInfo, ToolCall
+    ChunkExtras, DeviceInfo, EmbeddingResult, GenerationRequest, GenerationResult, LoadedModelInfo
 } from '../../inference/inference-types.js';
 
 /** IPC between the supervisor (main process) and the engine worker (child process). */
@@ -52,7 +52,7 @@ export type WorkerMessage =
     /** Where llama.cpp put each layer of a sharded model (the output layer last): a device name per layer. */
     | {type: 'placement', model: string, devices: string[]}
     | {type: 'loadFailed', message: string}
-    | {type: 'text', jobId: number, text: string, tokens: number[], toolCall?: ToolCall}
+    | {type: 'text', jobId: number, text: string, tokens: number[], extras?: ChunkExtras}
     /** A chunk of the job's prompt was evaluated: the job is alive though it has no text yet (the stall watchdog). */
     | {type: 'promptProgress', jobId: number, evaluated: number, total: number}
     | {type: 'generated', jobId: number, result: GenerationResult}

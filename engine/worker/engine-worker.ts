@@ -98,7 +98,7 @@ function handle(message: SupervisorMessage) {
                 jobId,
                 result: await runtimeFor(request.model).generate(request, {
                     signal,
-                    onText: (text, tokens, toolCall) => send({type: 'text', jobId, text, tokens, ...(toolCall && {toolCall})}),
+                    onText: (text, tokens, extras) => send({type: 'text', jobId, text, tokens, ...(extras && {extras})}),
                     onPromptProgress: (evaluated, total) => send({type: 'promptProgress', jobId, evaluated, total})
                 })
             }));

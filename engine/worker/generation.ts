@@ -3,7 +3,7 @@ import {
     type LlamaContextSequence, type LlamaContextSequenceRepeatPenalty, type LlamaGrammar, type SequenceEvaluateOptions, type Token,
     type TokenBias
 } from 'node-llama-cpp';
-import type {ToolCall} from '../../inference/inference-types.js';
+import type {TextListener, TokenLogprob, ToolCall} from '../../inference/inference-types.js';
 import {parseToolCalls, type ToolCallSyntax} from '../../inference/tool-calls/tool-call-syntax.js';
 import type {SteppedGeneration} from './decode-loop.js';
 import type {LlamaSamplingOptions} from './sampling-options.js';
@@ -25,13 +25,18 @@ export interface GenerationOptions {
     release: TokenRelease,
     /** The request offers tools: how calls are written and held to. Defaults to none. */
     toolCalls?: ToolCallRules,
+    /** Log probabilities of the reply's text tokens, with this many alternatives each. Defaults to none. */
+    logprobs?: {top: number, describe(token: Token): {token: string, bytes: number[]}},
     signal: AbortSignal,
-    onText(text: string, tokens: number[], toolCall?: ToolCall): void,
+    onText: TextListener,
     /** After each chunk of the prompt but the last (which ends with the first token): tokens evaluated of `total`. */
     onPromptProgress?(evaluated: number, total: number): void
 }
 
 export type GenerationEnd = 'eog' | 'stop' | 'length' | 'abort';
+
+/** What OpenAI writes for a token of (nearly) no probability: a finite number, since JSON has no -Infinity. */
+const UNLIKELY_LOGPROB = -9999;
 
 /** How a request's tool calls are written (docs/architecture.md, "Tool calling"). */
 export interface ToolCallRules {
@@ -88,7 +93,11 @@ export class Generation implements SteppedGeneration {
     end: GenerationEnd | undefined;
     /** When the first new token was sampled (performance.now()). */
     firstTokenAt: number | undefined;
-    private iterator: AsyncGenerator<Token, void, Token | Token[] | undefined> | undefined;
+    /** Log probabilities of the text shown, one per token. */
+    readonly logprobs: TokenLogprob[] = [];
+    private iterator: AsyncGenerator<{token: Token, probabilities?: Map<Token, number>}, void, Token | Token[] | undefined> | undefined;
+    /** Log probabilities of the tokens TokenRelease holds, in order. */
+    private readonly heldLogprobs: TokenLogprob[] = [];
     private evaluateOptions: SequenceEvaluateOptions;
     private readonly promptTokens: number;
     /** Set once calls are being written: from then on tokens go to the calls, not to TokenRelease. */
@@ -170,16 +179,19 @@ export class Generation implements SteppedGeneration {
                 this.options.onPromptProgress?.(this.promptTokens - this.promptLeft.length, this.promptTokens);
                 return true;
             });
-        this.iterator ??= sequence.evaluate(this.promptLeft.splice(0), this.evaluateOptions);
-        return this.iterator.next().then(async ({value, done}) => {
+        this.iterator ??= this.evaluate(this.promptLeft.splice(0), this.evaluateOptions);
+        return this.iterator.next().then(async ({value: sampled, done}) => {
             this.firstTokenAt ??= performance.now();
             if (done === true)
                 return this.finish('eog');
+            const value = sampled.token;
             this.generated.push(value);
             if (this.calls !== undefined)
                 this.writeCall(this.calls, value);
             else {
                 const {release} = this.options;
+                if (sampled.probabilities !== undefined)
+                    this.heldLogprobs.push(this.logprobOf(value, sampled.probabilities));
                 this.show(release.push(value));
                 if (release.stopped)
                     return this.finish('stop');
@@ -205,13 +217,15 @@ export class Generation implements SteppedGeneration {
         await this.iterator?.return();
         const remainderTokens = remainder === '' ? [] : rules.tokenize(remainder);
         this.generated.splice(this.shownTokens, Infinity, ...remainderTokens, ...rules.openTokens);
+        // The tokens written for the remainder were not sampled: they have no probabilities.
+        this.heldLogprobs.length = 0;
         if (remainderTokens.length > 0)
             this.show({text: remainder, tokens: remainderTokens});
         this.calls = {tokens: [], unsent: [...rules.openTokens], sent: 0, continuing: false};
         const history = [...this.options.input, ...this.generated];
         const {sequence} = this.options;
         await sequence.adaptStateToTokens(history, false);
-        this.iterator = sequence.evaluate(history.slice(sequence.nextTokenIndex),
+        this.iterator = this.evaluate(history.slice(sequence.nextTokenIndex),
             {...this.evaluateOptions, grammarEvaluationState: this.grammarState(rules.grammar)});
     }
 
@@ -224,9 +238,31 @@ export class Generation implements SteppedGeneration {
         const parsed = parseToolCalls(text, rules.syntax, rules.names, {continuing: calls.continuing});
         for (const call of parsed.calls.slice(calls.sent)) {
             this.toolCalls.push(call);
-            this.options.onText('', calls.unsent.splice(0), call);
+            this.options.onText('', calls.unsent.splice(0), {toolCall: call});
         }
         calls.sent = parsed.calls.length;
+    }
+
+    /** Tokens sampled from `input` on; with the probabilities of each when logprobs are asked for (calls excepted). */
+    private evaluate(input: Token[], options: SequenceEvaluateOptions) {
+        const probabilities = this.options.logprobs !== undefined && this.calls === undefined;
+        return this.options.sequence.evaluateWithMetadata(input, {probabilities}, options);
+    }
+
+    /**
+     * The sampled token's log probability and the likeliest alternatives, from the distribution it was sampled
+     * from (node-llama-cpp gives it after the sampling chain, sorted, zeros included: they are left out).
+     */
+    private logprobOf(token: Token, probabilities: Map<Token, number>): TokenLogprob {
+        const {top, describe} = this.options.logprobs!;
+        const alternatives: TokenLogprob['top'] = [];
+        for (const [candidate, probability] of probabilities) {
+            if (alternatives.length >= top || probability <= 0)
+                break;
+            alternatives.push({...describe(candidate), logprob: Math.log(probability)});
+        }
+        const probability = probabilities.get(token) ?? 0;
+        return {...describe(token), logprob: probability > 0 ? Math.log(probability) : UNLIKELY_LOGPROB, top: alternatives};
     }
 
     private grammarState(grammar: LlamaGrammar) {
@@ -244,7 +280,12 @@ export class Generation implements SteppedGeneration {
     private show({text, tokens}: Release) {
         this.text += text;
         this.shownTokens += tokens.length;
-        if (tokens.length > 0)
-            this.options.onText(text, tokens);
+        if (tokens.length === 0)
+            return;
+        if (this.options.logprobs === undefined || this.heldLogprobs.length < tokens.length)
+            return this.options.onText(text, tokens);
+        const logprobs = this.heldLogprobs.splice(0, tokens.length);
+        this.logprobs.push(...logprobs);
+        this.options.onText(text, tokens, {logprobs});
     }
 }

@@ -39,6 +39,8 @@ export class ModelRuntime {
     private embeddingContext: Promise<LlamaEmbeddingContext> | undefined;
     private embeddingQueue: Promise<unknown> = Promise.resolve();
     private chatWrapper: ChatWrapper | undefined;
+    private readonly tokenDescriptions = new Map<Token, {token: string, bytes: number[]}>();
+    private letterToken: Token[] | undefined;
 
     private constructor(
         private readonly llama: Llama,
@@ -128,6 +130,7 @@ export class ModelRuntime {
                 budget,
                 release,
                 ...(tools !== undefined && {toolCalls: tools.rules}),
+                ...(request.sampling.logprobs !== undefined && {logprobs: {top: request.sampling.logprobs, describe: (token: Token) => this.describeToken(token)}}),
                 signal,
                 onText,
                 ...(onPromptProgress !== undefined && {onPromptProgress})
@@ -143,6 +146,7 @@ export class ModelRuntime {
             return {
                 text: generation.text,
                 ...(generation.toolCalls.length > 0 && {toolCalls: generation.toolCalls}),
+                ...(request.sampling.logprobs !== undefined && {logprobs: generation.logprobs}),
                 finishReason: generation.end === 'length' ? 'length' : called ? 'tool_calls' : 'stop',
                 usage: {promptTokens: prompt.length, completionTokens},
                 timings: {
@@ -204,6 +208,23 @@ export class ModelRuntime {
             tokens: bos !== null && tokens[0] === bos ? tokens.slice(1) : tokens,
             stopTriggers: state.stopGenerationTriggers
         };
+    }
+
+    /**
+     * A token's text and UTF-8 bytes, as logprobs show it. A byte token (`<0xE2>`, part of a character) has no text
+     * of its own: its bytes are the byte it stands for.
+     */
+    private describeToken(token: Token): {token: string, bytes: number[]} {
+        let described = this.tokenDescriptions.get(token);
+        if (described === undefined) {
+            // After a letter, as inside a text: alone, SentencePiece would drop the space a token starts with.
+            this.letterToken ??= this.model.tokenize('a', false, 'trimLeadingSpace');
+            const text = this.model.detokenize([token], false, this.letterToken);
+            const byte = /^<0x([0-9A-Fa-f]{2})>$/.exec(this.model.fileInfo.metadata.tokenizer?.ggml?.tokens?.[token] ?? '');
+            described = {token: text, bytes: text.includes('\uFFFD') && byte !== null ? [Number.parseInt(byte[1]!, 16)] : [...Buffer.from(text)]};
+            this.tokenDescriptions.set(token, described);
+        }
+        return described;
     }
 
     private chatWrapperFor() {

@@ -72,9 +72,9 @@ export class RemoteInference implements InferenceStrategy {
                 modelBytes: announced?.models.find((offer) => offer.id === request.model)?.sizeBytes ?? 0,
                 // What the peer generates when the client set no limit: its announced cap, held to by the requester.
                 tokenCap: announced?.maxJobTokens ?? MAX_TOKENS_WITHOUT_CAP,
-                onText: (text, tokens, toolCall) => {
+                onText: (text, tokens, extras) => {
                     pace.received(tokens.length);
-                    attempt.onText(text, tokens, toolCall);
+                    attempt.onText(text, tokens, extras);
                 }
             });
             const tokensPerSecond = pace.tokensPerSecond();

@@ -56,9 +56,9 @@ export class ShardedInference implements InferenceStrategy {
             try {
                 const result = await this.cluster.engine.generate(attempt.request, {
                     signal,
-                    onText: (text, tokens, toolCall) => {
+                    onText: (text, tokens, extras) => {
                         donePrefilling();
-                        attempt.onText(text, tokens, toolCall);
+                        attempt.onText(text, tokens, extras);
                     }
                 });
                 this.cluster.creditStages(result.usage.completionTokens);

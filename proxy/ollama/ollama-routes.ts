@@ -127,7 +127,7 @@ function generationHandler(flavor: OllamaFlavor, inference: InferenceService): R
         try {
             const result = await inference.generate(request, {
                 signal, ...routing,
-                onText: countingSentTokens(res, (text, toolCall) => writer.send({...base(), ...flavor.text(text, toolCall && [toolCall]), done: false}))
+                onText: countingSentTokens(res, (text, {toolCall}) => writer.send({...base(), ...flavor.text(text, toolCall && [toolCall]), done: false}))
             });
             res.locals.result = result;
             writer.send({...base(), ...flavor.text(''), done: true, ...durations(result, startedAt)});

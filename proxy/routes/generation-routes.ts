@@ -1,6 +1,6 @@
 import type {Request, RequestHandler, Response} from 'express';
 import type {z} from 'zod';
-import type {FinishReason, GenerationRequest, GenerationResult, ToolCall} from '../../inference/inference-types.js';
+import type {FinishReason, GenerationRequest, GenerationResult, TokenLogprob, ToolCall} from '../../inference/inference-types.js';
 import type {InferenceService} from '../../inference/inference-service.js';
 import {
     chatCompletionSchema, completionSchema, parseBody, toChatRequest, toCompletionRequest
@@ -16,7 +16,8 @@ interface CompletionFlavor {
     object: string,
     chunkObject: string,
     parse(body: unknown): {request: GenerationRequest, stream: boolean, includeUsage: boolean, choices: number},
-    deltaChoice(index: number, text: string, first: boolean): object,
+    /** `offset`: characters of the choice's text before this delta. */
+    deltaChoice(index: number, text: string, first: boolean, logprobs: TokenLogprob[] | undefined, offset: number): object,
     /** A whole tool call as a delta: its `callIndex` among the choice's calls (chat only). */
     toolCallDeltaChoice?(index: number, call: ToolCall & {id: string, callIndex: number}, first: boolean): object,
     finalDeltaChoice(index: number, finishReason: FinishReason): object,
@@ -43,8 +44,8 @@ const chatFlavor: CompletionFlavor = {
     object: 'chat.completion',
     chunkObject: 'chat.completion.chunk',
     parse: generationParser(chatCompletionSchema, toChatRequest),
-    deltaChoice: (index, text, first) => ({
-        index, delta: first ? {role: 'assistant', content: text} : {content: text}, logprobs: null, finish_reason: null
+    deltaChoice: (index, text, first, logprobs) => ({
+        index, delta: first ? {role: 'assistant', content: text} : {content: text}, logprobs: chatLogprobs(logprobs), finish_reason: null
     }),
     toolCallDeltaChoice: (index, {callIndex, id, name, arguments: args}, first) => ({
         index,
@@ -64,11 +65,44 @@ const chatFlavor: CompletionFlavor = {
                 refusal: null,
                 ...(calls.length > 0 && {tool_calls: calls.map(toOpenAiToolCall)})
             },
-            logprobs: null,
+            logprobs: chatLogprobs(result.logprobs),
             finish_reason: result.finishReason
         };
     }
 };
+
+/** Chat's logprobs: each token with its bytes and alternatives. */
+function chatLogprobs(logprobs: TokenLogprob[] | undefined) {
+    if (logprobs === undefined)
+        return null;
+    return {
+        content: logprobs.map(({token, bytes, logprob, top}) => ({
+            token, logprob, bytes, top_logprobs: top.map((alternative) => ({token: alternative.token, logprob: alternative.logprob, bytes: alternative.bytes}))
+        })),
+        refusal: null
+    };
+}
+
+/**
+ * The legacy completions' logprobs: parallel lists, the alternatives as text → logprob (tokens of the same text
+ * keep the likeliest), and each token's offset in the choice's text.
+ */
+function completionLogprobs(logprobs: TokenLogprob[] | undefined, offset: number) {
+    if (logprobs === undefined)
+        return null;
+    const textOffset: number[] = [];
+    let at = offset;
+    for (const {token} of logprobs) {
+        textOffset.push(at);
+        at += token.length;
+    }
+    return {
+        tokens: logprobs.map(({token}) => token),
+        token_logprobs: logprobs.map(({logprob}) => logprob),
+        top_logprobs: logprobs.map(({top}) => Object.fromEntries([...top].reverse().map(({token, logprob}) => [token, logprob]))),
+        text_offset: textOffset
+    };
+}
 
 function toOpenAiToolCall({name, arguments: args}: ToolCall) {
     return {id: toolCallId(), type: 'function', function: {name, arguments: args}};
@@ -79,9 +113,9 @@ const textFlavor: CompletionFlavor = {
     object: 'text_completion',
     chunkObject: 'text_completion',
     parse: generationParser(completionSchema, toCompletionRequest),
-    deltaChoice: (index, text) => ({index, text, logprobs: null, finish_reason: null}),
+    deltaChoice: (index, text, _first, logprobs, offset) => ({index, text, logprobs: completionLogprobs(logprobs, offset), finish_reason: null}),
     finalDeltaChoice: (index, finishReason) => ({index, text: '', logprobs: null, finish_reason: finishReason}),
-    fullChoice: (index, result) => ({index, text: result.text, logprobs: null, finish_reason: result.finishReason})
+    fullChoice: (index, result) => ({index, text: result.text, logprobs: completionLogprobs(result.logprobs, 0), finish_reason: result.finishReason})
 };
 
 /** The prompt is counted once, the choices' tokens together, as OpenAI counts them. */
@@ -161,12 +195,15 @@ function generationHandler(flavor: CompletionFlavor, inference: InferenceService
         const sse = new SseWriter(res);
         const started = new Set<number>();
         const callsSent = new Map<number, number>();
+        const textSent = new Map<number, number>();
         try {
-            const results = record(await generateAll((index) => countingSentTokens(res, (text, toolCall) => {
+            const results = record(await generateAll((index) => countingSentTokens(res, (text, {toolCall, logprobs}) => {
                 const first = !started.has(index);
                 started.add(index);
                 if (toolCall === undefined) {
-                    sse.send({...base, object: flavor.chunkObject, choices: [flavor.deltaChoice(index, text, first)]});
+                    const offset = textSent.get(index) ?? 0;
+                    textSent.set(index, offset + text.length);
+                    sse.send({...base, object: flavor.chunkObject, choices: [flavor.deltaChoice(index, text, first, logprobs, offset)]});
                     return;
                 }
                 const callIndex = callsSent.get(index) ?? 0;

@@ -245,7 +245,7 @@ export function responsesHandler(inference: InferenceService): RequestHandler {
         try {
             const result = await inference.generate(request, {
                 signal, ...routing,
-                onText: countingSentTokens(res, (delta, toolCall) => {
+                onText: countingSentTokens(res, (delta, {toolCall}) => {
                     if (toolCall !== undefined)
                         return sendCall(toolCall);
                     // Whitespace alone is held: before a call it is no message, as in the reply that is not streamed.

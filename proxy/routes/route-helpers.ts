@@ -1,6 +1,6 @@
 import {randomBytes} from 'node:crypto';
 import type {Request, Response} from 'express';
-import type {GenerationRequest, GenerationResult, TextListener, ToolCall} from '../../inference/inference-types.js';
+import type {ChunkExtras, GenerationRequest, GenerationResult, TextListener} from '../../inference/inference-types.js';
 import {requestLimitViolation} from '../../inference/request-limits.js';
 import {ApiError, clip, toApiError} from '../api-error.js';
 import type {InferenceService, RouteInfo} from '../../inference/inference-service.js';
@@ -63,10 +63,10 @@ export function streamFailure(res: Response<unknown, ResponseLocals>, error: unk
 }
 
 /** A text listener that counts the tokens sent to the client (`sentTokens`), then passes them on. */
-export function countingSentTokens(res: Response<unknown, ResponseLocals>, onText: (text: string, toolCall?: ToolCall) => void): TextListener {
-    return (text, tokens, toolCall) => {
+export function countingSentTokens(res: Response<unknown, ResponseLocals>, onText: (text: string, extras: ChunkExtras) => void): TextListener {
+    return (text, tokens, extras) => {
         res.locals.sentTokens = (res.locals.sentTokens ?? 0) + tokens.length;
-        onText(text, toolCall);
+        onText(text, extras ?? {});
     };
 }
 

@@ -1,6 +1,7 @@
 import {z} from 'zod';
 import {receiptSchema} from '../../../ledger/receipt.js';
 import {inferenceErrorCodes} from '../../inference-error.js';
+import {MAX_TOP_LOGPROBS} from '../../request-limits.js';
 
 /** The jobs channel: whole requests served by a peer, their streamed tokens, results and receipts (docs/peer-protocol.md). */
 
@@ -16,6 +17,11 @@ const tokenList = z.array(tokenId).max(1_000_000);
 export const MAX_TEXT_FRAME_TOKENS = 4096;
 export const MAX_TEXT_FRAME_CHARS = 64 * 1024;
 
+const tokenText = z.string().max(256);
+const tokenBytes = z.array(z.number().int().min(0).max(255)).max(256);
+const alternative = z.object({token: tokenText, bytes: tokenBytes, logprob: z.number().max(0)});
+const tokenLogprob = alternative.extend({top: z.array(alternative).max(MAX_TOP_LOGPROBS)});
+
 const samplingSchema = z.object({
     temperature: z.number().min(0).max(2),
     topP: z.number().min(0).max(1).optional(),
@@ -27,6 +33,7 @@ const samplingSchema = z.object({
     presencePenalty: z.number().min(-2).max(2).optional(),
     frequencyPenalty: z.number().min(-2).max(2).optional(),
     logitBias: z.record(z.string().regex(/^\d+$/), z.number().min(-100).max(100)).optional(),
+    logprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).optional(),
     responseFormat: z.discriminatedUnion('type', [
         z.object({type: z.literal('text')}),
         z.object({type: z.literal('json_object')}),
@@ -64,6 +71,7 @@ export const generationRequestSchema = z.discriminatedUnion('kind', [
 const resultSchema = z.object({
     text: z.string(),
     toolCalls: z.array(toolCallSchema).max(128).optional(),
+    logprobs: z.array(tokenLogprob).max(1_000_000).optional(),
     finishReason: z.enum(['stop', 'length', 'tool_calls']),
     usage: z.object({promptTokens: z.number().int().nonnegative(), completionTokens: z.number().int().nonnegative()}),
     timings: z.object({
@@ -82,7 +90,8 @@ export const jobMessageSchema = z.discriminatedUnion('type', [
     // A tool call travels whole, with the tokens that wrote it (docs/peer-protocol.md).
     z.object({
         type: z.literal('text'), jobId, text: z.string().max(MAX_TEXT_FRAME_CHARS), tokens: z.array(tokenId).min(1).max(MAX_TEXT_FRAME_TOKENS),
-        toolCall: toolCallSchema.optional()
+        toolCall: toolCallSchema.optional(),
+        logprobs: z.array(tokenLogprob).max(MAX_TEXT_FRAME_TOKENS).optional()
     }),
     z.object({type: z.literal('generated'), jobId, result: resultSchema}),
     z.object({type: z.literal('embedded'), jobId, result: z.object({vectors: z.array(z.array(z.number())).max(2048), promptTokens: z.number().int().nonnegative()})}),

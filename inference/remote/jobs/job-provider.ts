@@ -145,7 +145,7 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
                 sampling: {...message.request.sampling, maxTokens: message.request.sampling.maxTokens ?? this.limits.maxTokensPerJob}
             }, {
                 signal: controller.signal,
-                onText: (text, tokens, toolCall) => send({type: 'text', jobId, text, tokens, ...(toolCall && {toolCall})})
+                onText: (text, tokens, extras) => send({type: 'text', jobId, text, tokens, ...extras})
             }).then((result) => {
                 if (backlogged)
                     throw InferenceError.cancelled('requester backlogged');

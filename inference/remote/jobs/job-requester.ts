@@ -117,7 +117,7 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
                         return job.violate(`sent ${callProblem}`);
                     relayed += message.tokens.length;
                     job.touch();
-                    options.onText(message.text, message.tokens, message.toolCall);
+                    options.onText(message.text, message.tokens, {...(message.toolCall && {toolCall: message.toolCall}), ...(message.logprobs && {logprobs: message.logprobs})});
                 } else if (message.type === 'generated') {
                     const {usage, text} = message.result;
                     if (usage.completionTokens > budget)
