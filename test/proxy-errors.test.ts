@@ -72,7 +72,7 @@ const cases: Case[] = [
     {name: 'json_schema without schema', path: CHAT, body: chat({response_format: {type: 'json_schema', json_schema: {name: 'x'}}}), status: 400},
     {name: 'a tool chosen that is not offered', path: CHAT, body: chat({tools: [{type: 'function', function: {name: 'f'}}], tool_choice: {type: 'function', function: {name: 'g'}}}),
         status: 400, param: 'tool_choice'},
-    {name: 'logprobs requested', path: CHAT, body: chat({logprobs: true}), status: 400, param: 'logprobs'},
+    {name: 'top_logprobs without logprobs', path: CHAT, body: chat({top_logprobs: 2}), status: 400, param: 'top_logprobs'},
     {name: 'tool role message', path: CHAT, body: chat({messages: [{role: 'tool', content: 'x', tool_call_id: '1'}]}), status: 400},
     {name: 'prompt too long for the context', path: COMPLETIONS, body: completion({prompt: 'wow such '.repeat(3000)}), status: 400, code: 'context_length_exceeded'},
     {name: 'completion without prompt', path: COMPLETIONS, body: {model: 'demo'}, status: 400, param: 'prompt'},

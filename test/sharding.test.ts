@@ -2,6 +2,7 @@ import {execFileSync} from 'node:child_process';
 import test from 'ava';
 import type {Testnet} from 'hyperdht/testnet.js';
 import OpenAI from 'openai';
+import {schemaValidator} from './helpers/ajv-validator.js';
 import {startDaemon, waitFor, type DaemonHandle} from './helpers/cli-process.js';
 import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
 import {fetchStatus} from './helpers/node-status.js';
@@ -126,6 +127,18 @@ test.serial('a model split over three nodes is placed as planned and answers tok
         const record = ledger.recent.find((entry) => entry.type === 'shard');
         t.true(record?.type === 'shard' && record.receipt.body.coordinator === coordinator.id
             && record.receipt.body.firstLayer === stage.layers![0] && record.receipt.body.lastLayer === stage.layers![1]);
+    }
+    // Tools go through the pipeline, and through a peer to it: a call of the function, its arguments held to its schema.
+    const parameters = {type: 'object', properties: {n: {type: 'integer', minimum: 1, maximum: 9}}, required: ['n'], additionalProperties: false};
+    for (const node of [coordinator, requester]) {
+        const called = await node.client.chat.completions.create({
+            model: 'demo', messages: [{role: 'user', content: 'pick'}], temperature: 0, max_tokens: 100,
+            tools: [{type: 'function', function: {name: 'pick', parameters}}], tool_choice: {type: 'function', function: {name: 'pick'}}
+        });
+        const [call] = called.choices[0]!.message.tool_calls ?? [];
+        t.is(called.choices[0]!.finish_reason, 'tool_calls');
+        t.true(call?.type === 'function' && call.function.name === 'pick' && schemaValidator(parameters)(JSON.parse(call.function.arguments)),
+            JSON.stringify(call));
     }
 });
 
