@@ -12,13 +12,17 @@ export function llamaServerAvailable() {
     return existsSync(LLAMA_SERVER_PATH);
 }
 
-/** llama-server with the same model, threads, slots and per-request context as the strongdoge node. */
-export async function startLlamaServer(modelPath: string, {threads, parallel, contextPerSlot}: {threads: number, parallel: number, contextPerSlot: number}) {
+/**
+ * llama-server with the same model, threads, slots and per-request context as the strongdoge node; `extraArgs` go
+ * after those (a bench's own flags, such as `--jinja`).
+ */
+export async function startLlamaServer(modelPath: string, {threads, parallel, contextPerSlot, extraArgs = []}:
+    {threads: number, parallel: number, contextPerSlot: number, extraArgs?: string[]}) {
     const port = await freePort();
     const child = spawn(LLAMA_SERVER_PATH, [
         '-m', modelPath, '--host', '127.0.0.1', '--port', String(port),
         '-t', String(threads), '-tb', String(threads), '-np', String(parallel), '-c', String(contextPerSlot * parallel),
-        '-ngl', '0', '--no-webui'
+        '-ngl', '0', '--no-webui', ...extraArgs
     ], {stdio: ['ignore', 'ignore', 'pipe']});
     let stderr = '';
     child.stderr.on('data', (chunk) => stderr = (stderr + chunk).slice(-4000));
