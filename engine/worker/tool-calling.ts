@@ -38,6 +38,26 @@ export function toolCallSyntaxOf(chatWrapper: ChatWrapper): ToolCallSyntax | und
 }
 
 /**
+ * `open` as the model writes it: its tag as the one token it is, then the text after it. Tokenized in one piece,
+ * a SentencePiece tokenizer would put a space after the tag, which the model does not write itself.
+ */
+function tokensOfOpen(model: LlamaModel, open: string): Token[] {
+    const tokens = LlamaText(new SpecialTokensText(open)).tokenize(model.tokenizer, 'trimLeadingSpace');
+    const first = tokens[0]!;
+    const attributes = model.getTokenAttributes(first);
+    const tag = model.detokenize([first], true);
+    if (!(attributes.control || attributes.userDefined) || !open.startsWith(tag) || tag.length === open.length)
+        return tokens;
+    const text = open.slice(tag.length);
+    const rest = model.tokenize(text, false, 'trimLeadingSpace');
+    // node-llama-cpp leaves SentencePiece's space token before a text that starts with a newline.
+    const letter = model.tokenize('a', false, 'trimLeadingSpace');
+    if (!text.startsWith(' ') && rest.length > 0 && model.detokenize([rest[0]!], false, letter) === ' ')
+        rest.shift();
+    return [first, ...rest];
+}
+
+/**
  * What shows the model starting a call: the tag that opens one (a control token is matched as a token, a text tag
  * as text), or the whole opening text when it starts with no tag.
  */
@@ -73,8 +93,7 @@ export async function toolCallSetup(llama: Llama, model: LlamaModel, chatWrapper
     const tools: ToolDefinition[] = chosen?.(calling.choice as {name: string}) ?? calling.tools;
     // A named function is called once; `required` and `auto` follow parallel_tool_calls.
     const parallel = calling.parallel && typeof calling.choice !== 'object';
-    // As the template writes it: no SentencePiece space before it.
-    const openTokens = LlamaText(new SpecialTokensText(syntax.open)).tokenize(model.tokenizer, 'trimLeadingSpace');
+    const openTokens = tokensOfOpen(model, syntax.open);
     const trigger = callTrigger(model, openTokens, syntax.open);
     const grammar = async (text: string | undefined) => text === undefined ? undefined : llama.createGrammar({grammar: text});
     const resumed = continuationHoldsCall(model, continuation, trigger);
