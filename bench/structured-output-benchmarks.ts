@@ -14,11 +14,11 @@ import {mkdir, mkdtemp, rm, writeFile} from 'node:fs/promises';
 import {cpus, loadavg, tmpdir} from 'node:os';
 import {join} from 'node:path';
 import Ajv2020Module from 'ajv/dist/2020.js';
-import {getLlama, LlamaText, resolveChatWrapper, SpecialTokensText} from 'node-llama-cpp';
+import {getLlama, resolveChatWrapper} from 'node-llama-cpp';
 import OpenAI from 'openai';
 import {writeDemoModel, type DemoModelOptions} from '../engine/demo/demo-model.js';
 import {DEMO_TOOL_TOKENS} from '../engine/demo/demo-vocab.js';
-import {toolCallSyntaxOf} from '../engine/worker/tool-calling.js';
+import {tokensOfOpen, toolCallSyntaxOf} from '../engine/worker/tool-calling.js';
 import {byteTokenBan} from '../test/helpers/byte-token-ban.js';
 import {startDaemon} from '../test/helpers/cli-process.js';
 import {llamaServerAvailable, startLlamaServer} from './lib/llama-server.js';
@@ -426,7 +426,7 @@ async function strongdogeToolCallPrompt(llama: Awaited<ReturnType<typeof getLlam
         const syntax = toolCallSyntaxOf(chatWrapper);
         if (syntax === undefined)
             throw new Error('the demo template writes calls in a way strongdoge cannot hold to a grammar');
-        const tokens = LlamaText(new SpecialTokensText(syntax.open)).tokenize(model.tokenizer, 'trimLeadingSpace');
+        const tokens = tokensOfOpen(model, syntax.open);
         const {contextText} = chatWrapper.generateContextState({chatHistory: [{type: 'user', text: PROMPT}, {type: 'model', response: []}],
             availableFunctions: {[TOOL.function.name]: {description: TOOL.function.description, params: SCHEMA as never}}, documentFunctionParams: true});
         const system = /<\|im_start\|>system\n([\s\S]*?)<\|im_end\|>/.exec(contextText.toString())?.[1];

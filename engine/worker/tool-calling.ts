@@ -41,7 +41,7 @@ export function toolCallSyntaxOf(chatWrapper: ChatWrapper): ToolCallSyntax | und
  * `open` as the model writes it: its tag as the one token it is, then the text after it. Tokenized in one piece,
  * a SentencePiece tokenizer would put a space after the tag, which the model does not write itself.
  */
-function tokensOfOpen(model: LlamaModel, open: string): Token[] {
+export function tokensOfOpen(model: LlamaModel, open: string): Token[] {
     const tokens = LlamaText(new SpecialTokensText(open)).tokenize(model.tokenizer, 'trimLeadingSpace');
     const first = tokens[0]!;
     const attributes = model.getTokenAttributes(first);
