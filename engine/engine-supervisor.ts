@@ -65,12 +65,13 @@ export interface EngineEvents {
     workerLog: [line: string]
 }
 
-/** Streamed text, with the tokens it came from (what a resumed generation continues after). */
-
 interface PendingJob {
     kind: 'generate' | 'embed',
     lastActivityAt: number,
-    onText?: TextListener,
+    /** Streamed text, with the tokens it came from (what a resumed generation continues after). */
+    onText?: TextListener | undefined,
+    /** A tool call being written (`GenerateOptions.onProgress`). */
+    onProgress?: ((tokens: number) => void) | undefined,
     resolve: (result: never) => void,
     reject: (error: Error) => void,
     /** Frees the job's admission slot: only once the worker has let go of the job (it answered, or it is gone). */
@@ -162,8 +163,8 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
         return this.whenReady();
     }
 
-    async generate(request: GenerationRequest, {onText, signal}: {onText?: TextListener, signal?: AbortSignal} = {}) {
-        return this.run<GenerationResult>(request.model, 'generate', signal, (jobId) => ({type: 'generate', jobId, request}), onText);
+    async generate(request: GenerationRequest, {onText, onProgress, signal}: {onText?: TextListener, onProgress?: (tokens: number) => void, signal?: AbortSignal} = {}) {
+        return this.run<GenerationResult>(request.model, 'generate', signal, (jobId) => ({type: 'generate', jobId, request}), {onText, onProgress});
     }
 
     /** Embeds `inputs`, together at most `maxTokens` tokens (defaults to `MAX_EMBEDDING_TOKENS`) or a client error. */
@@ -185,7 +186,7 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
 
     private async run<T>(
         slotKey: string, kind: PendingJob['kind'], signal: AbortSignal | undefined,
-        message: (jobId: number) => SupervisorMessage, onText?: TextListener
+        message: (jobId: number) => SupervisorMessage, {onText, onProgress}: Pick<PendingJob, 'onText' | 'onProgress'> = {}
     ): Promise<T> {
         if (this.state === 'stopped' || this.state === 'failed')
             throw InferenceError.engineUnavailable(`engine is ${this.state}${this.status.lastError ? `: ${this.status.lastError}` : ''}`);
@@ -213,7 +214,7 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
             signal?.addEventListener('abort', onAbort, {once: true});
             const settle = detachingOnSettle(signal, onAbort);
             this.jobs.set(jobId, {
-                kind, onText, lastActivityAt: Date.now(), cancelled: false, release,
+                kind, onText, onProgress, lastActivityAt: Date.now(), cancelled: false, release,
                 resolve: settle(resolve) as (result: never) => void,
                 reject: settle(reject)
             });
@@ -330,6 +331,15 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
                 const job = this.jobs.get(message.jobId);
                 if (job)
                     job.lastActivityAt = Date.now(); // a long prompt: no text yet, but not stalled
+                return;
+            }
+            case 'writing': {
+                const job = this.jobs.get(message.jobId);
+                if (job) {
+                    job.lastActivityAt = Date.now(); // a tool call is sent whole: nothing to send yet, but not stalled
+                    if (!job.cancelled)
+                        job.onProgress?.(message.tokens);
+                }
                 return;
             }
             case 'generated':

@@ -24,6 +24,11 @@ export interface RouteInfo {
 
 export interface GenerateOptions {
     onText?: TextListener,
+    /**
+     * The job advanced with nothing to send yet: a tool call being written, sent whole at its end (`tokens` written
+     * of it so far). Stall deadlines count it as activity.
+     */
+    onProgress?: (tokens: number) => void,
     signal?: AbortSignal,
     /** Per-request budget per million tokens for peers (header `x-strongdoge-max-price`). */
     maxPrice?: number,

@@ -3,32 +3,67 @@ import {EngineSupervisor} from '../engine/engine-supervisor.js';
 import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
 import {greedyCompletion, repeatedPrompt} from './helpers/generation-requests.js';
 
-/** Well above a 128-token chunk's time even on a loaded machine, well below the whole prompt's. */
-const STALL_MS = 2500;
+/**
+ * A job that sends nothing for longer than the stall limit, yet advances, is not a stall: a long prompt (each
+ * evaluated chunk reports progress) and a long tool call (sent whole at its end; each token reports progress).
+ */
 
-test('a prompt that takes longer than the stall limit is not a stall: each evaluated chunk shows the job alive', async (t) => {
-    // Wider than the default demo model, so that a long prompt takes seconds on one thread, in 128-token chunks.
-    const fixture = await createDataDirWithDemoModel({layers: 8, width: 512, headCount: 8, feedForwardLength: 1024, endsText: false});
-    t.teardown(fixture.cleanup);
-    const engine = new EngineSupervisor({
+/** Well above a 128-token chunk's or a token's time even on a loaded machine, well below the whole job's. */
+const STALL_MS = 4000;
+
+let engine: EngineSupervisor;
+let cleanup: () => Promise<void>;
+
+test.before(async () => {
+    // The benchmark's medium model: a long prompt or a long call takes many seconds on one thread.
+    const fixture = await createDataDirWithDemoModel({layers: 12, width: 768, headCount: 12, feedForwardLength: 2048, endsText: false});
+    cleanup = fixture.cleanup;
+    engine = new EngineSupervisor({
         models: [{id: 'demo', path: fixture.modelPath}], threads: 1, parallelSequences: 2, contextSize: 4096, gpu: false,
         tokenStallMs: STALL_MS, pingIntervalMs: 100
     });
-    t.teardown(() => engine.dispose());
     await engine.start();
-    const pid = engine.getStatus().pid;
+});
 
+test.after.always(async () => {
+    await engine?.dispose();
+    await cleanup?.();
+});
+
+test.serial('a prompt that takes longer than the stall limit is not a stall: each evaluated chunk shows the job alive', async (t) => {
+    const pid = engine.getStatus().pid;
     // Another stream runs meanwhile, so the prompt goes in shared 128-token chunks.
     const controller = new AbortController();
     const running = engine.generate(greedyCompletion('Such wow', 3000), {signal: controller.signal, onText: () => undefined}).catch(() => undefined);
-    const longPrompt = repeatedPrompt(270);
-    const long = await engine.generate(greedyCompletion(longPrompt, 2), {onText: () => undefined});
+    const long = await engine.generate(greedyCompletion(repeatedPrompt(270), 2), {onText: () => undefined});
     controller.abort();
     await running;
 
     t.log(`${long.usage.promptTokens} prompt tokens in ${Math.round(long.timings.promptMs)} ms`);
     t.true(long.timings.promptMs > STALL_MS, 'the prompt took longer than the stall limit (else this proves nothing)');
     t.is(long.usage.completionTokens, 2);
+    t.is(engine.getStatus().restarts, 0);
+    t.is(engine.getStatus().pid, pid);
+});
+
+test.serial('a tool call that takes longer than the stall limit is not a stall: each token written shows the job alive', async (t) => {
+    const pid = engine.getStatus().pid;
+    const parameters = {type: 'object', properties: {text: {type: 'string', minLength: 1200, maxLength: 1200}}, required: ['text'], additionalProperties: false};
+    const sent: number[] = [];
+    const progress: number[] = [];
+    const result = await engine.generate({
+        kind: 'chat', model: 'demo', messages: [{role: 'user', content: 'Write'}],
+        sampling: {temperature: 0, stop: [], maxTokens: 2000, responseFormat: {type: 'text'}},
+        tools: {tools: [{name: 'write', parameters}], choice: 'required', parallel: false}
+    }, {onText: (_text, tokens) => sent.push(tokens.length), onProgress: (tokens) => progress.push(tokens)});
+
+    t.log(`a call of ${result.usage.completionTokens} tokens in ${Math.round(result.timings.generationMs)} ms`);
+    t.true(result.timings.generationMs > STALL_MS, 'the call took longer than the stall limit (else this proves nothing)');
+    t.is(result.finishReason, 'tool_calls');
+    t.is([...(JSON.parse(result.toolCalls![0]!.arguments) as {text: string}).text].length, 1200);
+    t.deepEqual(sent, [result.usage.completionTokens], 'the call came whole, in one chunk');
+    t.true(progress.length > 100);
+    t.deepEqual(progress, [...progress].sort((a, b) => a - b), 'the call grows');
     t.is(engine.getStatus().restarts, 0);
     t.is(engine.getStatus().pid, pid);
 });

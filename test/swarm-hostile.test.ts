@@ -198,6 +198,36 @@ test.serial('a serving peer whose result holds far more text than its tokens can
     await expectBanned(t, attacker.id, /result of 100000 bytes of text for 1 token/);
 });
 
+test.serial('a serving peer that keeps a job alive with progress it never makes, or sends a call the request does not allow, is banned', async (t) => {
+    // Progress must grow and stay within the budget: the same claim again is holding the job hostage.
+    const stalling = await hostilePeer(networkTopic({name: 'public'}), hostileProvider('stalling', (message, send) => {
+        if (message.type === 'generate')
+            for (let frame = 0; frame < 5; frame++)
+                send({type: 'progress', jobId: message.jobId, tokens: 2});
+    }));
+    await untilPeer(stalling.id);
+    const tools = [{type: 'function', function: {name: 'get', parameters: {type: 'object', properties: {n: {type: 'integer', maximum: 9}}, required: ['n']}}}];
+    const stalled = await fetch(`${target.baseUrl}/chat/completions`, {
+        method: 'POST', headers: {'content-type': 'application/json'},
+        body: JSON.stringify({model: 'stalling', messages: [{role: 'user', content: 'hi'}], max_tokens: 50, tools, tool_choice: 'required'})
+    });
+    t.is(stalled.status, 503);
+    await expectBanned(t, stalling.id, /claimed 2 token\(s\) of a call after claiming 2/);
+
+    const lying = await hostilePeer(networkTopic({name: 'public'}), hostileProvider('lying', (message, send) => {
+        if (message.type === 'generate')
+            send({type: 'text', jobId: message.jobId, text: '', tokens: [1, 2, 3], toolCall: {name: 'get', arguments: '{"n": 99}'}});
+    }));
+    await untilPeer(lying.id);
+    const lied = await fetch(`${target.baseUrl}/chat/completions`, {
+        method: 'POST', headers: {'content-type': 'application/json'},
+        body: JSON.stringify({model: 'lying', messages: [{role: 'user', content: 'hi'}], max_tokens: 50, tools, tool_choice: 'required', stream: true})
+    });
+    const body = await lied.text();
+    t.false(body.includes('"n": 99'), 'the invalid call never reaches the client');
+    await expectBanned(t, lying.id, /arguments of 'get'/);
+});
+
 test.serial('frames for jobs a peer does not have get it banned: no flood of cancels or stray tokens', async (t) => {
     for (const [name, frame] of [
         ['cancel', {type: 'cancel', jobId: 'f'.repeat(32)}],

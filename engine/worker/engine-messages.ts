@@ -55,6 +55,8 @@ export type WorkerMessage =
     | {type: 'text', jobId: number, text: string, tokens: number[], extras?: ChunkExtras}
     /** A chunk of the job's prompt was evaluated: the job is alive though it has no text yet (the stall watchdog). */
     | {type: 'promptProgress', jobId: number, evaluated: number, total: number}
+    /** A tool call is being written, to be sent whole: the job is alive though it sends nothing (`tokens` so far). */
+    | {type: 'writing', jobId: number, tokens: number}
     | {type: 'generated', jobId: number, result: GenerationResult}
     | {type: 'embedded', jobId: number, result: EmbeddingResult}
     | {type: 'jobFailed', jobId: number, error: InferenceErrorJson}

@@ -99,7 +99,8 @@ function handle(message: SupervisorMessage) {
                 result: await runtimeFor(request.model).generate(request, {
                     signal,
                     onText: (text, tokens, extras) => send({type: 'text', jobId, text, tokens, ...(extras && {extras})}),
-                    onPromptProgress: (evaluated, total) => send({type: 'promptProgress', jobId, evaluated, total})
+                    onPromptProgress: (evaluated, total) => send({type: 'promptProgress', jobId, evaluated, total}),
+                    onWriting: (tokens) => send({type: 'writing', jobId, tokens})
                 })
             }));
             return;

@@ -30,7 +30,9 @@ export interface GenerationOptions {
     signal: AbortSignal,
     onText: TextListener,
     /** After each chunk of the prompt but the last (which ends with the first token): tokens evaluated of `total`. */
-    onPromptProgress?(evaluated: number, total: number): void
+    onPromptProgress?(evaluated: number, total: number): void,
+    /** After each token of a tool call that does not finish one: the call's tokens so far (it is sent whole). */
+    onWriting?(tokens: number): void
 }
 
 export type GenerationEnd = 'eog' | 'stop' | 'length' | 'abort';
@@ -240,6 +242,8 @@ export class Generation implements SteppedGeneration {
             this.toolCalls.push(call);
             this.options.onText('', calls.unsent.splice(0), {toolCall: call});
         }
+        if (parsed.calls.length === calls.sent)
+            this.options.onWriting?.(calls.unsent.length);
         calls.sent = parsed.calls.length;
     }
 

@@ -20,6 +20,8 @@ export interface GenerateCallbacks {
     onText: TextListener,
     /** A chunk of a long prompt was evaluated (tokens evaluated of those to evaluate). */
     onPromptProgress?(evaluated: number, total: number): void,
+    /** A tool call is being written (sent whole at its end): its tokens so far. */
+    onWriting?(tokens: number): void,
     signal: AbortSignal
 }
 
@@ -92,7 +94,7 @@ export class ModelRuntime {
      * continuation (tokens another node already generated for this request) is appended to the prompt, so a
      * resumed generation picks up exactly where the other stopped.
      */
-    async generate(request: GenerationRequest, {onText, onPromptProgress, signal}: GenerateCallbacks): Promise<GenerationResult> {
+    async generate(request: GenerationRequest, {onText, onPromptProgress, onWriting, signal}: GenerateCallbacks): Promise<GenerationResult> {
         const slot = this.freeSlots.shift();
         if (slot === undefined)
             throw InferenceError.engineError(`no free sequence for ${this.info.id}: the supervisor sent more jobs than sequences`);
@@ -133,7 +135,8 @@ export class ModelRuntime {
                 ...(request.sampling.logprobs !== undefined && {logprobs: {top: request.sampling.logprobs, describe: (token: Token) => this.describeToken(token)}}),
                 signal,
                 onText,
-                ...(onPromptProgress !== undefined && {onPromptProgress})
+                ...(onPromptProgress !== undefined && {onPromptProgress}),
+                ...(onWriting !== undefined && {onWriting})
             });
             await this.decodeLoop.run(generation);
 

@@ -31,8 +31,8 @@ export class LocalInference implements InferenceStrategy {
         };
     }
 
-    generate(request: GenerationRequest, {onText, signal}: GenerateOptions) {
-        return this.engine.generate(request, {...(onText && {onText}), ...(signal && {signal})});
+    generate(request: GenerationRequest, {onText, onProgress, signal}: GenerateOptions) {
+        return this.engine.generate(request, {...(onText && {onText}), ...(onProgress && {onProgress}), ...(signal && {signal})});
     }
 
     embed(model: string, inputs: string[], {signal}: EmbedOptions) {

@@ -75,7 +75,8 @@ export class RemoteInference implements InferenceStrategy {
                 onText: (text, tokens, extras) => {
                     pace.received(tokens.length);
                     attempt.onText(text, tokens, extras);
-                }
+                },
+                ...(options.onProgress && {onProgress: options.onProgress})
             });
             const tokensPerSecond = pace.tokensPerSecond();
             if (tokensPerSecond !== null)

@@ -59,6 +59,10 @@ export class ShardedInference implements InferenceStrategy {
                     onText: (text, tokens, extras) => {
                         donePrefilling();
                         attempt.onText(text, tokens, extras);
+                    },
+                    onProgress: (tokens) => {
+                        donePrefilling();
+                        options.onProgress?.(tokens);
                     }
                 });
                 this.cluster.creditStages(result.usage.completionTokens);

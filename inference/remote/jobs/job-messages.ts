@@ -93,6 +93,8 @@ export const jobMessageSchema = z.discriminatedUnion('type', [
         toolCall: toolCallSchema.optional(),
         logprobs: z.array(tokenLogprob).max(MAX_TEXT_FRAME_TOKENS).optional()
     }),
+    // A tool call being written, sent whole at its end: the job is alive (`tokens` of the call so far).
+    z.object({type: z.literal('progress'), jobId, tokens: z.number().int().min(1).max(MAX_TEXT_FRAME_TOKENS)}),
     z.object({type: z.literal('generated'), jobId, result: resultSchema}),
     z.object({type: z.literal('embedded'), jobId, result: z.object({vectors: z.array(z.array(z.number())).max(2048), promptTokens: z.number().int().nonnegative()})}),
     // A refusal before any work, or a failure during it: the code says whose fault it is.

@@ -13,7 +13,7 @@ export interface JobExecutor {
     canServe(model: string): boolean,
     /** The size of the model's file, as receipts state it. */
     modelBytes(model: string): number,
-    generate(request: GenerationRequest, options: {onText: TextListener, signal: AbortSignal}): Promise<GenerationResult>,
+    generate(request: GenerationRequest, options: {onText: TextListener, onProgress: (tokens: number) => void, signal: AbortSignal}): Promise<GenerationResult>,
     embed(model: string, inputs: string[], options: {signal: AbortSignal, maxTokens: number}): Promise<EmbeddingResult>
 }
 
@@ -145,7 +145,8 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
                 sampling: {...message.request.sampling, maxTokens: message.request.sampling.maxTokens ?? this.limits.maxTokensPerJob}
             }, {
                 signal: controller.signal,
-                onText: (text, tokens, extras) => send({type: 'text', jobId, text, tokens, ...extras})
+                onText: (text, tokens, extras) => send({type: 'text', jobId, text, tokens, ...extras}),
+                onProgress: (tokens) => send({type: 'progress', jobId, tokens})
             }).then((result) => {
                 if (backlogged)
                     throw InferenceError.cancelled('requester backlogged');

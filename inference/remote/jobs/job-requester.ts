@@ -32,7 +32,7 @@ export interface RemoteJobDeadlines {
 const MAX_BYTES_PER_TOKEN = 256;
 
 /** Frames a provider sends to a requester; the others are the provider's business. */
-const REQUESTER_BOUND = new Set<JobMessage['type']>(['text', 'generated', 'embedded', 'failed', 'countersigned']);
+const REQUESTER_BOUND = new Set<JobMessage['type']>(['text', 'progress', 'generated', 'embedded', 'failed', 'countersigned']);
 
 /** What a job's frame handler may do. */
 interface JobControl<T> {
@@ -98,12 +98,14 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
      * per token): a peer that exceeds them is dropped, and nothing beyond them reaches `onText`.
      */
     generate(peerId: string, request: GenerationRequest, options: {
-        onText: TextListener, signal?: AbortSignal, deadlines: RemoteJobDeadlines, modelBytes: number,
+        onText: TextListener, onProgress?: (tokens: number) => void, signal?: AbortSignal, deadlines: RemoteJobDeadlines, modelBytes: number,
         /** Tokens the peer may generate when the request sets no `max_tokens`: the cap it announced. */
         tokenCap: number
     }) {
         const budget = (request.sampling.maxTokens ?? options.tokenCap) - (request.continuation?.tokens.length ?? 0);
         let relayed = 0;
+        /** Tokens of the call being written that the peer claimed (`progress`): the call, when it comes, has them all. */
+        let claimed = 0;
         return this.run<GenerationResult>(peerId, (jobId) => ({type: 'generate', jobId, request}), options.deadlines, options.signal,
             (message, job) => {
                 if (message.type === 'text') {
@@ -115,9 +117,22 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
                     const callProblem = message.toolCall && toolCallProblem(request.kind === 'chat' ? request.tools?.tools ?? [] : [], message.toolCall);
                     if (callProblem !== undefined)
                         return job.violate(`sent ${callProblem}`);
+                    if (message.tokens.length < claimed)
+                        return job.violate(`sent ${message.tokens.length} token(s) after claiming ${claimed}`);
+                    claimed = 0;
                     relayed += message.tokens.length;
                     job.touch();
                     options.onText(message.text, message.tokens, {...(message.toolCall && {toolCall: message.toolCall}), ...(message.logprobs && {logprobs: message.logprobs})});
+                } else if (message.type === 'progress') {
+                    // Keeps the job alive only as far as the budget goes: a peer cannot hold a job by claiming progress.
+                    if (relayed + message.tokens > budget)
+                        return job.violate(`claimed more than the ${budget} token(s) asked for`);
+                    // Each claim must add tokens, and the call must bring them: progress frames are bounded by the budget.
+                    if (message.tokens <= claimed)
+                        return job.violate(`claimed ${message.tokens} token(s) of a call after claiming ${claimed}`);
+                    claimed = message.tokens;
+                    job.touch();
+                    options.onProgress?.(message.tokens);
                 } else if (message.type === 'generated') {
                     const {usage, text} = message.result;
                     if (usage.completionTokens > budget)
