@@ -41,7 +41,8 @@ export const engineSupervisorDefaults = {
     pingIntervalMs: 2_000,
     pingTimeoutMs: 10_000,
     tokenStallMs: 120_000,
-    stopOnFirstLoadFailure: true
+    stopOnFirstLoadFailure: true,
+    flashAttention: 'auto' as const
 };
 
 export interface EngineStatus {
@@ -267,6 +268,7 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
             parallelSequences: this.options.parallelSequences,
             contextSize: this.options.contextSize,
             gpu: this.options.gpu,
+            flashAttention: this.options.flashAttention,
             ...(this.options.shard && {shard: this.options.shard})
         };
         const pid = this.process.pid;

@@ -142,5 +142,7 @@ export interface LoadedModelInfo {
     contextSize: number,
     parallelSequences: number,
     trainContextSize: number,
-    embeddingLength: number
+    embeddingLength: number,
+    /** Flash attention in this model's context: 'auto' where llama.cpp chose by device (engine/worker/flash-attention.ts). */
+    flashAttention: 'on' | 'off' | 'auto'
 }

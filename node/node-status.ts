@@ -45,7 +45,8 @@ export const nodeStatusSchema = z.object({
         contextSize: count,
         parallelSequences: count,
         trainContextSize: count,
-        embeddingLength: count
+        embeddingLength: count,
+        flashAttention: z.enum(['on', 'off', 'auto'])
     })),
     peers: count,
     /** How the DHT sees this node's NAT (docs/architecture.md, "Relays"); null when offline or before joining. */

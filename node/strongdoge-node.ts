@@ -118,6 +118,7 @@ export class StrongdogeNode {
             parallelSequences: settings.parallel,
             contextSize: settings.contextSize,
             gpu: settings.gpu === 'off' ? false : 'auto',
+            flashAttention: settings.flashAttention,
             maxQueue: settings.maxQueue
         });
         this.capabilities = new NodeCapabilities({engine: this.engine, models, dataDir: settings.dataDir, price: settings.price, maxJobTokens: settings.maxJobTokens,
@@ -243,7 +244,8 @@ export class StrongdogeNode {
                 maxStages: settings.maxStages,
                 forceSplit: settings.shard === 'always',
                 signReceipt: (body) => signShardReceipt(body, this.identity.secretKey),
-                engine: {threads: settings.threads, parallelSequences: settings.parallel, contextSize: settings.contextSize, maxQueue: settings.maxQueue}
+                engine: {threads: settings.threads, parallelSequences: settings.parallel, contextSize: settings.contextSize, maxQueue: settings.maxQueue,
+                    flashAttention: settings.flashAttention}
             });
             cluster.on('log', (level, message, fields) => this.logger[level](fields, message));
             cluster.on('state', (state) => {

@@ -17,6 +17,7 @@ test('defaults: loopback, the documented port, no models', (t) => {
     t.false(settings.daemon);
     t.is(settings.dataDir, '/data');
     t.true(settings.threads >= 1);
+    t.is(settings.flashAttention, 'auto');
 });
 
 test('flags beat env, env beats the config file, the file beats defaults', (t) => {
@@ -50,6 +51,7 @@ const badValues: [string, Parameters<typeof resolveNodeSettings>[1], RegExp][] =
     ['port not a number', {flags: {}, env: {STRONGDOGE_PORT: 'abc'}}, /STRONGDOGE_PORT/],
     ['zero threads', {flags: {}, env: {}, file: file({threads: 0})}, /key "threads"/],
     ['gpu value', {flags: {gpu: 'maybe'}, env: {}}, /option --gpu/],
+    ['flash attention value', {flags: {}, env: {STRONGDOGE_FLASH_ATTENTION: 'fast'}}, /STRONGDOGE_FLASH_ATTENTION/],
     ['daemon value', {flags: {}, env: {STRONGDOGE_DAEMON: 'perhaps'}}, /STRONGDOGE_DAEMON/],
     ['unknown key', {flags: {}, env: {}, file: file({prot: 1})}, /unknown key "prot"/],
     ['context size', {flags: {contextSize: '1.5'}, env: {}}, /option --context-size/],

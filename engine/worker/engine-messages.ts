@@ -10,6 +10,8 @@ export interface ModelLoadSpec {
     path: string
 }
 
+export type FlashAttentionSetting = 'auto' | 'on' | 'off';
+
 export interface WorkerSettings {
     models: ModelLoadSpec[],
     threads: number,
@@ -19,6 +21,12 @@ export interface WorkerSettings {
     contextSize: number,
     /** 'auto' offloads to a GPU when node-llama-cpp finds one. */
     gpu: 'auto' | false,
+    /**
+     * llama.cpp's flash attention. 'auto' turns it off for a model whose layers all run on this CPU (on CPUs it
+     * slows with context, badly in builds for the machine: docs/architecture.md, "Engine"), and leaves the choice
+     * to llama.cpp elsewhere. Defaults to 'auto'.
+     */
+    flashAttention?: FlashAttentionSetting,
     /** Layers on remote devices: this engine coordinates a pipeline of stages (docs/architecture.md, "Sharding"). */
     shard?: ShardLoadSettings
 }

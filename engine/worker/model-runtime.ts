@@ -11,6 +11,7 @@ import {InferenceError} from '../../inference/inference-error.js';
 import {schemaToGbnf} from '../../inference/json-schema/schema-grammar.js';
 import type {ModelLoadSpec, WorkerSettings} from './engine-messages.js';
 import {DecodeLoop} from './decode-loop.js';
+import {contextFlashAttention} from './flash-attention.js';
 import {Generation} from './generation.js';
 import {toLlamaSamplingOptions} from './sampling-options.js';
 import {TokenRelease} from './token-release.js';
@@ -68,6 +69,7 @@ export class ModelRuntime {
                 sequences: settings.parallelSequences,
                 contextSize: Math.min(settings.contextSize, model.trainContextSize),
                 threads: settings.threads,
+                flashAttention: contextFlashAttention(settings.flashAttention ?? 'auto', {gpuLayers: model.gpuLayers, sharded: settings.shard !== undefined}),
                 ignoreMemorySafetyChecks: settings.shard !== undefined
             });
             const info: LoadedModelInfo = {
@@ -79,7 +81,8 @@ export class ModelRuntime {
                 contextSize: context.contextSize,
                 parallelSequences: settings.parallelSequences,
                 trainContextSize: model.trainContextSize,
-                embeddingLength: model.embeddingVectorSize
+                embeddingLength: model.embeddingVectorSize,
+                flashAttention: context.flashAttention === 'auto' ? 'auto' : context.flashAttention ? 'on' : 'off'
             };
             return new ModelRuntime(llama, model, context, settings, info);
         } catch (error) {
