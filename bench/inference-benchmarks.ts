@@ -33,7 +33,9 @@ interface BenchModel {
     repeats: number,
     concurrency: number[],
     /** Also measure how a long prompt stalls running streams. */
-    promptInterference: boolean
+    promptInterference: boolean,
+    /** Also measure llama-server with flash attention off (its default is on where the device supports it). */
+    flashAttentionControl?: boolean
 }
 
 const MODELS: BenchModel[] = [
@@ -41,7 +43,7 @@ const MODELS: BenchModel[] = [
     {name: 'tiny (8 layers, width 256, ~5M params)', options: {endsText: false},
         maxTokens: 256, repeats: 5, concurrency: [1, 2, 4, 8], promptInterference: false},
     {name: 'medium (12 layers, width 768, ~86M params)', options: {layers: 12, width: 768, headCount: 12, feedForwardLength: 2048, endsText: false},
-        maxTokens: 256, repeats: 5, concurrency: [1, 2, 4, 8], promptInterference: true},
+        maxTokens: 256, repeats: 5, concurrency: [1, 2, 4, 8], promptInterference: true, flashAttentionControl: true},
     // The same shape in Q8_0: node-llama-cpp's shipped CPU backend is slow on F16 weights, not on quantized ones.
     {name: 'medium-q8 (the medium model in Q8_0)',
         options: {layers: 12, width: 768, headCount: 12, feedForwardLength: 2048, weightType: 'Q8_0', endsText: false},
@@ -108,6 +110,23 @@ async function measureServer(client: OpenAI, load: CompletionLoad, bench: BenchM
     };
 }
 
+/** llama-server with its default settings and `extraArgs`, measured as the proxy is; a failure is reported, not fatal. */
+async function measureLlamaServer(modelPath: string, load: CompletionLoad, bench: BenchModel, extraArgs: string[] = []):
+    Promise<Awaited<ReturnType<typeof measureServer>> | {skipped: string}> {
+    if (!llamaServerAvailable())
+        return {skipped: 'llama-server not built: run scripts/build-llama-server.sh'};
+    process.stderr.write(`[${bench.name}] llama-server ${extraArgs.join(' ')}\n`);
+    const server = await startLlamaServer(modelPath, {threads: THREADS, parallel: PARALLEL, contextPerSlot: CONTEXT, extraArgs});
+    try {
+        return await measureServer(new OpenAI({baseURL: server.baseUrl, apiKey: 'bench', maxRetries: 0}), load, bench);
+    } catch (error) {
+        // the comparison is missing, the other measurements stand
+        return {skipped: `llama-server failed (${(error as Error).message}, exit ${server.exitCode()}): ${server.logTail()}`};
+    } finally {
+        await server.stop().catch(() => undefined);
+    }
+}
+
 async function benchmarkModel(dir: string, bench: BenchModel) {
     const {name, options} = bench;
     const dataDir = join(dir, name.split(' ')[0]!);
@@ -128,22 +147,14 @@ async function benchmarkModel(dir: string, bench: BenchModel) {
     const daemon = await startDaemon(['--model', 'bench', '--data-dir', dataDir, '--threads', String(THREADS),
         '--parallel', String(PARALLEL), '--context-size', String(CONTEXT)]);
     const proxy = await measureServer(new OpenAI({baseURL: daemon.baseUrl, apiKey: 'bench', maxRetries: 0}), load, bench);
+    const {models: [loaded]} = await (await fetch(new URL('/api/node', daemon.baseUrl))).json() as {models: {flashAttention: string}[]};
     await daemon.stop();
 
-    let llamaServer: Awaited<ReturnType<typeof measureServer>> | {skipped: string};
-    if (llamaServerAvailable()) {
-        process.stderr.write(`[${name}] llama-server\n`);
-        const server = await startLlamaServer(modelPath, {threads: THREADS, parallel: PARALLEL, contextPerSlot: CONTEXT});
-        try {
-            llamaServer = await measureServer(new OpenAI({baseURL: server.baseUrl, apiKey: 'bench', maxRetries: 0}), load, bench);
-        } catch (error) {
-            // Reported, not fatal: the comparison is missing, the other measurements stand.
-            llamaServer = {skipped: `llama-server failed (${(error as Error).message}, exit ${server.exitCode()}): ${server.logTail()}`};
-        }
-        await server.stop().catch(() => undefined);
-    } else {
-        llamaServer = {skipped: 'llama-server not built: run scripts/build-llama-server.sh'};
-    }
+    const llamaServer = await measureLlamaServer(modelPath, load, bench);
+    // Its flash attention off: the streams alone and 4 together (strongdoge turns it off for a model on the CPU).
+    const llamaServerFlashAttentionOff = bench.flashAttentionControl
+        ? await measureLlamaServer(modelPath, load, {...bench, concurrency: [1, 4], promptInterference: false}, ['-fa', 'off'])
+        : undefined;
 
     const aggregate = (server: typeof proxy, clients: number) => server.concurrency[clients]!.aggregateTokensPerSecond;
     const vsServer = 'single' in llamaServer
@@ -161,19 +172,24 @@ async function benchmarkModel(dir: string, bench: BenchModel) {
     return {
         model: name,
         direct: directResult,
-        proxy,
+        proxy: {...proxy, flashAttention: loaded?.flashAttention},
         llamaServer,
+        ...(llamaServerFlashAttentionOff && {llamaServerFlashAttentionOff}),
         ratios: {
             proxyOverDirectTokensPerSecond: round(proxy.single.generationTokensPerSecond / directResult.generationTokensPerSecond, 3),
             proxyMinusDirectTtftMs: round(proxy.single.ttftMs - directResult.ttftMs),
             proxyConcurrentOverOneStream: Object.fromEntries(bench.concurrency.filter((clients) => clients > 1).map((clients) => [clients,
                 round(aggregate(proxy, clients) / aggregate(proxy, 1), 3)])),
-            ...(vsServer && {proxyOverLlamaServer: vsServer})
+            ...(vsServer && {proxyOverLlamaServer: vsServer}),
+            ...(llamaServerFlashAttentionOff && 'single' in llamaServerFlashAttentionOff && {proxyOverLlamaServerFlashAttentionOff: {
+                singleStreamTokensPerSecond: round(proxy.single.generationTokensPerSecond / llamaServerFlashAttentionOff.single.generationTokensPerSecond, 3),
+                fourStreamsAggregateTokensPerSecond: round(aggregate(proxy, 4) / aggregate(llamaServerFlashAttentionOff as typeof proxy, 4), 3)
+            }})
         }
     };
 }
 
-/** Which node-llama-cpp binaries ran: a local build (`node-llama-cpp source build`, for this CPU) is used when present. */
+/** Which node-llama-cpp binaries ran: a build for this machine (`strongdoge engine build`) is used when present. */
 let engineBuild = 'prebuilt';
 
 const dir = await mkdtemp(join(tmpdir(), 'strongdoge-bench-'));

@@ -2,6 +2,7 @@ import {Command, CommanderError} from 'commander';
 import {benchCommand} from './commands/bench-command.js';
 import {demoCommand} from './commands/demo-command.js';
 import {doctorCommand} from './commands/doctor-command.js';
+import {engineCommand} from './commands/engine-command.js';
 import {ledgerCommand} from './commands/ledger-command.js';
 import {modelsCommand} from './commands/models-command.js';
 import {startCommand} from './commands/start-command.js';
@@ -29,6 +30,7 @@ export function createProgram() {
     program.addCommand(modelsCommand());
     program.addCommand(benchCommand());
     program.addCommand(doctorCommand());
+    program.addCommand(engineCommand());
     program.addCommand(testnetCommand());
     program.addCommand(ledgerCommand());
     for (const command of statusCommands())

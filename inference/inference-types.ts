@@ -130,7 +130,11 @@ export interface DeviceInfo {
     gpuNames: string[],
     vramTotalBytes: number,
     vramFreeBytes: number,
-    cpuThreads: number
+    cpuThreads: number,
+    /** node-llama-cpp's prebuilt binaries, or llama.cpp built for this machine (`strongdoge engine build`). */
+    build: 'prebuilt' | 'local',
+    /** The directory of the ggml libraries the engine loaded; null where it cannot be read (not Linux). */
+    ggmlDir: string | null
 }
 
 export interface LoadedModelInfo {

@@ -25,7 +25,9 @@ export const nodeStatusSchema = z.object({
         gpuNames: z.array(z.string()),
         vramTotalBytes: z.number().nonnegative(),
         vramFreeBytes: z.number().nonnegative(),
-        cpuThreads: count
+        cpuThreads: count,
+        build: z.enum(['prebuilt', 'local']),
+        ggmlDir: z.string().nullable()
     }).nullable(),
     compute: capabilitiesSchema.shape.compute,
     engine: z.object({

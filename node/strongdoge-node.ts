@@ -274,9 +274,13 @@ export class StrongdogeNode {
             });
             // Rpc servers (hosted layers, a pipeline's own devices) run on the GPU backend node-llama-cpp uses here; the
             // pipeline engine's RPC backend sits beside the CPU ggml it loads.
-            const gpu = this.engine.getStatus().device?.backend ?? false;
-            const coordinator = await prepareRpcServerDir(binaries);
-            this.rpcFiles = {coordinator, host: gpu === false ? coordinator : await prepareRpcServerDir(binaries, {gpu})};
+            // A build for this machine (`strongdoge engine build`) is what the engines load instead of the prebuilt
+            // libraries: the RPC backend and servers must sit beside it, or a second libggml-base would be loaded.
+            const device = this.engine.getStatus().device;
+            const gpu = device?.backend ?? false;
+            const ggmlDirs = device?.build === 'local' && device.ggmlDir !== null ? [device.ggmlDir] : undefined;
+            const coordinator = await prepareRpcServerDir(binaries, ggmlDirs && {ggmlDirs});
+            this.rpcFiles = {coordinator, host: gpu === false ? coordinator : await prepareRpcServerDir(binaries, {gpu, ...(ggmlDirs && {ggmlDirs})})};
             this.shardingUnavailable = null;
             this.swarm?.capabilitiesChanged();
         } catch (error) {

@@ -4,6 +4,7 @@ import {createServer} from 'node:net';
 import {availableParallelism, tmpdir} from 'node:os';
 import {join} from 'node:path';
 import test from 'ava';
+import {getLlama} from 'node-llama-cpp';
 import type {DoctorReport} from '../cli/commands/doctor-command.js';
 import {runCli} from './helpers/cli-process.js';
 import {freePort} from './helpers/free-port.js';
@@ -30,6 +31,10 @@ test('doctor --json reports the engine, CPU, sharding, the NAT, the API port and
     t.false('error' in report.engine, JSON.stringify(report.engine));
     if (!('error' in report.engine) && report.engine.gpu === false)
         t.deepEqual(report.engine.devices, []);
+    // what the engine will load: node-llama-cpp's prebuilt binaries, or `strongdoge engine build`'s
+    const llama = await getLlama({gpu: 'auto', build: 'never'});
+    t.like(report.engine, {build: llama.buildType === 'localBuild' ? 'local' : 'prebuilt', llamaCppRelease: llama.llamaCppRelease.release});
+    await llama.dispose();
     t.is(report.cpu.threads, availableParallelism());
     t.true(report.memory.totalBytes > 0);
     t.deepEqual(report.api, {host: '127.0.0.1', port: busyPort, free: false});
@@ -47,6 +52,7 @@ test('doctor --json reports the engine, CPU, sharding, the NAT, the API port and
     t.is(text.code, 0, text.stderr);
     t.regex(text.stdout, new RegExp(`^API port +127\\.0\\.0\\.1:${port} free$`, 'm'));
     t.regex(text.stdout, /^sharding +(available|unavailable): /m);
+    t.regex(text.stdout, /^llama\.cpp +\S+, (built for this machine|node-llama-cpp's prebuilt binaries)/m);
     t.regex(text.stdout, /^data dir .* will be created$/m);
     t.regex(text.stdout, /^network +NAT open at 127\.0\.0\.1:\d+, reachable by peers; relays for peers that cannot punch holes/m);
     const offline = await runCli(['doctor', '--data-dir', dataDir, '--port', String(port), '--offline']);
@@ -63,4 +69,23 @@ test('doctor says why sharding is unavailable when cmake is missing', async (t) 
     t.false(sharding.available);
     t.true(sharding.toolchain.missing.includes('cmake'));
     t.regex(sharding.detail, /^cmake, .* not found: the RPC server cannot be built$/);
+});
+
+test('engine build without cmake or a compiler says what is missing and leaves the engine as it was', async (t) => {
+    const bin = await tempDir(t);
+    await symlink(process.execPath, join(bin, 'node'));
+    const home = join(await tempDir(t), 'home');
+    const before = await runCli(['doctor', '--json', '--offline', '--data-dir', home, '--port', String(await freePort())], {PATH: bin});
+    const result = await runCli(['engine', 'build', '--gpu', 'off', '--data-dir', home], {PATH: bin});
+    t.is(result.code, 1);
+    t.regex(result.stderr, /^strongdoge: error: cannot build llama\.cpp: cmake, .*a C\+\+ compiler.* not found$/m);
+    const after = await runCli(['doctor', '--json', '--offline', '--data-dir', home, '--port', String(await freePort())], {PATH: bin});
+    const buildOf = (stdout: string) => {
+        const {engine} = JSON.parse(stdout) as DoctorReport;
+        return 'error' in engine ? engine : {build: engine.build, llamaCppRelease: engine.llamaCppRelease};
+    };
+    t.deepEqual(buildOf(after.stdout), buildOf(before.stdout));
+    const usage = await runCli(['engine', 'build', '--gpu', 'sometimes', '--data-dir', home]);
+    t.is(usage.code, 2);
+    t.regex(usage.stderr, /--gpu/);
 });

@@ -10,10 +10,12 @@ import {runCli} from './helpers/cli-process.js';
 const nodeStatus: NodeStatus = {
     id: 'ab'.repeat(32), shortId: 'q3xk8ume', network: 'public', privateNetwork: false, version: '0.1.0', uptimeSeconds: 65,
     proxyUrl: 'http://127.0.0.1:9337/v1',
-    device: {backend: false, gpuNames: [], vramTotalBytes: 0, vramFreeBytes: 0, cpuThreads: 4},
+    device: {backend: false, gpuNames: [], vramTotalBytes: 0, vramFreeBytes: 0, cpuThreads: 4, build: 'local', ggmlDir: '/opt/ggml'},
     compute: {measuredTflops: null, lookupTflops: null, generationTokensPerSecond: null, memoryBandwidthGBs: null},
     engine: {state: 'ready', pid: 42, restarts: 0, lastError: null, running: 0, queued: 0},
-    models: [], peers: 2,
+    models: [{id: 'demo', path: '/models/demo.gguf', sizeBytes: 1e6, layers: 4, gpuLayers: 0, contextSize: 4096, parallelSequences: 4,
+        trainContextSize: 4096, embeddingLength: 64, flashAttention: 'off'}],
+    peers: 2,
     nat: {type: 'consistent', reachable: false, host: '100.64.7.2', port: 40123},
     relay: {mode: 'auto', offering: false, key: 'cd'.repeat(32), through: [], clients: 0, pairs: 0, bytesRelayed: 0, mbps: 0, maxMbps: null},
     peerJobs: {active: 0, served: 0}, receipts: 0, ledger: null, bannedPeers: 0,
@@ -59,6 +61,8 @@ test('status prints the pipelines this node coordinates, their stages, and the l
     t.is(result.code, 0, result.stderr);
     const {stdout} = result;
     t.regex(stdout, /^node {5}q3xk8ume/m);
+    t.regex(stdout, /^device {3}CPU, 4 threads; llama\.cpp built for this machine$/m);
+    t.regex(stdout, /^models {3}demo \(4 layers, 0 on GPU, flash attention off\)$/m);
     t.regex(stdout, /^hosting {2}1 session, 12\.0 GB offered$/m);
     t.regex(stdout, /^NAT {6}consistent at 100\.64\.7\.2:40123, not reachable: peers punch holes or relay$/m);
     t.regex(stdout, /^relay {4}auto, not offered$/m);

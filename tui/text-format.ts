@@ -65,3 +65,8 @@ export function formatNat(nat: {type: string, reachable: boolean}, relayPairs: n
     const relaying = relayPairs === null ? '' : `, relaying ${relayPairs} pair${relayPairs === 1 ? '' : 's'}`;
     return `${nat.type}, ${nat.reachable ? 'reachable' : 'unreachable'}${relaying}`;
 }
+
+/** Which llama.cpp binaries the engine runs (`strongdoge engine build`). */
+export function formatEngineBuild(build: 'prebuilt' | 'local') {
+    return build === 'local' ? 'built for this machine' : 'node-llama-cpp\'s prebuilt binaries';
+}

@@ -4,17 +4,18 @@ import {createServer} from 'node:net';
 import {availableParallelism, cpus, freemem, totalmem} from 'node:os';
 import {dirname, join, resolve} from 'node:path';
 import {Command} from 'commander';
+import type {EngineBuildType} from '../../engine/engine-build.js';
 import type {RpcTool, RpcToolchain} from '../../engine/rpc/rpc-build.js';
 import {loadNodeSettings} from '../config/load-node-settings.js';
 import type {NodeSettings} from '../config/node-config.js';
-import {formatBytes, formatNatAddress} from '../../tui/text-format.js';
+import {formatBytes, formatEngineBuild, formatNatAddress} from '../../tui/text-format.js';
 import type {NatStatus, RelayMode} from '../../swarm/relay-policy.js';
 import {addDataDirOption} from './shared-options.js';
 
 export interface DoctorReport {
     node: {version: string, platform: string},
-    /** What node-llama-cpp runs on here: its prebuilt binaries only (a source build is never started). */
-    engine: {gpu: string | false, devices: string[], vramTotalBytes: number, vramFreeBytes: number} | {error: string},
+    /** What node-llama-cpp runs on here: its prebuilt binaries or `strongdoge engine build`'s (a build is never started here). */
+    engine: {gpu: string | false, devices: string[], vramTotalBytes: number, vramFreeBytes: number, build: EngineBuildType, llamaCppRelease: string} | {error: string},
     cpu: {model: string, threads: number, llamaThreads: number},
     memory: {totalBytes: number, freeBytes: number},
     sharding: {
@@ -39,7 +40,8 @@ async function engineReport(gpuSetting: 'auto' | 'off'): Promise<DoctorReport['e
         try {
             const devices = llama.gpu === false ? [] : await llama.getGpuDeviceNames();
             const vram = llama.gpu === false ? {total: 0, free: 0} : await llama.getVramState();
-            return {gpu: llama.gpu, devices, vramTotalBytes: vram.total, vramFreeBytes: vram.free};
+            return {gpu: llama.gpu, devices, vramTotalBytes: vram.total, vramFreeBytes: vram.free,
+                build: llama.buildType === 'localBuild' ? 'local' : 'prebuilt', llamaCppRelease: llama.llamaCppRelease.release};
         } finally {
             await llama.dispose();
         }
@@ -129,6 +131,15 @@ function networkText(network: DoctorReport['network']): string {
 
 const toolText = (tool: RpcTool | undefined) => tool === undefined ? 'not found' : `${tool.version ?? 'version unknown'} (${tool.path})`;
 
+function engineText(engine: DoctorReport['engine'], toolchain: RpcToolchain) {
+    if ('error' in engine)
+        return 'unavailable';
+    if (engine.build === 'local')
+        return `${engine.llamaCppRelease}, ${formatEngineBuild('local')} (\`strongdoge engine reset\` goes back to the prebuilt one)`;
+    return `${engine.llamaCppRelease}, ${formatEngineBuild('prebuilt')}${toolchain.missing.length > 0 ? ''
+        : '; `strongdoge engine build` builds it for this machine, often faster on a CPU'}`;
+}
+
 function reportText(report: DoctorReport) {
     const {engine, sharding, api, dataDir} = report;
     const gpu = 'error' in engine ? `unavailable: ${engine.error}`
@@ -137,6 +148,7 @@ function reportText(report: DoctorReport) {
     const rows: [string, string][] = [
         ['node', `${report.node.version} ${report.node.platform}`],
         ['GPU', gpu],
+        ['llama.cpp', engineText(engine, sharding.toolchain)],
         ...('error' in engine ? [] : engine.devices.map((device, index): [string, string] => [`device ${index}`, device])),
         ['CPU', `${report.cpu.threads} threads (${report.cpu.model}); llama.cpp uses ${report.cpu.llamaThreads}`],
         ['memory', `${formatBytes(report.memory.freeBytes)} free of ${formatBytes(report.memory.totalBytes)}`],

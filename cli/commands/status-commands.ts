@@ -3,7 +3,7 @@ import type {Capabilities} from '../../swarm/capabilities.js';
 import type {ClusterStatus, NodeStatus, PeerStatus} from '../../node/node-status.js';
 import {fetchNodeStatus, fetchNodeStatusIfKnown, type NodeAddressFlags} from '../node-client.js';
 import {clusterActive} from '../../tui/dashboard-state.js';
-import {formatBytes, formatDuration, formatHosting, formatLayers, formatNatAddress, formatTable, formatTransfer} from '../../tui/text-format.js';
+import {formatBytes, formatDuration, formatEngineBuild, formatHosting, formatLayers, formatNatAddress, formatTable, formatTransfer} from '../../tui/text-format.js';
 import {addDataDirOption} from './shared-options.js';
 
 function withNodeAddress(command: Command) {
@@ -110,7 +110,8 @@ function statusCommand() {
                 process.stdout.write(JSON.stringify(node, null, 2) + '\n');
                 return;
             }
-            const device = node.device?.backend ? `${node.device.backend} (${node.device.gpuNames.join(', ')})` : `CPU, ${node.device?.cpuThreads ?? '?'} threads`;
+            const device = (node.device?.backend ? `${node.device.backend} (${node.device.gpuNames.join(', ')})` : `CPU, ${node.device?.cpuThreads ?? '?'} threads`)
+                + (node.device ? `; llama.cpp ${formatEngineBuild(node.device.build)}` : '');
             const lines = [
                 ['node', `${node.shortId}  (${node.id})`],
                 ['version', node.version],
@@ -121,7 +122,8 @@ function statusCommand() {
                 ...(node.relay ? [['relay', relayText(node.relay)]] : []),
                 ['device', device],
                 ['engine', `${node.engine.state}, ${node.engine.running} running, ${node.engine.queued} queued, ${node.engine.restarts} restarts`],
-                ['models', node.models.map((model) => `${model.id} (${model.layers} layers, ${model.gpuLayers} on GPU)`).join(', ') || 'none'],
+                ['models', node.models.map((model) => `${model.id} (${model.layers} layers, ${model.gpuLayers} on GPU, flash attention ${model.flashAttention})`)
+                    .join(', ') || 'none'],
                 ['requests', `${node.requests.total} (${node.requests.failed} failed, ${node.requests.cancelled} cancelled), ${node.requests.completionTokens} tokens generated`],
                 ['ledger', node.ledger === null ? 'opening' : `${node.ledger.points} points, ${node.ledger.length} records in log ${node.ledger.core.slice(0, 16)}…, anchoring ${node.ledger.anchoring ? 'on' : 'off'}`]
             ];

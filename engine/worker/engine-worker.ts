@@ -2,6 +2,7 @@
  * The engine child process: owns node-llama-cpp and every loaded model. It runs apart from the node's
  * main process because llama.cpp aborts the whole process on some failures (and on any ggml-rpc error).
  */
+import {readFile} from 'node:fs/promises';
 import {getLlama, LlamaLogLevel, type Llama} from 'node-llama-cpp';
 import type {DeviceInfo} from '../../inference/inference-types.js';
 import type {SupervisorMessage, WorkerMessage, WorkerSettings} from './engine-messages.js';
@@ -17,6 +18,13 @@ function send(message: WorkerMessage) {
     process.send?.(message);
 }
 
+/** Where the ggml libraries this process loaded live (Linux: its memory map), for RPC servers that must share them. */
+async function loadedGgmlDir() {
+    const maps = await readFile('/proc/self/maps', 'utf8').catch(() => '');
+    const path = /\s(\/\S*)\/libggml-base\.so\b/.exec(maps)?.[1];
+    return path ?? null;
+}
+
 async function describeDevice(llama: Llama, threads: number): Promise<DeviceInfo> {
     const vram = llama.gpu === false ? {total: 0, free: 0} : await llama.getVramState();
     return {
@@ -24,7 +32,9 @@ async function describeDevice(llama: Llama, threads: number): Promise<DeviceInfo
         gpuNames: llama.gpu === false ? [] : await llama.getGpuDeviceNames(),
         vramTotalBytes: vram.total,
         vramFreeBytes: vram.free,
-        cpuThreads: threads
+        cpuThreads: threads,
+        build: llama.buildType === 'localBuild' ? 'local' : 'prebuilt',
+        ggmlDir: await loadedGgmlDir()
     };
 }
 
