@@ -127,6 +127,33 @@ async function measureLlamaServer(modelPath: string, load: CompletionLoad, bench
     }
 }
 
+/** Rounds of the single-stream head-to-head, each a stream on either server, the order alternating. */
+const HEAD_TO_HEAD_ROUNDS = 8;
+
+/**
+ * One stream at a time on the proxy and on llama-server (default settings), alternating with both running: the
+ * machine's drift over the minutes between the suites above falls on both alike.
+ */
+async function singleStreamHeadToHead(proxyClient: OpenAI, modelPath: string, load: CompletionLoad, bench: BenchModel) {
+    process.stderr.write(`[${bench.name}] single stream, alternating\n`);
+    const server = await startLlamaServer(modelPath, {threads: THREADS, parallel: PARALLEL, contextPerSlot: CONTEXT});
+    try {
+        const serverClient = new OpenAI({baseURL: server.baseUrl, apiKey: 'bench', maxRetries: 0});
+        const runs: {proxy: StreamMeasurement[], llamaServer: StreamMeasurement[]} = {proxy: [], llamaServer: []};
+        await measureStreamedCompletion(serverClient, load); // its warm-up: the proxy is warm from its suite
+        for (let round = 0; round < HEAD_TO_HEAD_ROUNDS; round++) {
+            const order = round % 2 === 0 ? ['proxy', 'llamaServer'] as const : ['llamaServer', 'proxy'] as const;
+            for (const which of order)
+                runs[which].push(await measureStreamedCompletion(which === 'proxy' ? proxyClient : serverClient, load));
+        }
+        const proxy = summarize(runs.proxy);
+        const llamaServer = summarize(runs.llamaServer);
+        return {proxy, llamaServer, ratio: round(proxy.generationTokensPerSecond / llamaServer.generationTokensPerSecond, 3)};
+    } finally {
+        await server.stop().catch(() => undefined);
+    }
+}
+
 async function benchmarkModel(dir: string, bench: BenchModel) {
     const {name, options} = bench;
     const dataDir = join(dir, name.split(' ')[0]!);
@@ -146,15 +173,17 @@ async function benchmarkModel(dir: string, bench: BenchModel) {
     process.stderr.write(`[${name}] strongdoge proxy\n`);
     const daemon = await startDaemon(['--model', 'bench', '--data-dir', dataDir, '--threads', String(THREADS),
         '--parallel', String(PARALLEL), '--context-size', String(CONTEXT)]);
-    const proxy = await measureServer(new OpenAI({baseURL: daemon.baseUrl, apiKey: 'bench', maxRetries: 0}), load, bench);
+    const proxyClient = new OpenAI({baseURL: daemon.baseUrl, apiKey: 'bench', maxRetries: 0});
+    const proxy = await measureServer(proxyClient, load, bench);
     const {models: [loaded]} = await (await fetch(new URL('/api/node', daemon.baseUrl))).json() as {models: {flashAttention: string}[]};
-    await daemon.stop();
 
     const llamaServer = await measureLlamaServer(modelPath, load, bench);
-    // Its flash attention off: the streams alone and 4 together (strongdoge turns it off for a model on the CPU).
+    // Its flash attention off (strongdoge's `--flash-attention off`): the streams alone and 4 together.
     const llamaServerFlashAttentionOff = bench.flashAttentionControl
         ? await measureLlamaServer(modelPath, load, {...bench, concurrency: [1, 4], promptInterference: false}, ['-fa', 'off'])
         : undefined;
+    const headToHead = llamaServerAvailable() ? await singleStreamHeadToHead(proxyClient, modelPath, load, bench) : undefined;
+    await daemon.stop();
 
     const aggregate = (server: typeof proxy, clients: number) => server.concurrency[clients]!.aggregateTokensPerSecond;
     const vsServer = 'single' in llamaServer
@@ -175,6 +204,7 @@ async function benchmarkModel(dir: string, bench: BenchModel) {
         proxy: {...proxy, flashAttention: loaded?.flashAttention},
         llamaServer,
         ...(llamaServerFlashAttentionOff && {llamaServerFlashAttentionOff}),
+        ...(headToHead && {singleStreamHeadToHead: headToHead}),
         ratios: {
             proxyOverDirectTokensPerSecond: round(proxy.single.generationTokensPerSecond / directResult.generationTokensPerSecond, 3),
             proxyMinusDirectTtftMs: round(proxy.single.ttftMs - directResult.ttftMs),
@@ -207,7 +237,7 @@ try {
             perModel: Object.fromEntries(MODELS.map(({name, maxTokens, repeats, concurrency}) => [name, {maxTokens, repeats, concurrency}]))},
         targets: {
             proxyOverDirectTokensPerSecond: '>= 0.95',
-            proxyOverLlamaServerSingleStream: '>= 0.95 (medium model)',
+            proxyOverLlamaServerSingleStream: '>= 0.95 (medium model; singleStreamHeadToHead alternates the two)',
             proxyFourStreamsOverOneStream: '>= 1.5 (medium model)',
             proxyOverLlamaServerFourStreams: '>= 0.9 (medium model)',
             worstGapDuringLongPrompt: 'no worse than llama-server (ratio <= 1)',

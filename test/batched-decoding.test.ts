@@ -49,8 +49,7 @@ test.serial('concurrent requests are decoded together: about one step per token 
 test.serial('a request alone says exactly what node-llama-cpp\'s own LlamaCompletion says, before and after concurrent work', async (t) => {
     const model = await llama.loadModel({modelPath});
     t.teardown(() => model.dispose());
-    // flash attention as the engine sets it for a model on the CPU (engine/worker/flash-attention.ts)
-    const context = await model.createContext({contextSize: 1024, threads: 1, flashAttention: false});
+    const context = await model.createContext({contextSize: 1024, threads: 1});
     const sequence = context.getSequence();
     for (const prompt of PROMPTS) {
         const direct = await new LlamaCompletion({contextSequence: sequence})

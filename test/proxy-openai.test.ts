@@ -149,8 +149,7 @@ test.serial('JSON mode returns a JSON object', async (t) => {
 test.serial('at temperature 0 the proxy says exactly what node-llama-cpp says in-process', async (t) => {
     const llama = await getLlama({gpu: false, build: 'never'});
     const model = await llama.loadModel({modelPath});
-    // flash attention as the engine sets it for a model on the CPU (engine/worker/flash-attention.ts)
-    const context = await model.createContext({contextSize: 4096, threads: 1, flashAttention: false});
+    const context = await model.createContext({contextSize: 4096, threads: 1});
     t.teardown(() => model.dispose());
     const settings = {temperature: 0, maxTokens: 24, repeatPenalty: false} as const;
 

@@ -1,14 +1,11 @@
 import {getLlama, LlamaCompletion, TokenBias, type Token} from 'node-llama-cpp';
-import {contextFlashAttention} from '../../engine/worker/flash-attention.js';
 import {StreamTimer, type StreamMeasurement} from './stream-measurement.js';
 
 /** node-llama-cpp called in-process, as an application embedding it would: the baseline the proxy must keep up with. */
 export async function openDirectLlama(modelPath: string, threads: number) {
     const llama = await getLlama({gpu: false, build: 'never', maxThreads: threads});
     const model = await llama.loadModel({modelPath});
-    // flash attention as the engine sets it (engine/worker/flash-attention.ts)
-    const context = await model.createContext({contextSize: 4096, threads,
-        flashAttention: contextFlashAttention('auto', {gpuLayers: model.gpuLayers, sharded: false})});
+    const context = await model.createContext({contextSize: 4096, threads});
     return {
         /** 'prebuilt' (node-llama-cpp's shipped binaries) or 'localBuild' (built here by `strongdoge engine build`). */
         buildType: llama.buildType,

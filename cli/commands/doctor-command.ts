@@ -137,7 +137,7 @@ function engineText(engine: DoctorReport['engine'], toolchain: RpcToolchain) {
     if (engine.build === 'local')
         return `${engine.llamaCppRelease}, ${formatEngineBuild('local')} (\`strongdoge engine reset\` goes back to the prebuilt one)`;
     return `${engine.llamaCppRelease}, ${formatEngineBuild('prebuilt')}${toolchain.missing.length > 0 ? ''
-        : '; `strongdoge engine build` builds it for this machine, often faster on a CPU'}`;
+        : '; `strongdoge engine build` builds it for this machine (faster or slower by CPU and weights: compare with `strongdoge bench --force`)'}`;
 }
 
 function reportText(report: DoctorReport) {

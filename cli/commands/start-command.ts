@@ -35,7 +35,7 @@ export function startCommand() {
         .addOption(settingOption('--context-size <n>', 'context tokens per request', 'contextSize'))
         .addOption(settingOption('--max-queue <n>', 'requests that may wait before new ones get 429', 'maxQueue'))
         .addOption(settingOption('--gpu <auto|off>', 'GPU offload', 'gpu'))
-        .addOption(settingOption('--flash-attention <auto|on|off>', 'llama.cpp\'s flash attention: auto is off for a model wholly on the CPU', 'flashAttention'))
+        .addOption(settingOption('--flash-attention <auto|on|off>', 'llama.cpp\'s flash attention: auto lets llama.cpp decide (on where supported); off is faster on CPUs as the context fills', 'flashAttention'))
         .addOption(settingOption('--log-level <level>', 'trace, debug, info, warn, error', 'logLevel'))
         .addOption(settingOption('--network <name>', 'swarm network to join', 'network'))
         .addOption(settingOption('--network-secret <secret>', 'private network: only peers with this secret are kept', 'networkSecret'))

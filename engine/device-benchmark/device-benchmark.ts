@@ -1,6 +1,5 @@
 import {cpus} from 'node:os';
 import {getLlama, LlamaCompletion, readGgufFileInfo, type Token} from 'node-llama-cpp';
-import {contextFlashAttention} from '../worker/flash-attention.js';
 import {lookupGpuTflops} from './gpu-lookup-table.js';
 
 /** A device's effective compute, measured with what node-llama-cpp can run (docs/architecture.md, "Device benchmark"). */
@@ -55,8 +54,7 @@ export async function runDeviceBenchmark(options: DeviceBenchmarkOptions): Promi
     try {
         const parameters = await countParameters(modelPath);
         const gpuNames = llama.gpu === false ? [] : await llama.getGpuDeviceNames();
-        const context = await model.createContext({contextSize: promptTokens + generatedTokens + 16, batchSize: promptTokens, threads,
-            flashAttention: contextFlashAttention('auto', {gpuLayers: model.gpuLayers, sharded: false})}); // as the engine runs it
+        const context = await model.createContext({contextSize: promptTokens + generatedTokens + 16, batchSize: promptTokens, threads});
         const vocabulary = model.fileInfo.metadata.tokenizer?.ggml?.tokens?.length ?? 256;
         // Deterministic "text": token ids spread over the vocabulary, skipping the first (special) ones.
         const tokens = Array.from({length: promptTokens}, (_, index) => (5 + (index * 7919) % (vocabulary - 5)) as Token);

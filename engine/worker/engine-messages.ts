@@ -22,9 +22,9 @@ export interface WorkerSettings {
     /** 'auto' offloads to a GPU when node-llama-cpp finds one. */
     gpu: 'auto' | false,
     /**
-     * llama.cpp's flash attention. 'auto' turns it off for a model whose layers all run on this CPU (on CPUs it
-     * slows with context, badly in builds for the machine: docs/architecture.md, "Engine"), and leaves the choice
-     * to llama.cpp elsewhere. Defaults to 'auto'.
+     * llama.cpp's flash attention: 'auto' lets llama.cpp decide (on where the device supports it, CPUs included).
+     * Off is faster on CPUs as the context fills, but a repeated request that reuses its cached prompt can part
+     * from its first answer after a near-tie (docs/architecture.md, "Engine"). Defaults to 'auto'.
      */
     flashAttention?: FlashAttentionSetting,
     /** Layers on remote devices: this engine coordinates a pipeline of stages (docs/architecture.md, "Sharding"). */

@@ -11,7 +11,6 @@ import {InferenceError} from '../../inference/inference-error.js';
 import {schemaToGbnf} from '../../inference/json-schema/schema-grammar.js';
 import type {ModelLoadSpec, WorkerSettings} from './engine-messages.js';
 import {DecodeLoop} from './decode-loop.js';
-import {contextFlashAttention} from './flash-attention.js';
 import {Generation} from './generation.js';
 import {toLlamaSamplingOptions} from './sampling-options.js';
 import {TokenRelease} from './token-release.js';
@@ -69,7 +68,7 @@ export class ModelRuntime {
                 sequences: settings.parallelSequences,
                 contextSize: Math.min(settings.contextSize, model.trainContextSize),
                 threads: settings.threads,
-                flashAttention: contextFlashAttention(settings.flashAttention ?? 'auto', {gpuLayers: model.gpuLayers, sharded: settings.shard !== undefined}),
+                flashAttention: settings.flashAttention === undefined || settings.flashAttention === 'auto' ? 'auto' : settings.flashAttention === 'on',
                 ignoreMemorySafetyChecks: settings.shard !== undefined
             });
             const info: LoadedModelInfo = {
