@@ -80,7 +80,10 @@ test('completions: tokens, their logprobs, alternatives by text and offsets in t
         streamed.logprobs.push(...part?.token_logprobs ?? []);
     }
     t.deepEqual({tokens: streamed.tokens, offsets: streamed.offsets}, {tokens: logprobs.tokens, offsets: logprobs.text_offset});
-    t.true(streamed.logprobs.every((logprob, index) => Math.abs(logprob - logprobs.token_logprobs![index]!) < 1e-3));
+    // As in the chat test: two runs' floating point (a reused prompt, or a batch shared with another test's request).
+    const largest = Math.max(...streamed.logprobs.map((logprob, index) => Math.abs(logprob - logprobs.token_logprobs![index]!)));
+    t.log(`largest difference ${largest}`);
+    t.true(largest < 0.05);
 });
 
 test('the text does not change when logprobs are asked for', async (t) => {
