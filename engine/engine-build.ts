@@ -8,9 +8,16 @@
 import {spawn} from 'node:child_process';
 import {readFile} from 'node:fs/promises';
 import {join} from 'node:path';
+import type {Llama} from 'node-llama-cpp';
+import type {DeviceInfo} from '../inference/inference-types.js';
 import {detectRpcToolchain, nodeLlamaCppDir} from './rpc/rpc-build.js';
 
-export type EngineBuildType = 'prebuilt' | 'local';
+export type EngineBuildType = DeviceInfo['build'];
+
+/** Which binaries `llama` runs: node-llama-cpp's prebuilt ones, or a build for this machine. */
+export function engineBuildOf(llama: Llama): EngineBuildType {
+    return llama.buildType === 'localBuild' ? 'local' : 'prebuilt';
+}
 
 export class EngineBuildError extends Error {
     constructor(message: string, readonly code: 'TOOLCHAIN_MISSING' | 'BUILD_FAILED' | 'NOT_LOADED') {
@@ -65,7 +72,7 @@ export async function engineBuildReport(gpu: 'auto' | false): Promise<EngineBuil
     const {getLlama, LlamaLogLevel} = await import('node-llama-cpp');
     const llama = await getLlama({gpu, build: 'never', logLevel: LlamaLogLevel.error});
     try {
-        return {build: llama.buildType === 'localBuild' ? 'local' : 'prebuilt', gpu: llama.gpu, llamaCppRelease: llama.llamaCppRelease.release};
+        return {build: engineBuildOf(llama), gpu: llama.gpu, llamaCppRelease: llama.llamaCppRelease.release};
     } finally {
         await llama.dispose();
     }

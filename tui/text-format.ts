@@ -1,3 +1,5 @@
+import type {DeviceInfo} from '../inference/inference-types.js';
+
 const UNITS = ['B', 'KB', 'MB', 'GB', 'TB'];
 
 export function formatBytes(bytes: number) {
@@ -67,6 +69,6 @@ export function formatNat(nat: {type: string, reachable: boolean}, relayPairs: n
 }
 
 /** Which llama.cpp binaries the engine runs (`strongdoge engine build`). */
-export function formatEngineBuild(build: 'prebuilt' | 'local') {
+export function formatEngineBuild(build: DeviceInfo['build']) {
     return build === 'local' ? 'built for this machine' : 'node-llama-cpp\'s prebuilt binaries';
 }

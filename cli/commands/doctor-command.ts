@@ -34,14 +34,15 @@ export interface DoctorReport {
 
 async function engineReport(gpuSetting: 'auto' | 'off'): Promise<DoctorReport['engine']> {
     try {
-        const {getLlama, LlamaLogLevel} = await import('node-llama-cpp'); // loads only when the command runs
+        // load only when the command runs
+        const [{getLlama, LlamaLogLevel}, {engineBuildOf}] = await Promise.all([import('node-llama-cpp'), import('../../engine/engine-build.js')]);
         const llama = await getLlama({gpu: gpuSetting === 'off' ? false : 'auto', build: 'never', logLevel: LlamaLogLevel.error,
             logger: (_level, message) => process.stderr.write(`[llama.cpp] ${message.trimEnd()}\n`)});
         try {
             const devices = llama.gpu === false ? [] : await llama.getGpuDeviceNames();
             const vram = llama.gpu === false ? {total: 0, free: 0} : await llama.getVramState();
             return {gpu: llama.gpu, devices, vramTotalBytes: vram.total, vramFreeBytes: vram.free,
-                build: llama.buildType === 'localBuild' ? 'local' : 'prebuilt', llamaCppRelease: llama.llamaCppRelease.release};
+                build: engineBuildOf(llama), llamaCppRelease: llama.llamaCppRelease.release};
         } finally {
             await llama.dispose();
         }

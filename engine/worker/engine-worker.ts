@@ -7,6 +7,7 @@ import {getLlama, LlamaLogLevel, type Llama} from 'node-llama-cpp';
 import type {DeviceInfo} from '../../inference/inference-types.js';
 import type {SupervisorMessage, WorkerMessage, WorkerSettings} from './engine-messages.js';
 import {InferenceError} from '../../inference/inference-error.js';
+import {engineBuildOf} from '../engine-build.js';
 import {ModelRuntime} from './model-runtime.js';
 import {PlacementReport, registerRpcDevices} from './rpc-devices.js';
 
@@ -33,7 +34,7 @@ async function describeDevice(llama: Llama, threads: number): Promise<DeviceInfo
         vramTotalBytes: vram.total,
         vramFreeBytes: vram.free,
         cpuThreads: threads,
-        build: llama.buildType === 'localBuild' ? 'local' : 'prebuilt',
+        build: engineBuildOf(llama),
         ggmlDir: await loadedGgmlDir()
     };
 }

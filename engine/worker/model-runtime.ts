@@ -63,12 +63,13 @@ export class ModelRuntime {
             ignoreMemorySafetyChecks: settings.shard !== undefined,
             onLoadProgress: onProgress
         });
+        const flashAttention = settings.flashAttention ?? 'auto';
         try {
             const context = await model.createContext({
                 sequences: settings.parallelSequences,
                 contextSize: Math.min(settings.contextSize, model.trainContextSize),
                 threads: settings.threads,
-                flashAttention: settings.flashAttention === undefined || settings.flashAttention === 'auto' ? 'auto' : settings.flashAttention === 'on',
+                flashAttention: flashAttention === 'auto' ? 'auto' : flashAttention === 'on',
                 ignoreMemorySafetyChecks: settings.shard !== undefined
             });
             const info: LoadedModelInfo = {
@@ -81,7 +82,7 @@ export class ModelRuntime {
                 parallelSequences: settings.parallelSequences,
                 trainContextSize: model.trainContextSize,
                 embeddingLength: model.embeddingVectorSize,
-                flashAttention: context.flashAttention === 'auto' ? 'auto' : context.flashAttention ? 'on' : 'off'
+                flashAttention
             };
             return new ModelRuntime(llama, model, context, settings, info);
         } catch (error) {
