@@ -12,6 +12,7 @@ import {schemaToGbnf} from '../../inference/json-schema/schema-grammar.js';
 import type {ModelLoadSpec, WorkerSettings} from './engine-messages.js';
 import {DecodeLoop} from './decode-loop.js';
 import {Generation} from './generation.js';
+import {guardOutputOrder} from './output-order-guard.js';
 import {toLlamaSamplingOptions} from './sampling-options.js';
 import {TokenRelease} from './token-release.js';
 import {availableFunctions, toChatHistory, toolCallSetup} from './tool-calling.js';
@@ -72,6 +73,7 @@ export class ModelRuntime {
                 flashAttention: flashAttention === 'auto' ? 'auto' : flashAttention === 'on',
                 ignoreMemorySafetyChecks: settings.shard !== undefined
             });
+            guardOutputOrder(context);
             const info: LoadedModelInfo = {
                 id: spec.id,
                 path: spec.path,
