@@ -3,7 +3,7 @@ import {InferenceError} from '../../inference/inference-error.js';
 
 /** The two methods of node-llama-cpp's native context (its internal `_ctx`) that the guard wraps. */
 interface NativeContext {
-    decodeBatch(): Promise<void>,
+    decodeBatch(...args: unknown[]): Promise<unknown>,
     sampleToken(...args: unknown[]): Promise<unknown>
 }
 
@@ -31,9 +31,9 @@ export function guardOutputOrder(context: LlamaContext) {
     /** The first sampling since the last decode, which the others of its batch wait for. */
     let reordering: Promise<unknown> | undefined;
     Object.defineProperty(native, 'decodeBatch', {
-        value: async () => {
+        value: async (...args: unknown[]) => {
             try {
-                await decodeBatch();
+                return await decodeBatch(...args);
             } finally {
                 decoded = true;
                 reordering = undefined;
