@@ -137,6 +137,9 @@ export interface DeviceInfo {
     ggmlDir: string | null
 }
 
+/** llama.cpp's flash attention: 'auto' lets llama.cpp decide by device. */
+export type FlashAttentionSetting = 'auto' | 'on' | 'off';
+
 export interface LoadedModelInfo {
     id: string,
     path: string,
@@ -147,6 +150,6 @@ export interface LoadedModelInfo {
     parallelSequences: number,
     trainContextSize: number,
     embeddingLength: number,
-    /** Flash attention in this model's context: 'auto' where llama.cpp chose by device (engine/worker/flash-attention.ts). */
-    flashAttention: 'on' | 'off' | 'auto'
+    /** Flash attention in this model's context: 'auto' where llama.cpp chose by device (docs/architecture.md, "Engine"). */
+    flashAttention: FlashAttentionSetting
 }

@@ -1,6 +1,6 @@
 import type {InferenceErrorJson} from '../../inference/inference-error.js';
 import type {
-    ChunkExtras, DeviceInfo, EmbeddingResult, GenerationRequest, GenerationResult, LoadedModelInfo
+    ChunkExtras, DeviceInfo, EmbeddingResult, FlashAttentionSetting, GenerationRequest, GenerationResult, LoadedModelInfo
 } from '../../inference/inference-types.js';
 
 /** IPC between the supervisor (main process) and the engine worker (child process). */
@@ -9,8 +9,6 @@ export interface ModelLoadSpec {
     id: string,
     path: string
 }
-
-export type FlashAttentionSetting = 'auto' | 'on' | 'off';
 
 export interface WorkerSettings {
     models: ModelLoadSpec[],
