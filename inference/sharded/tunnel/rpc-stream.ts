@@ -12,6 +12,9 @@
  * Only some commands have a reply; llama.cpp's client sends one command at a time and waits for its reply, if any.
  */
 
+import {RPC_TENSOR_BYTES} from './ggml/rpc-tensor.js';
+import {GuardRefusal, type GuardRule, type ReplyContext, type RpcGuard} from './rpc-guard.js';
+
 /** ggml-rpc's protocol version this codec follows; a server of another major version is refused. */
 export const RPC_PROTO_MAJOR_VERSION = 6;
 
@@ -43,7 +46,7 @@ export const RpcCommand = {
 export type RpcCommandName = Exclude<keyof typeof RpcCommand, 'NONE' | 'COUNT'>;
 
 /** Bytes of a serialized `rpc_tensor` (ids, type, shape, strides, op and its params, sources, view, data, name). */
-export const RPC_TENSOR_BYTES = 296;
+export {RPC_TENSOR_BYTES};
 /** Bytes of the transport capabilities in HELLO (`RPC_CONN_CAPS_SIZE`); all zero means plain TCP. */
 export const RPC_CONN_CAPS_BYTES = 24;
 /** A request's header: command byte and payload size. */
@@ -138,7 +141,12 @@ export interface RpcSessionOptions {
      */
     reportMemory?: DeviceMemory | ((device: number) => DeviceMemory),
     /** Largest payload of any request or reply; defaults to `DEFAULT_MAX_PAYLOAD_BYTES`. */
-    maxPayloadBytes?: number
+    maxPayloadBytes?: number,
+    /**
+     * The host's checks of a peer's requests (`rpc-guard.ts`): buffers, the allocation budget, tensors and graphs.
+     * Defaults to none (the coordinator's side, whose client is this node's own llama.cpp).
+     */
+    guard?: RpcGuard
 }
 
 export type RpcViolationCode =
@@ -161,14 +169,16 @@ export type RpcViolationCode =
     /** A reply of another size than its command's. */
     | 'bad-reply-size'
     /** A HELLO reply from a server of another major protocol version. */
-    | 'version';
+    | 'version'
+    /** The host's guard refused a request: `rule` says which check (docs/peer-protocol.md, "Graph checks"). */
+    | 'unsafe';
 
 /**
  * The RPC stream broke the protocol: the session ends (and only it). `side` says who sent the offending bytes, so
  * that the caller blames the right party: the local llama.cpp or `rpc-server`, or the peer at the tunnel's far end.
  */
 export class RpcViolation extends Error {
-    constructor(readonly code: RpcViolationCode, readonly side: 'client' | 'server', message: string) {
+    constructor(readonly code: RpcViolationCode, readonly side: 'client' | 'server', message: string, readonly rule?: GuardRule) {
         super(`RPC ${side} ${message}`);
         this.name = 'RpcViolation';
     }
@@ -199,7 +209,7 @@ interface FrameHandler {
  * Forwarded bytes are always as many as received: rewrites keep sizes.
  */
 class FrameSplitter {
-    private readonly head: Buffer;
+    private head: Buffer;
     private held = 0;
     private wanted: number;
     private inHeader = true;
@@ -207,8 +217,12 @@ class FrameSplitter {
     /** Payload bytes still to pass through untouched. */
     private streaming = 0;
 
+    private readonly baseBytes: number;
+
+    /** `maxInspectBytes`: what most frames inspect; a larger inspection (a whole graph) grows the buffer for its frame. */
     constructor(private readonly headerBytes: number, maxInspectBytes: number, private readonly handler: FrameHandler) {
-        this.head = Buffer.alloc(headerBytes + maxInspectBytes);
+        this.baseBytes = headerBytes + maxInspectBytes;
+        this.head = Buffer.alloc(this.baseBytes);
         this.wanted = headerBytes;
     }
 
@@ -229,6 +243,11 @@ class FrameSplitter {
             }
             if (this.held === 0)
                 this.handler.begin(chunk[at]!);
+            if (this.wanted > this.head.length) { // a graph, held whole
+                const grown = Buffer.allocUnsafe(this.wanted);
+                this.head.copy(grown, 0, 0, this.held);
+                this.head = grown;
+            }
             const end = Math.min(chunk.length, at + this.wanted - this.held);
             this.head.set(chunk.subarray(at, end), this.held);
             this.held += end - at;
@@ -246,6 +265,8 @@ class FrameSplitter {
             this.handler.inspect(this.head.subarray(this.headerBytes, this.wanted));
             out.push(Buffer.from(this.head.subarray(0, this.wanted)));
             this.streaming = this.payloadBytes - (this.wanted - this.headerBytes);
+            if (this.head.length > this.baseBytes)
+                this.head = Buffer.alloc(this.baseBytes);
             this.held = 0;
             this.wanted = this.headerBytes;
             this.inHeader = true;
@@ -257,7 +278,9 @@ class FrameSplitter {
 interface ExpectedReply {
     command: number,
     bytes: number,
-    device: number
+    device: number,
+    /** What the guard learns from the reply. */
+    guarded?: ReplyContext
 }
 
 /**
@@ -270,6 +293,9 @@ export class RpcSession {
     private readonly maxPayloadBytes: number;
     private readonly maxPayload: bigint;
     private readonly reportMemory: RpcSessionOptions['reportMemory'];
+    private readonly hostGuard: RpcGuard | undefined;
+    /** The current request's payload size, for the guard. */
+    private payloadBytes = 0;
     private readonly requests: FrameSplitter;
     private readonly replies: FrameSplitter;
     private readonly expected: ExpectedReply[] = [];
@@ -291,9 +317,11 @@ export class RpcSession {
             checkMemory(options.reportMemory);
         this.maxPayload = BigInt(this.maxPayloadBytes);
         this.reportMemory = options.reportMemory;
+        this.hostGuard = options.guard;
         const maxRequestInspect = Math.max(...(Object.keys(COMMAND_SPECS) as RpcCommandName[])
             .map((name) => requestInspectBytes(RpcCommand[name], COMMAND_SPECS[name])));
-        this.requests = new FrameSplitter(REQUEST_HEADER_BYTES, maxRequestInspect, {
+        // The guard reads the tensor headers of requests (up to a GET_ALLOC_SIZE's 11) and whole graphs.
+        this.requests = new FrameSplitter(REQUEST_HEADER_BYTES, this.hostGuard ? Math.max(maxRequestInspect, 4 + 11 * RPC_TENSOR_BYTES) : maxRequestInspect, {
             begin: (command) => this.beginRequest(command),
             header: (head) => this.requestHeader(head),
             inspect: (prefix) => this.inspectRequest(prefix)
@@ -369,7 +397,9 @@ export class RpcSession {
             const wanted = spec.variable ? `at least ${spec.requestBytes}` : `${spec.requestBytes}`;
             throw new RpcViolation('bad-size', 'client', `sent ${name} with ${payloadBytes} payload bytes, not ${wanted}`);
         }
-        return {payloadBytes, inspectBytes: requestInspectBytes(this.command, spec)};
+        this.payloadBytes = payloadBytes;
+        const guarded = this.hostGuard?.inspectBytes(this.command, payloadBytes) ?? 0;
+        return {payloadBytes, inspectBytes: Math.max(requestInspectBytes(this.command, spec), guarded)};
     }
 
     private inspectRequest(prefix: Buffer) {
@@ -383,14 +413,21 @@ export class RpcSession {
             prefix.fill(0);
             this.helloSeen = true;
         }
-        if (spec.replyBytes !== null) {
-            if (this.expected.length >= MAX_PENDING_REPLIES)
-                throw new RpcViolation('reply-backlog', 'client', `sent ${name} with ${MAX_PENDING_REPLIES} replies outstanding`);
-            const bytes = spec.replyBytes === 'requested'
-                ? this.payloadSize(prefix, GET_TENSOR_SIZE_OFFSET, 'client', `${name} requested size`)
-                : spec.replyBytes;
-            this.expected.push({command: this.command, bytes, device});
+        if (spec.replyBytes !== null && this.expected.length >= MAX_PENDING_REPLIES)
+            throw new RpcViolation('reply-backlog', 'client', `sent ${name} with ${MAX_PENDING_REPLIES} replies outstanding`);
+        const bytes = spec.replyBytes === 'requested'
+            ? this.payloadSize(prefix, GET_TENSOR_SIZE_OFFSET, 'client', `${name} requested size`)
+            : spec.replyBytes;
+        let guarded: ReplyContext | undefined;
+        try {
+            guarded = this.hostGuard?.checkRequest(this.command, prefix, this.payloadBytes);
+        } catch (error) {
+            if (error instanceof GuardRefusal)
+                throw new RpcViolation('unsafe', 'client', `sent ${name} that breaks the ${error.rule} rule: ${error.message}`, error.rule);
+            throw error;
         }
+        if (bytes !== null)
+            this.expected.push({command: this.command, bytes, device, ...(guarded && {guarded})});
         this.stats.commands[name]++;
         if (this.command === RpcCommand.GRAPH_COMPUTE || this.command === RpcCommand.GRAPH_RECOMPUTE)
             this.stats.graphComputes++;
@@ -409,11 +446,13 @@ export class RpcSession {
             throw new RpcViolation('bad-reply-size', 'server', `replied to ${name} with ${payloadBytes} bytes, not ${expected.bytes}`);
         const rewritten = expected.command === RpcCommand.HELLO || expected.command === RpcCommand.DEVICE_COUNT
             || expected.command === RpcCommand.GET_DEVICE_MEMORY;
-        return {payloadBytes, inspectBytes: rewritten ? payloadBytes : 0};
+        return {payloadBytes, inspectBytes: rewritten ? payloadBytes : this.hostGuard?.replyInspectBytes(expected.guarded) ?? 0};
     }
 
     private inspectReply(prefix: Buffer) {
         const expected = this.expected.shift()!;
+        if (expected.guarded !== undefined)
+            this.hostGuard?.checkReply(expected.guarded, prefix);
         switch (expected.command) {
             case RpcCommand.HELLO:
                 if (prefix[0] !== RPC_PROTO_MAJOR_VERSION)

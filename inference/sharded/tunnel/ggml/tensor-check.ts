@@ -1,0 +1,138 @@
+/**
+ * What makes a peer's tensor safe to hand to the rpc-server (docs/peer-protocol.md, "Graph checks"): a type ggml
+ * has, a shape whose strides fit that type, and bytes that lie wholly inside a buffer this session allocated. The
+ * server checks less (`deserialize_tensor`: the type, and the data's bounds only by an assert that ends it), and
+ * its kernels trust the rest. Pure: the session's buffers come in through `SessionBuffers`.
+ */
+import {GGML_MAX_DIMS, GGML_TYPES, type GgmlTypeTraits, typeName} from './ggml-tables.js';
+import type {Dims, RpcTensor} from './rpc-tensor.js';
+
+/** The rule a tensor or graph broke, named in the violation and the host's log line. */
+export type GraphRule =
+    | 'type' | 'shape' | 'strides' | 'buffer' | 'bounds' | 'view' | 'op' | 'op-shape' | 'op-type' | 'op-params'
+    | 'sources' | 'ids' | 'size' | 'depth' | 'recompute';
+
+export class GraphCheckError extends Error {
+    constructor(readonly rule: GraphRule, message: string) {
+        super(message);
+        this.name = 'GraphCheckError';
+    }
+}
+
+export function need(condition: boolean, rule: GraphRule, message: () => string): asserts condition {
+    if (!condition)
+        throw new GraphCheckError(rule, message());
+}
+
+/** A buffer this session allocated on the server: its handle, size, and base address once the client asked for it. */
+export interface SessionBuffer {
+    handle: bigint,
+    size: bigint,
+    base: bigint | undefined
+}
+
+export interface SessionBuffers {
+    get(handle: bigint): SessionBuffer | undefined
+}
+
+/** A tensor whose type and shape passed: its traits and byte extent, for the op rules. */
+export interface ShapedTensor extends RpcTensor {
+    traits: GgmlTypeTraits,
+    /** `ggml_nbytes`: from its first byte to one past its last. */
+    nbytes: bigint
+}
+
+/**
+ * The shape rules every tensor obeys, whatever it is for: a type ggml has (not one it removed), every dimension at
+ * least 1 (kernels divide by them), the first a whole number of blocks, and for a quantized type blocks packed
+ * along it (ggml never views a quantized tensor otherwise).
+ */
+export function shapeTensor(tensor: RpcTensor, what: string): ShapedTensor {
+    const traits = GGML_TYPES[tensor.type] ?? null;
+    need(traits !== null, 'type', () => `${what} has type ${tensor.type}, which ggml does not have`);
+    need(tensor.ne.every((n) => n >= 1), 'shape', () => `${what} has an empty dimension (${tensor.ne.join(' × ')})`);
+    need(tensor.ne[0] % traits.blockSize === 0, 'shape', () => `${what}: ${tensor.ne[0]} elements are no whole number of ${typeName(tensor.type)} blocks`);
+    need(!traits.quantized || tensor.nb[0] === traits.typeSize, 'strides', () => `${what}: a ${typeName(tensor.type)} tensor's blocks must be packed along its first dimension`);
+    need(tensor.nb[0] >= 1, 'strides', () => `${what} has a zero stride`);
+    return Object.assign(tensor, {traits, nbytes: nbytesOf(tensor.ne, tensor.nb, traits)});
+}
+
+/** `ggml_nbytes`. */
+function nbytesOf(ne: Dims, nb: Dims, traits: GgmlTypeTraits) {
+    let bytes = traits.blockSize === 1
+        ? BigInt(traits.typeSize)
+        : BigInt(ne[0]) * BigInt(nb[0]) / BigInt(traits.blockSize);
+    for (let dim = traits.blockSize === 1 ? 0 : 1; dim < GGML_MAX_DIMS; dim++)
+        bytes += BigInt(ne[dim]! - 1) * BigInt(nb[dim]!);
+    return bytes;
+}
+
+/** `ggml_row_size`: bytes of `elements` packed elements. */
+export function rowSize(traits: GgmlTypeTraits, elements: number) {
+    return traits.typeSize * elements / traits.blockSize;
+}
+
+/** `ggml_is_contiguous_n`: dimensions above `n` laid out densely after each other (dims of 1 skipped). */
+export function isContiguousN(tensor: ShapedTensor, n: number) {
+    let next = tensor.traits.typeSize;
+    if (tensor.ne[0] !== tensor.traits.blockSize && tensor.nb[0] !== next)
+        return false;
+    next *= tensor.ne[0] / tensor.traits.blockSize;
+    for (let dim = 1; dim < GGML_MAX_DIMS; dim++) {
+        if (tensor.ne[dim] === 1)
+            continue;
+        if (dim > n) {
+            if (tensor.nb[dim] !== next)
+                return false;
+            next *= tensor.ne[dim]!;
+        } else
+            next = tensor.ne[dim]! * tensor.nb[dim]!;
+    }
+    return true;
+}
+
+export function isContiguous(tensor: ShapedTensor) {
+    return isContiguousN(tensor, 0);
+}
+
+/** `ggml_is_contiguous_rows`: each row's elements packed. */
+export function isContiguousRows(tensor: ShapedTensor) {
+    return tensor.ne[0] === tensor.traits.blockSize || tensor.nb[0] === tensor.traits.typeSize;
+}
+
+/**
+ * The tensor's bytes lie in a buffer of this session whose base the client has learnt: `[data, data + nbytes)`
+ * inside `[base, base + size)`. With `allowNone`, a tensor may name no buffer and no data (GET_ALLOC_SIZE asks
+ * about tensors not placed yet).
+ */
+export function checkPlacement(tensor: ShapedTensor, buffers: SessionBuffers, what: string, allowNone = false) {
+    if (tensor.buffer === 0n && allowNone) {
+        need(tensor.data === 0n, 'buffer', () => `${what} has data but no buffer`);
+        return;
+    }
+    const buffer = buffers.get(tensor.buffer);
+    need(buffer !== undefined, 'buffer', () => `${what} names a buffer this session did not allocate`);
+    need(buffer.base !== undefined, 'buffer', () => `${what} lies in a buffer whose base the client never asked for`);
+    const end = tensor.data + tensor.nbytes;
+    need(tensor.data >= buffer.base && end <= buffer.base + buffer.size, 'bounds',
+        () => `${what}'s ${tensor.nbytes} bytes reach outside its buffer of ${buffer.size}`);
+    // Overlapping strides could describe far more elements than bytes: kernels would loop for ever on a few bytes.
+    need(denseBytes(tensor) <= buffer.size, 'strides', () => `${what} describes ${tensor.ne.join(' × ')} elements, more than its buffer holds`);
+}
+
+/** Bytes of the tensor's elements packed densely. */
+export function denseBytes(tensor: ShapedTensor) {
+    return tensor.ne.reduce((product, n) => product * BigInt(n), 1n) * BigInt(tensor.traits.typeSize) / BigInt(tensor.traits.blockSize);
+}
+
+/**
+ * A region `[offset, offset + size)` of a placed tensor's buffer, as SET_TENSOR, GET_TENSOR and MEMSET_TENSOR
+ * name one: inside the buffer (the server checks the same; here it ends the session before the server sees it).
+ */
+export function checkRegion(tensor: ShapedTensor, buffers: SessionBuffers, offset: bigint, size: bigint, what: string) {
+    const buffer = buffers.get(tensor.buffer);
+    need(buffer !== undefined && buffer.base !== undefined, 'buffer', () => `${what} names a buffer this session did not allocate`);
+    const start = tensor.data + offset;
+    need(start >= buffer.base && start + size <= buffer.base + buffer.size, 'bounds',
+        () => `${what} reaches outside its buffer (${size} bytes at offset ${offset})`);
+}

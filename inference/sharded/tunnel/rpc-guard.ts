@@ -1,0 +1,221 @@
+/**
+ * The host's guard on one RPC connection from a peer (docs/peer-protocol.md, "Graph checks"): what the codec
+ * (`rpc-stream.ts`) asks before it forwards a request to this node's rpc-server. It keeps the connection's buffers
+ * (handles, sizes, bases, from the server's replies), holds their total to the session's allocation budget,
+ * checks every tensor a request names and every graph, and allows GRAPH_RECOMPUTE only of an accepted graph.
+ * Pure: it sees bytes, never sockets.
+ */
+import {checkGraph, type GraphLimits} from './ggml/graph-check.js';
+import {RPC_TENSOR_BYTES, readRpcTensor} from './ggml/rpc-tensor.js';
+import {checkPlacement, checkRegion, GraphCheckError, type GraphRule, type SessionBuffer, type SessionBuffers, shapeTensor} from './ggml/tensor-check.js';
+
+/**
+ * Bytes one session may have allocated on the server at once, all its connections together: what it said it would
+ * hold (weights, cache, compute buffers), so that no coordinator makes a host allocate beyond `--max-shard-memory`.
+ */
+export class AllocationBudget {
+    used = 0n;
+
+    constructor(readonly limit: bigint) {}
+
+    reserve(bytes: bigint) {
+        if (this.used + bytes > this.limit)
+            return false;
+        this.used += bytes;
+        return true;
+    }
+
+    release(bytes: bigint) {
+        this.used -= bytes;
+    }
+}
+
+export type GuardRule = GraphRule | 'budget';
+
+/** A request the guard refused: the session ends, and the log line names `rule`. */
+export class GuardRefusal extends Error {
+    constructor(readonly rule: GuardRule, message: string) {
+        super(message);
+        this.name = 'GuardRefusal';
+    }
+}
+
+/** What a reply must be matched with: the buffer an ALLOC_BUFFER reserved, or whose base a BUFFER_GET_BASE asked. */
+export type ReplyContext = {command: 'alloc', reserved: bigint} | {command: 'base', handle: bigint};
+
+export interface RpcGuardOptions {
+    budget: AllocationBudget,
+    graphLimits?: GraphLimits
+}
+
+/** Command numbers (ggml-rpc's `enum rpc_cmd`) the guard reads. */
+const Cmd = {
+    ALLOC_BUFFER: 0, BUFFER_GET_BASE: 3, FREE_BUFFER: 4, BUFFER_CLEAR: 5, SET_TENSOR: 6, SET_TENSOR_HASH: 7, GET_TENSOR: 8,
+    COPY_TENSOR: 9, GRAPH_COMPUTE: 10, INIT_TENSOR: 12, GET_ALLOC_SIZE: 13, GRAPH_RECOMPUTE: 16, MEMSET_TENSOR: 17
+} as const;
+
+/** Leading request bytes each command's check reads; the whole payload for a graph. */
+const INSPECT_BYTES: Partial<Record<number, number | 'all'>> = {
+    [Cmd.ALLOC_BUFFER]: 4 + 8,
+    [Cmd.BUFFER_GET_BASE]: 8,
+    [Cmd.FREE_BUFFER]: 8,
+    [Cmd.BUFFER_CLEAR]: 8 + 1,
+    [Cmd.SET_TENSOR]: RPC_TENSOR_BYTES + 8,
+    [Cmd.SET_TENSOR_HASH]: RPC_TENSOR_BYTES + 8 + 8,
+    [Cmd.GET_TENSOR]: RPC_TENSOR_BYTES + 8 + 8,
+    [Cmd.COPY_TENSOR]: 2 * RPC_TENSOR_BYTES,
+    [Cmd.GRAPH_COMPUTE]: 'all',
+    [Cmd.INIT_TENSOR]: RPC_TENSOR_BYTES,
+    [Cmd.GET_ALLOC_SIZE]: 4 + 11 * RPC_TENSOR_BYTES,
+    [Cmd.MEMSET_TENSOR]: RPC_TENSOR_BYTES + 8 + 8 + 1
+};
+
+export class RpcGuard implements SessionBuffers {
+    private readonly buffers = new Map<bigint, SessionBuffer & {counted: bigint}>();
+    /** The server holds a graph this guard accepted, whose buffers are all still there. */
+    private graphAccepted = false;
+
+    constructor(private readonly options: RpcGuardOptions) {}
+
+    get(handle: bigint) {
+        return this.buffers.get(handle);
+    }
+
+    /** Request bytes to hold back and check before any of the command is forwarded. */
+    inspectBytes(command: number, payloadBytes: number) {
+        const bytes = INSPECT_BYTES[command] ?? 0;
+        return bytes === 'all' ? payloadBytes : Math.min(bytes, payloadBytes);
+    }
+
+    /** Checks a request from its first `inspectBytes` bytes; throws a `GuardRefusal`; returns what its reply needs. */
+    checkRequest(command: number, prefix: Buffer, payloadBytes: number): ReplyContext | undefined {
+        try {
+            return this.check(command, prefix, payloadBytes);
+        } catch (error) {
+            if (error instanceof GraphCheckError)
+                throw new GuardRefusal(error.rule, error.message);
+            throw error;
+        }
+    }
+
+    /** Reply bytes to read: the new buffer of an ALLOC_BUFFER, the base of a BUFFER_GET_BASE. */
+    replyInspectBytes(context: ReplyContext | undefined) {
+        return context === undefined ? 0 : context.command === 'alloc' ? 16 : 8;
+    }
+
+    /** Learns the buffer an ALLOC_BUFFER made, or a buffer's base. */
+    checkReply(context: ReplyContext, reply: Buffer) {
+        if (context.command === 'alloc') {
+            const handle = reply.readBigUInt64LE(0);
+            const size = reply.readBigUInt64LE(8);
+            if (handle === 0n) { // the server could not allocate it
+                this.options.budget.release(context.reserved);
+                return;
+            }
+            // The server may round a size up: the rounding counts too, even past the budget (it is the server's choice).
+            const counted = size > context.reserved ? size : context.reserved;
+            this.options.budget.used += counted - context.reserved;
+            this.buffers.set(handle, {handle, size, base: undefined, counted});
+        } else {
+            const buffer = this.buffers.get(context.handle);
+            if (buffer !== undefined)
+                buffer.base = reply.readBigUInt64LE(0);
+        }
+    }
+
+    /** The connection closed: the server frees its buffers, and their bytes go back to the session. */
+    close() {
+        for (const buffer of this.buffers.values())
+            this.options.budget.release(buffer.counted);
+        this.buffers.clear();
+        this.graphAccepted = false;
+    }
+
+    private refuse(rule: GuardRule, message: string): never {
+        throw new GuardRefusal(rule, message);
+    }
+
+    private ownBuffer(handle: bigint, command: string) {
+        const buffer = this.buffers.get(handle);
+        if (buffer === undefined)
+            this.refuse('buffer', `${command} names a buffer this session did not allocate`);
+        return buffer;
+    }
+
+    /** A tensor at `offset` of the request, shaped and placed in a buffer of this session. */
+    private tensor(prefix: Buffer, offset: number, what: string, allowNone = false) {
+        const tensor = shapeTensor(readRpcTensor(prefix, offset), what);
+        checkPlacement(tensor, this, what, allowNone);
+        return tensor;
+    }
+
+    private check(command: number, prefix: Buffer, payloadBytes: number): ReplyContext | undefined {
+        switch (command) {
+            case Cmd.ALLOC_BUFFER: {
+                const size = prefix.readBigUInt64LE(4);
+                if (!this.options.budget.reserve(size))
+                    this.refuse('budget', `ALLOC_BUFFER of ${size} bytes: the session has ${this.options.budget.limit - this.options.budget.used} of its ${this.options.budget.limit} left`);
+                return {command: 'alloc', reserved: size};
+            }
+            case Cmd.BUFFER_GET_BASE:
+                return {command: 'base', handle: this.ownBuffer(prefix.readBigUInt64LE(0), 'BUFFER_GET_BASE').handle};
+            case Cmd.FREE_BUFFER: {
+                const buffer = this.ownBuffer(prefix.readBigUInt64LE(0), 'FREE_BUFFER');
+                this.buffers.delete(buffer.handle);
+                this.options.budget.release(buffer.counted);
+                // The server's stored graph may point into the freed bytes.
+                this.graphAccepted = false;
+                return undefined;
+            }
+            case Cmd.BUFFER_CLEAR:
+                this.ownBuffer(prefix.readBigUInt64LE(0), 'BUFFER_CLEAR');
+                return undefined;
+            case Cmd.SET_TENSOR: {
+                const tensor = this.tensor(prefix, 0, 'SET_TENSOR\'s tensor');
+                checkRegion(tensor, this, prefix.readBigUInt64LE(RPC_TENSOR_BYTES), BigInt(payloadBytes - RPC_TENSOR_BYTES - 8), 'SET_TENSOR');
+                return undefined;
+            }
+            case Cmd.SET_TENSOR_HASH:
+                // The size is the cached file's, which the server checks against the buffer itself.
+                this.tensor(prefix, 0, 'SET_TENSOR_HASH\'s tensor');
+                return undefined;
+            case Cmd.GET_TENSOR:
+            case Cmd.MEMSET_TENSOR: {
+                const name = command === Cmd.GET_TENSOR ? 'GET_TENSOR' : 'MEMSET_TENSOR';
+                const tensor = this.tensor(prefix, 0, `${name}'s tensor`);
+                checkRegion(tensor, this, prefix.readBigUInt64LE(RPC_TENSOR_BYTES), prefix.readBigUInt64LE(RPC_TENSOR_BYTES + 8), name);
+                return undefined;
+            }
+            case Cmd.COPY_TENSOR: {
+                const source = this.tensor(prefix, 0, 'COPY_TENSOR\'s source');
+                const destination = this.tensor(prefix, RPC_TENSOR_BYTES, 'COPY_TENSOR\'s destination');
+                checkRegion(destination, this, 0n, source.nbytes, 'COPY_TENSOR');
+                return undefined;
+            }
+            case Cmd.INIT_TENSOR:
+                this.tensor(prefix, 0, 'INIT_TENSOR\'s tensor');
+                return undefined;
+            case Cmd.GET_ALLOC_SIZE: {
+                this.tensor(prefix, 4, 'GET_ALLOC_SIZE\'s tensor', true);
+                for (let slot = 0; slot < 10; slot++) {
+                    const offset = 4 + (slot + 1) * RPC_TENSOR_BYTES;
+                    if (prefix.readBigUInt64LE(offset) !== 0n) // the server reads the sources whose id is set
+                        this.tensor(prefix, offset, `GET_ALLOC_SIZE's source ${slot}`, true);
+                }
+                return undefined;
+            }
+            case Cmd.GRAPH_COMPUTE:
+                // Accepted or not, it replaces what the server holds: a refused graph ends the session anyway.
+                this.graphAccepted = false;
+                checkGraph(prefix, this, this.options.graphLimits);
+                this.graphAccepted = true;
+                return undefined;
+            case Cmd.GRAPH_RECOMPUTE:
+                if (!this.graphAccepted)
+                    this.refuse('recompute', 'GRAPH_RECOMPUTE without an accepted graph on the server');
+                return undefined;
+            default:
+                return undefined;
+        }
+    }
+}
