@@ -4,6 +4,7 @@ import {pruneTensorCache, RpcServerHost, TENSOR_CACHE_SUBDIR} from '../../engine
 import {seedTensorCache} from '../../engine/rpc/tensor-cache-seed.js';
 import type {RpcServerFiles} from '../../engine/rpc/rpc-build.js';
 import {hostFilter} from './tunnel/rpc-filters.js';
+import {AllocationBudget} from './tunnel/rpc-guard.js';
 import type {HostedSession, SessionRequest, ShardHostHandler, TunnelStream} from './tunnel/shard-protocol.js';
 import {pipeSocket} from './tunnel/socket-pipe.js';
 
@@ -13,6 +14,13 @@ import {pipeSocket} from './tunnel/socket-pipe.js';
  * The slack covers a graph's description and llama.cpp's compute buffers.
  */
 const PAYLOAD_SLACK_BYTES = 64 * 1024 * 1024;
+/**
+ * What a session may allocate on its server beyond the bytes it asked for: backends round buffers up (alignment,
+ * GPU row padding of quantized weights). A sixteenth, and at least 16 MiB.
+ */
+export function allocationLimit(bytes: number) {
+    return BigInt(bytes) + BigInt(Math.max(16 * 2 ** 20, Math.ceil(bytes / 16)));
+}
 /** How long an open waits for the tensor cache's seeding, within the coordinator's 30 s open timeout. */
 const SEED_WAIT_MS = 20_000;
 
@@ -83,11 +91,13 @@ export class ShardHost implements ShardHostHandler {
             throw error;
         }
         this.options.onLog?.('hosting layers for a peer', {peer: peerId.slice(0, 16), model: request.model.id, layers: request.layers, bytes: request.bytes});
+        // Shared by the session's connections: the server frees a connection's buffers when it closes.
+        const budget = new AllocationBudget(allocationLimit(request.bytes));
         return {
             connect: (stream: TunnelStream) => {
                 const socket = connect({host: '127.0.0.1', port: server.port!});
                 // The coordinator's bytes are checked before the server sees them; its replies pass unchanged.
-                pipeSocket(socket, stream, hostFilter({maxPayloadBytes: request.bytes + PAYLOAD_SLACK_BYTES}), (reason, refused) => {
+                pipeSocket(socket, stream, hostFilter({maxPayloadBytes: request.bytes + PAYLOAD_SLACK_BYTES, budget}), (reason, refused) => {
                     if (refused !== undefined) {
                         // Bytes that break the RPC protocol: the server never saw them, and the session ends here.
                         this.options.onLog?.('a peer broke the RPC protocol: its shard session ends', {peer: peerId.slice(0, 16), reason});

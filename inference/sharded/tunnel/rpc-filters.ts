@@ -1,3 +1,5 @@
+import type {GraphLimits} from './ggml/graph-check.js';
+import {type AllocationBudget, RpcGuard} from './rpc-guard.js';
 import {RpcSession, type RpcSessionOptions} from './rpc-stream.js';
 import type {StreamFilter} from './socket-pipe.js';
 
@@ -19,8 +21,23 @@ export function coordinatorFilter(options: RpcSessionOptions): RpcConnectionFilt
     };
 }
 
-/** The host's side: the coordinator's client beyond the tunnel, this node's rpc server on the socket. */
-export function hostFilter(options: RpcSessionOptions = {}): StreamFilter {
-    const session = new RpcSession(options);
-    return {fromSocket: (chunk) => session.fromServer(chunk), fromTunnel: (chunk) => session.fromClient(chunk)};
+export interface HostFilterOptions extends Omit<RpcSessionOptions, 'guard' | 'reportMemory'> {
+    /** The session's allocation budget, shared by its connections. */
+    budget: AllocationBudget,
+    graphLimits?: GraphLimits
+}
+
+/**
+ * The host's side: the coordinator's client beyond the tunnel, this node's rpc server on the socket. Every request
+ * passes the guard (docs/peer-protocol.md, "Graph checks") before the server sees a byte of it.
+ */
+export function hostFilter(options: HostFilterOptions): StreamFilter {
+    const {budget, graphLimits, ...rest} = options;
+    const guard = new RpcGuard({budget, ...(graphLimits && {graphLimits})});
+    const session = new RpcSession({...rest, guard});
+    return {
+        fromSocket: (chunk) => session.fromServer(chunk),
+        fromTunnel: (chunk) => session.fromClient(chunk),
+        close: () => guard.close()
+    };
 }

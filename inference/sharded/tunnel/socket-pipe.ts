@@ -10,7 +10,9 @@ export interface StreamFilter {
     /** Bytes read from the local socket, on their way into the tunnel. */
     fromSocket(chunk: Uint8Array): Uint8Array[],
     /** Bytes from the tunnel, on their way to the local socket. */
-    fromTunnel(chunk: Uint8Array): Uint8Array[]
+    fromTunnel(chunk: Uint8Array): Uint8Array[],
+    /** The pipe closed, both ways. */
+    close?(): void
 }
 
 /**
@@ -26,6 +28,7 @@ export function pipeSocket(socket: Socket, stream: TunnelStream, filter: StreamF
         closed = true;
         socket.destroy();
         stream.close(reason);
+        filter.close?.();
         onClose(reason, refused);
     };
     const forward = (chunks: () => Uint8Array[], write: (chunk: Uint8Array) => boolean) => {
@@ -54,6 +57,7 @@ export function pipeSocket(socket: Socket, stream: TunnelStream, filter: StreamF
         if (!closed) {
             closed = true;
             socket.destroy();
+            filter.close?.();
             onClose(reason);
         }
     });

@@ -115,3 +115,8 @@ export function elements(tensor: {ne: readonly number[]}) {
 export function rule(check: (contract: Contract, node: GraphNode) => void): OpRule {
     return (node, what) => check(new Contract(node, what), node);
 }
+
+/** An op whose contract is not written yet: refused like any op outside the list. */
+export const refusedUntilWritten: OpRule = (node, what) => {
+    throw new GraphCheckError('op', `${what()}: no contract for this op yet`);
+};
