@@ -1,6 +1,4 @@
 import {execFile} from 'node:child_process';
-import {mkdtemp, rm} from 'node:fs/promises';
-import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {promisify} from 'node:util';
 import test from 'ava';
@@ -10,7 +8,6 @@ import {checkGraph} from '../inference/sharded/tunnel/ggml/graph-check.js';
 import {GGML_GLU_OP_NAMES, GGML_OP_NAMES, GGML_TYPES, GGML_UNARY_OP_NAMES, GgmlType} from '../inference/sharded/tunnel/ggml/ggml-tables.js';
 import {ALLOWED_OPS} from '../inference/sharded/tunnel/ggml/op-allowlist.js';
 import {OP_RULES} from '../inference/sharded/tunnel/ggml/op-rules.js';
-import {GraphCheckError} from '../inference/sharded/tunnel/ggml/tensor-check.js';
 import {f32, GraphBuilder, guardedConnection, labServer, RpcLabClient} from './helpers/rpc-lab.js';
 import {testRpcBinaries} from './helpers/rpc-binaries.js';
 
@@ -39,9 +36,9 @@ test('ggml\'s types, ops, unary and GLU ops are numbered and sized as in the lib
         else
             t.deepEqual({name: typeName(type), blockSize: Number(blockSize(type)), typeSize: Number(typeSize(type)), quantized: quantized(type)}, traits);
     });
-    GGML_OP_NAMES.forEach((name, op) => t.is(opName(op), name));
-    GGML_UNARY_OP_NAMES.forEach((name, op) => t.is(unaryName(op), name));
-    GGML_GLU_OP_NAMES.forEach((name, op) => t.is(gluName(op), name));
+    for (const [names, nameOf] of [[GGML_OP_NAMES, opName], [GGML_UNARY_OP_NAMES, unaryName], [GGML_GLU_OP_NAMES, gluName]] as const)
+        for (const [op, name] of names.entries())
+            t.is(nameOf(op), name);
 });
 
 test('the allowed ops are those scripts/derive-rpc-op-allowlist.mjs derives from the llama.cpp node-llama-cpp ships', async (t) => {

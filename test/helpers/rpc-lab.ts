@@ -235,7 +235,8 @@ export class GraphBuilder {
                 throw new RangeError('the lab buffer is full');
         }
         const opParams = new Int32Array(GGML_MAX_OP_PARAMS_I32);
-        (spec.params ?? []).forEach((value, slot) => opParams[slot] = value);
+        for (const [slot, value] of (spec.params ?? []).entries())
+            opParams[slot] = value;
         const tensor: RpcTensor = {
             id: this.nextId++, type: spec.type, buffer: this.buffer.handle, ne, nb: [...nb] as Dims, op: GgmlOp[spec.op ?? 'NONE'],
             opParams, flags: spec.op === undefined || spec.op === 'NONE' ? 0 : TENSOR_FLAG_COMPUTE, src: Array.from({length: GGML_MAX_SRC}, (_, slot) => spec.src?.[slot]?.id ?? 0n),
@@ -259,11 +260,13 @@ export class GraphBuilder {
             if (tensor === undefined || seen.has(tensor.id))
                 return;
             seen.add(tensor.id);
-            tensor.src.forEach((id) => add(byId.get(id)));
+            for (const id of tensor.src)
+                add(byId.get(id));
             add(byId.get(tensor.viewSrc));
             listed.push(tensor);
         };
-        nodes.forEach(add);
+        for (const node of nodes)
+            add(node);
         return encodeGraph(nodes.map((node) => node.id), listed);
     }
 }
@@ -272,9 +275,11 @@ export class GraphBuilder {
 export function encodeGraph(nodes: bigint[], tensors: RpcTensor[]) {
     const payload = Buffer.alloc(8 + 8 * nodes.length + 4 + RPC_TENSOR_BYTES * tensors.length);
     payload.writeUInt32LE(nodes.length, 4);
-    nodes.forEach((id, index) => payload.writeBigUInt64LE(id, 8 + 8 * index));
+    for (const [index, id] of nodes.entries())
+        payload.writeBigUInt64LE(id, 8 + 8 * index);
     payload.writeUInt32LE(tensors.length, 8 + 8 * nodes.length);
-    tensors.forEach((tensor, index) => writeRpcTensor(tensor, payload, 12 + 8 * nodes.length + RPC_TENSOR_BYTES * index));
+    for (const [index, tensor] of tensors.entries())
+        writeRpcTensor(tensor, payload, 12 + 8 * nodes.length + RPC_TENSOR_BYTES * index);
     return payload;
 }
 

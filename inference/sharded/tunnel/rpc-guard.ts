@@ -113,6 +113,7 @@ export class RpcGuard implements SessionBuffers {
                 return;
             }
             // The server may round a size up: the rounding counts too, even past the budget (it is the server's choice).
+            // biome-ignore lint/complexity/useMathMinMax: bigints
             const counted = size > context.reserved ? size : context.reserved;
             this.options.budget.used += counted - context.reserved;
             this.buffers.set(handle, {handle, size, base: undefined, counted});

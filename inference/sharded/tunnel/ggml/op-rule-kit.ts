@@ -117,6 +117,6 @@ export function rule(check: (contract: Contract, node: GraphNode) => void): OpRu
 }
 
 /** An op whose contract is not written yet: refused like any op outside the list. */
-export const refusedUntilWritten: OpRule = (node, what) => {
+export const refusedUntilWritten: OpRule = (_node, what) => {
     throw new GraphCheckError('op', `${what()}: no contract for this op yet`);
 };

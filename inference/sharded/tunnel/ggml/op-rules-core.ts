@@ -78,7 +78,9 @@ const mulMat = rule((c, node) => {
     c.contiguousRows(b!, 'the second operand');
     result(c, node, F32, [a!.ne[1], b!.ne[1], b!.ne[2], b!.ne[3]]);
     c.ordered(node, 'the result');
-    c.unusedParams(0);
+    // `ggml_mul_mat_set_prec` (attention scores in f32)
+    c.need(PRECISIONS.includes(c.int(0)), 'op-params', `precision ${c.int(0)}`);
+    c.unusedParams(1);
 });
 
 /** The copy ops' (CPY, CONT) type pairs: ggml_compute_forward_dup's, without quantized types. */
