@@ -97,7 +97,11 @@ export interface ModelLayout {
     /** The output layer (norm and projection): it goes with the last stage. */
     outputBytes: number,
     /** KV cache bytes one token of context costs in one layer (F16 keys and values). */
-    kvBytesPerTokenPerLayer: number
+    kvBytesPerTokenPerLayer: number,
+    /** The widths a layer's compute buffer scales with (`stageComputeBytes`). */
+    embeddingLength: number,
+    feedForwardLength: number,
+    headCount: number
 }
 
 /**
@@ -122,16 +126,22 @@ export async function modelLayoutOf(path: string): Promise<ModelLayout> {
         else if (tensor.name.startsWith('output'))
             outputBytes += size;
     });
-    const architecture = info.architectureMetadata as {embedding_length?: number, attention?: {head_count?: number, head_count_kv?: number, key_length?: number, value_length?: number}};
-    const heads = architecture.attention?.head_count ?? 1;
+    const architecture = info.architectureMetadata as {embedding_length?: number, feed_forward_length?: number | number[],
+        attention?: {head_count?: number | number[], head_count_kv?: number | number[], key_length?: number, value_length?: number}};
+    // Some architectures give these per layer: the widest layer sizes the buffers.
+    const widest = (value: number | number[] | undefined) => Array.isArray(value) ? Math.max(0, ...value) : value;
+    const heads = widest(architecture.attention?.head_count) || 1;
     const headDimension = (architecture.embedding_length ?? 0) / heads;
-    const kvHeads = architecture.attention?.head_count_kv ?? heads;
+    const kvHeads = widest(architecture.attention?.head_count_kv) || heads;
     const F16_BYTES = 2;
     return {
         layerBytes: Array.from(layers, (value) => value ?? 0),
         inputBytes,
         // Tied embeddings: the output projection is the embedding matrix, copied to the last stage.
         outputBytes: tensors.some((tensor) => tensor.name === 'output.weight') ? outputBytes : outputBytes + inputBytes,
-        kvBytesPerTokenPerLayer: kvHeads * ((architecture.attention?.key_length ?? headDimension) + (architecture.attention?.value_length ?? headDimension)) * F16_BYTES
+        kvBytesPerTokenPerLayer: kvHeads * ((architecture.attention?.key_length ?? headDimension) + (architecture.attention?.value_length ?? headDimension)) * F16_BYTES,
+        embeddingLength: architecture.embedding_length ?? 0,
+        feedForwardLength: widest(architecture.feed_forward_length) ?? 0,
+        headCount: heads
     };
 }

@@ -6,8 +6,11 @@ import {statSync} from 'node:fs';
 import {freemem} from 'node:os';
 import {join, resolve} from 'node:path';
 import {modelLayoutOf} from '../engine/model-files.js';
-import {ensureRpcBinaries, prepareRpcServerDir, type RpcServerFiles} from '../engine/rpc/rpc-build.js';
+import {ensureRpcBinaries, prepareRpcServerDir, type RpcGpu, type RpcServerFiles} from '../engine/rpc/rpc-build.js';
+import {probeSandbox, type SandboxProbe} from '../engine/rpc/rpc-sandbox.js';
+import type {ShardHostRuntime} from '../inference/sharded/shard-host.js';
 import {ClusterCoordinator} from '../inference/sharded/cluster-coordinator.js';
+import {stageComputeBytes} from '../inference/sharded/shard-planner.js';
 import {ShardedInference} from '../inference/sharded/sharded-inference.js';
 import {ShardHost} from '../inference/sharded/shard-host.js';
 import {ShardProtocol, type SessionRequest} from '../inference/sharded/tunnel/shard-protocol.js';
@@ -89,6 +92,10 @@ export class StrongdogeNode {
     private rpcFiles: {host: RpcServerFiles, coordinator: RpcServerFiles} | undefined;
     /** Why this node can neither host nor coordinate layers, when it cannot. */
     private shardingUnavailable: string | null = 'the RPC server is not built yet';
+    /** Whether the servers hosting peers' layers can run in the sandbox here (`--shard-sandbox on`); undefined until checked. */
+    private sandbox: SandboxProbe | undefined;
+    /** The GPU backend of the servers hosting peers' layers. */
+    private hostGpu: RpcGpu = false;
     /** The contribution log and its anchoring: open once `start()` has opened it. */
     ledger: NodeLedger | undefined;
     /** Tokens as they stream: to this node's clients (`local`), or generated for peers (`forPeers`). */
@@ -138,7 +145,7 @@ export class StrongdogeNode {
             this.swarm.use(jobs);
             if (settings.servePeers)
                 this.shardHost = new ShardHost({
-                    binaries: () => this.rpcFiles?.host,
+                    runtime: () => this.hostingRuntime(),
                     maxBytes: settings.maxShardMemory ?? Math.floor(freemem() * DEFAULT_SHARD_MEMORY_SHARE),
                     threads: settings.threads,
                     cacheDir: join(settings.dataDir, 'cache', 'rpc-tensors'),
@@ -237,7 +244,11 @@ export class StrongdogeNode {
             const layout = await modelLayoutOf(spec.path);
             const cluster = new ClusterCoordinator({
                 model: {id: spec.id, path: spec.path, sizeBytes: spec.sizeBytes, sha256: () => this.modelSha256(spec.id),
-                    shape: {...layout, contextTokens: settings.contextSize}},
+                    // Each of the engine's sequences has a context of its own (KV cache and attention span).
+                    shape: {...layout, contextTokens: settings.contextSize * settings.parallel, computeBytes: stageComputeBytes({
+                        ...layout, sequenceTokens: settings.contextSize, contextTokens: settings.contextSize * settings.parallel,
+                        flashAttention: settings.flashAttention !== 'off'
+                    })}},
                 swarm, shards,
                 rpcFiles: () => this.rpcFiles && {libraryPath: this.rpcFiles.coordinator.libraryPath, serverPath: this.rpcFiles.host.serverPath},
                 self: {id: this.identity.id, freeMemoryBytes: settings.memoryLimit ?? freemem(), tflops: () => this.capabilities.current().compute.measuredTflops},
@@ -266,12 +277,10 @@ export class StrongdogeNode {
     private async prepareSharding() {
         if (this.shardHost === undefined && this.clusters.length === 0)
             return;
+        // Absolute: the rpc servers run from their own directory.
+        const rpcDir = resolve(this.settings.rpcDir ?? join(this.settings.dataDir, 'rpc'));
         try {
-            const binaries = await ensureRpcBinaries({
-                // Absolute: the rpc servers run from their own directory.
-                dir: resolve(this.settings.rpcDir ?? join(this.settings.dataDir, 'rpc')),
-                onProgress: (line) => this.logger.info(line)
-            });
+            const binaries = await ensureRpcBinaries({dir: rpcDir, onProgress: (line) => this.logger.info(line)});
             // Rpc servers (hosted layers, a pipeline's own devices) run on the GPU backend node-llama-cpp uses here; the
             // pipeline engine's RPC backend sits beside the CPU ggml it loads.
             // A build for this machine (`strongdoge engine build`) is what the engines load instead of the prebuilt
@@ -281,6 +290,12 @@ export class StrongdogeNode {
             const ggmlDirs = device?.build === 'local' && device.ggmlDir !== null ? [device.ggmlDir] : undefined;
             const coordinator = await prepareRpcServerDir(binaries, ggmlDirs && {ggmlDirs});
             this.rpcFiles = {coordinator, host: gpu === false ? coordinator : await prepareRpcServerDir(binaries, {gpu, ...(ggmlDirs && {ggmlDirs})})};
+            this.hostGpu = gpu;
+            if (this.shardHost !== undefined && this.settings.shardSandbox) {
+                this.sandbox = await probeSandbox({launcherDir: rpcDir});
+                if (!this.sandbox.available)
+                    this.logger.warn({reason: this.sandbox.reason}, 'this node hosts no layers for peers: the sandbox for their rpc servers does not work here');
+            }
             this.shardingUnavailable = null;
             this.swarm?.capabilitiesChanged();
         } catch (error) {
@@ -292,12 +307,28 @@ export class StrongdogeNode {
             cluster.start().catch((error: Error) => this.logger.error({err: error, model: cluster.modelId}, 'the pipeline stopped'));
     }
 
+    /**
+     * What serves peers' shard sessions (docs/architecture.md, "Sharding"): the built rpc server, in the sandbox
+     * unless `--shard-sandbox off` (private networks only), or why nothing does.
+     */
+    private hostingRuntime(): ShardHostRuntime | string {
+        if (this.rpcFiles === undefined)
+            return this.shardingUnavailable ?? 'the RPC server is not built yet';
+        if (!this.settings.shardSandbox)
+            return {binaries: this.rpcFiles.host, sandbox: 'off'};
+        if (this.sandbox === undefined)
+            return 'the sandbox for peers\' rpc servers is being checked';
+        if (!this.sandbox.available)
+            return `the sandbox for peers' rpc servers does not work here: ${this.sandbox.reason}`;
+        return {binaries: this.rpcFiles.host, sandbox: {bwrapPath: this.sandbox.bwrapPath, launcherPath: this.sandbox.launcherPath, gpu: this.hostGpu}};
+    }
+
     describeCluster(): ClusterStatus {
         return {
             pipelines: this.clusters.map((cluster) => cluster.describe()),
             hosting: {
                 available: this.shardHost?.available ?? false,
-                reason: this.shardHost === undefined ? (this.settings.offline ? 'offline' : 'this node does not serve peers (--serve-peers off)') : this.shardingUnavailable,
+                reason: this.shardHost === undefined ? (this.settings.offline ? 'offline' : 'this node does not serve peers (--serve-peers off)') : this.shardHost.unavailableReason,
                 sessions: this.shardHost?.sessionCount ?? 0,
                 freeBytes: this.shardHost?.freeBytes ?? 0
             }

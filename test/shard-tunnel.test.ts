@@ -8,6 +8,7 @@ import crypto from 'hypercore-crypto';
 import type {Testnet} from 'hyperdht/testnet.js';
 import type {ProtomuxMessage} from 'protomux';
 import {prepareRpcServerDir} from '../engine/rpc/rpc-build.js';
+import {probeSandbox} from '../engine/rpc/rpc-sandbox.js';
 import {ShardHost} from '../inference/sharded/shard-host.js';
 import {RpcCommand} from '../inference/sharded/tunnel/rpc-stream.js';
 import {encodeData, SHARD_PROTOCOL, shardControlSchema, type ShardControl} from '../inference/sharded/tunnel/shard-messages.js';
@@ -18,7 +19,7 @@ import type {PeerProtocol} from '../swarm/peer-protocol.js';
 import {SwarmNode} from '../swarm/swarm-node.js';
 import {capabilitiesFixture} from './helpers/capabilities-fixture.js';
 import {waitFor} from './helpers/cli-process.js';
-import {testRpcBinaries} from './helpers/rpc-binaries.js';
+import {TEST_RPC_DIR, testRpcBinaries} from './helpers/rpc-binaries.js';
 import {startTestnet} from './helpers/swarm-fixture.js';
 
 /**
@@ -35,7 +36,11 @@ test.before(async () => {
     ({testnet} = await startTestnet());
     const files = await prepareRpcServerDir(await testRpcBinaries());
     cacheDir = await mkdtemp(join(tmpdir(), 'strongdoge-tensors-'));
-    host = new ShardHost({binaries: () => files, maxBytes: 64 * 2 ** 20, threads: 1, cacheDir, cacheMaxBytes: 2 ** 30});
+    // As a node on the public network hosts: every server in the sandbox.
+    const sandbox = await probeSandbox({launcherDir: TEST_RPC_DIR});
+    if (!sandbox.available)
+        throw new Error(`the sandbox does not work here: ${sandbox.reason}`);
+    host = new ShardHost({runtime: () => ({binaries: files, sandbox}), maxBytes: 64 * 2 ** 20, threads: 1, cacheDir, cacheMaxBytes: 2 ** 30});
 });
 
 test.after.always(async () => {

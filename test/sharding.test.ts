@@ -79,10 +79,10 @@ test.after.always(async () => {
 });
 
 test.serial('a model split over three nodes is placed as planned and answers token for token as one process does', async (t) => {
-    // Room for about three layers each: the plan needs all three nodes.
-    const hosts = await Promise.all([0, 1].map(() => startNode(['--max-shard-memory', String(6 * MiB)], false)));
+    // Room for three layers each (weights, a KV cache of 2 × 512 tokens, the compute buffer): the plan needs all three nodes.
+    const hosts = await Promise.all([0, 1].map(() => startNode(['--max-shard-memory', String(15 * MiB)], false)));
     // It serves peers (the pipeline's model, below) but offers them no memory for layers.
-    const coordinator = await startNode(['--shard', 'always', '--max-stages', '3', '--memory-limit', String(6 * MiB), '--max-shard-memory', '0'], true);
+    const coordinator = await startNode(['--shard', 'always', '--max-stages', '3', '--memory-limit', String(15 * MiB), '--max-shard-memory', '0'], true);
     await waitForPeers(coordinator.daemon, hosts.map((host) => host.id), 30_000);
     const pipeline = await pipelineReady(coordinator);
 
@@ -145,8 +145,8 @@ test.serial('a model split over three nodes is placed as planned and answers tok
 /** Starts `count` hosts and a coordinator whose plan needs three stages, with spare hosts to replace a failed one. */
 async function pipelineWithSpare(hostCount: number, name: string) {
     network = name;
-    const hosts = await Promise.all(Array.from({length: hostCount}, () => startNode(['--max-shard-memory', String(6 * MiB)], false)));
-    const coordinator = await startNode(['--shard', 'always', '--max-stages', '3', '--memory-limit', String(6 * MiB), '--serve-peers', 'off'], true);
+    const hosts = await Promise.all(Array.from({length: hostCount}, () => startNode(['--max-shard-memory', String(15 * MiB)], false)));
+    const coordinator = await startNode(['--shard', 'always', '--max-stages', '3', '--memory-limit', String(15 * MiB), '--serve-peers', 'off'], true);
     await waitForPeers(coordinator.daemon, hosts.map((host) => host.id), 30_000);
     const pipeline = await pipelineReady(coordinator);
     return {hosts, coordinator, pipeline};

@@ -46,6 +46,7 @@ export function startCommand() {
         .addOption(settingOption('--offline', 'do not join the swarm: local models only', 'offline'))
         .addOption(settingOption('--price <n>', 'price per million tokens asked from peers (0 = free)', 'price'))
         .addOption(settingOption('--serve-peers <on|off>', 'serve other nodes\' requests', 'servePeers'))
+        .addOption(settingOption('--shard-sandbox <on|off>', 'run the llama.cpp servers hosting peers\' layers in a bubblewrap sandbox; off only on a private network (--network-secret)', 'shardSandbox'))
         .addOption(settingOption('--max-peer-jobs <n>', 'peers\' requests served at once', 'maxPeerJobs'))
         .addOption(settingOption('--max-job-tokens <n>', 'most tokens generated for one peer request', 'maxJobTokens'))
         .addOption(settingOption('--max-price <n>', 'most to pay a peer per million tokens', 'maxPrice'))

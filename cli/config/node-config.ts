@@ -76,6 +76,7 @@ export const nodeSettingSchemas = {
     offline: booleanText,
     price: z.coerce.number().nonnegative().optional(),
     servePeers: booleanText,
+    shardSandbox: booleanText,
     maxPeerJobs: integer(0, 1024),
     maxJobTokens: integer(1, 1 << 20),
     maxPrice: z.coerce.number().nonnegative().optional(),
@@ -115,6 +116,7 @@ export function nodeSettingDefaults(): Omit<NodeSettings, 'dataDir' | 'apiKey' |
         relayThrough: [],
         offline: false,
         servePeers: true,
+        shardSandbox: true,
         maxPeerJobs: 4,
         maxJobTokens: 4096,
         prefer: 'local',
@@ -173,5 +175,8 @@ export function resolveNodeSettings(dataDir: string, {flags, env, file}: Setting
             throw new ConfigError(`invalid ${source}: ${parsed.error.issues[0]!.message}${SECRET_SETTINGS.has(key) ? '' : ` (got ${describe(value)})`}`);
         settings[key] = parsed.data;
     }
+    // docs/architecture.md, "Sharding": on the public network anyone may open a shard session.
+    if (settings.shardSandbox === false && settings.networkSecret === undefined)
+        throw new ConfigError('--shard-sandbox off is only for a private network of peers you trust (--network-secret): on the public network, layers are hosted only in the sandbox');
     return settings as NodeSettings;
 }

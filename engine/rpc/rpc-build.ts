@@ -121,7 +121,7 @@ function toolVersion(path: string, env: NodeJS.ProcessEnv) {
 }
 
 /** The first of `names` that is an executable on `PATH`. */
-async function findExecutable(names: string[], env: NodeJS.ProcessEnv) {
+export async function findExecutable(names: string[], env: NodeJS.ProcessEnv) {
     for (const name of names)
         for (const directory of (env.PATH ?? '').split(delimiter).filter(Boolean)) {
             const path = join(directory, name);

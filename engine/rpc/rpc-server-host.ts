@@ -2,16 +2,22 @@
  * One llama.cpp `ggml-rpc-server` per layer-hosting session (docs/architecture.md, "Sharding"), supervised like
  * the engine. The server has no authentication: it binds 127.0.0.1 only and is reached through the session's
  * tunnel. Its tensor cache (`-c`) lives in `<cacheDir>/rpc/`: the server puts it under `$LLAMA_CACHE`
- * (tools/rpc/rpc-server.cpp in llama.cpp) and never evicts anything, hence `pruneTensorCache`.
+ * (tools/rpc/rpc-server.cpp in llama.cpp) and never evicts anything, hence `pruneTensorCache`. A server for peers
+ * runs in a bubblewrap sandbox (`sandbox`, see rpc-sandbox.ts), reached through a Unix socket.
  */
-import {spawn, type SpawnOptionsWithStdioTuple} from 'node:child_process';
+import {type ChildProcess, spawn, type SpawnOptionsWithStdioTuple} from 'node:child_process';
 import {existsSync} from 'node:fs';
 import {EventEmitter, once} from 'node:events';
-import {mkdir, readdir, readFile, readlink, stat, unlink} from 'node:fs/promises';
+import {mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, unlink} from 'node:fs/promises';
 import {connect, createServer} from 'node:net';
+import {tmpdir} from 'node:os';
 import {dirname, join} from 'node:path';
+import {createInterface} from 'node:readline';
 import {ProcessSupervisor} from '../process-supervisor.js';
-import type {RpcBinaries} from './rpc-build.js';
+import type {RpcBinaries, RpcGpu} from './rpc-build.js';
+import {
+    SANDBOX_READY_LINE, SANDBOX_SERVER_PORT, sandboxArgs, sandboxedExit, sandboxEnv, sandboxGpuAccess, sandboxReadOnlyPaths
+} from './rpc-sandbox.js';
 
 export const RPC_HOST = '127.0.0.1';
 /** The server's subdirectory of `$LLAMA_CACHE`, and its file names: the FNV-1a hash of the tensor data, in hex. */
@@ -23,6 +29,26 @@ const READY_POLL_MS = 50;
 /** util-linux's `setpriv`, which execs the server (same pid) with a parent-death signal; undefined where absent. */
 const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((path) => existsSync(path));
 const CONNECT_TIMEOUT_MS = 1_000;
+/** The launcher's last line about the server's end (`rpc-server killed by signal 11 (SIGSEGV)`). */
+const LAUNCHER_REPORT = /^rpc-server (killed by signal|exited with code) /;
+const SOCKET_FILE = 'rpc.sock';
+
+export interface RpcServerSandboxOptions {
+    /** bubblewrap (`probeSandbox`'s `bwrapPath`). */
+    bwrapPath: string,
+    /** The launcher run inside (`ensureSandboxLauncher`, or `probeSandbox`'s `launcherPath`). */
+    launcherPath: string,
+    /**
+     * The GPU backend the server's directory was prepared for (`prepareRpcServerDir`'s `gpu`): its device nodes
+     * and driver files are shown inside; defaults to false (none: the server finds only the CPU).
+     */
+    gpu?: RpcGpu,
+    /** Where each server gets the directory of its socket (mode 0700); defaults to the OS temp dir. */
+    runtimeDir?: string
+}
+
+/** What `net.connect()` takes to reach a server: its Unix socket when sandboxed, else its loopback port. */
+export type RpcConnectOptions = {path: string} | {host: string, port: number};
 
 export interface RpcServerHostOptions {
     /** The server to run: `ensureRpcBinaries`' result, or `prepareRpcServerDir`'s to use node-llama-cpp's GPU backend. */
@@ -43,7 +69,13 @@ export interface RpcServerHostOptions {
     /** Ports tried when the free port picked is taken before the server binds it; defaults to 5. */
     portAttempts?: number,
     /** How long `stop()` waits after SIGTERM before SIGKILL; defaults to 3 s. */
-    stopGraceMs?: number
+    stopGraceMs?: number,
+    /**
+     * Runs the server in a bubblewrap sandbox (docs/architecture.md, "Sharding"): for every server that hosts
+     * peers' layers. It is then reached through `connectOptions` (a Unix socket), not `port`. Defaults to none:
+     * the server runs as the node's user on 127.0.0.1 (this node's own devices, and `--shard-sandbox off`).
+     */
+    sandbox?: RpcServerSandboxOptions
 }
 
 export const rpcServerHostDefaults = {
@@ -57,9 +89,12 @@ export const rpcServerHostDefaults = {
 export interface RpcServerHostEvents {
     /** A line the server wrote (stdout is block-buffered by the server: its lines come late). */
     log: [line: string],
-    /** The server listens on `port` (after `start()`, and after each restart). */
+    /** The server listens on `port` (after `start()`, and after each restart); sandboxed, on its own loopback. */
     ready: [port: number],
-    /** The server exited after it was ready; `restarting` says whether another follows. Not emitted after `stop()`. */
+    /**
+     * The server exited after it was ready; `restarting` says whether another follows. Not emitted after `stop()`.
+     * Sandboxed, the server's own code or signal, as the launcher reported it.
+     */
     exit: [code: number | null, signal: NodeJS.Signals | null, restarting: boolean]
 }
 
@@ -121,16 +156,33 @@ function acceptsConnection(port: number) {
     });
 }
 
+/** Resolves true when the launcher says its socket listens, false if its output ends first. */
+function launcherReady(child: ChildProcess) {
+    return new Promise<boolean>((resolve) => {
+        if (child.stdout === null)
+            return resolve(false);
+        // not closed after the line: that would pause stdout, and the child's 'close' (its exit) waits for its end
+        const lines = createInterface({input: child.stdout});
+        lines.on('line', (line) => {
+            if (line === SANDBOX_READY_LINE)
+                resolve(true);
+        });
+        lines.on('close', () => resolve(false));
+    });
+}
+
 /**
- * Runs one `ggml-rpc-server` on 127.0.0.1 and a free port. `start()` resolves once that server (not another
- * process that took the port) listens and accepts a connection. An exit after that is reported by `exit`;
- * without `restart` it is final.
+ * Runs one `ggml-rpc-server` on 127.0.0.1 and a free port, or in a sandbox behind a Unix socket. `start()`
+ * resolves once that server (not another process that took the port) listens and accepts a connection. An exit
+ * after that is reported by `exit`; without `restart` it is final.
  */
 export class RpcServerHost extends EventEmitter<RpcServerHostEvents> {
     private readonly options: typeof rpcServerHostDefaults & RpcServerHostOptions;
     private supervisor: ProcessSupervisor | undefined;
     private stopped = false;
-    /** The port the server listens on, once started. */
+    /** Sandboxed: the directory of its socket, bubblewrap's arguments (the same for each restart), whether it is up. */
+    private sandboxed: {socketDir: string, socketPath: string, args: string[], up: boolean} | undefined;
+    /** The port the server listens on, once started; undefined when sandboxed (see `connectOptions`). */
     port: number | undefined;
 
     constructor(options: RpcServerHostOptions) {
@@ -143,15 +195,40 @@ export class RpcServerHost extends EventEmitter<RpcServerHostEvents> {
         return this.port === undefined ? undefined : `${RPC_HOST}:${this.port}`;
     }
 
+    /** How to reach the server with `net.connect()`, once started. */
+    get connectOptions(): RpcConnectOptions | undefined {
+        if (this.sandboxed !== undefined)
+            return this.sandboxed.up ? {path: this.sandboxed.socketPath} : undefined;
+        return this.port === undefined ? undefined : {host: RPC_HOST, port: this.port};
+    }
+
+    /** The process this host runs: the server, or bubblewrap when sandboxed (the server is its descendant). */
     get pid() {
         return this.supervisor?.pid;
     }
 
-    /** Starts the server; resolves with its port once it accepts connections. Rejects if it exits or hangs first. */
+    /**
+     * Starts the server; resolves with its port once it accepts connections (sandboxed: the port on the sandbox's
+     * own loopback, which this node cannot reach: use `connectOptions`). Rejects if it exits or hangs first.
+     */
     async start() {
         // The server creates its cache dir itself, but two servers starting at once race there and one gives up.
         if (this.options.cacheDir !== undefined)
             await mkdir(join(this.options.cacheDir, TENSOR_CACHE_SUBDIR), {recursive: true});
+        if (this.options.sandbox !== undefined) {
+            const sandboxed = await this.prepareSandbox(this.options.sandbox);
+            try {
+                if (this.stopped)
+                    throw new Error('rpc-server stopped while starting');
+                if (await this.launch(SANDBOX_SERVER_PORT) !== 'ready')
+                    throw new Error('rpc-server could not bind its port in the sandbox');
+            } catch (error) {
+                await this.removeSocketDir();
+                throw error;
+            }
+            sandboxed.up = true;
+            return SANDBOX_SERVER_PORT;
+        }
         for (let attempt = 1; ; attempt++) {
             const port = await freeLoopbackPort();
             const outcome = await this.launch(port);
@@ -164,10 +241,40 @@ export class RpcServerHost extends EventEmitter<RpcServerHostEvents> {
         }
     }
 
-    /** Stops the server for good: SIGTERM, then SIGKILL after `stopGraceMs`. */
+    /** Stops the server for good: SIGTERM, then SIGKILL after `stopGraceMs`; a sandbox dies whole with bubblewrap. */
     async stop() {
         this.stopped = true;
         await this.supervisor?.stop();
+        await this.removeSocketDir();
+    }
+
+    private async removeSocketDir() {
+        if (this.sandboxed !== undefined)
+            await rm(this.sandboxed.socketDir, {recursive: true, force: true});
+    }
+
+    /** The sandbox's socket directory (0700, as `mkdtemp` makes it) and bubblewrap's arguments. */
+    private async prepareSandbox({launcherPath, gpu = false, runtimeDir = tmpdir()}: RpcServerSandboxOptions) {
+        const {serverPath} = this.options.binaries;
+        const [readOnlyPaths, gpuAccess] = await Promise.all([sandboxReadOnlyPaths({launcherPath, serverPath}), sandboxGpuAccess(gpu)]);
+        const socketDir = await mkdtemp(join(runtimeDir, 'strongdoge-rpc-'));
+        const socketPath = join(socketDir, SOCKET_FILE);
+        const {cacheDir} = this.options;
+        try {
+            const args = sandboxArgs({
+                launcherPath,
+                server: {path: serverPath, args: this.args(SANDBOX_SERVER_PORT), socketPath},
+                readOnlyPaths,
+                writablePaths: cacheDir === undefined ? [] : [join(cacheDir, TENSOR_CACHE_SUBDIR)],
+                gpu: gpuAccess,
+                env: sandboxEnv(cacheDir)
+            });
+            this.sandboxed = {socketDir, socketPath, args, up: false};
+            return this.sandboxed;
+        } catch (error) {
+            await rm(socketDir, {recursive: true, force: true});
+            throw error;
+        }
     }
 
     private args(port: number) {
@@ -181,6 +288,9 @@ export class RpcServerHost extends EventEmitter<RpcServerHostEvents> {
 
     private spawnServer(port: number) {
         const {serverPath} = this.options.binaries;
+        // bubblewrap needs no environment, and passes none of it on (`--clearenv`)
+        if (this.sandboxed !== undefined && this.options.sandbox !== undefined)
+            return spawn(this.options.sandbox.bwrapPath, this.sandboxed.args, {env: {}, stdio: ['ignore', 'pipe', 'pipe']});
         const env = {...process.env};
         // ggml would load this extra backend library from anywhere
         delete env.GGML_BACKEND_PATH;
@@ -202,6 +312,7 @@ export class RpcServerHost extends EventEmitter<RpcServerHostEvents> {
             this.supervisor = supervisor;
             let ready = false;
             let portTaken = false;
+            let report: string | undefined;
             const tail: string[] = [];
             const timer = setTimeout(() => {
                 void supervisor.stop();
@@ -209,12 +320,14 @@ export class RpcServerHost extends EventEmitter<RpcServerHostEvents> {
             }, this.options.readyTimeoutMs);
             supervisor.on('log', (line) => {
                 portTaken ||= line.includes(BIND_FAILURE_LINE);
+                if (LAUNCHER_REPORT.test(line))
+                    report = line;
                 tail.push(line);
                 if (tail.length > 10)
                     tail.shift();
                 this.emit('log', line);
             });
-            supervisor.on('spawn', (child) => void this.waitListening(child.pid, port, () => supervisor.pid === child.pid && !this.stopped).then((listening) => {
+            supervisor.on('spawn', (child) => void this.waitReady(child, port, () => supervisor.pid === child.pid && !this.stopped).then((listening) => {
                 if (!listening)
                     return;
                 supervisor.markStarted();
@@ -225,7 +338,9 @@ export class RpcServerHost extends EventEmitter<RpcServerHostEvents> {
                     resolve('ready');
                 }
             }));
-            supervisor.on('exit', (code, signal) => {
+            supervisor.on('exit', (exitCode, exitSignal) => {
+                const [code, signal] = this.sandboxed === undefined ? [exitCode, exitSignal] : sandboxedExit(exitCode, exitSignal, report);
+                report = undefined;
                 if (!ready) {
                     clearTimeout(timer);
                     void supervisor.stop();
@@ -237,12 +352,23 @@ export class RpcServerHost extends EventEmitter<RpcServerHostEvents> {
                 }
                 if (this.stopped)
                     return;
-                if (!this.options.restart)
+                if (!this.options.restart) {
+                    if (this.sandboxed !== undefined)
+                        this.sandboxed.up = false;
                     void supervisor.stop();
+                    void this.removeSocketDir();
+                }
                 this.emit('exit', code, signal, this.options.restart);
             });
             supervisor.start();
         });
+    }
+
+    /** Resolves true once the server listens (sandboxed: once the launcher's socket does); false once `current()` is not. */
+    private async waitReady(child: ChildProcess, port: number, current: () => boolean) {
+        if (this.sandboxed === undefined)
+            return this.waitListening(child.pid, port, current);
+        return await launcherReady(child) && current();
     }
 
     /** Polls until the child itself listens on 127.0.0.1:port and accepts a connection; false once `current()` is not. */

@@ -1,6 +1,6 @@
 import {connect} from 'node:net';
 import {join} from 'node:path';
-import {pruneTensorCache, RpcServerHost, TENSOR_CACHE_SUBDIR} from '../../engine/rpc/rpc-server-host.js';
+import {pruneTensorCache, RpcServerHost, type RpcServerSandboxOptions, TENSOR_CACHE_SUBDIR} from '../../engine/rpc/rpc-server-host.js';
 import {seedTensorCache} from '../../engine/rpc/tensor-cache-seed.js';
 import type {RpcServerFiles} from '../../engine/rpc/rpc-build.js';
 import {hostFilter} from './tunnel/rpc-filters.js';
@@ -24,9 +24,18 @@ export function allocationLimit(bytes: number) {
 /** How long an open waits for the tensor cache's seeding, within the coordinator's 30 s open timeout. */
 const SEED_WAIT_MS = 20_000;
 
+/**
+ * What serves sessions: the built rpc server and the sandbox each one runs in ('off': none, for the trusted peers of a
+ * private network; docs/architecture.md, "Sharding").
+ */
+export interface ShardHostRuntime {
+    binaries: RpcServerFiles,
+    sandbox: RpcServerSandboxOptions | 'off'
+}
+
 export interface ShardHostOptions {
-    /** The built rpc server; undefined while it builds or when it cannot be built (then every session is refused). */
-    binaries: () => RpcServerFiles | undefined,
+    /** What serves sessions, or why nothing can (yet): every session is refused with that reason. */
+    runtime: () => ShardHostRuntime | string,
     /** Most bytes of weights and cache this node holds for peers, all sessions together (`--max-shard-memory`). */
     maxBytes: number,
     /** Threads of each rpc server. */
@@ -63,17 +72,24 @@ export class ShardHost implements ShardHostHandler {
     }
 
     get available() {
-        return this.options.binaries() !== undefined;
+        return typeof this.options.runtime() !== 'string';
+    }
+
+    /** Why no session can be served now; null when they can. */
+    get unavailableReason() {
+        const runtime = this.options.runtime();
+        return typeof runtime === 'string' ? runtime : null;
     }
 
     async open(peerId: string, request: SessionRequest, control: {end(reason: string): void}): Promise<HostedSession> {
-        const binaries = this.options.binaries();
-        if (binaries === undefined)
-            throw new Error('this node cannot host layers: the rpc server is not built');
+        const runtime = this.options.runtime();
+        if (typeof runtime === 'string')
+            throw new Error(`this node cannot host layers: ${runtime}`);
         if (request.bytes > this.freeBytes)
             throw new Error(`the stage needs ${request.bytes} bytes; this node offers ${this.freeBytes}`);
         // Counted at once, so that sessions opening together cannot share the same free bytes.
-        const server = new RpcServerHost({binaries, threads: this.options.threads, cacheDir: this.options.cacheDir});
+        const server = new RpcServerHost({binaries: runtime.binaries, threads: this.options.threads, cacheDir: this.options.cacheDir,
+            ...(runtime.sandbox !== 'off' && {sandbox: runtime.sandbox})});
         const entry = {bytes: request.bytes, server};
         this.sessions.add(entry);
         let ended = false;
@@ -90,12 +106,13 @@ export class ShardHost implements ShardHostHandler {
             await server.stop();
             throw error;
         }
-        this.options.onLog?.('hosting layers for a peer', {peer: peerId.slice(0, 16), model: request.model.id, layers: request.layers, bytes: request.bytes});
+        this.options.onLog?.('hosting layers for a peer', {peer: peerId.slice(0, 16), model: request.model.id, layers: request.layers, bytes: request.bytes,
+            sandbox: runtime.sandbox === 'off' ? 'off' : 'bubblewrap'});
         // Shared by the session's connections: the server frees a connection's buffers when it closes.
         const budget = new AllocationBudget(allocationLimit(request.bytes));
         return {
             connect: (stream: TunnelStream) => {
-                const socket = connect({host: '127.0.0.1', port: server.port!});
+                const socket = connect(server.connectOptions!);
                 // The coordinator's bytes are checked before the server sees them; its replies pass unchanged.
                 pipeSocket(socket, stream, hostFilter({maxPayloadBytes: request.bytes + PAYLOAD_SLACK_BYTES, budget}), (reason, refused) => {
                     if (refused !== undefined) {

@@ -20,8 +20,13 @@ export interface ModelShape {
     outputBytes: number,
     /** KV cache one token of context costs in one layer. */
     kvBytesPerTokenPerLayer: number,
-    /** Context each stage keeps a KV cache for. */
+    /** Context each stage keeps a KV cache for: every sequence's. */
     contextTokens: number,
+    /**
+     * llama.cpp's compute buffer on a device holding layers (`stageComputeBytes`); defaults to 0. A host holds a
+     * session to the bytes it asked for, so this must not be short.
+     */
+    computeBytes?: number,
     /** Named in the reasons; defaults to none. */
     modelId?: string
 }
@@ -60,7 +65,10 @@ export interface ShardStage {
     firstLayer?: number,
     lastLayer?: number,
     layerCount: number,
-    /** Memory it will hold: its layers' weights and KV cache, the input embeddings (coordinator), the output layer (last stage). */
+    /**
+     * Memory it will hold: its layers' weights, KV cache and compute buffer, the input embeddings (coordinator), the
+     * output layer (last stage).
+     */
     bytes: number,
     /** Weights it must receive before it can load: those it does not hold; 0 for the coordinator. */
     transferBytes: number,
@@ -308,7 +316,37 @@ function layersBytes(model: ShapeSums, first: number, count: number) {
 
 /** What a stage holds: see ShardStage.bytes. */
 function stageBytes(model: ShapeSums, first: number, count: number, self: boolean, last: boolean) {
-    return layersBytes(model, first, count) + count * model.kvPerLayer + (self ? model.shape.inputBytes : 0) + (last ? model.shape.outputBytes : 0);
+    return layersBytes(model, first, count) + count * model.kvPerLayer + (count > 0 ? model.shape.computeBytes ?? 0 : 0)
+        + (self ? model.shape.inputBytes : 0) + (last ? model.shape.outputBytes : 0);
+}
+
+export interface ComputeShape {
+    embeddingLength: number,
+    feedForwardLength: number,
+    headCount: number,
+    /** Context of one sequence: how many keys one query attends to at most. */
+    sequenceTokens: number,
+    /** Tokens of all sequences together (llama.cpp's context). */
+    contextTokens: number,
+    flashAttention: boolean
+}
+
+/** llama.cpp's micro-batch: at most 512 tokens, and no more than the context. */
+const MICRO_BATCH_TOKENS = 512;
+const F32_BYTES = 4;
+
+/**
+ * An upper bound of the compute buffer llama.cpp allocates on a device that holds layers (its scratch for one
+ * micro-batch, reused layer after layer): the feed-forward and residual activations, and the attention scores of
+ * every head without flash attention (one row of keys per head with it). Measured on generated models from 256 to
+ * 768 wide and contexts of 256 to 8,192 tokens, llama.cpp's CPU backend allocated 0.51 to 0.70 of it (docs/architecture.md,
+ * "Sharding").
+ */
+export function stageComputeBytes(shape: ComputeShape) {
+    const micro = Math.min(MICRO_BATCH_TOKENS, shape.contextTokens);
+    const activations = micro * F32_BYTES * (3 * shape.feedForwardLength + 6 * shape.embeddingLength);
+    const scores = micro * shape.sequenceTokens * F32_BYTES * (shape.flashAttention ? 1 : 2 * shape.headCount);
+    return activations + scores;
 }
 
 function missingBytes(context: Context, candidate: ShardCandidate, first: number, count: number) {
@@ -316,10 +354,13 @@ function missingBytes(context: Context, candidate: ShardCandidate, first: number
     return missing[first + count]! - missing[first]!;
 }
 
-/** Layers of `[first, last]` that fit in `spare` bytes, each counted as the largest of them so that any of them fit. */
-function layersFitting(model: ShapeSums, first: number, last: number, spare: number) {
+/**
+ * Layers of `[first, last]` that fit in `spare` bytes, each counted as the largest of them so that any of them fit.
+ * A stage that holds no layer yet (`empty`) also needs room for its compute buffer.
+ */
+function layersFitting(model: ShapeSums, first: number, last: number, spare: number, empty = true) {
     const perLayer = Math.max(...model.shape.layerBytes.slice(first, last + 1)) + model.kvPerLayer;
-    return Math.floor(spare / perLayer);
+    return Math.floor((spare - (empty ? model.shape.computeBytes ?? 0 : 0)) / perLayer);
 }
 
 /** The peers a search tries: see POOL_HALF. Only those with room for a layer of the range. */
@@ -361,7 +402,7 @@ function searchSegment(context: Context, segment: Segment, compose: (placements:
     const {first, last, head, tail, tailIsLast, pool, newStages} = segment;
     const total = last - first + 1;
     const spare = (placement: Placement, takesOutput: boolean) => layersFitting(model, first, last,
-        placement.candidate.freeMemoryBytes - stageBytes(model, placement.first, placement.count, placement.candidate.self, takesOutput));
+        placement.candidate.freeMemoryBytes - stageBytes(model, placement.first, placement.count, placement.candidate.self, takesOutput), placement.count === 0);
     let best: Draft | null = null;
     for (const chosen of combinations(pool.length, newStages)) {
         const peers = chosen.map((position) => pool[position]!);
