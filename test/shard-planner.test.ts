@@ -70,8 +70,9 @@ function assertValid(t: ExecutionContext, shape: ModelShape, candidates: readonl
                 missing += shape.layerBytes[layer]!;
         }
         const holdsAll = Array.from({length: layers}, (_, layer) => candidate!.heldLayers.some(([first, lastHeld]) => first <= layer && layer <= lastHeld)).every(Boolean);
-        const bytes = weights + stage.layerCount * shape.kvBytesPerTokenPerLayer * shape.contextTokens + (stage.self ? shape.inputBytes : 0) + (last ? shape.outputBytes : 0);
-        t.is(stage.bytes, bytes, 'bytes: weights, KV cache, input on the coordinator, output on the last stage');
+        const bytes = weights + stage.layerCount * shape.kvBytesPerTokenPerLayer * shape.contextTokens + (stage.layerCount > 0 ? shape.computeBytes ?? 0 : 0)
+            + (stage.self ? shape.inputBytes : 0) + (last ? shape.outputBytes : 0);
+        t.is(stage.bytes, bytes, 'bytes: weights, KV cache, compute buffer with layers, input on the coordinator, output on the last stage');
         t.true(stage.bytes <= candidate!.freeMemoryBytes, 'fits the memory offered');
         const outputMissing = last && !(candidate!.holdsOutput ?? holdsAll);
         t.is(stage.transferBytes, stage.self ? 0 : missing + (outputMissing ? shape.outputBytes : 0), 'transfers what it does not hold');
@@ -105,6 +106,20 @@ test('scenario (a): equal compute, room for 4 layers each: 0–3, 4–7, 8–11,
     t.true(plan.stages.every((stage) => stage.transferBytes === 0));
     t.is(plan.reason, `5 stages: self no layers, p1 0–3 (holds them), p2 4–7 (holds them), p3 8–11 (holds them), p4 12–15 (holds them); ~${plan.estimatedMsPerToken.toFixed(1)} ms/token`);
     assertValid(t, shapeOf(16), candidates, plan, SCENARIO_OPTIONS);
+});
+
+test('a stage with layers holds its compute buffer too: peers with room for 4 layers without it take 3', (t) => {
+    const candidates = [coordinator(), peer('p1', []), peer('p2', []), peer('p3', [])];
+    // Without a compute buffer, two peers take the 8 layers.
+    const without = planned(planShards(shapeOf(8), candidates), t);
+    t.deepEqual(without.stages.map((stage) => stage.layerCount), [0, 4, 4]);
+    const COMPUTE = 60;
+    const shape = shapeOf(8, {computeBytes: COMPUTE});
+    const plan = planned(planShards(shape, candidates), t);
+    t.deepEqual(plan.stages.map((stage) => stage.layerCount).sort(), [0, 2, 3, 3]);
+    for (const stage of plan.stages.filter((candidate) => !candidate.self))
+        t.is(stage.bytes, stage.layerCount * PER_LAYER + COMPUTE + (stage === plan.stages.at(-1) ? OUTPUT : 0));
+    assertValid(t, shape, candidates, plan);
 });
 
 test('scenario (a) over at most 4 stages, the default, has no plan: the reason says so', (t) => {
@@ -519,7 +534,8 @@ function randomInstance(next: () => number, {uniform, maxLayers, maxPeers}: {uni
     const integer = (low: number, high: number) => low + Math.floor(next() * (high - low + 1));
     const layers = integer(1, maxLayers);
     const layerBytes = Array.from({length: layers}, () => uniform ? LAYER : integer(50, 200));
-    const shape = shapeOf(layers, {layerBytes, inputBytes: integer(0, 60), outputBytes: integer(0, 150), kvBytesPerTokenPerLayer: integer(0, 2), contextTokens: integer(0, 20)});
+    const shape = shapeOf(layers, {layerBytes, inputBytes: integer(0, 60), outputBytes: integer(0, 150), kvBytesPerTokenPerLayer: integer(0, 2), contextTokens: integer(0, 20),
+        ...(next() < 0.5 && {computeBytes: integer(0, 80)})});
     const perLayer = Math.max(...layerBytes) + shape.kvBytesPerTokenPerLayer * shape.contextTokens;
     const range = (): LayerRange => {
         const first = integer(0, layers - 1);
@@ -549,7 +565,8 @@ function fewestStages({shape, candidates, options}: Instance): number | null {
     const layers = shape.layerBytes.length;
     const kv = shape.kvBytesPerTokenPerLayer * shape.contextTokens;
     const bytes = (first: number, count: number, self: boolean, last: boolean) =>
-        shape.layerBytes.slice(first, first + count).reduce((sum, value) => sum + value + kv, 0) + (self ? shape.inputBytes : 0) + (last ? shape.outputBytes : 0);
+        shape.layerBytes.slice(first, first + count).reduce((sum, value) => sum + value + kv, 0) + (count > 0 ? shape.computeBytes ?? 0 : 0)
+        + (self ? shape.inputBytes : 0) + (last ? shape.outputBytes : 0);
     const peers = candidates.filter((candidate) => !candidate.self && !options.exclude.has(candidate.peerId));
     const self = candidates.find((candidate) => candidate.self)!;
     let best: number | null = null;

@@ -360,7 +360,9 @@ function missingBytes(context: Context, candidate: ShardCandidate, first: number
  */
 function layersFitting(model: ShapeSums, first: number, last: number, spare: number, empty = true) {
     const perLayer = Math.max(...model.shape.layerBytes.slice(first, last + 1)) + model.kvPerLayer;
-    return Math.floor((spare - (empty ? model.shape.computeBytes ?? 0 : 0)) / perLayer);
+    const fitting = Math.floor(spare / perLayer);
+    // The compute buffer comes with a first layer: it never makes a stage's room negative.
+    return empty && fitting >= 1 ? Math.max(0, Math.floor((spare - (model.shape.computeBytes ?? 0)) / perLayer)) : fitting;
 }
 
 /** The peers a search tries: see POOL_HALF. Only those with room for a layer of the range. */
