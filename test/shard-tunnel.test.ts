@@ -10,6 +10,8 @@ import type {ProtomuxMessage} from 'protomux';
 import {prepareRpcServerDir} from '../engine/rpc/rpc-build.js';
 import {probeSandbox} from '../engine/rpc/rpc-sandbox.js';
 import {ShardHost} from '../inference/sharded/shard-host.js';
+import {GGML_OP_NAMES, GgmlType} from '../inference/sharded/tunnel/ggml/ggml-tables.js';
+import type {RpcTensor} from '../inference/sharded/tunnel/ggml/rpc-tensor.js';
 import {RpcCommand} from '../inference/sharded/tunnel/rpc-stream.js';
 import {encodeData, SHARD_PROTOCOL, shardControlSchema, type ShardControl} from '../inference/sharded/tunnel/shard-messages.js';
 import {ShardProtocol, type CoordinatorSession} from '../inference/sharded/tunnel/shard-protocol.js';
@@ -19,6 +21,7 @@ import type {PeerProtocol} from '../swarm/peer-protocol.js';
 import {SwarmNode} from '../swarm/swarm-node.js';
 import {capabilitiesFixture} from './helpers/capabilities-fixture.js';
 import {waitFor} from './helpers/cli-process.js';
+import {GraphBuilder, type LabBuffer, RpcLabClient} from './helpers/rpc-lab.js';
 import {TEST_RPC_DIR, testRpcBinaries} from './helpers/rpc-binaries.js';
 import {startTestnet} from './helpers/swarm-fixture.js';
 
@@ -29,6 +32,8 @@ import {startTestnet} from './helpers/swarm-fixture.js';
 
 let testnet: Testnet;
 let host: ShardHost;
+/** The host's log lines, as the node logs them. */
+const hostLog: {message: string, fields: Record<string, unknown>}[] = [];
 let cacheDir: string;
 const nodes: SwarmNode[] = [];
 
@@ -40,7 +45,8 @@ test.before(async () => {
     const sandbox = await probeSandbox({launcherDir: TEST_RPC_DIR});
     if (!sandbox.available)
         throw new Error(`the sandbox does not work here: ${sandbox.reason}`);
-    host = new ShardHost({runtime: () => ({binaries: files, sandbox}), maxBytes: 64 * 2 ** 20, threads: 1, cacheDir, cacheMaxBytes: 2 ** 30});
+    host = new ShardHost({runtime: () => ({binaries: files, sandbox}), maxBytes: 64 * 2 ** 20, threads: 1, cacheDir, cacheMaxBytes: 2 ** 30,
+        onLog: (message, fields) => hostLog.push({message, fields})});
 });
 
 test.after.always(async () => {
@@ -202,5 +208,135 @@ test.serial('a message larger than the session said it would hold ends the sessi
     const ended = hostile.received.find((message) => message.type === 'ended') as Extract<ShardControl, {type: 'ended'}>;
     t.regex(ended.reason, /RPC stream broke the protocol/);
     t.true(hostNode.peers().length === 1, 'the peer stays connected: only its session ended');
+    await waitFor(async () => host.sessionCount === 0, 5_000, 20);
+});
+
+// A hostile coordinator (docs/peer-protocol.md, "Graph checks"): each attack in a session of its own, beside an honest
+// session of another peer on the same host. The attack ends its session, with a log line naming the rule; the
+// host, its other session and the attacker's connection carry on.
+
+const MiB = 2 ** 20;
+const SESSION = {model: {id: 'demo', sha256: null}, layers: [0, 1] as [number, number], bytes: 16 * MiB};
+
+interface Attack {
+    name: string,
+    /** The rule the host's log line names; undefined when the server itself ends the session. */
+    rule?: string,
+    ended: RegExp,
+    send(client: RpcLabClient, buffer: LabBuffer): Promise<unknown>
+}
+
+function graphOf(buffer: LabBuffer, build: (g: GraphBuilder) => RpcTensor[]) {
+    const g = new GraphBuilder(buffer);
+    return g.graph(build(g));
+}
+
+/** A node of `op` on a small f32 input, op_params as given. */
+function opNode(op: string, params: number[] = []) {
+    return (g: GraphBuilder) => {
+        const x = g.tensor({type: GgmlType.F32, ne: [64, 4]});
+        const node = g.tensor({type: GgmlType.F32, ne: [64, 4], src: [x], params});
+        node.op = GGML_OP_NAMES.indexOf(op as typeof GGML_OP_NAMES[number]);
+        node.flags = 16;
+        return [node];
+    };
+}
+
+const POINTER = [0x41414141, 0x4141];
+const attacks: Attack[] = [
+    {name: 'a GGML_OP_CUSTOM node with a pointer in op_params', rule: 'op', ended: /op CUSTOM, which a host never runs/,
+        send: (client, buffer) => client.graphCompute(graphOf(buffer, opNode('CUSTOM', POINTER)))},
+    ...['MAP_CUSTOM1', 'MAP_CUSTOM2', 'MAP_CUSTOM3'].map((op): Attack => ({name: `a ${op} node with a pointer in op_params`, rule: 'op',
+        ended: new RegExp(`op ${op}, which a host never runs`), send: (client, buffer) => client.graphCompute(graphOf(buffer, opNode(op, POINTER)))})),
+    ...['OPT_STEP_ADAMW', 'CROSS_ENTROPY_LOSS', 'CONV_TRANSPOSE_2D'].map((op): Attack => ({name: `an op outside the allowlist (${op})`, rule: 'op',
+        ended: new RegExp(`op ${op}, which a host never runs`), send: (client, buffer) => client.graphCompute(graphOf(buffer, opNode(op)))})),
+    {name: 'an op number ggml does not have', rule: 'op', ended: /op 200, which a host never runs/,
+        send: (client, buffer) => client.graphCompute(graphOf(buffer, (g) => {
+            const [node] = opNode('ADD')(g);
+            node!.op = 200;
+            return [node!];
+        }))},
+    {name: 'a source outside the graph', rule: 'sources', ended: /source 1 is not an earlier tensor/,
+        send: (client, buffer) => client.graphCompute(graphOf(buffer, (g) => {
+            const x = g.tensor({type: GgmlType.F32, ne: [64, 4]});
+            const node = g.tensor({type: GgmlType.F32, ne: [64, 4], op: 'ADD', src: [x, x]});
+            node.src[1] = 0x4242n;
+            return [node];
+        }))},
+    {name: 'a view reaching beyond its source', rule: 'view', ended: /reaches beyond its view source/,
+        send: (client, buffer) => client.graphCompute(graphOf(buffer, (g) => {
+            const x = g.tensor({type: GgmlType.F32, ne: [64, 4]});
+            g.tensor({type: GgmlType.F32, ne: [1024]}); // bytes after x, in the same buffer
+            const view = g.tensor({type: GgmlType.F32, ne: [64, 8], op: 'VIEW', src: [x], view: {of: x}});
+            return [view];
+        }))},
+    {name: 'a tensor whose bytes lie outside its buffer', rule: 'bounds', ended: /reach outside its buffer/,
+        send: (client, buffer) => client.graphCompute(graphOf(buffer, (g) => {
+            const [node] = opNode('SQR')(g);
+            node!.data = buffer.base + buffer.size - 16n;
+            return [node!];
+        }))},
+    {name: 'a buffer of another session', rule: 'buffer', ended: /names a buffer this session did not allocate/,
+        send: async (client, buffer) => client.graphCompute(graphOf({...buffer, handle: otherSessionBuffer!.handle, base: otherSessionBuffer!.base}, opNode('SQR')))},
+    {name: 'an ALLOC_BUFFER beyond the session\'s bytes (64 GiB of a 16 MiB session)', rule: 'budget', ended: /ALLOC_BUFFER of 68719476736 bytes/,
+        send: (client) => client.allocBuffer(64n * 2n ** 30n)},
+    {name: 'ALLOC_BUFFERs that together exceed the session\'s bytes', rule: 'budget', ended: /the session has \d+ of its \d+ left/,
+        send: async (client) => {
+            for (let index = 0; index < 8; index++)
+                await client.allocBuffer(8n * BigInt(MiB));
+        }},
+    {name: 'GRAPH_RECOMPUTE before any accepted graph', rule: 'recompute', ended: /GRAPH_RECOMPUTE without an accepted graph/,
+        send: (client) => client.graphRecompute()},
+    {name: 'GRAPH_RECOMPUTE after a buffer of the accepted graph was freed', rule: 'recompute', ended: /GRAPH_RECOMPUTE without an accepted graph/,
+        send: async (client, buffer) => {
+            const scratch = await client.buffer(BigInt(MiB));
+            await client.graphCompute(graphOf(scratch, opNode('SQR')));
+            await client.freeBuffer(scratch.handle);
+            await client.graphRecompute();
+            return buffer;
+        }},
+    {name: 'hostile tensor contents: row indices out of range for GET_ROWS (the kernel\'s own check aborts the server)', ended: /the rpc server exited \(SIGABRT\)/,
+        send: async (client, buffer) => {
+            const g = new GraphBuilder(buffer);
+            const rows = g.tensor({type: GgmlType.F32, ne: [64, 4]});
+            const indices = g.tensor({type: GgmlType.I32, ne: [2]});
+            const picked = g.tensor({type: GgmlType.F32, ne: [64, 2], op: 'GET_ROWS', src: [rows, indices]});
+            await client.setTensor(indices, Buffer.from(new Int32Array([1, 1_000_000]).buffer));
+            return client.graphCompute(g.graph([picked]));
+        }}
+];
+
+/** A buffer the honest session allocated: the one attack names it from another session. */
+let otherSessionBuffer: LabBuffer | undefined;
+
+test.serial('a hostile coordinator\'s graphs and buffers end only its own session, each with a log line naming the rule', async (t) => {
+    const hostileProtocol = new ShardProtocol();
+    const honestProtocol = new ShardProtocol();
+    const {hostNode} = await connected('tunnel-hostile-graphs', new ShardProtocol({host}), honestProtocol, hostileProtocol);
+    const honest = await honestProtocol.openSession(hostNode.id, SESSION);
+    const honestClient = new RpcLabClient(honest.connect());
+    t.is(await honestClient.hello(), 6);
+    otherSessionBuffer = await honestClient.buffer(BigInt(MiB));
+    for (const attack of attacks) {
+        const session = await hostileProtocol.openSession(hostNode.id, SESSION);
+        const ended = new Promise<string>((resolve) => session.once('ended', resolve));
+        const client = new RpcLabClient(session.connect());
+        t.is(await client.hello(), 6, attack.name);
+        const buffer = await client.buffer(BigInt(MiB));
+        const logged = hostLog.length;
+        await attack.send(client, buffer).catch(() => undefined);
+        const reason = await Promise.race([ended, new Promise<string>((resolve) => setTimeout(() => resolve('(not ended)'), 10_000))]);
+        t.regex(reason, attack.ended, attack.name);
+        if (attack.rule !== undefined) {
+            const line = hostLog.slice(logged).find((entry) => entry.message.includes('broke the RPC protocol'));
+            t.is(line?.fields.rule, attack.rule, `${attack.name}: the host's log line names the rule`);
+        }
+        // Only that session ended: the honest one answers, the attacker stays connected, the host hosts.
+        t.true(await honestClient.alive(), `${attack.name}: the other session carries on`);
+        t.is(hostNode.peers().length, 2, `${attack.name}: the attacker stays connected`);
+        await waitFor(async () => host.sessionCount === 1, 5_000, 20);
+    }
+    t.true(hostLog.some((entry) => entry.message === 'hosting layers for a peer' && entry.fields.sandbox === 'bubblewrap'), 'the servers ran in the sandbox');
+    honest.end('done');
     await waitFor(async () => host.sessionCount === 0, 5_000, 20);
 });

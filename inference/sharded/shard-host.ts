@@ -5,6 +5,7 @@ import {seedTensorCache} from '../../engine/rpc/tensor-cache-seed.js';
 import type {RpcServerFiles} from '../../engine/rpc/rpc-build.js';
 import {hostFilter} from './tunnel/rpc-filters.js';
 import {AllocationBudget} from './tunnel/rpc-guard.js';
+import {RpcViolation} from './tunnel/rpc-stream.js';
 import type {HostedSession, SessionRequest, ShardHostHandler, TunnelStream} from './tunnel/shard-protocol.js';
 import {pipeSocket} from './tunnel/socket-pipe.js';
 
@@ -117,7 +118,8 @@ export class ShardHost implements ShardHostHandler {
                 pipeSocket(socket, stream, hostFilter({maxPayloadBytes: request.bytes + PAYLOAD_SLACK_BYTES, budget}), (reason, refused) => {
                     if (refused !== undefined) {
                         // Bytes that break the RPC protocol: the server never saw them, and the session ends here.
-                        this.options.onLog?.('a peer broke the RPC protocol: its shard session ends', {peer: peerId.slice(0, 16), reason});
+                        this.options.onLog?.('a peer broke the RPC protocol: its shard session ends',
+                            {peer: peerId.slice(0, 16), reason, ...(refused instanceof RpcViolation && refused.rule !== undefined && {rule: refused.rule})});
                         control.end(`the RPC stream broke the protocol: ${reason}`);
                     } else if (reason !== 'the socket closed')
                         this.options.onLog?.('shard stream closed', {peer: peerId.slice(0, 16), reason});
