@@ -46,12 +46,15 @@ test('doctor --json reports the engine, CPU, sharding, the NAT, the API port and
     t.false(report.sharding.rpcServer.built);
     t.is(report.sharding.rpcServer.dir, join(dataDir, 'rpc'));
     t.is(report.sharding.available, report.sharding.toolchain.missing.length === 0);
+    // bubblewrap is installed here (CI installs it), and works
+    t.like(report.sharding.sandbox, {available: true});
 
     const port = await freePort();
     const text = await runCli(['doctor', '--data-dir', dataDir, '--port', String(port), '--bootstrap', bootstrap]);
     t.is(text.code, 0, text.stderr);
     t.regex(text.stdout, new RegExp(`^API port +127\\.0\\.0\\.1:${port} free$`, 'm'));
     t.regex(text.stdout, /^sharding +(available|unavailable): /m);
+    t.regex(text.stdout, /^sandbox +works: peers' rpc servers run in bubblewrap \(\S+\)/m);
     t.regex(text.stdout, /^llama\.cpp +\S+, (built for this machine|node-llama-cpp's prebuilt binaries)/m);
     t.regex(text.stdout, /^data dir .* will be created$/m);
     t.regex(text.stdout, /^network +NAT open at 127\.0\.0\.1:\d+, reachable by peers; relays for peers that cannot punch holes/m);
@@ -69,6 +72,10 @@ test('doctor says why sharding is unavailable when cmake is missing', async (t) 
     t.false(sharding.available);
     t.true(sharding.toolchain.missing.includes('cmake'));
     t.regex(sharding.detail, /^cmake, .* not found: the RPC server cannot be built$/);
+    // no bwrap on that PATH either: no layers hosted for peers, and why
+    t.deepEqual(sharding.sandbox, {available: false, reason: 'bubblewrap (bwrap) is not installed: install bubblewrap (apt install bubblewrap)'});
+    const text = await runCli(['doctor', '--offline', '--data-dir', join(await tempDir(t), 'home'), '--port', String(await freePort())], {PATH: bin});
+    t.regex(text.stdout, /^sandbox +unavailable: bubblewrap \(bwrap\) is not installed: install bubblewrap \(apt install bubblewrap\); this node hosts no layers for peers/m);
 });
 
 test('engine build without cmake or a compiler says what is missing and leaves the engine as it was', async (t) => {

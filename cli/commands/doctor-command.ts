@@ -1,7 +1,7 @@
 import {constants} from 'node:fs';
-import {access, stat} from 'node:fs/promises';
+import {access, mkdtemp, rm, stat} from 'node:fs/promises';
 import {createServer} from 'node:net';
-import {availableParallelism, cpus, freemem, totalmem} from 'node:os';
+import {availableParallelism, cpus, freemem, tmpdir, totalmem} from 'node:os';
 import {dirname, join, resolve} from 'node:path';
 import {Command} from 'commander';
 import type {EngineBuildType} from '../../engine/engine-build.js';
@@ -24,7 +24,9 @@ export interface DoctorReport {
         /** Why not, or what happens on start. */
         detail: string,
         rpcServer: {dir: string, built: boolean, release?: string, serverPath?: string},
-        toolchain: RpcToolchain
+        toolchain: RpcToolchain,
+        /** Whether the rpc servers that host peers' layers can run in the sandbox here (docs/architecture.md, "Sharding"). */
+        sandbox: {available: true, bwrapPath: string} | {available: false, reason: string}
     },
     api: {host: string, port: number, free: boolean, error?: string},
     /** How peers will reach this machine, as the DHT sees it; null with --offline. */
@@ -76,18 +78,29 @@ async function dataDirReport(path: string): Promise<DoctorReport['dataDir']> {
 }
 
 async function shardingReport(dataDir: string, rpcDir: string | undefined): Promise<DoctorReport['sharding']> {
-    const {detectRpcToolchain, findRpcBinaries} = await import('../../engine/rpc/rpc-build.js');
+    const [{detectRpcToolchain, findRpcBinaries}, {probeSandbox}] = await Promise.all([import('../../engine/rpc/rpc-build.js'), import('../../engine/rpc/rpc-sandbox.js')]);
     // where the node builds it (node/strongdoge-node.ts)
     const dir = resolve(rpcDir ?? join(dataDir, 'rpc'));
-    const [binaries, toolchain] = await Promise.all([findRpcBinaries(dir).catch(() => undefined), detectRpcToolchain()]);
+    // The probe compiles the sandbox's launcher: into a temporary dir while the node has not made its own (doctor creates nothing).
+    const launcherDir = await stat(dir).then(() => dir, () => mkdtemp(join(tmpdir(), 'strongdoge-doctor-')));
+    const [binaries, toolchain, probe] = await Promise.all([findRpcBinaries(dir).catch(() => undefined), detectRpcToolchain(),
+        process.platform === 'linux' ? probeSandbox({launcherDir}) : undefined]).finally(() => launcherDir === dir || rm(launcherDir, {recursive: true, force: true}));
     const rpcServer = binaries === undefined ? {dir, built: false} : {dir, built: true, release: binaries.release, serverPath: binaries.serverPath};
+    const sandbox: DoctorReport['sharding']['sandbox'] = probe === undefined ? {available: false, reason: `the sandbox is for Linux, not ${process.platform}`}
+        : probe.available ? {available: true, bwrapPath: probe.bwrapPath} : {available: false, reason: probe.reason};
     if (process.platform !== 'linux')
-        return {available: false, detail: `sharding runs the rpc-server on Linux only so far, not ${process.platform}`, rpcServer, toolchain};
+        return {available: false, detail: `sharding runs the rpc-server on Linux only so far, not ${process.platform}`, rpcServer, toolchain, sandbox};
     if (binaries !== undefined)
-        return {available: true, detail: `RPC server built (llama.cpp ${binaries.release})`, rpcServer, toolchain};
+        return {available: true, detail: `RPC server built (llama.cpp ${binaries.release})`, rpcServer, toolchain, sandbox};
     if (toolchain.missing.length > 0)
-        return {available: false, detail: `${toolchain.missing.join(', ')} not found: the RPC server cannot be built`, rpcServer, toolchain};
-    return {available: true, detail: 'RPC server not built yet: the node builds it on start (about a minute)', rpcServer, toolchain};
+        return {available: false, detail: `${toolchain.missing.join(', ')} not found: the RPC server cannot be built`, rpcServer, toolchain, sandbox};
+    return {available: true, detail: 'RPC server not built yet: the node builds it on start (about a minute)', rpcServer, toolchain, sandbox};
+}
+
+function sandboxText(sandbox: DoctorReport['sharding']['sandbox']) {
+    return sandbox.available
+        ? `works: peers' rpc servers run in bubblewrap (${sandbox.bwrapPath}), with nothing of this node in reach`
+        : `unavailable: ${sandbox.reason}; this node hosts no layers for peers (on a private network, --shard-sandbox off hosts without it)`;
 }
 
 async function networkReport(settings: DiagnoseSettings): Promise<DoctorReport['network']> {
@@ -155,6 +168,7 @@ function reportText(report: DoctorReport) {
         ['memory', `${formatBytes(report.memory.freeBytes)} free of ${formatBytes(report.memory.totalBytes)}`],
         ['sharding', `${sharding.available ? 'available' : 'unavailable'}: ${sharding.detail}`],
         ['RPC server', sharding.rpcServer.built ? sharding.rpcServer.serverPath! : `not built (${sharding.rpcServer.dir})`],
+        ['sandbox', sandboxText(sharding.sandbox)],
         ['cmake', toolText(sharding.toolchain.cmake)],
         ['C++ compiler', toolText(sharding.toolchain.cxxCompiler)],
         ['C compiler', toolText(sharding.toolchain.cCompiler)],
@@ -170,7 +184,7 @@ function reportText(report: DoctorReport) {
 
 export function doctorCommand() {
     const command = new Command('doctor')
-        .description('check what this machine can do: GPU backend and devices, CPU, sharding (RPC server, cmake, compiler), NAT, API port, data dir')
+        .description('check what this machine can do: GPU backend and devices, CPU, sharding (RPC server, cmake, compiler, the sandbox for peers\' servers), NAT, API port, data dir')
         .option('-p, --port <n>', 'the API port to check [env STRONGDOGE_PORT]')
         .option('--host <address>', 'the API address to check [env STRONGDOGE_HOST]')
         .option('--rpc-dir <path>', 'where the node builds llama.cpp\'s RPC server [env STRONGDOGE_RPC_DIR]')
