@@ -19,6 +19,8 @@ import {byteTokenBan} from '../test/helpers/byte-token-ban.js';
 import {modelLayoutOf} from '../engine/model-files.js';
 import {prepareRpcServerDir, type RpcServerFiles} from '../engine/rpc/rpc-build.js';
 import {RpcServerHost} from '../engine/rpc/rpc-server-host.js';
+import {probeSandbox} from '../engine/rpc/rpc-sandbox.js';
+import {guardedConnection} from '../test/helpers/rpc-lab.js';
 import type {GenerationRequest} from '../inference/inference-types.js';
 import {layerSplit} from '../inference/sharded/layer-split.js';
 import {coordinatorFilter} from '../inference/sharded/tunnel/rpc-filters.js';
@@ -41,10 +43,13 @@ const PROMPT = 'The swarm of doges gathered to share their GPUs and';
 const MODEL_NAME = 'medium (12 layers, width 768, ~86M params, F16)';
 const MODEL: DemoModelOptions = {layers: 12, width: 768, headCount: 12, feedForwardLength: 2048, endsText: false};
 /**
- * Room for four layers (13.5 MiB of weights and 3 MiB of KV cache at 1,024 tokens each) on every node, the
- * coordinator's input and output layers included, and not five: the plan needs all three stages.
+ * Room for four layers (13.5 MiB of weights and 3 MiB of KV cache at 1,024 tokens each) and a stage's compute buffer
+ * (23 MiB as the planner counts it) on every node, the coordinator's input and output layers included, and not
+ * five: the plan needs all three stages.
  */
-const STAGE_MEMORY = 70 * MiB;
+const STAGE_MEMORY = 100 * MiB;
+/** Rpc servers started for the sandbox's start cost, each way. */
+const SANDBOX_STARTS = 10;
 /** Tokens streamed before the host is killed, one failover trial each: different points of the answer. */
 const KILL_AT = [16, 64, 112, 160, 208];
 /** A resumed stream's first token follows the largest silence after the kill; tokens come every few ms otherwise. */
@@ -178,16 +183,17 @@ class DelayedStream extends EventEmitter implements TunnelStream {
  */
 async function startDirectPipeline(modelPath: string, files: RpcServerFiles, coordinatorLayers: number, stageLayers: number[],
     stageServers: {host: string, port: number}[], own: {first: {host: string, port: number}, output: {host: string, port: number}},
-    delayMs?: () => number) {
+    delayMs?: () => number, guardTiming?: {ms: number}) {
     // As the coordinator does: its layers on its own first device, the remote stages, the output layer on its own last device.
     const first = coordinatorLayers > 0 ? [own.first] : [];
     const servers = [...first, ...stageServers, own.output];
     const split = layerSplit(0, [...(first.length > 0 ? [coordinatorLayers] : []), ...stageLayers, 0]);
     const failures: string[] = [];
     const endpoints = await Promise.all(servers.map((server, index) => TunnelEndpoint.listen({
-        connect: () => delayMs === undefined || index < first.length || index >= first.length + stageLayers.length
-            ? new SocketStream(server.port, server.host)
-            : new DelayedStream(new SocketStream(server.port, server.host), delayMs),
+        connect: () => index < first.length || index >= first.length + stageLayers.length ? new SocketStream(server.port, server.host)
+            // a remote stage: behind the host's codec and guard, as a host serves a peer
+            : guardTiming !== undefined ? guardedConnection(server.port, {timing: guardTiming})
+                : delayMs === undefined ? new SocketStream(server.port, server.host) : new DelayedStream(new SocketStream(server.port, server.host), delayMs),
         createFilter: () => coordinatorFilter({reportMemory: {free: split.reportedBytes[index]!, total: split.reportedBytes[index]!}})
     }, (reason) => failures.push(reason))));
     const engine = new EngineSupervisor({
@@ -457,19 +463,32 @@ try {
     const ownServers = await startRpcServers(files, 2);
     const direct = await startDirectPipeline(modelPath, files, coordinatorLayers, stageLayers,
         stageServers.map((server) => ({host: '127.0.0.1', port: server.port!})), ownDevices(ownServers));
+    // (d) the same again with each remote stage behind the host's codec and guard (docs/peer-protocol.md, "Graph
+    // checks"), timed: what checking every request and graph costs per token.
+    const guardedStageServers = await startRpcServers(files, stageLayers.length, join(dir, 'guarded-cache'));
+    const guardedOwnServers = await startRpcServers(files, 2);
+    const guardTiming = {ms: 0};
+    const guarded = await startDirectPipeline(modelPath, files, coordinatorLayers, stageLayers,
+        guardedStageServers.map((server) => ({host: '127.0.0.1', port: server.port!})), ownDevices(guardedOwnServers), undefined, guardTiming);
     const coordinatorClient = new OpenAI({baseURL: coordinator.baseUrl, apiKey: 'x', maxRetries: 0});
     await generate(direct.engine); // warm-up
+    await generate(guarded.engine);
     const swarmWarmUp = await stream(coordinatorClient);
     const bytesBefore = await pipeline(coordinator);
     const directRuns: Run[] = [];
+    const guardedRuns: Run[] = [];
     const swarmRuns: Run[] = [];
+    guardTiming.ms = 0;
     for (let i = 0; i < REPEATS; i++) {
         directRuns.push(await generate(direct.engine));
+        guardedRuns.push(await generate(guarded.engine));
         swarmRuns.push(await stream(coordinatorClient));
     }
+    const guardMs = guardTiming.ms;
     const directPlacement = direct.placementMatches;
     await direct.stop();
-    await Promise.all([...stageServers, ...ownServers].map((server) => server.stop()));
+    await guarded.stop();
+    await Promise.all([...stageServers, ...ownServers, ...guardedStageServers, ...guardedOwnServers].map((server) => server.stop()));
     const bytesAfter = await pipeline(coordinator);
     const generated = swarmRuns.reduce((sum, run) => sum + run.measurement.completionTokens, 0);
     const bytesPerToken = bytesAfter.stages.filter((stage) => !stage.self).map((stage, index) => {
@@ -526,6 +545,21 @@ try {
     for (const daemon of daemons.splice(0))
         await daemon.stop('SIGKILL');
 
+    // the sandbox's start cost: a host's rpc server started in bubblewrap and not, alternately
+    process.stderr.write(`[sandbox] ${SANDBOX_STARTS} starts each way\n`);
+    const sandbox = await probeSandbox({launcherDir: TEST_RPC_DIR});
+    if (!sandbox.available)
+        throw new Error(`the sandbox does not work here: ${sandbox.reason}`);
+    const startMs = {sandboxed: [] as number[], plain: [] as number[]};
+    for (let i = 0; i < SANDBOX_STARTS; i++)
+        for (const way of ['sandboxed', 'plain'] as const) {
+            const server = new RpcServerHost({binaries: files, threads: THREADS, cacheDir: join(dir, 'sandbox-cache'), ...(way === 'sandboxed' && {sandbox})});
+            const started = performance.now();
+            await server.start();
+            startMs[way].push(performance.now() - started);
+            await server.stop();
+        }
+
     // round trips per token per remote stage, with 10 ms RTT
     process.stderr.write(`[${MODEL_NAME}] round trips with ${RTT_MS} ms RTT\n`);
     const roundTrips = await roundTripsWithDelay(modelPath, files, coordinatorLayers, stageLayers).catch((error: Error) => ({skipped: `failed: ${error.message}`}));
@@ -533,9 +567,10 @@ try {
     const local = summarize(localRuns.runs);
     const overSwarm = summarize(swarmRuns);
     const overDirect = summarize(directRuns);
+    const guardedTokens = guardedRuns.reduce((sum, run) => sum + run.measurement.completionTokens, 0);
     const identical = (runs: Run[]) => runs.every((run) => run.text === reference.text);
     const report = {
-        benchmark: 'layer sharding: local vs 3-stage split over Hyperswarm vs the same split over direct TCP; round trips at 10 ms RTT; failover',
+        benchmark: 'layer sharding: local vs 3-stage split over Hyperswarm (hosts sandboxed and guarded) vs the same split over direct TCP, with and without the host\'s guard; round trips at 10 ms RTT; failover; the sandbox\'s start cost',
         date: new Date().toISOString(),
         machine: {cpu: cpus()[0]?.model, cores: cpus().length, node: process.version},
         model: {
@@ -552,6 +587,18 @@ try {
                 plan: formed.plan, placementMatches: formed.placementMatches},
             direct: {...overDirect, how: 'the anchor: an EngineSupervisor engine child in the bench process, TunnelEndpoints with the RPC codec (same memory rewrite, same split) joined by TCP to 3 local ggml-rpc-server processes (RpcServerHost); no HTTP in front',
                 placementMatches: directPlacement},
+            guard: {
+                ...summarize(guardedRuns),
+                overDirectTokensPerSecond: round(summarize(guardedRuns).generationTokensPerSecond / overDirect.generationTokensPerSecond, 3),
+                msPerToken: round(guardMs / guardedTokens, 4),
+                fractionOfShardedTokenTime: round(guardMs / guardedTokens / overSwarm.msPerToken, 5),
+                target: '< 0.01 of the sharded token time',
+                how: 'the direct pipeline again, each remote stage\'s connection passing the host\'s codec and guard (hostFilter: buffers, budget, every tensor and graph checked) before its server, as a host serves a peer; msPerToken is the time spent in the host\'s codec and guard on the coordinator\'s bytes (prompt processing and weights included) over the tokens generated in the measured runs, against the Hyperswarm run\'s time per token; runs alternate with the direct and Hyperswarm ones'
+            },
+            sandbox: {
+                startMs: {sandboxed: round(median(startMs.sandboxed)), plain: round(median(startMs.plain)), sandboxedEach: startMs.sandboxed.map((ms) => round(ms)), plainEach: startMs.plain.map((ms) => round(ms))},
+                how: `${SANDBOX_STARTS} rpc servers started (start() until they accept a connection) in bubblewrap (the launcher's ready line) and not (polling /proc and the port every 50 ms), alternately; the Hyperswarm run's hosts ran every session in the sandbox`
+            },
             ratios: {
                 hyperswarmOverDirectTokensPerSecond: round(overSwarm.generationTokensPerSecond / overDirect.generationTokensPerSecond, 3),
                 hyperswarmOverLocalTokensPerSecond: round(overSwarm.generationTokensPerSecond / local.generationTokensPerSecond, 3),
@@ -559,7 +606,7 @@ try {
                 hyperswarmMinusDirectTtftMs: round(overSwarm.ttftMs - overDirect.ttftMs),
                 hyperswarmMinusLocalTtftMs: round(overSwarm.ttftMs - local.ttftMs)
             },
-            sameText: {directAsLocal: identical(directRuns), hyperswarmAsLocal: identical(swarmRuns) && swarmWarmUp.text === reference.text},
+            sameText: {directAsLocal: identical(directRuns), guardedAsLocal: identical(guardedRuns), hyperswarmAsLocal: identical(swarmRuns) && swarmWarmUp.text === reference.text},
             bytesPerToken: {perRemoteStage: bytesPerToken, note: '/api/cluster bytesSent (up, to the stage) and bytesReceived deltas over the measured runs, over the tokens generated (prompt processing included)'},
             roundTrips,
             failover: {
@@ -576,7 +623,8 @@ try {
     await mkdir(new URL('./results/', import.meta.url), {recursive: true});
     const out = new URL('./results/shard.json', import.meta.url);
     await writeFile(out, JSON.stringify(report, null, 2) + '\n');
-    process.stdout.write(JSON.stringify({ratios: report.results.ratios, roundTrips, failover: {...report.results.failover, trialsDetail: undefined}, bytesPerToken}, null, 2) + '\n');
+    process.stdout.write(JSON.stringify({ratios: report.results.ratios, guard: report.results.guard, sandbox: report.results.sandbox.startMs, roundTrips,
+        failover: {...report.results.failover, trialsDetail: undefined}, bytesPerToken}, null, 2) + '\n');
     process.stderr.write(`wrote ${out.pathname}\n`);
 } finally {
     for (const daemon of daemons)

@@ -43,13 +43,24 @@ class MemoryStream extends EventEmitter implements TunnelStream {
  * is the coordinator's end. `budget` is the session's allocation budget (defaults to 1 GiB); `onRefused` hears why
  * the guard ended the connection.
  */
-export function guardedConnection(port: number, options: {budget?: AllocationBudget, onRefused?: (error: Error) => void} = {}) {
+export function guardedConnection(port: number, options: {budget?: AllocationBudget, onRefused?: (error: Error) => void, timing?: {ms: number}} = {}) {
     const coordinator = new MemoryStream();
     const host = new MemoryStream();
     coordinator.other = host;
     host.other = coordinator;
     const socket = connect({host: '127.0.0.1', port});
-    pipeSocket(socket, host, hostFilter({budget: options.budget ?? new AllocationBudget(2n ** 30n)}), (_reason, refused) => {
+    const filter = hostFilter({budget: options.budget ?? new AllocationBudget(2n ** 30n)});
+    const {timing} = options;
+    // With `timing`, the time the host's codec and guard spend on the coordinator's bytes is added up there.
+    const timed = timing === undefined ? filter : {...filter, fromTunnel: (chunk: Uint8Array) => {
+        const started = performance.now();
+        try {
+            return filter.fromTunnel(chunk);
+        } finally {
+            timing.ms += performance.now() - started;
+        }
+    }};
+    pipeSocket(socket, host, timed, (_reason, refused) => {
         if (refused !== undefined)
             options.onRefused?.(refused);
     });
