@@ -6,9 +6,10 @@
  *
  * Payload: `| device (u32) | n_nodes (u32) | nodes (n_nodes × u64 id) | n_tensors (u32) | tensors (n_tensors × 296) |`.
  * llama.cpp's client lists each tensor after its sources and its view source (`serialize_graph`), which makes
- * the graph acyclic by construction here: a reference to a later tensor is refused.
+ * the graph acyclic by construction here: a reference to a later tensor is refused. The one exception is
+ * `ggml_cast`'s CPY, whose destination (source 1) is the node itself (ggml.c); the server resolves it too.
  */
-import {opName} from './ggml-tables.js';
+import {GgmlOp, opName} from './ggml-tables.js';
 import {type AllowedOp, isAllowedOp} from './op-allowlist.js';
 import {OP_RULES} from './op-rules.js';
 import {readRpcTensor, RPC_TENSOR_BYTES, rpcTensorName} from './rpc-tensor.js';
@@ -39,7 +40,9 @@ export interface GraphNode extends ShapedTensor {
     /** Sources only: 1 for a tensor without any. */
     depth: number,
     /** Its place in the graph's tensor list. */
-    index: number
+    index: number,
+    /** Bytes from its first byte to its buffer's end: what a kernel may read past its own bytes and stay in the session's memory. */
+    room: bigint
 }
 
 export interface CheckedGraph {
@@ -87,12 +90,17 @@ export function checkGraph(payload: Buffer, buffers: SessionBuffers, limits: Gra
             need(found !== undefined, 'sources', () => `${what()}'s ${role} is not an earlier tensor of the graph`);
             return found;
         };
-        const sources = tensor.src.map((id, slot) => resolve(id, `source ${slot}`));
+        const cast = tensor.op === GgmlOp.CPY && tensor.src[1] === tensor.id;
+        const sources = tensor.src.map((id, slot) => cast && slot === 1 ? undefined : resolve(id, `source ${slot}`));
         const view = resolve(tensor.viewSrc, 'view source');
         const depth = 1 + Math.max(0, ...sources.map((source) => source?.depth ?? 0), view?.depth ?? 0);
         need(depth <= maxDepth, 'depth', () => `${what()} ends a chain of ${depth} sources (at most ${maxDepth})`);
-        const node: GraphNode = Object.assign(shaped, {sources, view, depth, index});
+        const node: GraphNode = Object.assign(shaped, {sources, view, depth, index, room: 0n});
+        if (cast)
+            node.sources[1] = node;
         checkPlacement(node, buffers, what());
+        const buffer = buffers.get(node.buffer)!;
+        node.room = buffer.base! + buffer.size - node.data;
         checkView(node, what);
         byId.set(tensor.id, node);
     }

@@ -1,17 +1,517 @@
 /**
  * Contracts of the element-wise, reduction, shape and indexing ops beyond a transformer layer's own
- * (docs/peer-protocol.md, "Graph checks"), as ggml's builders (ggml.c) and the CPU kernels state them.
+ * (docs/peer-protocol.md, "Graph checks"), as ggml's builders (ggml.c) and the CPU kernels (ggml-cpu/ops.cpp,
+ * unary-ops.cpp, ggml-cpu.c) state them. A kernel's `assert`s vanish from release builds and many of its loops
+ * trust shapes and strides the builder set, so each contract also holds what the kernel takes for granted: how it
+ * walks rows, the types it reads and writes, the op_params it divides or loops by. Types are those llama.cpp's
+ * graphs give each op, which every backend supports.
  */
-import type {OpRule} from './op-rule-kit.js';
-import {refusedUntilWritten} from './op-rule-kit.js';
+import type {GraphNode} from './graph-check.js';
+import {GGML_UNARY_OP_NAMES, GgmlType} from './ggml-tables.js';
+import {type Contract, dims, elements, type OpRule, refusedUntilWritten, rule} from './op-rule-kit.js';
+import {CORE_OP_RULES} from './op-rules-core.js';
+
+const {F32, F16, BF16, I32} = GgmlType;
+
+const INT32_MAX = 2 ** 31 - 1;
+/**
+ * Longest row TOP_K may sort (`ggml_graph_plan` gives each CPU thread 4 × ne[0] bytes of scratch in one `new[]`,
+ * whose failure ends the server); as op-rules-core.ts holds ROPE's rows.
+ */
+const SCRATCH_ROW_LIMIT = 2 ** 24;
+
+/** The tensor a node's output must be (ggml's `ggml_dup_tensor`/`ggml_new_tensor`): its type and shape. */
+function result(c: Contract, node: GraphNode, type: number, ne: readonly number[]) {
+    c.type(node, 'the result', type);
+    c.shape(node, 'the result', ne);
+}
+
+/** At most INT32_MAX elements in each tensor: the kernels count rows, row elements and loop indices in `int`. */
+function intSized(c: Contract, ...tensors: GraphNode[]) {
+    for (const tensor of tensors)
+        c.need(elements(tensor) <= INT32_MAX, 'op-shape', () => `${dims(tensor)} is more elements than a kernel counts`);
+}
+
+/** nb[0] is the element size, whatever ne[0] is: the kernels index a row as a plain array. */
+function packed(c: Contract, tensor: GraphNode, role: string) {
+    c.need(tensor.nb[0] === tensor.traits.typeSize, 'strides', `${role}'s elements must be packed`);
+}
+
+/**
+ * Row r, counting every row of the tensor in order, lies at r·nb[1], its elements packed: kernels that walk all
+ * rows with one stride (`i*nb01`) whatever the tensor's other strides are.
+ */
+function flatRows(c: Contract, tensor: GraphNode, role: string) {
+    packed(c, tensor, role);
+    const {ne, nb} = tensor;
+    c.need((ne[2] === 1 || nb[2] === nb[1] * ne[1]) && (ne[3] === 1 || nb[3] === nb[1] * ne[1] * ne[2]), 'strides',
+        () => `${role}'s rows (strides ${nb.join(', ')}) are not one after another`);
+}
+
+/** Laid out exactly as ggml lays out a new tensor, every stride dense (ones of 1-element dimensions too): a flat array. */
+function dense(c: Contract, tensor: GraphNode, role: string) {
+    const {ne, nb} = tensor;
+    const size = tensor.traits.typeSize;
+    c.need(nb[0] === size && nb[1] === size * ne[0] / tensor.traits.blockSize && nb[2] === nb[1] * ne[1] && nb[3] === nb[2] * ne[2], 'strides',
+        () => `${role} must be a packed array (strides ${nb.join(', ')})`);
+}
+
+/**
+ * The result shares no byte with a source: for kernels that read, while they write, what they index or compare by
+ * (an in-place argsort sorts by values it is overwriting, which breaks std::sort's bounds).
+ */
+function disjoint(c: Contract, node: GraphNode, source: GraphNode, role: string) {
+    c.need(node.buffer !== source.buffer || node.data + node.nbytes <= source.data || source.data + source.nbytes <= node.data, 'view',
+        `the result overlaps ${role}`);
+}
+
+/** An enum or flag op parameter: one of `values`. */
+function oneOf(c: Contract, slot: number, role: string, values: readonly number[]) {
+    const value = c.int(slot);
+    c.need(values.includes(value), 'op-params', `${role} ${value}`);
+    return value;
+}
+
+/** A non-negative epsilon (the norm kernels GGML_ASSERT eps >= 0, which NaN fails). */
+function epsilon(c: Contract, slot: number) {
+    const eps = c.finite(slot, 'epsilon');
+    c.need(eps >= 0, 'op-params', 'a negative epsilon');
+}
+
+/**
+ * SQR, SQRT, LOG (`ggml_sqr` …, unary-ops.cpp's `unary_op`): a into a result of its shape and type. The kernel
+ * GGML_ASSERTs packed rows and the shape, and aborts on type pairs it lacks.
+ */
+const unaryMath = rule((c, node) => {
+    const [a] = c.all(1);
+    c.type(a!, 'the source', F32, F16);
+    result(c, node, a!.type, a!.ne);
+    packed(c, a!, 'the source');
+    packed(c, node, 'the result');
+    intSized(c, a!);
+    c.unusedParams(0);
+});
+
+/**
+ * ADD_ID (`ggml_add_id`, `ggml_compute_forward_add_id_f32`): to each row (i1, i2) of a, row ids[i1, i2] of b. The
+ * kernel checks each id against b's rows with a GGML_ASSERT at run time; the ids are whole aligned int32s (as
+ * argsort's view gives them) and are not overwritten by the result while it reads them.
+ */
+const addId = rule((c, node) => {
+    const [a, b, ids] = c.all(3);
+    c.type(a!, 'the source', F32);
+    c.type(b!, 'the rows added', F32);
+    c.type(ids!, 'the ids', I32);
+    c.need(b!.ne[0] === a!.ne[0] && ids!.ne[0] === a!.ne[1] && ids!.ne[1] === a!.ne[2], 'op-shape',
+        () => `cannot add rows of ${dims(b!)} to ${dims(a!)} by ${dims(ids!)}`);
+    result(c, node, F32, a!.ne);
+    packed(c, a!, 'the source');
+    packed(c, b!, 'the rows added');
+    packed(c, node, 'the result');
+    c.need(ids!.nb[0] === 4 && ids!.nb[1] % 4 === 0 && ids!.data % 4n === 0n, 'strides', 'the ids must be aligned int32s');
+    disjoint(c, node, ids!, 'the ids');
+    intSized(c, a!, b!, ids!);
+    c.unusedParams(0);
+});
+
+/** SUM (`ggml_sum`): every element of a into one; the kernel reads rows as arrays (an `assert` only). */
+const sum = rule((c, node) => {
+    const [a] = c.all(1);
+    c.type(a!, 'the source', F32);
+    result(c, node, F32, [1, 1, 1, 1]);
+    packed(c, a!, 'the source');
+    intSized(c, a!);
+    c.unusedParams(0);
+});
+
+/** SUM_ROWS (`ggml_sum_rows`) and MEAN (`ggml_mean`): each row of a into one element (MEAN's checks are `assert`s). */
+const rowReduction = rule((c, node) => {
+    const [a] = c.all(1);
+    c.type(a!, 'the source', F32);
+    result(c, node, F32, [1, a!.ne[1], a!.ne[2], a!.ne[3]]);
+    packed(c, a!, 'the source');
+    packed(c, node, 'the result');
+    intSized(c, a!);
+    c.unusedParams(0);
+});
+
+/** CUMSUM (`ggml_cumsum`): running sums along each row. */
+const cumsum = rule((c, node) => {
+    const [a] = c.all(1);
+    c.type(a!, 'the source', F32);
+    result(c, node, F32, a!.ne);
+    packed(c, a!, 'the source');
+    packed(c, node, 'the result');
+    intSized(c, a!);
+    c.unusedParams(0);
+});
+
+/**
+ * ARGMAX (`ggml_argmax`): the index of each row's maximum. The kernel walks only ne[1] rows of a matrix and writes
+ * i32s at result stride nb[0] (its stride checks are `assert`s).
+ */
+const argmax = rule((c, node) => {
+    const [a] = c.all(1);
+    c.type(a!, 'the source', F32);
+    c.need(a!.ne[2] === 1 && a!.ne[3] === 1, 'op-shape', () => `${dims(a!)} is no matrix`);
+    result(c, node, I32, [a!.ne[1], 1, 1, 1]);
+    packed(c, a!, 'the source');
+    packed(c, node, 'the result');
+    intSized(c, a!);
+    c.unusedParams(0);
+});
+
+/** REPEAT (`ggml_repeat`, `ggml_repeat_4d`): a tiled over the result, in a's type. */
+const repeat = rule((c, node) => {
+    const [a] = c.all(1);
+    c.type(a!, 'the source', F32, F16);
+    c.type(node, 'the result', a!.type);
+    c.repeats(a!, node, 'source and result');
+    packed(c, a!, 'the source');
+    packed(c, node, 'the result');
+    intSized(c, node);
+    c.unusedParams(0);
+});
+
+/** CONCAT (`ggml_concat`): a then b along dimension op_params[0]; element by element, so any strides. */
+const concat = rule((c, node) => {
+    const [a, b] = c.all(2);
+    c.type(a!, 'the first source', F32, F16);
+    c.sameType(a!, b!, 'the sources');
+    const dim = oneOf(c, 0, 'dimension', [0, 1, 2, 3]);
+    c.need(a!.ne.every((n, d) => d === dim || b!.ne[d] === n), 'op-shape', () => `cannot join ${dims(a!)} and ${dims(b!)} along ${dim}`);
+    result(c, node, a!.type, a!.ne.map((n, d) => d === dim ? n + b!.ne[d]! : n));
+    intSized(c, node);
+    c.unusedParams(1);
+});
+
+/** NORM (`ggml_norm`) and L2_NORM (`ggml_l2_norm`): each row normalised; op_params[0] is epsilon. */
+const rowNorm = rule((c, node) => {
+    const [a] = c.all(1);
+    c.type(a!, 'the source', F32);
+    result(c, node, F32, a!.ne);
+    packed(c, a!, 'the source');
+    packed(c, node, 'the result');
+    intSized(c, a!);
+    epsilon(c, 0);
+    c.unusedParams(1);
+});
+
+/**
+ * GROUP_NORM (`ggml_group_norm`): ne[2] channels normalised in op_params[0] groups. The kernel divides by the group
+ * count (0 is SIGFPE) and loops over every group (so no more groups than channels), and writes result rows as
+ * arrays without checking their stride.
+ */
+const groupNorm = rule((c, node) => {
+    const [a] = c.all(1);
+    c.type(a!, 'the source', F32);
+    result(c, node, F32, a!.ne);
+    packed(c, a!, 'the source');
+    packed(c, node, 'the result');
+    intSized(c, a!);
+    const groups = c.int(0);
+    c.need(groups >= 1 && groups <= a!.ne[2], 'op-params', `${groups} groups of ${a!.ne[2]} channels`);
+    epsilon(c, 1);
+    c.unusedParams(2);
+});
+
+/**
+ * SCALE (`ggml_scale`, `ggml_scale_bias`): a·s + b. The kernel GGML_ASSERTs contiguity but then walks every row at
+ * r·nb[1] of the result (a's rows too when b ≠ 0): ggml's contiguity ignores the strides of 1-element dimensions.
+ */
+const scale = rule((c, node) => {
+    const [a] = c.all(1);
+    c.type(a!, 'the source', F32);
+    result(c, node, F32, a!.ne);
+    c.contiguous(a!, 'the source');
+    c.contiguous(node, 'the result');
+    flatRows(c, a!, 'the source');
+    flatRows(c, node, 'the result');
+    intSized(c, a!);
+    // Any floats: llama.cpp scales by 0 with a bias of -inf.
+    c.unusedParams(2);
+});
+
+/**
+ * SET (`ggml_set`, `ggml_set_1d`, `ggml_set_2d`, their in-place forms): a copied, then b written into it at
+ * op_params' strides (nb1, nb2, nb3) and byte offset. The kernel reads them as int32 turned size_t (a negative one
+ * wraps) and its bound check stops one element short of b's last row: the last row must end inside the result.
+ */
+const set = rule((c, node) => {
+    const [a, b] = c.all(2);
+    c.type(a!, 'the destination', F32);
+    c.type(b!, 'the source', F32);
+    result(c, node, F32, a!.ne);
+    c.contiguous(a!, 'the destination');
+    c.contiguous(node, 'the result');
+    packed(c, b!, 'the source');
+    intSized(c, a!, b!);
+    c.need(elements(a!) >= elements(b!), 'op-shape', () => `cannot set ${dims(b!)} into ${dims(a!)}`);
+    const [nb1, nb2, nb3, offset] = [c.int(0), c.int(1), c.int(2), c.int(3)];
+    c.need(nb1 >= 0 && nb2 >= 0 && nb3 >= 0 && offset >= 0 && offset < 2 ** 30, 'op-params', 'negative strides or offset');
+    const end = BigInt(offset) + BigInt(b!.ne[0]) * BigInt(node.traits.typeSize)
+        + [nb1, nb2, nb3].reduce((bytes, stride, dim) => bytes + BigInt(b!.ne[dim + 1]! - 1) * BigInt(stride), 0n);
+    c.need(end <= node.nbytes, 'op-params', () => `writes ${end} bytes into ${node.nbytes}`);
+    const inplace = oneOf(c, 4, 'the in-place flag', [0, 1]);
+    if (inplace === 1)
+        c.need(node.view !== undefined && node.view === (a!.view ?? a) && node.data === a!.data, 'view', 'in place, but not a view of the destination');
+    c.unusedParams(5);
+});
+
+/** DIAG (`ggml_diag`): a row vector spread over a square's diagonal. */
+const diag = rule((c, node) => {
+    const [a] = c.all(1);
+    c.type(a!, 'the source', F32);
+    c.need(a!.ne[1] === 1, 'op-shape', () => `${dims(a!)} is no row vector`);
+    result(c, node, F32, [a!.ne[0], a!.ne[0], a!.ne[2], a!.ne[3]]);
+    packed(c, a!, 'the source');
+    packed(c, node, 'the result');
+    intSized(c, node);
+    c.unusedParams(0);
+});
+
+/**
+ * ROPE_BACK (`ggml_rope_ext_back`, `ggml_rope_multi_back`): ROPE's kernel (`ggml_compute_forward_rope_flt`) with the
+ * rotation reversed, so ROPE's contract; restated here, as this op's own: at least 2 rotated dimensions (with none,
+ * the loop that copies the channels around them never ends) and rows a kernel's `int` counts.
+ */
+const ropeBack: OpRule = (node, what) => {
+    CORE_OP_RULES.ROPE(node, what);
+    rule((c) => {
+        c.need(c.int(1) >= 2, 'op-params', `${c.int(1)} rotated dimensions`);
+        intSized(c, node);
+    })(node, what);
+};
+
+/**
+ * CLAMP (`ggml_clamp`): each element into [min, max] (any floats: llama.cpp clamps to ±inf). The kernel walks every
+ * row at r·nb[1] of source and result.
+ */
+const clamp = rule((c, node) => {
+    const [a] = c.all(1);
+    c.type(a!, 'the source', F32, F16);
+    result(c, node, a!.type, a!.ne);
+    flatRows(c, a!, 'the source');
+    flatRows(c, node, 'the result');
+    intSized(c, a!);
+    c.unusedParams(2);
+});
+
+/** `ggml_calc_conv_output_size`, with C's division. */
+function convOutput(size: number, kernel: number, stride: number, padding: number, dilation: number) {
+    return Math.trunc((size + 2 * padding - dilation * (kernel - 1) - 1) / stride) + 1;
+}
+
+/**
+ * IM2COL (`ggml_im2col`, through `ggml_conv_1d`, `ggml_conv_1d_dw`, `ggml_conv_2d`): the patches of image b for
+ * kernel a (only a's shape is read). The kernel writes the result as a flat array, reads each channel of b as a
+ * packed plane, and holds b's strides in `int`; every source index it reads is bounds-checked.
+ */
+const im2col = rule((c, node) => {
+    const [a, b] = c.all(2);
+    c.type(a!, 'the kernel', F32, F16, BF16);
+    c.type(node, 'the result', F32, F16);
+    c.type(b!, 'the image', ...(node.type === F16 ? [F32, F16] : [F32]));
+    const [s0, s1, p0, p1, d0, d1] = [0, 1, 2, 3, 4, 5].map((slot) => c.int(slot));
+    const is2D = oneOf(c, 6, 'the 2-D flag', [0, 1]) === 1;
+    c.need(s0! >= 1 && d0! >= 1 && p0! >= 0, 'op-params', `stride ${s0}, padding ${p0}, dilation ${d0}`);
+    if (is2D)
+        c.need(s1! >= 1 && d1! >= 1 && p1! >= 0, 'op-params', `stride ${s1}, padding ${p1}, dilation ${d1}`);
+    else
+        c.need(s1 === 0 && p1 === 0 && d1 === 0, 'op-params', 'a 1-D im2col with a second dimension\'s parameters');
+    c.need(is2D ? a!.ne[2] === b!.ne[2] : b!.ne[1] === a!.ne[1] && b!.ne[3] === 1, 'op-shape',
+        () => `kernel ${dims(a!)} does not fit image ${dims(b!)}`);
+    const ow = convOutput(b!.ne[0], a!.ne[0], s0!, p0!, d0!);
+    const oh = is2D ? convOutput(b!.ne[1], a!.ne[1], s1!, p1!, d1!) : 1;
+    c.need(ow > 0 && oh > 0, 'op-shape', () => `image ${dims(b!)} is smaller than kernel ${dims(a!)}`);
+    result(c, node, node.type, is2D ? [a!.ne[2] * a!.ne[1] * a!.ne[0], ow, oh, b!.ne[3]] : [a!.ne[1] * a!.ne[0], ow, b!.ne[2], 1]);
+    dense(c, node, 'the result');
+    packed(c, b!, 'the image');
+    c.contiguous(b!, 'the image');
+    c.need(b!.nbytes <= BigInt(INT32_MAX), 'op-shape', 'an image whose strides overflow an int');
+    intSized(c, node);
+    c.unusedParams(7);
+});
+
+/** `GGML_OP_POOL_MAX`, `GGML_OP_POOL_AVG` (COUNT aborts). */
+const POOL_OPS = [0, 1];
+/** Largest kernel, stride, padding and plane extent of POOL_2D: the kernel's `int` arithmetic stays far from overflow. */
+const POOL_EXTENT = 1 << 24;
+/** POOL_2D's reads per output element, on average, at most this many per element of source and result. */
+const POOL_WORK = 64;
+
+/**
+ * POOL_2D (`ggml_pool_2d`): max or average over k0×k1 windows of each plane. The kernel steps through the source's
+ * bytes by nb[2] until its end and through the result as a flat array, so both must be packed arrays; windows
+ * overlap by choice, so the kernel's work (result × window) is held to what the tensors' sizes pay for.
+ */
+const pool2d = rule((c, node) => {
+    const [a] = c.all(1);
+    c.type(a!, 'the source', F32, F16);
+    dense(c, a!, 'the source');
+    oneOf(c, 0, 'pool op', POOL_OPS);
+    const [k0, k1, s0, s1, p0, p1] = [1, 2, 3, 4, 5, 6].map((slot) => c.int(slot)) as [number, number, number, number, number, number];
+    c.need([k0, k1, s0, s1].every((n) => n >= 1 && n <= POOL_EXTENT) && [p0, p1].every((n) => n >= 0 && n <= POOL_EXTENT)
+        && a!.ne[0] <= POOL_EXTENT && a!.ne[1] <= POOL_EXTENT, 'op-params', `kernel ${k0}×${k1}, stride ${s0}×${s1}, padding ${p0}×${p1}`);
+    c.need(a!.ne[0] + 2 * p0 >= k0 && a!.ne[1] + 2 * p1 >= k1, 'op-shape', () => `${dims(a!)} is smaller than the kernel`);
+    const ne = [Math.floor((a!.ne[0] + 2 * p0 - k0) / s0) + 1, Math.floor((a!.ne[1] + 2 * p1 - k1) / s1) + 1, a!.ne[2], a!.ne[3]];
+    result(c, node, F32, ne);
+    dense(c, node, 'the result');
+    intSized(c, a!, node);
+    c.need(elements(node) * k0 * k1 <= POOL_WORK * (elements(a!) + elements(node)), 'op-params', 'windows that read the source too many times');
+    c.unusedParams(7);
+});
+
+/**
+ * PAD (`ggml_pad`, `ggml_pad_ext`): zeros before and after a in each dimension (op_params: before, after, per
+ * dimension; then circular, which llama.cpp never asks for). The kernel writes the result as a flat array.
+ */
+const pad = rule((c, node) => {
+    const [a] = c.all(1);
+    c.type(a!, 'the source', F32);
+    const padding = [0, 1, 2, 3, 4, 5, 6, 7].map((slot) => c.int(slot));
+    c.need(padding.every((n) => n >= 0), 'op-params', `padding ${padding.join(', ')}`);
+    result(c, node, F32, a!.ne.map((n, dim) => n + padding[2 * dim]! + padding[2 * dim + 1]!));
+    dense(c, node, 'the result');
+    intSized(c, node);
+    oneOf(c, 8, 'circular padding', [0]);
+    c.unusedParams(9);
+});
+
+/**
+ * ARANGE (`ggml_arange`): start, start + step, … below stop. The kernel recomputes the count in float
+ * (`ceilf((stop - start) / step)`), GGML_ASSERTs it is the result's size and writes a flat array.
+ */
+const arange = rule((c, node) => {
+    c.sources(0);
+    const start = c.finite(0, 'start');
+    const stop = c.finite(1, 'stop');
+    const step = c.finite(2, 'step');
+    const steps = Math.ceil(Math.fround(Math.fround(stop - start) / step));
+    c.need(stop > start && step > 0 && Number.isFinite(steps), 'op-params', `from ${start} to ${stop} by ${step}`);
+    result(c, node, F32, [steps, 1, 1, 1]);
+    packed(c, node, 'the result');
+    intSized(c, node);
+    c.unusedParams(3);
+});
+
+/**
+ * ARGSORT (`ggml_argsort`, `ggml_argsort_top_k`): each row's indices in value order, sorted in place in the result's
+ * row. The kernel walks rows at r·nb[1] of source and result, and std::sort compares by the source's values: NaNs
+ * only sort wrongly (`<` stays a strict order on the rest), but values or indices that change under the sort (a
+ * result over its source, or rows of the result that overlap while threads sort them) send its unguarded insertion
+ * past the row's start (SIGSEGV). So the result is a new tensor's packed array, apart from the source.
+ */
+const argsort = rule((c, node) => {
+    const [a] = c.all(1);
+    c.type(a!, 'the source', F32);
+    result(c, node, I32, a!.ne);
+    flatRows(c, a!, 'the source');
+    dense(c, node, 'the result');
+    disjoint(c, node, a!, 'the source');
+    intSized(c, a!);
+    oneOf(c, 0, 'sort order', [0, 1]);
+    c.unusedParams(1);
+});
+
+/**
+ * TOP_K (`ggml_top_k`): the indices of each row's k largest, k the result's ne[0]; rows at r·nb[1] and no result
+ * over the source, as ARGSORT (its partial sort is a bounded heap, but other threads write rows while one sorts).
+ */
+const topK = rule((c, node) => {
+    const [a] = c.all(1);
+    c.type(a!, 'the source', F32);
+    c.need(node.ne[0] <= a!.ne[0] && a!.ne[0] <= SCRATCH_ROW_LIMIT, 'op-shape', () => `the top ${node.ne[0]} of ${a!.ne[0]}`);
+    result(c, node, I32, [node.ne[0], a!.ne[1], a!.ne[2], a!.ne[3]]);
+    flatRows(c, a!, 'the source');
+    flatRows(c, node, 'the result');
+    disjoint(c, node, a!, 'the source');
+    intSized(c, a!);
+    c.unusedParams(0);
+});
+
+/** `enum ggml_tri_type`: upper with diagonal, upper, lower with diagonal, lower. */
+const TRI_TYPES = [0, 1, 2, 3];
+
+/** TRI (`ggml_tri`): a square's triangle, the rest zero; the kernel writes result rows as arrays. */
+const tri = rule((c, node) => {
+    const [a] = c.all(1);
+    c.type(a!, 'the source', F32);
+    c.contiguous(a!, 'the source');
+    c.need(a!.ne[0] === a!.ne[1], 'op-shape', () => `${dims(a!)} is not square`);
+    result(c, node, F32, a!.ne);
+    packed(c, node, 'the result');
+    intSized(c, a!);
+    oneOf(c, 0, 'triangle', TRI_TYPES);
+    c.unusedParams(1);
+});
+
+/** FILL (`ggml_fill`, `ggml_fill_inplace`): a constant (any float: llama.cpp fills with -inf) in a's type and shape. */
+const fill = rule((c, node) => {
+    const [a] = c.all(1);
+    c.type(a!, 'the source', F32, F16);
+    c.contiguous(a!, 'the source');
+    result(c, node, a!.type, a!.ne);
+    packed(c, node, 'the result');
+    intSized(c, node);
+    c.unusedParams(1);
+});
+
+const XIELU = GGML_UNARY_OP_NAMES.indexOf('XIELU');
+
+/**
+ * UNARY (`ggml_unary` and its named forms, `ggml_xielu`): one of ggml's unary ops. GELU, SILU and their kin
+ * (ops.cpp) only `assert` the shape and write in the source's type; the rest (unary-ops.cpp) GGML_ASSERT packed
+ * rows, and XIELU whole rows one after another.
+ */
+const unary = rule((c, node) => {
+    const [a] = c.all(1);
+    c.type(a!, 'the source', F32, F16);
+    result(c, node, a!.type, a!.ne);
+    packed(c, a!, 'the source');
+    packed(c, node, 'the result');
+    intSized(c, a!);
+    const op = c.int(0);
+    c.need(op >= 0 && op < GGML_UNARY_OP_NAMES.length, 'op-params', `unary op ${op}`);
+    if (op === XIELU) {
+        c.contiguous(a!, 'the source', 1);
+        c.contiguous(node, 'the result', 1);
+        // alpha_n, alpha_p, beta, eps: any floats.
+        c.unusedParams(5);
+    } else
+        c.unusedParams(1);
+});
 
 export const ELEMENTWISE_OP_RULES = {
-    ADD_ID: refusedUntilWritten, SQR: refusedUntilWritten, SQRT: refusedUntilWritten, LOG: refusedUntilWritten,
-    SUM: refusedUntilWritten, SUM_ROWS: refusedUntilWritten, CUMSUM: refusedUntilWritten, MEAN: refusedUntilWritten,
-    ARGMAX: refusedUntilWritten, REPEAT: refusedUntilWritten, CONCAT: refusedUntilWritten, NORM: refusedUntilWritten,
-    GROUP_NORM: refusedUntilWritten, L2_NORM: refusedUntilWritten, MUL_MAT_ID: refusedUntilWritten, SCALE: refusedUntilWritten,
-    SET: refusedUntilWritten, DIAG: refusedUntilWritten, ROPE_BACK: refusedUntilWritten, CLAMP: refusedUntilWritten,
-    IM2COL: refusedUntilWritten, POOL_2D: refusedUntilWritten, PAD: refusedUntilWritten, ARANGE: refusedUntilWritten,
-    ARGSORT: refusedUntilWritten, TOP_K: refusedUntilWritten, TRI: refusedUntilWritten, FILL: refusedUntilWritten,
-    UNARY: refusedUntilWritten
+    ADD_ID: addId,
+    SQR: unaryMath,
+    SQRT: unaryMath,
+    LOG: unaryMath,
+    SUM: sum,
+    SUM_ROWS: rowReduction,
+    CUMSUM: cumsum,
+    MEAN: rowReduction,
+    ARGMAX: argmax,
+    REPEAT: repeat,
+    CONCAT: concat,
+    NORM: rowNorm,
+    GROUP_NORM: groupNorm,
+    L2_NORM: rowNorm,
+    // Refused: the kernel checks expert ids only with an `assert` (gone in release builds), and a hostile id writes
+    // outside its work buffer (ggml_compute_forward_mul_mat_id's row grouping); no shape rule can bound data.
+    MUL_MAT_ID: refusedUntilWritten,
+    SCALE: scale,
+    SET: set,
+    DIAG: diag,
+    ROPE_BACK: ropeBack,
+    CLAMP: clamp,
+    IM2COL: im2col,
+    POOL_2D: pool2d,
+    PAD: pad,
+    ARANGE: arange,
+    ARGSORT: argsort,
+    TOP_K: topK,
+    TRI: tri,
+    FILL: fill,
+    UNARY: unary
 } satisfies Record<string, OpRule>;

@@ -42,15 +42,20 @@ export interface ShapedTensor extends RpcTensor {
     nbytes: bigint
 }
 
+const INT32_MAX = 2 ** 31 - 1;
+
 /**
  * The shape rules every tensor obeys, whatever it is for: a type ggml has (not one it removed), every dimension at
- * least 1 (kernels divide by them), the first a whole number of blocks, and for a quantized type blocks packed
- * along it (ggml never views a quantized tensor otherwise).
+ * least 1 (kernels divide by them) and its rows and row length within a C int, the first a whole number of blocks,
+ * and for a quantized type blocks packed along it (ggml never views a quantized tensor otherwise).
  */
 export function shapeTensor(tensor: RpcTensor, what: string): ShapedTensor {
     const traits = GGML_TYPES[tensor.type] ?? null;
     need(traits !== null, 'type', () => `${what} has type ${tensor.type}, which ggml does not have`);
     need(tensor.ne.every((n) => n >= 1), 'shape', () => `${what} has an empty dimension (${tensor.ne.join(' × ')})`);
+    // Kernels count a row's elements and a tensor's rows in C ints (`const int nr = ggml_nrows(src0)`, `int n`).
+    need(tensor.ne.every((n) => n <= INT32_MAX) && tensor.ne[1] * tensor.ne[2] * tensor.ne[3] <= INT32_MAX, 'shape',
+        () => `${what} has more elements in a row or more rows than a C int counts (${tensor.ne.join(' × ')})`);
     need(tensor.ne[0] % traits.blockSize === 0, 'shape', () => `${what}: ${tensor.ne[0]} elements are no whole number of ${typeName(tensor.type)} blocks`);
     need(!traits.quantized || tensor.nb[0] === traits.typeSize, 'strides', () => `${what}: a ${typeName(tensor.type)} tensor's blocks must be packed along its first dimension`);
     need(tensor.nb[0] >= 1, 'strides', () => `${what} has a zero stride`);
@@ -72,17 +77,19 @@ export function rowSize(traits: GgmlTypeTraits, elements: number) {
     return traits.typeSize * elements / traits.blockSize;
 }
 
-/** `ggml_is_contiguous_n`: dimensions above `n` laid out densely after each other (dims of 1 skipped). */
+/**
+ * `ggml_is_contiguous_m_n(tensor, n, 4)`: dimensions above `n` laid out densely after each other (those of 1 not
+ * checked). A dimension up to `n` sets the next one's stride even when it is 1: kernels (GLU's) then step rows by
+ * `nb[1]` alone.
+ */
 export function isContiguousN(tensor: ShapedTensor, n: number) {
     let next = tensor.traits.typeSize;
     if (tensor.ne[0] !== tensor.traits.blockSize && tensor.nb[0] !== next)
         return false;
     next *= tensor.ne[0] / tensor.traits.blockSize;
     for (let dim = 1; dim < GGML_MAX_DIMS; dim++) {
-        if (tensor.ne[dim] === 1)
-            continue;
         if (dim > n) {
-            if (tensor.nb[dim] !== next)
+            if (tensor.ne[dim] !== 1 && tensor.nb[dim] !== next)
                 return false;
             next *= tensor.ne[dim]!;
         } else
@@ -126,8 +133,9 @@ export function denseBytes(tensor: ShapedTensor) {
 }
 
 /**
- * A region `[offset, offset + size)` of a placed tensor's buffer, as SET_TENSOR, GET_TENSOR and MEMSET_TENSOR
- * name one: inside the buffer (the server checks the same; here it ends the session before the server sees it).
+ * A region `[offset, offset + size)` of a placed tensor, as SET_TENSOR, GET_TENSOR and MEMSET_TENSOR name one (and
+ * COPY_TENSOR the source's bytes in its destination): inside the buffer, which the server checks too, and inside
+ * the tensor's own bytes, which it leaves to `ggml_backend_tensor_set`/`_get`'s GGML_ASSERT (the end of it).
  */
 export function checkRegion(tensor: ShapedTensor, buffers: SessionBuffers, offset: bigint, size: bigint, what: string) {
     const buffer = buffers.get(tensor.buffer);
@@ -135,4 +143,5 @@ export function checkRegion(tensor: ShapedTensor, buffers: SessionBuffers, offse
     const start = tensor.data + offset;
     need(start >= buffer.base && start + size <= buffer.base + buffer.size, 'bounds',
         () => `${what} reaches outside its buffer (${size} bytes at offset ${offset})`);
+    need(offset + size <= tensor.nbytes, 'bounds', () => `${what} reaches outside its tensor's ${tensor.nbytes} bytes (${size} bytes at offset ${offset})`);
 }
