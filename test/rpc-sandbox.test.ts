@@ -147,7 +147,7 @@ async function standinSetup(t: Teardown) {
     const external = externalAddress();
     const targets = {
         identity: join(dataDir, 'identity.json'), keystore: join(dataDir, 'keystore', 'wallet.json'), ssh_dir: join(home, '.ssh'),
-        data_dir: dataDir, tmp_dir: tmp, shm_file: `strongdoge-standin-${process.pid}-${Date.now()}`, api_port: api.port, other_port: other.port, external_host: external ?? '', node_pid: process.pid
+        data_dir: dataDir, tmp_dir: tmp, cache_dir: join(cacheDir, 'rpc'), shm_file: `strongdoge-standin-${process.pid}-${Date.now()}`, api_port: api.port, other_port: other.port, external_host: external ?? '', node_pid: process.pid
     };
     await writeFile(join(cacheDir, 'rpc', 'standin-targets'), Object.entries(targets).map(([name, value]) => `${name}=${value}\n`).join(''));
     t.teardown(() => rm(join('/dev/shm', targets.shm_file), {force: true}));
@@ -174,7 +174,7 @@ async function runStandin(t: Teardown, setup: Awaited<ReturnType<typeof standinS
 }
 
 const ATTEMPTS = [
-    'read_identity', 'read_keystore', 'list_ssh', 'read_ssh_key', 'read_etc_passwd', 'write_server_dir', 'write_tmp',
+    'read_identity', 'read_keystore', 'list_ssh', 'read_ssh_key', 'read_etc_passwd', 'write_server_dir', 'write_tmp', 'write_tensor_cache',
     'write_data_dir', 'write_dev_shm', 'connect_node_api', 'connect_other_loopback', 'signal_node', 'exec_shell'
 ];
 
@@ -302,6 +302,7 @@ test('a stand-in started as the server, in the sandbox, is denied every attempt;
     await rm(join(setup.serverDir, 'pwned'));
     await rm(join(setup.dataDir, 'pwned'));
     await rm(join(setup.tmp, 'pwned'));
+    await rm(join(setup.cacheDir, 'rpc', '0123456789abcdef'));
     await rm(join('/dev/shm', setup.shmFile));
 
     const sandboxed = await runStandin(t, setup, true);
@@ -310,7 +311,7 @@ test('a stand-in started as the server, in the sandbox, is denied every attempt;
         t.regex(sandboxed.attempts.get(name) ?? 'missing', /^denied: /, `in the sandbox, ${name} must fail`);
     t.is(setup.api.connections(), controlConnections, 'no connection reached the node\'s API');
     t.is(setup.other.connections(), 1, 'no connection reached the other loopback service (only the control run\'s)');
-    for (const path of [join(setup.serverDir, 'pwned'), join(setup.dataDir, 'pwned'), join(setup.tmp, 'pwned'), join('/dev/shm', setup.shmFile)])
+    for (const path of [join(setup.serverDir, 'pwned'), join(setup.dataDir, 'pwned'), join(setup.tmp, 'pwned'), join(setup.cacheDir, 'rpc', '0123456789abcdef'), join('/dev/shm', setup.shmFile)])
         t.false(await stat(path).then(() => true, () => false), `${path} was written`);
 });
 

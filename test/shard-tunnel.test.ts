@@ -1,5 +1,5 @@
 import {once} from 'node:events';
-import {mkdtemp, rm} from 'node:fs/promises';
+import {mkdir, mkdtemp, rm, writeFile} from 'node:fs/promises';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import test from 'ava';
@@ -11,7 +11,7 @@ import {prepareRpcServerDir} from '../engine/rpc/rpc-build.js';
 import {probeSandbox} from '../engine/rpc/rpc-sandbox.js';
 import {ShardHost} from '../inference/sharded/shard-host.js';
 import {GGML_OP_NAMES, GgmlType} from '../inference/sharded/tunnel/ggml/ggml-tables.js';
-import type {RpcTensor} from '../inference/sharded/tunnel/ggml/rpc-tensor.js';
+import {RPC_TENSOR_BYTES, type RpcTensor, writeRpcTensor} from '../inference/sharded/tunnel/ggml/rpc-tensor.js';
 import {RpcCommand} from '../inference/sharded/tunnel/rpc-stream.js';
 import {encodeData, SHARD_PROTOCOL, shardControlSchema, type ShardControl} from '../inference/sharded/tunnel/shard-messages.js';
 import {ShardProtocol, type CoordinatorSession} from '../inference/sharded/tunnel/shard-protocol.js';
@@ -295,6 +295,16 @@ const attacks: Attack[] = [
             await client.graphRecompute();
             return buffer;
         }},
+    {name: 'a SET_TENSOR_HASH of a cached tensor larger than the tensor it is loaded into', rule: 'bounds',
+        ended: /SET_TENSOR_HASH reaches outside its tensor's 256 bytes \(65536 bytes at offset 0\)/,
+        send: async (client, buffer) => {
+            const g = new GraphBuilder(buffer);
+            const small = g.tensor({type: GgmlType.F32, ne: [64]});
+            const payload = Buffer.alloc(RPC_TENSOR_BYTES + 16);
+            writeRpcTensor(small, payload);
+            payload.writeBigUInt64LE(CACHED_HASH, RPC_TENSOR_BYTES + 8);
+            return client.request(RpcCommand.SET_TENSOR_HASH, payload, 1);
+        }},
     {name: 'hostile tensor contents: row indices out of range for GET_ROWS (the kernel\'s own check aborts the server)', ended: /the rpc server exited \(SIGABRT\)/,
         send: async (client, buffer) => {
             const g = new GraphBuilder(buffer);
@@ -306,12 +316,17 @@ const attacks: Attack[] = [
         }}
 ];
 
+/** A tensor this host's cache holds (as if seeded from its own copy of a model): 64 KiB. */
+const CACHED_HASH = 0x0123456789abcdefn;
+
 /** A buffer the honest session allocated: the one attack names it from another session. */
 let otherSessionBuffer: LabBuffer | undefined;
 
 test.serial('a hostile coordinator\'s graphs and buffers end only its own session, each with a log line naming the rule', async (t) => {
     const hostileProtocol = new ShardProtocol();
     const honestProtocol = new ShardProtocol();
+    await mkdir(join(cacheDir, 'rpc'), {recursive: true});
+    await writeFile(join(cacheDir, 'rpc', CACHED_HASH.toString(16).padStart(16, '0')), Buffer.alloc(65_536));
     const {hostNode} = await connected('tunnel-hostile-graphs', new ShardProtocol({host}), honestProtocol, hostileProtocol);
     const honest = await honestProtocol.openSession(hostNode.id, SESSION);
     const honestClient = new RpcLabClient(honest.connect());

@@ -264,8 +264,11 @@ export class RpcServerHost extends EventEmitter<RpcServerHostEvents> {
             const args = sandboxArgs({
                 launcherPath,
                 server: {path: serverPath, args: this.args(SANDBOX_SERVER_PORT), socketPath},
-                readOnlyPaths,
-                writablePaths: cacheDir === undefined ? [] : [join(cacheDir, TENSOR_CACHE_SUBDIR)],
+                // Read-only: a peer's server would write every big tensor it receives there, named by its FNV-1a hash,
+                // which anyone can collide: a crafted upload would then be loaded into other peers' sessions. Only
+                // this node writes the cache, from its own copy of a model (tensor-cache-seed.ts).
+                readOnlyPaths: cacheDir === undefined ? readOnlyPaths : [...readOnlyPaths, join(cacheDir, TENSOR_CACHE_SUBDIR)],
+                writablePaths: [],
                 gpu: gpuAccess,
                 env: sandboxEnv(cacheDir)
             });
@@ -386,18 +389,28 @@ export class RpcServerHost extends EventEmitter<RpcServerHostEvents> {
     }
 }
 
+/** The files of the tensor cache in `<cacheDir>/rpc/`: their paths, sizes and last use. */
+async function tensorCacheFiles(cacheDir: string) {
+    const dir = join(cacheDir, TENSOR_CACHE_SUBDIR);
+    const names = (await readdir(dir).catch(() => [])).filter((name) => TENSOR_CACHE_FILE.test(name));
+    return (await Promise.all(names.map(async (name) => {
+        const info = await stat(join(dir, name)).catch(() => undefined);
+        return info === undefined ? undefined : {name, path: join(dir, name), bytes: info.size, usedMs: Math.max(info.atimeMs, info.mtimeMs)};
+    }))).filter((file) => file !== undefined);
+}
+
+/** The size of each tensor in the cache, by its hash (the file's name): what a SET_TENSOR_HASH would load. */
+export async function tensorCacheSizes(cacheDir: string) {
+    return new Map((await tensorCacheFiles(cacheDir)).map((file) => [BigInt(`0x${file.name}`), BigInt(file.bytes)]));
+}
+
 /**
  * Keeps the tensor cache in `<cacheDir>/rpc/` within `maxBytes`: evicts the least recently used files first (by
  * access or modification time, whichever is later). Call it before a server starts on that cache: the server
  * reads a file it found a moment earlier without checking again. Returns what it removed and what is left.
  */
 export async function pruneTensorCache(cacheDir: string, maxBytes: number) {
-    const dir = join(cacheDir, TENSOR_CACHE_SUBDIR);
-    const names = (await readdir(dir).catch(() => [])).filter((name) => TENSOR_CACHE_FILE.test(name));
-    const files = (await Promise.all(names.map(async (name) => {
-        const info = await stat(join(dir, name)).catch(() => undefined);
-        return info === undefined ? undefined : {path: join(dir, name), bytes: info.size, usedMs: Math.max(info.atimeMs, info.mtimeMs)};
-    }))).filter((file) => file !== undefined);
+    const files = await tensorCacheFiles(cacheDir);
     files.sort((a, b) => a.usedMs - b.usedMs);
     let totalBytes = files.reduce((sum, file) => sum + file.bytes, 0);
     let removedFiles = 0;

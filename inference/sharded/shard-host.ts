@@ -1,6 +1,6 @@
 import {connect} from 'node:net';
 import {join} from 'node:path';
-import {pruneTensorCache, RpcServerHost, type RpcServerSandboxOptions, TENSOR_CACHE_SUBDIR} from '../../engine/rpc/rpc-server-host.js';
+import {pruneTensorCache, RpcServerHost, type RpcServerSandboxOptions, TENSOR_CACHE_SUBDIR, tensorCacheSizes} from '../../engine/rpc/rpc-server-host.js';
 import {seedTensorCache} from '../../engine/rpc/tensor-cache-seed.js';
 import type {RpcServerFiles} from '../../engine/rpc/rpc-build.js';
 import {hostFilter} from './tunnel/rpc-filters.js';
@@ -98,9 +98,11 @@ export class ShardHost implements ShardHostHandler {
             if (!ended)
                 control.end(`the rpc server exited (${signal ?? code})`);
         });
+        let cached: Map<bigint, bigint>;
         try {
             await pruneTensorCache(this.options.cacheDir, this.options.cacheMaxBytes);
             await this.seedFromOwnCopy(request);
+            cached = await tensorCacheSizes(this.options.cacheDir);
             await server.start();
         } catch (error) {
             this.sessions.delete(entry);
@@ -115,7 +117,7 @@ export class ShardHost implements ShardHostHandler {
             connect: (stream: TunnelStream) => {
                 const socket = connect(server.connectOptions!);
                 // The coordinator's bytes are checked before the server sees them; its replies pass unchanged.
-                pipeSocket(socket, stream, hostFilter({maxPayloadBytes: request.bytes + PAYLOAD_SLACK_BYTES, budget}), (reason, refused) => {
+                pipeSocket(socket, stream, hostFilter({maxPayloadBytes: request.bytes + PAYLOAD_SLACK_BYTES, budget, cachedTensorBytes: (hash) => cached.get(hash)}), (reason, refused) => {
                     if (refused !== undefined) {
                         // Bytes that break the RPC protocol: the server never saw them, and the session ends here.
                         this.options.onLog?.('a peer broke the RPC protocol: its shard session ends',

@@ -1,5 +1,4 @@
-import type {GraphLimits} from './ggml/graph-check.js';
-import {type AllocationBudget, RpcGuard} from './rpc-guard.js';
+import {RpcGuard, type RpcGuardOptions} from './rpc-guard.js';
 import {RpcSession, type RpcSessionOptions} from './rpc-stream.js';
 import type {StreamFilter} from './socket-pipe.js';
 
@@ -21,20 +20,16 @@ export function coordinatorFilter(options: RpcSessionOptions): RpcConnectionFilt
     };
 }
 
-export interface HostFilterOptions extends Omit<RpcSessionOptions, 'guard' | 'reportMemory'> {
-    /** The session's allocation budget, shared by its connections. */
-    budget: AllocationBudget,
-    graphLimits?: GraphLimits
-}
+export interface HostFilterOptions extends Omit<RpcSessionOptions, 'guard' | 'reportMemory'>, RpcGuardOptions {}
 
 /**
  * The host's side: the coordinator's client beyond the tunnel, this node's rpc server on the socket. Every request
  * passes the guard (docs/peer-protocol.md, "Graph checks") before the server sees a byte of it.
  */
 export function hostFilter(options: HostFilterOptions): StreamFilter {
-    const {budget, graphLimits, ...rest} = options;
-    const guard = new RpcGuard({budget, ...(graphLimits && {graphLimits})});
-    const session = new RpcSession({...rest, guard});
+    const {budget, graphLimits, cachedTensorBytes, maxPayloadBytes} = options;
+    const guard = new RpcGuard({budget, ...(graphLimits && {graphLimits}), ...(cachedTensorBytes && {cachedTensorBytes})});
+    const session = new RpcSession({...(maxPayloadBytes !== undefined && {maxPayloadBytes}), guard});
     return {
         fromSocket: (chunk) => session.fromServer(chunk),
         fromTunnel: (chunk) => session.fromClient(chunk),

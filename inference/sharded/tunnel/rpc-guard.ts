@@ -45,7 +45,12 @@ export type ReplyContext = {command: 'alloc', reserved: bigint} | {command: 'bas
 
 export interface RpcGuardOptions {
     budget: AllocationBudget,
-    graphLimits?: GraphLimits
+    graphLimits?: GraphLimits,
+    /**
+     * The size of the cached tensor a SET_TENSOR_HASH names, by hash, as the host's cache held it when the session
+     * started; defaults to none known. The server loads the file whole into the tensor and aborts if it does not fit.
+     */
+    cachedTensorBytes?: (hash: bigint) => bigint | undefined
 }
 
 /** Command numbers (ggml-rpc's `enum rpc_cmd`) the guard reads. */
@@ -176,10 +181,15 @@ export class RpcGuard implements SessionBuffers {
                 checkRegion(tensor, this, prefix.readBigUInt64LE(RPC_TENSOR_BYTES), BigInt(payloadBytes - RPC_TENSOR_BYTES - 8), 'SET_TENSOR');
                 return undefined;
             }
-            case Cmd.SET_TENSOR_HASH:
-                // The size is the cached file's, which the server checks against the buffer itself.
-                this.tensor(prefix, 0, 'SET_TENSOR_HASH\'s tensor');
+            case Cmd.SET_TENSOR_HASH: {
+                const tensor = this.tensor(prefix, 0, 'SET_TENSOR_HASH\'s tensor');
+                // A hash the cache did not hold at the start is a miss, or a file this node seeded since, from its
+                // own copy of the model: of the size of the honest tensor that hashes to it.
+                const bytes = this.options.cachedTensorBytes?.(prefix.readBigUInt64LE(RPC_TENSOR_BYTES + 8));
+                if (bytes !== undefined)
+                    checkRegion(tensor, this, prefix.readBigUInt64LE(RPC_TENSOR_BYTES), bytes, 'SET_TENSOR_HASH');
                 return undefined;
+            }
             case Cmd.GET_TENSOR:
             case Cmd.MEMSET_TENSOR: {
                 const name = command === Cmd.GET_TENSOR ? 'GET_TENSOR' : 'MEMSET_TENSOR';
