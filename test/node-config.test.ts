@@ -126,6 +126,15 @@ test('sharding settings: auto by default, memory sizes in bytes or with binary u
         t.throws(() => resolveNodeSettings('/data', {flags, env: {}}), {instanceOf: ConfigError, message: pattern});
 });
 
+test('the shard sandbox: on by default; off only on a private network', (t) => {
+    t.true(resolveNodeSettings('/data', {flags: {}, env: {}}).shardSandbox);
+    t.throws(() => resolveNodeSettings('/data', {flags: {shardSandbox: 'off'}, env: {}}),
+        {instanceOf: ConfigError, message: /--shard-sandbox off is only for a private network of peers you trust \(--network-secret\)/});
+    t.throws(() => resolveNodeSettings('/data', {flags: {}, env: {STRONGDOGE_SHARD_SANDBOX: 'off'}}), {instanceOf: ConfigError});
+    const trusted = resolveNodeSettings('/data', {flags: {shardSandbox: 'off'}, env: {STRONGDOGE_NETWORK_SECRET: 'friends only'}});
+    t.false(trusted.shardSandbox);
+});
+
 test('relay settings: auto by default, ids to relay through as a list, bad values named', (t) => {
     const defaults = resolveNodeSettings('/data', {flags: {}, env: {}});
     t.is(defaults.relay, 'auto');

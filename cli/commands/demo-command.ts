@@ -1,3 +1,4 @@
+import {randomBytes} from 'node:crypto';
 import {spawn, type ChildProcess} from 'node:child_process';
 import {openSync, writeSync} from 'node:fs';
 import {access} from 'node:fs/promises';
@@ -17,10 +18,10 @@ const MODEL = 'demo';
 /** The network name the nodes show (their dashboards would say "public", yet they reach no one else). */
 const NETWORK = 'demo';
 /**
- * Room for about three of the demo model's eight layers with a 512-token context: the plan needs all three nodes
- * (the same split as test/sharding.test.ts).
+ * Room for three of the demo model's eight layers with a 512-token context for each of 4 sequences, and a stage's
+ * compute buffer: the plan needs all three nodes.
  */
-const NODE_MEMORY = 6 * 2 ** 20;
+const NODE_MEMORY = 18 * 2 ** 20;
 const CONTEXT_SIZE = 512;
 const HOSTS = ['host-1', 'host-2'];
 const HOST_START_TIMEOUT_MS = 60_000;
@@ -57,10 +58,10 @@ function nodeEnv() {
  * (a key to its dashboard); the others get their own group, so a terminal's Ctrl-C reaches only this process,
  * which stops them in order. Their JSON log lines go to `output`, tagged with the node's name.
  */
-function spawnNode(name: string, args: string[], output: Logger | 'terminal'): DemoNode {
+function spawnNode(name: string, args: string[], output: Logger | 'terminal', networkSecret: string): DemoNode {
     const terminal = output === 'terminal';
     const child = spawn(process.execPath, [CLI_ENTRY, 'start', ...args], {
-        env: nodeEnv(),
+        env: {...nodeEnv(), STRONGDOGE_NETWORK_SECRET: networkSecret},
         stdio: terminal ? 'inherit' : ['ignore', 'pipe', 'pipe'],
         detached: !terminal
     });
@@ -149,6 +150,7 @@ async function runDemo(flags: DemoFlags) {
     const [{createLogger}, {default: createTestnet}, {ensureRpcBinaries, findRpcBinaries, RpcToolchainError}, {writeDemoModel}] = await Promise.all([
         import('../../node/logger.js'), import('hyperdht/testnet.js'), import('../../engine/rpc/rpc-build.js'), import('../../engine/demo/demo-model.js')
     ]);
+    const {probeSandbox} = await import('../../engine/rpc/rpc-sandbox.js');
     const dataDir = resolveDataDir(flags.dataDir);
     const root = join(dataDir, 'demo');
     const nodeDir = (name: string) => join(root, name);
@@ -213,11 +215,19 @@ async function runDemo(flags: DemoFlags) {
         const bootstrap = testnet.bootstrap.map(({host, port: dhtPort}) => `${host}:${dhtPort}`).join(',');
         logger.info({bootstrap}, 'started a loopback DHT: the demo nodes reach nothing beyond this machine');
 
+        // The hosts run the coordinator's layers in the sandbox, as on any network; where it cannot work (no bubblewrap),
+        // the demo's network is private to its own three nodes, and they may host without it.
+        const sandbox = await probeSandbox({launcherDir: rpcDir});
+        const sandboxArgs = sandbox.available ? [] : ['--shard-sandbox', 'off'];
+        if (!sandbox.available)
+            logger.warn({reason: sandbox.reason}, 'the demo hosts run their rpc servers without the sandbox (its own nodes only: a private network); a node on a shared network would host nothing');
         // One llama.cpp thread each: three processes share this machine, and oversubscribed threads collapse speed.
+        // A network secret of their own: the three nodes keep to themselves.
+        const secret = randomBytes(16).toString('hex');
         const common = (name: string) => ['--data-dir', nodeDir(name), '--bootstrap', bootstrap, '--network', NETWORK, '--host', '127.0.0.1',
             '--threads', '1', '--context-size', String(CONTEXT_SIZE), '--rpc-dir', rpcDir];
         for (const name of HOSTS)
-            hosts.push(spawnNode(name, [...common(name), '--daemon', '--port', '0', '--max-shard-memory', String(NODE_MEMORY)], nodeLogger));
+            hosts.push(spawnNode(name, [...common(name), ...sandboxArgs, '--daemon', '--port', '0', '--max-shard-memory', String(NODE_MEMORY)], nodeLogger, secret));
         const timeout = new Promise<undefined[]>((resolve) => setTimeout(() => resolve([undefined]), HOST_START_TIMEOUT_MS).unref());
         const hostUrls = await Promise.race([Promise.all(hosts.map((host) => host.listening)), timeout]);
         aborted.signal.throwIfAborted();
@@ -231,7 +241,7 @@ async function runDemo(flags: DemoFlags) {
         // The coordinator only coordinates: it hosts no peer's layers.
         coordinator = spawnNode('coordinator', [...common('coordinator'), '--port', String(port), '--model', MODEL, '--shard', 'always',
             '--max-stages', '3', '--memory-limit', String(NODE_MEMORY), '--serve-peers', 'off', ...(interactive ? [] : ['--daemon'])],
-        interactive ? 'terminal' : nodeLogger);
+        interactive ? 'terminal' : nodeLogger, secret);
         const origin = (await coordinator.listening)?.replace(/\/v1$/, '');
         const pipeline = origin === undefined ? undefined : await pipelineReady(origin, () => aborted.signal.aborted || hasExited(coordinator!));
         if (pipeline !== undefined) {
