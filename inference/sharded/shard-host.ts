@@ -41,7 +41,7 @@ export interface ShardHostOptions {
     maxBytes: number,
     /** Threads of each rpc server. */
     threads: number,
-    /** The rpc servers' tensor cache (weights a coordinator sent before are not sent again). */
+    /** The rpc servers' tensor cache: big tensors this node seeded from its own copy of a model are not sent (read-only to the servers). */
     cacheDir: string,
     /** The cache's size limit; the least recently used tensors are evicted at each session start. */
     cacheMaxBytes: number,
