@@ -2,13 +2,14 @@ import {join} from 'node:path';
 import test, {type ExecutionContext} from 'ava';
 import koffi from 'koffi';
 import {prepareRpcServerDir} from '../engine/rpc/rpc-build.js';
-import {Prng} from '../engine/demo/prng.js';
+import {float16BitsToFloat32 as fromHalf, float32ToFloat16Bits as toHalf} from '../engine/gguf/float16.js';
 import {checkGraph} from '../inference/sharded/tunnel/ggml/graph-check.js';
 import {GGML_GLU_OP_NAMES, GGML_TYPES, GgmlOp, type GgmlOpName, GgmlType, typeName} from '../inference/sharded/tunnel/ggml/ggml-tables.js';
 import type {Dims, RpcTensor} from '../inference/sharded/tunnel/ggml/rpc-tensor.js';
 import {checkRegion, GraphCheckError, isContiguousN, isContiguousRows, shapeTensor} from '../inference/sharded/tunnel/ggml/tensor-check.js';
 import {testRpcBinaries} from './helpers/rpc-binaries.js';
 import {directConnection, f32, GraphBuilder, type LabBuffer, labServer, RpcLabClient} from './helpers/rpc-lab.js';
+import {SeededRandom as Rng} from './helpers/seeded-random.js';
 
 /**
  * The core op contracts (op-rules-core.ts) and the generic tensor and graph checks against a real rpc-server
@@ -37,27 +38,6 @@ const HANG_MS = 30_000;
 
 const INTERESTING_TYPES = [F32, F16, BF16, I32, I64, 24, 28, Q4_0, Q8_0, Q4_K, IQ2_XXS, IQ4_NL, TQ2_0, MXFP4, 9, 15, 4];
 
-class Rng extends Prng {
-    int(low: number, high: number) {
-        return low + Math.floor(this.next() * (high - low + 1));
-    }
-
-    pick<T>(items: readonly T[]): T {
-        return items[Math.floor(this.next() * items.length)]!;
-    }
-
-    chance(p: number) {
-        return this.next() < p;
-    }
-
-    shuffle<T>(items: T[]) {
-        for (let index = items.length - 1; index > 0; index--) {
-            const other = this.int(0, index);
-            [items[index], items[other]] = [items[other]!, items[index]!];
-        }
-        return items;
-    }
-}
 
 function seedOf(name: string) {
     let hash = 0x811c9dc5;
@@ -522,39 +502,6 @@ function f32Bytes(values: ArrayLike<number>) {
 
 function readF32(bytes: Buffer) {
     return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
-}
-
-/** IEEE binary16 from a number, rounding to nearest even (as F16C does). */
-function toHalf(value: number) {
-    const bits = new Uint32Array(Float32Array.of(value).buffer)[0]!;
-    const sign = (bits >>> 16) & 0x8000;
-    const exponent = (bits >>> 23) & 0xff;
-    let mantissa = bits & 0x7fffff;
-    if (exponent === 0xff)
-        return sign | 0x7c00 | (mantissa !== 0 ? 0x200 : 0);
-    const e = exponent - 127 + 15;
-    if (e >= 31)
-        return sign | 0x7c00;
-    const round = (half: number, rest: number, midpoint: number) => rest > midpoint || (rest === midpoint && (half & 1) === 1) ? half + 1 : half;
-    if (e <= 0) {
-        if (e < -10)
-            return sign;
-        mantissa |= 0x800000;
-        const shift = 14 - e;
-        return sign | round(mantissa >>> shift, mantissa & ((1 << shift) - 1), 1 << (shift - 1));
-    }
-    return sign | round((e << 10) | (mantissa >>> 13), mantissa & 0x1fff, 0x1000);
-}
-
-function fromHalf(half: number) {
-    const sign = half & 0x8000 ? -1 : 1;
-    const exponent = (half >> 10) & 0x1f;
-    const mantissa = half & 0x3ff;
-    if (exponent === 0)
-        return sign * mantissa * 2 ** -24;
-    if (exponent === 31)
-        return mantissa !== 0 ? Number.NaN : sign * Number.POSITIVE_INFINITY;
-    return sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
 }
 
 function halfBytes(values: ArrayLike<number>) {

@@ -4,6 +4,8 @@ import {GGML_TYPES, type GgmlOpName, GgmlType} from '../inference/sharded/tunnel
 import type {RpcTensor} from '../inference/sharded/tunnel/ggml/rpc-tensor.js';
 import {GraphCheckError, type GraphRule, type SessionBuffers} from '../inference/sharded/tunnel/ggml/tensor-check.js';
 import {directConnection, f32, GraphBuilder, guardedConnection, type LabBuffer, labServer, RpcLabClient} from './helpers/rpc-lab.js';
+import {Prng} from '../engine/demo/prng.js';
+import {float32ToFloat16Bits} from '../engine/gguf/float16.js';
 
 /**
  * The contracts of the recurrent and state-space ops (op-rules-sequence.ts; docs/peer-protocol.md, "Graph checks")
@@ -27,16 +29,10 @@ function elementsOf(ne: readonly number[]) {
     return ne.reduce((product, n) => product * n, 1);
 }
 
-/** mulberry32: a small seeded PRNG, for cases that repeat run after run. */
+/** The seeded PRNG as a function, for cases that repeat run after run. */
 function prng(seed: number) {
-    let state = seed >>> 0;
-    return () => {
-        state = (state + 0x6d2b79f5) >>> 0;
-        let z = state;
-        z = Math.imul(z ^ (z >>> 15), z | 1);
-        z ^= z + Math.imul(z ^ (z >>> 7), z | 61);
-        return ((z ^ (z >>> 14)) >>> 0) / 2 ** 32;
-    };
+    const random = new Prng(seed);
+    return () => random.next();
 }
 
 type Random = () => number;
@@ -44,15 +40,6 @@ const pick = <T>(random: Random, list: readonly T[]) => list[Math.floor(random()
 const between = (random: Random, low: number, high: number) => low + Math.floor(random() * (high - low + 1));
 const chance = (random: Random, p: number) => random() < p;
 
-/** f16 bits of a value f16 holds exactly (the tests use multiples of 1/8 up to 2). */
-function f16Bits(value: number) {
-    if (value === -Infinity)
-        return 0xfc00;
-    if (value === 0)
-        return 0;
-    const bits = new Uint32Array(new Float32Array([value]).buffer)[0]!;
-    return ((bits >>> 16) & 0x8000) | ((((bits >>> 23) & 0xff) - 127 + 15) << 10) | ((bits >>> 13) & 0x3ff);
-}
 
 /** The lab server's exit, once heard (a crashed server may take a while to dump its core). */
 async function exitOf(exits: {code: number | null, signal: NodeJS.Signals | null}[], waitMs = 10_000) {
@@ -84,7 +71,7 @@ class Lab {
 
     async input(type: number, ne: number[], values: readonly number[] = this.values(elementsOf(ne))) {
         const tensor = this.g.tensor({type, ne});
-        const bytes = type === F16 ? Buffer.from(Uint16Array.from(values, f16Bits).buffer) : Buffer.from(Float32Array.from(values).buffer);
+        const bytes = type === F16 ? Buffer.from(Uint16Array.from(values, (value) => float32ToFloat16Bits(value)).buffer) : Buffer.from(Float32Array.from(values).buffer);
         await this.client.setTensor(tensor, bytes);
         return {tensor, values};
     }
