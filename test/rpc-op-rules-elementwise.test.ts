@@ -4,6 +4,8 @@ import {GGML_TYPES, GGML_UNARY_OP_NAMES, type GgmlOpName, GgmlType} from '../inf
 import type {RpcTensor} from '../inference/sharded/tunnel/ggml/rpc-tensor.js';
 import {GraphCheckError, type GraphRule, type SessionBuffers} from '../inference/sharded/tunnel/ggml/tensor-check.js';
 import {directConnection, f32, GraphBuilder, guardedConnection, type LabBuffer, labServer, RpcLabClient, type TensorSpec} from './helpers/rpc-lab.js';
+import {float16BitsToFloat32, float32ToFloat16Bits} from '../engine/gguf/float16.js';
+import {SeededRandom as Rng} from './helpers/seeded-random.js';
 
 /**
  * The contracts of the element-wise, reduction, shape and indexing ops (op-rules-elementwise.ts; docs/peer-protocol.md,
@@ -17,30 +19,6 @@ const {F32, F16, BF16, I16, I32, Q8_0} = GgmlType;
 const REMOVED_TYPE = 4;
 const unaryOp = (name: typeof GGML_UNARY_OP_NAMES[number]) => GGML_UNARY_OP_NAMES.indexOf(name);
 
-/** mulberry32: a small seeded PRNG, so that every run draws the same cases. */
-class Rng {
-    constructor(private state: number) {}
-
-    next() {
-        this.state = (this.state + 0x6d2b79f5) >>> 0;
-        let z = this.state;
-        z = Math.imul(z ^ (z >>> 15), z | 1);
-        z ^= z + Math.imul(z ^ (z >>> 7), z | 61);
-        return ((z ^ (z >>> 14)) >>> 0) / 2 ** 32;
-    }
-
-    int(low: number, high: number) {
-        return low + Math.floor(this.next() * (high - low + 1));
-    }
-
-    chance(p: number) {
-        return this.next() < p;
-    }
-
-    pick<T>(items: readonly T[]): T {
-        return items[Math.floor(this.next() * items.length)]!;
-    }
-}
 
 function tableOf(buffer: LabBuffer): SessionBuffers {
     return {get: (handle) => handle === buffer.handle ? buffer : undefined};
@@ -51,30 +29,6 @@ const ints = (values: ArrayLike<number>) => Buffer.from(Int32Array.from(values).
 const readFloats = (bytes: Buffer) => Array.from(new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4));
 const readInts = (bytes: Buffer) => Array.from(new Int32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4));
 
-/** f16 bits of a value (round toward zero; infinities and NaN kept). */
-function f16Bits(value: number) {
-    const bits = new Uint32Array(new Float32Array([value]).buffer)[0]!;
-    const sign = (bits >>> 16) & 0x8000;
-    const exponent = ((bits >>> 23) & 0xff) - 127 + 15;
-    if (((bits >>> 23) & 0xff) === 0xff)
-        return sign | 0x7c00 | ((bits & 0x7fffff) === 0 ? 0 : 0x200);
-    if (exponent >= 31)
-        return sign | 0x7c00;
-    if (exponent <= 0)
-        return sign;
-    return sign | (exponent << 10) | ((bits >>> 13) & 0x3ff);
-}
-
-function f16Value(bits: number) {
-    const sign = bits & 0x8000 ? -1 : 1;
-    const exponent = (bits >>> 10) & 0x1f;
-    const mantissa = bits & 0x3ff;
-    if (exponent === 0)
-        return sign * mantissa * 2 ** -24;
-    if (exponent === 31)
-        return mantissa === 0 ? sign * Infinity : NaN;
-    return sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
-}
 
 function within<T>(promise: Promise<T>, ms: number) {
     let timer: NodeJS.Timeout | undefined;
@@ -358,12 +312,12 @@ test('IM2COL as wavtokenizer\'s ggml_conv_1d_ph builds it: an f16 kernel [3, 4, 
         const kernel = g.tensor({type: F16, ne: [k, channels, 5]});
         const b = g.tensor({type: F32, ne: [length, channels]});
         return {nodes: [g.tensor({type: F16, ne: [channels * k, length, 1], op: 'IM2COL', src: [kernel, b], params: [1, 0, 1, 0, 1, 0, 0]})], inputs: [[b, floats(x)]]};
-    }, (bytes) => close(t, Array.from({length: bytes.length / 2}, (_, index) => f16Value(bytes.readUInt16LE(2 * index))),
+    }, (bytes) => close(t, Array.from({length: bytes.length / 2}, (_, index) => float16BitsToFloat32(bytes.readUInt16LE(2 * index))),
         Array.from({length: channels * k * length}, (_, index) => {
             const [column, position] = [index % (channels * k), Math.floor(index / (channels * k))];
             const [channel, tap] = [Math.floor(column / k), column % k];
             const at = position + tap - 1;
-            return at < 0 || at >= length ? 0 : f16Value(f16Bits(x[channel * length + at]!));
+            return at < 0 || at >= length ? 0 : float16BitsToFloat32(float32ToFloat16Bits(x[channel * length + at]!));
         }), 'IM2COL', 2e-3));
 });
 
@@ -500,7 +454,7 @@ const anyData: Fill = (r, type, bytes) => {
             data.writeFloatLE(hostileFloat(r), at);
     else if (type === F16)
         for (let at = 0; at + 2 <= bytes; at += 2)
-            data.writeUInt16LE(f16Bits(hostileFloat(r)), at);
+            data.writeUInt16LE(float32ToFloat16Bits(hostileFloat(r)), at);
     else if (type === I32)
         for (let at = 0; at + 4 <= bytes; at += 4)
             data.writeInt32LE(r.int(-1000, 1000), at);
@@ -1214,14 +1168,14 @@ test('UNARY refuses op 22 (abort), an f16 result of an f32 source (GELU and SILU
     refuses(t, 'op-params', node([unaryOp('SILU'), 1]));
 });
 
-test('MUL_MAT_ID stays refused: its CPU kernel checks expert ids only with an assert, and a server running a hostile id dies', async (t) => {
+test('MUL_MAT_ID\'s CPU kernel checks expert ids only with an assert: a hostile id in a leaf kills a server with no guard, and checkGraph refuses that graph (ids from no sort; test/rpc-op-rules-moe.test.ts)', async (t) => {
     const build = (g: GraphBuilder) => {
         const experts = g.tensor({type: F32, ne: [16, 8, 4]});
         const b = g.tensor({type: F32, ne: [16, 2, 3]});
         const ids = g.tensor({type: I32, ne: [2, 3]});
         return {ids, node: g.tensor({type: F32, ne: [8, 2, 3], op: 'MUL_MAT_ID', src: [experts, b, ids]})};
     };
-    refuses(t, 'op', (g) => build(g).node, /no contract/);
+    refuses(t, 'sources', (g) => build(g).node, /no ARGSORT's or TOP_K's result/);
     const {port, exits} = await labServer(t);
     const client = new RpcLabClient(directConnection(port));
     t.teardown(() => client.close());
@@ -1229,8 +1183,10 @@ test('MUL_MAT_ID stays refused: its CPU kernel checks expert ids only with an as
     const buffer = await client.buffer(1n << 20n);
     const g = new GraphBuilder(buffer);
     const {ids, node} = build(g);
+    const payload = g.graph([node]);
+    t.is(t.throws(() => checkGraph(payload, tableOf(buffer)), {instanceOf: GraphCheckError})?.rule, 'sources');
     await client.setTensor(ids, ints([0, 1, 2, 1_000_000, 3, 0]));
-    await client.graphCompute(g.graph([node]));
+    await client.graphCompute(payload);
     await t.throwsAsync(within(client.alive(), 5_000));
     await new Promise((resolve) => setTimeout(resolve, 200));
     t.is(exits.length, 1);

@@ -8,6 +8,9 @@
  * llama.cpp's client lists each tensor after its sources and its view source (`serialize_graph`), which makes
  * the graph acyclic by construction here: a reference to a later tensor is refused. The one exception is
  * `ggml_cast`'s CPY, whose destination (source 1) is the node itself (ggml.c); the server resolves it too.
+ * The server's backend computes the nodes one after another in the list's order (ggml_graph_compute_thread, a
+ * barrier between nodes), so each node knows its position and the list, for contracts that rest on what earlier
+ * nodes wrote (MUL_MAT_ID's expert ids, op-rules-elementwise.ts).
  */
 import {GgmlOp, opName} from './ggml-tables.js';
 import {type AllowedOp, isAllowedOp} from './op-allowlist.js';
@@ -42,7 +45,14 @@ export interface GraphNode extends ShapedTensor {
     /** Its place in the graph's tensor list. */
     index: number,
     /** Bytes from its first byte to its buffer's end: what a kernel may read past its own bytes and stay in the session's memory. */
-    room: bigint
+    room: bigint,
+    /** Its place in the graph's node list, the order in which the server computes nodes; -1 when no node computes it. */
+    position: number,
+    /**
+     * The graph's computed nodes in that order (one list, shared by all its tensors): for contracts that depend on what
+     * other nodes compute before this one, or between two nodes.
+     */
+    computed: readonly GraphNode[]
 }
 
 export interface CheckedGraph {
@@ -76,6 +86,7 @@ export function checkGraph(payload: Buffer, buffers: SessionBuffers, limits: Gra
         () => `a graph of ${nodeCount} nodes and ${tensorCount} tensors in ${payload.length} bytes, not ${graphPayloadBytes(nodeCount, tensorCount)}`);
 
     const byId = new Map<bigint, GraphNode>();
+    const computed: GraphNode[] = [];
     for (let index = 0; index < tensorCount; index++) {
         const offset = tensorsAt + index * RPC_TENSOR_BYTES;
         const tensor = readRpcTensor(payload, offset);
@@ -95,7 +106,7 @@ export function checkGraph(payload: Buffer, buffers: SessionBuffers, limits: Gra
         const view = resolve(tensor.viewSrc, 'view source');
         const depth = 1 + Math.max(0, ...sources.map((source) => source?.depth ?? 0), view?.depth ?? 0);
         need(depth <= maxDepth, 'depth', () => `${what()} ends a chain of ${depth} sources (at most ${maxDepth})`);
-        const node: GraphNode = Object.assign(shaped, {sources, view, depth, index, room: 0n});
+        const node: GraphNode = Object.assign(shaped, {sources, view, depth, index, room: 0n, position: -1, computed});
         if (cast)
             node.sources[1] = node;
         checkPlacement(node, buffers, what());
@@ -105,15 +116,19 @@ export function checkGraph(payload: Buffer, buffers: SessionBuffers, limits: Gra
         byId.set(tensor.id, node);
     }
 
-    const computed = new Set<bigint>();
-    const ops = new Map<AllowedOp, number>();
+    // The node list first, so that a contract sees every node in the server's order; then each node's contract, in
+    // that order: one may rely on an earlier node's having held.
     for (let index = 0; index < nodeCount; index++) {
         const id = payload.readBigUInt64LE(HEADER_BYTES + index * 8);
         const node = byId.get(id);
-        need(node !== undefined && !computed.has(id), 'ids', () => `node ${index} names tensor ${id}, which the graph lacks or lists twice`);
-        computed.add(id);
+        need(node !== undefined && node.position < 0, 'ids', () => `node ${index} names tensor ${id}, which the graph lacks or lists twice`);
+        node.position = index;
+        computed.push(node);
+    }
+    const ops = new Map<AllowedOp, number>();
+    for (const node of computed) {
         const op = opName(node.op) as AllowedOp;
-        OP_RULES[op](node, () => `node ${index} (${op}, "${rpcTensorName(payload, tensorsAt + node.index * RPC_TENSOR_BYTES)}")`);
+        OP_RULES[op](node, () => `node ${node.position} (${op}, "${rpcTensorName(payload, tensorsAt + node.index * RPC_TENSOR_BYTES)}")`);
         ops.set(op, (ops.get(op) ?? 0) + 1);
     }
     return {nodes: nodeCount, tensors: tensorCount, ops};

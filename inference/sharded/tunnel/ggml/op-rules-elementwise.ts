@@ -7,8 +7,8 @@
  * graphs give each op, which every backend supports.
  */
 import type {GraphNode} from './graph-check.js';
-import {GGML_UNARY_OP_NAMES, GgmlType} from './ggml-tables.js';
-import {type Contract, dims, elements, type OpRule, refusedUntilWritten, rule} from './op-rule-kit.js';
+import {GGML_TYPES, GGML_UNARY_OP_NAMES, GgmlOp, GgmlType} from './ggml-tables.js';
+import {type Contract, dims, elements, type OpRule, rule} from './op-rule-kit.js';
 import {CORE_OP_RULES} from './op-rules-core.js';
 
 const {F32, F16, BF16, I32} = GgmlType;
@@ -430,6 +430,123 @@ const topK = rule((c, node) => {
     c.unusedParams(0);
 });
 
+/**
+ * Expert weight types MUL_MAT_ID multiplies, MUL_MAT's (op-rules-core.ts): those with a CPU `vec_dot` and `to_float`,
+ * every quantized type but the activation ones (q8_1, q8_K), whose `vec_dot_type` blocks divide their own.
+ */
+const EXPERT_TYPES: number[] = [F32, F16, BF16, ...GGML_TYPES.flatMap((traits, type) =>
+    traits?.quantized && traits.name !== 'q8_1' && traits.name !== 'q8_K' ? [type] : [])];
+
+/**
+ * Most bytes of MUL_MAT_ID's row map (`ggml_graph_plan`: n_as × (8 per id read + 8 + a 64-byte cache line)), part of
+ * the work buffer the server allocates in one `new[]`, whose failure ends it. 512 experts (qwen3next's), 10 of them
+ * per token, in a batch of 8,192 tokens (llama.cpp's default is 512) need 336 MB.
+ */
+const EXPERT_MAP_LIMIT = 2n ** 29n;
+
+/**
+ * Most nodes between the ARGSORT or TOP_K that writes a MUL_MAT_ID's expert ids and the MUL_MAT_ID, whose every node
+ * is checked against the ids' bytes: this bounds that work (build_moe_ffn keeps them within a few dozen nodes).
+ */
+const IDS_DISTANCE_LIMIT = 1024;
+
+/** `GGML_TENSOR_FLAG_COMPUTE`: the CPU backend skips a node without it (ggml_graph_compute_thread). */
+const TENSOR_FLAG_COMPUTE = 16;
+
+/** Ops whose result is indices into each row of their source: every value in [0, source ne[0]). */
+const INDEX_SORTS: ReadonlySet<number> = new Set([GgmlOp.ARGSORT, GgmlOp.TOP_K]);
+
+/** Ops the backend skips (`ggml_op_is_empty`): their nodes name bytes and write none. */
+const WRITES_NOTHING: ReadonlySet<number> = new Set([GgmlOp.NONE, GgmlOp.RESHAPE, GgmlOp.TRANSPOSE, GgmlOp.VIEW, GgmlOp.PERMUTE]);
+
+/**
+ * The first node computed after `after` and before `before` that may write a byte of `tensor`'s: any node but a view
+ * op's, taken to write anywhere in its own `[data, data + nbytes)` (where every contract holds its kernel's writes:
+ * in-place and view results such as SET_ROWS', CPY's and SET's included). Addresses are the server's, so tensors of
+ * different buffers never meet.
+ */
+function writerBetween(after: GraphNode, before: GraphNode, tensor: GraphNode) {
+    const end = tensor.data + tensor.nbytes;
+    for (let position = after.position + 1; position < before.position; position++) {
+        const node = before.computed[position]!;
+        if (!WRITES_NOTHING.has(node.op) && node.data < end && tensor.data < node.data + node.nbytes)
+            return node;
+    }
+    return undefined;
+}
+
+/**
+ * MUL_MAT_ID's expert ids, which its kernel reads from tensor data and checks only with an `assert` (gone in release
+ * builds) before it files row (id, token) under expert ids[id, token] in its work buffer's map of n_as lists: a
+ * hostile id writes outside that map. So the ids must be values no peer chose, as llama.cpp's MoE graphs make them
+ * (build_moe_ffn's `ggml_argsort_top_k` of the router's probabilities, or `ggml_top_k`):
+ * 1. the result of an ARGSORT or TOP_K node (or a view of it) that the graph computes before this node (and flags for
+ *    computing: the backend skips a node without the flag), sorting rows no longer than n_as, so that each value it
+ *    writes is in [0, n_as). Each of its rows it writes whole, dense as ggml lays out a new tensor: every element;
+ * 2. read only where that sort wrote: whole aligned int32s, each row of ids within one sorted row, rows of ids a whole
+ *    number of sorted rows apart, and none past the sort's last row;
+ * 3. and rewritten by no node between the sort and this one (reads are harmless; nodes before the sort are overwritten
+ *    by it, nodes after this one come too late).
+ */
+function sortedIds(c: Contract, node: GraphNode, ids: GraphNode, experts: number) {
+    const sort = [ids, ids.view].find((tensor) => tensor !== undefined && INDEX_SORTS.has(tensor.op));
+    if (sort === undefined)
+        c.fail('sources', 'the expert ids are no ARGSORT\'s or TOP_K\'s result, nor a view of one: nothing bounds them');
+    c.need(sort.position >= 0 && sort.position < node.position, 'sources', 'the expert ids\' sort is not a node computed before this one');
+    c.need(node.position - sort.position <= IDS_DISTANCE_LIMIT, 'sources',
+        () => `the expert ids were sorted ${node.position - sort.position} nodes earlier (at most ${IDS_DISTANCE_LIMIT})`);
+    c.need((sort.flags & TENSOR_FLAG_COMPUTE) !== 0, 'sources', 'the expert ids\' sort is not flagged for computing: the backend would skip it');
+    // Its contract held (it runs earlier): an f32 source, an i32 result of ne[0] ≤ the source's.
+    const sorted = sort.sources[0]!.ne[0];
+    c.need(sorted <= experts, 'op-shape', () => `expert ids sorted out of rows of ${sorted} for ${experts} experts`);
+    dense(c, sort, 'the expert ids\' sort');
+
+    const row = BigInt(sort.ne[0]);
+    const offset = ids.data - sort.data;
+    c.need(ids.buffer === sort.buffer && offset >= 0n && offset % 4n === 0n && sort.data % 4n === 0n && ids.nb[0] === 4, 'view',
+        'the expert ids are not whole aligned int32s of their sort\'s result');
+    const first = offset / 4n;
+    const step = ids.ne[1] === 1 ? 0n : BigInt(ids.nb[1]);
+    c.need(step % (4n * row) === 0n, 'strides', () => `the expert ids' rows (stride ${ids.nb[1]}) are not whole sorted rows of ${row} apart`);
+    const last = first + BigInt(ids.ne[1] - 1) * (step / 4n) + BigInt(ids.ne[0]);
+    c.need(first % row + BigInt(ids.ne[0]) <= row && last <= BigInt(elements(sort)), 'view',
+        () => `the expert ids (${dims(ids)} at element ${first}) reach past what their sort wrote (${dims(sort)})`);
+
+    const writer = writerBetween(sort, node, ids);
+    c.need(writer === undefined, 'view', () => `node ${writer!.position} writes over the expert ids between their sort and this node`);
+}
+
+/**
+ * MUL_MAT_ID (`ggml_mul_mat_id`, `ggml_compute_forward_mul_mat_id`): for token t and slot i, expert ids[i, t]'s
+ * matrix of `as` times b's row (i mod b.ne[1], t), into the result's row (i, t). The kernel reads the ids as
+ * `sortedIds` holds them; it GGML_ASSERTs packed rows of experts, activations and result, and a result whose strides
+ * never shrink; it walks `as` by nb[1] and nb[2] (not transposed, as the builder asserts) and b by its strides, or
+ * converts b's f32 rows to the experts' `vec_dot_type` in its work buffer (GGML_ASSERT f32); its IQ panel path gets
+ * per-thread scratch by row length as MUL_MAT's. Types are those of llama.cpp's MoE layers: f32 activations.
+ */
+const mulMatId = rule((c, node) => {
+    const [as, b, ids] = c.all(3);
+    c.type(as!, 'the experts', ...EXPERT_TYPES);
+    c.type(b!, 'the activations', F32);
+    c.type(ids!, 'the expert ids', I32);
+    c.need(as!.ne[3] === 1 && b!.ne[3] === 1 && ids!.ne[2] === 1 && ids!.ne[3] === 1 && as!.ne[0] === b!.ne[0]
+        && ids!.ne[1] === b!.ne[2] && ids!.ne[0] % b!.ne[1] === 0, 'op-shape',
+    () => `cannot multiply experts ${dims(as!)} by ${dims(b!)} with ids ${dims(ids!)}`);
+    c.need(as!.nb[0] === as!.traits.typeSize && as!.nb[0] <= as!.nb[1], 'strides', 'the experts are transposed');
+    packed(c, b!, 'the activations');
+    result(c, node, F32, [as!.ne[1], ids!.ne[0], b!.ne[2], 1]);
+    packed(c, node, 'the result');
+    c.ordered(node, 'the result');
+    c.need(as!.ne[0] <= SCRATCH_ROW_LIMIT, 'op-shape', `rows of ${as!.ne[0]} elements`);
+    const experts = as!.ne[2];
+    c.need(BigInt(experts) * (8n * BigInt(ids!.ne[0]) * BigInt(ids!.ne[1]) + 72n) <= EXPERT_MAP_LIMIT, 'op-shape',
+        () => `${experts} experts for ${dims(ids!)} ids: a row map larger than ${EXPERT_MAP_LIMIT} bytes`);
+    // The kernel has read the ids by the time it writes, but llama.cpp never writes over them.
+    disjoint(c, node, ids!, 'the expert ids');
+    sortedIds(c, node, ids!, experts);
+    c.unusedParams(0);
+});
+
 /** `enum ggml_tri_type`: upper with diagonal, upper, lower with diagonal, lower. */
 const TRI_TYPES = [0, 1, 2, 3];
 
@@ -497,9 +614,7 @@ export const ELEMENTWISE_OP_RULES = {
     NORM: rowNorm,
     GROUP_NORM: groupNorm,
     L2_NORM: rowNorm,
-    // Refused: the kernel checks expert ids only with an `assert` (gone in release builds), and a hostile id writes
-    // outside its work buffer (ggml_compute_forward_mul_mat_id's row grouping); no shape rule can bound data.
-    MUL_MAT_ID: refusedUntilWritten,
+    MUL_MAT_ID: mulMatId,
     SCALE: scale,
     SET: set,
     DIAG: diag,
