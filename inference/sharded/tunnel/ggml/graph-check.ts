@@ -16,7 +16,8 @@ import {GgmlOp, opName} from './ggml-tables.js';
 import {type AllowedOp, isAllowedOp} from './op-allowlist.js';
 import {OP_RULES} from './op-rules.js';
 import {readRpcTensor, RPC_TENSOR_BYTES, rpcTensorName} from './rpc-tensor.js';
-import {checkPlacement, isContiguous, need, type SessionBuffers, shapeTensor, type ShapedTensor} from './tensor-check.js';
+import type {GraphNode} from './graph-node.js';
+import {checkPlacement, isContiguous, need, type SessionBuffers, shapeTensor} from './tensor-check.js';
 
 export interface GraphLimits {
     /** Computed nodes in one graph; defaults to 65,536 (llama.cpp's own graphs stay far below). */
@@ -35,25 +36,6 @@ export const graphLimitDefaults: Required<GraphLimits> = {
     maxTensors: 131_072,
     maxDepth: 8_192
 };
-
-/** A checked tensor of a graph, its sources and view source resolved. */
-export interface GraphNode extends ShapedTensor {
-    sources: (GraphNode | undefined)[],
-    view: GraphNode | undefined,
-    /** Sources only: 1 for a tensor without any. */
-    depth: number,
-    /** Its place in the graph's tensor list. */
-    index: number,
-    /** Bytes from its first byte to its buffer's end: what a kernel may read past its own bytes and stay in the session's memory. */
-    room: bigint,
-    /** Its place in the graph's node list, the order in which the server computes nodes; -1 when no node computes it. */
-    position: number,
-    /**
-     * The graph's computed nodes in that order (one list, shared by all its tensors): for contracts that depend on what
-     * other nodes compute before this one, or between two nodes.
-     */
-    computed: readonly GraphNode[]
-}
 
 export interface CheckedGraph {
     nodes: number,

@@ -3,7 +3,7 @@
  * these, as ggml's graph builders (ggml.c) and the backends' kernels state it, so that a rule reads like the code
  * it mirrors. A broken contract throws a `GraphCheckError`.
  */
-import type {GraphNode} from './graph-check.js';
+import type {GraphNode} from './graph-node.js';
 import {GGML_MAX_DIMS, GGML_MAX_SRC, typeName} from './ggml-tables.js';
 import {type GraphRule, GraphCheckError, isContiguousN, isContiguousRows} from './tensor-check.js';
 

@@ -4,7 +4,7 @@
  * the kernels' `assert`s, which release builds leave out. Types are those llama.cpp's graphs give each op, which
  * every backend supports.
  */
-import type {GraphNode} from './graph-check.js';
+import type {GraphNode} from './graph-node.js';
 import {GGML_GLU_OP_NAMES, GGML_MAX_DIMS, GGML_TYPES, GgmlType} from './ggml-tables.js';
 import {type Contract, dims, elements, rule} from './op-rule-kit.js';
 import {isContiguous} from './tensor-check.js';

@@ -6,7 +6,7 @@
  * walks rows, the types it reads and writes, the op_params it divides or loops by. Types are those llama.cpp's
  * graphs give each op, which every backend supports.
  */
-import type {GraphNode} from './graph-check.js';
+import type {GraphNode} from './graph-node.js';
 import {GGML_TYPES, GGML_UNARY_OP_NAMES, GgmlOp, GgmlType} from './ggml-tables.js';
 import {type Contract, dims, elements, type OpRule, rule} from './op-rule-kit.js';
 import {CORE_OP_RULES} from './op-rules-core.js';

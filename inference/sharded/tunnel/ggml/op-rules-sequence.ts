@@ -5,7 +5,7 @@
  * contract pins every shape a kernel reads by, and the packing it assumes; types are those llama.cpp's graphs give
  * each op (all f32 but the indexer's cached keys and its f16 mask).
  */
-import type {GraphNode} from './graph-check.js';
+import type {GraphNode} from './graph-node.js';
 import {GgmlType} from './ggml-tables.js';
 import {type Contract, dims, elements, type OpRule, refusedUntilWritten, rule} from './op-rule-kit.js';
 
