@@ -256,6 +256,13 @@ const attacks: Attack[] = [
             node!.op = 200;
             return [node!];
         }))},
+    {name: 'a GRAPH_COMPUTE larger than any graph the checks allow (it would be held whole)', rule: 'size', ended: /GRAPH_COMPUTE of 52428800 bytes, more than a graph of 65536 nodes/,
+        send: async (client) => {
+            const header = Buffer.alloc(9);
+            header[0] = RpcCommand.GRAPH_COMPUTE;
+            header.writeBigUInt64LE(50n * BigInt(MiB), 1);
+            client.stream.write(header);
+        }},
     {name: 'a source outside the graph', rule: 'sources', ended: /source 1 is not an earlier tensor/,
         send: (client, buffer) => client.graphCompute(graphOf(buffer, (g) => {
             const x = g.tensor({type: GgmlType.F32, ne: [64, 4]});

@@ -5,7 +5,7 @@
  * checks every tensor a request names and every graph, and allows GRAPH_RECOMPUTE only of an accepted graph.
  * Pure: it sees bytes, never sockets.
  */
-import {checkGraph, type GraphLimits} from './ggml/graph-check.js';
+import {checkGraph, type GraphLimits, graphLimitDefaults, graphPayloadBytes} from './ggml/graph-check.js';
 import {RPC_TENSOR_BYTES, readRpcTensor} from './ggml/rpc-tensor.js';
 import {checkPlacement, checkRegion, GraphCheckError, type GraphRule, type SessionBuffer, type SessionBuffers, shapeTensor} from './ggml/tensor-check.js';
 
@@ -89,7 +89,13 @@ export class RpcGuard implements SessionBuffers {
     /** Request bytes to hold back and check before any of the command is forwarded. */
     inspectBytes(command: number, payloadBytes: number) {
         const bytes = INSPECT_BYTES[command] ?? 0;
-        return bytes === 'all' ? payloadBytes : Math.min(bytes, payloadBytes);
+        if (bytes !== 'all')
+            return Math.min(bytes, payloadBytes);
+        // A graph is held whole before it is checked: no larger than the largest graph the checks allow.
+        const {maxNodes, maxTensors} = {...graphLimitDefaults, ...this.options.graphLimits};
+        if (payloadBytes > graphPayloadBytes(maxNodes, maxTensors))
+            this.refuse('size', `GRAPH_COMPUTE of ${payloadBytes} bytes, more than a graph of ${maxNodes} nodes and ${maxTensors} tensors takes`);
+        return payloadBytes;
     }
 
     /** Checks a request from its first `inspectBytes` bytes; throws a `GuardRefusal`; returns what its reply needs. */

@@ -398,7 +398,7 @@ export class RpcSession {
             throw new RpcViolation('bad-size', 'client', `sent ${name} with ${payloadBytes} payload bytes, not ${wanted}`);
         }
         this.payloadBytes = payloadBytes;
-        const guarded = this.hostGuard?.inspectBytes(this.command, payloadBytes) ?? 0;
+        const guarded = this.guarded(name, () => this.hostGuard?.inspectBytes(this.command, payloadBytes)) ?? 0;
         return {payloadBytes, inspectBytes: Math.max(requestInspectBytes(this.command, spec), guarded)};
     }
 
@@ -418,19 +418,23 @@ export class RpcSession {
         const bytes = spec.replyBytes === 'requested'
             ? this.payloadSize(prefix, GET_TENSOR_SIZE_OFFSET, 'client', `${name} requested size`)
             : spec.replyBytes;
-        let guarded: ReplyContext | undefined;
-        try {
-            guarded = this.hostGuard?.checkRequest(this.command, prefix, this.payloadBytes);
-        } catch (error) {
-            if (error instanceof GuardRefusal)
-                throw new RpcViolation('unsafe', 'client', `sent ${name} that breaks the ${error.rule} rule: ${error.message}`, error.rule);
-            throw error;
-        }
+        const guarded = this.guarded(name, () => this.hostGuard?.checkRequest(this.command, prefix, this.payloadBytes));
         if (bytes !== null)
             this.expected.push({command: this.command, bytes, device, ...(guarded && {guarded})});
         this.stats.commands[name]++;
         if (this.command === RpcCommand.GRAPH_COMPUTE || this.command === RpcCommand.GRAPH_RECOMPUTE)
             this.stats.graphComputes++;
+    }
+
+    /** Runs one of the guard's checks of the current request, its refusal a violation naming the rule. */
+    private guarded<T>(name: string, check: () => T): T {
+        try {
+            return check();
+        } catch (error) {
+            if (error instanceof GuardRefusal)
+                throw new RpcViolation('unsafe', 'client', `sent ${name} that breaks the ${error.rule} rule: ${error.message}`, error.rule);
+            throw error;
+        }
     }
 
     private beginReply() {

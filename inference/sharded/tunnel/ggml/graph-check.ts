@@ -75,7 +75,7 @@ export function checkGraph(payload: Buffer, buffers: SessionBuffers, limits: Gra
         const what = () => `tensor ${index} ("${rpcTensorName(payload, offset)}")`;
         need(tensor.id !== 0n && !byId.has(tensor.id), 'ids', () => `${what()} has id ${tensor.id}, which is 0 or taken`);
         need(isAllowedOp(tensor.op), 'op', () => `${what()} has op ${opName(tensor.op)}, which a host never runs for a peer`);
-        const shaped = shapeTensor(tensor, what());
+        const shaped = shapeTensor(tensor, what);
         const resolve = (id: bigint, role: string) => {
             if (id === 0n)
                 return undefined;
@@ -91,7 +91,7 @@ export function checkGraph(payload: Buffer, buffers: SessionBuffers, limits: Gra
         const node: GraphNode = Object.assign(shaped, {sources, view, depth, index, room: 0n, position: -1, computed});
         if (cast)
             node.sources[1] = node;
-        checkPlacement(node, buffers, what());
+        checkPlacement(node, buffers, what);
         const buffer = buffers.get(node.buffer)!;
         node.room = buffer.base! + buffer.size - node.data;
         checkView(node, what);

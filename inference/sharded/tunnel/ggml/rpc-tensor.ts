@@ -51,24 +51,38 @@ export interface RpcTensor {
     useCount: number
 }
 
+/** A u64 field; most are 0 (unused sources), read without making a bigint. */
+function u64(bytes: Buffer, at: number) {
+    const low = bytes.readUInt32LE(at);
+    const high = bytes.readUInt32LE(at + 4);
+    return low === 0 && high === 0 ? 0n : (BigInt(high) << 32n) | BigInt(low);
+}
+
+function u32x4(bytes: Buffer, at: number): Dims {
+    return [bytes.readUInt32LE(at), bytes.readUInt32LE(at + 4), bytes.readUInt32LE(at + 8), bytes.readUInt32LE(at + 12)];
+}
+
+/** Reads a tensor; a graph's are read by the hundred, once per new graph (docs/peer-protocol.md, "Graph checks"). */
 export function readRpcTensor(bytes: Buffer, offset = 0): RpcTensor {
-    const u32s = (at: number) => Array.from({length: GGML_MAX_DIMS}, (_, index) => bytes.readUInt32LE(offset + at + 4 * index)) as Dims;
     const opParams = new Int32Array(GGML_MAX_OP_PARAMS_I32);
     for (let index = 0; index < GGML_MAX_OP_PARAMS_I32; index++)
         opParams[index] = bytes.readInt32LE(offset + At.opParams + 4 * index);
+    const src: bigint[] = new Array(GGML_MAX_SRC);
+    for (let index = 0; index < GGML_MAX_SRC; index++)
+        src[index] = u64(bytes, offset + At.src + 8 * index);
     return {
-        id: bytes.readBigUInt64LE(offset + At.id),
+        id: u64(bytes, offset + At.id),
         type: bytes.readUInt32LE(offset + At.type),
-        buffer: bytes.readBigUInt64LE(offset + At.buffer),
-        ne: u32s(At.ne),
-        nb: u32s(At.nb),
+        buffer: u64(bytes, offset + At.buffer),
+        ne: u32x4(bytes, offset + At.ne),
+        nb: u32x4(bytes, offset + At.nb),
         op: bytes.readUInt32LE(offset + At.op),
         opParams,
         flags: bytes.readInt32LE(offset + At.flags),
-        src: Array.from({length: GGML_MAX_SRC}, (_, index) => bytes.readBigUInt64LE(offset + At.src + 8 * index)),
-        viewSrc: bytes.readBigUInt64LE(offset + At.viewSrc),
-        viewOffs: bytes.readBigUInt64LE(offset + At.viewOffs),
-        data: bytes.readBigUInt64LE(offset + At.data),
+        src,
+        viewSrc: u64(bytes, offset + At.viewSrc),
+        viewOffs: u64(bytes, offset + At.viewOffs),
+        data: u64(bytes, offset + At.data),
         useCount: bytes.readInt32LE(offset + At.useCount)
     };
 }

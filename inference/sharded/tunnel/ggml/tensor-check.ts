@@ -19,6 +19,13 @@ export class GraphCheckError extends Error {
     }
 }
 
+/** What a message calls a tensor: a name, or a function that makes it only when a message needs it. */
+export type Naming = string | (() => string);
+
+function named(what: Naming) {
+    return typeof what === 'string' ? what : what();
+}
+
 export function need(condition: boolean, rule: GraphRule, message: () => string): asserts condition {
     if (!condition)
         throw new GraphCheckError(rule, message());
@@ -49,16 +56,16 @@ const INT32_MAX = 2 ** 31 - 1;
  * least 1 (kernels divide by them) and its rows and row length within a C int, the first a whole number of blocks,
  * and for a quantized type blocks packed along it (ggml never views a quantized tensor otherwise).
  */
-export function shapeTensor(tensor: RpcTensor, what: string): ShapedTensor {
+export function shapeTensor(tensor: RpcTensor, what: Naming): ShapedTensor {
     const traits = GGML_TYPES[tensor.type] ?? null;
-    need(traits !== null, 'type', () => `${what} has type ${tensor.type}, which ggml does not have`);
-    need(tensor.ne.every((n) => n >= 1), 'shape', () => `${what} has an empty dimension (${tensor.ne.join(' × ')})`);
+    need(traits !== null, 'type', () => `${named(what)} has type ${tensor.type}, which ggml does not have`);
+    need(tensor.ne.every((n) => n >= 1), 'shape', () => `${named(what)} has an empty dimension (${tensor.ne.join(' × ')})`);
     // Kernels count a row's elements and a tensor's rows in C ints (`const int nr = ggml_nrows(src0)`, `int n`).
     need(tensor.ne.every((n) => n <= INT32_MAX) && tensor.ne[1] * tensor.ne[2] * tensor.ne[3] <= INT32_MAX, 'shape',
-        () => `${what} has more elements in a row or more rows than a C int counts (${tensor.ne.join(' × ')})`);
-    need(tensor.ne[0] % traits.blockSize === 0, 'shape', () => `${what}: ${tensor.ne[0]} elements are no whole number of ${typeName(tensor.type)} blocks`);
-    need(!traits.quantized || tensor.nb[0] === traits.typeSize, 'strides', () => `${what}: a ${typeName(tensor.type)} tensor's blocks must be packed along its first dimension`);
-    need(tensor.nb[0] >= 1, 'strides', () => `${what} has a zero stride`);
+        () => `${named(what)} has more elements in a row or more rows than a C int counts (${tensor.ne.join(' × ')})`);
+    need(tensor.ne[0] % traits.blockSize === 0, 'shape', () => `${named(what)}: ${tensor.ne[0]} elements are no whole number of ${typeName(tensor.type)} blocks`);
+    need(!traits.quantized || tensor.nb[0] === traits.typeSize, 'strides', () => `${named(what)}: a ${typeName(tensor.type)} tensor's blocks must be packed along its first dimension`);
+    need(tensor.nb[0] >= 1, 'strides', () => `${named(what)} has a zero stride`);
     return Object.assign(tensor, {traits, nbytes: nbytesOf(tensor.ne, tensor.nb, traits)});
 }
 
@@ -112,19 +119,19 @@ export function isContiguousRows(tensor: ShapedTensor) {
  * inside `[base, base + size)`. With `allowNone`, a tensor may name no buffer and no data (GET_ALLOC_SIZE asks
  * about tensors not placed yet).
  */
-export function checkPlacement(tensor: ShapedTensor, buffers: SessionBuffers, what: string, allowNone = false) {
+export function checkPlacement(tensor: ShapedTensor, buffers: SessionBuffers, what: Naming, allowNone = false) {
     if (tensor.buffer === 0n && allowNone) {
-        need(tensor.data === 0n, 'buffer', () => `${what} has data but no buffer`);
+        need(tensor.data === 0n, 'buffer', () => `${named(what)} has data but no buffer`);
         return;
     }
     const buffer = buffers.get(tensor.buffer);
-    need(buffer !== undefined, 'buffer', () => `${what} names a buffer this session did not allocate`);
-    need(buffer.base !== undefined, 'buffer', () => `${what} lies in a buffer whose base the client never asked for`);
+    need(buffer !== undefined, 'buffer', () => `${named(what)} names a buffer this session did not allocate`);
+    need(buffer.base !== undefined, 'buffer', () => `${named(what)} lies in a buffer whose base the client never asked for`);
     const end = tensor.data + tensor.nbytes;
     need(tensor.data >= buffer.base && end <= buffer.base + buffer.size, 'bounds',
-        () => `${what}'s ${tensor.nbytes} bytes reach outside its buffer of ${buffer.size}`);
+        () => `${named(what)}'s ${tensor.nbytes} bytes reach outside its buffer of ${buffer.size}`);
     // Overlapping strides could describe far more elements than bytes: kernels would loop for ever on a few bytes.
-    need(denseBytes(tensor) <= buffer.size, 'strides', () => `${what} describes ${tensor.ne.join(' × ')} elements, more than its buffer holds`);
+    need(denseBytes(tensor) <= buffer.size, 'strides', () => `${named(what)} describes ${tensor.ne.join(' × ')} elements, more than its buffer holds`);
 }
 
 /** Bytes of the tensor's elements packed densely. */
@@ -137,11 +144,11 @@ export function denseBytes(tensor: ShapedTensor) {
  * COPY_TENSOR the source's bytes in its destination): inside the buffer, which the server checks too, and inside
  * the tensor's own bytes, which it leaves to `ggml_backend_tensor_set`/`_get`'s GGML_ASSERT (the end of it).
  */
-export function checkRegion(tensor: ShapedTensor, buffers: SessionBuffers, offset: bigint, size: bigint, what: string) {
+export function checkRegion(tensor: ShapedTensor, buffers: SessionBuffers, offset: bigint, size: bigint, what: Naming) {
     const buffer = buffers.get(tensor.buffer);
-    need(buffer !== undefined && buffer.base !== undefined, 'buffer', () => `${what} names a buffer this session did not allocate`);
+    need(buffer !== undefined && buffer.base !== undefined, 'buffer', () => `${named(what)} names a buffer this session did not allocate`);
     const start = tensor.data + offset;
     need(start >= buffer.base && start + size <= buffer.base + buffer.size, 'bounds',
-        () => `${what} reaches outside its buffer (${size} bytes at offset ${offset})`);
-    need(offset + size <= tensor.nbytes, 'bounds', () => `${what} reaches outside its tensor's ${tensor.nbytes} bytes (${size} bytes at offset ${offset})`);
+        () => `${named(what)} reaches outside its buffer (${size} bytes at offset ${offset})`);
+    need(offset + size <= tensor.nbytes, 'bounds', () => `${named(what)} reaches outside its tensor's ${tensor.nbytes} bytes (${size} bytes at offset ${offset})`);
 }
