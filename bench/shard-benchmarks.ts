@@ -20,6 +20,9 @@ import {modelLayoutOf} from '../engine/model-files.js';
 import {prepareRpcServerDir, type RpcServerFiles} from '../engine/rpc/rpc-build.js';
 import {RpcServerHost} from '../engine/rpc/rpc-server-host.js';
 import {probeSandbox} from '../engine/rpc/rpc-sandbox.js';
+import {AllocationBudget, RpcGuard} from '../inference/sharded/tunnel/rpc-guard.js';
+import {RpcSession} from '../inference/sharded/tunnel/rpc-stream.js';
+import {captureStageSession, type RecordedRequest} from '../test/helpers/rpc-capture.js';
 import {guardedConnection} from '../test/helpers/rpc-lab.js';
 import type {GenerationRequest} from '../inference/inference-types.js';
 import {layerSplit} from '../inference/sharded/layer-split.js';
@@ -48,6 +51,8 @@ const MODEL: DemoModelOptions = {layers: 12, width: 768, headCount: 12, feedForw
  * five: the plan needs all three stages.
  */
 const STAGE_MEMORY = 100 * MiB;
+/** Replays of a recorded stage session through the host's codec, each way. */
+const REPLAYS = 5;
 /** Rpc servers started for the sandbox's start cost, each way. */
 const SANDBOX_STARTS = 10;
 /** Tokens streamed before the host is killed, one failover trial each: different points of the answer. */
@@ -216,6 +221,28 @@ async function startDirectPipeline(modelPath: string, files: RpcServerFiles, coo
             await Promise.all(endpoints.map((endpoint) => endpoint.close('done')));
         }
     };
+}
+
+/** Milliseconds the host's codec takes over a recorded session's requests and replies, with the guard or not. */
+function replayThroughCodec(session: RecordedRequest[], guarded: boolean) {
+    const guard = guarded ? new RpcGuard({budget: new AllocationBudget(2n ** 40n)}) : undefined;
+    const codec = new RpcSession(guard === undefined ? {} : {guard});
+    let ms = 0;
+    for (const request of session) {
+        const header = Buffer.alloc(9);
+        header[0] = request.command;
+        header.writeBigUInt64LE(BigInt(request.payload.length), 1);
+        const frame = Buffer.concat([header, request.payload]);
+        const started = performance.now();
+        codec.fromClient(frame);
+        ms += performance.now() - started;
+        if (request.reply !== undefined) {
+            const replyHeader = Buffer.alloc(8);
+            replyHeader.writeBigUInt64LE(BigInt(request.reply.length));
+            codec.fromServer(Buffer.concat([replyHeader, request.reply]));
+        }
+    }
+    return ms;
 }
 
 /** The coordinator's own two devices, on loopback. */
@@ -545,6 +572,20 @@ try {
     for (const daemon of daemons.splice(0))
         await daemon.stop('SIGKILL');
 
+    // validation cost, precisely: the first remote stage's session recorded as llama.cpp's client ran it, replayed
+    // through the host's codec with and without the guard on an otherwise idle process, alternately
+    process.stderr.write(`[guard] replaying a recorded stage session through the host's codec, with and without the guard\n`);
+    const recorded = await captureStageSession({model: MODEL, coordinatorLayers, stageLayers: stageLayers[0]!, parallel: 1, contextSize: CONTEXT,
+        tokens: MAX_TOKENS, flashAttention: 'auto'});
+    const replayMs = {guarded: [] as number[], plain: [] as number[]};
+    for (let round = 0; round < REPLAYS + 1; round++)
+        for (const way of ['plain', 'guarded'] as const) {
+            const ms = replayThroughCodec(recorded, way === 'guarded');
+            if (round > 0) // the first round warms the JIT
+                replayMs[way].push(ms);
+        }
+    const replayTokens = MAX_TOKENS;
+
     // the sandbox's start cost: a host's rpc server started in bubblewrap and not, alternately
     process.stderr.write(`[sandbox] ${SANDBOX_STARTS} starts each way\n`);
     const sandbox = await probeSandbox({launcherDir: TEST_RPC_DIR});
@@ -588,12 +629,20 @@ try {
             direct: {...overDirect, how: 'the anchor: an EngineSupervisor engine child in the bench process, TunnelEndpoints with the RPC codec (same memory rewrite, same split) joined by TCP to 3 local ggml-rpc-server processes (RpcServerHost); no HTTP in front',
                 placementMatches: directPlacement},
             guard: {
-                ...summarize(guardedRuns),
-                overDirectTokensPerSecond: round(summarize(guardedRuns).generationTokensPerSecond / overDirect.generationTokensPerSecond, 3),
-                msPerToken: round(guardMs / guardedTokens, 4),
-                fractionOfShardedTokenTime: round(guardMs / guardedTokens / overSwarm.msPerToken, 5),
-                target: '< 0.01 of the sharded token time',
-                how: 'the direct pipeline again, each remote stage\'s connection passing the host\'s codec and guard (hostFilter: buffers, budget, every tensor and graph checked) before its server, as a host serves a peer; msPerToken is the time spent in the host\'s codec and guard on the coordinator\'s bytes (prompt processing and weights included) over the tokens generated in the measured runs, against the Hyperswarm run\'s time per token; runs alternate with the direct and Hyperswarm ones'
+                validation: {
+                    msPerTokenPerStage: round((median(replayMs.guarded) - median(replayMs.plain)) / replayTokens, 4),
+                    codecMsPerTokenPerStage: round(median(replayMs.plain) / replayTokens, 4),
+                    fractionOfShardedTokenTime: round(stageLayers.length * (median(replayMs.guarded) - median(replayMs.plain)) / replayTokens / overSwarm.msPerToken, 5),
+                    target: '< 0.01 of the sharded token time',
+                    how: `the first remote stage's session as llama.cpp's client ran it (load, prompt and ${replayTokens} tokens, recorded both ways) replayed ${REPLAYS} times through the host's RPC codec with the guard (buffers, budget, every tensor and graph checked) and without, alternately, after a round that warms the JIT; the difference over the tokens, times the ${stageLayers.length} remote stages, against the Hyperswarm run's time per token`,
+                    replayMs: {guarded: replayMs.guarded.map((ms) => round(ms, 2)), plain: replayMs.plain.map((ms) => round(ms, 2))}
+                },
+                pipeline: {
+                    ...summarize(guardedRuns),
+                    overDirectTokensPerSecond: round(summarize(guardedRuns).generationTokensPerSecond / overDirect.generationTokensPerSecond, 3),
+                    codecAndGuardWallMsPerToken: round(guardMs / guardedTokens, 4),
+                    how: 'the direct pipeline again, each remote stage\'s connection passing the host\'s codec and guard before its server, as a host serves a peer, alternating with the direct and Hyperswarm runs; codecAndGuardWallMsPerToken is the wall time spent in the host\'s codec and guard on the coordinator\'s bytes over the tokens of the measured runs, both stages, on a machine whose 2 cores the engine and servers share at the same time'
+                }
             },
             sandbox: {
                 startMs: {sandboxed: round(median(startMs.sandboxed)), plain: round(median(startMs.plain)), sandboxedEach: startMs.sandboxed.map((ms) => round(ms)), plainEach: startMs.plain.map((ms) => round(ms))},
@@ -623,7 +672,7 @@ try {
     await mkdir(new URL('./results/', import.meta.url), {recursive: true});
     const out = new URL('./results/shard.json', import.meta.url);
     await writeFile(out, JSON.stringify(report, null, 2) + '\n');
-    process.stdout.write(JSON.stringify({ratios: report.results.ratios, guard: report.results.guard, sandbox: report.results.sandbox.startMs, roundTrips,
+    process.stdout.write(JSON.stringify({ratios: report.results.ratios, guard: {...report.results.guard.validation, replayMs: undefined}, sandbox: report.results.sandbox.startMs, roundTrips,
         failover: {...report.results.failover, trialsDetail: undefined}, bytesPerToken}, null, 2) + '\n');
     process.stderr.write(`wrote ${out.pathname}\n`);
 } finally {
