@@ -9,6 +9,9 @@ import {GGML_GLU_OP_NAMES, GGML_OP_NAMES, GGML_TYPES, GGML_UNARY_OP_NAMES, GgmlT
 import {ALLOWED_OPS} from '../inference/sharded/tunnel/ggml/op-allowlist.js';
 import {OP_RULES} from '../inference/sharded/tunnel/ggml/op-rules.js';
 import {f32, GraphBuilder, guardedConnection, labServer, RpcLabClient} from './helpers/rpc-lab.js';
+import {SeededRandom} from './helpers/seeded-random.js';
+import {AllocationBudget, RpcGuard} from '../inference/sharded/tunnel/rpc-guard.js';
+import {RpcCommand, RpcSession} from '../inference/sharded/tunnel/rpc-stream.js';
 import {testRpcBinaries} from './helpers/rpc-binaries.js';
 
 /**
@@ -83,4 +86,54 @@ test('a layer\'s graph passes the checks and the real server computes it; a CUST
     await t.throwsAsync(client.alive());
     t.regex(refused?.message ?? '', /op CUSTOM, which a host never runs/);
     t.deepEqual(exits, [], 'the server never saw it');
+});
+
+test('a graph arriving in chunks of any size is held whole, checked, and forwarded byte for byte', (t) => {
+    const random = new SeededRandom(7);
+    for (let round = 0; round < 20; round++) {
+        const session = new RpcSession({guard: new RpcGuard({budget: new AllocationBudget(2n ** 30n)})});
+        const frame = (command: number, payload: Buffer) => {
+            const header = Buffer.alloc(9);
+            header[0] = command;
+            header.writeBigUInt64LE(BigInt(payload.length), 1);
+            return Buffer.concat([header, payload]);
+        };
+        const reply = (payload: Buffer) => {
+            const header = Buffer.alloc(8);
+            header.writeBigUInt64LE(BigInt(payload.length));
+            return Buffer.concat([header, payload]);
+        };
+        // the buffer a server would give: handle 0x1000, 1 MiB at 0x7f0000000000
+        const buffer = {handle: 0x1000n, size: 1n << 20n, base: 0x7f00_0000_0000n};
+        session.fromClient(frame(RpcCommand.HELLO, Buffer.alloc(24)));
+        session.fromServer(reply(Buffer.from([6, 0, 0, 0, ...Buffer.alloc(24)])));
+        const alloc = Buffer.alloc(12);
+        alloc.writeBigUInt64LE(buffer.size, 4);
+        session.fromClient(frame(RpcCommand.ALLOC_BUFFER, alloc));
+        const allocated = Buffer.alloc(16);
+        allocated.writeBigUInt64LE(buffer.handle);
+        allocated.writeBigUInt64LE(buffer.size, 8);
+        session.fromServer(reply(allocated));
+        const base = Buffer.alloc(8);
+        base.writeBigUInt64LE(buffer.handle);
+        session.fromClient(frame(RpcCommand.BUFFER_GET_BASE, base));
+        const based = Buffer.alloc(8);
+        based.writeBigUInt64LE(buffer.base);
+        session.fromServer(reply(based));
+        const g = new GraphBuilder(buffer);
+        let x = g.tensor({type: F32, ne: [64, 4]});
+        const nodes = [];
+        for (let layer = 0; layer < 1 + random.int(0, 40); layer++) {
+            x = g.tensor({type: F32, ne: [64, 4], op: 'RMS_NORM', src: [x], params: [f32(1e-5)]});
+            nodes.push(x);
+        }
+        const bytes = frame(RpcCommand.GRAPH_COMPUTE, g.graph(nodes));
+        const out: Uint8Array[] = [];
+        for (let at = 0; at < bytes.length;) {
+            const end = Math.min(bytes.length, at + 1 + random.int(0, random.chance(0.5) ? 16 : 4096));
+            out.push(...session.fromClient(bytes.subarray(at, end)));
+            at = end;
+        }
+        t.deepEqual(Buffer.concat(out), bytes);
+    }
 });

@@ -243,12 +243,12 @@ class FrameSplitter {
             }
             if (this.held === 0)
                 this.handler.begin(chunk[at]!);
-            if (this.wanted > this.head.length) { // a graph, held whole
-                const grown = Buffer.allocUnsafe(this.wanted);
+            const end = Math.min(chunk.length, at + this.wanted - this.held);
+            if (this.held + end - at > this.head.length) { // a graph, held whole: room as its bytes arrive, not as claimed
+                const grown = Buffer.allocUnsafe(Math.min(this.wanted, Math.max(2 * this.head.length, this.held + end - at)));
                 this.head.copy(grown, 0, 0, this.held);
                 this.head = grown;
             }
-            const end = Math.min(chunk.length, at + this.wanted - this.held);
             this.head.set(chunk.subarray(at, end), this.held);
             this.held += end - at;
             at = end;
