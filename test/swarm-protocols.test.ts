@@ -119,7 +119,9 @@ test('a requester that stops reading loses its job; the provider never buffers m
     const served = once(provider, 'served') as Promise<[ServedJob]>;
     let received = 0;
     const job = requester.generate(providerNode.id, {kind: 'completion', model: 'm', prompt: 'go', sampling: {temperature: 0, stop: [], responseFormat: {type: 'text'}}}, {
-        deadlines: {firstTokenMs: 30_000, tokenMs: 30_000}, modelBytes: 1000, tokenCap: 1_000_000,
+        // The requester's own stall detector is kept out of the way (its floor follows the first chunk's pace down to
+        // 1.5 s, and it would cancel the job first when the network's buffers take longer than that to fill).
+        deadlines: {firstTokenMs: 30_000, tokenMs: 30_000, stall: {floorMs: 30_000}}, modelBytes: 1000, tokenCap: 1_000_000,
         onText: () => {
             // The requester's process stops reading from the network after the first chunk (frozen, or swamped).
             if (++received === 1)
