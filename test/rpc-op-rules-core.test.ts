@@ -1016,7 +1016,7 @@ const HOSTILE: [string, (g: GraphBuilder) => RpcTensor[], RegExp][] = [
     }, /rows of 7 elements/]
 ];
 
-test('graphs that once passed the checks and ended a server (GGML_ASSERT, GGML_ABORT, SIGFPE, SIGSEGV, a hang, bad_alloc) are refused', (t) => {
+test.serial('graphs that once passed the checks and ended a server (GGML_ASSERT, GGML_ABORT, SIGFPE, SIGSEGV, a hang, bad_alloc) are refused', (t) => {
     const buffers = {get: (handle: bigint) => handle === CHECKED_ONLY.handle ? CHECKED_ONLY : undefined};
     for (const [what, build, reason] of HOSTILE) {
         const g = new GraphBuilder(CHECKED_ONLY);
@@ -1026,7 +1026,7 @@ test('graphs that once passed the checks and ended a server (GGML_ASSERT, GGML_A
     }
 });
 
-test('a GET_TENSOR or SET_TENSOR region must lie in the tensor, not just its buffer (ggml_backend_tensor_get\'s GGML_ASSERT ended the server)', (t) => {
+test.serial('a GET_TENSOR or SET_TENSOR region must lie in the tensor, not just its buffer (ggml_backend_tensor_get\'s GGML_ASSERT ended the server)', (t) => {
     const buffers = {get: (handle: bigint) => handle === CHECKED_ONLY.handle ? CHECKED_ONLY : undefined};
     const g = new GraphBuilder(CHECKED_ONLY);
     const tensor = shapeTensor(g.tensor({type: F16, ne: [64, 3]}), 'the tensor');
@@ -1036,7 +1036,7 @@ test('a GET_TENSOR or SET_TENSOR region must lie in the tensor, not just its buf
     t.throws(() => checkRegion(tensor, buffers, 384n, 2n, 'SET_TENSOR'), {message: /outside its tensor's 384 bytes/});
 });
 
-test('the contiguity predicates the rules use are ggml\'s own: ggml_is_contiguous_0/1/2 and _rows of the libggml-base the server loads', async (t) => {
+test.serial('the contiguity predicates the rules use are ggml\'s own: ggml_is_contiguous_0/1/2 and _rows of the libggml-base the server loads', async (t) => {
     const files = await prepareRpcServerDir(await testRpcBinaries());
     const lib = koffi.load(join(files.serverPath, '..', 'libggml-base.so.0'));
     // struct ggml_tensor begins: enum ggml_type type; (padding); buffer pointer; int64_t ne[4]; size_t nb[4].

@@ -102,7 +102,7 @@ async function realistic(t: ExecutionContext, build: (g: GraphBuilder) => Realis
     t.deepEqual(exits, []);
 }
 
-test('ADD_ID as a MoE expert bias (llama-graph.cpp): each token\'s rows get the biases of its experts, picked by argsort_top_k in the graph', async (t) => {
+test.serial('ADD_ID as a MoE expert bias (llama-graph.cpp): each token\'s rows get the biases of its experts, picked by argsort_top_k in the graph', async (t) => {
     const [nFf, nUsed, nTokens, nExperts] = [16, 2, 3, 4];
     const x = wave(nFf * nUsed * nTokens);
     const bias = wave(nFf * nExperts, 1);
@@ -132,7 +132,7 @@ for (const [op, reference, positive] of [
     ['SQRT', Math.sqrt, true],
     ['LOG', Math.log, true]
 ] as const) {
-    test(`${op} of activations (gemma3n's ggml_sqrt(ggml_sum_rows(ggml_sqr(x))), a sampler's log): element by element`, async (t) => {
+    test.serial(`${op} of activations (gemma3n's ggml_sqrt(ggml_sum_rows(ggml_sqr(x))), a sampler's log): element by element`, async (t) => {
         const x = wave(64 * 3).map((value) => positive ? Math.abs(value) + 0.01 : value);
         await realistic(t, (g) => {
             const a = g.tensor({type: F32, ne: [64, 3]});
@@ -141,7 +141,7 @@ for (const [op, reference, positive] of [
     });
 }
 
-test('SUM of a sampler\'s mask (llama-sampler.cpp\'s ggml_sum): one f32', async (t) => {
+test.serial('SUM of a sampler\'s mask (llama-sampler.cpp\'s ggml_sum): one f32', async (t) => {
     const x = wave(100);
     await realistic(t, (g) => {
         const a = g.tensor({type: F32, ne: [100]});
@@ -150,7 +150,7 @@ test('SUM of a sampler\'s mask (llama-sampler.cpp\'s ggml_sum): one f32', async 
 });
 
 for (const op of ['SUM_ROWS', 'MEAN'] as const) {
-    test(`${op} of [64, 3, 2] activations (deepseek32's indexer scores, gemma3n's mean): one value per row`, async (t) => {
+    test.serial(`${op} of [64, 3, 2] activations (deepseek32's indexer scores, gemma3n's mean): one value per row`, async (t) => {
         const x = wave(64 * 6);
         await realistic(t, (g) => {
             const a = g.tensor({type: F32, ne: [64, 3, 2]});
@@ -160,7 +160,7 @@ for (const op of ['SUM_ROWS', 'MEAN'] as const) {
     });
 }
 
-test('CUMSUM of a delta-net chunk\'s gates (ggml_cumsum of a cont\'d transpose): running sums per row', async (t) => {
+test.serial('CUMSUM of a delta-net chunk\'s gates (ggml_cumsum of a cont\'d transpose): running sums per row', async (t) => {
     const x = wave(8 * 4);
     await realistic(t, (g) => {
         const a = g.tensor({type: F32, ne: [8, 4]});
@@ -169,7 +169,7 @@ test('CUMSUM of a delta-net chunk\'s gates (ggml_cumsum of a cont\'d transpose):
         x.slice(index - (index % 8), index + 1).reduce((sum, value) => sum + value, 0)), 'CUMSUM'));
 });
 
-test('ARGMAX of logits [100, 3] (a greedy sampler, dflash\'s draft chain): each row\'s best index', async (t) => {
+test.serial('ARGMAX of logits [100, 3] (a greedy sampler, dflash\'s draft chain): each row\'s best index', async (t) => {
     const x = wave(300, 0.3);
     await realistic(t, (g) => {
         const a = g.tensor({type: F32, ne: [100, 3]});
@@ -180,7 +180,7 @@ test('ARGMAX of logits [100, 3] (a greedy sampler, dflash\'s draft chain): each 
     })));
 });
 
-test('REPEAT as ggml_repeat_4d (gemma3n\'s altup, deepseek2\'s k_pe over heads): the source tiled', async (t) => {
+test.serial('REPEAT as ggml_repeat_4d (gemma3n\'s altup, deepseek2\'s k_pe over heads): the source tiled', async (t) => {
     const x = wave(16 * 3);
     await realistic(t, (g) => {
         const a = g.tensor({type: F32, ne: [16, 1, 3]});
@@ -189,7 +189,7 @@ test('REPEAT as ggml_repeat_4d (gemma3n\'s altup, deepseek2\'s k_pe over heads):
         x[(index % 16) + 16 * Math.floor(index / 64)]!), 'REPEAT'));
 });
 
-test('CONCAT of q_nope and a strided q_pe along dim 0 (deepseek2\'s MLA): [12 + 4, heads, tokens]', async (t) => {
+test.serial('CONCAT of q_nope and a strided q_pe along dim 0 (deepseek2\'s MLA): [12 + 4, heads, tokens]', async (t) => {
     const nope = wave(12 * 4 * 3);
     const pe = wave(8 * 4 * 3, 2);
     await realistic(t, (g) => {
@@ -209,7 +209,7 @@ function normalize(values: number[], eps: number) {
     return values.map((value) => (value - mean) / Math.sqrt(variance + eps));
 }
 
-test('NORM of [64, 3] (build_norm\'s LLM_NORM): each row to mean 0, variance 1', async (t) => {
+test.serial('NORM of [64, 3] (build_norm\'s LLM_NORM): each row to mean 0, variance 1', async (t) => {
     const x = wave(64 * 3, 0, 3);
     await realistic(t, (g) => {
         const a = g.tensor({type: F32, ne: [64, 3]});
@@ -217,7 +217,7 @@ test('NORM of [64, 3] (build_norm\'s LLM_NORM): each row to mean 0, variance 1',
     }, (bytes) => close(t, readFloats(bytes), [0, 1, 2].flatMap((row) => normalize(x.slice(row * 64, row * 64 + 64), 1e-5)), 'NORM', 1e-3));
 });
 
-test('GROUP_NORM as wavtokenizer\'s posnet builds it: [length, 1, channels] in 4 groups of channels', async (t) => {
+test.serial('GROUP_NORM as wavtokenizer\'s posnet builds it: [length, 1, channels] in 4 groups of channels', async (t) => {
     const [length, channels, groups] = [10, 8, 4];
     const x = wave(length * channels, 0, 2);
     await realistic(t, (g) => {
@@ -229,7 +229,7 @@ test('GROUP_NORM as wavtokenizer\'s posnet builds it: [length, 1, channels] in 4
     });
 });
 
-test('L2_NORM of q [16, 4, 3] (bailingmoe3\'s delta-net q and k): each row to unit length', async (t) => {
+test.serial('L2_NORM of q [16, 4, 3] (bailingmoe3\'s delta-net q and k): each row to unit length', async (t) => {
     const x = wave(16 * 12, 0, 2);
     await realistic(t, (g) => {
         const a = g.tensor({type: F32, ne: [16, 4, 3]});
@@ -241,7 +241,7 @@ test('L2_NORM of q [16, 4, 3] (bailingmoe3\'s delta-net q and k): each row to un
     }).flat(), 'L2_NORM'));
 });
 
-test('SCALE (ggml_scale of kq) and ggml_scale_bias (a sampler\'s 1 - cdf): a·s + b', async (t) => {
+test.serial('SCALE (ggml_scale of kq) and ggml_scale_bias (a sampler\'s 1 - cdf): a·s + b', async (t) => {
     const x = wave(32 * 4);
     await realistic(t, (g) => {
         const a = g.tensor({type: F32, ne: [32, 4]});
@@ -250,7 +250,7 @@ test('SCALE (ggml_scale of kq) and ggml_scale_bias (a sampler\'s 1 - cdf): a·s 
     }, (bytes) => close(t, readFloats(bytes), x.map((value) => 0.9 - value * 0.125), 'SCALE'));
 });
 
-test('SET as ggml_set_1d (chameleon\'s image logits) and ggml_set_inplace (delta-net\'s output chunks)', async (t) => {
+test.serial('SET as ggml_set_1d (chameleon\'s image logits) and ggml_set_inplace (delta-net\'s output chunks)', async (t) => {
     const logits = wave(40);
     const image = wave(8, 3);
     const v = wave(8 * 4 * 3, 1);
@@ -266,7 +266,7 @@ test('SET as ggml_set_1d (chameleon\'s image logits) and ggml_set_inplace (delta
     }, (bytes) => close(t, readFloats(bytes), v.map((value, index) => index >= 64 ? chunk[index - 64]! : value), 'SET in place'));
 });
 
-test('FILL then DIAG as delta-net builds its identity (ggml_diag(ggml_fill(ggml_view_1d(attn, CS, 0), 1)))', async (t) => {
+test.serial('FILL then DIAG as delta-net builds its identity (ggml_diag(ggml_fill(ggml_view_1d(attn, CS, 0), 1)))', async (t) => {
     const cs = 8;
     await realistic(t, (g) => {
         const attn = g.tensor({type: F32, ne: [cs, cs, 2]});
@@ -276,14 +276,14 @@ test('FILL then DIAG as delta-net builds its identity (ggml_diag(ggml_fill(ggml_
     }, (bytes) => close(t, readFloats(bytes), Array.from({length: cs * cs}, (_, index) => index % (cs + 1) === 0 ? 1 : 0), 'identity'));
 });
 
-test('FILL of a mask with -inf (llama-graph.cpp\'s kq_mask_all), f16', async (t) => {
+test.serial('FILL of a mask with -inf (llama-graph.cpp\'s kq_mask_all), f16', async (t) => {
     await realistic(t, (g) => {
         const mask = g.tensor({type: F16, ne: [32, 4]});
         return {nodes: [g.tensor({type: F16, ne: [32, 4], op: 'FILL', src: [mask], params: [f32(-Infinity)]})], inputs: []};
     }, (bytes) => t.true(Array.from({length: 128}, (_, index) => bytes.readUInt16LE(2 * index)).every((bits) => bits === 0xfc00)));
 });
 
-test('ROPE_BACK undoes ROPE as deepseek4 de-ropes its attention output (NeoX, 8 of 32 dims rotated after 24)', async (t) => {
+test.serial('ROPE_BACK undoes ROPE as deepseek4 de-ropes its attention output (NeoX, 8 of 32 dims rotated after 24)', async (t) => {
     const [width, heads, tokens] = [32, 2, 3];
     const x = wave(width * heads * tokens);
     const params = [0, 8, 2, 0, 4096, f32(10000), f32(1), f32(0), f32(1), f32(32), f32(1), 0, 0, 0, 0, 24];
@@ -296,7 +296,7 @@ test('ROPE_BACK undoes ROPE as deepseek4 de-ropes its attention output (NeoX, 8 
     }, (bytes) => close(t, readFloats(bytes), x, 'ROPE_BACK ∘ ROPE', 1e-3));
 });
 
-test('CLAMP as llama-graph.cpp uses it: qkv to ±limit, a weight sum to [6.1e-5, inf)', async (t) => {
+test.serial('CLAMP as llama-graph.cpp uses it: qkv to ±limit, a weight sum to [6.1e-5, inf)', async (t) => {
     const x = wave(48 * 3, 0, 2);
     await realistic(t, (g) => {
         const a = g.tensor({type: F32, ne: [48, 3]});
@@ -305,7 +305,7 @@ test('CLAMP as llama-graph.cpp uses it: qkv to ±limit, a weight sum to [6.1e-5,
     }, (bytes) => close(t, readFloats(bytes), x.map((value) => Math.max(Math.fround(6.103515625e-5), Math.min(0.5, Math.max(-0.5, value)))), 'CLAMP'));
 });
 
-test('IM2COL as wavtokenizer\'s ggml_conv_1d_ph builds it: an f16 kernel [3, 4, 5] over [10, 4], padding 1, into f16', async (t) => {
+test.serial('IM2COL as wavtokenizer\'s ggml_conv_1d_ph builds it: an f16 kernel [3, 4, 5] over [10, 4], padding 1, into f16', async (t) => {
     const [k, channels, length] = [3, 4, 10];
     const x = wave(length * channels);
     await realistic(t, (g) => {
@@ -321,7 +321,7 @@ test('IM2COL as wavtokenizer\'s ggml_conv_1d_ph builds it: an f16 kernel [3, 4, 
         }), 'IM2COL', 2e-3));
 });
 
-test('POOL_2D as minimax-m3 builds its block scores: max over blocks of 4 along the keys', async (t) => {
+test.serial('POOL_2D as minimax-m3 builds its block scores: max over blocks of 4 along the keys', async (t) => {
     const [keys, heads, seqs, block] = [16, 2, 2, 4];
     const x = wave(keys * heads * seqs, 0, 3);
     await realistic(t, (g) => {
@@ -331,7 +331,7 @@ test('POOL_2D as minimax-m3 builds its block scores: max over blocks of 4 along 
         Math.max(...x.slice(index * block, index * block + block))), 'POOL_2D'));
 });
 
-test('PAD as llama-graph.cpp pads the logits (ggml_pad(t_logits, 0, 1, 0, 0)) and delta-net pads q (ggml_pad_ext)', async (t) => {
+test.serial('PAD as llama-graph.cpp pads the logits (ggml_pad(t_logits, 0, 1, 0, 0)) and delta-net pads q (ggml_pad_ext)', async (t) => {
     const x = wave(10 * 3);
     await realistic(t, (g) => {
         const a = g.tensor({type: F32, ne: [10, 3]});
@@ -343,12 +343,12 @@ test('PAD as llama-graph.cpp pads the logits (ggml_pad(t_logits, 0, 1, 0, 0)) an
     }), 'PAD'));
 });
 
-test('ARANGE as minimax-m3 numbers a block (ggml_arange(0, blk, 1))', async (t) => {
+test.serial('ARANGE as minimax-m3 numbers a block (ggml_arange(0, blk, 1))', async (t) => {
     await realistic(t, (g) => ({nodes: [g.tensor({type: F32, ne: [8], op: 'ARANGE', params: [f32(0), f32(8), f32(1)]})], inputs: []}),
         (bytes) => t.deepEqual(readFloats(bytes), [0, 1, 2, 3, 4, 5, 6, 7]));
 });
 
-test('ARGSORT of a sampler\'s logits, descending (llama-sampler.cpp\'s ggml_argsort)', async (t) => {
+test.serial('ARGSORT of a sampler\'s logits, descending (llama-sampler.cpp\'s ggml_argsort)', async (t) => {
     const logits = wave(20, 0.5);
     await realistic(t, (g) => {
         const a = g.tensor({type: F32, ne: [20]});
@@ -356,7 +356,7 @@ test('ARGSORT of a sampler\'s logits, descending (llama-sampler.cpp\'s ggml_args
     }, (bytes) => t.deepEqual(readInts(bytes), logits.map((_, index) => index).sort((a, b) => logits[b]! - logits[a]!)));
 });
 
-test('TOP_K of logits [50, 2] (a backend top-k sampler, deepseek32\'s indexer): the k best of each row', async (t) => {
+test.serial('TOP_K of logits [50, 2] (a backend top-k sampler, deepseek32\'s indexer): the k best of each row', async (t) => {
     const x = wave(100, 0.2);
     await realistic(t, (g) => {
         const a = g.tensor({type: F32, ne: [50, 2]});
@@ -371,7 +371,7 @@ test('TOP_K of logits [50, 2] (a backend top-k sampler, deepseek32\'s indexer): 
     });
 });
 
-test('TRI as delta-net masks a chunk (ggml_tri(kb, GGML_TRI_TYPE_LOWER)) on [8, 8, 2]', async (t) => {
+test.serial('TRI as delta-net masks a chunk (ggml_tri(kb, GGML_TRI_TYPE_LOWER)) on [8, 8, 2]', async (t) => {
     const x = wave(128);
     await realistic(t, (g) => {
         const a = g.tensor({type: F32, ne: [8, 8, 2]});
@@ -400,7 +400,7 @@ const unaryReferences = new Map<string, (v: number) => number>([
     ['ROUND', Math.round], ['TRUNC', Math.trunc]
 ]);
 
-test('UNARY: each op of GGML_UNARY_OP_NAMES on [32, 2] activations, in one graph, to a JS reference', async (t) => {
+test.serial('UNARY: each op of GGML_UNARY_OP_NAMES on [32, 2] activations, in one graph, to a JS reference', async (t) => {
     const x = wave(64, 0, 4);
     const nodes = new Map<string, RpcTensor>();
     await realistic(t, (g) => {
@@ -627,7 +627,7 @@ function describe(tensors: RpcTensor[], nodeId: bigint) {
  */
 function property(op: GgmlOpName, seed: number, plan: (r: Rng) => Plan,
     {cases = 200, minAccepted = 40, minRefused = 20, dataChecks = [] as string[]} = {}) {
-    test(`${op}: ${cases} seeded random nodes, each refused with a rule or computed by a server with no guard that lives`, async (t) => {
+    test.serial(`${op}: ${cases} seeded random nodes, each refused with a rule or computed by a server with no guard that lives`, async (t) => {
         const start = async () => {
             const lab = await labServer(t, 2);
             const client = new RpcLabClient(directConnection(lab.port));
@@ -898,7 +898,7 @@ function refuses(t: ExecutionContext, rule: GraphRule, build: (g: GraphBuilder) 
         t.regex(error?.message ?? '', message);
 }
 
-test('ADD_ID refuses f16 operands (the kernel aborts), ids that do not match the rows, and an unpacked result row', (t) => {
+test.serial('ADD_ID refuses f16 operands (the kernel aborts), ids that do not match the rows, and an unpacked result row', (t) => {
     const node = ({type = F32 as number, idsNe = [2, 3]} = {}) => (g: GraphBuilder) => g.tensor({type: F32, ne: [16, 2, 3], op: 'ADD_ID',
         src: [g.tensor({type, ne: [16, 2, 3]}), g.tensor({type, ne: [16, 4]}), g.tensor({type: I32, ne: idsNe})]});
     accepts(t, node());
@@ -918,7 +918,7 @@ test('ADD_ID refuses f16 operands (the kernel aborts), ids that do not match the
     }, /overlaps the ids/);
 });
 
-test('SQR, SQRT, LOG refuse a result of another type (the kernel aborts on the pair) or shape, and rows that are not packed', (t) => {
+test.serial('SQR, SQRT, LOG refuse a result of another type (the kernel aborts on the pair) or shape, and rows that are not packed', (t) => {
     for (const op of ['SQR', 'SQRT', 'LOG'] as const) {
         accepts(t, (g) => g.tensor({type: F16, ne: [8, 2], op, src: [g.tensor({type: F16, ne: [8, 2]})]}));
         refuses(t, 'op-type', (g) => g.tensor({type: F32, ne: [8, 2], op, src: [g.tensor({type: F16, ne: [8, 2]})]}));
@@ -931,7 +931,7 @@ test('SQR, SQRT, LOG refuse a result of another type (the kernel aborts on the p
     }
 });
 
-test('SUM refuses an f16 result of an f32 sum (the kernel writes 4 bytes into 2) and a strided source (read as an array: an assert only)', (t) => {
+test.serial('SUM refuses an f16 result of an f32 sum (the kernel writes 4 bytes into 2) and a strided source (read as an array: an assert only)', (t) => {
     accepts(t, (g) => g.tensor({type: F32, ne: [1], op: 'SUM', src: [g.tensor({type: F32, ne: [100]})]}));
     refuses(t, 'op-type', (g) => g.tensor({type: F16, ne: [1], op: 'SUM', src: [g.tensor({type: F32, ne: [100]})]}));
     refuses(t, 'strides', (g) => {
@@ -940,7 +940,7 @@ test('SUM refuses an f16 result of an f32 sum (the kernel writes 4 bytes into 2)
     });
 });
 
-test('SUM_ROWS and MEAN refuse a result with fewer or more rows than the source (MEAN\'s shape checks are asserts)', (t) => {
+test.serial('SUM_ROWS and MEAN refuse a result with fewer or more rows than the source (MEAN\'s shape checks are asserts)', (t) => {
     for (const op of ['SUM_ROWS', 'MEAN'] as const) {
         accepts(t, (g) => g.tensor({type: F32, ne: [1, 3, 2], op, src: [g.tensor({type: F32, ne: [64, 3, 2]})]}));
         refuses(t, 'op-shape', (g) => g.tensor({type: F32, ne: [1, 2, 2], op, src: [g.tensor({type: F32, ne: [64, 3, 2]})]}));
@@ -949,25 +949,25 @@ test('SUM_ROWS and MEAN refuse a result with fewer or more rows than the source 
     }
 });
 
-test('CUMSUM refuses another shape and f16 (the kernel aborts)', (t) => {
+test.serial('CUMSUM refuses another shape and f16 (the kernel aborts)', (t) => {
     accepts(t, (g) => g.tensor({type: F32, ne: [8, 4], op: 'CUMSUM', src: [g.tensor({type: F32, ne: [8, 4]})]}));
     refuses(t, 'op-shape', (g) => g.tensor({type: F32, ne: [9, 4], op: 'CUMSUM', src: [g.tensor({type: F32, ne: [8, 4]})]}));
     refuses(t, 'op-type', (g) => g.tensor({type: F16, ne: [8, 4], op: 'CUMSUM', src: [g.tensor({type: F16, ne: [8, 4]})]}));
 });
 
-test('ARGMAX refuses a 3-D source (the kernel walks ne[1] rows only) and a result shorter than the rows (written past its end)', (t) => {
+test.serial('ARGMAX refuses a 3-D source (the kernel walks ne[1] rows only) and a result shorter than the rows (written past its end)', (t) => {
     accepts(t, (g) => g.tensor({type: I32, ne: [3], op: 'ARGMAX', src: [g.tensor({type: F32, ne: [100, 3]})]}));
     refuses(t, 'op-shape', (g) => g.tensor({type: I32, ne: [3], op: 'ARGMAX', src: [g.tensor({type: F32, ne: [100, 3, 2]})]}));
     refuses(t, 'op-shape', (g) => g.tensor({type: I32, ne: [2], op: 'ARGMAX', src: [g.tensor({type: F32, ne: [100, 3]})]}));
 });
 
-test('REPEAT refuses a result of another type (the kernel copies source-sized elements) and one the source does not tile', (t) => {
+test.serial('REPEAT refuses a result of another type (the kernel copies source-sized elements) and one the source does not tile', (t) => {
     accepts(t, (g) => g.tensor({type: F16, ne: [16, 4, 3], op: 'REPEAT', src: [g.tensor({type: F16, ne: [16, 1, 3]})]}));
     refuses(t, 'op-type', (g) => g.tensor({type: F32, ne: [16, 4, 3], op: 'REPEAT', src: [g.tensor({type: F16, ne: [16, 1, 3]})]}));
     refuses(t, 'op-shape', (g) => g.tensor({type: F16, ne: [16, 4, 4], op: 'REPEAT', src: [g.tensor({type: F16, ne: [16, 1, 3]})]}));
 });
 
-test('CONCAT refuses dimension 4, sources that differ outside the dimension (read past the second), and mixed types', (t) => {
+test.serial('CONCAT refuses dimension 4, sources that differ outside the dimension (read past the second), and mixed types', (t) => {
     const node = ({dim = 0, bNe = [4, 4, 3], bType = F32 as number} = {}) => (g: GraphBuilder) => g.tensor({type: F32, ne: [16, 4, 3], op: 'CONCAT',
         src: [g.tensor({type: F32, ne: [12, 4, 3]}), g.tensor({type: bType, ne: bNe})], params: [dim]});
     accepts(t, node());
@@ -977,7 +977,7 @@ test('CONCAT refuses dimension 4, sources that differ outside the dimension (rea
     refuses(t, 'op-type', node({bType: F16}));
 });
 
-test('NORM and L2_NORM refuse a NaN or negative epsilon (the kernels GGML_ASSERT eps >= 0)', (t) => {
+test.serial('NORM and L2_NORM refuse a NaN or negative epsilon (the kernels GGML_ASSERT eps >= 0)', (t) => {
     for (const op of ['NORM', 'L2_NORM'] as const) {
         accepts(t, (g) => g.tensor({type: F32, ne: [64, 3], op, src: [g.tensor({type: F32, ne: [64, 3]})], params: [f32(1e-5)]}));
         for (const eps of [NaN, -1e-5, Infinity])
@@ -985,7 +985,7 @@ test('NORM and L2_NORM refuse a NaN or negative epsilon (the kernels GGML_ASSERT
     }
 });
 
-test('GROUP_NORM refuses 0 groups (SIGFPE: the kernel divides by them), more groups than channels (a loop of up to 2^31), and a strided result row', (t) => {
+test.serial('GROUP_NORM refuses 0 groups (SIGFPE: the kernel divides by them), more groups than channels (a loop of up to 2^31), and a strided result row', (t) => {
     const node = (groups: number) => (g: GraphBuilder) => g.tensor({type: F32, ne: [10, 1, 8], op: 'GROUP_NORM', src: [g.tensor({type: F32, ne: [10, 1, 8]})], params: [groups, f32(1e-6)]});
     accepts(t, node(4));
     accepts(t, node(8));
@@ -997,7 +997,7 @@ test('GROUP_NORM refuses 0 groups (SIGFPE: the kernel divides by them), more gro
         [8, 80, 80, 640]));
 });
 
-test('SCALE refuses a source whose 1-element dimension has a foreign stride: contiguous to ggml, but the kernel reads row r at r·nb[1]', (t) => {
+test.serial('SCALE refuses a source whose 1-element dimension has a foreign stride: contiguous to ggml, but the kernel reads row r at r·nb[1]', (t) => {
     accepts(t, (g) => g.tensor({type: F32, ne: [8, 1, 4], op: 'SCALE', src: [g.tensor({type: F32, ne: [8, 1, 4]})], params: [f32(0.5), f32(0)]}));
     refuses(t, 'strides', (g) => {
         const owner = g.tensor({type: F32, ne: [32]});
@@ -1006,7 +1006,7 @@ test('SCALE refuses a source whose 1-element dimension has a foreign stride: con
     refuses(t, 'op-type', (g) => g.tensor({type: F16, ne: [8, 4], op: 'SCALE', src: [g.tensor({type: F16, ne: [8, 4]})], params: [f32(0.5), f32(0)]}));
 });
 
-test('SET refuses a last row ending past the result (ggml\'s own check stops one element short), negative strides or offset (they wrap to size_t), and a flag of 2', (t) => {
+test.serial('SET refuses a last row ending past the result (ggml\'s own check stops one element short), negative strides or offset (they wrap to size_t), and a flag of 2', (t) => {
     // a [8, 4] f32 (128 bytes), b [4, 2] written at row stride 32.
     const node = (params: number[], inplace = false) => (g: GraphBuilder) => {
         const a = g.tensor({type: F32, ne: [8, 4]});
@@ -1022,13 +1022,13 @@ test('SET refuses a last row ending past the result (ggml\'s own check stops one
     refuses(t, 'op-type', (g) => g.tensor({type: F32, ne: [8, 4], op: 'SET', src: [g.tensor({type: F32, ne: [8, 4]}), g.tensor({type: F16, ne: [4, 2]})], params: [32, 128, 128, 0, 0]}));
 });
 
-test('DIAG refuses a source that is no row vector and a result that is not its square', (t) => {
+test.serial('DIAG refuses a source that is no row vector and a result that is not its square', (t) => {
     accepts(t, (g) => g.tensor({type: F32, ne: [8, 8], op: 'DIAG', src: [g.tensor({type: F32, ne: [8]})]}));
     refuses(t, 'op-shape', (g) => g.tensor({type: F32, ne: [8, 8, 2], op: 'DIAG', src: [g.tensor({type: F32, ne: [8, 2]})]}));
     refuses(t, 'op-shape', (g) => g.tensor({type: F32, ne: [8, 7], op: 'DIAG', src: [g.tensor({type: F32, ne: [8]})]}));
 });
 
-test('ROPE_BACK refuses 0 rotated dimensions (the copy loop never ends), and what ROPE refuses: odd rows, mode 1, wrapping sections (SIGFPE)', (t) => {
+test.serial('ROPE_BACK refuses 0 rotated dimensions (the copy loop never ends), and what ROPE refuses: odd rows, mode 1, wrapping sections (SIGFPE)', (t) => {
     const node = ({nDims = 8, mode = 2, width = 32, offset = 24, sections = [0, 0, 0, 0]} = {}) => (g: GraphBuilder) => {
         const a = g.tensor({type: F32, ne: [width, 2, 3]});
         const positions = g.tensor({type: I32, ne: [(mode & 8) !== 0 ? 12 : 3]});
@@ -1043,7 +1043,7 @@ test('ROPE_BACK refuses 0 rotated dimensions (the copy loop never ends), and wha
     refuses(t, 'op-params', node({mode: 8, offset: 0, sections: [2 ** 30, 2 ** 30, 2 ** 30, 2 ** 30]}));
 });
 
-test('CLAMP refuses rows that are not one after another (the kernel walks row r at r·nb[1]) and a bf16 source (abort)', (t) => {
+test.serial('CLAMP refuses rows that are not one after another (the kernel walks row r at r·nb[1]) and a bf16 source (abort)', (t) => {
     accepts(t, (g) => g.tensor({type: F32, ne: [8, 2, 3], op: 'CLAMP', src: [g.tensor({type: F32, ne: [8, 2, 3]})], params: [f32(-1), f32(1)]}));
     refuses(t, 'strides', (g) => {
         const owner = g.tensor({type: F32, ne: [8 * 2 * 3 * 2]});
@@ -1052,7 +1052,7 @@ test('CLAMP refuses rows that are not one after another (the kernel walks row r 
     refuses(t, 'op-type', (g) => g.tensor({type: BF16, ne: [8, 2], op: 'CLAMP', src: [g.tensor({type: BF16, ne: [8, 2]})], params: [f32(-1), f32(1)]}));
 });
 
-test('IM2COL refuses a result that is not the builder\'s shape (the kernel writes a flat array by it), a zero stride or dilation, and a strided image', (t) => {
+test.serial('IM2COL refuses a result that is not the builder\'s shape (the kernel writes a flat array by it), a zero stride or dilation, and a strided image', (t) => {
     const node = ({ne = [12, 10, 1], params = [1, 0, 1, 0, 1, 0, 0], image = undefined as number[] | undefined} = {}) => (g: GraphBuilder) => {
         const kernel = g.tensor({type: F16, ne: [3, 4, 5]});
         let b = g.tensor({type: F32, ne: [10, 4]});
@@ -1069,7 +1069,7 @@ test('IM2COL refuses a result that is not the builder\'s shape (the kernel write
     refuses(t, 'strides', node({image: [4, 80, 320, 320]}));
 });
 
-test('POOL_2D refuses a source plane stride short of a plane (the kernel steps through bytes by nb[2], writing a plane each), op COUNT (abort), and windows that overlap too much', (t) => {
+test.serial('POOL_2D refuses a source plane stride short of a plane (the kernel steps through bytes by nb[2], writing a plane each), op COUNT (abort), and windows that overlap too much', (t) => {
     const node = ({params = [0, 4, 1, 4, 1, 0, 0], ne = [4, 2, 1, 2], source = undefined as number[] | undefined} = {}) => (g: GraphBuilder) => {
         let a = g.tensor({type: F32, ne: [16, 2, 1, 2]});
         if (source !== undefined)
@@ -1085,7 +1085,7 @@ test('POOL_2D refuses a source plane stride short of a plane (the kernel steps t
     refuses(t, 'op-params', (g) => g.tensor({type: F32, ne: [2049], op: 'POOL_2D', src: [g.tensor({type: F32, ne: [4096]})], params: [0, 2048, 1, 1, 1, 0, 0]}), /too many times/);
 });
 
-test('PAD refuses negative padding, circular padding (llama.cpp never asks for it), a result of another size, and a strided result (written as a flat array)', (t) => {
+test.serial('PAD refuses negative padding, circular padding (llama.cpp never asks for it), a result of another size, and a strided result (written as a flat array)', (t) => {
     const node = (params: number[], ne = [11, 3]) => (g: GraphBuilder) => g.tensor({type: F32, ne, op: 'PAD', src: [g.tensor({type: F32, ne: [10, 3]})], params});
     accepts(t, node([0, 1, 0, 0, 0, 0, 0, 0, 0]));
     refuses(t, 'op-params', node([2, -1, 0, 0, 0, 0, 0, 0, 0]));
@@ -1094,7 +1094,7 @@ test('PAD refuses negative padding, circular padding (llama.cpp never asks for i
     refuses(t, 'strides', (g) => nodeView(g, {type: F32, ne: [11, 3], op: 'PAD', src: [g.tensor({type: F32, ne: [10, 3]})], params: [0, 1]}, [4, 48, 144, 144]));
 });
 
-test('ARANGE refuses a count the kernel\'s float arithmetic does not reach (GGML_ASSERT), NaN and infinite bounds, a zero or negative step, and a 2-D result', (t) => {
+test.serial('ARANGE refuses a count the kernel\'s float arithmetic does not reach (GGML_ASSERT), NaN and infinite bounds, a zero or negative step, and a 2-D result', (t) => {
     const node = (params: number[], ne = [8]) => (g: GraphBuilder) => g.tensor({type: F32, ne, op: 'ARANGE', params});
     accepts(t, node([f32(0), f32(8), f32(1)]));
     accepts(t, node([f32(0), f32(1), f32(0.1)], [10]));
@@ -1108,7 +1108,7 @@ test('ARANGE refuses a count the kernel\'s float arithmetic does not reach (GGML
     refuses(t, 'sources', (g) => g.tensor({type: F32, ne: [8], op: 'ARANGE', src: [g.tensor({type: F32, ne: [8]})], params: [f32(0), f32(8), f32(1)]}));
 });
 
-test('ARGSORT refuses a result over its source (std::sort by values it overwrites runs off the row: SIGSEGV) or with overlapping rows, source rows not one after another (read at r·nb[1]), a result wider than the source, and order 2 (abort)', (t) => {
+test.serial('ARGSORT refuses a result over its source (std::sort by values it overwrites runs off the row: SIGSEGV) or with overlapping rows, source rows not one after another (read at r·nb[1]), a result wider than the source, and order 2 (abort)', (t) => {
     refuses(t, 'view', (g) => {
         const a = g.tensor({type: F32, ne: [46, 5, 2]});
         return g.tensor({type: I32, ne: [46, 5, 2], op: 'ARGSORT', src: [a], params: [1], view: {of: a}});
@@ -1124,7 +1124,7 @@ test('ARGSORT refuses a result over its source (std::sort by values it overwrite
     refuses(t, 'strides', (g) => nodeView(g, {type: I32, ne: [20, 3], op: 'ARGSORT', src: [g.tensor({type: F32, ne: [20, 3]})], params: [1]}, [4, 40, 120, 120]));
 });
 
-test('TOP_K refuses k larger than the row (a partial sort past its end), rows of more than 2^24 (per-thread scratch), and a result over its source', (t) => {
+test.serial('TOP_K refuses k larger than the row (a partial sort past its end), rows of more than 2^24 (per-thread scratch), and a result over its source', (t) => {
     refuses(t, 'view', (g) => {
         const a = g.tensor({type: F32, ne: [50, 2]});
         return g.tensor({type: I32, ne: [5, 2], op: 'TOP_K', src: [a], view: {of: a}});
@@ -1136,7 +1136,7 @@ test('TOP_K refuses k larger than the row (a partial sort past its end), rows of
     refuses(t, 'op-shape', (g) => g.tensor({type: I32, ne: [5], op: 'TOP_K', src: [g.tensor({type: F32, ne: [2 ** 24 + 1]})]}));
 });
 
-test('TRI refuses triangle type 4 (abort), a non-square source, and a strided result row', (t) => {
+test.serial('TRI refuses triangle type 4 (abort), a non-square source, and a strided result row', (t) => {
     const node = (type: number, ne = [8, 8, 2]) => (g: GraphBuilder) => g.tensor({type: F32, ne, op: 'TRI', src: [g.tensor({type: F32, ne})], params: [type]});
     accepts(t, node(3));
     refuses(t, 'op-params', node(4));
@@ -1145,13 +1145,13 @@ test('TRI refuses triangle type 4 (abort), a non-square source, and a strided re
     refuses(t, 'strides', (g) => nodeView(g, {type: F32, ne: [8, 8], op: 'TRI', src: [g.tensor({type: F32, ne: [8, 8]})], params: [3]}, [8, 64, 512, 512]));
 });
 
-test('FILL refuses a result of another type than the source (the kernel writes the source\'s type) and a result with unpacked rows', (t) => {
+test.serial('FILL refuses a result of another type than the source (the kernel writes the source\'s type) and a result with unpacked rows', (t) => {
     accepts(t, (g) => g.tensor({type: F16, ne: [32, 4], op: 'FILL', src: [g.tensor({type: F16, ne: [32, 4]})], params: [f32(-Infinity)]}));
     refuses(t, 'op-type', (g) => g.tensor({type: F32, ne: [32, 4], op: 'FILL', src: [g.tensor({type: F16, ne: [32, 4]})], params: [f32(0)]}));
     refuses(t, 'strides', (g) => nodeView(g, {type: F32, ne: [32, 4], op: 'FILL', src: [g.tensor({type: F32, ne: [32, 4]})], params: [f32(0)]}, [8, 256, 1024, 1024]));
 });
 
-test('UNARY refuses op 22 (abort), an f16 result of an f32 source (GELU and SILU write in the source\'s type), and XIELU on rows that are not one after another', (t) => {
+test.serial('UNARY refuses op 22 (abort), an f16 result of an f32 source (GELU and SILU write in the source\'s type), and XIELU on rows that are not one after another', (t) => {
     const node = (params: number[], type: number = F32, srcNb?: number[]) => (g: GraphBuilder) => {
         let a = g.tensor({type: F32, ne: [8, 2, 3]});
         if (srcNb !== undefined)
@@ -1168,7 +1168,7 @@ test('UNARY refuses op 22 (abort), an f16 result of an f32 source (GELU and SILU
     refuses(t, 'op-params', node([unaryOp('SILU'), 1]));
 });
 
-test('MUL_MAT_ID\'s CPU kernel checks expert ids only with an assert: a hostile id in a leaf kills a server with no guard, and checkGraph refuses that graph (ids from no sort; test/rpc-op-rules-moe.test.ts)', async (t) => {
+test.serial('MUL_MAT_ID\'s CPU kernel checks expert ids only with an assert: a hostile id in a leaf kills a server with no guard, and checkGraph refuses that graph (ids from no sort; test/rpc-op-rules-moe.test.ts)', async (t) => {
     const build = (g: GraphBuilder) => {
         const experts = g.tensor({type: F32, ne: [16, 8, 4]});
         const b = g.tensor({type: F32, ne: [16, 2, 3]});
@@ -1193,7 +1193,7 @@ test('MUL_MAT_ID\'s CPU kernel checks expert ids only with an assert: a hostile 
     t.not(exits[0]?.signal, null);
 });
 
-test('ADD_ID\'s ids are checked by its kernel at run time: a hostile id ends the server with GGML_ASSERT (SIGABRT), not a wild read', async (t) => {
+test.serial('ADD_ID\'s ids are checked by its kernel at run time: a hostile id ends the server with GGML_ASSERT (SIGABRT), not a wild read', async (t) => {
     const {port, exits, lines} = await labServer(t);
     const client = new RpcLabClient(directConnection(port));
     t.teardown(() => client.close());

@@ -172,7 +172,7 @@ async function guarded(t: ExecutionContext) {
 // ----------------------------------------------------------------------------------------------------------------
 // 1. MoE layers as llama.cpp builds them, through the host's guard.
 
-test('a Qwen3-MoE/Mixtral FFN (build_moe_ffn: softmax router, argsort_top_k, normalised weights, q8_0 experts) passes the guard and computes right', async (t) => {
+test.serial('a Qwen3-MoE/Mixtral FFN (build_moe_ffn: softmax router, argsort_top_k, normalised weights, q8_0 experts) passes the guard and computes right', async (t) => {
     const [embd, ff, experts, used, tokens] = [64, 32, 8, 2, 5];
     const xs = wave(embd * tokens, 0.2);
     const router = wave(embd * experts, 1.3, 0.4);
@@ -236,7 +236,7 @@ test('a Qwen3-MoE/Mixtral FFN (build_moe_ffn: softmax router, argsort_top_k, nor
     await lab.done();
 });
 
-test('a gpt-oss FFN (ggml_top_k of biased logits, softmax of the picked weights, f32 experts, ADD_ID biases, swiglu_oai) passes the guard and computes right', async (t) => {
+test.serial('a gpt-oss FFN (ggml_top_k of biased logits, softmax of the picked weights, f32 experts, ADD_ID biases, swiglu_oai) passes the guard and computes right', async (t) => {
     const [embd, ff, experts, used, tokens] = [32, 32, 8, 3, 4];
     const xs = wave(embd * tokens, 0.5);
     const router = wave(embd * experts, 2.1, 0.4);
@@ -307,7 +307,7 @@ test('a gpt-oss FFN (ggml_top_k of biased logits, softmax of the picked weights,
     await lab.done();
 });
 
-test('a DeepSeek-V3 FFN (sigmoid router with a selection bias, group-limited routing through ARGSORT, GET_ROWS, FILL and SET_ROWS before the final sort, f16 experts, scaled weights) passes the guard and computes right', async (t) => {
+test.serial('a DeepSeek-V3 FFN (sigmoid router with a selection bias, group-limited routing through ARGSORT, GET_ROWS, FILL and SET_ROWS before the final sort, f16 experts, scaled weights) passes the guard and computes right', async (t) => {
     const [embd, ff, experts, used, tokens, groups, groupsUsed, scale] = [64, 32, 16, 4, 3, 4, 2, 2.5];
     const perGroup = experts / groups;
     const xs = wave(embd * tokens, 1.7);
@@ -554,7 +554,7 @@ function refuses(t: ExecutionContext, rule: GraphRule, build: (g: GraphBuilder) 
 
 const layer = (twist: Twist = {}, shape: Partial<MoeShape> = {}) => (g: GraphBuilder) => moe(g, {...SHAPE, ...shape}, twist).nodes;
 
-test('MUL_MAT_ID accepts ids an ARGSORT (through ggml_argsort_top_k\'s view) or a TOP_K of the same graph wrote, for f32, f16 and quantized experts, read by several matmuls', (t) => {
+test.serial('MUL_MAT_ID accepts ids an ARGSORT (through ggml_argsort_top_k\'s view) or a TOP_K of the same graph wrote, for f32, f16 and quantized experts, read by several matmuls', (t) => {
     for (const select of ['argsort', 'top_k'] as const)
         for (const expertType of [F32, F16, Q8_0, Q4_0])
             accepts(t, layer({}, {select, expertType}), `${select} ${expertType}`);
@@ -568,7 +568,7 @@ test('MUL_MAT_ID accepts ids an ARGSORT (through ggml_argsort_top_k\'s view) or 
     accepts(t, layer({hostileLogits: true}));
 });
 
-test('MUL_MAT_ID refuses ids from a leaf the peer fills, and ids computed otherwise than by a sort (gguf tables, grovemoe\'s cast)', (t) => {
+test.serial('MUL_MAT_ID refuses ids from a leaf the peer fills, and ids computed otherwise than by a sort (gguf tables, grovemoe\'s cast)', (t) => {
     refuses(t, 'sources', layer({leafIds: true}), /no ARGSORT's or TOP_K's result/);
     // DeepSeek V4's hash layers: ids looked up in a table of the model's (weights the peer uploaded).
     refuses(t, 'sources', (g) => {
@@ -592,14 +592,14 @@ test('MUL_MAT_ID refuses ids from a leaf the peer fills, and ids computed otherw
     });
 });
 
-test('MUL_MAT_ID refuses ids sorted out of rows longer than its expert count (ARGSORT or TOP_K over more columns than experts)', (t) => {
+test.serial('MUL_MAT_ID refuses ids sorted out of rows longer than its expert count (ARGSORT or TOP_K over more columns than experts)', (t) => {
     refuses(t, 'op-shape', layer({width: 9}), /rows of 9 for 8 experts/);
     refuses(t, 'op-shape', layer({nAs: 7}), /rows of 8 for 7 experts/);
     refuses(t, 'op-shape', layer({width: 12}, {select: 'top_k'}), /rows of 12 for 8 experts/);
     accepts(t, layer({width: 12, nAs: 12}, {select: 'top_k'}));
 });
 
-test('MUL_MAT_ID refuses a node between the sort and it that writes over the ids (a CPY into them, a SCALE whose result lies there), and its own result over them', (t) => {
+test.serial('MUL_MAT_ID refuses a node between the sort and it that writes over the ids (a CPY into them, a SCALE whose result lies there), and its own result over them', (t) => {
     for (const kind of ['cpy', 'scale'] as const)
         for (const select of ['argsort', 'top_k'] as const)
             refuses(t, 'view', layer({writer: {at: 'between', kind}}, {select}), /writes over the expert ids between their sort and this node/);
@@ -611,7 +611,7 @@ test('MUL_MAT_ID refuses a node between the sort and it that writes over the ids
     }, /overlaps the expert ids/);
 });
 
-test('MUL_MAT_ID refuses ids read where the sort did not write them: misaligned, straddling two sorted rows, rows not whole sorted rows apart, beyond a sort inside a larger tensor, or a TOP_K with gaps between rows', (t) => {
+test.serial('MUL_MAT_ID refuses ids read where the sort did not write them: misaligned, straddling two sorted rows, rows not whole sorted rows apart, beyond a sort inside a larger tensor, or a TOP_K with gaps between rows', (t) => {
     refuses(t, 'view', layer({idsOffset: 2}), /whole aligned int32s/);
     // Every token's ids from the end of the first sorted row into the second.
     refuses(t, 'view', layer({idsOffset: 4 * 7, idsNb1: 0}), /reach past what their sort wrote/);
@@ -639,7 +639,7 @@ test('MUL_MAT_ID refuses ids read where the sort did not write them: misaligned,
     });
 });
 
-test('MUL_MAT_ID refuses a sort the server would not have run before it: listed after it, not listed, without the compute flag, or too far before it', (t) => {
+test.serial('MUL_MAT_ID refuses a sort the server would not have run before it: listed after it, not listed, without the compute flag, or too far before it', (t) => {
     refuses(t, 'sources', layer({sortAt: 'after'}), /not a node computed before this one/);
     refuses(t, 'sources', layer({sortAt: 'absent'}), /not a node computed before this one/);
     refuses(t, 'sources', layer({clearSortFlag: true}), /not flagged for computing/);
@@ -653,7 +653,7 @@ test('MUL_MAT_ID refuses a sort the server would not have run before it: listed 
     refuses(t, 'sources', far(1023), /sorted 1025 nodes earlier/);
 });
 
-test('MUL_MAT_ID refuses what its builder and kernel assert: f16 activations, a result of another shape, transposed experts, 4-D experts, ids and activations that disagree, op params, a row map too large for the work buffer', (t) => {
+test.serial('MUL_MAT_ID refuses what its builder and kernel assert: f16 activations, a result of another shape, transposed experts, 4-D experts, ids and activations that disagree, op params, a row map too large for the work buffer', (t) => {
     refuses(t, 'op-type', layer({activationType: F16}));
     refuses(t, 'op-shape', layer({shortResult: true}));
     refuses(t, 'strides', layer({transposed: true}, {expertType: F32}), /transposed/);
@@ -721,7 +721,7 @@ function drawTwist(r: Rng, shape: MoeShape): {twist: Twist, fatal: boolean} {
     return {twist, fatal};
 }
 
-test(`MUL_MAT_ID: ${CASES} seeded mutated MoE layers, each refused with a rule or computed by a server with no guard that lives`, async (t) => {
+test.serial(`MUL_MAT_ID: ${CASES} seeded mutated MoE layers, each refused with a rule or computed by a server with no guard that lives`, async (t) => {
     const start = async () => {
         const lab = await labServer(t, 2);
         const client = new RpcLabClient(directConnection(lab.port));

@@ -292,7 +292,7 @@ const REALISTIC: Record<string, (lab: Lab) => Promise<void>> = {
 };
 
 for (const [op, run] of Object.entries(REALISTIC)) {
-    test(`a ${op} node as llama.cpp builds it passes the checks, and the real server computes it through the guard`, async (t) => {
+    test.serial(`a ${op} node as llama.cpp builds it passes the checks, and the real server computes it through the guard`, async (t) => {
         const {port, exits} = await labServer(t, 2);
         let refused: Error | undefined;
         const client = new RpcLabClient(guardedConnection(port, {onRefused: (error) => refused = error}));
@@ -503,8 +503,8 @@ const CASES = 300;
 const MIN_ACCEPTED = 60;
 
 for (const [op, generate] of Object.entries(GENERATORS)) {
-    test(`${op}: ${CASES} seeded random nodes are refused or run on an unguarded server, which survives each`, async (t) => {
-        const {port, exits} = await labServer(t, 3);
+    test.serial(`${op}: ${CASES} seeded random nodes are refused or run on an unguarded server, which survives each`, async (t) => {
+        const {port, exits} = await labServer(t, 2);
         const client = new RpcLabClient(directConnection(port));
         await client.hello();
         const buffer = await client.buffer(64n << 20n);
@@ -707,7 +707,7 @@ const REJECTIONS: [string, (g: GraphBuilder, broken: boolean) => RpcTensor, Grap
 ];
 
 for (const [name, build, rule, message] of REJECTIONS)
-    test(`refused: ${name}`, (t) => contrast(t, build, rule, message));
+    test.serial(`refused: ${name}`, (t) => contrast(t, build, rule, message));
 
 // ---------------------------------------------------------------------------------------------------------------
 // 4. What some of these mistakes do to a server with no guard: they kill it, or write past the result.
@@ -726,7 +726,7 @@ function ssmScan(g: GraphBuilder) {
     return {y, ids};
 }
 
-test('SSM_SCAN stays refused: its kernel reads the state at an unchecked sequence id, and a hostile id kills the server', async (t) => {
+test.serial('SSM_SCAN stays refused: its kernel reads the state at an unchecked sequence id, and a hostile id kills the server', async (t) => {
     const probe = new GraphBuilder(FAKE);
     const error = t.throws(() => checkGraph(probe.graph([ssmScan(probe).y]), sessionOf(FAKE)), {instanceOf: GraphCheckError});
     t.is(error?.rule, 'op');
@@ -751,7 +751,7 @@ const DEADLY: [string, (g: GraphBuilder) => RpcTensor, NodeJS.Signals][] = [
 ];
 
 for (const [name, build, signal] of DEADLY) {
-    test(`refused, and deadly unguarded: ${name}`, async (t) => {
+    test.serial(`refused, and deadly unguarded: ${name}`, async (t) => {
         const probe = new GraphBuilder(FAKE);
         t.throws(() => checkGraph(probe.graph([build(probe)]), sessionOf(FAKE)), {instanceOf: GraphCheckError});
         const {port, exits} = await labServer(t);
@@ -764,7 +764,7 @@ for (const [name, build, signal] of DEADLY) {
     });
 }
 
-test('refused, and unguarded writes past its result: RWKV_WKV7 with a head size of 8 (the SIMD kernel steps by 32 or 64 floats)', async (t) => {
+test.serial('refused, and unguarded writes past its result: RWKV_WKV7 with a head size of 8 (the SIMD kernel steps by 32 or 64 floats)', async (t) => {
     const build = (g: GraphBuilder) => recurrence(g, 'RWKV_WKV7', [8, 1, 1, 1]);
     const probe = new GraphBuilder(FAKE);
     t.throws(() => checkGraph(probe.graph([build(probe)]), sessionOf(FAKE)), {instanceOf: GraphCheckError});

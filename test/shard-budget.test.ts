@@ -24,7 +24,7 @@ const cases: {name: string, model: DemoModelOptions, contextSize: number, parall
 ];
 
 for (const {name, model, contextSize, parallel, flashAttention} of cases)
-    test(`the bytes a stage asks for cover what llama.cpp allocates on its server: ${name}`, async (t) => {
+    test.serial(`the bytes a stage asks for cover what llama.cpp allocates on its server: ${name}`, async (t) => {
         const stageLayers = 3;
         const session = await captureStageSession({model, coordinatorLayers: 1, stageLayers, parallel, contextSize, flashAttention, tokens: 2});
         const allocated = session.filter((request) => request.command === RpcCommand.ALLOC_BUFFER)
