@@ -942,13 +942,13 @@ const HOSTILE: [string, (g: GraphBuilder) => RpcTensor[], RegExp][] = [
         const strided = g.tensor({type: F32, ne: [1, 3], view: {of: b, nb: [4, 12, 12]}});
         strided.nb = [8, 4, 12, 12];
         return [g.tensor({type: F32, ne: [4, 3], op: 'MUL_MAT', src: [w, strided]})];
-    }, /second operand's elements must be packed/],
+    }, /elements of the second operand must be packed/],
     ['ADD of a strided one-element row (GGML_ASSERT(nb00 == sizeof(src0_t)))', (g) => {
         const owner = g.tensor({type: F32, ne: [4, 4]});
         const a = g.tensor({type: F32, ne: [1, 4], view: {of: owner, nb: [16, 64, 64]}});
         a.nb = [8, 16, 64, 64];
         return [g.tensor({type: F32, ne: [1, 4], op: 'ADD', src: [a, a]})];
-    }, /first operand's elements must be packed/],
+    }, /elements of the first operand must be packed/],
     ['multimodal ROPE whose sections sum, in C ints, to 0 (SIGFPE)', (g) => {
         const a = g.tensor({type: F32, ne: [8, 2, 3]});
         const p = g.tensor({type: I32, ne: [12]});
@@ -990,7 +990,7 @@ const HOSTILE: [string, (g: GraphBuilder) => RpcTensor[], RegExp][] = [
         const out = g.tensor({type: F32, ne: [16, 1, 2, 1], op: 'FLASH_ATTN_EXT', src: [q, k, v], params: [f32(0.25)], view: {of: owner}});
         out.nb = [4, 1 << 20, 1 << 20, 1 << 21];
         return [out];
-    }, /result must be laid out densely/],
+    }, /result must be a packed array/],
     ['FLASH_ATTN_EXT with heads of 2^25 elements (512 bytes of scratch per element a thread, 34 GB: std::bad_alloc)', (g) => {
         const q = g.tensor({type: F32, ne: [1 << 25, 1, 1]});
         const k = g.tensor({type: F16, ne: [1 << 25, 1, 1]});
@@ -1003,7 +1003,7 @@ const HOSTILE: [string, (g: GraphBuilder) => RpcTensor[], RegExp][] = [
         const out = g.tensor({type: F32, ne: [1 << 16, 2], op: 'RMS_NORM', src: [x], params: [f32(1e-5)], view: {of: owner}});
         out.nb = [1, 1, 1, 1];
         return [out];
-    }, /result's elements must be packed/],
+    }, /elements of the result must be packed/],
     ['a CONT of a strided quantized view into another shape (dup_bytes sizes its rows 32 times too long: SIGSEGV)', (g) => {
         const owner = g.tensor({type: Q8_0, ne: [64, 1024]});
         const view = g.tensor({type: Q8_0, ne: [32, 1024], view: {of: owner, nb: [owner.nb[1], owner.nb[2], owner.nb[3]]}});

@@ -3,7 +3,7 @@ import {checkGraph} from '../inference/sharded/tunnel/ggml/graph-check.js';
 import {GGML_TYPES, GGML_UNARY_OP_NAMES, type GgmlOpName, GgmlType} from '../inference/sharded/tunnel/ggml/ggml-tables.js';
 import type {RpcTensor} from '../inference/sharded/tunnel/ggml/rpc-tensor.js';
 import {GraphCheckError, type GraphRule, type SessionBuffers} from '../inference/sharded/tunnel/ggml/tensor-check.js';
-import {directConnection, f32, GraphBuilder, guardedConnection, type LabBuffer, labServer, RpcLabClient, type TensorSpec} from './helpers/rpc-lab.js';
+import {directConnection, directLab, f32, GraphBuilder, guardedConnection, type LabBuffer, labServer, RpcLabClient, type TensorSpec} from './helpers/rpc-lab.js';
 import {float16BitsToFloat32, float32ToFloat16Bits} from '../engine/gguf/float16.js';
 import {SeededRandom as Rng} from './helpers/seeded-random.js';
 
@@ -628,14 +628,7 @@ function describe(tensors: RpcTensor[], nodeId: bigint) {
 function property(op: GgmlOpName, seed: number, plan: (r: Rng) => Plan,
     {cases = 200, minAccepted = 40, minRefused = 20, dataChecks = [] as string[]} = {}) {
     test.serial(`${op}: ${cases} seeded random nodes, each refused with a rule or computed by a server with no guard that lives`, async (t) => {
-        const start = async () => {
-            const lab = await labServer(t, 2);
-            const client = new RpcLabClient(directConnection(lab.port));
-            t.teardown(() => client.close());
-            await client.hello();
-            const buffer = await client.buffer(1n << 24n);
-            return {lab, client, buffer};
-        };
+        const start = () => directLab(t, 2, 1n << 24n);
         let {lab, client, buffer} = await start();
         const r = new Rng(seed);
         let accepted = 0;

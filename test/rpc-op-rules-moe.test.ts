@@ -4,7 +4,7 @@ import {checkGraph} from '../inference/sharded/tunnel/ggml/graph-check.js';
 import {GGML_GLU_OP_NAMES, GGML_TYPES, GGML_UNARY_OP_NAMES, GgmlType} from '../inference/sharded/tunnel/ggml/ggml-tables.js';
 import type {RpcTensor} from '../inference/sharded/tunnel/ggml/rpc-tensor.js';
 import {GraphCheckError, type GraphRule, type SessionBuffers} from '../inference/sharded/tunnel/ggml/tensor-check.js';
-import {directConnection, f32, GraphBuilder, guardedConnection, type LabBuffer, labServer, RpcLabClient} from './helpers/rpc-lab.js';
+import {directLab, f32, GraphBuilder, guardedConnection, type LabBuffer, labServer, RpcLabClient} from './helpers/rpc-lab.js';
 import {SeededRandom as Rng} from './helpers/seeded-random.js';
 
 /**
@@ -722,14 +722,7 @@ function drawTwist(r: Rng, shape: MoeShape): {twist: Twist, fatal: boolean} {
 }
 
 test.serial(`MUL_MAT_ID: ${CASES} seeded mutated MoE layers, each refused with a rule or computed by a server with no guard that lives`, async (t) => {
-    const start = async () => {
-        const lab = await labServer(t, 2);
-        const client = new RpcLabClient(directConnection(lab.port));
-        t.teardown(() => client.close());
-        await client.hello();
-        const buffer = await client.buffer(1n << 24n);
-        return {lab, client, buffer};
-    };
+    const start = () => directLab(t, 2, 1n << 24n);
     let {lab, client, buffer} = await start();
     const r = new Rng(2024);
     let accepted = 0;

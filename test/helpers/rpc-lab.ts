@@ -307,3 +307,16 @@ export async function labServer(t: {teardown(fn: () => Promise<void>): void}, th
     t.teardown(() => server.stop());
     return {server, port: server.port!, lines, exits};
 }
+
+/**
+ * A real server reached with no guard (what the server itself does with a graph), a client that said HELLO, and a
+ * buffer of `bufferBytes` with its base: for property tests that compute what the checks accept.
+ */
+export async function directLab(t: {teardown(fn: () => unknown): void}, threads: number, bufferBytes: bigint) {
+    const lab = await labServer(t as {teardown(fn: () => Promise<void>): void}, threads);
+    const client = new RpcLabClient(directConnection(lab.port));
+    t.teardown(() => client.close());
+    await client.hello();
+    const buffer = await client.buffer(bufferBytes);
+    return {lab, client, buffer};
+}

@@ -51,6 +51,31 @@ export class Contract {
         this.need(a.type === b.type, 'op-type', () => `${roles} differ in type (${typeName(a.type)}, ${typeName(b.type)})`);
     }
 
+    /** The node's own output as ggml's builder makes it (`ggml_dup_tensor`, `ggml_new_tensor`): its type and shape. */
+    result(node: GraphNode, type: number, ne: readonly number[]) {
+        this.type(node, 'the result', type);
+        this.shape(node, 'the result', ne);
+    }
+
+    /**
+     * Elements packed even in a row of one: `nb[0]` is the element size, as kernels `GGML_ASSERT(nb0 == sizeof(T))`
+     * or index a row as a plain array; stricter than `contiguousRows`, which lets any `nb[0]` pass when `ne[0]` is 1.
+     */
+    packed(tensor: GraphNode, role: string) {
+        this.need(tensor.nb[0] === tensor.traits.typeSize, 'strides', `the elements of ${role} must be packed`);
+    }
+
+    /**
+     * Strides exactly `ggml_new_tensor`'s, those of 1-element dimensions too: a flat array, for kernels that address
+     * rows by a running row number times `nb[1]`.
+     */
+    dense(tensor: GraphNode, role: string) {
+        const {ne, nb} = tensor;
+        const size = tensor.traits.typeSize;
+        this.need(nb[0] === size && nb[1] === size * ne[0] / tensor.traits.blockSize && nb[2] === nb[1] * ne[1] && nb[3] === nb[2] * ne[2], 'strides',
+            () => `${role} must be a packed array (strides ${nb.join(', ')})`);
+    }
+
     shape(tensor: GraphNode, role: string, ne: readonly number[]) {
         this.need(ne.every((n, dim) => tensor.ne[dim] === n), 'op-shape', () => `${role} is ${dims(tensor)}, not ${ne.join(' × ')}`);
     }

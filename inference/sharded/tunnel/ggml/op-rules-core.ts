@@ -5,7 +5,7 @@
  * every backend supports.
  */
 import type {GraphNode} from './graph-node.js';
-import {GGML_GLU_OP_NAMES, GGML_MAX_DIMS, GGML_TYPES, GgmlType} from './ggml-tables.js';
+import {GGML_GLU_OP_NAMES, GGML_TYPES, GgmlType} from './ggml-tables.js';
 import {type Contract, dims, elements, rule} from './op-rule-kit.js';
 import {isContiguous} from './tensor-check.js';
 
@@ -49,26 +49,6 @@ const PRECISIONS = [0, 10];
 /** `GGML_HINT_SRC0_IS_HADAMARD`. */
 const HINT_SRC0_IS_HADAMARD = 1;
 
-/** The tensor a node's output must be (ggml's `ggml_dup_tensor`/`ggml_new_tensor`): its type and shape. */
-function result(c: Contract, node: GraphNode, type: number, ne: readonly number[]) {
-    c.type(node, 'the result', type);
-    c.shape(node, 'the result', ne);
-}
-
-/** Elements packed even in a row of one: the kernels' `GGML_ASSERT(nb0 == sizeof(T))`, stricter than `contiguousRows`. */
-function packedRows(c: Contract, tensor: GraphNode, role: string) {
-    c.need(tensor.nb[0] === tensor.traits.typeSize, 'strides', `${role}'s elements must be packed`);
-}
-
-/** Strides exactly `ggml_new_tensor`'s: for kernels that address rows by a running row number times `nb[1]`. */
-function dense(c: Contract, tensor: GraphNode, role: string) {
-    let stride = tensor.traits.typeSize;
-    for (let dim = 0; dim < GGML_MAX_DIMS; dim++) {
-        c.need(tensor.nb[dim] === stride, 'strides', `${role} must be laid out densely`);
-        stride *= dim === 0 ? tensor.ne[0] / tensor.traits.blockSize : tensor.ne[dim]!;
-    }
-}
-
 /** A view of `of` as `ggml_view_tensor` makes it (CPY's and SET_ROWS' results): its bytes, type, shape and strides. */
 function viewTensorOf(c: Contract, node: GraphNode, of: GraphNode) {
     c.need(node.view !== undefined && node.view === (of.view ?? of) && node.data === of.data, 'view', 'is not the destination');
@@ -89,8 +69,8 @@ const binary = rule((c, node) => {
     const pairs = [`${F32}/${F32}/${F32}`, `${F16}/${F16}/${F16}`, `${BF16}/${BF16}/${BF16}`, `${BF16}/${F32}/${BF16}`,
         `${BF16}/${F32}/${F32}`, `${F16}/${F32}/${F16}`, `${F16}/${F32}/${F32}`];
     c.need(pairs.includes(pair), 'op-type', 'operand and result types the kernel does not pair');
-    packedRows(c, a!, 'the first operand');
-    packedRows(c, node, 'the result');
+    c.packed(a!, 'the first operand');
+    c.packed(node, 'the result');
 });
 
 /** A view op's node: it views its source's bytes (checked in graph-check.ts), in the source's type. */
@@ -106,11 +86,11 @@ function viewOf(c: Contract, node: GraphNode) {
 const rmsNorm = rule((c, node) => {
     const [a] = c.all(1);
     c.type(a!, 'the source', F32);
-    result(c, node, F32, a!.ne);
-    packedRows(c, a!, 'the source');
+    c.result(node, F32, a!.ne);
+    c.packed(a!, 'the source');
     // Written as packed rows (memcpy); fused with a MUL (ggml_cpu_try_fuse_ops), the MUL's rows, which ggml_can_fuse
     // makes this node's shape, are written instead.
-    packedRows(c, node, 'the result');
+    c.packed(node, 'the result');
     const eps = c.finite(0, 'epsilon');
     c.need(eps >= 0, 'op-params', 'a negative epsilon');
     c.unusedParams(1);
@@ -124,9 +104,9 @@ const mulMat = rule((c, node) => {
     c.need(a!.ne[0] === b!.ne[0] && b!.ne[2] % a!.ne[2] === 0 && b!.ne[3] % a!.ne[3] === 0, 'op-shape',
         () => `cannot multiply ${dims(a!)} by ${dims(b!)}`);
     c.need(a!.nb[0] === a!.traits.typeSize && a!.nb[0] <= a!.nb[1], 'strides', 'the weights are transposed');
-    packedRows(c, b!, 'the second operand');
-    result(c, node, F32, [a!.ne[1], b!.ne[1], b!.ne[2], b!.ne[3]]);
-    packedRows(c, node, 'the result');
+    c.packed(b!, 'the second operand');
+    c.result(node, F32, [a!.ne[1], b!.ne[1], b!.ne[2], b!.ne[3]]);
+    c.packed(node, 'the result');
     c.ordered(node, 'the result');
     c.need(a!.ne[0] <= SCRATCH_ROW_LIMIT, 'op-shape', `rows of ${a!.ne[0]} elements`);
     // `ggml_mul_mat_set_prec` (attention scores in f32)
@@ -251,7 +231,7 @@ const getRows = rule((c, node) => {
     c.need(a!.ne[2] === b!.ne[1] && a!.ne[3] === b!.ne[2] && b!.ne[3] === 1, 'op-shape', () => `cannot pick rows of ${dims(a!)} by ${dims(b!)}`);
     c.type(a!, 'the rows', ...MATMUL_WEIGHT_TYPES, I32);
     c.contiguousRows(a!, 'the rows');
-    result(c, node, a!.type === I32 ? I32 : F32, [a!.ne[0], b!.ne[0], b!.ne[1], b!.ne[2]]);
+    c.result(node, a!.type === I32 ? I32 : F32, [a!.ne[0], b!.ne[0], b!.ne[1], b!.ne[2]]);
     c.contiguousRows(node, 'the result');
 });
 
@@ -277,7 +257,7 @@ const softMax = rule((c, node) => {
     const [a, mask, sinks] = c.sources(1, 3);
     c.type(a!, 'the source', F32);
     c.contiguous(a!, 'the source');
-    result(c, node, F32, a!.ne);
+    c.result(node, F32, a!.ne);
     // Written as packed rows; ggml_soft_max_impl's result is a copy or a view of the packed source.
     c.contiguous(node, 'the result');
     c.need(a!.ne[0] <= SCRATCH_ROW_LIMIT, 'op-shape', `rows of ${a!.ne[0]} elements`);
@@ -302,7 +282,7 @@ const softMax = rule((c, node) => {
 const rope = rule((c, node) => {
     const [a, positions, factors] = c.sources(2, 3);
     c.type(a!, 'the source', F32, F16);
-    result(c, node, a!.type, a!.ne);
+    c.result(node, a!.type, a!.ne);
     c.need(a!.nb[0] === a!.traits.typeSize && node.nb[0] === node.traits.typeSize, 'strides', 'rows must be packed');
     // The kernel copies the channels it does not rotate in pairs: an odd row is written one element past its end.
     c.need(a!.ne[0] % 2 === 0 && a!.ne[0] <= SCRATCH_ROW_LIMIT, 'op-shape', `rows of ${a!.ne[0]} elements`);
@@ -362,9 +342,9 @@ const flashAttention = rule((c, node) => {
         c.need(sinks.ne[0] === q!.ne[2], 'op-shape', 'one sink per head');
         c.contiguous(sinks, 'the sinks'); // read as a packed array
     }
-    result(c, node, F32, [v!.ne[0], q!.ne[2], q!.ne[1], q!.ne[3]]);
+    c.result(node, F32, [v!.ne[0], q!.ne[2], q!.ne[1], q!.ne[3]]);
     // The kernels write nb[1] bytes per row, rows numbered through all the result's dimensions.
-    dense(c, node, 'the result');
+    c.dense(node, 'the result');
     // Per-thread scratch (ggml_graph_plan): 64-row tiles of q, K and V rows; heads × (DV + 2) floats when splitting keys.
     c.need(k!.ne[0] <= FA_HEAD_LIMIT && v!.ne[0] <= FA_HEAD_LIMIT && q!.ne[2] * (v!.ne[0] + 2) <= FA_HEADS_VALUES_LIMIT,
         'op-shape', () => `${q!.ne[2]} heads of ${k!.ne[0]} and ${v!.ne[0]} elements`);
@@ -389,7 +369,7 @@ const glu = rule((c, node) => {
         c.sameShape(a!, b, 'the sources');
         c.sameType(a!, b, 'the sources');
     }
-    result(c, node, a!.type, b === undefined ? [Math.floor(a!.ne[0] / 2), a!.ne[1], a!.ne[2], a!.ne[3]] : a!.ne);
+    c.result(node, a!.type, b === undefined ? [Math.floor(a!.ne[0] / 2), a!.ne[1], a!.ne[2], a!.ne[3]] : a!.ne);
     c.need(node.ne[0] >= 1, 'op-shape', 'an empty result');
     const op = c.int(0);
     c.need(op >= 0 && op < GGML_GLU_OP_NAMES.length, 'op-params', `GLU op ${op}`);

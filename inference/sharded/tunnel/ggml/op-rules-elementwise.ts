@@ -20,21 +20,10 @@ const INT32_MAX = 2 ** 31 - 1;
  */
 const SCRATCH_ROW_LIMIT = 2 ** 24;
 
-/** The tensor a node's output must be (ggml's `ggml_dup_tensor`/`ggml_new_tensor`): its type and shape. */
-function result(c: Contract, node: GraphNode, type: number, ne: readonly number[]) {
-    c.type(node, 'the result', type);
-    c.shape(node, 'the result', ne);
-}
-
 /** At most INT32_MAX elements in each tensor: the kernels count rows, row elements and loop indices in `int`. */
 function intSized(c: Contract, ...tensors: GraphNode[]) {
     for (const tensor of tensors)
         c.need(elements(tensor) <= INT32_MAX, 'op-shape', () => `${dims(tensor)} is more elements than a kernel counts`);
-}
-
-/** nb[0] is the element size, whatever ne[0] is: the kernels index a row as a plain array. */
-function packed(c: Contract, tensor: GraphNode, role: string) {
-    c.need(tensor.nb[0] === tensor.traits.typeSize, 'strides', `${role}'s elements must be packed`);
 }
 
 /**
@@ -42,18 +31,10 @@ function packed(c: Contract, tensor: GraphNode, role: string) {
  * rows with one stride (`i*nb01`) whatever the tensor's other strides are.
  */
 function flatRows(c: Contract, tensor: GraphNode, role: string) {
-    packed(c, tensor, role);
+    c.packed(tensor, role);
     const {ne, nb} = tensor;
     c.need((ne[2] === 1 || nb[2] === nb[1] * ne[1]) && (ne[3] === 1 || nb[3] === nb[1] * ne[1] * ne[2]), 'strides',
         () => `${role}'s rows (strides ${nb.join(', ')}) are not one after another`);
-}
-
-/** Laid out exactly as ggml lays out a new tensor, every stride dense (ones of 1-element dimensions too): a flat array. */
-function dense(c: Contract, tensor: GraphNode, role: string) {
-    const {ne, nb} = tensor;
-    const size = tensor.traits.typeSize;
-    c.need(nb[0] === size && nb[1] === size * ne[0] / tensor.traits.blockSize && nb[2] === nb[1] * ne[1] && nb[3] === nb[2] * ne[2], 'strides',
-        () => `${role} must be a packed array (strides ${nb.join(', ')})`);
 }
 
 /**
@@ -85,9 +66,9 @@ function epsilon(c: Contract, slot: number) {
 const unaryMath = rule((c, node) => {
     const [a] = c.all(1);
     c.type(a!, 'the source', F32, F16);
-    result(c, node, a!.type, a!.ne);
-    packed(c, a!, 'the source');
-    packed(c, node, 'the result');
+    c.result(node, a!.type, a!.ne);
+    c.packed(a!, 'the source');
+    c.packed(node, 'the result');
     intSized(c, a!);
     c.unusedParams(0);
 });
@@ -104,10 +85,10 @@ const addId = rule((c, node) => {
     c.type(ids!, 'the ids', I32);
     c.need(b!.ne[0] === a!.ne[0] && ids!.ne[0] === a!.ne[1] && ids!.ne[1] === a!.ne[2], 'op-shape',
         () => `cannot add rows of ${dims(b!)} to ${dims(a!)} by ${dims(ids!)}`);
-    result(c, node, F32, a!.ne);
-    packed(c, a!, 'the source');
-    packed(c, b!, 'the rows added');
-    packed(c, node, 'the result');
+    c.result(node, F32, a!.ne);
+    c.packed(a!, 'the source');
+    c.packed(b!, 'the rows added');
+    c.packed(node, 'the result');
     c.need(ids!.nb[0] === 4 && ids!.nb[1] % 4 === 0 && ids!.data % 4n === 0n, 'strides', 'the ids must be aligned int32s');
     disjoint(c, node, ids!, 'the ids');
     intSized(c, a!, b!, ids!);
@@ -118,8 +99,8 @@ const addId = rule((c, node) => {
 const sum = rule((c, node) => {
     const [a] = c.all(1);
     c.type(a!, 'the source', F32);
-    result(c, node, F32, [1, 1, 1, 1]);
-    packed(c, a!, 'the source');
+    c.result(node, F32, [1, 1, 1, 1]);
+    c.packed(a!, 'the source');
     intSized(c, a!);
     c.unusedParams(0);
 });
@@ -128,9 +109,9 @@ const sum = rule((c, node) => {
 const rowReduction = rule((c, node) => {
     const [a] = c.all(1);
     c.type(a!, 'the source', F32);
-    result(c, node, F32, [1, a!.ne[1], a!.ne[2], a!.ne[3]]);
-    packed(c, a!, 'the source');
-    packed(c, node, 'the result');
+    c.result(node, F32, [1, a!.ne[1], a!.ne[2], a!.ne[3]]);
+    c.packed(a!, 'the source');
+    c.packed(node, 'the result');
     intSized(c, a!);
     c.unusedParams(0);
 });
@@ -139,9 +120,9 @@ const rowReduction = rule((c, node) => {
 const cumsum = rule((c, node) => {
     const [a] = c.all(1);
     c.type(a!, 'the source', F32);
-    result(c, node, F32, a!.ne);
-    packed(c, a!, 'the source');
-    packed(c, node, 'the result');
+    c.result(node, F32, a!.ne);
+    c.packed(a!, 'the source');
+    c.packed(node, 'the result');
     intSized(c, a!);
     c.unusedParams(0);
 });
@@ -154,9 +135,9 @@ const argmax = rule((c, node) => {
     const [a] = c.all(1);
     c.type(a!, 'the source', F32);
     c.need(a!.ne[2] === 1 && a!.ne[3] === 1, 'op-shape', () => `${dims(a!)} is no matrix`);
-    result(c, node, I32, [a!.ne[1], 1, 1, 1]);
-    packed(c, a!, 'the source');
-    packed(c, node, 'the result');
+    c.result(node, I32, [a!.ne[1], 1, 1, 1]);
+    c.packed(a!, 'the source');
+    c.packed(node, 'the result');
     intSized(c, a!);
     c.unusedParams(0);
 });
@@ -167,8 +148,8 @@ const repeat = rule((c, node) => {
     c.type(a!, 'the source', F32, F16);
     c.type(node, 'the result', a!.type);
     c.repeats(a!, node, 'source and result');
-    packed(c, a!, 'the source');
-    packed(c, node, 'the result');
+    c.packed(a!, 'the source');
+    c.packed(node, 'the result');
     intSized(c, node);
     c.unusedParams(0);
 });
@@ -180,7 +161,7 @@ const concat = rule((c, node) => {
     c.sameType(a!, b!, 'the sources');
     const dim = oneOf(c, 0, 'dimension', [0, 1, 2, 3]);
     c.need(a!.ne.every((n, d) => d === dim || b!.ne[d] === n), 'op-shape', () => `cannot join ${dims(a!)} and ${dims(b!)} along ${dim}`);
-    result(c, node, a!.type, a!.ne.map((n, d) => d === dim ? n + b!.ne[d]! : n));
+    c.result(node, a!.type, a!.ne.map((n, d) => d === dim ? n + b!.ne[d]! : n));
     intSized(c, node);
     c.unusedParams(1);
 });
@@ -189,9 +170,9 @@ const concat = rule((c, node) => {
 const rowNorm = rule((c, node) => {
     const [a] = c.all(1);
     c.type(a!, 'the source', F32);
-    result(c, node, F32, a!.ne);
-    packed(c, a!, 'the source');
-    packed(c, node, 'the result');
+    c.result(node, F32, a!.ne);
+    c.packed(a!, 'the source');
+    c.packed(node, 'the result');
     intSized(c, a!);
     epsilon(c, 0);
     c.unusedParams(1);
@@ -205,9 +186,9 @@ const rowNorm = rule((c, node) => {
 const groupNorm = rule((c, node) => {
     const [a] = c.all(1);
     c.type(a!, 'the source', F32);
-    result(c, node, F32, a!.ne);
-    packed(c, a!, 'the source');
-    packed(c, node, 'the result');
+    c.result(node, F32, a!.ne);
+    c.packed(a!, 'the source');
+    c.packed(node, 'the result');
     intSized(c, a!);
     const groups = c.int(0);
     c.need(groups >= 1 && groups <= a!.ne[2], 'op-params', `${groups} groups of ${a!.ne[2]} channels`);
@@ -222,7 +203,7 @@ const groupNorm = rule((c, node) => {
 const scale = rule((c, node) => {
     const [a] = c.all(1);
     c.type(a!, 'the source', F32);
-    result(c, node, F32, a!.ne);
+    c.result(node, F32, a!.ne);
     c.contiguous(a!, 'the source');
     c.contiguous(node, 'the result');
     flatRows(c, a!, 'the source');
@@ -241,10 +222,10 @@ const set = rule((c, node) => {
     const [a, b] = c.all(2);
     c.type(a!, 'the destination', F32);
     c.type(b!, 'the source', F32);
-    result(c, node, F32, a!.ne);
+    c.result(node, F32, a!.ne);
     c.contiguous(a!, 'the destination');
     c.contiguous(node, 'the result');
-    packed(c, b!, 'the source');
+    c.packed(b!, 'the source');
     intSized(c, a!, b!);
     c.need(elements(a!) >= elements(b!), 'op-shape', () => `cannot set ${dims(b!)} into ${dims(a!)}`);
     const [nb1, nb2, nb3, offset] = [c.int(0), c.int(1), c.int(2), c.int(3)];
@@ -263,9 +244,9 @@ const diag = rule((c, node) => {
     const [a] = c.all(1);
     c.type(a!, 'the source', F32);
     c.need(a!.ne[1] === 1, 'op-shape', () => `${dims(a!)} is no row vector`);
-    result(c, node, F32, [a!.ne[0], a!.ne[0], a!.ne[2], a!.ne[3]]);
-    packed(c, a!, 'the source');
-    packed(c, node, 'the result');
+    c.result(node, F32, [a!.ne[0], a!.ne[0], a!.ne[2], a!.ne[3]]);
+    c.packed(a!, 'the source');
+    c.packed(node, 'the result');
     intSized(c, node);
     c.unusedParams(0);
 });
@@ -290,7 +271,7 @@ const ropeBack: OpRule = (node, what) => {
 const clamp = rule((c, node) => {
     const [a] = c.all(1);
     c.type(a!, 'the source', F32, F16);
-    result(c, node, a!.type, a!.ne);
+    c.result(node, a!.type, a!.ne);
     flatRows(c, a!, 'the source');
     flatRows(c, node, 'the result');
     intSized(c, a!);
@@ -324,9 +305,9 @@ const im2col = rule((c, node) => {
     const ow = convOutput(b!.ne[0], a!.ne[0], s0!, p0!, d0!);
     const oh = is2D ? convOutput(b!.ne[1], a!.ne[1], s1!, p1!, d1!) : 1;
     c.need(ow > 0 && oh > 0, 'op-shape', () => `image ${dims(b!)} is smaller than kernel ${dims(a!)}`);
-    result(c, node, node.type, is2D ? [a!.ne[2] * a!.ne[1] * a!.ne[0], ow, oh, b!.ne[3]] : [a!.ne[1] * a!.ne[0], ow, b!.ne[2], 1]);
-    dense(c, node, 'the result');
-    packed(c, b!, 'the image');
+    c.result(node, node.type, is2D ? [a!.ne[2] * a!.ne[1] * a!.ne[0], ow, oh, b!.ne[3]] : [a!.ne[1] * a!.ne[0], ow, b!.ne[2], 1]);
+    c.dense(node, 'the result');
+    c.packed(b!, 'the image');
     c.contiguous(b!, 'the image');
     c.need(b!.nbytes <= BigInt(INT32_MAX), 'op-shape', 'an image whose strides overflow an int');
     intSized(c, node);
@@ -348,15 +329,15 @@ const POOL_WORK = 64;
 const pool2d = rule((c, node) => {
     const [a] = c.all(1);
     c.type(a!, 'the source', F32, F16);
-    dense(c, a!, 'the source');
+    c.dense(a!, 'the source');
     oneOf(c, 0, 'pool op', POOL_OPS);
     const [k0, k1, s0, s1, p0, p1] = [1, 2, 3, 4, 5, 6].map((slot) => c.int(slot)) as [number, number, number, number, number, number];
     c.need([k0, k1, s0, s1].every((n) => n >= 1 && n <= POOL_EXTENT) && [p0, p1].every((n) => n >= 0 && n <= POOL_EXTENT)
         && a!.ne[0] <= POOL_EXTENT && a!.ne[1] <= POOL_EXTENT, 'op-params', `kernel ${k0}×${k1}, stride ${s0}×${s1}, padding ${p0}×${p1}`);
     c.need(a!.ne[0] + 2 * p0 >= k0 && a!.ne[1] + 2 * p1 >= k1, 'op-shape', () => `${dims(a!)} is smaller than the kernel`);
     const ne = [Math.floor((a!.ne[0] + 2 * p0 - k0) / s0) + 1, Math.floor((a!.ne[1] + 2 * p1 - k1) / s1) + 1, a!.ne[2], a!.ne[3]];
-    result(c, node, F32, ne);
-    dense(c, node, 'the result');
+    c.result(node, F32, ne);
+    c.dense(node, 'the result');
     intSized(c, a!, node);
     c.need(elements(node) * k0 * k1 <= POOL_WORK * (elements(a!) + elements(node)), 'op-params', 'windows that read the source too many times');
     c.unusedParams(7);
@@ -371,8 +352,8 @@ const pad = rule((c, node) => {
     c.type(a!, 'the source', F32);
     const padding = [0, 1, 2, 3, 4, 5, 6, 7].map((slot) => c.int(slot));
     c.need(padding.every((n) => n >= 0), 'op-params', `padding ${padding.join(', ')}`);
-    result(c, node, F32, a!.ne.map((n, dim) => n + padding[2 * dim]! + padding[2 * dim + 1]!));
-    dense(c, node, 'the result');
+    c.result(node, F32, a!.ne.map((n, dim) => n + padding[2 * dim]! + padding[2 * dim + 1]!));
+    c.dense(node, 'the result');
     intSized(c, node);
     oneOf(c, 8, 'circular padding', [0]);
     c.unusedParams(9);
@@ -389,8 +370,8 @@ const arange = rule((c, node) => {
     const step = c.finite(2, 'step');
     const steps = Math.ceil(Math.fround(Math.fround(stop - start) / step));
     c.need(stop > start && step > 0 && Number.isFinite(steps), 'op-params', `from ${start} to ${stop} by ${step}`);
-    result(c, node, F32, [steps, 1, 1, 1]);
-    packed(c, node, 'the result');
+    c.result(node, F32, [steps, 1, 1, 1]);
+    c.packed(node, 'the result');
     intSized(c, node);
     c.unusedParams(3);
 });
@@ -405,9 +386,9 @@ const arange = rule((c, node) => {
 const argsort = rule((c, node) => {
     const [a] = c.all(1);
     c.type(a!, 'the source', F32);
-    result(c, node, I32, a!.ne);
+    c.result(node, I32, a!.ne);
     flatRows(c, a!, 'the source');
-    dense(c, node, 'the result');
+    c.dense(node, 'the result');
     disjoint(c, node, a!, 'the source');
     intSized(c, a!);
     oneOf(c, 0, 'sort order', [0, 1]);
@@ -422,7 +403,7 @@ const topK = rule((c, node) => {
     const [a] = c.all(1);
     c.type(a!, 'the source', F32);
     c.need(node.ne[0] <= a!.ne[0] && a!.ne[0] <= SCRATCH_ROW_LIMIT, 'op-shape', () => `the top ${node.ne[0]} of ${a!.ne[0]}`);
-    result(c, node, I32, [node.ne[0], a!.ne[1], a!.ne[2], a!.ne[3]]);
+    c.result(node, I32, [node.ne[0], a!.ne[1], a!.ne[2], a!.ne[3]]);
     flatRows(c, a!, 'the source');
     flatRows(c, node, 'the result');
     disjoint(c, node, a!, 'the source');
@@ -499,7 +480,7 @@ function sortedIds(c: Contract, node: GraphNode, ids: GraphNode, experts: number
     // Its contract held (it runs earlier): an f32 source, an i32 result of ne[0] ≤ the source's.
     const sorted = sort.sources[0]!.ne[0];
     c.need(sorted <= experts, 'op-shape', () => `expert ids sorted out of rows of ${sorted} for ${experts} experts`);
-    dense(c, sort, 'the expert ids\' sort');
+    c.dense(sort, 'the expert ids\' sort');
 
     const row = BigInt(sort.ne[0]);
     const offset = ids.data - sort.data;
@@ -533,9 +514,9 @@ const mulMatId = rule((c, node) => {
         && ids!.ne[1] === b!.ne[2] && ids!.ne[0] % b!.ne[1] === 0, 'op-shape',
     () => `cannot multiply experts ${dims(as!)} by ${dims(b!)} with ids ${dims(ids!)}`);
     c.need(as!.nb[0] === as!.traits.typeSize && as!.nb[0] <= as!.nb[1], 'strides', 'the experts are transposed');
-    packed(c, b!, 'the activations');
-    result(c, node, F32, [as!.ne[1], ids!.ne[0], b!.ne[2], 1]);
-    packed(c, node, 'the result');
+    c.packed(b!, 'the activations');
+    c.result(node, F32, [as!.ne[1], ids!.ne[0], b!.ne[2], 1]);
+    c.packed(node, 'the result');
     c.ordered(node, 'the result');
     c.need(as!.ne[0] <= SCRATCH_ROW_LIMIT, 'op-shape', `rows of ${as!.ne[0]} elements`);
     const experts = as!.ne[2];
@@ -556,8 +537,8 @@ const tri = rule((c, node) => {
     c.type(a!, 'the source', F32);
     c.contiguous(a!, 'the source');
     c.need(a!.ne[0] === a!.ne[1], 'op-shape', () => `${dims(a!)} is not square`);
-    result(c, node, F32, a!.ne);
-    packed(c, node, 'the result');
+    c.result(node, F32, a!.ne);
+    c.packed(node, 'the result');
     intSized(c, a!);
     oneOf(c, 0, 'triangle', TRI_TYPES);
     c.unusedParams(1);
@@ -568,8 +549,8 @@ const fill = rule((c, node) => {
     const [a] = c.all(1);
     c.type(a!, 'the source', F32, F16);
     c.contiguous(a!, 'the source');
-    result(c, node, a!.type, a!.ne);
-    packed(c, node, 'the result');
+    c.result(node, a!.type, a!.ne);
+    c.packed(node, 'the result');
     intSized(c, node);
     c.unusedParams(1);
 });
@@ -584,9 +565,9 @@ const XIELU = GGML_UNARY_OP_NAMES.indexOf('XIELU');
 const unary = rule((c, node) => {
     const [a] = c.all(1);
     c.type(a!, 'the source', F32, F16);
-    result(c, node, a!.type, a!.ne);
-    packed(c, a!, 'the source');
-    packed(c, node, 'the result');
+    c.result(node, a!.type, a!.ne);
+    c.packed(a!, 'the source');
+    c.packed(node, 'the result');
     intSized(c, a!);
     const op = c.int(0);
     c.need(op >= 0 && op < GGML_UNARY_OP_NAMES.length, 'op-params', `unary op ${op}`);

@@ -19,17 +19,8 @@ const F32_STEP_MAX = 64;
 
 /** The result ggml's builder makes: a new packed tensor of this type and shape (the kernels write it as one). */
 function result(c: Contract, node: GraphNode, ne: readonly number[], type = F32) {
-    c.type(node, 'the result', type);
-    c.shape(node, 'the result', ne);
+    c.result(node, type, ne);
     c.contiguous(node, 'the result');
-}
-
-/**
- * Elements packed along the first dimension: `nb[0] == ggml_type_size`, as kernels GGML_ASSERT it. Stricter than
- * `ggml_is_contiguous(_rows)`, which let any nb[0] pass when ne[0] is 1.
- */
-function packedElements(c: Contract, tensor: GraphNode, role: string) {
-    c.need(tensor.nb[0] === tensor.traits.typeSize, 'strides', `the elements of ${role} must be packed`);
 }
 
 /** Each tensor is f32. */
@@ -49,7 +40,7 @@ const ssmConv = rule((c, node) => {
     c.need(sx.ne[3] === 1 && w.ne[2] === 1 && w.ne[3] === 1, 'op-shape', () => `convolves ${dims(sx)} with ${dims(w)}`);
     c.need(sx.ne[1] === dInner && sx.ne[0] >= dConv, 'op-shape', () => `${dims(sx)} holds no window of ${dims(w)}`);
     c.need(sx.nb[0] === 4 && sx.nb[1] === 4 * sx.ne[0], 'strides', 'the input\'s rows must be packed one after the other');
-    packedElements(c, w, 'the weights');
+    c.packed(w, 'the weights');
     c.contiguous(w, 'the weights');
     c.need(elements(sx) < 2 ** 31 && elements(w) < 2 ** 31, 'op-shape', 'more elements than the kernel\'s int indices reach');
     result(c, node, [dInner, sx.ne[0] - dConv + 1, sx.ne[2], 1]);
@@ -173,7 +164,7 @@ const lightningIndexer = rule((c, node) => {
         'op-shape', () => `a mask of ${dims(mask!)} for ${k!.ne[2]} keys and ${q!.ne[2]} tokens`);
     result(c, node, [k!.ne[2], q!.ne[2], 1, q!.ne[3]]);
     for (const [tensor, role] of [[q!, 'q'], [k!, 'the keys'], [w!, 'the weights'], [mask!, 'the mask'], [node, 'the result']] as const)
-        packedElements(c, tensor, role);
+        c.packed(tensor, role);
     c.unusedParams(0);
 });
 
