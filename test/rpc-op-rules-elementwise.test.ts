@@ -2,8 +2,8 @@ import test, {type ExecutionContext} from 'ava';
 import {checkGraph} from '../inference/sharded/tunnel/ggml/graph-check.js';
 import {GGML_TYPES, GGML_UNARY_OP_NAMES, type GgmlOpName, GgmlType} from '../inference/sharded/tunnel/ggml/ggml-tables.js';
 import type {RpcTensor} from '../inference/sharded/tunnel/ggml/rpc-tensor.js';
-import {GraphCheckError, type GraphRule, type SessionBuffers} from '../inference/sharded/tunnel/ggml/tensor-check.js';
-import {directConnection, directLab, f32, GraphBuilder, guardedConnection, type LabBuffer, labServer, RpcLabClient, type TensorSpec} from './helpers/rpc-lab.js';
+import {GraphCheckError, type GraphRule} from '../inference/sharded/tunnel/ggml/tensor-check.js';
+import {directConnection, directLab, f32, floats, GraphBuilder, guardedConnection, ints, type LabBuffer, labServer, readFloats, readInts, RpcLabClient, tableOf, type TensorSpec} from './helpers/rpc-lab.js';
 import {float16BitsToFloat32, float32ToFloat16Bits} from '../engine/gguf/float16.js';
 import {SeededRandom as Rng} from './helpers/seeded-random.js';
 
@@ -20,14 +20,6 @@ const REMOVED_TYPE = 4;
 const unaryOp = (name: typeof GGML_UNARY_OP_NAMES[number]) => GGML_UNARY_OP_NAMES.indexOf(name);
 
 
-function tableOf(buffer: LabBuffer): SessionBuffers {
-    return {get: (handle) => handle === buffer.handle ? buffer : undefined};
-}
-
-const floats = (values: ArrayLike<number>) => Buffer.from(Float32Array.from(values).buffer);
-const ints = (values: ArrayLike<number>) => Buffer.from(Int32Array.from(values).buffer);
-const readFloats = (bytes: Buffer) => Array.from(new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4));
-const readInts = (bytes: Buffer) => Array.from(new Int32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4));
 
 
 function within<T>(promise: Promise<T>, ms: number) {

@@ -3,8 +3,8 @@ import {float16BitsToFloat32 as f16Value, float32ToFloat16Bits as f16Bits} from 
 import {checkGraph} from '../inference/sharded/tunnel/ggml/graph-check.js';
 import {GGML_GLU_OP_NAMES, GGML_TYPES, GGML_UNARY_OP_NAMES, GgmlType} from '../inference/sharded/tunnel/ggml/ggml-tables.js';
 import type {RpcTensor} from '../inference/sharded/tunnel/ggml/rpc-tensor.js';
-import {GraphCheckError, type GraphRule, type SessionBuffers} from '../inference/sharded/tunnel/ggml/tensor-check.js';
-import {directLab, f32, GraphBuilder, guardedConnection, type LabBuffer, labServer, RpcLabClient} from './helpers/rpc-lab.js';
+import {GraphCheckError, type GraphRule} from '../inference/sharded/tunnel/ggml/tensor-check.js';
+import {directLab, f32, floats, GraphBuilder, guardedConnection, ints, type LabBuffer, labServer, readFloats, readInts, RpcLabClient, tableOf} from './helpers/rpc-lab.js';
 import {SeededRandom as Rng} from './helpers/seeded-random.js';
 
 /**
@@ -25,14 +25,6 @@ const DESC = 1;
 /** A hostile expert id: filed under it, a row lands far outside the kernel's map. */
 const HOSTILE_ID = 1_000_000;
 
-function tableOf(buffer: LabBuffer): SessionBuffers {
-    return {get: (handle) => handle === buffer.handle ? buffer : undefined};
-}
-
-const floats = (values: ArrayLike<number>) => Buffer.from(Float32Array.from(values).buffer);
-const ints = (values: ArrayLike<number>) => Buffer.from(Int32Array.from(values).buffer);
-const readFloats = (bytes: Buffer) => Array.from(new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4));
-const readInts = (bytes: Buffer) => Array.from(new Int32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4));
 
 /** `scale` · sin(0.731 i + phase + 0.1): varied, reproducible, never 0. */
 function wave(count: number, phase = 0, scale = 1) {

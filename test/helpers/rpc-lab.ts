@@ -9,6 +9,7 @@ import {connect} from 'node:net';
 import {RpcServerHost} from '../../engine/rpc/rpc-server-host.js';
 import {GGML_MAX_OP_PARAMS_I32, GGML_MAX_SRC, GGML_TYPES, GgmlOp, type GgmlOpName} from '../../inference/sharded/tunnel/ggml/ggml-tables.js';
 import {type Dims, RPC_TENSOR_BYTES, type RpcTensor, writeRpcTensor} from '../../inference/sharded/tunnel/ggml/rpc-tensor.js';
+import type {SessionBuffers} from '../../inference/sharded/tunnel/ggml/tensor-check.js';
 import {hostFilter} from '../../inference/sharded/tunnel/rpc-filters.js';
 import {AllocationBudget} from '../../inference/sharded/tunnel/rpc-guard.js';
 import {RpcCommand} from '../../inference/sharded/tunnel/rpc-stream.js';
@@ -320,3 +321,13 @@ export async function directLab(t: {teardown(fn: () => unknown): void}, threads:
     const buffer = await client.buffer(bufferBytes);
     return {lab, client, buffer};
 }
+
+/** One lab buffer as the guard's buffer table: for checking a builder's graph without a server. */
+export function tableOf(buffer: LabBuffer): SessionBuffers {
+    return {get: (handle) => handle === buffer.handle ? buffer : undefined};
+}
+
+export const floats = (values: ArrayLike<number>) => Buffer.from(Float32Array.from(values).buffer);
+export const ints = (values: ArrayLike<number>) => Buffer.from(Int32Array.from(values).buffer);
+export const readFloats = (bytes: Buffer) => Array.from(new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4));
+export const readInts = (bytes: Buffer) => Array.from(new Int32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4));
