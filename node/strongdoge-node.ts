@@ -89,13 +89,11 @@ export class StrongdogeNode {
     private readonly shards: ShardProtocol | undefined;
     private readonly shardedModels: (ModelLoadSpec & {sizeBytes: number})[];
     /** The rpc server with this node's GPU backend (for hosting), and the RPC backend for the pipeline engine (CPU). */
-    private rpcFiles: {host: RpcServerFiles, coordinator: RpcServerFiles} | undefined;
+    private rpcFiles: {host: RpcServerFiles, coordinator: RpcServerFiles, hostGpu: RpcGpu} | undefined;
     /** Why this node can neither host nor coordinate layers, when it cannot. */
     private shardingUnavailable: string | null = 'the RPC server is not built yet';
     /** Whether the servers hosting peers' layers can run in the sandbox here (`--shard-sandbox on`); undefined until checked. */
     private sandbox: SandboxProbe | undefined;
-    /** The GPU backend of the servers hosting peers' layers. */
-    private hostGpu: RpcGpu = false;
     /** The contribution log and its anchoring: open once `start()` has opened it. */
     ledger: NodeLedger | undefined;
     /** Tokens as they stream: to this node's clients (`local`), or generated for peers (`forPeers`). */
@@ -242,13 +240,12 @@ export class StrongdogeNode {
             return;
         for (const spec of this.shardedModels) {
             const layout = await modelLayoutOf(spec.path);
+            // Each of the engine's sequences has a context of its own (KV cache and attention span).
+            const contextTokens = settings.contextSize * settings.parallel;
+            const computeBytes = stageComputeBytes({...layout, sequenceTokens: settings.contextSize, contextTokens, flashAttention: settings.flashAttention !== 'off'});
             const cluster = new ClusterCoordinator({
                 model: {id: spec.id, path: spec.path, sizeBytes: spec.sizeBytes, sha256: () => this.modelSha256(spec.id),
-                    // Each of the engine's sequences has a context of its own (KV cache and attention span).
-                    shape: {...layout, contextTokens: settings.contextSize * settings.parallel, computeBytes: stageComputeBytes({
-                        ...layout, sequenceTokens: settings.contextSize, contextTokens: settings.contextSize * settings.parallel,
-                        flashAttention: settings.flashAttention !== 'off'
-                    })}},
+                    shape: {...layout, contextTokens, computeBytes}},
                 swarm, shards,
                 rpcFiles: () => this.rpcFiles && {libraryPath: this.rpcFiles.coordinator.libraryPath, serverPath: this.rpcFiles.host.serverPath},
                 self: {id: this.identity.id, freeMemoryBytes: settings.memoryLimit ?? freemem(), tflops: () => this.capabilities.current().compute.measuredTflops},
@@ -289,8 +286,7 @@ export class StrongdogeNode {
             const gpu = device?.backend ?? false;
             const ggmlDirs = device?.build === 'local' && device.ggmlDir !== null ? [device.ggmlDir] : undefined;
             const coordinator = await prepareRpcServerDir(binaries, ggmlDirs && {ggmlDirs});
-            this.rpcFiles = {coordinator, host: gpu === false ? coordinator : await prepareRpcServerDir(binaries, {gpu, ...(ggmlDirs && {ggmlDirs})})};
-            this.hostGpu = gpu;
+            this.rpcFiles = {coordinator, host: gpu === false ? coordinator : await prepareRpcServerDir(binaries, {gpu, ...(ggmlDirs && {ggmlDirs})}), hostGpu: gpu};
             if (this.shardHost !== undefined && this.settings.shardSandbox) {
                 this.sandbox = await probeSandbox({launcherDir: rpcDir});
                 if (!this.sandbox.available)
@@ -320,7 +316,7 @@ export class StrongdogeNode {
             return 'the sandbox for peers\' rpc servers is being checked';
         if (!this.sandbox.available)
             return `the sandbox for peers' rpc servers does not work here: ${this.sandbox.reason}`;
-        return {binaries: this.rpcFiles.host, sandbox: {bwrapPath: this.sandbox.bwrapPath, launcherPath: this.sandbox.launcherPath, gpu: this.hostGpu}};
+        return {binaries: this.rpcFiles.host, sandbox: {bwrapPath: this.sandbox.bwrapPath, launcherPath: this.sandbox.launcherPath, gpu: this.rpcFiles.hostGpu}};
     }
 
     describeCluster(): ClusterStatus {

@@ -8,7 +8,8 @@
  *   paths), the launcher, and each shared library these load as the dynamic loader finds it (`ldd`), with the
  *   loader and its cache; a GPU server also gets its device nodes, /sys and the driver's libraries. No /usr, /etc
  *   or /bin: there is no shell inside;
- * - read-write: the tensor cache (`<cacheDir>/rpc`) and the directory of the server's Unix socket;
+ * - read-write: only the directory of the server's Unix socket (its tensor cache is read-only: see
+ *   rpc-server-host.ts);
  * - its own /proc (the loader finds `$ORIGIN` through /proc/self/exe) and a minimal, read-only /dev;
  * - uid and gid 65534 inside, an environment of `LLAMA_CACHE` alone (and which GPUs to use), its own loopback.
  *
@@ -69,6 +70,17 @@ export interface SandboxLauncherOptions {
     env?: NodeJS.ProcessEnv
 }
 
+/** One run of `make` per key in this process: later callers share its promise, a failed one is tried again. */
+function once<T>(runs: Map<string, Promise<T>>, key: string, make: () => Promise<T>) {
+    let pending = runs.get(key);
+    if (pending === undefined) {
+        pending = make();
+        runs.set(key, pending);
+        pending.catch(() => runs.delete(key));
+    }
+    return pending;
+}
+
 const launchersInProcess = new Map<string, Promise<string>>();
 
 /**
@@ -77,13 +89,7 @@ const launchersInProcess = new Map<string, Promise<string>>();
  * with `RpcSandboxError` (`COMPILER_MISSING`, `LAUNCHER_BUILD_FAILED`).
  */
 export function ensureSandboxLauncher(options: SandboxLauncherOptions): Promise<string> {
-    let pending = launchersInProcess.get(options.dir);
-    if (pending === undefined) {
-        pending = compileLauncher(options);
-        launchersInProcess.set(options.dir, pending);
-        pending.catch(() => launchersInProcess.delete(options.dir));
-    }
-    return pending;
+    return once(launchersInProcess, options.dir, () => compileLauncher(options));
 }
 
 function isExecutable(path: string) {
@@ -164,14 +170,7 @@ const readOnlyPathsInProcess = new Map<string, Promise<string[]>>();
  * with the loader's cache. Resolved once per process for each server and launcher.
  */
 export function sandboxReadOnlyPaths({launcherPath, serverPath}: {launcherPath: string, serverPath?: string}) {
-    const key = JSON.stringify([launcherPath, serverPath]);
-    let pending = readOnlyPathsInProcess.get(key);
-    if (pending === undefined) {
-        pending = resolveReadOnlyPaths(launcherPath, serverPath);
-        readOnlyPathsInProcess.set(key, pending);
-        pending.catch(() => readOnlyPathsInProcess.delete(key));
-    }
-    return pending;
+    return once(readOnlyPathsInProcess, JSON.stringify([launcherPath, serverPath]), () => resolveReadOnlyPaths(launcherPath, serverPath));
 }
 
 async function resolveReadOnlyPaths(launcherPath: string, serverPath: string | undefined) {
@@ -257,7 +256,7 @@ export interface SandboxSpec {
     server?: {path: string, args: string[], socketPath: string},
     /** Shown read-only, each at its own path (`sandboxReadOnlyPaths`). */
     readOnlyPaths: string[],
-    /** Writable, each at its own path: the tensor cache (`<cacheDir>/rpc`); defaults to none. */
+    /** Writable, each at its own path, besides the socket's directory; defaults to none. */
     writablePaths?: string[],
     /** Device nodes and driver files of a GPU backend (`sandboxGpuAccess`); defaults to none. */
     gpu?: SandboxGpuAccess,
@@ -382,14 +381,8 @@ const probesInProcess = new Map<string, Promise<SandboxProbe>>();
  */
 export function probeSandbox(options: ProbeSandboxOptions): Promise<SandboxProbe> {
     const env = options.env ?? process.env;
-    const key = JSON.stringify([options.launcherDir, options.bwrapPath, env.PATH, env.CC]);
-    let pending = probesInProcess.get(key);
-    if (pending === undefined) {
-        pending = probeUncached(options.launcherDir, options.bwrapPath, env);
-        probesInProcess.set(key, pending);
-        pending.catch(() => probesInProcess.delete(key));
-    }
-    return pending;
+    return once(probesInProcess, JSON.stringify([options.launcherDir, options.bwrapPath, env.PATH, env.CC]),
+        () => probeUncached(options.launcherDir, options.bwrapPath, env));
 }
 
 async function probeUncached(launcherDir: string, bwrapPath: string | undefined, env: NodeJS.ProcessEnv): Promise<SandboxProbe> {

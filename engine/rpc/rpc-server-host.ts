@@ -268,7 +268,6 @@ export class RpcServerHost extends EventEmitter<RpcServerHostEvents> {
                 // which anyone can collide: a crafted upload would then be loaded into other peers' sessions. Only
                 // this node writes the cache, from its own copy of a model (tensor-cache-seed.ts).
                 readOnlyPaths: cacheDir === undefined ? readOnlyPaths : [...readOnlyPaths, join(cacheDir, TENSOR_CACHE_SUBDIR)],
-                writablePaths: [],
                 gpu: gpuAccess,
                 env: sandboxEnv(cacheDir)
             });

@@ -17,7 +17,7 @@ import {layerSplit} from '../../inference/sharded/layer-split.js';
 import {RPC_TENSOR_BYTES, readRpcTensor, writeRpcTensor} from '../../inference/sharded/tunnel/ggml/rpc-tensor.js';
 import {coordinatorFilter} from '../../inference/sharded/tunnel/rpc-filters.js';
 import type {SessionBuffer, SessionBuffers} from '../../inference/sharded/tunnel/ggml/tensor-check.js';
-import {RpcCommand} from '../../inference/sharded/tunnel/rpc-stream.js';
+import {COMMAND_NAMES, COMMAND_SPECS, RpcCommand} from '../../inference/sharded/tunnel/rpc-commands.js';
 import type {TunnelStream} from '../../inference/sharded/tunnel/shard-protocol.js';
 import {SocketStream} from '../../inference/sharded/tunnel/socket-pipe.js';
 import {TunnelEndpoint} from '../../inference/sharded/tunnel/tunnel-endpoint.js';
@@ -31,18 +31,11 @@ export interface RecordedRequest {
     reply?: Buffer
 }
 
-/** Reply payload sizes by command (null: no reply); GET_TENSOR's is the size it asks for. */
-const REPLY_BYTES: Record<number, number | null | 'requested'> = {
-    [RpcCommand.ALLOC_BUFFER]: 16, [RpcCommand.GET_ALIGNMENT]: 8, [RpcCommand.GET_MAX_SIZE]: 8, [RpcCommand.BUFFER_GET_BASE]: 8,
-    [RpcCommand.FREE_BUFFER]: null, [RpcCommand.BUFFER_CLEAR]: null, [RpcCommand.SET_TENSOR]: null, [RpcCommand.SET_TENSOR_HASH]: 1,
-    [RpcCommand.GET_TENSOR]: 'requested', [RpcCommand.COPY_TENSOR]: 1, [RpcCommand.GRAPH_COMPUTE]: null,
-    [RpcCommand.GET_DEVICE_MEMORY]: 16, [RpcCommand.INIT_TENSOR]: null, [RpcCommand.GET_ALLOC_SIZE]: 8, [RpcCommand.HELLO]: 28,
-    [RpcCommand.DEVICE_COUNT]: 4, [RpcCommand.GRAPH_RECOMPUTE]: null, [RpcCommand.MEMSET_TENSOR]: null
-};
-
+/** A request's reply payload size (null: no reply); GET_TENSOR's is the size it asks for. */
 export function replyBytesOf(command: number, payload: Buffer) {
-    const bytes = REPLY_BYTES[command];
-    return bytes === 'requested' ? Number(payload.readBigUInt64LE(RPC_TENSOR_BYTES + 8)) : bytes ?? null;
+    const name = COMMAND_NAMES[command];
+    const bytes = name === undefined ? null : COMMAND_SPECS[name].replyBytes;
+    return bytes === 'requested' ? Number(payload.readBigUInt64LE(RPC_TENSOR_BYTES + 8)) : bytes;
 }
 
 /** Splits the recorded bytes of both directions into requests with their replies. */

@@ -7,6 +7,7 @@
  */
 import {checkGraph, type GraphLimits, graphLimitDefaults, graphPayloadBytes} from './ggml/graph-check.js';
 import {RPC_TENSOR_BYTES, readRpcTensor} from './ggml/rpc-tensor.js';
+import {COMMAND_NAMES, COMMAND_SPECS, RpcCommand} from './rpc-commands.js';
 import {checkPlacement, checkRegion, GraphCheckError, type GraphRule, type SessionBuffer, type SessionBuffers, shapeTensor} from './ggml/tensor-check.js';
 
 /**
@@ -53,28 +54,6 @@ export interface RpcGuardOptions {
     cachedTensorBytes?: (hash: bigint) => bigint | undefined
 }
 
-/** Command numbers (ggml-rpc's `enum rpc_cmd`) the guard reads. */
-const Cmd = {
-    ALLOC_BUFFER: 0, BUFFER_GET_BASE: 3, FREE_BUFFER: 4, BUFFER_CLEAR: 5, SET_TENSOR: 6, SET_TENSOR_HASH: 7, GET_TENSOR: 8,
-    COPY_TENSOR: 9, GRAPH_COMPUTE: 10, INIT_TENSOR: 12, GET_ALLOC_SIZE: 13, GRAPH_RECOMPUTE: 16, MEMSET_TENSOR: 17
-} as const;
-
-/** Leading request bytes each command's check reads; the whole payload for a graph. */
-const INSPECT_BYTES: Partial<Record<number, number | 'all'>> = {
-    [Cmd.ALLOC_BUFFER]: 4 + 8,
-    [Cmd.BUFFER_GET_BASE]: 8,
-    [Cmd.FREE_BUFFER]: 8,
-    [Cmd.BUFFER_CLEAR]: 8 + 1,
-    [Cmd.SET_TENSOR]: RPC_TENSOR_BYTES + 8,
-    [Cmd.SET_TENSOR_HASH]: RPC_TENSOR_BYTES + 8 + 8,
-    [Cmd.GET_TENSOR]: RPC_TENSOR_BYTES + 8 + 8,
-    [Cmd.COPY_TENSOR]: 2 * RPC_TENSOR_BYTES,
-    [Cmd.GRAPH_COMPUTE]: 'all',
-    [Cmd.INIT_TENSOR]: RPC_TENSOR_BYTES,
-    [Cmd.GET_ALLOC_SIZE]: 4 + 11 * RPC_TENSOR_BYTES,
-    [Cmd.MEMSET_TENSOR]: RPC_TENSOR_BYTES + 8 + 8 + 1
-};
-
 export class RpcGuard implements SessionBuffers {
     private readonly buffers = new Map<bigint, SessionBuffer & {counted: bigint}>();
     /** The server holds a graph this guard accepted, whose buffers are all still there. */
@@ -88,9 +67,11 @@ export class RpcGuard implements SessionBuffers {
 
     /** Request bytes to hold back and check before any of the command is forwarded. */
     inspectBytes(command: number, payloadBytes: number) {
-        const bytes = INSPECT_BYTES[command] ?? 0;
-        if (bytes !== 'all')
-            return Math.min(bytes, payloadBytes);
+        // Every command's fixed part (its tensors, handles and sizes); a graph whole.
+        if (command !== RpcCommand.GRAPH_COMPUTE) {
+            const name = COMMAND_NAMES[command];
+            return name === undefined ? 0 : Math.min(COMMAND_SPECS[name].requestBytes, payloadBytes);
+        }
         // A graph is held whole before it is checked: no larger than the largest graph the checks allow.
         const {maxNodes, maxTensors} = {...graphLimitDefaults, ...this.options.graphLimits};
         if (payloadBytes > graphPayloadBytes(maxNodes, maxTensors))
@@ -163,15 +144,15 @@ export class RpcGuard implements SessionBuffers {
 
     private check(command: number, prefix: Buffer, payloadBytes: number): ReplyContext | undefined {
         switch (command) {
-            case Cmd.ALLOC_BUFFER: {
+            case RpcCommand.ALLOC_BUFFER: {
                 const size = prefix.readBigUInt64LE(4);
                 if (!this.options.budget.reserve(size))
                     this.refuse('budget', `ALLOC_BUFFER of ${size} bytes: the session has ${this.options.budget.limit - this.options.budget.used} of its ${this.options.budget.limit} left`);
                 return {command: 'alloc', reserved: size};
             }
-            case Cmd.BUFFER_GET_BASE:
+            case RpcCommand.BUFFER_GET_BASE:
                 return {command: 'base', handle: this.ownBuffer(prefix.readBigUInt64LE(0), 'BUFFER_GET_BASE').handle};
-            case Cmd.FREE_BUFFER: {
+            case RpcCommand.FREE_BUFFER: {
                 const buffer = this.ownBuffer(prefix.readBigUInt64LE(0), 'FREE_BUFFER');
                 this.buffers.delete(buffer.handle);
                 this.options.budget.release(buffer.counted);
@@ -179,15 +160,15 @@ export class RpcGuard implements SessionBuffers {
                 this.graphAccepted = false;
                 return undefined;
             }
-            case Cmd.BUFFER_CLEAR:
+            case RpcCommand.BUFFER_CLEAR:
                 this.ownBuffer(prefix.readBigUInt64LE(0), 'BUFFER_CLEAR');
                 return undefined;
-            case Cmd.SET_TENSOR: {
+            case RpcCommand.SET_TENSOR: {
                 const tensor = this.tensor(prefix, 0, 'SET_TENSOR\'s tensor');
                 checkRegion(tensor, this, prefix.readBigUInt64LE(RPC_TENSOR_BYTES), BigInt(payloadBytes - RPC_TENSOR_BYTES - 8), 'SET_TENSOR');
                 return undefined;
             }
-            case Cmd.SET_TENSOR_HASH: {
+            case RpcCommand.SET_TENSOR_HASH: {
                 const tensor = this.tensor(prefix, 0, 'SET_TENSOR_HASH\'s tensor');
                 // A hash the cache did not hold at the start is a miss, or a file this node seeded since, from its
                 // own copy of the model: of the size of the honest tensor that hashes to it.
@@ -196,23 +177,23 @@ export class RpcGuard implements SessionBuffers {
                     checkRegion(tensor, this, prefix.readBigUInt64LE(RPC_TENSOR_BYTES), bytes, 'SET_TENSOR_HASH');
                 return undefined;
             }
-            case Cmd.GET_TENSOR:
-            case Cmd.MEMSET_TENSOR: {
-                const name = command === Cmd.GET_TENSOR ? 'GET_TENSOR' : 'MEMSET_TENSOR';
+            case RpcCommand.GET_TENSOR:
+            case RpcCommand.MEMSET_TENSOR: {
+                const name = command === RpcCommand.GET_TENSOR ? 'GET_TENSOR' : 'MEMSET_TENSOR';
                 const tensor = this.tensor(prefix, 0, `${name}'s tensor`);
                 checkRegion(tensor, this, prefix.readBigUInt64LE(RPC_TENSOR_BYTES), prefix.readBigUInt64LE(RPC_TENSOR_BYTES + 8), name);
                 return undefined;
             }
-            case Cmd.COPY_TENSOR: {
+            case RpcCommand.COPY_TENSOR: {
                 const source = this.tensor(prefix, 0, 'COPY_TENSOR\'s source');
                 const destination = this.tensor(prefix, RPC_TENSOR_BYTES, 'COPY_TENSOR\'s destination');
                 checkRegion(destination, this, 0n, source.nbytes, 'COPY_TENSOR');
                 return undefined;
             }
-            case Cmd.INIT_TENSOR:
+            case RpcCommand.INIT_TENSOR:
                 this.tensor(prefix, 0, 'INIT_TENSOR\'s tensor');
                 return undefined;
-            case Cmd.GET_ALLOC_SIZE: {
+            case RpcCommand.GET_ALLOC_SIZE: {
                 this.tensor(prefix, 4, 'GET_ALLOC_SIZE\'s tensor', true);
                 for (let slot = 0; slot < 10; slot++) {
                     const offset = 4 + (slot + 1) * RPC_TENSOR_BYTES;
@@ -221,13 +202,13 @@ export class RpcGuard implements SessionBuffers {
                 }
                 return undefined;
             }
-            case Cmd.GRAPH_COMPUTE:
+            case RpcCommand.GRAPH_COMPUTE:
                 // Accepted or not, it replaces what the server holds: a refused graph ends the session anyway.
                 this.graphAccepted = false;
                 checkGraph(prefix, this, this.options.graphLimits);
                 this.graphAccepted = true;
                 return undefined;
-            case Cmd.GRAPH_RECOMPUTE:
+            case RpcCommand.GRAPH_RECOMPUTE:
                 if (!this.graphAccepted)
                     this.refuse('recompute', 'GRAPH_RECOMPUTE without an accepted graph on the server');
                 return undefined;
