@@ -4,6 +4,7 @@ import {BenchmarkCache, benchmarkCachePath} from '../engine/device-benchmark/ben
 import {deviceKey} from '../engine/device-benchmark/device-benchmark.js';
 import {waitFor, type DaemonHandle} from './helpers/cli-process.js';
 import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
+import {seamReport} from './helpers/generation-requests.js';
 import {startLabDaemon} from './helpers/lab-daemon.js';
 import {createLab, labSupported, type Lab, type LabHost, type NatKind} from './helpers/netns-lab.js';
 import {fetchStatus} from './helpers/node-status.js';
@@ -171,14 +172,20 @@ labTest('a relay that dies mid-stream is a peer failure like any other: the answ
     const expected = await new OpenAI({baseURL: c.daemon.baseUrl, apiKey: 'x', maxRetries: 0}).completions.create({model: 'demo', prompt, max_tokens: maxTokens, temperature: 0});
     let text = '';
     let chunks = 0;
+    let seamText = '';
     let usage: OpenAI.CompletionUsage | null | undefined;
     for await (const chunk of await client.completions.create({model: 'demo', prompt, max_tokens: maxTokens, temperature: 0, stream: true, stream_options: {include_usage: true}})) {
         text += chunk.choices[0]?.text ?? '';
         usage = chunk.usage ?? usage;
-        if (++chunks === 20)
+        if (++chunks === 20) {
+            seamText = text;
             relay.daemon.process.kill('SIGKILL');
+        }
     }
-    t.is(text, expected.choices[0]!.text);
+    // Past the seam a near-tie may part the answer from the uninterrupted run (README): logged, not asserted.
+    t.true(expected.choices[0]!.text.startsWith(seamText));
+    t.true(text.startsWith(seamText));
+    t.log(seamReport(text, expected.choices[0]!.text, seamText));
     t.is(usage?.completion_tokens, maxTokens);
     t.deepEqual(await requestRoutes(a, 1), [`peers:${b.id.slice(0, 16)},${c.id.slice(0, 16)}`]);
 });

@@ -5,6 +5,7 @@ import {waitFor, type DaemonHandle} from './helpers/cli-process.js';
 import {schemaValidator} from './helpers/ajv-validator.js';
 import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
 import {moreCallsBias, weatherParameters} from './helpers/demo-tool-calls.js';
+import {seamReport} from './helpers/generation-requests.js';
 import {fetchStatus} from './helpers/node-status.js';
 import {nodeIdOf, peersOf, startSwarmDaemon, startTestnet, waitForPeers} from './helpers/swarm-fixture.js';
 
@@ -148,7 +149,7 @@ test.serial('with --prefer remote, a node that holds the model still has a peer 
     t.deepEqual(routes.map((route) => route.startsWith('peers:')), [true]);
 });
 
-async function streamThroughRequester(prompt: string, maxTokens: number, onChunk: (chunks: number) => void) {
+async function streamThroughRequester(prompt: string, maxTokens: number, onChunk: (chunks: number, text: string) => void) {
     let text = '';
     let chunks = 0;
     let finishReason: string | null = null;
@@ -159,7 +160,7 @@ async function streamThroughRequester(prompt: string, maxTokens: number, onChunk
         text += chunk.choices[0]?.text ?? '';
         finishReason = chunk.choices[0]?.finish_reason ?? finishReason;
         usage = chunk.usage ?? usage;
-        onChunk(++chunks);
+        onChunk(++chunks, text);
     }
     return {text, finishReason, usage};
 }
@@ -171,17 +172,24 @@ for (const signal of ['SIGKILL', 'SIGSTOP'] as const) {
         const expected = await providers[0]!.client.completions.create({model: 'demo', prompt, max_tokens: maxTokens, temperature: 0});
 
         let victim: Promise<Node | undefined> | undefined;
+        let seamText = '';
         try {
-            const result = await streamThroughRequester(prompt, maxTokens, (chunks) => {
-                if (chunks === 20)
+            const result = await streamThroughRequester(prompt, maxTokens, (chunks, text) => {
+                if (chunks === 20) {
+                    seamText = text;
                     victim = servingProvider().then((serving) => {
                         serving.daemon.process.kill(signal);
                         return serving;
                     }, () => undefined);
+                }
             });
             const interrupted = await victim;
             t.truthy(interrupted, 'a provider was serving, and was interrupted');
-            t.is(result.text, expected.choices[0]!.text);
+            // Whole and continuing from the text streamed before the failure; past the seam a near-tie may part it
+            // from the uninterrupted run (README), so that is logged, not asserted.
+            t.true(expected.choices[0]!.text.startsWith(seamText), 'before the failure: the uninterrupted text');
+            t.true(result.text.startsWith(seamText));
+            t.log(seamReport(result.text, expected.choices[0]!.text, seamText));
             t.is(result.finishReason, 'length');
             t.is(result.usage?.completion_tokens, maxTokens);
             const survivor = providers.find((provider) => provider !== interrupted)!;

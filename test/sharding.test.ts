@@ -5,6 +5,7 @@ import OpenAI from 'openai';
 import {schemaValidator} from './helpers/ajv-validator.js';
 import {startDaemon, waitFor, type DaemonHandle} from './helpers/cli-process.js';
 import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
+import {seamReport} from './helpers/generation-requests.js';
 import {fetchStatus} from './helpers/node-status.js';
 import {testRpcBinaries} from './helpers/rpc-binaries.js';
 import {nodeIdOf, startSwarmDaemon, startTestnet, waitForPeers} from './helpers/swarm-fixture.js';
@@ -169,14 +170,6 @@ async function streamCompletion(node: Node, onText: (text: string) => void) {
     return {text, completionTokens, finishReason};
 }
 
-/** Characters the two texts share from the start. */
-function commonPrefixLength(a: string, b: string) {
-    let length = 0;
-    while (length < a.length && length < b.length && a[length] === b[length])
-        length++;
-    return length;
-}
-
 for (const signal of ['SIGKILL', 'SIGSTOP'] as const)
     test.serial(`a stage's peer ${signal === 'SIGKILL' ? 'killed' : 'frozen'} mid-answer: both requests in flight complete with an exact seam`, async (t) => {
         const {hosts, coordinator, pipeline} = await pipelineWithSpare(3, `sharding-${signal}`);
@@ -213,9 +206,7 @@ for (const signal of ['SIGKILL', 'SIGSTOP'] as const)
         t.true(first.text.startsWith(seamText));
         t.true(expectedText.startsWith(seamText), 'before the failure: the uninterrupted single-process text');
         for (const answer of [first, second])
-            t.log(answer.text === expectedText
-                ? 'identical to the uninterrupted run'
-                : `parted from the uninterrupted run ${commonPrefixLength(answer.text, expectedText) - seamText.length} characters after the seam`);
+            t.log(seamReport(answer.text, expectedText, seamText));
         const after = (await cluster(coordinator)).pipelines[0]!;
         t.is(after.failovers, 1, JSON.stringify(after.failures));
         t.is(after.failures[0]!.peer, victim.id);

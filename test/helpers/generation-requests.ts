@@ -9,3 +9,14 @@ export function greedyCompletion(prompt: string, maxTokens: number, extra: Parti
 export function repeatedPrompt(phrases: number) {
     return Array.from({length: phrases}, () => 'such doge said wow.').join(' ');
 }
+
+/**
+ * How a resumed answer compares with the uninterrupted run, for a test's log. Past the seam the resumed prefill is
+ * batched where the original decoded one token at a time, so the two may part at a near-tie (README, "Requests served by peers").
+ */
+export function seamReport(answer: string, uninterrupted: string, seamText: string) {
+    let shared = 0;
+    while (shared < answer.length && shared < uninterrupted.length && answer[shared] === uninterrupted[shared])
+        shared++;
+    return answer === uninterrupted ? 'identical to the uninterrupted run' : `parted from the uninterrupted run ${shared - seamText.length} characters after the seam`;
+}
