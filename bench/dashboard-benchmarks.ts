@@ -9,9 +9,9 @@ import {promisify} from 'node:util';
 import {createElement} from 'react';
 import {render} from 'ink-testing-library';
 import {DashboardView} from '../tui/dashboard-view.js';
-import {busyDashboardState} from '../test/helpers/dashboard-fixtures.js';
-import {CLI_PATH, waitFor} from '../test/helpers/cli-process.js';
-import {createDataDirWithDemoModel} from '../test/helpers/demo-model-fixture.js';
+import {busyDashboardState} from '../harness/dashboard-fixtures.js';
+import {CLI_PATH, waitFor} from '../harness/cli-process.js';
+import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
 import {round} from './lib/statistics.js';
 
 const run = promisify(execFile);

@@ -14,8 +14,8 @@ import {ContributionLog} from '../ledger/contribution-log.js';
 import {verifyReceipt} from '../ledger/receipt.js';
 import type {LedgerRecord} from '../ledger/records.js';
 import {verifyLog} from '../ledger/verify-log.js';
-import {startEvmNode} from '../test/helpers/evm-node.js';
-import {countersignedReceipt, keyPair, servedRecord} from '../test/helpers/ledger-fixture.js';
+import {startEvmNode} from '../harness/evm-node.js';
+import {countersignedReceipt, keyPair, servedRecord} from '../harness/ledger-fixture.js';
 import {median, round} from './lib/statistics.js';
 
 const APPEND_RECORDS = 50_000;

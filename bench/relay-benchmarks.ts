@@ -1,5 +1,5 @@
 /**
- * Connections across NATs in the network-namespace lab (test/helpers/netns-lab.ts: home routers with port-preserving
+ * Connections across NATs in the network-namespace lab (harness/netns-lab.ts: home routers with port-preserving
  * or random NATs, a private HyperDHT, an internet that eats low-TTL punches). Per NAT combination, a fresh lab per
  * try: a reachable relay node (no model, `--relay auto`), serving node B (a generated model that never ends by
  * itself) and requesting node A (no model). Measured: the time until A lists B with its model loaded, the route A
@@ -13,10 +13,10 @@ import {cpus, loadavg, tmpdir} from 'node:os';
 import {join} from 'node:path';
 import OpenAI from 'openai';
 import {writeDemoModel} from '../engine/demo/demo-model.js';
-import {type DaemonHandle, waitFor} from '../test/helpers/cli-process.js';
-import {startLabDaemon} from '../test/helpers/lab-daemon.js';
-import {createLab, labSupported, type Lab, type LabHost, type NatKind} from '../test/helpers/netns-lab.js';
-import {fetchStatus} from '../test/helpers/node-status.js';
+import {type DaemonHandle, waitFor} from '../harness/cli-process.js';
+import {startLabDaemon} from '../harness/lab-daemon.js';
+import {createLab, labSupported, type Lab, type LabHost, type NatKind} from '../harness/netns-lab.js';
+import {fetchStatus} from '../harness/node-status.js';
 import {median, round} from './lib/statistics.js';
 import {measureStreamedCompletion, type CompletionLoad, type StreamMeasurement} from './lib/stream-measurement.js';
 

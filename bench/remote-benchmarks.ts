@@ -8,9 +8,9 @@ import {cpus, tmpdir} from 'node:os';
 import {join} from 'node:path';
 import OpenAI from 'openai';
 import {writeDemoModel} from '../engine/demo/demo-model.js';
-import type {DaemonHandle} from '../test/helpers/cli-process.js';
-import {fetchStatus} from '../test/helpers/node-status.js';
-import {nodeIdOf, startSwarmDaemon, startTestnet, waitForPeers} from '../test/helpers/swarm-fixture.js';
+import type {DaemonHandle} from '../harness/cli-process.js';
+import {fetchStatus} from '../harness/node-status.js';
+import {nodeIdOf, startSwarmDaemon, startTestnet, waitForPeers} from '../harness/swarm-fixture.js';
 import {median, round} from './lib/statistics.js';
 import {measureStreamedCompletion, type CompletionLoad, type StreamMeasurement} from './lib/stream-measurement.js';
 

@@ -8,9 +8,9 @@ import crypto from 'hypercore-crypto';
 import {shortNodeId} from '../swarm/node-identity.js';
 import {controlMessageSchema, decodeFrame, encodeFrame} from '../swarm/protocol/control-messages.js';
 import {SwarmNode} from '../swarm/swarm-node.js';
-import {capabilitiesFixture} from '../test/helpers/capabilities-fixture.js';
-import {startTestnet} from '../test/helpers/swarm-fixture.js';
-import {waitFor} from '../test/helpers/cli-process.js';
+import {capabilitiesFixture} from '../harness/capabilities-fixture.js';
+import {startTestnet} from '../harness/swarm-fixture.js';
+import {waitFor} from '../harness/cli-process.js';
 import {median, round} from './lib/statistics.js';
 
 const FIRST_PEER_TRIALS = 20;

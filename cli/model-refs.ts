@@ -1,6 +1,6 @@
 import {downloadModel} from '../engine/model-download.js';
 import {findLocalModel, isRemoteModelRef, modelIdFromPath} from '../engine/model-files.js';
-import type {ModelLoadSpec} from '../engine/worker/engine-messages.js';
+import type {ModelLoadSpec} from '../engine/engine-settings.js';
 import {ConfigError} from './config/config-error.js';
 import {modelsDir} from './data-dir.js';
 import type {Logger} from '../node/logger.js';

@@ -1,4 +1,4 @@
-import {InferenceError} from '../inference/inference-error.js';
+import {InferenceError} from '../core/inference-error.js';
 
 export interface AdmissionQueueOptions {
     /** Jobs that may run at once for one key (a model's sequences). */

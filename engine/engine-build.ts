@@ -9,7 +9,7 @@ import {spawn} from 'node:child_process';
 import {readFile} from 'node:fs/promises';
 import {join} from 'node:path';
 import type {Llama} from 'node-llama-cpp';
-import type {DeviceInfo} from '../inference/inference-types.js';
+import type {DeviceInfo} from '../core/inference-types.js';
 import {detectRpcToolchain, nodeLlamaCppDir} from './rpc/rpc-build.js';
 
 export type EngineBuildType = DeviceInfo['build'];

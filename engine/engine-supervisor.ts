@@ -1,13 +1,14 @@
 import {fork} from 'node:child_process';
 import {EventEmitter} from 'node:events';
 import {fileURLToPath} from 'node:url';
-import {InferenceError} from '../inference/inference-error.js';
+import {InferenceError} from '../core/inference-error.js';
 import {AdmissionQueue} from './admission-queue.js';
 import {ProcessSupervisor} from './process-supervisor.js';
 import type {
     DeviceInfo, EmbeddingResult, GenerationRequest, GenerationResult, LoadedModelInfo, TextListener
-} from '../inference/inference-types.js';
-import {MAX_EMBEDDING_TOKENS, type SupervisorMessage, type WorkerMessage, type WorkerSettings} from './worker/engine-messages.js';
+} from '../core/inference-types.js';
+import type {WorkerSettings} from './engine-settings.js';
+import {MAX_EMBEDDING_TOKENS, type SupervisorMessage, type WorkerMessage} from './worker/engine-messages.js';
 
 export type EngineState = 'starting' | 'loading' | 'ready' | 'restarting' | 'failed' | 'stopped';
 

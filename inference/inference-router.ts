@@ -1,9 +1,9 @@
 import {chooseStrategy} from './choose-strategy.js';
-import {InferenceError} from './inference-error.js';
-import {replyProblem} from './json-schema/structured-output.js';
-import {toolCallProblem} from './tool-calls/tool-call-syntax.js';
+import {InferenceError} from '../core/inference-error.js';
+import {replyProblem} from '../core/json-schema/structured-output.js';
+import {toolCallProblem} from '../core/tool-calls/tool-call-syntax.js';
 import type {EmbedOptions, GenerateOptions, InferenceService, ServedModel} from './inference-service.js';
-import type {EmbeddingResult, GenerationRequest, GenerationResult} from './inference-types.js';
+import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../core/inference-types.js';
 import type {LocalInference} from './local/local-inference.js';
 import type {RemoteInference} from './remote/remote-inference.js';
 import type {ShardedInference} from './sharded/sharded-inference.js';

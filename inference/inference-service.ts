@@ -1,4 +1,4 @@
-import type {EmbeddingResult, GenerationRequest, GenerationResult, TextListener} from './inference-types.js';
+import type {EmbeddingResult, GenerationRequest, GenerationResult, TextListener} from '../core/inference-types.js';
 
 /** What the proxy needs from whatever serves models, and what every inference strategy implements. */
 

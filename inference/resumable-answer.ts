@@ -1,5 +1,5 @@
 import type {GenerateOptions} from './inference-service.js';
-import type {ChunkExtras, GenerationRequest, GenerationResult, TokenLogprob, ToolCall} from './inference-types.js';
+import type {ChunkExtras, GenerationRequest, GenerationResult, TokenLogprob, ToolCall} from '../core/inference-types.js';
 
 /**
  * One answer over several attempts (another peer, a new pipeline): what has streamed so far, the request that

@@ -4,7 +4,7 @@ import {join} from 'node:path';
 import type {EngineSupervisor} from '../engine/engine-supervisor.js';
 import {ModelHashCache} from '../engine/model-hash-cache.js';
 import {describeModelFile, modelLayoutOf} from '../engine/model-files.js';
-import type {ModelLoadSpec} from '../engine/worker/engine-messages.js';
+import type {ModelLoadSpec} from '../engine/engine-settings.js';
 import type {Capabilities, ModelOffer} from '../swarm/capabilities.js';
 import {packageInfo} from './package-info.js';
 

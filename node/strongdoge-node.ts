@@ -6,7 +6,7 @@ import {statSync} from 'node:fs';
 import {freemem} from 'node:os';
 import {join, resolve} from 'node:path';
 import {modelLayoutOf} from '../engine/model-files.js';
-import {ensureRpcBinaries, prepareRpcServerDir, type RpcGpu, type RpcServerFiles} from '../engine/rpc/rpc-build.js';
+import {ensureRpcBinaries, prepareRpcServerDir, type RpcServerFiles} from '../engine/rpc/rpc-build.js';
 import {probeSandbox, type SandboxProbe} from '../engine/rpc/rpc-sandbox.js';
 import type {ShardHostRuntime} from '../inference/sharded/shard-host.js';
 import {ClusterCoordinator} from '../inference/sharded/cluster-coordinator.js';
@@ -18,8 +18,8 @@ import type {ShardReceipt} from '../ledger/records.js';
 import {signShardReceipt, verifyShardReceipt} from '../ledger/shard-receipt.js';
 import {EngineSupervisor} from '../engine/engine-supervisor.js';
 import type {InferenceService} from '../inference/inference-service.js';
-import type {TextListener} from '../inference/inference-types.js';
-import type {ModelLoadSpec} from '../engine/worker/engine-messages.js';
+import type {GpuBackend, TextListener} from '../core/inference-types.js';
+import type {ModelLoadSpec} from '../engine/engine-settings.js';
 import {createProxyApp} from '../proxy/proxy-app.js';
 import {listenProxy, type ListeningProxy} from '../proxy/proxy-server.js';
 import {RequestStats} from '../proxy/request-stats.js';
@@ -89,7 +89,7 @@ export class StrongdogeNode {
     private readonly shards: ShardProtocol | undefined;
     private readonly shardedModels: (ModelLoadSpec & {sizeBytes: number})[];
     /** The rpc server with this node's GPU backend (for hosting), and the RPC backend for the pipeline engine (CPU). */
-    private rpcFiles: {host: RpcServerFiles, coordinator: RpcServerFiles, hostGpu: RpcGpu} | undefined;
+    private rpcFiles: {host: RpcServerFiles, coordinator: RpcServerFiles, hostGpu: GpuBackend} | undefined;
     /** Why this node can neither host nor coordinate layers, when it cannot. */
     private shardingUnavailable: string | null = 'the RPC server is not built yet';
     /** Whether the servers hosting peers' layers can run in the sandbox here (`--shard-sandbox on`); undefined until checked. */

@@ -1,4 +1,4 @@
-import {InferenceError, type InferenceErrorCode} from '../inference/inference-error.js';
+import {InferenceError, type InferenceErrorCode} from '../core/inference-error.js';
 import {LedgerError, type LedgerErrorCode} from '../ledger/ledger-error.js';
 
 export type ApiErrorType =

@@ -1,6 +1,6 @@
 import {z} from 'zod';
-import type {ChatMessage, GenerationRequest, ResponseFormat, SamplingOptions, ToolCalling} from '../inference/inference-types.js';
-import {MAX_TOP_LOGPROBS} from '../inference/request-limits.js';
+import type {ChatMessage, GenerationRequest, ResponseFormat, SamplingOptions, ToolCalling} from '../core/inference-types.js';
+import {MAX_TOP_LOGPROBS} from '../core/request-limits.js';
 import {ApiError, clip} from './api-error.js';
 
 /** OpenAI's request bodies. Unknown fields are ignored, as OpenAI-compatible servers do; known ones are checked. */

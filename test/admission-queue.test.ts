@@ -1,6 +1,6 @@
 import test from 'ava';
 import {AdmissionQueue} from '../engine/admission-queue.js';
-import {InferenceError} from '../inference/inference-error.js';
+import {InferenceError} from '../core/inference-error.js';
 
 const tick = () => new Promise((resolve) => setImmediate(resolve));
 

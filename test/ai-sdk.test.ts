@@ -2,8 +2,8 @@ import {createOpenAICompatible} from '@ai-sdk/openai-compatible';
 import test from 'ava';
 import {generateObject, generateText, streamText, tool} from 'ai';
 import {z} from 'zod';
-import {byteTokenBan} from './helpers/byte-token-ban.js';
-import {demoDaemonForFile} from './helpers/demo-daemon.js';
+import {byteTokenBan} from '../harness/byte-token-ban.js';
+import {demoDaemonForFile} from '../harness/demo-daemon.js';
 
 /** Vercel's AI SDK against the proxy, as an app would use it (@ai-sdk/openai-compatible). */
 

@@ -1,8 +1,8 @@
 import test from 'ava';
 import {getLlama} from 'node-llama-cpp';
 import {ModelRuntime} from '../engine/worker/model-runtime.js';
-import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
-import {greedyCompletion} from './helpers/generation-requests.js';
+import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
+import {greedyCompletion} from '../harness/generation-requests.js';
 
 /**
  * Prompts of different lengths evaluated in one step: llama.cpp splits the batch and returns its outputs out of

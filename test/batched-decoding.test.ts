@@ -1,9 +1,9 @@
 import test from 'ava';
 import {getLlama, LlamaCompletion, type Llama} from 'node-llama-cpp';
-import type {GenerationRequest, GenerationResult} from '../inference/inference-types.js';
+import type {GenerationRequest, GenerationResult} from '../core/inference-types.js';
 import {ModelRuntime} from '../engine/worker/model-runtime.js';
-import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
-import {greedyCompletion, repeatedPrompt} from './helpers/generation-requests.js';
+import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
+import {greedyCompletion, repeatedPrompt} from '../harness/generation-requests.js';
 
 /** The engine's model runtime in this process, with the real node-llama-cpp and the demo model (never ends by itself). */
 let llama: Llama;

@@ -2,8 +2,8 @@ import {chmod, mkdtemp, readFile, rm, stat, writeFile} from 'node:fs/promises';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import test from 'ava';
-import {runCli, startDaemon} from './helpers/cli-process.js';
-import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
+import {runCli, startDaemon} from '../harness/cli-process.js';
+import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
 
 async function tempDataDir(t: {teardown(fn: () => Promise<void>): void}) {
     const dir = await mkdtemp(join(tmpdir(), 'strongdoge-cli-'));

@@ -12,7 +12,7 @@ import {PipelinePanel} from '../tui/panels/pipeline-panel.js';
 import {RequestsPanel} from '../tui/panels/requests-panel.js';
 import {ThroughputPanel} from '../tui/panels/throughput-panel.js';
 import {layerBar, progressBar, sparkline} from '../tui/text-graphics.js';
-import {busyDashboardState} from './helpers/dashboard-fixtures.js';
+import {busyDashboardState} from '../harness/dashboard-fixtures.js';
 
 const frame = (element: Parameters<typeof render>[0]) => {
     const rendered = render(element);

@@ -3,9 +3,9 @@ import {readFile, rm} from 'node:fs/promises';
 import {join} from 'node:path';
 import {promisify} from 'node:util';
 import test from 'ava';
-import {CLI_PATH, startDaemon, waitFor} from './helpers/cli-process.js';
-import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
-import {freePort} from './helpers/free-port.js';
+import {CLI_PATH, startDaemon, waitFor} from '../harness/cli-process.js';
+import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
+import {freePort} from '../harness/free-port.js';
 
 const run = promisify(execFile);
 

@@ -6,9 +6,9 @@ import {join} from 'node:path';
 import {createInterface} from 'node:readline';
 import test from 'ava';
 import OpenAI from 'openai';
-import {CLI_PATH, waitFor} from './helpers/cli-process.js';
-import {fetchStatus} from './helpers/node-status.js';
-import {TEST_RPC_DIR, testRpcBinaries} from './helpers/rpc-binaries.js';
+import {CLI_PATH, waitFor} from '../harness/cli-process.js';
+import {fetchStatus} from '../harness/node-status.js';
+import {TEST_RPC_DIR, testRpcBinaries} from '../harness/rpc-binaries.js';
 
 /** `strongdoge demo`: three real node processes on a loopback testnet, one model split over all of them. */
 

@@ -1,7 +1,7 @@
 import test from 'ava';
 import {lookupGpuTflops} from '../engine/device-benchmark/gpu-lookup-table.js';
-import {runCli, startDaemon} from './helpers/cli-process.js';
-import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
+import {runCli, startDaemon} from '../harness/cli-process.js';
+import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
 
 test('the GPU lookup table knows common cards and not CPUs', (t) => {
     t.is(lookupGpuTflops('NVIDIA GeForce RTX 4090'), 165);

@@ -6,9 +6,9 @@ import {join} from 'node:path';
 import test from 'ava';
 import {getLlama} from 'node-llama-cpp';
 import type {DoctorReport} from '../cli/commands/doctor-command.js';
-import {runCli} from './helpers/cli-process.js';
-import {freePort} from './helpers/free-port.js';
-import {startTestnet} from './helpers/swarm-fixture.js';
+import {runCli} from '../harness/cli-process.js';
+import {freePort} from '../harness/free-port.js';
+import {startTestnet} from '../harness/swarm-fixture.js';
 
 async function tempDir(t: {teardown(fn: () => Promise<void>): void}) {
     const dir = await mkdtemp(join(tmpdir(), 'strongdoge-doctor-'));

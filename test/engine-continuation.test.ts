@@ -1,7 +1,7 @@
 import test from 'ava';
 import {EngineSupervisor} from '../engine/engine-supervisor.js';
-import type {GenerationRequest} from '../inference/inference-types.js';
-import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
+import type {GenerationRequest} from '../core/inference-types.js';
+import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
 
 let engine: EngineSupervisor;
 let cleanup: () => Promise<void>;

@@ -1,8 +1,8 @@
 import test from 'ava';
 import {EngineSupervisor} from '../engine/engine-supervisor.js';
-import {byteTokenBan} from './helpers/byte-token-ban.js';
-import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
-import {greedyCompletion, repeatedPrompt} from './helpers/generation-requests.js';
+import {byteTokenBan} from '../harness/byte-token-ban.js';
+import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
+import {greedyCompletion, repeatedPrompt} from '../harness/generation-requests.js';
 
 /**
  * A job that sends nothing for longer than the stall limit, yet advances, is not a stall: a long prompt (each

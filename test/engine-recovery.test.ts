@@ -1,8 +1,8 @@
 import test from 'ava';
 import OpenAI from 'openai';
-import {waitFor, type DaemonHandle} from './helpers/cli-process.js';
-import {startDemoDaemon, type DemoDaemon} from './helpers/demo-daemon.js';
-import {fetchStatus} from './helpers/node-status.js';
+import {waitFor, type DaemonHandle} from '../harness/cli-process.js';
+import {startDemoDaemon, type DemoDaemon} from '../harness/demo-daemon.js';
+import {fetchStatus} from '../harness/node-status.js';
 
 let demo: DemoDaemon;
 let daemon: DaemonHandle;

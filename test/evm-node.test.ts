@@ -1,7 +1,7 @@
 import test from 'ava';
 import {type BaseContract, ContractFactory, EventLog, JsonRpcProvider, Wallet, id} from 'ethers';
 import {contributionAnchorAbi, contributionAnchorBytecode} from '../ledger/generated/contribution-anchor.js';
-import {type EvmNode, startEvmNode} from './helpers/evm-node.js';
+import {type EvmNode, startEvmNode} from '../harness/evm-node.js';
 
 let node: EvmNode;
 let provider: JsonRpcProvider;

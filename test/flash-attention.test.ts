@@ -1,8 +1,8 @@
 import test from 'ava';
 import {getLlama} from 'node-llama-cpp';
 import {ModelRuntime} from '../engine/worker/model-runtime.js';
-import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
-import {greedyCompletion} from './helpers/generation-requests.js';
+import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
+import {greedyCompletion} from '../harness/generation-requests.js';
 
 test('flash attention as set: llama.cpp\'s choice by default, on or off when asked, and the model answers each way', async (t) => {
     const {modelPath, cleanup} = await createDataDirWithDemoModel({endsText: false});

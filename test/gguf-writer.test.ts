@@ -7,7 +7,7 @@ import {describeDemoModel, writeDemoModel} from '../engine/demo/demo-model.js';
 import {float16BitsToFloat32, float32ToFloat16Bits} from '../engine/gguf/float16.js';
 import {dequantize, quantizeQ4_0, quantizeQ8_0} from '../engine/gguf/quantize.js';
 import {Prng} from '../engine/demo/prng.js';
-import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
+import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
 
 test('float16 conversion round-trips every finite half value exactly', (t) => {
     let mismatches = 0;

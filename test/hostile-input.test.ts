@@ -8,11 +8,11 @@ import {Prng} from '../engine/demo/prng.js';
 import {JOBS_PROTOCOL, type JobMessage} from '../inference/remote/jobs/job-messages.js';
 import {networkTopic} from '../swarm/network-topic.js';
 import {CONTROL_PROTOCOL, encodeFrame, PROTOCOL_VERSION} from '../swarm/protocol/control-messages.js';
-import {capabilitiesFixture} from './helpers/capabilities-fixture.js';
-import {startDaemon, waitFor, type DaemonHandle} from './helpers/cli-process.js';
-import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
-import {fetchStatus} from './helpers/node-status.js';
-import {peersOf, startTestnet} from './helpers/swarm-fixture.js';
+import {capabilitiesFixture} from '../harness/capabilities-fixture.js';
+import {startDaemon, waitFor, type DaemonHandle} from '../harness/cli-process.js';
+import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
+import {fetchStatus} from '../harness/node-status.js';
+import {peersOf, startTestnet} from '../harness/swarm-fixture.js';
 
 /**
  * Seeded hostile input, over HTTP and from a peer: whatever arrives, the node and its engine stay up (the engine's

@@ -1,5 +1,5 @@
 import test from 'ava';
-import {faultOf, InferenceError, inferenceErrorCodes, refusalCodes} from '../inference/inference-error.js';
+import {faultOf, InferenceError, inferenceErrorCodes, refusalCodes} from '../core/inference-error.js';
 import {jobMessageSchema} from '../inference/remote/jobs/job-messages.js';
 import {toApiError} from '../proxy/api-error.js';
 

@@ -1,6 +1,6 @@
 import test from 'ava';
 import {jobProviderDefaults, jobRefusal, type JobSubmission} from '../inference/remote/jobs/job-admission.js';
-import type {RefusalCode} from '../inference/inference-error.js';
+import type {RefusalCode} from '../core/inference-error.js';
 
 const sampling = {temperature: 0, stop: [], responseFormat: {type: 'text' as const}};
 const generate = (overrides: Partial<{prompt: string, maxTokens: number, model: string, jobId: string}> = {}): JobSubmission => ({

@@ -1,7 +1,7 @@
 import test from 'ava';
-import {schemaGrammarRules, schemaToGbnf, SchemaGrammarError} from '../inference/json-schema/schema-grammar.js';
-import {replyProblem, schemaProblem} from '../inference/json-schema/structured-output.js';
-import {grammarRegExp} from './helpers/grammar-regexp.js';
+import {schemaGrammarRules, schemaToGbnf, SchemaGrammarError} from '../core/json-schema/schema-grammar.js';
+import {replyProblem, schemaProblem} from '../core/json-schema/structured-output.js';
+import {grammarRegExp} from '../harness/grammar-regexp.js';
 
 /** What a schema's grammar accepts, as a regular expression over the whole reply (rules inlined `depth` deep). */
 function accepts(schema: unknown, depth?: number) {

@@ -1,7 +1,7 @@
 import test from 'ava';
-import {toGbnf} from '../inference/json-schema/grammar-node.js';
-import {integerBounds, integerRange, MAX_SAFE_MAGNITUDE, numberGrammar} from '../inference/json-schema/number-ranges.js';
-import {grammarRegExp} from './helpers/grammar-regexp.js';
+import {toGbnf} from '../core/json-schema/grammar-node.js';
+import {integerBounds, integerRange, MAX_SAFE_MAGNITUDE, numberGrammar} from '../core/json-schema/number-ranges.js';
+import {grammarRegExp} from '../harness/grammar-regexp.js';
 
 test('an integer range accepts exactly the integers in it, written as JSON writes them', (t) => {
     let checked = 0;

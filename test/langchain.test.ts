@@ -2,11 +2,11 @@ import type {AIMessageChunk} from '@langchain/core/messages';
 import {ChatOpenAI, type ChatOpenAIFields} from '@langchain/openai';
 import test, {type ExecutionContext} from 'ava';
 import {z} from 'zod';
-import {schemaValidator} from './helpers/ajv-validator.js';
-import {byteTokenBan} from './helpers/byte-token-ban.js';
-import {waitFor} from './helpers/cli-process.js';
-import {demoDaemonForFile} from './helpers/demo-daemon.js';
-import {fetchStatus} from './helpers/node-status.js';
+import {schemaValidator} from '../harness/ajv-validator.js';
+import {byteTokenBan} from '../harness/byte-token-ban.js';
+import {waitFor} from '../harness/cli-process.js';
+import {demoDaemonForFile} from '../harness/demo-daemon.js';
+import {fetchStatus} from '../harness/node-status.js';
 
 /**
  * LangChain's ChatOpenAI (@langchain/openai, the chat completions API) against the proxy, as an app would use it:

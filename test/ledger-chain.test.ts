@@ -9,8 +9,8 @@ import {ContributionLog} from '../ledger/contribution-log.js';
 import {contributionAnchorAbi} from '../ledger/generated/contribution-anchor.js';
 import {LedgerError} from '../ledger/ledger-error.js';
 import {verifyLog} from '../ledger/verify-log.js';
-import {type EvmNode, startEvmNode} from './helpers/evm-node.js';
-import {countersignedReceipt, keyPair, servedRecord} from './helpers/ledger-fixture.js';
+import {type EvmNode, startEvmNode} from '../harness/evm-node.js';
+import {countersignedReceipt, keyPair, servedRecord} from '../harness/ledger-fixture.js';
 
 /**
  * Anchoring against a real local EVM JSON-RPC node (hardhat) with Dogechain's chain id: deploy, anchor, verify,

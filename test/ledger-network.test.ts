@@ -3,11 +3,11 @@ import {join} from 'node:path';
 import test from 'ava';
 import Corestore from 'corestore';
 import type {Testnet} from 'hyperdht/testnet.js';
-import {runCli, waitFor, type DaemonHandle} from './helpers/cli-process.js';
-import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
-import {type EvmNode, startEvmNode} from './helpers/evm-node.js';
-import {fetchStatus} from './helpers/node-status.js';
-import {nodeIdOf, startSwarmDaemon, startTestnet, waitForPeers} from './helpers/swarm-fixture.js';
+import {runCli, waitFor, type DaemonHandle} from '../harness/cli-process.js';
+import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
+import {type EvmNode, startEvmNode} from '../harness/evm-node.js';
+import {fetchStatus} from '../harness/node-status.js';
+import {nodeIdOf, startSwarmDaemon, startTestnet, waitForPeers} from '../harness/swarm-fixture.js';
 
 /**
  * Two daemons that serve each other's requests log what they served and consumed, anchor their logs on a local

@@ -10,7 +10,7 @@ import {modelFactor, tallyPoints} from '../ledger/points.js';
 import {LEDGER_RECORD_VERSION, type LedgerRecord} from '../ledger/records.js';
 import {signShardReceipt} from '../ledger/shard-receipt.js';
 import {verifyLog} from '../ledger/verify-log.js';
-import {consumedRecord, countersignedReceipt, keyPair, servedRecord} from './helpers/ledger-fixture.js';
+import {consumedRecord, countersignedReceipt, keyPair, servedRecord} from '../harness/ledger-fixture.js';
 
 const owner = keyPair();
 const peer = keyPair();

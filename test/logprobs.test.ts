@@ -1,6 +1,6 @@
 import test from 'ava';
 import OpenAI from 'openai';
-import {demoDaemonForFile} from './helpers/demo-daemon.js';
+import {demoDaemonForFile} from '../harness/demo-daemon.js';
 
 /**
  * logprobs as OpenAI shapes them, with the official client: chat's `logprobs`/`top_logprobs` and completions'

@@ -5,9 +5,9 @@ import {mkdtemp, readFile, readdir, rm} from 'node:fs/promises';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import test from 'ava';
-import {CLI_PATH, runCli, waitFor} from './helpers/cli-process.js';
-import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
-import {serveFile} from './helpers/file-server.js';
+import {CLI_PATH, runCli, waitFor} from '../harness/cli-process.js';
+import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
+import {serveFile} from '../harness/file-server.js';
 
 async function fixtures(t: {teardown(fn: () => Promise<void>): void}) {
     const source = await createDataDirWithDemoModel({layers: 2, width: 64, headCount: 4, feedForwardLength: 64});

@@ -1,9 +1,9 @@
 import test from 'ava';
 import {Ollama} from 'ollama';
 import {buildDemoVocab} from '../engine/demo/demo-vocab.js';
-import {schemaValidator} from './helpers/ajv-validator.js';
-import {byteTokenBan} from './helpers/byte-token-ban.js';
-import {demoDaemonForFile} from './helpers/demo-daemon.js';
+import {schemaValidator} from '../harness/ajv-validator.js';
+import {byteTokenBan} from '../harness/byte-token-ban.js';
+import {demoDaemonForFile} from '../harness/demo-daemon.js';
 
 /** The Ollama API on strongdoge's port, through the official `ollama` JavaScript library (docs/architecture.md, "Ollama API"). */
 

@@ -1,7 +1,7 @@
 import test from 'ava';
 import {DeliveryPace, MIN_TOKENS_FOR_PACE} from '../inference/remote/delivery-pace.js';
 import {explainNoPeer, peerScore, rankPeers, type PeerCandidate} from '../inference/remote/peer-ranking.js';
-import {capabilitiesFixture} from './helpers/capabilities-fixture.js';
+import {capabilitiesFixture} from '../harness/capabilities-fixture.js';
 
 const offer = (loaded = true) => ({id: 'demo', sha256: null, sizeBytes: 1, quantization: 'F16', layers: 8, layerBytes: [], loaded});
 

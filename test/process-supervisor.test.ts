@@ -2,8 +2,8 @@ import {spawn} from 'node:child_process';
 import {once} from 'node:events';
 import test from 'ava';
 import {ProcessSupervisor} from '../engine/process-supervisor.js';
-import {waitFor} from './helpers/cli-process.js';
-import {isAlive} from './helpers/processes.js';
+import {waitFor} from '../harness/cli-process.js';
+import {isAlive} from '../harness/processes.js';
 
 /** A real child process running `script` under Node. */
 const node = (script: string) => () => spawn(process.execPath, ['-e', script], {stdio: ['ignore', 'pipe', 'pipe']});

@@ -1,8 +1,8 @@
 import {once} from 'node:events';
 import {connect} from 'node:net';
 import test from 'ava';
-import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
-import {startDaemon, type DaemonHandle} from './helpers/cli-process.js';
+import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
+import {startDaemon, type DaemonHandle} from '../harness/cli-process.js';
 
 let daemon: DaemonHandle;
 let cleanupDataDir: () => Promise<void>;

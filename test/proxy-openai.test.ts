@@ -1,9 +1,9 @@
 import test from 'ava';
 import {getLlama, LlamaChat, LlamaCompletion} from 'node-llama-cpp';
 import OpenAI from 'openai';
-import type {DaemonHandle} from './helpers/cli-process.js';
-import {startDemoDaemon, type DemoDaemon} from './helpers/demo-daemon.js';
-import {fetchStatus} from './helpers/node-status.js';
+import type {DaemonHandle} from '../harness/cli-process.js';
+import {startDemoDaemon, type DemoDaemon} from '../harness/demo-daemon.js';
+import {fetchStatus} from '../harness/node-status.js';
 
 let demo: DemoDaemon;
 let daemon: DaemonHandle;

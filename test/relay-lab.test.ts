@@ -2,16 +2,16 @@ import test, {type ExecutionContext} from 'ava';
 import OpenAI from 'openai';
 import {BenchmarkCache, benchmarkCachePath} from '../engine/device-benchmark/benchmark-cache.js';
 import {deviceKey} from '../engine/device-benchmark/device-benchmark.js';
-import {waitFor, type DaemonHandle} from './helpers/cli-process.js';
-import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
-import {seamReport} from './helpers/generation-requests.js';
-import {startLabDaemon} from './helpers/lab-daemon.js';
-import {createLab, labSupported, type Lab, type LabHost, type NatKind} from './helpers/netns-lab.js';
-import {fetchStatus} from './helpers/node-status.js';
+import {waitFor, type DaemonHandle} from '../harness/cli-process.js';
+import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
+import {seamReport} from '../harness/generation-requests.js';
+import {startLabDaemon} from '../harness/lab-daemon.js';
+import {createLab, labSupported, type Lab, type LabHost, type NatKind} from '../harness/netns-lab.js';
+import {fetchStatus} from '../harness/node-status.js';
 import type {NodeStatus} from '../node/node-status.js';
 
 /**
- * Nodes behind NATs in a lab of network namespaces (test/helpers/netns-lab.ts): a private HyperDHT on the lab's
+ * Nodes behind NATs in a lab of network namespaces (harness/netns-lab.ts): a private HyperDHT on the lab's
  * "internet", each NATed node behind its own router. Two random (symmetric) NATs never punch through to each other;
  * a reachable strongdoge node relays for them (docs/architecture.md, "Relays").
  */

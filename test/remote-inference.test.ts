@@ -1,13 +1,13 @@
 import test from 'ava';
 import type {Testnet} from 'hyperdht/testnet.js';
 import OpenAI from 'openai';
-import {waitFor, type DaemonHandle} from './helpers/cli-process.js';
-import {schemaValidator} from './helpers/ajv-validator.js';
-import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
-import {moreCallsBias, weatherParameters} from './helpers/demo-tool-calls.js';
-import {seamReport} from './helpers/generation-requests.js';
-import {fetchStatus} from './helpers/node-status.js';
-import {nodeIdOf, peersOf, startSwarmDaemon, startTestnet, waitForPeers} from './helpers/swarm-fixture.js';
+import {waitFor, type DaemonHandle} from '../harness/cli-process.js';
+import {schemaValidator} from '../harness/ajv-validator.js';
+import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
+import {moreCallsBias, weatherParameters} from '../harness/demo-tool-calls.js';
+import {seamReport} from '../harness/generation-requests.js';
+import {fetchStatus} from '../harness/node-status.js';
+import {nodeIdOf, peersOf, startSwarmDaemon, startTestnet, waitForPeers} from '../harness/swarm-fixture.js';
 
 /** A serving peer silent this long is replaced: short, so freezing tests stay quick. */
 const PEER_TIMEOUT_S = 2;

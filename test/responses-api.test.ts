@@ -1,7 +1,7 @@
 import test from 'ava';
 import OpenAI from 'openai';
-import {schemaValidator} from './helpers/ajv-validator.js';
-import {demoDaemonForFile} from './helpers/demo-daemon.js';
+import {schemaValidator} from '../harness/ajv-validator.js';
+import {demoDaemonForFile} from '../harness/demo-daemon.js';
 
 /** OpenAI's Responses API through the official openai client (docs/architecture.md, "Responses API"). */
 

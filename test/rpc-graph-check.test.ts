@@ -8,11 +8,11 @@ import {checkGraph} from '../inference/sharded/tunnel/ggml/graph-check.js';
 import {GGML_GLU_OP_NAMES, GGML_OP_NAMES, GGML_TYPES, GGML_UNARY_OP_NAMES, GgmlType} from '../inference/sharded/tunnel/ggml/ggml-tables.js';
 import {ALLOWED_OPS} from '../inference/sharded/tunnel/ggml/op-allowlist.js';
 import {OP_RULES} from '../inference/sharded/tunnel/ggml/op-rules.js';
-import {f32, GraphBuilder, guardedConnection, labServer, RpcLabClient} from './helpers/rpc-lab.js';
-import {SeededRandom} from './helpers/seeded-random.js';
+import {f32, GraphBuilder, guardedConnection, labServer, RpcLabClient} from '../harness/rpc-lab.js';
+import {SeededRandom} from '../harness/seeded-random.js';
 import {AllocationBudget, RpcGuard} from '../inference/sharded/tunnel/rpc-guard.js';
 import {RpcCommand, RpcSession} from '../inference/sharded/tunnel/rpc-stream.js';
-import {testRpcBinaries} from './helpers/rpc-binaries.js';
+import {testRpcBinaries} from '../harness/rpc-binaries.js';
 
 /**
  * The host's graph checks (docs/peer-protocol.md, "Graph checks") against what they mirror: ggml's own tables in the

@@ -5,8 +5,8 @@ import {GGML_MAX_DIMS, GGML_MAX_SRC, GGML_TYPES, opName} from '../inference/shar
 import {RPC_TENSOR_BYTES, readRpcTensor, type RpcTensor} from '../inference/sharded/tunnel/ggml/rpc-tensor.js';
 import {GraphCheckError} from '../inference/sharded/tunnel/ggml/tensor-check.js';
 import {RpcCommand} from '../inference/sharded/tunnel/rpc-stream.js';
-import {captureStageSession, type RecordedRequest, SessionReplay} from './helpers/rpc-capture.js';
-import {directConnection, encodeGraph, guardedConnection, labServer, RpcLabClient} from './helpers/rpc-lab.js';
+import {captureStageSession, type RecordedRequest, SessionReplay} from '../harness/rpc-capture.js';
+import {directConnection, encodeGraph, guardedConnection, labServer, RpcLabClient} from '../harness/rpc-lab.js';
 
 /**
  * Real graphs, and thousands of seeded mutations of them, against the host's graph checks and a real rpc-server

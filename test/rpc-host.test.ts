@@ -10,9 +10,9 @@ import {
     detectRpcToolchain, ensureRpcBinaries, llamaCppSource, prebuiltGgmlDir, prepareRpcServerDir, RpcToolchainError
 } from '../engine/rpc/rpc-build.js';
 import {listeningAddresses, pruneTensorCache, RpcServerHost} from '../engine/rpc/rpc-server-host.js';
-import {waitFor} from './helpers/cli-process.js';
-import {TEST_RPC_DIR, testRpcBinaries} from './helpers/rpc-binaries.js';
-import {isAlive} from './helpers/processes.js';
+import {waitFor} from '../harness/cli-process.js';
+import {TEST_RPC_DIR, testRpcBinaries} from '../harness/rpc-binaries.js';
+import {isAlive} from '../harness/processes.js';
 
 const execFileAsync = promisify(execFile);
 

@@ -7,9 +7,9 @@ import {checkGraph} from '../inference/sharded/tunnel/ggml/graph-check.js';
 import {GGML_GLU_OP_NAMES, GGML_TYPES, GgmlOp, type GgmlOpName, GgmlType, typeName} from '../inference/sharded/tunnel/ggml/ggml-tables.js';
 import type {Dims, RpcTensor} from '../inference/sharded/tunnel/ggml/rpc-tensor.js';
 import {checkRegion, GraphCheckError, isContiguousN, isContiguousRows, shapeTensor} from '../inference/sharded/tunnel/ggml/tensor-check.js';
-import {testRpcBinaries} from './helpers/rpc-binaries.js';
-import {directConnection, f32, GraphBuilder, type LabBuffer, labServer, RpcLabClient} from './helpers/rpc-lab.js';
-import {SeededRandom as Rng} from './helpers/seeded-random.js';
+import {testRpcBinaries} from '../harness/rpc-binaries.js';
+import {directConnection, f32, GraphBuilder, type LabBuffer, labServer, RpcLabClient} from '../harness/rpc-lab.js';
+import {SeededRandom as Rng} from '../harness/seeded-random.js';
 
 /**
  * The core op contracts (op-rules-core.ts) and the generic tensor and graph checks against a real rpc-server

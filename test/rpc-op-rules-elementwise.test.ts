@@ -3,9 +3,9 @@ import {checkGraph} from '../inference/sharded/tunnel/ggml/graph-check.js';
 import {GGML_TYPES, GGML_UNARY_OP_NAMES, type GgmlOpName, GgmlType} from '../inference/sharded/tunnel/ggml/ggml-tables.js';
 import type {RpcTensor} from '../inference/sharded/tunnel/ggml/rpc-tensor.js';
 import {GraphCheckError, type GraphRule} from '../inference/sharded/tunnel/ggml/tensor-check.js';
-import {directConnection, directLab, f32, floats, GraphBuilder, guardedConnection, ints, type LabBuffer, labServer, readFloats, readInts, RpcLabClient, tableOf, type TensorSpec} from './helpers/rpc-lab.js';
+import {directConnection, directLab, f32, floats, GraphBuilder, guardedConnection, ints, type LabBuffer, labServer, readFloats, readInts, RpcLabClient, tableOf, type TensorSpec} from '../harness/rpc-lab.js';
 import {float16BitsToFloat32, float32ToFloat16Bits} from '../engine/gguf/float16.js';
-import {SeededRandom as Rng} from './helpers/seeded-random.js';
+import {SeededRandom as Rng} from '../harness/seeded-random.js';
 
 /**
  * The contracts of the element-wise, reduction, shape and indexing ops (op-rules-elementwise.ts; docs/peer-protocol.md,

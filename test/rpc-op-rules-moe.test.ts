@@ -4,8 +4,8 @@ import {checkGraph} from '../inference/sharded/tunnel/ggml/graph-check.js';
 import {GGML_GLU_OP_NAMES, GGML_TYPES, GGML_UNARY_OP_NAMES, GgmlType} from '../inference/sharded/tunnel/ggml/ggml-tables.js';
 import type {RpcTensor} from '../inference/sharded/tunnel/ggml/rpc-tensor.js';
 import {GraphCheckError, type GraphRule} from '../inference/sharded/tunnel/ggml/tensor-check.js';
-import {directLab, f32, floats, GraphBuilder, guardedConnection, ints, type LabBuffer, labServer, readFloats, readInts, RpcLabClient, tableOf} from './helpers/rpc-lab.js';
-import {SeededRandom as Rng} from './helpers/seeded-random.js';
+import {directLab, f32, floats, GraphBuilder, guardedConnection, ints, type LabBuffer, labServer, readFloats, readInts, RpcLabClient, tableOf} from '../harness/rpc-lab.js';
+import {SeededRandom as Rng} from '../harness/seeded-random.js';
 
 /**
  * MUL_MAT_ID's provenance contract (op-rules-elementwise.ts; docs/peer-protocol.md, "Graph checks"): its CPU kernel

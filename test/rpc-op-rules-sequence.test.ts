@@ -3,7 +3,7 @@ import {checkGraph} from '../inference/sharded/tunnel/ggml/graph-check.js';
 import {GGML_TYPES, type GgmlOpName, GgmlType} from '../inference/sharded/tunnel/ggml/ggml-tables.js';
 import type {RpcTensor} from '../inference/sharded/tunnel/ggml/rpc-tensor.js';
 import {GraphCheckError, type GraphRule, type SessionBuffers} from '../inference/sharded/tunnel/ggml/tensor-check.js';
-import {directConnection, f32, GraphBuilder, guardedConnection, type LabBuffer, labServer, RpcLabClient} from './helpers/rpc-lab.js';
+import {directConnection, f32, GraphBuilder, guardedConnection, type LabBuffer, labServer, RpcLabClient} from '../harness/rpc-lab.js';
 import {Prng} from '../engine/demo/prng.js';
 import {float32ToFloat16Bits} from '../engine/gguf/float16.js';
 

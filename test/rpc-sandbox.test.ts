@@ -12,8 +12,8 @@ import {
     sandboxGpuAccess, sandboxReadOnlyPaths
 } from '../engine/rpc/rpc-sandbox.js';
 import {type RpcConnectOptions, RpcServerHost} from '../engine/rpc/rpc-server-host.js';
-import {waitFor} from './helpers/cli-process.js';
-import {TEST_RPC_DIR, testRpcBinaries} from './helpers/rpc-binaries.js';
+import {waitFor} from '../harness/cli-process.js';
+import {TEST_RPC_DIR, testRpcBinaries} from '../harness/rpc-binaries.js';
 
 const execFileAsync = promisify(execFile);
 const STANDIN_SOURCE = new URL('./fixtures/sandbox-standin.c', import.meta.url).pathname;

@@ -7,7 +7,7 @@ import {modelLayoutOf} from '../engine/model-files.js';
 import {allocationLimit} from '../inference/sharded/shard-host.js';
 import {stageComputeBytes} from '../inference/sharded/shard-planner.js';
 import {RpcCommand} from '../inference/sharded/tunnel/rpc-stream.js';
-import {captureStageSession} from './helpers/rpc-capture.js';
+import {captureStageSession} from '../harness/rpc-capture.js';
 
 /**
  * What a stage asks a host for (weights, every sequence's KV cache, the compute buffer: inference/sharded/

@@ -19,11 +19,11 @@ import {shortNodeId} from '../swarm/node-identity.js';
 import type {PeerConnection} from '../swarm/peer-connection.js';
 import type {PeerProtocol} from '../swarm/peer-protocol.js';
 import {SwarmNode} from '../swarm/swarm-node.js';
-import {capabilitiesFixture} from './helpers/capabilities-fixture.js';
-import {waitFor} from './helpers/cli-process.js';
-import {GraphBuilder, type LabBuffer, RpcLabClient} from './helpers/rpc-lab.js';
-import {TEST_RPC_DIR, testRpcBinaries} from './helpers/rpc-binaries.js';
-import {startTestnet} from './helpers/swarm-fixture.js';
+import {capabilitiesFixture} from '../harness/capabilities-fixture.js';
+import {waitFor} from '../harness/cli-process.js';
+import {GraphBuilder, type LabBuffer, RpcLabClient} from '../harness/rpc-lab.js';
+import {TEST_RPC_DIR, testRpcBinaries} from '../harness/rpc-binaries.js';
+import {startTestnet} from '../harness/swarm-fixture.js';
 
 /**
  * The shard tunnel between real swarm nodes and a real rpc server (docs/peer-protocol.md, "Shard channel"): what a

@@ -2,13 +2,13 @@ import {execFileSync} from 'node:child_process';
 import test from 'ava';
 import type {Testnet} from 'hyperdht/testnet.js';
 import OpenAI from 'openai';
-import {schemaValidator} from './helpers/ajv-validator.js';
-import {startDaemon, waitFor, type DaemonHandle} from './helpers/cli-process.js';
-import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
-import {seamReport} from './helpers/generation-requests.js';
-import {fetchStatus} from './helpers/node-status.js';
-import {testRpcBinaries} from './helpers/rpc-binaries.js';
-import {nodeIdOf, startSwarmDaemon, startTestnet, waitForPeers} from './helpers/swarm-fixture.js';
+import {schemaValidator} from '../harness/ajv-validator.js';
+import {startDaemon, waitFor, type DaemonHandle} from '../harness/cli-process.js';
+import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
+import {seamReport} from '../harness/generation-requests.js';
+import {fetchStatus} from '../harness/node-status.js';
+import {testRpcBinaries} from '../harness/rpc-binaries.js';
+import {nodeIdOf, startSwarmDaemon, startTestnet, waitForPeers} from '../harness/swarm-fixture.js';
 
 /**
  * Layer shards over real peers: separate daemons on a loopback testnet, real rpc servers, llama.cpp's RPC backend
@@ -62,7 +62,7 @@ function complete(node: Node, maxTokens = TOKENS) {
 }
 
 test.before(async () => {
-    await testRpcBinaries(); // every daemon uses this build (test/helpers/cli-process.ts)
+    await testRpcBinaries(); // every daemon uses this build (harness/cli-process.ts)
     ({testnet, bootstrap} = await startTestnet());
     // The same model whole, in one process: what every split must reproduce token for token.
     const fixture = await createDataDirWithDemoModel(MODEL);

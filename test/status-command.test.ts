@@ -5,7 +5,7 @@ import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import test from 'ava';
 import type {ClusterStatus, NodeStatus} from '../node/node-status.js';
-import {runCli} from './helpers/cli-process.js';
+import {runCli} from '../harness/cli-process.js';
 
 const nodeStatus: NodeStatus = {
     id: 'ab'.repeat(32), shortId: 'q3xk8ume', network: 'public', privateNetwork: false, version: '0.1.0', uptimeSeconds: 65,

@@ -1,8 +1,8 @@
 import test from 'ava';
 import OpenAI from 'openai';
-import {schemaValidator} from './helpers/ajv-validator.js';
-import {byteTokenBan} from './helpers/byte-token-ban.js';
-import {demoDaemonForFile} from './helpers/demo-daemon.js';
+import {schemaValidator} from '../harness/ajv-validator.js';
+import {byteTokenBan} from '../harness/byte-token-ban.js';
+import {demoDaemonForFile} from '../harness/demo-daemon.js';
 
 /**
  * Structured output against a real model through the real openai client: every reply that finishes validates

@@ -11,9 +11,9 @@ import Protomux from 'protomux';
 import {JOBS_PROTOCOL, type JobMessage} from '../inference/remote/jobs/job-messages.js';
 import {networkTopic} from '../swarm/network-topic.js';
 import {CONTROL_PROTOCOL, encodeFrame, MAX_FRAME_BYTES, PROTOCOL_VERSION} from '../swarm/protocol/control-messages.js';
-import {capabilitiesFixture} from './helpers/capabilities-fixture.js';
-import {waitFor, type DaemonHandle} from './helpers/cli-process.js';
-import {nodeIdOf, peersOf, startSwarmDaemon, startTestnet, waitForPeers} from './helpers/swarm-fixture.js';
+import {capabilitiesFixture} from '../harness/capabilities-fixture.js';
+import {waitFor, type DaemonHandle} from '../harness/cli-process.js';
+import {nodeIdOf, peersOf, startSwarmDaemon, startTestnet, waitForPeers} from '../harness/swarm-fixture.js';
 
 let testnet: Testnet;
 let bootstrap: string;

@@ -3,10 +3,10 @@ import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import test from 'ava';
 import type {Testnet} from 'hyperdht/testnet.js';
-import {runCli} from './helpers/cli-process.js';
-import {createDataDirWithDemoModel} from './helpers/demo-model-fixture.js';
-import {fetchStatus} from './helpers/node-status.js';
-import {nodeIdOf, peersOf, startSwarmDaemon, startTestnet, waitForPeers} from './helpers/swarm-fixture.js';
+import {runCli} from '../harness/cli-process.js';
+import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
+import {fetchStatus} from '../harness/node-status.js';
+import {nodeIdOf, peersOf, startSwarmDaemon, startTestnet, waitForPeers} from '../harness/swarm-fixture.js';
 
 const TINY = {layers: 2, width: 64, headCount: 4, feedForwardLength: 64};
 

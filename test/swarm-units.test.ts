@@ -12,7 +12,7 @@ import {
     controlMessageSchema, decodeFrame, encodeFrame, helloSchema, MAX_FRAME_BYTES, PROTOCOL_VERSION, ProtocolViolation
 } from '../swarm/protocol/control-messages.js';
 import {RttEstimator} from '../swarm/rtt-estimator.js';
-import {capabilitiesFixture} from './helpers/capabilities-fixture.js';
+import {capabilitiesFixture} from '../harness/capabilities-fixture.js';
 
 test('bans grow with repeat offences and expire', (t) => {
     const bans = new BanList();

@@ -11,7 +11,7 @@ import {prepareRpcServerDir} from '../engine/rpc/rpc-build.js';
 import {RPC_HOST, RpcServerHost, TENSOR_CACHE_SUBDIR} from '../engine/rpc/rpc-server-host.js';
 import {Fnv1a64, ggmlTensorBytes, HASH_THRESHOLD_BYTES, largeTensors, seedTensorCache} from '../engine/rpc/tensor-cache-seed.js';
 import {RPC_CONN_CAPS_BYTES, RPC_TENSOR_BYTES, RpcCommand} from '../inference/sharded/tunnel/rpc-stream.js';
-import {testRpcBinaries} from './helpers/rpc-binaries.js';
+import {testRpcBinaries} from '../harness/rpc-binaries.js';
 
 /** FNV-1a 64 as its definition says, in BigInt: the reference the fast version must match. */
 function referenceFnv(bytes: Uint8Array) {

@@ -1,9 +1,9 @@
 import test from 'ava';
-import type {ToolCall, ToolDefinition} from '../inference/inference-types.js';
+import type {ToolCall, ToolDefinition} from '../core/inference-types.js';
 import {
     jsonValueEnd, NO_PARAMETERS, parseToolCalls, toolCallGrammar, toolCallGrammarRules, toolCallProblem, type ToolCallSyntax
-} from '../inference/tool-calls/tool-call-syntax.js';
-import {grammarRegExp} from './helpers/grammar-regexp.js';
+} from '../core/tool-calls/tool-call-syntax.js';
+import {grammarRegExp} from '../harness/grammar-regexp.js';
 
 /** The grammar that holds tool calls, and the parser that reads them back: pure, checked against each other. */
 

@@ -1,10 +1,10 @@
 import test from 'ava';
 import OpenAI from 'openai';
 import type {ChatCompletionCreateParamsNonStreaming, ChatCompletionMessageParam, ChatCompletionTool} from 'openai/resources/chat/completions';
-import {schemaValidator} from './helpers/ajv-validator.js';
-import {byteTokenBan} from './helpers/byte-token-ban.js';
-import {demoDaemonForFile} from './helpers/demo-daemon.js';
-import {moreCallsBias, startCallBias, weatherParameters} from './helpers/demo-tool-calls.js';
+import {schemaValidator} from '../harness/ajv-validator.js';
+import {byteTokenBan} from '../harness/byte-token-ban.js';
+import {demoDaemonForFile} from '../harness/demo-daemon.js';
+import {moreCallsBias, startCallBias, weatherParameters} from '../harness/demo-tool-calls.js';
 
 /**
  * Tool calling through the OpenAI API with the official client, on the demo model's Qwen-style template: calls are

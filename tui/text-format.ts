@@ -1,4 +1,4 @@
-import type {DeviceInfo} from '../inference/inference-types.js';
+import type {DeviceInfo} from '../core/inference-types.js';
 
 const UNITS = ['B', 'KB', 'MB', 'GB', 'TB'];
 

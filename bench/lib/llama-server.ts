@@ -2,8 +2,8 @@ import {spawn} from 'node:child_process';
 import {once} from 'node:events';
 import {existsSync} from 'node:fs';
 import {fileURLToPath} from 'node:url';
-import {waitFor} from '../../test/helpers/cli-process.js';
-import {freePort} from '../../test/helpers/free-port.js';
+import {waitFor} from '../../harness/cli-process.js';
+import {freePort} from '../../harness/free-port.js';
 
 /** Built by scripts/build-llama-server.sh from node-llama-cpp's bundled llama.cpp source. */
 export const LLAMA_SERVER_PATH = fileURLToPath(new URL('../../.llama-build/bin/llama-server', import.meta.url));

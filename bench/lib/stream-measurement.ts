@@ -1,5 +1,5 @@
 import type OpenAI from 'openai';
-import {waitFor} from '../../test/helpers/cli-process.js';
+import {waitFor} from '../../harness/cli-process.js';
 import {median} from './statistics.js';
 
 /** One streamed generation as a client sees it. */

@@ -23,6 +23,7 @@ import {basename, delimiter, dirname, join} from 'node:path';
 import {createInterface} from 'node:readline';
 import {fileURLToPath} from 'node:url';
 import {promisify} from 'node:util';
+import type {GpuBackend} from '../../core/inference-types.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -366,7 +367,6 @@ async function build(options: EnsureRpcBinariesOptions): Promise<RpcBinaries> {
 }
 
 /** The GPU backend of node-llama-cpp on this machine (`llama.gpu`), or false for the CPU. */
-export type RpcGpu = 'cuda' | 'vulkan' | 'metal' | false;
 
 /**
  * The directory of node-llama-cpp's prebuilt ggml libraries for `gpu` on this platform, as node-llama-cpp
@@ -374,7 +374,7 @@ export type RpcGpu = 'cuda' | 'vulkan' | 'metal' | false;
  * CUDA also has a fallback `libggml-cuda.so` in `-cuda-ext/…/fallback` that node-llama-cpp loads only when the
  * main one finds no GPU; a machine that needs it passes both directories to `prepareRpcServerDir`.
  */
-export async function prebuiltGgmlDir(gpu: RpcGpu) {
+export async function prebuiltGgmlDir(gpu: GpuBackend) {
     const suffix = gpu === false || (gpu === 'metal' && process.arch !== 'arm64') ? '' : `-${gpu}`;
     const platform = {linux: 'linux', darwin: 'mac', win32: 'win'}[process.platform as string] ?? process.platform;
     const name = `${platform}-${process.arch === 'arm' ? 'armv7l' : process.arch}${suffix}`;
@@ -389,7 +389,7 @@ export async function prebuiltGgmlDir(gpu: RpcGpu) {
 
 export interface RpcServerDirOptions {
     /** The GPU backend node-llama-cpp uses on this machine (`llama.gpu`); defaults to false (the CPU). */
-    gpu?: RpcGpu,
+    gpu?: GpuBackend,
     /**
      * Directories of the ggml libraries node-llama-cpp uses (later ones win for a name they share); defaults to
      * its prebuilt package for `gpu` (`prebuiltGgmlDir`). Without one for the CPU, the server runs on the ggml

@@ -24,7 +24,8 @@ import {constants as osConstants} from 'node:os';
 import {dirname, join, normalize, resolve} from 'node:path';
 import {fileURLToPath} from 'node:url';
 import {promisify} from 'node:util';
-import {findExecutable, type RpcGpu} from './rpc-build.js';
+import type {GpuBackend} from '../../core/inference-types.js';
+import {findExecutable} from './rpc-build.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -232,7 +233,7 @@ async function vulkanDrivers(cache: {name: string, path: string}[]) {
  * /dev/dri for Vulkan), /sys (drivers enumerate devices there), the NVIDIA driver libraries in the loader's cache,
  * and for Vulkan its driver manifests and the libraries they name, each with what it loads. Nothing for the CPU.
  */
-export async function sandboxGpuAccess(gpu: RpcGpu, {devDir = '/dev'}: {devDir?: string} = {}): Promise<SandboxGpuAccess> {
+export async function sandboxGpuAccess(gpu: GpuBackend, {devDir = '/dev'}: {devDir?: string} = {}): Promise<SandboxGpuAccess> {
     if (gpu === false || gpu === 'metal')
         return {devices: [], readOnlyPaths: []};
     const devices = (await readdir(devDir).catch(() => []))

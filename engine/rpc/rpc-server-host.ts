@@ -14,7 +14,8 @@ import {tmpdir} from 'node:os';
 import {dirname, join} from 'node:path';
 import {createInterface} from 'node:readline';
 import {ProcessSupervisor} from '../process-supervisor.js';
-import type {RpcBinaries, RpcGpu} from './rpc-build.js';
+import type {GpuBackend} from '../../core/inference-types.js';
+import type {RpcBinaries} from './rpc-build.js';
 import {
     SANDBOX_READY_LINE, SANDBOX_SERVER_PORT, sandboxArgs, sandboxedExit, sandboxEnv, sandboxGpuAccess, sandboxReadOnlyPaths
 } from './rpc-sandbox.js';
@@ -42,7 +43,7 @@ export interface RpcServerSandboxOptions {
      * The GPU backend the server's directory was prepared for (`prepareRpcServerDir`'s `gpu`): its device nodes
      * and driver files are shown inside; defaults to false (none: the server finds only the CPU).
      */
-    gpu?: RpcGpu,
+    gpu?: GpuBackend,
     /** Where each server gets the directory of its socket (mode 0700); defaults to the OS temp dir. */
     runtimeDir?: string
 }

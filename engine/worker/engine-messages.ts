@@ -1,42 +1,9 @@
-import type {InferenceErrorJson} from '../../inference/inference-error.js';
-import type {
-    ChunkExtras, DeviceInfo, EmbeddingResult, FlashAttentionSetting, GenerationRequest, GenerationResult, LoadedModelInfo
-} from '../../inference/inference-types.js';
+import type {InferenceErrorJson} from '../../core/inference-error.js';
+import type {ChunkExtras, DeviceInfo, EmbeddingResult, GenerationRequest, GenerationResult, LoadedModelInfo} from '../../core/inference-types.js';
+import type {WorkerSettings} from '../engine-settings.js';
 
 /** IPC between the supervisor (main process) and the engine worker (child process). */
 
-export interface ModelLoadSpec {
-    id: string,
-    path: string
-}
-
-export interface WorkerSettings {
-    models: ModelLoadSpec[],
-    threads: number,
-    /** Sequences per context: how many requests decode together in one batch. */
-    parallelSequences: number,
-    /** Context tokens of each sequence: what one request may hold, prompt and answer. */
-    contextSize: number,
-    /** 'auto' offloads to a GPU when node-llama-cpp finds one. */
-    gpu: 'auto' | false,
-    /**
-     * llama.cpp's flash attention: 'auto' lets llama.cpp decide (on where the device supports it, CPUs included).
-     * Off is faster on CPUs as the context fills, but a repeated request that reuses its cached prompt can part
-     * from its first answer after a near-tie (docs/architecture.md, "Engine"). Defaults to 'auto'.
-     */
-    flashAttention?: FlashAttentionSetting,
-    /** Layers on remote devices: this engine coordinates a pipeline of stages (docs/architecture.md, "Sharding"). */
-    shard?: ShardLoadSettings
-}
-
-export interface ShardLoadSettings {
-    /** `libggml-rpc.so`, built from the llama.cpp source node-llama-cpp ships (engine/rpc/). */
-    rpcLibraryPath: string,
-    /** One `host:port` per RPC device, in order: this node's own first device, the tunnels' loopback ends, its output device. */
-    endpoints: string[],
-    /** Layers on the RPC devices, the output layer included: llama.cpp offloads the last ones. */
-    gpuLayers: number
-}
 
 /**
  * Tokens one embedding request may hold in all: one request must not hold the embedding context (which serves

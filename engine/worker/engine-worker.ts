@@ -4,9 +4,10 @@
  */
 import {readFile} from 'node:fs/promises';
 import {getLlama, LlamaLogLevel, type Llama} from 'node-llama-cpp';
-import type {DeviceInfo} from '../../inference/inference-types.js';
-import type {SupervisorMessage, WorkerMessage, WorkerSettings} from './engine-messages.js';
-import {InferenceError} from '../../inference/inference-error.js';
+import type {DeviceInfo} from '../../core/inference-types.js';
+import type {WorkerSettings} from '../engine-settings.js';
+import type {SupervisorMessage, WorkerMessage} from './engine-messages.js';
+import {InferenceError} from '../../core/inference-error.js';
 import {engineBuildOf} from '../engine-build.js';
 import {ModelRuntime} from './model-runtime.js';
 import {PlacementReport, registerRpcDevices} from './rpc-devices.js';

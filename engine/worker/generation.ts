@@ -3,8 +3,8 @@ import {
     type LlamaContextSequence, type LlamaContextSequenceRepeatPenalty, type LlamaGrammar, type SequenceEvaluateOptions, type Token,
     type TokenBias
 } from 'node-llama-cpp';
-import type {TextListener, TokenLogprob, ToolCall} from '../../inference/inference-types.js';
-import {parseToolCalls, type ToolCallSyntax} from '../../inference/tool-calls/tool-call-syntax.js';
+import type {TextListener, TokenLogprob, ToolCall} from '../../core/inference-types.js';
+import {parseToolCalls, type ToolCallSyntax} from '../../core/tool-calls/tool-call-syntax.js';
 import type {SteppedGeneration} from './decode-loop.js';
 import type {LlamaSamplingOptions} from './sampling-options.js';
 import type {Release, TokenRelease} from './token-release.js';

@@ -6,10 +6,10 @@ import {
 } from 'node-llama-cpp';
 import type {
     EmbeddingResult, GenerationRequest, GenerationResult, LoadedModelInfo, ResponseFormat, TextListener
-} from '../../inference/inference-types.js';
-import {InferenceError} from '../../inference/inference-error.js';
-import {schemaToGbnf} from '../../inference/json-schema/schema-grammar.js';
-import type {ModelLoadSpec, WorkerSettings} from './engine-messages.js';
+} from '../../core/inference-types.js';
+import {InferenceError} from '../../core/inference-error.js';
+import {schemaToGbnf} from '../../core/json-schema/schema-grammar.js';
+import type {ModelLoadSpec, WorkerSettings} from '../engine-settings.js';
 import {DecodeLoop} from './decode-loop.js';
 import {Generation} from './generation.js';
 import {guardOutputOrder} from './output-order-guard.js';

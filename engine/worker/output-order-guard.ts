@@ -1,5 +1,5 @@
 import type {LlamaContext} from 'node-llama-cpp';
-import {InferenceError} from '../../inference/inference-error.js';
+import {InferenceError} from '../../core/inference-error.js';
 
 /** The two methods of node-llama-cpp's native context (its internal `_ctx`) that the guard wraps. */
 interface NativeContext {

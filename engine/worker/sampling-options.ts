@@ -1,6 +1,6 @@
 import {randomInt} from 'node:crypto';
 import type {LLamaContextualRepeatPenalty} from 'node-llama-cpp';
-import type {SamplingOptions} from '../../inference/inference-types.js';
+import type {SamplingOptions} from '../../core/inference-types.js';
 
 /** The node-llama-cpp sampling options that follow directly from OpenAI-style sampling settings (stops: TokenRelease). */
 export interface LlamaSamplingOptions {

@@ -2,9 +2,9 @@ import {
     LlamaText, SpecialToken, SpecialTokensText,
     type ChatHistoryItem, type ChatModelFunctionCall, type ChatModelFunctions, type ChatWrapper, type Llama, type LlamaModel, type Token
 } from 'node-llama-cpp';
-import {InferenceError} from '../../inference/inference-error.js';
-import type {ChatMessage, ToolCalling, ToolDefinition} from '../../inference/inference-types.js';
-import {toolCallGrammar, type ToolCallSyntax} from '../../inference/tool-calls/tool-call-syntax.js';
+import {InferenceError} from '../../core/inference-error.js';
+import type {ChatMessage, ToolCalling, ToolDefinition} from '../../core/inference-types.js';
+import {toolCallGrammar, type ToolCallSyntax} from '../../core/tool-calls/tool-call-syntax.js';
 import type {ToolCallRules} from './generation.js';
 
 /**

@@ -1,6 +1,6 @@
 import type {EngineSupervisor} from '../../engine/engine-supervisor.js';
 import type {EmbedOptions, GenerateOptions, InferenceStrategy, Readiness, ServedModel} from '../inference-service.js';
-import type {GenerationRequest} from '../inference-types.js';
+import type {GenerationRequest} from '../../core/inference-types.js';
 
 export interface LocalInferenceOptions {
     engine: EngineSupervisor,

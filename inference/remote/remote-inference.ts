@@ -1,7 +1,7 @@
 import type {SwarmNode} from '../../swarm/swarm-node.js';
-import {InferenceError, type InferenceErrorCode} from '../inference-error.js';
+import {InferenceError, type InferenceErrorCode} from '../../core/inference-error.js';
 import type {EmbedOptions, GenerateOptions, InferenceStrategy, ServedModel} from '../inference-service.js';
-import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../inference-types.js';
+import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../../core/inference-types.js';
 import {ResumableAnswer} from '../resumable-answer.js';
 import {DeliveryPace} from './delivery-pace.js';
 import type {JobRequester, RemoteJobDeadlines} from './jobs/job-requester.js';

@@ -3,7 +3,7 @@ import {EventEmitter} from 'node:events';
 import {EngineSupervisor, type EngineSupervisorOptions} from '../../engine/engine-supervisor.js';
 import type {RpcServerFiles} from '../../engine/rpc/rpc-build.js';
 import {RpcServerHost} from '../../engine/rpc/rpc-server-host.js';
-import type {ShardLoadSettings} from '../../engine/worker/engine-messages.js';
+import type {ShardLoadSettings} from '../../engine/engine-settings.js';
 import type {ShardReceipt} from '../../ledger/records.js';
 import type {SwarmNode} from '../../swarm/swarm-node.js';
 import {layerSplit} from './layer-split.js';

@@ -1,6 +1,6 @@
-import {InferenceError} from '../inference-error.js';
+import {InferenceError} from '../../core/inference-error.js';
 import type {EmbedOptions, GenerateOptions, InferenceStrategy, ServedModel} from '../inference-service.js';
-import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../inference-types.js';
+import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../../core/inference-types.js';
 import {ResumableAnswer} from '../resumable-answer.js';
 import type {ClusterCoordinator} from './cluster-coordinator.js';
 

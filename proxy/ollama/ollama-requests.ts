@@ -1,5 +1,5 @@
 import {z} from 'zod';
-import type {ChatMessage, GenerationRequest, ResponseFormat, SamplingOptions} from '../../inference/inference-types.js';
+import type {ChatMessage, GenerationRequest, ResponseFormat, SamplingOptions} from '../../core/inference-types.js';
 import {ApiError} from '../api-error.js';
 import {functionName, tool, toToolCalling} from '../request-schemas.js';
 

@@ -1,6 +1,6 @@
 import {Router, type Request, type RequestHandler, type Response} from 'express';
 import type {InferenceService} from '../../inference/inference-service.js';
-import type {GenerationRequest, GenerationResult, ToolCall} from '../../inference/inference-types.js';
+import type {GenerationRequest, GenerationResult, ToolCall} from '../../core/inference-types.js';
 import {ApiError} from '../api-error.js';
 import {parseBody} from '../request-schemas.js';
 import {assertModelServed, assertWithinLimits, cancelOnClientClose, countingSentTokens, routingFor, streamFailure, type ResponseLocals} from '../routes/route-helpers.js';

@@ -1,6 +1,6 @@
 import type {Request, RequestHandler, Response} from 'express';
 import type {z} from 'zod';
-import type {FinishReason, GenerationRequest, GenerationResult, TokenLogprob, ToolCall} from '../../inference/inference-types.js';
+import type {FinishReason, GenerationRequest, GenerationResult, TokenLogprob, ToolCall} from '../../core/inference-types.js';
 import type {InferenceService} from '../../inference/inference-service.js';
 import {
     chatCompletionSchema, completionSchema, parseBody, toChatRequest, toCompletionRequest

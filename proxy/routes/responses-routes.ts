@@ -1,7 +1,7 @@
 import type {Request, RequestHandler, Response} from 'express';
 import {z} from 'zod';
 import type {InferenceService} from '../../inference/inference-service.js';
-import type {ChatMessage, GenerationRequest, GenerationResult, ResponseFormat, ToolCall} from '../../inference/inference-types.js';
+import type {ChatMessage, GenerationRequest, GenerationResult, ResponseFormat, ToolCall} from '../../core/inference-types.js';
 import {ApiError} from '../api-error.js';
 import {functionName, parseBody, toToolCalling} from '../request-schemas.js';
 import {SseWriter} from '../stream-writers.js';

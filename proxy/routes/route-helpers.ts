@@ -1,7 +1,7 @@
 import {randomBytes} from 'node:crypto';
 import type {Request, Response} from 'express';
-import type {ChunkExtras, GenerationRequest, GenerationResult, TextListener} from '../../inference/inference-types.js';
-import {requestLimitViolation} from '../../inference/request-limits.js';
+import type {ChunkExtras, GenerationRequest, GenerationResult, TextListener} from '../../core/inference-types.js';
+import {requestLimitViolation} from '../../core/request-limits.js';
 import {ApiError, clip, toApiError} from '../api-error.js';
 import type {InferenceService, RouteInfo} from '../../inference/inference-service.js';
 

@@ -1,5 +1,5 @@
-import type {RefusalCode} from '../../inference-error.js';
-import {requestLimitViolation} from '../../request-limits.js';
+import type {RefusalCode} from '../../../core/inference-error.js';
+import {requestLimitViolation} from '../../../core/request-limits.js';
 import type {JobMessage} from './job-messages.js';
 
 /** Whether a peer's job is taken: pure, so every limit is tested without a network. */

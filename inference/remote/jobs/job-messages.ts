@@ -1,7 +1,7 @@
 import {z} from 'zod';
 import {receiptSchema} from '../../../ledger/receipt.js';
-import {inferenceErrorCodes} from '../../inference-error.js';
-import {MAX_TOP_LOGPROBS} from '../../request-limits.js';
+import {inferenceErrorCodes} from '../../../core/inference-error.js';
+import {MAX_TOP_LOGPROBS} from '../../../core/request-limits.js';
 
 /** The jobs channel: whole requests served by a peer, their streamed tokens, results and receipts (docs/peer-protocol.md). */
 

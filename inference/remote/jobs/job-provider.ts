@@ -1,8 +1,8 @@
 import {EventEmitter} from 'node:events';
 import {countersignReceipt, verifyReceipt, ReceiptError, type Receipt} from '../../../ledger/receipt.js';
 import type {NodeIdentity} from '../../../swarm/node-identity.js';
-import {InferenceError, type InferenceErrorCode} from '../../inference-error.js';
-import type {EmbeddingResult, GenerationRequest, GenerationResult, TextListener} from '../../inference-types.js';
+import {InferenceError, type InferenceErrorCode} from '../../../core/inference-error.js';
+import type {EmbeddingResult, GenerationRequest, GenerationResult, TextListener} from '../../../core/inference-types.js';
 import {jobRefusal, submissionModel, type JobProviderLimits, type JobSubmission} from './job-admission.js';
 import type {JobMessage} from './job-messages.js';
 import type {JobsProtocol} from './jobs-protocol.js';

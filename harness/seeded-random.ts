@@ -1,4 +1,4 @@
-import {Prng} from '../../engine/demo/prng.js';
+import {Prng} from '../engine/demo/prng.js';
 
 /** The demo weights' PRNG with the draws property tests make: the same cases on every run. */
 export class SeededRandom extends Prng {

@@ -1,4 +1,4 @@
-import type {GrammarNode} from '../../inference/json-schema/grammar-node.js';
+import type {GrammarNode} from '../core/json-schema/grammar-node.js';
 
 /** Renders a grammar node as a regular expression (rules looked up in `rules`, inlined up to a depth): what it accepts, for tests. */
 export function grammarRegExp(node: GrammarNode, rules: Map<string, GrammarNode> = new Map(), depth = 3): RegExp {

@@ -1,5 +1,5 @@
 import createTestnet, {type Testnet} from 'hyperdht/testnet.js';
-import type {PeerStatus} from '../../node/node-status.js';
+import type {PeerStatus} from '../node/node-status.js';
 import {startDaemon, waitFor, type DaemonHandle} from './cli-process.js';
 import {fetchStatus} from './node-status.js';
 

@@ -1,4 +1,4 @@
-import {buildDemoVocab, DEMO_SPECIAL_TOKENS} from '../../engine/demo/demo-vocab.js';
+import {buildDemoVocab, DEMO_SPECIAL_TOKENS} from '../engine/demo/demo-vocab.js';
 import {byteTokenBan} from './byte-token-ban.js';
 
 /** Logit biases that steer the demo model's tool calls, which random weights never make by themselves. */

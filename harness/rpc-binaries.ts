@@ -1,5 +1,5 @@
 import {fileURLToPath} from 'node:url';
-import {ensureRpcBinaries} from '../../engine/rpc/rpc-build.js';
+import {ensureRpcBinaries} from '../engine/rpc/rpc-build.js';
 
 /** Where tests keep the built RPC server: shared by every test file and run (the build takes about a minute). */
 export const TEST_RPC_DIR = fileURLToPath(new URL('../../.cache/rpc', import.meta.url));

@@ -1,4 +1,4 @@
-import type {Capabilities} from '../../swarm/capabilities.js';
+import type {Capabilities} from '../swarm/capabilities.js';
 
 export function capabilitiesFixture(overrides: Partial<Capabilities> = {}): Capabilities {
     return {

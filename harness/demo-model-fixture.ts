@@ -1,7 +1,7 @@
 import {mkdir, mkdtemp, rm} from 'node:fs/promises';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
-import {writeDemoModel, type DemoModelOptions} from '../../engine/demo/demo-model.js';
+import {writeDemoModel, type DemoModelOptions} from '../engine/demo/demo-model.js';
 
 /** A fresh data dir holding `models/demo.gguf`, as `strongdoge models make-demo` would leave it. */
 export async function createDataDirWithDemoModel(options: DemoModelOptions = {}) {

@@ -6,15 +6,15 @@
  */
 import {EventEmitter} from 'node:events';
 import {connect} from 'node:net';
-import {RpcServerHost} from '../../engine/rpc/rpc-server-host.js';
-import {GGML_MAX_OP_PARAMS_I32, GGML_MAX_SRC, GGML_TYPES, GgmlOp, type GgmlOpName} from '../../inference/sharded/tunnel/ggml/ggml-tables.js';
-import {type Dims, RPC_TENSOR_BYTES, type RpcTensor, writeRpcTensor} from '../../inference/sharded/tunnel/ggml/rpc-tensor.js';
-import type {SessionBuffers} from '../../inference/sharded/tunnel/ggml/tensor-check.js';
-import {hostFilter} from '../../inference/sharded/tunnel/rpc-filters.js';
-import {AllocationBudget} from '../../inference/sharded/tunnel/rpc-guard.js';
-import {RpcCommand} from '../../inference/sharded/tunnel/rpc-stream.js';
-import type {TunnelStream} from '../../inference/sharded/tunnel/shard-protocol.js';
-import {pipeSocket, SocketStream} from '../../inference/sharded/tunnel/socket-pipe.js';
+import {RpcServerHost} from '../engine/rpc/rpc-server-host.js';
+import {GGML_MAX_OP_PARAMS_I32, GGML_MAX_SRC, GGML_TYPES, GgmlOp, type GgmlOpName} from '../inference/sharded/tunnel/ggml/ggml-tables.js';
+import {type Dims, RPC_TENSOR_BYTES, type RpcTensor, writeRpcTensor} from '../inference/sharded/tunnel/ggml/rpc-tensor.js';
+import type {SessionBuffers} from '../inference/sharded/tunnel/ggml/tensor-check.js';
+import {hostFilter} from '../inference/sharded/tunnel/rpc-filters.js';
+import {AllocationBudget} from '../inference/sharded/tunnel/rpc-guard.js';
+import {RpcCommand} from '../inference/sharded/tunnel/rpc-stream.js';
+import type {TunnelStream} from '../inference/sharded/tunnel/shard-protocol.js';
+import {pipeSocket, SocketStream} from '../inference/sharded/tunnel/socket-pipe.js';
 import {testRpcBinaries} from './rpc-binaries.js';
 
 /** One end of an in-memory stream pair: what one writes, the other receives. */
@@ -297,7 +297,7 @@ export function encodeGraph(nodes: bigint[], tensors: RpcTensor[]) {
 
 /** A real rpc server for a test (CPU, one thread), stopped at teardown. */
 export async function labServer(t: {teardown(fn: () => Promise<void>): void}, threads = 1) {
-    const {prepareRpcServerDir} = await import('../../engine/rpc/rpc-build.js');
+    const {prepareRpcServerDir} = await import('../engine/rpc/rpc-build.js');
     const files = await prepareRpcServerDir(await testRpcBinaries());
     const server = new RpcServerHost({binaries: files, threads});
     const lines: string[] = [];

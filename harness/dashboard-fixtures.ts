@@ -1,4 +1,4 @@
-import {emptyDashboardState, type DashboardState} from '../../tui/dashboard-state.js';
+import {emptyDashboardState, type DashboardState} from '../tui/dashboard-state.js';
 
 export function busyDashboardState(): DashboardState {
     const base = emptyDashboardState();

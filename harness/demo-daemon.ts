@@ -1,6 +1,6 @@
 import test from 'ava';
 import OpenAI from 'openai';
-import type {DemoModelOptions} from '../../engine/demo/demo-model.js';
+import type {DemoModelOptions} from '../engine/demo/demo-model.js';
 import {startDaemon, type DaemonHandle} from './cli-process.js';
 import {createDataDirWithDemoModel} from './demo-model-fixture.js';
 

@@ -1,4 +1,4 @@
-import {statusDocuments, type StatusDocument, type StatusPath} from '../../node/node-status.js';
+import {statusDocuments, type StatusDocument, type StatusPath} from '../node/node-status.js';
 
 /** Reads a status document from a running node's API and checks it against the status contract. */
 export async function fetchStatus<P extends StatusPath>(daemon: {origin: string}, path: P): Promise<StatusDocument<P>> {

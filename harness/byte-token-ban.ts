@@ -1,5 +1,5 @@
-import {buildDemoVocab} from '../../engine/demo/demo-vocab.js';
-import {TokenType} from '../../engine/gguf/gguf-types.js';
+import {buildDemoVocab} from '../engine/demo/demo-vocab.js';
+import {TokenType} from '../engine/gguf/gguf-types.js';
 
 /**
  * A logit bias that bans the demo vocabulary's byte tokens: random weights emit them in sequences that are not

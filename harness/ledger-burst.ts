@@ -2,7 +2,7 @@
  * Appends a burst of served records to a contribution log and reports progress on stdout, for a test that kills
  * this process mid-burst. Usage: node --import tsx ledger-burst.ts <corestore dir> <owner secret key hex> <count>
  */
-import {ContributionLog} from '../../ledger/contribution-log.js';
+import {ContributionLog} from '../ledger/contribution-log.js';
 import {countersignedReceipt, keyPair, servedRecord} from './ledger-fixture.js';
 
 const [directory, secretKeyHex, countText] = process.argv.slice(2) as [string, string, string];

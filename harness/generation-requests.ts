@@ -1,4 +1,4 @@
-import type {GenerationRequest, SamplingOptions} from '../../inference/inference-types.js';
+import type {GenerationRequest, SamplingOptions} from '../core/inference-types.js';
 
 /** A greedy text completion for the `demo` model, as the engine receives it. */
 export function greedyCompletion(prompt: string, maxTokens: number, extra: Partial<SamplingOptions> = {}): GenerationRequest {

@@ -1,7 +1,7 @@
 import {randomBytes} from 'node:crypto';
 import crypto from 'hypercore-crypto';
-import {RECEIPT_VERSION, signReceiptBody, type Receipt, type ReceiptBody} from '../../ledger/receipt.js';
-import {LEDGER_RECORD_VERSION, type LedgerRecord} from '../../ledger/records.js';
+import {RECEIPT_VERSION, signReceiptBody, type Receipt, type ReceiptBody} from '../ledger/receipt.js';
+import {LEDGER_RECORD_VERSION, type LedgerRecord} from '../ledger/records.js';
 
 /** Key pairs and real, signed receipts and records for ledger tests. */
 
