@@ -5,7 +5,7 @@ import {fileURLToPath} from 'node:url';
 import {TEST_RPC_DIR} from './rpc-binaries.js';
 
 /** The built CLI, as users run it (`npm test` builds first). */
-export const CLI_PATH = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
+export const CLI_PATH = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
 
 export interface CliResult {
     code: number | null,

@@ -84,7 +84,7 @@ export interface LabOptions {
     internetHops?: number
 }
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BOOTSTRAP_SCRIPT = fileURLToPath(new URL('lab-bootstrap.ts', import.meta.url));
 const DHT_PORT = 49737;
 // Every DHT node but the first answers FIND_NODE this late, so that a joining node on a 'none' host gets to know
