@@ -102,7 +102,7 @@ export async function captureStageSession(options: {model: DemoModelOptions, coo
     let engine: EngineSupervisor | undefined;
     try {
         const modelPath = join(dir, 'model.gguf');
-        await writeDemoModel(modelPath, options.model);
+        await writeDemoModel(modelPath, {writesBytes: true, ...options.model});
         for (let index = 0; index < 2; index++) {
             const server = new RpcServerHost({binaries: files, threads: 1});
             await server.start();

@@ -21,7 +21,12 @@ export interface DemoModelOptions {
      * False: the output weights of control tokens are zero, so their logit is 0 while the best word's is far
      * above: greedy generation never ends by itself. For tests and benchmarks that need long generations.
      */
-    endsText?: boolean
+    endsText?: boolean,
+    /**
+     * False: the output weights of the 256 byte tokens are zero too, so the model writes words (fluent nonsense)
+     * rather than stray bytes that show as `�`. True for tests that need UTF-8 pieces from a real model. Defaults to false.
+     */
+    writesBytes?: boolean
 }
 
 export const demoModelDefaults: Required<DemoModelOptions> = {
@@ -34,7 +39,8 @@ export const demoModelDefaults: Required<DemoModelOptions> = {
     seed: 42,
     name: 'strongdoge-demo',
     weightType: 'F16',
-    endsText: true
+    endsText: true,
+    writesBytes: false
 };
 
 /** FNV-1a: a stable per-tensor seed, so each tensor's values do not depend on write order. */
@@ -141,10 +147,11 @@ export function describeDemoModel(options: DemoModelOptions = {}) {
     const controlTokens = vocab.tokenTypes.flatMap((type, id) => type === TokenType.control ? [id] : []);
     // Nor does it write a template's tool tags by itself: tests ask for calls (tool_choice, logit_bias).
     const toolTokens = vocab.tokenTypes.flatMap((type, id) => type === TokenType.userDefined ? [id] : []);
+    const byteTokens = config.writesBytes ? [] : vocab.tokenTypes.flatMap((type, id) => type === TokenType.byte ? [id] : []);
     const tensors: GgufTensorSpec[] = [
         normalTensor('token_embd.weight', [width, vocabSize], 1, seed, type),
         onesTensor('output_norm.weight', width),
-        withZeroRows(output, width, config.endsText ? toolTokens : [...controlTokens, ...toolTokens])
+        withZeroRows(output, width, [...config.endsText ? [] : controlTokens, ...toolTokens, ...byteTokens])
     ];
     for (let layer = 0; layer < layers; layer++) {
         const block = `blk.${layer}`;
