@@ -23,7 +23,7 @@ export function settingsTable() {
     const rows = nodeSettingKeys.map((key) => {
         const {repeatable, note} = settingDeclaration(key);
         return [
-            noted(code(flagsFor(key)), repeatable ? 'repeatable' : note),
+            noted(code(flagsFor(key)), [repeatable ? 'repeatable' : undefined, note].filter(Boolean).join('; ') || undefined),
             noted(code(envNameFor(key)), repeatable ? 'comma-separated' : undefined),
             noted(code(key), repeatable ? 'list' : undefined),
             defaultCell(key)
