@@ -1,7 +1,7 @@
 import {mkdir, readFile, writeFile} from 'node:fs/promises';
 import {join} from 'node:path';
 import type {Wallet} from 'ethers';
-import type {NodeSettings} from '../cli/config/node-config.js';
+import type {NodeSettings} from './node-settings.js';
 import {Anchorer, readAnchorEvents, type AnchorOutcome, type ChainSettings} from '../ledger/anchorer.js';
 import {ContributionLog} from '../ledger/contribution-log.js';
 import {LedgerError} from '../ledger/ledger-error.js';

@@ -35,7 +35,7 @@ import {isLoopbackHost} from '../swarm/loopback.js';
 import {buildNetworkModelTable} from '../swarm/network-models.js';
 import type {NodeIdentity} from '../swarm/node-identity.js';
 import {SwarmNode} from '../swarm/swarm-node.js';
-import type {NodeSettings} from '../cli/config/node-config.js';
+import type {NodeSettings} from './node-settings.js';
 import {LedgerError} from '../ledger/ledger-error.js';
 import type {Logger} from './logger.js';
 import {NodeLedger} from './node-ledger.js';

@@ -3,7 +3,8 @@ import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import test from 'ava';
 import {ConfigError} from '../cli/config/config-error.js';
-import {DEFAULT_PORT, envNameFor, resolveNodeSettings, SECRET_SETTINGS} from '../cli/config/node-config.js';
+import {resolveNodeSettings} from '../cli/config/node-config.js';
+import {DEFAULT_PORT, envNameFor, SECRET_SETTINGS} from '../node/node-settings.js';
 import {dataDirPermissionWarnings} from '../cli/data-dir.js';
 
 const file = (values: Record<string, unknown>) => ({path: '/data/config.json', values});

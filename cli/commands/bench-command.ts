@@ -1,13 +1,14 @@
 import {existsSync} from 'node:fs';
 import {join} from 'node:path';
-import {Command, Option} from 'commander';
+import {Command} from 'commander';
 import {writeDemoModel} from '../../engine/demo/demo-model.js';
 import {BenchmarkCache, benchmarkCachePath} from '../../engine/device-benchmark/benchmark-cache.js';
 import type {DeviceBenchmarkResult} from '../../engine/device-benchmark/device-benchmark.js';
 import {loadNodeSettings} from '../config/load-node-settings.js';
+import type {SettingFlags} from '../config/node-config.js';
 import {ensureDataDir, modelsDir} from '../data-dir.js';
 import {formatBytes} from '../../tui/text-format.js';
-import {addDataDirOption} from './shared-options.js';
+import {addDataDirOption, settingOption} from './shared-options.js';
 
 /** The model benchmarked when none is given: big enough for matrix work to dominate (~86M parameters). */
 const BENCHMARK_MODEL = {name: 'bench-86m.gguf', options: {layers: 12, width: 768, headCount: 12, feedForwardLength: 2048, seed: 7}};
@@ -28,12 +29,12 @@ export function benchCommand() {
     const command = new Command('bench')
         .description('measure this device (compute, generation speed, memory bandwidth); peers see the result')
         .option('-m, --model <path|name|hf:ref>', 'model to measure with (default: a generated 86M-parameter model)')
-        .option('-t, --threads <n>', 'CPU threads [env STRONGDOGE_THREADS]')
-        .addOption(new Option('--gpu <auto|off>', 'GPU offload [env STRONGDOGE_GPU]'))
+        .addOption(settingOption('threads', {description: 'CPU threads', showDefault: false}))
+        .addOption(settingOption('gpu', {showDefault: false}))
         .option('--force', 'measure again even if a result is cached')
         .option('--json', 'print JSON');
     addDataDirOption(command);
-    return command.action(async (flags: {model?: string, threads?: string, gpu?: string, force?: boolean, json?: boolean, dataDir?: string}) => {
+    return command.action(async (flags: Pick<SettingFlags, 'threads' | 'gpu'> & {model?: string, force?: boolean, json?: boolean, dataDir?: string}) => {
         // node-llama-cpp and the model tools load only when the command runs.
         const [{getLlama}, {deviceKey, runDeviceBenchmark}, {sha256OfFile}, {resolveModelRefs}, {createLogger}] = await Promise.all([
             import('node-llama-cpp'), import('../../engine/device-benchmark/device-benchmark.js'), import('../../engine/model-files.js'),

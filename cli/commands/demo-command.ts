@@ -8,7 +8,7 @@ import {fileURLToPath} from 'node:url';
 import {Command} from 'commander';
 import type {Level} from 'pino';
 import type {Logger} from '../../node/logger.js';
-import {DEFAULT_PORT, ENV_PREFIX} from '../config/node-config.js';
+import {DEFAULT_PORT, ENV_PREFIX} from '../../node/node-settings.js';
 import {ensureDataDir, modelsDir, resolveDataDir} from '../data-dir.js';
 import {addDataDirOption} from './shared-options.js';
 

@@ -7,10 +7,11 @@ import {Command} from 'commander';
 import type {EngineBuildType} from '../../engine/engine-build.js';
 import type {RpcTool, RpcToolchain} from '../../engine/rpc/rpc-build.js';
 import {loadNodeSettings} from '../config/load-node-settings.js';
-import type {NodeSettings} from '../config/node-config.js';
+import type {SettingFlags} from '../config/node-config.js';
+import type {NodeSettings} from '../../node/node-settings.js';
 import {formatBytes, formatEngineBuild, formatNatAddress} from '../../tui/text-format.js';
 import type {NatStatus, RelayMode} from '../../swarm/relay-policy.js';
-import {addDataDirOption} from './shared-options.js';
+import {addDataDirOption, settingOption} from './shared-options.js';
 
 export interface DoctorReport {
     node: {version: string, platform: string},
@@ -185,17 +186,16 @@ function reportText(report: DoctorReport) {
 export function doctorCommand() {
     const command = new Command('doctor')
         .description('check what this machine can do: GPU backend and devices, CPU, sharding (RPC server, cmake, compiler, the sandbox for peers\' servers), NAT, API port, data dir')
-        .option('-p, --port <n>', 'the API port to check [env STRONGDOGE_PORT]')
-        .option('--host <address>', 'the API address to check [env STRONGDOGE_HOST]')
-        .option('--rpc-dir <path>', 'where the node builds llama.cpp\'s RPC server [env STRONGDOGE_RPC_DIR]')
-        .option('--bootstrap <host:port,...>', 'DHT bootstrap nodes to probe the NAT with [env STRONGDOGE_BOOTSTRAP]')
-        .option('--offline', 'skip the network check [env STRONGDOGE_OFFLINE]')
+        .addOption(settingOption('port', {description: 'the API port to check', showDefault: false}))
+        .addOption(settingOption('host', {description: 'the API address to check', showDefault: false}))
+        .addOption(settingOption('rpcDir', {description: 'where the node builds llama.cpp\'s RPC server', showDefault: false}))
+        .addOption(settingOption('bootstrap', {description: 'DHT bootstrap nodes to probe the NAT with', showDefault: false}))
+        .addOption(settingOption('offline', {description: 'skip the network check', showDefault: false}))
         .option('--json', 'print JSON');
     addDataDirOption(command);
-    return command.action(async (flags: {port?: string, host?: string, rpcDir?: string, bootstrap?: string, offline?: boolean, json?: boolean, dataDir?: string}) => {
-        const settings = await loadNodeSettings({port: flags.port, host: flags.host, rpcDir: flags.rpcDir, bootstrap: flags.bootstrap,
-            offline: flags.offline, dataDir: flags.dataDir});
+    return command.action(async ({json, ...flags}: Pick<SettingFlags, 'port' | 'host' | 'rpcDir' | 'bootstrap' | 'offline'> & {json?: boolean, dataDir?: string}) => {
+        const settings = await loadNodeSettings(flags);
         const report = await diagnose(settings);
-        process.stdout.write(flags.json ? JSON.stringify(report, null, 2) + '\n' : reportText(report));
+        process.stdout.write(json ? JSON.stringify(report, null, 2) + '\n' : reportText(report));
     });
 }

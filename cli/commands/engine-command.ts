@@ -1,15 +1,16 @@
-import {Command, Option} from 'commander';
+import {Command} from 'commander';
 import {loadNodeSettings} from '../config/load-node-settings.js';
+import type {SettingFlags} from '../config/node-config.js';
 import {formatEngineBuild} from '../../tui/text-format.js';
-import {addDataDirOption} from './shared-options.js';
+import {addDataDirOption, settingOption} from './shared-options.js';
 
 export function engineCommand() {
     const command = new Command('engine').description('the llama.cpp engine: build it for this machine, or go back to the prebuilt one');
     const build = command.command('build')
         .description('build llama.cpp for this machine from the source node-llama-cpp ships (offline; about 6 minutes on 2 cores; '
             + 'needs cmake, a C/C++ compiler, make or ninja, and git). Nodes started afterwards use it')
-        .addOption(new Option('--gpu <auto|off>', 'build for the GPU backend node-llama-cpp finds, or the CPU only [env STRONGDOGE_GPU]'));
-    addDataDirOption(build).action(async (flags: {gpu?: string, dataDir?: string}) => {
+        .addOption(settingOption('gpu', {description: 'build for the GPU backend node-llama-cpp finds, or the CPU only', showDefault: false}));
+    addDataDirOption(build).action(async (flags: Pick<SettingFlags, 'gpu'> & {dataDir?: string}) => {
         const {gpu} = await loadNodeSettings({gpu: flags.gpu, dataDir: flags.dataDir});
         const {buildEngine} = await import('../../engine/engine-build.js');
         const report = await buildEngine({gpu: gpu === 'off' ? false : 'auto'});

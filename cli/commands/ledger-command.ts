@@ -2,21 +2,21 @@ import {Command} from 'commander';
 import type {AnchorOutcomeStatus, LedgerStatus, VerifyReportStatus} from '../../node/node-status.js';
 import {loadNodeSettings} from '../config/load-node-settings.js';
 import {fetchNodeStatus, NodeUnreachableError, type NodeAddressFlags} from '../node-client.js';
-import {addDataDirOption} from './shared-options.js';
-import {addLedgerOptions} from './start-command.js';
+import type {SettingFlags} from '../config/node-config.js';
+import {addDataDirOption, addSettingOptions, settingOption} from './shared-options.js';
 
-type LedgerFlags = NodeAddressFlags & Record<string, unknown> & {json?: boolean, core?: string};
+type LedgerFlags = NodeAddressFlags & SettingFlags & {json?: boolean, core?: string};
 
 /** Exit code of a log that does not verify. */
 const VERIFY_FAILED_EXIT_CODE = 1;
 
 function ledgerSubcommand(name: string, description: string) {
     const command = new Command(name).description(description)
-        .option('-p, --port <n>', 'the running node\'s API port [env STRONGDOGE_PORT]')
-        .option('--host <address>', 'the running node\'s API address [env STRONGDOGE_HOST]')
-        .option('--api-key <key>', 'the running node\'s API key, if it has one [env STRONGDOGE_API_KEY]')
+        .addOption(settingOption('port', {description: 'the running node\'s API port', showDefault: false}))
+        .addOption(settingOption('host', {description: 'the running node\'s API address', showDefault: false}))
+        .addOption(settingOption('apiKey', {description: 'the running node\'s API key, if it has one', showDefault: false}))
         .option('--json', 'print JSON');
-    return addDataDirOption(addLedgerOptions(command));
+    return addDataDirOption(addSettingOptions(command, 'ledger'));
 }
 
 /**

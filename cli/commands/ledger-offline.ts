@@ -3,8 +3,8 @@ import {join} from 'node:path';
 import {deployAnchorContract} from '../../ledger/anchorer.js';
 import {LedgerError} from '../../ledger/ledger-error.js';
 import {NodeLedger, storeAnchorContract, walletFromSettings} from '../../node/node-ledger.js';
+import type {NodeSettings} from '../../node/node-settings.js';
 import {IDENTITY_FILE, loadOrCreateIdentity} from '../../swarm/node-identity.js';
-import type {NodeSettings} from '../config/node-config.js';
 import {ConfigError} from '../config/config-error.js';
 import {ensureDataDir} from '../data-dir.js';
 import {walletPassword} from '../prompt.js';
@@ -18,7 +18,7 @@ export async function withOfflineLedger<T>(settings: NodeSettings, use: (ledger:
         throw new ConfigError(error.message);
     });
     const password = await walletPassword(settings);
-    const ledger = await NodeLedger.open({settings, identity, ...(password !== undefined && {walletPassword: password}), onNotice: (level, message) => {
+    const ledger = await NodeLedger.open({settings, identity, walletPassword: password, onNotice: (level, message) => {
         if (level === 'warn')
             process.stderr.write(`strongdoge: ${message}\n`);
     }});

@@ -3,12 +3,13 @@ import {DashboardStore} from '../../tui/dashboard-store.js';
 import {renderDashboard} from '../../tui/dashboard-app.js';
 import {ConfigError} from '../config/config-error.js';
 import {loadNodeSettings} from '../config/load-node-settings.js';
+import type {SettingFlags} from '../config/node-config.js';
 import {dashboardLogSink, feedDashboard} from '../../node/dashboard-feed.js';
-import {SECRET_SETTINGS} from '../config/node-config.js';
 import {dataDirPermissionWarnings, ensureDataDir} from '../data-dir.js';
 import {createLogger} from '../../node/logger.js';
 import {resolveModelRefs} from '../model-refs.js';
 import {walletPassword} from '../prompt.js';
+import {SECRET_SETTINGS} from '../../node/node-settings.js';
 import {packageInfo} from '../../node/package-info.js';
 import {StrongdogeNode} from '../../node/strongdoge-node.js';
 
@@ -16,7 +17,7 @@ import {StrongdogeNode} from '../../node/strongdoge-node.js';
 const SHUTDOWN_TIMEOUT_MS = 15_000;
 
 /** `strongdoge start`: loaded only when the command runs, so `--help` and `status` start fast. */
-export async function runStart(flags: Record<string, unknown> & {dataDir?: string}) {
+export async function runStart(flags: SettingFlags & {dataDir?: string}) {
     const settings = await loadNodeSettings(flags);
     const {dataDir} = settings;
     await ensureDataDir(dataDir);
@@ -41,7 +42,7 @@ export async function runStart(flags: Record<string, unknown> & {dataDir?: strin
     const models = await resolveModelRefs(settings.model, dataDir, {logger, showProgressBar: !settings.daemon && process.stderr.isTTY});
     // Asked before the dashboard takes the terminal; a daemon reads STRONGDOGE_WALLET_PASSWORD.
     const password = settings.daemon ? process.env.STRONGDOGE_WALLET_PASSWORD : await walletPassword(settings);
-    const node = new StrongdogeNode({settings, models, identity, logger, ...(password !== undefined && {walletPassword: password})});
+    const node = new StrongdogeNode({settings, models, identity, logger, walletPassword: password});
     let dashboard: {unmount(): void} | undefined;
     const stopFeed = store && feedDashboard(node, store, settings.apiKey !== undefined);
     const leaveDashboard = () => {

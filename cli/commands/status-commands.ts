@@ -4,13 +4,13 @@ import type {ClusterStatus, NodeStatus, PeerStatus} from '../../node/node-status
 import {fetchNodeStatus, fetchNodeStatusIfKnown, type NodeAddressFlags} from '../node-client.js';
 import {clusterActive} from '../../tui/dashboard-state.js';
 import {formatBytes, formatDuration, formatEngineBuild, formatHosting, formatLayers, formatNatAddress, formatTable, formatTransfer} from '../../tui/text-format.js';
-import {addDataDirOption} from './shared-options.js';
+import {addDataDirOption, settingOption} from './shared-options.js';
 
 function withNodeAddress(command: Command) {
     command
-        .option('-p, --port <n>', 'the node\'s API port [env STRONGDOGE_PORT]')
-        .option('--host <address>', 'the node\'s API address [env STRONGDOGE_HOST]')
-        .option('--api-key <key>', 'the node\'s API key, if it has one [env STRONGDOGE_API_KEY]')
+        .addOption(settingOption('port', {description: 'the node\'s API port', showDefault: false}))
+        .addOption(settingOption('host', {description: 'the node\'s API address', showDefault: false}))
+        .addOption(settingOption('apiKey', {description: 'the node\'s API key, if it has one', showDefault: false}))
         .option('--json', 'print JSON');
     return addDataDirOption(command);
 }
