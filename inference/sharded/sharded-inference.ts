@@ -1,3 +1,4 @@
+import {setTimeout as sleep} from 'node:timers/promises';
 import {InferenceError} from '../../core/inference-error.js';
 import type {EmbedOptions, GenerateOptions, InferenceStrategy, ServedModel} from '../inference-service.js';
 import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../../core/inference-types.js';
@@ -11,6 +12,9 @@ export interface ShardedInferenceOptions {
     /** How long a request waits for a pipeline that cannot be formed (too few peers) before it fails; defaults to 30 s. */
     formationWaitMs?: number
 }
+
+/** How often a request waiting for a pipeline looks at its state. */
+const FORMATION_POLL_MS = 100;
 
 export const shardedInferenceDefaults = {
     maxAttempts: 3,
@@ -46,11 +50,11 @@ export class ShardedInference implements InferenceStrategy {
         return this.withAttempts(options.signal, async (signal) => {
             const attempt = answer.attempt();
             let prefilling = true;
-            this.cluster.prefill(true);
+            this.cluster.prefillStarted();
             const donePrefilling = () => {
                 if (prefilling) {
                     prefilling = false;
-                    this.cluster.prefill(false);
+                    this.cluster.prefillEnded();
                 }
             };
             try {
@@ -81,7 +85,7 @@ export class ShardedInference implements InferenceStrategy {
     private async withAttempts<T>(signal: AbortSignal | undefined, attempt: (signal: AbortSignal | undefined) => Promise<T>): Promise<T> {
         const failures: string[] = [];
         for (let attempts = 0; attempts < this.options.maxAttempts; attempts++) {
-            const failuresBefore = this.cluster.failures.length;
+            const failuresBefore = this.cluster.failureCount;
             try {
                 await this.whenFormed(signal);
                 return await attempt(signal);
@@ -92,7 +96,7 @@ export class ShardedInference implements InferenceStrategy {
                     throw InferenceError.cancelled();
                 if (error.fault !== 'server')
                     throw error;
-                const stageFailures = this.cluster.failures.slice(failuresBefore).map((failure) => `stage ${failure.peer.slice(0, 16)}: ${failure.reason}`);
+                const stageFailures = this.cluster.failuresSince(failuresBefore).map((failure) => `stage ${failure.peer.slice(0, 16)}: ${failure.reason}`);
                 failures.push(stageFailures.length > 0 ? stageFailures.join(', ') : `${error.code} (${error.message})`);
             }
         }
@@ -107,7 +111,7 @@ export class ShardedInference implements InferenceStrategy {
                 throw InferenceError.cancelled();
             if (Date.now() >= deadline)
                 throw InferenceError.noPeerAvailable(`the pipeline for '${this.cluster.modelId}' cannot be formed: ${this.cluster.reason}`);
-            await new Promise((resolve) => setTimeout(resolve, 100));
+            await sleep(FORMATION_POLL_MS);
         }
     }
 }
