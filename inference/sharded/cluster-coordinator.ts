@@ -8,7 +8,7 @@ import type {ShardReceipt} from '../../ledger/records.js';
 import type {SwarmNode} from '../../swarm/swarm-node.js';
 import {planPipeline, shardCandidates} from './coordinator/pipeline-candidates.js';
 import {closeFormation, closeStage, deviceSplit, expectedPlacement, LocalDevices, openStage} from './coordinator/pipeline-formation.js';
-import {describePipeline} from './coordinator/pipeline-status.js';
+import {describePipeline, pipelineWait} from './coordinator/pipeline-status.js';
 import type {ClusterModel, ClusterState, FailedPart, Formation, StageFailure} from './coordinator/pipeline-types.js';
 import {stageReceiptBody} from './coordinator/stage-receipts.js';
 import {StageFailures} from './coordinator/stage-failures.js';
@@ -93,6 +93,8 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
     private previous: {plan: ShardPlan, failedPeer: string} | undefined;
     /** Requests whose current attempt has streamed no token yet: their stages may take a prompt's time. */
     private prefilling = 0;
+    /** While forming: the plan's stages, and those open so far (this node's own among them). */
+    private forming: {opened: number, stages: number} | undefined;
 
     constructor(options: ClusterCoordinatorOptions) {
         super();
@@ -186,6 +188,19 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
         this.prefilling--;
     }
 
+    /** The running plan's stages in order, `self` for this node's: where a request goes (the request log). */
+    stageRoute() {
+        return this.formation?.plan.stages.map((stage) => stage.self ? 'self' : stage.peerId) ?? [];
+    }
+
+    /** Whether the pipeline serves now, and what it waits for when not (`/health`). */
+    readiness(): {ready: boolean, waiting?: string} {
+        if (this.state === 'ready')
+            return {ready: true};
+        return {ready: false, waiting: pipelineWait({state: this.state, reason: this.reason, forming: this.forming,
+            loadProgress: this.engine.getStatus().loadProgress[this.options.model.id]})};
+    }
+
     describe() {
         return describePipeline({
             model: this.options.model, state: this.state, reason: this.reason, formation: this.formation,
@@ -240,9 +255,16 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
                     this.fail(part, reason);
             };
             const split = deviceSplit(plan.plan);
-            const opened = await Promise.allSettled(split.remote.map((stage, index) => openStage({
-                shards: this.options.shards, model, stage, reportedBytes: split.remoteBytes[index]!, onLost: lost({kind: 'stage', peerId: stage.peerId})
-            })));
+            const forming = {opened: plan.plan.stages.length - split.remote.length, stages: plan.plan.stages.length};
+            this.forming = forming;
+            const opened = await Promise.allSettled(split.remote.map(async (stage, index) => {
+                const active = await openStage({
+                    shards: this.options.shards, model, stage, reportedBytes: split.remoteBytes[index]!, onLost: lost({kind: 'stage', peerId: stage.peerId})
+                });
+                forming.opened++;
+                return active;
+            }));
+            this.forming = undefined;
             const stages = opened.flatMap((result) => result.status === 'fulfilled' ? [result.value] : []);
             const failed = opened.flatMap((result, index) => result.status === 'rejected' ? [{peerId: split.remote[index]!.peerId, error: result.reason as Error}] : []);
             if (failed.length > 0) {

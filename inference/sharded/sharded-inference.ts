@@ -47,7 +47,7 @@ export class ShardedInference implements InferenceStrategy {
 
     async generate(request: GenerationRequest, options: GenerateOptions): Promise<GenerationResult> {
         const answer = new ResumableAnswer(request, options.onText);
-        return this.withAttempts(options.signal, async (signal) => {
+        return this.withAttempts(options, async (signal) => {
             const attempt = answer.attempt();
             let prefilling = true;
             this.cluster.prefillStarted();
@@ -78,17 +78,22 @@ export class ShardedInference implements InferenceStrategy {
     }
 
     embed(model: string, inputs: string[], options: EmbedOptions): Promise<EmbeddingResult> {
-        return this.withAttempts(options.signal, (signal) => this.cluster.engine.embed(model, inputs, {signal}));
+        return this.withAttempts(options, (signal) => this.cluster.engine.embed(model, inputs, {signal}));
     }
 
-    /** Runs an attempt per pipeline, at most `maxAttempts`; says what failed each time when none succeeds. */
-    private async withAttempts<T>(signal: AbortSignal | undefined, attempt: (signal: AbortSignal | undefined) => Promise<T>): Promise<T> {
+    /**
+     * Runs an attempt per pipeline, at most `maxAttempts`, and tells `onRoute` the stages of the one that served; says
+     * what failed each time when none succeeds.
+     */
+    private async withAttempts<T>({signal, onRoute}: EmbedOptions, attempt: (signal: AbortSignal | undefined) => Promise<T>): Promise<T> {
         const failures: string[] = [];
         for (let attempts = 0; attempts < this.options.maxAttempts; attempts++) {
             const failuresBefore = this.cluster.failureCount;
             try {
                 await this.whenFormed(signal);
-                return await attempt(signal);
+                const result = await attempt(signal);
+                onRoute?.({peers: this.cluster.stageRoute(), failovers: failures.length, via: 'pipeline'});
+                return result;
             } catch (error) {
                 if (!(error instanceof InferenceError))
                     throw error;

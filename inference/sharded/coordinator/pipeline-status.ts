@@ -51,3 +51,28 @@ export function describePipeline({model, state, reason, formation, peer, placeme
         failures: failures.slice(-10)
     };
 }
+
+export interface PipelineWaitSources {
+    state: ClusterState,
+    reason: string | undefined,
+    /** While forming: the plan's stages, and those open so far. */
+    forming: {opened: number, stages: number} | undefined,
+    /** The engine's load progress, 0..1, while loading. */
+    loadProgress: number | undefined
+}
+
+/** What a pipeline that does not serve yet waits for, in a few words (`/health`). */
+export function pipelineWait({state, reason, forming, loadProgress}: PipelineWaitSources) {
+    switch (state) {
+        case 'waiting':
+            return `no pipeline yet: ${reason ?? 'waiting for peers'}`;
+        case 'forming':
+            return forming === undefined ? 'pipeline forming' : `pipeline forming: ${forming.opened} of ${forming.stages} stages`;
+        case 'loading':
+            return loadProgress === undefined ? 'pipeline loading' : `pipeline loading: ${Math.round(loadProgress * 100)}%`;
+        case 'stopped':
+            return 'the pipeline stopped';
+        default:
+            return state;
+    }
+}
