@@ -471,8 +471,9 @@ try {
         return {daemon, id: await nodeIdOf(daemon)};
     }
     const hosts = await Promise.all([0, 1, 2].map(() => startHost()));
+    // Its /health answers 200 once the pipeline serves (formed and loaded), as the wait below does.
     const coordinator = await startSwarmDaemon(bootstrap, coordinatorDir, [...swarmArgs, '--model', 'bench', '--shard', 'always', '--max-stages', '3',
-        '--memory-limit', String(STAGE_MEMORY), '--serve-peers', 'off']);
+        '--memory-limit', String(STAGE_MEMORY), '--serve-peers', 'off'], {readyTimeoutMs: 180_000});
     daemons.push(coordinator);
     process.stderr.write(`[${MODEL_NAME}] forming the pipeline\n`);
     await waitFor(async () => (await pipeline(coordinator)).state === 'ready', 180_000, 200).catch(async (error: Error) => {

@@ -13,13 +13,23 @@ export interface Readiness {
     ready: boolean,
     state: string,
     /** Per-model load progress while loading, 0..1. */
-    loadProgress?: Record<string, number>
+    loadProgress?: Record<string, number>,
+    /** Per model: whether it can serve now, and what it waits for when not. */
+    models?: Record<string, ModelReadiness>
+}
+
+export interface ModelReadiness {
+    ready: boolean,
+    /** What the model waits for, in a few words: its engine loading, its pipeline forming. */
+    waiting?: string
 }
 
 export interface RouteInfo {
-    /** Peers that served (the last one finished it). */
+    /** Peers that served (the last one finished it); through a pipeline, its stages in order (`self`: this node). */
     peers: string[],
-    failovers: number
+    failovers: number,
+    /** Peers' jobs, or a pipeline this node coordinates; defaults to peers. */
+    via?: 'peers' | 'pipeline'
 }
 
 export interface GenerateOptions {

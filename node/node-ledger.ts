@@ -1,5 +1,6 @@
 import {mkdir, readFile, writeFile} from 'node:fs/promises';
 import {join} from 'node:path';
+import {setTimeout as sleep} from 'node:timers/promises';
 import type {Wallet} from 'ethers';
 import type {NodeSettings} from './node-settings.js';
 import {Anchorer, readAnchorEvents, type AnchorOutcome, type ChainSettings} from '../ledger/anchorer.js';
@@ -147,7 +148,7 @@ export class NodeLedger implements PeerProtocol {
         try {
             await remote.ready();
             if (online) {
-                const timeout = new Promise((resolve) => setTimeout(resolve, REPLICATION_TIMEOUT_MS).unref());
+                const timeout = sleep(REPLICATION_TIMEOUT_MS, undefined, {ref: false});
                 await Promise.race([remote.update({wait: true}), timeout]);
                 const download = remote.download({start: 0, end: remote.length});
                 await Promise.race([download.done(), timeout]);

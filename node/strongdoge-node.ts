@@ -1,6 +1,3 @@
-import {BenchmarkCache, benchmarkCachePath} from '../engine/device-benchmark/benchmark-cache.js';
-import {deviceKey} from '../engine/device-benchmark/device-benchmark.js';
-import {lookupGpuTflops} from '../engine/device-benchmark/gpu-lookup-table.js';
 import {EventEmitter} from 'node:events';
 import {statSync} from 'node:fs';
 import {freemem} from 'node:os';
@@ -37,11 +34,16 @@ import type {NodeIdentity} from '../swarm/node-identity.js';
 import {SwarmNode} from '../swarm/swarm-node.js';
 import type {NodeSettings} from './node-settings.js';
 import {LedgerError} from '../ledger/ledger-error.js';
+import {computeMeasurement} from './compute-measurement.js';
 import type {Logger} from './logger.js';
+import {logEngineEvents, logPeerJobs, logPipelineEvents, logSwarmEvents} from './node-events-log.js';
 import {NodeLedger} from './node-ledger.js';
+import {nodeReadiness} from './node-readiness.js';
 import type {ClusterStatus, NetworkModelsStatus, NodeStatus, PeersStatus} from './node-status.js';
 import {NodeCapabilities} from './node-capabilities.js';
 import {packageInfo} from './package-info.js';
+import {shardReceiptProblem} from './shard-receipt-rules.js';
+import {clusterStatus, nodeStatus, peersStatus} from './status-documents.js';
 
 /** Time a peer gets for prompt processing before its first token. */
 const FIRST_TOKEN_DEADLINE_MS = 60_000;
@@ -88,6 +90,8 @@ export class StrongdogeNode {
     readonly shardHost: ShardHost | undefined;
     private readonly shards: ShardProtocol | undefined;
     private readonly shardedModels: (ModelLoadSpec & {sizeBytes: number})[];
+    /** The models this node's engine loads whole: the others are pipelines. */
+    private readonly engineModels: ModelLoadSpec[];
     /** The rpc server with this node's GPU backend (for hosting), and the RPC backend for the pipeline engine (CPU). */
     private rpcFiles: {host: RpcServerFiles, coordinator: RpcServerFiles, hostGpu: GpuBackend} | undefined;
     /** Why this node can neither host nor coordinate layers, when it cannot. */
@@ -117,8 +121,9 @@ export class StrongdogeNode {
         const sized = models.map((model) => ({...model, sizeBytes: statSync(model.path).size}));
         const sharded = shardedModelIds(settings, sized, freemem());
         this.shardedModels = sized.filter((model) => sharded.has(model.id));
+        this.engineModels = models.filter((model) => !sharded.has(model.id));
         this.engine = new EngineSupervisor({
-            models: models.filter((model) => !sharded.has(model.id)),
+            models: this.engineModels,
             threads: settings.threads,
             parallelSequences: settings.parallel,
             contextSize: settings.contextSize,
@@ -255,13 +260,8 @@ export class StrongdogeNode {
                 engine: {threads: settings.threads, parallelSequences: settings.parallel, contextSize: settings.contextSize, maxQueue: settings.maxQueue,
                     flashAttention: settings.flashAttention}
             });
-            cluster.on('log', (level, message, fields) => this.logger[level](fields, message));
-            cluster.on('state', (state) => {
-                this.logger.info({model: spec.id, state, reason: cluster.reason}, 'pipeline');
-                this.swarm?.capabilitiesChanged();
-            });
-            cluster.engine.on('workerLog', (line) => this.logger.warn({source: 'pipeline engine'}, line));
-            cluster.engine.on('workerExit', (code, signal) => this.logger.warn({model: spec.id, code, signal}, 'pipeline engine exited; the pipeline is formed again'));
+            logPipelineEvents(cluster, this.logger);
+            cluster.on('state', () => this.swarm?.capabilitiesChanged());
             this.clusters.push(cluster);
             this.pipelines.push(new ShardedInference({cluster}));
         }
@@ -320,15 +320,7 @@ export class StrongdogeNode {
     }
 
     describeCluster(): ClusterStatus {
-        return {
-            pipelines: this.clusters.map((cluster) => cluster.describe()),
-            hosting: {
-                available: this.shardHost?.available ?? false,
-                reason: this.shardHost === undefined ? (this.settings.offline ? 'offline' : 'this node does not serve peers (--serve-peers off)') : this.shardHost.unavailableReason,
-                sessions: this.shardHost?.sessionCount ?? 0,
-                freeBytes: this.shardHost?.freeBytes ?? 0
-            }
-        };
+        return clusterStatus(this.clusters, this.shardHost, this.settings.offline);
     }
 
     /** A text listener that also counts the streamed tokens for the dashboard. */
@@ -343,11 +335,13 @@ export class StrongdogeNode {
     private countingClientTokens(inference: InferenceService): InferenceService {
         return {
             listModels: () => inference.listModels(),
-            // Ready once the node has started, not merely its engine: until then peers and /api/node lack its compute.
-            readiness: () => {
-                const readiness = inference.readiness();
-                return readiness.ready && !this.started ? {ready: false, state: 'starting'} : readiness;
-            },
+            // Ready once the node has started, not merely its engine, and once every pipeline serves.
+            readiness: () => nodeReadiness({
+                engine: inference.readiness(),
+                engineModels: this.engineModels.map((model) => model.id),
+                started: this.started,
+                pipelines: this.clusters.map((cluster) => ({model: cluster.modelId, readiness: cluster.readiness()}))
+            }),
             embed: (...args) => inference.embed(...args),
             generate: (request, options) => inference.generate(request, {...options, onText: this.countTokens('local', options.onText)})
         };
@@ -386,11 +380,7 @@ export class StrongdogeNode {
     /** A coordinator's receipt for layers this node hosted: checked against the session, then kept in the log. */
     private keepShardReceipt(peerId: string, session: SessionRequest, receipt: ShardReceipt) {
         try {
-            const {body} = verifyShardReceipt(receipt);
-            const problem = body.coordinator !== peerId ? 'it names another coordinator'
-                : body.host !== this.identity.id ? 'it names another host'
-                    : body.model !== session.model.id || body.firstLayer !== session.layers[0] || body.lastLayer !== session.layers[1]
-                        ? 'it names other layers than the session hosts' : undefined;
+            const problem = shardReceiptProblem(verifyShardReceipt(receipt).body, {peerId, hostId: this.identity.id, session});
             if (problem !== undefined)
                 throw new Error(problem);
             this.ledger?.recordShard(receipt);
@@ -410,52 +400,22 @@ export class StrongdogeNode {
         const device = this.engine.getStatus().device;
         if (device === undefined)
             return;
-        const measured = await new BenchmarkCache(benchmarkCachePath(this.settings.dataDir)).latest(deviceKey(device.backend, device.gpuNames));
-        const lookupTflops = device.gpuNames.map(lookupGpuTflops).find((value) => value !== null) ?? null;
-        this.capabilities.setCompute({
-            measuredTflops: measured?.measuredTflops ?? null,
-            lookupTflops: measured?.lookupTflops ?? lookupTflops,
-            generationTokensPerSecond: measured?.generationTokensPerSecond ?? null,
-            memoryBandwidthGBs: measured?.memoryBandwidthGBs ?? null
-        });
-        if (measured === undefined)
+        const {compute, measured} = await computeMeasurement(this.settings.dataDir, device);
+        this.capabilities.setCompute(compute);
+        if (!measured)
             this.logger.info('this device has not been measured: run `strongdoge bench` so peers can weigh it by speed');
     }
 
     describePeers(): PeersStatus {
-        return {
-            peers: this.swarm?.peers().map((peer) => ({...peer.toJSON(), route: this.swarm!.route(peer.id)})) ?? [],
-            banned: this.swarm?.bans.active().map(({peerId, reason, offences, until}) =>
-                ({peerId, reason, offences, until: new Date(until).toISOString()})) ?? [],
-            unreachable: this.swarm?.connectionFailures().map((failure) => ({...failure, at: new Date(failure.at).toISOString()})) ?? []
-        };
+        return peersStatus(this.swarm);
     }
 
     describe(): NodeStatus {
-        const engine = this.engine.getStatus();
-        return {
-            id: this.identity.id,
-            shortId: this.identity.shortId,
-            network: this.settings.offline ? null : this.settings.network,
-            privateNetwork: this.settings.networkSecret !== undefined,
-            version: packageInfo.version,
-            uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
-            proxyUrl: this.proxy?.baseUrl ?? null,
-            device: engine.device ?? null,
-            compute: this.capabilities.current().compute,
-            engine: {state: engine.state, pid: engine.pid ?? null, restarts: engine.restarts, lastError: engine.lastError ?? null,
-                running: engine.running, queued: engine.queued},
-            models: engine.models,
-            peers: this.swarm?.peers().length ?? 0,
-            nat: this.swarm?.natStatus() ?? null,
-            relay: this.swarm?.relayStatus() ?? null,
-            peerJobs: {active: this.provider?.activeJobs ?? 0, served: this.servedPeerJobs},
-            receipts: (this.ledger?.log.tally.servedJobs ?? 0) + (this.ledger?.log.tally.consumedJobs ?? 0),
-            ledger: this.ledger === undefined ? null : {core: this.ledger.log.key, length: this.ledger.log.length, points: this.ledger.log.tally.points,
-                anchoring: this.ledger.anchorer !== undefined},
-            bannedPeers: this.swarm?.bans.active().length ?? 0,
-            requests: this.stats.snapshot()
-        };
+        return nodeStatus({
+            identity: this.identity, settings: this.settings, startedAt: this.startedAt, proxyUrl: this.proxy?.baseUrl, engine: this.engine,
+            capabilities: this.capabilities, swarm: this.swarm, provider: this.provider, servedPeerJobs: this.servedPeerJobs, ledger: this.ledger,
+            stats: this.stats
+        });
     }
 
     networkModels() {
@@ -487,59 +447,24 @@ export class StrongdogeNode {
         );
     }
 
+    /** What changes this node's announcement, the receipts it keeps, and the log lines of its parts' events. */
     private observe() {
-        let lastLoggedProgress = -1;
-        this.engine.on('loadProgress', (model, progress) => {
-            if (progress === 1 || progress - lastLoggedProgress >= 0.25) {
-                lastLoggedProgress = progress === 1 ? -1 : progress;
-                this.logger.info({model, progress: Number(progress.toFixed(2))}, 'loading model');
-            }
-        });
-        this.engine.on('state', (state) => {
-            this.logger.debug({state}, 'engine state');
-            this.swarm?.capabilitiesChanged();
-        });
-        this.engine.on('workerExit', (code, signal) => {
-            if (this.engine.state !== 'stopped')
-                this.logger.error({code, signal, restarts: this.engine.getStatus().restarts}, 'engine process exited; restarting');
-        });
-        this.engine.on('workerLog', (line) => this.logger.warn({source: 'engine'}, line));
+        logEngineEvents(this.engine, this.logger);
+        this.engine.on('state', () => this.swarm?.capabilitiesChanged());
         this.stats.on('request', (record) => {
             // Sizes and timings only: prompts and outputs are never logged.
             this.logger.info({request: record}, 'request');
             this.swarm?.capabilitiesChanged();
         });
         this.capabilities.on('changed', () => this.swarm?.capabilitiesChanged());
-        const swarm = this.swarm;
-        if (swarm === undefined)
-            return;
-        swarm.on('peerJoined', (peer) => this.logger.info({peer: peer.id.slice(0, 16), software: peer.software,
-            models: peer.capabilities.models.map((model) => model.id)}, 'peer connected'));
-        swarm.on('peerLeft', (peerId, reason) => this.logger.info({peer: peerId.slice(0, 16), reason: reason.message}, 'peer disconnected'));
-        swarm.on('peerBanned', (peerId, reason, until) => this.logger.warn({peer: peerId.slice(0, 16), reason,
-            until: new Date(until).toISOString()}, 'peer banned'));
-        this.provider?.on('served', (job) => {
+        logPeerJobs(this.provider, this.requester, this.logger);
+        this.provider?.on('served', () => {
             this.servedPeerJobs++;
-            // Sizes and timings only: a serving node never logs a peer's prompt or output.
-            this.logger.info({peerJob: {peer: job.peerId.slice(0, 16), kind: job.kind, model: job.model, promptTokens: job.promptTokens,
-                completionTokens: job.completionTokens, durationMs: Math.round(job.durationMs), outcome: job.outcome}}, 'served a peer job');
             this.swarm?.capabilitiesChanged();
         });
-        this.provider?.on('refused', (peerId, code) => this.logger.info({peer: peerId.slice(0, 16), code}, 'refused a peer job'));
         this.provider?.on('receipt', (receipt) => this.keepReceipt(receipt));
         this.requester?.on('receipt', (receipt) => this.keepReceipt(receipt));
-        for (const side of [this.provider, this.requester])
-            side?.on('receiptRejected', (peerId, jobId, reason) =>
-                this.logger.warn({peer: peerId.slice(0, 16), jobId, reason}, 'rejected a receipt'));
-        swarm.on('connectAttemptFailed', ({peerId, code, message, relay, attempts}) => this.logger.debug({peer: peerId.slice(0, 16), code,
-            ...(relay !== null && {relay: relay.slice(0, 16)}), attempts, reason: message}, 'could not connect to a peer'));
-        swarm.on('isolated', (nat, failures) => this.logger.warn({nat: nat.type, reachable: nat.reachable,
-            failedAttempts: failures.map(({peerId, code}) => ({peer: peerId.slice(0, 16), code}))},
-        failures.some((failure) => failure.code.includes('HOLEPUNCH'))
-            ? 'no peer reached yet: hole punching failed and no relay was usable; a reachable node with --relay on, or --relay-through <node id>, would carry the connection'
-            : 'no peer reached yet'));
-        swarm.on('relayOffer', (offering) => this.logger.info({relay: offering, ...swarm.relayStatus()}, offering ? 'relaying for peers' : 'stopped relaying for peers'));
-        swarm.on('connectionFailed', (peerId, reason) => this.logger.debug({peer: peerId.slice(0, 16), reason: reason.message}, 'peer connection failed before hello'));
-        swarm.on('peerIncompatible', (peerId, message) => this.logger.warn({peer: peerId.slice(0, 16)}, `incompatible peer: ${message}`));
+        if (this.swarm !== undefined)
+            logSwarmEvents(this.swarm, this.logger);
     }
 }

@@ -53,7 +53,7 @@ function recordStats(stats: RequestStats) {
                 model: res.locals.model === undefined ? undefined : clip(res.locals.model),
                 status: res.locals.failedStatus ?? (res.writableFinished ? res.statusCode : CLIENT_CLOSED_STATUS),
                 stream: res.locals.stream ?? false,
-                route: res.locals.servedBy ? `peers:${res.locals.servedBy.map((peer) => peer.slice(0, 16)).join(',')}` : 'local',
+                route: res.locals.servedBy ? `${res.locals.servedBy.via ?? 'peers'}:${res.locals.servedBy.peers.map((peer) => peer.slice(0, 16)).join(',')}` : 'local',
                 promptTokens: result?.usage.promptTokens ?? res.locals.promptTokens ?? 0,
                 // A client that left was still sent tokens: they were generated for it.
                 completionTokens: result?.usage.completionTokens ?? res.locals.sentTokens ?? 0,

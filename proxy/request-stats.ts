@@ -6,7 +6,7 @@ export interface RequestRecord {
     model: string | undefined,
     status: number,
     stream: boolean,
-    /** `local`, or the peers (short ids) that served it. */
+    /** `local`, the peers (short ids) that served it (`peers:…`), or the stages of the pipeline that did (`pipeline:self,…`). */
     route: string,
     promptTokens: number,
     completionTokens: number,

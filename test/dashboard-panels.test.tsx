@@ -67,6 +67,13 @@ test('busy state: devices, peers, pipeline, throughput, requests and ledger', (t
     t.regex(frame(<LedgerPanel ledger={state.ledger}/>), /points 1234\s+log 42 records[\s\S]*anchor block 123456 \(5m \d+s ago, 40 records\) · next in 5[45]m/);
 });
 
+test('the device panel counts a model this node coordinates as a pipeline among its models', (t) => {
+    const {device, progress, cluster} = busyDashboardState();
+    const engine = {...emptyDashboardState().engine, state: 'ready'};
+    t.regex(frame(<DevicePanel device={device} engine={engine} progress={progress} pipelines={[{...cluster.pipelines[0]!, model: 'demo'}]}/>), /models demo \(pipeline\)/);
+    t.regex(frame(<DevicePanel device={device} engine={{...engine, models: ['small']}} progress={progress} pipelines={cluster.pipelines}/>), /models small, llama-3\.1-70b \(pipeline\)/);
+});
+
 test('pipelines while waiting and loading: the reason, the weights sent per stage, failovers and the last failure', (t) => {
     const {cluster} = busyDashboardState();
     const [ready] = cluster.pipelines;

@@ -36,12 +36,15 @@ const cleanups: (() => Promise<unknown>)[] = [];
 /** Each test's nodes meet on a network of their own on the shared testnet. */
 let network = 'sharding-0';
 
+/** A coordinator answers /health with 200 only once its pipeline serves: formed over its hosts and loaded. */
+const COORDINATOR_READY_MS = 150_000;
+
 async function startNode(extra: string[], withModel: boolean): Promise<Node> {
     const fixture = await createDataDirWithDemoModel(MODEL);
     cleanups.push(fixture.cleanup);
     const daemon = await startSwarmDaemon(bootstrap, fixture.dataDir, [
         '--network', network, '--context-size', String(CONTEXT), '--parallel', '2', ...(withModel ? ['--model', 'demo'] : []), ...extra
-    ]);
+    ], withModel ? {readyTimeoutMs: COORDINATOR_READY_MS} : {});
     cleanups.push(() => daemon.stop('SIGKILL'));
     return {daemon, id: await nodeIdOf(daemon), client: new OpenAI({baseURL: daemon.baseUrl, apiKey: 'x', maxRetries: 0})};
 }
@@ -84,6 +87,7 @@ test.serial('a model split over three nodes is placed as planned and answers tok
     const hosts = await Promise.all([0, 1].map(() => startNode(['--max-shard-memory', String(15 * MiB)], false)));
     // It serves peers (the pipeline's model, below) but offers them no memory for layers.
     const coordinator = await startNode(['--shard', 'always', '--max-stages', '3', '--memory-limit', String(15 * MiB), '--max-shard-memory', '0'], true);
+    t.is((await cluster(coordinator)).pipelines[0]?.state, 'ready', '/health said ready: the pipeline serves');
     await waitForPeers(coordinator.daemon, hosts.map((host) => host.id), 30_000);
     const pipeline = await pipelineReady(coordinator);
 
@@ -105,9 +109,15 @@ test.serial('a model split over three nodes is placed as planned and answers tok
     const reply = await complete(coordinator);
     t.is(reply.choices[0]!.text, expectedText);
     const after = (await cluster(coordinator)).pipelines[0]!;
-    // Activations crossed every remote stage's tunnel both ways.
-    for (const stage of after.stages.slice(1))
+    // Activations crossed every remote stage's tunnel both ways; each stage served the request.
+    for (const stage of after.stages.slice(1)) {
         t.true(stage.bytesSent > 0 && stage.bytesReceived > 0, JSON.stringify(stage));
+        t.is(stage.successRate, 1, 'every request through the stage succeeded');
+    }
+    // The request log says the pipeline served it, stage by stage.
+    const stageRoute = `pipeline:self,${pipeline.stages.slice(1).map((stage) => stage.peer.slice(0, 16)).join(',')}`;
+    await waitFor(() => coordinator.daemon.logs.some((record) => record.msg === 'request'), 5_000, 20);
+    t.deepEqual(coordinator.daemon.logs.filter((record) => record.msg === 'request').map((record) => (record.request as {route: string}).route), [stageRoute]);
     t.is(after.failovers, 0);
     // A node without the model reaches the pipeline through the coordinator, like any peer's model.
     const requester = await startNode(['--serve-peers', 'off'], false);
@@ -248,7 +258,8 @@ test.serial('a host that holds the model seeds its tensor cache from its own cop
     const start = async (extra: string[]) => {
         const fixture = await createDataDirWithDemoModel(wide);
         cleanups.push(fixture.cleanup);
-        const daemon = await startSwarmDaemon(bootstrap, fixture.dataDir, ['--network', network, '--context-size', String(CONTEXT), '--model', 'demo', ...extra]);
+        const daemon = await startSwarmDaemon(bootstrap, fixture.dataDir, ['--network', network, '--context-size', String(CONTEXT), '--model', 'demo', ...extra],
+            {readyTimeoutMs: COORDINATOR_READY_MS});
         cleanups.push(() => daemon.stop('SIGKILL'));
         return {daemon, id: await nodeIdOf(daemon), client: new OpenAI({baseURL: daemon.baseUrl, apiKey: 'x', maxRetries: 0})};
     };

@@ -63,7 +63,7 @@ export interface ClusterView {
 export interface RequestView {
     id: string,
     model: string,
-    /** local, remote (peer ids) or sharded. */
+    /** `local`, `peers:<short ids>`, or `pipeline:<stages>` (`self` for this node's). */
     route: string,
     tokens: number,
     tokensPerSecond: number,

@@ -35,7 +35,7 @@ export function DashboardView({state, columns, focus, showHelp}: DashboardViewPr
     const pipeline = <PipelinePanel cluster={state.cluster} focused={focus === 'pipeline'} width={Math.min(20, chartWidth)}/>;
     const left = (
         <>
-            <DevicePanel device={state.device} engine={state.engine} progress={state.progress} focused={focus === 'device'}/>
+            <DevicePanel device={state.device} engine={state.engine} progress={state.progress} pipelines={state.cluster.pipelines} focused={focus === 'device'}/>
             <PeersPanel peers={state.peers} focused={focus === 'peers'}/>
             {!twoColumns && pipeline}
         </>

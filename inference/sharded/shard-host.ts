@@ -1,5 +1,6 @@
 import {connect} from 'node:net';
 import {join} from 'node:path';
+import {setTimeout as sleep} from 'node:timers/promises';
 import {pruneTensorCache, RpcServerHost, type RpcServerSandboxOptions, TENSOR_CACHE_SUBDIR, tensorCacheSizes} from '../../engine/rpc/rpc-server-host.js';
 import {seedTensorCache} from '../../engine/rpc/tensor-cache-seed.js';
 import type {RpcServerFiles} from '../../engine/rpc/rpc-build.js';
@@ -151,14 +152,12 @@ export class ShardHost implements ShardHostHandler {
             {layers: request.layers, sha256, maxBytes: this.options.cacheMaxBytes}).then(
             (outcome) => this.options.onLog?.('seeded the tensor cache from this node\'s copy of the model', {...fields, ...outcome}),
             (error: Error) => this.options.onLog?.('could not seed the tensor cache from this node\'s copy of the model', {...fields, error: error.message}));
-        let timer: NodeJS.Timeout | undefined;
+        const seeded = new AbortController();
         const waited = await Promise.race([
             seeding.then(() => true),
-            new Promise<false>((resolve) => {
-                timer = setTimeout(() => resolve(false), this.options.seedWaitMs ?? SEED_WAIT_MS);
-            })
+            sleep(this.options.seedWaitMs ?? SEED_WAIT_MS, false, {signal: seeded.signal}).catch(() => false)
         ]);
-        clearTimeout(timer);
+        seeded.abort(); // ends the wait once seeding finished first
         if (!waited)
             this.options.onLog?.('still seeding the tensor cache; the session starts meanwhile (the tensors not seeded yet are sent)', fields);
     }

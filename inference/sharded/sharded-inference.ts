@@ -1,3 +1,4 @@
+import {setTimeout as sleep} from 'node:timers/promises';
 import {InferenceError} from '../../core/inference-error.js';
 import type {EmbedOptions, GenerateOptions, InferenceStrategy, ServedModel} from '../inference-service.js';
 import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../../core/inference-types.js';
@@ -11,6 +12,9 @@ export interface ShardedInferenceOptions {
     /** How long a request waits for a pipeline that cannot be formed (too few peers) before it fails; defaults to 30 s. */
     formationWaitMs?: number
 }
+
+/** How often a request waiting for a pipeline looks at its state. */
+const FORMATION_POLL_MS = 100;
 
 export const shardedInferenceDefaults = {
     maxAttempts: 3,
@@ -43,14 +47,14 @@ export class ShardedInference implements InferenceStrategy {
 
     async generate(request: GenerationRequest, options: GenerateOptions): Promise<GenerationResult> {
         const answer = new ResumableAnswer(request, options.onText);
-        return this.withAttempts(options.signal, async (signal) => {
+        return this.withAttempts(options, async (signal) => {
             const attempt = answer.attempt();
             let prefilling = true;
-            this.cluster.prefill(true);
+            this.cluster.prefillStarted();
             const donePrefilling = () => {
                 if (prefilling) {
                     prefilling = false;
-                    this.cluster.prefill(false);
+                    this.cluster.prefillEnded();
                 }
             };
             try {
@@ -74,17 +78,22 @@ export class ShardedInference implements InferenceStrategy {
     }
 
     embed(model: string, inputs: string[], options: EmbedOptions): Promise<EmbeddingResult> {
-        return this.withAttempts(options.signal, (signal) => this.cluster.engine.embed(model, inputs, {signal}));
+        return this.withAttempts(options, (signal) => this.cluster.engine.embed(model, inputs, {signal}));
     }
 
-    /** Runs an attempt per pipeline, at most `maxAttempts`; says what failed each time when none succeeds. */
-    private async withAttempts<T>(signal: AbortSignal | undefined, attempt: (signal: AbortSignal | undefined) => Promise<T>): Promise<T> {
+    /**
+     * Runs an attempt per pipeline, at most `maxAttempts`, and tells `onRoute` the stages of the one that served; says
+     * what failed each time when none succeeds.
+     */
+    private async withAttempts<T>({signal, onRoute}: EmbedOptions, attempt: (signal: AbortSignal | undefined) => Promise<T>): Promise<T> {
         const failures: string[] = [];
         for (let attempts = 0; attempts < this.options.maxAttempts; attempts++) {
-            const failuresBefore = this.cluster.failures.length;
+            const failuresBefore = this.cluster.failureCount;
             try {
                 await this.whenFormed(signal);
-                return await attempt(signal);
+                const result = await attempt(signal);
+                onRoute?.({peers: this.cluster.stageRoute(), failovers: failures.length, via: 'pipeline'});
+                return result;
             } catch (error) {
                 if (!(error instanceof InferenceError))
                     throw error;
@@ -92,7 +101,7 @@ export class ShardedInference implements InferenceStrategy {
                     throw InferenceError.cancelled();
                 if (error.fault !== 'server')
                     throw error;
-                const stageFailures = this.cluster.failures.slice(failuresBefore).map((failure) => `stage ${failure.peer.slice(0, 16)}: ${failure.reason}`);
+                const stageFailures = this.cluster.failuresSince(failuresBefore).map((failure) => `stage ${failure.peer.slice(0, 16)}: ${failure.reason}`);
                 failures.push(stageFailures.length > 0 ? stageFailures.join(', ') : `${error.code} (${error.message})`);
             }
         }
@@ -107,7 +116,7 @@ export class ShardedInference implements InferenceStrategy {
                 throw InferenceError.cancelled();
             if (Date.now() >= deadline)
                 throw InferenceError.noPeerAvailable(`the pipeline for '${this.cluster.modelId}' cannot be formed: ${this.cluster.reason}`);
-            await new Promise((resolve) => setTimeout(resolve, 100));
+            await sleep(FORMATION_POLL_MS);
         }
     }
 }

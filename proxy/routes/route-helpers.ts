@@ -16,8 +16,8 @@ export interface ResponseLocals {
     sentTokens?: number,
     /** Set when a stream failed after its 200 status was sent. */
     failedStatus?: number,
-    /** Peers that served the request, when it was not served locally. */
-    servedBy?: string[]
+    /** Where the request was served, when not by this node's engine alone. */
+    servedBy?: RouteInfo
 }
 
 /** The client's budget for peers, per million tokens: `x-strongdoge-max-price`. */
@@ -47,7 +47,7 @@ export function assertWithinLimits(request: GenerationRequest) {
 
 /** The client's budget for peers, and where the peers that served the request are noted for the request log. */
 export function routingFor(req: Request, res: Response<unknown, ResponseLocals>) {
-    return {...maxPriceFrom(req), onRoute: (route: RouteInfo) => res.locals.servedBy = route.peers};
+    return {...maxPriceFrom(req), onRoute: (route: RouteInfo) => res.locals.servedBy = route};
 }
 
 /**

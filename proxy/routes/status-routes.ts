@@ -2,14 +2,18 @@ import type {RequestHandler} from 'express';
 import {ApiError} from '../api-error.js';
 import type {InferenceService} from '../../inference/inference-service.js';
 
-/** 503 while models load, 200 once requests can be served: what load balancers and scripts poll. */
+/**
+ * 503 while a model loads or a pipeline forms, 200 once every model can be served: what load balancers and scripts
+ * poll. `models` says, per model, what it waits for.
+ */
 export function healthHandler(inference: InferenceService): RequestHandler {
     return (_req, res) => {
         const readiness = inference.readiness();
         res.status(readiness.ready ? 200 : 503).json({
             status: readiness.ready ? 'ok' : 'loading',
             state: readiness.state,
-            ...(readiness.loadProgress && {load_progress: readiness.loadProgress})
+            ...(readiness.loadProgress && {load_progress: readiness.loadProgress}),
+            ...(readiness.models && {models: readiness.models})
         });
     };
 }

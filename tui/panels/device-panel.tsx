@@ -1,11 +1,19 @@
 import {Text} from 'ink';
 import {formatBytes} from '../text-format.js';
-import type {DashboardState} from '../dashboard-state.js';
+import type {DashboardState, PipelineView} from '../dashboard-state.js';
 import {progressBar} from '../text-graphics.js';
 import {Panel} from './panel.js';
 
-export function DevicePanel({device, engine, progress, focused}: Pick<DashboardState, 'device' | 'engine' | 'progress'> & {focused?: boolean}) {
+export interface DevicePanelProps extends Pick<DashboardState, 'device' | 'engine' | 'progress'> {
+    /** The pipelines this node coordinates: their models are served here too; defaults to none. */
+    pipelines?: readonly Pick<PipelineView, 'model'>[],
+    focused?: boolean
+}
+
+/** This node's device, and the models it serves: its engine's, and those it runs as a pipeline over peers. */
+export function DevicePanel({device, engine, progress, pipelines = [], focused}: DevicePanelProps) {
     const tflops = device?.measuredTflops ?? device?.lookupTflops;
+    const models = [...engine.models, ...pipelines.map((pipeline) => `${pipeline.model} (pipeline)`)];
     return (
         <Panel title="This device" focused={focused}>
             {device === null
@@ -16,7 +24,7 @@ export function DevicePanel({device, engine, progress, focused}: Pick<DashboardS
                         : `CPU, ${device.cpuThreads} threads`}</Text>
                     <Text>compute {tflops == null ? 'not measured (strongdoge bench)' : `${tflops.toFixed(3)} TFLOPS${device.measuredTflops == null ? ' (datasheet)' : ''}`}</Text>
                 </>}
-            <Text>models {engine.models.join(', ') || 'none'}  ({engine.running} running, {engine.queued} queued)</Text>
+            <Text>models {models.join(', ') || 'none'}  ({engine.running} running, {engine.queued} queued)</Text>
             {progress.map((item) => <Text key={item.label}>{item.label} {progressBar(item.fraction, 16)}</Text>)}
         </Panel>
     );

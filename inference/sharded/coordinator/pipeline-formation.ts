@@ -1,0 +1,117 @@
+import type {RpcServerFiles} from '../../../engine/rpc/rpc-build.js';
+import {RpcServerHost} from '../../../engine/rpc/rpc-server-host.js';
+import {layerSplit} from '../layer-split.js';
+import type {ShardPlan} from '../shard-planner.js';
+import {coordinatorFilter} from '../tunnel/rpc-filters.js';
+import type {ShardProtocol} from '../tunnel/shard-protocol.js';
+import {SocketStream} from '../tunnel/socket-pipe.js';
+import {TunnelEndpoint} from '../tunnel/tunnel-endpoint.js';
+import type {ActiveStage, ClusterModel, Formation, LocalDevice} from './pipeline-types.js';
+
+/** Forming a pipeline from a plan: the hosts' sessions, this node's own devices, and where llama.cpp should put each layer. */
+
+/**
+ * The engine's RPC devices in order: this node's first device (when it keeps layers), each remote stage, its output
+ * device with the output layer alone; llama.cpp's CPU keeps only the embeddings.
+ */
+export function deviceSplit(plan: ShardPlan) {
+    const remote = plan.stages.filter((stage) => !stage.self);
+    const ownLayers = plan.stages.filter((stage) => stage.self)
+        .reduce((sum, stage) => sum + (stage.lastLayer === undefined ? 0 : stage.lastLayer - stage.firstLayer! + 1), 0);
+    const ownFirst = ownLayers > 0 ? 1 : 0;
+    const split = layerSplit(0, [...(ownFirst ? [ownLayers] : []), ...remote.map((stage) => stage.lastLayer! - stage.firstLayer! + 1), 0]);
+    return {
+        remote,
+        /** Memory each remote stage's endpoint reports, in `remote`'s order. */
+        remoteBytes: remote.map((_stage, index) => split.reportedBytes[ownFirst + index]!),
+        /** Memory this node's first device reports; undefined when it keeps no layer. */
+        firstBytes: ownFirst ? split.reportedBytes[0]! : undefined,
+        outputBytes: split.reportedBytes.at(-1)!,
+        gpuLayers: split.gpuLayers
+    };
+}
+
+export interface OpenStageOptions {
+    shards: ShardProtocol,
+    model: ClusterModel,
+    stage: ShardPlan['stages'][number],
+    reportedBytes: bigint,
+    /** The stage's stream closed or its host ended the session. */
+    onLost: (reason: string) => void
+}
+
+/** Opens a remote stage's shard session and the loopback endpoint the engine's RPC device connects to. */
+export async function openStage({shards, model, stage, reportedBytes, onLost}: OpenStageOptions): Promise<ActiveStage> {
+    const session = await shards.openSession(stage.peerId, {
+        model: {id: model.id, sha256: model.sha256()}, layers: [stage.firstLayer!, stage.lastLayer!], bytes: stage.bytes
+    });
+    const endpoint = await TunnelEndpoint.listen({
+        connect: () => session.connect(),
+        createFilter: () => coordinatorFilter({reportMemory: {free: reportedBytes, total: reportedBytes}})
+    }, (reason) => onLost(`the stage closed its stream: ${reason}`));
+    session.on('ended', (reason) => onLost(`the host ended the session: ${reason}`));
+    return {peerId: stage.peerId, firstLayer: stage.firstLayer!, lastLayer: stage.lastLayer!, transferBytes: stage.transferBytes, session, endpoint};
+}
+
+export async function closeStage(stage: ActiveStage, reason: string) {
+    stage.session.end(reason);
+    await stage.endpoint.close(reason);
+}
+
+export async function closeFormation(formation: Formation, reason: string) {
+    await Promise.all([...formation.stages.map((stage) => closeStage(stage, reason)), formation.first?.close(reason), formation.output.close(reason)]);
+}
+
+export interface LocalDevicesOptions {
+    threads: number,
+    /** A device's rpc server exited: whichever formation is current has lost it. */
+    onExit: (device: LocalDevice, reason: string) => void
+}
+
+/** The rpc servers of this node's own devices: kept across formations, started again if one dies. */
+export class LocalDevices {
+    private readonly servers = new Map<LocalDevice, RpcServerHost>();
+    private readonly options: LocalDevicesOptions;
+
+    constructor(options: LocalDevicesOptions) {
+        this.options = options;
+    }
+
+    /** A loopback endpoint to the device's rpc server that reports its planned share; `onLost` when the connection closes. */
+    async open(device: LocalDevice, files: Pick<RpcServerFiles, 'serverPath'>, reportedBytes: bigint, onLost: (reason: string) => void) {
+        let server = this.servers.get(device);
+        if (server === undefined) {
+            server = new RpcServerHost({binaries: files, threads: this.options.threads});
+            server.on('exit', (code, signal) => {
+                this.servers.delete(device);
+                this.options.onExit(device, `this node's ${device} device exited (${signal ?? code})`);
+            });
+            await server.start();
+            this.servers.set(device, server);
+        }
+        const port = server.port!;
+        return TunnelEndpoint.listen({
+            connect: () => new SocketStream(port),
+            createFilter: () => coordinatorFilter({reportMemory: {free: reportedBytes, total: reportedBytes}})
+        }, (reason) => onLost(`this node's ${device} device closed its connection: ${reason}`));
+    }
+
+    async stop() {
+        await Promise.all([...this.servers.values()].map((server) => server.stop()));
+    }
+}
+
+/** The RPC device llama.cpp should put each layer on, by the plan, the output layer last (to check its own load report). */
+export function expectedPlacement(formation: Formation) {
+    const ownFirst = formation.first === undefined ? 0 : 1;
+    const expected: string[] = [];
+    for (const stage of formation.plan.stages) {
+        if (stage.firstLayer === undefined || stage.lastLayer === undefined)
+            continue;
+        const device = `RPC${stage.self ? 0 : ownFirst + formation.stages.findIndex((active) => active.peerId === stage.peerId)}`;
+        for (let layer = stage.firstLayer; layer <= stage.lastLayer; layer++)
+            expected.push(device);
+    }
+    expected.push(`RPC${ownFirst + formation.stages.length}`); // on this node's own output device
+    return expected;
+}
