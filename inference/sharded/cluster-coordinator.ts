@@ -1,7 +1,7 @@
 import {randomBytes} from 'node:crypto';
 import {EventEmitter} from 'node:events';
 import {EngineSupervisor, type EngineSupervisorOptions} from '../../engine/engine-supervisor.js';
-import type {RpcServerFiles} from '../../engine/rpc/rpc-build.js';
+import type {RpcServerFiles} from '../../engine/rpc/rpc-server-dir.js';
 import {RpcServerHost} from '../../engine/rpc/rpc-server-host.js';
 import type {ShardLoadSettings} from '../../engine/engine-settings.js';
 import type {ShardReceipt} from '../../ledger/records.js';
