@@ -7,7 +7,7 @@ import type {JsonRpcProvider, Wallet} from 'ethers';
 import {AnchorSchedule} from './anchor/anchor-schedule.js';
 import {type AnchorState, AnchorStateFile, authorizationKey, type PendingAnchor} from './anchor/anchor-state.js';
 import {authorizationPublished, publishAuthorization, sendPending, signAnchor} from './anchor/anchor-transactions.js';
-import {type ChainSettings, withChain} from './anchor/chain.js';
+import {type ChainSettings, shortReason, withChain} from './anchor/chain.js';
 import type {ContributionLog} from './contribution-log.js';
 import {LedgerError} from './ledger-error.js';
 import {LEDGER_RECORD_VERSION, type AnchorRecord} from './records.js';
@@ -106,7 +106,7 @@ export class Anchorer extends EventEmitter<{anchored: [record: AnchorRecord], fa
         try {
             return await withChain(this.options, '', (provider) => this.attemptOn(provider));
         } catch (error) {
-            const failure = error as LedgerError;
+            const failure = error instanceof LedgerError ? error : LedgerError.chainUnavailable(shortReason(error));
             this.lastError = `${failure.code}: ${failure.message}`;
             throw failure;
         }
