@@ -17,7 +17,7 @@ import {writeDemoModel, type DemoModelOptions} from '../engine/demo/demo-model.j
 import {EngineSupervisor} from '../engine/engine-supervisor.js';
 import {byteTokenBan} from '../harness/byte-token-ban.js';
 import {modelLayoutOf} from '../engine/model-files.js';
-import {prepareRpcServerDir, type RpcServerFiles} from '../engine/rpc/rpc-build.js';
+import {prepareRpcServerDir, type RpcServerFiles} from '../engine/rpc/rpc-server-dir.js';
 import {RpcServerHost} from '../engine/rpc/rpc-server-host.js';
 import {probeSandbox} from '../engine/rpc/rpc-sandbox.js';
 import {AllocationBudget, RpcGuard} from '../inference/sharded/tunnel/rpc-guard.js';

@@ -10,7 +10,8 @@ import {readFile} from 'node:fs/promises';
 import {join} from 'node:path';
 import type {Llama} from 'node-llama-cpp';
 import type {DeviceInfo} from '../core/inference-types.js';
-import {detectRpcToolchain, nodeLlamaCppDir} from './rpc/rpc-build.js';
+import {nodeLlamaCppDir} from './rpc/llama-cpp-source.js';
+import {detectRpcToolchain} from './rpc/rpc-toolchain.js';
 
 export type EngineBuildType = DeviceInfo['build'];
 

@@ -1,7 +1,7 @@
 import type {ChildProcess} from 'node:child_process';
 import {EventEmitter} from 'node:events';
 import {createInterface} from 'node:readline';
-import {RestartBackoff} from './restart-backoff.js';
+import {Backoff} from '../core/backoff.js';
 
 export interface ProcessSupervisorOptions {
     /** What the child is, for log lines ("engine", "rpc-server"). */
@@ -18,6 +18,12 @@ export interface ProcessSupervisorOptions {
     /** How long `stop()` waits after SIGTERM before SIGKILL; defaults to 3 s. */
     stopGraceMs?: number
 }
+
+/**
+ * Restarts wait 250 ms, doubling up to 30 s; a child that stayed up 60 s counts as recovered (docs/architecture.md,
+ * "Engine").
+ */
+const RESTART_BACKOFF = {initialMs: 250, maxMs: 30_000, stableAfterMs: 60_000};
 
 export const processSupervisorDefaults = {
     checkIntervalMs: 2_000,
@@ -42,7 +48,7 @@ export interface ProcessSupervisorEvents<Incoming> {
  */
 export class ProcessSupervisor<Incoming = unknown, Outgoing = unknown> extends EventEmitter<ProcessSupervisorEvents<Incoming>> {
     private readonly options: Required<Omit<ProcessSupervisorOptions, 'healthCheck'>> & Pick<ProcessSupervisorOptions, 'healthCheck'>;
-    private readonly backoff = new RestartBackoff();
+    private readonly backoff = new Backoff(RESTART_BACKOFF);
     private child: ChildProcess | undefined;
     private stopped = true;
     private checkTimer: NodeJS.Timeout | undefined;
@@ -68,7 +74,7 @@ export class ProcessSupervisor<Incoming = unknown, Outgoing = unknown> extends E
 
     /** The child is up and doing its work: the next failure restarts it quickly again once it stays up a while. */
     markStarted() {
-        this.backoff.markStarted();
+        this.backoff.succeeded();
     }
 
     /** Sends on the child's IPC channel; false if there is no child to send to. */
@@ -129,7 +135,7 @@ export class ProcessSupervisor<Incoming = unknown, Outgoing = unknown> extends E
         this.emit('exit', code, signal, restarting);
         if (this.stopped) // also when an exit listener stopped the supervisor
             return;
-        this.restartTimer = setTimeout(() => this.spawnChild(), this.backoff.nextDelay());
+        this.restartTimer = setTimeout(() => this.spawnChild(), this.backoff.failed());
     }
 
     private check() {

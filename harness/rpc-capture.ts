@@ -10,7 +10,7 @@ import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {type DemoModelOptions, writeDemoModel} from '../engine/demo/demo-model.js';
 import {EngineSupervisor} from '../engine/engine-supervisor.js';
-import {prepareRpcServerDir} from '../engine/rpc/rpc-build.js';
+import {prepareRpcServerDir} from '../engine/rpc/rpc-server-dir.js';
 import {RpcServerHost} from '../engine/rpc/rpc-server-host.js';
 import type {GenerationRequest} from '../core/inference-types.js';
 import {layerSplit} from '../inference/sharded/layer-split.js';

@@ -297,7 +297,7 @@ export function encodeGraph(nodes: bigint[], tensors: RpcTensor[]) {
 
 /** A real rpc server for a test (CPU, one thread), stopped at teardown. */
 export async function labServer(t: {teardown(fn: () => Promise<void>): void}, threads = 1) {
-    const {prepareRpcServerDir} = await import('../engine/rpc/rpc-build.js');
+    const {prepareRpcServerDir} = await import('../engine/rpc/rpc-server-dir.js');
     const files = await prepareRpcServerDir(await testRpcBinaries());
     const server = new RpcServerHost({binaries: files, threads});
     const lines: string[] = [];

@@ -1,4 +1,7 @@
-/** The ledger's one error type: a code for each way the log, its anchoring or its verification can fail. */
+/**
+ * The ledger's one error type: a code for each way the log, its anchoring or its verification can fail. Codes are
+ * SCREAMING_CASE like Holepunch's; the HTTP API answers them in lower case (`proxy/api-error.ts`).
+ */
 
 export type LedgerErrorCode =
     /** A record that does not fit the schema, or whose receipt does not verify: never appended. */

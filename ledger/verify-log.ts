@@ -1,5 +1,5 @@
 import type Hypercore from 'hypercore';
-import type {ChainAnchors} from './anchorer.js';
+import type {ChainAnchors} from './anchor/anchor-events.js';
 import {PointsCounter, type PointsTally} from './points.js';
 import {checkRecord, verifyAnchorAuthorization} from './record-check.js';
 import {ledgerRecordSchema} from './records.js';

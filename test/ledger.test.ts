@@ -94,7 +94,7 @@ test('a burst of 10,000 records is written in batches, and a reopened log replay
 
 test('SIGKILL during a burst: the reopened log has a consistent length, every record reads back, points equal a replay', async (t) => {
     const directory = await temporaryDir(t);
-    const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'helpers', 'ledger-burst.ts'), directory,
+    const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', 'harness', 'ledger-burst.ts'), directory,
         owner.secretKey.toString('hex'), '10000'], {stdio: ['ignore', 'pipe', 'inherit']});
     // Killed once a few thousand records are on disk and more are being written.
     await new Promise<void>((resolve, reject) => {

@@ -3,7 +3,7 @@ import {join} from 'node:path';
 import {promisify} from 'node:util';
 import test from 'ava';
 import koffi from 'koffi';
-import {prepareRpcServerDir} from '../engine/rpc/rpc-build.js';
+import {prepareRpcServerDir} from '../engine/rpc/rpc-server-dir.js';
 import {checkGraph} from '../inference/sharded/tunnel/ggml/graph-check.js';
 import {GGML_GLU_OP_NAMES, GGML_OP_NAMES, GGML_TYPES, GGML_UNARY_OP_NAMES, GgmlType} from '../inference/sharded/tunnel/ggml/ggml-tables.js';
 import {ALLOWED_OPS} from '../inference/sharded/tunnel/ggml/op-allowlist.js';

@@ -6,9 +6,10 @@ import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {promisify} from 'node:util';
 import test from 'ava';
-import {
-    detectRpcToolchain, ensureRpcBinaries, llamaCppSource, prebuiltGgmlDir, prepareRpcServerDir, RpcToolchainError
-} from '../engine/rpc/rpc-build.js';
+import {llamaCppSource} from '../engine/rpc/llama-cpp-source.js';
+import {ensureRpcBinaries} from '../engine/rpc/rpc-build.js';
+import {prebuiltGgmlDir, prepareRpcServerDir} from '../engine/rpc/rpc-server-dir.js';
+import {detectRpcToolchain, RpcToolchainError} from '../engine/rpc/rpc-toolchain.js';
 import {listeningAddresses, pruneTensorCache, RpcServerHost} from '../engine/rpc/rpc-server-host.js';
 import {waitFor} from '../harness/cli-process.js';
 import {TEST_RPC_DIR, testRpcBinaries} from '../harness/rpc-binaries.js';
@@ -80,8 +81,9 @@ test('a caller waits while another process holds the build lock, then takes its 
     const built = await testRpcBinaries();
     const dir = await tempDir(t);
     const name = await releaseDirName();
-    const lockPath = join(dir, `${name}.lock`);
-    await writeFile(lockPath, `${process.pid}\n${(await import('node:os')).hostname()}\n`);
+    // proper-lockfile's lock, refreshed just now by its live holder
+    const lockPath = join(dir, `${name}.build.lock`);
+    await mkdir(lockPath);
     const lines: string[] = [];
     const waiting = ensureRpcBinaries({dir, onProgress: (line) => lines.push(line)});
     await waitFor(() => lines.length > 0, 5_000);
@@ -89,7 +91,7 @@ test('a caller waits while another process holds the build lock, then takes its 
     // the "other process" finishes: its build appears by rename, then its lock goes
     await cp(built.dir, join(dir, `.${name}.done`), {recursive: true, verbatimSymlinks: true});
     await (await import('node:fs/promises')).rename(join(dir, `.${name}.done`), join(dir, name));
-    await rm(lockPath);
+    await rm(lockPath, {recursive: true});
     const result = await waiting;
     t.is(result.dir, join(dir, name));
     t.deepEqual(lines, ['waiting for another process building the llama.cpp RPC server']);
@@ -97,7 +99,11 @@ test('a caller waits while another process holds the build lock, then takes its 
 
 test('a lock left by a dead process is taken over; a missing cmake fails clearly', async (t) => {
     const dir = await tempDir(t);
-    await writeFile(join(dir, `${await releaseDirName()}.lock`), `999999999\n${(await import('node:os')).hostname()}\n`);
+    // a holder that died stopped refreshing it: older than proper-lockfile's `stale` (rpc-build-lock.ts)
+    const lockPath = join(dir, `${await releaseDirName()}.build.lock`);
+    await mkdir(lockPath);
+    const lastRefresh = new Date(Date.now() - 61_000);
+    await utimes(lockPath, lastRefresh, lastRefresh);
     const path = await pathWith(t, ['git', 'make', 'gcc', 'g++']);
     const error = await t.throwsAsync(ensureRpcBinaries({dir, env: {PATH: path}}), {instanceOf: RpcToolchainError});
     t.deepEqual(error?.missing, ['cmake']);

@@ -1,7 +1,7 @@
 import {join} from 'node:path';
 import test, {type ExecutionContext} from 'ava';
 import koffi from 'koffi';
-import {prepareRpcServerDir} from '../engine/rpc/rpc-build.js';
+import {prepareRpcServerDir} from '../engine/rpc/rpc-server-dir.js';
 import {float16BitsToFloat32 as fromHalf, float32ToFloat16Bits as toHalf} from '../engine/gguf/float16.js';
 import {checkGraph} from '../inference/sharded/tunnel/ggml/graph-check.js';
 import {GGML_GLU_OP_NAMES, GGML_TYPES, GgmlOp, type GgmlOpName, GgmlType, typeName} from '../inference/sharded/tunnel/ggml/ggml-tables.js';

@@ -6,7 +6,7 @@ import {networkInterfaces, tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {promisify} from 'node:util';
 import test from 'ava';
-import {prepareRpcServerDir} from '../engine/rpc/rpc-build.js';
+import {prepareRpcServerDir} from '../engine/rpc/rpc-server-dir.js';
 import {
     ensureSandboxLauncher, probeSandbox, SANDBOX_SERVER_PORT, SANDBOX_UID, sandboxArgs, sandboxedExit, sandboxFailure,
     sandboxGpuAccess, sandboxReadOnlyPaths

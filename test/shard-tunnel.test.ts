@@ -7,7 +7,7 @@ import c from 'compact-encoding';
 import crypto from 'hypercore-crypto';
 import type {Testnet} from 'hyperdht/testnet.js';
 import type {ProtomuxMessage} from 'protomux';
-import {prepareRpcServerDir} from '../engine/rpc/rpc-build.js';
+import {prepareRpcServerDir} from '../engine/rpc/rpc-server-dir.js';
 import {probeSandbox} from '../engine/rpc/rpc-sandbox.js';
 import {ShardHost} from '../inference/sharded/shard-host.js';
 import {GGML_OP_NAMES, GgmlType} from '../inference/sharded/tunnel/ggml/ggml-tables.js';

@@ -7,7 +7,7 @@ import test from 'ava';
 import {readGgufFileInfo} from 'node-llama-cpp';
 import {writeDemoModel} from '../engine/demo/demo-model.js';
 import {Prng} from '../engine/demo/prng.js';
-import {prepareRpcServerDir} from '../engine/rpc/rpc-build.js';
+import {prepareRpcServerDir} from '../engine/rpc/rpc-server-dir.js';
 import {RPC_HOST, RpcServerHost, TENSOR_CACHE_SUBDIR} from '../engine/rpc/rpc-server-host.js';
 import {Fnv1a64, ggmlTensorBytes, HASH_THRESHOLD_BYTES, largeTensors, seedTensorCache} from '../engine/rpc/tensor-cache-seed.js';
 import {RPC_CONN_CAPS_BYTES, RPC_TENSOR_BYTES, RpcCommand} from '../inference/sharded/tunnel/rpc-stream.js';

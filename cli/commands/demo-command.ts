@@ -147,8 +147,9 @@ async function runDemo(flags: DemoFlags) {
     const interactive = !flags.daemon && process.stdout.isTTY === true && process.stdin.isTTY === true;
     if (interactive && port === 0)
         throw new Error('--port 0 needs --daemon: the dashboard hides the port it gets');
-    const [{createLogger}, {default: createTestnet}, {ensureRpcBinaries, findRpcBinaries, RpcToolchainError}, {writeDemoModel}] = await Promise.all([
-        import('../../node/logger.js'), import('hyperdht/testnet.js'), import('../../engine/rpc/rpc-build.js'), import('../../engine/demo/demo-model.js')
+    const [{createLogger}, {default: createTestnet}, {ensureRpcBinaries, findRpcBinaries}, {RpcToolchainError}, {writeDemoModel}] = await Promise.all([
+        import('../../node/logger.js'), import('hyperdht/testnet.js'), import('../../engine/rpc/rpc-build.js'), import('../../engine/rpc/rpc-toolchain.js'),
+        import('../../engine/demo/demo-model.js')
     ]);
     const {probeSandbox} = await import('../../engine/rpc/rpc-sandbox.js');
     const dataDir = resolveDataDir(flags.dataDir);

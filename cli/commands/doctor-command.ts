@@ -5,7 +5,7 @@ import {availableParallelism, cpus, freemem, tmpdir, totalmem} from 'node:os';
 import {dirname, join, resolve} from 'node:path';
 import {Command} from 'commander';
 import type {EngineBuildType} from '../../engine/engine-build.js';
-import type {RpcTool, RpcToolchain} from '../../engine/rpc/rpc-build.js';
+import type {RpcTool, RpcToolchain} from '../../engine/rpc/rpc-toolchain.js';
 import {loadNodeSettings} from '../config/load-node-settings.js';
 import type {SettingFlags} from '../config/node-config.js';
 import type {NodeSettings} from '../../node/node-settings.js';
@@ -79,7 +79,8 @@ async function dataDirReport(path: string): Promise<DoctorReport['dataDir']> {
 }
 
 async function shardingReport(dataDir: string, rpcDir: string | undefined): Promise<DoctorReport['sharding']> {
-    const [{detectRpcToolchain, findRpcBinaries}, {probeSandbox}] = await Promise.all([import('../../engine/rpc/rpc-build.js'), import('../../engine/rpc/rpc-sandbox.js')]);
+    const [{findRpcBinaries}, {detectRpcToolchain}, {probeSandbox}] = await Promise.all([import('../../engine/rpc/rpc-build.js'), import('../../engine/rpc/rpc-toolchain.js'),
+        import('../../engine/rpc/rpc-sandbox.js')]);
     // where the node builds it (node/strongdoge-node.ts)
     const dir = resolve(rpcDir ?? join(dataDir, 'rpc'));
     // The probe compiles the sandbox's launcher: into a temporary dir while the node has not made its own (doctor creates nothing).

@@ -1,6 +1,6 @@
 import {stat} from 'node:fs/promises';
 import {join} from 'node:path';
-import {deployAnchorContract} from '../../ledger/anchorer.js';
+import {deployAnchorContract} from '../../ledger/anchor/chain.js';
 import {LedgerError} from '../../ledger/ledger-error.js';
 import {NodeLedger, storeAnchorContract, walletFromSettings} from '../../node/node-ledger.js';
 import type {NodeSettings} from '../../node/node-settings.js';

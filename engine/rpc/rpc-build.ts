@@ -1,36 +1,26 @@
 /**
  * The llama.cpp RPC server and backend, built once from the llama.cpp source that node-llama-cpp ships
  * (`node_modules/node-llama-cpp/llama/gitRelease.bundle`): its prebuilt binaries lack RPC (docs/architecture.md,
- * "Sharding").
+ * "Sharding"). What the build needs is in rpc-toolchain.ts, its lock in rpc-build-lock.ts, the directory a session
+ * runs the server from in rpc-server-dir.ts.
  *
- * Layout under `dir`:
- * - `llama.cpp-<release>/`: what the build produced (`ggml-rpc-server`, `libggml-rpc.so`, and the server's own
- *   `libggml.so.0`, `libggml-base.so.0` and a single `libggml-cpu.so`), linked with `$ORIGIN` so it runs from
- *   there, plus `build.json`. Appears by an atomic rename once complete; another release builds beside it.
- * - `llama.cpp-<release>/server-<gpu>-<hash>/`: what a session runs (`prepareRpcServerDir`): the server
- *   executable (hard link or copy) and `libggml-rpc.so`, among symlinks to the ggml libraries node-llama-cpp
- *   uses on this machine (its CUDA or Vulkan backend and CPU variants). ggml with `GGML_BACKEND_DL` loads
- *   backends from the executable's own directory and the working directory (`ggml_backend_load_all` in
- *   ggml/src/ggml-backend-reg.cpp), and `libggml-base.so.0` / `libggml.so.0` there point at node-llama-cpp's
- *   files, so the server runs exactly one copy of ggml: the same one the engine runs.
+ * Layout under `dir`: `llama.cpp-<release>/`, what the build produced (`ggml-rpc-server`, `libggml-rpc.so`, and the
+ * server's own `libggml.so.0`, `libggml-base.so.0` and a single `libggml-cpu.so`), linked with `$ORIGIN` so it runs
+ * from there, plus `build.json`. Appears by an atomic rename once complete; another release builds beside it.
  */
-import {execFile, spawn} from 'node:child_process';
-import {createHash, randomBytes} from 'node:crypto';
-import {constants} from 'node:fs';
-import {access, copyFile, link, mkdir, open, readdir, readFile, readlink, rename, rm, stat, symlink, unlink, utimes, writeFile} from 'node:fs/promises';
-import {availableParallelism, hostname} from 'node:os';
-import {basename, delimiter, dirname, join} from 'node:path';
+import {spawn} from 'node:child_process';
+import {randomBytes} from 'node:crypto';
+import {copyFile, mkdir, readdir, readFile, readlink, rename, rm, stat, symlink, writeFile} from 'node:fs/promises';
+import {availableParallelism} from 'node:os';
+import {basename, join} from 'node:path';
 import {createInterface} from 'node:readline';
-import {fileURLToPath} from 'node:url';
-import {promisify} from 'node:util';
-import type {GpuBackend} from '../../core/inference-types.js';
-
-const execFileAsync = promisify(execFile);
+import {llamaCppSource} from './llama-cpp-source.js';
+import {withBuildLock} from './rpc-build-lock.js';
+import {detectRpcToolchain, RpcToolchainError} from './rpc-toolchain.js';
 
 export const RPC_SERVER_FILE = 'ggml-rpc-server';
 export const RPC_LIBRARY_FILE = 'libggml-rpc.so';
 const MANIFEST_FILE = 'build.json';
-const SERVER_DIR_MARKER = '.complete';
 
 /**
  * Only the RPC backend and its server, for any x86-64/ARM CPU (not this machine's), shared libraries with
@@ -55,15 +45,10 @@ const CMAKE_TARGETS = ['ggml-rpc-server'];
 /** Build outputs kept: the server and every ggml library it needs (with their version symlinks). */
 const KEPT_OUTPUT = /^(ggml-rpc-server|libggml[\w.-]*\.so(\.\d+)*)$/;
 
-/** Another process holding the build lock refreshes it this often; one silent for `LOCK_STALE_MS` is dead. */
-const LOCK_HEARTBEAT_MS = 5_000;
-const LOCK_STALE_MS = 60_000;
-const LOCK_POLL_MS = 500;
 /** Progress lines at most this often, and only when the percentage moved. */
 const PROGRESS_INTERVAL_MS = 2_000;
 /** Lines of build output quoted in an error. */
 const ERROR_TAIL_LINES = 25;
-const VERSION_TIMEOUT_MS = 5_000;
 
 export interface RpcBinaries {
     /** The server built here: runs on the CPU with its own ggml libraries (see `prepareRpcServerDir` for GPUs). */
@@ -79,30 +64,6 @@ export interface RpcBinaries {
     release: string
 }
 
-export interface RpcTool {
-    path: string,
-    /** First line of `--version`; undefined if it did not answer. */
-    version: string | undefined
-}
-
-export interface RpcToolchain {
-    cmake: RpcTool | undefined,
-    cCompiler: RpcTool | undefined,
-    cxxCompiler: RpcTool | undefined,
-    /** make or ninja, which cmake drives. */
-    buildTool: (RpcTool & {name: 'make' | 'ninja'}) | undefined,
-    /** Unpacks the source bundle. */
-    git: RpcTool | undefined,
-    /** What is absent, in words ("cmake", "a C++ compiler (c++, g++ or clang++)"); empty when the build can run. */
-    missing: string[]
-}
-
-export class RpcToolchainError extends Error {
-    constructor(readonly missing: string[]) {
-        super(`cannot build the llama.cpp RPC server: ${missing.join(', ')} not found`);
-    }
-}
-
 export interface EnsureRpcBinariesOptions {
     /** Where builds live (the node passes `<data dir>/rpc`); one subdirectory per llama.cpp release. */
     dir: string,
@@ -116,65 +77,12 @@ export interface EnsureRpcBinariesOptions {
     signal?: AbortSignal
 }
 
-function toolVersion(path: string, env: NodeJS.ProcessEnv) {
-    return execFileAsync(path, ['--version'], {env, timeout: VERSION_TIMEOUT_MS})
-        .then(({stdout}) => stdout.split('\n')[0]!.trim() || undefined, () => undefined);
-}
-
-/** The first of `names` that is an executable on `PATH`. */
-export async function findExecutable(names: string[], env: NodeJS.ProcessEnv) {
-    for (const name of names)
-        for (const directory of (env.PATH ?? '').split(delimiter).filter(Boolean)) {
-            const path = join(directory, name);
-            if (await access(path, constants.X_OK).then(() => true, () => false))
-                return path;
-        }
-    return undefined;
-}
-
-async function findTool(names: string[], env: NodeJS.ProcessEnv): Promise<RpcTool | undefined> {
-    const path = await findExecutable(names, env);
-    return path === undefined ? undefined : {path, version: await toolVersion(path, env)};
-}
-
-/** What building the RPC server needs, and which of it this machine lacks. Honours `CC` and `CXX` as cmake does. */
-export async function detectRpcToolchain({env = process.env}: {env?: NodeJS.ProcessEnv} = {}): Promise<RpcToolchain> {
-    const [cmake, cCompiler, cxxCompiler, make, ninja, git] = await Promise.all([
-        findTool(['cmake'], env),
-        findTool(env.CC ? [env.CC] : ['cc', 'gcc', 'clang'], env),
-        findTool(env.CXX ? [env.CXX] : ['c++', 'g++', 'clang++'], env),
-        findTool(['make'], env),
-        findTool(['ninja'], env),
-        findTool(['git'], env)
-    ]);
-    const buildTool = make !== undefined ? {...make, name: 'make' as const} : ninja !== undefined ? {...ninja, name: 'ninja' as const} : undefined;
-    const missing = [
-        cmake === undefined && 'cmake',
-        cxxCompiler === undefined && (env.CXX ? `the C++ compiler ${env.CXX}` : 'a C++ compiler (c++, g++ or clang++)'),
-        cCompiler === undefined && (env.CC ? `the C compiler ${env.CC}` : 'a C compiler (cc, gcc or clang)'),
-        buildTool === undefined && 'make or ninja',
-        git === undefined && 'git'
-    ].filter((item): item is string => item !== false);
-    return {cmake, cCompiler, cxxCompiler, buildTool, git, missing};
-}
-
-/** node-llama-cpp's package directory. */
-export function nodeLlamaCppDir() {
-    return dirname(dirname(fileURLToPath(import.meta.resolve('node-llama-cpp'))));
-}
-
-/** The llama.cpp release node-llama-cpp ships, and its source bundle. */
-export async function llamaCppSource() {
-    const llamaDir = join(nodeLlamaCppDir(), 'llama');
-    const info = JSON.parse(await readFile(join(llamaDir, 'llama.cpp.info.json'), 'utf8')) as {tag: string};
-    return {release: info.tag, bundlePath: join(llamaDir, 'gitRelease.bundle')};
-}
-
 function releaseDirName(release: string) {
     return `llama.cpp-${release.replace(/[^\w.-]/g, '_')}`;
 }
 
-async function exists(path: string) {
+/** Whether `path` exists (rpc-server-dir.ts asks too). */
+export async function exists(path: string) {
     return stat(path).then(() => true, () => false);
 }
 
@@ -196,8 +104,8 @@ const buildsInProcess = new Map<string, Promise<RpcBinaries>>();
 /**
  * The RPC server and backend for node-llama-cpp's llama.cpp release: built into `dir` the first time (about a
  * minute on 2 cores), reused afterwards. Concurrent callers, in this process or others, share one build: a lock
- * file says who builds, and the result appears by an atomic rename. Rejects with `RpcToolchainError` when cmake,
- * a compiler, make/ninja or git is missing.
+ * (rpc-build-lock.ts) says who builds, and the result appears by an atomic rename. Rejects with `RpcToolchainError`
+ * when cmake, a compiler, make/ninja or git is missing.
  */
 export function ensureRpcBinaries(options: EnsureRpcBinariesOptions): Promise<RpcBinaries> {
     const key = options.dir;
@@ -215,68 +123,12 @@ async function ensureUnshared(options: EnsureRpcBinariesOptions): Promise<RpcBin
         return found;
     const {release} = await llamaCppSource();
     await mkdir(options.dir, {recursive: true});
-    const lockPath = join(options.dir, `${releaseDirName(release)}.lock`);
-    let saidWaiting = false;
-    for (;;) {
-        options.signal?.throwIfAborted();
-        const lock = await acquireLock(lockPath);
-        if (lock !== undefined) {
-            try {
-                // whoever held the lock before may have finished
-                return await findRpcBinaries(options.dir) ?? await build(options);
-            } finally {
-                await lock.release();
-            }
-        }
-        if (!saidWaiting)
-            options.onProgress?.('waiting for another process building the llama.cpp RPC server');
-        saidWaiting = true;
-        await new Promise((resolve) => setTimeout(resolve, LOCK_POLL_MS));
-        const built = await findRpcBinaries(options.dir);
-        if (built !== undefined)
-            return built;
-    }
-}
-
-/** Whether a process with this pid exists (one of another user's counts too). */
-export function processAlive(pid: number) {
-    try {
-        process.kill(pid, 0);
-        return true;
-    } catch (error) {
-        return (error as NodeJS.ErrnoException).code === 'EPERM';
-    }
-}
-
-/** The lock, or undefined while a live holder has it. A holder that died or stopped refreshing it loses it. */
-async function acquireLock(lockPath: string) {
-    const owner = `${process.pid}\n${hostname()}\n`;
-    try {
-        const handle = await open(lockPath, 'wx');
-        await handle.writeFile(owner);
-        await handle.close();
-    } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'EEXIST')
-            throw error;
-        const [content, info] = await Promise.all([readFile(lockPath, 'utf8').catch(() => ''), stat(lockPath).catch(() => undefined)]);
-        const [pid, host] = content.split('\n');
-        const dead = host === hostname() && Number(pid) > 0 && !processAlive(Number(pid));
-        const silent = info !== undefined && Date.now() - info.mtimeMs > LOCK_STALE_MS;
-        if (info !== undefined && (dead || silent))
-            await unlink(lockPath).catch(() => undefined);
-        return undefined;
-    }
-    const heartbeat = setInterval(() => {
-        const now = new Date();
-        utimes(lockPath, now, now).catch(() => undefined);
-    }, LOCK_HEARTBEAT_MS);
-    heartbeat.unref();
-    return {
-        async release() {
-            clearInterval(heartbeat);
-            await unlink(lockPath).catch(() => undefined);
-        }
-    };
+    // whoever held the lock before may have finished
+    return withBuildLock(join(options.dir, `${releaseDirName(release)}.build.lock`), async () => await findRpcBinaries(options.dir) ?? await build(options), {
+        onWaiting: () => options.onProgress?.('waiting for another process building the llama.cpp RPC server'),
+        onLost: (error) => options.onProgress?.(`the llama.cpp RPC server build lost its lock (${error.message}); building on`),
+        signal: options.signal
+    });
 }
 
 /** Runs a build step; its output lines go to `onLine`, and its last lines into the error if it fails. */
@@ -361,101 +213,6 @@ async function build(options: EnsureRpcBinariesOptions): Promise<RpcBinaries> {
         await rename(outDir, releaseDir);
         say(`built llama.cpp RPC server ${release} in ${seconds} s`);
         return {serverPath: join(releaseDir, RPC_SERVER_FILE), libraryPath: join(releaseDir, RPC_LIBRARY_FILE), dir: releaseDir, release};
-    } finally {
-        await rm(work, {recursive: true, force: true});
-    }
-}
-
-/** The GPU backend of node-llama-cpp on this machine (`llama.gpu`), or false for the CPU. */
-
-/**
- * The directory of node-llama-cpp's prebuilt ggml libraries for `gpu` on this platform, as node-llama-cpp
- * finds them (its `@node-llama-cpp/<platform>-<arch>[-gpu]` package), or undefined if that package is absent.
- * CUDA also has a fallback `libggml-cuda.so` in `-cuda-ext/…/fallback` that node-llama-cpp loads only when the
- * main one finds no GPU; a machine that needs it passes both directories to `prepareRpcServerDir`.
- */
-export async function prebuiltGgmlDir(gpu: GpuBackend) {
-    const suffix = gpu === false || (gpu === 'metal' && process.arch !== 'arm64') ? '' : `-${gpu}`;
-    const platform = {linux: 'linux', darwin: 'mac', win32: 'win'}[process.platform as string] ?? process.platform;
-    const name = `${platform}-${process.arch === 'arm' ? 'armv7l' : process.arch}${suffix}`;
-    try {
-        const packageDir = dirname(dirname(fileURLToPath(import.meta.resolve(`@node-llama-cpp/${name}`))));
-        const binsDir = join(packageDir, 'bins', name);
-        return await exists(binsDir) ? binsDir : undefined;
-    } catch {
-        return undefined;
-    }
-}
-
-export interface RpcServerDirOptions {
-    /** The GPU backend node-llama-cpp uses on this machine (`llama.gpu`); defaults to false (the CPU). */
-    gpu?: GpuBackend,
-    /**
-     * Directories of the ggml libraries node-llama-cpp uses (later ones win for a name they share); defaults to
-     * its prebuilt package for `gpu` (`prebuiltGgmlDir`). Without one for the CPU, the server runs on the ggml
-     * it was built with.
-     */
-    ggmlDirs?: string[]
-}
-
-export interface RpcServerFiles {
-    /** The executable a session runs (with its directory as working directory: ggml looks for backends there too). */
-    serverPath: string,
-    /** The RPC backend beside node-llama-cpp's ggml, for the engine: it resolves to the same `libggml-base`. */
-    libraryPath: string,
-    dir: string
-}
-
-/** node-llama-cpp's main ggml library: `libggml.so` or its release-named `libggml[.cuda].v0.4.0.so`. */
-const GGML_LIBRARY = /^libggml(\.\w+)*\.so$/;
-
-/**
- * The directory a session runs the server from, set up once per GPU backend and set of library directories:
- * the built server and RPC backend among symlinks to node-llama-cpp's ggml libraries, so that the server uses
- * the GPU backend node-llama-cpp uses here (see the top of this file). Safe to call concurrently.
- */
-export async function prepareRpcServerDir(binaries: RpcBinaries, {gpu = false, ggmlDirs}: RpcServerDirOptions = {}): Promise<RpcServerFiles> {
-    if (process.platform !== 'linux')
-        throw new Error(`sharding runs rpc-server on Linux only so far, not ${process.platform}`);
-    const prebuilt = ggmlDirs === undefined ? await prebuiltGgmlDir(gpu) : undefined;
-    const dirs = ggmlDirs ?? (prebuilt === undefined ? [] : [prebuilt]);
-    if (dirs.length === 0) {
-        if (gpu !== false)
-            throw new Error(`node-llama-cpp's prebuilt ${gpu} binaries are not installed: pass the directory of the ggml libraries it loaded`);
-        return {serverPath: binaries.serverPath, libraryPath: binaries.libraryPath, dir: binaries.dir};
-    }
-    const libraries = new Map<string, string>();
-    for (const directory of dirs)
-        for (const name of await readdir(directory))
-            if (/^libggml.*\.so$/.test(name))
-                libraries.set(name, join(directory, name));
-    const base = libraries.get('libggml-base.so');
-    const main = [...libraries.keys()].find((name) => GGML_LIBRARY.test(name));
-    if (base === undefined || main === undefined)
-        throw new Error(`no ggml libraries in ${dirs.join(', ')}`);
-    // the built server and RPC backend ask for these sonames
-    libraries.set('libggml-base.so.0', base);
-    libraries.set('libggml.so.0', libraries.get(main)!);
-    const hash = createHash('sha256').update(JSON.stringify([binaries.dir, gpu, dirs])).digest('hex').slice(0, 8);
-    const dir = join(binaries.dir, `server-${gpu || 'cpu'}-${hash}`);
-    const files = {serverPath: join(dir, RPC_SERVER_FILE), libraryPath: join(dir, RPC_LIBRARY_FILE), dir};
-    if (await exists(join(dir, SERVER_DIR_MARKER)))
-        return files;
-    const work = `${dir}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-    try {
-        await mkdir(work);
-        for (const [name, target] of libraries)
-            await symlink(target, join(work, name));
-        await symlink(binaries.libraryPath, join(work, RPC_LIBRARY_FILE));
-        // a real file, not a symlink: ggml finds backends beside /proc/self/exe, which resolves links
-        await link(binaries.serverPath, join(work, RPC_SERVER_FILE)).catch(() => copyFile(binaries.serverPath, join(work, RPC_SERVER_FILE)));
-        await writeFile(join(work, SERVER_DIR_MARKER), '');
-        await rename(work, dir).catch(async (error: NodeJS.ErrnoException) => {
-            // another process set it up first
-            if (!(await exists(join(dir, SERVER_DIR_MARKER))))
-                throw error;
-        });
-        return files;
     } finally {
         await rm(work, {recursive: true, force: true});
     }

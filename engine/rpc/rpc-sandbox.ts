@@ -25,7 +25,7 @@ import {dirname, join, normalize, resolve} from 'node:path';
 import {fileURLToPath} from 'node:url';
 import {promisify} from 'node:util';
 import type {GpuBackend} from '../../core/inference-types.js';
-import {findExecutable} from './rpc-build.js';
+import {findExecutable} from './rpc-toolchain.js';
 
 const execFileAsync = promisify(execFile);
 

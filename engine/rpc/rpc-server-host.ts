@@ -13,6 +13,7 @@ import {connect, createServer} from 'node:net';
 import {tmpdir} from 'node:os';
 import {dirname, join} from 'node:path';
 import {createInterface} from 'node:readline';
+import {setTimeout as sleep} from 'node:timers/promises';
 import {ProcessSupervisor} from '../process-supervisor.js';
 import type {GpuBackend} from '../../core/inference-types.js';
 import type {RpcBinaries} from './rpc-build.js';
@@ -383,7 +384,7 @@ export class RpcServerHost extends EventEmitter<RpcServerHostEvents> {
                 (await listeningAddresses(pid)).some((socket) => socket.address === RPC_HOST && socket.port === port);
             if (owns && await acceptsConnection(port))
                 return current();
-            await new Promise((resolve) => setTimeout(resolve, READY_POLL_MS));
+            await sleep(READY_POLL_MS);
         }
         return false;
     }

@@ -12,7 +12,7 @@ import {createReadStream} from 'node:fs';
 import {mkdir, open, readdir, readFile, rename, stat, unlink, writeFile} from 'node:fs/promises';
 import {join, resolve} from 'node:path';
 import {readGgufFileInfo} from 'node-llama-cpp';
-import {processAlive} from './rpc-build.js';
+import {processAlive} from './process-alive.js';
 
 /** Tensors over this size are offered by hash (ggml-rpc's HASH_THRESHOLD). */
 export const HASH_THRESHOLD_BYTES = 10 * 1024 * 1024;

@@ -2,7 +2,7 @@ import {EventEmitter} from 'node:events';
 import {setTimeout as sleep} from 'node:timers/promises';
 import {LRUCache} from 'lru-cache';
 import {EngineSupervisor, type EngineSupervisorOptions} from '../../engine/engine-supervisor.js';
-import type {RpcServerFiles} from '../../engine/rpc/rpc-build.js';
+import type {RpcServerFiles} from '../../engine/rpc/rpc-server-dir.js';
 import type {ShardLoadSettings} from '../../engine/engine-settings.js';
 import type {ShardReceipt} from '../../ledger/records.js';
 import type {SwarmNode} from '../../swarm/swarm-node.js';

@@ -3,7 +3,7 @@ import {join} from 'node:path';
 import {setTimeout as sleep} from 'node:timers/promises';
 import {pruneTensorCache, RpcServerHost, type RpcServerSandboxOptions, TENSOR_CACHE_SUBDIR, tensorCacheSizes} from '../../engine/rpc/rpc-server-host.js';
 import {seedTensorCache} from '../../engine/rpc/tensor-cache-seed.js';
-import type {RpcServerFiles} from '../../engine/rpc/rpc-build.js';
+import type {RpcServerFiles} from '../../engine/rpc/rpc-server-dir.js';
 import {hostFilter} from './tunnel/rpc-filters.js';
 import {AllocationBudget} from './tunnel/rpc-guard.js';
 import {RpcViolation} from './tunnel/rpc-stream.js';

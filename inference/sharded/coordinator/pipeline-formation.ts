@@ -1,4 +1,4 @@
-import type {RpcServerFiles} from '../../../engine/rpc/rpc-build.js';
+import type {RpcServerFiles} from '../../../engine/rpc/rpc-server-dir.js';
 import {RpcServerHost} from '../../../engine/rpc/rpc-server-host.js';
 import {layerSplit} from '../layer-split.js';
 import type {ShardPlan} from '../shard-planner.js';
