@@ -13,10 +13,10 @@
 import {mkdir, mkdtemp, rm, writeFile} from 'node:fs/promises';
 import {cpus, loadavg, tmpdir} from 'node:os';
 import {join} from 'node:path';
-import Ajv2020Module from 'ajv/dist/2020.js';
 import {getLlama, resolveChatWrapper} from 'node-llama-cpp';
 import OpenAI from 'openai';
 import {writeDemoModel, type DemoModelOptions} from '../engine/demo/demo-model.js';
+import {Ajv2020} from '../core/json-schema/ajv.js';
 import {DEMO_TOOL_TOKENS} from '../engine/demo/demo-vocab.js';
 import {tokensOfOpen, toolCallSyntaxOf} from '../engine/worker/tool-calling.js';
 import {byteTokenBan} from '../harness/byte-token-ban.js';
@@ -81,7 +81,6 @@ const MODES: ModeSpec[] = [
 /** The unmeasured tool call before each measured one (see measureToolCall): more than strongdoge writes itself. */
 const COLD_CALL_MAX_TOKENS = 32;
 
-const Ajv2020 = (Ajv2020Module as unknown as {default: typeof Ajv2020Module.default}).default;
 const ajv = new Ajv2020({strict: false, validateFormats: false});
 const validators: Record<Mode, ((value: unknown) => boolean) | undefined> = {
     plain: undefined,
