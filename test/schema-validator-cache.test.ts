@@ -8,11 +8,13 @@ import {MAX_CACHED_SCHEMAS, validatorFor} from '../core/json-schema/structured-o
 test('a schema used lately keeps its compiled validator when a new schema evicts', (t) => {
     const schema = (index: number) => ({type: 'object', properties: {[`field${index}`]: {type: 'integer'}}});
     const compiled = Array.from({length: MAX_CACHED_SCHEMAS}, (_, index) => validatorFor(schema(index)));
-    t.is(validatorFor(schema(0)), compiled[0], 'cached: the same function, not compiled again');
+    const first = compiled[0]!;
+    const second = compiled[1]!;
+    t.is(validatorFor(schema(0)), first, 'cached: the same function, not compiled again');
 
     validatorFor(schema(MAX_CACHED_SCHEMAS)); // one past the capacity: the least recently used (schema 1) goes
 
-    t.is(validatorFor(schema(0)), compiled[0], 'the oldest schema, used lately, is kept');
-    t.not(validatorFor(schema(1)), compiled[1], 'the least recently used schema was compiled again');
+    t.is(validatorFor(schema(0)), first, 'the oldest schema, used lately, is kept');
+    t.not(validatorFor(schema(1)), second, 'the least recently used schema was compiled again');
     t.true(validatorFor(schema(1))({field1: 1}));
 });
