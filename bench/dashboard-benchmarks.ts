@@ -5,6 +5,7 @@
 import {execFile} from 'node:child_process';
 import {mkdir, readFile, writeFile} from 'node:fs/promises';
 import {cpus} from 'node:os';
+import {setTimeout as sleep} from 'node:timers/promises';
 import {promisify} from 'node:util';
 import {createElement} from 'react';
 import {render} from 'ink-testing-library';
@@ -39,9 +40,9 @@ async function idleCpu() {
             `env -u CI ${process.execPath} ${CLI_PATH} start --model demo --offline --threads 1 --port 0 --data-dir ${fixture.dataDir}`]);
         await waitFor(async () => (await run('tmux', ['capture-pane', '-p', '-t', session])).stdout.includes('engine ready'), 30_000, 200);
         const shell = Number((await run('tmux', ['list-panes', '-t', session, '-F', '#{pane_pid}'])).stdout.trim());
-        await new Promise((resolve) => setTimeout(resolve, 3_000)); // settle after start-up
+        await sleep(3_000); // settle after start-up
         const before = await cpuSeconds(shell);
-        await new Promise((resolve) => setTimeout(resolve, IDLE_SECONDS * 1000));
+        await sleep(IDLE_SECONDS * 1000);
         const used = await cpuSeconds(shell) - before;
         return {seconds: IDLE_SECONDS, cpuPercentOfOneCore: round((used / IDLE_SECONDS) * 100, 2), includes: 'node main process + engine worker'};
     } finally {

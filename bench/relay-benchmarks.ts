@@ -11,6 +11,7 @@
 import {copyFile, mkdir, mkdtemp, rm, writeFile} from 'node:fs/promises';
 import {cpus, loadavg, tmpdir} from 'node:os';
 import {join} from 'node:path';
+import {setTimeout as sleep} from 'node:timers/promises';
 import OpenAI from 'openai';
 import {writeDemoModel} from '../engine/demo/demo-model.js';
 import {type DaemonHandle, waitFor} from '../harness/cli-process.js';
@@ -194,7 +195,7 @@ async function runTry(combination: Combination, index: number): Promise<Try> {
                 // A's API busy or a poll cut short: poll again.
             }
             if (!peer)
-                await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+                await sleep(POLL_MS);
         }
         const connectedAt = performance.now();
         result.failureCodes = [...codes];
