@@ -3,8 +3,7 @@
  * render one frame of a busy dashboard. Writes bench/results/dashboard.json.
  */
 import {execFile} from 'node:child_process';
-import {mkdir, readFile, writeFile} from 'node:fs/promises';
-import {cpus} from 'node:os';
+import {readFile} from 'node:fs/promises';
 import {setTimeout as sleep} from 'node:timers/promises';
 import {promisify} from 'node:util';
 import {createElement} from 'react';
@@ -13,6 +12,7 @@ import {DashboardView} from '../tui/dashboard-view.js';
 import {busyDashboardState} from '../harness/dashboard-fixtures.js';
 import {CLI_PATH, waitFor} from '../harness/cli-process.js';
 import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
+import {machine, writeReport} from './lib/report.js';
 import {round} from './lib/statistics.js';
 
 const run = promisify(execFile);
@@ -69,10 +69,8 @@ function renderCost() {
 const report = {
     benchmark: 'dashboard: idle CPU in a real terminal, render cost per frame',
     date: new Date().toISOString(),
-    machine: {cpu: cpus()[0]?.model, cores: cpus().length, node: process.version},
+    machine: machine(),
     targets: {idleCpuPercentOfOneCore: '< 2'},
     results: {idle: await idleCpu(), render: renderCost()}
 };
-await mkdir(new URL('./results/', import.meta.url), {recursive: true});
-await writeFile(new URL('./results/dashboard.json', import.meta.url), JSON.stringify(report, null, 2) + '\n');
-process.stdout.write(JSON.stringify(report.results, null, 2) + '\n');
+await writeReport('dashboard', report, report.results);

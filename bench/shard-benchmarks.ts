@@ -8,9 +8,9 @@
  */
 import {execFileSync, spawn, type ChildProcess} from 'node:child_process';
 import {EventEmitter} from 'node:events';
-import {mkdir, mkdtemp, rm, writeFile} from 'node:fs/promises';
+import {mkdir, mkdtemp, rm} from 'node:fs/promises';
 import {connect} from 'node:net';
-import {cpus, tmpdir} from 'node:os';
+import {tmpdir} from 'node:os';
 import {dirname, join} from 'node:path';
 import OpenAI from 'openai';
 import {writeDemoModel, type DemoModelOptions} from '../engine/demo/demo-model.js';
@@ -34,6 +34,7 @@ import {startDaemon, waitFor, type DaemonHandle} from '../harness/cli-process.js
 import {fetchStatus} from '../harness/node-status.js';
 import {TEST_RPC_DIR, testRpcBinaries} from '../harness/rpc-binaries.js';
 import {nodeIdOf, peersOf, startSwarmDaemon, startTestnet} from '../harness/swarm-fixture.js';
+import {machine, writeReport} from './lib/report.js';
 import {median, round} from './lib/statistics.js';
 import {StreamTimer, type StreamMeasurement} from './lib/stream-measurement.js';
 
@@ -613,7 +614,7 @@ try {
     const report = {
         benchmark: 'layer sharding: local vs 3-stage split over Hyperswarm (hosts sandboxed and guarded) vs the same split over direct TCP, with and without the host\'s guard; round trips at 10 ms RTT; failover; the sandbox\'s start cost',
         date: new Date().toISOString(),
-        machine: {cpu: cpus()[0]?.model, cores: cpus().length, node: process.version},
+        machine: machine(),
         model: {
             name: MODEL_NAME,
             why: 'the ~86M-parameter bench model of inference-benchmarks: a 3-stage split of it is practical here (4 layers a stage, 56.6 MB of weights to each host, loaded in seconds over loopback)',
@@ -669,12 +670,8 @@ try {
             }
         }
     };
-    await mkdir(new URL('./results/', import.meta.url), {recursive: true});
-    const out = new URL('./results/shard.json', import.meta.url);
-    await writeFile(out, JSON.stringify(report, null, 2) + '\n');
-    process.stdout.write(JSON.stringify({ratios: report.results.ratios, guard: {...report.results.guard.validation, replayMs: undefined}, sandbox: report.results.sandbox.startMs, roundTrips,
-        failover: {...report.results.failover, trialsDetail: undefined}, bytesPerToken}, null, 2) + '\n');
-    process.stderr.write(`wrote ${out.pathname}\n`);
+    await writeReport('shard', report, {ratios: report.results.ratios, guard: {...report.results.guard.validation, replayMs: undefined},
+        sandbox: report.results.sandbox.startMs, roundTrips, failover: {...report.results.failover, trialsDetail: undefined}, bytesPerToken});
 } finally {
     for (const daemon of daemons)
         await daemon.stop('SIGKILL').catch(() => undefined);
