@@ -3,8 +3,8 @@
  * render one frame of a busy dashboard. Writes bench/results/dashboard.json.
  */
 import {execFile} from 'node:child_process';
-import {mkdir, readFile, writeFile} from 'node:fs/promises';
-import {cpus} from 'node:os';
+import {readFile} from 'node:fs/promises';
+import {setTimeout as sleep} from 'node:timers/promises';
 import {promisify} from 'node:util';
 import {createElement} from 'react';
 import {render} from 'ink-testing-library';
@@ -12,6 +12,7 @@ import {DashboardView} from '../tui/dashboard-view.js';
 import {busyDashboardState} from '../harness/dashboard-fixtures.js';
 import {CLI_PATH, waitFor} from '../harness/cli-process.js';
 import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
+import {machine, writeReport} from './lib/report.js';
 import {round} from './lib/statistics.js';
 
 const run = promisify(execFile);
@@ -39,9 +40,9 @@ async function idleCpu() {
             `env -u CI ${process.execPath} ${CLI_PATH} start --model demo --offline --threads 1 --port 0 --data-dir ${fixture.dataDir}`]);
         await waitFor(async () => (await run('tmux', ['capture-pane', '-p', '-t', session])).stdout.includes('engine ready'), 30_000, 200);
         const shell = Number((await run('tmux', ['list-panes', '-t', session, '-F', '#{pane_pid}'])).stdout.trim());
-        await new Promise((resolve) => setTimeout(resolve, 3_000)); // settle after start-up
+        await sleep(3_000); // settle after start-up
         const before = await cpuSeconds(shell);
-        await new Promise((resolve) => setTimeout(resolve, IDLE_SECONDS * 1000));
+        await sleep(IDLE_SECONDS * 1000);
         const used = await cpuSeconds(shell) - before;
         return {seconds: IDLE_SECONDS, cpuPercentOfOneCore: round((used / IDLE_SECONDS) * 100, 2), includes: 'node main process + engine worker'};
     } finally {
@@ -68,10 +69,8 @@ function renderCost() {
 const report = {
     benchmark: 'dashboard: idle CPU in a real terminal, render cost per frame',
     date: new Date().toISOString(),
-    machine: {cpu: cpus()[0]?.model, cores: cpus().length, node: process.version},
+    machine: machine(),
     targets: {idleCpuPercentOfOneCore: '< 2'},
     results: {idle: await idleCpu(), render: renderCost()}
 };
-await mkdir(new URL('./results/', import.meta.url), {recursive: true});
-await writeFile(new URL('./results/dashboard.json', import.meta.url), JSON.stringify(report, null, 2) + '\n');
-process.stdout.write(JSON.stringify(report.results, null, 2) + '\n');
+await writeReport('dashboard', report, report.results);

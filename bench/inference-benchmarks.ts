@@ -3,8 +3,8 @@
  * same model, prompt, threads and client load. Writes bench/results/inference.json. Targets are reported,
  * never asserted: benchmarks measure, tests check behaviour.
  */
-import {mkdir, mkdtemp, readFile, rm, writeFile} from 'node:fs/promises';
-import {cpus, tmpdir} from 'node:os';
+import {mkdir, mkdtemp, readFile, rm} from 'node:fs/promises';
+import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import OpenAI from 'openai';
 import {writeDemoModel, type DemoModelOptions} from '../engine/demo/demo-model.js';
@@ -13,6 +13,7 @@ import {startDaemon} from '../harness/cli-process.js';
 import {repeatedPrompt} from '../harness/generation-requests.js';
 import {openDirectLlama} from './lib/direct-llama.js';
 import {llamaServerAvailable, startLlamaServer} from './lib/llama-server.js';
+import {machine, reportFile, writeReport} from './lib/report.js';
 import {median, round} from './lib/statistics.js';
 import {
     measureConcurrentClients, measurePromptInterference, measureStreamedCompletion, type CompletionLoad, type StreamMeasurement
@@ -231,7 +232,7 @@ try {
     const report = {
         benchmark: 'inference: proxy vs node-llama-cpp in-process vs llama-server',
         date: new Date().toISOString(),
-        machine: {cpu: cpus()[0]?.model, cores: cpus().length, node: process.version},
+        machine: machine(),
         engineBuild,
         settings: {threads: THREADS, parallelSequences: PARALLEL, contextPerSequence: CONTEXT, temperature: 0, byteTokensBanned: true,
             perModel: Object.fromEntries(MODELS.map(({name, maxTokens, repeats, concurrency}) => [name, {maxTokens, repeats, concurrency}]))},
@@ -245,20 +246,17 @@ try {
         },
         results
     };
-    await mkdir(new URL('./results/', import.meta.url), {recursive: true});
     // Results with an engine built for this CPU go beside the ones with node-llama-cpp's shipped binaries.
-    const out = new URL(engineBuild === 'prebuilt' ? './results/inference.json' : './results/inference-local-build.json', import.meta.url);
+    const name = engineBuild === 'prebuilt' ? 'inference' : 'inference-local-build';
     if (only !== undefined) {
         // Some models only: the others keep their earlier results (their own dates).
-        const earlier = JSON.parse(await readFile(out, 'utf8').catch(() => '{"results": []}')) as {date?: string, results: {model: string, date?: string}[]};
+        const earlier = JSON.parse(await readFile(reportFile(name), 'utf8').catch(() => '{"results": []}')) as {date?: string, results: {model: string, date?: string}[]};
         const measured = new Set(results.map((result) => result.model));
         report.results = [...earlier.results.filter((result) => !measured.has(result.model))
             .map((result) => ({...result, date: result.date ?? earlier.date})), ...results] as typeof results;
         report.results.sort((a, b) => MODELS.findIndex((model) => model.name === a.model) - MODELS.findIndex((model) => model.name === b.model));
     }
-    await writeFile(out, JSON.stringify(report, null, 2) + '\n');
-    process.stdout.write(JSON.stringify(results.map((result) => ({model: result.model, ...result.ratios})), null, 2) + '\n');
-    process.stderr.write(`wrote ${out.pathname}\n`);
+    await writeReport(name, report, results.map((result) => ({model: result.model, ...result.ratios})));
 } finally {
     await rm(dir, {recursive: true, force: true});
 }

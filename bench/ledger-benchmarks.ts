@@ -3,8 +3,8 @@
  * a log of a million records, gas per anchor on a local EVM node, and whether a burst of ledger writes slows the
  * tokens a node streams. Writes bench/results/ledger.json. `LEDGER_BENCH_RECORDS` sets the verified log's size.
  */
-import {mkdir, mkdtemp, rm, writeFile} from 'node:fs/promises';
-import {cpus, tmpdir} from 'node:os';
+import {mkdtemp, rm} from 'node:fs/promises';
+import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {Wallet} from 'ethers';
 import {EngineSupervisor} from '../engine/engine-supervisor.js';
@@ -17,6 +17,7 @@ import type {LedgerRecord} from '../ledger/records.js';
 import {verifyLog} from '../ledger/verify-log.js';
 import {startEvmNode} from '../harness/evm-node.js';
 import {countersignedReceipt, keyPair, servedRecord} from '../harness/ledger-fixture.js';
+import {machine, writeReport} from './lib/report.js';
 import {median, round} from './lib/statistics.js';
 
 const APPEND_RECORDS = 50_000;
@@ -171,16 +172,14 @@ try {
     const verify = await verifyTime();
     log(JSON.stringify(verify));
     const results = {
-        machine: {cpu: cpus()[0]?.model, cores: cpus().length, node: process.version},
+        machine: machine(),
         measuredAt: new Date().toISOString(),
         appends,
         verify,
         anchoring,
         streaming
     };
-    await mkdir(new URL('./results/', import.meta.url), {recursive: true});
-    await writeFile(new URL('./results/ledger.json', import.meta.url), JSON.stringify(results, null, 2) + '\n');
-    process.stdout.write(JSON.stringify(results, null, 2) + '\n');
+    await writeReport('ledger', results);
 } finally {
     await rm(dir, {recursive: true, force: true});
 }

@@ -8,15 +8,17 @@
  * there the failure codes A reports are the result. Needs root (labSupported() says why not; then it is skipped,
  * exit 0, and bench/results/relay.json is left as it was). Writes bench/results/relay.json.
  */
-import {copyFile, mkdir, mkdtemp, rm, writeFile} from 'node:fs/promises';
-import {cpus, loadavg, tmpdir} from 'node:os';
+import {copyFile, mkdir, mkdtemp, rm} from 'node:fs/promises';
+import {loadavg, tmpdir} from 'node:os';
 import {join} from 'node:path';
+import {setTimeout as sleep} from 'node:timers/promises';
 import OpenAI from 'openai';
 import {writeDemoModel} from '../engine/demo/demo-model.js';
 import {type DaemonHandle, waitFor} from '../harness/cli-process.js';
 import {startLabDaemon} from '../harness/lab-daemon.js';
 import {createLab, labSupported, type Lab, type LabHost, type NatKind} from '../harness/netns-lab.js';
 import {fetchStatus} from '../harness/node-status.js';
+import {machine, writeReport} from './lib/report.js';
 import {median, round} from './lib/statistics.js';
 import {measureStreamedCompletion, type CompletionLoad, type StreamMeasurement} from './lib/stream-measurement.js';
 
@@ -194,7 +196,7 @@ async function runTry(combination: Combination, index: number): Promise<Try> {
                 // A's API busy or a poll cut short: poll again.
             }
             if (!peer)
-                await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+                await sleep(POLL_MS);
         }
         const connectedAt = performance.now();
         result.failureCodes = [...codes];
@@ -285,7 +287,7 @@ try {
     const report = {
         benchmark: 'connections across NATs in a network-namespace lab: time to the first peer, the route, tokens/s through it',
         date: new Date().toISOString(),
-        machine: {cpu: cpus()[0]?.model, cores: cpus().length, node: process.version, loadAverageAtStart: loadAtStart, loadAverageAtEnd: loadavg().map((load) => round(load))},
+        machine: machine({loadAverageAtStart: loadAtStart, loadAverageAtEnd: loadavg().map((load) => round(load))}),
         settings: {
             tries: TRIES, freshLabPerTry: true, model: MODEL.name, maxTokens: MAX_TOKENS, runs: RUNS, warmUps: 1, temperature: 0, threads: 1,
             connectTimeoutMs: CONNECT_TIMEOUT_MS, noRelayWaitMs: NO_RELAY_WAIT_MS, relayMode: 'auto (default) on every node',
@@ -298,9 +300,7 @@ try {
         durationS: round((performance.now() - startedAt) / 1000, 1),
         results
     };
-    await mkdir(new URL('./results/', import.meta.url), {recursive: true});
-    await writeFile(new URL('./results/relay.json', import.meta.url), JSON.stringify(report, null, 2) + '\n');
-    process.stdout.write(JSON.stringify(results.map(({combination, summary}) => ({combination, ...summary})), null, 2) + '\n');
+    await writeReport('relay', report, results.map(({combination, summary}) => ({combination, ...summary})));
     log(`done in ${report.durationS} s`);
 } finally {
     await rm(dir, {recursive: true, force: true});

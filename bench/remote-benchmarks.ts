@@ -3,14 +3,15 @@
  * against the same client streaming from B directly; and the gap a client sees when the serving peer is killed
  * mid-answer (the token deadline follows the pace, docs/architecture.md "Swarm"). Writes bench/results/remote.json.
  */
-import {mkdir, mkdtemp, rm, writeFile} from 'node:fs/promises';
-import {cpus, tmpdir} from 'node:os';
+import {mkdir, mkdtemp, rm} from 'node:fs/promises';
+import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import OpenAI from 'openai';
 import {writeDemoModel} from '../engine/demo/demo-model.js';
 import type {DaemonHandle} from '../harness/cli-process.js';
 import {fetchStatus} from '../harness/node-status.js';
 import {nodeIdOf, startSwarmDaemon, startTestnet, waitForPeers} from '../harness/swarm-fixture.js';
+import {machine, writeReport} from './lib/report.js';
 import {median, round} from './lib/statistics.js';
 import {measureStreamedCompletion, type CompletionLoad, type StreamMeasurement} from './lib/stream-measurement.js';
 
@@ -126,15 +127,13 @@ try {
     const report = {
         benchmark: 'remote inference: client → A → peer B, against client → B, loopback testnet; failover gap',
         date: new Date().toISOString(),
-        machine: {cpu: cpus()[0]?.model, cores: cpus().length, node: process.version},
+        machine: machine(),
         settings: {maxTokens: 256, repeats: REPEATS, temperature: 0, threads: 1},
         targets: {tokensPerSecond: '>= 0.9 of direct', addedTtftMs: '< 50', failoverGapMs: '< 2000'},
         results,
         failover
     };
-    await mkdir(new URL('./results/', import.meta.url), {recursive: true});
-    await writeFile(new URL('./results/remote.json', import.meta.url), JSON.stringify(report, null, 2) + '\n');
-    process.stdout.write(JSON.stringify(results, null, 2) + '\n');
+    await writeReport('remote', report, results);
 } finally {
     await testnet.destroy();
     await rm(dir, {recursive: true, force: true});

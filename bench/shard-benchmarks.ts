@@ -2,15 +2,14 @@
  * Layer sharding (docs/architecture.md, "Sharding"): one generated model, whole on one node against split over
  * three stages through Hyperswarm (coordinator + 2 hosts, real nodes on a loopback testnet) against the same split
  * over direct TCP (the same engine child, tunnel endpoints and RPC codec, in front of real rpc servers, no
- * Hyperswarm); round trips per token per remote stage with 10 ms RTT (rpc servers in network namespaces behind
- * netem); failover after a host's SIGKILL and where resumed text parts from an uninterrupted run; bytes per
- * token per stage. Writes bench/results/shard.json. Targets are reported, never asserted.
+ * Hyperswarm); round trips per token per remote stage with 10 ms RTT (rpc servers in network namespaces of
+ * harness/netns-lab.ts, behind netem); failover after a host's SIGKILL and where resumed text parts from an
+ * uninterrupted run; bytes per token per stage. Writes bench/results/shard.json. Targets are reported, never asserted.
  */
-import {execFileSync, spawn, type ChildProcess} from 'node:child_process';
 import {EventEmitter} from 'node:events';
-import {mkdir, mkdtemp, rm, writeFile} from 'node:fs/promises';
+import {mkdir, mkdtemp, rm} from 'node:fs/promises';
 import {connect} from 'node:net';
-import {cpus, tmpdir} from 'node:os';
+import {tmpdir} from 'node:os';
 import {dirname, join} from 'node:path';
 import OpenAI from 'openai';
 import {writeDemoModel, type DemoModelOptions} from '../engine/demo/demo-model.js';
@@ -33,7 +32,9 @@ import {TunnelEndpoint} from '../inference/sharded/tunnel/tunnel-endpoint.js';
 import {startDaemon, waitFor, type DaemonHandle} from '../harness/cli-process.js';
 import {fetchStatus} from '../harness/node-status.js';
 import {TEST_RPC_DIR, testRpcBinaries} from '../harness/rpc-binaries.js';
+import {createLab, labSupported, netemSupported, type Lab, type LabHost} from '../harness/netns-lab.js';
 import {nodeIdOf, peersOf, startSwarmDaemon, startTestnet} from '../harness/swarm-fixture.js';
+import {machine, writeReport} from './lib/report.js';
 import {median, round} from './lib/statistics.js';
 import {StreamTimer, type StreamMeasurement} from './lib/stream-measurement.js';
 
@@ -60,11 +61,6 @@ const KILL_AT = [16, 64, 112, 160, 208];
 /** A resumed stream's first token follows the largest silence after the kill; tokens come every few ms otherwise. */
 const RTT_MS = 10;
 const NETNS_REPEATS = 3;
-/** Namespaces and veth links this benchmark creates, and only these; private addresses that exist only on them. */
-const NAMESPACES = [1, 2].map((index) => ({
-    name: `sdbench${index}`, outer: `sdbench${index}a`, inner: `sdbench${index}b`,
-    outerAddress: `10.231.${index}.1`, innerAddress: `10.231.${index}.2`, port: 50_100 + index
-}));
 
 interface Chunk {
     text: string,
@@ -303,108 +299,53 @@ function partingAfterSeam(text: string, reference: string, referenceChunks: Chun
 
 // --- network namespaces ---------------------------------------------------------------------------------------
 
-function command(file: string, args: string[]) {
-    execFileSync(file, args, {stdio: ['ignore', 'ignore', 'pipe']});
-}
+/** The lab's hosts of the remote stages' rpc servers: direct links from this process, no DHT (harness/netns-lab.ts). */
+const STAGE_HOSTS = ['stage1', 'stage2'];
+const STAGE_PORT = 50_101;
 
-function tryCommand(file: string, args: string[]) {
-    try {
-        command(file, args);
-    } catch {
-        // already gone
-    }
-}
-
-function netToolsAvailable() {
-    try {
-        execFileSync('ip', ['-V'], {stdio: 'ignore'});
-        execFileSync('tc', ['-V'], {stdio: 'ignore'});
-        return true;
-    } catch {
-        return false;
-    }
-}
-
-/** Removes what `createNamespaces` made; safe to call any number of times, at exit too. */
-function removeNamespaces() {
-    for (const ns of NAMESPACES) {
-        tryCommand('ip', ['netns', 'del', ns.name]);
-        tryCommand('ip', ['link', 'del', ns.outer]); // gone with the namespace's end, unless that failed half-way
-    }
-}
-
-function createNamespaces() {
-    removeNamespaces(); // leftovers of an earlier run killed outright
-    for (const ns of NAMESPACES) {
-        command('ip', ['netns', 'add', ns.name]);
-        command('ip', ['link', 'add', ns.outer, 'type', 'veth', 'peer', 'name', ns.inner]);
-        command('ip', ['link', 'set', ns.inner, 'netns', ns.name]);
-        command('ip', ['addr', 'add', `${ns.outerAddress}/30`, 'dev', ns.outer]);
-        command('ip', ['link', 'set', ns.outer, 'up']);
-        command('ip', ['netns', 'exec', ns.name, 'ip', 'link', 'set', 'lo', 'up']);
-        command('ip', ['netns', 'exec', ns.name, 'ip', 'addr', 'add', `${ns.innerAddress}/30`, 'dev', ns.inner]);
-        command('ip', ['netns', 'exec', ns.name, 'ip', 'link', 'set', ns.inner, 'up']);
-    }
-}
-
-/** Whether this kernel has netem (a container's kernel may lack sch_netem). */
-function netemAvailable() {
-    const ns = NAMESPACES[0]!;
-    try {
-        command('tc', ['qdisc', 'replace', 'dev', ns.outer, 'root', 'netem', 'delay', '0ms']);
-        command('tc', ['qdisc', 'del', 'dev', ns.outer, 'root']);
-        return true;
-    } catch {
-        return false;
-    }
-}
-
-/** netem on both ends of every link: `delayMs` each way, so the round trip is twice that. */
-function setDelay(delayMs: number) {
-    for (const ns of NAMESPACES) {
-        command('tc', ['qdisc', 'replace', 'dev', ns.outer, 'root', 'netem', 'delay', `${delayMs}ms`]);
-        command('ip', ['netns', 'exec', ns.name, 'tc', 'qdisc', 'replace', 'dev', ns.inner, 'root', 'netem', 'delay', `${delayMs}ms`]);
-    }
-}
-
-/** An rpc server inside a namespace, as the node runs it (setpriv ties it to this process), on the namespace's address. */
-async function startNamespacedServer(files: RpcServerFiles, ns: typeof NAMESPACES[number]): Promise<ChildProcess> {
+/** An rpc server inside a lab host, as the node runs it (setpriv ties it to this process), on the host's direct address. */
+async function startNamespacedServer(files: RpcServerFiles, host: LabHost) {
     const env = {...process.env};
     delete env.GGML_BACKEND_PATH;
-    const child = spawn('ip', ['netns', 'exec', ns.name, 'setpriv', '--pdeathsig', 'KILL', '--', files.serverPath,
-        '-H', ns.innerAddress, '-p', String(ns.port), '-t', String(THREADS)], {cwd: dirname(files.serverPath), env, stdio: 'ignore'});
+    const address = {host: host.directAddress!, port: STAGE_PORT};
+    host.spawn('setpriv', ['--pdeathsig', 'KILL', '--', files.serverPath, '-H', address.host, '-p', String(address.port), '-t', String(THREADS)],
+        {cwd: dirname(files.serverPath), env, stdio: 'ignore'});
     await waitFor(() => new Promise<boolean>((resolve) => {
-        const socket = connect({host: ns.innerAddress, port: ns.port});
+        const socket = connect(address);
         socket.once('connect', () => {
             socket.destroy();
             resolve(true);
         });
         socket.once('error', () => resolve(false));
     }), 30_000, 100);
-    return child;
+    return address;
 }
 
 async function roundTripsWithDelay(modelPath: string, files: RpcServerFiles, coordinatorLayers: number, stageLayers: number[]) {
-    if (process.platform !== 'linux' || !netToolsAvailable())
-        return {skipped: 'skipped: no ip/tc (iproute2) on this machine'};
-    const children: ChildProcess[] = [];
+    const support = labSupported();
+    if (!support.ok)
+        return {skipped: `skipped: ${support.reason}`};
+    let lab: Lab | undefined;
     let output: RpcServerHost[] = [];
     let direct: Awaited<ReturnType<typeof startDirectPipeline>> | undefined;
     try {
-        createNamespaces();
-        for (const ns of NAMESPACES)
-            children.push(await startNamespacedServer(files, ns));
+        lab = await createLab(STAGE_HOSTS.map((name) => ({name, nat: 'none', direct: true})), {dhtNodes: 0});
+        const labHosts = lab.hosts;
+        const hosts = STAGE_HOSTS.map((name) => labHosts[name]!);
+        const stageServers = [];
+        for (const host of hosts)
+            stageServers.push(await startNamespacedServer(files, host));
         output = await startRpcServers(files, 2);
-        const netem = netemAvailable();
+        const netem = netemSupported();
         let userDelayMs = 0;
-        direct = await startDirectPipeline(modelPath, files, coordinatorLayers, stageLayers,
-            NAMESPACES.map((ns) => ({host: ns.innerAddress, port: ns.port})), ownDevices(output),
+        direct = await startDirectPipeline(modelPath, files, coordinatorLayers, stageLayers, stageServers, ownDevices(output),
             netem ? undefined : () => userDelayMs);
         const started = direct;
         process.stderr.write(`[netns] no added delay (${netem ? 'netem' : 'no netem in this kernel: delay in user space'})\n`);
         const without = summarize((await repeat(NETNS_REPEATS, () => generate(started.engine))).runs);
         if (netem)
-            setDelay(RTT_MS / 2);
+            for (const host of hosts)
+                await host.setDelay(RTT_MS / 2);
         else
             userDelayMs = RTT_MS / 2;
         DelayedStream.applied.length = 0;
@@ -427,15 +368,13 @@ async function roundTripsWithDelay(modelPath: string, files: RpcServerFiles, coo
     } finally {
         await direct?.stop().catch(() => undefined);
         await Promise.all(output.map((server) => server.stop()));
-        for (const child of children)
-            child.kill('SIGKILL');
-        removeNamespaces();
+        await lab?.close();
     }
 }
 
 // --- the benchmark --------------------------------------------------------------------------------------------
 
-process.on('exit', removeNamespaces);
+// The lab deletes its namespaces on exit, which these signals would skip.
 for (const signal of ['SIGINT', 'SIGTERM'] as const)
     process.once(signal, () => process.exit(130));
 
@@ -614,7 +553,7 @@ try {
     const report = {
         benchmark: 'layer sharding: local vs 3-stage split over Hyperswarm (hosts sandboxed and guarded) vs the same split over direct TCP, with and without the host\'s guard; round trips at 10 ms RTT; failover; the sandbox\'s start cost',
         date: new Date().toISOString(),
-        machine: {cpu: cpus()[0]?.model, cores: cpus().length, node: process.version},
+        machine: machine(),
         model: {
             name: MODEL_NAME,
             why: 'the ~86M-parameter bench model of inference-benchmarks: a 3-stage split of it is practical here (4 layers a stage, 56.6 MB of weights to each host, loaded in seconds over loopback)',
@@ -670,16 +609,11 @@ try {
             }
         }
     };
-    await mkdir(new URL('./results/', import.meta.url), {recursive: true});
-    const out = new URL('./results/shard.json', import.meta.url);
-    await writeFile(out, JSON.stringify(report, null, 2) + '\n');
-    process.stdout.write(JSON.stringify({ratios: report.results.ratios, guard: {...report.results.guard.validation, replayMs: undefined}, sandbox: report.results.sandbox.startMs, roundTrips,
-        failover: {...report.results.failover, trialsDetail: undefined}, bytesPerToken}, null, 2) + '\n');
-    process.stderr.write(`wrote ${out.pathname}\n`);
+    await writeReport('shard', report, {ratios: report.results.ratios, guard: {...report.results.guard.validation, replayMs: undefined},
+        sandbox: report.results.sandbox.startMs, roundTrips, failover: {...report.results.failover, trialsDetail: undefined}, bytesPerToken});
 } finally {
     for (const daemon of daemons)
         await daemon.stop('SIGKILL').catch(() => undefined);
-    removeNamespaces();
     await testnet.destroy();
     await rm(dir, {recursive: true, force: true});
 }

@@ -10,18 +10,19 @@
  * a client that repeats its prompt would. Writes bench/results/structured-output.json. Targets are reported, never
  * asserted.
  */
-import {mkdir, mkdtemp, rm, writeFile} from 'node:fs/promises';
-import {cpus, loadavg, tmpdir} from 'node:os';
+import {mkdir, mkdtemp, rm} from 'node:fs/promises';
+import {loadavg, tmpdir} from 'node:os';
 import {join} from 'node:path';
-import Ajv2020Module from 'ajv/dist/2020.js';
 import {getLlama, resolveChatWrapper} from 'node-llama-cpp';
 import OpenAI from 'openai';
 import {writeDemoModel, type DemoModelOptions} from '../engine/demo/demo-model.js';
+import {Ajv2020} from '../core/json-schema/ajv.js';
 import {DEMO_TOOL_TOKENS} from '../engine/demo/demo-vocab.js';
 import {tokensOfOpen, toolCallSyntaxOf} from '../engine/worker/tool-calling.js';
 import {byteTokenBan} from '../harness/byte-token-ban.js';
 import {startDaemon} from '../harness/cli-process.js';
 import {llamaServerAvailable, startLlamaServer} from './lib/llama-server.js';
+import {machine, writeReport} from './lib/report.js';
 import {median, round} from './lib/statistics.js';
 import {StreamTimer} from './lib/stream-measurement.js';
 
@@ -81,7 +82,6 @@ const MODES: ModeSpec[] = [
 /** The unmeasured tool call before each measured one (see measureToolCall): more than strongdoge writes itself. */
 const COLD_CALL_MAX_TOKENS = 32;
 
-const Ajv2020 = (Ajv2020Module as unknown as {default: typeof Ajv2020Module.default}).default;
 const ajv = new Ajv2020({strict: false, validateFormats: false});
 const validators: Record<Mode, ((value: unknown) => boolean) | undefined> = {
     plain: undefined,
@@ -558,9 +558,8 @@ try {
     const report = {
         benchmark: 'structured output: plain vs json_schema vs json_object vs a tool call, strongdoge proxy vs llama-server',
         date: new Date().toISOString(),
-        machine: {cpu: cpus()[0]?.model, cores: cpus().length, node: process.version,
-            loadAverage: {before: loadBefore, after: loadavg().map((value) => round(value)),
-                oneMinuteDuring: loadDuring.length > 0 ? {median: round(median(loadDuring)), max: round(Math.max(...loadDuring))} : undefined}},
+        machine: machine({loadAverage: {before: loadBefore, after: loadavg().map((value) => round(value)),
+            oneMinuteDuring: loadDuring.length > 0 ? {median: round(median(loadDuring)), max: round(Math.max(...loadDuring))} : undefined}}),
         engineBuild,
         durationSeconds: round((performance.now() - startedAt) / 1000, 1),
         settings: {model: MODEL_NAME, modelOptions: MODEL, threads: THREADS, parallelSequences: PARALLEL, contextPerSequence: CONTEXT,
@@ -624,16 +623,12 @@ try {
         ]}}),
         ratios
     };
-    await mkdir(new URL('./results/', import.meta.url), {recursive: true});
-    const out = new URL('./results/structured-output.json', import.meta.url);
-    await writeFile(out, JSON.stringify(report, null, 2) + '\n');
     const validity = (name: Contestant['name'], mode: Mode) => {
         const summary = results[name][mode];
         return 'finished' in summary ? `${summary.validOfFinished} valid of ${summary.finished} finished` : '';
     };
-    process.stdout.write(JSON.stringify({ratios, valid: Object.fromEntries(servers.map((name) => [name, {
-        json_schema: validity(name, 'json_schema'), json_object: validity(name, 'json_object'), tool_call: validity(name, 'tool_call')}]))}, null, 2) + '\n');
-    process.stderr.write(`wrote ${out.pathname}\n`);
+    await writeReport('structured-output', report, {ratios, valid: Object.fromEntries(servers.map((name) => [name, {
+        json_schema: validity(name, 'json_schema'), json_object: validity(name, 'json_object'), tool_call: validity(name, 'tool_call')}]))});
 } finally {
     clearInterval(loadSampler);
     for (const stop of stops.reverse())

@@ -2,8 +2,6 @@
  * Swarm benchmarks on a loopback HyperDHT testnet: time to the first connected peer, time for 30 nodes
  * to see each other, and per-message cost of the control protocol. Writes bench/results/swarm.json.
  */
-import {mkdir, writeFile} from 'node:fs/promises';
-import {cpus} from 'node:os';
 import crypto from 'hypercore-crypto';
 import {shortNodeId} from '../swarm/node-identity.js';
 import {controlMessageSchema, decodeFrame, encodeFrame} from '../swarm/protocol/control-messages.js';
@@ -11,6 +9,7 @@ import {SwarmNode} from '../swarm/swarm-node.js';
 import {capabilitiesFixture} from '../harness/capabilities-fixture.js';
 import {startTestnet} from '../harness/swarm-fixture.js';
 import {waitFor} from '../harness/cli-process.js';
+import {machine, writeReport} from './lib/report.js';
 import {median, round} from './lib/statistics.js';
 
 const FIRST_PEER_TRIALS = 20;
@@ -112,13 +111,11 @@ try {
     const report = {
         benchmark: 'swarm on a loopback HyperDHT testnet',
         date: new Date().toISOString(),
-        machine: {cpu: cpus()[0]?.model, cores: cpus().length, node: process.version},
+        machine: machine(),
         targets: {firstPeerMedianMs: '< 1000', meshFullyConnectedMs: '< 15000'},
         results: {firstPeer, mesh, messages}
     };
-    await mkdir(new URL('./results/', import.meta.url), {recursive: true});
-    await writeFile(new URL('./results/swarm.json', import.meta.url), JSON.stringify(report, null, 2) + '\n');
-    process.stdout.write(JSON.stringify(report.results, null, 2) + '\n');
+    await writeReport('swarm', report, report.results);
 } finally {
     await testnet.destroy();
 }

@@ -1,7 +1,5 @@
-import Ajv2020Module, {type ValidateFunction} from 'ajv/dist/2020.js';
+import {Ajv2020, type ValidateFunction} from '../core/json-schema/ajv.js';
 
-// ajv is CommonJS: its default export arrives as the module object under NodeNext.
-const Ajv2020 = (Ajv2020Module as unknown as {default: typeof Ajv2020Module.default}).default;
 const ajv = new Ajv2020({strict: false, validateFormats: false});
 
 /**

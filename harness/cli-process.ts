@@ -1,6 +1,7 @@
 import {spawn, type ChildProcess, type SpawnOptions} from 'node:child_process';
 import {once} from 'node:events';
 import {createInterface} from 'node:readline';
+import {setTimeout as sleep} from 'node:timers/promises';
 import {fileURLToPath} from 'node:url';
 import {TEST_RPC_DIR} from './rpc-binaries.js';
 
@@ -102,6 +103,6 @@ export async function waitFor(condition: () => Promise<boolean> | boolean, timeo
         }
         if (Date.now() > deadline)
             throw new Error(`condition not met within ${timeoutMs} ms`);
-        await new Promise((resolve) => setTimeout(resolve, intervalMs));
+        await sleep(intervalMs);
     }
 }

@@ -4,6 +4,7 @@ import {mkdtemp, rm, writeFile} from 'node:fs/promises';
 import {createRequire} from 'node:module';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
+import {setTimeout as sleep} from 'node:timers/promises';
 import {freePort} from './free-port.js';
 
 /** Dogechain's chain id, so tests see what `ledger` will see in production. */
@@ -105,7 +106,7 @@ async function launch(dir: string, port: number, url: string, chainId: number) {
             await terminate(child);
             throw new Error(`hardhat node answered chain id ${answered}, expected ${chainId}`);
         }
-        await new Promise((resolve) => setTimeout(resolve, READY_POLL_MS));
+        await sleep(READY_POLL_MS);
     }
     await terminate(child);
     throw new Error(`hardhat node did not answer on ${url} within ${READY_TIMEOUT_MS} ms: ${output}`);

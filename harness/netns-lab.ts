@@ -23,6 +23,13 @@
  *     t.teardown(() => lab.close());
  *     const child = lab.hosts.a!.spawnNode(script, ['--bootstrap', lab.bootstrap], {stdio: ['ignore', 'pipe', 'inherit']});
  *
+ * A host made with `direct: true` is also joined to this process's own namespace by a veth link of its own, so this
+ * process can connect to `host.directAddress` (past the internet and any NAT; the link carries nothing else), and
+ * `host.setDelay(ms)` puts netem on the host's links where the kernel has it (`netemSupported()`). A lab that only
+ * needs such hosts can do without the DHT (`dhtNodes: 0`):
+ *     const lab = await createLab([{name: 'stage', nat: 'none', direct: true}], {dhtNodes: 0});
+ *     lab.hosts.stage!.spawn(server, ['--host', lab.hosts.stage!.directAddress!]);
+ *
  * Things to know:
  * - A process inside a host cannot be reached from the test process (another network namespace): talk to it over
  *   its stdio, over a Unix socket (those are not namespaced), or with lab.exec(host.namespace, ...).
@@ -42,6 +49,13 @@ import {isAlive} from './processes.js';
  * router); 'random': behind MASQUERADE --random-fully, a new random port per destination (a symmetric NAT). */
 export type NatKind = 'none' | 'consistent' | 'random';
 
+/** A host to build: `direct` joins it to this process's namespace too (the top of the file says how). */
+export interface LabHostOptions {
+    name: string,
+    nat: NatKind,
+    direct?: boolean
+}
+
 export interface LabHost {
     name: string,
     nat: NatKind,
@@ -53,6 +67,12 @@ export interface LabHost {
     address: string,
     /** The address the internet sees it as (its router's WAN address behind a NAT). */
     publicAddress: string,
+    /** The host's address on its direct link, which this process reaches; null without `direct`. */
+    directAddress: string | null,
+    /** Puts `ms` of delay each way (netem) on the host's own links (to its router or the internet, and its direct
+     * link), so every round trip from the host gains twice that; 0 takes it off again. Fails where the kernel has
+     * no netem (`netemSupported()`). */
+    setDelay(ms: number): Promise<void>,
     /** Spawns `command` inside the host's namespace; the lab kills it on close. */
     spawn(command: string, args?: readonly string[], options?: SpawnOptions): ChildProcess,
     /** Spawns `node --import tsx script ...args` inside the host's namespace, from the repository root. */
@@ -78,7 +98,7 @@ export interface LabOptions {
     /** How many persistent HyperDHT nodes run on the internet (10 by default, as hyperdht/testnet.js). Why that
      * many: before each punch hyperdht samples its NAT by pinging routing-table nodes, skipping the 5 newest when it
      * knows 8 or more, and calls its NAT unknown (HOLEPUNCH_ABORTED) below 3 answers; with 3 nodes, every punch
-     * from behind a NAT aborts. */
+     * from behind a NAT aborts. 0: no DHT at all (`bootstrap` is empty), for a lab of direct hosts. */
     dhtNodes?: number,
     /** TTL the internet takes off each packet it forwards (8 by default; at least 5 kills low-TTL punches). */
     internetHops?: number
@@ -95,16 +115,23 @@ const PUBLIC = '11';
 const LAN = {router: '192.168.1.1', host: '192.168.1.2', prefix: 24};
 // Namespace names: sdlab-<pid>-<counter>-..., so a lab can tell leftovers of a dead process from a live neighbour's.
 const NAME_PREFIX = 'sdlab-';
+// Direct links: veth `sdlink<n>` in this process's namespace with the /30 n of 10.231.0.0/16 (.1 its end, .2 the
+// host's). The link's name claims n, atomically, across processes; close() deletes it (a deleted namespace would
+// take it along, but only a moment later).
+const DIRECT = {device: 'sdlink', hostDevice: 'direct', prefix: '10.231', links: 16_384};
 const run = promisify(execFile);
 let labCounter = 0;
 const openLabs = new Set<LabState>();
 
 interface LabState {
     namespaces: string[],
+    /** Direct links' ends in this process's namespace. */
+    links: string[],
     processes: Set<ChildProcess>
 }
 
 let supported: ReturnType<typeof labSupported> | undefined;
+let netem: boolean | undefined;
 
 /** Whether this machine can host a lab: root, ip and iptables (with the NAT and TTL targets) inside a new namespace. */
 export function labSupported(): {ok: true} | {ok: false, reason: string} {
@@ -138,18 +165,37 @@ function probe(): ReturnType<typeof labSupported> {
     }
 }
 
+/** Whether this kernel has netem, for `host.setDelay` (a container's kernel may lack sch_netem). Needs a lab. */
+export function netemSupported(): boolean {
+    netem ??= labSupported().ok && probeNetem();
+    return netem;
+}
+
+function probeNetem() {
+    const namespace = `${NAME_PREFIX}${process.pid}-netem`;
+    try {
+        execFileSync('ip', ['netns', 'add', namespace], {stdio: 'pipe'});
+        execFileSync('ip', ['netns', 'exec', namespace, 'tc', 'qdisc', 'add', 'dev', 'lo', 'root', 'netem', 'delay', '0ms'], {stdio: 'pipe'});
+        return true;
+    } catch {
+        return false;
+    } finally {
+        deleteNamespacesSync([namespace]);
+    }
+}
+
 /** Builds a lab with one host per entry (names: letters, digits and dashes) and starts its bootstrap nodes. */
-export async function createLab(hosts: {name: string, nat: NatKind}[], options: LabOptions = {}): Promise<Lab> {
+export async function createLab(hosts: LabHostOptions[], options: LabOptions = {}): Promise<Lab> {
     const {dhtNodes = 10, internetHops = 8} = options;
     const names = new Set(hosts.map((host) => host.name));
     if (names.size !== hosts.length || hosts.some((host) => !/^[a-z0-9][a-z0-9-]{0,30}$/i.test(host.name)))
         throw new Error(`lab host names must be unique letters, digits and dashes: ${hosts.map((host) => host.name).join(', ')}`);
-    if (hosts.length > 250 || dhtNodes < 1 || dhtNodes > 250)
-        throw new Error('a lab has at most 250 hosts and 1 to 250 DHT nodes');
+    if (hosts.length > 250 || dhtNodes < 0 || dhtNodes > 250)
+        throw new Error('a lab has at most 250 hosts and 0 to 250 DHT nodes');
     removeStaleNamespaces();
 
     const id = `${NAME_PREFIX}${process.pid}-${++labCounter}`;
-    const state: LabState = {namespaces: [], processes: new Set()};
+    const state: LabState = {namespaces: [], links: [], processes: new Set()};
     openLabs.add(state);
     registerExitHook();
 
@@ -179,7 +225,7 @@ export async function createLab(hosts: {name: string, nat: NatKind}[], options: 
         if (internetHops > 1)
             await inside(internet, 'iptables', '-t', 'mangle', '-A', 'PREROUTING', '-j', 'TTL', '--ttl-dec', String(internetHops - 1));
 
-        for (const [index, {name, nat}] of hosts.entries()) {
+        for (const [index, {name, nat, direct = false}] of hosts.entries()) {
             // Site n hangs off the internet on its own link: 11.n.0.1 (internet side) - 11.n.0.2 (the site).
             const site = index + 1;
             const publicAddress = `${PUBLIC}.${site}.0.2`;
@@ -192,6 +238,8 @@ export async function createLab(hosts: {name: string, nat: NatKind}[], options: 
             const edge = router ?? namespace;
             const edgeLink = router ? 'wan' : 'eth0';
             await ip('-n', internet, 'link', 'add', `site${site}`, 'type', 'veth', 'peer', 'name', edgeLink, 'netns', edge);
+            // Both ends of each of the host's own links, for setDelay: [namespace (null: this process's own), device].
+            const linkEnds: [string | null, string][] = [[namespace, 'eth0'], router ? [router, 'lan'] : [internet, `site${site}`]];
             await ip('-n', internet, 'address', 'add', `${PUBLIC}.${site}.0.1/24`, 'dev', `site${site}`);
             await ip('-n', internet, 'link', 'set', `site${site}`, 'up');
             await ip('-n', edge, 'address', 'add', `${publicAddress}/24`, 'dev', edgeLink);
@@ -209,16 +257,26 @@ export async function createLab(hosts: {name: string, nat: NatKind}[], options: 
                 restoring.child.stdin!.end(routerRules(nat));
                 await restoring;
             }
+            let directAddress: string | null = null;
+            if (direct) {
+                const link = await addDirectLink(state, namespace);
+                directAddress = link.hostAddress;
+                linkEnds.push([null, link.device], [namespace, DIRECT.hostDevice]);
+            }
             labHosts[name] = {
-                name, nat, namespace, router, publicAddress,
+                name, nat, namespace, router, publicAddress, directAddress,
                 address: router ? LAN.host : publicAddress,
+                setDelay: async (ms) => {
+                    for (const [where, device] of linkEnds)
+                        await run(...tc(where, 'qdisc', 'replace', 'dev', device, 'root', 'netem', 'delay', `${ms}ms`));
+                },
                 spawn: (command, args, spawnOptions) => spawnIn(namespace, command, args, spawnOptions),
                 spawnNode: (script, args = [], spawnOptions = {}) =>
                     spawnIn(namespace, process.execPath, ['--import', 'tsx', script, ...args], {cwd: ROOT, ...spawnOptions})
             };
         }
 
-        const nodes = await startBootstrap((args) => spawnIn(internet, process.execPath, args, {cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe']}),
+        const nodes = dhtNodes === 0 ? [] : await startBootstrap((args) => spawnIn(internet, process.execPath, args, {cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe']}),
             serverAddresses);
         let closing: Promise<void> | undefined;
         return {
@@ -232,6 +290,38 @@ export async function createLab(hosts: {name: string, nat: NatKind}[], options: 
     } catch (error) {
         await closeLab(state);
         throw error;
+    }
+}
+
+/** `tc ...args` in a namespace, or in this process's own (null), as run()'s arguments. */
+function tc(namespace: string | null, ...args: string[]): [string, string[]] {
+    return namespace === null ? ['tc', args] : ['ip', ['netns', 'exec', namespace, 'tc', ...args]];
+}
+
+/** A veth link from this process's namespace to `namespace`, on the first free /30 of the direct links' range. */
+async function addDirectLink(state: LabState, namespace: string) {
+    for (;;) {
+        const taken = new Set(execFileSync('ip', ['-o', 'link', 'show'], {encoding: 'utf8'}).split('\n')
+            .map((line) => new RegExp(`^\\d+: ${DIRECT.device}(\\d+)[@:]`).exec(line)?.[1]).filter((number) => number !== undefined).map(Number));
+        const number = Array.from({length: DIRECT.links}, (_, index) => index).find((index) => !taken.has(index));
+        if (number === undefined)
+            throw new Error(`every direct link (${DIRECT.links}) is taken`);
+        const device = `${DIRECT.device}${number}`;
+        try {
+            await run('ip', ['link', 'add', device, 'type', 'veth', 'peer', 'name', DIRECT.hostDevice, 'netns', namespace]);
+        } catch (error) {
+            // Another lab claimed the same number between the listing and now: list again.
+            if (/File exists/.test((error as {stderr?: string}).stderr ?? ''))
+                continue;
+            throw error;
+        }
+        state.links.push(device);
+        const address = (last: number) => `${DIRECT.prefix}.${Math.floor(number / 64)}.${(number % 64) * 4 + last}`;
+        await run('ip', ['address', 'add', `${address(1)}/30`, 'dev', device]);
+        await run('ip', ['link', 'set', device, 'up']);
+        await run('ip', ['-n', namespace, 'address', 'add', `${address(2)}/30`, 'dev', DIRECT.hostDevice]);
+        await run('ip', ['-n', namespace, 'link', 'set', DIRECT.hostDevice, 'up']);
+        return {device, hostAddress: address(2)};
     }
 }
 
@@ -299,6 +389,8 @@ async function closeLab(state: LabState) {
     // Processes the children started themselves: whatever still runs inside one of the lab's namespaces.
     for (const namespace of state.namespaces)
         killNamespaceProcessesSync(namespace);
+    deleteLinksSync(state.links);
+    state.links = [];
     deleteNamespacesSync(state.namespaces.reverse());
     state.namespaces = [];
     openLabs.delete(state);
@@ -314,6 +406,16 @@ function killNamespaceProcessesSync(namespace: string) {
     for (const pid of pids) {
         try {
             process.kill(Number(pid), 'SIGKILL');
+        } catch {
+            // Already gone.
+        }
+    }
+}
+
+function deleteLinksSync(links: string[]) {
+    for (const link of links) {
+        try {
+            execFileSync('ip', ['link', 'del', link], {stdio: 'ignore'});
         } catch {
             // Already gone.
         }
@@ -342,6 +444,7 @@ function registerExitHook() {
                 child.kill('SIGKILL');
             for (const namespace of state.namespaces)
                 killNamespaceProcessesSync(namespace);
+            deleteLinksSync(state.links);
             deleteNamespacesSync(state.namespaces);
         }
     });

@@ -4,6 +4,7 @@ import {openSync, writeSync} from 'node:fs';
 import {access} from 'node:fs/promises';
 import {join, resolve} from 'node:path';
 import {createInterface} from 'node:readline';
+import {setTimeout as sleep} from 'node:timers/promises';
 import {fileURLToPath} from 'node:url';
 import {Command} from 'commander';
 import type {Level} from 'pino';
@@ -229,7 +230,7 @@ async function runDemo(flags: DemoFlags) {
             '--threads', '1', '--context-size', String(CONTEXT_SIZE), '--rpc-dir', rpcDir];
         for (const name of HOSTS)
             hosts.push(spawnNode(name, [...common(name), ...sandboxArgs, '--daemon', '--port', '0', '--max-shard-memory', String(NODE_MEMORY)], nodeLogger, secret));
-        const timeout = new Promise<undefined[]>((resolve) => setTimeout(() => resolve([undefined]), HOST_START_TIMEOUT_MS).unref());
+        const timeout = sleep(HOST_START_TIMEOUT_MS, [undefined], {ref: false});
         const hostUrls = await Promise.race([Promise.all(hosts.map((host) => host.listening)), timeout]);
         aborted.signal.throwIfAborted();
         if (hostUrls.includes(undefined))
@@ -276,7 +277,7 @@ async function pipelineReady(origin: string, givenUp: () => boolean) {
         const pipeline = cluster?.pipelines[0];
         if (pipeline?.state === 'ready')
             return pipeline;
-        await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+        await sleep(POLL_MS);
     }
     return undefined;
 }

@@ -1,4 +1,5 @@
-import Ajv2020Module, {type ValidateFunction} from 'ajv/dist/2020.js';
+import {LRUCache} from 'lru-cache';
+import {Ajv2020, type ValidateFunction} from './ajv.js';
 import {schemaGrammarRules, SchemaGrammarError} from './schema-grammar.js';
 
 /**
@@ -7,15 +8,16 @@ import {schemaGrammarRules, SchemaGrammarError} from './schema-grammar.js';
  * can hold to; a finished reply must validate against it.
  */
 
-// ajv is CommonJS: its default export arrives as the module object under NodeNext.
-const Ajv2020 = (Ajv2020Module as unknown as {default: typeof Ajv2020Module.default}).default;
 // `format` is an annotation, as JSON Schema 2020-12 says by default; `strict: false` accepts keywords of other
 // vocabularies (OpenAI's `strict`, draft-07's `definitions`).
 const ajv = new Ajv2020({strict: false, validateFormats: false, allErrors: false});
 
-/** Compiled validators by schema text: clients send the same schema with every request. */
-const MAX_CACHED_SCHEMAS = 64;
-const validators = new Map<string, ValidateFunction>();
+/**
+ * Compiled validators by schema text: clients send the same schema with every request, so the least recently used
+ * one is dropped when a new schema needs room.
+ */
+export const MAX_CACHED_SCHEMAS = 64;
+const validators = new LRUCache<string, ValidateFunction>({max: MAX_CACHED_SCHEMAS});
 
 function withoutDialect(schema: Record<string, unknown>) {
     // Every dialect is read as 2020-12: a `$schema` naming draft-07 would make ajv look for that meta-schema.
@@ -23,16 +25,15 @@ function withoutDialect(schema: Record<string, unknown>) {
     return rest;
 }
 
-function validatorFor(schema: Record<string, unknown>): ValidateFunction {
+/** The compiled validator for a schema, from the cache when the same schema was compiled lately. Throws what ajv throws. */
+export function validatorFor(schema: Record<string, unknown>): ValidateFunction {
     const key = JSON.stringify(schema);
     const cached = validators.get(key);
     if (cached !== undefined)
         return cached;
     const validate = ajv.compile(withoutDialect(schema));
-    // Compiled schemas stay in ajv's own cache otherwise: this map decides what is kept.
+    // Compiled schemas stay in ajv's own cache otherwise: this one decides what is kept.
     ajv.removeSchema(validate.schema as object);
-    if (validators.size >= MAX_CACHED_SCHEMAS)
-        validators.delete(validators.keys().next().value!);
     validators.set(key, validate);
     return validate;
 }

@@ -1,4 +1,5 @@
 import {EventEmitter} from 'node:events';
+import {LRUCache} from 'lru-cache';
 import {countersignReceipt, verifyReceipt, ReceiptError, type Receipt} from '../../../ledger/receipt.js';
 import type {NodeIdentity} from '../../../swarm/node-identity.js';
 import {InferenceError, type InferenceErrorCode} from '../../../core/inference-error.js';
@@ -57,13 +58,14 @@ interface CompletedJob {
     result: GenerationResult
 }
 
-/** How many finished jobs wait for their receipt. */
+/** How many finished jobs wait for their receipt; the oldest is forgotten first. */
 const RECEIPT_WINDOW = 256;
 
 /** Serves other nodes' jobs within limits, streams their tokens back, and countersigns their receipts. */
 export class JobProvider extends EventEmitter<JobProviderEvents> {
     private readonly active = new Map<string, ActiveJob>();
-    private readonly awaitingReceipt = new Map<string, CompletedJob>();
+    /** Read with peek(), never get(): a peer's receipts, forged ones included, must not keep a job from ageing out. */
+    private readonly awaitingReceipt = new LRUCache<string, CompletedJob>({max: RECEIPT_WINDOW});
     /** Jobs refused or finished lately: a cancel for one of them crossed our reply on the wire. */
     private readonly ended = new RecentJobIds();
     private readonly jobs: JobsProtocol;
@@ -150,7 +152,7 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
             }).then((result) => {
                 if (backlogged)
                     throw InferenceError.cancelled('requester backlogged');
-                this.remember(jobId, {peerId, model, result});
+                this.awaitingReceipt.set(jobId, {peerId, model, result});
                 record(controller.signal.aborted ? 'cancelled' : 'completed', result.usage.promptTokens, result.usage.completionTokens);
                 send({type: 'generated', jobId, result});
             })
@@ -172,15 +174,9 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
         });
     }
 
-    private remember(jobId: string, job: CompletedJob) {
-        this.awaitingReceipt.set(jobId, job);
-        if (this.awaitingReceipt.size > RECEIPT_WINDOW)
-            this.awaitingReceipt.delete(this.awaitingReceipt.keys().next().value!);
-    }
-
     /** Countersigns a receipt only if it describes, exactly, a job this node served for that peer. */
     private countersign(peerId: string, jobId: string, candidate: Receipt) {
-        const job = this.awaitingReceipt.get(jobId);
+        const job = this.awaitingReceipt.peek(jobId);
         if (job === undefined || job.peerId !== peerId) {
             this.emit('receiptRejected', peerId, jobId, 'no job served for this peer awaits a receipt under that id');
             return;
