@@ -5,8 +5,9 @@
 import {mkdir, writeFile} from 'node:fs/promises';
 import {cpus} from 'node:os';
 import crypto from 'hypercore-crypto';
+import {decodeFrame, encodeFrame} from '../swarm/channel/frame-codec.js';
 import {shortNodeId} from '../swarm/node-identity.js';
-import {controlMessageSchema, decodeFrame, encodeFrame} from '../swarm/protocol/control-messages.js';
+import {controlMessageSchema} from '../swarm/protocol/control-messages.js';
 import {SwarmNode} from '../swarm/swarm-node.js';
 import {capabilitiesFixture} from '../harness/capabilities-fixture.js';
 import {startTestnet} from '../harness/swarm-fixture.js';
