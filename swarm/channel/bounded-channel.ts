@@ -4,7 +4,7 @@ import type {ProtomuxChannel, ProtomuxMessage} from 'protomux';
 import type {PeerState} from '../peer-state.js';
 import {defineChannel, type ChannelSpec, type FrameSpec, type Incoming, type Outgoing, type RateLimit} from './channel-spec.js';
 import {ProtocolViolation, type CloseReason} from './errors.js';
-import {decodeFrame, encodeFrame} from './frame-codec.js';
+import {checkFrameSize, decodeFrame, encodeFrame} from './frame-codec.js';
 import {MessageRateLimiter} from './message-rate-limiter.js';
 
 /** The connection a channel runs on (a `PeerConnection`). */
@@ -61,14 +61,15 @@ export class BoundedChannel<S extends AnySpec> {
         let markOpened: (opened: boolean) => void = () => undefined;
         this.opened = new Promise((resolve) => markOpened = resolve);
         const {handshake} = spec;
+        const checkHandshake = handshake && this.checker(handshake);
         const channel = peer.mux.createChannel({
             protocol: spec.protocol,
             ...(spec.id && {id: spec.id}),
             ...(handshake && {handshake: c.raw}),
             onopen: (frame) => this.guard(() => {
-                if (handshake) {
+                if (checkHandshake) {
                     const bytes = frame as Uint8Array;
-                    handlers.onopen?.(this.check(handshake, bytes) as HandshakeOf<S>, bytes);
+                    handlers.onopen?.(checkHandshake(bytes) as HandshakeOf<S>, bytes);
                 } else {
                     handlers.onopen?.(undefined as HandshakeOf<S>, new Uint8Array(0));
                 }
@@ -85,10 +86,8 @@ export class BoundedChannel<S extends AnySpec> {
         this.channel = channel;
         for (const [name, frameSpec] of Object.entries(spec.messages)) {
             const handle = handlers.messages[name] as (message: unknown, frame: Uint8Array) => void;
-            this.senders.set(name, channel.addMessage({
-                encoding: c.raw,
-                onmessage: (frame) => this.guard(() => handle(this.check(frameSpec, frame), frame))
-            }));
+            const check = this.checker(frameSpec);
+            this.senders.set(name, channel.addMessage({encoding: c.raw, onmessage: (frame) => this.guard(() => handle(check(frame), frame))}));
         }
         if (handshake === undefined) {
             this.handshakeBytes = 0;
@@ -116,30 +115,30 @@ export class BoundedChannel<S extends AnySpec> {
         return this.senders.get(name)!.send(frame);
     }
 
-    /** Holds a frame to its spec: rates, size, decoding, rates by message type. */
-    private check<T>(spec: FrameSpec<T>, frame: Uint8Array): T {
-        const typed: string[] = [];
-        for (const name of spec.rates) {
-            if (this.rates[name]!.types === undefined)
+    /**
+     * What holds a message's frames to its spec: the limits every frame draws on, the size, the decoding, then the
+     * limits of the message's type, and the frame counts as seen.
+     */
+    private checker<T>(spec: FrameSpec<T>): (frame: Uint8Array) => T {
+        const everyFrame = spec.rates.filter((name) => this.rates[name]!.types === undefined);
+        const byType = spec.rates.filter((name) => this.rates[name]!.types !== undefined);
+        const decode = 'schema' in spec
+            ? (frame: Uint8Array) => decodeFrame(frame, spec.schema, spec.what, spec.maxBytes)
+            : (frame: Uint8Array) => {
+                checkFrameSize(frame, spec.maxBytes, spec.what);
+                return spec.decode(frame);
+            };
+        return (frame) => {
+            for (const name of everyFrame)
                 this.take(name, spec, frame.byteLength);
-            else
-                typed.push(name);
-        }
-        let message: T;
-        if ('schema' in spec) {
-            message = decodeFrame(frame, spec.schema, spec.what, spec.maxBytes);
-        } else {
-            if (frame.byteLength > spec.maxBytes)
-                throw new ProtocolViolation(`${spec.what} of ${frame.byteLength} bytes exceeds ${spec.maxBytes}`, 'FRAME_TOO_LARGE');
-            message = spec.decode(frame);
-        }
-        const type = (message as {type?: unknown}).type;
-        for (const name of typed) {
-            if (this.rates[name]!.types!.includes(type as string))
-                this.take(name, spec, frame.byteLength);
-        }
-        this.peer.state?.seen(frame.byteLength);
-        return message;
+            const message = decode(frame);
+            for (const name of byType) {
+                if (this.rates[name]!.types!.includes((message as {type: string}).type))
+                    this.take(name, spec, frame.byteLength);
+            }
+            this.peer.state?.seen(frame.byteLength);
+            return message;
+        };
     }
 
     private take(name: string, spec: FrameSpec, bytes: number) {

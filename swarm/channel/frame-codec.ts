@@ -9,10 +9,15 @@ export function encodeFrame(value: object): Buffer {
     return Buffer.from(JSON.stringify(value), 'utf8');
 }
 
+/** A frame over its bound is a violation, before anything reads it. */
+export function checkFrameSize(frame: Uint8Array, maxBytes: number, what: string) {
+    if (frame.byteLength > maxBytes)
+        throw new ProtocolViolation(`${what} of ${frame.byteLength} bytes exceeds ${maxBytes}`, 'FRAME_TOO_LARGE');
+}
+
 /** Checks a JSON frame's size, then parses and schema-checks it; anything else is a {@link ProtocolViolation}. */
 export function decodeFrame<T>(frame: Uint8Array, schema: z.ZodType<T>, what: string, maxBytes = MAX_FRAME_BYTES): T {
-    if (frame.length > maxBytes)
-        throw new ProtocolViolation(`${what} of ${frame.length} bytes exceeds ${maxBytes}`, 'FRAME_TOO_LARGE');
+    checkFrameSize(frame, maxBytes, what);
     let json: unknown;
     try {
         json = JSON.parse(Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength).toString('utf8'));
