@@ -3,8 +3,9 @@
  * to see each other, and per-message cost of the control protocol. Writes bench/results/swarm.json.
  */
 import crypto from 'hypercore-crypto';
+import {decodeFrame, encodeFrame} from '../swarm/channel/frame-codec.js';
 import {shortNodeId} from '../swarm/node-identity.js';
-import {controlMessageSchema, decodeFrame, encodeFrame} from '../swarm/protocol/control-messages.js';
+import {controlMessageSchema} from '../swarm/protocol/control-messages.js';
 import {SwarmNode} from '../swarm/swarm-node.js';
 import {capabilitiesFixture} from '../harness/capabilities-fixture.js';
 import {startTestnet} from '../harness/swarm-fixture.js';

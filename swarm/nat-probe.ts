@@ -1,3 +1,4 @@
+import {setTimeout as sleep} from 'node:timers/promises';
 import HyperDHT from 'hyperdht';
 import {loopbackTestnetOptions} from './loopback.js';
 import {natStatus, type NatStatus} from './relay-policy.js';
@@ -18,15 +19,15 @@ export const natProbeDefaults = {timeoutMs: 15_000};
 export async function probeNat(options: NatProbeOptions = {}): Promise<{bootstrapped: boolean, nat: NatStatus}> {
     const {bootstrap, timeoutMs} = {...natProbeDefaults, ...options};
     const dht = new HyperDHT({...(bootstrap && {bootstrap}), ...loopbackTestnetOptions(bootstrap)});
-    let timer: NodeJS.Timeout | undefined;
+    const waited = new AbortController();
     try {
         const bootstrapped = await Promise.race([
             dht.fullyBootstrapped().then(() => true),
-            new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), timeoutMs))
+            sleep(timeoutMs, false, {signal: waited.signal})
         ]);
         return {bootstrapped, nat: natStatus(dht)};
     } finally {
-        clearTimeout(timer);
+        waited.abort();
         await dht.destroy().catch(() => undefined);
     }
 }

@@ -1,32 +1,21 @@
 import {EventEmitter} from 'node:events';
-import c from 'compact-encoding';
 import type {NoiseSecretStream} from 'hyperswarm';
-import Protomux, {type ProtomuxMessage} from 'protomux';
+import {LRUCache} from 'lru-cache';
+import Protomux from 'protomux';
 import type {Capabilities} from './capabilities.js';
-import {MessageRateLimiter} from './message-rate-limiter.js';
+import {BoundedChannel} from './channel/bounded-channel.js';
+import {ProtocolViolation, type CloseReason} from './channel/errors.js';
 import {verifySecretProof, type NetworkSpec} from './network-topic.js';
 import {PeerState} from './peer-state.js';
-import {
-    CONTROL_PROTOCOL, controlMessageSchema, decodeFrame, encodeFrame, helloSchema, PROTOCOL_VERSION, ProtocolViolation,
-    type ControlMessage, type Hello
-} from './protocol/control-messages.js';
+import {CONTROL_CHANNEL, PROTOCOL_VERSION, type ControlMessage, type Hello} from './protocol/control-messages.js';
 
-/** Sustained control messages per second a peer may send, and its burst. */
-const MESSAGES_PER_SECOND = 20;
-const MESSAGE_BURST = 100;
-/** Pings awaiting their pong; an unknown pong is out of order. */
-const MAX_OUTSTANDING_PINGS = 16;
+/** Pings awaiting their pong, the oldest forgotten first; an unknown pong is out of order. */
+export const MAX_OUTSTANDING_PINGS = 16;
 /** Hyperswarm's own reasons for closing a connection (it sets no code): not the peer's fault. */
 const SWARM_ERROR_MESSAGES = new Set(['Duplicate connection', 'Swarm has been destroyed', 'Peer is firewalled']);
 /** Errors of the network, not of the peer: no ban for these. */
 const NETWORK_ERROR_CODES = new Set(['ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ECONNREFUSED', 'ERR_STREAM_PREMATURE_CLOSE',
     'CHANNEL_CLOSED', 'CHANNEL_DESTROYED', 'STREAM_DESTROYED', 'HOLEPUNCH_ABORTED', 'PEER_NOT_FOUND']);
-
-export type CloseReason =
-    | {kind: 'violation', message: string}
-    | {kind: 'incompatible', message: string}
-    | {kind: 'network', message: string}
-    | {kind: 'local', message: string};
 
 export interface PeerConnectionEvents {
     ready: [],
@@ -48,22 +37,21 @@ export interface PeerConnectionOptions {
 }
 
 /**
- * The control channel over one Noise-encrypted Hyperswarm connection: hello (version, network proof,
- * capabilities), capability updates and ping/pong. Every frame from the peer is size-bounded, rate-limited
- * and schema-checked; a peer that breaks the rules is closed with a `violation` for the caller to ban.
+ * The control channel over one Noise-encrypted Hyperswarm connection (docs/peer-protocol.md, "Control channel"):
+ * hello, capability updates and ping/pong, on a `BoundedChannel`; a peer that breaks the rules is closed with a
+ * `violation` for the caller to ban.
  */
 export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
     readonly peerId: string;
     /** The connection's channel multiplexer, where protocols attach their channels. */
     readonly mux: Protomux;
     state: PeerState | undefined;
-    private readonly message: ProtomuxMessage<Uint8Array>;
-    private readonly limiter = new MessageRateLimiter(MESSAGES_PER_SECOND, MESSAGE_BURST);
-    private readonly pings = new Map<number, number>();
+    private readonly channel: BoundedChannel<typeof CONTROL_CHANNEL>;
+    /** Nonce → when it was sent; `peek` only, so the oldest ping is the one forgotten. */
+    private readonly pings = new LRUCache<number, number>({max: MAX_OUTSTANDING_PINGS});
     private nextNonce = 1;
     private closeReason: CloseReason | undefined;
     private readonly helloTimer: NodeJS.Timeout;
-    private helloBytes = 0;
 
     constructor(readonly stream: NoiseSecretStream, private readonly options: PeerConnectionOptions) {
         super();
@@ -75,18 +63,11 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
         stream.on('close', () => this.close({kind: 'network', message: 'connection closed'}));
 
         this.mux = Protomux.from(stream);
-        const channel = this.mux.createChannel({
-            protocol: CONTROL_PROTOCOL,
-            handshake: c.raw,
-            onopen: (handshake) => this.guard(() => this.receiveHello(handshake as Uint8Array)),
-            onclose: () => this.close({kind: 'network', message: 'control channel closed'})
-        });
-        if (channel === null)
-            throw new Error('duplicate control channel');
-        this.message = channel.addMessage({encoding: c.raw, onmessage: (frame) => this.guard(() => this.receive(frame))});
-        const hello = encodeFrame(options.hello());
-        this.helloBytes = hello.length;
-        channel.open(hello);
+        this.channel = new BoundedChannel(this, CONTROL_CHANNEL, {
+            onopen: (hello, frame) => this.receiveHello(hello, frame),
+            onclose: () => this.close({kind: 'network', message: 'control channel closed'}),
+            messages: {control: (message) => this.receive(message)}
+        }, {handshake: options.hello()});
         this.helloTimer = setTimeout(() => this.close({kind: 'network', message: 'no hello in time'}), options.helloTimeoutMs);
     }
 
@@ -104,8 +85,6 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
             return;
         const nonce = this.nextNonce++;
         this.pings.set(nonce, performance.now());
-        if (this.pings.size > MAX_OUTSTANDING_PINGS)
-            this.pings.delete(this.pings.keys().next().value!);
         this.send({type: 'ping', nonce});
     }
 
@@ -124,26 +103,10 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
     }
 
     private send(message: ControlMessage) {
-        const frame = encodeFrame(message);
-        if (this.state)
-            this.state.bytesOut += frame.length;
-        this.message.send(frame);
+        this.channel.send('control', message);
     }
 
-    /** Anything the peer sends that breaks the protocol closes the connection, and only it. */
-    private guard(handle: () => void) {
-        try {
-            handle();
-        } catch (error) {
-            const violation = error instanceof ProtocolViolation;
-            this.close({kind: violation ? 'violation' : 'local', message: (error as Error).message});
-        }
-    }
-
-    private receiveHello(frame: Uint8Array) {
-        if (!this.limiter.take())
-            throw new ProtocolViolation('flood');
-        const hello = decodeFrame(frame, helloSchema, 'hello');
+    private receiveHello(hello: Hello, frame: Uint8Array) {
         if (hello.protocol !== PROTOCOL_VERSION) {
             this.close({kind: 'incompatible', message: `peer speaks protocol ${hello.protocol} (software ${hello.software}), we speak ${PROTOCOL_VERSION}`});
             return;
@@ -159,24 +122,20 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
         clearTimeout(this.helloTimer);
         this.state = new PeerState(this.peerId, hello.software, hello.capabilities);
         this.state.seen(frame.length);
-        this.state.bytesOut += this.helloBytes;
+        this.state.bytesOut += this.channel.handshakeBytes;
         this.emit('ready');
         this.ping(); // an RTT right away, not at the next ping round
     }
 
-    private receive(frame: Uint8Array) {
-        if (!this.limiter.take())
-            throw new ProtocolViolation('flood: too many messages');
+    private receive(message: ControlMessage) {
         if (this.state === undefined)
             throw new ProtocolViolation('message before hello');
-        const message = decodeFrame(frame, controlMessageSchema, 'control message');
-        this.state.seen(frame.length);
         switch (message.type) {
             case 'ping':
                 this.send({type: 'pong', nonce: message.nonce});
                 return;
             case 'pong': {
-                const sentAt = this.pings.get(message.nonce);
+                const sentAt = this.pings.peek(message.nonce);
                 if (sentAt === undefined)
                     throw new ProtocolViolation(`pong for unknown ping ${message.nonce}`);
                 this.pings.delete(message.nonce);

@@ -1,5 +1,6 @@
 import HyperDHT, {type ConnectOptions, type KeyPair} from 'hyperdht';
 import type {NoiseSecretStream} from 'hyperswarm';
+import {LRUCache} from 'lru-cache';
 import {wantsRelay, type RelayCandidate} from './relay-policy.js';
 
 /** Connection attempts remembered for peers that are not connected, for `/api/peers`. */
@@ -40,7 +41,8 @@ function hostOf(stream: NoiseSecretStream) {
  * so a peer stream that arrives from a relay's address is known to be relayed (docs/architecture.md, "Relays").
  */
 export class SwarmDHT extends HyperDHT {
-    private readonly failures = new Map<string, ConnectionFailure>();
+    /** By peer id, the last set the newest: `peek` only, so the peer whose attempt failed longest ago is forgotten first. */
+    private readonly failures = new LRUCache<string, ConnectionFailure>({max: MAX_REMEMBERED_FAILURES});
     /** The host of each relay socket open → the relay's key, and how many sockets go there. */
     private readonly relayAddresses = new Map<string, {key: string, sockets: number}>();
 
@@ -69,7 +71,7 @@ export class SwarmDHT extends HyperDHT {
             });
             return socket;
         }
-        const previous = this.failures.get(key);
+        const previous = this.failures.peek(key);
         const relay = wantsRelay({forced: options.relayThrough != null, randomized: this.randomized, failedBefore: previous !== undefined})
             ? this.swarmOptions.pickRelay(key)
             : null;
@@ -82,9 +84,6 @@ export class SwarmDHT extends HyperDHT {
         socket.on('error', (error: Error & {code?: string}) => {
             if (opened)
                 return;
-            this.failures.delete(key);
-            if (this.failures.size >= MAX_REMEMBERED_FAILURES)
-                this.failures.delete(this.failures.keys().next().value!);
             const failure = {peerId: key, code: error.code ?? 'UNKNOWN', message: error.message, relay: relay?.nodeId ?? null,
                 attempts: (previous?.attempts ?? 0) + 1, at: Date.now()};
             this.failures.set(key, failure);
@@ -101,6 +100,6 @@ export class SwarmDHT extends HyperDHT {
 
     /** The last failed attempt to each peer whose last attempt failed, oldest first. */
     connectionFailures(): ConnectionFailure[] {
-        return [...this.failures.values()];
+        return [...this.failures.rvalues()].filter((failure) => failure !== undefined);
     }
 }

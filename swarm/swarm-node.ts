@@ -1,11 +1,13 @@
 import {EventEmitter} from 'node:events';
+import {setTimeout as sleep} from 'node:timers/promises';
 import Hyperswarm, {type NoiseSecretStream, type PeerDiscovery} from 'hyperswarm';
 import {BanList, type BanListOptions} from './ban-list.js';
 import type {Capabilities} from './capabilities.js';
 import {loopbackTestnetOptions} from './loopback.js';
 import {networkTopic, secretProof, type NetworkSpec} from './network-topic.js';
 import type {NodeIdentity} from './node-identity.js';
-import {PeerConnection, type CloseReason} from './peer-connection.js';
+import type {CloseReason} from './channel/errors.js';
+import {PeerConnection} from './peer-connection.js';
 import type {PeerProtocol} from './peer-protocol.js';
 import type {PeerState} from './peer-state.js';
 import {PROTOCOL_VERSION, type Hello} from './protocol/control-messages.js';
@@ -313,9 +315,9 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
             return;
         // The DHT says goodbye in the background past the timeout: nothing waits on it after that.
         const destroyed = Promise.all([this.relayServer?.stop(), this.swarm.destroy()]).catch(() => undefined);
-        let timer: NodeJS.Timeout | undefined;
-        await Promise.race([destroyed, new Promise((resolve) => timer = setTimeout(resolve, this.timings.leaveTimeoutMs).unref())]);
-        clearTimeout(timer);
+        const waited = new AbortController();
+        await Promise.race([destroyed, sleep(this.timings.leaveTimeoutMs, undefined, {ref: false, signal: waited.signal})]);
+        waited.abort();
     }
 
     private hello(stream: NoiseSecretStream): Hello {

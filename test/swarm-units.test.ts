@@ -3,14 +3,14 @@ import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import test from 'ava';
 import {BanList} from '../swarm/ban-list.js';
-import {MessageRateLimiter} from '../swarm/message-rate-limiter.js';
+import {ProtocolViolation} from '../swarm/channel/errors.js';
+import {decodeFrame, encodeFrame, MAX_FRAME_BYTES} from '../swarm/channel/frame-codec.js';
+import {MessageRateLimiter} from '../swarm/channel/message-rate-limiter.js';
 import {buildNetworkModelTable} from '../swarm/network-models.js';
 import {networkTopic, secretProof, verifySecretProof} from '../swarm/network-topic.js';
 import {IdentityError, loadOrCreateIdentity} from '../swarm/node-identity.js';
 import {PeerState} from '../swarm/peer-state.js';
-import {
-    controlMessageSchema, decodeFrame, encodeFrame, helloSchema, MAX_FRAME_BYTES, PROTOCOL_VERSION, ProtocolViolation
-} from '../swarm/protocol/control-messages.js';
+import {controlMessageSchema, helloSchema, PROTOCOL_VERSION} from '../swarm/protocol/control-messages.js';
 import {RttEstimator} from '../swarm/rtt-estimator.js';
 import {capabilitiesFixture} from '../harness/capabilities-fixture.js';
 

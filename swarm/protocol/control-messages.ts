@@ -1,13 +1,13 @@
 import {z} from 'zod';
 import {capabilitiesSchema} from '../capabilities.js';
+import {defineChannel} from '../channel/channel-spec.js';
+import {MAX_FRAME_BYTES} from '../channel/frame-codec.js';
 
-/** The control channel: the first protomux channel of every peer connection. */
+/** The control channel: the first protomux channel of every peer connection (docs/peer-protocol.md, "Control channel"). */
 
 export const CONTROL_PROTOCOL = 'strongdoge/control';
 /** Bumped on incompatible changes; peers with another major version are disconnected. */
 export const PROTOCOL_VERSION = 2;
-/** No control frame is larger: bigger is hostile. */
-export const MAX_FRAME_BYTES = 256 * 1024;
 
 export const helloSchema = z.object({
     protocol: z.number().int().positive(),
@@ -27,31 +27,12 @@ export const controlMessageSchema = z.discriminatedUnion('type', [
 export type Hello = z.infer<typeof helloSchema>;
 export type ControlMessage = z.infer<typeof controlMessageSchema>;
 
-/** A peer broke the protocol: it is disconnected and banned. */
-export class ProtocolViolation extends Error {
-    constructor(message: string) {
-        super(message);
-        this.name = 'ProtocolViolation';
+/** The hello is the open handshake; hello and messages share one token bucket. */
+export const CONTROL_CHANNEL = defineChannel({
+    protocol: CONTROL_PROTOCOL,
+    rates: {frames: {perSecond: 20, burst: 100}},
+    handshake: {what: 'hello', maxBytes: MAX_FRAME_BYTES, rates: ['frames'], schema: helloSchema},
+    messages: {
+        control: {what: 'control message', maxBytes: MAX_FRAME_BYTES, rates: ['frames'], schema: controlMessageSchema}
     }
-}
-
-export function encodeFrame(value: object): Buffer {
-    return Buffer.from(JSON.stringify(value), 'utf8');
-}
-
-export function decodeFrame<T>(frame: Uint8Array, schema: z.ZodType<T>, what: string, maxBytes = MAX_FRAME_BYTES): T {
-    if (frame.length > maxBytes)
-        throw new ProtocolViolation(`${what} of ${frame.length} bytes exceeds ${maxBytes}`);
-    let json: unknown;
-    try {
-        json = JSON.parse(Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength).toString('utf8'));
-    } catch {
-        throw new ProtocolViolation(`${what} is not JSON`);
-    }
-    const parsed = schema.safeParse(json);
-    if (!parsed.success) {
-        const issue = parsed.error.issues[0]!;
-        throw new ProtocolViolation(`${what} is malformed at ${issue.path.join('.') || 'top level'}: ${issue.message}`);
-    }
-    return parsed.data;
-}
+});

@@ -2,6 +2,7 @@ import {z} from 'zod';
 import {receiptSchema} from '../../../ledger/receipt.js';
 import {inferenceErrorCodes} from '../../../core/inference-error.js';
 import {MAX_TOP_LOGPROBS} from '../../../core/request-limits.js';
+import {defineChannel} from '../../../swarm/channel/channel-spec.js';
 
 /** The jobs channel: whole requests served by a peer, their streamed tokens, results and receipts (docs/peer-protocol.md). */
 
@@ -105,3 +106,19 @@ export const jobMessageSchema = z.discriminatedUnion('type', [
 ]);
 
 export type JobMessage = z.infer<typeof jobMessageSchema>;
+
+/**
+ * The channel (docs/peer-protocol.md, "Jobs channel", flow control). Every frame counts as a frame and by its
+ * bytes; a fast GPU streaming several jobs sends a frame per token of each. Submissions are new jobs and receipts.
+ */
+export const JOBS_CHANNEL = defineChannel({
+    protocol: JOBS_PROTOCOL,
+    rates: {
+        frames: {perSecond: 20_000, burst: 40_000},
+        bytes: {perSecond: 8 * 1024 * 1024, burst: 16 * 1024 * 1024, unit: 'byte'},
+        submissions: {perSecond: 20, burst: 100, types: ['generate', 'embed', 'receipt'] satisfies JobMessage['type'][]}
+    },
+    messages: {
+        job: {what: 'job message', maxBytes: MAX_JOB_FRAME_BYTES, rates: ['frames', 'bytes', 'submissions'], schema: jobMessageSchema}
+    }
+});

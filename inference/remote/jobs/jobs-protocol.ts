@@ -1,16 +1,14 @@
 import {EventEmitter} from 'node:events';
-import c from 'compact-encoding';
-import type {ProtomuxChannel, ProtomuxMessage} from 'protomux';
-import {MessageRateLimiter} from '../../../swarm/message-rate-limiter.js';
-import type {CloseReason, PeerConnection} from '../../../swarm/peer-connection.js';
+import {BoundedChannel} from '../../../swarm/channel/bounded-channel.js';
+import type {CloseReason} from '../../../swarm/channel/errors.js';
+import type {PeerConnection} from '../../../swarm/peer-connection.js';
 import type {PeerProtocol} from '../../../swarm/peer-protocol.js';
-import {decodeFrame, encodeFrame, ProtocolViolation} from '../../../swarm/protocol/control-messages.js';
-import {JOBS_PROTOCOL, jobMessageSchema, MAX_JOB_FRAME_BYTES, type JobMessage} from './job-messages.js';
+import {JOBS_CHANNEL, MAX_JOB_FRAME_BYTES, type JobMessage} from './job-messages.js';
 
-const SUBMISSIONS = new Set<JobMessage['type']>(['generate', 'embed', 'receipt']);
+const {rates} = JOBS_CHANNEL;
 
 export interface JobsProtocolOptions {
-    /** New jobs a peer may submit per second; defaults to 20. */
+    /** New jobs (and receipts) a peer may submit per second; defaults to 20. */
     submissionsPerSecond?: number,
     /** …and in a burst; defaults to 100. */
     submissionBurst?: number,
@@ -29,13 +27,14 @@ export interface JobsProtocolOptions {
     maxSendBacklogBytes?: number
 }
 
+/** The rates are `JOBS_CHANNEL`'s. */
 export const jobsProtocolDefaults = {
-    submissionsPerSecond: 20,
-    submissionBurst: 100,
-    framesPerSecond: 20_000,
-    frameBurst: 40_000,
-    bytesPerSecond: 8 * 1024 * 1024,
-    byteBurst: 16 * 1024 * 1024,
+    submissionsPerSecond: rates.submissions.perSecond,
+    submissionBurst: rates.submissions.burst,
+    framesPerSecond: rates.frames.perSecond,
+    frameBurst: rates.frames.burst,
+    bytesPerSecond: rates.bytes.perSecond,
+    byteBurst: rates.bytes.burst,
     maxSendBacklogBytes: MAX_JOB_FRAME_BYTES
 };
 
@@ -50,46 +49,18 @@ export interface JobsProtocolEvents {
 
 /** The jobs channel of one peer connection. */
 class JobChannel {
-    private readonly channel: ProtomuxChannel;
-    private readonly message: ProtomuxMessage<Uint8Array>;
-    private readonly submissions: MessageRateLimiter;
-    private readonly frames: MessageRateLimiter;
-    private readonly bytes: MessageRateLimiter;
-    readonly opened: Promise<boolean>;
+    private readonly channel: BoundedChannel<typeof JOBS_CHANNEL>;
 
     constructor(readonly peer: PeerConnection, private readonly options: Required<JobsProtocolOptions>, onMessage: (message: JobMessage) => void) {
-        this.submissions = new MessageRateLimiter(options.submissionsPerSecond, options.submissionBurst);
-        this.frames = new MessageRateLimiter(options.framesPerSecond, options.frameBurst);
-        this.bytes = new MessageRateLimiter(options.bytesPerSecond, options.byteBurst);
-        let markOpened: (opened: boolean) => void = () => undefined;
-        this.opened = new Promise((resolve) => markOpened = resolve);
-        const channel = peer.mux.createChannel({
-            protocol: JOBS_PROTOCOL,
-            onopen: () => markOpened(true),
-            onclose: () => markOpened(false)
-        });
-        if (channel === null)
-            throw new Error('duplicate jobs channel');
-        this.channel = channel;
-        this.message = channel.addMessage({
-            encoding: c.raw,
-            onmessage: (frame) => {
-                try {
-                    if (!this.frames.take() || !this.bytes.take(frame.byteLength))
-                        throw new ProtocolViolation('flood: too many job frames or bytes');
-                    const message = decodeFrame(frame, jobMessageSchema, 'job message', MAX_JOB_FRAME_BYTES);
-                    if (SUBMISSIONS.has(message.type) && !this.submissions.take())
-                        throw new ProtocolViolation('flood: too many jobs');
-                    peer.state?.seen(frame.length);
-                    onMessage(message);
-                } catch (error) {
-                    peer.close(error instanceof ProtocolViolation
-                        ? {kind: 'violation', message: error.message}
-                        : {kind: 'local', message: (error as Error).message});
-                }
-            }
-        });
-        channel.open();
+        this.channel = new BoundedChannel(peer, JOBS_CHANNEL, {messages: {job: onMessage}}, {rates: {
+            frames: {...rates.frames, perSecond: options.framesPerSecond, burst: options.frameBurst},
+            bytes: {...rates.bytes, perSecond: options.bytesPerSecond, burst: options.byteBurst},
+            submissions: {...rates.submissions, perSecond: options.submissionsPerSecond, burst: options.submissionBurst}
+        }});
+    }
+
+    get opened() {
+        return this.channel.opened;
     }
 
     send(message: JobMessage): SendOutcome {
@@ -97,10 +68,7 @@ class JobChannel {
             return 'disconnected';
         if (this.peer.backlogBytes > this.options.maxSendBacklogBytes)
             return 'backlogged';
-        const frame = encodeFrame(message);
-        if (this.peer.state)
-            this.peer.state.bytesOut += frame.length;
-        this.message.send(frame); // false only means "buffered": still sent
+        this.channel.send('job', message); // false only means "buffered": still sent
         return 'sent';
     }
 }

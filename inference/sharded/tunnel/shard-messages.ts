@@ -1,6 +1,7 @@
 import {z} from 'zod';
 import {shardReceiptSchema} from '../../../ledger/records.js';
-import {ProtocolViolation} from '../../../swarm/protocol/control-messages.js';
+import {defineChannel} from '../../../swarm/channel/channel-spec.js';
+import {ProtocolViolation} from '../../../swarm/channel/errors.js';
 
 /** The shard tunnel's channel on a peer's mux (docs/peer-protocol.md, "Shard channel"). */
 export const SHARD_PROTOCOL = 'strongdoge/shard/1';
@@ -53,7 +54,27 @@ export function encodeData(stream: number, bytes: Uint8Array) {
 
 export function decodeData(frame: Uint8Array) {
     if (frame.byteLength <= DATA_HEADER_BYTES || frame.byteLength > DATA_HEADER_BYTES + MAX_SHARD_DATA_BYTES)
-        throw new ProtocolViolation(`shard data frame of ${frame.byteLength} bytes`);
+        throw new ProtocolViolation(`shard data frame of ${frame.byteLength} bytes`, 'FRAME_MALFORMED');
     const buffer = Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength);
     return {stream: buffer.readUInt32BE(0), bytes: buffer.subarray(DATA_HEADER_BYTES)};
 }
+
+export type ShardData = ReturnType<typeof decodeData>;
+
+const dataFrame = {what: 'shard data frame', maxBytes: DATA_HEADER_BYTES + MAX_SHARD_DATA_BYTES, decode: decodeData};
+
+/**
+ * The channel's three messages, in wire order (docs/peer-protocol.md, "Shard channel"). Data passes no rate limit:
+ * it is bounded by the sessions and streams a host accepts, and by the connection's backpressure.
+ */
+export const SHARD_CHANNEL = defineChannel({
+    protocol: SHARD_PROTOCOL,
+    rates: {controlFrames: {perSecond: 200, burst: 1_000}},
+    messages: {
+        control: {what: 'shard control frame', maxBytes: MAX_SHARD_CONTROL_BYTES, rates: ['controlFrames'], schema: shardControlSchema},
+        /** Data for streams the receiver hosts. */
+        toHost: {...dataFrame, rates: []},
+        /** Data for streams the receiver opened as coordinator. */
+        toCoordinator: {...dataFrame, rates: []}
+    }
+});

@@ -1,14 +1,10 @@
 import {EventEmitter} from 'node:events';
-import c from 'compact-encoding';
-import type {ProtomuxChannel, ProtomuxMessage} from 'protomux';
 import type {ShardReceipt} from '../../../ledger/records.js';
-import {MessageRateLimiter} from '../../../swarm/message-rate-limiter.js';
+import {BoundedChannel} from '../../../swarm/channel/bounded-channel.js';
+import {ProtocolViolation} from '../../../swarm/channel/errors.js';
 import type {PeerConnection} from '../../../swarm/peer-connection.js';
 import type {PeerProtocol} from '../../../swarm/peer-protocol.js';
-import {decodeFrame, encodeFrame, ProtocolViolation} from '../../../swarm/protocol/control-messages.js';
-import {
-    decodeData, encodeData, MAX_SHARD_CONTROL_BYTES, MAX_SHARD_DATA_BYTES, SHARD_PROTOCOL, shardControlSchema, type ShardControl
-} from './shard-messages.js';
+import {encodeData, MAX_SHARD_DATA_BYTES, SHARD_CHANNEL, type ShardControl, type ShardData} from './shard-messages.js';
 
 /** What a coordinator asks of a host when it opens a session. */
 export type SessionRequest = Omit<Extract<ShardControl, {type: 'open'}>, 'type' | 'session'>;
@@ -48,15 +44,17 @@ export interface ShardProtocolOptions {
     maxSessionsPerPeer?: number,
     /** Streams one session may have open at once; defaults to 8 (ggml-rpc keeps one per device). */
     maxStreamsPerSession?: number,
-    /** Control frames per second from one peer; defaults to 200, bursts of 1,000. */
+    /** Control frames per second from one peer; defaults to 200, bursts of 5 s' worth (1,000). */
     controlFramesPerSecond?: number
 }
+
+const {controlFrames} = SHARD_CHANNEL.rates;
 
 export const shardProtocolDefaults = {
     openTimeoutMs: 30_000,
     maxSessionsPerPeer: 2,
     maxStreamsPerSession: 8,
-    controlFramesPerSecond: 200
+    controlFramesPerSecond: controlFrames.perSecond
 };
 
 type ResolvedOptions = Required<Omit<ShardProtocolOptions, 'host' | 'onReceipt'>> & Pick<ShardProtocolOptions, 'host' | 'onReceipt'>;
@@ -68,12 +66,14 @@ export class ShardSessionError extends Error {
     }
 }
 
+/** Sends a data frame on the channel's message for one direction. */
+type DataSender = (frame: Uint8Array) => boolean;
+
 /** The end of a stream on this node, for either role; bytes go out on the channel's data message for its direction. */
 class ChannelStream extends EventEmitter implements TunnelStream {
     closed = false;
 
-    constructor(readonly id: number, private readonly channel: ShardChannel, private readonly outgoing: ProtomuxMessage<Uint8Array>,
-        private readonly onClosed: (reason: string, sendClose: boolean) => void) {
+    constructor(readonly id: number, private readonly send: DataSender, private readonly onClosed: (reason: string, sendClose: boolean) => void) {
         super();
     }
 
@@ -82,8 +82,7 @@ class ChannelStream extends EventEmitter implements TunnelStream {
             return false;
         let drained = true;
         for (let offset = 0; offset < bytes.byteLength; offset += MAX_SHARD_DATA_BYTES)
-            drained = this.outgoing.send(encodeData(this.id, bytes.subarray(offset, offset + MAX_SHARD_DATA_BYTES)));
-        this.channel.countOut(bytes.byteLength);
+            drained = this.send(encodeData(this.id, bytes.subarray(offset, offset + MAX_SHARD_DATA_BYTES)));
         return drained;
     }
 
@@ -137,13 +136,9 @@ interface HostedState {
 
 /** The shard channel of one peer connection: this node's sessions on the peer and the peer's sessions here. */
 class ShardChannel {
-    private readonly channel: ProtomuxChannel;
-    private readonly control: ProtomuxMessage<Uint8Array>;
-    /** Data for streams the receiver hosts, and for streams the receiver opened as coordinator. */
-    private readonly toHost: ProtomuxMessage<Uint8Array>;
-    private readonly toCoordinator: ProtomuxMessage<Uint8Array>;
-    private readonly limiter: MessageRateLimiter;
-    readonly opened: Promise<boolean>;
+    private readonly channel: BoundedChannel<typeof SHARD_CHANNEL>;
+    private readonly toHost: DataSender = (frame) => this.channel.send('toHost', frame);
+    private readonly toCoordinator: DataSender = (frame) => this.channel.send('toCoordinator', frame);
     private readonly outgoing = new Map<number, {session: CoordinatorSession, ready: (error?: Error) => void, streams: Map<number, ChannelStream>}>();
     private readonly outgoingStreams = new Map<number, ChannelStream>();
     private readonly hosted = new Map<number, HostedState>();
@@ -153,37 +148,23 @@ class ShardChannel {
     closed = false;
 
     constructor(readonly peer: PeerConnection, private readonly options: ResolvedOptions) {
-        this.limiter = new MessageRateLimiter(options.controlFramesPerSecond, options.controlFramesPerSecond * 5);
-        let markOpened: (opened: boolean) => void = () => undefined;
-        this.opened = new Promise((resolve) => markOpened = resolve);
-        const channel = peer.mux.createChannel({
-            protocol: SHARD_PROTOCOL,
-            onopen: () => markOpened(true),
-            onclose: () => {
-                markOpened(false);
-                this.shutDown('the peer connection closed');
+        const perSecond = options.controlFramesPerSecond;
+        this.channel = new BoundedChannel(peer, SHARD_CHANNEL, {
+            messages: {
+                control: (message) => this.receiveControl(message),
+                toHost: (data) => this.receiveData(data, this.hostedStreams),
+                toCoordinator: (data) => this.receiveData(data, this.outgoingStreams)
             },
+            onclose: () => this.shutDown('the peer connection closed'),
             ondrain: () => {
                 for (const stream of [...this.outgoingStreams.values(), ...this.hostedStreams.values()])
                     stream.emit('drain');
             }
-        });
-        if (channel === null)
-            throw new Error('duplicate shard channel');
-        this.channel = channel;
-        this.control = channel.addMessage({encoding: c.raw, onmessage: (frame) => this.guard(() => this.receiveControl(frame))});
-        this.toHost = channel.addMessage({encoding: c.raw, onmessage: (frame) => this.guard(() => this.receiveData(frame, this.hostedStreams))});
-        this.toCoordinator = channel.addMessage({encoding: c.raw, onmessage: (frame) => this.guard(() => this.receiveData(frame, this.outgoingStreams))});
-        channel.open();
-    }
-
-    countOut(bytes: number) {
-        if (this.peer.state)
-            this.peer.state.bytesOut += bytes;
+        }, {rates: {controlFrames: {perSecond, burst: perSecond * (controlFrames.burst / controlFrames.perSecond)}}});
     }
 
     async openSession(request: SessionRequest): Promise<CoordinatorSession> {
-        if (!await this.opened || this.closed)
+        if (!await this.channel.opened || this.closed)
             throw new ShardSessionError('disconnected', 'the peer has no shard channel open');
         const session = new CoordinatorSession(this.peer.peerId, this.nextSessionId++, this);
         const ready = new Promise<void>((resolve, reject) => {
@@ -205,7 +186,7 @@ class ShardChannel {
         if (entry === undefined || this.closed)
             throw new ShardSessionError('ended', 'the shard session has ended');
         const id = this.nextStreamId++;
-        const stream: ChannelStream = new ChannelStream(id, this, this.toHost, (reason, sendClose) => {
+        const stream: ChannelStream = new ChannelStream(id, this.toHost, (reason, sendClose) => {
             this.outgoingStreams.delete(id);
             entry.streams.delete(id);
             if (sendClose && !this.closed)
@@ -245,11 +226,7 @@ class ShardChannel {
             this.sendControl({type: 'ended', session: sessionId, reason});
     }
 
-    private receiveControl(frame: Uint8Array) {
-        if (!this.limiter.take())
-            throw new ProtocolViolation('flood: too many shard control frames');
-        const message = decodeFrame(frame, shardControlSchema, 'shard control frame', MAX_SHARD_CONTROL_BYTES);
-        this.peer.state?.seen(frame.length);
+    private receiveControl(message: ShardControl) {
         switch (message.type) {
             case 'open':
                 this.openHosted(message);
@@ -319,7 +296,7 @@ class ShardChannel {
             return this.sendControl({type: 'closed', stream: streamId, reason: 'no such session'});
         if (state.streams.size >= this.options.maxStreamsPerSession)
             return this.sendControl({type: 'closed', stream: streamId, reason: `at most ${this.options.maxStreamsPerSession} streams per session`});
-        const stream: ChannelStream = new ChannelStream(streamId, this, this.toCoordinator, (reason, sendClose) => {
+        const stream: ChannelStream = new ChannelStream(streamId, this.toCoordinator, (reason, sendClose) => {
             this.hostedStreams.delete(streamId);
             state.streams.delete(stream);
             if (sendClose && !this.closed)
@@ -330,26 +307,13 @@ class ShardChannel {
         state.session.connect(stream);
     }
 
-    private receiveData(frame: Uint8Array, streams: Map<number, ChannelStream>) {
-        const {stream: id, bytes} = decodeData(frame);
-        this.peer.state?.seen(frame.length);
+    private receiveData({stream: id, bytes}: ShardData, streams: Map<number, ChannelStream>) {
         // Data for a stream that just closed is in flight, not an offence.
         streams.get(id)?.emit('data', bytes);
     }
 
     sendControl(message: ShardControl) {
-        if (!this.channel.closed)
-            this.control.send(encodeFrame(message));
-    }
-
-    private guard(handle: () => void) {
-        try {
-            handle();
-        } catch (error) {
-            this.peer.close(error instanceof ProtocolViolation
-                ? {kind: 'violation', message: error.message}
-                : {kind: 'local', message: (error as Error).message});
-        }
+        this.channel.send('control', message);
     }
 
     private shutDown(reason: string) {
