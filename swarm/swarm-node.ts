@@ -117,6 +117,8 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
     private discovery: PeerDiscovery | undefined;
     private timers: NodeJS.Timeout[] = [];
     private lastCapabilities = '';
+    /** The models and shards the last capabilities sent could serve (servingOf). */
+    private lastServing = '';
     private capabilityTimer: NodeJS.Timeout | undefined;
     private lastCapabilitySentAt = 0;
 
@@ -147,6 +149,15 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
     /** Peers that completed the hello handshake. */
     peers(): PeerState[] {
         return [...this.connections.values()].flatMap((connection) => connection.ready ? [connection.state!] : []);
+    }
+
+    /** Connections whose hello has not completed yet: peers about to join. */
+    handshaking(): number {
+        let count = 0;
+        for (const connection of this.connections.values())
+            if (!connection.ready)
+                count++;
+        return count;
     }
 
     peer(peerId: string): PeerState | undefined {
@@ -285,21 +296,30 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         return {...this.options.capabilities(), relay: this.offeringRelay ? {key: this.relayKeys.publicKey.toString('hex')} : null};
     }
 
-    /** Sends our capabilities to every peer if they changed, at most once per interval. */
+    /**
+     * Sends our capabilities to every peer if they changed, at most once per interval; a change of what this node
+     * can serve now (a model loaded or unloaded) goes at once, so peers do not turn requests away meanwhile.
+     */
     capabilitiesChanged() {
         const capabilities = this.currentCapabilities();
         const serialized = JSON.stringify(capabilities);
-        if (serialized === this.lastCapabilities || this.capabilityTimer !== undefined)
+        if (serialized === this.lastCapabilities)
+            return;
+        const servingChanged = servingOf(capabilities) !== this.lastServing;
+        if (this.capabilityTimer !== undefined && !servingChanged)
             return;
         const wait = this.lastCapabilitySentAt + this.timings.capabilityUpdateMinIntervalMs - Date.now();
-        if (wait > 0) {
+        if (wait > 0 && !servingChanged) {
             this.capabilityTimer = setTimeout(() => {
                 this.capabilityTimer = undefined;
                 this.capabilitiesChanged();
             }, wait);
             return;
         }
+        clearTimeout(this.capabilityTimer);
+        this.capabilityTimer = undefined;
         this.lastCapabilities = serialized;
+        this.lastServing = servingOf(capabilities);
         this.lastCapabilitySentAt = Date.now();
         for (const connection of this.connections.values())
             connection.sendCapabilities(capabilities);
@@ -322,8 +342,9 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
 
     private hello(stream: NoiseSecretStream): Hello {
         const {network, software, identity} = this.options;
+        // lastCapabilities stays what the peers connected before were sent: an update held back by the interval
+        // still goes to them (the new peer may get it twice, which is harmless).
         const capabilities = this.currentCapabilities();
-        this.lastCapabilities = JSON.stringify(capabilities);
         return {
             protocol: PROTOCOL_VERSION,
             software,
@@ -393,4 +414,9 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
                 connection.ping();
         }
     }
+}
+
+/** What a node can serve now: the models it has loaded and the shards it offers. */
+function servingOf(capabilities: Capabilities) {
+    return JSON.stringify([capabilities.models.filter((model) => model.loaded).map((model) => model.id).sort(), capabilities.shards]);
 }

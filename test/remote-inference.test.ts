@@ -1,3 +1,5 @@
+import {rename} from 'node:fs/promises';
+import {join} from 'node:path';
 import test from 'ava';
 import type {Testnet} from 'hyperdht/testnet.js';
 import OpenAI from 'openai';
@@ -318,6 +320,25 @@ test.serial('a budget below every peer\'s price is refused with 402; a larger on
     t.like(await tooLow.json(), {error: {code: 'over_budget'}});
     t.is((await post(String(PRICE))).status, 200);
     t.is((await post('cheap')).status, 400);
+});
+
+test.serial('a request sent the moment a new peer appears is served by it, not refused while its announcement catches up', async (t) => {
+    const fixture = await createDataDirWithDemoModel({layers: 1, width: 64, headCount: 4, feedForwardLength: 64});
+    cleanups.push(fixture.cleanup);
+    await rename(join(fixture.dataDir, 'models', 'demo.gguf'), join(fixture.dataDir, 'models', 'fresh.gguf'));
+    const starting = startSwarmDaemon(bootstrap, fixture.dataDir, ['--model', 'fresh']);
+    t.teardown(async () => {
+        await (await starting).stop();
+        await providersReady();
+    });
+    const announced = async () => (await peersOf(requester.daemon)).peers.some((peer) => peer.capabilities.models.some((model) => model.id === 'fresh'));
+    await waitFor(announced, 60_000, 5);
+    const reply = await requester.client.completions.create({model: 'fresh', prompt: 'just in time', max_tokens: 4, temperature: 0});
+    t.is(reply.usage!.completion_tokens, 4);
+    // The new peer served it (its own log of peer jobs), not one of the others.
+    const fresh = await starting;
+    await waitFor(async () => (await node(fresh)).peerJobs.served === 1, 10_000);
+    t.is((await node(fresh)).peerJobs.served, 1);
 });
 
 test.serial('a model no peer holds is a clear 404', async (t) => {

@@ -75,6 +75,31 @@ test('a protocol gets every peer once its hello completes, whether attached befo
     t.deepEqual(late.peers, early.peers, 'a protocol attached later gets the peers already there');
 });
 
+test('an update held back by the capability interval reaches the peers connected before, even when another peer joins meanwhile', async (t) => {
+    let price = 1;
+    // An interval long enough that the third peer surely joins while the update waits, however busy the machine.
+    const a = swarmNode('capability-updates', {
+        capabilities: () => capabilitiesFixture({pricePerMillionTokens: price}), timings: {capabilityUpdateMinIntervalMs: 8_000}
+    });
+    const b = swarmNode('capability-updates');
+    const joined = Promise.all([once(a, 'peerJoined'), once(b, 'peerJoined')]);
+    await Promise.all([a.start(), b.start()]);
+    await joined;
+    price = 2;
+    a.capabilitiesChanged(); // sent at once
+    await waitFor(() => b.peer(a.id)?.capabilities.pricePerMillionTokens === 2, 10_000);
+    price = 3;
+    a.capabilitiesChanged(); // held back by the interval
+    // A third peer joins while the update waits: its hello already carries price 3.
+    const c = swarmNode('capability-updates');
+    const cJoined = once(c, 'peerJoined');
+    await c.start();
+    await cJoined;
+    await waitFor(() => c.peer(a.id)?.capabilities.pricePerMillionTokens === 3, 10_000);
+    await waitFor(() => b.peer(a.id)?.capabilities.pricePerMillionTokens === 3, 30_000);
+    t.is(b.peer(a.id)!.capabilities.pricePerMillionTokens, 3);
+});
+
 test('leaving the swarm is bounded even when the DHT cannot say goodbye', async (t) => {
     // Nothing listens on the discard port: the DHT's own destroy() waits seconds for its bootstrap nodes.
     const node = new SwarmNode({

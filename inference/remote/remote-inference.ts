@@ -12,6 +12,11 @@ import {explainNoPeer, rankPeers, type PeerCandidate} from './peer-ranking.js';
  * client code from a peer (a model it announced but "does not have", a budget it cannot know) is its own failure.
  */
 const PEER_CLIENT_FAULTS = new Set<InferenceErrorCode>(['invalid_request', 'context_length_exceeded']);
+/**
+ * How long a request with no peer to serve it waits for one about to (README, "Requests served by peers"): a peer
+ * whose hello is on the way, or one that announced the model and is still loading it.
+ */
+const PROVIDER_GRACE_MS = 10_000;
 /** The most tokens a peer that announces no cap may send for a request without `max_tokens` (the cap's own limit). */
 const MAX_TOKENS_WITHOUT_CAP = 2 ** 20;
 
@@ -96,7 +101,10 @@ export class RemoteInference implements InferenceStrategy {
         const tried = new Set<string>();
         const failures: string[] = [];
         for (let attempts = 0; attempts < this.routing.maxAttempts; attempts++) {
-            const peer = rankPeers(this.candidates(), {model, ...(maxPrice !== undefined && {maxPrice}), exclude: tried})[0];
+            const criteria = {model, ...(maxPrice !== undefined && {maxPrice}), exclude: tried};
+            let peer = rankPeers(this.candidates(), criteria)[0];
+            if (peer === undefined && tried.size === 0 && await this.providerSoon(model, options.signal))
+                peer = rankPeers(this.candidates(), criteria)[0];
             if (peer === undefined)
                 break;
             tried.add(peer.id);
@@ -118,6 +126,39 @@ export class RemoteInference implements InferenceStrategy {
         if (failures.length === 0)
             throw this.noPeerError(model, maxPrice);
         throw InferenceError.peersFailed(`no peer could complete the request for '${model}' after ${failures.length} attempt(s): ${failures.join('; ')}`);
+    }
+
+    /** Waits, at most PROVIDER_GRACE_MS, for a peer about to serve the model; false at once when no peer is about to. */
+    private async providerSoon(model: string, signal: AbortSignal | undefined): Promise<boolean> {
+        const loading = () => this.swarm.peers().some((peer) => peer.capabilities.models.some((offer) => offer.id === model && !offer.loaded));
+        const serving = () => this.swarm.peers().some((peer) => peer.capabilities.models.some((offer) => offer.id === model && offer.loaded));
+        const worthWaiting = () => this.swarm.handshaking() > 0 || loading();
+        if (!worthWaiting() || signal?.aborted)
+            return false;
+        const events = ['peerJoined', 'peerLeft', 'capabilities'] as const;
+        let check = () => {};
+        let abort = () => {};
+        let timer: NodeJS.Timeout | undefined;
+        try {
+            return await new Promise<boolean>((resolve) => {
+                check = () => {
+                    if (serving())
+                        resolve(true);
+                    else if (!worthWaiting())
+                        resolve(false);
+                };
+                abort = () => resolve(false);
+                for (const event of events)
+                    this.swarm.on(event, check);
+                signal?.addEventListener('abort', abort, {once: true});
+                timer = setTimeout(() => resolve(serving()), PROVIDER_GRACE_MS);
+            });
+        } finally {
+            clearTimeout(timer);
+            signal?.removeEventListener('abort', abort);
+            for (const event of events)
+                this.swarm.off(event, check);
+        }
     }
 
     /** A refusal says nothing about a peer's reliability; a failure, a stall or a vanished peer does. */
