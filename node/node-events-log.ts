@@ -4,13 +4,12 @@ import type {JobProvider} from '../inference/remote/jobs/job-provider.js';
 import type {JobRequester} from '../inference/remote/jobs/job-requester.js';
 import type {SwarmNode} from '../swarm/swarm-node.js';
 import type {Logger} from './logger.js';
+import {shortPeerId} from '../core/display.js';
 
 /**
  * The log lines of the node's parts' events. Sizes, timings and reasons only: prompts and outputs, a client's or a
  * peer's, are never logged (README).
  */
-
-const shortPeer = (peerId: string) => peerId.slice(0, 16);
 
 export function logEngineEvents(engine: EngineSupervisor, logger: Logger) {
     let lastLoggedProgress = -1;
@@ -36,26 +35,26 @@ export function logPipelineEvents(cluster: ClusterCoordinator, logger: Logger) {
 }
 
 export function logPeerJobs(provider: JobProvider | undefined, requester: JobRequester | undefined, logger: Logger) {
-    provider?.on('served', (job) => logger.info({peerJob: {peer: shortPeer(job.peerId), kind: job.kind, model: job.model, promptTokens: job.promptTokens,
+    provider?.on('served', (job) => logger.info({peerJob: {peer: shortPeerId(job.peerId), kind: job.kind, model: job.model, promptTokens: job.promptTokens,
         completionTokens: job.completionTokens, durationMs: Math.round(job.durationMs), outcome: job.outcome}}, 'served a peer job'));
-    provider?.on('refused', (peerId, code) => logger.info({peer: shortPeer(peerId), code}, 'refused a peer job'));
+    provider?.on('refused', (peerId, code) => logger.info({peer: shortPeerId(peerId), code}, 'refused a peer job'));
     for (const side of [provider, requester])
-        side?.on('receiptRejected', (peerId, jobId, reason) => logger.warn({peer: shortPeer(peerId), jobId, reason}, 'rejected a receipt'));
+        side?.on('receiptRejected', (peerId, jobId, reason) => logger.warn({peer: shortPeerId(peerId), jobId, reason}, 'rejected a receipt'));
 }
 
 export function logSwarmEvents(swarm: SwarmNode, logger: Logger) {
-    swarm.on('peerJoined', (peer) => logger.info({peer: shortPeer(peer.id), software: peer.software,
+    swarm.on('peerJoined', (peer) => logger.info({peer: shortPeerId(peer.id), software: peer.software,
         models: peer.capabilities.models.map((model) => model.id)}, 'peer connected'));
-    swarm.on('peerLeft', (peerId, reason) => logger.info({peer: shortPeer(peerId), reason: reason.message}, 'peer disconnected'));
-    swarm.on('peerBanned', (peerId, reason, until) => logger.warn({peer: shortPeer(peerId), reason, until: new Date(until).toISOString()}, 'peer banned'));
-    swarm.on('connectAttemptFailed', ({peerId, code, message, relay, attempts}) => logger.debug({peer: shortPeer(peerId), code,
-        ...(relay !== null && {relay: shortPeer(relay)}), attempts, reason: message}, 'could not connect to a peer'));
+    swarm.on('peerLeft', (peerId, reason) => logger.info({peer: shortPeerId(peerId), reason: reason.message}, 'peer disconnected'));
+    swarm.on('peerBanned', (peerId, reason, until) => logger.warn({peer: shortPeerId(peerId), reason, until: new Date(until).toISOString()}, 'peer banned'));
+    swarm.on('connectAttemptFailed', ({peerId, code, message, relay, attempts}) => logger.debug({peer: shortPeerId(peerId), code,
+        ...(relay !== null && {relay: shortPeerId(relay)}), attempts, reason: message}, 'could not connect to a peer'));
     swarm.on('isolated', (nat, failures) => logger.warn({nat: nat.type, reachable: nat.reachable,
-        failedAttempts: failures.map(({peerId, code}) => ({peer: shortPeer(peerId), code}))},
+        failedAttempts: failures.map(({peerId, code}) => ({peer: shortPeerId(peerId), code}))},
     failures.some((failure) => failure.code.includes('HOLEPUNCH'))
         ? 'no peer reached yet: hole punching failed and no relay was usable; a reachable node with --relay on, or --relay-through <node id>, would carry the connection'
         : 'no peer reached yet'));
     swarm.on('relayOffer', (offering) => logger.info({relay: offering, ...swarm.relayStatus()}, offering ? 'relaying for peers' : 'stopped relaying for peers'));
-    swarm.on('connectionFailed', (peerId, reason) => logger.debug({peer: shortPeer(peerId), reason: reason.message}, 'peer connection failed before hello'));
-    swarm.on('peerIncompatible', (peerId, message) => logger.warn({peer: shortPeer(peerId)}, `incompatible peer: ${message}`));
+    swarm.on('connectionFailed', (peerId, reason) => logger.debug({peer: shortPeerId(peerId), reason: reason.message}, 'peer connection failed before hello'));
+    swarm.on('peerIncompatible', (peerId, message) => logger.warn({peer: shortPeerId(peerId)}, `incompatible peer: ${message}`));
 }

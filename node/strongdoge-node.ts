@@ -45,6 +45,7 @@ import {NodeCapabilities} from './node-capabilities.js';
 import {packageInfo} from './package-info.js';
 import {shardReceiptProblem} from './shard-receipt-rules.js';
 import {clusterStatus, nodeStatus, peersStatus} from './status-documents.js';
+import {shortPeerId} from '../core/display.js';
 
 /** Time a peer gets for prompt processing before its first token. */
 const FIRST_TOKEN_DEADLINE_MS = 60_000;
@@ -386,7 +387,7 @@ export class StrongdogeNode {
                 throw new Error(problem);
             this.ledger?.recordShard(receipt);
         } catch (error) {
-            this.logger.warn({peer: peerId.slice(0, 16), reason: (error as Error).message}, 'rejected a shard receipt');
+            this.logger.warn({peer: shortPeerId(peerId), reason: (error as Error).message}, 'rejected a shard receipt');
         }
     }
 

@@ -10,6 +10,7 @@ import {getModelHandler, listModelsHandler} from './routes/model-routes.js';
 import {responsesHandler} from './routes/responses-routes.js';
 import type {ResponseLocals} from './routes/route-helpers.js';
 import {actionHandler, healthHandler, jsonHandler, verifyLedgerHandler, type StatusSources} from './routes/status-routes.js';
+import {shortPeerId} from '../core/display.js';
 
 export interface ProxyAppOptions {
     inference: InferenceService,
@@ -53,7 +54,7 @@ function recordStats(stats: RequestStats) {
                 model: res.locals.model === undefined ? undefined : clip(res.locals.model),
                 status: res.locals.failedStatus ?? (res.writableFinished ? res.statusCode : CLIENT_CLOSED_STATUS),
                 stream: res.locals.stream ?? false,
-                route: res.locals.servedBy ? `${res.locals.servedBy.via ?? 'peers'}:${res.locals.servedBy.peers.map((peer) => peer.slice(0, 16)).join(',')}` : 'local',
+                route: res.locals.servedBy ? `${res.locals.servedBy.via ?? 'peers'}:${res.locals.servedBy.peers.map((peer) => shortPeerId(peer)).join(',')}` : 'local',
                 promptTokens: result?.usage.promptTokens ?? res.locals.promptTokens ?? 0,
                 // A client that left was still sent tokens: they were generated for it.
                 completionTokens: result?.usage.completionTokens ?? res.locals.sentTokens ?? 0,

@@ -4,7 +4,7 @@
  * (docs/architecture.md's layout table).
  */
 const layers = [
-    {folders: ['core'], about: 'The shared vocabulary: request and result types, `InferenceError`, request limits, the JSON-schema grammar (`json-schema/`) and tool-call syntax (`tool-calls/`).'},
+    {folders: ['core'], about: 'The shared vocabulary and small helpers: request and result types, `InferenceError`, request limits, the JSON-schema grammar (`json-schema/`), tool-call syntax (`tool-calls/`), the one backoff, `withDefaults`, how bytes and peer ids are shown.'},
     {folders: ['engine', 'swarm', 'ledger'], about: '`engine/`: llama.cpp in a supervised child process, its RPC server, GGUF files. `swarm/`: transport (identity, topics, connections, channels, relays). `ledger/`: receipts, the contribution log, points, anchoring.'},
     {folders: ['inference'], about: 'The strategies that serve a request: `local/` (this node\'s engine), `remote/` (peers, the jobs protocol), `sharded/` (pipelines of layer shards, the shard tunnel); the router that picks one.'},
     {folders: ['proxy', 'tui'], about: '`proxy/`: the HTTP API (OpenAI, Ollama). `tui/`: the Ink dashboard.'},

@@ -95,6 +95,10 @@ test('the demo serves a 3-stage pipeline over three node processes, and SIGTERM 
         model: 'demo', messages: [{role: 'user', content: 'Hello'}], max_tokens: 16, temperature: 0
     });
     t.true(reply.usage!.completion_tokens > 0);
+    // The demo model writes words, not stray byte tokens that show as U+FFFD.
+    const content = reply.choices[0]!.message.content ?? '';
+    t.false(content.includes('\uFFFD'), content);
+    t.regex(content, /\p{L}{2,}/u);
     // The request's activations crossed both hosts' stages.
     const after = (await fetchStatus(coordinator, '/api/cluster')).pipelines[0]!;
     for (const [index, stage] of after.stages.entries())

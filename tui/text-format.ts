@@ -1,16 +1,6 @@
+import {formatBytes} from '../core/display.js';
 import type {DeviceInfo} from '../core/inference-types.js';
 
-const UNITS = ['B', 'KB', 'MB', 'GB', 'TB'];
-
-export function formatBytes(bytes: number) {
-    let value = bytes;
-    let unit = 0;
-    while (value >= 1000 && unit < UNITS.length - 1) {
-        value /= 1000;
-        unit++;
-    }
-    return `${value.toFixed(unit === 0 ? 0 : 1)} ${UNITS[unit]}`;
-}
 
 /** Rows of left-aligned columns separated by two spaces; a row may have fewer cells than the others. */
 export function alignColumns(rows: string[][]) {

@@ -7,7 +7,7 @@ import type {DeviceBenchmarkResult} from '../../engine/device-benchmark/device-b
 import {loadNodeSettings} from '../config/load-node-settings.js';
 import type {SettingFlags} from '../config/node-config.js';
 import {ensureDataDir, modelsDir} from '../data-dir.js';
-import {formatBytes} from '../../tui/text-format.js';
+import {formatBytes} from '../../core/display.js';
 import {addDataDirOption, settingOption} from './shared-options.js';
 
 /** The model benchmarked when none is given: big enough for matrix work to dominate (~86M parameters). */

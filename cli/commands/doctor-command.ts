@@ -9,7 +9,8 @@ import type {RpcTool, RpcToolchain} from '../../engine/rpc/rpc-toolchain.js';
 import {loadNodeSettings} from '../config/load-node-settings.js';
 import type {SettingFlags} from '../config/node-config.js';
 import type {NodeSettings} from '../../node/node-settings.js';
-import {formatBytes, formatEngineBuild, formatNatAddress} from '../../tui/text-format.js';
+import {formatBytes} from '../../core/display.js';
+import {formatEngineBuild, formatNatAddress} from '../../tui/text-format.js';
 import type {NatStatus, RelayMode} from '../../swarm/relay-policy.js';
 import {addDataDirOption, settingOption} from './shared-options.js';
 

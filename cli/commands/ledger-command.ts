@@ -4,6 +4,7 @@ import {loadNodeSettings} from '../config/load-node-settings.js';
 import {fetchNodeStatus, NodeUnreachableError, type NodeAddressFlags} from '../node-client.js';
 import type {SettingFlags} from '../config/node-config.js';
 import {addDataDirOption, addSettingOptions, settingOption} from './shared-options.js';
+import {shortPeerId} from '../../core/display.js';
 
 type LedgerFlags = NodeAddressFlags & SettingFlags & {json?: boolean, core?: string};
 
@@ -47,7 +48,7 @@ function recordLine(record: LedgerStatus['recent'][number]): string {
         case 'anchor':
             return `  ${record.at}  anchor   ${record.logLength} records, block ${record.blockNumber}`;
         case 'header':
-            return `  ${record.at}  header   owner ${record.owner.slice(0, 16)}`;
+            return `  ${record.at}  header   owner ${shortPeerId(record.owner)}`;
     }
 }
 

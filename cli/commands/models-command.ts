@@ -2,7 +2,8 @@ import {join, resolve} from 'node:path';
 import {Command, Option} from 'commander';
 import {demoModelDefaults, writeDemoModel} from '../../engine/demo/demo-model.js';
 import {ensureDataDir, modelsDir, resolveDataDir} from '../data-dir.js';
-import {formatBytes, formatTable} from '../../tui/text-format.js';
+import {formatBytes} from '../../core/display.js';
+import {formatTable} from '../../tui/text-format.js';
 import {addDataDirOption} from './shared-options.js';
 
 const DEMO_FILE = 'demo.gguf';

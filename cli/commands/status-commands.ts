@@ -3,8 +3,10 @@ import type {Capabilities} from '../../swarm/capabilities.js';
 import type {ClusterStatus, NodeStatus, PeerStatus} from '../../node/node-status.js';
 import {fetchNodeStatus, fetchNodeStatusIfKnown, type NodeAddressFlags} from '../node-client.js';
 import {clusterActive} from '../../tui/dashboard-state.js';
-import {formatBytes, formatDuration, formatEngineBuild, formatHosting, formatLayers, formatNatAddress, formatTable, formatTransfer} from '../../tui/text-format.js';
+import {formatBytes} from '../../core/display.js';
+import {formatDuration, formatEngineBuild, formatHosting, formatLayers, formatNatAddress, formatTable, formatTransfer} from '../../tui/text-format.js';
 import {addDataDirOption, settingOption} from './shared-options.js';
+import {shortPeerId} from '../../core/display.js';
 
 function withNodeAddress(command: Command) {
     command
@@ -34,7 +36,7 @@ function natText(nat: NonNullable<NodeStatus['nat']>) {
 }
 
 function relayText(relay: NonNullable<NodeStatus['relay']>) {
-    const through = relay.through.length > 0 ? `; through ${relay.through.map((id) => id.slice(0, 16)).join(', ')} first` : '';
+    const through = relay.through.length > 0 ? `; through ${relay.through.map((id) => shortPeerId(id)).join(', ')} first` : '';
     if (!relay.offering)
         return `${relay.mode}, not offered${through}`;
     const cap = relay.maxMbps === null ? '' : ` (cap ${relay.maxMbps} Mbit/s)`;
@@ -54,7 +56,7 @@ function peersCommand() {
                 process.stdout.write('no peers connected\n');
             else
                 process.stdout.write(formatTable(['PEER', 'RTT', 'ROUTE', 'DEVICE', 'MODELS', 'LOAD', 'SUCCESS', 'VERSION'], peers.map((peer) => [
-                    peer.id.slice(0, 16),
+                    shortPeerId(peer.id),
                     peer.rttMs === null ? '-' : `${peer.rttMs.toFixed(1)} ms`,
                     routeText(peer.route),
                     deviceText(peer.capabilities),
@@ -65,9 +67,9 @@ function peersCommand() {
                 ])) + '\n');
             if (unreachable.length > 0)
                 process.stdout.write(`\n${unreachable.length} unreachable: ${unreachable.map((failure) =>
-                    `${failure.peerId.slice(0, 16)} (${failure.code}${failure.relay ? ` via relay ${failure.relay.slice(0, 16)}` : ''}, ${failure.attempts} attempt${failure.attempts === 1 ? '' : 's'})`).join('; ')}\n`);
+                    `${shortPeerId(failure.peerId)} (${failure.code}${failure.relay ? ` via relay ${shortPeerId(failure.relay)}` : ''}, ${failure.attempts} attempt${failure.attempts === 1 ? '' : 's'})`).join('; ')}\n`);
             if (banned.length > 0)
-                process.stdout.write(`\n${banned.length} banned: ${banned.map((ban) => `${ban.peerId.slice(0, 16)} (${ban.reason})`).join('; ')}\n`);
+                process.stdout.write(`\n${banned.length} banned: ${banned.map((ban) => `${shortPeerId(ban.peerId)} (${ban.reason})`).join('; ')}\n`);
         });
 }
 
@@ -85,10 +87,10 @@ function clusterLines(cluster: ClusterStatus) {
             lines.push(indent(`plan: ${pipeline.plan.reason}`));
         const last = pipeline.failures.at(-1);
         if (last)
-            lines.push(indent(`last failure ${last.at} ${last.peer.slice(0, 16)}: ${last.reason}`));
+            lines.push(indent(`last failure ${last.at} ${shortPeerId(last.peer)}: ${last.reason}`));
         if (pipeline.stages.length > 0)
             lines.push(indent(formatTable(['PEER', 'LAYERS', 'SHARE', 'BYTES', 'WEIGHTS SENT', 'HOP', 'SUCCESS', 'SENT', 'RECEIVED'], pipeline.stages.map((stage) => [
-                stage.self ? 'this node' : stage.peer.slice(0, 16),
+                stage.self ? 'this node' : shortPeerId(stage.peer),
                 formatLayers(stage.layers),
                 `${Math.round(stage.loadRatio * 100)}%`,
                 formatBytes(stage.bytes),

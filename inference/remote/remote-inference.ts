@@ -6,6 +6,7 @@ import {ResumableAnswer} from '../resumable-answer.js';
 import {DeliveryPace} from './delivery-pace.js';
 import type {JobRequester, RemoteJobDeadlines} from './jobs/job-requester.js';
 import {explainNoPeer, rankPeers, type PeerCandidate} from './peer-ranking.js';
+import {shortPeerId} from '../../core/display.js';
 
 /**
  * The failures a serving peer may blame on the request: those its engine finds in the request itself. Any other
@@ -55,7 +56,7 @@ export class RemoteInference implements InferenceStrategy {
         for (const peer of this.swarm.peers())
             for (const offer of peer.capabilities.models)
                 if (!models.has(offer.id))
-                    models.set(offer.id, {id: offer.id, created: Math.floor(peer.connectedAt / 1000), ownedBy: `peer:${peer.id.slice(0, 16)}`});
+                    models.set(offer.id, {id: offer.id, created: Math.floor(peer.connectedAt / 1000), ownedBy: `peer:${shortPeerId(peer.id)}`});
         return [...models.values()];
     }
 
@@ -164,7 +165,7 @@ export class RemoteInference implements InferenceStrategy {
     /** A refusal says nothing about a peer's reliability; a failure, a stall or a vanished peer does. */
     private recordFailure(peerId: string, error: InferenceError, failures: string[]) {
         const refused = error.fault === 'refusal';
-        failures.push(`${peerId.slice(0, 16)}: ${refused ? 'refused' : error.code} (${error.message})`);
+        failures.push(`${shortPeerId(peerId)}: ${refused ? 'refused' : error.code} (${error.message})`);
         if (refused)
             return;
         this.swarm.peer(peerId)?.recordRequest(false);

@@ -15,6 +15,7 @@ import {StageFailures} from './coordinator/stage-failures.js';
 import {StageWatchdog} from './coordinator/stage-watchdog.js';
 import type {ShardPlan} from './shard-planner.js';
 import type {ShardProtocol} from './tunnel/shard-protocol.js';
+import {shortPeerId} from '../../core/display.js';
 
 export type {ClusterModel, ClusterState, StageFailure} from './coordinator/pipeline-types.js';
 
@@ -319,7 +320,7 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
                 this.excluded.set(peerId, true, {ttl});
             this.options.swarm.peer(peerId)?.recordRequest(false);
         }
-        this.emit('log', 'warn', 'pipeline stage failed', {peer: part.kind === 'stage' ? peerId.slice(0, 16) : 'self', reason});
+        this.emit('log', 'warn', 'pipeline stage failed', {peer: part.kind === 'stage' ? shortPeerId(peerId) : 'self', reason});
         return failure;
     }
 

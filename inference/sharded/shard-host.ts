@@ -9,6 +9,7 @@ import {AllocationBudget} from './tunnel/rpc-guard.js';
 import {RpcViolation} from './tunnel/rpc-stream.js';
 import type {HostedSession, SessionRequest, ShardHostHandler, TunnelStream} from './tunnel/shard-protocol.js';
 import {pipeSocket} from './tunnel/socket-pipe.js';
+import {shortPeerId} from '../../core/display.js';
 
 /**
  * What one RPC message may carry beyond the bytes the session said it would hold: the server reads a whole message
@@ -110,7 +111,7 @@ export class ShardHost implements ShardHostHandler {
             await server.stop();
             throw error;
         }
-        this.options.onLog?.('hosting layers for a peer', {peer: peerId.slice(0, 16), model: request.model.id, layers: request.layers, bytes: request.bytes,
+        this.options.onLog?.('hosting layers for a peer', {peer: shortPeerId(peerId), model: request.model.id, layers: request.layers, bytes: request.bytes,
             sandbox: runtime.sandbox === 'off' ? 'off' : 'bubblewrap'});
         // Shared by the session's connections: the server frees a connection's buffers when it closes.
         const budget = new AllocationBudget(allocationLimit(request.bytes));
@@ -122,17 +123,17 @@ export class ShardHost implements ShardHostHandler {
                     if (refused !== undefined) {
                         // Bytes that break the RPC protocol: the server never saw them, and the session ends here.
                         this.options.onLog?.('a peer broke the RPC protocol: its shard session ends',
-                            {peer: peerId.slice(0, 16), reason, ...(refused instanceof RpcViolation && refused.rule !== undefined && {rule: refused.rule})});
+                            {peer: shortPeerId(peerId), reason, ...(refused instanceof RpcViolation && refused.rule !== undefined && {rule: refused.rule})});
                         control.end(`the RPC stream broke the protocol: ${reason}`);
                     } else if (reason !== 'the socket closed')
-                        this.options.onLog?.('shard stream closed', {peer: peerId.slice(0, 16), reason});
+                        this.options.onLog?.('shard stream closed', {peer: shortPeerId(peerId), reason});
                 });
             },
             end: (reason: string) => {
                 ended = true;
                 this.sessions.delete(entry);
                 void server.stop();
-                this.options.onLog?.('stopped hosting layers for a peer', {peer: peerId.slice(0, 16), reason});
+                this.options.onLog?.('stopped hosting layers for a peer', {peer: shortPeerId(peerId), reason});
             }
         };
     }

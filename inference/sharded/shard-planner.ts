@@ -7,6 +7,8 @@
  * holds the output layer. Every stage holds its layers' weights and their KV cache for the whole context.
  */
 
+import {formatBytes} from '../../core/display.js';
+
 /** Layers `[first, last]`, 0-based and inclusive. */
 export type LayerRange = readonly [first: number, last: number];
 
@@ -627,9 +629,3 @@ function shortId(peerId: string) {
     return peerId.slice(0, 8);
 }
 
-/** Decimal units, as the CLI prints them (inference/ cannot import tui/'s formatters: docs/architecture.md, "Layout"). */
-function formatBytes(bytes: number) {
-    const units = ['B', 'KB', 'MB', 'GB', 'TB'];
-    const unit = Math.min(units.length - 1, bytes < 1000 ? 0 : Math.floor(Math.log10(bytes) / 3));
-    return `${(bytes / 1000 ** unit).toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
-}

@@ -4,6 +4,7 @@ import type {EmbedOptions, GenerateOptions, InferenceStrategy, ServedModel} from
 import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../../core/inference-types.js';
 import {ResumableAnswer} from '../resumable-answer.js';
 import type {ClusterCoordinator} from './cluster-coordinator.js';
+import {shortPeerId} from '../../core/display.js';
 
 export interface ShardedInferenceOptions {
     cluster: ClusterCoordinator,
@@ -101,7 +102,7 @@ export class ShardedInference implements InferenceStrategy {
                     throw InferenceError.cancelled();
                 if (error.fault !== 'server')
                     throw error;
-                const stageFailures = this.cluster.failuresSince(failuresBefore).map((failure) => `stage ${failure.peer.slice(0, 16)}: ${failure.reason}`);
+                const stageFailures = this.cluster.failuresSince(failuresBefore).map((failure) => `stage ${shortPeerId(failure.peer)}: ${failure.reason}`);
                 failures.push(stageFailures.length > 0 ? stageFailures.join(', ') : `${error.code} (${error.message})`);
             }
         }

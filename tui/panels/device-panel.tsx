@@ -1,5 +1,5 @@
 import {Text} from 'ink';
-import {formatBytes} from '../text-format.js';
+import {formatBytes} from '../../core/display.js';
 import type {DashboardState, PipelineView} from '../dashboard-state.js';
 import {progressBar} from '../text-graphics.js';
 import {Panel} from './panel.js';

@@ -1,5 +1,5 @@
 import {Text} from 'ink';
-import {formatBytes} from '../text-format.js';
+import {formatBytes} from '../../core/display.js';
 import type {DashboardState} from '../dashboard-state.js';
 import {Panel} from './panel.js';
 

@@ -1,6 +1,7 @@
 import {Text} from 'ink';
 import {clusterActive, type DashboardState, type PipelineView} from '../dashboard-state.js';
-import {alignColumns, formatBytes, formatHosting, formatLayers, formatTransfer} from '../text-format.js';
+import {formatBytes} from '../../core/display.js';
+import {alignColumns, formatHosting, formatLayers, formatTransfer} from '../text-format.js';
 import {layerBar, stageLetter} from '../text-graphics.js';
 import {Panel} from './panel.js';
 

@@ -1,4 +1,5 @@
 import type {ActiveStage, Formation} from './pipeline-types.js';
+import {shortPeerId} from '../../../core/display.js';
 
 /** How often weight-transfer progress is reported while a pipeline loads. */
 const TRANSFER_REPORT_INTERVAL_MS = 2_000;
@@ -60,7 +61,7 @@ export class StageWatchdog {
         if (now - this.lastTransferReportAt < TRANSFER_REPORT_INTERVAL_MS)
             return;
         this.lastTransferReportAt = now;
-        const stages = active.map((stage) => ({peer: stage.peerId.slice(0, 16), sentBytes: stage.endpoint.bytesToStage, transferBytes: stage.transferBytes}));
+        const stages = active.map((stage) => ({peer: shortPeerId(stage.peerId), sentBytes: stage.endpoint.bytesToStage, transferBytes: stage.transferBytes}));
         if (stages.some((stage) => stage.sentBytes > 0))
             this.options.onTransfer(stages);
     }

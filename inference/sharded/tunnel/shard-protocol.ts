@@ -5,6 +5,7 @@ import {ProtocolViolation} from '../../../swarm/channel/errors.js';
 import type {PeerConnection} from '../../../swarm/peer-connection.js';
 import type {PeerProtocol} from '../../../swarm/peer-protocol.js';
 import {encodeData, MAX_SHARD_DATA_BYTES, SHARD_CHANNEL, type ShardControl, type ShardData} from './shard-messages.js';
+import {shortPeerId} from '../../../core/display.js';
 
 /** What a coordinator asks of a host when it opens a session. */
 export type SessionRequest = Omit<Extract<ShardControl, {type: 'open'}>, 'type' | 'session'>;
@@ -354,7 +355,7 @@ export class ShardProtocol implements PeerProtocol {
     openSession(peerId: string, request: SessionRequest): Promise<CoordinatorSession> {
         const channel = this.channels.get(peerId);
         if (channel === undefined)
-            return Promise.reject(new ShardSessionError('disconnected', `peer ${peerId.slice(0, 16)} is not connected`));
+            return Promise.reject(new ShardSessionError('disconnected', `peer ${shortPeerId(peerId)} is not connected`));
         return channel.openSession(request);
     }
 }
