@@ -43,7 +43,7 @@
 import {type ChildProcess, execFile, execFileSync, spawn, type SpawnOptions} from 'node:child_process';
 import {fileURLToPath} from 'node:url';
 import {promisify} from 'node:util';
-import {isAlive} from './processes.js';
+import {processAlive} from '../engine/rpc/process-alive.js';
 
 /** 'none': a host on the internet itself; 'consistent': behind a port-preserving MASQUERADE (a typical home
  * router); 'random': behind MASQUERADE --random-fully, a new random port per destination (a symmetric NAT). */
@@ -461,7 +461,7 @@ function removeStaleNamespaces() {
     for (const line of listing.split('\n')) {
         const namespace = line.split(' ')[0]!;
         const owner = new RegExp(`^${NAME_PREFIX}(\\d+)-`).exec(namespace)?.[1];
-        if (owner && !isAlive(Number(owner))) {
+        if (owner && !processAlive(Number(owner))) {
             killNamespaceProcessesSync(namespace);
             deleteNamespacesSync([namespace]);
         }

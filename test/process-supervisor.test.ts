@@ -3,7 +3,7 @@ import {once} from 'node:events';
 import test from 'ava';
 import {ProcessSupervisor} from '../engine/process-supervisor.js';
 import {waitFor} from '../harness/cli-process.js';
-import {isAlive} from '../harness/processes.js';
+import {processAlive} from '../engine/rpc/process-alive.js';
 
 /** A real child process running `script` under Node. */
 const node = (script: string) => () => spawn(process.execPath, ['-e', script], {stdio: ['ignore', 'pipe', 'pipe']});
@@ -39,7 +39,7 @@ test('a failing health check kills the child, with the reason logged, and a new 
     t.true(lines.some((line) => line === `hanger watchdog: it hangs; killing pid ${first}`));
     await waitFor(() => spawned.length === 2, 5_000);
     t.not(supervisor.pid, first);
-    t.true(isAlive(supervisor.pid!));
+    t.true(processAlive(supervisor.pid!));
 });
 
 test('stop() ends the child for good: SIGTERM, then SIGKILL for a child that ignores it', async (t) => {
@@ -52,7 +52,7 @@ test('stop() ends the child for good: SIGTERM, then SIGKILL for a child that ign
     const [, signal, restarting] = await exit;
     t.is(signal, 'SIGKILL');
     t.false(restarting);
-    t.false(isAlive(pid));
+    t.false(processAlive(pid));
     await new Promise((resolve) => setTimeout(resolve, 300));
     t.is(supervisor.pid, undefined, 'no restart after stop');
     t.is(supervisor.restarts, 0);

@@ -13,7 +13,7 @@ import {detectRpcToolchain, RpcToolchainError} from '../engine/rpc/rpc-toolchain
 import {listeningAddresses, pruneTensorCache, RpcServerHost} from '../engine/rpc/rpc-server-host.js';
 import {waitFor} from '../harness/cli-process.js';
 import {TEST_RPC_DIR, testRpcBinaries} from '../harness/rpc-binaries.js';
-import {isAlive} from '../harness/processes.js';
+import {processAlive} from '../engine/rpc/process-alive.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -134,7 +134,7 @@ test('the server listens on 127.0.0.1 only, accepts a connection, and stop() end
     t.is(host.port, port);
     t.is(host.endpoint, `127.0.0.1:${port}`);
     const pid = host.pid!;
-    t.true(isAlive(pid));
+    t.true(processAlive(pid));
 
     const socket = connect({host: '127.0.0.1', port});
     await once(socket, 'connect');
@@ -150,7 +150,7 @@ test('the server listens on 127.0.0.1 only, accepts a connection, and stop() end
     t.true((await stat(join(cacheDir, 'rpc'))).isDirectory());
 
     await host.stop();
-    t.false(isAlive(pid));
+    t.false(processAlive(pid));
     t.deepEqual(exits, []);
 });
 

@@ -17,6 +17,7 @@ import {createInterface} from 'node:readline';
 import {llamaCppSource} from './llama-cpp-source.js';
 import {withBuildLock} from './rpc-build-lock.js';
 import {detectRpcToolchain, RpcToolchainError} from './rpc-toolchain.js';
+import {sharedRun} from '../../core/shared-run.js';
 
 export const RPC_SERVER_FILE = 'ggml-rpc-server';
 export const RPC_LIBRARY_FILE = 'libggml-rpc.so';
@@ -108,13 +109,7 @@ const buildsInProcess = new Map<string, Promise<RpcBinaries>>();
  * when cmake, a compiler, make/ninja or git is missing.
  */
 export function ensureRpcBinaries(options: EnsureRpcBinariesOptions): Promise<RpcBinaries> {
-    const key = options.dir;
-    let pending = buildsInProcess.get(key);
-    if (pending === undefined) {
-        pending = ensureUnshared(options).finally(() => buildsInProcess.delete(key));
-        buildsInProcess.set(key, pending);
-    }
-    return pending;
+    return sharedRun(buildsInProcess, options.dir, () => ensureUnshared(options), {keep: false});
 }
 
 async function ensureUnshared(options: EnsureRpcBinariesOptions): Promise<RpcBinaries> {

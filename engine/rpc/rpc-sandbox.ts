@@ -26,6 +26,7 @@ import {fileURLToPath} from 'node:url';
 import {promisify} from 'node:util';
 import type {GpuBackend} from '../../core/inference-types.js';
 import {findExecutable} from './rpc-toolchain.js';
+import {sharedRun} from '../../core/shared-run.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -71,16 +72,6 @@ export interface SandboxLauncherOptions {
     env?: NodeJS.ProcessEnv
 }
 
-/** One run of `make` per key in this process: later callers share its promise, a failed one is tried again. */
-function once<T>(runs: Map<string, Promise<T>>, key: string, make: () => Promise<T>) {
-    let pending = runs.get(key);
-    if (pending === undefined) {
-        pending = make();
-        runs.set(key, pending);
-        pending.catch(() => runs.delete(key));
-    }
-    return pending;
-}
 
 const launchersInProcess = new Map<string, Promise<string>>();
 
@@ -90,7 +81,7 @@ const launchersInProcess = new Map<string, Promise<string>>();
  * with `RpcSandboxError` (`COMPILER_MISSING`, `LAUNCHER_BUILD_FAILED`).
  */
 export function ensureSandboxLauncher(options: SandboxLauncherOptions): Promise<string> {
-    return once(launchersInProcess, options.dir, () => compileLauncher(options));
+    return sharedRun(launchersInProcess, options.dir, () => compileLauncher(options));
 }
 
 function isExecutable(path: string) {
@@ -171,7 +162,7 @@ const readOnlyPathsInProcess = new Map<string, Promise<string[]>>();
  * with the loader's cache. Resolved once per process for each server and launcher.
  */
 export function sandboxReadOnlyPaths({launcherPath, serverPath}: {launcherPath: string, serverPath?: string}) {
-    return once(readOnlyPathsInProcess, JSON.stringify([launcherPath, serverPath]), () => resolveReadOnlyPaths(launcherPath, serverPath));
+    return sharedRun(readOnlyPathsInProcess, JSON.stringify([launcherPath, serverPath]), () => resolveReadOnlyPaths(launcherPath, serverPath));
 }
 
 async function resolveReadOnlyPaths(launcherPath: string, serverPath: string | undefined) {
@@ -382,7 +373,7 @@ const probesInProcess = new Map<string, Promise<SandboxProbe>>();
  */
 export function probeSandbox(options: ProbeSandboxOptions): Promise<SandboxProbe> {
     const env = options.env ?? process.env;
-    return once(probesInProcess, JSON.stringify([options.launcherDir, options.bwrapPath, env.PATH, env.CC]),
+    return sharedRun(probesInProcess, JSON.stringify([options.launcherDir, options.bwrapPath, env.PATH, env.CC]),
         () => probeUncached(options.launcherDir, options.bwrapPath, env));
 }
 

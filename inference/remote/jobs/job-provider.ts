@@ -7,7 +7,7 @@ import type {EmbeddingResult, GenerationRequest, GenerationResult, TextListener}
 import {jobRefusal, submissionModel, type JobProviderLimits, type JobSubmission} from './job-admission.js';
 import type {JobMessage} from './job-messages.js';
 import type {JobsProtocol} from './jobs-protocol.js';
-import {RecentJobIds} from './recent-job-ids.js';
+import {recentJobIds} from './recent-job-ids.js';
 
 /** What serves peers' jobs: this node's engine. */
 export interface JobExecutor {
@@ -67,7 +67,7 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
     /** Read with peek(), never get(): a peer's receipts, forged ones included, must not keep a job from ageing out. */
     private readonly awaitingReceipt = new LRUCache<string, CompletedJob>({max: RECEIPT_WINDOW});
     /** Jobs refused or finished lately: a cancel for one of them crossed our reply on the wire. */
-    private readonly ended = new RecentJobIds();
+    private readonly ended = recentJobIds();
     private readonly jobs: JobsProtocol;
     private readonly identity: NodeIdentity;
     private readonly executor: JobExecutor;
@@ -117,7 +117,7 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
     private accept(peerId: string, message: JobSubmission) {
         const refusal = jobRefusal(message, this.limits, {activeJobIds: new Set(this.active.keys()), canServe: (model) => this.executor.canServe(model)});
         if (refusal !== undefined) {
-            this.ended.add(message.jobId);
+            this.ended.set(message.jobId, true);
             this.fail(peerId, message.jobId, InferenceError.refused(...refusal));
             this.emit('refused', peerId, refusal[0]);
             return;
@@ -170,7 +170,7 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
             this.fail(peerId, jobId, failure);
         }).finally(() => {
             this.active.delete(jobId);
-            this.ended.add(jobId);
+            this.ended.set(jobId, true);
         });
     }
 

@@ -8,7 +8,7 @@ import type {EmbeddingResult, GenerationRequest, GenerationResult, TextListener}
 import {toolCallProblem} from '../../../core/tool-calls/tool-call-syntax.js';
 import type {JobMessage} from './job-messages.js';
 import type {JobsProtocol} from './jobs-protocol.js';
-import {RecentJobIds} from './recent-job-ids.js';
+import {recentJobIds} from './recent-job-ids.js';
 
 /** How long a receipt may wait for the provider's countersignature. */
 const COUNTERSIGN_TIMEOUT_MS = 10_000;
@@ -68,7 +68,7 @@ export interface JobRequesterEvents {
 export class JobRequester extends EventEmitter<JobRequesterEvents> {
     private readonly pending = new Map<string, PendingJob>();
     private readonly receipts = new Map<string, {body: ReceiptBody, requesterSignature: string, timer: NodeJS.Timeout}>();
-    private readonly ended = new RecentJobIds();
+    private readonly ended = recentJobIds();
     private readonly jobs: JobsProtocol;
     private readonly identity: NodeIdentity;
 
@@ -170,7 +170,7 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
             const settle = () => {
                 clearTimeout(timer);
                 this.pending.delete(jobId);
-                this.ended.add(jobId);
+                this.ended.set(jobId, true);
                 signal?.removeEventListener('abort', onAbort);
             };
             const fail = (error: InferenceError) => {
