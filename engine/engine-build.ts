@@ -1,9 +1,7 @@
 /**
- * llama.cpp built for this machine: node-llama-cpp's own source build of the llama.cpp release it ships
- * (`gitRelease.bundle`, offline), with `GGML_NATIVE` on, which its `getLlama` then prefers to its prebuilt binaries
- * (docs/architecture.md, "Engine"). Prebuilt binaries pick the nearest of a few CPU variants; a build for the
- * machine uses all of its instructions. Faster or slower by CPU and weights: on the benchmark machine (AVX-512 FP16)
- * 1.25× the tokens/s of an F16 model, 0.92× of a Q4_0 one.
+ * llama.cpp built for this machine: node-llama-cpp's own source build of the release it ships, with `GGML_NATIVE`
+ * on, which its `getLlama` then prefers to its prebuilt binaries; faster or slower by CPU and weights
+ * (docs/architecture.md, "Engine").
  */
 import {spawn} from 'node:child_process';
 import {readFile} from 'node:fs/promises';

@@ -1,12 +1,11 @@
 /**
- * The llama.cpp RPC server and backend, built once from the llama.cpp source that node-llama-cpp ships
- * (`node_modules/node-llama-cpp/llama/gitRelease.bundle`): its prebuilt binaries lack RPC (docs/architecture.md,
- * "Sharding"). What the build needs is in rpc-toolchain.ts, its lock in rpc-build-lock.ts, the directory a session
- * runs the server from in rpc-server-dir.ts.
+ * The llama.cpp RPC server and backend, built once from the llama.cpp source node-llama-cpp ships
+ * (docs/architecture.md, "Sharding"). What the build needs is in rpc-toolchain.ts, its lock in rpc-build-lock.ts,
+ * the directory a session runs the server from in rpc-server-dir.ts.
  *
  * Layout under `dir`: `llama.cpp-<release>/`, what the build produced (`ggml-rpc-server`, `libggml-rpc.so`, and the
  * server's own `libggml.so.0`, `libggml-base.so.0` and a single `libggml-cpu.so`), linked with `$ORIGIN` so it runs
- * from there, plus `build.json`. Appears by an atomic rename once complete; another release builds beside it.
+ * from there, plus `build.json`. Another release builds beside it.
  */
 import {spawn} from 'node:child_process';
 import {randomBytes} from 'node:crypto';

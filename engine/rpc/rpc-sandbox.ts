@@ -1,20 +1,8 @@
 /**
- * The sandbox of every `rpc-server` a node runs for peers (docs/architecture.md, "Sharding"). The server is native
- * code that trusts its client, and the client is a peer: one that takes it over must find nothing of the node's to
- * read or write, and no network to reach. bubblewrap (`bwrap`) does the isolation, in new user, pid, network, IPC,
- * UTS and cgroup namespaces, without capabilities and with no new privileges:
- *
- * - read-only: the server's directory, where its symlinks lead (node-llama-cpp's ggml libraries, at their own
- *   paths), the launcher, and each shared library these load as the dynamic loader finds it (`ldd`), with the
- *   loader and its cache; a GPU server also gets its device nodes, /sys and the driver's libraries. No /usr, /etc
- *   or /bin: there is no shell inside;
- * - read-write: only the directory of the server's Unix socket (its tensor cache is read-only: see
- *   rpc-server-host.ts);
- * - its own /proc (the loader finds `$ORIGIN` through /proc/self/exe) and a minimal, read-only /dev;
- * - uid and gid 65534 inside, an environment of `LLAMA_CACHE` alone (and which GPUs to use), its own loopback.
- *
- * The node cannot reach a port in the sandbox's network namespace: the launcher (`sandbox/rpc-launcher.c`, compiled
- * here on first use) runs the server on the sandbox's loopback and relays a Unix socket to it.
+ * The bubblewrap sandbox of every `rpc-server` a node runs for peers: what it shows the server, and why
+ * (docs/architecture.md, "Sharding"). Beyond the docs: libraries are bound at their own paths (where the server's
+ * symlinks lead), a GPU server also gets /sys, its own /proc is there because the loader finds `$ORIGIN` through
+ * /proc/self/exe, and its environment is `LLAMA_CACHE` alone (and which GPUs to use).
  */
 import {execFile, spawn} from 'node:child_process';
 import {createHash, randomBytes} from 'node:crypto';

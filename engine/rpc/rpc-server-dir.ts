@@ -1,11 +1,8 @@
 /**
  * The directory a session runs the RPC server from (docs/architecture.md, "Sharding"):
- * `llama.cpp-<release>/server-<gpu>-<hash>/` beside the build, holding the server executable (hard link or copy)
- * and `libggml-rpc.so` among symlinks to the ggml libraries node-llama-cpp uses on this machine (its CUDA or Vulkan
- * backend and CPU variants). ggml with `GGML_BACKEND_DL` loads backends from the executable's own directory and the
- * working directory (`ggml_backend_load_all` in ggml/src/ggml-backend-reg.cpp), and `libggml-base.so.0` /
- * `libggml.so.0` there point at node-llama-cpp's files, so the server runs exactly one copy of ggml: the same one
- * the engine runs.
+ * `llama.cpp-<release>/server-<gpu>-<hash>/` beside the build. ggml with `GGML_BACKEND_DL` loads backends from the
+ * executable's own directory and the working directory (`ggml_backend_load_all`), and `libggml-base.so.0` /
+ * `libggml.so.0` there point at node-llama-cpp's files, so the server runs the one copy of ggml the engine runs.
  */
 import {createHash, randomBytes} from 'node:crypto';
 import {copyFile, link, mkdir, readdir, rename, rm, symlink, writeFile} from 'node:fs/promises';

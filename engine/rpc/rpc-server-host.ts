@@ -1,9 +1,7 @@
 /**
- * One llama.cpp `ggml-rpc-server` per layer-hosting session (docs/architecture.md, "Sharding"), supervised like
- * the engine. The server has no authentication: it binds 127.0.0.1 only and is reached through the session's
- * tunnel. Its tensor cache (`-c`) lives in `<cacheDir>/rpc/`: the server puts it under `$LLAMA_CACHE`
- * (tools/rpc/rpc-server.cpp in llama.cpp) and never evicts anything, hence `pruneTensorCache`. A server for peers
- * runs in a bubblewrap sandbox (`sandbox`, see rpc-sandbox.ts), reached through a Unix socket.
+ * One llama.cpp `ggml-rpc-server` per layer-hosting session, supervised like the engine (docs/architecture.md,
+ * "Sharding"). The server puts its tensor cache (`-c`) under `$LLAMA_CACHE` (`<cacheDir>/rpc/` here) and never
+ * evicts anything, hence `pruneTensorCache`.
  */
 import {type ChildProcess, spawn, type SpawnOptionsWithStdioTuple} from 'node:child_process';
 import {existsSync} from 'node:fs';

@@ -1,11 +1,9 @@
 /**
  * Seeds an rpc server's tensor cache from a GGUF file this node holds, so that a coordinator loading the same model
- * sends those tensors' hashes instead of their bytes (docs/architecture.md, "Sharding"). ggml-rpc offers every
- * tensor over 10 MiB by its FNV-1a 64 hash before sending it (SET_TENSOR_HASH), and the server looks for a file of
- * that name in its cache (ggml/src/ggml-rpc/ggml-rpc.cpp in llama.cpp: `fnv_hash` over the `size` bytes passed to
- * `set_tensor`, file `<cache>/%016PRIx64`, the bytes as they are). llama.cpp's loader sends each weight tensor
- * whole, in one `ggml_backend_tensor_set(cur, data, 0, ggml_nbytes(cur))` from the file's bytes (load_all_data in
- * src/llama-model-loader.cpp), so the hash of a tensor's `ggml_nbytes` bytes in the file is the one asked for.
+ * sends those tensors' hashes instead of their bytes (docs/architecture.md, "Sharding"). The server looks for
+ * `<cache>/%016PRIx64` of the FNV-1a 64 of the bytes given to `set_tensor` (ggml-rpc.cpp), and llama.cpp's loader
+ * sets each weight whole from the file (`load_all_data`): the hash of a tensor's `ggml_nbytes` bytes in the file is
+ * the one asked for.
  */
 import {randomBytes} from 'node:crypto';
 import {createReadStream} from 'node:fs';

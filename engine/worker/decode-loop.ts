@@ -14,13 +14,8 @@ export interface SteppedGeneration {
 }
 
 /**
- * Advances every active generation of one context together, a token each per step, in ascending sequence id.
- *
- * Why (docs/architecture.md, "Batched decoding"): node-llama-cpp's contexts keep a KV cache per sequence, and
- * llama.cpp then computes a batch in one pass only when its tokens come from consecutive sequence ids in
- * ascending order; otherwise it splits the batch and reads every weight again per pass. node-llama-cpp decodes
- * whatever sequences have queued when the previous batch ends, in the order their sampling finished: mostly not
- * all of them, in no particular order. A step starts all decodes in one tick, in order, so they share one pass.
+ * Advances every active generation of one context together, a token each per step, in ascending sequence id, all
+ * decodes started in one tick so that llama.cpp computes them in one pass (docs/architecture.md, "Batched decoding").
  * A new request's prompt is evaluated a chunk per step (Generation), so running streams pause a chunk at a time.
  */
 export class DecodeLoop<T extends SteppedGeneration> {

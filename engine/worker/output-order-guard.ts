@@ -8,15 +8,9 @@ interface NativeContext {
 }
 
 /**
- * Makes the first sampling after each decode run alone; the others of the batch start once it is done
- * (docs/architecture.md, "Batched decoding", on why).
- *
- * When llama.cpp splits a batch of several sequences into micro-batches (a prompt chunk beside other sequences'
- * tokens), their outputs come out of the batch's order; llama.cpp puts them back in order on the first read of
- * any output, swapping rows in place, without a lock. node-llama-cpp samples every sequence of the batch at once
- * on its thread pool, so two first reads can both apply the swaps, and a request then samples from another
- * request's logits: a wrong token (measured: 57 in 1,000 such steps of 8 sequences). The first sampling does the
- * reordering alone; the rest read settled rows and still run in parallel.
+ * Makes the first sampling after each decode run alone; the others of the batch start once it is done and still
+ * run in parallel. Why (docs/architecture.md, "Batched decoding"): llama.cpp restores a split batch's output order
+ * in place on the first read, without a lock, and two first reads at once made a request sample another's logits.
  *
  * Throws when node-llama-cpp's internals are not as this expects: sampling unguarded would be silently wrong.
  */
