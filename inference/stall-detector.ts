@@ -1,10 +1,8 @@
 /**
  * When silence means a peer is gone, for a peer serving a whole request and for a pipeline stage alike
- * (docs/architecture.md, "Sharding" and "Swarm"). Connections run over UDP: a killed or frozen peer sends nothing,
- * so its death shows only as an answer (a token, an RPC reply) that does not come. The deadline follows what this
- * peer usually takes to answer (the median of recent answers, so one slow answer does not stretch it), many times
- * over, with a floor so that scheduling noise on a busy machine is never taken for a death. Prompt processing
- * sends whole batches in one answer and gets a floor of its own.
+ * (docs/architecture.md, "Swarm" and "Sharding"): many times the median of recent answers, so one slow answer does
+ * not stretch it, with a floor so that scheduling noise on a busy machine is never taken for a death. Prompt
+ * processing sends whole batches in one answer and gets a floor of its own.
  */
 
 export interface StallDetectorOptions {

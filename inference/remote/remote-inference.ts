@@ -36,10 +36,9 @@ export interface RemoteInferenceOptions {
 }
 
 /**
- * Whole requests served by peers: the best peer that has the model loaded serves it; if that peer stalls, vanishes
- * or fails mid-generation, the request resumes on another from the tokens already streamed, so the client sees one
- * uninterrupted answer. A failure that is the request's own fault is the client's answer at once, as it would be
- * from this node's engine: no other peer is tried and none is penalised.
+ * Whole requests served by peers: the best peer serves, and one that stalls, vanishes or fails hands the request
+ * to the next with the tokens already streamed. A failure that is the request's own fault goes to the client at
+ * once: no other peer is tried, none is penalised (docs/architecture.md, "The path of a request", "Errors").
  */
 export class RemoteInference implements InferenceStrategy {
     private readonly swarm: SwarmNode;

@@ -68,11 +68,9 @@ export interface ClusterEvents {
 }
 
 /**
- * Coordinates a pipeline of layer shards for one model (docs/architecture.md, "Sharding"): plans the stages over
- * this node and its peers, opens a shard session on each host, joins the engine child's RPC devices to them
- * through loopback tunnel endpoints, and watches them. When a stage dies or stalls, it kills the engine child;
- * the engine restarts, asks for a new plan without that peer and reloads, and the sharded strategy resumes the
- * requests in flight. The parts are in ./coordinator/.
+ * Coordinates a pipeline of layer shards for one model: plans, opens the hosts' sessions, joins the engine child's
+ * RPC devices to them through tunnel endpoints, watches them and fails over (docs/architecture.md, "Sharding").
+ * The parts are in ./coordinator/.
  */
 export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
     readonly engine: EngineSupervisor;

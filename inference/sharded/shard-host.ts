@@ -55,10 +55,8 @@ export interface ShardHostOptions {
 }
 
 /**
- * Hosts layer shards for peers (docs/architecture.md, "Sharding"): each session a coordinator opens gets its own
- * rpc server, bound to 127.0.0.1 and reached only through that session's tunnel streams. The server is
- * unauthenticated native code: every byte from the coordinator passes the RPC codec first, and a stream that
- * breaks the protocol is cut without reaching it.
+ * Hosts layer shards for peers: an rpc server per session a coordinator opens, reached only through that session's
+ * tunnel streams, every byte past the RPC codec and the guard first (docs/architecture.md, "Sharding").
  */
 export class ShardHost implements ShardHostHandler {
     private readonly sessions = new Set<{bytes: number, server: RpcServerHost}>();

@@ -1,10 +1,7 @@
 /**
- * Which peers run which layers of a model over llama.cpp's RPC backend (docs/architecture.md, "Sharding"). Pure,
- * so every rule is tested without a network (test/shard-planner.test.ts).
- *
- * The coordinator (this node: it holds the GGUF file, the input embeddings, tokenizer and sampling) keeps the first
- * layers, possibly none; each remote stage takes the next contiguous range, in stage order; the last stage also
- * holds the output layer. Every stage holds its layers' weights and their KV cache for the whole context.
+ * Which peers run which layers of a model over llama.cpp's RPC backend, and where the coordinator's own layers are
+ * (docs/architecture.md, "Sharding"). Pure, so every rule is tested without a network (test/shard-planner.test.ts).
+ */
  */
 
 import {formatBytes} from '../../core/display.js';

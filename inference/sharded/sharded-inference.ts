@@ -23,10 +23,9 @@ export const shardedInferenceDefaults = {
 };
 
 /**
- * Requests for a model this node runs as a pipeline of peers' layer shards (docs/architecture.md, "Sharding").
- * When a stage fails mid-answer the coordinator restarts the engine on a new plan; the request then resumes from
- * its prompt and the tokens already streamed, so the client sees one answer. Failures that are the request's own
- * fault, and refusals such as a full queue, reach the client as they are.
+ * Requests for a model this node runs as a pipeline of peers' layer shards; a request whose stage fails resumes
+ * on the new plan from the tokens already streamed (docs/architecture.md, "Sharding", "Failover"). Failures that
+ * are the request's own fault, and refusals such as a full queue, reach the client as they are.
  */
 export class ShardedInference implements InferenceStrategy {
     private readonly created = Math.floor(Date.now() / 1000);

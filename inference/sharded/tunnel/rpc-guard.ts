@@ -1,9 +1,7 @@
 /**
- * The host's guard on one RPC connection from a peer (docs/peer-protocol.md, "Graph checks"): what the codec
- * (`rpc-stream.ts`) asks before it forwards a request to this node's rpc-server. It keeps the connection's buffers
- * (handles, sizes, bases, from the server's replies), holds their total to the session's allocation budget,
- * checks every tensor a request names and every graph, and allows GRAPH_RECOMPUTE only of an accepted graph.
- * Pure: it sees bytes, never sockets.
+ * The host's guard on one RPC connection from a peer: the checks of docs/peer-protocol.md, "Graph checks", that
+ * the codec (`rpc-stream.ts`) asks before it forwards a request. It learns the connection's buffers (handles,
+ * sizes, bases) from the server's replies. Pure: it sees bytes, never sockets.
  */
 import {checkGraph, type GraphLimits, graphLimitDefaults, graphPayloadBytes} from './ggml/graph-check.js';
 import {RPC_TENSOR_BYTES, readRpcTensor} from './ggml/rpc-tensor.js';

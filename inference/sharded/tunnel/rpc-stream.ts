@@ -1,15 +1,8 @@
 /**
- * The RPC-aware codec of a shard tunnel (docs/architecture.md, "Sharding"): it sits between llama.cpp's RPC client
- * (the coordinator) and a stage's `rpc-server`, follows ggml-rpc protocol v6 in both directions as the bytes arrive,
- * in chunks of any size, and forwards them with three rewrites: the device memory a stage reports (so that
- * llama.cpp's layer split follows the plan, `inference/sharded/layer-split.ts`), the device count (one per stage)
- * and the HELLO transport capabilities (so that the bytes stay in the tunnel). Anything else the protocol does not
- * allow ends the session. Large payloads (weights, activations) pass through as views of the incoming chunks, never
- * buffered.
- *
- * Wire format (ggml-rpc v6.0.0, little-endian, structs packed):
- * request `| command (1 byte) | size (u64) | payload (size bytes) |`, reply `| size (u64) | payload (size bytes) |`.
- * Only some commands have a reply; llama.cpp's client sends one command at a time and waits for its reply, if any.
+ * The RPC-aware codec of a shard tunnel: follows ggml-rpc protocol v6 both ways as the bytes arrive, in chunks of
+ * any size, with the rewrites and checks of docs/peer-protocol.md, "Shard channel"; anything else the protocol does
+ * not allow ends the session. Large payloads (weights, activations) pass through as views of the incoming chunks,
+ * never buffered. llama.cpp's client sends one command at a time and waits for its reply, if any.
  */
 
 import {RPC_TENSOR_BYTES} from './ggml/rpc-tensor.js';

@@ -17,9 +17,8 @@ const id = z.number().int().min(1).max(0xffff_ffff);
 const sha256 = z.string().regex(/^[0-9a-f]{64}$/);
 
 /**
- * Control frames. The coordinator opens a session (one rpc server on the host, for this coordinator only), then
- * streams in it (one TCP connection to that server each); either side ends them. Frame types say who sends them,
- * so that two nodes can each coordinate and host on the same channel without their ids meeting.
+ * Control frames (docs/peer-protocol.md, "Shard channel"). Frame types say who sends them, so that two nodes can
+ * each coordinate and host on the same channel without their ids meeting.
  */
 export const shardControlSchema = z.discriminatedUnion('type', [
     z.object({

@@ -14,9 +14,8 @@ export interface TunnelEndpointOptions {
 
 /**
  * The coordinator's end of one stage's tunnel: a TCP port on 127.0.0.1 that llama.cpp's RPC client connects to as
- * if it were the rpc server. Each connection becomes a stream of the stage's shard session. The endpoint lives in
- * the node's main process, never in the engine child, whose RPC calls block its thread (docs/architecture.md,
- * "Sharding"). It counts the stage's bytes and times its answers, to tell a stage that died from a slow one.
+ * if it were the rpc server, each connection a stream of the stage's shard session; never in the engine child
+ * (docs/architecture.md, "Sharding", "The tunnel"). Its byte counts and reply times tell a dead stage from a slow one.
  */
 export class TunnelEndpoint {
     bytesToStage = 0;

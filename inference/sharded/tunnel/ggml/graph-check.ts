@@ -1,16 +1,12 @@
 /**
  * GRAPH_COMPUTE, read whole and checked before the rpc-server sees a byte of it (docs/peer-protocol.md, "Graph
- * checks"). The server rebuilds the peer's graph from these tensors verbatim and runs it: so every tensor must pass
- * `tensor-check.ts`, every op must be one llama.cpp's model graphs use (`op-allowlist.ts`) and every computed node
- * must obey its op's contract (`op-rules.ts`), or the session ends. Pure.
+ * checks"). Pure.
  *
  * Payload: `| device (u32) | n_nodes (u32) | nodes (n_nodes × u64 id) | n_tensors (u32) | tensors (n_tensors × 296) |`.
- * llama.cpp's client lists each tensor after its sources and its view source (`serialize_graph`), which makes
- * the graph acyclic by construction here: a reference to a later tensor is refused. The one exception is
- * `ggml_cast`'s CPY, whose destination (source 1) is the node itself (ggml.c); the server resolves it too.
- * The server's backend computes the nodes one after another in the list's order (ggml_graph_compute_thread, a
- * barrier between nodes), so each node knows its position and the list, for contracts that rest on what earlier
- * nodes wrote (MUL_MAT_ID's expert ids, op-rules-elementwise.ts).
+ * A reference to a later tensor is refused (llama.cpp's `serialize_graph` lists each tensor after its sources and
+ * view source), except `ggml_cast`'s CPY, whose destination (source 1) is the node itself. The server computes the
+ * nodes in the list's order, a barrier between them (ggml_graph_compute_thread), so contracts may rest on what
+ * earlier nodes wrote (MUL_MAT_ID's expert ids, op-rules-elementwise.ts).
  */
 import {GgmlOp, opName} from './ggml-tables.js';
 import {type AllowedOp, isAllowedOp} from './op-allowlist.js';

@@ -1,9 +1,7 @@
 /**
- * The ggml ops a host runs in a peer's graph (docs/peer-protocol.md, "Graph checks"): those llama.cpp's model
- * graphs can build, for every architecture of the llama.cpp that node-llama-cpp ships, as
- * `scripts/derive-rpc-op-allowlist.mjs` derives them from its source (test/rpc-graph-check.test.ts runs it and
- * fails when they part). Never CUSTOM or MAP_CUSTOM1..3: their op_params hold a function pointer the server calls.
- * Each op here has a contract in `op-rules.ts`.
+ * The ggml ops a host runs in a peer's graph, as `scripts/derive-rpc-op-allowlist.mjs` derives them
+ * (docs/peer-protocol.md, "Graph checks"). Never CUSTOM or MAP_CUSTOM1..3: their op_params hold a function pointer
+ * the server calls. Each op here has a contract in `op-rules.ts`.
  */
 import {GGML_OP_NAMES} from './ggml-tables.js';
 
