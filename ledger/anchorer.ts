@@ -48,12 +48,8 @@ export interface AnchorerStatus {
 }
 
 /**
- * Anchors the contribution log on the chain: `anchor(core, logLength, treeHash)` on the contract, then an `anchor`
- * record in the log with the transaction and its block. The first time a wallet anchors the log, it publishes the
- * owner's signed permission (`authorize`), without which verifiers ignore its anchors. Before a transaction is
- * sent, its signed bytes are saved: after a failure or a restart the same transaction is sent again (a chain accepts
- * one transaction per nonce), so a length is never anchored twice nor lost. Failures (chain down, fee too high, a
- * revert) are retried with backoff.
+ * Anchors the contribution log on the chain, authorizing the wallet first, with the signed transaction saved
+ * before it is sent so that a length is never anchored twice nor lost (docs/architecture.md, "Anchoring").
  */
 export class Anchorer extends EventEmitter<{anchored: [record: AnchorRecord], failed: [error: LedgerError]}> {
     private readonly options: AnchorerOptions & Required<Pick<AnchorerOptions, 'intervalMs' | 'miningTimeoutMs'>>;

@@ -2,16 +2,9 @@ import {workKey} from './record-check.js';
 import type {LedgerRecord} from './records.js';
 
 /**
- * Points: a deterministic function of a log's records, so anyone replaying a log gets the same number
- * (docs/architecture.md, "Ledger"). A record earns
- *
- *     tokens × share of the model's layers served × model factor
- *
- * where a whole request served is a share of 1, a shard its layers' share, and the model factor is the model's
- * size in GB (at least 1): a token of a 70 GB model costs its server far more than one of a 1 GB model. Only
- * `served` and `shard` records of the log's owner earn; a self-receipt, a job or shard counted before, or a
- * receipt that names another node as the one who served earns nothing. Points are summed in thousandths, as
- * integers, so the order of addition cannot change the total.
+ * Points: a pure function of a log's records, so anyone replaying a log gets the same number; what earns what is
+ * under docs/architecture.md, "Points". The model factor is there because a token of a 70 GB model costs its server
+ * far more than one of a 1 GB model.
  */
 
 const BYTES_PER_MODEL_FACTOR = 1e9;

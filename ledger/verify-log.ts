@@ -21,10 +21,8 @@ export interface VerifyReport {
 const MAX_PROBLEMS = 20;
 
 /**
- * Checks a contribution log, anyone's, without trusting its owner (docs/architecture.md, "Ledger"): every anchor on
- * the chain for this log by a wallet the owner authorized must match the log's Merkle tree at the anchored length
- * (a rewritten, truncated or forked log does not), the header must be signed by the owner, every receipt must
- * verify and name the owner in its role; the points are recomputed from the records.
+ * Checks a contribution log, anyone's, without trusting its owner: its authorized anchors against its Merkle tree,
+ * then every record, then the points (docs/architecture.md, "Verification").
  */
 export async function verifyLog(core: Hypercore<unknown>, chain: Omit<ChainAnchors, 'chainId' | 'contract'> & Partial<ChainAnchors>): Promise<VerifyReport> {
     const coreKey = core.key!.toString('hex');

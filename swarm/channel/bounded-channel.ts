@@ -39,10 +39,8 @@ export interface BoundedChannelOptions<S extends AnySpec> {
 }
 
 /**
- * One protocol's channel on a peer connection, opened from its spec (docs/peer-protocol.md, "Adding a protocol").
- * Every frame the peer sends is held to its spec before a handler sees it: size, rate limits, schema or decoder;
- * then it counts as seen. A frame that breaks a rule, or a handler that throws a `ProtocolViolation`, closes the
- * connection as a violation (the peer is banned); another error in a handler closes it as `local`.
+ * One protocol's channel on a peer connection, opened from its spec: every frame the peer sends is held to the
+ * spec before a handler sees it, and a broken rule closes the connection (docs/peer-protocol.md, "Adding a protocol").
  */
 export class BoundedChannel<S extends AnySpec> {
     /** True once both sides opened the channel (and the peer's handshake passed), false if it closed first. */
