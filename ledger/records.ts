@@ -15,7 +15,7 @@ const at = z.iso.datetime();
 
 /**
  * The coordinator's signed statement that a peer hosted layers of a pipeline for a request: what a `shard` record
- * carries. The coordinator sends one to each remote stage's host after each request (docs/peer-protocol.md).
+ * carries, sent to each remote stage's host after each request (docs/peer-protocol.md, "Shard channel").
  */
 export const shardReceiptSchema = z.object({
     body: z.object({

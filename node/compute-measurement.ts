@@ -5,8 +5,8 @@ import type {DeviceInfo} from '../core/inference-types.js';
 import type {ComputeMeasurement} from './node-capabilities.js';
 
 /**
- * What this node announces of its compute: what `strongdoge bench` measured on this device (README), or the
- * datasheet value alone; `measured` says which.
+ * What this node announces of its compute: what `strongdoge bench` measured on this device, or the datasheet value
+ * alone (docs/architecture.md, "Device benchmark"); `measured` says which.
  */
 export async function computeMeasurement(dataDir: string, device: Pick<DeviceInfo, 'backend' | 'gpuNames'>): Promise<{compute: ComputeMeasurement, measured: boolean}> {
     const measured = await new BenchmarkCache(benchmarkCachePath(dataDir)).latest(deviceKey(device.backend, device.gpuNames));

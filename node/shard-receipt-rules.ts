@@ -11,8 +11,9 @@ export interface ShardReceiptContext {
 }
 
 /**
- * Why a coordinator's receipt (its signature already checked) does not fit the session this node hosted, or undefined
- * when it does: it must name its sender, this node, and the model and layers of the session (docs/peer-protocol.md).
+ * Why a coordinator's receipt (its signature already checked) does not fit the session this node hosted, or
+ * undefined when it does: it must name its sender, this node, and the model and layers of the session
+ * (docs/peer-protocol.md, "Shard channel").
  */
 export function shardReceiptProblem(body: ShardReceipt['body'], {peerId, hostId, session}: ShardReceiptContext): string | undefined {
     if (body.coordinator !== peerId)

@@ -2,8 +2,8 @@ import type {PeerConnection} from './peer-connection.js';
 
 /**
  * A protocol that runs beside the control channel on every peer connection, on its own protomux channel of the
- * connection's mux, as hypercore's replicator attaches to a stream (docs/peer-protocol.md). The swarm knows
- * nothing of what a protocol carries: jobs, shard tunnels and log replication each attach themselves.
+ * connection's mux (docs/peer-protocol.md, "Adding a protocol"). The swarm knows nothing of what a protocol
+ * carries: jobs, shard tunnels and log replication each attach themselves.
  */
 export interface PeerProtocol {
     /**

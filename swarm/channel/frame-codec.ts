@@ -4,7 +4,7 @@ import {ProtocolViolation} from './errors.js';
 /** A JSON frame's bound unless its channel's spec gives another: the control channel's (docs/peer-protocol.md, "Limits"). */
 export const MAX_FRAME_BYTES = 256 * 1024;
 
-/** A JSON frame: UTF-8 JSON of the message (docs/peer-protocol.md). */
+/** A JSON frame: UTF-8 JSON of the message (docs/peer-protocol.md, "Control channel"). */
 export function encodeFrame(value: object): Buffer {
     return Buffer.from(JSON.stringify(value), 'utf8');
 }

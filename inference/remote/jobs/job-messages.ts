@@ -4,7 +4,7 @@ import {inferenceErrorCodes} from '../../../core/inference-error.js';
 import {MAX_TOP_LOGPROBS} from '../../../core/request-limits.js';
 import {defineChannel} from '../../../swarm/channel/channel-spec.js';
 
-/** The jobs channel: whole requests served by a peer, their streamed tokens, results and receipts (docs/peer-protocol.md). */
+/** The jobs channel: requests served by a peer, streamed tokens, results, receipts (docs/peer-protocol.md, "Jobs channel"). */
 
 export const JOBS_PROTOCOL = 'strongdoge/jobs';
 /** Prompts travel in these frames: bounded like the HTTP API's bodies. */
@@ -88,7 +88,7 @@ export const jobMessageSchema = z.discriminatedUnion('type', [
     z.object({type: z.literal('cancel'), jobId}),
     z.object({type: z.literal('receipt'), jobId, receipt: receiptSchema}),
     // provider → requester
-    // A tool call travels whole, with the tokens that wrote it (docs/peer-protocol.md).
+    // A tool call travels whole, with the tokens that wrote it (docs/peer-protocol.md, "Jobs channel").
     z.object({
         type: z.literal('text'), jobId, text: z.string().max(MAX_TEXT_FRAME_CHARS), tokens: z.array(tokenId).min(1).max(MAX_TEXT_FRAME_TOKENS),
         toolCall: toolCallSchema.optional(),
