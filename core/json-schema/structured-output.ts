@@ -3,9 +3,7 @@ import {Ajv2020, type ValidateFunction} from './ajv.js';
 import {schemaGrammarRules, SchemaGrammarError} from './schema-grammar.js';
 
 /**
- * A client's JSON schema, checked before any work and held to after it (docs/architecture.md, "Structured output"):
- * the schema must be a valid JSON Schema (ajv, draft 2020-12, which reads draft-07 schemas too) and one the grammar
- * can hold to; a finished reply must validate against it.
+ * A client's JSON schema, checked before any work and held to after it (docs/architecture.md, "Structured output").
  */
 
 // `format` is an annotation, as JSON Schema 2020-12 says by default; `strict: false` accepts keywords of other

@@ -1,7 +1,6 @@
 /**
- * Remote layer devices inside the engine child: llama.cpp's RPC backend, loaded into the ggml that node-llama-cpp
- * already loaded, with one device per pipeline stage (docs/architecture.md, "Sharding"). The prebuilt
- * node-llama-cpp binaries lack RPC; `libggml-rpc.so` is built from the same llama.cpp source (engine/rpc/).
+ * Remote layer devices inside the engine child: llama.cpp's RPC backend, built in engine/rpc/, loaded into the ggml
+ * node-llama-cpp already loaded, one device per pipeline stage (docs/architecture.md, "Sharding", "The coordinator").
  */
 import {readFileSync} from 'node:fs';
 import koffi from 'koffi';

@@ -8,9 +8,8 @@ import {toolCallGrammar, type ToolCallSyntax} from '../../core/tool-calls/tool-c
 import type {ToolCallRules} from './generation.js';
 
 /**
- * Tool calling through the model's own chat template (docs/architecture.md, "Tool calling"): node-llama-cpp reads
- * from the template how calls are written (its chat wrapper's function settings); the engine lists the tools in the
- * prompt as the template does, watches for the model starting a call, and holds the call to a grammar.
+ * Tool calling through the model's own chat template, as node-llama-cpp's chat wrapper reads it
+ * (docs/architecture.md, "Tool calling").
  */
 
 type WrapperText = string | LlamaText;

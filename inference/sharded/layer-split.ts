@@ -1,11 +1,9 @@
 /**
- * How a plan becomes llama.cpp's layer split (docs/architecture.md, "Sharding"). llama.cpp keeps the first
- * `layers + 1 - gpuLayers` layers on the CPU (the coordinator's stage) and splits the rest, the output layer
- * counted as one more, over the RPC devices in proportion to the free memory each reports, rounded to whole
- * layers: layer j of the offloaded ones goes to the first device whose cumulative share exceeds j / offloaded.
- * The tunnel reports each stage's memory so that the shares fall between layers, half a layer from each boundary,
- * which no float rounding can move. The last device also takes the output layer; it may take nothing else (the
- * coordinator's own output device, which keeps the logits at home).
+ * How a plan becomes llama.cpp's layer split (docs/architecture.md, "Sharding", "The tunnel"). llama.cpp keeps the
+ * first `layers + 1 - gpuLayers` layers on the CPU and splits the rest, the output layer counted as one more, over
+ * the RPC devices by the free memory each reports: layer j of the offloaded ones goes to the first device whose
+ * cumulative share exceeds j / offloaded. The last device also takes the output layer; it may take nothing else
+ * (the coordinator's own output device, which keeps the logits at home).
  */
 
 /** Reported bytes per layer: any unit gives the same split; this one keeps the numbers plausible. */

@@ -1,10 +1,8 @@
 /**
  * Contracts of the element-wise, reduction, shape and indexing ops beyond a transformer layer's own
- * (docs/peer-protocol.md, "Graph checks"), as ggml's builders (ggml.c) and the CPU kernels (ggml-cpu/ops.cpp,
- * unary-ops.cpp, ggml-cpu.c) state them. A kernel's `assert`s vanish from release builds and many of its loops
- * trust shapes and strides the builder set, so each contract also holds what the kernel takes for granted: how it
- * walks rows, the types it reads and writes, the op_params it divides or loops by. Types are those llama.cpp's
- * graphs give each op, which every backend supports.
+ * (docs/peer-protocol.md, "Graph checks"). Many kernel loops trust the shapes and strides the builder set, so each
+ * contract also holds what the kernel takes for granted: how it walks rows, the types it reads and writes, the
+ * op_params it divides or loops by. Types are those llama.cpp's graphs give each op, which every backend supports.
  */
 import type {GraphNode} from './graph-node.js';
 import {GGML_TYPES, GGML_UNARY_OP_NAMES, GgmlOp, GgmlType} from './ggml-tables.js';
