@@ -37,9 +37,8 @@ export interface ContributionLogEvents {
 }
 
 /**
- * This node's append-only log of contributions: a Hypercore in a corestore in the data dir (docs/architecture.md,
- * "Ledger"). Appends are batched, so a burst of receipts costs the token stream nothing; every record is checked
- * before it is queued, and one that does not verify is never appended.
+ * This node's append-only log of contributions on Hypercore (docs/architecture.md, "The log"). Appends are batched,
+ * so a burst of receipts costs the token stream nothing; a record that does not check out is never appended.
  */
 export class ContributionLog extends EventEmitter<ContributionLogEvents> {
     readonly owner: string;

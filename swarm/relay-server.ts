@@ -31,9 +31,8 @@ export function relayKeyPair(identitySecretKey: Buffer): KeyPair {
 }
 
 /**
- * A blind relay for peers that cannot reach each other directly (hyperdht's `relayThrough`): it pairs two
- * Noise-encrypted UDX streams by a token they both know and forwards their packets natively, seeing only
- * ciphertext (docs/architecture.md, "Relays").
+ * A blind relay (hyperdht's `relayThrough`) for peers that cannot reach each other directly: it forwards their
+ * packets natively and sees only ciphertext (docs/architecture.md, "Relays").
  */
 export class RelayServer extends EventEmitter<RelayServerEvents> {
     private readonly relay: BlindRelayServer;

@@ -36,9 +36,8 @@ function hostOf(stream: NoiseSecretStream) {
 }
 
 /**
- * HyperDHT with eyes on every outgoing connection: it records why attempts fail (hyperswarm drops the reason),
- * sends an attempt through a relay when the last one to that peer failed, and remembers where relay sockets go,
- * so a peer stream that arrives from a relay's address is known to be relayed (docs/architecture.md, "Relays").
+ * HyperDHT with eyes on every outgoing connection: why attempts fail (hyperswarm drops the reason), when one goes
+ * through a relay, and which peer streams arrive relayed (docs/architecture.md, "Relays").
  */
 export class SwarmDHT extends HyperDHT {
     /** By peer id, the last set the newest: `peek` only, so the peer whose attempt failed longest ago is forgotten first. */

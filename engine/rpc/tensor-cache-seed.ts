@@ -136,10 +136,9 @@ const seeding = new Map<string, Promise<unknown>>();
 
 /**
  * Writes each tensor of `ggufPath` larger than the hash threshold (of `options.layers` only, if given) into
- * `cacheDir` (the server's `$LLAMA_CACHE/rpc`) under its hash, as the server itself writes a tensor it received;
- * files already there are kept. Each is written to a temporary name and renamed, so a server never reads half a
- * file. A record per model file (`<cacheDir>/seeds/`) remembers each tensor's hash: a later call reads only the
- * tensors whose files are missing (evicted, or never seeded), and none when all are there.
+ * `cacheDir` (the server's `$LLAMA_CACHE/rpc`) under its hash, as the server itself would; files already there are
+ * kept, and the record per model file (`<cacheDir>/seeds/`) spares re-reading them (docs/architecture.md, "Hosts
+ * that hold the model"). Each file appears by a rename, so a server never reads half of one.
  */
 export function seedTensorCache(ggufPath: string, cacheDir: string, options: SeedOptions = {}): Promise<SeedOutcome> {
     const key = resolve(cacheDir);

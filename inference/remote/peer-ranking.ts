@@ -30,11 +30,7 @@ export function servesModel(peer: PeerCandidate, model: string) {
     return peer.capabilities.models.some((offer) => offer.id === model && offer.loaded);
 }
 
-/**
- * Higher is better: reliability × speed, divided by how busy and how far the peer is. Speed is what this node
- * received from the peer's answers when it has any (the route counts: a relay, a slow link), else what the peer
- * announces; a peer that never measured its speed counts as average (1).
- */
+/** Higher is better (docs/architecture.md, "Peer ranking"); a peer that never measured its speed counts as 1 token/s. */
 export function peerScore(peer: PeerCandidate) {
     const speed = peer.deliveredTokensPerSecond ?? peer.capabilities.compute.generationTokensPerSecond ?? 1;
     const load = 1 + peer.capabilities.load.active + peer.capabilities.load.queued;
