@@ -19,10 +19,7 @@ export interface ProcessSupervisorOptions {
     stopGraceMs?: number
 }
 
-/**
- * Restarts wait 250 ms, doubling up to 30 s; a child that stayed up 60 s counts as recovered (docs/architecture.md,
- * "Engine").
- */
+/** Restart delays: quick at first, slower while the child keeps failing (docs/architecture.md, "Engine"). */
 const RESTART_BACKOFF = {initialMs: 250, maxMs: 30_000, stableAfterMs: 60_000};
 
 export const processSupervisorDefaults = {
@@ -42,9 +39,8 @@ export interface ProcessSupervisorEvents<Incoming> {
 }
 
 /**
- * Keeps one child process running: spawns it, forwards its output and messages, kills it when its health check
- * fails, and restarts it after any exit (quickly at first, slower while it keeps failing) until `stop()`. What
- * the child does, and what its exit means for work in flight, is the owner's business.
+ * Keeps one child process running until `stop()`: spawns, forwards, health-checks, restarts with backoff
+ * (docs/architecture.md, "Engine"). What the child does, and what its exit means for work in flight, is the owner's.
  */
 export class ProcessSupervisor<Incoming = unknown, Outgoing = unknown> extends EventEmitter<ProcessSupervisorEvents<Incoming>> {
     private readonly options: Required<Omit<ProcessSupervisorOptions, 'healthCheck'>> & Pick<ProcessSupervisorOptions, 'healthCheck'>;

@@ -4,9 +4,8 @@ export function isLoopbackHost(host: string) {
 }
 
 /**
- * On a loopback testnet (every bootstrap host is loopback) HyperDHT's NAT detection leaves every node "firewalled"
- * and incoming connections never reach the server side: DHTs there are created with `firewalled: false`
- * (docs/architecture.md, "Swarm").
+ * DHT options for a loopback testnet, where NAT detection would leave every node "firewalled" and incoming
+ * connections would never arrive (docs/architecture.md, "Swarm").
  */
 export function loopbackTestnetOptions(bootstrap: {host: string}[] | undefined) {
     return bootstrap?.every(({host}) => isLoopbackHost(host)) ? {firewalled: false} : {};
