@@ -2,7 +2,6 @@
  * Which peers run which layers of a model over llama.cpp's RPC backend, and where the coordinator's own layers are
  * (docs/architecture.md, "Sharding"). Pure, so every rule is tested without a network (test/shard-planner.test.ts).
  */
- */
 
 import {formatBytes} from '../../core/display.js';
 
