@@ -8,7 +8,7 @@ import {shortPeerId} from '../core/display.js';
 
 /**
  * The log lines of the node's parts' events. Sizes, timings and reasons only: prompts and outputs, a client's or a
- * peer's, are never logged (README).
+ * peer's, are never logged (README, "Security").
  */
 
 export function logEngineEvents(engine: EngineSupervisor, logger: Logger) {
