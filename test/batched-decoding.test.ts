@@ -1,3 +1,4 @@
+import {setTimeout as sleep} from 'node:timers/promises';
 import test from 'ava';
 import {getLlama, LlamaCompletion, type Llama} from 'node-llama-cpp';
 import type {GenerationRequest, GenerationResult} from '../core/inference-types.js';
@@ -107,7 +108,7 @@ test.serial('a long prompt is evaluated in chunks between the running streams\' 
         onText: (_text, tokens) => runningTokens += tokens.length
     });
     while (runningTokens < 8)
-        await new Promise((resolve) => setTimeout(resolve, 1));
+        await sleep(1);
     const longPrompt = repeatedPrompt(150);
     const atLongStart = runningTokens;
     const long = await runtime.generate(greedyCompletion(longPrompt, 2), {

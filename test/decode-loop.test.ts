@@ -1,3 +1,4 @@
+import {setTimeout as sleep} from 'node:timers/promises';
 import test from 'ava';
 import {DecodeLoop, type SteppedGeneration} from '../engine/worker/decode-loop.js';
 
@@ -87,7 +88,7 @@ test('a generation that arrives mid-step joins at the next step, in its place by
     const loop = new DecodeLoop<FakeGeneration>();
     const first = loop.run(new FakeGeneration(2, context, 30));
     const short = loop.run(new FakeGeneration(0, context, 5));
-    await new Promise((resolve) => setTimeout(resolve, 15));
+    await sleep(15);
     const late = loop.run(new FakeGeneration(1, context, 10));
     await Promise.all([first, short, late]);
     t.true(context.batches.every(isAscending), JSON.stringify(context.batches));
@@ -101,7 +102,7 @@ test('a long prompt is taken a chunk per step: the running sequences get a token
     const running = new FakeGeneration(0, context, 40);
     const runningDone = loop.run(running);
     while (running.tokens < 5)
-        await new Promise((resolve) => setTimeout(resolve, 1));
+        await sleep(1);
     const longPrompt = new FakeGeneration(1, context, 3, {promptChunks: 10});
     const tokensBefore = running.tokens;
     const batchesBefore = context.batches.length;
@@ -131,9 +132,9 @@ test('the loop stops when idle and starts again for the next generation', async 
     const context = new FakeContext();
     const loop = new DecodeLoop<FakeGeneration>();
     await loop.run(new FakeGeneration(0, context, 3));
-    await new Promise((resolve) => setTimeout(resolve, 5));
+    await sleep(5);
     const batchesWhileIdle = context.batches.length;
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await sleep(20);
     t.is(context.batches.length, batchesWhileIdle);
     await loop.run(new FakeGeneration(1, context, 3));
     t.is(context.batches.length, batchesWhileIdle + 3);

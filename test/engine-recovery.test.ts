@@ -1,3 +1,4 @@
+import {setTimeout as sleep} from 'node:timers/promises';
 import test from 'ava';
 import OpenAI from 'openai';
 import {waitFor, type DaemonHandle} from '../harness/cli-process.js';
@@ -166,7 +167,7 @@ test.serial('clients that disconnect mid-stream leave their sequences free for t
         });
         const reader = response.body!.getReader();
         await reader.read();
-        await new Promise((resolve) => setTimeout(resolve, 300));
+        await sleep(300);
         controller.abort();
         await reader.read().catch(() => undefined);
     }));

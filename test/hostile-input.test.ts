@@ -1,3 +1,4 @@
+import {setTimeout as sleep} from 'node:timers/promises';
 import c from 'compact-encoding';
 import HyperDHT from 'hyperdht';
 import type {Testnet} from 'hyperdht/testnet.js';
@@ -204,7 +205,7 @@ test.serial(`${PEER_JOBS} seeded hostile jobs from a peer: each refused or answe
     const peer = await hostileRequester(async (send) => {
         for (const job of jobs) {
             send(job);
-            await new Promise((resolve) => setTimeout(resolve, 60));
+            await sleep(60);
         }
     });
     t.teardown(() => peer.destroy());

@@ -1,6 +1,7 @@
 import {mkdtemp, readFile, rm, writeFile} from 'node:fs/promises';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
+import {setTimeout as sleep} from 'node:timers/promises';
 import test from 'ava';
 import {Contract, Transaction, Wallet} from 'ethers';
 import Corestore from 'corestore';
@@ -134,7 +135,7 @@ test.serial('a transaction not mined before a restart is sent again, the same on
         await second.start();
         t.like(second.status().pending, {txHash: state.pending.txHash});
         const anchoring = second.anchorNow();
-        await new Promise((resolve) => setTimeout(resolve, 500));
+        await sleep(500);
         await rpc.send('evm_mine', []);
         const outcome = await anchoring;
         second.stop();

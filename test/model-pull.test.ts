@@ -4,6 +4,7 @@ import {once} from 'node:events';
 import {mkdtemp, readFile, readdir, rm} from 'node:fs/promises';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
+import {setTimeout as sleep} from 'node:timers/promises';
 import test from 'ava';
 import {CLI_PATH, runCli, waitFor} from '../harness/cli-process.js';
 import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
@@ -100,7 +101,7 @@ test('an interrupted download is resumed by the next pull', async (t) => {
     server.stallAt(firstChunk + 1000);
     const interrupted = spawn(process.execPath, [CLI_PATH, 'models', 'pull', server.url, '--data-dir', dataDir], {stdio: 'ignore'});
     await waitFor(() => server.bytesSent() >= firstChunk + 1000, 20_000);
-    await new Promise((resolve) => setTimeout(resolve, 1000)); // let the progress reach the disk
+    await sleep(1000); // let the progress reach the disk
     interrupted.kill('SIGKILL');
     await once(interrupted, 'exit');
 

@@ -1,5 +1,6 @@
 import {spawn} from 'node:child_process';
 import {once} from 'node:events';
+import {setTimeout as sleep} from 'node:timers/promises';
 import test from 'ava';
 import {ProcessSupervisor} from '../engine/process-supervisor.js';
 import {waitFor} from '../harness/cli-process.js';
@@ -53,7 +54,7 @@ test('stop() ends the child for good: SIGTERM, then SIGKILL for a child that ign
     t.is(signal, 'SIGKILL');
     t.false(restarting);
     t.false(processAlive(pid));
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await sleep(300);
     t.is(supervisor.pid, undefined, 'no restart after stop');
     t.is(supervisor.restarts, 0);
 });

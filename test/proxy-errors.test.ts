@@ -1,5 +1,6 @@
 import {once} from 'node:events';
 import {connect} from 'node:net';
+import {setTimeout as sleep} from 'node:timers/promises';
 import test from 'ava';
 import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
 import {startDaemon, type DaemonHandle} from '../harness/cli-process.js';
@@ -177,7 +178,7 @@ test('a 1 MB model name is echoed neither whole in the error nor in the log', as
     t.is(response.status, 404);
     const body = await response.text();
     t.true(body.length < 1_000, `${body.length} characters`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await sleep(100);
     t.false(JSON.stringify(daemon.logs).includes('n'.repeat(100)));
 });
 

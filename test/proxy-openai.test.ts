@@ -1,3 +1,4 @@
+import {setTimeout as sleep} from 'node:timers/promises';
 import test from 'ava';
 import {getLlama, LlamaChat, LlamaCompletion} from 'node-llama-cpp';
 import OpenAI from 'openai';
@@ -191,7 +192,7 @@ test.serial('/health is 200 when ready and /api/node describes the node', async 
 test.serial('daemon logs are JSON lines and never contain prompt text', async (t) => {
     const secret = 'zebra-secret-prompt-words';
     await client.completions.create({model: 'demo', prompt: secret, max_tokens: 4, temperature: 0});
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await sleep(100);
     t.true(daemon.logs.length > 3);
     t.true(daemon.logs.every((record) => typeof record.level === 'number' && typeof record.msg === 'string'));
     t.false(JSON.stringify(daemon.logs).includes(secret));

@@ -1,3 +1,4 @@
+import {setTimeout as sleep} from 'node:timers/promises';
 import test from 'ava';
 import {Prng} from '../engine/demo/prng.js';
 import {checkGraph} from '../inference/sharded/tunnel/ggml/graph-check.js';
@@ -204,7 +205,7 @@ for (const name of ['flash attention', 'no flash attention'])
             const alive = await client.alive().catch(() => false);
             if (alive)
                 continue;
-            await new Promise((resolve) => setTimeout(resolve, 200));
+            await sleep(200);
             const tail = lab.lines.slice(-20).join('\n');
             if (!INDEX_ASSERTS.some((assertion) => tail.includes(assertion))) {
                 t.fail(`the server died on an accepted graph (round ${round}: ${changes.join('; ')}): ${tail}`);

@@ -5,6 +5,7 @@ import {connect} from 'node:net';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {promisify} from 'node:util';
+import {setTimeout as sleep} from 'node:timers/promises';
 import test from 'ava';
 import {llamaCppSource} from '../engine/rpc/llama-cpp-source.js';
 import {ensureRpcBinaries} from '../engine/rpc/rpc-build.js';
@@ -162,7 +163,7 @@ test('a killed server is reported by an exit event and not restarted', async (t)
     const exited = once(host, 'exit');
     process.kill(pid, 'SIGKILL');
     t.deepEqual(await exited, [null, 'SIGKILL', false]);
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    await sleep(500);
     t.is(host.pid, undefined);
 });
 

@@ -1,4 +1,5 @@
 import {join} from 'node:path';
+import {setTimeout as sleep} from 'node:timers/promises';
 import test, {type ExecutionContext} from 'ava';
 import koffi from 'koffi';
 import {prepareRpcServerDir} from '../engine/rpc/rpc-server-dir.js';
@@ -92,7 +93,7 @@ async function openLab(t: ExecutionContext): Promise<Lab> {
             try {
                 await Promise.race([client.alive(), hung]);
             } catch (error) {
-                await new Promise((resolve) => setTimeout(resolve, 300)); // its last lines
+                await sleep(300); // its last lines
                 throw new Error(`the server did not live through ${what} (${(error as Error).message}; exits ${JSON.stringify(exits)}):\n`
                     + `${describe(g)}\n--- server ---\n${lines.slice(-25).join('\n')}`);
             } finally {

@@ -1,3 +1,4 @@
+import {setTimeout as sleep} from 'node:timers/promises';
 import test, {type ExecutionContext} from 'ava';
 import {checkGraph} from '../inference/sharded/tunnel/ggml/graph-check.js';
 import {GGML_TYPES, GGML_UNARY_OP_NAMES, type GgmlOpName, GgmlType} from '../inference/sharded/tunnel/ggml/ggml-tables.js';
@@ -656,7 +657,7 @@ function property(op: GgmlOpName, seed: number, plan: (r: Rng) => Plan,
             const alive = await within(client.alive(), 5_000).then(() => true, () => false);
             if (!alive) {
                 for (let waited = 0; waited < 10_000 && lab.exits.length === 0; waited += 100)
-                    await new Promise((resolve) => setTimeout(resolve, 100));
+                    await sleep(100);
                 if (lab.exits[0]?.signal === 'SIGABRT' && lab.lines.some((line) => dataChecks.some((check) => line.includes(check))))
                     endedByDataCheck++;
                 else
@@ -1173,7 +1174,7 @@ test.serial('MUL_MAT_ID\'s CPU kernel checks expert ids only with an assert: a h
     await client.setTensor(ids, ints([0, 1, 2, 1_000_000, 3, 0]));
     await client.graphCompute(payload);
     await t.throwsAsync(within(client.alive(), 5_000));
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await sleep(200);
     t.is(exits.length, 1);
     t.not(exits[0]?.signal, null);
 });
@@ -1192,7 +1193,7 @@ test.serial('ADD_ID\'s ids are checked by its kernel at run time: a hostile id e
     await client.setTensor(ids, ints([0, 1, 2, 4, 3, 0]));
     await client.graphCompute(payload);
     await t.throwsAsync(within(client.alive(), 5_000));
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await sleep(200);
     t.deepEqual(exits.map((exit) => exit.signal), ['SIGABRT']);
     t.true(lines.some((line) => line.includes('GGML_ASSERT(i11 >= 0 && i11 < ne11)')), lines.slice(-5).join('\n'));
 });

@@ -1,3 +1,4 @@
+import {setTimeout as sleep} from 'node:timers/promises';
 import test, {type ExecutionContext} from 'ava';
 import {float16BitsToFloat32 as f16Value, float32ToFloat16Bits as f16Bits} from '../engine/gguf/float16.js';
 import {checkGraph} from '../inference/sharded/tunnel/ggml/graph-check.js';
@@ -755,7 +756,7 @@ test.serial(`MUL_MAT_ID: ${CASES} seeded mutated MoE layers, each refused with a
         await client.graphCompute(payload);
         if (await within(client.alive(), 5_000).then(() => true, () => false))
             continue;
-        await new Promise((resolve) => setTimeout(resolve, 300));
+        await sleep(300);
         deaths.push(`${what}: ${JSON.stringify(lab.exits)} ${lab.lines.slice(-3).join(' | ')}`);
         client.close();
         await lab.server.stop();

@@ -1,3 +1,4 @@
+import {setTimeout as sleep} from 'node:timers/promises';
 import test, {type ExecutionContext} from 'ava';
 import {checkGraph} from '../inference/sharded/tunnel/ggml/graph-check.js';
 import {GGML_TYPES, type GgmlOpName, GgmlType} from '../inference/sharded/tunnel/ggml/ggml-tables.js';
@@ -44,7 +45,7 @@ const chance = (random: Random, p: number) => random() < p;
 /** The lab server's exit, once heard (a crashed server may take a while to dump its core). */
 async function exitOf(exits: {code: number | null, signal: NodeJS.Signals | null}[], waitMs = 10_000) {
     for (const start = Date.now(); exits.length === 0 && Date.now() - start < waitMs;)
-        await new Promise((resolve) => setTimeout(resolve, 50));
+        await sleep(50);
     return exits[0];
 }
 

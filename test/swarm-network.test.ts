@@ -1,6 +1,7 @@
 import {mkdtemp, rm} from 'node:fs/promises';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
+import {setTimeout as sleep} from 'node:timers/promises';
 import test from 'ava';
 import type {Testnet} from 'hyperdht/testnet.js';
 import {runCli} from '../harness/cli-process.js';
@@ -111,7 +112,7 @@ test.serial('private networks: nodes with different secrets never see each other
 
     await waitForPeers(first.daemon, [second.id]);
     await waitForPeers(second.daemon, [first.id]);
-    await new Promise((resolve) => setTimeout(resolve, 3_000)); // room for any wrong connection to appear
+    await sleep(3_000); // room for any wrong connection to appear
     t.deepEqual((await peersOf(first.daemon)).peers.map((peer) => peer.id), [second.id]);
     t.deepEqual((await peersOf(outsider.daemon)).peers, []);
     t.deepEqual((await peersOf(open.daemon)).peers, []);
