@@ -1,10 +1,11 @@
 import {EventEmitter} from 'node:events';
 import {freemem} from 'node:os';
 import {join} from 'node:path';
-import type {EngineSupervisor} from '../engine/engine-supervisor.js';
+import type {EngineState, EngineSupervisor} from '../engine/engine-supervisor.js';
 import {ModelHashCache} from '../engine/model-hash-cache.js';
 import {describeModelFile, modelLayoutOf} from '../engine/model-files.js';
 import type {ModelLoadSpec} from '../engine/engine-settings.js';
+import type {ClusterState} from '../inference/sharded/coordinator/pipeline-types.js';
 import type {Capabilities, ModelOffer} from '../swarm/capabilities.js';
 import {packageInfo} from './package-info.js';
 
@@ -32,9 +33,13 @@ export interface NodeCapabilitiesOptions {
     maxJobTokens: number,
     /** What this node offers to host peers' layer shards; defaults to nothing. */
     shardHost?: () => Capabilities['shardHost'],
-    /** Models served by pipelines this node coordinates that are ready now; defaults to none. */
-    readyPipelines?: () => string[]
+    /** The pipelines this node coordinates: the model each serves and its state; defaults to none. */
+    pipelines?: () => {model: string, state: ClusterState}[]
 }
+
+/** Engine and pipeline states that end in serving without anyone's help: peers may wait for them (README). */
+const ENGINE_LOADING = new Set<EngineState>(['starting', 'loading', 'restarting']);
+const PIPELINE_LOADING = new Set<ClusterState>(['forming', 'loading']);
 
 /**
  * What this node announces: device and load from the engine, model offers from the files (layer sizes at once,
@@ -51,13 +56,13 @@ export class NodeCapabilities extends EventEmitter<{changed: []}> {
     private readonly price: number | undefined;
     private readonly maxJobTokens: number;
     private readonly shardHost: () => Capabilities['shardHost'];
-    private readonly readyPipelines: () => string[];
+    private readonly pipelines: () => {model: string, state: ClusterState}[];
 
     constructor(options: NodeCapabilitiesOptions) {
         super();
         ({engine: this.engine, models: this.models, dataDir: this.dataDir, price: this.price, maxJobTokens: this.maxJobTokens} = options);
         this.shardHost = options.shardHost ?? (() => null);
-        this.readyPipelines = options.readyPipelines ?? (() => []);
+        this.pipelines = options.pipelines ?? (() => []);
     }
 
     /** Reads the model files' tables now; hashes them in the background. */
@@ -100,7 +105,13 @@ export class NodeCapabilities extends EventEmitter<{changed: []}> {
 
     current(): Capabilities {
         const status = this.engine.getStatus();
-        const loaded = new Set([...status.models.map((model) => model.id), ...this.readyPipelines()]);
+        const pipelines = this.pipelines();
+        const loaded = new Set([...status.models.map((model) => model.id), ...pipelines.flatMap(({model, state}) => state === 'ready' ? [model] : [])]);
+        const loading = new Set(pipelines.flatMap(({model, state}) => PIPELINE_LOADING.has(state) ? [model] : []));
+        if (ENGINE_LOADING.has(status.state))
+            for (const offer of this.offers)
+                if (!pipelines.some(({model}) => model === offer.id))
+                    loading.add(offer.id);
         return {
             software: packageInfo.version,
             device: {
@@ -112,7 +123,7 @@ export class NodeCapabilities extends EventEmitter<{changed: []}> {
                 cpuThreads: status.device?.cpuThreads ?? 0
             },
             compute: this.compute,
-            models: this.offers.map((offer) => ({...offer, loaded: loaded.has(offer.id)})),
+            models: this.offers.map((offer) => ({...offer, loaded: loaded.has(offer.id), ...(!loaded.has(offer.id) && loading.has(offer.id) && {loading: true})})),
             shardHost: this.shardHost(),
             shards: [],
             load: {active: status.running, queued: status.queued},

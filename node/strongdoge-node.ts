@@ -135,7 +135,7 @@ export class StrongdogeNode {
         });
         this.capabilities = new NodeCapabilities({engine: this.engine, models, dataDir: settings.dataDir, price: settings.price, maxJobTokens: settings.maxJobTokens,
             shardHost: () => this.shardHost?.available ? {freeBytes: this.shardHost.freeBytes} : null,
-            readyPipelines: () => this.clusters.filter((cluster) => cluster.currentState === 'ready').map((cluster) => cluster.modelId)});
+            pipelines: () => this.clusters.map((cluster) => ({model: cluster.modelId, state: cluster.currentState}))});
         if (!settings.offline) {
             this.swarm = new SwarmNode({
                 identity,

@@ -15,7 +15,9 @@ export const modelOfferSchema = z.object({
     layers: count.max(4096),
     /** Bytes of each transformer block's weights, from the GGUF tensor table. */
     layerBytes: z.array(bytes).max(4096),
-    loaded: z.boolean()
+    loaded: z.boolean(),
+    /** Not loaded yet but on its way (the engine or the pipeline is loading it): a requester may wait for it. */
+    loading: z.boolean().optional()
 });
 
 export const capabilitiesSchema = z.object({

@@ -2,7 +2,7 @@ import {execFile, spawn} from 'node:child_process';
 import {once} from 'node:events';
 import {cp, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, utimes, writeFile} from 'node:fs/promises';
 import {connect} from 'node:net';
-import {tmpdir} from 'node:os';
+import {hostname, tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {promisify} from 'node:util';
 import {setTimeout as sleep} from 'node:timers/promises';
@@ -109,6 +109,21 @@ test('a lock left by a dead process is taken over; a missing cmake fails clearly
     const error = await t.throwsAsync(ensureRpcBinaries({dir, env: {PATH: path}}), {instanceOf: RpcToolchainError});
     t.deepEqual(error?.missing, ['cmake']);
     t.regex(error?.message ?? '', /cmake not found/);
+    t.deepEqual(await readdir(dir), []);
+});
+
+test('a lock whose holder on this host was killed outright is taken over at once, not after it goes stale', async (t) => {
+    const dir = await tempDir(t);
+    const lockPath = join(dir, `${await releaseDirName()}.build.lock`);
+    await mkdir(lockPath); // refreshed just now, as a live holder's
+    const dead = spawn(process.execPath, ['-e', '']);
+    await once(dead, 'exit');
+    await writeFile(`${lockPath}.owner`, `${hostname()} ${dead.pid}`);
+    const path = await pathWith(t, ['git', 'make', 'gcc', 'g++']);
+    const lines: string[] = [];
+    const error = await t.throwsAsync(ensureRpcBinaries({dir, env: {PATH: path}, onProgress: (line) => lines.push(line)}), {instanceOf: RpcToolchainError});
+    t.deepEqual(error?.missing, ['cmake']);
+    t.deepEqual(lines.filter((line) => line.startsWith('waiting')), [], 'it did not wait');
     t.deepEqual(await readdir(dir), []);
 });
 

@@ -105,6 +105,8 @@ export class RemoteInference implements InferenceStrategy {
             let peer = rankPeers(this.candidates(), criteria)[0];
             if (peer === undefined && tried.size === 0 && await this.providerSoon(model, options.signal))
                 peer = rankPeers(this.candidates(), criteria)[0];
+            if (options.signal?.aborted)
+                throw InferenceError.cancelled();
             if (peer === undefined)
                 break;
             tried.add(peer.id);
@@ -130,12 +132,13 @@ export class RemoteInference implements InferenceStrategy {
 
     /** Waits, at most PROVIDER_GRACE_MS, for a peer about to serve the model; false at once when no peer is about to. */
     private async providerSoon(model: string, signal: AbortSignal | undefined): Promise<boolean> {
-        const loading = () => this.swarm.peers().some((peer) => peer.capabilities.models.some((offer) => offer.id === model && !offer.loaded));
+        const loading = () => this.swarm.peers().some((peer) => peer.capabilities.models.some((offer) => offer.id === model && offer.loading === true));
         const serving = () => this.swarm.peers().some((peer) => peer.capabilities.models.some((offer) => offer.id === model && offer.loaded));
         const worthWaiting = () => this.swarm.handshaking() > 0 || loading();
         if (!worthWaiting() || signal?.aborted)
             return false;
-        const events = ['peerJoined', 'peerLeft', 'capabilities'] as const;
+        // Every way a peer arrives, changes or goes, a handshake's failure included.
+        const events = ['peerJoined', 'peerLeft', 'capabilities', 'connectionFailed', 'peerIncompatible', 'peerBanned'] as const;
         let check = () => {};
         let abort = () => {};
         let timer: NodeJS.Timeout | undefined;

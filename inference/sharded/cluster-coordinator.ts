@@ -17,7 +17,6 @@ import type {ShardPlan} from './shard-planner.js';
 import type {ShardProtocol} from './tunnel/shard-protocol.js';
 import {shortPeerId} from '../../core/display.js';
 
-export type {ClusterModel, ClusterState, StageFailure} from './coordinator/pipeline-types.js';
 
 /** How long a first formation waits for the model file's hash (a large file takes minutes; later starts read it from a cache). */
 const HASH_WAIT_MS = 5 * 60_000;
