@@ -12,10 +12,6 @@ import type {ContributionLog} from './contribution-log.js';
 import {LedgerError} from './ledger-error.js';
 import {LEDGER_RECORD_VERSION, type AnchorRecord} from './records.js';
 
-// node/node-ledger.ts imports these from here, as it did when the anchorer was one file.
-export {readAnchorEvents} from './anchor/anchor-events.js';
-export type {ChainSettings} from './anchor/chain.js';
-
 /** How long a sent anchoring transaction may take to be mined before the attempt is retried (the same transaction). */
 const MINING_TIMEOUT_MS = 120_000;
 

@@ -3,10 +3,9 @@ import type {Capabilities} from '../../swarm/capabilities.js';
 import type {ClusterStatus, NodeStatus, PeerStatus} from '../../node/node-status.js';
 import {fetchNodeStatus, fetchNodeStatusIfKnown, type NodeAddressFlags} from '../node-client.js';
 import {clusterActive} from '../../tui/dashboard-state.js';
-import {formatBytes} from '../../core/display.js';
+import {formatBytes, shortPeerId} from '../../core/display.js';
 import {formatDuration, formatEngineBuild, formatHosting, formatLayers, formatNatAddress, formatTable, formatTransfer} from '../../tui/text-format.js';
 import {addDataDirOption, settingOption} from './shared-options.js';
-import {shortPeerId} from '../../core/display.js';
 
 function withNodeAddress(command: Command) {
     command

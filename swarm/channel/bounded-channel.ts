@@ -53,7 +53,9 @@ export class BoundedChannel<S extends AnySpec> {
     private readonly rates: Record<string, RateLimit>;
 
     constructor(private readonly peer: ChannelPeer, private readonly spec: S, handlers: ChannelHandlers<S>, options: BoundedChannelOptions<S> = {}) {
-        this.rates = defineChannel({...spec, rates: {...spec.rates, ...options.rates}}).rates;
+        // A spec is checked where it is defined; only limits given here are new (a protocol's own settings
+        // are better checked once, in its constructor, than on every connection).
+        this.rates = options.rates === undefined ? spec.rates : defineChannel({...spec, rates: {...spec.rates, ...options.rates}}).rates;
         for (const [name, rate] of Object.entries(this.rates))
             this.limiters.set(name, new MessageRateLimiter(rate.perSecond, rate.burst));
         let markOpened: (opened: boolean) => void = () => undefined;

@@ -1,5 +1,6 @@
 import {EventEmitter} from 'node:events';
 import {BoundedChannel} from '../../../swarm/channel/bounded-channel.js';
+import {defineChannel} from '../../../swarm/channel/channel-spec.js';
 import type {CloseReason} from '../../../swarm/channel/errors.js';
 import type {PeerConnection} from '../../../swarm/peer-connection.js';
 import type {PeerProtocol} from '../../../swarm/peer-protocol.js';
@@ -51,12 +52,9 @@ export interface JobsProtocolEvents {
 class JobChannel {
     private readonly channel: BoundedChannel<typeof JOBS_CHANNEL>;
 
-    constructor(readonly peer: PeerConnection, private readonly options: Required<JobsProtocolOptions>, onMessage: (message: JobMessage) => void) {
-        this.channel = new BoundedChannel(peer, JOBS_CHANNEL, {messages: {job: onMessage}}, {rates: {
-            frames: {...rates.frames, perSecond: options.framesPerSecond, burst: options.frameBurst},
-            bytes: {...rates.bytes, perSecond: options.bytesPerSecond, burst: options.byteBurst},
-            submissions: {...rates.submissions, perSecond: options.submissionsPerSecond, burst: options.submissionBurst}
-        }});
+    constructor(readonly peer: PeerConnection, private readonly options: Required<JobsProtocolOptions>, spec: typeof JOBS_CHANNEL,
+        onMessage: (message: JobMessage) => void) {
+        this.channel = new BoundedChannel(peer, spec, {messages: {job: onMessage}});
     }
 
     get opened() {
@@ -80,15 +78,23 @@ class JobChannel {
 export class JobsProtocol extends EventEmitter<JobsProtocolEvents> implements PeerProtocol {
     private readonly channels = new Map<string, JobChannel>();
     private readonly options: Required<JobsProtocolOptions>;
+    /** JOBS_CHANNEL with this node's limits, checked once: a bad limit fails here, not on each connection. */
+    private readonly spec: typeof JOBS_CHANNEL;
 
     constructor(options: JobsProtocolOptions = {}) {
         super();
         this.options = {...jobsProtocolDefaults, ...options};
+        const {framesPerSecond, frameBurst, bytesPerSecond, byteBurst, submissionsPerSecond, submissionBurst} = this.options;
+        this.spec = defineChannel({...JOBS_CHANNEL, rates: {
+            frames: {...rates.frames, perSecond: framesPerSecond, burst: frameBurst},
+            bytes: {...rates.bytes, perSecond: bytesPerSecond, burst: byteBurst},
+            submissions: {...rates.submissions, perSecond: submissionsPerSecond, burst: submissionBurst}
+        }});
     }
 
     attach(peer: PeerConnection) {
         const {peerId} = peer;
-        const channel = new JobChannel(peer, this.options, (message) => this.emit('message', peerId, message));
+        const channel = new JobChannel(peer, this.options, this.spec, (message) => this.emit('message', peerId, message));
         this.channels.set(peerId, channel);
         peer.once('closed', (reason) => {
             if (this.channels.get(peerId) === channel)
