@@ -34,6 +34,15 @@ export class ApiError extends Error {
         return {error: {message: this.message, type: this.type, param: this.param, code: this.code}};
     }
 
+    /**
+     * The error as Anthropic's Messages API answers it (README, "Endpoints"): its own types, and 529 for an
+     * overloaded server where OpenAI's routes say 503.
+     */
+    toAnthropic(): {status: number, body: {type: 'error', error: {type: AnthropicErrorType, message: string}}} {
+        const [status, type] = anthropicStatus(this.status);
+        return {status, body: {type: 'error', error: {type, message: this.message}}};
+    }
+
     static invalid(message: string, param: string | null = null, code: string | null = null) {
         return new ApiError(400, message, 'invalid_request_error', param, code);
     }
@@ -46,6 +55,21 @@ export class ApiError extends Error {
         return new ApiError(404, `The model '${clip(model)}' does not exist or is not served by this node. GET /v1/models lists the models.`,
             'invalid_request_error', 'model', 'model_not_found');
     }
+}
+
+export type AnthropicErrorType =
+    | 'invalid_request_error' | 'authentication_error' | 'not_found_error' | 'request_too_large'
+    | 'rate_limit_error' | 'api_error' | 'overloaded_error';
+
+function anthropicStatus(status: number): [number, AnthropicErrorType] {
+    switch (status) {
+        case 401: return [401, 'authentication_error'];
+        case 404: return [404, 'not_found_error'];
+        case 413: return [413, 'request_too_large'];
+        case 429: return [429, 'rate_limit_error'];
+        case 503: return [529, 'overloaded_error'];
+    }
+    return status < 500 ? [400, 'invalid_request_error'] : [500, 'api_error'];
 }
 
 /** The HTTP status and OpenAI error type of each inference error code: the only place they are chosen. */

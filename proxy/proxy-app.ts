@@ -7,6 +7,7 @@ import {createOllamaRouter, OLLAMA_PATHS, type ModelCatalog} from './ollama/olla
 import {embeddingsHandler} from './routes/embedding-routes.js';
 import {chatCompletionsHandler, completionsHandler} from './routes/generation-routes.js';
 import {getModelHandler, listModelsHandler} from './routes/model-routes.js';
+import {ANTHROPIC_PATHS, countTokensHandler, messagesHandler} from './routes/messages-routes.js';
 import {responsesHandler} from './routes/responses-routes.js';
 import type {ResponseLocals} from './routes/route-helpers.js';
 import {actionHandler, healthHandler, jsonHandler, verifyLedgerHandler, type StatusSources} from './routes/status-routes.js';
@@ -19,7 +20,7 @@ export interface ProxyAppOptions {
     status: StatusSources,
     /** The models Ollama's endpoints describe. */
     catalog: ModelCatalog,
-    /** When set, /v1 and /api require `Authorization: Bearer <apiKey>`. */
+    /** When set, /v1 and /api require `Authorization: Bearer <apiKey>` (or `x-api-key: <apiKey>`, as Anthropic's clients send it). */
     apiKey?: string,
     /** Largest accepted request body. */
     maxBodyBytes?: number
@@ -32,8 +33,9 @@ export const proxyAppDefaults = {
 function requireApiKey(apiKey: string) {
     const expected = Buffer.from(apiKey);
     return (req: Request, _res: Response, next: NextFunction) => {
+        // Anthropic's clients send the key as `x-api-key`.
         const header = req.get('authorization') ?? '';
-        const presented = Buffer.from(header.replace(/^Bearer\s+/i, ''));
+        const presented = Buffer.from(req.get('x-api-key') ?? header.replace(/^Bearer\s+/i, ''));
         if (presented.length !== expected.length || !timingSafeEqual(presented, expected))
             throw new ApiError(401, 'Missing or incorrect API key: send "Authorization: Bearer <key>" with the key given to --api-key.',
                 'authentication_error', null, 'invalid_api_key');
@@ -75,6 +77,11 @@ const errorHandler: ErrorRequestHandler = (error, req, res, _next) => {
     }
     if (apiError.retryAfterSeconds !== undefined)
         res.setHeader('Retry-After', String(apiError.retryAfterSeconds));
+    if (ANTHROPIC_PATHS.has(req.path)) {
+        const {status, body} = apiError.toAnthropic();
+        res.status(status).json(body);
+        return;
+    }
     // Ollama's clients read `{"error": "<message>"}`; OpenAI's read an error object.
     res.status(apiError.status).json(OLLAMA_PATHS.has(req.path) ? {error: apiError.message} : apiError.toBody());
 };
@@ -132,6 +139,8 @@ export function createProxyApp(options: ProxyAppOptions) {
     api.post('/v1/completions', recordStats(stats), json, completionsHandler(inference));
     api.post('/v1/embeddings', recordStats(stats), json, embeddingsHandler(inference));
     api.post('/v1/responses', recordStats(stats), json, responsesHandler(inference));
+    api.post('/v1/messages', recordStats(stats), json, messagesHandler(inference));
+    api.post('/v1/messages/count_tokens', recordStats(stats), json, countTokensHandler(inference));
     api.use(createOllamaRouter({inference, catalog, recordStats: recordStats(stats), json}));
     app.use(api);
 

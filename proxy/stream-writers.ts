@@ -54,6 +54,21 @@ export class SseWriter extends StreamWriter {
     }
 }
 
+/** Server-sent events with an `event:` name on each, as Anthropic streams: no end marker, the stream just ends. */
+export class NamedSseWriter extends StreamWriter {
+    constructor(res: Response) {
+        super(res, 'text/event-stream; charset=utf-8');
+    }
+
+    send(event: string, data: object) {
+        this.write(`event: ${event}\ndata: ${JSON.stringify({type: event, ...data})}\n\n`);
+    }
+
+    done() {
+        this.finish('');
+    }
+}
+
 /** One JSON object per line, as Ollama streams. */
 export class NdjsonWriter extends StreamWriter {
     constructor(res: Response) {
