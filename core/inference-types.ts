@@ -114,6 +114,8 @@ export interface GenerationResult {
     /** One per token of `text`, when the request asked for logprobs. */
     logprobs?: TokenLogprob[],
     finishReason: FinishReason,
+    /** Which of the client's `stop` sequences ended the reply (Anthropic's `stop_sequence`); this node's engine only. */
+    stopSequence?: string,
     usage: TokenUsage,
     timings: GenerationTimings
 }

@@ -156,6 +156,8 @@ export class ModelRuntime {
                 ...(generation.toolCalls.length > 0 && {toolCalls: generation.toolCalls}),
                 ...(request.sampling.logprobs !== undefined && {logprobs: generation.logprobs}),
                 finishReason: generation.end === 'length' ? 'length' : called ? 'tool_calls' : 'stop',
+                ...(generation.end === 'stop' && release.stoppedBy !== undefined && request.sampling.stop.includes(release.stoppedBy)
+                    && {stopSequence: release.stoppedBy}),
                 usage: {promptTokens: prompt.length, completionTokens},
                 timings: {
                     promptMs,

@@ -49,6 +49,8 @@ export class TokenRelease {
     private pending: number[] = [];
     private context: number[];
     private stoppedAt = false;
+    /** The stop text that ended the reply; undefined for a stop token, or before a stop. */
+    stoppedBy: string | undefined;
     private callStart: {remainder: string} | undefined;
 
     constructor(private readonly options: TokenReleaseOptions) {
@@ -98,6 +100,7 @@ export class TokenRelease {
             return this.startCall(text.slice(0, callIndex));
         if (stopIndex !== undefined) {
             this.stoppedAt = true;
+            this.stoppedBy = this.stopTexts.find((stop) => text.startsWith(stop, stopIndex));
             // Every pending token went into the stop; the text ends before it.
             const tokens = this.pending;
             this.pending = [];

@@ -27,7 +27,7 @@ function stopReasonOf(result: GenerationResult, stopSequences: string[]): {stop_
         return {stop_reason: 'max_tokens', stop_sequence: null};
     if (result.finishReason === 'tool_calls')
         return {stop_reason: 'tool_use', stop_sequence: null};
-    const {stopSequence} = result as GenerationResult & {stopSequence?: string};
+    const {stopSequence} = result;
     return stopSequence !== undefined && stopSequences.includes(stopSequence)
         ? {stop_reason: 'stop_sequence', stop_sequence: stopSequence}
         : {stop_reason: 'end_turn', stop_sequence: null};
