@@ -1,9 +1,7 @@
 import Anthropic from '@anthropic-ai/sdk';
 import test from 'ava';
 import {schemaValidator} from '../harness/ajv-validator.js';
-import {startDaemon} from '../harness/cli-process.js';
-import {demoDaemonForFile} from '../harness/demo-daemon.js';
-import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
+import {demoDaemonForFile, startDemoDaemon} from '../harness/demo-daemon.js';
 import {weatherParameters} from '../harness/demo-tool-calls.js';
 
 /** Anthropic's Messages API through the official @anthropic-ai/sdk, on a daemon serving the demo model whole (README, "Endpoints"). */
@@ -152,12 +150,8 @@ test('errors in Anthropic\'s shape: missing max_tokens, unknown model, an image 
 });
 
 test('with --api-key, the key is read from x-api-key; a wrong one is an authentication_error', async (t) => {
-    const fixture = await createDataDirWithDemoModel({layers: 1, width: 64, headCount: 4, feedForwardLength: 64});
-    const secured = await startDaemon(['--model', 'demo', '--data-dir', fixture.dataDir, '--threads', '1', '--api-key', 'sekrit-key-123']);
-    t.teardown(async () => {
-        await secured.stop();
-        await fixture.cleanup();
-    });
+    const {daemon: secured, stop} = await startDemoDaemon(['--api-key', 'sekrit-key-123']);
+    t.teardown(stop);
     const wrong = await new Anthropic({baseURL: secured.origin, apiKey: 'nope', maxRetries: 0}).messages.create(greedy({...base, max_tokens: 2}))
         .catch((error: unknown) => error);
     t.true(wrong instanceof Anthropic.AuthenticationError);

@@ -5,9 +5,7 @@ import type {InferenceService} from '../../inference/inference-service.js';
 import {countTokensSchema, messagesSchema, toMessagesRequest} from '../anthropic-schemas.js';
 import {parseBody} from '../request-schemas.js';
 import {NamedSseWriter} from '../stream-writers.js';
-import {
-    assertModelServed, assertWithinLimits, cancelOnClientClose, countingSentTokens, routingFor, streamFailure, toolCallId, type ResponseLocals
-} from './route-helpers.js';
+import {countingSentTokens, startGeneration, streamFailure, toolCallId, type ResponseLocals} from './route-helpers.js';
 
 /**
  * Anthropic's Messages API (`POST /v1/messages`, `POST /v1/messages/count_tokens`; README, "Endpoints"): the same
@@ -50,12 +48,8 @@ export function messagesHandler(inference: InferenceService): RequestHandler {
     return async (req: Request, res: Response<unknown, ResponseLocals>) => {
         const body = parseBody(messagesSchema, req.body);
         const request = toMessagesRequest(body);
-        assertWithinLimits(request);
-        res.locals.model = request.model;
-        res.locals.stream = body.stream ?? false;
-        assertModelServed(inference, request.model);
-        const signal = cancelOnClientClose(res);
-        const routing = routingFor(req, res);
+        const options = startGeneration(inference, req, res, request, body.stream ?? false);
+        const {signal} = options;
         const stopSequences = request.sampling.stop;
         const message = (content: object[], result?: GenerationResult) => ({
             id: `msg_${res.locals.requestId}`, type: 'message', role: 'assistant', model: request.model, content,
@@ -64,7 +58,7 @@ export function messagesHandler(inference: InferenceService): RequestHandler {
         });
 
         if (!body.stream) {
-            const result = await inference.generate(request, {signal, ...routing});
+            const result = await inference.generate(request, options);
             res.locals.result = result;
             res.json(message(contentOf(result), result));
             return;
@@ -110,7 +104,7 @@ export function messagesHandler(inference: InferenceService): RequestHandler {
         };
         try {
             const result = await inference.generate(request, {
-                signal, ...routing,
+                ...options,
                 onText: countingSentTokens(res, (delta, {toolCall}) => {
                     clearInterval(ping);
                     if (toolCall !== undefined)
@@ -150,11 +144,8 @@ export function messagesHandler(inference: InferenceService): RequestHandler {
 export function countTokensHandler(inference: InferenceService): RequestHandler {
     return async (req: Request, res: Response<unknown, ResponseLocals>) => {
         const request = toMessagesRequest(parseBody(countTokensSchema, req.body));
-        assertWithinLimits(request);
-        res.locals.model = request.model;
-        assertModelServed(inference, request.model);
-        const result = await inference.generate({...request, sampling: {...request.sampling, temperature: 0, maxTokens: 1}},
-            {signal: cancelOnClientClose(res), ...routingFor(req, res)});
+        const options = startGeneration(inference, req, res, request, false);
+        const result = await inference.generate({...request, sampling: {...request.sampling, temperature: 0, maxTokens: 1}}, options);
         res.locals.result = result;
         res.json({input_tokens: result.usage.promptTokens});
     };

@@ -45,6 +45,19 @@ export function assertWithinLimits(request: GenerationRequest) {
         throw ApiError.invalid(violation.message, violation.param, 'request_too_complex');
 }
 
+/**
+ * A generation request checked (limits, a served model) and noted for the request log; returns what `generate`
+ * takes of the client: its cancel signal, its budget for peers.
+ */
+export function startGeneration(inference: InferenceService, req: Request, res: Response<unknown, ResponseLocals>, request: GenerationRequest,
+    stream: boolean) {
+    assertWithinLimits(request);
+    res.locals.model = request.model;
+    res.locals.stream = stream;
+    assertModelServed(inference, request.model);
+    return {signal: cancelOnClientClose(res), ...routingFor(req, res)};
+}
+
 /** The client's budget for peers, and where the peers that served the request are noted for the request log. */
 export function routingFor(req: Request, res: Response<unknown, ResponseLocals>) {
     return {...maxPriceFrom(req), onRoute: (route: RouteInfo) => res.locals.servedBy = route};
