@@ -31,8 +31,13 @@ function stopReasonOf(result: GenerationResult, stopSequences: string[]): {stop_
         : {stop_reason: 'end_turn', stop_sequence: null};
 }
 
+/** An id for a tool call, as Anthropic writes them: the client answers the call by it. */
+function toolUseId() {
+    return `toolu_${toolCallId().slice('call_'.length)}`;
+}
+
 function toolUseBlock(call: ToolCall) {
-    return {type: 'tool_use', id: `toolu_${toolCallId().slice('call_'.length)}`, name: call.name, input: JSON.parse(call.arguments) as unknown};
+    return {type: 'tool_use', id: toolUseId(), name: call.name, input: JSON.parse(call.arguments) as unknown};
 }
 
 /** The reply's blocks: its text, unless it is only whitespace before calls, then each call. */
@@ -97,8 +102,8 @@ export function messagesHandler(inference: InferenceService): RequestHandler {
             open();
             closeText();
             const index = blocks++;
-            const {input: _input, ...start} = toolUseBlock(call);
-            sse.send('content_block_start', {index, content_block: {...start, input: {}}});
+            // The input goes as its JSON text: the client parses it at content_block_stop.
+            sse.send('content_block_start', {index, content_block: {type: 'tool_use', id: toolUseId(), name: call.name, input: {}}});
             sse.send('content_block_delta', {index, delta: {type: 'input_json_delta', partial_json: call.arguments}});
             sse.send('content_block_stop', {index});
         };
