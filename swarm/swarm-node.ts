@@ -305,7 +305,8 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         const serialized = JSON.stringify(capabilities);
         if (serialized === this.lastCapabilities)
             return;
-        const servingChanged = servingOf(capabilities) !== this.lastServing;
+        const serving = servingOf(capabilities);
+        const servingChanged = serving !== this.lastServing;
         if (this.capabilityTimer !== undefined && !servingChanged)
             return;
         const wait = this.lastCapabilitySentAt + this.timings.capabilityUpdateMinIntervalMs - Date.now();
@@ -319,7 +320,7 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         clearTimeout(this.capabilityTimer);
         this.capabilityTimer = undefined;
         this.lastCapabilities = serialized;
-        this.lastServing = servingOf(capabilities);
+        this.lastServing = serving;
         this.lastCapabilitySentAt = Date.now();
         for (const connection of this.connections.values())
             connection.sendCapabilities(capabilities);

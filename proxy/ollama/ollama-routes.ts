@@ -3,7 +3,7 @@ import type {InferenceService} from '../../inference/inference-service.js';
 import type {GenerationRequest, GenerationResult, ToolCall} from '../../core/inference-types.js';
 import {ApiError} from '../api-error.js';
 import {parseBody} from '../request-schemas.js';
-import {assertModelServed, assertWithinLimits, cancelOnClientClose, countingSentTokens, routingFor, streamFailure, type ResponseLocals} from '../routes/route-helpers.js';
+import {assertModelServed, cancelOnClientClose, countingSentTokens, type ResponseLocals, routingFor, startGeneration, streamFailure} from '../routes/route-helpers.js';
 import {NdjsonWriter} from '../stream-writers.js';
 import {
     chatRequestOf, generateRequestOf, modelIdOf, ollamaChatSchema, ollamaEmbeddingsSchema, ollamaEmbedSchema, ollamaGenerateSchema,
@@ -105,18 +105,13 @@ function generationHandler(flavor: OllamaFlavor, inference: InferenceService): R
     return async (req: Request, res: Response<unknown, ResponseLocals>) => {
         const startedAt = performance.now();
         const {request, stream, empty} = flavor.parse(req.body);
-        assertWithinLimits(request);
-        res.locals.model = request.model;
-        res.locals.stream = stream;
-        assertModelServed(inference, request.model);
+        const {signal, ...routing} = startGeneration(inference, req, res, request, stream);
         const base = () => ({model: ollamaNameOf(request.model), created_at: new Date().toISOString()});
         // An empty prompt asks Ollama to load the model: strongdoge's are loaded already.
         if (empty) {
             res.json({...base(), ...flavor.text(''), done: true, done_reason: 'load'});
             return;
         }
-        const signal = cancelOnClientClose(res);
-        const routing = routingFor(req, res);
         if (!stream) {
             const result = await inference.generate(request, {signal, ...routing});
             res.locals.result = result;

@@ -5,9 +5,7 @@ import type {ChatMessage, GenerationRequest, GenerationResult, ResponseFormat, T
 import {ApiError} from '../api-error.js';
 import {functionName, parseBody, toToolCalling} from '../request-schemas.js';
 import {SseWriter} from '../stream-writers.js';
-import {
-    assertModelServed, assertWithinLimits, cancelOnClientClose, countingSentTokens, routingFor, streamFailure, toolCallId, type ResponseLocals
-} from './route-helpers.js';
+import {countingSentTokens, type ResponseLocals, startGeneration, streamFailure, toolCallId} from './route-helpers.js';
 
 /**
  * OpenAI's Responses API (`POST /v1/responses`), which newer SDKs and agent frameworks call by default: text, JSON
@@ -150,12 +148,7 @@ export function responsesHandler(inference: InferenceService): RequestHandler {
     return async (req: Request, res: Response<unknown, ResponseLocals>) => {
         const body = parseBody(responsesSchema, req.body);
         const request = toResponsesRequest(body);
-        assertWithinLimits(request);
-        res.locals.model = request.model;
-        res.locals.stream = body.stream ?? false;
-        assertModelServed(inference, request.model);
-        const signal = cancelOnClientClose(res);
-        const routing = routingFor(req, res);
+        const {signal, ...routing} = startGeneration(inference, req, res, request, body.stream ?? false);
         const id = `resp_${res.locals.requestId}`;
         const messageId = `msg_${res.locals.requestId}`;
         const createdAt = Math.floor(Date.now() / 1000);
