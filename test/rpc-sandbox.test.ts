@@ -439,6 +439,13 @@ test('with restart, a sandboxed server killed comes back on the same socket', as
 test('as an unprivileged user, the sandbox starts and the server answers', async (t) => {
     if (process.getuid?.() !== 0)
         return t.pass('this test switches to uid 65534 with setpriv, which needs root; run as a user, the other tests are this check');
+    // That user runs this checkout's sources and tsx, so it must be able to read them: a clone under a private
+    // directory (`mktemp -d` makes them 0700) is out of its reach, and the test says so instead of failing.
+    const checkout = new URL('..', import.meta.url).pathname;
+    const reach = await execFileAsync('setpriv', [`--reuid=${SANDBOX_UID}`, `--regid=${SANDBOX_UID}`, '--clear-groups', process.execPath, '-e',
+        `require('node:fs').accessSync(${JSON.stringify(join(checkout, 'node_modules', 'tsx', 'package.json'))})`]).then(() => true, () => false);
+    if (!reach)
+        return t.pass(`uid ${SANDBOX_UID} cannot read this checkout (${checkout}): clone it where other users can, to run this test`);
     const files = await prepareRpcServerDir(await testRpcBinaries(), {gpu: false});
     const launcherPath = await ensureSandboxLauncher({dir: TEST_RPC_DIR});
     const root = await tempDir(t);
@@ -464,7 +471,7 @@ socket.destroy();
 await host.stop();
 console.log(JSON.stringify({uid: process.getuid(), probe: probe.available || probe.reason, major: reply[8]}));`;
     const child = spawn('setpriv', [`--reuid=${SANDBOX_UID}`, `--regid=${SANDBOX_UID}`, '--clear-groups', process.execPath, '--import=tsx', '--input-type=module', '-e', script],
-        {env: {PATH: process.env.PATH, HOME: join(root, 'home')}, cwd: new URL('..', import.meta.url).pathname, stdio: ['ignore', 'pipe', 'pipe']});
+        {env: {PATH: process.env.PATH, HOME: join(root, 'home')}, cwd: checkout, stdio: ['ignore', 'pipe', 'pipe']});
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk) => stdout += chunk);
