@@ -86,9 +86,13 @@ export interface Continuation {
     tokens: number[]
 }
 
+/**
+ * `countOnly`: the prompt is rendered and tokenized, nothing is decoded: the result is empty, with the prompt's
+ * tokens in `usage` whether or not they fit the context (Anthropic's count_tokens). No receipt is made for it.
+ */
 export type GenerationRequest =
-    | {kind: 'chat', model: string, messages: ChatMessage[], sampling: SamplingOptions, tools?: ToolCalling, continuation?: Continuation}
-    | {kind: 'completion', model: string, prompt: string, sampling: SamplingOptions, continuation?: Continuation};
+    | {kind: 'chat', model: string, messages: ChatMessage[], sampling: SamplingOptions, tools?: ToolCalling, continuation?: Continuation, countOnly?: true}
+    | {kind: 'completion', model: string, prompt: string, sampling: SamplingOptions, continuation?: Continuation, countOnly?: true};
 
 export type FinishReason = 'stop' | 'length' | 'tool_calls';
 

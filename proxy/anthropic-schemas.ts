@@ -1,6 +1,6 @@
 import {z} from 'zod';
 import type {ChatMessage, GenerationRequest} from '../core/inference-types.js';
-import {ApiError} from './api-error.js';
+import {ApiError, clip} from './api-error.js';
 import {functionName, parseBody, toToolCalling} from './request-schemas.js';
 
 /**
@@ -32,13 +32,18 @@ const message = z.object({
     content: z.union([z.string(), z.array(block)])
 });
 
-/** A client's tool; `type` set to anything but 'custom' is one of Anthropic's server tools (web_search, …). */
+/**
+ * A client's tool; `type` set to anything but 'custom' is one of Anthropic's server tools (web_search, …), which
+ * has no `input_schema`: the schema is required of client tools only, so that a server tool is refused by its name.
+ */
 const customTool = z.object({
     type: z.string().optional(),
-    name: functionName,
+    name: z.string(),
     description: z.string().optional(),
-    input_schema: z.record(z.string(), z.unknown())
+    input_schema: z.record(z.string(), z.unknown()).optional()
 }).passthrough();
+
+const clientTool = customTool.extend({name: functionName, input_schema: z.record(z.string(), z.unknown())});
 
 const toolChoice = z.discriminatedUnion('type', [
     z.object({type: z.literal('auto'), disable_parallel_tool_use: z.boolean().optional()}),
@@ -101,13 +106,13 @@ function toMessages(body: CountTokensBody): ChatMessage[] {
         for (const [blockIndex, part] of content.entries()) {
             const param = `messages.${index}.content.${blockIndex}`;
             if (part.type === 'text')
-                text += parseBody(textBlock, part).text;
+                text += parseBody(textBlock, part, [param]).text;
             else if (part.type === 'tool_use' && role === 'assistant') {
-                const use = parseBody(toolUseBlock, part);
+                const use = parseBody(toolUseBlock, part, [param]);
                 callIds.add(use.id);
                 calls.push({id: use.id, name: use.name, arguments: JSON.stringify(use.input)});
             } else if (part.type === 'tool_result' && role === 'user') {
-                const result = parseBody(toolResultBlock, part);
+                const result = parseBody(toolResultBlock, part, [param]);
                 if (!callIds.has(result.tool_use_id))
                     throw ApiError.invalid(`${param}: a tool_result must answer a tool_use of an earlier assistant message (tool_use_id).`, `${param}.tool_use_id`);
                 const output = typeof result.content === 'string' ? result.content : blocksText(result.content ?? [], `${param}.content`);
@@ -127,8 +132,9 @@ function toMessages(body: CountTokensBody): ChatMessage[] {
 function toTools(body: CountTokensBody) {
     const tools = (body.tools ?? []).map((tool, index) => {
         if (tool.type !== undefined && tool.type !== 'custom')
-            throw ApiError.unsupported(`tools.${index}.type`, `Server tools ('${tool.type}') are not supported; only client tools with an input_schema are.`);
-        return {type: 'function' as const, function: {name: tool.name, description: tool.description, parameters: tool.input_schema}};
+            throw ApiError.unsupported(`tools.${index}.type`, `Server tools ('${clip(tool.type)}') are not supported; only client tools with an input_schema are.`);
+        const {name, description, input_schema: parameters} = parseBody(clientTool, tool, ['tools', index]);
+        return {type: 'function' as const, function: {name, description, parameters}};
     });
     const choice = body.tool_choice;
     const openAiChoice = choice === undefined ? undefined : choice.type === 'auto' ? 'auto' as const : choice.type === 'any' ? 'required' as const

@@ -37,7 +37,7 @@ function requireApiKey(apiKey: string) {
         const header = req.get('authorization') ?? '';
         const presented = Buffer.from(req.get('x-api-key') ?? header.replace(/^Bearer\s+/i, ''));
         if (presented.length !== expected.length || !timingSafeEqual(presented, expected))
-            throw new ApiError(401, 'Missing or incorrect API key: send "Authorization: Bearer <key>" with the key given to --api-key.',
+            throw new ApiError(401, 'Missing or incorrect API key: send "Authorization: Bearer <key>" (or "x-api-key: <key>") with the key given to --api-key.',
                 'authentication_error', null, 'invalid_api_key');
         next();
     };

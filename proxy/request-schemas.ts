@@ -112,15 +112,15 @@ export type ChatCompletionBody = z.infer<typeof chatCompletionSchema>;
 export type CompletionBody = z.infer<typeof completionSchema>;
 export type EmbeddingBody = z.infer<typeof embeddingSchema>;
 
-/** Parses a body against a schema, turning the first problem into an OpenAI error that names the parameter. */
-export function parseBody<T extends z.ZodType>(schema: T, body: unknown): z.infer<T> {
+/** Parses a body (or the part of one at `at`) against a schema, turning the first problem into an error that names the parameter. */
+export function parseBody<T extends z.ZodType>(schema: T, body: unknown, at: (string | number)[] = []): z.infer<T> {
     if (body === undefined || body === null || typeof body !== 'object' || Array.isArray(body))
         throw ApiError.invalid('The request body must be a JSON object.');
     const result = schema.safeParse(body);
     if (result.success)
         return result.data;
     const issue = result.error.issues[0]!;
-    const param = clip(issue.path.map(String).join('.')) || null;
+    const param = clip([...at, ...issue.path].map(String).join('.')) || null;
     throw ApiError.invalid(`Invalid value for '${param ?? 'body'}': ${issue.message}`, param, 'invalid_value');
 }
 

@@ -1,23 +1,22 @@
 import Anthropic from '@anthropic-ai/sdk';
 import test from 'ava';
+import {agenticRequest, agenticTools} from '../harness/agentic-request.js';
 import {schemaValidator} from '../harness/ajv-validator.js';
+import {anthropicClient, greedy, readMessageStream, textOf, type AnthropicApiError as ApiError} from '../harness/anthropic-client.js';
+import {waitFor} from '../harness/cli-process.js';
 import {demoDaemonForFile, startDemoDaemon} from '../harness/demo-daemon.js';
 import {weatherParameters} from '../harness/demo-tool-calls.js';
-
-/** Anthropic's Messages API through the official @anthropic-ai/sdk, on a daemon serving the demo model whole (README, "Endpoints"). */
-
-type ApiError = InstanceType<typeof Anthropic.APIError>;
-
-const demo = demoDaemonForFile();
-const anthropic = () => new Anthropic({baseURL: demo().daemon.origin, apiKey: 'x', maxRetries: 0});
+import {fetchStatus} from '../harness/node-status.js';
 
 /**
- * Greedy sampling, so that replies are deterministic: the API takes `temperature`, which @anthropic-ai/sdk 1.10's
- * types no longer list; the client sends the params as they are.
+ * Anthropic's Messages API through the official @anthropic-ai/sdk, on a daemon serving the demo model whole (README,
+ * "Endpoints"); through a peer and a pipeline in remote-inference and sharding.
  */
-function greedy<T extends object>(params: T): T {
-    return {...params, temperature: 0};
-}
+
+/** Room for a prompt as long as agentic tools send (harness/agentic-request.ts). */
+const CONTEXT = 16_384;
+const demo = demoDaemonForFile(['--context-size', String(CONTEXT)], {contextLength: CONTEXT});
+const anthropic = () => anthropicClient(demo().daemon.origin);
 
 const system = 'Be brief.';
 const question = 'What is a swarm of dogs called?';
@@ -26,10 +25,6 @@ const tools: Anthropic.Tool[] = [
     {name: 'get_weather', description: 'The weather in a city', input_schema: weatherParameters as Anthropic.Tool.InputSchema, cache_control: {type: 'ephemeral'}},
     {name: 'get_time', description: 'The time now', input_schema: {type: 'object', properties: {}}}
 ];
-
-function textOf(message: Anthropic.Message) {
-    return message.content.map((block) => block.type === 'text' ? block.text : '').join('');
-}
 
 test('a message says what chat completions say for the same greedy conversation, with usage', async (t) => {
     const chat = await demo().client.chat.completions.create({model: 'demo', messages: [{role: 'system', content: system}, {role: 'user', content: question}],
@@ -50,24 +45,16 @@ test('a message says what chat completions say for the same greedy conversation,
 
 test('streamed, the events arrive in order and the deltas spell the same text', async (t) => {
     const whole = await anthropic().messages.create(greedy(base));
-    const stream = anthropic().messages.stream(greedy(base));
-    const types: string[] = [];
-    let text = '';
-    for await (const event of stream) {
-        types.push(event.type);
-        if (event.type === 'content_block_delta' && event.delta.type === 'text_delta')
-            text += event.delta.text;
-    }
-    const final = await stream.finalMessage();
+    const {types, text, final} = await readMessageStream(anthropic().messages.stream(greedy(base)));
     t.is(text, textOf(whole));
     t.is(textOf(final), textOf(whole));
     t.is(final.stop_reason, whole.stop_reason);
     t.is(final.usage.output_tokens, whole.usage.output_tokens);
-    const order = types.filter((type) => type !== 'ping');
-    t.is(order[0], 'message_start');
-    t.is(order[1], 'content_block_start');
-    t.deepEqual(order.slice(-3), ['content_block_stop', 'message_delta', 'message_stop']);
-    t.true(order.slice(2, -3).every((type) => type === 'content_block_delta'));
+    t.is(final.usage.input_tokens, whole.usage.input_tokens);
+    t.is(types[0], 'message_start');
+    t.is(types[1], 'content_block_start');
+    t.deepEqual(types.slice(-3), ['content_block_stop', 'message_delta', 'message_stop']);
+    t.true(types.slice(2, -3).every((type) => type === 'content_block_delta'));
 });
 
 test('a stop sequence ends the reply with stop_reason stop_sequence; the budget with max_tokens', async (t) => {
@@ -117,7 +104,7 @@ test('tool_choice none: no tool_use blocks', async (t) => {
     t.not(message.stop_reason, 'tool_use');
 });
 
-test('count_tokens says what the reply\'s usage says, tools included', async (t) => {
+test('count_tokens says what the reply\'s usage says, tools included; a prompt beyond the context is counted, and refused for a reply', async (t) => {
     const {system: _system, ...plain} = base;
     for (const body of [base, {...plain, tools}]) {
         const count = await anthropic().messages.countTokens({model: body.model, messages: body.messages, ...('system' in body && {system: body.system}),
@@ -125,10 +112,17 @@ test('count_tokens says what the reply\'s usage says, tools included', async (t)
         const message = await anthropic().messages.create(greedy(body));
         t.is(count.input_tokens, message.usage.input_tokens);
     }
+    const long = {...base, messages: [{role: 'user' as const, content: 'such wow '.repeat(CONTEXT)}]};
+    const count = await anthropic().messages.countTokens({model: long.model, system: long.system, messages: long.messages});
+    t.true(count.input_tokens > CONTEXT, String(count.input_tokens));
+    const refused = await anthropic().messages.create(greedy(long)).catch((error: unknown) => error);
+    t.true(refused instanceof Anthropic.BadRequestError);
+    t.regex((refused as ApiError).message, new RegExp(`prompt of ${count.input_tokens} tokens does not fit`));
 });
 
-test('errors in Anthropic\'s shape: missing max_tokens, unknown model, an image block', async (t) => {
-    const post = (body: object) => fetch(`${demo().daemon.origin}/v1/messages`, {method: 'POST', headers: {'content-type': 'application/json'}, body: JSON.stringify(body)});
+test('errors in Anthropic\'s shape: missing max_tokens, unknown model, an image block, thinking, a server tool, a body too large', async (t) => {
+    const post = (body: object | string) => fetch(`${demo().daemon.origin}/v1/messages`, {method: 'POST', headers: {'content-type': 'application/json'},
+        body: typeof body === 'string' ? body : JSON.stringify(body)});
     const missing = await post({model: 'demo', messages: [{role: 'user', content: 'hi'}]});
     t.is(missing.status, 400);
     t.like(await missing.json(), {type: 'error', error: {type: 'invalid_request_error'}});
@@ -144,18 +138,110 @@ test('errors in Anthropic\'s shape: missing max_tokens, unknown model, an image 
     t.is(body.error.type, 'invalid_request_error');
     t.regex(body.error.message, /image/);
 
-    const thinking = await post({...base, thinking: {type: 'enabled', budget_tokens: 1024}});
-    t.is(thinking.status, 400);
-    t.regex(((await thinking.json()) as {error: {message: string}}).error.message, /thinking/i);
+    for (const [name, request] of [
+        ['thinking', {...base, thinking: {type: 'enabled', budget_tokens: 1024}}],
+        ['web_search', {...base, tools: [{type: 'web_search_20250305', name: 'web_search'}]}],
+        ['document', {...base, messages: [{role: 'user', content: [{type: 'document', source: {type: 'text', media_type: 'text/plain', data: 'x'}}]}]}]
+    ] as const) {
+        const refused = await post(request);
+        t.is(refused.status, 400, name);
+        t.regex(((await refused.json()) as {error: {message: string}}).error.message, new RegExp(name, 'i'));
+    }
+
+    const huge = await post(JSON.stringify({...base, messages: [{role: 'user', content: 'x'.repeat(5 * 1024 * 1024)}]}));
+    t.is(huge.status, 413);
+    t.like(await huge.json(), {type: 'error', error: {type: 'request_too_large'}});
 });
 
-test('with --api-key, the key is read from x-api-key; a wrong one is an authentication_error', async (t) => {
+test('a request shaped like an agentic coding tool\'s (long system prompt, a dozen tools, cache_control, metadata, beta headers) is served', async (t) => {
+    const request = greedy(agenticRequest(12, 40));
+    const options = {headers: {'anthropic-beta': 'claude-code-20250219,interleaved-thinking-2025-05-14,fine-grained-tool-streaming-2025-05-14'}};
+    const count = await anthropic().messages.countTokens({model: request.model, system: request.system, tools: request.tools, messages: request.messages}, options);
+    t.true(count.input_tokens > 1000, `a long prompt: ${count.input_tokens} tokens`);
+    const {types, final} = await readMessageStream(anthropic().messages.stream(request, options));
+    t.is(types[0], 'message_start');
+    t.deepEqual(types.slice(-2), ['message_delta', 'message_stop']);
+    t.is(final.usage.input_tokens, count.input_tokens);
+    t.true(['end_turn', 'max_tokens', 'tool_use'].includes(final.stop_reason!), String(final.stop_reason));
+    const whole = await anthropic().messages.create({...request, stream: false}, options) as Anthropic.Message;
+    t.deepEqual(whole.content.map((block) => block.type), final.content.map((block) => block.type));
+    // Any call the model makes is one of the tools, with input its schema allows.
+    for (const block of [...whole.content, ...final.content])
+        if (block.type === 'tool_use') {
+            const spec = agenticTools.find((candidate) => candidate.name === block.name);
+            t.truthy(spec, block.name);
+            t.true(schemaValidator(spec!.input_schema)(block.input), JSON.stringify(block.input));
+        }
+});
+
+test('with --api-key, the key is read from x-api-key or a bearer token; a wrong one is an authentication_error', async (t) => {
     const {daemon: secured, stop} = await startDemoDaemon(['--api-key', 'sekrit-key-123']);
     t.teardown(stop);
-    const wrong = await new Anthropic({baseURL: secured.origin, apiKey: 'nope', maxRetries: 0}).messages.create(greedy({...base, max_tokens: 2}))
-        .catch((error: unknown) => error);
+    const wrong = await anthropicClient(secured.origin, 'nope').messages.create(greedy({...base, max_tokens: 2})).catch((error: unknown) => error);
     t.true(wrong instanceof Anthropic.AuthenticationError);
     t.like((wrong as ApiError).error, {type: 'error', error: {type: 'authentication_error'}});
-    const right = await new Anthropic({baseURL: secured.origin, apiKey: 'sekrit-key-123', maxRetries: 0}).messages.create(greedy({...base, max_tokens: 2}));
+    const uncounted = await anthropicClient(secured.origin, 'nope').messages.countTokens(base).catch((error: unknown) => error);
+    t.true(uncounted instanceof Anthropic.AuthenticationError);
+    const right = await anthropicClient(secured.origin, 'sekrit-key-123').messages.create(greedy({...base, max_tokens: 2}));
     t.is(right.usage.output_tokens, 2);
+    const bearer = await new Anthropic({baseURL: secured.origin, apiKey: null, authToken: 'sekrit-key-123', maxRetries: 0}).messages.create(greedy({...base, max_tokens: 2}));
+    t.is(bearer.usage.output_tokens, 2);
+});
+
+test('one sequence, a queue of one: the next request is a rate_limit_error; a client that aborts frees its sequence; an engine lost mid-answer is overloaded_error', async (t) => {
+    // A model that never ends by itself: answers as long as their budget, to interrupt.
+    const small = await startDemoDaemon(['--parallel', '1', '--max-queue', '1'], {endsText: false});
+    t.teardown(() => small.stop());
+    const client = anthropicClient(small.daemon.origin);
+    const engine = () => fetchStatus(small.daemon, '/api/node').then((node) => node.engine);
+    const long = greedy({...base, max_tokens: 3000});
+
+    const controller = new AbortController();
+    const first = client.messages.stream(long, {signal: controller.signal});
+    let deltas = 0;
+    const aborted = (async () => {
+        for await (const event of first)
+            if (event.type === 'content_block_delta')
+                deltas++;
+    })().catch((error: unknown) => error);
+    await waitFor(async () => deltas > 0 && (await engine()).running === 1, 10_000, 10);
+    const queued = client.messages.create(greedy({...base, max_tokens: 3}));
+    await waitFor(async () => (await engine()).queued === 1, 5_000, 10);
+    const refused = await client.messages.create(greedy({...base, max_tokens: 3})).catch((error: unknown) => error);
+    t.true(refused instanceof Anthropic.RateLimitError, String(refused));
+    t.like((refused as ApiError).error, {type: 'error', error: {type: 'rate_limit_error'}});
+    t.is((refused as ApiError).headers?.get('retry-after'), '1');
+
+    controller.abort();
+    t.true(await aborted instanceof Error, 'the client\'s own abort ends its stream');
+    t.is((await queued).usage.output_tokens, 3, 'the aborted answer\'s sequence went to the queued request');
+    await waitFor(async () => (await engine()).running === 0, 5_000, 10);
+    // The request log says the client left, after the tokens it was sent.
+    const log = small.daemon.logs.filter((record) => record.msg === 'request').map((record) => record.request as {endpoint: string, status: number, completionTokens: number});
+    const left = log.find((record) => record.endpoint === '/v1/messages' && record.status === 499);
+    t.true(left !== undefined && left.completionTokens > 0 && left.completionTokens < 3000, JSON.stringify(log));
+
+    // The engine dies under a streamed answer: an error event of Anthropic's shape ends it; the node stays up.
+    const streamed = await fetch(`${small.daemon.origin}/v1/messages`, {method: 'POST', headers: {'content-type': 'application/json'},
+        body: JSON.stringify({...long, stream: true})});
+    const reader = streamed.body!.getReader();
+    await reader.read();
+    process.kill((await engine()).pid!, 'SIGKILL');
+    let events = '';
+    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read())
+        events += Buffer.from(chunk.value).toString('utf8');
+    t.regex(events, /event: error\ndata: \{"type":"error","error":\{"type":"overloaded_error","message":"the engine process was killed/);
+    t.false(events.includes('message_stop'));
+
+    // And under an answer not streamed: a 529.
+    const before = (await engine()).restarts;
+    await waitFor(async () => (await engine()).state === 'ready', 30_000, 50);
+    const whole = client.messages.create(long).catch((error: unknown) => error);
+    await waitFor(async () => (await engine()).running === 1, 10_000, 10);
+    process.kill((await engine()).pid!, 'SIGKILL');
+    const lost = await whole;
+    t.true(lost instanceof Anthropic.APIError && lost.status === 529, String(lost));
+    t.like((lost as ApiError).error, {type: 'error', error: {type: 'overloaded_error'}});
+    await waitFor(async () => (await engine()).restarts === before + 1, 30_000, 50);
+    t.is(small.daemon.process.exitCode, null);
 });

@@ -28,6 +28,12 @@ for (const code of inferenceErrorCodes) {
             t.true(http.status >= 500 && http.type === 'server_error', String(http.status));
         if (http.status === 503)
             t.is(http.retryAfterSeconds, 1);
+        // Anthropic's Messages API: its own type for each, and 529 for an overloaded server.
+        const anthropic = http.toAnthropic();
+        t.deepEqual(anthropic.body, {type: 'error', error: {type: anthropic.body.error.type, message: `failure ${code}`}});
+        const expected = code === 'model_not_found' ? [404, 'not_found_error'] : fault === 'client' ? [400, 'invalid_request_error']
+            : code === 'queue_full' ? [429, 'rate_limit_error'] : http.status === 503 ? [529, 'overloaded_error'] : [500, 'api_error'];
+        t.deepEqual([anthropic.status, anthropic.body.error.type], expected);
     });
 }
 
@@ -50,4 +56,5 @@ test('the factories give the codes and parameters clients see', (t) => {
     t.like(InferenceError.peerStalled('quiet'), {code: 'peer_stalled', fault: 'server'});
     t.is(toApiError(InferenceError.queueFull('full', 3)).retryAfterSeconds, 3);
     t.like(toApiError(new Error('boom')), {status: 500, code: 'internal_error'});
+    t.like(toApiError(new Error('boom')).toAnthropic(), {status: 500, body: {error: {type: 'api_error'}}});
 });

@@ -199,6 +199,22 @@ test.serial('a serving peer whose result holds far more text than its tokens can
     await expectBanned(t, attacker.id, /result of 100000 bytes of text for 1 token/);
 });
 
+test.serial('a serving peer that claims a stop sequence the request did not ask for is dropped and banned', async (t) => {
+    const attacker = await hostilePeer(networkTopic({name: 'public'}), hostileProvider('stopper', (message, send) => {
+        if (message.type === 'generate')
+            send({type: 'generated', jobId: message.jobId, result: {text: '', finishReason: 'stop', stopSequence: 'invented', usage: {promptTokens: 2, completionTokens: 1},
+                timings: {promptMs: 1, generationMs: 1, promptTokensPerSecond: 1, generationTokensPerSecond: 1}}});
+    }));
+    await untilPeer(attacker.id);
+    const response = await fetch(`${target.origin}/v1/messages`, {
+        method: 'POST', headers: {'content-type': 'application/json'},
+        body: JSON.stringify({model: 'stopper', max_tokens: 4, stop_sequences: ['asked'], messages: [{role: 'user', content: 'hello'}]})
+    });
+    t.is(response.status, 529);
+    t.like(await response.json(), {type: 'error', error: {type: 'overloaded_error'}});
+    await expectBanned(t, attacker.id, /stop sequence the request did not ask for/);
+});
+
 test.serial('a serving peer that keeps a job alive with progress it never makes, or sends a call the request does not allow, is banned', async (t) => {
     // Progress must grow and stay within the budget: the same claim again is holding the job hostage.
     const stalling = await hostilePeer(networkTopic({name: 'public'}), hostileProvider('stalling', (message, send) => {

@@ -114,6 +114,9 @@ export class ModelRuntime {
             const {tokens: promptTokens, stopTriggers} = this.promptFor(request);
             const bos = this.model.tokens.shouldPrependBosToken ? this.model.tokens.bos : null;
             const prompt = bos === null ? promptTokens : [bos, ...promptTokens];
+            if (request.countOnly === true)
+                return {text: '', finishReason: 'stop', usage: {promptTokens: prompt.length, completionTokens: 0},
+                    timings: {promptMs: 0, generationMs: 0, promptTokensPerSecond: 0, generationTokensPerSecond: 0}};
             const sampling = toLlamaSamplingOptions(request.sampling);
             const remaining = sampling.maxTokens === undefined ? undefined : sampling.maxTokens - continuation.length;
             const budget = this.generationBudget(prompt.length + continuation.length, remaining);

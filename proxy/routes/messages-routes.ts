@@ -129,7 +129,9 @@ export function messagesHandler(inference: InferenceService): RequestHandler {
             if (blocks === 0)
                 sendText(blank);
             closeText();
-            sse.send('message_delta', {delta: stopReasonOf(result, stopSequences), usage: {output_tokens: result.usage.completionTokens}});
+            // The prompt's count is known only now: message_start said 0, and clients take the totals given here.
+            sse.send('message_delta', {delta: stopReasonOf(result, stopSequences),
+                usage: {input_tokens: result.usage.promptTokens, output_tokens: result.usage.completionTokens}});
             sse.send('message_stop', {});
             sse.done();
         } catch (error) {
@@ -143,14 +145,14 @@ export function messagesHandler(inference: InferenceService): RequestHandler {
 }
 
 /**
- * The prompt's tokens as the engine counts them: the proxy has no tokenizer of its own, so the request is run
- * with a budget of one token and its usage read, which is exactly what the reply's `input_tokens` would be.
+ * The prompt's tokens as the engine that would serve the request counts them (its model's template and tokenizer):
+ * the request runs with `countOnly`, which decodes nothing, so a prompt too long for the context is still counted.
  */
 export function countTokensHandler(inference: InferenceService): RequestHandler {
     return async (req: Request, res: Response<unknown, ResponseLocals>) => {
         const request = toMessagesRequest(parseBody(countTokensSchema, req.body));
         const options = startGeneration(inference, req, res, request, false);
-        const result = await inference.generate({...request, sampling: {...request.sampling, temperature: 0, maxTokens: 1}}, options);
+        const result = await inference.generate({...request, countOnly: true}, options);
         res.locals.result = result;
         res.json({input_tokens: result.usage.promptTokens});
     };

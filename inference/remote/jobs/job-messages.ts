@@ -43,6 +43,7 @@ const samplingSchema = z.object({
 });
 
 const continuationSchema = z.object({tokens: tokenList}).optional();
+const countOnly = z.literal(true).optional();
 
 const functionName = z.string().regex(/^[a-zA-Z0-9_-]{1,64}$/);
 /** A call's arguments: JSON text, bounded like a prompt's part. */
@@ -63,10 +64,10 @@ const chatMessageSchema = z.object({
 
 export const generationRequestSchema = z.discriminatedUnion('kind', [
     z.object({
-        kind: z.literal('chat'), model: shortText, sampling: samplingSchema, continuation: continuationSchema,
+        kind: z.literal('chat'), model: shortText, sampling: samplingSchema, continuation: continuationSchema, countOnly,
         messages: z.array(chatMessageSchema).min(1).max(10_000), tools: toolsSchema
     }),
-    z.object({kind: z.literal('completion'), model: shortText, sampling: samplingSchema, continuation: continuationSchema, prompt: z.string()})
+    z.object({kind: z.literal('completion'), model: shortText, sampling: samplingSchema, continuation: continuationSchema, countOnly, prompt: z.string()})
 ]);
 
 const resultSchema = z.object({
@@ -74,6 +75,8 @@ const resultSchema = z.object({
     toolCalls: z.array(toolCallSchema).max(128).optional(),
     logprobs: z.array(tokenLogprob).max(1_000_000).optional(),
     finishReason: z.enum(['stop', 'length', 'tool_calls']),
+    /** Which of the request's stop strings ended it (the requester checks it is one). */
+    stopSequence: z.string().min(1).max(512).optional(),
     usage: z.object({promptTokens: z.number().int().nonnegative(), completionTokens: z.number().int().nonnegative()}),
     timings: z.object({
         promptMs: z.number().nonnegative(), generationMs: z.number().nonnegative(),

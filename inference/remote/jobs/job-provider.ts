@@ -152,7 +152,8 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
             }).then((result) => {
                 if (backlogged)
                     throw InferenceError.cancelled('requester backlogged');
-                this.awaitingReceipt.set(jobId, {peerId, model, result});
+                if (message.request.countOnly !== true)
+                    this.awaitingReceipt.set(jobId, {peerId, model, result});
                 record(controller.signal.aborted ? 'cancelled' : 'completed', result.usage.promptTokens, result.usage.completionTokens);
                 send({type: 'generated', jobId, result});
             })

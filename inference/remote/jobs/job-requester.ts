@@ -134,13 +134,17 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
                     job.touch();
                     options.onProgress?.(message.tokens);
                 } else if (message.type === 'generated') {
-                    const {usage, text} = message.result;
+                    const {usage, text, stopSequence, finishReason} = message.result;
                     if (usage.completionTokens > budget)
                         return job.violate(`reported ${usage.completionTokens} tokens for the ${budget} asked for`);
+                    if (stopSequence !== undefined && (finishReason !== 'stop' || !request.sampling.stop.includes(stopSequence)))
+                        return job.violate('reported a stop sequence the request did not ask for');
                     if (Buffer.byteLength(text) > MAX_BYTES_PER_TOKEN * Math.max(relayed, usage.completionTokens))
                         return job.violate(`sent a result of ${Buffer.byteLength(text)} bytes of text for ${usage.completionTokens} token(s)`);
                     job.resolve(message.result);
-                    this.requestReceipt(peerId, message.jobId, request.model, options.modelBytes, message.result);
+                    // Counting a prompt is no work to credit.
+                    if (request.countOnly !== true)
+                        this.requestReceipt(peerId, message.jobId, request.model, options.modelBytes, message.result);
                 } else {
                     job.violate(`${message.type} frame for a generation`);
                 }
