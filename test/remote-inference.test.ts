@@ -2,9 +2,11 @@ import {rename} from 'node:fs/promises';
 import {join} from 'node:path';
 import test from 'ava';
 import type {Testnet} from 'hyperdht/testnet.js';
+import type Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 import {waitFor, type DaemonHandle} from '../harness/cli-process.js';
 import {schemaValidator} from '../harness/ajv-validator.js';
+import {anthropicClient, greedy, readMessageStream, textOf} from '../harness/anthropic-client.js';
 import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
 import {moreCallsBias, weatherParameters} from '../harness/demo-tool-calls.js';
 import {seamReport} from '../harness/generation-requests.js';
@@ -119,6 +121,46 @@ test.serial('a node without the model serves chats through a peer; text equals a
     await waitFor(async () => (await node(requester.daemon)).receipts >= 3, 10_000);
     const providerReceipts = (await Promise.all(providers.map((provider) => node(provider.daemon)))).reduce((sum, info) => sum + info.receipts, 0);
     t.true(providerReceipts >= 3);
+});
+
+test.serial('Anthropic\'s Messages API through a peer: the chat route\'s text, streamed or not; stop sequences, a tool call and count_tokens', async (t) => {
+    const anthropic = anthropicClient(requester.daemon.origin);
+    const body = greedy({model: 'demo', messages: chatRequest.messages, max_tokens: 40});
+    const chat = await requester.client.chat.completions.create(chatRequest);
+    const text = chat.choices[0]!.message.content!;
+    const message = await anthropic.messages.create(body);
+    t.is(textOf(message), text);
+    t.is(message.stop_reason, 'max_tokens');
+    t.deepEqual(message.usage, {input_tokens: chat.usage!.prompt_tokens, output_tokens: 40});
+    const streamed = await readMessageStream(anthropic.messages.stream(body));
+    t.is(streamed.text, text);
+    t.like(streamed.final, {stop_reason: 'max_tokens', usage: message.usage});
+
+    // The peer says which stop sequence ended its reply.
+    const stop = text.slice(Math.floor(text.length / 2)).trim().slice(0, 3);
+    t.true(stop.length > 0, JSON.stringify(text));
+    const stopped = await anthropic.messages.create({...body, stop_sequences: ['never-in-this-reply', stop]});
+    t.like(stopped, {stop_reason: 'stop_sequence', stop_sequence: stop});
+    t.true(text.startsWith(textOf(stopped)));
+
+    const counted = await anthropic.messages.countTokens({model: 'demo', messages: body.messages});
+    t.is(counted.input_tokens, message.usage.input_tokens);
+
+    const call = await anthropic.messages.create(greedy({
+        model: 'demo', messages: [{role: 'user', content: 'The weather in Paris?'}], max_tokens: 200,
+        tools: [{name: 'get_weather', input_schema: weatherParameters as Anthropic.Tool.InputSchema}],
+        tool_choice: {type: 'tool', name: 'get_weather', disable_parallel_tool_use: true}
+    }));
+    const uses = call.content.filter((block) => block.type === 'tool_use');
+    t.is(call.stop_reason, 'tool_use');
+    t.is(uses.length, 1);
+    t.true(validWeather(uses[0]!.input), JSON.stringify(uses[0]));
+
+    const messageRoutes = () => requester.daemon.logs.filter((record) => record.msg === 'request')
+        .map((record) => record.request as {endpoint: string, route: string}).filter((record) => record.endpoint.startsWith('/v1/messages'));
+    await waitFor(() => messageRoutes().length === 5, 5_000, 20).catch(() => t.fail(JSON.stringify(messageRoutes())));
+    const routes = messageRoutes();
+    t.true(routes.every((record) => record.route.startsWith('peers:')), JSON.stringify(routes));
 });
 
 test.serial('logprobs come through a peer: the tokens and alternatives a local run gives', async (t) => {

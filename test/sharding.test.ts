@@ -3,6 +3,7 @@ import test from 'ava';
 import type {Testnet} from 'hyperdht/testnet.js';
 import OpenAI from 'openai';
 import {schemaValidator} from '../harness/ajv-validator.js';
+import {anthropicClient, greedy, readMessageStream, textOf} from '../harness/anthropic-client.js';
 import {startDaemon, waitFor, type DaemonHandle} from '../harness/cli-process.js';
 import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
 import {seamReport} from '../harness/generation-requests.js';
@@ -150,6 +151,20 @@ test.serial('a model split over three nodes is placed as planned and answers tok
         t.is(called.choices[0]!.finish_reason, 'tool_calls');
         t.true(call?.type === 'function' && call.function.name === 'pick' && schemaValidator(parameters)(JSON.parse(call.function.arguments)),
             JSON.stringify(call));
+    }
+    // Anthropic's Messages API through the pipeline, and through a peer to it: the chat route's text, and the stop sequence that ended it.
+    for (const node of [coordinator, requester]) {
+        const anthropic = anthropicClient(node.daemon.origin);
+        const body = greedy({model: 'demo', messages: [{role: 'user' as const, content: PROMPT}], max_tokens: 40});
+        const chat = await node.client.chat.completions.create({...body, temperature: 0});
+        const text = chat.choices[0]!.message.content!;
+        const message = await anthropic.messages.create(body);
+        t.is(textOf(message), text);
+        t.deepEqual(message.usage, {input_tokens: chat.usage!.prompt_tokens, output_tokens: 40});
+        t.is((await readMessageStream(anthropic.messages.stream(body))).text, text);
+        const stop = text.slice(Math.floor(text.length / 2)).trim().slice(0, 3);
+        t.like(await anthropic.messages.create({...body, stop_sequences: [stop]}), {stop_reason: 'stop_sequence', stop_sequence: stop});
+        t.is((await anthropic.messages.countTokens({model: 'demo', messages: body.messages})).input_tokens, message.usage.input_tokens);
     }
 });
 
