@@ -16,7 +16,7 @@ import {llamaServerAvailable, startLlamaServer} from './lib/llama-server.js';
 import {machine, reportFile, writeReport} from './lib/report.js';
 import {median, round} from './lib/statistics.js';
 import {
-    measureConcurrentClients, measurePromptInterference, measureStreamedCompletion, type CompletionLoad, type StreamMeasurement
+    measureConcurrentClients, measurePromptInterference, measureStreamedCompletion, summarizeStreams, type CompletionLoad, type StreamMeasurement
 } from './lib/stream-measurement.js';
 
 const THREADS = 1;
@@ -57,21 +57,12 @@ const MODELS: BenchModel[] = [
 ];
 
 
-function summarize(runs: StreamMeasurement[]) {
-    return {
-        generationTokensPerSecond: round(median(runs.map((run) => run.generationTokensPerSecond))),
-        ttftMs: round(median(runs.map((run) => run.ttftMs))),
-        completionTokens: median(runs.map((run) => run.completionTokens)),
-        runs: runs.length
-    };
-}
-
 async function repeat(repeats: number, measure: () => Promise<StreamMeasurement>) {
     await measure(); // warm-up: caches, first-token allocations
     const runs: StreamMeasurement[] = [];
     for (let i = 0; i < repeats; i++)
         runs.push(await measure());
-    return summarize(runs);
+    return summarizeStreams(runs);
 }
 
 async function concurrencySweep(client: OpenAI, load: CompletionLoad, concurrency: number[]) {
@@ -147,8 +138,8 @@ async function singleStreamHeadToHead(proxyClient: OpenAI, modelPath: string, lo
             for (const which of order)
                 runs[which].push(await measureStreamedCompletion(which === 'proxy' ? proxyClient : serverClient, load));
         }
-        const proxy = summarize(runs.proxy);
-        const llamaServer = summarize(runs.llamaServer);
+        const proxy = summarizeStreams(runs.proxy);
+        const llamaServer = summarizeStreams(runs.llamaServer);
         return {proxy, llamaServer, ratio: round(proxy.generationTokensPerSecond / llamaServer.generationTokensPerSecond, 3)};
     } finally {
         await server.stop().catch(() => undefined);

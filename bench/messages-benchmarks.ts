@@ -14,7 +14,7 @@ import {anthropicClient, greedy} from '../harness/anthropic-client.js';
 import {startDaemon} from '../harness/cli-process.js';
 import {machine, writeReport} from './lib/report.js';
 import {median, round} from './lib/statistics.js';
-import {StreamTimer, type StreamMeasurement} from './lib/stream-measurement.js';
+import {StreamTimer, summarizeStreams, type StreamMeasurement} from './lib/stream-measurement.js';
 
 const THREADS = 1;
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 9);
@@ -71,15 +71,6 @@ async function wholeMs(route: Route, chat: OpenAI, messages: ReturnType<typeof a
     return performance.now() - startedAt;
 }
 
-function summarize(runs: StreamMeasurement[]) {
-    return {
-        generationTokensPerSecond: round(median(runs.map((run) => run.generationTokensPerSecond))),
-        ttftMs: round(median(runs.map((run) => run.ttftMs))),
-        completionTokens: median(runs.map((run) => run.completionTokens)),
-        runs: runs.length
-    };
-}
-
 const dir = await mkdtemp(join(tmpdir(), 'strongdoge-bench-messages-'));
 try {
     const dataDir = join(dir, 'data');
@@ -102,8 +93,8 @@ try {
             for (const route of order)
                 whole[route].push(await wholeMs(route, chat, messages));
         }
-        const chatStream = summarize(streamed.chat);
-        const messagesStream = summarize(streamed.messages);
+        const chatStream = summarizeStreams(streamed.chat);
+        const messagesStream = summarizeStreams(streamed.messages);
         const chatWholeMs = round(median(whole.chat));
         const messagesWholeMs = round(median(whole.messages));
         const report = {

@@ -143,7 +143,7 @@ function toTools(body: CountTokensBody) {
     return toToolCalling(tools, openAiChoice, parallel);
 }
 
-/** The request the engine runs for a Messages body; count_tokens renders the same, with a budget of one token. */
+/** The request the engine runs for a Messages body; count_tokens sends the same as a `countOnly` request. */
 export function toMessagesRequest(body: MessagesBody | CountTokensBody): GenerationRequest {
     if (body.thinking !== undefined && (body.thinking as {type?: unknown} | null)?.type !== 'disabled')
         throw ApiError.unsupported('thinking', 'Extended thinking is not supported.');

@@ -1,6 +1,6 @@
 import type OpenAI from 'openai';
 import {waitFor} from '../../harness/cli-process.js';
-import {median} from './statistics.js';
+import {median, round} from './statistics.js';
 
 /** One streamed generation as a client sees it. */
 export interface StreamMeasurement {
@@ -39,6 +39,16 @@ export class StreamTimer {
             wallMs: performance.now() - this.startedAt
         };
     }
+}
+
+/** Medians of repeated streams, as reports give them. */
+export function summarizeStreams(runs: StreamMeasurement[]) {
+    return {
+        generationTokensPerSecond: round(median(runs.map((run) => run.generationTokensPerSecond))),
+        ttftMs: round(median(runs.map((run) => run.ttftMs))),
+        completionTokens: median(runs.map((run) => run.completionTokens)),
+        runs: runs.length
+    };
 }
 
 export async function measureStreamedCompletion(client: OpenAI, load: CompletionLoad): Promise<StreamMeasurement> {
