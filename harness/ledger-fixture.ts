@@ -12,10 +12,14 @@ export function keyPair() {
 
 export type KeyPair = ReturnType<typeof keyPair>;
 
+/** The signing domain of a node with the default settings: the public network on Dogechain. */
+export const DEFAULT_DOMAIN = {network: 'public', chainId: 2000};
+
 /** A receipt the requester signed and the provider countersigned, as the jobs protocol leaves it. */
 export function countersignedReceipt(provider: KeyPair, requester: KeyPair, overrides: Partial<ReceiptBody> = {}): Receipt {
     const body: ReceiptBody = {
-        version: RECEIPT_VERSION, jobId: randomBytes(16).toString('hex'), model: 'demo', modelBytes: 2e9, promptTokens: 12,
+        version: RECEIPT_VERSION, ...DEFAULT_DOMAIN, kind: 'generate', jobId: randomBytes(16).toString('hex'), model: 'demo',
+        modelSha256: 'ab'.repeat(32), modelBytes: 2e9, promptTokens: 12,
         completionTokens: 40, promptMs: 5, generationMs: 50, provider: provider.id, requester: requester.id,
         completedAt: new Date().toISOString(), ...overrides
     };

@@ -102,6 +102,11 @@ export class ContributionLog extends EventEmitter<ContributionLogEvents> {
         return this.counter.tally;
     }
 
+    /** Whether the log holds, or has queued, the piece of work `key` (`workKey` in ledger/record-check.ts). */
+    hasWork(key: string) {
+        return this.work.has(key);
+    }
+
     get anchors(): readonly AnchorRecord[] {
         return this.anchorRecords;
     }

@@ -1,11 +1,14 @@
 import crypto from 'hypercore-crypto';
 import {z} from 'zod';
+import {futureTimeProblem, recordTime, signingDomainFields} from './signing-domain.js';
 
 /**
- * A receipt for one remote job: what was served, by whom, for whom, signed by both. The requester signs
- * what it received; the provider countersigns the same bytes. Versioned so the ledger can read old ones.
+ * A receipt for one remote job: what was served, by whom, for whom, signed by both. The requester signs what it
+ * measured (the tokens it received, a prompt count bounded by what it sent, the model size only if it can vouch
+ * for it); the provider countersigns the same bytes if they describe the job it served (docs/architecture.md,
+ * "Receipts").
  */
-export const RECEIPT_VERSION = 2;
+export const RECEIPT_VERSION = 3;
 
 const hexKey = z.string().regex(/^[0-9a-f]{64}$/);
 const hexSignature = z.string().regex(/^[0-9a-f]{128}$/);
@@ -14,17 +17,25 @@ const millis = z.number().nonnegative().max(7 * 24 * 3600 * 1000);
 
 export const receiptBodySchema = z.object({
     version: z.literal(RECEIPT_VERSION),
+    ...signingDomainFields,
+    kind: z.enum(['generate', 'embed']),
     jobId: z.string().regex(/^[0-9a-f]{32}$/),
     model: z.string().min(1).max(128),
-    /** Size of the model's GGUF file: the provider countersigns it only if it is its own file's size. */
+    /** The model file's SHA-256 as the provider announced it (null: it announced none); it countersigns only its own. */
+    modelSha256: z.string().regex(/^[0-9a-f]{64}$/).nullable(),
+    /**
+     * The file's size as the requester can vouch for it (its own copy with that SHA-256), else 0: the model then
+     * counts at the minimum weight. The provider countersigns only 0 or its own file's size.
+     */
     modelBytes: z.number().int().nonnegative().max(2 ** 50),
     promptTokens: count,
+    /** The tokens the requester received (0 for an embedding). */
     completionTokens: count,
     promptMs: millis,
     generationMs: millis,
     provider: hexKey,
     requester: hexKey,
-    completedAt: z.iso.datetime()
+    completedAt: recordTime
 }).strict();
 
 export const receiptSchema = z.object({
@@ -36,7 +47,7 @@ export const receiptSchema = z.object({
 export type ReceiptBody = z.infer<typeof receiptBodySchema>;
 export type Receipt = z.infer<typeof receiptSchema>;
 
-const SIGNING_NAMESPACE = 'strongdoge/receipt/v2\n';
+const SIGNING_NAMESPACE = 'strongdoge/receipt/v3\n';
 
 /** The exact bytes both parties sign: the fields in a fixed order, so equal bodies sign equally. */
 export function receiptSigningBytes(body: ReceiptBody): Buffer {
@@ -88,6 +99,11 @@ export function verifyReceipt(candidate: unknown, {countersigned = true}: {count
     const receipt = parsed.data;
     if (receipt.body.provider === receipt.body.requester)
         throw new ReceiptError('a node cannot serve itself a receipt');
+    if (receipt.body.kind === 'embed' && receipt.body.completionTokens !== 0)
+        throw new ReceiptError('an embedding generates no tokens');
+    const future = futureTimeProblem(receipt.body.completedAt);
+    if (future !== undefined)
+        throw new ReceiptError(future);
     checkSignature(receipt.body, receipt.requesterSignature, receipt.body.requester, 'requester');
     if (receipt.providerSignature === null) {
         if (countersigned)

@@ -113,9 +113,19 @@ export class NodeLedger implements PeerProtocol {
         return new NodeLedger(log, chain, anchorer, anchoringOff);
     }
 
-    /** A job served for a peer, or served to this node by one. */
-    recordReceipt(receipt: Receipt, role: 'served' | 'consumed') {
-        this.log.append({version: LEDGER_RECORD_VERSION, type: role, at: new Date().toISOString(), receipt});
+    /**
+     * A job served for a peer, or served to this node by one: resolves once the record is on disk (a provider
+     * countersigns only then), rejects when the log refuses it (the reason is reported with `rejected`).
+     */
+    async recordReceipt(receipt: Receipt, role: 'served' | 'consumed') {
+        if (!this.log.append({version: LEDGER_RECORD_VERSION, type: role, at: new Date().toISOString(), receipt}))
+            throw LedgerError.invalidRecord(`the contribution log refused the receipt of job ${receipt.body.jobId}`);
+        await this.log.flush();
+    }
+
+    /** Whether this node's log holds a job it served under that id: a requester may not use one twice. */
+    servedJob(jobId: string) {
+        return this.log.hasWork(`served:${jobId}`);
     }
 
     /** Layers this node hosted for a coordinator, as its signed receipt says. */

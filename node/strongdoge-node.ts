@@ -163,8 +163,12 @@ export class StrongdogeNode {
                 onReceipt: (peerId, session, receipt) => this.keepShardReceipt(peerId, session, receipt)
             });
             this.swarm.use(this.shards);
-            this.requester = new JobRequester({jobs, identity});
-            this.provider = new JobProvider({jobs, identity, executor: this.localExecutor(), limits: {
+            const domain = {network: settings.network, chainId: settings.chainId};
+            this.requester = new JobRequester({jobs, identity, domain});
+            this.provider = new JobProvider({jobs, identity, domain, executor: this.localExecutor(),
+                keepReceipt: (receipt) => this.keepReceipt(receipt),
+                loggedJobId: (jobId) => this.ledger?.servedJob(jobId) ?? false,
+                limits: {
                 ...jobProviderDefaults,
                 enabled: settings.servePeers,
                 maxConcurrentJobs: settings.maxPeerJobs,
@@ -232,7 +236,8 @@ export class StrongdogeNode {
     private inference() {
         const {settings} = this;
         const local = new LocalInference({engine: this.engine, modelIds: this.models.map((model) => model.id)});
-        const remote = this.swarm && this.requester && new RemoteInference({swarm: this.swarm, requester: this.requester, routing: {
+        const remote = this.swarm && this.requester && new RemoteInference({swarm: this.swarm, requester: this.requester,
+            vouchedModelBytes: (sha256) => this.vouchedModelBytes(sha256), routing: {
             ...(settings.maxPrice !== undefined && {maxPrice: settings.maxPrice}),
             deadlines: {firstTokenMs: Math.max(FIRST_TOKEN_DEADLINE_MS, settings.peerTimeout * 1000), tokenMs: settings.peerTimeout * 1000},
             maxAttempts: MAX_PEER_ATTEMPTS
@@ -362,16 +367,23 @@ export class StrongdogeNode {
                 return engine.state === 'ready' && engine.getStatus().models.some((loaded) => loaded.id === model);
             },
             modelBytes: (model) => engineFor(model).getStatus().models.find((loaded) => loaded.id === model)?.sizeBytes ?? 0,
+            modelSha256: (model) => this.modelSha256(model),
             generate: (request, options) => (pipelineFor(request.model) ?? this.engine).generate(request, {...options, onText: this.countTokens('forPeers', options.onText)}),
             embed: (model, inputs, options) => engineFor(model).embed(model, inputs, options)
         };
     }
 
-    private keepReceipt(receipt: Receipt) {
+    /** A countersigned receipt into the log; resolves once it is on disk (a node without a ledger yet keeps nothing). */
+    private async keepReceipt(receipt: Receipt) {
         const role = receipt.body.provider === this.identity.id ? 'served' : 'consumed';
-        this.ledger?.recordReceipt(receipt, role);
+        await this.ledger?.recordReceipt(receipt, role);
         this.logger.info({jobId: receipt.body.jobId, role, model: receipt.body.model, completionTokens: receipt.body.completionTokens},
             'receipt countersigned');
+    }
+
+    /** The size of this node's own model file with that SHA-256, or 0: what it vouches for in receipts. */
+    private vouchedModelBytes(sha256: string) {
+        return this.capabilities.current().models.find((offer) => offer.sha256 === sha256)?.sizeBytes ?? 0;
     }
 
     /** A model file's SHA-256, once this node has hashed it (in the background after start). */
@@ -464,8 +476,8 @@ export class StrongdogeNode {
             this.servedPeerJobs++;
             this.swarm?.capabilitiesChanged();
         });
-        this.provider?.on('receipt', (receipt) => this.keepReceipt(receipt));
-        this.requester?.on('receipt', (receipt) => this.keepReceipt(receipt));
+        // The provider keeps its receipts before it countersigns (keepReceipt above); the requester's go in as they come.
+        this.requester?.on('receipt', (receipt) => void this.keepReceipt(receipt).catch(() => undefined));
         if (this.swarm !== undefined)
             logSwarmEvents(this.swarm, this.logger);
     }

@@ -4,7 +4,7 @@ import type {EmbedOptions, GenerateOptions, InferenceStrategy, ServedModel} from
 import type {EmbeddingResult, GenerationRequest, GenerationResult} from '../../core/inference-types.js';
 import {ResumableAnswer} from '../resumable-answer.js';
 import {DeliveryPace} from './delivery-pace.js';
-import type {JobRequester, RemoteJobDeadlines} from './jobs/job-requester.js';
+import type {JobRequester, ReceiptModel, RemoteJobDeadlines} from './jobs/job-requester.js';
 import {explainNoPeer, rankPeers, type PeerCandidate} from './peer-ranking.js';
 import {shortPeerId} from '../../core/display.js';
 
@@ -32,7 +32,12 @@ export interface RoutingSettings {
 export interface RemoteInferenceOptions {
     swarm: SwarmNode,
     requester: JobRequester,
-    routing: RoutingSettings
+    routing: RoutingSettings,
+    /**
+     * The size of this node's own copy of the model file with that SHA-256, or 0: what receipts may weigh a peer's
+     * work by (docs/architecture.md, "Receipts"); defaults to none (every model at the minimum weight).
+     */
+    vouchedModelBytes?: (sha256: string) => number
 }
 
 /**
@@ -44,9 +49,17 @@ export class RemoteInference implements InferenceStrategy {
     private readonly swarm: SwarmNode;
     private readonly requester: JobRequester;
     private readonly routing: RoutingSettings;
+    private readonly vouchedModelBytes: (sha256: string) => number;
 
     constructor(options: RemoteInferenceOptions) {
         ({swarm: this.swarm, requester: this.requester, routing: this.routing} = options);
+        this.vouchedModelBytes = options.vouchedModelBytes ?? (() => 0);
+    }
+
+    /** The model as the receipt for `peerId`'s job names it: the hash it announced, the size only if this node can vouch for it. */
+    private receiptModel(peerId: string, model: string): ReceiptModel {
+        const sha256 = this.swarm.peer(peerId)?.capabilities.models.find((offer) => offer.id === model)?.sha256 ?? null;
+        return {sha256, vouchedBytes: sha256 === null ? 0 : this.vouchedModelBytes(sha256)};
     }
 
     /** The models peers announce, the first peer to announce each naming it. */
@@ -73,8 +86,7 @@ export class RemoteInference implements InferenceStrategy {
             const result = await this.requester.generate(peerId, attempt.request, {
                 signal: options.signal,
                 deadlines: this.routing.deadlines,
-                // What the peer announced: it countersigns the receipt only if that is its file's size.
-                modelBytes: announced?.models.find((offer) => offer.id === request.model)?.sizeBytes ?? 0,
+                model: this.receiptModel(peerId, request.model),
                 // What the peer generates when the client set no limit: its announced cap, held to by the requester.
                 tokenCap: announced?.maxJobTokens ?? MAX_TOKENS_WITHOUT_CAP,
                 onText: (text, tokens, extras) => {
@@ -92,7 +104,7 @@ export class RemoteInference implements InferenceStrategy {
 
     async embed(model: string, inputs: string[], options: EmbedOptions): Promise<EmbeddingResult> {
         return this.withPeers(model, options, () => false, (peerId) =>
-            this.requester.embed(peerId, model, inputs, {signal: options.signal, deadlines: this.routing.deadlines}));
+            this.requester.embed(peerId, model, inputs, {signal: options.signal, deadlines: this.routing.deadlines, model: this.receiptModel(peerId, model)}));
     }
 
     /** Tries the best peers in turn, at most `maxAttempts`, and says clearly why none could serve. */

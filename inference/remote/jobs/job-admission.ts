@@ -29,8 +29,15 @@ export type JobSubmission = Extract<JobMessage, {type: 'generate' | 'embed'}>;
 
 export interface ProviderSituation {
     activeJobIds: ReadonlySet<string>,
-    canServe: (model: string) => boolean
+    canServe: (model: string) => boolean,
+    /** Whether the job id named a job before (in the contribution log, or lately): one id, one job, one receipt. */
+    usedJobId?: (jobId: string) => boolean,
+    /** Jobs served for this peer whose receipts it has not sent, past the grace a receipt takes to arrive. */
+    owedReceipts?: number
 }
+
+/** A peer that owes this many receipts gets no more jobs until it sends them. */
+export const MAX_OWED_RECEIPTS = 4;
 
 export function submissionModel(message: JobSubmission) {
     return message.type === 'generate' ? message.request.model : message.model;
@@ -48,8 +55,10 @@ export function jobRefusal(message: JobSubmission, limits: JobProviderLimits, si
     const model = submissionModel(message);
     if (!limits.enabled)
         return ['disabled', 'this node does not serve peers'];
-    if (situation.activeJobIds.has(message.jobId))
-        return ['limit', 'duplicate job id'];
+    if (situation.activeJobIds.has(message.jobId) || situation.usedJobId?.(message.jobId) === true)
+        return ['limit', 'duplicate job id: each job needs a new one'];
+    if ((situation.owedReceipts ?? 0) >= MAX_OWED_RECEIPTS)
+        return ['limit', `owes the receipts of ${situation.owedReceipts} jobs served: send them first`];
     if (!situation.canServe(model))
         return ['model_unavailable', `model ${model} is not loaded here`];
     if (situation.activeJobIds.size >= limits.maxConcurrentJobs)

@@ -1,6 +1,7 @@
 import {EventEmitter} from 'node:events';
 import {LRUCache} from 'lru-cache';
-import {countersignReceipt, verifyReceipt, ReceiptError, type Receipt} from '../../../ledger/receipt.js';
+import {countersignReceipt, verifyReceipt, ReceiptError, type Receipt, type ReceiptBody} from '../../../ledger/receipt.js';
+import {domainProblem, type SigningDomain} from '../../../ledger/signing-domain.js';
 import type {NodeIdentity} from '../../../swarm/node-identity.js';
 import {InferenceError, type InferenceErrorCode} from '../../../core/inference-error.js';
 import type {EmbeddingResult, GenerationRequest, GenerationResult, TextListener} from '../../../core/inference-types.js';
@@ -14,6 +15,8 @@ export interface JobExecutor {
     canServe(model: string): boolean,
     /** The size of the model's file, as receipts state it. */
     modelBytes(model: string): number,
+    /** The SHA-256 of the model's file as this node announces it, or null. */
+    modelSha256(model: string): string | null,
     generate(request: GenerationRequest, options: {onText: TextListener, onProgress: (tokens: number) => void, signal: AbortSignal}): Promise<GenerationResult>,
     embed(model: string, inputs: string[], options: {signal: AbortSignal, maxTokens: number}): Promise<EmbeddingResult>
 }
@@ -36,7 +39,18 @@ export interface JobProviderOptions {
     jobs: JobsProtocol,
     identity: NodeIdentity,
     executor: JobExecutor,
-    limits: JobProviderLimits
+    limits: JobProviderLimits,
+    /** The network and chain receipts are signed for. */
+    domain: SigningDomain,
+    /**
+     * Keeps a countersigned receipt (the contribution log): the countersignature is sent only once this resolves,
+     * so a peer is never told of a record that a crash could lose; defaults to keeping nothing.
+     */
+    keepReceipt?: (receipt: Receipt) => Promise<void>,
+    /** Whether a job id is in this node's log already; defaults to none. */
+    loggedJobId?: (jobId: string) => boolean,
+    /** How long a requester has to send a job's receipt before the job counts as owed; defaults to 10 s. */
+    receiptGraceMs?: number
 }
 
 export interface JobProviderEvents {
@@ -54,28 +68,41 @@ interface ActiveJob {
 
 interface CompletedJob {
     peerId: string,
+    kind: ReceiptBody['kind'],
     model: string,
-    result: GenerationResult
+    promptTokens: number,
+    completionTokens: number,
+    completedAt: number
 }
 
 /** How many finished jobs wait for their receipt; the oldest is forgotten first. */
-const RECEIPT_WINDOW = 256;
+const RECEIPT_WINDOW = 1024;
+/** Countersignatures kept to send again when a requester, missing ours, sends its receipt again. */
+const COUNTERSIGNED_WINDOW = 1024;
 
 /** Serves other nodes' jobs within limits, streams their tokens back, and countersigns their receipts. */
 export class JobProvider extends EventEmitter<JobProviderEvents> {
     private readonly active = new Map<string, ActiveJob>();
     /** Read with peek(), never get(): a peer's receipts, forged ones included, must not keep a job from ageing out. */
     private readonly awaitingReceipt = new LRUCache<string, CompletedJob>({max: RECEIPT_WINDOW});
+    private readonly countersigned = new LRUCache<string, {peerId: string, signature: string}>({max: COUNTERSIGNED_WINDOW});
     /** Jobs refused or finished lately: a cancel for one of them crossed our reply on the wire. */
     private readonly ended = recentJobIds();
     private readonly jobs: JobsProtocol;
     private readonly identity: NodeIdentity;
     private readonly executor: JobExecutor;
     private readonly limits: JobProviderLimits;
+    private readonly domain: SigningDomain;
+    private readonly keepReceipt: (receipt: Receipt) => Promise<void>;
+    private readonly loggedJobId: (jobId: string) => boolean;
+    private readonly receiptGraceMs: number;
 
     constructor(options: JobProviderOptions) {
         super();
-        ({jobs: this.jobs, identity: this.identity, executor: this.executor, limits: this.limits} = options);
+        ({jobs: this.jobs, identity: this.identity, executor: this.executor, limits: this.limits, domain: this.domain} = options);
+        this.keepReceipt = options.keepReceipt ?? (async () => undefined);
+        this.loggedJobId = options.loggedJobId ?? (() => false);
+        this.receiptGraceMs = options.receiptGraceMs ?? 10_000;
         this.jobs.on('message', (peerId, message) => this.handle(peerId, message));
         this.jobs.on('peerLeft', (peerId) => {
             for (const job of this.active.values())
@@ -115,7 +142,11 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
     }
 
     private accept(peerId: string, message: JobSubmission) {
-        const refusal = jobRefusal(message, this.limits, {activeJobIds: new Set(this.active.keys()), canServe: (model) => this.executor.canServe(model)});
+        const refusal = jobRefusal(message, this.limits, {
+            activeJobIds: new Set(this.active.keys()), canServe: (model) => this.executor.canServe(model),
+            usedJobId: (jobId) => this.ended.has(jobId) || this.awaitingReceipt.has(jobId) || this.loggedJobId(jobId),
+            owedReceipts: this.owedReceipts(peerId)
+        });
         if (refusal !== undefined) {
             this.ended.set(message.jobId, true);
             this.fail(peerId, message.jobId, InferenceError.refused(...refusal));
@@ -153,11 +184,13 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
                 if (backlogged)
                     throw InferenceError.cancelled('requester backlogged');
                 if (message.request.countOnly !== true)
-                    this.awaitingReceipt.set(jobId, {peerId, model, result});
+                    this.awaitingReceipt.set(jobId, {peerId, kind: 'generate', model, promptTokens: result.usage.promptTokens,
+                        completionTokens: result.usage.completionTokens, completedAt: Date.now()});
                 record(controller.signal.aborted ? 'cancelled' : 'completed', result.usage.promptTokens, result.usage.completionTokens);
                 send({type: 'generated', jobId, result});
             })
             : this.executor.embed(message.model, message.inputs, {signal: controller.signal, maxTokens: this.limits.maxEmbeddingTokens}).then((result) => {
+                this.awaitingReceipt.set(jobId, {peerId, kind: 'embed', model, promptTokens: result.promptTokens, completionTokens: 0, completedAt: Date.now()});
                 record('completed', result.promptTokens);
                 send({type: 'embedded', jobId, result});
             });
@@ -175,29 +208,72 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
         });
     }
 
-    /** Countersigns a receipt only if it describes, exactly, a job this node served for that peer. */
+    /** Jobs served for the peer whose receipts are overdue. */
+    private owedReceipts(peerId: string) {
+        const due = Date.now() - this.receiptGraceMs;
+        let owed = 0;
+        for (const job of this.awaitingReceipt.values())
+            if (job.peerId === peerId && job.completedAt < due)
+                owed++;
+        return owed;
+    }
+
+    /**
+     * Countersigns a receipt only if it describes, exactly, a job this node served for that peer, once it is kept;
+     * a receipt sent again (our countersignature was lost) gets the same countersignature again.
+     */
     private countersign(peerId: string, jobId: string, candidate: Receipt) {
+        const done = this.countersigned.get(jobId);
+        if (done !== undefined && done.peerId === peerId) {
+            void this.jobs.send(peerId, {type: 'countersigned', jobId, signature: done.signature});
+            return;
+        }
         const job = this.awaitingReceipt.peek(jobId);
         if (job === undefined || job.peerId !== peerId) {
             this.emit('receiptRejected', peerId, jobId, 'no job served for this peer awaits a receipt under that id');
             return;
         }
+        let countersigned: Receipt;
         try {
             const receipt = verifyReceipt(candidate, {countersigned: false});
-            const {body} = receipt;
-            const matches = body.jobId === jobId && body.provider === this.identity.id && body.requester === peerId
-                && body.model === job.model && body.modelBytes === this.executor.modelBytes(job.model) && body.promptTokens === job.result.usage.promptTokens
-                && body.completionTokens === job.result.usage.completionTokens;
-            if (!matches)
-                throw new ReceiptError('the receipt does not match the job served');
-            this.awaitingReceipt.delete(jobId);
-            const countersigned = countersignReceipt(receipt, this.identity.secretKey);
-            void this.jobs.send(peerId, {type: 'countersigned', jobId, signature: countersigned.providerSignature!});
-            this.emit('receipt', countersigned);
+            const problem = this.receiptProblem(receipt.body, jobId, peerId, job);
+            if (problem !== undefined)
+                throw new ReceiptError(`the receipt does not match the job served: ${problem}`);
+            countersigned = countersignReceipt(receipt, this.identity.secretKey);
         } catch (error) {
             // An altered or forged receipt is not countersigned; the job stays unreceipted.
             this.emit('receiptRejected', peerId, jobId, (error as Error).message);
+            return;
         }
+        this.awaitingReceipt.delete(jobId);
+        this.keepReceipt(countersigned).then(() => {
+            this.countersigned.set(jobId, {peerId, signature: countersigned.providerSignature!});
+            void this.jobs.send(peerId, {type: 'countersigned', jobId, signature: countersigned.providerSignature!});
+            this.emit('receipt', countersigned);
+        }, (error: Error) => {
+            // Not kept: not acknowledged either. The requester sends the receipt again, and it is tried again.
+            this.awaitingReceipt.set(jobId, job);
+            this.emit('receiptRejected', peerId, jobId, `cannot keep the receipt: ${error.message}`);
+        });
+    }
+
+    /** Why a receipt's body is not the job served, or undefined when it is. */
+    private receiptProblem(body: ReceiptBody, jobId: string, peerId: string, job: CompletedJob): string | undefined {
+        const domain = domainProblem(body, this.domain);
+        if (domain !== undefined)
+            return domain;
+        if (body.jobId !== jobId || body.provider !== this.identity.id || body.requester !== peerId)
+            return 'another job, provider or requester';
+        if (body.kind !== job.kind || body.model !== job.model)
+            return 'another kind of job or model';
+        if (body.modelSha256 !== this.executor.modelSha256(job.model))
+            return 'another model file';
+        // The requester vouches for the size from its own copy, or names none: never another size.
+        if (body.modelBytes !== 0 && body.modelBytes !== this.executor.modelBytes(job.model))
+            return 'another model size';
+        if (body.promptTokens !== job.promptTokens || body.completionTokens !== job.completionTokens)
+            return `${body.promptTokens} + ${body.completionTokens} tokens, not the ${job.promptTokens} + ${job.completionTokens} served`;
+        return undefined;
     }
 }
 

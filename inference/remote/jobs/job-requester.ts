@@ -1,6 +1,8 @@
 import {randomBytes} from 'node:crypto';
 import {EventEmitter} from 'node:events';
+import {Backoff} from '../../../core/backoff.js';
 import {RECEIPT_VERSION, signReceiptBody, verifyReceipt, type Receipt, type ReceiptBody} from '../../../ledger/receipt.js';
+import type {SigningDomain} from '../../../ledger/signing-domain.js';
 import type {NodeIdentity} from '../../../swarm/node-identity.js';
 import {InferenceError} from '../../../core/inference-error.js';
 import {StallDetector, type StallDetectorOptions} from '../../stall-detector.js';
@@ -8,10 +10,32 @@ import type {EmbeddingResult, GenerationRequest, GenerationResult, TextListener}
 import {toolCallProblem} from '../../../core/tool-calls/tool-call-syntax.js';
 import type {JobMessage} from './job-messages.js';
 import type {JobsProtocol} from './jobs-protocol.js';
+import {embeddingTokenBound, promptTokenBound} from './receipt-claims.js';
 import {recentJobIds} from './recent-job-ids.js';
 
-/** How long a receipt may wait for the provider's countersignature. */
-const COUNTERSIGN_TIMEOUT_MS = 10_000;
+/** How long a receipt may wait for the provider's countersignature: it is sent again until then. */
+const COUNTERSIGN_TIMEOUT_MS = 60_000;
+/** A receipt not countersigned is sent again after this, then after twice as long…: a lost frame costs a second. */
+const RECEIPT_RESEND = {initialMs: 1000, maxMs: 15_000};
+
+/** The model a receipt names, as the requester knows it (docs/architecture.md, "Receipts"). */
+export interface ReceiptModel {
+    /** The SHA-256 the provider announced for the model's file, or null. */
+    sha256: string | null,
+    /** The file's size if this node can vouch for it (it holds a file with that hash), else 0: the minimum weight. */
+    vouchedBytes: number
+}
+
+/** What the requester measured of a job: what its receipt states. */
+interface Measured {
+    kind: ReceiptBody['kind'],
+    model: string,
+    receiptModel: ReceiptModel,
+    promptTokens: number,
+    completionTokens: number,
+    promptMs: number,
+    generationMs: number
+}
 
 export interface RemoteJobDeadlines {
     /** Until the first token: covers the peer's prompt processing. */
@@ -51,7 +75,9 @@ interface PendingJob {
 
 export interface JobRequesterOptions {
     jobs: JobsProtocol,
-    identity: NodeIdentity
+    identity: NodeIdentity,
+    /** The network and chain receipts are signed for. */
+    domain: SigningDomain
 }
 
 export interface JobRequesterEvents {
@@ -67,14 +93,15 @@ export interface JobRequesterEvents {
  */
 export class JobRequester extends EventEmitter<JobRequesterEvents> {
     private readonly pending = new Map<string, PendingJob>();
-    private readonly receipts = new Map<string, {body: ReceiptBody, requesterSignature: string, timer: NodeJS.Timeout}>();
+    private readonly receipts = new Map<string, {body: ReceiptBody, requesterSignature: string, timer: NodeJS.Timeout, resend: NodeJS.Timeout | undefined}>();
     private readonly ended = recentJobIds();
     private readonly jobs: JobsProtocol;
     private readonly identity: NodeIdentity;
+    private readonly domain: SigningDomain;
 
     constructor(options: JobRequesterOptions) {
         super();
-        ({jobs: this.jobs, identity: this.identity} = options);
+        ({jobs: this.jobs, identity: this.identity, domain: this.domain} = options);
         this.jobs.on('message', (peerId, message) => {
             if (!REQUESTER_BOUND.has(message.type))
                 return;
@@ -98,7 +125,7 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
      * per token): a peer that exceeds them is dropped, and nothing beyond them reaches `onText`.
      */
     generate(peerId: string, request: GenerationRequest, options: {
-        onText: TextListener, onProgress?: (tokens: number) => void, signal?: AbortSignal, deadlines: RemoteJobDeadlines, modelBytes: number,
+        onText: TextListener, onProgress?: (tokens: number) => void, signal?: AbortSignal, deadlines: RemoteJobDeadlines, model: ReceiptModel,
         /** Tokens the peer may generate when the request sets no `max_tokens`: the cap it announced. */
         tokenCap: number
     }) {
@@ -134,9 +161,15 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
                     job.touch();
                     options.onProgress?.(message.tokens);
                 } else if (message.type === 'generated') {
-                    const {usage, text, stopSequence, finishReason} = message.result;
+                    const {usage, text, stopSequence, finishReason, timings} = message.result;
                     if (usage.completionTokens > budget)
                         return job.violate(`reported ${usage.completionTokens} tokens for the ${budget} asked for`);
+                    // The receipt states what arrived: a claim of more (or fewer) tokens than were sent is a lie.
+                    if (usage.completionTokens !== relayed)
+                        return job.violate(`reported ${usage.completionTokens} tokens after sending ${relayed}`);
+                    const promptBound = promptTokenBound(request);
+                    if (usage.promptTokens > promptBound)
+                        return job.violate(`reported ${usage.promptTokens} prompt tokens for a prompt of at most ${promptBound}`);
                     if (stopSequence !== undefined && (finishReason !== 'stop' || !request.sampling.stop.includes(stopSequence)))
                         return job.violate('reported a stop sequence the request did not ask for');
                     if (Buffer.byteLength(text) > MAX_BYTES_PER_TOKEN * Math.max(relayed, usage.completionTokens))
@@ -144,21 +177,31 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
                     job.resolve(message.result);
                     // Counting a prompt is no work to credit.
                     if (request.countOnly !== true)
-                        this.requestReceipt(peerId, message.jobId, request.model, options.modelBytes, message.result);
+                        this.requestReceipt(peerId, message.jobId, {
+                            kind: 'generate', model: request.model, receiptModel: options.model, promptTokens: usage.promptTokens,
+                            completionTokens: relayed, promptMs: timings.promptMs, generationMs: timings.generationMs
+                        });
                 } else {
                     job.violate(`${message.type} frame for a generation`);
                 }
             });
     }
 
-    embed(peerId: string, model: string, inputs: string[], options: {signal?: AbortSignal, deadlines: RemoteJobDeadlines}) {
+    embed(peerId: string, model: string, inputs: string[], options: {signal?: AbortSignal, deadlines: RemoteJobDeadlines, model: ReceiptModel}) {
         return this.run<EmbeddingResult>(peerId, (jobId) => ({type: 'embed', jobId, model, inputs}), options.deadlines, options.signal,
             (message, job) => {
                 if (message.type !== 'embedded')
                     return job.violate(`${message.type} frame for an embedding`);
                 if (message.result.vectors.length !== inputs.length)
                     return job.violate(`${message.result.vectors.length} vectors for ${inputs.length} inputs`);
+                const bound = embeddingTokenBound(inputs);
+                if (message.result.promptTokens > bound)
+                    return job.violate(`reported ${message.result.promptTokens} tokens for inputs of at most ${bound}`);
                 job.resolve(message.result);
+                this.requestReceipt(peerId, message.jobId, {
+                    kind: 'embed', model, receiptModel: options.model, promptTokens: message.result.promptTokens, completionTokens: 0,
+                    promptMs: 0, generationMs: 0
+                });
             });
     }
 
@@ -226,27 +269,47 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
         });
     }
 
-    /** Signs what was received and asks the provider to countersign. */
-    private requestReceipt(peerId: string, jobId: string, model: string, modelBytes: number, result: GenerationResult) {
+    /**
+     * Signs what was measured and asks the provider to countersign, again after a while until it does (a frame
+     * lost either way costs a resend, not the receipt), for COUNTERSIGN_TIMEOUT_MS at most.
+     */
+    private requestReceipt(peerId: string, jobId: string, measured: Measured) {
         const body: ReceiptBody = {
-            version: RECEIPT_VERSION, jobId, model, modelBytes,
-            promptTokens: result.usage.promptTokens, completionTokens: result.usage.completionTokens,
-            promptMs: result.timings.promptMs, generationMs: result.timings.generationMs,
+            version: RECEIPT_VERSION, ...this.domain, kind: measured.kind, jobId, model: measured.model,
+            modelSha256: measured.receiptModel.sha256, modelBytes: measured.receiptModel.vouchedBytes,
+            promptTokens: measured.promptTokens, completionTokens: measured.completionTokens,
+            promptMs: measured.promptMs, generationMs: measured.generationMs,
             provider: peerId, requester: this.identity.id, completedAt: new Date().toISOString()
         };
         const requesterSignature = signReceiptBody(body, this.identity.secretKey);
-        const timer = setTimeout(() => this.receipts.delete(jobId), COUNTERSIGN_TIMEOUT_MS);
+        const frame: JobMessage = {type: 'receipt', jobId, receipt: {body, requesterSignature, providerSignature: null}};
+        const backoff = new Backoff(RECEIPT_RESEND);
+        const send = () => {
+            const entry = this.receipts.get(jobId);
+            if (entry === undefined)
+                return;
+            void this.jobs.send(peerId, frame);
+            entry.resend = setTimeout(send, backoff.failed());
+            entry.resend.unref();
+        };
+        const timer = setTimeout(() => this.forgetReceipt(jobId), COUNTERSIGN_TIMEOUT_MS);
         timer.unref();
-        this.receipts.set(jobId, {body, requesterSignature, timer});
-        void this.jobs.send(peerId, {type: 'receipt', jobId, receipt: {body, requesterSignature, providerSignature: null}});
+        this.receipts.set(jobId, {body, requesterSignature, timer, resend: undefined});
+        send();
+    }
+
+    private forgetReceipt(jobId: string) {
+        const pending = this.receipts.get(jobId);
+        clearTimeout(pending?.timer);
+        clearTimeout(pending?.resend);
+        this.receipts.delete(jobId);
     }
 
     private completeReceipt(peerId: string, jobId: string, providerSignature: string) {
         const pending = this.receipts.get(jobId);
         if (pending === undefined || pending.body.provider !== peerId)
             return;
-        this.receipts.delete(jobId);
-        clearTimeout(pending.timer);
+        this.forgetReceipt(jobId);
         try {
             this.emit('receipt', verifyReceipt({body: pending.body, requesterSignature: pending.requesterSignature, providerSignature}));
         } catch (error) {
