@@ -148,6 +148,7 @@ export class Generation implements SteppedGeneration {
             promptLeft.push(...rules.openTokens);
             this.generated.push(...rules.openTokens);
             this.calls = {tokens: [], unsent: [...rules.openTokens], sent: 0, continuing: false};
+            this.announceOpening(rules.openTokens.length);
             this.evaluateOptions = {...this.evaluateOptions, grammarEvaluationState: this.grammarState(rules.grammar)};
         }
     }
@@ -224,11 +225,22 @@ export class Generation implements SteppedGeneration {
         if (remainderTokens.length > 0)
             this.show({text: remainder, tokens: remainderTokens});
         this.calls = {tokens: [], unsent: [...rules.openTokens], sent: 0, continuing: false};
+        this.announceOpening(rules.openTokens.length);
         const history = [...this.options.input, ...this.generated];
         const {sequence} = this.options;
         await sequence.adaptStateToTokens(history, false);
         this.iterator = this.evaluate(history.slice(sequence.nextTokenIndex),
             {...this.evaluateOptions, grammarEvaluationState: this.grammarState(rules.grammar)});
+    }
+
+    /**
+     * The call's opening is written (by the engine, not sampled): announced at once, so every token generated is
+     * sent or announced, even when the budget ends before the call's first sampled token (a requester holds a peer
+     * to that, docs/peer-protocol.md "Jobs channel").
+     */
+    private announceOpening(tokens: number) {
+        if (tokens > 0)
+            this.options.onWriting?.(tokens);
     }
 
     /** A token of the calls: each call is sent once whole, with every token written since the last one sent. */

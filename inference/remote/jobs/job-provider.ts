@@ -159,6 +159,8 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
         const startedAt = performance.now();
         const model = submissionModel(message);
         let backlogged = false;
+        /** Tokens sent in text frames: what the requester received, and what its receipt must state. */
+        let sentTokens = 0;
         const record = (outcome: ServedJob['outcome'], promptTokens = 0, completionTokens = 0, error?: ServedJob['error']) => this.emit('served', {
             jobId, peerId, kind: message.type, model, promptTokens, completionTokens, durationMs: performance.now() - startedAt, outcome,
             ...(error !== undefined && {error})
@@ -178,14 +180,17 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
                 sampling: {...message.request.sampling, maxTokens: message.request.sampling.maxTokens ?? this.limits.maxTokensPerJob}
             }, {
                 signal: controller.signal,
-                onText: (text, tokens, extras) => send({type: 'text', jobId, text, tokens, ...extras}),
+                onText: (text, tokens, extras) => {
+                    sentTokens += tokens.length;
+                    send({type: 'text', jobId, text, tokens, ...extras});
+                },
                 onProgress: (tokens) => send({type: 'progress', jobId, tokens})
             }).then((result) => {
                 if (backlogged)
                     throw InferenceError.cancelled('requester backlogged');
                 if (message.request.countOnly !== true)
                     this.awaitingReceipt.set(jobId, {peerId, kind: 'generate', model, promptTokens: result.usage.promptTokens,
-                        completionTokens: result.usage.completionTokens, completedAt: Date.now()});
+                        completionTokens: sentTokens, completedAt: Date.now()});
                 record(controller.signal.aborted ? 'cancelled' : 'completed', result.usage.promptTokens, result.usage.completionTokens);
                 send({type: 'generated', jobId, result});
             })

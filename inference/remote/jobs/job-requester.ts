@@ -164,9 +164,10 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
                     const {usage, text, stopSequence, finishReason, timings} = message.result;
                     if (usage.completionTokens > budget)
                         return job.violate(`reported ${usage.completionTokens} tokens for the ${budget} asked for`);
-                    // The receipt states what arrived: a claim of more (or fewer) tokens than were sent is a lie.
-                    if (usage.completionTokens !== relayed)
-                        return job.violate(`reported ${usage.completionTokens} tokens after sending ${relayed}`);
+                    // Every token generated was sent, or announced as part of a call that max_tokens cut short: a claim
+                    // of more (or fewer) is a lie. The receipt states only what arrived.
+                    if (usage.completionTokens !== relayed + claimed)
+                        return job.violate(`reported ${usage.completionTokens} tokens after sending ${relayed}${claimed > 0 ? ` and announcing ${claimed}` : ''}`);
                     const promptBound = promptTokenBound(request);
                     if (usage.promptTokens > promptBound)
                         return job.violate(`reported ${usage.promptTokens} prompt tokens for a prompt of at most ${promptBound}`);
