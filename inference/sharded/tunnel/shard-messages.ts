@@ -5,7 +5,7 @@ import {ProtocolViolation} from '../../../swarm/channel/errors.js';
 import {signedSessionRequestSchema} from './session-request.js';
 
 /** The shard tunnel's channel on a peer's mux (docs/peer-protocol.md, "Shard channel"). */
-export const SHARD_PROTOCOL = 'strongdoge/shard/1';
+export const SHARD_PROTOCOL = 'strongdoge/shard/2';
 
 /** Control frames are small JSON objects. */
 export const MAX_SHARD_CONTROL_BYTES = 4 * 1024;
