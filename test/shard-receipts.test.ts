@@ -2,7 +2,7 @@ import {once} from 'node:events';
 import {mkdtemp, rm} from 'node:fs/promises';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
-import test from 'ava';
+import test, {type ExecutionContext} from 'ava';
 import type {Testnet} from 'hyperdht/testnet.js';
 import {type SessionRequestBody, sessionRequestProblem, signSessionRequest} from '../inference/sharded/tunnel/session-request.js';
 import {type HostedSession, ShardProtocol, type ShardProtocolOptions, ShardSessionError} from '../inference/sharded/tunnel/shard-protocol.js';
@@ -152,17 +152,10 @@ test('a session request is hosted only when signed by the peer that sent it, for
 // Between two real swarm nodes: the host's session is served by a stand-in whose pass count the test sets (the
 // real rpc server's count is test/sharding.test.ts's).
 
-let testnet: Testnet;
-const nodes: SwarmNode[] = [];
+/** Started by the first test that needs it. */
+let testnet: Testnet | undefined;
 
-test.before(async () => {
-    ({testnet} = await startTestnet());
-});
-
-test.after.always(async () => {
-    await Promise.all(nodes.map((node) => node.stop()));
-    await testnet?.destroy();
-});
+test.after.always(() => testnet?.destroy());
 
 interface Side {
     keys: KeyPair,
@@ -174,7 +167,10 @@ interface Side {
     problems: string[]
 }
 
-async function pair(network: string, passes: {count: number}, coordinatorDomain = DOMAIN) {
+/** A host and a coordinator on a network of their own, stopped when the test ends. */
+async function pair(t: ExecutionContext, network: string, passes: {count: number}, coordinatorDomain = DOMAIN) {
+    testnet ??= (await startTestnet()).testnet;
+    const {bootstrap} = testnet;
     const side = (hosting: boolean, domain: typeof DOMAIN): Side => {
         const keys = keyPair();
         const logged: Side = {keys, protocol: undefined!, node: undefined!, hosted: [], consumed: [], problems: []};
@@ -189,10 +185,10 @@ async function pair(network: string, passes: {count: number}, coordinatorDomain 
         logged.protocol = new ShardProtocol(options);
         logged.node = new SwarmNode({
             identity: {...keys, shortId: shortNodeId(keys.publicKey)}, network: {name: network}, software: '0.1.0',
-            bootstrap: testnet.bootstrap, capabilities: () => capabilitiesFixture()
+            bootstrap, capabilities: () => capabilitiesFixture()
         });
         logged.node.use(logged.protocol);
-        nodes.push(logged.node);
+        t.teardown(() => logged.node.stop());
         return logged;
     };
     const hostSide = side(true, DOMAIN);
@@ -208,7 +204,7 @@ const REQUEST = {model: {id: 'demo', bytes: 4e9, sha256: null}, layers: [8, 15] 
 
 test.serial('both sides log the countersigned receipts of a session; a sock-puppet\'s inflated one is refused and ends the session', async (t) => {
     const passes = {count: 0};
-    const {hostSide, coordinatorSide} = await pair('shard-receipts', passes);
+    const {hostSide, coordinatorSide} = await pair(t, 'shard-receipts', passes);
     const session = await coordinatorSide.protocol.openSession(hostSide.node.id, REQUEST);
     const ended = new Promise<string>((resolve) => session.once('ended', resolve));
     passes.count = 10; // 10 passes of 2 sequences: at most 20 tokens
@@ -231,7 +227,7 @@ test.serial('both sides log the countersigned receipts of a session; a sock-pupp
 });
 
 test.serial('a session request signed for another chain is refused before anything is hosted', async (t) => {
-    const {hostSide, coordinatorSide} = await pair('shard-receipts-domain', {count: 0}, {network: 'test', chainId: 2000});
+    const {hostSide, coordinatorSide} = await pair(t, 'shard-receipts-domain', {count: 0}, {network: 'test', chainId: 2000});
     const error = await t.throwsAsync(coordinatorSide.protocol.openSession(hostSide.node.id, REQUEST), {instanceOf: ShardSessionError});
     t.regex(error.message, /the session request is refused: it was signed for chain 2000, not 31337/);
     t.is(hostSide.node.peers().length, 1, 'the peer stays connected');
