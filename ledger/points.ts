@@ -23,6 +23,9 @@ export interface PointsTally {
     shardTokens: number,
     consumedJobs: number,
     consumedTokens: number,
+    /** Shard receipts of this node's pipelines: hosts' work it consumed. */
+    shardConsumed: number,
+    shardConsumedTokens: number,
     anchors: number,
     /** Records that earned nothing, and why. */
     ignored: {selfDealt: number, duplicate: number, notOwner: number}
@@ -33,7 +36,7 @@ export class PointsCounter {
     private milliPoints = 0;
     private readonly seen = new Set<string>();
     private readonly counts: Omit<PointsTally, 'points'> = {
-        servedJobs: 0, servedTokens: 0, shardSessions: 0, shardTokens: 0, consumedJobs: 0, consumedTokens: 0, anchors: 0,
+        servedJobs: 0, servedTokens: 0, shardSessions: 0, shardTokens: 0, consumedJobs: 0, consumedTokens: 0, shardConsumed: 0, shardConsumedTokens: 0, anchors: 0,
         ignored: {selfDealt: 0, duplicate: 0, notOwner: 0}
     };
 
@@ -53,7 +56,9 @@ export class PointsCounter {
                 return earned ?? 0;
             }
             case 'shard': {
-                const {body} = record.receipt;
+                const {body, hostSignature} = record.receipt;
+                if (hostSignature === null) // the log refuses it; a receipt the host did not countersign earns nothing
+                    return 0;
                 const share = (body.lastLayer - body.firstLayer + 1) / body.layerCount;
                 const earned = this.earn(workKey(record)!, body.host, body.coordinator, body.tokens * share * modelFactor(body.modelBytes));
                 if (earned !== undefined) {
@@ -65,6 +70,10 @@ export class PointsCounter {
             case 'consumed':
                 this.counts.consumedJobs++;
                 this.counts.consumedTokens += record.receipt.body.completionTokens;
+                return 0;
+            case 'shard-consumed':
+                this.counts.shardConsumed++;
+                this.counts.shardConsumedTokens += record.receipt.body.tokens;
                 return 0;
             case 'anchor':
                 this.counts.anchors++;

@@ -72,9 +72,14 @@ export function checkRecord(candidate: unknown, {owner, coreKey, index}: {owner:
                 if (verifyReceipt((candidate as typeof record).receipt).body.requester !== owner)
                     throw LedgerError.invalidRecord('a consumed receipt whose requester is not this log\'s owner');
                 break;
+            // Both signatures, always: a shard receipt the host has not countersigned never reaches a log.
             case 'shard':
-                if (verifyShardReceipt(record.receipt).body.host !== owner)
+                if (verifyShardReceipt((candidate as typeof record).receipt).body.host !== owner)
                     throw LedgerError.invalidRecord('a shard receipt whose host is not this log\'s owner');
+                break;
+            case 'shard-consumed':
+                if (verifyShardReceipt((candidate as typeof record).receipt).body.coordinator !== owner)
+                    throw LedgerError.invalidRecord('a consumed shard receipt whose coordinator is not this log\'s owner');
                 break;
             case 'anchor':
                 break;
@@ -85,14 +90,15 @@ export function checkRecord(candidate: unknown, {owner, coreKey, index}: {owner:
     return record;
 }
 
-/** What makes two records the same piece of work: a job (by id and side), or a shard of a session. */
+/** What makes two records the same piece of work: a job (by id and side), or a receipt of a session (by number and side). */
 export function workKey(record: LedgerRecord): string | undefined {
     switch (record.type) {
         case 'served':
         case 'consumed':
             return `${record.type}:${record.receipt.body.jobId}`;
         case 'shard':
-            return `shard:${record.receipt.body.session}:${record.receipt.body.firstLayer}-${record.receipt.body.lastLayer}`;
+        case 'shard-consumed':
+            return `${record.type}:${record.receipt.body.session}:${record.receipt.body.sequence}`;
         default:
             return undefined;
     }

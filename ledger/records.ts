@@ -1,5 +1,6 @@
 import {z} from 'zod';
 import {receiptSchema} from './receipt.js';
+import {recordTime, signingDomainFields} from './signing-domain.js';
 
 /**
  * What a node's contribution log holds, one record per block (docs/architecture.md, "Ledger"). Versioned: a reader
@@ -14,25 +15,38 @@ const count = z.number().int().nonnegative().max(2 ** 50);
 const at = z.iso.datetime();
 
 /**
- * The coordinator's signed statement that a peer hosted layers of a pipeline for a request: what a `shard` record
- * carries, sent to each remote stage's host after each request (docs/peer-protocol.md, "Shard channel").
+ * A shard receipt (version 2): the coordinator's signed statement that a host's layers served one request of a
+ * session it opened with a signed request, numbered within the session, countersigned by the host once it checked
+ * the tokens against the passes it ran itself. A `shard` record (the host's) and a `shard-consumed` record (the
+ * coordinator's) carry the same countersigned receipt (docs/peer-protocol.md, "Shard channel").
  */
+export const shardReceiptBodySchema = z.object({
+    version: z.literal(2),
+    ...signingDomainFields,
+    /** The session's id: random, the same for every receipt of the session. */
+    session: hex32,
+    /** 1, 2, 3 … one per receipt of the session. */
+    sequence: count.min(1),
+    model: z.string().min(1).max(128),
+    modelBytes: count,
+    /** The model file's SHA-256, when the coordinator had hashed it when it opened the session. */
+    modelSha256: hex32.nullable(),
+    layerCount: count.min(1),
+    firstLayer: count,
+    lastLayer: count,
+    tokens: count,
+    /** The coordinator's measure of the time the stage worked for the receipt; informational. */
+    computeMs: count,
+    host: hexKey,
+    coordinator: hexKey,
+    completedAt: recordTime
+}).strict();
+
 export const shardReceiptSchema = z.object({
-    body: z.object({
-        version: z.literal(1),
-        session: hex32,
-        model: z.string().min(1).max(128),
-        modelBytes: count,
-        layerCount: count.min(1),
-        firstLayer: count,
-        lastLayer: count,
-        tokens: count,
-        computeMs: z.number().nonnegative(),
-        host: hexKey,
-        coordinator: hexKey,
-        completedAt: at
-    }).strict(),
-    coordinatorSignature: hexSignature
+    body: shardReceiptBodySchema,
+    coordinatorSignature: hexSignature,
+    /** Null until the host countersigns: no log takes a receipt without it. */
+    hostSignature: hexSignature.nullable()
 }).strict();
 
 /** The log's first `logLength` records were anchored on a chain. */
@@ -58,9 +72,12 @@ export const ledgerRecordSchema = z.discriminatedUnion('type', [
     z.object({version: z.literal(LEDGER_RECORD_VERSION), type: z.literal('consumed'), at, receipt: receiptSchema}).strict(),
     /** This node hosted layers of a sharded model for a coordinator. */
     z.object({version: z.literal(LEDGER_RECORD_VERSION), type: z.literal('shard'), at, receipt: shardReceiptSchema}).strict(),
+    /** A host's layers served this node's pipeline: the same countersigned receipt, the coordinator's statement of what it consumed. */
+    z.object({version: z.literal(LEDGER_RECORD_VERSION), type: z.literal('shard-consumed'), at, receipt: shardReceiptSchema}).strict(),
     anchorRecordSchema
 ]);
 
 export type LedgerRecord = z.infer<typeof ledgerRecordSchema>;
 export type ShardReceipt = z.infer<typeof shardReceiptSchema>;
+export type ShardReceiptBody = z.infer<typeof shardReceiptBodySchema>;
 export type AnchorRecord = Extract<LedgerRecord, {type: 'anchor'}>;

@@ -128,9 +128,12 @@ export class NodeLedger implements PeerProtocol {
         return this.log.hasWork(`served:${jobId}`);
     }
 
-    /** Layers this node hosted for a coordinator, as its signed receipt says. */
-    recordShard(receipt: ShardReceipt) {
-        this.log.append({version: LEDGER_RECORD_VERSION, type: 'shard', at: new Date().toISOString(), receipt});
+    /**
+     * A shard receipt both sides signed: layers this node hosted for a coordinator (`shard`), or a host's layers this
+     * node's pipeline used (`shard-consumed`).
+     */
+    recordShard(receipt: ShardReceipt, role: 'shard' | 'shard-consumed') {
+        this.log.append({version: LEDGER_RECORD_VERSION, type: role, at: new Date().toISOString(), receipt});
     }
 
     /** Peers may replicate this node's log (and it theirs) over their connection's mux, read-only. */

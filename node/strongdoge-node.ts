@@ -11,9 +11,8 @@ import {ClusterCoordinator} from '../inference/sharded/cluster-coordinator.js';
 import {stageComputeBytes} from '../inference/sharded/shard-planner.js';
 import {ShardedInference} from '../inference/sharded/sharded-inference.js';
 import {ShardHost} from '../inference/sharded/shard-host.js';
-import {ShardProtocol, type SessionRequest} from '../inference/sharded/tunnel/shard-protocol.js';
+import {ShardProtocol} from '../inference/sharded/tunnel/shard-protocol.js';
 import type {ShardReceipt} from '../ledger/records.js';
-import {signShardReceipt, verifyShardReceipt} from '../ledger/shard-receipt.js';
 import {EngineSupervisor} from '../engine/engine-supervisor.js';
 import type {InferenceService} from '../inference/inference-service.js';
 import type {GpuBackend, TextListener} from '../core/inference-types.js';
@@ -43,7 +42,6 @@ import {nodeReadiness} from './node-readiness.js';
 import type {ClusterStatus, NetworkModelsStatus, NodeStatus, PeersStatus} from './node-status.js';
 import {NodeCapabilities} from './node-capabilities.js';
 import {packageInfo} from './package-info.js';
-import {shardReceiptProblem} from './shard-receipt-rules.js';
 import {clusterStatus, nodeStatus, peersStatus} from './status-documents.js';
 import {shortPeerId} from '../core/display.js';
 
@@ -159,8 +157,11 @@ export class StrongdogeNode {
                     onLog: (message, fields) => this.logger.info(fields, message)
                 });
             this.shards = new ShardProtocol({
+                identity, domain: {network: settings.network, chainId: settings.chainId},
                 ...(this.shardHost && {host: this.shardHost}),
-                onReceipt: (peerId, session, receipt) => this.keepShardReceipt(peerId, session, receipt)
+                onShardReceipt: (_peerId, receipt) => this.keepShardReceipt(receipt, 'shard'),
+                onShardConsumed: (_peerId, receipt) => this.keepShardReceipt(receipt, 'shard-consumed'),
+                onReceiptProblem: (peerId, problem) => this.logger.warn({peer: shortPeerId(peerId), reason: problem}, 'a shard receipt was refused')
             });
             this.swarm.use(this.shards);
             const domain = {network: settings.network, chainId: settings.chainId};
@@ -263,7 +264,6 @@ export class StrongdogeNode {
                 self: {id: this.identity.id, freeMemoryBytes: settings.memoryLimit ?? freemem(), tflops: () => this.capabilities.current().compute.measuredTflops},
                 maxStages: settings.maxStages,
                 forceSplit: settings.shard === 'always',
-                signReceipt: (body) => signShardReceipt(body, this.identity.secretKey),
                 engine: {threads: settings.threads, parallelSequences: settings.parallel, contextSize: settings.contextSize, maxQueue: settings.maxQueue,
                     flashAttention: settings.flashAttention}
             });
@@ -391,16 +391,14 @@ export class StrongdogeNode {
         return this.capabilities.current().models.find((offer) => offer.id === model)?.sha256 ?? null;
     }
 
-    /** A coordinator's receipt for layers this node hosted: checked against the session, then kept in the log. */
-    private keepShardReceipt(peerId: string, session: SessionRequest, receipt: ShardReceipt) {
-        try {
-            const problem = shardReceiptProblem(verifyShardReceipt(receipt).body, {peerId, hostId: this.identity.id, session});
-            if (problem !== undefined)
-                throw new Error(problem);
-            this.ledger?.recordShard(receipt);
-        } catch (error) {
-            this.logger.warn({peer: shortPeerId(peerId), reason: (error as Error).message}, 'rejected a shard receipt');
-        }
+    /**
+     * A shard receipt both sides signed (the shard channel checked it): layers this node hosted, or a host's layers
+     * its pipeline used (docs/peer-protocol.md, "Shard channel").
+     */
+    private keepShardReceipt(receipt: ShardReceipt, role: 'shard' | 'shard-consumed') {
+        this.ledger?.recordShard(receipt, role);
+        this.logger.info({role, session: receipt.body.session.slice(0, 8), sequence: receipt.body.sequence, tokens: receipt.body.tokens,
+            host: shortPeerId(receipt.body.host), coordinator: shortPeerId(receipt.body.coordinator)}, 'shard receipt countersigned');
     }
 
     private openLedger() {

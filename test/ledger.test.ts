@@ -8,7 +8,7 @@ import Corestore from 'corestore';
 import {ContributionLog} from '../ledger/contribution-log.js';
 import {modelFactor, tallyPoints} from '../ledger/points.js';
 import {LEDGER_RECORD_VERSION, type LedgerRecord} from '../ledger/records.js';
-import {signShardReceipt} from '../ledger/shard-receipt.js';
+import {countersignShardReceipt, signShardReceipt, verifyShardReceipt} from '../ledger/shard-receipt.js';
 import {verifyLog} from '../ledger/verify-log.js';
 import {consumedRecord, countersignedReceipt, keyPair, servedRecord} from '../harness/ledger-fixture.js';
 
@@ -31,10 +31,10 @@ async function openLog(t: Parameters<typeof temporaryDir>[0], dir?: string) {
 test('points: tokens × layer share × model size in GB, only for the owner\'s own work, once', (t) => {
     const served = servedRecord(countersignedReceipt(owner, peer, {completionTokens: 100, modelBytes: 7e9}));
     const small = servedRecord(countersignedReceipt(owner, peer, {completionTokens: 100, modelBytes: 1e8}));
-    const shard = {version: LEDGER_RECORD_VERSION, type: 'shard', at: new Date().toISOString(), receipt: signShardReceipt({
-        version: 1, session: 'a'.repeat(64), model: 'big', modelBytes: 40e9, layerCount: 32, firstLayer: 8, lastLayer: 15, tokens: 200,
-        computeMs: 900, host: owner.id, coordinator: peer.id, completedAt: new Date().toISOString()
-    }, peer.secretKey)} satisfies LedgerRecord;
+    const shard = {version: LEDGER_RECORD_VERSION, type: 'shard', at: new Date().toISOString(), receipt: countersignShardReceipt(verifyShardReceipt(signShardReceipt({
+        version: 2, network: 'test', chainId: 31337, session: 'a'.repeat(64), sequence: 1, model: 'big', modelBytes: 40e9, modelSha256: null,
+        layerCount: 32, firstLayer: 8, lastLayer: 15, tokens: 200, computeMs: 900, host: owner.id, coordinator: peer.id, completedAt: new Date().toISOString()
+    }, peer.secretKey), {countersigned: false}), owner.secretKey)} satisfies LedgerRecord;
     const tally = tallyPoints(owner.id, [
         served, small, shard,
         served, // the same job again

@@ -3,14 +3,9 @@ import test from 'ava';
 import express from 'express';
 import type {InferenceService, ModelReadiness} from '../inference/inference-service.js';
 import {nodeReadiness} from '../node/node-readiness.js';
-import {shardReceiptProblem} from '../node/shard-receipt-rules.js';
 import {healthHandler} from '../proxy/routes/status-routes.js';
-import type {ShardReceipt} from '../ledger/records.js';
 
-/** The node's pure parts (node/): readiness, the shard-receipt rules; and /health as it reports them. */
-
-const COORDINATOR = 'c'.repeat(64);
-const HOST = 'h'.repeat(64);
+/** The node's pure parts (node/): readiness; and /health as it reports them (the shard-receipt rules: test/shard-receipts.test.ts). */
 
 const engineReady = {ready: true, state: 'ready'};
 const forming = {model: 'demo', readiness: {ready: false, waiting: 'pipeline forming: 1 of 3 stages'}};
@@ -42,14 +37,4 @@ test('/health answers 503 while a pipeline forms, saying what each model waits f
     const ready = await fetch(url);
     t.is(ready.status, 200);
     t.like(await ready.json(), {status: 'ok', state: 'ready'});
-});
-
-test('a shard receipt must name its sender, this host, and the session\'s model and layers', (t) => {
-    const body = {coordinator: COORDINATOR, host: HOST, model: 'demo', firstLayer: 2, lastLayer: 5} as ShardReceipt['body'];
-    const context = {peerId: COORDINATOR, hostId: HOST, session: {model: {id: 'demo', sha256: null}, layers: [2, 5] as [number, number]}};
-    t.is(shardReceiptProblem(body, context), undefined);
-    t.is(shardReceiptProblem(body, {...context, peerId: HOST}), 'it names another coordinator');
-    t.is(shardReceiptProblem(body, {...context, hostId: COORDINATOR}), 'it names another host');
-    t.is(shardReceiptProblem({...body, lastLayer: 6}, context), 'it names other layers than the session hosts');
-    t.is(shardReceiptProblem({...body, model: 'other'}, context), 'it names other layers than the session hosts');
 });

@@ -14,7 +14,8 @@ import {GGML_OP_NAMES, GgmlType} from '../inference/sharded/tunnel/ggml/ggml-tab
 import {RPC_TENSOR_BYTES, type RpcTensor, writeRpcTensor} from '../inference/sharded/tunnel/ggml/rpc-tensor.js';
 import {RpcCommand} from '../inference/sharded/tunnel/rpc-stream.js';
 import {encodeData, SHARD_PROTOCOL, shardControlSchema, type ShardControl} from '../inference/sharded/tunnel/shard-messages.js';
-import {ShardProtocol, type CoordinatorSession} from '../inference/sharded/tunnel/shard-protocol.js';
+import {type SessionRequest, ShardProtocol, type ShardProtocolOptions, type CoordinatorSession} from '../inference/sharded/tunnel/shard-protocol.js';
+import {signSessionRequest} from '../inference/sharded/tunnel/session-request.js';
 import {shortNodeId} from '../swarm/node-identity.js';
 import type {PeerConnection} from '../swarm/peer-connection.js';
 import type {PeerProtocol} from '../swarm/peer-protocol.js';
@@ -36,6 +37,23 @@ let host: ShardHost;
 const hostLog: {message: string, fields: Record<string, unknown>}[] = [];
 let cacheDir: string;
 const nodes: SwarmNode[] = [];
+/** The signing domain of every node here. */
+const DOMAIN = {network: 'test', chainId: 31337};
+/** Each protocol's node key: a shard protocol signs with its node's. */
+const keys = new WeakMap<PeerProtocol, ReturnType<typeof crypto.keyPair>>();
+
+/** A shard protocol for a node of its own, with its key. */
+function shardProtocol(options: Omit<ShardProtocolOptions, 'identity' | 'domain'> = {}) {
+    const keyPair = crypto.keyPair();
+    const protocol = new ShardProtocol({identity: {id: keyPair.publicKey.toString('hex'), secretKey: keyPair.secretKey}, domain: DOMAIN, ...options});
+    keys.set(protocol, keyPair);
+    return protocol;
+}
+
+/** A session request of a 4-layer model. */
+function request(layers: [number, number], bytes: number): SessionRequest {
+    return {model: {id: 'demo', bytes: 1024, sha256: null}, layers, layerCount: 4, sequences: 1, bytes};
+}
 
 test.before(async () => {
     ({testnet} = await startTestnet());
@@ -57,7 +75,7 @@ test.after.always(async () => {
 });
 
 function swarmNode(network: string, protocol: PeerProtocol) {
-    const keyPair = crypto.keyPair();
+    const keyPair = keys.get(protocol) ?? crypto.keyPair();
     const node = new SwarmNode({
         identity: {...keyPair, id: keyPair.publicKey.toString('hex'), shortId: shortNodeId(keyPair.publicKey)},
         network: {name: network}, software: '0.1.0', bootstrap: testnet.bootstrap, capabilities: () => capabilitiesFixture()
@@ -73,6 +91,11 @@ class RawShardPeer implements PeerProtocol {
     readonly data: Buffer[] = [];
     control: ProtomuxMessage<Uint8Array> | undefined;
     toHost: ProtomuxMessage<Uint8Array> | undefined;
+    readonly keyPair = crypto.keyPair();
+
+    constructor() {
+        keys.set(this, this.keyPair);
+    }
 
     attach(peer: PeerConnection) {
         const channel = peer.mux.createChannel({protocol: SHARD_PROTOCOL})!;
@@ -88,6 +111,13 @@ class RawShardPeer implements PeerProtocol {
 
     send(message: ShardControl) {
         this.control!.send(Buffer.from(JSON.stringify(message)));
+    }
+
+    /** Opens session `session` on `host` with a request signed as an honest coordinator signs it. */
+    open(session: number, host: string, {model, layers, layerCount, sequences, bytes}: SessionRequest) {
+        const body = {version: 1 as const, ...DOMAIN, session: crypto.randomBytes(32).toString('hex'), coordinator: this.keyPair.publicKey.toString('hex'),
+            host, model, layers, layerCount, sequences, bytes, openedAt: new Date().toISOString()};
+        this.send({type: 'open', session, request: signSessionRequest(body, this.keyPair.secretKey)});
     }
 }
 
@@ -130,9 +160,9 @@ async function connected(network: string, hosting: PeerProtocol, ...others: Peer
 
 test.serial('a coordinator reaches its session\'s rpc server through the tunnel; a peer outside the session cannot', async (t) => {
     const outsider = new RawShardPeer();
-    const coordinatorProtocol = new ShardProtocol();
-    const {hostNode, peers: [coordinatorNode]} = await connected('tunnel-outsider', new ShardProtocol({host}), coordinatorProtocol, outsider);
-    const session = await coordinatorProtocol.openSession(hostNode.id, {model: {id: 'demo', sha256: null}, layers: [0, 3], bytes: 1024});
+    const coordinatorProtocol = shardProtocol();
+    const {hostNode, peers: [coordinatorNode]} = await connected('tunnel-outsider', shardProtocol({host}), coordinatorProtocol, outsider);
+    const session = await coordinatorProtocol.openSession(hostNode.id, request([0, 3], 1024));
     t.is(host.sessionCount, 1);
 
     const reply = await helloThrough(session);
@@ -156,12 +186,12 @@ test.serial('a coordinator reaches its session\'s rpc server through the tunnel;
 
 test.serial('a hostile coordinator sending garbage ends only its own session; the host and other sessions carry on', async (t) => {
     const hostile = new RawShardPeer();
-    const honestProtocol = new ShardProtocol();
-    const {hostNode} = await connected('tunnel-hostile', new ShardProtocol({host}), honestProtocol, hostile);
-    const honest = await honestProtocol.openSession(hostNode.id, {model: {id: 'demo', sha256: null}, layers: [0, 1], bytes: 1024});
+    const honestProtocol = shardProtocol();
+    const {hostNode} = await connected('tunnel-hostile', shardProtocol({host}), honestProtocol, hostile);
+    const honest = await honestProtocol.openSession(hostNode.id, request([0, 1], 1024));
 
     await waitFor(async () => hostile.control !== undefined, 5_000, 20);
-    hostile.send({type: 'open', session: 7, model: {id: 'demo', sha256: null}, layers: [0, 1], bytes: 1024});
+    hostile.open(7, hostNode.id, request([0, 1], 1024));
     await waitFor(async () => hostile.received.some((message) => message.type === 'ready'), 10_000, 20);
     t.is(host.sessionCount, 2);
     hostile.send({type: 'connect', session: 7, stream: 1});
@@ -179,24 +209,24 @@ test.serial('a hostile coordinator sending garbage ends only its own session; th
 });
 
 test.serial('a host that does not host layers refuses sessions with its reason', async (t) => {
-    const coordinatorProtocol = new ShardProtocol();
-    const {hostNode} = await connected('tunnel-refusing', new ShardProtocol(), coordinatorProtocol);
-    const error = await t.throwsAsync(coordinatorProtocol.openSession(hostNode.id, {model: {id: 'demo', sha256: null}, layers: [0, 1], bytes: 1}));
+    const coordinatorProtocol = shardProtocol();
+    const {hostNode} = await connected('tunnel-refusing', shardProtocol(), coordinatorProtocol);
+    const error = await t.throwsAsync(coordinatorProtocol.openSession(hostNode.id, request([0, 1], 1)));
     t.regex(error.message, /does not host layers/);
 });
 
 test.serial('a session asking more memory than the host offers is refused', async (t) => {
-    const coordinatorProtocol = new ShardProtocol();
-    const {hostNode} = await connected('tunnel-too-big', new ShardProtocol({host}), coordinatorProtocol);
-    const error = await t.throwsAsync(coordinatorProtocol.openSession(hostNode.id, {model: {id: 'demo', sha256: null}, layers: [0, 1], bytes: 2 ** 40}));
+    const coordinatorProtocol = shardProtocol();
+    const {hostNode} = await connected('tunnel-too-big', shardProtocol({host}), coordinatorProtocol);
+    const error = await t.throwsAsync(coordinatorProtocol.openSession(hostNode.id, request([0, 1], 2 ** 40)));
     t.regex(error.message, /offers/);
 });
 
 test.serial('a message larger than the session said it would hold ends the session before the server reads it', async (t) => {
     const hostile = new RawShardPeer();
-    const {hostNode} = await connected('tunnel-oversized', new ShardProtocol({host}), hostile);
+    const {hostNode} = await connected('tunnel-oversized', shardProtocol({host}), hostile);
     await waitFor(async () => hostile.control !== undefined, 5_000, 20);
-    hostile.send({type: 'open', session: 3, model: {id: 'demo', sha256: null}, layers: [0, 1], bytes: 1024});
+    hostile.open(3, hostNode.id, request([0, 1], 1024));
     await waitFor(async () => hostile.received.some((message) => message.type === 'ready'), 10_000, 20);
     hostile.send({type: 'connect', session: 3, stream: 1});
     // A SET_TENSOR announcing 1 GiB: the server would allocate it all before reading a byte of it.
@@ -216,7 +246,7 @@ test.serial('a message larger than the session said it would hold ends the sessi
 // host, its other session and the attacker's connection carry on.
 
 const MiB = 2 ** 20;
-const SESSION = {model: {id: 'demo', sha256: null}, layers: [0, 1] as [number, number], bytes: 16 * MiB};
+const SESSION = request([0, 1], 16 * MiB);
 
 interface Attack {
     name: string,
@@ -330,11 +360,11 @@ const CACHED_HASH = 0x0123456789abcdefn;
 let otherSessionBuffer: LabBuffer | undefined;
 
 test.serial('a hostile coordinator\'s graphs and buffers end only its own session, each with a log line naming the rule', async (t) => {
-    const hostileProtocol = new ShardProtocol();
-    const honestProtocol = new ShardProtocol();
+    const hostileProtocol = shardProtocol();
+    const honestProtocol = shardProtocol();
     await mkdir(join(cacheDir, 'rpc'), {recursive: true});
     await writeFile(join(cacheDir, 'rpc', CACHED_HASH.toString(16).padStart(16, '0')), Buffer.alloc(65_536));
-    const {hostNode} = await connected('tunnel-hostile-graphs', new ShardProtocol({host}), honestProtocol, hostileProtocol);
+    const {hostNode} = await connected('tunnel-hostile-graphs', shardProtocol({host}), honestProtocol, hostileProtocol);
     const honest = await honestProtocol.openSession(hostNode.id, SESSION);
     const honestClient = new RpcLabClient(honest.connect());
     t.is(await honestClient.hello(), 6);

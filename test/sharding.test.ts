@@ -8,6 +8,9 @@ import {startDaemon, waitFor, type DaemonHandle} from '../harness/cli-process.js
 import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
 import {seamReport} from '../harness/generation-requests.js';
 import {fetchStatus} from '../harness/node-status.js';
+import type {ShardReceipt} from '../ledger/records.js';
+import {verifyShardReceipt} from '../ledger/shard-receipt.js';
+import type {LedgerStatus} from '../node/node-status.js';
 import {testRpcBinaries} from '../harness/rpc-binaries.js';
 import {nodeIdOf, startSwarmDaemon, startTestnet, waitForPeers} from '../harness/swarm-fixture.js';
 
@@ -129,17 +132,32 @@ test.serial('a model split over three nodes is placed as planned and answers tok
         (peers) => peers.some((peer) => peer.capabilities.models.some((model) => model.id === 'demo' && model.loaded)));
     const routed = await complete(requester);
     t.is(routed.choices[0]!.text, expectedText);
-    // Each host keeps the coordinator's signed receipt for the tokens its layers helped generate.
+    // Each host keeps the receipts for the tokens its layers helped generate, signed by the coordinator and
+    // countersigned by the host, numbered in the session; the coordinator keeps the same receipts as what it consumed.
+    const shardReceipts = (ledger: LedgerStatus, type: 'shard' | 'shard-consumed') => ledger.recent
+        .flatMap((entry) => entry.type === type ? [entry.receipt] : []).sort((a, b) => a.body.sequence - b.body.sequence);
+    const hostReceipts: ShardReceipt[] = [];
     for (const host of hosts) {
         const stage = after.stages.find((candidate) => candidate.peer === host.id)!;
         await waitFor(async () => (await fetchStatus(host.daemon, '/api/ledger')).tally.shardSessions === 2, 10_000, 100);
         const ledger = await fetchStatus(host.daemon, '/api/ledger');
         t.is(ledger.tally.shardTokens, 2 * TOKENS, 'one receipt per request: the client\'s and the peer\'s');
         t.true(ledger.points > 0);
-        const record = ledger.recent.find((entry) => entry.type === 'shard');
-        t.true(record?.type === 'shard' && record.receipt.body.coordinator === coordinator.id
-            && record.receipt.body.firstLayer === stage.layers![0] && record.receipt.body.lastLayer === stage.layers![1]);
+        const receipts = shardReceipts(ledger, 'shard');
+        t.deepEqual(receipts.map((receipt) => receipt.body.sequence), [1, 2]);
+        t.is(new Set(receipts.map((receipt) => receipt.body.session)).size, 1, 'one session, one id');
+        for (const receipt of receipts) {
+            const {body, hostSignature} = verifyShardReceipt(structuredClone(receipt));
+            t.true(hostSignature !== null, 'both signatures');
+            t.like(body, {coordinator: coordinator.id, host: host.id, firstLayer: stage.layers![0], lastLayer: stage.layers![1], tokens: TOKENS,
+                layerCount: MODEL.layers, network});
+        }
+        hostReceipts.push(...receipts);
     }
+    await waitFor(async () => shardReceipts(await fetchStatus(coordinator.daemon, '/api/ledger'), 'shard-consumed').length === 4, 10_000, 100);
+    const consumed = shardReceipts(await fetchStatus(coordinator.daemon, '/api/ledger'), 'shard-consumed');
+    const byKey = (receipts: ShardReceipt[]) => [...receipts].sort((a, b) => `${a.body.session}${a.body.sequence}`.localeCompare(`${b.body.session}${b.body.sequence}`));
+    t.deepEqual(byKey(consumed), byKey(hostReceipts), 'the coordinator logged the same countersigned receipts');
     // Tools go through the pipeline, and through a peer to it: a call of the function, its arguments held to its schema.
     const parameters = {type: 'object', properties: {n: {type: 'integer', minimum: 1, maximum: 9}}, required: ['n'], additionalProperties: false};
     for (const node of [coordinator, requester]) {

@@ -44,7 +44,8 @@ function recordLine(record: LedgerStatus['recent'][number]): string {
         case 'consumed':
             return `  ${record.at}  ${record.type.padEnd(8)} ${record.receipt.body.model} ${record.receipt.body.completionTokens} tokens, job ${record.receipt.body.jobId.slice(0, 8)}`;
         case 'shard':
-            return `  ${record.at}  shard    ${record.receipt.body.model} layers ${record.receipt.body.firstLayer}-${record.receipt.body.lastLayer}, ${record.receipt.body.tokens} tokens`;
+        case 'shard-consumed':
+            return `  ${record.at}  ${record.type.padEnd(8)} ${record.receipt.body.model} layers ${record.receipt.body.firstLayer}-${record.receipt.body.lastLayer}, ${record.receipt.body.tokens} tokens`;
         case 'anchor':
             return `  ${record.at}  anchor   ${record.logLength} records, block ${record.blockNumber}`;
         case 'header':

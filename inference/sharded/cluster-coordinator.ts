@@ -4,13 +4,11 @@ import {LRUCache} from 'lru-cache';
 import {EngineSupervisor, type EngineSupervisorOptions} from '../../engine/engine-supervisor.js';
 import type {RpcServerFiles} from '../../engine/rpc/rpc-server-dir.js';
 import type {ShardLoadSettings} from '../../engine/engine-settings.js';
-import type {ShardReceipt} from '../../ledger/records.js';
 import type {SwarmNode} from '../../swarm/swarm-node.js';
 import {planPipeline, shardCandidates} from './coordinator/pipeline-candidates.js';
 import {closeFormation, closeStage, deviceSplit, expectedPlacement, LocalDevices, openStage} from './coordinator/pipeline-formation.js';
 import {describePipeline, pipelineWait} from './coordinator/pipeline-status.js';
 import type {ClusterModel, ClusterState, FailedPart, Formation, StageFailure} from './coordinator/pipeline-types.js';
-import {stageReceiptBody} from './coordinator/stage-receipts.js';
 import {StageFailures} from './coordinator/stage-failures.js';
 import {StageWatchdog} from './coordinator/stage-watchdog.js';
 import type {ShardPlan} from './shard-planner.js';
@@ -47,9 +45,7 @@ export interface ClusterCoordinatorOptions {
     /** How long a failed peer is left out of plans; defaults to 60 s. */
     failureCooldownMs?: number,
     /** How often the watchdog looks at the stages; defaults to 100 ms. */
-    watchIntervalMs?: number,
-    /** Signs a receipt for the hosts' work (the node's identity key); defaults to issuing none. */
-    signReceipt?: (body: ShardReceipt['body']) => ShardReceipt
+    watchIntervalMs?: number
 }
 
 export const clusterCoordinatorDefaults = {
@@ -73,7 +69,7 @@ export interface ClusterEvents {
  */
 export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
     readonly engine: EngineSupervisor;
-    private readonly options: Required<Omit<ClusterCoordinatorOptions, 'signReceipt'>> & Pick<ClusterCoordinatorOptions, 'signReceipt'>;
+    private readonly options: Required<ClusterCoordinatorOptions>;
     private readonly failureLog = new StageFailures();
     private failoverCount = 0;
     /** Peers left out of plans after a failure, until their cooldown ends. */
@@ -209,19 +205,17 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
 
     /**
      * A request's attempt generated `tokens` through the current pipeline: each remote stage's peer is counted a
-     * success, and gets a signed receipt for them, which its host keeps in its contribution log.
+     * success, and gets a signed receipt for them (the next of its session), which its host countersigns and keeps in
+     * its contribution log, and this node in its own (docs/peer-protocol.md, "Shard channel").
      */
     creditStages(tokens: number) {
         const formation = this.current();
         if (formation === undefined)
             return;
-        for (const stage of formation.stages)
+        for (const stage of formation.stages) {
             this.options.swarm.peer(stage.peerId)?.recordRequest(true);
-        const sign = this.options.signReceipt;
-        if (tokens === 0 || sign === undefined)
-            return;
-        for (const stage of formation.stages)
-            stage.session.sendReceipt(sign(stageReceiptBody(this.options.model, this.options.self.id, stage, tokens)));
+            stage.session.sendReceipt(tokens, stage.endpoint.takeBusyMs());
+        }
     }
 
     /** The formation running now: none between formations, nor once a failure ended it. */
@@ -257,7 +251,8 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
             this.forming = forming;
             const opened = await Promise.allSettled(split.remote.map(async (stage, index) => {
                 const active = await openStage({
-                    shards: this.options.shards, model, stage, reportedBytes: split.remoteBytes[index]!, onLost: lost({kind: 'stage', peerId: stage.peerId})
+                    shards: this.options.shards, model, stage, reportedBytes: split.remoteBytes[index]!,
+                    sequences: this.options.engine.parallelSequences, onLost: lost({kind: 'stage', peerId: stage.peerId})
                 });
                 forming.opened++;
                 return active;

@@ -4,10 +4,11 @@ import {setTimeout as sleep} from 'node:timers/promises';
 import {pruneTensorCache, RpcServerHost, type RpcServerSandboxOptions, TENSOR_CACHE_SUBDIR, tensorCacheSizes} from '../../engine/rpc/rpc-server-host.js';
 import {seedTensorCache} from '../../engine/rpc/tensor-cache-seed.js';
 import type {RpcServerFiles} from '../../engine/rpc/rpc-server-dir.js';
-import {hostFilter} from './tunnel/rpc-filters.js';
+import {hostFilter, type SessionMeter} from './tunnel/rpc-filters.js';
 import {AllocationBudget} from './tunnel/rpc-guard.js';
 import {RpcViolation} from './tunnel/rpc-stream.js';
-import type {HostedSession, SessionRequest, ShardHostHandler, TunnelStream} from './tunnel/shard-protocol.js';
+import type {SessionRequestBody} from './tunnel/session-request.js';
+import type {HostedSession, ShardHostHandler, TunnelStream} from './tunnel/shard-protocol.js';
 import {pipeSocket} from './tunnel/socket-pipe.js';
 import {shortPeerId} from '../../core/display.js';
 
@@ -82,7 +83,7 @@ export class ShardHost implements ShardHostHandler {
         return typeof runtime === 'string' ? runtime : null;
     }
 
-    async open(peerId: string, request: SessionRequest, control: {end(reason: string): void}): Promise<HostedSession> {
+    async open(peerId: string, request: SessionRequestBody, control: {end(reason: string): void}): Promise<HostedSession> {
         const runtime = this.options.runtime();
         if (typeof runtime === 'string')
             throw new Error(`this node cannot host layers: ${runtime}`);
@@ -113,11 +114,12 @@ export class ShardHost implements ShardHostHandler {
             sandbox: runtime.sandbox === 'off' ? 'off' : 'bubblewrap'});
         // Shared by the session's connections: the server frees a connection's buffers when it closes.
         const budget = new AllocationBudget(allocationLimit(request.bytes));
+        const meter: SessionMeter = {graphComputes: 0};
         return {
             connect: (stream: TunnelStream) => {
                 const socket = connect(server.connectOptions!);
                 // The coordinator's bytes are checked before the server sees them; its replies pass unchanged.
-                pipeSocket(socket, stream, hostFilter({maxPayloadBytes: request.bytes + PAYLOAD_SLACK_BYTES, budget, cachedTensorBytes: (hash) => cached.get(hash)}), (reason, refused) => {
+                pipeSocket(socket, stream, hostFilter({maxPayloadBytes: request.bytes + PAYLOAD_SLACK_BYTES, budget, meter, cachedTensorBytes: (hash) => cached.get(hash)}), (reason, refused) => {
                     if (refused !== undefined) {
                         // Bytes that break the RPC protocol: the server never saw them, and the session ends here.
                         this.options.onLog?.('a peer broke the RPC protocol: its shard session ends',
@@ -127,6 +129,7 @@ export class ShardHost implements ShardHostHandler {
                         this.options.onLog?.('shard stream closed', {peer: shortPeerId(peerId), reason});
                 });
             },
+            graphComputes: () => meter.graphComputes,
             end: (reason: string) => {
                 ended = true;
                 this.sessions.delete(entry);
@@ -141,7 +144,7 @@ export class ShardHost implements ShardHostHandler {
      * network. Waits at most `SEED_WAIT_MS` (the coordinator gives up on an open after 30 s): the rest is seeded in
      * the background, for the tensors the coordinator has not offered yet and for the next load.
      */
-    private async seedFromOwnCopy(request: SessionRequest) {
+    private async seedFromOwnCopy(request: SessionRequestBody) {
         const {sha256} = request.model;
         const ownCopy = sha256 === null ? undefined : this.options.modelFile?.(sha256);
         if (sha256 === null || ownCopy === undefined)

@@ -36,14 +36,17 @@ export interface OpenStageOptions {
     model: ClusterModel,
     stage: ShardPlan['stages'][number],
     reportedBytes: bigint,
+    /** Sequences the engine decodes together: the host bounds the session's receipts by it (session-request.ts). */
+    sequences: number,
     /** The stage's stream closed or its host ended the session. */
     onLost: (reason: string) => void
 }
 
 /** Opens a remote stage's shard session and the loopback endpoint the engine's RPC device connects to. */
-export async function openStage({shards, model, stage, reportedBytes, onLost}: OpenStageOptions): Promise<ActiveStage> {
+export async function openStage({shards, model, stage, reportedBytes, sequences, onLost}: OpenStageOptions): Promise<ActiveStage> {
     const session = await shards.openSession(stage.peerId, {
-        model: {id: model.id, sha256: model.sha256()}, layers: [stage.firstLayer!, stage.lastLayer!], bytes: stage.bytes
+        model: {id: model.id, bytes: model.sizeBytes, sha256: model.sha256()}, layers: [stage.firstLayer!, stage.lastLayer!],
+        layerCount: model.shape.layerBytes.length, sequences, bytes: stage.bytes
     });
     const endpoint = await TunnelEndpoint.listen({
         connect: () => session.connect(),

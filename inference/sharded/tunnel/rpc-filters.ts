@@ -20,19 +20,37 @@ export function coordinatorFilter(options: RpcSessionOptions): RpcConnectionFilt
     };
 }
 
-export interface HostFilterOptions extends Omit<RpcSessionOptions, 'guard' | 'reportMemory'>, RpcGuardOptions {}
+/** What a host counts of a session, all its connections together. */
+export interface SessionMeter {
+    /** GRAPH_COMPUTE and GRAPH_RECOMPUTE requests the server was sent: the passes through the stage (shard receipts' bound). */
+    graphComputes: number
+}
+
+export interface HostFilterOptions extends Omit<RpcSessionOptions, 'guard' | 'reportMemory'>, RpcGuardOptions {
+    /** Counted into as requests pass; defaults to none. */
+    meter?: SessionMeter
+}
 
 /**
  * The host's side: the coordinator's client beyond the tunnel, this node's rpc server on the socket. Every request
  * passes the guard (docs/peer-protocol.md, "Graph checks") before the server sees a byte of it.
  */
 export function hostFilter(options: HostFilterOptions): StreamFilter {
-    const {budget, graphLimits, cachedTensorBytes, maxPayloadBytes} = options;
+    const {budget, graphLimits, cachedTensorBytes, maxPayloadBytes, meter} = options;
     const guard = new RpcGuard({budget, ...(graphLimits && {graphLimits}), ...(cachedTensorBytes && {cachedTensorBytes})});
     const session = new RpcSession({...(maxPayloadBytes !== undefined && {maxPayloadBytes}), guard});
     return {
         fromSocket: (chunk) => session.fromServer(chunk),
-        fromTunnel: (chunk) => session.fromClient(chunk),
+        fromTunnel: (chunk) => {
+            // Counted as the coordinator's bytes arrive: before it can have a token the pass helped make.
+            const before = session.graphComputes;
+            try {
+                return session.fromClient(chunk);
+            } finally {
+                if (meter !== undefined)
+                    meter.graphComputes += session.graphComputes - before;
+            }
+        },
         close: () => guard.close()
     };
 }

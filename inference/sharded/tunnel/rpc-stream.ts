@@ -272,6 +272,11 @@ export class RpcSession {
         return {...this.stats, commands: {...this.stats.commands}};
     }
 
+    /** GRAPH_COMPUTE and GRAPH_RECOMPUTE requests so far (without copying every counter). */
+    get graphComputes() {
+        return this.stats.graphComputes;
+    }
+
     /** Requests forwarded whose replies have not come back whole yet: a stage that keeps some waiting may be gone. */
     get awaitingReplies() {
         return this.expected.length;

@@ -2,9 +2,10 @@ import {z} from 'zod';
 import {shardReceiptSchema} from '../../../ledger/records.js';
 import {defineChannel} from '../../../swarm/channel/channel-spec.js';
 import {ProtocolViolation} from '../../../swarm/channel/errors.js';
+import {signedSessionRequestSchema} from './session-request.js';
 
 /** The shard tunnel's channel on a peer's mux (docs/peer-protocol.md, "Shard channel"). */
-export const SHARD_PROTOCOL = 'strongdoge/shard/1';
+export const SHARD_PROTOCOL = 'strongdoge/shard/2';
 
 /** Control frames are small JSON objects. */
 export const MAX_SHARD_CONTROL_BYTES = 4 * 1024;
@@ -14,32 +15,26 @@ export const MAX_SHARD_DATA_BYTES = 256 * 1024;
 export const DATA_HEADER_BYTES = 4;
 
 const id = z.number().int().min(1).max(0xffff_ffff);
-const sha256 = z.string().regex(/^[0-9a-f]{64}$/);
 
 /**
  * Control frames (docs/peer-protocol.md, "Shard channel"). Frame types say who sends them, so that two nodes can
  * each coordinate and host on the same channel without their ids meeting.
  */
 export const shardControlSchema = z.discriminatedUnion('type', [
-    z.object({
-        type: z.literal('open'),
-        session: id,
-        /** The model the layers come from, so the host can seed its tensor cache from its own copy. */
-        model: z.object({id: z.string().min(1).max(256), sha256: sha256.nullable()}),
-        layers: z.tuple([z.number().int().min(0), z.number().int().min(0)]),
-        /** Weights and cache the stage will hold: checked against what the host offers. */
-        bytes: z.number().int().min(0)
-    }).strict(),
+    /** The coordinator's signed session request (session-request.ts): the host checks it before it starts anything. */
+    z.object({type: z.literal('open'), session: id, request: signedSessionRequestSchema}).strict(),
     z.object({type: z.literal('end'), session: id, reason: z.string().max(512)}).strict(),
     z.object({type: z.literal('connect'), session: id, stream: id}).strict(),
     z.object({type: z.literal('close'), stream: id, reason: z.string().max(512)}).strict(),
-    /** The coordinator's signed statement of the work the session's layers did for a request (ledger/shard-receipt.ts). */
+    /** The coordinator's signed statement of the work the session's layers did for a request (ledger/shard-receipt.ts), for the host to countersign. */
     z.object({type: z.literal('receipt'), session: id, receipt: shardReceiptSchema}).strict(),
     // from the host
     z.object({type: z.literal('ready'), session: id}).strict(),
     z.object({type: z.literal('refused'), session: id, reason: z.string().max(512)}).strict(),
     z.object({type: z.literal('ended'), session: id, reason: z.string().max(512)}).strict(),
-    z.object({type: z.literal('closed'), stream: id, reason: z.string().max(512)}).strict()
+    z.object({type: z.literal('closed'), stream: id, reason: z.string().max(512)}).strict(),
+    /** The host checked receipt `sequence` of the session and countersigned it: both sides log it. */
+    z.object({type: z.literal('countersigned'), session: id, sequence: z.number().int().min(1).max(2 ** 50), hostSignature: z.string().regex(/^[0-9a-f]{128}$/)}).strict()
 ]);
 
 export type ShardControl = z.infer<typeof shardControlSchema>;

@@ -1,14 +1,27 @@
+import {randomBytes} from 'node:crypto';
 import {EventEmitter} from 'node:events';
+import {LRUCache} from 'lru-cache';
 import type {ShardReceipt} from '../../../ledger/records.js';
+import {countersignShardReceipt, shardReceiptProblem, signShardReceipt, verifyShardReceipt, withHostSignature} from '../../../ledger/shard-receipt.js';
+import type {SigningDomain} from '../../../ledger/signing-domain.js';
 import {BoundedChannel} from '../../../swarm/channel/bounded-channel.js';
 import {ProtocolViolation} from '../../../swarm/channel/errors.js';
 import type {PeerConnection} from '../../../swarm/peer-connection.js';
 import type {PeerProtocol} from '../../../swarm/peer-protocol.js';
 import {encodeData, MAX_SHARD_DATA_BYTES, SHARD_CHANNEL, type ShardControl, type ShardData} from './shard-messages.js';
 import {shortPeerId} from '../../../core/display.js';
+import {type SessionRequestBody, sessionRequestProblem, signSessionRequest} from './session-request.js';
 
-/** What a coordinator asks of a host when it opens a session. */
-export type SessionRequest = Omit<Extract<ShardControl, {type: 'open'}>, 'type' | 'session'>;
+/**
+ * What a coordinator asks of a host when it opens a session; the channel adds the session's id, both parties, the
+ * signing domain and the time, and signs it (session-request.ts).
+ */
+export type SessionRequest = Pick<SessionRequestBody, 'model' | 'layers' | 'layerCount' | 'sequences' | 'bytes'>;
+
+/** Session ids a host remembers, to refuse a request that reuses one (a stale one is refused by its date). */
+const REMEMBERED_SESSION_IDS = 4096;
+/** Receipts a coordinator keeps while it waits for their countersignatures, per peer (the oldest are dropped beyond). */
+const PENDING_RECEIPTS = 256;
 
 /** One end of a byte stream through the tunnel. */
 export interface TunnelStream {
@@ -26,19 +39,32 @@ export interface HostedSession {
     /** Opens the byte stream a new tunnel stream is joined to (a TCP connection to the session's rpc server). */
     connect(stream: TunnelStream): void,
     /** The coordinator ended the session or left: stop serving it. */
-    end(reason: string): void
+    end(reason: string): void,
+    /**
+     * Graph computations the session's server was sent so far (GRAPH_COMPUTE and GRAPH_RECOMPUTE, all its streams):
+     * each token passes each stage at least once, so this bounds the tokens its receipts may claim.
+     */
+    graphComputes(): number
 }
 
 export interface ShardHostHandler {
     /** A peer asks this node to host layers: resolve with the session, or reject with the reason for refusing. */
-    open(peerId: string, request: SessionRequest, session: {end(reason: string): void}): Promise<HostedSession>
+    open(peerId: string, request: SessionRequestBody, session: {end(reason: string): void}): Promise<HostedSession>
 }
 
 export interface ShardProtocolOptions {
+    /** This node: it signs the session requests it sends, and countersigns the receipts of sessions it hosts. */
+    identity: {id: string, secretKey: Buffer},
+    /** The network and chain every signature names (ledger/signing-domain.ts). */
+    domain: SigningDomain,
     /** Serves sessions for peers; defaults to none (every request is refused). */
     host?: ShardHostHandler,
-    /** A coordinator sent a receipt for work a session hosted here did (what the session was opened for, to check it). */
-    onReceipt?: (peerId: string, session: SessionRequest, receipt: ShardReceipt) => void,
+    /** Host: a coordinator's receipt passed the checks and was countersigned (the host's `shard` record). */
+    onShardReceipt?: (peerId: string, receipt: ShardReceipt) => void,
+    /** Coordinator: a host countersigned a receipt this node sent (its `shard-consumed` record). */
+    onShardConsumed?: (peerId: string, receipt: ShardReceipt) => void,
+    /** A receipt was refused (the host's checks) or its countersignature was bad (the coordinator's): why. */
+    onReceiptProblem?: (peerId: string, problem: string) => void,
     /** How long a host may take to make a session ready (start an rpc server); defaults to 30 s. */
     openTimeoutMs?: number,
     /** Sessions one peer may have open on this host at once; defaults to 2. */
@@ -58,7 +84,8 @@ export const shardProtocolDefaults = {
     controlFramesPerSecond: controlFrames.perSecond
 };
 
-type ResolvedOptions = Required<Omit<ShardProtocolOptions, 'host' | 'onReceipt'>> & Pick<ShardProtocolOptions, 'host' | 'onReceipt'>;
+type Callbacks = 'host' | 'onShardReceipt' | 'onShardConsumed' | 'onReceiptProblem';
+type ResolvedOptions = Required<Omit<ShardProtocolOptions, Callbacks>> & Pick<ShardProtocolOptions, Callbacks>;
 
 export class ShardSessionError extends Error {
     constructor(readonly code: 'refused' | 'disconnected' | 'timeout' | 'ended', message: string) {
@@ -104,8 +131,11 @@ class ChannelStream extends EventEmitter implements TunnelStream {
 /** A session this node coordinates, on a host peer. */
 export class CoordinatorSession extends EventEmitter<{ended: [reason: string]}> {
     ended = false;
+    /** The number of the session's next receipt. */
+    private nextSequence = 1;
 
-    constructor(readonly peerId: string, readonly id: number, private readonly channel: ShardChannel) {
+    /** `request`: what this node signed when it opened the session. */
+    constructor(readonly peerId: string, readonly id: number, readonly request: SessionRequestBody, private readonly channel: ShardChannel) {
         super();
     }
 
@@ -121,16 +151,23 @@ export class CoordinatorSession extends EventEmitter<{ended: [reason: string]}> 
         this.channel.endOutgoing(this.id, reason, true);
     }
 
-    /** Gives the host a signed receipt for the work its layers did. */
-    sendReceipt(receipt: ShardReceipt) {
-        if (!this.ended)
-            this.channel.sendControl({type: 'receipt', session: this.id, receipt});
+    /**
+     * Gives the host a signed receipt for the `tokens` its layers helped generate for a request (the next of the
+     * session); the host countersigns it and sends it back (`onShardConsumed`). None for no token.
+     */
+    sendReceipt(tokens: number, computeMs: number) {
+        if (!this.ended && tokens > 0)
+            this.channel.sendReceipt(this, this.nextSequence++, tokens, computeMs);
     }
 }
 
 interface HostedState {
-    request: SessionRequest,
+    request: SessionRequestBody,
     session: HostedSession | undefined,
+    /** The number the session's next receipt must carry. */
+    nextSequence: number,
+    /** Tokens of the receipts countersigned so far. */
+    tokens: number,
     streams: Set<ChannelStream>,
     ended: boolean
 }
@@ -144,11 +181,13 @@ class ShardChannel {
     private readonly outgoingStreams = new Map<number, ChannelStream>();
     private readonly hosted = new Map<number, HostedState>();
     private readonly hostedStreams = new Map<number, ChannelStream>();
+    /** Receipts sent, by `<session>:<sequence>`, until their countersignatures come. */
+    private readonly pendingReceipts = new LRUCache<string, ShardReceipt>({max: PENDING_RECEIPTS});
     private nextSessionId = 1;
     private nextStreamId = 1;
     closed = false;
 
-    constructor(readonly peer: PeerConnection, private readonly options: ResolvedOptions) {
+    constructor(readonly peer: PeerConnection, private readonly options: ResolvedOptions, private readonly seenSessions: LRUCache<string, true>) {
         const perSecond = options.controlFramesPerSecond;
         this.channel = new BoundedChannel(peer, SHARD_CHANNEL, {
             messages: {
@@ -167,11 +206,19 @@ class ShardChannel {
     async openSession(request: SessionRequest): Promise<CoordinatorSession> {
         if (!await this.channel.opened || this.closed)
             throw new ShardSessionError('disconnected', 'the peer has no shard channel open');
-        const session = new CoordinatorSession(this.peer.peerId, this.nextSessionId++, this);
+        const {identity, domain} = this.options;
+        const body: SessionRequestBody = {
+            version: 1, network: domain.network, chainId: domain.chainId, session: randomBytes(32).toString('hex'),
+            coordinator: identity.id, host: this.peer.peerId,
+            model: {id: request.model.id, bytes: request.model.bytes, sha256: request.model.sha256},
+            layers: [request.layers[0], request.layers[1]], layerCount: request.layerCount, sequences: request.sequences, bytes: request.bytes,
+            openedAt: new Date().toISOString()
+        };
+        const session = new CoordinatorSession(this.peer.peerId, this.nextSessionId++, body, this);
         const ready = new Promise<void>((resolve, reject) => {
             this.outgoing.set(session.id, {session, streams: new Map(), ready: (error) => error ? reject(error) : resolve()});
         });
-        this.sendControl({type: 'open', session: session.id, ...request});
+        this.sendControl({type: 'open', session: session.id, request: signSessionRequest(body, identity.secretKey)});
         const timer = setTimeout(() => this.endOutgoing(session.id, 'no answer to the session request in time', true,
             new ShardSessionError('timeout', `the host did not open the session within ${this.options.openTimeoutMs} ms`)), this.options.openTimeoutMs);
         try {
@@ -241,12 +288,12 @@ class ShardChannel {
             case 'close':
                 this.hostedStreams.get(message.stream)?.finish(message.reason, false);
                 return;
-            case 'receipt': {
-                const state = this.hosted.get(message.session);
-                if (state?.session !== undefined) // a receipt for a session that ended meanwhile is the coordinator's loss
-                    this.options.onReceipt?.(this.peer.peerId, state.request, message.receipt);
+            case 'receipt':
+                this.countersign(message.session, message.receipt);
                 return;
-            }
+            case 'countersigned':
+                this.countersigned(message);
+                return;
             case 'ready':
                 this.outgoing.get(message.session)?.ready();
                 return;
@@ -271,8 +318,15 @@ class ShardChannel {
             return refuse('this node does not host layers');
         if (this.hosted.size >= this.options.maxSessionsPerPeer)
             return refuse(`at most ${this.options.maxSessionsPerPeer} sessions per peer`);
-        const {type: _type, session: sessionId, ...request} = message;
-        const state: HostedState = {request, session: undefined, streams: new Set(), ended: false};
+        const sessionId = message.session;
+        const problem = sessionRequestProblem(message.request, {peerId: this.peer.peerId, hostId: this.options.identity.id, domain: this.options.domain});
+        if (problem !== undefined)
+            return refuse(`the session request is refused: ${problem}`);
+        const request = message.request.body;
+        if (this.seenSessions.has(request.session))
+            return refuse('the session request is refused: its session id was used before');
+        this.seenSessions.set(request.session, true);
+        const state: HostedState = {request, session: undefined, nextSequence: 1, tokens: 0, streams: new Set(), ended: false};
         this.hosted.set(message.session, state);
         host.open(this.peer.peerId, request, {end: (reason) => this.endHosted(sessionId, reason, true)}).then((session) => {
             state.session = session;
@@ -313,6 +367,69 @@ class ShardChannel {
         streams.get(id)?.emit('data', bytes);
     }
 
+    /** Coordinator: signs the session's receipt `sequence` and sends it; kept until its countersignature comes. */
+    sendReceipt(session: CoordinatorSession, sequence: number, tokens: number, computeMs: number) {
+        const {request} = session;
+        const receipt = signShardReceipt({
+            version: 2, network: request.network, chainId: request.chainId, session: request.session, sequence,
+            model: request.model.id, modelBytes: request.model.bytes, modelSha256: request.model.sha256,
+            layerCount: request.layerCount, firstLayer: request.layers[0], lastLayer: request.layers[1],
+            tokens, computeMs: Math.round(computeMs), host: request.host, coordinator: request.coordinator, completedAt: new Date().toISOString()
+        }, this.options.identity.secretKey);
+        this.pendingReceipts.set(`${session.id}:${sequence}`, receipt);
+        this.sendControl({type: 'receipt', session: session.id, receipt});
+    }
+
+    /**
+     * Host: checks a coordinator's receipt against the session's signed request and the passes its server was sent
+     * (docs/peer-protocol.md, "Shard channel"), then countersigns it and sends the countersignature back. A receipt
+     * that fails ends the session: a coordinator that claims work that did not happen gets no more of it.
+     */
+    private countersign(sessionId: number, candidate: ShardReceipt) {
+        const state = this.hosted.get(sessionId);
+        if (state?.session === undefined) // a receipt for a session that ended meanwhile is the coordinator's loss
+            return;
+        const {request} = state;
+        let receipt: ShardReceipt;
+        try {
+            receipt = verifyShardReceipt({...candidate, hostSignature: null}, {countersigned: false});
+            const problem = shardReceiptProblem(receipt.body, {
+                domain: this.options.domain, session: request.session, coordinator: this.peer.peerId, host: this.options.identity.id,
+                model: request.model, layers: request.layers, layerCount: request.layerCount, openedAt: request.openedAt,
+                sequence: state.nextSequence, maxTokens: state.session.graphComputes() * request.sequences - state.tokens
+            });
+            if (problem !== undefined)
+                throw new Error(problem);
+        } catch (error) {
+            const reason = `refused the coordinator's shard receipt: ${(error as Error).message}`.slice(0, 512);
+            this.options.onReceiptProblem?.(this.peer.peerId, reason);
+            this.endHosted(sessionId, reason, true);
+            return;
+        }
+        const countersigned = countersignShardReceipt(receipt, this.options.identity.secretKey);
+        state.nextSequence++;
+        state.tokens += receipt.body.tokens;
+        this.sendControl({type: 'countersigned', session: sessionId, sequence: receipt.body.sequence, hostSignature: countersigned.hostSignature!});
+        this.options.onShardReceipt?.(this.peer.peerId, countersigned);
+    }
+
+    /** Coordinator: a host's countersignature of a receipt this node sent, even for a session ended since. */
+    private countersigned({session, sequence, hostSignature}: Extract<ShardControl, {type: 'countersigned'}>) {
+        const key = `${session}:${sequence}`;
+        const sent = this.pendingReceipts.get(key);
+        if (sent === undefined) // not one this node sent, or one dropped long ago
+            return;
+        this.pendingReceipts.delete(key);
+        let receipt: ShardReceipt;
+        try {
+            receipt = withHostSignature(sent, hostSignature);
+        } catch (error) {
+            this.options.onReceiptProblem?.(this.peer.peerId, `the host's countersignature of receipt ${sequence}: ${(error as Error).message}`);
+            return;
+        }
+        this.options.onShardConsumed?.(this.peer.peerId, receipt);
+    }
+
     sendControl(message: ShardControl) {
         this.channel.send('control', message);
     }
@@ -337,13 +454,15 @@ class ShardChannel {
 export class ShardProtocol implements PeerProtocol {
     private readonly channels = new Map<string, ShardChannel>();
     private readonly options: ResolvedOptions;
+    /** Session ids of requests this node accepted to host, all peers together. */
+    private readonly seenSessions = new LRUCache<string, true>({max: REMEMBERED_SESSION_IDS});
 
-    constructor(options: ShardProtocolOptions = {}) {
+    constructor(options: ShardProtocolOptions) {
         this.options = {...shardProtocolDefaults, ...options};
     }
 
     attach(peer: PeerConnection) {
-        const channel = new ShardChannel(peer, this.options);
+        const channel = new ShardChannel(peer, this.options, this.seenSessions);
         this.channels.set(peer.peerId, channel);
         peer.once('closed', () => {
             if (this.channels.get(peer.peerId) === channel)
