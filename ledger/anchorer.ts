@@ -65,6 +65,7 @@ export class Anchorer extends EventEmitter<{anchored: [record: AnchorRecord], fa
     private running: Promise<AnchorOutcome> | undefined;
     private lastError: string | null = null;
     private state: AnchorState = {pending: null, authorizations: []};
+    private loaded = false;
 
     constructor(options: AnchorerOptions) {
         super();
@@ -80,7 +81,7 @@ export class Anchorer extends EventEmitter<{anchored: [record: AnchorRecord], fa
 
     /** Loads what a previous run left and anchors on the interval (at once, if a transaction is pending). */
     async start() {
-        this.state = await this.stateFile.load();
+        await this.loadState();
         this.schedule.start(this.state.pending === null ? this.options.intervalMs : 0);
     }
 
@@ -116,9 +117,17 @@ export class Anchorer extends EventEmitter<{anchored: [record: AnchorRecord], fa
         }
     }
 
+    /** What a previous run left, once: an attempt before `start()` must not overwrite it. */
+    private async loadState() {
+        if (!this.loaded)
+            this.state = await this.stateFile.load();
+        this.loaded = true;
+    }
+
     /** One attempt, on a chain whose id was checked. */
     private async attemptOn(provider: JsonRpcProvider): Promise<AnchorOutcome> {
         const {log} = this.options;
+        await this.loadState();
         await this.forgetForeignPending(provider);
         if (this.state.pending === null) {
             await log.flush();
