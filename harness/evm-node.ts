@@ -40,7 +40,11 @@ export interface EvmNode {
     /** SIGCONT after `pause`. */
     resume(): void,
     /** A fresh node on the same port: Hardhat keeps its chain in memory only, so the chain starts over. */
-    restart(): Promise<void>
+    restart(): Promise<void>,
+    /** One JSON-RPC call, e.g. Hardhat's `evm_snapshot`, `evm_revert`, `hardhat_mine`, `evm_increaseTime`; throws on an error answer. */
+    send(method: string, params?: unknown[]): Promise<unknown>,
+    /** Mines `blocks` empty blocks at once. */
+    mine(blocks: number): Promise<void>
 }
 
 /**
@@ -73,8 +77,24 @@ export async function startEvmNode({chainId = DOGECHAIN_CHAIN_ID}: {chainId?: nu
         async restart() {
             await terminate(child);
             child = await launch(dir, port, url, chainId);
+        },
+        send: (method, params = []) => rpcCall(url, method, params),
+        async mine(blocks) {
+            await rpcCall(url, 'hardhat_mine', [`0x${blocks.toString(16)}`]);
         }
     };
+}
+
+async function rpcCall(url: string, method: string, params: unknown[]) {
+    const response = await fetch(url, {
+        method: 'POST',
+        headers: {'content-type': 'application/json'},
+        body: JSON.stringify({jsonrpc: '2.0', id: 1, method, params})
+    });
+    const answer = await response.json() as {result?: unknown, error?: {message: string}};
+    if (answer.error !== undefined)
+        throw new Error(`${method}: ${answer.error.message}`);
+    return answer.result;
 }
 
 async function launch(dir: string, port: number, url: string, chainId: number) {

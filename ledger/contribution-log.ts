@@ -1,21 +1,27 @@
 import {EventEmitter} from 'node:events';
+import {access, rename} from 'node:fs/promises';
 import Corestore from 'corestore';
 import type Hypercore from 'hypercore';
 import {LedgerError} from './ledger-error.js';
 import {PointsCounter, type PointsTally} from './points.js';
-import {checkRecord, signAnchorAuthorization, signLogHeader, workKey} from './record-check.js';
-import {LEDGER_RECORD_VERSION, ledgerRecordSchema, type AnchorRecord, type LedgerRecord} from './records.js';
+import {type AnchorAuthorization, checkRecord, signAnchorAuthorization, signAnchorRevocation, signLogHeader, workKey} from './record-check.js';
+import {LEDGER_RECORD_VERSION, ledgerRecordSchema, type AnchorRecord, type HeaderRecord, type LedgerRecord} from './records.js';
+import type {SigningDomain} from './signing-domain.js';
 
 /** The name of this node's own log in its corestore. */
 const CORE_NAME = 'contributions';
 /** Records kept in memory for `recent()`. */
 const RECENT_RECORDS = 50;
+/** The public swarm network on Dogechain: the node settings' defaults. */
+const DEFAULT_DOMAIN: SigningDomain = {network: 'public', chainId: 2000};
 
 export interface ContributionLogOptions {
     /** The corestore's folder, in the data dir. */
     directory: string,
     /** The node's key pair: its public key (hex) owns the log, its secret key signs the log's header. */
     identity: {publicKey: Buffer, secretKey: Buffer},
+    /** The swarm network and chain a new log's header names (its signing domain); defaults to `public` on Dogechain (2000). */
+    domain?: SigningDomain,
     /** A record waits at most this long to be appended with others; defaults to 20 ms. */
     flushIntervalMs?: number,
     /** …or until this many wait; defaults to 1,000. */
@@ -42,7 +48,7 @@ export interface ContributionLogEvents {
  */
 export class ContributionLog extends EventEmitter<ContributionLogEvents> {
     readonly owner: string;
-    private readonly options: Required<Omit<ContributionLogOptions, 'identity' | 'directory'>>;
+    private readonly options: Required<Omit<ContributionLogOptions, 'identity' | 'directory' | 'domain'>>;
     private readonly counter: PointsCounter;
     private readonly work = new Set<string>();
     private readonly anchorRecords: AnchorRecord[] = [];
@@ -52,6 +58,10 @@ export class ContributionLog extends EventEmitter<ContributionLogEvents> {
     private flushing: Promise<void> = Promise.resolve();
 
     private readonly secretKey: Buffer;
+    /** The network and chain the log's header names: what its owner's signatures for it are bound to. */
+    domain: SigningDomain = DEFAULT_DOMAIN;
+    /** An older log this open moved aside to start a new one (docs/architecture.md, "The log"), or null. */
+    replacedLog: {version: number, movedTo: string} | null = null;
 
     private constructor(private readonly store: Corestore, private readonly core: Hypercore<unknown>, owner: string, options: ContributionLogOptions) {
         super();
@@ -61,18 +71,27 @@ export class ContributionLog extends EventEmitter<ContributionLogEvents> {
         this.counter = new PointsCounter(owner);
     }
 
-    /** Opens the log (creating it, with its signed header, the first time) and replays it for points. */
+    /**
+     * Opens the log (creating it, with its signed header, the first time) and replays it for points. A log of an
+     * older record version is moved aside whole (`<directory>-v<version>-<date>`) and a new one started: its records
+     * were signed under rules that no longer hold, and one identity has one log (docs/architecture.md, "The log").
+     */
     static async open(options: ContributionLogOptions): Promise<ContributionLog> {
+        const replaced = await moveAsideOlderLog(options.directory);
         const store = new Corestore(options.directory);
         try {
             const core = store.get({name: CORE_NAME, valueEncoding: 'json'});
             await core.ready();
             const owner = options.identity.publicKey.toString('hex');
             const log = new ContributionLog(store, core, owner, options);
+            log.replacedLog = replaced;
             if (core.length === 0) {
                 const coreKey = core.key!.toString('hex');
-                await core.append({version: LEDGER_RECORD_VERSION, type: 'header', at: new Date().toISOString(), owner, core: coreKey,
-                    signature: signLogHeader(coreKey, options.identity.secretKey)} satisfies LedgerRecord);
+                const domain = options.domain ?? DEFAULT_DOMAIN;
+                const claim = {core: coreKey, network: domain.network, chainId: domain.chainId};
+                await core.append({version: LEDGER_RECORD_VERSION, type: 'header', at: new Date().toISOString(), owner, ...claim,
+                    signature: signLogHeader(claim, options.identity.secretKey)} satisfies HeaderRecord);
+                log.domain = domain;
             } else {
                 await log.replay();
             }
@@ -174,9 +193,21 @@ export class ContributionLog extends EventEmitter<ContributionLogEvents> {
         return (await this.core.treeHash(length)).toString('hex');
     }
 
-    /** The owner's permission (hex signature) for the wallet `sender` to anchor this log on a contract. */
-    authorizeAnchoring(sender: string, chainId: number, contract: string) {
-        return signAnchorAuthorization({core: this.key, sender, chainId, contract}, this.secretKey);
+    /**
+     * The owner's permission (hex signature) for the wallet `sender` to anchor this log on a contract of the log's
+     * chain until `validUntil` (unix seconds).
+     */
+    authorizeAnchoring(sender: string, contract: string, validUntil: number) {
+        return signAnchorAuthorization(this.anchorAuthorization(sender, contract, validUntil), this.secretKey);
+    }
+
+    /** The owner's revocation (hex signature) of that permission. */
+    revokeAnchoring(sender: string, contract: string, validUntil: number) {
+        return signAnchorRevocation(this.anchorAuthorization(sender, contract, validUntil), this.secretKey);
+    }
+
+    private anchorAuthorization(sender: string, contract: string, validUntil: number): AnchorAuthorization {
+        return {...this.domain, contract, core: this.key, sender, validUntil};
     }
 
     /** Lets a peer replicate this node's corestore (read-only for it) over its connection's protomux. */
@@ -210,8 +241,11 @@ export class ContributionLog extends EventEmitter<ContributionLogEvents> {
             if (!parsed.success)
                 throw LedgerError.storage(`record ${index} of the contribution log is damaged; run \`strongdoge ledger verify\``);
             const record = parsed.data;
-            if (index === 0 && (record.type !== 'header' || record.owner !== this.owner))
-                throw LedgerError.storage('the contribution log in this data dir belongs to another node');
+            if (index === 0) {
+                if (record.type !== 'header' || record.owner !== this.owner)
+                    throw LedgerError.storage('the contribution log in this data dir belongs to another node');
+                this.domain = {network: record.network, chainId: record.chainId};
+            }
             const key = workKey(record);
             if (key !== undefined)
                 this.work.add(key);
@@ -227,4 +261,32 @@ export class ContributionLog extends EventEmitter<ContributionLogEvents> {
         this.recentRecords.unshift(record);
         this.recentRecords.length = Math.min(this.recentRecords.length, RECENT_RECORDS);
     }
+}
+
+/**
+ * Moves the corestore in `directory` aside when its log's header is of an older record version; returns where, or
+ * null when there is nothing to move (no log yet, or one of this version).
+ */
+async function moveAsideOlderLog(directory: string): Promise<{version: number, movedTo: string} | null> {
+    if (await access(directory).then(() => false, () => true))
+        return null;
+    const store = new Corestore(directory);
+    let version: unknown;
+    try {
+        const core = store.get({name: CORE_NAME, valueEncoding: 'json'});
+        await core.ready();
+        version = core.length === 0 ? undefined : (await core.get(0) as {version?: unknown} | null)?.version;
+    } catch (error) {
+        throw LedgerError.storage(`cannot open the contribution log in ${directory}: ${(error as Error).message}`);
+    } finally {
+        await store.close().catch(() => undefined);
+    }
+    if (typeof version !== 'number' || version >= LEDGER_RECORD_VERSION)
+        return null;
+    const base = `${directory}-v${version}-${new Date().toISOString().slice(0, 10)}`;
+    let movedTo = base;
+    for (let attempt = 2; await access(movedTo).then(() => true, () => false); attempt++)
+        movedTo = `${base}-${attempt}`;
+    await rename(directory, movedTo);
+    return {version, movedTo};
 }

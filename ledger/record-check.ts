@@ -3,42 +3,67 @@ import {LedgerError} from './ledger-error.js';
 import {verifyReceipt} from './receipt.js';
 import {ledgerRecordSchema, type LedgerRecord} from './records.js';
 import {verifyShardReceipt} from './shard-receipt.js';
+import type {SigningDomain} from './signing-domain.js';
 
 /** What makes a record acceptable in a given node's log: checked before every append, and again by `verify`. */
 
-const HEADER_NAMESPACE = 'strongdoge/ledger/v1\n';
+/** v2: the header names its signing domain (network, chain id). */
+const HEADER_NAMESPACE = 'strongdoge/ledger/v2\n';
 
-/** The bytes an owner signs to claim a log: the log's key. */
-function headerSigningBytes(coreKey: string) {
-    return Buffer.from(HEADER_NAMESPACE + coreKey, 'utf8');
+/** What an owner signs to claim a log: the log's key, for one network and chain. */
+export interface LogClaim extends SigningDomain {
+    core: string
 }
 
-export function signLogHeader(coreKey: string, secretKey: Buffer) {
-    return crypto.sign(headerSigningBytes(coreKey), secretKey).toString('hex');
+function headerSigningBytes({core, network, chainId}: LogClaim) {
+    return Buffer.from(HEADER_NAMESPACE + JSON.stringify([network, chainId, core]), 'utf8');
 }
 
-/** Where an owner lets a wallet anchor its log: the log, the wallet, the chain and the contract. */
-export interface AnchorAuthorization {
+export function signLogHeader(claim: LogClaim, secretKey: Buffer) {
+    return crypto.sign(headerSigningBytes(claim), secretKey).toString('hex');
+}
+
+/**
+ * Where an owner lets a wallet anchor its log, and until when: the signing domain (network, chain id, contract), the
+ * log, the wallet, and the expiry in unix seconds (docs/architecture.md, "Anchoring").
+ */
+export interface AnchorAuthorization extends SigningDomain {
+    contract: string,
     core: string,
     sender: string,
-    chainId: number,
-    contract: string
+    validUntil: number
 }
 
-const AUTHORIZATION_NAMESPACE = 'strongdoge/anchor-authorization/v1\n';
+/** v2: the network and an expiry joined the signed fields. */
+const AUTHORIZATION_NAMESPACE = 'strongdoge/anchor-authorization/v2\n';
+/** A revocation names the authorization it ends, under its own namespace: one cannot pass for the other. */
+const REVOCATION_NAMESPACE = 'strongdoge/anchor-revocation/v1\n';
 
-function authorizationBytes({core, sender, chainId, contract}: AnchorAuthorization) {
-    return Buffer.from(AUTHORIZATION_NAMESPACE + JSON.stringify([core, sender.toLowerCase(), chainId, contract.toLowerCase()]), 'utf8');
+function authorizationBytes(namespace: string, {network, chainId, contract, core, sender, validUntil}: AnchorAuthorization) {
+    return Buffer.from(namespace + JSON.stringify([network, chainId, contract.toLowerCase(), core, sender.toLowerCase(), validUntil]), 'utf8');
+}
+
+function verifyOwnerSignature(bytes: Buffer, owner: string, signature: string) {
+    return /^[0-9a-f]{128}$/.test(signature) && /^[0-9a-f]{64}$/.test(owner)
+        && crypto.verify(bytes, Buffer.from(signature, 'hex'), Buffer.from(owner, 'hex'));
 }
 
 /** The owner's permission for `sender` to anchor its log: published on chain with `authorize()`. */
 export function signAnchorAuthorization(authorization: AnchorAuthorization, ownerSecretKey: Buffer) {
-    return crypto.sign(authorizationBytes(authorization), ownerSecretKey).toString('hex');
+    return crypto.sign(authorizationBytes(AUTHORIZATION_NAMESPACE, authorization), ownerSecretKey).toString('hex');
 }
 
 export function verifyAnchorAuthorization(authorization: AnchorAuthorization, owner: string, signature: string) {
-    return /^[0-9a-f]{128}$/.test(signature)
-        && crypto.verify(authorizationBytes(authorization), Buffer.from(signature, 'hex'), Buffer.from(owner, 'hex'));
+    return verifyOwnerSignature(authorizationBytes(AUTHORIZATION_NAMESPACE, authorization), owner, signature);
+}
+
+/** The owner's withdrawal of that permission: published on chain with `revoke()`, by any wallet. */
+export function signAnchorRevocation(authorization: AnchorAuthorization, ownerSecretKey: Buffer) {
+    return crypto.sign(authorizationBytes(REVOCATION_NAMESPACE, authorization), ownerSecretKey).toString('hex');
+}
+
+export function verifyAnchorRevocation(authorization: AnchorAuthorization, owner: string, signature: string) {
+    return verifyOwnerSignature(authorizationBytes(REVOCATION_NAMESPACE, authorization), owner, signature);
 }
 
 /**
@@ -60,7 +85,7 @@ export function checkRecord(candidate: unknown, {owner, coreKey, index}: {owner:
             case 'header':
                 if (record.owner !== owner || record.core !== coreKey)
                     throw LedgerError.invalidRecord('the header names another owner or another log');
-                if (!crypto.verify(headerSigningBytes(coreKey), Buffer.from(record.signature, 'hex'), Buffer.from(owner, 'hex')))
+                if (!verifyOwnerSignature(headerSigningBytes(record), owner, record.signature))
                     throw LedgerError.invalidRecord('the header is not signed by its owner');
                 break;
             // The candidate's own receipt object: one this process verified already is not checked again.

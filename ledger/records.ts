@@ -6,7 +6,7 @@ import {recordTime, signingDomainFields} from './signing-domain.js';
  * What a node's contribution log holds, one record per block (docs/architecture.md, "Ledger"). Versioned: a reader
  * meets records of every version it has ever written.
  */
-export const LEDGER_RECORD_VERSION = 1;
+export const LEDGER_RECORD_VERSION = 2;
 
 const hex32 = z.string().regex(/^[0-9a-f]{64}$/);
 const hexKey = hex32;
@@ -49,9 +49,12 @@ export const shardReceiptSchema = z.object({
     hostSignature: hexSignature.nullable()
 }).strict();
 
-/** The log's first `logLength` records were anchored on a chain. */
+/**
+ * The log's first `logLength` records were anchored on a chain: appended once the transaction is confirmed, and
+ * checked by `verify` against the chain's `Anchored` event (docs/architecture.md, "Verification").
+ */
 export const anchorRecordSchema = z.object({
-    version: z.literal(LEDGER_RECORD_VERSION), type: z.literal('anchor'), at,
+    version: z.literal(LEDGER_RECORD_VERSION), type: z.literal('anchor'), at: recordTime,
     chainId: z.number().int().positive(),
     contract: z.string().regex(/^0x[0-9a-fA-F]{40}$/),
     txHash: z.string().regex(/^0x[0-9a-f]{64}$/),
@@ -62,10 +65,13 @@ export const anchorRecordSchema = z.object({
 
 export const ledgerRecordSchema = z.discriminatedUnion('type', [
     /**
-     * The first block: whose log this is. The owner (a node id) signs the log's key, so a log cannot be passed off
-     * as another node's, and nobody but the owner can start one in its name.
+     * The first block: whose log this is, and for which swarm network and chain (the signing domain). The owner (a
+     * node id) signs the log's key and the domain, so a log cannot be passed off as another node's or another
+     * network's, and nobody but the owner can start one in its name; the chain knows which log is its canonical one
+     * (docs/architecture.md, "Anchoring").
      */
-    z.object({version: z.literal(LEDGER_RECORD_VERSION), type: z.literal('header'), at, owner: hexKey, core: hex32, signature: hexSignature}).strict(),
+    z.object({version: z.literal(LEDGER_RECORD_VERSION), type: z.literal('header'), at: recordTime, owner: hexKey, core: hex32,
+        ...signingDomainFields, signature: hexSignature}).strict(),
     /** This node served a peer's job: the receipt both signed. */
     z.object({version: z.literal(LEDGER_RECORD_VERSION), type: z.literal('served'), at, receipt: receiptSchema}).strict(),
     /** A peer served this node's job: the same receipt, from the other side, so claims can be matched. */
@@ -81,3 +87,4 @@ export type LedgerRecord = z.infer<typeof ledgerRecordSchema>;
 export type ShardReceipt = z.infer<typeof shardReceiptSchema>;
 export type ShardReceiptBody = z.infer<typeof shardReceiptBodySchema>;
 export type AnchorRecord = Extract<LedgerRecord, {type: 'anchor'}>;
+export type HeaderRecord = Extract<LedgerRecord, {type: 'header'}>;

@@ -1,67 +1,192 @@
 import type Hypercore from 'hypercore';
-import type {ChainAnchors} from './anchor/anchor-events.js';
+import {type AnchorEvent, type ChainAnchors, countedAnchors} from './anchor/anchor-events.js';
 import {PointsCounter, type PointsTally} from './points.js';
-import {checkRecord, verifyAnchorAuthorization} from './record-check.js';
-import {ledgerRecordSchema} from './records.js';
+import {checkRecord} from './record-check.js';
+import {type AnchorRecord, type HeaderRecord, LEDGER_RECORD_VERSION, ledgerRecordSchema} from './records.js';
+import type {SigningDomain} from './signing-domain.js';
 
 /** What `ledger verify` found: a log passes only with no problem at all. */
 export interface VerifyReport {
     core: string,
     owner: string | null,
+    /** The network and chain the log's header names. */
+    domain: SigningDomain | null,
     length: number,
+    /** Every record's credit. */
     tally: PointsTally | null,
+    /** Records covered by the latest confirmed anchor from an authorized wallet that matches the log. */
+    anchoredLength: number,
+    /** The credit of the records below `anchoredLength`: fixed on the chain, it cannot be forked away. */
+    anchoredTally: PointsTally | null,
+    /** The credit of the rest, not anchored yet: its owner could still show others a different history. */
+    unanchoredTally: PointsTally | null,
+    /** Confirmed anchors from wallets in their authorization's window, checked against the log. */
     anchorsChecked: number,
-    /** Anchors for this log by wallets its owner never authorized: anyone can send those, so they prove nothing. */
+    /** Anchors by wallets the owner authorized once, sent outside the authorization's window (before it, after its expiry or revocation). */
     anchorsIgnored: number,
+    /** The first log the owner authorized on the chain (its canonical log), if any. */
+    canonicalCore: string | null,
     /** Every problem, the first one first; empty when the log verifies. */
-    problems: string[]
+    problems: string[],
+    /** What could not be checked, and why (a copy behind its log, a chain read cut short): not the log's fault. */
+    warnings: string[]
+}
+
+/** What the chain says of the log, as `readAnchorEvents` reads it; without `chainId` and `contract` nothing is on it. */
+export type ChainEvidence = Pick<ChainAnchors, 'anchors' | 'authorizations'> & Partial<ChainAnchors>;
+
+export interface VerifyOptions {
+    /**
+     * The log is a copy replicated from a peer, updated as far as the peer would: an anchor beyond its length means
+     * the copy is behind, not that the log was truncated. Defaults to false: the owner's own log.
+     */
+    replicated?: boolean,
+    /** The network and chain the verifier is on: a log started for another is a problem. Defaults to the chain's id only. */
+    domain?: SigningDomain
 }
 
 /** Problems listed at most: past this, the log is plainly broken and the first ones say why. */
 const MAX_PROBLEMS = 20;
 
+/** The log's header, if record 0 is one of this version; the version of one that is not, if it has one. */
+export async function readLogHeader(core: Hypercore<unknown>): Promise<{header: HeaderRecord | null, version: unknown}> {
+    const block = core.length > 0 ? await core.get(0) : null;
+    const parsed = ledgerRecordSchema.safeParse(block);
+    return {
+        header: parsed.success && parsed.data.type === 'header' ? parsed.data : null,
+        version: (block as {version?: unknown} | null)?.version
+    };
+}
+
 /**
- * Checks a contribution log, anyone's, without trusting its owner: its authorized anchors against its Merkle tree,
- * then every record, then the points (docs/architecture.md, "Verification").
+ * Checks a contribution log, anyone's, without trusting its owner (docs/architecture.md, "Verification"): that it is
+ * its owner's one log on the chain, its authorized, confirmed anchors against its Merkle tree, then every record
+ * (anchor records against the chain), then the credit, below the anchored length and above it.
  */
-export async function verifyLog(core: Hypercore<unknown>, chain: Omit<ChainAnchors, 'chainId' | 'contract'> & Partial<ChainAnchors>): Promise<VerifyReport> {
+export async function verifyLog(core: Hypercore<unknown>, chain: ChainEvidence, {replicated = false, domain}: VerifyOptions = {}): Promise<VerifyReport> {
     const coreKey = core.key!.toString('hex');
     const problems: string[] = [];
+    const warnings: string[] = [];
     const report = (problem: string) => {
         if (problems.length < MAX_PROBLEMS)
             problems.push(problem);
     };
+    const result: VerifyReport = {core: coreKey, owner: null, domain: null, length: core.length, tally: null, anchoredLength: 0, anchoredTally: null,
+        unanchoredTally: null, anchorsChecked: 0, anchorsIgnored: 0, canonicalCore: null, problems, warnings};
 
-    const header = ledgerRecordSchema.safeParse(core.length > 0 ? await core.get(0) : null);
-    const owner = header.success && header.data.type === 'header' ? header.data.owner : null;
-    const authorized = new Set(owner === null || chain.chainId === undefined || chain.contract === undefined ? [] : chain.authorizations
-        .filter((authorization) => verifyAnchorAuthorization({core: coreKey, sender: authorization.sender, chainId: chain.chainId!,
-            contract: chain.contract!}, owner, authorization.ownerSignature))
-        .map((authorization) => authorization.sender.toLowerCase()));
-    const attributed = chain.anchors.filter((anchor) => authorized.has(anchor.sender.toLowerCase()));
-    const sorted = attributed.sort((a, b) => a.blockNumber - b.blockNumber || a.logLength - b.logLength);
-    for (const anchor of sorted) {
+    const {header, version} = await readLogHeader(core);
+    if (header === null) {
+        report(typeof version === 'number' && version < LEDGER_RECORD_VERSION
+            ? `record 0 is a version ${version} log header: this log predates record version ${LEDGER_RECORD_VERSION}; its node starts a new log when it upgrades`
+            : 'record 0 is not a log header: whose log this is cannot be known');
+        return result;
+    }
+    const owner = header.owner;
+    result.owner = owner;
+    result.domain = {network: header.network, chainId: header.chainId};
+    const expected = domain ?? (chain.chainId === undefined ? undefined : {network: header.network, chainId: chain.chainId});
+    const otherDomain = expected !== undefined && (header.network !== expected.network || header.chainId !== expected.chainId);
+    if (otherDomain)
+        report(`the log was started for network '${header.network}' on chain ${header.chainId}, not '${expected.network}' on chain ${expected.chainId}`);
+    const onChain = chain.chainId !== undefined && chain.contract !== undefined && !otherDomain;
+    if (chain.incomplete)
+        warnings.push(`the chain's record of this log was not read whole (${chain.incomplete}): what was not read counts for nothing`);
+
+    if (onChain)
+        checkIdentity(coreKey, chain, result, report);
+    const counted = onChain ? countedAnchors(chain).filter((anchor) => anchor.core === coreKey) : [];
+    result.anchorsIgnored = onChain ? chain.anchors.length - counted.length : 0;
+    result.anchorsChecked = counted.length;
+    let behind = 0;
+    for (const anchor of counted) {
         const where = `anchor of length ${anchor.logLength} in block ${anchor.blockNumber} (transaction ${anchor.txHash}, sent by ${anchor.sender})`;
-        if (anchor.logLength > core.length)
-            report(`${where}: the log has only ${core.length} records (truncated?)`);
-        else if ((await core.treeHash(anchor.logLength)).toString('hex') !== anchor.treeHash)
-            report(`${where}: the log's first ${anchor.logLength} records differ from what was anchored (rewritten or forked)`);
+        if (anchor.logLength > core.length) {
+            if (replicated)
+                behind = Math.max(behind, anchor.logLength);
+            else
+                report(`${where}: the log has only ${core.length} records (truncated below an anchor: fraud)`);
+        } else if ((await core.treeHash(anchor.logLength)).toString('hex') !== anchor.treeHash) {
+            report(`${where}: the log's first ${anchor.logLength} records differ from what was anchored (a fork below an anchor: fraud)`);
+        } else {
+            result.anchoredLength = Math.max(result.anchoredLength, anchor.logLength);
+        }
     }
+    if (behind > 0)
+        warnings.push(`copy not up to date (${core.length} of ${behind} records): no peer served the rest; only what is here was checked`);
 
-    const anchorsIgnored = chain.anchors.length - attributed.length;
-    if (owner === null) {
-        report('record 0 is not a log header: whose log this is cannot be known');
-        return {core: coreKey, owner, length: core.length, tally: null, anchorsChecked: sorted.length, anchorsIgnored, problems};
-    }
     const counter = new PointsCounter(owner);
+    let anchoredTally = result.anchoredLength === 0 ? counter.tally : null;
     let index = 0;
     for await (const block of core.createReadStream()) {
         try {
-            counter.add(checkRecord(block, {owner, coreKey, index}));
+            const record = checkRecord(block, {owner, coreKey, index});
+            if (record.type === 'header') {
+                // Checked against the log above; the header also names the domain.
+            } else if (record.type === 'anchor' && onChain) {
+                const problem = anchorRecordProblem(record, index, chain as ChainAnchors, counted);
+                if (problem !== undefined)
+                    report(`record ${index}: ${problem}`);
+            }
+            counter.add(record);
         } catch (error) {
             report(`record ${index}: ${(error as Error).message}`);
         }
         index++;
+        if (index === result.anchoredLength)
+            anchoredTally = counter.tally;
     }
-    return {core: coreKey, owner, length: core.length, tally: counter.tally, anchorsChecked: sorted.length, anchorsIgnored, problems};
+    result.tally = counter.tally;
+    result.anchoredTally = anchoredTally ?? counter.tally;
+    result.unanchoredTally = tallyDifference(result.tally, result.anchoredTally);
+    return result;
+}
+
+/** The owner's first authorized log is its one log: any other it authorized is a second history for the same identity. */
+function checkIdentity(coreKey: string, chain: ChainEvidence, result: VerifyReport, report: (problem: string) => void) {
+    const [first] = chain.authorizations;
+    if (first === undefined)
+        return;
+    result.canonicalCore = first.core;
+    const firstBlock = new Map<string, number>();
+    for (const window of chain.authorizations)
+        if (!firstBlock.has(window.core))
+            firstBlock.set(window.core, window.from.blockNumber);
+    if (first.core !== coreKey) {
+        const block = firstBlock.get(coreKey);
+        report(block === undefined
+            ? `this identity's log is ${first.core} (authorized in block ${first.from.blockNumber}), not this one`
+            : `a second log for this identity: ${coreKey}, authorized in block ${block}; its first log is ${first.core} (block ${first.from.blockNumber})`);
+        return;
+    }
+    for (const [other, block] of firstBlock)
+        if (other !== coreKey)
+            report(`a second log for this identity: ${other}, authorized in block ${block}`);
+}
+
+/**
+ * Why an anchor record at `index` is not borne out by the chain, or undefined when it is (or cannot be judged yet:
+ * another chain or contract, a block not confirmed yet, a chain read cut short).
+ */
+function anchorRecordProblem(record: AnchorRecord, index: number, chain: ChainAnchors, counted: readonly AnchorEvent[]): string | undefined {
+    const where = `anchor record of length ${record.logLength} in block ${record.blockNumber} (transaction ${record.txHash})`;
+    if (record.logLength > index)
+        return `${where} anchors records after it`;
+    if (record.chainId !== chain.chainId || record.contract.toLowerCase() !== chain.contract.toLowerCase()
+        || record.blockNumber > chain.confirmedBlock || chain.incomplete !== null)
+        return undefined;
+    const event = counted.find((anchor) => anchor.txHash === record.txHash);
+    if (event === undefined)
+        return `${where}: no such anchor by an authorized wallet is on the chain (a fake record, or one a reorganization dropped)`;
+    if (event.blockNumber !== record.blockNumber || event.logLength !== record.logLength || event.treeHash !== record.treeHash)
+        return `${where}: the chain's anchor in that transaction is of length ${event.logLength} in block ${event.blockNumber}, tree hash ${event.treeHash}`;
+    return undefined;
+}
+
+/** `total` less `part`, field by field (points to the thousandth, as they are kept). */
+function tallyDifference<T>(total: T, part: T): T {
+    if (typeof total === 'number')
+        return Math.round((total - (part as number)) * 1000) / 1000 as T;
+    if (typeof total === 'object' && total !== null)
+        return Object.fromEntries(Object.entries(total).map(([key, value]) => [key, tallyDifference(value, (part as Record<string, unknown>)[key])])) as T;
+    return total;
 }

@@ -1,16 +1,17 @@
-import {mkdir, readFile, writeFile} from 'node:fs/promises';
+import {mkdir, readFile, rename, writeFile} from 'node:fs/promises';
 import {join} from 'node:path';
 import {setTimeout as sleep} from 'node:timers/promises';
 import type {Wallet} from 'ethers';
+import type Hypercore from 'hypercore';
 import type {NodeSettings} from './node-settings.js';
-import {readAnchorEvents} from '../ledger/anchor/anchor-events.js';
+import {countedAnchors, readAnchorEvents} from '../ledger/anchor/anchor-events.js';
 import type {ChainSettings} from '../ledger/anchor/chain.js';
 import {Anchorer, type AnchorOutcome} from '../ledger/anchorer.js';
 import {ContributionLog} from '../ledger/contribution-log.js';
 import {LedgerError} from '../ledger/ledger-error.js';
 import type {Receipt} from '../ledger/receipt.js';
 import {LEDGER_RECORD_VERSION, type ShardReceipt} from '../ledger/records.js';
-import {verifyLog, type VerifyReport} from '../ledger/verify-log.js';
+import {readLogHeader, verifyLog, type VerifyReport} from '../ledger/verify-log.js';
 import {loadWallet} from '../ledger/wallet.js';
 import type {NodeIdentity} from '../swarm/node-identity.js';
 import type {PeerConnection} from '../swarm/peer-connection.js';
@@ -18,6 +19,20 @@ import type {PeerProtocol} from '../swarm/peer-protocol.js';
 
 /** How long `verify` waits for a peer's log to arrive before it verifies what it has. */
 const REPLICATION_TIMEOUT_MS = 30_000;
+
+/**
+ * Asks the peers that have the replicated log `core` for its latest length (waiting for one at least when it is below
+ * `length`), and downloads it whole: at most REPLICATION_TIMEOUT_MS in all.
+ */
+async function replicateUpTo(core: Hypercore<unknown>, length: number) {
+    const timeout = sleep(REPLICATION_TIMEOUT_MS, undefined, {ref: false});
+    await Promise.race([core.update({wait: true}), timeout]);
+    if (core.length < length)
+        await Promise.race([core.update({wait: true}), timeout]);
+    const download = core.download({start: 0, end: core.length});
+    await Promise.race([download.done(), timeout]);
+    download.destroy();
+}
 
 /** The ledger's files in the data dir. */
 export function ledgerPaths(dataDir: string) {
@@ -30,19 +45,25 @@ export function ledgerPaths(dataDir: string) {
     };
 }
 
-/** The contract `ledger deploy` stored for a chain, if any. */
-export async function storedAnchorContract(dataDir: string, chainId: number): Promise<string | undefined> {
+/** The version of the anchoring contract's interface: 2 added owners, expiries and revocations to authorizations. */
+const CONTRACT_VERSION = 2;
+
+/** The contract `ledger deploy` stored for a chain, if any, and the block it was deployed in; one of an older interface is not used. */
+export async function storedAnchorContract(dataDir: string, chainId: number): Promise<{address: string, blockNumber: number} | undefined> {
     try {
-        const stored = JSON.parse(await readFile(ledgerPaths(dataDir).deployedContract, 'utf8')) as {chainId: number, address: string};
-        return stored.chainId === chainId ? stored.address : undefined;
+        const stored = JSON.parse(await readFile(ledgerPaths(dataDir).deployedContract, 'utf8')) as {chainId: number, address: string, blockNumber?: number,
+            version?: number};
+        return stored.chainId === chainId && stored.version === CONTRACT_VERSION ? {address: stored.address, blockNumber: stored.blockNumber ?? 0} : undefined;
     } catch {
         return undefined;
     }
 }
 
-export async function storeAnchorContract(dataDir: string, chainId: number, address: string, txHash: string | null) {
+export async function storeAnchorContract(dataDir: string, chainId: number, {address, txHash, blockNumber}: {address: string, txHash: string | null,
+    blockNumber: number}) {
     await mkdir(ledgerPaths(dataDir).directory, {recursive: true, mode: 0o700});
-    await writeFile(ledgerPaths(dataDir).deployedContract, JSON.stringify({chainId, address, txHash}, null, 2) + '\n', {mode: 0o600});
+    await writeFile(ledgerPaths(dataDir).deployedContract, JSON.stringify({chainId, address, txHash, blockNumber, version: CONTRACT_VERSION}, null, 2) + '\n',
+        {mode: 0o600});
 }
 
 /** The wallet from STRONGDOGE_WALLET_KEY, or the configured keystore opened with `password`. */
@@ -71,7 +92,8 @@ export interface NodeLedgerOptions {
 export class NodeLedger implements PeerProtocol {
     private constructor(
         readonly log: ContributionLog,
-        private readonly chain: ChainSettings & {contract: string | undefined},
+        private readonly chain: ChainSettings & {contract: string | undefined, fromBlock: number, confirmations: number, pageBlocks: number},
+        private readonly network: string,
         readonly anchorer: Anchorer | undefined,
         readonly anchoringOff: string | undefined
     ) {}
@@ -79,11 +101,20 @@ export class NodeLedger implements PeerProtocol {
     static async open({settings, identity, walletPassword, onNotice}: NodeLedgerOptions): Promise<NodeLedger> {
         const paths = ledgerPaths(settings.dataDir);
         await mkdir(paths.directory, {recursive: true, mode: 0o700});
-        const log = await ContributionLog.open({directory: paths.corestore, identity});
+        const log = await ContributionLog.open({directory: paths.corestore, identity, domain: {network: settings.network, chainId: settings.chainId}});
+        if (log.replacedLog !== null) {
+            // The anchoring state belongs to the old log: its authorizations and its pending transaction.
+            const stateMovedTo = paths.anchorState.replace(/\.json$/, `-v${log.replacedLog.version}-${new Date().toISOString().slice(0, 10)}.json`);
+            await rename(paths.anchorState, stateMovedTo).catch(() => undefined);
+            onNotice('warn', `the contribution log in this data dir was of record version ${log.replacedLog.version}: moved aside, and a new log `
+                + 'started (its anchoring contract needs `strongdoge ledger deploy` again)', {movedTo: log.replacedLog.movedTo, core: log.key});
+        }
         log.on('rejected', (reason) => onNotice('warn', 'a record was refused by the contribution log', {reason}));
         log.on('writeFailed', (reason) => onNotice('warn', 'cannot write to the contribution log; retrying with the next records', {reason}));
-        const contract = settings.anchorContract ?? await storedAnchorContract(settings.dataDir, settings.chainId);
-        const chain = {rpcUrl: settings.chainRpc, chainId: settings.chainId, contract};
+        const stored = settings.anchorContract === undefined ? await storedAnchorContract(settings.dataDir, settings.chainId) : undefined;
+        const contract = settings.anchorContract ?? stored?.address;
+        const chain = {rpcUrl: settings.chainRpc, chainId: settings.chainId, contract, fromBlock: settings.anchorContractBlock ?? stored?.blockNumber ?? 0,
+            confirmations: settings.confirmations, pageBlocks: settings.chainLogBlocks};
         let wallet: Wallet | undefined;
         let anchoringOff: string | undefined;
         try {
@@ -95,11 +126,13 @@ export class NodeLedger implements PeerProtocol {
             anchoringOff = 'no wallet: set STRONGDOGE_WALLET_KEY, or --wallet with STRONGDOGE_WALLET_PASSWORD';
         if (anchoringOff === undefined && contract === undefined)
             anchoringOff = `no anchoring contract for chain ${settings.chainId}: run \`strongdoge ledger deploy\` or pass --anchor-contract`;
+        if (anchoringOff === undefined && (log.domain.network !== settings.network || log.domain.chainId !== settings.chainId))
+            anchoringOff = `this data dir's log was started for network '${log.domain.network}' on chain ${log.domain.chainId}: use a data dir per network`;
         let anchorer: Anchorer | undefined;
         if (anchoringOff === undefined) {
             anchorer = new Anchorer({
                 ...chain, contract: contract!, log, wallet: wallet!, statePath: paths.anchorState,
-                maxFeeGwei: settings.maxFeeGwei, intervalMs: settings.anchorInterval * 1000
+                maxFeeGwei: settings.maxFeeGwei, intervalMs: settings.anchorInterval * 1000, confirmations: settings.confirmations
             });
             anchorer.on('anchored', (record) => onNotice('info', 'anchored the contribution log',
                 {logLength: record.logLength, block: record.blockNumber, txHash: record.txHash}));
@@ -110,7 +143,7 @@ export class NodeLedger implements PeerProtocol {
         } else {
             onNotice('info', `anchoring is off (the log still grows): ${anchoringOff}`);
         }
-        return new NodeLedger(log, chain, anchorer, anchoringOff);
+        return new NodeLedger(log, chain, settings.network, anchorer, anchoringOff);
     }
 
     /**
@@ -149,29 +182,35 @@ export class NodeLedger implements PeerProtocol {
 
     /**
      * Verifies this node's log, or the log `core` of another node: replicated from a peer that has it while the node
-     * runs, or as far as it was replicated before when it does not (`online` false).
+     * runs, or as far as it was replicated before when it does not (`online` false). A copy behind its latest anchor
+     * is updated once more before it is reported as behind (docs/architecture.md, "Verification").
      */
     async verify(core?: string, {online = true}: {online?: boolean} = {}): Promise<VerifyReport> {
-        if (this.chain.contract === undefined)
+        const {contract} = this.chain;
+        if (contract === undefined)
             throw LedgerError.notConfigured(`no anchoring contract for chain ${this.chain.chainId}: pass --anchor-contract`);
         await this.log.flush();
         const key = core ?? this.log.key;
-        const anchors = await readAnchorEvents({...this.chain, contract: this.chain.contract}, key);
+        const domain = {network: this.network, chainId: this.chain.chainId};
+        const readChain = async (hypercore: typeof this.log.hypercore) => {
+            const {header} = await readLogHeader(hypercore);
+            return header === null ? {anchors: [], authorizations: []}
+                : readAnchorEvents({...this.chain, contract}, {core: key, owner: header.owner, network: header.network});
+        };
         if (key === this.log.key)
-            return verifyLog(this.log.hypercore, anchors);
+            return verifyLog(this.log.hypercore, await readChain(this.log.hypercore), {domain});
         const remote = this.log.corestore.get({key: Buffer.from(key, 'hex'), valueEncoding: 'json'});
         try {
             await remote.ready();
-            if (online) {
-                const timeout = sleep(REPLICATION_TIMEOUT_MS, undefined, {ref: false});
-                await Promise.race([remote.update({wait: true}), timeout]);
-                const download = remote.download({start: 0, end: remote.length});
-                await Promise.race([download.done(), timeout]);
-                download.destroy();
-            }
+            if (online)
+                await replicateUpTo(remote, 0);
             if (remote.length === 0 || remote.contiguousLength < remote.length)
                 throw LedgerError.notConfigured(`the log ${key} is not (fully) replicated here: no connected peer has it${online ? '' : '; verify it while the node runs'}`);
-            return await verifyLog(remote, anchors);
+            const chain = await readChain(remote);
+            const anchored = Math.max(0, ...countedAnchors(chain).map((anchor) => anchor.logLength));
+            if (online && anchored > remote.length)
+                await replicateUpTo(remote, anchored);
+            return await verifyLog(remote, chain, {replicated: true, domain});
         } finally {
             await remote.close();
         }

@@ -163,10 +163,16 @@ export const verifyReportSchema = z.object({
     core: z.string(),
     owner: z.string().nullable(),
     length: count,
+    domain: z.object({network: z.string(), chainId: count}).nullable(),
     tally: tallySchema.nullable(),
+    anchoredLength: count,
+    anchoredTally: tallySchema.nullable(),
+    unanchoredTally: tallySchema.nullable(),
     anchorsChecked: count,
     anchorsIgnored: count,
-    problems: z.array(z.string())
+    canonicalCore: z.string().nullable(),
+    problems: z.array(z.string()),
+    warnings: z.array(z.string())
 });
 
 /** One pipeline this node coordinates (docs/architecture.md, "Sharding"). */

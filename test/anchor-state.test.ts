@@ -18,8 +18,8 @@ const pending: PendingAnchor = {
 
 test('no file: nothing pending; what is saved is loaded back', async (t) => {
     const file = await stateFile(t);
-    t.deepEqual(await file.load(), {pending: null, authorized: []});
-    const state = {pending, authorized: [authorizationKey(2000, pending.contract, pending.wallet)]};
+    t.deepEqual(await file.load(), {pending: null, authorizations: []});
+    const state = {pending, authorizations: [{key: authorizationKey(2000, pending.contract, pending.wallet), validUntil: 1_900_000_000}]};
     await file.save(state);
     t.deepEqual(await file.load(), state);
     t.deepEqual(JSON.parse(await readFile(file.path, 'utf8')), state, 'the file is plain JSON');
@@ -27,14 +27,14 @@ test('no file: nothing pending; what is saved is loaded back', async (t) => {
 
 test('a file missing a field takes its default, as older files do', async (t) => {
     const file = await stateFile(t);
-    await file.save({pending: null, authorized: []});
+    await file.save({pending: null, authorizations: []});
     await writeFile(file.path, JSON.stringify({pending}));
-    t.deepEqual(await file.load(), {pending, authorized: []});
+    t.deepEqual(await file.load(), {pending, authorizations: []});
 });
 
 test('a damaged or hostile file is a STORAGE error naming the file and what is wrong, never a reset', async (t) => {
     const file = await stateFile(t);
-    await file.save({pending: null, authorized: []});
+    await file.save({pending: null, authorizations: []});
     const cases: [string, RegExp][] = [
         ['{"pending": {"rawTx', /not JSON/],
         ['null', /top level/],
@@ -42,8 +42,9 @@ test('a damaged or hostile file is a STORAGE error naming the file and what is w
         [JSON.stringify({pending: {...pending, txHash: 'not a hash'}}), /pending\.txHash/],
         [JSON.stringify({pending: {...pending, rawTx: 42}}), /pending\.rawTx/],
         [JSON.stringify({pending: {...pending, extra: true}}), /pending/],
-        [JSON.stringify({pending: null, authorized: 'all'}), /authorized/],
-        [JSON.stringify({pending: null, authorized: ['2000:anything']}), /authorized\.0/]
+        [JSON.stringify({pending: null, authorizations: 'all'}), /authorizations/],
+        [JSON.stringify({pending: null, authorizations: [{key: '2000:anything', validUntil: 1}]}), /authorizations\.0\.key/],
+        [JSON.stringify({pending: null, authorizations: [{key: authorizationKey(2000, pending.contract, pending.wallet)}]}), /authorizations\.0\.validUntil/]
     ];
     for (const [text, reason] of cases) {
         await writeFile(file.path, text);

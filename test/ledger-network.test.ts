@@ -26,7 +26,7 @@ interface Node {
 let a: Node;
 let b: Node;
 
-const chainFlags = () => ['--chain-rpc', evm.url, '--chain-id', String(evm.chainId)];
+const chainFlags = () => ['--chain-rpc', evm.url, '--chain-id', String(evm.chainId), '--confirmations', '1'];
 const portOf = (node: Node) => new URL(node.daemon.origin).port;
 const cli = (node: Node, args: string[]) => runCli([...args, '--data-dir', node.dataDir, '--port', portOf(node), ...chainFlags()], node.env);
 

@@ -1,5 +1,5 @@
 import {spawn} from 'node:child_process';
-import {mkdtemp, rm} from 'node:fs/promises';
+import {mkdtemp, readdir, rm} from 'node:fs/promises';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {createInterface} from 'node:readline';
@@ -7,6 +7,7 @@ import test from 'ava';
 import Corestore from 'corestore';
 import {ContributionLog} from '../ledger/contribution-log.js';
 import {modelFactor, tallyPoints} from '../ledger/points.js';
+import {checkRecord} from '../ledger/record-check.js';
 import {LEDGER_RECORD_VERSION, type LedgerRecord} from '../ledger/records.js';
 import {countersignShardReceipt, signShardReceipt, verifyShardReceipt} from '../ledger/shard-receipt.js';
 import {verifyLog} from '../ledger/verify-log.js';
@@ -138,4 +139,55 @@ test('a log replicated over a stream verifies on the other side, read-only', asy
     t.is(report.owner, owner.id);
     t.is(report.length, 51);
     t.is(report.tally!.points, log.tally.points);
+});
+
+test('a data dir whose log is of record version 1 has it moved aside and a new log started, naming its signing domain', async (t) => {
+    const parent = await temporaryDir(t);
+    const directory = join(parent, 'corestore');
+    const old = new Corestore(directory);
+    const core = old.get<unknown>({name: 'contributions', valueEncoding: 'json'});
+    await core.ready();
+    const oldKey = core.key!.toString('hex');
+    await core.append([{version: 1, type: 'header', at: new Date().toISOString(), owner: owner.id, core: oldKey, signature: 'ab'.repeat(64)},
+        {version: 1, type: 'served', at: new Date().toISOString(), receipt: {}}]);
+    await old.close();
+
+    const log = await ContributionLog.open({directory, identity: owner, domain: {network: 'testnet', chainId: 568}});
+    t.teardown(() => log.close());
+    const movedTo = `${directory}-v1-${new Date().toISOString().slice(0, 10)}`;
+    t.deepEqual(log.replacedLog, {version: 1, movedTo});
+    t.deepEqual(await readdir(parent), ['corestore', `corestore-v1-${new Date().toISOString().slice(0, 10)}`]);
+    t.not(log.key, oldKey);
+    t.is(log.length, 1);
+    t.like(await log.hypercore.get(0), {version: LEDGER_RECORD_VERSION, type: 'header', owner: owner.id, network: 'testnet', chainId: 568});
+    t.deepEqual(log.domain, {network: 'testnet', chainId: 568});
+    const report = await verifyLog(log.hypercore, {anchors: [], authorizations: []}, {domain: {network: 'testnet', chainId: 568}});
+    t.deepEqual(report.problems, []);
+    t.regex((await verifyLog(log.hypercore, {anchors: [], authorizations: []}, {domain: {network: 'public', chainId: 2000}})).problems[0]!,
+        /the log was started for network 'testnet' on chain 568, not 'public' on chain 2000/);
+
+    // The old log is kept as it was; verifying it says what it is.
+    const kept = new Corestore(movedTo);
+    t.teardown(() => kept.close());
+    const oldCore = kept.get<unknown>({name: 'contributions', valueEncoding: 'json'});
+    await oldCore.ready();
+    t.is(oldCore.length, 2);
+    t.regex((await verifyLog(oldCore, {anchors: [], authorizations: []})).problems[0]!, /record 0 is a version 1 log header/);
+
+    // Reopened: the same new log, nothing moved again, its domain read back from the header.
+    await log.close();
+    const reopened = await ContributionLog.open({directory, identity: owner});
+    t.teardown(() => reopened.close());
+    t.is(reopened.replacedLog, null);
+    t.is(reopened.key, log.key);
+    t.deepEqual(reopened.domain, {network: 'testnet', chainId: 568});
+});
+
+test('a header whose domain was altered no longer verifies: the owner signed the network and chain', async (t) => {
+    const {log} = await openLog(t);
+    t.teardown(() => log.close());
+    const header = await log.hypercore.get(0) as LedgerRecord;
+    t.throws(() => checkRecord({...header, chainId: 568}, {owner: owner.id, coreKey: log.key, index: 0}), {message: /not signed by its owner/});
+    t.throws(() => checkRecord({...header, network: 'elsewhere'}, {owner: owner.id, coreKey: log.key, index: 0}), {message: /not signed by its owner/});
+    t.notThrows(() => checkRecord(header, {owner: owner.id, coreKey: log.key, index: 0}));
 });

@@ -69,9 +69,12 @@ function showText(ledger: LedgerStatus) {
 }
 
 function verifyText(report: VerifyReportStatus) {
+    const warnings = report.warnings.map((warning) => `  note: ${warning}`);
     if (report.problems.length === 0)
-        return `OK: log ${report.core} of ${report.owner}: ${report.length} records, ${report.anchorsChecked} anchors match, ${report.tally?.points ?? 0} points`;
-    return [`FAILED: log ${report.core}: ${report.problems[0]}`, ...report.problems.slice(1).map((problem) => `  also: ${problem}`)].join('\n');
+        return [`OK: log ${report.core} of ${report.owner}: ${report.length} records, ${report.anchorsChecked} anchors match, ${report.tally?.points ?? 0} points`
+            + ` (${report.anchoredTally?.points ?? 0} anchored in the first ${report.anchoredLength} records, ${report.unanchoredTally?.points ?? 0} not anchored yet)`,
+        ...warnings].join('\n');
+    return [`FAILED: log ${report.core}: ${report.problems[0]}`, ...report.problems.slice(1).map((problem) => `  also: ${problem}`), ...warnings].join('\n');
 }
 
 function anchorText(outcome: AnchorOutcomeStatus) {
@@ -108,8 +111,9 @@ export function ledgerCommand() {
         .action(async (flags: LedgerFlags) => {
             const {deployContract} = await import('./ledger-offline.js');
             const deployed = await deployContract(await loadNodeSettings(flags));
-            print(flags, deployed, `deployed the anchoring contract at ${deployed.address} on chain ${deployed.chainId} (tx ${deployed.txHash}); `
-                + 'nodes using this data dir anchor there from their next start');
+            print(flags, deployed, `deployed the anchoring contract at ${deployed.address} on chain ${deployed.chainId} in block ${deployed.blockNumber} `
+                + `(tx ${deployed.txHash}); nodes using this data dir anchor there from their next start (elsewhere: --anchor-contract ${deployed.address} `
+                + `--anchor-contract-block ${deployed.blockNumber})`);
         }));
     return ledger;
 }

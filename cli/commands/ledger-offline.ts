@@ -34,7 +34,7 @@ export async function deployContract(settings: NodeSettings) {
     if (wallet === undefined)
         throw LedgerError.notConfigured('no wallet to pay for the deployment: set STRONGDOGE_WALLET_KEY, or --wallet with STRONGDOGE_WALLET_PASSWORD');
     await ensureDataDir(settings.dataDir);
-    const {address, txHash} = await deployAnchorContract({rpcUrl: settings.chainRpc, chainId: settings.chainId}, wallet);
-    await storeAnchorContract(settings.dataDir, settings.chainId, address, txHash);
-    return {chainId: settings.chainId, address, txHash};
+    const deployed = await deployAnchorContract({rpcUrl: settings.chainRpc, chainId: settings.chainId}, wallet);
+    await storeAnchorContract(settings.dataDir, settings.chainId, deployed);
+    return {chainId: settings.chainId, ...deployed};
 }

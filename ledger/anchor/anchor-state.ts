@@ -1,6 +1,6 @@
 /**
  * What the anchorer keeps across restarts in `<data dir>/ledger/anchor-state.json` (docs/architecture.md,
- * "Anchoring"): the signed transaction not yet known to be mined, and where the owner's authorization is published.
+ * "Anchoring"): the signed transaction not yet known to be confirmed, and where the owner's authorizations are published, until when.
  */
 import {mkdir, readFile, rename, writeFile} from 'node:fs/promises';
 import {dirname} from 'node:path';
@@ -10,7 +10,7 @@ import {anchorRecordSchema} from '../records.js';
 
 const address = z.string().regex(/^0x[0-9a-fA-F]{40}$/);
 
-/** A transaction signed and (maybe) sent, not yet known to be mined, and where it was meant to go. */
+/** A transaction signed and (maybe) sent, not yet known to be confirmed, and where it was meant to go. */
 const pendingAnchorSchema = anchorRecordSchema.pick({txHash: true, logLength: true, treeHash: true, chainId: true, contract: true}).extend({
     rawTx: z.string().regex(/^0x(?:[0-9a-fA-F]{2})+$/),
     nonce: z.number().int().nonnegative(),
@@ -19,14 +19,17 @@ const pendingAnchorSchema = anchorRecordSchema.pick({txHash: true, logLength: tr
 
 const anchorStateSchema = z.object({
     pending: pendingAnchorSchema.nullable().default(null),
-    /** `chainId:contract:wallet` (lower case) where the owner's authorization is on chain already. */
-    authorized: z.array(z.string().regex(/^\d+:0x[0-9a-f]{40}:0x[0-9a-f]{40}$/)).default([])
+    /** The owner's authorizations confirmed on chain: where (`chainId:contract:wallet`, lower case) and until when (unix seconds). */
+    authorizations: z.array(z.object({
+        key: z.string().regex(/^\d+:0x[0-9a-f]{40}:0x[0-9a-f]{40}$/),
+        validUntil: z.number().int().positive()
+    })).default([])
 });
 
 export type PendingAnchor = z.infer<typeof pendingAnchorSchema>;
 export type AnchorState = z.infer<typeof anchorStateSchema>;
 
-/** Where the owner's authorization of `wallet` on `contract` is remembered in `AnchorState.authorized`. */
+/** Where the owner's authorization of `wallet` on `contract` is remembered in `AnchorState.authorizations`. */
 export function authorizationKey(chainId: number, contract: string, wallet: string) {
     return `${chainId}:${contract.toLowerCase()}:${wallet.toLowerCase()}`;
 }
@@ -44,7 +47,7 @@ export class AnchorStateFile {
             text = await readFile(this.path, 'utf8');
         } catch (error) {
             if ((error as NodeJS.ErrnoException).code === 'ENOENT')
-                return {pending: null, authorized: []};
+                return {pending: null, authorizations: []};
             throw LedgerError.storage(`cannot read ${this.path}: ${(error as Error).message}`);
         }
         let json: unknown;

@@ -4,10 +4,10 @@
  */
 import {Contract, type ContractTransaction, type JsonRpcProvider, Transaction, type Wallet} from 'ethers';
 import {contributionAnchorAbi} from '../generated/contribution-anchor.js';
+import {setTimeout as sleep} from 'node:timers/promises';
 import {LedgerError} from '../ledger-error.js';
-import {queryAuthorized} from './anchor-events.js';
 import type {PendingAnchor} from './anchor-state.js';
-import {shortReason, waitForReceipt} from './chain.js';
+import {RECEIPT_POLL_MS, shortReason} from './chain.js';
 
 /** Gas estimates are raised by this much: a transaction that runs out of gas still costs its fee. */
 const GAS_MARGIN = 1.2;
@@ -42,20 +42,49 @@ async function signWithinCap(provider: JsonRpcProvider, wallet: Wallet, populate
     return {rawTx, txHash: Transaction.from(rawTx).hash!, nonce};
 }
 
-/** Whether the owner's permission for `wallet` to anchor the log `coreKey` is on the contract already. */
-export async function authorizationPublished(provider: JsonRpcProvider, {contract}: TransactionSettings, coreKey: string, wallet: string) {
-    return (await queryAuthorized(new Contract(contract, contributionAnchorAbi, provider), coreKey, wallet)).length > 0;
+/** How long to wait for a transaction to be mined and confirmed, and how deep. */
+export interface ConfirmationSettings {
+    /** Blocks on top of the transaction's, its own included, before it counts. */
+    confirmations: number,
+    miningTimeoutMs: number
 }
 
-/** Publishes the owner's `signature` (hex) letting `wallet` anchor the log `coreKey`, and waits until it is mined. */
-export async function publishAuthorization(provider: JsonRpcProvider, wallet: Wallet, settings: TransactionSettings & {miningTimeoutMs: number},
-    coreKey: string, signature: string) {
+/** What the owner signed: `wallet` may anchor the log `core` until `validUntil` (unix seconds). */
+export interface OwnerStatement {
+    owner: string,
+    core: string,
+    wallet: string,
+    validUntil: number,
+    /** The owner's ed25519 signature, hex. */
+    signature: string
+}
+
+/**
+ * Publishes the owner's permission for the sending wallet to anchor its log (`statement.wallet` is the sender),
+ * and waits until it is confirmed: anchors before its confirmation would not count.
+ */
+export async function publishAuthorization(provider: JsonRpcProvider, wallet: Wallet, settings: TransactionSettings & ConfirmationSettings,
+    {owner, core, validUntil, signature}: OwnerStatement) {
     const contract = new Contract(settings.contract, contributionAnchorAbi, wallet);
-    const {rawTx, txHash} = await signWithinCap(provider, wallet, await contract.authorize!.populateTransaction(`0x${coreKey}`, `0x${signature}`), settings);
-    await provider.broadcastTransaction(rawTx);
-    const receipt = await waitForReceipt(provider, txHash, settings.miningTimeoutMs);
-    if (receipt === null || receipt.status !== 1)
-        throw LedgerError.chainUnavailable('the authorization of this wallet is not mined yet');
+    const populated = await contract.authorize!.populateTransaction(`0x${owner}`, `0x${core}`, validUntil, `0x${signature}`);
+    return sendAndConfirm(provider, await signWithinCap(provider, wallet, populated, settings), settings, 'the authorization of this wallet');
+}
+
+/** Publishes the owner's revocation of `statement.wallet`'s authorization, sent by `wallet` (any wallet), and waits until it is confirmed. */
+export async function publishRevocation(provider: JsonRpcProvider, wallet: Wallet, settings: TransactionSettings & ConfirmationSettings,
+    {owner, core, wallet: revoked, validUntil, signature}: OwnerStatement) {
+    const contract = new Contract(settings.contract, contributionAnchorAbi, wallet);
+    const populated = await contract.revoke!.populateTransaction(`0x${owner}`, `0x${core}`, revoked, validUntil, `0x${signature}`);
+    return sendAndConfirm(provider, await signWithinCap(provider, wallet, populated, settings), settings, 'the revocation');
+}
+
+async function sendAndConfirm(provider: JsonRpcProvider, signed: {rawTx: string, txHash: string}, settings: ConfirmationSettings, what: string) {
+    const receipt = await sendPending(provider, signed, settings);
+    if (receipt === null)
+        throw LedgerError.chainUnavailable(`${what} (transaction ${signed.txHash}) is not confirmed yet`);
+    if (receipt.status !== 1)
+        throw LedgerError.reverted(`${what} (transaction ${signed.txHash}) reverted in block ${receipt.blockNumber}`);
+    return receipt;
 }
 
 /** Builds and signs the anchor of the log `coreKey`'s first `logLength` records within the fee cap; nothing is sent yet. */
@@ -67,21 +96,36 @@ export async function signAnchor(provider: JsonRpcProvider, wallet: Wallet, sett
     return {...signed, logLength, treeHash, chainId: settings.chainId, contract: settings.contract, wallet: wallet.address};
 }
 
-/**
- * Sends the signed transaction (again, if it was sent before) unless it is mined already, and waits for it: its
- * receipt, or null if it is not mined within `miningTimeoutMs`.
- */
-export async function sendPending(provider: JsonRpcProvider, pending: PendingAnchor, miningTimeoutMs: number) {
-    const receipt = await provider.getTransactionReceipt(pending.txHash);
-    if (receipt !== null)
-        return receipt;
+/** Sends a signed transaction; one the chain knows already (sent before, maybe by an attempt that failed later) is fine. */
+async function broadcast(provider: JsonRpcProvider, {rawTx, txHash}: {rawTx: string, txHash: string}) {
     try {
-        await provider.broadcastTransaction(pending.rawTx);
+        await provider.broadcastTransaction(rawTx);
     } catch (error) {
-        // Sent before by an attempt that failed later: the chain refuses it again (each chain in its own words)
-        // but knows it. Anything else is a failure to send.
-        if (await provider.getTransaction(pending.txHash).catch(() => null) === null)
-            throw LedgerError.chainUnavailable(`cannot send the anchoring transaction: ${shortReason(error)}`);
+        // The chain refuses a transaction it knows, each chain in its own words. Anything else is a failure to send.
+        if (await provider.getTransaction(txHash).catch(() => null) === null)
+            throw LedgerError.chainUnavailable(`cannot send transaction ${txHash}: ${shortReason(error)}`);
     }
-    return waitForReceipt(provider, pending.txHash, miningTimeoutMs);
+}
+
+/**
+ * Sends the signed transaction unless the chain has it, and waits until it is `confirmations` deep: its receipt, or
+ * null if that takes longer than `miningTimeoutMs`. A transaction that a reorganization dropped (its receipt gone,
+ * its nonce free again) is sent again, the same bytes, and awaited anew (docs/architecture.md, "Anchoring").
+ */
+export async function sendPending(provider: JsonRpcProvider, pending: Pick<PendingAnchor, 'rawTx' | 'txHash'>, {confirmations, miningTimeoutMs}: ConfirmationSettings) {
+    const deadline = Date.now() + miningTimeoutMs;
+    let sent = false;
+    for (;;) {
+        const receipt = await provider.getTransactionReceipt(pending.txHash).catch(() => null);
+        if (receipt === null) {
+            if (!sent || await provider.getTransaction(pending.txHash).catch(() => null) === null)
+                await broadcast(provider, pending);
+            sent = true;
+        } else if (receipt.status !== 1 || await provider.getBlockNumber() - receipt.blockNumber + 1 >= confirmations) {
+            return receipt;
+        }
+        if (Date.now() >= deadline)
+            return null;
+        await sleep(Math.min(RECEIPT_POLL_MS, Math.max(0, deadline - Date.now())));
+    }
 }

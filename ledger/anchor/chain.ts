@@ -2,15 +2,17 @@
  * Talking to the chain: the provider, the chain-id check, waiting for a receipt, deploying the anchoring contract
  * (docs/architecture.md, "Ledger", "Anchoring").
  */
-import {setTimeout as sleep} from 'node:timers/promises';
 import {ContractFactory, FetchRequest, JsonRpcProvider, Network, type Wallet} from 'ethers';
 import {contributionAnchorAbi, contributionAnchorBytecode} from '../generated/contribution-anchor.js';
 import {LedgerError} from '../ledger-error.js';
 
 /** How long one chain RPC call may take before the chain counts as unavailable. */
 const RPC_TIMEOUT_MS = 15_000;
-/** How often a sent transaction is looked for on the chain. */
-const RECEIPT_POLL_MS = 500;
+/**
+ * How often a sent transaction is looked for on the chain. (Polled by hand: ethers' own waitForTransaction prints RPC
+ * errors to stdout, which would break a daemon's JSON log lines.)
+ */
+export const RECEIPT_POLL_MS = 500;
 
 export interface ChainSettings {
     /** JSON-RPC endpoint. */
@@ -57,29 +59,16 @@ export async function withChain<T>(settings: ChainSettings, doing: string, use: 
     }
 }
 
-/** Deploys the anchoring contract with `wallet`; returns its address. */
+/** Deploys the anchoring contract with `wallet`; returns its address, and the block event reads start from. */
 export function deployAnchorContract(settings: ChainSettings, wallet: Wallet) {
     return withChain(settings, 'cannot deploy the anchoring contract', async (provider) => {
         const factory = new ContractFactory(contributionAnchorAbi, contributionAnchorBytecode, wallet.connect(provider));
         const contract = await factory.deploy();
         const deployment = contract.deploymentTransaction();
         await contract.waitForDeployment();
-        return {address: await contract.getAddress(), txHash: deployment?.hash ?? null};
+        const receipt = deployment === null ? null : await provider.getTransactionReceipt(deployment.hash);
+        return {address: await contract.getAddress(), txHash: deployment?.hash ?? null, blockNumber: receipt?.blockNumber ?? 0};
     });
-}
-
-/**
- * The transaction's receipt once it is mined, or null after `timeoutMs`. (ethers' own waitForTransaction prints RPC
- * errors to stdout, which would break a daemon's JSON log lines.)
- */
-export async function waitForReceipt(provider: JsonRpcProvider, txHash: string, timeoutMs: number) {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-        const receipt = await provider.getTransactionReceipt(txHash).catch(() => null);
-        if (receipt !== null || Date.now() >= deadline)
-            return receipt;
-        await sleep(Math.min(RECEIPT_POLL_MS, Math.max(0, deadline - Date.now())));
-    }
 }
 
 /** An error's message without ethers' long request dumps. */
