@@ -25,7 +25,9 @@ export interface ContributionLogOptions {
     /** A record waits at most this long to be appended with others; defaults to 20 ms. */
     flushIntervalMs?: number,
     /** …or until this many wait; defaults to 1,000. */
-    maxBatch?: number
+    maxBatch?: number,
+    /** Node ids whose receipts this node stands behind, for its tally's witnessed points; defaults to none. */
+    witnesses?: ReadonlySet<string>
 }
 
 export const contributionLogDefaults = {
@@ -48,7 +50,7 @@ export interface ContributionLogEvents {
  */
 export class ContributionLog extends EventEmitter<ContributionLogEvents> {
     readonly owner: string;
-    private readonly options: Required<Omit<ContributionLogOptions, 'identity' | 'directory' | 'domain'>>;
+    private readonly options: Required<Omit<ContributionLogOptions, 'identity' | 'directory' | 'domain' | 'witnesses'>>;
     private readonly counter: PointsCounter;
     private readonly work = new Set<string>();
     private readonly anchorRecords: AnchorRecord[] = [];
@@ -68,7 +70,7 @@ export class ContributionLog extends EventEmitter<ContributionLogEvents> {
         this.owner = owner;
         this.secretKey = options.identity.secretKey;
         this.options = {...contributionLogDefaults, ...options};
-        this.counter = new PointsCounter(owner);
+        this.counter = new PointsCounter(owner, {...(options.witnesses && {witnesses: options.witnesses})});
     }
 
     /**

@@ -42,7 +42,9 @@ export interface VerifyOptions {
      */
     replicated?: boolean,
     /** The network and chain the verifier is on: a log started for another is a problem. Defaults to the chain's id only. */
-    domain?: SigningDomain
+    domain?: SigningDomain,
+    /** Node ids the verifier stands behind: work done for them counts as witnessed (`PointsTally`); defaults to none. */
+    witnesses?: ReadonlySet<string>
 }
 
 /** Problems listed at most: past this, the log is plainly broken and the first ones say why. */
@@ -63,7 +65,7 @@ export async function readLogHeader(core: Hypercore<unknown>): Promise<{header: 
  * its owner's one log on the chain, its authorized, confirmed anchors against its Merkle tree, then every record
  * (anchor records against the chain), then the credit, below the anchored length and above it.
  */
-export async function verifyLog(core: Hypercore<unknown>, chain: ChainEvidence, {replicated = false, domain}: VerifyOptions = {}): Promise<VerifyReport> {
+export async function verifyLog(core: Hypercore<unknown>, chain: ChainEvidence, {replicated = false, domain, witnesses}: VerifyOptions = {}): Promise<VerifyReport> {
     const coreKey = core.key!.toString('hex');
     const problems: string[] = [];
     const warnings: string[] = [];
@@ -114,7 +116,7 @@ export async function verifyLog(core: Hypercore<unknown>, chain: ChainEvidence, 
     if (behind > 0)
         warnings.push(`copy not up to date (${core.length} of ${behind} records): no peer served the rest; only what is here was checked`);
 
-    const counter = new PointsCounter(owner);
+    const counter = new PointsCounter(owner, {...(witnesses && {witnesses})});
     let anchoredTally = result.anchoredLength === 0 ? counter.tally : null;
     let index = 0;
     for await (const block of core.createReadStream()) {
@@ -184,6 +186,8 @@ function anchorRecordProblem(record: AnchorRecord, index: number, chain: ChainAn
 
 /** `total` less `part`, field by field (points to the thousandth, as they are kept). */
 function tallyDifference<T>(total: T, part: T): T {
+    if (typeof total === 'string' && /^\d+$/.test(total)) // exact thousandths
+        return (BigInt(total) - BigInt(part as string)).toString() as T;
     if (typeof total === 'number')
         return Math.round((total - (part as number)) * 1000) / 1000 as T;
     if (typeof total === 'object' && total !== null)

@@ -95,13 +95,16 @@ export class NodeLedger implements PeerProtocol {
         private readonly chain: ChainSettings & {contract: string | undefined, fromBlock: number, confirmations: number, pageBlocks: number},
         private readonly network: string,
         readonly anchorer: Anchorer | undefined,
-        readonly anchoringOff: string | undefined
+        readonly anchoringOff: string | undefined,
+        /** This node and the peers it trusts (`--trusted-peers`): work done for them is witnessed when it verifies a log. */
+        private readonly witnesses: ReadonlySet<string>
     ) {}
 
     static async open({settings, identity, walletPassword, onNotice}: NodeLedgerOptions): Promise<NodeLedger> {
         const paths = ledgerPaths(settings.dataDir);
         await mkdir(paths.directory, {recursive: true, mode: 0o700});
-        const log = await ContributionLog.open({directory: paths.corestore, identity, domain: {network: settings.network, chainId: settings.chainId}});
+        const log = await ContributionLog.open({directory: paths.corestore, identity, domain: {network: settings.network, chainId: settings.chainId},
+            witnesses: new Set(settings.trustedPeers)});
         if (log.replacedLog !== null) {
             // The anchoring state belongs to the old log: its authorizations and its pending transaction.
             const stateMovedTo = paths.anchorState.replace(/\.json$/, `-v${log.replacedLog.version}-${new Date().toISOString().slice(0, 10)}.json`);
@@ -143,7 +146,7 @@ export class NodeLedger implements PeerProtocol {
         } else {
             onNotice('info', `anchoring is off (the log still grows): ${anchoringOff}`);
         }
-        return new NodeLedger(log, chain, settings.network, anchorer, anchoringOff);
+        return new NodeLedger(log, chain, settings.network, anchorer, anchoringOff, new Set([identity.id, ...settings.trustedPeers]));
     }
 
     /**
@@ -198,7 +201,7 @@ export class NodeLedger implements PeerProtocol {
                 : readAnchorEvents({...this.chain, contract}, {core: key, owner: header.owner, network: header.network});
         };
         if (key === this.log.key)
-            return verifyLog(this.log.hypercore, await readChain(this.log.hypercore), {domain});
+            return verifyLog(this.log.hypercore, await readChain(this.log.hypercore), {domain, witnesses: this.witnesses});
         const remote = this.log.corestore.get({key: Buffer.from(key, 'hex'), valueEncoding: 'json'});
         try {
             await remote.ready();
@@ -210,7 +213,7 @@ export class NodeLedger implements PeerProtocol {
             const anchored = Math.max(0, ...countedAnchors(chain).map((anchor) => anchor.logLength));
             if (online && anchored > remote.length)
                 await replicateUpTo(remote, anchored);
-            return await verifyLog(remote, chain, {replicated: true, domain});
+            return await verifyLog(remote, chain, {replicated: true, domain, witnesses: this.witnesses});
         } finally {
             await remote.close();
         }

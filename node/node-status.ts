@@ -126,8 +126,9 @@ export const networkModelsStatusSchema = z.object({
 });
 
 const tallySchema = z.object({
-    points: z.number().nonnegative(), servedJobs: count, servedTokens: count, shardSessions: count, shardTokens: count,
-    consumedJobs: count, consumedTokens: count, anchors: count,
+    points: z.number().nonnegative(), milliPoints: z.string().regex(/^\d+$/), witnessedPoints: z.number().nonnegative(),
+    servedJobs: count, servedTokens: count, embeddedJobs: count, embeddedTokens: count, shardSessions: count, shardTokens: count,
+    consumedJobs: count, consumedTokens: count, shardConsumed: count, shardConsumedTokens: count, anchors: count,
     ignored: z.object({selfDealt: count, duplicate: count, notOwner: count})
 });
 

@@ -58,7 +58,8 @@ function showText(ledger: LedgerStatus) {
     const last = anchoring.lastAnchor;
     const lines = [
         ['log', `${ledger.core}  (${ledger.length} records${ledger.pendingRecords > 0 ? `, ${ledger.pendingRecords} being written` : ''})`],
-        ['points', `${tally.points}  (served ${tally.servedJobs} jobs, ${tally.servedTokens} tokens; ${tally.shardSessions} shard sessions; consumed ${tally.consumedJobs} jobs)`],
+        ['points', `${tally.points}  (${tally.witnessedPoints} witnessed by trusted peers, the rest bare claims; served ${tally.servedJobs} jobs, ${tally.servedTokens} tokens;`
+            + ` ${tally.embeddedJobs} embedding jobs; ${tally.shardSessions} shard receipts; consumed ${tally.consumedJobs} jobs, ${tally.shardConsumed} shard receipts)`],
         ['anchors', `${tally.anchors}${last ? `, last: ${last.logLength} records in block ${last.blockNumber}, tx ${last.txHash}` : ''}`],
         ['anchoring', anchoring.enabled
             ? `on, chain ${anchoring.chainId}, contract ${anchoring.contract}${anchoring.pending ? `; pending tx ${anchoring.pending.txHash}` : ''}${anchoring.lastError ? `; last error: ${anchoring.lastError}` : ''}`
@@ -72,6 +73,7 @@ function verifyText(report: VerifyReportStatus) {
     const warnings = report.warnings.map((warning) => `  note: ${warning}`);
     if (report.problems.length === 0)
         return [`OK: log ${report.core} of ${report.owner}: ${report.length} records, ${report.anchorsChecked} anchors match, ${report.tally?.points ?? 0} points`
+            + ` (${report.tally?.witnessedPoints ?? 0} for this node or peers it trusts, the rest bare claims)`
             + ` (${report.anchoredTally?.points ?? 0} anchored in the first ${report.anchoredLength} records, ${report.unanchoredTally?.points ?? 0} not anchored yet)`,
         ...warnings].join('\n');
     return [`FAILED: log ${report.core}: ${report.problems[0]}`, ...report.problems.slice(1).map((problem) => `  also: ${problem}`), ...warnings].join('\n');
