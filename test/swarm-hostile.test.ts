@@ -146,11 +146,12 @@ test.serial('a peer speaking another protocol version is disconnected with a cle
 });
 
 /** A hostile peer that announces `model` as loaded and answers jobs on the jobs channel with `reply`. */
-function hostileProvider(model: string, reply: (message: JobMessage, send: (message: JobMessage) => void) => void) {
+function hostileProvider(model: string, reply: (message: JobMessage, send: (message: JobMessage) => void) => void,
+    announced: {sha256: string | null, sizeBytes: number} = {sha256: null, sizeBytes: 1000}) {
     return (stream: NoiseSecretStream) => {
         openControlChannel(stream, () => undefined, encodeFrame({
             protocol: PROTOCOL_VERSION, software: '0.1.0', network: 'public', proof: null, capabilities: capabilitiesFixture({
-                models: [{id: model, sha256: null, sizeBytes: 1000, quantization: 'F16', layers: 1, layerBytes: [1000], loaded: true}]
+                models: [{id: model, ...announced, quantization: 'F16', layers: 1, layerBytes: [announced.sizeBytes], loaded: true}]
             })
         }));
         const channel = Protomux.from(stream).createChannel({protocol: JOBS_PROTOCOL})!;
@@ -197,6 +198,48 @@ test.serial('a serving peer whose result holds far more text than its tokens can
     t.is(response.status, 503);
     t.false((await response.text()).includes('xxxxxxxxxx'));
     await expectBanned(t, attacker.id, /result of 100000 bytes of text for 1 token/);
+});
+
+test.serial('a serving peer that reports more tokens than it streamed is banned and no receipt is signed; one that announces a huge model gets a receipt of what arrived, at the minimum weight', async (t) => {
+    const timings = {promptMs: 1, generationMs: 1, promptTokensPerSecond: 1, generationTokensPerSecond: 1};
+    let receiptsAsked = 0;
+    const inflating = await hostilePeer(networkTopic({name: 'public'}), hostileProvider('inflating', (message, send) => {
+        if (message.type === 'receipt')
+            receiptsAsked++;
+        if (message.type !== 'generate')
+            return;
+        for (let token = 0; token < 3; token++)
+            send({type: 'text', jobId: message.jobId, text: ' wow', tokens: [token + 5]});
+        send({type: 'generated', jobId: message.jobId, result: {text: ' wow wow wow', finishReason: 'length', usage: {promptTokens: 2, completionTokens: 2 ** 20}, timings}});
+    }));
+    await untilPeer(inflating.id);
+    const inflated = await fetch(`${target.baseUrl}/completions`, {
+        method: 'POST', headers: {'content-type': 'application/json'}, body: JSON.stringify({model: 'inflating', prompt: 'hello'})
+    });
+    t.is(inflated.status, 503);
+    await expectBanned(t, inflating.id, /reported 1048576 tokens after sending 3/);
+    t.is(receiptsAsked, 0, 'no receipt for a job whose provider lied');
+
+    // An honest count of a model announced at 2^50 bytes: the receipt names the hash, and no size this node cannot vouch for.
+    const receipts: JobMessage[] = [];
+    const huge = await hostilePeer(networkTopic({name: 'public'}), hostileProvider('huge', (message, send) => {
+        if (message.type === 'receipt')
+            receipts.push(message);
+        if (message.type !== 'generate')
+            return;
+        for (let token = 0; token < 3; token++)
+            send({type: 'text', jobId: message.jobId, text: ' wow', tokens: [token + 5]});
+        send({type: 'generated', jobId: message.jobId, result: {text: ' wow wow wow', finishReason: 'length', usage: {promptTokens: 2, completionTokens: 3}, timings}});
+    }, {sha256: 'ab'.repeat(32), sizeBytes: 2 ** 50}));
+    await untilPeer(huge.id);
+    const served = await fetch(`${target.baseUrl}/completions`, {
+        method: 'POST', headers: {'content-type': 'application/json'}, body: JSON.stringify({model: 'huge', prompt: 'hello', max_tokens: 3})
+    });
+    t.is(served.status, 200);
+    await waitFor(() => receipts.length > 0, 10_000);
+    const [first] = receipts;
+    t.true(first?.type === 'receipt');
+    t.like(first?.type === 'receipt' ? first.receipt.body : undefined, {completionTokens: 3, modelBytes: 0, modelSha256: 'ab'.repeat(32), provider: huge.id, requester: targetId});
 });
 
 test.serial('a serving peer that claims a stop sequence the request did not ask for is dropped and banned', async (t) => {

@@ -90,6 +90,8 @@ export class Generation implements SteppedGeneration {
     readonly sequenceId: number;
     /** The reply's tokens so far as the sequence holds them (the end-of-generation token not included). */
     readonly generated: Token[] = [];
+    /** Unsent tokens of the call being written last announced with `onWriting`. */
+    private announced = 0;
     text = '';
     readonly toolCalls: ToolCall[] = [];
     end: GenerationEnd | undefined;
@@ -148,7 +150,6 @@ export class Generation implements SteppedGeneration {
             promptLeft.push(...rules.openTokens);
             this.generated.push(...rules.openTokens);
             this.calls = {tokens: [], unsent: [...rules.openTokens], sent: 0, continuing: false};
-            this.announceOpening(rules.openTokens.length);
             this.evaluateOptions = {...this.evaluateOptions, grammarEvaluationState: this.grammarState(rules.grammar)};
         }
     }
@@ -225,7 +226,6 @@ export class Generation implements SteppedGeneration {
         if (remainderTokens.length > 0)
             this.show({text: remainder, tokens: remainderTokens});
         this.calls = {tokens: [], unsent: [...rules.openTokens], sent: 0, continuing: false};
-        this.announceOpening(rules.openTokens.length);
         const history = [...this.options.input, ...this.generated];
         const {sequence} = this.options;
         await sequence.adaptStateToTokens(history, false);
@@ -233,14 +233,12 @@ export class Generation implements SteppedGeneration {
             {...this.evaluateOptions, grammarEvaluationState: this.grammarState(rules.grammar)});
     }
 
-    /**
-     * The call's opening is written (by the engine, not sampled): announced at once, so every token generated is
-     * sent or announced, even when the budget ends before the call's first sampled token (a requester holds a peer
-     * to that, docs/peer-protocol.md "Jobs channel").
-     */
-    private announceOpening(tokens: number) {
-        if (tokens > 0)
-            this.options.onWriting?.(tokens);
+    /** Tells how many tokens of the call being written are unsent, when that grew since it was last told. */
+    private announce(calls: CallSection) {
+        if (calls.unsent.length > this.announced) {
+            this.announced = calls.unsent.length;
+            this.options.onWriting?.(calls.unsent.length);
+        }
     }
 
     /** A token of the calls: each call is sent once whole, with every token written since the last one sent. */
@@ -253,9 +251,10 @@ export class Generation implements SteppedGeneration {
         for (const call of parsed.calls.slice(calls.sent)) {
             this.toolCalls.push(call);
             this.options.onText('', calls.unsent.splice(0), {toolCall: call});
+            this.announced = 0;
         }
         if (parsed.calls.length === calls.sent)
-            this.options.onWriting?.(calls.unsent.length);
+            this.announce(calls);
         calls.sent = parsed.calls.length;
     }
 
@@ -289,6 +288,10 @@ export class Generation implements SteppedGeneration {
         this.end = end;
         if (this.calls === undefined)
             this.show(this.options.release.finish());
+        else if (end !== 'abort')
+            // Tokens of a call the end cut short (the engine's opening included): announced, never sent, so every
+            // token generated is sent or announced (a requester holds a peer to that, docs/peer-protocol.md "Jobs channel").
+            this.announce(this.calls);
         await this.iterator?.return();
         return false;
     }

@@ -164,6 +164,10 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
                     const {usage, text, stopSequence, finishReason, timings} = message.result;
                     if (usage.completionTokens > budget)
                         return job.violate(`reported ${usage.completionTokens} tokens for the ${budget} asked for`);
+                    if (Buffer.byteLength(text) > MAX_BYTES_PER_TOKEN * Math.max(relayed, usage.completionTokens))
+                        return job.violate(`sent a result of ${Buffer.byteLength(text)} bytes of text for ${usage.completionTokens} token(s)`);
+                    if (stopSequence !== undefined && (finishReason !== 'stop' || !request.sampling.stop.includes(stopSequence)))
+                        return job.violate('reported a stop sequence the request did not ask for');
                     // Every token generated was sent, or announced as part of a call that max_tokens cut short: a claim
                     // of more (or fewer) is a lie. The receipt states only what arrived.
                     if (usage.completionTokens !== relayed + claimed)
@@ -171,10 +175,6 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
                     const promptBound = promptTokenBound(request);
                     if (usage.promptTokens > promptBound)
                         return job.violate(`reported ${usage.promptTokens} prompt tokens for a prompt of at most ${promptBound}`);
-                    if (stopSequence !== undefined && (finishReason !== 'stop' || !request.sampling.stop.includes(stopSequence)))
-                        return job.violate('reported a stop sequence the request did not ask for');
-                    if (Buffer.byteLength(text) > MAX_BYTES_PER_TOKEN * Math.max(relayed, usage.completionTokens))
-                        return job.violate(`sent a result of ${Buffer.byteLength(text)} bytes of text for ${usage.completionTokens} token(s)`);
                     job.resolve(message.result);
                     // Counting a prompt is no work to credit.
                     if (request.countOnly !== true)
