@@ -51,6 +51,35 @@ test('points: tokens × layer share × model size in GB, only for the owner\'s o
     t.is(tallyPoints(owner.id, [shard, consumedRecord(countersignedReceipt(peer, owner)), small, served]).points, tally.points);
 });
 
+test('points from sock puppets are bare claims: only work done for a node the counter stands behind is witnessed', (t) => {
+    // Two identities cost nothing: a puppet "requests" jobs that never ran and both sign. The records verify...
+    const puppet = keyPair();
+    const claims = [1, 2, 3].map(() => servedRecord(countersignedReceipt(owner, puppet, {completionTokens: 1000})));
+    const forPeer = servedRecord(countersignedReceipt(owner, peer, {completionTokens: 10, modelBytes: 0}));
+    const records = [...claims, forPeer];
+    for (const [index, record] of records.entries())
+        t.notThrows(() => checkRecord(record, {owner: owner.id, coreKey: 'c'.repeat(64), index: index + 1}));
+    // ...and earn points, but none a third party stands behind; work done for a trusted peer is witnessed.
+    const unwitnessed = tallyPoints(owner.id, records);
+    t.is(unwitnessed.points, 3 * 1000 * 2 + 10);
+    t.is(unwitnessed.witnessedPoints, 0);
+    t.is(tallyPoints(owner.id, records, {witnesses: new Set([peer.id])}).witnessedPoints, 10, 'a model nobody vouched for counts at 1 GB');
+});
+
+test('embeddings earn a tenth of a point per input token and GB; totals are exact integers whatever the order and size', (t) => {
+    const embedding = servedRecord(countersignedReceipt(owner, peer, {kind: 'embed', promptTokens: 500, completionTokens: 0, modelBytes: 0}));
+    t.like(tallyPoints(owner.id, [embedding]), {points: 50, embeddedJobs: 1, embeddedTokens: 500, servedJobs: 0});
+    // Records whose thousandths pass 2^53: a sum in floating point would depend on the order.
+    const huge = [9_999_999, 7_777_777, 3].map((tokens) => servedRecord(countersignedReceipt(owner, peer, {completionTokens: tokens, modelBytes: 2 ** 50})));
+    const small = servedRecord(countersignedReceipt(owner, peer, {completionTokens: 1, modelBytes: 1}));
+    const forward = tallyPoints(owner.id, [...huge, small]);
+    const backward = tallyPoints(owner.id, [small, ...huge].reverse());
+    const exact = [9_999_999n, 7_777_777n, 3n].reduce((sum, tokens) => sum + tokens * 2n ** 50n * 1000n / 1_000_000_000n, 1000n);
+    t.is(forward.milliPoints, exact.toString());
+    t.is(backward.milliPoints, forward.milliPoints);
+    t.true(BigInt(forward.milliPoints) > BigInt(Number.MAX_SAFE_INTEGER));
+});
+
 test('forged, altered and self-issued receipts never reach the log; good ones do, once', async (t) => {
     const {log} = await openLog(t);
     t.teardown(() => log.close());
