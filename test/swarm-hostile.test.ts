@@ -13,6 +13,7 @@ import {networkTopic} from '../swarm/network-topic.js';
 import {encodeFrame, MAX_FRAME_BYTES} from '../swarm/channel/frame-codec.js';
 import {CONTROL_PROTOCOL, PROTOCOL_VERSION} from '../swarm/protocol/control-messages.js';
 import {capabilitiesFixture} from '../harness/capabilities-fixture.js';
+import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
 import {waitFor, type DaemonHandle} from '../harness/cli-process.js';
 import {nodeIdOf, peersOf, startSwarmDaemon, startTestnet, waitForPeers} from '../harness/swarm-fixture.js';
 
@@ -50,13 +51,13 @@ test.after.always(async () => {
 });
 
 /** A raw Hyperswarm peer in the test process that connects to the target and then does `attack` to it. */
-async function hostilePeer(topic: Buffer, attack: (stream: NoiseSecretStream) => void) {
+async function hostilePeer(topic: Buffer, attack: (stream: NoiseSecretStream) => void, victimId = targetId) {
     const swarm = new Hyperswarm({dht: new HyperDHT({bootstrap: testnet.bootstrap, firewalled: false})});
     cleanups.push(() => swarm.destroy());
     const connections: NoiseSecretStream[] = [];
     swarm.on('connection', (stream) => {
         stream.on('error', () => undefined);
-        if (stream.remotePublicKey.toString('hex') !== targetId) {
+        if (stream.remotePublicKey.toString('hex') !== victimId) {
             stream.destroy();
             return;
         }
@@ -240,6 +241,43 @@ test.serial('a serving peer that reports more tokens than it streamed is banned 
     const [first] = receipts;
     t.true(first?.type === 'receipt');
     t.like(first?.type === 'receipt' ? first.receipt.body : undefined, {completionTokens: 3, modelBytes: 0, modelSha256: 'ab'.repeat(32), provider: huge.id, requester: targetId});
+});
+
+test.serial('a requester that keeps back its receipts gets no more jobs from a serving daemon once it owes four; a job id it used before is refused', async (t) => {
+    const fixture = await createDataDirWithDemoModel({layers: 1, width: 64, headCount: 4, feedForwardLength: 64});
+    cleanups.push(fixture.cleanup);
+    const provider = await startSwarmDaemon(bootstrap, fixture.dataDir, ['--model', 'demo']);
+    cleanups.push(() => provider.stop());
+    const providerId = await nodeIdOf(provider);
+    const replies = new Map<string, JobMessage>();
+    let submit: ((message: JobMessage) => void) | undefined;
+    const requester = await hostilePeer(networkTopic({name: 'public'}), (stream) => {
+        openControlChannel(stream, () => undefined);
+        const channel = Protomux.from(stream).createChannel({protocol: JOBS_PROTOCOL})!;
+        const message = channel.addMessage({encoding: c.raw, onmessage: (frame) => {
+            const reply = JSON.parse(Buffer.from(frame).toString('utf8')) as JobMessage;
+            if (reply.type === 'generated' || reply.type === 'failed')
+                replies.set(reply.jobId, reply);
+        }});
+        channel.open();
+        submit = (job) => message.send(encodeFrame(job));
+    }, providerId);
+    // Jobs go once the provider has read this peer's hello.
+    await waitFor(async () => (await peersOf(provider)).peers.some((peer) => peer.id === requester.id), 20_000);
+    const job = async (jobId: string) => {
+        replies.delete(jobId);
+        submit!({type: 'generate', jobId, request: {kind: 'completion', model: 'demo', prompt: 'hi', sampling: {temperature: 0, stop: [], maxTokens: 2, responseFormat: {type: 'text'}}}});
+        await waitFor(() => replies.has(jobId), 30_000, 10);
+        return replies.get(jobId)!;
+    };
+    for (let index = 0; index < 4; index++)
+        t.is((await job(String(index).repeat(32))).type, 'generated');
+    const again = await job('0'.repeat(32));
+    t.true(again.type === 'failed' && /duplicate job id/.test(again.error.message), JSON.stringify(again));
+    // Past the 10 s a receipt has to arrive, the four jobs are owed.
+    await new Promise((resolve) => setTimeout(resolve, 10_500));
+    const refused = await job('e'.repeat(32));
+    t.true(refused.type === 'failed' && refused.error.code === 'limit' && /owes the receipts of 4 jobs/.test(refused.error.message), JSON.stringify(refused));
 });
 
 test.serial('a serving peer that claims a stop sequence the request did not ask for is dropped and banned', async (t) => {
