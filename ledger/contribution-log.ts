@@ -144,7 +144,7 @@ export class ContributionLog extends EventEmitter<ContributionLogEvents> {
     append(record: LedgerRecord): boolean {
         try {
             // Only the header is ever at index 0, and it is written when the log is created: any later record is past it.
-            const checked = checkRecord(record, {owner: this.owner, coreKey: this.key, index: Math.max(1, this.length + this.queue.length)});
+            const checked = checkRecord(record, {owner: this.owner, coreKey: this.key, index: Math.max(1, this.length + this.queue.length), domain: this.domain});
             const key = workKey(checked);
             if (key !== undefined) {
                 if (this.work.has(key))

@@ -3,7 +3,7 @@ import {LedgerError} from './ledger-error.js';
 import {verifyReceipt} from './receipt.js';
 import {ledgerRecordSchema, type LedgerRecord} from './records.js';
 import {verifyShardReceipt} from './shard-receipt.js';
-import type {SigningDomain} from './signing-domain.js';
+import {domainProblem, futureTimeProblem, type SigningDomain} from './signing-domain.js';
 
 /** What makes a record acceptable in a given node's log: checked before every append, and again by `verify`. */
 
@@ -71,7 +71,11 @@ export function verifyAnchorRevocation(authorization: AnchorAuthorization, owner
  * only first, and is the owner's; every receipt verifies and names the owner in the role the record claims.
  * Throws LedgerError INVALID_RECORD saying what is wrong.
  */
-export function checkRecord(candidate: unknown, {owner, coreKey, index}: {owner: string, coreKey: string, index: number}): LedgerRecord {
+export function checkRecord(candidate: unknown, {owner, coreKey, index, domain}: {
+    owner: string, coreKey: string, index: number,
+    /** The log's signing domain (its header's): a receipt signed for another network or chain is refused. */
+    domain?: SigningDomain
+}): LedgerRecord {
     const parsed = ledgerRecordSchema.safeParse(candidate);
     if (!parsed.success) {
         const issue = parsed.error.issues[0]!;
@@ -80,6 +84,12 @@ export function checkRecord(candidate: unknown, {owner, coreKey, index}: {owner:
     const record = parsed.data;
     if ((record.type === 'header') !== (index === 0))
         throw LedgerError.invalidRecord(index === 0 ? 'the first record is not the log\'s header' : 'a header after the first record');
+    const future = futureTimeProblem(record.at);
+    if (future !== undefined)
+        throw LedgerError.invalidRecord(`the record: ${future}`);
+    const foreign = domain === undefined || !('receipt' in record) ? undefined : domainProblem(record.receipt.body, domain);
+    if (foreign !== undefined)
+        throw LedgerError.invalidRecord(`a receipt of another domain: ${foreign}`);
     try {
         switch (record.type) {
             case 'header':

@@ -121,7 +121,7 @@ export async function verifyLog(core: Hypercore<unknown>, chain: ChainEvidence, 
     let index = 0;
     for await (const block of core.createReadStream()) {
         try {
-            const record = checkRecord(block, {owner, coreKey, index});
+            const record = checkRecord(block, {owner, coreKey, index, domain: result.domain!});
             if (record.type === 'header') {
                 // Checked against the log above; the header also names the domain.
             } else if (record.type === 'anchor' && onChain) {

@@ -80,6 +80,21 @@ test('embeddings earn a tenth of a point per input token and GB; totals are exac
     t.true(BigInt(forward.milliPoints) > BigInt(Number.MAX_SAFE_INTEGER));
 });
 
+test('a receipt signed for another network or chain, or a record dated in the future, never reaches the log', async (t) => {
+    const {log} = await openLog(t);
+    t.teardown(() => log.close());
+    const rejected: string[] = [];
+    log.on('rejected', (reason) => rejected.push(reason));
+    t.false(log.append(servedRecord(countersignedReceipt(owner, peer, {network: 'testnet'}))));
+    t.false(log.append(servedRecord(countersignedReceipt(owner, peer, {chainId: 31337}))));
+    t.false(log.append({...servedRecord(countersignedReceipt(owner, peer)), at: '2099-01-01T00:00:00.000Z'}));
+    t.true(log.append(servedRecord(countersignedReceipt(owner, peer))));
+    t.is(rejected.length, 3);
+    t.regex(rejected[0]!, /another domain.*network 'testnet'/);
+    t.regex(rejected[1]!, /another domain.*chain 31337/);
+    t.regex(rejected[2]!, /in the future/);
+});
+
 test('forged, altered and self-issued receipts never reach the log; good ones do, once', async (t) => {
     const {log} = await openLog(t);
     t.teardown(() => log.close());
