@@ -113,14 +113,17 @@ export class NodeLedger implements PeerProtocol {
         return new NodeLedger(log, chain, anchorer, anchoringOff);
     }
 
-    /** A job served for a peer, or served to this node by one. */
-    recordReceipt(receipt: Receipt, role: 'served' | 'consumed') {
-        this.log.append({version: LEDGER_RECORD_VERSION, type: role, at: new Date().toISOString(), receipt});
+    /**
+     * A job served for a peer, or served to this node by one. Resolves once the record is on disk, which is when the
+     * receipt may be acknowledged to the peer; rejects with the LedgerError that refused it (docs/architecture.md, "The log").
+     */
+    recordReceipt(receipt: Receipt, role: 'served' | 'consumed'): Promise<void> {
+        return this.log.append({version: LEDGER_RECORD_VERSION, type: role, at: new Date().toISOString(), receipt});
     }
 
-    /** Layers this node hosted for a coordinator, as its signed receipt says. */
-    recordShard(receipt: ShardReceipt) {
-        this.log.append({version: LEDGER_RECORD_VERSION, type: 'shard', at: new Date().toISOString(), receipt});
+    /** Layers this node hosted for a coordinator, as its signed receipt says: on disk when it resolves, as `recordReceipt`. */
+    recordShard(receipt: ShardReceipt): Promise<void> {
+        return this.log.append({version: LEDGER_RECORD_VERSION, type: 'shard', at: new Date().toISOString(), receipt});
     }
 
     /** Peers may replicate this node's log (and it theirs) over their connection's mux, read-only. */

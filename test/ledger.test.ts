@@ -61,12 +61,11 @@ test('forged, altered and self-issued receipts never reach the log; good ones do
     const notCountersigned = {...countersignedReceipt(owner, peer), providerSignature: null};
     const selfIssued = countersignedReceipt(owner, owner);
     const someoneElses = countersignedReceipt(stranger, peer);
-    t.true(log.append(servedRecord(good)));
+    const accepted = log.append(servedRecord(good));
     for (const receipt of [altered, strangersSignature, notCountersigned, selfIssued, someoneElses, good])
-        t.false(log.append(servedRecord(receipt)));
-    t.false(log.append(consumedRecord(countersignedReceipt(peer, stranger))), 'consumed by someone else');
-    t.true(log.append(consumedRecord(countersignedReceipt(peer, owner))));
-    await log.flush();
+        await t.throwsAsync(log.append(servedRecord(receipt)), {code: 'INVALID_RECORD'});
+    await t.throwsAsync(log.append(consumedRecord(countersignedReceipt(peer, stranger))), {code: 'INVALID_RECORD'}, 'consumed by someone else');
+    await Promise.all([accepted, log.append(consumedRecord(countersignedReceipt(peer, owner)))]);
     t.is(log.length, 3, 'the header, the served and the consumed record');
     t.is(rejected.length, 7);
     t.regex(rejected.join('\n'), /signature does not match[\s\S]*not countersigned[\s\S]*cannot serve itself[\s\S]*provider is not this log's owner[\s\S]*in the log already/);
@@ -77,10 +76,9 @@ test('a burst of 10,000 records is written in batches, and a reopened log replay
     const {log, directory} = await openLog(t);
     let batches = 0;
     log.on('appended', () => batches++);
-    for (let index = 0; index < 10_000; index++)
-        t.true(log.append(servedRecord(countersignedReceipt(owner, peer, {completionTokens: index % 7}))) || t.fail());
-    await log.flush();
-    t.is(log.length, 10_001);
+    const written = Array.from({length: 10_000}, (_, index) => log.append(servedRecord(countersignedReceipt(owner, peer, {completionTokens: index % 7}))));
+    await Promise.all(written);
+    t.is(log.length, 10_001, 'on disk once every append resolved');
     t.true(batches <= 20, `${batches} batches`);
     const {points} = log.tally;
     const key = log.key;
@@ -115,6 +113,31 @@ test('SIGKILL during a burst: the reopened log has a consistent length, every re
     t.is(report.length, log.length);
     t.is(report.tally!.servedJobs, log.length - 1, 'every record reads back and verifies');
     t.is(report.tally!.points, log.tally.points);
+});
+
+test('SIGKILL right after an append resolved: the reopened log has the record (nothing lost in the batching window)', async (t) => {
+    const directory = await temporaryDir(t);
+    const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', 'harness', 'ledger-acknowledged.ts'), directory,
+        owner.secretKey.toString('hex'), '1000', '2000'], {stdio: ['ignore', 'pipe', 'inherit']});
+    const acknowledged: string[] = [];
+    await new Promise<void>((resolve, reject) => {
+        createInterface({input: child.stdout}).on('line', (jobId) => {
+            acknowledged.push(jobId);
+            // Killed while the next record waits in the 2 s batching window.
+            if (acknowledged.length === 2) {
+                child.kill('SIGKILL');
+                resolve();
+            }
+        });
+        child.once('exit', () => reject(new Error('the appends ended before the process could be killed')));
+    });
+    await new Promise((resolve) => child.once('exit', resolve));
+    const log = await ContributionLog.open({directory, identity: owner});
+    t.teardown(() => log.close());
+    const logged = new Set(log.recent().flatMap((record) => record.type === 'served' ? [record.receipt.body.jobId] : []));
+    for (const jobId of acknowledged)
+        t.true(logged.has(jobId), `acknowledged ${jobId} is in the log`);
+    t.true(log.length >= 3, `length ${log.length}`);
 });
 
 test('a log replicated over a stream verifies on the other side, read-only', async (t) => {
