@@ -1,8 +1,9 @@
 import type Hypercore from 'hypercore';
 import type {ChainAnchors} from './anchor/anchor-events.js';
 import {PointsCounter, type PointsTally} from './points.js';
-import {checkRecord, verifyAnchorAuthorization} from './record-check.js';
+import {verifyAnchorAuthorization} from './record-check.js';
 import {ledgerRecordSchema} from './records.js';
+import {checkLogRecords} from './verify-workers.js';
 
 /** What `ledger verify` found: a log passes only with no problem at all. */
 export interface VerifyReport {
@@ -53,15 +54,17 @@ export async function verifyLog(core: Hypercore<unknown>, chain: Omit<ChainAncho
         report('record 0 is not a log header: whose log this is cannot be known');
         return {core: coreKey, owner, length: core.length, tally: null, anchorsChecked: sorted.length, anchorsIgnored, problems};
     }
+    // Checked on worker threads, counted here in record order: the same tally as one thread's (ledger/verify-workers.ts).
     const counter = new PointsCounter(owner);
     let index = 0;
-    for await (const block of core.createReadStream()) {
-        try {
-            counter.add(checkRecord(block, {owner, coreKey, index}));
-        } catch (error) {
-            report(`record ${index}: ${(error as Error).message}`);
+    for await (const verdicts of checkLogRecords(core, {owner, coreKey, length: core.length})) {
+        for (const verdict of verdicts) {
+            if (typeof verdict === 'string')
+                report(`record ${index}: ${verdict}`);
+            else
+                counter.add(verdict);
+            index++;
         }
-        index++;
     }
     return {core: coreKey, owner, length: core.length, tally: counter.tally, anchorsChecked: sorted.length, anchorsIgnored, problems};
 }

@@ -6,10 +6,12 @@ import {createInterface} from 'node:readline';
 import test from 'ava';
 import Corestore from 'corestore';
 import {ContributionLog} from '../ledger/contribution-log.js';
-import {modelFactor, tallyPoints} from '../ledger/points.js';
+import {modelFactor, PointsCounter, tallyPoints} from '../ledger/points.js';
+import {checkRecord, signLogHeader} from '../ledger/record-check.js';
 import {LEDGER_RECORD_VERSION, type LedgerRecord} from '../ledger/records.js';
 import {signShardReceipt} from '../ledger/shard-receipt.js';
 import {verifyLog} from '../ledger/verify-log.js';
+import {checkLogRecords} from '../ledger/verify-workers.js';
 import {consumedRecord, countersignedReceipt, keyPair, servedRecord} from '../harness/ledger-fixture.js';
 
 const owner = keyPair();
@@ -161,4 +163,81 @@ test('a log replicated over a stream verifies on the other side, read-only', asy
     t.is(report.owner, owner.id);
     t.is(report.length, 51);
     t.is(report.tally!.points, log.tally.points);
+});
+
+/** A log of `length` records written straight to Hypercore, good ones but for `bad` (index → block), and its core. */
+async function rawLog(t: Parameters<typeof temporaryDir>[0], length: number, bad: Map<number, unknown>) {
+    const store = new Corestore(await temporaryDir(t));
+    t.teardown(() => store.close());
+    const core = store.get<Buffer>({name: 'contributions', valueEncoding: 'binary'});
+    await core.ready();
+    const coreKey = core.key!.toString('hex');
+    // A few hundred distinct jobs, repeated: every record checks out, the repeats earn nothing (duplicates).
+    const receipts = Array.from({length: 300}, (_, index) => countersignedReceipt(owner, peer, {completionTokens: 1 + index}));
+    const blocks: Buffer[] = [];
+    for (let index = 0; index < length; index++) {
+        const record = index === 0
+            ? {version: LEDGER_RECORD_VERSION, type: 'header', at: new Date().toISOString(), owner: owner.id, core: coreKey, signature: signLogHeader(coreKey, owner.secretKey)}
+            : bad.get(index) ?? servedRecord(receipts[index % receipts.length]!);
+        blocks.push(Buffer.isBuffer(record) ? record : Buffer.from(JSON.stringify(record)));
+    }
+    for (let start = 0; start < length; start += 5_000)
+        await core.append(blocks.slice(start, start + 5_000));
+    // As a node opens a log: its blocks decoded as JSON.
+    const log = store.get({key: core.key!, valueEncoding: 'json'});
+    await log.ready();
+    return {core: log, coreKey, blocks};
+}
+
+/** What one thread finds, record by record, as `verify` did before it had workers. */
+function checkedOnOneThread(blocks: Buffer[], owner: string, coreKey: string) {
+    const counter = new PointsCounter(owner);
+    const problems: string[] = [];
+    blocks.forEach((block, index) => {
+        try {
+            counter.add(checkRecord(JSON.parse(block.toString()), {owner, coreKey, index}));
+        } catch (error) {
+            problems.push(`record ${index}: ${error instanceof SyntaxError ? 'the record is not JSON' : (error as Error).message}`);
+        }
+    });
+    return {problems, tally: counter.tally};
+}
+
+test('verify checks a 50,000-record log on worker threads: the problems in record order and the tally of one thread, while timers keep firing', async (t) => {
+    const good = countersignedReceipt(owner, peer);
+    const bad = new Map<number, unknown>([
+        [7, servedRecord({...good, body: {...good.body, completionTokens: 1_000}})],
+        [1_500, servedRecord(countersignedReceipt(stranger, peer))],
+        [20_000, Buffer.from('not json')],
+        [33_333, {version: LEDGER_RECORD_VERSION, type: 'header', at: new Date().toISOString(), owner: owner.id, core: 'a'.repeat(64), signature: 'b'.repeat(128)}],
+        [49_999, consumedRecord(countersignedReceipt(peer, stranger))]
+    ]);
+    const {core, coreKey, blocks} = await rawLog(t, 50_000, bad);
+    const expected = checkedOnOneThread(blocks, owner.id, coreKey);
+    t.is(expected.problems.length, bad.size);
+
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 5);
+    const report = await verifyLog(core, {anchors: [], authorizations: []});
+    clearInterval(timer);
+    t.deepEqual(report.problems, expected.problems);
+    t.deepEqual(report.tally, expected.tally);
+    t.is(report.length, 50_000);
+    t.true(ticks >= 20, `the event loop ran its timers ${ticks} times during the verify`);
+});
+
+test('records checked inline (a short log) and on threads give the same verdicts, chunk by chunk in order', async (t) => {
+    const good = countersignedReceipt(owner, peer);
+    const {core, coreKey} = await rawLog(t, 3_000, new Map([[2_999, servedRecord({...good, providerSignature: null})]]));
+    const collect = async (options: Parameters<typeof checkLogRecords>[2]) => {
+        const verdicts = [];
+        for await (const chunk of checkLogRecords(core, {owner: owner.id, coreKey, length: core.length}, options))
+            verdicts.push(...chunk);
+        return verdicts;
+    };
+    const inline = await collect({inlineRecords: 10_000});
+    const threaded = await collect({inlineRecords: 0, threads: 3, chunkRecords: 100});
+    t.is(inline.length, 3_000);
+    t.deepEqual(threaded, inline);
+    t.regex(String(inline[2_999]), /not countersigned/);
 });

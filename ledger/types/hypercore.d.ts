@@ -14,7 +14,7 @@ declare module 'hypercore' {
         readonly closed: boolean;
         ready(): Promise<void>;
         append(blocks: T | T[]): Promise<{length: number, byteLength: number}>;
-        get(index: number, options?: {wait?: boolean, timeout?: number}): Promise<T | null>;
+        get(index: number, options?: {wait?: boolean, timeout?: number, valueEncoding?: 'json' | 'utf-8' | 'binary'}): Promise<T | null>;
         update(options?: {wait?: boolean}): Promise<boolean>;
         download(range?: {start?: number, end?: number}): {done(): Promise<void>, destroy(): void};
         treeHash(length?: number): Promise<Buffer>;
