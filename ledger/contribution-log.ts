@@ -213,9 +213,9 @@ export class ContributionLog extends EventEmitter<ContributionLogEvents> {
         return signAnchorAuthorization({core: this.key, sender, chainId, contract}, this.secretKey);
     }
 
-    /** Lets a peer replicate this node's corestore (read-only for it) over its connection's protomux. */
+    /** Lets a peer replicate this log, and only it (read-only for the peer), over its connection's protomux or a stream. */
     replicate(stream: unknown) {
-        this.store.replicate(stream);
+        return this.core.replicate(stream);
     }
 
     /** The corestore, for reading other nodes' replicated logs beside this one. */

@@ -1,6 +1,5 @@
 import {mkdir, readFile, writeFile} from 'node:fs/promises';
 import {join} from 'node:path';
-import {setTimeout as sleep} from 'node:timers/promises';
 import type {Wallet} from 'ethers';
 import type {NodeSettings} from './node-settings.js';
 import {readAnchorEvents} from '../ledger/anchor/anchor-events.js';
@@ -12,12 +11,10 @@ import type {Receipt} from '../ledger/receipt.js';
 import {LEDGER_RECORD_VERSION, type ShardReceipt} from '../ledger/records.js';
 import {verifyLog, type VerifyReport} from '../ledger/verify-log.js';
 import {loadWallet} from '../ledger/wallet.js';
+import {LedgerReplication} from './ledger-replication.js';
 import type {NodeIdentity} from '../swarm/node-identity.js';
 import type {PeerConnection} from '../swarm/peer-connection.js';
 import type {PeerProtocol} from '../swarm/peer-protocol.js';
-
-/** How long `verify` waits for a peer's log to arrive before it verifies what it has. */
-const REPLICATION_TIMEOUT_MS = 30_000;
 
 /** The ledger's files in the data dir. */
 export function ledgerPaths(dataDir: string) {
@@ -71,6 +68,7 @@ export interface NodeLedgerOptions {
 export class NodeLedger implements PeerProtocol {
     private constructor(
         readonly log: ContributionLog,
+        private readonly replication: LedgerReplication,
         private readonly chain: ChainSettings & {contract: string | undefined},
         readonly anchorer: Anchorer | undefined,
         readonly anchoringOff: string | undefined
@@ -110,7 +108,10 @@ export class NodeLedger implements PeerProtocol {
         } else {
             onNotice('info', `anchoring is off (the log still grows): ${anchoringOff}`);
         }
-        return new NodeLedger(log, chain, anchorer, anchoringOff);
+        // Peers' logs: only the one asked for, within these bounds (docs/peer-protocol.md, "Ledger replication").
+        const replication = new LedgerReplication({log, onNotice, limits: {maxRecords: settings.peerLogMaxRecords,
+            maxBytes: settings.peerLogMaxBytes, maxTotalBytes: settings.peerLogsMaxBytes, bytesPerSecond: settings.peerLogRate}});
+        return new NodeLedger(log, replication, chain, anchorer, anchoringOff);
     }
 
     /**
@@ -126,9 +127,12 @@ export class NodeLedger implements PeerProtocol {
         return this.log.append({version: LEDGER_RECORD_VERSION, type: 'shard', at: new Date().toISOString(), receipt});
     }
 
-    /** Peers may replicate this node's log (and it theirs) over their connection's mux, read-only. */
+    /**
+     * Peers may replicate this node's log over their connection's mux, read-only, at a bounded rate; a peer's log is
+     * replicated only while this node verifies it.
+     */
     attach(peer: PeerConnection) {
-        this.log.replicate(peer.stream);
+        this.replication.attach(peer);
     }
 
     async anchorNow(): Promise<AnchorOutcome> {
@@ -149,16 +153,8 @@ export class NodeLedger implements PeerProtocol {
         const anchors = await readAnchorEvents({...this.chain, contract: this.chain.contract}, key);
         if (key === this.log.key)
             return verifyLog(this.log.hypercore, anchors);
-        const remote = this.log.corestore.get({key: Buffer.from(key, 'hex'), valueEncoding: 'json'});
+        const remote = await this.replication.open(key, {online});
         try {
-            await remote.ready();
-            if (online) {
-                const timeout = sleep(REPLICATION_TIMEOUT_MS, undefined, {ref: false});
-                await Promise.race([remote.update({wait: true}), timeout]);
-                const download = remote.download({start: 0, end: remote.length});
-                await Promise.race([download.done(), timeout]);
-                download.destroy();
-            }
             if (remote.length === 0 || remote.contiguousLength < remote.length)
                 throw LedgerError.notConfigured(`the log ${key} is not (fully) replicated here: no connected peer has it${online ? '' : '; verify it while the node runs'}`);
             return await verifyLog(remote, anchors);

@@ -1,10 +1,15 @@
 import {spawn} from 'node:child_process';
+import {EventEmitter} from 'node:events';
+import {createRequire} from 'node:module';
+import type {Duplex} from 'node:stream';
 import {mkdtemp, rm} from 'node:fs/promises';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {createInterface} from 'node:readline';
 import test from 'ava';
 import Corestore from 'corestore';
+import type {NoiseSecretStream} from 'hyperswarm';
+import Protomux from 'protomux';
 import {ContributionLog} from '../ledger/contribution-log.js';
 import {modelFactor, PointsCounter, tallyPoints} from '../ledger/points.js';
 import {checkRecord, signLogHeader} from '../ledger/record-check.js';
@@ -12,7 +17,11 @@ import {LEDGER_RECORD_VERSION, type LedgerRecord} from '../ledger/records.js';
 import {signShardReceipt} from '../ledger/shard-receipt.js';
 import {verifyLog} from '../ledger/verify-log.js';
 import {checkLogRecords} from '../ledger/verify-workers.js';
+import {LedgerReplication, type ReplicationLimits} from '../node/ledger-replication.js';
 import {consumedRecord, countersignedReceipt, keyPair, servedRecord} from '../harness/ledger-fixture.js';
+
+/** Hyperswarm's encrypted stream, ships no types. */
+const SecretStream = createRequire(import.meta.url)('@hyperswarm/secret-stream') as new (initiator: boolean) => NoiseSecretStream & {rawStream: Duplex};
 
 const owner = keyPair();
 const peer = keyPair();
@@ -240,4 +249,60 @@ test('records checked inline (a short log) and on threads give the same verdicts
     t.is(inline.length, 3_000);
     t.deepEqual(threaded, inline);
     t.regex(String(inline[2_999]), /not countersigned/);
+});
+
+/** Two nodes' logs over a real encrypted stream, each side replicating through its own `LedgerReplication`. */
+async function connectedLogs(t: Parameters<typeof temporaryDir>[0], limits: {a: Partial<ReplicationLimits>, b: Partial<ReplicationLimits>}) {
+    const unlimited = {maxRecords: 1e9, maxBytes: 2 ** 40, maxTotalBytes: 2 ** 40, bytesPerSecond: 2 ** 40};
+    const {log: logA} = await openLog(t);
+    const logB = await ContributionLog.open({directory: await temporaryDir(t), identity: peer});
+    t.teardown(() => logB.close());
+    t.teardown(() => logA.close());
+    await Promise.all(Array.from({length: 50}, () => logA.append(servedRecord(countersignedReceipt(owner, peer)))));
+    const streamA = new SecretStream(true);
+    const streamB = new SecretStream(false);
+    streamA.rawStream.pipe(streamB.rawStream).pipe(streamA.rawStream);
+    t.teardown(async () => {
+        streamA.destroy();
+        streamB.destroy();
+    });
+    const notices: string[] = [];
+    const side = (log: ContributionLog, stream: NoiseSecretStream, sideLimits: Partial<ReplicationLimits>) => {
+        const replication = new LedgerReplication({log, limits: {...unlimited, ...sideLimits}, timeoutMs: 3_000,
+            onNotice: (_level, message) => notices.push(message)});
+        replication.attach(Object.assign(new EventEmitter(), {peerId: 'peer', mux: Protomux.from(stream)}));
+        return replication;
+    };
+    side(logA, streamA, limits.a);
+    const replicationB = side(logB, streamB, limits.b);
+    return {logA, replicationB, streamA, notices};
+}
+
+test('a peer\'s log longer or larger than the limits is not downloaded; within them it is, over the same connection', async (t) => {
+    for (const [limits, refusal] of [[{maxRecords: 50}, /51 records, more than --peer-log-max-records \(50\): not downloaded/],
+        [{maxBytes: 10_000}, /takes \d+ bytes, more than --peer-log-max-bytes \(10000\): not downloaded/],
+        [{maxTotalBytes: 10_000}, /more than --peer-logs-max-bytes/]] as const) {
+        const {logA, replicationB, streamA} = await connectedLogs(t, {a: {}, b: limits});
+        const error = await t.throwsAsync(replicationB.open(logA.key, {online: true}), {code: 'NOT_CONFIGURED'});
+        t.regex(error.message, refusal);
+        const offline = await replicationB.open(logA.key, {online: false});
+        t.is(offline.contiguousLength, 0, 'nothing of it was downloaded');
+        await offline.close();
+        t.false(streamA.destroyed, 'the connection stays up');
+    }
+    const {logA, replicationB} = await connectedLogs(t, {a: {}, b: {maxRecords: 51}});
+    const copy = await replicationB.open(logA.key, {online: true});
+    t.teardown(() => copy.close());
+    t.is(copy.contiguousLength, 51);
+    const report = await verifyLog(copy, {anchors: [], authorizations: []});
+    t.deepEqual(report.problems, []);
+});
+
+test('a peer that asks for a log faster than the rate is cut off from that log, not from the node', async (t) => {
+    const {logA, replicationB, streamA, notices} = await connectedLogs(t, {a: {bytesPerSecond: 1_000}, b: {}});
+    const copy = await replicationB.open(logA.key, {online: true});
+    t.teardown(() => copy.close());
+    t.true(copy.contiguousLength < copy.length, `${copy.contiguousLength} of ${copy.length} records arrived`);
+    t.true(notices.some((notice) => /ended the replication of a log with a peer: it asked for more than --peer-log-rate/.test(notice)), notices.join('\n'));
+    t.false(streamA.destroyed, 'the connection stays up');
 });
