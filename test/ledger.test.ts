@@ -39,6 +39,23 @@ async function openLog(t: Parameters<typeof temporaryDir>[0], dir?: string) {
     return {log, directory};
 }
 
+/** Runs a harness script and SIGKILLs it at the first line of its output that `kill` says yes to; resolves once it exited. */
+async function killWhen(script: string, args: string[], kill: (line: string) => boolean) {
+    const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', 'harness', script), ...args],
+        {stdio: ['ignore', 'pipe', 'inherit']});
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    await new Promise<void>((resolve, reject) => {
+        createInterface({input: child.stdout}).on('line', (line) => {
+            if (kill(line)) {
+                child.kill('SIGKILL');
+                resolve();
+            }
+        });
+        child.once('exit', () => reject(new Error(`${script} ended before it could be killed`)));
+    });
+    await exited;
+}
+
 test('points: tokens × layer share × model size in GB, only for the owner\'s own work, once', (t) => {
     const served = servedRecord(countersignedReceipt(owner, peer, {completionTokens: 100, modelBytes: 7e9}));
     const small = servedRecord(countersignedReceipt(owner, peer, {completionTokens: 100, modelBytes: 1e8}));
@@ -103,19 +120,8 @@ test('a burst of 10,000 records is written in batches, and a reopened log replay
 
 test('SIGKILL during a burst: the reopened log has a consistent length, every record reads back, points equal a replay', async (t) => {
     const directory = await temporaryDir(t);
-    const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', 'harness', 'ledger-burst.ts'), directory,
-        owner.secretKey.toString('hex'), '10000'], {stdio: ['ignore', 'pipe', 'inherit']});
     // Killed once a few thousand records are on disk and more are being written.
-    await new Promise<void>((resolve, reject) => {
-        createInterface({input: child.stdout}).on('line', (line) => {
-            if (Number(line) >= 3000) {
-                child.kill('SIGKILL');
-                resolve();
-            }
-        });
-        child.once('exit', () => reject(new Error('the burst ended before it could be killed')));
-    });
-    await new Promise((resolve) => child.once('exit', resolve));
+    await killWhen('ledger-burst.ts', [directory, owner.secretKey.toString('hex'), '10000'], (line) => Number(line) >= 3000);
     const log = await ContributionLog.open({directory, identity: owner});
     t.teardown(() => log.close());
     t.true(log.length >= 3000 && log.length <= 10_001, `length ${log.length}`);
@@ -128,21 +134,10 @@ test('SIGKILL during a burst: the reopened log has a consistent length, every re
 
 test('SIGKILL right after an append resolved: the reopened log has the record (nothing lost in the batching window)', async (t) => {
     const directory = await temporaryDir(t);
-    const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', 'harness', 'ledger-acknowledged.ts'), directory,
-        owner.secretKey.toString('hex'), '1000', '2000'], {stdio: ['ignore', 'pipe', 'inherit']});
     const acknowledged: string[] = [];
-    await new Promise<void>((resolve, reject) => {
-        createInterface({input: child.stdout}).on('line', (jobId) => {
-            acknowledged.push(jobId);
-            // Killed while the next record waits in the 2 s batching window.
-            if (acknowledged.length === 2) {
-                child.kill('SIGKILL');
-                resolve();
-            }
-        });
-        child.once('exit', () => reject(new Error('the appends ended before the process could be killed')));
-    });
-    await new Promise((resolve) => child.once('exit', resolve));
+    // Killed while the next record waits in the 2 s batching window.
+    await killWhen('ledger-acknowledged.ts', [directory, owner.secretKey.toString('hex'), '1000', '2000'],
+        (jobId) => acknowledged.push(jobId) === 2);
     const log = await ContributionLog.open({directory, identity: owner});
     t.teardown(() => log.close());
     const logged = new Set(log.recent().flatMap((record) => record.type === 'served' ? [record.receipt.body.jobId] : []));
