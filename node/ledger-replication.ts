@@ -136,7 +136,11 @@ export class LedgerReplication {
                     continue;
                 const core = store.get({discoveryKey});
                 await core.ready();
-                kept.push(core);
+                // A log this node can write is its own, never a copy to remove.
+                if (core.writable)
+                    await core.close();
+                else
+                    kept.push(core);
             }
             let total = remote.byteLength + kept.reduce((sum, core) => sum + core.byteLength, 0);
             for (const core of kept) {
