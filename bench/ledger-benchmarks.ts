@@ -48,9 +48,8 @@ function verifiedRecords(count: number) {
 async function appendRate(name: string, records: LedgerRecord[]) {
     const ledger = await ContributionLog.open({directory: join(dir, name), identity: owner});
     const started = performance.now();
-    for (const record of records)
-        ledger.append(record);
-    await ledger.flush();
+    // Counted once every append's promise resolved: the records are on disk, as a node waits before acknowledging.
+    await Promise.all(records.map((record) => ledger.append(record)));
     const seconds = (performance.now() - started) / 1000;
     await ledger.close();
     return {records: records.length, seconds: round(seconds), recordsPerSecond: round(records.length / seconds, 0)};

@@ -225,9 +225,9 @@ export class Anchorer extends EventEmitter<{anchored: [record: AnchorRecord], fa
             version: LEDGER_RECORD_VERSION, type: 'anchor', at: new Date().toISOString(), chainId: pending.chainId,
             contract: pending.contract, txHash: pending.txHash, blockNumber: receipt.blockNumber, logLength: pending.logLength, treeHash: pending.treeHash
         };
-        if (!log.append(record))
-            throw LedgerError.storage('the contribution log refused the anchor record');
-        await log.flush();
+        await log.append(record).catch((error: Error) => {
+            throw LedgerError.storage(`the contribution log did not take the anchor record: ${error.message}`);
+        });
         return record;
     }
 

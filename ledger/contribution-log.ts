@@ -2,6 +2,7 @@ import {EventEmitter} from 'node:events';
 import {access, rename} from 'node:fs/promises';
 import Corestore from 'corestore';
 import type Hypercore from 'hypercore';
+import {Backoff} from '../core/backoff.js';
 import {LedgerError} from './ledger-error.js';
 import {PointsCounter, type PointsTally} from './points.js';
 import {type AnchorAuthorization, checkRecord, signAnchorAuthorization, signAnchorRevocation, signLogHeader, workKey} from './record-check.js';
@@ -27,26 +28,47 @@ export interface ContributionLogOptions {
     /** …or until this many wait; defaults to 1,000. */
     maxBatch?: number,
     /** Node ids whose receipts this node stands behind, for its tally's witnessed points; defaults to none. */
-    witnesses?: ReadonlySet<string>
+    witnesses?: ReadonlySet<string>,
+    /** After a failed write, the longest wait before the records are written again; defaults to 5 s. */
+    maxRetryMs?: number
 }
 
 export const contributionLogDefaults = {
     flushIntervalMs: 20,
-    maxBatch: 1_000
+    maxBatch: 1_000,
+    maxRetryMs: 5_000
 };
+
+/** Records waiting to be written together, and the promise every `append` of them returned. */
+class PendingBatch {
+    readonly records: LedgerRecord[] = [];
+    readonly written: Promise<void>;
+    resolve!: () => void;
+    reject!: (error: Error) => void;
+
+    constructor() {
+        this.written = new Promise<void>((resolve, reject) => {
+            this.resolve = resolve;
+            this.reject = reject;
+        });
+        // A caller that does not wait is told by `rejected`/`writeFailed` instead: never an unhandled rejection.
+        this.written.catch(() => undefined);
+    }
+}
 
 export interface ContributionLogEvents {
     /** Records now on disk. */
     appended: [records: LedgerRecord[]],
     /** A record that was refused, never appended, and why. */
     rejected: [reason: string],
-    /** Writing a batch failed; its records stay queued. */
+    /** Writing a batch failed; its records stay queued and are written again (their `append` promises wait). */
     writeFailed: [reason: string]
 }
 
 /**
  * This node's append-only log of contributions on Hypercore (docs/architecture.md, "The log"). Appends are batched,
- * so a burst of receipts costs the token stream nothing; a record that does not check out is never appended.
+ * so a burst of receipts costs the token stream nothing; a record that does not check out is never appended. An
+ * append's promise resolves once its record is on disk: acknowledge nothing to a peer before.
  */
 export class ContributionLog extends EventEmitter<ContributionLogEvents> {
     readonly owner: string;
@@ -55,9 +77,11 @@ export class ContributionLog extends EventEmitter<ContributionLogEvents> {
     private readonly work = new Set<string>();
     private readonly anchorRecords: AnchorRecord[] = [];
     private readonly recentRecords: LedgerRecord[] = [];
-    private queue: LedgerRecord[] = [];
+    private queue = new PendingBatch();
     private flushTimer: NodeJS.Timeout | undefined;
     private flushing: Promise<void> = Promise.resolve();
+    private readonly retries: Backoff;
+    private closing = false;
 
     private readonly secretKey: Buffer;
     /** The network and chain the log's header names: what its owner's signatures for it are bound to. */
@@ -71,6 +95,7 @@ export class ContributionLog extends EventEmitter<ContributionLogEvents> {
         this.secretKey = options.identity.secretKey;
         this.options = {...contributionLogDefaults, ...options};
         this.counter = new PointsCounter(owner, {...(options.witnesses && {witnesses: options.witnesses})});
+        this.retries = new Backoff({initialMs: this.options.flushIntervalMs, maxMs: this.options.maxRetryMs});
     }
 
     /**
@@ -116,7 +141,7 @@ export class ContributionLog extends EventEmitter<ContributionLogEvents> {
 
     /** Records waiting to be appended. */
     get pending() {
-        return this.queue.length;
+        return this.queue.records.length;
     }
 
     get tally(): PointsTally {
@@ -138,53 +163,67 @@ export class ContributionLog extends EventEmitter<ContributionLogEvents> {
     }
 
     /**
-     * Queues a record for the next batch. A record that does not verify, or repeats work already recorded, is refused
-     * (and reported with `rejected`): returns whether it was queued.
+     * Queues a record for the next batch; the promise resolves once the batch is on disk (a process killed after that
+     * keeps the record). A record that does not verify, or repeats work already recorded, is refused at once: the
+     * promise rejects with LedgerError INVALID_RECORD, and `rejected` says why. A write that fails is retried, with
+     * backoff, and the promise waits; it rejects with STORAGE only if the log closes before the record is written.
+     * Callers that do not wait are told by `rejected` and `writeFailed`: the promise never rejects unhandled.
      */
-    append(record: LedgerRecord): boolean {
+    append(record: LedgerRecord): Promise<void> {
+        if (this.closing)
+            return refused(LedgerError.storage('the contribution log is closed'));
         try {
             // Only the header is ever at index 0, and it is written when the log is created: any later record is past it.
-            const checked = checkRecord(record, {owner: this.owner, coreKey: this.key, index: Math.max(1, this.length + this.queue.length), domain: this.domain});
+            const checked = checkRecord(record, {owner: this.owner, coreKey: this.key, index: Math.max(1, this.length + this.queue.records.length), domain: this.domain});
             const key = workKey(checked);
             if (key !== undefined) {
                 if (this.work.has(key))
                     throw LedgerError.invalidRecord(`${key} is in the log already`);
                 this.work.add(key);
             }
-            this.queue.push(checked);
+            this.queue.records.push(checked);
         } catch (error) {
             this.emit('rejected', (error as Error).message);
-            return false;
+            return refused(error instanceof LedgerError ? error : LedgerError.invalidRecord((error as Error).message));
         }
-        if (this.queue.length === this.options.maxBatch)
-            this.flush().catch(() => undefined); // reported with `writeFailed`; the records wait for the next flush
+        const {written} = this.queue;
+        if (this.queue.records.length >= this.options.maxBatch)
+            this.flush().catch(() => undefined); // reported with `writeFailed`; the records are written again
         else
             this.flushTimer ??= setTimeout(() => this.flush().catch(() => undefined), this.options.flushIntervalMs);
-        return true;
+        return written;
     }
 
     /**
      * Appends what waits, in one batch; resolves once it is on disk. A write that fails keeps its records queued,
-     * first in line for the next flush, and rejects this call only.
+     * first in line, schedules another try (backoff from `flushIntervalMs` to `maxRetryMs`) and rejects this call only.
      */
     flush(): Promise<void> {
         clearTimeout(this.flushTimer);
         this.flushTimer = undefined;
         const run = this.flushing.then(async () => {
             const batch = this.queue;
-            if (batch.length === 0)
+            if (batch.records.length === 0)
                 return;
-            this.queue = [];
+            this.queue = new PendingBatch();
             try {
-                await this.core.append(batch);
+                await this.core.append(batch.records);
             } catch (error) {
-                this.queue = [...batch, ...this.queue];
+                // The failed batch waits again, before what was queued since; those appends resolve with it.
+                const later = this.queue;
+                batch.records.push(...later.records);
+                batch.written.then(later.resolve, later.reject);
+                this.queue = batch;
                 this.emit('writeFailed', (error as Error).message);
+                if (!this.closing)
+                    this.flushTimer ??= setTimeout(() => this.flush().catch(() => undefined), this.retries.failed());
                 throw LedgerError.storage(`cannot write to the contribution log: ${(error as Error).message}`);
             }
-            for (const record of batch)
+            this.retries.succeeded();
+            for (const record of batch.records)
                 this.count(record);
-            this.emit('appended', batch);
+            batch.resolve();
+            this.emit('appended', batch.records);
         });
         this.flushing = run.catch(() => undefined);
         return run;
@@ -212,9 +251,9 @@ export class ContributionLog extends EventEmitter<ContributionLogEvents> {
         return {...this.domain, contract, core: this.key, sender, validUntil};
     }
 
-    /** Lets a peer replicate this node's corestore (read-only for it) over its connection's protomux. */
+    /** Lets a peer replicate this log, and only it (read-only for the peer), over its connection's protomux or a stream. */
     replicate(stream: unknown) {
-        this.store.replicate(stream);
+        return this.core.replicate(stream);
     }
 
     /** The corestore, for reading other nodes' replicated logs beside this one. */
@@ -227,9 +266,18 @@ export class ContributionLog extends EventEmitter<ContributionLogEvents> {
         return this.core;
     }
 
+    /** Writes what waits and closes; records that cannot be written by then reject their appends with STORAGE. */
     async close() {
-        await this.flush();
-        await this.store.close();
+        this.closing = true;
+        try {
+            await this.flush();
+        } catch (error) {
+            clearTimeout(this.flushTimer);
+            this.queue.reject(error as Error);
+            throw error;
+        } finally {
+            await this.store.close();
+        }
     }
 
     /**
@@ -291,4 +339,11 @@ async function moveAsideOlderLog(directory: string): Promise<{version: number, m
         movedTo = `${base}-${attempt}`;
     await rename(directory, movedTo);
     return {version, movedTo};
+}
+
+/** A refused append's promise: rejected, and handled already so that a caller that does not wait is not crashed. */
+function refused(error: LedgerError) {
+    const promise = Promise.reject(error);
+    promise.catch(() => undefined);
+    return promise;
 }

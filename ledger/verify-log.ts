@@ -1,9 +1,9 @@
 import type Hypercore from 'hypercore';
 import {type AnchorEvent, type ChainAnchors, countedAnchors} from './anchor/anchor-events.js';
 import {PointsCounter, type PointsTally} from './points.js';
-import {checkRecord} from './record-check.js';
 import {type AnchorRecord, type HeaderRecord, LEDGER_RECORD_VERSION, ledgerRecordSchema} from './records.js';
 import type {SigningDomain} from './signing-domain.js';
+import {checkLogRecords} from './verify-workers.js';
 
 /** What `ledger verify` found: a log passes only with no problem at all. */
 export interface VerifyReport {
@@ -119,23 +119,23 @@ export async function verifyLog(core: Hypercore<unknown>, chain: ChainEvidence, 
     const counter = new PointsCounter(owner, {...(witnesses && {witnesses})});
     let anchoredTally = result.anchoredLength === 0 ? counter.tally : null;
     let index = 0;
-    for await (const block of core.createReadStream()) {
-        try {
-            const record = checkRecord(block, {owner, coreKey, index, domain: result.domain!});
-            if (record.type === 'header') {
-                // Checked against the log above; the header also names the domain.
-            } else if (record.type === 'anchor' && onChain) {
-                const problem = anchorRecordProblem(record, index, chain as ChainAnchors, counted);
-                if (problem !== undefined)
-                    report(`record ${index}: ${problem}`);
+    // Checked on worker threads, counted here in record order: the same tally as one thread's (ledger/verify-workers.ts).
+    for await (const verdicts of checkLogRecords(core, {owner, coreKey, length: core.length, domain: result.domain!})) {
+        for (const verdict of verdicts) {
+            if (typeof verdict === 'string')
+                report(`record ${index}: ${verdict}`);
+            else {
+                if (verdict.type === 'anchor' && onChain) {
+                    const problem = anchorRecordProblem(verdict, index, chain as ChainAnchors, counted);
+                    if (problem !== undefined)
+                        report(`record ${index}: ${problem}`);
+                }
+                counter.add(verdict);
             }
-            counter.add(record);
-        } catch (error) {
-            report(`record ${index}: ${(error as Error).message}`);
+            index++;
+            if (index === result.anchoredLength)
+                anchoredTally = counter.tally;
         }
-        index++;
-        if (index === result.anchoredLength)
-            anchoredTally = counter.tally;
     }
     result.tally = counter.tally;
     result.anchoredTally = anchoredTally ?? counter.tally;

@@ -1,6 +1,5 @@
 import {mkdir, readFile, rename, writeFile} from 'node:fs/promises';
 import {join} from 'node:path';
-import {setTimeout as sleep} from 'node:timers/promises';
 import type {Wallet} from 'ethers';
 import type Hypercore from 'hypercore';
 import type {NodeSettings} from './node-settings.js';
@@ -13,26 +12,10 @@ import type {Receipt} from '../ledger/receipt.js';
 import {LEDGER_RECORD_VERSION, type ShardReceipt} from '../ledger/records.js';
 import {readLogHeader, verifyLog, type VerifyReport} from '../ledger/verify-log.js';
 import {loadWallet} from '../ledger/wallet.js';
+import {LedgerReplication} from './ledger-replication.js';
 import type {NodeIdentity} from '../swarm/node-identity.js';
 import type {PeerConnection} from '../swarm/peer-connection.js';
 import type {PeerProtocol} from '../swarm/peer-protocol.js';
-
-/** How long `verify` waits for a peer's log to arrive before it verifies what it has. */
-const REPLICATION_TIMEOUT_MS = 30_000;
-
-/**
- * Asks the peers that have the replicated log `core` for its latest length (waiting for one at least when it is below
- * `length`), and downloads it whole: at most REPLICATION_TIMEOUT_MS in all.
- */
-async function replicateUpTo(core: Hypercore<unknown>, length: number) {
-    const timeout = sleep(REPLICATION_TIMEOUT_MS, undefined, {ref: false});
-    await Promise.race([core.update({wait: true}), timeout]);
-    if (core.length < length)
-        await Promise.race([core.update({wait: true}), timeout]);
-    const download = core.download({start: 0, end: core.length});
-    await Promise.race([download.done(), timeout]);
-    download.destroy();
-}
 
 /** The ledger's files in the data dir. */
 export function ledgerPaths(dataDir: string) {
@@ -92,6 +75,7 @@ export interface NodeLedgerOptions {
 export class NodeLedger implements PeerProtocol {
     private constructor(
         readonly log: ContributionLog,
+        private readonly replication: LedgerReplication,
         private readonly chain: ChainSettings & {contract: string | undefined, fromBlock: number, confirmations: number, pageBlocks: number},
         private readonly network: string,
         readonly anchorer: Anchorer | undefined,
@@ -146,17 +130,19 @@ export class NodeLedger implements PeerProtocol {
         } else {
             onNotice('info', `anchoring is off (the log still grows): ${anchoringOff}`);
         }
-        return new NodeLedger(log, chain, settings.network, anchorer, anchoringOff, new Set([identity.id, ...settings.trustedPeers]));
+        // Peers' logs: only the one asked for, within these bounds (docs/peer-protocol.md, "Ledger replication").
+        const replication = new LedgerReplication({log, onNotice, limits: {maxRecords: settings.peerLogMaxRecords,
+            maxBytes: settings.peerLogMaxBytes, maxTotalBytes: settings.peerLogsMaxBytes, bytesPerSecond: settings.peerLogRate}});
+        return new NodeLedger(log, replication, chain, settings.network, anchorer, anchoringOff, new Set([identity.id, ...settings.trustedPeers]));
     }
 
     /**
-     * A job served for a peer, or served to this node by one: resolves once the record is on disk (a provider
-     * countersigns only then), rejects when the log refuses it (the reason is reported with `rejected`).
+     * A job served for a peer, or served to this node by one. Resolves once the record is on disk, which is when the
+     * receipt may be acknowledged to the peer (a provider countersigns only then); rejects with the LedgerError that
+     * refused it (docs/architecture.md, "The log").
      */
-    async recordReceipt(receipt: Receipt, role: 'served' | 'consumed') {
-        if (!this.log.append({version: LEDGER_RECORD_VERSION, type: role, at: new Date().toISOString(), receipt}))
-            throw LedgerError.invalidRecord(`the contribution log refused the receipt of job ${receipt.body.jobId}`);
-        await this.log.flush();
+    recordReceipt(receipt: Receipt, role: 'served' | 'consumed'): Promise<void> {
+        return this.log.append({version: LEDGER_RECORD_VERSION, type: role, at: new Date().toISOString(), receipt});
     }
 
     /** Whether this node's log holds a job it served under that id: a requester may not use one twice. */
@@ -166,15 +152,18 @@ export class NodeLedger implements PeerProtocol {
 
     /**
      * A shard receipt both sides signed: layers this node hosted for a coordinator (`shard`), or a host's layers this
-     * node's pipeline used (`shard-consumed`).
+     * node's pipeline used (`shard-consumed`); on disk when it resolves, as `recordReceipt`.
      */
-    recordShard(receipt: ShardReceipt, role: 'shard' | 'shard-consumed') {
-        this.log.append({version: LEDGER_RECORD_VERSION, type: role, at: new Date().toISOString(), receipt});
+    recordShard(receipt: ShardReceipt, role: 'shard' | 'shard-consumed'): Promise<void> {
+        return this.log.append({version: LEDGER_RECORD_VERSION, type: role, at: new Date().toISOString(), receipt});
     }
 
-    /** Peers may replicate this node's log (and it theirs) over their connection's mux, read-only. */
+    /**
+     * Peers may replicate this node's log over their connection's mux, read-only, at a bounded rate; a peer's log is
+     * replicated only while this node verifies it.
+     */
     attach(peer: PeerConnection) {
-        this.log.replicate(peer.stream);
+        this.replication.attach(peer);
     }
 
     async anchorNow(): Promise<AnchorOutcome> {
@@ -202,17 +191,14 @@ export class NodeLedger implements PeerProtocol {
         };
         if (key === this.log.key)
             return verifyLog(this.log.hypercore, await readChain(this.log.hypercore), {domain, witnesses: this.witnesses});
-        const remote = this.log.corestore.get({key: Buffer.from(key, 'hex'), valueEncoding: 'json'});
+        const remote = await this.replication.open(key, {online});
         try {
-            await remote.ready();
-            if (online)
-                await replicateUpTo(remote, 0);
             if (remote.length === 0 || remote.contiguousLength < remote.length)
                 throw LedgerError.notConfigured(`the log ${key} is not (fully) replicated here: no connected peer has it${online ? '' : '; verify it while the node runs'}`);
             const chain = await readChain(remote);
             const anchored = Math.max(0, ...countedAnchors(chain).map((anchor) => anchor.logLength));
             if (online && anchored > remote.length)
-                await replicateUpTo(remote, anchored);
+                await this.replication.refresh(key, remote);
             return await verifyLog(remote, chain, {replicated: true, domain, witnesses: this.witnesses});
         } finally {
             await remote.close();
