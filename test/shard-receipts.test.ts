@@ -98,8 +98,8 @@ test('a receipt with a bad, missing or borrowed signature does not verify', (t) 
 test('a log takes a shard receipt only with both signatures, in its owner\'s role, once', async (t) => {
     const directory = await mkdtemp(join(tmpdir(), 'strongdoge-shard-log-'));
     t.teardown(() => rm(directory, {recursive: true, force: true}));
-    const hostLog = await ContributionLog.open({directory: join(directory, 'host'), identity: host});
-    const coordinatorLog = await ContributionLog.open({directory: join(directory, 'coordinator'), identity: coordinator});
+    const hostLog = await ContributionLog.open({directory: join(directory, 'host'), identity: host, domain: DOMAIN});
+    const coordinatorLog = await ContributionLog.open({directory: join(directory, 'coordinator'), identity: coordinator, domain: DOMAIN});
     t.teardown(async () => {
         await hostLog.close();
         await coordinatorLog.close();
@@ -108,17 +108,17 @@ test('a log takes a shard receipt only with both signatures, in its owner\'s rol
     hostLog.on('rejected', (reason) => rejected.push(reason));
     const receipt = countersigned();
     const second = countersigned(receiptBody({sequence: 2, tokens: 10}));
-    t.false(hostLog.append(record('shard', {...receipt, hostSignature: null})), 'not countersigned');
-    t.false(hostLog.append(record('shard', signShardReceipt(receiptBody(), coordinator.secretKey))), 'as the coordinator sends it');
-    t.true(hostLog.append(record('shard', receipt)));
-    t.false(hostLog.append(record('shard', structuredClone(receipt))), 'the same receipt twice');
-    t.true(hostLog.append(record('shard', second)), 'the next receipt of the session');
-    t.false(hostLog.append(record('shard-consumed', receipt)), 'the host did not consume it');
-    t.false(hostLog.append(record('shard', countersigned(receiptBody({host: stranger.id}), coordinator, stranger))), 'another host\'s');
-    t.true(coordinatorLog.append(record('shard-consumed', receipt)));
-    t.true(coordinatorLog.append(record('shard-consumed', second)));
-    t.false(coordinatorLog.append(record('shard', receipt)), 'the coordinator did not host it');
-    t.false(coordinatorLog.append(record('shard-consumed', structuredClone(second))), 'consumed twice');
+    await t.throwsAsync(hostLog.append(record('shard', {...receipt, hostSignature: null})), undefined, 'not countersigned');
+    await t.throwsAsync(hostLog.append(record('shard', signShardReceipt(receiptBody(), coordinator.secretKey))), undefined, 'as the coordinator sends it');
+    await t.notThrowsAsync(hostLog.append(record('shard', receipt)));
+    await t.throwsAsync(hostLog.append(record('shard', structuredClone(receipt))), undefined, 'the same receipt twice');
+    await t.notThrowsAsync(hostLog.append(record('shard', second)), 'the next receipt of the session');
+    await t.throwsAsync(hostLog.append(record('shard-consumed', receipt)), undefined, 'the host did not consume it');
+    await t.throwsAsync(hostLog.append(record('shard', countersigned(receiptBody({host: stranger.id}), coordinator, stranger))), undefined, 'another host\'s');
+    await t.notThrowsAsync(coordinatorLog.append(record('shard-consumed', receipt)));
+    await t.notThrowsAsync(coordinatorLog.append(record('shard-consumed', second)));
+    await t.throwsAsync(coordinatorLog.append(record('shard', receipt)), undefined, 'the coordinator did not host it');
+    await t.throwsAsync(coordinatorLog.append(record('shard-consumed', structuredClone(second))), undefined, 'consumed twice');
     await Promise.all([hostLog.flush(), coordinatorLog.flush()]);
     t.regex(rejected.join('\n'), /host has not countersigned[\s\S]*host has not countersigned[\s\S]*in the log already[\s\S]*coordinator is not this log's owner[\s\S]*host is not this log's owner/);
     t.is(hostLog.length, 3);
