@@ -66,8 +66,8 @@ export class ReceiptError extends Error {
     }
 }
 
-function checkSignature(body: ReceiptBody, signature: string, publicKey: string, who: string) {
-    if (!crypto.verify(receiptSigningBytes(body), Buffer.from(signature, 'hex'), Buffer.from(publicKey, 'hex')))
+function checkSignature(signed: Buffer, signature: string, publicKey: string, who: string) {
+    if (!crypto.verify(signed, Buffer.from(signature, 'hex'), Buffer.from(publicKey, 'hex')))
         throw new ReceiptError(`the ${who}'s signature does not match the receipt`);
 }
 
@@ -88,15 +88,14 @@ function freezeVerified(receipt: Receipt): Receipt {
  * Checks a receipt's shape, numbers and signatures; `countersigned` also requires the provider's.
  * Throws ReceiptError saying what is wrong.
  */
-export function verifyReceipt(candidate: unknown, {countersigned = true}: {countersigned?: boolean} = {}): Receipt {
+export function verifyReceipt(candidate: unknown, {countersigned = true, parsed}: {
+    countersigned?: boolean,
+    /** The candidate as a schema that holds `receiptSchema` parsed it already (a ledger record's): not parsed again. */
+    parsed?: Receipt
+} = {}): Receipt {
     if (verified.has(candidate as Receipt) && (!countersigned || (candidate as Receipt).providerSignature !== null))
         return candidate as Receipt;
-    const parsed = receiptSchema.safeParse(candidate);
-    if (!parsed.success) {
-        const issue = parsed.error.issues[0]!;
-        throw new ReceiptError(`malformed receipt at ${issue.path.join('.') || 'top level'}: ${issue.message}`);
-    }
-    const receipt = parsed.data;
+    const receipt = parsed ?? parseReceipt(candidate);
     if (receipt.body.provider === receipt.body.requester)
         throw new ReceiptError('a node cannot serve itself a receipt');
     if (receipt.body.kind === 'embed' && receipt.body.completionTokens !== 0)
@@ -104,14 +103,24 @@ export function verifyReceipt(candidate: unknown, {countersigned = true}: {count
     const future = futureTimeProblem(receipt.body.completedAt);
     if (future !== undefined)
         throw new ReceiptError(future);
-    checkSignature(receipt.body, receipt.requesterSignature, receipt.body.requester, 'requester');
+    const signed = receiptSigningBytes(receipt.body);
+    checkSignature(signed, receipt.requesterSignature, receipt.body.requester, 'requester');
     if (receipt.providerSignature === null) {
         if (countersigned)
             throw new ReceiptError('the provider has not countersigned the receipt');
     } else {
-        checkSignature(receipt.body, receipt.providerSignature, receipt.body.provider, 'provider');
+        checkSignature(signed, receipt.providerSignature, receipt.body.provider, 'provider');
     }
     return freezeVerified(receipt);
+}
+
+function parseReceipt(candidate: unknown): Receipt {
+    const parsed = receiptSchema.safeParse(candidate);
+    if (!parsed.success) {
+        const issue = parsed.error.issues[0]!;
+        throw new ReceiptError(`malformed receipt at ${issue.path.join('.') || 'top level'}: ${issue.message}`);
+    }
+    return parsed.data;
 }
 
 /** The provider's countersignature on a receipt it verified: the whole receipt, verified. */

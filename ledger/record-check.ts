@@ -100,11 +100,11 @@ export function checkRecord(candidate: unknown, {owner, coreKey, index, domain}:
                 break;
             // The candidate's own receipt object: one this process verified already is not checked again.
             case 'served':
-                if (verifyReceipt((candidate as typeof record).receipt).body.provider !== owner)
+                if (verifyReceipt((candidate as typeof record).receipt, {parsed: record.receipt}).body.provider !== owner)
                     throw LedgerError.invalidRecord('a served receipt whose provider is not this log\'s owner');
                 break;
             case 'consumed':
-                if (verifyReceipt((candidate as typeof record).receipt).body.requester !== owner)
+                if (verifyReceipt((candidate as typeof record).receipt, {parsed: record.receipt}).body.requester !== owner)
                     throw LedgerError.invalidRecord('a consumed receipt whose requester is not this log\'s owner');
                 break;
             // Both signatures, always: a shard receipt the host has not countersigned never reaches a log.

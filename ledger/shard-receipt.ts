@@ -45,8 +45,8 @@ export function withHostSignature(receipt: ShardReceipt, hostSignature: string):
     return verifyShardReceipt({...receipt, hostSignature});
 }
 
-function signatureMatches(body: ShardReceiptBody, signature: string, publicKey: string) {
-    return crypto.verify(shardReceiptSigningBytes(body), Buffer.from(signature, 'hex'), Buffer.from(publicKey, 'hex'));
+function signatureMatches(signed: Buffer, signature: string, publicKey: string) {
+    return crypto.verify(signed, Buffer.from(signature, 'hex'), Buffer.from(publicKey, 'hex'));
 }
 
 /**
@@ -70,12 +70,13 @@ export function verifyShardReceipt(candidate: unknown, {countersigned = true, no
     const future = futureTimeProblem(body.completedAt, now);
     if (future !== undefined)
         throw LedgerError.invalidRecord(`a shard receipt ${future}`);
-    if (!signatureMatches(body, coordinatorSignature, body.coordinator))
+    const signed = shardReceiptSigningBytes(body);
+    if (!signatureMatches(signed, coordinatorSignature, body.coordinator))
         throw LedgerError.invalidRecord('the coordinator\'s signature does not match the shard receipt');
     if (hostSignature === null) {
         if (countersigned)
             throw LedgerError.invalidRecord('the host has not countersigned the shard receipt');
-    } else if (!signatureMatches(body, hostSignature, body.host)) {
+    } else if (!signatureMatches(signed, hostSignature, body.host)) {
         throw LedgerError.invalidRecord('the host\'s signature does not match the shard receipt');
     }
     return freezeVerified(parsed.data);
