@@ -8,7 +8,7 @@ import {AnchorSchedule} from './anchor/anchor-schedule.js';
 import {readWalletEventsOn} from './anchor/anchor-events.js';
 import {type AnchorState, AnchorStateFile, type PendingAnchor} from './anchor/anchor-state.js';
 import {publishAuthorization, sendPending, signAnchor} from './anchor/anchor-transactions.js';
-import {type AnchorEvent, anchorCounts, authorizationWindows, type OwnerEvent} from './anchor/authorization-windows.js';
+import {type AnchorEvent, anchorCounts, type AuthorizationWindow, authorizationWindows, type OwnerEvent} from './anchor/authorization-windows.js';
 import {type ChainSettings, shortReason, withChain} from './anchor/chain.js';
 import type {ContributionLog} from './contribution-log.js';
 import {LedgerError} from './ledger-error.js';
@@ -140,6 +140,8 @@ export class Anchorer extends EventEmitter<{anchored: [record: AnchorRecord], fa
         await this.loadState();
         await this.forgetForeignPending(provider);
         if (this.state.pending === null) {
+            // A revoked wallet stops anchoring, and says so, even when the log has not grown.
+            const windows = await this.unlessRevoked(provider);
             await log.flush();
             const last = log.anchors.at(-1);
             // The anchor record itself adds one record: only growth beyond it is worth a transaction. A record the
@@ -148,7 +150,7 @@ export class Anchorer extends EventEmitter<{anchored: [record: AnchorRecord], fa
             if (last !== undefined && log.length <= last.logLength + 1 && await this.onChain(provider, last))
                 return {status: 'up-to-date', logLength: last.logLength};
             const wallet = this.options.wallet.connect(provider);
-            await this.ensureAuthorized(provider, wallet);
+            await this.ensureAuthorized(provider, wallet, windows);
             const pending = await signAnchor(provider, wallet, this.options, {coreKey: log.key, logLength: log.length, treeHash: await log.treeHash(log.length)});
             await this.saveState({...this.state, pending});
         }
@@ -209,27 +211,36 @@ export class Anchorer extends EventEmitter<{anchored: [record: AnchorRecord], fa
         const events = [...cache.events.filter((event) => event.blockNumber < from),
             ...from <= head ? await readWalletEventsOn(provider, this.options, {owner: log.owner, core: log.key, wallet}, from, head) : []];
         this.walletEvents = {wallet: cache.wallet, events, readTo: head};
-        return {head, windows: authorizationWindows(events, log.owner, {network: log.domain.network, chainId, contract})};
+        return authorizationWindows(events, log.owner, {network: log.domain.network, chainId, contract});
     }
 
     /**
-     * Publishes the owner's permission for this wallet on this contract, valid for `authorizationLifetimeMs`, when the
-     * chain holds none confirmed with more than a quarter of its time left, and waits until it is confirmed. A wallet
-     * the owner revoked (`ledger revoke`) is never authorized again: the revocation says the owner no longer trusts
-     * it (lost, stolen, retired), and a new authorization would undo it. Anchoring stops, with NOT_CONFIGURED.
+     * The wallet's authorizations for this log, unless the owner revoked one (`ledger revoke`): a revoked wallet is
+     * never authorized again, since the revocation says the owner no longer trusts it (lost, stolen, retired) and a
+     * new authorization would undo it. Anchoring stops then, with NOT_CONFIGURED, and no more attempts are scheduled.
      */
-    private async ensureAuthorized(provider: JsonRpcProvider, wallet: Wallet) {
-        const {log, contract, confirmations, authorizationLifetimeMs} = this.options;
-        const {head, windows} = await this.walletWindows(provider, wallet.address);
+    private async unlessRevoked(provider: JsonRpcProvider) {
+        const {address} = this.options.wallet;
+        const windows = await this.walletWindows(provider, address);
         const revocation = windows.find((window) => window.until !== null);
         if (revocation !== undefined) {
-            this.revoked = LedgerError.notConfigured(`the log's owner revoked the anchoring wallet ${wallet.address} in block ${revocation.until!.blockNumber}:`
+            this.revoked = LedgerError.notConfigured(`the log's owner revoked the anchoring wallet ${address} in block ${revocation.until!.blockNumber}:`
                 + ' a revoked wallet is not authorized again; configure another wallet (STRONGDOGE_WALLET_KEY or --wallet) and restart the node');
             this.schedule.stop();
             throw this.revoked;
         }
+        return windows;
+    }
+
+    /**
+     * Publishes the owner's permission for this wallet on this contract, valid for `authorizationLifetimeMs`, when the
+     * chain holds none (`windows`) with more than a quarter of its time left, and waits until it is confirmed.
+     */
+    private async ensureAuthorized(provider: JsonRpcProvider, wallet: Wallet, windows: readonly AuthorizationWindow[]) {
+        const {log, contract, authorizationLifetimeMs} = this.options;
+        // One not yet confirmed will be by the time an anchor after it is, and that anchor counts only if it is (sendAndRecord).
         const now = Date.now();
-        if (windows.some((window) => head - window.from.blockNumber + 1 >= confirmations && window.validUntil * 1000 - now > authorizationLifetimeMs / 4))
+        if (windows.some((window) => window.validUntil * 1000 - now > authorizationLifetimeMs / 4))
             return;
         // Sending it twice (after a crash) would be harmless: no saved transaction is needed here.
         const validUntil = Math.floor((now + authorizationLifetimeMs) / 1000);
@@ -252,7 +263,7 @@ export class Anchorer extends EventEmitter<{anchored: [record: AnchorRecord], fa
                 treeHash: String(parsed.args[3]).slice(2), timestamp: Number(parsed.args[4]), blockNumber: receipt.blockNumber, logIndex: event.index,
                 txHash: pending.txHash}] : [];
         });
-        const {windows} = await this.walletWindows(provider, pending.wallet);
+        const windows = await this.walletWindows(provider, pending.wallet);
         return anchors.some((anchor) => anchor.core === log.key && anchorCounts(anchor, windows));
     }
 

@@ -205,6 +205,9 @@ export class NodeLedger implements PeerProtocol {
             throw LedgerError.notConfigured(`no anchoring contract for chain ${this.chain.chainId}: nothing can have been authorized; pass --anchor-contract`);
         const revoked = await revokeWallet({...this.chain, contract, maxFeeGwei: this.maxFeeGwei, miningTimeoutMs: MINING_TIMEOUT_MS},
             this.log, this.wallet.wallet, wallet);
+        // This node's own wallet: its anchorer stops now rather than at its next attempt (`ledger show` says why).
+        if (this.anchorer !== undefined && revoked[0]!.wallet === this.wallet.wallet.address)
+            void this.anchorer.anchorNow().catch(() => undefined);
         return {revoked};
     }
 
