@@ -5,8 +5,10 @@
 import {EventEmitter} from 'node:events';
 import {Interface, type JsonRpcProvider, type Wallet} from 'ethers';
 import {AnchorSchedule} from './anchor/anchor-schedule.js';
-import {type AnchorState, AnchorStateFile, authorizationKey, type PendingAnchor} from './anchor/anchor-state.js';
+import {readWalletEventsOn} from './anchor/anchor-events.js';
+import {type AnchorState, AnchorStateFile, type PendingAnchor} from './anchor/anchor-state.js';
 import {publishAuthorization, sendPending, signAnchor} from './anchor/anchor-transactions.js';
+import {type AnchorEvent, anchorCounts, type AuthorizationWindow, authorizationWindows, type OwnerEvent} from './anchor/authorization-windows.js';
 import {type ChainSettings, shortReason, withChain} from './anchor/chain.js';
 import type {ContributionLog} from './contribution-log.js';
 import {LedgerError} from './ledger-error.js';
@@ -14,7 +16,7 @@ import {contributionAnchorAbi} from './generated/contribution-anchor.js';
 import {LEDGER_RECORD_VERSION, type AnchorRecord} from './records.js';
 
 /** How long a sent anchoring transaction may take to be mined and confirmed before the attempt is retried (the same transaction). */
-const MINING_TIMEOUT_MS = 120_000;
+export const MINING_TIMEOUT_MS = 120_000;
 /** How long an authorization of the wallet is valid: a year, renewed when a quarter of it is left. */
 const AUTHORIZATION_LIFETIME_MS = 365 * 24 * 3600_000;
 const contractInterface = new Interface(contributionAnchorAbi);
@@ -39,7 +41,11 @@ export interface AnchorerOptions extends ChainSettings {
     /** Blocks on top of a transaction's, its own included, before it counts and its anchor is recorded; defaults to 1 (mined). */
     confirmations?: number,
     /** How long the wallet's authorization is valid; renewed when a quarter of it is left. Defaults to a year. */
-    authorizationLifetimeMs?: number
+    authorizationLifetimeMs?: number,
+    /** The first block read for the wallet's authorizations: the contract's deployment. Defaults to 0. */
+    fromBlock?: number,
+    /** Blocks per `eth_getLogs` call; defaults to 10,000. */
+    pageBlocks?: number
 }
 
 export type AnchorOutcome =
@@ -66,6 +72,10 @@ export class Anchorer extends EventEmitter<{anchored: [record: AnchorRecord], fa
     private lastError: string | null = null;
     private state: AnchorState = {pending: null, authorizations: []};
     private loaded = false;
+    /** The owner's events for the wallet and this log read so far, to `readTo`: each attempt reads only the blocks since. */
+    private walletEvents: {wallet: string, events: OwnerEvent[], readTo: number} | undefined;
+    /** Why anchoring stopped for good: the owner revoked this wallet. */
+    private revoked: LedgerError | undefined;
 
     constructor(options: AnchorerOptions) {
         super();
@@ -97,7 +107,7 @@ export class Anchorer extends EventEmitter<{anchored: [record: AnchorRecord], fa
             pending: pending && {logLength: pending.logLength, txHash: pending.txHash},
             lastAnchor: this.options.log.anchors.at(-1) ?? null,
             lastError: this.lastError,
-            nextAttemptAt: nextAttemptAt === null ? null : new Date(nextAttemptAt).toISOString()
+            nextAttemptAt: nextAttemptAt === null || this.revoked !== undefined ? null : new Date(nextAttemptAt).toISOString()
         };
     }
 
@@ -130,6 +140,8 @@ export class Anchorer extends EventEmitter<{anchored: [record: AnchorRecord], fa
         await this.loadState();
         await this.forgetForeignPending(provider);
         if (this.state.pending === null) {
+            // A revoked wallet stops anchoring, and says so, even when the log has not grown.
+            const windows = await this.unlessRevoked(provider);
             await log.flush();
             const last = log.anchors.at(-1);
             // The anchor record itself adds one record: only growth beyond it is worth a transaction. A record the
@@ -138,7 +150,7 @@ export class Anchorer extends EventEmitter<{anchored: [record: AnchorRecord], fa
             if (last !== undefined && log.length <= last.logLength + 1 && await this.onChain(provider, last))
                 return {status: 'up-to-date', logLength: last.logLength};
             const wallet = this.options.wallet.connect(provider);
-            await this.ensureAuthorized(provider, wallet);
+            await this.ensureAuthorized(provider, wallet, windows);
             const pending = await signAnchor(provider, wallet, this.options, {coreKey: log.key, logLength: log.length, treeHash: await log.treeHash(log.length)});
             await this.saveState({...this.state, pending});
         }
@@ -187,21 +199,72 @@ export class Anchorer extends EventEmitter<{anchored: [record: AnchorRecord], fa
     }
 
     /**
-     * Publishes the owner's permission for this wallet on this contract, valid for `authorizationLifetimeMs`, when
-     * there is none or a quarter of its time is left, and waits until it is confirmed.
+     * The owner's authorizations of `wallet` for this log (docs/architecture.md, "Anchoring"), read from the chain up to
+     * its head: the blocks read before, less the last `confirmations` (which a reorganization may still change), are
+     * not read again.
      */
-    private async ensureAuthorized(provider: JsonRpcProvider, wallet: Wallet) {
-        const {log, chainId, contract, authorizationLifetimeMs} = this.options;
-        const key = authorizationKey(chainId, contract, wallet.address);
+    private async walletWindows(provider: JsonRpcProvider, wallet: string) {
+        const {log, chainId, contract, confirmations, fromBlock = 0} = this.options;
+        const head = await provider.getBlockNumber();
+        const cache = this.walletEvents?.wallet === wallet.toLowerCase() ? this.walletEvents : {wallet: wallet.toLowerCase(), events: [], readTo: fromBlock - 1};
+        const from = Math.max(fromBlock, cache.readTo - confirmations + 1);
+        const events = [...cache.events.filter((event) => event.blockNumber < from),
+            ...from <= head ? await readWalletEventsOn(provider, this.options, {owner: log.owner, core: log.key, wallet}, from, head) : []];
+        this.walletEvents = {wallet: cache.wallet, events, readTo: head};
+        return authorizationWindows(events, log.owner, {network: log.domain.network, chainId, contract});
+    }
+
+    /**
+     * The wallet's authorizations for this log, unless the owner revoked one (`ledger revoke`): a revoked wallet is
+     * never authorized again, since the revocation says the owner no longer trusts it (lost, stolen, retired) and a
+     * new authorization would undo it. Anchoring stops then, with NOT_CONFIGURED, and no more attempts are scheduled.
+     */
+    private async unlessRevoked(provider: JsonRpcProvider) {
+        const {address} = this.options.wallet;
+        const windows = await this.walletWindows(provider, address);
+        const revocation = windows.find((window) => window.until !== null);
+        if (revocation !== undefined) {
+            this.revoked = LedgerError.notConfigured(`the log's owner revoked the anchoring wallet ${address} in block ${revocation.until!.blockNumber}:`
+                + ' a revoked wallet is not authorized again; configure another wallet (STRONGDOGE_WALLET_KEY or --wallet) and restart the node');
+            this.schedule.stop();
+            throw this.revoked;
+        }
+        return windows;
+    }
+
+    /**
+     * Publishes the owner's permission for this wallet on this contract, valid for `authorizationLifetimeMs`, when the
+     * chain holds none (`windows`) with more than a quarter of its time left, and waits until it is confirmed.
+     */
+    private async ensureAuthorized(provider: JsonRpcProvider, wallet: Wallet, windows: readonly AuthorizationWindow[]) {
+        const {log, contract, authorizationLifetimeMs} = this.options;
+        // One not yet confirmed will be by the time an anchor after it is, and that anchor counts only if it is (sendAndRecord).
         const now = Date.now();
-        const current = this.state.authorizations.filter((entry) => entry.validUntil * 1000 > now);
-        if (current.some((entry) => entry.key === key && entry.validUntil * 1000 - now > authorizationLifetimeMs / 4))
+        if (windows.some((window) => window.validUntil * 1000 - now > authorizationLifetimeMs / 4))
             return;
         // Sending it twice (after a crash) would be harmless: no saved transaction is needed here.
         const validUntil = Math.floor((now + authorizationLifetimeMs) / 1000);
         await publishAuthorization(provider, wallet, this.options, {owner: log.owner, core: log.key, wallet: wallet.address, validUntil,
             signature: log.authorizeAnchoring(wallet.address, contract, validUntil)});
-        await this.saveState({...this.state, authorizations: [...current, {key, validUntil}]});
+    }
+
+    /**
+     * Whether the anchor in `receipt` counts: sent by the wallet inside one of its authorizations' windows. One mined
+     * after the wallet's revocation or expiry would be a record `verify` reports as not borne out by the chain.
+     */
+    private async anchorCounts(provider: JsonRpcProvider, pending: PendingAnchor, receipt: {blockNumber: number, logs: readonly {address: string,
+        topics: readonly string[], data: string, index: number}[]}) {
+        const {contract, log} = this.options;
+        const anchors = receipt.logs.flatMap((event): AnchorEvent[] => {
+            if (event.address.toLowerCase() !== contract.toLowerCase())
+                return [];
+            const parsed = contractInterface.parseLog({topics: [...event.topics], data: event.data});
+            return parsed?.name === 'Anchored' ? [{sender: String(parsed.args[0]), core: String(parsed.args[1]).slice(2), logLength: Number(parsed.args[2]),
+                treeHash: String(parsed.args[3]).slice(2), timestamp: Number(parsed.args[4]), blockNumber: receipt.blockNumber, logIndex: event.index,
+                txHash: pending.txHash}] : [];
+        });
+        const windows = await this.walletWindows(provider, pending.wallet);
+        return anchors.some((anchor) => anchor.core === log.key && anchorCounts(anchor, windows));
     }
 
     /**
@@ -221,6 +284,11 @@ export class Anchorer extends EventEmitter<{anchored: [record: AnchorRecord], fa
         const recorded = log.anchors.find((anchor) => anchor.txHash === pending.txHash && anchor.blockNumber === receipt.blockNumber);
         if (recorded !== undefined)
             return recorded;
+        if (!await this.anchorCounts(provider, pending, receipt)) {
+            await this.saveState({...this.state, pending: null});
+            throw LedgerError.notConfigured(`the anchor in transaction ${pending.txHash} (block ${receipt.blockNumber}) does not count: the wallet's`
+                + ' authorization was revoked or had expired before it; it is not recorded');
+        }
         const record: AnchorRecord = {
             version: LEDGER_RECORD_VERSION, type: 'anchor', at: new Date().toISOString(), chainId: pending.chainId,
             contract: pending.contract, txHash: pending.txHash, blockNumber: receipt.blockNumber, logLength: pending.logLength, treeHash: pending.treeHash

@@ -10,6 +10,10 @@ export type LedgerErrorCode =
     | 'STORAGE'
     /** No wallet, no contract, or a setting that cannot work. */
     | 'NOT_CONFIGURED'
+    /** An argument that cannot be right (a wallet that is not an address). */
+    | 'INVALID_REQUEST'
+    /** `ledger revoke`: the wallet has no authorization for this log that is still valid. */
+    | 'NOTHING_TO_REVOKE'
     /** The chain RPC answers a chain id other than the one configured: nothing is sent. */
     | 'WRONG_CHAIN'
     /** The chain's fee is above `--max-fee-gwei`. */
@@ -35,6 +39,14 @@ export class LedgerError extends Error {
 
     static notConfigured(message: string) {
         return new LedgerError('NOT_CONFIGURED', message);
+    }
+
+    static invalidRequest(message: string) {
+        return new LedgerError('INVALID_REQUEST', message);
+    }
+
+    static nothingToRevoke(message: string) {
+        return new LedgerError('NOTHING_TO_REVOKE', message);
     }
 
     static wrongChain(message: string) {

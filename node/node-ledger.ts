@@ -5,7 +5,8 @@ import type Hypercore from 'hypercore';
 import type {NodeSettings} from './node-settings.js';
 import {countedAnchors, readAnchorEvents} from '../ledger/anchor/anchor-events.js';
 import type {ChainSettings} from '../ledger/anchor/chain.js';
-import {Anchorer, type AnchorOutcome} from '../ledger/anchorer.js';
+import {type Revocation, revokeWallet, walletAddress} from '../ledger/anchor/wallet-revocation.js';
+import {Anchorer, type AnchorOutcome, MINING_TIMEOUT_MS} from '../ledger/anchorer.js';
 import {ContributionLog} from '../ledger/contribution-log.js';
 import {LedgerError} from '../ledger/ledger-error.js';
 import type {Receipt} from '../ledger/receipt.js';
@@ -27,6 +28,8 @@ export function ledgerPaths(dataDir: string) {
         deployedContract: join(directory, 'anchor-contract.json')
     };
 }
+
+const NO_WALLET = 'no wallet: set STRONGDOGE_WALLET_KEY, or --wallet with STRONGDOGE_WALLET_PASSWORD';
 
 /** The version of the anchoring contract's interface: 2 added owners, expiries and revocations to authorizations. */
 const CONTRACT_VERSION = 2;
@@ -81,7 +84,10 @@ export class NodeLedger implements PeerProtocol {
         readonly anchorer: Anchorer | undefined,
         readonly anchoringOff: string | undefined,
         /** This node and the peers it trusts (`--trusted-peers`): work done for them is witnessed when it verifies a log. */
-        private readonly witnesses: ReadonlySet<string>
+        private readonly witnesses: ReadonlySet<string>,
+        /** The configured wallet, which pays for revocations too, or why there is none. */
+        private readonly wallet: {wallet: Wallet} | {missing: string},
+        private readonly maxFeeGwei: number
     ) {}
 
     static async open({settings, identity, walletPassword, onNotice}: NodeLedgerOptions): Promise<NodeLedger> {
@@ -104,13 +110,14 @@ export class NodeLedger implements PeerProtocol {
             confirmations: settings.confirmations, pageBlocks: settings.chainLogBlocks};
         let wallet: Wallet | undefined;
         let anchoringOff: string | undefined;
+        let walletMissing: string | undefined;
         try {
             wallet = await walletFromSettings(settings, walletPassword);
         } catch (error) {
-            anchoringOff = (error as Error).message;
+            anchoringOff = walletMissing = (error as Error).message;
         }
         if (anchoringOff === undefined && wallet === undefined)
-            anchoringOff = 'no wallet: set STRONGDOGE_WALLET_KEY, or --wallet with STRONGDOGE_WALLET_PASSWORD';
+            anchoringOff = NO_WALLET;
         if (anchoringOff === undefined && contract === undefined)
             anchoringOff = `no anchoring contract for chain ${settings.chainId}: run \`strongdoge ledger deploy\` or pass --anchor-contract`;
         if (anchoringOff === undefined && (log.domain.network !== settings.network || log.domain.chainId !== settings.chainId))
@@ -133,7 +140,8 @@ export class NodeLedger implements PeerProtocol {
         // Peers' logs: only the one asked for, within these bounds (docs/peer-protocol.md, "Ledger replication").
         const replication = new LedgerReplication({log, onNotice, limits: {maxRecords: settings.peerLogMaxRecords,
             maxBytes: settings.peerLogMaxBytes, maxTotalBytes: settings.peerLogsMaxBytes, bytesPerSecond: settings.peerLogRate}});
-        return new NodeLedger(log, replication, chain, settings.network, anchorer, anchoringOff, new Set([identity.id, ...settings.trustedPeers]));
+        return new NodeLedger(log, replication, chain, settings.network, anchorer, anchoringOff, new Set([identity.id, ...settings.trustedPeers]),
+            wallet === undefined ? {missing: walletMissing ?? NO_WALLET} : {wallet}, settings.maxFeeGwei);
     }
 
     /**
@@ -170,6 +178,26 @@ export class NodeLedger implements PeerProtocol {
         if (this.anchorer === undefined)
             throw LedgerError.notConfigured(`anchoring is off: ${this.anchoringOff}`);
         return this.anchorer.anchorNow();
+    }
+
+    /**
+     * Revokes the owner's authorizations of `wallet` to anchor this log that are still valid, paid by the configured
+     * wallet (any wallet may send a revocation) and awaited to the confirmation depth (docs/architecture.md,
+     * "Anchoring"). When it is this node's own anchoring wallet, its anchorer stops at its next attempt.
+     */
+    async revoke(wallet: string): Promise<{revoked: Revocation[]}> {
+        const {contract} = this.chain;
+        walletAddress(wallet);
+        if ('missing' in this.wallet)
+            throw LedgerError.notConfigured(`no wallet to pay for the revocation: ${this.wallet.missing}`);
+        if (contract === undefined)
+            throw LedgerError.notConfigured(`no anchoring contract for chain ${this.chain.chainId}: nothing can have been authorized; pass --anchor-contract`);
+        const revoked = await revokeWallet({...this.chain, contract, maxFeeGwei: this.maxFeeGwei, miningTimeoutMs: MINING_TIMEOUT_MS},
+            this.log, this.wallet.wallet, wallet);
+        // This node's own wallet: its anchorer stops now rather than at its next attempt (`ledger show` says why).
+        if (this.anchorer !== undefined && revoked[0]!.wallet === this.wallet.wallet.address)
+            void this.anchorer.anchorNow().catch(() => undefined);
+        return {revoked};
     }
 
     /**

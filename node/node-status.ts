@@ -159,6 +159,17 @@ export const anchorOutcomeSchema = z.discriminatedUnion('status', [
     z.object({status: z.literal('up-to-date'), logLength: count})
 ]);
 
+/** `POST /api/ledger/revoke` with `{wallet}`: the authorizations of that wallet it revoked, each confirmed. */
+export const revocationOutcomeSchema = z.object({
+    revoked: z.array(z.object({
+        wallet: z.string().regex(/^0x[0-9a-fA-F]{40}$/),
+        /** Until when the revoked authorization was valid, unix seconds. */
+        validUntil: count,
+        txHash: z.string().regex(/^0x[0-9a-f]{64}$/),
+        blockNumber: count
+    })).min(1)
+});
+
 /** `POST /api/ledger/verify` */
 export const verifyReportSchema = z.object({
     core: z.string(),
@@ -216,6 +227,7 @@ export type NodeStatus = z.infer<typeof nodeStatusSchema>;
 export type LedgerStatus = z.infer<typeof ledgerStatusSchema>;
 export type AnchorOutcomeStatus = z.infer<typeof anchorOutcomeSchema>;
 export type VerifyReportStatus = z.infer<typeof verifyReportSchema>;
+export type RevocationOutcomeStatus = z.infer<typeof revocationOutcomeSchema>;
 export type PeerStatus = z.infer<typeof peerStatusSchema>;
 export type PeersStatus = z.infer<typeof peersStatusSchema>;
 export type NetworkModelsStatus = z.infer<typeof networkModelsStatusSchema>;
@@ -228,6 +240,7 @@ export const statusDocuments = {
     '/api/cluster': clusterStatusSchema,
     '/api/ledger': ledgerStatusSchema,
     '/api/ledger/anchor': anchorOutcomeSchema,
+    '/api/ledger/revoke': revocationOutcomeSchema,
     '/api/ledger/verify': verifyReportSchema
 } as const;
 

@@ -196,7 +196,8 @@ export class StrongdogeNode {
                 cluster: () => this.describeCluster(),
                 ledger: () => this.openLedger().describe(),
                 anchorLedger: () => this.openLedger().anchorNow(),
-                verifyLedger: (core) => this.openLedger().verify(core)
+                verifyLedger: (core) => this.openLedger().verify(core),
+                revokeLedger: (wallet) => this.openLedger().revoke(wallet)
             },
             catalog: {
                 version: packageInfo.version,

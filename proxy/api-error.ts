@@ -98,6 +98,8 @@ const ledgerErrorStatus: Record<LedgerErrorCode, [number, ApiErrorType]> = {
     // Only the node's own records reach the log through the API (an anchor record): a refusal is the node's fault.
     INVALID_RECORD: [500, 'server_error'],
     NOT_CONFIGURED: [409, 'invalid_request_error'],
+    INVALID_REQUEST: [400, 'invalid_request_error'],
+    NOTHING_TO_REVOKE: [409, 'invalid_request_error'],
     WRONG_CHAIN: [409, 'invalid_request_error'],
     FEE_TOO_HIGH: [503, 'server_error'],
     CHAIN_UNAVAILABLE: [503, 'server_error'],

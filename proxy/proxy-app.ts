@@ -10,7 +10,7 @@ import {getModelHandler, listModelsHandler} from './routes/model-routes.js';
 import {ANTHROPIC_PATHS, countTokensHandler, messagesHandler} from './routes/messages-routes.js';
 import {responsesHandler} from './routes/responses-routes.js';
 import type {ResponseLocals} from './routes/route-helpers.js';
-import {actionHandler, healthHandler, jsonHandler, verifyLedgerHandler, type StatusSources} from './routes/status-routes.js';
+import {actionHandler, healthHandler, jsonHandler, verifyLedgerHandler, revokeLedgerHandler, type StatusSources} from './routes/status-routes.js';
 import {shortPeerId} from '../core/display.js';
 
 export interface ProxyAppOptions {
@@ -133,6 +133,7 @@ export function createProxyApp(options: ProxyAppOptions) {
     api.get('/api/ledger', jsonHandler(status.ledger));
     api.post('/api/ledger/anchor', actionHandler(status.anchorLedger));
     api.post('/api/ledger/verify', json, verifyLedgerHandler(status.verifyLedger));
+    api.post('/api/ledger/revoke', json, revokeLedgerHandler(status.revokeLedger));
     api.get('/v1/models', listModelsHandler(inference));
     api.get('/v1/models/:id', getModelHandler(inference));
     api.post('/v1/chat/completions', recordStats(stats), json, chatCompletionsHandler(inference));

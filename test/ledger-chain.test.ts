@@ -8,18 +8,23 @@ import {Contract, ContractFactory, type InterfaceAbi, Transaction, Wallet} from 
 import Corestore from 'corestore';
 import {type EventReadSettings, readAnchorEvents} from '../ledger/anchor/anchor-events.js';
 import {chainProvider, deployAnchorContract} from '../ledger/anchor/chain.js';
+import {type RevocationSettings, revokeWallet} from '../ledger/anchor/wallet-revocation.js';
 import {Anchorer, type AnchorerOptions} from '../ledger/anchorer.js';
 import {ContributionLog} from '../ledger/contribution-log.js';
 import {contributionAnchorAbi} from '../ledger/generated/contribution-anchor.js';
 import {LedgerError} from '../ledger/ledger-error.js';
 import {LEDGER_RECORD_VERSION} from '../ledger/records.js';
 import {verifyLog} from '../ledger/verify-log.js';
+import {runCli, startDaemon} from '../harness/cli-process.js';
 import {type EvmNode, startEvmNode} from '../harness/evm-node.js';
 import {countersignedReceipt, type KeyPair, keyPair, servedRecord} from '../harness/ledger-fixture.js';
+import {loadOrCreateIdentity} from '../swarm/node-identity.js';
 
 /**
  * Anchoring against a real local EVM JSON-RPC node (hardhat) with Dogechain's chain id: deploy, anchor, verify,
- * tampering, a chain that stops answering, a transaction that is not mined before a restart, a wrong chain, a fee cap.
+ * tampering, a chain that stops answering, a transaction that is not mined before a restart, a wrong chain, a fee cap;
+ * `ledger revoke` (the library, the CLI on a stopped node's data dir, the running node's API) and the anchorer of a
+ * revoked wallet.
  */
 
 let evm: EvmNode;
@@ -62,7 +67,7 @@ async function grow(log: ContributionLog, owner: KeyPair, records: number) {
 function anchorer(log: ContributionLog, directory: string, options: Partial<AnchorerOptions> = {}) {
     return new Anchorer({
         log, wallet, contract, rpcUrl: evm.url, chainId: evm.chainId, statePath: join(directory, 'anchor-state.json'), maxFeeGwei: 1000,
-        rpcTimeoutMs: 2_000, ...options
+        fromBlock: deployBlock, rpcTimeoutMs: 2_000, ...options
     });
 }
 
@@ -452,4 +457,193 @@ test.serial('a fee above --max-fee-gwei is refused, nothing sent', async (t) => 
     const error = await t.throwsAsync(anchorer(log, directory, {maxFeeGwei: 1e-9}).anchorNow(), {instanceOf: LedgerError});
     t.is(error!.code, 'FEE_TOO_HIGH');
     t.is(await nonceOf(), before);
+});
+
+/** A new wallet's key, funded on the chain: each test's wallets are its own (hardhat funds only three accounts here). */
+async function fundedKey() {
+    const wallet = Wallet.createRandom();
+    await evm.send('hardhat_setBalance', [wallet.address, '0x56bc75e2d63100000']);
+    return wallet.privateKey;
+}
+
+async function tempDir(prefix: string) {
+    const directory = await mkdtemp(join(tmpdir(), prefix));
+    cleanups.push(() => rm(directory, {recursive: true, force: true}));
+    return directory;
+}
+
+const revocationSettings = (): RevocationSettings => ({rpcUrl: evm.url, chainId: evm.chainId, contract, fromBlock: deployBlock, maxFeeGwei: 1000,
+    confirmations: 1, miningTimeoutMs: 60_000});
+const provider = () => chainProvider({rpcUrl: evm.url, chainId: evm.chainId});
+const nonceOfKey = (key: string) => provider().getTransactionCount(new Wallet(key).address, 'latest');
+
+test.serial('revoking a wallet: its later anchors count for nothing, earlier ones still do; its anchorer stops; nothing left to revoke', async (t) => {
+    const {log, directory, owner} = await freshLog(4);
+    const anchoringKey = await fundedKey();
+    const anchoringWallet = new Wallet(anchoringKey).address;
+    const first = await anchorer(log, directory, {wallet: new Wallet(anchoringKey)}).anchorNow();
+    if (first.status !== 'anchored')
+        return t.fail();
+    const [authorization] = (await events(log)).authorizations;
+
+    // Another wallet pays for the revocation: the signature is the owner's.
+    const payer = new Wallet(await fundedKey());
+    const revoked = await revokeWallet(revocationSettings(), log, payer, anchoringWallet.toLowerCase());
+    t.is(revoked.length, 1);
+    t.like(revoked[0], {wallet: anchoringWallet, validUntil: authorization!.validUntil});
+    const receipt = await provider().getTransactionReceipt(revoked[0]!.txHash);
+    t.is(receipt?.from, payer.address);
+    t.is(receipt?.blockNumber, revoked[0]!.blockNumber);
+    t.true(revoked[0]!.blockNumber > first.record.blockNumber);
+
+    // The revoked wallet anchors anyway: that anchor counts for nothing, the one before still does.
+    await grow(log, owner, 3);
+    const lateBlock = await anchorDirectly(log, anchoringKey);
+    t.true(lateBlock > revoked[0]!.blockNumber);
+    const chain = await events(log);
+    t.like(chain.authorizations[0], {sender: anchoringWallet, until: {blockNumber: revoked[0]!.blockNumber}});
+    const report = await verifyLog(log.hypercore, chain);
+    t.deepEqual(report.problems, []);
+    t.is(report.anchorsChecked, 1);
+    t.is(report.anchorsIgnored, 1, 'the anchor after the revocation');
+    t.is(report.anchoredLength, first.record.logLength);
+
+    // The node's anchorer does not authorize the revoked wallet again: it stops, saying why, and sends nothing.
+    const before = await nonceOfKey(anchoringKey);
+    const stopped = anchorer(log, directory, {wallet: new Wallet(anchoringKey)});
+    const error = await t.throwsAsync(stopped.anchorNow(), {instanceOf: LedgerError});
+    t.is(error!.code, 'NOT_CONFIGURED');
+    t.regex(error!.message, new RegExp(`revoked the anchoring wallet ${anchoringWallet} in block ${revoked[0]!.blockNumber}: .*configure another wallet`));
+    t.is(stopped.status().nextAttemptAt, null);
+    t.is(await nonceOfKey(anchoringKey), before, 'no new authorization, no anchor');
+    t.is(log.anchors.length, 1);
+
+    // Another wallet anchors the log again: the owner authorizes it, and its anchor counts.
+    const next = await anchorer(log, directory, {wallet: new Wallet(await fundedKey())}).anchorNow();
+    t.is(next.status, 'anchored');
+    const renewed = await verifyLog(log.hypercore, await events(log));
+    t.deepEqual(renewed.problems, []);
+    t.is(renewed.anchoredLength, log.length - 1);
+
+    const again = await t.throwsAsync(revokeWallet(revocationSettings(), log, payer, anchoringWallet), {instanceOf: LedgerError});
+    t.is(again!.code, 'NOTHING_TO_REVOKE');
+    t.regex(again!.message, new RegExp(`no authorization of ${anchoringWallet} to anchor the log ${log.key} is valid`));
+    const stranger = await t.throwsAsync(revokeWallet(revocationSettings(), log, payer, Wallet.createRandom().address), {instanceOf: LedgerError});
+    t.is(stranger!.code, 'NOTHING_TO_REVOKE');
+    const invalid = await t.throwsAsync(revokeWallet(revocationSettings(), log, payer, '0x1234'), {instanceOf: LedgerError});
+    t.is(invalid!.code, 'INVALID_REQUEST');
+    t.regex(invalid!.message, /'0x1234' is not a wallet address/);
+});
+
+test.serial('an anchor signed before its wallet was revoked and mined after is not recorded', async (t) => {
+    const {log, directory, owner} = await freshLog(2);
+    const anchoringKey = await fundedKey();
+    t.is((await anchorer(log, directory, {wallet: new Wallet(anchoringKey)}).anchorNow()).status, 'anchored');
+    await grow(log, owner, 2);
+    const rpc = provider();
+    await rpc.send('evm_setAutomine', [false]);
+    let pendingTx: string;
+    try {
+        // Signed, saved and sent, but not mined: then it is dropped from the mempool, as a busy chain may.
+        await t.throwsAsync(anchorer(log, directory, {wallet: new Wallet(anchoringKey), miningTimeoutMs: 1_000}).anchorNow(), {message: /not mined and confirmed yet/});
+        pendingTx = (await rpc.send('eth_getBlockByNumber', ['pending', false]) as {transactions: string[]}).transactions[0]!;
+        t.truthy(pendingTx);
+        t.true(await evm.send('hardhat_dropTransaction', [pendingTx]) as boolean);
+    } finally {
+        await rpc.send('evm_setAutomine', [true]);
+    }
+    await revokeWallet(revocationSettings(), log, new Wallet(await fundedKey()), new Wallet(anchoringKey).address);
+    // The restarted anchorer sends its saved transaction again; it is mined after the revocation: no record.
+    const restarted = anchorer(log, directory, {wallet: new Wallet(anchoringKey)});
+    const error = await t.throwsAsync(restarted.anchorNow(), {instanceOf: LedgerError});
+    t.regex(error!.message, new RegExp(`the anchor in transaction ${pendingTx} \\(block \\d+\\) does not count`));
+    t.not(await rpc.getTransactionReceipt(pendingTx), null, 'it was mined');
+    t.is(log.anchors.length, 1, 'not recorded');
+    const report = await verifyLog(log.hypercore, await events(log));
+    t.deepEqual(report.problems, []);
+    t.is(report.anchorsIgnored, 1);
+    t.regex((await t.throwsAsync(restarted.anchorNow()))!.message, /revoked the anchoring wallet/, 'and it stops there');
+});
+
+test.serial('ledger revoke on the data dir of a stopped node: prints what it revoked; verify counts only the anchor before it', async (t) => {
+    const dataDir = await tempDir('strongdoge-revoke-node-');
+    const {identity} = await loadOrCreateIdentity(dataDir);
+    const anchoringKey = await fundedKey();
+    const anchoringWallet = new Wallet(anchoringKey).address;
+    const flags = ['--data-dir', dataDir, '--port', '9', '--chain-rpc', evm.url, '--chain-id', String(evm.chainId), '--confirmations', '1',
+        '--anchor-contract', contract, '--anchor-contract-block', String(deployBlock)];
+    const ledger = (args: string[], key = anchoringKey) => runCli(['ledger', ...args, ...flags], {STRONGDOGE_WALLET_KEY: key});
+    const anchored = await ledger(['anchor']);
+    t.is(anchored.code, 0, anchored.stderr);
+    t.regex(anchored.stdout, /^anchored 1 records in block \d+/);
+
+    const payerKey = await fundedKey();
+    const revoked = await ledger(['revoke', anchoringWallet, '--json'], payerKey);
+    t.is(revoked.code, 0, revoked.stderr);
+    const outcome = JSON.parse(revoked.stdout) as {revoked: {wallet: string, validUntil: number, txHash: string, blockNumber: number}[]};
+    t.is(outcome.revoked.length, 1);
+    t.is(outcome.revoked[0]!.wallet, anchoringWallet);
+    t.regex(outcome.revoked[0]!.txHash, /^0x[0-9a-f]{64}$/);
+    t.is((await provider().getTransactionReceipt(outcome.revoked[0]!.txHash))?.from, new Wallet(payerKey).address);
+
+    // The log grows; the revoked wallet anchors it anyway, by hand; the node's own anchorer refuses to.
+    const log = await ContributionLog.open({directory: join(dataDir, 'ledger', 'corestore'), identity});
+    await grow(log, identity as unknown as KeyPair, 2);
+    await anchorDirectly(log, anchoringKey);
+    await log.close();
+    const refused = await ledger(['anchor']);
+    t.is(refused.code, 1);
+    t.regex(refused.stderr, new RegExp(`strongdoge: error: the log's owner revoked the anchoring wallet ${anchoringWallet} in block ${outcome.revoked[0]!.blockNumber}`));
+
+    const verified = await ledger(['verify', '--json']);
+    t.is(verified.code, 0, verified.stdout + verified.stderr);
+    t.like(JSON.parse(verified.stdout), {anchorsChecked: 1, anchorsIgnored: 1, anchoredLength: 1, problems: []});
+
+    const nothing = await ledger(['revoke', anchoringWallet]);
+    t.is(nothing.code, 1);
+    t.regex(nothing.stderr, new RegExp(`strongdoge: error: no authorization of ${anchoringWallet} to anchor the log [0-9a-f]{64} is valid .*nothing to revoke`));
+    const invalid = await ledger(['revoke', 'dogecoin']);
+    t.is(invalid.code, 1);
+    t.regex(invalid.stderr, /strongdoge: error: 'dogecoin' is not a wallet address/);
+    const noWallet = await runCli(['ledger', 'revoke', anchoringWallet, ...flags], {STRONGDOGE_WALLET_KEY: ''});
+    t.is(noWallet.code, 1);
+    t.regex(noWallet.stderr, /strongdoge: error: no wallet to pay for the revocation: no wallet: set STRONGDOGE_WALLET_KEY/);
+});
+
+test.serial('ledger revoke through the running node: POST /api/ledger/revoke behind the API key; its anchorer stops', async (t) => {
+    const dataDir = await tempDir('strongdoge-revoke-daemon-');
+    const anchoringKey = await fundedKey();
+    const anchoringWallet = new Wallet(anchoringKey).address;
+    const chainFlags = ['--chain-rpc', evm.url, '--chain-id', String(evm.chainId), '--confirmations', '1', '--anchor-contract', contract,
+        '--anchor-contract-block', String(deployBlock)];
+    const daemon = await startDaemon(['--data-dir', dataDir, '--api-key', 'sesame', ...chainFlags], {env: {STRONGDOGE_WALLET_KEY: anchoringKey}});
+    cleanups.push(() => daemon.stop());
+    const port = new URL(daemon.origin).port;
+    // Through the node: it answers on the port; the CLI's own wallet is not used (the node's pays).
+    const ledger = (args: string[]) => runCli(['ledger', ...args, '--data-dir', dataDir, '--port', port, '--api-key', 'sesame', ...chainFlags],
+        {STRONGDOGE_WALLET_KEY: ''});
+    const anchored = await ledger(['anchor']);
+    t.is(anchored.code, 0, anchored.stderr);
+
+    const post = (body: unknown, key: string | null = 'sesame') => fetch(`${daemon.origin}/api/ledger/revoke`, {method: 'POST',
+        headers: {'content-type': 'application/json', ...(key !== null && {authorization: `Bearer ${key}`})}, body: JSON.stringify(body)});
+    t.is((await post({wallet: anchoringWallet}, null)).status, 401, 'the API key rule holds');
+    const bad = await post({wallet: 'such address'});
+    t.is(bad.status, 400);
+    t.like(await bad.json(), {error: {param: 'wallet', code: 'invalid_value'}});
+    const badChecksum = await post({wallet: anchoringWallet.toLowerCase().replace(/^0x(.)/, (_, digit: string) => `0x${digit === 'a' ? 'B' : 'A'}`)});
+    t.is(badChecksum.status, 400);
+    t.like(await badChecksum.json(), {error: {code: 'invalid_request'}});
+    const stranger = await post({wallet: Wallet.createRandom().address});
+    t.is(stranger.status, 409);
+    t.like(await stranger.json(), {error: {code: 'nothing_to_revoke'}});
+
+    const revoked = await ledger(['revoke', anchoringWallet]);
+    t.is(revoked.code, 0, revoked.stderr);
+    t.regex(revoked.stdout, new RegExp(`^revoked the authorization of ${anchoringWallet} valid until \\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z \\(\\d+\\), in block \\d+, tx 0x[0-9a-f]{64}\n$`));
+    const refused = await ledger(['anchor']);
+    t.is(refused.code, 1);
+    t.regex(refused.stderr, /409 the log's owner revoked the anchoring wallet/);
+    const status = await (await fetch(`${daemon.origin}/api/ledger`, {headers: {authorization: 'Bearer sesame'}})).json() as {anchoring: {lastError: string}};
+    t.regex(status.anchoring.lastError, /^NOT_CONFIGURED: the log's owner revoked/);
 });

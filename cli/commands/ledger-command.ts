@@ -1,5 +1,5 @@
 import {Command} from 'commander';
-import type {AnchorOutcomeStatus, LedgerStatus, VerifyReportStatus} from '../../node/node-status.js';
+import type {AnchorOutcomeStatus, LedgerStatus, RevocationOutcomeStatus, VerifyReportStatus} from '../../node/node-status.js';
 import {loadNodeSettings} from '../config/load-node-settings.js';
 import {fetchNodeStatus, NodeUnreachableError, type NodeAddressFlags} from '../node-client.js';
 import type {SettingFlags} from '../config/node-config.js';
@@ -85,8 +85,14 @@ function anchorText(outcome: AnchorOutcomeStatus) {
         : `nothing to anchor: the log has not grown since its anchor of ${outcome.logLength} records`;
 }
 
+function revokeText({revoked}: RevocationOutcomeStatus) {
+    return revoked.map(({wallet, validUntil, txHash, blockNumber}) =>
+        `revoked the authorization of ${wallet} valid until ${new Date(validUntil * 1000).toISOString()} (${validUntil}), in block ${blockNumber}, tx ${txHash}`)
+        .join('\n');
+}
+
 export function ledgerCommand() {
-    const ledger = new Command('ledger').description('the contribution log: show it, verify it, anchor it on the chain');
+    const ledger = new Command('ledger').description('the contribution log: show it, verify it, anchor it on the chain, revoke a wallet');
     ledger.addCommand(ledgerSubcommand('show', 'records, points and anchors of this node\'s log')
         .action(async (flags: LedgerFlags) => {
             const status = await throughNodeOrDataDir(() => fetchNodeStatus(flags, '/api/ledger'),
@@ -108,6 +114,13 @@ export function ledgerCommand() {
             const outcome = await throughNodeOrDataDir(() => fetchNodeStatus(flags, '/api/ledger/anchor', {}),
                 async (offline) => offline.withOfflineLedger(await loadNodeSettings(flags), (node) => node.anchorNow()));
             print(flags, outcome, anchorText(outcome));
+        }));
+    ledger.addCommand(ledgerSubcommand('revoke', 'revoke the authorizations of a wallet to anchor this node\'s log (any configured wallet pays)')
+        .argument('<wallet>', 'the wallet address whose authorizations are revoked')
+        .action(async (wallet: string, flags: LedgerFlags) => {
+            const outcome = await throughNodeOrDataDir(() => fetchNodeStatus(flags, '/api/ledger/revoke', {wallet}),
+                async (offline) => offline.withOfflineLedger(await loadNodeSettings(flags), (node) => node.revoke(wallet)));
+            print(flags, outcome, revokeText(outcome));
         }));
     ledger.addCommand(ledgerSubcommand('deploy', 'deploy the anchoring contract on the chain and remember its address')
         .action(async (flags: LedgerFlags) => {

@@ -150,6 +150,20 @@ export async function readAnchorEventsOn(provider: JsonRpcProvider, options: Eve
     return result;
 }
 
+/**
+ * The `Authorized` and `Revoked` events of `log`'s owner for one wallet and that log, in [fromBlock, toBlock], signatures
+ * unchecked (authorizationWindows checks them): all three are indexed topics, so nobody else's events are read. The
+ * anchorer reads them before each anchor, `ledger revoke` to find what to revoke.
+ */
+export async function readWalletEventsOn(provider: JsonRpcProvider, settings: Omit<EventReadSettings, 'confirmations'>,
+    {owner, core, wallet}: {owner: string, core: string, wallet: string}, fromBlock: number, toBlock: number): Promise<OwnerEvent[]> {
+    const reader = new PagedLogReader(provider, settings.contract, {...eventReadDefaults, confirmations: 1, ...settings} as Required<EventReadSettings>);
+    const logs = await reader.read([[topicOf('Authorized'), topicOf('Revoked')], `0x${owner}`, `0x${core}`, topicAddress(wallet)], fromBlock, toBlock);
+    if (reader.incomplete !== null)
+        throw LedgerError.chainUnavailable(`${reader.incomplete} while reading the authorizations of ${wallet}`);
+    return logs.flatMap(ownerEvent);
+}
+
 /** Reads the chain's record of `log`: its owner's authorizations, and its anchors by the wallets they name. */
 export function readAnchorEvents(settings: EventReadSettings, log: LogIdentity): Promise<ChainAnchors> {
     return withChain(settings, 'cannot read anchors', (provider) => readAnchorEventsOn(provider, settings, log));

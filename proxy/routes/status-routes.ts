@@ -29,10 +29,13 @@ export interface StatusSources {
     /** Anchors the log now. */
     anchorLedger: () => Promise<object>,
     /** Verifies this node's log, or the log `core` of another node. */
-    verifyLedger: (core?: string) => Promise<object>
+    verifyLedger: (core?: string) => Promise<object>,
+    /** Revokes the owner's authorizations of a wallet to anchor the log. */
+    revokeLedger: (wallet: string) => Promise<object>
 }
 
 const LEDGER_CORE = /^[0-9a-f]{64}$/;
+const WALLET = /^0x[0-9a-fA-F]{40}$/;
 
 /** `POST /api/ledger/verify` with an optional `{"core": "<hex key>"}`: another node's log, replicated from a peer. */
 export function verifyLedgerHandler(verify: StatusSources['verifyLedger']): RequestHandler {
@@ -41,6 +44,19 @@ export function verifyLedgerHandler(verify: StatusSources['verifyLedger']): Requ
         if (core !== undefined && (typeof core !== 'string' || !LEDGER_CORE.test(core)))
             throw ApiError.invalid('core must be a log\'s key: 64 hex digits.', 'core', 'invalid_value');
         res.json(await verify(core));
+    };
+}
+
+/**
+ * `POST /api/ledger/revoke` with `{"wallet": "0x…"}`: the wallet's authorizations to anchor this node's log are
+ * revoked on the chain (the ledger checks the address's checksum).
+ */
+export function revokeLedgerHandler(revoke: StatusSources['revokeLedger']): RequestHandler {
+    return async (req, res) => {
+        const wallet = (req.body as {wallet?: unknown} | undefined)?.wallet;
+        if (typeof wallet !== 'string' || !WALLET.test(wallet))
+            throw ApiError.invalid('wallet must be a wallet address: 0x and 40 hex digits.', 'wallet', 'invalid_value');
+        res.json(await revoke(wallet));
     };
 }
 
