@@ -1,7 +1,6 @@
 import {mkdir, readFile, rename, writeFile} from 'node:fs/promises';
 import {join} from 'node:path';
 import type {Wallet} from 'ethers';
-import type Hypercore from 'hypercore';
 import type {NodeSettings} from './node-settings.js';
 import {countedAnchors, readAnchorEvents} from '../ledger/anchor/anchor-events.js';
 import type {ChainSettings} from '../ledger/anchor/chain.js';
