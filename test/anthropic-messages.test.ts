@@ -97,11 +97,18 @@ test('a tool round trip: the named tool is called with input matching its schema
     t.not(answer.stop_reason, 'tool_use');
 });
 
-test('tool_choice none: no tool_use blocks', async (t) => {
-    const message = await anthropic().messages.create(greedy({model: 'demo', messages: [{role: 'user', content: 'What is the weather in Paris?'}],
-        tools, tool_choice: {type: 'none'}, max_tokens: 30}));
+test('tool_choice none: no tool_use blocks; any: a call of one of the tools, its input held to its schema', async (t) => {
+    const messages: Anthropic.MessageParam[] = [{role: 'user', content: 'What is the weather in Paris?'}];
+    const message = await anthropic().messages.create(greedy({model: 'demo', messages, tools, tool_choice: {type: 'none'}, max_tokens: 30}));
     t.false(message.content.some((block) => block.type === 'tool_use'));
     t.not(message.stop_reason, 'tool_use');
+    const any = await anthropic().messages.create(greedy({model: 'demo', messages, tools, tool_choice: {type: 'any', disable_parallel_tool_use: true}, max_tokens: 200}));
+    t.is(any.stop_reason, 'tool_use');
+    const uses = any.content.filter((block) => block.type === 'tool_use');
+    t.is(uses.length, 1);
+    const spec = tools.find((tool) => tool.name === uses[0]!.name);
+    t.truthy(spec, uses[0]!.name);
+    t.true(schemaValidator(spec!.input_schema)(uses[0]!.input), JSON.stringify(uses[0]!.input));
 });
 
 test('count_tokens says what the reply\'s usage says, tools included; a prompt beyond the context is counted, and refused for a reply', async (t) => {
