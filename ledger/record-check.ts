@@ -71,10 +71,16 @@ export function verifyAnchorRevocation(authorization: AnchorAuthorization, owner
  * only first, and is the owner's; every receipt verifies and names the owner in the role the record claims.
  * Throws LedgerError INVALID_RECORD saying what is wrong.
  */
-export function checkRecord(candidate: unknown, {owner, coreKey, index, domain}: {
+export function checkRecord(candidate: unknown, {owner, coreKey, index, domain, attestedByLog = false}: {
     owner: string, coreKey: string, index: number,
     /** The log's signing domain (its header's): a receipt signed for another network or chain is refused. */
-    domain?: SigningDomain
+    domain?: SigningDomain,
+    /**
+     * The record was read from the owner's log, whose blocks Hypercore verified against the tree the log's key signs
+     * (and the header binds that key to the owner): the owner's own signature in a receipt is vouched for by the log,
+     * and only the other party's is checked (docs/architecture.md, "Verification"). Defaults to false: every signature.
+     */
+    attestedByLog?: boolean
 }): LedgerRecord {
     const parsed = ledgerRecordSchema.safeParse(candidate);
     if (!parsed.success) {
@@ -99,22 +105,27 @@ export function checkRecord(candidate: unknown, {owner, coreKey, index, domain}:
                     throw LedgerError.invalidRecord('the header is not signed by its owner');
                 break;
             // The candidate's own receipt object: one this process verified already is not checked again.
+            // The owner's role is checked first: only then may its own signature count as attested by its log.
             case 'served':
-                if (verifyReceipt((candidate as typeof record).receipt, {parsed: record.receipt}).body.provider !== owner)
+                if (record.receipt.body.provider !== owner)
                     throw LedgerError.invalidRecord('a served receipt whose provider is not this log\'s owner');
+                verifyReceipt((candidate as typeof record).receipt, {parsed: record.receipt, ...(attestedByLog && {attested: owner})});
                 break;
             case 'consumed':
-                if (verifyReceipt((candidate as typeof record).receipt, {parsed: record.receipt}).body.requester !== owner)
+                if (record.receipt.body.requester !== owner)
                     throw LedgerError.invalidRecord('a consumed receipt whose requester is not this log\'s owner');
+                verifyReceipt((candidate as typeof record).receipt, {parsed: record.receipt, ...(attestedByLog && {attested: owner})});
                 break;
-            // Both signatures, always: a shard receipt the host has not countersigned never reaches a log.
+            // Both signatures present, always: a shard receipt the host has not countersigned never reaches a log.
             case 'shard':
-                if (verifyShardReceipt((candidate as typeof record).receipt).body.host !== owner)
+                if (record.receipt.body.host !== owner)
                     throw LedgerError.invalidRecord('a shard receipt whose host is not this log\'s owner');
+                verifyShardReceipt((candidate as typeof record).receipt, {...(attestedByLog && {attested: owner})});
                 break;
             case 'shard-consumed':
-                if (verifyShardReceipt((candidate as typeof record).receipt).body.coordinator !== owner)
+                if (record.receipt.body.coordinator !== owner)
                     throw LedgerError.invalidRecord('a consumed shard receipt whose coordinator is not this log\'s owner');
+                verifyShardReceipt((candidate as typeof record).receipt, {...(attestedByLog && {attested: owner})});
                 break;
             case 'anchor':
                 break;

@@ -44,7 +44,9 @@ export interface VerifyOptions {
     /** The network and chain the verifier is on: a log started for another is a problem. Defaults to the chain's id only. */
     domain?: SigningDomain,
     /** Node ids the verifier stands behind: work done for them counts as witnessed (`PointsTally`); defaults to none. */
-    witnesses?: ReadonlySet<string>
+    witnesses?: ReadonlySet<string>,
+    /** Check the owner's own signatures in receipts too, which its signed log vouches for (`checkRecord`'s `attestedByLog`); defaults to false. */
+    ownerSignatures?: boolean
 }
 
 /** Problems listed at most: past this, the log is plainly broken and the first ones say why. */
@@ -65,7 +67,7 @@ export async function readLogHeader(core: Hypercore<unknown>): Promise<{header: 
  * its owner's one log on the chain, its authorized, confirmed anchors against its Merkle tree, then every record
  * (anchor records against the chain), then the credit, below the anchored length and above it.
  */
-export async function verifyLog(core: Hypercore<unknown>, chain: ChainEvidence, {replicated = false, domain, witnesses}: VerifyOptions = {}): Promise<VerifyReport> {
+export async function verifyLog(core: Hypercore<unknown>, chain: ChainEvidence, {replicated = false, domain, witnesses, ownerSignatures = false}: VerifyOptions = {}): Promise<VerifyReport> {
     const coreKey = core.key!.toString('hex');
     const problems: string[] = [];
     const warnings: string[] = [];
@@ -120,7 +122,7 @@ export async function verifyLog(core: Hypercore<unknown>, chain: ChainEvidence, 
     let anchoredTally = result.anchoredLength === 0 ? counter.tally : null;
     let index = 0;
     // Checked on worker threads, counted here in record order: the same tally as one thread's (ledger/verify-workers.ts).
-    for await (const verdicts of checkLogRecords(core, {owner, coreKey, length: core.length, domain: result.domain!})) {
+    for await (const verdicts of checkLogRecords(core, {owner, coreKey, length: core.length, domain: result.domain!, attestedByLog: !ownerSignatures})) {
         for (const verdict of verdicts) {
             if (typeof verdict === 'string')
                 report(`record ${index}: ${verdict}`);

@@ -24,6 +24,8 @@ export interface VerifyChunk {
     coreKey: string,
     /** The log's signing domain, as its header names it. */
     domain: SigningDomain,
+    /** The owner's own signatures are its log's (`checkRecord`'s `attestedByLog`). */
+    attestedByLog: boolean,
     firstIndex: number,
     bytes: ArrayBuffer,
     lengths: Int32Array
@@ -45,8 +47,9 @@ export const checkRecordsDefaults = {
 };
 
 /** Checks a chunk's records, each as before an append: one verdict per record, in order. */
-export function checkChunk({owner, coreKey, domain, firstIndex}: {owner: string, coreKey: string, domain: SigningDomain, firstIndex: number},
-    bytes: Buffer, lengths: Int32Array) {
+export function checkChunk({owner, coreKey, domain, attestedByLog, firstIndex}: {
+    owner: string, coreKey: string, domain: SigningDomain, attestedByLog: boolean, firstIndex: number
+}, bytes: Buffer, lengths: Int32Array) {
     const verdicts: RecordVerdict[] = [];
     let offset = 0;
     for (let position = 0; position < lengths.length; position++) {
@@ -65,7 +68,7 @@ export function checkChunk({owner, coreKey, domain, firstIndex}: {owner: string,
             continue;
         }
         try {
-            verdicts.push(checkRecord(candidate, {owner, coreKey, domain, index: firstIndex + position}));
+            verdicts.push(checkRecord(candidate, {owner, coreKey, domain, attestedByLog, index: firstIndex + position}));
         } catch (error) {
             verdicts.push((error as Error).message);
         }
@@ -77,7 +80,7 @@ export function checkChunk({owner, coreKey, domain, firstIndex}: {owner: string,
  * The verdicts on records [0, `length`) of `core`, a chunk at a time, in record order. Up to two chunks per
  * thread are in flight while the next ones are read.
  */
-export async function* checkLogRecords(core: Hypercore<unknown>, context: {owner: string, coreKey: string, domain: SigningDomain, length: number},
+export async function* checkLogRecords(core: Hypercore<unknown>, context: {owner: string, coreKey: string, domain: SigningDomain, attestedByLog: boolean, length: number},
     options: CheckRecordsOptions = {}): AsyncGenerator<RecordVerdict[]> {
     const {threads, chunkRecords, inlineRecords} = {...checkRecordsDefaults, ...options};
     const chunk = Math.max(1, chunkRecords);
@@ -96,7 +99,8 @@ export async function* checkLogRecords(core: Hypercore<unknown>, context: {owner
             const start = next;
             next = Math.min(context.length, start + chunk);
             const {bytes, lengths} = await readBlocks(core, start, next);
-            const verdicts = pool.check({owner: context.owner, coreKey: context.coreKey, domain: context.domain, firstIndex: start, bytes, lengths});
+            const verdicts = pool.check({owner: context.owner, coreKey: context.coreKey, domain: context.domain, attestedByLog: context.attestedByLog,
+                firstIndex: start, bytes, lengths});
             verdicts.catch(() => undefined); // awaited in order below, or dropped with the pool when the caller stops
             inFlight.push(verdicts);
         };

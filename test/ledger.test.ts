@@ -122,6 +122,22 @@ test('a receipt signed for another network or chain, or a record dated in the fu
     t.regex(rejected[2]!, /in the future/);
 });
 
+test('read from the owner\'s own log, a receipt\'s owner signature is the log\'s: only the other party\'s is checked, and only for the owner\'s own role', (t) => {
+    const context = {owner: owner.id, coreKey: 'c'.repeat(64), index: 1, domain: DEFAULT_DOMAIN, attestedByLog: true};
+    const good = countersignedReceipt(owner, peer);
+    const flipped = (signature: string) => (signature[0] === 'a' ? 'b' : 'a') + signature.slice(1);
+    // The provider (the owner) signed it in its log; the requester's signature is the claim that needs checking.
+    t.notThrows(() => checkRecord(servedRecord({...good, providerSignature: flipped(good.providerSignature!)}), context));
+    t.throws(() => checkRecord(servedRecord({...good, providerSignature: flipped(good.providerSignature!)}), {...context, attestedByLog: false}), {message: /provider's signature/});
+    t.throws(() => checkRecord(servedRecord({...good, requesterSignature: flipped(good.requesterSignature)}), context), {message: /requester's signature/});
+    t.throws(() => checkRecord(servedRecord({...good, providerSignature: null}), context), {message: /not countersigned/});
+    // Another provider's receipt is refused before any signature is waived.
+    const others = countersignedReceipt(stranger, peer);
+    t.throws(() => checkRecord(servedRecord({...others, providerSignature: flipped(others.providerSignature!)}), context), {message: /provider is not this log's owner/});
+    const consumed = countersignedReceipt(peer, owner);
+    t.throws(() => checkRecord(consumedRecord({...consumed, providerSignature: flipped(consumed.providerSignature!)}), context), {message: /provider's signature/});
+});
+
 test('forged, altered and self-issued receipts never reach the log; good ones do, once', async (t) => {
     const {log} = await openLog(t);
     t.teardown(() => log.close());
@@ -331,7 +347,7 @@ test('records checked inline (a short log) and on threads give the same verdicts
     const {core, coreKey} = await rawLog(t, 3_000, new Map([[2_999, servedRecord({...good, providerSignature: null})]]));
     const collect = async (options: Parameters<typeof checkLogRecords>[2]) => {
         const verdicts = [];
-        for await (const chunk of checkLogRecords(core, {owner: owner.id, coreKey, domain: DEFAULT_DOMAIN, length: core.length}, options))
+        for await (const chunk of checkLogRecords(core, {owner: owner.id, coreKey, domain: DEFAULT_DOMAIN, attestedByLog: true, length: core.length}, options))
             verdicts.push(...chunk);
         return verdicts;
     };
