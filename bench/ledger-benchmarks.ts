@@ -4,7 +4,7 @@
  * tokens a node streams. Writes bench/results/ledger.json. `LEDGER_BENCH_RECORDS` sets the verified log's size.
  */
 import {mkdtemp, rm} from 'node:fs/promises';
-import {tmpdir} from 'node:os';
+import {loadavg, tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {Wallet} from 'ethers';
 import {EngineSupervisor} from '../engine/engine-supervisor.js';
@@ -64,13 +64,20 @@ async function verifyTime() {
         await ledger.flush();
         log(`verify: ${ledger.length - 1} of ${VERIFY_RECORDS} records written`);
     }
-    const started = performance.now();
-    const report = await verifyLog(ledger.hypercore, {anchors: [], authorizations: []});
-    const seconds = (performance.now() - started) / 1000;
+    // The anchor, in the same run: every signature checked, the owner's own too.
+    const time = async (ownerSignatures: boolean) => {
+        const started = performance.now();
+        const report = await verifyLog(ledger.hypercore, {anchors: [], authorizations: []}, {ownerSignatures});
+        const seconds = (performance.now() - started) / 1000;
+        if (report.problems.length > 0)
+            throw new Error(`the benchmark log does not verify: ${report.problems[0]}`);
+        return {records: report.length, seconds: round(seconds), recordsPerSecond: round(report.length / seconds, 0)};
+    };
+    const loadBefore = loadavg()[0]!;
+    const verified = await time(false);
+    const everySignature = await time(true);
     await ledger.close();
-    if (report.problems.length > 0)
-        throw new Error(`the benchmark log does not verify: ${report.problems[0]}`);
-    return {records: report.length, seconds: round(seconds), recordsPerSecond: round(report.length / seconds, 0)};
+    return {...verified, target: 'at most 60 s', everySignature, loadAverage: [round(loadBefore), round(loadavg()[0]!)]};
 }
 
 async function gasPerAnchor() {
