@@ -6,10 +6,13 @@ import type {GenerationRequest} from '../../../core/inference-types.js';
  * template adds a bounded amount around them. A provider claiming more prompt tokens than this is lying.
  */
 
-/** Tokens a chat template may add around the messages (roles, tags, a default system prompt, the tools' preamble). */
-export const TEMPLATE_OVERHEAD_TOKENS = 1024;
+/**
+ * Tokens a chat template may add around the messages (roles, tags, a default system prompt, the tools' preamble):
+ * generous, as an honest peer over the bound is banned, while the bound only has to stop claims of millions.
+ */
+export const TEMPLATE_OVERHEAD_TOKENS = 4096;
 /** Tokens a template may add per message (its role and separators). */
-export const PER_MESSAGE_OVERHEAD_TOKENS = 16;
+export const PER_MESSAGE_OVERHEAD_TOKENS = 32;
 /** Tokens an embedding may add around each input (BOS, EOS, separators). */
 export const PER_INPUT_OVERHEAD_TOKENS = 4;
 
@@ -22,7 +25,8 @@ export function promptTokenBound(request: GenerationRequest): number {
         return bytes(request.prompt) + TEMPLATE_OVERHEAD_TOKENS + continuation;
     const messages = request.messages.reduce((sum, message) => sum + bytes(message.content) + PER_MESSAGE_OVERHEAD_TOKENS
         + (message.toolCalls ?? []).reduce((calls, call) => calls + bytes(call.name) + bytes(call.arguments) + PER_MESSAGE_OVERHEAD_TOKENS, 0), 0);
-    const tools = request.tools === undefined ? 0 : bytes(JSON.stringify(request.tools.tools));
+    // Twice the tools as JSON indented by 4 (Llama 3.1's templates write them so; others as declarations of similar size).
+    const tools = request.tools === undefined ? 0 : 2 * bytes(JSON.stringify(request.tools.tools, null, 4));
     return messages + tools + TEMPLATE_OVERHEAD_TOKENS + continuation;
 }
 
