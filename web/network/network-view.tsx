@@ -90,7 +90,7 @@ function PeersCard({polled}: {polled: Polled<PeersStatus>}) {
                                     <td class="peer-models">{peer.capabilities.models.length === 0 ? <span class="muted">none</span> : peer.capabilities.models.map((model) => (
                                         <span key={model.id} class={`chip${model.loaded ? '' : ' muted'}`} title={model.loaded ? 'loaded' : 'on disk'}>{model.id}</span>
                                     ))}</td>
-                                    <td>{formatPercent(peer.requests.sent === 0 ? null : peer.requests.successRate)} <span class="muted">of {peer.requests.sent}</span></td>
+                                    <td>{peer.requests.sent === 0 ? <span class="muted">no requests</span> : <>{formatPercent(peer.requests.successRate)} <span class="muted">of {peer.requests.sent}</span></>}</td>
                                     <td>{peer.capabilities.device.backend === false ? 'CPU' : peer.capabilities.device.backend}{peer.capabilities.device.vramTotalBytes > 0 && ` · ${formatBytes(peer.capabilities.device.vramTotalBytes)}`}</td>
                                     <td>{peer.software}</td>
                                 </tr>

@@ -34,9 +34,9 @@ function StageCard({stage, index, loading}: {stage: Stage, index: number, loadin
             <dl class="facts">
                 <dt>layers</dt><dd class="stage-layers">{formatLayers(stage.layers)}</dd>
                 <dt>weights</dt><dd>{formatBytes(stage.bytes)} · {formatPercent(stage.loadRatio)}</dd>
-                {!stage.self && <><dt>hop</dt><dd>{formatMs(stage.hopMs)}</dd></>}
-                {!stage.self && <><dt>ok</dt><dd>{formatPercent(stage.successRate)}</dd></>}
-                {!stage.self && <><dt>traffic</dt><dd>↑{formatBytes(stage.bytesSent)} ↓{formatBytes(stage.bytesReceived)}</dd></>}
+                {!stage.self && <><dt>hop</dt><dd class="stage-hop">{formatMs(stage.hopMs)}</dd></>}
+                {!stage.self && <><dt>ok</dt><dd class="stage-ok">{formatPercent(stage.successRate)}</dd></>}
+                {!stage.self && <><dt>traffic</dt><dd class="stage-traffic">↑{formatBytes(stage.bytesSent)} ↓{formatBytes(stage.bytesReceived)}</dd></>}
             </dl>
             {transferring && (
                 <div class="transfer">
