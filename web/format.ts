@@ -3,7 +3,7 @@
  * exist, so both say the same thing, and the few the page adds.
  */
 export {formatBytes, shortPeerId} from '../core/display.js';
-export {formatDuration, formatLayers, formatTransfer} from '../tui/text-format.js';
+export {formatDuration, formatHosting, formatLayers, formatTransfer} from '../tui/text-format.js';
 
 /** 0..1 as a whole percentage; `-` for none yet. */
 export function formatPercent(fraction: number | null) {

@@ -1,7 +1,7 @@
 import type {ComponentChildren} from 'preact';
 import type {ClusterStatus, LedgerStatus, NetworkModelsStatus, NodeStatus, PeersStatus} from '../../node/node-status.js';
 import {fetchStatus} from '../api-client.js';
-import {formatBytes, formatDuration, formatMs, formatPercent, formatTime, plural, shortPeerId} from '../format.js';
+import {formatBytes, formatDuration, formatHosting, formatMs, formatPercent, formatTime, plural, shortPeerId} from '../format.js';
 import {usePoll, type Polled} from '../use-poll.js';
 import {PipelineDiagram} from './pipeline-diagram.js';
 import {ThroughputChart} from './throughput-chart.js';
@@ -31,13 +31,18 @@ function Card({title, id, children, error}: {title: ComponentChildren, id: strin
     );
 }
 
+/** A card whose document has not arrived yet. */
+function Pending({title, id, error}: {title: string, id: string, error: string | null}) {
+    return <Card title={title} id={id} error={error}><p class="muted">Loading…</p></Card>;
+}
+
 function Fact({label, children}: {label: string, children: ComponentChildren}) {
     return <><dt>{label}</dt><dd>{children}</dd></>;
 }
 
 function NodeCard({node, error, throughput}: {node: NodeStatus | null, error: string | null, throughput: ThroughputSample[]}) {
     if (node === null)
-        return <Card title="This node" id="node" error={error}><p class="muted">Loading…</p></Card>;
+        return <Pending title="This node" id="node" error={error}/>;
     const {device, engine} = node;
     return (
         <Card title="This node" id="node" error={error}>
@@ -146,13 +151,12 @@ function ModelsCard({polled}: {polled: Polled<NetworkModelsStatus>}) {
 function ClusterCard({polled}: {polled: Polled<ClusterStatus>}) {
     const cluster = polled.data;
     if (cluster === null)
-        return <Card title="Pipelines" id="pipelines" error={polled.error}><p class="muted">Loading…</p></Card>;
-    const {hosting} = cluster;
+        return <Pending title="Pipelines" id="pipelines" error={polled.error}/>;
     return (
         <Card title={`Pipelines (${cluster.pipelines.length})`} id="pipelines" error={polled.error}>
             {cluster.pipelines.length === 0 && <p class="muted">This node coordinates no pipeline.</p>}
             {cluster.pipelines.map((pipeline) => <PipelineDiagram key={pipeline.model} pipeline={pipeline}/>)}
-            <p class="muted">Hosting layers for peers: {hosting.available ? `${plural(hosting.sessions, 'session')}, ${formatBytes(hosting.freeBytes)} offered` : `not offered${hosting.reason === null ? '' : ` (${hosting.reason})`}`}</p>
+            <p class="muted">Hosting layers for peers: {formatHosting(cluster.hosting)}</p>
         </Card>
     );
 }
@@ -160,7 +164,7 @@ function ClusterCard({polled}: {polled: Polled<ClusterStatus>}) {
 function LedgerCard({polled}: {polled: Polled<LedgerStatus>}) {
     const ledger = polled.data;
     if (ledger === null)
-        return <Card title="Ledger" id="ledger" error={polled.error}><p class="muted">Loading…</p></Card>;
+        return <Pending title="Ledger" id="ledger" error={polled.error}/>;
     const {anchoring} = ledger;
     const last = anchoring.lastAnchor;
     return (
