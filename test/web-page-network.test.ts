@@ -111,7 +111,9 @@ test.serial('a peer announcing a model named <img src=x onerror=alert(1)> is sho
     t.is(await row.locator('td').last().textContent(), '<b>0.1</b>');
     await page.locator('#network-models td.mono', {hasText: HOSTILE_NAME}).waitFor();
     // The chat's model picker lists it as an option's text.
-    await waitFor(async () => (await page.locator('select[aria-label="Model"] option').allTextContents()).includes(HOSTILE_NAME), 20_000, 200);
+    const peersGroup = page.locator('select[aria-label="Model"] optgroup[label="Peers"] option');
+    await waitFor(async () => (await peersGroup.allTextContents()).includes(HOSTILE_NAME), 20_000, 200);
+    t.deepEqual(await page.locator('select[aria-label="Model"] optgroup[label="Pipelines"] option').allTextContents(), ['demo'], 'the coordinator\'s pipeline');
     t.is(await page.locator('img, svg[onload], b, script:not([src])').count(), 0, 'no element made of what the peer sent');
     t.false(requests.some((url) => new URL(url).pathname === '/x'), 'the image was never fetched');
     t.deepEqual(problems, [], 'no dialog, no error');

@@ -8,18 +8,22 @@ import {Markdown} from './markdown.js';
 /** How often a streaming answer is redrawn: each piece re-renders the Markdown of the whole answer. */
 const REDRAW_MS = 50;
 
-/** Models grouped as `/v1/models` says who serves them. */
+const GROUPS = {'strongdoge:pipeline': 'Pipelines', strongdoge: 'This node'} as Record<string, string>;
+
+/**
+ * Models grouped as `/v1/models` says who serves them. A model this node splits over peers is listed both as its own
+ * and as the pipeline's: it shows once, under Pipelines.
+ */
 function modelGroups(models: ModelEntry[]) {
-    const seen = new Set<string>();
-    const groups: Record<'This node' | 'Pipelines' | 'Peers', string[]> = {'This node': [], Pipelines: [], Peers: []};
+    const groupOf = new Map<string, string>();
     for (const model of models) {
-        if (seen.has(model.id))
-            continue;
-        seen.add(model.id);
-        const group = model.owned_by === 'strongdoge' ? 'This node' : model.owned_by === 'strongdoge:pipeline' ? 'Pipelines' : 'Peers';
-        groups[group].push(model.id);
+        const group = GROUPS[model.owned_by] ?? 'Peers';
+        const current = groupOf.get(model.id);
+        if (current === undefined || group === 'Pipelines' || (group === 'This node' && current === 'Peers'))
+            groupOf.set(model.id, group);
     }
-    return Object.entries(groups).filter(([, ids]) => ids.length > 0);
+    return ['This node', 'Pipelines', 'Peers'].map((group) => [group, [...groupOf].filter(([, each]) => each === group).map(([id]) => id)] as const)
+        .filter(([, ids]) => ids.length > 0);
 }
 
 function ModelPicker({models, value, onChange}: {models: ModelEntry[] | null, value: string, onChange: (model: string) => void}) {
