@@ -69,6 +69,11 @@ interface MessageProps {
 function Message({message, streaming, canRegenerate, canEdit, onRegenerate, onResend}: MessageProps) {
     const [editing, setEditing] = useState<string | null>(null);
     const [raw, setRaw] = useState(false);
+    // A new answer in this place (regenerated, or after an edit) is shown formatted.
+    useEffect(() => {
+        if (streaming)
+            setRaw(false);
+    }, [streaming]);
     const rendered = useMemo(() => <Markdown source={message.content}/>, [message.content]);
     if (message.role === 'user')
         return (
