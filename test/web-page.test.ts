@@ -82,6 +82,10 @@ test.serial('GET / serves the page under a strict CSP, its hashed files cached f
         t.deepEqual(brotliDecompressSync(compressed), body);
     }
     t.is((await fetch(`${demo.daemon.origin}/assets/missing-00000000.js`)).status, 404);
+    t.is((await rawGet(`${demo.daemon.origin}/${assets[0]}`, 'gzip')).encoding, 'gzip');
+    t.is((await rawGet(`${demo.daemon.origin}/${assets[0]}`, 'br;q=0, identity')).encoding, undefined);
+    const etag = index.headers.get('etag')!;
+    t.is((await fetch(`${demo.daemon.origin}/`, {headers: {'if-none-match': etag}})).status, 304, 'index.html revalidates');
 
     const {page, problems} = await watchedPage(browser);
     await page.goto(demo.daemon.origin);

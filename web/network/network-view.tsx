@@ -5,7 +5,7 @@ import {formatBytes, formatDuration, formatHosting, formatMs, formatPercent, for
 import {usePoll, type Polled} from '../use-poll.js';
 import {PipelineDiagram} from './pipeline-diagram.js';
 import {ThroughputChart} from './throughput-chart.js';
-import type {ThroughputSample} from './throughput.js';
+import type {ThroughputSample} from './throughput-samples.js';
 
 /**
  * The network as this node sees it, from the `/api/*` documents (node/node-status.ts), polled while shown. What a

@@ -1,5 +1,5 @@
 import {formatRate} from '../../tui/text-graphics.js';
-import {THROUGHPUT_WINDOW_MS, type ThroughputSample} from './throughput.js';
+import {THROUGHPUT_WINDOW_MS, type ThroughputSample} from './throughput-samples.js';
 
 const WIDTH = 300;
 const HEIGHT = 80;

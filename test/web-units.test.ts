@@ -1,7 +1,11 @@
 import test from 'ava';
 import {parseInline, parseMarkdown, safeHref} from '../web/chat/markdown-parse.js';
+import {addSample, THROUGHPUT_WINDOW_MS} from '../web/network/throughput-samples.js';
 
-/** The web page's Markdown (web/chat/markdown-parse.ts): what a model writes becomes these blocks and spans, never markup. */
+/**
+ * The web page's pure parts: its Markdown (web/chat/markdown-parse.ts: what a model writes becomes these blocks and
+ * spans, never markup) and its tokens/s samples (web/network/throughput.ts).
+ */
 
 test('fenced code keeps its text as written, an unclosed fence (still streaming) runs to the end', (t) => {
     t.deepEqual(parseMarkdown('Here:\n```js\nconst a = "<b>";\n\n```\nafter'), [
@@ -59,4 +63,18 @@ test('runs of markers parse without catastrophic backtracking; a line past the l
     t.is(parseMarkdown(`${hostile}\n`.repeat(4)).length, 1);
     t.true(parseInline(hostile).length > 1000);
     t.deepEqual(parseInline('*'.repeat(20_000)), [{type: 'text', text: '*'.repeat(20_000)}], 'a line past the limit is text');
+});
+
+test('tokens/s samples come from the growth of the node\'s token counter; a restarted node starts anew; old samples leave the window', (t) => {
+    const node = {nodeId: 'a', uptimeSeconds: 100};
+    const first = {...node, at: 10_000, tokens: 50};
+    t.deepEqual(addSample([], undefined, first), [], 'one reading is no rate yet');
+    const second = {...node, at: 12_000, tokens: 250, uptimeSeconds: 102};
+    t.deepEqual(addSample([], first, second), [{at: 12_000, tokensPerSecond: 100}]);
+    t.deepEqual(addSample([{at: 12_000, tokensPerSecond: 100}], second, {...second, at: 14_000, tokens: 10, uptimeSeconds: 1}), [{at: 12_000, tokensPerSecond: 100}],
+        'a counter that went down (a restart) gives no sample');
+    t.deepEqual(addSample([{at: 12_000, tokensPerSecond: 100}], second, {...second, at: 14_000, nodeId: 'b'}), [{at: 12_000, tokensPerSecond: 100}],
+        'another node behind the same address gives no sample');
+    const later = {...second, at: 12_000 + THROUGHPUT_WINDOW_MS + 2_000, tokens: 250};
+    t.deepEqual(addSample([{at: 12_000, tokensPerSecond: 100}], {...later, at: later.at - 2_000}, later), [{at: later.at, tokensPerSecond: 0}]);
 });
