@@ -3,7 +3,6 @@
  * render one frame of a busy dashboard. Writes bench/results/dashboard.json.
  */
 import {execFile} from 'node:child_process';
-import {readFile} from 'node:fs/promises';
 import {setTimeout as sleep} from 'node:timers/promises';
 import {promisify} from 'node:util';
 import {createElement} from 'react';
@@ -12,25 +11,13 @@ import {DashboardView} from '../tui/dashboard-view.js';
 import {busyDashboardState} from '../harness/dashboard-fixtures.js';
 import {CLI_PATH, waitFor} from '../harness/cli-process.js';
 import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
+import {cpuSeconds} from './lib/process-cpu.js';
 import {machine, writeReport} from './lib/report.js';
 import {round} from './lib/statistics.js';
 
 const run = promisify(execFile);
 const IDLE_SECONDS = 20;
 const FRAMES = 300;
-const CLOCK_TICKS_PER_SECOND = 100;
-
-/** utime + stime of a process and its children, in seconds (Linux /proc). */
-async function cpuSeconds(pid: number): Promise<number> {
-    const pids = [pid, ...(await run('pgrep', ['-P', String(pid)]).then(({stdout}) => stdout.trim().split('\n').filter(Boolean).map(Number), () => []))];
-    let ticks = 0;
-    for (const each of pids) {
-        const stat = await readFile(`/proc/${each}/stat`, 'utf8').catch(() => '');
-        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-        ticks += Number(fields[11] ?? 0) + Number(fields[12] ?? 0);
-    }
-    return ticks / CLOCK_TICKS_PER_SECOND;
-}
 
 async function idleCpu() {
     const fixture = await createDataDirWithDemoModel();

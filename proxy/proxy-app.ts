@@ -12,6 +12,7 @@ import {responsesHandler} from './routes/responses-routes.js';
 import type {ResponseLocals} from './routes/route-helpers.js';
 import {actionHandler, healthHandler, jsonHandler, verifyLedgerHandler, revokeLedgerHandler, type StatusSources} from './routes/status-routes.js';
 import {shortPeerId} from '../core/display.js';
+import {webPageRouter, type WebPageOptions} from './web-page.js';
 
 export interface ProxyAppOptions {
     inference: InferenceService,
@@ -23,7 +24,9 @@ export interface ProxyAppOptions {
     /** When set, /v1 and /api require `Authorization: Bearer <apiKey>` (or `x-api-key: <apiKey>`, as Anthropic's clients send it). */
     apiKey?: string,
     /** Largest accepted request body. */
-    maxBodyBytes?: number
+    maxBodyBytes?: number,
+    /** The web page at `/` (proxy/web-page.ts). */
+    webPage?: WebPageOptions
 }
 
 export const proxyAppDefaults = {
@@ -113,7 +116,7 @@ function bodyParserError(error: {type?: string, limit?: number, status?: unknown
 }
 
 export function createProxyApp(options: ProxyAppOptions) {
-    const {inference, stats, status, catalog, apiKey, maxBodyBytes} = {...proxyAppDefaults, ...options};
+    const {inference, stats, status, catalog, apiKey, maxBodyBytes, webPage} = {...proxyAppDefaults, ...options};
     const app = express();
     app.disable('x-powered-by');
     app.set('etag', false);
@@ -122,6 +125,8 @@ export function createProxyApp(options: ProxyAppOptions) {
     const json = express.json({limit: maxBodyBytes, type: () => true, strict: false});
 
     app.get('/health', healthHandler(inference));
+    // The page and its files are open: it asks for the key before it calls /v1 or /api.
+    app.use(webPageRouter(webPage));
 
     const api = express.Router();
     if (apiKey)

@@ -9,7 +9,7 @@ const layers = [
     {folders: ['inference'], about: 'The strategies that serve a request: `local/` (this node\'s engine), `remote/` (peers, the jobs protocol), `sharded/` (pipelines of layer shards, the shard tunnel); the router that picks one.'},
     {folders: ['proxy', 'tui'], about: '`proxy/`: the HTTP API (OpenAI, Ollama). `tui/`: the Ink dashboard.'},
     {folders: ['node'], about: 'The composition root: wires engine, swarm, ledger, strategies, proxy and dashboard; the status contract; each setting declared once.'},
-    {folders: ['cli'], about: 'The commander program: commands, settings from flags, env and `config.json`.'},
+    {folders: ['cli', 'web'], about: '`cli/`: the commander program: commands, settings from flags, env and `config.json`. `web/`: the web page at `/` (Preact, bundled into `dist/web/`): it takes only types from `node/` and pure formatters from `core/` and `tui/`, and calls the node over HTTP.'},
     {folders: ['harness'], about: 'What tests and benchmarks share: daemons, fixtures, the network-namespace lab, the RPC lab.'},
     {folders: ['test', 'bench'], about: '`test/`: the ava suite. `bench/`: benchmarks (`npm run bench`).'}
 ];

@@ -17,6 +17,7 @@ test('npm pack gives a tarball whose strongdoge bin runs', async (t) => {
     const paths = packed.files.map((file) => file.path);
     t.true(paths.includes('dist/cli/main.js'));
     t.true(paths.includes('README.md'));
+    t.true(paths.includes('dist/web/index.html'), 'the web page ships built');
     t.false(paths.some((path) => path.startsWith('test/') || path.startsWith('node_modules/') || path.endsWith('.ts') && !path.endsWith('.d.ts')));
 
     await run('tar', ['-xzf', join(dir, packed.filename), '-C', dir]);

@@ -1,0 +1,25 @@
+/**
+ * How the page shows numbers: the terminal dashboard's own formatters (pure functions, no Node API) where they
+ * exist, so both say the same thing, and the few the page adds.
+ */
+export {formatBytes, shortPeerId} from '../core/display.js';
+export {formatDuration, formatHosting, formatLayers, formatTransfer} from '../tui/text-format.js';
+
+/** 0..1 as a whole percentage; `-` for none yet. */
+export function formatPercent(fraction: number | null) {
+    return fraction === null ? '-' : `${Math.round(fraction * 100)}%`;
+}
+
+/** Milliseconds, one decimal below 10; `-` for none yet. */
+export function formatMs(ms: number | null) {
+    return ms === null ? '-' : `${ms < 10 ? ms.toFixed(1) : Math.round(ms)} ms`;
+}
+
+/** A time of day from an ISO date or a timestamp, as the browser's locale writes it. */
+export function formatTime(at: string | number) {
+    return new Date(at).toLocaleTimeString();
+}
+
+export function plural(count: number, noun: string) {
+    return `${count} ${noun}${count === 1 ? '' : 's'}`;
+}
