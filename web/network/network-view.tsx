@@ -95,7 +95,9 @@ function PeersCard({polled}: {polled: Polled<PeersStatus>}) {
                                     <td class="peer-models">{peer.capabilities.models.length === 0 ? <span class="muted">none</span> : peer.capabilities.models.map((model) => (
                                         <span key={model.id} class={`chip${model.loaded ? '' : ' muted'}`} title={model.loaded ? 'loaded' : 'on disk'}>{model.id}</span>
                                     ))}</td>
-                                    <td>{peer.requests.sent === 0 ? <span class="muted">no requests</span> : <>{formatPercent(peer.requests.successRate)} <span class="muted">of {peer.requests.sent}</span></>}</td>
+                                    <td>{peer.requests.sent === 0 ? <span class="muted">no requests</span>
+                                        // The counts as they are: `successRate` starts from a prior, for ranking (docs/architecture.md, "Peer ranking").
+                                        : <span title={`ranked as ${formatPercent(peer.requests.successRate)}`}>{peer.requests.succeeded} of {peer.requests.sent} ok</span>}</td>
                                     <td>{peer.capabilities.device.backend === false ? 'CPU' : peer.capabilities.device.backend}{peer.capabilities.device.vramTotalBytes > 0 && ` · ${formatBytes(peer.capabilities.device.vramTotalBytes)}`}</td>
                                     <td>{peer.software}</td>
                                 </tr>
