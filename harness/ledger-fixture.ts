@@ -1,6 +1,7 @@
 import {randomBytes} from 'node:crypto';
 import crypto from 'hypercore-crypto';
 import {RECEIPT_VERSION, signReceiptBody, type Receipt, type ReceiptBody} from '../ledger/receipt.js';
+import {DEFAULT_SIGNING_DOMAIN} from '../ledger/signing-domain.js';
 import {LEDGER_RECORD_VERSION, type LedgerRecord} from '../ledger/records.js';
 
 /** Key pairs and real, signed receipts and records for ledger tests. */
@@ -13,7 +14,7 @@ export function keyPair() {
 export type KeyPair = ReturnType<typeof keyPair>;
 
 /** The signing domain of a node with the default settings: the public network on Dogechain. */
-export const DEFAULT_DOMAIN = {network: 'public', chainId: 2000};
+export const DEFAULT_DOMAIN = DEFAULT_SIGNING_DOMAIN;
 
 /** A receipt the requester signed and the provider countersigned, as the jobs protocol leaves it. */
 export function countersignedReceipt(provider: KeyPair, requester: KeyPair, overrides: Partial<ReceiptBody> = {}): Receipt {

@@ -7,14 +7,13 @@ import {LedgerError} from './ledger-error.js';
 import {PointsCounter, type PointsTally} from './points.js';
 import {type AnchorAuthorization, checkRecord, signAnchorAuthorization, signAnchorRevocation, signLogHeader, workKey} from './record-check.js';
 import {LEDGER_RECORD_VERSION, ledgerRecordSchema, type AnchorRecord, type HeaderRecord, type LedgerRecord} from './records.js';
-import type {SigningDomain} from './signing-domain.js';
+import {DEFAULT_SIGNING_DOMAIN, type SigningDomain} from './signing-domain.js';
 
 /** The name of this node's own log in its corestore. */
 const CORE_NAME = 'contributions';
 /** Records kept in memory for `recent()`. */
 const RECENT_RECORDS = 50;
 /** The public swarm network on Dogechain: the node settings' defaults. */
-const DEFAULT_DOMAIN: SigningDomain = {network: 'public', chainId: 2000};
 
 export interface ContributionLogOptions {
     /** The corestore's folder, in the data dir. */
@@ -85,7 +84,7 @@ export class ContributionLog extends EventEmitter<ContributionLogEvents> {
 
     private readonly secretKey: Buffer;
     /** The network and chain the log's header names: what its owner's signatures for it are bound to. */
-    domain: SigningDomain = DEFAULT_DOMAIN;
+    domain: SigningDomain = DEFAULT_SIGNING_DOMAIN;
     /** An older log this open moved aside to start a new one (docs/architecture.md, "The log"), or null. */
     replacedLog: {version: number, movedTo: string} | null = null;
 
@@ -114,7 +113,7 @@ export class ContributionLog extends EventEmitter<ContributionLogEvents> {
             log.replacedLog = replaced;
             if (core.length === 0) {
                 const coreKey = core.key!.toString('hex');
-                const domain = options.domain ?? DEFAULT_DOMAIN;
+                const domain = options.domain ?? DEFAULT_SIGNING_DOMAIN;
                 const claim = {core: coreKey, network: domain.network, chainId: domain.chainId};
                 await core.append({version: LEDGER_RECORD_VERSION, type: 'header', at: new Date().toISOString(), owner, ...claim,
                     signature: signLogHeader(claim, options.identity.secretKey)} satisfies HeaderRecord);

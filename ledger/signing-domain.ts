@@ -12,6 +12,9 @@ export interface SigningDomain {
     chainId: number
 }
 
+/** A node's domain with the default settings: the public network on Dogechain (chain id 2000). */
+export const DEFAULT_SIGNING_DOMAIN: SigningDomain = {network: 'public', chainId: 2000};
+
 /** The domain's fields, as each signed body's schema spreads them. */
 export const signingDomainFields = {
     network: z.string().min(1).max(128).regex(/^[\w.-]+$/),
