@@ -375,7 +375,8 @@ async function connectedLogs(t: Parameters<typeof temporaryDir>[0], limits: {a: 
     });
     const notices: string[] = [];
     const side = (log: ContributionLog, stream: NoiseSecretStream, sideLimits: Partial<ReplicationLimits>) => {
-        const replication = new LedgerReplication({log, limits: {...unlimited, ...sideLimits}, timeoutMs: 3_000,
+        // Room for a busy machine: the peer's length must arrive before the limits can be judged.
+        const replication = new LedgerReplication({log, limits: {...unlimited, ...sideLimits}, timeoutMs: 15_000,
             onNotice: (_level, message) => notices.push(message)});
         replication.attach(Object.assign(new EventEmitter(), {peerId: 'peer', mux: Protomux.from(stream)}));
         return replication;
