@@ -21,7 +21,11 @@ export type LedgerErrorCode =
     /** The chain RPC cannot be reached, or did not answer in time. */
     | 'CHAIN_UNAVAILABLE'
     /** The anchoring transaction was mined but reverted. */
-    | 'REVERTED';
+    | 'REVERTED'
+    /** A payment voucher that does not verify: another signer, chain, contract or channel, or a malformed one. */
+    | 'INVALID_VOUCHER'
+    /** The payment contract refuses the call (a voucher redeemed before or beyond the deposit, a close not yet due). */
+    | 'CHANNEL_REFUSED';
 
 export class LedgerError extends Error {
     constructor(readonly code: LedgerErrorCode, message: string) {
@@ -63,5 +67,13 @@ export class LedgerError extends Error {
 
     static reverted(message: string) {
         return new LedgerError('REVERTED', message);
+    }
+
+    static invalidVoucher(message: string) {
+        return new LedgerError('INVALID_VOUCHER', message);
+    }
+
+    static channelRefused(message: string) {
+        return new LedgerError('CHANNEL_REFUSED', message);
     }
 }

@@ -104,6 +104,9 @@ const ledgerErrorStatus: Record<LedgerErrorCode, [number, ApiErrorType]> = {
     FEE_TOO_HIGH: [503, 'server_error'],
     CHAIN_UNAVAILABLE: [503, 'server_error'],
     REVERTED: [502, 'server_error'],
+    // Payments (ledger/payments/, not yet served by the API): the caller's voucher or channel call is at fault.
+    INVALID_VOUCHER: [400, 'invalid_request_error'],
+    CHANNEL_REFUSED: [409, 'invalid_request_error'],
     STORAGE: [500, 'server_error']
 };
 
