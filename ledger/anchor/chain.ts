@@ -2,7 +2,7 @@
  * Talking to the chain: the provider, the chain-id check, waiting for a receipt, deploying the anchoring contract
  * (docs/architecture.md, "Ledger", "Anchoring").
  */
-import {ContractFactory, FetchRequest, JsonRpcProvider, Network, type Wallet} from 'ethers';
+import {ContractFactory, FetchRequest, type InterfaceAbi, JsonRpcProvider, Network, type Wallet} from 'ethers';
 import {contributionAnchorAbi, contributionAnchorBytecode} from '../generated/contribution-anchor.js';
 import {LedgerError} from '../ledger-error.js';
 
@@ -61,13 +61,18 @@ export async function withChain<T>(settings: ChainSettings, doing: string, use: 
 
 /** Deploys the anchoring contract with `wallet`; returns its address, and the block event reads start from. */
 export function deployAnchorContract(settings: ChainSettings, wallet: Wallet) {
-    return withChain(settings, 'cannot deploy the anchoring contract', async (provider) => {
-        const factory = new ContractFactory(contributionAnchorAbi, contributionAnchorBytecode, wallet.connect(provider));
+    return deployContract(settings, wallet, contributionAnchorAbi, contributionAnchorBytecode, 'the anchoring contract');
+}
+
+/** Deploys a contract from `ledger/generated/` with `wallet`: its address, transaction, block and gas used. */
+export function deployContract(settings: ChainSettings, wallet: Wallet, abi: InterfaceAbi, bytecode: string, what: string) {
+    return withChain(settings, `cannot deploy ${what}`, async (provider) => {
+        const factory = new ContractFactory(abi, bytecode, wallet.connect(provider));
         const contract = await factory.deploy();
         const deployment = contract.deploymentTransaction();
         await contract.waitForDeployment();
         const receipt = deployment === null ? null : await provider.getTransactionReceipt(deployment.hash);
-        return {address: await contract.getAddress(), txHash: deployment?.hash ?? null, blockNumber: receipt?.blockNumber ?? 0};
+        return {address: await contract.getAddress(), txHash: deployment?.hash ?? null, blockNumber: receipt?.blockNumber ?? 0, gasUsed: receipt?.gasUsed ?? 0n};
     });
 }
 

@@ -4,10 +4,10 @@
  * the chain id first (`withChain`), is estimated before it is sent, so a call the contract refuses costs no gas and is
  * CHANNEL_REFUSED naming the contract's error, and waits for its receipt. Not yet used by the node.
  */
-import {AbiCoder, Contract, ContractFactory, getAddress, hexlify, Interface, isHexString, type JsonRpcProvider, keccak256, randomBytes, type TransactionResponse, type Wallet, ZeroAddress} from 'ethers';
+import {AbiCoder, Contract, getAddress, hexlify, Interface, isHexString, type JsonRpcProvider, keccak256, randomBytes, type TransactionResponse, type Wallet, ZeroAddress} from 'ethers';
 import {setTimeout as sleep} from 'node:timers/promises';
 import {paymentChannelsAbi, paymentChannelsBytecode} from '../generated/payment-channels.js';
-import {type ChainSettings, RECEIPT_POLL_MS, shortReason, withChain} from '../anchor/chain.js';
+import {type ChainSettings, deployContract, RECEIPT_POLL_MS, shortReason, withChain} from '../anchor/chain.js';
 import {LedgerError} from '../ledger-error.js';
 import {type SignedVoucher, type VoucherDomain, verifyVoucher} from './vouchers.js';
 
@@ -46,16 +46,9 @@ export function paymentDomain({chainId, contract}: PaymentSettings): VoucherDoma
     return {chainId, contract};
 }
 
-/** Deploys the payment contract with `wallet`; returns its address and the block it was deployed in. */
+/** Deploys the payment contract with `wallet`; returns its address, the block it was deployed in, and its gas. */
 export function deployPaymentContract(settings: ChainSettings, wallet: Wallet) {
-    return withChain(settings, 'cannot deploy the payment contract', async (provider) => {
-        const factory = new ContractFactory(paymentChannelsAbi, paymentChannelsBytecode, wallet.connect(provider));
-        const contract = await factory.deploy();
-        const deployment = contract.deploymentTransaction();
-        await contract.waitForDeployment();
-        const receipt = deployment === null ? null : await provider.getTransactionReceipt(deployment.hash);
-        return {address: await contract.getAddress(), txHash: deployment?.hash ?? null, blockNumber: receipt?.blockNumber ?? 0, gasUsed: receipt?.gasUsed ?? 0n};
-    });
+    return deployContract(settings, wallet, paymentChannelsAbi, paymentChannelsBytecode, 'the payment contract');
 }
 
 /** The id of the channel `payer` opens to `payee` with `salt` (the contract's `channelId`, computed here). */
