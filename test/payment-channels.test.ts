@@ -1,5 +1,7 @@
+import {createRequire} from 'node:module';
 import test from 'ava';
-import {Contract, JsonRpcProvider, Network, Wallet} from 'ethers';
+import {Contract, ContractFactory, Signature, Wallet} from 'ethers';
+import {chainProvider} from '../ledger/anchor/chain.js';
 import {paymentChannelsAbi} from '../ledger/generated/payment-channels.js';
 import {LedgerError} from '../ledger/ledger-error.js';
 import {
@@ -11,7 +13,8 @@ import {type EvmNode, startEvmNode} from '../harness/evm-node.js';
 /**
  * The payment channel contract (ledger/contracts/PaymentChannels.sol) and its library (ledger/payments/) on a real
  * hardhat EVM with Dogechain's chain id: deposit and top-up, redeeming the latest voucher, every voucher that must be
- * refused, the close and its challenge period (hardhat time travel). Gas is recorded for docs/architecture.md
+ * refused (a malleable signature included), a re-entering payee contract, the close and its challenge period (hardhat
+ * time travel). Gas is recorded for docs/architecture.md
  * ("Payments (contract)"), asserted only to be a number.
  */
 
@@ -42,9 +45,8 @@ test.after.always(async () => {
 const domain = () => ({chainId: settings.chainId, contract: settings.contract});
 const voucher = (channel: string, amount: bigint, signer = payer, where = domain()) => signVoucher(signer.signingKey, where, {channel, amount});
 
-function provider() {
-    return new JsonRpcProvider(evm.url, Network.from(evm.chainId), {staticNetwork: Network.from(evm.chainId)});
-}
+/** Uncached, as the library's: a cached nonce would be stale after the library's own sends. */
+const provider = () => chainProvider({rpcUrl: evm.url, chainId: evm.chainId});
 
 async function balanceOf(address: string) {
     const chain = provider();
@@ -196,6 +198,59 @@ test.serial('close: the payee still redeems during the challenge period, the pay
     t.deepEqual(await readChannel(settings, channel), {...state!, deposited: 2n * DOGE, redeemed: 2n * DOGE});
     t.is(await refusalCode(withdrawFromChannel(settings, payer, channel)), 'CHANNEL_REFUSED', 'nothing to withdraw twice');
     t.is(typeof Number(gas.withdraw), 'number');
+});
+
+test.serial('a malleable twin of a good signature (high s) is refused', async (t) => {
+    const {channel} = await openChannel(settings, payer, payee.address, DOGE);
+    const good = voucher(channel, DOGE);
+    const signature = Signature.from(good.signature);
+    const twinS = SECP256K1_ORDER - BigInt(signature.s);
+    const twin = {...good, signature: `0x${signature.r.slice(2)}${twinS.toString(16).padStart(64, '0')}${(55 - signature.v).toString(16)}`};
+    t.is(await contractRefusal(twin), 'BadSignature');
+    t.is(await refusalCode(redeemVoucher(settings, payee, twin)), 'INVALID_VOUCHER');
+    t.is(await contractRefusal(good), 'accepted');
+});
+
+const SECP256K1_ORDER = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n;
+
+/** A payee contract that re-enters `redeem` with the same voucher when paid, and records whether that was refused. */
+const REENTRANT_PAYEE = `
+pragma solidity ^0.8.20;
+interface IPaymentChannels { function redeem(bytes32 channel, uint256 amount, bytes calldata signature) external; }
+contract ReentrantPayee {
+    IPaymentChannels immutable channels;
+    bytes32 channel; uint256 amount; bytes signature;
+    uint256 public entries; bool public reentryRefused;
+    constructor(IPaymentChannels target) { channels = target; }
+    function attack(bytes32 c, uint256 a, bytes calldata s) external { channel = c; amount = a; signature = s; channels.redeem(c, a, s); }
+    receive() external payable {
+        entries++;
+        if (entries > 1) return;
+        try channels.redeem(channel, amount, signature) {} catch { reentryRefused = true; }
+    }
+}`;
+
+function compileReentrantPayee() {
+    const solc = createRequire(import.meta.url)('solc') as {compile(input: string): string};
+    const input = {language: 'Solidity', sources: {'ReentrantPayee.sol': {content: REENTRANT_PAYEE}},
+        settings: {evmVersion: 'paris', outputSelection: {'*': {ReentrantPayee: ['abi', 'evm.bytecode.object']}}}};
+    const output = JSON.parse(solc.compile(JSON.stringify(input))) as {contracts: Record<string, Record<string, {abi: unknown[], evm: {bytecode: {object: string}}}>>};
+    const compiled = output.contracts['ReentrantPayee.sol']!.ReentrantPayee!;
+    return {abi: compiled.abi as never, bytecode: `0x${compiled.evm.bytecode.object}`};
+}
+
+test.serial('a payee contract that re-enters redeem when paid is refused the second payment', async (t) => {
+    const chain = provider();
+    t.teardown(() => chain.destroy());
+    const {abi, bytecode} = compileReentrantPayee();
+    const attacker = await (await new ContractFactory(abi, bytecode, stranger.connect(chain)).deploy(settings.contract)).waitForDeployment();
+    const attackerAddress = await attacker.getAddress();
+    const {channel} = await openChannel(settings, payer, attackerAddress, 3n * DOGE);
+    const signed = voucher(channel, DOGE);
+    await (await attacker.getFunction('attack').send(signed.channel, signed.amount, signed.signature)).wait();
+    t.true(await attacker.getFunction('reentryRefused').staticCall() as boolean);
+    t.is(await chain.getBalance(attackerAddress), DOGE, 'paid once');
+    t.is((await readChannel(settings, channel))?.redeemed, DOGE);
 });
 
 test.serial('the library checks its inputs and the chain id before anything is sent', async (t) => {

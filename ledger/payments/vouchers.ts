@@ -3,7 +3,7 @@
  * "Payments (contract)"): the payer signs the cumulative amount it owes on one channel, for one chain and one
  * contract, so a voucher is worthless anywhere else. Not yet used by the node.
  */
-import {getAddress, isHexString, recoverAddress, Signature, type SigningKey, TypedDataEncoder} from 'ethers';
+import {dataSlice, getAddress, isHexString, recoverAddress, Signature, type SigningKey, TypedDataEncoder} from 'ethers';
 import {z} from 'zod';
 import {LedgerError} from '../ledger-error.js';
 
@@ -79,16 +79,17 @@ export function signVoucher(payerKey: SigningKey, domain: VoucherDomain, voucher
 
 /** The address that signed `voucher` for `domain`; INVALID_VOUCHER for a signature the contract would refuse. */
 export function voucherSigner(domain: VoucherDomain, voucher: SignedVoucher) {
+    if (!isHexString(voucher.signature, 65))
+        throw LedgerError.invalidVoucher('the voucher\'s signature is not 65 bytes of hex');
+    // Read from the bytes: ethers' Signature throws on a high s rather than say so.
+    if (BigInt(dataSlice(voucher.signature, 32, 64)) > HALF_ORDER)
+        throw LedgerError.invalidVoucher('the voucher\'s signature has a high s (malleable): the contract refuses it');
     let signature: Signature;
     try {
-        if (!isHexString(voucher.signature, 65))
-            throw new Error('not 65 bytes');
         signature = Signature.from(voucher.signature);
     } catch {
-        throw LedgerError.invalidVoucher('the voucher\'s signature is not a 65-byte signature');
+        throw LedgerError.invalidVoucher('the voucher\'s signature is not a valid signature');
     }
-    if (BigInt(signature.s) > HALF_ORDER)
-        throw LedgerError.invalidVoucher('the voucher\'s signature has a high s (malleable): the contract refuses it');
     return recoverAddress(voucherDigest(domain, voucher), signature);
 }
 
