@@ -121,6 +121,10 @@ export class PointsCounter {
                 this.counts.anchors++;
                 return 0;
             case 'header':
+            case 'voucher':
+            case 'payment':
+            case 'redeem':
+                // Payments are DOGE, not points (docs/architecture.md, "Payments").
                 return 0;
         }
     }

@@ -63,6 +63,36 @@ export const anchorRecordSchema = z.object({
     treeHash: hex32
 }).strict();
 
+const address = z.string().regex(/^0x[0-9a-fA-F]{40}$/);
+const bytes32 = z.string().regex(/^0x[0-9a-f]{64}$/);
+/** An amount of wei, in decimals (JSON has no bigint). */
+const wei = z.string().regex(/^(0|[1-9][0-9]{0,77})$/);
+
+/**
+ * Payments (docs/architecture.md, "Payments"): a voucher a payer sent this node with a job's receipt (`voucher`), a
+ * voucher this node signed for a job a payee served it (`payment`), and a voucher this node redeemed on chain
+ * (`redeem`). Amounts are cumulative per channel, as vouchers are; `cost` is the job's own.
+ */
+export const voucherRecordSchema = z.object({
+    version: z.literal(LEDGER_RECORD_VERSION), type: z.literal('voucher'), at: recordTime,
+    peer: hexKey, jobId: z.string().regex(/^[0-9a-f]{32}$/), chainId: z.number().int().positive(), contract: address,
+    channel: bytes32, payer: address, amount: wei, cost: wei, signature: z.string().regex(/^0x[0-9a-f]{130}$/)
+}).strict();
+
+export const paymentRecordSchema = z.object({
+    version: z.literal(LEDGER_RECORD_VERSION), type: z.literal('payment'), at: recordTime,
+    peer: hexKey, jobId: z.string().regex(/^[0-9a-f]{32}$/), chainId: z.number().int().positive(), contract: address,
+    channel: bytes32, payee: address, amount: wei, cost: wei
+}).strict();
+
+export const redeemRecordSchema = z.object({
+    version: z.literal(LEDGER_RECORD_VERSION), type: z.literal('redeem'), at: recordTime,
+    chainId: z.number().int().positive(), contract: address, channel: bytes32, payer: address,
+    /** The voucher's cumulative amount, and what this redeem paid (the amount less what was redeemed before). */
+    amount: wei, paid: wei,
+    txHash: z.string().regex(/^0x[0-9a-f]{64}$/), blockNumber: count
+}).strict();
+
 export const ledgerRecordSchema = z.discriminatedUnion('type', [
     /**
      * The first block: whose log this is, and for which swarm network and chain (the signing domain). The owner (a
@@ -80,7 +110,10 @@ export const ledgerRecordSchema = z.discriminatedUnion('type', [
     z.object({version: z.literal(LEDGER_RECORD_VERSION), type: z.literal('shard'), at, receipt: shardReceiptSchema}).strict(),
     /** A host's layers served this node's pipeline: the same countersigned receipt, the coordinator's statement of what it consumed. */
     z.object({version: z.literal(LEDGER_RECORD_VERSION), type: z.literal('shard-consumed'), at, receipt: shardReceiptSchema}).strict(),
-    anchorRecordSchema
+    anchorRecordSchema,
+    voucherRecordSchema,
+    paymentRecordSchema,
+    redeemRecordSchema
 ]);
 
 export type LedgerRecord = z.infer<typeof ledgerRecordSchema>;
@@ -88,3 +121,6 @@ export type ShardReceipt = z.infer<typeof shardReceiptSchema>;
 export type ShardReceiptBody = z.infer<typeof shardReceiptBodySchema>;
 export type AnchorRecord = Extract<LedgerRecord, {type: 'anchor'}>;
 export type HeaderRecord = Extract<LedgerRecord, {type: 'header'}>;
+export type VoucherRecord = z.infer<typeof voucherRecordSchema>;
+export type PaymentRecord = z.infer<typeof paymentRecordSchema>;
+export type RedeemRecord = z.infer<typeof redeemRecordSchema>;

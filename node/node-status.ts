@@ -222,7 +222,63 @@ export const clusterStatusSchema = z.object({
     hosting: z.object({available: z.boolean(), reason: z.string().nullable(), sessions: count, freeBytes: count})
 });
 
+const doge = z.string().regex(/^\d+\.\d+$/);
+const address = z.string().regex(/^0x[0-9a-fA-F]{40}$/);
+const channelId = z.string().regex(/^0x[0-9a-f]{64}$/);
+
+/**
+ * `GET /api/wallet`: this node's payment wallet and channels (docs/architecture.md, "Payments"). Amounts are DOGE in
+ * decimals, exact to the wei. `earned`: redeemed on chain; `owed`: vouchers held and not yet redeemed, plus work
+ * served that no voucher covers yet; `paid`: vouchers signed; `deposited`: in channels this node pays through.
+ */
+export const walletStatusSchema = z.object({
+    /** Null when payments are off: `offReason` says why (no wallet, no payment contract). */
+    address: address.nullable(),
+    offReason: z.string().nullable(),
+    chainId: count,
+    contract: address.nullable(),
+    /** The wallet's balance on chain; null when the chain did not answer (`chainError`). */
+    balance: doge.nullable(),
+    chainError: z.string().nullable(),
+    /** This node's price, DOGE per million tokens (0: free). */
+    price: z.number().nonnegative(),
+    earned: doge,
+    owed: doge,
+    paid: doge,
+    deposited: doge,
+    /** `--auto-deposit`: what this node may deposit on its own, and what it did. */
+    autoDeposit: z.object({cap: doge, used: doge}),
+    /** Channels this node pays through (to a payee peer). */
+    paying: z.array(z.object({
+        peer: nodeId.nullable(), channel: channelId, payee: address, deposited: doge, paid: doge, redeemed: doge,
+        /** When the payer asked to close: the time from which it may withdraw; null while open. */
+        closesAt: z.iso.datetime().nullable()
+    })),
+    /** Channels peers pay this node through. */
+    paidBy: z.array(z.object({
+        peer: nodeId.nullable(), channel: channelId, payer: address, deposited: doge,
+        /** The highest voucher held, what it is owed by work served, and what was redeemed on chain. */
+        vouched: doge, owed: doge, redeemed: doge,
+        closesAt: z.iso.datetime().nullable()
+    })),
+    redeeming: z.object({
+        intervalSeconds: count, threshold: doge,
+        pending: z.array(z.object({channel: channelId, txHash: z.string(), amount: doge})),
+        lastRedeem: z.object({at: z.iso.datetime(), txHash: z.string(), channel: channelId, paid: doge}).nullable(),
+        lastError: z.string().nullable(),
+        nextAttemptAt: z.iso.datetime().nullable()
+    })
+});
+
+/** `POST /api/wallet/deposit|redeem|close|withdraw`: the transactions sent, each mined. */
+export const walletActionSchema = z.object({
+    transactions: z.array(z.object({action: z.enum(['open', 'deposit', 'redeem', 'close', 'withdraw']), channel: channelId, txHash: z.string(),
+        amount: doge.nullable(), gasUsed: count}))
+});
+
 export type ClusterStatus = z.infer<typeof clusterStatusSchema>;
+export type WalletStatus = z.infer<typeof walletStatusSchema>;
+export type WalletActionStatus = z.infer<typeof walletActionSchema>;
 export type NodeStatus = z.infer<typeof nodeStatusSchema>;
 export type LedgerStatus = z.infer<typeof ledgerStatusSchema>;
 export type AnchorOutcomeStatus = z.infer<typeof anchorOutcomeSchema>;
@@ -241,7 +297,12 @@ export const statusDocuments = {
     '/api/ledger': ledgerStatusSchema,
     '/api/ledger/anchor': anchorOutcomeSchema,
     '/api/ledger/revoke': revocationOutcomeSchema,
-    '/api/ledger/verify': verifyReportSchema
+    '/api/ledger/verify': verifyReportSchema,
+    '/api/wallet': walletStatusSchema,
+    '/api/wallet/deposit': walletActionSchema,
+    '/api/wallet/redeem': walletActionSchema,
+    '/api/wallet/close': walletActionSchema,
+    '/api/wallet/withdraw': walletActionSchema
 } as const;
 
 export type StatusPath = keyof typeof statusDocuments;

@@ -1,4 +1,5 @@
 import {z} from 'zod';
+import {walletBindingSchema} from '../core/wallet-binding-schema.js';
 
 /** What a node tells its peers it can do. Peers' copies are validated: they are untrusted input. */
 
@@ -44,8 +45,10 @@ export const capabilitiesSchema = z.object({
     /** Layer ranges already held for sharding. */
     shards: z.array(z.object({model: shortText, firstLayer: count, lastLayer: count})).max(1024),
     load: z.object({active: count, queued: count}),
-    /** Asking price per million generated tokens; null = free. */
-    pricePerMillionTokens: z.number().nonnegative().nullable(),
+    /** Asking price in DOGE per million tokens (prompt and completion); null = free. */
+    pricePerMillionTokens: z.number().nonnegative().max(1e12).nullable(),
+    /** Where a priced node is paid: its wallet, bound to its node key, and the payment contract (docs/architecture.md, "Payments"). */
+    payment: walletBindingSchema.nullable().optional(),
     /** Most tokens this node generates for one peer request (`--max-job-tokens`). */
     maxJobTokens: count.max(2 ** 20).optional(),
     /** The key this node's blind relay listens on, while it relays for peers (docs/architecture.md, "Relays"). */

@@ -1,3 +1,4 @@
+import {formatEther} from 'ethers';
 import {Command} from 'commander';
 import type {AnchorOutcomeStatus, LedgerStatus, RevocationOutcomeStatus, VerifyReportStatus} from '../../node/node-status.js';
 import {loadNodeSettings} from '../config/load-node-settings.js';
@@ -50,6 +51,12 @@ function recordLine(record: LedgerStatus['recent'][number]): string {
             return `  ${record.at}  anchor   ${record.logLength} records, block ${record.blockNumber}`;
         case 'header':
             return `  ${record.at}  header   owner ${shortPeerId(record.owner)}`;
+        case 'voucher':
+            return `  ${record.at}  voucher  ${formatEther(BigInt(record.cost))} DOGE for job ${record.jobId.slice(0, 8)} from ${shortPeerId(record.peer)}`;
+        case 'payment':
+            return `  ${record.at}  payment  ${formatEther(BigInt(record.cost))} DOGE for job ${record.jobId.slice(0, 8)} to ${shortPeerId(record.peer)}`;
+        case 'redeem':
+            return `  ${record.at}  redeem   ${formatEther(BigInt(record.paid))} DOGE from channel ${record.channel.slice(0, 10)}, block ${record.blockNumber}`;
     }
 }
 
