@@ -36,6 +36,8 @@ const FAULTS = {
     disabled: 'refusal',
     /** No connected peer can serve the model now. */
     no_peer_available: 'refusal',
+    /** A priced peer does not take the job's payment (no channel, a deposit too small, vouchers owed). */
+    payment_required: 'refusal',
     /** The engine process died or hung while the request ran; it is restarting. */
     engine_restarting: 'server',
     /** The engine is stopped, or could not load its models. */

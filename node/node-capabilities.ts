@@ -1,3 +1,4 @@
+import type {WalletBinding} from '../core/wallet-binding-schema.js';
 import {EventEmitter} from 'node:events';
 import {freemem} from 'node:os';
 import {join} from 'node:path';
@@ -49,6 +50,7 @@ export class NodeCapabilities extends EventEmitter<{changed: []}> {
     private offers: ModelOffer[] = [];
     private compute = NO_MEASUREMENT;
     private ledgerCore: string | null = null;
+    private payment: WalletBinding | null = null;
 
     private readonly engine: EngineSupervisor;
     private readonly models: ModelLoadSpec[];
@@ -93,6 +95,11 @@ export class NodeCapabilities extends EventEmitter<{changed: []}> {
     }
 
     /** This node's contribution log, announced so peers can replicate and audit it. */
+    /** Where this node is paid (its wallet bound to its key), once payments are open; null when they are off. */
+    setPayment(binding: WalletBinding | null) {
+        this.payment = binding;
+    }
+
     setLedgerCore(core: string) {
         this.ledgerCore = core;
         this.emit('changed');
@@ -129,7 +136,8 @@ export class NodeCapabilities extends EventEmitter<{changed: []}> {
             load: {active: status.running, queued: status.queued},
             pricePerMillionTokens: this.price ?? null,
             maxJobTokens: this.maxJobTokens,
-            ledgerCore: this.ledgerCore
+            ledgerCore: this.ledgerCore,
+            payment: this.payment
         };
     }
 }

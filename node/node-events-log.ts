@@ -38,6 +38,8 @@ export function logPeerJobs(provider: JobProvider | undefined, requester: JobReq
     provider?.on('served', (job) => logger.info({peerJob: {peer: shortPeerId(job.peerId), kind: job.kind, model: job.model, promptTokens: job.promptTokens,
         completionTokens: job.completionTokens, durationMs: Math.round(job.durationMs), outcome: job.outcome}}, 'served a peer job'));
     provider?.on('refused', (peerId, code) => logger.info({peer: shortPeerId(peerId), code}, 'refused a peer job'));
+    provider?.on('voucherRefused', (peerId, jobId, reason) => logger.warn({peer: shortPeerId(peerId), jobId, reason},
+        'a peer\'s voucher does not pay for its job: it gets no job until it does'));
     for (const side of [provider, requester])
         side?.on('receiptRejected', (peerId, jobId, reason) => logger.warn({peer: shortPeerId(peerId), jobId, reason}, 'rejected a receipt'));
 }

@@ -7,6 +7,8 @@ import {DeliveryPace} from './delivery-pace.js';
 import type {JobRequester, ReceiptModel, RemoteJobDeadlines} from './jobs/job-requester.js';
 import {explainNoPeer, rankPeers, type PeerCandidate} from './peer-ranking.js';
 import {shortPeerId} from '../../core/display.js';
+import type {RequesterPayments} from './jobs/job-payments.js';
+import {embeddingTokenBound, promptTokenBound} from './jobs/receipt-claims.js';
 
 /**
  * The failures a serving peer may blame on the request: those its engine finds in the request itself. Any other
@@ -37,7 +39,9 @@ export interface RemoteInferenceOptions {
      * The size of this node's own copy of the model file with that SHA-256, or 0: what receipts may weigh a peer's
      * work by (docs/architecture.md, "Receipts"); defaults to none (every model at the minimum weight).
      */
-    vouchedModelBytes?: (sha256: string) => number
+    vouchedModelBytes?: (sha256: string) => number,
+    /** Who this node can pay: priced peers it cannot pay are not used (docs/architecture.md, "Payments"); defaults to free peers only. */
+    payments?: RequesterPayments
 }
 
 /**
@@ -50,9 +54,10 @@ export class RemoteInference implements InferenceStrategy {
     private readonly requester: JobRequester;
     private readonly routing: RoutingSettings;
     private readonly vouchedModelBytes: (sha256: string) => number;
+    private readonly payments: RequesterPayments | undefined;
 
     constructor(options: RemoteInferenceOptions) {
-        ({swarm: this.swarm, requester: this.requester, routing: this.routing} = options);
+        ({swarm: this.swarm, requester: this.requester, routing: this.routing, payments: this.payments} = options);
         this.vouchedModelBytes = options.vouchedModelBytes ?? (() => 0);
     }
 
@@ -79,7 +84,8 @@ export class RemoteInference implements InferenceStrategy {
 
     async generate(request: GenerationRequest, options: GenerateOptions): Promise<GenerationResult> {
         const answer = new ResumableAnswer(request, options.onText);
-        return this.withPeers(request.model, options, () => answer.resumed, async (peerId) => {
+        const worst = request.countOnly === true ? 0 : promptTokenBound(request) + (request.sampling.maxTokens ?? MAX_TOKENS_WITHOUT_CAP);
+        return this.withPeers(request.model, options, worst, () => answer.resumed, async (peerId) => {
             const attempt = answer.attempt();
             const announced = this.swarm.peer(peerId)?.capabilities;
             const pace = new DeliveryPace();
@@ -89,6 +95,7 @@ export class RemoteInference implements InferenceStrategy {
                 model: this.receiptModel(peerId, request.model),
                 // What the peer generates when the client set no limit: its announced cap, held to by the requester.
                 tokenCap: announced?.maxJobTokens ?? MAX_TOKENS_WITHOUT_CAP,
+                ...(announced && {capabilities: announced}),
                 onText: (text, tokens, extras) => {
                     pace.received(tokens.length);
                     attempt.onText(text, tokens, extras);
@@ -103,20 +110,25 @@ export class RemoteInference implements InferenceStrategy {
     }
 
     async embed(model: string, inputs: string[], options: EmbedOptions): Promise<EmbeddingResult> {
-        return this.withPeers(model, options, () => false, (peerId) =>
-            this.requester.embed(peerId, model, inputs, {signal: options.signal, deadlines: this.routing.deadlines, model: this.receiptModel(peerId, model)}));
+        return this.withPeers(model, options, embeddingTokenBound(inputs), () => false, (peerId) => {
+            const capabilities = this.swarm.peer(peerId)?.capabilities;
+            return this.requester.embed(peerId, model, inputs, {signal: options.signal, deadlines: this.routing.deadlines, model: this.receiptModel(peerId, model),
+                ...(capabilities && {capabilities})});
+        });
     }
 
     /** Tries the best peers in turn, at most `maxAttempts`, and says clearly why none could serve. */
-    private async withPeers<T>(model: string, options: EmbedOptions, resumed: () => boolean, attempt: (peerId: string) => Promise<T>): Promise<T> {
+    private async withPeers<T>(model: string, options: EmbedOptions, worstTokens: number, resumed: () => boolean,
+        attempt: (peerId: string) => Promise<T>): Promise<T> {
         const maxPrice = options.maxPrice ?? this.routing.maxPrice;
         const tried = new Set<string>();
         const failures: string[] = [];
+        let paymentRefusals = 0;
         for (let attempts = 0; attempts < this.routing.maxAttempts; attempts++) {
             const criteria = {model, ...(maxPrice !== undefined && {maxPrice}), exclude: tried};
-            let peer = rankPeers(this.candidates(), criteria)[0];
+            let peer = rankPeers(this.candidates(worstTokens), criteria)[0];
             if (peer === undefined && tried.size === 0 && await this.providerSoon(model, options.signal))
-                peer = rankPeers(this.candidates(), criteria)[0];
+                peer = rankPeers(this.candidates(worstTokens), criteria)[0];
             if (options.signal?.aborted)
                 throw InferenceError.cancelled();
             if (peer === undefined)
@@ -134,11 +146,16 @@ export class RemoteInference implements InferenceStrategy {
                     throw InferenceError.cancelled();
                 if (error.fault === 'client' && PEER_CLIENT_FAULTS.has(error.code) && !resumed())
                     throw error;
+                if (error.code === 'payment_required')
+                    paymentRefusals++;
                 this.recordFailure(peer.id, error, failures);
             }
         }
         if (failures.length === 0)
-            throw this.noPeerError(model, maxPrice);
+            throw this.noPeerError(model, maxPrice, worstTokens);
+        // Every peer tried wanted a payment this node could not make: the client's budget (or wallet) is the limit.
+        if (paymentRefusals === failures.length)
+            throw new InferenceError('payment_required', `no peer serving '${model}' took this node's payment: ${failures.join('; ')}`, {param: 'model'});
         throw InferenceError.peersFailed(`no peer could complete the request for '${model}' after ${failures.length} attempt(s): ${failures.join('; ')}`);
     }
 
@@ -187,15 +204,30 @@ export class RemoteInference implements InferenceStrategy {
             this.swarm.probe(peerId, this.routing.deadlines.tokenMs);
     }
 
-    private candidates(): PeerCandidate[] {
-        return this.swarm.peers().map((peer) => ({
+    /**
+     * The connected peers; with `worstTokens`, only those this node can pay for a job that large (free ones, and
+     * priced ones it holds or may open a channel to).
+     */
+    private candidates(worstTokens?: number): PeerCandidate[] {
+        const payable = (peer: {id: string, capabilities: PeerCandidate['capabilities']}) => worstTokens === undefined || worstTokens === 0
+            || (peer.capabilities.pricePerMillionTokens ?? 0) === 0
+            || (this.payments !== undefined && this.payments.cannotPay(peer.id, peer.capabilities, worstTokens) === undefined);
+        return this.swarm.peers().filter(payable).map((peer) => ({
             id: peer.id, successRate: peer.successRate, rttMs: peer.rtt.smoothedMs ?? null,
             deliveredTokensPerSecond: peer.deliveredTokensPerSecond, capabilities: peer.capabilities
         }));
     }
 
-    private noPeerError(model: string, maxPrice: number | undefined) {
+    private noPeerError(model: string, maxPrice: number | undefined, worstTokens: number) {
         const {code, message} = explainNoPeer(this.candidates(), {model, ...(maxPrice !== undefined && {maxPrice})});
-        return code === 'over_budget' ? InferenceError.overBudget(message) : InferenceError.noPeerAvailable(message);
+        if (code === 'over_budget')
+            return InferenceError.overBudget(message);
+        // Peers serve it within the budget, but none this node can pay: say why, as a 402.
+        const unpaid = rankPeers(this.candidates(), {model, ...(maxPrice !== undefined && {maxPrice})})
+            .map((peer) => [peer.id, this.payments?.cannotPay(peer.id, peer.capabilities, worstTokens) ?? 'this node has no payment wallet'] as const);
+        if (unpaid.length > 0)
+            return new InferenceError('payment_required', `model '${model}' is served by ${unpaid.length} priced peer(s) this node cannot pay: `
+                + unpaid.map(([id, reason]) => `${shortPeerId(id)}: ${reason}`).join('; '), {param: 'model'});
+        return InferenceError.noPeerAvailable(message);
     }
 }

@@ -3,6 +3,7 @@ import {receiptSchema} from '../../../ledger/receipt.js';
 import {inferenceErrorCodes} from '../../../core/inference-error.js';
 import {MAX_TOP_LOGPROBS} from '../../../core/request-limits.js';
 import {defineChannel} from '../../../swarm/channel/channel-spec.js';
+import {jobPaymentSchema, wireVoucherSchema} from './job-payments.js';
 
 /** The jobs channel: requests served by a peer, streamed tokens, results, receipts (docs/peer-protocol.md, "Jobs channel"). */
 
@@ -86,10 +87,11 @@ const resultSchema = z.object({
 
 export const jobMessageSchema = z.discriminatedUnion('type', [
     // requester → provider
-    z.object({type: z.literal('generate'), jobId, request: generationRequestSchema}),
-    z.object({type: z.literal('embed'), jobId, model: shortText, inputs: z.array(z.string()).min(1).max(2048)}),
+    // A job for a priced peer carries its payment terms; the receipt of one it was served, the next voucher.
+    z.object({type: z.literal('generate'), jobId, request: generationRequestSchema, payment: jobPaymentSchema.optional()}),
+    z.object({type: z.literal('embed'), jobId, model: shortText, inputs: z.array(z.string()).min(1).max(2048), payment: jobPaymentSchema.optional()}),
     z.object({type: z.literal('cancel'), jobId}),
-    z.object({type: z.literal('receipt'), jobId, receipt: receiptSchema}),
+    z.object({type: z.literal('receipt'), jobId, receipt: receiptSchema, voucher: wireVoucherSchema.optional()}),
     // provider → requester
     // A tool call travels whole, with the tokens that wrote it (docs/peer-protocol.md, "Jobs channel").
     z.object({

@@ -9,6 +9,8 @@ import {jobRefusal, submissionModel, type JobProviderLimits, type JobSubmission}
 import type {JobMessage} from './job-messages.js';
 import type {JobsProtocol} from './jobs-protocol.js';
 import {recentJobIds} from './recent-job-ids.js';
+import type {ProviderPayments, WireVoucher} from './job-payments.js';
+import {embeddingTokenBound, promptTokenBound} from './receipt-claims.js';
 
 /** What serves peers' jobs: this node's engine. */
 export interface JobExecutor {
@@ -50,7 +52,9 @@ export interface JobProviderOptions {
     /** Whether a job id is in this node's log already; defaults to none. */
     loggedJobId?: (jobId: string) => boolean,
     /** How long a requester has to send a job's receipt before the job counts as owed; defaults to 10 s. */
-    receiptGraceMs?: number
+    receiptGraceMs?: number,
+    /** Payment for priced jobs (docs/architecture.md, "Payments"); defaults to none: every job is free. */
+    payments?: ProviderPayments
 }
 
 export interface JobProviderEvents {
@@ -58,7 +62,9 @@ export interface JobProviderEvents {
     refused: [peerId: string, code: InferenceErrorCode],
     receipt: [receipt: Receipt],
     /** A peer asked for a countersignature on a receipt that does not describe the job served. */
-    receiptRejected: [peerId: string, jobId: string, reason: string]
+    receiptRejected: [peerId: string, jobId: string, reason: string],
+    /** A priced job's voucher did not pay what it owes: the peer gets no job until it does. */
+    voucherRefused: [peerId: string, jobId: string, reason: string]
 }
 
 interface ActiveJob {
@@ -96,6 +102,7 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
     private readonly keepReceipt: (receipt: Receipt) => Promise<void>;
     private readonly loggedJobId: (jobId: string) => boolean;
     private readonly receiptGraceMs: number;
+    private readonly payments: ProviderPayments | undefined;
 
     constructor(options: JobProviderOptions) {
         super();
@@ -103,6 +110,7 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
         this.keepReceipt = options.keepReceipt ?? (async () => undefined);
         this.loggedJobId = options.loggedJobId ?? (() => false);
         this.receiptGraceMs = options.receiptGraceMs ?? 10_000;
+        this.payments = options.payments;
         this.jobs.on('message', (peerId, message) => this.handle(peerId, message));
         this.jobs.on('peerLeft', (peerId) => {
             for (const job of this.active.values())
@@ -130,7 +138,7 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
                 return;
             }
             case 'receipt':
-                this.countersign(peerId, message.jobId, message.receipt);
+                this.countersign(peerId, message.jobId, message.receipt, message.voucher);
                 return;
             default:
                 return; // requester-side messages are the requester's business
@@ -156,11 +164,43 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
         const {jobId} = message;
         const controller = new AbortController();
         this.active.set(jobId, {peerId, controller});
+        if (this.payments === undefined || this.payments.price() === 0) {
+            this.start(peerId, message, controller, false);
+            return;
+        }
+        // A priced job starts once its worst case is covered (docs/architecture.md, "Payments").
+        const worst = message.type === 'generate'
+            ? promptTokenBound(message.request) + (message.request.sampling.maxTokens ?? this.limits.maxTokensPerJob)
+            : embeddingTokenBound(message.inputs);
+        this.payments.admit(peerId, jobId, message.payment, worst).then((refusal) => {
+            if (refusal === undefined && !controller.signal.aborted)
+                return this.start(peerId, message, controller, true);
+            this.active.delete(jobId);
+            this.ended.set(jobId, true);
+            if (refusal === undefined) {
+                this.payments!.served(jobId, 0);
+                return;
+            }
+            this.fail(peerId, jobId, InferenceError.refused('payment_required', refusal));
+            this.emit('refused', peerId, 'payment_required');
+        }, (error: Error) => {
+            this.active.delete(jobId);
+            this.ended.set(jobId, true);
+            this.fail(peerId, jobId, InferenceError.refused('payment_required', `cannot check the payment: ${error.message}`));
+            this.emit('refused', peerId, 'payment_required');
+        });
+    }
+
+    /** Runs an admitted job; `priced`: what it served is charged (docs/architecture.md, "Payments"). */
+    private start(peerId: string, message: JobSubmission, controller: AbortController, priced: boolean) {
+        const {jobId} = message;
         const startedAt = performance.now();
         const model = submissionModel(message);
         let backlogged = false;
         /** Tokens sent in text frames: what the requester received, and what its receipt must state. */
         let sentTokens = 0;
+        /** The receipt's tokens, once a result went out: what a priced job costs (a cancelled one costs nothing). */
+        let charged = 0;
         const record = (outcome: ServedJob['outcome'], promptTokens = 0, completionTokens = 0, error?: ServedJob['error']) => this.emit('served', {
             jobId, peerId, kind: message.type, model, promptTokens, completionTokens, durationMs: performance.now() - startedAt, outcome,
             ...(error !== undefined && {error})
@@ -191,11 +231,14 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
                 if (message.request.countOnly !== true)
                     this.awaitingReceipt.set(jobId, {peerId, kind: 'generate', model, promptTokens: result.usage.promptTokens,
                         completionTokens: sentTokens, completedAt: Date.now()});
+                if (message.request.countOnly !== true && !controller.signal.aborted)
+                    charged = result.usage.promptTokens + sentTokens;
                 record(controller.signal.aborted ? 'cancelled' : 'completed', result.usage.promptTokens, result.usage.completionTokens);
                 send({type: 'generated', jobId, result});
             })
             : this.executor.embed(message.model, message.inputs, {signal: controller.signal, maxTokens: this.limits.maxEmbeddingTokens}).then((result) => {
                 this.awaitingReceipt.set(jobId, {peerId, kind: 'embed', model, promptTokens: result.promptTokens, completionTokens: 0, completedAt: Date.now()});
+                charged = result.promptTokens;
                 record('completed', result.promptTokens);
                 send({type: 'embedded', jobId, result});
             });
@@ -210,6 +253,8 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
         }).finally(() => {
             this.active.delete(jobId);
             this.ended.set(jobId, true);
+            if (priced)
+                this.payments!.served(jobId, charged);
         });
     }
 
@@ -227,7 +272,7 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
      * Countersigns a receipt only if it describes, exactly, a job this node served for that peer, once it is kept;
      * a receipt sent again (our countersignature was lost) gets the same countersignature again.
      */
-    private countersign(peerId: string, jobId: string, candidate: Receipt) {
+    private countersign(peerId: string, jobId: string, candidate: Receipt, voucher: WireVoucher | undefined) {
         const done = this.countersigned.get(jobId);
         if (done !== undefined && done.peerId === peerId) {
             void this.jobs.send(peerId, {type: 'countersigned', jobId, signature: done.signature});
@@ -251,6 +296,11 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
             return;
         }
         this.awaitingReceipt.delete(jobId);
+        // The voucher pays for the job; the receipt says it happened, and is countersigned either way.
+        this.payments?.voucher(peerId, jobId, voucher).then((problem) => {
+            if (problem !== undefined)
+                this.emit('voucherRefused', peerId, jobId, problem);
+        }, (error: Error) => this.emit('voucherRefused', peerId, jobId, `cannot keep the voucher: ${error.message}`));
         this.keepReceipt(countersigned).then(() => {
             this.countersigned.set(jobId, {peerId, signature: countersigned.providerSignature!});
             void this.jobs.send(peerId, {type: 'countersigned', jobId, signature: countersigned.providerSignature!});

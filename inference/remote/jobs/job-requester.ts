@@ -12,6 +12,8 @@ import type {JobMessage} from './job-messages.js';
 import type {JobsProtocol} from './jobs-protocol.js';
 import {embeddingTokenBound, promptTokenBound} from './receipt-claims.js';
 import {recentJobIds} from './recent-job-ids.js';
+import type {RequesterPayments, WireVoucher} from './job-payments.js';
+import type {Capabilities} from '../../../swarm/capabilities.js';
 
 /** How long a receipt may wait for the provider's countersignature: it is sent again until then. */
 const COUNTERSIGN_TIMEOUT_MS = 60_000;
@@ -77,7 +79,9 @@ export interface JobRequesterOptions {
     jobs: JobsProtocol,
     identity: NodeIdentity,
     /** The network and chain receipts are signed for. */
-    domain: SigningDomain
+    domain: SigningDomain,
+    /** Paying priced peers (docs/architecture.md, "Payments"); defaults to none: only free peers are used. */
+    payments?: RequesterPayments
 }
 
 export interface JobRequesterEvents {
@@ -95,13 +99,16 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
     private readonly pending = new Map<string, PendingJob>();
     private readonly receipts = new Map<string, {body: ReceiptBody, requesterSignature: string, timer: NodeJS.Timeout, resend: NodeJS.Timeout | undefined}>();
     private readonly ended = recentJobIds();
+    /** Jobs sent with payment terms, until they are paid or released. */
+    private readonly priced = new Set<string>();
     private readonly jobs: JobsProtocol;
     private readonly identity: NodeIdentity;
     private readonly domain: SigningDomain;
+    private readonly payments: RequesterPayments | undefined;
 
     constructor(options: JobRequesterOptions) {
         super();
-        ({jobs: this.jobs, identity: this.identity, domain: this.domain} = options);
+        ({jobs: this.jobs, identity: this.identity, domain: this.domain, payments: this.payments} = options);
         this.jobs.on('message', (peerId, message) => {
             if (!REQUESTER_BOUND.has(message.type))
                 return;
@@ -127,13 +134,17 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
     generate(peerId: string, request: GenerationRequest, options: {
         onText: TextListener, onProgress?: (tokens: number) => void, signal?: AbortSignal, deadlines: RemoteJobDeadlines, model: ReceiptModel,
         /** Tokens the peer may generate when the request sets no `max_tokens`: the cap it announced. */
-        tokenCap: number
+        tokenCap: number,
+        /** What the peer announced: its price, and where it is paid. */
+        capabilities?: Capabilities
     }) {
         const budget = (request.sampling.maxTokens ?? options.tokenCap) - (request.continuation?.tokens.length ?? 0);
+        const worst = promptTokenBound(request) + (request.sampling.maxTokens ?? options.tokenCap);
         let relayed = 0;
         /** Tokens of the call being written that the peer claimed (`progress`): the call, when it comes, has them all. */
         let claimed = 0;
-        return this.run<GenerationResult>(peerId, (jobId) => ({type: 'generate', jobId, request}), options.deadlines, options.signal,
+        return this.run<GenerationResult>(peerId, async (jobId) => ({type: 'generate', jobId, request,
+            ...await this.terms(peerId, options.capabilities, jobId, request.countOnly === true ? 0 : worst)}), options.deadlines, options.signal,
             (message, job) => {
                 if (message.type === 'text') {
                     const bytes = Buffer.byteLength(message.text);
@@ -188,8 +199,10 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
             });
     }
 
-    embed(peerId: string, model: string, inputs: string[], options: {signal?: AbortSignal, deadlines: RemoteJobDeadlines, model: ReceiptModel}) {
-        return this.run<EmbeddingResult>(peerId, (jobId) => ({type: 'embed', jobId, model, inputs}), options.deadlines, options.signal,
+    embed(peerId: string, model: string, inputs: string[], options: {signal?: AbortSignal, deadlines: RemoteJobDeadlines, model: ReceiptModel,
+        capabilities?: Capabilities}) {
+        return this.run<EmbeddingResult>(peerId, async (jobId) => ({type: 'embed', jobId, model, inputs,
+            ...await this.terms(peerId, options.capabilities, jobId, embeddingTokenBound(inputs))}), options.deadlines, options.signal,
             (message, job) => {
                 if (message.type !== 'embedded')
                     return job.violate(`${message.type} frame for an embedding`);
@@ -206,8 +219,27 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
             });
     }
 
+    /**
+     * A priced peer's payment terms for the job, its worst case held on a channel: a `payment_required` refusal when
+     * this node cannot pay it (docs/architecture.md, "Payments"). Nothing for a free peer, or a count (`worst` 0).
+     */
+    private async terms(peerId: string, capabilities: Capabilities | undefined, jobId: string, worst: number) {
+        if (this.payments === undefined || capabilities === undefined || worst === 0 || (capabilities.pricePerMillionTokens ?? 0) === 0)
+            return {};
+        let payment;
+        try {
+            payment = await this.payments.reserve(peerId, capabilities, jobId, worst);
+        } catch (error) {
+            throw InferenceError.refused('payment_required', `cannot pay the peer: ${(error as Error).message}`);
+        }
+        if (payment === undefined)
+            return {};
+        this.priced.add(jobId);
+        return {payment};
+    }
+
     private run<T>(
-        peerId: string, submit: (jobId: string) => JobMessage, deadlines: RemoteJobDeadlines, signal: AbortSignal | undefined,
+        peerId: string, submit: (jobId: string) => Promise<JobMessage>, deadlines: RemoteJobDeadlines, signal: AbortSignal | undefined,
         onResult: (message: JobMessage, job: JobControl<T>) => void
     ): Promise<T> {
         const jobId = randomBytes(16).toString('hex');
@@ -223,6 +255,9 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
             };
             const fail = (error: InferenceError) => {
                 settle();
+                // A job that ends without a result is not paid: what it held on a channel is free again.
+                if (this.priced.delete(jobId))
+                    this.payments?.release(jobId);
                 if (error.code === 'peer_stalled' || error.code === 'cancelled')
                     void this.jobs.send(peerId, {type: 'cancel', jobId});
                 reject(error);
@@ -263,10 +298,18 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
                 }
             });
             arm(deadlines.firstTokenMs);
-            void this.jobs.send(peerId, submit(jobId)).then((outcome) => {
-                if (outcome !== 'sent')
-                    fail(InferenceError.peerDisconnected(outcome === 'backlogged' ? 'the connection to the peer is backlogged' : 'peer is not connected'));
-            });
+            submit(jobId).then((message) => {
+                if (!this.pending.has(jobId)) {
+                    // Ended (cancelled, timed out) while its terms were prepared: nothing was sent, nothing is held.
+                    if (this.priced.delete(jobId))
+                        this.payments?.release(jobId);
+                    return;
+                }
+                return this.jobs.send(peerId, message).then((outcome) => {
+                    if (outcome !== 'sent')
+                        fail(InferenceError.peerDisconnected(outcome === 'backlogged' ? 'the connection to the peer is backlogged' : 'peer is not connected'));
+                });
+            }, (error: unknown) => fail(error instanceof InferenceError ? error : InferenceError.refused('payment_required', String(error))));
         });
     }
 
@@ -275,6 +318,20 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
      * lost either way costs a resend, not the receipt), for COUNTERSIGN_TIMEOUT_MS at most.
      */
     private requestReceipt(peerId: string, jobId: string, measured: Measured) {
+        if (!this.priced.delete(jobId)) {
+            this.sendReceipt(peerId, jobId, measured, undefined);
+            return;
+        }
+        // The voucher is kept before it goes out with the receipt: a crash can never sign less than was sent.
+        this.payments!.pay(peerId, jobId, measured.promptTokens + measured.completionTokens).then(
+            (voucher) => this.sendReceipt(peerId, jobId, measured, voucher),
+            (error: Error) => {
+                this.emit('receiptRejected', peerId, jobId, `cannot pay for the job: ${error.message}`);
+                this.sendReceipt(peerId, jobId, measured, undefined);
+            });
+    }
+
+    private sendReceipt(peerId: string, jobId: string, measured: Measured, voucher: WireVoucher | undefined) {
         const body: ReceiptBody = {
             version: RECEIPT_VERSION, ...this.domain, kind: measured.kind, jobId, model: measured.model,
             modelSha256: measured.receiptModel.sha256, modelBytes: measured.receiptModel.vouchedBytes,
@@ -283,7 +340,7 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
             provider: peerId, requester: this.identity.id, completedAt: new Date().toISOString()
         };
         const requesterSignature = signReceiptBody(body, this.identity.secretKey);
-        const frame: JobMessage = {type: 'receipt', jobId, receipt: {body, requesterSignature, providerSignature: null}};
+        const frame: JobMessage = {type: 'receipt', jobId, receipt: {body, requesterSignature, providerSignature: null}, ...(voucher && {voucher})};
         const backoff = new Backoff(RECEIPT_RESEND);
         const send = () => {
             const entry = this.receipts.get(jobId);

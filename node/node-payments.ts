@@ -1,0 +1,571 @@
+/**
+ * The node's payments (docs/architecture.md, "Payments"): its wallet bound to its node key, the channels it pays
+ * through (requester) and is paid through (provider), the vouchers that go with receipts, settlement on chain, and
+ * the wallet commands. With price 0 and no priced peer used, none of it runs.
+ */
+import {mkdir, readFile, rename, writeFile} from 'node:fs/promises';
+import {dirname, join} from 'node:path';
+import {getAddress, type Wallet} from 'ethers';
+import {z} from 'zod';
+import {LRUCache} from 'lru-cache';
+import type {Capabilities} from '../swarm/capabilities.js';
+import type {NodeIdentity} from '../swarm/node-identity.js';
+import type {ContributionLog} from '../ledger/contribution-log.js';
+import {LedgerError} from '../ledger/ledger-error.js';
+import {LEDGER_RECORD_VERSION} from '../ledger/records.js';
+import {type ChannelState, depositToChannel, openChannel, type PaymentSettings, readChannel, requestClose, withdrawFromChannel} from '../ledger/payments/channels.js';
+import {PayeeBook, type SavedPayeeChannel} from '../ledger/payments/payee-book.js';
+import {PayerBook, type SavedPayerChannel} from '../ledger/payments/payer-book.js';
+import {dogeToWei, jobCostWei, priceWeiPerMillion, weiToDoge} from '../ledger/payments/pricing.js';
+import {Redeemer} from '../ledger/payments/redeemer.js';
+import {parseVoucher, signVoucher, verifyVoucher, voucherJson, type VoucherDomain} from '../ledger/payments/vouchers.js';
+import {bindWallet, boundWallet} from '../ledger/payments/wallet-binding.js';
+import type {WalletBinding} from '../core/wallet-binding-schema.js';
+import {chainProvider, shortReason} from '../ledger/anchor/chain.js';
+import type {JobPayment, ProviderPayments, RequesterPayments, WireVoucher} from '../inference/remote/jobs/job-payments.js';
+import type {NodeSettings} from './node-settings.js';
+import type {WalletActionStatus, WalletStatus} from './node-status.js';
+
+/** How long a channel's state read from the chain is trusted before a job reads it again. */
+const CHANNEL_CACHE_MS = 30_000;
+/** How long a voucher may take to follow its job before the requester counts as owing (as receipts, MAX_OWED_RECEIPTS). */
+const VOUCHER_GRACE_MS = 10_000;
+/** An auto deposit is at least this share of `--auto-deposit`, so a channel is not topped up for every job. */
+const AUTO_DEPOSIT_SHARE = 10n;
+
+const savedSchema = z.object({
+    payer: z.array(z.object({channel: z.string(), payee: z.string(), peer: z.string().nullable(), deposited: z.string(), signed: z.string(),
+        redeemed: z.string(), closesAt: z.number()})).default([]),
+    payee: z.array(z.object({channel: z.string(), peer: z.string(), payer: z.string(), owed: z.string(),
+        voucher: z.object({amount: z.string(), signature: z.string()}).nullable()})).default([]),
+    autoDeposited: z.string().default('0')
+});
+
+export interface NodePaymentsOptions {
+    settings: NodeSettings,
+    identity: NodeIdentity,
+    log: ContributionLog,
+    /** The node's wallet (the one anchoring uses), or why there is none. */
+    wallet: {wallet: Wallet} | {missing: string},
+    /** The payment contract: `--payment-contract`, else the one `ledger deploy` stored. */
+    contract: string | undefined,
+    /** What a connected peer announced. */
+    peerCapabilities: (peerId: string) => Capabilities | undefined,
+    onNotice: (level: 'info' | 'warn', message: string, fields?: object) => void
+}
+
+/** Payments are off (no wallet, no contract): priced peers are not used, and this node cannot ask a price. */
+export class NodePayments implements RequesterPayments, ProviderPayments {
+    private readonly payer: PayerBook;
+    private readonly payee: PayeeBook | undefined;
+    private readonly chain: PaymentSettings | undefined;
+    private readonly wallet: Wallet | undefined;
+    private readonly domain: VoucherDomain | undefined;
+    private readonly channelCache = new LRUCache<string, {state: ChannelState | null, at: number}>({max: 4096});
+    private readonly bindings = new LRUCache<string, WalletBinding | string>({max: 4096});
+    /** Priced jobs served or running, by id: their channel and price (wei per million). */
+    private readonly jobs = new LRUCache<string, {peer: string, channel: string, priceWei: bigint, cost: bigint | null}>({max: 8192});
+    /** Jobs this node pays for, by id: the price they were sent at. */
+    private readonly paying = new LRUCache<string, {peer: string, priceWei: bigint}>({max: 8192});
+    private readonly opening = new Map<string, Promise<void>>();
+    private autoDeposited: bigint;
+    private saving: Promise<void> = Promise.resolve();
+    private redeemer: Redeemer | undefined;
+    readonly offReason: string | null;
+    private readonly ownBinding: WalletBinding | null;
+
+    private constructor(private readonly options: NodePaymentsOptions, private readonly statePath: string, saved: z.infer<typeof savedSchema>) {
+        const {settings, wallet, contract, identity} = options;
+        this.offReason = 'missing' in wallet ? wallet.missing
+            : contract === undefined ? `no payment contract for chain ${settings.chainId}: run \`strongdoge ledger deploy\` or pass --payment-contract` : null;
+        this.payer = new PayerBook(saved.payer as SavedPayerChannel[]);
+        this.autoDeposited = BigInt(saved.autoDeposited);
+        if (this.offReason === null && 'wallet' in wallet) {
+            this.wallet = wallet.wallet;
+            this.chain = {rpcUrl: settings.chainRpc, chainId: settings.chainId, contract: getAddress(contract!)};
+            this.domain = {chainId: settings.chainId, contract: getAddress(contract!)};
+            this.payee = new PayeeBook(wallet.wallet.address, VOUCHER_GRACE_MS, saved.payee as SavedPayeeChannel[]);
+            this.ownBinding = bindWallet(identity, wallet.wallet, contract!, {network: settings.network, chainId: settings.chainId});
+        } else {
+            this.ownBinding = null;
+        }
+    }
+
+    static async open(options: NodePaymentsOptions): Promise<NodePayments> {
+        const statePath = join(options.settings.dataDir, 'ledger', 'payments.json');
+        const payments = new NodePayments(options, statePath, await loadSaved(statePath));
+        const {settings} = options;
+        if (settings.price !== undefined && settings.price > 0 && payments.offReason !== null)
+            throw LedgerError.notConfigured(`--price ${settings.price} needs payments: ${payments.offReason}`);
+        if (payments.offReason === null) {
+            payments.redeemer = new Redeemer({
+                ...payments.chain!, wallet: payments.wallet!, log: options.log, statePath: join(options.settings.dataDir, 'ledger', 'redeem-state.json'),
+                maxFeeGwei: settings.maxFeeGwei, confirmations: settings.confirmations, intervalMs: settings.redeemInterval * 1000,
+                thresholdWei: dogeToWei(settings.redeemThreshold), vouchers: () => payments.redeemable()
+            });
+            payments.redeemer.on('redeemed', (record) => options.onNotice('info', 'redeemed vouchers', {channel: record.channel, paid: weiToDoge(BigInt(record.paid)),
+                txHash: record.txHash}));
+            payments.redeemer.on('failed', (error) => options.onNotice('warn', `redeeming failed; retrying: ${error.message}`, {code: error.code}));
+            await payments.redeemer.start();
+            options.onNotice('info', 'payments on', {wallet: payments.wallet!.address, contract: payments.chain!.contract, price: settings.price ?? 0});
+        } else {
+            options.onNotice('info', `payments are off (free peers only): ${payments.offReason}`);
+        }
+        return payments;
+    }
+
+    /** What capabilities announce: this node's wallet, bound to its key, or null when payments are off. */
+    binding() {
+        return this.ownBinding;
+    }
+
+    price() {
+        return this.offReason === null ? this.options.settings.price ?? 0 : 0;
+    }
+
+    // The requester's side.
+
+    cannotPay(peerId: string, capabilities: Capabilities, tokens: number): string | undefined {
+        const price = capabilities.pricePerMillionTokens ?? 0;
+        if (price === 0)
+            return undefined;
+        if (this.offReason !== null)
+            return `payments are off here: ${this.offReason}`;
+        const binding = this.peerBinding(peerId, capabilities);
+        if (typeof binding === 'string')
+            return binding;
+        const worst = jobCostWei(tokens, priceWeiPerMillion(price));
+        const channel = this.payer.channelTo(binding.wallet);
+        if (channel !== undefined && this.payer.left(channel) >= worst)
+            return undefined;
+        if (this.autoDepositLeft() >= worst - (channel === undefined ? 0n : this.payer.left(channel)))
+            return undefined;
+        return `no channel to it with ${weiToDoge(worst)} DOGE left for this job (${channel === undefined ? 'no channel' : `${weiToDoge(this.payer.left(channel))} DOGE left`}): `
+            + `run \`strongdoge wallet deposit ${peerId.slice(0, 16)}… <DOGE>\` or set --auto-deposit`;
+    }
+
+    async reserve(peerId: string, capabilities: Capabilities, jobId: string, tokens: number): Promise<JobPayment | undefined> {
+        const price = capabilities.pricePerMillionTokens ?? 0;
+        if (price === 0)
+            return undefined;
+        const problem = this.cannotPay(peerId, capabilities, tokens);
+        if (problem !== undefined)
+            throw LedgerError.channelRefused(problem);
+        const binding = this.peerBinding(peerId, capabilities) as WalletBinding;
+        const priceWei = priceWeiPerMillion(price);
+        const worst = jobCostWei(tokens, priceWei);
+        let channel = this.payer.channelTo(binding.wallet);
+        if (channel === undefined || this.payer.left(channel) < worst) {
+            await this.autoDeposit(peerId, binding.wallet, worst);
+            channel = this.payer.channelTo(binding.wallet);
+        }
+        if (channel === undefined || !this.payer.reserve(jobId, channel.channel, worst))
+            throw LedgerError.channelRefused(`no channel to ${binding.wallet} covers this job's ${weiToDoge(worst)} DOGE`);
+        this.paying.set(jobId, {peer: peerId, priceWei});
+        return {channel: channel.channel, pricePerMillion: price};
+    }
+
+    async pay(peerId: string, jobId: string, tokens: number): Promise<WireVoucher | undefined> {
+        const job = this.paying.get(jobId);
+        this.paying.delete(jobId);
+        if (job === undefined)
+            return undefined;
+        const cost = jobCostWei(tokens, job.priceWei);
+        const next = this.payer.pay(jobId, cost);
+        if (next === undefined)
+            return undefined;
+        const voucher = signVoucher(this.wallet!.signingKey, this.domain!, next);
+        // Kept before it is sent: after a crash, the next voucher still counts up from this one.
+        await this.save();
+        const channel = this.payer.get(next.channel)!;
+        await this.options.log.append({version: LEDGER_RECORD_VERSION, type: 'payment', at: new Date().toISOString(), peer: peerId, jobId,
+            chainId: this.domain!.chainId, contract: this.domain!.contract, channel: next.channel, payee: channel.payee,
+            amount: next.amount.toString(), cost: cost.toString()});
+        return voucherJson(voucher);
+    }
+
+    release(jobId: string) {
+        this.paying.delete(jobId);
+        this.payer.release(jobId);
+    }
+
+    // The provider's side.
+
+    async admit(peerId: string, jobId: string, payment: JobPayment | undefined, tokens: number): Promise<string | undefined> {
+        const price = this.price();
+        if (price === 0)
+            return undefined;
+        if (payment === undefined)
+            return `this node charges ${price} DOGE per million tokens: the job needs payment terms (a channel to this node's wallet ${this.wallet!.address})`;
+        if (payment.pricePerMillion < price)
+            return `the job offers ${payment.pricePerMillion} DOGE per million tokens; this node's price is ${price}`;
+        const capabilities = this.options.peerCapabilities(peerId);
+        const binding = capabilities === undefined ? 'the requester announced nothing' : this.peerBinding(peerId, capabilities);
+        if (typeof binding === 'string')
+            return `the requester's wallet is unknown: ${binding}`;
+        const priceWei = priceWeiPerMillion(payment.pricePerMillion);
+        const worst = jobCostWei(tokens, priceWei);
+        let refusal = this.payee!.admit(peerId, binding.wallet, await this.channelState(payment.channel), jobId, worst);
+        // A deposit made since the last read: read the chain once more before refusing.
+        if (refusal?.startsWith('the channel\'s deposit') === true || refusal?.startsWith('the payment channel named does not exist') === true)
+            refusal = this.payee!.admit(peerId, binding.wallet, await this.channelState(payment.channel, true), jobId, worst);
+        if (refusal === undefined)
+            this.jobs.set(jobId, {peer: peerId, channel: payment.channel, priceWei, cost: null});
+        return refusal;
+    }
+
+    served(jobId: string, tokens: number) {
+        const job = this.jobs.get(jobId);
+        if (job === undefined)
+            return;
+        job.cost = jobCostWei(tokens, job.priceWei);
+        this.payee!.served(jobId, job.cost);
+        void this.save().catch((error: Error) => this.options.onNotice('warn', `cannot save the payment state: ${error.message}`));
+    }
+
+    async voucher(peerId: string, jobId: string, wire: WireVoucher | undefined): Promise<string | undefined> {
+        const job = this.jobs.get(jobId);
+        if (job === undefined || job.peer !== peerId || job.cost === null)
+            return undefined; // a free job: a voucher with it pays for nothing
+        if (wire === undefined) {
+            if (job.cost === 0n)
+                return undefined;
+            this.payee!.missingVoucher(peerId);
+            return `the receipt of a priced job (${weiToDoge(job.cost)} DOGE) came without a voucher`;
+        }
+        let problem: string | undefined;
+        try {
+            const voucher = parseVoucher(wire);
+            if (voucher.channel !== job.channel)
+                throw LedgerError.invalidVoucher(`a voucher for channel ${voucher.channel}, not the job's ${job.channel}`);
+            const channel = this.payee!.get(voucher.channel)!;
+            verifyVoucher(this.domain!, voucher, channel.payer);
+            if (voucher.amount > channel.deposited)
+                this.payee!.refresh((await this.channelState(voucher.channel, true)) ?? {...channel, payee: this.wallet!.address});
+            const before = channel.voucher?.amount ?? 0n;
+            problem = this.payee!.voucher(peerId, voucher);
+            if ((channel.voucher?.amount ?? 0n) > before) {
+                await this.save();
+                await this.options.log.append({version: LEDGER_RECORD_VERSION, type: 'voucher', at: new Date().toISOString(), peer: peerId, jobId,
+                    chainId: this.domain!.chainId, contract: this.domain!.contract, channel: voucher.channel, payer: channel.payer,
+                    amount: voucher.amount.toString(), cost: job.cost.toString(), signature: voucher.signature});
+                this.redeemer?.voucherArrived();
+            }
+        } catch (error) {
+            if (!(error instanceof LedgerError))
+                throw error;
+            this.payee!.missingVoucher(peerId);
+            problem = error.message;
+        }
+        return problem;
+    }
+
+    /** The latest voucher of each channel paying this node: what the redeemer redeems. */
+    private redeemable() {
+        return (this.payee?.all() ?? []).filter((channel) => channel.voucher !== null)
+            .map((channel) => ({voucher: channel.voucher!, payer: channel.payer}));
+    }
+
+    // The wallet commands.
+
+    async describe(): Promise<WalletStatus> {
+        const {settings} = this.options;
+        let balance: string | null = null;
+        let chainError: string | null = null;
+        if (this.wallet !== undefined && this.chain !== undefined) {
+            const provider = chainProvider(this.chain);
+            try {
+                balance = weiToDoge(await provider.getBalance(this.wallet.address));
+            } catch (error) {
+                chainError = shortReason(error);
+            } finally {
+                provider.destroy();
+            }
+        }
+        const totals = this.totals();
+        const redeemer = this.redeemer?.status();
+        const closes = (at: number) => (at === 0 ? null : new Date(at * 1000).toISOString());
+        return {
+            address: this.wallet?.address ?? null, offReason: this.offReason, chainId: settings.chainId, contract: this.chain?.contract ?? null,
+            balance, chainError, price: this.price(),
+            earned: weiToDoge(totals.earned), owed: weiToDoge(totals.owed), paid: weiToDoge(totals.paid), deposited: weiToDoge(totals.deposited),
+            autoDeposit: {cap: weiToDoge(this.autoDepositCap()), used: weiToDoge(this.autoDeposited)},
+            paying: this.payer.all().map((channel) => ({peer: channel.peer, channel: channel.channel, payee: channel.payee,
+                deposited: weiToDoge(channel.deposited), paid: weiToDoge(channel.signed), redeemed: weiToDoge(channel.redeemed), closesAt: closes(channel.closesAt)})),
+            paidBy: (this.payee?.all() ?? []).map((channel) => ({peer: channel.peer, channel: channel.channel, payer: channel.payer,
+                deposited: weiToDoge(channel.deposited), vouched: weiToDoge(channel.voucher?.amount ?? 0n), owed: weiToDoge(channel.owed),
+                redeemed: weiToDoge(this.redeemer?.redeemedOf(channel.channel) ?? channel.redeemed), closesAt: closes(channel.closesAt)})),
+            redeeming: {
+                intervalSeconds: settings.redeemInterval, threshold: weiToDoge(dogeToWei(settings.redeemThreshold)),
+                pending: (redeemer?.pending ?? []).map((entry) => ({channel: entry.channel, txHash: entry.txHash, amount: weiToDoge(entry.amount)})),
+                lastRedeem: redeemer?.lastRedeem ? {at: redeemer.lastRedeem.at, txHash: redeemer.lastRedeem.txHash, channel: redeemer.lastRedeem.channel,
+                    paid: weiToDoge(BigInt(redeemer.lastRedeem.paid))} : null,
+                lastError: redeemer?.lastError ?? null, nextAttemptAt: redeemer?.nextAttemptAt ?? null
+            }
+        };
+    }
+
+    /** DOGE earned (redeemed), owed to this node, paid (vouchers signed) and deposited, for the dashboard; null when off. */
+    summary() {
+        if (this.offReason !== null)
+            return null;
+        const totals = this.totals();
+        return {earned: weiToDoge(totals.earned), owed: weiToDoge(totals.owed), paid: weiToDoge(totals.paid), deposited: weiToDoge(totals.deposited)};
+    }
+
+    act(action: 'deposit' | 'redeem' | 'close' | 'withdraw', body: {peer?: string, amount?: string}): Promise<WalletActionStatus> {
+        switch (action) {
+            case 'deposit':
+                return this.deposit(body.peer ?? '', body.amount ?? '');
+            case 'redeem':
+                return this.redeemNow();
+            case 'close':
+                return this.close(body.peer ?? '');
+            case 'withdraw':
+                return this.withdraw(body.peer ?? '');
+        }
+    }
+
+    /** Opens a channel to the peer's bound wallet with `doge`, or tops up the open one. */
+    async deposit(peerId: string, doge: string): Promise<WalletActionStatus> {
+        const {wallet, chain} = this.on();
+        const amount = dogeToWei(doge);
+        if (amount === 0n)
+            throw LedgerError.invalidRequest('deposit more than 0 DOGE');
+        const payee = this.payeeWallet(peerId);
+        return {transactions: [await this.fund(peerId, payee, amount, wallet, chain)]};
+    }
+
+    async redeemNow(): Promise<WalletActionStatus> {
+        this.on();
+        const records = await this.redeemer!.redeemNow();
+        return {transactions: records.map((record) => ({action: 'redeem' as const, channel: record.channel, txHash: record.txHash,
+            amount: weiToDoge(BigInt(record.paid)), gasUsed: 0}))};
+    }
+
+    /** Asks to close every open channel to the peer: after the challenge period, `withdraw` returns what was not redeemed. */
+    async close(peerId: string): Promise<WalletActionStatus> {
+        const {wallet, chain} = this.on();
+        const channels = this.channelsTo(peerId).filter((channel) => channel.closesAt === 0);
+        if (channels.length === 0)
+            throw LedgerError.invalidRequest(`no open channel to ${peerId.slice(0, 16)}…`);
+        const transactions = [];
+        for (const channel of channels) {
+            const outcome = await requestClose(chain, wallet, channel.channel);
+            await this.refreshPayer(channel.channel);
+            transactions.push({action: 'close' as const, channel: channel.channel, txHash: outcome.txHash, amount: null, gasUsed: Number(outcome.gasUsed)});
+        }
+        await this.save();
+        return {transactions};
+    }
+
+    /** Withdraws what the peer's closed channels hold beyond what was redeemed, once their challenge period is over. */
+    async withdraw(peerId: string): Promise<WalletActionStatus> {
+        const {wallet, chain} = this.on();
+        const channels = this.channelsTo(peerId).filter((channel) => channel.closesAt !== 0);
+        if (channels.length === 0)
+            throw LedgerError.invalidRequest(`no closing channel to ${peerId.slice(0, 16)}…: run \`strongdoge wallet close\` first`);
+        const transactions = [];
+        for (const channel of channels) {
+            const before = await this.refreshPayer(channel.channel);
+            const outcome = await withdrawFromChannel(chain, wallet, channel.channel);
+            await this.refreshPayer(channel.channel);
+            transactions.push({action: 'withdraw' as const, channel: channel.channel, txHash: outcome.txHash,
+                amount: before === null ? null : weiToDoge(before.deposited - before.redeemed), gasUsed: Number(outcome.gasUsed)});
+        }
+        await this.save();
+        return {transactions};
+    }
+
+    async stop() {
+        this.redeemer?.stop();
+        await this.saving;
+    }
+
+    // Inside.
+
+    private on() {
+        if (this.offReason !== null)
+            throw LedgerError.notConfigured(`payments are off: ${this.offReason}`);
+        return {wallet: this.wallet!, chain: this.chain!};
+    }
+
+    private totals() {
+        let earned = 0n;
+        let owed = 0n;
+        for (const channel of this.payee?.all() ?? []) {
+            const redeemed = this.redeemer?.redeemedOf(channel.channel) ?? channel.redeemed;
+            const vouched = channel.voucher?.amount ?? 0n;
+            earned += redeemed;
+            owed += (vouched > channel.owed ? vouched : channel.owed) - redeemed;
+        }
+        let paid = 0n;
+        let deposited = 0n;
+        for (const channel of this.payer.all()) {
+            paid += channel.signed;
+            deposited += channel.deposited;
+        }
+        return {earned, owed: owed < 0n ? 0n : owed, paid, deposited};
+    }
+
+    /** A peer's bound wallet, checked (and the check cached per binding), or why there is none usable. */
+    private peerBinding(peerId: string, capabilities: Capabilities): WalletBinding | string {
+        const announced = capabilities.payment;
+        if (announced === undefined || announced === null)
+            return 'the peer announces no payment wallet';
+        const key = `${peerId}:${announced.nodeSignature}`;
+        let binding = this.bindings.get(key);
+        if (binding === undefined) {
+            try {
+                binding = boundWallet(peerId, announced, {network: this.options.settings.network, chainId: this.options.settings.chainId});
+            } catch (error) {
+                binding = (error as Error).message;
+            }
+            this.bindings.set(key, binding);
+        }
+        if (typeof binding !== 'string' && this.domain !== undefined && binding.contract !== this.domain.contract)
+            return `the peer is paid through another payment contract (${binding.contract})`;
+        return binding;
+    }
+
+    private payeeWallet(peerId: string) {
+        const capabilities = this.options.peerCapabilities(peerId);
+        const known = this.payer.all().find((channel) => channel.peer === peerId)?.payee;
+        if (capabilities === undefined) {
+            if (known !== undefined)
+                return known;
+            throw LedgerError.invalidRequest(`peer ${peerId.slice(0, 16)}… is not connected, and this node never paid it: its wallet is unknown`);
+        }
+        const binding = this.peerBinding(peerId, capabilities);
+        if (typeof binding === 'string')
+            throw LedgerError.invalidRequest(`cannot pay peer ${peerId.slice(0, 16)}…: ${binding}`);
+        return binding.wallet;
+    }
+
+    private channelsTo(peerId: string) {
+        let wallet: string | undefined;
+        try {
+            wallet = this.payeeWallet(peerId);
+        } catch {
+            wallet = undefined;
+        }
+        return this.payer.all().filter((channel) => channel.peer === peerId || channel.payee === wallet);
+    }
+
+    private autoDepositCap() {
+        return this.options.settings.autoDeposit === undefined ? 0n : dogeToWei(this.options.settings.autoDeposit);
+    }
+
+    private autoDepositLeft() {
+        const left = this.autoDepositCap() - this.autoDeposited;
+        return left > 0n ? left : 0n;
+    }
+
+    /** Opens or tops up a channel to `payee` on this node's own, within `--auto-deposit`; one at a time per payee. */
+    private async autoDeposit(peerId: string, payee: string, worst: bigint) {
+        const running = this.opening.get(payee);
+        if (running !== undefined) {
+            await running;
+            const channel = this.payer.channelTo(payee);
+            if (channel !== undefined && this.payer.left(channel) >= worst)
+                return;
+        }
+        const channel = this.payer.channelTo(payee);
+        const need = worst - (channel === undefined ? 0n : this.payer.left(channel));
+        const share = this.autoDepositCap() / AUTO_DEPOSIT_SHARE;
+        const left = this.autoDepositLeft();
+        const amount = (need > share ? need : share) < left ? (need > share ? need : share) : left;
+        if (amount < need || amount === 0n)
+            throw LedgerError.channelRefused(`--auto-deposit has ${weiToDoge(left)} DOGE left, less than the ${weiToDoge(need)} DOGE this job needs`);
+        const {wallet, chain} = this.on();
+        const work = (async () => {
+            this.autoDeposited += amount;
+            try {
+                const outcome = await this.fund(peerId, payee, amount, wallet, chain);
+                this.options.onNotice('info', `deposited ${weiToDoge(amount)} DOGE for ${peerId.slice(0, 8)} (--auto-deposit)`, {channel: outcome.channel, txHash: outcome.txHash});
+            } catch (error) {
+                this.autoDeposited -= amount;
+                throw error;
+            } finally {
+                await this.save();
+            }
+        })();
+        this.opening.set(payee, work.then(() => undefined, () => undefined));
+        try {
+            await work;
+        } finally {
+            this.opening.delete(payee);
+        }
+    }
+
+    private async fund(peerId: string, payee: string, amount: bigint, wallet: Wallet, chain: PaymentSettings) {
+        const open = this.payer.channelTo(payee);
+        let channel: string;
+        let outcome;
+        if (open === undefined) {
+            const opened = await openChannel(chain, wallet, payee, amount);
+            channel = opened.channel.toLowerCase();
+            outcome = {...opened, action: 'open' as const};
+        } else {
+            channel = open.channel;
+            outcome = {...await depositToChannel(chain, wallet, channel, amount), action: 'deposit' as const};
+        }
+        const state = await readChannel(chain, channel);
+        if (state !== null)
+            this.payer.track(state, peerId);
+        await this.save();
+        return {action: outcome.action, channel, txHash: outcome.txHash, amount: weiToDoge(amount), gasUsed: Number(outcome.gasUsed)};
+    }
+
+    private async refreshPayer(channel: string) {
+        const state = await readChannel(this.chain!, channel);
+        if (state !== null)
+            this.payer.track(state, null);
+        return state;
+    }
+
+    /** A channel's state from the chain, cached CHANNEL_CACHE_MS unless `fresh`. */
+    private async channelState(channel: string, fresh = false): Promise<ChannelState | null> {
+        const cached = this.channelCache.get(channel);
+        if (!fresh && cached !== undefined && Date.now() - cached.at < CHANNEL_CACHE_MS)
+            return cached.state;
+        const state = await readChannel(this.chain!, channel);
+        this.channelCache.set(channel, {state, at: Date.now()});
+        if (state !== null)
+            this.payee?.refresh(state);
+        return state;
+    }
+
+    /** Written whole or not at all, one write at a time, in order. */
+    private save(): Promise<void> {
+        const state = {payer: this.payer.save(), payee: this.payee?.save() ?? [], autoDeposited: this.autoDeposited.toString()};
+        this.saving = this.saving.catch(() => undefined).then(async () => {
+            await mkdir(dirname(this.statePath), {recursive: true, mode: 0o700});
+            const temporary = `${this.statePath}.tmp`;
+            await writeFile(temporary, JSON.stringify(state) + '\n', {mode: 0o600, flush: true});
+            await rename(temporary, this.statePath);
+        });
+        return this.saving;
+    }
+}
+
+async function loadSaved(path: string) {
+    let text: string;
+    try {
+        text = await readFile(path, 'utf8');
+    } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT')
+            return savedSchema.parse({});
+        throw LedgerError.storage(`cannot read ${path}: ${(error as Error).message}`);
+    }
+    const parsed = savedSchema.safeParse((() => {
+        try {
+            return JSON.parse(text);
+        } catch {
+            return null;
+        }
+    })());
+    if (!parsed.success)
+        throw LedgerError.storage(`${path} is damaged: the vouchers signed and held are in it; restore it from a backup`);
+    return parsed.data;
+}
