@@ -63,10 +63,10 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
     private readonly domain: VoucherDomain | undefined;
     private readonly channelCache = new LRUCache<string, {state: ChannelState | null, at: number}>({max: 4096});
     private readonly bindings = new LRUCache<string, WalletBinding | string>({max: 4096});
-    /** Priced jobs served or running, by id: their channel and price (wei per million). */
-    private readonly jobs = new LRUCache<string, {peer: string, channel: string, priceWei: bigint, cost: bigint | null}>({max: 8192});
-    /** Jobs this node pays for, by id: the price they were sent at. */
-    private readonly paying = new LRUCache<string, {peer: string, priceWei: bigint}>({max: 8192});
+    /** Priced jobs, by id, either side: the price (wei per million tokens) they run at. */
+    private readonly prices = new LRUCache<string, bigint>({max: 8192});
+    /** Priced work this node serves or served lately, by key: who pays, through which channel, and its cost once known. */
+    private readonly charges = new LRUCache<string, {peer: string, channel: string, cost: bigint | null}>({max: 8192});
     private readonly opening = new Map<string, Promise<void>>();
     private autoDeposited: bigint;
     private saving: Promise<void> = Promise.resolve();
@@ -123,18 +123,43 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
         return this.offReason === null ? this.options.settings.price ?? 0 : 0;
     }
 
-    // The requester's side.
+    // The requester's side: jobs, in tokens at the peer's price.
 
     cannotPay(peerId: string, capabilities: Capabilities, tokens: number): string | undefined {
         const price = capabilities.pricePerMillionTokens ?? 0;
+        return price === 0 ? undefined : this.cannotPayWei(peerId, capabilities, jobCostWei(tokens, priceWeiPerMillion(price)));
+    }
+
+    async reserve(peerId: string, capabilities: Capabilities, jobId: string, tokens: number): Promise<JobPayment | undefined> {
+        const price = capabilities.pricePerMillionTokens ?? 0;
         if (price === 0)
             return undefined;
+        const priceWei = priceWeiPerMillion(price);
+        const channel = await this.reserveWei(peerId, capabilities, jobId, jobCostWei(tokens, priceWei));
+        this.prices.set(jobId, priceWei);
+        return {channel, pricePerMillion: price};
+    }
+
+    async pay(peerId: string, jobId: string, tokens: number): Promise<WireVoucher | undefined> {
+        const priceWei = this.prices.get(jobId);
+        this.prices.delete(jobId);
+        return priceWei === undefined ? undefined : this.payWei(peerId, jobId, jobCostWei(tokens, priceWei));
+    }
+
+    release(jobId: string) {
+        this.prices.delete(jobId);
+        this.payer.release(jobId);
+    }
+
+    // The requester's side in wei: jobs, and a pipeline's stages (their share of the layers), by a key of 32 hex digits.
+
+    /** Why this node cannot pay `worst` wei to the priced peer now, or undefined when it can. */
+    cannotPayWei(peerId: string, capabilities: Capabilities, worst: bigint): string | undefined {
         if (this.offReason !== null)
             return `payments are off here: ${this.offReason}`;
         const binding = this.peerBinding(peerId, capabilities);
         if (typeof binding === 'string')
             return binding;
-        const worst = jobCostWei(tokens, priceWeiPerMillion(price));
         const channel = this.payer.channelTo(binding.wallet);
         if (channel !== undefined && this.payer.left(channel) >= worst)
             return undefined;
@@ -144,52 +169,38 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
             + `run \`strongdoge wallet deposit ${peerId.slice(0, 16)}… <DOGE>\` or set --auto-deposit`;
     }
 
-    async reserve(peerId: string, capabilities: Capabilities, jobId: string, tokens: number): Promise<JobPayment | undefined> {
-        const price = capabilities.pricePerMillionTokens ?? 0;
-        if (price === 0)
-            return undefined;
-        const problem = this.cannotPay(peerId, capabilities, tokens);
+    /** Holds `worst` wei for `key` on a channel to the peer (opening or topping one up within --auto-deposit): the channel. */
+    async reserveWei(peerId: string, capabilities: Capabilities, key: string, worst: bigint): Promise<string> {
+        const problem = this.cannotPayWei(peerId, capabilities, worst);
         if (problem !== undefined)
             throw LedgerError.channelRefused(problem);
         const binding = this.peerBinding(peerId, capabilities) as WalletBinding;
-        const priceWei = priceWeiPerMillion(price);
-        const worst = jobCostWei(tokens, priceWei);
         let channel = this.payer.channelTo(binding.wallet);
         if (channel === undefined || this.payer.left(channel) < worst) {
             await this.autoDeposit(peerId, binding.wallet, worst);
             channel = this.payer.channelTo(binding.wallet);
         }
-        if (channel === undefined || !this.payer.reserve(jobId, channel.channel, worst))
+        if (channel === undefined || !this.payer.reserve(key, channel.channel, worst))
             throw LedgerError.channelRefused(`no channel to ${binding.wallet} covers this job's ${weiToDoge(worst)} DOGE`);
-        this.paying.set(jobId, {peer: peerId, priceWei});
-        return {channel: channel.channel, pricePerMillion: price};
+        return channel.channel;
     }
 
-    async pay(peerId: string, jobId: string, tokens: number): Promise<WireVoucher | undefined> {
-        const job = this.paying.get(jobId);
-        this.paying.delete(jobId);
-        if (job === undefined)
-            return undefined;
-        const cost = jobCostWei(tokens, job.priceWei);
-        const next = this.payer.pay(jobId, cost);
+    /** `key` was served for `cost` wei: the next voucher, kept (state file, then log) before it is returned. */
+    async payWei(peerId: string, key: string, cost: bigint): Promise<WireVoucher | undefined> {
+        const next = this.payer.pay(key, cost);
         if (next === undefined)
             return undefined;
         const voucher = signVoucher(this.wallet!.signingKey, this.domain!, next);
         // Kept before it is sent: after a crash, the next voucher still counts up from this one.
         await this.save();
         const channel = this.payer.get(next.channel)!;
-        await this.options.log.append({version: LEDGER_RECORD_VERSION, type: 'payment', at: new Date().toISOString(), peer: peerId, jobId,
+        await this.options.log.append({version: LEDGER_RECORD_VERSION, type: 'payment', at: new Date().toISOString(), peer: peerId, jobId: key,
             chainId: this.domain!.chainId, contract: this.domain!.contract, channel: next.channel, payee: channel.payee,
             amount: next.amount.toString(), cost: cost.toString()});
         return voucherJson(voucher);
     }
 
-    release(jobId: string) {
-        this.paying.delete(jobId);
-        this.payer.release(jobId);
-    }
-
-    // The provider's side.
+    // The provider's side: jobs, in tokens at the price the job offers.
 
     async admit(peerId: string, jobId: string, payment: JobPayment | undefined, tokens: number): Promise<string | undefined> {
         const price = this.price();
@@ -199,56 +210,84 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
             return `this node charges ${price} DOGE per million tokens: the job needs payment terms (a channel to this node's wallet ${this.wallet!.address})`;
         if (payment.pricePerMillion < price)
             return `the job offers ${payment.pricePerMillion} DOGE per million tokens; this node's price is ${price}`;
-        const capabilities = this.options.peerCapabilities(peerId);
-        const binding = capabilities === undefined ? 'the requester announced nothing' : this.peerBinding(peerId, capabilities);
-        if (typeof binding === 'string')
-            return `the requester's wallet is unknown: ${binding}`;
         const priceWei = priceWeiPerMillion(payment.pricePerMillion);
-        const worst = jobCostWei(tokens, priceWei);
-        let refusal = this.payee!.admit(peerId, binding.wallet, await this.channelState(payment.channel), jobId, worst);
-        // A deposit made since the last read: read the chain once more before refusing.
-        if (refusal?.startsWith('the channel\'s deposit') === true || refusal?.startsWith('the payment channel named does not exist') === true)
-            refusal = this.payee!.admit(peerId, binding.wallet, await this.channelState(payment.channel, true), jobId, worst);
+        const refusal = await this.admitWei(peerId, jobId, payment.channel, jobCostWei(tokens, priceWei));
         if (refusal === undefined)
-            this.jobs.set(jobId, {peer: peerId, channel: payment.channel, priceWei, cost: null});
+            this.prices.set(jobId, priceWei);
         return refusal;
     }
 
     served(jobId: string, tokens: number) {
-        const job = this.jobs.get(jobId);
-        if (job === undefined)
-            return;
-        job.cost = jobCostWei(tokens, job.priceWei);
-        this.payee!.served(jobId, job.cost);
-        void this.save().catch((error: Error) => this.options.onNotice('warn', `cannot save the payment state: ${error.message}`));
+        const priceWei = this.prices.get(jobId);
+        this.prices.delete(jobId);
+        if (priceWei !== undefined)
+            this.servedWei(jobId, jobCostWei(tokens, priceWei));
     }
 
     async voucher(peerId: string, jobId: string, wire: WireVoucher | undefined): Promise<string | undefined> {
-        const job = this.jobs.get(jobId);
-        if (job === undefined || job.peer !== peerId || job.cost === null)
-            return undefined; // a free job: a voucher with it pays for nothing
+        return this.voucherFor(peerId, jobId, wire);
+    }
+
+    // The provider's side in wei, by key (a job, or a stage's receipt).
+
+    /** Why `peerId` may not run `key` whose worst case is `worst` wei on `channel`, or undefined once it is held. */
+    async admitWei(peerId: string, key: string, channel: string, worst: bigint): Promise<string | undefined> {
+        if (this.offReason !== null)
+            return `this node cannot be paid: ${this.offReason}`;
+        const capabilities = this.options.peerCapabilities(peerId);
+        const binding = capabilities === undefined ? 'the requester announced nothing' : this.peerBinding(peerId, capabilities);
+        if (typeof binding === 'string')
+            return `the requester's wallet is unknown: ${binding}`;
+        let refusal = this.payee!.admit(peerId, binding.wallet, await this.channelState(channel), key, worst);
+        // A deposit made since the last read: read the chain once more before refusing.
+        if (refusal?.startsWith('the channel\'s deposit') === true || refusal?.startsWith('the payment channel named does not exist') === true)
+            refusal = this.payee!.admit(peerId, binding.wallet, await this.channelState(channel, true), key, worst);
+        if (refusal === undefined)
+            this.charges.set(key, {peer: peerId, channel, cost: null});
+        return refusal;
+    }
+
+    /** `key` ended having served `cost` wei (0 without a result): the peer owes it. */
+    servedWei(key: string, cost: bigint) {
+        const charge = this.charges.get(key);
+        if (charge === undefined)
+            return;
+        charge.cost = cost;
+        this.payee!.served(key, cost);
+        void this.save().catch((error: Error) => this.options.onNotice('warn', `cannot save the payment state: ${error.message}`));
+    }
+
+    /** The voucher that came with `key`'s receipt: why it does not pay, or undefined once it is kept (state file, log). */
+    async voucherFor(peerId: string, key: string, wire: WireVoucher | undefined): Promise<string | undefined> {
+        const charge = this.charges.get(key);
+        if (charge === undefined || charge.peer !== peerId || charge.cost === null)
+            return undefined; // free work: a voucher with it pays for nothing
+        const {cost} = charge;
         if (wire === undefined) {
-            if (job.cost === 0n)
+            if (cost === 0n)
                 return undefined;
             this.payee!.missingVoucher(peerId);
-            return `the receipt of a priced job (${weiToDoge(job.cost)} DOGE) came without a voucher`;
+            return `the receipt of priced work (${weiToDoge(cost)} DOGE) came without a voucher`;
         }
         let problem: string | undefined;
         try {
             const voucher = parseVoucher(wire);
-            if (voucher.channel !== job.channel)
-                throw LedgerError.invalidVoucher(`a voucher for channel ${voucher.channel}, not the job's ${job.channel}`);
+            if (voucher.channel !== charge.channel)
+                throw LedgerError.invalidVoucher(`a voucher for channel ${voucher.channel}, not the job's ${charge.channel}`);
             const channel = this.payee!.get(voucher.channel)!;
             verifyVoucher(this.domain!, voucher, channel.payer);
-            if (voucher.amount > channel.deposited)
-                this.payee!.refresh((await this.channelState(voucher.channel, true)) ?? {...channel, payee: this.wallet!.address});
+            if (voucher.amount > channel.deposited) {
+                const state = await this.channelState(voucher.channel, true);
+                if (state !== null)
+                    this.payee!.refresh(state);
+            }
             const before = channel.voucher?.amount ?? 0n;
             problem = this.payee!.voucher(peerId, voucher);
             if ((channel.voucher?.amount ?? 0n) > before) {
                 await this.save();
-                await this.options.log.append({version: LEDGER_RECORD_VERSION, type: 'voucher', at: new Date().toISOString(), peer: peerId, jobId,
+                await this.options.log.append({version: LEDGER_RECORD_VERSION, type: 'voucher', at: new Date().toISOString(), peer: peerId, jobId: key,
                     chainId: this.domain!.chainId, contract: this.domain!.contract, channel: voucher.channel, payer: channel.payer,
-                    amount: voucher.amount.toString(), cost: job.cost.toString(), signature: voucher.signature});
+                    amount: voucher.amount.toString(), cost: cost.toString(), signature: voucher.signature});
                 this.redeemer?.voucherArrived();
             }
         } catch (error) {
