@@ -8,6 +8,7 @@ import {modelsCommand} from './commands/models-command.js';
 import {startCommand} from './commands/start-command.js';
 import {statusCommands} from './commands/status-commands.js';
 import {testnetCommand} from './commands/testnet-command.js';
+import {walletCommand} from './commands/wallet-command.js';
 import {ConfigError} from './config/config-error.js';
 import {packageInfo} from '../node/package-info.js';
 
@@ -33,6 +34,7 @@ export function createProgram() {
     program.addCommand(engineCommand());
     program.addCommand(testnetCommand());
     program.addCommand(ledgerCommand());
+    program.addCommand(walletCommand());
     for (const command of statusCommands())
         program.addCommand(command);
     applyToAll(program, (command) => command.exitOverride().showHelpAfterError('(add --help for usage)'));

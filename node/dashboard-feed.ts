@@ -40,6 +40,7 @@ export function feedDashboard(node: StrongdogeNode, store: DashboardStore, apiKe
                 nextAnchorAt: anchoring.nextAttemptAt, anchoringOff: anchoring.offReason
             });
         }
+        store.set('payments', info.payments);
         store.tickThroughput();
     };
 

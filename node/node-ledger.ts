@@ -24,7 +24,8 @@ export function ledgerPaths(dataDir: string) {
         directory,
         corestore: join(directory, 'corestore'),
         anchorState: join(directory, 'anchor-state.json'),
-        deployedContract: join(directory, 'anchor-contract.json')
+        deployedContract: join(directory, 'anchor-contract.json'),
+        paymentContract: join(directory, 'payment-contract.json')
     };
 }
 
@@ -49,6 +50,22 @@ export async function storeAnchorContract(dataDir: string, chainId: number, {add
     await mkdir(ledgerPaths(dataDir).directory, {recursive: true, mode: 0o700});
     await writeFile(ledgerPaths(dataDir).deployedContract, JSON.stringify({chainId, address, txHash, blockNumber, version: CONTRACT_VERSION}, null, 2) + '\n',
         {mode: 0o600});
+}
+
+/** The payment channel contract `ledger deploy` stored for a chain, if any (docs/architecture.md, "Payments (contract)"). */
+export async function storedPaymentContract(dataDir: string, chainId: number): Promise<{address: string, blockNumber: number} | undefined> {
+    try {
+        const stored = JSON.parse(await readFile(ledgerPaths(dataDir).paymentContract, 'utf8')) as {chainId: number, address: string, blockNumber?: number};
+        return stored.chainId === chainId ? {address: stored.address, blockNumber: stored.blockNumber ?? 0} : undefined;
+    } catch {
+        return undefined;
+    }
+}
+
+export async function storePaymentContract(dataDir: string, chainId: number, {address, txHash, blockNumber}: {address: string, txHash: string | null,
+    blockNumber: number}) {
+    await mkdir(ledgerPaths(dataDir).directory, {recursive: true, mode: 0o700});
+    await writeFile(ledgerPaths(dataDir).paymentContract, JSON.stringify({chainId, address, txHash, blockNumber}, null, 2) + '\n', {mode: 0o600});
 }
 
 /** The wallet from STRONGDOGE_WALLET_KEY, or the configured keystore opened with `password`. */

@@ -9,6 +9,8 @@ import {capabilitiesSchema} from '../swarm/capabilities.js';
 
 const count = z.number().int().nonnegative();
 const nodeId = z.string().regex(/^[0-9a-f]{64}$/);
+/** An amount of DOGE in decimals (`formatEther` of wei): `12.5`, `0.0`. */
+const doge = z.string().regex(/^\d+\.\d+$/);
 
 /** `GET /api/node` */
 export const nodeStatusSchema = z.object({
@@ -74,6 +76,11 @@ export const nodeStatusSchema = z.object({
     receipts: count,
     /** null while the log opens. */
     ledger: z.object({core: z.string().regex(/^[0-9a-f]{64}$/), length: count, points: z.number().nonnegative(), anchoring: z.boolean()}).nullable(),
+    /**
+     * DOGE this node earned serving peers, is owed for work not yet redeemed, paid peers, and holds deposited in
+     * channels (docs/architecture.md, "Payments"); null when payments are off.
+     */
+    payments: z.object({earned: doge, owed: doge, paid: doge, deposited: doge}).nullable(),
     bannedPeers: count,
     /** Requests of this node's clients; `cancelled`: the client left before the answer was complete. */
     requests: z.object({total: count, active: count, succeeded: count, failed: count, cancelled: count, completionTokens: count})
@@ -222,7 +229,6 @@ export const clusterStatusSchema = z.object({
     hosting: z.object({available: z.boolean(), reason: z.string().nullable(), sessions: count, freeBytes: count})
 });
 
-const doge = z.string().regex(/^\d+\.\d+$/);
 const address = z.string().regex(/^0x[0-9a-fA-F]{40}$/);
 const channelId = z.string().regex(/^0x[0-9a-f]{64}$/);
 

@@ -23,11 +23,13 @@ export interface NodeStatusSources {
     provider: JobProvider | undefined,
     servedPeerJobs: number,
     ledger: NodeLedger | undefined,
+    /** The node's payments (node/node-payments.ts): what it earned, owes, paid and deposited; defaults to none (payments off). */
+    payments?: {summary(): NonNullable<NodeStatus['payments']> | null} | undefined,
     stats: RequestStats
 }
 
 /** `GET /api/node` */
-export function nodeStatus({identity, settings, startedAt, proxyUrl, engine, capabilities, swarm, provider, servedPeerJobs, ledger, stats}: NodeStatusSources): NodeStatus {
+export function nodeStatus({identity, settings, startedAt, proxyUrl, engine, capabilities, swarm, provider, servedPeerJobs, ledger, payments, stats}: NodeStatusSources): NodeStatus {
     const status = engine.getStatus();
     return {
         id: identity.id,
@@ -49,6 +51,7 @@ export function nodeStatus({identity, settings, startedAt, proxyUrl, engine, cap
         receipts: (ledger?.log.tally.servedJobs ?? 0) + (ledger?.log.tally.consumedJobs ?? 0),
         ledger: ledger === undefined ? null : {core: ledger.log.key, length: ledger.log.length, points: ledger.log.tally.points,
             anchoring: ledger.anchorer !== undefined},
+        payments: payments?.summary() ?? null,
         bannedPeers: swarm?.bans.active().length ?? 0,
         requests: stats.snapshot()
     };

@@ -197,7 +197,10 @@ export class StrongdogeNode {
                 ledger: () => this.openLedger().describe(),
                 anchorLedger: () => this.openLedger().anchorNow(),
                 verifyLedger: (core) => this.openLedger().verify(core),
-                revokeLedger: (wallet) => this.openLedger().revoke(wallet)
+                revokeLedger: (wallet) => this.openLedger().revoke(wallet),
+                // The payments (node/node-payments.ts): openPayments() and act() come with it.
+                wallet: () => this.openPayments().describe(),
+                walletAction: (action, body) => this.openPayments().act(action, body)
             },
             catalog: {
                 version: packageInfo.version,

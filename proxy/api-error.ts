@@ -104,7 +104,8 @@ const ledgerErrorStatus: Record<LedgerErrorCode, [number, ApiErrorType]> = {
     FEE_TOO_HIGH: [503, 'server_error'],
     CHAIN_UNAVAILABLE: [503, 'server_error'],
     REVERTED: [502, 'server_error'],
-    // Payments (ledger/payments/, not yet served by the API): the caller's voucher or channel call is at fault.
+    // Payments (/api/wallet/…): a voucher that does not verify is the sender's fault; a call the contract refuses
+    // (a close not yet due, a channel closing) conflicts with the channel's state, as NOT_CONFIGURED with the node's.
     INVALID_VOUCHER: [400, 'invalid_request_error'],
     CHANNEL_REFUSED: [409, 'invalid_request_error'],
     STORAGE: [500, 'server_error']

@@ -10,7 +10,7 @@ import {getModelHandler, listModelsHandler} from './routes/model-routes.js';
 import {ANTHROPIC_PATHS, countTokensHandler, messagesHandler} from './routes/messages-routes.js';
 import {responsesHandler} from './routes/responses-routes.js';
 import type {ResponseLocals} from './routes/route-helpers.js';
-import {actionHandler, healthHandler, jsonHandler, verifyLedgerHandler, revokeLedgerHandler, type StatusSources} from './routes/status-routes.js';
+import {actionHandler, healthHandler, jsonHandler, verifyLedgerHandler, revokeLedgerHandler, type StatusSources, walletActionHandler} from './routes/status-routes.js';
 import {shortPeerId} from '../core/display.js';
 import {webPageRouter, type WebPageOptions} from './web-page.js';
 
@@ -139,6 +139,9 @@ export function createProxyApp(options: ProxyAppOptions) {
     api.post('/api/ledger/anchor', actionHandler(status.anchorLedger));
     api.post('/api/ledger/verify', json, verifyLedgerHandler(status.verifyLedger));
     api.post('/api/ledger/revoke', json, revokeLedgerHandler(status.revokeLedger));
+    api.get('/api/wallet', actionHandler(status.wallet));
+    for (const action of ['deposit', 'redeem', 'close', 'withdraw'] as const)
+        api.post(`/api/wallet/${action}`, json, walletActionHandler(status.walletAction, action));
     api.get('/v1/models', listModelsHandler(inference));
     api.get('/v1/models/:id', getModelHandler(inference));
     api.post('/v1/chat/completions', recordStats(stats), json, chatCompletionsHandler(inference));

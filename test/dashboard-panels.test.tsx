@@ -41,6 +41,7 @@ test('empty state: every panel says what is missing', (t) => {
     t.regex(frame(<RequestsPanel requests={[]}/>), /none yet: point a chat client/);
     t.regex(frame(<LedgerPanel ledger={state.ledger}/>), /points -\s+log 0 records[\s\S]*anchor none yet · next not scheduled/);
     t.regex(frame(<LedgerPanel ledger={{...state.ledger, anchoringOff: 'no wallet'}}/>), /anchoring off: no wallet/);
+    t.notRegex(frame(<LedgerPanel ledger={state.ledger}/>), /DOGE/, 'payments off: no DOGE line');
     t.regex(frame(<ThroughputPanel throughput={state.throughput} width={8}/>), /local\s+0\.0/);
 });
 
@@ -65,6 +66,17 @@ test('busy state: devices, peers, pipeline, throughput, requests and ledger', (t
     t.regex(requests, /200 llama-3\.1-8b peers:c0ffeec0ffeec0ff 128t 88\.2t\/s/);
     t.regex(requests, /503 llama-3\.1-8b local 12t 140t\/s/);
     t.regex(frame(<LedgerPanel ledger={state.ledger}/>), /points 1234\s+log 42 records[\s\S]*anchor block 123456 \(5m \d+s ago, 40 records\) · next in 5[45]m/);
+    t.regex(frame(<LedgerPanel ledger={state.ledger} payments={PAYMENTS}/>), /points 1234[^\n]*\n[^\n]*DOGE earned 12\.5 · owed 0\.000025 · paid 1\.25 · deposited 50 /);
+});
+
+const PAYMENTS = {earned: '12.5', owed: '0.000025', paid: '1.25', deposited: '50.0'};
+
+test('an 80×24 terminal fits the dashboard with payments on: DOGE earned and owed, paid and deposited on two lines of the ledger panel', (t) => {
+    const view = frame(<DashboardView state={{...busyDashboardState(), cluster: emptyDashboardState().cluster, payments: PAYMENTS}} columns={80} focus="ledger" showHelp={false}/>);
+    const lines = view.split('\n');
+    t.true(lines.length <= 24, `${lines.length} lines`);
+    t.true(lines.every((line) => [...line].length <= 80));
+    t.regex(view, /│ DOGE earned 12\.5 · owed 0\.000025 +│\n.*│ DOGE paid 1\.25 · deposited 50 +│/);
 });
 
 test('the device panel counts a model this node coordinates as a pipeline among its models', (t) => {

@@ -1,4 +1,4 @@
-import {rename} from 'node:fs/promises';
+import {readFile, rename, stat} from 'node:fs/promises';
 import {join} from 'node:path';
 import test from 'ava';
 import Corestore from 'corestore';
@@ -32,6 +32,12 @@ const cli = (node: Node, args: string[]) => runCli([...args, '--data-dir', node.
 
 /** The anchoring contract the network uses: deployed once, by the first node's operator. */
 let contract: string;
+/** What `ledger deploy --json` printed: the anchoring contract at the top, the payment contract beside it. */
+interface DeployOutput {
+    chainId: number, address: string, txHash: string, blockNumber: number,
+    paymentContract: {address: string, txHash: string, blockNumber: number}
+}
+let deployment: {dataDir: string, output: DeployOutput};
 
 async function startNode(model: string, walletKey: string): Promise<Node> {
     const fixture = await createDataDirWithDemoModel({layers: 2, width: 64, headCount: 4, feedForwardLength: 64});
@@ -44,7 +50,8 @@ async function startNode(model: string, walletKey: string): Promise<Node> {
         const deployed = await runCli(['ledger', 'deploy', '--json', '--data-dir', fixture.dataDir, ...chainFlags()], env);
         if (deployed.code !== 0)
             throw new Error(`deploy failed: ${deployed.stderr}`);
-        contract = (JSON.parse(deployed.stdout) as {address: string}).address;
+        deployment = {dataDir: fixture.dataDir, output: JSON.parse(deployed.stdout) as DeployOutput};
+        contract = deployment.output.address;
     }
     const daemon = await startSwarmDaemon(testnet.bootstrap.map(({host, port}) => `${host}:${port}`).join(','), fixture.dataDir,
         ['--model', model, ...chainFlags(), ...(deploysHere ? [] : ['--anchor-contract', contract])], {env});
@@ -67,6 +74,21 @@ test.after.always(async () => {
         await cleanup().catch(() => undefined);
     await evm?.stop();
     await testnet?.destroy();
+});
+
+test.serial('ledger deploy deployed the anchoring and the payment contract and stored both for the chain, readable by the owner only', async (t) => {
+    const {dataDir, output} = deployment;
+    t.is(output.chainId, evm.chainId);
+    t.not(output.paymentContract.address, output.address);
+    const stored = async (file: string) => {
+        const path = join(dataDir, 'ledger', file);
+        t.is((await stat(path)).mode & 0o777, 0o600, file);
+        return JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
+    };
+    t.like(await stored('anchor-contract.json'), {chainId: evm.chainId, address: output.address, txHash: output.txHash, blockNumber: output.blockNumber});
+    t.deepEqual(await stored('payment-contract.json'), {chainId: evm.chainId, ...output.paymentContract});
+    for (const address of [output.address, output.paymentContract.address])
+        t.not(await evm.send('eth_getCode', [address, 'latest']), '0x', `a contract at ${address}`);
 });
 
 async function complete(client: Node, model: string) {

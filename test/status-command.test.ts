@@ -18,7 +18,7 @@ const nodeStatus: NodeStatus = {
     peers: 2,
     nat: {type: 'consistent', reachable: false, host: '100.64.7.2', port: 40123},
     relay: {mode: 'auto', offering: false, key: 'cd'.repeat(32), through: [], clients: 0, pairs: 0, bytesRelayed: 0, mbps: 0, maxMbps: null},
-    peerJobs: {active: 0, served: 0}, receipts: 0, ledger: null, bannedPeers: 0,
+    peerJobs: {active: 0, served: 0}, receipts: 0, ledger: null, payments: null, bannedPeers: 0,
     requests: {total: 3, active: 0, succeeded: 3, failed: 0, cancelled: 0, completionTokens: 30}
 };
 

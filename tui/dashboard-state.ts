@@ -112,6 +112,8 @@ export interface DashboardState {
         /** Why anchoring is off, when it is. */
         anchoringOff: string | null
     },
+    /** DOGE (decimals) earned serving peers, owed for work not yet redeemed, paid, and deposited; null when payments are off. */
+    payments: {earned: string, owed: string, paid: string, deposited: string} | null,
     errors: {at: number, message: string}[]
 }
 
@@ -136,6 +138,7 @@ export function emptyDashboardState(): DashboardState {
         throughput: {local: [], forPeers: []},
         requests: [],
         ledger: {core: null, records: 0, points: null, pendingRecords: 0, pendingAnchor: null, lastAnchor: null, nextAnchorAt: null, anchoringOff: null},
+        payments: null,
         errors: []
     };
 }

@@ -44,7 +44,8 @@ export function DashboardView({state, columns, focus, showHelp}: DashboardViewPr
         <>
             <ThroughputPanel throughput={state.throughput} focused={focus === 'throughput'} width={chartWidth}/>
             <RequestsPanel requests={state.requests} focused={focus === 'requests'} rows={twoColumns ? 6 : 3}/>
-            <LedgerPanel ledger={state.ledger} focused={focus === 'ledger'}/>
+            <LedgerPanel ledger={state.ledger} payments={state.payments} focused={focus === 'ledger'}
+                columns={twoColumns ? Math.floor(columns / 2) : columns}/>
         </>
     );
     return (

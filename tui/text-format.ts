@@ -62,3 +62,16 @@ export function formatNat(nat: {type: string, reachable: boolean}, relayPairs: n
 export function formatEngineBuild(build: DeviceInfo['build']) {
     return build === 'local' ? 'built for this machine' : 'node-llama-cpp\'s prebuilt binaries';
 }
+
+/**
+ * DOGE (a decimal string, exact) in a few characters for the dashboard: two decimals from 1 up, three significant
+ * digits below (a job's cost is often a millionth), never an exponent. The CLI prints amounts exactly.
+ */
+export function formatDogeShort(doge: string) {
+    const value = Number(doge);
+    if (value === 0)
+        return '0';
+    return value >= 1
+        ? value.toLocaleString('en-US', {useGrouping: false, maximumFractionDigits: 2})
+        : value.toLocaleString('en-US', {useGrouping: false, maximumSignificantDigits: 3});
+}

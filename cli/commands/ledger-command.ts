@@ -129,13 +129,17 @@ export function ledgerCommand() {
                 async (offline) => offline.withOfflineLedger(await loadNodeSettings(flags), (node) => node.revoke(wallet)));
             print(flags, outcome, revokeText(outcome));
         }));
-    ledger.addCommand(ledgerSubcommand('deploy', 'deploy the anchoring contract on the chain and remember its address')
+    ledger.addCommand(ledgerSubcommand('deploy', 'deploy the anchoring and payment channel contracts on the chain and remember their addresses')
         .action(async (flags: LedgerFlags) => {
             const {deployContract} = await import('./ledger-offline.js');
             const deployed = await deployContract(await loadNodeSettings(flags));
-            print(flags, deployed, `deployed the anchoring contract at ${deployed.address} on chain ${deployed.chainId} in block ${deployed.blockNumber} `
-                + `(tx ${deployed.txHash}); nodes using this data dir anchor there from their next start (elsewhere: --anchor-contract ${deployed.address} `
-                + `--anchor-contract-block ${deployed.blockNumber})`);
+            const payment = deployed.paymentContract;
+            print(flags, deployed, [
+                `deployed the anchoring contract at ${deployed.address} on chain ${deployed.chainId} in block ${deployed.blockNumber} (tx ${deployed.txHash})`,
+                `deployed the payment contract at ${payment.address} on chain ${deployed.chainId} in block ${payment.blockNumber} (tx ${payment.txHash})`,
+                `nodes using this data dir anchor and pay there from their next start (elsewhere: --anchor-contract ${deployed.address} `
+                    + `--anchor-contract-block ${deployed.blockNumber} --payment-contract ${payment.address})`
+            ].join('\n'));
         }));
     return ledger;
 }

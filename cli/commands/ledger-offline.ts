@@ -2,7 +2,8 @@ import {stat} from 'node:fs/promises';
 import {join} from 'node:path';
 import {deployAnchorContract} from '../../ledger/anchor/chain.js';
 import {LedgerError} from '../../ledger/ledger-error.js';
-import {NodeLedger, storeAnchorContract, walletFromSettings} from '../../node/node-ledger.js';
+import {deployPaymentContract} from '../../ledger/payments/channels.js';
+import {NodeLedger, storeAnchorContract, storePaymentContract, walletFromSettings} from '../../node/node-ledger.js';
 import type {NodeSettings} from '../../node/node-settings.js';
 import {IDENTITY_FILE, loadOrCreateIdentity} from '../../swarm/node-identity.js';
 import {ConfigError} from '../config/config-error.js';
@@ -29,12 +30,22 @@ export async function withOfflineLedger<T>(settings: NodeSettings, use: (ledger:
     }
 }
 
+/**
+ * `ledger deploy`: the anchoring contract, then the payment channel contract, each stored in the data dir once mined
+ * (a failed second deploy leaves the first one stored). The anchoring contract's fields stay at the top, as before
+ * the payment contract existed.
+ */
 export async function deployContract(settings: NodeSettings) {
     const wallet = await walletFromSettings(settings, await walletPassword(settings));
     if (wallet === undefined)
         throw LedgerError.notConfigured('no wallet to pay for the deployment: set STRONGDOGE_WALLET_KEY, or --wallet with STRONGDOGE_WALLET_PASSWORD');
     await ensureDataDir(settings.dataDir);
-    const deployed = await deployAnchorContract({rpcUrl: settings.chainRpc, chainId: settings.chainId}, wallet);
-    await storeAnchorContract(settings.dataDir, settings.chainId, deployed);
-    return {chainId: settings.chainId, ...deployed};
+    const chain = {rpcUrl: settings.chainRpc, chainId: settings.chainId};
+    const anchor = await deployAnchorContract(chain, wallet);
+    await storeAnchorContract(settings.dataDir, settings.chainId, anchor);
+    const payment = await deployPaymentContract(chain, wallet);
+    await storePaymentContract(settings.dataDir, settings.chainId, payment);
+    // Gas is a bigint: left out, the result is printed as JSON.
+    return {chainId: settings.chainId, address: anchor.address, txHash: anchor.txHash, blockNumber: anchor.blockNumber,
+        paymentContract: {address: payment.address, txHash: payment.txHash, blockNumber: payment.blockNumber}};
 }
