@@ -86,7 +86,8 @@ export class PayeeBook {
         const entry = this.reserved.get(jobId);
         this.reserved.delete(jobId);
         const channel = entry && this.channels.get(entry.channel);
-        if (channel === undefined || cost === 0n)
+        // What is owed only grows: a negative cost (a caller's bug) must not forgive work served.
+        if (channel === undefined || cost <= 0n)
             return;
         channel.owed += cost;
         if (channel.owed > (channel.voucher?.amount ?? 0n))
@@ -106,8 +107,12 @@ export class PayeeBook {
         const channel = this.channels.get(voucher.channel);
         if (channel === undefined || channel.peer !== peer)
             return `a voucher for channel ${voucher.channel}, which this peer never paid this node through`;
-        if (voucher.amount > channel.deposited)
+        if (voucher.amount > channel.deposited) {
+            // Unredeemable, so it pays nothing: while work is owed, that is a voucher missing.
+            if (channel.owed > (channel.voucher?.amount ?? 0n))
+                channel.short = true;
             return `a voucher of ${weiToDoge(voucher.amount)} DOGE, beyond the channel's deposit of ${weiToDoge(channel.deposited)} DOGE`;
+        }
         const held = channel.voucher?.amount ?? 0n;
         if (voucher.amount <= held) {
             if (channel.owed > held)

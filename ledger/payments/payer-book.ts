@@ -54,12 +54,16 @@ export class PayerBook {
         return channel.deposited - channel.signed - held;
     }
 
-    /** A channel opened, or its chain state read: deposit, redemption, close. */
+    /**
+     * A channel opened, or its chain state read: deposit, redemption, close. What was redeemed was signed, so it is a
+     * floor for `signed`: a next voucher below it would be refused (`AlreadyRedeemed`), had this book lost its state.
+     */
     track(state: {channel: string, payee: string, deposited: bigint, redeemed: bigint, closesAt: number}, peer: string | null) {
         const known = this.channels.get(state.channel);
+        const signed = known?.signed ?? 0n;
         this.channels.set(state.channel, {
             channel: state.channel, payee: getAddress(state.payee), peer: peer ?? known?.peer ?? null, deposited: state.deposited,
-            signed: known?.signed ?? 0n, redeemed: state.redeemed, closesAt: state.closesAt
+            signed: state.redeemed > signed ? state.redeemed : signed, redeemed: state.redeemed, closesAt: state.closesAt
         });
     }
 
@@ -72,12 +76,15 @@ export class PayerBook {
         return true;
     }
 
-    /** The job was served, costing `cost`: the channel's next cumulative amount, or undefined when it costs nothing. */
+    /**
+     * The job was served, costing `cost`: the channel's next cumulative amount, or undefined when it costs nothing
+     * (nor for a negative cost, a caller's bug: the cumulative amount is never lowered).
+     */
     pay(jobId: string, cost: bigint): {channel: string, amount: bigint} | undefined {
         const entry = this.reserved.get(jobId);
         this.reserved.delete(jobId);
         const channel = entry && this.channels.get(entry.channel);
-        if (channel === undefined || cost === 0n)
+        if (channel === undefined || cost <= 0n)
             return undefined;
         channel.signed += cost;
         return {channel: channel.channel, amount: channel.signed};

@@ -32,7 +32,13 @@ export function boundWallet(nodeId: string, candidate: unknown, domain: SigningD
     const parsed = walletBindingSchema.safeParse(candidate);
     if (!parsed.success)
         throw LedgerError.invalidVoucher(`malformed wallet binding: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
-    const binding = parsed.data;
+    let binding: WalletBinding;
+    try {
+        binding = {...parsed.data, wallet: getAddress(parsed.data.wallet), contract: getAddress(parsed.data.contract)};
+    } catch {
+        // Mixed case that is not the address's checksum: a typo, or a changed address.
+        throw LedgerError.invalidVoucher('malformed wallet binding: an address whose checksum does not match');
+    }
     const text = statement(nodeId, binding.wallet, binding.contract, domain);
     if (!/^[0-9a-f]{64}$/.test(nodeId) || !crypto.verify(Buffer.from(text), Buffer.from(binding.nodeSignature, 'hex'), Buffer.from(nodeId, 'hex')))
         throw LedgerError.invalidVoucher('the wallet binding is not signed by the node\'s key for this network and chain');
@@ -42,7 +48,7 @@ export function boundWallet(nodeId: string, candidate: unknown, domain: SigningD
     } catch {
         throw LedgerError.invalidVoucher('the wallet binding\'s wallet signature is not a valid signature');
     }
-    if (signer !== getAddress(binding.wallet))
+    if (signer !== binding.wallet)
         throw LedgerError.invalidVoucher('the wallet binding is not signed by the wallet it names');
-    return {...binding, wallet: getAddress(binding.wallet), contract: getAddress(binding.contract)};
+    return binding;
 }
