@@ -7,9 +7,10 @@ import {Interface, type JsonRpcProvider, type Wallet} from 'ethers';
 import {AnchorSchedule} from './anchor/anchor-schedule.js';
 import {readWalletEventsOn} from './anchor/anchor-events.js';
 import {type AnchorState, AnchorStateFile, type PendingAnchor} from './anchor/anchor-state.js';
-import {publishAuthorization, sendPending, signAnchor} from './anchor/anchor-transactions.js';
+import {publishAuthorization, signAnchor} from './anchor/anchor-transactions.js';
 import {type AnchorEvent, anchorCounts, type AuthorizationWindow, authorizationWindows, type OwnerEvent} from './anchor/authorization-windows.js';
 import {type ChainSettings, shortReason, withChain} from './anchor/chain.js';
+import {sendPending, superseded} from './chain-transactions.js';
 import type {ContributionLog} from './contribution-log.js';
 import {LedgerError} from './ledger-error.js';
 import {contributionAnchorAbi} from './generated/contribution-anchor.js';
@@ -171,9 +172,7 @@ export class Anchorer extends EventEmitter<{anchored: [record: AnchorRecord], fa
             return;
         const elsewhere = pending.chainId !== this.options.chainId || pending.contract.toLowerCase() !== this.options.contract.toLowerCase()
             || pending.wallet.toLowerCase() !== this.options.wallet.address.toLowerCase();
-        const superseded = !elsewhere && await provider.getTransactionReceipt(pending.txHash) === null
-            && await provider.getTransactionCount(pending.wallet, 'latest') > pending.nonce;
-        if (elsewhere || superseded)
+        if (elsewhere || await superseded(provider, pending))
             await this.saveState({...this.state, pending: null});
     }
 

@@ -139,9 +139,14 @@ export function checkRecord(candidate: unknown, {owner, coreKey, index, domain, 
     return record;
 }
 
-/** What makes two records the same piece of work: a job (by id and side), or a receipt of a session (by number and side). */
+/**
+ * What makes two records the same piece of work: a job (by id and side), a receipt of a session (by number and side),
+ * or a redeem (by its transaction: the redeemer records each once, docs/architecture.md "Settlement").
+ */
 export function workKey(record: LedgerRecord): string | undefined {
     switch (record.type) {
+        case 'redeem':
+            return `redeem:${record.txHash}`;
         case 'served':
         case 'consumed':
             return `${record.type}:${record.receipt.body.jobId}`;

@@ -1,7 +1,8 @@
 import type Hypercore from 'hypercore';
 import {type AnchorEvent, type ChainAnchors, countedAnchors} from './anchor/anchor-events.js';
 import {PointsCounter, type PointsTally} from './points.js';
-import {type AnchorRecord, type HeaderRecord, LEDGER_RECORD_VERSION, ledgerRecordSchema} from './records.js';
+import type {ChainRedeems, RedeemedEvent} from './payments/redeem-events.js';
+import {type AnchorRecord, type HeaderRecord, LEDGER_RECORD_VERSION, type LedgerRecord, ledgerRecordSchema, type RedeemRecord} from './records.js';
 import type {SigningDomain} from './signing-domain.js';
 import {checkLogRecords} from './verify-workers.js';
 
@@ -29,7 +30,27 @@ export interface VerifyReport {
     /** Every problem, the first one first; empty when the log verifies. */
     problems: string[],
     /** What could not be checked, and why (a copy behind its log, a chain read cut short): not the log's fault. */
-    warnings: string[]
+    warnings: string[],
+    /** What the log says the node earned in payments, and what the chain bears out (docs/architecture.md, "Settlement"). */
+    payments: PaymentsReport
+}
+
+/** Payments in a log; amounts are wei, in decimals. */
+export interface PaymentsReport {
+    /** `voucher` records: vouchers payers sent this node. */
+    vouchers: number,
+    /** The highest voucher received on each channel: what its payer owes in all. */
+    channels: Record<string, string>,
+    /** Their sum. */
+    vouchedTotal: string,
+    /** `redeem` records: vouchers this node redeemed on chain. */
+    redeems: number,
+    /** What they say the chain paid. */
+    paidTotal: string,
+    /** Redeem records the chain's `Redeemed` events bear out; null when no chain events were given. */
+    redeemsConfirmed: number | null,
+    /** What those events paid; null when no chain events were given. */
+    chainPaidTotal: string | null
 }
 
 /** What the chain says of the log, as `readAnchorEvents` reads it; without `chainId` and `contract` nothing is on it. */
@@ -46,7 +67,12 @@ export interface VerifyOptions {
     /** Node ids the verifier stands behind: work done for them counts as witnessed (`PointsTally`); defaults to none. */
     witnesses?: ReadonlySet<string>,
     /** Check the owner's own signatures in receipts too, which its signed log vouches for (`checkRecord`'s `attestedByLog`); defaults to false. */
-    ownerSignatures?: boolean
+    ownerSignatures?: boolean,
+    /**
+     * The payment contract's `Redeemed` events for the log's redeems (ledger/payments/redeem-events.ts): a `redeem`
+     * record on that chain and contract, confirmed, that no event bears out is a problem. Defaults to none: not checked.
+     */
+    redeems?: Pick<ChainRedeems, 'chainId' | 'contract' | 'confirmedBlock' | 'redeems' | 'incomplete'>
 }
 
 /** Problems listed at most: past this, the log is plainly broken and the first ones say why. */
@@ -67,7 +93,7 @@ export async function readLogHeader(core: Hypercore<unknown>): Promise<{header: 
  * its owner's one log on the chain, its authorized, confirmed anchors against its Merkle tree, then every record
  * (anchor records against the chain), then the credit, below the anchored length and above it.
  */
-export async function verifyLog(core: Hypercore<unknown>, chain: ChainEvidence, {replicated = false, domain, witnesses, ownerSignatures = false}: VerifyOptions = {}): Promise<VerifyReport> {
+export async function verifyLog(core: Hypercore<unknown>, chain: ChainEvidence, {replicated = false, domain, witnesses, ownerSignatures = false, redeems}: VerifyOptions = {}): Promise<VerifyReport> {
     const coreKey = core.key!.toString('hex');
     const problems: string[] = [];
     const warnings: string[] = [];
@@ -76,7 +102,7 @@ export async function verifyLog(core: Hypercore<unknown>, chain: ChainEvidence, 
             problems.push(problem);
     };
     const result: VerifyReport = {core: coreKey, owner: null, domain: null, length: core.length, tally: null, anchoredLength: 0, anchoredTally: null,
-        unanchoredTally: null, anchorsChecked: 0, anchorsIgnored: 0, canonicalCore: null, problems, warnings};
+        unanchoredTally: null, anchorsChecked: 0, anchorsIgnored: 0, canonicalCore: null, problems, warnings, payments: emptyPayments(redeems !== undefined)};
 
     const {header, version} = await readLogHeader(core);
     if (header === null) {
@@ -118,6 +144,9 @@ export async function verifyLog(core: Hypercore<unknown>, chain: ChainEvidence, 
     if (behind > 0)
         warnings.push(`copy not up to date (${core.length} of ${behind} records): no peer served the rest; only what is here was checked`);
 
+    if (redeems?.incomplete)
+        warnings.push(`the chain's redeems were not read whole (${redeems.incomplete}): redeem records after it were not checked`);
+    const payments = new PaymentsCounter(result.payments, redeems);
     const counter = new PointsCounter(owner, {...(witnesses && {witnesses})});
     let anchoredTally = result.anchoredLength === 0 ? counter.tally : null;
     let index = 0;
@@ -132,6 +161,9 @@ export async function verifyLog(core: Hypercore<unknown>, chain: ChainEvidence, 
                     if (problem !== undefined)
                         report(`record ${index}: ${problem}`);
                 }
+                const problem = payments.add(verdict);
+                if (problem !== undefined)
+                    report(`record ${index}: ${problem}`);
                 counter.add(verdict);
             }
             index++;
@@ -184,6 +216,64 @@ function anchorRecordProblem(record: AnchorRecord, index: number, chain: ChainAn
     if (event.blockNumber !== record.blockNumber || event.logLength !== record.logLength || event.treeHash !== record.treeHash)
         return `${where}: the chain's anchor in that transaction is of length ${event.logLength} in block ${event.blockNumber}, tree hash ${event.treeHash}`;
     return undefined;
+}
+
+function emptyPayments(chainGiven: boolean): PaymentsReport {
+    return {vouchers: 0, channels: {}, vouchedTotal: '0', redeems: 0, paidTotal: '0', redeemsConfirmed: chainGiven ? 0 : null, chainPaidTotal: chainGiven ? '0' : null};
+}
+
+/** Adds up the payment records into `report` as they are read, each `redeem` record checked against the chain's events. */
+class PaymentsCounter {
+    private readonly latest = new Map<string, bigint>();
+    private vouched = 0n;
+    private paid = 0n;
+    private chainPaid = 0n;
+    private readonly events: Map<string, RedeemedEvent[]>;
+
+    constructor(private readonly report: PaymentsReport, private readonly chain: VerifyOptions['redeems']) {
+        this.events = new Map();
+        for (const event of chain?.redeems ?? [])
+            this.events.set(event.txHash, [...this.events.get(event.txHash) ?? [], event]);
+    }
+
+    /** Counts one record; returns why a redeem record is not borne out by the chain, if it is not. */
+    add(record: LedgerRecord): string | undefined {
+        if (record.type === 'voucher') {
+            const amount = BigInt(record.amount);
+            const before = this.latest.get(record.channel) ?? 0n;
+            this.report.vouchers++;
+            if (amount > before) {
+                this.latest.set(record.channel, amount);
+                this.vouched += amount - before;
+                this.report.channels[record.channel] = record.amount;
+                this.report.vouchedTotal = this.vouched.toString();
+            }
+        } else if (record.type === 'redeem') {
+            this.report.redeems++;
+            this.paid += BigInt(record.paid);
+            this.report.paidTotal = this.paid.toString();
+            return this.check(record);
+        }
+        return undefined;
+    }
+
+    private check(record: RedeemRecord): string | undefined {
+        const {chain} = this;
+        // Another chain or contract, a block not confirmed yet, or a read cut short: not judged.
+        if (chain === undefined || record.chainId !== chain.chainId || record.contract.toLowerCase() !== chain.contract.toLowerCase()
+            || record.blockNumber > chain.confirmedBlock || chain.incomplete !== null)
+            return undefined;
+        const where = `redeem record of channel ${record.channel} in block ${record.blockNumber} (transaction ${record.txHash})`;
+        const event = this.events.get(record.txHash)?.find((candidate) => candidate.channel === record.channel);
+        if (event === undefined)
+            return `${where}: no such redeem is on the chain (a fake record, or one a reorganization dropped)`;
+        if (event.paid !== BigInt(record.paid) || event.redeemed !== BigInt(record.amount))
+            return `${where}: the chain's redeem in that transaction paid ${event.paid} wei up to ${event.redeemed}, not ${record.paid} up to ${record.amount}`;
+        this.report.redeemsConfirmed!++;
+        this.chainPaid += event.paid;
+        this.report.chainPaidTotal = this.chainPaid.toString();
+        return undefined;
+    }
 }
 
 /** `total` less `part`, field by field (points to the thousandth, as they are kept). */

@@ -56,13 +56,16 @@ export interface ChainAnchors {
     incomplete: string | null
 }
 
-/** `eth_getLogs` in pages, within an event budget; calls and events are counted in `reads`. */
-class PagedLogReader {
+/**
+ * `eth_getLogs` of one contract in pages, within an event budget; calls and events are counted in `reads`. Also reads
+ * the payment contract's `Redeemed` events (ledger/payments/redeem-events.ts).
+ */
+export class PagedLogReader {
     readonly reads = {calls: 0, events: 0};
     incomplete: string | null = null;
     private pageBlocks: number;
 
-    constructor(private readonly provider: JsonRpcProvider, private readonly contract: string, private readonly settings: Required<EventReadSettings>) {
+    constructor(private readonly provider: JsonRpcProvider, private readonly contract: string, private readonly settings: Pick<Required<EventReadSettings>, 'pageBlocks' | 'maxEvents'>) {
         this.pageBlocks = settings.pageBlocks;
     }
 
@@ -78,7 +81,7 @@ class PagedLogReader {
             } catch (error) {
                 // RPCs refuse wide ranges and long answers, each in its own words: a narrower range is tried.
                 if (end === start)
-                    throw LedgerError.chainUnavailable(`cannot read the anchoring contract's events in block ${start}: ${shortReason(error)}`);
+                    throw LedgerError.chainUnavailable(`cannot read the events of contract ${this.contract} in block ${start}: ${shortReason(error)}`);
                 this.pageBlocks = Math.max(1, Math.floor((end - start + 1) / 2));
                 continue;
             }

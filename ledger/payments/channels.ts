@@ -58,7 +58,7 @@ export function channelIdOf(payer: string, payee: string, salt: string) {
 
 /** The channel `channel` as the chain has it now, or null when there is none. */
 export async function readChannel(settings: PaymentSettings, channel: string) {
-    return withChain(settings, 'cannot read the payment channel', (provider) => readWith(provider, settings, channel));
+    return withChain(settings, 'cannot read the payment channel', (provider) => readChannelOn(provider, settings, channel));
 }
 
 /** Opens a channel from `payer` to `payee` with `amount` wei; `salt` defaults to 32 random bytes. */
@@ -87,7 +87,7 @@ export async function depositToChannel(settings: PaymentSettings, payer: Wallet,
 export async function redeemVoucher(settings: PaymentSettings, payee: Wallet, voucher: SignedVoucher) {
     const id = checkedBytes32(voucher.channel, 'channel');
     return withChain(settings, 'cannot redeem the voucher', async (provider) => {
-        const state = await readWith(provider, settings, id);
+        const state = await readChannelOn(provider, settings, id);
         if (state === null)
             throw LedgerError.channelRefused(`there is no channel ${id} on the payment contract ${settings.contract}`);
         verifyVoucher(paymentDomain(settings), voucher, state.payer);
@@ -112,7 +112,8 @@ function channelIdHash(payer: string, payee: string, salt: string) {
     return keccak256(AbiCoder.defaultAbiCoder().encode(['address', 'address', 'bytes32'], [payer, payee, salt]));
 }
 
-async function readWith(provider: JsonRpcProvider, settings: PaymentSettings, channel: string): Promise<ChannelState | null> {
+/** `readChannel` on a provider whose chain id was checked. */
+export async function readChannelOn(provider: JsonRpcProvider, settings: Pick<PaymentSettings, 'contract'>, channel: string): Promise<ChannelState | null> {
     const id = checkedBytes32(channel, 'channel');
     const contract = new Contract(settings.contract, paymentChannelsAbi, provider);
     const [payer, closesAt, payee, deposited, redeemed] = await contract.getFunction('channels').staticCall(id) as [string, bigint, string, bigint, bigint];
@@ -143,7 +144,7 @@ async function call(provider: JsonRpcProvider, settings: PaymentSettings, wallet
 }
 
 /** CHANNEL_REFUSED naming the contract's custom error, when `error` is the contract refusing the call. */
-function refusal(error: unknown, method: string) {
+export function refusal(error: unknown, method: string) {
     const {code, data} = error as {code?: string, data?: unknown};
     if (code !== 'CALL_EXCEPTION' || typeof data !== 'string')
         return undefined;
