@@ -12,7 +12,7 @@ import type {ClusterModel, ClusterState, FailedPart, Formation, StageFailure} fr
 import {StageFailures} from './coordinator/stage-failures.js';
 import {StageWatchdog} from './coordinator/stage-watchdog.js';
 import type {ShardPlan} from './shard-planner.js';
-import type {ShardProtocol} from './tunnel/shard-protocol.js';
+import {type ShardProtocol, ShardSessionError} from './tunnel/shard-protocol.js';
 import {shortPeerId} from '../../core/display.js';
 
 
@@ -261,8 +261,9 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
             const stages = opened.flatMap((result) => result.status === 'fulfilled' ? [result.value] : []);
             const failed = opened.flatMap((result, index) => result.status === 'rejected' ? [{peerId: split.remote[index]!.peerId, error: result.reason as Error}] : []);
             if (failed.length > 0) {
-                for (const {peerId, error} of failed)
-                    this.recordFailure({kind: 'stage', peerId}, `cannot open a shard session: ${error.message}`);
+                for (const {peerId, error} of failed) // a priced host this node cannot pay is left out, but not blamed
+                    this.recordFailure({kind: 'stage', peerId}, `cannot open a shard session: ${error.message}`,
+                        !(error instanceof ShardSessionError && error.code === 'unpaid'));
                 await Promise.all(stages.map((stage) => closeStage(stage, 'the plan failed to form')));
                 continue;
             }
@@ -302,15 +303,19 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
         this.engine.killWorker();
     }
 
-    /** Keeps the failure (the last `KEPT_FAILURES`); a host's peer is left out of plans for its cooldown and counted a failure. */
-    private recordFailure(part: FailedPart, reason: string) {
+    /**
+     * Keeps the failure (the last `KEPT_FAILURES`); a host's peer is left out of plans for its cooldown and, when
+     * `blame`, counted a failure.
+     */
+    private recordFailure(part: FailedPart, reason: string, blame = true) {
         const peerId = part.kind === 'stage' ? part.peerId : this.options.self.id;
         const failure = this.failureLog.record(peerId, reason);
         if (part.kind === 'stage') {
             const ttl = Math.ceil(this.options.failureCooldownMs);
             if (ttl > 0)
                 this.excluded.set(peerId, true, {ttl});
-            this.options.swarm.peer(peerId)?.recordRequest(false);
+            if (blame)
+                this.options.swarm.peer(peerId)?.recordRequest(false);
         }
         this.emit('log', 'warn', 'pipeline stage failed', {peer: part.kind === 'stage' ? shortPeerId(peerId) : 'self', reason});
         return failure;

@@ -1,6 +1,7 @@
 import crypto from 'hypercore-crypto';
 import {z} from 'zod';
 import {domainProblem, futureTimeProblem, MAX_CLOCK_SKEW_MS, recordTime, type SigningDomain, signingDomainFields} from '../../../ledger/signing-domain.js';
+import {jobPaymentSchema} from '../../remote/jobs/job-payments.js';
 
 /**
  * The coordinator's signed session request, the `open` frame's `request` (docs/peer-protocol.md, "Shard channel"): what
@@ -31,7 +32,12 @@ export const sessionRequestBodySchema = z.object({
     sequences: z.number().int().min(1).max(MAX_SESSION_SEQUENCES),
     /** Weights and cache the stage will hold: checked against what the host offers. */
     bytes: z.number().int().min(0).max(2 ** 50),
-    openedAt: recordTime
+    openedAt: recordTime,
+    /**
+     * For a priced host only: the channel the coordinator pays through and the price (DOGE per million tokens, the
+     * host's announced one) each receipt is paid at, for the stage's share of the layers. Absent for a free host.
+     */
+    payment: jobPaymentSchema.optional()
 }).strict();
 
 export const signedSessionRequestSchema = z.object({
@@ -45,7 +51,8 @@ export type SignedSessionRequest = z.infer<typeof signedSessionRequestSchema>;
 const SIGNING_NAMESPACE = 'strongdoge/shard-session/v1\n';
 
 function signingBytes(body: SessionRequestBody) {
-    const ordered = sessionRequestBodySchema.keyof().options.map((key) => [key, body[key]]);
+    // An absent optional field is left out, so a free session's bytes are what they were before payments.
+    const ordered = sessionRequestBodySchema.keyof().options.filter((key) => body[key] !== undefined).map((key) => [key, body[key]]);
     return Buffer.from(SIGNING_NAMESPACE + JSON.stringify(ordered), 'utf8');
 }
 

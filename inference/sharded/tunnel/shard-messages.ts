@@ -2,6 +2,7 @@ import {z} from 'zod';
 import {shardReceiptSchema} from '../../../ledger/records.js';
 import {defineChannel} from '../../../swarm/channel/channel-spec.js';
 import {ProtocolViolation} from '../../../swarm/channel/errors.js';
+import {wireVoucherSchema} from '../../remote/jobs/job-payments.js';
 import {signedSessionRequestSchema} from './session-request.js';
 
 /** The shard tunnel's channel on a peer's mux (docs/peer-protocol.md, "Shard channel"). */
@@ -26,8 +27,11 @@ export const shardControlSchema = z.discriminatedUnion('type', [
     z.object({type: z.literal('end'), session: id, reason: z.string().max(512)}).strict(),
     z.object({type: z.literal('connect'), session: id, stream: id}).strict(),
     z.object({type: z.literal('close'), stream: id, reason: z.string().max(512)}).strict(),
-    /** The coordinator's signed statement of the work the session's layers did for a request (ledger/shard-receipt.ts), for the host to countersign. */
-    z.object({type: z.literal('receipt'), session: id, receipt: shardReceiptSchema}).strict(),
+    /**
+     * The coordinator's signed statement of the work the session's layers did for a request (ledger/shard-receipt.ts),
+     * for the host to countersign; in a priced session, with the next cumulative voucher paying the receipt's share.
+     */
+    z.object({type: z.literal('receipt'), session: id, receipt: shardReceiptSchema, voucher: wireVoucherSchema.optional()}).strict(),
     // from the host
     z.object({type: z.literal('ready'), session: id}).strict(),
     z.object({type: z.literal('refused'), session: id, reason: z.string().max(512)}).strict(),

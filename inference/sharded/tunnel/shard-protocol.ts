@@ -1,16 +1,20 @@
 import {randomBytes} from 'node:crypto';
 import {EventEmitter} from 'node:events';
 import {LRUCache} from 'lru-cache';
-import type {ShardReceipt} from '../../../ledger/records.js';
+import {priceWeiPerMillion, stageCostWei, weiToDoge} from '../../../ledger/payments/pricing.js';
+import type {ShardReceipt, ShardReceiptBody} from '../../../ledger/records.js';
 import {countersignShardReceipt, shardReceiptProblem, signShardReceipt, verifyShardReceipt, withHostSignature} from '../../../ledger/shard-receipt.js';
 import type {SigningDomain} from '../../../ledger/signing-domain.js';
 import {BoundedChannel} from '../../../swarm/channel/bounded-channel.js';
 import {ProtocolViolation} from '../../../swarm/channel/errors.js';
 import type {PeerConnection} from '../../../swarm/peer-connection.js';
 import type {PeerProtocol} from '../../../swarm/peer-protocol.js';
+import type {Capabilities} from '../../../swarm/capabilities.js';
+import type {JobPayment, WireVoucher} from '../../remote/jobs/job-payments.js';
 import {encodeData, MAX_SHARD_DATA_BYTES, SHARD_CHANNEL, type ShardControl, type ShardData} from './shard-messages.js';
 import {shortPeerId} from '../../../core/display.js';
 import {type SessionRequestBody, sessionRequestProblem, signSessionRequest} from './session-request.js';
+import {paymentWindowTokens, shardPaymentKey, type ShardPayments} from './shard-payments.js';
 
 /**
  * What a coordinator asks of a host when it opens a session; the channel adds the session's id, both parties, the
@@ -65,6 +69,17 @@ export interface ShardProtocolOptions {
     onShardConsumed?: (peerId: string, receipt: ShardReceipt) => void,
     /** A receipt was refused (the host's checks) or its countersignature was bad (the coordinator's): why. */
     onReceiptProblem?: (peerId: string, problem: string) => void,
+    /**
+     * Pays priced hosts for this node's sessions, and has peers pay for the sessions this node hosts when it charges
+     * (node/node-payments.ts; docs/peer-protocol.md, "Shard channel"); defaults to none: no session is opened on a
+     * priced host, and sessions are hosted for free.
+     */
+    payments?: ShardPayments,
+    /**
+     * A payment failed: this node could not pay a host (the session ends), or, as host, refused a coordinator's
+     * voucher or found it owing (the session ends, or is refused): why.
+     */
+    onPaymentProblem?: (peerId: string, problem: string) => void,
     /** How long a host may take to make a session ready (start an rpc server); defaults to 30 s. */
     openTimeoutMs?: number,
     /** Sessions one peer may have open on this host at once; defaults to 2. */
@@ -84,11 +99,12 @@ export const shardProtocolDefaults = {
     controlFramesPerSecond: controlFrames.perSecond
 };
 
-type Callbacks = 'host' | 'onShardReceipt' | 'onShardConsumed' | 'onReceiptProblem';
+type Callbacks = 'host' | 'onShardReceipt' | 'onShardConsumed' | 'onReceiptProblem' | 'payments' | 'onPaymentProblem';
 type ResolvedOptions = Required<Omit<ShardProtocolOptions, Callbacks>> & Pick<ShardProtocolOptions, Callbacks>;
 
+/** `unpaid`: the host charges, and this node cannot pay it (no payments, no channel with enough left); nothing was sent. */
 export class ShardSessionError extends Error {
-    constructor(readonly code: 'refused' | 'disconnected' | 'timeout' | 'ended', message: string) {
+    constructor(readonly code: 'refused' | 'disconnected' | 'timeout' | 'ended' | 'unpaid', message: string) {
         super(message);
         this.name = 'ShardSessionError';
     }
@@ -128,14 +144,30 @@ class ChannelStream extends EventEmitter implements TunnelStream {
     }
 }
 
+/** How a priced session is paid, on either side: the price its receipts are paid at, and the window held ahead. */
+interface SessionPayment {
+    /** Wei per million tokens: the terms' price. */
+    priceWei: bigint,
+    /** The worst case held on the channel for the session's next receipt, in wei (`paymentWindowTokens` at the stage's share). */
+    window: bigint,
+    /** The payment key holding the window now; none between a receipt and the next hold, or once the session ended. */
+    held: string | undefined
+}
+
 /** A session this node coordinates, on a host peer. */
 export class CoordinatorSession extends EventEmitter<{ended: [reason: string]}> {
     ended = false;
     /** The number of the session's next receipt. */
     private nextSequence = 1;
+    /** Receipts are paid and sent one at a time, in order (a voucher is kept on disk before it is sent). */
+    receipts: Promise<void> = Promise.resolve();
 
-    /** `request`: what this node signed when it opened the session. */
-    constructor(readonly peerId: string, readonly id: number, readonly request: SessionRequestBody, private readonly channel: ShardChannel) {
+    /**
+     * `request`: what this node signed when it opened the session; `payment`: how a priced host is paid (with its
+     * capabilities as announced at the open: its wallet), none for a free one.
+     */
+    constructor(readonly peerId: string, readonly id: number, readonly request: SessionRequestBody, private readonly channel: ShardChannel,
+        readonly payment: (SessionPayment & {capabilities: Capabilities}) | undefined) {
         super();
     }
 
@@ -169,7 +201,13 @@ interface HostedState {
     /** Tokens of the receipts countersigned so far. */
     tokens: number,
     streams: Set<ChannelStream>,
-    ended: boolean
+    ended: boolean,
+    /** A priced session: its channel and how it is paid; none when this node hosts for free. */
+    payment: (SessionPayment & {channel: string}) | undefined,
+    /** Receipts are checked one at a time, in order: a voucher's check may read the chain. */
+    receipts: Promise<void>,
+    /** Receipts waiting for their check. */
+    queuedReceipts: number
 }
 
 /** The shard channel of one peer connection: this node's sessions on the peer and the peer's sessions here. */
@@ -214,7 +252,15 @@ class ShardChannel {
             layers: [request.layers[0], request.layers[1]], layerCount: request.layerCount, sequences: request.sequences, bytes: request.bytes,
             openedAt: new Date().toISOString()
         };
-        const session = new CoordinatorSession(this.peer.peerId, this.nextSessionId++, body, this);
+        const payment = await this.payHost(body);
+        if (payment !== undefined)
+            body.payment = payment.terms;
+        if (this.closed) {
+            if (payment?.held !== undefined)
+                this.options.payments?.release(payment.held);
+            throw new ShardSessionError('disconnected', 'the peer connection closed');
+        }
+        const session = new CoordinatorSession(this.peer.peerId, this.nextSessionId++, body, this, payment);
         const ready = new Promise<void>((resolve, reject) => {
             this.outgoing.set(session.id, {session, streams: new Map(), ready: (error) => error ? reject(error) : resolve()});
         });
@@ -252,6 +298,11 @@ class ShardChannel {
         if (entry === undefined)
             return;
         this.outgoing.delete(sessionId);
+        const {payment} = entry.session;
+        if (payment?.held !== undefined) {
+            this.options.payments?.release(payment.held);
+            payment.held = undefined;
+        }
         for (const stream of entry.streams.values())
             stream.finish(reason, false);
         if (tell && !this.closed)
@@ -261,12 +312,16 @@ class ShardChannel {
         entry.session.emit('ended', reason);
     }
 
-    private endHosted(sessionId: number, reason: string, tell: boolean) {
+    /** Ends a session this node hosts; with `expected`, only while that state is the session's (its id may be reused after it ends). */
+    private endHosted(sessionId: number, reason: string, tell: boolean, expected?: HostedState) {
         const state = this.hosted.get(sessionId);
-        if (state === undefined || state.ended)
+        if (state === undefined || state.ended || (expected !== undefined && state !== expected))
             return;
         state.ended = true;
         this.hosted.delete(sessionId);
+        // Receipts that came before the end are still checked and charged; the hold left after them goes.
+        if (state.payment !== undefined)
+            void state.receipts.then(() => this.releaseHold(state));
         for (const stream of state.streams)
             stream.finish(reason, false);
         state.session?.end(reason);
@@ -289,7 +344,7 @@ class ShardChannel {
                 this.hostedStreams.get(message.stream)?.finish(message.reason, false);
                 return;
             case 'receipt':
-                this.countersign(message.session, message.receipt);
+                this.receiveReceipt(message);
                 return;
             case 'countersigned':
                 this.countersigned(message);
@@ -325,10 +380,28 @@ class ShardChannel {
         const request = message.request.body;
         if (this.seenSessions.has(request.session))
             return refuse('the session request is refused: its session id was used before');
+        const payment = this.sessionPayment(request);
+        if (typeof payment === 'string') {
+            const reason = `the session's payment is refused: ${payment}`.slice(0, 512);
+            this.options.onPaymentProblem?.(this.peer.peerId, reason);
+            return refuse(reason);
+        }
         this.seenSessions.set(request.session, true);
-        const state: HostedState = {request, session: undefined, nextSequence: 1, tokens: 0, streams: new Set(), ended: false};
+        const state: HostedState = {request, session: undefined, nextSequence: 1, tokens: 0, streams: new Set(), ended: false, payment,
+            receipts: Promise.resolve(), queuedReceipts: 0};
         this.hosted.set(message.session, state);
-        host.open(this.peer.peerId, request, {end: (reason) => this.endHosted(sessionId, reason, true)}).then((session) => {
+        const open = async () => {
+            // A priced session's first window is held on the channel before anything starts (a coordinator owing vouchers gets none).
+            const refusal = await this.holdWindow(state, 1);
+            if (refusal !== undefined)
+                throw new Error(`the session's payment is refused: ${refusal}`);
+            if (state.ended) {
+                this.releaseHold(state);
+                throw new Error('the session ended while it opened');
+            }
+            return host.open(this.peer.peerId, request, {end: (reason) => this.endHosted(sessionId, reason, true)});
+        };
+        open().then((session) => {
             state.session = session;
             if (state.ended)
                 session.end('the session ended while it opened');
@@ -337,10 +410,67 @@ class ShardChannel {
         }, (error: Error) => {
             if (state.ended)
                 return;
-            state.ended = true;
-            this.hosted.delete(sessionId);
+            this.endHosted(sessionId, error.message, false, state); // releases a window held
+            if (payment !== undefined && error.message.startsWith('the session\'s payment'))
+                this.options.onPaymentProblem?.(this.peer.peerId, error.message.slice(0, 512));
             refuse(error.message.slice(0, 512));
         });
+    }
+
+    /**
+     * Host: how a session is paid when this node charges (its terms at this node's price at least), why it is
+     * refused when they fall short, or undefined for a free host (terms sent anyway pay for nothing).
+     */
+    private sessionPayment(request: SessionRequestBody): HostedState['payment'] | string {
+        const price = this.options.payments?.price() ?? 0;
+        if (price === 0)
+            return undefined;
+        const terms = request.payment;
+        if (terms === undefined)
+            return `this node charges ${price} DOGE per million tokens for its share of the layers: the request names no payment channel`;
+        if (terms.pricePerMillion < price)
+            return `it offers ${terms.pricePerMillion} DOGE per million tokens; this node's price is ${price}`;
+        try {
+            const priceWei = priceWeiPerMillion(terms.pricePerMillion);
+            const window = stageCostWei(paymentWindowTokens(request.sequences), priceWei, request.layers[1] - request.layers[0] + 1, request.layerCount);
+            return {channel: terms.channel, priceWei, window, held: undefined};
+        } catch (error) {
+            return `its terms cannot be priced: ${(error as Error).message}`;
+        }
+    }
+
+    /**
+     * Host: holds a priced session's window on its channel for receipt `sequence` (the payee's admission: the deposit
+     * less what is owed and held must cover it, and the coordinator must owe no voucher): why not, or undefined.
+     */
+    private async holdWindow(state: HostedState, sequence: number): Promise<string | undefined> {
+        const {payment} = state;
+        const payments = this.options.payments;
+        if (payment === undefined || payments === undefined)
+            return undefined;
+        const key = shardPaymentKey(state.request.session, sequence);
+        let refusal: string | undefined;
+        try {
+            refusal = await payments.admitWei(this.peer.peerId, key, payment.channel, payment.window);
+        } catch (error) {
+            refusal = `the payment channel cannot be checked: ${(error as Error).message}`;
+        }
+        if (refusal === undefined)
+            payment.held = key;
+        return refusal;
+    }
+
+    /** Host: a session's window held for a receipt that will not come goes (served for nothing). */
+    private releaseHold(state: HostedState) {
+        const held = state.payment?.held;
+        if (held === undefined)
+            return;
+        state.payment!.held = undefined;
+        try {
+            this.options.payments?.servedWei(held, 0n);
+        } catch (error) { // called where nothing awaits it: a failure must not become an unhandled rejection
+            this.options.onPaymentProblem?.(this.peer.peerId, `cannot release a shard session's payment window: ${(error as Error).message}`);
+        }
     }
 
     private connectHosted(sessionId: number, streamId: number) {
@@ -367,7 +497,10 @@ class ShardChannel {
         streams.get(id)?.emit('data', bytes);
     }
 
-    /** Coordinator: signs the session's receipt `sequence` and sends it; kept until its countersignature comes. */
+    /**
+     * Coordinator: signs the session's receipt `sequence` and sends it, in a priced session with the voucher paying
+     * it; kept until its countersignature comes. Receipts go out one at a time, in order.
+     */
     sendReceipt(session: CoordinatorSession, sequence: number, tokens: number, computeMs: number) {
         const {request} = session;
         const receipt = signShardReceipt({
@@ -376,18 +509,121 @@ class ShardChannel {
             layerCount: request.layerCount, firstLayer: request.layers[0], lastLayer: request.layers[1],
             tokens, computeMs: Math.round(computeMs), host: request.host, coordinator: request.coordinator, completedAt: new Date().toISOString()
         }, this.options.identity.secretKey);
-        this.pendingReceipts.set(`${session.id}:${sequence}`, receipt);
-        this.sendControl({type: 'receipt', session: session.id, receipt});
+        session.receipts = session.receipts.then(() => this.deliverReceipt(session, receipt))
+            .catch((error: Error) => this.options.onReceiptProblem?.(this.peer.peerId, `cannot send shard receipt ${sequence}: ${error.message}`));
+    }
+
+    private async deliverReceipt(session: CoordinatorSession, receipt: ShardReceipt) {
+        if (session.ended) // a receipt for a session that ended meanwhile would be dropped: it is not paid either
+            return;
+        const voucher = session.payment === undefined ? undefined : await this.payReceipt(session, receipt.body);
+        if (this.closed)
+            return;
+        this.pendingReceipts.set(`${session.id}:${receipt.body.sequence}`, receipt);
+        this.sendControl({type: 'receipt', session: session.id, receipt, ...(voucher !== undefined && {voucher})});
+        if (session.payment !== undefined)
+            await this.holdNextWindow(session, receipt.body.sequence + 1);
+    }
+
+    /**
+     * Coordinator: the voucher paying a receipt its stage's share at the session's price (kept before it is sent), or
+     * undefined when it costs nothing or cannot be paid (the host then refuses further work: said through
+     * `onPaymentProblem`).
+     */
+    private async payReceipt(session: CoordinatorSession, body: ShardReceiptBody): Promise<WireVoucher | undefined> {
+        const payment = session.payment!;
+        const payments = this.options.payments!;
+        const key = shardPaymentKey(body.session, body.sequence);
+        payment.held = undefined;
+        let cost = 0n;
+        try {
+            cost = stageCostWei(body.tokens, payment.priceWei, body.lastLayer - body.firstLayer + 1, body.layerCount);
+            if (cost > payment.window) {
+                // A request longer than the window: its whole cost is held first (deposited, within --auto-deposit).
+                payments.release(key);
+                await payments.reserveWei(this.peer.peerId, payment.capabilities, key, cost);
+            }
+            return await payments.payWei(this.peer.peerId, key, cost);
+        } catch (error) {
+            payments.release(key);
+            this.options.onPaymentProblem?.(this.peer.peerId,
+                `cannot pay receipt ${body.sequence} of a shard session (${weiToDoge(cost)} DOGE): ${(error as Error).message}`.slice(0, 512));
+            return undefined;
+        }
+    }
+
+    /** Coordinator: holds the window of a priced session's next receipt; when it cannot, the session ends (the host would refuse). */
+    private async holdNextWindow(session: CoordinatorSession, sequence: number) {
+        const payment = session.payment!;
+        const payments = this.options.payments!;
+        if (session.ended)
+            return;
+        const key = shardPaymentKey(session.request.session, sequence);
+        try {
+            await payments.reserveWei(this.peer.peerId, payment.capabilities, key, payment.window);
+        } catch (error) {
+            const reason = `this node cannot pay the host for more work: ${(error as Error).message}`.slice(0, 512);
+            this.options.onPaymentProblem?.(this.peer.peerId, reason);
+            session.end(reason);
+            return;
+        }
+        if (session.ended)
+            payments.release(key);
+        else
+            payment.held = key;
+    }
+
+    /**
+     * Coordinator: the payment terms for a priced host (its announced price, a channel to its bound wallet holding the
+     * session's first window), or undefined for a free host; `unpaid` when this node cannot pay it.
+     */
+    private async payHost(body: SessionRequestBody) {
+        const capabilities = this.peer.state?.capabilities;
+        const price = capabilities?.pricePerMillionTokens ?? 0;
+        if (capabilities === undefined || price === 0)
+            return undefined;
+        const payments = this.options.payments;
+        if (payments === undefined)
+            throw new ShardSessionError('unpaid', `the host charges ${price} DOGE per million tokens, and this node pays no one`);
+        const key = shardPaymentKey(body.session, 1);
+        try {
+            const priceWei = priceWeiPerMillion(price);
+            const window = stageCostWei(paymentWindowTokens(body.sequences), priceWei, body.layers[1] - body.layers[0] + 1, body.layerCount);
+            const channel = await payments.reserveWei(this.peer.peerId, capabilities, key, window);
+            const terms: JobPayment = {channel, pricePerMillion: price};
+            return {terms, capabilities, priceWei, window, held: key as string | undefined};
+        } catch (error) {
+            throw new ShardSessionError('unpaid', `cannot pay the host ${price} DOGE per million tokens: ${(error as Error).message}`.slice(0, 512));
+        }
+    }
+
+    /**
+     * Host: a coordinator's receipt joins its session's queue; receipts are checked in order, one at a time. More
+     * waiting than a coordinator keeps unanswered (256) is a flood: the session ends.
+     */
+    private receiveReceipt({session: sessionId, receipt, voucher}: Extract<ShardControl, {type: 'receipt'}>) {
+        const state = this.hosted.get(sessionId);
+        if (state?.session === undefined) // a receipt for a session that ended meanwhile is the coordinator's loss
+            return;
+        if (state.queuedReceipts >= PENDING_RECEIPTS)
+            return this.endHosted(sessionId, `more than ${PENDING_RECEIPTS} shard receipts wait to be checked`, true, state);
+        state.queuedReceipts++;
+        state.receipts = state.receipts.then(() => this.countersign(sessionId, state, receipt, voucher))
+            // Whatever fails here (the log, the chain) ends this session only.
+            .catch((error: Error) => this.endHosted(sessionId, `cannot check the shard receipt: ${error.message}`.slice(0, 512), true, state))
+            .finally(() => {
+                state.queuedReceipts--;
+            });
     }
 
     /**
      * Host: checks a coordinator's receipt against the session's signed request and the passes its server was sent
-     * (docs/peer-protocol.md, "Shard channel"), then countersigns it and sends the countersignature back. A receipt
-     * that fails ends the session: a coordinator that claims work that did not happen gets no more of it.
+     * (docs/peer-protocol.md, "Shard channel"), then countersigns it and sends the countersignature back, and in a
+     * priced session charges it. A receipt that fails ends the session: a coordinator that claims work that did not
+     * happen gets no more of it.
      */
-    private countersign(sessionId: number, candidate: ShardReceipt) {
-        const state = this.hosted.get(sessionId);
-        if (state?.session === undefined) // a receipt for a session that ended meanwhile is the coordinator's loss
+    private async countersign(sessionId: number, state: HostedState, candidate: ShardReceipt, voucher: WireVoucher | undefined) {
+        if (state.session === undefined) // it came before the session ended (if it has): the work was done
             return;
         const {request} = state;
         let receipt: ShardReceipt;
@@ -403,7 +639,7 @@ class ShardChannel {
         } catch (error) {
             const reason = `refused the coordinator's shard receipt: ${(error as Error).message}`.slice(0, 512);
             this.options.onReceiptProblem?.(this.peer.peerId, reason);
-            this.endHosted(sessionId, reason, true);
+            this.endHosted(sessionId, reason, true, state);
             return;
         }
         const countersigned = countersignShardReceipt(receipt, this.options.identity.secretKey);
@@ -411,6 +647,40 @@ class ShardChannel {
         state.tokens += receipt.body.tokens;
         this.sendControl({type: 'countersigned', session: sessionId, sequence: receipt.body.sequence, hostSignature: countersigned.hostSignature!});
         this.options.onShardReceipt?.(this.peer.peerId, countersigned);
+        if (state.payment !== undefined)
+            await this.charge(sessionId, state, receipt.body, voucher);
+    }
+
+    /**
+     * Host: a countersigned receipt of a priced session costs its share of the layers at the session's price; its
+     * voucher must pay what the coordinator owes, and the next window must be held, or the session ends (and a
+     * coordinator owing vouchers gets no other session until it pays).
+     */
+    private async charge(sessionId: number, state: HostedState, body: ShardReceiptBody, voucher: WireVoucher | undefined) {
+        const payment = state.payment!;
+        const payments = this.options.payments!;
+        const key = shardPaymentKey(body.session, body.sequence);
+        payment.held = undefined;
+        payments.servedWei(key, stageCostWei(body.tokens, payment.priceWei, body.lastLayer - body.firstLayer + 1, body.layerCount));
+        let problem: string | undefined;
+        try {
+            problem = await payments.voucherFor(this.peer.peerId, key, voucher);
+        } catch (error) {
+            problem = `it could not be kept: ${(error as Error).message}`;
+        }
+        if (problem !== undefined)
+            return this.paymentRefused(sessionId, state, `refused the coordinator's voucher for shard receipt ${body.sequence}: ${problem}`);
+        if (state.ended && state.queuedReceipts <= 1) // no receipt will come after this one
+            return;
+        const refusal = await this.holdWindow(state, body.sequence + 1);
+        if (refusal !== undefined)
+            this.paymentRefused(sessionId, state, `no more work without payment: ${refusal}`);
+    }
+
+    private paymentRefused(sessionId: number, state: HostedState, reason: string) {
+        const short = reason.slice(0, 512);
+        this.options.onPaymentProblem?.(this.peer.peerId, short);
+        this.endHosted(sessionId, short, true, state);
     }
 
     /** Coordinator: a host's countersignature of a receipt this node sent, even for a session ended since. */
