@@ -190,6 +190,11 @@ export class NodeLedger implements PeerProtocol {
         this.replication.attach(peer);
     }
 
+    /** The configured wallet (anchoring's, which payments use too), or why there is none. */
+    paymentWallet() {
+        return this.wallet;
+    }
+
     async anchorNow(): Promise<AnchorOutcome> {
         if (this.anchorer === undefined)
             throw LedgerError.notConfigured(`anchoring is off: ${this.anchoringOff}`);

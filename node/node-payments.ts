@@ -539,16 +539,10 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
 
     private async fund(peerId: string, payee: string, amount: bigint, wallet: Wallet, chain: PaymentSettings) {
         const open = this.payer.channelTo(payee);
-        let channel: string;
-        let outcome;
-        if (open === undefined) {
-            const opened = await openChannel(chain, wallet, payee, amount);
-            channel = opened.channel.toLowerCase();
-            outcome = {...opened, action: 'open' as const};
-        } else {
-            channel = open.channel;
-            outcome = {...await depositToChannel(chain, wallet, channel, amount), action: 'deposit' as const};
-        }
+        const outcome = open === undefined
+            ? {...await openChannel(chain, wallet, payee, amount), action: 'open' as const}
+            : {...await depositToChannel(chain, wallet, open.channel, amount), channel: open.channel, action: 'deposit' as const};
+        const channel = outcome.channel.toLowerCase();
         const state = await readChannel(chain, channel);
         if (state !== null)
             this.payer.track(state, peerId);

@@ -44,6 +44,10 @@ import {NodeCapabilities} from './node-capabilities.js';
 import {packageInfo} from './package-info.js';
 import {clusterStatus, nodeStatus, peersStatus} from './status-documents.js';
 import {shortPeerId} from '../core/display.js';
+import {NodePayments} from './node-payments.js';
+import {storedPaymentContract} from './node-ledger.js';
+import type {ProviderPayments, RequesterPayments} from '../inference/remote/jobs/job-payments.js';
+import type {ShardPayments} from '../inference/sharded/tunnel/shard-payments.js';
 
 /** Time a peer gets for prompt processing before its first token. */
 const FIRST_TOKEN_DEADLINE_MS = 60_000;
@@ -100,6 +104,8 @@ export class StrongdogeNode {
     private sandbox: SandboxProbe | undefined;
     /** The contribution log and its anchoring: open once `start()` has opened it. */
     ledger: NodeLedger | undefined;
+    /** Payments for priced jobs (docs/architecture.md, "Payments"): open once `start()` has opened the ledger. */
+    payments: NodePayments | undefined;
     /** Tokens as they stream: to this node's clients (`local`), or generated for peers (`forPeers`). */
     readonly tokens = new EventEmitter<{tokens: [kind: 'local' | 'forPeers', count: number]}>();
     private proxy: ListeningProxy | undefined;
@@ -161,12 +167,16 @@ export class StrongdogeNode {
                 ...(this.shardHost && {host: this.shardHost}),
                 onShardReceipt: (_peerId, receipt) => this.keepShardReceipt(receipt, 'shard'),
                 onShardConsumed: (_peerId, receipt) => this.keepShardReceipt(receipt, 'shard-consumed'),
-                onReceiptProblem: (peerId, problem) => this.logger.warn({peer: shortPeerId(peerId), reason: problem}, 'a shard receipt was refused')
+                onReceiptProblem: (peerId, problem) => this.logger.warn({peer: shortPeerId(peerId), reason: problem}, 'a shard receipt was refused'),
+                // Stages of priced hosts are paid per receipt (docs/peer-protocol.md, "Shard channel"): the payments open in start(), before the swarm.
+                payments: this.paymentsOnceOpen(),
+                onPaymentProblem: (peerId, problem) => this.logger.warn({peer: shortPeerId(peerId), reason: problem}, 'a shard payment failed')
             });
             this.swarm.use(this.shards);
             const domain = {network: settings.network, chainId: settings.chainId};
-            this.requester = new JobRequester({jobs, identity, domain});
-            this.provider = new JobProvider({jobs, identity, domain, executor: this.localExecutor(),
+            const payments = this.paymentsOnceOpen();
+            this.requester = new JobRequester({jobs, identity, domain, payments});
+            this.provider = new JobProvider({jobs, identity, domain, executor: this.localExecutor(), payments,
                 keepReceipt: (receipt) => this.keepReceipt(receipt),
                 loggedJobId: (jobId) => this.ledger?.servedJob(jobId) ?? false,
                 limits: {
@@ -223,6 +233,12 @@ export class StrongdogeNode {
             ...(this.walletPassword !== undefined && {walletPassword: this.walletPassword}),
             onNotice: (level, message, fields) => this.logger[level](fields ?? {}, message)});
         this.capabilities.setLedgerCore(this.ledger.log.key);
+        // Before the swarm starts: no job arrives before the node knows its price is payable.
+        this.payments = await NodePayments.open({settings: this.settings, identity: this.identity, log: this.ledger.log, wallet: this.ledger.paymentWallet(),
+            contract: this.settings.paymentContract ?? (await storedPaymentContract(this.settings.dataDir, this.settings.chainId))?.address,
+            peerCapabilities: (peerId) => this.swarm?.peer(peerId)?.capabilities,
+            onNotice: (level, message, fields) => this.logger[level](fields ?? {}, message)});
+        this.capabilities.setPayment(this.payments.binding());
         this.swarm?.use(this.ledger);
         await this.capabilities.prepare((model, error) => this.logger.warn({model, err: error}, 'cannot describe model file for peers'));
         this.startSwarm();
@@ -241,7 +257,7 @@ export class StrongdogeNode {
     private inference() {
         const {settings} = this;
         const local = new LocalInference({engine: this.engine, modelIds: this.models.map((model) => model.id)});
-        const remote = this.swarm && this.requester && new RemoteInference({swarm: this.swarm, requester: this.requester,
+        const remote = this.swarm && this.requester && new RemoteInference({swarm: this.swarm, requester: this.requester, payments: this.paymentsOnceOpen(),
             vouchedModelBytes: (sha256) => this.vouchedModelBytes(sha256), routing: {
             ...(settings.maxPrice !== undefined && {maxPrice: settings.maxPrice}),
             deadlines: {firstTokenMs: Math.max(FIRST_TOKEN_DEADLINE_MS, settings.peerTimeout * 1000), tokenMs: settings.peerTimeout * 1000},
@@ -405,6 +421,35 @@ export class StrongdogeNode {
             host: shortPeerId(receipt.body.host), coordinator: shortPeerId(receipt.body.coordinator)}, 'shard receipt countersigned');
     }
 
+    private openPayments() {
+        if (this.payments === undefined)
+            throw LedgerError.notConfigured('the payments are not open yet');
+        return this.payments;
+    }
+
+    /**
+     * The requester's and provider's payments, made before the node starts: they reach the payments opened by
+     * `start()`, which come before the swarm, so no job meets them closed.
+     */
+    private paymentsOnceOpen(): RequesterPayments & ProviderPayments & ShardPayments {
+        const open = () => this.openPayments();
+        return {
+            price: () => this.payments?.price() ?? 0,
+            admit: (...args) => open().admit(...args),
+            served: (...args) => this.payments?.served(...args),
+            voucher: (...args) => this.payments?.voucher(...args) ?? Promise.resolve(undefined),
+            cannotPay: (...args) => this.payments === undefined ? 'the payments are not open yet' : this.payments.cannotPay(...args),
+            reserve: (...args) => open().reserve(...args),
+            pay: (...args) => open().pay(...args),
+            release: (...args) => this.payments?.release(...args),
+            reserveWei: (...args) => open().reserveWei(...args),
+            payWei: (...args) => open().payWei(...args),
+            admitWei: (...args) => open().admitWei(...args),
+            servedWei: (...args) => this.payments?.servedWei(...args),
+            voucherFor: (...args) => open().voucherFor(...args)
+        };
+    }
+
     private openLedger() {
         if (this.ledger === undefined)
             throw LedgerError.notConfigured('the contribution log is not open yet');
@@ -430,7 +475,7 @@ export class StrongdogeNode {
         return nodeStatus({
             identity: this.identity, settings: this.settings, startedAt: this.startedAt, proxyUrl: this.proxy?.baseUrl, engine: this.engine,
             capabilities: this.capabilities, swarm: this.swarm, provider: this.provider, servedPeerJobs: this.servedPeerJobs, ledger: this.ledger,
-            stats: this.stats
+            stats: this.stats, ...(this.payments && {payments: this.payments})
         });
     }
 
@@ -446,6 +491,7 @@ export class StrongdogeNode {
         await Promise.all(this.clusters.map((cluster) => cluster.stop()));
         await this.shardHost?.stop();
         await this.swarm?.stop();
+        await this.payments?.stop();
         await this.ledger?.close();
         await this.engine.dispose();
     }

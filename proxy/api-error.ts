@@ -84,6 +84,7 @@ const inferenceErrorStatus: Record<Exclude<InferenceErrorCode, 'cancelled'>, [nu
     model_unavailable: [503, 'server_error'],
     disabled: [503, 'server_error'],
     no_peer_available: [503, 'server_error'],
+    payment_required: [402, 'invalid_request_error'],
     engine_restarting: [503, 'server_error'],
     engine_unavailable: [503, 'server_error'],
     engine_error: [500, 'server_error'],

@@ -1,3 +1,4 @@
+import {Wallet} from 'ethers';
 import {mkdtemp, rm} from 'node:fs/promises';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
@@ -25,7 +26,7 @@ test.after.always(async () => {
     await testnet?.destroy();
 });
 
-async function node(withModel: boolean, extra: string[] = [], dataDir?: string) {
+async function node(withModel: boolean, extra: string[] = [], dataDir?: string, env: NodeJS.ProcessEnv = {}) {
     if (dataDir === undefined) {
         if (withModel) {
             const fixture = await createDataDirWithDemoModel(TINY);
@@ -36,7 +37,7 @@ async function node(withModel: boolean, extra: string[] = [], dataDir?: string) 
             cleanups.push(() => rm(dataDir!, {recursive: true, force: true}));
         }
     }
-    const daemon = await startSwarmDaemon(bootstrap, dataDir, [...(withModel ? ['--model', 'demo'] : []), ...extra]);
+    const daemon = await startSwarmDaemon(bootstrap, dataDir, [...(withModel ? ['--model', 'demo'] : []), ...extra], {env});
     cleanups.push(() => daemon.stop());
     return {daemon, dataDir, id: await nodeIdOf(daemon)};
 }
@@ -44,7 +45,9 @@ async function node(withModel: boolean, extra: string[] = [], dataDir?: string) 
 const others = (all: {id: string}[], self: {id: string}) => all.filter((other) => other !== self).map((other) => other.id);
 
 test.serial('nodes on a loopback testnet discover each other with capabilities and RTT; a killed one leaves and returns', async (t) => {
-    const nodes = [await node(false, ['--price', '0.5']), ...await Promise.all([node(true), node(true), node(true)])];
+    // A price needs a wallet and a payment contract to be paid through (docs/architecture.md, "Payments"); no chain is asked here.
+    const nodes = [await node(false, ['--price', '0.5', '--payment-contract', `0x${'12'.repeat(20)}`], undefined, {STRONGDOGE_WALLET_KEY: Wallet.createRandom().privateKey}),
+        ...await Promise.all([node(true), node(true), node(true)])];
     const [plain, withModel] = nodes;
 
     for (const current of nodes)

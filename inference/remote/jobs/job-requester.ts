@@ -12,7 +12,7 @@ import type {JobMessage} from './job-messages.js';
 import type {JobsProtocol} from './jobs-protocol.js';
 import {embeddingTokenBound, promptTokenBound} from './receipt-claims.js';
 import {recentJobIds} from './recent-job-ids.js';
-import type {RequesterPayments, WireVoucher} from './job-payments.js';
+import type {JobPayment, RequesterPayments, WireVoucher} from './job-payments.js';
 import type {Capabilities} from '../../../swarm/capabilities.js';
 
 /** How long a receipt may wait for the provider's countersignature: it is sent again until then. */
@@ -226,7 +226,7 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
     private async terms(peerId: string, capabilities: Capabilities | undefined, jobId: string, worst: number) {
         if (this.payments === undefined || capabilities === undefined || worst === 0 || (capabilities.pricePerMillionTokens ?? 0) === 0)
             return {};
-        let payment;
+        let payment: JobPayment | undefined;
         try {
             payment = await this.payments.reserve(peerId, capabilities, jobId, worst);
         } catch (error) {

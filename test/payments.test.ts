@@ -1,0 +1,332 @@
+/**
+ * Paying for served work in DOGE, end to end (docs/architecture.md, "Payments"): real daemons on a loopback
+ * testnet, a real EVM (hardhat, chain id 2000) holding the payment contract, channels opened with the wallet
+ * commands, vouchers with receipts, redeems on chain, refusals, close and withdraw, and crashes while redeeming.
+ */
+import {readFile} from 'node:fs/promises';
+import {join} from 'node:path';
+import {setTimeout} from 'node:timers/promises';
+import test from 'ava';
+import {Contract, JsonRpcProvider, Wallet} from 'ethers';
+import type {Testnet} from 'hyperdht/testnet.js';
+import {runCli, startDaemon, waitFor, type DaemonHandle} from '../harness/cli-process.js';
+import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
+import {type EvmNode, startEvmNode} from '../harness/evm-node.js';
+import {fetchStatus} from '../harness/node-status.js';
+import {nodeIdOf, startTestnet, waitForPeers} from '../harness/swarm-fixture.js';
+import {deployPaymentContract, readChannel} from '../ledger/payments/channels.js';
+import {paymentChannelsAbi} from '../ledger/generated/payment-channels.js';
+import {jobCostWei, priceWeiPerMillion, weiToDoge} from '../ledger/payments/pricing.js';
+import type {WalletActionStatus, WalletStatus} from '../node/node-status.js';
+
+/** DOGE per million tokens: 0.001 DOGE a token, so a job's worst case (a prompt's bound + max tokens) is a few DOGE. */
+const PRICE = 1000;
+const PRICE_WEI = priceWeiPerMillion(PRICE);
+
+interface Node {
+    daemon: DaemonHandle,
+    id: string,
+    dataDir: string,
+    wallet: Wallet,
+    args: string[],
+    env: NodeJS.ProcessEnv
+}
+
+let testnet: Testnet;
+let bootstrap: string;
+let evm: EvmNode;
+let contract: string;
+let provider: Node;
+let requester: Node;
+const cleanups: (() => Promise<unknown>)[] = [];
+
+const chainFlags = () => ['--chain-rpc', evm.url, '--chain-id', String(evm.chainId), '--confirmations', '1', '--payment-contract', contract];
+
+async function startNode(walletKey: string, extra: string[], {model = false} = {}): Promise<Node> {
+    const fixture = await createDataDirWithDemoModel({layers: 2, width: 64, headCount: 4, feedForwardLength: 64});
+    cleanups.push(fixture.cleanup);
+    const args = ['--bootstrap', bootstrap, '--data-dir', fixture.dataDir, '--threads', '1', ...chainFlags(), ...(model ? ['--model', 'demo'] : []), ...extra];
+    const env = {STRONGDOGE_WALLET_KEY: walletKey};
+    const daemon = await startDaemon(args, {env});
+    const node = {daemon, id: await nodeIdOf(daemon), dataDir: fixture.dataDir, wallet: new Wallet(walletKey), args, env};
+    cleanups.push(() => node.daemon.stop());
+    return node;
+}
+
+async function restart(node: Node) {
+    node.daemon = await startDaemon(node.args, {env: node.env});
+    cleanups.push(() => node.daemon.stop());
+}
+
+const wallet = (node: Node) => fetchStatus(node.daemon, '/api/wallet') as Promise<WalletStatus>;
+
+async function walletAction(node: Node, action: string, body: object = {}) {
+    const response = await fetch(`${node.daemon.origin}/api/wallet/${action}`, {
+        method: 'POST', headers: {'content-type': 'application/json'}, body: JSON.stringify(body)
+    });
+    const json = await response.json() as WalletActionStatus & {error?: {message: string}};
+    if (response.status !== 200)
+        throw new Error(`${action}: ${response.status} ${JSON.stringify(json)}`);
+    return json;
+}
+
+async function complete(node: Node, prompt: string) {
+    const response = await fetch(`${node.daemon.baseUrl}/completions`, {
+        method: 'POST', headers: {'content-type': 'application/json'},
+        body: JSON.stringify({model: 'demo', prompt, max_tokens: 8, temperature: 0})
+    });
+    return {status: response.status, body: await response.json() as {usage?: {prompt_tokens: number, completion_tokens: number}, error?: {code: string, message: string}}};
+}
+
+/** What the jobs served cost, each rounded down to wei as the receipt's tokens at the price. */
+const costOf = (usages: {prompt_tokens: number, completion_tokens: number}[]) =>
+    usages.reduce((sum, usage) => sum + jobCostWei(usage.prompt_tokens + usage.completion_tokens, PRICE_WEI), 0n);
+
+async function recentRecords(node: Node) {
+    return (await fetchStatus(node.daemon, '/api/ledger')).recent;
+}
+
+/** The provider's redeem records of one channel. */
+async function redeemRecords(channel: string) {
+    return (await recentRecords(provider)).flatMap((record) => (record.type === 'redeem' && record.channel === channel ? [record] : []));
+}
+
+function redeemedEvents(channel: string) {
+    const chain = new JsonRpcProvider(evm.url, evm.chainId, {staticNetwork: true});
+    const payments = new Contract(contract, paymentChannelsAbi, chain);
+    return payments.queryFilter(payments.filters.Redeemed!(channel)).finally(() => chain.destroy());
+}
+
+async function balanceOf(address: string) {
+    return BigInt(await evm.send('eth_getBalance', [address, 'latest']) as string);
+}
+
+/** The fees `address` paid in the blocks since `fromBlock`: redeems cost the payee gas. */
+async function feesPaid(address: string, fromBlock: number) {
+    const chain = new JsonRpcProvider(evm.url, evm.chainId, {staticNetwork: true});
+    try {
+        let fees = 0n;
+        const latest = await chain.getBlockNumber();
+        for (let number = fromBlock + 1; number <= latest; number++) {
+            const block = await chain.getBlock(number, true);
+            for (const tx of block?.prefetchedTransactions ?? [])
+                if (tx.from === address) {
+                    const receipt = (await chain.getTransactionReceipt(tx.hash))!;
+                    fees += receipt.gasUsed * receipt.gasPrice;
+                }
+        }
+        return fees;
+    } finally {
+        chain.destroy();
+    }
+}
+
+test.before(async () => {
+    ({testnet, bootstrap} = await startTestnet());
+    evm = await startEvmNode();
+    const deployer = new Wallet(evm.accounts[2]!);
+    ({address: contract} = await deployPaymentContract({rpcUrl: evm.url, chainId: evm.chainId}, deployer));
+    provider = await startNode(evm.accounts[1]!, ['--price', String(PRICE), '--redeem-threshold', '1000000'], {model: true});
+    requester = await startNode(evm.accounts[0]!, []);
+    await waitForPeers(requester.daemon, [provider.id], 30_000, (peers) => peers.every((peer) => peer.capabilities.models.some((model) => model.loaded)
+        && peer.capabilities.payment?.wallet === provider.wallet.address));
+});
+
+test.after.always(async () => {
+    for (const cleanup of cleanups.reverse())
+        await cleanup().catch(() => undefined);
+    await evm?.stop();
+    await testnet?.destroy();
+});
+
+test.serial('a priced provider announces its wallet bound to its key; without a channel the request is a 402 naming how to pay', async (t) => {
+    const own = await wallet(provider);
+    t.like(own, {address: provider.wallet.address, contract, price: PRICE, offReason: null});
+    const reply = await complete(requester, 'no channel yet');
+    t.is(reply.status, 402, JSON.stringify(reply.body));
+    t.is(reply.body.error?.code, 'payment_required');
+    t.regex(reply.body.error!.message, /wallet deposit/);
+});
+
+test.serial('wallet deposit opens a channel; 3 jobs are paid by vouchers with their receipts; one redeem moves exactly their cost', async (t) => {
+    const port = new URL(requester.daemon.origin).port;
+    const deposited = await runCli(['wallet', 'deposit', provider.id, '20', '--data-dir', requester.dataDir, '--port', port, '--json'], requester.env);
+    t.is(deposited.code, 0, deposited.stderr);
+    const opened = JSON.parse(deposited.stdout) as WalletActionStatus;
+    t.is(opened.transactions[0]!.action, 'open');
+    const {channel} = opened.transactions[0]!;
+
+    const usages = [];
+    for (const prompt of ['first paid job', 'second paid job', 'third']) {
+        const reply = await complete(requester, prompt);
+        t.is(reply.status, 200, JSON.stringify(reply.body));
+        usages.push(reply.body.usage!);
+    }
+    const total = costOf(usages);
+    t.true(total > 0n);
+    // The last voucher covers the three jobs on both sides.
+    await waitFor(async () => (await wallet(provider)).paidBy.find((entry) => entry.channel === channel)?.vouched === weiToDoge(total), 15_000);
+    const paying = (await wallet(requester)).paying.find((entry) => entry.channel === channel)!;
+    t.like(paying, {peer: provider.id, payee: provider.wallet.address, deposited: '20.0', paid: weiToDoge(total), closesAt: null});
+    t.like((await wallet(provider)).paidBy.find((entry) => entry.channel === channel), {peer: requester.id, payer: requester.wallet.address,
+        owed: weiToDoge(total), redeemed: '0.0'});
+    t.like(await wallet(requester), {paid: weiToDoge(total), deposited: '20.0'});
+    t.is((await recentRecords(provider)).filter((record) => record.type === 'voucher').length, 3);
+    t.is((await recentRecords(requester)).filter((record) => record.type === 'payment').length, 3);
+
+    const before = await balanceOf(provider.wallet.address);
+    const fromBlock = Number(BigInt(await evm.send('eth_blockNumber') as string));
+    const redeemed = await walletAction(provider, 'redeem');
+    t.is(redeemed.transactions.length, 1);
+    t.like(redeemed.transactions[0], {action: 'redeem', channel, amount: weiToDoge(total)});
+    const state = (await readChannel({rpcUrl: evm.url, chainId: evm.chainId, contract}, channel))!;
+    t.is(state.redeemed, total);
+    t.is(await balanceOf(provider.wallet.address) - before, total - await feesPaid(provider.wallet.address, fromBlock));
+    t.like(await wallet(provider), {earned: weiToDoge(total), owed: '0.0'});
+    const redeemRecords = (await recentRecords(provider)).filter((record) => record.type === 'redeem');
+    t.is(redeemRecords.length, 1);
+    // Nothing new: a second redeem sends nothing.
+    t.deepEqual((await walletAction(provider, 'redeem')).transactions, []);
+    t.is((await redeemedEvents(channel)).length, 1);
+});
+
+test.serial('a budget below the price is a 402 over_budget, one at the price is served; the dashboard\'s figures are the wallet\'s', async (t) => {
+    const post = (maxPrice: string) => fetch(`${requester.daemon.baseUrl}/completions`, {
+        method: 'POST', headers: {'content-type': 'application/json', 'x-strongdoge-max-price': maxPrice},
+        body: JSON.stringify({model: 'demo', prompt: 'budget', max_tokens: 4, temperature: 0})
+    });
+    const tooLow = await post(String(PRICE - 1));
+    t.is(tooLow.status, 402);
+    t.like(await tooLow.json(), {error: {code: 'over_budget'}});
+    t.is((await post(String(PRICE))).status, 200);
+    t.is((await post('cheap')).status, 400);
+    await waitFor(async () => {
+        const entry = (await wallet(provider)).paidBy[0]!;
+        return entry.vouched === entry.owed;
+    }, 15_000);
+    const node = await fetchStatus(provider.daemon, '/api/node') as {payments?: {earned: string, owed: string} | null};
+    const own = await wallet(provider);
+    t.like(node.payments, {earned: own.earned, owed: own.owed});
+});
+
+test.serial('--auto-deposit opens a channel as a job needs it, within its cap', async (t) => {
+    const funded = Wallet.createRandom();
+    await evm.send('hardhat_setBalance', [funded.address, '0x56bc75e2d63100000']); // 100 DOGE
+    const auto = await startNode(funded.privateKey, ['--auto-deposit', '50']);
+    await waitForPeers(auto.daemon, [provider.id, requester.id], 30_000, (peers) => peers.some((peer) => peer.capabilities.payment?.wallet === provider.wallet.address));
+    const reply = await complete(auto, 'auto deposit');
+    t.is(reply.status, 200, JSON.stringify(reply.body));
+    const own = await wallet(auto);
+    t.is(own.paying.length, 1);
+    // A tenth of the cap: the job's worst case is less.
+    t.like(own.paying[0], {peer: provider.id, deposited: '5.0'});
+    t.like(own.autoDeposit, {cap: '50.0', used: '5.0'});
+    await waitFor(async () => (await wallet(auto)).paying[0]!.paid === weiToDoge(costOf([reply.body.usage!])), 15_000);
+    await auto.daemon.stop();
+});
+
+/** A job paid, its voucher held by the provider and not yet redeemed: the channel. */
+async function paidJob(t: {is: (a: unknown, b: unknown, m?: string) => void}, prompt: string) {
+    const channel = (await wallet(requester)).paying[0]!.channel;
+    const reply = await complete(requester, prompt);
+    t.is(reply.status, 200, JSON.stringify(reply.body));
+    await waitFor(async () => {
+        const entry = (await wallet(provider)).paidBy.find((item) => item.channel === channel)!;
+        return entry.vouched === entry.owed && entry.vouched !== entry.redeemed;
+    }, 15_000);
+    return channel;
+}
+
+/** The redeem transaction the provider saved, once it is saved (before it is sent). */
+async function savedRedeem() {
+    const path = join(provider.dataDir, 'ledger', 'redeem-state.json');
+    let txHash = '';
+    await waitFor(async () => {
+        txHash = /"txHash":"(0x[0-9a-f]{64})"/.exec(await readFile(path, 'utf8').catch(() => ''))?.[1] ?? '';
+        return txHash !== '';
+    }, 30_000, 20);
+    return txHash;
+}
+
+test.serial('chain stopped while redeeming, then back: paid once, recorded once', async (t) => {
+    const channel = await paidJob(t, 'paid while the chain sleeps');
+    const eventsBefore = (await redeemedEvents(channel)).length;
+    // Blocks only when asked: the redeem is sent and waits to be mined while the chain stops.
+    await evm.send('evm_setAutomine', [false]);
+    try {
+        const redeeming = walletAction(provider, 'redeem').catch((error: Error) => error);
+        const txHash = await savedRedeem();
+        await waitFor(async () => await evm.send('eth_getTransactionByHash', [txHash]) !== null, 30_000, 50);
+        evm.pause();
+        await setTimeout(3000);
+        evm.resume();
+        await evm.mine(1);
+        const outcome = await redeeming;
+        // Either this call saw it through, or it gave up and the next attempt finished the same transaction.
+        if (outcome instanceof Error)
+            await walletAction(provider, 'redeem');
+    } finally {
+        evm.resume();
+        await evm.send('evm_setAutomine', [true]);
+    }
+    await waitFor(async () => (await wallet(provider)).redeeming.pending.length === 0, 30_000);
+    t.is((await redeemedEvents(channel)).length, eventsBefore + 1);
+    const own = (await wallet(provider)).paidBy.find((item) => item.channel === channel)!;
+    t.is(own.redeemed, own.vouched);
+    const records = await redeemRecords(channel);
+    t.is(records.length, eventsBefore + 1);
+    t.is(new Set(records.map((record) => record.txHash)).size, records.length);
+});
+
+test.serial('SIGKILL of the provider between sending the redeem and recording it: after a restart, paid once and logged once', async (t) => {
+    const channel = await paidJob(t, 'paid, then the provider dies');
+    const eventsBefore = (await redeemedEvents(channel)).length;
+    await evm.send('evm_setAutomine', [false]);
+    try {
+        void walletAction(provider, 'redeem').catch(() => undefined);
+        const txHash = await savedRedeem();
+        // Sent (the chain has it), not mined, so not recorded: now the provider dies.
+        await waitFor(async () => await evm.send('eth_getTransactionByHash', [txHash]) !== null, 30_000, 50);
+        await provider.daemon.stop('SIGKILL');
+        await evm.mine(1);
+    } finally {
+        await evm.send('evm_setAutomine', [true]);
+    }
+    await restart(provider);
+    await waitFor(async () => (await wallet(provider)).redeeming.pending.length === 0 && (await redeemRecords(channel)).length === eventsBefore + 1, 60_000, 200);
+    const events = await redeemedEvents(channel);
+    t.is(events.length, eventsBefore + 1);
+    const records = await redeemRecords(channel);
+    t.is(records.filter((record) => record.txHash === events.at(-1)!.transactionHash).length, 1);
+    t.is(new Set(records.map((record) => record.txHash)).size, records.length);
+    // Nothing left to redeem: the restarted node does not pay itself twice.
+    t.deepEqual((await walletAction(provider, 'redeem')).transactions, []);
+    await waitForPeers(requester.daemon, [provider.id], 30_000, (peers) => peers.every((peer) => peer.capabilities.models.some((model) => model.loaded)));
+});
+
+test.serial('close, a redeem during the challenge period still pays, withdraw after it returns the rest', async (t) => {
+    const channel = await paidJob(t, 'the last job before closing');
+    const closed = await walletAction(requester, 'close', {peer: provider.id});
+    t.is(closed.transactions[0]!.action, 'close');
+    t.truthy((await wallet(requester)).paying.find((item) => item.channel === channel)!.closesAt);
+    // A closing channel takes no new job.
+    const refused = await complete(requester, 'after closing');
+    t.is(refused.status, 402, JSON.stringify(refused.body));
+    // The provider may still redeem for 24 h.
+    const paid = await walletAction(provider, 'redeem');
+    t.is(paid.transactions.length, 1);
+    const chain = {rpcUrl: evm.url, chainId: evm.chainId, contract};
+    const state = (await readChannel(chain, channel))!;
+    t.is(weiToDoge(state.redeemed), (await wallet(requester)).paying.find((item) => item.channel === channel)!.paid);
+    const early = await fetch(`${requester.daemon.origin}/api/wallet/withdraw`, {method: 'POST', headers: {'content-type': 'application/json'},
+        body: JSON.stringify({peer: provider.id})});
+    t.is(early.status, 409, 'before the challenge period is over');
+    await evm.send('evm_increaseTime', [24 * 3600 + 1]);
+    await evm.mine(1);
+    const before = await balanceOf(requester.wallet.address);
+    const withdrawn = await walletAction(requester, 'withdraw', {peer: provider.id});
+    t.is(withdrawn.transactions[0]!.amount, weiToDoge(state.deposited - state.redeemed));
+    const after = (await readChannel(chain, channel))!;
+    t.is(after.deposited, state.redeemed);
+    t.true(await balanceOf(requester.wallet.address) > before);
+});
