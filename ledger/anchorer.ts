@@ -10,11 +10,12 @@ import {type AnchorState, AnchorStateFile, type PendingAnchor} from './anchor/an
 import {publishAuthorization, signAnchor} from './anchor/anchor-transactions.js';
 import {type AnchorEvent, anchorCounts, type AuthorizationWindow, authorizationWindows, type OwnerEvent} from './anchor/authorization-windows.js';
 import {type ChainSettings, shortReason, withChain} from './anchor/chain.js';
-import {sendPending, superseded} from './chain-transactions.js';
+import {broadcast, sendPending, superseded} from './chain-transactions.js';
 import type {ContributionLog} from './contribution-log.js';
 import {LedgerError} from './ledger-error.js';
 import {contributionAnchorAbi} from './generated/contribution-anchor.js';
 import {LEDGER_RECORD_VERSION, type AnchorRecord} from './records.js';
+import {resendSaved, type WalletLockOption, WalletLock} from './wallet-lock.js';
 
 /** How long a sent anchoring transaction may take to be mined and confirmed before the attempt is retried (the same transaction). */
 export const MINING_TIMEOUT_MS = 120_000;
@@ -22,7 +23,7 @@ export const MINING_TIMEOUT_MS = 120_000;
 const AUTHORIZATION_LIFETIME_MS = 365 * 24 * 3600_000;
 const contractInterface = new Interface(contributionAnchorAbi);
 
-export interface AnchorerOptions extends ChainSettings {
+export interface AnchorerOptions extends ChainSettings, WalletLockOption {
     log: ContributionLog,
     /** The wallet that pays for anchors. */
     wallet: Wallet,
@@ -66,7 +67,8 @@ export interface AnchorerStatus {
  * before it is sent so that a length is never anchored twice nor lost (docs/architecture.md, "Anchoring").
  */
 export class Anchorer extends EventEmitter<{anchored: [record: AnchorRecord], failed: [error: LedgerError]}> {
-    private readonly options: AnchorerOptions & Required<Pick<AnchorerOptions, 'intervalMs' | 'miningTimeoutMs' | 'confirmations' | 'authorizationLifetimeMs'>>;
+    private readonly options: AnchorerOptions & Required<Pick<AnchorerOptions, 'intervalMs' | 'miningTimeoutMs' | 'confirmations' | 'authorizationLifetimeMs'
+        | 'walletLock'>>;
     private readonly stateFile: AnchorStateFile;
     private readonly schedule: AnchorSchedule;
     private running: Promise<AnchorOutcome> | undefined;
@@ -81,7 +83,7 @@ export class Anchorer extends EventEmitter<{anchored: [record: AnchorRecord], fa
     constructor(options: AnchorerOptions) {
         super();
         this.options = {intervalMs: 3_600_000, miningTimeoutMs: MINING_TIMEOUT_MS, confirmations: 1, authorizationLifetimeMs: AUTHORIZATION_LIFETIME_MS,
-            ...options};
+            ...options, walletLock: options.walletLock ?? new WalletLock()};
         this.stateFile = new AnchorStateFile(options.statePath);
         this.schedule = new AnchorSchedule({
             attempt: () => this.anchorNow(),
@@ -152,8 +154,18 @@ export class Anchorer extends EventEmitter<{anchored: [record: AnchorRecord], fa
                 return {status: 'up-to-date', logLength: last.logLength};
             const wallet = this.options.wallet.connect(provider);
             await this.ensureAuthorized(provider, wallet, windows);
-            const pending = await signAnchor(provider, wallet, this.options, {coreKey: log.key, logLength: log.length, treeHash: await log.treeHash(log.length)});
-            await this.saveState({...this.state, pending});
+            const logLength = log.length;
+            const treeHash = await log.treeHash(logLength);
+            // Signed, saved and sent under the wallet's lock (ledger/wallet-lock.ts): whoever signs next sees its nonce used.
+            await this.options.walletLock.run(async () => {
+                const pending = await signAnchor(provider, wallet, this.options, {coreKey: log.key, logLength, treeHash});
+                await this.saveState({...this.state, pending});
+                await broadcast(provider, pending);
+            });
+        } else {
+            // What a previous attempt saved, sent again before anyone signs at its nonce.
+            const saved = this.state.pending;
+            await this.options.walletLock.run(() => resendSaved(provider, saved));
         }
         const record = await this.sendAndRecord(provider, this.state.pending!);
         await this.saveState({...this.state, pending: null});

@@ -9,9 +9,11 @@ import {Anchorer, type AnchorOutcome, MINING_TIMEOUT_MS} from '../ledger/anchore
 import {ContributionLog} from '../ledger/contribution-log.js';
 import {LedgerError} from '../ledger/ledger-error.js';
 import type {Receipt} from '../ledger/receipt.js';
+import {readRedeemedEvents} from '../ledger/payments/redeem-events.js';
 import {LEDGER_RECORD_VERSION, type ShardReceipt} from '../ledger/records.js';
 import {readLogHeader, verifyLog, type VerifyReport} from '../ledger/verify-log.js';
 import {loadWallet} from '../ledger/wallet.js';
+import {WalletLock} from '../ledger/wallet-lock.js';
 import {LedgerReplication} from './ledger-replication.js';
 import type {NodeIdentity} from '../swarm/node-identity.js';
 import type {PeerConnection} from '../swarm/peer-connection.js';
@@ -103,7 +105,11 @@ export class NodeLedger implements PeerProtocol {
         private readonly witnesses: ReadonlySet<string>,
         /** The configured wallet, which pays for revocations too, or why there is none. */
         private readonly wallet: {wallet: Wallet} | {missing: string},
-        private readonly maxFeeGwei: number
+        private readonly maxFeeGwei: number,
+        /** One lock for everything the wallet sends (ledger/wallet-lock.ts): anchors, revocations, and the payments' transactions. */
+        private readonly lock: WalletLock,
+        /** The payment contract (`--payment-contract`, else the one `ledger deploy` stored) and the block its events are read from. */
+        private readonly paymentContract: {address: string, fromBlock: number} | undefined
     ) {}
 
     static async open({settings, identity, walletPassword, onNotice}: NodeLedgerOptions): Promise<NodeLedger> {
@@ -138,10 +144,11 @@ export class NodeLedger implements PeerProtocol {
             anchoringOff = `no anchoring contract for chain ${settings.chainId}: run \`strongdoge ledger deploy\` or pass --anchor-contract`;
         if (anchoringOff === undefined && (log.domain.network !== settings.network || log.domain.chainId !== settings.chainId))
             anchoringOff = `this data dir's log was started for network '${log.domain.network}' on chain ${log.domain.chainId}: use a data dir per network`;
+        const walletLock = new WalletLock();
         let anchorer: Anchorer | undefined;
         if (anchoringOff === undefined) {
             anchorer = new Anchorer({
-                ...chain, contract: contract!, log, wallet: wallet!, statePath: paths.anchorState,
+                ...chain, contract: contract!, log, wallet: wallet!, walletLock, statePath: paths.anchorState,
                 maxFeeGwei: settings.maxFeeGwei, intervalMs: settings.anchorInterval * 1000, confirmations: settings.confirmations
             });
             anchorer.on('anchored', (record) => onNotice('info', 'anchored the contribution log',
@@ -156,8 +163,12 @@ export class NodeLedger implements PeerProtocol {
         // Peers' logs: only the one asked for, within these bounds (docs/peer-protocol.md, "Ledger replication").
         const replication = new LedgerReplication({log, onNotice, limits: {maxRecords: settings.peerLogMaxRecords,
             maxBytes: settings.peerLogMaxBytes, maxTotalBytes: settings.peerLogsMaxBytes, bytesPerSecond: settings.peerLogRate}});
+        const storedPayment = await storedPaymentContract(settings.dataDir, settings.chainId);
+        const paymentAddress = settings.paymentContract ?? storedPayment?.address;
+        const paymentContract = paymentAddress === undefined ? undefined : {address: paymentAddress,
+            fromBlock: storedPayment?.address.toLowerCase() === paymentAddress.toLowerCase() ? storedPayment.blockNumber : 0};
         return new NodeLedger(log, replication, chain, settings.network, anchorer, anchoringOff, new Set([identity.id, ...settings.trustedPeers]),
-            wallet === undefined ? {missing: walletMissing ?? NO_WALLET} : {wallet}, settings.maxFeeGwei);
+            wallet === undefined ? {missing: walletMissing ?? NO_WALLET} : {wallet}, settings.maxFeeGwei, walletLock, paymentContract);
     }
 
     /**
@@ -195,6 +206,11 @@ export class NodeLedger implements PeerProtocol {
         return this.wallet;
     }
 
+    /** The lock every transaction of that wallet is signed and sent under (ledger/wallet-lock.ts); the payments take it too. */
+    walletLock() {
+        return this.lock;
+    }
+
     async anchorNow(): Promise<AnchorOutcome> {
         if (this.anchorer === undefined)
             throw LedgerError.notConfigured(`anchoring is off: ${this.anchoringOff}`);
@@ -213,7 +229,7 @@ export class NodeLedger implements PeerProtocol {
             throw LedgerError.notConfigured(`no wallet to pay for the revocation: ${this.wallet.missing}`);
         if (contract === undefined)
             throw LedgerError.notConfigured(`no anchoring contract for chain ${this.chain.chainId}: nothing can have been authorized; pass --anchor-contract`);
-        const revoked = await revokeWallet({...this.chain, contract, maxFeeGwei: this.maxFeeGwei, miningTimeoutMs: MINING_TIMEOUT_MS},
+        const revoked = await revokeWallet({...this.chain, contract, maxFeeGwei: this.maxFeeGwei, miningTimeoutMs: MINING_TIMEOUT_MS, walletLock: this.lock},
             this.log, this.wallet.wallet, wallet);
         // This node's own wallet: its anchorer stops now rather than at its next attempt (`ledger show` says why).
         if (this.anchorer !== undefined && revoked[0]!.wallet === this.wallet.wallet.address)
@@ -224,7 +240,9 @@ export class NodeLedger implements PeerProtocol {
     /**
      * Verifies this node's log, or the log `core` of another node: replicated from a peer that has it while the node
      * runs, or as far as it was replicated before when it does not (`online` false). A copy behind its latest anchor
-     * is updated once more before it is reported as behind (docs/architecture.md, "Verification").
+     * is updated once more before it is reported as behind (docs/architecture.md, "Verification"). This node's own log
+     * is checked against the payment contract's `Redeemed` events paid to its wallet too (its `payments` part,
+     * "Settlement"), when both are configured.
      */
     async verify(core?: string, {online = true}: {online?: boolean} = {}): Promise<VerifyReport> {
         const {contract} = this.chain;
@@ -238,8 +256,10 @@ export class NodeLedger implements PeerProtocol {
             return header === null ? {anchors: [], authorizations: []}
                 : readAnchorEvents({...this.chain, contract}, {core: key, owner: header.owner, network: header.network});
         };
-        if (key === this.log.key)
-            return verifyLog(this.log.hypercore, await readChain(this.log.hypercore), {domain, witnesses: this.witnesses});
+        if (key === this.log.key) {
+            const redeems = await this.ownRedeems();
+            return verifyLog(this.log.hypercore, await readChain(this.log.hypercore), {domain, witnesses: this.witnesses, ...(redeems !== undefined && {redeems})});
+        }
         const remote = await this.replication.open(key, {online});
         try {
             if (remote.length === 0 || remote.contiguousLength < remote.length)
@@ -252,6 +272,19 @@ export class NodeLedger implements PeerProtocol {
         } finally {
             await remote.close();
         }
+    }
+
+    /**
+     * The payment contract's `Redeemed` events paid to this node's wallet, up to the confirmation depth; undefined
+     * (not checked) without a wallet or a payment contract. Read by payee: a redeem recorded while the node had
+     * another wallet is not among them.
+     */
+    private async ownRedeems() {
+        if ('missing' in this.wallet || this.paymentContract === undefined)
+            return undefined;
+        const {rpcUrl, chainId, confirmations, pageBlocks} = this.chain;
+        return readRedeemedEvents({rpcUrl, chainId, confirmations, pageBlocks, contract: this.paymentContract.address, fromBlock: this.paymentContract.fromBlock},
+            {payee: this.wallet.wallet.address});
     }
 
     describe() {

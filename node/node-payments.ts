@@ -20,6 +20,7 @@ import {dogeToWei, jobCostWei, priceWeiPerMillion, weiToDoge} from '../ledger/pa
 import {Redeemer} from '../ledger/payments/redeemer.js';
 import {parseVoucher, signVoucher, verifyVoucher, voucherJson, type VoucherDomain} from '../ledger/payments/vouchers.js';
 import {bindWallet, boundWallet} from '../ledger/payments/wallet-binding.js';
+import {WalletLock} from '../ledger/wallet-lock.js';
 import type {WalletBinding} from '../core/wallet-binding-schema.js';
 import {chainProvider, shortReason} from '../ledger/anchor/chain.js';
 import type {JobPayment, ProviderPayments, RequesterPayments, WireVoucher} from '../inference/remote/jobs/job-payments.js';
@@ -49,6 +50,8 @@ export interface NodePaymentsOptions {
     wallet: {wallet: Wallet} | {missing: string},
     /** The payment contract: `--payment-contract`, else the one `ledger deploy` stored. */
     contract: string | undefined,
+    /** The wallet's lock (`NodeLedger.walletLock()`), shared with anchoring; defaults to one of these payments' own. */
+    walletLock?: WalletLock,
     /** What a connected peer announced. */
     peerCapabilities: (peerId: string) => Capabilities | undefined,
     onNotice: (level: 'info' | 'warn', message: string, fields?: object) => void
@@ -82,7 +85,8 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
         this.autoDeposited = BigInt(saved.autoDeposited);
         if (this.offReason === null && 'wallet' in wallet) {
             this.wallet = wallet.wallet;
-            this.chain = {rpcUrl: settings.chainRpc, chainId: settings.chainId, contract: getAddress(contract!)};
+            // The wallet's lock rides with the settings into every channel call and the Redeemer (ledger/wallet-lock.ts).
+            this.chain = {rpcUrl: settings.chainRpc, chainId: settings.chainId, contract: getAddress(contract!), walletLock: options.walletLock ?? new WalletLock()};
             this.domain = {chainId: settings.chainId, contract: getAddress(contract!)};
             this.payee = new PayeeBook(wallet.wallet.address, VOUCHER_GRACE_MS, saved.payee as SavedPayeeChannel[]);
             this.ownBinding = bindWallet(identity, wallet.wallet, contract!, {network: settings.network, chainId: settings.chainId});
@@ -282,7 +286,7 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
                     this.payee!.refresh(state);
             }
             const before = channel.voucher?.amount ?? 0n;
-            problem = this.payee!.voucher(peerId, voucher);
+            problem = this.payee!.voucher(peerId, voucher, key);
             if ((channel.voucher?.amount ?? 0n) > before) {
                 await this.save();
                 await this.options.log.append({version: LEDGER_RECORD_VERSION, type: 'voucher', at: new Date().toISOString(), peer: peerId, jobId: key,

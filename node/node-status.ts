@@ -11,6 +11,8 @@ const count = z.number().int().nonnegative();
 const nodeId = z.string().regex(/^[0-9a-f]{64}$/);
 /** An amount of DOGE in decimals (`formatEther` of wei): `12.5`, `0.0`. */
 const doge = z.string().regex(/^\d+\.\d+$/);
+/** An amount in wei, in decimals. */
+const wei = z.string().regex(/^\d+$/);
 
 /** `GET /api/node` */
 export const nodeStatusSchema = z.object({
@@ -191,7 +193,20 @@ export const verifyReportSchema = z.object({
     anchorsIgnored: count,
     canonicalCore: z.string().nullable(),
     problems: z.array(z.string()),
-    warnings: z.array(z.string())
+    warnings: z.array(z.string()),
+    /**
+     * The log's vouchers received and redeems, and what the chain's `Redeemed` events to this node's wallet bear out
+     * (null: not read, e.g. no wallet or payment contract, or another node's log); amounts in wei (docs/architecture.md, "Settlement").
+     */
+    payments: z.object({
+        vouchers: count,
+        channels: z.record(z.string(), wei),
+        vouchedTotal: wei,
+        redeems: count,
+        paidTotal: wei,
+        redeemsConfirmed: count.nullable(),
+        chainPaidTotal: wei.nullable()
+    })
 });
 
 /** One pipeline this node coordinates (docs/architecture.md, "Sharding"). */

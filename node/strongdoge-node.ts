@@ -235,6 +235,7 @@ export class StrongdogeNode {
         this.capabilities.setLedgerCore(this.ledger.log.key);
         // Before the swarm starts: no job arrives before the node knows its price is payable.
         this.payments = await NodePayments.open({settings: this.settings, identity: this.identity, log: this.ledger.log, wallet: this.ledger.paymentWallet(),
+            walletLock: this.ledger.walletLock(),
             contract: this.settings.paymentContract ?? (await storedPaymentContract(this.settings.dataDir, this.settings.chainId))?.address,
             peerCapabilities: (peerId) => this.swarm?.peer(peerId)?.capabilities,
             onNotice: (level, message, fields) => this.logger[level](fields ?? {}, message)});

@@ -76,14 +76,22 @@ function showText(ledger: LedgerStatus) {
     return [...lines.map(([key, value]) => `${key!.padEnd(10)}${value}`), ...(recent.length > 0 ? ['recent:', ...recent] : [])].join('\n');
 }
 
-function verifyText(report: VerifyReportStatus) {
+/** Earnings in the log against the chain's `Redeemed` events (docs/architecture.md, "Settlement"). */
+function paymentsLine({vouchers, vouchedTotal, redeems, paidTotal, chainPaidTotal}: VerifyReportStatus['payments']) {
+    return `payments: ${vouchers} vouchers received (${formatEther(BigInt(vouchedTotal))} DOGE), ${redeems} redeems (${formatEther(BigInt(paidTotal))} DOGE),`
+        + ` on chain ${chainPaidTotal === null ? 'not checked' : `${formatEther(BigInt(chainPaidTotal))} DOGE`}`;
+}
+
+/** What `ledger verify` prints without `--json`. */
+export function verifyText(report: VerifyReportStatus) {
     const warnings = report.warnings.map((warning) => `  note: ${warning}`);
     if (report.problems.length === 0)
         return [`OK: log ${report.core} of ${report.owner}: ${report.length} records, ${report.anchorsChecked} anchors match, ${report.tally?.points ?? 0} points`
             + ` (${report.tally?.witnessedPoints ?? 0} for this node or peers it trusts, the rest bare claims)`
             + ` (${report.anchoredTally?.points ?? 0} anchored in the first ${report.anchoredLength} records, ${report.unanchoredTally?.points ?? 0} not anchored yet)`,
-        ...warnings].join('\n');
-    return [`FAILED: log ${report.core}: ${report.problems[0]}`, ...report.problems.slice(1).map((problem) => `  also: ${problem}`), ...warnings].join('\n');
+        paymentsLine(report.payments), ...warnings].join('\n');
+    return [`FAILED: log ${report.core}: ${report.problems[0]}`, ...report.problems.slice(1).map((problem) => `  also: ${problem}`),
+        paymentsLine(report.payments), ...warnings].join('\n');
 }
 
 function anchorText(outcome: AnchorOutcomeStatus) {

@@ -3,15 +3,16 @@
  * and sent by ledger/chain-transactions.ts (docs/architecture.md, "Anchoring", steps 3 to 5). What is saved when is
  * the anchorer's business.
  */
-import {Contract, type JsonRpcProvider, type Wallet} from 'ethers';
-import {type ConfirmationSettings, sendPending, type SigningSettings, signWithinCap} from '../chain-transactions.js';
+import {Contract, type ContractTransaction, type JsonRpcProvider, type Wallet} from 'ethers';
+import {broadcast, type ConfirmationSettings, sendPending, type SigningSettings, signWithinCap} from '../chain-transactions.js';
 import {contributionAnchorAbi} from '../generated/contribution-anchor.js';
 import {LedgerError} from '../ledger-error.js';
+import {type WalletLockOption, walletLockOf} from '../wallet-lock.js';
 import type {PendingAnchor} from './anchor-state.js';
 
 export type {ConfirmationSettings} from '../chain-transactions.js';
 
-export interface TransactionSettings extends SigningSettings {
+export interface TransactionSettings extends SigningSettings, WalletLockOption {
     /** The anchoring contract's address. */
     contract: string
 }
@@ -34,7 +35,7 @@ export async function publishAuthorization(provider: JsonRpcProvider, wallet: Wa
     {owner, core, validUntil, signature}: OwnerStatement) {
     const contract = new Contract(settings.contract, contributionAnchorAbi, wallet);
     const populated = await contract.authorize!.populateTransaction(`0x${owner}`, `0x${core}`, validUntil, `0x${signature}`);
-    return sendAndConfirm(provider, await signWithinCap(provider, wallet, populated, settings), settings, 'the authorization of this wallet');
+    return sendAndConfirm(provider, wallet, populated, settings, 'the authorization of this wallet');
 }
 
 /** Publishes the owner's revocation of `statement.wallet`'s authorization, sent by `wallet` (any wallet), and waits until it is confirmed. */
@@ -42,10 +43,17 @@ export async function publishRevocation(provider: JsonRpcProvider, wallet: Walle
     {owner, core, wallet: revoked, validUntil, signature}: OwnerStatement) {
     const contract = new Contract(settings.contract, contributionAnchorAbi, wallet);
     const populated = await contract.revoke!.populateTransaction(`0x${owner}`, `0x${core}`, revoked, validUntil, `0x${signature}`);
-    return sendAndConfirm(provider, await signWithinCap(provider, wallet, populated, settings), settings, 'the revocation');
+    return sendAndConfirm(provider, wallet, populated, settings, 'the revocation');
 }
 
-async function sendAndConfirm(provider: JsonRpcProvider, signed: {rawTx: string, txHash: string}, settings: ConfirmationSettings, what: string) {
+/** Signs and broadcasts `populated` under the wallet's lock (ledger/wallet-lock.ts), then waits, without it, until it is confirmed. */
+async function sendAndConfirm(provider: JsonRpcProvider, wallet: Wallet, populated: ContractTransaction, settings: TransactionSettings & ConfirmationSettings,
+    what: string) {
+    const signed = await walletLockOf(settings).run(async () => {
+        const transaction = await signWithinCap(provider, wallet, populated, settings);
+        await broadcast(provider, transaction);
+        return transaction;
+    });
     const receipt = await sendPending(provider, signed, settings);
     if (receipt === null)
         throw LedgerError.chainUnavailable(`${what} (transaction ${signed.txHash}) is not confirmed yet`);

@@ -49,7 +49,8 @@ export async function revocableAuthorizations(provider: JsonRpcProvider, setting
 
 /**
  * Revokes every authorization of `wallet` for `log` that can still make an anchor count, one transaction each sent
- * by `payer` and awaited to the confirmation depth; NOTHING_TO_REVOKE when there is none.
+ * by `payer` (signed and sent under `settings.walletLock`, the payer's: ledger/wallet-lock.ts) and awaited to the
+ * confirmation depth; NOTHING_TO_REVOKE when there is none.
  */
 export async function revokeWallet(settings: RevocationSettings, log: ContributionLog, payer: Wallet, wallet: string): Promise<Revocation[]> {
     const revoked = walletAddress(wallet);

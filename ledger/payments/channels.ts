@@ -2,7 +2,7 @@
  * Calls on the payment channel contract (ledger/contracts/PaymentChannels.sol; docs/architecture.md, "Payments
  * (contract)"): deploy, read a channel, open and top up, redeem a voucher, request a close, withdraw. Each call checks
  * the chain id first (`withChain`), is estimated before it is sent, so a call the contract refuses costs no gas and is
- * CHANNEL_REFUSED naming the contract's error, and waits for its receipt. Not yet used by the node.
+ * CHANNEL_REFUSED naming the contract's error, and waits for its receipt.
  */
 import {AbiCoder, Contract, getAddress, hexlify, Interface, isHexString, type JsonRpcProvider, keccak256, randomBytes, type TransactionResponse, type Wallet, ZeroAddress} from 'ethers';
 import {setTimeout as sleep} from 'node:timers/promises';
@@ -10,12 +10,14 @@ import {paymentChannelsAbi, paymentChannelsBytecode} from '../generated/payment-
 import {type ChainSettings, deployContract, RECEIPT_POLL_MS, shortReason, withChain} from '../anchor/chain.js';
 import {LedgerError} from '../ledger-error.js';
 import {type SignedVoucher, type VoucherDomain, verifyVoucher} from './vouchers.js';
+import {type WalletLockOption, walletLockOf} from '../wallet-lock.js';
 
 /** How long a sent payment transaction may take to be mined before the call gives up (defaults to 2 minutes). */
 const MINING_TIMEOUT_MS = 120_000;
 const PAYMENT_CHANNELS = new Interface(paymentChannelsAbi);
 
-export interface PaymentSettings extends ChainSettings {
+/** `walletLock` is the sending wallet's, for the calls that send (open, deposit, redeem, requestClose, withdraw) and the Redeemer. */
+export interface PaymentSettings extends ChainSettings, WalletLockOption {
     /** The payment contract's address. */
     contract: string,
     /** How long to wait for a sent transaction's receipt; defaults to 2 minutes. */
@@ -135,8 +137,9 @@ async function call(provider: JsonRpcProvider, settings: PaymentSettings, wallet
     } catch (error) {
         throw refusal(error, method) ?? error;
     }
-    // Raised by a fifth: a transaction that runs out of gas still costs its fee.
-    const sent = await fn.send(...args, {value, gasLimit: gasLimit + gasLimit / 5n}) as TransactionResponse;
+    // Raised by a fifth: a transaction that runs out of gas still costs its fee. Signed at the wallet's next nonce and
+    // sent under its lock (ledger/wallet-lock.ts); the receipt is awaited without it.
+    const sent = await walletLockOf(settings).run(() => fn.send(...args, {value, gasLimit: gasLimit + gasLimit / 5n})) as TransactionResponse;
     const receipt = await receiptOf(provider, sent.hash, settings.miningTimeoutMs ?? MINING_TIMEOUT_MS);
     if (receipt.status !== 1)
         throw LedgerError.reverted(`the payment contract's ${method} (${sent.hash}) was mined but reverted`);

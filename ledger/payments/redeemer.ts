@@ -8,7 +8,7 @@ import {Contract, getAddress, Interface, type JsonRpcProvider, type TransactionR
 import {sharedRun} from '../../core/shared-run.js';
 import {AnchorSchedule} from '../anchor/anchor-schedule.js';
 import {shortReason, withChain} from '../anchor/chain.js';
-import {broadcast, sendPending, superseded, signWithinCap} from '../chain-transactions.js';
+import {sendPending, superseded, signWithinCap} from '../chain-transactions.js';
 import type {ContributionLog} from '../contribution-log.js';
 import {paymentChannelsAbi} from '../generated/payment-channels.js';
 import {LedgerError} from '../ledger-error.js';
@@ -16,6 +16,7 @@ import {LEDGER_RECORD_VERSION, type RedeemRecord} from '../records.js';
 import {type PaymentSettings, paymentDomain, readChannelOn, refusal} from './channels.js';
 import {type PendingRedeem, type RedeemState, RedeemStateFile} from './redeem-state.js';
 import {type SignedVoucher, verifyVoucher} from './vouchers.js';
+import {resendSaved, WalletLock} from '../wallet-lock.js';
 
 /** How long a sent redeem may take to be mined and confirmed before the attempt fails (and the same one is awaited again). */
 const MINING_TIMEOUT_MS = 120_000;
@@ -68,7 +69,7 @@ export interface RedeemerStatus {
  * `redeemNow`, and is retried with backoff (15 s, doubling, at most the interval: `AnchorSchedule`).
  */
 export class Redeemer extends EventEmitter<{redeemed: [record: RedeemRecord], failed: [error: LedgerError]}> {
-    private readonly options: RedeemerOptions & {miningTimeoutMs: number};
+    private readonly options: RedeemerOptions & {miningTimeoutMs: number, walletLock: WalletLock};
     private readonly stateFile: RedeemStateFile;
     private readonly schedule: AnchorSchedule;
     private readonly runs = new Map<string, Promise<RedeemRecord[]>>();
@@ -89,7 +90,7 @@ export class Redeemer extends EventEmitter<{redeemed: [record: RedeemRecord], fa
 
     constructor(options: RedeemerOptions) {
         super();
-        this.options = {...options, miningTimeoutMs: options.miningTimeoutMs ?? MINING_TIMEOUT_MS};
+        this.options = {...options, miningTimeoutMs: options.miningTimeoutMs ?? MINING_TIMEOUT_MS, walletLock: options.walletLock ?? new WalletLock()};
         this.stateFile = new RedeemStateFile(options.statePath);
         this.schedule = new AnchorSchedule({
             attempt: () => this.redeemNow(),
@@ -191,13 +192,24 @@ export class Redeemer extends EventEmitter<{redeemed: [record: RedeemRecord], fa
         this.loaded = true;
     }
 
-    /** One attempt, on a chain whose id was checked: what was left first, then a new batch. */
+    /**
+     * One attempt, on a chain whose id was checked: what was left first, then a new batch. Signing and sending are
+     * under the wallet's lock (ledger/wallet-lock.ts), awaiting the receipts is not.
+     */
     private async attemptOn(provider: JsonRpcProvider) {
+        const {walletLock} = this.options;
         await this.loadState();
         await this.forgetForeignPending(provider);
-        const records = await this.sendAndRecord(provider);
-        if (await this.signBatch(provider))
-            records.push(...await this.sendAndRecord(provider));
+        await walletLock.run(() => this.sendSaved(provider));
+        const records = await this.awaitAndRecord(provider);
+        const signed = await walletLock.run(async () => {
+            if (!await this.signBatch(provider))
+                return false;
+            await this.sendSaved(provider);
+            return true;
+        });
+        if (signed)
+            records.push(...await this.awaitAndRecord(provider));
         return records;
     }
 
@@ -273,15 +285,15 @@ export class Redeemer extends EventEmitter<{redeemed: [record: RedeemRecord], fa
         return signed.length > 0;
     }
 
-    /**
-     * Sends every saved redeem (again, if it was sent before or a reorganization dropped it), all of them first so that
-     * they are mined together, then awaits each until it is confirmed and records it.
-     */
-    private async sendAndRecord(provider: JsonRpcProvider) {
-        const records: RedeemRecord[] = [];
+    /** Sends every saved redeem not mined (again, if it was sent before or a reorganization dropped it), all of them first so that they are mined together. */
+    private async sendSaved(provider: JsonRpcProvider) {
         for (const pending of this.state.pending)
-            if (await provider.getTransactionReceipt(pending.txHash) === null)
-                await broadcast(provider, pending);
+            await resendSaved(provider, pending);
+    }
+
+    /** Awaits each saved redeem (sent by `sendSaved`) until it is confirmed, and records it. */
+    private async awaitAndRecord(provider: JsonRpcProvider) {
+        const records: RedeemRecord[] = [];
         for (const pending of [...this.state.pending]) {
             const receipt = await sendPending(provider, pending, this.options);
             if (receipt === null)
