@@ -765,3 +765,34 @@ test('PayerBook, random sequences: with costs within their worst cases nothing s
         }
     }
 });
+
+test('PayeeBook.voucher holds a voucher to the work up to its own job: one overtaken by later work is not short, and the grace runs from the oldest job left unpaid', (t) => {
+    const {book, payer, peer, state, voucher} = payeeFixture();
+    const now = 1_000_000;
+    t.is(book.admit(peer, payer.address, state, 'a', 1000n, now), undefined);
+    book.served('a', 100n, now);
+    t.is(book.admit(peer, payer.address, state, 'b', 1000n, now + 1), undefined);
+    book.served('b', 50n, now + 2);
+    // a's voucher arrives after b was served: it pays all of a, and b's is on its way.
+    t.is(book.voucher(peer, voucher(100n), 'a'), undefined);
+    t.like(book.get(state.channel), {short: false, unpaidSince: now + 2});
+    t.is(book.debt(peer, now + 2 + GRACE_MS), undefined);
+    t.regex(book.debt(peer, now + 3 + GRACE_MS) ?? '', /owes 0.00000000000000005 DOGE/);
+    t.is(book.voucher(peer, voucher(150n), 'b'), undefined);
+    t.like(book.get(state.channel), {short: false, unpaidSince: null});
+    // Out of order the other way: b's voucher first covers a too, and a's coming last is no replay.
+    book.admit(peer, payer.address, state, 'c', 1000n, now);
+    book.served('c', 10n, now);
+    book.admit(peer, payer.address, state, 'd', 1000n, now);
+    book.served('d', 20n, now);
+    t.is(book.voucher(peer, voucher(180n), 'd'), undefined);
+    t.is(book.voucher(peer, voucher(160n), 'c'), undefined);
+    t.is(book.debt(peer, now + 100 * GRACE_MS), undefined);
+    // A voucher short of its own job's work is debt at once.
+    book.admit(peer, payer.address, state, 'e', 1000n, now);
+    book.served('e', 10n, now);
+    book.admit(peer, payer.address, state, 'f', 1000n, now);
+    book.served('f', 10n, now);
+    t.regex(book.voucher(peer, voucher(185n), 'e') ?? '', /for work worth 0.00000000000000019 DOGE: 0.000000000000000005 DOGE short/);
+    t.regex(book.debt(peer, now) ?? '', /owes/);
+});

@@ -14,7 +14,16 @@ import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
 import {type EvmNode, startEvmNode} from '../harness/evm-node.js';
 import {fetchStatus} from '../harness/node-status.js';
 import {nodeIdOf, startTestnet, waitForPeers} from '../harness/swarm-fixture.js';
-import {deployPaymentContract, readChannel} from '../ledger/payments/channels.js';
+import crypto from 'hypercore-crypto';
+import {capabilitiesFixture} from '../harness/capabilities-fixture.js';
+import {JobRequester} from '../inference/remote/jobs/job-requester.js';
+import type {RequesterPayments, WireVoucher} from '../inference/remote/jobs/job-payments.js';
+import {JobsProtocol} from '../inference/remote/jobs/jobs-protocol.js';
+import {deployPaymentContract, openChannel, readChannel} from '../ledger/payments/channels.js';
+import {signVoucher, voucherJson} from '../ledger/payments/vouchers.js';
+import {bindWallet} from '../ledger/payments/wallet-binding.js';
+import {shortNodeId} from '../swarm/node-identity.js';
+import {SwarmNode} from '../swarm/swarm-node.js';
 import {paymentChannelsAbi} from '../ledger/generated/payment-channels.js';
 import {jobCostWei, priceWeiPerMillion, weiToDoge} from '../ledger/payments/pricing.js';
 import type {WalletActionStatus, WalletStatus} from '../node/node-status.js';
@@ -159,7 +168,7 @@ test.serial('wallet deposit opens a channel; 3 jobs are paid by vouchers with th
     const usages = [];
     for (const prompt of ['first paid job', 'second paid job', 'third']) {
         const reply = await complete(requester, prompt);
-        t.is(reply.status, 200, JSON.stringify(reply.body));
+        t.is(reply.status, 200, `${JSON.stringify(reply.body)}; provider: ${JSON.stringify(provider.daemon.logs.filter((line) => Number(line.level) >= 40).slice(-5))}`);
         usages.push(reply.body.usage!);
     }
     const total = costOf(usages);
@@ -207,6 +216,20 @@ test.serial('a budget below the price is a 402 over_budget, one at the price is 
     const node = await fetchStatus(provider.daemon, '/api/node') as {payments?: {earned: string, owed: string} | null};
     const own = await wallet(provider);
     t.like(node.payments, {earned: own.earned, owed: own.owed});
+});
+
+test.serial('jobs at once and back to back are all served and paid: vouchers overtaken by later jobs are not short', async (t) => {
+    const channel = (await wallet(requester)).paying[0]!.channel;
+    const replies = await Promise.all(['one', 'two', 'three', 'four'].map((prompt) => complete(requester, `at once ${prompt}`)));
+    for (let round = 0; round < 4; round++)
+        replies.push(await complete(requester, `back to back ${round}`));
+    for (const reply of replies)
+        t.is(reply.status, 200, JSON.stringify(reply.body));
+    await waitFor(async () => {
+        const entry = (await wallet(provider)).paidBy.find((item) => item.channel === channel)!;
+        return entry.vouched === entry.owed && entry.owed === (await wallet(requester)).paying.find((item) => item.channel === channel)!.paid;
+    }, 15_000);
+    t.false(provider.daemon.logs.some((line) => String(line.msg).includes('voucher does not pay')));
 });
 
 test.serial('--auto-deposit opens a channel as a job needs it, within its cap', async (t) => {
@@ -302,6 +325,116 @@ test.serial('SIGKILL of the provider between sending the redeem and recording it
     // Nothing left to redeem: the restarted node does not pay itself twice.
     t.deepEqual((await walletAction(provider, 'redeem')).transactions, []);
     await waitForPeers(requester.daemon, [provider.id], 30_000, (peers) => peers.every((peer) => peer.capabilities.models.some((model) => model.loaded)));
+});
+
+/** A hostile requester in this process: its own node key and wallet (bound), its own channel, and its own idea of paying. */
+async function hostileRequester(payments: (channel: string, payer: Wallet) => RequesterPayments | undefined, deposit = 20n * 10n ** 18n) {
+    const keyPair = crypto.keyPair();
+    const identity = {...keyPair, id: keyPair.publicKey.toString('hex'), shortId: shortNodeId(keyPair.publicKey)};
+    const payer = Wallet.createRandom();
+    await evm.send('hardhat_setBalance', [payer.address, '0x56bc75e2d63100000']);
+    const chain = {rpcUrl: evm.url, chainId: evm.chainId, contract};
+    const {channel} = await openChannel(chain, payer, provider.wallet.address, deposit);
+    const binding = bindWallet(identity, payer, contract, {network: 'public', chainId: evm.chainId});
+    const jobs = new JobsProtocol();
+    const swarm = new SwarmNode({identity, network: {name: 'public'}, software: '0.1.0', bootstrap: testnet.bootstrap,
+        capabilities: () => capabilitiesFixture({payment: binding})});
+    swarm.use(jobs);
+    const policy = payments(channel.toLowerCase(), payer);
+    const requester = new JobRequester({jobs, identity, domain: {network: 'public', chainId: evm.chainId}, ...(policy && {payments: policy})});
+    await swarm.start();
+    await waitFor(() => swarm.peer(provider.id)?.capabilities.payment !== undefined, 30_000);
+    cleanups.push(() => swarm.stop());
+    const generate = (prompt: string) => requester.generate(provider.id, {
+        kind: 'completion', model: 'demo', prompt, sampling: {temperature: 0, stop: [], maxTokens: 8, responseFormat: {type: 'text'}}
+    }, {onText: () => undefined, deadlines: {firstTokenMs: 30_000, tokenMs: 30_000}, tokenCap: 8,
+        model: {sha256: swarm.peer(provider.id)!.capabilities.models[0]?.sha256 ?? null, vouchedBytes: 0},
+        capabilities: swarm.peer(provider.id)!.capabilities});
+    return {payer, channel: channel.toLowerCase(), generate, stop: () => swarm.stop()};
+}
+
+/** Pays the first job honestly, then `second` decides the voucher of the second; the cost so far is what was paid honestly. */
+function payingPolicy(second: (honest: {channel: string, amount: bigint}, first: WireVoucher, payer: Wallet) => WireVoucher | undefined) {
+    return (channel: string, payer: Wallet): RequesterPayments => {
+        let signed = 0n;
+        let first: WireVoucher | undefined;
+        return {
+            cannotPay: () => undefined,
+            reserve: async () => ({channel, pricePerMillion: PRICE}),
+            pay: async (_peerId, _jobId, tokens) => {
+                signed += jobCostWei(tokens, PRICE_WEI);
+                const honest = voucherJson(signVoucher(payer.signingKey, {chainId: evm.chainId, contract}, {channel, amount: signed}));
+                if (first === undefined)
+                    return first = honest;
+                return second({channel, amount: signed}, first, payer);
+            },
+            release: () => undefined
+        };
+    };
+}
+
+const refusalOf = (promise: Promise<unknown>) => promise.then(() => 'served', (error: Error & {code?: string}) => `${error.code}: ${error.message}`);
+
+test.serial('a priced job without terms, on another\'s channel, or beyond its channel\'s deposit is refused with the reason', async (t) => {
+    const withoutTerms = await hostileRequester(() => undefined);
+    t.regex(await refusalOf(withoutTerms.generate('no terms')), /^payment_required: .*needs payment terms/);
+    const someoneElses = (await wallet(requester)).paying[0]!.channel;
+    const borrowed = await hostileRequester(() => ({cannotPay: () => undefined, reserve: async () => ({channel: someoneElses, pricePerMillion: PRICE}),
+        pay: async () => undefined, release: () => undefined}));
+    t.regex(await refusalOf(borrowed.generate('on another\'s channel')), /^payment_required: .*is not the wallet the requester announces/);
+    const drained = await hostileRequester((channel) => ({cannotPay: () => undefined, reserve: async () => ({channel, pricePerMillion: PRICE}),
+        pay: async () => undefined, release: () => undefined}), 10n ** 15n);
+    t.regex(await refusalOf(drained.generate('a drained channel')), /^payment_required: .*deposit leaves 0\.001 DOGE, less than this job's worst case/);
+    const cheap = await hostileRequester((channel) => ({cannotPay: () => undefined, reserve: async () => ({channel, pricePerMillion: PRICE / 2}),
+        pay: async () => undefined, release: () => undefined}));
+    t.regex(await refusalOf(cheap.generate('below the price')), /^payment_required: .*this node's price is 1000/);
+    for (const requesterNode of [withoutTerms, borrowed, drained, cheap])
+        await requesterNode.stop();
+});
+
+for (const [name, second, reason] of [
+    ['a voucher for another chain', (honest, _first, payer) => voucherJson(signVoucher(payer.signingKey, {chainId: 1, contract}, honest)), /not signed by its payer/],
+    ['a voucher for another contract', (honest, _first, payer) => voucherJson(signVoucher(payer.signingKey, {chainId: evm.chainId, contract: Wallet.createRandom().address}, honest)),
+        /not signed by its payer/],
+    ['a voucher with a bad signature', (honest) => voucherJson(signVoucher(Wallet.createRandom().signingKey, {chainId: evm.chainId, contract}, honest)), /not signed by its payer/],
+    ['the old voucher replayed', (_honest, first) => first, /not above the .* DOGE held already/],
+    ['no voucher at all', () => undefined, /came without a voucher/]
+] as [string, (honest: {channel: string, amount: bigint}, first: WireVoucher, payer: Wallet) => WireVoucher | undefined, RegExp][]) {
+    test.serial(`${name} with a job's receipt: refused with the reason, the requester gets no job until it pays, nothing paid twice or lost`, async (t) => {
+        const hostile = await hostileRequester(payingPolicy(second));
+        t.is(await refusalOf(hostile.generate('paid honestly')), 'served');
+        const logged = provider.daemon.logs.length;
+        t.is(await refusalOf(hostile.generate('paid badly')), 'served');
+        await waitFor(() => provider.daemon.logs.slice(logged).some((line) => String(line.msg).includes('voucher does not pay')), 15_000);
+        const warning = provider.daemon.logs.slice(logged).find((line) => String(line.msg).includes('voucher does not pay'))!;
+        t.regex(String(warning.reason), reason);
+        t.regex(await refusalOf(hostile.generate('one more')), /^payment_required: .*owes .* DOGE for jobs served/);
+        // The provider holds the honest voucher and redeems exactly it: the bad one pays nothing.
+        const held = (await wallet(provider)).paidBy.find((entry) => entry.channel === hostile.channel)!;
+        await walletAction(provider, 'redeem');
+        const state = (await readChannel({rpcUrl: evm.url, chainId: evm.chainId, contract}, hostile.channel))!;
+        t.is(weiToDoge(state.redeemed), held.vouched);
+        t.true(state.redeemed > 0n);
+        t.is((await redeemedEvents(hostile.channel)).length, 1);
+        await hostile.stop();
+    });
+}
+
+test.serial('a redeem of more than the payer signed reverts on chain', async (t) => {
+    const channel = (await wallet(requester)).paying[0]!.channel;
+    const state = (await readChannel({rpcUrl: evm.url, chainId: evm.chainId, contract}, channel))!;
+    // A voucher the payer signed for one wei above what was redeemed; the payee asks for one more.
+    const signed = signVoucher(requester.wallet.signingKey, {chainId: evm.chainId, contract}, {channel, amount: state.redeemed + 1n});
+    const chain = new JsonRpcProvider(evm.url, evm.chainId, {staticNetwork: true});
+    const payments = new Contract(contract, paymentChannelsAbi, new Wallet(evm.accounts[1]!, chain));
+    const redeem = (amount: bigint) => payments.getFunction('redeem').staticCall(channel, amount, signed.signature)
+        .then(() => 'paid', (failure: {data?: string}) => payments.interface.parseError(failure.data ?? '0x')?.name ?? 'unknown');
+    try {
+        t.is(await redeem(signed.amount + 1n), 'BadSignature');
+        t.is(await redeem(signed.amount), 'paid');
+    } finally {
+        chain.destroy();
+    }
 });
 
 test.serial('close, a redeem during the challenge period still pays, withdraw after it returns the rest', async (t) => {

@@ -24,8 +24,16 @@ export interface PayeeChannel {
     /** Since when (ms) work served was not covered by a voucher, or null while it is. */
     unpaidSince: number | null,
     /** A voucher came short (or stale): the debt counts at once, not after the grace. */
-    short: boolean
+    short: boolean,
+    /**
+     * Work served that no voucher covers yet, oldest first: what was owed once each was served, and when. A voucher
+     * is held to the work up to its own job's, not to later work whose vouchers are still on their way.
+     */
+    uncovered: {key: string, owedAfter: bigint, at: number}[]
 }
+
+/** Uncovered work kept per channel: a requester that stops paying is refused after the grace, long before this. */
+const MAX_UNCOVERED = 1024;
 
 /** The part of a channel kept across restarts. */
 export interface SavedPayeeChannel {
@@ -43,7 +51,7 @@ export class PayeeBook {
             this.channels.set(entry.channel, {
                 channel: entry.channel, peer: entry.peer, payer: entry.payer, deposited: 0n, redeemed: 0n, closesAt: 0,
                 voucher: entry.voucher === null ? null : {channel: entry.channel, amount: BigInt(entry.voucher.amount), signature: entry.voucher.signature},
-                owed: BigInt(entry.owed), unpaidSince: null, short: false
+                owed: BigInt(entry.owed), unpaidSince: null, short: false, uncovered: []
             });
         for (const channel of this.channels.values())
             if (channel.owed > (channel.voucher?.amount ?? 0n))
@@ -92,6 +100,9 @@ export class PayeeBook {
         channel.owed += cost;
         if (channel.owed > (channel.voucher?.amount ?? 0n))
             channel.unpaidSince ??= now;
+        channel.uncovered.push({key: jobId, owedAfter: channel.owed, at: now});
+        if (channel.uncovered.length > MAX_UNCOVERED)
+            channel.uncovered.shift();
     }
 
     /** Whether a job is held on a channel (it was admitted as priced). */
@@ -100,10 +111,11 @@ export class PayeeBook {
     }
 
     /**
-     * A voucher `peer` sent (its signature already checked against the channel's payer): why it does not pay what
-     * the channel owes, or undefined once it does. A higher voucher is kept even when it comes short.
+     * A voucher `peer` sent (its signature already checked against the channel's payer) with the receipt of `key`:
+     * why it does not pay the work up to that job's, or undefined once it does (without `key`: all work served). A
+     * higher voucher is kept even when it comes short.
      */
-    voucher(peer: string, voucher: SignedVoucher): string | undefined {
+    voucher(peer: string, voucher: SignedVoucher, key?: string): string | undefined {
         const channel = this.channels.get(voucher.channel);
         if (channel === undefined || channel.peer !== peer)
             return `a voucher for channel ${voucher.channel}, which this peer never paid this node through`;
@@ -114,21 +126,28 @@ export class PayeeBook {
             return `a voucher of ${weiToDoge(voucher.amount)} DOGE, beyond the channel's deposit of ${weiToDoge(channel.deposited)} DOGE`;
         }
         const held = channel.voucher?.amount ?? 0n;
+        // What this voucher must reach: the work up to its own job's. A job covered already (by a later voucher that
+        // came first) needs nothing more; one never seen (a restart) needs all that is owed.
+        const job = key === undefined ? undefined : channel.uncovered.find((entry) => entry.key === key);
+        const required = job?.owedAfter ?? (key !== undefined && channel.owed <= held ? held : channel.owed);
         if (voucher.amount <= held) {
-            if (channel.owed > held)
-                channel.short = true;
-            return channel.owed > held
-                ? `a voucher of ${weiToDoge(voucher.amount)} DOGE, not above the ${weiToDoge(held)} DOGE held already: it pays nothing of the ${weiToDoge(channel.owed - held)} DOGE owed`
-                : undefined;
+            if (required <= held)
+                return undefined;
+            channel.short = true;
+            return `a voucher of ${weiToDoge(voucher.amount)} DOGE, not above the ${weiToDoge(held)} DOGE held already: it pays nothing of the ${weiToDoge(required - held)} DOGE owed`;
         }
         channel.voucher = voucher;
-        if (voucher.amount >= channel.owed) {
-            channel.unpaidSince = null;
-            channel.short = false;
+        channel.uncovered = channel.uncovered.filter((entry) => entry.owedAfter > voucher.amount);
+        if (voucher.amount >= required) {
+            if (channel.uncovered.length === 0 || voucher.amount >= channel.owed) {
+                channel.short = false;
+                channel.uncovered = [];
+            }
+            channel.unpaidSince = voucher.amount >= channel.owed ? null : channel.uncovered[0]?.at ?? channel.unpaidSince;
             return undefined;
         }
         channel.short = true;
-        return `a voucher of ${weiToDoge(voucher.amount)} DOGE for work worth ${weiToDoge(channel.owed)} DOGE: ${weiToDoge(channel.owed - voucher.amount)} DOGE short`;
+        return `a voucher of ${weiToDoge(voucher.amount)} DOGE for work worth ${weiToDoge(required)} DOGE: ${weiToDoge(required - voucher.amount)} DOGE short`;
     }
 
     /** A job whose receipt came without a voucher although it cost something: the debt counts at once. */
@@ -173,7 +192,7 @@ export class PayeeBook {
         let channel = this.channels.get(state.channel);
         if (channel === undefined) {
             channel = {channel: state.channel, peer, payer: getAddress(state.payer), deposited: 0n, redeemed: 0n, closesAt: 0, voucher: null, owed: 0n,
-                unpaidSince: null, short: false};
+                unpaidSince: null, short: false, uncovered: []};
             this.channels.set(state.channel, channel);
         }
         this.refresh(state);
