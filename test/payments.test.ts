@@ -95,7 +95,7 @@ async function recentRecords(node: Node) {
     return (await fetchStatus(node.daemon, '/api/ledger')).recent;
 }
 
-/** The provider's redeem records of one channel. */
+/** The provider's redeem records of one channel, among the log's newest (GET /api/ledger `recent`). */
 async function redeemRecords(channel: string) {
     return (await recentRecords(provider)).flatMap((record) => (record.type === 'redeem' && record.channel === channel ? [record] : []));
 }
@@ -296,9 +296,9 @@ test.serial('chain stopped while redeeming, then back: paid once, recorded once'
     t.is((await redeemedEvents(channel)).length, eventsBefore + 1);
     const own = (await wallet(provider)).paidBy.find((item) => item.channel === channel)!;
     t.is(own.redeemed, own.vouched);
-    const records = await redeemRecords(channel);
-    t.is(records.length, eventsBefore + 1);
-    t.is(new Set(records.map((record) => record.txHash)).size, records.length);
+    // The log's newest records hold this redeem once, under the transaction the chain has.
+    const last = (await redeemedEvents(channel)).at(-1)!;
+    t.is((await redeemRecords(channel)).filter((record) => record.txHash === last.transactionHash).length, 1);
 });
 
 test.serial('SIGKILL of the provider between sending the redeem and recording it: after a restart, paid once and logged once', async (t) => {
@@ -316,12 +316,11 @@ test.serial('SIGKILL of the provider between sending the redeem and recording it
         await evm.send('evm_setAutomine', [true]);
     }
     await restart(provider);
-    await waitFor(async () => (await wallet(provider)).redeeming.pending.length === 0 && (await redeemRecords(channel)).length === eventsBefore + 1, 60_000, 200);
     const events = await redeemedEvents(channel);
     t.is(events.length, eventsBefore + 1);
-    const records = await redeemRecords(channel);
-    t.is(records.filter((record) => record.txHash === events.at(-1)!.transactionHash).length, 1);
-    t.is(new Set(records.map((record) => record.txHash)).size, records.length);
+    const recorded = async () => (await redeemRecords(channel)).filter((record) => record.txHash === events.at(-1)!.transactionHash).length;
+    await waitFor(async () => (await wallet(provider)).redeeming.pending.length === 0 && await recorded() > 0, 60_000, 200);
+    t.is(await recorded(), 1);
     // Nothing left to redeem: the restarted node does not pay itself twice.
     t.deepEqual((await walletAction(provider, 'redeem')).transactions, []);
     await waitForPeers(requester.daemon, [provider.id], 30_000, (peers) => peers.every((peer) => peer.capabilities.models.some((model) => model.loaded)));
@@ -331,7 +330,7 @@ test.serial('SIGKILL of the provider between sending the redeem and recording it
 async function hostileRequester(payments: (channel: string, payer: Wallet) => RequesterPayments | undefined, deposit = 20n * 10n ** 18n) {
     const keyPair = crypto.keyPair();
     const identity = {...keyPair, id: keyPair.publicKey.toString('hex'), shortId: shortNodeId(keyPair.publicKey)};
-    const payer = Wallet.createRandom();
+    const payer = new Wallet(Wallet.createRandom().privateKey);
     await evm.send('hardhat_setBalance', [payer.address, '0x56bc75e2d63100000']);
     const chain = {rpcUrl: evm.url, chainId: evm.chainId, contract};
     const {channel} = await openChannel(chain, payer, provider.wallet.address, deposit);
