@@ -363,8 +363,10 @@ function payingPolicy(second: (honest: {channel: string, amount: bigint}, first:
             pay: async (_peerId, _jobId, tokens) => {
                 signed += jobCostWei(tokens, PRICE_WEI);
                 const honest = voucherJson(signVoucher(payer.signingKey, {chainId: evm.chainId, contract}, {channel, amount: signed}));
-                if (first === undefined)
-                    return first = honest;
+                if (first === undefined) {
+                    first = honest;
+                    return honest;
+                }
                 return second({channel, amount: signed}, first, payer);
             },
             release: () => undefined
