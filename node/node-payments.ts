@@ -169,7 +169,7 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
             return undefined;
         if (this.autoDepositLeft() >= worst - (channel === undefined ? 0n : this.payer.left(channel)))
             return undefined;
-        return `no channel to it with ${weiToDoge(worst)} DOGE left for this job (${channel === undefined ? 'no channel' : `${weiToDoge(this.payer.left(channel))} DOGE left`}): `
+        return `no channel to it with ${weiToDoge(worst)} DOGE left for this work (${channel === undefined ? 'no channel' : `${weiToDoge(this.payer.left(channel))} DOGE left`}): `
             + `run \`strongdoge wallet deposit ${peerId.slice(0, 16)}… <DOGE>\` or set --auto-deposit`;
     }
 
@@ -185,7 +185,7 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
             channel = this.payer.channelTo(binding.wallet);
         }
         if (channel === undefined || !this.payer.reserve(key, channel.channel, worst))
-            throw LedgerError.channelRefused(`no channel to ${binding.wallet} covers this job's ${weiToDoge(worst)} DOGE`);
+            throw LedgerError.channelRefused(`no channel to ${binding.wallet} covers this work's ${weiToDoge(worst)} DOGE`);
         return channel.channel;
     }
 
@@ -519,7 +519,7 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
         const left = this.autoDepositLeft();
         const amount = (need > share ? need : share) < left ? (need > share ? need : share) : left;
         if (amount < need || amount === 0n)
-            throw LedgerError.channelRefused(`--auto-deposit has ${weiToDoge(left)} DOGE left, less than the ${weiToDoge(need)} DOGE this job needs`);
+            throw LedgerError.channelRefused(`--auto-deposit has ${weiToDoge(left)} DOGE left, less than the ${weiToDoge(need)} DOGE this work needs`);
         const {wallet, chain} = this.on();
         const work = (async () => {
             this.autoDeposited += amount;

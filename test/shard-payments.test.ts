@@ -303,7 +303,7 @@ test.serial('a session ends once the channel no longer covers its next window; t
     await waitFor(async () => await vouched(host, channel) === weiToDoge(stageCost(100) + stageCost(400)), 15_000, 50);
     const error = await t.throwsAsync(coordinator.protocol.openSession(host.node.id, REQUEST), {instanceOf: ShardSessionError});
     t.is(error.code, 'unpaid');
-    t.regex(error.message, /no channel to it with 2\.048 DOGE left for this job \(1\.975 DOGE left\)/);
+    t.regex(error.message, /no channel to it with 2\.048 DOGE left for this work \(1\.975 DOGE left\)/);
 });
 
 /** The payments' methods, bound, to override some of them. */
