@@ -22,6 +22,8 @@ for (const code of inferenceErrorCodes) {
         // The client's mistakes are 4xx; everything else is the server side's (a full queue says when to come back).
         if (fault === 'client')
             t.true(http.status >= 400 && http.status < 500 && http.type === 'invalid_request_error', String(http.status));
+        else if (code === 'payment_required') // no peer takes this node's payment: its wallet or deposit is the limit, as over_budget's
+            t.deepEqual([http.status, http.type], [402, 'invalid_request_error']);
         else if (code === 'queue_full')
             t.deepEqual([http.status, http.type, http.retryAfterSeconds], [429, 'rate_limit_error', undefined]);
         else
@@ -31,7 +33,7 @@ for (const code of inferenceErrorCodes) {
         // Anthropic's Messages API: its own type for each, and 529 for an overloaded server.
         const anthropic = http.toAnthropic();
         t.deepEqual(anthropic.body, {type: 'error', error: {type: anthropic.body.error.type, message: `failure ${code}`}});
-        const expected = code === 'model_not_found' ? [404, 'not_found_error'] : fault === 'client' ? [400, 'invalid_request_error']
+        const expected = code === 'model_not_found' ? [404, 'not_found_error'] : fault === 'client' || code === 'payment_required' ? [400, 'invalid_request_error']
             : code === 'queue_full' ? [429, 'rate_limit_error'] : http.status === 503 ? [529, 'overloaded_error'] : [500, 'api_error'];
         t.deepEqual([anthropic.status, anthropic.body.error.type], expected);
     });
@@ -39,7 +41,7 @@ for (const code of inferenceErrorCodes) {
 
 test('refusal codes are exactly the codes whose fault is a refusal', (t) => {
     t.deepEqual(refusalCodes, inferenceErrorCodes.filter((code) => faultOf(code) === 'refusal'));
-    t.deepEqual([...refusalCodes].sort(), ['busy', 'disabled', 'limit', 'model_unavailable', 'no_peer_available', 'queue_full']);
+    t.deepEqual([...refusalCodes].sort(), ['busy', 'disabled', 'limit', 'model_unavailable', 'no_peer_available', 'payment_required', 'queue_full']);
 });
 
 test('a code outside the closed set is a protocol violation on the wire', (t) => {
