@@ -32,7 +32,7 @@ export interface SignedTransaction {
 }
 
 /** The fee fields of a transaction within the cap, or FEE_TOO_HIGH. */
-async function feeFields(provider: JsonRpcProvider, maxFeeGwei: number) {
+export async function feeFields(provider: JsonRpcProvider, maxFeeGwei: number) {
     const fee = await provider.getFeeData();
     const perGas = fee.maxFeePerGas ?? fee.gasPrice;
     if (perGas === null)

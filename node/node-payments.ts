@@ -69,7 +69,7 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
     /** Priced jobs, by id, either side: the price (wei per million tokens) they run at. */
     private readonly prices = new LRUCache<string, bigint>({max: 8192});
     /** Priced work this node serves or served lately, by key: who pays, through which channel, and its cost once known. */
-    private readonly charges = new LRUCache<string, {peer: string, channel: string, cost: bigint | null}>({max: 8192});
+    private readonly charges = new LRUCache<string, {peer: string, channel: string, cost: bigint | null, charged: boolean}>({max: 8192});
     private readonly opening = new Map<string, Promise<void>>();
     private autoDeposited: bigint;
     private saving: Promise<void> = Promise.resolve();
@@ -86,7 +86,7 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
         if (this.offReason === null && 'wallet' in wallet) {
             this.wallet = wallet.wallet;
             // The wallet's lock rides with the settings into every channel call and the Redeemer (ledger/wallet-lock.ts).
-            this.chain = {rpcUrl: settings.chainRpc, chainId: settings.chainId, contract: getAddress(contract!), walletLock: options.walletLock ?? new WalletLock()};
+            this.chain = {rpcUrl: settings.chainRpc, chainId: settings.chainId, contract: getAddress(contract!), maxFeeGwei: settings.maxFeeGwei, walletLock: options.walletLock ?? new WalletLock()};
             this.domain = {chainId: settings.chainId, contract: getAddress(contract!)};
             this.payee = new PayeeBook(wallet.wallet.address, VOUCHER_GRACE_MS, saved.payee as SavedPayeeChannel[]);
             this.ownBinding = bindWallet(identity, wallet.wallet, contract!, {network: settings.network, chainId: settings.chainId});
@@ -247,18 +247,21 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
         if (refusal?.startsWith('the channel\'s deposit') === true || refusal?.startsWith('the payment channel named does not exist') === true)
             refusal = this.payee!.admit(peerId, binding.wallet, await this.channelState(channel, true), key, worst);
         if (refusal === undefined)
-            this.charges.set(key, {peer: peerId, channel, cost: null});
+            this.charges.set(key, {peer: peerId, channel, cost: null, charged: false});
         return refusal;
     }
 
-    /** `key` ended having served `cost` wei (0 without a result): the peer owes it. */
+    /**
+     * `key` ended having served `cost` wei (0 without a result): its worst case is freed, and the peer owes the cost
+     * once the receipt comes (`voucherFor`). Work whose receipt never comes is not charged: a requester that gave up
+     * before the answer reached it owes nothing, and one that keeps back receipts is refused by the receipt rules.
+     */
     servedWei(key: string, cost: bigint) {
         const charge = this.charges.get(key);
         if (charge === undefined)
             return;
         charge.cost = cost;
-        this.payee!.served(key, cost);
-        void this.save().catch((error: Error) => this.options.onNotice('warn', `cannot save the payment state: ${error.message}`));
+        this.payee!.served(key, 0n);
     }
 
     /** The voucher that came with `key`'s receipt: why it does not pay, or undefined once it is kept (state file, log). */
@@ -267,6 +270,12 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
         if (charge === undefined || charge.peer !== peerId || charge.cost === null)
             return undefined; // free work: a voucher with it pays for nothing
         const {cost} = charge;
+        // Charged once, with its receipt (a receipt sent again brings its voucher again).
+        if (!charge.charged) {
+            charge.charged = true;
+            this.payee!.charge(charge.channel, key, cost);
+            void this.save().catch((error: Error) => this.options.onNotice('warn', `cannot save the payment state: ${error.message}`));
+        }
         if (wire === undefined) {
             if (cost === 0n)
                 return undefined;
@@ -383,7 +392,7 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
         this.on();
         const records = await this.redeemer!.redeemNow();
         return {transactions: records.map((record) => ({action: 'redeem' as const, channel: record.channel, txHash: record.txHash,
-            amount: weiToDoge(BigInt(record.paid)), gasUsed: 0}))};
+            amount: weiToDoge(BigInt(record.paid)), gasUsed: null}))};
     }
 
     /** Asks to close every open channel to the peer: after the challenge period, `withdraw` returns what was not redeemed. */
@@ -413,8 +422,11 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
             const before = await this.refreshPayer(channel.channel);
             const outcome = await withdrawFromChannel(chain, wallet, channel.channel);
             await this.refreshPayer(channel.channel);
+            const returned = before === null ? 0n : before.deposited - before.redeemed;
+            // What comes back may be deposited on this node's own again (--auto-deposit caps what is out at once).
+            this.autoDeposited = this.autoDeposited > returned ? this.autoDeposited - returned : 0n;
             transactions.push({action: 'withdraw' as const, channel: channel.channel, txHash: outcome.txHash,
-                amount: before === null ? null : weiToDoge(before.deposited - before.redeemed), gasUsed: Number(outcome.gasUsed)});
+                amount: before === null ? null : weiToDoge(returned), gasUsed: Number(outcome.gasUsed)});
         }
         await this.save();
         return {transactions};

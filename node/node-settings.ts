@@ -146,18 +146,19 @@ export const nodeSettingDeclarations = {
     anchorInterval: setting(integer(60, 7 * 24 * 3600), {default: 3600, argument: '<seconds>', group: 'ledger',
         description: 'anchor this often when the log grew', note: 'only when the log grew'}),
     maxFeeGwei: setting(z.coerce.number().positive().max(1_000_000), {default: 500, argument: '<n>', group: 'ledger',
-        description: 'most an anchor may pay per gas', note: 'most an anchor pays per gas'}),
+        description: 'most an anchor, a redeem or a channel call may pay per gas', note: 'most a transaction pays per gas'}),
     paymentContract: setting(z.string().regex(/^0x[0-9a-fA-F]{40}$/, 'expected a 0x address'), {defaultText: 'the one `ledger deploy` stored',
         argument: '<address>', group: 'ledger', description: 'the payment channel contract a network pays through', note: 'where peers are paid'}),
     autoDeposit: setting(z.coerce.number().nonnegative().max(1e12), {defaultText: 'off', argument: '<DOGE>', group: 'ledger',
         description: 'open and top up payment channels to priced peers as jobs need them, depositing at most this much DOGE in all',
         note: 'most deposited in channels on this node\'s own'}),
-    redeemInterval: setting(integer(1, 30 * 24 * 3600), {default: 3600, argument: '<seconds>', group: 'ledger',
-        description: 'redeem the vouchers peers paid with this often', note: 'redeems vouchers in one batch'}),
+    redeemInterval: setting(integer(1, 12 * 3600), {default: 3600, argument: '<seconds>', group: 'ledger',
+        description: 'redeem the vouchers peers paid with this often (at most 12 h: a payer that asks to close leaves 24 h to redeem)',
+        note: 'redeems vouchers in one batch; at most 12 h'}),
     redeemThreshold: setting(z.coerce.number().nonnegative().max(1e12), {default: 10, argument: '<DOGE>', group: 'ledger',
         description: 'redeem at once when peers owe this node more than this much DOGE in vouchers not redeemed', note: 'redeem at once above it'}),
     wallet: setting(z.string().min(1), {argument: '<keystore.json>', group: 'ledger',
-        description: 'encrypted JSON keystore paying for anchors, password in STRONGDOGE_WALLET_PASSWORD (or a key in STRONGDOGE_WALLET_KEY)',
+        description: 'encrypted JSON keystore of the wallet that anchors, pays peers and is paid, password in STRONGDOGE_WALLET_PASSWORD (or a key in STRONGDOGE_WALLET_KEY)',
         note: 'encrypted; password in `STRONGDOGE_WALLET_PASSWORD`'})
 };
 

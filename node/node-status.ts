@@ -294,7 +294,9 @@ export const walletStatusSchema = z.object({
 /** `POST /api/wallet/deposit|redeem|close|withdraw`: the transactions sent, each mined. */
 export const walletActionSchema = z.object({
     transactions: z.array(z.object({action: z.enum(['open', 'deposit', 'redeem', 'close', 'withdraw']), channel: channelId, txHash: z.string(),
-        amount: doge.nullable(), gasUsed: count}))
+        amount: doge.nullable(),
+        /** Gas the transaction used; null for a redeem (its record keeps the transaction, not its gas). */
+        gasUsed: count.nullable()}))
 });
 
 export type ClusterStatus = z.infer<typeof clusterStatusSchema>;

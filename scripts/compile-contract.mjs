@@ -12,7 +12,7 @@ const OUTPUT_DIR = `${ROOT}ledger/generated`;
 /** Each contract: its source, its name, the generated file and the prefix of the exported names. */
 const CONTRACTS = [
     {source: 'ledger/contracts/ContributionAnchor.sol', name: 'ContributionAnchor', output: 'contribution-anchor.ts', prefix: 'contributionAnchor'},
-    // docs/architecture.md, "Payments (contract)": not yet used by the node.
+    // docs/architecture.md, "Payments (contract)".
     {source: 'ledger/contracts/PaymentChannels.sol', name: 'PaymentChannels', output: 'payment-channels.ts', prefix: 'paymentChannels'}
 ];
 const OPTIMIZER = {enabled: true, runs: 200};

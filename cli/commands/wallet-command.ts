@@ -157,7 +157,7 @@ export function walletActionText({transactions}: WalletActionStatus, action: 'de
     if (transactions.length === 0)
         return action === 'redeem' ? 'nothing to redeem: no voucher held is above what was redeemed' : 'nothing was sent';
     return transactions.map(({action: done, amount, channel, txHash, gasUsed}) =>
-        `${ACTION_WORDS[done](amount === null ? 'nothing' : formatDoge(amount), channel)} (tx ${txHash}, ${gasUsed.toLocaleString('en-US')} gas)`).join('\n');
+        `${ACTION_WORDS[done](amount === null ? 'nothing' : formatDoge(amount), channel)} (tx ${txHash}${gasUsed === null ? '' : `, ${gasUsed.toLocaleString('en-US')} gas`})`).join('\n');
 }
 
 export function walletCommand() {

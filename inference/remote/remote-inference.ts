@@ -7,6 +7,7 @@ import {DeliveryPace} from './delivery-pace.js';
 import type {JobRequester, ReceiptModel, RemoteJobDeadlines} from './jobs/job-requester.js';
 import {explainNoPeer, rankPeers, type PeerCandidate} from './peer-ranking.js';
 import {shortPeerId} from '../../core/display.js';
+import type {Capabilities} from '../../swarm/capabilities.js';
 import type {RequesterPayments} from './jobs/job-payments.js';
 import {embeddingTokenBound, promptTokenBound} from './jobs/receipt-claims.js';
 
@@ -84,7 +85,9 @@ export class RemoteInference implements InferenceStrategy {
 
     async generate(request: GenerationRequest, options: GenerateOptions): Promise<GenerationResult> {
         const answer = new ResumableAnswer(request, options.onText);
-        const worst = request.countOnly === true ? 0 : promptTokenBound(request) + (request.sampling.maxTokens ?? MAX_TOKENS_WITHOUT_CAP);
+        // The most a peer may bill: the prompt's bound and the tokens asked for, else the peer's own cap (a count is free).
+        const worst = (capabilities: Capabilities) => request.countOnly === true ? 0
+            : promptTokenBound(request) + (request.sampling.maxTokens ?? capabilities.maxJobTokens ?? MAX_TOKENS_WITHOUT_CAP);
         return this.withPeers(request.model, options, worst, () => answer.resumed, async (peerId) => {
             const attempt = answer.attempt();
             const announced = this.swarm.peer(peerId)?.capabilities;
@@ -110,7 +113,8 @@ export class RemoteInference implements InferenceStrategy {
     }
 
     async embed(model: string, inputs: string[], options: EmbedOptions): Promise<EmbeddingResult> {
-        return this.withPeers(model, options, embeddingTokenBound(inputs), () => false, (peerId) => {
+        const worst = embeddingTokenBound(inputs);
+        return this.withPeers(model, options, () => worst, () => false, (peerId) => {
             const capabilities = this.swarm.peer(peerId)?.capabilities;
             return this.requester.embed(peerId, model, inputs, {signal: options.signal, deadlines: this.routing.deadlines, model: this.receiptModel(peerId, model),
                 ...(capabilities && {capabilities})});
@@ -118,7 +122,7 @@ export class RemoteInference implements InferenceStrategy {
     }
 
     /** Tries the best peers in turn, at most `maxAttempts`, and says clearly why none could serve. */
-    private async withPeers<T>(model: string, options: EmbedOptions, worstTokens: number, resumed: () => boolean,
+    private async withPeers<T>(model: string, options: EmbedOptions, worstTokens: (capabilities: Capabilities) => number, resumed: () => boolean,
         attempt: (peerId: string) => Promise<T>): Promise<T> {
         const maxPrice = options.maxPrice ?? this.routing.maxPrice;
         const tried = new Set<string>();
@@ -208,23 +212,23 @@ export class RemoteInference implements InferenceStrategy {
      * The connected peers; with `worstTokens`, only those this node can pay for a job that large (free ones, and
      * priced ones it holds or may open a channel to).
      */
-    private candidates(worstTokens?: number): PeerCandidate[] {
-        const payable = (peer: {id: string, capabilities: PeerCandidate['capabilities']}) => worstTokens === undefined || worstTokens === 0
+    private candidates(worstTokens?: (capabilities: Capabilities) => number): PeerCandidate[] {
+        const payable = (peer: {id: string, capabilities: Capabilities}) => worstTokens === undefined || worstTokens(peer.capabilities) === 0
             || (peer.capabilities.pricePerMillionTokens ?? 0) === 0
-            || (this.payments !== undefined && this.payments.cannotPay(peer.id, peer.capabilities, worstTokens) === undefined);
+            || (this.payments !== undefined && this.payments.cannotPay(peer.id, peer.capabilities, worstTokens(peer.capabilities)) === undefined);
         return this.swarm.peers().filter(payable).map((peer) => ({
             id: peer.id, successRate: peer.successRate, rttMs: peer.rtt.smoothedMs ?? null,
             deliveredTokensPerSecond: peer.deliveredTokensPerSecond, capabilities: peer.capabilities
         }));
     }
 
-    private noPeerError(model: string, maxPrice: number | undefined, worstTokens: number) {
+    private noPeerError(model: string, maxPrice: number | undefined, worstTokens: (capabilities: Capabilities) => number) {
         const {code, message} = explainNoPeer(this.candidates(), {model, ...(maxPrice !== undefined && {maxPrice})});
         if (code === 'over_budget')
             return InferenceError.overBudget(message);
         // Peers serve it within the budget, but none this node can pay: say why, as a 402.
         const unpaid = rankPeers(this.candidates(), {model, ...(maxPrice !== undefined && {maxPrice})})
-            .map((peer) => [peer.id, this.payments?.cannotPay(peer.id, peer.capabilities, worstTokens) ?? 'this node has no payment wallet'] as const);
+            .map((peer) => [peer.id, this.payments?.cannotPay(peer.id, peer.capabilities, worstTokens(peer.capabilities)) ?? 'this node has no payment wallet'] as const);
         if (unpaid.length > 0)
             return new InferenceError('payment_required', `model '${model}' is served by ${unpaid.length} priced peer(s) this node cannot pay: `
                 + unpaid.map(([id, reason]) => `${shortPeerId(id)}: ${reason}`).join('; '), {param: 'model'});

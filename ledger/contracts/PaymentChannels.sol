@@ -5,7 +5,7 @@ pragma solidity ^0.8.20;
  * @title PaymentChannels
  * @notice One-way payment channels in the chain's native coin (DOGE on Dogechain): a payer deposits into a channel to
  *         a payee, signs EIP-712 vouchers off chain, each carrying the cumulative amount owed, and the payee redeems
- *         the latest one whenever it likes (docs/architecture.md, "Payments (contract)"). Not yet used by the node.
+ *         the latest one whenever it likes (docs/architecture.md, "Payments (contract)").
  * @dev A channel's id is keccak256(abi.encode(payer, payee, salt)), the salt chosen by the payer at `open`; a channel
  *      is never deleted, so an id (and every voucher naming it) is used once. `redeemed` only grows, so no voucher is
  *      paid twice and a redeem pays only the difference. Every state change comes before the one value transfer of a

@@ -11,6 +11,7 @@ import {type ChainSettings, deployContract, RECEIPT_POLL_MS, shortReason, withCh
 import {LedgerError} from '../ledger-error.js';
 import {type SignedVoucher, type VoucherDomain, verifyVoucher} from './vouchers.js';
 import {type WalletLockOption, walletLockOf} from '../wallet-lock.js';
+import {feeFields} from '../chain-transactions.js';
 
 /** How long a sent payment transaction may take to be mined before the call gives up (defaults to 2 minutes). */
 const MINING_TIMEOUT_MS = 120_000;
@@ -21,7 +22,9 @@ export interface PaymentSettings extends ChainSettings, WalletLockOption {
     /** The payment contract's address. */
     contract: string,
     /** How long to wait for a sent transaction's receipt; defaults to 2 minutes. */
-    miningTimeoutMs?: number
+    miningTimeoutMs?: number,
+    /** Most a call may pay per gas, in gwei (FEE_TOO_HIGH above it, nothing sent); defaults to no cap. */
+    maxFeeGwei?: number
 }
 
 export interface ChannelState {
@@ -139,7 +142,8 @@ async function call(provider: JsonRpcProvider, settings: PaymentSettings, wallet
     }
     // Raised by a fifth: a transaction that runs out of gas still costs its fee. Signed at the wallet's next nonce and
     // sent under its lock (ledger/wallet-lock.ts); the receipt is awaited without it.
-    const sent = await walletLockOf(settings).run(() => fn.send(...args, {value, gasLimit: gasLimit + gasLimit / 5n})) as TransactionResponse;
+    const fees = settings.maxFeeGwei === undefined ? {} : await feeFields(provider, settings.maxFeeGwei);
+    const sent = await walletLockOf(settings).run(() => fn.send(...args, {value, gasLimit: gasLimit + gasLimit / 5n, ...fees})) as TransactionResponse;
     const receipt = await receiptOf(provider, sent.hash, settings.miningTimeoutMs ?? MINING_TIMEOUT_MS);
     if (receipt.status !== 1)
         throw LedgerError.reverted(`the payment contract's ${method} (${sent.hash}) was mined but reverted`);

@@ -93,16 +93,22 @@ export class PayeeBook {
     served(jobId: string, cost: bigint, now = Date.now()) {
         const entry = this.reserved.get(jobId);
         this.reserved.delete(jobId);
-        const channel = entry && this.channels.get(entry.channel);
+        if (entry !== undefined)
+            this.charge(entry.channel, jobId, cost, now);
+    }
+
+    /** Work on `channel` worth `cost`, acknowledged by its receipt: what the peer owes grows by it. */
+    charge(channel: string, key: string, cost: bigint, now = Date.now()) {
+        const entry = this.channels.get(channel);
         // What is owed only grows: a negative cost (a caller's bug) must not forgive work served.
-        if (channel === undefined || cost <= 0n)
+        if (entry === undefined || cost <= 0n)
             return;
-        channel.owed += cost;
-        if (channel.owed > (channel.voucher?.amount ?? 0n))
-            channel.unpaidSince ??= now;
-        channel.uncovered.push({key: jobId, owedAfter: channel.owed, at: now});
-        if (channel.uncovered.length > MAX_UNCOVERED)
-            channel.uncovered.shift();
+        entry.owed += cost;
+        if (entry.owed > (entry.voucher?.amount ?? 0n))
+            entry.unpaidSince ??= now;
+        entry.uncovered.push({key, owedAfter: entry.owed, at: now});
+        if (entry.uncovered.length > MAX_UNCOVERED)
+            entry.uncovered.shift();
     }
 
     /** Whether a job is held on a channel (it was admitted as priced). */

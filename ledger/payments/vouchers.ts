@@ -1,7 +1,7 @@
 /**
  * EIP-712 vouchers of the payment channel contract (ledger/contracts/PaymentChannels.sol; docs/architecture.md,
  * "Payments (contract)"): the payer signs the cumulative amount it owes on one channel, for one chain and one
- * contract, so a voucher is worthless anywhere else. Not yet used by the node.
+ * contract, so a voucher is worthless anywhere else.
  */
 import {dataSlice, getAddress, isHexString, recoverAddress, Signature, type SigningKey, TypedDataEncoder} from 'ethers';
 import {z} from 'zod';

@@ -164,7 +164,8 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
         const {jobId} = message;
         const controller = new AbortController();
         this.active.set(jobId, {peerId, controller});
-        if (this.payments === undefined || this.payments.price() === 0) {
+        // Counting a prompt's tokens is free, as it earns no receipt.
+        if (this.payments === undefined || this.payments.price() === 0 || (message.type === 'generate' && message.request.countOnly === true)) {
             this.start(peerId, message, controller, false);
             return;
         }
