@@ -209,9 +209,10 @@ test.serial('a budget below the price is a 402 over_budget, one at the price is 
     t.like(await tooLow.json(), {error: {code: 'over_budget'}});
     t.is((await post(String(PRICE))).status, 200);
     t.is((await post('cheap')).status, 400);
+    // Settled on both sides: the provider holds a voucher for all it served, which is all the requester signed.
     await waitFor(async () => {
         const entry = (await wallet(provider)).paidBy[0]!;
-        return entry.vouched === entry.owed;
+        return entry.vouched === entry.owed && entry.owed === (await wallet(requester)).paying[0]!.paid;
     }, 15_000);
     const node = await fetchStatus(provider.daemon, '/api/node') as {payments?: {earned: string, owed: string} | null};
     const own = await wallet(provider);
@@ -225,6 +226,37 @@ test.serial('jobs at once and back to back are all served and paid: vouchers ove
         replies.push(await complete(requester, `back to back ${round}`));
     for (const reply of replies)
         t.is(reply.status, 200, JSON.stringify(reply.body));
+    await waitFor(async () => {
+        const entry = (await wallet(provider)).paidBy.find((item) => item.channel === channel)!;
+        return entry.vouched === entry.owed && entry.owed === (await wallet(requester)).paying.find((item) => item.channel === channel)!.paid;
+    }, 15_000);
+    t.false(provider.daemon.logs.some((line) => String(line.msg).includes('voucher does not pay')));
+});
+
+test.serial('a request without max_tokens is priced at the peer\'s cap; counting tokens is free; a client that leaves mid-answer leaves no debt', async (t) => {
+    const channel = (await wallet(requester)).paying[0]!.channel;
+    const uncapped = await fetch(`${requester.daemon.baseUrl}/chat/completions`, {
+        method: 'POST', headers: {'content-type': 'application/json'},
+        body: JSON.stringify({model: 'demo', messages: [{role: 'user', content: 'no limit given'}], temperature: 0})
+    });
+    t.is(uncapped.status, 200, await uncapped.clone().text());
+    const counted = await fetch(`${requester.daemon.baseUrl}/messages/count_tokens`, {
+        method: 'POST', headers: {'content-type': 'application/json'},
+        body: JSON.stringify({model: 'demo', messages: [{role: 'user', content: 'count me'}]})
+    });
+    t.is(counted.status, 200, await counted.clone().text());
+    t.true(((await counted.json()) as {input_tokens: number}).input_tokens > 0);
+    // A streamed answer the client leaves after its first bytes.
+    const controller = new AbortController();
+    const streamed = await fetch(`${requester.daemon.baseUrl}/completions`, {
+        method: 'POST', headers: {'content-type': 'application/json'}, signal: controller.signal,
+        body: JSON.stringify({model: 'demo', prompt: 'left mid-answer', max_tokens: 3000, temperature: 0, stream: true})
+    });
+    await streamed.body!.getReader().read();
+    controller.abort();
+    await waitFor(async () => (await fetchStatus(requester.daemon, '/api/node')).requests.active === 0, 15_000);
+    const after = await complete(requester, 'served after the client left');
+    t.is(after.status, 200, JSON.stringify(after.body));
     await waitFor(async () => {
         const entry = (await wallet(provider)).paidBy.find((item) => item.channel === channel)!;
         return entry.vouched === entry.owed && entry.owed === (await wallet(requester)).paying.find((item) => item.channel === channel)!.paid;
@@ -255,7 +287,8 @@ async function paidJob(t: {is: (a: unknown, b: unknown, m?: string) => void}, pr
     t.is(reply.status, 200, JSON.stringify(reply.body));
     await waitFor(async () => {
         const entry = (await wallet(provider)).paidBy.find((item) => item.channel === channel)!;
-        return entry.vouched === entry.owed && entry.vouched !== entry.redeemed;
+        return entry.vouched === entry.owed && entry.vouched !== entry.redeemed
+            && entry.vouched === (await wallet(requester)).paying.find((item) => item.channel === channel)!.paid;
     }, 15_000);
     return channel;
 }
