@@ -87,7 +87,7 @@ async function party(t: ExecutionContext, network: string, options: PartyOptions
     await evm.send('hardhat_setBalance', [wallet.address, `0x${(1000n * 10n ** 18n).toString(16)}`]);
     const log = await ContributionLog.open({directory: join(dataDir, 'log'), identity: keys, domain: DOMAIN});
     const settings = resolveNodeSettings(dataDir, {flags: {
-        network, chainRpc: evm.url, chainId: DOMAIN.chainId, confirmations: 1, paymentContract: contract, redeemInterval: 86_400,
+        network, chainRpc: evm.url, chainId: DOMAIN.chainId, confirmations: 1, paymentContract: contract, redeemInterval: 43_200,
         ...(options.price !== undefined && {price: options.price})
     }, env: {}});
     let node: SwarmNode | undefined;

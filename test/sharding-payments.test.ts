@@ -79,7 +79,7 @@ async function fundedWallet() {
 /** A host for the pipeline's layers at `price`, with a wallet; it redeems only when asked. */
 async function startHost(price: number): Promise<Node> {
     const wallet = await fundedWallet();
-    const {dataDir, args} = await nodeArgs(['--max-shard-memory', String(15 * MiB), '--price', String(price), '--redeem-threshold', '1000000', '--redeem-interval', '86400']);
+    const {dataDir, args} = await nodeArgs(['--max-shard-memory', String(15 * MiB), '--price', String(price), '--redeem-threshold', '1000000', '--redeem-interval', '43200']);
     const daemon = await startSwarmDaemon(bootstrap, dataDir, args, {env: {STRONGDOGE_WALLET_KEY: wallet.privateKey}});
     cleanups.push(() => daemon.stop('SIGKILL'));
     return {daemon, id: await nodeIdOf(daemon), wallet, price};
