@@ -5,6 +5,8 @@ import {createRequire} from 'node:module';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {setTimeout as sleep} from 'node:timers/promises';
+import {type JsonRpcProvider, Wallet} from 'ethers';
+import {chainProvider} from '../ledger/anchor/chain.js';
 import {freePort} from './free-port.js';
 
 /** Dogechain's chain id, so tests see what `ledger` will see in production. */
@@ -44,7 +46,11 @@ export interface EvmNode {
     /** One JSON-RPC call, e.g. Hardhat's `evm_snapshot`, `evm_revert`, `hardhat_mine`, `evm_increaseTime`; throws on an error answer. */
     send(method: string, params?: unknown[]): Promise<unknown>,
     /** Mines `blocks` empty blocks at once. */
-    mine(blocks: number): Promise<void>
+    mine(blocks: number): Promise<void>,
+    /** A new wallet holding `doge` (defaults to 1,000), set by Hardhat's `hardhat_setBalance`. */
+    fundedWallet(doge?: bigint): Promise<Wallet>,
+    /** Reads the chain through a provider of its own, destroyed after. */
+    onChain<T>(read: (provider: JsonRpcProvider) => Promise<T>): Promise<T>
 }
 
 /**
@@ -81,6 +87,19 @@ export async function startEvmNode({chainId = DOGECHAIN_CHAIN_ID}: {chainId?: nu
         send: (method, params = []) => rpcCall(url, method, params),
         async mine(blocks) {
             await rpcCall(url, 'hardhat_mine', [`0x${blocks.toString(16)}`]);
+        },
+        async fundedWallet(doge = 1000n) {
+            const wallet = new Wallet(Wallet.createRandom().privateKey);
+            await rpcCall(url, 'hardhat_setBalance', [wallet.address, `0x${(doge * 10n ** 18n).toString(16)}`]);
+            return wallet;
+        },
+        async onChain(read) {
+            const provider = chainProvider({rpcUrl: url, chainId});
+            try {
+                return await read(provider);
+            } finally {
+                provider.destroy();
+            }
         }
     };
 }

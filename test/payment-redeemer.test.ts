@@ -8,7 +8,6 @@ import {createInterface} from 'node:readline';
 import {setTimeout as sleep} from 'node:timers/promises';
 import test from 'ava';
 import {Wallet} from 'ethers';
-import {chainProvider} from '../ledger/anchor/chain.js';
 import {ContributionLog} from '../ledger/contribution-log.js';
 import {LedgerError} from '../ledger/ledger-error.js';
 import {deployPaymentContract, openChannel, type PaymentSettings, readChannel, requestClose} from '../ledger/payments/channels.js';
@@ -85,21 +84,11 @@ function redeemer(log: ContributionLog, directory: string, book: RedeemableVouch
     return made;
 }
 
-/** Reads the chain through a provider of its own, closed after. */
-async function onChain<T>(read: (provider: ReturnType<typeof chainProvider>) => Promise<T>) {
-    const provider = chainProvider({rpcUrl: evm.url, chainId: evm.chainId});
-    try {
-        return await read(provider);
-    } finally {
-        provider.destroy();
-    }
-}
-
-const nonceOf = (address = payee.address) => onChain((provider) => provider.getTransactionCount(address, 'latest'));
-const balanceOf = (address = payee.address) => onChain((provider) => provider.getBalance(address));
+const nonceOf = (address = payee.address) => evm.onChain((provider) => provider.getTransactionCount(address, 'latest'));
+const balanceOf = (address = payee.address) => evm.onChain((provider) => provider.getBalance(address));
 
 /** What the payee's transactions `txHashes` cost it in gas. */
-const gasCost = (txHashes: string[]) => onChain(async (provider) => {
+const gasCost = (txHashes: string[]) => evm.onChain(async (provider) => {
     let total = 0n;
     for (const txHash of txHashes) {
         const receipt = (await provider.getTransactionReceipt(txHash))!;
@@ -287,7 +276,7 @@ test.serial('a redeemer killed between sending and recording: the next one on th
         txHash = (await pendingSaved(statePath))[0]?.txHash ?? '';
         return txHash !== '' || child.exitCode !== null;
     }, 'the child saved its redeem');
-    await until(async () => child.exitCode !== null || await onChain((provider) => provider.getTransaction(txHash)) !== null, 'the chain has the redeem');
+    await until(async () => child.exitCode !== null || await evm.onChain((provider) => provider.getTransaction(txHash)) !== null, 'the chain has the redeem');
     t.is(child.exitCode, null, `the child is still waiting for its redeem to be confirmed: ${lines.join('; ')}`);
     evm.pause();
     child.kill('SIGKILL');

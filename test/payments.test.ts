@@ -265,8 +265,7 @@ test.serial('a request without max_tokens is priced at the peer\'s cap; counting
 });
 
 test.serial('--auto-deposit opens a channel as a job needs it, within its cap', async (t) => {
-    const funded = Wallet.createRandom();
-    await evm.send('hardhat_setBalance', [funded.address, '0x56bc75e2d63100000']); // 100 DOGE
+    const funded = await evm.fundedWallet(100n);
     const auto = await startNode(funded.privateKey, ['--auto-deposit', '50']);
     await waitForPeers(auto.daemon, [provider.id, requester.id], 30_000, (peers) => peers.some((peer) => peer.capabilities.payment?.wallet === provider.wallet.address));
     const reply = await complete(auto, 'auto deposit');
@@ -363,8 +362,7 @@ test.serial('SIGKILL of the provider between sending the redeem and recording it
 async function hostileRequester(payments: (channel: string, payer: Wallet) => RequesterPayments | undefined, deposit = 20n * 10n ** 18n) {
     const keyPair = crypto.keyPair();
     const identity = {...keyPair, id: keyPair.publicKey.toString('hex'), shortId: shortNodeId(keyPair.publicKey)};
-    const payer = new Wallet(Wallet.createRandom().privateKey);
-    await evm.send('hardhat_setBalance', [payer.address, '0x56bc75e2d63100000']);
+    const payer = await evm.fundedWallet(100n);
     const chain = {rpcUrl: evm.url, chainId: evm.chainId, contract};
     const {channel} = await openChannel(chain, payer, provider.wallet.address, deposit);
     const binding = bindWallet(identity, payer, contract, {network: 'public', chainId: evm.chainId});

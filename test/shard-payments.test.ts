@@ -83,8 +83,7 @@ async function party(t: ExecutionContext, network: string, options: PartyOptions
     const keys = keyPair();
     const identity = {...keys, shortId: shortNodeId(keys.publicKey)};
     const dataDir = await mkdtemp(join(tmpdir(), 'strongdoge-shard-pay-'));
-    const wallet = new Wallet(Wallet.createRandom().privateKey);
-    await evm.send('hardhat_setBalance', [wallet.address, `0x${(1000n * 10n ** 18n).toString(16)}`]);
+    const wallet = await evm.fundedWallet();
     const log = await ContributionLog.open({directory: join(dataDir, 'log'), identity: keys, domain: DOMAIN});
     const settings = resolveNodeSettings(dataDir, {flags: {
         network, chainRpc: evm.url, chainId: DOMAIN.chainId, confirmations: 1, paymentContract: contract, redeemInterval: 43_200,

@@ -35,7 +35,6 @@ const PRICES = [1000, 2000];
 /** What the coordinator deposits in each host's channel, DOGE. */
 const DEPOSIT = '50';
 /** Each wallet's funds: 1000 DOGE. */
-const FUNDS = `0x${(1000n * 10n ** 18n).toString(16)}`;
 /**
  * How long the coordinator may take to serve: the hosts it could not pay are left out for the coordinator's failure
  * cooldown (60 s) before it plans with them again, and the machine may be busy.
@@ -70,15 +69,9 @@ async function nodeArgs(extra: string[]) {
     return {dataDir: fixture.dataDir, args: ['--network', NETWORK, '--context-size', String(CONTEXT), '--parallel', '2', ...chainFlags(), ...extra]};
 }
 
-async function fundedWallet() {
-    const wallet = new Wallet(Wallet.createRandom().privateKey);
-    await evm.send('hardhat_setBalance', [wallet.address, FUNDS]);
-    return wallet;
-}
-
 /** A host for the pipeline's layers at `price`, with a wallet; it redeems only when asked. */
 async function startHost(price: number): Promise<Node> {
-    const wallet = await fundedWallet();
+    const wallet = await evm.fundedWallet();
     const {dataDir, args} = await nodeArgs(['--max-shard-memory', String(15 * MiB), '--price', String(price), '--redeem-threshold', '1000000', '--redeem-interval', '43200']);
     const daemon = await startSwarmDaemon(bootstrap, dataDir, args, {env: {STRONGDOGE_WALLET_KEY: wallet.privateKey}});
     cleanups.push(() => daemon.stop('SIGKILL'));
@@ -91,7 +84,7 @@ async function startHost(price: number): Promise<Node> {
  * that API): its origin, and the handle once ready.
  */
 async function startCoordinator(): Promise<Node> {
-    const wallet = await fundedWallet();
+    const wallet = await evm.fundedWallet();
     // It serves the pipeline's model and offers peers no memory for layers.
     const {dataDir, args} = await nodeArgs(['--model', 'demo', '--shard', 'always', '--max-stages', '3', '--memory-limit', String(15 * MiB), '--max-shard-memory', '0']);
     let child: ChildProcess | undefined;

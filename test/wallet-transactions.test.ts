@@ -6,7 +6,7 @@ import test from 'ava';
 import {Wallet} from 'ethers';
 import {verifyText} from '../cli/commands/ledger-command.js';
 import {resolveNodeSettings} from '../cli/config/node-config.js';
-import {chainProvider, deployAnchorContract} from '../ledger/anchor/chain.js';
+import {deployAnchorContract} from '../ledger/anchor/chain.js';
 import {Anchorer} from '../ledger/anchorer.js';
 import {ContributionLog} from '../ledger/contribution-log.js';
 import type {LedgerError} from '../ledger/ledger-error.js';
@@ -58,23 +58,7 @@ async function temporaryDir() {
     return directory;
 }
 
-/** A new wallet holding 1,000 DOGE. */
-async function fundedWallet() {
-    const wallet = new Wallet(Wallet.createRandom().privateKey);
-    await evm.send('hardhat_setBalance', [wallet.address, `0x${(1000n * DOGE).toString(16)}`]);
-    return wallet;
-}
-
-async function onChain<T>(read: (provider: ReturnType<typeof chainProvider>) => Promise<T>) {
-    const provider = chainProvider({rpcUrl: evm.url, chainId: evm.chainId});
-    try {
-        return await read(provider);
-    } finally {
-        provider.destroy();
-    }
-}
-
-const nonceOf = (address: string) => onChain((provider) => provider.getTransactionCount(address, 'latest'));
+const nonceOf = (address: string) => evm.onChain((provider) => provider.getTransactionCount(address, 'latest'));
 
 function voucher(payer: Wallet, channel: string, amount: bigint): RedeemableVoucher {
     return {voucher: signVoucher(payer.signingKey, {chainId: payments.chainId, contract: payments.contract}, {channel, amount}), payer: payer.address};
@@ -85,8 +69,8 @@ test.serial('one wallet, one transaction at a time: an anchor, a redeem and a de
     const owner = keyPair();
     const log = await ContributionLog.open({directory: join(directory, 'corestore'), identity: owner});
     cleanups.push(() => log.close());
-    const wallet = await fundedWallet();
-    const payer = await fundedWallet();
+    const wallet = await evm.fundedWallet();
+    const payer = await evm.fundedWallet();
     const walletLock = new WalletLock();
     // The wallet is paid through one channel and pays through another.
     const incoming = (await openChannel(payments, payer, wallet.address, 10n * DOGE)).channel;
@@ -123,7 +107,7 @@ test.serial('one wallet, one transaction at a time: an anchor, a redeem and a de
         sent.push(redeemed[0]!.txHash, deposited.txHash);
     }
     t.deepEqual(failures.map((error) => `${error.code}: ${error.message}`), [], 'no attempt failed and was retried');
-    const nonces = await onChain((provider) => Promise.all(sent.map(async (txHash) => {
+    const nonces = await evm.onChain((provider) => Promise.all(sent.map(async (txHash) => {
         const [transaction, receipt] = [await provider.getTransaction(txHash), await provider.getTransactionReceipt(txHash)];
         t.is(transaction?.from, wallet.address);
         t.is(receipt?.status, 1, 'confirmed');
@@ -176,8 +160,8 @@ async function nodeLedger(dataDir: string, wallet: Wallet, paymentContract: stri
 
 test.serial('NodeLedger.verify: vouchers received and redeems against the Redeemed events paid to the node\'s wallet; `ledger verify` prints them', async (t) => {
     const dataDir = await temporaryDir();
-    const wallet = await fundedWallet();
-    const payer = await fundedWallet();
+    const wallet = await evm.fundedWallet();
+    const payer = await evm.fundedWallet();
     const ledger = await nodeLedger(dataDir, wallet);
     const {channel} = await openChannel(payments, payer, wallet.address, 5n * DOGE);
     const costs = [DOGE / 10n, DOGE / 5n, DOGE / 2n];
@@ -214,11 +198,11 @@ test.serial('NodeLedger.verify: vouchers received and redeems against the Redeem
 test.serial('NodeLedger.verify reads the payment contract `ledger deploy` stored; with none, the chain\'s redeems are not checked', async (t) => {
     const stored = await temporaryDir();
     await storePaymentContract(stored, evm.chainId, {address: payments.contract, txHash: null, blockNumber: paymentBlock});
-    const withStored = verifyReportSchema.parse(await (await nodeLedger(stored, await fundedWallet(), null)).verify());
+    const withStored = verifyReportSchema.parse(await (await nodeLedger(stored, await evm.fundedWallet(), null)).verify());
     t.like(withStored.payments, {vouchers: 0, redeems: 0, redeemsConfirmed: 0, chainPaidTotal: '0'});
     t.is(verifyText(withStored).split('\n')[1], 'payments: 0 vouchers received (0.0 DOGE), 0 redeems (0.0 DOGE), on chain 0.0 DOGE');
 
-    const without = verifyReportSchema.parse(await (await nodeLedger(await temporaryDir(), await fundedWallet(), null)).verify());
+    const without = verifyReportSchema.parse(await (await nodeLedger(await temporaryDir(), await evm.fundedWallet(), null)).verify());
     t.deepEqual(without.problems, []);
     t.like(without.payments, {redeemsConfirmed: null, chainPaidTotal: null});
     t.is(verifyText(without).split('\n')[1], 'payments: 0 vouchers received (0.0 DOGE), 0 redeems (0.0 DOGE), on chain not checked');
