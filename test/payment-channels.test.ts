@@ -198,6 +198,19 @@ test.serial('close: the payee still redeems during the challenge period, the pay
     t.deepEqual(await readChannel(settings, channel), {...state!, deposited: 2n * DOGE, redeemed: 2n * DOGE});
     t.is(await refusalCode(withdrawFromChannel(settings, payer, channel)), 'CHANNEL_REFUSED', 'nothing to withdraw twice');
     t.is(typeof Number(gas.withdraw), 'number');
+    // Each call is an event naming the channel, payer and payee, and the amount it moved (a close: what it left to redeem).
+    const events = await evm.onChain(async (chain) => {
+        const contract = new Contract(settings.contract, paymentChannelsAbi, chain);
+        return (await contract.queryFilter('*' as never)).flatMap((log) => {
+            const parsed = contract.interface.parseLog(log);
+            if (parsed === null || parsed.args[0] !== channel)
+                return [];
+            const amount = parsed.name === 'Opened' ? null : parsed.args[parsed.name === 'CloseRequested' ? 4 : 3] as bigint;
+            return [{name: parsed.name, payer: parsed.args[1] as string, payee: parsed.args[2] as string, amount}];
+        });
+    });
+    t.deepEqual(events, [['Opened', null], ['Deposited', 5n * DOGE], ['Redeemed', DOGE], ['CloseRequested', 4n * DOGE], ['Redeemed', DOGE],
+        ['Withdrawn', 3n * DOGE]].map(([name, amount]) => ({name, payer: payer.address, payee: payee.address, amount})));
 });
 
 test.serial('a malleable twin of a good signature (high s) is refused', async (t) => {

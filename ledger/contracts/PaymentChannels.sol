@@ -41,7 +41,8 @@ contract PaymentChannels {
     event Opened(bytes32 indexed channel, address indexed payer, address indexed payee, bytes32 salt);
     event Deposited(bytes32 indexed channel, address indexed payer, address indexed payee, uint256 amount, uint256 deposited);
     event Redeemed(bytes32 indexed channel, address indexed payer, address indexed payee, uint256 amount, uint256 redeemed);
-    event CloseRequested(bytes32 indexed channel, address indexed payer, address indexed payee, uint64 closesAt);
+    /// @dev `unredeemed`: what the channel holds beyond what was redeemed when the close was asked, the payee's to redeem until `closesAt`.
+    event CloseRequested(bytes32 indexed channel, address indexed payer, address indexed payee, uint64 closesAt, uint256 unredeemed);
     event Withdrawn(bytes32 indexed channel, address indexed payer, address indexed payee, uint256 amount);
 
     error ChannelExists();
@@ -125,7 +126,7 @@ contract PaymentChannels {
         if (c.closesAt != 0) revert Closing();
         uint64 closesAt = uint64(block.timestamp) + CHALLENGE_PERIOD;
         c.closesAt = closesAt;
-        emit CloseRequested(channel, msg.sender, c.payee, closesAt);
+        emit CloseRequested(channel, msg.sender, c.payee, closesAt, c.deposited - c.redeemed);
     }
 
     /// @notice Returns to the payer what its closed channel holds beyond what was redeemed.
