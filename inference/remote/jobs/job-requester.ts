@@ -322,13 +322,14 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
             this.sendReceipt(peerId, jobId, measured, undefined);
             return;
         }
-        // The voucher is kept before it goes out with the receipt: a crash can never sign less than was sent.
-        this.payments!.pay(peerId, jobId, measured.promptTokens + measured.completionTokens).then(
+        // The voucher is kept before it goes out with the receipt: a crash can never sign less than was sent. Signed on
+        // the next turn of the loop, so the client's answer does not wait for it.
+        setImmediate(() => void this.payments!.pay(peerId, jobId, measured.promptTokens + measured.completionTokens).then(
             (voucher) => this.sendReceipt(peerId, jobId, measured, voucher),
             (error: Error) => {
                 this.emit('receiptRejected', peerId, jobId, `cannot pay for the job: ${error.message}`);
                 this.sendReceipt(peerId, jobId, measured, undefined);
-            });
+            }));
     }
 
     private sendReceipt(peerId: string, jobId: string, measured: Measured, voucher: WireVoucher | undefined) {
