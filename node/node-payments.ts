@@ -13,7 +13,7 @@ import type {NodeIdentity} from '../swarm/node-identity.js';
 import type {ContributionLog} from '../ledger/contribution-log.js';
 import {LedgerError} from '../ledger/ledger-error.js';
 import {LEDGER_RECORD_VERSION} from '../ledger/records.js';
-import {type ChannelState, depositToChannel, openChannel, type PaymentSettings, readChannel, requestClose, withdrawFromChannel} from '../ledger/payments/channels.js';
+import {type ChannelState, depositToChannel, openChannel, type PaymentOutcome, type PaymentSettings, readChannel, requestClose, withdrawFromChannel} from '../ledger/payments/channels.js';
 import {PayeeBook, type SavedPayeeChannel} from '../ledger/payments/payee-book.js';
 import {PayerBook, type SavedPayerChannel} from '../ledger/payments/payer-book.js';
 import {dogeToWei, jobCostWei, priceWeiPerMillion, weiToDoge} from '../ledger/payments/pricing.js';
@@ -29,6 +29,8 @@ import type {WalletActionStatus, WalletStatus} from './node-status.js';
 
 /** How long a channel's state read from the chain is trusted before a job reads it again. */
 const CHANNEL_CACHE_MS = 30_000;
+/** How often a channel is read again at most, when a refusal or a voucher asks for its latest state. */
+const FRESH_READ_MS = 2_000;
 /** How long a voucher may take to follow its job before the requester counts as owing (as receipts, MAX_OWED_RECEIPTS). */
 const VOUCHER_GRACE_MS = 10_000;
 /** An auto deposit is at least this share of `--auto-deposit`, so a channel is not topped up for every job. */
@@ -39,7 +41,8 @@ const savedSchema = z.object({
         redeemed: z.string(), closesAt: z.number()})).default([]),
     payee: z.array(z.object({channel: z.string(), peer: z.string(), payer: z.string(), owed: z.string(),
         voucher: z.object({amount: z.string(), signature: z.string()}).nullable()})).default([]),
-    autoDeposited: z.string().default('0')
+    autoDeposited: z.string().default('0'),
+    autoFunded: z.array(z.string()).default([])
 });
 
 export interface NodePaymentsOptions {
@@ -66,12 +69,20 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
     private readonly domain: VoucherDomain | undefined;
     private readonly channelCache = new LRUCache<string, {state: ChannelState | null, at: number}>({max: 4096});
     private readonly bindings = new LRUCache<string, WalletBinding | string>({max: 4096});
-    /** Priced jobs, by id, either side: the price (wei per million tokens) they run at. */
-    private readonly prices = new LRUCache<string, bigint>({max: 8192});
+    /**
+     * Priced jobs' prices (wei per million tokens), each side apart: jobs this node pays for, by id, and jobs it
+     * serves, by `<peer>:<id>` (job ids are the requesters' choice: one peer's must never name another's job).
+     */
+    private readonly payingPrices = new LRUCache<string, bigint>({max: 8192});
+    private readonly servingPrices = new LRUCache<string, bigint>({max: 8192});
     /** Priced work this node serves or served lately, by key: who pays, through which channel, and its cost once known. */
     private readonly charges = new LRUCache<string, {peer: string, channel: string, cost: bigint | null, charged: boolean}>({max: 8192});
     private readonly opening = new Map<string, Promise<void>>();
+    /** Payees that refused this node as owing: its next job to each carries its latest voucher again. */
+    private readonly owing = new LRUCache<string, true>({max: 1024});
     private autoDeposited: bigint;
+    /** Channels `--auto-deposit` funded: only what they return frees its cap again. */
+    private readonly autoFunded: Set<string>;
     private saving: Promise<void> = Promise.resolve();
     private redeemer: Redeemer | undefined;
     readonly offReason: string | null;
@@ -83,6 +94,7 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
             : contract === undefined ? `no payment contract for chain ${settings.chainId}: run \`strongdoge ledger deploy\` or pass --payment-contract` : null;
         this.payer = new PayerBook(saved.payer as SavedPayerChannel[]);
         this.autoDeposited = BigInt(saved.autoDeposited);
+        this.autoFunded = new Set(saved.autoFunded);
         if (this.offReason === null && 'wallet' in wallet) {
             this.wallet = wallet.wallet;
             // The wallet's lock rides with the settings into every channel call and the Redeemer (ledger/wallet-lock.ts).
@@ -140,18 +152,25 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
             return undefined;
         const priceWei = priceWeiPerMillion(price);
         const channel = await this.reserveWei(peerId, capabilities, jobId, jobCostWei(tokens, priceWei));
-        this.prices.set(jobId, priceWei);
-        return {channel, pricePerMillion: price};
+        this.payingPrices.set(jobId, priceWei);
+        const signed = this.payer.get(channel)?.signed ?? 0n;
+        if (!this.owing.delete(peerId) || signed === 0n)
+            return {channel, pricePerMillion: price};
+        return {channel, pricePerMillion: price, voucher: voucherJson(signVoucher(this.wallet!.signingKey, this.domain!, {channel, amount: signed}))};
+    }
+
+    owes(peerId: string) {
+        this.owing.set(peerId, true);
     }
 
     async pay(peerId: string, jobId: string, tokens: number): Promise<WireVoucher | undefined> {
-        const priceWei = this.prices.get(jobId);
-        this.prices.delete(jobId);
+        const priceWei = this.payingPrices.get(jobId);
+        this.payingPrices.delete(jobId);
         return priceWei === undefined ? undefined : this.payWei(peerId, jobId, jobCostWei(tokens, priceWei));
     }
 
     release(jobId: string) {
-        this.prices.delete(jobId);
+        this.payingPrices.delete(jobId);
         this.payer.release(jobId);
     }
 
@@ -215,17 +234,23 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
         if (payment.pricePerMillion < price)
             return `the job offers ${payment.pricePerMillion} DOGE per million tokens; this node's price is ${price}`;
         const priceWei = priceWeiPerMillion(payment.pricePerMillion);
+        // A voucher with the terms pays a debt its receipts could not (docs/architecture.md, "Payments").
+        if (payment.voucher !== undefined) {
+            const problem = await this.debtVoucher(peerId, jobId, payment.channel, payment.voucher);
+            if (problem !== undefined)
+                return `the voucher with the job's terms does not pay: ${problem}`;
+        }
         const refusal = await this.admitWei(peerId, jobId, payment.channel, jobCostWei(tokens, priceWei));
         if (refusal === undefined)
-            this.prices.set(jobId, priceWei);
+            this.servingPrices.set(`${peerId}:${jobId}`, priceWei);
         return refusal;
     }
 
-    served(jobId: string, tokens: number) {
-        const priceWei = this.prices.get(jobId);
-        this.prices.delete(jobId);
+    served(peerId: string, jobId: string, tokens: number) {
+        const priceWei = this.servingPrices.get(`${peerId}:${jobId}`);
+        this.servingPrices.delete(`${peerId}:${jobId}`);
         if (priceWei !== undefined)
-            this.servedWei(jobId, jobCostWei(tokens, priceWei));
+            this.servedWei(peerId, jobId, jobCostWei(tokens, priceWei));
     }
 
     async voucher(peerId: string, jobId: string, wire: WireVoucher | undefined): Promise<string | undefined> {
@@ -242,12 +267,14 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
         const binding = capabilities === undefined ? 'the requester announced nothing' : this.peerBinding(peerId, capabilities);
         if (typeof binding === 'string')
             return `the requester's wallet is unknown: ${binding}`;
-        let refusal = this.payee!.admit(peerId, binding.wallet, await this.channelState(channel), key, worst);
+        // Keys are the peer's choice (job ids): scoped by peer, one peer's never names another's work.
+        const scoped = `${peerId}:${key}`;
+        let refusal = this.payee!.admit(peerId, binding.wallet, await this.channelState(channel), scoped, worst);
         // A deposit made since the last read: read the chain once more before refusing.
         if (refusal?.startsWith('the channel\'s deposit') === true || refusal?.startsWith('the payment channel named does not exist') === true)
-            refusal = this.payee!.admit(peerId, binding.wallet, await this.channelState(channel, true), key, worst);
+            refusal = this.payee!.admit(peerId, binding.wallet, await this.channelState(channel, true), scoped, worst);
         if (refusal === undefined)
-            this.charges.set(key, {peer: peerId, channel, cost: null, charged: false});
+            this.charges.set(scoped, {peer: peerId, channel, cost: null, charged: false});
         return refusal;
     }
 
@@ -256,24 +283,25 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
      * once the receipt comes (`voucherFor`). Work whose receipt never comes is not charged: a requester that gave up
      * before the answer reached it owes nothing, and one that keeps back receipts is refused by the receipt rules.
      */
-    servedWei(key: string, cost: bigint) {
-        const charge = this.charges.get(key);
+    servedWei(peerId: string, key: string, cost: bigint) {
+        const charge = this.charges.get(`${peerId}:${key}`);
         if (charge === undefined)
             return;
         charge.cost = cost;
-        this.payee!.served(key, 0n);
+        this.payee!.served(`${peerId}:${key}`, 0n);
     }
 
     /** The voucher that came with `key`'s receipt: why it does not pay, or undefined once it is kept (state file, log). */
     async voucherFor(peerId: string, key: string, wire: WireVoucher | undefined): Promise<string | undefined> {
-        const charge = this.charges.get(key);
-        if (charge === undefined || charge.peer !== peerId || charge.cost === null)
+        const scoped = `${peerId}:${key}`;
+        const charge = this.charges.get(scoped);
+        if (charge === undefined || charge.cost === null)
             return undefined; // free work: a voucher with it pays for nothing
         const {cost} = charge;
         // Charged once, with its receipt (a receipt sent again brings its voucher again).
         if (!charge.charged) {
             charge.charged = true;
-            this.payee!.charge(charge.channel, key, cost);
+            this.payee!.charge(charge.channel, scoped, cost);
             void this.save().catch((error: Error) => this.options.onNotice('warn', `cannot save the payment state: ${error.message}`));
         }
         if (wire === undefined) {
@@ -295,7 +323,7 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
                     this.payee!.refresh(state);
             }
             const before = channel.voucher?.amount ?? 0n;
-            problem = this.payee!.voucher(peerId, voucher, key);
+            problem = this.payee!.voucher(peerId, voucher, scoped);
             if ((channel.voucher?.amount ?? 0n) > before) {
                 await this.save();
                 await this.options.log.append({version: LEDGER_RECORD_VERSION, type: 'voucher', at: new Date().toISOString(), peer: peerId, jobId: key,
@@ -306,10 +334,40 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
         } catch (error) {
             if (!(error instanceof LedgerError))
                 throw error;
-            this.payee!.missingVoucher(peerId);
+            // A bad voucher is the peer's debt at once; this node's own trouble (the chain, its disk) is not.
+            if (error.code === 'INVALID_VOUCHER')
+                this.payee!.missingVoucher(peerId);
             problem = error.message;
         }
         return problem;
+    }
+
+    /** A voucher the peer sent with a job's terms for a channel it pays through: why it does not pay, or undefined once kept. */
+    private async debtVoucher(peerId: string, jobId: string, channelId: string, wire: WireVoucher): Promise<string | undefined> {
+        const channel = this.payee!.get(channelId);
+        if (channel === undefined || channel.peer !== peerId)
+            return 'it is for a channel this peer never paid this node through';
+        try {
+            const voucher = parseVoucher(wire);
+            if (voucher.channel !== channelId)
+                return `it is for channel ${voucher.channel}, not the terms' ${channelId}`;
+            verifyVoucher(this.domain!, voucher, channel.payer);
+            const before = channel.voucher?.amount ?? 0n;
+            const problem = this.payee!.voucher(peerId, voucher);
+            if ((channel.voucher?.amount ?? 0n) > before) {
+                await this.save();
+                // Recorded with the job whose terms brought it, costing nothing of its own.
+                await this.options.log.append({version: LEDGER_RECORD_VERSION, type: 'voucher', at: new Date().toISOString(), peer: peerId, jobId,
+                    chainId: this.domain!.chainId, contract: this.domain!.contract, channel: channelId, payer: channel.payer,
+                    amount: voucher.amount.toString(), cost: '0', signature: voucher.signature});
+                this.redeemer?.voucherArrived();
+            }
+            return problem;
+        } catch (error) {
+            if (!(error instanceof LedgerError))
+                throw error;
+            return error.message;
+        }
     }
 
     /** The latest voucher of each channel paying this node: what the redeemer redeems. */
@@ -414,21 +472,39 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
     /** Withdraws what the peer's closed channels hold beyond what was redeemed, once their challenge period is over. */
     async withdraw(peerId: string): Promise<WalletActionStatus> {
         const {wallet, chain} = this.on();
-        const channels = this.channelsTo(peerId).filter((channel) => channel.closesAt !== 0);
-        if (channels.length === 0)
+        const closing = this.channelsTo(peerId).filter((channel) => channel.closesAt !== 0);
+        if (closing.length === 0)
             throw LedgerError.invalidRequest(`no closing channel to ${peerId.slice(0, 16)}…: run \`strongdoge wallet close\` first`);
         const transactions = [];
-        for (const channel of channels) {
+        const waiting: string[] = [];
+        for (const channel of closing) {
             const before = await this.refreshPayer(channel.channel);
-            const outcome = await withdrawFromChannel(chain, wallet, channel.channel);
+            // Each channel on its own: one withdrawn already, or still in its challenge period, does not hold back the others.
+            if (before === null || before.deposited === before.redeemed)
+                continue;
+            let outcome: PaymentOutcome;
+            try {
+                outcome = await withdrawFromChannel(chain, wallet, channel.channel);
+            } catch (error) {
+                // The chain's clock decides: a channel still in its challenge period is refused, and the others go on.
+                if (!(error instanceof LedgerError) || error.code !== 'CHANNEL_REFUSED')
+                    throw error;
+                waiting.push(`${channel.channel.slice(0, 10)}… (from ${new Date(before.closesAt * 1000).toISOString()}: ${error.message})`);
+                continue;
+            }
             await this.refreshPayer(channel.channel);
-            const returned = before === null ? 0n : before.deposited - before.redeemed;
+            const returned = before.deposited - before.redeemed;
             // What comes back may be deposited on this node's own again (--auto-deposit caps what is out at once).
-            this.autoDeposited = this.autoDeposited > returned ? this.autoDeposited - returned : 0n;
-            transactions.push({action: 'withdraw' as const, channel: channel.channel, txHash: outcome.txHash,
-                amount: before === null ? null : weiToDoge(returned), gasUsed: Number(outcome.gasUsed)});
+            if (this.autoFunded.has(channel.channel))
+                this.autoDeposited = this.autoDeposited > returned ? this.autoDeposited - returned : 0n;
+            transactions.push({action: 'withdraw' as const, channel: channel.channel, txHash: outcome.txHash, amount: weiToDoge(returned),
+                gasUsed: Number(outcome.gasUsed)});
         }
         await this.save();
+        if (transactions.length === 0)
+            throw LedgerError.channelRefused(waiting.length > 0
+                ? `nothing to withdraw yet: ${waiting.join('; ')}`
+                : `nothing left to withdraw from the channels to ${peerId.slice(0, 16)}…`);
         return {transactions};
     }
 
@@ -537,6 +613,7 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
             this.autoDeposited += amount;
             try {
                 const outcome = await this.fund(peerId, payee, amount, wallet, chain);
+                this.autoFunded.add(outcome.channel);
                 this.options.onNotice('info', `deposited ${weiToDoge(amount)} DOGE for ${peerId.slice(0, 8)} (--auto-deposit)`, {channel: outcome.channel, txHash: outcome.txHash});
             } catch (error) {
                 this.autoDeposited -= amount;
@@ -576,7 +653,8 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
     /** A channel's state from the chain, cached CHANNEL_CACHE_MS unless `fresh`. */
     private async channelState(channel: string, fresh = false): Promise<ChannelState | null> {
         const cached = this.channelCache.get(channel);
-        if (!fresh && cached !== undefined && Date.now() - cached.at < CHANNEL_CACHE_MS)
+        // Read again when asked, but a peer naming channels cannot make this node read one more than every few seconds.
+        if (cached !== undefined && Date.now() - cached.at < (fresh ? FRESH_READ_MS : CHANNEL_CACHE_MS))
             return cached.state;
         const state = await readChannel(this.chain!, channel);
         this.channelCache.set(channel, {state, at: Date.now()});
@@ -587,7 +665,8 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
 
     /** Written whole or not at all, one write at a time, in order. */
     private save(): Promise<void> {
-        const state = {payer: this.payer.save(), payee: this.payee?.save() ?? [], autoDeposited: this.autoDeposited.toString()};
+        const state = {payer: this.payer.save(), payee: this.payee?.save() ?? [], autoDeposited: this.autoDeposited.toString(),
+            autoFunded: [...this.autoFunded]};
         this.saving = this.saving.catch(() => undefined).then(async () => {
             await mkdir(dirname(this.statePath), {recursive: true, mode: 0o700});
             const temporary = `${this.statePath}.tmp`;

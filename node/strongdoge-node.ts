@@ -443,6 +443,7 @@ export class StrongdogeNode {
             reserve: (...args) => open().reserve(...args),
             pay: (...args) => open().pay(...args),
             release: (...args) => this.payments?.release(...args),
+            owes: (peerId) => this.payments?.owes(peerId),
             reserveWei: (...args) => open().reserveWei(...args),
             payWei: (...args) => open().payWei(...args),
             admitWei: (...args) => open().admitWei(...args),

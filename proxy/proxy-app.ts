@@ -46,6 +46,30 @@ function requireApiKey(apiKey: string) {
     };
 }
 
+/**
+ * Refuses a browser's request sent from another site (README, "Security"): without CORS a page elsewhere cannot read
+ * the answers, but a "simple" POST (text/plain) would still run, and spend this node's compute and DOGE. Browsers
+ * say where a request comes from (`Sec-Fetch-Site`, `Origin`); clients outside a browser send neither.
+ */
+function refuseCrossSite(req: Request, _res: Response, next: NextFunction) {
+    if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS')
+        return next();
+    const site = req.get('sec-fetch-site');
+    const origin = req.get('origin');
+    let foreign = site !== undefined && site !== 'same-origin' && site !== 'none';
+    if (!foreign && origin !== undefined) {
+        try {
+            foreign = new URL(origin).host !== req.get('host');
+        } catch {
+            foreign = true;
+        }
+    }
+    if (foreign)
+        throw new ApiError(403, 'Requests sent by a web page of another site are refused: call this API from its own page, or from outside a browser.',
+            'invalid_request_error', null, 'cross_site_request');
+    next();
+}
+
 function recordStats(stats: RequestStats) {
     return (req: Request, res: Response<unknown, ResponseLocals>, next: NextFunction) => {
         const startedAt = performance.now();
@@ -129,6 +153,7 @@ export function createProxyApp(options: ProxyAppOptions) {
     app.use(webPageRouter(webPage));
 
     const api = express.Router();
+    api.use(refuseCrossSite);
     if (apiKey)
         api.use(requireApiKey(apiKey));
     api.get('/api/node', jsonHandler(status.node));

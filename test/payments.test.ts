@@ -359,7 +359,7 @@ test.serial('SIGKILL of the provider between sending the redeem and recording it
 });
 
 /** A hostile requester in this process: its own node key and wallet (bound), its own channel, and its own idea of paying. */
-async function hostileRequester(payments: (channel: string, payer: Wallet) => RequesterPayments | undefined, deposit = 20n * 10n ** 18n) {
+async function hostileRequester<P extends RequesterPayments>(payments: (channel: string, payer: Wallet) => P | undefined, deposit = 20n * 10n ** 18n) {
     const keyPair = crypto.keyPair();
     const identity = {...keyPair, id: keyPair.publicKey.toString('hex'), shortId: shortNodeId(keyPair.publicKey)};
     const payer = await evm.fundedWallet(100n);
@@ -380,17 +380,24 @@ async function hostileRequester(payments: (channel: string, payer: Wallet) => Re
     }, {onText: () => undefined, deadlines: {firstTokenMs: 30_000, tokenMs: 30_000}, tokenCap: 8,
         model: {sha256: swarm.peer(provider.id)!.capabilities.models[0]?.sha256 ?? null, vouchedBytes: 0},
         capabilities: swarm.peer(provider.id)!.capabilities});
-    return {payer, channel: channel.toLowerCase(), generate, stop: () => swarm.stop()};
+    return {payer, channel: channel.toLowerCase(), generate, policy, stop: () => swarm.stop()};
 }
 
 /** Pays the first job honestly, then `second` decides the voucher of the second; the cost so far is what was paid honestly. */
 function payingPolicy(second: (honest: {channel: string, amount: bigint}, first: WireVoucher, payer: Wallet) => WireVoucher | undefined) {
-    return (channel: string, payer: Wallet): RequesterPayments => {
+    return (channel: string, payer: Wallet): RequesterPayments & {settle: () => void} => {
         let signed = 0n;
         let first: WireVoucher | undefined;
+        /** Whether the next terms carry the honest voucher for all served so far, as an owing requester's do. */
+        let settling = false;
         return {
             cannotPay: () => undefined,
-            reserve: async () => ({channel, pricePerMillion: PRICE}),
+            reserve: async () => (settling
+                ? {channel, pricePerMillion: PRICE, voucher: voucherJson(signVoucher(payer.signingKey, {chainId: evm.chainId, contract}, {channel, amount: signed}))}
+                : {channel, pricePerMillion: PRICE}),
+            settle: () => {
+                settling = true;
+            },
             pay: async (_peerId, _jobId, tokens) => {
                 signed += jobCostWei(tokens, PRICE_WEI);
                 const honest = voucherJson(signVoucher(payer.signingKey, {chainId: evm.chainId, contract}, {channel, amount: signed}));
@@ -441,6 +448,9 @@ for (const [name, second, reason] of [
         const warning = provider.daemon.logs.slice(logged).find((line) => String(line.msg).includes('voucher does not pay'))!;
         t.regex(String(warning.reason), reason);
         t.regex(await refusalOf(hostile.generate('one more')), /^payment_required: .*owes .* DOGE for jobs served/);
+        // Paying up with the next job's terms clears the debt: the provider serves it again.
+        hostile.policy!.settle();
+        t.is(await refusalOf(hostile.generate('paid up')), 'served');
         // The provider holds the honest voucher and redeems exactly it: the bad one pays nothing.
         const held = (await wallet(provider)).paidBy.find((entry) => entry.channel === hostile.channel)!;
         await walletAction(provider, 'redeem');

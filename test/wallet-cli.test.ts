@@ -125,6 +125,24 @@ test.serial('the wallet routes need the API key, and a request without it reache
     t.is(calls.length, before);
 });
 
+test.serial('a browser page of another site cannot POST to the API (a text/plain "simple" request included); the node\'s own page and other clients can', async (t) => {
+    const before = calls.length;
+    const post = (path: string, headers: Record<string, string>) => fetch(`http://127.0.0.1:${proxy.port}${path}`, {
+        method: 'POST', headers: {authorization: `Bearer ${API_KEY}`, 'content-type': 'text/plain', ...headers}, body: '{}'
+    });
+    for (const path of ['/api/wallet/redeem', '/api/ledger/anchor', '/v1/completions'])
+        for (const headers of [{origin: 'http://evil.example'}, {'sec-fetch-site': 'cross-site'}, {'sec-fetch-site': 'same-site', origin: 'http://localhost:3000'},
+            {origin: 'null'}] as Record<string, string>[]) {
+            const refused = await post(path, headers);
+            t.is(refused.status, 403, `${path} ${JSON.stringify(headers)}`);
+            t.like(await refused.json(), {error: {code: 'cross_site_request'}});
+        }
+    t.is(calls.length, before);
+    t.is((await post('/api/wallet/redeem', {origin: `http://127.0.0.1:${proxy.port}`, 'sec-fetch-site': 'same-origin'})).status, 200);
+    t.is((await post('/api/wallet/redeem', {})).status, 200);
+    t.is(calls.length, before + 2);
+});
+
 test.serial('GET /api/wallet answers the node\'s wallet document', async (t) => {
     const answer = await api('/api/wallet');
     t.is(answer.status, 200);

@@ -79,6 +79,10 @@ export class PayeeBook {
         const debt = this.debt(peer, now);
         if (debt !== undefined)
             return debt;
+        // One node per channel: debts are counted per node, so a wallet's second node may not run up the first's channel.
+        const known = this.channels.get(state.channel);
+        if (known !== undefined && known.peer !== peer)
+            return 'the channel pays for another node\'s jobs: open one of this node\'s own';
         const channel = this.upsert(peer, state);
         const held = [...this.reserved.values()].filter((entry) => entry.channel === channel.channel).reduce((sum, entry) => sum + entry.worst, 0n);
         const spent = channel.owed > (channel.voucher?.amount ?? 0n) ? channel.owed : channel.voucher?.amount ?? 0n;

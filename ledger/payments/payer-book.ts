@@ -86,7 +86,8 @@ export class PayerBook {
         const channel = entry && this.channels.get(entry.channel);
         if (channel === undefined || cost <= 0n)
             return undefined;
-        channel.signed += cost;
+        // Never more than was held for it: whatever a caller computed, a job's voucher stays within its worst case.
+        channel.signed += cost < entry!.worst ? cost : entry!.worst;
         return {channel: channel.channel, amount: channel.signed};
     }
 

@@ -6,14 +6,6 @@ import type {Capabilities} from '../../../swarm/capabilities.js';
  * peer, and what the requester and the provider ask of the node's payments. With price 0 nothing of this runs.
  */
 
-/** A priced job's terms: the channel the requester pays through, and the price (DOGE per million tokens) it pays. */
-export const jobPaymentSchema = z.object({
-    channel: z.string().regex(/^0x[0-9a-f]{64}$/),
-    pricePerMillion: z.number().positive().max(1e12)
-}).strict();
-
-export type JobPayment = z.infer<typeof jobPaymentSchema>;
-
 /** A voucher on the wire (ledger/payments/vouchers.ts parses it): hostile until checked. */
 export const wireVoucherSchema = z.object({
     channel: z.string().max(80),
@@ -22,6 +14,17 @@ export const wireVoucherSchema = z.object({
 }).strict();
 
 export type WireVoucher = z.infer<typeof wireVoucherSchema>;
+
+/** A priced job's terms: the channel the requester pays through, and the price (DOGE per million tokens) it pays. */
+export const jobPaymentSchema = z.object({
+    channel: z.string().regex(/^0x[0-9a-f]{64}$/),
+    pricePerMillion: z.number().positive().max(1e12),
+    /** The requester's latest voucher on the channel, sent again after a refusal for debt: it pays what its receipts could not. */
+    voucher: wireVoucherSchema.optional()
+}).strict();
+
+export type JobPayment = z.infer<typeof jobPaymentSchema>;
+
 
 /** The requester's side: whom it can pay, the terms of each job, and the voucher that goes with each receipt. */
 export interface RequesterPayments {
@@ -38,7 +41,9 @@ export interface RequesterPayments {
     /** The job was served `tokens` (its receipt's): the next voucher, kept before it is returned; undefined when free. */
     pay(peerId: string, jobId: string, tokens: number): Promise<WireVoucher | undefined>,
     /** The job ended without a receipt: its reservation is dropped. */
-    release(jobId: string): void
+    release(jobId: string): void,
+    /** The peer refused a job as owing: the next job's terms carry this node's latest voucher to it again. */
+    owes?(peerId: string): void
 }
 
 /** The provider's side: whether a priced job is covered, what it earned, and the vouchers that pay for it. */
@@ -52,7 +57,7 @@ export interface ProviderPayments {
      */
     admit(peerId: string, jobId: string, payment: JobPayment | undefined, tokens: number): Promise<string | undefined>,
     /** The job ended, `tokens` served (0 when it ended without a result): its reservation becomes what the peer owes. */
-    served(jobId: string, tokens: number): void,
+    served(peerId: string, jobId: string, tokens: number): void,
     /** A voucher sent with a job's receipt: why it is refused, or undefined once it is kept. */
     voucher(peerId: string, jobId: string, voucher: WireVoucher | undefined): Promise<string | undefined>
 }

@@ -179,7 +179,7 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
             this.active.delete(jobId);
             this.ended.set(jobId, true);
             if (refusal === undefined) {
-                this.payments!.served(jobId, 0);
+                this.payments!.served(peerId, jobId, 0);
                 return;
             }
             this.fail(peerId, jobId, InferenceError.refused('payment_required', refusal));
@@ -255,7 +255,7 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
             this.active.delete(jobId);
             this.ended.set(jobId, true);
             if (priced)
-                this.payments!.served(jobId, charged);
+                this.payments!.served(peerId, jobId, charged);
         });
     }
 

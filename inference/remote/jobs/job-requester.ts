@@ -275,8 +275,13 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
             this.pending.set(jobId, {
                 peerId, fail,
                 onMessage: (message) => {
-                    if (message.type === 'failed')
+                    if (message.type === 'failed') {
+                        // A provider that says this node owes it (a voucher lost to a crash on either side): the next
+                        // job's terms bring the latest voucher again (docs/architecture.md, "Payments").
+                        if (message.error.code === 'payment_required' && /(^|\s)owes \d/.test(message.error.message))
+                            this.payments?.owes?.(peerId);
                         fail(InferenceError.from(message.error));
+                    }
                     else
                         onResult(message, {
                             resolve: (value) => {

@@ -46,7 +46,7 @@ export interface ShardPayeePayments {
     /** Why `peerId` may not run `key` whose worst case is `worst` wei on `channel` (vouchers owed, a deposit too small…), or undefined once it is held. */
     admitWei(peerId: string, key: string, channel: string, worst: bigint): Promise<string | undefined>,
     /** `key` ended having served `cost` wei (0 releases its hold): the peer owes it. */
-    servedWei(key: string, cost: bigint): void,
+    servedWei(peerId: string, key: string, cost: bigint): void,
     /** The voucher that came with `key`'s receipt: why it does not pay, or undefined once it is kept. */
     voucherFor(peerId: string, key: string, wire: WireVoucher | undefined): Promise<string | undefined>
 }

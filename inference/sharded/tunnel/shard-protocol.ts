@@ -467,7 +467,7 @@ class ShardChannel {
             return;
         state.payment!.held = undefined;
         try {
-            this.options.payments?.servedWei(held, 0n);
+            this.options.payments?.servedWei(this.peer.peerId, held, 0n);
         } catch (error) { // called where nothing awaits it: a failure must not become an unhandled rejection
             this.options.onPaymentProblem?.(this.peer.peerId, `cannot release a shard session's payment window: ${(error as Error).message}`);
         }
@@ -661,7 +661,7 @@ class ShardChannel {
         const payments = this.options.payments!;
         const key = shardPaymentKey(body.session, body.sequence);
         payment.held = undefined;
-        payments.servedWei(key, stageCostWei(body.tokens, payment.priceWei, body.lastLayer - body.firstLayer + 1, body.layerCount));
+        payments.servedWei(this.peer.peerId, key, stageCostWei(body.tokens, payment.priceWei, body.lastLayer - body.firstLayer + 1, body.layerCount));
         let problem: string | undefined;
         try {
             problem = await payments.voucherFor(this.peer.peerId, key, voucher);
