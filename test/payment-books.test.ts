@@ -796,3 +796,18 @@ test('PayeeBook.voucher holds a voucher to the work up to its own job: one overt
     t.regex(book.voucher(peer, voucher(185n), 'e') ?? '', /for work worth 0.00000000000000019 DOGE: 0.000000000000000005 DOGE short/);
     t.regex(book.debt(peer, now) ?? '', /owes/);
 });
+
+test('PayerBook.pay never signs more for a job than was held for it', (t) => {
+    const {book, track} = payerFixture();
+    const channel = track(1000n);
+    t.true(book.reserve('job', channel, 100n));
+    t.deepEqual(book.pay('job', 5000n), {channel, amount: 100n});
+    t.is(book.get(channel)?.signed, 100n);
+});
+
+test('PayeeBook.admit: a channel pays for one node\'s jobs only, not another node of the same wallet', (t) => {
+    const {book, payer, peer, state} = payeeFixture();
+    t.is(book.admit(peer, payer.address, state, 'a', 10n), undefined);
+    t.regex(book.admit(keyPair().id, payer.address, state, 'b', 10n) ?? '', /pays for another node's jobs/);
+    t.is(book.channelOf('b'), undefined);
+});

@@ -1,3 +1,4 @@
+import {setTimeout} from 'node:timers/promises';
 /**
  * Paying a pipeline's priced hosts (docs/peer-protocol.md, "Shard channel"; docs/architecture.md, "Payments"): real
  * swarm nodes on a loopback testnet speaking the shard channel, each with the node's payments (node/node-payments.ts)
@@ -13,7 +14,7 @@ import type {Testnet} from 'hyperdht/testnet.js';
 import {resolveNodeSettings} from '../cli/config/node-config.js';
 import {type SessionRequestBody, sessionRequestProblem, signSessionRequest} from '../inference/sharded/tunnel/session-request.js';
 import {shardControlSchema} from '../inference/sharded/tunnel/shard-messages.js';
-import {paymentWindowTokens, shardPaymentKey, type ShardPayments} from '../inference/sharded/tunnel/shard-payments.js';
+import {PAYMENT_WINDOW_TOKENS_PER_SEQUENCE, paymentWindowTokens, shardPaymentKey, type ShardPayments} from '../inference/sharded/tunnel/shard-payments.js';
 import {type CoordinatorSession, type HostedSession, ShardProtocol, ShardSessionError} from '../inference/sharded/tunnel/shard-protocol.js';
 import {ContributionLog} from '../ledger/contribution-log.js';
 import {signShardReceipt} from '../ledger/shard-receipt.js';
@@ -237,6 +238,25 @@ test.serial('a coordinator that cannot pay a priced host is refused, each time s
     t.is(host.paymentProblems.length, 2, host.paymentProblems.join('\n'));
     t.is(silent.paymentProblems.length, 1, silent.paymentProblems.join('\n'));
     t.is(host.node.peers().length, 4, 'every coordinator stays connected');
+});
+
+test.serial('a priced session whose coordinator keeps its receipts back ends once its server ran four windows of passes past the last receipt', async (t) => {
+    const passes = {count: 0};
+    const host = await party(t, 'shard-pay-unpaid', {price: PRICE, passes});
+    const coordinator = await party(t, 'shard-pay-unpaid');
+    await connected([host, coordinator]);
+    await coordinator.payments.deposit(host.node.id, '10');
+    const session = await coordinator.protocol.openSession(host.node.id, REQUEST);
+    const ending = ended(session);
+    passes.count = 100;
+    session.sendReceipt(20, 10);
+    await waitFor(() => host.hosted.length === 1, 15_000, 50);
+    // Up to four windows past the receipt: served.
+    passes.count = 100 + 4 * PAYMENT_WINDOW_TOKENS_PER_SEQUENCE;
+    await setTimeout(2500);
+    t.false(session.ended);
+    passes.count += 1;
+    t.regex(await ending, /sent no receipt for 16385 passes/);
 });
 
 test.serial('a short, missing or forged voucher ends that coordinator\'s session only, and it gets no more work while it owes', async (t) => {

@@ -14,7 +14,7 @@ import type {JobPayment, WireVoucher} from '../../remote/jobs/job-payments.js';
 import {encodeData, MAX_SHARD_DATA_BYTES, SHARD_CHANNEL, type ShardControl, type ShardData} from './shard-messages.js';
 import {shortPeerId} from '../../../core/display.js';
 import {type SessionRequestBody, sessionRequestProblem, signSessionRequest} from './session-request.js';
-import {paymentWindowTokens, shardPaymentKey, type ShardPayments} from './shard-payments.js';
+import {PAYMENT_WINDOW_TOKENS_PER_SEQUENCE, paymentWindowTokens, shardPaymentKey, type ShardPayments} from './shard-payments.js';
 
 /**
  * What a coordinator asks of a host when it opens a session; the channel adds the session's id, both parties, the
@@ -193,6 +193,14 @@ export class CoordinatorSession extends EventEmitter<{ended: [reason: string]}> 
     }
 }
 
+/**
+ * Passes a priced session's server may run past its last receipt: four windows' worth (a pass moves every sequence
+ * on by at least a token), room for the longest honest request while its receipt is on its way.
+ */
+const UNPAID_PASSES = 4 * PAYMENT_WINDOW_TOKENS_PER_SEQUENCE;
+/** How often a priced session's passes are checked against its receipts. */
+const UNPAID_CHECK_MS = 1000;
+
 interface HostedState {
     request: SessionRequestBody,
     session: HostedSession | undefined,
@@ -207,7 +215,11 @@ interface HostedState {
     /** Receipts are checked one at a time, in order: a voucher's check may read the chain. */
     receipts: Promise<void>,
     /** Receipts waiting for their check. */
-    queuedReceipts: number
+    queuedReceipts: number,
+    /** The server's passes when the last receipt was countersigned: a priced session runs only so far ahead of its receipts. */
+    computesAtReceipt: number,
+    /** Checks a priced session's passes against its receipts while it is served. */
+    unpaidWatch: NodeJS.Timeout | undefined
 }
 
 /** The shard channel of one peer connection: this node's sessions on the peer and the peer's sessions here. */
@@ -313,11 +325,25 @@ class ShardChannel {
     }
 
     /** Ends a session this node hosts; with `expected`, only while that state is the session's (its id may be reused after it ends). */
+    /**
+     * Host: a priced session whose server ran more passes since its last receipt than UNPAID_PASSES ends: a
+     * coordinator that keeps its receipts (and their vouchers) back gets no more than that unpaid.
+     */
+    private watchUnpaid(sessionId: number, state: HostedState) {
+        state.unpaidWatch = setInterval(() => {
+            const passes = (state.session?.graphComputes() ?? 0) - state.computesAtReceipt;
+            if (passes > UNPAID_PASSES)
+                this.endHosted(sessionId, `the coordinator sent no receipt for ${passes} passes (at most ${UNPAID_PASSES} are served unpaid)`, true, state);
+        }, UNPAID_CHECK_MS);
+        state.unpaidWatch.unref();
+    }
+
     private endHosted(sessionId: number, reason: string, tell: boolean, expected?: HostedState) {
         const state = this.hosted.get(sessionId);
         if (state === undefined || state.ended || (expected !== undefined && state !== expected))
             return;
         state.ended = true;
+        clearInterval(state.unpaidWatch);
         this.hosted.delete(sessionId);
         // Receipts that came before the end are still checked and charged; the hold left after them goes.
         if (state.payment !== undefined)
@@ -388,7 +414,7 @@ class ShardChannel {
         }
         this.seenSessions.set(request.session, true);
         const state: HostedState = {request, session: undefined, nextSequence: 1, tokens: 0, streams: new Set(), ended: false, payment,
-            receipts: Promise.resolve(), queuedReceipts: 0};
+            receipts: Promise.resolve(), queuedReceipts: 0, computesAtReceipt: 0, unpaidWatch: undefined};
         this.hosted.set(message.session, state);
         const open = async () => {
             // A priced session's first window is held on the channel before anything starts (a coordinator owing vouchers gets none).
@@ -403,10 +429,13 @@ class ShardChannel {
         };
         open().then((session) => {
             state.session = session;
-            if (state.ended)
+            if (state.ended) {
                 session.end('the session ended while it opened');
-            else
-                this.sendControl({type: 'ready', session: sessionId});
+                return;
+            }
+            this.sendControl({type: 'ready', session: sessionId});
+            if (payment !== undefined)
+                this.watchUnpaid(sessionId, state);
         }, (error: Error) => {
             if (state.ended)
                 return;
@@ -645,6 +674,7 @@ class ShardChannel {
         const countersigned = countersignShardReceipt(receipt, this.options.identity.secretKey);
         state.nextSequence++;
         state.tokens += receipt.body.tokens;
+        state.computesAtReceipt = state.session.graphComputes();
         this.sendControl({type: 'countersigned', session: sessionId, sequence: receipt.body.sequence, hostSignature: countersigned.hostSignature!});
         this.options.onShardReceipt?.(this.peer.peerId, countersigned);
         if (state.payment !== undefined)
