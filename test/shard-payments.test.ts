@@ -240,6 +240,24 @@ test.serial('a coordinator that cannot pay a priced host is refused, each time s
     t.is(host.node.peers().length, 4, 'every coordinator stays connected');
 });
 
+test.serial('receipts sent as the coordinator ends its session still reach the host before the end, paid', async (t) => {
+    const passes = {count: 0};
+    const host = await party(t, 'shard-pay-ending', {price: PRICE, passes});
+    const coordinator = await party(t, 'shard-pay-ending');
+    await connected([host, coordinator]);
+    const {transactions: [opened]} = await coordinator.payments.deposit(host.node.id, '10');
+    const session = await coordinator.protocol.openSession(host.node.id, REQUEST);
+    passes.count = 100;
+    const tokens = [12, 8, 30];
+    for (const count of tokens)
+        session.sendReceipt(count, 10);
+    session.end('the pipeline is done');
+    const total = tokens.reduce((sum, count) => sum + stageCost(count), 0n);
+    await waitFor(async () => host.hosted.length === 3 && await vouched(host, opened!.channel) === weiToDoge(total), 15_000, 50);
+    t.deepEqual([host.paymentProblems, coordinator.paymentProblems], [[], []]);
+    t.is((await host.payments.describe()).paidBy[0]!.owed, weiToDoge(total));
+});
+
 test.serial('a priced session whose coordinator keeps its receipts back ends once its server ran four windows of passes past the last receipt', async (t) => {
     const passes = {count: 0};
     const host = await party(t, 'shard-pay-unpaid', {price: PRICE, passes});

@@ -157,6 +157,8 @@ interface SessionPayment {
 /** A session this node coordinates, on a host peer. */
 export class CoordinatorSession extends EventEmitter<{ended: [reason: string]}> {
     ended = false;
+    /** Whether this node ended it: its receipts on their way still go out (and are paid) before the host is told. */
+    endedHere = false;
     /** The number of the session's next receipt. */
     private nextSequence = 1;
     /** Receipts are paid and sent one at a time, in order (a voucher is kept on disk before it is sent). */
@@ -311,17 +313,25 @@ class ShardChannel {
             return;
         this.outgoing.delete(sessionId);
         const {payment} = entry.session;
-        if (payment?.held !== undefined) {
-            this.options.payments?.release(payment.held);
-            payment.held = undefined;
-        }
+        const finish = () => {
+            if (payment?.held !== undefined) {
+                this.options.payments?.release(payment.held);
+                payment.held = undefined;
+            }
+            if (tell && !this.closed)
+                this.sendControl({type: 'end', session: sessionId, reason});
+        };
         for (const stream of entry.streams.values())
             stream.finish(reason, false);
-        if (tell && !this.closed)
-            this.sendControl({type: 'end', session: sessionId, reason});
         entry.ready(error ?? new ShardSessionError('ended', reason));
         entry.session.ended = true;
+        entry.session.endedHere = tell;
         entry.session.emit('ended', reason);
+        // Ended here: the receipts of work done go out first, paid, and the host countersigns them before it hears of the end.
+        if (tell)
+            void entry.session.receipts.finally(finish);
+        else
+            finish();
     }
 
     /** Ends a session this node hosts; with `expected`, only while that state is the session's (its id may be reused after it ends). */
@@ -543,14 +553,15 @@ class ShardChannel {
     }
 
     private async deliverReceipt(session: CoordinatorSession, receipt: ShardReceipt) {
-        if (session.ended) // a receipt for a session that ended meanwhile would be dropped: it is not paid either
+        // Ended by the host (or the connection): a receipt it would drop is not paid either.
+        if (this.closed || (session.ended && !session.endedHere))
             return;
         const voucher = session.payment === undefined ? undefined : await this.payReceipt(session, receipt.body);
         if (this.closed)
             return;
         this.pendingReceipts.set(`${session.id}:${receipt.body.sequence}`, receipt);
         this.sendControl({type: 'receipt', session: session.id, receipt, ...(voucher !== undefined && {voucher})});
-        if (session.payment !== undefined)
+        if (session.payment !== undefined && !session.ended)
             await this.holdNextWindow(session, receipt.body.sequence + 1);
     }
 
@@ -563,11 +574,13 @@ class ShardChannel {
         const payment = session.payment!;
         const payments = this.options.payments!;
         const key = shardPaymentKey(body.session, body.sequence);
+        // Not held when the session ended before its window came (receipts still go out then): held now, for its cost.
+        const held = payment.held === key;
         payment.held = undefined;
         let cost = 0n;
         try {
             cost = stageCostWei(body.tokens, payment.priceWei, body.lastLayer - body.firstLayer + 1, body.layerCount);
-            if (cost > payment.window) {
+            if (cost > payment.window || !held) {
                 // A request longer than the window: its whole cost is held first (deposited, within --auto-deposit).
                 payments.release(key);
                 await payments.reserveWei(this.peer.peerId, payment.capabilities, key, cost);
