@@ -381,3 +381,16 @@ test.serial('a channel in its challenge period is still redeemed; one past its c
     t.false(made.voucherArrived(), 'a voucher of a closed channel counts for nothing toward the threshold');
     t.is((await redeemRecords(log)).length, 1);
 });
+
+test.serial('a voucher worth less than twice a redeem\'s gas waits on an open channel, and is redeemed once its channel closes', async (t) => {
+    const {log, directory} = await openLog();
+    const channel = await channelOf();
+    const book = [voucher(channel, 1000n)];
+    const made = redeemer(log, directory, book);
+    t.deepEqual(await made.redeemNow(), []);
+    t.is((await readChannel(settings, channel))?.redeemed, 0n);
+    await requestClose(settings, payer, channel);
+    const records = await made.redeemNow();
+    t.is(records.length, 1);
+    t.is((await readChannel(settings, channel))?.redeemed, 1000n);
+});
