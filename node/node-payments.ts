@@ -5,7 +5,7 @@
  */
 import {mkdir, readFile, rename, writeFile} from 'node:fs/promises';
 import {dirname, join} from 'node:path';
-import {getAddress, type Wallet} from 'ethers';
+import {getAddress, hexlify, randomBytes, type Wallet} from 'ethers';
 import {z} from 'zod';
 import {LRUCache} from 'lru-cache';
 import type {Capabilities} from '../swarm/capabilities.js';
@@ -13,7 +13,7 @@ import type {NodeIdentity} from '../swarm/node-identity.js';
 import type {ContributionLog} from '../ledger/contribution-log.js';
 import {LedgerError} from '../ledger/ledger-error.js';
 import {LEDGER_RECORD_VERSION} from '../ledger/records.js';
-import {type ChannelState, depositToChannel, openChannel, type PaymentOutcome, type PaymentSettings, readChannel, requestClose, withdrawFromChannel} from '../ledger/payments/channels.js';
+import {type ChannelState, channelIdOf, depositToChannel, openChannel, type PaymentOutcome, type PaymentSettings, readChannel, requestClose, withdrawFromChannel} from '../ledger/payments/channels.js';
 import {PayeeBook, type SavedPayeeChannel} from '../ledger/payments/payee-book.js';
 import {PayerBook, type SavedPayerChannel} from '../ledger/payments/payer-book.js';
 import {dogeToWei, jobCostWei, priceWeiPerMillion, weiToDoge} from '../ledger/payments/pricing.js';
@@ -42,7 +42,8 @@ const savedSchema = z.object({
     payee: z.array(z.object({channel: z.string(), peer: z.string(), payer: z.string(), owed: z.string(),
         voucher: z.object({amount: z.string(), signature: z.string()}).nullable()})).default([]),
     autoDeposited: z.string().default('0'),
-    autoFunded: z.array(z.string()).default([])
+    autoFunded: z.array(z.string()).default([]),
+    opening: z.array(z.object({channel: z.string(), payee: z.string(), peer: z.string().nullable()})).default([])
 });
 
 export interface NodePaymentsOptions {
@@ -77,7 +78,9 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
     private readonly servingPrices = new LRUCache<string, bigint>({max: 8192});
     /** Priced work this node serves or served lately, by key: who pays, through which channel, and its cost once known. */
     private readonly charges = new LRUCache<string, {peer: string, channel: string, cost: bigint | null, charged: boolean}>({max: 8192});
-    private readonly opening = new Map<string, Promise<void>>();
+    private readonly funding = new Map<string, Promise<void>>();
+    /** Channels this node sent an `open` for and has not seen on chain yet: kept, so a crash or a timeout loses none. */
+    private readonly opening: Map<string, {payee: string, peer: string | null}>;
     /** Payees that refused this node as owing: its next job to each carries its latest voucher again. */
     private readonly owing = new LRUCache<string, true>({max: 1024});
     private autoDeposited: bigint;
@@ -95,6 +98,7 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
         this.payer = new PayerBook(saved.payer as SavedPayerChannel[]);
         this.autoDeposited = BigInt(saved.autoDeposited);
         this.autoFunded = new Set(saved.autoFunded);
+        this.opening = new Map(saved.opening.map((entry) => [entry.channel, {payee: entry.payee, peer: entry.peer}]));
         if (this.offReason === null && 'wallet' in wallet) {
             this.wallet = wallet.wallet;
             // The wallet's lock rides with the settings into every channel call and the Redeemer (ledger/wallet-lock.ts).
@@ -123,6 +127,7 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
                 txHash: record.txHash}));
             payments.redeemer.on('failed', (error) => options.onNotice('warn', `redeeming failed; retrying: ${error.message}`, {code: error.code}));
             await payments.redeemer.start();
+            void payments.reconcile().catch((error: Error) => options.onNotice('warn', `cannot read this node's channels from the chain: ${error.message}`));
             options.onNotice('info', 'payments on', {wallet: payments.wallet!.address, contract: payments.chain!.contract, price: settings.price ?? 0});
         } else {
             options.onNotice('info', `payments are off (free peers only): ${payments.offReason}`);
@@ -594,7 +599,7 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
 
     /** Opens or tops up a channel to `payee` on this node's own, within `--auto-deposit`; one at a time per payee. */
     private async autoDeposit(peerId: string, payee: string, worst: bigint) {
-        const running = this.opening.get(payee);
+        const running = this.funding.get(payee);
         if (running !== undefined) {
             await running;
             const channel = this.payer.channelTo(payee);
@@ -622,25 +627,53 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
                 await this.save();
             }
         })();
-        this.opening.set(payee, work.then(() => undefined, () => undefined));
+        this.funding.set(payee, work.then(() => undefined, () => undefined));
         try {
             await work;
         } finally {
-            this.opening.delete(payee);
+            this.funding.delete(payee);
         }
     }
 
     private async fund(peerId: string, payee: string, amount: bigint, wallet: Wallet, chain: PaymentSettings) {
         const open = this.payer.channelTo(payee);
-        const outcome = open === undefined
-            ? {...await openChannel(chain, wallet, payee, amount), action: 'open' as const}
-            : {...await depositToChannel(chain, wallet, open.channel, amount), channel: open.channel, action: 'deposit' as const};
+        let outcome: PaymentOutcome & {channel: string, action: 'open' | 'deposit'};
+        if (open === undefined) {
+            // The channel's id is known before it is opened, and kept: after a crash or a timeout, `reconcile` finds it.
+            const salt = hexlify(randomBytes(32));
+            const channel = channelIdOf(wallet.address, payee, salt).toLowerCase();
+            this.opening.set(channel, {payee: getAddress(payee), peer: peerId});
+            await this.save();
+            outcome = {...await openChannel(chain, wallet, payee, amount, salt), action: 'open' as const};
+        } else {
+            outcome = {...await depositToChannel(chain, wallet, open.channel, amount), channel: open.channel, action: 'deposit' as const};
+        }
         const channel = outcome.channel.toLowerCase();
         const state = await readChannel(chain, channel);
-        if (state !== null)
+        if (state !== null) {
             this.payer.track(state, peerId);
+            this.opening.delete(channel);
+        }
         await this.save();
         return {action: outcome.action, channel, txHash: outcome.txHash, amount: weiToDoge(amount), gasUsed: Number(outcome.gasUsed)};
+    }
+
+    /**
+     * The chain's view of the channels this node pays through, at start: deposits made before a crash count, and a
+     * channel whose `open` was sent but not seen is tracked once the chain has it.
+     */
+    private async reconcile() {
+        for (const channel of this.payer.all())
+            if (channel.closesAt === 0 || channel.deposited > channel.redeemed)
+                await this.refreshPayer(channel.channel);
+        for (const [channel, entry] of [...this.opening]) {
+            const state = await readChannel(this.chain!, channel);
+            if (state === null)
+                continue; // not mined (yet): looked for again at the next start
+            this.payer.track(state, entry.peer);
+            this.opening.delete(channel);
+        }
+        await this.save();
     }
 
     private async refreshPayer(channel: string) {
@@ -666,7 +699,7 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
     /** Written whole or not at all, one write at a time, in order. */
     private save(): Promise<void> {
         const state = {payer: this.payer.save(), payee: this.payee?.save() ?? [], autoDeposited: this.autoDeposited.toString(),
-            autoFunded: [...this.autoFunded]};
+            autoFunded: [...this.autoFunded], opening: [...this.opening].map(([channel, entry]) => ({channel, ...entry}))};
         this.saving = this.saving.catch(() => undefined).then(async () => {
             await mkdir(dirname(this.statePath), {recursive: true, mode: 0o700});
             const temporary = `${this.statePath}.tmp`;
