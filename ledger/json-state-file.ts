@@ -45,9 +45,9 @@ export class JsonStateFile<S extends z.ZodType> {
         return parsed.data;
     }
 
-    /** Written whole or not at all (a rename), mode 0600, flushed: before the transaction it names can reach the chain. */
+    /** Written whole or not at all (a rename), mode 0600 in a 0700 folder, flushed: before the transaction it names can reach the chain. */
     async save(state: z.input<S>) {
-        await mkdir(dirname(this.path), {recursive: true});
+        await mkdir(dirname(this.path), {recursive: true, mode: 0o700});
         const temporary = `${this.path}.tmp`;
         await writeFile(temporary, JSON.stringify(state) + '\n', {mode: 0o600, flush: true});
         await rename(temporary, this.path);

@@ -3,8 +3,7 @@
  * through (requester) and is paid through (provider), the vouchers that go with receipts, settlement on chain, and
  * the wallet commands. With price 0 and no priced peer used, none of it runs.
  */
-import {mkdir, readFile, rename, writeFile} from 'node:fs/promises';
-import {dirname, join} from 'node:path';
+import {join} from 'node:path';
 import {getAddress, hexlify, randomBytes, type Wallet} from 'ethers';
 import {z} from 'zod';
 import {LRUCache} from 'lru-cache';
@@ -21,6 +20,7 @@ import {Redeemer} from '../ledger/payments/redeemer.js';
 import {parseVoucher, signVoucher, verifyVoucher, voucherJson, type VoucherDomain} from '../ledger/payments/vouchers.js';
 import {bindWallet, boundWallet} from '../ledger/payments/wallet-binding.js';
 import {WalletLock} from '../ledger/wallet-lock.js';
+import {JsonStateFile} from '../ledger/json-state-file.js';
 import type {WalletBinding} from '../core/wallet-binding-schema.js';
 import {chainProvider, shortReason} from '../ledger/anchor/chain.js';
 import type {JobPayment, ProviderPayments, RequesterPayments, WireVoucher} from '../inference/remote/jobs/job-payments.js';
@@ -91,7 +91,8 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
     readonly offReason: string | null;
     private readonly ownBinding: WalletBinding | null;
 
-    private constructor(private readonly options: NodePaymentsOptions, private readonly statePath: string, saved: z.infer<typeof savedSchema>) {
+    private constructor(private readonly options: NodePaymentsOptions, private readonly stateFile: JsonStateFile<typeof savedSchema>,
+        saved: z.infer<typeof savedSchema>) {
         const {settings, wallet, contract, identity} = options;
         this.offReason = 'missing' in wallet ? wallet.missing
             : contract === undefined ? `no payment contract for chain ${settings.chainId}: run \`strongdoge ledger deploy\` or pass --payment-contract` : null;
@@ -112,8 +113,10 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
     }
 
     static async open(options: NodePaymentsOptions): Promise<NodePayments> {
-        const statePath = join(options.settings.dataDir, 'ledger', 'payments.json');
-        const payments = new NodePayments(options, statePath, await loadSaved(statePath));
+        // The vouchers signed and held: a damaged file stops the node, never starts it over (JsonStateFile).
+        const stateFile = new JsonStateFile(join(options.settings.dataDir, 'ledger', 'payments.json'), savedSchema,
+            {empty: () => savedSchema.parse({}), damagedHint: 'the vouchers signed and held are in it: restore it from a backup'});
+        const payments = new NodePayments(options, stateFile, await stateFile.load());
         const {settings} = options;
         if (settings.price !== undefined && settings.price > 0 && payments.offReason !== null)
             throw LedgerError.notConfigured(`--price ${settings.price} needs payments: ${payments.offReason}`);
@@ -315,64 +318,59 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
             this.payee!.missingVoucher(peerId);
             return `the receipt of priced work (${weiToDoge(cost)} DOGE) came without a voucher`;
         }
-        let problem: string | undefined;
         try {
-            const voucher = parseVoucher(wire);
-            if (voucher.channel !== charge.channel)
-                throw LedgerError.invalidVoucher(`a voucher for channel ${voucher.channel}, not the job's ${charge.channel}`);
-            const channel = this.payee!.get(voucher.channel)!;
-            verifyVoucher(this.domain!, voucher, channel.payer);
-            if (voucher.amount > channel.deposited) {
-                const state = await this.channelState(voucher.channel, true);
-                if (state !== null)
-                    this.payee!.refresh(state);
-            }
-            const before = channel.voucher?.amount ?? 0n;
-            problem = this.payee!.voucher(peerId, voucher, scoped);
-            if ((channel.voucher?.amount ?? 0n) > before) {
-                await this.save();
-                await this.options.log.append({version: LEDGER_RECORD_VERSION, type: 'voucher', at: new Date().toISOString(), peer: peerId, jobId: key,
-                    chainId: this.domain!.chainId, contract: this.domain!.contract, channel: voucher.channel, payer: channel.payer,
-                    amount: voucher.amount.toString(), cost: cost.toString(), signature: voucher.signature});
-                this.redeemer?.voucherArrived();
-            }
+            return await this.keepVoucher(peerId, charge.channel, wire, {jobId: key, cost}, scoped);
         } catch (error) {
             if (!(error instanceof LedgerError))
                 throw error;
             // A bad voucher is the peer's debt at once; this node's own trouble (the chain, its disk) is not.
             if (error.code === 'INVALID_VOUCHER')
                 this.payee!.missingVoucher(peerId);
-            problem = error.message;
+            return error.message;
         }
-        return problem;
     }
 
     /** A voucher the peer sent with a job's terms for a channel it pays through: why it does not pay, or undefined once kept. */
     private async debtVoucher(peerId: string, jobId: string, channelId: string, wire: WireVoucher): Promise<string | undefined> {
-        const channel = this.payee!.get(channelId);
-        if (channel === undefined || channel.peer !== peerId)
-            return 'it is for a channel this peer never paid this node through';
         try {
-            const voucher = parseVoucher(wire);
-            if (voucher.channel !== channelId)
-                return `it is for channel ${voucher.channel}, not the terms' ${channelId}`;
-            verifyVoucher(this.domain!, voucher, channel.payer);
-            const before = channel.voucher?.amount ?? 0n;
-            const problem = this.payee!.voucher(peerId, voucher);
-            if ((channel.voucher?.amount ?? 0n) > before) {
-                await this.save();
-                // Recorded with the job whose terms brought it, costing nothing of its own.
-                await this.options.log.append({version: LEDGER_RECORD_VERSION, type: 'voucher', at: new Date().toISOString(), peer: peerId, jobId,
-                    chainId: this.domain!.chainId, contract: this.domain!.contract, channel: channelId, payer: channel.payer,
-                    amount: voucher.amount.toString(), cost: '0', signature: voucher.signature});
-                this.redeemer?.voucherArrived();
-            }
-            return problem;
+            // Recorded with the job whose terms brought it, costing nothing of its own; held to all that is owed.
+            return await this.keepVoucher(peerId, channelId, wire, {jobId, cost: 0n});
         } catch (error) {
             if (!(error instanceof LedgerError))
                 throw error;
             return error.message;
         }
+    }
+
+    /**
+     * Checks a peer's voucher for `channelId` (signed by its payer for this chain and contract; the deposit read
+     * again when the voucher is above it) and keeps it when it is above the one held (the state file, then a
+     * `voucher` record for `record.jobId`), which may start a redeem. Why it does not pay what it must (the work up to
+     * `scoped`, else all owed), or undefined; INVALID_VOUCHER for one that is not the payer's.
+     */
+    private async keepVoucher(peerId: string, channelId: string, wire: WireVoucher, record: {jobId: string, cost: bigint}, scoped?: string) {
+        const channel = this.payee!.get(channelId);
+        if (channel === undefined || channel.peer !== peerId)
+            return `a voucher for channel ${channelId}, which this peer never paid this node through`;
+        const voucher = parseVoucher(wire);
+        if (voucher.channel !== channelId)
+            throw LedgerError.invalidVoucher(`a voucher for channel ${voucher.channel}, not ${channelId}`);
+        verifyVoucher(this.domain!, voucher, channel.payer);
+        if (voucher.amount > channel.deposited) {
+            const state = await this.channelState(channelId, true);
+            if (state !== null)
+                this.payee!.refresh(state);
+        }
+        const before = channel.voucher?.amount ?? 0n;
+        const problem = this.payee!.voucher(peerId, voucher, scoped);
+        if ((channel.voucher?.amount ?? 0n) > before) {
+            await this.save();
+            await this.options.log.append({version: LEDGER_RECORD_VERSION, type: 'voucher', at: new Date().toISOString(), peer: peerId, jobId: record.jobId,
+                chainId: this.domain!.chainId, contract: this.domain!.contract, channel: channelId, payer: channel.payer,
+                amount: voucher.amount.toString(), cost: record.cost.toString(), signature: voucher.signature});
+            this.redeemer?.voucherArrived();
+        }
+        return problem;
     }
 
     /** The latest voucher of each channel paying this node: what the redeemer redeems. */
@@ -397,13 +395,12 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
                 provider.destroy();
             }
         }
-        const totals = this.totals();
         const redeemer = this.redeemer?.status();
         const closes = (at: number) => (at === 0 ? null : new Date(at * 1000).toISOString());
         return {
             address: this.wallet?.address ?? null, offReason: this.offReason, chainId: settings.chainId, contract: this.chain?.contract ?? null,
             balance, chainError, price: this.price(),
-            earned: weiToDoge(totals.earned), owed: weiToDoge(totals.owed), paid: weiToDoge(totals.paid), deposited: weiToDoge(totals.deposited),
+            ...this.totals(),
             autoDeposit: {cap: weiToDoge(this.autoDepositCap()), used: weiToDoge(this.autoDeposited)},
             paying: this.payer.all().map((channel) => ({peer: channel.peer, channel: channel.channel, payee: channel.payee,
                 deposited: weiToDoge(channel.deposited), paid: weiToDoge(channel.signed), redeemed: weiToDoge(channel.redeemed), closesAt: closes(channel.closesAt)})),
@@ -422,10 +419,7 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
 
     /** DOGE earned (redeemed), owed to this node, paid (vouchers signed) and deposited, for the dashboard; null when off. */
     summary() {
-        if (this.offReason !== null)
-            return null;
-        const totals = this.totals();
-        return {earned: weiToDoge(totals.earned), owed: weiToDoge(totals.owed), paid: weiToDoge(totals.paid), deposited: weiToDoge(totals.deposited)};
+        return this.offReason === null ? this.totals() : null;
     }
 
     act(action: 'deposit' | 'redeem' | 'close' | 'withdraw', body: {peer?: string, amount?: string}): Promise<WalletActionStatus> {
@@ -526,6 +520,7 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
         return {wallet: this.wallet!, chain: this.chain!};
     }
 
+    /** DOGE earned (redeemed), owed to this node, paid (vouchers signed) and deposited. */
     private totals() {
         let earned = 0n;
         let owed = 0n;
@@ -541,7 +536,7 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
             paid += channel.signed;
             deposited += channel.deposited;
         }
-        return {earned, owed: owed < 0n ? 0n : owed, paid, deposited};
+        return {earned: weiToDoge(earned), owed: weiToDoge(owed < 0n ? 0n : owed), paid: weiToDoge(paid), deposited: weiToDoge(deposited)};
     }
 
     /** A peer's bound wallet, checked (and the check cached per binding), or why there is none usable. */
@@ -609,22 +604,21 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
         const channel = this.payer.channelTo(payee);
         const need = worst - (channel === undefined ? 0n : this.payer.left(channel));
         const share = this.autoDepositCap() / AUTO_DEPOSIT_SHARE;
+        const wanted = need > share ? need : share;
         const left = this.autoDepositLeft();
-        const amount = (need > share ? need : share) < left ? (need > share ? need : share) : left;
+        const amount = wanted < left ? wanted : left;
         if (amount < need || amount === 0n)
             throw LedgerError.channelRefused(`--auto-deposit has ${weiToDoge(left)} DOGE left, less than the ${weiToDoge(need)} DOGE this work needs`);
         const {wallet, chain} = this.on();
         const work = (async () => {
             this.autoDeposited += amount;
             try {
-                const outcome = await this.fund(peerId, payee, amount, wallet, chain);
-                this.autoFunded.add(outcome.channel);
+                const outcome = await this.fund(peerId, payee, amount, wallet, chain, true);
                 this.options.onNotice('info', `deposited ${weiToDoge(amount)} DOGE for ${peerId.slice(0, 8)} (--auto-deposit)`, {channel: outcome.channel, txHash: outcome.txHash});
             } catch (error) {
                 this.autoDeposited -= amount;
-                throw error;
-            } finally {
                 await this.save();
+                throw error;
             }
         })();
         this.funding.set(payee, work.then(() => undefined, () => undefined));
@@ -635,7 +629,8 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
         }
     }
 
-    private async fund(peerId: string, payee: string, amount: bigint, wallet: Wallet, chain: PaymentSettings) {
+    /** Opens a channel to `payee` with `amount`, or tops up the open one; `auto`: on this node's own (`--auto-deposit`). */
+    private async fund(peerId: string, payee: string, amount: bigint, wallet: Wallet, chain: PaymentSettings, auto = false) {
         const open = this.payer.channelTo(payee);
         let outcome: PaymentOutcome & {channel: string, action: 'open' | 'deposit'};
         if (open === undefined) {
@@ -654,6 +649,8 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
             this.payer.track(state, peerId);
             this.opening.delete(channel);
         }
+        if (auto)
+            this.autoFunded.add(channel);
         await this.save();
         return {action: outcome.action, channel, txHash: outcome.txHash, amount: weiToDoge(amount), gasUsed: Number(outcome.gasUsed)};
     }
@@ -700,33 +697,7 @@ export class NodePayments implements RequesterPayments, ProviderPayments {
     private save(): Promise<void> {
         const state = {payer: this.payer.save(), payee: this.payee?.save() ?? [], autoDeposited: this.autoDeposited.toString(),
             autoFunded: [...this.autoFunded], opening: [...this.opening].map(([channel, entry]) => ({channel, ...entry}))};
-        this.saving = this.saving.catch(() => undefined).then(async () => {
-            await mkdir(dirname(this.statePath), {recursive: true, mode: 0o700});
-            const temporary = `${this.statePath}.tmp`;
-            await writeFile(temporary, JSON.stringify(state) + '\n', {mode: 0o600, flush: true});
-            await rename(temporary, this.statePath);
-        });
+        this.saving = this.saving.catch(() => undefined).then(() => this.stateFile.save(state));
         return this.saving;
     }
-}
-
-async function loadSaved(path: string) {
-    let text: string;
-    try {
-        text = await readFile(path, 'utf8');
-    } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === 'ENOENT')
-            return savedSchema.parse({});
-        throw LedgerError.storage(`cannot read ${path}: ${(error as Error).message}`);
-    }
-    const parsed = savedSchema.safeParse((() => {
-        try {
-            return JSON.parse(text);
-        } catch {
-            return null;
-        }
-    })());
-    if (!parsed.success)
-        throw LedgerError.storage(`${path} is damaged: the vouchers signed and held are in it; restore it from a backup`);
-    return parsed.data;
 }
