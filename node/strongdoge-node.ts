@@ -106,6 +106,8 @@ export class StrongdogeNode {
     ledger: NodeLedger | undefined;
     /** Payments for priced jobs (docs/architecture.md, "Payments"): open once `start()` has opened the ledger. */
     payments: NodePayments | undefined;
+    /** What the jobs, the shard channel and the router ask of the payments, made once: they reach `payments` once open. */
+    private readonly paymentsWhenOpen = this.paymentsOnceOpen();
     /** Tokens as they stream: to this node's clients (`local`), or generated for peers (`forPeers`). */
     readonly tokens = new EventEmitter<{tokens: [kind: 'local' | 'forPeers', count: number]}>();
     private proxy: ListeningProxy | undefined;
@@ -169,12 +171,12 @@ export class StrongdogeNode {
                 onShardConsumed: (_peerId, receipt) => this.keepShardReceipt(receipt, 'shard-consumed'),
                 onReceiptProblem: (peerId, problem) => this.logger.warn({peer: shortPeerId(peerId), reason: problem}, 'a shard receipt was refused'),
                 // Stages of priced hosts are paid per receipt (docs/peer-protocol.md, "Shard channel"): the payments open in start(), before the swarm.
-                payments: this.paymentsOnceOpen(),
+                payments: this.paymentsWhenOpen,
                 onPaymentProblem: (peerId, problem) => this.logger.warn({peer: shortPeerId(peerId), reason: problem}, 'a shard payment failed')
             });
             this.swarm.use(this.shards);
             const domain = {network: settings.network, chainId: settings.chainId};
-            const payments = this.paymentsOnceOpen();
+            const payments = this.paymentsWhenOpen;
             this.requester = new JobRequester({jobs, identity, domain, payments});
             this.provider = new JobProvider({jobs, identity, domain, executor: this.localExecutor(), payments,
                 keepReceipt: (receipt) => this.keepReceipt(receipt),
@@ -258,7 +260,7 @@ export class StrongdogeNode {
     private inference() {
         const {settings} = this;
         const local = new LocalInference({engine: this.engine, modelIds: this.models.map((model) => model.id)});
-        const remote = this.swarm && this.requester && new RemoteInference({swarm: this.swarm, requester: this.requester, payments: this.paymentsOnceOpen(),
+        const remote = this.swarm && this.requester && new RemoteInference({swarm: this.swarm, requester: this.requester, payments: this.paymentsWhenOpen,
             vouchedModelBytes: (sha256) => this.vouchedModelBytes(sha256), routing: {
             ...(settings.maxPrice !== undefined && {maxPrice: settings.maxPrice}),
             deadlines: {firstTokenMs: Math.max(FIRST_TOKEN_DEADLINE_MS, settings.peerTimeout * 1000), tokenMs: settings.peerTimeout * 1000},

@@ -9,7 +9,7 @@ import {explainNoPeer, rankPeers, type PeerCandidate} from './peer-ranking.js';
 import {shortPeerId} from '../../core/display.js';
 import type {Capabilities} from '../../swarm/capabilities.js';
 import type {RequesterPayments} from './jobs/job-payments.js';
-import {embeddingTokenBound, promptTokenBound} from './jobs/receipt-claims.js';
+import {embeddingTokenBound, generationTokenBound} from './jobs/receipt-claims.js';
 
 /**
  * The failures a serving peer may blame on the request: those its engine finds in the request itself. Any other
@@ -87,7 +87,7 @@ export class RemoteInference implements InferenceStrategy {
         const answer = new ResumableAnswer(request, options.onText);
         // The most a peer may bill: the prompt's bound and the tokens asked for, else the peer's own cap (a count is free).
         const worst = (capabilities: Capabilities) => request.countOnly === true ? 0
-            : promptTokenBound(request) + (request.sampling.maxTokens ?? capabilities.maxJobTokens ?? MAX_TOKENS_WITHOUT_CAP);
+            : generationTokenBound(request, capabilities.maxJobTokens ?? MAX_TOKENS_WITHOUT_CAP);
         return this.withPeers(request.model, options, worst, () => answer.resumed, async (peerId) => {
             const attempt = answer.attempt();
             const announced = this.swarm.peer(peerId)?.capabilities;

@@ -3,14 +3,14 @@ import {LRUCache} from 'lru-cache';
 import {countersignReceipt, verifyReceipt, ReceiptError, type Receipt, type ReceiptBody} from '../../../ledger/receipt.js';
 import {domainProblem, type SigningDomain} from '../../../ledger/signing-domain.js';
 import type {NodeIdentity} from '../../../swarm/node-identity.js';
-import {InferenceError, type InferenceErrorCode} from '../../../core/inference-error.js';
+import {InferenceError, type InferenceErrorCode, type RefusalCode} from '../../../core/inference-error.js';
 import type {EmbeddingResult, GenerationRequest, GenerationResult, TextListener} from '../../../core/inference-types.js';
 import {jobRefusal, submissionModel, type JobProviderLimits, type JobSubmission} from './job-admission.js';
 import type {JobMessage} from './job-messages.js';
 import type {JobsProtocol} from './jobs-protocol.js';
 import {recentJobIds} from './recent-job-ids.js';
 import type {ProviderPayments, WireVoucher} from './job-payments.js';
-import {embeddingTokenBound, promptTokenBound} from './receipt-claims.js';
+import {embeddingTokenBound, generationTokenBound} from './receipt-claims.js';
 
 /** What serves peers' jobs: this node's engine. */
 export interface JobExecutor {
@@ -149,6 +149,13 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
         void this.jobs.send(peerId, {type: 'failed', jobId, error: {...error.toJSON(), message: error.message.slice(0, 1000)}});
     }
 
+    /** A job refused before any work: its id is spent, the peer is told why. */
+    private refuse(peerId: string, jobId: string, code: RefusalCode, reason: string) {
+        this.ended.set(jobId, true);
+        this.fail(peerId, jobId, InferenceError.refused(code, reason));
+        this.emit('refused', peerId, code);
+    }
+
     private accept(peerId: string, message: JobSubmission) {
         const refusal = jobRefusal(message, this.limits, {
             activeJobIds: new Set(this.active.keys()), canServe: (model) => this.executor.canServe(model),
@@ -156,9 +163,7 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
             owedReceipts: this.owedReceipts(peerId)
         });
         if (refusal !== undefined) {
-            this.ended.set(message.jobId, true);
-            this.fail(peerId, message.jobId, InferenceError.refused(...refusal));
-            this.emit('refused', peerId, refusal[0]);
+            this.refuse(peerId, message.jobId, ...refusal);
             return;
         }
         const {jobId} = message;
@@ -171,24 +176,20 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
         }
         // A priced job starts once its worst case is covered (docs/architecture.md, "Payments").
         const worst = message.type === 'generate'
-            ? promptTokenBound(message.request) + (message.request.sampling.maxTokens ?? this.limits.maxTokensPerJob)
+            ? generationTokenBound(message.request, this.limits.maxTokensPerJob)
             : embeddingTokenBound(message.inputs);
         this.payments.admit(peerId, jobId, message.payment, worst).then((refusal) => {
             if (refusal === undefined && !controller.signal.aborted)
                 return this.start(peerId, message, controller, true);
             this.active.delete(jobId);
+            if (refusal !== undefined)
+                return this.refuse(peerId, jobId, 'payment_required', refusal);
+            // Cancelled while its payment was checked: what was held for it goes.
             this.ended.set(jobId, true);
-            if (refusal === undefined) {
-                this.payments!.served(peerId, jobId, 0);
-                return;
-            }
-            this.fail(peerId, jobId, InferenceError.refused('payment_required', refusal));
-            this.emit('refused', peerId, 'payment_required');
+            this.payments!.served(peerId, jobId, 0);
         }, (error: Error) => {
             this.active.delete(jobId);
-            this.ended.set(jobId, true);
-            this.fail(peerId, jobId, InferenceError.refused('payment_required', `cannot check the payment: ${error.message}`));
-            this.emit('refused', peerId, 'payment_required');
+            this.refuse(peerId, jobId, 'payment_required', `cannot check the payment: ${error.message}`);
         });
     }
 

@@ -10,7 +10,7 @@ import type {EmbeddingResult, GenerationRequest, GenerationResult, TextListener}
 import {toolCallProblem} from '../../../core/tool-calls/tool-call-syntax.js';
 import type {JobMessage} from './job-messages.js';
 import type {JobsProtocol} from './jobs-protocol.js';
-import {embeddingTokenBound, promptTokenBound} from './receipt-claims.js';
+import {embeddingTokenBound, generationTokenBound, promptTokenBound} from './receipt-claims.js';
 import {recentJobIds} from './recent-job-ids.js';
 import type {JobPayment, RequesterPayments, WireVoucher} from './job-payments.js';
 import type {Capabilities} from '../../../swarm/capabilities.js';
@@ -139,7 +139,7 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
         capabilities?: Capabilities
     }) {
         const budget = (request.sampling.maxTokens ?? options.tokenCap) - (request.continuation?.tokens.length ?? 0);
-        const worst = promptTokenBound(request) + (request.sampling.maxTokens ?? options.tokenCap);
+        const worst = generationTokenBound(request, options.tokenCap);
         let relayed = 0;
         /** Tokens of the call being written that the peer claimed (`progress`): the call, when it comes, has them all. */
         let claimed = 0;

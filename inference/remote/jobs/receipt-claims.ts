@@ -30,6 +30,14 @@ export function promptTokenBound(request: GenerationRequest): number {
     return messages + tools + TEMPLATE_OVERHEAD_TOKENS + continuation;
 }
 
+/**
+ * The most tokens a generation can be billed for (docs/architecture.md, "Payments"): its prompt's bound and the
+ * tokens it may generate, `max_tokens` or else `tokenCap` (the serving peer's cap).
+ */
+export function generationTokenBound(request: GenerationRequest, tokenCap: number): number {
+    return promptTokenBound(request) + (request.sampling.maxTokens ?? tokenCap);
+}
+
 /** The most tokens the inputs of an embedding can be. */
 export function embeddingTokenBound(inputs: readonly string[]): number {
     return inputs.reduce((sum, input) => sum + bytes(input) + PER_INPUT_OVERHEAD_TOKENS, 0);
