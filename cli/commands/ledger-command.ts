@@ -4,7 +4,7 @@ import type {AnchorOutcomeStatus, LedgerStatus, RevocationOutcomeStatus, VerifyR
 import {loadNodeSettings} from '../config/load-node-settings.js';
 import {fetchNodeStatus, NodeUnreachableError, type NodeAddressFlags} from '../node-client.js';
 import type {SettingFlags} from '../config/node-config.js';
-import {addDataDirOption, addSettingOptions, settingOption} from './shared-options.js';
+import {addNodeAddressOptions, addSettingOptions} from './shared-options.js';
 import {shortPeerId} from '../../core/display.js';
 
 type LedgerFlags = NodeAddressFlags & SettingFlags & {json?: boolean, core?: string};
@@ -13,12 +13,7 @@ type LedgerFlags = NodeAddressFlags & SettingFlags & {json?: boolean, core?: str
 const VERIFY_FAILED_EXIT_CODE = 1;
 
 function ledgerSubcommand(name: string, description: string) {
-    const command = new Command(name).description(description)
-        .addOption(settingOption('port', {description: 'the running node\'s API port', showDefault: false}))
-        .addOption(settingOption('host', {description: 'the running node\'s API address', showDefault: false}))
-        .addOption(settingOption('apiKey', {description: 'the running node\'s API key, if it has one', showDefault: false}))
-        .option('--json', 'print JSON');
-    return addDataDirOption(addSettingOptions(command, 'ledger'));
+    return addNodeAddressOptions(addSettingOptions(new Command(name).description(description), 'ledger'));
 }
 
 /**

@@ -40,3 +40,13 @@ export function addSettingOptions(command: Command, group: 'node' | 'ledger') {
 export function addDataDirOption(command: Command) {
     return command.option(dataDirSetting.flags, `${dataDirSetting.description} (default: ${dataDirSetting.default}) [env ${dataDirSetting.env}]`);
 }
+
+/** Where the running node's API is (port, address, key), `--json` and the data dir: what a command that asks the node takes. */
+export function addNodeAddressOptions(command: Command) {
+    command
+        .addOption(settingOption('port', {description: 'the running node\'s API port', showDefault: false}))
+        .addOption(settingOption('host', {description: 'the running node\'s API address', showDefault: false}))
+        .addOption(settingOption('apiKey', {description: 'the running node\'s API key, if it has one', showDefault: false}))
+        .option('--json', 'print JSON');
+    return addDataDirOption(command);
+}

@@ -5,16 +5,7 @@ import {fetchNodeStatus, fetchNodeStatusIfKnown, type NodeAddressFlags} from '..
 import {clusterActive} from '../../tui/dashboard-state.js';
 import {formatBytes, shortPeerId} from '../../core/display.js';
 import {formatDuration, formatEngineBuild, formatHosting, formatLayers, formatNatAddress, formatTable, formatTransfer} from '../../tui/text-format.js';
-import {addDataDirOption, settingOption} from './shared-options.js';
-
-function withNodeAddress(command: Command) {
-    command
-        .addOption(settingOption('port', {description: 'the node\'s API port', showDefault: false}))
-        .addOption(settingOption('host', {description: 'the node\'s API address', showDefault: false}))
-        .addOption(settingOption('apiKey', {description: 'the node\'s API key, if it has one', showDefault: false}))
-        .option('--json', 'print JSON');
-    return addDataDirOption(command);
-}
+import {addNodeAddressOptions} from './shared-options.js';
 
 function deviceText(capabilities: Capabilities) {
     const {device, compute} = capabilities;
@@ -43,7 +34,7 @@ function relayText(relay: NonNullable<NodeStatus['relay']>) {
 }
 
 function peersCommand() {
-    return withNodeAddress(new Command('peers').description('list the peers of the running node'))
+    return addNodeAddressOptions(new Command('peers').description('list the peers of the running node'))
         .action(async (flags: NodeAddressFlags & {json?: boolean}) => {
             const document = await fetchNodeStatus(flags, '/api/peers');
             const {peers, banned, unreachable} = document;
@@ -104,7 +95,7 @@ function clusterLines(cluster: ClusterStatus) {
 }
 
 function statusCommand() {
-    return withNodeAddress(new Command('status').description('show the running node: identity, network, device, models, traffic, and its pipelines and hosted layers'))
+    return addNodeAddressOptions(new Command('status').description('show the running node: identity, network, device, models, traffic, and its pipelines and hosted layers'))
         .action(async (flags: NodeAddressFlags & {json?: boolean}) => {
             const node = await fetchNodeStatus(flags, '/api/node');
             if (flags.json) {

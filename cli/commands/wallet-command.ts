@@ -4,7 +4,7 @@ import {dogeToWei, weiToDoge} from '../../ledger/payments/pricing.js';
 import {fetchNodeStatus, NodeUnreachableError, type NodeAddressFlags} from '../node-client.js';
 import {shortPeerId} from '../../core/display.js';
 import {formatDuration, formatTable} from '../../tui/text-format.js';
-import {addDataDirOption, settingOption} from './shared-options.js';
+import {addNodeAddressOptions} from './shared-options.js';
 
 /**
  * `strongdoge wallet …`: the payment wallet of the running node (docs/architecture.md, "Payments"), through its API.
@@ -16,12 +16,7 @@ type WalletFlags = NodeAddressFlags & {json?: boolean};
 const PEER_ID = /^[0-9a-f]{64}$/;
 
 function walletSubcommand(name: string, description: string) {
-    const command = new Command(name).description(description)
-        .addOption(settingOption('port', {description: 'the running node\'s API port', showDefault: false}))
-        .addOption(settingOption('host', {description: 'the running node\'s API address', showDefault: false}))
-        .addOption(settingOption('apiKey', {description: 'the running node\'s API key, if it has one', showDefault: false}))
-        .option('--json', 'print JSON');
-    return addDataDirOption(command);
+    return addNodeAddressOptions(new Command(name).description(description));
 }
 
 /** Asks the running node; none answering is said plainly: the wallet is the node's, there is nothing to read offline. */
