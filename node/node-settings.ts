@@ -60,6 +60,13 @@ function setting<S extends z.ZodType>(schema: S, declaration: Declared<S>): Sett
 export const nodeSettingDeclarations = {
     model: setting(modelList, {default: [], short: 'm', argument: '<path|name|hf:ref|url>', repeatable: true,
         description: 'model to serve; repeat for several'}),
+    draftModel: setting(modelList, {default: [], argument: '<path|name|hf:ref|url>', repeatable: true,
+        description: 'a small model of the same vocabulary that drafts tokens for speculative decoding; the Nth one is for the Nth --model'
+            + ' (`none` skips one), one alone serves the only model',
+        note: 'the Nth for the Nth `--model`, `none` for none'}),
+    speculative: setting(z.enum(['auto', 'draft', 'lookup', 'off']), {default: 'auto', argument: '<auto|draft|lookup|off>',
+        description: 'speculative decoding: auto = the draft model where one is given, else n-gram lookup in the prompt and text so far',
+        note: 'auto: the draft model where given, else n-gram lookup'}),
     port: setting(integer(0, 65535), {default: DEFAULT_PORT, short: 'p', argument: '<n>', description: 'API port'}),
     host: setting(z.string().min(1), {default: '127.0.0.1', argument: '<address>', description: 'API address; anything but loopback exposes your node'}),
     threads: setting(integer(1, 1024), {default: defaultThreads, defaultText: 'CPU cores − 1', short: 't', argument: '<n>',
@@ -201,6 +208,9 @@ export function flagsFor(key: NodeSettingKey) {
     const {short, argument} = settingDeclaration(key);
     return `${short === undefined ? '' : `-${short}, `}${flagNameFor(key)}${argument === undefined ? '' : ` ${argument}`}`;
 }
+
+/** A `--draft-model` value that gives the model in its place none. */
+export const NO_DRAFT_MODEL = 'none';
 
 /** Where models, keys and `config.json` live: a flag and env only, since the file is read from there. */
 export const dataDirSetting = {flags: '--data-dir <dir>', env: 'STRONGDOGE_HOME', default: '~/.strongdoge', description: 'where models, keys and config live'};

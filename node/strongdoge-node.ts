@@ -137,6 +137,7 @@ export class StrongdogeNode {
             contextSize: settings.contextSize,
             gpu: settings.gpu === 'off' ? false : 'auto',
             flashAttention: settings.flashAttention,
+            speculative: settings.speculative,
             maxQueue: settings.maxQueue
         });
         this.capabilities = new NodeCapabilities({engine: this.engine, models, dataDir: settings.dataDir, price: settings.price, maxJobTokens: settings.maxJobTokens,
@@ -280,7 +281,7 @@ export class StrongdogeNode {
             const contextTokens = settings.contextSize * settings.parallel;
             const computeBytes = stageComputeBytes({...layout, sequenceTokens: settings.contextSize, contextTokens, flashAttention: settings.flashAttention !== 'off'});
             const cluster = new ClusterCoordinator({
-                model: {id: spec.id, path: spec.path, sizeBytes: spec.sizeBytes, sha256: () => this.modelSha256(spec.id),
+                model: {id: spec.id, path: spec.path, draft: spec.draft, sizeBytes: spec.sizeBytes, sha256: () => this.modelSha256(spec.id),
                     shape: {...layout, contextTokens, computeBytes}},
                 swarm, shards,
                 rpcFiles: () => this.rpcFiles && {libraryPath: this.rpcFiles.coordinator.libraryPath, serverPath: this.rpcFiles.host.serverPath},
@@ -288,7 +289,7 @@ export class StrongdogeNode {
                 maxStages: settings.maxStages,
                 forceSplit: settings.shard === 'always',
                 engine: {threads: settings.threads, parallelSequences: settings.parallel, contextSize: settings.contextSize, maxQueue: settings.maxQueue,
-                    flashAttention: settings.flashAttention}
+                    flashAttention: settings.flashAttention, speculative: settings.speculative}
             });
             logPipelineEvents(cluster, this.logger);
             cluster.on('state', () => this.swarm?.capabilitiesChanged());

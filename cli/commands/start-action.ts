@@ -9,7 +9,7 @@ import {dataDirPermissionWarnings, ensureDataDir} from '../data-dir.js';
 import {createLogger} from '../../node/logger.js';
 import {resolveModelRefs} from '../model-refs.js';
 import {walletPassword} from '../prompt.js';
-import {SECRET_SETTINGS} from '../../node/node-settings.js';
+import {NO_DRAFT_MODEL, SECRET_SETTINGS} from '../../node/node-settings.js';
 import {packageInfo} from '../../node/package-info.js';
 import {StrongdogeNode} from '../../node/strongdoge-node.js';
 
@@ -39,7 +39,12 @@ export async function runStart(flags: SettingFlags & {dataDir?: string}) {
         logger.warn('the identity file was readable by others: its mode is now 0600');
     for (const warning of await dataDirPermissionWarnings(dataDir, SECRET_SETTINGS))
         logger.warn(warning);
-    const models = await resolveModelRefs(settings.model, dataDir, {logger, showProgressBar: !settings.daemon && process.stderr.isTTY});
+    // Draft models are neither fetched nor loaded where nothing drafts with them.
+    const draftsUsed = settings.speculative === 'auto' || settings.speculative === 'draft';
+    if (!draftsUsed && settings.draftModel.some((draft) => draft !== NO_DRAFT_MODEL))
+        logger.warn({speculative: settings.speculative}, `--draft-model is not loaded: --speculative ${settings.speculative} does not draft with it`);
+    const models = await resolveModelRefs(settings.model, dataDir,
+        {logger, showProgressBar: !settings.daemon && process.stderr.isTTY, drafts: draftsUsed ? settings.draftModel : []});
     // Asked before the dashboard takes the terminal; a daemon reads STRONGDOGE_WALLET_PASSWORD.
     const password = settings.daemon ? process.env.STRONGDOGE_WALLET_PASSWORD : await walletPassword(settings);
     const node = new StrongdogeNode({settings, models, identity, logger, walletPassword: password});

@@ -1,6 +1,6 @@
 import {withDefaults} from '../../core/with-defaults.js';
 import {
-    envNameFor, flagNameFor, nodeSettingDeclarations, nodeSettingDefaults, nodeSettingKeys, SECRET_SETTINGS, settingDeclaration,
+    envNameFor, flagNameFor, NO_DRAFT_MODEL, nodeSettingDeclarations, nodeSettingDefaults, nodeSettingKeys, SECRET_SETTINGS, settingDeclaration,
     type NodeSettingKey, type NodeSettings
 } from '../../node/node-settings.js';
 import {ConfigError} from './config-error.js';
@@ -57,5 +57,20 @@ export function resolveNodeSettings(dataDir: string, sources: SettingSources): N
     // docs/architecture.md, "Sharding": on the public network anyone may open a shard session.
     if (!settings.shardSandbox && settings.networkSecret === undefined)
         throw new ConfigError('--shard-sandbox off is only for a private network of peers you trust (--network-secret): on the public network, layers are hosted only in the sandbox');
+    checkDraftModels(settings);
     return settings;
+}
+
+/**
+ * Draft models pair with models by position, so there is one per model or none at all: with several models a lone
+ * draft would serve whichever came first by accident (docs/architecture.md, "Speculative decoding").
+ */
+function checkDraftModels({model: models, draftModel: drafts, speculative}: Pick<NodeSettings, 'model' | 'draftModel' | 'speculative'>) {
+    if (drafts.length > 0 && models.length === 0)
+        throw new ConfigError('--draft-model drafts for a --model: give the model it drafts for');
+    if (drafts.length > 0 && drafts.length !== models.length)
+        throw new ConfigError(`--draft-model pairs with --model by position: give one per model, \`${NO_DRAFT_MODEL}\` for a model without one`
+            + ` (got ${drafts.length} for ${models.length} models)`);
+    if (speculative === 'draft' && drafts.every((draft) => draft === NO_DRAFT_MODEL))
+        throw new ConfigError('--speculative draft needs a --draft-model; auto drafts with lookup where none is given');
 }

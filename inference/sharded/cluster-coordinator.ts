@@ -40,7 +40,7 @@ export interface ClusterCoordinatorOptions {
     maxStages?: number,
     /** Split even when the model fits this node (`--shard always`); defaults to false. */
     forceSplit?: boolean,
-    /** The engine child's settings (threads, sequences, context, queue). */
+    /** The engine child's settings (threads, sequences, context, queue, speculation). */
     engine: Omit<EngineSupervisorOptions, 'models' | 'gpu' | 'prepareLoad' | 'shard' | 'stopOnFirstLoadFailure'>,
     /** How long a failed peer is left out of plans; defaults to 60 s. */
     failureCooldownMs?: number,
@@ -95,7 +95,8 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
         this.options = {...clusterCoordinatorDefaults, ...options};
         this.engine = new EngineSupervisor({
             ...options.engine,
-            models: [{id: options.model.id, path: options.model.path}],
+            // Drafting happens here, where the sampling is: drafted tokens cross the pipeline as one batch.
+            models: [{id: options.model.id, path: options.model.path, ...(options.model.draft && {draft: options.model.draft})}],
             gpu: false,
             prepareLoad: () => this.form(),
             stopOnFirstLoadFailure: false

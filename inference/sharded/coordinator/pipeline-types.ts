@@ -9,6 +9,8 @@ export type ClusterState = 'waiting' | 'forming' | 'loading' | 'ready' | 'stoppe
 export interface ClusterModel {
     id: string,
     path: string,
+    /** The draft model the coordinator drafts with (`--draft-model`), loaded whole on this node. Defaults to none. */
+    draft?: {path: string},
     /** The file's size: receipts carry it, and points weigh by it. */
     sizeBytes: number,
     /** The file's SHA-256 once hashed (large files take a while), so hosts that hold it are preferred and seed their caches. */
