@@ -1,4 +1,11 @@
+import {addSpeculation} from '../core/speculation-summary.js';
 import {emptyDashboardState, type DashboardState} from '../tui/dashboard-state.js';
+
+/** Two requests of the 8B model drafted by lookup: 13 of 21 drafted tokens kept, 24 tokens in 10 passes. */
+export const LOOKUP_SPECULATION = addSpeculation(addSpeculation(undefined, {drafter: 'lookup', passes: 6, tokens: 15, drafted: 13, accepted: 9}),
+    {drafter: 'lookup', passes: 4, tokens: 9, drafted: 8, accepted: 4});
+/** The 70B pipeline's draft model: 42 of 60 drafted tokens kept, 62 tokens in 20 passes. */
+export const DRAFT_SPECULATION = addSpeculation(undefined, {drafter: 'draft', passes: 20, tokens: 62, drafted: 60, accepted: 42});
 
 export function busyDashboardState(): DashboardState {
     const base = emptyDashboardState();
@@ -8,7 +15,7 @@ export function busyDashboardState(): DashboardState {
             proxyUrl: 'http://127.0.0.1:9337/v1', apiKeyRequired: true, nat: {type: 'random', reachable: false}, relayPairs: null},
         device: {backend: 'cuda', gpuNames: ['NVIDIA GeForce RTX 4090'], vramTotalBytes: 24e9, vramFreeBytes: 20e9, cpuThreads: 15,
             measuredTflops: 120.5, lookupTflops: 165, generationTokensPerSecond: 140},
-        engine: {state: 'ready', restarts: 1, running: 2, queued: 1, models: ['llama-3.1-8b']},
+        engine: {state: 'ready', restarts: 1, running: 2, queued: 1, models: [{id: 'llama-3.1-8b', speculation: LOOKUP_SPECULATION}]},
         progress: [{label: 'loading qwen-7b', fraction: 0.42}],
         peers: [
             {id: 'c0ffee'.repeat(10) + 'c0ff', rttMs: 23.4, tflops: 60.1, backend: 'cuda', vramTotalBytes: 12e9, models: ['llama-3.1-8b'], successRate: 0.97, requestsSent: 31, relayed: false},
@@ -22,7 +29,7 @@ export function busyDashboardState(): DashboardState {
                     {peer: 'c0ffee'.repeat(10) + 'c0ff', self: false, layers: [40, 79], bytes: 21e9, transferBytes: 21e9, loadRatio: 0.5, hopMs: 12.5, successRate: 0.97, bytesSent: 21.3e9, bytesReceived: 3.4e6}
                 ],
                 plan: {reason: '2 stages: the fewest that fit', estimatedMsPerToken: 38.25},
-                placementMatches: true, failovers: 0, failures: []
+                placementMatches: true, failovers: 0, failures: [], speculation: DRAFT_SPECULATION
             }],
             hosting: {available: true, reason: null, sessions: 1, freeBytes: 12e9}
         },

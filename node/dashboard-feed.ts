@@ -16,7 +16,7 @@ export function feedDashboard(node: StrongdogeNode, store: DashboardStore, apiKe
             relayPairs: info.relay?.offering ? info.relay.pairs : null
         });
         store.set('engine', {state: info.engine.state, restarts: info.engine.restarts, running: info.engine.running,
-            queued: info.engine.queued, models: info.models.map((model) => model.id)});
+            queued: info.engine.queued, models: info.models.map((model) => ({id: model.id, speculation: model.speculation}))});
         if (info.device)
             store.set('device', {...info.device, measuredTflops: info.compute.measuredTflops, lookupTflops: info.compute.lookupTflops,
                 generationTokensPerSecond: info.compute.generationTokensPerSecond});

@@ -14,6 +14,22 @@ const doge = z.string().regex(/^\d+\.\d+$/);
 /** An amount in wei, in decimals. */
 const wei = z.string().regex(/^\d+$/);
 
+/**
+ * A model's speculative decoding since its engine started (docs/architecture.md, "Speculative decoding"): passes of
+ * the target model, tokens they generated, tokens drafted and accepted; null before its first request.
+ */
+const speculationSchema = z.object({
+    drafter: z.enum(['draft', 'lookup']),
+    passes: count,
+    tokens: count,
+    drafted: count,
+    accepted: count,
+    /** accepted / drafted; null before anything was drafted. */
+    acceptance: z.number().min(0).max(1).nullable(),
+    /** tokens / passes: what one round trip through the model yields. Null before the first pass. */
+    tokensPerPass: z.number().nonnegative().nullable()
+}).nullable();
+
 /** `GET /api/node` */
 export const nodeStatusSchema = z.object({
     id: nodeId,
@@ -52,7 +68,12 @@ export const nodeStatusSchema = z.object({
         parallelSequences: count,
         trainContextSize: count,
         embeddingLength: count,
-        flashAttention: z.enum(['on', 'off', 'auto'])
+        flashAttention: z.enum(['on', 'off', 'auto']),
+        /** What drafts this model's tokens (`--speculative`); `off` where nothing does. */
+        speculative: z.enum(['draft', 'lookup', 'off']),
+        /** The draft model (`--draft-model`), loaded whole on this node; null without one. */
+        draft: z.object({path: z.string(), sizeBytes: count}).nullable(),
+        speculation: speculationSchema
     })),
     peers: count,
     /** How the DHT sees this node's NAT (docs/architecture.md, "Relays"); null when offline or before joining. */
@@ -234,7 +255,9 @@ export const pipelineStatusSchema = z.object({
     /** Whether llama.cpp's own load report put every layer where the plan did; null until loaded. */
     placementMatches: z.boolean().nullable(),
     failovers: count,
-    failures: z.array(z.object({peer: z.string(), reason: z.string(), at: z.iso.datetime()}))
+    failures: z.array(z.object({peer: z.string(), reason: z.string(), at: z.iso.datetime()})),
+    /** The coordinator's speculative decoding through the pipeline: one pass is one round trip per remote stage. */
+    speculation: speculationSchema
 });
 
 /** `GET /api/cluster` */
@@ -299,6 +322,7 @@ export const walletActionSchema = z.object({
         gasUsed: count.nullable()}))
 });
 
+export type SpeculationStatus = z.infer<typeof speculationSchema>;
 export type ClusterStatus = z.infer<typeof clusterStatusSchema>;
 export type WalletStatus = z.infer<typeof walletStatusSchema>;
 export type WalletActionStatus = z.infer<typeof walletActionSchema>;

@@ -43,7 +43,7 @@ export function nodeStatus({identity, settings, startedAt, proxyUrl, engine, cap
         compute: capabilities.current().compute,
         engine: {state: status.state, pid: status.pid ?? null, restarts: status.restarts, lastError: status.lastError ?? null,
             running: status.running, queued: status.queued},
-        models: status.models,
+        models: status.models.map((model) => ({...model, draft: model.draft ?? null, speculation: status.speculation[model.id] ?? null})),
         peers: swarm?.peers().length ?? 0,
         nat: swarm?.natStatus() ?? null,
         relay: swarm?.relayStatus() ?? null,

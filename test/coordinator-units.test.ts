@@ -1,4 +1,6 @@
 import test from 'ava';
+import {addSpeculation} from '../core/speculation-summary.js';
+import {clusterStatusSchema} from '../node/node-status.js';
 import {pipelineWait, describePipeline, servedRatio} from '../inference/sharded/coordinator/pipeline-status.js';
 import type {ClusterModel, Formation} from '../inference/sharded/coordinator/pipeline-types.js';
 import {KEPT_FAILURES, StageFailures} from '../inference/sharded/coordinator/stage-failures.js';
@@ -53,7 +55,7 @@ test('a stage\'s success ratio counts the requests sent through it: none yet is 
     const peer = new PeerState(HOST, 'strongdoge/0.1.0', {} as Capabilities);
     const stageRate = () => describePipeline({
         model, state: 'ready', reason: undefined, formation: formation(), peer: (peerId) => peerId === HOST ? peer : undefined,
-        placementMatches: true, failovers: 0, failures: []
+        placementMatches: true, failovers: 0, failures: [], speculation: undefined
     }).stages.map((stage) => stage.successRate);
     t.deepEqual(stageRate(), [null, null], 'not 50% before its first request');
     peer.recordRequest(true);
@@ -61,6 +63,22 @@ test('a stage\'s success ratio counts the requests sent through it: none yet is 
     t.deepEqual(stageRate(), [null, 1], 'every request succeeded: 100%, not the ranking\'s smoothed estimate');
     peer.recordRequest(false);
     t.is(servedRatio(peer), 2 / 3);
+});
+
+test('a pipeline shows its coordinator\'s speculation: acceptance and tokens per pass over its requests, null before the first', (t) => {
+    const describe = (speculation: Parameters<typeof describePipeline>[0]['speculation']) => clusterStatusSchema.parse({
+        pipelines: [describePipeline({model, state: 'ready', reason: undefined, formation: formation(), peer: () => undefined,
+            placementMatches: true, failovers: 0, failures: [], speculation})],
+        hosting: {available: false, reason: null, sessions: 0, freeBytes: 0}
+    }).pipelines[0]!.speculation;
+    t.is(describe(undefined), null);
+    // A draft that agreed on 3 of 4 tokens in each of 5 passes, then one that never agreed in 5 passes.
+    const agreed = addSpeculation(undefined, {drafter: 'draft', passes: 5, tokens: 20, drafted: 20, accepted: 15});
+    t.like(describe(agreed), {drafter: 'draft', passes: 5, tokens: 20, acceptance: 0.75, tokensPerPass: 4});
+    t.like(describe(addSpeculation(agreed, {drafter: 'draft', passes: 5, tokens: 5, drafted: 20, accepted: 0})),
+        {passes: 10, tokens: 25, drafted: 40, accepted: 15, acceptance: 0.375, tokensPerPass: 2.5});
+    t.like(describe(addSpeculation(undefined, {drafter: 'lookup', passes: 3, tokens: 3, drafted: 0, accepted: 0})),
+        {drafter: 'lookup', acceptance: null, tokensPerPass: 1}, 'lookup found nothing to draft: no acceptance yet, one token per pass');
 });
 
 test('a pipeline that does not serve says what it waits for', (t) => {

@@ -13,6 +13,7 @@ import {RequestsPanel} from '../tui/panels/requests-panel.js';
 import {ThroughputPanel} from '../tui/panels/throughput-panel.js';
 import {layerBar, progressBar, sparkline} from '../tui/text-graphics.js';
 import {busyDashboardState} from '../harness/dashboard-fixtures.js';
+import {addSpeculation} from '../core/speculation-summary.js';
 
 const frame = (element: Parameters<typeof render>[0]) => {
     const rendered = render(element);
@@ -51,12 +52,13 @@ test('busy state: devices, peers, pipeline, throughput, requests and ledger', (t
     t.regex(device, /cuda NVIDIA GeForce RTX 4090, VRAM 20\.0 GB free of 24\.0 GB/);
     t.regex(device, /compute 120\.500 TFLOPS/);
     t.regex(device, /loading qwen-7b ███████░░░░░░░░░ {2}42%/);
+    t.regex(device, /models llama-3\.1-8b {2}\(2 running, 1 queued\)\s*│\n│ spec lookup 62% · 2\.4 tok\/pass · llama-3\.1-8b/, 'the model\'s speculation on its own line');
     const peers = frame(<PeersPanel peers={state.peers}/>);
     t.regex(peers, /c0ffeec0\s+23ms 60\.10TF cuda 12\.0 GB 97% llama-3\.1-8b/);
     t.regex(peers, /deadbeef\s+-\s+\? cpu 50% relayed -/);
     const pipeline = frame(<PipelinePanel cluster={state.cluster} width={20}/>);
     t.regex(pipeline, /Sharding · hosting 1 session, 12\.0 GB offered/);
-    t.regex(pipeline, /llama-3\.1-70b ready · ~38\.3 ms\/token/);
+    t.regex(pipeline, /llama-3\.1-70b ready · ~38\.3 ms\/token · spec draft 70% · 3\.1 tok\/pass\s*│/);
     t.regex(pipeline, /AAAAAAAAAABBBBBBBBBB 2 stages: the fewest that fit/);
     t.regex(pipeline, /A {2}this node {2}layers 0-39 {3}50% {2}21\.0 GB\s*│/, 'no hop or traffic for this node\'s own layers');
     t.regex(pipeline, /B {2}c0ffeec0 {3}layers 40-79 {2}50% {2}21\.0 GB {2}hop 12\.5ms {2}ok 97% {2}↑21\.3 GB ↓3\.4 MB/);
@@ -77,13 +79,29 @@ test('an 80×24 terminal fits the dashboard with payments on: DOGE earned and ow
     t.true(lines.length <= 24, `${lines.length} lines`);
     t.true(lines.every((line) => [...line].length <= 80));
     t.regex(view, /│ DOGE earned 12\.5 · owed 0\.000025 +│\n.*│ DOGE paid 1\.25 · deposited 50 +│/);
+    t.regex(view, /│ spec lookup 62% · 2\.4 tok\/pass · ll… │/, 'a narrow column cuts the model\'s name, not the numbers');
 });
 
 test('the device panel counts a model this node coordinates as a pipeline among its models', (t) => {
     const {device, progress, cluster} = busyDashboardState();
     const engine = {...emptyDashboardState().engine, state: 'ready'};
     t.regex(frame(<DevicePanel device={device} engine={engine} progress={progress} pipelines={[{...cluster.pipelines[0]!, model: 'demo'}]}/>), /models demo \(pipeline\)/);
-    t.regex(frame(<DevicePanel device={device} engine={{...engine, models: ['small']}} progress={progress} pipelines={cluster.pipelines}/>), /models small, llama-3\.1-70b \(pipeline\)/);
+    const small = frame(<DevicePanel device={device} engine={{...engine, models: [{id: 'small', speculation: null}]}} progress={progress} pipelines={cluster.pipelines}/>);
+    t.regex(small, /models small, llama-3\.1-70b \(pipeline\)/);
+    t.notRegex(small, /spec/, 'no request yet, and the pipeline\'s speculation is the sharding panel\'s');
+});
+
+test('speculation per model: each model that speculated on its own line, acceptance unknown while nothing was drafted', (t) => {
+    const {device} = busyDashboardState();
+    const engine = {...emptyDashboardState().engine, state: 'ready', models: [
+        {id: 'coder', speculation: addSpeculation(undefined, {drafter: 'draft', passes: 4, tokens: 16, drafted: 16, accepted: 12})},
+        {id: 'chat', speculation: addSpeculation(undefined, {drafter: 'lookup', passes: 8, tokens: 8, drafted: 0, accepted: 0})},
+        {id: 'embed', speculation: null}
+    ]};
+    const view = frame(<DevicePanel device={device} engine={engine} progress={[]}/>);
+    t.regex(view, /models coder, chat, embed/);
+    t.regex(view, /│ spec draft 75% · 4\.0 tok\/pass · coder\s*│\n│ spec lookup none drafted · 1\.0 tok\/pass · chat\s*│\n╰/);
+    t.notRegex(view, /· embed/);
 });
 
 test('pipelines while waiting and loading: the reason, the weights sent per stage, failovers and the last failure', (t) => {
@@ -95,10 +113,11 @@ test('pipelines while waiting and loading: the reason, the weights sent per stag
         stages: [ready!.stages[0]!, {...peer, hopMs: null, successRate: null, bytesSent: 8.4e9, bytesReceived: 1e3}, {...peer, peer: 'deadbeef'.repeat(8), bytesSent: 0}],
         failures: [{peer: 'f00d'.repeat(16), reason: 'the stage stalled', at: '2026-11-25T10:00:01Z'}, {peer: 'beef'.repeat(16), reason: 'the tunnel closed', at: '2026-11-25T10:00:03Z'}]
     };
-    const waiting = {...ready!, model: 'qwen-72b', state: 'waiting', reason: 'qwen-72b is to be split over at least 2 stages, and there are 0', stages: [], plan: null, placementMatches: null};
+    const waiting = {...ready!, model: 'qwen-72b', state: 'waiting', reason: 'qwen-72b is to be split over at least 2 stages, and there are 0', stages: [], plan: null, placementMatches: null,
+        speculation: null};
     const view = frame(<PipelinePanel cluster={{pipelines: [loading, waiting], hosting: {available: false, reason: 'offline', sessions: 0, freeBytes: 0}}}/>);
     t.regex(view, /Sharding · hosting not offered \(offline\)/);
-    t.regex(view, /mixtral-8x22b loading · ~38\.3 ms\/token · 2 failovers/);
+    t.regex(view, /mixtral-8x22b loading · ~38\.3 ms\/token · 2 failovers · spec draft 70% · 3\.1 tok\/pass/, 'speculation so far survives a failover');
     t.regex(view, /B {2}c0ffeec0 {3}layers 40-79 {2}50% {2}21\.0 GB {2}weights 40% \(8\.4 GB \/ 21\.0 GB\)/);
     t.regex(view, /C {2}deadbeef {3}layers 40-79 {2}50% {2}21\.0 GB {2}weights 0% \(0 B \/ 21\.0 GB\)/);
     t.regex(view, /last failure \d\d:\d\d:\d\d beefbeef: the tunnel closed/);

@@ -185,6 +185,13 @@ test.serial('/health is 200 when ready and /api/node describes the node', async 
     t.is(node.device?.backend, false);
     t.is(node.models[0]!.id, 'demo');
     t.is(node.models[0]!.layers, 8);
+    // `--speculative auto` without a draft model drafts by lookup; the completions above went through it.
+    const [demo] = node.models;
+    t.like(demo, {speculative: 'lookup', draft: null, speculation: {drafter: 'lookup'}});
+    const {passes, tokens, drafted, accepted, acceptance, tokensPerPass} = demo!.speculation!;
+    t.true(passes > 0 && tokens >= passes && accepted <= drafted, JSON.stringify(demo!.speculation));
+    t.is(tokensPerPass, tokens / passes);
+    t.is(acceptance, drafted === 0 ? null : accepted / drafted);
     t.true(node.requests.total >= 0);
     t.true(node.uptimeSeconds >= 0);
 });

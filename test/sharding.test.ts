@@ -123,6 +123,10 @@ test.serial('a model split over three nodes is placed as planned and answers tok
     await waitFor(() => coordinator.daemon.logs.some((record) => record.msg === 'request'), 5_000, 20);
     t.deepEqual(coordinator.daemon.logs.filter((record) => record.msg === 'request').map((record) => (record.request as {route: string}).route), [stageRoute]);
     t.is(after.failovers, 0);
+    // The coordinator drafted by lookup (`--speculative auto`, no draft model); a pass is a round trip through every stage.
+    t.like(after.speculation, {drafter: 'lookup'});
+    t.true(after.speculation!.passes > 0 && after.speculation!.tokens >= after.speculation!.passes, JSON.stringify(after.speculation));
+    t.is(after.speculation!.tokensPerPass, after.speculation!.tokens / after.speculation!.passes);
     // A node without the model reaches the pipeline through the coordinator, like any peer's model.
     const requester = await startNode(['--serve-peers', 'off'], false);
     const hosting = (await cluster(requester)).hosting;

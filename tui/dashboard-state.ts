@@ -1,3 +1,5 @@
+import type {SpeculationSummary} from '../core/inference-types.js';
+
 /** Everything the dashboard shows: one typed state, fed by the node, rendered by pure panels. */
 
 export interface DeviceView {
@@ -51,7 +53,16 @@ export interface PipelineView {
     placementMatches: boolean | null,
     failovers: number,
     /** Oldest first. */
-    failures: {peer: string, reason: string, at: string}[]
+    failures: {peer: string, reason: string, at: string}[],
+    /** The coordinator's speculative decoding through the pipeline; null before its first request. */
+    speculation: SpeculationSummary | null
+}
+
+/** A model this node's engine serves. */
+export interface ModelView {
+    id: string,
+    /** Its speculative decoding so far (`/api/node`'s); null before its first request or with speculation off. */
+    speculation: SpeculationSummary | null
 }
 
 export interface ClusterView {
@@ -92,7 +103,7 @@ export interface DashboardState {
         relayPairs: number | null
     },
     device: DeviceView | null,
-    engine: {state: string, restarts: number, running: number, queued: number, models: string[]},
+    engine: {state: string, restarts: number, running: number, queued: number, models: ModelView[]},
     progress: ProgressView[],
     peers: PeerView[],
     cluster: ClusterView,

@@ -1,5 +1,5 @@
 import {formatBytes} from '../core/display.js';
-import type {DeviceInfo} from '../core/inference-types.js';
+import type {DeviceInfo, SpeculationSummary} from '../core/inference-types.js';
 
 
 /** Rows of left-aligned columns separated by two spaces; a row may have fewer cells than the others. */
@@ -56,6 +56,14 @@ export function formatNatAddress(nat: {type: string, host: string | null, port: 
 export function formatNat(nat: {type: string, reachable: boolean}, relayPairs: number | null) {
     const relaying = relayPairs === null ? '' : `, relaying ${relayPairs} pair${relayPairs === 1 ? '' : 's'}`;
     return `${nat.type}, ${nat.reachable ? 'reachable' : 'unreachable'}${relaying}`;
+}
+
+/**
+ * `spec lookup 62% · 2.4 tok/pass`: what drafts a model's tokens, the share of drafted tokens the model kept, and the
+ * tokens one pass yields (one round trip per remote stage in a pipeline).
+ */
+export function formatSpeculation({drafter, acceptance, tokensPerPass}: Pick<SpeculationSummary, 'drafter' | 'acceptance' | 'tokensPerPass'>) {
+    return `spec ${drafter} ${acceptance === null ? 'none drafted' : `${Math.round(acceptance * 100)}%`} · ${tokensPerPass === null ? '-' : tokensPerPass.toFixed(1)} tok/pass`;
 }
 
 /** Which llama.cpp binaries the engine runs (`strongdoge engine build`). */

@@ -1,6 +1,7 @@
+import {basename} from 'node:path';
 import {Command} from 'commander';
 import type {Capabilities} from '../../swarm/capabilities.js';
-import type {ClusterStatus, NodeStatus, PeerStatus} from '../../node/node-status.js';
+import type {ClusterStatus, NodeStatus, PeerStatus, SpeculationStatus} from '../../node/node-status.js';
 import {fetchNodeStatus, fetchNodeStatusIfKnown, type NodeAddressFlags} from '../node-client.js';
 import {clusterActive} from '../../tui/dashboard-state.js';
 import {formatBytes, shortPeerId} from '../../core/display.js';
@@ -31,6 +32,19 @@ function relayText(relay: NonNullable<NodeStatus['relay']>) {
         return `${relay.mode}, not offered${through}`;
     const cap = relay.maxMbps === null ? '' : ` (cap ${relay.maxMbps} Mbit/s)`;
     return `${relay.mode}, offered: ${relay.clients} clients, ${relay.pairs} pairs, ${formatBytes(relay.bytesRelayed)} relayed, ${relay.mbps.toFixed(2)} Mbit/s${cap}${through}`;
+}
+
+/** `62% accepted (80 of 129 drafted), 2.4 tokens per pass`: what speculation yielded so far. */
+function speculationText({acceptance, accepted, drafted, tokensPerPass}: NonNullable<SpeculationStatus>) {
+    const kept = acceptance === null ? 'nothing drafted yet' : `${Math.round(acceptance * 100)}% accepted (${accepted} of ${drafted} drafted)`;
+    return `${kept}, ${tokensPerPass === null ? '-' : tokensPerPass.toFixed(1)} tokens per pass`;
+}
+
+/** A served model, and below it how its tokens are drafted (`--speculative`, `--draft-model`) and what that yielded. */
+function modelLines(model: NodeStatus['models'][number]) {
+    const draft = model.draft === null ? '' : ` with ${basename(model.draft.path)} (${formatBytes(model.draft.sizeBytes)})`;
+    return [`${model.id} (${model.layers} layers, ${model.gpuLayers} on GPU, flash attention ${model.flashAttention})`,
+        `  speculative ${model.speculative}${draft}${model.speculation === null ? '' : `: ${speculationText(model.speculation)}`}`];
 }
 
 function peersCommand() {
@@ -73,6 +87,8 @@ function clusterLines(cluster: ClusterStatus) {
             + `${pipeline.placementMatches === false ? ', llama.cpp placed layers off the plan' : ''}`);
         if (pipeline.reason !== null)
             lines.push(indent(`waiting: ${pipeline.reason}`));
+        if (pipeline.speculation !== null)
+            lines.push(indent(`speculative ${pipeline.speculation.drafter}: ${speculationText(pipeline.speculation)}`));
         if (pipeline.plan)
             lines.push(indent(`plan: ${pipeline.plan.reason}`));
         const last = pipeline.failures.at(-1);
@@ -114,8 +130,7 @@ function statusCommand() {
                 ...(node.relay ? [['relay', relayText(node.relay)]] : []),
                 ['device', device],
                 ['engine', `${node.engine.state}, ${node.engine.running} running, ${node.engine.queued} queued, ${node.engine.restarts} restarts`],
-                ['models', node.models.map((model) => `${model.id} (${model.layers} layers, ${model.gpuLayers} on GPU, flash attention ${model.flashAttention})`)
-                    .join(', ') || 'none'],
+                ['models', node.models.flatMap(modelLines).join(`\n${' '.repeat(9)}`) || 'none'],
                 ['requests', `${node.requests.total} (${node.requests.failed} failed, ${node.requests.cancelled} cancelled), ${node.requests.completionTokens} tokens generated`],
                 ['ledger', node.ledger === null ? 'opening' : `${node.ledger.points} points, ${node.ledger.length} records in log ${node.ledger.core.slice(0, 16)}…, anchoring ${node.ledger.anchoring ? 'on' : 'off'}`]
             ];

@@ -200,7 +200,8 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
         return describePipeline({
             model: this.options.model, state: this.state, reason: this.reason, formation: this.formation,
             peer: (peerId) => this.options.swarm.peer(peerId), placementMatches: this.placementMatches,
-            failovers: this.failoverCount, failures: this.failureLog.recent
+            failovers: this.failoverCount, failures: this.failureLog.recent,
+            speculation: this.engine.getStatus().speculation[this.options.model.id]
         });
     }
 

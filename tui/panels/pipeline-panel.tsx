@@ -1,7 +1,7 @@
 import {Text} from 'ink';
 import {clusterActive, type DashboardState, type PipelineView} from '../dashboard-state.js';
 import {formatBytes} from '../../core/display.js';
-import {alignColumns, formatHosting, formatLayers, formatTransfer} from '../text-format.js';
+import {alignColumns, formatHosting, formatLayers, formatSpeculation, formatTransfer} from '../text-format.js';
 import {layerBar, stageLetter} from '../text-graphics.js';
 import {Panel} from './panel.js';
 
@@ -31,7 +31,7 @@ function PipelineLines({pipeline, width}: {pipeline: PipelineView, width: number
     ].filter(Boolean).join(' · ');
     return (
         <>
-            <Text wrap="truncate-end"><Text bold>{pipeline.model}</Text> {summary}{pipeline.placementMatches === false && <Text color="yellow"> · llama.cpp placed layers off the plan</Text>}</Text>
+            <Text wrap="truncate-end"><Text bold>{pipeline.model}</Text> {summary}{pipeline.placementMatches === false && <Text color="yellow"> · llama.cpp placed layers off the plan</Text>}{pipeline.speculation && ` · ${formatSpeculation(pipeline.speculation)}`}</Text>
             {pipeline.plan
                 ? <Text wrap="truncate-end">{layerBar(pipeline.stages.map((stage) => stage.layers), totalLayers, width)} <Text dimColor>{pipeline.plan.reason}</Text></Text>
                 : pipeline.reason !== null && <Text wrap="truncate-end" dimColor>{pipeline.reason}</Text>}

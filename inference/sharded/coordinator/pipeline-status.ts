@@ -1,3 +1,4 @@
+import type {SpeculationSummary} from '../../../core/inference-types.js';
 import type {PeerState} from '../../../swarm/peer-state.js';
 import type {ClusterModel, ClusterState, Formation, StageFailure} from './pipeline-types.js';
 
@@ -10,7 +11,9 @@ export interface PipelineStatusSources {
     peer: (peerId: string) => PeerState | undefined,
     placementMatches: boolean | null,
     failovers: number,
-    failures: readonly StageFailure[]
+    failures: readonly StageFailure[],
+    /** The coordinator engine's speculation for the model (its `getStatus().speculation`); undefined before its first request. */
+    speculation: SpeculationSummary | undefined
 }
 
 /**
@@ -22,7 +25,7 @@ export function servedRatio(peer: Pick<PeerState, 'requestsSent' | 'requestsSucc
 }
 
 /** One pipeline as `GET /api/cluster` lists it (node/node-status.ts has its schema). */
-export function describePipeline({model, state, reason, formation, peer, placementMatches, failovers, failures}: PipelineStatusSources) {
+export function describePipeline({model, state, reason, formation, peer, placementMatches, failovers, failures, speculation}: PipelineStatusSources) {
     const totalLayers = model.shape.layerBytes.length;
     const stages = formation?.plan.stages.map((planned) => {
         const active = formation.stages.find((stage) => stage.peerId === planned.peerId);
@@ -48,7 +51,8 @@ export function describePipeline({model, state, reason, formation, peer, placeme
         plan: formation === undefined ? null : {reason: formation.plan.reason, estimatedMsPerToken: formation.plan.estimatedMsPerToken},
         placementMatches,
         failovers,
-        failures: failures.slice(-10)
+        failures: failures.slice(-10),
+        speculation: speculation ?? null
     };
 }
 
