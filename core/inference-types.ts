@@ -121,7 +121,37 @@ export interface GenerationResult {
     /** Which of the client's `stop` sequences ended the reply (Anthropic's `stop_sequence`); this node's engine only. */
     stopSequence?: string,
     usage: TokenUsage,
-    timings: GenerationTimings
+    timings: GenerationTimings,
+    /** How the engine speculated for this request; absent where it did not (docs/architecture.md, "Speculative decoding"). */
+    speculation?: SpeculationCounts
+}
+
+/**
+ * Speculative decoding: `draft` drafts with a small model of the same vocabulary, `lookup` with n-grams of the prompt
+ * and the text so far, `auto` a draft model where one is configured, else lookup.
+ */
+export type SpeculativeSetting = 'auto' | 'draft' | 'lookup' | 'off';
+
+/** What drafted a request's tokens. */
+export type Drafter = 'draft' | 'lookup';
+
+/** One request's speculation: the target model's passes, the tokens drafted for them and those the target kept. */
+export interface SpeculationCounts {
+    drafter: Drafter,
+    /** Passes of the target model while generating (each one network round trip per remote stage). */
+    passes: number,
+    /** Tokens generated in them: accepted drafts plus the one each pass samples itself. */
+    tokens: number,
+    drafted: number,
+    accepted: number
+}
+
+/** A model's speculation since the engine started, as `/api/node`, `/api/cluster` and the dashboard show it. */
+export interface SpeculationSummary extends SpeculationCounts {
+    /** accepted / drafted; null before anything was drafted. */
+    acceptance: number | null,
+    /** tokens / passes; null before the first pass. */
+    tokensPerPass: number | null
 }
 
 export interface EmbeddingResult {
@@ -157,5 +187,9 @@ export interface LoadedModelInfo {
     trainContextSize: number,
     embeddingLength: number,
     /** Flash attention in this model's context: 'auto' where llama.cpp chose by device (docs/architecture.md, "Engine"). */
-    flashAttention: FlashAttentionSetting
+    flashAttention: FlashAttentionSetting,
+    /** The draft model speculation uses for this model, when one is loaded. */
+    draft?: {path: string, sizeBytes: number},
+    /** What drafts this model's tokens; 'off' where nothing does. */
+    speculative: Drafter | 'off'
 }

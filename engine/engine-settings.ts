@@ -1,10 +1,12 @@
-import type {FlashAttentionSetting} from '../core/inference-types.js';
+import type {FlashAttentionSetting, SpeculativeSetting} from '../core/inference-types.js';
 
 /** What the engine loads and how: the supervisor's options, sent on to its worker (engine/worker/). */
 
 export interface ModelLoadSpec {
     id: string,
-    path: string
+    path: string,
+    /** A smaller model of the same vocabulary that drafts tokens for this one (`--draft-model`), loaded whole on this node. */
+    draft?: {path: string}
 }
 
 export interface WorkerSettings {
@@ -22,6 +24,17 @@ export interface WorkerSettings {
      * from its first answer after a near-tie (docs/architecture.md, "Engine"). Defaults to 'auto'.
      */
     flashAttention?: FlashAttentionSetting,
+    /**
+     * How tokens are drafted for speculative decoding (docs/architecture.md, "Speculative decoding"): `auto` drafts with
+     * the model's draft model where it has one, else with lookup. Defaults to 'auto'.
+     */
+    speculative?: SpeculativeSetting,
+    /**
+     * Tokens drafted per pass where a request speculates: the adaptive length (docs/architecture.md, "Speculative
+     * decoding") kept within these bounds. A minimum above 0 drafts even where it does not pay (tests, benchmarks).
+     * Defaults to 0..12.
+     */
+    draftTokens?: {min?: number, max?: number},
     /** Layers on remote devices: this engine coordinates a pipeline of stages (docs/architecture.md, "Sharding"). */
     shard?: ShardLoadSettings
 }

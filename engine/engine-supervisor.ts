@@ -5,8 +5,9 @@ import {InferenceError} from '../core/inference-error.js';
 import {AdmissionQueue} from './admission-queue.js';
 import {ProcessSupervisor} from './process-supervisor.js';
 import type {
-    DeviceInfo, EmbeddingResult, GenerationRequest, GenerationResult, LoadedModelInfo, TextListener
+    DeviceInfo, EmbeddingResult, GenerationRequest, GenerationResult, LoadedModelInfo, SpeculationSummary, TextListener
 } from '../core/inference-types.js';
+import {addSpeculation} from '../core/speculation-summary.js';
 import type {WorkerSettings} from './engine-settings.js';
 import {MAX_EMBEDDING_TOKENS, type SupervisorMessage, type WorkerMessage} from './worker/engine-messages.js';
 
@@ -43,7 +44,9 @@ export const engineSupervisorDefaults = {
     pingTimeoutMs: 10_000,
     tokenStallMs: 120_000,
     stopOnFirstLoadFailure: true,
-    flashAttention: 'auto' as const
+    flashAttention: 'auto' as const,
+    speculative: 'auto' as const,
+    draftTokens: {}
 };
 
 export interface EngineStatus {
@@ -55,6 +58,8 @@ export interface EngineStatus {
     loadProgress: Record<string, number>,
     /** Sharded models: where llama.cpp put each layer (a device name per layer, the output layer last). */
     placement: Record<string, string[]>,
+    /** Per model, its requests' speculation since this supervisor started (restarts included). */
+    speculation: Record<string, SpeculationSummary>,
     running: number,
     queued: number,
     lastError: string | undefined
@@ -125,7 +130,7 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
     private readyWaiters: {resolve: () => void, reject: (error: Error) => void}[] = [];
     /** What the engine said of itself; the process and queue counts are read where they live. */
     private status: Omit<EngineStatus, 'pid' | 'restarts' | 'running' | 'queued'> = {
-        state: 'starting', device: undefined, models: [], loadProgress: {}, placement: {}, lastError: undefined
+        state: 'starting', device: undefined, models: [], loadProgress: {}, placement: {}, speculation: {}, lastError: undefined
     };
 
     constructor(options: EngineSupervisorOptions) {
@@ -270,6 +275,8 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
             contextSize: this.options.contextSize,
             gpu: this.options.gpu,
             flashAttention: this.options.flashAttention,
+            speculative: this.options.speculative,
+            draftTokens: this.options.draftTokens,
             ...(this.options.shard && {shard: this.options.shard})
         };
         const pid = this.process.pid;
@@ -346,6 +353,10 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
                 return;
             }
             case 'generated':
+                if (message.result.speculation !== undefined)
+                    this.status.speculation[message.model] = addSpeculation(this.status.speculation[message.model], message.result.speculation);
+                this.finishJob(message.jobId)?.resolve(message.result as never);
+                return;
             case 'embedded':
                 this.finishJob(message.jobId)?.resolve(message.result as never);
                 return;

@@ -10,7 +10,12 @@ export interface SteppedGeneration {
      * stay short (a token, or a bounded chunk of prompt): the whole step waits for it. `shared`: other
      * generations are in this step.
      */
-    advance(shared: boolean): Promise<boolean>
+    advance(shared: boolean): Promise<boolean>,
+    /**
+     * Work to do before the step's decodes start (drafting tokens for speculative decoding), so that it does not
+     * hold back the others' decodes within the step; undefined when there is none. Its failure ends the generation.
+     */
+    prepare?(): Promise<void> | undefined
 }
 
 /**
@@ -50,7 +55,10 @@ export class DecodeLoop<T extends SteppedGeneration> {
                 this.stepCount++;
                 this.decodedTokens += tokens;
             }
-            await Promise.all(step.map((generation) => this.settle(generation, step.length > 1)));
+            const preparing = step.map((generation) => [generation, generation.prepare?.()] as const).filter(([, prepared]) => prepared !== undefined);
+            if (preparing.length > 0)
+                await Promise.all(preparing.map(([generation, prepared]) => prepared!.catch((error: unknown) => this.end(generation)?.reject(error))));
+            await Promise.all(step.filter((generation) => this.active.has(generation)).map((generation) => this.settle(generation, step.length > 1)));
         }
         this.running = false; // in the tick that saw no generation left: a later run() starts a new loop
     }

@@ -30,7 +30,7 @@ export type WorkerMessage =
     | {type: 'promptProgress', jobId: number, evaluated: number, total: number}
     /** A tool call is being written, to be sent whole: the job is alive though it sends nothing (`tokens` so far). */
     | {type: 'writing', jobId: number, tokens: number}
-    | {type: 'generated', jobId: number, result: GenerationResult}
+    | {type: 'generated', jobId: number, model: string, result: GenerationResult}
     | {type: 'embedded', jobId: number, result: EmbeddingResult}
     | {type: 'jobFailed', jobId: number, error: InferenceErrorJson}
     | {type: 'pong', nonce: number};

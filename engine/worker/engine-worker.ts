@@ -108,6 +108,7 @@ function handle(message: SupervisorMessage) {
             void runJob(jobId, async (signal) => ({
                 type: 'generated',
                 jobId,
+                model: request.model,
                 result: await runtimeFor(request.model).generate(request, {
                     signal,
                     onText: (text, tokens, extras) => send({type: 'text', jobId, text, tokens, ...(extras && {extras})}),

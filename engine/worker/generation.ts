@@ -5,7 +5,9 @@ import {
 } from 'node-llama-cpp';
 import type {TextListener, TokenLogprob, ToolCall} from '../../core/inference-types.js';
 import {parseToolCalls, type ToolCallSyntax} from '../../core/tool-calls/tool-call-syntax.js';
+import type {SpeculationCounts} from '../../core/inference-types.js';
 import type {SteppedGeneration} from './decode-loop.js';
+import type {Speculator} from './speculation/speculator.js';
 import type {LlamaSamplingOptions} from './sampling-options.js';
 import type {Release, TokenRelease} from './token-release.js';
 
@@ -29,6 +31,11 @@ export interface GenerationOptions {
     logprobs?: {top: number, describe(token: Token): {token: string, bytes: number[]}},
     signal: AbortSignal,
     onText: TextListener,
+    /**
+     * The sequence's token predictor, already begun for this request (Speculator.begin): drafts before each step.
+     * Defaults to none.
+     */
+    speculator?: Speculator,
     /** After each chunk of the prompt but the last (which ends with the first token): tokens evaluated of `total`. */
     onPromptProgress?(evaluated: number, total: number): void,
     /** After each token of a tool call that does not finish one: the call's tokens so far (it is sent whole). */
@@ -100,6 +107,8 @@ export class Generation implements SteppedGeneration {
     /** Log probabilities of the text shown, one per token. */
     readonly logprobs: TokenLogprob[] = [];
     private iterator: AsyncGenerator<{token: Token, probabilities?: Map<Token, number>}, void, Token | Token[] | undefined> | undefined;
+    /** The current iterator has yielded a token: the next pass follows it, and can be drafted for. */
+    private yielded = false;
     /** Log probabilities of the tokens TokenRelease holds, in order. */
     private readonly heldLogprobs: TokenLogprob[] = [];
     private evaluateOptions: SequenceEvaluateOptions;
@@ -184,32 +193,73 @@ export class Generation implements SteppedGeneration {
                 return true;
             });
         this.iterator ??= this.evaluate(this.promptLeft.splice(0), this.evaluateOptions);
-        return this.iterator.next().then(async ({value: sampled, done}) => {
-            this.firstTokenAt ??= performance.now();
-            if (done === true)
-                return this.finish('eog');
-            const value = sampled.token;
-            this.generated.push(value);
-            if (this.calls !== undefined)
-                this.writeCall(this.calls, value);
-            else {
-                const {release} = this.options;
-                if (sampled.probabilities !== undefined)
-                    this.heldLogprobs.push(this.logprobOf(value, sampled.probabilities));
-                this.show(release.push(value));
-                if (release.stopped)
-                    return this.finish('stop');
-                if (release.call !== undefined)
-                    await this.startCalls(release.call.remainder);
-            }
-            if (this.generated.length >= this.options.budget)
-                return this.finish('length');
-            return true;
-        }).catch(async (error: unknown) => {
+        return this.next().catch(async (error: unknown) => {
             // The iterator may still be suspended (a callback threw): close it, so its sampler is freed.
             await this.iterator?.return().catch(() => undefined);
             throw error;
         });
+    }
+
+    /**
+     * Drafts this generation's next pass before the step starts, so that every sequence's decode is still queued in
+     * the same tick (docs/architecture.md, "Speculative decoding").
+     */
+    prepare(): Promise<void> | undefined {
+        const {speculator, sequence} = this.options;
+        if (speculator?.active !== true || !this.yielded || this.generated.length === 0 || sequence.tokenPredictions.unused > 0)
+            return undefined;
+        // The pass samples one token itself: drafts beyond the budget's last token would be thrown away.
+        return speculator.prepare(this.generated.at(-1)!, this.options.budget - this.generated.length - 1);
+    }
+
+    /**
+     * Takes the iterator's next token; then the drafts the last pass validated, which need no pass of their own,
+     * so that a pass's tokens go out together.
+     */
+    private async next(): Promise<boolean> {
+        const {sequence, speculator} = this.options;
+        for (;;) {
+            const {value: sampled, done} = await this.iterator!.next();
+            speculator?.settle();
+            this.firstTokenAt ??= performance.now();
+            if (done === true)
+                return this.finish('eog');
+            this.yielded = true;
+            const iterator = this.iterator;
+            if (!await this.take(sampled))
+                return false;
+            // A call started (a new evaluation, next step), or the pass's tokens are all out.
+            if (this.iterator !== iterator || sequence.tokenPredictions.unused === 0)
+                return true;
+        }
+    }
+
+    /** One sampled token: to the reply or to the calls being written; false once the generation has finished. */
+    private async take(sampled: {token: Token, probabilities?: Map<Token, number>}): Promise<boolean> {
+        const value = sampled.token;
+        this.generated.push(value);
+        if (this.calls !== undefined)
+            this.writeCall(this.calls, value);
+        else {
+            const {release} = this.options;
+            if (sampled.probabilities !== undefined)
+                this.heldLogprobs.push(this.logprobOf(value, sampled.probabilities));
+            this.show(release.push(value));
+            if (release.stopped)
+                return this.finish('stop');
+            if (release.call !== undefined)
+                await this.startCalls(release.call.remainder);
+        }
+        if (this.options.signal.aborted)
+            return this.finish('abort');
+        if (this.generated.length >= this.options.budget)
+            return this.finish('length');
+        return true;
+    }
+
+    /** How this request speculated, once it has finished; undefined where it did not. */
+    get speculation(): SpeculationCounts | undefined {
+        return this.options.speculator?.countsFor(this.generated.length);
     }
 
     /**
@@ -219,6 +269,7 @@ export class Generation implements SteppedGeneration {
     private async startCalls(remainder: string) {
         const rules = this.options.toolCalls!;
         await this.iterator?.return();
+        this.yielded = false;
         const remainderTokens = remainder === '' ? [] : rules.tokenize(remainder);
         this.generated.splice(this.shownTokens, Infinity, ...remainderTokens, ...rules.openTokens);
         // The tokens written for the remainder were not sampled: they have no probabilities.

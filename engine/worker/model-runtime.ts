@@ -5,12 +5,14 @@ import {
     type LlamaGrammar, type LlamaModel, type Token
 } from 'node-llama-cpp';
 import type {
-    EmbeddingResult, GenerationRequest, GenerationResult, LoadedModelInfo, ResponseFormat, TextListener
+    Drafter, EmbeddingResult, GenerationRequest, GenerationResult, LoadedModelInfo, ResponseFormat, SpeculativeSetting, TextListener
 } from '../../core/inference-types.js';
 import {InferenceError} from '../../core/inference-error.js';
 import {schemaToGbnf} from '../../core/json-schema/schema-grammar.js';
 import type {ModelLoadSpec, WorkerSettings} from '../engine-settings.js';
 import {DecodeLoop} from './decode-loop.js';
+import {PassCosts} from './speculation/draft-length.js';
+import {keepsSeveralDrafts, Speculator} from './speculation/speculator.js';
 import {Generation} from './generation.js';
 import {guardOutputOrder} from './output-order-guard.js';
 import {toLlamaSamplingOptions} from './sampling-options.js';
@@ -28,7 +30,15 @@ export interface GenerateCallbacks {
 
 interface SequenceSlot {
     id: number,
-    sequence: LlamaContextSequence
+    sequence: LlamaContextSequence,
+    /** Drafts for the sequence; undefined where the model does not speculate. */
+    speculator: Speculator | undefined
+}
+
+/** A draft model and its context, a sequence for each of the target's. */
+interface DraftRuntime {
+    model: LlamaModel,
+    context: LlamaContext
 }
 
 /** Upper bound for the embedding context: long enough for documents, small enough for RAM. */
@@ -50,10 +60,20 @@ export class ModelRuntime {
         private readonly model: LlamaModel,
         private readonly context: LlamaContext,
         private readonly settings: WorkerSettings,
-        readonly info: LoadedModelInfo
+        readonly info: LoadedModelInfo,
+        private readonly draft: DraftRuntime | undefined,
+        severalDrafts: boolean
     ) {
+        const costs = new PassCosts();
         // A fresh context hands out sequence ids 0, 1, 2, … in the order its sequences are created.
-        this.freeSlots = Array.from({length: settings.parallelSequences}, (_, id) => ({id, sequence: context.getSequence()}));
+        this.freeSlots = Array.from({length: settings.parallelSequences}, (_, id) => {
+            const speculator = info.speculative === 'off' ? undefined
+                : new Speculator({costs, ...(draft !== undefined && {draftSequence: draft.context.getSequence()}), draftTokens: {
+                    ...settings.draftTokens,
+                    ...(!severalDrafts && {max: Math.min(1, settings.draftTokens?.max ?? 1)})
+                }});
+            return {id, sequence: context.getSequence(speculator === undefined ? {} : {tokenPredictor: speculator}), speculator};
+        });
     }
 
     static async load(llama: Llama, spec: ModelLoadSpec, settings: WorkerSettings, onProgress: (progress: number) => void) {
@@ -65,7 +85,11 @@ export class ModelRuntime {
             onLoadProgress: onProgress
         });
         const flashAttention = settings.flashAttention ?? 'auto';
+        const speculative = speculativeDrafter(settings.speculative ?? 'auto', spec);
+        let draft: DraftRuntime | undefined;
         try {
+            if (speculative === 'draft')
+                draft = await loadDraft(llama, model, spec.draft!.path, settings);
             const context = await model.createContext({
                 sequences: settings.parallelSequences,
                 contextSize: Math.min(settings.contextSize, model.trainContextSize),
@@ -84,10 +108,17 @@ export class ModelRuntime {
                 parallelSequences: settings.parallelSequences,
                 trainContextSize: model.trainContextSize,
                 embeddingLength: model.embeddingVectorSize,
-                flashAttention
+                flashAttention,
+                speculative,
+                ...(draft !== undefined && {draft: {path: spec.draft!.path, sizeBytes: (await stat(spec.draft!.path)).size}})
             };
-            return new ModelRuntime(llama, model, context, settings, info);
+            const severalDrafts = speculative === 'off' || await keepsSeveralDrafts();
+            if (!severalDrafts)
+                process.stderr.write('[strongdoge] node-llama-cpp keeps one drafted token per pass here (its install step did not run): speculation drafts one\n');
+            return new ModelRuntime(llama, model, context, settings, info, draft, severalDrafts);
         } catch (error) {
+            await draft?.context.dispose();
+            await draft?.model.dispose();
             await model.dispose();
             throw error;
         }
@@ -129,6 +160,9 @@ export class ModelRuntime {
                 precedingTokens: continuation,
                 ...(tools !== undefined && {callTexts: tools.callTexts, callTokens: tools.callTokens})
             });
+            // Penalties are computed from the text before the sampled token, which a pass of several drafts does not
+            // tell node-llama-cpp: a penalised request does not speculate, so that its tokens keep their distribution.
+            slot.speculator?.begin(sampling.repeatPenalty === false && this.info.speculative !== 'off' ? this.info.speculative : undefined);
             const generation = await Generation.start({
                 sequence: slot.sequence,
                 sequenceId: slot.id,
@@ -143,6 +177,7 @@ export class ModelRuntime {
                 ...(request.sampling.logprobs !== undefined && {logprobs: {top: request.sampling.logprobs, describe: (token: Token) => this.describeToken(token)}}),
                 signal,
                 onText,
+                ...(slot.speculator !== undefined && {speculator: slot.speculator}),
                 ...(onPromptProgress !== undefined && {onPromptProgress}),
                 ...(onWriting !== undefined && {onWriting})
             });
@@ -154,6 +189,7 @@ export class ModelRuntime {
             const promptMs = (firstTokenAt ?? finishedAt) - startedAt;
             const generationMs = firstTokenAt === undefined ? 0 : finishedAt - firstTokenAt;
             const called = generation.toolCalls.length > 0 || tools?.rules.resumedAfterCalls !== undefined;
+            const {speculation} = generation;
             return {
                 text: generation.text,
                 ...(generation.toolCalls.length > 0 && {toolCalls: generation.toolCalls}),
@@ -162,6 +198,7 @@ export class ModelRuntime {
                 ...(generation.end === 'stop' && release.stoppedBy !== undefined && request.sampling.stop.includes(release.stoppedBy)
                     && {stopSequence: release.stoppedBy}),
                 usage: {promptTokens: prompt.length, completionTokens},
+                ...(speculation !== undefined && {speculation}),
                 timings: {
                     promptMs,
                     generationMs,
@@ -278,6 +315,8 @@ export class ModelRuntime {
         await (await this.embeddingContext?.catch(() => undefined))?.dispose();
         await this.context.dispose();
         await this.model.dispose();
+        await this.draft?.context.dispose();
+        await this.draft?.model.dispose();
     }
 
     /**
@@ -330,4 +369,60 @@ export class ModelRuntime {
             throw InferenceError.invalidRequest(`response_format.json_schema is not supported: ${(error as Error).message}`, 'response_format');
         }
     }
+}
+
+/** What drafts a model's tokens under the `speculative` setting: `draft` needs the model's draft model. */
+function speculativeDrafter(setting: SpeculativeSetting, spec: ModelLoadSpec): Drafter | 'off' {
+    switch (setting) {
+        case 'off':
+            return 'off';
+        case 'lookup':
+            return 'lookup';
+        case 'draft':
+            return spec.draft === undefined ? 'off' : 'draft';
+        case 'auto':
+            return spec.draft === undefined ? 'lookup' : 'draft';
+    }
+}
+
+/**
+ * Loads a draft model beside `target`, whole on this node (a sharded engine's on its CPU: its RPC devices hold the
+ * target's stages), with a sequence for each of the target's. Its vocabulary must be the target's: a drafted token
+ * id is verified as the target's token of that id.
+ */
+async function loadDraft(llama: Llama, target: LlamaModel, path: string, settings: WorkerSettings): Promise<DraftRuntime> {
+    const model = await llama.loadModel({
+        modelPath: path,
+        gpuLayers: settings.shard !== undefined || settings.gpu === false || llama.gpu === false ? 0 : 'auto'
+    });
+    try {
+        const mismatch = vocabularyMismatch(target, model);
+        if (mismatch !== undefined)
+            throw new Error(`the draft model ${path} cannot draft for ${target.filename ?? 'the model'}: ${mismatch}`);
+        const context = await model.createContext({
+            sequences: settings.parallelSequences,
+            contextSize: Math.min(settings.contextSize, model.trainContextSize),
+            threads: settings.threads
+        });
+        return {model, context};
+    } catch (error) {
+        await model.dispose();
+        throw error;
+    }
+}
+
+/** Why two models' vocabularies differ, in a few words; undefined where they are the same. */
+function vocabularyMismatch(target: LlamaModel, draft: LlamaModel): string | undefined {
+    const ours = target.fileInfo.metadata.tokenizer?.ggml;
+    const theirs = draft.fileInfo.metadata.tokenizer?.ggml;
+    const tokens = ours?.tokens ?? [];
+    const draftTokens = theirs?.tokens ?? [];
+    if (ours?.model !== theirs?.model)
+        return `its tokenizer is ${theirs?.model ?? 'unknown'}, the model's ${ours?.model ?? 'unknown'}`;
+    if (tokens.length !== draftTokens.length)
+        return `its vocabulary has ${draftTokens.length} tokens, the model's ${tokens.length}`;
+    const differs = tokens.findIndex((token, id) => token !== draftTokens[id]);
+    if (differs >= 0)
+        return `token ${differs} is ${JSON.stringify(draftTokens[differs])} in it, ${JSON.stringify(tokens[differs])} in the model`;
+    return undefined;
 }

@@ -1,0 +1,199 @@
+import {readFile} from 'node:fs/promises';
+import {dirname, join} from 'node:path';
+import {fileURLToPath} from 'node:url';
+import {TokenPredictor, type LlamaContextSequence, type Token} from 'node-llama-cpp';
+import type {Drafter, SpeculationCounts} from '../../../core/inference-types.js';
+import {DraftLength, type PassCosts} from './draft-length.js';
+import {NgramLookup} from './ngram-lookup.js';
+
+export interface SpeculatorOptions {
+    /** The model's pass costs, shared by its sequences. */
+    costs: PassCosts,
+    /** This slot's sequence of the draft model, when the model has one. Defaults to none: lookup only. */
+    draftSequence?: LlamaContextSequence,
+    /** Bounds of the tokens drafted for one pass. Defaults to DraftLength's. */
+    draftTokens?: {min?: number, max?: number}
+}
+
+/**
+ * Whether this node-llama-cpp keeps more than one drafted token per pass: 3.21.1 keeps one unless the install step
+ * fixed it (scripts/patch-node-llama-cpp.mjs; docs/architecture.md, "Speculative decoding").
+ */
+export async function keepsSeveralDrafts(): Promise<boolean> {
+    try {
+        const entry = fileURLToPath(import.meta.resolve('node-llama-cpp'));
+        const source = await readFile(join(dirname(entry), 'evaluator', 'LlamaContext', 'LlamaContext.js'), 'utf8');
+        return !source.includes('validatedTokens.at(-1)') || source.includes('validatedTokens.push(');
+    } catch {
+        return false;
+    }
+}
+
+/** One request's speculation. */
+interface Plan {
+    drafter: Drafter,
+    length: DraftLength,
+    counts: SpeculationCounts
+}
+
+/**
+ * Drafts tokens for one sequence of the target model, which node-llama-cpp verifies in one pass with the token it
+ * samples itself, keeping a draft only where its own sample agrees, so the text is drawn from the target's
+ * distribution (docs/architecture.md, "Speculative decoding"). Unlike node-llama-cpp's own predictors it drafts
+ * only when asked, before a step (`prepare`), so that every sequence of the step still decodes in one batch, and it
+ * drafts as many tokens as pay (DraftLength).
+ */
+export class Speculator extends TokenPredictor {
+    private plan: Plan | undefined;
+    /** The tokens the target sequence holds or is about to evaluate, as node-llama-cpp told them. */
+    private history: Token[] = [];
+    /** Tokens added to `history` by `prepare` before node-llama-cpp pushes them. */
+    private early: Token[] = [];
+    private lookup: NgramLookup | undefined;
+    private target: LlamaContextSequence | undefined;
+    private prepared: Token[] | undefined;
+    /** The pass under way: when it started, the target's prediction counters before it; undefined for a prompt pass. */
+    private pass: {startedAt: number, validated: number, refuted: number} | undefined;
+    private promptPass = true;
+    /** A draft failed: this request drafts no more. */
+    private failed = false;
+
+    constructor(private readonly options: SpeculatorOptions) {
+        super();
+    }
+
+    /** Starts a request: speculates with `drafter`, or not at all (undefined). */
+    begin(drafter: Drafter | undefined) {
+        this.plan = drafter === undefined || (drafter === 'draft' && this.options.draftSequence === undefined)
+            ? undefined
+            : {drafter, length: new DraftLength(this.options.costs, {
+                ...(this.options.draftTokens?.min !== undefined && {minTokens: this.options.draftTokens.min}),
+                ...(this.options.draftTokens?.max !== undefined && {maxTokens: this.options.draftTokens.max})
+            }), counts: {drafter, passes: 0, tokens: 0, drafted: 0, accepted: 0}};
+        this.prepared = undefined;
+        this.pass = undefined;
+        this.failed = false;
+    }
+
+    /** The request's counts, with the tokens it generated; undefined where it did not speculate. */
+    countsFor(tokens: number): SpeculationCounts | undefined {
+        return this.plan === undefined ? undefined : {...this.plan.counts, tokens};
+    }
+
+    get active() {
+        return this.plan !== undefined;
+    }
+
+    reset({targetSequence, stateTokens}: {targetSequence: LlamaContextSequence, stateTokens: Token[]}) {
+        this.target = targetSequence;
+        this.prepared = undefined;
+        this.pass = undefined;
+        this.early = [];
+        // The first pass of an evaluation takes its whole input: not a pass whose cost says anything about drafting.
+        this.promptPass = true;
+        if (this.plan === undefined)
+            return;
+        this.history = stateTokens.slice();
+        if (this.plan.drafter === 'lookup') {
+            this.lookup = new NgramLookup();
+            this.lookup.push(this.history);
+        }
+    }
+
+    pushTokens(tokens: Token[]) {
+        if (this.plan === undefined)
+            return;
+        let index = 0;
+        while (index < tokens.length && this.early.length > 0 && this.early[0] === tokens[index]) {
+            this.early.shift();
+            index++;
+        }
+        if (this.early.length > 0) {
+            // Not the token prepare() drafted after: forget it, and index again from what node-llama-cpp says.
+            this.history.splice(this.history.length - this.early.length);
+            this.early = [];
+            if (this.lookup !== undefined) {
+                this.lookup = new NgramLookup();
+                this.lookup.push(this.history);
+            }
+        }
+        this.append(tokens.slice(index));
+    }
+
+    /**
+     * Drafts the tokens for the next pass, which will follow `last` (the token just yielded, not yet pushed), at
+     * most `limit` of them. A draft that fails ends this request's speculation, not the request.
+     */
+    async prepare(last: Token, limit: number): Promise<void> {
+        const plan = this.plan;
+        if (plan === undefined || this.target === undefined)
+            return;
+        this.append([last]);
+        this.early.push(last);
+        const count = this.failed ? 0 : plan.length.next(limit);
+        if (count === 0) {
+            this.prepared = [];
+            return;
+        }
+        const startedAt = performance.now();
+        try {
+            this.prepared = plan.drafter === 'lookup' ? this.lookup!.predict(count) as Token[] : await this.draft(count);
+        } catch {
+            this.failed = true;
+            this.prepared = [];
+            return;
+        }
+        this.options.costs.recordDraft(this.prepared.length, performance.now() - startedAt);
+    }
+
+    predictTokens(): Token[] {
+        const drafted = this.prepared ?? [];
+        this.prepared = undefined;
+        if (this.plan !== undefined && this.target !== undefined) {
+            this.plan.counts.passes++;
+            const {validated, refuted} = this.target.tokenPredictions;
+            this.pass = this.promptPass ? undefined : {startedAt: performance.now(), validated, refuted};
+            this.promptPass = false;
+        }
+        return drafted;
+    }
+
+    /** The target yielded a token: when that ended a pass, its drafts kept and its cost are recorded. */
+    settle() {
+        const {plan, pass, target} = this;
+        if (plan === undefined || target === undefined || pass === undefined)
+            return;
+        this.pass = undefined;
+        const {validated, refuted} = target.tokenPredictions;
+        const accepted = validated - pass.validated;
+        const drafted = accepted + refuted - pass.refuted;
+        plan.counts.drafted += drafted;
+        plan.counts.accepted += accepted;
+        plan.length.record(drafted, accepted, performance.now() - pass.startedAt);
+    }
+
+    override stop() {
+        this.prepared = undefined;
+    }
+
+    private append(tokens: readonly Token[]) {
+        this.history.push(...tokens);
+        this.lookup?.push(tokens);
+    }
+
+    /** The draft model's greedy continuation of the history: its sequence keeps what it holds in common with it. */
+    private async draft(count: number): Promise<Token[]> {
+        const sequence = this.options.draftSequence!;
+        const history = this.history;
+        if (history.length + count >= sequence.context.contextSize)
+            return [];
+        await sequence.adaptStateToTokens(history.slice(0, -1), false);
+        const drafted: Token[] = [];
+        for await (const token of sequence.evaluate(history.slice(sequence.nextTokenIndex), {temperature: 0})) {
+            drafted.push(token);
+            if (drafted.length >= count)
+                break;
+        }
+        return drafted;
+    }
+}
