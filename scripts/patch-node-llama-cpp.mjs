@@ -3,6 +3,8 @@
  * and later drafts compares each with the target's sample after the draft before it, read from a list it never
  * fills. This install step adds the one missing line; without it the engine drafts one token per pass
  * (docs/architecture.md, "Speculative decoding"). Idempotent; another node-llama-cpp version is left as it is.
+ * Usage: node scripts/patch-node-llama-cpp.mjs [LlamaContext.js]; defaults to node-llama-cpp's own (the argument lets
+ * test/speculation-units.test.ts patch copies).
  */
 import {readFileSync, writeFileSync} from 'node:fs';
 import {dirname, join} from 'node:path';
@@ -17,7 +19,7 @@ function llamaContextFile() {
 }
 
 try {
-    const file = llamaContextFile();
+    const file = process.argv[2] ?? llamaContextFile();
     const source = readFileSync(file, 'utf8');
     if (source.includes(FIX))
         process.exit(0);
