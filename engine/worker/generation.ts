@@ -112,6 +112,8 @@ export class Generation implements SteppedGeneration {
     /** Log probabilities of the tokens TokenRelease holds, in order. */
     private readonly heldLogprobs: TokenLogprob[] = [];
     private evaluateOptions: SequenceEvaluateOptions;
+    /** The options of the evaluation under way (the calls' grammar once calls are written). */
+    private evaluating: SequenceEvaluateOptions = {};
     private readonly promptTokens: number;
     /** Set once calls are being written: from then on tokens go to the calls, not to TokenRelease. */
     private calls: CallSection | undefined;
@@ -206,7 +208,10 @@ export class Generation implements SteppedGeneration {
      */
     prepare(): Promise<void> | undefined {
         const {speculator, sequence} = this.options;
-        if (speculator?.active !== true || !this.yielded || this.generated.length === 0 || sequence.tokenPredictions.unused > 0)
+        if (speculator?.active !== true || !this.yielded || this.generated.length === 0 || sequence.tokenPredictions.unused > 0
+            // node-llama-cpp 3.21.1 checks a pass's drafts against a copy of the grammar taken before its first token
+            // is accepted, so drafts it keeps may break the grammar: a grammar's tokens are not drafted.
+            || this.evaluating.grammarEvaluationState !== undefined)
             return undefined;
         // The pass samples one token itself: drafts beyond the budget's last token would be thrown away.
         return speculator.prepare(this.generated.at(-1)!, this.options.budget - this.generated.length - 1);
@@ -311,6 +316,7 @@ export class Generation implements SteppedGeneration {
 
     /** Tokens sampled from `input` on; with the probabilities of each when logprobs are asked for (calls excepted). */
     private evaluate(input: Token[], options: SequenceEvaluateOptions) {
+        this.evaluating = options;
         const probabilities = this.options.logprobs !== undefined && this.calls === undefined;
         return this.options.sequence.evaluateWithMetadata(input, {probabilities}, options);
     }

@@ -26,6 +26,8 @@ export const draftLengthDefaults = {maxTokens: 12, minTokens: 0, probeInterval: 
 
 /** Older measurements fade by this factor per new one, so the estimates follow a pipeline or a text that changes. */
 const DECAY = 0.9;
+/** The least a pass is taken to cost. */
+const MIN_PASS_MS = 1e-3;
 /** Verifying a drafted token, assumed as this share of a pass until passes of different lengths were measured. */
 const PRIOR_VERIFY_SHARE = 0.25;
 
@@ -87,7 +89,8 @@ export class PassCosts {
     /** Milliseconds a pass that drafts and verifies `k` tokens costs, drafting included. */
     estimate(k: number) {
         const {passMs, verifyMs} = this.line();
-        return passMs + k * (verifyMs + (this.draftMs ?? 0));
+        // Never 0: a pass timed at 0 ms (a coarse clock) would make every rate infinite.
+        return Math.max(MIN_PASS_MS, passMs + k * (verifyMs + (this.draftMs ?? 0)));
     }
 }
 
@@ -142,9 +145,12 @@ export class DraftLength {
         }
         this.sinceProbe = 0;
         this.probeEvery = this.options.probeInterval;
-        // Now and then one more or one fewer, so that the cost line sees passes of different lengths.
-        if (this.passes % 8 === 0)
-            return Math.max(1, Math.min(max, best + (this.passes % 16 === 0 ? -1 : 1)));
+        // Now and then longer or shorter (by a quarter), so that the cost line sees passes of different lengths: a line
+        // fitted over lengths close together can come out steep with noisy timings.
+        if (this.passes % 8 === 0) {
+            const step = Math.max(1, Math.ceil(best / 4));
+            return Math.max(1, Math.min(max, best + (this.passes % 16 === 0 ? -step : step)));
+        }
         return best;
     }
 
