@@ -43,6 +43,9 @@ export class PassCosts {
     private sumKMs = 0;
     /** Milliseconds drafting one token took, recently; undefined before the first draft. */
     private draftMs: number | undefined;
+    /** Drafts kept and trials in the model's recent requests, as DraftLength counts them; the next request's prior. */
+    private keptRecently = 0;
+    private trialsRecently = 0;
 
     /** A pass that verified `drafted` tokens took `ms` (from the decode's start to its first token). */
     recordPass(drafted: number, ms: number) {
@@ -65,6 +68,17 @@ export class PassCosts {
 
     get measured() {
         return this.weight > 0;
+    }
+
+    /** A request's pass kept `kept` of its drafts in `trials` (DraftLength's geometric count). */
+    recordAcceptance(kept: number, trials: number) {
+        this.keptRecently = this.keptRecently * DECAY + kept;
+        this.trialsRecently = this.trialsRecently * DECAY + trials;
+    }
+
+    /** The model's recent acceptance, where drafts were tried: what a new request expects at first. */
+    get acceptance(): number | undefined {
+        return this.trialsRecently === 0 ? undefined : this.keptRecently / this.trialsRecently;
     }
 
     /** The line's intercept and slope: a pass's cost without drafts, and each verified token's. */
@@ -165,10 +179,12 @@ export class DraftLength {
         if (drafted <= 0)
             return;
         const kept = Math.min(accepted, drafted);
+        const trials = kept + (kept < drafted ? 1 : 0);
+        this.costs.recordAcceptance(kept, trials);
         if (this.probing)
             this.probeEvery = kept === 0 ? Math.min(this.probeEvery * 2, this.options.probeInterval * 8) : this.options.probeInterval;
         this.kept = this.kept * DECAY + kept;
-        this.trials = this.trials * DECAY + kept + (kept < drafted ? 1 : 0);
+        this.trials = this.trials * DECAY + trials;
     }
 
     private best(max: number) {

@@ -29,6 +29,14 @@ export async function keepsSeveralDrafts(): Promise<boolean> {
     }
 }
 
+/** Drafts a new request's acceptance prior weighs as: a few passes of its own outweigh it. */
+const PRIOR_WEIGHT = 4;
+/**
+ * A pass that evaluated at most this many tokens of a prompt is timed as one that verified as many drafts: the cost
+ * line's slope is known from a request's first pass.
+ */
+const TIMED_PROMPT_TOKENS = 256;
+
 /** One request's speculation. */
 interface Plan {
     drafter: Drafter,
@@ -52,9 +60,13 @@ export class Speculator extends TokenPredictor {
     private lookup: NgramLookup | undefined;
     private target: LlamaContextSequence | undefined;
     private prepared: Token[] | undefined;
-    /** The pass under way: when it started, the target's prediction counters before it; undefined for a prompt pass. */
-    private pass: {startedAt: number, validated: number, refuted: number} | undefined;
-    private promptPass = true;
+    /**
+     * The pass under way: when it started, the target's prediction counters before it, and for an evaluation's first
+     * pass the tokens it evaluated beyond the one a pass takes (no drafts there to count).
+     */
+    private pass: {startedAt: number, validated: number, refuted: number, promptExtra?: number} | undefined;
+    /** Tokens the evaluation's first pass takes; undefined once it is under way. */
+    private promptTokens: number | undefined;
     /** A draft failed: this request drafts no more. */
     private failed = false;
 
@@ -67,6 +79,8 @@ export class Speculator extends TokenPredictor {
         this.plan = drafter === undefined || (drafter === 'draft' && this.options.draftSequence === undefined)
             ? undefined
             : {drafter, length: new DraftLength(this.options.costs, {
+                // A new request expects what the model's recent ones met.
+                ...(this.options.costs.acceptance !== undefined && {prior: {acceptance: this.options.costs.acceptance, weight: PRIOR_WEIGHT}}),
                 ...(this.options.draftTokens?.min !== undefined && {minTokens: this.options.draftTokens.min}),
                 ...(this.options.draftTokens?.max !== undefined && {maxTokens: this.options.draftTokens.max})
             }), counts: {drafter, passes: 0, tokens: 0, drafted: 0, accepted: 0}};
@@ -89,8 +103,8 @@ export class Speculator extends TokenPredictor {
         this.prepared = undefined;
         this.pass = undefined;
         this.early = [];
-        // The first pass of an evaluation takes its whole input: not a pass whose cost says anything about drafting.
-        this.promptPass = true;
+        // The first pass of an evaluation takes its whole input: timed as verifying that many tokens, no acceptance.
+        this.promptTokens = Math.max(1, stateTokens.length - targetSequence.nextTokenIndex);
         if (this.plan === undefined)
             return;
         this.history = stateTokens.slice();
@@ -152,8 +166,10 @@ export class Speculator extends TokenPredictor {
         if (this.plan !== undefined && this.target !== undefined) {
             this.plan.counts.passes++;
             const {validated, refuted} = this.target.tokenPredictions;
-            this.pass = this.promptPass ? undefined : {startedAt: performance.now(), validated, refuted};
-            this.promptPass = false;
+            const prompt = this.promptTokens;
+            this.promptTokens = undefined;
+            this.pass = prompt === undefined ? {startedAt: performance.now(), validated, refuted}
+                : prompt - 1 <= TIMED_PROMPT_TOKENS ? {startedAt: performance.now(), validated, refuted, promptExtra: prompt - 1} : undefined;
         }
         return drafted;
     }
@@ -164,6 +180,10 @@ export class Speculator extends TokenPredictor {
         if (plan === undefined || target === undefined || pass === undefined)
             return;
         this.pass = undefined;
+        if (pass.promptExtra !== undefined) {
+            this.options.costs.recordPass(pass.promptExtra, performance.now() - pass.startedAt);
+            return;
+        }
         const {validated, refuted} = target.tokenPredictions;
         const accepted = validated - pass.validated;
         const drafted = accepted + refuted - pass.refuted;
