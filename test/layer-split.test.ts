@@ -87,9 +87,36 @@ test('the stall deadline follows the median answer, with a floor, and a higher f
     stall.record(10_000);
     t.is(stall.deadlineMs(false), 3000);
     // Only the last `window` answers count.
-    for (const ms of [5, 5, 5, 5, 5])
+    for (const ms of [150, 150, 150, 150, 150])
         stall.record(ms);
-    t.is(stall.medianMs, 5);
-    t.is(stall.deadlineMs(false), 1000);
+    t.is(stall.medianMs, 150);
+    t.is(stall.deadlineMs(false), 1500);
     t.is(stall.deadlineMs(true), 20_000);
+});
+
+test('a burst of tokens after a long pass counts as one answer: a peer decoding speculatively is not taken for stalled', (t) => {
+    // The defaults: 20 × the median, at least 1.5 s. A pass of 1.6 s yields 4 tokens, sent together: the first
+    // frame after the pass, three more within a moment (or within 20 ms each on a busy machine).
+    for (const spread of [0.2, 20]) {
+        const stall = new StallDetector();
+        for (let pass = 0; pass < 10; pass++)
+            for (const ms of [1600, spread, spread, spread])
+                stall.record(ms);
+        t.is(stall.medianMs, 1600, `frames ${spread} ms apart`);
+        t.is(stall.deadlineMs(false), 32_000);
+        t.false(stall.stalled(2000, false), 'the next pass, a little longer');
+    }
+    // Passes too short to lift the deadline above the floor: their bursts count, and change nothing.
+    const fast = new StallDetector();
+    for (let pass = 0; pass < 10; pass++)
+        for (const ms of [40, 0.2, 0.2, 0.2])
+            fast.record(ms);
+    t.is(fast.deadlineMs(false), 1500);
+    // A fast peer's one slow answer is not a burst's head that hides the answers after it: the deadline stays.
+    const hiccup = new StallDetector();
+    for (const ms of [...Array(30).fill(3), 500, ...Array(30).fill(3)])
+        hiccup.record(ms);
+    t.is(hiccup.medianMs, 3);
+    t.is(hiccup.deadlineMs(false), 1500);
+    t.true(hiccup.stalled(1501, false));
 });

@@ -72,4 +72,11 @@ test('the delivered pace counts tokens after the first over the time since it, a
     burst.received(1, 5);
     burst.received(50, 5);
     t.is(burst.tokensPerSecond(), null, 'no time elapsed');
+    // A peer decoding speculatively sends each pass's tokens together: the pace is still tokens over time.
+    const speculative = new DeliveryPace();
+    speculative.received(1, 0);
+    for (let pass = 1; pass <= 5; pass++)
+        for (let frame = 0; frame < 4; frame++)
+            speculative.received(1, pass * 100 + frame * 0.1);
+    t.is(Math.round(speculative.tokensPerSecond()!), 40, '20 tokens in 500 ms');
 });

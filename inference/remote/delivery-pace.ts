@@ -3,7 +3,8 @@ export const MIN_TOKENS_FOR_PACE = 8;
 
 /**
  * The pace of an answer as it arrives at this node: the tokens after the first over the time since the first, so
- * the peer's prompt processing is left out and the route's part (a relay, a slow link) is in.
+ * the peer's prompt processing is left out and the route's part (a relay, a slow link) is in. A peer decoding
+ * speculatively sends a pass's tokens in a burst: they count at their time, and the pace stays the answer's.
  */
 export class DeliveryPace {
     private firstAt: number | undefined;
