@@ -60,6 +60,23 @@ for (const name of ['flash attention', 'no flash attention'])
         t.true(await client.alive());
     });
 
+test.serial('each recorded graph\'s tokens are its batch: the prompt\'s in one, then one per decoded token (shard receipts\' bound)', async (t) => {
+    const capture = captures.get('no flash attention')!;
+    const {port} = await labServer(t);
+    const replay = new SessionReplay(new RpcLabClient(directConnection(port)));
+    const tokens: number[] = [];
+    for (const request of capture) {
+        if (request.command === RpcCommand.GRAPH_COMPUTE)
+            tokens.push(checkGraph(replay.translate(RpcCommand.GRAPH_COMPUTE, request.payload), replay).tokens);
+        else if (request.command === RpcCommand.GRAPH_RECOMPUTE) // the graph the server holds, again
+            tokens.push(tokens.at(-1)!);
+        await replay.send(request);
+    }
+    // 'Once upon a time' with its BOS token, then 5 decodes: the 6th token is sampled, never decoded.
+    t.true(tokens[0]! >= 4, `the prompt's pass: ${tokens.join(', ')}`);
+    t.deepEqual(tokens.slice(1), [1, 1, 1, 1, 1]);
+});
+
 /** A graph as tensors and node ids, to mutate and encode again. */
 function parseGraph(payload: Buffer) {
     const nodeCount = payload.readUInt32LE(4);

@@ -102,7 +102,9 @@ async function party(t: ExecutionContext, network: string, options: PartyOptions
         onPaymentProblem: (_peer, problem) => party.paymentProblems.push(problem),
         ...(passes !== undefined && {host: {open: async (): Promise<HostedSession> => {
             party.opened++;
-            return {connect: (stream) => stream.close('nothing here'), end: () => undefined, graphComputes: () => passes.count};
+            // Passes of one token per sequence.
+            return {connect: (stream) => stream.close('nothing here'), end: () => undefined, graphComputes: () => passes.count,
+                graphTokens: () => passes.count * REQUEST.sequences};
         }}})
     });
     const announced = options.announce === undefined ? options.price ?? null : options.announce;

@@ -180,7 +180,7 @@ async function pair(t: ExecutionContext, network: string, passes: {count: number
             onShardConsumed: (_peer, receipt) => logged.consumed.push(receipt),
             onReceiptProblem: (_peer, problem) => logged.problems.push(problem),
             ...(hosting && {host: {open: async (): Promise<HostedSession> => ({connect: (stream) => stream.close('nothing here'), end: () => undefined,
-                graphComputes: () => passes.count})}})
+                graphComputes: () => passes.count, graphTokens: () => passes.count * REQUEST.sequences})}})
         };
         logged.protocol = new ShardProtocol(options);
         logged.node = new SwarmNode({

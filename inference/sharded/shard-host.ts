@@ -114,7 +114,7 @@ export class ShardHost implements ShardHostHandler {
             sandbox: runtime.sandbox === 'off' ? 'off' : 'bubblewrap'});
         // Shared by the session's connections: the server frees a connection's buffers when it closes.
         const budget = new AllocationBudget(allocationLimit(request.bytes));
-        const meter: SessionMeter = {graphComputes: 0};
+        const meter: SessionMeter = {graphComputes: 0, graphTokens: 0};
         return {
             connect: (stream: TunnelStream) => {
                 const socket = connect(server.connectOptions!);
@@ -130,6 +130,7 @@ export class ShardHost implements ShardHostHandler {
                 });
             },
             graphComputes: () => meter.graphComputes,
+            graphTokens: () => meter.graphTokens,
             end: (reason: string) => {
                 ended = true;
                 this.sessions.delete(entry);

@@ -22,8 +22,10 @@ export function coordinatorFilter(options: RpcSessionOptions): RpcConnectionFilt
 
 /** What a host counts of a session, all its connections together. */
 export interface SessionMeter {
-    /** GRAPH_COMPUTE and GRAPH_RECOMPUTE requests the server was sent: the passes through the stage (shard receipts' bound). */
-    graphComputes: number
+    /** GRAPH_COMPUTE and GRAPH_RECOMPUTE requests the server was sent: the passes through the stage. */
+    graphComputes: number,
+    /** Tokens those graphs computed (each graph's batch, a pass of drafts included): shard receipts' bound. */
+    graphTokens: number
 }
 
 export interface HostFilterOptions extends Omit<RpcSessionOptions, 'guard' | 'reportMemory'>, RpcGuardOptions {
@@ -44,11 +46,14 @@ export function hostFilter(options: HostFilterOptions): StreamFilter {
         fromTunnel: (chunk) => {
             // Counted as the coordinator's bytes arrive: before it can have a token the pass helped make.
             const before = session.graphComputes;
+            const tokensBefore = guard.tokensComputed;
             try {
                 return session.fromClient(chunk);
             } finally {
-                if (meter !== undefined)
+                if (meter !== undefined) {
                     meter.graphComputes += session.graphComputes - before;
+                    meter.graphTokens += guard.tokensComputed - tokensBefore;
+                }
             }
         },
         close: () => guard.close()

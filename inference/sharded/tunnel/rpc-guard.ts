@@ -56,6 +56,10 @@ export class RpcGuard implements SessionBuffers {
     private readonly buffers = new Map<bigint, SessionBuffer & {counted: bigint}>();
     /** The server holds a graph this guard accepted, whose buffers are all still there. */
     private graphAccepted = false;
+    /** Tokens of the graph the server holds (CheckedGraph.tokens), for a GRAPH_RECOMPUTE of it. */
+    private graphTokens = 0;
+    /** Tokens of every graph computed so far, recomputes included: what the session's receipts may claim. */
+    tokensComputed = 0;
 
     constructor(private readonly options: RpcGuardOptions) {}
 
@@ -203,12 +207,14 @@ export class RpcGuard implements SessionBuffers {
             case RpcCommand.GRAPH_COMPUTE:
                 // Accepted or not, it replaces what the server holds: a refused graph ends the session anyway.
                 this.graphAccepted = false;
-                checkGraph(prefix, this, this.options.graphLimits);
+                this.graphTokens = checkGraph(prefix, this, this.options.graphLimits).tokens;
                 this.graphAccepted = true;
+                this.tokensComputed += this.graphTokens;
                 return undefined;
             case RpcCommand.GRAPH_RECOMPUTE:
                 if (!this.graphAccepted)
                     this.refuse('recompute', 'GRAPH_RECOMPUTE without an accepted graph on the server');
+                this.tokensComputed += this.graphTokens;
                 return undefined;
             default:
                 return undefined;

@@ -44,11 +44,13 @@ export interface HostedSession {
     connect(stream: TunnelStream): void,
     /** The coordinator ended the session or left: stop serving it. */
     end(reason: string): void,
+    /** Graph computations the session's server was sent so far (GRAPH_COMPUTE and GRAPH_RECOMPUTE, all its streams). */
+    graphComputes(): number,
     /**
-     * Graph computations the session's server was sent so far (GRAPH_COMPUTE and GRAPH_RECOMPUTE, all its streams):
-     * each token passes each stage at least once, so this bounds the tokens its receipts may claim.
+     * Tokens those graphs computed (each graph's batch: a pass of several sequences, or of drafted tokens, counts
+     * them all): each generated token passes each stage at least once, so this bounds the tokens receipts may claim.
      */
-    graphComputes(): number
+    graphTokens(): number
 }
 
 export interface ShardHostHandler {
@@ -674,7 +676,7 @@ class ShardChannel {
             const problem = shardReceiptProblem(receipt.body, {
                 domain: this.options.domain, session: request.session, coordinator: this.peer.peerId, host: this.options.identity.id,
                 model: request.model, layers: request.layers, layerCount: request.layerCount, openedAt: request.openedAt,
-                sequence: state.nextSequence, maxTokens: state.session.graphComputes() * request.sequences - state.tokens
+                sequence: state.nextSequence, maxTokens: state.session.graphTokens() - state.tokens
             });
             if (problem !== undefined)
                 throw new Error(problem);

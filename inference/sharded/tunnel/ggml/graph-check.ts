@@ -37,7 +37,12 @@ export interface CheckedGraph {
     nodes: number,
     tensors: number,
     /** The ops of its computed nodes, by name, with their counts. */
-    ops: Map<AllowedOp, number>
+    ops: Map<AllowedOp, number>,
+    /**
+     * Tokens the graph computes: the most activation columns a matrix multiply takes (a layer's weights times its
+     * input, [n_embd, n_tokens]), at least 1. What a stage can say it worked on in this pass (shard receipts' bound).
+     */
+    tokens: number
 }
 
 const HEADER_BYTES = 8;
@@ -104,12 +109,15 @@ export function checkGraph(payload: Buffer, buffers: SessionBuffers, limits: Gra
         computed.push(node);
     }
     const ops = new Map<AllowedOp, number>();
+    let tokens = 1;
     for (const node of computed) {
         const op = opName(node.op) as AllowedOp;
         OP_RULES[op](node, () => `node ${node.position} (${op}, "${rpcTensorName(payload, tensorsAt + node.index * RPC_TENSOR_BYTES)}")`);
         ops.set(op, (ops.get(op) ?? 0) + 1);
+        if (node.op === GgmlOp.MUL_MAT && node.sources[1] !== undefined)
+            tokens = Math.max(tokens, node.sources[1].ne[1]);
     }
-    return {nodes: nodeCount, tensors: tensorCount, ops};
+    return {nodes: nodeCount, tensors: tensorCount, ops, tokens};
 }
 
 /**
