@@ -138,6 +138,7 @@ export class StrongdogeNode {
             gpu: settings.gpu === 'off' ? false : 'auto',
             flashAttention: settings.flashAttention,
             speculative: settings.speculative,
+            draftTokens: {min: settings.draftMin, max: settings.draftMax},
             maxQueue: settings.maxQueue
         });
         this.capabilities = new NodeCapabilities({engine: this.engine, models, dataDir: settings.dataDir, price: settings.price, maxJobTokens: settings.maxJobTokens,
@@ -289,7 +290,7 @@ export class StrongdogeNode {
                 maxStages: settings.maxStages,
                 forceSplit: settings.shard === 'always',
                 engine: {threads: settings.threads, parallelSequences: settings.parallel, contextSize: settings.contextSize, maxQueue: settings.maxQueue,
-                    flashAttention: settings.flashAttention, speculative: settings.speculative}
+                    flashAttention: settings.flashAttention, speculative: settings.speculative, draftTokens: {min: settings.draftMin, max: settings.draftMax}}
             });
             logPipelineEvents(cluster, this.logger);
             cluster.on('state', () => this.swarm?.capabilitiesChanged());

@@ -58,6 +58,7 @@ export function resolveNodeSettings(dataDir: string, sources: SettingSources): N
     if (!settings.shardSandbox && settings.networkSecret === undefined)
         throw new ConfigError('--shard-sandbox off is only for a private network of peers you trust (--network-secret): on the public network, layers are hosted only in the sandbox');
     checkDraftModels(settings);
+    checkDraftLengths(settings);
     return settings;
 }
 
@@ -73,4 +74,9 @@ function checkDraftModels({model: models, draftModel: drafts, speculative}: Pick
             + ` (got ${drafts.length} for ${models.length} models)`);
     if (speculative === 'draft' && drafts.every((draft) => draft === NO_DRAFT_MODEL))
         throw new ConfigError('--speculative draft needs a --draft-model; auto drafts with lookup where none is given');
+}
+
+function checkDraftLengths({draftMin, draftMax}: Pick<NodeSettings, 'draftMin' | 'draftMax'>) {
+    if (draftMin > draftMax)
+        throw new ConfigError(`--draft-min (${draftMin}) is more than --draft-max (${draftMax})`);
 }
