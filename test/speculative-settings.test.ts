@@ -16,6 +16,8 @@ test('defaults: no draft models, speculation auto', (t) => {
     const settings = resolveNodeSettings('/data', {flags: {}, env: {}});
     t.deepEqual(settings.draftModel, []);
     t.is(settings.speculative, 'auto');
+    t.like(settings, {draftMin: 0, draftMax: 12});
+    t.like(resolveNodeSettings('/data', {flags: {draftMin: '3'}, env: {STRONGDOGE_DRAFT_MAX: '5'}}), {draftMin: 3, draftMax: 5});
 });
 
 test('draft models pair with models by position from flags, env and config.json alike; none skips one', (t) => {
@@ -42,6 +44,8 @@ const badSettings: [string, Parameters<typeof resolveNodeSettings>[1], RegExp][]
     ['draft speculation where every model has none', {flags: {model: ['big'], draftModel: ['none']}, env: {STRONGDOGE_SPECULATIVE: 'draft'}},
         /--speculative draft needs a --draft-model/],
     ['an unknown speculation', {flags: {speculative: 'always'}, env: {}}, /invalid option --speculative/],
+    ['fewest drafts over the most', {flags: {draftMin: '6', draftMax: '4'}, env: {}}, /--draft-min \(6\) is more than --draft-max \(4\)/],
+    ['no drafts at most', {flags: {draftMax: '0'}, env: {}}, /--draft-max/],
     ['a draft model list of the wrong type', {flags: {}, env: {}, file: file({draftModel: 3})}, /key "draftModel"/]
 ];
 
