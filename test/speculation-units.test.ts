@@ -251,7 +251,7 @@ test('draft length: a pass that drafted nothing feeds only the cost line', (t) =
     t.true(length.acceptance < 0.7);
 });
 
-test('draft length: while drafting does not pay it probes, backing off to 8× the interval; a probe that keeps something resets it', (t) => {
+test('draft length: while drafting does not pay it probes, backing off to 8× the interval; a probe after which drafting pays resets it', (t) => {
     // A CPU-bound pass (3 ms, 2 ms per verified token) and no acceptance: no k pays.
     const length = new DraftLength(measuredCosts(3, 2), {prior: {acceptance: 0, weight: 4}});
     const probes: number[] = [];
@@ -273,22 +273,48 @@ test('draft length: while drafting does not pay it probes, backing off to 8× th
     };
     t.deepEqual([untilProbe(0), untilProbe(0), untilProbe(0), untilProbe(0), untilProbe(0), untilProbe(0)], [16, 32, 64, 128, 128, 128]);
     t.is(length.preferred, 0);
-    // Both drafts kept: the estimate rises, not enough to pay here, and the probes come every 16 passes again.
-    t.deepEqual([untilProbe(2), untilProbe(1)], [128, 16]);
+    // Drafts kept, yet drafting still does not pay here: the probes stay 128 apart (a draft model catches up on the
+    // text since its last draft at each one).
+    t.deepEqual([untilProbe(2), untilProbe(1)], [128, 128]);
+    t.is(probes.length, 8);
     // A probe that drafted nothing (lookup found no match) tells nothing: the interval stays.
-    const from = pass;
-    for (;;) {
-        const k = length.next();
-        pass++;
-        length.record(0, 0, 3);
-        if (k > 0)
-            break;
+    const quiet = new DraftLength(measuredCosts(3, 2), {prior: {acceptance: 0, weight: 4}});
+    const gaps: number[] = [];
+    for (let passes = 1; gaps.length < 3; passes++) {
+        const k = quiet.next();
+        quiet.record(0, 0, 3);
+        if (k > 0) {
+            gaps.push(passes);
+            passes = 0;
+        }
     }
-    t.is(pass - from, 16);
-    t.deepEqual([untilProbe(0), untilProbe(0)], [16, 32]);
+    t.deepEqual(gaps, [16, 16, 16]);
     // A limit of one: the probe drafts one.
-    t.is(untilProbe(0, 1), 64);
-    t.is(probes.length, 11);
+    const limited = new DraftLength(measuredCosts(3, 2), {prior: {acceptance: 0, weight: 4}});
+    const ks = Array.from({length: 16}, () => limited.next(1));
+    t.deepEqual(ks, [...Array(15).fill(0), 1]);
+    // Where a probe's kept drafts make drafting pay (a 100 ms pass), it drafts at once, and later probes come every 16
+    // passes again.
+    const network = new DraftLength(measuredCosts(100, 1), {prior: {acceptance: 0, weight: 4}});
+    const until = () => {
+        for (let passes = 1; ; passes++) {
+            const k = network.next();
+            if (k > 0)
+                return {passes, k};
+            network.record(0, 0, 100);
+        }
+    };
+    t.like(until(), {passes: 16, k: 2});
+    network.record(2, 0, 102);
+    t.like(until(), {passes: 32, k: 2});
+    network.record(2, 2, 102);
+    t.like(until(), {passes: 1});
+    t.true(network.preferred > 0);
+    for (let pass = 0; pass < 40 && network.next() > 0; pass++)
+        network.record(3, 0, 103);
+    t.is(network.preferred, 0, 'refused drafts bring it back to none');
+    // 16 passes after the last one that drafted (the loop above took the first of them).
+    t.like(until(), {passes: 15, k: 2});
     // With no room to draft (a limit of 0) there is no probe, and the next pass with room probes.
     const zero = new DraftLength(measuredCosts(3, 2), {prior: {acceptance: 0, weight: 4}});
     t.deepEqual(Array.from({length: 20}, () => zero.next(0)), Array(20).fill(0));

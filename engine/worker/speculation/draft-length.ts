@@ -13,7 +13,7 @@ export interface DraftLengthOptions {
     minTokens?: number,
     /**
      * While speculation does not pay, every this many passes drafts `probeTokens` to measure again; doubled after each
-     * probe that kept nothing, up to 8 times this. Defaults to 16.
+     * probe after which it still does not pay, up to 8 times this. Defaults to 16.
      */
     probeInterval?: number,
     /** Tokens a probe drafts. Defaults to 2. */
@@ -181,10 +181,12 @@ export class DraftLength {
         const kept = Math.min(accepted, drafted);
         const trials = kept + (kept < drafted ? 1 : 0);
         this.costs.recordAcceptance(kept, trials);
-        if (this.probing)
-            this.probeEvery = kept === 0 ? Math.min(this.probeEvery * 2, this.options.probeInterval * 8) : this.options.probeInterval;
         this.kept = this.kept * DECAY + kept;
         this.trials = this.trials * DECAY + trials;
+        // Probes back off while drafting still does not pay, kept drafts or not: a draft model costs its catching up
+        // on the text since its last draft, and a probe that changed nothing is not worth that often.
+        if (this.probing)
+            this.probeEvery = this.best(this.options.maxTokens) === 0 ? Math.min(this.probeEvery * 2, this.options.probeInterval * 8) : this.options.probeInterval;
     }
 
     private best(max: number) {
