@@ -4,7 +4,7 @@
  * (a) a 3-stage pipeline (this node and 2 remote stages, their links delayed by 0, 10, 30 and 50 ms RTT in user
  *     space): tokens/s without speculation (the anchor, runs alternating in the same run), with a draft that always
  *     agrees (the target itself), one that mostly agrees (the target's first layers), one that never does (another
- *     seed's), with lookup, and with the always-agreeing draft at a fixed length (the ceiling); acceptance and tokens
+ *     seed's), with lookup, and with the always-agreeing draft at a fixed length; acceptance and tokens
  *     per pass from the engine's status;
  * (b) one node with a draft model against llama-server with the same `--model-draft`, from the same llama.cpp
  *     source, alternating; both without drafting too;
@@ -108,7 +108,7 @@ async function alternate<Name extends string>(names: readonly Name[], repeats: n
 // --- (a) the pipeline ------------------------------------------------------------------------------------------
 
 const PIPELINE_CASES = ['off', 'alwaysAgrees', 'mostlyAgrees', 'neverAgrees', 'lookup', 'alwaysAgreesFixed'] as const;
-/** The fixed case's tokens drafted per pass: what always-agreeing drafts yield where the length does not adapt. */
+/** The fixed case's tokens drafted per pass: what an always-agreeing draft yields where the length does not adapt. */
 const FIXED_DRAFT_TOKENS = 8;
 type PipelineCase = typeof PIPELINE_CASES[number];
 
@@ -142,7 +142,7 @@ async function pipelineBenchmark(dir: string) {
         neverAgrees: {speculative: 'draft', draft: models.otherDraft, how: '2 layers of another seed as its draft model'},
         lookup: {speculative: 'lookup', how: 'n-gram lookup in the prompt and the text so far, no draft model'},
         alwaysAgreesFixed: {speculative: 'draft', draft: models.selfDraft, draftTokens: {min: FIXED_DRAFT_TOKENS, max: FIXED_DRAFT_TOKENS},
-            how: `the target itself as its draft model, ${FIXED_DRAFT_TOKENS} tokens drafted every pass (draftTokens min = max): the ceiling the adaptive length could reach`}
+            how: `the target itself as its draft model, ${FIXED_DRAFT_TOKENS} tokens drafted every pass (draftTokens min = max): one fixed length beside the adaptive one`}
     };
     let oneWayMs = 0;
     const servers: RpcServerHost[] = [];
@@ -192,7 +192,7 @@ async function pipelineBenchmark(dir: string) {
         return {
             date: new Date().toISOString(),
             model: {name: PIPELINE_MODEL_NAME, options: PIPELINE_MODEL},
-            setup: `a direct-TCP pipeline (no Hyperswarm): an EngineSupervisor engine child in the bench process, TunnelEndpoints with the RPC codec joined by TCP to local rpc servers (${THREADS} thread each); this node's ${COORDINATOR_LAYERS} layers and the output layer on its own two, ${STAGE_LAYERS.join(' and ')} layers on the 2 remote stages', whose links carry half the RTT each way in user space (this kernel has no netem; order kept); the draft model whole in the engine child`,
+            setup: `a direct-TCP pipeline (no Hyperswarm): an EngineSupervisor engine child in the bench process, TunnelEndpoints with the RPC codec joined by TCP to local rpc servers (${THREADS} thread each); this node's ${COORDINATOR_LAYERS} layers and the output layer on its own two, ${STAGE_LAYERS.join(' and ')} layers on the 2 remote stages, whose links carry half the RTT each way in user space (this kernel has no netem; order kept); the draft model whole in the engine child`,
             cases: Object.fromEntries(PIPELINE_CASES.map((name) => [name, cases[name].how])),
             placementMatches: Object.fromEntries(PIPELINE_CASES.map((name) => [name, pipelines[name].placementMatches])),
             byRtt,
