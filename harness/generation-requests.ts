@@ -1,3 +1,4 @@
+import type OpenAI from 'openai';
 import type {GenerationRequest, SamplingOptions} from '../core/inference-types.js';
 
 /** A greedy text completion for the `demo` model, as the engine receives it. */
@@ -19,4 +20,24 @@ export function seamReport(answer: string, uninterrupted: string, seamText: stri
     while (shared < answer.length && shared < uninterrupted.length && answer[shared] === uninterrupted[shared])
         shared++;
     return answer === uninterrupted ? 'identical to the uninterrupted run' : `parted from the uninterrupted run ${shared - seamText.length} characters after the seam`;
+}
+
+/**
+ * A greedy `demo` completion streamed through the OpenAI client: its text, completion tokens (from the usage chunk)
+ * and finish reason; `onText` gets the text so far after each chunk.
+ */
+export async function streamGreedyCompletion(client: OpenAI, prompt: string, maxTokens: number, onText: (text: string) => void = () => undefined) {
+    const stream = await client.completions.create({
+        model: 'demo', prompt, max_tokens: maxTokens, temperature: 0, stream: true, stream_options: {include_usage: true}
+    });
+    let text = '';
+    let completionTokens = 0;
+    let finishReason: string | null = null;
+    for await (const chunk of stream) {
+        text += chunk.choices[0]?.text ?? '';
+        finishReason = chunk.choices[0]?.finish_reason ?? finishReason;
+        completionTokens = chunk.usage?.completion_tokens ?? completionTokens;
+        onText(text);
+    }
+    return {text, completionTokens, finishReason};
 }

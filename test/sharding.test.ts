@@ -6,7 +6,7 @@ import {schemaValidator} from '../harness/ajv-validator.js';
 import {anthropicClient, greedy, readMessageStream, textOf} from '../harness/anthropic-client.js';
 import {startDaemon, waitFor, type DaemonHandle} from '../harness/cli-process.js';
 import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
-import {seamReport} from '../harness/generation-requests.js';
+import {seamReport, streamGreedyCompletion} from '../harness/generation-requests.js';
 import {fetchStatus} from '../harness/node-status.js';
 import type {ShardReceipt} from '../ledger/records.js';
 import {verifyShardReceipt} from '../ledger/shard-receipt.js';
@@ -200,21 +200,9 @@ async function pipelineWithSpare(hostCount: number, name: string) {
     return {hosts, coordinator, pipeline};
 }
 
-/** Streams a completion, calling `onTokens` with the text so far after each chunk. */
-async function streamCompletion(node: Node, onText: (text: string) => void) {
-    const stream = await node.client.completions.create({
-        model: 'demo', prompt: PROMPT, max_tokens: TOKENS, temperature: 0, stream: true, stream_options: {include_usage: true}
-    });
-    let text = '';
-    let completionTokens = 0;
-    let finishReason: string | null = null;
-    for await (const chunk of stream) {
-        text += chunk.choices[0]?.text ?? '';
-        finishReason = chunk.choices[0]?.finish_reason ?? finishReason;
-        completionTokens = chunk.usage?.completion_tokens ?? completionTokens;
-        onText(text);
-    }
-    return {text, completionTokens, finishReason};
+/** Streams the greedy completion of PROMPT, calling `onText` with the text so far after each chunk. */
+function streamCompletion(node: Node, onText: (text: string) => void) {
+    return streamGreedyCompletion(node.client, PROMPT, TOKENS, onText);
 }
 
 for (const signal of ['SIGKILL', 'SIGSTOP'] as const)

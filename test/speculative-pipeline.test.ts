@@ -6,7 +6,7 @@ import type {Testnet} from 'hyperdht/testnet.js';
 import {getLlama, LlamaCompletion, type Token} from 'node-llama-cpp';
 import OpenAI from 'openai';
 import {waitFor, type DaemonHandle} from '../harness/cli-process.js';
-import {seamReport} from '../harness/generation-requests.js';
+import {seamReport, streamGreedyCompletion} from '../harness/generation-requests.js';
 import {fetchStatus} from '../harness/node-status.js';
 import {testRpcBinaries} from '../harness/rpc-binaries.js';
 import {writeSpeculationModels} from '../harness/speculation-models.js';
@@ -94,21 +94,9 @@ function complete(node: Node) {
     return node.client.completions.create({model: 'demo', prompt: PROMPT, max_tokens: TOKENS, temperature: 0});
 }
 
-/** Streams a completion, calling `onText` with the text so far after each chunk. */
-async function streamCompletion(node: Node, onText: (text: string) => void = () => undefined) {
-    const stream = await node.client.completions.create({
-        model: 'demo', prompt: PROMPT, max_tokens: TOKENS, temperature: 0, stream: true, stream_options: {include_usage: true}
-    });
-    let text = '';
-    let completionTokens = 0;
-    let finishReason: string | null = null;
-    for await (const chunk of stream) {
-        text += chunk.choices[0]?.text ?? '';
-        finishReason = chunk.choices[0]?.finish_reason ?? finishReason;
-        completionTokens = chunk.usage?.completion_tokens ?? completionTokens;
-        onText(text);
-    }
-    return {text, completionTokens, finishReason};
+/** Streams the greedy completion of PROMPT, calling `onText` with the text so far after each chunk. */
+function streamCompletion(node: Node, onText: (text: string) => void = () => undefined) {
+    return streamGreedyCompletion(node.client, PROMPT, TOKENS, onText);
 }
 
 test.before(async () => {
