@@ -145,6 +145,7 @@ test.serial('a 3-stage pipeline drafting with the target itself: every draft kep
     t.teardown(() => stopCoordinator(coordinator));
     t.is(pipeline.stages.length, 3);
     t.deepEqual(pipeline.stages.map((stage) => stage.self), [true, false, false]);
+    t.true(pipeline.placementMatches, 'llama.cpp placed the target as planned (the draft model\'s CPU layers are not the target\'s)');
     t.is((await complete(coordinator)).choices[0]!.text, expectedText);
     const {speculation} = (await cluster(coordinator)).pipelines[0]!;
     t.like(speculation, {drafter: 'draft', tokens: TOKENS});

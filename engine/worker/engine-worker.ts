@@ -66,7 +66,7 @@ async function load(settings: WorkerSettings) {
         for (const spec of settings.models) {
             placement = shard === undefined ? undefined : new PlacementReport();
             const runtime = await ModelRuntime.load(llama, spec, settings, (progress) =>
-                send({type: 'loadProgress', model: spec.id, progress}));
+                send({type: 'loadProgress', model: spec.id, progress}), () => placement?.close());
             runtimes.set(spec.id, runtime);
             if (placement !== undefined)
                 send({type: 'placement', model: spec.id, devices: placement.devices});

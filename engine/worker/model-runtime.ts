@@ -76,7 +76,8 @@ export class ModelRuntime {
         });
     }
 
-    static async load(llama: Llama, spec: ModelLoadSpec, settings: WorkerSettings, onProgress: (progress: number) => void) {
+    /** Loads `spec`'s model and its draft model; `onTargetLoaded` comes between the two (llama.cpp's log lines are then the draft's). */
+    static async load(llama: Llama, spec: ModelLoadSpec, settings: WorkerSettings, onProgress: (progress: number) => void, onTargetLoaded?: () => void) {
         const model = await llama.loadModel({
             modelPath: spec.path,
             gpuLayers: settings.shard?.gpuLayers ?? (settings.gpu === false || llama.gpu === false ? 0 : 'auto'),
@@ -84,6 +85,7 @@ export class ModelRuntime {
             ignoreMemorySafetyChecks: settings.shard !== undefined,
             onLoadProgress: onProgress
         });
+        onTargetLoaded?.();
         const flashAttention = settings.flashAttention ?? 'auto';
         const speculative = speculativeDrafter(settings.speculative ?? 'auto', spec);
         let draft: DraftRuntime | undefined;

@@ -56,14 +56,22 @@ const PLACEMENT_LINE = /load_tensors: layer\s+(\d+) assigned to device (\S+?),/;
  */
 export class PlacementReport {
     readonly devices: string[] = [];
+    private closed = false;
 
     /** Feeds one log line; true if it was a placement line. */
     read(line: string) {
         const match = PLACEMENT_LINE.exec(line);
         if (match === null)
             return false;
+        if (this.closed) // another model's (a draft model loaded after the target): read, not recorded
+            return true;
         this.devices[Number(match[1])] = match[2]!;
         return true;
+    }
+
+    /** The model it reports on has loaded: later placement lines are another model's. */
+    close() {
+        this.closed = true;
     }
 
 }
