@@ -1,19 +1,11 @@
-/**
- * Layer sharding (docs/architecture.md, "Sharding"): one generated model, whole on one node against split over
- * three stages through Hyperswarm (coordinator + 2 hosts, real nodes on a loopback testnet) against the same split
- * over direct TCP (the same engine child, tunnel endpoints and RPC codec, in front of real rpc servers, no
- * Hyperswarm); round trips per token per remote stage with 10 ms RTT (rpc servers in network namespaces of
- * harness/netns-lab.ts, behind netem); failover after a host's SIGKILL and where resumed text parts from an
- * uninterrupted run; bytes per token per stage. Writes bench/results/shard.json. Targets are reported, never asserted.
- */
-import {EventEmitter} from 'node:events';
+
 import {mkdir, mkdtemp, rm} from 'node:fs/promises';
 import {connect} from 'node:net';
 import {tmpdir} from 'node:os';
 import {dirname, join} from 'node:path';
 import OpenAI from 'openai';
 import {writeDemoModel, type DemoModelOptions} from '../engine/demo/demo-model.js';
-import {EngineSupervisor} from '../engine/engine-supervisor.js';
+import type {EngineSupervisor} from '../engine/engine-supervisor.js';
 import {byteTokenBan} from '../harness/byte-token-ban.js';
 import {modelLayoutOf} from '../engine/model-files.js';
 import {prepareRpcServerDir, type RpcServerFiles} from '../engine/rpc/rpc-server-dir.js';
@@ -24,19 +16,15 @@ import {RpcSession} from '../inference/sharded/tunnel/rpc-stream.js';
 import {captureStageSession, type RecordedRequest} from '../harness/rpc-capture.js';
 import {guardedConnection} from '../harness/rpc-lab.js';
 import type {GenerationRequest} from '../core/inference-types.js';
-import {layerSplit} from '../inference/sharded/layer-split.js';
-import {coordinatorFilter} from '../inference/sharded/tunnel/rpc-filters.js';
-import type {TunnelStream} from '../inference/sharded/tunnel/shard-protocol.js';
-import {SocketStream} from '../inference/sharded/tunnel/socket-pipe.js';
-import {TunnelEndpoint} from '../inference/sharded/tunnel/tunnel-endpoint.js';
 import {startDaemon, waitFor, type DaemonHandle} from '../harness/cli-process.js';
 import {fetchStatus} from '../harness/node-status.js';
 import {TEST_RPC_DIR, testRpcBinaries} from '../harness/rpc-binaries.js';
 import {createLab, labSupported, netemSupported, type Lab, type LabHost} from '../harness/netns-lab.js';
 import {nodeIdOf, peersOf, startSwarmDaemon, startTestnet} from '../harness/swarm-fixture.js';
+import {DelayedStream, ownDevices, type RpcAddress, startDirectPipeline, startRpcServers} from './lib/direct-pipeline.js';
 import {machine, writeReport} from './lib/report.js';
 import {median, round} from './lib/statistics.js';
-import {StreamTimer, type StreamMeasurement} from './lib/stream-measurement.js';
+import {StreamTimer, summarizeRuns, type StreamMeasurement} from './lib/stream-measurement.js';
 
 const MiB = 2 ** 20;
 const THREADS = 1;
@@ -116,17 +104,6 @@ async function generate(engine: EngineSupervisor): Promise<Run> {
     return {measurement: timer.finish(result.usage.completionTokens), text: chunks.map((chunk) => chunk.text).join(''), chunks};
 }
 
-function summarize(runs: Run[]) {
-    const tokensPerSecond = median(runs.map((run) => run.measurement.generationTokensPerSecond));
-    return {
-        generationTokensPerSecond: round(tokensPerSecond),
-        msPerToken: round(1000 / tokensPerSecond, 3),
-        ttftMs: round(median(runs.map((run) => run.measurement.ttftMs))),
-        completionTokens: median(runs.map((run) => run.measurement.completionTokens)),
-        runs: runs.length,
-        tokensPerSecondEachRun: runs.map((run) => round(run.measurement.generationTokensPerSecond))
-    };
-}
 
 async function repeat(count: number, measure: () => Promise<Run>) {
     const warmUp = await measure();
@@ -136,87 +113,15 @@ async function repeat(count: number, measure: () => Promise<Run>) {
     return {runs, warmUp};
 }
 
-/**
- * Where the kernel has no netem (this machine's does not): the same delay in user space, on the tunnel stream of
- * each remote stage, `delayMs()` each way, order kept. The delays actually applied are recorded, since timers fire
- * late by a fraction of a millisecond, and the estimate divides by the measured round trip.
- */
-class DelayedStream extends EventEmitter implements TunnelStream {
-    static readonly applied: number[] = [];
-
-    constructor(private readonly inner: TunnelStream, private readonly delayMs: () => number) {
-        super();
-        inner.on('data', (bytes) => this.later(() => this.emit('data', bytes)));
-        inner.on('drain', () => this.emit('drain'));
-        inner.on('close', (reason) => this.emit('close', reason));
-    }
-
-    get closed() {
-        return this.inner.closed;
-    }
-
-    write(bytes: Uint8Array) {
-        this.later(() => this.inner.write(bytes));
-        return !this.inner.closed;
-    }
-
-    close(reason: string) {
-        this.inner.close(reason);
-    }
-
-    private later(action: () => void) {
-        const delay = this.delayMs();
-        if (delay <= 0) {
-            action();
-            return;
-        }
-        const queuedAt = performance.now();
-        setTimeout(() => {
-            DelayedStream.applied.push(performance.now() - queuedAt);
-            action();
-        }, delay);
-    }
-}
-
-/**
- * The anchor: the coordinator's engine child, tunnel endpoints and RPC codec (the memory rewrite gives the same
- * split), each endpoint joined by plain TCP to an rpc server; no Hyperswarm, no node.
- */
-async function startDirectPipeline(modelPath: string, files: RpcServerFiles, coordinatorLayers: number, stageLayers: number[],
-    stageServers: {host: string, port: number}[], own: {first: {host: string, port: number}, output: {host: string, port: number}},
-    delayMs?: () => number, guardTiming?: {ms: number}) {
-    // As the coordinator does: its layers on its own first device, the remote stages, the output layer on its own last device.
-    const first = coordinatorLayers > 0 ? [own.first] : [];
-    const servers = [...first, ...stageServers, own.output];
-    const split = layerSplit(0, [...(first.length > 0 ? [coordinatorLayers] : []), ...stageLayers, 0]);
-    const failures: string[] = [];
-    const endpoints = await Promise.all(servers.map((server, index) => TunnelEndpoint.listen({
-        connect: () => index < first.length || index >= first.length + stageLayers.length ? new SocketStream(server.port, server.host)
-            // a remote stage: behind the host's codec and guard, as a host serves a peer
-            : guardTiming !== undefined ? guardedConnection(server.port, {timing: guardTiming})
-                : delayMs === undefined ? new SocketStream(server.port, server.host) : new DelayedStream(new SocketStream(server.port, server.host), delayMs),
-        createFilter: () => coordinatorFilter({reportMemory: {free: split.reportedBytes[index]!, total: split.reportedBytes[index]!}})
-    }, (reason) => failures.push(reason))));
-    const engine = new EngineSupervisor({
-        models: [{id: 'bench', path: modelPath}], threads: THREADS, parallelSequences: 1, contextSize: CONTEXT, gpu: false,
-        prepareLoad: async () => ({shard: {rpcLibraryPath: files.libraryPath, endpoints: endpoints.map((endpoint) => endpoint.address), gpuLayers: split.gpuLayers}})
+/** The anchor (bench/lib/direct-pipeline.ts) with this bench's engine; `guardTiming`: the remote stages behind the host's codec and guard, timed. */
+function startBenchPipeline(modelPath: string, files: RpcServerFiles, coordinatorLayers: number, stageLayers: number[],
+    stageServers: RpcAddress[], own: {first: RpcAddress, output: RpcAddress}, delayMs?: () => number, guardTiming?: {ms: number}) {
+    return startDirectPipeline({
+        model: {id: 'bench', path: modelPath}, files, coordinatorLayers, stageLayers, stageServers, own,
+        engine: {threads: THREADS, parallelSequences: 1, contextSize: CONTEXT, gpu: false},
+        ...(guardTiming !== undefined && {connectStage: (server: RpcAddress) => guardedConnection(server.port, {timing: guardTiming})}),
+        ...(delayMs !== undefined && {delayMs})
     });
-    const logs: string[] = [];
-    engine.on('workerLog', (line) => logs.push(line));
-    await engine.start().catch((error: Error) => {
-        throw new Error(`the direct pipeline did not load: ${error.message}; ${logs.slice(-10).join(' | ')}`);
-    });
-    const devices = [...(first.length > 0 ? [coordinatorLayers] : []), ...stageLayers];
-    const expected = [...devices.flatMap((count, index) => Array<string>(count).fill(`RPC${index}`)), `RPC${devices.length}`];
-    const placement = engine.getStatus().placement.bench ?? [];
-    return {
-        engine, endpoints, failures,
-        placementMatches: placement.length === expected.length && placement.every((device, layer) => device === expected[layer]),
-        async stop() {
-            await engine.dispose();
-            await Promise.all(endpoints.map((endpoint) => endpoint.close('done')));
-        }
-    };
 }
 
 /** Milliseconds the host's codec takes over a recorded session's requests and replies, with the guard or not. */
@@ -239,19 +144,6 @@ function replayThroughCodec(session: RecordedRequest[], guarded: boolean) {
         }
     }
     return ms;
-}
-
-/** The coordinator's own two devices, on loopback. */
-function ownDevices([first, output]: RpcServerHost[]) {
-    return {first: {host: '127.0.0.1', port: first!.port!}, output: {host: '127.0.0.1', port: output!.port!}};
-}
-
-async function startRpcServers(files: RpcServerFiles, count: number, cacheDir?: string) {
-    return Promise.all(Array.from({length: count}, async () => {
-        const server = new RpcServerHost({binaries: files, threads: THREADS, ...(cacheDir !== undefined && {cacheDir})});
-        await server.start();
-        return server;
-    }));
 }
 
 function cluster(daemon: DaemonHandle) {
@@ -335,14 +227,14 @@ async function roundTripsWithDelay(modelPath: string, files: RpcServerFiles, coo
         const stageServers = [];
         for (const host of hosts)
             stageServers.push(await startNamespacedServer(files, host));
-        output = await startRpcServers(files, 2);
+        output = await startRpcServers(files, 2, THREADS);
         const netem = netemSupported();
         let userDelayMs = 0;
-        direct = await startDirectPipeline(modelPath, files, coordinatorLayers, stageLayers, stageServers, ownDevices(output),
+        direct = await startBenchPipeline(modelPath, files, coordinatorLayers, stageLayers, stageServers, ownDevices(output),
             netem ? undefined : () => userDelayMs);
         const started = direct;
         process.stderr.write(`[netns] no added delay (${netem ? 'netem' : 'no netem in this kernel: delay in user space'})\n`);
-        const without = summarize((await repeat(NETNS_REPEATS, () => generate(started.engine))).runs);
+        const without = summarizeRuns((await repeat(NETNS_REPEATS, () => generate(started.engine))).runs);
         if (netem)
             for (const host of hosts)
                 await host.setDelay(RTT_MS / 2);
@@ -350,7 +242,7 @@ async function roundTripsWithDelay(modelPath: string, files: RpcServerFiles, coo
             userDelayMs = RTT_MS / 2;
         DelayedStream.applied.length = 0;
         process.stderr.write(`[netns] ${RTT_MS} ms RTT\n`);
-        const withDelay = summarize((await repeat(NETNS_REPEATS, () => generate(started.engine))).runs);
+        const withDelay = summarizeRuns((await repeat(NETNS_REPEATS, () => generate(started.engine))).runs);
         const remoteStages = stageLayers.length;
         // User-space timers fire late: divide by the round trip actually applied.
         const rttMs = netem ? RTT_MS : 2 * DelayedStream.applied.reduce((sum, ms) => sum + ms, 0) / Math.max(1, DelayedStream.applied.length);
@@ -426,16 +318,16 @@ try {
     // (c) the anchor: the same split over direct TCP to the same kind of rpc servers. Its runs alternate with (b)'s,
     // so that whatever else the machine does weighs on both alike.
     process.stderr.write(`[${MODEL_NAME}] direct TCP (${coordinatorLayers} + ${stageLayers.join(' + ')} layers) and over Hyperswarm, alternating\n`);
-    const stageServers = await startRpcServers(files, stageLayers.length, join(dir, 'direct-cache'));
-    const ownServers = await startRpcServers(files, 2);
-    const direct = await startDirectPipeline(modelPath, files, coordinatorLayers, stageLayers,
+    const stageServers = await startRpcServers(files, stageLayers.length, THREADS, join(dir, 'direct-cache'));
+    const ownServers = await startRpcServers(files, 2, THREADS);
+    const direct = await startBenchPipeline(modelPath, files, coordinatorLayers, stageLayers,
         stageServers.map((server) => ({host: '127.0.0.1', port: server.port!})), ownDevices(ownServers));
     // (d) the same again with each remote stage behind the host's codec and guard (docs/peer-protocol.md, "Graph
     // checks"), timed: what checking every request and graph costs per token.
-    const guardedStageServers = await startRpcServers(files, stageLayers.length, join(dir, 'guarded-cache'));
-    const guardedOwnServers = await startRpcServers(files, 2);
+    const guardedStageServers = await startRpcServers(files, stageLayers.length, THREADS, join(dir, 'guarded-cache'));
+    const guardedOwnServers = await startRpcServers(files, 2, THREADS);
     const guardTiming = {ms: 0};
-    const guarded = await startDirectPipeline(modelPath, files, coordinatorLayers, stageLayers,
+    const guarded = await startBenchPipeline(modelPath, files, coordinatorLayers, stageLayers,
         guardedStageServers.map((server) => ({host: '127.0.0.1', port: server.port!})), ownDevices(guardedOwnServers), undefined, guardTiming);
     const coordinatorClient = new OpenAI({baseURL: coordinator.baseUrl, apiKey: 'x', maxRetries: 0});
     await generate(direct.engine); // warm-up
@@ -545,9 +437,9 @@ try {
     process.stderr.write(`[${MODEL_NAME}] round trips with ${RTT_MS} ms RTT\n`);
     const roundTrips = await roundTripsWithDelay(modelPath, files, coordinatorLayers, stageLayers).catch((error: Error) => ({skipped: `failed: ${error.message}`}));
 
-    const local = summarize(localRuns.runs);
-    const overSwarm = summarize(swarmRuns);
-    const overDirect = summarize(directRuns);
+    const local = summarizeRuns(localRuns.runs);
+    const overSwarm = summarizeRuns(swarmRuns);
+    const overDirect = summarizeRuns(directRuns);
     const guardedTokens = guardedRuns.reduce((sum, run) => sum + run.measurement.completionTokens, 0);
     const identical = (runs: Run[]) => runs.every((run) => run.text === reference.text);
     const report = {
@@ -578,8 +470,8 @@ try {
                     replayMs: {guarded: replayMs.guarded.map((ms) => round(ms, 2)), plain: replayMs.plain.map((ms) => round(ms, 2))}
                 },
                 pipeline: {
-                    ...summarize(guardedRuns),
-                    overDirectTokensPerSecond: round(summarize(guardedRuns).generationTokensPerSecond / overDirect.generationTokensPerSecond, 3),
+                    ...summarizeRuns(guardedRuns),
+                    overDirectTokensPerSecond: round(summarizeRuns(guardedRuns).generationTokensPerSecond / overDirect.generationTokensPerSecond, 3),
                     codecAndGuardWallMsPerToken: round(guardMs / guardedTokens, 4),
                     how: 'the direct pipeline again, each remote stage\'s connection passing the host\'s codec and guard before its server, as a host serves a peer, alternating with the direct and Hyperswarm runs; codecAndGuardWallMsPerToken is the wall time spent in the host\'s codec and guard on the coordinator\'s bytes over the tokens of the measured runs, both stages, on a machine whose 2 cores the engine and servers share at the same time'
                 }

@@ -28,8 +28,8 @@ import {writeSpeculationModels} from '../harness/speculation-models.js';
 import {DelayedStream, ownDevices, startDirectPipeline, startRpcServers} from './lib/direct-pipeline.js';
 import {llamaServerAvailable, startLlamaServer} from './lib/llama-server.js';
 import {machine, reportFile, writeReport} from './lib/report.js';
-import {median, round} from './lib/statistics.js';
-import {StreamTimer, type StreamMeasurement} from './lib/stream-measurement.js';
+import {round} from './lib/statistics.js';
+import {StreamTimer, summarizeRuns, type StreamMeasurement} from './lib/stream-measurement.js';
 
 const THREADS = 1;
 const CONTEXT = 1024;
@@ -67,17 +67,6 @@ interface Run {
     speculation?: SpeculationCounts | undefined
 }
 
-function summarize(runs: Run[]) {
-    const tokensPerSecond = median(runs.map((run) => run.measurement.generationTokensPerSecond));
-    return {
-        generationTokensPerSecond: round(tokensPerSecond),
-        msPerToken: round(1000 / tokensPerSecond, 3),
-        ttftMs: round(median(runs.map((run) => run.measurement.ttftMs))),
-        completionTokens: median(runs.map((run) => run.measurement.completionTokens)),
-        runs: runs.length,
-        tokensPerSecondEachRun: runs.map((run) => round(run.measurement.generationTokensPerSecond))
-    };
-}
 
 /** What a model's speculation summary gained between two readings. */
 function speculationDelta(before: SpeculationSummary | null | undefined, after: SpeculationSummary | null | undefined) {
@@ -173,9 +162,9 @@ async function pipelineBenchmark(dir: string) {
             process.stderr.write(`[pipeline] ${rttMs} ms RTT on each remote stage's link\n`);
             const before = Object.fromEntries(PIPELINE_CASES.map((name) => [name, pipelines[name].engine.getStatus().speculation.bench])) as Record<PipelineCase, SpeculationSummary | undefined>;
             const runs = await alternate(PIPELINE_CASES, REPEATS, (name) => generate(pipelines[name].engine, PIPELINE_TOKENS));
-            const off = summarize(runs.off);
+            const off = summarizeRuns(runs.off);
             const results = (name: PipelineCase) => {
-                const summary = summarize(runs[name]);
+                const summary = summarizeRuns(runs[name]);
                 return {
                     ...summary,
                     overOffTokensPerSecond: round(summary.generationTokensPerSecond / off.generationTokensPerSecond, 3),
@@ -307,7 +296,7 @@ async function singleNodeBenchmark(dir: string) {
         const draftSpeculation = speculationDelta(draftBefore, await modelSpeculation(draftNode));
         const reference = runs.strongdogeOff![0]!.text;
         const results = Object.fromEntries(contestants.map((name) => [name, {
-            ...summarize(runs[name]!),
+            ...summarizeRuns(runs[name]!),
             ...(name === 'strongdogeDraft' && {speculation: draftSpeculation}),
             ...(name.startsWith('llamaServerDraft') && {drafting: llamaServerDrafting(runs[name]!)}),
             sameTextAsStrongdogeOff: runs[name]!.every((run) => run.text === reference)
@@ -343,8 +332,8 @@ async function singleNodeBenchmark(dir: string) {
         for (const [kind, prompt] of Object.entries(prompts)) {
             const before = await modelSpeculation(lookupNode);
             const lookupRuns = await alternate(lookupContestants, REPEATS, (name) => stream(clients[name]!, 'target', prompt, LOOKUP_TOKENS));
-            const on = summarize(lookupRuns.strongdogeLookup);
-            const off = summarize(lookupRuns.strongdogeOff);
+            const on = summarizeRuns(lookupRuns.strongdogeLookup);
+            const off = summarizeRuns(lookupRuns.strongdogeOff);
             lookup[kind] = {
                 lookup: {...on, speculation: speculationDelta(before, await modelSpeculation(lookupNode))},
                 off,

@@ -51,6 +51,19 @@ export function summarizeStreams(runs: StreamMeasurement[]) {
     };
 }
 
+/** summarizeStreams with the mean time per token and each run's tokens/s: for reports that compare runs of one setup. */
+export function summarizeRuns(runs: {measurement: StreamMeasurement}[]) {
+    const tokensPerSecond = median(runs.map((run) => run.measurement.generationTokensPerSecond));
+    return {
+        generationTokensPerSecond: round(tokensPerSecond),
+        msPerToken: round(1000 / tokensPerSecond, 3),
+        ttftMs: round(median(runs.map((run) => run.measurement.ttftMs))),
+        completionTokens: median(runs.map((run) => run.measurement.completionTokens)),
+        runs: runs.length,
+        tokensPerSecondEachRun: runs.map((run) => round(run.measurement.generationTokensPerSecond))
+    };
+}
+
 export async function measureStreamedCompletion(client: OpenAI, load: CompletionLoad): Promise<StreamMeasurement> {
     const timer = new StreamTimer();
     let completionTokens = 0;
