@@ -132,6 +132,9 @@ export interface GenerationResult {
  */
 export type SpeculativeSetting = 'auto' | 'draft' | 'lookup' | 'off';
 
+/** Most tokens drafted for one pass (`--draft-max`): a pass verifies at most this many beside its own token. */
+export const MAX_DRAFT_TOKENS = 16;
+
 /** What drafted a request's tokens. */
 export type Drafter = 'draft' | 'lookup';
 

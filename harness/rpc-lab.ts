@@ -10,7 +10,7 @@ import {RpcServerHost} from '../engine/rpc/rpc-server-host.js';
 import {GGML_MAX_OP_PARAMS_I32, GGML_MAX_SRC, GGML_TYPES, GgmlOp, type GgmlOpName} from '../inference/sharded/tunnel/ggml/ggml-tables.js';
 import {type Dims, RPC_TENSOR_BYTES, type RpcTensor, writeRpcTensor} from '../inference/sharded/tunnel/ggml/rpc-tensor.js';
 import type {SessionBuffers} from '../inference/sharded/tunnel/ggml/tensor-check.js';
-import {hostFilter} from '../inference/sharded/tunnel/rpc-filters.js';
+import {hostFilter, type SessionMeter} from '../inference/sharded/tunnel/rpc-filters.js';
 import {AllocationBudget} from '../inference/sharded/tunnel/rpc-guard.js';
 import {RpcCommand} from '../inference/sharded/tunnel/rpc-stream.js';
 import type {TunnelStream} from '../inference/sharded/tunnel/shard-protocol.js';
@@ -44,13 +44,15 @@ class MemoryStream extends EventEmitter implements TunnelStream {
  * is the coordinator's end. `budget` is the session's allocation budget (defaults to 1 GiB); `onRefused` hears why
  * the guard ended the connection.
  */
-export function guardedConnection(port: number, options: {budget?: AllocationBudget, onRefused?: (error: Error) => void, timing?: {ms: number}} = {}) {
+export function guardedConnection(port: number, options: {budget?: AllocationBudget, onRefused?: (error: Error) => void, timing?: {ms: number},
+    meter?: SessionMeter, maxGraphTokens?: number} = {}) {
     const coordinator = new MemoryStream();
     const host = new MemoryStream();
     coordinator.other = host;
     host.other = coordinator;
     const socket = connect({host: '127.0.0.1', port});
-    const filter = hostFilter({budget: options.budget ?? new AllocationBudget(2n ** 30n)});
+    const filter = hostFilter({budget: options.budget ?? new AllocationBudget(2n ** 30n), ...(options.meter !== undefined && {meter: options.meter}),
+        ...(options.maxGraphTokens !== undefined && {maxGraphTokens: options.maxGraphTokens})});
     const {timing} = options;
     // With `timing`, the time the host's codec and guard spend on the coordinator's bytes is added up there.
     const timed = timing === undefined ? filter : {...filter, fromTunnel: (chunk: Uint8Array) => {

@@ -1,5 +1,6 @@
 import {availableParallelism} from 'node:os';
 import {z} from 'zod';
+import {MAX_DRAFT_TOKENS} from '../core/inference-types.js';
 import {PUBLIC_NETWORK} from '../swarm/network-topic.js';
 import {bootstrapList, booleanText, byteSize, integer, modelList, nodeIdList} from './setting-schemas.js';
 
@@ -61,16 +62,16 @@ export const nodeSettingDeclarations = {
     model: setting(modelList, {default: [], short: 'm', argument: '<path|name|hf:ref|url>', repeatable: true,
         description: 'model to serve; repeat for several'}),
     draftModel: setting(modelList, {default: [], argument: '<path|name|hf:ref|url>', repeatable: true,
-        description: 'a small model of the same vocabulary that drafts tokens for speculative decoding; the Nth one is for the Nth --model'
-            + ' (`none` skips one), one alone serves the only model',
+        description: 'a small model of the same vocabulary that drafts tokens for speculative decoding; one per --model, the Nth for'
+            + ' the Nth (`none` for a model without one)',
         note: 'the Nth for the Nth `--model`, `none` for none'}),
     speculative: setting(z.enum(['auto', 'draft', 'lookup', 'off']), {default: 'auto', argument: '<auto|draft|lookup|off>',
         description: 'speculative decoding: auto = the draft model where one is given, else n-gram lookup in the prompt and text so far',
         note: 'auto: the draft model where given, else n-gram lookup'}),
-    draftMin: setting(integer(0, 16), {default: 0, argument: '<n>',
+    draftMin: setting(integer(0, MAX_DRAFT_TOKENS), {default: 0, argument: '<n>',
         description: 'fewest tokens drafted per pass where a request speculates, even where drafting does not pay',
         note: 'as llama-server\'s `--draft-min`'}),
-    draftMax: setting(integer(1, 16), {default: 12, argument: '<n>', description: 'most tokens drafted per pass; fewer are drafted where more do not pay',
+    draftMax: setting(integer(1, MAX_DRAFT_TOKENS), {default: 12, argument: '<n>', description: 'most tokens drafted per pass; fewer are drafted where more do not pay',
         note: 'as llama-server\'s `--draft-max`'}),
     port: setting(integer(0, 65535), {default: DEFAULT_PORT, short: 'p', argument: '<n>', description: 'API port'}),
     host: setting(z.string().min(1), {default: '127.0.0.1', argument: '<address>', description: 'API address; anything but loopback exposes your node'}),

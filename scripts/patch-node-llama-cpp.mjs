@@ -6,7 +6,7 @@
  * Usage: node scripts/patch-node-llama-cpp.mjs [LlamaContext.js]; defaults to node-llama-cpp's own (the argument lets
  * test/speculation-units.test.ts patch copies).
  */
-import {readFileSync, writeFileSync} from 'node:fs';
+import {readFileSync, renameSync, writeFileSync} from 'node:fs';
 import {dirname, join} from 'node:path';
 import {fileURLToPath} from 'node:url';
 
@@ -29,7 +29,10 @@ try {
         process.exit(0);
     }
     const end = at + KEPT.length;
-    writeFileSync(file, `${source.slice(0, end)} ${FIX}${source.slice(end)}`);
+    // A new file renamed over the old: a store that hard-links one copy into many projects (pnpm) keeps its own.
+    const fixed = `${file}.strongdoge-${process.pid}`;
+    writeFileSync(fixed, `${source.slice(0, end)} ${FIX}${source.slice(end)}`);
+    renameSync(fixed, file);
     console.log('strongdoge: fixed node-llama-cpp 3.21.1\'s check of drafted tokens (speculative decoding)');
 } catch (error) {
     // Never fail an install for it: the engine then drafts one token per pass.

@@ -77,6 +77,23 @@ test.serial('each recorded graph\'s tokens are its batch: the prompt\'s in one, 
     t.deepEqual(tokens.slice(1), [1, 1, 1, 1, 1]);
 });
 
+test.serial('the host\'s meter counts each graph\'s tokens through its guard, at most the most a pass may hold', async (t) => {
+    const capture = captures.get('no flash attention')!;
+    const count = async (maxGraphTokens?: number) => {
+        const {port} = await labServer(t); // a server serves one client
+        const meter = {graphComputes: 0, graphTokens: 0};
+        const replay = new SessionReplay(new RpcLabClient(guardedConnection(port, {meter, ...(maxGraphTokens !== undefined && {maxGraphTokens})})));
+        for (const request of capture)
+            await replay.send(request);
+        return meter;
+    };
+    const whole = await count();
+    t.is(whole.graphComputes, 6);
+    t.true(whole.graphTokens >= 4 + 5, `${whole.graphTokens} tokens: the prompt's, then one per decode`);
+    // A pass counted as at most 2 tokens: the prompt's graph is cut to 2, the decodes stay 1 each.
+    t.deepEqual(await count(2), {graphComputes: 6, graphTokens: 2 + 5});
+});
+
 /** A graph as tensors and node ids, to mutate and encode again. */
 function parseGraph(payload: Buffer) {
     const nodeCount = payload.readUInt32LE(4);

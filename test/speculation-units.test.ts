@@ -1,5 +1,5 @@
 import {execFile} from 'node:child_process';
-import {mkdtemp, readFile, rm, writeFile} from 'node:fs/promises';
+import {link, mkdtemp, readdir, readFile, rm, writeFile} from 'node:fs/promises';
 import {tmpdir} from 'node:os';
 import {dirname, join} from 'node:path';
 import {fileURLToPath} from 'node:url';
@@ -548,6 +548,19 @@ test('install step: fixes node-llama-cpp 3.21.1\'s LlamaContext.js with the one 
     // Without an argument: node-llama-cpp's own, already fixed, is left as it is.
     t.is(await patch(), '');
     t.is(await readFile(installed, 'utf8'), fixed);
+});
+
+test('install step: a file hard-linked from a shared store is replaced, not written through: the store keeps its copy', async (t) => {
+    const unfixed = (await readFile(installed, 'utf8')).replace(FIX, '');
+    const directory = await temporaryDirectory(t);
+    const store = join(directory, 'store.js');
+    const project = join(directory, 'LlamaContext.js');
+    await writeFile(store, unfixed);
+    await link(store, project);
+    t.regex(await patch(project), /fixed node-llama-cpp 3\.21\.1/);
+    t.is(occurrences(await readFile(project, 'utf8'), FIX), 1);
+    t.is(await readFile(store, 'utf8'), unfixed);
+    t.deepEqual((await readdir(directory)).sort(), ['LlamaContext.js', 'store.js'], 'no temporary file left');
 });
 
 test('install step: a file without the 3.21.1 pattern is left byte-identical, and the install goes on', async (t) => {

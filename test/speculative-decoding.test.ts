@@ -11,6 +11,7 @@ import {describeDemoModel, writeDemoModel} from '../engine/demo/demo-model.js';
 import type {WorkerSettings} from '../engine/engine-settings.js';
 import {writeGgufFile} from '../engine/gguf/gguf-writer.js';
 import {ModelRuntime} from '../engine/worker/model-runtime.js';
+import {repeatedPrompt} from '../harness/generation-requests.js';
 import {writeSpeculationModels} from '../harness/speculation-models.js';
 
 let llama: Llama;
@@ -122,7 +123,7 @@ test.serial('grammars (not drafted for), stop sequences, logprobs and the token 
         t.is(actual.usage.completionTokens, expected.usage.completionTokens, name);
         t.is(actual.stopSequence, expected.stopSequence, name);
         if (name === 'json_schema')
-            t.is(actual.speculation?.drafted, 0, 'a grammar\'s tokens are not drafted');
+            t.is(actual.speculation, undefined, 'a grammar\'s tokens are not drafted: the request does not speculate');
         else
             t.true((actual.speculation?.drafted ?? 0) > 0, `${name}: it speculated`);
         if (name === 'json_schema' && actual.finishReason === 'stop')
@@ -137,6 +138,20 @@ test.serial('grammars (not drafted for), stop sequences, logprobs and the token 
         }
     }
     t.is((await generate(speculating, completion(PROMPT, 37))).usage.completionTokens, 37);
+});
+
+test.serial('a long prompt: the draft model reads it a chunk per step, and drafts once it has, beside a running stream', async (t) => {
+    const plain = await runtime('off', 0, 'plain');
+    const speculating = await runtime('selfDraft', 2, 'plain');
+    // About 1,300 tokens: ten of the draft model's 128-token chunks.
+    const long = completion(repeatedPrompt(100), 48);
+    const short = completion(PROMPT, 96);
+    const [expectedLong, expectedShort] = [await generate(plain, long), await generate(plain, short)];
+    const [actualLong, actualShort] = await Promise.all([generate(speculating, long), generate(speculating, short)]);
+    t.is(actualLong.text, expectedLong.text);
+    t.is(actualShort.text, expectedShort.text);
+    t.true(actualLong.speculation!.drafted > 0, JSON.stringify(actualLong.speculation));
+    t.is(actualLong.speculation!.accepted, actualLong.speculation!.drafted);
 });
 
 test.serial('a penalised request does not speculate (penalties depend on the text before each token), and says what it says without', async (t) => {

@@ -12,8 +12,9 @@ export interface SteppedGeneration {
      */
     advance(shared: boolean): Promise<boolean>,
     /**
-     * Work to do before the step's decodes start (drafting tokens for speculative decoding), so that it does not
-     * hold back the others' decodes within the step; undefined when there is none. Its failure ends the generation.
+     * Work to do before the step's decodes start (drafting tokens for speculative decoding): the decodes are then
+     * started together, in order, once every generation's preparation is done, so a preparation is kept short as an
+     * advance is. Undefined when there is none. Its failure ends the generation.
      */
     prepare?(): Promise<void> | undefined
 }

@@ -87,11 +87,10 @@ export class ModelRuntime {
         });
         onTargetLoaded?.();
         const flashAttention = settings.flashAttention ?? 'auto';
-        const speculative = speculativeDrafter(settings.speculative ?? 'auto', spec);
+        const speculative = speculativeDrafter(settings.speculative ?? 'auto', spec, model);
         let draft: DraftRuntime | undefined;
         try {
-            if (speculative === 'draft')
-                draft = await loadDraft(llama, model, spec.draft!.path, settings);
+            // The target's context first: its layers were offloaded counting on room for it, which a draft could take.
             const context = await model.createContext({
                 sequences: settings.parallelSequences,
                 contextSize: Math.min(settings.contextSize, model.trainContextSize),
@@ -100,6 +99,8 @@ export class ModelRuntime {
                 ignoreMemorySafetyChecks: settings.shard !== undefined
             });
             guardOutputOrder(context);
+            if (speculative === 'draft')
+                draft = await loadDraft(llama, model, spec.draft!.path, settings);
             const info: LoadedModelInfo = {
                 id: spec.id,
                 path: spec.path,
@@ -164,7 +165,9 @@ export class ModelRuntime {
             });
             // Penalties are computed from the text before the sampled token, which a pass of several drafts does not
             // tell node-llama-cpp: a penalised request does not speculate, so that its tokens keep their distribution.
-            slot.speculator?.begin(sampling.repeatPenalty === false && this.info.speculative !== 'off' ? this.info.speculative : undefined);
+            // A grammar's tokens are not drafted (Generation.prepare): such a request is not counted as speculating either.
+            const drafts = sampling.repeatPenalty === false && grammar === undefined && tools?.rules.forced !== true;
+            slot.speculator?.begin(drafts && this.info.speculative !== 'off' ? this.info.speculative : undefined);
             const generation = await Generation.start({
                 sequence: slot.sequence,
                 sequenceId: slot.id,
@@ -373,8 +376,15 @@ export class ModelRuntime {
     }
 }
 
-/** What drafts a model's tokens under the `speculative` setting: `draft` needs the model's draft model. */
-function speculativeDrafter(setting: SpeculativeSetting, spec: ModelLoadSpec): Drafter | 'off' {
+/**
+ * What drafts a model's tokens under the `speculative` setting: `draft` needs the model's draft model. `auto` does not
+ * speculate for a model whose sequences keep state checkpoints (hybrid, recurrent, sliding-window attention):
+ * node-llama-cpp's speculative path takes one every pass, drafts or not, and restores one for every refused draft.
+ */
+function speculativeDrafter(setting: SpeculativeSetting, spec: ModelLoadSpec, model: LlamaModel): Drafter | 'off' {
+    const {isHybrid, isRecurrent, swaSize} = model.fileInsights;
+    if (setting === 'auto' && (isHybrid || isRecurrent || swaSize !== undefined))
+        return 'off';
     switch (setting) {
         case 'off':
             return 'off';

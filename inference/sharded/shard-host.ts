@@ -1,6 +1,7 @@
 import {connect} from 'node:net';
 import {join} from 'node:path';
 import {setTimeout as sleep} from 'node:timers/promises';
+import {MAX_DRAFT_TOKENS} from '../../core/inference-types.js';
 import {pruneTensorCache, RpcServerHost, type RpcServerSandboxOptions, TENSOR_CACHE_SUBDIR, tensorCacheSizes} from '../../engine/rpc/rpc-server-host.js';
 import {seedTensorCache} from '../../engine/rpc/tensor-cache-seed.js';
 import type {RpcServerFiles} from '../../engine/rpc/rpc-server-dir.js';
@@ -119,7 +120,8 @@ export class ShardHost implements ShardHostHandler {
             connect: (stream: TunnelStream) => {
                 const socket = connect(server.connectOptions!);
                 // The coordinator's bytes are checked before the server sees them; its replies pass unchanged.
-                pipeSocket(socket, stream, hostFilter({maxPayloadBytes: request.bytes + PAYLOAD_SLACK_BYTES, budget, meter, cachedTensorBytes: (hash) => cached.get(hash)}), (reason, refused) => {
+                pipeSocket(socket, stream, hostFilter({maxPayloadBytes: request.bytes + PAYLOAD_SLACK_BYTES, budget, meter, cachedTensorBytes: (hash) => cached.get(hash),
+                    maxGraphTokens: request.sequences * (1 + MAX_DRAFT_TOKENS)}), (reason, refused) => {
                     if (refused !== undefined) {
                         // Bytes that break the RPC protocol: the server never saw them, and the session ends here.
                         this.options.onLog?.('a peer broke the RPC protocol: its shard session ends',

@@ -3,6 +3,7 @@ import {dirname, join} from 'node:path';
 import {fileURLToPath} from 'node:url';
 import {TokenPredictor, type LlamaContextSequence, type Token} from 'node-llama-cpp';
 import type {Drafter, SpeculationCounts} from '../../../core/inference-types.js';
+import {SHARED_PROMPT_CHUNK_TOKENS} from '../generation.js';
 import {DraftLength, type PassCosts} from './draft-length.js';
 import {NgramLookup} from './ngram-lookup.js';
 
@@ -29,6 +30,8 @@ export async function keepsSeveralDrafts(): Promise<boolean> {
     }
 }
 
+/** A draft model this few tokens behind the text drafts at about the cost it has when drafting every pass. */
+const STEADY_CATCH_UP = 4;
 /** Drafts a new request's acceptance prior weighs as: a few passes of its own outweigh it. */
 const PRIOR_WEIGHT = 4;
 /**
@@ -69,6 +72,8 @@ export class Speculator extends TokenPredictor {
     private promptTokens: number | undefined;
     /** A draft failed: this request drafts no more. */
     private failed = false;
+    /** Tokens a draft was wanted for while the draft model was still catching up on the text. */
+    private wanted: number | undefined;
 
     constructor(private readonly options: SpeculatorOptions) {
         super();
@@ -87,6 +92,7 @@ export class Speculator extends TokenPredictor {
         this.prepared = undefined;
         this.pass = undefined;
         this.failed = false;
+        this.wanted = undefined;
     }
 
     /** The request's counts, with the tokens it generated; undefined where it did not speculate. */
@@ -144,20 +150,31 @@ export class Speculator extends TokenPredictor {
             return;
         this.append([last]);
         this.early.push(last);
-        const count = this.failed ? 0 : plan.length.next(limit);
-        if (count === 0) {
-            this.prepared = [];
+        // A draft the draft model is still catching up for goes on; otherwise the length decides.
+        const count = Math.min(this.wanted ?? (this.failed ? 0 : plan.length.next(limit)), Math.max(0, limit));
+        this.wanted = undefined;
+        this.prepared = [];
+        if (count === 0)
             return;
-        }
         const startedAt = performance.now();
         try {
-            this.prepared = plan.drafter === 'lookup' ? this.lookup!.predict(count) as Token[] : await this.draft(count);
+            if (plan.drafter === 'lookup') {
+                this.prepared = this.lookup!.predict(count) as Token[];
+                this.options.costs.recordDraft(this.prepared.length, performance.now() - startedAt);
+                return;
+            }
+            const drafted = await this.draft(count);
+            if (drafted === undefined) {
+                this.wanted = count;
+                return;
+            }
+            this.prepared = drafted.tokens;
+            // Only a draft from a text nearly caught up tells what drafting costs when it runs every pass.
+            if (drafted.caughtUp <= STEADY_CATCH_UP)
+                this.options.costs.recordDraft(this.prepared.length, performance.now() - startedAt);
         } catch {
             this.failed = true;
-            this.prepared = [];
-            return;
         }
-        this.options.costs.recordDraft(this.prepared.length, performance.now() - startedAt);
     }
 
     predictTokens(): Token[] {
@@ -202,18 +219,29 @@ export class Speculator extends TokenPredictor {
     }
 
     /** The draft model's greedy continuation of the history: its sequence keeps what it holds in common with it. */
-    private async draft(count: number): Promise<Token[]> {
+    /**
+     * The draft model's greedy continuation of the history, and how many tokens of it the draft model had to read
+     * first. Its sequence keeps what it holds in common with the history; a longer way behind (a new prompt, the
+     * text since the last probe) is read a chunk per step, as the target reads prompts, and then undefined: the
+     * draft comes on a later step.
+     */
+    private async draft(count: number): Promise<{tokens: Token[], caughtUp: number} | undefined> {
         const sequence = this.options.draftSequence!;
         const history = this.history;
         if (history.length + count >= sequence.context.contextSize)
-            return [];
+            return {tokens: [], caughtUp: 0};
         await sequence.adaptStateToTokens(history.slice(0, -1), false);
-        const drafted: Token[] = [];
+        const behind = history.length - 1 - sequence.nextTokenIndex;
+        if (behind > SHARED_PROMPT_CHUNK_TOKENS) {
+            await sequence.evaluateWithoutGeneratingNewTokens(history.slice(sequence.nextTokenIndex, sequence.nextTokenIndex + SHARED_PROMPT_CHUNK_TOKENS));
+            return undefined;
+        }
+        const tokens: Token[] = [];
         for await (const token of sequence.evaluate(history.slice(sequence.nextTokenIndex), {temperature: 0})) {
-            drafted.push(token);
-            if (drafted.length >= count)
+            tokens.push(token);
+            if (tokens.length >= count)
                 break;
         }
-        return drafted;
+        return {tokens, caughtUp: behind};
     }
 }

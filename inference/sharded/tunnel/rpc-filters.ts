@@ -38,8 +38,9 @@ export interface HostFilterOptions extends Omit<RpcSessionOptions, 'guard' | 're
  * passes the guard (docs/peer-protocol.md, "Graph checks") before the server sees a byte of it.
  */
 export function hostFilter(options: HostFilterOptions): StreamFilter {
-    const {budget, graphLimits, cachedTensorBytes, maxPayloadBytes, meter} = options;
-    const guard = new RpcGuard({budget, ...(graphLimits && {graphLimits}), ...(cachedTensorBytes && {cachedTensorBytes})});
+    const {budget, graphLimits, cachedTensorBytes, maxPayloadBytes, meter, maxGraphTokens} = options;
+    const guard = new RpcGuard({budget, ...(graphLimits && {graphLimits}), ...(cachedTensorBytes && {cachedTensorBytes}),
+        ...(maxGraphTokens !== undefined && {maxGraphTokens})});
     const session = new RpcSession({...(maxPayloadBytes !== undefined && {maxPayloadBytes}), guard});
     return {
         fromSocket: (chunk) => session.fromServer(chunk),

@@ -49,7 +49,12 @@ export interface RpcGuardOptions {
      * The size of the cached tensor a SET_TENSOR_HASH names, by hash, as the host's cache held it when the session
      * started; defaults to none known. The server loads the file whole into the tensor and aborts if it does not fit.
      */
-    cachedTensorBytes?: (hash: bigint) => bigint | undefined
+    cachedTensorBytes?: (hash: bigint) => bigint | undefined,
+    /**
+     * Most tokens one graph is counted as (CheckedGraph.tokens): an honest pass decodes at most a token and its
+     * drafts per sequence, and a crafted multiply must not count for more. Defaults to no limit.
+     */
+    maxGraphTokens?: number
 }
 
 export class RpcGuard implements SessionBuffers {
@@ -207,7 +212,7 @@ export class RpcGuard implements SessionBuffers {
             case RpcCommand.GRAPH_COMPUTE:
                 // Accepted or not, it replaces what the server holds: a refused graph ends the session anyway.
                 this.graphAccepted = false;
-                this.graphTokens = checkGraph(prefix, this, this.options.graphLimits).tokens;
+                this.graphTokens = Math.min(checkGraph(prefix, this, this.options.graphLimits).tokens, this.options.maxGraphTokens ?? Infinity);
                 this.graphAccepted = true;
                 this.tokensComputed += this.graphTokens;
                 return undefined;
