@@ -321,6 +321,25 @@ test('draft length: while drafting does not pay it probes, backing off to 8× th
     t.is(zero.next(), 2);
 });
 
+test('draft length: the probes\' back-off is the model\'s: a new request on the same costs goes on from it', (t) => {
+    const costs = measuredCosts(3, 2);
+    const gapsOf = (length: DraftLength, probes: number) => {
+        const gaps: number[] = [];
+        for (let passes = 1; gaps.length < probes; passes++) {
+            const k = length.next();
+            length.record(k, 0, 3 + 2 * k);
+            if (k > 0) {
+                gaps.push(passes);
+                passes = 0;
+            }
+        }
+        return gaps;
+    };
+    t.deepEqual(gapsOf(new DraftLength(costs, {prior: {acceptance: 0, weight: 4}}), 3), [16, 32, 64]);
+    t.deepEqual(gapsOf(new DraftLength(costs, {prior: {acceptance: 0, weight: 4}}), 2), [128, 128]);
+    t.deepEqual(gapsOf(new DraftLength(measuredCosts(3, 2), {prior: {acceptance: 0, weight: 4}}), 1), [16], 'another model starts afresh');
+});
+
 test('draft length: never more than the limit or maxTokens, at least minTokens within the limit', (t) => {
     const random = new SeededRandom(11);
     for (let round = 0; round < 40; round++) {

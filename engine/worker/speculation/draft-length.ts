@@ -43,6 +43,11 @@ export class PassCosts {
     private sumKMs = 0;
     /** Milliseconds drafting one token took, recently; undefined before the first draft. */
     private draftMs: number | undefined;
+    /**
+     * Passes between probes while drafting does not pay, for the model's requests alike: a new request does not start
+     * probing often again (each probe of a draft model costs its catching up). Undefined: DraftLength's own start.
+     */
+    probeEvery: number | undefined;
     /** Drafts kept and trials in the model's recent requests, as DraftLength counts them; the next request's prior. */
     private keptRecently = 0;
     private trialsRecently = 0;
@@ -123,7 +128,6 @@ export class DraftLength {
     private lastBest = 0;
     /** Passes since the last probe, and how many to wait between probes now. */
     private sinceProbe = 0;
-    private probeEvery: number;
     private probing = false;
 
     constructor(private readonly costs: PassCosts, options: DraftLengthOptions = {}) {
@@ -131,7 +135,14 @@ export class DraftLength {
         const {prior} = this.options;
         this.kept = prior.acceptance * prior.weight;
         this.trials = prior.weight;
-        this.probeEvery = this.options.probeInterval;
+    }
+
+    private get probeEvery() {
+        return this.costs.probeEvery ?? this.options.probeInterval;
+    }
+
+    private set probeEvery(passes: number) {
+        this.costs.probeEvery = passes;
     }
 
     /** Estimated probability that a drafted token is kept. */
