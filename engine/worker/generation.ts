@@ -6,7 +6,7 @@ import {
 import type {TextListener, TokenLogprob, ToolCall} from '../../core/inference-types.js';
 import {parseToolCalls, type ToolCallSyntax} from '../../core/tool-calls/tool-call-syntax.js';
 import type {SpeculationCounts} from '../../core/inference-types.js';
-import type {SteppedGeneration} from './decode-loop.js';
+import {ALONE_PROMPT_CHUNK_TOKENS, SHARED_PROMPT_CHUNK_TOKENS, type SteppedGeneration} from './decode-loop.js';
 import type {Speculator} from './speculation/speculator.js';
 import type {LlamaSamplingOptions} from './sampling-options.js';
 import type {Release, TokenRelease} from './token-release.js';
@@ -79,14 +79,6 @@ interface CallSection {
     continuing: boolean
 }
 
-/**
- * Prompt tokens evaluated per step while other requests are generating: a long prompt is taken a chunk at a time,
- * each chunk in a step with the others' tokens, so their streams pause for a chunk, not for the whole prompt
- * (docs/architecture.md, "Batched decoding").
- */
-export const SHARED_PROMPT_CHUNK_TOKENS = 128;
-/** Prompt tokens per step when the request is alone: bigger chunks evaluate faster (15 % on a 1,950-token prompt). */
-export const ALONE_PROMPT_CHUNK_TOKENS = 512;
 
 /**
  * One request's generation on one context sequence, advanced a step at a time (a prompt chunk, then a token) by

@@ -3,7 +3,7 @@ import {dirname, join} from 'node:path';
 import {fileURLToPath} from 'node:url';
 import {TokenPredictor, type LlamaContextSequence, type Token} from 'node-llama-cpp';
 import type {Drafter, SpeculationCounts} from '../../../core/inference-types.js';
-import {SHARED_PROMPT_CHUNK_TOKENS} from '../generation.js';
+import {SHARED_PROMPT_CHUNK_TOKENS} from '../decode-loop.js';
 import {DraftLength, type PassCosts} from './draft-length.js';
 import {NgramLookup} from './ngram-lookup.js';
 
