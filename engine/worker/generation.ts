@@ -3,9 +3,8 @@ import {
     type LlamaContextSequence, type LlamaContextSequenceRepeatPenalty, type LlamaGrammar, type SequenceEvaluateOptions, type Token,
     type TokenBias
 } from 'node-llama-cpp';
-import type {TextListener, TokenLogprob, ToolCall} from '../../core/inference-types.js';
+import type {SpeculationCounts, TextListener, TokenLogprob, ToolCall} from '../../core/inference-types.js';
 import {parseToolCalls, type ToolCallSyntax} from '../../core/tool-calls/tool-call-syntax.js';
-import type {SpeculationCounts} from '../../core/inference-types.js';
 import {ALONE_PROMPT_CHUNK_TOKENS, SHARED_PROMPT_CHUNK_TOKENS, type SteppedGeneration} from './decode-loop.js';
 import type {Speculator} from './speculation/speculator.js';
 import type {LlamaSamplingOptions} from './sampling-options.js';
@@ -78,7 +77,6 @@ interface CallSection {
     /** The continuation's calls come before these. */
     continuing: boolean
 }
-
 
 /**
  * One request's generation on one context sequence, advanced a step at a time (a prompt chunk, then a token) by

@@ -20,15 +20,21 @@ export interface SpeculatorOptions {
  * Whether this node-llama-cpp keeps more than one drafted token per pass: 3.21.1 keeps one unless the install step
  * fixed it (scripts/patch-node-llama-cpp.mjs; docs/architecture.md, "Speculative decoding").
  */
-export async function keepsSeveralDrafts(): Promise<boolean> {
-    try {
-        const entry = fileURLToPath(import.meta.resolve('node-llama-cpp'));
-        const source = await readFile(join(dirname(entry), 'evaluator', 'LlamaContext', 'LlamaContext.js'), 'utf8');
-        return !source.includes('validatedTokens.at(-1)') || source.includes('validatedTokens.push(');
-    } catch {
-        return false;
-    }
+export function keepsSeveralDrafts(): Promise<boolean> {
+    // Read once per process: every model of the engine loads the same node-llama-cpp.
+    severalDrafts ??= (async () => {
+        try {
+            const entry = fileURLToPath(import.meta.resolve('node-llama-cpp'));
+            const source = await readFile(join(dirname(entry), 'evaluator', 'LlamaContext', 'LlamaContext.js'), 'utf8');
+            return !source.includes('validatedTokens.at(-1)') || source.includes('validatedTokens.push(');
+        } catch {
+            return false;
+        }
+    })();
+    return severalDrafts;
 }
+
+let severalDrafts: Promise<boolean> | undefined;
 
 /** A draft model this few tokens behind the text drafts at about the cost it has when drafting every pass. */
 const STEADY_CATCH_UP = 4;
@@ -44,7 +50,8 @@ const TIMED_PROMPT_TOKENS = 256;
 interface Plan {
     drafter: Drafter,
     length: DraftLength,
-    counts: SpeculationCounts
+    /** Its counts but the tokens generated, which the generation knows (countsFor). */
+    counts: Omit<SpeculationCounts, 'tokens'>
 }
 
 /**
@@ -88,7 +95,7 @@ export class Speculator extends TokenPredictor {
                 ...(this.options.costs.acceptance !== undefined && {prior: {acceptance: this.options.costs.acceptance, weight: PRIOR_WEIGHT}}),
                 ...(this.options.draftTokens?.min !== undefined && {minTokens: this.options.draftTokens.min}),
                 ...(this.options.draftTokens?.max !== undefined && {maxTokens: this.options.draftTokens.max})
-            }), counts: {drafter, passes: 0, tokens: 0, drafted: 0, accepted: 0}};
+            }), counts: {drafter, passes: 0, drafted: 0, accepted: 0}};
         this.prepared = undefined;
         this.pass = undefined;
         this.failed = false;
@@ -114,10 +121,8 @@ export class Speculator extends TokenPredictor {
         if (this.plan === undefined)
             return;
         this.history = stateTokens.slice();
-        if (this.plan.drafter === 'lookup') {
-            this.lookup = new NgramLookup();
-            this.lookup.push(this.history);
-        }
+        if (this.plan.drafter === 'lookup')
+            this.indexHistory();
     }
 
     pushTokens(tokens: Token[]) {
@@ -132,10 +137,8 @@ export class Speculator extends TokenPredictor {
             // Not the token prepare() drafted after: forget it, and index again from what node-llama-cpp says.
             this.history.splice(this.history.length - this.early.length);
             this.early = [];
-            if (this.lookup !== undefined) {
-                this.lookup = new NgramLookup();
-                this.lookup.push(this.history);
-            }
+            if (this.lookup !== undefined)
+                this.indexHistory();
         }
         this.append(tokens.slice(index));
     }
@@ -213,12 +216,17 @@ export class Speculator extends TokenPredictor {
         this.prepared = undefined;
     }
 
+    /** Lookup's index of the history, built anew. */
+    private indexHistory() {
+        this.lookup = new NgramLookup();
+        this.lookup.push(this.history);
+    }
+
     private append(tokens: readonly Token[]) {
         this.history.push(...tokens);
         this.lookup?.push(tokens);
     }
 
-    /** The draft model's greedy continuation of the history: its sequence keeps what it holds in common with it. */
     /**
      * The draft model's greedy continuation of the history, and how many tokens of it the draft model had to read
      * first. Its sequence keeps what it holds in common with the history; a longer way behind (a new prompt, the
