@@ -1,5 +1,6 @@
 import {downloadModel} from '../engine/model-download.js';
 import {findLocalModel, isRemoteModelRef, modelIdFromPath} from '../engine/model-files.js';
+import {recordModelSource} from '../engine/model-source.js';
 import type {ModelLoadSpec} from '../engine/engine-settings.js';
 import {ConfigError} from './config/config-error.js';
 import {modelsDir} from './data-dir.js';
@@ -55,6 +56,8 @@ async function resolveModelRef(ref: string, kind: 'model' | 'draft model', dataD
                 logger.info({model: ref, progress: Number(fraction.toFixed(3)), downloadedBytes, totalBytes}, `downloading ${kind}`);
             }
         });
+        // Kept beside the file, so that hosts can fetch their layers from it (engine/model-source.ts).
+        await recordModelSource(path, ref);
         return path;
     }
     const path = await findLocalModel(ref, modelsDir(dataDir));

@@ -5,6 +5,7 @@ import {join} from 'node:path';
 import type {EngineState, EngineSupervisor} from '../engine/engine-supervisor.js';
 import {ModelHashCache} from '../engine/model-hash-cache.js';
 import {describeModelFile, modelLayoutOf} from '../engine/model-files.js';
+import {modelSourceOf} from '../engine/model-source.js';
 import type {ModelLoadSpec} from '../engine/engine-settings.js';
 import type {ClusterState} from '../inference/sharded/coordinator/pipeline-types.js';
 import type {Capabilities, ModelOffer} from '../swarm/capabilities.js';
@@ -43,8 +44,9 @@ const ENGINE_LOADING = new Set<EngineState>(['starting', 'loading', 'restarting'
 const PIPELINE_LOADING = new Set<ClusterState>(['forming', 'loading']);
 
 /**
- * What this node announces: device and load from the engine, model offers from the files (layer sizes at once,
- * hashes when the background hashing finishes), compute from `strongdoge bench`. Emits `changed`.
+ * What this node announces: device and load from the engine, model offers from the files (layer sizes and the source
+ * recorded beside the file at once, hashes when the background hashing finishes), compute from `strongdoge bench`.
+ * Emits `changed`.
  */
 export class NodeCapabilities extends EventEmitter<{changed: []}> {
     private offers: ModelOffer[] = [];
@@ -73,9 +75,11 @@ export class NodeCapabilities extends EventEmitter<{changed: []}> {
         for (const spec of this.models) {
             try {
                 const summary = await describeModelFile(spec.path);
+                const source = await modelSourceOf(spec.path);
                 this.offers.push({
                     id: spec.id, sha256: await hashes.cached(spec.path) ?? null, sizeBytes: summary.sizeBytes,
-                    quantization: summary.quantization, layers: summary.layers, layerBytes: (await modelLayoutOf(spec.path)).layerBytes, loaded: false
+                    quantization: summary.quantization, layers: summary.layers, layerBytes: (await modelLayoutOf(spec.path)).layerBytes, loaded: false,
+                    ...(source !== undefined && {source})
                 });
             } catch (error) {
                 onError(spec.id, error as Error);

@@ -18,7 +18,12 @@ export const modelOfferSchema = z.object({
     layerBytes: z.array(bytes).max(4096),
     loaded: z.boolean(),
     /** Not loaded yet but on its way (the engine or the pipeline is loading it): a requester may wait for it. */
-    loading: z.boolean().optional()
+    loading: z.boolean().optional(),
+    /**
+     * Where the file can be downloaded from (`hf:user/repo/file.gguf[#branch]` or an http(s) URL), when the node
+     * downloaded it from there: hosts fetch their layers from it (docs/architecture.md, "Hosts that fetch their layers").
+     */
+    source: z.string().min(1).max(1024).optional()
 });
 
 export const capabilitiesSchema = z.object({

@@ -53,12 +53,16 @@ function pullCommand() {
             command.error(`error: --sha256 must be 64 hex digits, got "${sha256}"`, {exitCode: 2});
         const root = resolveDataDir(dataDir);
         await ensureDataDir(root);
-        const [{downloadModel}, {describeModelFile}] = await Promise.all([import('../../engine/model-download.js'), import('../../engine/model-files.js')]);
+        const [{downloadModel}, {describeModelFile}, {recordModelSource}] = await Promise.all([
+            import('../../engine/model-download.js'), import('../../engine/model-files.js'), import('../../engine/model-source.js')
+        ]);
         const {path, verifiedSha256} = await downloadModel(ref, {
             directory: modelsDir(root),
             showProgressBar: process.stderr.isTTY,
             ...(sha256 !== undefined && {sha256})
         });
+        // Kept beside the file, so that a node loading it later can tell hosts where to fetch its layers.
+        await recordModelSource(path, ref);
         const model = await describeModelFile(path);
         process.stdout.write(`pulled ${model.id}: ${formatBytes(model.sizeBytes)}, ${model.layers} layers, ${model.quantization}${verifiedSha256 ? `, sha256 ${verifiedSha256} verified` : ', no checksum published (pass --sha256 to verify)'}\n${path}\n`);
     });
