@@ -1,5 +1,6 @@
 import test, {type ExecutionContext} from 'ava';
 import {Prng} from '../engine/demo/prng.js';
+import {SeededRandom} from '../harness/seeded-random.js';
 import {
     planShards, replanAfterFailure, shardPlannerDefaults,
     type LayerRange, type ModelShape, type ShardCandidate, type ShardPlan, type ShardPlanOptions, type ShardPlanResult
@@ -27,7 +28,7 @@ function peer(peerId: string, heldLayers: LayerRange[], extra: Partial<ShardCand
     return {peerId, self: false, freeMemoryBytes: roomFor(4), tflops: 1, rttMs: 20, successRate: 1, heldLayers, ...extra};
 }
 
-function planned(result: ShardPlanResult, t: ExecutionContext): ShardPlan {
+function planned<P extends ShardPlan>(result: ShardPlanResult<P>, t: ExecutionContext): P {
     if (!result.ok)
         return t.fail(`no plan: ${result.reason}`) as never;
     return result.plan;
@@ -41,6 +42,7 @@ function layout(plan: ShardPlan) {
 /** Checks every rule a plan must keep, recomputing bytes and transfers independently of the planner. */
 function assertValid(t: ExecutionContext, shape: ModelShape, candidates: readonly ShardCandidate[], plan: ShardPlan, options: ShardPlanOptions = {}) {
     const layers = shape.layerBytes.length;
+    const uplink = options.uplinkBytesPerSecond ?? 2.5e6;
     const stages = plan.stages;
     t.true(stages[0]?.self, 'the coordinator is the first stage');
     t.is(stages.filter((stage) => stage.self).length, 1, 'one coordinator stage');
@@ -76,10 +78,18 @@ function assertValid(t: ExecutionContext, shape: ModelShape, candidates: readonl
         t.true(stage.bytes <= candidate!.freeMemoryBytes, 'fits the memory offered');
         const outputMissing = last && !(candidate!.holdsOutput ?? holdsAll);
         t.is(stage.transferBytes, stage.self ? 0 : missing + (outputMissing ? shape.outputBytes : 0), 'transfers what it does not hold');
+        const source = candidate!.sourceBytesPerSecond ?? 0;
+        const from = stage.transferBytes === 0 ? 'held' : source > 0 ? 'source' : 'coordinator';
+        t.is(stage.weightsFrom, from, 'held without transfer, else from the source when it can fetch, else from the coordinator');
+        t.is(stage.formSeconds, {held: 0, source: stage.transferBytes / source, coordinator: stage.transferBytes / uplink}[from], 'its bytes at its rate');
     });
     t.is(next, layers, 'every layer exactly once');
     t.true(Number.isFinite(plan.estimatedMsPerToken) && plan.estimatedMsPerToken > 0);
     t.true(plan.reason.includes(`${stages.length} stage`));
+    const fetches = stages.filter((stage) => stage.weightsFrom === 'source').map((stage) => stage.formSeconds);
+    const throughUplink = stages.filter((stage) => stage.weightsFrom === 'coordinator').reduce((sum, stage) => sum + stage.transferBytes, 0);
+    t.is(plan.estimatedFormSeconds, Math.max(0, ...fetches, throughUplink / uplink), 'downloads in parallel, the uplink shared');
+    t.true(plan.reason.endsWith(plan.estimatedFormSeconds === 0 ? 'forms at once' : 'forms in under 1 s') || /forms in ~[\d.]+ (s|min|h)$/.test(plan.reason));
 }
 
 // The worked scenario: 16 layers, a coordinator with room for its inputs only, peers 1–5 holding layers, peer 6 none.
@@ -104,7 +114,8 @@ test('scenario (a): equal compute, room for 4 layers each: 0–3, 4–7, 8–11,
     const plan = planned(planShards(shapeOf(16), candidates, SCENARIO_OPTIONS), t);
     t.deepEqual(layout(plan), ['self -', 'p1 0–3', 'p2 4–7', 'p3 8–11', 'p4 12–15']);
     t.true(plan.stages.every((stage) => stage.transferBytes === 0));
-    t.is(plan.reason, `5 stages: self no layers, p1 0–3 (holds them), p2 4–7 (holds them), p3 8–11 (holds them), p4 12–15 (holds them); ~${plan.estimatedMsPerToken.toFixed(1)} ms/token`);
+    t.is(plan.reason, `5 stages: self no layers, p1 0–3 (holds them), p2 4–7 (holds them), p3 8–11 (holds them), p4 12–15 (holds them); ~${plan.estimatedMsPerToken.toFixed(1)} ms/token; forms at once`);
+    t.is(plan.estimatedFormSeconds, 0);
     assertValid(t, shapeOf(16), candidates, plan, SCENARIO_OPTIONS);
 });
 
@@ -144,7 +155,8 @@ test('scenario (c): peer 6 is chosen only when no holder can serve', (t) => {
     const plan = planned(planShards(shapeOf(16), candidates, options), t);
     t.deepEqual(layout(plan), ['self -', 'p1 0–3', 'p2 4–7', 'p3 8–11', 'p6 12–15']);
     t.is(plan.stages[4]!.transferBytes, 4 * LAYER + OUTPUT);
-    t.regex(plan.reason, /p6 12–15 \(must receive 450 B\)/);
+    t.regex(plan.reason, /p6 12–15 \(must receive 450 B from this node\); .* forms in under 1 s$/);
+    t.like(plan.stages[4], {weightsFrom: 'coordinator', formSeconds: (4 * LAYER + OUTPUT) / shardPlannerDefaults.uplinkBytesPerSecond});
     assertValid(t, shapeOf(16), candidates, plan, options);
 });
 
@@ -183,9 +195,9 @@ test('neighbours share a failed range in proportion to compute when both have ro
     t.is(plan.stages[2]!.transferBytes, LAYER);
 });
 
-test('a holder of very different compute does not replace a failed stage: the neighbours come first', (t) => {
+test('a holder much slower than the failed stage does not replace it: the neighbours come first', (t) => {
     const previous = planned(planShards(shapeOf(16), scenario(), SCENARIO_OPTIONS), t);
-    const candidates = scenario({p5: {tflops: 4}, p1: {freeMemoryBytes: roomFor(6)}, p3: {freeMemoryBytes: roomFor(6)}});
+    const candidates = scenario({p5: {tflops: 0.25}, p1: {freeMemoryBytes: roomFor(6)}, p3: {freeMemoryBytes: roomFor(6)}});
     const plan = planned(replanAfterFailure(shapeOf(16), previous, 'p2', candidates, SCENARIO_OPTIONS), t);
     t.like(plan, {repair: 'neighbours'});
     t.deepEqual(layout(plan), ['self -', 'p1 0–5', 'p3 6–11', 'p4 12–15']);
@@ -193,7 +205,7 @@ test('a holder of very different compute does not replace a failed stage: the ne
 
 test('without room next door, another peer takes the failed range: a holder first, else one that must receive it', (t) => {
     const previous = planned(planShards(shapeOf(16), scenario(), SCENARIO_OPTIONS), t);
-    const withHolder = planned(replanAfterFailure(shapeOf(16), previous, 'p2', scenario({p5: {tflops: 4}}), SCENARIO_OPTIONS), t);
+    const withHolder = planned(replanAfterFailure(shapeOf(16), previous, 'p2', scenario({p5: {tflops: 0.25}}), SCENARIO_OPTIONS), t);
     t.like(withHolder, {repair: 'others'});
     t.deepEqual(layout(withHolder), ['self -', 'p1 0–3', 'p5 4–7', 'p3 8–11', 'p4 12–15']);
     t.regex(withHolder.reason, /^p2 failed, another peer and its neighbours take 4–7; /);
@@ -284,7 +296,7 @@ test('the coordinator takes its share like any stage, and its layers come first'
     const candidates = [coordinator({freeMemoryBytes: INPUT + 8 * PER_LAYER}), peer('a', [], {freeMemoryBytes: roomFor(12)})];
     const plan = planned(planShards(shapeOf(16), candidates), t);
     t.deepEqual(layout(plan), ['self 0–7', 'a 8–15']);
-    t.regex(plan.reason, /^2 stages: self 0–7, a 8–15 \(must receive 850 B\); /);
+    t.regex(plan.reason, /^2 stages: self 0–7, a 8–15 \(must receive 850 B from this node\); ~[\d.]+ ms\/token; forms in under 1 s$/);
 });
 
 test('the rounding remainder goes to the largest fractions: 16 layers over three equal peers', (t) => {
@@ -323,7 +335,8 @@ test('the coordinator alone serves a model that fits it, however fast its peers'
     const plan = planned(planShards(shapeOf(16), candidates), t);
     t.deepEqual(layout(plan), ['self 0–15']);
     t.is(plan.stages[0]!.bytes, INPUT + 16 * PER_LAYER + OUTPUT);
-    t.is(plan.reason, `1 stage: self 0–15; ~${plan.estimatedMsPerToken.toFixed(1)} ms/token`);
+    t.is(plan.reason, `1 stage: self 0–15; ~${plan.estimatedMsPerToken.toFixed(1)} ms/token; forms at once`);
+    t.like(plan.stages[0], {weightsFrom: 'held', formSeconds: 0});
 });
 
 test('minStages splits a model that fits the coordinator', (t) => {
@@ -394,6 +407,174 @@ test('each remote stage adds its round trips to the estimate', (t) => {
     const near = planned(planShards(shapeOf(16), make(10)), t).estimatedMsPerToken;
     const far = planned(planShards(shapeOf(16), make(60)), t).estimatedMsPerToken;
     t.true(Math.abs(far - near - 2 * 1.1 * 50) < 1e-9);
+});
+
+// Rule 4: time to form. Real sizes here: 1 GB layers, peers with room for 4, the default 20 Mbit/s uplink (2.5 MB/s).
+
+const GB = 1e9;
+const UPLINK = shardPlannerDefaults.uplinkBytesPerSecond;
+
+function bigShape(layers: number): ModelShape {
+    return {layerBytes: Array(layers).fill(GB), inputBytes: GB / 2, outputBytes: 0, kvBytesPerTokenPerLayer: 0, contextTokens: 0};
+}
+
+const bigCoordinator = () => coordinator({freeMemoryBytes: GB / 2});
+
+function bigPeer(peerId: string, extra: Partial<ShardCandidate> = {}): ShardCandidate {
+    return peer(peerId, [], {freeMemoryBytes: 4 * GB, ...extra});
+}
+
+const stageOf = (plan: ShardPlan, peerId: string) => plan.stages.find((stage) => stage.peerId === peerId)!;
+
+test('the default uplink is a home uplink\'s 20 Mbit/s', (t) => {
+    t.is(UPLINK, 20e6 / 8);
+});
+
+test('each stage says where its weights come from and how long they take at its rate; the reason too', (t) => {
+    const candidates = [bigCoordinator(), bigPeer('holder', {heldLayers: [[0, 3]]}), bigPeer('fetcher', {sourceBytesPerSecond: 10e6})];
+    const plan = planned(planShards(bigShape(8), candidates), t);
+    t.deepEqual(layout(plan), ['self -', 'holder 0–3', 'fetcher 4–7']);
+    t.like(plan.stages[0], {weightsFrom: 'held', formSeconds: 0, transferBytes: 0});
+    t.like(plan.stages[1], {weightsFrom: 'held', formSeconds: 0, transferBytes: 0});
+    t.like(plan.stages[2], {weightsFrom: 'source', formSeconds: 400, transferBytes: 4 * GB});
+    t.is(plan.estimatedFormSeconds, 400);
+    t.regex(plan.reason, /^3 stages: self no layers, holder 0–3 \(holds them\), fetcher 4–7 \(fetches 4\.0 GB from the source\); ~[\d.]+ ms\/token; forms in ~7 min$/);
+    assertValid(t, bigShape(8), candidates, plan);
+    // A peer that cannot reach the source (a rate of 0, or none) gets them through this node.
+    for (const sourceBytesPerSecond of [0, null, undefined]) {
+        const fed = [bigCoordinator(), bigPeer('holder', {heldLayers: [[0, 3]]}), bigPeer('fed', {sourceBytesPerSecond})];
+        const fedPlan = planned(planShards(bigShape(8), fed), t);
+        t.like(stageOf(fedPlan, 'fed'), {weightsFrom: 'coordinator', formSeconds: 4 * GB / UPLINK});
+        t.regex(fedPlan.reason, /fed 4–7 \(must receive 4\.0 GB from this node\); ~[\d.]+ ms\/token; forms in ~27 min$/);
+    }
+});
+
+test('downloads from the source run in parallel; everything through the coordinator shares its one uplink', (t) => {
+    const options = {maxStages: 3};
+    const parallel = planned(planShards(bigShape(8), [bigCoordinator(), bigPeer('f1', {sourceBytesPerSecond: 10e6}), bigPeer('f2', {sourceBytesPerSecond: 8e6})], options), t);
+    t.is(stageOf(parallel, 'f1').formSeconds, 400);
+    t.is(stageOf(parallel, 'f2').formSeconds, 500);
+    t.is(parallel.estimatedFormSeconds, 500);
+    const shared = planned(planShards(bigShape(8), [bigCoordinator(), bigPeer('a'), bigPeer('b')], options), t);
+    t.is(stageOf(shared, 'a').formSeconds, 1600, 'a stage alone: its bytes over the whole uplink');
+    t.is(stageOf(shared, 'b').formSeconds, 1600);
+    t.is(shared.estimatedFormSeconds, 3200, 'together: 8 GB through one uplink');
+    t.regex(shared.reason, /forms in ~53 min$/);
+    const mixed = planned(planShards(bigShape(8), [bigCoordinator(), bigPeer('f1', {sourceBytesPerSecond: 10e6}), bigPeer('a')], options), t);
+    t.is(mixed.estimatedFormSeconds, 1600);
+    const fast = planned(planShards(bigShape(8), [bigCoordinator(), bigPeer('a'), bigPeer('b')], {...options, uplinkBytesPerSecond: 1e9}), t);
+    t.is(stageOf(fast, 'a').formSeconds, 4);
+    t.is(fast.estimatedFormSeconds, 8);
+    t.regex(fast.reason, /forms in ~8 s$/);
+    const alone = planned(planShards(bigShape(40), [coordinator({freeMemoryBytes: 40.5 * GB})], {minStages: 1}), t);
+    t.is(alone.estimatedFormSeconds, 0, 'the coordinator holds its own layers');
+    const slow = planned(planShards(bigShape(8), [bigCoordinator(), bigPeer('a'), bigPeer('b')], {...options, uplinkBytesPerSecond: 1e6}), t);
+    t.regex(slow.reason, /forms in ~2\.2 h$/);
+});
+
+test('the reason rounds the time to form to seconds, minutes or hours', (t) => {
+    const formsIn = (seconds: number) => planned(planShards(bigShape(4), [bigCoordinator(), bigPeer('a')], {uplinkBytesPerSecond: 4 * GB / seconds}), t).reason.replace(/^.*; /, '');
+    t.is(formsIn(0.4), 'forms in under 1 s');
+    t.is(formsIn(1), 'forms in ~1 s');
+    t.is(formsIn(59.4), 'forms in ~59 s');
+    t.is(formsIn(59.6), 'forms in ~1 min');
+    t.is(formsIn(3569), 'forms in ~59 min');
+    t.is(formsIn(3599), 'forms in ~1.0 h');
+    t.is(formsIn(5 * 3600), 'forms in ~5.0 h');
+});
+
+test('holders first, then hosts that fetch from the source, then hosts this node feeds, however much faster per token', (t) => {
+    const candidates = [
+        bigCoordinator(),
+        bigPeer('holder', {heldLayers: [[0, 3]], rttMs: 200, successRate: 0.5}),
+        bigPeer('fetcher', {sourceBytesPerSecond: 50e6, rttMs: 50}),
+        bigPeer('fed', {tflops: 40, rttMs: 1})
+    ];
+    const shape = bigShape(4);
+    const holder = planned(planShards(shape, candidates), t);
+    t.is(holder.stages[1]!.peerId, 'holder');
+    t.is(holder.estimatedFormSeconds, 0);
+    t.regex(holder.reason, /holder 0–3 \(holds them\); ~[\d.]+ ms\/token; forms at once$/);
+    const fetcher = planned(planShards(shape, candidates, {exclude: new Set(['holder'])}), t);
+    t.is(fetcher.stages[1]!.peerId, 'fetcher');
+    t.is(fetcher.estimatedFormSeconds, 80);
+    const fed = planned(planShards(shape, candidates, {exclude: new Set(['holder', 'fetcher'])}), t);
+    t.is(fed.stages[1]!.peerId, 'fed');
+    t.is(fed.estimatedFormSeconds, 1600);
+    t.true(fed.estimatedMsPerToken * 10 < fetcher.estimatedMsPerToken && fetcher.estimatedMsPerToken < holder.estimatedMsPerToken, 'each loses per token');
+    for (const plan of [holder, fetcher, fed])
+        assertValid(t, shape, candidates, plan);
+});
+
+test('plans that form within 5% of each other form equally fast: the faster per token wins; beyond, the sooner', (t) => {
+    const shape = bigShape(4);
+    const near = bigPeer('near', {sourceBytesPerSecond: 10e6, rttMs: 5});
+    // 384.6 s against 400 s: 3.8% apart.
+    const tie = planned(planShards(shape, [bigCoordinator(), bigPeer('far', {sourceBytesPerSecond: 10.4e6, rttMs: 100}), near]), t);
+    t.is(tie.stages[1]!.peerId, 'near');
+    // 384.6 s against 444.4 s: the far one forms sooner, and wins.
+    const apart = planned(planShards(shape, [bigCoordinator(), bigPeer('far', {sourceBytesPerSecond: 10.4e6, rttMs: 100}), {...near, sourceBytesPerSecond: 9e6}]), t);
+    t.is(apart.stages[1]!.peerId, 'far');
+    // Among holders, forming at once all, per token as before.
+    const holders = planned(planShards(shape, [bigCoordinator(), bigPeer('far', {heldLayers: [[0, 3]], rttMs: 100}), {...near, heldLayers: [[0, 3]]}]), t);
+    t.is(holders.stages[1]!.peerId, 'near');
+});
+
+test('the uplink is shared: a host that fetches slowly from the source beats a second host this node must feed', (t) => {
+    const candidates = [bigCoordinator(), bigPeer('fed1', {rttMs: 5}), bigPeer('fed2', {rttMs: 5}), bigPeer('slow', {sourceBytesPerSecond: 1.5e6, rttMs: 100})];
+    const plan = planned(planShards(bigShape(8), candidates), t);
+    // Alone, the source is slower than the uplink (2,667 s against 1,600 s for 4 GB); two fed hosts would take 3,200 s.
+    t.true(plan.stages.some((stage) => stage.peerId === 'slow'));
+    t.is(plan.estimatedFormSeconds, 4 * GB / 1.5e6);
+    const withoutSlow = planned(planShards(bigShape(8), candidates, {exclude: new Set(['slow'])}), t);
+    t.is(withoutSlow.estimatedFormSeconds, 3200);
+    t.true(withoutSlow.estimatedMsPerToken < plan.estimatedMsPerToken);
+    assertValid(t, bigShape(8), candidates, plan);
+});
+
+test('more bytes from the source beat fewer through the uplink: the plan that forms first, not the one that moves least', (t) => {
+    const candidates = [bigCoordinator(), bigPeer('partial', {heldLayers: [[0, 1]], rttMs: 5}), bigPeer('fetcher', {sourceBytesPerSecond: 12.5e6, rttMs: 50})];
+    const plan = planned(planShards(bigShape(4), candidates), t);
+    t.like(plan.stages[1], {peerId: 'fetcher', transferBytes: 4 * GB, formSeconds: 320});
+    const partial = planned(planShards(bigShape(4), candidates, {exclude: new Set(['fetcher'])}), t);
+    t.like(partial.stages[1], {peerId: 'partial', transferBytes: 2 * GB, formSeconds: 800, weightsFrom: 'coordinator'});
+});
+
+test('peers are ordered so that each gets its range soonest: a fetcher takes the layers nobody holds', (t) => {
+    // The holder of 4–7 takes them; the fetcher the rest, though it was listed first.
+    const candidates = [bigCoordinator(), bigPeer('fetcher', {sourceBytesPerSecond: 10e6}), bigPeer('holder', {heldLayers: [[4, 7]]})];
+    const plan = planned(planShards(bigShape(8), candidates), t);
+    t.deepEqual(layout(plan), ['self -', 'fetcher 0–3', 'holder 4–7']);
+    t.is(plan.estimatedFormSeconds, 400);
+});
+
+test('a ready spare, holding exactly the failed stage\'s layers, replaces it before a faster peer that must fetch them', (t) => {
+    const previous = planned(planShards(shapeOf(16), scenario(), SCENARIO_OPTIONS), t);
+    const spare = peer('spare', [[4, 7]], {rttMs: 60, successRate: 0.9});
+    const fast = peer('fast', [], {tflops: 1.4, rttMs: 1, sourceBytesPerSecond: 1e9});
+    const candidates = [...scenario({}, ['p5']), spare, fast];
+    const plan = planned(replanAfterFailure(shapeOf(16), previous, 'p2', candidates, SCENARIO_OPTIONS), t);
+    t.like(plan, {repair: 'replace', estimatedFormSeconds: 0});
+    t.deepEqual(layout(plan), ['self -', 'p1 0–3', 'spare 4–7', 'p3 8–11', 'p4 12–15']);
+    t.regex(plan.reason, /^p2 failed, spare \(holds them\) takes 4–7; 5 stages: .*; forms at once$/);
+    assertValid(t, shapeOf(16), candidates, plan, {...SCENARIO_OPTIONS, exclude: new Set(['p2'])});
+    // Without it, the neighbours have no room: the peer that fetches from the source takes the range, before peer 6, which this node must feed.
+    const without = planned(replanAfterFailure(shapeOf(16), previous, 'p2', [...scenario({}, ['p5']), fast], SCENARIO_OPTIONS), t);
+    t.like(without, {repair: 'others'});
+    t.like(without.stages[2], {peerId: 'fast', weightsFrom: 'source', formSeconds: 4 * LAYER / 1e9});
+    t.regex(without.reason, /fast 4–7 \(fetches 400 B from the source\)/);
+});
+
+test('a ready spare faster than the failed stage replaces it too; of several, the fastest per token', (t) => {
+    const previous = planned(planShards(shapeOf(16), scenario(), SCENARIO_OPTIONS), t);
+    const faster = planned(replanAfterFailure(shapeOf(16), previous, 'p2', scenario({p5: {tflops: 4}}), SCENARIO_OPTIONS), t);
+    t.like(faster, {repair: 'replace'});
+    t.is(faster.stages[2]!.peerId, 'p5');
+    const candidates = [...scenario({p5: {tflops: 4}}), peer('p7', [[4, 7]], {rttMs: 5})];
+    t.is(planned(replanAfterFailure(shapeOf(16), previous, 'p2', candidates, SCENARIO_OPTIONS), t).stages[2]!.peerId, 'p7');
+    // 1.5 times slower still replaces; more than that does not.
+    t.like(planned(replanAfterFailure(shapeOf(16), previous, 'p2', scenario({p5: {tflops: 1 / 1.5}}), SCENARIO_OPTIONS), t), {repair: 'replace'});
+    t.not(planned(replanAfterFailure(shapeOf(16), previous, 'p2', scenario({p5: {tflops: 0.66}}), SCENARIO_OPTIONS), t).repair, 'replace');
 });
 
 // Failures and edge cases.
@@ -505,7 +686,15 @@ test('invalid input is refused', (t) => {
     refuses(shapeOf(4), [coordinator(), peer('a', [], {successRate: 2})], {}, /candidate a/);
     refuses(shapeOf(4), [coordinator(), peer('a', [], {tflops: Number.POSITIVE_INFINITY})], {}, /candidate a/);
     refuses(shapeOf(4), [coordinator(), peer('a', [[0.5, 2]])], {}, /candidate a/);
-    t.notThrows(() => planShards(shapeOf(4), valid, {maxStages: undefined, minStages: undefined}));
+    refuses(shapeOf(4), valid, {uplinkBytesPerSecond: 0}, /invalid uplink/);
+    refuses(shapeOf(4), valid, {uplinkBytesPerSecond: -1}, /invalid uplink/);
+    refuses(shapeOf(4), valid, {uplinkBytesPerSecond: Number.NaN}, /invalid uplink/);
+    refuses(shapeOf(4), valid, {uplinkBytesPerSecond: Number.POSITIVE_INFINITY}, /invalid uplink/);
+    refuses(shapeOf(4), [coordinator(), peer('a', [], {sourceBytesPerSecond: -1})], {}, /candidate a/);
+    refuses(shapeOf(4), [coordinator(), peer('a', [], {sourceBytesPerSecond: Number.NaN})], {}, /candidate a/);
+    refuses(shapeOf(4), [coordinator(), peer('a', [], {sourceBytesPerSecond: Number.POSITIVE_INFINITY})], {}, /candidate a/);
+    t.notThrows(() => planShards(shapeOf(4), valid, {maxStages: undefined, minStages: undefined, uplinkBytesPerSecond: undefined}));
+    t.notThrows(() => planShards(shapeOf(4), [coordinator(), peer('a', [], {sourceBytesPerSecond: 0}), peer('b', [], {sourceBytesPerSecond: null})]));
 });
 
 test('a large swarm is planned quickly, from the best of it', (t) => {
@@ -558,6 +747,13 @@ function randomInstance(next: () => number, {uniform, maxLayers, maxPeers}: {uni
     const exclude = new Set(candidates.filter((candidate) => !candidate.self && next() < 0.15).map((candidate) => candidate.peerId));
     const minStages = integer(1, 2);
     return {shape, candidates, options: {minStages, maxStages: integer(minStages, 5), exclude}};
+}
+
+/** The instance with some peers able to fetch from the source (some at a rate of 0: they cannot), and an uplink of its own. */
+function withSources(instance: Instance, random: SeededRandom): Instance {
+    const candidates = instance.candidates.map((candidate) => candidate.self || random.chance(0.4) ? candidate
+        : {...candidate, sourceBytesPerSecond: random.chance(0.15) ? random.pick([0, null]) : random.int(1, 400) * 1e3});
+    return {...instance, candidates, options: {...instance.options, uplinkBytesPerSecond: random.int(1, 400) * 1e3}};
 }
 
 /** The fewest stages of any plan that fits, by trying every sequence of peers and every split; null when none does. */
@@ -668,4 +864,35 @@ test('random replans keep every invariant and leave the stages away from the fai
             t.is(plan.stages.length, expected);
     }
     t.deepEqual([...repairs].sort(), ['fresh', 'neighbours', 'others', 'replace'], 'the random cases reach every repair');
+});
+
+test('random plans and replans with hosts that fetch from the source: each stage\'s weights as its holdings and rate say, the form estimate its formula', (t) => {
+    const random = new SeededRandom(25);
+    const next = () => random.next();
+    const sources = new Set<string>();
+    let replans = 0;
+    for (let run = 0; run < 300; run++) {
+        const instance = withSources(randomInstance(next, {uniform: random.chance(0.5), maxLayers: 16, maxPeers: 7}), random);
+        const result = planShards(instance.shape, instance.candidates, instance.options);
+        // Where weights come from decides between plans of as many stages, never whether there is one nor how many stages.
+        const plain = planShards(instance.shape, instance.candidates.map(({sourceBytesPerSecond: _, ...candidate}) => candidate), instance.options);
+        t.is(result.ok, plain.ok, `run ${run}`);
+        if (!result.ok || !plain.ok)
+            continue;
+        t.is(result.plan.stages.length, plain.plan.stages.length, `run ${run}`);
+        assertValid(t, instance.shape, instance.candidates, result.plan, instance.options);
+        for (const stage of result.plan.stages)
+            sources.add(stage.weightsFrom);
+        const remote = result.plan.stages.filter((stage) => !stage.self);
+        if (remote.length === 0)
+            continue;
+        const failed = random.pick(remote).peerId;
+        const replan = replanAfterFailure(instance.shape, result.plan, failed, instance.candidates, instance.options);
+        if (replan.ok) {
+            replans++;
+            assertValid(t, instance.shape, instance.candidates, replan.plan, {...instance.options, exclude: new Set([...instance.options.exclude, failed])});
+        }
+    }
+    t.deepEqual([...sources].sort(), ['coordinator', 'held', 'source'], 'the random cases reach every source of weights');
+    t.true(replans > 50, `only ${replans} replans`);
 });

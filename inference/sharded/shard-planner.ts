@@ -44,7 +44,12 @@ export interface ShardCandidate {
     /** Layers it holds already (a GGUF file, a tensor cache): they need no transfer. Parts beyond the model are ignored. */
     heldLayers: readonly LayerRange[],
     /** It holds the output layer too; defaults to holding it exactly when it holds every layer (a whole GGUF file). */
-    holdsOutput?: boolean
+    holdsOutput?: boolean,
+    /**
+     * Bytes per second at which it can download this model's layers from the model's public source (measured by it, or
+     * announced). Undefined, null or 0: it cannot, and receives what it lacks through the coordinator's uplink.
+     */
+    sourceBytesPerSecond?: number | null
 }
 
 export interface ShardPlanOptions {
@@ -53,8 +58,19 @@ export interface ShardPlanOptions {
     /** Fewest stages, e.g. 2 to split a model that fits the coordinator alone; defaults to 1. */
     minStages?: number,
     /** Peers left out (failed recently); defaults to none. */
-    exclude?: ReadonlySet<string>
+    exclude?: ReadonlySet<string>,
+    /**
+     * The coordinator's measured uplink, bytes per second: every stage that receives weights from it shares it.
+     * Defaults to a home uplink's 20 Mbit/s (`shardPlannerDefaults.uplinkBytesPerSecond`).
+     */
+    uplinkBytesPerSecond?: number
 }
+
+/**
+ * Where a stage's missing weights come from: it holds them all (`held`: the coordinator's stage always), downloads them
+ * from the model's source (`source`), or receives them through the coordinator's uplink (`coordinator`).
+ */
+export type WeightsFrom = 'held' | 'source' | 'coordinator';
 
 export interface ShardStage {
     peerId: string,
@@ -70,6 +86,13 @@ export interface ShardStage {
     bytes: number,
     /** Weights it must receive before it can load: those it does not hold; 0 for the coordinator. */
     transferBytes: number,
+    /** `held` exactly when transferBytes is 0; else `source` when the candidate can fetch from it, else `coordinator`. */
+    weightsFrom: WeightsFrom,
+    /**
+     * Seconds to get its transferBytes at its rate alone: the source's for this candidate, or the whole uplink (which
+     * stages fed by the coordinator share: see ShardPlan.estimatedFormSeconds); 0 when held.
+     */
+    formSeconds: number,
     /** The compute the plan counted for it, TFLOP/s (a default when unknown). */
     tflops: number
 }
@@ -78,6 +101,12 @@ export interface ShardPlan {
     /** In layer order, the coordinator's first. */
     stages: ShardStage[],
     estimatedMsPerToken: number,
+    /**
+     * Seconds until every stage has its weights: downloads from the source run in parallel, one per host, while every
+     * byte through the coordinator shares its one uplink; the slowest of those. Every missing byte counts, though ggml-rpc
+     * sends tensors of 10 MiB or less at each load anyway (docs/architecture.md, "Sharding"): an estimate to compare plans.
+     */
+    estimatedFormSeconds: number,
     /** One line for logs and the dashboard. */
     reason: string
 }
@@ -120,8 +149,17 @@ const DEFAULT_RTT_MS = 100;
 /** A peer without successes still counts a little, so that plans of only such peers remain comparable. */
 const MIN_SUCCESS_RATE = 0.05;
 
-/** A replacement within this factor of the failed stage's compute keeps the plan's balance. */
+/**
+ * A ready replacement may be slower than the failed stage by this factor at most (a faster one only speeds the
+ * pipeline up); spares are picked by the same rule.
+ */
 const SIMILAR_COMPUTE_RATIO = 1.5;
+
+/**
+ * Plans whose times to form differ by at most this fraction of the longer one form equally fast: the faster per token
+ * wins. Relative, so a plan that forms at once (nothing to move) never ties with one that must move any bytes.
+ */
+const FORM_TOLERANCE = 0.05;
 
 /**
  * Peers a search considers, half the best holders of the layers and half those with the most room: every subset of
@@ -131,7 +169,9 @@ const POOL_HALF = 6;
 
 export const shardPlannerDefaults = {
     maxStages: 4,
-    minStages: 1
+    minStages: 1,
+    /** 20 Mbit/s: a home uplink, what a coordinator that measured none is assumed to have. */
+    uplinkBytesPerSecond: 2.5e6
 };
 
 /** Where a candidate sits in a plan being built. */
@@ -144,16 +184,17 @@ interface Placement {
 /** A complete plan, scored. */
 interface Draft {
     stages: ShardStage[],
-    transferBytes: number,
+    formSeconds: number,
     msPerToken: number,
-    /** What the search minimises after the transfer: time per token over the chance that every remote stage holds. */
+    /** What the search minimises after the time to form: time per token over the chance that every remote stage holds. */
     cost: number
 }
 
 /** What a search needs of the model, computed once. */
 interface Context {
     model: ShapeSums,
-    held: Map<string, HeldPrefix>
+    held: Map<string, HeldPrefix>,
+    uplinkBytesPerSecond: number
 }
 
 interface ShapeSums {
@@ -172,12 +213,15 @@ interface HeldPrefix {
 
 /**
  * The plan with the fewest stages that fits (each remote stage costs a round trip per token). Within a stage count:
- * the fewest bytes to transfer (holders first), then the lowest time per token over reliability (a far or flaky peer
- * loses ties). Layers are shared in proportion to compute, clipped to each stage's memory.
+ * the one that forms first (holders, which move nothing, before hosts that fetch from the source, before those the
+ * coordinator's uplink must feed), then, among those that form equally fast (FORM_TOLERANCE), the lowest time per
+ * token over reliability (a far or flaky peer loses ties). So a plan much faster per token still loses to one that
+ * forms much sooner: forming can take hours (a 40 GB model over a 20 Mbit/s uplink), a token takes milliseconds.
+ * Layers are shared in proportion to compute, clipped to each stage's memory.
  */
 export function planShards(shape: ModelShape, candidates: readonly ShardCandidate[], options: ShardPlanOptions = {}): ShardPlanResult {
-    const {maxStages, minStages, exclude} = validate(shape, candidates, options);
-    const context = contextOf(shape, candidates);
+    const {maxStages, minStages, exclude, uplinkBytesPerSecond} = validatePlanInput(shape, candidates, options);
+    const context = contextOf(shape, candidates, uplinkBytesPerSecond);
     const coordinator = candidates.find((candidate) => candidate.self)!;
     const peers = candidates.filter((candidate) => !candidate.self && !exclude.has(candidate.peerId));
     const last = context.model.layers - 1;
@@ -186,21 +230,22 @@ export function planShards(shape: ModelShape, candidates: readonly ShardCandidat
     for (let newStages = minStages - 1; newStages < maxStages && newStages <= pool.length; newStages++) {
         const best = searchSegment(context, {first: 0, last, head, tail: null, tailIsLast: false, pool, newStages}, (placements) => placements);
         if (best !== null)
-            return {ok: true, plan: {stages: best.stages, estimatedMsPerToken: best.msPerToken, reason: describe(best)}};
+            return {ok: true, plan: planOf(best, describe(best))};
     }
     return explainNoPlan(context, coordinator, peers, maxStages, minStages);
 }
 
 /**
  * A plan without `failedPeerId` that disturbs the others as little as possible: their weights are loaded or cached.
- * In order: a peer of similar compute that holds the failed stage's layers takes them (`replace`); else the stages
- * on either side extend over them, in proportion to compute within their room (`neighbours`, one stage fewer); else
- * as few other peers as fit take them, those that must receive fewer bytes first, the neighbours sharing as they can
+ * In order: a ready spare, a peer that holds the failed stage's layers, has the room and is not much slower
+ * (SIMILAR_COMPUTE_RATIO), takes them (`replace`: the fastest per token of such); else the stages on either side
+ * extend over them, in proportion to compute within their room (`neighbours`, one stage fewer); else as few other
+ * peers as fit take them, the plan that forms first winning as in planShards, the neighbours sharing as they can
  * (`others`); else a new plan from scratch (`fresh`). The failed peer is left out of every one.
  */
 export function replanAfterFailure(shape: ModelShape, previous: ShardPlan, failedPeerId: string, candidates: readonly ShardCandidate[],
     options: ShardPlanOptions = {}): ShardPlanResult<ShardReplan> {
-    const {maxStages, minStages, exclude} = validate(shape, candidates, options);
+    const {maxStages, minStages, exclude, uplinkBytesPerSecond} = validatePlanInput(shape, candidates, options);
     const index = previous.stages.findIndex((stage) => stage.peerId === failedPeerId);
     const failed = previous.stages[index];
     if (failed === undefined || failed.self)
@@ -209,7 +254,7 @@ export function replanAfterFailure(shape: ModelShape, previous: ShardPlan, faile
         throw new RangeError('the plan is for a model of another size');
     const excluded = new Set([...exclude, failedPeerId]);
     const available = new Map(candidates.filter((candidate) => !excluded.has(candidate.peerId)).map((candidate) => [candidate.peerId, candidate]));
-    const context = contextOf(shape, candidates);
+    const context = contextOf(shape, candidates, uplinkBytesPerSecond);
     const fresh = (): ShardPlanResult<ShardReplan> => {
         const result = planShards(shape, candidates, {...options, exclude: excluded});
         return result.ok ? {ok: true, plan: {...result.plan, repair: 'fresh', reason: `${shortId(failedPeerId)} failed, replanned: ${result.plan.reason}`}} : result;
@@ -223,16 +268,14 @@ export function replanAfterFailure(shape: ModelShape, previous: ShardPlan, faile
     const count = last - first + 1;
     const done = (draft: Draft, repair: ShardRepair, how: string): ShardPlanResult<ShardReplan> => ({
         ok: true,
-        plan: {stages: draft.stages, estimatedMsPerToken: draft.msPerToken, repair, reason: `${shortId(failedPeerId)} failed, ${how} ${first}–${last}; ${describe(draft)}`}
+        plan: {...planOf(draft, `${shortId(failedPeerId)} failed, ${how} ${first}–${last}; ${describe(draft)}`), repair}
     });
     const unused = [...available.values()].filter((candidate) => !previous.stages.some((stage) => stage.peerId === candidate.peerId));
 
     let replacement: Draft | null = null;
     for (const candidate of unused) {
-        const compute = computeOf(candidate);
-        const similar = Math.max(compute, failed.tflops) / Math.min(compute, failed.tflops) <= SIMILAR_COMPUTE_RATIO;
         const fits = stageBytes(context.model, first, count, false, after.length === 0) <= candidate.freeMemoryBytes;
-        if (similar && fits && missingBytes(context, candidate, first, count) === 0) {
+        if (fastEnoughToReplace(candidate, failed) && fits && missingBytes(context, candidate, first, count) === 0) {
             const draft = draftOf(context, [...before, {candidate, first, count}, ...after]);
             if (isBetter(draft, replacement))
                 replacement = draft;
@@ -257,10 +300,12 @@ export function replanAfterFailure(shape: ModelShape, previous: ShardPlan, faile
     return fresh();
 }
 
-function validate(shape: ModelShape, candidates: readonly ShardCandidate[], options: ShardPlanOptions) {
+/** Checks what planShards, replanAfterFailure and pickSpares (spare-picker.ts) are given; throws a RangeError. */
+export function validatePlanInput(shape: ModelShape, candidates: readonly ShardCandidate[], options: ShardPlanOptions) {
     const maxStages = options.maxStages ?? shardPlannerDefaults.maxStages;
     const minStages = options.minStages ?? shardPlannerDefaults.minStages;
     const exclude = options.exclude ?? new Set<string>();
+    const uplinkBytesPerSecond = options.uplinkBytesPerSecond ?? shardPlannerDefaults.uplinkBytesPerSecond;
     const amount = (value: number) => Number.isFinite(value) && value >= 0;
     if (shape.layerBytes.length === 0 || !shape.layerBytes.every((bytes) => amount(bytes) && bytes > 0))
         throw new RangeError('a model needs at least one layer, each of some bytes');
@@ -268,6 +313,8 @@ function validate(shape: ModelShape, candidates: readonly ShardCandidate[], opti
         throw new RangeError('model sizes must be finite and not negative');
     if (!Number.isInteger(minStages) || !Number.isInteger(maxStages) || minStages < 1 || maxStages < minStages)
         throw new RangeError(`invalid stage limits: ${minStages}..${maxStages}`);
+    if (!amount(uplinkBytesPerSecond) || uplinkBytesPerSecond === 0)
+        throw new RangeError(`invalid uplink: ${uplinkBytesPerSecond} bytes/s`);
     const selves = candidates.filter((candidate) => candidate.self);
     if (selves.length !== 1)
         throw new RangeError(`exactly one candidate must be the coordinator, not ${selves.length}`);
@@ -279,14 +326,15 @@ function validate(shape: ModelShape, candidates: readonly ShardCandidate[], opti
     for (const candidate of candidates) {
         const valid = amount(candidate.freeMemoryBytes) && (candidate.tflops === null || amount(candidate.tflops))
             && (candidate.rttMs === null || amount(candidate.rttMs)) && candidate.successRate >= 0 && candidate.successRate <= 1
-            && candidate.heldLayers.every((range) => Number.isInteger(range[0]) && Number.isInteger(range[1]));
+            && candidate.heldLayers.every((range) => Number.isInteger(range[0]) && Number.isInteger(range[1]))
+            && (candidate.sourceBytesPerSecond === undefined || candidate.sourceBytesPerSecond === null || amount(candidate.sourceBytesPerSecond));
         if (!valid)
             throw new RangeError(`candidate ${candidate.peerId} has invalid figures`);
     }
-    return {maxStages, minStages, exclude};
+    return {maxStages, minStages, exclude, uplinkBytesPerSecond};
 }
 
-function contextOf(shape: ModelShape, candidates: readonly ShardCandidate[]): Context {
+function contextOf(shape: ModelShape, candidates: readonly ShardCandidate[], uplinkBytesPerSecond: number): Context {
     const prefix = [0];
     for (const bytes of shape.layerBytes)
         prefix.push(prefix.at(-1)! + bytes);
@@ -301,11 +349,45 @@ function contextOf(shape: ModelShape, candidates: readonly ShardCandidate[]): Co
             missing.push(missing.at(-1)! + (holds[layer] ? 0 : bytes));
         return [candidate.peerId, {missing, holdsOutput: candidate.self || (candidate.holdsOutput ?? holds.every(Boolean))}];
     }));
-    return {model, held};
+    return {model, held, uplinkBytesPerSecond};
 }
 
-function computeOf(candidate: ShardCandidate) {
+/** The compute a plan counts for a candidate, TFLOP/s: a default when unknown, never 0. */
+export function computeOf(candidate: ShardCandidate) {
     return Math.max(candidate.tflops ?? DEFAULT_TFLOPS, MIN_TFLOPS);
+}
+
+/** A candidate may take over a stage's layers unless it is much slower than the stage (SIMILAR_COMPUTE_RATIO). */
+export function fastEnoughToReplace(candidate: ShardCandidate, stage: ShardStage) {
+    return computeOf(candidate) * SIMILAR_COMPUTE_RATIO >= stage.tflops;
+}
+
+/** The rate a candidate downloads from the model's source at; null when it cannot. */
+function sourceRateOf(candidate: ShardCandidate) {
+    const rate = candidate.sourceBytesPerSecond;
+    return rate === undefined || rate === null || rate === 0 ? null : rate;
+}
+
+/** Where `transferBytes` of weights would come from for a candidate, and how long that takes it alone. */
+function weightsOf(context: Context, candidate: ShardCandidate, transferBytes: number): {weightsFrom: WeightsFrom, formSeconds: number} {
+    if (transferBytes === 0)
+        return {weightsFrom: 'held', formSeconds: 0};
+    const source = sourceRateOf(candidate);
+    return source === null
+        ? {weightsFrom: 'coordinator', formSeconds: transferBytes / context.uplinkBytesPerSecond}
+        : {weightsFrom: 'source', formSeconds: transferBytes / source};
+}
+
+/**
+ * What a candidate taking layers `[first, first + count)` would hold and receive, and from where, by the rules of
+ * a plan's stages: for placing it outside a search (spare-picker.ts). `last`: the stage takes the output layer.
+ */
+export function stageFigures(shape: ModelShape, candidate: ShardCandidate, first: number, count: number, last: boolean,
+    options: Pick<ShardPlanOptions, 'uplinkBytesPerSecond'> = {}) {
+    const context = contextOf(shape, [candidate], options.uplinkBytesPerSecond ?? shardPlannerDefaults.uplinkBytesPerSecond);
+    const outputMissing = last && !context.held.get(candidate.peerId)!.holdsOutput;
+    const transferBytes = candidate.self ? 0 : missingBytes(context, candidate, first, count) + (outputMissing ? shape.outputBytes : 0);
+    return {bytes: stageBytes(context.model, first, count, candidate.self, last), transferBytes, ...weightsOf(context, candidate, transferBytes)};
 }
 
 function layersBytes(model: ShapeSums, first: number, count: number) {
@@ -363,14 +445,17 @@ function layersFitting(model: ShapeSums, first: number, last: number, spare: num
     return empty && fitting >= 1 ? Math.max(0, Math.floor((spare - (model.shape.computeBytes ?? 0)) / perLayer)) : fitting;
 }
 
-/** The peers a search tries: see POOL_HALF. Only those with room for a layer of the range. */
+/**
+ * The peers a search tries: see POOL_HALF; the "best holders" are those that would get the whole range soonest alone
+ * (holders, then fast fetchers from the source). Only those with room for a layer of the range.
+ */
 function poolOf(context: Context, first: number, last: number, peers: readonly ShardCandidate[], newStages: number) {
     const usable = peers.filter((peer) => layersFitting(context.model, first, last, peer.freeMemoryBytes) >= 1);
     const count = last - first + 1;
-    const held = (peer: ShardCandidate) => layersBytes(context.model, first, count) - missingBytes(context, peer, first, count);
-    const byHeld = [...usable].sort((a, b) => held(b) - held(a) || peerCost(a) - peerCost(b));
+    const seconds = (peer: ShardCandidate) => weightsOf(context, peer, missingBytes(context, peer, first, count)).formSeconds;
+    const byReady = [...usable].sort((a, b) => seconds(a) - seconds(b) || peerCost(a) - peerCost(b));
     const byRoom = [...usable].sort((a, b) => b.freeMemoryBytes - a.freeMemoryBytes || peerCost(a) - peerCost(b));
-    return [...new Set([...byHeld.slice(0, POOL_HALF), ...byRoom.slice(0, Math.max(POOL_HALF, newStages))])];
+    return [...new Set([...byReady.slice(0, POOL_HALF), ...byRoom.slice(0, Math.max(POOL_HALF, newStages))])];
 }
 
 /** Distance over reliability, for ordering peers before a search. */
@@ -419,7 +504,7 @@ function searchSegment(context: Context, segment: Segment, compose: (placements:
                 continue;
             const headCount = counts[0]!;
             const middle = peers.map((_, position) => position).filter((position) => position !== lastPeer);
-            const order = orderForTransfer(context, middle.map((position) => peers[position]!), middle.map((position) => counts[position + 1]!), first + headCount);
+            const order = orderForForming(context, middle.map((position) => peers[position]!), middle.map((position) => counts[position + 1]!), first + headCount);
             const sequence = [...order.map((position) => middle[position]!), ...(lastPeer === null ? [] : [lastPeer])];
             const placements: Placement[] = [{...head, count: head.count + headCount}];
             let next = first + headCount;
@@ -487,8 +572,12 @@ function allocate(total: number, takers: readonly Taker[]): number[] | null {
     return counts;
 }
 
-/** The order of `peers`, each taking `counts` layers from `start` on, that leaves the fewest bytes to transfer. */
-function orderForTransfer(context: Context, peers: readonly ShardCandidate[], counts: readonly number[], start: number): number[] {
+/**
+ * The order of `peers`, each taking `counts` layers from `start` on, that gets them their weights soonest: it
+ * minimises the sum of each one's seconds alone, an additive stand-in for the plan's time to form (exact when the
+ * coordinator feeds them all; a bound when they fetch in parallel) that a search over subsets can minimise.
+ */
+function orderForForming(context: Context, peers: readonly ShardCandidate[], counts: readonly number[], start: number): number[] {
     const subsets = 1 << peers.length;
     const transfer = new Array<number>(subsets).fill(Number.POSITIVE_INFINITY);
     const position = new Array<number>(subsets).fill(start);
@@ -499,7 +588,7 @@ function orderForTransfer(context: Context, peers: readonly ShardCandidate[], co
             const bit = 1 << index;
             if ((placed & bit) !== 0)
                 return;
-            const cost = transfer[placed]! + missingBytes(context, peer, position[placed]!, counts[index]!);
+            const cost = transfer[placed]! + weightsOf(context, peer, missingBytes(context, peer, position[placed]!, counts[index]!)).formSeconds;
             if (cost < transfer[placed | bit]!) {
                 transfer[placed | bit] = cost;
                 position[placed | bit] = position[placed]! + counts[index]!;
@@ -531,12 +620,14 @@ function* combinations(size: number, choose: number): Generator<number[]> {
 /**
  * Scores placements. Time per token: each stage reads its layers, their KV cache (at full context, the worst case)
  * and the output layer if it is last, at its compute's bandwidth; the input embeddings are a lookup of one row.
- * Each remote stage adds its round trips.
+ * Each remote stage adds its round trips. Time to form: see ShardPlan.estimatedFormSeconds.
  */
 function draftOf(context: Context, placements: readonly Placement[]): Draft {
     const {model} = context;
     let msPerToken = 0;
     let reliability = 1;
+    let fetchSeconds = 0;
+    let uplinkBytes = 0;
     const stages = placements.map(({candidate, first, count}, position): ShardStage => {
         const last = position === placements.length - 1;
         const bytes = stageBytes(model, first, count, candidate.self, last);
@@ -548,15 +639,28 @@ function draftOf(context: Context, placements: readonly Placement[]): Draft {
             msPerToken += ROUND_TRIPS_PER_TOKEN * (candidate.rttMs ?? DEFAULT_RTT_MS);
             reliability *= Math.max(candidate.successRate, MIN_SUCCESS_RATE);
         }
+        const weights = weightsOf(context, candidate, transferBytes);
+        if (weights.weightsFrom === 'source')
+            fetchSeconds = Math.max(fetchSeconds, weights.formSeconds);
+        else
+            uplinkBytes += transferBytes;
         const range = count === 0 ? {} : {firstLayer: first, lastLayer: first + count - 1};
-        return {peerId: candidate.peerId, self: candidate.self, ...range, layerCount: count, bytes, transferBytes, tflops};
+        return {peerId: candidate.peerId, self: candidate.self, ...range, layerCount: count, bytes, transferBytes, ...weights, tflops};
     });
-    const transferBytes = stages.reduce((sum, stage) => sum + stage.transferBytes, 0);
-    return {stages, transferBytes, msPerToken, cost: msPerToken / reliability};
+    const formSeconds = Math.max(fetchSeconds, uplinkBytes / context.uplinkBytesPerSecond);
+    return {stages, formSeconds, msPerToken, cost: msPerToken / reliability};
 }
 
+/** Forms sooner; else, forming equally fast (FORM_TOLERANCE), costs less per token. */
 function isBetter(draft: Draft, best: Draft | null) {
-    return best === null || draft.transferBytes < best.transferBytes || (draft.transferBytes === best.transferBytes && draft.cost < best.cost);
+    if (best === null)
+        return true;
+    const equallyFast = Math.abs(draft.formSeconds - best.formSeconds) <= FORM_TOLERANCE * Math.max(draft.formSeconds, best.formSeconds);
+    return equallyFast ? draft.cost < best.cost : draft.formSeconds < best.formSeconds;
+}
+
+function planOf(draft: Draft, reason: string): ShardPlan {
+    return {stages: draft.stages, estimatedMsPerToken: draft.msPerToken, estimatedFormSeconds: draft.formSeconds, reason};
 }
 
 /**
@@ -615,10 +719,22 @@ function describe(draft: Draft) {
         const range = `${name} ${stage.firstLayer}–${stage.lastLayer}`;
         if (stage.self)
             return range;
-        return stage.transferBytes === 0 ? `${range} (holds them)` : `${range} (must receive ${formatBytes(stage.transferBytes)})`;
+        const bytes = formatBytes(stage.transferBytes);
+        const weights = {held: 'holds them', source: `fetches ${bytes} from the source`, coordinator: `must receive ${bytes} from this node`};
+        return `${range} (${weights[stage.weightsFrom]})`;
     });
     const count = draft.stages.length;
-    return `${count} stage${count === 1 ? '' : 's'}: ${parts.join(', ')}; ~${draft.msPerToken.toFixed(1)} ms/token`;
+    return `${count} stage${count === 1 ? '' : 's'}: ${parts.join(', ')}; ~${draft.msPerToken.toFixed(1)} ms/token; ${describeForming(draft.formSeconds)}`;
+}
+
+function describeForming(seconds: number) {
+    if (seconds === 0)
+        return 'forms at once';
+    if (seconds < 1)
+        return 'forms in under 1 s';
+    if (Math.round(seconds) < 60)
+        return `forms in ~${Math.round(seconds)} s`;
+    return Math.round(seconds / 60) < 60 ? `forms in ~${Math.round(seconds / 60)} min` : `forms in ~${(seconds / 3600).toFixed(1)} h`;
 }
 
 function shortId(peerId: string) {
