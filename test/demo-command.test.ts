@@ -10,7 +10,7 @@ import {CLI_PATH, waitFor} from '../harness/cli-process.js';
 import {fetchStatus} from '../harness/node-status.js';
 import {TEST_RPC_DIR, testRpcBinaries} from '../harness/rpc-binaries.js';
 
-/** `strongdoge demo`: three real node processes on a loopback testnet, one model split over all of them. */
+/** `strongdoge demo`: four real node processes on a loopback testnet, one model split over three of them, the fourth a spare. */
 
 interface ProcessInfo {
     pid: number,
@@ -68,7 +68,7 @@ test.after.always(async () => {
     await rm(dataDir, {recursive: true, force: true});
 });
 
-test('the demo serves a 3-stage pipeline over three node processes, and SIGTERM stops every process it started', async (t) => {
+test('the demo serves a 3-stage pipeline over three of its four node processes, and SIGTERM stops every process it started', async (t) => {
     demo = spawn(process.execPath, [CLI_PATH, 'demo', '--daemon', '--port', '0', '--data-dir', dataDir, '--rpc-dir', TEST_RPC_DIR],
         {stdio: ['ignore', 'pipe', 'pipe']});
     const logs: Record<string, unknown>[] = [];
@@ -83,7 +83,11 @@ test('the demo serves a 3-stage pipeline over three node processes, and SIGTERM 
     const url = announced!.url as string;
     t.regex(url, /^http:\/\/127\.0\.0\.1:\d+\/v1$/);
     t.regex(announced!.curl as string, /^curl http:\/\/127\.0\.0\.1:\d+\/v1\/chat\/completions /);
-    t.deepEqual((announced!.stages as {node: string}[]).map((stage) => stage.node).sort(), ['coordinator', 'host-1', 'host-2']);
+    // The coordinator and two of the three hosts: the third is the spare.
+    const stageNodes = (announced!.stages as {node: string}[]).map((stage) => stage.node);
+    t.is(stageNodes[0], 'coordinator');
+    t.is(new Set(stageNodes).size, 3);
+    t.true(stageNodes.slice(1).every((node) => ['host-1', 'host-2', 'host-3'].includes(node)), stageNodes.join());
 
     const coordinator = {origin: url.replace(/\/v1$/, '')};
     const pipeline = (await fetchStatus(coordinator, '/api/cluster')).pipelines[0]!;
@@ -109,9 +113,17 @@ test('the demo serves a 3-stage pipeline over three node processes, and SIGTERM 
     const commands = started.map((info) => info.command).join('\n');
     t.is(started.filter((info) => / start --data-dir \S+\/demo\/coordinator /.test(info.command)).length, 1, commands);
     const hosts = started.filter((info) => / start --data-dir \S+\/demo\/host-\d /.test(info.command));
-    t.is(hosts.length, 2, commands);
-    for (const host of hosts)
-        t.true(started.some((info) => info.ppid === host.pid && info.command.includes('ggml-rpc-server')), `an rpc server under each host:\n${commands}`);
+    t.is(hosts.length, 3, commands);
+    // The ready line names each host's process, for a person to kill one and see the failover.
+    const announcedHosts = announced!.hosts as {node: string, pid: number}[];
+    t.deepEqual(announcedHosts.map((host) => host.node), ['host-1', 'host-2', 'host-3']);
+    for (const {node, pid} of announcedHosts) {
+        t.true(hosts.some((host) => host.pid === pid && host.command.includes(`/demo/${node} `)), `${node} ${pid}:\n${commands}`);
+        t.true((announced!.failover as string).includes(`${node}: ${pid}`));
+        // A stage's host runs the coordinator's session in an rpc server; the spare runs none.
+        const serves = started.some((info) => info.ppid === pid && info.command.includes('ggml-rpc-server'));
+        t.is(serves, stageNodes.includes(node), `${node}'s rpc server:\n${commands}`);
+    }
 
     demo.kill('SIGTERM');
     const [code] = await exited;
@@ -122,5 +134,5 @@ test('the demo serves a 3-stage pipeline over three node processes, and SIGTERM 
             left.push(info);
     t.deepEqual(left, [], 'processes left behind');
     // Each node stopped itself, in time, rather than being killed.
-    t.deepEqual(logs.filter((record) => record.msg === 'stopped').map((record) => record.node).sort(), ['coordinator', 'host-1', 'host-2']);
+    t.deepEqual(logs.filter((record) => record.msg === 'stopped').map((record) => record.node).sort(), ['coordinator', 'host-1', 'host-2', 'host-3']);
 });

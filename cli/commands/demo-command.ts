@@ -20,11 +20,12 @@ const MODEL = 'demo';
 const NETWORK = 'demo';
 /**
  * Room for three of the demo model's eight layers with a 512-token context for each of 4 sequences, and a stage's
- * compute buffer: the plan needs all three nodes.
+ * compute buffer: a plan needs the coordinator and two hosts.
  */
 const NODE_MEMORY = 18 * 2 ** 20;
 const CONTEXT_SIZE = 512;
-const HOSTS = ['host-1', 'host-2'];
+/** Two stages and a spare: killing a stage's host shows the failover (docs/architecture.md, "Sharding", "Failover"). */
+const HOSTS = ['host-1', 'host-2', 'host-3'];
 const HOST_START_TIMEOUT_MS = 60_000;
 /** A node's graceful stop (cli/commands/start-action.ts gives itself 15 s) may take this long before it is killed. */
 const STOP_TIMEOUT_MS = 20_000;
@@ -54,7 +55,7 @@ function nodeEnv() {
 
 /**
  * Runs `strongdoge start` as a child. Separate processes are the real thing (each node has its own swarm identity,
- * engine and rpc servers, as on three machines), and a llama.cpp abort in one node cannot take the others down.
+ * engine and rpc servers, as on separate machines), and a llama.cpp abort in one node cannot take the others down.
  * With `terminal` the node shows its dashboard here and stays in this process group, so it reads Ctrl-C itself
  * (a key to its dashboard); the others get their own group, so a terminal's Ctrl-C reaches only this process,
  * which stops them in order. Their JSON log lines go to `output`, tagged with the node's name.
@@ -115,11 +116,19 @@ function curlExample(url: string) {
     return `curl ${url}/chat/completions -H 'content-type: application/json' -d '{"model": "${MODEL}", "messages": [{"role": "user", "content": "Hello"}]}'`;
 }
 
-const EXPLANATION = `three nodes on a private loopback network: the coordinator serves the API and splits the ${MODEL} model's layers `
-    + 'over itself and the two hosts (llama.cpp\'s RPC backend, over Hyperswarm); every token passes through all three';
+const EXPLANATION = `four nodes on a private loopback network: the coordinator serves the API and splits the ${MODEL} model's layers `
+    + 'over itself and two of the three hosts (llama.cpp\'s RPC backend, over Hyperswarm); every token passes through three nodes, '
+    + 'and the third host is a spare that takes over a stage whose host dies';
 
-/** What a person reads: where the API is, and how to call it. */
-function banner(url: string, when: string) {
+/** How to see the failover: the hosts' process ids, and which are stages once the pipeline has formed. */
+function killHint(hosts: DemoNode[], stageNodes?: string[]) {
+    const pids = hosts.map((host) => `${host.name}: ${host.child.pid}${stageNodes === undefined ? '' : stageNodes.includes(host.name) ? ', a stage' : ', the spare'}`);
+    return `To see a failover, kill -9 a host of the pipeline from another shell (${pids.join('; ')}): `
+        + 'the spare takes over its stage. With two hosts gone the pipeline cannot form again.';
+}
+
+/** What a person reads: where the API is, how to call it, and how to see a failover. */
+function banner(url: string, when: string, hosts: DemoNode[], stageNodes?: string[]) {
     return [
         '',
         `${EXPLANATION}.`,
@@ -130,6 +139,8 @@ function banner(url: string, when: string) {
         '  import OpenAI from \'openai\';',
         `  const client = new OpenAI({baseURL: '${url}', apiKey: 'strongdoge'});`,
         `  const reply = await client.chat.completions.create({model: '${MODEL}', messages: [{role: 'user', content: 'Hello'}]});`,
+        '',
+        killHint(hosts, stageNodes),
         '',
         ''
     ].join('\n');
@@ -218,13 +229,13 @@ async function runDemo(flags: DemoFlags) {
         logger.info({bootstrap}, 'started a loopback DHT: the demo nodes reach nothing beyond this machine');
 
         // The hosts run the coordinator's layers in the sandbox, as on any network; where it cannot work (no bubblewrap),
-        // the demo's network is private to its own three nodes, and they may host without it.
+        // the demo's network is private to its own four nodes, and they may host without it.
         const sandbox = await probeSandbox({launcherDir: rpcDir});
         const sandboxArgs = sandbox.available ? [] : ['--shard-sandbox', 'off'];
         if (!sandbox.available)
             logger.warn({reason: sandbox.reason}, 'the demo hosts run their rpc servers without the sandbox (its own nodes only: a private network); a node on a shared network would host nothing');
-        // One llama.cpp thread each: three processes share this machine, and oversubscribed threads collapse speed.
-        // A network secret of their own: the three nodes keep to themselves.
+        // One llama.cpp thread each: four processes share this machine, and oversubscribed threads collapse speed.
+        // A network secret of their own: the four nodes keep to themselves.
         const secret = randomBytes(16).toString('hex');
         const common = (name: string) => ['--data-dir', nodeDir(name), '--bootstrap', bootstrap, '--network', NETWORK, '--host', '127.0.0.1',
             '--threads', '1', '--context-size', String(CONTEXT_SIZE), '--rpc-dir', rpcDir];
@@ -235,11 +246,11 @@ async function runDemo(flags: DemoFlags) {
         aborted.signal.throwIfAborted();
         if (hostUrls.includes(undefined))
             throw new Error(`a demo host did not start${nodesLog === undefined ? '' : `: see ${nodesLogPath}`}`);
-        logger.info('two hosts offer memory for layers; starting the coordinator');
+        logger.info('three hosts offer memory for layers (two stages and a spare); starting the coordinator');
 
         if (interactive)
-            process.stdout.write(banner(`http://127.0.0.1:${port}/v1`, ', once the dashboard shows the pipeline ready')
-                + `The hosts log to ${nodesLogPath}. q or Ctrl-C stops all three.\n\n`);
+            process.stdout.write(banner(`http://127.0.0.1:${port}/v1`, ', once the dashboard shows the pipeline ready', hosts)
+                + `The hosts log to ${nodesLogPath}. q or Ctrl-C stops all four.\n\n`);
         // The coordinator only coordinates: it hosts no peer's layers.
         coordinator = spawnNode('coordinator', [...common('coordinator'), '--port', String(port), '--model', MODEL, '--shard', 'always',
             '--max-stages', '3', '--memory-limit', String(NODE_MEMORY), '--serve-peers', 'off', ...(interactive ? [] : ['--daemon'])],
@@ -251,9 +262,12 @@ async function runDemo(flags: DemoFlags) {
             // Host names rather than node ids, which say nothing here.
             const names = new Map(await Promise.all(hosts.map(async (host, index) => [await nodeIdOf(hostUrls[index]!), host.name] as const)));
             const stages = pipeline.stages.map((stage) => ({node: stage.self ? 'coordinator' : names.get(stage.peer) ?? stage.peer, layers: stage.layers}));
-            logger.info({url, model: MODEL, stages, ...(flags.daemon && {curl: curlExample(url)})}, `the demo is ready: ${flags.daemon ? EXPLANATION : 'see below'}`);
+            const pids = hosts.map((host) => ({node: host.name, pid: host.child.pid}));
+            const stageNodes = stages.map((stage) => stage.node);
+            logger.info({url, model: MODEL, stages, hosts: pids, ...(flags.daemon && {curl: curlExample(url), failover: killHint(hosts, stageNodes)})},
+                `the demo is ready: ${flags.daemon ? EXPLANATION : 'see below'}`);
             if (!flags.daemon)
-                process.stdout.write(banner(url, ''));
+                process.stdout.write(banner(url, '', hosts, stageNodes));
         }
         await coordinator.exited;
     } catch (error) {
@@ -288,10 +302,10 @@ async function nodeIdOf(url: string) {
     return nodeStatusSchema.parse(await response.json()).id;
 }
 
-/** `strongdoge demo`: a layer-sharded pipeline over three local nodes, in one command and offline. */
+/** `strongdoge demo`: a layer-sharded pipeline over three of four local nodes, with a spare, in one command and offline. */
 export function demoCommand() {
     const command = new Command('demo')
-        .description('run three nodes on this machine that serve a generated demo model through a real 3-stage layer pipeline, offline')
+        .description('run four nodes on this machine that serve a generated demo model through a real 3-stage layer pipeline with a spare host, offline')
         .option('-d, --daemon', 'run headless: JSON-lines logs of every node on stdout')
         .option('-p, --port <n>', 'API port of the coordinator', String(DEFAULT_PORT))
         .option('--rpc-dir <path>', 'where llama.cpp\'s RPC server is built (default: <data dir>/rpc, shared with `start`)');

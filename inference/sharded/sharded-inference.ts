@@ -85,13 +85,12 @@ export class ShardedInference implements InferenceStrategy {
      * Runs an attempt per pipeline, at most `maxAttempts`, and tells `onRoute` the stages of the one that served; says
      * what failed each time when none succeeds.
      */
-    private async withAttempts<T>({signal, onRoute}: EmbedOptions, attempt: (signal: AbortSignal | undefined) => Promise<T>): Promise<T> {
+    private async withAttempts<T>({signal, onRoute}: EmbedOptions, attempt: (signal: AbortSignal) => Promise<T>): Promise<T> {
         const failures: string[] = [];
         for (let attempts = 0; attempts < this.options.maxAttempts; attempts++) {
             const failuresBefore = this.cluster.failureCount;
             try {
-                await this.whenFormed(signal);
-                const result = await attempt(signal);
+                const result = await this.whileFormable(signal, attempt);
                 onRoute?.({peers: this.cluster.stageRoute(), failovers: failures.length, via: 'pipeline'});
                 return result;
             } catch (error) {
@@ -108,15 +107,41 @@ export class ShardedInference implements InferenceStrategy {
         throw InferenceError.peersFailed(`the pipeline for '${this.cluster.modelId}' failed ${failures.length} time(s): ${failures.join('; ')}`);
     }
 
-    /** Fails at once, or after `formationWaitMs`, when no plan can be made (too few peers with room). */
-    private async whenFormed(signal: AbortSignal | undefined) {
-        const deadline = Date.now() + this.options.formationWaitMs;
-        while (this.cluster.currentState === 'waiting') {
-            if (signal?.aborted)
-                throw InferenceError.cancelled();
-            if (Date.now() >= deadline)
-                throw InferenceError.noPeerAvailable(`the pipeline for '${this.cluster.modelId}' cannot be formed: ${this.cluster.reason}`);
-            await sleep(FORMATION_POLL_MS);
+    /**
+     * Runs `attempt` once a pipeline is being formed, and fails with `no_peer_available` and the planner's reason when
+     * no plan can be made (too few peers with room) for `formationWaitMs` in all, before the attempt or during it: after a
+     * stage fails, the attempt's engine waits for a load whose formation has no plan, which could last for ever
+     * (docs/architecture.md, "Sharding", "Failover"). The attempt abandoned, its place in the engine's queue is freed.
+     */
+    private async whileFormable<T>(signal: AbortSignal | undefined, attempt: (signal: AbortSignal) => Promise<T>): Promise<T> {
+        const abandon = new AbortController();
+        const attemptSignal = signal === undefined ? abandon.signal : AbortSignal.any([signal, abandon.signal]);
+        let running: Promise<T> | undefined;
+        let settled = false;
+        let waitedMs = 0;
+        for (let last = Date.now(); ;) {
+            if (running === undefined) {
+                if (signal?.aborted)
+                    throw InferenceError.cancelled();
+                if (this.cluster.currentState !== 'waiting')
+                    running = attempt(attemptSignal).finally(() => {
+                        settled = true;
+                    });
+            }
+            // A rejection is the caller's to handle, through the returned promise.
+            await (running === undefined ? sleep(FORMATION_POLL_MS) : Promise.race([running, sleep(FORMATION_POLL_MS)]).catch(() => undefined));
+            if (settled)
+                return running!;
+            const now = Date.now();
+            const reason = this.cluster.reason;
+            if (reason !== undefined)
+                waitedMs += now - last;
+            last = now;
+            if (reason !== undefined && waitedMs >= this.options.formationWaitMs) {
+                abandon.abort();
+                await running?.catch(() => undefined);
+                throw InferenceError.noPeerAvailable(`the pipeline for '${this.cluster.modelId}' cannot be formed: ${reason}`);
+            }
         }
     }
 }
