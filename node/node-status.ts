@@ -249,7 +249,17 @@ export const pipelineStatusSchema = z.object({
         hopMs: z.number().nonnegative().nullable(),
         successRate: z.number().min(0).max(1).nullable(),
         bytesSent: count,
-        bytesReceived: count
+        bytesReceived: count,
+        /**
+         * Where the stage's weights come from (docs/architecture.md, "Hosts that fetch their layers"): `held` (its own
+         * copy of the file), `source` (downloaded from the model's source), `coordinator` (sent by this node); with the
+         * download's progress and outcome while and after the host fetches.
+         */
+        weights: z.object({
+            from: z.enum(['held', 'source', 'coordinator']),
+            fetch: z.object({state: z.enum(['fetching', 'done', 'failed']), doneBytes: count, totalBytes: count, stored: count, failed: count,
+                reason: z.string().nullable()}).nullable()
+        })
     })),
     plan: z.object({reason: z.string(), estimatedMsPerToken: z.number().nonnegative()}).nullable(),
     /** Whether llama.cpp's own load report put every layer where the plan did; null until loaded. */

@@ -10,6 +10,8 @@ import type {ShardHostRuntime} from '../inference/sharded/shard-host.js';
 import {ClusterCoordinator} from '../inference/sharded/cluster-coordinator.js';
 import {stageComputeBytes} from '../inference/sharded/shard-planner.js';
 import {ShardedInference} from '../inference/sharded/sharded-inference.js';
+import {modelSourceOf} from '../engine/model-source.js';
+import {tensorDigests, tensorDigestsDir} from '../engine/tensor-digests.js';
 import {ShardHost} from '../inference/sharded/shard-host.js';
 import {ShardProtocol} from '../inference/sharded/tunnel/shard-protocol.js';
 import type {ShardReceipt} from '../ledger/records.js';
@@ -164,6 +166,8 @@ export class StrongdogeNode {
                     cacheDir: join(settings.dataDir, 'cache', 'rpc-tensors'),
                     cacheMaxBytes: TENSOR_CACHE_BYTES,
                     modelFile: (sha256) => this.models.find((model) => this.modelSha256(model.id) === sha256)?.path,
+                    // A private network's peers are trusted with URLs on its own network (its model mirror, say).
+                    fetch: {allowPrivateAddresses: settings.networkSecret !== undefined},
                     onLog: (message, fields) => this.logger.info(fields, message)
                 });
             this.shards = new ShardProtocol({
@@ -281,9 +285,16 @@ export class StrongdogeNode {
             // Each of the engine's sequences has a context of its own (KV cache and attention span).
             const contextTokens = settings.contextSize * settings.parallel;
             const computeBytes = stageComputeBytes({...layout, sequenceTokens: settings.contextSize, contextTokens, flashAttention: settings.flashAttention !== 'off'});
+            // Hosts fetch their layers from where the file came from, when it came from a public source (docs/architecture.md, "Hosts that fetch their layers").
+            const source = await modelSourceOf(spec.path);
+            const digests = () => {
+                const sha256 = this.modelSha256(spec.id);
+                return sha256 === null ? Promise.reject(new Error('the model file is not hashed yet'))
+                    : tensorDigests(spec.path, sha256, tensorDigestsDir(settings.dataDir));
+            };
             const cluster = new ClusterCoordinator({
                 model: {id: spec.id, path: spec.path, draft: spec.draft, sizeBytes: spec.sizeBytes, sha256: () => this.modelSha256(spec.id),
-                    shape: {...layout, contextTokens, computeBytes}},
+                    shape: {...layout, contextTokens, computeBytes}, ...(source !== undefined && {source, tensorDigests: digests})},
                 swarm, shards,
                 rpcFiles: () => this.rpcFiles && {libraryPath: this.rpcFiles.coordinator.libraryPath, serverPath: this.rpcFiles.host.serverPath},
                 self: {id: this.identity.id, freeMemoryBytes: settings.memoryLimit ?? freemem(), tflops: () => this.capabilities.current().compute.measuredTflops},

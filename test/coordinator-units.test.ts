@@ -30,7 +30,7 @@ function formation(): Formation {
                 {peerId: HOST, self: false, firstLayer: 2, lastLayer: 3, bytes: 200, transferBytes: 200}
             ]
         } as unknown as Formation['plan'],
-        stages: [{peerId: HOST, firstLayer: 2, lastLayer: 3, transferBytes: 200, session: {} as never, endpoint}],
+        stages: [{peerId: HOST, firstLayer: 2, lastLayer: 3, transferBytes: 200, session: {} as never, endpoint, weights: {from: 'coordinator'}}],
         first: endpoint,
         output: endpoint,
         failure: undefined

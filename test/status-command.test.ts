@@ -34,8 +34,8 @@ const cluster: ClusterStatus = {
     pipelines: [{
         model: 'llama-3.1-70b', state: 'loading', reason: null,
         stages: [
-            {peer: 'ab'.repeat(32), self: true, layers: [0, 39], bytes: 21e9, transferBytes: 0, loadRatio: 0.5, hopMs: null, successRate: null, bytesSent: 0, bytesReceived: 0},
-            {peer, self: false, layers: [40, 79], bytes: 21e9, transferBytes: 21e9, loadRatio: 0.5, hopMs: 12.5, successRate: 0.97, bytesSent: 8.4e9, bytesReceived: 3.4e6}
+            {peer: 'ab'.repeat(32), self: true, layers: [0, 39], bytes: 21e9, transferBytes: 0, loadRatio: 0.5, hopMs: null, successRate: null, bytesSent: 0, bytesReceived: 0, weights: {from: 'held', fetch: null}},
+            {peer, self: false, layers: [40, 79], bytes: 21e9, transferBytes: 21e9, loadRatio: 0.5, hopMs: 12.5, successRate: 0.97, bytesSent: 8.4e9, bytesReceived: 3.4e6, weights: {from: 'coordinator', fetch: null}}
         ],
         plan: {reason: '2 stages: self 0–39, c0ffeec0 40–79 (must receive 21.0 GB); ~38.3 ms/token', estimatedMsPerToken: 38.25},
         placementMatches: null, failovers: 1,
@@ -80,9 +80,9 @@ test('status prints the pipelines this node coordinates, their stages, and the l
     t.regex(stdout, /^ {9}speculative draft: 0% accepted \(0 of 48 drafted\), 1\.0 tokens per pass$/m);
     t.regex(stdout, /^ {9}plan: 2 stages: self 0–39, c0ffeec0 40–79 \(must receive 21\.0 GB\); ~38\.3 ms\/token$/m);
     t.regex(stdout, /^ {9}last failure 2026-11-25T10:00:03\.000Z beefbeefbeefbeef: the tunnel closed$/m);
-    t.regex(stdout, /^ {9}PEER {14}LAYERS {2}SHARE {2}BYTES {4}WEIGHTS SENT {12}HOP {6}SUCCESS {2}SENT {4}RECEIVED$/m);
-    t.regex(stdout, /^ {9}this node {9}0-39 {4}50% {4}21\.0 GB {2}- {23}- {8}- {8}- {7}-$/m);
-    t.regex(stdout, /^ {9}c0ffeec0ffeec0ff {2}40-79 {3}50% {4}21\.0 GB {2}40% \(8\.4 GB \/ 21\.0 GB\) {2}12\.5 ms {2}97% {6}8\.4 GB {2}3\.4 MB$/m);
+    t.regex(stdout, /^ {9}PEER {14}LAYERS {2}SHARE {2}BYTES {4}WEIGHTS {22}HOP {6}SUCCESS {2}SENT {4}RECEIVED$/m);
+    t.regex(stdout, /^ {9}this node {9}0-39 {4}50% {4}21\.0 GB {2}- {28}- {8}- {8}- {7}-$/m);
+    t.regex(stdout, /^ {9}c0ffeec0ffeec0ff {2}40-79 {3}50% {4}21\.0 GB {2}sent 40% \(8\.4 GB \/ 21\.0 GB\) {2}12\.5 ms {2}97% {6}8\.4 GB {2}3\.4 MB$/m);
     t.regex(stdout, /^pipeline qwen-72b: waiting, 0 failovers\n {9}waiting: qwen-72b is to be split over at least 2 stages, and there are 0$/m);
     t.notRegex(stdout, /waiting: qwen-72b[^\n]*\n {9}speculative/, 'a pipeline that served nothing yet has no speculation');
 });

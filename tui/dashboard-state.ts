@@ -1,3 +1,4 @@
+import type {StageWeightsView} from './text-format.js';
 import type {SpeculationSummary} from '../core/inference-types.js';
 
 /** Everything the dashboard shows: one typed state, fed by the node, rendered by pure panels. */
@@ -39,7 +40,9 @@ export interface PipelineStageView {
     hopMs: number | null,
     successRate: number | null,
     bytesSent: number,
-    bytesReceived: number
+    bytesReceived: number,
+    /** Where its weights come from, with a download's progress. */
+    weights?: StageWeightsView
 }
 
 /** A pipeline this node coordinates: the shape of `GET /api/cluster`'s entries, so the node passes them as they are. */

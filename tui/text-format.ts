@@ -28,6 +28,26 @@ export function formatTransfer(sentBytes: number, transferBytes: number) {
     return `${Math.round(fraction * 100)}% (${formatBytes(Math.min(sentBytes, transferBytes))} / ${formatBytes(transferBytes)})`;
 }
 
+/** Where a stage's weights come from (`/api/cluster`'s `weights`), with a download's progress: `source 45% (…)`. */
+export interface StageWeightsView {
+    from: 'held' | 'source' | 'coordinator',
+    fetch: {state: 'fetching' | 'done' | 'failed', doneBytes: number, totalBytes: number, stored: number, failed: number, reason: string | null} | null
+}
+
+/**
+ * A remote stage's weights in a few words: held, downloading from the model's source (its progress), or sent by this
+ * node (the share sent so far).
+ */
+export function formatWeights(weights: StageWeightsView | undefined, sentBytes: number, transferBytes: number) {
+    if (weights?.from === 'held' || (weights === undefined && transferBytes === 0))
+        return 'held';
+    const fetch = weights?.fetch ?? null;
+    if (weights?.from === 'source' && fetch !== null)
+        return fetch.state === 'fetching' ? `source ${formatTransfer(fetch.doneBytes, fetch.totalBytes)}`
+            : `source ${fetch.stored} tensors${fetch.failed > 0 ? `, ${fetch.failed} sent` : ''}`;
+    return `sent ${formatTransfer(sentBytes, transferBytes)}`;
+}
+
 /** Layers this node hosts for peers, in a few words. */
 export function formatHosting(hosting: {available: boolean, reason: string | null, sessions: number, freeBytes: number}) {
     const sessions = `${hosting.sessions} session${hosting.sessions === 1 ? '' : 's'}`;

@@ -5,7 +5,7 @@ import type {ClusterStatus, NodeStatus, PeerStatus, SpeculationStatus} from '../
 import {fetchNodeStatus, fetchNodeStatusIfKnown, type NodeAddressFlags} from '../node-client.js';
 import {clusterActive} from '../../tui/dashboard-state.js';
 import {formatBytes, shortPeerId} from '../../core/display.js';
-import {formatDuration, formatEngineBuild, formatHosting, formatLayers, formatNatAddress, formatTable, formatTransfer} from '../../tui/text-format.js';
+import {formatDuration, formatEngineBuild, formatHosting, formatLayers, formatNatAddress, formatTable, formatWeights} from '../../tui/text-format.js';
 import {addNodeAddressOptions} from './shared-options.js';
 
 function deviceText(capabilities: Capabilities) {
@@ -95,12 +95,12 @@ function clusterLines(cluster: ClusterStatus) {
         if (last)
             lines.push(indent(`last failure ${last.at} ${shortPeerId(last.peer)}: ${last.reason}`));
         if (pipeline.stages.length > 0)
-            lines.push(indent(formatTable(['PEER', 'LAYERS', 'SHARE', 'BYTES', 'WEIGHTS SENT', 'HOP', 'SUCCESS', 'SENT', 'RECEIVED'], pipeline.stages.map((stage) => [
+            lines.push(indent(formatTable(['PEER', 'LAYERS', 'SHARE', 'BYTES', 'WEIGHTS', 'HOP', 'SUCCESS', 'SENT', 'RECEIVED'], pipeline.stages.map((stage) => [
                 stage.self ? 'this node' : shortPeerId(stage.peer),
                 formatLayers(stage.layers),
                 `${Math.round(stage.loadRatio * 100)}%`,
                 formatBytes(stage.bytes),
-                stage.self ? '-' : stage.transferBytes === 0 ? 'held' : formatTransfer(stage.bytesSent, stage.transferBytes),
+                stage.self ? '-' : formatWeights(stage.weights, stage.bytesSent, stage.transferBytes),
                 stage.hopMs === null ? '-' : `${stage.hopMs.toFixed(1)} ms`,
                 stage.successRate === null ? '-' : `${Math.round(stage.successRate * 100)}%`,
                 stage.self ? '-' : formatBytes(stage.bytesSent),

@@ -6,12 +6,13 @@ import type {RpcServerFiles} from '../../engine/rpc/rpc-server-dir.js';
 import type {ShardLoadSettings} from '../../engine/engine-settings.js';
 import type {SwarmNode} from '../../swarm/swarm-node.js';
 import {planPipeline, shardCandidates} from './coordinator/pipeline-candidates.js';
-import {closeFormation, closeStage, deviceSplit, expectedPlacement, LocalDevices, openStage} from './coordinator/pipeline-formation.js';
+import {closeFormation, closeStage, deviceSplit, expectedPlacement, fetchStageLayers, LocalDevices, openStage} from './coordinator/pipeline-formation.js';
 import {describePipeline, pipelineWait} from './coordinator/pipeline-status.js';
-import type {ClusterModel, ClusterState, FailedPart, Formation, StageFailure} from './coordinator/pipeline-types.js';
+import type {ActiveStage, ClusterModel, ClusterState, FailedPart, Formation, StageFailure} from './coordinator/pipeline-types.js';
 import {StageFailures} from './coordinator/stage-failures.js';
 import {StageWatchdog} from './coordinator/stage-watchdog.js';
 import type {ShardPlan} from './shard-planner.js';
+import type {TensorDigest} from '../../core/tensor-digest.js';
 import {type ShardProtocol, ShardSessionError} from './tunnel/shard-protocol.js';
 import {shortPeerId} from '../../core/display.js';
 
@@ -89,6 +90,10 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
     private prefilling = 0;
     /** While forming: the plan's stages, and those open so far (this node's own among them). */
     private forming: {opened: number, stages: number} | undefined;
+    /** While forming: the plan and its open stages (downloading their layers, perhaps), for `/api/cluster`. */
+    private formingStages: {plan: ShardPlan, stages: ActiveStage[]} | undefined;
+    /** Download rates hosts reported for this model's layers (bytes/s), by peer: the planner's time to form. */
+    private readonly fetchRates = new LRUCache<string, number>({max: MAX_EXCLUDED_PEERS});
 
     constructor(options: ClusterCoordinatorOptions) {
         super();
@@ -198,7 +203,7 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
 
     describe() {
         return describePipeline({
-            model: this.options.model, state: this.state, reason: this.reason, formation: this.formation,
+            model: this.options.model, state: this.state, reason: this.reason, formation: this.formation ?? this.formingStages,
             peer: (peerId) => this.options.swarm.peer(peerId), placementMatches: this.placementMatches,
             failovers: this.failoverCount, failures: this.failureLog.recent,
             speculation: this.engine.getStatus().speculation[this.options.model.id]
@@ -262,6 +267,11 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
             this.forming = undefined;
             const stages = opened.flatMap((result) => result.status === 'fulfilled' ? [result.value] : []);
             const failed = opened.flatMap((result, index) => result.status === 'rejected' ? [{peerId: split.remote[index]!.peerId, error: result.reason as Error}] : []);
+            if (failed.length === 0) {
+                this.formingStages = {plan: plan.plan, stages};
+                failed.push(...await this.fetchLayers(stages));
+                this.formingStages = undefined;
+            }
             if (failed.length > 0) {
                 for (const {peerId, error} of failed) // a priced host this node cannot pay is left out, but not blamed
                     this.recordFailure({kind: 'stage', peerId}, `cannot open a shard session: ${error.message}`,
@@ -280,6 +290,36 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
             return {shard: {rpcLibraryPath: files.libraryPath, endpoints, gpuLayers: split.gpuLayers}};
         }
         throw new Error('the coordinator stopped');
+    }
+
+    /**
+     * Hosts that do not hold the model download the big tensors of their layers from its source, when it has one
+     * (docs/architecture.md, "Hosts that fetch their layers"); the formation waits for their reports. Returns the
+     * stages whose session ended meanwhile.
+     */
+    private async fetchLayers(stages: ActiveStage[]): Promise<{peerId: string, error: Error}[]> {
+        const {model} = this.options;
+        const sha256 = model.sha256();
+        if (model.source === undefined || model.tensorDigests === undefined || sha256 === null || stages.every((stage) => stage.weights.from === 'held'))
+            return [];
+        let digests: readonly TensorDigest[];
+        try {
+            digests = await model.tensorDigests();
+        } catch (error) {
+            this.emit('log', 'warn', 'cannot hash the model\'s tensors: hosts receive their layers from this node', {model: model.id, error: (error as Error).message});
+            return [];
+        }
+        const request = {model: sha256, source: model.source};
+        const results = await Promise.allSettled(stages.map(async (stage) => {
+            const outcome = await fetchStageLayers(stage, request, digests, () => this.emit('state', this.state));
+            if (outcome?.bytesPerSecond !== null && outcome?.bytesPerSecond !== undefined)
+                this.fetchRates.set(stage.peerId, outcome.bytesPerSecond);
+            if (outcome !== undefined)
+                this.emit('log', outcome.failed === 0 ? 'info' : 'warn', 'a stage downloaded its layers from the model\'s source',
+                    {model: model.id, peer: shortPeerId(stage.peerId), stored: outcome.stored, failed: outcome.failed, downloadedBytes: outcome.downloadedBytes,
+                        ...(outcome.reason !== undefined && {reason: outcome.reason})});
+        }));
+        return results.flatMap((result, index) => result.status === 'rejected' ? [{peerId: stages[index]!.peerId, error: result.reason as Error}] : []);
     }
 
     private async teardown(reason: string) {

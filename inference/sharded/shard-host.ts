@@ -2,14 +2,17 @@ import {connect} from 'node:net';
 import {join} from 'node:path';
 import {setTimeout as sleep} from 'node:timers/promises';
 import {MAX_DRAFT_TOKENS} from '../../core/inference-types.js';
-import {pruneTensorCache, RpcServerHost, type RpcServerSandboxOptions, TENSOR_CACHE_SUBDIR, tensorCacheSizes} from '../../engine/rpc/rpc-server-host.js';
-import {seedTensorCache} from '../../engine/rpc/tensor-cache-seed.js';
+import {pruneTensorCache, RpcServerHost, type RpcServerSandboxOptions, TENSOR_CACHE_SUBDIR} from '../../engine/rpc/rpc-server-host.js';
+import {HASH_THRESHOLD_BYTES, seedTensorCache} from '../../engine/rpc/tensor-cache-seed.js';
+import {removeAbandonedViews, TensorCacheView} from '../../engine/rpc/tensor-cache-view.js';
+import {fetchLayers, pruneTensorStore} from '../../engine/rpc/layer-fetch.js';
+import type {LayerFetch} from './tunnel/layer-fetch-messages.js';
 import type {RpcServerFiles} from '../../engine/rpc/rpc-server-dir.js';
 import {hostFilter, type SessionMeter} from './tunnel/rpc-filters.js';
 import {AllocationBudget} from './tunnel/rpc-guard.js';
 import {RpcViolation} from './tunnel/rpc-stream.js';
 import type {SessionRequestBody} from './tunnel/session-request.js';
-import type {HostedSession, ShardHostHandler, TunnelStream} from './tunnel/shard-protocol.js';
+import type {FetchOutcome, FetchProgress, HostedSession, ShardHostHandler, TunnelStream} from './tunnel/shard-protocol.js';
 import {pipeSocket} from './tunnel/socket-pipe.js';
 import {shortPeerId} from '../../core/display.js';
 
@@ -28,6 +31,8 @@ export function allocationLimit(bytes: number) {
 }
 /** How long an open waits for the tensor cache's seeding, within the coordinator's 30 s open timeout. */
 const SEED_WAIT_MS = 20_000;
+/** Under the cache directory: tensors downloaded from models' sources, named by SHA-256 (layer-fetch.ts). */
+export const FETCHED_SUBDIR = 'fetched';
 
 /**
  * What serves sessions: the built rpc server and the sandbox each one runs in ('off': none, for the trusted peers of a
@@ -53,6 +58,13 @@ export interface ShardHostOptions {
     modelFile?: (sha256: string) => string | undefined,
     /** How long an open waits for the seeding; defaults to `SEED_WAIT_MS`. */
     seedWaitMs?: number,
+    /**
+     * Downloads the layers a coordinator names from the model's source (docs/architecture.md, "Hosts that fetch their
+     * layers"); false: never (each fetch is answered "not fetched" and the coordinator sends the weights). Defaults to
+     * `{allowPrivateAddresses: false}`: a plain URL that resolves to a loopback or private address is refused, so a
+     * peer cannot point this node at its own network; `hf:` sources resolve against this node's own endpoint.
+     */
+    fetch?: {allowPrivateAddresses: boolean, concurrency?: number} | false,
     onLog?: (message: string, fields: Record<string, unknown>) => void
 }
 
@@ -91,7 +103,9 @@ export class ShardHost implements ShardHostHandler {
         if (request.bytes > this.freeBytes)
             throw new Error(`the stage needs ${request.bytes} bytes; this node offers ${this.freeBytes}`);
         // Counted at once, so that sessions opening together cannot share the same free bytes.
-        const server = new RpcServerHost({binaries: runtime.binaries, threads: this.options.threads, cacheDir: this.options.cacheDir,
+        // The server reads its own view of the cache: what this node seeded, and what was downloaded for this session.
+        const view = TensorCacheView.under(this.options.cacheDir);
+        const server = new RpcServerHost({binaries: runtime.binaries, threads: this.options.threads, cacheDir: view.llamaCacheDir,
             ...(runtime.sandbox !== 'off' && {sandbox: runtime.sandbox})});
         const entry = {bytes: request.bytes, server};
         this.sessions.add(entry);
@@ -100,15 +114,18 @@ export class ShardHost implements ShardHostHandler {
             if (!ended)
                 control.end(`the rpc server exited (${signal ?? code})`);
         });
-        let cached: Map<bigint, bigint>;
         try {
-            await pruneTensorCache(this.options.cacheDir, this.options.cacheMaxBytes);
-            await this.seedFromOwnCopy(request);
-            cached = await tensorCacheSizes(this.options.cacheDir);
+            await this.pruneCaches();
+            await view.prepare();
+            const seeding = await this.seedFromOwnCopy(request);
+            await view.linkSeeded();
+            // Seeded after the wait: linked for the rest of the load (the coordinator sends what it asks before that).
+            void seeding?.seeding.then(() => ended ? undefined : view.linkSeeded()).catch(() => undefined);
             await server.start();
         } catch (error) {
             this.sessions.delete(entry);
             await server.stop();
+            await view.dispose();
             throw error;
         }
         this.options.onLog?.('hosting layers for a peer', {peer: shortPeerId(peerId), model: request.model.id, layers: request.layers, bytes: request.bytes,
@@ -120,7 +137,7 @@ export class ShardHost implements ShardHostHandler {
             connect: (stream: TunnelStream) => {
                 const socket = connect(server.connectOptions!);
                 // The coordinator's bytes are checked before the server sees them; its replies pass unchanged.
-                pipeSocket(socket, stream, hostFilter({maxPayloadBytes: request.bytes + PAYLOAD_SLACK_BYTES, budget, meter, cachedTensorBytes: (hash) => cached.get(hash),
+                pipeSocket(socket, stream, hostFilter({maxPayloadBytes: request.bytes + PAYLOAD_SLACK_BYTES, budget, meter, cachedTensorBytes: (hash) => view.cachedBytes(hash),
                     maxGraphTokens: request.sequences * (1 + MAX_DRAFT_TOKENS)}), (reason, refused) => {
                     if (refused !== undefined) {
                         // Bytes that break the RPC protocol: the server never saw them, and the session ends here.
@@ -133,25 +150,83 @@ export class ShardHost implements ShardHostHandler {
             },
             graphComputes: () => meter.graphComputes,
             graphTokens: () => meter.graphTokens,
+            fetch: async (fetch, onProgress, signal) => {
+                if (fetch.model !== request.model.sha256)
+                    return notFetched(fetch, 'the fetch names another model file than the session');
+                const outcome = await this.download(peerId, fetch, request.bytes, onProgress, signal);
+                for (const tensor of outcome.stored)
+                    await view.add(tensor.path, tensor.fnv);
+                return outcome.report;
+            },
             end: (reason: string) => {
                 ended = true;
                 this.sessions.delete(entry);
-                void server.stop();
+                void server.stop().then(() => view.dispose());
                 this.options.onLog?.('stopped hosting layers for a peer', {peer: shortPeerId(peerId), reason});
             }
         };
     }
 
+    /** A spare's fetch: the tensors wait in the store for a session that may come after a failure. */
+    async prefetch(peerId: string, fetch: LayerFetch, onProgress: (progress: FetchProgress) => void, signal: AbortSignal): Promise<FetchOutcome> {
+        const runtime = this.options.runtime();
+        if (typeof runtime === 'string')
+            return notFetched(fetch, `this node cannot host layers: ${runtime}`);
+        await this.pruneCaches();
+        return (await this.download(peerId, fetch, this.options.cacheMaxBytes, onProgress, signal)).report;
+    }
+
+    /**
+     * Downloads a fetch's tensors into the store (at most `maxBytes` of them: a session's own bytes, or the cache's
+     * size for a spare). A node that holds the model seeds from its own copy instead, and tensors at or under
+     * ggml-rpc's hash threshold would be sent anyway: neither is downloaded.
+     */
+    private async download(peerId: string, fetch: LayerFetch, maxBytes: number, onProgress: (progress: FetchProgress) => void, signal: AbortSignal) {
+        const fields = {peer: shortPeerId(peerId), layers: fetch.layers, tensors: fetch.tensors.length};
+        const refused = (reason: string) => ({stored: [], report: notFetched(fetch, reason)});
+        if (this.options.fetch === false)
+            return refused('this node does not download layers (--fetch-layers off)');
+        if (this.options.modelFile?.(fetch.model) !== undefined)
+            return refused('this node holds the model file: it seeds its cache from its own copy');
+        const total = fetch.tensors.reduce((sum, tensor) => sum + tensor.bytes, 0);
+        if (total > maxBytes)
+            return refused(`the fetch asks for ${total} bytes; this node keeps at most ${maxBytes} for it`);
+        if (fetch.tensors.some((tensor) => tensor.bytes <= HASH_THRESHOLD_BYTES))
+            return refused(`tensors of ${HASH_THRESHOLD_BYTES} bytes or less are sent whole by ggml-rpc: they are not fetched`);
+        const {allowPrivateAddresses = false, concurrency} = this.options.fetch ?? {};
+        this.options.onLog?.('downloading layers from the model\'s source', {...fields, source: fetch.source, bytes: total});
+        const outcome = await fetchLayers({source: fetch.source, tensors: fetch.tensors, storeDir: join(this.options.cacheDir, FETCHED_SUBDIR),
+            allowPrivateAddresses, ...(concurrency !== undefined && {concurrency}), signal,
+            onProgress: ({doneBytes, totalBytes}) => onProgress({doneBytes, totalBytes})});
+        const reason = outcome.failed.length === 0 ? undefined
+            : `${outcome.failed.length} tensor(s) not fetched: ${outcome.failed.slice(0, 3).map((failure) => `${failure.digest.name}: ${failure.reason}`).join('; ')}`;
+        this.options.onLog?.('downloaded layers from the model\'s source', {...fields, stored: outcome.stored.length, failed: outcome.failed.length,
+            downloadedBytes: outcome.downloadedBytes, elapsedMs: outcome.elapsedMs, ...(reason !== undefined && {reason})});
+        return {
+            stored: outcome.stored,
+            report: {stored: outcome.stored.length, failed: outcome.failed.length, downloadedBytes: outcome.downloadedBytes,
+                bytesPerSecond: outcome.bytesPerSecond, ...(reason !== undefined && {reason: reason.slice(0, 512)})} satisfies FetchOutcome
+        };
+    }
+
+    /** Seeded and downloaded tensors together stay within the cache's limit, least recently used first; abandoned views go. */
+    private async pruneCaches() {
+        await removeAbandonedViews(this.options.cacheDir);
+        const seeded = await pruneTensorCache(this.options.cacheDir, this.options.cacheMaxBytes);
+        await pruneTensorStore(join(this.options.cacheDir, FETCHED_SUBDIR), Math.max(0, this.options.cacheMaxBytes - seeded.keptBytes));
+    }
+
     /**
      * When this node holds the model, the stage's big tensors go into the cache from its own file, not over the
      * network. Waits at most `SEED_WAIT_MS` (the coordinator gives up on an open after 30 s): the rest is seeded in
-     * the background, for the tensors the coordinator has not offered yet and for the next load.
+     * the background, for the tensors the coordinator has not offered yet and for the next load. Returns the
+     * seeding (wrapped: an async function would wait for it), or undefined when there is none.
      */
     private async seedFromOwnCopy(request: SessionRequestBody) {
         const {sha256} = request.model;
         const ownCopy = sha256 === null ? undefined : this.options.modelFile?.(sha256);
         if (sha256 === null || ownCopy === undefined)
-            return;
+            return undefined;
         const fields = {model: request.model.id, layers: request.layers};
         const seeding = seedTensorCache(ownCopy, join(this.options.cacheDir, TENSOR_CACHE_SUBDIR),
             {layers: request.layers, sha256, maxBytes: this.options.cacheMaxBytes}).then(
@@ -165,10 +240,16 @@ export class ShardHost implements ShardHostHandler {
         seeded.abort(); // ends the wait once seeding finished first
         if (!waited)
             this.options.onLog?.('still seeding the tensor cache; the session starts meanwhile (the tensors not seeded yet are sent)', fields);
+        return {seeding};
     }
 
     async stop() {
         await Promise.all([...this.sessions].map(({server}) => server.stop()));
         this.sessions.clear();
     }
+}
+
+/** A fetch answered without downloading: every tensor comes through the coordinator. */
+function notFetched(fetch: LayerFetch, reason: string): FetchOutcome {
+    return {stored: 0, failed: fetch.tensors.length, downloadedBytes: 0, bytesPerSecond: null, reason};
 }

@@ -1,7 +1,7 @@
 import {Text} from 'ink';
 import {clusterActive, type DashboardState, type PipelineView} from '../dashboard-state.js';
 import {formatBytes} from '../../core/display.js';
-import {alignColumns, formatHosting, formatLayers, formatSpeculation, formatTransfer} from '../text-format.js';
+import {alignColumns, formatHosting, formatLayers, formatSpeculation, formatWeights} from '../text-format.js';
 import {layerBar, stageLetter} from '../text-graphics.js';
 import {Panel} from './panel.js';
 
@@ -13,8 +13,8 @@ function stageRows(pipeline: PipelineView) {
         // This node's own layers travel over no tunnel: it has no hop, success rate or traffic.
         if (stage.self)
             return placement;
-        if (pipeline.state === 'loading' && stage.transferBytes > 0)
-            return [...placement, `weights ${formatTransfer(stage.bytesSent, stage.transferBytes)}`];
+        if ((pipeline.state === 'loading' || pipeline.state === 'forming') && stage.transferBytes > 0)
+            return [...placement, `weights ${formatWeights(stage.weights, stage.bytesSent, stage.transferBytes)}`];
         return [...placement, stage.hopMs === null ? 'hop -' : `hop ${stage.hopMs.toFixed(1)}ms`,
             stage.successRate === null ? 'ok -' : `ok ${Math.round(stage.successRate * 100)}%`,
             `↑${formatBytes(stage.bytesSent)} ↓${formatBytes(stage.bytesReceived)}`];

@@ -3,10 +3,12 @@ import {RpcServerHost} from '../../../engine/rpc/rpc-server-host.js';
 import {layerSplit} from '../layer-split.js';
 import type {ShardPlan} from '../shard-planner.js';
 import {coordinatorFilter} from '../tunnel/rpc-filters.js';
-import type {ShardProtocol} from '../tunnel/shard-protocol.js';
+import type {FetchRequest, ShardProtocol} from '../tunnel/shard-protocol.js';
+import type {TensorDigest} from '../../../core/tensor-digest.js';
+import {digestsOfLayers} from '../../../engine/tensor-digests.js';
 import {SocketStream} from '../tunnel/socket-pipe.js';
 import {TunnelEndpoint} from '../tunnel/tunnel-endpoint.js';
-import type {ActiveStage, ClusterModel, Formation, LocalDevice} from './pipeline-types.js';
+import type {ActiveStage, ClusterModel, Formation, LocalDevice, StageWeights} from './pipeline-types.js';
 
 /** Forming a pipeline from a plan: the hosts' sessions, this node's own devices, and where llama.cpp should put each layer. */
 
@@ -53,7 +55,55 @@ export async function openStage({shards, model, stage, reportedBytes, sequences,
         createFilter: () => coordinatorFilter({reportMemory: {free: reportedBytes, total: reportedBytes}})
     }, (reason) => onLost(`the stage closed its stream: ${reason}`));
     session.on('ended', (reason) => onLost(`the host ended the session: ${reason}`));
-    return {peerId: stage.peerId, firstLayer: stage.firstLayer!, lastLayer: stage.lastLayer!, transferBytes: stage.transferBytes, session, endpoint};
+    return {peerId: stage.peerId, firstLayer: stage.firstLayer!, lastLayer: stage.lastLayer!, transferBytes: stage.transferBytes, session, endpoint,
+        weights: {from: stage.transferBytes === 0 ? 'held' : 'coordinator'}};
+}
+
+/** How long a download may go without progress before the formation goes on without it (its tensors then come from this node). */
+const FETCH_STALL_MS = 60_000;
+
+/**
+ * Has a stage's host download the big tensors of its layers from the model's source (docs/architecture.md, "Hosts
+ * that fetch their layers"), and waits for its report: the tensors it did not store are sent by this node at load, as
+ * before. Resolves when the download is over or made no progress for `FETCH_STALL_MS`; rejects when the session ends.
+ */
+export async function fetchStageLayers(stage: ActiveStage, request: Omit<FetchRequest, 'layers' | 'tensors'>, digests: readonly TensorDigest[],
+    onChange: () => void, stallMs = FETCH_STALL_MS) {
+    const tensors = digestsOfLayers(digests, [stage.firstLayer, stage.lastLayer]);
+    if (tensors.length === 0 || stage.weights.from === 'held')
+        return;
+    const fetch = {state: 'fetching' as const, doneBytes: 0, totalBytes: tensors.reduce((sum, tensor) => sum + tensor.bytes, 0), stored: 0, failed: 0, reason: null};
+    const weights: StageWeights = {from: 'source', fetch};
+    stage.weights = weights;
+    onChange();
+    let stalled: (() => void) | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const watch = () => {
+        clearTimeout(timer);
+        timer = setTimeout(() => stalled?.(), stallMs);
+    };
+    watch();
+    try {
+        const outcome = await Promise.race([
+            stage.session.fetch({...request, layers: [stage.firstLayer, stage.lastLayer], tensors}, ({doneBytes, totalBytes}) => {
+                weights.fetch = {...weights.fetch!, doneBytes, totalBytes};
+                watch();
+            }),
+            new Promise<undefined>((resolve) => {
+                stalled = () => resolve(undefined);
+            })
+        ]);
+        weights.fetch = outcome === undefined
+            ? {...weights.fetch!, state: 'failed', reason: `no progress for ${stallMs / 1000} s: the rest comes from this node`}
+            : {...weights.fetch!, state: outcome.stored > 0 ? 'done' : 'failed', doneBytes: outcome.failed === 0 ? weights.fetch!.totalBytes : weights.fetch!.doneBytes,
+                stored: outcome.stored, failed: outcome.failed, reason: outcome.reason ?? null};
+        if (outcome !== undefined && outcome.stored === 0)
+            stage.weights = {from: 'coordinator', fetch: weights.fetch};
+        return outcome;
+    } finally {
+        clearTimeout(timer);
+        onChange();
+    }
 }
 
 export async function closeStage(stage: ActiveStage, reason: string) {

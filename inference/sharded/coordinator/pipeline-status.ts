@@ -7,7 +7,8 @@ export interface PipelineStatusSources {
     state: ClusterState,
     /** Why the pipeline is not ready, while waiting. */
     reason: string | undefined,
-    formation: Formation | undefined,
+    /** The running formation, or the one forming (its stages open, downloading their layers perhaps). */
+    formation: Pick<Formation, 'plan' | 'stages'> | undefined,
     peer: (peerId: string) => PeerState | undefined,
     placementMatches: boolean | null,
     failovers: number,
@@ -40,7 +41,9 @@ export function describePipeline({model, state, reason, formation, peer, placeme
             hopMs: active === undefined ? null : active.endpoint.stall.medianMs,
             successRate: planned.self ? null : servedRatio(peer(planned.peerId)),
             bytesSent: active?.endpoint.bytesToStage ?? 0,
-            bytesReceived: active?.endpoint.bytesFromStage ?? 0
+            bytesReceived: active?.endpoint.bytesFromStage ?? 0,
+            weights: planned.self ? {from: 'held' as const, fetch: null} : {from: active?.weights.from ?? (planned.transferBytes === 0 ? 'held' as const : 'coordinator' as const),
+                fetch: active?.weights.fetch ?? null}
         };
     }) ?? [];
     return {

@@ -1,3 +1,4 @@
+import type {ModelSourceRef, TensorDigest} from '../../../core/tensor-digest.js';
 import type {ModelShape, ShardPlan} from '../shard-planner.js';
 import type {CoordinatorSession} from '../tunnel/shard-protocol.js';
 import type {TunnelEndpoint} from '../tunnel/tunnel-endpoint.js';
@@ -15,7 +16,22 @@ export interface ClusterModel {
     sizeBytes: number,
     /** The file's SHA-256 once hashed (large files take a while), so hosts that hold it are preferred and seed their caches. */
     sha256: () => string | null,
-    shape: ModelShape
+    shape: ModelShape,
+    /**
+     * Where the file can be downloaded from (an `hf:` reference or a URL it was loaded from), so hosts fetch their
+     * layers there rather than through this node; defaults to none.
+     */
+    source?: ModelSourceRef,
+    /** The SHA-256 of each big tensor of the file, computed once from this node's copy and cached (needed with `source`). */
+    tensorDigests?: () => Promise<readonly TensorDigest[]>
+}
+
+/** How a stage's host came by its weights in the running (or forming) plan, for `/api/cluster`. */
+export interface StageWeights {
+    /** `held`: it holds the file; `source`: it downloads the big tensors from the model's source; `coordinator`: it receives them from this node. */
+    from: 'held' | 'source' | 'coordinator',
+    /** While or after a download: its progress and outcome. */
+    fetch?: {state: 'fetching' | 'done' | 'failed', doneBytes: number, totalBytes: number, stored: number, failed: number, reason: string | null}
 }
 
 export interface StageFailure {
@@ -31,7 +47,8 @@ export interface ActiveStage {
     lastLayer: number,
     transferBytes: number,
     session: CoordinatorSession,
-    endpoint: TunnelEndpoint
+    endpoint: TunnelEndpoint,
+    weights: StageWeights
 }
 
 /** This node's own devices: its layers (first) and the output layer (last), each a local rpc server. */

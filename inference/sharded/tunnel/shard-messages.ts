@@ -4,10 +4,13 @@ import {defineChannel} from '../../../swarm/channel/channel-spec.js';
 import {ProtocolViolation} from '../../../swarm/channel/errors.js';
 import {wireVoucherSchema} from '../../remote/jobs/job-payments.js';
 import {signedSessionRequestSchema} from './session-request.js';
+import {layerFetchSchema} from './layer-fetch-messages.js';
 
 /** The shard tunnel's channel on a peer's mux (docs/peer-protocol.md, "Shard channel"). */
-export const SHARD_PROTOCOL = 'strongdoge/shard/2';
+export const SHARD_PROTOCOL = 'strongdoge/shard/3';
 
+/** A fetch frame: up to MAX_FETCH_TENSORS entries of about 150 bytes each. */
+export const MAX_LAYER_FETCH_BYTES = 1024 * 1024;
 /** Control frames are small JSON objects. */
 export const MAX_SHARD_CONTROL_BYTES = 4 * 1024;
 /** Stream data frames carry at most this many bytes each: big writes are cut so other channels keep flowing. */
@@ -38,7 +41,15 @@ export const shardControlSchema = z.discriminatedUnion('type', [
     z.object({type: z.literal('ended'), session: id, reason: z.string().max(512)}).strict(),
     z.object({type: z.literal('closed'), stream: id, reason: z.string().max(512)}).strict(),
     /** The host checked receipt `sequence` of the session and countersigned it: both sides log it. */
-    z.object({type: z.literal('countersigned'), session: id, sequence: z.number().int().min(1).max(2 ** 50), hostSignature: z.string().regex(/^[0-9a-f]{128}$/)}).strict()
+    z.object({type: z.literal('countersigned'), session: id, sequence: z.number().int().min(1).max(2 ** 50), hostSignature: z.string().regex(/^[0-9a-f]{128}$/)}).strict(),
+    /** How far the host's download of a `fetch` (layer-fetch-messages.ts) has come. */
+    z.object({type: z.literal('fetchProgress'), fetch: id, doneBytes: z.number().int().min(0).max(2 ** 50), totalBytes: z.number().int().min(0).max(2 ** 50)}).strict(),
+    /**
+     * The fetch is over: `stored` tensors are in this host's cache for the session (downloaded, or there before),
+     * `failed` are not (the coordinator sends those as before); `reason` says why when any failed or none was tried.
+     */
+    z.object({type: z.literal('fetched'), fetch: id, stored: z.number().int().min(0).max(65_536), failed: z.number().int().min(0).max(65_536),
+        downloadedBytes: z.number().int().min(0).max(2 ** 50), bytesPerSecond: z.number().min(0).max(2 ** 50).nullable(), reason: z.string().max(512).optional()}).strict()
 ]);
 
 export type ShardControl = z.infer<typeof shardControlSchema>;
@@ -73,6 +84,8 @@ export const SHARD_CHANNEL = defineChannel({
         /** Data for streams the receiver hosts. */
         toHost: {...dataFrame, rates: []},
         /** Data for streams the receiver opened as coordinator. */
-        toCoordinator: {...dataFrame, rates: []}
+        toCoordinator: {...dataFrame, rates: []},
+        /** A coordinator's list of tensors for the host to download from the model's source: too long for a control frame. */
+        fetch: {what: 'layer fetch frame', maxBytes: MAX_LAYER_FETCH_BYTES, rates: ['controlFrames'], schema: layerFetchSchema}
     }
 });

@@ -14,6 +14,7 @@ import type {JobPayment, WireVoucher} from '../../remote/jobs/job-payments.js';
 import {encodeData, MAX_SHARD_DATA_BYTES, SHARD_CHANNEL, type ShardControl, type ShardData} from './shard-messages.js';
 import {shortPeerId} from '../../../core/display.js';
 import {type SessionRequestBody, sessionRequestProblem, signSessionRequest} from './session-request.js';
+import type {LayerFetch} from './layer-fetch-messages.js';
 import {PAYMENT_WINDOW_TOKENS_PER_SEQUENCE, paymentWindowTokens, shardPaymentKey, type ShardPayments} from './shard-payments.js';
 
 /**
@@ -50,13 +51,43 @@ export interface HostedSession {
      * Tokens those graphs computed (each graph's batch: a pass of several sequences, or of drafted tokens, counts
      * them all): each generated token passes each stage at least once, so this bounds the tokens receipts may claim.
      */
-    graphTokens(): number
+    graphTokens(): number,
+    /**
+     * Downloads the tensors of a `fetch` from the model's source into the cache this session's server reads
+     * (docs/architecture.md, "Hosts that fetch their layers"); resolves with the outcome, which is never an error:
+     * the tensors not stored are sent by the coordinator as before. Absent: every fetch is answered "not fetched".
+     */
+    fetch?(fetch: LayerFetch, onProgress: (progress: FetchProgress) => void, signal: AbortSignal): Promise<FetchOutcome>
+}
+
+/** How far a fetch has come. */
+export interface FetchProgress {
+    doneBytes: number,
+    totalBytes: number
+}
+
+/** A fetch's end, as the host reports it in `fetched`. */
+export interface FetchOutcome {
+    stored: number,
+    failed: number,
+    downloadedBytes: number,
+    /** The download rate measured, null when nothing was downloaded. */
+    bytesPerSecond: number | null,
+    reason?: string
 }
 
 export interface ShardHostHandler {
     /** A peer asks this node to host layers: resolve with the session, or reject with the reason for refusing. */
-    open(peerId: string, request: SessionRequestBody, session: {end(reason: string): void}): Promise<HostedSession>
+    open(peerId: string, request: SessionRequestBody, session: {end(reason: string): void}): Promise<HostedSession>,
+    /**
+     * A spare's fetch (`session` null): download the tensors into this node's cache for a session that may come after
+     * a failure. Absent: spares' fetches are answered "not fetched".
+     */
+    prefetch?(peerId: string, fetch: LayerFetch, onProgress: (progress: FetchProgress) => void, signal: AbortSignal): Promise<FetchOutcome>
 }
+
+/** What a coordinator asks a host to download: a fetch frame less the ids the channel adds. */
+export type FetchRequest = Omit<LayerFetch, 'fetch' | 'session'>;
 
 export interface ShardProtocolOptions {
     /** This node: it signs the session requests it sends, and countersigns the receipts of sessions it hosts. */
@@ -88,6 +119,8 @@ export interface ShardProtocolOptions {
     maxSessionsPerPeer?: number,
     /** Streams one session may have open at once; defaults to 8 (ggml-rpc keeps one per device). */
     maxStreamsPerSession?: number,
+    /** Fetches one peer may have running on this host at once, spares' included; defaults to 4. */
+    maxFetchesPerPeer?: number,
     /** Control frames per second from one peer; defaults to 200, bursts of 5 s' worth (1,000). */
     controlFramesPerSecond?: number
 }
@@ -98,6 +131,7 @@ export const shardProtocolDefaults = {
     openTimeoutMs: 30_000,
     maxSessionsPerPeer: 2,
     maxStreamsPerSession: 8,
+    maxFetchesPerPeer: 4,
     controlFramesPerSecond: controlFrames.perSecond
 };
 
@@ -188,6 +222,16 @@ export class CoordinatorSession extends EventEmitter<{ended: [reason: string]}> 
     }
 
     /**
+     * Asks the host to download tensors of its layers from the model's source into this session's cache; resolves
+     * with its report once it is done, rejects when the session ends first.
+     */
+    fetch(request: FetchRequest, onProgress?: (progress: FetchProgress) => void): Promise<FetchOutcome> {
+        if (this.ended)
+            return Promise.reject(new ShardSessionError('ended', 'the shard session has ended'));
+        return this.channel.sendFetch(this.id, request, onProgress);
+    }
+
+    /**
      * Gives the host a signed receipt for the `tokens` its layers helped generate for a request (the next of the
      * session); the host countersigns it and sends it back (`onShardConsumed`). None for no token.
      */
@@ -223,8 +267,13 @@ interface HostedState {
     /** The server's passes when the last receipt was countersigned: a priced session runs only so far ahead of its receipts. */
     computesAtReceipt: number,
     /** Checks a priced session's passes against its receipts while it is served. */
-    unpaidWatch: NodeJS.Timeout | undefined
+    unpaidWatch: NodeJS.Timeout | undefined,
+    /** Its fetches running: they stop when it ends. */
+    fetches: Set<AbortController>
 }
+
+/** How often a host reports a fetch's progress, at most. */
+const FETCH_PROGRESS_MS = 500;
 
 /** The shard channel of one peer connection: this node's sessions on the peer and the peer's sessions here. */
 class ShardChannel {
@@ -237,6 +286,12 @@ class ShardChannel {
     private readonly hostedStreams = new Map<number, ChannelStream>();
     /** Receipts sent, by `<session>:<sequence>`, until their countersignatures come. */
     private readonly pendingReceipts = new LRUCache<string, ShardReceipt>({max: PENDING_RECEIPTS});
+    /** Coordinator: fetches sent, until their `fetched`; each with the session it is for (0 for a spare's). */
+    private readonly outgoingFetches = new Map<number, {session: number, progress: ((progress: FetchProgress) => void) | undefined,
+        done: (outcome: FetchOutcome | Error) => void}>();
+    /** Host: the peer's fetches running here, by id. */
+    private readonly hostedFetches = new Map<number, AbortController>();
+    private nextFetchId = 1;
     private nextSessionId = 1;
     private nextStreamId = 1;
     closed = false;
@@ -247,7 +302,8 @@ class ShardChannel {
             messages: {
                 control: (message) => this.receiveControl(message),
                 toHost: (data) => this.receiveData(data, this.hostedStreams),
-                toCoordinator: (data) => this.receiveData(data, this.outgoingStreams)
+                toCoordinator: (data) => this.receiveData(data, this.outgoingStreams),
+                fetch: (message) => this.receiveFetch(message)
             },
             onclose: () => this.shutDown('the peer connection closed'),
             ondrain: () => {
@@ -326,6 +382,11 @@ class ShardChannel {
         for (const stream of entry.streams.values())
             stream.finish(reason, false);
         entry.ready(error ?? new ShardSessionError('ended', reason));
+        for (const [fetchId, fetch] of this.outgoingFetches)
+            if (fetch.session === sessionId) {
+                this.outgoingFetches.delete(fetchId);
+                fetch.done(new ShardSessionError('ended', reason));
+            }
         entry.session.ended = true;
         entry.session.endedHere = tell;
         entry.session.emit('ended', reason);
@@ -362,6 +423,8 @@ class ShardChannel {
             void state.receipts.then(() => this.releaseHold(state));
         for (const stream of state.streams)
             stream.finish(reason, false);
+        for (const fetch of state.fetches)
+            fetch.abort();
         state.session?.end(reason);
         if (tell && !this.closed)
             this.sendControl({type: 'ended', session: sessionId, reason});
@@ -399,7 +462,66 @@ class ShardChannel {
             case 'closed':
                 this.outgoingStreams.get(message.stream)?.finish(message.reason, false);
                 return;
+            case 'fetchProgress':
+                this.outgoingFetches.get(message.fetch)?.progress?.({doneBytes: message.doneBytes, totalBytes: message.totalBytes});
+                return;
+            case 'fetched': {
+                const fetch = this.outgoingFetches.get(message.fetch);
+                this.outgoingFetches.delete(message.fetch);
+                const {stored, failed, downloadedBytes, bytesPerSecond, reason} = message;
+                fetch?.done({stored, failed, downloadedBytes, bytesPerSecond, ...(reason !== undefined && {reason})});
+                return;
+            }
         }
+    }
+
+    /** Coordinator: sends a fetch for a session (or, with 0, a spare's) and resolves with the host's report. */
+    sendFetch(session: number, request: FetchRequest, onProgress?: (progress: FetchProgress) => void): Promise<FetchOutcome> {
+        if (this.closed)
+            return Promise.reject(new ShardSessionError('disconnected', 'the peer connection closed'));
+        const fetch = this.nextFetchId++;
+        const outcome = new Promise<FetchOutcome>((resolve, reject) => {
+            this.outgoingFetches.set(fetch, {session, progress: onProgress, done: (result) => result instanceof Error ? reject(result) : resolve(result)});
+        });
+        this.channel.send('fetch', {...request, fetch, session: session === 0 ? null : session});
+        return outcome;
+    }
+
+    /**
+     * Host: a coordinator's fetch, for one of its ready sessions or a spare's (null). A fetch id used twice is a
+     * violation; one for a session that is not ready here, or beyond the peer's share, is answered "not fetched".
+     */
+    private receiveFetch(message: LayerFetch) {
+        if (this.hostedFetches.has(message.fetch))
+            throw new ProtocolViolation(`layer fetch ${message.fetch} sent twice`);
+        const notFetched = (reason: string) => this.sendControl({type: 'fetched', fetch: message.fetch, stored: 0, failed: message.tensors.length,
+            downloadedBytes: 0, bytesPerSecond: null, reason: reason.slice(0, 512)});
+        const state = message.session === null ? undefined : this.hosted.get(message.session);
+        const run = message.session === null ? this.options.host?.prefetch?.bind(this.options.host, this.peer.peerId) : state?.session?.fetch?.bind(state.session);
+        if (message.session !== null && state?.session === undefined)
+            return notFetched('no such session');
+        if (run === undefined)
+            return notFetched('this node does not fetch layers from a model\'s source');
+        if (this.hostedFetches.size >= this.options.maxFetchesPerPeer)
+            return notFetched(`at most ${this.options.maxFetchesPerPeer} fetches per peer at once`);
+        const controller = new AbortController();
+        this.hostedFetches.set(message.fetch, controller);
+        state?.fetches.add(controller);
+        let reportedAt = 0;
+        const onProgress = ({doneBytes, totalBytes}: FetchProgress) => {
+            if (Date.now() - reportedAt < FETCH_PROGRESS_MS || this.closed || controller.signal.aborted)
+                return;
+            reportedAt = Date.now();
+            this.sendControl({type: 'fetchProgress', fetch: message.fetch, doneBytes, totalBytes});
+        };
+        run(message, onProgress, controller.signal).catch((error: Error) => ({stored: 0, failed: message.tensors.length, downloadedBytes: 0,
+            bytesPerSecond: null, reason: error.message} satisfies FetchOutcome)).then((outcome) => {
+            this.hostedFetches.delete(message.fetch);
+            state?.fetches.delete(controller);
+            if (this.closed || controller.signal.aborted)
+                return;
+            this.sendControl({type: 'fetched', fetch: message.fetch, ...outcome, ...(outcome.reason !== undefined && {reason: outcome.reason.slice(0, 512)})});
+        });
     }
 
     private openHosted(message: Extract<ShardControl, {type: 'open'}>) {
@@ -426,7 +548,7 @@ class ShardChannel {
         }
         this.seenSessions.set(request.session, true);
         const state: HostedState = {request, session: undefined, nextSequence: 1, tokens: 0, streams: new Set(), ended: false, payment,
-            receipts: Promise.resolve(), queuedReceipts: 0, computesAtReceipt: 0, unpaidWatch: undefined};
+            receipts: Promise.resolve(), queuedReceipts: 0, computesAtReceipt: 0, unpaidWatch: undefined, fetches: new Set()};
         this.hosted.set(message.session, state);
         const open = async () => {
             // A priced session's first window is held on the channel before anything starts (a coordinator owing vouchers gets none).
@@ -757,6 +879,12 @@ class ShardChannel {
             this.endOutgoing(id, reason, false, new ShardSessionError('disconnected', reason));
         for (const id of [...this.hosted.keys()])
             this.endHosted(id, reason, false);
+        for (const fetch of this.hostedFetches.values())
+            fetch.abort();
+        this.hostedFetches.clear();
+        for (const fetch of this.outgoingFetches.values())
+            fetch.done(new ShardSessionError('disconnected', reason));
+        this.outgoingFetches.clear();
     }
 }
 
@@ -783,6 +911,17 @@ export class ShardProtocol implements PeerProtocol {
             if (this.channels.get(peer.peerId) === channel)
                 this.channels.delete(peer.peerId);
         });
+    }
+
+    /**
+     * Asks a peer to download layers into its cache without a session (a spare, ready to replace a stage without a
+     * transfer); resolves with its report.
+     */
+    prefetch(peerId: string, request: FetchRequest, onProgress?: (progress: FetchProgress) => void): Promise<FetchOutcome> {
+        const channel = this.channels.get(peerId);
+        if (channel === undefined)
+            return Promise.reject(new ShardSessionError('disconnected', `peer ${shortPeerId(peerId)} is not connected`));
+        return channel.sendFetch(0, request, onProgress);
     }
 
     /** Asks a peer to host a stage; resolves once its rpc server is ready. */
