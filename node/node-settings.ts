@@ -123,6 +123,8 @@ export const nodeSettingDeclarations = {
         description: 'split a model over peers\' layer shards: auto when it does not fit this node', note: 'split a model over peers\' layer shards'}),
     maxStages: setting(integer(2, 16), {default: 4, argument: '<n>', description: 'most stages in a pipeline, this node included',
         note: 'per pipeline, this node included'}),
+    spareStages: setting(integer(0, 8), {default: 0, argument: '<n>', description: 'hosts outside a pipeline that download a stage\'s layers ahead, so a failover needs no transfer',
+        note: 'per pipeline: ready spares for failover'}),
     memoryLimit: setting(byteSize, {defaultText: 'what is free', argument: '<bytes>', description: 'memory this node uses for models, e.g. 8G',
         note: 'memory for models here, e.g. `8G`'}),
     maxShardMemory: setting(byteSize, {defaultText: 'half of what is free', argument: '<bytes>',

@@ -266,6 +266,12 @@ export const pipelineStatusSchema = z.object({
     placementMatches: z.boolean().nullable(),
     failovers: count,
     failures: z.array(z.object({peer: z.string(), reason: z.string(), at: z.iso.datetime()})),
+    /**
+     * Hosts outside the plan that hold or download a stage's layers ahead (`--spare-stages`), so a failover needs no
+     * transfer: the stage's host each would replace, and how far its download has come.
+     */
+    spares: z.array(z.object({peer: nodeId, replaces: nodeId, layers: z.tuple([count, count]), state: z.enum(['fetching', 'ready', 'failed']),
+        doneBytes: count, totalBytes: count, reason: z.string().nullable()})),
     /** The coordinator's speculative decoding through the pipeline: one pass is one round trip per remote stage. */
     speculation: speculationSchema
 });

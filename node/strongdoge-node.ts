@@ -144,7 +144,7 @@ export class StrongdogeNode {
             maxQueue: settings.maxQueue
         });
         this.capabilities = new NodeCapabilities({engine: this.engine, models, dataDir: settings.dataDir, price: settings.price, maxJobTokens: settings.maxJobTokens,
-            shardHost: () => this.shardHost?.available ? {freeBytes: this.shardHost.freeBytes} : null,
+            shardHost: () => this.shardHost?.available ? {freeBytes: this.shardHost.freeBytes, ...(this.shardHost.fetchOffer && {fetch: this.shardHost.fetchOffer})} : null,
             pipelines: () => this.clusters.map((cluster) => ({model: cluster.modelId, state: cluster.currentState}))});
         if (!settings.offline) {
             this.swarm = new SwarmNode({
@@ -299,6 +299,7 @@ export class StrongdogeNode {
                 rpcFiles: () => this.rpcFiles && {libraryPath: this.rpcFiles.coordinator.libraryPath, serverPath: this.rpcFiles.host.serverPath},
                 self: {id: this.identity.id, freeMemoryBytes: settings.memoryLimit ?? freemem(), tflops: () => this.capabilities.current().compute.measuredTflops},
                 maxStages: settings.maxStages,
+                spareStages: settings.spareStages,
                 forceSplit: settings.shard === 'always',
                 engine: {threads: settings.threads, parallelSequences: settings.parallel, contextSize: settings.contextSize, maxQueue: settings.maxQueue,
                     flashAttention: settings.flashAttention, speculative: settings.speculative, draftTokens: {min: settings.draftMin, max: settings.draftMax}}

@@ -46,7 +46,14 @@ export const capabilitiesSchema = z.object({
     }),
     models: z.array(modelOfferSchema).max(256),
     /** What this node offers to host layer shards for peers; null or absent when it hosts none. */
-    shardHost: z.object({freeBytes: bytes}).nullable().optional(),
+    shardHost: z.object({
+        freeBytes: bytes,
+        /**
+         * It downloads the layers a coordinator names from the model's source (docs/architecture.md, "Hosts that fetch
+         * their layers"), at this rate when it has measured one (bytes/s); absent: it only receives them.
+         */
+        fetch: z.object({bytesPerSecond: z.number().positive().max(2 ** 40).nullable()}).optional()
+    }).nullable().optional(),
     /** Layer ranges already held for sharding. */
     shards: z.array(z.object({model: shortText, firstLayer: count, lastLayer: count})).max(1024),
     load: z.object({active: count, queued: count}),

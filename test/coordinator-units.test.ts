@@ -55,7 +55,7 @@ test('a stage\'s success ratio counts the requests sent through it: none yet is 
     const peer = new PeerState(HOST, 'strongdoge/0.1.0', {} as Capabilities);
     const stageRate = () => describePipeline({
         model, state: 'ready', reason: undefined, formation: formation(), peer: (peerId) => peerId === HOST ? peer : undefined,
-        placementMatches: true, failovers: 0, failures: [], speculation: undefined
+        placementMatches: true, failovers: 0, failures: [], spares: [], speculation: undefined
     }).stages.map((stage) => stage.successRate);
     t.deepEqual(stageRate(), [null, null], 'not 50% before its first request');
     peer.recordRequest(true);
@@ -68,7 +68,7 @@ test('a stage\'s success ratio counts the requests sent through it: none yet is 
 test('a pipeline shows its coordinator\'s speculation: acceptance and tokens per pass over its requests, null before the first', (t) => {
     const describe = (speculation: Parameters<typeof describePipeline>[0]['speculation']) => clusterStatusSchema.parse({
         pipelines: [describePipeline({model, state: 'ready', reason: undefined, formation: formation(), peer: () => undefined,
-            placementMatches: true, failovers: 0, failures: [], speculation})],
+            placementMatches: true, failovers: 0, failures: [], spares: [], speculation})],
         hosting: {available: false, reason: null, sessions: 0, freeBytes: 0}
     }).pipelines[0]!.speculation;
     t.is(describe(undefined), null);

@@ -9,6 +9,7 @@ import {fetchStatus} from '../harness/node-status.js';
 import {testRpcBinaries} from '../harness/rpc-binaries.js';
 import {nodeIdOf, startSwarmDaemon, startTestnet} from '../harness/swarm-fixture.js';
 import {largeTensors} from '../engine/rpc/tensor-cache-seed.js';
+import {recordModelSource} from '../engine/model-source.js';
 
 /**
  * Hosts fetch their layers from the model's source (docs/architecture.md, "Hosts that fetch their layers"): real
@@ -78,6 +79,21 @@ async function startPipeline(network: string, model: string, env: Record<string,
     return {coordinator, hosts};
 }
 
+/**
+ * A coordinator whose copy of the model was pulled earlier from `source` (its record beside the file, as `models
+ * pull` leaves it): its bytes are the true ones whatever the source serves now.
+ */
+async function startPulledCoordinator(network: string, source: string, env: Record<string, string>, extra: string[] = []) {
+    const fixture = await createDataDirWithDemoModel(WIDE);
+    cleanups.push(fixture.cleanup);
+    if (!await recordModelSource(fixture.modelPath, source))
+        throw new Error(`the model's source was not recorded: ${source}`);
+    const daemon = await startSwarmDaemon(bootstrap, fixture.dataDir, ['--network', network, '--context-size', String(CONTEXT), '--model', 'demo',
+        '--shard', 'always', '--max-stages', '3', '--memory-limit', String(12 * MiB), '--max-shard-memory', '0', ...extra], {env, readyTimeoutMs: COORDINATOR_READY_MS});
+    cleanups.push(() => daemon.stop('SIGKILL'));
+    return {daemon, id: await nodeIdOf(daemon)};
+}
+
 function startHosts(network: string, env: Record<string, string>, extra: string[] = []) {
     return Promise.all([0, 1].map(() => startNode(network, ['--max-shard-memory', String(130 * MiB), ...extra], env)));
 }
@@ -140,7 +156,9 @@ test.serial('a range the source corrupts fails its SHA-256 check: that tensor co
     const victim = bigTensors.at(-1)!;
     source.corrupt(victim.start + 1000, victim.start + 2000);
     // A plain URL on loopback: fetched only on a private network, whose peers are trusted with its addresses.
-    const {coordinator} = await startPipeline('fetch-corrupt', source.url, {}, ['--network-secret', 'fetch-corrupt-secret']);
+    const extra = ['--network-secret', 'fetch-corrupt-secret'];
+    await startHosts('fetch-corrupt', {}, extra);
+    const coordinator = await startPulledCoordinator('fetch-corrupt', source.url, {}, extra);
     const pipeline = await readyPipeline(coordinator);
     const remote = pipeline.stages.filter((stage) => !stage.self);
     const last = remote.find((stage) => stage.layers![1] === WIDE.layers - 1)!;
@@ -155,22 +173,55 @@ test.serial('a range the source corrupts fails its SHA-256 check: that tensor co
 });
 
 test.serial('a source that is down: every weight comes through the coordinator, as before', async (t) => {
+    // The coordinator pulled the model earlier; its source is gone now (nothing listens on that port any more).
     const source = await serveFile(HF_FILE, modelBytes);
+    await source.close();
     const env = {HF_ENDPOINT: source.origin};
     const network = 'fetch-down';
-    const coordinator = await startNode(network, ['--model', `hf:${HF_FILE.replace('/resolve/main', '')}`, '--shard', 'always', '--max-stages', '3',
-        '--memory-limit', String(12 * MiB), '--max-shard-memory', '0'], env, COORDINATOR_READY_MS).catch(async (error: Error) => {
-        await source.close();
-        throw error;
-    });
-    // The coordinator has its copy; the source goes away before any host asks it.
-    await source.close();
-    await Promise.all([0, 1].map(() => startNode(network, ['--max-shard-memory', String(130 * MiB)], env)));
+    await startHosts(network, env);
+    const coordinator = await startPulledCoordinator(network, `hf:${HF_FILE.replace('/resolve/main', '')}`, env);
     const pipeline = await readyPipeline(coordinator);
     for (const stage of pipeline.stages.filter((candidate) => !candidate.self)) {
         t.like(stage.weights, {from: 'coordinator', fetch: {state: 'failed', stored: 0}});
         t.truthy(stage.weights.fetch!.reason);
         t.true(stage.bytesSent >= stage.transferBytes * 0.9, `${stage.bytesSent} of ${stage.transferBytes} bytes sent by the coordinator`);
     }
+    t.is(await completion(coordinator), expectedText);
+});
+
+test.serial('a ready spare takes over a SIGKILLed stage with no weight transfer: the source is not asked again, and the text is one process\'s', async (t) => {
+    const source = await serveFile(HF_FILE, modelBytes);
+    cleanups.push(() => source.close());
+    const env = {HF_ENDPOINT: source.origin};
+    const network = 'fetch-spare';
+    const hosts = [...await startHosts(network, env), await startNode(network, ['--max-shard-memory', String(130 * MiB)], env)];
+    const coordinator = await startNode(network, ['--model', `hf:${HF_FILE.replace('/resolve/main', '')}`, '--shard', 'always', '--max-stages', '3',
+        '--memory-limit', String(12 * MiB), '--max-shard-memory', '0', '--spare-stages', '1'], env, COORDINATOR_READY_MS);
+    await waitFor(async () => (await fetchStatus(coordinator.daemon, '/api/cluster')).pipelines[0]?.spares.some((spare) => spare.state === 'ready') ?? false, 60_000, 200)
+        .catch(async (error: Error) => {
+            throw new Error(`${error.message}: ${JSON.stringify((await fetchStatus(coordinator.daemon, '/api/cluster')).pipelines[0])}`);
+        });
+    const before = (await fetchStatus(coordinator.daemon, '/api/cluster')).pipelines[0]!;
+    const spare = before.spares.find((candidate) => candidate.state === 'ready')!;
+    t.false(before.stages.some((stage) => stage.peer === spare.peer), 'the spare is not in the plan');
+    const replaced = before.stages.find((stage) => stage.peer === spare.replaces)!;
+    t.deepEqual(spare.layers, replaced.layers, 'the spare holds the layers of the stage it would replace');
+    t.is(spare.doneBytes, bigBytesOf(spare.layers));
+    const rangesBefore = source.requests.filter((request) => request.range !== undefined).length;
+
+    const victim = hosts.find((host) => host.id === spare.replaces)!;
+    await victim.daemon.stop('SIGKILL');
+    await waitFor(async () => {
+        const pipeline = (await fetchStatus(coordinator.daemon, '/api/cluster')).pipelines[0]!;
+        return pipeline.state === 'ready' && pipeline.failovers === 1;
+    }, 120_000, 200);
+    const after = (await fetchStatus(coordinator.daemon, '/api/cluster')).pipelines[0]!;
+    const taken = after.stages.find((stage) => stage.peer === spare.peer);
+    t.truthy(taken, 'the spare replaced the dead stage');
+    t.deepEqual(taken!.layers, spare.layers);
+    // Its big tensors were in its store already: none crossed the tunnel, and the source was not asked again.
+    t.like(taken!.weights, {from: 'source', fetch: {state: 'done', failed: 0, stored: bigTensorsOf(spare.layers).length}});
+    t.true(taken!.bytesSent < taken!.transferBytes - bigBytesOf(spare.layers) + 8 * MiB, `${taken!.bytesSent} bytes sent`);
+    t.is(source.requests.filter((request) => request.range !== undefined).length, rangesBefore, 'no download after the failure');
     t.is(await completion(coordinator), expectedText);
 });

@@ -40,11 +40,12 @@ const cluster: ClusterStatus = {
         plan: {reason: '2 stages: self 0–39, c0ffeec0 40–79 (must receive 21.0 GB); ~38.3 ms/token', estimatedMsPerToken: 38.25},
         placementMatches: null, failovers: 1,
         failures: [{peer: 'beef'.repeat(16), reason: 'the tunnel closed', at: '2026-11-25T10:00:03.000Z'}],
+        spares: [{peer: 'f00d'.repeat(16), replaces: peer, layers: [40, 79], state: 'fetching', doneBytes: 5.25e9, totalBytes: 21e9, reason: null}],
         // drafts that never agreed: every pass yields its own token alone
         speculation: addSpeculation(undefined, {drafter: 'draft', passes: 16, tokens: 16, drafted: 48, accepted: 0})
     }, {
         model: 'qwen-72b', state: 'waiting', reason: 'qwen-72b is to be split over at least 2 stages, and there are 0', stages: [], plan: null,
-        placementMatches: null, failovers: 0, failures: [], speculation: null
+        placementMatches: null, failovers: 0, failures: [], spares: [], speculation: null
     }],
     hosting: {available: true, reason: null, sessions: 1, freeBytes: 12e9}
 };
@@ -80,6 +81,7 @@ test('status prints the pipelines this node coordinates, their stages, and the l
     t.regex(stdout, /^ {9}speculative draft: 0% accepted \(0 of 48 drafted\), 1\.0 tokens per pass$/m);
     t.regex(stdout, /^ {9}plan: 2 stages: self 0–39, c0ffeec0 40–79 \(must receive 21\.0 GB\); ~38\.3 ms\/token$/m);
     t.regex(stdout, /^ {9}last failure 2026-11-25T10:00:03\.000Z beefbeefbeefbeef: the tunnel closed$/m);
+    t.regex(stdout, /^ {9}spare f00df00df00df00d for c0ffeec0ffeec0ff \(layers 40-79\): fetching 25% \(5\.3 GB \/ 21\.0 GB\)$/m);
     t.regex(stdout, /^ {9}PEER {14}LAYERS {2}SHARE {2}BYTES {4}WEIGHTS {22}HOP {6}SUCCESS {2}SENT {4}RECEIVED$/m);
     t.regex(stdout, /^ {9}this node {9}0-39 {4}50% {4}21\.0 GB {2}- {28}- {8}- {8}- {7}-$/m);
     t.regex(stdout, /^ {9}c0ffeec0ffeec0ff {2}40-79 {3}50% {4}21\.0 GB {2}sent 40% \(8\.4 GB \/ 21\.0 GB\) {2}12\.5 ms {2}97% {6}8\.4 GB {2}3\.4 MB$/m);

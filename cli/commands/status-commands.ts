@@ -5,7 +5,7 @@ import type {ClusterStatus, NodeStatus, PeerStatus, SpeculationStatus} from '../
 import {fetchNodeStatus, fetchNodeStatusIfKnown, type NodeAddressFlags} from '../node-client.js';
 import {clusterActive} from '../../tui/dashboard-state.js';
 import {formatBytes, shortPeerId} from '../../core/display.js';
-import {formatDuration, formatEngineBuild, formatHosting, formatLayers, formatNatAddress, formatTable, formatWeights} from '../../tui/text-format.js';
+import {formatDuration, formatEngineBuild, formatHosting, formatLayers, formatNatAddress, formatTable, formatTransfer, formatWeights} from '../../tui/text-format.js';
 import {addNodeAddressOptions} from './shared-options.js';
 
 function deviceText(capabilities: Capabilities) {
@@ -94,6 +94,9 @@ function clusterLines(cluster: ClusterStatus) {
         const last = pipeline.failures.at(-1);
         if (last)
             lines.push(indent(`last failure ${last.at} ${shortPeerId(last.peer)}: ${last.reason}`));
+        for (const spare of pipeline.spares)
+            lines.push(indent(`spare ${shortPeerId(spare.peer)} for ${shortPeerId(spare.replaces)} (layers ${formatLayers(spare.layers)}): ${spare.state === 'fetching'
+                ? `fetching ${formatTransfer(spare.doneBytes, spare.totalBytes)}` : spare.state}${spare.reason === null ? '' : `, ${spare.reason}`}`));
         if (pipeline.stages.length > 0)
             lines.push(indent(formatTable(['PEER', 'LAYERS', 'SHARE', 'BYTES', 'WEIGHTS', 'HOP', 'SUCCESS', 'SENT', 'RECEIVED'], pipeline.stages.map((stage) => [
                 stage.self ? 'this node' : shortPeerId(stage.peer),

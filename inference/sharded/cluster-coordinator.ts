@@ -5,10 +5,11 @@ import {EngineSupervisor, type EngineSupervisorOptions} from '../../engine/engin
 import type {RpcServerFiles} from '../../engine/rpc/rpc-server-dir.js';
 import type {ShardLoadSettings} from '../../engine/engine-settings.js';
 import type {SwarmNode} from '../../swarm/swarm-node.js';
-import {planPipeline, shardCandidates} from './coordinator/pipeline-candidates.js';
+import {holdsModelFile, planPipeline, planSpares, shardCandidates} from './coordinator/pipeline-candidates.js';
 import {closeFormation, closeStage, deviceSplit, expectedPlacement, fetchStageLayers, LocalDevices, openStage} from './coordinator/pipeline-formation.js';
 import {describePipeline, pipelineWait} from './coordinator/pipeline-status.js';
-import type {ActiveStage, ClusterModel, ClusterState, FailedPart, Formation, StageFailure} from './coordinator/pipeline-types.js';
+import type {ActiveStage, ClusterModel, ClusterState, FailedPart, Formation, SpareState, StageFailure} from './coordinator/pipeline-types.js';
+import {digestsOfLayers} from '../../engine/tensor-digests.js';
 import {StageFailures} from './coordinator/stage-failures.js';
 import {StageWatchdog} from './coordinator/stage-watchdog.js';
 import type {ShardPlan} from './shard-planner.js';
@@ -46,15 +47,24 @@ export interface ClusterCoordinatorOptions {
     /** How long a failed peer is left out of plans; defaults to 60 s. */
     failureCooldownMs?: number,
     /** How often the watchdog looks at the stages; defaults to 100 ms. */
-    watchIntervalMs?: number
+    watchIntervalMs?: number,
+    /**
+     * Hosts outside the plan asked to download a stage's layers ahead (`--spare-stages`), so that a failover needs no
+     * transfer (docs/architecture.md, "Spares"); defaults to 0.
+     */
+    spareStages?: number
 }
 
 export const clusterCoordinatorDefaults = {
     maxStages: 4,
     forceSplit: false,
     failureCooldownMs: 60_000,
-    watchIntervalMs: 100
+    watchIntervalMs: 100,
+    spareStages: 0
 };
+
+/** A load that sent fewer bytes to its stages says little of this node's uplink. */
+const UPLINK_SAMPLE_BYTES = 16 * 2 ** 20;
 
 export interface ClusterEvents {
     state: [state: ClusterState],
@@ -94,6 +104,12 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
     private formingStages: {plan: ShardPlan, stages: ActiveStage[]} | undefined;
     /** Download rates hosts reported for this model's layers (bytes/s), by peer: the planner's time to form. */
     private readonly fetchRates = new LRUCache<string, number>({max: MAX_EXCLUDED_PEERS});
+    /** Spares of the running plan, by peer: what each downloads or holds ahead. */
+    private readonly spares = new Map<string, SpareState>();
+    /** This node's uplink as its last load measured it (bytes/s); undefined until a load sent enough. */
+    private uplinkBytesPerSecond: number | undefined;
+    /** When the engine began loading the current formation, for the uplink's measure. */
+    private loadStartedAt: number | undefined;
 
     constructor(options: ClusterCoordinatorOptions) {
         super();
@@ -119,8 +135,13 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
             onTransfer: (stages) => this.emit('log', 'info', 'sending weights to the stages', {model: this.options.model.id, stages})
         });
         this.engine.on('state', (state) => {
-            if (state === 'ready')
+            if (state === 'loading')
+                this.loadStartedAt = Date.now();
+            if (state === 'ready') {
                 this.checkPlacement();
+                this.measureUplink();
+                void this.prepareSpares();
+            }
             this.setState(state === 'ready' ? 'ready' : this.formation === undefined ? this.state : 'loading');
         });
         this.options.swarm.on('peerJoined', () => this.wakeUp?.());
@@ -205,7 +226,7 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
         return describePipeline({
             model: this.options.model, state: this.state, reason: this.reason, formation: this.formation ?? this.formingStages,
             peer: (peerId) => this.options.swarm.peer(peerId), placementMatches: this.placementMatches,
-            failovers: this.failoverCount, failures: this.failureLog.recent,
+            failovers: this.failoverCount, failures: this.failureLog.recent, spares: [...this.spares.values()],
             speculation: this.engine.getStatus().speculation[this.options.model.id]
         });
     }
@@ -238,9 +259,10 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
             throw new Error('the RPC backend is not built');
         await this.modelHashed();
         while (!this.stopped) {
-            const {model, self, swarm, maxStages, forceSplit} = this.options;
-            const candidates = shardCandidates({model, self, peers: swarm.peers(), excluded: (peerId) => this.excluded.has(peerId)});
-            const plan = planPipeline(model, candidates, {maxStages, forceSplit, previous: this.previous});
+            const {model, swarm, maxStages, forceSplit} = this.options;
+            const candidates = this.candidates();
+            const plan = planPipeline(model, candidates, {maxStages, forceSplit, previous: this.previous,
+                ...(this.uplinkBytesPerSecond !== undefined && {uplinkBytesPerSecond: this.uplinkBytesPerSecond})});
             if (!plan.ok) {
                 this.waitingReason = plan.reason;
                 this.setState('waiting');
@@ -258,8 +280,8 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
             this.forming = forming;
             const opened = await Promise.allSettled(split.remote.map(async (stage, index) => {
                 const active = await openStage({
-                    shards: this.options.shards, model, stage, reportedBytes: split.remoteBytes[index]!,
-                    sequences: this.options.engine.parallelSequences, onLost: lost({kind: 'stage', peerId: stage.peerId})
+                    shards: this.options.shards, model, stage, reportedBytes: split.remoteBytes[index]!, sequences: this.options.engine.parallelSequences,
+                    holdsFile: holdsModelFile(swarm.peer(stage.peerId), model.sha256()), onLost: lost({kind: 'stage', peerId: stage.peerId})
                 });
                 forming.opened++;
                 return active;
@@ -290,6 +312,81 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
             return {shard: {rpcLibraryPath: files.libraryPath, endpoints, gpuLayers: split.gpuLayers}};
         }
         throw new Error('the coordinator stopped');
+    }
+
+    /** This node and the peers that offer room for layers, with what they hold and how fast they fetch. */
+    private candidates() {
+        const {model, self, swarm} = this.options;
+        return shardCandidates({model, self, peers: swarm.peers(), excluded: (peerId) => this.excluded.has(peerId),
+            fetchRates: (peerId) => this.fetchRates.get(peerId),
+            spareLayers: (peerId) => {
+                const spare = this.spares.get(peerId);
+                return spare?.state === 'ready' ? [spare.layers[0], spare.layers[1]] : undefined;
+            }});
+    }
+
+    /**
+     * The weights sent to stages over the load's time: a lower bound of this node's uplink (the load does more than
+     * send), used to plan the next formation's time.
+     */
+    private measureUplink() {
+        const formation = this.formation;
+        if (formation === undefined || this.loadStartedAt === undefined)
+            return;
+        const sent = formation.stages.reduce((sum, stage) => sum + stage.endpoint.bytesToStage, 0);
+        const seconds = (Date.now() - this.loadStartedAt) / 1000;
+        if (sent >= UPLINK_SAMPLE_BYTES && seconds > 0)
+            this.uplinkBytesPerSecond = sent / seconds;
+    }
+
+    /**
+     * Asks `--spare-stages` hosts outside the running plan to download a stage's layers ahead (docs/architecture.md,
+     * "Spares"), so that when that stage fails the planner's repair finds a host that holds them (`replanAfterFailure`).
+     * Without a public source only hosts that hold the model file can be spares.
+     */
+    private async prepareSpares() {
+        const formation = this.current();
+        const {model, spareStages} = this.options;
+        const sha256 = model.sha256();
+        if (formation === undefined || spareStages === 0 || sha256 === null)
+            return;
+        const picked = planSpares(model, formation.plan, this.candidates(), spareStages);
+        for (const peerId of this.spares.keys())
+            if (!picked.some((spare) => spare.peerId === peerId))
+                this.spares.delete(peerId);
+        let digests: readonly TensorDigest[] = [];
+        if (model.source !== undefined && model.tensorDigests !== undefined)
+            digests = await model.tensorDigests().catch(() => []);
+        await Promise.all(picked.map(async (spare) => {
+            const layers: [number, number] = [spare.firstLayer, spare.lastLayer];
+            const known = this.spares.get(spare.peerId);
+            if (known !== undefined && known.layers[0] === layers[0] && known.layers[1] === layers[1] && known.state !== 'failed')
+                return;
+            const state: SpareState = {peerId: spare.peerId, replaces: spare.replaces, layers, state: 'fetching', doneBytes: 0, totalBytes: 0, reason: null};
+            this.spares.set(spare.peerId, state);
+            if (spare.weightsFrom === 'held' && holdsModelFile(this.options.swarm.peer(spare.peerId), sha256)) {
+                state.state = 'ready';
+                return;
+            }
+            const tensors = digestsOfLayers(digests, layers);
+            if (model.source === undefined || tensors.length === 0) {
+                Object.assign(state, {state: 'failed', reason: 'the model has no public source: a spare would receive its layers from this node'});
+                return;
+            }
+            state.totalBytes = tensors.reduce((sum, tensor) => sum + tensor.bytes, 0);
+            try {
+                const outcome = await this.options.shards.prefetch(spare.peerId, {model: sha256, source: model.source, layers, tensors}, ({doneBytes}) => {
+                    state.doneBytes = doneBytes;
+                });
+                if (outcome.bytesPerSecond !== null)
+                    this.fetchRates.set(spare.peerId, outcome.bytesPerSecond);
+                Object.assign(state, outcome.failed === 0 ? {state: 'ready', doneBytes: state.totalBytes} : {state: 'failed', reason: outcome.reason ?? `${outcome.failed} tensor(s) not fetched`});
+            } catch (error) {
+                Object.assign(state, {state: 'failed', reason: (error as Error).message});
+            }
+            this.emit('log', state.state === 'ready' ? 'info' : 'warn', state.state === 'ready' ? 'a spare holds a stage\'s layers' : 'a spare could not fetch a stage\'s layers',
+                {model: model.id, peer: shortPeerId(spare.peerId), replaces: shortPeerId(spare.replaces), layers, ...(state.reason !== null && {reason: state.reason})});
+        }));
     }
 
     /**

@@ -74,12 +74,19 @@ export interface ShardHostOptions {
  */
 export class ShardHost implements ShardHostHandler {
     private readonly sessions = new Set<{bytes: number, server: RpcServerHost}>();
+    /** The rate of this node's last download from a model's source (bytes/s), announced to coordinators. */
+    private downloadRate: number | null = null;
 
     constructor(private readonly options: ShardHostOptions) {}
 
     /** Bytes still offered to peers. */
     get freeBytes() {
         return Math.max(0, this.options.maxBytes - [...this.sessions].reduce((sum, session) => sum + session.bytes, 0));
+    }
+
+    /** What coordinators are told of this node's downloads: absent when it does not fetch layers. */
+    get fetchOffer(): {bytesPerSecond: number | null} | undefined {
+        return this.options.fetch === false ? undefined : {bytesPerSecond: this.downloadRate};
     }
 
     get sessionCount() {
@@ -198,6 +205,8 @@ export class ShardHost implements ShardHostHandler {
         const outcome = await fetchLayers({source: fetch.source, tensors: fetch.tensors, storeDir: join(this.options.cacheDir, FETCHED_SUBDIR),
             allowPrivateAddresses, ...(concurrency !== undefined && {concurrency}), signal,
             onProgress: ({doneBytes, totalBytes}) => onProgress({doneBytes, totalBytes})});
+        if (outcome.bytesPerSecond !== null && outcome.downloadedBytes >= HASH_THRESHOLD_BYTES)
+            this.downloadRate = outcome.bytesPerSecond;
         const reason = outcome.failed.length === 0 ? undefined
             : `${outcome.failed.length} tensor(s) not fetched: ${outcome.failed.slice(0, 3).map((failure) => `${failure.digest.name}: ${failure.reason}`).join('; ')}`;
         this.options.onLog?.('downloaded layers from the model\'s source', {...fields, stored: outcome.stored.length, failed: outcome.failed.length,

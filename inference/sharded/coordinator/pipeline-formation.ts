@@ -40,12 +40,14 @@ export interface OpenStageOptions {
     reportedBytes: bigint,
     /** Sequences the engine decodes together: the host bounds the session's receipts by it (session-request.ts). */
     sequences: number,
+    /** The host announces the model file: it seeds its cache from its own copy and downloads nothing. */
+    holdsFile: boolean,
     /** The stage's stream closed or its host ended the session. */
     onLost: (reason: string) => void
 }
 
 /** Opens a remote stage's shard session and the loopback endpoint the engine's RPC device connects to. */
-export async function openStage({shards, model, stage, reportedBytes, sequences, onLost}: OpenStageOptions): Promise<ActiveStage> {
+export async function openStage({shards, model, stage, reportedBytes, sequences, holdsFile, onLost}: OpenStageOptions): Promise<ActiveStage> {
     const session = await shards.openSession(stage.peerId, {
         model: {id: model.id, bytes: model.sizeBytes, sha256: model.sha256()}, layers: [stage.firstLayer!, stage.lastLayer!],
         layerCount: model.shape.layerBytes.length, sequences, bytes: stage.bytes
@@ -56,7 +58,7 @@ export async function openStage({shards, model, stage, reportedBytes, sequences,
     }, (reason) => onLost(`the stage closed its stream: ${reason}`));
     session.on('ended', (reason) => onLost(`the host ended the session: ${reason}`));
     return {peerId: stage.peerId, firstLayer: stage.firstLayer!, lastLayer: stage.lastLayer!, transferBytes: stage.transferBytes, session, endpoint,
-        weights: {from: stage.transferBytes === 0 ? 'held' : 'coordinator'}};
+        weights: {from: holdsFile ? 'held' : 'coordinator'}};
 }
 
 /** How long a download may go without progress before the formation goes on without it (its tensors then come from this node). */

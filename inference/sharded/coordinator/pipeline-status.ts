@@ -1,6 +1,6 @@
 import type {SpeculationSummary} from '../../../core/inference-types.js';
 import type {PeerState} from '../../../swarm/peer-state.js';
-import type {ClusterModel, ClusterState, Formation, StageFailure} from './pipeline-types.js';
+import type {ClusterModel, ClusterState, Formation, SpareState, StageFailure} from './pipeline-types.js';
 
 export interface PipelineStatusSources {
     model: ClusterModel,
@@ -13,6 +13,8 @@ export interface PipelineStatusSources {
     placementMatches: boolean | null,
     failovers: number,
     failures: readonly StageFailure[],
+    /** The running plan's spares (`--spare-stages`). */
+    spares: readonly SpareState[],
     /** The coordinator engine's speculation for the model (its `getStatus().speculation`); undefined before its first request. */
     speculation: SpeculationSummary | undefined
 }
@@ -26,7 +28,7 @@ export function servedRatio(peer: Pick<PeerState, 'requestsSent' | 'requestsSucc
 }
 
 /** One pipeline as `GET /api/cluster` lists it (node/node-status.ts has its schema). */
-export function describePipeline({model, state, reason, formation, peer, placementMatches, failovers, failures, speculation}: PipelineStatusSources) {
+export function describePipeline({model, state, reason, formation, peer, placementMatches, failovers, failures, spares, speculation}: PipelineStatusSources) {
     const totalLayers = model.shape.layerBytes.length;
     const stages = formation?.plan.stages.map((planned) => {
         const active = formation.stages.find((stage) => stage.peerId === planned.peerId);
@@ -55,6 +57,8 @@ export function describePipeline({model, state, reason, formation, peer, placeme
         placementMatches,
         failovers,
         failures: failures.slice(-10),
+        spares: spares.map(({peerId, replaces, layers, state: spareState, doneBytes, totalBytes, reason: why}) =>
+            ({peer: peerId, replaces, layers, state: spareState, doneBytes, totalBytes, reason: why})),
         speculation: speculation ?? null
     };
 }

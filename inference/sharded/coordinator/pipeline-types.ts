@@ -26,6 +26,19 @@ export interface ClusterModel {
     tensorDigests?: () => Promise<readonly TensorDigest[]>
 }
 
+/** A spare of the running plan: a host outside it that holds or downloads a stage's layers ahead. */
+export interface SpareState {
+    peerId: string,
+    /** The stage's host it would replace. */
+    replaces: string,
+    layers: [number, number],
+    /** `ready`: it holds the layers' big tensors (its own copy of the file, or downloaded); `failed`: it does not, with why. */
+    state: 'fetching' | 'ready' | 'failed',
+    doneBytes: number,
+    totalBytes: number,
+    reason: string | null
+}
+
 /** How a stage's host came by its weights in the running (or forming) plan, for `/api/cluster`. */
 export interface StageWeights {
     /** `held`: it holds the file; `source`: it downloads the big tensors from the model's source; `coordinator`: it receives them from this node. */
