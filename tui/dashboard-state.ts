@@ -57,6 +57,8 @@ export interface PipelineView {
     failovers: number,
     /** Oldest first. */
     failures: {peer: string, reason: string, at: string}[],
+    /** Hosts that hold or download a stage's layers ahead (`--spare-stages`); absent from older nodes. */
+    spares?: {state: 'fetching' | 'ready' | 'failed'}[],
     /** The coordinator's speculative decoding through the pipeline; null before its first request. */
     speculation: SpeculationSummary | null
 }

@@ -258,6 +258,9 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
         if (files === undefined)
             throw new Error('the RPC backend is not built');
         await this.modelHashed();
+        // Hashing a large file's tensors takes a while: begun now, while the plan waits for peers (one reading, cached).
+        if (this.options.model.source !== undefined)
+            void this.options.model.tensorDigests?.().catch(() => undefined);
         while (!this.stopped) {
             const {model, swarm, maxStages, forceSplit} = this.options;
             const candidates = this.candidates();

@@ -27,7 +27,8 @@ function PipelineLines({pipeline, width}: {pipeline: PipelineView, width: number
     const summary = [
         pipeline.state,
         pipeline.plan && `~${pipeline.plan.estimatedMsPerToken.toFixed(1)} ms/token`,
-        pipeline.failovers > 0 && `${pipeline.failovers} failover${pipeline.failovers === 1 ? '' : 's'}`
+        pipeline.failovers > 0 && `${pipeline.failovers} failover${pipeline.failovers === 1 ? '' : 's'}`,
+        (pipeline.spares?.length ?? 0) > 0 && `spares ${pipeline.spares!.filter((spare) => spare.state === 'ready').length}/${pipeline.spares!.length} ready`
     ].filter(Boolean).join(' · ');
     return (
         <>
