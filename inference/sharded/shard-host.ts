@@ -180,12 +180,13 @@ export class ShardHost implements ShardHostHandler {
         if (typeof runtime === 'string')
             return notFetched(fetch, `this node cannot host layers: ${runtime}`);
         await this.pruneCaches();
-        return (await this.download(peerId, fetch, this.options.cacheMaxBytes, onProgress, signal)).report;
+        // A spare is worth only the layers it could host: no more than the room this node offers now.
+        return (await this.download(peerId, fetch, Math.min(this.freeBytes, this.options.cacheMaxBytes), onProgress, signal)).report;
     }
 
     /**
-     * Downloads a fetch's tensors into the store (at most `maxBytes` of them: a session's own bytes, or the cache's
-     * size for a spare). A node that holds the model seeds from its own copy instead, and tensors at or under
+     * Downloads a fetch's tensors into the store (at most `maxBytes` of them: a session's own bytes, or for a spare the
+     * room this node offers, within the cache's size). A node that holds the model seeds from its own copy instead, and tensors at or under
      * ggml-rpc's hash threshold would be sent anyway: neither is downloaded.
      */
     private async download(peerId: string, fetch: LayerFetch, maxBytes: number, onProgress: (progress: FetchProgress) => void, signal: AbortSignal) {
