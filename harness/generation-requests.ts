@@ -1,4 +1,5 @@
-import type OpenAI from 'openai';
+import OpenAI from 'openai';
+import {startDaemon} from './cli-process.js';
 import type {GenerationRequest, SamplingOptions} from '../core/inference-types.js';
 
 /** A greedy text completion for the `demo` model, as the engine receives it. */
@@ -40,4 +41,21 @@ export async function streamGreedyCompletion(client: OpenAI, prompt: string, max
         onText(text);
     }
     return {text, completionTokens, finishReason};
+}
+
+/**
+ * The greedy text each prompt gets from the data dir's `demo` model whole, in one process (a daemon of its own):
+ * what every pipeline of that model must reproduce token for token.
+ */
+export async function singleProcessTexts(dataDir: string, prompts: readonly string[], {maxTokens, contextSize}: {maxTokens: number, contextSize: number}) {
+    const single = await startDaemon(['--model', 'demo', '--data-dir', dataDir, '--threads', '1', '--context-size', String(contextSize)]);
+    try {
+        const client = new OpenAI({baseURL: single.baseUrl, apiKey: 'x', maxRetries: 0});
+        const texts: string[] = [];
+        for (const prompt of prompts)
+            texts.push((await client.completions.create({model: 'demo', prompt, max_tokens: maxTokens, temperature: 0})).choices[0]!.text);
+        return texts;
+    } finally {
+        await single.stop();
+    }
 }

@@ -2,7 +2,8 @@ import {readFile} from 'node:fs/promises';
 import test from 'ava';
 import type {Testnet} from 'hyperdht/testnet.js';
 import OpenAI from 'openai';
-import {startDaemon, waitFor, type DaemonHandle} from '../harness/cli-process.js';
+import {waitFor, type DaemonHandle} from '../harness/cli-process.js';
+import {singleProcessTexts} from '../harness/generation-requests.js';
 import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
 import {serveFile} from '../harness/file-server.js';
 import {fetchStatus} from '../harness/node-status.js';
@@ -52,10 +53,7 @@ test.before(async () => {
     bigTensors = await largeTensors(fixture.modelPath);
     ({layerBytes} = await modelLayoutOf(fixture.modelPath));
     // The same model whole, in one process: the text every pipeline must reproduce.
-    const single = await startDaemon(['--model', 'demo', '--data-dir', fixture.dataDir, '--threads', '1', '--context-size', String(CONTEXT)]);
-    const reply = await new OpenAI({baseURL: single.baseUrl, apiKey: 'x', maxRetries: 0}).completions.create({model: 'demo', prompt: PROMPT, max_tokens: TOKENS, temperature: 0});
-    expectedText = reply.choices[0]!.text;
-    await single.stop();
+    [expectedText] = await singleProcessTexts(fixture.dataDir, [PROMPT], {maxTokens: TOKENS, contextSize: CONTEXT}) as [string];
 });
 
 test.after.always(async () => {

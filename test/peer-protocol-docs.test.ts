@@ -134,7 +134,7 @@ test('the jobs channel\'s section states its protocol, bound and rates', (t) => 
 test('the shard channel\'s section states its protocol, messages in wire order, bounds and rates', (t) => {
     const text = section('Shard channel');
     t.is(stated(text, /^ ## Shard channel Channel `([^`]+)`/, 'the shard channel\'s name')[0], SHARD_CHANNEL.protocol);
-    const names = {'control': 'control', 'data to the host': 'toHost', 'data to the coordinator': 'toCoordinator'};
+    const names = {'control': 'control', 'data to the host': 'toHost', 'data to the coordinator': 'toCoordinator', 'fetch': 'fetch'};
     const order = Object.keys(SHARD_CHANNEL.messages);
     for (const [name, key] of Object.entries(names))
         t.is(Number(stated(text, new RegExp(`\\| (\\d), ${name} \\|`), `the shard channel's ${name} message`)[0]), order.indexOf(key), name);

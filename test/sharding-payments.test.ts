@@ -12,6 +12,7 @@ import type {Testnet} from 'hyperdht/testnet.js';
 import OpenAI from 'openai';
 import {startDaemon, waitFor, type DaemonHandle} from '../harness/cli-process.js';
 import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
+import {singleProcessTexts} from '../harness/generation-requests.js';
 import {type EvmNode, startEvmNode} from '../harness/evm-node.js';
 import {fetchStatus} from '../harness/node-status.js';
 import {testRpcBinaries} from '../harness/rpc-binaries.js';
@@ -150,15 +151,7 @@ test.before(async (t) => {
     // The same model whole, in one process: what the paid pipeline must answer token for token.
     const fixture = await createDataDirWithDemoModel(MODEL);
     cleanups.push(fixture.cleanup);
-    const single = await startDaemon(['--model', 'demo', '--data-dir', fixture.dataDir, '--threads', '1', '--context-size', String(CONTEXT)]);
-    try {
-        for (const prompt of PROMPTS) {
-            const reply = await client(single).completions.create({model: 'demo', prompt, max_tokens: TOKENS, temperature: 0});
-            expectedTexts.push(reply.choices[0]!.text);
-        }
-    } finally {
-        await single.stop();
-    }
+    expectedTexts.push(...await singleProcessTexts(fixture.dataDir, PROMPTS, {maxTokens: TOKENS, contextSize: CONTEXT}));
     hosts = await Promise.all(PRICES.map((price) => startHost(price)));
     coordinator = await startCoordinator();
     await waitForPeers(coordinator.daemon as DaemonHandle, hosts.map((host) => host.id), 60_000, (peers) => peers.every((peer) => peer.capabilities.payment !== undefined

@@ -4,9 +4,9 @@ import type {Testnet} from 'hyperdht/testnet.js';
 import OpenAI from 'openai';
 import {schemaValidator} from '../harness/ajv-validator.js';
 import {anthropicClient, greedy, readMessageStream, textOf} from '../harness/anthropic-client.js';
-import {startDaemon, waitFor, type DaemonHandle} from '../harness/cli-process.js';
+import {waitFor, type DaemonHandle} from '../harness/cli-process.js';
 import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
-import {seamReport, streamGreedyCompletion} from '../harness/generation-requests.js';
+import {seamReport, singleProcessTexts, streamGreedyCompletion} from '../harness/generation-requests.js';
 import {fetchStatus} from '../harness/node-status.js';
 import type {ShardReceipt} from '../ledger/records.js';
 import {verifyShardReceipt} from '../ledger/shard-receipt.js';
@@ -74,10 +74,7 @@ test.before(async () => {
     // The same model whole, in one process: what every split must reproduce token for token.
     const fixture = await createDataDirWithDemoModel(MODEL);
     cleanups.push(fixture.cleanup);
-    const single = await startDaemon(['--model', 'demo', '--data-dir', fixture.dataDir, '--threads', '1', '--context-size', String(CONTEXT)]);
-    const reply = await new OpenAI({baseURL: single.baseUrl, apiKey: 'x', maxRetries: 0}).completions.create({model: 'demo', prompt: PROMPT, max_tokens: TOKENS, temperature: 0});
-    expectedText = reply.choices[0]!.text;
-    await single.stop();
+    [expectedText] = await singleProcessTexts(fixture.dataDir, [PROMPT], {maxTokens: TOKENS, contextSize: CONTEXT}) as [string];
 });
 
 test.after.always(async () => {

@@ -358,8 +358,12 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
             if (!picked.some((spare) => spare.peerId === peerId))
                 this.spares.delete(peerId);
         let digests: readonly TensorDigest[] = [];
+        let digestsProblem: string | undefined;
         if (model.source !== undefined && model.tensorDigests !== undefined)
-            digests = await model.tensorDigests().catch(() => []);
+            digests = await model.tensorDigests().catch((error: Error) => {
+                digestsProblem = `cannot hash the model's tensors: ${error.message}`;
+                return [];
+            });
         await Promise.all(picked.map(async (spare) => {
             const layers: [number, number] = [spare.firstLayer, spare.lastLayer];
             const known = this.spares.get(spare.peerId);
@@ -373,7 +377,9 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
             }
             const tensors = digestsOfLayers(digests, layers);
             if (model.source === undefined || tensors.length === 0) {
-                Object.assign(state, {state: 'failed', reason: 'the model has no public source: a spare would receive its layers from this node'});
+                Object.assign(state, {state: 'failed', reason: digestsProblem ?? (model.source === undefined
+                    ? 'the model has no public source: a spare would receive its layers from this node'
+                    : 'the layers have no tensor big enough to be kept ahead (ggml-rpc sends those of 10 MiB or less at every load)')});
                 return;
             }
             state.totalBytes = tensors.reduce((sum, tensor) => sum + tensor.bytes, 0);

@@ -58,6 +58,8 @@ export interface ShardHostOptions {
     modelFile?: (sha256: string) => string | undefined,
     /** How long an open waits for the seeding; defaults to `SEED_WAIT_MS`. */
     seedWaitMs?: number,
+    /** The download rate this node announces changed (`fetchOffer`); defaults to nothing. */
+    onFetchOfferChanged?: () => void,
     /**
      * Downloads the layers a coordinator names from the model's source (docs/architecture.md, "Hosts that fetch their
      * layers"); false: never (each fetch is answered "not fetched" and the coordinator sends the weights). Defaults to
@@ -193,7 +195,7 @@ export class ShardHost implements ShardHostHandler {
         const fields = {peer: shortPeerId(peerId), layers: fetch.layers, tensors: fetch.tensors.length};
         const refused = (reason: string) => ({stored: [], report: notFetched(fetch, reason)});
         if (this.options.fetch === false)
-            return refused('this node does not download layers (--fetch-layers off)');
+            return refused('this node does not download layers from models\' sources');
         if (this.options.modelFile?.(fetch.model) !== undefined)
             return refused('this node holds the model file: it seeds its cache from its own copy');
         const total = fetch.tensors.reduce((sum, tensor) => sum + tensor.bytes, 0);
@@ -206,8 +208,10 @@ export class ShardHost implements ShardHostHandler {
         const outcome = await fetchLayers({source: fetch.source, tensors: fetch.tensors, storeDir: join(this.options.cacheDir, FETCHED_SUBDIR),
             allowPrivateAddresses, ...(concurrency !== undefined && {concurrency}), signal,
             onProgress: ({doneBytes, totalBytes}) => onProgress({doneBytes, totalBytes})});
-        if (outcome.bytesPerSecond !== null && outcome.downloadedBytes >= HASH_THRESHOLD_BYTES)
+        if (outcome.bytesPerSecond !== null && outcome.downloadedBytes >= HASH_THRESHOLD_BYTES) {
             this.downloadRate = outcome.bytesPerSecond;
+            this.options.onFetchOfferChanged?.();
+        }
         const reason = outcome.failed.length === 0 ? undefined
             : `${outcome.failed.length} tensor(s) not fetched: ${outcome.failed.slice(0, 3).map((failure) => `${failure.digest.name}: ${failure.reason}`).join('; ')}`;
         this.options.onLog?.('downloaded layers from the model\'s source', {...fields, stored: outcome.stored.length, failed: outcome.failed.length,

@@ -99,7 +99,8 @@ export async function fetchStageLayers(stage: ActiveStage, request: Omit<FetchRe
             ? {...weights.fetch!, state: 'failed', reason: `no progress for ${stallMs / 1000} s: the rest comes from this node`}
             : {...weights.fetch!, state: outcome.stored > 0 ? 'done' : 'failed', doneBytes: outcome.failed === 0 ? weights.fetch!.totalBytes : weights.fetch!.doneBytes,
                 stored: outcome.stored, failed: outcome.failed, reason: outcome.reason ?? null};
-        if (outcome !== undefined && outcome.stored === 0)
+        // Nothing stored, or still downloading when the formation went on: this node sends the weights at load.
+        if (outcome === undefined || outcome.stored === 0)
             stage.weights = {from: 'coordinator', fetch: weights.fetch};
         return outcome;
     } finally {
