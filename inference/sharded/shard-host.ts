@@ -142,6 +142,8 @@ export class ShardHost implements ShardHostHandler {
         // Shared by the session's connections: the server frees a connection's buffers when it closes.
         const budget = new AllocationBudget(allocationLimit(request.bytes));
         const meter: SessionMeter = {graphComputes: 0, graphTokens: 0};
+        /** The tensors this session's fetches asked for (SHA-256 → bytes). */
+        const asked = new Map<string, number>();
         return {
             connect: (stream: TunnelStream) => {
                 const socket = connect(server.connectOptions!);
@@ -162,9 +164,18 @@ export class ShardHost implements ShardHostHandler {
             fetch: async (fetch, onProgress, signal) => {
                 if (fetch.model !== request.model.sha256)
                     return notFetched(fetch, 'the fetch names another model file than the session');
+                // All of a session's fetches together stay within its bytes: distinct tensors, counted when asked for.
+                const added = fetch.tensors.filter((tensor) => !asked.has(tensor.sha256));
+                const askedBytes = [...asked.values()].reduce((sum, bytes) => sum + bytes, 0) + added.reduce((sum, tensor) => sum + tensor.bytes, 0);
+                if (askedBytes > request.bytes)
+                    return notFetched(fetch, `the session's fetches ask for ${askedBytes} bytes; it holds at most ${request.bytes}`);
+                for (const tensor of added)
+                    asked.set(tensor.sha256, tensor.bytes);
                 const outcome = await this.download(peerId, fetch, request.bytes, onProgress, signal);
                 for (const tensor of outcome.stored)
                     await view.add(tensor.path, tensor.fnv);
+                // Within the cache's limit again at once: the view keeps its own links to what it uses.
+                await this.pruneCaches();
                 return outcome.report;
             },
             end: (reason: string) => {
@@ -183,7 +194,9 @@ export class ShardHost implements ShardHostHandler {
             return notFetched(fetch, `this node cannot host layers: ${runtime}`);
         await this.pruneCaches();
         // A spare is worth only the layers it could host: no more than the room this node offers now.
-        return (await this.download(peerId, fetch, Math.min(this.freeBytes, this.options.cacheMaxBytes), onProgress, signal)).report;
+        const {report} = await this.download(peerId, fetch, Math.min(this.freeBytes, this.options.cacheMaxBytes), onProgress, signal);
+        await this.pruneCaches();
+        return report;
     }
 
     /**
@@ -213,7 +226,8 @@ export class ShardHost implements ShardHostHandler {
             this.options.onFetchOfferChanged?.();
         }
         const reason = outcome.failed.length === 0 ? undefined
-            : `${outcome.failed.length} tensor(s) not fetched: ${outcome.failed.slice(0, 3).map((failure) => `${failure.digest.name}: ${failure.reason}`).join('; ')}`;
+            : `${outcome.failed.length} tensor(s) not fetched: ${outcome.failed.slice(0, 3)
+                .map((failure) => failure.reason.startsWith(`${failure.digest.name}: `) ? failure.reason : `${failure.digest.name}: ${failure.reason}`).join('; ')}`;
         this.options.onLog?.('downloaded layers from the model\'s source', {...fields, stored: outcome.stored.length, failed: outcome.failed.length,
             downloadedBytes: outcome.downloadedBytes, elapsedMs: outcome.elapsedMs, ...(reason !== undefined && {reason})});
         return {
