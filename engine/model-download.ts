@@ -66,8 +66,9 @@ export function downloadUrlOf(ref: string): string | undefined {
     if (file === null)
         return undefined;
     const [, user, repo, path, branch = 'main'] = file;
-    // A dot segment would climb out of the repository once the URL is resolved (a peer may send such a reference).
-    if ([user!, repo!, ...path!.split('/')].some((segment) => segment === '.' || segment === '..' || segment === ''))
+    // A dot segment would climb out of the repository once the URL is resolved (a peer may send such a reference);
+    // the branch is one segment (`refs/pr/1` is sent as refs%2Fpr%2F1), checked as if a server decoded its slashes.
+    if ([user!, repo!, ...path!.split('/'), ...branch.split('/')].some((segment) => segment === '.' || segment === '..' || segment === ''))
         return undefined;
     return `${huggingFaceEndpoint()}${encodeURIComponent(user!)}/${encodeURIComponent(repo!)}/resolve/${encodeURIComponent(branch)}/${path!.split('/').map(encodeURIComponent).join('/')}`;
 }

@@ -157,9 +157,11 @@ test('an interrupted download resumes where its partial file ends, and verifies'
     const controller = new AbortController();
     const first = fetchLayers({source: server.url, tensors: [tensor], storeDir: dir, allowPrivateAddresses: true, signal: controller.signal});
     await until(async () => await sizeOf(part) === kept);
+    t.deepEqual(await pruneTensorStore(dir, 0), {removedFiles: 0, removedBytes: 0, keptBytes: kept}, 'a partial file being written is kept');
     controller.abort();
     await t.throwsAsync(first, {any: true, name: 'AbortError'});
     t.is(await sizeOf(part), kept, 'the partial file is kept');
+    t.deepEqual(await pruneTensorStore(dir, 64 * MIB), {removedFiles: 0, removedBytes: 0, keptBytes: kept}, 'within the limit, it stays to be resumed');
 
     server.stallAt(undefined);
     const outcome = await fetchLayers({source: server.url, tensors: [tensor], storeDir: dir, allowPrivateAddresses: true});
@@ -211,14 +213,24 @@ test('a URL at a private address is refused unless allowed; redirects are follow
     ]);
 });
 
-test('private addresses: loopback, RFC 1918, CGNAT, link-local, multicast, unspecified, IPv6 and IPv4-mapped', (t) => {
+test('private addresses: loopback, RFC 1918, CGNAT, link-local, multicast, reserved, unspecified, IPv6, IPv4-mapped, NAT64, 6to4 and Teredo', (t) => {
     for (const address of [
         '127.0.0.1', '10.1.2.3', '172.16.0.1', '172.31.255.255', '192.168.1.1', '100.64.0.1', '169.254.169.254', '224.0.0.1',
         '0.0.0.0', '255.255.255.255', '::1', '[::1]', '::', 'fd00::1', 'fe80::1%eth0', 'ff02::1', '::ffff:127.0.0.1',
-        '::ffff:7f00:1', '::ffff:10.0.0.1', '::ffff:a9fe:a9fe'
+        '::ffff:7f00:1', '::ffff:10.0.0.1', '::ffff:a9fe:a9fe',
+        // Benchmarking, IETF protocol assignments, TEST-NETs, reserved.
+        '198.18.0.1', '198.19.255.255', '192.0.0.8', '192.0.2.1', '198.51.100.7', '203.0.113.9', '240.0.0.1', '::ffff:198.18.0.1',
+        // NAT64 and 6to4 to a private IPv4 address; local-use NAT64, Teredo and documentation whatever they hold.
+        '64:ff9b::7f00:1', '64:ff9b::10.0.0.1', '[64:ff9b::192.168.1.1]', '64:ff9b::169.254.169.254', '64:ff9b:1::8.8.8.8',
+        '64:ff9b:1:abcd::1', '2002:7f00:1::1', '2002:a00:1::', '2002:c0a8:101:1::1', '2001:0:4136:e378:8000:63bf:3fff:fdd2',
+        '2001::1', '2001:db8::1'
     ])
         t.true(isPrivateAddress(address), address);
-    for (const address of ['8.8.8.8', '172.32.0.1', '100.128.0.1', '1.1.1.1', '2606:4700:4700::1111', '::ffff:8.8.8.8', 'example.com'])
+    for (const address of [
+        '8.8.8.8', '172.32.0.1', '100.128.0.1', '1.1.1.1', '2606:4700:4700::1111', '::ffff:8.8.8.8', 'example.com',
+        '198.17.255.255', '198.20.0.1', '192.0.1.1', '203.0.114.1', '223.255.255.255', '64:ff9b::8.8.8.8', '64:ff9b::808:808',
+        '2002:808:808::1', '2001:4860:4860::8888'
+    ])
         t.false(isPrivateAddress(address), address);
 });
 
@@ -241,6 +253,7 @@ test('inputs from a peer are checked before anything is fetched', async (t) => {
     await t.throwsAsync(fetchLayers({source: 'https://example.com/m.gguf', tensors: [good, {...good, bytes: good.bytes + 1}], storeDir: dir}), {message: /given with/});
     await t.throwsAsync(fetchLayers({source: 'ftp://example.com/model.gguf', tensors: [good], storeDir: dir}), {instanceOf: LayerFetchError});
     await t.throwsAsync(fetchLayers({source: 'hf:user/repo:Q4_K_M', tensors: [good], storeDir: dir}), {instanceOf: LayerFetchError});
+    await t.throwsAsync(fetchLayers({source: 'hf:user/repo/model.gguf#..', tensors: [good], storeDir: dir}), {instanceOf: LayerFetchError});
     await t.throwsAsync(fetchLayers({source: 'https://example.com/model.gguf', tensors: [good], storeDir: dir, concurrency: 0}), {instanceOf: LayerFetchError});
     await t.throwsAsync(storedTensor(dir, '../x'), {instanceOf: LayerFetchError});
     t.deepEqual(await readdir(dir), []);
@@ -270,14 +283,129 @@ test('pruning removes the least recently used tensors and partial files of dead 
     await writeFile(join(dir, `.part-${sha(4)}`), Buffer.alloc(300));
     await writeFile(join(dir, `.part-${sha(4)}.owner`), '2147483646');
     await writeFile(join(dir, `.part-${sha(5)}`), Buffer.alloc(200));
-    await writeFile(join(dir, `.part-${sha(5)}.owner`), String(process.pid));
+    await writeFile(join(dir, `.part-${sha(5)}.owner`), String(process.ppid));
+    // This process's pid, but another process's record (a container's earlier incarnation had the same pid).
+    await writeFile(join(dir, `.part-${sha(6)}`), Buffer.alloc(100));
+    await writeFile(join(dir, `.part-${sha(6)}.owner`), String(process.pid));
+    await writeFile(join(dir, `.part-${sha(7)}`), Buffer.alloc(50));
+    await writeFile(join(dir, `.part-${sha(7)}.owner`), `${process.pid} 0123456789abcdef`);
     await writeFile(join(dir, 'unrelated.txt'), 'kept');
 
-    t.deepEqual(await pruneTensorStore(dir, 1_500), {removedFiles: 3, removedBytes: 2_300, keptBytes: 1_200});
+    t.deepEqual(await pruneTensorStore(dir, 1_500), {removedFiles: 5, removedBytes: 2_450, keptBytes: 1_200});
     t.deepEqual((await readdir(dir)).sort(), [`.part-${sha(5)}`, `.part-${sha(5)}.owner`, `${sha(2)}.${fnv}`, 'unrelated.txt'].sort());
     t.truthy(await storedTensor(dir, sha(2)));
     t.is(await storedTensor(dir, sha(1)), undefined);
     t.deepEqual(await pruneTensorStore(dir, 10_000), {removedFiles: 0, removedBytes: 0, keptBytes: 1_200});
+});
+
+test('a failed or aborted call\'s partial file is kept to be resumed but pruned like a tensor, least recently used first', async (t) => {
+    const server = await serve(t);
+    const dir = await storeDir(t);
+    const tensor = tensors[1]!;
+    const part = join(dir, `.part-${tensor.sha256}`);
+    // A source that sends all but the last byte, as a peer could make one do for fresh SHA-256s.
+    server.stallAt(tensor.offset + tensor.bytes - 1);
+    const outcome = await fetchLayers({source: server.url, tensors: [tensor], storeDir: dir, allowPrivateAddresses: true, attempts: 1, stallTimeoutMs: 300});
+    t.deepEqual(outcome.failed.map((failure) => failure.code), ['transfer-failed']);
+    t.is(await sizeOf(part), tensor.bytes - 1);
+    const aborted = tensors[2]!;
+    server.stallAt(aborted.offset + MIB);
+    const controller = new AbortController();
+    const fetching = fetchLayers({source: server.url, tensors: [aborted], storeDir: dir, allowPrivateAddresses: true, signal: controller.signal});
+    await until(async () => await sizeOf(join(dir, `.part-${aborted.sha256}`)) === MIB);
+    controller.abort();
+    await t.throwsAsync(fetching, {any: true, name: 'AbortError'});
+    const old = join(dir, `${'1'.repeat(64)}.${'ab'.repeat(8)}`);
+    await writeFile(old, Buffer.alloc(1_000));
+    await utimes(old, new Date(Date.UTC(2024, 0, 1)), new Date(Date.UTC(2024, 0, 1)));
+
+    const partials = tensor.bytes - 1 + MIB;
+    t.deepEqual(await pruneTensorStore(dir, partials), {removedFiles: 1, removedBytes: 1_000, keptBytes: partials}, 'the older tensor goes first');
+    t.deepEqual(await pruneTensorStore(dir, 0), {removedFiles: 2, removedBytes: partials, keptBytes: 0});
+    t.deepEqual(await readdir(dir), [], 'each partial file goes with its owner record');
+});
+
+test('a tensor size that is not the stored tensor\'s fails that tensor and leaves the verified file', async (t) => {
+    const server = await serve(t);
+    const dir = await storeDir(t);
+    const [tensor, other] = [tensors[0]!, tensors[1]!];
+    await fetchLayers({source: server.url, tensors: [tensor], storeDir: dir, allowPrivateAddresses: true});
+    const path = join(dir, `${tensor.sha256}.${fnvOf(tensor)}`);
+    for (const bytes of [tensor.bytes + 1, tensor.bytes - 1]) {
+        const outcome = await fetchLayers({source: server.url, tensors: [{...tensor, bytes}, other], storeDir: dir, allowPrivateAddresses: true});
+        t.deepEqual(outcome.failed.map((failure) => failure.code), ['invalid-input']);
+        t.regex(outcome.failed[0]!.reason, new RegExp(`is a tensor of ${tensor.bytes} bytes, not ${bytes}`));
+        t.deepEqual(outcome.stored.map((stored) => stored.sha256), [other.sha256]);
+        t.true((await readFile(path)).equals(bytesOf(tensor)));
+    }
+    // Asked while another call downloads it: the same, once that one stored it.
+    await rm(path);
+    server.hold(true);
+    const first = fetchLayers({source: server.url, tensors: [tensor], storeDir: dir, allowPrivateAddresses: true});
+    await until(() => server.requests.length === 3);
+    // Let go once this call looked at the store, so that it waits for the first call's download.
+    const second = fetchLayers({source: server.url, tensors: [{...tensor, bytes: tensor.bytes + 1}], storeDir: dir, allowPrivateAddresses: true,
+        onProgress: () => server.hold(false)});
+    t.deepEqual((await first).failed, []);
+    t.deepEqual((await second).failed.map((failure) => failure.code), ['invalid-input']);
+    t.true((await readFile(path)).equals(bytesOf(tensor)));
+    t.is(server.requests.length, 3, 'no size a peer claims is downloaded');
+});
+
+test('a partial file of other bytes (a hostile source\'s) is downloaded again from zero, once', async (t) => {
+    const server = await serve(t);
+    const dir = await storeDir(t);
+    const tensor = tensors[2]!;
+    const part = join(dir, `.part-${tensor.sha256}`);
+    await writeFile(part, randomBytes(MIB));
+    const outcome = await fetchLayers({source: server.url, tensors: [tensor], storeDir: dir, allowPrivateAddresses: true});
+    t.deepEqual(outcome.failed, []);
+    t.deepEqual(server.requests.map((request) => request.range), [rangeOf(tensor, MIB), rangeOf(tensor)]);
+    t.true((await readFile(outcome.stored[0]!.path)).equals(bytesOf(tensor)));
+
+    // A source whose bytes are wrong too fails after that one retry.
+    const bad = tensors[0]!;
+    await writeFile(join(dir, `.part-${bad.sha256}`), randomBytes(MIB));
+    server.corrupt(bad.offset + 2 * MIB, bad.offset + 2 * MIB);
+    const failed = await fetchLayers({source: server.url, tensors: [bad], storeDir: dir, allowPrivateAddresses: true});
+    t.deepEqual(failed.failed.map((failure) => failure.code), ['sha-mismatch']);
+    t.deepEqual(server.requests.slice(2).map((request) => request.range), [rangeOf(bad, MIB), rangeOf(bad)]);
+    t.false((await readdir(dir)).some((name) => name.includes(bad.sha256)));
+});
+
+test('a source that drips its bytes fails as a stall by the tensor\'s deadline; a call waiting for that tensor then uses its own source', async (t) => {
+    const drip = createHttpServer((req, res) => {
+        const [, from = '0', to = '0'] = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '') ?? [];
+        res.writeHead(206, {'content-length': String(Number(to) - Number(from) + 1), 'content-range': `bytes ${from}-${to}/${content.length}`});
+        // A byte now and then, each well within the stall timeout.
+        let at = Number(from);
+        const timer = setInterval(() => res.write(content.subarray(at, ++at)), 20);
+        res.on('close', () => clearInterval(timer));
+    });
+    drip.listen(0, '127.0.0.1');
+    await once(drip, 'listening');
+    t.teardown(() => {
+        drip.closeAllConnections();
+        drip.close();
+    });
+    const honest = await serve(t);
+    const dir = await storeDir(t);
+    const tensor = tensors[0]!;
+    const part = join(dir, `.part-${tensor.sha256}`);
+    const dripping = fetchLayers({
+        source: `http://127.0.0.1:${(drip.address() as AddressInfo).port}/model.gguf`, tensors: [tensor], storeDir: dir,
+        allowPrivateAddresses: true, stallTimeoutMs: 1_000, minBytesPerSecond: 64 * MIB
+    });
+    await until(async () => await sizeOf(part) > 0);
+    const waiting = fetchLayers({source: honest.url, tensors: [tensor], storeDir: dir, allowPrivateAddresses: true});
+    const dripped = await dripping;
+    t.deepEqual(dripped.failed.map((failure) => failure.code), ['transfer-failed']);
+    t.regex(dripped.failed[0]!.reason, /given up as a stall/);
+    const outcome = await waiting;
+    t.deepEqual(outcome.failed, []);
+    const resumedAt = Number(/^bytes=(\d+)-/.exec(honest.requests[0]!.range ?? '')?.[1]);
+    t.true(resumedAt > tensor.offset && resumedAt < tensor.offset + tensor.bytes, 'the dripped bytes are resumed');
+    t.true((await readFile(outcome.stored[0]!.path)).equals(bytesOf(tensor)));
 });
 
 test.serial('an hf: reference resolves against HF_ENDPOINT, which is exempt from the private address check', async (t) => {

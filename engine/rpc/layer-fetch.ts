@@ -4,7 +4,7 @@
  * model"): one HTTP range request per tensor, several at once, each checked against the SHA-256 the coordinator
  * sent and kept as `<storeDir>/<sha256>.<fnv>`, the FNV-1a 64 being the name ggml-rpc's server looks a tensor up by.
  */
-import {createHash, type Hash} from 'node:crypto';
+import {createHash, type Hash, randomBytes} from 'node:crypto';
 import {lookup as dnsLookup} from 'node:dns';
 import {type FileHandle, mkdir, open, readdir, readFile, rename, stat, unlink, utimes, writeFile} from 'node:fs/promises';
 import {BlockList, isIP, type LookupFunction} from 'node:net';
@@ -27,7 +27,8 @@ export interface LayerFetchOptions {
     tensors: readonly TensorDigest[],
     /**
      * Where verified tensors are kept, as `<storeDir>/<sha256>.<fnv>`; a download in progress is
-     * `<storeDir>/.part-<sha256>` (with `.part-<sha256>.owner`, its process id), resumed by the next call.
+     * `<storeDir>/.part-<sha256>` (with `.part-<sha256>.owner`, its process's id and a random nonce of that
+     * process), resumed by the next call.
      */
     storeDir: string,
     /** Range requests at once; defaults to 4. */
@@ -44,11 +45,18 @@ export interface LayerFetchOptions {
     allowPrivateAddresses?: boolean,
     /**
      * Tries per tensor when the failure may pass (connection refused or reset, a 5xx, 408 or 429, a stall), each
-     * resuming from the bytes kept; defaults to 3. A SHA-256 mismatch is never retried.
+     * resuming from the bytes kept; defaults to 3. A SHA-256 mismatch is not retried, but once from zero when the
+     * download resumed a partial file an earlier call left (its bytes may be another source's).
      */
     attempts?: number,
     /** How long the source may send nothing (no headers, no body bytes) before a try fails; defaults to 30 s. */
     stallTimeoutMs?: number,
+    /**
+     * The slowest average rate a tensor may arrive at: all its tries together must end within `stallTimeoutMs` plus
+     * its bytes at this rate, else it fails as a stall (a source sending a byte now and then would hold the tensor,
+     * and every call waiting for it, forever); defaults to 64 KiB/s.
+     */
+    minBytesPerSecond?: number,
     /** Ends every request; partial files are kept for the next call to resume, and the call rejects with the reason. */
     signal?: AbortSignal,
     /** Called as bytes arrive (at most every 100 ms) and as each tensor ends. */
@@ -73,7 +81,10 @@ export interface StoredTensor {
 }
 
 export type LayerFetchErrorCode =
-    /** The options or a tensor digest are malformed: nothing was fetched. */
+    /**
+     * The options or a tensor digest are malformed: nothing was fetched. As a tensor's failure: its size is not the
+     * one of the verified tensor of that SHA-256 in the store.
+     */
     | 'invalid-input'
     /** The bytes arrived but their SHA-256 is not the one given: discarded. */
     | 'sha-mismatch'
@@ -87,7 +98,10 @@ export type LayerFetchErrorCode =
     | 'unreachable'
     /** Another status: 401 or 403 (gated), 416 (the file is shorter than the range), 5xx after the tries, … */
     | 'http-status'
-    /** The transfer broke off or the source sent something else than the range asked, after the tries. */
+    /**
+     * The transfer broke off or the source sent something else than the range asked, after the tries; or the tensor
+     * did not arrive by its deadline (`minBytesPerSecond`).
+     */
     | 'transfer-failed'
     /** Another live process is downloading this tensor into the same store. */
     | 'busy'
@@ -136,6 +150,7 @@ export interface PruneOutcome {
 const DEFAULT_CONCURRENCY = 4;
 const DEFAULT_ATTEMPTS = 3;
 const DEFAULT_STALL_TIMEOUT_MS = 30_000;
+const DEFAULT_MIN_BYTES_PER_SECOND = 64 * 1024;
 const CONNECT_TIMEOUT_MS = 10_000;
 const RETRY_INITIAL_MS = 250;
 const RETRY_MAX_MS = 5_000;
@@ -150,6 +165,11 @@ const SHA256_HEX = /^[0-9a-f]{64}$/;
 const STORED_FILE = /^([0-9a-f]{64})\.([0-9a-f]{16})$/;
 const PART_FILE = /^\.part-([0-9a-f]{64})$/;
 const OWNER_FILE = /^\.part-([0-9a-f]{64})\.owner$/;
+/**
+ * What this process writes into the owner files of its partial files: its pid alone would not do, as pids repeat
+ * (a container's process restarted gets the pid its earlier incarnation had, whose partials would look alive).
+ */
+const OWNER_RECORD = `${process.pid} ${randomBytes(8).toString('hex')}`;
 /** Set on the error a connection refused for its address fails with. */
 const PRIVATE_ADDRESS_CODE = 'ERR_STRONGDOGE_PRIVATE_ADDRESS';
 const UNREACHABLE_CODES = new Set([
@@ -163,15 +183,22 @@ const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 
 /**
  * Addresses a peer must not make this node connect to: its own machine and networks (RFC 1918, 6598 CGNAT, 3927
- * link-local, 4193 unique local), multicast, reserved and unspecified.
+ * link-local, 4193 unique local, 6890 IETF protocol assignments, 2544 benchmarking), multicast, documentation
+ * (TEST-NETs, 2001:db8::/32), reserved and unspecified; and tunnels whose far end cannot be checked: Teredo
+ * (2001::/32) and local-use NAT64 (64:ff9b:1::/48, where the IPv4 address sits as its operator chose). The
+ * well-known NAT64 prefix and 6to4 embed an IPv4 address, checked as such (`isPrivateAddress`).
  */
 const PRIVATE_ADDRESSES = new BlockList();
 for (const [network, prefix] of [
     ['0.0.0.0', 8], ['10.0.0.0', 8], ['100.64.0.0', 10], ['127.0.0.0', 8], ['169.254.0.0', 16], ['172.16.0.0', 12],
-    ['192.168.0.0', 16], ['224.0.0.0', 4], ['240.0.0.0', 4]
+    ['192.0.0.0', 24], ['192.0.2.0', 24], ['192.168.0.0', 16], ['198.18.0.0', 15], ['198.51.100.0', 24],
+    ['203.0.113.0', 24], ['224.0.0.0', 4], ['240.0.0.0', 4]
 ] as const)
     PRIVATE_ADDRESSES.addSubnet(network, prefix, 'ipv4');
-for (const [network, prefix] of [['::', 128], ['::1', 128], ['fc00::', 7], ['fe80::', 10], ['fec0::', 10], ['ff00::', 8]] as const)
+for (const [network, prefix] of [
+    ['::', 128], ['::1', 128], ['64:ff9b:1::', 48], ['2001::', 32], ['2001:db8::', 32], ['fc00::', 7], ['fe80::', 10],
+    ['fec0::', 10], ['ff00::', 8]
+] as const)
     PRIVATE_ADDRESSES.addSubnet(network, prefix, 'ipv6');
 
 /** Whether an IP address (v4 or v6, with or without brackets or a zone) is one `PRIVATE_ADDRESSES` holds. */
@@ -182,16 +209,33 @@ export function isPrivateAddress(address: string) {
         return PRIVATE_ADDRESSES.check(bare, 'ipv4');
     if (family !== 6)
         return false;
-    // An IPv4-mapped (::ffff:a.b.c.d) or -compatible (::a.b.c.d) address reaches that IPv4 address: the URL parser
-    // writes either in one canonical hex form.
-    const canonical = new URL(`http://[${bare}]/`).hostname;
-    const embedded = /^\[::(?:ffff:)?([0-9a-f]{1,4}):([0-9a-f]{1,4})\]$/.exec(canonical);
-    if (embedded !== null) {
-        const high = Number.parseInt(embedded[1]!, 16);
-        const low = Number.parseInt(embedded[2]!, 16);
-        return PRIVATE_ADDRESSES.check(`${high >> 8}.${high & 0xff}.${low >> 8}.${low & 0xff}`, 'ipv4');
-    }
-    return PRIVATE_ADDRESSES.check(bare, 'ipv6');
+    const embedded = embeddedIpv4(ipv6Groups(new URL(`http://[${bare}]/`).hostname));
+    return embedded === undefined ? PRIVATE_ADDRESSES.check(bare, 'ipv6') : PRIVATE_ADDRESSES.check(embedded, 'ipv4');
+}
+
+/** The eight 16-bit groups of an IPv6 address as the URL parser writes it (bracketed, hex, `::` compressed). */
+function ipv6Groups(canonical: string) {
+    const [head = '', tail] = canonical.replace(/^\[|\]$/g, '').split('::');
+    const groupsOf = (part: string | undefined) => part === undefined || part === '' ? [] : part.split(':').map((group) => Number.parseInt(group, 16));
+    const high = groupsOf(head);
+    const low = groupsOf(tail);
+    return [...high, ...Array<number>(8 - high.length - low.length).fill(0), ...low];
+}
+
+/**
+ * The IPv4 address an IPv6 address reaches: IPv4-mapped (::ffff:a.b.c.d) and -compatible (::a.b.c.d), the
+ * well-known NAT64 prefix (64:ff9b::a.b.c.d, RFC 6052) and 6to4 (2002:aabb:ccdd::/48, RFC 3056).
+ */
+function embeddedIpv4(groups: readonly number[]) {
+    const zero = (from: number, to: number) => groups.slice(from, to).every((group) => group === 0);
+    const ipv4 = (high: number, low: number) => `${high >> 8}.${high & 0xff}.${low >> 8}.${low & 0xff}`;
+    if (zero(0, 5) && (groups[5] === 0 || groups[5] === 0xffff))
+        return ipv4(groups[6]!, groups[7]!);
+    if (groups[0] === 0x64 && groups[1] === 0xff9b && zero(2, 6))
+        return ipv4(groups[6]!, groups[7]!);
+    if (groups[0] === 0x2002)
+        return ipv4(groups[1]!, groups[2]!);
+    return undefined;
 }
 
 function privateAddressError(host: string, address: string) {
@@ -319,6 +363,7 @@ export async function fetchLayers(options: LayerFetchOptions): Promise<LayerFetc
     const concurrency = positiveInteger(options.concurrency, DEFAULT_CONCURRENCY, MAX_CONCURRENCY, 'concurrency');
     const attempts = positiveInteger(options.attempts, DEFAULT_ATTEMPTS, MAX_ATTEMPTS, 'attempts');
     const stallTimeoutMs = positiveInteger(options.stallTimeoutMs, DEFAULT_STALL_TIMEOUT_MS, 3_600_000, 'stallTimeoutMs');
+    const minBytesPerSecond = positiveInteger(options.minBytesPerSecond, DEFAULT_MIN_BYTES_PER_SECOND, 2 ** 40, 'minBytesPerSecond');
     const {storeDir, signal} = options;
     signal?.throwIfAborted();
     await mkdir(storeDir, {recursive: true});
@@ -332,11 +377,26 @@ export async function fetchLayers(options: LayerFetchOptions): Promise<LayerFetc
     const outcome: LayerFetchOutcome = {
         stored: [], failed: [], present: 0, totalBytes: progress.totalBytes, downloadedBytes: 0, elapsedMs: 0, bytesPerSecond: null
     };
+    const context: FetchContext = {url, checkAddresses, dispatcher, storeDir, attempts, stallTimeoutMs, minBytesPerSecond, signal, progress, meter};
+    const fail = (tensor: TensorDigest, error: unknown) => {
+        const failure = failureOf(error);
+        if (SOURCE_WIDE_CODES.has(failure.code))
+            context.sourceFailure ??= failure;
+        outcome.failed.push({digest: tensor, code: failure.code, reason: failure.message});
+        progress.held(tensor.sha256, 0);
+        progress.tensorsFailed++;
+    };
     try {
         const index = await storeIndex(storeDir);
         const queue: TensorDigest[] = [];
         for (const tensor of tensors) {
-            const found = await usableStored(storeDir, tensor, index.get(tensor.sha256));
+            let found: StoredTensor | undefined;
+            try {
+                found = await usableStored(storeDir, tensor, index.get(tensor.sha256));
+            } catch (error) {
+                fail(tensor, error);
+                continue;
+            }
             if (found === undefined)
                 queue.push(tensor);
             else {
@@ -347,7 +407,6 @@ export async function fetchLayers(options: LayerFetchOptions): Promise<LayerFetc
             }
         }
         progress.report(true);
-        const context: FetchContext = {url, checkAddresses, dispatcher, storeDir, attempts, signal, progress, meter};
         const worker = async () => {
             for (let tensor = queue.shift(); tensor !== undefined && !signal?.aborted; tensor = queue.shift()) {
                 try {
@@ -360,12 +419,7 @@ export async function fetchLayers(options: LayerFetchOptions): Promise<LayerFetc
                 } catch (error) {
                     if (signal?.aborted)
                         return;
-                    const failure = failureOf(error);
-                    if (SOURCE_WIDE_CODES.has(failure.code))
-                        context.sourceFailure ??= failure;
-                    outcome.failed.push({digest: tensor, code: failure.code, reason: failure.message});
-                    progress.held(tensor.sha256, 0);
-                    progress.tensorsFailed++;
+                    fail(tensor, error);
                 }
                 progress.report(true);
             }
@@ -394,6 +448,8 @@ interface FetchContext {
     dispatcher: Dispatcher,
     storeDir: string,
     attempts: number,
+    stallTimeoutMs: number,
+    minBytesPerSecond: number,
     signal: AbortSignal | undefined,
     progress: Progress,
     meter: RateMeter,
@@ -410,7 +466,9 @@ function fetchOnce(context: FetchContext, tensor: TensorDigest): Promise<{stored
     const previous = writing.get(part);
     const run = (previous ?? Promise.resolve()).catch(() => undefined).then(async () => {
         const found = previous === undefined ? undefined : await storedTensor(context.storeDir, tensor.sha256);
-        if (found !== undefined && found.bytes === tensor.bytes)
+        if (found !== undefined && found.bytes !== tensor.bytes)
+            throw sizeMismatch(tensor, found.bytes);
+        if (found !== undefined)
             return {stored: found, present: true};
         if (context.sourceFailure !== undefined)
             throw context.sourceFailure;
@@ -426,44 +484,79 @@ function fetchOnce(context: FetchContext, tensor: TensorDigest): Promise<{stored
 
 /** Downloads one tensor into its partial file, retrying what may pass, and names it by its hashes once it verifies. */
 async function downloadTensor(context: FetchContext, tensor: TensorDigest): Promise<StoredTensor> {
-    const {storeDir, signal} = context;
-    const part = join(storeDir, `.part-${tensor.sha256}`);
+    const part = join(context.storeDir, `.part-${tensor.sha256}`);
     const owner = `${part}.owner`;
     const claimedBy = await claimPartial(owner);
     if (claimedBy !== undefined)
         throw new LayerFetchError('busy', `process ${claimedBy} is downloading this tensor into the same store`);
-    const backoff = new Backoff({initialMs: RETRY_INITIAL_MS, maxMs: RETRY_MAX_MS});
-    for (let attempt = 1; ; attempt++) {
-        let hashes: {sha256: string, fnv: string};
+    try {
+        // Bytes an earlier call left may be another source's (a hostile peer's could poison a popular tensor): a
+        // mismatch after resuming them is tried once more, from zero.
+        const held = await sizeOf(part);
+        let fnv: string;
         try {
-            hashes = await downloadPartial(context, tensor, part);
+            fnv = await downloadVerified(context, tensor, part);
         } catch (error) {
-            const failure = failureOf(error);
-            if (signal?.aborted || !failure.retryable || attempt >= context.attempts) {
-                // Nothing to resume: leave no trace.
-                if (await stat(part).then((found) => found.size === 0, () => false)) {
-                    await unlink(part).catch(() => undefined);
-                    await unlink(owner).catch(() => undefined);
-                }
-                throw failure.retryable && attempt > 1 ? new LayerFetchError(failure.code, `${failure.message} (${attempt} tries)`) : failure;
-            }
-            await sleep(backoff.failed(), undefined, signal && {signal});
-            continue;
+            if (!(held > 0 && held <= tensor.bytes && error instanceof LayerFetchError && error.code === 'sha-mismatch'))
+                throw error;
+            fnv = await downloadVerified(context, tensor, part);
         }
-        if (hashes.sha256 !== tensor.sha256) {
-            await unlink(part).catch(() => undefined);
-            await unlink(owner).catch(() => undefined);
-            throw new LayerFetchError('sha-mismatch',
-                `${tensor.name}: the source's bytes have SHA-256 ${hashes.sha256}, not ${tensor.sha256}: discarded`);
-        }
-        const path = join(storeDir, `${tensor.sha256}.${hashes.fnv}`);
+        const path = join(context.storeDir, `${tensor.sha256}.${fnv}`);
         try {
             await rename(part, path);
         } catch (error) {
             throw failureOf(error);
         }
         await unlink(owner).catch(() => undefined);
-        return {sha256: tensor.sha256, fnv: hashes.fnv, path, bytes: tensor.bytes};
+        return {sha256: tensor.sha256, fnv, path, bytes: tensor.bytes};
+    } catch (error) {
+        // Nothing to resume: leave no trace. A partial file with bytes stays for the next call, prunable.
+        if (await sizeOf(part) <= 0) {
+            await unlink(part).catch(() => undefined);
+            await unlink(owner).catch(() => undefined);
+        }
+        throw error;
+    }
+}
+
+/**
+ * Tries until the partial file holds the tensor's bytes, by the tensor's deadline (`minBytesPerSecond`: a source
+ * sending a byte now and then would hold it, and every call waiting for it, forever); returns their FNV-1a 64. A
+ * mismatch removes the partial file.
+ */
+async function downloadVerified(context: FetchContext, tensor: TensorDigest, part: string): Promise<string> {
+    const limitMs = context.stallTimeoutMs + Math.ceil(tensor.bytes / context.minBytesPerSecond * 1000);
+    const deadline = new AbortController();
+    const timer = setTimeout(() => deadline.abort(), limitMs);
+    const signal = context.signal === undefined ? deadline.signal : AbortSignal.any([context.signal, deadline.signal]);
+    const late = () => new LayerFetchError('transfer-failed',
+        `the tensor did not arrive within ${Math.round(limitMs / 1000)} s (${context.minBytesPerSecond} bytes per second after ${Math.round(context.stallTimeoutMs / 1000)} s): given up as a stall`);
+    const backoff = new Backoff({initialMs: RETRY_INITIAL_MS, maxMs: RETRY_MAX_MS});
+    try {
+        for (let attempt = 1; ; attempt++) {
+            let hashes: {sha256: string, fnv: string};
+            try {
+                hashes = await downloadPartial(context, tensor, part, signal);
+            } catch (error) {
+                if (deadline.signal.aborted && !context.signal?.aborted)
+                    throw late();
+                const failure = failureOf(error);
+                if (context.signal?.aborted || !failure.retryable || attempt >= context.attempts)
+                    throw failure.retryable && attempt > 1 ? new LayerFetchError(failure.code, `${failure.message} (${attempt} tries)`) : failure;
+                await sleep(backoff.failed(), undefined, {signal}).catch((reason: unknown) => {
+                    throw deadline.signal.aborted && !context.signal?.aborted ? late() : reason;
+                });
+                continue;
+            }
+            if (hashes.sha256 !== tensor.sha256) {
+                await unlink(part).catch(() => undefined);
+                throw new LayerFetchError('sha-mismatch',
+                    `${tensor.name}: the source's bytes have SHA-256 ${hashes.sha256}, not ${tensor.sha256}: discarded`);
+            }
+            return hashes.fnv;
+        }
+    } finally {
+        clearTimeout(timer);
     }
 }
 
@@ -471,7 +564,7 @@ async function downloadTensor(context: FetchContext, tensor: TensorDigest): Prom
  * One try: hashes the bytes the partial file holds, asks for the rest, appends it while hashing, and makes the file
  * durable and 0644 before it is renamed (a server must never read half of a tensor, even after a crash).
  */
-async function downloadPartial(context: FetchContext, tensor: TensorDigest, part: string) {
+async function downloadPartial(context: FetchContext, tensor: TensorDigest, part: string, signal: AbortSignal) {
     const handle = await open(part, 'a+', FILE_MODE);
     try {
         let held = (await handle.stat()).size;
@@ -485,7 +578,7 @@ async function downloadPartial(context: FetchContext, tensor: TensorDigest, part
         await hashFile(handle, held, [sha256, fnv]);
         context.progress.held(tensor.sha256, held);
         if (held < tensor.bytes)
-            held = await appendRange(context, tensor, handle, held, [sha256, fnv]);
+            held = await appendRange(context, tensor, handle, held, [sha256, fnv], signal);
         await handle.chmod(FILE_MODE);
         await handle.datasync();
         return {sha256: sha256.digest('hex'), fnv: fnv.hex()};
@@ -507,11 +600,12 @@ async function hashFile(handle: FileHandle, bytes: number, hashes: readonly (Has
 }
 
 /** Requests the tensor's bytes from `held` on and appends them; returns how many the file holds then. */
-async function appendRange(context: FetchContext, tensor: TensorDigest, handle: FileHandle, held: number, hashes: readonly (Hash | Fnv1a64)[]) {
+async function appendRange(context: FetchContext, tensor: TensorDigest, handle: FileHandle, held: number, hashes: readonly (Hash | Fnv1a64)[],
+    signal: AbortSignal) {
     const {meter, progress} = context;
     meter.begin();
     try {
-        const body = await openRange(context, tensor.offset + held, tensor.offset + tensor.bytes - 1);
+        const body = await openRange(context, tensor.offset + held, tensor.offset + tensor.bytes - 1, signal);
         for await (const chunk of body as AsyncIterable<Buffer>) {
             if (held + chunk.length > tensor.bytes)
                 throw new LayerFetchError('transfer-failed', 'the source sent more bytes than the range asked for');
@@ -532,7 +626,7 @@ async function appendRange(context: FetchContext, tensor: TensorDigest, handle: 
 }
 
 /** A GET of bytes `start..end` (inclusive), redirects followed here so that each hop's URL is checked too. */
-async function openRange(context: FetchContext, start: number, end: number) {
+async function openRange(context: FetchContext, start: number, end: number, signal: AbortSignal) {
     let url = context.url;
     for (let hop = 0; ; hop++) {
         if (context.checkAddresses && isPrivateAddress(url.hostname))
@@ -541,7 +635,7 @@ async function openRange(context: FetchContext, start: number, end: number) {
             method: 'GET',
             headers: {range: `bytes=${start}-${end}`, 'accept-encoding': 'identity'},
             dispatcher: context.dispatcher,
-            ...(context.signal && {signal: context.signal})
+            signal
         });
         if (REDIRECT_STATUSES.has(statusCode)) {
             await body.dump().catch(() => undefined);
@@ -612,21 +706,42 @@ function failureOf(error: unknown): LayerFetchError {
 
 /**
  * Makes this process the partial file's owner (recorded in `.part-<sha256>.owner`) unless another live process is;
- * returns that process's id then. A dead owner's partial is taken over and resumed.
+ * returns that process's id then. A dead owner's partial, or one of this process's earlier calls, is taken over
+ * and resumed.
  */
 async function claimPartial(owner: string): Promise<number | undefined> {
     try {
-        await writeFile(owner, String(process.pid), {flag: 'wx', mode: FILE_MODE});
+        await writeFile(owner, OWNER_RECORD, {flag: 'wx', mode: FILE_MODE});
         return undefined;
     } catch (error) {
         if (errorCode(error) !== 'EEXIST')
             throw error;
     }
-    const pid = Number((await readFile(owner, 'utf8').catch(() => '')).trim());
-    if (pid !== process.pid && Number.isSafeInteger(pid) && pid > 0 && processAlive(pid))
-        return pid;
-    await writeFile(owner, String(process.pid), {mode: FILE_MODE});
+    const holder = await partialOwner(owner);
+    if (typeof holder === 'number')
+        return holder;
+    if (holder === undefined)
+        await writeFile(owner, OWNER_RECORD, {mode: FILE_MODE});
     return undefined;
+}
+
+/**
+ * Who holds a partial file, by its owner record: this process ('self'), another live process (its pid), or none
+ * (undefined: its process died, or it was an earlier process that had this pid, with another nonce or none).
+ */
+async function partialOwner(owner: string): Promise<'self' | number | undefined> {
+    const record = (await readFile(owner, 'utf8').catch(() => '')).trim();
+    if (record === OWNER_RECORD)
+        return 'self';
+    const pid = Number(record.split(' ')[0]);
+    return pid !== process.pid && Number.isSafeInteger(pid) && pid > 0 && processAlive(pid) ? pid : undefined;
+}
+
+const sizeOf = (path: string) => stat(path).then((found) => found.size, () => -1);
+
+/** A tensor's size disagrees with the verified tensor of its SHA-256: the peer's claim is wrong, the file is kept. */
+function sizeMismatch(tensor: TensorDigest, storedBytes: number) {
+    return new LayerFetchError('invalid-input', `${tensor.name}: SHA-256 ${tensor.sha256} is a tensor of ${storedBytes} bytes, not ${tensor.bytes}`);
 }
 
 /** The complete tensor files of the store, by SHA-256. */
@@ -640,16 +755,19 @@ async function storeIndex(storeDir: string) {
     return index;
 }
 
-/** The stored file of a tensor if its size is right (marked used, for pruning); one of another size is removed. */
+/**
+ * The stored file of a tensor (marked used, for pruning), undefined when there is none; throws `invalid-input` when
+ * its size is not the one asked for: the file was verified, the size is a peer's claim, so it is never removed for it.
+ */
 async function usableStored(storeDir: string, tensor: TensorDigest, name: string | undefined): Promise<StoredTensor | undefined> {
     if (name === undefined)
         return undefined;
     const path = join(storeDir, name);
-    const size = await stat(path).then((found) => found.size, () => undefined);
-    if (size !== tensor.bytes) {
-        await unlink(path).catch(() => undefined);
+    const size = await sizeOf(path);
+    if (size < 0)
         return undefined;
-    }
+    if (size !== tensor.bytes)
+        throw sizeMismatch(tensor, size);
     const now = new Date();
     await utimes(path, now, now).catch(() => undefined);
     return {sha256: tensor.sha256, fnv: STORED_FILE.exec(name)![2]!, path, bytes: size};
@@ -669,9 +787,9 @@ export async function storedTensor(storeDir: string, sha256: string): Promise<St
 
 /**
  * Keeps the store within `maxBytes`: removes the partial files of processes that died (and their owner records, not
- * counted), then the least recently used tensors first (by access or modification time, whichever is later), as
- * `pruneTensorCache` does for the server's cache. Tensors a call of this process is using and partial files of live
- * processes are kept (and counted).
+ * counted), then the least recently used tensors and partial files of this process's ended calls first (by access
+ * or modification time, whichever is later), as `pruneTensorCache` does for the server's cache. Tensors a call of
+ * this process is using, partial files being written now and those of other live processes are kept (and counted).
  */
 export async function pruneTensorStore(storeDir: string, maxBytes: number): Promise<PruneOutcome> {
     if (typeof maxBytes !== 'number' || Number.isNaN(maxBytes) || maxBytes < 0)
@@ -685,44 +803,56 @@ export async function pruneTensorStore(storeDir: string, maxBytes: number): Prom
         removedFiles++;
         removedBytes += bytes;
     };
-    const tensors: {path: string, bytes: number, usedMs: number}[] = [];
+    // Partial files of this process that no call is writing: an aborted or failed call's, kept to be resumed, but
+    // pruned like tensors, else a peer could fill the disk with them (docs/architecture.md, "Sharding").
+    const candidates: {path: string, bytes: number, usedMs: number, partial: boolean}[] = [];
     for (const name of names) {
         const path = join(storeDir, name);
+        const stored = STORED_FILE.exec(name);
+        const partOf = PART_FILE.exec(name)?.[1] ?? OWNER_FILE.exec(name)?.[1];
+        if (stored === null && partOf === undefined)
+            continue;
         const info = await stat(path).catch(() => undefined);
         if (info === undefined)
             continue;
-        const stored = STORED_FILE.exec(name);
-        const partOf = PART_FILE.exec(name)?.[1] ?? OWNER_FILE.exec(name)?.[1];
+        const usedMs = Math.max(info.atimeMs, info.mtimeMs);
         if (stored !== null) {
             if (pinned.has(pinKey(storeDir, stored[1]!)))
                 totalBytes += info.size;
             else
-                tensors.push({path, bytes: info.size, usedMs: Math.max(info.atimeMs, info.mtimeMs)});
-        } else if (partOf !== undefined) {
-            const part = join(storeDir, `.part-${partOf}`);
-            const record = name.endsWith('.owner');
-            if (writing.has(resolve(part)) || await partialOwnerAlive(`${part}.owner`))
-                totalBytes += record ? 0 : info.size;
-            else if (record)
-                await unlink(path).catch(() => undefined);
-            else
-                await remove(path, info.size).catch(() => undefined);
+                candidates.push({path, bytes: info.size, usedMs, partial: false});
+            continue;
         }
+        const part = join(storeDir, `.part-${partOf}`);
+        const record = name.endsWith('.owner');
+        const holder = writing.has(resolve(part)) ? 'writing' : await partialOwner(`${part}.owner`);
+        if (holder === 'writing' || typeof holder === 'number')
+            totalBytes += record ? 0 : info.size;
+        else if (holder === 'self') {
+            // The record goes with its partial file (or alone, where that is gone).
+            if (!record)
+                candidates.push({path, bytes: info.size, usedMs, partial: true});
+            else if (!names.includes(`.part-${partOf}`))
+                await unlink(path).catch(() => undefined);
+        } else if (record)
+            await unlink(path).catch(() => undefined);
+        else
+            await remove(path, info.size).catch(() => undefined);
     }
-    tensors.sort((a, b) => a.usedMs - b.usedMs);
-    totalBytes += tensors.reduce((sum, tensor) => sum + tensor.bytes, 0);
-    for (const tensor of tensors) {
+    candidates.sort((a, b) => a.usedMs - b.usedMs);
+    totalBytes += candidates.reduce((sum, candidate) => sum + candidate.bytes, 0);
+    for (const candidate of candidates) {
         if (totalBytes <= maxBytes)
             break;
-        await remove(tensor.path, tensor.bytes).catch(() => undefined);
-        totalBytes -= tensor.bytes;
+        // A call may have taken the partial file up again meanwhile.
+        if (candidate.partial && writing.has(resolve(candidate.path)))
+            continue;
+        await remove(candidate.path, candidate.bytes).catch(() => undefined);
+        if (candidate.partial)
+            await unlink(`${candidate.path}.owner`).catch(() => undefined);
+        totalBytes -= candidate.bytes;
     }
     return {removedFiles, removedBytes, keptBytes: totalBytes};
-}
-
-async function partialOwnerAlive(owner: string) {
-    const pid = Number((await readFile(owner, 'utf8').catch(() => '')).trim());
-    return Number.isSafeInteger(pid) && pid > 0 && processAlive(pid);
 }
 
 /** The progress of one call, reported at most every `PROGRESS_INTERVAL_MS` but at each tensor's end. */
