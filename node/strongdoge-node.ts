@@ -158,16 +158,18 @@ export class StrongdogeNode {
             });
             const jobs = new JobsProtocol();
             this.swarm.use(jobs);
+            const shardMemory = settings.maxShardMemory ?? Math.floor(freemem() * DEFAULT_SHARD_MEMORY_SHARE);
             if (settings.servePeers)
                 this.shardHost = new ShardHost({
                     runtime: () => this.hostingRuntime(),
-                    maxBytes: settings.maxShardMemory ?? Math.floor(freemem() * DEFAULT_SHARD_MEMORY_SHARE),
+                    maxBytes: shardMemory,
                     threads: settings.threads,
                     cacheDir: join(settings.dataDir, 'cache', 'rpc-tensors'),
-                    cacheMaxBytes: TENSOR_CACHE_BYTES,
+                    // At least a stage's worth of the room offered, so a spare can keep the layers it downloaded ahead.
+                    cacheMaxBytes: Math.max(TENSOR_CACHE_BYTES, 2 * shardMemory),
                     modelFile: (sha256) => this.models.find((model) => this.modelSha256(model.id) === sha256)?.path,
                     // A private network's peers are trusted with URLs on its own network (its model mirror, say).
-                    fetch: {allowPrivateAddresses: settings.networkSecret !== undefined},
+                    fetch: settings.fetchLayers && {allowPrivateAddresses: settings.networkSecret !== undefined},
                     onFetchOfferChanged: () => this.swarm?.capabilitiesChanged(),
                     onLog: (message, fields) => this.logger.info(fields, message)
                 });

@@ -104,22 +104,25 @@ test('speculation per model: each model that speculated on its own line, accepta
     t.notRegex(view, /· embed/);
 });
 
-test('pipelines while waiting and loading: the reason, the weights sent per stage, failovers and the last failure', (t) => {
+test('pipelines while waiting and loading: the reason, where each stage\'s weights come from and how far, spares, failovers and the last failure', (t) => {
     const {cluster} = busyDashboardState();
     const [ready] = cluster.pipelines;
     const peer = ready!.stages[1]!;
     const loading = {
         ...ready!, model: 'mixtral-8x22b', state: 'loading', placementMatches: null, failovers: 2,
-        stages: [ready!.stages[0]!, {...peer, hopMs: null, successRate: null, bytesSent: 8.4e9, bytesReceived: 1e3}, {...peer, peer: 'deadbeef'.repeat(8), bytesSent: 0}],
+        stages: [ready!.stages[0]!, {...peer, hopMs: null, successRate: null, bytesSent: 8.4e9, bytesReceived: 1e3, weights: {from: 'coordinator' as const, fetch: null}},
+            {...peer, peer: 'deadbeef'.repeat(8), bytesSent: 0, weights: {from: 'source' as const,
+                fetch: {state: 'fetching' as const, doneBytes: 5.25e9, totalBytes: 21e9, stored: 0, failed: 0, reason: null}}}],
+        spares: [{state: 'ready' as const}, {state: 'fetching' as const}],
         failures: [{peer: 'f00d'.repeat(16), reason: 'the stage stalled', at: '2026-11-25T10:00:01Z'}, {peer: 'beef'.repeat(16), reason: 'the tunnel closed', at: '2026-11-25T10:00:03Z'}]
     };
     const waiting = {...ready!, model: 'qwen-72b', state: 'waiting', reason: 'qwen-72b is to be split over at least 2 stages, and there are 0', stages: [], plan: null, placementMatches: null,
         speculation: null};
     const view = frame(<PipelinePanel cluster={{pipelines: [loading, waiting], hosting: {available: false, reason: 'offline', sessions: 0, freeBytes: 0}}}/>);
     t.regex(view, /Sharding · hosting not offered \(offline\)/);
-    t.regex(view, /mixtral-8x22b loading · ~38\.3 ms\/token · 2 failovers · spec draft 70% · 3\.1 tok\/pass/, 'speculation so far survives a failover');
-    t.regex(view, /B {2}c0ffeec0 {3}layers 40-79 {2}50% {2}21\.0 GB {2}weights 40% \(8\.4 GB \/ 21\.0 GB\)/);
-    t.regex(view, /C {2}deadbeef {3}layers 40-79 {2}50% {2}21\.0 GB {2}weights 0% \(0 B \/ 21\.0 GB\)/);
+    t.regex(view, /mixtral-8x22b loading · ~38\.3 ms\/token · 2 failovers · spares 1\/2 ready · spec draft 70%/, 'speculation so far survives a failover');
+    t.regex(view, /B {2}c0ffeec0 {3}layers 40-79 {2}50% {2}21\.0 GB {2}weights sent 40% \(8\.4 GB \/ 21\.0 GB\)/);
+    t.regex(view, /C {2}deadbeef {3}layers 40-79 {2}50% {2}21\.0 GB {2}weights source 25% \(5\.3 GB \/ 21\.0 GB\)/);
     t.regex(view, /last failure \d\d:\d\d:\d\d beefbeef: the tunnel closed/);
     t.notRegex(view, /f00d/, 'only the last failure');
     t.regex(view, /qwen-72b waiting\s*│\n│ qwen-72b is to be split over at least 2 stages, and there are 0/);

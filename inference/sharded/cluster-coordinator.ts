@@ -6,7 +6,9 @@ import type {RpcServerFiles} from '../../engine/rpc/rpc-server-dir.js';
 import type {ShardLoadSettings} from '../../engine/engine-settings.js';
 import type {SwarmNode} from '../../swarm/swarm-node.js';
 import {holdsModelFile, planPipeline, planSpares, shardCandidates} from './coordinator/pipeline-candidates.js';
-import {closeFormation, closeStage, deviceSplit, expectedPlacement, fetchStageLayers, LocalDevices, openStage} from './coordinator/pipeline-formation.js';
+import {closeFormation, closeStage, deviceSplit, expectedPlacement, fetchStageLayers, fetchWatched, LocalDevices, openStage} from './coordinator/pipeline-formation.js';
+import {shardPlannerDefaults} from './shard-planner.js';
+import {HASH_THRESHOLD_BYTES} from '../../engine/rpc/tensor-cache-seed.js';
 import {describePipeline, pipelineWait} from './coordinator/pipeline-status.js';
 import type {ActiveStage, ClusterModel, ClusterState, FailedPart, Formation, SpareState, StageFailure} from './coordinator/pipeline-types.js';
 import {digestsOfLayers} from '../../engine/tensor-digests.js';
@@ -14,7 +16,7 @@ import {StageFailures} from './coordinator/stage-failures.js';
 import {StageWatchdog} from './coordinator/stage-watchdog.js';
 import type {ShardPlan} from './shard-planner.js';
 import type {TensorDigest} from '../../core/tensor-digest.js';
-import {type ShardProtocol, ShardSessionError} from './tunnel/shard-protocol.js';
+import {type FetchOutcome, type ShardProtocol, ShardSessionError} from './tunnel/shard-protocol.js';
 import {shortPeerId} from '../../core/display.js';
 
 
@@ -135,12 +137,11 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
             onTransfer: (stages) => this.emit('log', 'info', 'sending weights to the stages', {model: this.options.model.id, stages})
         });
         this.engine.on('state', (state) => {
-            if (state === 'loading')
-                this.loadStartedAt = Date.now();
             if (state === 'ready') {
                 this.checkPlacement();
                 this.measureUplink();
-                void this.prepareSpares();
+                this.prepareSpares().catch((error: Error) =>
+                    this.emit('log', 'warn', 'cannot prepare spares', {model: this.options.model.id, error: error.message}));
             }
             this.setState(state === 'ready' ? 'ready' : this.formation === undefined ? this.state : 'loading');
         });
@@ -162,6 +163,9 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
         this.watchdog.stop();
         this.wakeUp?.();
         this.setState('stopped');
+        // Stages still downloading their layers end now (their fetches with them).
+        for (const stage of this.formingStages?.stages ?? [])
+            stage.session.end('the coordinator stopped');
         await this.engine.dispose();
         await this.teardown('the coordinator stopped');
         await this.localDevices.stop();
@@ -296,6 +300,10 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
                 this.formingStages = {plan: plan.plan, stages};
                 failed.push(...await this.fetchLayers(stages));
                 this.formingStages = undefined;
+                if (this.stopped) {
+                    await Promise.all(stages.map((stage) => closeStage(stage, 'the coordinator stopped')));
+                    break;
+                }
             }
             if (failed.length > 0) {
                 for (const {peerId, error} of failed) // a priced host this node cannot pay is left out, but not blamed
@@ -311,6 +319,7 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
             this.placementMatches = null;
             this.setState('loading');
             this.emit('log', 'info', 'pipeline formed', {model: model.id, plan: plan.plan.reason});
+            this.loadStartedAt = Date.now();
             const endpoints = [...(first ? [first.address] : []), ...stages.map((stage) => stage.endpoint.address), output.address];
             return {shard: {rpcLibraryPath: files.libraryPath, endpoints, gpuLayers: split.gpuLayers}};
         }
@@ -326,6 +335,12 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
                 const spare = this.spares.get(peerId);
                 return spare?.state === 'ready' ? [spare.layers[0], spare.layers[1]] : undefined;
             }});
+    }
+
+    /** A host's download rate, from a download long enough to tell (as hosts measure their own). */
+    private noteFetchRate(peerId: string, outcome: FetchOutcome | undefined) {
+        if (outcome !== undefined && outcome.bytesPerSecond !== null && outcome.downloadedBytes >= HASH_THRESHOLD_BYTES)
+            this.fetchRates.set(peerId, outcome.bytesPerSecond);
     }
 
     /**
@@ -383,13 +398,16 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
                 return;
             }
             state.totalBytes = tensors.reduce((sum, tensor) => sum + tensor.bytes, 0);
+            const source = model.source;
             try {
-                const outcome = await this.options.shards.prefetch(spare.peerId, {model: sha256, source: model.source, layers, tensors}, ({doneBytes}) => {
-                    state.doneBytes = doneBytes;
-                });
-                if (outcome.bytesPerSecond !== null)
-                    this.fetchRates.set(spare.peerId, outcome.bytesPerSecond);
-                Object.assign(state, outcome.failed === 0 ? {state: 'ready', doneBytes: state.totalBytes} : {state: 'failed', reason: outcome.reason ?? `${outcome.failed} tensor(s) not fetched`});
+                const outcome = await fetchWatched((frame, onProgress) => this.options.shards.prefetch(spare.peerId, {model: sha256, source, layers, tensors: frame}, onProgress),
+                    tensors, (doneBytes) => state.doneBytes = doneBytes);
+                if (outcome === 'stalled')
+                    Object.assign(state, {state: 'failed', reason: 'the download made no progress for a minute'});
+                else {
+                    this.noteFetchRate(spare.peerId, outcome);
+                    Object.assign(state, outcome.failed === 0 ? {state: 'ready', doneBytes: state.totalBytes} : {state: 'failed', reason: outcome.reason ?? `${outcome.failed} tensor(s) not fetched`});
+                }
             } catch (error) {
                 Object.assign(state, {state: 'failed', reason: (error as Error).message});
             }
@@ -416,10 +434,12 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
             return [];
         }
         const request = {model: sha256, source: model.source};
+        // Past a minute, a download slower than this node's share of its uplink is left behind: sending is then sooner.
+        const fetching = stages.filter((stage) => stage.weights.from !== 'held').length;
+        const uplinkShare = (this.uplinkBytesPerSecond ?? shardPlannerDefaults.uplinkBytesPerSecond) / Math.max(1, fetching);
         const results = await Promise.allSettled(stages.map(async (stage) => {
-            const outcome = await fetchStageLayers(stage, request, digests, () => this.emit('state', this.state));
-            if (outcome?.bytesPerSecond !== null && outcome?.bytesPerSecond !== undefined)
-                this.fetchRates.set(stage.peerId, outcome.bytesPerSecond);
+            const outcome = await fetchStageLayers(stage, request, digests, () => this.emit('state', this.state), {slowerThanBytesPerSecond: uplinkShare});
+            this.noteFetchRate(stage.peerId, outcome);
             if (outcome !== undefined)
                 this.emit('log', outcome.failed === 0 ? 'info' : 'warn', 'a stage downloaded its layers from the model\'s source',
                     {model: model.id, peer: shortPeerId(stage.peerId), stored: outcome.stored, failed: outcome.failed, downloadedBytes: outcome.downloadedBytes,

@@ -1,4 +1,5 @@
 import {connect} from 'node:net';
+import {LRUCache} from 'lru-cache';
 import {join} from 'node:path';
 import {setTimeout as sleep} from 'node:timers/promises';
 import {MAX_DRAFT_TOKENS} from '../../core/inference-types.js';
@@ -33,6 +34,17 @@ export function allocationLimit(bytes: number) {
 const SEED_WAIT_MS = 20_000;
 /** Under the cache directory: tensors downloaded from models' sources, named by SHA-256 (layer-fetch.ts). */
 export const FETCHED_SUBDIR = 'fetched';
+/**
+ * What peers may have this node download, per window: each peer twice the room this node offers (a stage, and its
+ * spare or a failover's), all peers together four times. A peer's fetch frames cost it little; each tensor they name
+ * costs this node its download.
+ */
+const FETCH_WINDOW_MS = 60 * 60_000;
+const PEER_FETCH_ROOMS = 2;
+const ALL_FETCH_ROOMS = 4;
+/** A tensor whose download failed is not tried again from the same source for a while (a hostile fetch could repeat it). */
+const FAILED_FETCH_TTL_MS = 10 * 60_000;
+const FAILED_FETCHES_KEPT = 4096;
 
 /**
  * What serves sessions: the built rpc server and the sandbox each one runs in ('off': none, for the trusted peers of a
@@ -78,6 +90,10 @@ export class ShardHost implements ShardHostHandler {
     private readonly sessions = new Set<{bytes: number, server: RpcServerHost}>();
     /** The rate of this node's last download from a model's source (bytes/s), announced to coordinators. */
     private downloadRate: number | null = null;
+    /** Bytes downloaded for each peer, and for all, in the current window. */
+    private readonly downloaded = new LRUCache<string, {since: number, bytes: number}>({max: 4096});
+    /** `<source>\n<sha256>` of downloads that failed lately, with why. */
+    private readonly failedFetches = new LRUCache<string, string>({max: FAILED_FETCHES_KEPT, ttl: FAILED_FETCH_TTL_MS});
 
     constructor(private readonly options: ShardHostOptions) {}
 
@@ -146,6 +162,9 @@ export class ShardHost implements ShardHostHandler {
         const asked = new Map<string, number>();
         return {
             connect: (stream: TunnelStream) => {
+                // Outside the sandbox the server may write its cache (view.close says why): no link once it is reached.
+                if (runtime.sandbox === 'off')
+                    view.close();
                 const socket = connect(server.connectOptions!);
                 // The coordinator's bytes are checked before the server sees them; its replies pass unchanged.
                 pipeSocket(socket, stream, hostFilter({maxPayloadBytes: request.bytes + PAYLOAD_SLACK_BYTES, budget, meter, cachedTensorBytes: (hash) => view.cachedBytes(hash),
@@ -181,7 +200,7 @@ export class ShardHost implements ShardHostHandler {
             end: (reason: string) => {
                 ended = true;
                 this.sessions.delete(entry);
-                void server.stop().then(() => view.dispose());
+                void server.stop().finally(() => view.dispose()).catch(() => undefined);
                 this.options.onLog?.('stopped hosting layers for a peer', {peer: shortPeerId(peerId), reason});
             }
         };
@@ -192,11 +211,10 @@ export class ShardHost implements ShardHostHandler {
         const runtime = this.options.runtime();
         if (typeof runtime === 'string')
             return notFetched(fetch, `this node cannot host layers: ${runtime}`);
-        await this.pruneCaches();
+        // Room made first, not after: a spare's tensors must still be there when its stage fails.
+        await this.pruneCaches(fetch.tensors.reduce((sum, tensor) => sum + tensor.bytes, 0));
         // A spare is worth only the layers it could host: no more than the room this node offers now.
-        const {report} = await this.download(peerId, fetch, Math.min(this.freeBytes, this.options.cacheMaxBytes), onProgress, signal);
-        await this.pruneCaches();
-        return report;
+        return (await this.download(peerId, fetch, Math.min(this.freeBytes, this.options.cacheMaxBytes), onProgress, signal)).report;
     }
 
     /**
@@ -216,11 +234,26 @@ export class ShardHost implements ShardHostHandler {
             return refused(`the fetch asks for ${total} bytes; this node keeps at most ${maxBytes} for it`);
         if (fetch.tensors.some((tensor) => tensor.bytes <= HASH_THRESHOLD_BYTES))
             return refused(`tensors of ${HASH_THRESHOLD_BYTES} bytes or less are sent whole by ggml-rpc: they are not fetched`);
+        const window = this.fetchWindow(peerId);
+        if (window.peer.bytes >= PEER_FETCH_ROOMS * this.options.maxBytes || window.all.bytes >= ALL_FETCH_ROOMS * this.options.maxBytes)
+            return refused(`this node downloaded ${window.peer.bytes} bytes for this peer and ${window.all.bytes} for all in the last hour: no more for now`);
         const {allowPrivateAddresses = false, concurrency} = this.options.fetch ?? {};
+        const failedLately = (tensor: LayerFetch['tensors'][number]) => this.failedFetches.get(`${fetch.source}\n${tensor.sha256}`);
+        const skipped = fetch.tensors.filter((tensor) => failedLately(tensor) !== undefined);
+        const tensors = fetch.tensors.filter((tensor) => !skipped.includes(tensor));
         this.options.onLog?.('downloading layers from the model\'s source', {...fields, source: fetch.source, bytes: total});
-        const outcome = await fetchLayers({source: fetch.source, tensors: fetch.tensors, storeDir: join(this.options.cacheDir, FETCHED_SUBDIR),
-            allowPrivateAddresses, ...(concurrency !== undefined && {concurrency}), signal,
-            onProgress: ({doneBytes, totalBytes}) => onProgress({doneBytes, totalBytes})});
+        const outcome = tensors.length === 0
+            ? {stored: [], failed: [], present: 0, totalBytes: 0, downloadedBytes: 0, elapsedMs: 0, bytesPerSecond: null}
+            : await fetchLayers({source: fetch.source, tensors, storeDir: join(this.options.cacheDir, FETCHED_SUBDIR),
+                allowPrivateAddresses, ...(concurrency !== undefined && {concurrency}), signal,
+                onProgress: ({doneBytes, totalBytes}) => onProgress({doneBytes, totalBytes})});
+        window.peer.bytes += outcome.downloadedBytes;
+        window.all.bytes += outcome.downloadedBytes;
+        for (const failure of outcome.failed)
+            if (failure.code !== 'busy' && failure.code !== 'invalid-input')
+                this.failedFetches.set(`${fetch.source}\n${failure.digest.sha256}`, failure.reason);
+        for (const tensor of skipped)
+            outcome.failed.push({digest: tensor, code: 'transfer-failed', reason: `${tensor.name}: failed lately, not tried again for now (${failedLately(tensor)})`});
         if (outcome.bytesPerSecond !== null && outcome.downloadedBytes >= HASH_THRESHOLD_BYTES) {
             this.downloadRate = outcome.bytesPerSecond;
             this.options.onFetchOfferChanged?.();
@@ -237,11 +270,27 @@ export class ShardHost implements ShardHostHandler {
         };
     }
 
-    /** Seeded and downloaded tensors together stay within the cache's limit, least recently used first; abandoned views go. */
-    private async pruneCaches() {
+    /** The download counts of the window now, for a peer and for all (a new window starts from nothing). */
+    private fetchWindow(peerId: string) {
+        const current = (key: string) => {
+            let entry = this.downloaded.get(key);
+            if (entry === undefined || Date.now() - entry.since >= FETCH_WINDOW_MS) {
+                entry = {since: Date.now(), bytes: 0};
+                this.downloaded.set(key, entry);
+            }
+            return entry;
+        };
+        return {peer: current(`peer:${peerId}`), all: current('all')};
+    }
+
+    /**
+     * Seeded and downloaded tensors together stay within the cache's limit, least recently used first, with room for
+     * `headroomBytes` about to be downloaded; abandoned views go.
+     */
+    private async pruneCaches(headroomBytes = 0) {
         await removeAbandonedViews(this.options.cacheDir);
         const seeded = await pruneTensorCache(this.options.cacheDir, this.options.cacheMaxBytes);
-        await pruneTensorStore(join(this.options.cacheDir, FETCHED_SUBDIR), Math.max(0, this.options.cacheMaxBytes - seeded.keptBytes));
+        await pruneTensorStore(join(this.options.cacheDir, FETCHED_SUBDIR), Math.max(0, this.options.cacheMaxBytes - seeded.keptBytes - headroomBytes));
     }
 
     /**

@@ -3,7 +3,7 @@ import {RpcServerHost} from '../../../engine/rpc/rpc-server-host.js';
 import {layerSplit} from '../layer-split.js';
 import type {ShardPlan} from '../shard-planner.js';
 import {coordinatorFilter} from '../tunnel/rpc-filters.js';
-import type {FetchRequest, ShardProtocol} from '../tunnel/shard-protocol.js';
+import type {FetchOutcome, FetchProgress, FetchRequest, ShardProtocol} from '../tunnel/shard-protocol.js';
 import type {TensorDigest} from '../../../core/tensor-digest.js';
 import {digestsOfLayers} from '../../../engine/tensor-digests.js';
 import {SocketStream} from '../tunnel/socket-pipe.js';
@@ -63,48 +63,100 @@ export async function openStage({shards, model, stage, reportedBytes, sequences,
 
 /** How long a download may go without progress before the formation goes on without it (its tensors then come from this node). */
 const FETCH_STALL_MS = 60_000;
+/** Tensors per fetch frame: a few hundred bytes each, well under the frame's 1 MiB (a host refuses a larger frame as a violation). */
+const TENSORS_PER_FETCH = 2048;
+
+/** A fetch's report summed over its frames. */
+function sumOutcomes(outcomes: readonly FetchOutcome[]): FetchOutcome {
+    const reasons = outcomes.flatMap((outcome) => outcome.reason === undefined ? [] : [outcome.reason]);
+    const downloadedBytes = outcomes.reduce((sum, outcome) => sum + outcome.downloadedBytes, 0);
+    const rates = outcomes.flatMap((outcome) => outcome.bytesPerSecond === null ? [] : [outcome.bytesPerSecond]);
+    return {stored: outcomes.reduce((sum, outcome) => sum + outcome.stored, 0), failed: outcomes.reduce((sum, outcome) => sum + outcome.failed, 0),
+        downloadedBytes, bytesPerSecond: rates.length === 0 ? null : Math.min(...rates), ...(reasons.length > 0 && {reason: reasons.join('; ').slice(0, 512)})};
+}
+
+export interface FetchWatch {
+    /** Gives up when the bytes done have not grown for this long; defaults to `FETCH_STALL_MS`. */
+    stallMs?: number,
+    /**
+     * Gives up, once a stall's time has passed, when the download goes slower than this (bytes/s): this node's uplink,
+     * which would then send the weights sooner. Defaults to no such rule.
+     */
+    slowerThanBytesPerSecond?: number
+}
+
+/**
+ * Asks a host to download `tensors` (in frames of at most `TENSORS_PER_FETCH`) and waits for its report, or resolves
+ * `'stalled'` when it stops making progress, or goes slower than `slowerThanBytesPerSecond`. Only growing `doneBytes`
+ * count as progress: a host that repeats itself cannot hold a formation.
+ */
+export async function fetchWatched(send: (tensors: TensorDigest[], onProgress: (progress: FetchProgress) => void) => Promise<FetchOutcome>,
+    tensors: readonly TensorDigest[], onProgress: (doneBytes: number) => void, {stallMs = FETCH_STALL_MS, slowerThanBytesPerSecond}: FetchWatch = {}) {
+    const startedAt = Date.now();
+    let done = 0;
+    let before = 0; // bytes of the frames already reported
+    let grewAt = Date.now();
+    let stalled: (() => void) | undefined;
+    const check = setInterval(() => {
+        const elapsed = Date.now() - startedAt;
+        const slow = slowerThanBytesPerSecond !== undefined && elapsed >= stallMs && done / (elapsed / 1000) < slowerThanBytesPerSecond;
+        if (Date.now() - grewAt >= stallMs || slow)
+            stalled?.();
+    }, Math.min(1_000, stallMs / 4));
+    try {
+        return await Promise.race([
+            (async () => {
+                const outcomes: FetchOutcome[] = [];
+                for (let index = 0; index < tensors.length; index += TENSORS_PER_FETCH) {
+                    const frame = tensors.slice(index, index + TENSORS_PER_FETCH);
+                    outcomes.push(await send(frame, ({doneBytes}) => {
+                        if (before + doneBytes > done) {
+                            done = before + doneBytes;
+                            grewAt = Date.now();
+                            onProgress(done);
+                        }
+                    }));
+                    before += frame.reduce((sum, tensor) => sum + tensor.bytes, 0);
+                }
+                return sumOutcomes(outcomes);
+            })(),
+            new Promise<'stalled'>((resolve) => {
+                stalled = () => resolve('stalled');
+            })
+        ]);
+    } finally {
+        clearInterval(check);
+    }
+}
 
 /**
  * Has a stage's host download the big tensors of its layers from the model's source (docs/architecture.md, "Hosts
  * that fetch their layers"), and waits for its report: the tensors it did not store are sent by this node at load, as
- * before. Resolves when the download is over or made no progress for `FETCH_STALL_MS`; rejects when the session ends.
+ * before. Resolves when the download is over, made no progress for a minute, or went slower than this node's uplink
+ * would; rejects when the session ends.
  */
 export async function fetchStageLayers(stage: ActiveStage, request: Omit<FetchRequest, 'layers' | 'tensors'>, digests: readonly TensorDigest[],
-    onChange: () => void, stallMs = FETCH_STALL_MS) {
+    onChange: () => void, watch: FetchWatch = {}) {
     const tensors = digestsOfLayers(digests, [stage.firstLayer, stage.lastLayer]);
     if (tensors.length === 0 || stage.weights.from === 'held')
-        return;
-    const fetch = {state: 'fetching' as const, doneBytes: 0, totalBytes: tensors.reduce((sum, tensor) => sum + tensor.bytes, 0), stored: 0, failed: 0, reason: null};
-    const weights: StageWeights = {from: 'source', fetch};
+        return undefined;
+    const layers: [number, number] = [stage.firstLayer, stage.lastLayer];
+    const totalBytes = tensors.reduce((sum, tensor) => sum + tensor.bytes, 0);
+    const weights: StageWeights = {from: 'source', fetch: {state: 'fetching', doneBytes: 0, totalBytes, stored: 0, failed: 0, reason: null}};
     stage.weights = weights;
     onChange();
-    let stalled: (() => void) | undefined;
-    let timer: NodeJS.Timeout | undefined;
-    const watch = () => {
-        clearTimeout(timer);
-        timer = setTimeout(() => stalled?.(), stallMs);
-    };
-    watch();
     try {
-        const outcome = await Promise.race([
-            stage.session.fetch({...request, layers: [stage.firstLayer, stage.lastLayer], tensors}, ({doneBytes, totalBytes}) => {
-                weights.fetch = {...weights.fetch!, doneBytes, totalBytes};
-                watch();
-            }),
-            new Promise<undefined>((resolve) => {
-                stalled = () => resolve(undefined);
-            })
-        ]);
-        weights.fetch = outcome === undefined
-            ? {...weights.fetch!, state: 'failed', reason: `no progress for ${stallMs / 1000} s: the rest comes from this node`}
-            : {...weights.fetch!, state: outcome.stored > 0 ? 'done' : 'failed', doneBytes: outcome.failed === 0 ? weights.fetch!.totalBytes : weights.fetch!.doneBytes,
+        const outcome = await fetchWatched((frame, onProgress) => stage.session.fetch({...request, layers, tensors: frame}, onProgress), tensors,
+            (doneBytes) => weights.fetch = {...weights.fetch!, doneBytes}, watch);
+        weights.fetch = outcome === 'stalled'
+            ? {...weights.fetch!, state: 'failed', reason: 'the download made too little progress: this node sends the weights'}
+            : {...weights.fetch!, state: outcome.stored > 0 ? 'done' : 'failed', doneBytes: outcome.failed === 0 ? totalBytes : weights.fetch!.doneBytes,
                 stored: outcome.stored, failed: outcome.failed, reason: outcome.reason ?? null};
         // Nothing stored, or still downloading when the formation went on: this node sends the weights at load.
-        if (outcome === undefined || outcome.stored === 0)
+        if (outcome === 'stalled' || outcome.stored === 0)
             stage.weights = {from: 'coordinator', fetch: weights.fetch};
-        return outcome;
+        return outcome === 'stalled' ? undefined : outcome;
     } finally {
-        clearTimeout(timer);
         onChange();
     }
 }

@@ -44,8 +44,7 @@ export function describePipeline({model, state, reason, formation, peer, placeme
             successRate: planned.self ? null : servedRatio(peer(planned.peerId)),
             bytesSent: active?.endpoint.bytesToStage ?? 0,
             bytesReceived: active?.endpoint.bytesFromStage ?? 0,
-            weights: planned.self ? {from: 'held' as const, fetch: null} : {from: active?.weights.from ?? (planned.transferBytes === 0 ? 'held' as const : 'coordinator' as const),
-                fetch: active?.weights.fetch ?? null}
+            weights: planned.self ? {from: 'held' as const, fetch: null} : {from: active?.weights.from ?? planned.weightsFrom, fetch: active?.weights.fetch ?? null}
         };
     }) ?? [];
     return {

@@ -78,7 +78,8 @@ const dataFrame = {what: 'shard data frame', maxBytes: DATA_HEADER_BYTES + MAX_S
  */
 export const SHARD_CHANNEL = defineChannel({
     protocol: SHARD_PROTOCOL,
-    rates: {controlFrames: {perSecond: 200, burst: 1_000}},
+    // A fetch frame may be 1 MiB and take milliseconds to check: few of them, whatever the control frames' rate.
+    rates: {controlFrames: {perSecond: 200, burst: 1_000}, fetchFrames: {perSecond: 4, burst: 16}},
     messages: {
         control: {what: 'shard control frame', maxBytes: MAX_SHARD_CONTROL_BYTES, rates: ['controlFrames'], schema: shardControlSchema},
         /** Data for streams the receiver hosts. */
@@ -86,6 +87,6 @@ export const SHARD_CHANNEL = defineChannel({
         /** Data for streams the receiver opened as coordinator. */
         toCoordinator: {...dataFrame, rates: []},
         /** A coordinator's list of tensors for the host to download from the model's source: too long for a control frame. */
-        fetch: {what: 'layer fetch frame', maxBytes: MAX_LAYER_FETCH_BYTES, rates: ['controlFrames'], schema: layerFetchSchema}
+        fetch: {what: 'layer fetch frame', maxBytes: MAX_LAYER_FETCH_BYTES, rates: ['fetchFrames'], schema: layerFetchSchema}
     }
 });
