@@ -1,6 +1,6 @@
 import {createHash, randomBytes} from 'node:crypto';
 import {once} from 'node:events';
-import {mkdtemp, readdir, readFile, rm, stat, writeFile} from 'node:fs/promises';
+import {mkdir, mkdtemp, open, readdir, readFile, rm, stat, writeFile} from 'node:fs/promises';
 import {tmpdir} from 'node:os';
 import {dirname, join} from 'node:path';
 import {setTimeout as sleep} from 'node:timers/promises';
@@ -11,7 +11,8 @@ import type {TensorDigest} from '../core/tensor-digest.js';
 import {probeSandbox} from '../engine/rpc/rpc-sandbox.js';
 import {prepareRpcServerDir} from '../engine/rpc/rpc-server-dir.js';
 import {Fnv1a64, HASH_THRESHOLD_BYTES} from '../engine/rpc/tensor-cache-seed.js';
-import {FETCHED_SUBDIR, ShardHost, type ShardHostRuntime} from '../inference/sharded/shard-host.js';
+import {FETCHED_SUBDIR, ShardHost, type ShardHostOptions, type ShardHostRuntime} from '../inference/sharded/shard-host.js';
+import {MAX_FETCH_TENSORS} from '../inference/sharded/tunnel/layer-fetch-messages.js';
 import type {ShardControl} from '../inference/sharded/tunnel/shard-messages.js';
 import {
     type FetchOutcome, type FetchProgress, type FetchRequest, type SessionRequest, ShardProtocol, type ShardProtocolOptions, ShardSessionError
@@ -112,10 +113,17 @@ interface Fixture {
     banned: {peerId: string, reason: string}[]
 }
 
-/** A host of its own (fresh cache) with the default fetch settings, and `peers` connected to it, on network `network`. */
-async function hosting(t: ExecutionContext, network: string, peers: PeerProtocol[]): Promise<Fixture> {
+/** The tensor cache's limit of a host here, unless a test says otherwise. */
+const CACHE_MAX_BYTES = 2 ** 30;
+
+/**
+ * A host of its own (fresh cache) with the default fetch settings (160 MiB offered) unless `options` says otherwise,
+ * and `peers` connected to it, on network `network`.
+ */
+async function hosting(t: ExecutionContext, network: string, peers: PeerProtocol[],
+    options: Partial<Pick<ShardHostOptions, 'maxBytes' | 'fetch'>> = {}): Promise<Fixture> {
     const cacheDir = await mkdtemp(join(tmpdir(), 'strongdoge-fetch-'));
-    const host = new ShardHost({runtime: () => runtime, maxBytes: 160 * MiB, threads: 1, cacheDir, cacheMaxBytes: 2 ** 30});
+    const host = new ShardHost({runtime: () => runtime, maxBytes: 160 * MiB, threads: 1, cacheDir, cacheMaxBytes: CACHE_MAX_BYTES, ...options});
     const hostNode = swarmNode(network, shardProtocol({host}));
     const peerNodes = peers.map((protocol) => swarmNode(network, protocol));
     t.teardown(async () => {
@@ -464,4 +472,134 @@ test.serial('a hostile coordinator\'s blob for the same model, tensor name and o
     t.is(hostileSource.requests.length, 2, 'B\'s source served its two fetches');
     for (const session of [sessionA, sessionB, laterA])
         session.end('done');
+});
+
+/**
+ * `count` tensors already in the store, as verified downloads are named (`<sha256>.<fnv>`), each a sparse file of
+ * `TENSOR_BYTES`: a fetch naming them downloads nothing, and only links them. Their digests, for that fetch.
+ */
+async function storedStandIns(storeDir: string, count: number) {
+    await mkdir(storeDir, {recursive: true});
+    const digests: TensorDigest[] = [];
+    for (let index = 0; index < count; index++) {
+        const digest = {name: `blk.${index}.ffn_up.weight`, offset: 0, bytes: TENSOR_BYTES, sha256: randomBytes(32).toString('hex')};
+        const file = await open(join(storeDir, `${digest.sha256}.${randomBytes(8).toString('hex')}`), 'w');
+        await file.truncate(TENSOR_BYTES);
+        await file.close();
+        digests.push(digest);
+    }
+    return digests;
+}
+
+// A session ended while its tensors were being linked into its view once crashed the host: the view's removal met
+// the links still being made (ENOTEMPTY, unhandled). The view now waits for them, and its removal never throws.
+test.serial('a session that ends while its fetch\'s tensors are being linked goes cleanly: no unhandled rejection, its view is removed, the host serves on', async (t) => {
+    const source = await serveSource(t);
+    const rejections: unknown[] = [];
+    const onRejection = (reason: unknown) => rejections.push(reason);
+    process.on('unhandledRejection', onRejection);
+    t.teardown(() => process.off('unhandledRejection', onRejection));
+    const coordinator = shardProtocol();
+    // As many tensors as one fetch may name, all in the store already: the fetch is one link after another.
+    const bytes = MAX_FETCH_TENSORS * TENSOR_BYTES;
+    const fixture = await hosting(t, 'fetch-end-linking', [coordinator], {maxBytes: bytes});
+    const {session, view} = await openSession(fixture, coordinator, {...SESSION, bytes});
+    // Put there after the open, whose pruning would have taken them.
+    const present = await storedStandIns(fixture.storeDir, MAX_FETCH_TENSORS);
+
+    const fetching = session.fetch({...FETCH, tensors: present});
+    await waitFor(async () => (await names(view)).length > 0, 30_000, 1);
+    session.end('the stage is no longer needed');
+    const error = await t.throwsAsync(fetching, {instanceOf: ShardSessionError});
+    t.is(error.code, 'ended');
+    await waitFor(async () => !await exists(dirname(view)), 30_000, 20);
+    // The host's fetch went on to its end: the store, pruned after it, is back within the cache's limit.
+    await waitFor(async () => await bytesIn(fixture.storeDir) <= CACHE_MAX_BYTES, 30_000, 100);
+    t.deepEqual(rejections, []);
+    t.deepEqual(await viewsOf(fixture), [], 'no view is left behind');
+    t.is(fixture.host.sessionCount, 0);
+    t.is(source.requests.length, 0, 'nothing was downloaded');
+
+    // The host serves on: a new session downloads and links its tensors.
+    const {session: next, view: nextView} = await openSession(fixture, coordinator);
+    t.like(await next.fetch(FETCH), {stored: 3, failed: 0, downloadedBytes: TOTAL});
+    t.deepEqual(await names(nextView), [...fnvs].sort());
+    t.deepEqual(rejections, []);
+    next.end('done');
+});
+
+test.serial('a peer that had a host download twice the room it offers within the hour is refused with the reason; another peer is still served', async (t) => {
+    const source = await serveSource(t);
+    const greedy = shardProtocol();
+    const other = shardProtocol();
+    // Room for two tensors: a peer may have four downloaded in the hour, all peers together eight.
+    const room = 2 * TENSOR_BYTES;
+    const fixture = await hosting(t, 'fetch-peer-budget', [greedy, other], {maxBytes: room});
+    // Six other tensors of the file, in pairs: a spare's fetch of each pair fills the room.
+    const pairs = [0, 1, 2].map((pair) => [0, 1].map((index) => {
+        const tensor = 2 * pair + index;
+        return digestOf(`blk.${tensor}.ffn_gate.weight`, tensor * 3 * MiB + 5, TENSOR_BYTES);
+    }));
+    for (const pair of pairs.slice(0, 2))
+        t.like(await greedy.prefetch(fixture.hostNode.id, {...FETCH, tensors: pair}), {stored: 2, failed: 0, downloadedBytes: room});
+    t.is(source.requests.length, 4);
+
+    const refused = await greedy.prefetch(fixture.hostNode.id, {...FETCH, tensors: pairs[2]!});
+    notFetched(2, new RegExp(`^this node downloaded ${2 * room} bytes for this peer and ${2 * room} for all in the last hour: no more for now$`))(t, refused);
+    t.is(source.requests.length, 4, 'nothing was asked of the source for it');
+
+    // Another peer has its own share (and all peers' together is not reached): the same tensors are downloaded for it.
+    t.like(await other.prefetch(fixture.hostNode.id, {...FETCH, tensors: pairs[2]!}), {stored: 2, failed: 0, downloadedBytes: room});
+    t.deepEqual(source.requests.slice(4).map((request) => request.range).sort(), pairs[2]!.map((tensor) => rangeOf(tensor)).sort());
+    t.is(fixture.hostNode.peers().length, 2, 'a refusal is no violation: both peers stay connected');
+    t.deepEqual(fixture.banned, []);
+});
+
+test.serial('a tensor that failed its SHA-256 is not asked of the same source again for a while: it is reported as failed lately', async (t) => {
+    const source = await serveSource(t);
+    const coordinator = shardProtocol();
+    const other = shardProtocol();
+    const fixture = await hosting(t, 'fetch-failed-lately', [coordinator, other]);
+    const {session, view} = await openSession(fixture, coordinator);
+    const bad = tensors[1]!;
+    source.corrupt(bad.offset + 1_000, bad.offset + 1_000);
+    t.like(await session.fetch(FETCH), {stored: 2, failed: 1, downloadedBytes: TOTAL});
+    t.is(source.requests.length, 3);
+
+    const failedLately = /^1 tensor\(s\) not fetched: blk\.1\.ffn_up\.weight: failed lately, not tried again for now \(blk\.1\.ffn_up\.weight: .*the source's bytes have SHA-256 [0-9a-f]{64}, not [0-9a-f]{64}.*\)$/;
+    const again = await session.fetch(FETCH);
+    t.like(again, {stored: 2, failed: 1, downloadedBytes: 0});
+    t.regex(again.reason ?? '', failedLately);
+    // The host remembers it for every peer: another peer's spare fetch of it is not tried either.
+    const spare = await other.prefetch(fixture.hostNode.id, {...FETCH, tensors: [bad]});
+    t.like(spare, {stored: 0, failed: 1, downloadedBytes: 0, bytesPerSecond: null});
+    t.regex(spare.reason ?? '', failedLately);
+    t.is(source.requests.length, 3, 'the source saw no second request');
+    t.is(source.requests.filter((request) => request.range === rangeOf(bad)).length, 1);
+    t.deepEqual(await names(view), [fnvs[0]!, fnvs[2]!].sort());
+
+    // What is remembered is that source's failure: the tensor named with another source is tried (and fails again here).
+    const elsewhere = await session.fetch({...FETCH, source: `${SOURCE}#main`, tensors: [bad]});
+    t.like(elsewhere, {stored: 0, failed: 1, downloadedBytes: TENSOR_BYTES});
+    t.regex(elsewhere.reason ?? '', /blk\.1\.ffn_up\.weight: .*the source's bytes have SHA-256/);
+    t.notRegex(elsewhere.reason ?? '', /failed lately/);
+    t.is(source.requests.length, 4);
+    session.end('done');
+});
+
+test.serial('a host that does not fetch layers (--fetch-layers off) answers every fetch "not fetched" and offers no downloads', async (t) => {
+    const source = await serveSource(t);
+    const coordinator = shardProtocol();
+    const fixture = await hosting(t, 'fetch-off', [coordinator], {fetch: false});
+    t.is(fixture.host.fetchOffer, undefined, 'coordinators are told it does not download');
+    const {session, view} = await openSession(fixture, coordinator);
+    const off = notFetched(3, /^this node does not download layers from models' sources$/);
+    off(t, await session.fetch(FETCH));
+    off(t, await coordinator.prefetch(fixture.hostNode.id, FETCH));
+    t.is(source.requests.length, 0);
+    t.deepEqual(await names(view), []);
+    t.deepEqual(await names(fixture.storeDir), []);
+    t.is(fixture.host.sessionCount, 1, 'the session carries on: its weights come from the coordinator');
+    t.deepEqual(fixture.banned, []);
+    session.end('done');
 });
