@@ -170,7 +170,7 @@ export class StrongdogeNode {
                     modelFile: (sha256) => this.models.find((model) => this.modelSha256(model.id) === sha256)?.path,
                     // A private network's peers are trusted with URLs on its own network (its model mirror, say).
                     fetch: settings.fetchLayers && {allowPrivateAddresses: settings.networkSecret !== undefined},
-                    onFetchOfferChanged: () => this.swarm?.capabilitiesChanged(),
+                    onOfferChanged: () => this.swarm?.capabilitiesChanged(),
                     onLog: (message, fields) => this.logger.info(fields, message)
                 });
             this.shards = new ShardProtocol({

@@ -22,7 +22,7 @@ import {modelLayoutOf} from '../engine/model-files.js';
 
 const MiB = 2 ** 20;
 /** Feed-forward matrices of 2048 × 2816 F16 (11.5 MB) are over ggml-rpc's 10 MiB hash threshold; attention ones are not. */
-const WIDE = {layers: 2, width: 2048, headCount: 16, feedForwardLength: 2816};
+const WIDE = {layers: 2, width: 2048, headCount: 16, feedForwardLength: 2816, endsText: false};
 const CONTEXT = 256;
 const PROMPT = 'Once upon a time';
 const TOKENS = 24;
@@ -211,13 +211,22 @@ test.serial('a ready spare takes over a SIGKILLed stage with no weight transfer:
     t.is(spare.doneBytes, bigBytesOf(spare.layers));
     const rangesBefore = source.requests.filter((request) => request.range !== undefined).length;
 
+    // The host dies while a request streams through it: the stall detector sees it at once (a SIGKILLed peer says nothing).
     const victim = hosts.find((host) => host.id === spare.replaces)!;
-    await victim.daemon.stop('SIGKILL');
-    await waitFor(async () => {
-        const pipeline = (await fetchStatus(coordinator.daemon, '/api/cluster')).pipelines[0]!;
-        return pipeline.state === 'ready' && pipeline.failovers === 1;
-    }, 120_000, 200);
+    const client = new OpenAI({baseURL: coordinator.daemon.baseUrl, apiKey: 'x', maxRetries: 0});
+    const model = (await client.models.list()).data.find((entry) => entry.owned_by === 'strongdoge:pipeline')!.id;
+    let streamed = 0;
+    const stream = await client.completions.create({model, prompt: PROMPT, max_tokens: 400, temperature: 0, stream: true});
+    let killed: Promise<unknown> | undefined;
+    for await (const chunk of stream) {
+        streamed += chunk.choices[0]?.text.length ?? 0;
+        if (streamed > 0 && killed === undefined)
+            killed = victim.daemon.stop('SIGKILL');
+    }
+    await killed;
     const after = (await fetchStatus(coordinator.daemon, '/api/cluster')).pipelines[0]!;
+    t.true(after.failovers >= 1, 'the stream went on over a new plan');
+    t.is(after.state, 'ready');
     const taken = after.stages.find((stage) => stage.peer === spare.peer);
     t.truthy(taken, 'the spare replaced the dead stage');
     t.deepEqual(taken!.layers, spare.layers);

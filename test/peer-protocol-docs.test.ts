@@ -78,6 +78,7 @@ test('the limits table states each channel\'s frame bounds', (t) => {
     t.deepEqual(stated(limit('`text` frame'), /^1–([\d,]+) tokens, ≤ ([\d,]+) chars$/, 'the text frame\'s bounds').map(quantity),
         [MAX_TEXT_FRAME_TOKENS, MAX_TEXT_FRAME_CHARS]);
     t.is(quantity(limit('send backlog per peer')), jobsProtocolDefaults.maxSendBacklogBytes);
+    t.is(quantity(limit('shard fetch frame')), SHARD_CHANNEL.messages.fetch.maxBytes);
     const [control, data] = limit('shard control frame / data frame payload').split(' / ').map(quantity);
     t.is(control, SHARD_CHANNEL.messages.control.maxBytes);
     t.is(data, MAX_SHARD_DATA_BYTES);
@@ -91,6 +92,7 @@ test('the limits table states each channel\'s rates', (t) => {
     t.deepEqual(rate(limit('job bytes per peer')), sustained(JOBS_CHANNEL.rates.bytes));
     t.deepEqual(rate(limit('job submissions per peer')), sustained(JOBS_CHANNEL.rates.submissions));
     t.deepEqual(rate(limit('shard control frames per peer')), sustained(SHARD_CHANNEL.rates.controlFrames));
+    t.deepEqual(rate(limit('shard fetch frames per peer')), sustained(SHARD_CHANNEL.rates.fetchFrames));
     t.is(shardProtocolDefaults.controlFramesPerSecond, SHARD_CHANNEL.rates.controlFrames.perSecond);
 });
 

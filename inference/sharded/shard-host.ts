@@ -70,8 +70,11 @@ export interface ShardHostOptions {
     modelFile?: (sha256: string) => string | undefined,
     /** How long an open waits for the seeding; defaults to `SEED_WAIT_MS`. */
     seedWaitMs?: number,
-    /** The download rate this node announces changed (`fetchOffer`); defaults to nothing. */
-    onFetchOfferChanged?: () => void,
+    /**
+     * What this node announces as a host changed: its free bytes (a session opened or ended) or its download rate
+     * (`fetchOffer`). Coordinators plan from the announcement: a stale one hides room a failover needs. Defaults to nothing.
+     */
+    onOfferChanged?: () => void,
     /**
      * Downloads the layers a coordinator names from the model's source (docs/architecture.md, "Hosts that fetch their
      * layers"); false: never (each fetch is answered "not fetched" and the coordinator sends the weights). Defaults to
@@ -134,6 +137,7 @@ export class ShardHost implements ShardHostHandler {
             ...(runtime.sandbox !== 'off' && {sandbox: runtime.sandbox})});
         const entry = {bytes: request.bytes, server};
         this.sessions.add(entry);
+        this.options.onOfferChanged?.();
         let ended = false;
         server.on('exit', (code, signal) => {
             if (!ended)
@@ -149,6 +153,7 @@ export class ShardHost implements ShardHostHandler {
             await server.start();
         } catch (error) {
             this.sessions.delete(entry);
+            this.options.onOfferChanged?.();
             await server.stop();
             await view.dispose();
             throw error;
@@ -200,6 +205,7 @@ export class ShardHost implements ShardHostHandler {
             end: (reason: string) => {
                 ended = true;
                 this.sessions.delete(entry);
+                this.options.onOfferChanged?.();
                 void server.stop().finally(() => view.dispose()).catch(() => undefined);
                 this.options.onLog?.('stopped hosting layers for a peer', {peer: shortPeerId(peerId), reason});
             }
@@ -211,10 +217,10 @@ export class ShardHost implements ShardHostHandler {
         const runtime = this.options.runtime();
         if (typeof runtime === 'string')
             return notFetched(fetch, `this node cannot host layers: ${runtime}`);
-        // Room made first, not after: a spare's tensors must still be there when its stage fails.
-        await this.pruneCaches(fetch.tensors.reduce((sum, tensor) => sum + tensor.bytes, 0));
-        // A spare is worth only the layers it could host: no more than the room this node offers now.
-        return (await this.download(peerId, fetch, Math.min(this.freeBytes, this.options.cacheMaxBytes), onProgress, signal)).report;
+        // A spare is worth only the layers it could host: no more than the room this node offers now. Room is made once
+        // the fetch passed its checks, and before the download, not after: its tensors must still be there when its stage fails.
+        const limit = Math.min(this.freeBytes, this.options.cacheMaxBytes);
+        return (await this.download(peerId, fetch, limit, onProgress, signal, (total) => this.pruneCaches(Math.min(total, limit)))).report;
     }
 
     /**
@@ -222,7 +228,8 @@ export class ShardHost implements ShardHostHandler {
      * room this node offers, within the cache's size). A node that holds the model seeds from its own copy instead, and tensors at or under
      * ggml-rpc's hash threshold would be sent anyway: neither is downloaded.
      */
-    private async download(peerId: string, fetch: LayerFetch, maxBytes: number, onProgress: (progress: FetchProgress) => void, signal: AbortSignal) {
+    private async download(peerId: string, fetch: LayerFetch, maxBytes: number, onProgress: (progress: FetchProgress) => void, signal: AbortSignal,
+        beforeDownload?: (totalBytes: number) => Promise<void>) {
         const fields = {peer: shortPeerId(peerId), layers: fetch.layers, tensors: fetch.tensors.length};
         const refused = (reason: string) => ({stored: [], report: notFetched(fetch, reason)});
         if (this.options.fetch === false)
@@ -241,6 +248,7 @@ export class ShardHost implements ShardHostHandler {
         const failedLately = (tensor: LayerFetch['tensors'][number]) => this.failedFetches.get(`${fetch.source}\n${tensor.sha256}`);
         const skipped = fetch.tensors.filter((tensor) => failedLately(tensor) !== undefined);
         const tensors = fetch.tensors.filter((tensor) => !skipped.includes(tensor));
+        await beforeDownload?.(total);
         this.options.onLog?.('downloading layers from the model\'s source', {...fields, source: fetch.source, bytes: total});
         const outcome = tensors.length === 0
             ? {stored: [], failed: [], present: 0, totalBytes: 0, downloadedBytes: 0, elapsedMs: 0, bytesPerSecond: null}
@@ -256,7 +264,7 @@ export class ShardHost implements ShardHostHandler {
             outcome.failed.push({digest: tensor, code: 'transfer-failed', reason: `${tensor.name}: failed lately, not tried again for now (${failedLately(tensor)})`});
         if (outcome.bytesPerSecond !== null && outcome.downloadedBytes >= HASH_THRESHOLD_BYTES) {
             this.downloadRate = outcome.bytesPerSecond;
-            this.options.onFetchOfferChanged?.();
+            this.options.onOfferChanged?.();
         }
         const reason = outcome.failed.length === 0 ? undefined
             : `${outcome.failed.length} tensor(s) not fetched: ${outcome.failed.slice(0, 3)

@@ -31,7 +31,7 @@ export const layerFetchSchema = z.object({
     model: z.string().regex(/^[0-9a-f]{64}$/),
     /** `hf:user/repo/path.gguf[#branch]` (resolved against the host's own Hugging Face endpoint) or an http(s) URL. */
     source: z.string().min(1).max(1024),
-    /** Layers the tensors are for, first and last inclusive (named in logs and in the host's spare record). */
+    /** Layers the tensors are for, first and last inclusive (named in logs). */
     layers: z.tuple([z.number().int().min(0), z.number().int().min(0)]),
     tensors: z.array(tensorDigestSchema).min(1).max(MAX_FETCH_TENSORS)
 }).strict();
