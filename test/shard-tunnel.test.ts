@@ -3,26 +3,23 @@ import {mkdir, mkdtemp, rm, writeFile} from 'node:fs/promises';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import test from 'ava';
-import c from 'compact-encoding';
 import crypto from 'hypercore-crypto';
 import type {Testnet} from 'hyperdht/testnet.js';
-import type {ProtomuxMessage} from 'protomux';
 import {prepareRpcServerDir} from '../engine/rpc/rpc-server-dir.js';
 import {probeSandbox} from '../engine/rpc/rpc-sandbox.js';
 import {ShardHost} from '../inference/sharded/shard-host.js';
 import {GGML_OP_NAMES, GgmlType} from '../inference/sharded/tunnel/ggml/ggml-tables.js';
 import {RPC_TENSOR_BYTES, type RpcTensor, writeRpcTensor} from '../inference/sharded/tunnel/ggml/rpc-tensor.js';
 import {RpcCommand} from '../inference/sharded/tunnel/rpc-stream.js';
-import {encodeData, SHARD_PROTOCOL, shardControlSchema, type ShardControl} from '../inference/sharded/tunnel/shard-messages.js';
+import {encodeData, type ShardControl} from '../inference/sharded/tunnel/shard-messages.js';
 import {type SessionRequest, ShardProtocol, type ShardProtocolOptions, type CoordinatorSession} from '../inference/sharded/tunnel/shard-protocol.js';
-import {signSessionRequest} from '../inference/sharded/tunnel/session-request.js';
 import {shortNodeId} from '../swarm/node-identity.js';
-import type {PeerConnection} from '../swarm/peer-connection.js';
 import type {PeerProtocol} from '../swarm/peer-protocol.js';
 import {SwarmNode} from '../swarm/swarm-node.js';
 import {capabilitiesFixture} from '../harness/capabilities-fixture.js';
 import {waitFor} from '../harness/cli-process.js';
 import {GraphBuilder, type LabBuffer, RpcLabClient} from '../harness/rpc-lab.js';
+import {RawShardPeer} from '../harness/raw-shard-peer.js';
 import {TEST_RPC_DIR, testRpcBinaries} from '../harness/rpc-binaries.js';
 import {startTestnet} from '../harness/swarm-fixture.js';
 
@@ -85,40 +82,11 @@ function swarmNode(network: string, protocol: PeerProtocol) {
     return node;
 }
 
-/** A peer that speaks the shard channel by hand: it can send any frame, well-formed or not. */
-class RawShardPeer implements PeerProtocol {
-    readonly received: ShardControl[] = [];
-    readonly data: Buffer[] = [];
-    control: ProtomuxMessage<Uint8Array> | undefined;
-    toHost: ProtomuxMessage<Uint8Array> | undefined;
-    readonly keyPair = crypto.keyPair();
-
-    constructor() {
-        keys.set(this, this.keyPair);
-    }
-
-    attach(peer: PeerConnection) {
-        const channel = peer.mux.createChannel({protocol: SHARD_PROTOCOL})!;
-        this.control = channel.addMessage({encoding: c.raw, onmessage: (frame) => {
-            this.received.push(shardControlSchema.parse(JSON.parse(Buffer.from(frame).toString())));
-        }});
-        this.toHost = channel.addMessage({encoding: c.raw});
-        channel.addMessage({encoding: c.raw, onmessage: (frame) => {
-            this.data.push(Buffer.from(frame));
-        }});
-        channel.open();
-    }
-
-    send(message: ShardControl) {
-        this.control!.send(Buffer.from(JSON.stringify(message)));
-    }
-
-    /** Opens session `session` on `host` with a request signed as an honest coordinator signs it. */
-    open(session: number, host: string, {model, layers, layerCount, sequences, bytes}: SessionRequest) {
-        const body = {version: 1 as const, ...DOMAIN, session: crypto.randomBytes(32).toString('hex'), coordinator: this.keyPair.publicKey.toString('hex'),
-            host, model, layers, layerCount, sequences, bytes, openedAt: new Date().toISOString()};
-        this.send({type: 'open', session, request: signSessionRequest(body, this.keyPair.secretKey)});
-    }
+/** A raw peer of this test's domain, its node signing with its key. */
+function rawShardPeer() {
+    const peer = new RawShardPeer(DOMAIN);
+    keys.set(peer, peer.keyPair);
+    return peer;
 }
 
 /** ggml-rpc's HELLO: command 14, an 8-byte size, then 24 bytes of transport capabilities. */
@@ -159,7 +127,7 @@ async function connected(network: string, hosting: PeerProtocol, ...others: Peer
 }
 
 test.serial('a coordinator reaches its session\'s rpc server through the tunnel; a peer outside the session cannot', async (t) => {
-    const outsider = new RawShardPeer();
+    const outsider = rawShardPeer();
     const coordinatorProtocol = shardProtocol();
     const {hostNode, peers: [coordinatorNode]} = await connected('tunnel-outsider', shardProtocol({host}), coordinatorProtocol, outsider);
     const session = await coordinatorProtocol.openSession(hostNode.id, request([0, 3], 1024));
@@ -170,9 +138,9 @@ test.serial('a coordinator reaches its session\'s rpc server through the tunnel;
     t.is(reply[8], 6, 'protocol major version 6');
 
     // The outsider names the coordinator's session and stream ids on its own channel: nothing serves them.
-    await waitFor(async () => outsider.control !== undefined, 5_000, 20);
+    await outsider.attached();
     outsider.send({type: 'connect', session: session.id, stream: 1});
-    outsider.toHost!.send(encodeData(1, hello()));
+    outsider.sendData(encodeData(1, hello()));
     await waitFor(async () => outsider.received.length > 0, 5_000, 20);
     t.deepEqual(outsider.received[0], {type: 'closed', stream: 1, reason: 'no such session'});
     t.is(outsider.data.length, 0, 'no byte of the rpc server reached the outsider');
@@ -185,18 +153,18 @@ test.serial('a coordinator reaches its session\'s rpc server through the tunnel;
 });
 
 test.serial('a hostile coordinator sending garbage ends only its own session; the host and other sessions carry on', async (t) => {
-    const hostile = new RawShardPeer();
+    const hostile = rawShardPeer();
     const honestProtocol = shardProtocol();
     const {hostNode} = await connected('tunnel-hostile', shardProtocol({host}), honestProtocol, hostile);
     const honest = await honestProtocol.openSession(hostNode.id, request([0, 1], 1024));
 
-    await waitFor(async () => hostile.control !== undefined, 5_000, 20);
+    await hostile.attached();
     hostile.open(7, hostNode.id, request([0, 1], 1024));
     await waitFor(async () => hostile.received.some((message) => message.type === 'ready'), 10_000, 20);
     t.is(host.sessionCount, 2);
     hostile.send({type: 'connect', session: 7, stream: 1});
     // Not a HELLO: an unknown command byte, then junk.
-    hostile.toHost!.send(encodeData(1, Buffer.from([0xee, ...Buffer.alloc(64, 0x41)])));
+    hostile.sendData(encodeData(1, Buffer.from([0xee, ...Buffer.alloc(64, 0x41)])));
     await waitFor(async () => hostile.received.some((message) => message.type === 'ended'), 10_000, 20);
     const ended = hostile.received.find((message) => message.type === 'ended') as Extract<ShardControl, {type: 'ended'}>;
     t.is(ended.session, 7);
@@ -223,9 +191,9 @@ test.serial('a session asking more memory than the host offers is refused', asyn
 });
 
 test.serial('a message larger than the session said it would hold ends the session before the server reads it', async (t) => {
-    const hostile = new RawShardPeer();
+    const hostile = rawShardPeer();
     const {hostNode} = await connected('tunnel-oversized', shardProtocol({host}), hostile);
-    await waitFor(async () => hostile.control !== undefined, 5_000, 20);
+    await hostile.attached();
     hostile.open(3, hostNode.id, request([0, 1], 1024));
     await waitFor(async () => hostile.received.some((message) => message.type === 'ready'), 10_000, 20);
     hostile.send({type: 'connect', session: 3, stream: 1});
@@ -233,7 +201,7 @@ test.serial('a message larger than the session said it would hold ends the sessi
     const header = Buffer.alloc(9);
     header[0] = RpcCommand.SET_TENSOR;
     header.writeBigUInt64LE(2n ** 30n, 1);
-    hostile.toHost!.send(encodeData(1, Buffer.concat([hello(), header])));
+    hostile.sendData(encodeData(1, Buffer.concat([hello(), header])));
     await waitFor(async () => hostile.received.some((message) => message.type === 'ended'), 10_000, 20);
     const ended = hostile.received.find((message) => message.type === 'ended') as Extract<ShardControl, {type: 'ended'}>;
     t.regex(ended.reason, /RPC stream broke the protocol/);
