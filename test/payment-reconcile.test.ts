@@ -30,7 +30,7 @@ test.after.always(async () => {
 
 test('a channel whose open was kept but not tracked, and a deposit made before a crash, are found on chain at the next start', async (t) => {
     const dataDir = await mkdtemp(join(tmpdir(), 'strongdoge-reconcile-'));
-    t.teardown(() => rm(dataDir, {recursive: true, force: true}));
+    t.teardown(() => rm(dataDir, {recursive: true, force: true, maxRetries: 5}));
     const payer = await evm.fundedWallet();
     const payee = (await evm.fundedWallet()).address;
     const peer = keyPair().id;
