@@ -151,7 +151,18 @@ export const networkModelsStatusSchema = z.object({
             loaded: z.boolean(),
             layers: z.array(z.object({first: count, last: count})),
             pricePerMillionTokens: z.number().nonnegative().nullable()
-        }))
+        })),
+        /**
+         * Providers as gossip counts them, beyond the connected peers (a lower bound when capped), a few named with
+         * how long ago this node had word of them; null for a model gossip does not know. A model known by gossip
+         * only has no holders and no layer sizes.
+         */
+        gossip: z.object({
+            providerCount: count,
+            providerCountCapped: z.boolean(),
+            providers: z.array(z.object({nodeId, self: z.boolean(), direct: z.boolean(), ageMs: count})),
+            ageMs: count
+        }).nullable()
     }))
 });
 

@@ -31,6 +31,8 @@ import {JobRequester} from '../inference/remote/jobs/job-requester.js';
 import {JobsProtocol} from '../inference/remote/jobs/jobs-protocol.js';
 import {RemoteInference} from '../inference/remote/remote-inference.js';
 import {isLoopbackHost} from '../swarm/loopback.js';
+import {localModelsFromOffers} from '../swarm/gossip/model-gossip.js';
+import {ModelGossipProtocol} from '../swarm/gossip/model-gossip-protocol.js';
 import {buildNetworkModelTable} from '../swarm/network-models.js';
 import type {NodeIdentity} from '../swarm/node-identity.js';
 import {SwarmNode} from '../swarm/swarm-node.js';
@@ -95,6 +97,8 @@ export class StrongdogeNode {
     private readonly pipelines: ShardedInference[] = [];
     readonly shardHost: ShardHost | undefined;
     private readonly shards: ShardProtocol | undefined;
+    /** The network model table's gossip with peers (docs/architecture.md, "Network model table"). */
+    private readonly gossip: ModelGossipProtocol | undefined;
     private readonly shardedModels: (ModelLoadSpec & {sizeBytes: number})[];
     /** The models this node's engine loads whole: the others are pipelines. */
     private readonly engineModels: ModelLoadSpec[];
@@ -184,6 +188,9 @@ export class StrongdogeNode {
                 onPaymentProblem: (peerId, problem) => this.logger.warn({peer: shortPeerId(peerId), reason: problem}, 'a shard payment failed')
             });
             this.swarm.use(this.shards);
+            // this node's hashed offers, its pipelines' models among them, as they are when each round goes out
+            this.gossip = new ModelGossipProtocol({selfId: identity.id, localModels: () => localModelsFromOffers(this.capabilities.current().models)});
+            this.swarm.use(this.gossip);
             const domain = {network: settings.network, chainId: settings.chainId};
             const payments = this.paymentsWhenOpen;
             this.requester = new JobRequester({jobs, identity, domain, payments});
@@ -504,13 +511,14 @@ export class StrongdogeNode {
         return buildNetworkModelTable([
             {id: this.identity.id, self: true, capabilities: this.capabilities.current()},
             ...(this.swarm?.peers() ?? []).map((peer) => ({id: peer.id, self: false, capabilities: peer.capabilities}))
-        ]);
+        ], this.gossip?.entries());
     }
 
     async stop() {
         await this.proxy?.close();
         await Promise.all(this.clusters.map((cluster) => cluster.stop()));
         await this.shardHost?.stop();
+        this.gossip?.dispose();
         await this.swarm?.stop();
         await this.payments?.stop();
         await this.ledger?.close();

@@ -5,6 +5,9 @@ import {jobsProtocolDefaults} from '../inference/remote/jobs/jobs-protocol.js';
 import {DATA_HEADER_BYTES, MAX_SHARD_DATA_BYTES, SHARD_CHANNEL} from '../inference/sharded/tunnel/shard-messages.js';
 import {shardProtocolDefaults} from '../inference/sharded/tunnel/shard-protocol.js';
 import type {RateLimit} from '../swarm/channel/channel-spec.js';
+import {MAX_GOSSIP_AGE_MS, MAX_GOSSIP_ENTRIES, MAX_GOSSIP_PROVIDERS, MODEL_GOSSIP_CHANNEL} from '../swarm/gossip/gossip-messages.js';
+import {modelGossipDefaults} from '../swarm/gossip/model-gossip.js';
+import {modelGossipProtocolDefaults} from '../swarm/gossip/model-gossip-protocol.js';
 import {MAX_OUTSTANDING_PINGS} from '../swarm/peer-connection.js';
 import {CONTROL_CHANNEL, helloSchema, PROTOCOL_VERSION} from '../swarm/protocol/control-messages.js';
 import {swarmTimingDefaults} from '../swarm/swarm-node.js';
@@ -36,11 +39,11 @@ function stated(text: string, pattern: RegExp, what: string) {
     return match.slice(1);
 }
 
-const units: Record<string, number> = {'': 1, KiB: 1024, MiB: 1024 ** 2, s: 1000};
+const units: Record<string, number> = {'': 1, KiB: 1024, MiB: 1024 ** 2, s: 1000, min: 60_000, h: 3_600_000};
 
-/** "1,000", "256 KiB", "4 MiB", "30 s" (as milliseconds). */
+/** "1,000", "256 KiB", "4 MiB", "30 s", "3 min", "24 h" (times as milliseconds). */
 function quantity(text: string) {
-    const match = /^([\d,.]+)\s*(KiB|MiB|s)?$/.exec(text.trim());
+    const match = /^([\d,.]+)\s*(KiB|MiB|s|min|h)?$/.exec(text.trim());
     if (match === null)
         throw new Error(`not a quantity: "${text}"`);
     return Number(match[1]!.replaceAll(',', '')) * units[match[2] ?? '']!;
@@ -84,6 +87,8 @@ test('the limits table states each channel\'s frame bounds', (t) => {
     t.is(data, MAX_SHARD_DATA_BYTES);
     for (const message of [SHARD_CHANNEL.messages.toHost, SHARD_CHANNEL.messages.toCoordinator])
         t.is(message.maxBytes, DATA_HEADER_BYTES + MAX_SHARD_DATA_BYTES);
+    t.is(quantity(limit('model gossip frame')), MODEL_GOSSIP_CHANNEL.messages.models.maxBytes);
+    t.deepEqual(limit('models / providers per gossip frame').split(' / ').map(quantity), [MAX_GOSSIP_ENTRIES, MAX_GOSSIP_PROVIDERS]);
 });
 
 test('the limits table states each channel\'s rates', (t) => {
@@ -94,6 +99,7 @@ test('the limits table states each channel\'s rates', (t) => {
     t.deepEqual(rate(limit('shard control frames per peer')), sustained(SHARD_CHANNEL.rates.controlFrames));
     t.deepEqual(rate(limit('shard fetch frames per peer')), sustained(SHARD_CHANNEL.rates.fetchFrames));
     t.is(shardProtocolDefaults.controlFramesPerSecond, SHARD_CHANNEL.rates.controlFrames.perSecond);
+    t.deepEqual(rate(limit('model gossip frames per peer')), sustained(MODEL_GOSSIP_CHANNEL.rates.frames));
 });
 
 test('the limits table states the swarm\'s and the shard protocol\'s timings and counts', (t) => {
@@ -104,6 +110,12 @@ test('the limits table states the swarm\'s and the shard protocol\'s timings and
     t.deepEqual(limit('shard sessions per peer / streams per session').split(' / ').map(quantity),
         [shardProtocolDefaults.maxSessionsPerPeer, shardProtocolDefaults.maxStreamsPerSession]);
     t.is(quantity(limit('wait for a host\'s `ready`')), shardProtocolDefaults.openTimeoutMs);
+    const [interval, jitter, fanout] = stated(limit('model gossip round / fan-out'), /^(.+), ± (\d+)% \/ (\d+) peers, and one frame to each new peer$/,
+        'the gossip round');
+    t.deepEqual([quantity(interval!), Number(jitter) / 100, Number(fanout)],
+        [modelGossipProtocolDefaults.intervalMs, modelGossipProtocolDefaults.jitter, modelGossipProtocolDefaults.fanout]);
+    t.deepEqual(limit('model gossip table: models / providers counted per model / provider TTL / age added per hop').split(' / ').map(quantity),
+        [modelGossipDefaults.maxEntries, modelGossipDefaults.maxTrackedProviders, modelGossipDefaults.ttlMs, modelGossipDefaults.hopAgeMs]);
 });
 
 test('the control channel\'s section states its protocol, bound and rate', (t) => {
@@ -154,9 +166,31 @@ test('the shard channel\'s section states its protocol, messages in wire order, 
     t.is(quantity(stated(text, /waits (\d+ s) for `ready`/, 'the wait for ready')[0]!), shardProtocolDefaults.openTimeoutMs);
 });
 
+test('the model gossip channel\'s section states its protocol, bounds, rate, round and table', (t) => {
+    const text = section('Model gossip channel');
+    t.is(stated(text, /^ ## Model gossip channel Channel `([^`]+)`/, 'the gossip channel\'s name')[0], MODEL_GOSSIP_CHANNEL.protocol);
+    t.deepEqual(Object.keys(MODEL_GOSSIP_CHANNEL.messages), ['models']);
+    t.is(quantity(stated(text, /up to ([\d,]+ KiB)/, 'the gossip frame\'s bound')[0]!), MODEL_GOSSIP_CHANNEL.messages.models.maxBytes);
+    const [entries, providers] = stated(text, /at most (\d+) models, each .* `providers`: 1–(\d+) of `\{id, ageMs\}`/, 'a frame\'s models and providers');
+    t.deepEqual([Number(entries), Number(providers)], [MAX_GOSSIP_ENTRIES, MAX_GOSSIP_PROVIDERS]);
+    t.is(quantity(stated(text, /in whole milliseconds, 0 to (\d+ h)/, 'the largest age')[0]!), MAX_GOSSIP_AGE_MS);
+    const [fanout, interval, jitter] = stated(text, /pushes a frame of it to (\d+) random connected peers every ([\d,]+ s) \(each round (\d+)% longer or shorter/,
+        'the gossip round');
+    t.deepEqual([Number(fanout), quantity(interval!), Number(jitter) / 100],
+        [modelGossipProtocolDefaults.fanout, modelGossipProtocolDefaults.intervalMs, modelGossipProtocolDefaults.jitter]);
+    t.is(quantity(stated(text, /by its own clock, ([\d,]+ s) older than it was told/, 'the age added per hop')[0]!), modelGossipDefaults.hopAgeMs);
+    t.is(quantity(stated(text, /A provider not heard of for (\d+ min) is dropped/, 'the TTL')[0]!), modelGossipDefaults.ttlMs);
+    const [perSecond, burst] = stated(text, /more than (\d+) frame per second \(burst (\d+)\), is a violation/, 'the gossip rate');
+    t.deepEqual({perSecond: quantity(perSecond!), burst: quantity(burst!)}, sustained(MODEL_GOSSIP_CHANNEL.rates.frames));
+    t.deepEqual(stated(text,
+        /counts at most (\d+) providers of a model and names (\d+), holds at most ([\d,]+) models .* at most by (\d+) \(itself and \d+ it names/,
+        'the table\'s bounds').map(quantity),
+        [modelGossipDefaults.maxTrackedProviders, modelGossipDefaults.providersPerEntry, modelGossipDefaults.maxEntries, modelGossipDefaults.providersPerEntry + 1]);
+});
+
 test('"Adding a protocol" names every protocol and no plan that has happened', (t) => {
     const text = section('Adding a protocol');
-    for (const name of ['JobsProtocol', 'ShardProtocol', 'NodeLedger', 'defineChannel', 'BoundedChannel'])
+    for (const name of ['JobsProtocol', 'ShardProtocol', 'ModelGossipProtocol', 'NodeLedger', 'defineChannel', 'BoundedChannel'])
         t.regex(text, new RegExp(`\`[^\`]*\\b${name}\\b`), name);
     t.notRegex(text, /planned/);
 });
