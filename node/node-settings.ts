@@ -103,6 +103,13 @@ export const nodeSettingDeclarations = {
         description: 'refuse new relay clients while relayed traffic is above this', note: 'refuse new relay clients above it'}),
     relayThrough: setting(nodeIdList, {default: [], defaultText: 'none: relays peers announce', argument: '<node id,...>',
         description: 'relays to use first when a peer cannot be reached directly', note: 'relays to use first'}),
+    maxPeers: setting(integer(1, 4096), {default: 64, argument: '<n>',
+        description: 'most peer connections at once, the network topic\'s and those opened on demand alike; at the limit an idle one makes room,'
+            + ' and one carrying a job, a pipeline stage or a relay is never closed for it',
+        note: 'idle ones make room; busy ones stay'}),
+    idlePeerTimeout: setting(integer(0, 7 * 24 * 3600), {default: 300, argument: '<seconds>',
+        description: 'a connection opened on demand (not one of the network topic\'s) with nothing running over it this long is closed (0 = never)',
+        note: 'for connections opened on demand; 0 = never'}),
     offline: setting(booleanText, {default: false, description: 'do not join the swarm: local models only', note: 'no swarm'}),
     price: setting(z.coerce.number().nonnegative().max(1e12), {defaultText: 'free', argument: '<DOGE>',
         description: 'DOGE per million tokens (prompt and completion) asked from peers, paid through payment channels (0 = free)',

@@ -123,12 +123,27 @@ export const peerStatusSchema = z.object({
     deliveredTokensPerSecond: z.number().nonnegative().nullable(),
     capabilities: capabilitiesSchema,
     /** Direct, or through a relay: the relay's node id when a connected peer announced its key. */
-    route: z.object({kind: z.enum(['direct', 'relayed']), relay: nodeId.nullable(), relayKey: z.string().nullable()})
+    route: z.object({kind: z.enum(['direct', 'relayed']), relay: nodeId.nullable(), relayKey: z.string().nullable()}),
+    /**
+     * Why the connection is held (docs/architecture.md, "Swarm"): `network` (the network's topic), `relay-through`,
+     * `on-demand:<why>`, what runs over it (`provider:<model>`, `requester:<model>`, `shard-host`, `shard-coordinator`),
+     * `relay` while connections to other peers go through its relay.
+     */
+    reasons: z.array(z.string().max(300)).max(256),
+    /** Something runs over it: it is neither closed as idle nor to make room. */
+    inUse: z.boolean(),
+    /** Seconds nothing has run over it; 0 while in use. */
+    idleSeconds: count
 });
 
 /** `GET /api/peers` */
 export const peersStatusSchema = z.object({
     peers: z.array(peerStatusSchema),
+    /**
+     * Connections held (handshakes included) and how many are in use, against `--max-peers`; the idle time after
+     * which an on-demand connection closes (0 = never). Null offline.
+     */
+    connections: z.object({held: count, inUse: count, maxPeers: count, idleTimeoutSeconds: count}).nullable(),
     banned: z.array(z.object({peerId: nodeId, reason: z.string(), offences: count, until: z.iso.datetime()})),
     /** Peers found on the DHT whose last connection attempt failed, with HyperDHT's reason. */
     unreachable: z.array(z.object({peerId: nodeId, code: z.string(), message: z.string(), relay: nodeId.nullable(), attempts: count,

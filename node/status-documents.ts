@@ -59,8 +59,15 @@ export function nodeStatus({identity, settings, startedAt, proxyUrl, engine, cap
 
 /** `GET /api/peers` */
 export function peersStatus(swarm: SwarmNode | undefined): PeersStatus {
+    const usage = swarm?.usage();
+    const counts = swarm?.connectionCounts();
     return {
-        peers: swarm?.peers().map((peer) => ({...peer.toJSON(), route: swarm.route(peer.id)})) ?? [],
+        peers: swarm?.peers().map((peer) => {
+            const used = usage!.get(peer.id) ?? {reasons: [], inUse: false, idleMs: 0};
+            return {...peer.toJSON(), route: swarm.route(peer.id), reasons: used.reasons, inUse: used.inUse, idleSeconds: Math.round(used.idleMs / 1000)};
+        }) ?? [],
+        connections: counts === undefined ? null : {held: counts.held, inUse: counts.inUse, maxPeers: counts.maxPeers,
+            idleTimeoutSeconds: Math.round(counts.idleTimeoutMs / 1000)},
         banned: swarm?.bans.active().map(({peerId, reason, offences, until}) =>
             ({peerId, reason, offences, until: new Date(until).toISOString()})) ?? [],
         unreachable: swarm?.connectionFailures().map((failure) => ({...failure, at: new Date(failure.at).toISOString()})) ?? []

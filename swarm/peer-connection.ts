@@ -5,6 +5,7 @@ import Protomux from 'protomux';
 import type {Capabilities} from './capabilities.js';
 import {BoundedChannel} from './channel/bounded-channel.js';
 import {ProtocolViolation, type CloseReason} from './channel/errors.js';
+import type {ConnectionOrigin} from './connection-limits.js';
 import {verifySecretProof, type NetworkSpec} from './network-topic.js';
 import {PeerState} from './peer-state.js';
 import {CONTROL_CHANNEL, PROTOCOL_VERSION, type ControlMessage, type Hello} from './protocol/control-messages.js';
@@ -33,7 +34,9 @@ export interface PeerConnectionOptions {
      * A peer that connects but never says hello is dropped, and Hyperswarm retries: some connections between
      * processes on one host open on one side only (docs/architecture.md, "Swarm").
      */
-    helloTimeoutMs: number
+    helloTimeoutMs: number,
+    /** How the connection came to be; defaults to the network's topic. */
+    origin?: ConnectionOrigin
 }
 
 /**
@@ -45,6 +48,8 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
     readonly peerId: string;
     /** The connection's channel multiplexer, where protocols attach their channels. */
     readonly mux: Protomux;
+    readonly openedAt = Date.now();
+    readonly origin: ConnectionOrigin;
     state: PeerState | undefined;
     private readonly channel: BoundedChannel<typeof CONTROL_CHANNEL>;
     /** Nonce → when it was sent; `peek` only, so the oldest ping is the one forgotten. */
@@ -56,6 +61,7 @@ export class PeerConnection extends EventEmitter<PeerConnectionEvents> {
     constructor(readonly stream: NoiseSecretStream, private readonly options: PeerConnectionOptions) {
         super();
         this.peerId = stream.remotePublicKey.toString('hex');
+        this.origin = options.origin ?? {kind: 'network'};
         stream.on('error', (error: Error & {code?: string}) => {
             const network = (error.code !== undefined && NETWORK_ERROR_CODES.has(error.code)) || SWARM_ERROR_MESSAGES.has(error.message);
             this.close(network ? {kind: 'network', message: error.message} : {kind: 'violation', message: `stream error: ${error.message}`});

@@ -4,7 +4,23 @@ import {RttEstimator} from './rtt-estimator.js';
 /** Weight of the newest answer in the delivered pace. */
 const DELIVERY_WEIGHT = 0.3;
 
-/** One connected peer as this node sees it: what it said it can do, and how it has behaved. */
+/** A use of a peer's connection: while held, the connection is not closed as idle nor to make room. */
+export interface PeerLease {
+    readonly reason: string,
+    /** Ends the use; a second call does nothing. */
+    release(): void
+}
+
+/** One use: held while `active()` is true. */
+interface Use {
+    reason: string,
+    active: () => boolean
+}
+
+/**
+ * One connected peer as this node sees it: what it said it can do, how it has behaved, and what runs over its
+ * connection now (jobs, shard sessions, on-demand purposes: docs/architecture.md, "Swarm").
+ */
 export class PeerState {
     readonly rtt = new RttEstimator();
     readonly connectedAt = Date.now();
@@ -15,6 +31,9 @@ export class PeerState {
     requestsSucceeded = 0;
     /** Tokens per second this node received from the peer's answers, over the route in use (relays included). */
     deliveredTokensPerSecond: number | null = null;
+    private readonly uses = new Set<Use>();
+    /** When the last use ended (or the connection opened): idle time counts from there. */
+    private idleSinceAt = Date.now();
 
     constructor(
         readonly id: string,
@@ -39,6 +58,57 @@ export class PeerState {
         this.deliveredTokensPerSecond = this.deliveredTokensPerSecond === null
             ? tokensPerSecond
             : DELIVERY_WEIGHT * tokensPerSecond + (1 - DELIVERY_WEIGHT) * this.deliveredTokensPerSecond;
+    }
+
+    /** Holds the connection for `reason` until the lease is released. */
+    lease(reason: string): PeerLease {
+        let held = true;
+        this.uses.add({reason, active: () => held});
+        return {reason, release: () => {
+            held = false;
+            this.prune();
+        }};
+    }
+
+    /**
+     * Holds the connection for `reason` while `active()` is true: asked each time the node looks (every ping
+     * round at least), so a use that ends any way, errors included, lets the connection go without a release.
+     */
+    holdWhile(reason: string, active: () => boolean) {
+        this.uses.add({reason, active});
+    }
+
+    /** Takes over the uses of the connection this one replaced (Hyperswarm keeps one per peer): a lease held on it holds this one. */
+    adoptUses(replaced: PeerState) {
+        for (const use of replaced.uses)
+            this.uses.add(use);
+    }
+
+    /** Whether something runs over the connection now. */
+    get inUse() {
+        this.prune();
+        return this.uses.size > 0;
+    }
+
+    /** What runs over the connection now, each reason once, sorted. */
+    get heldFor(): string[] {
+        this.prune();
+        return [...new Set([...this.uses].map((use) => use.reason))].sort();
+    }
+
+    /** How long nothing has run over the connection: 0 while in use. */
+    idleMs(now = Date.now()) {
+        return this.inUse ? 0 : Math.max(0, now - this.idleSinceAt);
+    }
+
+    private prune() {
+        if (this.uses.size === 0)
+            return;
+        for (const use of this.uses)
+            if (!use.active())
+                this.uses.delete(use);
+        if (this.uses.size === 0)
+            this.idleSinceAt = Date.now();
     }
 
     /** Laplace-smoothed, so a new peer starts at 1/2 rather than at an unearned 0 or 1. */

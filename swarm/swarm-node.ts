@@ -3,13 +3,14 @@ import {setTimeout as sleep} from 'node:timers/promises';
 import Hyperswarm, {type NoiseSecretStream, type PeerDiscovery} from 'hyperswarm';
 import {BanList, type BanListOptions} from './ban-list.js';
 import type {Capabilities} from './capabilities.js';
+import {ConnectError, hyperswarmMaxPeers, originReason, pickEviction, topicDialTarget, type ConnectionOrigin, type EvictionCandidate} from './connection-limits.js';
 import {loopbackTestnetOptions} from './loopback.js';
 import {networkTopic, secretProof, type NetworkSpec} from './network-topic.js';
 import type {NodeIdentity} from './node-identity.js';
 import type {CloseReason} from './channel/errors.js';
 import {PeerConnection} from './peer-connection.js';
 import type {PeerProtocol} from './peer-protocol.js';
-import type {PeerState} from './peer-state.js';
+import type {PeerLease, PeerState} from './peer-state.js';
 import {PROTOCOL_VERSION, type Hello} from './protocol/control-messages.js';
 import {natStatus, offersRelay, pickRelay, wantsRelay, type NatStatus, type RelayCandidate, type RelayMode} from './relay-policy.js';
 import {relayKeyPair, RelayServer} from './relay-server.js';
@@ -37,7 +38,14 @@ export interface SwarmTimings {
      */
     leaveTimeoutMs: number,
     /** With no peer this long after starting (or after the last one left), a warning says why; defaults to 60 s. */
-    isolationWarningMs: number
+    isolationWarningMs: number,
+    /**
+     * A connection younger than this is not closed to make room for another, so the peer that opened it has time to
+     * start what it opened it for; defaults to 10 s.
+     */
+    newConnectionGraceMs: number,
+    /** How long `connectTo` waits for a peer's connection and hello (a failed punch takes up to 20 s before a relay); defaults to 45 s. */
+    connectTimeoutMs: number
 }
 
 export const swarmTimingDefaults: SwarmTimings = {
@@ -48,8 +56,37 @@ export const swarmTimingDefaults: SwarmTimings = {
     discoveryRefreshMs: 30_000,
     earlyRefreshesMs: [1_000, 3_000, 7_000, 15_000],
     leaveTimeoutMs: 1_000,
-    isolationWarningMs: 60_000
+    isolationWarningMs: 60_000,
+    newConnectionGraceMs: 10_000,
+    connectTimeoutMs: 45_000
 };
+
+/** How many connections a node holds (docs/architecture.md, "Swarm"). */
+export interface SwarmConnectionLimits {
+    /**
+     * Most connections at once, the network topic's and on-demand ones together (`--max-peers`). The node dials the
+     * topic up to `topicDialTarget` of it; at the limit a new connection replaces the least useful idle one, or is
+     * refused when every one is in use or new; defaults to 64.
+     */
+    maxPeers: number,
+    /** An on-demand connection with nothing running over it this long is closed; 0 = never (`--idle-peer-timeout`); defaults to 5 min. */
+    idleTimeoutMs: number
+}
+
+export const swarmConnectionDefaults: SwarmConnectionLimits = {maxPeers: 64, idleTimeoutMs: 300_000};
+
+/** Why a peer's connection is held, for `/api/peers`. */
+export interface PeerUsage {
+    /**
+     * `network` (the network's topic, or the peer connected here), `relay-through`, `on-demand:<why>`, what runs over
+     * it (`provider:<model>`, `requester:<model>`, `shard-host`, `shard-coordinator`…), and `relay` while this
+     * node's connections to other peers go through the peer's relay.
+     */
+    reasons: string[],
+    inUse: boolean,
+    /** How long nothing has run over it; 0 while in use. */
+    idleMs: number
+}
 
 export interface SwarmRelayOptions {
     /** Whether this node relays for peers: `auto` once the DHT finds it reachable, `on` regardless; defaults to `auto`. */
@@ -82,7 +119,9 @@ export interface SwarmNodeOptions {
     /** Ban durations; default to `banListDefaults`. */
     bans?: Partial<BanListOptions>,
     /** Relaying for peers, and relays to use; each defaults to `swarmRelayDefaults`. */
-    relay?: Partial<SwarmRelayOptions>
+    relay?: Partial<SwarmRelayOptions>,
+    /** How many connections, and when idle ones close; each defaults to `swarmConnectionDefaults`. */
+    limits?: Partial<SwarmConnectionLimits>
 }
 
 export interface SwarmNodeEvents {
@@ -98,13 +137,23 @@ export interface SwarmNodeEvents {
     /** No peer for `isolationWarningMs`: what the DHT sees of this node, and the last failures. */
     isolated: [nat: NatStatus, failures: ConnectionFailure[]],
     /** This node started or stopped offering to relay for peers. */
-    relayOffer: [offering: boolean]
+    relayOffer: [offering: boolean],
+    /** A new connection closed at once: `--max-peers` reached, and every connection in use. */
+    connectionRefused: [peerId: string, reason: string]
+}
+
+/** A `connectTo` under way: the peer joined by key until its hello completes. */
+interface Dial {
+    why: string,
+    done: Promise<PeerState>,
+    finish(result: PeerState | ConnectError): void
 }
 
 /** This node in the swarm: joins its network's topic, keeps one control connection per peer, bans misbehaviour. */
 export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
     readonly bans: BanList;
     private readonly timings: SwarmTimings;
+    private readonly limits: SwarmConnectionLimits;
     private readonly relayOptions: SwarmRelayOptions;
     private readonly relayKeys;
     private relayServer: RelayServer | undefined;
@@ -112,6 +161,8 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
     private dht: SwarmDHT | undefined;
     private alone = {since: Date.now(), warned: false};
     private readonly connections = new Map<string, PeerConnection>();
+    private readonly dials = new Map<string, Dial>();
+    private stopped = false;
     private readonly protocols: PeerProtocol[] = [];
     private swarm: Hyperswarm | undefined;
     private discovery: PeerDiscovery | undefined;
@@ -125,6 +176,7 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
     constructor(private readonly options: SwarmNodeOptions) {
         super();
         this.timings = {...swarmTimingDefaults, ...options.timings};
+        this.limits = {...swarmConnectionDefaults, ...options.limits};
         this.bans = new BanList(options.bans);
         this.relayOptions = {...swarmRelayDefaults, ...options.relay};
         this.relayKeys = relayKeyPair(options.identity.secretKey);
@@ -213,6 +265,155 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         return (this.dht?.connectionFailures() ?? []).filter((failure) => !this.connections.get(failure.peerId)?.ready);
     }
 
+    /** Connections held (handshakes included), how many of them are in use, and the limit. */
+    connectionCounts() {
+        const relays = this.relaysInUse();
+        let inUse = 0;
+        for (const connection of this.connections.values())
+            if (this.isInUse(connection, relays))
+                inUse++;
+        return {held: this.connections.size, inUse, maxPeers: this.limits.maxPeers, idleTimeoutMs: this.limits.idleTimeoutMs};
+    }
+
+    /** Why each connected peer's connection is held, by peer id. */
+    usage(): Map<string, PeerUsage> {
+        const relays = this.relaysInUse();
+        const now = Date.now();
+        const usage = new Map<string, PeerUsage>();
+        for (const connection of this.connections.values()) {
+            const state = connection.state;
+            if (state === undefined || !connection.ready)
+                continue;
+            const reasons = [originReason(connection.origin), ...state.heldFor, ...(relays.has(connection.peerId) ? ['relay'] : [])];
+            const inUse = this.isInUse(connection, relays);
+            usage.set(connection.peerId, {reasons: [...new Set(reasons)], inUse, idleMs: inUse ? 0 : state.idleMs(now)});
+        }
+        return usage;
+    }
+
+    /**
+     * A connection to a peer by its id, held for `why` (a provider of a model, a host for a pipeline…) until the
+     * lease is released: the peer's connection if there is one, else one opened by key (Hyperswarm's `joinPeer`,
+     * through a relay where needed). It counts against `--max-peers`: at the limit the least useful idle connection
+     * is closed first, and with none idle this fails with `peer_limit`. A connection opened here is closed once
+     * nothing has run over it for `--idle-peer-timeout` (docs/architecture.md, "Swarm").
+     */
+    async connectTo(peerId: string, why: string): Promise<PeerLease> {
+        const reason = `on-demand:${why}`;
+        if (!/^[0-9a-f]{64}$/.test(peerId) || peerId === this.id)
+            throw new ConnectError('invalid_peer', `not a peer's node id: ${peerId.slice(0, 80)}`);
+        if (this.swarm === undefined || this.stopped)
+            throw new ConnectError('stopped', 'the swarm is not running');
+        if (this.bans.isBanned(peerId))
+            throw new ConnectError('banned', `peer ${peerId.slice(0, 16)} is banned`);
+        const connected = this.peer(peerId);
+        if (connected !== undefined)
+            return connected.lease(reason);
+        let dial = this.dials.get(peerId);
+        if (dial === undefined) {
+            // A handshake under way with the peer already holds its place.
+            const refusal = this.connections.has(peerId) ? undefined : this.makeRoom(peerId);
+            if (refusal !== undefined)
+                throw new ConnectError('peer_limit', refusal);
+            dial = this.dial(peerId, why);
+        }
+        // Resumed before any other network event: nothing can close the connection before the lease is taken.
+        return (await dial.done).lease(reason);
+    }
+
+    /** Joins a peer by key until its hello completes, the time runs out or the node stops. */
+    private dial(peerId: string, why: string): Dial {
+        const key = Buffer.from(peerId, 'hex');
+        let settle!: (result: PeerState | ConnectError) => void;
+        const done = new Promise<PeerState>((resolve, reject) => {
+            settle = (result) => result instanceof ConnectError ? reject(result) : resolve(result);
+        });
+        const timer = setTimeout(() => {
+            const failure = this.dht?.connectionFailures().find((entry) => entry.peerId === peerId);
+            dial.finish(new ConnectError('unreachable', `no connection to ${peerId.slice(0, 16)} within ${this.timings.connectTimeoutMs / 1000} s`
+                + (failure === undefined ? '' : ` (last attempt: ${failure.code}${failure.relay === null ? '' : ` via relay ${failure.relay.slice(0, 16)}`})`)));
+        }, this.timings.connectTimeoutMs);
+        const dial: Dial = {why, done, finish: (result) => {
+            if (this.dials.get(peerId) !== dial)
+                return;
+            clearTimeout(timer);
+            this.dials.delete(peerId);
+            // Joined by key only until connected: Hyperswarm would otherwise dial it again whenever the connection closes.
+            if (!this.relayOptions.through.includes(peerId))
+                this.swarm?.leavePeer(key);
+            settle(result);
+        }};
+        // A failed dial is the caller's to handle; this keeps an unawaited one from being an unhandled rejection.
+        done.catch(() => undefined);
+        this.dials.set(peerId, dial);
+        this.swarm!.joinPeer(key);
+        return dial;
+    }
+
+    /**
+     * Makes room for one more connection: at `--max-peers` the least useful idle connection is closed (docs/
+     * architecture.md, "Swarm"); returns why not when every connection is in use or too new to close.
+     */
+    private makeRoom(forPeerId: string): string | undefined {
+        const {maxPeers} = this.limits;
+        while (this.heldExcept(forPeerId) >= maxPeers) {
+            const victim = pickEviction(this.evictionCandidates(forPeerId));
+            if (victim === undefined)
+                return `at --max-peers ${maxPeers}: all ${this.heldExcept(forPeerId)} connections are in use or opened within the last`
+                    + ` ${this.timings.newConnectionGraceMs / 1000} s`;
+            this.connections.get(victim.peerId)!.close({kind: 'local', message: `closed to make room for ${forPeerId.slice(0, 16)} (--max-peers ${maxPeers})`});
+        }
+        return undefined;
+    }
+
+    /** Connections held and places kept for `connectTo`s under way, but for `peerId`'s. */
+    private heldExcept(peerId: string) {
+        let held = this.connections.size - (this.connections.has(peerId) ? 1 : 0);
+        for (const dialed of this.dials.keys())
+            if (dialed !== peerId && !this.connections.has(dialed))
+                held++;
+        return held;
+    }
+
+    /** Connections that may be closed to make room: ready, not in use, past their grace period, not a `--relay-through` relay. */
+    private evictionCandidates(exceptPeerId: string): EvictionCandidate[] {
+        const now = Date.now();
+        const relays = this.relaysInUse();
+        return [...this.connections.values()].flatMap((connection) => {
+            const state = connection.state;
+            if (state === undefined || !connection.ready || connection.peerId === exceptPeerId || connection.origin.kind === 'relay-through'
+                || now - connection.openedAt < this.timings.newConnectionGraceMs || this.isInUse(connection, relays))
+                return [];
+            return [{peerId: connection.peerId, origin: connection.origin, capabilities: state.capabilities, rttMs: state.rtt.smoothedMs ?? null,
+                requestsSucceeded: state.requestsSucceeded, idleMs: state.idleMs(now)}];
+        });
+    }
+
+    /** Something runs over it, this node's connections to others go through its relay, a `connectTo` awaits it, or it is a `--relay-through` relay. */
+    private isInUse(connection: PeerConnection, relaysInUse: ReadonlySet<string>) {
+        return connection.origin.kind === 'relay-through' || relaysInUse.has(connection.peerId) || this.dials.has(connection.peerId)
+            || (connection.state?.inUse ?? false);
+    }
+
+    /** The peers whose relays carry this node's connections to others. */
+    private relaysInUse(): Set<string> {
+        const byKey = new Map<string, string>();
+        for (const peer of this.peers())
+            if (peer.capabilities.relay)
+                byKey.set(peer.capabilities.relay.key, peer.id);
+        const relays = new Set<string>();
+        if (byKey.size === 0 || this.dht === undefined)
+            return relays;
+        for (const connection of this.connections.values()) {
+            const relayKey = this.dht.relayKeyOf(connection.stream);
+            const relay = relayKey === null ? undefined : byKey.get(relayKey);
+            // The relay node's own connection comes from the relay's address too, and is direct.
+            if (relay !== undefined && relay !== connection.peerId)
+                relays.add(relay);
+        }
+        return relays;
+    }
+
     async start() {
         const {identity, bootstrap} = this.options;
         this.dht = new SwarmDHT({
@@ -224,6 +425,8 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         this.swarm = new Hyperswarm({
             keyPair: {publicKey: identity.publicKey, secretKey: identity.secretKey},
             dht: this.dht,
+            // Hyperswarm stops dialing the topic's peers short of the limit; connections from peers are held to it in accept().
+            maxPeers: hyperswarmMaxPeers(topicDialTarget(this.limits.maxPeers), this.relayOptions.through.length),
             // Asked for incoming connections too (a random NAT relays both ways); outgoing ones are decided again
             // per peer by SwarmDHT.connect.
             relayThrough: (force) => {
@@ -327,6 +530,9 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
     }
 
     async stop() {
+        this.stopped = true;
+        for (const dial of [...this.dials.values()])
+            dial.finish(new ConnectError('stopped', 'the node is stopping'));
         for (const timer of this.timers)
             clearTimeout(timer);
         clearTimeout(this.capabilityTimer);
@@ -361,20 +567,36 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
             stream.destroy();
             return;
         }
-        // Hyperswarm keeps one connection per peer; a newer one replaces the old.
-        this.connections.get(peerId)?.close({kind: 'local', message: 'replaced by a newer connection'});
+        // Hyperswarm keeps one connection per peer; a newer one replaces the old, and takes over its origin and uses.
+        const replaced = this.connections.get(peerId);
+        replaced?.close({kind: 'local', message: 'replaced by a newer connection'});
         stream.on('error', () => undefined); // PeerConnection reports errors; this keeps a reset from crashing the process
+        const dial = this.dials.get(peerId);
+        const origin: ConnectionOrigin = dial !== undefined ? {kind: 'on-demand', why: dial.why}
+            : this.relayOptions.through.includes(peerId) ? {kind: 'relay-through'} : replaced?.origin ?? {kind: 'network'};
+        // Peers connect to this node whatever its count (Hyperswarm limits only its own dials): held to the limit here.
+        const refusal = this.makeRoom(peerId);
+        if (refusal !== undefined && origin.kind !== 'relay-through') {
+            stream.destroy();
+            dial?.finish(new ConnectError('peer_limit', refusal));
+            this.emit('connectionRefused', peerId, refusal);
+            return;
+        }
         const connection = new PeerConnection(stream, {
             network: this.options.network,
             expectProof: this.options.network.secret !== undefined,
             hello: () => this.hello(stream),
-            helloTimeoutMs: this.timings.helloTimeoutMs
+            helloTimeoutMs: this.timings.helloTimeoutMs,
+            origin
         });
         this.connections.set(peerId, connection);
         connection.on('ready', () => {
+            if (replaced?.state !== undefined)
+                connection.state!.adoptUses(replaced.state);
             for (const protocol of this.protocols)
                 protocol.attach(connection);
             this.alone.warned = false;
+            this.dials.get(peerId)?.finish(connection.state!);
             this.emit('peerJoined', connection.state!);
         });
         connection.on('capabilities', () => this.emit('capabilities', connection.state!));
@@ -383,6 +605,7 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
                 this.connections.delete(peerId);
             if (reason.kind === 'violation') {
                 const record = this.bans.ban(peerId, reason.message);
+                this.dials.get(peerId)?.finish(new ConnectError('banned', `peer ${peerId.slice(0, 16)} is banned: ${reason.message}`));
                 this.emit('peerBanned', peerId, reason.message, record.until);
             } else if (reason.kind === 'incompatible') {
                 this.emit('peerIncompatible', peerId, reason.message);
@@ -414,6 +637,22 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
             else
                 connection.ping();
         }
+        this.closeIdle(now);
+    }
+
+    /**
+     * Closes the on-demand connections nothing has run over for `--idle-peer-timeout`. The network topic's stay: they
+     * are the node's neighbours, bounded by `--max-peers`, and Hyperswarm would dial the topic again for each one closed.
+     */
+    private closeIdle(now: number) {
+        const {idleTimeoutMs} = this.limits;
+        if (idleTimeoutMs === 0)
+            return;
+        const relays = this.relaysInUse();
+        for (const connection of this.connections.values())
+            if (connection.origin.kind === 'on-demand' && connection.ready && !this.isInUse(connection, relays)
+                && connection.state!.idleMs(now) >= idleTimeoutMs)
+                connection.close({kind: 'local', message: `idle for ${idleTimeoutMs / 1000} s (--idle-peer-timeout)`});
     }
 }
 

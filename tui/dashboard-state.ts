@@ -24,7 +24,12 @@ export interface PeerView {
     successRate: number,
     requestsSent: number,
     /** Reached through a relay rather than directly. */
-    relayed: boolean
+    relayed: boolean,
+    /**
+     * Why the connection is held, as `/api/peers` says (`network`, `on-demand:<why>`, `provider:<model>`, `shard-host`,
+     * `relay`…); absent where the feed does not say.
+     */
+    reasons?: string[]
 }
 
 export interface PipelineStageView {

@@ -1,7 +1,7 @@
 import {basename} from 'node:path';
 import {Command} from 'commander';
 import type {Capabilities} from '../../swarm/capabilities.js';
-import type {ClusterStatus, NodeStatus, PeerStatus, SpeculationStatus} from '../../node/node-status.js';
+import type {ClusterStatus, NodeStatus, PeersStatus, PeerStatus, SpeculationStatus} from '../../node/node-status.js';
 import {fetchNodeStatus, fetchNodeStatusIfKnown, type NodeAddressFlags} from '../node-client.js';
 import {clusterActive} from '../../tui/dashboard-state.js';
 import {formatBytes, shortPeerId} from '../../core/display.js';
@@ -20,6 +20,17 @@ function routeText(route: PeerStatus['route']) {
     if (route.kind !== 'relayed')
         return 'direct';
     return `via ${route.relay?.slice(0, 8) ?? route.relayKey?.slice(0, 8) ?? 'relay'}`;
+}
+
+/** Why the connection is held, and how long it has been idle when nothing runs over it: `network, relay` or `on-demand:x (idle 2m)`. */
+function whyText(peer: PeerStatus) {
+    return `${peer.reasons.join(', ') || '-'}${peer.inUse || peer.idleSeconds === 0 ? '' : ` (idle ${formatDuration(peer.idleSeconds)})`}`;
+}
+
+/** `7 of 64 connections (--max-peers), 2 in use; on-demand ones close after 5m idle`. */
+function connectionsText(connections: NonNullable<PeersStatus['connections']>) {
+    const idle = connections.idleTimeoutSeconds === 0 ? 'never closed as idle' : `close after ${formatDuration(connections.idleTimeoutSeconds)} idle`;
+    return `${connections.held} of ${connections.maxPeers} connections (--max-peers), ${connections.inUse} in use; on-demand ones ${idle}`;
 }
 
 function natText(nat: NonNullable<NodeStatus['nat']>) {
@@ -51,7 +62,7 @@ function peersCommand() {
     return addNodeAddressOptions(new Command('peers').description('list the peers of the running node'))
         .action(async (flags: NodeAddressFlags & {json?: boolean}) => {
             const document = await fetchNodeStatus(flags, '/api/peers');
-            const {peers, banned, unreachable} = document;
+            const {peers, banned, unreachable, connections} = document;
             if (flags.json) {
                 process.stdout.write(JSON.stringify(document, null, 2) + '\n');
                 return;
@@ -59,8 +70,9 @@ function peersCommand() {
             if (peers.length === 0)
                 process.stdout.write('no peers connected\n');
             else
-                process.stdout.write(formatTable(['PEER', 'RTT', 'ROUTE', 'DEVICE', 'MODELS', 'LOAD', 'SUCCESS', 'VERSION'], peers.map((peer) => [
+                process.stdout.write(formatTable(['PEER', 'WHY', 'RTT', 'ROUTE', 'DEVICE', 'MODELS', 'LOAD', 'SUCCESS', 'VERSION'], peers.map((peer) => [
                     shortPeerId(peer.id),
+                    whyText(peer),
                     peer.rttMs === null ? '-' : `${peer.rttMs.toFixed(1)} ms`,
                     routeText(peer.route),
                     deviceText(peer.capabilities),
@@ -69,6 +81,8 @@ function peersCommand() {
                     `${Math.round(peer.requests.successRate * 100)}% of ${peer.requests.sent}`,
                     peer.software
                 ])) + '\n');
+            if (connections !== null)
+                process.stdout.write(`\n${connectionsText(connections)}\n`);
             if (unreachable.length > 0)
                 process.stdout.write(`\n${unreachable.length} unreachable: ${unreachable.map((failure) =>
                     `${shortPeerId(failure.peerId)} (${failure.code}${failure.relay ? ` via relay ${shortPeerId(failure.relay)}` : ''}, ${failure.attempts} attempt${failure.attempts === 1 ? '' : 's'})`).join('; ')}\n`);

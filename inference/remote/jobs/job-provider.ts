@@ -169,6 +169,8 @@ export class JobProvider extends EventEmitter<JobProviderEvents> {
         const {jobId} = message;
         const controller = new AbortController();
         this.active.set(jobId, {peerId, controller});
+        this.jobs.holdWhile(peerId, `requester:${submissionModel(message)}`, () => this.active.has(jobId)
+            || Date.now() - (this.awaitingReceipt.peek(jobId)?.completedAt ?? 0) < this.receiptGraceMs);
         // Counting a prompt's tokens is free, as it earns no receipt.
         if (this.payments === undefined || this.payments.price() === 0 || (message.type === 'generate' && message.request.countOnly === true)) {
             this.start(peerId, message, controller, false);

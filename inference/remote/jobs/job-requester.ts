@@ -143,7 +143,7 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
         let relayed = 0;
         /** Tokens of the call being written that the peer claimed (`progress`): the call, when it comes, has them all. */
         let claimed = 0;
-        return this.run<GenerationResult>(peerId, async (jobId) => ({type: 'generate', jobId, request,
+        return this.run<GenerationResult>(peerId, request.model, async (jobId) => ({type: 'generate', jobId, request,
             ...await this.terms(peerId, options.capabilities, jobId, request.countOnly === true ? 0 : worst)}), options.deadlines, options.signal,
             (message, job) => {
                 if (message.type === 'text') {
@@ -201,7 +201,7 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
 
     embed(peerId: string, model: string, inputs: string[], options: {signal?: AbortSignal, deadlines: RemoteJobDeadlines, model: ReceiptModel,
         capabilities?: Capabilities}) {
-        return this.run<EmbeddingResult>(peerId, async (jobId) => ({type: 'embed', jobId, model, inputs,
+        return this.run<EmbeddingResult>(peerId, model, async (jobId) => ({type: 'embed', jobId, model, inputs,
             ...await this.terms(peerId, options.capabilities, jobId, embeddingTokenBound(inputs))}), options.deadlines, options.signal,
             (message, job) => {
                 if (message.type !== 'embedded')
@@ -239,7 +239,7 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
     }
 
     private run<T>(
-        peerId: string, submit: (jobId: string) => Promise<JobMessage>, deadlines: RemoteJobDeadlines, signal: AbortSignal | undefined,
+        peerId: string, model: string, submit: (jobId: string) => Promise<JobMessage>, deadlines: RemoteJobDeadlines, signal: AbortSignal | undefined,
         onResult: (message: JobMessage, job: JobControl<T>) => void
     ): Promise<T> {
         const jobId = randomBytes(16).toString('hex');
@@ -302,6 +302,7 @@ export class JobRequester extends EventEmitter<JobRequesterEvents> {
                         });
                 }
             });
+            this.jobs.holdWhile(peerId, `provider:${model}`, () => this.pending.has(jobId) || this.receipts.has(jobId));
             arm(deadlines.firstTokenMs);
             submit(jobId).then((message) => {
                 if (!this.pending.has(jobId)) {

@@ -111,6 +111,14 @@ export class JobsProtocol extends EventEmitter<JobsProtocolEvents> implements Pe
         this.channels.get(peerId)?.peer.close({kind: 'violation', message: reason});
     }
 
+    /**
+     * The peer's connection counts as in use while `active()` holds: it is neither closed as idle nor to make room
+     * for another (docs/architecture.md, "Swarm").
+     */
+    holdWhile(peerId: string, reason: string, active: () => boolean) {
+        this.channels.get(peerId)?.peer.state?.holdWhile(reason, active);
+    }
+
     /** Sends once the peer's side of the channel is open. */
     async send(peerId: string, message: JobMessage): Promise<SendOutcome> {
         const channel = this.channels.get(peerId);

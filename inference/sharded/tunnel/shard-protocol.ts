@@ -333,6 +333,7 @@ class ShardChannel {
             throw new ShardSessionError('disconnected', 'the peer connection closed');
         }
         const session = new CoordinatorSession(this.peer.peerId, this.nextSessionId++, body, this, payment);
+        this.peer.state?.holdWhile(`shard-host:${request.model.id}`, () => !session.ended);
         const ready = new Promise<void>((resolve, reject) => {
             this.outgoing.set(session.id, {session, streams: new Map(), ready: (error) => error ? reject(error) : resolve()});
         });
@@ -480,6 +481,7 @@ class ShardChannel {
         if (this.closed)
             return Promise.reject(new ShardSessionError('disconnected', 'the peer connection closed'));
         const fetch = this.nextFetchId++;
+        this.peer.state?.holdWhile('shard-fetch', () => this.outgoingFetches.has(fetch));
         const outcome = new Promise<FetchOutcome>((resolve, reject) => {
             this.outgoingFetches.set(fetch, {session, progress: onProgress, done: (result) => result instanceof Error ? reject(result) : resolve(result)});
         });
@@ -506,6 +508,7 @@ class ShardChannel {
             return notFetched(`at most ${this.options.maxFetchesPerPeer} fetches per peer at once`);
         const controller = new AbortController();
         this.hostedFetches.set(message.fetch, controller);
+        this.peer.state?.holdWhile('shard-fetch', () => this.hostedFetches.has(message.fetch));
         state?.fetches.add(controller);
         let reportedAt = 0;
         const onProgress = ({doneBytes, totalBytes}: FetchProgress) => {
@@ -550,6 +553,7 @@ class ShardChannel {
         const state: HostedState = {request, session: undefined, nextSequence: 1, tokens: 0, streams: new Set(), ended: false, payment,
             receipts: Promise.resolve(), queuedReceipts: 0, computesAtReceipt: 0, unpaidWatch: undefined, fetches: new Set()};
         this.hosted.set(message.session, state);
+        this.peer.state?.holdWhile(`shard-coordinator:${request.model.id}`, () => !state.ended);
         const open = async () => {
             // A priced session's first window is held on the channel before anything starts (a coordinator owing vouchers gets none).
             const refusal = await this.holdWindow(state, 1);
