@@ -18,8 +18,8 @@ export function busyDashboardState(): DashboardState {
         engine: {state: 'ready', restarts: 1, running: 2, queued: 1, models: [{id: 'llama-3.1-8b', speculation: LOOKUP_SPECULATION}]},
         progress: [{label: 'loading qwen-7b', fraction: 0.42}],
         peers: [
-            {id: 'c0ffee'.repeat(10) + 'c0ff', rttMs: 23.4, tflops: 60.1, backend: 'cuda', vramTotalBytes: 12e9, models: ['llama-3.1-8b'], successRate: 0.97, requestsSent: 31, relayed: false},
-            {id: 'deadbeef'.repeat(8), rttMs: null, tflops: null, backend: false, vramTotalBytes: 0, models: [], successRate: 0.5, requestsSent: 0, relayed: true}
+            {id: 'c0ffee'.repeat(10) + 'c0ff', rttMs: 23.4, tflops: 60.1, backend: 'cuda', vramTotalBytes: 12e9, models: ['llama-3.1-8b'], successRate: 0.97, requestsSent: 31, relayed: false, reasons: ['network', 'provider:llama-3.1-8b']},
+            {id: 'deadbeef'.repeat(8), rttMs: null, tflops: null, backend: false, vramTotalBytes: 0, models: [], successRate: 0.5, requestsSent: 0, relayed: true, reasons: ['network']}
         ],
         cluster: {
             pipelines: [{

@@ -20,12 +20,14 @@ export function feedDashboard(node: StrongdogeNode, store: DashboardStore, apiKe
         if (info.device)
             store.set('device', {...info.device, measuredTflops: info.compute.measuredTflops, lookupTflops: info.compute.lookupTflops,
                 generationTokensPerSecond: info.compute.generationTokensPerSecond});
+        const usage = node.swarm?.usage();
         store.set('peers', (node.swarm?.peers() ?? []).map((peer) => ({
             id: peer.id, rttMs: peer.rtt.smoothedMs ?? null,
             tflops: peer.capabilities.compute.measuredTflops ?? peer.capabilities.compute.lookupTflops,
             backend: peer.capabilities.device.backend, vramTotalBytes: peer.capabilities.device.vramTotalBytes,
             models: peer.capabilities.models.map((model) => model.id), successRate: peer.successRate, requestsSent: peer.requestsSent,
-            relayed: node.swarm!.route(peer.id).kind === 'relayed'
+            relayed: node.swarm!.route(peer.id).kind === 'relayed',
+            reasons: usage?.get(peer.id)?.reasons ?? []
         })));
         // The status API's own document: the weights sent while a pipeline loads advance once a second with it.
         store.set('cluster', node.describeCluster());

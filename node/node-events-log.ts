@@ -48,6 +48,7 @@ export function logSwarmEvents(swarm: SwarmNode, logger: Logger) {
     swarm.on('peerJoined', (peer) => logger.info({peer: shortPeerId(peer.id), software: peer.software,
         models: peer.capabilities.models.map((model) => model.id)}, 'peer connected'));
     swarm.on('peerLeft', (peerId, reason) => logger.info({peer: shortPeerId(peerId), reason: reason.message}, 'peer disconnected'));
+    swarm.on('connectionRefused', (peerId, reason) => logger.debug({peer: shortPeerId(peerId), reason}, 'peer connection refused'));
     swarm.on('peerBanned', (peerId, reason, until) => logger.warn({peer: shortPeerId(peerId), reason, until: new Date(until).toISOString()}, 'peer banned'));
     swarm.on('connectAttemptFailed', ({peerId, code, message, relay, attempts}) => logger.debug({peer: shortPeerId(peerId), code,
         ...(relay !== null && {relay: shortPeerId(relay)}), attempts, reason: message}, 'could not connect to a peer'));

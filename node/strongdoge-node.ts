@@ -158,7 +158,8 @@ export class StrongdogeNode {
                 ...(settings.bootstrap && {bootstrap: settings.bootstrap}),
                 relay: {mode: settings.relay, through: settings.relayThrough,
                     ...(settings.relayMaxMbps !== undefined && {maxMbps: settings.relayMaxMbps})},
-                capabilities: () => this.capabilities.current()
+                capabilities: () => this.capabilities.current(),
+                limits: {maxPeers: settings.maxPeers, idleTimeoutMs: settings.idlePeerTimeout * 1000}
             });
             const jobs = new JobsProtocol();
             this.swarm.use(jobs);

@@ -27,9 +27,9 @@ export interface PeerView {
     relayed: boolean,
     /**
      * Why the connection is held, as `/api/peers` says (`network`, `on-demand:<why>`, `provider:<model>`, `shard-host`,
-     * `relay`…); absent where the feed does not say.
+     * `relay`…).
      */
-    reasons?: string[]
+    reasons: string[]
 }
 
 export interface PipelineStageView {

@@ -386,6 +386,8 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
                 return;
             const state: SpareState = {peerId: spare.peerId, replaces: spare.replaces, layers, state: 'fetching', doneBytes: 0, totalBytes: 0, reason: null};
             this.spares.set(spare.peerId, state);
+            // A spare's connection is kept while it is one: closed as idle, its readiness would be lost to the next failure.
+            this.options.swarm.peer(spare.peerId)?.holdWhile(`shard-spare:${model.id}`, () => this.spares.get(spare.peerId) === state && !this.stopped);
             if (spare.weightsFrom === 'held' && holdsModelFile(this.options.swarm.peer(spare.peerId), sha256)) {
                 state.state = 'ready';
                 return;

@@ -9,7 +9,7 @@ const MAX_ROWS = 6;
 export function reasonCounts(peers: readonly PeerView[]) {
     const counts = new Map<string, number>();
     for (const peer of peers)
-        for (const kind of new Set((peer.reasons ?? []).map((reason) => reason.split(':')[0]!)))
+        for (const kind of new Set(peer.reasons.map((reason) => reason.split(':')[0]!)))
             counts.set(kind, (counts.get(kind) ?? 0) + 1);
     return [...counts].sort(([a, countA], [b, countB]) => countB - countA || a.localeCompare(b))
         .map(([kind, count]) => `${kind} ${count}`).join(' · ');
