@@ -278,7 +278,9 @@ export class StrongdogeNode {
         const {settings} = this;
         const local = new LocalInference({engine: this.engine, modelIds: this.models.map((model) => model.id)});
         const remote = this.swarm && this.requester && new RemoteInference({swarm: this.swarm, requester: this.requester, payments: this.paymentsWhenOpen,
-            vouchedModelBytes: (sha256) => this.vouchedModelBytes(sha256), routing: {
+            vouchedModelBytes: (sha256) => this.vouchedModelBytes(sha256),
+            // models no connected peer serves are looked for among the providers gossip names (issue 26)
+            gossipModels: () => this.gossip?.entries() ?? [], routing: {
             ...(settings.maxPrice !== undefined && {maxPrice: settings.maxPrice}),
             deadlines: {firstTokenMs: Math.max(FIRST_TOKEN_DEADLINE_MS, settings.peerTimeout * 1000), tokenMs: settings.peerTimeout * 1000},
             maxAttempts: MAX_PEER_ATTEMPTS

@@ -10,6 +10,8 @@ import {shortPeerId} from '../../core/display.js';
 import type {Capabilities} from '../../swarm/capabilities.js';
 import type {RequesterPayments} from './jobs/job-payments.js';
 import {embeddingTokenBound, generationTokenBound} from './jobs/receipt-claims.js';
+import {ProviderFinder, type ProviderSearch} from './provider-finder.js';
+import type {GossipModelView} from '../../swarm/gossip/model-gossip.js';
 
 /**
  * The failures a serving peer may blame on the request: those its engine finds in the request itself. Any other
@@ -42,7 +44,12 @@ export interface RemoteInferenceOptions {
      */
     vouchedModelBytes?: (sha256: string) => number,
     /** Who this node can pay: priced peers it cannot pay are not used (docs/architecture.md, "Payments"); defaults to free peers only. */
-    payments?: RequesterPayments
+    payments?: RequesterPayments,
+    /**
+     * The network model table as gossip knows it: a model no connected peer serves is looked for among the
+     * providers it names, connected to on demand (inference/remote/provider-finder.ts); defaults to none.
+     */
+    gossipModels?: () => readonly GossipModelView[]
 }
 
 /**
@@ -56,10 +63,14 @@ export class RemoteInference implements InferenceStrategy {
     private readonly routing: RoutingSettings;
     private readonly vouchedModelBytes: (sha256: string) => number;
     private readonly payments: RequesterPayments | undefined;
+    private readonly finder: ProviderFinder | undefined;
+    private readonly gossipModels: () => readonly GossipModelView[];
 
     constructor(options: RemoteInferenceOptions) {
         ({swarm: this.swarm, requester: this.requester, routing: this.routing, payments: this.payments} = options);
         this.vouchedModelBytes = options.vouchedModelBytes ?? (() => 0);
+        this.gossipModels = options.gossipModels ?? (() => []);
+        this.finder = options.gossipModels && new ProviderFinder({swarm: this.swarm, gossipModels: options.gossipModels});
     }
 
     /** The model as the receipt for `peerId`'s job names it: the hash it announced, the size only if this node can vouch for it. */
@@ -68,13 +79,20 @@ export class RemoteInference implements InferenceStrategy {
         return {sha256, vouchedBytes: sha256 === null ? 0 : this.vouchedModelBytes(sha256)};
     }
 
-    /** The models peers announce, the first peer to announce each naming it. */
+    /**
+     * The models peers announce, the first peer to announce each naming it; then those only gossip knows a provider
+     * of, as the network's: a request for one connects to its providers on demand.
+     */
     listModels(): ServedModel[] {
         const models = new Map<string, ServedModel>();
         for (const peer of this.swarm.peers())
             for (const offer of peer.capabilities.models)
                 if (!models.has(offer.id))
                     models.set(offer.id, {id: offer.id, created: Math.floor(peer.connectedAt / 1000), ownedBy: `peer:${shortPeerId(peer.id)}`});
+        if (this.finder !== undefined)
+            for (const entry of this.gossipModels())
+                if (!models.has(entry.name) && entry.providers.some((provider) => !provider.self))
+                    models.set(entry.name, {id: entry.name, created: Math.floor((Date.now() - entry.ageMs) / 1000), ownedBy: 'strongdoge:network'});
         return [...models.values()];
     }
 
@@ -128,35 +146,47 @@ export class RemoteInference implements InferenceStrategy {
         const tried = new Set<string>();
         const failures: string[] = [];
         let paymentRefusals = 0;
-        for (let attempts = 0; attempts < this.routing.maxAttempts; attempts++) {
-            const criteria = {model, ...(maxPrice !== undefined && {maxPrice}), exclude: tried};
-            let peer = rankPeers(this.candidates(worstTokens), criteria)[0];
-            if (peer === undefined && tried.size === 0 && await this.providerSoon(model, options.signal))
-                peer = rankPeers(this.candidates(worstTokens), criteria)[0];
-            if (options.signal?.aborted)
-                throw InferenceError.cancelled();
-            if (peer === undefined)
-                break;
-            tried.add(peer.id);
-            try {
-                const result = await attempt(peer.id);
-                this.swarm.peer(peer.id)?.recordRequest(true);
-                options.onRoute?.({peers: [...tried], failovers: tried.size - 1});
-                return result;
-            } catch (error) {
-                if (!(error instanceof InferenceError))
-                    throw error;
+        // Providers gossip names, connected to when no connected peer serves the model: held until the request ends.
+        let search: ProviderSearch | undefined;
+        try {
+            for (let attempts = 0; attempts < this.routing.maxAttempts; attempts++) {
+                const criteria = {model, ...(maxPrice !== undefined && {maxPrice}), exclude: tried};
+                let peer = rankPeers(this.candidates(worstTokens), criteria)[0];
+                if (peer === undefined && tried.size === 0 && await this.providerSoon(model, options.signal))
+                    peer = rankPeers(this.candidates(worstTokens), criteria)[0];
+                // A failover looks here too: the search's second provider, or the next ones gossip names.
+                if (peer === undefined && search === undefined)
+                    search = this.finder?.search(model);
+                while (peer === undefined && search !== undefined && !options.signal?.aborted && await search.next(options.signal))
+                    peer = rankPeers(this.candidates(worstTokens), criteria)[0];
                 if (options.signal?.aborted)
                     throw InferenceError.cancelled();
-                if (error.fault === 'client' && PEER_CLIENT_FAULTS.has(error.code) && !resumed())
-                    throw error;
-                if (error.code === 'payment_required')
-                    paymentRefusals++;
-                this.recordFailure(peer.id, error, failures);
+                if (peer === undefined)
+                    break;
+                tried.add(peer.id);
+                try {
+                    const result = await attempt(peer.id);
+                    this.swarm.peer(peer.id)?.recordRequest(true);
+                    options.onRoute?.({peers: [...tried], failovers: tried.size - 1});
+                    return result;
+                } catch (error) {
+                    if (!(error instanceof InferenceError))
+                        throw error;
+                    if (options.signal?.aborted)
+                        throw InferenceError.cancelled();
+                    if (error.fault === 'client' && PEER_CLIENT_FAULTS.has(error.code) && !resumed())
+                        throw error;
+                    if (error.code === 'payment_required')
+                        paymentRefusals++;
+                    this.recordFailure(peer.id, error, failures);
+                    search?.drop(peer.id);
+                }
             }
+        } finally {
+            search?.release();
         }
         if (failures.length === 0)
-            throw this.noPeerError(model, maxPrice, worstTokens);
+            throw this.noPeerError(model, maxPrice, worstTokens, search);
         // Every peer tried wanted a payment this node could not make: the client's budget (or wallet) is the limit.
         if (paymentRefusals === failures.length)
             throw new InferenceError('payment_required', `no peer serving '${model}' took this node's payment: ${failures.join('; ')}`, {param: 'model'});
@@ -222,8 +252,12 @@ export class RemoteInference implements InferenceStrategy {
         }));
     }
 
-    private noPeerError(model: string, maxPrice: number | undefined, worstTokens: (capabilities: Capabilities) => number) {
-        const {code, message} = explainNoPeer(this.candidates(), {model, ...(maxPrice !== undefined && {maxPrice})});
+    private noPeerError(model: string, maxPrice: number | undefined, worstTokens: (capabilities: Capabilities) => number, search?: ProviderSearch) {
+        const explained = explainNoPeer(this.candidates(), {model, ...(maxPrice !== undefined && {maxPrice})});
+        const {code} = explained;
+        // Why the providers gossip named could not serve, when there were some.
+        const message = search === undefined || search.providersTried === 0 ? explained.message
+            : `${explained.message}; ${search.providersTried} provider(s) known by gossip could not serve it: ${search.why()}`;
         if (code === 'over_budget')
             return InferenceError.overBudget(message);
         // Peers serve it within the budget, but none this node can pay: say why, as a 402.

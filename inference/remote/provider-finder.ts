@@ -1,0 +1,243 @@
+import {shortPeerId} from '../../core/display.js';
+import {withDefaults} from '../../core/with-defaults.js';
+import {ConnectError} from '../../swarm/connection-limits.js';
+import type {GossipModelView} from '../../swarm/gossip/model-gossip.js';
+import type {PeerLease} from '../../swarm/peer-state.js';
+import type {SwarmNode} from '../../swarm/swarm-node.js';
+
+/**
+ * Finding providers of a model no connected peer serves (issue 26, docs/architecture.md, "Swarm"): the network
+ * model table that gossip spreads names a few providers of each model by node id; a request for one connects to the
+ * best of them by key (`SwarmNode.connectTo`), waits for their capabilities to show it loaded, and routes as today.
+ */
+
+export interface ProviderFinderOptions {
+    swarm: SwarmNode,
+    /** The network model table as gossip knows it: `ModelGossipProtocol.entries`. */
+    gossipModels: () => readonly GossipModelView[],
+    /** Providers connected to at once for a request; defaults to 2 (the second is the failover's). */
+    providersPerSearch: number,
+    /**
+     * How long a request waits for a provider to connect and show the model loaded, and for room among its
+     * connections; defaults to 10 s. A connection still under way then is kept for the request's failovers.
+     */
+    waitMs: number
+}
+
+export const providerFinderDefaults = {
+    providersPerSearch: 2,
+    waitMs: 10_000
+};
+
+/**
+ * The providers gossip names for `model` (by the name its entries carry, whatever their hash), best first: those that
+ * named themselves to this node before second-hand ones, the freshest first among equals; never this node, nor the
+ * ids in `exclude`. Pure.
+ */
+export function chooseProviders(entries: readonly GossipModelView[], model: string, exclude: ReadonlySet<string>, count: number): string[] {
+    const best = new Map<string, {direct: boolean, ageMs: number}>();
+    for (const entry of entries) {
+        if (entry.name !== model)
+            continue;
+        for (const provider of entry.providers) {
+            if (provider.self || exclude.has(provider.id))
+                continue;
+            const known = best.get(provider.id);
+            if (known === undefined || better(provider, known))
+                best.set(provider.id, {direct: provider.direct, ageMs: provider.ageMs});
+        }
+    }
+    return [...best].sort(([a, first], [b, second]) => (better(first, second) ? -1 : better(second, first) ? 1 : a.localeCompare(b)))
+        .slice(0, count).map(([id]) => id);
+}
+
+function better(a: {direct: boolean, ageMs: number}, b: {direct: boolean, ageMs: number}) {
+    return a.direct !== b.direct ? a.direct : a.ageMs < b.ageMs;
+}
+
+/** Whether the model is loaded at the connected peer `peerId`. */
+function serving(swarm: SwarmNode, peerId: string, model: string) {
+    return swarm.peer(peerId)?.capabilities.models.some((offer) => offer.id === model && offer.loaded) ?? false;
+}
+
+export class ProviderFinder {
+    private readonly options: ProviderFinderOptions;
+
+    constructor(options: Partial<ProviderFinderOptions> & Pick<ProviderFinderOptions, 'swarm' | 'gossipModels'>) {
+        this.options = withDefaults(providerFinderDefaults, options);
+    }
+
+    /** A search for one request: release it when the request ends. */
+    search(model: string) {
+        return new ProviderSearch(this.options, model);
+    }
+}
+
+/**
+ * The providers one request connected to: each connection held by a lease (`on-demand:provider:<model>`) until the
+ * request ends; the jobs running over them hold them too, and once both are over the idle timeout closes them.
+ */
+export class ProviderSearch {
+    /** Why each provider tried could not serve. */
+    private readonly failures: string[] = [];
+    private readonly leases = new Map<string, PeerLease>();
+    /** Providers being tried or failed: a look for more passes them over. */
+    private readonly tried = new Set<string>();
+    /** Every provider this search asked for a connection. */
+    private readonly asked = new Set<string>();
+    /** Providers whose attempt is under way. */
+    private readonly connecting = new Set<string>();
+    private readonly pending = new Set<Promise<boolean>>();
+    /** Aborted once the request ends: attempts still under way give up. */
+    private readonly ended = new AbortController();
+
+    constructor(private readonly options: ProviderFinderOptions, private readonly model: string) {}
+
+    /** Providers gossip named that this search tried to connect to. */
+    get providersTried() {
+        return this.asked.size;
+    }
+
+    /**
+     * Connects to the next best providers not tried yet (none connected already: ranking saw those), and resolves
+     * true once one of these, or of those still connecting, shows the model loaded; false once none can.
+     */
+    next(signal?: AbortSignal): Promise<boolean> {
+        const {swarm, gossipModels, providersPerSearch} = this.options;
+        const exclude = new Set([...this.tried, ...swarm.peers().map((peer) => peer.id)]);
+        for (const peerId of chooseProviders(gossipModels(), this.model, exclude, providersPerSearch)) {
+            this.tried.add(peerId);
+            this.asked.add(peerId);
+            const attempt = this.attempt(peerId, signal);
+            this.pending.add(attempt);
+            this.connecting.add(peerId);
+            void attempt.then(() => {
+                this.pending.delete(attempt);
+                this.connecting.delete(peerId);
+            });
+        }
+        if (this.pending.size === 0 || signal?.aborted)
+            return Promise.resolve(false);
+        return new Promise((resolve) => {
+            let left = this.pending.size;
+            const done = (ok: boolean) => {
+                clearTimeout(timer);
+                signal?.removeEventListener('abort', abort);
+                resolve(ok);
+            };
+            const abort = () => done(false);
+            // A provider that connects later serves a failover of this request, or the next request.
+            const timer = setTimeout(abort, this.options.waitMs);
+            signal?.addEventListener('abort', abort, {once: true});
+            for (const attempt of this.pending)
+                void attempt.then((ok) => {
+                    left--;
+                    if (ok || left === 0)
+                        done(ok);
+                });
+        });
+    }
+
+    /** Why the providers asked did not serve, for the error the client sees. */
+    why() {
+        return [...this.failures, ...[...this.connecting].map((peerId) => `${shortPeerId(peerId)}: still connecting`)].join('; ');
+    }
+
+    /** Lets go of a provider that failed the request: its connection may close to make room for the next. */
+    drop(peerId: string) {
+        this.leases.get(peerId)?.release();
+        this.leases.delete(peerId);
+    }
+
+    /** Ends the search's hold on its connections; those still connecting are let go as they arrive. */
+    release() {
+        this.ended.abort();
+        for (const lease of this.leases.values())
+            lease.release();
+        this.leases.clear();
+    }
+
+    private async attempt(peerId: string, signal: AbortSignal | undefined) {
+        const {swarm, waitMs} = this.options;
+        const giveUpAt = Date.now() + waitMs;
+        let lease: PeerLease;
+        for (;;)
+            try {
+                lease = await swarm.connectTo(peerId, `provider:${this.model}`);
+                break;
+            } catch (error) {
+                // Every connection is in use (the one to a provider that just failed among them, until it closes):
+                // the room may come soon, and the limit is this node's, so a later look may try the provider again.
+                const full = error instanceof ConnectError && error.code === 'peer_limit';
+                if (full && await this.roomSoon(giveUpAt - Date.now(), signal))
+                    continue;
+                if (full)
+                    this.tried.delete(peerId);
+                this.failures.push(`${shortPeerId(peerId)}: ${error instanceof ConnectError ? error.code : 'error'} (${(error as Error).message})`);
+                return false;
+            }
+        if (this.ended.signal.aborted) {
+            lease.release();
+            return false;
+        }
+        this.leases.set(peerId, lease);
+        if (await this.loaded(peerId, signal))
+            return true;
+        this.failures.push(`${shortPeerId(peerId)}: ${this.options.swarm.peer(peerId) === undefined ? 'left' : 'connected'} without '${this.model}'`
+            + ` loaded within ${this.options.waitMs / 1000} s`);
+        return false;
+    }
+
+    /** Whether a connection closes within `waitMs`, while the request lasts. */
+    private async roomSoon(waitMs: number, signal: AbortSignal | undefined) {
+        if (waitMs <= 0 || this.ended.signal.aborted || signal?.aborted)
+            return false;
+        const {swarm} = this.options;
+        let done = (_left: boolean) => {};
+        let timer: NodeJS.Timeout | undefined;
+        const left = () => done(true);
+        const stop = () => done(false);
+        try {
+            return await new Promise<boolean>((resolve) => {
+                done = resolve;
+                swarm.once('peerLeft', left);
+                this.ended.signal.addEventListener('abort', stop, {once: true});
+                signal?.addEventListener('abort', stop, {once: true});
+                timer = setTimeout(stop, waitMs);
+            });
+        } finally {
+            clearTimeout(timer);
+            swarm.off('peerLeft', left);
+            this.ended.signal.removeEventListener('abort', stop);
+            signal?.removeEventListener('abort', stop);
+        }
+    }
+
+    /** Waits, at most `waitMs`, for the peer's capabilities to show the model loaded; false if it leaves. */
+    private async loaded(peerId: string, signal: AbortSignal | undefined): Promise<boolean> {
+        const {swarm, waitMs} = this.options;
+        if (serving(swarm, peerId, this.model))
+            return true;
+        let check = () => {};
+        let timer: NodeJS.Timeout | undefined;
+        try {
+            return await new Promise<boolean>((resolve) => {
+                check = () => {
+                    if (serving(swarm, peerId, this.model))
+                        resolve(true);
+                    else if (swarm.peer(peerId) === undefined || signal?.aborted)
+                        resolve(false);
+                };
+                swarm.on('capabilities', check);
+                swarm.on('peerLeft', check);
+                signal?.addEventListener('abort', check, {once: true});
+                timer = setTimeout(() => resolve(serving(swarm, peerId, this.model)), waitMs);
+            });
+        } finally {
+            clearTimeout(timer);
+            swarm.off('capabilities', check);
+            swarm.off('peerLeft', check);
+            signal?.removeEventListener('abort', check);
+        }
+    }
+}
