@@ -347,6 +347,9 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         done.catch(() => undefined);
         this.dials.set(peerId, dial);
         this.swarm!.joinPeer(key);
+        // Hyperswarm 4.17's joinPeer does not dial a peer the topic's look-up already queued (left undialed at the
+        // limit) until its next dialing pass, which nothing starts: start it (it has no public way).
+        (this.swarm as unknown as {_attemptClientConnections?(): void})._attemptClientConnections?.();
         return dial;
     }
 
