@@ -1,4 +1,6 @@
+import crypto from 'hypercore-crypto';
 import createTestnet, {type Testnet} from 'hyperdht/testnet.js';
+import {shortNodeId} from '../swarm/node-identity.js';
 import type {PeerStatus} from '../node/node-status.js';
 import {startDaemon, waitFor, type DaemonHandle} from './cli-process.js';
 import {fetchStatus} from './node-status.js';
@@ -28,4 +30,10 @@ export async function waitForPeers(daemon: DaemonHandle, expectedIds: string[], 
         const {peers} = await peersOf(daemon);
         return peers.map((peer) => peer.id).sort().join(',') === expected && (also?.(peers) ?? true);
     }, timeoutMs, 200);
+}
+
+/** A fresh node identity, as `SwarmNode` takes it: a key pair with its id and short id. */
+export function nodeIdentity() {
+    const keyPair = crypto.keyPair();
+    return {...keyPair, id: keyPair.publicKey.toString('hex'), shortId: shortNodeId(keyPair.publicKey)};
 }

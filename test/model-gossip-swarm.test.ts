@@ -9,13 +9,12 @@ import {MODEL_GOSSIP_PROTOCOL, type GossipEntry} from '../swarm/gossip/gossip-me
 import {localModelsFromOffers} from '../swarm/gossip/model-gossip.js';
 import {ModelGossipProtocol} from '../swarm/gossip/model-gossip-protocol.js';
 import {buildNetworkModelTable} from '../swarm/network-models.js';
-import {shortNodeId} from '../swarm/node-identity.js';
 import type {PeerConnection} from '../swarm/peer-connection.js';
 import type {PeerProtocol} from '../swarm/peer-protocol.js';
 import {SwarmNode} from '../swarm/swarm-node.js';
 import {capabilitiesFixture} from '../harness/capabilities-fixture.js';
 import {waitFor} from '../harness/cli-process.js';
-import {startTestnet} from '../harness/swarm-fixture.js';
+import {nodeIdentity, startTestnet} from '../harness/swarm-fixture.js';
 
 /**
  * The model table's gossip between real swarm nodes on a loopback HyperDHT testnet (docs/peer-protocol.md, "Model
@@ -43,14 +42,9 @@ test.after.always(async () => {
     await testnet?.destroy();
 });
 
-function identity() {
-    const keyPair = crypto.keyPair();
-    return {...keyPair, id: keyPair.publicKey.toString('hex'), shortId: shortNodeId(keyPair.publicKey)};
-}
-
 /** A node of `network` offering `offers`, gossiping them as a node does (node/strongdoge-node.ts), or speaking `raw`. */
 function gossipNode(network: string, offers: ModelOffer[] = [], raw?: PeerProtocol) {
-    const id = identity();
+    const id = nodeIdentity();
     const capabilities = () => capabilitiesFixture({models: offers});
     const node = new SwarmNode({identity: id, network: {name: network}, software: '0.1.0', bootstrap: testnet.bootstrap, capabilities});
     const gossip = new ModelGossipProtocol({...FAST, selfId: id.id, localModels: () => localModelsFromOffers(capabilities().models)});

@@ -1,6 +1,5 @@
 import {once} from 'node:events';
 import test from 'ava';
-import crypto from 'hypercore-crypto';
 import type {Testnet} from 'hyperdht/testnet.js';
 import {jobProviderDefaults} from '../inference/remote/jobs/job-admission.js';
 import {JobProvider, type JobExecutor} from '../inference/remote/jobs/job-provider.js';
@@ -11,14 +10,13 @@ import {peersStatusSchema} from '../node/node-status.js';
 import {peersStatus} from '../node/status-documents.js';
 import type {CloseReason} from '../swarm/channel/errors.js';
 import {ConnectError, hyperswarmMaxPeers, pickEviction, topicDialTarget, type EvictionCandidate} from '../swarm/connection-limits.js';
-import {shortNodeId} from '../swarm/node-identity.js';
 import {PeerState} from '../swarm/peer-state.js';
 import {SwarmNode, type SwarmNodeOptions} from '../swarm/swarm-node.js';
 import {reasonCounts} from '../tui/panels/peers-panel.js';
 import {capabilitiesFixture} from '../harness/capabilities-fixture.js';
 import {waitFor} from '../harness/cli-process.js';
 import {DEFAULT_DOMAIN} from '../harness/ledger-fixture.js';
-import {startTestnet} from '../harness/swarm-fixture.js';
+import {nodeIdentity, startTestnet} from '../harness/swarm-fixture.js';
 
 let testnet: Testnet;
 const nodes: SwarmNode[] = [];
@@ -32,15 +30,10 @@ test.after.always(async () => {
     await testnet?.destroy();
 });
 
-function identity() {
-    const keyPair = crypto.keyPair();
-    return {...keyPair, id: keyPair.publicKey.toString('hex'), shortId: shortNodeId(keyPair.publicKey)};
-}
-
 /** Quick rounds: pings (and the idle check) every 200 ms, look-ups every second. */
 function swarmNode(network: string, extra: Partial<SwarmNodeOptions> = {}) {
     const node = new SwarmNode({
-        identity: identity(), network: {name: network}, software: '0.1.0', bootstrap: testnet.bootstrap,
+        identity: nodeIdentity(), network: {name: network}, software: '0.1.0', bootstrap: testnet.bootstrap,
         capabilities: () => capabilitiesFixture(), ...extra,
         timings: {pingIntervalMs: 200, discoveryRefreshMs: 1_000, earlyRefreshesMs: [300, 600], ...extra.timings}
     });
@@ -174,8 +167,8 @@ test('a job in flight holds the connection on both sides, with its model, and /a
                 timings: {promptMs: 1, generationMs: 1, promptTokensPerSecond: 2000, generationTokensPerSecond: 1000}};
         }
     };
-    const providerIdentity = identity();
-    const requesterIdentity = identity();
+    const providerIdentity = nodeIdentity();
+    const requesterIdentity = nodeIdentity();
     new JobProvider({jobs: providerJobs, identity: providerIdentity, executor, domain: DEFAULT_DOMAIN, limits: jobProviderDefaults});
     const requester = new JobRequester({jobs: requesterJobs, identity: requesterIdentity, domain: DEFAULT_DOMAIN});
     const provider = swarmNode('job-uses', {identity: providerIdentity});
@@ -209,8 +202,8 @@ test('a job in flight holds the connection on both sides, with its model, and /a
 });
 
 test('a shard session holds the connection on both sides until it ends', async (t) => {
-    const hostIdentity = identity();
-    const coordinatorIdentity = identity();
+    const hostIdentity = nodeIdentity();
+    const coordinatorIdentity = nodeIdentity();
     const ended: string[] = [];
     // A host whose sessions serve nothing: the test is about the connection, not the tunnel.
     const hostProtocol = new ShardProtocol({identity: hostIdentity, domain: DEFAULT_DOMAIN, host: {

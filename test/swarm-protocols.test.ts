@@ -1,6 +1,5 @@
 import {once} from 'node:events';
 import test from 'ava';
-import crypto from 'hypercore-crypto';
 import type {Testnet} from 'hyperdht/testnet.js';
 import {InferenceError} from '../core/inference-error.js';
 import {jobProviderDefaults, MAX_OWED_RECEIPTS} from '../inference/remote/jobs/job-admission.js';
@@ -10,14 +9,14 @@ import {JobRequester} from '../inference/remote/jobs/job-requester.js';
 import {JobsProtocol} from '../inference/remote/jobs/jobs-protocol.js';
 import {RECEIPT_VERSION, signReceiptBody, type Receipt, type ReceiptBody} from '../ledger/receipt.js';
 import type {GenerationRequest} from '../core/inference-types.js';
-import {shortNodeId, type NodeIdentity} from '../swarm/node-identity.js';
+import type {NodeIdentity} from '../swarm/node-identity.js';
 import type {PeerConnection} from '../swarm/peer-connection.js';
 import type {PeerProtocol} from '../swarm/peer-protocol.js';
 import {SwarmNode, type SwarmNodeOptions} from '../swarm/swarm-node.js';
 import {capabilitiesFixture} from '../harness/capabilities-fixture.js';
 import {waitFor} from '../harness/cli-process.js';
 import {DEFAULT_DOMAIN} from '../harness/ledger-fixture.js';
-import {startTestnet} from '../harness/swarm-fixture.js';
+import {nodeIdentity, startTestnet} from '../harness/swarm-fixture.js';
 
 let testnet: Testnet;
 const nodes: SwarmNode[] = [];
@@ -31,14 +30,9 @@ test.after.always(async () => {
     await testnet?.destroy();
 });
 
-function identity() {
-    const keyPair = crypto.keyPair();
-    return {...keyPair, id: keyPair.publicKey.toString('hex'), shortId: shortNodeId(keyPair.publicKey)};
-}
-
 function swarmNode(network: string, extra: Partial<SwarmNodeOptions> = {}) {
     const node = new SwarmNode({
-        identity: identity(), network: {name: network}, software: '0.1.0', bootstrap: testnet.bootstrap,
+        identity: nodeIdentity(), network: {name: network}, software: '0.1.0', bootstrap: testnet.bootstrap,
         capabilities: () => capabilitiesFixture(), ...extra
     });
     nodes.push(node);
@@ -106,7 +100,7 @@ test('an update held back by the capability interval reaches the peers connected
 test('leaving the swarm is bounded even when the DHT cannot say goodbye', async (t) => {
     // Nothing listens on the discard port: the DHT's own destroy() waits seconds for its bootstrap nodes.
     const node = new SwarmNode({
-        identity: identity(), network: {name: 'lonely'}, software: '0.1.0', bootstrap: [{host: '127.0.0.1', port: 9}],
+        identity: nodeIdentity(), network: {name: 'lonely'}, software: '0.1.0', bootstrap: [{host: '127.0.0.1', port: 9}],
         capabilities: () => capabilitiesFixture(), timings: {leaveTimeoutMs: 300}
     });
     await node.start();
@@ -140,8 +134,8 @@ test('a requester that stops reading loses its job; the provider never buffers m
             throw InferenceError.cancelled();
         }
     };
-    const provider = new JobProvider({jobs: providerJobs, identity: identity(), executor, domain: DEFAULT_DOMAIN, limits: {...jobProviderDefaults, maxConcurrentJobs: 1}});
-    const requester = new JobRequester({jobs: requesterJobs, identity: identity(), domain: DEFAULT_DOMAIN});
+    const provider = new JobProvider({jobs: providerJobs, identity: nodeIdentity(), executor, domain: DEFAULT_DOMAIN, limits: {...jobProviderDefaults, maxConcurrentJobs: 1}});
+    const requester = new JobRequester({jobs: requesterJobs, identity: nodeIdentity(), domain: DEFAULT_DOMAIN});
     const [providerNode] = await connectedPair('backlog',
         [providerJobs, {attach: (peer) => providerSide = peer}], [requesterJobs, {attach: (peer) => requesterSide = peer}]);
 
@@ -168,9 +162,9 @@ test('a requester that stops reading loses its job; the provider never buffers m
 test('a receipt for a job that was never served is rejected with an event, not swallowed', async (t) => {
     const providerJobs = new JobsProtocol();
     const requesterJobs = new JobsProtocol();
-    const requesterIdentity = identity();
+    const requesterIdentity = nodeIdentity();
     const provider = new JobProvider({
-        jobs: providerJobs, identity: identity(), limits: jobProviderDefaults, domain: DEFAULT_DOMAIN,
+        jobs: providerJobs, identity: nodeIdentity(), limits: jobProviderDefaults, domain: DEFAULT_DOMAIN,
         executor: {canServe: () => false, modelBytes: () => 0, modelSha256: () => null, generate: () => Promise.reject(new Error('unused')), embed: () => Promise.reject(new Error('unused'))}
     });
     const [providerNode, requesterNode] = await connectedPair('receipts', [providerJobs], [requesterJobs]);
@@ -213,8 +207,8 @@ async function jobsPair(name: string, options: {
         }
     };
     // Each side signs with its swarm identity, as a node does.
-    const providerIdentity = identity();
-    const requesterIdentity = identity();
+    const providerIdentity = nodeIdentity();
+    const requesterIdentity = nodeIdentity();
     const provider = new JobProvider({jobs: providerJobs, identity: providerIdentity, executor, domain: DEFAULT_DOMAIN, limits: jobProviderDefaults,
         ...(options.keepReceipt && {keepReceipt: options.keepReceipt}), ...(options.loggedJobId && {loggedJobId: options.loggedJobId}),
         ...(options.receiptGraceMs !== undefined && {receiptGraceMs: options.receiptGraceMs})});
