@@ -32,3 +32,16 @@ export function verifySecretProof(secret: string, handshakeHash: Buffer, proverP
     const expected = secretProof(secret, handshakeHash, proverPublicKey);
     return proof.length === expected.length && timingSafeEqual(proof, expected);
 }
+
+/**
+ * The DHT topic a model's providers announce on (docs/architecture.md, "Finding providers and hosts"): derived from
+ * the network's topic, so a private network's stays unfindable, and from the model file's SHA-256 (hex).
+ */
+export function providerTopic(network: NetworkSpec, modelSha256: string): Buffer {
+    return createHash('sha256').update('strongdoge/provider/v1\0').update(networkTopic(network)).update(Buffer.from(modelSha256, 'hex')).digest();
+}
+
+/** The DHT topic nodes with room for peers' layers announce on: coordinators look it up for hosts beyond their peers. */
+export function hostsTopic(network: NetworkSpec): Buffer {
+    return createHash('sha256').update('strongdoge/hosts/v1\0').update(networkTopic(network)).digest();
+}

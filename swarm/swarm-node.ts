@@ -5,7 +5,7 @@ import {BanList, type BanListOptions} from './ban-list.js';
 import type {Capabilities} from './capabilities.js';
 import {ConnectError, hyperswarmMaxPeers, originReason, pickEviction, topicDialTarget, type ConnectionOrigin, type EvictionCandidate} from './connection-limits.js';
 import {loopbackTestnetOptions} from './loopback.js';
-import {networkTopic, secretProof, type NetworkSpec} from './network-topic.js';
+import {hostsTopic, networkTopic, providerTopic, secretProof, type NetworkSpec} from './network-topic.js';
 import type {NodeIdentity} from './node-identity.js';
 import type {CloseReason} from './channel/errors.js';
 import {PeerConnection} from './peer-connection.js';
@@ -166,6 +166,11 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
     private readonly protocols: PeerProtocol[] = [];
     private swarm: Hyperswarm | undefined;
     private discovery: PeerDiscovery | undefined;
+    /** The models (by hash) and hosting this node announces on the DHT. */
+    private providing = new Set<string>();
+    private hosting = false;
+    /** Topics announced on besides the network's, by hex. */
+    private readonly announced = new Map<string, Buffer>();
     private timers: NodeJS.Timeout[] = [];
     private lastCapabilities = '';
     /** The models and shards the last capabilities sent could serve (servingOf). */
@@ -321,6 +326,91 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         return (await dial.done).lease(reason);
     }
 
+    /**
+     * Announces this node on a topic besides its network's (a model's providers, the hosts: docs/architecture.md,
+     * "Finding providers and hosts") until `unannounce`: found by peers' `lookup`, not dialed by them through it.
+     */
+    announce(topic: Buffer) {
+        const key = topic.toString('hex');
+        if (this.stopped || this.announced.has(key))
+            return;
+        this.announced.set(key, topic);
+        // Before start(), the topic is joined there.
+        this.swarm?.join(topic, {server: true, client: false});
+    }
+
+    async unannounce(topic: Buffer) {
+        const key = topic.toString('hex');
+        if (!this.announced.delete(key) || this.swarm === undefined)
+            return;
+        await this.swarm.leave(topic).catch(() => undefined);
+    }
+
+    /** Topics this node announces on, hex. */
+    announcedTopics(): string[] {
+        return [...this.announced.keys()];
+    }
+
+    /**
+     * The node ids announced on `topic`, as the DHT's nodes closest to it answer, never this node's: at most `limit`,
+     * stopping early once that many are known, or after `timeoutMs` (a look-up takes a few round trips).
+     */
+    async lookup(topic: Buffer, {limit = 20, timeoutMs = 10_000, signal}: {limit?: number, timeoutMs?: number, signal?: AbortSignal} = {}): Promise<string[]> {
+        if (this.dht === undefined || this.stopped)
+            throw new ConnectError('stopped', 'the swarm is not running');
+        const found = new Set<string>();
+        const query = this.dht.lookup(topic);
+        const stop = () => query.destroy();
+        const timer = setTimeout(stop, timeoutMs);
+        signal?.addEventListener('abort', stop, {once: true});
+        try {
+            for await (const answer of query) {
+                for (const peer of answer.peers ?? []) {
+                    const id = peer.publicKey.toString('hex');
+                    if (id !== this.id && !this.bans.isBanned(id))
+                        found.add(id);
+                }
+                if (found.size >= limit)
+                    break;
+            }
+        } catch {
+            // Destroyed at the timeout, or too few DHT nodes answered: what was found stands.
+        } finally {
+            clearTimeout(timer);
+            signal?.removeEventListener('abort', stop);
+            query.destroy();
+        }
+        return [...found].slice(0, limit);
+    }
+
+    /** Announces this node as a provider of the model whose file hashes to `sha256` (hex), on its network. */
+    announceProvider(sha256: string) {
+        this.announce(providerTopic(this.options.network, sha256));
+    }
+
+    unannounceProvider(sha256: string) {
+        return this.unannounce(providerTopic(this.options.network, sha256));
+    }
+
+    /** The providers of a model announced on the DHT, by the file's SHA-256 (hex). */
+    lookupProviders(sha256: string, options?: {limit?: number, timeoutMs?: number, signal?: AbortSignal}) {
+        return this.lookup(providerTopic(this.options.network, sha256), options);
+    }
+
+    /** Announces this node, or stops, as a host with room for peers' layers on its network. */
+    announceHost(hosting: boolean) {
+        const topic = hostsTopic(this.options.network);
+        if (hosting)
+            this.announce(topic);
+        else
+            void this.unannounce(topic);
+    }
+
+    /** The hosts announced on the DHT. */
+    lookupHosts(options?: {limit?: number, timeoutMs?: number, signal?: AbortSignal}) {
+        return this.lookup(hostsTopic(this.options.network), options);
+    }
+
     /** Joins a peer by key until its hello completes, the time runs out or the node stops. */
     private dial(peerId: string, why: string): Dial {
         const key = Buffer.from(peerId, 'hex');
@@ -447,6 +537,8 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         for (const relay of this.relayOptions.through)
             this.swarm.joinPeer(Buffer.from(relay, 'hex'));
         this.discovery = this.swarm.join(networkTopic(this.options.network), {server: true, client: true});
+        for (const topic of this.announced.values())
+            this.swarm.join(topic, {server: true, client: false});
         await this.discovery.flushed();
         // Announced: look up again so peers that joined at the same instant find each other (docs/architecture.md, "Swarm").
         // (refresh() without options: options would change the session's client/server mode.)
@@ -459,6 +551,7 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
             timer.unref();
         this.alone = {since: Date.now(), warned: false};
         this.updateRelayOffer();
+        this.announceServing(this.currentCapabilities());
     }
 
     private relayCandidates(): RelayCandidate[] {
@@ -508,6 +601,7 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
      */
     capabilitiesChanged() {
         const capabilities = this.currentCapabilities();
+        this.announceServing(capabilities);
         const serialized = JSON.stringify(capabilities);
         if (serialized === this.lastCapabilities)
             return;
@@ -530,6 +624,26 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         this.lastCapabilitySentAt = Date.now();
         for (const connection of this.connections.values())
             connection.sendCapabilities(capabilities);
+    }
+
+    /**
+     * Keeps this node announced on the DHT topics of what it serves: each hashed model it has loaded (whole, or as a
+     * pipeline's coordinator) and, while it offers room for layers, the hosts topic (docs/architecture.md, "Finding
+     * providers and hosts").
+     */
+    private announceServing(capabilities: Capabilities) {
+        const models = new Set(capabilities.models.flatMap((offer) => offer.loaded && offer.sha256 !== null ? [offer.sha256] : []));
+        for (const sha256 of models)
+            if (!this.providing.has(sha256))
+                this.announceProvider(sha256);
+        for (const sha256 of this.providing)
+            if (!models.has(sha256))
+                void this.unannounceProvider(sha256);
+        this.providing = models;
+        const hosting = (capabilities.shardHost?.freeBytes ?? 0) > 0;
+        if (hosting !== this.hosting)
+            this.announceHost(hosting);
+        this.hosting = hosting;
     }
 
     async stop() {

@@ -85,7 +85,7 @@ test.serial('a provider gossip names that cannot be reached: the request fails w
     t.like(remote.listModels(), [{id: 'ghostly', ownedBy: 'strongdoge:network'}]);
     const error = await t.throwsAsync(remote.generate({...greedyCompletion('hello', 4), model: 'ghostly'}, {}), {instanceOf: InferenceError});
     t.is(error!.code, 'no_peer_available');
-    t.regex(error!.message, new RegExp(`no connected peer can serve model 'ghostly' now; 1 provider\\(s\\) known by gossip could not serve it: ${ghost.slice(0, 16)}: unreachable`));
+    t.regex(error!.message, new RegExp(`no connected peer can serve model 'ghostly' now; 1 provider\\(s\\) known by gossip or announced on the DHT could not serve it: ${ghost.slice(0, 16)}: unreachable`));
     t.deepEqual(node.peers(), []);
     t.like(node.connectionCounts(), {held: 0, inUse: 0});
 });

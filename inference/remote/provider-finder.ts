@@ -88,12 +88,14 @@ export class ProviderSearch {
     /** Providers whose attempt is under way. */
     private readonly connecting = new Set<string>();
     private readonly pending = new Set<Promise<boolean>>();
+    /** The providers the DHT topic named, once looked up. */
+    private lookedUp: string[] | undefined;
     /** Aborted once the request ends: attempts still under way give up. */
     private readonly ended = new AbortController();
 
     constructor(private readonly options: ProviderFinderOptions, private readonly model: string) {}
 
-    /** Providers gossip named that this search tried to connect to. */
+    /** Providers (named by gossip or announced on the DHT) that this search tried to connect to. */
     get providersTried() {
         return this.asked.size;
     }
@@ -102,10 +104,30 @@ export class ProviderSearch {
      * Connects to the next best providers not tried yet (none connected already: ranking saw those), and resolves
      * true once one of these, or of those still connecting, shows the model loaded; false once none can.
      */
-    next(signal?: AbortSignal): Promise<boolean> {
+    async next(signal?: AbortSignal): Promise<boolean> {
+        const giveUpAt = Date.now() + this.options.waitMs;
+        for (;;) {
+            const started = await this.tryMore(signal);
+            if (this.pending.size === 0 || signal?.aborted)
+                return false;
+            const outcome = await this.settled(giveUpAt - Date.now(), signal);
+            // Every provider tried failed at once (gone, unreachable): the next best, while there are any and time.
+            if (outcome !== 'failed' || started === 0)
+                return outcome === 'loaded';
+        }
+    }
+
+    /**
+     * Connects to the next best providers not tried nor connected (ranking saw those): gossip's first, then, once
+     * those are spent, the ones announced on the model's DHT topic (gossip names only a few). How many it started.
+     */
+    private async tryMore(signal: AbortSignal | undefined) {
         const {swarm, gossipModels, providersPerSearch} = this.options;
         const exclude = new Set([...this.tried, ...swarm.peers().map((peer) => peer.id)]);
-        for (const peerId of chooseProviders(gossipModels(), this.model, exclude, providersPerSearch)) {
+        let chosen = chooseProviders(gossipModels(), this.model, exclude, providersPerSearch);
+        if (chosen.length === 0)
+            chosen = (await this.announced(signal)).filter((peerId) => !exclude.has(peerId)).slice(0, providersPerSearch);
+        for (const peerId of chosen) {
             this.tried.add(peerId);
             this.asked.add(peerId);
             const attempt = this.attempt(peerId, signal);
@@ -116,26 +138,46 @@ export class ProviderSearch {
                 this.connecting.delete(peerId);
             });
         }
-        if (this.pending.size === 0 || signal?.aborted)
-            return Promise.resolve(false);
+        return chosen.length;
+    }
+
+    /** Waits for the attempts under way: one shows the model loaded, all fail, or the time runs out first. */
+    private settled(waitMs: number, signal: AbortSignal | undefined): Promise<'loaded' | 'failed' | 'timeout'> {
         return new Promise((resolve) => {
             let left = this.pending.size;
-            const done = (ok: boolean) => {
+            const done = (outcome: 'loaded' | 'failed' | 'timeout') => {
                 clearTimeout(timer);
                 signal?.removeEventListener('abort', abort);
-                resolve(ok);
+                resolve(outcome);
             };
-            const abort = () => done(false);
+            const abort = () => done('timeout');
             // A provider that connects later serves a failover of this request, or the next request.
-            const timer = setTimeout(abort, this.options.waitMs);
+            const timer = setTimeout(abort, Math.max(0, waitMs));
             signal?.addEventListener('abort', abort, {once: true});
             for (const attempt of this.pending)
                 void attempt.then((ok) => {
                     left--;
-                    if (ok || left === 0)
-                        done(ok);
+                    if (ok)
+                        done('loaded');
+                    else if (left === 0)
+                        done('failed');
                 });
         });
+    }
+
+    /**
+     * The providers announced on the DHT topic of each file gossip knows under this model's name, looked up once per
+     * search (a look-up takes a few round trips, and they stay announced while they serve).
+     */
+    private async announced(signal: AbortSignal | undefined): Promise<string[]> {
+        if (this.lookedUp !== undefined)
+            return this.lookedUp;
+        const {swarm, gossipModels, waitMs} = this.options;
+        const hashes = [...new Set(gossipModels().filter((entry) => entry.name === this.model).map((entry) => entry.sha256))];
+        const found = await Promise.all(hashes.map((sha256) => swarm.lookupProviders(sha256, {timeoutMs: waitMs, ...(signal && {signal})})
+            .catch(() => [] as string[])));
+        this.lookedUp = [...new Set(found.flat())];
+        return this.lookedUp;
     }
 
     /** Why the providers asked did not serve, for the error the client sees. */

@@ -257,7 +257,7 @@ export class RemoteInference implements InferenceStrategy {
         const {code} = explained;
         // Why the providers gossip named could not serve, when there were some.
         const message = search === undefined || search.providersTried === 0 ? explained.message
-            : `${explained.message}; ${search.providersTried} provider(s) known by gossip could not serve it: ${search.why()}`;
+            : `${explained.message}; ${search.providersTried} provider(s) known by gossip or announced on the DHT could not serve it: ${search.why()}`;
         if (code === 'over_budget')
             return InferenceError.overBudget(message);
         // Peers serve it within the budget, but none this node can pay: say why, as a 402.

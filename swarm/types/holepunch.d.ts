@@ -134,6 +134,11 @@ declare module 'hyperdht' {
         readonly bytesTransmitted: number
     }
 
+    /** A dht-rpc query: a readable stream of the answers, one per DHT node asked. */
+    export interface LookupQuery extends AsyncIterable<{peers: {publicKey: Buffer}[]}> {
+        destroy(error?: Error): void
+    }
+
     export default class HyperDHT extends EventEmitter {
         constructor(options?: {bootstrap?: {host: string, port: number}[], firewalled?: boolean, port?: number, host?: string, keyPair?: KeyPair});
         static keyPair(seed?: Buffer): KeyPair;
@@ -147,6 +152,8 @@ declare module 'hyperdht' {
         readonly destroyed: boolean;
         fullyBootstrapped(): Promise<void>;
         connect(publicKey: Buffer, options?: ConnectOptions): NoiseSecretStream;
+        /** The peers announced on a topic, as the DHT nodes closest to it answer (each up to 20 of them). */
+        lookup(topic: Buffer): LookupQuery;
         createServer(options: {firewall?: (remotePublicKey: Buffer) => boolean, shareLocalAddress?: boolean}, onconnection: (socket: NoiseSecretStream) => void): HyperDHTServer;
         createRawStream(options?: object): RawStream;
         destroy(): Promise<void>;
