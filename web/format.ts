@@ -2,6 +2,8 @@
  * How the page shows numbers: the terminal dashboard's own formatters (pure functions, no Node API) where they
  * exist, so both say the same thing, and the few the page adds.
  */
+import {formatDuration} from '../tui/text-format.js';
+
 export {formatBytes, shortPeerId} from '../core/display.js';
 export {formatDuration, formatHosting, formatLayers, formatTransfer} from '../tui/text-format.js';
 
@@ -22,4 +24,14 @@ export function formatTime(at: string | number) {
 
 export function plural(count: number, noun: string) {
     return `${count} ${noun}${count === 1 ? '' : 's'}`;
+}
+
+/** How long ago, from an age in milliseconds (gossip's ages, say), in the dashboard's duration units: `12s ago`. */
+export function formatAge(ms: number) {
+    return ms < 1_000 ? 'just now' : `${formatDuration(Math.round(ms / 1_000))} ago`;
+}
+
+/** Gossip's count of a model's providers: a lower bound once capped, so `≥ 16 providers` (docs/architecture.md, "Network model table"). */
+export function formatProviderCount(count: number, capped: boolean) {
+    return capped ? `≥ ${count} providers` : plural(count, 'provider');
 }

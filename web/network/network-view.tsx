@@ -1,7 +1,7 @@
 import type {ComponentChildren} from 'preact';
 import type {ClusterStatus, LedgerStatus, NetworkModelsStatus, NodeStatus, PeersStatus} from '../../node/node-status.js';
 import {fetchStatus} from '../api-client.js';
-import {formatBytes, formatDuration, formatHosting, formatMs, formatPercent, formatTime, plural, shortPeerId} from '../format.js';
+import {formatAge, formatBytes, formatDuration, formatHosting, formatMs, formatPercent, formatProviderCount, formatTime, plural, shortPeerId} from '../format.js';
 import {usePoll, type Polled} from '../use-poll.js';
 import {PipelineDiagram} from './pipeline-diagram.js';
 import {ThroughputChart} from './throughput-chart.js';
@@ -120,31 +120,73 @@ function PeersCard({polled}: {polled: Polled<PeersStatus>}) {
     );
 }
 
+type NetworkModel = NetworkModelsStatus['models'][number];
+
+/**
+ * Who provides a model: the connected holders, then what gossip says of the network, a few providers named, each
+ * marked as having told this node itself (`direct`) or heard of through peers.
+ */
+function Providers({model}: {model: NetworkModel}) {
+    const {holders, gossip} = model;
+    return (
+        <>
+            {holders.map((holder) => (
+                <span key={holder.nodeId} class={`chip${holder.loaded ? '' : ' muted'}`} title={holder.nodeId}>
+                    {holder.self ? 'this node' : shortPeerId(holder.nodeId)}{holder.whole ? '' : ` layers ${holder.layers.map((range) => `${range.first}-${range.last}`).join(',')}`}
+                </span>
+            ))}
+            {gossip !== null && (
+                <div class="gossip" data-provider-count={gossip.providerCount}>
+                    <span class="gossip-count" title={gossip.providerCountCapped ? 'gossip stops counting here: there may be more' : 'distinct providers gossip heard of lately, this node too if it serves it'}>
+                        {formatProviderCount(gossip.providerCount, gossip.providerCountCapped)}</span> <span class="muted gossip-age">by gossip · heard {formatAge(gossip.ageMs)}</span>
+                    <div>
+                        {gossip.providers.map((provider) => (
+                            <span key={provider.nodeId} class={`chip gossip-provider${provider.direct ? ' direct' : ''}`} data-node-id={provider.nodeId}
+                                title={`${provider.nodeId} · ${provider.self ? 'this node' : provider.direct ? 'told this node itself' : 'heard of through peers'} · ${formatAge(provider.ageMs)}`}>
+                                {provider.self ? 'this node' : shortPeerId(provider.nodeId)}
+                                {!provider.self && <span class="muted"> {provider.direct ? 'direct' : 'second-hand'}</span>}
+                            </span>
+                        ))}
+                        {gossip.providers.length < gossip.providerCount && <span class="muted">+{gossip.providerCount - gossip.providers.length}{gossip.providerCountCapped ? ' or more' : ''}</span>}
+                    </div>
+                </div>
+            )}
+            {holders.length === 0 && gossip === null && <span class="muted">none</span>}
+        </>
+    );
+}
+
 function ModelsCard({polled}: {polled: Polled<NetworkModelsStatus>}) {
     const models = polled.data?.models ?? [];
+    const gossipOnly = models.filter((model) => model.holders.length === 0).length;
+    const capped = models.some((model) => model.gossip?.providerCountCapped);
     return (
         <Card title={`Network models (${models.length})`} id="network-models" error={polled.error}>
             {models.length === 0 ? <p class="muted">{polled.data === null ? 'Loading…' : 'No models in the network yet.'}</p> : (
-                <div class="table-scroll">
-                    <table>
-                        <thead><tr><th>model</th><th>quant</th><th>size</th><th>layers</th><th>holders</th></tr></thead>
-                        <tbody>
-                            {models.map((model) => (
-                                <tr key={`${model.id} ${model.sha256}`}>
-                                    <td class="mono">{model.id}</td>
-                                    <td>{model.quantization}</td>
-                                    <td>{formatBytes(model.sizeBytes)}</td>
-                                    <td>{model.layers}</td>
-                                    <td>{model.holders.map((holder) => (
-                                        <span key={holder.nodeId} class={`chip${holder.loaded ? '' : ' muted'}`} title={holder.nodeId}>
-                                            {holder.self ? 'this node' : shortPeerId(holder.nodeId)}{holder.whole ? '' : ` layers ${holder.layers.map((range) => `${range.first}-${range.last}`).join(',')}`}
-                                        </span>
-                                    ))}</td>
-                                </tr>
-                            ))}
-                        </tbody>
-                    </table>
-                </div>
+                <>
+                    <div class="table-scroll">
+                        <table>
+                            <thead><tr><th>model</th><th>quant</th><th>size</th><th>layers</th><th>providers</th></tr></thead>
+                            <tbody>
+                                {models.map((model) => (
+                                    <tr key={`${model.id} ${model.sha256}`} data-sha256={model.sha256 ?? undefined} data-gossip-only={model.holders.length === 0 ? '' : undefined}>
+                                        <td class="mono"><span class="model-name">{model.id}</span>
+                                            {model.holders.length === 0 && <> <span class="badge gossip-only" title="no connected peer holds it: a request for it connects to a provider on demand">known by gossip</span></>}</td>
+                                        <td>{model.quantization}</td>
+                                        <td>{formatBytes(model.sizeBytes)}</td>
+                                        <td>{model.layers}</td>
+                                        <td class="model-providers"><Providers model={model}/></td>
+                                    </tr>
+                                ))}
+                            </tbody>
+                        </table>
+                    </div>
+                    {(gossipOnly > 0 || capped) && <p class="muted gossip-note">
+                        {gossipOnly > 0 && `${plural(gossipOnly, 'model')} known by gossip only: no connected peer holds ${gossipOnly === 1 ? 'it' : 'them'}, and a request for ${gossipOnly === 1 ? 'it' : 'one'} connects to a provider on demand.`}
+                        {gossipOnly > 0 && capped && ' '}
+                        {capped && 'A count marked ≥ is a lower bound: gossip stops counting there.'}
+                    </p>}
+                </>
             )}
         </Card>
     );
