@@ -5,6 +5,7 @@ import {EngineSupervisor, type EngineSupervisorOptions} from '../../engine/engin
 import type {RpcServerFiles} from '../../engine/rpc/rpc-server-dir.js';
 import type {ShardLoadSettings} from '../../engine/engine-settings.js';
 import type {SwarmNode} from '../../swarm/swarm-node.js';
+import {HostFinder} from './coordinator/host-finder.js';
 import {holdsModelFile, planPipeline, planSpares, shardCandidates} from './coordinator/pipeline-candidates.js';
 import {closeFormation, closeStage, deviceSplit, expectedPlacement, fetchStageLayers, fetchWatched, LocalDevices, openStage} from './coordinator/pipeline-formation.js';
 import {shardPlannerDefaults} from './shard-planner.js';
@@ -94,6 +95,7 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
     private stopped = false;
     private placementMatches: boolean | null = null;
     private readonly watchdog: StageWatchdog;
+    private readonly hosts: HostFinder;
     private wakeUp: (() => void) | undefined;
     private readonly localDevices: LocalDevices;
     /** The plan that last ran, and the peer whose failure ended it. */
@@ -124,6 +126,7 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
             prepareLoad: () => this.form(),
             stopOnFirstLoadFailure: false
         });
+        this.hosts = new HostFinder({swarm: options.swarm});
         this.localDevices = new LocalDevices({
             threads: this.options.engine.threads,
             // The servers outlive formations: whichever is current has lost the device.
@@ -161,6 +164,7 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
     async stop() {
         this.stopped = true;
         this.watchdog.stop();
+        this.hosts.release();
         this.wakeUp?.();
         this.setState('stopped');
         // Stages still downloading their layers end now (their fetches with them).
@@ -273,9 +277,16 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
             if (!plan.ok) {
                 this.waitingReason = plan.reason;
                 this.setState('waiting');
+                // Beyond the connected peers: hosts announced on the DHT (docs/architecture.md, "Finding providers and hosts").
+                if (this.hosts.due && await this.hosts.find((peerId) => this.excluded.has(peerId)) > 0) {
+                    this.emit('log', 'info', 'connected to hosts found on the DHT', {model: model.id});
+                    continue;
+                }
                 await this.peersChanged(REPLAN_WAIT_MS);
                 continue;
             }
+            // The plan's stages hold their hosts' connections from here on.
+            this.hosts.release();
             this.setState('forming');
             const generation = ++this.generation;
             const lost = (part: FailedPart) => (reason: string) => {
