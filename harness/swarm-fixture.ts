@@ -1,7 +1,9 @@
 import crypto from 'hypercore-crypto';
 import createTestnet, {type Testnet} from 'hyperdht/testnet.js';
 import {shortNodeId} from '../swarm/node-identity.js';
+import {SwarmNode, type SwarmNodeOptions} from '../swarm/swarm-node.js';
 import type {PeerStatus} from '../node/node-status.js';
+import {capabilitiesFixture} from './capabilities-fixture.js';
 import {startDaemon, waitFor, type DaemonHandle} from './cli-process.js';
 import {fetchStatus} from './node-status.js';
 
@@ -36,4 +38,12 @@ export async function waitForPeers(daemon: DaemonHandle, expectedIds: string[], 
 export function nodeIdentity() {
     const keyPair = crypto.keyPair();
     return {...keyPair, id: keyPair.publicKey.toString('hex'), shortId: shortNodeId(keyPair.publicKey)};
+}
+
+/**
+ * An in-process node of `network` on a testnet, announcing `capabilitiesFixture()` unless `extra` says otherwise;
+ * not started.
+ */
+export function testSwarmNode(bootstrap: {host: string, port: number}[], network: string, extra: Partial<SwarmNodeOptions> = {}) {
+    return new SwarmNode({identity: nodeIdentity(), network: {name: network}, software: '0.1.0', bootstrap, capabilities: () => capabilitiesFixture(), ...extra});
 }

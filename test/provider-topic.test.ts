@@ -7,14 +7,13 @@ import {RemoteInference} from '../inference/remote/remote-inference.js';
 import type {Capabilities} from '../swarm/capabilities.js';
 import type {GossipModelView} from '../swarm/gossip/model-gossip.js';
 import {hostsTopic, networkTopic, providerTopic} from '../swarm/network-topic.js';
-import {SwarmNode} from '../swarm/swarm-node.js';
 import {capabilitiesFixture} from '../harness/capabilities-fixture.js';
 import {waitFor} from '../harness/cli-process.js';
 import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
 import {greedyCompletion} from '../harness/generation-requests.js';
 import {DEFAULT_DOMAIN} from '../harness/ledger-fixture.js';
 import {fetchStatus} from '../harness/node-status.js';
-import {nodeIdentity, nodeIdOf, peersOf, startSwarmDaemon, startTestnet, waitForPeers} from '../harness/swarm-fixture.js';
+import {nodeIdentity, nodeIdOf, peersOf, startSwarmDaemon, startTestnet, testSwarmNode, waitForPeers} from '../harness/swarm-fixture.js';
 
 /**
  * The DHT topics of issue 26 (docs/architecture.md, "Finding providers and hosts"): a node announces itself on the
@@ -41,7 +40,7 @@ test.serial('a node is found on the topics of what it serves while it serves it,
         shardHost: {freeBytes: 1e9}
     });
     const make = (network: {name: string, secret?: string}, caps: () => Capabilities) => {
-        const node = new SwarmNode({identity: nodeIdentity(), network, software: '0.1.0', bootstrap: testnet.bootstrap, capabilities: caps});
+        const node = testSwarmNode(testnet.bootstrap, network.name, {network, capabilities: caps});
         t.teardown(() => node.stop());
         return node;
     };
@@ -72,7 +71,7 @@ test.serial('a request whose gossiped provider is gone is served by a provider a
     t.teardown(() => testnet.destroy());
     const network = 'provider-topic';
     // B: the node A and R join by key; with --max-peers 2 neither dials any other topic peer (test/provider-discovery.test.ts).
-    const b = new SwarmNode({identity: nodeIdentity(), network: {name: network}, software: '0.1.0', bootstrap: testnet.bootstrap, capabilities: () => capabilitiesFixture()});
+    const b = testSwarmNode(testnet.bootstrap, network);
     t.teardown(() => b.stop());
     await b.start();
     const fixture = await createDataDirWithDemoModel({width: 256, feedForwardLength: 512});
@@ -86,8 +85,7 @@ test.serial('a request whose gossiped provider is gone is served by a provider a
 
     const identity = nodeIdentity();
     const jobs = new JobsProtocol();
-    const r = new SwarmNode({identity, network: {name: network}, software: '0.1.0', bootstrap: testnet.bootstrap, capabilities: () => capabilitiesFixture(),
-        limits: {maxPeers: 2}, relay: {through: [b.id]}, timings: {connectTimeoutMs: 2_000}});
+    const r = testSwarmNode(testnet.bootstrap, network, {identity, limits: {maxPeers: 2}, relay: {through: [b.id]}, timings: {connectTimeoutMs: 2_000}});
     r.use(jobs);
     t.teardown(() => r.stop());
     await r.start();

@@ -11,12 +11,12 @@ import {peersStatus} from '../node/status-documents.js';
 import type {CloseReason} from '../swarm/channel/errors.js';
 import {ConnectError, hyperswarmMaxPeers, pickEviction, topicDialTarget, type EvictionCandidate} from '../swarm/connection-limits.js';
 import {PeerState} from '../swarm/peer-state.js';
-import {SwarmNode, type SwarmNodeOptions} from '../swarm/swarm-node.js';
+import type {SwarmNode, SwarmNodeOptions} from '../swarm/swarm-node.js';
 import {reasonCounts} from '../tui/panels/peers-panel.js';
 import {capabilitiesFixture} from '../harness/capabilities-fixture.js';
 import {waitFor} from '../harness/cli-process.js';
 import {DEFAULT_DOMAIN} from '../harness/ledger-fixture.js';
-import {nodeIdentity, startTestnet} from '../harness/swarm-fixture.js';
+import {nodeIdentity, startTestnet, testSwarmNode} from '../harness/swarm-fixture.js';
 
 let testnet: Testnet;
 const nodes: SwarmNode[] = [];
@@ -32,11 +32,8 @@ test.after.always(async () => {
 
 /** Quick rounds: pings (and the idle check) every 200 ms, look-ups every second. */
 function swarmNode(network: string, extra: Partial<SwarmNodeOptions> = {}) {
-    const node = new SwarmNode({
-        identity: nodeIdentity(), network: {name: network}, software: '0.1.0', bootstrap: testnet.bootstrap,
-        capabilities: () => capabilitiesFixture(), ...extra,
-        timings: {pingIntervalMs: 200, discoveryRefreshMs: 1_000, earlyRefreshesMs: [300, 600], ...extra.timings}
-    });
+    const node = testSwarmNode(testnet.bootstrap, network,
+        {...extra, timings: {pingIntervalMs: 200, discoveryRefreshMs: 1_000, earlyRefreshesMs: [300, 600], ...extra.timings}});
     nodes.push(node);
     return node;
 }

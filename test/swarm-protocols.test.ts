@@ -12,11 +12,11 @@ import type {GenerationRequest} from '../core/inference-types.js';
 import type {NodeIdentity} from '../swarm/node-identity.js';
 import type {PeerConnection} from '../swarm/peer-connection.js';
 import type {PeerProtocol} from '../swarm/peer-protocol.js';
-import {SwarmNode, type SwarmNodeOptions} from '../swarm/swarm-node.js';
+import type {SwarmNode, SwarmNodeOptions} from '../swarm/swarm-node.js';
 import {capabilitiesFixture} from '../harness/capabilities-fixture.js';
 import {waitFor} from '../harness/cli-process.js';
 import {DEFAULT_DOMAIN} from '../harness/ledger-fixture.js';
-import {nodeIdentity, startTestnet} from '../harness/swarm-fixture.js';
+import {nodeIdentity, startTestnet, testSwarmNode} from '../harness/swarm-fixture.js';
 
 let testnet: Testnet;
 const nodes: SwarmNode[] = [];
@@ -31,10 +31,7 @@ test.after.always(async () => {
 });
 
 function swarmNode(network: string, extra: Partial<SwarmNodeOptions> = {}) {
-    const node = new SwarmNode({
-        identity: nodeIdentity(), network: {name: network}, software: '0.1.0', bootstrap: testnet.bootstrap,
-        capabilities: () => capabilitiesFixture(), ...extra
-    });
+    const node = testSwarmNode(testnet.bootstrap, network, extra);
     nodes.push(node);
     return node;
 }
@@ -99,10 +96,7 @@ test('an update held back by the capability interval reaches the peers connected
 
 test('leaving the swarm is bounded even when the DHT cannot say goodbye', async (t) => {
     // Nothing listens on the discard port: the DHT's own destroy() waits seconds for its bootstrap nodes.
-    const node = new SwarmNode({
-        identity: nodeIdentity(), network: {name: 'lonely'}, software: '0.1.0', bootstrap: [{host: '127.0.0.1', port: 9}],
-        capabilities: () => capabilitiesFixture(), timings: {leaveTimeoutMs: 300}
-    });
+    const node = testSwarmNode([{host: '127.0.0.1', port: 9}], 'lonely', {timings: {leaveTimeoutMs: 300}});
     await node.start();
     const startedAt = performance.now();
     await node.stop();
