@@ -1,4 +1,5 @@
 import {shortPeerId} from '../../core/display.js';
+import {LRUCache} from 'lru-cache';
 import {withDefaults} from '../../core/with-defaults.js';
 import {ConnectError} from '../../swarm/connection-limits.js';
 import type {GossipModelView} from '../../swarm/gossip/model-gossip.js';
@@ -21,13 +22,22 @@ export interface ProviderFinderOptions {
      * How long a request waits for a provider to connect and show the model loaded, and for room among its
      * connections; defaults to 10 s. A connection still under way then is kept for the request's failovers.
      */
-    waitMs: number
+    waitMs: number,
+    /**
+     * How long the providers a look-up of a model's DHT topic found are used for other requests before the next
+     * look-up (requests for a model nobody reachable serves would each ask the DHT); defaults to 30 s.
+     */
+    lookupTtlMs: number
 }
 
 export const providerFinderDefaults = {
     providersPerSearch: 2,
-    waitMs: 10_000
+    waitMs: 10_000,
+    lookupTtlMs: 30_000
 };
+
+/** Look-ups of model topics remembered (each a model's hash and its providers' ids). */
+const MAX_REMEMBERED_LOOKUPS = 256;
 
 /**
  * The providers gossip names for `model` (by the name its entries carry, whatever their hash), best first: those that
@@ -62,14 +72,28 @@ function serving(swarm: SwarmNode, peerId: string, model: string) {
 
 export class ProviderFinder {
     private readonly options: ProviderFinderOptions;
+    /** By model hash, the look-up of its topic, done or under way: shared by the requests within the TTL. */
+    private readonly lookups: LRUCache<string, Promise<string[]>>;
 
     constructor(options: Partial<ProviderFinderOptions> & Pick<ProviderFinderOptions, 'swarm' | 'gossipModels'>) {
         this.options = withDefaults(providerFinderDefaults, options);
+        this.lookups = new LRUCache({max: MAX_REMEMBERED_LOOKUPS, ttl: this.options.lookupTtlMs});
     }
 
     /** A search for one request: release it when the request ends. */
     search(model: string) {
-        return new ProviderSearch(this.options, model);
+        return new ProviderSearch(this.options, model, (sha256) => this.lookup(sha256));
+    }
+
+    /** The providers announced on the topic of the model with this hash, looked up at most once per TTL. */
+    private lookup(sha256: string) {
+        let lookup = this.lookups.get(sha256);
+        if (lookup === undefined) {
+            const {swarm, waitMs} = this.options;
+            lookup = swarm.lookupProviders(sha256, {timeoutMs: waitMs}).catch(() => []);
+            this.lookups.set(sha256, lookup);
+        }
+        return lookup;
     }
 }
 
@@ -93,7 +117,8 @@ export class ProviderSearch {
     /** Aborted once the request ends: attempts still under way give up. */
     private readonly ended = new AbortController();
 
-    constructor(private readonly options: ProviderFinderOptions, private readonly model: string) {}
+    constructor(private readonly options: ProviderFinderOptions, private readonly model: string,
+        private readonly lookup: (sha256: string) => Promise<string[]>) {}
 
     /** Providers (named by gossip or announced on the DHT) that this search tried to connect to. */
     get providersTried() {
@@ -172,10 +197,14 @@ export class ProviderSearch {
     private async announced(signal: AbortSignal | undefined): Promise<string[]> {
         if (this.lookedUp !== undefined)
             return this.lookedUp;
-        const {swarm, gossipModels, waitMs} = this.options;
-        const hashes = [...new Set(gossipModels().filter((entry) => entry.name === this.model).map((entry) => entry.sha256))];
-        const found = await Promise.all(hashes.map((sha256) => swarm.lookupProviders(sha256, {timeoutMs: waitMs, ...(signal && {signal})})
-            .catch(() => [] as string[])));
+        const hashes = [...new Set(this.options.gossipModels().filter((entry) => entry.name === this.model).map((entry) => entry.sha256))];
+        // The look-up is shared with other requests: this one stops waiting for it when it ends, the look-up goes on.
+        const aborted = signal === undefined ? undefined : new Promise<string[][]>((resolve) => {
+            if (signal.aborted)
+                resolve([]);
+            signal.addEventListener('abort', () => resolve([]), {once: true});
+        });
+        const found = await Promise.race([Promise.all(hashes.map((sha256) => this.lookup(sha256))), ...(aborted ? [aborted] : [])]);
         this.lookedUp = [...new Set(found.flat())];
         return this.lookedUp;
     }
