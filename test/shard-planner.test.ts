@@ -1,37 +1,14 @@
 import test, {type ExecutionContext} from 'ava';
 import {Prng} from '../engine/demo/prng.js';
 import {SeededRandom} from '../harness/seeded-random.js';
+import {candidate, coordinator, INPUT, KV_PER_LAYER, LAYER, OUTPUT, PER_LAYER, planned, roomFor, shapeOf} from '../harness/shard-plan-fixture.js';
 import {
     planShards, replanAfterFailure, shardPlannerDefaults,
     type LayerRange, type ModelShape, type ShardCandidate, type ShardPlan, type ShardPlanOptions, type ShardPlanResult
 } from '../inference/sharded/shard-planner.js';
 
-// Small numbers keep the arithmetic readable: a layer is 100 bytes, its KV cache 10 (1 byte × 10 tokens).
-const LAYER = 100;
-const KV_PER_LAYER = 10;
-const PER_LAYER = LAYER + KV_PER_LAYER;
-const INPUT = 30;
-const OUTPUT = 50;
-
-function shapeOf(layers: number, extra: Partial<ModelShape> = {}): ModelShape {
-    return {layerBytes: Array(layers).fill(LAYER), inputBytes: INPUT, outputBytes: OUTPUT, kvBytesPerTokenPerLayer: 1, contextTokens: 10, ...extra};
-}
-
-/** Memory for `layers` layers and their KV cache, and the output layer should the peer be last. */
-const roomFor = (layers: number) => layers * PER_LAYER + OUTPUT;
-
-function coordinator(extra: Partial<ShardCandidate> = {}): ShardCandidate {
-    return {peerId: 'self', self: true, freeMemoryBytes: INPUT, tflops: 1, rttMs: 0, successRate: 1, heldLayers: [], ...extra};
-}
-
 function peer(peerId: string, heldLayers: LayerRange[], extra: Partial<ShardCandidate> = {}): ShardCandidate {
-    return {peerId, self: false, freeMemoryBytes: roomFor(4), tflops: 1, rttMs: 20, successRate: 1, heldLayers, ...extra};
-}
-
-function planned<P extends ShardPlan>(result: ShardPlanResult<P>, t: ExecutionContext): P {
-    if (!result.ok)
-        return t.fail(`no plan: ${result.reason}`) as never;
-    return result.plan;
+    return candidate(peerId, {heldLayers, ...extra});
 }
 
 /** Each stage as `peer first–last` (`peer -` without layers). */

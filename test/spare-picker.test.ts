@@ -1,35 +1,12 @@
 import test, {type ExecutionContext} from 'ava';
 import {SeededRandom} from '../harness/seeded-random.js';
+import {candidate, coordinator, INPUT, LAYER, OUTPUT, PER_LAYER, planned, roomFor, shapeOf} from '../harness/shard-plan-fixture.js';
 import {
     type LayerRange, type ModelShape, planShards, replanAfterFailure, type ShardCandidate, type ShardPlan, type ShardPlanResult, type ShardStage
 } from '../inference/sharded/shard-planner.js';
 import {pickSpares, type ShardSpare} from '../inference/sharded/spare-picker.js';
 
-// As in test/shard-planner.test.ts: a layer is 100 bytes, its KV cache 10.
-const LAYER = 100;
-const PER_LAYER = 110;
-const INPUT = 30;
-const OUTPUT = 50;
-
-function shapeOf(layers: number, extra: Partial<ModelShape> = {}): ModelShape {
-    return {layerBytes: Array(layers).fill(LAYER), inputBytes: INPUT, outputBytes: OUTPUT, kvBytesPerTokenPerLayer: 1, contextTokens: 10, ...extra};
-}
-
-const roomFor = (layers: number) => layers * PER_LAYER + OUTPUT;
-
-function coordinator(extra: Partial<ShardCandidate> = {}): ShardCandidate {
-    return {peerId: 'self', self: true, freeMemoryBytes: INPUT, tflops: 1, rttMs: 0, successRate: 1, heldLayers: [], ...extra};
-}
-
-function peer(peerId: string, extra: Partial<ShardCandidate> = {}): ShardCandidate {
-    return {peerId, self: false, freeMemoryBytes: roomFor(4), tflops: 1, rttMs: 20, successRate: 1, heldLayers: [], ...extra};
-}
-
-function planned<P extends ShardPlan>(result: ShardPlanResult<P>, t: ExecutionContext): P {
-    if (!result.ok)
-        return t.fail(`no plan: ${result.reason}`) as never;
-    return result.plan;
-}
+const peer = candidate;
 
 /** 8 layers: self with none, a 0–3, b 4–7 (the last stage), each holding its layers. */
 const PAIR = [coordinator(), peer('a', {heldLayers: [[0, 3]]}), peer('b', {heldLayers: [[4, 7]], holdsOutput: true})];
