@@ -1,10 +1,10 @@
 import test, {type ExecutionContext} from 'ava';
 import {Prng} from '../engine/demo/prng.js';
 import {SeededRandom} from '../harness/seeded-random.js';
-import {candidate, coordinator, INPUT, KV_PER_LAYER, LAYER, OUTPUT, PER_LAYER, planned, roomFor, shapeOf} from '../harness/shard-plan-fixture.js';
+import {candidate, coordinator, INPUT, LAYER, OUTPUT, PER_LAYER, planned, roomFor, shapeOf} from '../harness/shard-plan-fixture.js';
 import {
     planShards, replanAfterFailure, shardPlannerDefaults,
-    type LayerRange, type ModelShape, type ShardCandidate, type ShardPlan, type ShardPlanOptions, type ShardPlanResult
+    type LayerRange, type ModelShape, type ShardCandidate, type ShardPlan, type ShardPlanOptions, 
 } from '../inference/sharded/shard-planner.js';
 
 function peer(peerId: string, heldLayers: LayerRange[], extra: Partial<ShardCandidate> = {}): ShardCandidate {

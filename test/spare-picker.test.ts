@@ -2,7 +2,7 @@ import test, {type ExecutionContext} from 'ava';
 import {SeededRandom} from '../harness/seeded-random.js';
 import {candidate, coordinator, INPUT, LAYER, OUTPUT, PER_LAYER, planned, roomFor, shapeOf} from '../harness/shard-plan-fixture.js';
 import {
-    type LayerRange, type ModelShape, planShards, replanAfterFailure, type ShardCandidate, type ShardPlan, type ShardPlanResult, type ShardStage
+    type LayerRange, type ModelShape, planShards, replanAfterFailure, type ShardCandidate, type ShardPlan, type ShardStage
 } from '../inference/sharded/shard-planner.js';
 import {pickSpares, type ShardSpare} from '../inference/sharded/spare-picker.js';
 
