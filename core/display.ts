@@ -17,3 +17,8 @@ export function formatBytes(bytes: number) {
 export function shortPeerId(peerId: string) {
     return peerId.slice(0, 16);
 }
+
+/** `1 model`, `2 models`: English plurals with an s. */
+export function plural(count: number, noun: string) {
+    return `${count} ${noun}${count === 1 ? '' : 's'}`;
+}

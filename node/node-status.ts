@@ -144,6 +144,11 @@ export const peersStatusSchema = z.object({
      * which an on-demand connection closes (0 = never). Null offline.
      */
     connections: z.object({held: count, inUse: count, maxPeers: count, idleTimeoutSeconds: count}).nullable(),
+    /**
+     * What this node announces on the DHT, for peers beyond its connections to find it (docs/architecture.md,
+     * "Finding providers and hosts"): the models it serves (file hashes), and whether it offers room for layers. Null offline.
+     */
+    announced: z.object({models: z.array(z.string()), host: z.boolean()}).nullable(),
     banned: z.array(z.object({peerId: nodeId, reason: z.string(), offences: count, until: z.iso.datetime()})),
     /** Peers found on the DHT whose last connection attempt failed, with HyperDHT's reason. */
     unreachable: z.array(z.object({peerId: nodeId, code: z.string(), message: z.string(), relay: nodeId.nullable(), attempts: count,

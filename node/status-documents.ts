@@ -68,6 +68,7 @@ export function peersStatus(swarm: SwarmNode | undefined): PeersStatus {
         }) ?? [],
         connections: counts === undefined ? null : {held: counts.held, inUse: counts.inUse, maxPeers: counts.maxPeers,
             idleTimeoutSeconds: Math.round(counts.idleTimeoutMs / 1000)},
+        announced: swarm?.announcements() ?? null,
         banned: swarm?.bans.active().map(({peerId, reason, offences, until}) =>
             ({peerId, reason, offences, until: new Date(until).toISOString()})) ?? [],
         unreachable: swarm?.connectionFailures().map((failure) => ({...failure, at: new Date(failure.at).toISOString()})) ?? []

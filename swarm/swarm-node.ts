@@ -346,9 +346,14 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         await this.swarm.leave(topic).catch(() => undefined);
     }
 
-    /** Topics this node announces on, hex. */
+    /** Topics this node announces on besides its network's, hex. */
     announcedTopics(): string[] {
         return [...this.announced.keys()];
+    }
+
+    /** What this node is announced on the DHT as: a provider of these models (file hashes), a host with room. */
+    announcements() {
+        return {models: [...this.providing].sort(), host: this.hosting};
     }
 
     /**

@@ -5,7 +5,7 @@ import {join} from 'node:path';
 import {setTimeout as sleep} from 'node:timers/promises';
 import test from 'ava';
 import type {Testnet} from 'hyperdht/testnet.js';
-import {runCli} from '../harness/cli-process.js';
+import {runCli, waitFor} from '../harness/cli-process.js';
 import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
 import {fetchStatus} from '../harness/node-status.js';
 import {nodeIdOf, peersOf, startSwarmDaemon, startTestnet, waitForPeers} from '../harness/swarm-fixture.js';
@@ -85,6 +85,9 @@ test.serial('nodes on a loopback testnet discover each other with capabilities a
     for (const other of others(nodes, plain!))
         t.true(peersText.stdout.includes(other.slice(0, 16)));
     t.regex(peersText.stdout, /demo/);
+    t.regex(peersText.stdout, /announced on the DHT as /);
+    // Found beyond its connections too: the model's topic and, with room for layers, the hosts topic (docs/architecture.md, "Finding providers and hosts").
+    await waitFor(async () => (await peersOf(withModel!.daemon)).announced?.models.includes(table.models[0]!.sha256 ?? '-') ?? false, 30_000, 200);
     const peersJson = JSON.parse((await runCli(['peers', '--json', '--port', port, '--data-dir', plain!.dataDir])).stdout);
     t.is(peersJson.peers.length, 3);
     const status = await runCli(['status', '--port', port, '--data-dir', plain!.dataDir]);

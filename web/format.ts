@@ -2,9 +2,10 @@
  * How the page shows numbers: the terminal dashboard's own formatters (pure functions, no Node API) where they
  * exist, so both say the same thing, and the few the page adds.
  */
+import {plural} from '../core/display.js';
 import {formatDuration} from '../tui/text-format.js';
 
-export {formatBytes, shortPeerId} from '../core/display.js';
+export {formatBytes, plural, shortPeerId} from '../core/display.js';
 export {formatDuration, formatHosting, formatLayers, formatTransfer} from '../tui/text-format.js';
 
 /** 0..1 as a whole percentage; `-` for none yet. */
@@ -20,10 +21,6 @@ export function formatMs(ms: number | null) {
 /** A time of day from an ISO date or a timestamp, as the browser's locale writes it. */
 export function formatTime(at: string | number) {
     return new Date(at).toLocaleTimeString();
-}
-
-export function plural(count: number, noun: string) {
-    return `${count} ${noun}${count === 1 ? '' : 's'}`;
 }
 
 /** How long ago, from an age in milliseconds (gossip's ages, say), in the dashboard's duration units: `12s ago`. */

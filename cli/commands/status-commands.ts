@@ -4,7 +4,7 @@ import type {Capabilities} from '../../swarm/capabilities.js';
 import type {ClusterStatus, NodeStatus, PeersStatus, PeerStatus, SpeculationStatus} from '../../node/node-status.js';
 import {fetchNodeStatus, fetchNodeStatusIfKnown, type NodeAddressFlags} from '../node-client.js';
 import {clusterActive} from '../../tui/dashboard-state.js';
-import {formatBytes, shortPeerId} from '../../core/display.js';
+import {formatBytes, plural, shortPeerId} from '../../core/display.js';
 import {formatDuration, formatEngineBuild, formatHosting, formatLayers, formatNatAddress, formatTable, formatTransfer, formatWeights} from '../../tui/text-format.js';
 import {addNodeAddressOptions} from './shared-options.js';
 
@@ -25,6 +25,12 @@ function routeText(route: PeerStatus['route']) {
 /** Why the connection is held, and how long it has been idle when nothing runs over it: `network, relay` or `on-demand:x (idle 2m)`. */
 function whyText(peer: PeerStatus) {
     return `${peer.reasons.join(', ') || '-'}${peer.inUse || peer.idleSeconds === 0 ? '' : ` (idle ${formatDuration(peer.idleSeconds)})`}`;
+}
+
+/** `announced on the DHT as a provider of 1 model and as a host`: how peers beyond the connected ones find this node. */
+function announcedText({models, host}: NonNullable<PeersStatus['announced']>) {
+    const as = [...(models.length > 0 ? [`a provider of ${plural(models.length, 'model')}`] : []), ...(host ? ['a host for peers\' layers'] : [])];
+    return as.length === 0 ? 'announced on the DHT as nothing beyond the network (no model loaded, no room for layers)' : `announced on the DHT as ${as.join(' and as ')}`;
 }
 
 /** `7 of 64 connections (--max-peers), 2 in use; on-demand ones close after 5m idle`. */
@@ -83,6 +89,8 @@ function peersCommand() {
                 ])) + '\n');
             if (connections !== null)
                 process.stdout.write(`\n${connectionsText(connections)}\n`);
+            if (document.announced !== null)
+                process.stdout.write(`${announcedText(document.announced)}\n`);
             if (unreachable.length > 0)
                 process.stdout.write(`\n${unreachable.length} unreachable: ${unreachable.map((failure) =>
                     `${shortPeerId(failure.peerId)} (${failure.code}${failure.relay ? ` via relay ${shortPeerId(failure.relay)}` : ''}, ${failure.attempts} attempt${failure.attempts === 1 ? '' : 's'})`).join('; ')}\n`);
