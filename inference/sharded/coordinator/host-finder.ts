@@ -6,7 +6,8 @@ import type {SwarmNode} from '../../../swarm/swarm-node.js';
  * Hosts beyond the connected peers (issue 26, docs/architecture.md, "Finding providers and hosts"): nodes with room
  * for peers' layers announce on the network's hosts topic; a coordinator that cannot plan from its peers looks the
  * topic up, connects to a few hosts by key and waits for their first RTT, so that the planner weighs them like any
- * peer. The connections are held until the next plan forms (its stages then hold theirs), and the idle timeout
+ * peer. The connections are held until the next plan forms (its stages then hold theirs), at most twice
+ * `hostsPerLookup` of them while it cannot (those of the last look-up and as many before), and the idle timeout
  * closes those it did not use.
  */
 
@@ -29,7 +30,8 @@ export const hostFinderDefaults = {
 export class HostFinder {
     private readonly options: HostFinderOptions;
     private lastLookupAt = -Infinity;
-    private leases: PeerLease[] = [];
+    /** By peer id, the hosts connected for planning, oldest first. */
+    private readonly leases = new Map<string, PeerLease>();
     private lookingUp: Promise<number> | undefined;
 
     constructor(options: Partial<HostFinderOptions> & Pick<HostFinderOptions, 'swarm'>) {
@@ -57,19 +59,42 @@ export class HostFinder {
 
     /** Lets go of the hosts connected for planning: the plan's stages hold theirs now. */
     release() {
-        for (const lease of this.leases)
+        for (const lease of this.leases.values())
             lease.release();
-        this.leases = [];
+        this.leases.clear();
+    }
+
+    /**
+     * Before a look-up: lets go of the hosts found before that left or have no room left, and of the oldest beyond
+     * `room`, so that a pipeline that cannot form pins a bounded number of connections while it waits.
+     */
+    private prune(room: number) {
+        const {swarm} = this.options;
+        for (const [peerId, lease] of this.leases)
+            if ((swarm.peer(peerId)?.capabilities.shardHost?.freeBytes ?? 0) === 0) {
+                lease.release();
+                this.leases.delete(peerId);
+            }
+        for (const [peerId, lease] of this.leases) {
+            if (this.leases.size <= room)
+                break;
+            lease.release();
+            this.leases.delete(peerId);
+        }
     }
 
     private async lookUp(excluded: (peerId: string) => boolean) {
         const {swarm, hostsPerLookup, waitMs} = this.options;
         const found = await swarm.lookupHosts({timeoutMs: waitMs}).catch(() => [] as string[]);
+        this.prune(hostsPerLookup);
         const fresh = found.filter((peerId) => swarm.peer(peerId) === undefined && !excluded(peerId)).slice(0, hostsPerLookup);
         const connected = await Promise.all(fresh.map(async (peerId) => {
             try {
                 const lease = await swarm.connectTo(peerId, 'shard-host');
-                this.leases.push(lease);
+                // The oldest first: a host found again counts as new.
+                this.leases.get(peerId)?.release();
+                this.leases.delete(peerId);
+                this.leases.set(peerId, lease);
                 return await this.measured(peerId, waitMs);
             } catch {
                 // Unreachable, banned, or no room among this node's connections: the others may do.
