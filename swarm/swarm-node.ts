@@ -441,6 +441,10 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         // A failed dial is the caller's to handle; this keeps an unawaited one from being an unhandled rejection.
         done.catch(() => undefined);
         this.dials.set(peerId, dial);
+        // Hyperswarm 4.17 counts a peer's connections that closed within 15 s as failed attempts, waits a second per
+        // attempt before dialing it again and gives up at 5: an on-demand connection closed as idle counts too. A
+        // connectTo is a deliberate dial: it starts afresh, as Hyperswarm does for a peer a topic finds again.
+        (this.swarm as unknown as {peers?: Map<string, {_reset?(): void}>}).peers?.get(peerId)?._reset?.();
         this.swarm!.joinPeer(key);
         // Hyperswarm 4.17's joinPeer does not dial a peer the topic's look-up already queued (left undialed at the
         // limit) until its next dialing pass, which nothing starts: start it (it has no public way).

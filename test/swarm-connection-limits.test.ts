@@ -149,6 +149,24 @@ test('connectTo is refused when every connection is in use, makes room by closin
     t.true(watch.most() <= 2);
 });
 
+test('connectTo dials again at once a peer whose on-demand connections kept closing within seconds (Hyperswarm would count them as failures and give up)', async (t) => {
+    // B is everyone's only topic neighbour (joined by key, --max-peers 2): R meets P on demand only.
+    const b = swarmNode('redial');
+    await b.start();
+    const line = {limits: {maxPeers: 2, idleTimeoutMs: 300}, relay: {through: [b.id]}, timings: {connectTimeoutMs: 5_000}};
+    const p = swarmNode('redial', line);
+    const r = swarmNode('redial', line);
+    await Promise.all([p.start(), r.start()]);
+    await waitFor(() => r.peer(b.id) !== undefined && p.peer(b.id) !== undefined, 30_000);
+    for (let round = 0; round < 7; round++) {
+        const lease = await r.connectTo(p.id, 'test');
+        t.truthy(r.peer(p.id), `round ${round}`);
+        lease.release();
+        // Closed as idle after 0.3 s: far within the 15 s Hyperswarm needs to count a connection as a success.
+        await waitFor(() => r.peer(p.id) === undefined, 10_000);
+    }
+});
+
 test('a job in flight holds the connection on both sides, with its model, and /api/peers and the dashboard say why', async (t) => {
     const providerJobs = new JobsProtocol();
     const requesterJobs = new JobsProtocol();
