@@ -17,12 +17,10 @@ import {median, round} from './lib/statistics.js';
 const NETWORK = 'scale-bench';
 const MAX_PEERS = 6;
 const IN_PROCESS = 77;
-/**
- * On-demand connections close after this long idle, so each repetition starts unconnected again. Over 15 s:
- * Hyperswarm 4.17 backs off redialing a peer whose connections lasted less (its MIN_CONNECTION_TIME), and a
- * request then waits out the backoff (measured with 2 s: 'still connecting' past the finder's 10 s).
- */
-const IDLE_PEER_TIMEOUT_S = Number(process.env.SCALE_IDLE_PEER_TIMEOUT_S ?? 16);
+/** On-demand connections close after this long idle, so each repetition starts unconnected again. */
+const IDLE_PEER_TIMEOUT_S = Number(process.env.SCALE_IDLE_PEER_TIMEOUT_S ?? 2);
+/** In-process nodes that look up the provider's DHT topic, one after another. */
+const LOOKUPS = 10;
 const REPETITIONS = 5;
 const MAX_TOKENS = 8;
 const GOSSIP_WINDOW_MS = 60_000;
@@ -75,8 +73,6 @@ try {
     // one pair more than measured: the first warms the requester's and A's paths (not counted)
     for (let repetition = 0; repetition <= REPETITIONS; repetition++) {
         await waitFor(async () => !await connectedToA(requester), 120_000, 250);
-        // Hyperswarm skips redialing a peer for a second after its connection closed
-        await sleep(2_000);
         let unconnectedAnswer: Awaited<ReturnType<typeof timedCompletion>>;
         try {
             unconnectedAnswer = await timedCompletion(requester.client, PROMPT, MAX_TOKENS);
@@ -91,6 +87,15 @@ try {
         process.stderr.write(`repetition ${repetition}: ${round(unconnectedAnswer.firstTokenMs)} ms unconnected, ${round(connectedAnswer.firstTokenMs)} ms connected\n`);
         if (repetition > 0)
             pairs.push({unconnectedMs: unconnectedAnswer.firstTokenMs, connectedMs: connectedAnswer.firstTokenMs, reasons});
+    }
+
+    // the DHT's part: a look-up of the model's provider topic, as a request does once gossip's providers are spent
+    const sha256 = (await fetchStatus(a.daemon, '/api/network/models')).models.find((entry) => entry.id === 'demo')!.sha256!;
+    const lookups: {ms: number, foundA: boolean, found: number}[] = [];
+    for (const {node} of nodes.slice(0, LOOKUPS)) {
+        const startedAt = performance.now();
+        const found = await node.lookupProviders(sha256);
+        lookups.push({ms: performance.now() - startedAt, foundA: found.includes(a.id), found: found.length});
     }
 
     // connections and memory, settled
@@ -147,6 +152,14 @@ try {
                 modelKnownAtRequestersMs: round(modelKnownMs),
                 requestersConnectedToAByTopic: requesters.length - unconnected.length
             },
+            dhtLookup: {
+                medianMs: round(median(lookups.map((lookup) => lookup.ms))),
+                ms: lookups.map((lookup) => round(lookup.ms)),
+                foundProvider: lookups.filter((lookup) => lookup.foundA).length,
+                lookups: lookups.length,
+                how: `${LOOKUPS} in-process nodes in turn look up the provider topic of A's model (SwarmNode.lookupProviders: HyperDHT's lookup, to`
+                    + ' its end): what a request adds before its connect when gossip names no usable provider'
+            },
             connections: {
                 daemons: daemonConnections,
                 inProcess: {held: spread(inProcessCounts.map((counts) => counts.held)), inUse: spread(inProcessCounts.map((counts) => counts.inUse)),
@@ -175,7 +188,7 @@ try {
             }
         }
     };
-    await writeReport('network-scale', report, {firstToken: report.results.firstToken, connections: report.results.connections,
+    await writeReport('network-scale', report, {firstToken: report.results.firstToken, dhtLookup: report.results.dhtLookup, connections: report.results.connections,
         memory: report.results.memory, gossip: report.results.gossip});
 } finally {
     await Promise.all(daemons.map(({handle}) => handle.cleanup().catch(() => undefined)));

@@ -1,5 +1,6 @@
 import OpenAI from 'openai';
-import {startDaemon} from './cli-process.js';
+import {startDaemon, waitFor, type DaemonHandle} from './cli-process.js';
+import {fetchStatus} from './node-status.js';
 import type {GenerationRequest, SamplingOptions} from '../core/inference-types.js';
 
 /** A greedy text completion for the `demo` model, as the engine receives it. */
@@ -58,4 +59,24 @@ export async function singleProcessTexts(dataDir: string, prompts: readonly stri
     } finally {
         await single.stop();
     }
+}
+
+/**
+ * SIGKILLs whichever of `providers` has a peer job running (the one serving a request now), once one does within
+ * `timeoutMs`; resolves it, or undefined when none was seen serving.
+ */
+export async function killServingProvider<P extends {daemon: DaemonHandle}>(providers: readonly P[], timeoutMs: number): Promise<P | undefined> {
+    let serving: P | undefined;
+    try {
+        await waitFor(async () => {
+            for (const provider of providers)
+                if ((await fetchStatus(provider.daemon, '/api/node')).peerJobs.active > 0)
+                    serving = provider;
+            return serving !== undefined;
+        }, timeoutMs, 5);
+    } catch {
+        return undefined;
+    }
+    serving!.daemon.process.kill('SIGKILL');
+    return serving;
 }

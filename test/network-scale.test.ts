@@ -1,7 +1,7 @@
 import test from 'ava';
 import type {Testnet} from 'hyperdht/testnet.js';
 import {waitFor} from '../harness/cli-process.js';
-import {seamReport} from '../harness/generation-requests.js';
+import {killServingProvider, seamReport, streamGreedyCompletion} from '../harness/generation-requests.js';
 import {startGossipNodes, startScaleDaemon, stopGossipNodes, timedCompletion, waitForPeerCount, watchConnections, type GossipNode,
     type ScaleDaemon} from '../harness/network-scale-fixture.js';
 import {fetchStatus} from '../harness/node-status.js';
@@ -100,29 +100,12 @@ test.serial('80 nodes with --max-peers 6: a requester not connected to the provi
     let victim: Promise<ScaleDaemon | undefined> | undefined;
     let seamText = '';
     let chunks = 0;
-    let text = '';
-    let finishReason: string | null = null;
-    let completionTokens = 0;
-    for await (const chunk of await c1.client.completions.create({model: 'demo', prompt: long, max_tokens: maxTokens, temperature: 0, stream: true,
-        stream_options: {include_usage: true}})) {
-        text += chunk.choices[0]?.text ?? '';
-        finishReason = chunk.choices[0]?.finish_reason ?? finishReason;
-        completionTokens = chunk.usage?.completion_tokens ?? completionTokens;
+    const {text, finishReason, completionTokens} = await streamGreedyCompletion(c1.client, long, maxTokens, (soFar) => {
         if (++chunks === 20) {
-            seamText = text;
-            victim = (async () => {
-                let serving: ScaleDaemon | undefined;
-                await waitFor(async () => {
-                    for (const provider of providers)
-                        if ((await fetchStatus(provider.daemon, '/api/node')).peerJobs.active > 0)
-                            serving = provider;
-                    return serving !== undefined;
-                }, 20_000, 5);
-                serving!.daemon.process.kill('SIGKILL');
-                return serving;
-            })().catch(() => undefined);
+            seamText = soFar;
+            victim = killServingProvider(providers, 20_000);
         }
-    }
+    });
     const killed = await victim;
     t.truthy(killed, 'a provider was serving C1, and was killed');
     t.log(`killed ${killed === a ? 'A' : 'D'} mid-answer; C2's first request was served by ${lastServer === a ? 'A' : 'D'}`);

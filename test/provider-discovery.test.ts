@@ -15,7 +15,7 @@ import {SwarmNode} from '../swarm/swarm-node.js';
 import {capabilitiesFixture} from '../harness/capabilities-fixture.js';
 import {waitFor, type DaemonHandle} from '../harness/cli-process.js';
 import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
-import {greedyCompletion, seamReport} from '../harness/generation-requests.js';
+import {greedyCompletion, killServingProvider, seamReport, streamGreedyCompletion} from '../harness/generation-requests.js';
 import {DEFAULT_DOMAIN} from '../harness/ledger-fixture.js';
 import {fetchStatus} from '../harness/node-status.js';
 import {nodeIdOf, peersOf, startSwarmDaemon, startTestnet, waitForPeers} from '../harness/swarm-fixture.js';
@@ -158,29 +158,12 @@ test.serial('a request for a model only gossip knows is served by a provider con
     let victim: Promise<Node | undefined> | undefined;
     let seamText = '';
     let chunks = 0;
-    let text = '';
-    let finishReason: string | null = null;
-    let completionTokens = 0;
-    for await (const chunk of await c.client.completions.create({model: 'demo', prompt: long, max_tokens: maxTokens, temperature: 0, stream: true,
-        stream_options: {include_usage: true}})) {
-        text += chunk.choices[0]?.text ?? '';
-        finishReason = chunk.choices[0]?.finish_reason ?? finishReason;
-        completionTokens = chunk.usage?.completion_tokens ?? completionTokens;
+    const {text, finishReason, completionTokens} = await streamGreedyCompletion(c.client, long, maxTokens, (soFar) => {
         if (++chunks === 20) {
-            seamText = text;
-            victim = (async () => {
-                let serving: Node | undefined;
-                await waitFor(async () => {
-                    for (const provider of providers)
-                        if ((await fetchStatus(provider.daemon, '/api/node')).peerJobs.active > 0)
-                            serving = provider;
-                    return serving !== undefined;
-                }, 10_000, 5);
-                serving!.daemon.process.kill('SIGKILL');
-                return serving;
-            })().catch(() => undefined);
+            seamText = soFar;
+            victim = killServingProvider(providers, 10_000);
         }
-    }
+    });
     const interrupted = await victim;
     t.truthy(interrupted, 'a provider was serving, and was killed');
     t.true(expected.choices[0]!.text.startsWith(seamText), 'before the failure: the uninterrupted text');
