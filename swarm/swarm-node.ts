@@ -145,6 +145,7 @@ export interface SwarmNodeEvents {
 /** A `connectTo` under way: the peer joined by key until its hello completes. */
 interface Dial {
     why: string,
+    startedAt: number,
     done: Promise<PeerState>,
     finish(result: PeerState | ConnectError): void
 }
@@ -364,9 +365,11 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         if (this.dht === undefined || this.stopped)
             throw new ConnectError('stopped', 'the swarm is not running');
         const found = new Set<string>();
+        if (signal?.aborted)
+            return [];
         const query = this.dht.lookup(topic);
         const stop = () => query.destroy();
-        const timer = setTimeout(stop, timeoutMs);
+        const timer = setTimeout(stop, timeoutMs).unref();
         signal?.addEventListener('abort', stop, {once: true});
         try {
             for await (const answer of query) {
@@ -428,7 +431,7 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
             dial.finish(new ConnectError('unreachable', `no connection to ${peerId.slice(0, 16)} within ${this.timings.connectTimeoutMs / 1000} s`
                 + (failure === undefined ? '' : ` (last attempt: ${failure.code}${failure.relay === null ? '' : ` via relay ${failure.relay.slice(0, 16)}`})`)));
         }, this.timings.connectTimeoutMs);
-        const dial: Dial = {why, done, finish: (result) => {
+        const dial: Dial = {why, startedAt: Date.now(), done, finish: (result) => {
             if (this.dials.get(peerId) !== dial)
                 return;
             clearTimeout(timer);
@@ -443,8 +446,11 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         this.dials.set(peerId, dial);
         // Hyperswarm 4.17 counts a peer's connections that closed within 15 s as failed attempts, waits a second per
         // attempt before dialing it again and gives up at 5: an on-demand connection closed as idle counts too. A
-        // connectTo is a deliberate dial: it starts afresh, as Hyperswarm does for a peer a topic finds again.
-        (this.swarm as unknown as {peers?: Map<string, {_reset?(): void}>}).peers?.get(peerId)?._reset?.();
+        // connectTo is a deliberate dial: it starts afresh, as Hyperswarm does for a peer a topic finds again. Hyperswarm
+        // also bans for good a peer this node's firewall once refused: the ban list (checked above) has the last word.
+        const known = (this.swarm as unknown as {peers?: Map<string, {_reset?(): void, ban?(banned: boolean): void}>}).peers?.get(peerId);
+        known?._reset?.();
+        known?.ban?.(false);
         this.swarm!.joinPeer(key);
         // Hyperswarm 4.17's joinPeer does not dial a peer the topic's look-up already queued (left undialed at the
         // limit) until its next dialing pass, which nothing starts: start it (it has no public way).
@@ -460,12 +466,32 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         const {maxPeers} = this.limits;
         while (this.heldExcept(forPeerId) >= maxPeers) {
             const victim = pickEviction(this.evictionCandidates(forPeerId));
+            if (victim === undefined && this.giveUpFailingDial(forPeerId))
+                continue;
             if (victim === undefined)
                 return `at --max-peers ${maxPeers}: all ${this.heldExcept(forPeerId)} connections are in use or opened within the last`
                     + ` ${this.timings.newConnectionGraceMs / 1000} s`;
             this.connections.get(victim.peerId)!.close({kind: 'local', message: `closed to make room for ${forPeerId.slice(0, 16)} (--max-peers ${maxPeers})`});
         }
         return undefined;
+    }
+
+    /**
+     * Ends a `connectTo` under way whose attempts the DHT reported failed since it began (a peer gone, or unreachable
+     * from here, that would keep its place for the connect timeout): its place goes to a new connection. False when
+     * there is none.
+     */
+    private giveUpFailingDial(exceptPeerId: string) {
+        const failures = new Map(this.dht?.connectionFailures().map((failure) => [failure.peerId, failure]));
+        for (const [peerId, dial] of this.dials) {
+            const failure = failures.get(peerId);
+            if (peerId === exceptPeerId || this.connections.has(peerId) || failure === undefined || failure.at < dial.startedAt)
+                continue;
+            dial.finish(new ConnectError('unreachable', `no connection to ${peerId.slice(0, 16)} (last attempt: ${failure.code}); its place went to`
+                + ` ${exceptPeerId.slice(0, 16)} (--max-peers ${this.limits.maxPeers})`));
+            return true;
+        }
+        return false;
     }
 
     /** Connections held and places kept for `connectTo`s under way, but for `peerId`'s. */
@@ -641,6 +667,8 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
      * providers and hosts").
      */
     private announceServing(capabilities: Capabilities) {
+        if (this.stopped)
+            return;
         const models = new Set(capabilities.models.flatMap((offer) => offer.loaded && offer.sha256 !== null ? [offer.sha256] : []));
         for (const sha256 of models)
             if (!this.providing.has(sha256))

@@ -85,7 +85,7 @@ test.serial('a request whose gossiped provider is gone is served by a provider a
 
     const identity = nodeIdentity();
     const jobs = new JobsProtocol();
-    const r = testSwarmNode(testnet.bootstrap, network, {identity, limits: {maxPeers: 2}, relay: {through: [b.id]}, timings: {connectTimeoutMs: 2_000}});
+    const r = testSwarmNode(testnet.bootstrap, network, {identity, limits: {maxPeers: 2}, relay: {through: [b.id]}});
     r.use(jobs);
     t.teardown(() => r.stop());
     await r.start();

@@ -19,6 +19,12 @@ export interface ProviderFinderOptions {
     /** Providers connected to at once for a request; defaults to 2 (the second is the failover's). */
     providersPerSearch: number,
     /**
+     * How long a request waits on the providers it tried before it tries the next ones beside them (a dial to a
+     * provider that is gone waits out the connect timeout, 45 s); a failed attempt reported by the DHT tries them at
+     * once; defaults to 2 s.
+     */
+    stepMs: number,
+    /**
      * How long a request waits for a provider to connect and show the model loaded, and for room among its
      * connections; defaults to 10 s. A connection still under way then is kept for the request's failovers.
      */
@@ -32,12 +38,18 @@ export interface ProviderFinderOptions {
 
 export const providerFinderDefaults = {
     providersPerSearch: 2,
+    stepMs: 2_000,
     waitMs: 10_000,
     lookupTtlMs: 30_000
 };
 
 /** Look-ups of model topics remembered (each a model's hash and its providers' ids). */
 const MAX_REMEMBERED_LOOKUPS = 256;
+/** Files of one model name whose topics a request looks up: those with the most providers (gossip may list many). */
+const MAX_HASHES_LOOKED_UP = 2;
+/** Providers no connection reached, passed over by every request this long. */
+const UNREACHABLE_MS = 60_000;
+const MAX_UNREACHABLE = 1_024;
 
 /**
  * The providers gossip names for `model` (by the name its entries carry, whatever their hash), best first: those that
@@ -65,6 +77,16 @@ function better(a: {direct: boolean, ageMs: number}, b: {direct: boolean, ageMs:
     return a.direct !== b.direct ? a.direct : a.ageMs < b.ageMs;
 }
 
+/** A copy in random order (Fisher–Yates). */
+function shuffled<T>(items: T[]): T[] {
+    const copy = [...items];
+    for (let index = copy.length - 1; index > 0; index--) {
+        const other = Math.floor(Math.random() * (index + 1));
+        [copy[index], copy[other]] = [copy[other]!, copy[index]!];
+    }
+    return copy;
+}
+
 /** Whether the model is loaded at the connected peer `peerId`. */
 function serving(swarm: SwarmNode, peerId: string, model: string) {
     return swarm.peer(peerId)?.capabilities.models.some((offer) => offer.id === model && offer.loaded) ?? false;
@@ -74,6 +96,8 @@ export class ProviderFinder {
     private readonly options: ProviderFinderOptions;
     /** By model hash, the look-up of its topic, done or under way: shared by the requests within the TTL. */
     private readonly lookups: LRUCache<string, Promise<string[]>>;
+    /** Providers whose connection failed within the connect timeout lately: gone, or unreachable from here. */
+    private readonly unreachable = new LRUCache<string, true>({max: MAX_UNREACHABLE, ttl: UNREACHABLE_MS});
 
     constructor(options: Partial<ProviderFinderOptions> & Pick<ProviderFinderOptions, 'swarm' | 'gossipModels'>) {
         this.options = withDefaults(providerFinderDefaults, options);
@@ -82,7 +106,11 @@ export class ProviderFinder {
 
     /** A search for one request: release it when the request ends. */
     search(model: string) {
-        return new ProviderSearch(this.options, model, (sha256) => this.lookup(sha256));
+        return new ProviderSearch(this.options, model, {
+            lookup: (sha256) => this.lookup(sha256),
+            unreachable: (peerId) => this.unreachable.has(peerId),
+            noteUnreachable: (peerId) => this.unreachable.set(peerId, true)
+        });
     }
 
     /** The providers announced on the topic of the model with this hash, looked up at most once per TTL. */
@@ -90,7 +118,7 @@ export class ProviderFinder {
         let lookup = this.lookups.get(sha256);
         if (lookup === undefined) {
             const {swarm, waitMs} = this.options;
-            lookup = swarm.lookupProviders(sha256, {timeoutMs: waitMs}).catch(() => []);
+            lookup = swarm.lookupProviders(sha256, {timeoutMs: waitMs}).catch(() => [] as string[]);
             this.lookups.set(sha256, lookup);
         }
         return lookup;
@@ -112,13 +140,20 @@ export class ProviderSearch {
     /** Providers whose attempt is under way. */
     private readonly connecting = new Set<string>();
     private readonly pending = new Set<Promise<boolean>>();
-    /** The providers the DHT topic named, once looked up. */
+    /** Providers whose dial the DHT reported failed once: still under way (a relay may do), no longer waited for alone. */
+    private readonly faltering = new Set<string>();
+    /** The providers the DHT topic named, once looked up, in an order of this search's own. */
     private lookedUp: string[] | undefined;
     /** Aborted once the request ends: attempts still under way give up. */
     private readonly ended = new AbortController();
+    /** Wakes `settled` early: an attempt faltered. */
+    private wake = () => {};
 
-    constructor(private readonly options: ProviderFinderOptions, private readonly model: string,
-        private readonly lookup: (sha256: string) => Promise<string[]>) {}
+    constructor(private readonly options: ProviderFinderOptions, private readonly model: string, private readonly shared: {
+        lookup: (sha256: string) => Promise<string[]>,
+        unreachable: (peerId: string) => boolean,
+        noteUnreachable: (peerId: string) => void
+    }) {}
 
     /** Providers (named by gossip or announced on the DHT) that this search tried to connect to. */
     get providersTried() {
@@ -127,31 +162,61 @@ export class ProviderSearch {
 
     /**
      * Connects to the next best providers not tried yet (none connected already: ranking saw those), and resolves
-     * true once one of these, or of those still connecting, shows the model loaded; false once none can.
+     * true once one of these, or of those still connecting, shows the model loaded; false once none can within
+     * `waitMs`. Those tried that have not answered within a step (or whose dial faltered) are left to go on, and the
+     * next ones are tried beside them, so a gone provider gossip still names costs a step, not the request.
      */
     async next(signal?: AbortSignal): Promise<boolean> {
-        const giveUpAt = Date.now() + this.options.waitMs;
-        for (;;) {
-            const started = await this.tryMore(signal);
-            if (this.pending.size === 0 || signal?.aborted)
-                return false;
-            const outcome = await this.settled(giveUpAt - Date.now(), signal);
-            // Every provider tried failed at once (gone, unreachable): the next best, while there are any and time.
-            if (outcome !== 'failed' || started === 0)
-                return outcome === 'loaded';
+        const {swarm, waitMs, stepMs} = this.options;
+        const giveUpAt = Date.now() + waitMs;
+        const falter = (failure: {peerId: string}) => {
+            if (this.connecting.has(failure.peerId) && !this.faltering.has(failure.peerId)) {
+                this.faltering.add(failure.peerId);
+                this.wake();
+            }
+        };
+        swarm.on('connectAttemptFailed', falter);
+        try {
+            for (;;) {
+                const started = await this.tryMore(signal, giveUpAt);
+                if (this.pending.size === 0 || signal?.aborted)
+                    return false;
+                const left = giveUpAt - Date.now();
+                const outcome = await this.settled(started > 0 ? Math.min(left, stepMs) : left, signal);
+                if (outcome === 'loaded')
+                    return true;
+                if (signal?.aborted || Date.now() >= giveUpAt || (outcome === 'failed' && started === 0 && !this.morePossible()))
+                    return false;
+            }
+        } finally {
+            swarm.off('connectAttemptFailed', falter);
         }
     }
 
+    /** Whether a look for more could still find a provider not tried: gossip may name new ones, the DHT is not asked yet. */
+    private morePossible() {
+        return this.lookedUp === undefined;
+    }
+
     /**
-     * Connects to the next best providers not tried nor connected (ranking saw those): gossip's first, then, once
-     * those are spent, the ones announced on the model's DHT topic (gossip names only a few). How many it started.
+     * Connects to the next best providers not tried, connected (ranking saw those) nor unreachable lately: gossip's
+     * first, then those announced on the model's DHT topic (gossip names only a few). At most `providersPerSearch`
+     * at once beside those still under way that have not faltered. How many it started.
      */
-    private async tryMore(signal: AbortSignal | undefined) {
+    private async tryMore(signal: AbortSignal | undefined, giveUpAt: number) {
         const {swarm, gossipModels, providersPerSearch} = this.options;
+        let waiting = 0;
+        for (const peerId of this.connecting)
+            if (!this.faltering.has(peerId))
+                waiting++;
+        const room = Math.min(providersPerSearch, 2 * providersPerSearch - waiting);
+        if (room <= 0)
+            return 0;
         const exclude = new Set([...this.tried, ...swarm.peers().map((peer) => peer.id)]);
-        let chosen = chooseProviders(gossipModels(), this.model, exclude, providersPerSearch);
+        const usable = (peerId: string) => !exclude.has(peerId) && !this.shared.unreachable(peerId);
+        let chosen = chooseProviders(gossipModels(), this.model, exclude, Number.MAX_SAFE_INTEGER).filter(usable).slice(0, room);
         if (chosen.length === 0)
-            chosen = (await this.announced(signal)).filter((peerId) => !exclude.has(peerId)).slice(0, providersPerSearch);
+            chosen = (await this.announced(signal, giveUpAt)).filter(usable).slice(0, room);
         for (const peerId of chosen) {
             this.tried.add(peerId);
             this.asked.add(peerId);
@@ -161,23 +226,30 @@ export class ProviderSearch {
             void attempt.then(() => {
                 this.pending.delete(attempt);
                 this.connecting.delete(peerId);
+                this.faltering.delete(peerId);
             });
         }
         return chosen.length;
     }
 
-    /** Waits for the attempts under way: one shows the model loaded, all fail, or the time runs out first. */
-    private settled(waitMs: number, signal: AbortSignal | undefined): Promise<'loaded' | 'failed' | 'timeout'> {
+    /** Waits for the attempts under way: one shows the model loaded, all fail, one falters, or the time runs out first. */
+    private settled(waitMs: number, signal: AbortSignal | undefined): Promise<'loaded' | 'failed' | 'faltered' | 'timeout'> {
         return new Promise((resolve) => {
             let left = this.pending.size;
-            const done = (outcome: 'loaded' | 'failed' | 'timeout') => {
+            let over = false;
+            const done = (outcome: 'loaded' | 'failed' | 'faltered' | 'timeout') => {
+                if (over)
+                    return;
+                over = true;
                 clearTimeout(timer);
+                this.wake = () => {};
                 signal?.removeEventListener('abort', abort);
                 resolve(outcome);
             };
             const abort = () => done('timeout');
             // A provider that connects later serves a failover of this request, or the next request.
             const timer = setTimeout(abort, Math.max(0, waitMs));
+            this.wake = () => done('faltered');
             signal?.addEventListener('abort', abort, {once: true});
             for (const attempt of this.pending)
                 void attempt.then((ok) => {
@@ -191,21 +263,35 @@ export class ProviderSearch {
     }
 
     /**
-     * The providers announced on the DHT topic of each file gossip knows under this model's name, looked up once per
-     * search (a look-up takes a few round trips, and they stay announced while they serve).
+     * The providers announced on the DHT topics of the files gossip knows under this model's name (the two with the
+     * most providers), looked up once per search and shared with other requests (`lookupTtlMs`); this search waits for
+     * it until `giveUpAt` or its end, the look-up goes on. Shuffled: each request tries its own, not the first the
+     * DHT named to all.
      */
-    private async announced(signal: AbortSignal | undefined): Promise<string[]> {
+    private async announced(signal: AbortSignal | undefined, giveUpAt: number): Promise<string[]> {
         if (this.lookedUp !== undefined)
             return this.lookedUp;
-        const hashes = [...new Set(this.options.gossipModels().filter((entry) => entry.name === this.model).map((entry) => entry.sha256))];
-        // The look-up is shared with other requests: this one stops waiting for it when it ends, the look-up goes on.
-        const aborted = signal === undefined ? undefined : new Promise<string[][]>((resolve) => {
-            if (signal.aborted)
+        const hashes = this.options.gossipModels().filter((entry) => entry.name === this.model)
+            .sort((a, b) => b.providerCount - a.providerCount || a.ageMs - b.ageMs).slice(0, MAX_HASHES_LOOKED_UP).map((entry) => entry.sha256);
+        const stop = new AbortController();
+        const stopped = new Promise<string[][]>((resolve) => {
+            const timer = setTimeout(() => stop.abort(), Math.max(0, giveUpAt - Date.now()));
+            stop.signal.addEventListener('abort', () => {
+                clearTimeout(timer);
                 resolve([]);
-            signal.addEventListener('abort', () => resolve([]), {once: true});
+            }, {once: true});
         });
-        const found = await Promise.race([Promise.all(hashes.map((sha256) => this.lookup(sha256))), ...(aborted ? [aborted] : [])]);
-        this.lookedUp = [...new Set(found.flat())];
+        const end = () => stop.abort();
+        signal?.addEventListener('abort', end, {once: true});
+        if (signal?.aborted)
+            stop.abort();
+        try {
+            const found = await Promise.race([Promise.all([...new Set(hashes)].map((sha256) => this.shared.lookup(sha256))), stopped]);
+            this.lookedUp = shuffled([...new Set(found.flat())]);
+        } finally {
+            stop.abort();
+            signal?.removeEventListener('abort', end);
+        }
         return this.lookedUp;
     }
 
@@ -244,6 +330,8 @@ export class ProviderSearch {
                     continue;
                 if (full)
                     this.tried.delete(peerId);
+                if (error instanceof ConnectError && error.code === 'unreachable')
+                    this.shared.noteUnreachable(peerId);
                 this.failures.push(`${shortPeerId(peerId)}: ${error instanceof ConnectError ? error.code : 'error'} (${(error as Error).message})`);
                 return false;
             }

@@ -164,7 +164,7 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
     async stop() {
         this.stopped = true;
         this.watchdog.stop();
-        this.hosts.release();
+        this.hosts.stop();
         this.wakeUp?.();
         this.setState('stopped');
         // Stages still downloading their layers end now (their fetches with them).
@@ -277,7 +277,9 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
             if (!plan.ok) {
                 this.waitingReason = plan.reason;
                 this.setState('waiting');
-                // Beyond the connected peers: hosts announced on the DHT (docs/architecture.md, "Finding providers and hosts").
+                // Beyond the connected peers: hosts announced on the DHT (docs/architecture.md, "Finding providers and
+                // hosts"). Those found last time did not make a plan: let go, they stay only while room allows.
+                this.hosts.release();
                 if (this.hosts.due && await this.hosts.find((peerId) => this.excluded.has(peerId)) > 0) {
                     this.emit('log', 'info', 'connected to hosts found on the DHT', {model: model.id});
                     continue;

@@ -6,9 +6,9 @@ import type {SwarmNode} from '../../../swarm/swarm-node.js';
  * Hosts beyond the connected peers (issue 26, docs/architecture.md, "Finding providers and hosts"): nodes with room
  * for peers' layers announce on the network's hosts topic; a coordinator that cannot plan from its peers looks the
  * topic up, connects to a few hosts by key and waits for their first RTT, so that the planner weighs them like any
- * peer. The connections are held until the next plan forms (its stages then hold theirs), at most twice
- * `hostsPerLookup` of them while it cannot (those of the last look-up and as many before), and the idle timeout
- * closes those it did not use.
+ * peer. The connections are held for the plan that follows (its stages then hold theirs); if it still cannot form,
+ * they are let go, stay while idle room allows, and the idle timeout closes them: a pipeline that cannot form pins
+ * nothing while it waits.
  */
 
 export interface HostFinderOptions {
@@ -30,9 +30,10 @@ export const hostFinderDefaults = {
 export class HostFinder {
     private readonly options: HostFinderOptions;
     private lastLookupAt = -Infinity;
-    /** By peer id, the hosts connected for planning, oldest first. */
+    /** By peer id, the hosts connected for the next plan. */
     private readonly leases = new Map<string, PeerLease>();
     private lookingUp: Promise<number> | undefined;
+    private stopped = false;
 
     constructor(options: Partial<HostFinderOptions> & Pick<HostFinderOptions, 'swarm'>) {
         this.options = withDefaults(hostFinderDefaults, options);
@@ -40,12 +41,12 @@ export class HostFinder {
 
     /** Whether a look-up may run now (not within `intervalMs` of the last). */
     get due() {
-        return Date.now() - this.lastLookupAt >= this.options.intervalMs;
+        return !this.stopped && Date.now() - this.lastLookupAt >= this.options.intervalMs;
     }
 
     /**
      * Looks the hosts topic up and connects to those not connected nor `excluded`; resolves how many new hosts are
-     * connected with an RTT measured (0 when it is not due, or finds none).
+     * connected with an RTT measured within `waitMs` of the look-up's answer (0 when it is not due, or finds none).
      */
     find(excluded: (peerId: string) => boolean): Promise<number> {
         if (this.lookingUp !== undefined || !this.due)
@@ -57,58 +58,49 @@ export class HostFinder {
         return this.lookingUp;
     }
 
-    /** Lets go of the hosts connected for planning: the plan's stages hold theirs now. */
+    /** Lets go of the hosts connected for planning: the plan's stages hold theirs now, or the plan did not form. */
     release() {
         for (const lease of this.leases.values())
             lease.release();
         this.leases.clear();
     }
 
-    /**
-     * Before a look-up: lets go of the hosts found before that left or have no room left, and of the oldest beyond
-     * `room`, so that a pipeline that cannot form pins a bounded number of connections while it waits.
-     */
-    private prune(room: number) {
-        const {swarm} = this.options;
-        for (const [peerId, lease] of this.leases)
-            if ((swarm.peer(peerId)?.capabilities.shardHost?.freeBytes ?? 0) === 0) {
-                lease.release();
-                this.leases.delete(peerId);
-            }
-        for (const [peerId, lease] of this.leases) {
-            if (this.leases.size <= room)
-                break;
-            lease.release();
-            this.leases.delete(peerId);
-        }
+    /** Releases every host, and any connection still under way as it arrives. */
+    stop() {
+        this.stopped = true;
+        this.release();
     }
 
     private async lookUp(excluded: (peerId: string) => boolean) {
         const {swarm, hostsPerLookup, waitMs} = this.options;
         const found = await swarm.lookupHosts({timeoutMs: waitMs}).catch(() => [] as string[]);
-        this.prune(hostsPerLookup);
         const fresh = found.filter((peerId) => swarm.peer(peerId) === undefined && !excluded(peerId)).slice(0, hostsPerLookup);
+        const giveUpAt = Date.now() + waitMs;
         const connected = await Promise.all(fresh.map(async (peerId) => {
-            try {
-                const lease = await swarm.connectTo(peerId, 'shard-host');
-                // The oldest first: a host found again counts as new.
-                this.leases.get(peerId)?.release();
-                this.leases.delete(peerId);
-                this.leases.set(peerId, lease);
-                return await this.measured(peerId, waitMs);
-            } catch {
-                // Unreachable, banned, or no room among this node's connections: the others may do.
-                return false;
-            }
+            const lease = swarm.connectTo(peerId, 'shard-host').then((held) => this.keep(peerId, held), () => false);
+            // A dial may take the connect timeout (45 s): the plan goes on without it, and one that connects later is
+            // kept for the next plan.
+            const timedOut = new Promise<false>((resolve) => setTimeout(() => resolve(false), Math.max(0, giveUpAt - Date.now())).unref());
+            return await Promise.race([lease, timedOut]) && await this.measured(peerId, giveUpAt);
         }));
         return connected.filter(Boolean).length;
     }
 
-    /** Waits for the peer's first RTT sample (its connection pings at once): the planner weighs hosts by it. */
-    private async measured(peerId: string, waitMs: number) {
+    /** Holds a host's connection for the next plan, unless the coordinator stopped meanwhile. */
+    private keep(peerId: string, lease: PeerLease) {
+        if (this.stopped) {
+            lease.release();
+            return false;
+        }
+        this.leases.get(peerId)?.release();
+        this.leases.set(peerId, lease);
+        return true;
+    }
+
+    /** Waits until `giveUpAt` for the peer's first RTT sample (a new connection pings at once): the planner weighs hosts by it. */
+    private async measured(peerId: string, giveUpAt: number) {
         const {swarm} = this.options;
-        const until = Date.now() + waitMs;
-        while (Date.now() < until) {
+        while (Date.now() < giveUpAt) {
             const peer = swarm.peer(peerId);
             if (peer === undefined)
                 return false;
