@@ -275,14 +275,18 @@ export class ClusterCoordinator extends EventEmitter<ClusterEvents> {
             const plan = planPipeline(model, candidates, {maxStages, forceSplit, previous: this.previous,
                 ...(this.uplinkBytesPerSecond !== undefined && {uplinkBytesPerSecond: this.uplinkBytesPerSecond})});
             if (!plan.ok) {
-                this.waitingReason = plan.reason;
+                this.waitingReason = plan.reason + this.hosts.summary();
                 this.setState('waiting');
                 // Beyond the connected peers: hosts announced on the DHT (docs/architecture.md, "Finding providers and
                 // hosts"). Those found last time did not make a plan: let go, they stay only while room allows.
                 this.hosts.release();
-                if (this.hosts.due && await this.hosts.find((peerId) => this.excluded.has(peerId)) > 0) {
-                    this.emit('log', 'info', 'connected to hosts found on the DHT', {model: model.id});
-                    continue;
+                if (this.hosts.due) {
+                    const connected = await this.hosts.find((peerId) => this.excluded.has(peerId));
+                    this.waitingReason = plan.reason + this.hosts.summary();
+                    if (connected > 0) {
+                        this.emit('log', 'info', 'connected to hosts found on the DHT', {model: model.id, hosts: connected});
+                        continue;
+                    }
                 }
                 await this.peersChanged(REPLAN_WAIT_MS);
                 continue;

@@ -1,3 +1,4 @@
+import {plural} from '../../../core/display.js';
 import {withDefaults} from '../../../core/with-defaults.js';
 import type {PeerLease} from '../../../swarm/peer-state.js';
 import type {SwarmNode} from '../../../swarm/swarm-node.js';
@@ -34,6 +35,8 @@ export class HostFinder {
     private readonly leases = new Map<string, PeerLease>();
     private lookingUp: Promise<number> | undefined;
     private stopped = false;
+    /** What the last look-up found, for the pipeline's waiting reason. */
+    private last: {found: number, connected: number} | undefined;
 
     constructor(options: Partial<HostFinderOptions> & Pick<HostFinderOptions, 'swarm'>) {
         this.options = withDefaults(hostFinderDefaults, options);
@@ -56,6 +59,15 @@ export class HostFinder {
             this.lookingUp = undefined;
         });
         return this.lookingUp;
+    }
+
+    /** The last look-up in words, to follow the planner's reason: `; the DHT's hosts topic named 3 hosts beyond the connected peers, 2 connected…`. */
+    summary() {
+        if (this.last === undefined)
+            return '';
+        const {found, connected} = this.last;
+        return `; the DHT's hosts topic named ${found === 0 ? 'no host' : plural(found, 'host')} beyond the connected peers`
+            + `${found === 0 ? '' : `, ${connected} connected`} (looked up every ${this.options.intervalMs / 1000} s)`;
     }
 
     /** Lets go of the hosts connected for planning: the plan's stages hold theirs now, or the plan did not form. */
@@ -83,7 +95,8 @@ export class HostFinder {
             const timedOut = new Promise<false>((resolve) => setTimeout(() => resolve(false), Math.max(0, giveUpAt - Date.now())).unref());
             return await Promise.race([lease, timedOut]) && await this.measured(peerId, giveUpAt);
         }));
-        return connected.filter(Boolean).length;
+        this.last = {found: fresh.length, connected: connected.filter(Boolean).length};
+        return this.last.connected;
     }
 
     /** Holds a host's connection for the next plan, unless the coordinator stopped meanwhile. */
