@@ -1,14 +1,8 @@
-/**
- * Swarm benchmarks on a loopback HyperDHT testnet: time to the first connected peer, time for 30 nodes
- * to see each other, and per-message cost of the control protocol. Writes bench/results/swarm.json.
- */
-import crypto from 'hypercore-crypto';
+
 import {decodeFrame, encodeFrame} from '../swarm/channel/frame-codec.js';
-import {shortNodeId} from '../swarm/node-identity.js';
 import {controlMessageSchema} from '../swarm/protocol/control-messages.js';
-import {SwarmNode} from '../swarm/swarm-node.js';
 import {capabilitiesFixture} from '../harness/capabilities-fixture.js';
-import {startTestnet} from '../harness/swarm-fixture.js';
+import {startTestnet, testSwarmNode} from '../harness/swarm-fixture.js';
 import {waitFor} from '../harness/cli-process.js';
 import {machine, writeReport} from './lib/report.js';
 import {median, round} from './lib/statistics.js';
@@ -19,14 +13,7 @@ const MESH_SIZE = 30;
 const {testnet} = await startTestnet();
 
 function swarmNode(network = 'bench') {
-    const keyPair = crypto.keyPair();
-    return new SwarmNode({
-        identity: {...keyPair, id: keyPair.publicKey.toString('hex'), shortId: shortNodeId(keyPair.publicKey)},
-        network: {name: network},
-        software: '0.1.0',
-        bootstrap: testnet.bootstrap,
-        capabilities: () => capabilitiesFixture()
-    });
+    return testSwarmNode(testnet.bootstrap, network);
 }
 
 async function firstPeerTimes() {

@@ -4,11 +4,11 @@ import {fileURLToPath} from 'node:url';
 import OpenAI from 'openai';
 import {localModelsFromOffers} from '../swarm/gossip/model-gossip.js';
 import {ModelGossipProtocol} from '../swarm/gossip/model-gossip-protocol.js';
-import {SwarmNode} from '../swarm/swarm-node.js';
+import type {SwarmNode} from '../swarm/swarm-node.js';
 import {capabilitiesFixture} from './capabilities-fixture.js';
 import {waitFor, type DaemonHandle} from './cli-process.js';
 import {createDataDirWithDemoModel} from './demo-model-fixture.js';
-import {nodeIdentity, nodeIdOf, peersOf, startSwarmDaemon} from './swarm-fixture.js';
+import {nodeIdentity, nodeIdOf, peersOf, startSwarmDaemon, testSwarmNode} from './swarm-fixture.js';
 
 /**
  * A network of many nodes on one small machine (issue 26's scale test and benchmark): most nodes are in-process
@@ -72,7 +72,7 @@ export async function startGossipNodes({bootstrap, network, count, maxPeers, bat
     for (let index = 0; index < count; index++) {
         const identity = nodeIdentity();
         const capabilities = () => capabilitiesFixture();
-        const node = new SwarmNode({identity, network: {name: network}, software: '0.1.0', bootstrap, capabilities, limits: {maxPeers}});
+        const node = testSwarmNode(bootstrap, network, {identity, capabilities, limits: {maxPeers}});
         const gossip = new ModelGossipProtocol({selfId: identity.id, localModels: () => localModelsFromOffers(capabilities().models)});
         node.use(gossip);
         nodes.push({node, gossip});

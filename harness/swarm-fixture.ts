@@ -34,10 +34,9 @@ export async function waitForPeers(daemon: DaemonHandle, expectedIds: string[], 
     }, timeoutMs, 200);
 }
 
-/** A fresh node identity, as `SwarmNode` takes it: a key pair with its id and short id. */
-export function nodeIdentity() {
-    const keyPair = crypto.keyPair();
-    return {...keyPair, id: keyPair.publicKey.toString('hex'), shortId: shortNodeId(keyPair.publicKey)};
+/** A node identity, as `SwarmNode` takes it: the key pair (a fresh one unless given) with its id and short id. */
+export function nodeIdentity(keyPair: {publicKey: Buffer, secretKey: Buffer} = crypto.keyPair()) {
+    return {publicKey: keyPair.publicKey, secretKey: keyPair.secretKey, id: keyPair.publicKey.toString('hex'), shortId: shortNodeId(keyPair.publicKey)};
 }
 
 /**

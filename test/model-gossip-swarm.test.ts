@@ -11,10 +11,10 @@ import {ModelGossipProtocol} from '../swarm/gossip/model-gossip-protocol.js';
 import {buildNetworkModelTable} from '../swarm/network-models.js';
 import type {PeerConnection} from '../swarm/peer-connection.js';
 import type {PeerProtocol} from '../swarm/peer-protocol.js';
-import {SwarmNode} from '../swarm/swarm-node.js';
+import type {SwarmNode} from '../swarm/swarm-node.js';
 import {capabilitiesFixture} from '../harness/capabilities-fixture.js';
 import {waitFor} from '../harness/cli-process.js';
-import {nodeIdentity, startTestnet} from '../harness/swarm-fixture.js';
+import {nodeIdentity, startTestnet, testSwarmNode} from '../harness/swarm-fixture.js';
 
 /**
  * The model table's gossip between real swarm nodes on a loopback HyperDHT testnet (docs/peer-protocol.md, "Model
@@ -46,7 +46,7 @@ test.after.always(async () => {
 function gossipNode(network: string, offers: ModelOffer[] = [], raw?: PeerProtocol) {
     const id = nodeIdentity();
     const capabilities = () => capabilitiesFixture({models: offers});
-    const node = new SwarmNode({identity: id, network: {name: network}, software: '0.1.0', bootstrap: testnet.bootstrap, capabilities});
+    const node = testSwarmNode(testnet.bootstrap, network, {identity: id, capabilities});
     const gossip = new ModelGossipProtocol({...FAST, selfId: id.id, localModels: () => localModelsFromOffers(capabilities().models)});
     protocols.push(gossip);
     node.use(raw ?? gossip);

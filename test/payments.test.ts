@@ -13,8 +13,7 @@ import {runCli, startDaemon, waitFor, type DaemonHandle} from '../harness/cli-pr
 import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
 import {type EvmNode, startEvmNode} from '../harness/evm-node.js';
 import {fetchStatus} from '../harness/node-status.js';
-import {nodeIdOf, startTestnet, waitForPeers} from '../harness/swarm-fixture.js';
-import crypto from 'hypercore-crypto';
+import {nodeIdentity, nodeIdOf, startTestnet, testSwarmNode, waitForPeers} from '../harness/swarm-fixture.js';
 import {capabilitiesFixture} from '../harness/capabilities-fixture.js';
 import {JobRequester} from '../inference/remote/jobs/job-requester.js';
 import type {RequesterPayments, WireVoucher} from '../inference/remote/jobs/job-payments.js';
@@ -22,8 +21,6 @@ import {JobsProtocol} from '../inference/remote/jobs/jobs-protocol.js';
 import {deployPaymentContract, openChannel, readChannel} from '../ledger/payments/channels.js';
 import {signVoucher, voucherJson} from '../ledger/payments/vouchers.js';
 import {bindWallet} from '../ledger/payments/wallet-binding.js';
-import {shortNodeId} from '../swarm/node-identity.js';
-import {SwarmNode} from '../swarm/swarm-node.js';
 import {paymentChannelsAbi} from '../ledger/generated/payment-channels.js';
 import {jobCostWei, priceWeiPerMillion, weiToDoge} from '../ledger/payments/pricing.js';
 import type {WalletActionStatus, WalletStatus} from '../node/node-status.js';
@@ -360,15 +357,13 @@ test.serial('SIGKILL of the provider between sending the redeem and recording it
 
 /** A hostile requester in this process: its own node key and wallet (bound), its own channel, and its own idea of paying. */
 async function hostileRequester<P extends RequesterPayments>(payments: (channel: string, payer: Wallet) => P | undefined, deposit = 20n * 10n ** 18n) {
-    const keyPair = crypto.keyPair();
-    const identity = {...keyPair, id: keyPair.publicKey.toString('hex'), shortId: shortNodeId(keyPair.publicKey)};
+    const identity = nodeIdentity();
     const payer = await evm.fundedWallet(100n);
     const chain = {rpcUrl: evm.url, chainId: evm.chainId, contract};
     const {channel} = await openChannel(chain, payer, provider.wallet.address, deposit);
     const binding = bindWallet(identity, payer, contract, {network: 'public', chainId: evm.chainId});
     const jobs = new JobsProtocol();
-    const swarm = new SwarmNode({identity, network: {name: 'public'}, software: '0.1.0', bootstrap: testnet.bootstrap,
-        capabilities: () => capabilitiesFixture({payment: binding})});
+    const swarm = testSwarmNode(testnet.bootstrap, 'public', {identity, capabilities: () => capabilitiesFixture({payment: binding})});
     swarm.use(jobs);
     const policy = payments(channel.toLowerCase(), payer);
     const requester = new JobRequester({jobs, identity, domain: {network: 'public', chainId: evm.chainId}, ...(policy && {payments: policy})});

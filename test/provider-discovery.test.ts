@@ -10,15 +10,12 @@ import {JobsProtocol} from '../inference/remote/jobs/jobs-protocol.js';
 import {chooseProviders} from '../inference/remote/provider-finder.js';
 import {RemoteInference} from '../inference/remote/remote-inference.js';
 import type {GossipModelView} from '../swarm/gossip/model-gossip.js';
-import {shortNodeId} from '../swarm/node-identity.js';
-import {SwarmNode} from '../swarm/swarm-node.js';
-import {capabilitiesFixture} from '../harness/capabilities-fixture.js';
 import {waitFor, type DaemonHandle} from '../harness/cli-process.js';
 import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
 import {greedyCompletion, killServingProvider, seamReport, streamGreedyCompletion} from '../harness/generation-requests.js';
 import {DEFAULT_DOMAIN} from '../harness/ledger-fixture.js';
 import {fetchStatus} from '../harness/node-status.js';
-import {nodeIdOf, peersOf, startSwarmDaemon, startTestnet, waitForPeers} from '../harness/swarm-fixture.js';
+import {nodeIdentity, nodeIdOf, peersOf, startSwarmDaemon, startTestnet, testSwarmNode, waitForPeers} from '../harness/swarm-fixture.js';
 
 /**
  * Finding providers of a model (issue 26): a node asked for a model no connected peer serves connects on demand to
@@ -70,11 +67,9 @@ test('the providers chosen: those that named themselves first, the freshest amon
 test.serial('a provider gossip names that cannot be reached: the request fails with no_peer_available saying why, and holds no connection', async (t) => {
     const started = await startTestnet();
     t.teardown(() => started.testnet.destroy());
-    const keyPair = crypto.keyPair();
-    const identity = {...keyPair, id: keyPair.publicKey.toString('hex'), shortId: shortNodeId(keyPair.publicKey)};
+    const identity = nodeIdentity();
     const jobs = new JobsProtocol();
-    const node = new SwarmNode({identity, network: {name: 'ghost-provider'}, software: '0.1.0', bootstrap: started.testnet.bootstrap,
-        capabilities: () => capabilitiesFixture(), timings: {connectTimeoutMs: 1_000}});
+    const node = testSwarmNode(started.testnet.bootstrap, 'ghost-provider', {identity, timings: {connectTimeoutMs: 1_000}});
     node.use(jobs);
     t.teardown(() => node.stop());
     await node.start();

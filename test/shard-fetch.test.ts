@@ -17,15 +17,13 @@ import type {ShardControl} from '../inference/sharded/tunnel/shard-messages.js';
 import {
     type FetchOutcome, type FetchProgress, type FetchRequest, type SessionRequest, ShardProtocol, type ShardProtocolOptions, ShardSessionError
 } from '../inference/sharded/tunnel/shard-protocol.js';
-import {shortNodeId} from '../swarm/node-identity.js';
 import type {PeerProtocol} from '../swarm/peer-protocol.js';
-import {SwarmNode} from '../swarm/swarm-node.js';
-import {capabilitiesFixture} from '../harness/capabilities-fixture.js';
+import type {SwarmNode} from '../swarm/swarm-node.js';
 import {waitFor} from '../harness/cli-process.js';
 import {serveFile} from '../harness/file-server.js';
 import {RawShardPeer} from '../harness/raw-shard-peer.js';
 import {TEST_RPC_DIR, testRpcBinaries} from '../harness/rpc-binaries.js';
-import {startTestnet} from '../harness/swarm-fixture.js';
+import {nodeIdentity, startTestnet, testSwarmNode} from '../harness/swarm-fixture.js';
 
 /**
  * A host's handling of the shard channel's `fetch` (docs/peer-protocol.md, "Shard channel"), between real swarm nodes,
@@ -143,10 +141,7 @@ async function hosting(t: ExecutionContext, network: string, peers: PeerProtocol
 
 function swarmNode(network: string, protocol: PeerProtocol) {
     const keyPair = protocol instanceof RawShardPeer ? protocol.keyPair : keys.get(protocol) ?? crypto.keyPair();
-    const node = new SwarmNode({
-        identity: {...keyPair, id: keyPair.publicKey.toString('hex'), shortId: shortNodeId(keyPair.publicKey)},
-        network: {name: network}, software: '0.1.0', bootstrap: testnet.bootstrap, capabilities: () => capabilitiesFixture()
-    });
+    const node = testSwarmNode(testnet.bootstrap, network, {identity: nodeIdentity(keyPair)});
     node.use(protocol);
     return node;
 }

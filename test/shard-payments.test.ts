@@ -23,12 +23,12 @@ import {priceWeiPerMillion, stageCostWei, weiToDoge} from '../ledger/payments/pr
 import type {ShardReceipt} from '../ledger/records.js';
 import {NodePayments} from '../node/node-payments.js';
 import {shortNodeId} from '../swarm/node-identity.js';
-import {SwarmNode} from '../swarm/swarm-node.js';
+import type {SwarmNode} from '../swarm/swarm-node.js';
 import {capabilitiesFixture} from '../harness/capabilities-fixture.js';
 import {waitFor} from '../harness/cli-process.js';
 import {type EvmNode, startEvmNode} from '../harness/evm-node.js';
 import {keyPair, type KeyPair} from '../harness/ledger-fixture.js';
-import {startTestnet} from '../harness/swarm-fixture.js';
+import {startTestnet, testSwarmNode} from '../harness/swarm-fixture.js';
 
 /** DOGE per million tokens: 0.001 DOGE a token, so a stage's window (8,192 tokens × 8/32 of the layers) is 2.048 DOGE. */
 const PRICE = 1000;
@@ -108,8 +108,7 @@ async function party(t: ExecutionContext, network: string, options: PartyOptions
         }}})
     });
     const announced = options.announce === undefined ? options.price ?? null : options.announce;
-    node = new SwarmNode({identity, network: {name: network}, software: '0.1.0', bootstrap: testnet.bootstrap,
-        capabilities: () => capabilitiesFixture({pricePerMillionTokens: announced, payment: payments.binding()})});
+    node = testSwarmNode(testnet.bootstrap, network, {identity, capabilities: () => capabilitiesFixture({pricePerMillionTokens: announced, payment: payments.binding()})});
     node.use(party.protocol);
     party.node = node;
     t.teardown(async () => {

@@ -10,12 +10,10 @@ import {ContributionLog} from '../ledger/contribution-log.js';
 import {LEDGER_RECORD_VERSION, type LedgerRecord, type ShardReceipt, type ShardReceiptBody} from '../ledger/records.js';
 import {countersignShardReceipt, type ExpectedShardReceipt, shardReceiptProblem, signShardReceipt, verifyShardReceipt} from '../ledger/shard-receipt.js';
 import {verifyLog} from '../ledger/verify-log.js';
-import {shortNodeId} from '../swarm/node-identity.js';
-import {SwarmNode} from '../swarm/swarm-node.js';
-import {capabilitiesFixture} from '../harness/capabilities-fixture.js';
+import type {SwarmNode} from '../swarm/swarm-node.js';
 import {waitFor} from '../harness/cli-process.js';
 import {keyPair, type KeyPair} from '../harness/ledger-fixture.js';
-import {startTestnet} from '../harness/swarm-fixture.js';
+import {nodeIdentity, startTestnet, testSwarmNode} from '../harness/swarm-fixture.js';
 
 /**
  * Shard receipts signed by both sides (docs/peer-protocol.md, "Shard channel"): the signed session request, the
@@ -183,10 +181,7 @@ async function pair(t: ExecutionContext, network: string, passes: {count: number
                 graphComputes: () => passes.count, graphTokens: () => passes.count * REQUEST.sequences})}})
         };
         logged.protocol = new ShardProtocol(options);
-        logged.node = new SwarmNode({
-            identity: {...keys, shortId: shortNodeId(keys.publicKey)}, network: {name: network}, software: '0.1.0',
-            bootstrap, capabilities: () => capabilitiesFixture()
-        });
+        logged.node = testSwarmNode(bootstrap, network, {identity: nodeIdentity(keys)});
         logged.node.use(logged.protocol);
         t.teardown(() => logged.node.stop());
         return logged;

@@ -13,15 +13,13 @@ import {RPC_TENSOR_BYTES, type RpcTensor, writeRpcTensor} from '../inference/sha
 import {RpcCommand} from '../inference/sharded/tunnel/rpc-stream.js';
 import {encodeData, type ShardControl} from '../inference/sharded/tunnel/shard-messages.js';
 import {type SessionRequest, ShardProtocol, type ShardProtocolOptions, type CoordinatorSession} from '../inference/sharded/tunnel/shard-protocol.js';
-import {shortNodeId} from '../swarm/node-identity.js';
 import type {PeerProtocol} from '../swarm/peer-protocol.js';
-import {SwarmNode} from '../swarm/swarm-node.js';
-import {capabilitiesFixture} from '../harness/capabilities-fixture.js';
+import type {SwarmNode} from '../swarm/swarm-node.js';
 import {waitFor} from '../harness/cli-process.js';
 import {GraphBuilder, type LabBuffer, RpcLabClient} from '../harness/rpc-lab.js';
 import {RawShardPeer} from '../harness/raw-shard-peer.js';
 import {TEST_RPC_DIR, testRpcBinaries} from '../harness/rpc-binaries.js';
-import {startTestnet} from '../harness/swarm-fixture.js';
+import {nodeIdentity, startTestnet, testSwarmNode} from '../harness/swarm-fixture.js';
 
 /**
  * The shard tunnel between real swarm nodes and a real rpc server (docs/peer-protocol.md, "Shard channel"): what a
@@ -73,10 +71,7 @@ test.after.always(async () => {
 
 function swarmNode(network: string, protocol: PeerProtocol) {
     const keyPair = keys.get(protocol) ?? crypto.keyPair();
-    const node = new SwarmNode({
-        identity: {...keyPair, id: keyPair.publicKey.toString('hex'), shortId: shortNodeId(keyPair.publicKey)},
-        network: {name: network}, software: '0.1.0', bootstrap: testnet.bootstrap, capabilities: () => capabilitiesFixture()
-    });
+    const node = testSwarmNode(testnet.bootstrap, network, {identity: nodeIdentity(keyPair)});
     node.use(protocol);
     nodes.push(node);
     return node;

@@ -6,11 +6,10 @@ import {capabilitiesFixture} from '../harness/capabilities-fixture.js';
 import {waitFor, type DaemonHandle} from '../harness/cli-process.js';
 import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
 import {fetchStatus} from '../harness/node-status.js';
-import {nodeIdentity, nodeIdOf, peersOf, startSwarmDaemon, startTestnet, waitForPeers} from '../harness/swarm-fixture.js';
+import {nodeIdentity, nodeIdOf, peersOf, startSwarmDaemon, startTestnet, testSwarmNode, waitForPeers} from '../harness/swarm-fixture.js';
 import type {ModelOffer} from '../swarm/capabilities.js';
 import {localModelsFromOffers} from '../swarm/gossip/model-gossip.js';
 import {ModelGossipProtocol} from '../swarm/gossip/model-gossip-protocol.js';
-import {SwarmNode} from '../swarm/swarm-node.js';
 import {formatAge, formatProviderCount} from '../web/format.js';
 
 /**
@@ -47,7 +46,7 @@ test.after.always(async () => {
 async function gossipNode(offers: ModelOffer[], refuse: string[] = []) {
     const identity = nodeIdentity();
     const capabilities = () => capabilitiesFixture({models: offers});
-    const node = new SwarmNode({identity, network: {name: NETWORK}, software: '0.1.0', bootstrap: testnet.bootstrap, capabilities});
+    const node = testSwarmNode(testnet.bootstrap, NETWORK, {identity, capabilities});
     const gossip = new ModelGossipProtocol({...FAST, selfId: identity.id, localModels: () => localModelsFromOffers(capabilities().models)});
     node.use(gossip);
     for (const id of refuse)
