@@ -167,10 +167,10 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
     private readonly protocols: PeerProtocol[] = [];
     private swarm: Hyperswarm | undefined;
     private discovery: PeerDiscovery | undefined;
-    /** The models (by hash) and hosting this node announces on the DHT. */
-    private providing = new Set<string>();
-    private hosting = false;
-    /** Topics announced on besides the network's, by hex. */
+    /**
+     * The DHT topics this node announces on besides its network's, by what it announces there: a model's file hash
+     * or `HOSTS`. Joined as a server only: found by peers' look-ups, not dialed through.
+     */
     private readonly announced = new Map<string, Buffer>();
     private timers: NodeJS.Timeout[] = [];
     private lastCapabilities = '';
@@ -327,34 +327,9 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         return (await dial.done).lease(reason);
     }
 
-    /**
-     * Announces this node on a topic besides its network's (a model's providers, the hosts: docs/architecture.md,
-     * "Finding providers and hosts") until `unannounce`: found by peers' `lookup`, not dialed by them through it.
-     */
-    announce(topic: Buffer) {
-        const key = topic.toString('hex');
-        if (this.stopped || this.announced.has(key))
-            return;
-        this.announced.set(key, topic);
-        // Before start(), the topic is joined there.
-        this.swarm?.join(topic, {server: true, client: false});
-    }
-
-    async unannounce(topic: Buffer) {
-        const key = topic.toString('hex');
-        if (!this.announced.delete(key) || this.swarm === undefined)
-            return;
-        await this.swarm.leave(topic).catch(() => undefined);
-    }
-
-    /** Topics this node announces on besides its network's, hex. */
-    announcedTopics(): string[] {
-        return [...this.announced.keys()];
-    }
-
     /** What this node is announced on the DHT as: a provider of these models (file hashes), a host with room. */
     announcements() {
-        return {models: [...this.providing].sort(), host: this.hosting};
+        return {models: [...this.announced.keys()].filter((what) => what !== HOSTS).sort(), host: this.announced.has(HOSTS)};
     }
 
     /**
@@ -391,27 +366,9 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
         return [...found].slice(0, limit);
     }
 
-    /** Announces this node as a provider of the model whose file hashes to `sha256` (hex), on its network. */
-    announceProvider(sha256: string) {
-        this.announce(providerTopic(this.options.network, sha256));
-    }
-
-    unannounceProvider(sha256: string) {
-        return this.unannounce(providerTopic(this.options.network, sha256));
-    }
-
     /** The providers of a model announced on the DHT, by the file's SHA-256 (hex). */
     lookupProviders(sha256: string, options?: {limit?: number, timeoutMs?: number, signal?: AbortSignal}) {
         return this.lookup(providerTopic(this.options.network, sha256), options);
-    }
-
-    /** Announces this node, or stops, as a host with room for peers' layers on its network. */
-    announceHost(hosting: boolean) {
-        const topic = hostsTopic(this.options.network);
-        if (hosting)
-            this.announce(topic);
-        else
-            void this.unannounce(topic);
     }
 
     /** The hosts announced on the DHT. */
@@ -669,18 +626,21 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
     private announceServing(capabilities: Capabilities) {
         if (this.stopped)
             return;
-        const models = new Set(capabilities.models.flatMap((offer) => offer.loaded && offer.sha256 !== null ? [offer.sha256] : []));
-        for (const sha256 of models)
-            if (!this.providing.has(sha256))
-                this.announceProvider(sha256);
-        for (const sha256 of this.providing)
-            if (!models.has(sha256))
-                void this.unannounceProvider(sha256);
-        this.providing = models;
-        const hosting = (capabilities.shardHost?.freeBytes ?? 0) > 0;
-        if (hosting !== this.hosting)
-            this.announceHost(hosting);
-        this.hosting = hosting;
+        const serving = new Set(capabilities.models.flatMap((offer) => offer.loaded && offer.sha256 !== null ? [offer.sha256] : []));
+        if ((capabilities.shardHost?.freeBytes ?? 0) > 0)
+            serving.add(HOSTS);
+        for (const [what, topic] of this.announced)
+            if (!serving.has(what)) {
+                this.announced.delete(what);
+                void this.swarm?.leave(topic).catch(() => undefined);
+            }
+        for (const what of serving)
+            if (!this.announced.has(what)) {
+                const topic = what === HOSTS ? hostsTopic(this.options.network) : providerTopic(this.options.network, what);
+                this.announced.set(what, topic);
+                // Before start(), the topic is joined there.
+                this.swarm?.join(topic, {server: true, client: false});
+            }
     }
 
     async stop() {
@@ -809,6 +769,9 @@ export class SwarmNode extends EventEmitter<SwarmNodeEvents> {
                 connection.close({kind: 'local', message: `idle for ${idleTimeoutMs / 1000} s (--idle-peer-timeout)`});
     }
 }
+
+/** The key of the hosts topic among the announced ones (the others are models' hashes, 64 hex digits). */
+const HOSTS = 'hosts';
 
 /** What a node can serve now: the models it has loaded and the shards it offers. */
 function servingOf(capabilities: Capabilities) {

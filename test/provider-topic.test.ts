@@ -55,12 +55,12 @@ test.serial('a node is found on the topics of what it serves while it serves it,
     t.deepEqual(await outsider.lookupProviders(SHA), [], 'a private network of the same name looks up another topic');
     t.deepEqual(await outsider.lookupHosts(), []);
     t.deepEqual(await provider.lookupProviders(SHA), [], 'never this node itself');
-    t.is(provider.announcedTopics().length, 2);
+    t.deepEqual(provider.announcements(), {models: [SHA], host: true});
 
     // Unloaded, and no room left: gone from both topics.
     capabilities = {...capabilities, models: capabilities.models.map((offer) => ({...offer, loaded: false})), shardHost: {freeBytes: 0}};
     provider.capabilitiesChanged();
-    t.deepEqual(provider.announcedTopics(), []);
+    t.deepEqual(provider.announcements(), {models: [], host: false});
     await waitFor(async () => !(await seeker.lookupProviders(SHA)).includes(provider.id), 20_000, 200);
     await waitFor(async () => !(await seeker.lookupHosts()).includes(provider.id), 20_000, 200);
     t.pass();
