@@ -1,4 +1,5 @@
 import {shortPeerId} from '../../core/display.js';
+import {pickRandom} from '../../core/random-pick.js';
 import {LRUCache} from 'lru-cache';
 import {withDefaults} from '../../core/with-defaults.js';
 import {ConnectError} from '../../swarm/connection-limits.js';
@@ -75,16 +76,6 @@ export function chooseProviders(entries: readonly GossipModelView[], model: stri
 
 function better(a: {direct: boolean, ageMs: number}, b: {direct: boolean, ageMs: number}) {
     return a.direct !== b.direct ? a.direct : a.ageMs < b.ageMs;
-}
-
-/** A copy in random order (Fisher–Yates). */
-function shuffled<T>(items: T[]): T[] {
-    const copy = [...items];
-    for (let index = copy.length - 1; index > 0; index--) {
-        const other = Math.floor(Math.random() * (index + 1));
-        [copy[index], copy[other]] = [copy[other]!, copy[index]!];
-    }
-    return copy;
 }
 
 /** Whether the model is loaded at the connected peer `peerId`. */
@@ -287,7 +278,7 @@ export class ProviderSearch {
             stop.abort();
         try {
             const found = await Promise.race([Promise.all([...new Set(hashes)].map((sha256) => this.shared.lookup(sha256))), stopped]);
-            this.lookedUp = shuffled([...new Set(found.flat())]);
+            this.lookedUp = pickRandom([...new Set(found.flat())]);
         } finally {
             stop.abort();
             signal?.removeEventListener('abort', end);

@@ -1,3 +1,4 @@
+import {pickRandom} from '../../core/random-pick.js';
 import {withDefaults} from '../../core/with-defaults.js';
 import {BoundedChannel} from '../channel/bounded-channel.js';
 import type {PeerConnection} from '../peer-connection.js';
@@ -146,15 +147,4 @@ export class ModelGossipProtocol implements PeerProtocol {
     private refreshLocal() {
         this.gossip.setLocalModels(this.options.localModels());
     }
-}
-
-/** Up to `count` distinct items, uniformly at random (a partial Fisher–Yates shuffle of a copy). */
-function pickRandom<T>(items: readonly T[], count: number): T[] {
-    const pool = [...items];
-    const picked = Math.min(count, pool.length);
-    for (let index = 0; index < picked; index++) {
-        const other = index + Math.floor(Math.random() * (pool.length - index));
-        [pool[index], pool[other]] = [pool[other]!, pool[index]!];
-    }
-    return pool.slice(0, picked);
 }
