@@ -1,6 +1,7 @@
+import {setTimeout as sleep} from 'node:timers/promises';
+import {LRUCache} from 'lru-cache';
 import {shortPeerId} from '../../core/display.js';
 import {pickRandom} from '../../core/random-pick.js';
-import {LRUCache} from 'lru-cache';
 import {withDefaults} from '../../core/with-defaults.js';
 import {ConnectError} from '../../swarm/connection-limits.js';
 import type {GossipModelView} from '../../swarm/gossip/model-gossip.js';
@@ -264,24 +265,15 @@ export class ProviderSearch {
             return this.lookedUp;
         const hashes = this.options.gossipModels().filter((entry) => entry.name === this.model)
             .sort((a, b) => b.providerCount - a.providerCount || a.ageMs - b.ageMs).slice(0, MAX_HASHES_LOOKED_UP).map((entry) => entry.sha256);
-        const stop = new AbortController();
-        const stopped = new Promise<string[][]>((resolve) => {
-            const timer = setTimeout(() => stop.abort(), Math.max(0, giveUpAt - Date.now()));
-            stop.signal.addEventListener('abort', () => {
-                clearTimeout(timer);
-                resolve([]);
-            }, {once: true});
-        });
-        const end = () => stop.abort();
-        signal?.addEventListener('abort', end, {once: true});
-        if (signal?.aborted)
-            stop.abort();
+        // Until giveUpAt or the request's end (the sleep then throws), whichever comes first; the look-up goes on.
+        const done = new AbortController();
+        const gaveUp = sleep(Math.max(0, giveUpAt - Date.now()), [] as string[][], {signal: AbortSignal.any([done.signal, ...(signal ? [signal] : [])])})
+            .catch(() => [] as string[][]);
         try {
-            const found = await Promise.race([Promise.all([...new Set(hashes)].map((sha256) => this.shared.lookup(sha256))), stopped]);
+            const found = await Promise.race([Promise.all([...new Set(hashes)].map((sha256) => this.shared.lookup(sha256))), gaveUp]);
             this.lookedUp = pickRandom([...new Set(found.flat())]);
         } finally {
-            stop.abort();
-            signal?.removeEventListener('abort', end);
+            done.abort();
         }
         return this.lookedUp;
     }
