@@ -1,3 +1,4 @@
+import {setTimeout as sleep} from 'node:timers/promises';
 import {plural} from '../../../core/display.js';
 import {withDefaults} from '../../../core/with-defaults.js';
 import type {PeerLease} from '../../../swarm/peer-state.js';
@@ -92,8 +93,7 @@ export class HostFinder {
             const lease = swarm.connectTo(peerId, 'shard-host').then((held) => this.keep(peerId, held), () => false);
             // A dial may take the connect timeout (45 s): the plan goes on without it, and one that connects later is
             // kept for the next plan.
-            const timedOut = new Promise<false>((resolve) => setTimeout(() => resolve(false), Math.max(0, giveUpAt - Date.now())).unref());
-            return await Promise.race([lease, timedOut]) && await this.measured(peerId, giveUpAt);
+            return await Promise.race([lease, sleep(Math.max(0, giveUpAt - Date.now()), false, {ref: false})]) && await this.measured(peerId, giveUpAt);
         }));
         this.last = {found: fresh.length, connected: connected.filter(Boolean).length};
         return this.last.connected;
@@ -119,7 +119,7 @@ export class HostFinder {
                 return false;
             if (peer.rtt.smoothedMs !== undefined)
                 return true;
-            await new Promise((resolve) => setTimeout(resolve, 50));
+            await sleep(50);
         }
         return swarm.peer(peerId) !== undefined;
     }
