@@ -8,6 +8,14 @@ import {TEST_RPC_DIR} from './rpc-binaries.js';
 /** The built CLI, as users run it (`npm test` builds first). */
 export const CLI_PATH = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
 
+/**
+ * A `launch` for `startDaemon` that runs this checkout's sources (through tsx) instead of dist/: for tests whose
+ * daemons must run the code as it is, without a build first.
+ */
+export function launchFromSource(command: string, args: string[], options: SpawnOptions): ChildProcess {
+    return spawn(command, ['--import=tsx', fileURLToPath(new URL('../cli/main.ts', import.meta.url)), ...args.slice(1)], options);
+}
+
 export interface CliResult {
     code: number | null,
     stdout: string,

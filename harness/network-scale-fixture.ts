@@ -1,12 +1,11 @@
-import {spawn, type SpawnOptions} from 'node:child_process';
+
 import {readFile} from 'node:fs/promises';
-import {fileURLToPath} from 'node:url';
 import OpenAI from 'openai';
 import {localModelsFromOffers} from '../swarm/gossip/model-gossip.js';
 import {ModelGossipProtocol} from '../swarm/gossip/model-gossip-protocol.js';
 import type {SwarmNode} from '../swarm/swarm-node.js';
 import {capabilitiesFixture} from './capabilities-fixture.js';
-import {waitFor, type DaemonHandle} from './cli-process.js';
+import {launchFromSource, waitFor, type DaemonHandle} from './cli-process.js';
 import {createDataDirWithDemoModel} from './demo-model-fixture.js';
 import {nodeIdentity, nodeIdOf, peersOf, startSwarmDaemon, testSwarmNode} from './swarm-fixture.js';
 
@@ -16,9 +15,6 @@ import {nodeIdentity, nodeIdOf, peersOf, startSwarmDaemon, testSwarmNode} from '
  * served or asked for. Every one holds the same `--max-peers`.
  */
 
-const CLI_SOURCE = fileURLToPath(new URL('../cli/main.ts', import.meta.url));
-/** The daemons run this checkout's sources, not a build of them. */
-const fromSource = (command: string, args: string[], options: SpawnOptions) => spawn(command, ['--import=tsx', CLI_SOURCE, ...args.slice(1)], options);
 
 /** A model that streams for seconds and never ends by itself (as test/provider-discovery.test.ts sizes it): an answer to interrupt. */
 export const SCALE_DEMO_MODEL = {width: 512, feedForwardLength: 1024, endsText: false};
@@ -45,7 +41,7 @@ export async function startScaleDaemon({bootstrap, network, maxPeers, serving, e
     let daemon: DaemonHandle;
     try {
         daemon = await startSwarmDaemon(bootstrap, fixture.dataDir, ['--network', network, '--max-peers', String(maxPeers),
-            ...(serving ? ['--model', 'demo'] : ['--serve-peers', 'off']), ...extra], {launch: fromSource, readyTimeoutMs: 240_000});
+            ...(serving ? ['--model', 'demo'] : ['--serve-peers', 'off']), ...extra], {launch: launchFromSource, readyTimeoutMs: 240_000});
     } catch (error) {
         await fixture.cleanup();
         throw error;

@@ -1,5 +1,4 @@
-import {spawn, type SpawnOptions} from 'node:child_process';
-import {fileURLToPath} from 'node:url';
+
 import test from 'ava';
 import crypto from 'hypercore-crypto';
 import type {Testnet} from 'hyperdht/testnet.js';
@@ -10,7 +9,7 @@ import {JobsProtocol} from '../inference/remote/jobs/jobs-protocol.js';
 import {chooseProviders} from '../inference/remote/provider-finder.js';
 import {RemoteInference} from '../inference/remote/remote-inference.js';
 import type {GossipModelView} from '../swarm/gossip/model-gossip.js';
-import {waitFor, type DaemonHandle} from '../harness/cli-process.js';
+import {launchFromSource, waitFor, type DaemonHandle} from '../harness/cli-process.js';
 import {createDataDirWithDemoModel} from '../harness/demo-model-fixture.js';
 import {greedyCompletion, killServingProvider, seamReport, streamGreedyCompletion} from '../harness/generation-requests.js';
 import {DEFAULT_DOMAIN} from '../harness/ledger-fixture.js';
@@ -25,9 +24,6 @@ import {nodeIdentity, nodeIdOf, peersOf, startSwarmDaemon, startTestnet, testSwa
  * Hyperswarm dials no topic peer beside B for them (docs/architecture.md, "Swarm"): C meets A and D only on demand.
  */
 
-const CLI_SOURCE = fileURLToPath(new URL('../cli/main.ts', import.meta.url));
-/** The daemons run this checkout's sources, not a build of them. */
-const fromSource = (command: string, args: string[], options: SpawnOptions) => spawn(command, ['--import=tsx', CLI_SOURCE, ...args.slice(1)], options);
 
 const PEER_TIMEOUT_S = 2;
 const IDLE_PEER_TIMEOUT_S = 2;
@@ -93,7 +89,7 @@ test.serial('a request for a model only gossip knows is served by a provider con
         const fixture = await createDataDirWithDemoModel({width: 512, feedForwardLength: 1024, endsText: false});
         cleanups.push(fixture.cleanup);
         const daemon = await startSwarmDaemon(started.bootstrap, fixture.dataDir, ['--network', 'discovery', '--peer-timeout', String(PEER_TIMEOUT_S),
-            ...(serving ? ['--model', 'demo'] : ['--serve-peers', 'off']), ...extra], {launch: fromSource, readyTimeoutMs: 150_000});
+            ...(serving ? ['--model', 'demo'] : ['--serve-peers', 'off']), ...extra], {launch: launchFromSource, readyTimeoutMs: 150_000});
         cleanups.push(() => daemon.stop('SIGKILL'));
         return {daemon, id: await nodeIdOf(daemon), client: new OpenAI({baseURL: daemon.baseUrl, apiKey: 'x', maxRetries: 0})};
     };
